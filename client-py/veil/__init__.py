@@ -1,0 +1,34 @@
+"""Veil's Python client: governed datasets into pandas.
+
+    import veil
+    with veil.connect() as conn:           # VEIL_ADDRESS, VEIL_TOKEN
+        df = conn.scan_as_pandas("clinical.trials", filter="age > 30")
+"""
+
+from .client import (
+    AlreadyExists,
+    Connection,
+    FailedPrecondition,
+    InvalidArgument,
+    NotFound,
+    PermissionDenied,
+    ResourceExhausted,
+    Unauthenticated,
+    Unavailable,
+    VeilError,
+    connect,
+)
+
+__all__ = [
+    "AlreadyExists",
+    "Connection",
+    "FailedPrecondition",
+    "InvalidArgument",
+    "NotFound",
+    "PermissionDenied",
+    "ResourceExhausted",
+    "Unauthenticated",
+    "Unavailable",
+    "VeilError",
+    "connect",
+]

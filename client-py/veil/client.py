@@ -1,0 +1,225 @@
+"""Connections to Veil over Arrow Flight."""
+
+import os
+import re
+from concurrent.futures import ThreadPoolExecutor
+
+import pyarrow as pa
+import pyarrow.flight as flight
+
+from . import _proto
+
+DEFAULT_ADDRESS = "grpc://127.0.0.1:8815"
+_REUSE = "arrow-flight-reuse-connection://?"
+
+
+class VeilError(Exception):
+    """An error answered by Veil; `code` is the gRPC status name."""
+
+    code = "unknown"
+
+    def __init__(self, message):
+        super().__init__(message)
+        self.message = message
+
+
+class Unauthenticated(VeilError):
+    code = "unauthenticated"
+
+
+class PermissionDenied(VeilError):
+    code = "permission_denied"
+
+
+class NotFound(VeilError):
+    code = "not_found"
+
+
+class InvalidArgument(VeilError):
+    code = "invalid_argument"
+
+
+class FailedPrecondition(VeilError):
+    code = "failed_precondition"
+
+
+class Unavailable(VeilError):
+    code = "unavailable"
+
+
+class ResourceExhausted(VeilError):
+    code = "resource_exhausted"
+
+
+class AlreadyExists(VeilError):
+    code = "already_exists"
+
+
+_BY_WORDS = [
+    ("unauthenticated", Unauthenticated),
+    ("unauthorized", PermissionDenied),
+    ("permission denied", PermissionDenied),
+    ("not found", NotFound),
+    ("invalid argument", InvalidArgument),
+    ("failed precondition", FailedPrecondition),
+    ("unavailable", Unavailable),
+    ("resource exhausted", ResourceExhausted),
+    ("already exists", AlreadyExists),
+]
+
+
+def _server_message(text: str) -> str:
+    m = re.search(r"with message: (.*?)(?:\. gRPC client debug context|\. Client context|\. Detail:|$)", text, re.S)
+    return (m.group(1) if m else text).strip()
+
+
+def _translate(err: Exception) -> VeilError:
+    """pyarrow's Flight errors to Veil's, keeping the server's message."""
+    text = str(err)
+    head = text.split("with message:")[0].lower()
+    if isinstance(err, flight.FlightUnauthenticatedError):
+        cls = Unauthenticated
+    elif isinstance(err, flight.FlightUnauthorizedError):
+        cls = PermissionDenied
+    elif isinstance(err, flight.FlightUnavailableError):
+        cls = Unavailable
+    else:
+        cls = next((c for words, c in _BY_WORDS if words in head), VeilError)
+    return cls(_server_message(text))
+
+
+def _call(fn, *args, **kwargs):
+    try:
+        return fn(*args, **kwargs)
+    except (flight.FlightError, pa.ArrowException) as e:
+        raise _translate(e) from None
+
+
+class Connection:
+    """A connection to Veil. Use `veil.connect()`; closes as a context manager."""
+
+    def __init__(self, address=None, token=None, tls_root_certs=None, max_workers=8):
+        self.address = address or os.environ.get("VEIL_ADDRESS") or DEFAULT_ADDRESS
+        token = token or os.environ.get("VEIL_TOKEN")
+        if not token:
+            raise Unauthenticated(
+                "no token: pass token=... or set VEIL_TOKEN (for the demo: `veil token --user alice`)"
+            )
+        self._tls_root_certs = tls_root_certs
+        self._client = flight.FlightClient(self.address, tls_root_certs=tls_root_certs)
+        self._options = flight.FlightCallOptions(headers=[(b"authorization", b"Bearer " + token.encode())])
+        self._max_workers = max_workers
+        self._others = {}
+
+    # -- lifecycle -------------------------------------------------------
+    def close(self):
+        for c in self._others.values():
+            c.close()
+        self._others.clear()
+        self._client.close()
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.close()
+        return False
+
+    # -- catalog -----------------------------------------------------------
+    def list_datasets(self):
+        """Names (`schema.name`) of the datasets you may read."""
+        infos = _call(lambda: list(self._client.list_flights(options=self._options)))
+        return sorted(".".join(p.decode() if isinstance(p, bytes) else p for p in i.descriptor.path) for i in infos)
+
+    def describe(self, name):
+        """The dataset's dictionary as you see it: columns, types, tags, masks."""
+        body = _proto.encode_string_message(name)
+        return _proto.decode_description(self._action("veil.describe", body)[0])
+
+    def schema(self, name, columns=None, filter=None):
+        """The policy-applied Arrow schema of a scan."""
+        desc = flight.FlightDescriptor.for_command(_proto.encode_scan(name, columns, filter))
+        return _call(self._client.get_schema, desc, self._options).schema
+
+    def whoami(self):
+        return _proto.decode_whoami(self._action("veil.whoami", b"")[0])
+
+    # -- reads -------------------------------------------------------------
+    def scan_as_arrow(self, name, columns=None, filter=None, limit=None):
+        """Read a dataset through your policies into an Arrow table."""
+        desc = flight.FlightDescriptor.for_command(_proto.encode_scan(name, columns, filter, limit))
+        return self._read(desc)
+
+    def scan_as_pandas(self, name, columns=None, filter=None, limit=None, types_mapper=None):
+        """Read a dataset through your policies into a pandas DataFrame.
+
+        `types_mapper=pandas.ArrowDtype` keeps Arrow types and is much faster
+        for large string columns.
+        """
+        table = self.scan_as_arrow(name, columns=columns, filter=filter, limit=limit)
+        return table.to_pandas(types_mapper=types_mapper, split_blocks=True, self_destruct=True)
+
+    def sql_as_arrow(self, query):
+        desc = flight.FlightDescriptor.for_command(_proto.encode_sql(query))
+        return self._read(desc)
+
+    def sql(self, query, types_mapper=None):
+        """One read-only SELECT over the datasets you may read, as pandas."""
+        table = self.sql_as_arrow(query)
+        return table.to_pandas(types_mapper=types_mapper, split_blocks=True, self_destruct=True)
+
+    # -- admin ---------------------------------------------------------------
+    def set_user_disabled(self, subject, disabled=True, issuer=""):
+        return _proto.decode_ack(self._action("veil.set_user_disabled", _proto.encode_set_user_disabled(subject, disabled, issuer))[0])
+
+    def grant(self, subject, permission, issuer=""):
+        return _proto.decode_ack(self._action("veil.grant_permission", _proto.encode_permission(subject, permission, issuer))[0])
+
+    def revoke(self, subject, permission, issuer=""):
+        return _proto.decode_ack(self._action("veil.revoke_permission", _proto.encode_permission(subject, permission, issuer))[0])
+
+    def audit_tail(self, limit=100):
+        import json
+
+        body = _proto._varint_field(1, int(limit)) if limit else b""
+        return [json.loads(b) for b in self._action("veil.audit_tail", body)]
+
+    # -- internals -------------------------------------------------------------
+    def _action(self, name, body):
+        results = _call(lambda: list(self._client.do_action(flight.Action(name, body), self._options)))
+        return [r.body.to_pybytes() for r in results]
+
+    def _client_for(self, endpoint):
+        for loc in endpoint.locations:
+            uri = loc.uri.decode() if isinstance(loc.uri, bytes) else str(loc.uri)
+            if uri and uri != _REUSE:
+                if uri not in self._others:
+                    self._others[uri] = flight.FlightClient(uri, tls_root_certs=self._tls_root_certs)
+                return self._others[uri]
+        return self._client
+
+    def _read(self, descriptor):
+        info = _call(self._client.get_flight_info, descriptor, self._options)
+        endpoints = list(info.endpoints)
+        schema = info.schema
+
+        def read(ep):
+            client = self._client_for(ep)
+            return _call(lambda: client.do_get(ep.ticket, self._options).read_all())
+
+        if len(endpoints) <= 1:
+            tables = [read(ep) for ep in endpoints]
+        else:
+            with ThreadPoolExecutor(max_workers=min(self._max_workers, len(endpoints))) as pool:
+                tables = list(pool.map(read, endpoints))
+        tables = [t for t in tables if t.num_rows > 0] or tables
+        if not tables:
+            return schema.empty_table()
+        if len(tables) == 1:
+            return tables[0]
+        return pa.concat_tables(tables)
+
+
+def connect(address=None, token=None, **kwargs):
+    """Connect to Veil; address and token default to VEIL_ADDRESS / VEIL_TOKEN."""
+    return Connection(address=address, token=token, **kwargs)

@@ -1,0 +1,76 @@
+//! Turning a bearer token into a [`Principal`]: verify the token, then merge
+//! its claims with Veil's directory (groups, attributes, permissions,
+//! disabled users). Transport-agnostic; the Flight layer calls it from a
+//! tower layer so no handler can skip it.
+
+use std::collections::BTreeSet;
+use std::sync::Arc;
+
+use super::identity::{ClientInfo, Principal};
+use super::jwt::TokenVerifier;
+use crate::audit::{AuditEvent, AuditLog};
+use crate::catalog::state::StateCache;
+use crate::error::{Result, VeilError};
+use crate::secrets::SecretKey;
+
+#[derive(Debug)]
+pub struct Authenticator {
+    verifier: TokenVerifier,
+    state: Arc<StateCache>,
+    fingerprint_key: SecretKey,
+    audit: AuditLog,
+}
+
+impl Authenticator {
+    pub fn new(verifier: TokenVerifier, state: Arc<StateCache>, fingerprint_key: SecretKey, audit: AuditLog) -> Self {
+        Self { verifier, state, fingerprint_key, audit }
+    }
+
+    /// Authenticate the value of an `authorization` header. Failures are
+    /// audited (and if that fails, the answer is `Unavailable`).
+    pub async fn authenticate(&self, authorization: Option<&str>, client: ClientInfo) -> Result<Principal> {
+        match self.resolve(authorization, client.clone()).await {
+            Ok(p) => Ok(p),
+            Err(e) => {
+                let mut event = AuditEvent::new("auth.failure", None).failed(&e);
+                event.client_address = client.address;
+                event.user_agent = client.user_agent;
+                self.audit.record(event).await?;
+                Err(e)
+            }
+        }
+    }
+
+    async fn resolve(&self, authorization: Option<&str>, client: ClientInfo) -> Result<Principal> {
+        let header = authorization.ok_or_else(|| {
+            VeilError::Unauthenticated(
+                "no credentials: send 'authorization: Bearer <JWT>' (get a development token with `veil token --user NAME`)".into(),
+            )
+        })?;
+        let token = header
+            .strip_prefix("Bearer ")
+            .or_else(|| header.strip_prefix("bearer "))
+            .ok_or_else(|| VeilError::Unauthenticated("the authorization header must be 'Bearer <JWT>'".into()))?;
+        let claims = self.verifier.verify(token.trim())?;
+        let snapshot = self.state.current().await?;
+        if snapshot.disabled.contains(&claims.identity) {
+            return Err(VeilError::PermissionDenied(
+                "this user is disabled in Veil's directory; ask a user administrator".into(),
+            ));
+        }
+        let mut groups = claims.groups;
+        let mut attributes = claims.attributes;
+        if let Some(u) = snapshot.users.get(&claims.identity) {
+            groups.extend(u.groups.iter().cloned());
+            for (k, vs) in &u.attributes {
+                attributes.entry(k.clone()).or_default().extend(vs.iter().cloned());
+            }
+        }
+        let permissions: BTreeSet<_> = snapshot
+            .grants
+            .get(&claims.identity)
+            .map(|g| g.keys().copied().collect())
+            .unwrap_or_default();
+        Ok(Principal::new(claims.identity, groups, attributes, permissions, &self.fingerprint_key, client))
+    }
+}

@@ -1,0 +1,93 @@
+//! Deriving a dataset's data dictionary from its files at registration.
+
+use datafusion::arrow::datatypes::{DataType, Field};
+use datafusion::datasource::file_format::FileFormat;
+use datafusion::datasource::file_format::csv::CsvFormat;
+use datafusion::datasource::file_format::json::JsonFormat;
+use datafusion::datasource::file_format::parquet::ParquetFormat;
+use datafusion::datasource::object_store::ObjectStoreUrl;
+use datafusion::prelude::SessionContext;
+use object_store::ObjectStoreExt;
+use std::collections::BTreeMap;
+
+use super::files::{list_files, partition_keys};
+use crate::config::ColumnConfig;
+use crate::error::{Result, VeilError};
+use crate::store::model::{ColumnRecord, SourceSpec};
+
+/// Types Veil serves: view types become their plain forms.
+pub fn plain_type(dt: &DataType) -> DataType {
+    match dt {
+        DataType::Utf8View => DataType::Utf8,
+        DataType::BinaryView => DataType::Binary,
+        other => other.clone(),
+    }
+}
+
+/// Read the files' schema and build dictionary columns, applying the
+/// descriptions and tags given for named columns.
+pub async fn derive_columns(
+    source: &SourceSpec,
+    overrides: &BTreeMap<String, ColumnConfig>,
+) -> Result<Vec<ColumnRecord>> {
+    let files = list_files(source)?;
+    if files.is_empty() {
+        return Err(VeilError::InvalidArgument(format!(
+            "no {} files found at the dataset location",
+            source.format.as_str()
+        )));
+    }
+    let ctx = SessionContext::new();
+    let state = ctx.state();
+    let store = state
+        .runtime_env()
+        .object_store(ObjectStoreUrl::local_filesystem())
+        .map_err(|e| VeilError::internal("local object store", e))?;
+    let mut metas = Vec::with_capacity(files.len());
+    for f in &files {
+        let path = object_store::path::Path::from_absolute_path(&f.path)
+            .map_err(|e| VeilError::internal("object store path", e))?;
+        metas.push(store.head(&path).await.map_err(|e| {
+            VeilError::FailedPrecondition(format!("cannot read a data file: {e}"))
+        })?);
+    }
+    let format: Box<dyn FileFormat> = match source.format {
+        crate::store::model::FileFormatKind::Parquet => Box::new(ParquetFormat::default()),
+        crate::store::model::FileFormatKind::Csv => Box::new(CsvFormat::default().with_has_header(true)),
+        crate::store::model::FileFormatKind::Json => Box::new(JsonFormat::default()),
+    };
+    let schema = format.infer_schema(&state, &store, &metas).await.map_err(|e| {
+        VeilError::InvalidArgument(format!("cannot read the schema of the dataset's files: {e}"))
+    })?;
+    let mut fields: Vec<(Field, bool)> =
+        schema.fields().iter().map(|f| (f.as_ref().clone().with_data_type(plain_type(f.data_type())), false)).collect();
+    for key in partition_keys(&files)? {
+        if fields.iter().any(|(f, _)| f.name() == &key) {
+            return Err(VeilError::InvalidArgument(format!(
+                "partition folder key '{key}' is also a column in the files"
+            )));
+        }
+        fields.push((Field::new(key, DataType::Utf8, false), true));
+    }
+    for name in overrides.keys() {
+        if !fields.iter().any(|(f, _)| f.name() == name) {
+            return Err(VeilError::InvalidArgument(format!(
+                "column '{name}' is described in the config but the files have no such column"
+            )));
+        }
+    }
+    Ok(fields
+        .into_iter()
+        .map(|(f, partition)| {
+            let o = overrides.get(f.name()).cloned().unwrap_or_default();
+            ColumnRecord {
+                name: f.name().clone(),
+                data_type: f.data_type().to_string(),
+                nullable: f.is_nullable(),
+                description: o.description,
+                tags: o.tags,
+                partition,
+            }
+        })
+        .collect())
+}

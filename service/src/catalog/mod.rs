@@ -1,0 +1,100 @@
+//! The catalog: datasets, their dictionaries, and where their files are.
+
+pub mod dictionary;
+pub mod files;
+pub mod roots;
+pub mod source_table;
+pub mod state;
+
+use std::collections::BTreeMap;
+use std::path::Path;
+
+use crate::auth::identity::Identity;
+use crate::config::ColumnConfig;
+use crate::error::{Result, VeilError};
+use crate::policy::model::Origin;
+use crate::store::model::{DatasetRecord, FileFormatKind, SourceSpec};
+
+/// Everything needed to register a dataset.
+#[derive(Debug, Clone)]
+pub struct NewDataset {
+    pub name: String,
+    pub format: String,
+    pub location: std::path::PathBuf,
+    pub hive_partitioned: bool,
+    pub description: String,
+    pub owners: Vec<Identity>,
+    pub tags: Vec<String>,
+    pub columns: BTreeMap<String, ColumnConfig>,
+    pub origin: Origin,
+}
+
+/// `schema.name`, each part a plain identifier; `veil.*` is reserved.
+pub fn validate_dataset_name(name: &str) -> Result<()> {
+    let bad = || {
+        VeilError::InvalidArgument(format!(
+            "dataset name '{}' must be schema.name, each part letters, digits and underscores, starting with a letter",
+            name.chars().take(128).collect::<String>()
+        ))
+    };
+    let parts: Vec<&str> = name.split('.').collect();
+    if parts.len() != 2 {
+        return Err(bad());
+    }
+    for p in &parts {
+        let mut chars = p.chars();
+        let ok_first = chars.next().is_some_and(|c| c.is_ascii_alphabetic());
+        if !ok_first || !chars.all(|c| c.is_ascii_alphanumeric() || c == '_') || p.len() > 64 {
+            return Err(bad());
+        }
+    }
+    if parts[0].eq_ignore_ascii_case("veil") {
+        return Err(VeilError::InvalidArgument(
+            "dataset names under 'veil.' are reserved for Veil's own datasets".into(),
+        ));
+    }
+    Ok(())
+}
+
+/// Build the record (dictionary included) for a new dataset. The location
+/// must already be confined to a root by the caller.
+pub async fn build_dataset(new: NewDataset, location: &Path) -> Result<DatasetRecord> {
+    validate_dataset_name(&new.name)?;
+    let format = FileFormatKind::parse(&new.format).ok_or_else(|| {
+        VeilError::InvalidArgument(format!("unknown format '{}': use parquet, csv or json", new.format))
+    })?;
+    if new.hive_partitioned && location.is_file() {
+        return Err(VeilError::InvalidArgument(
+            "a hive-partitioned dataset's location must be a folder".into(),
+        ));
+    }
+    let source = SourceSpec {
+        format,
+        location: location.to_string_lossy().to_string(),
+        hive_partitioned: new.hive_partitioned,
+    };
+    let columns = dictionary::derive_columns(&source, &new.columns).await?;
+    Ok(DatasetRecord {
+        id: uuid::Uuid::new_v4().to_string(),
+        name: new.name,
+        source,
+        description: new.description,
+        owners: new.owners,
+        tags: new.tags,
+        columns,
+        origin: new.origin,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn names_are_checked_and_veil_is_reserved() {
+        assert!(validate_dataset_name("clinical.trials").is_ok());
+        for bad in ["trials", "a.b.c", "1a.b", "a.b-c", "veil.audit", "VEIL.x", "a.", ".b", "a.b;drop"] {
+            assert!(validate_dataset_name(bad).is_err(), "{bad}");
+        }
+    }
+}

@@ -1,0 +1,249 @@
+//! `SourceTable`: the raw files of one dataset as a DataFusion table.
+//!
+//! It is only ever reachable inside a secure view, below the policy barrier:
+//! it is never registered in a session catalog under any name. Its schema is
+//! the data dictionary, not the files' schema, so columns that appear later
+//! in the files (schema drift) are not read until they are in the dictionary.
+
+use async_trait::async_trait;
+use datafusion::arrow::datatypes::{DataType, Field, FieldRef, Schema, SchemaRef};
+use datafusion::catalog::Session;
+use datafusion::common::{DataFusionError, ScalarValue};
+use datafusion::datasource::TableProvider;
+use datafusion::datasource::file_format::FileFormat;
+use datafusion::datasource::file_format::csv::CsvFormat;
+use datafusion::datasource::file_format::json::JsonFormat;
+use datafusion::datasource::file_format::parquet::ParquetFormat;
+use datafusion::datasource::listing::PartitionedFile;
+use datafusion::datasource::object_store::ObjectStoreUrl;
+use datafusion::datasource::physical_plan::parquet::ParquetAccessPlan;
+use datafusion::datasource::physical_plan::{FileGroup, FileScanConfigBuilder};
+use datafusion::datasource::table_schema::TableSchema;
+use datafusion::logical_expr::{Expr, TableProviderFilterPushDown, TableType};
+use datafusion::physical_plan::ExecutionPlan;
+use datafusion::physical_plan::empty::EmptyExec;
+use std::collections::HashMap;
+use std::str::FromStr;
+use std::sync::Arc;
+
+use veil_proto::ScanPart;
+
+use super::files::{SourceFile, list_files};
+use crate::error::{Result, VeilError};
+use crate::store::model::{DatasetRecord, FileFormatKind};
+
+#[derive(Debug)]
+pub struct SourceTable {
+    dataset_id: String,
+    format: FileFormatKind,
+    file_schema: SchemaRef,
+    partition_fields: Vec<FieldRef>,
+    table_schema: SchemaRef,
+    files: Vec<SourceFile>,
+    part: Option<ScanPart>,
+}
+
+/// The Arrow field of a dictionary column.
+pub fn dictionary_field(name: &str, data_type: &str, nullable: bool) -> Result<Field> {
+    let dt = DataType::from_str(data_type).map_err(|e| {
+        VeilError::Internal(format!("the dictionary type '{data_type}' of column '{name}' does not parse: {e}"))
+    })?;
+    Ok(Field::new(name, dt, nullable))
+}
+
+impl SourceTable {
+    /// Resolve the dataset's files now; `part` restricts the scan to the
+    /// files and row groups one endpoint serves.
+    pub fn open(dataset: &DatasetRecord, part: Option<ScanPart>) -> Result<Self> {
+        let mut file_fields = Vec::new();
+        let mut partition_fields: Vec<FieldRef> = Vec::new();
+        for c in &dataset.columns {
+            let f = dictionary_field(&c.name, &c.data_type, c.nullable)?;
+            if c.partition {
+                partition_fields.push(Arc::new(f));
+            } else {
+                file_fields.push(f);
+            }
+        }
+        let file_schema = Arc::new(Schema::new(file_fields));
+        let mut all: Vec<FieldRef> = file_schema.fields().iter().cloned().collect();
+        all.extend(partition_fields.iter().cloned());
+        let table_schema = Arc::new(Schema::new(all));
+        let files = list_files(&dataset.source)?;
+        if dataset.source.format == FileFormatKind::Csv {
+            let expected: Vec<&str> = file_schema.fields().iter().map(|f| f.name().as_str()).collect();
+            for f in &files {
+                check_csv_header(&f.path, &expected)?;
+            }
+        }
+        Ok(Self {
+            dataset_id: dataset.id.clone(),
+            format: dataset.source.format,
+            file_schema,
+            partition_fields,
+            table_schema,
+            files,
+            part,
+        })
+    }
+
+    pub fn files(&self) -> &[SourceFile] {
+        &self.files
+    }
+
+    pub fn dataset_id(&self) -> &str {
+        &self.dataset_id
+    }
+
+    fn file_format(&self) -> Arc<dyn FileFormat> {
+        match self.format {
+            FileFormatKind::Parquet => {
+                let mut opts = datafusion::config::TableParquetOptions::default();
+                // Plain Utf8 all the way: view types would double the bytes
+                // sent to clients (notes/performance.md).
+                opts.global.schema_force_view_types = false;
+                Arc::new(ParquetFormat::default().with_options(opts))
+            }
+            FileFormatKind::Csv => Arc::new(CsvFormat::default().with_has_header(true)),
+            FileFormatKind::Json => Arc::new(JsonFormat::default()),
+        }
+    }
+
+    /// The partitioned files this scan reads, restricted to the part.
+    fn partitioned_files(&self) -> Result<Vec<PartitionedFile>> {
+        let to_pf = |f: &SourceFile| -> Result<PartitionedFile> {
+            let path = object_store::path::Path::from_absolute_path(&f.path)
+                .map_err(|e| VeilError::internal("object store path", e))?;
+            let values = self
+                .partition_fields
+                .iter()
+                .map(|field| {
+                    let raw = f
+                        .partition_values
+                        .iter()
+                        .find(|(k, _)| k == field.name())
+                        .map(|(_, v)| v.clone())
+                        .ok_or_else(|| {
+                            VeilError::FailedPrecondition(format!(
+                                "a file of the dataset lacks the partition folder '{}='",
+                                field.name()
+                            ))
+                        })?;
+                    ScalarValue::Utf8(Some(raw))
+                        .cast_to(field.data_type())
+                        .map_err(|_| VeilError::FailedPrecondition(format!(
+                            "a partition folder value of '{}' does not fit its dictionary type",
+                            field.name()
+                        )))
+                })
+                .collect::<Result<Vec<_>>>()?;
+            Ok(PartitionedFile::new(path.to_string(), f.size).with_partition_values(values))
+        };
+        let Some(part) = &self.part else {
+            return self.files.iter().map(to_pf).collect();
+        };
+        let by_path: HashMap<String, &SourceFile> =
+            self.files.iter().map(|f| (f.path.to_string_lossy().to_string(), f)).collect();
+        let changed = || {
+            VeilError::NotFound(
+                "the dataset's files changed since this ticket was issued; call GetFlightInfo again".into(),
+            )
+        };
+        part.files
+            .iter()
+            .map(|slice| {
+                let f = by_path.get(&slice.path).ok_or_else(changed)?;
+                let pf = to_pf(f)?;
+                if slice.is_whole_file() {
+                    return Ok(pf);
+                }
+                if self.format != FileFormatKind::Parquet
+                    || slice.row_group_start >= slice.row_group_end
+                    || slice.row_group_end > slice.row_group_count
+                {
+                    return Err(changed());
+                }
+                let mut plan = ParquetAccessPlan::new_none(slice.row_group_count as usize);
+                for rg in slice.row_group_start..slice.row_group_end {
+                    plan.scan(rg as usize);
+                }
+                Ok(pf.with_extension(plan))
+            })
+            .collect()
+    }
+}
+
+/// CSV columns are positional: a file whose header is not exactly the
+/// dictionary's columns would put values under the wrong names.
+fn check_csv_header(path: &std::path::Path, expected: &[&str]) -> Result<()> {
+    use std::io::BufRead;
+    let file = std::fs::File::open(path)
+        .map_err(|e| VeilError::FailedPrecondition(format!("cannot open a data file: {}", e.kind())))?;
+    let mut line = String::new();
+    std::io::BufReader::new(file)
+        .read_line(&mut line)
+        .map_err(|e| VeilError::FailedPrecondition(format!("cannot read a data file: {}", e.kind())))?;
+    let header: Vec<String> =
+        line.trim_end_matches(['\r', '\n']).split(',').map(|h| h.trim().trim_matches('"').to_string()).collect();
+    if header.iter().map(String::as_str).ne(expected.iter().copied()) {
+        return Err(VeilError::FailedPrecondition(
+            "a CSV file's header differs from the dataset's data dictionary (columns added, removed or reordered); the dataset's owner must re-register it".into(),
+        ));
+    }
+    Ok(())
+}
+
+#[async_trait]
+impl TableProvider for SourceTable {
+    fn schema(&self) -> SchemaRef {
+        Arc::clone(&self.table_schema)
+    }
+
+    fn table_type(&self) -> TableType {
+        TableType::Base
+    }
+
+    /// Only policy row filters ever reach this provider (user predicates stay
+    /// above the barrier). They are used for pruning and re-checked above.
+    fn supports_filters_pushdown(
+        &self,
+        filters: &[&Expr],
+    ) -> datafusion::common::Result<Vec<TableProviderFilterPushDown>> {
+        Ok(vec![TableProviderFilterPushDown::Inexact; filters.len()])
+    }
+
+    async fn scan(
+        &self,
+        state: &dyn Session,
+        projection: Option<&Vec<usize>>,
+        _filters: &[Expr],
+        limit: Option<usize>,
+    ) -> datafusion::common::Result<Arc<dyn ExecutionPlan>> {
+        let files = self.partitioned_files().map_err(|e| DataFusionError::External(Box::new(e)))?;
+        if files.is_empty() {
+            let schema = match projection {
+                Some(p) => Arc::new(self.table_schema.project(p)?),
+                None => Arc::clone(&self.table_schema),
+            };
+            return Ok(Arc::new(EmptyExec::new(schema)));
+        }
+        // Deterministic grouping: file i goes to group i mod n.
+        let n = state.config().target_partitions().max(1).min(files.len());
+        let mut groups: Vec<Vec<PartitionedFile>> = vec![Vec::new(); n];
+        for (i, f) in files.into_iter().enumerate() {
+            groups[i % n].push(f);
+        }
+        let format = self.file_format();
+        let source = format.file_source(
+            TableSchema::builder(Arc::clone(&self.file_schema))
+                .with_table_partition_cols(self.partition_fields.clone())
+                .build(),
+        );
+        let config = FileScanConfigBuilder::new(ObjectStoreUrl::local_filesystem(), source)
+            .with_file_groups(groups.into_iter().map(FileGroup::new).collect())
+            .with_projection_indices(projection.cloned())?
+            .with_limit(limit)
+            .build();
+        format.create_physical_plan(state, config).await
+    }
+}

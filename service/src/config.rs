@@ -1,0 +1,283 @@
+//! The config file (`veil.toml`). Every section is documented in README.md.
+//! Relative paths are resolved against the config file's folder.
+
+use serde::Deserialize;
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+
+use crate::error::{Result, VeilError};
+use crate::policy::model::{PolicySpec, UserRefSpec};
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Config {
+    #[serde(default)]
+    pub server: ServerConfig,
+    #[serde(default)]
+    pub tls: Option<TlsConfig>,
+    pub auth: AuthConfig,
+    #[serde(default)]
+    pub engine: EngineConfig,
+    /// Folders datasets may live under. A location outside them is refused.
+    #[serde(default)]
+    pub roots: Vec<PathBuf>,
+    #[serde(default)]
+    pub datasets: Vec<DatasetConfig>,
+    #[serde(default)]
+    pub users: Vec<UserConfig>,
+    #[serde(default)]
+    pub policies: Vec<PolicySpec>,
+    /// Folder the file was read from; relative paths resolve against it.
+    #[serde(skip)]
+    pub base_dir: PathBuf,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ServerConfig {
+    #[serde(default = "default_listen")]
+    pub listen: String,
+    /// State, keys and (in demo mode) data live here.
+    #[serde(default = "default_data_dir")]
+    pub data_dir: PathBuf,
+    /// SQLite store file; default `<data_dir>/veil.db`.
+    #[serde(default)]
+    pub sqlite_path: Option<PathBuf>,
+    /// 64 hex characters; default `<data_dir>/master.key`, created (0600) if absent.
+    #[serde(default)]
+    pub master_key_file: Option<PathBuf>,
+    /// Identifies this node in audit records; default: a random id per start.
+    #[serde(default)]
+    pub node_id: Option<String>,
+    /// Write the bound address here once listening (tests, supervisors).
+    #[serde(default)]
+    pub address_file: Option<PathBuf>,
+}
+
+impl Default for ServerConfig {
+    fn default() -> Self {
+        Self {
+            listen: default_listen(),
+            data_dir: default_data_dir(),
+            sqlite_path: None,
+            master_key_file: None,
+            node_id: None,
+            address_file: None,
+        }
+    }
+}
+
+fn default_listen() -> String {
+    "127.0.0.1:8815".into()
+}
+fn default_data_dir() -> PathBuf {
+    PathBuf::from("veil-data")
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TlsConfig {
+    pub cert_file: PathBuf,
+    pub key_file: PathBuf,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AuthConfig {
+    /// Required `aud` claim.
+    pub audience: String,
+    /// Issuer that bare user names in policies and `[[users]]` refer to;
+    /// default: the first key's issuer.
+    #[serde(default)]
+    pub default_issuer: Option<String>,
+    #[serde(default = "default_max_lifetime")]
+    pub max_token_lifetime_secs: u64,
+    #[serde(default = "default_leeway")]
+    pub leeway_secs: u64,
+    #[serde(default = "default_groups_claim")]
+    pub groups_claim: String,
+    #[serde(default = "default_attributes_claim")]
+    pub attributes_claim: String,
+    #[serde(default)]
+    pub keys: Vec<KeyConfig>,
+}
+
+impl AuthConfig {
+    pub fn default_issuer(&self) -> String {
+        self.default_issuer
+            .clone()
+            .or_else(|| self.keys.first().map(|k| k.issuer.clone()))
+            .unwrap_or_default()
+    }
+}
+
+fn default_max_lifetime() -> u64 {
+    24 * 3600
+}
+fn default_leeway() -> u64 {
+    30
+}
+fn default_groups_claim() -> String {
+    "groups".into()
+}
+fn default_attributes_claim() -> String {
+    "attributes".into()
+}
+
+/// One trusted token key, pinned to an issuer and an algorithm.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct KeyConfig {
+    pub issuer: String,
+    /// HS256, RS256 or ES256 (not used with `jwks_file`, where each key's
+    /// `alg` or type decides).
+    #[serde(default)]
+    pub algorithm: Option<String>,
+    #[serde(default)]
+    pub secret_file: Option<PathBuf>,
+    #[serde(default)]
+    pub public_key_file: Option<PathBuf>,
+    #[serde(default)]
+    pub jwks_file: Option<PathBuf>,
+    #[serde(default)]
+    pub kid: Option<String>,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct EngineConfig {
+    /// Rows per Arrow batch sent to clients.
+    #[serde(default = "default_batch_size")]
+    pub batch_size: usize,
+    /// Threads of parallelism inside one query.
+    #[serde(default = "default_target_partitions")]
+    pub target_partitions: usize,
+    /// A scan is split into endpoints of about this many rows ...
+    #[serde(default = "default_rows_per_endpoint")]
+    pub rows_per_endpoint: u64,
+    /// ... but never more than this many endpoints.
+    #[serde(default = "default_max_endpoints")]
+    pub max_endpoints: usize,
+    #[serde(default = "default_ticket_ttl")]
+    pub ticket_ttl_secs: u64,
+    /// Memory for query execution, in MiB (0: unbounded).
+    #[serde(default = "default_memory_limit")]
+    pub memory_limit_mb: usize,
+}
+
+impl Default for EngineConfig {
+    fn default() -> Self {
+        Self {
+            batch_size: default_batch_size(),
+            target_partitions: default_target_partitions(),
+            rows_per_endpoint: default_rows_per_endpoint(),
+            max_endpoints: default_max_endpoints(),
+            ticket_ttl_secs: default_ticket_ttl(),
+            memory_limit_mb: default_memory_limit(),
+        }
+    }
+}
+
+fn default_batch_size() -> usize {
+    64 * 1024
+}
+fn default_target_partitions() -> usize {
+    std::thread::available_parallelism().map(|n| n.get()).unwrap_or(2)
+}
+fn default_rows_per_endpoint() -> u64 {
+    1_000_000
+}
+fn default_max_endpoints() -> usize {
+    16
+}
+fn default_ticket_ttl() -> u64 {
+    3600
+}
+fn default_memory_limit() -> usize {
+    2048
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DatasetConfig {
+    /// `schema.name`
+    pub name: String,
+    /// parquet, csv or json (newline-delimited)
+    pub format: String,
+    /// A file or a folder, under one of `roots`.
+    pub location: PathBuf,
+    #[serde(default)]
+    pub hive_partitioned: bool,
+    #[serde(default)]
+    pub description: String,
+    #[serde(default)]
+    pub owners: Vec<UserRefSpec>,
+    #[serde(default)]
+    pub tags: Vec<String>,
+    #[serde(default)]
+    pub columns: BTreeMap<String, ColumnConfig>,
+}
+
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ColumnConfig {
+    #[serde(default)]
+    pub description: String,
+    #[serde(default)]
+    pub tags: Vec<String>,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct UserConfig {
+    /// Subject (`sub` claim).
+    pub name: String,
+    /// Default: `auth.default_issuer`.
+    #[serde(default)]
+    pub issuer: Option<String>,
+    #[serde(default)]
+    pub groups: Vec<String>,
+    #[serde(default)]
+    pub attributes: BTreeMap<String, Vec<String>>,
+    #[serde(default)]
+    pub permissions: Vec<String>,
+}
+
+impl Config {
+    pub fn load(path: &Path) -> Result<Self> {
+        let text = std::fs::read_to_string(path).map_err(|e| {
+            VeilError::FailedPrecondition(format!("cannot read config file {}: {e}", path.display()))
+        })?;
+        let mut cfg: Config = toml::from_str(&text).map_err(|e| {
+            VeilError::FailedPrecondition(format!("config file {} is invalid: {e}", path.display()))
+        })?;
+        cfg.base_dir = path
+            .parent()
+            .map(|p| if p.as_os_str().is_empty() { Path::new(".") } else { p })
+            .unwrap_or(Path::new("."))
+            .to_path_buf();
+        Ok(cfg)
+    }
+
+    pub fn resolve(&self, p: &Path) -> PathBuf {
+        if p.is_absolute() { p.to_path_buf() } else { self.base_dir.join(p) }
+    }
+
+    pub fn data_dir(&self) -> PathBuf {
+        self.resolve(&self.server.data_dir)
+    }
+
+    pub fn sqlite_path(&self) -> PathBuf {
+        match &self.server.sqlite_path {
+            Some(p) => self.resolve(p),
+            None => self.data_dir().join("veil.db"),
+        }
+    }
+
+    pub fn master_key_path(&self) -> PathBuf {
+        match &self.server.master_key_file {
+            Some(p) => self.resolve(p),
+            None => self.data_dir().join("master.key"),
+        }
+    }
+}

@@ -1,0 +1,297 @@
+//! The engine: plans a principal's request through DataFusion with the
+//! policy operators in place, and executes it as a stream. It knows nothing
+//! of gRPC; the Flight layer converts requests and errors.
+
+pub mod catalog;
+pub mod errors;
+
+use datafusion::arrow::datatypes::{DataType, Schema, SchemaRef};
+use datafusion::common::TableReference;
+use datafusion::common::tree_node::TreeNode;
+use datafusion::dataframe::DataFrame;
+use datafusion::execution::SendableRecordBatchStream;
+use datafusion::execution::context::{SQLOptions, SessionState};
+use datafusion::execution::memory_pool::FairSpillPool;
+use datafusion::execution::runtime_env::RuntimeEnvBuilder;
+use datafusion::execution::session_state::SessionStateBuilder;
+use datafusion::logical_expr::{Expr, cast};
+use datafusion::physical_plan::ExecutionPlan;
+use datafusion::prelude::{SessionConfig, SessionContext, col};
+use datafusion::sql::parser::{DFParser, Statement as DFStatement};
+use datafusion::sql::sqlparser::ast::Statement as SqlStatement;
+use datafusion::sql::sqlparser::dialect::GenericDialect;
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use veil_proto::{ScanCommand, ScanPart, SqlCommand};
+
+use crate::auth::identity::Principal;
+use crate::catalog::files::{list_files, split_into_parts};
+use crate::catalog::state::StateCache;
+use crate::config::EngineConfig;
+use crate::error::{Result, VeilError};
+use crate::policy::barrier::VeilQueryPlanner;
+use crate::policy::effective::EffectivePolicy;
+use crate::policy::guard::PolicyGuard;
+use crate::secrets::MasterKey;
+use crate::store::model::{DatasetRecord, FileFormatKind, Snapshot};
+use catalog::{CATALOG, DatasetRead, PrincipalCatalogList, ViewCompiler};
+use errors::from_datafusion;
+
+/// A request to read data.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Command {
+    Scan(ScanCommand),
+    Sql(SqlCommand),
+}
+
+/// A planned query, ready to execute.
+#[derive(Debug)]
+pub struct PlannedQuery {
+    pub physical: Arc<dyn ExecutionPlan>,
+    /// Policy-applied output schema (never view types).
+    pub schema: SchemaRef,
+    pub reads: Vec<DatasetRead>,
+    /// State version the plan was made at.
+    pub version: u64,
+    session: SessionState,
+}
+
+impl PlannedQuery {
+    pub fn rows_filtered(&self) -> bool {
+        self.reads.iter().any(|r| r.policy.rows_filtered())
+    }
+
+    /// Execute every partition into one stream, batch by batch.
+    pub fn execute(&self) -> Result<SendableRecordBatchStream> {
+        datafusion::physical_plan::execute_stream(Arc::clone(&self.physical), self.session.task_ctx())
+            .map_err(from_datafusion)
+    }
+}
+
+/// How a scan is served: the parts endpoints read, and what is known of size.
+#[derive(Debug)]
+pub struct ScanLayout {
+    pub parts: Vec<Option<ScanPart>>,
+    pub total_records: i64,
+}
+
+#[derive(Debug)]
+pub struct Engine {
+    state: Arc<StateCache>,
+    base: SessionState,
+    master: MasterKey,
+    default_issuer: String,
+    cfg: EngineConfig,
+}
+
+fn df(e: datafusion::common::DataFusionError) -> VeilError {
+    from_datafusion(e)
+}
+
+impl Engine {
+    pub fn new(state: Arc<StateCache>, master: MasterKey, default_issuer: String, cfg: EngineConfig) -> Result<Self> {
+        let mut config = SessionConfig::new()
+            .with_batch_size(cfg.batch_size)
+            .with_target_partitions(cfg.target_partitions.max(1))
+            .with_default_catalog_and_schema(CATALOG, "public")
+            .with_create_default_catalog_and_schema(false)
+            .with_information_schema(false);
+        let opts = config.options_mut();
+        opts.execution.parquet.schema_force_view_types = false;
+        opts.sql_parser.map_string_types_to_utf8view = false;
+        let mut rt = RuntimeEnvBuilder::new();
+        if cfg.memory_limit_mb > 0 {
+            rt = rt.with_memory_pool(Arc::new(FairSpillPool::new(cfg.memory_limit_mb * 1024 * 1024)));
+        }
+        let runtime = rt.build_arc().map_err(|e| VeilError::internal("runtime", e))?;
+        // Built once; cloned per request. No mask UDF is registered, URL
+        // tables stay disabled, and the guard runs on every plan.
+        let base = SessionStateBuilder::new()
+            .with_config(config)
+            .with_runtime_env(runtime)
+            .with_default_features()
+            .with_query_planner(Arc::new(VeilQueryPlanner))
+            .with_analyzer_rule(Arc::new(PolicyGuard))
+            .build();
+        Ok(Self { state, base, master, default_issuer, cfg })
+    }
+
+    pub fn state(&self) -> &Arc<StateCache> {
+        &self.state
+    }
+
+    pub fn default_issuer(&self) -> &str {
+        &self.default_issuer
+    }
+
+    pub fn config(&self) -> &EngineConfig {
+        &self.cfg
+    }
+
+    /// The principal's view of the catalog at the current state version.
+    pub async fn compiler(
+        &self,
+        principal: &Arc<Principal>,
+        parts: HashMap<String, ScanPart>,
+    ) -> Result<(Arc<Snapshot>, Arc<ViewCompiler>)> {
+        let snapshot = self.state.current().await?;
+        let compiler = Arc::new(ViewCompiler::new(
+            Arc::clone(&snapshot),
+            Arc::clone(principal),
+            self.master.clone(),
+            self.default_issuer.clone(),
+            parts,
+        ));
+        Ok((snapshot, compiler))
+    }
+
+    fn session(&self, compiler: &Arc<ViewCompiler>) -> SessionContext {
+        let state = SessionStateBuilder::new_from_existing(self.base.clone())
+            .with_catalog_list(Arc::new(PrincipalCatalogList::new(Arc::clone(compiler))))
+            .build();
+        SessionContext::new_with_state(state)
+    }
+
+    /// Datasets the principal may see, with the policies that apply to them.
+    pub async fn list(&self, principal: &Arc<Principal>) -> Result<Vec<(DatasetRecord, Result<EffectivePolicy>)>> {
+        let (_snap, compiler) = self.compiler(principal, HashMap::new()).await?;
+        Ok(compiler
+            .readable_datasets()
+            .into_iter()
+            .map(|d| (d.clone(), compiler.effective(d)))
+            .collect())
+    }
+
+    /// One visible dataset, or the not-found answer.
+    pub async fn lookup(&self, principal: &Arc<Principal>, name: &str) -> Result<(DatasetRecord, EffectivePolicy)> {
+        let (_snap, compiler) = self.compiler(principal, HashMap::new()).await?;
+        let d = compiler.readable(name).ok_or_else(|| VeilError::dataset_not_found(name))?.clone();
+        let p = compiler.effective(&d)?;
+        Ok((d, p))
+    }
+
+    /// Plan a command, optionally restricted to one endpoint's part.
+    pub async fn plan(&self, principal: &Arc<Principal>, command: &Command, part: Option<ScanPart>) -> Result<PlannedQuery> {
+        let mut parts = HashMap::new();
+        if let (Command::Scan(scan), Some(part)) = (command, part) {
+            parts.insert(scan.dataset.clone(), part);
+        }
+        let (snapshot, compiler) = self.compiler(principal, parts).await?;
+        let ctx = self.session(&compiler);
+        let frame = match command {
+            Command::Scan(scan) => self.scan_frame(&ctx, &compiler, scan).await?,
+            Command::Sql(sql) => self.sql_frame(&ctx, &sql.query).await?,
+        };
+        let frame = plain_types(frame)?;
+        let schema: SchemaRef = Arc::new(Schema::from(frame.schema().as_arrow().clone()));
+        let state = ctx.state();
+        let physical = frame.create_physical_plan().await.map_err(df)?;
+        Ok(PlannedQuery { physical, schema, reads: compiler.reads(), version: snapshot.version, session: state })
+    }
+
+    async fn scan_frame(&self, ctx: &SessionContext, compiler: &ViewCompiler, scan: &ScanCommand) -> Result<DataFrame> {
+        let d = compiler.readable(&scan.dataset).ok_or_else(|| VeilError::dataset_not_found(&scan.dataset))?;
+        let (schema, table) = d.name.split_once('.').expect("validated name");
+        let mut frame = ctx
+            .table(TableReference::full(CATALOG, schema.to_ascii_lowercase(), table.to_ascii_lowercase()))
+            .await
+            .map_err(df)?;
+        if !scan.filter.trim().is_empty() {
+            let expr = frame.parse_sql_expr(&scan.filter).map_err(|e| {
+                VeilError::InvalidArgument(format!("the filter is not a valid SQL expression over the dataset's columns: {}", from_datafusion(e).message()))
+            })?;
+            if has_subquery(&expr) {
+                return Err(VeilError::InvalidArgument(
+                    "a scan filter is one expression over the dataset's own columns; subqueries are not allowed (use sql() for queries across datasets)".into(),
+                ));
+            }
+            frame = frame.filter(expr).map_err(df)?;
+        }
+        if !scan.columns.is_empty() {
+            let cols: Vec<&str> = scan.columns.iter().map(String::as_str).collect();
+            frame = frame.select(cols.iter().map(|c| col(format!("\"{}\"", c.replace('"', "\"\"")))).collect::<Vec<_>>()).map_err(|e| {
+                VeilError::InvalidArgument(format!("unknown column in `columns`: {}", from_datafusion(e).message()))
+            })?;
+        }
+        if let Some(limit) = scan.limit {
+            frame = frame.limit(0, Some(limit as usize)).map_err(df)?;
+        }
+        Ok(frame)
+    }
+
+    async fn sql_frame(&self, ctx: &SessionContext, query: &str) -> Result<DataFrame> {
+        let statements = DFParser::parse_sql_with_dialect(query, &GenericDialect {})
+            .map_err(|e| VeilError::InvalidArgument(format!("the SQL does not parse: {e}")))?;
+        if statements.len() != 1 {
+            return Err(VeilError::InvalidArgument(format!(
+                "send exactly one SELECT statement (got {})",
+                statements.len()
+            )));
+        }
+        match &statements[0] {
+            DFStatement::Statement(s) if matches!(s.as_ref(), SqlStatement::Query(_)) => {}
+            _ => {
+                return Err(VeilError::InvalidArgument(
+                    "only read-only SELECT queries are allowed (no DDL, DML, EXPLAIN, SET or SHOW)".into(),
+                ));
+            }
+        }
+        let options = SQLOptions::new().with_allow_ddl(false).with_allow_dml(false).with_allow_statements(false);
+        ctx.sql_with_options(query, options).await.map_err(df)
+    }
+
+    /// How to split a scan into endpoints.
+    pub async fn layout(&self, principal: &Arc<Principal>, scan: &ScanCommand, planned: &PlannedQuery) -> Result<ScanLayout> {
+        let (_snap, compiler) = self.compiler(principal, HashMap::new()).await?;
+        let d = compiler.readable(&scan.dataset).ok_or_else(|| VeilError::dataset_not_found(&scan.dataset))?;
+        let files = list_files(&d.source)?;
+        // A limit must apply to the whole result, so it gets one endpoint.
+        let parts = if scan.limit.is_some() {
+            vec![None]
+        } else {
+            split_into_parts(d.source.format, &files, self.cfg.rows_per_endpoint, self.cfg.max_endpoints)?
+                .into_iter()
+                .map(Some)
+                .collect()
+        };
+        let exact = !planned.rows_filtered() && scan.filter.trim().is_empty() && d.source.format == FileFormatKind::Parquet;
+        let total_records = if exact {
+            let mut n: u64 = 0;
+            for f in &files {
+                n += crate::catalog::files::parquet_row_groups(&f.path)?.iter().sum::<u64>();
+            }
+            scan.limit.map_or(n, |l| l.min(n)) as i64
+        } else {
+            -1
+        };
+        Ok(ScanLayout { parts, total_records })
+    }
+}
+
+fn has_subquery(e: &Expr) -> bool {
+    e.exists(|x| Ok(matches!(x, Expr::ScalarSubquery(_) | Expr::InSubquery(_) | Expr::Exists(_))))
+        .unwrap_or(true)
+}
+
+/// Cast view types to their plain forms before anything leaves the process:
+/// arrow-rs writes view arrays with all their buffers (notes/performance.md).
+fn plain_types(frame: DataFrame) -> Result<DataFrame> {
+    let fields = frame.schema().fields().clone();
+    if !fields.iter().any(|f| matches!(f.data_type(), DataType::Utf8View | DataType::BinaryView)) {
+        return Ok(frame);
+    }
+    let exprs: Vec<Expr> = frame
+        .schema()
+        .iter()
+        .map(|(q, f)| {
+            let c = Expr::Column(datafusion::common::Column::new(q.cloned(), f.name()));
+            match f.data_type() {
+                DataType::Utf8View => cast(c, DataType::Utf8).alias(f.name()),
+                DataType::BinaryView => cast(c, DataType::Binary).alias(f.name()),
+                _ => c,
+            }
+        })
+        .collect();
+    frame.select(exprs).map_err(df)
+}

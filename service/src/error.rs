@@ -1,0 +1,121 @@
+//! The engine's error type: one variant per kind of failure a caller must
+//! handle differently. The Flight layer maps each variant to a `tonic::Code`
+//! exhaustively (`flight::status`), so adding a variant is a compile error
+//! there until its code is decided.
+
+use std::fmt;
+
+/// Longest message a client ever receives; longer ones are cut.
+pub const MAX_MESSAGE_LEN: usize = 1024;
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum VeilError {
+    /// The caller's identity could not be established.
+    Unauthenticated(String),
+    /// The caller is known but a permission or policy forbids the action.
+    PermissionDenied(String),
+    /// Dataset (or other object) does not exist *or is hidden from the caller*.
+    NotFound(String),
+    /// The request itself is wrong: bad SQL, unknown column, malformed message.
+    InvalidArgument(String),
+    /// The request is well-formed but the system is not in a state to honour
+    /// it (a mask on an unsupported type, a policy that cannot be evaluated).
+    FailedPrecondition(String),
+    /// A budget or memory limit was reached.
+    ResourceExhausted(String),
+    /// Something Veil depends on (the audit store) is unavailable; retry later.
+    Unavailable(String),
+    /// An object with that name already exists.
+    AlreadyExists(String),
+    /// A bug in Veil.
+    Internal(String),
+}
+
+impl VeilError {
+    /// The message, capped at [`MAX_MESSAGE_LEN`].
+    pub fn message(&self) -> String {
+        let m = match self {
+            Self::Unauthenticated(m)
+            | Self::PermissionDenied(m)
+            | Self::NotFound(m)
+            | Self::InvalidArgument(m)
+            | Self::FailedPrecondition(m)
+            | Self::ResourceExhausted(m)
+            | Self::Unavailable(m)
+            | Self::AlreadyExists(m)
+            | Self::Internal(m) => m,
+        };
+        cap(m)
+    }
+
+    /// Short name of the kind, used in audit records.
+    pub fn kind(&self) -> &'static str {
+        match self {
+            Self::Unauthenticated(_) => "unauthenticated",
+            Self::PermissionDenied(_) => "permission_denied",
+            Self::NotFound(_) => "not_found",
+            Self::InvalidArgument(_) => "invalid_argument",
+            Self::FailedPrecondition(_) => "failed_precondition",
+            Self::ResourceExhausted(_) => "resource_exhausted",
+            Self::Unavailable(_) => "unavailable",
+            Self::AlreadyExists(_) => "already_exists",
+            Self::Internal(_) => "internal",
+        }
+    }
+
+    /// The one answer for a dataset that does not exist or that the caller may
+    /// not know about: identical bytes in both cases.
+    pub fn dataset_not_found(name: &str) -> Self {
+        Self::NotFound(format!(
+            "dataset '{}' not found: check the name with list_datasets()",
+            cap_name(name)
+        ))
+    }
+
+    pub fn internal(context: &str, e: impl fmt::Display) -> Self {
+        Self::Internal(format!("{context}: {e}"))
+    }
+}
+
+impl fmt::Display for VeilError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}: {}", self.kind(), self.message())
+    }
+}
+
+impl std::error::Error for VeilError {}
+
+pub type Result<T, E = VeilError> = std::result::Result<T, E>;
+
+fn cap(m: &str) -> String {
+    if m.len() <= MAX_MESSAGE_LEN {
+        return m.to_string();
+    }
+    let mut end = MAX_MESSAGE_LEN;
+    while !m.is_char_boundary(end) {
+        end -= 1;
+    }
+    format!("{}…", &m[..end])
+}
+
+/// Names echoed back to a caller are short and printable.
+fn cap_name(name: &str) -> String {
+    name.chars().filter(|c| !c.is_control()).take(128).collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn long_messages_are_capped_on_a_char_boundary() {
+        let e = VeilError::InvalidArgument("é".repeat(2000));
+        assert!(e.message().len() <= MAX_MESSAGE_LEN + "…".len());
+    }
+
+    #[test]
+    fn not_found_strips_control_characters() {
+        let e = VeilError::dataset_not_found("a\nb\u{7}");
+        assert_eq!(e.message(), "dataset 'ab' not found: check the name with list_datasets()");
+    }
+}

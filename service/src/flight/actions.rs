@@ -1,0 +1,309 @@
+//! Veil's Flight actions (`DoAction`): describe, whoami and administration.
+//! Each action states the permission it needs; every call, allowed or not,
+//! is audited before it takes effect.
+
+use arrow_flight::{Action, ActionType};
+use prost::Message;
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use tonic::Status;
+
+use veil_proto::{
+    ActionAck, AuditTailRequest, ColumnDescription, DatasetDescription, DescribeRequest, DropDatasetRequest,
+    PermissionRequest, RegisterDatasetRequest, SetColumnTagsRequest, SetDescriptionRequest,
+    SetUserDisabledRequest, UserRef, WhoAmI, actions,
+};
+
+use super::status::to_status;
+use crate::audit::{AuditEvent, AuditLog};
+use crate::auth::identity::{Identity, Permission, Principal};
+use crate::catalog::roots::LocationRoots;
+use crate::catalog::{NewDataset, build_dataset};
+use crate::engine::Engine;
+use crate::error::{Result, VeilError};
+use crate::policy::model::{Origin, tag_covers};
+use crate::store::PutMode;
+
+/// Who may call an action.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Requirement {
+    /// Any authenticated user.
+    Anyone,
+    /// A permission.
+    Permission(Permission),
+    /// An owner of the dataset named in the request, or a governor.
+    OwnerOrGovernance,
+}
+
+/// Every action, its requirement and what it does (also `ListActions`).
+pub const ACTIONS: &[(&str, Requirement, &str)] = &[
+    (actions::WHOAMI, Requirement::Anyone, "Your identity as Veil sees it: groups, attributes, permissions."),
+    (actions::DESCRIBE, Requirement::Anyone, "A dataset's dictionary as you see it (masks included)."),
+    (actions::REGISTER_DATASET, Requirement::Permission(Permission::CreateDataSource), "Register files under a configured root as a dataset; you become its owner."),
+    (actions::DROP_DATASET, Requirement::OwnerOrGovernance, "Drop a runtime-registered dataset (the files stay)."),
+    (actions::SET_COLUMN_TAGS, Requirement::OwnerOrGovernance, "Set a column's tags; tags a global policy targets need GOVERNANCE."),
+    (actions::SET_DESCRIPTION, Requirement::OwnerOrGovernance, "Set a dataset's or column's description."),
+    (actions::SET_USER_DISABLED, Requirement::Permission(Permission::UserAdmin), "Disable or re-enable a user."),
+    (actions::GRANT_PERMISSION, Requirement::Permission(Permission::UserAdmin), "Grant a permission to a user."),
+    (actions::REVOKE_PERMISSION, Requirement::Permission(Permission::UserAdmin), "Revoke a runtime-granted permission."),
+    (actions::AUDIT_TAIL, Requirement::Permission(Permission::Audit), "The most recent audit events, as JSON."),
+];
+
+#[derive(Debug)]
+pub struct Admin {
+    engine: Arc<Engine>,
+    audit: AuditLog,
+    roots: LocationRoots,
+}
+
+fn decode<T: Message + Default>(body: &[u8]) -> Result<T> {
+    T::decode(body).map_err(|_| VeilError::InvalidArgument("the action body is not a valid message for this action".into()))
+}
+
+fn ack(message: impl Into<String>) -> Vec<Vec<u8>> {
+    vec![ActionAck { message: message.into() }.encode_to_vec()]
+}
+
+fn denied(action: &str, need: &str) -> VeilError {
+    VeilError::PermissionDenied(format!("{action} needs {need}; ask an administrator to grant it"))
+}
+
+impl Admin {
+    pub fn new(engine: Arc<Engine>, audit: AuditLog, roots: LocationRoots) -> Self {
+        Self { engine, audit, roots }
+    }
+
+    pub fn catalog() -> Vec<ActionType> {
+        ACTIONS
+            .iter()
+            .map(|(name, _, what)| ActionType { r#type: name.to_string(), description: what.to_string() })
+            .collect()
+    }
+
+    fn user(&self, u: Option<UserRef>) -> Result<Identity> {
+        let u = u.ok_or_else(|| VeilError::InvalidArgument("the request needs a user".into()))?;
+        if u.subject.trim().is_empty() {
+            return Err(VeilError::InvalidArgument("the user's subject is empty".into()));
+        }
+        let issuer = if u.issuer.is_empty() { self.engine.default_issuer().to_string() } else { u.issuer };
+        Ok(Identity::new(issuer, u.subject))
+    }
+
+    /// Run an action: check, audit, perform. Returns result bodies.
+    pub async fn run(&self, p: &Arc<Principal>, action: &Action) -> std::result::Result<Vec<Vec<u8>>, Status> {
+        let name = action.r#type.as_str();
+        let mut event = AuditEvent::new(&format!("admin.{}", name.trim_start_matches("veil.")), Some(p));
+        if !ACTIONS.iter().any(|(n, _, _)| *n == name) {
+            let e = VeilError::InvalidArgument(format!(
+                "unknown action '{}': ListActions shows the available ones",
+                name.chars().take(64).collect::<String>()
+            ));
+            return Err(self.fail(event, e).await);
+        }
+        match self.dispatch(p, name, &action.body, &mut event).await {
+            Ok(out) => Ok(out),
+            Err(e) => Err(self.fail(event, e).await),
+        }
+    }
+
+    async fn fail(&self, event: AuditEvent, e: VeilError) -> Status {
+        match self.audit.record(event.failed(&e)).await {
+            Ok(()) => to_status(&e),
+            Err(a) => to_status(&a),
+        }
+    }
+
+    /// Record the (permitted) action before it takes effect.
+    async fn permitted(&self, event: &AuditEvent) -> Result<()> {
+        self.audit.record(event.clone()).await
+    }
+
+    async fn require(&self, p: &Principal, perm: Permission, action: &str) -> Result<()> {
+        if p.has(perm) { Ok(()) } else { Err(denied(action, perm.as_str())) }
+    }
+
+    async fn dispatch(&self, p: &Arc<Principal>, name: &str, body: &[u8], event: &mut AuditEvent) -> Result<Vec<Vec<u8>>> {
+        match name {
+            actions::WHOAMI => {
+                self.permitted(event).await?;
+                Ok(vec![whoami(p).encode_to_vec()])
+            }
+            actions::DESCRIBE => {
+                let req: DescribeRequest = decode(body)?;
+                event.dataset = Some(req.dataset.chars().take(256).collect());
+                let (d, policy) = self.engine.lookup(p, &req.dataset).await?;
+                let schema = crate::policy::secure_view::output_schema(&d, &policy)?;
+                let columns = d
+                    .columns
+                    .iter()
+                    .map(|c| ColumnDescription {
+                        name: c.name.clone(),
+                        data_type: schema.field_with_name(&c.name).map(|f| f.data_type().to_string()).unwrap_or_default(),
+                        description: c.description.clone(),
+                        tags: c.tags.clone(),
+                        mask: policy.masks.get(&c.name).map(|m| m.mask.label()).unwrap_or_default(),
+                    })
+                    .collect();
+                self.permitted(event).await?;
+                Ok(vec![DatasetDescription {
+                    name: d.name.clone(),
+                    description: d.description.clone(),
+                    owners: d.owners.iter().map(|o| o.subject.clone()).collect(),
+                    tags: d.tags.clone(),
+                    columns,
+                    format: d.source.format.as_str().to_string(),
+                    rows_filtered: policy.rows_filtered(),
+                }
+                .encode_to_vec()])
+            }
+            actions::REGISTER_DATASET => {
+                self.require(p, Permission::CreateDataSource, name).await?;
+                let req: RegisterDatasetRequest = decode(body)?;
+                event.dataset = Some(req.name.chars().take(256).collect());
+                let location = self.roots.confine(std::path::Path::new(&req.location))?;
+                let record = build_dataset(
+                    NewDataset {
+                        name: req.name.clone(),
+                        format: req.format.clone(),
+                        location: location.clone(),
+                        hive_partitioned: req.hive_partitioned,
+                        description: req.description.clone(),
+                        owners: vec![p.identity.clone()],
+                        tags: vec![],
+                        columns: BTreeMap::new(),
+                        origin: Origin::Runtime,
+                    },
+                    &location,
+                )
+                .await?;
+                self.permitted(event).await?;
+                self.engine.state().store().put_dataset(&record, PutMode::Create).await?;
+                Ok(ack(format!("registered {} with {} columns; only its owners can read it until a subscription policy opens it", record.name, record.columns.len())))
+            }
+            actions::DROP_DATASET => {
+                let req: DropDatasetRequest = decode(body)?;
+                event.dataset = Some(req.name.chars().take(256).collect());
+                let d = self.owned_dataset(p, &req.name, name).await?;
+                if d.origin == Origin::Config {
+                    return Err(VeilError::FailedPrecondition(format!(
+                        "dataset {} is declared in the config file; remove it there",
+                        d.name
+                    )));
+                }
+                self.permitted(event).await?;
+                self.engine.state().store().drop_dataset(&d.name).await?;
+                Ok(ack(format!("dropped {}", d.name)))
+            }
+            actions::SET_COLUMN_TAGS => {
+                let req: SetColumnTagsRequest = decode(body)?;
+                event.dataset = Some(req.dataset.chars().take(256).collect());
+                event.columns = vec![req.column.clone()];
+                let mut d = self.owned_dataset(p, &req.dataset, name).await?;
+                let snapshot = self.engine.state().current().await?;
+                let col = d.columns.iter_mut().find(|c| c.name == req.column).ok_or_else(|| {
+                    VeilError::InvalidArgument(format!("dataset {} has no column '{}'", req.dataset, req.column))
+                })?;
+                // Untagging (or tagging) what a governor's global policy
+                // targets would switch that policy off (or on): GOVERNANCE.
+                let global_tags: Vec<&String> =
+                    snapshot.policies.iter().filter(|pol| pol.spec.dataset.is_none()).flat_map(|pol| pol.spec.tags.iter()).collect();
+                let touches_global = col.tags.iter().chain(req.tags.iter()).any(|t| global_tags.iter().any(|g| tag_covers(g, t)));
+                if touches_global && !p.has(Permission::Governance) {
+                    return Err(denied("changing tags that global policies target", "GOVERNANCE"));
+                }
+                col.tags = req.tags.iter().map(|t| t.trim().to_string()).filter(|t| !t.is_empty()).collect();
+                self.permitted(event).await?;
+                self.engine.state().store().put_dataset(&d, PutMode::Replace).await?;
+                Ok(ack("tags updated"))
+            }
+            actions::SET_DESCRIPTION => {
+                let req: SetDescriptionRequest = decode(body)?;
+                event.dataset = Some(req.dataset.chars().take(256).collect());
+                let mut d = self.owned_dataset(p, &req.dataset, name).await?;
+                if req.column.is_empty() {
+                    d.description = req.description;
+                } else {
+                    let col = d.columns.iter_mut().find(|c| c.name == req.column).ok_or_else(|| {
+                        VeilError::InvalidArgument(format!("dataset {} has no column '{}'", req.dataset, req.column))
+                    })?;
+                    col.description = req.description;
+                }
+                self.permitted(event).await?;
+                self.engine.state().store().put_dataset(&d, PutMode::Replace).await?;
+                Ok(ack("description updated"))
+            }
+            actions::SET_USER_DISABLED => {
+                self.require(p, Permission::UserAdmin, name).await?;
+                let req: SetUserDisabledRequest = decode(body)?;
+                let who = self.user(req.user)?;
+                event.message = format!("user {} disabled={}", who, req.disabled);
+                self.permitted(event).await?;
+                self.engine.state().store().set_user_disabled(&who, req.disabled).await?;
+                Ok(ack(format!("{} {}", who, if req.disabled { "disabled" } else { "enabled" })))
+            }
+            actions::GRANT_PERMISSION | actions::REVOKE_PERMISSION => {
+                self.require(p, Permission::UserAdmin, name).await?;
+                let req: PermissionRequest = decode(body)?;
+                let who = self.user(req.user)?;
+                let perm: Permission = req.permission.parse().map_err(VeilError::InvalidArgument)?;
+                event.message = format!("{} {perm}", who);
+                self.permitted(event).await?;
+                let store = self.engine.state().store();
+                if name == actions::GRANT_PERMISSION {
+                    store.grant(&who, perm, Origin::Runtime).await?;
+                    Ok(ack(format!("granted {perm} to {who}")))
+                } else if store.revoke(&who, perm).await? {
+                    Ok(ack(format!("revoked {perm} from {who}")))
+                } else {
+                    let snap = self.engine.state().current().await?;
+                    if snap.grants.get(&who).is_some_and(|g| g.get(&perm) == Some(&Origin::Config)) {
+                        Err(VeilError::FailedPrecondition(format!(
+                            "{perm} for {who} is granted in the config file; remove it there"
+                        )))
+                    } else {
+                        Ok(ack(format!("{who} did not have {perm}")))
+                    }
+                }
+            }
+            actions::AUDIT_TAIL => {
+                self.require(p, Permission::Audit, name).await?;
+                let req: AuditTailRequest = decode(body)?;
+                self.permitted(event).await?;
+                let limit = if req.limit == 0 { 100 } else { req.limit.min(10_000) } as usize;
+                let events = self.audit.tail(limit).await?;
+                Ok(events.iter().map(|e| serde_json::to_vec(e).unwrap_or_default()).collect())
+            }
+            _ => Err(VeilError::InvalidArgument("unknown action".into())),
+        }
+    }
+
+    /// The dataset if the caller owns it or governs; hidden datasets answer
+    /// exactly like missing ones.
+    async fn owned_dataset(&self, p: &Arc<Principal>, name: &str, action: &str) -> Result<crate::store::model::DatasetRecord> {
+        let snapshot = self.engine.state().current().await?;
+        let d = snapshot.datasets.values().find(|d| d.name.eq_ignore_ascii_case(name));
+        let Some(d) = d else { return Err(VeilError::dataset_not_found(name)) };
+        if d.is_owner(&p.identity) || p.has(Permission::Governance) {
+            return Ok(d.clone());
+        }
+        // Not an owner: reveal nothing more than a reader could know.
+        match self.engine.lookup(p, name).await {
+            Ok(_) => Err(denied(action, "ownership of the dataset or GOVERNANCE")),
+            Err(_) => Err(VeilError::dataset_not_found(name)),
+        }
+    }
+}
+
+fn whoami(p: &Principal) -> WhoAmI {
+    WhoAmI {
+        issuer: p.identity.issuer.clone(),
+        subject: p.identity.subject.clone(),
+        groups: p.groups.iter().cloned().collect(),
+        attributes: p
+            .attributes
+            .iter()
+            .map(|(k, v)| (k.clone(), v.iter().cloned().collect::<Vec<_>>().join(",")))
+            .collect(),
+        permissions: p.permissions.iter().map(|x| x.as_str().to_string()).collect(),
+    }
+}

@@ -1,0 +1,7 @@
+//! The Arrow Flight surface: a thin adapter from Flight calls to the engine.
+
+pub mod actions;
+pub mod auth_layer;
+pub mod service;
+pub mod status;
+pub mod tickets;

@@ -1,0 +1,465 @@
+//! The Flight service: converts Flight requests into engine calls and engine
+//! errors into statuses. Every handler finds the caller's [`Principal`] in
+//! the request extensions, put there by the auth layer; a request without one
+//! is refused (fail closed), whatever route it took.
+
+use arrow_flight::encode::FlightDataEncoderBuilder;
+use arrow_flight::error::FlightError;
+use arrow_flight::flight_descriptor::DescriptorType;
+use arrow_flight::flight_service_server::FlightService;
+use arrow_flight::{
+    Action, ActionType, Criteria, Empty, FlightData, FlightDescriptor, FlightEndpoint, FlightInfo,
+    HandshakeRequest, HandshakeResponse, PollInfo, PutResult, SchemaAsIpc, SchemaResult, Ticket,
+};
+use datafusion::arrow::datatypes::Schema;
+use datafusion::arrow::ipc::writer::IpcWriteOptions;
+use futures::stream::{BoxStream, StreamExt};
+use futures::TryStreamExt;
+use prost::Message;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::task::{Context, Poll};
+use std::time::Instant;
+use tonic::{Request, Response, Status, Streaming};
+
+use veil_proto::{Any, ScanCommand, SqlCommand, TicketBody, TicketCommand};
+
+use super::actions::Admin;
+use super::status::to_status;
+use super::tickets::TicketSigner;
+use crate::audit::{AuditEvent, AuditLog, query_fingerprint};
+use crate::auth::identity::Principal;
+use crate::engine::{Command, Engine, PlannedQuery};
+use crate::error::{Result, VeilError};
+
+/// Largest FlightData message sent. gRPC clients accept 4 MiB by default;
+/// staying under it keeps every stock client working.
+const MAX_FLIGHT_DATA_BYTES: usize = 3 * 1024 * 1024 + 512 * 1024;
+
+#[derive(Debug, Clone)]
+pub struct VeilFlight {
+    engine: Arc<Engine>,
+    signer: TicketSigner,
+    audit: AuditLog,
+    admin: Arc<Admin>,
+}
+
+/// The authenticated caller of a request.
+pub fn principal_of<T>(req: &Request<T>) -> std::result::Result<Arc<Principal>, Status> {
+    req.extensions()
+        .get::<Arc<Principal>>()
+        .cloned()
+        .ok_or_else(|| Status::unauthenticated("no authenticated identity on this call"))
+}
+
+fn now_ms() -> i64 {
+    chrono::Utc::now().timestamp_millis()
+}
+
+/// The command a descriptor names.
+pub fn command_of(desc: &FlightDescriptor) -> Result<Command> {
+    match DescriptorType::try_from(desc.r#type) {
+        Ok(DescriptorType::Path) => {
+            let name = match desc.path.as_slice() {
+                [one] => one.clone(),
+                [schema, table] => format!("{schema}.{table}"),
+                _ => {
+                    return Err(VeilError::InvalidArgument(
+                        "a path descriptor is [\"schema\", \"name\"] or [\"schema.name\"]".into(),
+                    ));
+                }
+            };
+            Ok(Command::Scan(ScanCommand { dataset: name, ..Default::default() }))
+        }
+        Ok(DescriptorType::Cmd) => {
+            let bad = || {
+                VeilError::InvalidArgument(format!(
+                    "unknown command: send a {}ScanCommand or SqlCommand wrapped in google.protobuf.Any",
+                    veil_proto::TYPE_URL_PREFIX
+                ))
+            };
+            let any = Any::decode(desc.cmd.as_ref()).map_err(|_| bad())?;
+            if let Some(scan) = any.unpack::<ScanCommand>() {
+                return Ok(Command::Scan(scan.map_err(|_| bad())?));
+            }
+            if let Some(sql) = any.unpack::<SqlCommand>() {
+                return Ok(Command::Sql(sql.map_err(|_| bad())?));
+            }
+            Err(bad())
+        }
+        _ => Err(VeilError::InvalidArgument("unknown descriptor type".into())),
+    }
+}
+
+/// The audit event for a request on a command.
+fn event_for(action: &str, p: &Principal, cmd: &Command) -> AuditEvent {
+    let mut e = AuditEvent::new(action, Some(p));
+    match cmd {
+        Command::Scan(s) => {
+            e.dataset = Some(s.dataset.chars().take(256).collect());
+            e.columns = s.columns.clone();
+            e.query_fingerprint = query_fingerprint(&format!("scan {} where {}", s.dataset, s.filter));
+        }
+        Command::Sql(s) => e.query_fingerprint = query_fingerprint(&s.query),
+    }
+    e
+}
+
+fn describe_reads(e: &mut AuditEvent, planned: &PlannedQuery) {
+    for r in &planned.reads {
+        e.policies.extend(r.policy.applied.iter().cloned());
+        e.masked_columns.extend(r.policy.masks.keys().map(|c| format!("{}.{c}", r.dataset)));
+    }
+    if e.dataset.is_none() {
+        e.dataset = Some(planned.reads.iter().map(|r| r.dataset.as_str()).collect::<Vec<_>>().join(","));
+    }
+    e.rows_filtered = planned.rows_filtered();
+    if e.columns.is_empty() {
+        e.columns = planned.schema.fields().iter().map(|f| f.name().clone()).collect();
+    }
+}
+
+impl VeilFlight {
+    pub fn new(engine: Arc<Engine>, signer: TicketSigner, audit: AuditLog, admin: Arc<Admin>) -> Self {
+        Self { engine, signer, audit, admin }
+    }
+
+    /// Record a failure and return its status; if even that can't be
+    /// recorded, the answer is `Unavailable`.
+    async fn fail(&self, event: AuditEvent, e: VeilError) -> Status {
+        match self.audit.record(event.failed(&e)).await {
+            Ok(()) => to_status(&e),
+            Err(audit_err) => to_status(&audit_err),
+        }
+    }
+
+    async fn plan_info(&self, p: &Arc<Principal>, desc: FlightDescriptor) -> std::result::Result<FlightInfo, Status> {
+        let cmd = command_of(&desc).map_err(|e| to_status(&e))?;
+        let mut event = event_for("plan", p, &cmd);
+        let result = async {
+            let planned = self.engine.plan(p, &cmd, None).await?;
+            let (parts, total) = match &cmd {
+                Command::Scan(scan) => {
+                    let layout = self.engine.layout(p, scan, &planned).await?;
+                    (layout.parts, layout.total_records)
+                }
+                Command::Sql(_) => (vec![None], -1),
+            };
+            Ok::<_, VeilError>((planned, parts, total))
+        }
+        .await;
+        let (planned, parts, total) = match result {
+            Ok(v) => v,
+            Err(e) => return Err(self.fail(event, e).await),
+        };
+        describe_reads(&mut event, &planned);
+        let query_id = uuid::Uuid::new_v4().to_string();
+        let expires = now_ms() + self.engine.config().ticket_ttl_secs as i64 * 1000;
+        let count = parts.len() as u32;
+        let command = match &cmd {
+            Command::Scan(s) => TicketCommand::Scan(s.clone()),
+            Command::Sql(s) => TicketCommand::Sql(s.clone()),
+        };
+        let endpoints: Vec<FlightEndpoint> = parts
+            .into_iter()
+            .enumerate()
+            .map(|(i, part)| {
+                let ticket = self.signer.sign(TicketBody {
+                    issuer: p.identity.issuer.clone(),
+                    subject: p.identity.subject.clone(),
+                    expires_at_ms: expires,
+                    policy_version: planned.version,
+                    identity_fingerprint: p.fingerprint.to_vec(),
+                    command: Some(command.clone()),
+                    part,
+                    part_index: i as u32,
+                    part_count: count,
+                    query_id: query_id.clone(),
+                    ..Default::default()
+                });
+                let mut ep = FlightEndpoint::new().with_ticket(Ticket::new(ticket));
+                ep.expiration_time = Some(prost_types::Timestamp {
+                    seconds: expires / 1000,
+                    nanos: ((expires % 1000) * 1_000_000) as i32,
+                });
+                ep
+            })
+            .collect();
+        let info = FlightInfo::new()
+            .try_with_schema(&planned.schema)
+            .map_err(|e| Status::internal(format!("cannot encode the schema: {e}")))?
+            .with_descriptor(desc)
+            .with_endpoints(endpoints)
+            .with_total_records(total)
+            .with_ordered(matches!(cmd, Command::Sql(_)));
+        self.audit.record(event).await.map_err(|e| to_status(&e))?;
+        Ok(info)
+    }
+}
+
+type Stream<T> = BoxStream<'static, std::result::Result<T, Status>>;
+
+#[tonic::async_trait]
+impl FlightService for VeilFlight {
+    type HandshakeStream = Stream<HandshakeResponse>;
+    type ListFlightsStream = Stream<FlightInfo>;
+    type DoGetStream = Stream<FlightData>;
+    type DoPutStream = Stream<PutResult>;
+    type DoActionStream = Stream<arrow_flight::Result>;
+    type ListActionsStream = Stream<ActionType>;
+    type DoExchangeStream = Stream<FlightData>;
+
+    async fn handshake(
+        &self,
+        _request: Request<Streaming<HandshakeRequest>>,
+    ) -> std::result::Result<Response<Self::HandshakeStream>, Status> {
+        Err(Status::unimplemented(
+            "Veil needs no handshake: send 'authorization: Bearer <JWT>' on every call",
+        ))
+    }
+
+    async fn list_flights(
+        &self,
+        request: Request<Criteria>,
+    ) -> std::result::Result<Response<Self::ListFlightsStream>, Status> {
+        let p = principal_of(&request)?;
+        let event = AuditEvent::new("list", Some(&p));
+        let datasets = match self.engine.list(&p).await {
+            Ok(d) => d,
+            Err(e) => return Err(self.fail(event, e).await),
+        };
+        let mut infos = Vec::with_capacity(datasets.len());
+        for (d, policy) in datasets {
+            // A dataset whose policies can't be evaluated is listed without
+            // a schema rather than hidden: the caller may know it exists.
+            let schema = match policy.and_then(|pol| crate::policy::secure_view::output_schema(&d, &pol)) {
+                Ok(s) => s,
+                Err(_) => Schema::empty(),
+            };
+            let (s, t) = d.name.split_once('.').unwrap_or(("", &d.name));
+            let info = FlightInfo::new()
+                .try_with_schema(&schema)
+                .map_err(|e| Status::internal(format!("cannot encode a schema: {e}")))?
+                .with_descriptor(FlightDescriptor::new_path(vec![s.to_string(), t.to_string()]))
+                .with_total_records(-1)
+                .with_app_metadata(d.description.clone().into_bytes());
+            infos.push(Ok(info));
+        }
+        self.audit.record(event).await.map_err(|e| to_status(&e))?;
+        Ok(Response::new(futures::stream::iter(infos).boxed()))
+    }
+
+    async fn get_flight_info(
+        &self,
+        request: Request<FlightDescriptor>,
+    ) -> std::result::Result<Response<FlightInfo>, Status> {
+        let p = principal_of(&request)?;
+        Ok(Response::new(self.plan_info(&p, request.into_inner()).await?))
+    }
+
+    async fn poll_flight_info(
+        &self,
+        request: Request<FlightDescriptor>,
+    ) -> std::result::Result<Response<PollInfo>, Status> {
+        let p = principal_of(&request)?;
+        let desc = request.into_inner();
+        let info = self.plan_info(&p, desc.clone()).await?;
+        // Planning is synchronous: the poll is complete at once.
+        Ok(Response::new(PollInfo::new().with_info(info).with_descriptor(desc)))
+    }
+
+    async fn get_schema(
+        &self,
+        request: Request<FlightDescriptor>,
+    ) -> std::result::Result<Response<SchemaResult>, Status> {
+        let p = principal_of(&request)?;
+        let cmd = command_of(request.get_ref()).map_err(|e| to_status(&e))?;
+        let mut event = event_for("schema", &p, &cmd);
+        let planned = match self.engine.plan(&p, &cmd, None).await {
+            Ok(q) => q,
+            Err(e) => return Err(self.fail(event, e).await),
+        };
+        describe_reads(&mut event, &planned);
+        self.audit.record(event).await.map_err(|e| to_status(&e))?;
+        let options = IpcWriteOptions::default();
+        let result: SchemaResult = SchemaAsIpc::new(&planned.schema, &options)
+            .try_into()
+            .map_err(|e| Status::internal(format!("cannot encode the schema: {e}")))?;
+        Ok(Response::new(result))
+    }
+
+    async fn do_get(&self, request: Request<Ticket>) -> std::result::Result<Response<Self::DoGetStream>, Status> {
+        let p = principal_of(&request)?;
+        let mut denied = AuditEvent::new("read.start", Some(&p));
+        let body = match self.signer.verify(&request.get_ref().ticket, &p, now_ms()) {
+            Ok(b) => b,
+            Err(e) => {
+                denied.message = "ticket rejected".into();
+                return Err(self.fail(denied, e).await);
+            }
+        };
+        let cmd = match body.command.clone() {
+            Some(TicketCommand::Scan(s)) => Command::Scan(s),
+            Some(TicketCommand::Sql(s)) => Command::Sql(s),
+            None => return Err(Status::invalid_argument("the ticket names no command")),
+        };
+        let mut event = event_for("read.start", &p, &cmd);
+        // Every DoGet plans afresh under the current policies and identity;
+        // a ticket from an older policy version or another identity
+        // fingerprint is re-authorised here, never trusted.
+        let stale = body.policy_version != self.engine.state().current().await.map(|s| s.version).unwrap_or(0)
+            || body.identity_fingerprint != p.fingerprint;
+        if stale {
+            tracing::debug!(query_id = %body.query_id, "ticket from an older policy or identity; re-authorising");
+        }
+        let planned = match self.engine.plan(&p, &cmd, body.part.clone()).await {
+            Ok(q) => q,
+            Err(e) => return Err(self.fail(event, e).await),
+        };
+        describe_reads(&mut event, &planned);
+        event.message = format!("part {}/{} of query {}", body.part_index + 1, body.part_count.max(1), body.query_id);
+        let mut end = event.clone();
+        end.event_id = uuid::Uuid::new_v4().to_string();
+        end.action = "read.end".into();
+        // Audit before data: nothing is streamed unless the start is durable.
+        self.audit.record(event).await.map_err(|e| to_status(&e))?;
+        let batches = match planned.execute() {
+            Ok(s) => s,
+            Err(e) => {
+                let _ = self.audit.record(end.failed(&e)).await;
+                return Err(to_status(&e));
+            }
+        };
+        let schema = planned.schema.clone();
+        let counted = batches.map_err(|e| FlightError::Tonic(Box::new(to_status(&crate::engine::errors::from_datafusion(e)))));
+        let encoded = FlightDataEncoderBuilder::new()
+            .with_schema(schema)
+            .with_max_flight_data_size(MAX_FLIGHT_DATA_BYTES)
+            .build(counted)
+            .map_err(|e| match e {
+                FlightError::Tonic(s) => *s,
+                other => Status::internal(format!("encoding failed: {other}")),
+            });
+        let guarded = AuditedStream {
+            inner: encoded.boxed(),
+            audit: Some((self.audit.clone(), end)),
+            rows: 0,
+            bytes: 0,
+            started: Instant::now(),
+            planned: Some(planned),
+        };
+        Ok(Response::new(guarded.boxed()))
+    }
+
+    async fn do_put(
+        &self,
+        _request: Request<Streaming<FlightData>>,
+    ) -> std::result::Result<Response<Self::DoPutStream>, Status> {
+        Err(Status::unimplemented("Veil serves data read-only; DoPut is not supported"))
+    }
+
+    async fn do_exchange(
+        &self,
+        _request: Request<Streaming<FlightData>>,
+    ) -> std::result::Result<Response<Self::DoExchangeStream>, Status> {
+        Err(Status::unimplemented("Veil serves data read-only; DoExchange is not supported"))
+    }
+
+    async fn do_action(
+        &self,
+        request: Request<Action>,
+    ) -> std::result::Result<Response<Self::DoActionStream>, Status> {
+        let p = principal_of(&request)?;
+        let action = request.into_inner();
+        let results = self.admin.run(&p, &action).await?;
+        Ok(Response::new(
+            futures::stream::iter(results.into_iter().map(|b| Ok(arrow_flight::Result::new(b)))).boxed(),
+        ))
+    }
+
+    async fn list_actions(
+        &self,
+        request: Request<Empty>,
+    ) -> std::result::Result<Response<Self::ListActionsStream>, Status> {
+        principal_of(&request)?;
+        let list: Vec<_> = Admin::catalog().into_iter().map(Ok).collect();
+        Ok(Response::new(futures::stream::iter(list).boxed()))
+    }
+}
+
+/// Counts what was served and records the read's end when the stream
+/// finishes, fails, or is dropped (client cancelled or disconnected).
+struct AuditedStream {
+    inner: Stream<FlightData>,
+    audit: Option<(AuditLog, AuditEvent)>,
+    rows: u64,
+    bytes: u64,
+    started: Instant,
+    /// Keeps the plan (and its memory reservations) alive while streaming.
+    planned: Option<PlannedQuery>,
+}
+
+impl AuditedStream {
+    fn finish(&mut self, status: &str, message: Option<String>) {
+        let Some((audit, mut event)) = self.audit.take() else { return };
+        self.planned = None;
+        event.rows = Some(self.rows);
+        event.bytes = Some(self.bytes);
+        event.duration_ms = Some(self.started.elapsed().as_millis() as u64);
+        event.status = status.to_string();
+        if let Some(m) = message {
+            event.message = m;
+        }
+        event.time_ms = now_ms();
+        let record = async move {
+            if let Err(e) = audit.record(event).await {
+                tracing::error!(error = %e, "could not record the end of a read");
+            }
+        };
+        match tokio::runtime::Handle::try_current() {
+            Ok(h) => {
+                h.spawn(record);
+            }
+            Err(_) => tracing::error!("no runtime to record the end of a read"),
+        }
+    }
+}
+
+impl futures::Stream for AuditedStream {
+    type Item = std::result::Result<FlightData, Status>;
+
+    fn poll_next(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Self::Item>> {
+        let this = &mut *self;
+        match this.inner.poll_next_unpin(cx) {
+            Poll::Ready(Some(Ok(data))) => {
+                this.bytes += (data.data_body.len() + data.data_header.len()) as u64;
+                if let Some(n) = record_batch_rows(&data) {
+                    this.rows += n;
+                }
+                Poll::Ready(Some(Ok(data)))
+            }
+            Poll::Ready(Some(Err(status))) => {
+                let kind = format!("{:?}", status.code()).to_ascii_lowercase();
+                this.finish(&kind, Some(status.message().chars().take(512).collect()));
+                Poll::Ready(Some(Err(status)))
+            }
+            Poll::Ready(None) => {
+                this.finish("ok", None);
+                Poll::Ready(None)
+            }
+            Poll::Pending => Poll::Pending,
+        }
+    }
+}
+
+impl Drop for AuditedStream {
+    fn drop(&mut self) {
+        self.finish("cancelled", Some("the client stopped reading before the end".into()));
+    }
+}
+
+/// Row count of a FlightData carrying a record batch.
+fn record_batch_rows(data: &FlightData) -> Option<u64> {
+    let msg = datafusion::arrow::ipc::root_as_message(&data.data_header).ok()?;
+    msg.header_as_record_batch().map(|b| b.length().max(0) as u64)
+}

@@ -1,0 +1,19 @@
+//! Veil: a governed data-access broker over Apache Arrow Flight.
+//!
+//! The folders say what Veil is: `auth` (who is calling), `catalog` (what
+//! data exists), `policy` (what they may see), `engine` (planning and
+//! running reads through DataFusion), `audit` (what happened), `store`
+//! (state), `flight` (the protocol adapter), `server` (wiring), `demo`.
+
+pub mod audit;
+pub mod auth;
+pub mod catalog;
+pub mod config;
+pub mod demo;
+pub mod engine;
+pub mod error;
+pub mod flight;
+pub mod policy;
+pub mod secrets;
+pub mod server;
+pub mod store;

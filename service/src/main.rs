@@ -1,0 +1,189 @@
+//! The `veil` command: serve, and mint development tokens.
+
+use clap::{Parser, Subcommand};
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+
+use veil::auth::identity::Attributes;
+use veil::auth::jwt::TokenMinter;
+use veil::config::Config;
+use veil::error::VeilError;
+use veil::server::{ServeOptions, start};
+
+#[derive(Debug, Parser)]
+#[command(name = "veil", version, about = "Veil: governed access to sensitive data over Arrow Flight")]
+struct Cli {
+    #[command(subcommand)]
+    command: Commands,
+}
+
+#[derive(Debug, Subcommand)]
+enum Commands {
+    /// Serve Arrow Flight. Without --config, runs the demo.
+    Serve {
+        /// Config file (see README). Without it, demo mode.
+        #[arg(long, env = "VEIL_CONFIG")]
+        config: Option<PathBuf>,
+        /// Address to listen on, overriding the config (e.g. 127.0.0.1:0).
+        #[arg(long)]
+        listen: Option<String>,
+        /// Demo mode: loopback only, demo data, users and policies.
+        #[arg(long)]
+        demo: bool,
+        /// Where demo mode keeps its data, keys and state.
+        #[arg(long, env = "VEIL_DATA_DIR", default_value = "veil-data")]
+        data_dir: PathBuf,
+        /// Allow plaintext on a non-loopback address (behind a TLS proxy).
+        #[arg(long)]
+        insecure: bool,
+        /// Write the bound address to this file once listening.
+        #[arg(long)]
+        address_file: Option<PathBuf>,
+    },
+    /// Print a JWT signed with the configured (or demo) HS256 key.
+    Token {
+        /// Subject of the token.
+        #[arg(long)]
+        user: String,
+        /// Group claim (repeatable); the directory may add more.
+        #[arg(long = "group")]
+        groups: Vec<String>,
+        /// Attribute claim KEY=VALUE (repeatable).
+        #[arg(long = "attr")]
+        attrs: Vec<String>,
+        /// Lifetime in seconds.
+        #[arg(long, default_value_t = 3600)]
+        ttl: u64,
+        #[arg(long, env = "VEIL_CONFIG")]
+        config: Option<PathBuf>,
+        #[arg(long, env = "VEIL_DATA_DIR", default_value = "veil-data")]
+        data_dir: PathBuf,
+    },
+}
+
+fn main() -> ExitCode {
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env()
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
+        )
+        .with_writer(std::io::stderr)
+        .init();
+    let cli = Cli::parse();
+    let result = match cli.command {
+        Commands::Serve { config, listen, demo, data_dir, insecure, address_file } => {
+            serve(config, listen, demo, &data_dir, insecure, address_file)
+        }
+        Commands::Token { user, groups, attrs, ttl, config, data_dir } => {
+            token(&user, &groups, &attrs, ttl, config, &data_dir)
+        }
+    };
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("veil: {}", e.message());
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn load(config: Option<PathBuf>, demo: bool, data_dir: &Path) -> Result<(Config, bool), VeilError> {
+    match config {
+        Some(p) if !demo => Ok((Config::load(&p)?, false)),
+        _ => {
+            let path = veil::demo::prepare(data_dir)?;
+            Ok((Config::load(&path)?, true))
+        }
+    }
+}
+
+fn serve(
+    config: Option<PathBuf>,
+    listen: Option<String>,
+    demo: bool,
+    data_dir: &Path,
+    insecure: bool,
+    address_file: Option<PathBuf>,
+) -> Result<(), VeilError> {
+    let (mut cfg, demo) = load(config, demo, data_dir)?;
+    if let Some(p) = address_file {
+        cfg.server.address_file = Some(std::path::absolute(&p).unwrap_or(p));
+    }
+    if demo && insecure {
+        return Err(VeilError::InvalidArgument("demo mode serves on loopback only; --insecure does not apply".into()));
+    }
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .map_err(|e| VeilError::internal("tokio runtime", e))?;
+    runtime.block_on(async move {
+        let running = start(cfg, ServeOptions { listen, insecure: insecure && !demo }).await?;
+        if demo && !running.addr.ip().is_loopback() {
+            running.stop().await?;
+            return Err(VeilError::InvalidArgument("demo mode serves on loopback only".into()));
+        }
+        let scheme = if running.tls { "grpc+tls" } else { "grpc" };
+        let address = format!("{scheme}://{}", running.addr);
+        println!("Veil is serving Arrow Flight at {address}");
+        if demo {
+            print_demo_help(&address, data_dir);
+        }
+        running
+            .stop_on(async {
+                let _ = tokio::signal::ctrl_c().await;
+                eprintln!("veil: stopping (in-flight reads finish first)");
+            })
+            .await
+    })
+}
+
+fn print_demo_help(address: &str, data_dir: &Path) {
+    let exe = std::env::current_exe().map(|p| p.display().to_string()).unwrap_or_else(|_| "veil".into());
+    let dir = std::path::absolute(data_dir).unwrap_or_else(|_| data_dir.to_path_buf());
+    println!(
+        r#"
+Demo data, keys and state: {dir}
+Users: alice (analyst, state CA), erin (analyst, no state: sees no rows), bob (privileged: raw values),
+       carol (not subscribed: cannot see clinical.trials), dave (owner and administrator)
+
+Try it from another terminal:
+  export VEIL_ADDRESS={address}
+  export VEIL_TOKEN=$({exe} token --data-dir {dir} --user alice)
+  python -c "import veil; print(veil.connect().scan_as_pandas('clinical.trials').head())"
+"#,
+        dir = dir.display()
+    );
+}
+
+fn token(
+    user: &str,
+    groups: &[String],
+    attrs: &[String],
+    ttl: u64,
+    config: Option<PathBuf>,
+    data_dir: &Path,
+) -> Result<(), VeilError> {
+    let cfg = match config {
+        Some(p) => Config::load(&p)?,
+        None => {
+            let p = data_dir.join("veil.toml");
+            if !p.exists() {
+                return Err(VeilError::FailedPrecondition(format!(
+                    "no config: pass --config, or start the demo first (`veil serve --demo --data-dir {}`)",
+                    data_dir.display()
+                )));
+            }
+            Config::load(&p)?
+        }
+    };
+    let mut attributes = Attributes::new();
+    for a in attrs {
+        let (k, v) = a
+            .split_once('=')
+            .ok_or_else(|| VeilError::InvalidArgument(format!("--attr '{a}' must be KEY=VALUE")))?;
+        attributes.entry(k.to_string()).or_default().insert(v.to_string());
+    }
+    let minter = TokenMinter::from_config(&cfg.auth, &cfg.base_dir)?;
+    println!("{}", minter.mint(user, groups, &attributes, ttl)?);
+    Ok(())
+}

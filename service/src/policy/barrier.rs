@@ -1,0 +1,229 @@
+//! The policy barrier: the fence between a dataset's policy subtree (row
+//! filters, masks) and whatever the user asks on top.
+//!
+//! Logically it is an extension node that keeps every user predicate above it
+//! (the default `prevent_predicate_push_down_columns` is all columns) while
+//! still letting projection pushdown prune columns below it. Physically it is
+//! a pass-through that (a) keeps the default "no filter crosses me"
+//! `gather_filters_for_pushdown`, so dynamic filters from joins and TopK stay
+//! above too, and (b) strips every error raised below it of its text, so a
+//! failure on a hidden row or raw value can't be read by the caller
+//! (DESIGN invariants 1 and 2).
+
+use async_trait::async_trait;
+use datafusion::arrow::datatypes::SchemaRef;
+use datafusion::common::tree_node::TreeNodeRecursion;
+use datafusion::common::{DFSchemaRef, DataFusionError, Result};
+use datafusion::execution::context::QueryPlanner;
+use datafusion::execution::{SendableRecordBatchStream, TaskContext};
+use datafusion::logical_expr::{Expr, Extension, LogicalPlan, UserDefinedLogicalNode, UserDefinedLogicalNodeCore};
+use datafusion::physical_expr::PhysicalExpr;
+use datafusion::physical_plan::stream::RecordBatchStreamAdapter;
+use datafusion::physical_plan::{DisplayAs, DisplayFormatType, ExecutionPlan, PlanProperties};
+use datafusion::physical_planner::{DefaultPhysicalPlanner, ExtensionPlanner, PhysicalPlanner};
+use datafusion::catalog::Session;
+use futures::StreamExt;
+use std::cmp::Ordering;
+use std::fmt;
+use std::sync::Arc;
+
+/// The logical fence above one dataset's policy subtree.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct PolicyBarrier {
+    pub dataset: String,
+    pub input: LogicalPlan,
+}
+
+impl PartialOrd for PolicyBarrier {
+    fn partial_cmp(&self, other: &Self) -> Option<Ordering> {
+        match self.dataset.partial_cmp(&other.dataset) {
+            Some(Ordering::Equal) => self.input.partial_cmp(&other.input),
+            o => o,
+        }
+    }
+}
+
+impl PolicyBarrier {
+    pub fn wrap(dataset: &str, input: LogicalPlan) -> LogicalPlan {
+        LogicalPlan::Extension(Extension {
+            node: Arc::new(PolicyBarrier { dataset: dataset.to_string(), input }),
+        })
+    }
+
+    /// Is this plan node a barrier?
+    pub fn is_barrier(plan: &LogicalPlan) -> bool {
+        matches!(plan, LogicalPlan::Extension(e) if e.node.as_any().is::<PolicyBarrier>())
+    }
+}
+
+impl UserDefinedLogicalNodeCore for PolicyBarrier {
+    fn name(&self) -> &str {
+        "PolicyBarrier"
+    }
+
+    fn inputs(&self) -> Vec<&LogicalPlan> {
+        vec![&self.input]
+    }
+
+    fn schema(&self) -> &DFSchemaRef {
+        self.input.schema()
+    }
+
+    fn expressions(&self) -> Vec<Expr> {
+        vec![]
+    }
+
+    fn fmt_for_explain(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "PolicyBarrier: dataset={}", self.dataset)
+    }
+
+    fn with_exprs_and_inputs(&self, exprs: Vec<Expr>, mut inputs: Vec<LogicalPlan>) -> Result<Self> {
+        if !exprs.is_empty() || inputs.len() != 1 {
+            return Err(DataFusionError::Internal("PolicyBarrier takes one input and no expressions".into()));
+        }
+        Ok(Self { dataset: self.dataset.clone(), input: inputs.remove(0) })
+    }
+
+    /// Columns the parent needs are exactly the ones to keep below: the
+    /// schema passes through unchanged, so projection pushdown still prunes.
+    fn necessary_children_exprs(&self, output_columns: &[usize]) -> Option<Vec<Vec<usize>>> {
+        Some(vec![output_columns.to_vec()])
+    }
+
+    fn supports_limit_pushdown(&self) -> bool {
+        // A limit is not a predicate: cutting rows early below the fence
+        // reveals nothing a limit above wouldn't.
+        true
+    }
+}
+
+/// Physical pass-through that sanitises errors from below.
+#[derive(Debug)]
+pub struct PolicyBarrierExec {
+    dataset: String,
+    input: Arc<dyn ExecutionPlan>,
+    properties: Arc<PlanProperties>,
+}
+
+impl PolicyBarrierExec {
+    pub fn new(dataset: String, input: Arc<dyn ExecutionPlan>) -> Self {
+        let properties = Arc::clone(input.properties());
+        Self { dataset, input, properties }
+    }
+}
+
+/// What the caller learns when something failed below a barrier.
+#[derive(Debug)]
+pub struct BelowBarrierError {
+    pub dataset: String,
+}
+
+impl fmt::Display for BelowBarrierError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(
+            f,
+            "reading dataset '{}' failed while applying its source and policies; the details are in the Veil server log (ask an administrator)",
+            self.dataset
+        )
+    }
+}
+
+impl std::error::Error for BelowBarrierError {}
+
+impl DisplayAs for PolicyBarrierExec {
+    fn fmt_as(&self, _t: DisplayFormatType, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "PolicyBarrierExec: dataset={}", self.dataset)
+    }
+}
+
+impl ExecutionPlan for PolicyBarrierExec {
+    fn name(&self) -> &str {
+        "PolicyBarrierExec"
+    }
+
+    fn properties(&self) -> &Arc<PlanProperties> {
+        &self.properties
+    }
+
+    fn children(&self) -> Vec<&Arc<dyn ExecutionPlan>> {
+        vec![&self.input]
+    }
+
+    fn apply_expressions(
+        &self,
+        _f: &mut dyn FnMut(&Arc<dyn PhysicalExpr>) -> Result<TreeNodeRecursion>,
+    ) -> Result<TreeNodeRecursion> {
+        Ok(TreeNodeRecursion::Continue)
+    }
+
+    fn maintains_input_order(&self) -> Vec<bool> {
+        vec![true]
+    }
+
+    fn benefits_from_input_partitioning(&self) -> Vec<bool> {
+        vec![false]
+    }
+
+    fn with_new_children(self: Arc<Self>, mut children: Vec<Arc<dyn ExecutionPlan>>) -> Result<Arc<dyn ExecutionPlan>> {
+        if children.len() != 1 {
+            return Err(DataFusionError::Internal("PolicyBarrierExec takes one child".into()));
+        }
+        Ok(Arc::new(PolicyBarrierExec::new(self.dataset.clone(), children.remove(0))))
+    }
+
+    fn execute(&self, partition: usize, context: Arc<TaskContext>) -> Result<SendableRecordBatchStream> {
+        let dataset = self.dataset.clone();
+        let sanitize = move |e: DataFusionError| {
+            tracing::warn!(dataset = %dataset, error = %e, "error below a policy barrier (not shown to the client)");
+            DataFusionError::External(Box::new(BelowBarrierError { dataset: dataset.clone() }))
+        };
+        let stream = match self.input.execute(partition, context) {
+            Ok(s) => s,
+            Err(e) => return Err(sanitize(e)),
+        };
+        let schema: SchemaRef = stream.schema();
+        Ok(Box::pin(RecordBatchStreamAdapter::new(schema, stream.map(move |r| r.map_err(&sanitize)))))
+    }
+}
+
+/// Lowers [`PolicyBarrier`] to [`PolicyBarrierExec`].
+#[derive(Debug)]
+struct BarrierPlanner;
+
+#[async_trait]
+impl ExtensionPlanner for BarrierPlanner {
+    async fn plan_extension(
+        &self,
+        _planner: &dyn PhysicalPlanner,
+        node: &dyn UserDefinedLogicalNode,
+        _logical_inputs: &[&LogicalPlan],
+        physical_inputs: &[Arc<dyn ExecutionPlan>],
+        _session: &dyn Session,
+        _planning_ctx: &datafusion::logical_expr::physical_planning_context::PhysicalPlanningContext,
+    ) -> Result<Option<Arc<dyn ExecutionPlan>>> {
+        let Some(barrier) = node.as_any().downcast_ref::<PolicyBarrier>() else {
+            return Ok(None);
+        };
+        let [input] = physical_inputs else {
+            return Err(DataFusionError::Internal("PolicyBarrier has one input".into()));
+        };
+        Ok(Some(Arc::new(PolicyBarrierExec::new(barrier.dataset.clone(), Arc::clone(input)))))
+    }
+}
+
+/// The session's query planner: DataFusion's, plus the barrier.
+#[derive(Debug, Default)]
+pub struct VeilQueryPlanner;
+
+#[async_trait]
+impl QueryPlanner for VeilQueryPlanner {
+    async fn create_physical_plan(
+        &self,
+        logical_plan: &LogicalPlan,
+        session: &dyn Session,
+    ) -> Result<Arc<dyn ExecutionPlan>> {
+        DefaultPhysicalPlanner::with_extension_planners(vec![Arc::new(BarrierPlanner)])
+            .create_physical_plan(logical_plan, session)
+            .await
+    }
+}

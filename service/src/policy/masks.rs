@@ -1,0 +1,290 @@
+//! Mask expressions.
+//!
+//! The keyed hash is a UDF that is **never registered** in a session (DESIGN
+//! invariant 3): users cannot call it to build a dictionary of hashes. Its key
+//! lives inside the struct, never as a literal argument, so `EXPLAIN` and
+//! error messages can't show it. Null and constant masks are typed literals.
+//!
+//! Hash byte encoding (documented contract, see README "Masks"):
+//! * strings: their UTF-8 bytes; binary: the bytes;
+//! * booleans: one byte, 0 or 1;
+//! * integers of any width and signedness: the value as a 16-byte big-endian
+//!   two's-complement i128, so `5_i32` and `5_u64` hash alike;
+//! * floats: the f64 value's IEEE-754 bits, big-endian, with -0.0 as 0.0 and
+//!   every NaN as the canonical NaN;
+//! * dates, times, timestamps and decimals: their Arrow text form (ISO-8601
+//!   for temporal values).
+//!
+//! The output is the first 16 bytes of HMAC-SHA256(key, bytes) in lowercase
+//! hex (32 characters); nulls stay null.
+
+use datafusion::arrow::array::{Array, ArrayRef, AsArray, StringBuilder};
+use datafusion::arrow::compute::cast;
+use datafusion::arrow::datatypes::{DataType, Float32Type, Float64Type, Int8Type, Int16Type, Int32Type, Int64Type, UInt8Type, UInt16Type, UInt32Type, UInt64Type};
+use datafusion::common::{DataFusionError, ScalarValue, exec_err};
+use datafusion::logical_expr::expr::ScalarFunction;
+use datafusion::logical_expr::{ColumnarValue, Expr, ScalarFunctionArgs, ScalarUDF, ScalarUDFImpl, Signature, Volatility};
+use hmac::{Hmac, Mac};
+use sha2::Sha256;
+use std::fmt;
+use std::sync::Arc;
+
+use crate::error::{Result, VeilError};
+use crate::policy::model::MaskSpec;
+use crate::secrets::SecretKey;
+
+const HEX: &[u8; 16] = b"0123456789abcdef";
+
+/// Keyed hash mask for one dataset.
+#[derive(PartialEq, Eq, Hash)]
+pub struct MaskHash {
+    key: SecretKey,
+    signature: Signature,
+}
+
+impl fmt::Debug for MaskHash {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("MaskHash(<keyed>)")
+    }
+}
+
+impl MaskHash {
+    pub fn new(key: SecretKey) -> Self {
+        Self { key, signature: Signature::any(1, Volatility::Immutable) }
+    }
+
+    /// Types the hash accepts.
+    pub fn supports(dt: &DataType) -> bool {
+        dt.is_primitive()
+            || matches!(
+                dt,
+                DataType::Utf8
+                    | DataType::LargeUtf8
+                    | DataType::Utf8View
+                    | DataType::Binary
+                    | DataType::LargeBinary
+                    | DataType::BinaryView
+                    | DataType::Boolean
+                    | DataType::Null
+            )
+    }
+
+    /// Hash every value of `array`.
+    pub fn hash_array(&self, array: &ArrayRef) -> datafusion::common::Result<ArrayRef> {
+        let base = Hmac::<Sha256>::new_from_slice(self.key.bytes()).expect("any key length");
+        let n = array.len();
+        let mut out = StringBuilder::with_capacity(n, n * 32);
+        let mut buf = [0u8; 32];
+        let mut emit = |out: &mut StringBuilder, bytes: Option<&[u8]>| match bytes {
+            None => out.append_null(),
+            Some(b) => {
+                let tag = base.clone().chain_update(b).finalize().into_bytes();
+                for (i, byte) in tag[..16].iter().enumerate() {
+                    buf[2 * i] = HEX[(byte >> 4) as usize];
+                    buf[2 * i + 1] = HEX[(byte & 15) as usize];
+                }
+                // Only hex digits were written.
+                out.append_value(std::str::from_utf8(&buf).expect("hex is ASCII"));
+            }
+        };
+        macro_rules! ints {
+            ($t:ty) => {{
+                for v in array.as_primitive::<$t>().iter() {
+                    emit(&mut out, v.map(|x| (x as i128).to_be_bytes()).as_ref().map(|b| &b[..]));
+                }
+            }};
+        }
+        macro_rules! floats {
+            ($t:ty) => {{
+                for v in array.as_primitive::<$t>().iter() {
+                    let bytes = v.map(|x| canonical_f64(x as f64).to_be_bytes());
+                    emit(&mut out, bytes.as_ref().map(|b| &b[..]));
+                }
+            }};
+        }
+        match array.data_type() {
+            DataType::Null => (0..n).for_each(|_| out.append_null()),
+            DataType::Utf8 => array.as_string::<i32>().iter().for_each(|v| emit(&mut out, v.map(str::as_bytes))),
+            DataType::LargeUtf8 => array.as_string::<i64>().iter().for_each(|v| emit(&mut out, v.map(str::as_bytes))),
+            DataType::Utf8View => array.as_string_view().iter().for_each(|v| emit(&mut out, v.map(str::as_bytes))),
+            DataType::Binary => array.as_binary::<i32>().iter().for_each(|v| emit(&mut out, v)),
+            DataType::LargeBinary => array.as_binary::<i64>().iter().for_each(|v| emit(&mut out, v)),
+            DataType::BinaryView => array.as_binary_view().iter().for_each(|v| emit(&mut out, v)),
+            DataType::Boolean => array.as_boolean().iter().for_each(|v| emit(&mut out, v.map(|b| [b as u8]).as_ref().map(|b| &b[..]))),
+            DataType::Int8 => ints!(Int8Type),
+            DataType::Int16 => ints!(Int16Type),
+            DataType::Int32 => ints!(Int32Type),
+            DataType::Int64 => ints!(Int64Type),
+            DataType::UInt8 => ints!(UInt8Type),
+            DataType::UInt16 => ints!(UInt16Type),
+            DataType::UInt32 => ints!(UInt32Type),
+            DataType::UInt64 => ints!(UInt64Type),
+            DataType::Float32 => floats!(Float32Type),
+            DataType::Float64 => floats!(Float64Type),
+            dt if Self::supports(dt) => {
+                let text = cast(array, &DataType::Utf8)?;
+                text.as_string::<i32>().iter().for_each(|v| emit(&mut out, v.map(str::as_bytes)));
+            }
+            // Reaching this means the compile-time type check was bypassed:
+            // fail the read, never pass the raw value through.
+            other => return exec_err!("the hash mask does not support type {other}"),
+        }
+        Ok(Arc::new(out.finish()))
+    }
+}
+
+fn canonical_f64(x: f64) -> u64 {
+    if x.is_nan() {
+        f64::NAN.to_bits()
+    } else if x == 0.0 {
+        0.0f64.to_bits()
+    } else {
+        x.to_bits()
+    }
+}
+
+impl ScalarUDFImpl for MaskHash {
+    fn name(&self) -> &str {
+        "veil_mask_hash"
+    }
+
+    fn signature(&self) -> &Signature {
+        &self.signature
+    }
+
+    fn return_type(&self, _arg_types: &[DataType]) -> datafusion::common::Result<DataType> {
+        Ok(DataType::Utf8)
+    }
+
+    fn invoke_with_args(&self, args: ScalarFunctionArgs) -> datafusion::common::Result<ColumnarValue> {
+        let [arg] = args.args.as_slice() else {
+            return Err(DataFusionError::Internal("veil_mask_hash takes one argument".into()));
+        };
+        match arg {
+            ColumnarValue::Array(a) => Ok(ColumnarValue::Array(self.hash_array(a)?)),
+            ColumnarValue::Scalar(s) => {
+                let a = s.to_array_of_size(1)?;
+                let h = self.hash_array(&a)?;
+                Ok(ColumnarValue::Scalar(ScalarValue::try_from_array(&h, 0)?))
+            }
+        }
+    }
+}
+
+/// The expression that replaces `column` (of type `dt`) under `mask`.
+/// Refuses, with `FailedPrecondition`, a mask the type does not support.
+pub fn mask_expr(mask: &MaskSpec, column: Expr, dt: &DataType, hash: &Arc<ScalarUDF>) -> Result<Expr> {
+    match mask {
+        MaskSpec::Hash => {
+            if !MaskHash::supports(dt) {
+                return Err(VeilError::FailedPrecondition(format!(
+                    "a hash mask cannot apply to a column of type {dt}; change the policy"
+                )));
+            }
+            Ok(Expr::ScalarFunction(ScalarFunction::new_udf(Arc::clone(hash), vec![column])))
+        }
+        MaskSpec::Null => {
+            let null = ScalarValue::try_new_null(dt).map_err(|_| {
+                VeilError::FailedPrecondition(format!("a null mask cannot apply to a column of type {dt}"))
+            })?;
+            Ok(Expr::Literal(null, None))
+        }
+        MaskSpec::Constant(v) => Ok(Expr::Literal(constant_value(v, dt)?, None)),
+    }
+}
+
+/// The constant of a constant mask, as a value of the column's type.
+pub fn constant_value(v: &serde_json::Value, dt: &DataType) -> Result<ScalarValue> {
+    let text = match v {
+        serde_json::Value::Null => return ScalarValue::try_new_null(dt).map_err(|e| VeilError::FailedPrecondition(e.to_string())),
+        serde_json::Value::String(s) => s.clone(),
+        serde_json::Value::Number(n) => n.to_string(),
+        serde_json::Value::Bool(b) => b.to_string(),
+        _ => {
+            return Err(VeilError::FailedPrecondition(
+                "a constant mask's value must be a string, number, boolean or null".into(),
+            ));
+        }
+    };
+    ScalarValue::Utf8(Some(text)).cast_to(dt).map_err(|_| {
+        VeilError::FailedPrecondition(format!(
+            "the constant mask's value does not fit the column's type {dt}; change the policy"
+        ))
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use datafusion::arrow::array::{Date32Array, Float64Array, Int32Array, StringArray, UInt64Array};
+    use proptest::prelude::*;
+
+    fn mask(k: u8) -> MaskHash {
+        MaskHash::new(crate::secrets::MasterKey::from_bytes([k; 32]).derive(
+            crate::secrets::KeyPurpose::HashMask { dataset_id: "d" },
+        ))
+    }
+
+    fn strings(a: &ArrayRef) -> Vec<Option<String>> {
+        a.as_string::<i32>().iter().map(|v| v.map(str::to_string)).collect()
+    }
+
+    #[test]
+    fn nulls_stay_null_and_output_is_32_hex() {
+        let a: ArrayRef = Arc::new(StringArray::from(vec![Some("x"), None]));
+        let h = strings(&mask(1).hash_array(&a).unwrap());
+        assert_eq!(h[1], None);
+        let v = h[0].as_ref().unwrap();
+        assert_eq!(v.len(), 32);
+        assert!(v.chars().all(|c| c.is_ascii_hexdigit()));
+    }
+
+    #[test]
+    fn integers_hash_by_value_across_widths() {
+        let a: ArrayRef = Arc::new(Int32Array::from(vec![5]));
+        let b: ArrayRef = Arc::new(UInt64Array::from(vec![5]));
+        assert_eq!(strings(&mask(1).hash_array(&a).unwrap()), strings(&mask(1).hash_array(&b).unwrap()));
+    }
+
+    #[test]
+    fn floats_canonicalise_zero() {
+        let a: ArrayRef = Arc::new(Float64Array::from(vec![0.0, -0.0]));
+        let h = strings(&mask(1).hash_array(&a).unwrap());
+        assert_eq!(h[0], h[1]);
+    }
+
+    #[test]
+    fn dates_hash_as_text() {
+        let a: ArrayRef = Arc::new(Date32Array::from(vec![Some(0), None]));
+        let h = strings(&mask(1).hash_array(&a).unwrap());
+        let s: ArrayRef = Arc::new(StringArray::from(vec!["1970-01-01"]));
+        assert_eq!(h[0], strings(&mask(1).hash_array(&s).unwrap())[0]);
+        assert_eq!(h[1], None);
+    }
+
+    #[test]
+    fn unsupported_types_are_refused_at_compile_time() {
+        let udf = Arc::new(ScalarUDF::new_from_impl(mask(1)));
+        let list = DataType::new_list(DataType::Int32, true);
+        assert!(matches!(
+            mask_expr(&MaskSpec::Hash, datafusion::prelude::col("x"), &list, &udf),
+            Err(VeilError::FailedPrecondition(_))
+        ));
+        assert!(matches!(
+            mask_expr(&MaskSpec::Constant("abc".into()), datafusion::prelude::col("x"), &DataType::Int64, &udf),
+            Err(VeilError::FailedPrecondition(_))
+        ));
+        assert!(mask_expr(&MaskSpec::Constant(0.into()), datafusion::prelude::col("x"), &DataType::Int64, &udf).is_ok());
+    }
+
+    proptest! {
+        #[test]
+        fn same_value_same_hash_within_a_key_different_across_keys(s in ".{0,40}") {
+            let a: ArrayRef = Arc::new(StringArray::from(vec![s.as_str(), s.as_str()]));
+            let h1 = strings(&mask(1).hash_array(&a).unwrap());
+            let h2 = strings(&mask(2).hash_array(&a).unwrap());
+            prop_assert_eq!(&h1[0], &h1[1]);
+            prop_assert_ne!(&h1[0], &h2[0]);
+        }
+    }
+}

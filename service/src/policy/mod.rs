@@ -1,0 +1,10 @@
+//! Policies: what they say (`model`), whom they apply to (`effective`), and
+//! how they are enforced inside DataFusion plans (`secure_view`, `masks`,
+//! `barrier`, `guard`).
+
+pub mod barrier;
+pub mod effective;
+pub mod guard;
+pub mod masks;
+pub mod model;
+pub mod secure_view;

@@ -1,0 +1,70 @@
+//! State: catalog, directory, permissions, policies and the audit log.
+//!
+//! [`Store`] is the one abstraction over the backends. Everything above it is
+//! backend-agnostic: SQLite (embedded default, [`sqlite::SqliteStore`]) now,
+//! PostgreSQL (shared by several nodes) next. Every mutation bumps a single
+//! monotonic version in the same transaction, so a node learns that anything
+//! policy-relevant changed by reading one number ([`Store::version`]) and then
+//! reloads a [`Snapshot`].
+
+pub mod model;
+pub mod sqlite;
+
+use async_trait::async_trait;
+use std::fmt::Debug;
+
+use crate::audit::AuditEvent;
+use crate::auth::identity::{Identity, Permission};
+use crate::error::Result;
+use crate::policy::model::{Origin, PolicySpec};
+use model::{DatasetRecord, Snapshot, UserRecord};
+
+/// How [`Store::put_dataset`] treats an existing dataset of the same name.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum PutMode {
+    /// Fail with `AlreadyExists`.
+    Create,
+    /// Replace it (dictionary edits).
+    Replace,
+}
+
+/// Contract for state backends.
+///
+/// * Every mutating call is atomic and increments [`Store::version`] exactly
+///   when it changed something.
+/// * Config-declared records (`Origin::Config`) are replaced wholesale by the
+///   `replace_config_*` calls; runtime records are never touched by them.
+/// * `append_audit` is durable when it returns `Ok`: callers serve data only
+///   after it did.
+#[async_trait]
+pub trait Store: Send + Sync + Debug {
+    /// Current state version.
+    async fn version(&self) -> Result<u64>;
+    /// Everything policy-relevant, consistent at one version.
+    async fn snapshot(&self) -> Result<Snapshot>;
+
+    async fn put_dataset(&self, dataset: &DatasetRecord, mode: PutMode) -> Result<()>;
+    /// Returns whether a dataset was dropped.
+    async fn drop_dataset(&self, name: &str) -> Result<bool>;
+
+    async fn put_user(&self, identity: &Identity, user: &UserRecord, origin: Origin) -> Result<()>;
+    async fn set_user_disabled(&self, identity: &Identity, disabled: bool) -> Result<()>;
+    /// Returns whether the grant is new.
+    async fn grant(&self, identity: &Identity, permission: Permission, origin: Origin) -> Result<bool>;
+    /// Revokes a runtime grant; returns whether one existed.
+    async fn revoke(&self, identity: &Identity, permission: Permission) -> Result<bool>;
+
+    /// Replace every config-declared policy with `policies`.
+    async fn replace_config_policies(&self, policies: &[PolicySpec]) -> Result<()>;
+    /// Replace every config-declared user and grant.
+    async fn replace_config_directory(
+        &self,
+        users: &[(Identity, UserRecord)],
+        grants: &[(Identity, Permission)],
+    ) -> Result<()>;
+
+    /// Durably append audit events, assigning their sequence numbers.
+    async fn append_audit(&self, events: &[AuditEvent]) -> Result<()>;
+    /// The newest `limit` events, oldest first.
+    async fn tail_audit(&self, limit: usize) -> Result<Vec<AuditEvent>>;
+}

@@ -1,0 +1,123 @@
+//! Records the store holds. Plain data; no behaviour beyond lookups.
+
+use serde::{Deserialize, Serialize};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
+
+use crate::auth::identity::{Attributes, Identity, Permission};
+use crate::policy::model::{Origin, Policy};
+
+/// File formats Veil reads.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum FileFormatKind {
+    Parquet,
+    Csv,
+    /// Newline-delimited JSON.
+    Json,
+}
+
+impl FileFormatKind {
+    pub fn as_str(&self) -> &'static str {
+        match self {
+            FileFormatKind::Parquet => "parquet",
+            FileFormatKind::Csv => "csv",
+            FileFormatKind::Json => "json",
+        }
+    }
+
+    pub fn parse(s: &str) -> Option<Self> {
+        match s.to_ascii_lowercase().as_str() {
+            "parquet" => Some(Self::Parquet),
+            "csv" => Some(Self::Csv),
+            "json" | "jsonl" | "ndjson" => Some(Self::Json),
+            _ => None,
+        }
+    }
+
+    /// File name extension used when listing a folder.
+    pub fn extension(&self) -> &'static str {
+        match self {
+            FileFormatKind::Parquet => ".parquet",
+            FileFormatKind::Csv => ".csv",
+            FileFormatKind::Json => ".json",
+        }
+    }
+}
+
+/// Where a dataset's bytes live.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SourceSpec {
+    pub format: FileFormatKind,
+    /// Absolute, canonical local path of a file or folder.
+    pub location: String,
+    /// Folder of `key=value/` sub-folders whose keys become columns.
+    pub hive_partitioned: bool,
+}
+
+/// One entry of the data dictionary.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ColumnRecord {
+    pub name: String,
+    /// Arrow type, in `DataType`'s display form (parsed back with `FromStr`).
+    pub data_type: String,
+    pub nullable: bool,
+    #[serde(default)]
+    pub description: String,
+    #[serde(default)]
+    pub tags: Vec<String>,
+    /// Comes from a hive partition folder name, not from the files.
+    #[serde(default)]
+    pub partition: bool,
+}
+
+/// A registered dataset and its data dictionary.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct DatasetRecord {
+    /// Stable id; keys (hash masks) derive from it, so renaming keeps hashes.
+    pub id: String,
+    /// `schema.name`
+    pub name: String,
+    pub source: SourceSpec,
+    #[serde(default)]
+    pub description: String,
+    pub owners: Vec<Identity>,
+    #[serde(default)]
+    pub tags: Vec<String>,
+    pub columns: Vec<ColumnRecord>,
+    pub origin: Origin,
+}
+
+impl DatasetRecord {
+    pub fn column(&self, name: &str) -> Option<&ColumnRecord> {
+        self.columns.iter().find(|c| c.name == name)
+    }
+
+    pub fn is_owner(&self, id: &Identity) -> bool {
+        self.owners.contains(id)
+    }
+}
+
+/// A directory entry: groups and attributes Veil adds to a token's claims.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct UserRecord {
+    pub groups: BTreeSet<String>,
+    pub attributes: Attributes,
+}
+
+/// Everything policy-relevant, at one version of the store.
+#[derive(Debug, Clone, Default)]
+pub struct Snapshot {
+    pub version: u64,
+    pub datasets: BTreeMap<String, DatasetRecord>,
+    pub policies: Vec<Policy>,
+    pub users: HashMap<Identity, UserRecord>,
+    pub grants: HashMap<Identity, BTreeMap<Permission, Origin>>,
+    pub disabled: BTreeSet<Identity>,
+}
+
+/// A permission grant as the store keeps it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Grant {
+    pub identity: Identity,
+    pub permission: Permission,
+}

@@ -1,0 +1,100 @@
+//! Test support: a real Veil server on 127.0.0.1 with the demo's data, users
+//! and policies, and clients that authenticate as the demo users.
+
+use std::path::{Path, PathBuf};
+
+use veil::auth::identity::Attributes;
+use veil::auth::jwt::TokenMinter;
+use veil::config::Config;
+use veil::server::{Running, ServeOptions, start};
+use veil_client::Connection;
+
+/// A running demo server in a temporary directory.
+#[derive(Debug)]
+pub struct TestServer {
+    pub dir: tempfile::TempDir,
+    pub address: String,
+    pub config_path: PathBuf,
+    running: Option<Running>,
+    minter: TokenMinter,
+}
+
+impl TestServer {
+    /// The demo, listening on an ephemeral loopback port.
+    pub async fn demo() -> Self {
+        Self::demo_with(|_| {}).await
+    }
+
+    /// The demo, after `edit` changed the files in the data directory
+    /// (config, data) before the server starts.
+    pub async fn demo_with(edit: impl FnOnce(&Path)) -> Self {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let config_path = veil::demo::prepare(dir.path()).expect("demo prepares");
+        edit(dir.path());
+        let cfg = Config::load(&config_path).expect("config loads");
+        let minter = TokenMinter::from_config(&cfg.auth, &cfg.base_dir).expect("minter");
+        let running = start(cfg, ServeOptions { listen: Some("127.0.0.1:0".into()), insecure: false })
+            .await
+            .expect("server starts");
+        let address = format!("grpc://{}", running.addr);
+        Self { dir, address, config_path, running: Some(running), minter }
+    }
+
+    pub fn token(&self, user: &str) -> String {
+        self.minter.mint(user, &[], &Attributes::new(), 600).expect("token")
+    }
+
+    pub fn token_with(&self, user: &str, groups: &[&str], attrs: &[(&str, &str)]) -> String {
+        let mut a = Attributes::new();
+        for (k, v) in attrs {
+            a.entry(k.to_string()).or_default().insert(v.to_string());
+        }
+        let groups: Vec<String> = groups.iter().map(|g| g.to_string()).collect();
+        self.minter.mint(user, &groups, &a, 600).expect("token")
+    }
+
+    pub async fn connect(&self, user: &str) -> Connection {
+        Connection::connect(&self.address, &self.token(user)).await.expect("connects")
+    }
+
+    pub async fn connect_token(&self, token: &str) -> Connection {
+        Connection::connect(&self.address, token).await.expect("connects")
+    }
+
+    pub fn db_path(&self) -> PathBuf {
+        self.dir.path().join("veil.db")
+    }
+
+    pub async fn stop(mut self) {
+        if let Some(r) = self.running.take() {
+            r.stop().await.expect("server stops");
+        }
+    }
+}
+
+/// Every value of a string column across batches.
+pub fn strings(batches: &[arrow::record_batch::RecordBatch], column: &str) -> Vec<Option<String>> {
+    use arrow::array::{Array, AsArray};
+    use arrow::compute::cast;
+    use arrow::datatypes::DataType;
+    let mut out = Vec::new();
+    for b in batches {
+        let c = b.column_by_name(column).unwrap_or_else(|| panic!("no column {column}"));
+        let c = cast(c, &DataType::Utf8).expect("castable to text");
+        let s = c.as_string::<i32>();
+        for i in 0..s.len() {
+            out.push(s.is_valid(i).then(|| s.value(i).to_string()));
+        }
+    }
+    out
+}
+
+pub fn row_count(batches: &[arrow::record_batch::RecordBatch]) -> usize {
+    batches.iter().map(|b| b.num_rows()).sum()
+}
+
+/// The raw demo data, read directly from its parquet file.
+pub fn raw_trials(dir: &Path) -> Vec<arrow::record_batch::RecordBatch> {
+    let _ = dir;
+    vec![veil::demo::trials_batch(veil::demo::DEMO_ROWS, 42)]
+}
