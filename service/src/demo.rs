@@ -231,3 +231,11 @@ pub fn write_trials(path: &Path, rows: usize) -> Result<()> {
     writer.close().map_err(|e| VeilError::internal("parquet close", e))?;
     std::fs::rename(&tmp, path).map_err(|e| VeilError::FailedPrecondition(format!("cannot move {} into place: {e}", tmp.display())))
 }
+
+/// Parquet writer over a file, as the demo writes them.
+pub type ParquetFileWriter = ArrowWriter<std::fs::File>;
+
+pub fn parquet_writer(file: std::fs::File, schema: datafusion::arrow::datatypes::SchemaRef) -> Result<ParquetFileWriter> {
+    let props = WriterProperties::builder().set_compression(Compression::SNAPPY).build();
+    ArrowWriter::try_new(file, schema, Some(props)).map_err(|e| VeilError::internal("parquet writer", e))
+}

@@ -98,3 +98,10 @@ pub fn raw_trials(dir: &Path) -> Vec<arrow::record_batch::RecordBatch> {
     let _ = dir;
     vec![veil::demo::trials_batch(veil::demo::DEMO_ROWS, 42)]
 }
+
+pub type ParquetWriter = veil::demo::ParquetFileWriter;
+
+/// A parquet writer for test data.
+pub fn parquet_writer(file: std::fs::File, schema: arrow::datatypes::SchemaRef) -> ParquetWriter {
+    veil::demo::parquet_writer(file, schema).expect("parquet writer")
+}

@@ -73,7 +73,10 @@ impl AuditEvent {
         self
     }
 
+    /// The same action, failed. A fresh event id: the attempt itself may
+    /// already be recorded.
     pub fn failed(mut self, err: &VeilError) -> Self {
+        self.event_id = uuid::Uuid::new_v4().to_string();
         self.status = err.kind().to_string();
         self.message = err.message();
         self

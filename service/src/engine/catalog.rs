@@ -130,11 +130,11 @@ impl CatalogProvider for PrincipalCatalog {
         self.compiler.visible.keys().cloned().collect()
     }
 
+    /// Every schema name resolves, so a table in a schema the principal
+    /// can't see gets exactly the answer of a table that doesn't exist.
     fn schema(&self, name: &str) -> Option<Arc<dyn SchemaProvider>> {
         let key = name.to_ascii_lowercase();
-        self.compiler.visible.contains_key(&key).then(|| {
-            Arc::new(PrincipalSchema { compiler: Arc::clone(&self.compiler), schema: key }) as Arc<dyn SchemaProvider>
-        })
+        Some(Arc::new(PrincipalSchema { compiler: Arc::clone(&self.compiler), schema: key }) as Arc<dyn SchemaProvider>)
     }
 }
 
@@ -153,7 +153,7 @@ impl SchemaProvider for PrincipalSchema {
     async fn table(&self, name: &str) -> Result<Option<Arc<dyn TableProvider>>, DataFusionError> {
         let full = format!("{}.{}", self.schema, name);
         match self.compiler.readable(&full) {
-            None => Ok(None),
+            None => Err(DataFusionError::External(Box::new(VeilError::dataset_not_found(&full)))),
             Some(d) => {
                 let d = d.clone();
                 self.compiler.compile(&d).map(Some).map_err(|e| DataFusionError::External(Box::new(e)))
