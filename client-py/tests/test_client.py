@@ -1,0 +1,90 @@
+"""The Python client against a real Veil server."""
+
+import pandas as pd
+import pyarrow as pa
+import pytest
+
+import veil
+
+
+def connect(server, user):
+    return veil.connect(server.address, server.token(user))
+
+
+def test_scan_as_pandas_applies_policies(server):
+    with connect(server, "alice") as conn:
+        df = conn.scan_as_pandas("clinical.trials")
+    assert len(df) > 0
+    assert set(df["state"]) == {"CA"}
+    assert df["ssn"].str.len().eq(32).all()
+    assert df["ip_address"].eq("0.0.0.0").all()
+    assert df["date_of_birth"].isna().all()
+    with connect(server, "bob") as conn:
+        raw = conn.scan_as_pandas("clinical.trials")
+    assert len(raw) == 120_000
+    assert raw["ssn"].str.match(r"^\d{3}-\d{2}-\d{4}$").all()
+    assert set(df["participant_id"]) <= set(raw.loc[raw["state"] == "CA", "participant_id"])
+    assert len(df) == (raw["state"] == "CA").sum()
+
+
+def test_environment_defaults_and_context_manager(server, monkeypatch):
+    monkeypatch.setenv("VEIL_ADDRESS", server.address)
+    monkeypatch.setenv("VEIL_TOKEN", server.token("carol"))
+    with veil.connect() as conn:
+        assert conn.list_datasets() == ["clinical.sites"]
+    monkeypatch.delenv("VEIL_TOKEN")
+    with pytest.raises(veil.Unauthenticated, match="VEIL_TOKEN"):
+        veil.connect()
+
+
+def test_columns_filter_limit_and_types_mapper(server):
+    with connect(server, "alice") as conn:
+        df = conn.scan_as_pandas("clinical.trials", columns=["participant_id", "age"], filter="age >= 80", limit=10)
+        assert list(df.columns) == ["participant_id", "age"]
+        assert len(df) == 10
+        assert (df["age"] >= 80).all()
+        arrow_backed = conn.scan_as_pandas("clinical.trials", columns=["ssn"], limit=5, types_mapper=pd.ArrowDtype)
+        assert isinstance(arrow_backed["ssn"].dtype, pd.ArrowDtype)
+        table = conn.scan_as_arrow("clinical.trials", columns=["ssn"], limit=5)
+        assert table.schema.field("ssn").type == pa.string()
+
+
+def test_sql_and_describe(server):
+    with connect(server, "alice") as conn:
+        df = conn.sql(
+            "SELECT s.site, count(*) AS n FROM clinical.trials t JOIN clinical.sites s ON t.state = s.state GROUP BY s.site"
+        )
+        assert df["site"].tolist() == ["CA University Hospital"]
+        d = conn.describe("clinical.trials")
+        assert d["rows_filtered"] is True
+        cols = {c["name"]: c for c in d["columns"]}
+        assert cols["ssn"]["mask"] == "hash" and cols["ssn"]["type"] == "Utf8"
+        assert "PII.ssn" in cols["ssn"]["tags"]
+        assert cols["age"]["mask"] is None
+        assert conn.whoami()["attributes"] == {"state": ["CA"]}
+
+
+def test_errors_carry_the_server_message(server):
+    with connect(server, "carol") as conn:
+        with pytest.raises(veil.NotFound) as hidden:
+            conn.scan_as_pandas("clinical.trials")
+        with pytest.raises(veil.NotFound) as missing:
+            conn.scan_as_pandas("clinical.nothing")
+        assert hidden.value.message.replace("trials", "X") == missing.value.message.replace("nothing", "X")
+        with pytest.raises(veil.InvalidArgument, match="SELECT"):
+            conn.sql("DROP TABLE clinical.sites")
+        with pytest.raises(veil.PermissionDenied):
+            conn.audit_tail()
+    with pytest.raises(veil.Unauthenticated):
+        veil.connect(server.address, "not-a-token").list_datasets()
+
+
+def test_admin_from_python(server):
+    with connect(server, "dave") as dave:
+        events = dave.audit_tail(50)
+        assert any(e["action"] == "read.start" for e in events)
+        dave.set_user_disabled("erin", True)
+        with pytest.raises(veil.PermissionDenied, match="disabled"):
+            connect(server, "erin").list_datasets()
+        dave.set_user_disabled("erin", False)
+        assert connect(server, "erin").list_datasets()
