@@ -85,6 +85,21 @@ impl Connection {
         Ok(Self { channel, token: token.to_string() })
     }
 
+    /// Connect over TLS, trusting `ca_pem` for the server named `domain`.
+    pub async fn connect_tls(address: &str, token: &str, ca_pem: &[u8], domain: &str) -> Result<Self, ClientError> {
+        use tonic::transport::{Certificate, ClientTlsConfig};
+        let uri = address.replacen("grpc+tls://", "https://", 1);
+        let tls = ClientTlsConfig::new().ca_certificate(Certificate::from_pem(ca_pem)).domain_name(domain);
+        let channel = Endpoint::from_shared(uri)
+            .map_err(|e| ClientError::Connect { address: address.into(), source: e })?
+            .tls_config(tls)
+            .map_err(|e| ClientError::Connect { address: address.into(), source: e })?
+            .connect()
+            .await
+            .map_err(|e| ClientError::Connect { address: address.into(), source: e })?;
+        Ok(Self { channel, token: token.to_string() })
+    }
+
     fn client(&self) -> Result<FlightClient, ClientError> {
         let inner = arrow_flight::flight_service_client::FlightServiceClient::new(self.channel.clone())
             .max_decoding_message_size(MAX_MESSAGE);

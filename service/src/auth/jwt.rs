@@ -381,6 +381,58 @@ mod tests {
         assert!(matches!(v.verify("garbage"), Err(VeilError::Unauthenticated(_))));
     }
 
+    fn fixture(name: &str) -> std::path::PathBuf {
+        std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures").join(name)
+    }
+
+    fn claims(sub: &str) -> serde_json::Value {
+        let now = chrono::Utc::now().timestamp();
+        serde_json::json!({"iss": "idp", "sub": sub, "aud": "veil", "iat": now, "exp": now + 60, "groups": ["g"]})
+    }
+
+    fn sign(alg: Algorithm, kid: Option<&str>, key: &EncodingKey, sub: &str) -> String {
+        let mut h = Header::new(alg);
+        h.kid = kid.map(str::to_string);
+        jsonwebtoken::encode(&h, &claims(sub), key).unwrap()
+    }
+
+    fn verifier(keys: &str) -> TokenVerifier {
+        let cfg: AuthConfig = toml::from_str(&format!("audience = \"veil\"\n{keys}")).unwrap();
+        TokenVerifier::from_config(&cfg, &fixture("")).unwrap()
+    }
+
+    #[test]
+    fn rs256_and_es256_pem_keys_verify_and_are_pinned() {
+        let v = verifier(
+            "[[keys]]\nissuer = \"idp\"\nalgorithm = \"RS256\"\npublic_key_file = \"rsa_public.pem\"\n\
+             [[keys]]\nissuer = \"idp\"\nalgorithm = \"ES256\"\npublic_key_file = \"ec_public.pem\"",
+        );
+        let rsa = EncodingKey::from_rsa_pem(&std::fs::read(fixture("rsa_private.pem")).unwrap()).unwrap();
+        let ec = EncodingKey::from_ec_pem(&std::fs::read(fixture("ec_private.pem")).unwrap()).unwrap();
+        assert_eq!(v.verify(&sign(Algorithm::RS256, None, &rsa, "r")).unwrap().identity.subject, "r");
+        assert!(v.verify(&sign(Algorithm::ES256, None, &ec, "e")).unwrap().groups.contains("g"));
+        // Key confusion: the RSA public key used as an HMAC secret.
+        let public = std::fs::read(fixture("rsa_public.pem")).unwrap();
+        let confused = sign(Algorithm::HS256, None, &EncodingKey::from_secret(&public), "x");
+        assert!(matches!(v.verify(&confused), Err(VeilError::Unauthenticated(_))));
+        // A different issuer than the key is pinned to.
+        let mut c = claims("x");
+        c["iss"] = "other".into();
+        let t = jsonwebtoken::encode(&Header::new(Algorithm::RS256), &c, &rsa).unwrap();
+        assert!(v.verify(&t).is_err());
+    }
+
+    #[test]
+    fn jwks_keys_are_selected_by_kid_and_type() {
+        let v = verifier("[[keys]]\nissuer = \"idp\"\njwks_file = \"jwks.json\"");
+        let rsa = EncodingKey::from_rsa_pem(&std::fs::read(fixture("rsa_private.pem")).unwrap()).unwrap();
+        let ec = EncodingKey::from_ec_pem(&std::fs::read(fixture("ec_private.pem")).unwrap()).unwrap();
+        assert!(v.verify(&sign(Algorithm::RS256, Some("rsa-1"), &rsa, "a")).is_ok());
+        assert!(v.verify(&sign(Algorithm::ES256, Some("ec-1"), &ec, "b")).is_ok());
+        assert!(v.verify(&sign(Algorithm::RS256, Some("ec-1"), &rsa, "c")).is_err(), "kid of another key");
+        assert!(v.verify(&sign(Algorithm::RS256, Some("unknown"), &rsa, "d")).is_err());
+    }
+
     #[test]
     fn ttl_is_bounded_by_the_maximum_lifetime() {
         let (_d, _v, m) = setup();
