@@ -8,20 +8,27 @@ use veil_proto::*;
 use veil_tests::{TestServer, row_count, strings};
 
 fn code(e: &ClientError) -> Code {
-    e.code().unwrap_or_else(|| panic!("expected a status, got {e}"))
+    e.code()
+        .unwrap_or_else(|| panic!("expected a status, got {e}"))
 }
 
 fn user(subject: &str) -> Option<UserRef> {
-    Some(UserRef { issuer: String::new(), subject: subject.into() })
+    Some(UserRef {
+        issuer: String::new(),
+        subject: subject.into(),
+    })
 }
 
 async fn audit_events(dave: &Connection) -> Vec<serde_json::Value> {
-    dave.action(actions::AUDIT_TAIL, AuditTailRequest { limit: 500 }.encode_to_vec())
-        .await
-        .unwrap()
-        .iter()
-        .map(|b| serde_json::from_slice(b).unwrap())
-        .collect()
+    dave.action(
+        actions::AUDIT_TAIL,
+        AuditTailRequest { limit: 500 }.encode_to_vec(),
+    )
+    .await
+    .unwrap()
+    .iter()
+    .map(|b| serde_json::from_slice(b).unwrap())
+    .collect()
 }
 
 /// The permission table: each action, a body, and whether alice (an analyst
@@ -31,7 +38,11 @@ async fn each_action_checks_its_permission_and_is_audited() {
     let server = TestServer::demo().await;
     let data = server.dir.path().join("data");
     std::fs::create_dir_all(data.join("extra")).unwrap();
-    std::fs::write(data.join("extra/people.json"), "{\"id\": 1, \"email\": \"a@x.com\"}\n{\"id\": 2, \"email\": \"b@x.com\"}\n").unwrap();
+    std::fs::write(
+        data.join("extra/people.json"),
+        "{\"id\": 1, \"email\": \"a@x.com\"}\n{\"id\": 2, \"email\": \"b@x.com\"}\n",
+    )
+    .unwrap();
     let register = RegisterDatasetRequest {
         name: "extra.people".into(),
         format: "json".into(),
@@ -40,23 +51,104 @@ async fn each_action_checks_its_permission_and_is_audited() {
     };
     let table: Vec<(&str, Vec<u8>, Option<Code>, Option<Code>)> = vec![
         (actions::WHOAMI, vec![], None, None),
-        (actions::DESCRIBE, DescribeRequest { dataset: "clinical.trials".into() }.encode_to_vec(), None, None),
-        (actions::REGISTER_DATASET, register.encode_to_vec(), Some(Code::PermissionDenied), None),
-        (actions::SET_DESCRIPTION, SetDescriptionRequest { dataset: "clinical.trials".into(), column: "age".into(), description: "Age in years".into() }.encode_to_vec(), Some(Code::PermissionDenied), None),
-        (actions::SET_COLUMN_TAGS, SetColumnTagsRequest { dataset: "clinical.trials".into(), column: "diagnosis".into(), tags: vec!["PII.health".into()] }.encode_to_vec(), Some(Code::PermissionDenied), None),
-        (actions::SET_USER_DISABLED, SetUserDisabledRequest { user: user("erin"), disabled: false }.encode_to_vec(), Some(Code::PermissionDenied), None),
-        (actions::GRANT_PERMISSION, PermissionRequest { user: user("erin"), permission: "AUDIT".into() }.encode_to_vec(), Some(Code::PermissionDenied), None),
-        (actions::REVOKE_PERMISSION, PermissionRequest { user: user("erin"), permission: "AUDIT".into() }.encode_to_vec(), Some(Code::PermissionDenied), None),
-        (actions::AUDIT_TAIL, AuditTailRequest { limit: 5 }.encode_to_vec(), Some(Code::PermissionDenied), None),
-        (actions::DROP_DATASET, DropDatasetRequest { name: "extra.people".into() }.encode_to_vec(), Some(Code::NotFound), None),
+        (
+            actions::DESCRIBE,
+            DescribeRequest {
+                dataset: "clinical.trials".into(),
+            }
+            .encode_to_vec(),
+            None,
+            None,
+        ),
+        (
+            actions::REGISTER_DATASET,
+            register.encode_to_vec(),
+            Some(Code::PermissionDenied),
+            None,
+        ),
+        (
+            actions::SET_DESCRIPTION,
+            SetDescriptionRequest {
+                dataset: "clinical.trials".into(),
+                column: "age".into(),
+                description: "Age in years".into(),
+            }
+            .encode_to_vec(),
+            Some(Code::PermissionDenied),
+            None,
+        ),
+        (
+            actions::SET_COLUMN_TAGS,
+            SetColumnTagsRequest {
+                dataset: "clinical.trials".into(),
+                column: "diagnosis".into(),
+                tags: vec!["PII.health".into()],
+            }
+            .encode_to_vec(),
+            Some(Code::PermissionDenied),
+            None,
+        ),
+        (
+            actions::SET_USER_DISABLED,
+            SetUserDisabledRequest {
+                user: user("erin"),
+                disabled: false,
+            }
+            .encode_to_vec(),
+            Some(Code::PermissionDenied),
+            None,
+        ),
+        (
+            actions::GRANT_PERMISSION,
+            PermissionRequest {
+                user: user("erin"),
+                permission: "AUDIT".into(),
+            }
+            .encode_to_vec(),
+            Some(Code::PermissionDenied),
+            None,
+        ),
+        (
+            actions::REVOKE_PERMISSION,
+            PermissionRequest {
+                user: user("erin"),
+                permission: "AUDIT".into(),
+            }
+            .encode_to_vec(),
+            Some(Code::PermissionDenied),
+            None,
+        ),
+        (
+            actions::AUDIT_TAIL,
+            AuditTailRequest { limit: 5 }.encode_to_vec(),
+            Some(Code::PermissionDenied),
+            None,
+        ),
+        (
+            actions::DROP_DATASET,
+            DropDatasetRequest {
+                name: "extra.people".into(),
+            }
+            .encode_to_vec(),
+            Some(Code::NotFound),
+            None,
+        ),
     ];
     let alice = server.connect("alice").await;
     let dave = server.connect("dave").await;
     for (name, body, for_alice, for_dave) in table {
         let a = alice.action(name, body.clone()).await;
-        assert_eq!(a.as_ref().err().map(code), for_alice, "alice calling {name}: {a:?}");
+        assert_eq!(
+            a.as_ref().err().map(code),
+            for_alice,
+            "alice calling {name}: {a:?}"
+        );
         let d = dave.action(name, body).await;
-        assert_eq!(d.as_ref().err().map(code), for_dave, "dave calling {name}: {d:?}");
+        assert_eq!(
+            d.as_ref().err().map(code),
+            for_dave,
+            "dave calling {name}: {d:?}"
+        );
     }
     // Denials are in the audit, with who and what.
     let events = audit_events(&dave).await;
@@ -65,13 +157,37 @@ async fn each_action_checks_its_permission_and_is_audited() {
         .filter(|e| e["subject"] == "alice" && e["status"] == "permission_denied")
         .map(|e| e["action"].as_str().unwrap().to_string())
         .collect();
-    for a in ["admin.register_dataset", "admin.grant_permission", "admin.audit_tail", "admin.set_user_disabled"] {
-        assert!(denied.iter().any(|d| d == a), "{a} denial audited: {denied:?}");
+    for a in [
+        "admin.register_dataset",
+        "admin.grant_permission",
+        "admin.audit_tail",
+        "admin.set_user_disabled",
+    ] {
+        assert!(
+            denied.iter().any(|d| d == a),
+            "{a} denial audited: {denied:?}"
+        );
     }
-    assert!(events.iter().any(|e| e["subject"] == "dave" && e["action"] == "admin.register_dataset" && e["status"] == "ok"));
+    assert!(events.iter().any(|e| e["subject"] == "dave"
+        && e["action"] == "admin.register_dataset"
+        && e["status"] == "ok"));
     // Tagging diagnosis PII.health brought the global hash policy into force.
-    let out = alice.scan("clinical.trials", Scan { columns: vec!["diagnosis".into()], limit: Some(3), ..Default::default() }).await.unwrap();
-    assert!(strings(&out, "diagnosis").iter().all(|d| d.as_ref().unwrap().len() == 32));
+    let out = alice
+        .scan(
+            "clinical.trials",
+            Scan {
+                columns: vec!["diagnosis".into()],
+                limit: Some(3),
+                ..Default::default()
+            },
+        )
+        .await
+        .unwrap();
+    assert!(
+        strings(&out, "diagnosis")
+            .iter()
+            .all(|d| d.as_ref().unwrap().len() == 32)
+    );
     server.stop().await;
 }
 
@@ -96,17 +212,52 @@ async fn registered_datasets_are_owner_only_confined_and_drift_safe() {
         hive_partitioned: true,
         ..Default::default()
     };
-    dave.action(actions::REGISTER_DATASET, req.encode_to_vec()).await.unwrap();
-    let out = dave.scan("ops.events", Scan { columns: vec!["participant_id".into(), "year".into()], ..Default::default() }).await.unwrap();
+    dave.action(actions::REGISTER_DATASET, req.encode_to_vec())
+        .await
+        .unwrap();
+    let out = dave
+        .scan(
+            "ops.events",
+            Scan {
+                columns: vec!["participant_id".into(), "year".into()],
+                ..Default::default()
+            },
+        )
+        .await
+        .unwrap();
     assert_eq!(row_count(&out), 5);
     let mut years = strings(&out, "year");
     years.sort();
-    assert_eq!(years.iter().filter(|y| y.as_deref() == Some("2024")).count(), 3);
-    let filtered = dave.scan("ops.events", Scan { filter: Some("year = '2025'".into()), ..Default::default() }).await.unwrap();
+    assert_eq!(
+        years
+            .iter()
+            .filter(|y| y.as_deref() == Some("2024"))
+            .count(),
+        3
+    );
+    let filtered = dave
+        .scan(
+            "ops.events",
+            Scan {
+                filter: Some("year = '2025'".into()),
+                ..Default::default()
+            },
+        )
+        .await
+        .unwrap();
     assert_eq!(row_count(&filtered), 2);
     // Readable by its owner only until a subscription policy opens it.
-    assert_eq!(code(&alice.scan("ops.events", Scan::default()).await.unwrap_err()), Code::NotFound);
-    assert!(!alice.list_datasets().await.unwrap().contains(&"ops.events".to_string()));
+    assert_eq!(
+        code(&alice.scan("ops.events", Scan::default()).await.unwrap_err()),
+        Code::NotFound
+    );
+    assert!(
+        !alice
+            .list_datasets()
+            .await
+            .unwrap()
+            .contains(&"ops.events".to_string())
+    );
 
     // Schema drift: a new file with an extra column is read, the column is not.
     let drift = events.join("year=2026");
@@ -115,10 +266,20 @@ async fn registered_datasets_are_owner_only_confined_and_drift_safe() {
         use arrow::array::{ArrayRef, StringArray};
         let base = veil::demo::trials_batch(4, 7);
         let mut fields: Vec<_> = base.schema().fields().iter().cloned().collect();
-        fields.push(std::sync::Arc::new(arrow::datatypes::Field::new("secret_notes", arrow::datatypes::DataType::Utf8, false)));
+        fields.push(std::sync::Arc::new(arrow::datatypes::Field::new(
+            "secret_notes",
+            arrow::datatypes::DataType::Utf8,
+            false,
+        )));
         let mut cols: Vec<ArrayRef> = base.columns().to_vec();
-        cols.push(std::sync::Arc::new(StringArray::from(vec!["s1", "s2", "s3", "s4"])));
-        let batch = arrow::record_batch::RecordBatch::try_new(std::sync::Arc::new(arrow::datatypes::Schema::new(fields)), cols).unwrap();
+        cols.push(std::sync::Arc::new(StringArray::from(vec![
+            "s1", "s2", "s3", "s4",
+        ])));
+        let batch = arrow::record_batch::RecordBatch::try_new(
+            std::sync::Arc::new(arrow::datatypes::Schema::new(fields)),
+            cols,
+        )
+        .unwrap();
         let file = std::fs::File::create(drift.join("part-0.parquet")).unwrap();
         let mut w = datafusion_parquet_writer(file, batch.schema());
         w.write(&batch).unwrap();
@@ -126,37 +287,104 @@ async fn registered_datasets_are_owner_only_confined_and_drift_safe() {
     }
     let out = dave.scan("ops.events", Scan::default()).await.unwrap();
     assert_eq!(row_count(&out), 9);
-    assert!(out[0].schema().field_with_name("secret_notes").is_err(), "drifted column is not served");
-    let e = dave.scan("ops.events", Scan { columns: vec!["secret_notes".into()], ..Default::default() }).await.unwrap_err();
+    assert!(
+        out[0].schema().field_with_name("secret_notes").is_err(),
+        "drifted column is not served"
+    );
+    let e = dave
+        .scan(
+            "ops.events",
+            Scan {
+                columns: vec!["secret_notes".into()],
+                ..Default::default()
+            },
+        )
+        .await
+        .unwrap_err();
     assert_eq!(code(&e), Code::InvalidArgument);
-    let e = dave.sql("SELECT secret_notes FROM ops.events").await.unwrap_err();
+    let e = dave
+        .sql("SELECT secret_notes FROM ops.events")
+        .await
+        .unwrap_err();
     assert_eq!(code(&e), Code::InvalidArgument);
 
     // Locations outside the roots, and reserved names, are refused.
     let outside = tempfile::tempdir().unwrap();
     std::fs::write(outside.path().join("x.csv"), "a,b\n1,2\n").unwrap();
     for (name, location, want) in [
-        ("ops.outside", outside.path().join("x.csv").display().to_string(), Code::PermissionDenied),
-        ("ops.dotdot", format!("{}/../../etc/passwd", data.display()), Code::PermissionDenied),
-        ("veil.audit", events.display().to_string(), Code::InvalidArgument),
-        ("ops.events", events.display().to_string(), Code::AlreadyExists),
+        (
+            "ops.outside",
+            outside.path().join("x.csv").display().to_string(),
+            Code::PermissionDenied,
+        ),
+        (
+            "ops.dotdot",
+            format!("{}/../../etc/passwd", data.display()),
+            Code::PermissionDenied,
+        ),
+        (
+            "veil.audit",
+            events.display().to_string(),
+            Code::InvalidArgument,
+        ),
+        (
+            "ops.events",
+            events.display().to_string(),
+            Code::AlreadyExists,
+        ),
     ] {
-        let req = RegisterDatasetRequest { name: name.into(), format: "parquet".into(), location, hive_partitioned: true, ..Default::default() };
-        let e = dave.action(actions::REGISTER_DATASET, req.encode_to_vec()).await.unwrap_err();
-        assert!(code(&e) == want || (name == "ops.dotdot" && code(&e) == Code::InvalidArgument), "{name}: {e}");
+        let req = RegisterDatasetRequest {
+            name: name.into(),
+            format: "parquet".into(),
+            location,
+            hive_partitioned: true,
+            ..Default::default()
+        };
+        let e = dave
+            .action(actions::REGISTER_DATASET, req.encode_to_vec())
+            .await
+            .unwrap_err();
+        assert!(
+            code(&e) == want || (name == "ops.dotdot" && code(&e) == Code::InvalidArgument),
+            "{name}: {e}"
+        );
     }
     // CSV with a header, registered and read back.
     std::fs::write(data.join("costs.csv"), "site,cost\nA,10\nB,20\n").unwrap();
-    let req = RegisterDatasetRequest { name: "ops.costs".into(), format: "csv".into(), location: data.join("costs.csv").display().to_string(), ..Default::default() };
-    dave.action(actions::REGISTER_DATASET, req.encode_to_vec()).await.unwrap();
-    let out = dave.sql("SELECT sum(cost) AS total FROM ops.costs").await.unwrap();
+    let req = RegisterDatasetRequest {
+        name: "ops.costs".into(),
+        format: "csv".into(),
+        location: data.join("costs.csv").display().to_string(),
+        ..Default::default()
+    };
+    dave.action(actions::REGISTER_DATASET, req.encode_to_vec())
+        .await
+        .unwrap();
+    let out = dave
+        .sql("SELECT sum(cost) AS total FROM ops.costs")
+        .await
+        .unwrap();
     assert_eq!(strings(&out, "total"), vec![Some("30".to_string())]);
-    dave.action(actions::DROP_DATASET, DropDatasetRequest { name: "ops.costs".into() }.encode_to_vec()).await.unwrap();
-    assert_eq!(code(&dave.sql("SELECT * FROM ops.costs").await.unwrap_err()), Code::NotFound);
+    dave.action(
+        actions::DROP_DATASET,
+        DropDatasetRequest {
+            name: "ops.costs".into(),
+        }
+        .encode_to_vec(),
+    )
+    .await
+    .unwrap();
+    assert_eq!(
+        code(&dave.sql("SELECT * FROM ops.costs").await.unwrap_err()),
+        Code::NotFound
+    );
     server.stop().await;
 }
 
-fn datafusion_parquet_writer(file: std::fs::File, schema: arrow::datatypes::SchemaRef) -> veil_tests::ParquetWriter {
+fn datafusion_parquet_writer(
+    file: std::fs::File,
+    schema: arrow::datatypes::SchemaRef,
+) -> veil_tests::ParquetWriter {
     veil_tests::parquet_writer(file, schema)
 }
 
@@ -164,13 +392,22 @@ fn datafusion_parquet_writer(file: std::fs::File, schema: arrow::datatypes::Sche
 async fn reads_are_audited_with_policies_and_counts() {
     let server = TestServer::demo().await;
     let alice = server.connect("alice").await;
-    let n = row_count(&alice.scan("clinical.trials", Scan::default()).await.unwrap());
+    let n = row_count(
+        &alice
+            .scan("clinical.trials", Scan::default())
+            .await
+            .unwrap(),
+    );
     let dave = server.connect("dave").await;
     // read.end is recorded as the stream completes; give the writer a moment
     // by reading the audit until it shows up (bounded).
     let mut ends = Vec::new();
     for _ in 0..50 {
-        ends = audit_events(&dave).await.into_iter().filter(|e| e["subject"] == "alice" && e["action"] == "read.end").collect();
+        ends = audit_events(&dave)
+            .await
+            .into_iter()
+            .filter(|e| e["subject"] == "alice" && e["action"] == "read.end")
+            .collect();
         let total: u64 = ends.iter().map(|e| e["rows"].as_u64().unwrap_or(0)).sum();
         if total as usize == n {
             break;
@@ -182,20 +419,48 @@ async fn reads_are_audited_with_policies_and_counts() {
     let e = &ends[0];
     assert_eq!(e["dataset"], "clinical.trials");
     assert_eq!(e["rows_filtered"], true);
-    assert!(e["masked_columns"].as_array().unwrap().iter().any(|c| c == "clinical.trials.ssn"));
+    assert!(
+        e["masked_columns"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|c| c == "clinical.trials.ssn")
+    );
     assert!(!e["policies"].as_array().unwrap().is_empty());
     assert!(e["bytes"].as_u64().unwrap() > 0);
     let events = audit_events(&dave).await;
-    assert!(events.iter().any(|e| e["subject"] == "alice" && e["action"] == "read.start"));
-    assert!(events.iter().any(|e| e["subject"] == "alice" && e["action"] == "plan"));
+    assert!(
+        events
+            .iter()
+            .any(|e| e["subject"] == "alice" && e["action"] == "read.start")
+    );
+    assert!(
+        events
+            .iter()
+            .any(|e| e["subject"] == "alice" && e["action"] == "plan")
+    );
     // No literal values in audit records: a filter's constant is not stored.
-    let _ = alice.scan("clinical.trials", Scan { filter: Some("email = 'needle-123@example.com'".into()), ..Default::default() }).await.unwrap();
+    let _ = alice
+        .scan(
+            "clinical.trials",
+            Scan {
+                filter: Some("email = 'needle-123@example.com'".into()),
+                ..Default::default()
+            },
+        )
+        .await
+        .unwrap();
     let text = serde_json::to_string(&audit_events(&dave).await).unwrap();
     assert!(!text.contains("needle-123"));
     // Authentication failures are audited too.
     let bad = server.connect_token("garbage").await;
     let _ = bad.list_datasets().await;
-    assert!(audit_events(&dave).await.iter().any(|e| e["action"] == "auth.failure"));
+    assert!(
+        audit_events(&dave)
+            .await
+            .iter()
+            .any(|e| e["action"] == "auth.failure")
+    );
     server.stop().await;
 }
 
@@ -203,18 +468,30 @@ async fn reads_are_audited_with_policies_and_counts() {
 async fn nothing_is_served_when_the_audit_cannot_be_written() {
     let server = TestServer::demo().await;
     let alice = server.connect("alice").await;
-    let info = alice.flight_info(veil_client::scan_descriptor("clinical.trials", &Scan::default())).await.unwrap();
+    let info = alice
+        .flight_info(veil_client::scan_descriptor(
+            "clinical.trials",
+            &Scan::default(),
+        ))
+        .await
+        .unwrap();
     let ticket = info.endpoint[0].ticket.clone().unwrap();
     let db = rusqlite::Connection::open(server.db_path()).unwrap();
     db.execute_batch("CREATE TRIGGER no_audit BEFORE INSERT ON audit_events BEGIN SELECT RAISE(ABORT, 'disk full'); END;").unwrap();
     let e = alice.read_ticket(ticket.clone()).await.unwrap_err();
     assert_eq!(code(&e), Code::Unavailable, "{e}");
-    let e = alice.scan("clinical.trials", Scan::default()).await.unwrap_err();
+    let e = alice
+        .scan("clinical.trials", Scan::default())
+        .await
+        .unwrap_err();
     assert_eq!(code(&e), Code::Unavailable);
     let e = alice.list_datasets().await.unwrap_err();
     assert_eq!(code(&e), Code::Unavailable);
     db.execute_batch("DROP TRIGGER no_audit;").unwrap();
-    assert!(row_count(&alice.read_ticket(ticket).await.unwrap()) > 0, "serving resumes with the audit");
+    assert!(
+        row_count(&alice.read_ticket(ticket).await.unwrap()) > 0,
+        "serving resumes with the audit"
+    );
     server.stop().await;
 }
 
@@ -224,21 +501,92 @@ async fn disabled_users_are_denied_whatever_the_token_says() {
     let dave = server.connect("dave").await;
     let erin = server.connect("erin").await;
     assert!(erin.list_datasets().await.is_ok());
-    dave.action(actions::SET_USER_DISABLED, SetUserDisabledRequest { user: user("erin"), disabled: true }.encode_to_vec()).await.unwrap();
+    dave.action(
+        actions::SET_USER_DISABLED,
+        SetUserDisabledRequest {
+            user: user("erin"),
+            disabled: true,
+        }
+        .encode_to_vec(),
+    )
+    .await
+    .unwrap();
     // Even a fresh token with extra groups.
-    let fresh = server.connect_token(&server.token_with("erin", &["privileged"], &[])).await;
-    assert_eq!(code(&fresh.list_datasets().await.unwrap_err()), Code::PermissionDenied);
-    dave.action(actions::SET_USER_DISABLED, SetUserDisabledRequest { user: user("erin"), disabled: false }.encode_to_vec()).await.unwrap();
+    let fresh = server
+        .connect_token(&server.token_with("erin", &["privileged"], &[]))
+        .await;
+    assert_eq!(
+        code(&fresh.list_datasets().await.unwrap_err()),
+        Code::PermissionDenied
+    );
+    dave.action(
+        actions::SET_USER_DISABLED,
+        SetUserDisabledRequest {
+            user: user("erin"),
+            disabled: false,
+        }
+        .encode_to_vec(),
+    )
+    .await
+    .unwrap();
     assert!(erin.list_datasets().await.is_ok());
     // Grants at run time take effect on the next request; config grants are read-only.
-    assert_eq!(code(&erin.action(actions::AUDIT_TAIL, vec![]).await.unwrap_err()), Code::PermissionDenied);
-    dave.action(actions::GRANT_PERMISSION, PermissionRequest { user: user("erin"), permission: "AUDIT".into() }.encode_to_vec()).await.unwrap();
+    assert_eq!(
+        code(&erin.action(actions::AUDIT_TAIL, vec![]).await.unwrap_err()),
+        Code::PermissionDenied
+    );
+    dave.action(
+        actions::GRANT_PERMISSION,
+        PermissionRequest {
+            user: user("erin"),
+            permission: "AUDIT".into(),
+        }
+        .encode_to_vec(),
+    )
+    .await
+    .unwrap();
     assert!(erin.action(actions::AUDIT_TAIL, vec![]).await.is_ok());
-    dave.action(actions::REVOKE_PERMISSION, PermissionRequest { user: user("erin"), permission: "audit".into() }.encode_to_vec()).await.unwrap();
-    assert_eq!(code(&erin.action(actions::AUDIT_TAIL, vec![]).await.unwrap_err()), Code::PermissionDenied);
-    let e = dave.action(actions::REVOKE_PERMISSION, PermissionRequest { user: user("dave"), permission: "AUDIT".into() }.encode_to_vec()).await.unwrap_err();
-    assert_eq!(code(&e), Code::FailedPrecondition, "config grants live in the config file");
-    let e = dave.action(actions::GRANT_PERMISSION, PermissionRequest { user: user("erin"), permission: "ROOT".into() }.encode_to_vec()).await.unwrap_err();
+    dave.action(
+        actions::REVOKE_PERMISSION,
+        PermissionRequest {
+            user: user("erin"),
+            permission: "audit".into(),
+        }
+        .encode_to_vec(),
+    )
+    .await
+    .unwrap();
+    assert_eq!(
+        code(&erin.action(actions::AUDIT_TAIL, vec![]).await.unwrap_err()),
+        Code::PermissionDenied
+    );
+    let e = dave
+        .action(
+            actions::REVOKE_PERMISSION,
+            PermissionRequest {
+                user: user("dave"),
+                permission: "AUDIT".into(),
+            }
+            .encode_to_vec(),
+        )
+        .await
+        .unwrap_err();
+    assert_eq!(
+        code(&e),
+        Code::FailedPrecondition,
+        "config grants live in the config file"
+    );
+    let e = dave
+        .action(
+            actions::GRANT_PERMISSION,
+            PermissionRequest {
+                user: user("erin"),
+                permission: "ROOT".into(),
+            }
+            .encode_to_vec(),
+        )
+        .await
+        .unwrap_err();
     assert_eq!(code(&e), Code::InvalidArgument);
     server.stop().await;
 }

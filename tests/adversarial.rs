@@ -11,7 +11,8 @@ use veil_proto::{ScanCommand, TicketBody, TicketCommand};
 use veil_tests::{TestServer, row_count, strings};
 
 fn code(e: &ClientError) -> Code {
-    e.code().unwrap_or_else(|| panic!("expected a status, got {e}"))
+    e.code()
+        .unwrap_or_else(|| panic!("expected a status, got {e}"))
 }
 
 /// A raw SSN of a row alice can see (CA) and one of a row she can't.
@@ -20,9 +21,19 @@ fn raw_ssns() -> (String, String, i64) {
     let states = strings(&raw, "state");
     let ssns = strings(&raw, "ssn");
     let ids = strings(&raw, "participant_id");
-    let ca = states.iter().position(|s| s.as_deref() == Some("CA")).unwrap();
-    let other = states.iter().position(|s| s.as_deref() != Some("CA")).unwrap();
-    (ssns[ca].clone().unwrap(), ssns[other].clone().unwrap(), ids[other].clone().unwrap().parse().unwrap())
+    let ca = states
+        .iter()
+        .position(|s| s.as_deref() == Some("CA"))
+        .unwrap();
+    let other = states
+        .iter()
+        .position(|s| s.as_deref() != Some("CA"))
+        .unwrap();
+    (
+        ssns[ca].clone().unwrap(),
+        ssns[other].clone().unwrap(),
+        ids[other].clone().unwrap().parse().unwrap(),
+    )
 }
 
 #[tokio::test]
@@ -31,27 +42,80 @@ async fn filters_and_functions_see_only_masked_values() {
     let alice = server.connect("alice").await;
     let (visible_ssn, _, _) = raw_ssns();
     // Equality with a raw value matches nothing.
-    for filter in [format!("ssn = '{visible_ssn}'"), format!("upper(ssn) = upper('{visible_ssn}')")] {
-        let out = alice.scan("clinical.trials", Scan { filter: Some(filter.clone()), ..Default::default() }).await.unwrap();
+    for filter in [
+        format!("ssn = '{visible_ssn}'"),
+        format!("upper(ssn) = upper('{visible_ssn}')"),
+    ] {
+        let out = alice
+            .scan(
+                "clinical.trials",
+                Scan {
+                    filter: Some(filter.clone()),
+                    ..Default::default()
+                },
+            )
+            .await
+            .unwrap();
         assert_eq!(row_count(&out), 0, "{filter} must not match raw values");
     }
     // Functions and patterns evaluate on the masked value: the rows they keep
     // are exactly those whose *hash* matches, whatever the raw values are.
-    let all = strings(&alice.scan("clinical.trials", Scan { columns: vec!["ssn".into()], ..Default::default() }).await.unwrap(), "ssn");
+    let all = strings(
+        &alice
+            .scan(
+                "clinical.trials",
+                Scan {
+                    columns: vec!["ssn".into()],
+                    ..Default::default()
+                },
+            )
+            .await
+            .unwrap(),
+        "ssn",
+    );
     let prefix = &visible_ssn[..3];
-    let expected = all.iter().filter(|h| h.as_ref().unwrap().starts_with(prefix)).count();
-    for filter in [format!("substr(ssn, 1, 3) = '{prefix}'"), format!("ssn LIKE '{prefix}%'")] {
-        let out = alice.scan("clinical.trials", Scan { filter: Some(filter.clone()), ..Default::default() }).await.unwrap();
-        assert_eq!(row_count(&out), expected, "{filter} compares the hash, not the raw value");
-        assert!(strings(&out, "ssn").iter().all(|h| h.as_ref().unwrap().starts_with(prefix)));
+    let expected = all
+        .iter()
+        .filter(|h| h.as_ref().unwrap().starts_with(prefix))
+        .count();
+    for filter in [
+        format!("substr(ssn, 1, 3) = '{prefix}'"),
+        format!("ssn LIKE '{prefix}%'"),
+    ] {
+        let out = alice
+            .scan(
+                "clinical.trials",
+                Scan {
+                    filter: Some(filter.clone()),
+                    ..Default::default()
+                },
+            )
+            .await
+            .unwrap();
+        assert_eq!(
+            row_count(&out),
+            expected,
+            "{filter} compares the hash, not the raw value"
+        );
+        assert!(
+            strings(&out, "ssn")
+                .iter()
+                .all(|h| h.as_ref().unwrap().starts_with(prefix))
+        );
     }
-    let out = alice.sql("SELECT substr(ssn, 1, 3) AS p, length(ssn) AS l FROM clinical.trials LIMIT 50").await.unwrap();
+    let out = alice
+        .sql("SELECT substr(ssn, 1, 3) AS p, length(ssn) AS l FROM clinical.trials LIMIT 50")
+        .await
+        .unwrap();
     for (p, l) in strings(&out, "p").into_iter().zip(strings(&out, "l")) {
         assert_eq!(l.as_deref(), Some("32"));
         assert!(!p.unwrap().contains('-'));
     }
     // The hash UDF is not callable: no dictionary of hashes can be built.
-    let e = alice.sql(&format!("SELECT veil_mask_hash('{visible_ssn}')")).await.unwrap_err();
+    let e = alice
+        .sql(&format!("SELECT veil_mask_hash('{visible_ssn}')"))
+        .await
+        .unwrap_err();
     assert_eq!(code(&e), Code::InvalidArgument);
     server.stop().await;
 }
@@ -63,11 +127,29 @@ async fn errors_on_hidden_rows_do_not_leak() {
     let filter = format!("1000 / (participant_id - {hidden_id}) > -100000");
     // Bob sees the row: the division fails for him, which proves the probe.
     let bob = server.connect("bob").await;
-    let e = bob.scan("clinical.trials", Scan { filter: Some(filter.clone()), ..Default::default() }).await.unwrap_err();
+    let e = bob
+        .scan(
+            "clinical.trials",
+            Scan {
+                filter: Some(filter.clone()),
+                ..Default::default()
+            },
+        )
+        .await
+        .unwrap_err();
     assert_eq!(code(&e), Code::InvalidArgument, "{e}");
     // Alice doesn't: the policy filter runs first, below the barrier.
     let alice = server.connect("alice").await;
-    let out = alice.scan("clinical.trials", Scan { filter: Some(filter), ..Default::default() }).await.unwrap();
+    let out = alice
+        .scan(
+            "clinical.trials",
+            Scan {
+                filter: Some(filter),
+                ..Default::default()
+            },
+        )
+        .await
+        .unwrap();
     assert!(row_count(&out) > 0);
     let out = alice.sql(&format!("SELECT count(*) AS n FROM clinical.trials WHERE 1000 / (participant_id - {hidden_id}) > -100000")).await.unwrap();
     assert!(!strings(&out, "n").is_empty());
@@ -80,22 +162,35 @@ async fn raw_tables_files_and_other_datasets_are_unreachable() {
     let carol = server.connect("carol").await;
     let alice = server.connect("alice").await;
     let parquet = server.dir.path().join("data/clinical/trials.parquet");
-    let missing = carol.sql("SELECT * FROM clinical.nothing").await.unwrap_err();
+    let missing = carol
+        .sql("SELECT * FROM clinical.nothing")
+        .await
+        .unwrap_err();
     for sql in [
         "SELECT * FROM __veil_source".to_string(),
         format!("SELECT * FROM '{}'", parquet.display()),
         format!("SELECT * FROM 'file://{}'", parquet.display()),
         "SELECT * FROM veil.clinical.trials".to_string(),
-        "SELECT * FROM clinical.sites WHERE state IN (SELECT state FROM clinical.trials)".to_string(),
+        "SELECT * FROM clinical.sites WHERE state IN (SELECT state FROM clinical.trials)"
+            .to_string(),
         "SELECT * FROM clinical.sites WHERE EXISTS (SELECT 1 FROM clinical.trials)".to_string(),
         "SELECT (SELECT max(ssn) FROM clinical.trials) FROM clinical.sites".to_string(),
     ] {
         let e = carol.sql(&sql).await.unwrap_err();
-        assert!(matches!(code(&e), Code::InvalidArgument | Code::NotFound), "{sql}: {e}");
-        assert!(!e.to_string().contains("ssn") || sql.contains("ssn"), "{sql}: {e}");
+        assert!(
+            matches!(code(&e), Code::InvalidArgument | Code::NotFound),
+            "{sql}: {e}"
+        );
+        assert!(
+            !e.to_string().contains("ssn") || sql.contains("ssn"),
+            "{sql}: {e}"
+        );
     }
     // Hidden and missing tables give the same kind of answer in SQL.
-    let hidden = carol.sql("SELECT * FROM clinical.trials").await.unwrap_err();
+    let hidden = carol
+        .sql("SELECT * FROM clinical.trials")
+        .await
+        .unwrap_err();
     assert_eq!(code(&hidden), code(&missing));
     for sql in [
         "EXPLAIN SELECT * FROM clinical.sites",
@@ -113,7 +208,13 @@ async fn raw_tables_files_and_other_datasets_are_unreachable() {
     }
     // A scan filter is one expression over the dataset, not a subquery.
     let e = alice
-        .scan("clinical.sites", Scan { filter: Some("state IN (SELECT state FROM clinical.trials)".into()), ..Default::default() })
+        .scan(
+            "clinical.sites",
+            Scan {
+                filter: Some("state IN (SELECT state FROM clinical.trials)".into()),
+                ..Default::default()
+            },
+        )
         .await
         .unwrap_err();
     assert_eq!(code(&e), Code::InvalidArgument);
@@ -125,7 +226,13 @@ async fn forged_expired_foreign_and_stale_tickets_are_rejected() {
     let server = TestServer::demo().await;
     let alice = server.connect("alice").await;
     let bob = server.connect("bob").await;
-    let info = alice.flight_info(veil_client::scan_descriptor("clinical.trials", &Scan::default())).await.unwrap();
+    let info = alice
+        .flight_info(veil_client::scan_descriptor(
+            "clinical.trials",
+            &Scan::default(),
+        ))
+        .await
+        .unwrap();
     let ticket = info.endpoint[0].ticket.clone().unwrap();
     assert!(row_count(&alice.read_ticket(ticket.clone()).await.unwrap()) > 0);
 
@@ -145,28 +252,53 @@ async fn forged_expired_foreign_and_stale_tickets_are_rejected() {
         issuer: "veil-demo".into(),
         subject: "alice".into(),
         expires_at_ms: i64::MAX,
-        command: Some(TicketCommand::Scan(ScanCommand { dataset: "clinical.trials".into(), ..Default::default() })),
+        command: Some(TicketCommand::Scan(ScanCommand {
+            dataset: "clinical.trials".into(),
+            ..Default::default()
+        })),
         ..Default::default()
     };
-    let forged = TicketSigner::new(MasterKey::from_bytes([9; 32]).derive(KeyPurpose::Tickets)).sign(body.clone());
-    assert_eq!(code(&alice.read_ticket(Ticket::new(forged)).await.unwrap_err()), Code::InvalidArgument);
+    let forged = TicketSigner::new(MasterKey::from_bytes([9; 32]).derive(KeyPurpose::Tickets))
+        .sign(body.clone());
+    assert_eq!(
+        code(&alice.read_ticket(Ticket::new(forged)).await.unwrap_err()),
+        Code::InvalidArgument
+    );
     // Expired, though correctly signed.
     let master = MasterKey::load(&server.dir.path().join("master.key")).unwrap();
     let signer = TicketSigner::new(master.derive(KeyPurpose::Tickets));
-    let expired = signer.sign(TicketBody { expires_at_ms: 1, ..body.clone() });
-    assert_eq!(code(&alice.read_ticket(Ticket::new(expired)).await.unwrap_err()), Code::FailedPrecondition);
+    let expired = signer.sign(TicketBody {
+        expires_at_ms: 1,
+        ..body.clone()
+    });
+    assert_eq!(
+        code(&alice.read_ticket(Ticket::new(expired)).await.unwrap_err()),
+        Code::FailedPrecondition
+    );
     // A valid ticket claiming a part of bob's rows still goes through alice's
     // policies: it is re-planned under her identity.
     let carol = server.connect("carol").await;
-    let for_carol = signer.sign(TicketBody { subject: "carol".into(), ..body.clone() });
-    assert_eq!(code(&carol.read_ticket(Ticket::new(for_carol)).await.unwrap_err()), Code::NotFound);
+    let for_carol = signer.sign(TicketBody {
+        subject: "carol".into(),
+        ..body.clone()
+    });
+    assert_eq!(
+        code(&carol.read_ticket(Ticket::new(for_carol)).await.unwrap_err()),
+        Code::NotFound
+    );
 
     // Stale: alice is disabled after the ticket was issued.
     let dave = server.connect("dave").await;
     dave.action(
         veil_proto::actions::SET_USER_DISABLED,
-        veil_proto::SetUserDisabledRequest { user: Some(veil_proto::UserRef { issuer: String::new(), subject: "alice".into() }), disabled: true }
-            .encode_to_vec(),
+        veil_proto::SetUserDisabledRequest {
+            user: Some(veil_proto::UserRef {
+                issuer: String::new(),
+                subject: "alice".into(),
+            }),
+            disabled: true,
+        }
+        .encode_to_vec(),
     )
     .await
     .unwrap();
@@ -182,21 +314,45 @@ async fn bad_tokens_are_unauthenticated() {
     let good = server.token("alice");
     let parts: Vec<&str> = good.split('.').collect();
     let b64 = base64::engine::general_purpose::URL_SAFE_NO_PAD;
-    let alg_none = format!("{}.{}.", b64.encode(br#"{"alg":"none","typ":"JWT"}"#), parts[1]);
+    let alg_none = format!(
+        "{}.{}.",
+        b64.encode(br#"{"alg":"none","typ":"JWT"}"#),
+        parts[1]
+    );
     let wrong_key = {
-        let claims: serde_json::Value = serde_json::from_slice(&b64.decode(parts[1]).unwrap()).unwrap();
-        jsonwebtoken::encode(&jsonwebtoken::Header::default(), &claims, &jsonwebtoken::EncodingKey::from_secret(&[7u8; 32])).unwrap()
+        let claims: serde_json::Value =
+            serde_json::from_slice(&b64.decode(parts[1]).unwrap()).unwrap();
+        jsonwebtoken::encode(
+            &jsonwebtoken::Header::default(),
+            &claims,
+            &jsonwebtoken::EncodingKey::from_secret(&[7u8; 32]),
+        )
+        .unwrap()
     };
     let secret = std::fs::read_to_string(server.dir.path().join("jwt.secret")).unwrap();
     let sign = |claims: serde_json::Value| {
-        jsonwebtoken::encode(&jsonwebtoken::Header::default(), &claims, &jsonwebtoken::EncodingKey::from_secret(secret.trim().as_bytes())).unwrap()
+        jsonwebtoken::encode(
+            &jsonwebtoken::Header::default(),
+            &claims,
+            &jsonwebtoken::EncodingKey::from_secret(secret.trim().as_bytes()),
+        )
+        .unwrap()
     };
     let now = chrono_now();
-    let expired = sign(serde_json::json!({"iss": "veil-demo", "sub": "alice", "aud": "veil", "iat": now - 7200, "exp": now - 3600}));
-    let wrong_aud = sign(serde_json::json!({"iss": "veil-demo", "sub": "alice", "aud": "other", "iat": now, "exp": now + 60}));
-    let wrong_iss = sign(serde_json::json!({"iss": "evil", "sub": "alice", "aud": "veil", "iat": now, "exp": now + 60}));
-    let too_long = sign(serde_json::json!({"iss": "veil-demo", "sub": "alice", "aud": "veil", "iat": now, "exp": now + 30 * 86400}));
-    let no_exp = sign(serde_json::json!({"iss": "veil-demo", "sub": "alice", "aud": "veil", "iat": now}));
+    let expired = sign(
+        serde_json::json!({"iss": "veil-demo", "sub": "alice", "aud": "veil", "iat": now - 7200, "exp": now - 3600}),
+    );
+    let wrong_aud = sign(
+        serde_json::json!({"iss": "veil-demo", "sub": "alice", "aud": "other", "iat": now, "exp": now + 60}),
+    );
+    let wrong_iss = sign(
+        serde_json::json!({"iss": "evil", "sub": "alice", "aud": "veil", "iat": now, "exp": now + 60}),
+    );
+    let too_long = sign(
+        serde_json::json!({"iss": "veil-demo", "sub": "alice", "aud": "veil", "iat": now, "exp": now + 30 * 86400}),
+    );
+    let no_exp =
+        sign(serde_json::json!({"iss": "veil-demo", "sub": "alice", "aud": "veil", "iat": now}));
     assert!(server.connect_token(&sign(serde_json::json!({"iss": "veil-demo", "sub": "alice", "aud": "veil", "iat": now, "exp": now + 60}))).await.list_datasets().await.is_ok());
     for (what, token) in [
         ("alg none", alg_none),
@@ -212,14 +368,20 @@ async fn bad_tokens_are_unauthenticated() {
         let conn = server.connect_token(&token).await;
         let e = conn.list_datasets().await.unwrap_err();
         assert_eq!(code(&e), Code::Unauthenticated, "{what}: {e}");
-        let e = conn.scan("clinical.sites", Scan::default()).await.unwrap_err();
+        let e = conn
+            .scan("clinical.sites", Scan::default())
+            .await
+            .unwrap_err();
         assert_eq!(code(&e), Code::Unauthenticated, "{what}");
     }
     server.stop().await;
 }
 
 fn chrono_now() -> i64 {
-    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_secs() as i64
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs() as i64
 }
 
 #[tokio::test]
@@ -228,8 +390,20 @@ async fn malformed_requests_get_precise_errors_and_no_panic() {
     let alice = server.connect("alice").await;
     let cases = [
         FlightDescriptor::new_cmd(b"\xff\xfe garbage".to_vec()),
-        FlightDescriptor::new_cmd(veil_proto::Any { type_url: "type.googleapis.com/other.Thing".into(), value: vec![1, 2] }.encode_to_vec()),
-        FlightDescriptor::new_cmd(veil_proto::Any { type_url: "type.googleapis.com/veil.v1.ScanCommand".into(), value: vec![0xff, 0xff] }.encode_to_vec()),
+        FlightDescriptor::new_cmd(
+            veil_proto::Any {
+                type_url: "type.googleapis.com/other.Thing".into(),
+                value: vec![1, 2],
+            }
+            .encode_to_vec(),
+        ),
+        FlightDescriptor::new_cmd(
+            veil_proto::Any {
+                type_url: "type.googleapis.com/veil.v1.ScanCommand".into(),
+                value: vec![0xff, 0xff],
+            }
+            .encode_to_vec(),
+        ),
         FlightDescriptor::new_path(vec![]),
         FlightDescriptor::new_path(vec!["a".into(), "b".into(), "c".into()]),
     ];
@@ -237,8 +411,23 @@ async fn malformed_requests_get_precise_errors_and_no_panic() {
         let e = alice.flight_info(d).await.unwrap_err();
         assert_eq!(code(&e), Code::InvalidArgument, "{e}");
     }
-    for filter in ["", "age >", "age > 1; DROP TABLE x", &"(".repeat(5000), "nope = 1"] {
-        let r = alice.scan("clinical.trials", Scan { filter: Some(filter.to_string()), limit: Some(1), ..Default::default() }).await;
+    for filter in [
+        "",
+        "age >",
+        "age > 1; DROP TABLE x",
+        &"(".repeat(5000),
+        "nope = 1",
+    ] {
+        let r = alice
+            .scan(
+                "clinical.trials",
+                Scan {
+                    filter: Some(filter.to_string()),
+                    limit: Some(1),
+                    ..Default::default()
+                },
+            )
+            .await;
         if filter.is_empty() {
             assert!(r.is_ok());
         } else {
@@ -246,10 +435,16 @@ async fn malformed_requests_get_precise_errors_and_no_panic() {
         }
     }
     let deep = format!("SELECT {}1{} AS x", "(".repeat(3000), ")".repeat(3000));
-    assert_eq!(code(&alice.sql(&deep).await.unwrap_err()), Code::InvalidArgument);
+    assert_eq!(
+        code(&alice.sql(&deep).await.unwrap_err()),
+        Code::InvalidArgument
+    );
     let e = alice.action("veil.nope", vec![]).await.unwrap_err();
     assert_eq!(code(&e), Code::InvalidArgument);
-    let e = alice.action(veil_proto::actions::DESCRIBE, vec![0xff, 0xff, 0xff]).await.unwrap_err();
+    let e = alice
+        .action(veil_proto::actions::DESCRIBE, vec![0xff, 0xff, 0xff])
+        .await
+        .unwrap_err();
     assert_eq!(code(&e), Code::InvalidArgument);
     // The server is still healthy.
     assert!(alice.list_datasets().await.is_ok());

@@ -8,7 +8,10 @@ use veil_client::Scan;
 use veil_tests::{TestServer, row_count, strings};
 
 fn ids(batches: &[arrow::record_batch::RecordBatch]) -> Vec<i64> {
-    let mut v: Vec<i64> = strings(batches, "participant_id").into_iter().map(|s| s.unwrap().parse().unwrap()).collect();
+    let mut v: Vec<i64> = strings(batches, "participant_id")
+        .into_iter()
+        .map(|s| s.unwrap().parse().unwrap())
+        .collect();
     v.sort();
     v
 }
@@ -17,32 +20,65 @@ fn ids(batches: &[arrow::record_batch::RecordBatch]) -> Vec<i64> {
 async fn analysts_see_masked_values_and_only_their_state() {
     let server = TestServer::demo().await;
     let raw = veil_tests::raw_trials(server.dir.path());
-    let raw_ca = strings(&raw, "state").iter().filter(|s| s.as_deref() == Some("CA")).count();
+    let raw_ca = strings(&raw, "state")
+        .iter()
+        .filter(|s| s.as_deref() == Some("CA"))
+        .count();
 
     let alice = server.connect("alice").await;
-    let batches = alice.scan("clinical.trials", Scan::default()).await.unwrap();
-    assert_eq!(row_count(&batches), raw_ca, "alice sees exactly the CA rows");
-    assert!(strings(&batches, "state").iter().all(|s| s.as_deref() == Some("CA")));
+    let batches = alice
+        .scan("clinical.trials", Scan::default())
+        .await
+        .unwrap();
+    assert_eq!(
+        row_count(&batches),
+        raw_ca,
+        "alice sees exactly the CA rows"
+    );
+    assert!(
+        strings(&batches, "state")
+            .iter()
+            .all(|s| s.as_deref() == Some("CA"))
+    );
     let raw_ssns: BTreeSet<_> = strings(&raw, "ssn").into_iter().collect();
     for ssn in strings(&batches, "ssn") {
         let ssn = ssn.unwrap();
         assert_eq!(ssn.len(), 32, "hashed");
         assert!(!raw_ssns.contains(&Some(ssn)));
     }
-    assert!(strings(&batches, "ip_address").iter().all(|s| s.as_deref() == Some("0.0.0.0")));
-    assert!(strings(&batches, "date_of_birth").iter().all(Option::is_none));
+    assert!(
+        strings(&batches, "ip_address")
+            .iter()
+            .all(|s| s.as_deref() == Some("0.0.0.0"))
+    );
+    assert!(
+        strings(&batches, "date_of_birth")
+            .iter()
+            .all(Option::is_none)
+    );
     // The same value hashes alike within the dataset: names repeat.
     let names: BTreeSet<_> = strings(&batches, "name").into_iter().collect();
-    assert!(names.len() <= 144, "12 x 12 distinct names hash to at most 144 values");
+    assert!(
+        names.len() <= 144,
+        "12 x 12 distinct names hash to at most 144 values"
+    );
 
     let bob = server.connect("bob").await;
     let all = bob.scan("clinical.trials", Scan::default()).await.unwrap();
-    assert_eq!(row_count(&all), veil::demo::DEMO_ROWS, "privileged sees every row");
+    assert_eq!(
+        row_count(&all),
+        veil::demo::DEMO_ROWS,
+        "privileged sees every row"
+    );
     let bob_ssns: BTreeSet<_> = strings(&all, "ssn").into_iter().collect();
     assert_eq!(bob_ssns, raw_ssns, "privileged sees raw values");
 
     let erin = server.connect("erin").await;
-    assert_eq!(row_count(&erin.scan("clinical.trials", Scan::default()).await.unwrap()), 0, "no state attribute, no rows");
+    assert_eq!(
+        row_count(&erin.scan("clinical.trials", Scan::default()).await.unwrap()),
+        0,
+        "no state attribute, no rows"
+    );
     server.stop().await;
 }
 
@@ -50,21 +86,53 @@ async fn analysts_see_masked_values_and_only_their_state() {
 async fn unsubscribed_users_cannot_tell_the_dataset_exists() {
     let server = TestServer::demo().await;
     let carol = server.connect("carol").await;
-    assert_eq!(carol.list_datasets().await.unwrap(), vec!["clinical.sites".to_string()]);
-    let hidden = carol.scan("clinical.trials", Scan::default()).await.unwrap_err();
-    let missing = carol.scan("clinical.nothing", Scan::default()).await.unwrap_err();
+    assert_eq!(
+        carol.list_datasets().await.unwrap(),
+        vec!["clinical.sites".to_string()]
+    );
+    let hidden = carol
+        .scan("clinical.trials", Scan::default())
+        .await
+        .unwrap_err();
+    let missing = carol
+        .scan("clinical.nothing", Scan::default())
+        .await
+        .unwrap_err();
     assert_eq!(hidden.code(), Some(tonic::Code::NotFound));
-    let (veil_client::ClientError::Status(h), veil_client::ClientError::Status(m)) = (hidden, missing) else { panic!() };
-    assert_eq!(h.message().replace("trials", "X"), m.message().replace("nothing", "X"), "same answer, byte for byte");
+    let (veil_client::ClientError::Status(h), veil_client::ClientError::Status(m)) =
+        (hidden, missing)
+    else {
+        panic!()
+    };
+    assert_eq!(
+        h.message().replace("trials", "X"),
+        m.message().replace("nothing", "X"),
+        "same answer, byte for byte"
+    );
     let hidden = carol.describe("clinical.trials").await.unwrap_err();
     assert_eq!(hidden.code(), Some(tonic::Code::NotFound));
     // Path descriptors and SQL give the same answer.
-    let e = carol.flight_info(FlightDescriptor::new_path(vec!["clinical".into(), "trials".into()])).await.unwrap_err();
+    let e = carol
+        .flight_info(FlightDescriptor::new_path(vec![
+            "clinical".into(),
+            "trials".into(),
+        ]))
+        .await
+        .unwrap_err();
     assert_eq!(e.code(), Some(tonic::Code::NotFound));
-    let e = carol.sql("SELECT count(*) FROM clinical.trials").await.unwrap_err();
-    let m = carol.sql("SELECT count(*) FROM clinical.nothing").await.unwrap_err();
+    let e = carol
+        .sql("SELECT count(*) FROM clinical.trials")
+        .await
+        .unwrap_err();
+    let m = carol
+        .sql("SELECT count(*) FROM clinical.nothing")
+        .await
+        .unwrap_err();
     assert_eq!(e.code(), m.code());
-    assert_eq!(e.to_string().replace("trials", "X"), m.to_string().replace("nothing", "X"));
+    assert_eq!(
+        e.to_string().replace("trials", "X"),
+        m.to_string().replace("nothing", "X")
+    );
     server.stop().await;
 }
 
@@ -72,25 +140,56 @@ async fn unsubscribed_users_cannot_tell_the_dataset_exists() {
 async fn endpoints_split_the_scan_and_their_union_is_the_whole() {
     let server = TestServer::demo().await;
     let bob = server.connect("bob").await;
-    let info = bob.flight_info(veil_client::scan_descriptor("clinical.trials", &Scan::default())).await.unwrap();
-    assert!(info.endpoint.len() >= 3, "120k rows at 40k per endpoint: {} endpoints", info.endpoint.len());
-    assert_eq!(info.total_records, veil::demo::DEMO_ROWS as i64, "no row policy for bob: exact count");
+    let info = bob
+        .flight_info(veil_client::scan_descriptor(
+            "clinical.trials",
+            &Scan::default(),
+        ))
+        .await
+        .unwrap();
+    assert!(
+        info.endpoint.len() >= 3,
+        "120k rows at 40k per endpoint: {} endpoints",
+        info.endpoint.len()
+    );
+    assert_eq!(
+        info.total_records,
+        veil::demo::DEMO_ROWS as i64,
+        "no row policy for bob: exact count"
+    );
     let mut union = Vec::new();
     for ep in &info.endpoint {
         let ticket = ep.ticket.clone().unwrap();
         let first = bob.read_ticket(ticket.clone()).await.unwrap();
         let retry = bob.read_ticket(ticket).await.unwrap();
-        assert_eq!(ids(&first), ids(&retry), "a retried DoGet returns the same rows");
+        assert_eq!(
+            ids(&first),
+            ids(&retry),
+            "a retried DoGet returns the same rows"
+        );
         union.extend(ids(&first));
     }
     union.sort();
-    let single = bob.sql("SELECT participant_id FROM clinical.trials").await.unwrap();
-    assert_eq!(union, ids(&single), "the union of all endpoints equals a single-endpoint read");
+    let single = bob
+        .sql("SELECT participant_id FROM clinical.trials")
+        .await
+        .unwrap();
+    assert_eq!(
+        union,
+        ids(&single),
+        "the union of all endpoints equals a single-endpoint read"
+    );
     assert_eq!(union.len(), veil::demo::DEMO_ROWS);
 
     // With a row policy, the count is unknown up front.
     let alice = server.connect("alice").await;
-    let info = alice.flight_info(veil_client::scan_descriptor("clinical.trials", &Scan::default())).await.unwrap();
+    let info = alice
+        .flight_info(veil_client::scan_descriptor(
+            "clinical.trials",
+            &Scan::default(),
+        ))
+        .await
+        .unwrap();
     assert_eq!(info.total_records, -1);
     server.stop().await;
 }
@@ -99,19 +198,52 @@ async fn endpoints_split_the_scan_and_their_union_is_the_whole() {
 async fn scan_columns_filter_limit_and_schema() {
     let server = TestServer::demo().await;
     let alice = server.connect("alice").await;
-    let scan = Scan { columns: vec!["participant_id".into(), "ssn".into(), "age".into()], filter: Some("age > 80".into()), limit: None };
+    let scan = Scan {
+        columns: vec!["participant_id".into(), "ssn".into(), "age".into()],
+        filter: Some("age > 80".into()),
+        limit: None,
+    };
     let batches = alice.scan("clinical.trials", scan).await.unwrap();
     assert!(row_count(&batches) > 0);
     let schema = batches[0].schema();
     assert_eq!(schema.fields().len(), 3);
-    assert_eq!(schema.field_with_name("ssn").unwrap().data_type(), &DataType::Utf8, "Utf8, never Utf8View");
-    assert!(strings(&batches, "age").iter().all(|a| a.as_ref().unwrap().parse::<i32>().unwrap() > 80));
-    let limited = alice.scan("clinical.trials", Scan { limit: Some(7), ..Default::default() }).await.unwrap();
+    assert_eq!(
+        schema.field_with_name("ssn").unwrap().data_type(),
+        &DataType::Utf8,
+        "Utf8, never Utf8View"
+    );
+    assert!(
+        strings(&batches, "age")
+            .iter()
+            .all(|a| a.as_ref().unwrap().parse::<i32>().unwrap() > 80)
+    );
+    let limited = alice
+        .scan(
+            "clinical.trials",
+            Scan {
+                limit: Some(7),
+                ..Default::default()
+            },
+        )
+        .await
+        .unwrap();
     assert_eq!(row_count(&limited), 7);
-    let info = alice.flight_info(veil_client::scan_descriptor("clinical.trials", &Scan { limit: Some(7), ..Default::default() })).await.unwrap();
+    let info = alice
+        .flight_info(veil_client::scan_descriptor(
+            "clinical.trials",
+            &Scan {
+                limit: Some(7),
+                ..Default::default()
+            },
+        ))
+        .await
+        .unwrap();
     assert_eq!(info.endpoint.len(), 1, "a limit is served by one endpoint");
     for f in info.clone().try_decode_schema().unwrap().fields() {
-        assert!(!matches!(f.data_type(), DataType::Utf8View | DataType::BinaryView));
+        assert!(!matches!(
+            f.data_type(),
+            DataType::Utf8View | DataType::BinaryView
+        ));
     }
     let desc = alice.describe("clinical.trials").await.unwrap();
     let ssn = desc.columns.iter().find(|c| c.name == "ssn").unwrap();
@@ -119,7 +251,16 @@ async fn scan_columns_filter_limit_and_schema() {
     assert_eq!(ssn.data_type, "Utf8");
     assert!(ssn.tags.contains(&"PII.ssn".to_string()));
     assert!(desc.rows_filtered);
-    let unknown = alice.scan("clinical.trials", Scan { columns: vec!["nope".into()], ..Default::default() }).await.unwrap_err();
+    let unknown = alice
+        .scan(
+            "clinical.trials",
+            Scan {
+                columns: vec!["nope".into()],
+                ..Default::default()
+            },
+        )
+        .await
+        .unwrap_err();
     assert_eq!(unknown.code(), Some(tonic::Code::InvalidArgument));
     server.stop().await;
 }
@@ -132,9 +273,16 @@ async fn sql_joins_and_aggregates_across_readable_datasets() {
         .sql("SELECT s.site, count(*) AS n FROM clinical.trials t JOIN clinical.sites s ON t.state = s.state GROUP BY s.site")
         .await
         .unwrap();
-    assert_eq!(strings(&out, "site"), vec![Some("CA University Hospital".to_string())], "only CA rows join");
+    assert_eq!(
+        strings(&out, "site"),
+        vec![Some("CA University Hospital".to_string())],
+        "only CA rows join"
+    );
     let carol = server.connect("carol").await;
-    let sites = carol.sql("SELECT count(*) AS n FROM clinical.sites").await.unwrap();
+    let sites = carol
+        .sql("SELECT count(*) AS n FROM clinical.sites")
+        .await
+        .unwrap();
     assert_eq!(strings(&sites, "n"), vec![Some("10".to_string())]);
     server.stop().await;
 }

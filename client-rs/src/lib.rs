@@ -17,13 +17,18 @@ use prost::Message;
 use tonic::metadata::MetadataValue;
 use tonic::transport::{Channel, Endpoint};
 
-use veil_proto::{DatasetDescription, DescribeRequest, Named, ScanCommand, SqlCommand, WhoAmI, actions};
+use veil_proto::{
+    DatasetDescription, DescribeRequest, Named, ScanCommand, SqlCommand, WhoAmI, actions,
+};
 
 /// Errors from the client; server errors keep their gRPC status.
 #[derive(Debug, thiserror::Error)]
 pub enum ClientError {
     #[error("cannot connect to Veil at {address}: {source}")]
-    Connect { address: String, source: tonic::transport::Error },
+    Connect {
+        address: String,
+        source: tonic::transport::Error,
+    },
     #[error("{0}")]
     Status(#[from] tonic::Status),
     #[error("flight error: {0}")]
@@ -77,43 +82,77 @@ impl Connection {
             .replacen("grpc+tcp://", "http://", 1)
             .replacen("grpc://", "http://", 1);
         let channel = Endpoint::from_shared(uri.clone())
-            .map_err(|e| ClientError::Connect { address: address.into(), source: e })?
+            .map_err(|e| ClientError::Connect {
+                address: address.into(),
+                source: e,
+            })?
             .tcp_nodelay(true)
             .connect()
             .await
-            .map_err(|e| ClientError::Connect { address: address.into(), source: e })?;
-        Ok(Self { channel, token: token.to_string() })
+            .map_err(|e| ClientError::Connect {
+                address: address.into(),
+                source: e,
+            })?;
+        Ok(Self {
+            channel,
+            token: token.to_string(),
+        })
     }
 
     /// Connect over TLS, trusting `ca_pem` for the server named `domain`.
-    pub async fn connect_tls(address: &str, token: &str, ca_pem: &[u8], domain: &str) -> Result<Self, ClientError> {
+    pub async fn connect_tls(
+        address: &str,
+        token: &str,
+        ca_pem: &[u8],
+        domain: &str,
+    ) -> Result<Self, ClientError> {
         use tonic::transport::{Certificate, ClientTlsConfig};
         let uri = address.replacen("grpc+tls://", "https://", 1);
-        let tls = ClientTlsConfig::new().ca_certificate(Certificate::from_pem(ca_pem)).domain_name(domain);
+        let tls = ClientTlsConfig::new()
+            .ca_certificate(Certificate::from_pem(ca_pem))
+            .domain_name(domain);
         let channel = Endpoint::from_shared(uri)
-            .map_err(|e| ClientError::Connect { address: address.into(), source: e })?
+            .map_err(|e| ClientError::Connect {
+                address: address.into(),
+                source: e,
+            })?
             .tls_config(tls)
-            .map_err(|e| ClientError::Connect { address: address.into(), source: e })?
+            .map_err(|e| ClientError::Connect {
+                address: address.into(),
+                source: e,
+            })?
             .connect()
             .await
-            .map_err(|e| ClientError::Connect { address: address.into(), source: e })?;
-        Ok(Self { channel, token: token.to_string() })
+            .map_err(|e| ClientError::Connect {
+                address: address.into(),
+                source: e,
+            })?;
+        Ok(Self {
+            channel,
+            token: token.to_string(),
+        })
     }
 
     fn client(&self) -> Result<FlightClient, ClientError> {
-        let inner = arrow_flight::flight_service_client::FlightServiceClient::new(self.channel.clone())
-            .max_decoding_message_size(MAX_MESSAGE);
+        let inner =
+            arrow_flight::flight_service_client::FlightServiceClient::new(self.channel.clone())
+                .max_decoding_message_size(MAX_MESSAGE);
         let mut c = FlightClient::new_from_inner(inner);
-        let v: MetadataValue<_> = format!("Bearer {}", self.token)
-            .parse()
-            .map_err(|_| ClientError::Invalid("the token has characters not allowed in a header".into()))?;
+        let v: MetadataValue<_> = format!("Bearer {}", self.token).parse().map_err(|_| {
+            ClientError::Invalid("the token has characters not allowed in a header".into())
+        })?;
         c.metadata_mut().insert("authorization", v);
         Ok(c)
     }
 
     /// Datasets you may see, as `schema.name`.
     pub async fn list_datasets(&self) -> Result<Vec<String>, ClientError> {
-        let infos: Vec<FlightInfo> = self.client()?.list_flights(bytes::Bytes::new()).await?.try_collect().await?;
+        let infos: Vec<FlightInfo> = self
+            .client()?
+            .list_flights(bytes::Bytes::new())
+            .await?
+            .try_collect()
+            .await?;
         Ok(infos
             .into_iter()
             .filter_map(|i| i.flight_descriptor.map(|d| d.path.join(".")))
@@ -121,7 +160,10 @@ impl Connection {
     }
 
     /// Plan a read; the returned info's endpoints carry the tickets.
-    pub async fn flight_info(&self, descriptor: FlightDescriptor) -> Result<FlightInfo, ClientError> {
+    pub async fn flight_info(
+        &self,
+        descriptor: FlightDescriptor,
+    ) -> Result<FlightInfo, ClientError> {
         Ok(self.client()?.get_flight_info(descriptor).await?)
     }
 
@@ -138,14 +180,19 @@ impl Connection {
             .map(|ep| {
                 let conn = self.clone();
                 tokio::spawn(async move {
-                    let ticket = ep.ticket.ok_or_else(|| ClientError::Flight("an endpoint has no ticket".into()))?;
+                    let ticket = ep
+                        .ticket
+                        .ok_or_else(|| ClientError::Flight("an endpoint has no ticket".into()))?;
                     conn.read_ticket(ticket).await
                 })
             })
             .collect();
         let mut out = Vec::new();
         for t in tasks {
-            out.extend(t.await.map_err(|e| ClientError::Flight(format!("reader task failed: {e}")))??);
+            out.extend(
+                t.await
+                    .map_err(|e| ClientError::Flight(format!("reader task failed: {e}")))??,
+            );
         }
         Ok(out)
     }
@@ -158,24 +205,52 @@ impl Connection {
 
     /// Run one read-only SELECT over your catalog.
     pub async fn sql(&self, query: &str) -> Result<Vec<RecordBatch>, ClientError> {
-        let info = self.flight_info(FlightDescriptor::new_cmd(SqlCommand { query: query.into() }.to_any_bytes())).await?;
+        let info = self
+            .flight_info(FlightDescriptor::new_cmd(
+                SqlCommand {
+                    query: query.into(),
+                }
+                .to_any_bytes(),
+            ))
+            .await?;
         self.read_all(info).await
     }
 
     /// Run an action; returns the result bodies.
-    pub async fn action(&self, name: &str, body: Vec<u8>) -> Result<Vec<bytes::Bytes>, ClientError> {
-        Ok(self.client()?.do_action(Action::new(name, body)).await?.try_collect().await?)
+    pub async fn action(
+        &self,
+        name: &str,
+        body: Vec<u8>,
+    ) -> Result<Vec<bytes::Bytes>, ClientError> {
+        Ok(self
+            .client()?
+            .do_action(Action::new(name, body))
+            .await?
+            .try_collect()
+            .await?)
     }
 
     pub async fn describe(&self, dataset: &str) -> Result<DatasetDescription, ClientError> {
-        let out = self.action(actions::DESCRIBE, DescribeRequest { dataset: dataset.into() }.encode_to_vec()).await?;
-        let first = out.first().ok_or_else(|| ClientError::Flight("describe returned nothing".into()))?;
+        let out = self
+            .action(
+                actions::DESCRIBE,
+                DescribeRequest {
+                    dataset: dataset.into(),
+                }
+                .encode_to_vec(),
+            )
+            .await?;
+        let first = out
+            .first()
+            .ok_or_else(|| ClientError::Flight("describe returned nothing".into()))?;
         DatasetDescription::decode(first.as_ref()).map_err(|e| ClientError::Flight(e.to_string()))
     }
 
     pub async fn whoami(&self) -> Result<WhoAmI, ClientError> {
         let out = self.action(actions::WHOAMI, vec![]).await?;
-        let first = out.first().ok_or_else(|| ClientError::Flight("whoami returned nothing".into()))?;
+        let first = out
+            .first()
+            .ok_or_else(|| ClientError::Flight("whoami returned nothing".into()))?;
         WhoAmI::decode(first.as_ref()).map_err(|e| ClientError::Flight(e.to_string()))
     }
 }

@@ -21,7 +21,11 @@ pub trait Named: Message + Default {
 
     /// Wrap in [`Any`] and encode.
     fn to_any_bytes(&self) -> Vec<u8> {
-        Any { type_url: Self::type_url(), value: self.encode_to_vec() }.encode_to_vec()
+        Any {
+            type_url: Self::type_url(),
+            value: self.encode_to_vec(),
+        }
+        .encode_to_vec()
     }
 }
 
@@ -314,9 +318,15 @@ mod tests {
 
     #[test]
     fn any_round_trip_checks_the_type() {
-        let bytes = SqlCommand { query: "SELECT 1".into() }.to_any_bytes();
+        let bytes = SqlCommand {
+            query: "SELECT 1".into(),
+        }
+        .to_any_bytes();
         let any = Any::decode(bytes.as_slice()).unwrap();
         assert!(any.unpack::<ScanCommand>().is_none());
-        assert_eq!(any.unpack::<SqlCommand>().unwrap().unwrap().query, "SELECT 1");
+        assert_eq!(
+            any.unpack::<SqlCommand>().unwrap().unwrap().query,
+            "SELECT 1"
+        );
     }
 }

@@ -182,7 +182,9 @@ fn default_batch_size() -> usize {
     64 * 1024
 }
 fn default_target_partitions() -> usize {
-    std::thread::available_parallelism().map(|n| n.get()).unwrap_or(2)
+    std::thread::available_parallelism()
+        .map(|n| n.get())
+        .unwrap_or(2)
 }
 fn default_rows_per_endpoint() -> u64 {
     1_000_000
@@ -246,21 +248,34 @@ pub struct UserConfig {
 impl Config {
     pub fn load(path: &Path) -> Result<Self> {
         let text = std::fs::read_to_string(path).map_err(|e| {
-            VeilError::FailedPrecondition(format!("cannot read config file {}: {e}", path.display()))
+            VeilError::FailedPrecondition(format!(
+                "cannot read config file {}: {e}",
+                path.display()
+            ))
         })?;
         let mut cfg: Config = toml::from_str(&text).map_err(|e| {
             VeilError::FailedPrecondition(format!("config file {} is invalid: {e}", path.display()))
         })?;
         cfg.base_dir = path
             .parent()
-            .map(|p| if p.as_os_str().is_empty() { Path::new(".") } else { p })
+            .map(|p| {
+                if p.as_os_str().is_empty() {
+                    Path::new(".")
+                } else {
+                    p
+                }
+            })
             .unwrap_or(Path::new("."))
             .to_path_buf();
         Ok(cfg)
     }
 
     pub fn resolve(&self, p: &Path) -> PathBuf {
-        if p.is_absolute() { p.to_path_buf() } else { self.base_dir.join(p) }
+        if p.is_absolute() {
+            p.to_path_buf()
+        } else {
+            self.base_dir.join(p)
+        }
     }
 
     pub fn data_dir(&self) -> PathBuf {

@@ -1,7 +1,9 @@
 //! Demo mode: a self-contained Veil with a clinical-trials dataset, users and
 //! policies, created under a data directory on first start.
 
-use datafusion::arrow::array::{ArrayRef, Date32Array, Float64Array, Int32Array, Int64Array, StringArray};
+use datafusion::arrow::array::{
+    ArrayRef, Date32Array, Float64Array, Int32Array, Int64Array, StringArray,
+};
 use datafusion::arrow::datatypes::{DataType, Field, Schema};
 use datafusion::arrow::record_batch::RecordBatch;
 use datafusion::parquet::arrow::ArrowWriter;
@@ -124,14 +126,29 @@ subscription = { anyone = true }
 "#;
 
 const STATES: [&str; 10] = ["CA", "NY", "TX", "FL", "WA", "IL", "MA", "CO", "GA", "OR"];
-const FIRST: [&str; 12] = ["Ana", "Ben", "Chloe", "Dev", "Emma", "Farid", "Grace", "Hiro", "Ines", "Jon", "Kemi", "Liam"];
-const LAST: [&str; 12] = ["Garcia", "Smith", "Chen", "Patel", "Muller", "Okafor", "Rossi", "Kim", "Silva", "Novak", "Haddad", "Brown"];
-const DIAGNOSES: [&str; 6] = ["hypertension", "type 2 diabetes", "asthma", "migraine", "arthritis", "none"];
+const FIRST: [&str; 12] = [
+    "Ana", "Ben", "Chloe", "Dev", "Emma", "Farid", "Grace", "Hiro", "Ines", "Jon", "Kemi", "Liam",
+];
+const LAST: [&str; 12] = [
+    "Garcia", "Smith", "Chen", "Patel", "Muller", "Okafor", "Rossi", "Kim", "Silva", "Novak",
+    "Haddad", "Brown",
+];
+const DIAGNOSES: [&str; 6] = [
+    "hypertension",
+    "type 2 diabetes",
+    "asthma",
+    "migraine",
+    "arthritis",
+    "none",
+];
 
 /// Create the demo under `dir` if it isn't there; return the config path.
 pub fn prepare(dir: &Path) -> Result<PathBuf> {
-    let fail = |what: &str, e: std::io::Error| VeilError::FailedPrecondition(format!("demo setup: cannot {what}: {e}"));
-    std::fs::create_dir_all(dir.join("data/clinical")).map_err(|e| fail("create the data directory", e))?;
+    let fail = |what: &str, e: std::io::Error| {
+        VeilError::FailedPrecondition(format!("demo setup: cannot {what}: {e}"))
+    };
+    std::fs::create_dir_all(dir.join("data/clinical"))
+        .map_err(|e| fail("create the data directory", e))?;
     let secret = dir.join("jwt.secret");
     if !secret.exists() {
         write_private_file(&secret, &encode_hex(&rand::random::<[u8; 32]>()))?;
@@ -173,9 +190,25 @@ pub fn trials_batch(rows: usize, seed: u64) -> RecordBatch {
         let last = LAST[rng.random_range(0..LAST.len())];
         ids.push(i as i64 + 1);
         names.push(format!("{first} {last}"));
-        ssns.push(format!("{:03}-{:02}-{:04}", rng.random_range(100..900), rng.random_range(10..99), rng.random_range(1000..9999)));
-        emails.push(format!("{}.{}{}@example.com", first.to_lowercase(), last.to_lowercase(), i));
-        ips.push(format!("{}.{}.{}.{}", rng.random_range(1..224), rng.random_range(0..256), rng.random_range(0..256), rng.random_range(1..255)));
+        ssns.push(format!(
+            "{:03}-{:02}-{:04}",
+            rng.random_range(100..900),
+            rng.random_range(10..99),
+            rng.random_range(1000..9999)
+        ));
+        emails.push(format!(
+            "{}.{}{}@example.com",
+            first.to_lowercase(),
+            last.to_lowercase(),
+            i
+        ));
+        ips.push(format!(
+            "{}.{}.{}.{}",
+            rng.random_range(1..224),
+            rng.random_range(0..256),
+            rng.random_range(0..256),
+            rng.random_range(1..255)
+        ));
         states.push(STATES[rng.random_range(0..STATES.len())]);
         let age: i32 = rng.random_range(18..90);
         ages.push(age);
@@ -219,8 +252,9 @@ pub fn write_trials(path: &Path, rows: usize) -> Result<()> {
         .set_max_row_group_row_count(Some(ROW_GROUP_ROWS))
         .build();
     let tmp = path.with_extension("parquet.tmp");
-    let file = std::fs::File::create(&tmp)
-        .map_err(|e| VeilError::FailedPrecondition(format!("cannot create {}: {e}", tmp.display())))?;
+    let file = std::fs::File::create(&tmp).map_err(|e| {
+        VeilError::FailedPrecondition(format!("cannot create {}: {e}", tmp.display()))
+    })?;
     let mut writer = ArrowWriter::try_new(file, batch.schema(), Some(props))
         .map_err(|e| VeilError::internal("parquet writer", e))?;
     for start in (0..rows).step_by(ROW_GROUP_ROWS) {
@@ -228,14 +262,24 @@ pub fn write_trials(path: &Path, rows: usize) -> Result<()> {
             .write(&batch.slice(start, ROW_GROUP_ROWS.min(rows - start)))
             .map_err(|e| VeilError::internal("parquet write", e))?;
     }
-    writer.close().map_err(|e| VeilError::internal("parquet close", e))?;
-    std::fs::rename(&tmp, path).map_err(|e| VeilError::FailedPrecondition(format!("cannot move {} into place: {e}", tmp.display())))
+    writer
+        .close()
+        .map_err(|e| VeilError::internal("parquet close", e))?;
+    std::fs::rename(&tmp, path).map_err(|e| {
+        VeilError::FailedPrecondition(format!("cannot move {} into place: {e}", tmp.display()))
+    })
 }
 
 /// Parquet writer over a file, as the demo writes them.
 pub type ParquetFileWriter = ArrowWriter<std::fs::File>;
 
-pub fn parquet_writer(file: std::fs::File, schema: datafusion::arrow::datatypes::SchemaRef) -> Result<ParquetFileWriter> {
-    let props = WriterProperties::builder().set_compression(Compression::SNAPPY).build();
-    ArrowWriter::try_new(file, schema, Some(props)).map_err(|e| VeilError::internal("parquet writer", e))
+pub fn parquet_writer(
+    file: std::fs::File,
+    schema: datafusion::arrow::datatypes::SchemaRef,
+) -> Result<ParquetFileWriter> {
+    let props = WriterProperties::builder()
+        .set_compression(Compression::SNAPPY)
+        .build();
+    ArrowWriter::try_new(file, schema, Some(props))
+        .map_err(|e| VeilError::internal("parquet writer", e))
 }

@@ -116,6 +116,9 @@ mod tests {
     #[test]
     fn not_found_strips_control_characters() {
         let e = VeilError::dataset_not_found("a\nb\u{7}");
-        assert_eq!(e.message(), "dataset 'ab' not found: check the name with list_datasets()");
+        assert_eq!(
+            e.message(),
+            "dataset 'ab' not found: check the name with list_datasets()"
+        );
     }
 }

@@ -11,7 +11,11 @@ use veil::error::VeilError;
 use veil::server::{ServeOptions, start};
 
 #[derive(Debug, Parser)]
-#[command(name = "veil", version, about = "Veil: governed access to sensitive data over Arrow Flight")]
+#[command(
+    name = "veil",
+    version,
+    about = "Veil: governed access to sensitive data over Arrow Flight"
+)]
 struct Cli {
     #[command(subcommand)]
     command: Commands,
@@ -71,12 +75,22 @@ fn main() -> ExitCode {
         .init();
     let cli = Cli::parse();
     let result = match cli.command {
-        Commands::Serve { config, listen, demo, data_dir, insecure, address_file } => {
-            serve(config, listen, demo, &data_dir, insecure, address_file)
-        }
-        Commands::Token { user, groups, attrs, ttl, config, data_dir } => {
-            token(&user, &groups, &attrs, ttl, config, &data_dir)
-        }
+        Commands::Serve {
+            config,
+            listen,
+            demo,
+            data_dir,
+            insecure,
+            address_file,
+        } => serve(config, listen, demo, &data_dir, insecure, address_file),
+        Commands::Token {
+            user,
+            groups,
+            attrs,
+            ttl,
+            config,
+            data_dir,
+        } => token(&user, &groups, &attrs, ttl, config, &data_dir),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
@@ -110,17 +124,28 @@ fn serve(
         cfg.server.address_file = Some(std::path::absolute(&p).unwrap_or(p));
     }
     if demo && insecure {
-        return Err(VeilError::InvalidArgument("demo mode serves on loopback only; --insecure does not apply".into()));
+        return Err(VeilError::InvalidArgument(
+            "demo mode serves on loopback only; --insecure does not apply".into(),
+        ));
     }
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
         .map_err(|e| VeilError::internal("tokio runtime", e))?;
     runtime.block_on(async move {
-        let running = start(cfg, ServeOptions { listen, insecure: insecure && !demo }).await?;
+        let running = start(
+            cfg,
+            ServeOptions {
+                listen,
+                insecure: insecure && !demo,
+            },
+        )
+        .await?;
         if demo && !running.addr.ip().is_loopback() {
             running.stop().await?;
-            return Err(VeilError::InvalidArgument("demo mode serves on loopback only".into()));
+            return Err(VeilError::InvalidArgument(
+                "demo mode serves on loopback only".into(),
+            ));
         }
         let scheme = if running.tls { "grpc+tls" } else { "grpc" };
         let address = format!("{scheme}://{}", running.addr);
@@ -138,7 +163,9 @@ fn serve(
 }
 
 fn print_demo_help(address: &str, data_dir: &Path) {
-    let exe = std::env::current_exe().map(|p| p.display().to_string()).unwrap_or_else(|_| "veil".into());
+    let exe = std::env::current_exe()
+        .map(|p| p.display().to_string())
+        .unwrap_or_else(|_| "veil".into());
     let dir = std::path::absolute(data_dir).unwrap_or_else(|_| data_dir.to_path_buf());
     println!(
         r#"
@@ -181,7 +208,10 @@ fn token(
         let (k, v) = a
             .split_once('=')
             .ok_or_else(|| VeilError::InvalidArgument(format!("--attr '{a}' must be KEY=VALUE")))?;
-        attributes.entry(k.to_string()).or_default().insert(v.to_string());
+        attributes
+            .entry(k.to_string())
+            .or_default()
+            .insert(v.to_string());
     }
     let minter = TokenMinter::from_config(&cfg.auth, &cfg.base_dir)?;
     println!("{}", minter.mint(user, groups, &attributes, ttl)?);

@@ -44,12 +44,16 @@ impl Running {
         if let Some(tx) = self.shutdown.take() {
             let _ = tx.send(());
         }
-        self.handle.await.map_err(|e| VeilError::internal("server task", e))?
+        self.handle
+            .await
+            .map_err(|e| VeilError::internal("server task", e))?
     }
 
     /// Wait until the server stops on its own (or the task fails).
     pub async fn wait(self) -> Result<()> {
-        self.handle.await.map_err(|e| VeilError::internal("server task", e))?
+        self.handle
+            .await
+            .map_err(|e| VeilError::internal("server task", e))?
     }
 
     /// A future that resolves when `signal` fires, then stops the server.
@@ -71,28 +75,57 @@ pub struct ServeOptions {
 pub async fn start(cfg: Config, opts: ServeOptions) -> Result<Running> {
     let data_dir = cfg.data_dir();
     std::fs::create_dir_all(&data_dir).map_err(|e| {
-        VeilError::FailedPrecondition(format!("cannot create the data directory {}: {e}", data_dir.display()))
+        VeilError::FailedPrecondition(format!(
+            "cannot create the data directory {}: {e}",
+            data_dir.display()
+        ))
     })?;
     let master = MasterKey::load_or_create(&cfg.master_key_path())?;
     let store: Arc<dyn Store> = Arc::new(SqliteStore::open(&cfg.sqlite_path())?);
     let roots = LocationRoots::new(&cfg.roots.iter().map(|r| cfg.resolve(r)).collect::<Vec<_>>())?;
     sync_config(&store, &cfg, &roots).await?;
 
-    let node_id = cfg.server.node_id.clone().unwrap_or_else(|| format!("node-{}", &uuid::Uuid::new_v4().to_string()[..8]));
+    let node_id = cfg
+        .server
+        .node_id
+        .clone()
+        .unwrap_or_else(|| format!("node-{}", &uuid::Uuid::new_v4().to_string()[..8]));
     let audit = AuditLog::new(Arc::clone(&store), node_id);
     let state = Arc::new(StateCache::new(Arc::clone(&store)));
     let verifier = TokenVerifier::from_config(&cfg.auth, &cfg.base_dir)?;
-    let engine = Arc::new(Engine::new(Arc::clone(&state), master.clone(), cfg.auth.default_issuer(), cfg.engine.clone())?);
-    let auth = Arc::new(Authenticator::new(verifier, Arc::clone(&state), master.derive(KeyPurpose::Fingerprint), audit.clone()));
+    let engine = Arc::new(Engine::new(
+        Arc::clone(&state),
+        master.clone(),
+        cfg.auth.default_issuer(),
+        cfg.engine.clone(),
+    )?);
+    let auth = Arc::new(Authenticator::new(
+        verifier,
+        Arc::clone(&state),
+        master.derive(KeyPurpose::Fingerprint),
+        audit.clone(),
+    ));
     let admin = Arc::new(Admin::new(Arc::clone(&engine), audit.clone(), roots));
-    let flight = VeilFlight::new(engine, TicketSigner::new(master.derive(KeyPurpose::Tickets)), audit, admin);
+    let flight = VeilFlight::new(
+        engine,
+        TicketSigner::new(master.derive(KeyPurpose::Tickets)),
+        audit,
+        admin,
+    );
 
-    let listen = opts.listen.clone().unwrap_or_else(|| cfg.server.listen.clone());
+    let listen = opts
+        .listen
+        .clone()
+        .unwrap_or_else(|| cfg.server.listen.clone());
     let addr: SocketAddr = tokio::net::lookup_host(&listen)
         .await
-        .map_err(|e| VeilError::FailedPrecondition(format!("cannot resolve listen address '{listen}': {e}")))?
+        .map_err(|e| {
+            VeilError::FailedPrecondition(format!("cannot resolve listen address '{listen}': {e}"))
+        })?
         .next()
-        .ok_or_else(|| VeilError::FailedPrecondition(format!("listen address '{listen}' resolves to nothing")))?;
+        .ok_or_else(|| {
+            VeilError::FailedPrecondition(format!("listen address '{listen}' resolves to nothing"))
+        })?;
     if !addr.ip().is_loopback() && cfg.tls.is_none() && !opts.insecure {
         return Err(VeilError::FailedPrecondition(format!(
             "refusing to serve plaintext on {addr}, which is not a loopback address: configure [tls] cert_file and key_file, or pass --insecure if a trusted proxy terminates TLS"
@@ -101,7 +134,9 @@ pub async fn start(cfg: Config, opts: ServeOptions) -> Result<Running> {
     let listener = tokio::net::TcpListener::bind(addr)
         .await
         .map_err(|e| VeilError::FailedPrecondition(format!("cannot listen on {addr}: {e}")))?;
-    let bound = listener.local_addr().map_err(|e| VeilError::internal("local addr", e))?;
+    let bound = listener
+        .local_addr()
+        .map_err(|e| VeilError::internal("local addr", e))?;
     let incoming = tonic::transport::server::TcpIncoming::from(listener).with_nodelay(Some(true));
 
     let mut builder = tonic::transport::Server::builder();
@@ -109,13 +144,21 @@ pub async fn start(cfg: Config, opts: ServeOptions) -> Result<Running> {
     if let Some(t) = &cfg.tls {
         let read = |p: &PathBuf, what: &str| {
             std::fs::read(cfg.resolve(p)).map_err(|e| {
-                VeilError::FailedPrecondition(format!("cannot read TLS {what} {}: {e}", p.display()))
+                VeilError::FailedPrecondition(format!(
+                    "cannot read TLS {what} {}: {e}",
+                    p.display()
+                ))
             })
         };
-        let identity = tonic::transport::Identity::from_pem(read(&t.cert_file, "certificate")?, read(&t.key_file, "key")?);
+        let identity = tonic::transport::Identity::from_pem(
+            read(&t.cert_file, "certificate")?,
+            read(&t.key_file, "key")?,
+        );
         builder = builder
             .tls_config(tonic::transport::ServerTlsConfig::new().identity(identity))
-            .map_err(|e| VeilError::FailedPrecondition(format!("TLS configuration is invalid: {e}")))?;
+            .map_err(|e| {
+                VeilError::FailedPrecondition(format!("TLS configuration is invalid: {e}"))
+            })?;
     }
     let service = FlightServiceServer::new(flight)
         .max_decoding_message_size(16 * 1024 * 1024)
@@ -133,16 +176,26 @@ pub async fn start(cfg: Config, opts: ServeOptions) -> Result<Running> {
     });
     if let Some(p) = &cfg.server.address_file {
         let scheme = if tls { "grpc+tls" } else { "grpc" };
-        std::fs::write(cfg.resolve(p), format!("{scheme}://{bound}\n"))
-            .map_err(|e| VeilError::FailedPrecondition(format!("cannot write the address file: {e}")))?;
+        std::fs::write(cfg.resolve(p), format!("{scheme}://{bound}\n")).map_err(|e| {
+            VeilError::FailedPrecondition(format!("cannot write the address file: {e}"))
+        })?;
     }
     tracing::info!(address = %bound, tls, "Veil is serving Arrow Flight");
-    Ok(Running { addr: bound, tls, shutdown: Some(tx), handle })
+    Ok(Running {
+        addr: bound,
+        tls,
+        shutdown: Some(tx),
+        handle,
+    })
 }
 
 /// Bring the store in line with the config file: config-declared policies,
 /// users, grants and datasets are replaced; runtime ones are untouched.
-pub async fn sync_config(store: &Arc<dyn Store>, cfg: &Config, roots: &LocationRoots) -> Result<()> {
+pub async fn sync_config(
+    store: &Arc<dyn Store>,
+    cfg: &Config,
+    roots: &LocationRoots,
+) -> Result<()> {
     let issuer = cfg.auth.default_issuer();
     for p in &cfg.policies {
         p.validate()?;
@@ -150,7 +203,10 @@ pub async fn sync_config(store: &Arc<dyn Store>, cfg: &Config, roots: &LocationR
     let mut names = BTreeSet::new();
     for p in &cfg.policies {
         if !names.insert(&p.name) {
-            return Err(VeilError::FailedPrecondition(format!("two policies in the config are named '{}'", p.name)));
+            return Err(VeilError::FailedPrecondition(format!(
+                "two policies in the config are named '{}'",
+                p.name
+            )));
         }
     }
     store.replace_config_policies(&cfg.policies).await?;
@@ -158,13 +214,22 @@ pub async fn sync_config(store: &Arc<dyn Store>, cfg: &Config, roots: &LocationR
     let mut users = Vec::new();
     let mut grants = Vec::new();
     for u in &cfg.users {
-        let id = Identity::new(u.issuer.clone().unwrap_or_else(|| issuer.clone()), u.name.clone());
+        let id = Identity::new(
+            u.issuer.clone().unwrap_or_else(|| issuer.clone()),
+            u.name.clone(),
+        );
         let record = UserRecord {
             groups: u.groups.iter().cloned().collect(),
-            attributes: u.attributes.iter().map(|(k, v)| (k.clone(), v.iter().cloned().collect())).collect(),
+            attributes: u
+                .attributes
+                .iter()
+                .map(|(k, v)| (k.clone(), v.iter().cloned().collect()))
+                .collect(),
         };
         for perm in &u.permissions {
-            let perm: Permission = perm.parse().map_err(|e: String| VeilError::FailedPrecondition(format!("user {}: {e}", u.name)))?;
+            let perm: Permission = perm.parse().map_err(|e: String| {
+                VeilError::FailedPrecondition(format!("user {}: {e}", u.name))
+            })?;
             grants.push((id.clone(), perm));
         }
         users.push((id, record));
@@ -195,7 +260,9 @@ pub async fn sync_config(store: &Arc<dyn Store>, cfg: &Config, roots: &LocationR
                     &location,
                 )
                 .await
-                .map_err(|e| VeilError::FailedPrecondition(format!("dataset {}: {}", d.name, e.message())))?;
+                .map_err(|e| {
+                    VeilError::FailedPrecondition(format!("dataset {}: {}", d.name, e.message()))
+                })?;
                 tracing::info!(dataset = %d.name, columns = record.columns.len(), "registered dataset from the config");
                 store.put_dataset(&record, PutMode::Create).await?;
             }

@@ -33,15 +33,29 @@ impl TestServer {
         edit(dir.path());
         let cfg = Config::load(&config_path).expect("config loads");
         let minter = TokenMinter::from_config(&cfg.auth, &cfg.base_dir).expect("minter");
-        let running = start(cfg, ServeOptions { listen: Some("127.0.0.1:0".into()), insecure: false })
-            .await
-            .expect("server starts");
+        let running = start(
+            cfg,
+            ServeOptions {
+                listen: Some("127.0.0.1:0".into()),
+                insecure: false,
+            },
+        )
+        .await
+        .expect("server starts");
         let address = format!("grpc://{}", running.addr);
-        Self { dir, address, config_path, running: Some(running), minter }
+        Self {
+            dir,
+            address,
+            config_path,
+            running: Some(running),
+            minter,
+        }
     }
 
     pub fn token(&self, user: &str) -> String {
-        self.minter.mint(user, &[], &Attributes::new(), 600).expect("token")
+        self.minter
+            .mint(user, &[], &Attributes::new(), 600)
+            .expect("token")
     }
 
     pub fn token_with(&self, user: &str, groups: &[&str], attrs: &[(&str, &str)]) -> String {
@@ -54,11 +68,15 @@ impl TestServer {
     }
 
     pub async fn connect(&self, user: &str) -> Connection {
-        Connection::connect(&self.address, &self.token(user)).await.expect("connects")
+        Connection::connect(&self.address, &self.token(user))
+            .await
+            .expect("connects")
     }
 
     pub async fn connect_token(&self, token: &str) -> Connection {
-        Connection::connect(&self.address, token).await.expect("connects")
+        Connection::connect(&self.address, token)
+            .await
+            .expect("connects")
     }
 
     pub fn db_path(&self) -> PathBuf {
@@ -79,7 +97,9 @@ pub fn strings(batches: &[arrow::record_batch::RecordBatch], column: &str) -> Ve
     use arrow::datatypes::DataType;
     let mut out = Vec::new();
     for b in batches {
-        let c = b.column_by_name(column).unwrap_or_else(|| panic!("no column {column}"));
+        let c = b
+            .column_by_name(column)
+            .unwrap_or_else(|| panic!("no column {column}"));
         let c = cast(c, &DataType::Utf8).expect("castable to text");
         let s = c.as_string::<i32>();
         for i in 0..s.len() {

@@ -92,7 +92,10 @@ pub struct AuditLog {
 
 impl AuditLog {
     pub fn new(store: Arc<dyn Store>, node_id: impl Into<String>) -> Self {
-        Self { store, node_id: node_id.into() }
+        Self {
+            store,
+            node_id: node_id.into(),
+        }
     }
 
     /// Record durably, or fail with `Unavailable`.
@@ -130,7 +133,10 @@ pub fn query_fingerprint(text: &str) -> String {
                 shape.push('?');
             }
             c if c.is_ascii_digit() => {
-                while chars.peek().is_some_and(|d| d.is_ascii_alphanumeric() || *d == '.') {
+                while chars
+                    .peek()
+                    .is_some_and(|d| d.is_ascii_alphanumeric() || *d == '.')
+                {
                     chars.next();
                 }
                 shape.push('?');
@@ -156,6 +162,9 @@ mod tests {
             query_fingerprint("SELECT * FROM t WHERE ssn = '123-45-6789' AND age > 30"),
             query_fingerprint("select *  from t where ssn = 'x' and age > 99")
         );
-        assert_ne!(query_fingerprint("SELECT a FROM t"), query_fingerprint("SELECT b FROM t"));
+        assert_ne!(
+            query_fingerprint("SELECT a FROM t"),
+            query_fingerprint("SELECT b FROM t")
+        );
     }
 }

@@ -19,7 +19,10 @@ pub struct Identity {
 
 impl Identity {
     pub fn new(issuer: impl Into<String>, subject: impl Into<String>) -> Self {
-        Self { issuer: issuer.into(), subject: subject.into() }
+        Self {
+            issuer: issuer.into(),
+            subject: subject.into(),
+        }
     }
 }
 
@@ -113,9 +116,21 @@ impl Principal {
         fingerprint_key: &SecretKey,
         client: ClientInfo,
     ) -> Self {
-        let fingerprint =
-            fingerprint_of(&identity, &groups, &attributes, &permissions, fingerprint_key);
-        Self { identity, groups, attributes, permissions, fingerprint, client }
+        let fingerprint = fingerprint_of(
+            &identity,
+            &groups,
+            &attributes,
+            &permissions,
+            fingerprint_key,
+        );
+        Self {
+            identity,
+            groups,
+            attributes,
+            permissions,
+            fingerprint,
+            client,
+        }
     }
 
     pub fn has(&self, p: Permission) -> bool {
@@ -174,9 +189,10 @@ mod tests {
             groups.iter().map(|s| s.to_string()).collect(),
             a,
             BTreeSet::new(),
-            &SecretKey::clone(&crate::secrets::MasterKey::from_bytes([3; 32]).derive(
-                crate::secrets::KeyPurpose::Fingerprint,
-            )),
+            &SecretKey::clone(
+                &crate::secrets::MasterKey::from_bytes([3; 32])
+                    .derive(crate::secrets::KeyPurpose::Fingerprint),
+            ),
             ClientInfo::default(),
         )
     }
@@ -194,6 +210,11 @@ mod tests {
     #[test]
     fn permissions_parse_case_insensitively() {
         assert_eq!("audit".parse::<Permission>().unwrap(), Permission::Audit);
-        assert!("root".parse::<Permission>().unwrap_err().contains("GOVERNANCE"));
+        assert!(
+            "root"
+                .parse::<Permission>()
+                .unwrap_err()
+                .contains("GOVERNANCE")
+        );
     }
 }

@@ -102,8 +102,9 @@ impl TokenVerifier {
         if token.len() > 16 * 1024 {
             return Err(unauthenticated("the bearer token is too large"));
         }
-        let header = jsonwebtoken::decode_header(token)
-            .map_err(|_| unauthenticated("the bearer token is not a well-formed JWT with a supported algorithm"))?;
+        let header = jsonwebtoken::decode_header(token).map_err(|_| {
+            unauthenticated("the bearer token is not a well-formed JWT with a supported algorithm")
+        })?;
         let candidates: Vec<&PinnedKey> = self
             .keys
             .iter()
@@ -114,7 +115,9 @@ impl TokenVerifier {
             })
             .collect();
         if candidates.is_empty() {
-            return Err(unauthenticated("no configured key accepts this token's algorithm and key id"));
+            return Err(unauthenticated(
+                "no configured key accepts this token's algorithm and key id",
+            ));
         }
         let mut last_err = String::from("signature does not verify");
         for key in candidates {
@@ -147,7 +150,10 @@ impl TokenVerifier {
         if iat > now + self.leeway_secs as i64 {
             return Err(unauthenticated("the token was issued in the future"));
         }
-        let subject = claims.get("sub").and_then(Value::as_str).unwrap_or_default();
+        let subject = claims
+            .get("sub")
+            .and_then(Value::as_str)
+            .unwrap_or_default();
         if subject.is_empty() || subject.len() > 256 {
             return Err(unauthenticated("the token's subject is empty or too long"));
         }
@@ -158,9 +164,17 @@ impl TokenVerifier {
                 .iter()
                 .map(|v| v.as_str().map(str::to_string))
                 .collect::<Option<_>>()
-                .ok_or_else(|| unauthenticated(&format!("claim '{}' must be a list of strings", self.groups_claim)))?,
+                .ok_or_else(|| {
+                    unauthenticated(&format!(
+                        "claim '{}' must be a list of strings",
+                        self.groups_claim
+                    ))
+                })?,
             Some(_) => {
-                return Err(unauthenticated(&format!("claim '{}' must be a list of strings", self.groups_claim)));
+                return Err(unauthenticated(&format!(
+                    "claim '{}' must be a list of strings",
+                    self.groups_claim
+                )));
             }
         };
         let mut attributes = Attributes::new();
@@ -170,7 +184,9 @@ impl TokenVerifier {
                 for (k, v) in m {
                     let values: Option<BTreeSet<String>> = match v {
                         Value::String(s) => Some(BTreeSet::from([s.clone()])),
-                        Value::Array(a) => a.iter().map(|x| x.as_str().map(str::to_string)).collect(),
+                        Value::Array(a) => {
+                            a.iter().map(|x| x.as_str().map(str::to_string)).collect()
+                        }
                         _ => None,
                     };
                     let values = values.ok_or_else(|| {
@@ -183,10 +199,17 @@ impl TokenVerifier {
                 }
             }
             Some(_) => {
-                return Err(unauthenticated(&format!("claim '{}' must be an object", self.attributes_claim)));
+                return Err(unauthenticated(&format!(
+                    "claim '{}' must be an object",
+                    self.attributes_claim
+                )));
             }
         }
-        Ok(VerifiedClaims { identity: Identity::new(issuer, subject), groups, attributes })
+        Ok(VerifiedClaims {
+            identity: Identity::new(issuer, subject),
+            groups,
+            attributes,
+        })
     }
 }
 
@@ -204,7 +227,13 @@ fn describe(e: &jsonwebtoken::errors::Error) -> String {
 }
 
 fn load_key(k: &KeyConfig, base: &Path) -> Result<Vec<PinnedKey>> {
-    let resolve = |p: &Path| if p.is_absolute() { p.to_path_buf() } else { base.join(p) };
+    let resolve = |p: &Path| {
+        if p.is_absolute() {
+            p.to_path_buf()
+        } else {
+            base.join(p)
+        }
+    };
     if let Some(jwks) = &k.jwks_file {
         let text = read(&resolve(jwks), "JWKS file")?;
         let set: JwkSet = serde_json::from_slice(&text).map_err(|e| {
@@ -214,7 +243,9 @@ fn load_key(k: &KeyConfig, base: &Path) -> Result<Vec<PinnedKey>> {
         for jwk in &set.keys {
             let algorithm = match (&jwk.common.key_algorithm, &jwk.algorithm) {
                 (Some(KeyAlgorithm::RS256), AlgorithmParameters::RSA(_)) => Algorithm::RS256,
-                (Some(KeyAlgorithm::ES256), AlgorithmParameters::EllipticCurve(_)) => Algorithm::ES256,
+                (Some(KeyAlgorithm::ES256), AlgorithmParameters::EllipticCurve(_)) => {
+                    Algorithm::ES256
+                }
                 (None, AlgorithmParameters::RSA(_)) => Algorithm::RS256,
                 (None, AlgorithmParameters::EllipticCurve(p)) if p.curve == EllipticCurve::P256 => {
                     Algorithm::ES256
@@ -225,9 +256,17 @@ fn load_key(k: &KeyConfig, base: &Path) -> Result<Vec<PinnedKey>> {
                 }
             };
             let key = DecodingKey::from_jwk(jwk).map_err(|e| {
-                VeilError::FailedPrecondition(format!("JWKS key {:?} is unusable: {e}", jwk.common.key_id))
+                VeilError::FailedPrecondition(format!(
+                    "JWKS key {:?} is unusable: {e}",
+                    jwk.common.key_id
+                ))
             })?;
-            out.push(PinnedKey { issuer: k.issuer.clone(), algorithm, kid: jwk.common.key_id.clone(), key });
+            out.push(PinnedKey {
+                issuer: k.issuer.clone(),
+                algorithm,
+                kid: jwk.common.key_id.clone(),
+                key,
+            });
         }
         return Ok(out);
     }
@@ -248,7 +287,9 @@ fn load_key(k: &KeyConfig, base: &Path) -> Result<Vec<PinnedKey>> {
         }
         Algorithm::RS256 | Algorithm::ES256 => {
             let path = k.public_key_file.as_ref().ok_or_else(|| {
-                VeilError::FailedPrecondition(format!("an {algorithm:?} key needs `public_key_file` (PEM)"))
+                VeilError::FailedPrecondition(format!(
+                    "an {algorithm:?} key needs `public_key_file` (PEM)"
+                ))
             })?;
             let pem = read(&resolve(path), "public key file")?;
             let parsed = if algorithm == Algorithm::RS256 {
@@ -257,17 +298,31 @@ fn load_key(k: &KeyConfig, base: &Path) -> Result<Vec<PinnedKey>> {
                 DecodingKey::from_ec_pem(&pem)
             };
             parsed.map_err(|e| {
-                VeilError::FailedPrecondition(format!("public key {} is not a valid PEM key: {e}", path.display()))
+                VeilError::FailedPrecondition(format!(
+                    "public key {} is not a valid PEM key: {e}",
+                    path.display()
+                ))
             })?
         }
         _ => unreachable!("parse_algorithm only returns HS256, RS256, ES256"),
     };
-    Ok(vec![PinnedKey { issuer: k.issuer.clone(), algorithm, kid: k.kid.clone(), key }])
+    Ok(vec![PinnedKey {
+        issuer: k.issuer.clone(),
+        algorithm,
+        kid: k.kid.clone(),
+        key,
+    }])
 }
 
 fn trim_ascii(b: &[u8]) -> &[u8] {
-    let start = b.iter().position(|c| !c.is_ascii_whitespace()).unwrap_or(b.len());
-    let end = b.iter().rposition(|c| !c.is_ascii_whitespace()).map_or(start, |e| e + 1);
+    let start = b
+        .iter()
+        .position(|c| !c.is_ascii_whitespace())
+        .unwrap_or(b.len());
+    let end = b
+        .iter()
+        .rposition(|c| !c.is_ascii_whitespace())
+        .map_or(start, |e| e + 1);
     &b[start..end]
 }
 
@@ -296,7 +351,11 @@ impl TokenMinter {
         let path = k.secret_file.as_ref().ok_or_else(|| {
             VeilError::FailedPrecondition("an HS256 key needs `secret_file`".into())
         })?;
-        let path = if path.is_absolute() { path.clone() } else { base.join(path) };
+        let path = if path.is_absolute() {
+            path.clone()
+        } else {
+            base.join(path)
+        };
         Ok(Self {
             issuer: k.issuer.clone(),
             audience: cfg.audience.clone(),
@@ -307,7 +366,13 @@ impl TokenMinter {
         })
     }
 
-    pub fn mint(&self, subject: &str, groups: &[String], attributes: &Attributes, ttl_secs: u64) -> Result<String> {
+    pub fn mint(
+        &self,
+        subject: &str,
+        groups: &[String],
+        attributes: &Attributes,
+        ttl_secs: u64,
+    ) -> Result<String> {
         if ttl_secs == 0 || ttl_secs > self.max_lifetime_secs {
             return Err(VeilError::InvalidArgument(format!(
                 "--ttl must be between 1 and {} seconds",
@@ -327,12 +392,21 @@ impl TokenMinter {
         if !attributes.is_empty() {
             let attrs: serde_json::Map<String, Value> = attributes
                 .iter()
-                .map(|(k, v)| (k.clone(), Value::from(v.iter().cloned().collect::<Vec<_>>())))
+                .map(|(k, v)| {
+                    (
+                        k.clone(),
+                        Value::from(v.iter().cloned().collect::<Vec<_>>()),
+                    )
+                })
                 .collect();
             claims.insert(self.attributes_claim.clone(), attrs.into());
         }
-        jsonwebtoken::encode(&Header::new(Algorithm::HS256), &claims, &EncodingKey::from_secret(&self.secret))
-            .map_err(|e| VeilError::internal("cannot sign token", e))
+        jsonwebtoken::encode(
+            &Header::new(Algorithm::HS256),
+            &claims,
+            &EncodingKey::from_secret(&self.secret),
+        )
+        .map_err(|e| VeilError::internal("cannot sign token", e))
     }
 }
 
@@ -374,15 +448,28 @@ mod tests {
         let b64 = base64::engine::general_purpose::URL_SAFE_NO_PAD;
         let none_header = b64.encode(br#"{"alg":"none","typ":"JWT"}"#);
         let forged = format!("{none_header}.{}.", parts[1]);
-        assert!(matches!(v.verify(&forged), Err(VeilError::Unauthenticated(_))));
-        let payload = String::from_utf8(b64.decode(parts[1]).unwrap()).unwrap().replace("alice", "bobby");
+        assert!(matches!(
+            v.verify(&forged),
+            Err(VeilError::Unauthenticated(_))
+        ));
+        let payload = String::from_utf8(b64.decode(parts[1]).unwrap())
+            .unwrap()
+            .replace("alice", "bobby");
         let tampered = format!("{}.{}.{}", parts[0], b64.encode(payload), parts[2]);
-        assert!(matches!(v.verify(&tampered), Err(VeilError::Unauthenticated(_))));
-        assert!(matches!(v.verify("garbage"), Err(VeilError::Unauthenticated(_))));
+        assert!(matches!(
+            v.verify(&tampered),
+            Err(VeilError::Unauthenticated(_))
+        ));
+        assert!(matches!(
+            v.verify("garbage"),
+            Err(VeilError::Unauthenticated(_))
+        ));
     }
 
     fn fixture(name: &str) -> std::path::PathBuf {
-        std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures").join(name)
+        std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+            .join("tests/fixtures")
+            .join(name)
     }
 
     fn claims(sub: &str) -> serde_json::Value {
@@ -407,14 +494,35 @@ mod tests {
             "[[keys]]\nissuer = \"idp\"\nalgorithm = \"RS256\"\npublic_key_file = \"rsa_public.pem\"\n\
              [[keys]]\nissuer = \"idp\"\nalgorithm = \"ES256\"\npublic_key_file = \"ec_public.pem\"",
         );
-        let rsa = EncodingKey::from_rsa_pem(&std::fs::read(fixture("rsa_private.pem")).unwrap()).unwrap();
-        let ec = EncodingKey::from_ec_pem(&std::fs::read(fixture("ec_private.pem")).unwrap()).unwrap();
-        assert_eq!(v.verify(&sign(Algorithm::RS256, None, &rsa, "r")).unwrap().identity.subject, "r");
-        assert!(v.verify(&sign(Algorithm::ES256, None, &ec, "e")).unwrap().groups.contains("g"));
+        let rsa =
+            EncodingKey::from_rsa_pem(&std::fs::read(fixture("rsa_private.pem")).unwrap()).unwrap();
+        let ec =
+            EncodingKey::from_ec_pem(&std::fs::read(fixture("ec_private.pem")).unwrap()).unwrap();
+        assert_eq!(
+            v.verify(&sign(Algorithm::RS256, None, &rsa, "r"))
+                .unwrap()
+                .identity
+                .subject,
+            "r"
+        );
+        assert!(
+            v.verify(&sign(Algorithm::ES256, None, &ec, "e"))
+                .unwrap()
+                .groups
+                .contains("g")
+        );
         // Key confusion: the RSA public key used as an HMAC secret.
         let public = std::fs::read(fixture("rsa_public.pem")).unwrap();
-        let confused = sign(Algorithm::HS256, None, &EncodingKey::from_secret(&public), "x");
-        assert!(matches!(v.verify(&confused), Err(VeilError::Unauthenticated(_))));
+        let confused = sign(
+            Algorithm::HS256,
+            None,
+            &EncodingKey::from_secret(&public),
+            "x",
+        );
+        assert!(matches!(
+            v.verify(&confused),
+            Err(VeilError::Unauthenticated(_))
+        ));
         // A different issuer than the key is pinned to.
         let mut c = claims("x");
         c["iss"] = "other".into();
@@ -425,12 +533,27 @@ mod tests {
     #[test]
     fn jwks_keys_are_selected_by_kid_and_type() {
         let v = verifier("[[keys]]\nissuer = \"idp\"\njwks_file = \"jwks.json\"");
-        let rsa = EncodingKey::from_rsa_pem(&std::fs::read(fixture("rsa_private.pem")).unwrap()).unwrap();
-        let ec = EncodingKey::from_ec_pem(&std::fs::read(fixture("ec_private.pem")).unwrap()).unwrap();
-        assert!(v.verify(&sign(Algorithm::RS256, Some("rsa-1"), &rsa, "a")).is_ok());
-        assert!(v.verify(&sign(Algorithm::ES256, Some("ec-1"), &ec, "b")).is_ok());
-        assert!(v.verify(&sign(Algorithm::RS256, Some("ec-1"), &rsa, "c")).is_err(), "kid of another key");
-        assert!(v.verify(&sign(Algorithm::RS256, Some("unknown"), &rsa, "d")).is_err());
+        let rsa =
+            EncodingKey::from_rsa_pem(&std::fs::read(fixture("rsa_private.pem")).unwrap()).unwrap();
+        let ec =
+            EncodingKey::from_ec_pem(&std::fs::read(fixture("ec_private.pem")).unwrap()).unwrap();
+        assert!(
+            v.verify(&sign(Algorithm::RS256, Some("rsa-1"), &rsa, "a"))
+                .is_ok()
+        );
+        assert!(
+            v.verify(&sign(Algorithm::ES256, Some("ec-1"), &ec, "b"))
+                .is_ok()
+        );
+        assert!(
+            v.verify(&sign(Algorithm::RS256, Some("ec-1"), &rsa, "c"))
+                .is_err(),
+            "kid of another key"
+        );
+        assert!(
+            v.verify(&sign(Algorithm::RS256, Some("unknown"), &rsa, "d"))
+                .is_err()
+        );
     }
 
     #[test]

@@ -22,13 +22,27 @@ pub struct Authenticator {
 }
 
 impl Authenticator {
-    pub fn new(verifier: TokenVerifier, state: Arc<StateCache>, fingerprint_key: SecretKey, audit: AuditLog) -> Self {
-        Self { verifier, state, fingerprint_key, audit }
+    pub fn new(
+        verifier: TokenVerifier,
+        state: Arc<StateCache>,
+        fingerprint_key: SecretKey,
+        audit: AuditLog,
+    ) -> Self {
+        Self {
+            verifier,
+            state,
+            fingerprint_key,
+            audit,
+        }
     }
 
     /// Authenticate the value of an `authorization` header. Failures are
     /// audited (and if that fails, the answer is `Unavailable`).
-    pub async fn authenticate(&self, authorization: Option<&str>, client: ClientInfo) -> Result<Principal> {
+    pub async fn authenticate(
+        &self,
+        authorization: Option<&str>,
+        client: ClientInfo,
+    ) -> Result<Principal> {
         match self.resolve(authorization, client.clone()).await {
             Ok(p) => Ok(p),
             Err(e) => {
@@ -50,7 +64,9 @@ impl Authenticator {
         let token = header
             .strip_prefix("Bearer ")
             .or_else(|| header.strip_prefix("bearer "))
-            .ok_or_else(|| VeilError::Unauthenticated("the authorization header must be 'Bearer <JWT>'".into()))?;
+            .ok_or_else(|| {
+                VeilError::Unauthenticated("the authorization header must be 'Bearer <JWT>'".into())
+            })?;
         let claims = self.verifier.verify(token.trim())?;
         let snapshot = self.state.current().await?;
         if snapshot.disabled.contains(&claims.identity) {
@@ -63,7 +79,10 @@ impl Authenticator {
         if let Some(u) = snapshot.users.get(&claims.identity) {
             groups.extend(u.groups.iter().cloned());
             for (k, vs) in &u.attributes {
-                attributes.entry(k.clone()).or_default().extend(vs.iter().cloned());
+                attributes
+                    .entry(k.clone())
+                    .or_default()
+                    .extend(vs.iter().cloned());
             }
         }
         let permissions: BTreeSet<_> = snapshot
@@ -71,6 +90,13 @@ impl Authenticator {
             .get(&claims.identity)
             .map(|g| g.keys().copied().collect())
             .unwrap_or_default();
-        Ok(Principal::new(claims.identity, groups, attributes, permissions, &self.fingerprint_key, client))
+        Ok(Principal::new(
+            claims.identity,
+            groups,
+            attributes,
+            permissions,
+            &self.fingerprint_key,
+            client,
+        ))
     }
 }

@@ -47,20 +47,37 @@ pub async fn derive_columns(
     for f in &files {
         let path = object_store::path::Path::from_absolute_path(&f.path)
             .map_err(|e| VeilError::internal("object store path", e))?;
-        metas.push(store.head(&path).await.map_err(|e| {
-            VeilError::FailedPrecondition(format!("cannot read a data file: {e}"))
-        })?);
+        metas.push(
+            store.head(&path).await.map_err(|e| {
+                VeilError::FailedPrecondition(format!("cannot read a data file: {e}"))
+            })?,
+        );
     }
     let format: Box<dyn FileFormat> = match source.format {
         crate::store::model::FileFormatKind::Parquet => Box::new(ParquetFormat::default()),
-        crate::store::model::FileFormatKind::Csv => Box::new(CsvFormat::default().with_has_header(true)),
+        crate::store::model::FileFormatKind::Csv => {
+            Box::new(CsvFormat::default().with_has_header(true))
+        }
         crate::store::model::FileFormatKind::Json => Box::new(JsonFormat::default()),
     };
-    let schema = format.infer_schema(&state, &store, &metas).await.map_err(|e| {
-        VeilError::InvalidArgument(format!("cannot read the schema of the dataset's files: {e}"))
-    })?;
-    let mut fields: Vec<(Field, bool)> =
-        schema.fields().iter().map(|f| (f.as_ref().clone().with_data_type(plain_type(f.data_type())), false)).collect();
+    let schema = format
+        .infer_schema(&state, &store, &metas)
+        .await
+        .map_err(|e| {
+            VeilError::InvalidArgument(format!(
+                "cannot read the schema of the dataset's files: {e}"
+            ))
+        })?;
+    let mut fields: Vec<(Field, bool)> = schema
+        .fields()
+        .iter()
+        .map(|f| {
+            (
+                f.as_ref().clone().with_data_type(plain_type(f.data_type())),
+                false,
+            )
+        })
+        .collect();
     for key in partition_keys(&files)? {
         if fields.iter().any(|(f, _)| f.name() == &key) {
             return Err(VeilError::InvalidArgument(format!(

@@ -26,12 +26,17 @@ pub fn list_files(source: &SourceSpec) -> Result<Vec<SourceFile>> {
     let root = Path::new(&source.location);
     let meta = std::fs::metadata(root).map_err(|_| {
         VeilError::FailedPrecondition(
-            "the dataset's files are not readable right now; ask its owner to check the location".into(),
+            "the dataset's files are not readable right now; ask its owner to check the location"
+                .into(),
         )
     })?;
     let mut out = Vec::new();
     if meta.is_file() {
-        out.push(SourceFile { path: root.to_path_buf(), size: meta.len(), partition_values: vec![] });
+        out.push(SourceFile {
+            path: root.to_path_buf(),
+            size: meta.len(),
+            partition_values: vec![],
+        });
         return Ok(out);
     }
     walk(root, root, source, &mut out)?;
@@ -44,27 +49,45 @@ fn walk(root: &Path, dir: &Path, source: &SourceSpec, out: &mut Vec<SourceFile>)
         VeilError::FailedPrecondition(format!("cannot list a dataset folder: {}", e.kind()))
     })?;
     for entry in entries {
-        let entry = entry.map_err(|e| VeilError::FailedPrecondition(format!("cannot list a dataset folder: {}", e.kind())))?;
+        let entry = entry.map_err(|e| {
+            VeilError::FailedPrecondition(format!("cannot list a dataset folder: {}", e.kind()))
+        })?;
         let name = entry.file_name().to_string_lossy().to_string();
         // Hidden and bookkeeping files (_SUCCESS, .crc) are never data.
         if name.starts_with('.') || name.starts_with('_') {
             continue;
         }
         let path = entry.path();
-        let ft = entry.file_type().map_err(|e| VeilError::FailedPrecondition(format!("cannot stat a file: {}", e.kind())))?;
+        let ft = entry.file_type().map_err(|e| {
+            VeilError::FailedPrecondition(format!("cannot stat a file: {}", e.kind()))
+        })?;
         if ft.is_dir() {
             walk(root, &path, source, out)?;
-        } else if ft.is_file() && name.to_ascii_lowercase().ends_with(source.format.extension()) {
-            let partition_values = if source.hive_partitioned { hive_values(root, &path)? } else { vec![] };
+        } else if ft.is_file()
+            && name
+                .to_ascii_lowercase()
+                .ends_with(source.format.extension())
+        {
+            let partition_values = if source.hive_partitioned {
+                hive_values(root, &path)?
+            } else {
+                vec![]
+            };
             let size = entry.metadata().map(|m| m.len()).unwrap_or(0);
-            out.push(SourceFile { path, size, partition_values });
+            out.push(SourceFile {
+                path,
+                size,
+                partition_values,
+            });
         }
     }
     Ok(())
 }
 
 fn hive_values(root: &Path, file: &Path) -> Result<Vec<(String, String)>> {
-    let rel = file.strip_prefix(root).map_err(|e| VeilError::internal("hive path", e))?;
+    let rel = file
+        .strip_prefix(root)
+        .map_err(|e| VeilError::internal("hive path", e))?;
     let mut out = Vec::new();
     if let Some(parent) = rel.parent() {
         for comp in parent.components() {
@@ -102,8 +125,14 @@ fn percent_decode(s: &str) -> String {
 
 /// Partition keys, in folder order, from the first file (all files must agree).
 pub fn partition_keys(files: &[SourceFile]) -> Result<Vec<String>> {
-    let Some(first) = files.first() else { return Ok(vec![]) };
-    let keys: Vec<String> = first.partition_values.iter().map(|(k, _)| k.clone()).collect();
+    let Some(first) = files.first() else {
+        return Ok(vec![]);
+    };
+    let keys: Vec<String> = first
+        .partition_values
+        .iter()
+        .map(|(k, _)| k.clone())
+        .collect();
     for f in files {
         if f.partition_values.iter().map(|(k, _)| k).ne(keys.iter()) {
             return Err(VeilError::FailedPrecondition(
@@ -117,12 +146,18 @@ pub fn partition_keys(files: &[SourceFile]) -> Result<Vec<String>> {
 /// Row counts per row group of a parquet file.
 pub fn parquet_row_groups(path: &Path) -> Result<Vec<u64>> {
     use datafusion::parquet::file::reader::{FileReader, SerializedFileReader};
-    let file = std::fs::File::open(path)
-        .map_err(|e| VeilError::FailedPrecondition(format!("cannot open a data file: {}", e.kind())))?;
+    let file = std::fs::File::open(path).map_err(|e| {
+        VeilError::FailedPrecondition(format!("cannot open a data file: {}", e.kind()))
+    })?;
     let reader = SerializedFileReader::new(file).map_err(|_| {
         VeilError::FailedPrecondition("a parquet file of the dataset is not valid parquet".into())
     })?;
-    Ok(reader.metadata().row_groups().iter().map(|rg| rg.num_rows().max(0) as u64).collect())
+    Ok(reader
+        .metadata()
+        .row_groups()
+        .iter()
+        .map(|rg| rg.num_rows().max(0) as u64)
+        .collect())
 }
 
 /// Split files into at most `max_parts` parts of about `rows_per_part` rows.
@@ -153,7 +188,13 @@ pub fn split_into_parts(
                 }
             }
             FileFormatKind::Csv | FileFormatKind::Json => {
-                units.push((FileSlice { path, ..Default::default() }, (f.size / 100).max(1)));
+                units.push((
+                    FileSlice {
+                        path,
+                        ..Default::default()
+                    },
+                    (f.size / 100).max(1),
+                ));
             }
         }
     }
@@ -196,7 +237,11 @@ mod tests {
 
     fn csv_files(n: usize) -> Vec<SourceFile> {
         (0..n)
-            .map(|i| SourceFile { path: format!("/d/{i:03}.csv").into(), size: 1000, partition_values: vec![] })
+            .map(|i| SourceFile {
+                path: format!("/d/{i:03}.csv").into(),
+                size: 1000,
+                partition_values: vec![],
+            })
             .collect()
     }
 
@@ -205,7 +250,10 @@ mod tests {
         let files = csv_files(10);
         let parts = split_into_parts(FileFormatKind::Csv, &files, 20, 3).unwrap();
         assert!(parts.len() <= 3);
-        let mut seen: Vec<String> = parts.iter().flat_map(|p| p.files.iter().map(|f| f.path.clone())).collect();
+        let mut seen: Vec<String> = parts
+            .iter()
+            .flat_map(|p| p.files.iter().map(|f| f.path.clone()))
+            .collect();
         seen.sort();
         assert_eq!(seen.len(), 10);
         seen.dedup();
@@ -216,7 +264,13 @@ mod tests {
     fn hive_values_are_read_from_folders() {
         let root = Path::new("/data/t");
         let v = hive_values(root, Path::new("/data/t/state=CA/year=2020/f.parquet")).unwrap();
-        assert_eq!(v, vec![("state".into(), "CA".into()), ("year".into(), "2020".into())]);
+        assert_eq!(
+            v,
+            vec![
+                ("state".into(), "CA".into()),
+                ("year".into(), "2020".into())
+            ]
+        );
         assert!(hive_values(root, Path::new("/data/t/CA/f.parquet")).is_err());
         assert_eq!(percent_decode("a%20b"), "a b");
         assert_eq!(percent_decode("%é%"), "%é%");

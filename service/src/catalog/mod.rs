@@ -61,7 +61,10 @@ pub fn validate_dataset_name(name: &str) -> Result<()> {
 pub async fn build_dataset(new: NewDataset, location: &Path) -> Result<DatasetRecord> {
     validate_dataset_name(&new.name)?;
     let format = FileFormatKind::parse(&new.format).ok_or_else(|| {
-        VeilError::InvalidArgument(format!("unknown format '{}': use parquet, csv or json", new.format))
+        VeilError::InvalidArgument(format!(
+            "unknown format '{}': use parquet, csv or json",
+            new.format
+        ))
     })?;
     if new.hive_partitioned && location.is_file() {
         return Err(VeilError::InvalidArgument(
@@ -93,7 +96,17 @@ mod tests {
     #[test]
     fn names_are_checked_and_veil_is_reserved() {
         assert!(validate_dataset_name("clinical.trials").is_ok());
-        for bad in ["trials", "a.b.c", "1a.b", "a.b-c", "veil.audit", "VEIL.x", "a.", ".b", "a.b;drop"] {
+        for bad in [
+            "trials",
+            "a.b.c",
+            "1a.b",
+            "a.b-c",
+            "veil.audit",
+            "VEIL.x",
+            "a.",
+            ".b",
+            "a.b;drop",
+        ] {
             assert!(validate_dataset_name(bad).is_err(), "{bad}");
         }
     }

@@ -17,7 +17,10 @@ impl LocationRoots {
             .iter()
             .map(|r| {
                 r.canonicalize().map_err(|e| {
-                    VeilError::FailedPrecondition(format!("dataset root {} is not usable: {e}", r.display()))
+                    VeilError::FailedPrecondition(format!(
+                        "dataset root {} is not usable: {e}",
+                        r.display()
+                    ))
                 })
             })
             .collect::<Result<_>>()?;

@@ -46,7 +46,9 @@ pub struct SourceTable {
 /// The Arrow field of a dictionary column.
 pub fn dictionary_field(name: &str, data_type: &str, nullable: bool) -> Result<Field> {
     let dt = DataType::from_str(data_type).map_err(|e| {
-        VeilError::Internal(format!("the dictionary type '{data_type}' of column '{name}' does not parse: {e}"))
+        VeilError::Internal(format!(
+            "the dictionary type '{data_type}' of column '{name}' does not parse: {e}"
+        ))
     })?;
     Ok(Field::new(name, dt, nullable))
 }
@@ -71,7 +73,11 @@ impl SourceTable {
         let table_schema = Arc::new(Schema::new(all));
         let files = list_files(&dataset.source)?;
         if dataset.source.format == FileFormatKind::Csv {
-            let expected: Vec<&str> = file_schema.fields().iter().map(|f| f.name().as_str()).collect();
+            let expected: Vec<&str> = file_schema
+                .fields()
+                .iter()
+                .map(|f| f.name().as_str())
+                .collect();
             for f in &files {
                 check_csv_header(&f.path, &expected)?;
             }
@@ -114,36 +120,39 @@ impl SourceTable {
         let to_pf = |f: &SourceFile| -> Result<PartitionedFile> {
             let path = object_store::path::Path::from_absolute_path(&f.path)
                 .map_err(|e| VeilError::internal("object store path", e))?;
-            let values = self
-                .partition_fields
-                .iter()
-                .map(|field| {
-                    let raw = f
-                        .partition_values
-                        .iter()
-                        .find(|(k, _)| k == field.name())
-                        .map(|(_, v)| v.clone())
-                        .ok_or_else(|| {
-                            VeilError::FailedPrecondition(format!(
-                                "a file of the dataset lacks the partition folder '{}='",
-                                field.name()
-                            ))
-                        })?;
-                    ScalarValue::Utf8(Some(raw))
+            let values =
+                self.partition_fields
+                    .iter()
+                    .map(|field| {
+                        let raw = f
+                            .partition_values
+                            .iter()
+                            .find(|(k, _)| k == field.name())
+                            .map(|(_, v)| v.clone())
+                            .ok_or_else(|| {
+                                VeilError::FailedPrecondition(format!(
+                                    "a file of the dataset lacks the partition folder '{}='",
+                                    field.name()
+                                ))
+                            })?;
+                        ScalarValue::Utf8(Some(raw))
                         .cast_to(field.data_type())
                         .map_err(|_| VeilError::FailedPrecondition(format!(
                             "a partition folder value of '{}' does not fit its dictionary type",
                             field.name()
                         )))
-                })
-                .collect::<Result<Vec<_>>>()?;
+                    })
+                    .collect::<Result<Vec<_>>>()?;
             Ok(PartitionedFile::new(path.to_string(), f.size).with_partition_values(values))
         };
         let Some(part) = &self.part else {
             return self.files.iter().map(to_pf).collect();
         };
-        let by_path: HashMap<String, &SourceFile> =
-            self.files.iter().map(|f| (f.path.to_string_lossy().to_string(), f)).collect();
+        let by_path: HashMap<String, &SourceFile> = self
+            .files
+            .iter()
+            .map(|f| (f.path.to_string_lossy().to_string(), f))
+            .collect();
         let changed = || {
             VeilError::NotFound(
                 "the dataset's files changed since this ticket was issued; call GetFlightInfo again".into(),
@@ -177,15 +186,25 @@ impl SourceTable {
 /// dictionary's columns would put values under the wrong names.
 fn check_csv_header(path: &std::path::Path, expected: &[&str]) -> Result<()> {
     use std::io::BufRead;
-    let file = std::fs::File::open(path)
-        .map_err(|e| VeilError::FailedPrecondition(format!("cannot open a data file: {}", e.kind())))?;
+    let file = std::fs::File::open(path).map_err(|e| {
+        VeilError::FailedPrecondition(format!("cannot open a data file: {}", e.kind()))
+    })?;
     let mut line = String::new();
     std::io::BufReader::new(file)
         .read_line(&mut line)
-        .map_err(|e| VeilError::FailedPrecondition(format!("cannot read a data file: {}", e.kind())))?;
-    let header: Vec<String> =
-        line.trim_end_matches(['\r', '\n']).split(',').map(|h| h.trim().trim_matches('"').to_string()).collect();
-    if header.iter().map(String::as_str).ne(expected.iter().copied()) {
+        .map_err(|e| {
+            VeilError::FailedPrecondition(format!("cannot read a data file: {}", e.kind()))
+        })?;
+    let header: Vec<String> = line
+        .trim_end_matches(['\r', '\n'])
+        .split(',')
+        .map(|h| h.trim().trim_matches('"').to_string())
+        .collect();
+    if header
+        .iter()
+        .map(String::as_str)
+        .ne(expected.iter().copied())
+    {
         return Err(VeilError::FailedPrecondition(
             "a CSV file's header differs from the dataset's data dictionary (columns added, removed or reordered); the dataset's owner must re-register it".into(),
         ));
@@ -219,7 +238,9 @@ impl TableProvider for SourceTable {
         _filters: &[Expr],
         limit: Option<usize>,
     ) -> datafusion::common::Result<Arc<dyn ExecutionPlan>> {
-        let files = self.partitioned_files().map_err(|e| DataFusionError::External(Box::new(e)))?;
+        let files = self
+            .partitioned_files()
+            .map_err(|e| DataFusionError::External(Box::new(e)))?;
         if files.is_empty() {
             let schema = match projection {
                 Some(p) => Arc::new(self.table_schema.project(p)?),

@@ -18,7 +18,11 @@ pub struct StateCache {
 
 impl StateCache {
     pub fn new(store: Arc<dyn Store>) -> Self {
-        Self { store, current: RwLock::new(None), reload: tokio::sync::Mutex::new(()) }
+        Self {
+            store,
+            current: RwLock::new(None),
+            reload: tokio::sync::Mutex::new(()),
+        }
     }
 
     pub fn store(&self) -> &Arc<dyn Store> {
@@ -26,7 +30,11 @@ impl StateCache {
     }
 
     fn cached(&self) -> Result<Option<Arc<Snapshot>>> {
-        Ok(self.current.read().map_err(|_| VeilError::Internal("state lock poisoned".into()))?.clone())
+        Ok(self
+            .current
+            .read()
+            .map_err(|_| VeilError::Internal("state lock poisoned".into()))?
+            .clone())
     }
 
     /// The snapshot at the store's current version.
@@ -45,7 +53,10 @@ impl StateCache {
             return Ok(s);
         }
         let snap = Arc::new(self.store.snapshot().await?);
-        *self.current.write().map_err(|_| VeilError::Internal("state lock poisoned".into()))? =
+        *self
+            .current
+            .write()
+            .map_err(|_| VeilError::Internal("state lock poisoned".into()))? =
             Some(Arc::clone(&snap));
         Ok(snap)
     }

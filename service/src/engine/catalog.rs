@@ -61,22 +61,42 @@ impl ViewCompiler {
                     .insert(table.to_ascii_lowercase(), d.name.clone());
             }
         }
-        Self { snapshot, principal, master, default_issuer, parts, reads: Mutex::new(vec![]), visible }
+        Self {
+            snapshot,
+            principal,
+            master,
+            default_issuer,
+            parts,
+            reads: Mutex::new(vec![]),
+            visible,
+        }
     }
 
     /// The dataset by name (case-insensitive) if the principal may read it.
     pub fn readable(&self, name: &str) -> Option<&DatasetRecord> {
         let (schema, table) = name.split_once('.')?;
-        let full = self.visible.get(&schema.to_ascii_lowercase())?.get(&table.to_ascii_lowercase())?;
+        let full = self
+            .visible
+            .get(&schema.to_ascii_lowercase())?
+            .get(&table.to_ascii_lowercase())?;
         self.snapshot.datasets.get(full)
     }
 
     pub fn readable_datasets(&self) -> Vec<&DatasetRecord> {
-        self.visible.values().flat_map(|t| t.values()).filter_map(|n| self.snapshot.datasets.get(n)).collect()
+        self.visible
+            .values()
+            .flat_map(|t| t.values())
+            .filter_map(|n| self.snapshot.datasets.get(n))
+            .collect()
     }
 
     pub fn effective(&self, d: &DatasetRecord) -> Result<EffectivePolicy> {
-        data_policy(&self.principal, d, &self.snapshot.policies, &self.default_issuer)
+        data_policy(
+            &self.principal,
+            d,
+            &self.snapshot.policies,
+            &self.default_issuer,
+        )
     }
 
     pub fn reads(&self) -> Vec<DatasetRead> {
@@ -88,7 +108,10 @@ impl ViewCompiler {
         let source = Arc::new(SourceTable::open(d, self.parts.get(&d.name).cloned())?);
         let plan = secure_view::compile(d, &policy, source, &self.master)?;
         if let Ok(mut r) = self.reads.lock() {
-            r.push(DatasetRead { dataset: d.name.clone(), policy });
+            r.push(DatasetRead {
+                dataset: d.name.clone(),
+                policy,
+            });
         }
         Ok(Arc::new(ViewTable::new(plan, None)))
     }
@@ -101,12 +124,18 @@ pub struct PrincipalCatalogList {
 
 impl PrincipalCatalogList {
     pub fn new(compiler: Arc<ViewCompiler>) -> Self {
-        Self { catalog: Arc::new(PrincipalCatalog { compiler }) }
+        Self {
+            catalog: Arc::new(PrincipalCatalog { compiler }),
+        }
     }
 }
 
 impl CatalogProviderList for PrincipalCatalogList {
-    fn register_catalog(&self, _name: String, _catalog: Arc<dyn CatalogProvider>) -> Option<Arc<dyn CatalogProvider>> {
+    fn register_catalog(
+        &self,
+        _name: String,
+        _catalog: Arc<dyn CatalogProvider>,
+    ) -> Option<Arc<dyn CatalogProvider>> {
         // Read-only: nothing can be added to a principal's catalog.
         None
     }
@@ -134,7 +163,10 @@ impl CatalogProvider for PrincipalCatalog {
     /// can't see gets exactly the answer of a table that doesn't exist.
     fn schema(&self, name: &str) -> Option<Arc<dyn SchemaProvider>> {
         let key = name.to_ascii_lowercase();
-        Some(Arc::new(PrincipalSchema { compiler: Arc::clone(&self.compiler), schema: key }) as Arc<dyn SchemaProvider>)
+        Some(Arc::new(PrincipalSchema {
+            compiler: Arc::clone(&self.compiler),
+            schema: key,
+        }) as Arc<dyn SchemaProvider>)
     }
 }
 
@@ -147,22 +179,33 @@ struct PrincipalSchema {
 #[async_trait]
 impl SchemaProvider for PrincipalSchema {
     fn table_names(&self) -> Vec<String> {
-        self.compiler.visible.get(&self.schema).map(|t| t.keys().cloned().collect()).unwrap_or_default()
+        self.compiler
+            .visible
+            .get(&self.schema)
+            .map(|t| t.keys().cloned().collect())
+            .unwrap_or_default()
     }
 
     async fn table(&self, name: &str) -> Result<Option<Arc<dyn TableProvider>>, DataFusionError> {
         let full = format!("{}.{}", self.schema, name);
         match self.compiler.readable(&full) {
-            None => Err(DataFusionError::External(Box::new(VeilError::dataset_not_found(&full)))),
+            None => Err(DataFusionError::External(Box::new(
+                VeilError::dataset_not_found(&full),
+            ))),
             Some(d) => {
                 let d = d.clone();
-                self.compiler.compile(&d).map(Some).map_err(|e| DataFusionError::External(Box::new(e)))
+                self.compiler
+                    .compile(&d)
+                    .map(Some)
+                    .map_err(|e| DataFusionError::External(Box::new(e)))
             }
         }
     }
 
     fn table_exist(&self, name: &str) -> bool {
-        self.compiler.readable(&format!("{}.{}", self.schema, name)).is_some()
+        self.compiler
+            .readable(&format!("{}.{}", self.schema, name))
+            .is_some()
     }
 }
 

@@ -64,8 +64,11 @@ impl PlannedQuery {
 
     /// Execute every partition into one stream, batch by batch.
     pub fn execute(&self) -> Result<SendableRecordBatchStream> {
-        datafusion::physical_plan::execute_stream(Arc::clone(&self.physical), self.session.task_ctx())
-            .map_err(from_datafusion)
+        datafusion::physical_plan::execute_stream(
+            Arc::clone(&self.physical),
+            self.session.task_ctx(),
+        )
+        .map_err(from_datafusion)
     }
 }
 
@@ -90,7 +93,12 @@ fn df(e: datafusion::common::DataFusionError) -> VeilError {
 }
 
 impl Engine {
-    pub fn new(state: Arc<StateCache>, master: MasterKey, default_issuer: String, cfg: EngineConfig) -> Result<Self> {
+    pub fn new(
+        state: Arc<StateCache>,
+        master: MasterKey,
+        default_issuer: String,
+        cfg: EngineConfig,
+    ) -> Result<Self> {
         let mut config = SessionConfig::new()
             .with_batch_size(cfg.batch_size)
             .with_target_partitions(cfg.target_partitions.max(1))
@@ -102,9 +110,13 @@ impl Engine {
         opts.sql_parser.map_string_types_to_utf8view = false;
         let mut rt = RuntimeEnvBuilder::new();
         if cfg.memory_limit_mb > 0 {
-            rt = rt.with_memory_pool(Arc::new(FairSpillPool::new(cfg.memory_limit_mb * 1024 * 1024)));
+            rt = rt.with_memory_pool(Arc::new(FairSpillPool::new(
+                cfg.memory_limit_mb * 1024 * 1024,
+            )));
         }
-        let runtime = rt.build_arc().map_err(|e| VeilError::internal("runtime", e))?;
+        let runtime = rt
+            .build_arc()
+            .map_err(|e| VeilError::internal("runtime", e))?;
         // Built once; cloned per request. No mask UDF is registered, URL
         // tables stay disabled, and the guard runs on every plan.
         let base = SessionStateBuilder::new()
@@ -114,7 +126,13 @@ impl Engine {
             .with_query_planner(Arc::new(VeilQueryPlanner))
             .with_analyzer_rule(Arc::new(PolicyGuard))
             .build();
-        Ok(Self { state, base, master, default_issuer, cfg })
+        Ok(Self {
+            state,
+            base,
+            master,
+            default_issuer,
+            cfg,
+        })
     }
 
     pub fn state(&self) -> &Arc<StateCache> {
@@ -154,7 +172,10 @@ impl Engine {
     }
 
     /// Datasets the principal may see, with the policies that apply to them.
-    pub async fn list(&self, principal: &Arc<Principal>) -> Result<Vec<(DatasetRecord, Result<EffectivePolicy>)>> {
+    pub async fn list(
+        &self,
+        principal: &Arc<Principal>,
+    ) -> Result<Vec<(DatasetRecord, Result<EffectivePolicy>)>> {
         let (_snap, compiler) = self.compiler(principal, HashMap::new()).await?;
         Ok(compiler
             .readable_datasets()
@@ -164,15 +185,27 @@ impl Engine {
     }
 
     /// One visible dataset, or the not-found answer.
-    pub async fn lookup(&self, principal: &Arc<Principal>, name: &str) -> Result<(DatasetRecord, EffectivePolicy)> {
+    pub async fn lookup(
+        &self,
+        principal: &Arc<Principal>,
+        name: &str,
+    ) -> Result<(DatasetRecord, EffectivePolicy)> {
         let (_snap, compiler) = self.compiler(principal, HashMap::new()).await?;
-        let d = compiler.readable(name).ok_or_else(|| VeilError::dataset_not_found(name))?.clone();
+        let d = compiler
+            .readable(name)
+            .ok_or_else(|| VeilError::dataset_not_found(name))?
+            .clone();
         let p = compiler.effective(&d)?;
         Ok((d, p))
     }
 
     /// Plan a command, optionally restricted to one endpoint's part.
-    pub async fn plan(&self, principal: &Arc<Principal>, command: &Command, part: Option<ScanPart>) -> Result<PlannedQuery> {
+    pub async fn plan(
+        &self,
+        principal: &Arc<Principal>,
+        command: &Command,
+        part: Option<ScanPart>,
+    ) -> Result<PlannedQuery> {
         let mut parts = HashMap::new();
         if let (Command::Scan(scan), Some(part)) = (command, part) {
             parts.insert(scan.dataset.clone(), part);
@@ -187,19 +220,39 @@ impl Engine {
         let schema: SchemaRef = Arc::new(Schema::from(frame.schema().as_arrow().clone()));
         let state = ctx.state();
         let physical = frame.create_physical_plan().await.map_err(df)?;
-        Ok(PlannedQuery { physical, schema, reads: compiler.reads(), version: snapshot.version, session: state })
+        Ok(PlannedQuery {
+            physical,
+            schema,
+            reads: compiler.reads(),
+            version: snapshot.version,
+            session: state,
+        })
     }
 
-    async fn scan_frame(&self, ctx: &SessionContext, compiler: &ViewCompiler, scan: &ScanCommand) -> Result<DataFrame> {
-        let d = compiler.readable(&scan.dataset).ok_or_else(|| VeilError::dataset_not_found(&scan.dataset))?;
+    async fn scan_frame(
+        &self,
+        ctx: &SessionContext,
+        compiler: &ViewCompiler,
+        scan: &ScanCommand,
+    ) -> Result<DataFrame> {
+        let d = compiler
+            .readable(&scan.dataset)
+            .ok_or_else(|| VeilError::dataset_not_found(&scan.dataset))?;
         let (schema, table) = d.name.split_once('.').expect("validated name");
         let mut frame = ctx
-            .table(TableReference::full(CATALOG, schema.to_ascii_lowercase(), table.to_ascii_lowercase()))
+            .table(TableReference::full(
+                CATALOG,
+                schema.to_ascii_lowercase(),
+                table.to_ascii_lowercase(),
+            ))
             .await
             .map_err(df)?;
         if !scan.filter.trim().is_empty() {
             let expr = frame.parse_sql_expr(&scan.filter).map_err(|e| {
-                VeilError::InvalidArgument(format!("the filter is not a valid SQL expression over the dataset's columns: {}", from_datafusion(e).message()))
+                VeilError::InvalidArgument(format!(
+                    "the filter is not a valid SQL expression over the dataset's columns: {}",
+                    from_datafusion(e).message()
+                ))
             })?;
             if has_subquery(&expr) {
                 return Err(VeilError::InvalidArgument(
@@ -210,9 +263,18 @@ impl Engine {
         }
         if !scan.columns.is_empty() {
             let cols: Vec<&str> = scan.columns.iter().map(String::as_str).collect();
-            frame = frame.select(cols.iter().map(|c| col(format!("\"{}\"", c.replace('"', "\"\"")))).collect::<Vec<_>>()).map_err(|e| {
-                VeilError::InvalidArgument(format!("unknown column in `columns`: {}", from_datafusion(e).message()))
-            })?;
+            frame = frame
+                .select(
+                    cols.iter()
+                        .map(|c| col(format!("\"{}\"", c.replace('"', "\"\""))))
+                        .collect::<Vec<_>>(),
+                )
+                .map_err(|e| {
+                    VeilError::InvalidArgument(format!(
+                        "unknown column in `columns`: {}",
+                        from_datafusion(e).message()
+                    ))
+                })?;
         }
         if let Some(limit) = scan.limit {
             frame = frame.limit(0, Some(limit as usize)).map_err(df)?;
@@ -233,52 +295,83 @@ impl Engine {
             DFStatement::Statement(s) if matches!(s.as_ref(), SqlStatement::Query(_)) => {}
             _ => {
                 return Err(VeilError::InvalidArgument(
-                    "only read-only SELECT queries are allowed (no DDL, DML, EXPLAIN, SET or SHOW)".into(),
+                    "only read-only SELECT queries are allowed (no DDL, DML, EXPLAIN, SET or SHOW)"
+                        .into(),
                 ));
             }
         }
-        let options = SQLOptions::new().with_allow_ddl(false).with_allow_dml(false).with_allow_statements(false);
+        let options = SQLOptions::new()
+            .with_allow_ddl(false)
+            .with_allow_dml(false)
+            .with_allow_statements(false);
         ctx.sql_with_options(query, options).await.map_err(df)
     }
 
     /// How to split a scan into endpoints.
-    pub async fn layout(&self, principal: &Arc<Principal>, scan: &ScanCommand, planned: &PlannedQuery) -> Result<ScanLayout> {
+    pub async fn layout(
+        &self,
+        principal: &Arc<Principal>,
+        scan: &ScanCommand,
+        planned: &PlannedQuery,
+    ) -> Result<ScanLayout> {
         let (_snap, compiler) = self.compiler(principal, HashMap::new()).await?;
-        let d = compiler.readable(&scan.dataset).ok_or_else(|| VeilError::dataset_not_found(&scan.dataset))?;
+        let d = compiler
+            .readable(&scan.dataset)
+            .ok_or_else(|| VeilError::dataset_not_found(&scan.dataset))?;
         let files = list_files(&d.source)?;
         // A limit must apply to the whole result, so it gets one endpoint.
         let parts = if scan.limit.is_some() {
             vec![None]
         } else {
-            split_into_parts(d.source.format, &files, self.cfg.rows_per_endpoint, self.cfg.max_endpoints)?
-                .into_iter()
-                .map(Some)
-                .collect()
+            split_into_parts(
+                d.source.format,
+                &files,
+                self.cfg.rows_per_endpoint,
+                self.cfg.max_endpoints,
+            )?
+            .into_iter()
+            .map(Some)
+            .collect()
         };
-        let exact = !planned.rows_filtered() && scan.filter.trim().is_empty() && d.source.format == FileFormatKind::Parquet;
+        let exact = !planned.rows_filtered()
+            && scan.filter.trim().is_empty()
+            && d.source.format == FileFormatKind::Parquet;
         let total_records = if exact {
             let mut n: u64 = 0;
             for f in &files {
-                n += crate::catalog::files::parquet_row_groups(&f.path)?.iter().sum::<u64>();
+                n += crate::catalog::files::parquet_row_groups(&f.path)?
+                    .iter()
+                    .sum::<u64>();
             }
             scan.limit.map_or(n, |l| l.min(n)) as i64
         } else {
             -1
         };
-        Ok(ScanLayout { parts, total_records })
+        Ok(ScanLayout {
+            parts,
+            total_records,
+        })
     }
 }
 
 fn has_subquery(e: &Expr) -> bool {
-    e.exists(|x| Ok(matches!(x, Expr::ScalarSubquery(_) | Expr::InSubquery(_) | Expr::Exists(_))))
-        .unwrap_or(true)
+    e.exists(|x| {
+        Ok(matches!(
+            x,
+            Expr::ScalarSubquery(_) | Expr::InSubquery(_) | Expr::Exists(_)
+        ))
+    })
+    .unwrap_or(true)
 }
 
 /// Cast view types to their plain forms before anything leaves the process:
 /// arrow-rs writes view arrays with all their buffers (notes/performance.md).
 fn plain_types(frame: DataFrame) -> Result<DataFrame> {
     let fields = frame.schema().fields().clone();
-    if !fields.iter().any(|f| matches!(f.data_type(), DataType::Utf8View | DataType::BinaryView)) {
+    if !fields
+        .iter()
+        .any(|f| matches!(f.data_type(), DataType::Utf8View | DataType::BinaryView))
+    {
         return Ok(frame);
     }
     let exprs: Vec<Expr> = frame
@@ -294,4 +387,162 @@ fn plain_types(frame: DataFrame) -> Result<DataFrame> {
         })
         .collect();
     frame.select(exprs).map_err(df)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::auth::identity::{ClientInfo, Identity, Principal};
+    use crate::catalog::roots::LocationRoots;
+    use crate::config::Config;
+    use crate::secrets::KeyPurpose;
+    use crate::store::Store;
+    use crate::store::sqlite::SqliteStore;
+    use datafusion::physical_plan::displayable;
+
+    async fn demo_engine(dir: &std::path::Path) -> (Engine, Arc<Snapshot>) {
+        let cfg = Config::load(&crate::demo::prepare(dir).unwrap()).unwrap();
+        let store: Arc<dyn Store> = Arc::new(SqliteStore::in_memory().unwrap());
+        let roots =
+            LocationRoots::new(&cfg.roots.iter().map(|r| cfg.resolve(r)).collect::<Vec<_>>())
+                .unwrap();
+        crate::server::sync_config(&store, &cfg, &roots)
+            .await
+            .unwrap();
+        let state = Arc::new(StateCache::new(store));
+        let snap = state.current().await.unwrap();
+        let mut engine_cfg = cfg.engine.clone();
+        engine_cfg.target_partitions = 2;
+        let engine = Engine::new(
+            state,
+            MasterKey::from_bytes([5; 32]),
+            cfg.auth.default_issuer(),
+            engine_cfg,
+        )
+        .unwrap();
+        (engine, snap)
+    }
+
+    fn principal(snap: &Snapshot, name: &str) -> Arc<Principal> {
+        let id = Identity::new("veil-demo", name);
+        let u = snap.users.get(&id).cloned().unwrap_or_default();
+        Arc::new(Principal::new(
+            id,
+            u.groups,
+            u.attributes,
+            Default::default(),
+            &MasterKey::from_bytes([5; 32]).derive(KeyPurpose::Fingerprint),
+            ClientInfo::default(),
+        ))
+    }
+
+    /// Where the masks, the row policy and the user's filter sit in the plan:
+    /// the user's predicate stays above the barrier (DESIGN invariant 1).
+    #[tokio::test]
+    async fn user_filters_stay_above_the_barrier_and_masks_below() {
+        let dir = tempfile::tempdir().unwrap();
+        let (engine, snap) = demo_engine(dir.path()).await;
+        let alice = principal(&snap, "alice");
+        let cmd = Command::Sql(SqlCommand {
+            query:
+                "SELECT participant_id FROM clinical.trials WHERE ssn = '123-45-6789' AND age > 40"
+                    .into(),
+        });
+        let q = engine.plan(&alice, &cmd, None).await.unwrap();
+        let text = displayable(q.physical.as_ref()).indent(true).to_string();
+        let line = |needle: &str| {
+            text.lines()
+                .position(|l| l.contains(needle))
+                .unwrap_or_else(|| panic!("no {needle} in\n{text}"))
+        };
+        let user_filter = line("123-45-6789");
+        let barrier = line("PolicyBarrierExec");
+        let mask = line("veil_mask_hash");
+        let row_policy = text
+            .lines()
+            .enumerate()
+            .filter(|(_, l)| l.contains("state@") && l.contains("CA"))
+            .map(|(i, _)| i)
+            .max()
+            .unwrap_or_else(|| panic!("no row policy in\n{text}"));
+        assert!(
+            user_filter < barrier,
+            "user filter above the barrier:\n{text}"
+        );
+        assert!(
+            barrier < mask && mask < row_policy,
+            "masks then row policy below it:\n{text}"
+        );
+        assert!(!text[..text.find("PolicyBarrierExec").unwrap()].contains("veil_mask_hash"));
+        assert_eq!(q.schema.fields().len(), 1);
+    }
+
+    #[tokio::test]
+    async fn the_guard_rejects_scans_outside_a_barrier_even_in_subqueries() {
+        use crate::policy::guard::PolicyGuard;
+        use datafusion::datasource::MemTable;
+        use datafusion::prelude::SessionContext;
+        let ctx = SessionContext::new();
+        let batch = crate::demo::trials_batch(3, 1);
+        ctx.register_table(
+            "raw",
+            Arc::new(MemTable::try_new(batch.schema(), vec![vec![batch]]).unwrap()),
+        )
+        .unwrap();
+        let plan = ctx
+            .sql("SELECT 1 WHERE 'x' IN (SELECT ssn FROM raw)")
+            .await
+            .unwrap()
+            .into_unoptimized_plan();
+        let mut top_level_scans = 0;
+        datafusion::common::tree_node::TreeNode::apply(&plan, |n| {
+            if matches!(n, datafusion::logical_expr::LogicalPlan::TableScan(_)) {
+                top_level_scans += 1;
+            }
+            Ok(datafusion::common::tree_node::TreeNodeRecursion::Continue)
+        })
+        .unwrap();
+        assert_eq!(
+            top_level_scans, 0,
+            "the scan hides in a subquery expression"
+        );
+        assert!(
+            PolicyGuard::check(&plan).is_err(),
+            "the guard walks subqueries"
+        );
+    }
+
+    #[tokio::test]
+    async fn listing_schema_matches_the_planned_schema() {
+        let dir = tempfile::tempdir().unwrap();
+        let (engine, snap) = demo_engine(dir.path()).await;
+        for user in ["alice", "bob"] {
+            let p = principal(&snap, user);
+            let (d, pol) = engine.lookup(&p, "clinical.trials").await.unwrap();
+            let listed = crate::policy::secure_view::output_schema(&d, &pol).unwrap();
+            let q = engine
+                .plan(
+                    &p,
+                    &Command::Scan(ScanCommand {
+                        dataset: "clinical.trials".into(),
+                        ..Default::default()
+                    }),
+                    None,
+                )
+                .await
+                .unwrap();
+            let planned: Vec<_> = q
+                .schema
+                .fields()
+                .iter()
+                .map(|f| (f.name().clone(), f.data_type().clone()))
+                .collect();
+            let listed: Vec<_> = listed
+                .fields()
+                .iter()
+                .map(|f| (f.name().clone(), f.data_type().clone()))
+                .collect();
+            assert_eq!(planned, listed, "{user}");
+        }
+    }
 }

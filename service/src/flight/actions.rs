@@ -9,9 +9,9 @@ use std::sync::Arc;
 use tonic::Status;
 
 use veil_proto::{
-    ActionAck, AuditTailRequest, ColumnDescription, DatasetDescription, DescribeRequest, DropDatasetRequest,
-    PermissionRequest, RegisterDatasetRequest, SetColumnTagsRequest, SetDescriptionRequest,
-    SetUserDisabledRequest, UserRef, WhoAmI, actions,
+    ActionAck, AuditTailRequest, ColumnDescription, DatasetDescription, DescribeRequest,
+    DropDatasetRequest, PermissionRequest, RegisterDatasetRequest, SetColumnTagsRequest,
+    SetDescriptionRequest, SetUserDisabledRequest, UserRef, WhoAmI, actions,
 };
 
 use super::status::to_status;
@@ -37,16 +37,56 @@ pub enum Requirement {
 
 /// Every action, its requirement and what it does (also `ListActions`).
 pub const ACTIONS: &[(&str, Requirement, &str)] = &[
-    (actions::WHOAMI, Requirement::Anyone, "Your identity as Veil sees it: groups, attributes, permissions."),
-    (actions::DESCRIBE, Requirement::Anyone, "A dataset's dictionary as you see it (masks included)."),
-    (actions::REGISTER_DATASET, Requirement::Permission(Permission::CreateDataSource), "Register files under a configured root as a dataset; you become its owner."),
-    (actions::DROP_DATASET, Requirement::OwnerOrGovernance, "Drop a runtime-registered dataset (the files stay)."),
-    (actions::SET_COLUMN_TAGS, Requirement::OwnerOrGovernance, "Set a column's tags; tags a global policy targets need GOVERNANCE."),
-    (actions::SET_DESCRIPTION, Requirement::OwnerOrGovernance, "Set a dataset's or column's description."),
-    (actions::SET_USER_DISABLED, Requirement::Permission(Permission::UserAdmin), "Disable or re-enable a user."),
-    (actions::GRANT_PERMISSION, Requirement::Permission(Permission::UserAdmin), "Grant a permission to a user."),
-    (actions::REVOKE_PERMISSION, Requirement::Permission(Permission::UserAdmin), "Revoke a runtime-granted permission."),
-    (actions::AUDIT_TAIL, Requirement::Permission(Permission::Audit), "The most recent audit events, as JSON."),
+    (
+        actions::WHOAMI,
+        Requirement::Anyone,
+        "Your identity as Veil sees it: groups, attributes, permissions.",
+    ),
+    (
+        actions::DESCRIBE,
+        Requirement::Anyone,
+        "A dataset's dictionary as you see it (masks included).",
+    ),
+    (
+        actions::REGISTER_DATASET,
+        Requirement::Permission(Permission::CreateDataSource),
+        "Register files under a configured root as a dataset; you become its owner.",
+    ),
+    (
+        actions::DROP_DATASET,
+        Requirement::OwnerOrGovernance,
+        "Drop a runtime-registered dataset (the files stay).",
+    ),
+    (
+        actions::SET_COLUMN_TAGS,
+        Requirement::OwnerOrGovernance,
+        "Set a column's tags; tags a global policy targets need GOVERNANCE.",
+    ),
+    (
+        actions::SET_DESCRIPTION,
+        Requirement::OwnerOrGovernance,
+        "Set a dataset's or column's description.",
+    ),
+    (
+        actions::SET_USER_DISABLED,
+        Requirement::Permission(Permission::UserAdmin),
+        "Disable or re-enable a user.",
+    ),
+    (
+        actions::GRANT_PERMISSION,
+        Requirement::Permission(Permission::UserAdmin),
+        "Grant a permission to a user.",
+    ),
+    (
+        actions::REVOKE_PERMISSION,
+        Requirement::Permission(Permission::UserAdmin),
+        "Revoke a runtime-granted permission.",
+    ),
+    (
+        actions::AUDIT_TAIL,
+        Requirement::Permission(Permission::Audit),
+        "The most recent audit events, as JSON.",
+    ),
 ];
 
 #[derive(Debug)]
@@ -57,42 +97,71 @@ pub struct Admin {
 }
 
 fn decode<T: Message + Default>(body: &[u8]) -> Result<T> {
-    T::decode(body).map_err(|_| VeilError::InvalidArgument("the action body is not a valid message for this action".into()))
+    T::decode(body).map_err(|_| {
+        VeilError::InvalidArgument("the action body is not a valid message for this action".into())
+    })
 }
 
 fn ack(message: impl Into<String>) -> Vec<Vec<u8>> {
-    vec![ActionAck { message: message.into() }.encode_to_vec()]
+    vec![
+        ActionAck {
+            message: message.into(),
+        }
+        .encode_to_vec(),
+    ]
 }
 
 fn denied(action: &str, need: &str) -> VeilError {
-    VeilError::PermissionDenied(format!("{action} needs {need}; ask an administrator to grant it"))
+    VeilError::PermissionDenied(format!(
+        "{action} needs {need}; ask an administrator to grant it"
+    ))
 }
 
 impl Admin {
     pub fn new(engine: Arc<Engine>, audit: AuditLog, roots: LocationRoots) -> Self {
-        Self { engine, audit, roots }
+        Self {
+            engine,
+            audit,
+            roots,
+        }
     }
 
     pub fn catalog() -> Vec<ActionType> {
         ACTIONS
             .iter()
-            .map(|(name, _, what)| ActionType { r#type: name.to_string(), description: what.to_string() })
+            .map(|(name, _, what)| ActionType {
+                r#type: name.to_string(),
+                description: what.to_string(),
+            })
             .collect()
     }
 
     fn user(&self, u: Option<UserRef>) -> Result<Identity> {
         let u = u.ok_or_else(|| VeilError::InvalidArgument("the request needs a user".into()))?;
         if u.subject.trim().is_empty() {
-            return Err(VeilError::InvalidArgument("the user's subject is empty".into()));
+            return Err(VeilError::InvalidArgument(
+                "the user's subject is empty".into(),
+            ));
         }
-        let issuer = if u.issuer.is_empty() { self.engine.default_issuer().to_string() } else { u.issuer };
+        let issuer = if u.issuer.is_empty() {
+            self.engine.default_issuer().to_string()
+        } else {
+            u.issuer
+        };
         Ok(Identity::new(issuer, u.subject))
     }
 
     /// Run an action: check, audit, perform. Returns result bodies.
-    pub async fn run(&self, p: &Arc<Principal>, action: &Action) -> std::result::Result<Vec<Vec<u8>>, Status> {
+    pub async fn run(
+        &self,
+        p: &Arc<Principal>,
+        action: &Action,
+    ) -> std::result::Result<Vec<Vec<u8>>, Status> {
         let name = action.r#type.as_str();
-        let mut event = AuditEvent::new(&format!("admin.{}", name.trim_start_matches("veil.")), Some(p));
+        let mut event = AuditEvent::new(
+            &format!("admin.{}", name.trim_start_matches("veil.")),
+            Some(p),
+        );
         if !ACTIONS.iter().any(|(n, _, _)| *n == name) {
             let e = VeilError::InvalidArgument(format!(
                 "unknown action '{}': ListActions shows the available ones",
@@ -119,10 +188,20 @@ impl Admin {
     }
 
     async fn require(&self, p: &Principal, perm: Permission, action: &str) -> Result<()> {
-        if p.has(perm) { Ok(()) } else { Err(denied(action, perm.as_str())) }
+        if p.has(perm) {
+            Ok(())
+        } else {
+            Err(denied(action, perm.as_str()))
+        }
     }
 
-    async fn dispatch(&self, p: &Arc<Principal>, name: &str, body: &[u8], event: &mut AuditEvent) -> Result<Vec<Vec<u8>>> {
+    async fn dispatch(
+        &self,
+        p: &Arc<Principal>,
+        name: &str,
+        body: &[u8],
+        event: &mut AuditEvent,
+    ) -> Result<Vec<Vec<u8>>> {
         match name {
             actions::WHOAMI => {
                 self.permitted(event).await?;
@@ -138,23 +217,32 @@ impl Admin {
                     .iter()
                     .map(|c| ColumnDescription {
                         name: c.name.clone(),
-                        data_type: schema.field_with_name(&c.name).map(|f| f.data_type().to_string()).unwrap_or_default(),
+                        data_type: schema
+                            .field_with_name(&c.name)
+                            .map(|f| f.data_type().to_string())
+                            .unwrap_or_default(),
                         description: c.description.clone(),
                         tags: c.tags.clone(),
-                        mask: policy.masks.get(&c.name).map(|m| m.mask.label()).unwrap_or_default(),
+                        mask: policy
+                            .masks
+                            .get(&c.name)
+                            .map(|m| m.mask.label())
+                            .unwrap_or_default(),
                     })
                     .collect();
                 self.permitted(event).await?;
-                Ok(vec![DatasetDescription {
-                    name: d.name.clone(),
-                    description: d.description.clone(),
-                    owners: d.owners.iter().map(|o| o.subject.clone()).collect(),
-                    tags: d.tags.clone(),
-                    columns,
-                    format: d.source.format.as_str().to_string(),
-                    rows_filtered: policy.rows_filtered(),
-                }
-                .encode_to_vec()])
+                Ok(vec![
+                    DatasetDescription {
+                        name: d.name.clone(),
+                        description: d.description.clone(),
+                        owners: d.owners.iter().map(|o| o.subject.clone()).collect(),
+                        tags: d.tags.clone(),
+                        columns,
+                        format: d.source.format.as_str().to_string(),
+                        rows_filtered: policy.rows_filtered(),
+                    }
+                    .encode_to_vec(),
+                ])
             }
             actions::REGISTER_DATASET => {
                 self.require(p, Permission::CreateDataSource, name).await?;
@@ -177,8 +265,16 @@ impl Admin {
                 )
                 .await?;
                 self.permitted(event).await?;
-                self.engine.state().store().put_dataset(&record, PutMode::Create).await?;
-                Ok(ack(format!("registered {} with {} columns; only its owners can read it until a subscription policy opens it", record.name, record.columns.len())))
+                self.engine
+                    .state()
+                    .store()
+                    .put_dataset(&record, PutMode::Create)
+                    .await?;
+                Ok(ack(format!(
+                    "registered {} with {} columns; only its owners can read it until a subscription policy opens it",
+                    record.name,
+                    record.columns.len()
+                )))
             }
             actions::DROP_DATASET => {
                 let req: DropDatasetRequest = decode(body)?;
@@ -200,20 +296,47 @@ impl Admin {
                 event.columns = vec![req.column.clone()];
                 let mut d = self.owned_dataset(p, &req.dataset, name).await?;
                 let snapshot = self.engine.state().current().await?;
-                let col = d.columns.iter_mut().find(|c| c.name == req.column).ok_or_else(|| {
-                    VeilError::InvalidArgument(format!("dataset {} has no column '{}'", req.dataset, req.column))
-                })?;
+                let col = d
+                    .columns
+                    .iter_mut()
+                    .find(|c| c.name == req.column)
+                    .ok_or_else(|| {
+                        VeilError::InvalidArgument(format!(
+                            "dataset {} has no column '{}'",
+                            req.dataset, req.column
+                        ))
+                    })?;
                 // Untagging (or tagging) what a governor's global policy
                 // targets would switch that policy off (or on): GOVERNANCE.
-                let global_tags: Vec<&String> =
-                    snapshot.policies.iter().filter(|pol| pol.spec.dataset.is_none()).flat_map(|pol| pol.spec.tags.iter()).collect();
-                let touches_global = col.tags.iter().chain(req.tags.iter()).any(|t| global_tags.iter().any(|g| tag_covers(g, t)));
+                let global_tags: Vec<&String> = snapshot
+                    .policies
+                    .iter()
+                    .filter(|pol| pol.spec.dataset.is_none())
+                    .flat_map(|pol| pol.spec.tags.iter())
+                    .collect();
+                let touches_global = col
+                    .tags
+                    .iter()
+                    .chain(req.tags.iter())
+                    .any(|t| global_tags.iter().any(|g| tag_covers(g, t)));
                 if touches_global && !p.has(Permission::Governance) {
-                    return Err(denied("changing tags that global policies target", "GOVERNANCE"));
+                    return Err(denied(
+                        "changing tags that global policies target",
+                        "GOVERNANCE",
+                    ));
                 }
-                col.tags = req.tags.iter().map(|t| t.trim().to_string()).filter(|t| !t.is_empty()).collect();
+                col.tags = req
+                    .tags
+                    .iter()
+                    .map(|t| t.trim().to_string())
+                    .filter(|t| !t.is_empty())
+                    .collect();
                 self.permitted(event).await?;
-                self.engine.state().store().put_dataset(&d, PutMode::Replace).await?;
+                self.engine
+                    .state()
+                    .store()
+                    .put_dataset(&d, PutMode::Replace)
+                    .await?;
                 Ok(ack("tags updated"))
             }
             actions::SET_DESCRIPTION => {
@@ -223,13 +346,24 @@ impl Admin {
                 if req.column.is_empty() {
                     d.description = req.description;
                 } else {
-                    let col = d.columns.iter_mut().find(|c| c.name == req.column).ok_or_else(|| {
-                        VeilError::InvalidArgument(format!("dataset {} has no column '{}'", req.dataset, req.column))
-                    })?;
+                    let col = d
+                        .columns
+                        .iter_mut()
+                        .find(|c| c.name == req.column)
+                        .ok_or_else(|| {
+                            VeilError::InvalidArgument(format!(
+                                "dataset {} has no column '{}'",
+                                req.dataset, req.column
+                            ))
+                        })?;
                     col.description = req.description;
                 }
                 self.permitted(event).await?;
-                self.engine.state().store().put_dataset(&d, PutMode::Replace).await?;
+                self.engine
+                    .state()
+                    .store()
+                    .put_dataset(&d, PutMode::Replace)
+                    .await?;
                 Ok(ack("description updated"))
             }
             actions::SET_USER_DISABLED => {
@@ -238,14 +372,23 @@ impl Admin {
                 let who = self.user(req.user)?;
                 event.message = format!("user {} disabled={}", who, req.disabled);
                 self.permitted(event).await?;
-                self.engine.state().store().set_user_disabled(&who, req.disabled).await?;
-                Ok(ack(format!("{} {}", who, if req.disabled { "disabled" } else { "enabled" })))
+                self.engine
+                    .state()
+                    .store()
+                    .set_user_disabled(&who, req.disabled)
+                    .await?;
+                Ok(ack(format!(
+                    "{} {}",
+                    who,
+                    if req.disabled { "disabled" } else { "enabled" }
+                )))
             }
             actions::GRANT_PERMISSION | actions::REVOKE_PERMISSION => {
                 self.require(p, Permission::UserAdmin, name).await?;
                 let req: PermissionRequest = decode(body)?;
                 let who = self.user(req.user)?;
-                let perm: Permission = req.permission.parse().map_err(VeilError::InvalidArgument)?;
+                let perm: Permission =
+                    req.permission.parse().map_err(VeilError::InvalidArgument)?;
                 event.message = format!("{} {perm}", who);
                 self.permitted(event).await?;
                 let store = self.engine.state().store();
@@ -256,7 +399,11 @@ impl Admin {
                     Ok(ack(format!("revoked {perm} from {who}")))
                 } else {
                     let snap = self.engine.state().current().await?;
-                    if snap.grants.get(&who).is_some_and(|g| g.get(&perm) == Some(&Origin::Config)) {
+                    if snap
+                        .grants
+                        .get(&who)
+                        .is_some_and(|g| g.get(&perm) == Some(&Origin::Config))
+                    {
                         Err(VeilError::FailedPrecondition(format!(
                             "{perm} for {who} is granted in the config file; remove it there"
                         )))
@@ -269,9 +416,16 @@ impl Admin {
                 self.require(p, Permission::Audit, name).await?;
                 let req: AuditTailRequest = decode(body)?;
                 self.permitted(event).await?;
-                let limit = if req.limit == 0 { 100 } else { req.limit.min(10_000) } as usize;
+                let limit = if req.limit == 0 {
+                    100
+                } else {
+                    req.limit.min(10_000)
+                } as usize;
                 let events = self.audit.tail(limit).await?;
-                Ok(events.iter().map(|e| serde_json::to_vec(e).unwrap_or_default()).collect())
+                Ok(events
+                    .iter()
+                    .map(|e| serde_json::to_vec(e).unwrap_or_default())
+                    .collect())
             }
             _ => Err(VeilError::InvalidArgument("unknown action".into())),
         }
@@ -279,10 +433,20 @@ impl Admin {
 
     /// The dataset if the caller owns it or governs; hidden datasets answer
     /// exactly like missing ones.
-    async fn owned_dataset(&self, p: &Arc<Principal>, name: &str, action: &str) -> Result<crate::store::model::DatasetRecord> {
+    async fn owned_dataset(
+        &self,
+        p: &Arc<Principal>,
+        name: &str,
+        action: &str,
+    ) -> Result<crate::store::model::DatasetRecord> {
         let snapshot = self.engine.state().current().await?;
-        let d = snapshot.datasets.values().find(|d| d.name.eq_ignore_ascii_case(name));
-        let Some(d) = d else { return Err(VeilError::dataset_not_found(name)) };
+        let d = snapshot
+            .datasets
+            .values()
+            .find(|d| d.name.eq_ignore_ascii_case(name));
+        let Some(d) = d else {
+            return Err(VeilError::dataset_not_found(name));
+        };
         if d.is_owner(&p.identity) || p.has(Permission::Governance) {
             return Ok(d.clone());
         }
@@ -304,6 +468,10 @@ fn whoami(p: &Principal) -> WhoAmI {
             .iter()
             .map(|(k, v)| (k.clone(), v.iter().cloned().collect::<Vec<_>>().join(",")))
             .collect(),
-        permissions: p.permissions.iter().map(|x| x.as_str().to_string()).collect(),
+        permissions: p
+            .permissions
+            .iter()
+            .map(|x| x.as_str().to_string())
+            .collect(),
     }
 }

@@ -27,7 +27,10 @@ impl<S> tower::Layer<S> for AuthLayer {
     type Service = AuthService<S>;
 
     fn layer(&self, inner: S) -> Self::Service {
-        AuthService { inner, auth: Arc::clone(&self.auth) }
+        AuthService {
+            inner,
+            auth: Arc::clone(&self.auth),
+        }
     }
 }
 
@@ -55,12 +58,18 @@ fn client_info<B>(req: &http::Request<B>) -> ClientInfo {
         .and_then(|v| v.to_str().ok())
         .map(|s| s.chars().take(200).collect())
         .unwrap_or_default();
-    ClientInfo { address, user_agent }
+    ClientInfo {
+        address,
+        user_agent,
+    }
 }
 
 impl<S, B> tower::Service<http::Request<B>> for AuthService<S>
 where
-    S: tower::Service<http::Request<B>, Response = http::Response<tonic::body::Body>> + Clone + Send + 'static,
+    S: tower::Service<http::Request<B>, Response = http::Response<tonic::body::Body>>
+        + Clone
+        + Send
+        + 'static,
     S::Future: Send + 'static,
     B: Send + 'static,
 {
@@ -87,7 +96,10 @@ where
                 Some(Ok(s)) => Some(s),
                 Some(Err(_)) => Some(String::new()),
             };
-            match auth.authenticate(header.as_deref(), client_info(&req)).await {
+            match auth
+                .authenticate(header.as_deref(), client_info(&req))
+                .await
+            {
                 Ok(principal) => {
                     req.extensions_mut().insert(Arc::new(principal));
                     inner.call(req).await

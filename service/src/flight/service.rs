@@ -13,8 +13,8 @@ use arrow_flight::{
 };
 use datafusion::arrow::datatypes::Schema;
 use datafusion::arrow::ipc::writer::IpcWriteOptions;
-use futures::stream::{BoxStream, StreamExt};
 use futures::TryStreamExt;
+use futures::stream::{BoxStream, StreamExt};
 use prost::Message;
 use std::pin::Pin;
 use std::sync::Arc;
@@ -69,7 +69,10 @@ pub fn command_of(desc: &FlightDescriptor) -> Result<Command> {
                     ));
                 }
             };
-            Ok(Command::Scan(ScanCommand { dataset: name, ..Default::default() }))
+            Ok(Command::Scan(ScanCommand {
+                dataset: name,
+                ..Default::default()
+            }))
         }
         Ok(DescriptorType::Cmd) => {
             let bad = || {
@@ -98,7 +101,8 @@ fn event_for(action: &str, p: &Principal, cmd: &Command) -> AuditEvent {
         Command::Scan(s) => {
             e.dataset = Some(s.dataset.chars().take(256).collect());
             e.columns = s.columns.clone();
-            e.query_fingerprint = query_fingerprint(&format!("scan {} where {}", s.dataset, s.filter));
+            e.query_fingerprint =
+                query_fingerprint(&format!("scan {} where {}", s.dataset, s.filter));
         }
         Command::Sql(s) => e.query_fingerprint = query_fingerprint(&s.query),
     }
@@ -108,20 +112,43 @@ fn event_for(action: &str, p: &Principal, cmd: &Command) -> AuditEvent {
 fn describe_reads(e: &mut AuditEvent, planned: &PlannedQuery) {
     for r in &planned.reads {
         e.policies.extend(r.policy.applied.iter().cloned());
-        e.masked_columns.extend(r.policy.masks.keys().map(|c| format!("{}.{c}", r.dataset)));
+        e.masked_columns
+            .extend(r.policy.masks.keys().map(|c| format!("{}.{c}", r.dataset)));
     }
     if e.dataset.is_none() {
-        e.dataset = Some(planned.reads.iter().map(|r| r.dataset.as_str()).collect::<Vec<_>>().join(","));
+        e.dataset = Some(
+            planned
+                .reads
+                .iter()
+                .map(|r| r.dataset.as_str())
+                .collect::<Vec<_>>()
+                .join(","),
+        );
     }
     e.rows_filtered = planned.rows_filtered();
     if e.columns.is_empty() {
-        e.columns = planned.schema.fields().iter().map(|f| f.name().clone()).collect();
+        e.columns = planned
+            .schema
+            .fields()
+            .iter()
+            .map(|f| f.name().clone())
+            .collect();
     }
 }
 
 impl VeilFlight {
-    pub fn new(engine: Arc<Engine>, signer: TicketSigner, audit: AuditLog, admin: Arc<Admin>) -> Self {
-        Self { engine, signer, audit, admin }
+    pub fn new(
+        engine: Arc<Engine>,
+        signer: TicketSigner,
+        audit: AuditLog,
+        admin: Arc<Admin>,
+    ) -> Self {
+        Self {
+            engine,
+            signer,
+            audit,
+            admin,
+        }
     }
 
     /// Record a failure and return its status; if even that can't be
@@ -133,7 +160,11 @@ impl VeilFlight {
         }
     }
 
-    async fn plan_info(&self, p: &Arc<Principal>, desc: FlightDescriptor) -> std::result::Result<FlightInfo, Status> {
+    async fn plan_info(
+        &self,
+        p: &Arc<Principal>,
+        desc: FlightDescriptor,
+    ) -> std::result::Result<FlightInfo, Status> {
         let cmd = command_of(&desc).map_err(|e| to_status(&e))?;
         let mut event = event_for("plan", p, &cmd);
         let result = async {
@@ -232,15 +263,19 @@ impl FlightService for VeilFlight {
         for (d, policy) in datasets {
             // A dataset whose policies can't be evaluated is listed without
             // a schema rather than hidden: the caller may know it exists.
-            let schema = match policy.and_then(|pol| crate::policy::secure_view::output_schema(&d, &pol)) {
-                Ok(s) => s,
-                Err(_) => Schema::empty(),
-            };
+            let schema =
+                match policy.and_then(|pol| crate::policy::secure_view::output_schema(&d, &pol)) {
+                    Ok(s) => s,
+                    Err(_) => Schema::empty(),
+                };
             let (s, t) = d.name.split_once('.').unwrap_or(("", &d.name));
             let info = FlightInfo::new()
                 .try_with_schema(&schema)
                 .map_err(|e| Status::internal(format!("cannot encode a schema: {e}")))?
-                .with_descriptor(FlightDescriptor::new_path(vec![s.to_string(), t.to_string()]))
+                .with_descriptor(FlightDescriptor::new_path(vec![
+                    s.to_string(),
+                    t.to_string(),
+                ]))
                 .with_total_records(-1)
                 .with_app_metadata(d.description.clone().into_bytes());
             infos.push(Ok(info));
@@ -254,7 +289,9 @@ impl FlightService for VeilFlight {
         request: Request<FlightDescriptor>,
     ) -> std::result::Result<Response<FlightInfo>, Status> {
         let p = principal_of(&request)?;
-        Ok(Response::new(self.plan_info(&p, request.into_inner()).await?))
+        Ok(Response::new(
+            self.plan_info(&p, request.into_inner()).await?,
+        ))
     }
 
     async fn poll_flight_info(
@@ -265,7 +302,9 @@ impl FlightService for VeilFlight {
         let desc = request.into_inner();
         let info = self.plan_info(&p, desc.clone()).await?;
         // Planning is synchronous: the poll is complete at once.
-        Ok(Response::new(PollInfo::new().with_info(info).with_descriptor(desc)))
+        Ok(Response::new(
+            PollInfo::new().with_info(info).with_descriptor(desc),
+        ))
     }
 
     async fn get_schema(
@@ -288,7 +327,10 @@ impl FlightService for VeilFlight {
         Ok(Response::new(result))
     }
 
-    async fn do_get(&self, request: Request<Ticket>) -> std::result::Result<Response<Self::DoGetStream>, Status> {
+    async fn do_get(
+        &self,
+        request: Request<Ticket>,
+    ) -> std::result::Result<Response<Self::DoGetStream>, Status> {
         let p = principal_of(&request)?;
         let mut denied = AuditEvent::new("read.start", Some(&p));
         let body = match self.signer.verify(&request.get_ref().ticket, &p, now_ms()) {
@@ -307,7 +349,14 @@ impl FlightService for VeilFlight {
         // Every DoGet plans afresh under the current policies and identity;
         // a ticket from an older policy version or another identity
         // fingerprint is re-authorised here, never trusted.
-        let stale = body.policy_version != self.engine.state().current().await.map(|s| s.version).unwrap_or(0)
+        let stale = body.policy_version
+            != self
+                .engine
+                .state()
+                .current()
+                .await
+                .map(|s| s.version)
+                .unwrap_or(0)
             || body.identity_fingerprint != p.fingerprint;
         if stale {
             tracing::debug!(query_id = %body.query_id, "ticket from an older policy or identity; re-authorising");
@@ -317,7 +366,12 @@ impl FlightService for VeilFlight {
             Err(e) => return Err(self.fail(event, e).await),
         };
         describe_reads(&mut event, &planned);
-        event.message = format!("part {}/{} of query {}", body.part_index + 1, body.part_count.max(1), body.query_id);
+        event.message = format!(
+            "part {}/{} of query {}",
+            body.part_index + 1,
+            body.part_count.max(1),
+            body.query_id
+        );
         let mut end = event.clone();
         end.event_id = uuid::Uuid::new_v4().to_string();
         end.action = "read.end".into();
@@ -331,7 +385,11 @@ impl FlightService for VeilFlight {
             }
         };
         let schema = planned.schema.clone();
-        let counted = batches.map_err(|e| FlightError::Tonic(Box::new(to_status(&crate::engine::errors::from_datafusion(e)))));
+        let counted = batches.map_err(|e| {
+            FlightError::Tonic(Box::new(to_status(
+                &crate::engine::errors::from_datafusion(e),
+            )))
+        });
         let encoded = FlightDataEncoderBuilder::new()
             .with_schema(schema)
             .with_max_flight_data_size(MAX_FLIGHT_DATA_BYTES)
@@ -355,14 +413,18 @@ impl FlightService for VeilFlight {
         &self,
         _request: Request<Streaming<FlightData>>,
     ) -> std::result::Result<Response<Self::DoPutStream>, Status> {
-        Err(Status::unimplemented("Veil serves data read-only; DoPut is not supported"))
+        Err(Status::unimplemented(
+            "Veil serves data read-only; DoPut is not supported",
+        ))
     }
 
     async fn do_exchange(
         &self,
         _request: Request<Streaming<FlightData>>,
     ) -> std::result::Result<Response<Self::DoExchangeStream>, Status> {
-        Err(Status::unimplemented("Veil serves data read-only; DoExchange is not supported"))
+        Err(Status::unimplemented(
+            "Veil serves data read-only; DoExchange is not supported",
+        ))
     }
 
     async fn do_action(
@@ -373,7 +435,12 @@ impl FlightService for VeilFlight {
         let action = request.into_inner();
         let results = self.admin.run(&p, &action).await?;
         Ok(Response::new(
-            futures::stream::iter(results.into_iter().map(|b| Ok(arrow_flight::Result::new(b)))).boxed(),
+            futures::stream::iter(
+                results
+                    .into_iter()
+                    .map(|b| Ok(arrow_flight::Result::new(b))),
+            )
+            .boxed(),
         ))
     }
 
@@ -401,7 +468,9 @@ struct AuditedStream {
 
 impl AuditedStream {
     fn finish(&mut self, status: &str, message: Option<String>) {
-        let Some((audit, mut event)) = self.audit.take() else { return };
+        let Some((audit, mut event)) = self.audit.take() else {
+            return;
+        };
         self.planned = None;
         event.rows = Some(self.rows);
         event.bytes = Some(self.bytes);
@@ -454,12 +523,16 @@ impl futures::Stream for AuditedStream {
 
 impl Drop for AuditedStream {
     fn drop(&mut self) {
-        self.finish("cancelled", Some("the client stopped reading before the end".into()));
+        self.finish(
+            "cancelled",
+            Some("the client stopped reading before the end".into()),
+        );
     }
 }
 
 /// Row count of a FlightData carrying a record batch.
 fn record_batch_rows(data: &FlightData) -> Option<u64> {
     let msg = datafusion::arrow::ipc::root_as_message(&data.data_header).ok()?;
-    msg.header_as_record_batch().map(|b| b.length().max(0) as u64)
+    msg.header_as_record_batch()
+        .map(|b| b.length().max(0) as u64)
 }

@@ -31,12 +31,27 @@ mod tests {
     #[test]
     fn every_kind_has_its_code() {
         let table = [
-            (VeilError::Unauthenticated("x".into()), Code::Unauthenticated),
-            (VeilError::PermissionDenied("x".into()), Code::PermissionDenied),
+            (
+                VeilError::Unauthenticated("x".into()),
+                Code::Unauthenticated,
+            ),
+            (
+                VeilError::PermissionDenied("x".into()),
+                Code::PermissionDenied,
+            ),
             (VeilError::NotFound("x".into()), Code::NotFound),
-            (VeilError::InvalidArgument("x".into()), Code::InvalidArgument),
-            (VeilError::FailedPrecondition("x".into()), Code::FailedPrecondition),
-            (VeilError::ResourceExhausted("x".into()), Code::ResourceExhausted),
+            (
+                VeilError::InvalidArgument("x".into()),
+                Code::InvalidArgument,
+            ),
+            (
+                VeilError::FailedPrecondition("x".into()),
+                Code::FailedPrecondition,
+            ),
+            (
+                VeilError::ResourceExhausted("x".into()),
+                Code::ResourceExhausted,
+            ),
             (VeilError::Unavailable("x".into()), Code::Unavailable),
             (VeilError::AlreadyExists("x".into()), Code::AlreadyExists),
             (VeilError::Internal("x".into()), Code::Internal),

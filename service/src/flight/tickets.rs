@@ -35,7 +35,12 @@ impl TicketSigner {
     pub fn sign(&self, mut body: TicketBody) -> Vec<u8> {
         body.format = TICKET_FORMAT;
         let body = body.encode_to_vec();
-        let mac = self.mac().chain_update(&body).finalize().into_bytes().to_vec();
+        let mac = self
+            .mac()
+            .chain_update(&body)
+            .finalize()
+            .into_bytes()
+            .to_vec();
         SignedTicket { body, mac }.encode_to_vec()
     }
 
@@ -50,7 +55,10 @@ impl TicketSigner {
             return Err(forged());
         }
         let signed = SignedTicket::decode(ticket).map_err(|_| forged())?;
-        self.mac().chain_update(&signed.body).verify_slice(&signed.mac).map_err(|_| forged())?;
+        self.mac()
+            .chain_update(&signed.body)
+            .verify_slice(&signed.mac)
+            .map_err(|_| forged())?;
         let body = TicketBody::decode(signed.body.as_slice()).map_err(|_| forged())?;
         if body.format != TICKET_FORMAT || body.command.is_none() {
             return Err(forged());
@@ -78,7 +86,14 @@ mod tests {
 
     fn principal(sub: &str) -> Principal {
         let k = MasterKey::from_bytes([1; 32]);
-        Principal::new(Identity::new("iss", sub), Default::default(), Default::default(), Default::default(), &k.derive(KeyPurpose::Fingerprint), ClientInfo::default())
+        Principal::new(
+            Identity::new("iss", sub),
+            Default::default(),
+            Default::default(),
+            Default::default(),
+            &k.derive(KeyPurpose::Fingerprint),
+            ClientInfo::default(),
+        )
     }
 
     fn body(sub: &str, expires: i64) -> TicketBody {
@@ -86,7 +101,9 @@ mod tests {
             issuer: "iss".into(),
             subject: sub.into(),
             expires_at_ms: expires,
-            command: Some(TicketCommand::Sql(SqlCommand { query: "SELECT 1".into() })),
+            command: Some(TicketCommand::Sql(SqlCommand {
+                query: "SELECT 1".into(),
+            })),
             ..Default::default()
         }
     }
@@ -96,8 +113,14 @@ mod tests {
         let s = TicketSigner::new(MasterKey::from_bytes([2; 32]).derive(KeyPurpose::Tickets));
         let t = s.sign(body("alice", 1000));
         assert!(s.verify(&t, &principal("alice"), 999).is_ok());
-        assert!(matches!(s.verify(&t, &principal("bob"), 999), Err(VeilError::PermissionDenied(_))));
-        assert!(matches!(s.verify(&t, &principal("alice"), 1000), Err(VeilError::FailedPrecondition(_))));
+        assert!(matches!(
+            s.verify(&t, &principal("bob"), 999),
+            Err(VeilError::PermissionDenied(_))
+        ));
+        assert!(matches!(
+            s.verify(&t, &principal("alice"), 1000),
+            Err(VeilError::FailedPrecondition(_))
+        ));
     }
 
     #[test]
@@ -105,7 +128,10 @@ mod tests {
         let s = TicketSigner::new(MasterKey::from_bytes([2; 32]).derive(KeyPurpose::Tickets));
         let other = TicketSigner::new(MasterKey::from_bytes([3; 32]).derive(KeyPurpose::Tickets));
         let t = other.sign(body("alice", i64::MAX));
-        assert!(matches!(s.verify(&t, &principal("alice"), 0), Err(VeilError::InvalidArgument(_))));
+        assert!(matches!(
+            s.verify(&t, &principal("alice"), 0),
+            Err(VeilError::InvalidArgument(_))
+        ));
         // Re-signing a modified body without the key is impossible; flipping
         // a byte of a valid ticket fails.
         let mut t = s.sign(body("alice", i64::MAX));

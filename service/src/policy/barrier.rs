@@ -12,16 +12,18 @@
 
 use async_trait::async_trait;
 use datafusion::arrow::datatypes::SchemaRef;
+use datafusion::catalog::Session;
 use datafusion::common::tree_node::TreeNodeRecursion;
 use datafusion::common::{DFSchemaRef, DataFusionError, Result};
 use datafusion::execution::context::QueryPlanner;
 use datafusion::execution::{SendableRecordBatchStream, TaskContext};
-use datafusion::logical_expr::{Expr, Extension, LogicalPlan, UserDefinedLogicalNode, UserDefinedLogicalNodeCore};
+use datafusion::logical_expr::{
+    Expr, Extension, LogicalPlan, UserDefinedLogicalNode, UserDefinedLogicalNodeCore,
+};
 use datafusion::physical_expr::PhysicalExpr;
 use datafusion::physical_plan::stream::RecordBatchStreamAdapter;
 use datafusion::physical_plan::{DisplayAs, DisplayFormatType, ExecutionPlan, PlanProperties};
 use datafusion::physical_planner::{DefaultPhysicalPlanner, ExtensionPlanner, PhysicalPlanner};
-use datafusion::catalog::Session;
 use futures::StreamExt;
 use std::cmp::Ordering;
 use std::fmt;
@@ -46,7 +48,10 @@ impl PartialOrd for PolicyBarrier {
 impl PolicyBarrier {
     pub fn wrap(dataset: &str, input: LogicalPlan) -> LogicalPlan {
         LogicalPlan::Extension(Extension {
-            node: Arc::new(PolicyBarrier { dataset: dataset.to_string(), input }),
+            node: Arc::new(PolicyBarrier {
+                dataset: dataset.to_string(),
+                input,
+            }),
         })
     }
 
@@ -77,11 +82,20 @@ impl UserDefinedLogicalNodeCore for PolicyBarrier {
         write!(f, "PolicyBarrier: dataset={}", self.dataset)
     }
 
-    fn with_exprs_and_inputs(&self, exprs: Vec<Expr>, mut inputs: Vec<LogicalPlan>) -> Result<Self> {
+    fn with_exprs_and_inputs(
+        &self,
+        exprs: Vec<Expr>,
+        mut inputs: Vec<LogicalPlan>,
+    ) -> Result<Self> {
         if !exprs.is_empty() || inputs.len() != 1 {
-            return Err(DataFusionError::Internal("PolicyBarrier takes one input and no expressions".into()));
+            return Err(DataFusionError::Internal(
+                "PolicyBarrier takes one input and no expressions".into(),
+            ));
         }
-        Ok(Self { dataset: self.dataset.clone(), input: inputs.remove(0) })
+        Ok(Self {
+            dataset: self.dataset.clone(),
+            input: inputs.remove(0),
+        })
     }
 
     /// Columns the parent needs are exactly the ones to keep below: the
@@ -108,7 +122,11 @@ pub struct PolicyBarrierExec {
 impl PolicyBarrierExec {
     pub fn new(dataset: String, input: Arc<dyn ExecutionPlan>) -> Self {
         let properties = Arc::clone(input.properties());
-        Self { dataset, input, properties }
+        Self {
+            dataset,
+            input,
+            properties,
+        }
     }
 }
 
@@ -164,25 +182,42 @@ impl ExecutionPlan for PolicyBarrierExec {
         vec![false]
     }
 
-    fn with_new_children(self: Arc<Self>, mut children: Vec<Arc<dyn ExecutionPlan>>) -> Result<Arc<dyn ExecutionPlan>> {
+    fn with_new_children(
+        self: Arc<Self>,
+        mut children: Vec<Arc<dyn ExecutionPlan>>,
+    ) -> Result<Arc<dyn ExecutionPlan>> {
         if children.len() != 1 {
-            return Err(DataFusionError::Internal("PolicyBarrierExec takes one child".into()));
+            return Err(DataFusionError::Internal(
+                "PolicyBarrierExec takes one child".into(),
+            ));
         }
-        Ok(Arc::new(PolicyBarrierExec::new(self.dataset.clone(), children.remove(0))))
+        Ok(Arc::new(PolicyBarrierExec::new(
+            self.dataset.clone(),
+            children.remove(0),
+        )))
     }
 
-    fn execute(&self, partition: usize, context: Arc<TaskContext>) -> Result<SendableRecordBatchStream> {
+    fn execute(
+        &self,
+        partition: usize,
+        context: Arc<TaskContext>,
+    ) -> Result<SendableRecordBatchStream> {
         let dataset = self.dataset.clone();
         let sanitize = move |e: DataFusionError| {
             tracing::warn!(dataset = %dataset, error = %e, "error below a policy barrier (not shown to the client)");
-            DataFusionError::External(Box::new(BelowBarrierError { dataset: dataset.clone() }))
+            DataFusionError::External(Box::new(BelowBarrierError {
+                dataset: dataset.clone(),
+            }))
         };
         let stream = match self.input.execute(partition, context) {
             Ok(s) => s,
             Err(e) => return Err(sanitize(e)),
         };
         let schema: SchemaRef = stream.schema();
-        Ok(Box::pin(RecordBatchStreamAdapter::new(schema, stream.map(move |r| r.map_err(&sanitize)))))
+        Ok(Box::pin(RecordBatchStreamAdapter::new(
+            schema,
+            stream.map(move |r| r.map_err(&sanitize)),
+        )))
     }
 }
 
@@ -205,9 +240,14 @@ impl ExtensionPlanner for BarrierPlanner {
             return Ok(None);
         };
         let [input] = physical_inputs else {
-            return Err(DataFusionError::Internal("PolicyBarrier has one input".into()));
+            return Err(DataFusionError::Internal(
+                "PolicyBarrier has one input".into(),
+            ));
         };
-        Ok(Some(Arc::new(PolicyBarrierExec::new(barrier.dataset.clone(), Arc::clone(input)))))
+        Ok(Some(Arc::new(PolicyBarrierExec::new(
+            barrier.dataset.clone(),
+            Arc::clone(input),
+        ))))
     }
 }
 

@@ -49,8 +49,12 @@ impl EffectivePolicy {
 fn applies_to_dataset(p: &Policy, d: &DatasetRecord) -> bool {
     match &p.spec.dataset {
         Some(name) => name == &d.name,
-        None => p.spec.tags.iter().any(|t| d.tags.iter().any(|dt| tag_covers(t, dt))
-            || d.columns.iter().any(|c| c.tags.iter().any(|ct| tag_covers(t, ct)))),
+        None => p.spec.tags.iter().any(|t| {
+            d.tags.iter().any(|dt| tag_covers(t, dt))
+                || d.columns
+                    .iter()
+                    .any(|c| c.tags.iter().any(|ct| tag_covers(t, ct)))
+        }),
     }
 }
 
@@ -59,17 +63,28 @@ fn label(p: &Policy) -> String {
 }
 
 /// May `principal` read (and see) `dataset`?
-pub fn may_read(principal: &Principal, dataset: &DatasetRecord, policies: &[Policy], default_issuer: &str) -> bool {
+pub fn may_read(
+    principal: &Principal,
+    dataset: &DatasetRecord,
+    policies: &[Policy],
+    default_issuer: &str,
+) -> bool {
     if dataset.is_owner(&principal.identity) {
         return true;
     }
     let mut any = false;
     for p in policies {
-        let PolicyRule::Subscription(s) = &p.rule else { continue };
+        let PolicyRule::Subscription(s) = &p.rule else {
+            continue;
+        };
         // Global subscription policies select datasets by dataset tags only.
         let applies = match &p.spec.dataset {
             Some(name) => name == &dataset.name,
-            None => p.spec.tags.iter().any(|t| dataset.tags.iter().any(|dt| tag_covers(t, dt))),
+            None => p
+                .spec
+                .tags
+                .iter()
+                .any(|t| dataset.tags.iter().any(|dt| tag_covers(t, dt))),
         };
         if !applies {
             continue;
@@ -78,9 +93,13 @@ pub fn may_read(principal: &Principal, dataset: &DatasetRecord, policies: &[Poli
         let admitted = s.anyone
             || s.groups.iter().any(|g| principal.in_group(g))
             || s.attributes.iter().any(|(k, vs)| {
-                principal.attribute(k).is_some_and(|have| vs.iter().any(|v| have.contains(v)))
+                principal
+                    .attribute(k)
+                    .is_some_and(|have| vs.iter().any(|v| have.contains(v)))
             })
-            || s.users.iter().any(|u| u.resolve(default_issuer) == principal.identity)
+            || s.users
+                .iter()
+                .any(|u| u.resolve(default_issuer) == principal.identity)
             || p.spec.except.matches(principal, default_issuer);
         if !admitted {
             return false;
@@ -124,7 +143,11 @@ pub fn data_policy(
                     dataset
                         .columns
                         .iter()
-                        .filter(|c| c.tags.iter().any(|ct| p.spec.tags.iter().any(|t| tag_covers(t, ct))))
+                        .filter(|c| {
+                            c.tags
+                                .iter()
+                                .any(|ct| p.spec.tags.iter().any(|t| tag_covers(t, ct)))
+                        })
                         .map(|c| c.name.as_str())
                         .collect()
                 };
@@ -134,7 +157,13 @@ pub fn data_policy(
                         .get(c)
                         .is_none_or(|cur| m.restrictiveness() > cur.mask.restrictiveness());
                     if replace {
-                        masks.insert(c.to_string(), AppliedMask { mask: m.clone(), policy: label(p) });
+                        masks.insert(
+                            c.to_string(),
+                            AppliedMask {
+                                mask: m.clone(),
+                                policy: label(p),
+                            },
+                        );
                     }
                 }
             }
@@ -157,13 +186,166 @@ pub fn data_policy(
                         .collect(),
                     (None, None) => vec![],
                 };
-                let values = principal.attribute(&r.attribute).cloned().unwrap_or_default();
+                let values = principal
+                    .attribute(&r.attribute)
+                    .cloned()
+                    .unwrap_or_default();
                 for column in columns {
                     applied.insert(label(p));
-                    row_rules.push(RowRule { column, values: values.clone(), policy: label(p) });
+                    row_rules.push(RowRule {
+                        column,
+                        values: values.clone(),
+                        policy: label(p),
+                    });
                 }
             }
         }
     }
-    Ok(EffectivePolicy { masks, row_rules, applied: applied.into_iter().collect() })
+    Ok(EffectivePolicy {
+        masks,
+        row_rules,
+        applied: applied.into_iter().collect(),
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::auth::identity::{ClientInfo, Identity};
+    use crate::policy::model::{Origin, PolicySpec};
+    use crate::secrets::{KeyPurpose, MasterKey};
+    use crate::store::model::{ColumnRecord, FileFormatKind, SourceSpec};
+
+    fn dataset() -> DatasetRecord {
+        let col = |n: &str, tags: &[&str]| ColumnRecord {
+            name: n.into(),
+            data_type: "Utf8".into(),
+            nullable: true,
+            description: String::new(),
+            tags: tags.iter().map(|t| t.to_string()).collect(),
+            partition: false,
+        };
+        DatasetRecord {
+            id: "d".into(),
+            name: "s.t".into(),
+            source: SourceSpec {
+                format: FileFormatKind::Csv,
+                location: "/x".into(),
+                hive_partitioned: false,
+            },
+            description: String::new(),
+            owners: vec![Identity::new("i", "owner")],
+            tags: vec!["Clinical".into()],
+            columns: vec![
+                col("email", &["pii.Email"]),
+                col("state", &[]),
+                col("note", &[]),
+            ],
+            origin: Origin::Config,
+        }
+    }
+
+    fn policies(texts: &[&str]) -> Vec<Policy> {
+        texts
+            .iter()
+            .enumerate()
+            .map(|(i, t)| {
+                let spec: PolicySpec = toml::from_str(t).unwrap();
+                let rule = spec.validate().unwrap();
+                Policy {
+                    id: format!("p{i}"),
+                    version: 1,
+                    origin: Origin::Config,
+                    spec,
+                    rule,
+                }
+            })
+            .collect()
+    }
+
+    fn who(sub: &str, groups: &[&str], attrs: &[(&str, &str)]) -> Principal {
+        let mut a = crate::auth::identity::Attributes::new();
+        for (k, v) in attrs {
+            a.entry(k.to_string()).or_default().insert(v.to_string());
+        }
+        Principal::new(
+            Identity::new("i", sub),
+            groups.iter().map(|g| g.to_string()).collect(),
+            a,
+            Default::default(),
+            &MasterKey::from_bytes([1; 32]).derive(KeyPurpose::Fingerprint),
+            ClientInfo::default(),
+        )
+    }
+
+    #[test]
+    fn without_subscription_only_owners_read_and_subscriptions_combine_with_and() {
+        let d = dataset();
+        assert!(may_read(&who("owner", &[], &[]), &d, &[], "i"));
+        assert!(!may_read(&who("x", &["a"], &[]), &d, &[], "i"));
+        let p = policies(&[
+            "name = \"a\"\ndataset = \"s.t\"\nsubscription = { groups = [\"a\"] }",
+            "name = \"b\"\ntags = [\"clinical\"]\nsubscription = { attributes = { region = [\"eu\"] } }",
+        ]);
+        assert!(may_read(
+            &who("x", &["a"], &[("region", "eu")]),
+            &d,
+            &p,
+            "i"
+        ));
+        assert!(!may_read(&who("x", &["a"], &[]), &d, &p, "i"));
+        assert!(!may_read(&who("x", &[], &[("region", "eu")]), &d, &p, "i"));
+        let users =
+            policies(&["name = \"u\"\ndataset = \"s.t\"\nsubscription = { users = [\"pick\"] }"]);
+        assert!(may_read(&who("pick", &[], &[]), &d, &users, "i"));
+        assert!(!may_read(&who("other", &[], &[]), &d, &users, "i"));
+    }
+
+    #[test]
+    fn the_most_restrictive_mask_wins_and_exemption_needs_every_policy() {
+        let d = dataset();
+        let p = policies(&[
+            "name = \"h\"\ntags = [\"PII\"]\nmask = \"hash\"",
+            "name = \"n\"\ndataset = \"s.t\"\ncolumns = [\"email\"]\nmask = \"null\"\nexcept = { groups = [\"support\"] }",
+            "name = \"c\"\ndataset = \"s.t\"\ncolumns = [\"email\"]\nmask = { constant = \"x\" }",
+        ]);
+        let e = data_policy(&who("x", &[], &[]), &d, &p, "i").unwrap();
+        assert_eq!(e.masks["email"].mask, MaskSpec::Null);
+        // Exempt from the null mask only: the next most restrictive applies.
+        let e = data_policy(&who("x", &["support"], &[]), &d, &p, "i").unwrap();
+        assert_eq!(e.masks["email"].mask.label(), "constant");
+        assert!(!e.masks.contains_key("state"));
+    }
+
+    #[test]
+    fn row_filters_and_with_missing_attributes_keeping_nothing() {
+        let d = dataset();
+        let p = policies(&[
+            "name = \"r\"\ndataset = \"s.t\"\nrow_filter = { column = \"state\", attribute = \"state\" }\nexcept = { groups = [\"all\"] }",
+        ]);
+        let e = data_policy(&who("x", &[], &[("state", "CA")]), &d, &p, "i").unwrap();
+        assert_eq!(e.row_rules.len(), 1);
+        assert!(e.row_rules[0].values.contains("CA"));
+        let e = data_policy(&who("x", &[], &[]), &d, &p, "i").unwrap();
+        assert!(
+            e.row_rules[0].values.is_empty(),
+            "no attribute, no values: no rows"
+        );
+        let e = data_policy(&who("x", &["all"], &[]), &d, &p, "i").unwrap();
+        assert!(!e.rows_filtered());
+    }
+
+    #[test]
+    fn policies_on_missing_columns_fail_closed() {
+        let d = dataset();
+        for t in [
+            "name = \"m\"\ndataset = \"s.t\"\ncolumns = [\"gone\"]\nmask = \"null\"",
+            "name = \"r\"\ndataset = \"s.t\"\nrow_filter = { column = \"gone\", attribute = \"a\" }",
+        ] {
+            assert!(matches!(
+                data_policy(&who("x", &[], &[]), &d, &policies(&[t]), "i"),
+                Err(VeilError::FailedPrecondition(_))
+            ));
+        }
+    }
 }

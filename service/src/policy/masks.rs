@@ -20,10 +20,15 @@
 
 use datafusion::arrow::array::{Array, ArrayRef, AsArray, StringBuilder};
 use datafusion::arrow::compute::cast;
-use datafusion::arrow::datatypes::{DataType, Float32Type, Float64Type, Int8Type, Int16Type, Int32Type, Int64Type, UInt8Type, UInt16Type, UInt32Type, UInt64Type};
+use datafusion::arrow::datatypes::{
+    DataType, Float32Type, Float64Type, Int8Type, Int16Type, Int32Type, Int64Type, UInt8Type,
+    UInt16Type, UInt32Type, UInt64Type,
+};
 use datafusion::common::{DataFusionError, ScalarValue, exec_err};
 use datafusion::logical_expr::expr::ScalarFunction;
-use datafusion::logical_expr::{ColumnarValue, Expr, ScalarFunctionArgs, ScalarUDF, ScalarUDFImpl, Signature, Volatility};
+use datafusion::logical_expr::{
+    ColumnarValue, Expr, ScalarFunctionArgs, ScalarUDF, ScalarUDFImpl, Signature, Volatility,
+};
 use hmac::{Hmac, Mac};
 use sha2::Sha256;
 use std::fmt;
@@ -50,7 +55,10 @@ impl fmt::Debug for MaskHash {
 
 impl MaskHash {
     pub fn new(key: SecretKey) -> Self {
-        Self { key, signature: Signature::any(1, Volatility::Immutable) }
+        Self {
+            key,
+            signature: Signature::any(1, Volatility::Immutable),
+        }
     }
 
     /// Types the hash accepts.
@@ -90,7 +98,12 @@ impl MaskHash {
         macro_rules! ints {
             ($t:ty) => {{
                 for v in array.as_primitive::<$t>().iter() {
-                    emit(&mut out, v.map(|x| (x as i128).to_be_bytes()).as_ref().map(|b| &b[..]));
+                    emit(
+                        &mut out,
+                        v.map(|x| (x as i128).to_be_bytes())
+                            .as_ref()
+                            .map(|b| &b[..]),
+                    );
                 }
             }};
         }
@@ -104,13 +117,34 @@ impl MaskHash {
         }
         match array.data_type() {
             DataType::Null => (0..n).for_each(|_| out.append_null()),
-            DataType::Utf8 => array.as_string::<i32>().iter().for_each(|v| emit(&mut out, v.map(str::as_bytes))),
-            DataType::LargeUtf8 => array.as_string::<i64>().iter().for_each(|v| emit(&mut out, v.map(str::as_bytes))),
-            DataType::Utf8View => array.as_string_view().iter().for_each(|v| emit(&mut out, v.map(str::as_bytes))),
-            DataType::Binary => array.as_binary::<i32>().iter().for_each(|v| emit(&mut out, v)),
-            DataType::LargeBinary => array.as_binary::<i64>().iter().for_each(|v| emit(&mut out, v)),
-            DataType::BinaryView => array.as_binary_view().iter().for_each(|v| emit(&mut out, v)),
-            DataType::Boolean => array.as_boolean().iter().for_each(|v| emit(&mut out, v.map(|b| [b as u8]).as_ref().map(|b| &b[..]))),
+            DataType::Utf8 => array
+                .as_string::<i32>()
+                .iter()
+                .for_each(|v| emit(&mut out, v.map(str::as_bytes))),
+            DataType::LargeUtf8 => array
+                .as_string::<i64>()
+                .iter()
+                .for_each(|v| emit(&mut out, v.map(str::as_bytes))),
+            DataType::Utf8View => array
+                .as_string_view()
+                .iter()
+                .for_each(|v| emit(&mut out, v.map(str::as_bytes))),
+            DataType::Binary => array
+                .as_binary::<i32>()
+                .iter()
+                .for_each(|v| emit(&mut out, v)),
+            DataType::LargeBinary => array
+                .as_binary::<i64>()
+                .iter()
+                .for_each(|v| emit(&mut out, v)),
+            DataType::BinaryView => array
+                .as_binary_view()
+                .iter()
+                .for_each(|v| emit(&mut out, v)),
+            DataType::Boolean => array
+                .as_boolean()
+                .iter()
+                .for_each(|v| emit(&mut out, v.map(|b| [b as u8]).as_ref().map(|b| &b[..]))),
             DataType::Int8 => ints!(Int8Type),
             DataType::Int16 => ints!(Int16Type),
             DataType::Int32 => ints!(Int32Type),
@@ -123,7 +157,9 @@ impl MaskHash {
             DataType::Float64 => floats!(Float64Type),
             dt if Self::supports(dt) => {
                 let text = cast(array, &DataType::Utf8)?;
-                text.as_string::<i32>().iter().for_each(|v| emit(&mut out, v.map(str::as_bytes)));
+                text.as_string::<i32>()
+                    .iter()
+                    .for_each(|v| emit(&mut out, v.map(str::as_bytes)));
             }
             // Reaching this means the compile-time type check was bypassed:
             // fail the read, never pass the raw value through.
@@ -156,9 +192,14 @@ impl ScalarUDFImpl for MaskHash {
         Ok(DataType::Utf8)
     }
 
-    fn invoke_with_args(&self, args: ScalarFunctionArgs) -> datafusion::common::Result<ColumnarValue> {
+    fn invoke_with_args(
+        &self,
+        args: ScalarFunctionArgs,
+    ) -> datafusion::common::Result<ColumnarValue> {
         let [arg] = args.args.as_slice() else {
-            return Err(DataFusionError::Internal("veil_mask_hash takes one argument".into()));
+            return Err(DataFusionError::Internal(
+                "veil_mask_hash takes one argument".into(),
+            ));
         };
         match arg {
             ColumnarValue::Array(a) => Ok(ColumnarValue::Array(self.hash_array(a)?)),
@@ -173,7 +214,12 @@ impl ScalarUDFImpl for MaskHash {
 
 /// The expression that replaces `column` (of type `dt`) under `mask`.
 /// Refuses, with `FailedPrecondition`, a mask the type does not support.
-pub fn mask_expr(mask: &MaskSpec, column: Expr, dt: &DataType, hash: &Arc<ScalarUDF>) -> Result<Expr> {
+pub fn mask_expr(
+    mask: &MaskSpec,
+    column: Expr,
+    dt: &DataType,
+    hash: &Arc<ScalarUDF>,
+) -> Result<Expr> {
     match mask {
         MaskSpec::Hash => {
             if !MaskHash::supports(dt) {
@@ -181,11 +227,16 @@ pub fn mask_expr(mask: &MaskSpec, column: Expr, dt: &DataType, hash: &Arc<Scalar
                     "a hash mask cannot apply to a column of type {dt}; change the policy"
                 )));
             }
-            Ok(Expr::ScalarFunction(ScalarFunction::new_udf(Arc::clone(hash), vec![column])))
+            Ok(Expr::ScalarFunction(ScalarFunction::new_udf(
+                Arc::clone(hash),
+                vec![column],
+            )))
         }
         MaskSpec::Null => {
             let null = ScalarValue::try_new_null(dt).map_err(|_| {
-                VeilError::FailedPrecondition(format!("a null mask cannot apply to a column of type {dt}"))
+                VeilError::FailedPrecondition(format!(
+                    "a null mask cannot apply to a column of type {dt}"
+                ))
             })?;
             Ok(Expr::Literal(null, None))
         }
@@ -196,7 +247,10 @@ pub fn mask_expr(mask: &MaskSpec, column: Expr, dt: &DataType, hash: &Arc<Scalar
 /// The constant of a constant mask, as a value of the column's type.
 pub fn constant_value(v: &serde_json::Value, dt: &DataType) -> Result<ScalarValue> {
     let text = match v {
-        serde_json::Value::Null => return ScalarValue::try_new_null(dt).map_err(|e| VeilError::FailedPrecondition(e.to_string())),
+        serde_json::Value::Null => {
+            return ScalarValue::try_new_null(dt)
+                .map_err(|e| VeilError::FailedPrecondition(e.to_string()));
+        }
         serde_json::Value::String(s) => s.clone(),
         serde_json::Value::Number(n) => n.to_string(),
         serde_json::Value::Bool(b) => b.to_string(),
@@ -216,17 +270,23 @@ pub fn constant_value(v: &serde_json::Value, dt: &DataType) -> Result<ScalarValu
 #[cfg(test)]
 mod tests {
     use super::*;
-    use datafusion::arrow::array::{Date32Array, Float64Array, Int32Array, StringArray, UInt64Array};
+    use datafusion::arrow::array::{
+        Date32Array, Float64Array, Int32Array, StringArray, UInt64Array,
+    };
     use proptest::prelude::*;
 
     fn mask(k: u8) -> MaskHash {
-        MaskHash::new(crate::secrets::MasterKey::from_bytes([k; 32]).derive(
-            crate::secrets::KeyPurpose::HashMask { dataset_id: "d" },
-        ))
+        MaskHash::new(
+            crate::secrets::MasterKey::from_bytes([k; 32])
+                .derive(crate::secrets::KeyPurpose::HashMask { dataset_id: "d" }),
+        )
     }
 
     fn strings(a: &ArrayRef) -> Vec<Option<String>> {
-        a.as_string::<i32>().iter().map(|v| v.map(str::to_string)).collect()
+        a.as_string::<i32>()
+            .iter()
+            .map(|v| v.map(str::to_string))
+            .collect()
     }
 
     #[test]
@@ -243,7 +303,10 @@ mod tests {
     fn integers_hash_by_value_across_widths() {
         let a: ArrayRef = Arc::new(Int32Array::from(vec![5]));
         let b: ArrayRef = Arc::new(UInt64Array::from(vec![5]));
-        assert_eq!(strings(&mask(1).hash_array(&a).unwrap()), strings(&mask(1).hash_array(&b).unwrap()));
+        assert_eq!(
+            strings(&mask(1).hash_array(&a).unwrap()),
+            strings(&mask(1).hash_array(&b).unwrap())
+        );
     }
 
     #[test]
@@ -271,10 +334,23 @@ mod tests {
             Err(VeilError::FailedPrecondition(_))
         ));
         assert!(matches!(
-            mask_expr(&MaskSpec::Constant("abc".into()), datafusion::prelude::col("x"), &DataType::Int64, &udf),
+            mask_expr(
+                &MaskSpec::Constant("abc".into()),
+                datafusion::prelude::col("x"),
+                &DataType::Int64,
+                &udf
+            ),
             Err(VeilError::FailedPrecondition(_))
         ));
-        assert!(mask_expr(&MaskSpec::Constant(0.into()), datafusion::prelude::col("x"), &DataType::Int64, &udf).is_ok());
+        assert!(
+            mask_expr(
+                &MaskSpec::Constant(0.into()),
+                datafusion::prelude::col("x"),
+                &DataType::Int64,
+                &udf
+            )
+            .is_ok()
+        );
     }
 
     proptest! {

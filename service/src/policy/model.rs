@@ -57,9 +57,13 @@ impl Condition {
     pub fn matches(&self, p: &Principal, default_issuer: &str) -> bool {
         self.groups.iter().any(|g| p.in_group(g))
             || self.attributes.iter().any(|(k, vs)| {
-                p.attribute(k).is_some_and(|have| vs.iter().any(|v| have.contains(v)))
+                p.attribute(k)
+                    .is_some_and(|have| vs.iter().any(|v| have.contains(v)))
             })
-            || self.users.iter().any(|u| u.resolve(default_issuer) == p.identity)
+            || self
+                .users
+                .iter()
+                .any(|u| u.resolve(default_issuer) == p.identity)
     }
 }
 
@@ -172,7 +176,9 @@ impl PolicySpec {
     pub fn validate(&self) -> Result<PolicyRule> {
         let bad = |m: String| VeilError::InvalidArgument(format!("policy '{}': {m}", self.name));
         if self.name.trim().is_empty() {
-            return Err(VeilError::InvalidArgument("a policy needs a non-empty name".into()));
+            return Err(VeilError::InvalidArgument(
+                "a policy needs a non-empty name".into(),
+            ));
         }
         if self.dataset.is_some() == !self.tags.is_empty() {
             return Err(bad(
@@ -182,7 +188,11 @@ impl PolicySpec {
         }
         let rule = match (&self.subscription, &self.mask, &self.row_filter) {
             (Some(s), None, None) => {
-                let kinds = [s.anyone, !(s.groups.is_empty() && s.attributes.is_empty()), !s.users.is_empty()];
+                let kinds = [
+                    s.anyone,
+                    !(s.groups.is_empty() && s.attributes.is_empty()),
+                    !s.users.is_empty(),
+                ];
                 if kinds.iter().filter(|k| **k).count() != 1 {
                     return Err(bad("a subscription is exactly one of `anyone = true`, `groups`/`attributes`, or `users`".into()));
                 }
@@ -196,16 +206,22 @@ impl PolicySpec {
                     return Err(bad("a local mask needs `columns`".into()));
                 }
                 if !self.tags.is_empty() && !self.columns.is_empty() {
-                    return Err(bad("a global mask selects columns by `tags`; drop `columns`".into()));
+                    return Err(bad(
+                        "a global mask selects columns by `tags`; drop `columns`".into(),
+                    ));
                 }
                 PolicyRule::Mask(m.clone())
             }
             (None, None, Some(r)) => {
                 if r.column.is_some() == r.column_tag.is_some() {
-                    return Err(bad("a row filter needs exactly one of `column` or `column_tag`".into()));
+                    return Err(bad(
+                        "a row filter needs exactly one of `column` or `column_tag`".into(),
+                    ));
                 }
                 if r.attribute.trim().is_empty() {
-                    return Err(bad("a row filter needs the user `attribute` to match".into()));
+                    return Err(bad(
+                        "a row filter needs the user `attribute` to match".into()
+                    ));
                 }
                 PolicyRule::RowFilter(r.clone())
             }
@@ -245,11 +261,20 @@ mod tests {
     fn config_forms_parse_and_validate() {
         let s = spec("name = \"a\"\ndataset = \"x.y\"\nsubscription = { groups = [\"g\"] }");
         assert!(matches!(s.validate().unwrap(), PolicyRule::Subscription(_)));
-        let s = spec("name = \"m\"\ntags = [\"PII\"]\nmask = \"hash\"\nexcept = { groups = [\"admin\"] }");
+        let s = spec(
+            "name = \"m\"\ntags = [\"PII\"]\nmask = \"hash\"\nexcept = { groups = [\"admin\"] }",
+        );
         assert_eq!(s.validate().unwrap(), PolicyRule::Mask(MaskSpec::Hash));
-        let s = spec("name = \"c\"\ndataset = \"x.y\"\ncolumns = [\"ip\"]\nmask = { constant = \"REDACTED\" }");
-        assert!(matches!(s.validate().unwrap(), PolicyRule::Mask(MaskSpec::Constant(_))));
-        let s = spec("name = \"r\"\ndataset = \"x.y\"\nrow_filter = { column = \"state\", attribute = \"state\" }");
+        let s = spec(
+            "name = \"c\"\ndataset = \"x.y\"\ncolumns = [\"ip\"]\nmask = { constant = \"REDACTED\" }",
+        );
+        assert!(matches!(
+            s.validate().unwrap(),
+            PolicyRule::Mask(MaskSpec::Constant(_))
+        ));
+        let s = spec(
+            "name = \"r\"\ndataset = \"x.y\"\nrow_filter = { column = \"state\", attribute = \"state\" }",
+        );
         assert!(matches!(s.validate().unwrap(), PolicyRule::RowFilter(_)));
     }
 

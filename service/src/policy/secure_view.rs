@@ -41,14 +41,21 @@ pub fn compile(
     master: &MasterKey,
 ) -> Result<LogicalPlan> {
     let schema = source.schema();
-    let column = |name: &str| Expr::Column(Column::new(Some(TableReference::bare(SOURCE_ALIAS)), name));
+    let column =
+        |name: &str| Expr::Column(Column::new(Some(TableReference::bare(SOURCE_ALIAS)), name));
     let data_type = |name: &str| -> Result<DataType> {
         schema
             .field_with_name(name)
             .map(|f| f.data_type().clone())
-            .map_err(|_| VeilError::FailedPrecondition(format!("column '{name}' is not in the data dictionary")))
+            .map_err(|_| {
+                VeilError::FailedPrecondition(format!(
+                    "column '{name}' is not in the data dictionary"
+                ))
+            })
     };
-    let mut builder = LogicalPlanBuilder::scan(SOURCE_ALIAS, provider_as_source(source.clone()), None).map_err(df)?;
+    let mut builder =
+        LogicalPlanBuilder::scan(SOURCE_ALIAS, provider_as_source(source.clone()), None)
+            .map_err(df)?;
 
     // Row rules: the principal's attribute values enter as typed literals.
     let mut predicate: Option<Expr> = None;
@@ -60,7 +67,11 @@ pub fn compile(
             .filter_map(|v| ScalarValue::Utf8(Some(v.clone())).cast_to(&dt).ok())
             .map(|v| Expr::Literal(v, None))
             .collect();
-        let p = if values.is_empty() { lit(false) } else { column(&rule.column).in_list(values, false) };
+        let p = if values.is_empty() {
+            lit(false)
+        } else {
+            column(&rule.column).in_list(values, false)
+        };
         predicate = Some(match predicate {
             None => p,
             Some(acc) => acc.and(p),
@@ -70,9 +81,11 @@ pub fn compile(
         builder = builder.filter(p).map_err(df)?;
     }
 
-    let hash = Arc::new(ScalarUDF::new_from_impl(MaskHash::new(
-        master.derive(KeyPurpose::HashMask { dataset_id: &dataset.id }),
-    )));
+    let hash = Arc::new(ScalarUDF::new_from_impl(MaskHash::new(master.derive(
+        KeyPurpose::HashMask {
+            dataset_id: &dataset.id,
+        },
+    ))));
     let mut exprs = Vec::with_capacity(schema.fields().len());
     for field in schema.fields() {
         let name = field.name();
@@ -117,7 +130,11 @@ pub fn output_schema(
                 f.with_nullable(nullable)
             }
         };
-        if c.partition { partition_fields.push(f) } else { file_fields.push(f) }
+        if c.partition {
+            partition_fields.push(f)
+        } else {
+            file_fields.push(f)
+        }
     }
     file_fields.extend(partition_fields);
     Ok(datafusion::arrow::datatypes::Schema::new(file_fields))

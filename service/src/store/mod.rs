@@ -50,7 +50,12 @@ pub trait Store: Send + Sync + Debug {
     async fn put_user(&self, identity: &Identity, user: &UserRecord, origin: Origin) -> Result<()>;
     async fn set_user_disabled(&self, identity: &Identity, disabled: bool) -> Result<()>;
     /// Returns whether the grant is new.
-    async fn grant(&self, identity: &Identity, permission: Permission, origin: Origin) -> Result<bool>;
+    async fn grant(
+        &self,
+        identity: &Identity,
+        permission: Permission,
+        origin: Origin,
+    ) -> Result<bool>;
     /// Revokes a runtime grant; returns whether one existed.
     async fn revoke(&self, identity: &Identity, permission: Permission) -> Result<bool>;
 

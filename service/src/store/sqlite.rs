@@ -85,19 +85,29 @@ fn origin_str(o: Origin) -> &'static str {
 }
 
 fn parse_origin(s: &str) -> Origin {
-    if s == "config" { Origin::Config } else { Origin::Runtime }
+    if s == "config" {
+        Origin::Config
+    } else {
+        Origin::Runtime
+    }
 }
 
 fn bump(tx: &rusqlite::Transaction<'_>) -> rusqlite::Result<()> {
-    tx.execute("UPDATE state_version SET version = version + 1 WHERE id = 1", [])
-        .map(|_| ())
+    tx.execute(
+        "UPDATE state_version SET version = version + 1 WHERE id = 1",
+        [],
+    )
+    .map(|_| ())
 }
 
 impl SqliteStore {
     /// Open (creating if needed) and migrate.
     pub fn open(path: &Path) -> Result<Self> {
         let conn = Connection::open(path).map_err(|e| {
-            VeilError::FailedPrecondition(format!("cannot open the SQLite store {}: {e}", path.display()))
+            VeilError::FailedPrecondition(format!(
+                "cannot open the SQLite store {}: {e}",
+                path.display()
+            ))
         })?;
         Self::init(conn)
     }
@@ -107,17 +117,25 @@ impl SqliteStore {
     }
 
     fn init(mut conn: Connection) -> Result<Self> {
-        conn.pragma_update(None, "journal_mode", "WAL").map_err(db_err)?;
-        conn.pragma_update(None, "synchronous", "FULL").map_err(db_err)?;
-        conn.pragma_update(None, "foreign_keys", "ON").map_err(db_err)?;
-        conn.busy_timeout(std::time::Duration::from_secs(5)).map_err(db_err)?;
+        conn.pragma_update(None, "journal_mode", "WAL")
+            .map_err(db_err)?;
+        conn.pragma_update(None, "synchronous", "FULL")
+            .map_err(db_err)?;
+        conn.pragma_update(None, "foreign_keys", "ON")
+            .map_err(db_err)?;
+        conn.busy_timeout(std::time::Duration::from_secs(5))
+            .map_err(db_err)?;
         conn.execute(
             "CREATE TABLE IF NOT EXISTS schema_migrations (version INTEGER PRIMARY KEY, applied_ms INTEGER NOT NULL)",
             [],
         )
         .map_err(db_err)?;
         let current: i64 = conn
-            .query_row("SELECT COALESCE(MAX(version), 0) FROM schema_migrations", [], |r| r.get(0))
+            .query_row(
+                "SELECT COALESCE(MAX(version), 0) FROM schema_migrations",
+                [],
+                |r| r.get(0),
+            )
             .map_err(db_err)?;
         let newest = MIGRATIONS.last().map(|m| m.0).unwrap_or(0);
         if current > newest {
@@ -136,7 +154,9 @@ impl SqliteStore {
             tx.commit().map_err(db_err)?;
             tracing::info!(version, "applied store migration");
         }
-        Ok(Self { conn: Arc::new(Mutex::new(conn)) })
+        Ok(Self {
+            conn: Arc::new(Mutex::new(conn)),
+        })
     }
 
     /// Run `f` on the blocking pool with the connection.
@@ -146,7 +166,9 @@ impl SqliteStore {
     ) -> Result<T> {
         let conn = Arc::clone(&self.conn);
         tokio::task::spawn_blocking(move || {
-            let mut guard = conn.lock().map_err(|_| VeilError::Internal("store mutex poisoned".into()))?;
+            let mut guard = conn
+                .lock()
+                .map_err(|_| VeilError::Internal("store mutex poisoned".into()))?;
             f(&mut guard)
         })
         .await
@@ -157,12 +179,19 @@ impl SqliteStore {
 fn load_snapshot(conn: &mut Connection) -> Result<Snapshot> {
     let tx = conn.transaction().map_err(db_err)?;
     let version: i64 = tx
-        .query_row("SELECT version FROM state_version WHERE id = 1", [], |r| r.get(0))
+        .query_row("SELECT version FROM state_version WHERE id = 1", [], |r| {
+            r.get(0)
+        })
         .map_err(db_err)?;
-    let mut snap = Snapshot { version: version as u64, ..Default::default() };
+    let mut snap = Snapshot {
+        version: version as u64,
+        ..Default::default()
+    };
 
     let mut stmt = tx.prepare("SELECT body FROM datasets").map_err(db_err)?;
-    let rows = stmt.query_map([], |r| r.get::<_, String>(0)).map_err(db_err)?;
+    let rows = stmt
+        .query_map([], |r| r.get::<_, String>(0))
+        .map_err(db_err)?;
     for body in rows {
         let d: DatasetRecord = serde_json::from_str(&body.map_err(db_err)?)
             .map_err(|e| VeilError::internal("corrupt dataset record", e))?;
@@ -170,57 +199,96 @@ fn load_snapshot(conn: &mut Connection) -> Result<Snapshot> {
     }
     drop(stmt);
 
-    let mut stmt = tx.prepare("SELECT id, origin, version, body FROM policies ORDER BY name").map_err(db_err)?;
+    let mut stmt = tx
+        .prepare("SELECT id, origin, version, body FROM policies ORDER BY name")
+        .map_err(db_err)?;
     let rows = stmt
         .query_map([], |r| {
-            Ok((r.get::<_, String>(0)?, r.get::<_, String>(1)?, r.get::<_, i64>(2)?, r.get::<_, String>(3)?))
+            Ok((
+                r.get::<_, String>(0)?,
+                r.get::<_, String>(1)?,
+                r.get::<_, i64>(2)?,
+                r.get::<_, String>(3)?,
+            ))
         })
         .map_err(db_err)?;
     for row in rows {
         let (id, origin, version, body) = row.map_err(db_err)?;
-        let spec: PolicySpec =
-            serde_json::from_str(&body).map_err(|e| VeilError::internal("corrupt policy record", e))?;
+        let spec: PolicySpec = serde_json::from_str(&body)
+            .map_err(|e| VeilError::internal("corrupt policy record", e))?;
         // A stored policy that no longer validates is a bug; refusing to load
         // it would silently drop enforcement, so fail the whole snapshot.
         let rule = spec.validate()?;
-        snap.policies.push(Policy { id, version: version as u64, origin: parse_origin(&origin), spec, rule });
+        snap.policies.push(Policy {
+            id,
+            version: version as u64,
+            origin: parse_origin(&origin),
+            spec,
+            rule,
+        });
     }
     drop(stmt);
 
-    let mut stmt = tx.prepare("SELECT issuer, subject, body FROM users").map_err(db_err)?;
+    let mut stmt = tx
+        .prepare("SELECT issuer, subject, body FROM users")
+        .map_err(db_err)?;
     let rows = stmt
-        .query_map([], |r| Ok((r.get::<_, String>(0)?, r.get::<_, String>(1)?, r.get::<_, String>(2)?)))
+        .query_map([], |r| {
+            Ok((
+                r.get::<_, String>(0)?,
+                r.get::<_, String>(1)?,
+                r.get::<_, String>(2)?,
+            ))
+        })
         .map_err(db_err)?;
     let mut users = HashMap::new();
     for row in rows {
         let (issuer, subject, body) = row.map_err(db_err)?;
-        let u: UserRecord =
-            serde_json::from_str(&body).map_err(|e| VeilError::internal("corrupt user record", e))?;
+        let u: UserRecord = serde_json::from_str(&body)
+            .map_err(|e| VeilError::internal("corrupt user record", e))?;
         users.insert(Identity::new(issuer, subject), u);
     }
     snap.users = users;
     drop(stmt);
 
-    let mut stmt = tx.prepare("SELECT issuer, subject FROM disabled_users").map_err(db_err)?;
+    let mut stmt = tx
+        .prepare("SELECT issuer, subject FROM disabled_users")
+        .map_err(db_err)?;
     let rows = stmt
-        .query_map([], |r| Ok(Identity::new(r.get::<_, String>(0)?, r.get::<_, String>(1)?)))
+        .query_map([], |r| {
+            Ok(Identity::new(
+                r.get::<_, String>(0)?,
+                r.get::<_, String>(1)?,
+            ))
+        })
         .map_err(db_err)?;
     for row in rows {
         snap.disabled.insert(row.map_err(db_err)?);
     }
     drop(stmt);
 
-    let mut stmt = tx.prepare("SELECT issuer, subject, permission, origin FROM grants").map_err(db_err)?;
+    let mut stmt = tx
+        .prepare("SELECT issuer, subject, permission, origin FROM grants")
+        .map_err(db_err)?;
     let rows = stmt
         .query_map([], |r| {
-            Ok((r.get::<_, String>(0)?, r.get::<_, String>(1)?, r.get::<_, String>(2)?, r.get::<_, String>(3)?))
+            Ok((
+                r.get::<_, String>(0)?,
+                r.get::<_, String>(1)?,
+                r.get::<_, String>(2)?,
+                r.get::<_, String>(3)?,
+            ))
         })
         .map_err(db_err)?;
     let mut grants: HashMap<Identity, BTreeMap<Permission, Origin>> = HashMap::new();
     for row in rows {
         let (issuer, subject, perm, origin) = row.map_err(db_err)?;
-        let perm = Permission::from_str(&perm).map_err(|e| VeilError::internal("corrupt grant", e))?;
-        grants.entry(Identity::new(issuer, subject)).or_default().insert(perm, parse_origin(&origin));
+        let perm =
+            Permission::from_str(&perm).map_err(|e| VeilError::internal("corrupt grant", e))?;
+        grants
+            .entry(Identity::new(issuer, subject))
+            .or_default()
+            .insert(perm, parse_origin(&origin));
     }
     snap.grants = grants;
     drop(stmt);
@@ -232,9 +300,11 @@ fn load_snapshot(conn: &mut Connection) -> Result<Snapshot> {
 impl Store for SqliteStore {
     async fn version(&self) -> Result<u64> {
         self.with(|c| {
-            c.query_row("SELECT version FROM state_version WHERE id = 1", [], |r| r.get::<_, i64>(0))
-                .map(|v| v as u64)
-                .map_err(db_err)
+            c.query_row("SELECT version FROM state_version WHERE id = 1", [], |r| {
+                r.get::<_, i64>(0)
+            })
+            .map(|v| v as u64)
+            .map_err(db_err)
         })
         .await
     }
@@ -246,18 +316,26 @@ impl Store for SqliteStore {
     async fn put_dataset(&self, dataset: &DatasetRecord, mode: PutMode) -> Result<()> {
         let d = dataset.clone();
         self.with(move |c| {
-            let body = serde_json::to_string(&d).map_err(|e| VeilError::internal("encode dataset", e))?;
+            let body =
+                serde_json::to_string(&d).map_err(|e| VeilError::internal("encode dataset", e))?;
             let tx = c.transaction().map_err(db_err)?;
             let existing: Option<String> = tx
-                .query_row("SELECT id FROM datasets WHERE name = ?1", [&d.name], |r| r.get(0))
+                .query_row("SELECT id FROM datasets WHERE name = ?1", [&d.name], |r| {
+                    r.get(0)
+                })
                 .optional()
                 .map_err(db_err)?;
             match (existing, mode) {
                 (Some(_), PutMode::Create) => {
-                    return Err(VeilError::AlreadyExists(format!("dataset '{}' already exists", d.name)));
+                    return Err(VeilError::AlreadyExists(format!(
+                        "dataset '{}' already exists",
+                        d.name
+                    )));
                 }
                 (Some(id), PutMode::Replace) if id != d.id => {
-                    return Err(VeilError::Internal("dataset id cannot change on replace".into()));
+                    return Err(VeilError::Internal(
+                        "dataset id cannot change on replace".into(),
+                    ));
                 }
                 _ => {}
             }
@@ -277,7 +355,9 @@ impl Store for SqliteStore {
         let name = name.to_string();
         self.with(move |c| {
             let tx = c.transaction().map_err(db_err)?;
-            let n = tx.execute("DELETE FROM datasets WHERE name = ?1", [&name]).map_err(db_err)?;
+            let n = tx
+                .execute("DELETE FROM datasets WHERE name = ?1", [&name])
+                .map_err(db_err)?;
             if n > 0 {
                 bump(&tx).map_err(db_err)?;
             }
@@ -326,7 +406,12 @@ impl Store for SqliteStore {
         .await
     }
 
-    async fn grant(&self, identity: &Identity, permission: Permission, origin: Origin) -> Result<bool> {
+    async fn grant(
+        &self,
+        identity: &Identity,
+        permission: Permission,
+        origin: Origin,
+    ) -> Result<bool> {
         let id = identity.clone();
         self.with(move |c| {
             let tx = c.transaction().map_err(db_err)?;
@@ -482,13 +567,15 @@ impl Store for SqliteStore {
                 .prepare("SELECT seq, body FROM audit_events ORDER BY seq DESC LIMIT ?1")
                 .map_err(db_err)?;
             let rows = stmt
-                .query_map([limit as i64], |r| Ok((r.get::<_, i64>(0)?, r.get::<_, String>(1)?)))
+                .query_map([limit as i64], |r| {
+                    Ok((r.get::<_, i64>(0)?, r.get::<_, String>(1)?))
+                })
                 .map_err(db_err)?;
             let mut out = Vec::new();
             for row in rows {
                 let (seq, body) = row.map_err(db_err)?;
-                let mut e: AuditEvent =
-                    serde_json::from_str(&body).map_err(|e| VeilError::internal("corrupt audit event", e))?;
+                let mut e: AuditEvent = serde_json::from_str(&body)
+                    .map_err(|e| VeilError::internal("corrupt audit event", e))?;
                 e.seq = Some(seq as u64);
                 out.push(e);
             }
@@ -508,7 +595,11 @@ mod tests {
         DatasetRecord {
             id: format!("id-{name}"),
             name: name.into(),
-            source: SourceSpec { format: FileFormatKind::Csv, location: "/x".into(), hive_partitioned: false },
+            source: SourceSpec {
+                format: FileFormatKind::Csv,
+                location: "/x".into(),
+                hive_partitioned: false,
+            },
             description: String::new(),
             owners: vec![Identity::new("i", "o")],
             tags: vec![],
@@ -528,7 +619,9 @@ mod tests {
     async fn every_change_bumps_the_version() {
         let s = SqliteStore::in_memory().unwrap();
         let v0 = s.version().await.unwrap();
-        s.put_dataset(&dataset("a.b"), PutMode::Create).await.unwrap();
+        s.put_dataset(&dataset("a.b"), PutMode::Create)
+            .await
+            .unwrap();
         let v1 = s.version().await.unwrap();
         assert!(v1 > v0);
         assert!(matches!(
@@ -536,8 +629,16 @@ mod tests {
             Err(VeilError::AlreadyExists(_))
         ));
         let id = Identity::new("i", "u");
-        assert!(s.grant(&id, Permission::Audit, Origin::Runtime).await.unwrap());
-        assert!(!s.grant(&id, Permission::Audit, Origin::Runtime).await.unwrap());
+        assert!(
+            s.grant(&id, Permission::Audit, Origin::Runtime)
+                .await
+                .unwrap()
+        );
+        assert!(
+            !s.grant(&id, Permission::Audit, Origin::Runtime)
+                .await
+                .unwrap()
+        );
         let v2 = s.version().await.unwrap();
         assert!(v2 > v1);
         assert_eq!(s.version().await.unwrap(), v2, "reads do not bump");
@@ -551,9 +652,16 @@ mod tests {
     async fn config_grants_survive_runtime_revoke_and_reload_keeps_runtime_ones() {
         let s = SqliteStore::in_memory().unwrap();
         let id = Identity::new("i", "u");
-        s.replace_config_directory(&[], &[(id.clone(), Permission::Governance)]).await.unwrap();
-        assert!(!s.revoke(&id, Permission::Governance).await.unwrap(), "config grants are read-only");
-        s.grant(&id, Permission::Audit, Origin::Runtime).await.unwrap();
+        s.replace_config_directory(&[], &[(id.clone(), Permission::Governance)])
+            .await
+            .unwrap();
+        assert!(
+            !s.revoke(&id, Permission::Governance).await.unwrap(),
+            "config grants are read-only"
+        );
+        s.grant(&id, Permission::Audit, Origin::Runtime)
+            .await
+            .unwrap();
         assert!(s.revoke(&id, Permission::Audit).await.unwrap());
         s.replace_config_directory(&[], &[]).await.unwrap();
         let snap = s.snapshot().await.unwrap();
@@ -564,10 +672,15 @@ mod tests {
     async fn unchanged_config_policies_keep_their_version() {
         let s = SqliteStore::in_memory().unwrap();
         let p: PolicySpec =
-            toml::from_str("name = \"p\"\ndataset = \"a.b\"\nsubscription = { anyone = true }").unwrap();
-        s.replace_config_policies(std::slice::from_ref(&p)).await.unwrap();
+            toml::from_str("name = \"p\"\ndataset = \"a.b\"\nsubscription = { anyone = true }")
+                .unwrap();
+        s.replace_config_policies(std::slice::from_ref(&p))
+            .await
+            .unwrap();
         let v = s.version().await.unwrap();
-        s.replace_config_policies(std::slice::from_ref(&p)).await.unwrap();
+        s.replace_config_policies(std::slice::from_ref(&p))
+            .await
+            .unwrap();
         assert_eq!(s.version().await.unwrap(), v);
         s.replace_config_policies(&[]).await.unwrap();
         assert!(s.snapshot().await.unwrap().policies.is_empty());
@@ -578,10 +691,15 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let s = SqliteStore::open(&dir.path().join("veil.db")).unwrap();
         for i in 0..3 {
-            s.append_audit(&[AuditEvent::new(&format!("a{i}"), None)]).await.unwrap();
+            s.append_audit(&[AuditEvent::new(&format!("a{i}"), None)])
+                .await
+                .unwrap();
         }
         let tail = s.tail_audit(2).await.unwrap();
-        assert_eq!(tail.iter().map(|e| e.action.as_str()).collect::<Vec<_>>(), ["a1", "a2"]);
+        assert_eq!(
+            tail.iter().map(|e| e.action.as_str()).collect::<Vec<_>>(),
+            ["a1", "a2"]
+        );
         assert!(tail[0].seq < tail[1].seq);
     }
 }
