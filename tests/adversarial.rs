@@ -450,3 +450,35 @@ async fn malformed_requests_get_precise_errors_and_no_panic() {
     assert!(alice.list_datasets().await.is_ok());
     server.stop().await;
 }
+
+#[tokio::test]
+async fn a_source_that_dies_mid_read_fails_cleanly_without_detail() {
+    let server = TestServer::demo().await;
+    let data = server.dir.path().join("data/broken");
+    std::fs::create_dir_all(&data).unwrap();
+    veil::demo::write_trials(&data.join("a.parquet"), 50).unwrap();
+    veil::demo::write_trials(&data.join("b.parquet"), 50).unwrap();
+    let dave = server.connect("dave").await;
+    let req = veil_proto::RegisterDatasetRequest { name: "ops.broken".into(), format: "parquet".into(), location: data.display().to_string(), ..Default::default() };
+    dave.action(veil_proto::actions::REGISTER_DATASET, req.encode_to_vec()).await.unwrap();
+    let info = dave.flight_info(veil_client::scan_descriptor("ops.broken", &Scan::default())).await.unwrap();
+    // The file is replaced by garbage between planning and reading.
+    std::fs::write(data.join("b.parquet"), b"PAR1 this is not parquet, secret-marker-42 PAR1").unwrap();
+    let mut errors = Vec::new();
+    for ep in info.endpoint {
+        if let Err(e) = dave.read_ticket(ep.ticket.unwrap()).await {
+            errors.push(e);
+        }
+    }
+    assert!(!errors.is_empty(), "reading the broken file fails");
+    for e in errors {
+        assert!(matches!(code(&e), Code::FailedPrecondition | Code::NotFound), "{e}");
+        let text = e.to_string();
+        assert!(!text.contains("secret-marker") && !text.contains("b.parquet") && !text.contains(&server.dir.path().display().to_string()), "{text}");
+    }
+    // Planning again reports the broken file without detail either.
+    let e = dave.scan("ops.broken", Scan::default()).await.unwrap_err();
+    assert!(!e.to_string().contains("b.parquet"), "{e}");
+    assert!(dave.list_datasets().await.is_ok(), "the server is fine");
+    server.stop().await;
+}

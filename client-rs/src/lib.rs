@@ -167,6 +167,11 @@ impl Connection {
         Ok(self.client()?.get_flight_info(descriptor).await?)
     }
 
+    /// The policy-applied schema of a read.
+    pub async fn schema(&self, descriptor: FlightDescriptor) -> Result<arrow::datatypes::Schema, ClientError> {
+        Ok(self.client()?.get_schema(descriptor).await?)
+    }
+
     /// Read one ticket.
     pub async fn read_ticket(&self, ticket: Ticket) -> Result<Vec<RecordBatch>, ClientError> {
         Ok(self.client()?.do_get(ticket).await?.try_collect().await?)

@@ -209,15 +209,22 @@ impl ExecutionPlan for PolicyBarrierExec {
                 dataset: dataset.clone(),
             }))
         };
-        let stream = match self.input.execute(partition, context) {
-            Ok(s) => s,
-            Err(e) => return Err(sanitize(e)),
+        // A panic below the fence (a malformed file can make a decoder
+        // panic) becomes the same sanitised error, never a dropped stream.
+        let panicked = || DataFusionError::Execution("a panic occurred while reading the source".into());
+        let input = Arc::clone(&self.input);
+        let stream = match std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| input.execute(partition, context))) {
+            Ok(Ok(s)) => s,
+            Ok(Err(e)) => return Err(sanitize(e)),
+            Err(_) => return Err(sanitize(panicked())),
         };
         let schema: SchemaRef = stream.schema();
-        Ok(Box::pin(RecordBatchStreamAdapter::new(
-            schema,
-            stream.map(move |r| r.map_err(&sanitize)),
-        )))
+        let guarded = std::panic::AssertUnwindSafe(stream).catch_unwind().map(move |r| match r {
+            Ok(Ok(batch)) => Ok(batch),
+            Ok(Err(e)) => Err(sanitize(e)),
+            Err(_) => Err(sanitize(panicked())),
+        });
+        Ok(Box::pin(RecordBatchStreamAdapter::new(schema, guarded)))
     }
 }
 
