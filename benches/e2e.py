@@ -1,0 +1,229 @@
+#!/usr/bin/env python3
+"""End-to-end read benchmark: a generated parquet file into pandas, three ways,
+measured side by side in one run:
+
+  1. local      pyarrow.parquet.read_table(path).to_pandas()  (no Veil)
+  2. reference  a minimal pyarrow.flight server serving the same table from
+                memory (separate process), read with do_get().read_all().to_pandas()
+  3. veil       veil.connect(...).scan_as_pandas("bench.people")
+  4. governed   the same through Veil with a hash mask on two columns and a
+                row filter keeping ~90% of rows (informational for now)
+
+Prints medians, throughput ratios, and bytes sent by Veil (from its audit
+record of the read) against the Arrow size of the result.
+
+    python benches/e2e.py --veil-bin target/release/veil --rows 10000000
+
+Needs pyarrow, pandas and the `veil` client (pip install ./client-py).
+"""
+
+import argparse
+import os
+import statistics
+import subprocess
+import sys
+import tempfile
+import textwrap
+import time
+from pathlib import Path
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+import veil
+
+STATES = np.array(["CA", "NY", "TX", "FL", "WA", "IL", "MA", "CO", "GA", "OR"])
+
+
+def generate(path: Path, rows: int, seed: int = 7):
+    rng = np.random.default_rng(seed)
+    chunk = 1_000_000
+    writer = None
+    for start in range(0, rows, chunk):
+        n = min(chunk, rows - start)
+        ids = np.arange(start, start + n, dtype=np.int64)
+        first = rng.integers(0, 5000, n)
+        batch = pa.table(
+            {
+                "id": ids,
+                "name": pa.array([f"name-{i}" for i in first]),
+                "email": pa.array([f"user{i}@example.com" for i in ids]),
+                "ssn": pa.array([f"{a:03d}-{b:02d}-{c:04d}" for a, b, c in zip(rng.integers(100, 900, n), rng.integers(10, 99, n), rng.integers(1000, 9999, n))]),
+                "state": pa.array(STATES[rng.integers(0, len(STATES), n)]),
+                "dob": pa.array(rng.integers(-15000, 15000, n).astype("int32"), type=pa.int32()).cast(pa.date32()),
+                "amount": rng.random(n) * 1000,
+                "age": rng.integers(18, 90, n).astype("int32"),
+            }
+        )
+        if writer is None:
+            writer = pq.ParquetWriter(path, batch.schema, compression="snappy")
+        writer.write_table(batch, row_group_size=256 * 1024)
+    writer.close()
+
+
+CONFIG = """
+roots = ["{data}"]
+[server]
+listen = "127.0.0.1:0"
+data_dir = "{state}"
+address_file = "{state}/address"
+[auth]
+audience = "veil"
+[[auth.keys]]
+issuer = "bench"
+algorithm = "HS256"
+secret_file = "{state}/jwt.secret"
+[engine]
+max_endpoints = {endpoints}
+rows_per_endpoint = {per_endpoint}
+
+[[datasets]]
+name = "bench.people"
+format = "parquet"
+location = "{file}"
+owners = ["owner"]
+columns.email = {{ tags = ["PII"] }}
+columns.ssn = {{ tags = ["PII"] }}
+
+[[users]]
+name = "bench"
+groups = ["readers"]
+attributes = {{ state = ["CA", "NY", "TX", "FL", "WA", "IL", "MA", "CO", "GA"] }}
+permissions = ["AUDIT"]
+
+[[users]]
+name = "plain"
+groups = ["readers", "exempt"]
+
+[[policies]]
+name = "readers"
+dataset = "bench.people"
+subscription = {{ groups = ["readers"] }}
+
+[[policies]]
+name = "hash-pii"
+tags = ["PII"]
+mask = "hash"
+except = {{ groups = ["exempt"] }}
+
+[[policies]]
+name = "rows"
+dataset = "bench.people"
+row_filter = {{ column = "state", attribute = "state" }}
+except = {{ groups = ["exempt"] }}
+"""
+
+FLIGHT_SERVER = textwrap.dedent(
+    """
+    import sys, pyarrow.flight as fl, pyarrow.parquet as pq
+    table = pq.read_table(sys.argv[1])
+    class S(fl.FlightServerBase):
+        def do_get(self, context, ticket):
+            return fl.RecordBatchStream(table)
+    s = S("grpc://127.0.0.1:0")
+    print(s.port, flush=True)
+    s.serve()
+    """
+)
+
+
+def timed(fn, repeat):
+    times, result = [], None
+    for _ in range(repeat):
+        t = time.perf_counter()
+        result = fn()
+        times.append(time.perf_counter() - t)
+        del result
+    return statistics.median(times)
+
+
+def main():
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--rows", type=int, default=1_000_000)
+    ap.add_argument("--repeat", type=int, default=3)
+    ap.add_argument("--veil-bin", default=os.environ.get("VEIL_BIN", "target/release/veil"))
+    ap.add_argument("--workdir", default=None, help="keeps the generated file between runs")
+    ap.add_argument("--endpoints", type=int, default=8)
+    args = ap.parse_args()
+
+    work = Path(args.workdir or tempfile.mkdtemp(prefix="veil-bench-"))
+    data = work / "data"
+    state = work / "state"
+    data.mkdir(parents=True, exist_ok=True)
+    state.mkdir(parents=True, exist_ok=True)
+    path = data / f"people-{args.rows}.parquet"
+    if not path.exists():
+        print(f"generating {args.rows:,} rows into {path} ...", flush=True)
+        generate(path, args.rows)
+    secret = state / "jwt.secret"
+    if not secret.exists():
+        secret.write_text(os.urandom(32).hex())
+    cfg = state / "veil.toml"
+    per_endpoint = max(1, -(-args.rows // args.endpoints))
+    cfg.write_text(CONFIG.format(data=data, state=state, file=path, endpoints=args.endpoints, per_endpoint=per_endpoint))
+    addr_file = state / "address"
+    if addr_file.exists():
+        addr_file.unlink()
+    veil_proc = subprocess.Popen([args.veil_bin, "serve", "--config", str(cfg)], stderr=open(state / "veil.log", "wb"))
+    ref_proc = subprocess.Popen([sys.executable, "-c", FLIGHT_SERVER, str(path)], stdout=subprocess.PIPE, text=True)
+    try:
+        deadline = time.monotonic() + 120
+        while not addr_file.exists() or not addr_file.read_text().strip():
+            if veil_proc.poll() is not None or time.monotonic() > deadline:
+                sys.exit(f"veil did not start; see {state / 'veil.log'}")
+            time.sleep(0.05)
+        address = addr_file.read_text().strip()
+        token = lambda user: subprocess.run([args.veil_bin, "token", "--config", str(cfg), "--user", user], check=True, capture_output=True, text=True).stdout.strip()
+        ref_port = int(ref_proc.stdout.readline())
+
+        import pyarrow.flight as fl
+
+        ref = fl.FlightClient(f"grpc://127.0.0.1:{ref_port}")
+        plain = veil.connect(address, token("plain"))
+        governed = veil.connect(address, token("bench"))
+
+        def local():
+            return pq.read_table(path).to_pandas()
+
+        def reference():
+            return ref.do_get(fl.Ticket(b"x")).read_all().to_pandas()
+
+        def through_veil():
+            return plain.scan_as_pandas("bench.people")
+
+        def through_veil_governed():
+            return governed.scan_as_pandas("bench.people")
+
+        # Warm the page cache and every path once.
+        arrow_size = pq.read_table(path).nbytes
+        for f in (local, reference, through_veil, through_veil_governed):
+            f()
+        results = {name: timed(f, args.repeat) for name, f in [
+            ("local pq.read_table().to_pandas()", local),
+            ("pyarrow.flight reference (from memory)", reference),
+            ("veil scan_as_pandas", through_veil),
+            ("veil scan_as_pandas, governed", through_veil_governed),
+        ]}
+        table = plain.scan_as_arrow("bench.people")
+        time.sleep(0.5)
+        ends = [e for e in governed.audit_tail(2000) if e["action"] == "read.end" and e["subject"] == "plain"]
+        last_query = ends[-1]["message"].split(" of query ")[-1]
+        sent = sum(e["bytes"] for e in ends if e["message"].endswith(last_query))
+
+        print()
+        print(f"rows: {args.rows:,}   arrow size: {arrow_size / 1e6:,.0f} MB   file: {path.stat().st_size / 1e6:,.0f} MB   endpoints: {args.endpoints}")
+        print(f"{'path':44} {'median s':>9} {'rows/s':>13} {'vs local':>9} {'vs ref':>7}")
+        base_local = results["local pq.read_table().to_pandas()"]
+        base_ref = results["pyarrow.flight reference (from memory)"]
+        for name, t in results.items():
+            print(f"{name:44} {t:9.3f} {args.rows / t:13,.0f} {base_local / t:9.2f} {base_ref / t:7.2f}")
+        print(f"veil bytes on the wire / arrow size of the result: {sent / table.nbytes:.3f} ({sent / 1e6:,.0f} MB / {table.nbytes / 1e6:,.0f} MB)")
+        print("(ratios are throughput relative to the column's baseline: > 1 is faster)")
+    finally:
+        veil_proc.terminate()
+        ref_proc.terminate()
+
+
+if __name__ == "__main__":
+    main()
