@@ -27,10 +27,6 @@ impl LocationRoots {
         Ok(Self { roots })
     }
 
-    pub fn is_empty(&self) -> bool {
-        self.roots.is_empty()
-    }
-
     /// The canonical form of `location` if it lies under a root.
     pub fn confine(&self, location: &Path) -> Result<PathBuf> {
         let outside = || {

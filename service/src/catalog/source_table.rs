@@ -34,7 +34,6 @@ use crate::store::model::{DatasetRecord, FileFormatKind};
 
 #[derive(Debug)]
 pub struct SourceTable {
-    dataset_id: String,
     format: FileFormatKind,
     file_schema: SchemaRef,
     partition_fields: Vec<FieldRef>,
@@ -83,7 +82,6 @@ impl SourceTable {
             }
         }
         Ok(Self {
-            dataset_id: dataset.id.clone(),
             format: dataset.source.format,
             file_schema,
             partition_fields,
@@ -91,14 +89,6 @@ impl SourceTable {
             files,
             part,
         })
-    }
-
-    pub fn files(&self) -> &[SourceFile] {
-        &self.files
-    }
-
-    pub fn dataset_id(&self) -> &str {
-        &self.dataset_id
     }
 
     fn file_format(&self) -> Arc<dyn FileFormat> {

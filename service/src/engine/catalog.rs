@@ -208,9 +208,3 @@ impl SchemaProvider for PrincipalSchema {
             .is_some()
     }
 }
-
-impl From<VeilError> for DataFusionError {
-    fn from(e: VeilError) -> Self {
-        DataFusionError::External(Box::new(e))
-    }
-}

@@ -114,10 +114,3 @@ pub struct Snapshot {
     pub grants: HashMap<Identity, BTreeMap<Permission, Origin>>,
     pub disabled: BTreeSet<Identity>,
 }
-
-/// A permission grant as the store keeps it.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Grant {
-    pub identity: Identity,
-    pub permission: Permission,
-}
