@@ -480,6 +480,15 @@ impl AuditedStream {
             event.message = m;
         }
         event.time_ms = now_ms();
+        tracing::info!(
+            user = %event.subject,
+            dataset = event.dataset.as_deref().unwrap_or(""),
+            rows = self.rows,
+            bytes = self.bytes,
+            ms = event.duration_ms.unwrap_or(0),
+            status,
+            "read finished"
+        );
         let record = async move {
             if let Err(e) = audit.record(event).await {
                 tracing::error!(error = %e, "could not record the end of a read");
