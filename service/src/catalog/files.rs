@@ -160,6 +160,14 @@ pub fn parquet_row_groups(path: &Path) -> Result<Vec<u64>> {
         .collect())
 }
 
+/// How a source splits into parts.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Split {
+    pub parts: Vec<ScanPart>,
+    /// Exact row count when the format records it (parquet).
+    pub total_rows: Option<u64>,
+}
+
 /// Split files into at most `max_parts` parts of about `rows_per_part` rows.
 /// CSV and JSON files are weighed by size (100 bytes per row, an estimate).
 pub fn split_into_parts(
@@ -167,7 +175,7 @@ pub fn split_into_parts(
     files: &[SourceFile],
     rows_per_part: u64,
     max_parts: usize,
-) -> Result<Vec<ScanPart>> {
+) -> Result<Split> {
     let mut units: Vec<(FileSlice, u64)> = Vec::new();
     for f in files {
         let path = f.path.to_string_lossy().to_string();
@@ -215,7 +223,8 @@ pub fn split_into_parts(
     if !current.files.is_empty() || parts.is_empty() {
         parts.push(current);
     }
-    Ok(parts)
+    let total_rows = (format == FileFormatKind::Parquet).then_some(total);
+    Ok(Split { parts, total_rows })
 }
 
 /// Adjacent row-group slices of one file merge into one range.
@@ -248,7 +257,7 @@ mod tests {
     #[test]
     fn parts_cover_every_file_once_and_respect_the_cap() {
         let files = csv_files(10);
-        let parts = split_into_parts(FileFormatKind::Csv, &files, 20, 3).unwrap();
+        let parts = split_into_parts(FileFormatKind::Csv, &files, 20, 3).unwrap().parts;
         assert!(parts.len() <= 3);
         let mut seen: Vec<String> = parts
             .iter()

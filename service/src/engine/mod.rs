@@ -34,7 +34,7 @@ use crate::policy::barrier::VeilQueryPlanner;
 use crate::policy::effective::EffectivePolicy;
 use crate::policy::guard::PolicyGuard;
 use crate::secrets::MasterKey;
-use crate::store::model::{DatasetRecord, FileFormatKind, Snapshot};
+use crate::store::model::{DatasetRecord, Snapshot};
 use catalog::{CATALOG, DatasetRead, PrincipalCatalogList, ViewCompiler};
 use errors::from_datafusion;
 
@@ -319,33 +319,22 @@ impl Engine {
             .readable(&scan.dataset)
             .ok_or_else(|| VeilError::dataset_not_found(&scan.dataset))?;
         let files = list_files(&d.source)?;
+        let split = split_into_parts(
+            d.source.format,
+            &files,
+            self.cfg.rows_per_endpoint,
+            self.cfg.max_endpoints,
+        )?;
         // A limit must apply to the whole result, so it gets one endpoint.
         let parts = if scan.limit.is_some() {
             vec![None]
         } else {
-            split_into_parts(
-                d.source.format,
-                &files,
-                self.cfg.rows_per_endpoint,
-                self.cfg.max_endpoints,
-            )?
-            .into_iter()
-            .map(Some)
-            .collect()
+            split.parts.into_iter().map(Some).collect()
         };
-        let exact = !planned.rows_filtered()
-            && scan.filter.trim().is_empty()
-            && d.source.format == FileFormatKind::Parquet;
-        let total_records = if exact {
-            let mut n: u64 = 0;
-            for f in &files {
-                n += crate::catalog::files::parquet_row_groups(&f.path)?
-                    .iter()
-                    .sum::<u64>();
-            }
-            scan.limit.map_or(n, |l| l.min(n)) as i64
-        } else {
-            -1
+        let exact = !planned.rows_filtered() && scan.filter.trim().is_empty();
+        let total_records = match (exact, split.total_rows) {
+            (true, Some(n)) => scan.limit.map_or(n, |l| l.min(n)) as i64,
+            _ => -1,
         };
         Ok(ScanLayout {
             parts,
