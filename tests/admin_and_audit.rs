@@ -49,7 +49,8 @@ async fn each_action_checks_its_permission_and_is_audited() {
         location: data.join("extra/people.json").display().to_string(),
         ..Default::default()
     };
-    let table: Vec<(&str, Vec<u8>, Option<Code>, Option<Code>)> = vec![
+    type Row<'a> = (&'a str, Vec<u8>, Option<Code>, Option<Code>);
+    let table: Vec<Row> = vec![
         (actions::WHOAMI, vec![], None, None),
         (
             actions::DESCRIBE,

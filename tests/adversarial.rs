@@ -258,15 +258,24 @@ async fn forged_expired_foreign_and_stale_tickets_are_rejected() {
         })),
         ..Default::default()
     };
-    let forged = TicketSigner::new(MasterKey::from_bytes([9; 32]).derive(KeyPurpose::Tickets))
-        .sign(body.clone());
+    let forged = TicketSigner::from_master(&MasterKey::from_bytes([9; 32])).sign(body.clone());
+    // Right cipher key, wrong signing key: still rejected.
+    let master = MasterKey::load(&server.dir.path().join("master.key")).unwrap();
+    let half = TicketSigner::new(
+        MasterKey::from_bytes([9; 32]).derive(KeyPurpose::Tickets),
+        master.derive(KeyPurpose::TicketCipher),
+    )
+    .sign(body.clone());
+    assert_eq!(
+        code(&alice.read_ticket(Ticket::new(half)).await.unwrap_err()),
+        Code::InvalidArgument
+    );
     assert_eq!(
         code(&alice.read_ticket(Ticket::new(forged)).await.unwrap_err()),
         Code::InvalidArgument
     );
     // Expired, though correctly signed.
-    let master = MasterKey::load(&server.dir.path().join("master.key")).unwrap();
-    let signer = TicketSigner::new(master.derive(KeyPurpose::Tickets));
+    let signer = TicketSigner::from_master(&master);
     let expired = signer.sign(TicketBody {
         expires_at_ms: 1,
         ..body.clone()
@@ -459,11 +468,25 @@ async fn a_source_that_dies_mid_read_fails_cleanly_without_detail() {
     veil::demo::write_trials(&data.join("a.parquet"), 50).unwrap();
     veil::demo::write_trials(&data.join("b.parquet"), 50).unwrap();
     let dave = server.connect("dave").await;
-    let req = veil_proto::RegisterDatasetRequest { name: "ops.broken".into(), format: "parquet".into(), location: data.display().to_string(), ..Default::default() };
-    dave.action(veil_proto::actions::REGISTER_DATASET, req.encode_to_vec()).await.unwrap();
-    let info = dave.flight_info(veil_client::scan_descriptor("ops.broken", &Scan::default())).await.unwrap();
+    let req = veil_proto::RegisterDatasetRequest {
+        name: "ops.broken".into(),
+        format: "parquet".into(),
+        location: data.display().to_string(),
+        ..Default::default()
+    };
+    dave.action(veil_proto::actions::REGISTER_DATASET, req.encode_to_vec())
+        .await
+        .unwrap();
+    let info = dave
+        .flight_info(veil_client::scan_descriptor("ops.broken", &Scan::default()))
+        .await
+        .unwrap();
     // The file is replaced by garbage between planning and reading.
-    std::fs::write(data.join("b.parquet"), b"PAR1 this is not parquet, secret-marker-42 PAR1").unwrap();
+    std::fs::write(
+        data.join("b.parquet"),
+        b"PAR1 this is not parquet, secret-marker-42 PAR1",
+    )
+    .unwrap();
     let mut errors = Vec::new();
     for ep in info.endpoint {
         if let Err(e) = dave.read_ticket(ep.ticket.unwrap()).await {
@@ -472,13 +495,110 @@ async fn a_source_that_dies_mid_read_fails_cleanly_without_detail() {
     }
     assert!(!errors.is_empty(), "reading the broken file fails");
     for e in errors {
-        assert!(matches!(code(&e), Code::FailedPrecondition | Code::NotFound), "{e}");
+        assert!(
+            matches!(code(&e), Code::FailedPrecondition | Code::NotFound),
+            "{e}"
+        );
         let text = e.to_string();
-        assert!(!text.contains("secret-marker") && !text.contains("b.parquet") && !text.contains(&server.dir.path().display().to_string()), "{text}");
+        assert!(
+            !text.contains("secret-marker")
+                && !text.contains("b.parquet")
+                && !text.contains(&server.dir.path().display().to_string()),
+            "{text}"
+        );
     }
     // Planning again reports the broken file without detail either.
     let e = dave.scan("ops.broken", Scan::default()).await.unwrap_err();
     assert!(!e.to_string().contains("b.parquet"), "{e}");
     assert!(dave.list_datasets().await.is_ok(), "the server is fine");
+    server.stop().await;
+}
+
+#[tokio::test]
+async fn long_and_deep_expressions_are_refused_without_crashing() {
+    let server = TestServer::demo().await;
+    let carol = server.connect("carol").await;
+    let chain = vec!["1"; 5000].join("+");
+    let e = carol
+        .sql(&format!("SELECT {chain} AS x"))
+        .await
+        .unwrap_err();
+    assert_eq!(code(&e), Code::InvalidArgument, "{e}");
+    let ors = vec!["beds = 1"; 3000].join(" OR ");
+    let e = carol
+        .scan(
+            "clinical.sites",
+            Scan {
+                filter: Some(ors),
+                ..Default::default()
+            },
+        )
+        .await
+        .unwrap_err();
+    assert_eq!(code(&e), Code::InvalidArgument, "{e}");
+    let huge = format!("SELECT '{}' AS x", "y".repeat(300 * 1024));
+    assert_eq!(
+        code(&carol.sql(&huge).await.unwrap_err()),
+        Code::InvalidArgument
+    );
+    // Reasonable queries still work, and the server is alive.
+    let ok = vec!["1"; 50].join("+");
+    assert!(carol.sql(&format!("SELECT {ok} AS x")).await.is_ok());
+    assert!(carol.list_datasets().await.is_ok());
+    server.stop().await;
+}
+
+#[tokio::test]
+async fn endpoints_and_tickets_reveal_nothing_about_hidden_rows() {
+    let server = TestServer::demo().await;
+    let desc = veil_client::scan_descriptor("clinical.trials", &Scan::default());
+    let alice = server
+        .connect("alice")
+        .await
+        .flight_info(desc.clone())
+        .await
+        .unwrap();
+    let erin = server
+        .connect("erin")
+        .await
+        .flight_info(desc.clone())
+        .await
+        .unwrap();
+    let bob = server.connect("bob").await.flight_info(desc).await.unwrap();
+    assert_eq!(
+        alice.endpoint.len(),
+        erin.endpoint.len(),
+        "same count whatever the caller may see"
+    );
+    assert_eq!(alice.total_records, -1);
+    assert!(
+        bob.endpoint.len() >= 3,
+        "unfiltered reads still split by size"
+    );
+    for ep in alice.endpoint.iter().chain(erin.endpoint.iter()) {
+        let t = &ep.ticket.as_ref().unwrap().ticket;
+        assert!(
+            !t.windows(7).any(|w| w == b"parquet"),
+            "ticket bodies are opaque"
+        );
+        assert!(!t.windows(5).any(|w| w == b"alice"));
+    }
+    server.stop().await;
+}
+
+#[tokio::test]
+async fn dataset_names_resolve_case_insensitively_with_parts_applied() {
+    let server = TestServer::demo().await;
+    let alice = server.connect("alice").await;
+    let cols = Scan {
+        columns: vec!["participant_id".into()],
+        ..Default::default()
+    };
+    let lower = row_count(&alice.scan("clinical.trials", cols.clone()).await.unwrap());
+    let mixed = row_count(&alice.scan("CLINICAL.Trials", cols).await.unwrap());
+    assert_eq!(
+        lower, mixed,
+        "each endpoint reads its own part, whatever the case"
+    );
     server.stop().await;
 }

@@ -245,12 +245,49 @@ async fn scan_columns_filter_limit_and_schema() {
             DataType::Utf8View | DataType::BinaryView
         ));
     }
-    let schema = alice.schema(veil_client::scan_descriptor("clinical.trials", &Scan::default())).await.unwrap();
-    let read = alice.scan("clinical.trials", Scan { limit: Some(1), ..Default::default() }).await.unwrap();
-    assert_eq!(schema.fields(), read[0].schema().fields(), "GetSchema is the schema DoGet sends");
-    assert_eq!(schema.field_with_name("ssn").unwrap().data_type(), &DataType::Utf8);
-    let bob_schema = server.connect("bob").await.schema(veil_client::scan_descriptor("clinical.trials", &Scan::default())).await.unwrap();
-    assert_eq!(bob_schema.field_with_name("date_of_birth").unwrap().data_type(), &DataType::Date32, "unmasked for bob");
+    let schema = alice
+        .schema(veil_client::scan_descriptor(
+            "clinical.trials",
+            &Scan::default(),
+        ))
+        .await
+        .unwrap();
+    let read = alice
+        .scan(
+            "clinical.trials",
+            Scan {
+                limit: Some(1),
+                ..Default::default()
+            },
+        )
+        .await
+        .unwrap();
+    assert_eq!(
+        schema.fields(),
+        read[0].schema().fields(),
+        "GetSchema is the schema DoGet sends"
+    );
+    assert_eq!(
+        schema.field_with_name("ssn").unwrap().data_type(),
+        &DataType::Utf8
+    );
+    let bob_schema = server
+        .connect("bob")
+        .await
+        .schema(veil_client::scan_descriptor(
+            "clinical.trials",
+            &Scan::default(),
+        ))
+        .await
+        .unwrap();
+    assert_eq!(
+        bob_schema
+            .field_with_name("date_of_birth")
+            .unwrap()
+            .data_type(),
+        &DataType::Date32,
+        "unmasked for bob"
+    );
     let desc = alice.describe("clinical.trials").await.unwrap();
     let ssn = desc.columns.iter().find(|c| c.name == "ssn").unwrap();
     assert_eq!(ssn.mask, "hash");

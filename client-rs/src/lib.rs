@@ -168,7 +168,10 @@ impl Connection {
     }
 
     /// The policy-applied schema of a read.
-    pub async fn schema(&self, descriptor: FlightDescriptor) -> Result<arrow::datatypes::Schema, ClientError> {
+    pub async fn schema(
+        &self,
+        descriptor: FlightDescriptor,
+    ) -> Result<arrow::datatypes::Schema, ClientError> {
         Ok(self.client()?.get_schema(descriptor).await?)
     }
 

@@ -158,6 +158,11 @@ pub struct EngineConfig {
     /// ... but never more than this many endpoints.
     #[serde(default = "default_max_endpoints")]
     pub max_endpoints: usize,
+    /// When a row policy hides rows from the caller, a scan always gets
+    /// exactly this many endpoints, so their number says nothing about how
+    /// many rows the caller can't see.
+    #[serde(default = "default_row_policy_endpoints")]
+    pub row_policy_endpoints: usize,
     #[serde(default = "default_ticket_ttl")]
     pub ticket_ttl_secs: u64,
     /// Memory for query execution, in MiB (0: unbounded).
@@ -172,6 +177,7 @@ impl Default for EngineConfig {
             target_partitions: default_target_partitions(),
             rows_per_endpoint: default_rows_per_endpoint(),
             max_endpoints: default_max_endpoints(),
+            row_policy_endpoints: default_row_policy_endpoints(),
             ticket_ttl_secs: default_ticket_ttl(),
             memory_limit_mb: default_memory_limit(),
         }
@@ -191,6 +197,9 @@ fn default_rows_per_endpoint() -> u64 {
 }
 fn default_max_endpoints() -> usize {
     16
+}
+fn default_row_policy_endpoints() -> usize {
+    4
 }
 fn default_ticket_ttl() -> u64 {
     3600

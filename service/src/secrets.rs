@@ -17,6 +17,8 @@ use crate::error::{Result, VeilError};
 pub enum KeyPurpose<'a> {
     /// Signing Flight tickets.
     Tickets,
+    /// Encrypting ticket bodies, so a ticket reveals nothing of the source.
+    TicketCipher,
     /// Keyed hash masking, one key per dataset id.
     HashMask { dataset_id: &'a str },
     /// Identity fingerprints (so a fingerprint can't be brute-forced offline).
@@ -27,6 +29,7 @@ impl KeyPurpose<'_> {
     fn info(&self) -> Vec<u8> {
         match self {
             KeyPurpose::Tickets => b"veil/v1/tickets".to_vec(),
+            KeyPurpose::TicketCipher => b"veil/v1/tickets/cipher".to_vec(),
             KeyPurpose::HashMask { dataset_id } => {
                 format!("veil/v1/mask/hash/{dataset_id}").into_bytes()
             }

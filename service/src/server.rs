@@ -106,12 +106,7 @@ pub async fn start(cfg: Config, opts: ServeOptions) -> Result<Running> {
         audit.clone(),
     ));
     let admin = Arc::new(Admin::new(Arc::clone(&engine), audit.clone(), roots));
-    let flight = VeilFlight::new(
-        engine,
-        TicketSigner::new(master.derive(KeyPurpose::Tickets)),
-        audit,
-        admin,
-    );
+    let flight = VeilFlight::new(engine, TicketSigner::from_master(&master), audit, admin);
 
     let listen = opts
         .listen

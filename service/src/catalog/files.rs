@@ -227,6 +227,15 @@ pub fn split_into_parts(
     Ok(Split { parts, total_rows })
 }
 
+/// Split into exactly `n` parts (some possibly empty), whatever the size:
+/// the count reveals nothing about the data.
+pub fn split_exactly(format: FileFormatKind, files: &[SourceFile], n: usize) -> Result<Split> {
+    let n = n.max(1);
+    let mut split = split_into_parts(format, files, 1, n)?;
+    split.parts.resize_with(n, ScanPart::default);
+    Ok(split)
+}
+
 /// Adjacent row-group slices of one file merge into one range.
 fn push_slice(part: &mut ScanPart, slice: FileSlice) {
     if let Some(last) = part.files.last_mut()
@@ -257,7 +266,9 @@ mod tests {
     #[test]
     fn parts_cover_every_file_once_and_respect_the_cap() {
         let files = csv_files(10);
-        let parts = split_into_parts(FileFormatKind::Csv, &files, 20, 3).unwrap().parts;
+        let parts = split_into_parts(FileFormatKind::Csv, &files, 20, 3)
+            .unwrap()
+            .parts;
         assert!(parts.len() <= 3);
         let mut seen: Vec<String> = parts
             .iter()
@@ -267,6 +278,18 @@ mod tests {
         assert_eq!(seen.len(), 10);
         seen.dedup();
         assert_eq!(seen.len(), 10);
+    }
+
+    #[test]
+    fn exact_splits_have_the_asked_count_whatever_the_size() {
+        for files in [0, 1, 3, 10] {
+            let split = split_exactly(FileFormatKind::Csv, &csv_files(files), 4).unwrap();
+            assert_eq!(split.parts.len(), 4);
+            assert_eq!(
+                split.parts.iter().map(|p| p.files.len()).sum::<usize>(),
+                files
+            );
+        }
     }
 
     #[test]

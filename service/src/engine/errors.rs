@@ -16,15 +16,15 @@ fn find_own(e: &(dyn std::error::Error + 'static)) -> Option<VeilError> {
         if let Some(b) = err.downcast_ref::<BelowBarrierError>() {
             return Some(VeilError::FailedPrecondition(b.to_string()));
         }
-        if let Some(DataFusionError::External(inner)) = err.downcast_ref::<DataFusionError>() {
-            if let Some(v) = find_own(inner.as_ref()) {
-                return Some(v);
-            }
+        if let Some(DataFusionError::External(inner)) = err.downcast_ref::<DataFusionError>()
+            && let Some(v) = find_own(inner.as_ref())
+        {
+            return Some(v);
         }
-        if let Some(DataFusionError::Shared(inner)) = err.downcast_ref::<DataFusionError>() {
-            if let Some(v) = find_own(inner.as_ref()) {
-                return Some(v);
-            }
+        if let Some(DataFusionError::Shared(inner)) = err.downcast_ref::<DataFusionError>()
+            && let Some(v) = find_own(inner.as_ref())
+        {
+            return Some(v);
         }
         cur = err.source();
     }

@@ -4,8 +4,10 @@
 
 pub mod catalog;
 pub mod errors;
+pub mod limits;
+pub mod planner_pool;
 
-use datafusion::arrow::datatypes::{DataType, Schema, SchemaRef};
+use datafusion::arrow::datatypes::{DataType, SchemaRef};
 use datafusion::common::TableReference;
 use datafusion::common::tree_node::TreeNode;
 use datafusion::dataframe::DataFrame;
@@ -26,7 +28,7 @@ use std::sync::Arc;
 use veil_proto::{ScanCommand, ScanPart, SqlCommand};
 
 use crate::auth::identity::Principal;
-use crate::catalog::files::{list_files, split_into_parts};
+use crate::catalog::files::{list_files, split_exactly, split_into_parts};
 use crate::catalog::state::StateCache;
 use crate::config::EngineConfig;
 use crate::error::{Result, VeilError};
@@ -86,6 +88,7 @@ pub struct Engine {
     master: MasterKey,
     default_issuer: String,
     cfg: EngineConfig,
+    planner: planner_pool::PlannerPool,
 }
 
 fn df(e: datafusion::common::DataFusionError) -> VeilError {
@@ -126,12 +129,14 @@ impl Engine {
             .with_query_planner(Arc::new(VeilQueryPlanner))
             .with_analyzer_rule(Arc::new(PolicyGuard))
             .build();
+        let planner = planner_pool::PlannerPool::new(cfg.target_partitions.clamp(1, 4))?;
         Ok(Self {
             state,
             base,
             master,
             default_issuer,
             cfg,
+            planner,
         })
     }
 
@@ -199,8 +204,22 @@ impl Engine {
         Ok((d, p))
     }
 
-    /// Plan a command, optionally restricted to one endpoint's part.
+    /// Plan a command, optionally restricted to one endpoint's part. Runs
+    /// on the planner pool; a panic while planning is an error.
     pub async fn plan(
+        self: &Arc<Self>,
+        principal: &Arc<Principal>,
+        command: &Command,
+        part: Option<ScanPart>,
+    ) -> Result<PlannedQuery> {
+        let (engine, principal, command) =
+            (Arc::clone(self), Arc::clone(principal), command.clone());
+        self.planner
+            .run(async move { engine.plan_inner(&principal, &command, part).await })
+            .await
+    }
+
+    async fn plan_inner(
         &self,
         principal: &Arc<Principal>,
         command: &Command,
@@ -208,7 +227,7 @@ impl Engine {
     ) -> Result<PlannedQuery> {
         let mut parts = HashMap::new();
         if let (Command::Scan(scan), Some(part)) = (command, part) {
-            parts.insert(scan.dataset.clone(), part);
+            parts.insert(scan.dataset.to_ascii_lowercase(), part);
         }
         let (snapshot, compiler) = self.compiler(principal, parts).await?;
         let ctx = self.session(&compiler);
@@ -217,7 +236,7 @@ impl Engine {
             Command::Sql(sql) => self.sql_frame(&ctx, &sql.query).await?,
         };
         let frame = plain_types(frame)?;
-        let schema: SchemaRef = Arc::new(Schema::from(frame.schema().as_arrow().clone()));
+        let schema: SchemaRef = Arc::new(frame.schema().as_arrow().clone());
         let state = ctx.state();
         let physical = frame.create_physical_plan().await.map_err(df)?;
         Ok(PlannedQuery {
@@ -248,6 +267,7 @@ impl Engine {
             .await
             .map_err(df)?;
         if !scan.filter.trim().is_empty() {
+            limits::check_filter(&scan.filter)?;
             let expr = frame.parse_sql_expr(&scan.filter).map_err(|e| {
                 VeilError::InvalidArgument(format!(
                     "the filter is not a valid SQL expression over the dataset's columns: {}",
@@ -283,6 +303,7 @@ impl Engine {
     }
 
     async fn sql_frame(&self, ctx: &SessionContext, query: &str) -> Result<DataFrame> {
+        limits::check_sql_text(query)?;
         let statements = DFParser::parse_sql_with_dialect(query, &GenericDialect {})
             .map_err(|e| VeilError::InvalidArgument(format!("the SQL does not parse: {e}")))?;
         if statements.len() != 1 {
@@ -300,11 +321,16 @@ impl Engine {
                 ));
             }
         }
-        let options = SQLOptions::new()
+        limits::check_statement(&statements[0])?;
+        let statement = statements.into_iter().next().expect("one statement");
+        let plan = ctx.state().statement_to_plan(statement).await.map_err(df)?;
+        SQLOptions::new()
             .with_allow_ddl(false)
             .with_allow_dml(false)
-            .with_allow_statements(false);
-        ctx.sql_with_options(query, options).await.map_err(df)
+            .with_allow_statements(false)
+            .verify_plan(&plan)
+            .map_err(df)?;
+        ctx.execute_logical_plan(plan).await.map_err(df)
     }
 
     /// How to split a scan into endpoints.
@@ -319,12 +345,16 @@ impl Engine {
             .readable(&scan.dataset)
             .ok_or_else(|| VeilError::dataset_not_found(&scan.dataset))?;
         let files = list_files(&d.source)?;
-        let split = split_into_parts(
-            d.source.format,
-            &files,
-            self.cfg.rows_per_endpoint,
-            self.cfg.max_endpoints,
-        )?;
+        let split = if planned.rows_filtered() {
+            split_exactly(d.source.format, &files, self.cfg.row_policy_endpoints)?
+        } else {
+            split_into_parts(
+                d.source.format,
+                &files,
+                self.cfg.rows_per_endpoint,
+                self.cfg.max_endpoints,
+            )?
+        };
         // A limit must apply to the whole result, so it gets one endpoint.
         let parts = if scan.limit.is_some() {
             vec![None]
@@ -431,6 +461,7 @@ mod tests {
     async fn user_filters_stay_above_the_barrier_and_masks_below() {
         let dir = tempfile::tempdir().unwrap();
         let (engine, snap) = demo_engine(dir.path()).await;
+        let engine = Arc::new(engine);
         let alice = principal(&snap, "alice");
         let cmd = Command::Sql(SqlCommand {
             query:
@@ -505,6 +536,7 @@ mod tests {
     async fn listing_schema_matches_the_planned_schema() {
         let dir = tempfile::tempdir().unwrap();
         let (engine, snap) = demo_engine(dir.path()).await;
+        let engine = Arc::new(engine);
         for user in ["alice", "bob"] {
             let p = principal(&snap, user);
             let (d, pol) = engine.lookup(&p, "clinical.trials").await.unwrap();

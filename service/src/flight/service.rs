@@ -384,7 +384,7 @@ impl FlightService for VeilFlight {
                 return Err(to_status(&e));
             }
         };
-        let schema = planned.schema.clone();
+        let schema = Arc::clone(&planned.schema);
         let counted = batches.map_err(|e| {
             FlightError::Tonic(Box::new(to_status(
                 &crate::engine::errors::from_datafusion(e),

@@ -1,9 +1,13 @@
-//! Signed tickets (DESIGN invariant 3).
+//! Signed, encrypted tickets (DESIGN invariant 3).
 //!
-//! A ticket is a `SignedTicket { body, mac }` where `mac` is
-//! HMAC-SHA256(ticket key, body), verified in constant time. The body binds
-//! the ticket to (issuer, subject), an expiry, the state version and the
-//! caller's identity fingerprint, and names the part of the data it reads.
+//! A ticket is a `SignedTicket { body, mac }`: `body` is the encoded
+//! `TicketBody` encrypted with ChaCha20-Poly1305 (random nonce prepended),
+//! and `mac` is HMAC-SHA256(ticket key, body), verified in constant time
+//! before anything else is looked at. The body binds the ticket to (issuer,
+//! subject), an expiry, the state version and the caller's identity
+//! fingerprint, and names the part of the data it reads. Encryption keeps
+//! that part (file paths, row-group counts, so the size of rows the caller
+//! can't see) opaque to the holder.
 
 use hmac::{Hmac, Mac};
 use prost::Message;
@@ -18,14 +22,39 @@ use crate::secrets::SecretKey;
 const TICKET_FORMAT: u32 = 1;
 const MAX_TICKET_BYTES: usize = 64 * 1024;
 
-#[derive(Debug, Clone)]
+const NONCE_LEN: usize = 12;
+
+#[derive(Clone)]
 pub struct TicketSigner {
     key: SecretKey,
+    cipher: std::sync::Arc<ring::aead::LessSafeKey>,
+}
+
+impl std::fmt::Debug for TicketSigner {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("TicketSigner(<keyed>)")
+    }
 }
 
 impl TicketSigner {
-    pub fn new(key: SecretKey) -> Self {
-        Self { key }
+    /// `key` signs; `cipher_key` encrypts (two derived keys, two purposes).
+    pub fn new(key: SecretKey, cipher_key: SecretKey) -> Self {
+        let unbound =
+            ring::aead::UnboundKey::new(&ring::aead::CHACHA20_POLY1305, cipher_key.bytes())
+                .expect("a 32-byte key fits ChaCha20-Poly1305");
+        Self {
+            key,
+            cipher: std::sync::Arc::new(ring::aead::LessSafeKey::new(unbound)),
+        }
+    }
+
+    /// Both keys from the master key.
+    pub fn from_master(master: &crate::secrets::MasterKey) -> Self {
+        use crate::secrets::KeyPurpose;
+        Self::new(
+            master.derive(KeyPurpose::Tickets),
+            master.derive(KeyPurpose::TicketCipher),
+        )
     }
 
     fn mac(&self) -> Hmac<Sha256> {
@@ -34,7 +63,17 @@ impl TicketSigner {
 
     pub fn sign(&self, mut body: TicketBody) -> Vec<u8> {
         body.format = TICKET_FORMAT;
-        let body = body.encode_to_vec();
+        let nonce: [u8; NONCE_LEN] = rand::random();
+        let mut sealed = body.encode_to_vec();
+        self.cipher
+            .seal_in_place_append_tag(
+                ring::aead::Nonce::assume_unique_for_key(nonce),
+                ring::aead::Aad::empty(),
+                &mut sealed,
+            )
+            .expect("sealing a ticket cannot fail");
+        let mut body = nonce.to_vec();
+        body.extend_from_slice(&sealed);
         let mac = self
             .mac()
             .chain_update(&body)
@@ -59,7 +98,17 @@ impl TicketSigner {
             .chain_update(&signed.body)
             .verify_slice(&signed.mac)
             .map_err(|_| forged())?;
-        let body = TicketBody::decode(signed.body.as_slice()).map_err(|_| forged())?;
+        if signed.body.len() < NONCE_LEN {
+            return Err(forged());
+        }
+        let (nonce, sealed) = signed.body.split_at(NONCE_LEN);
+        let nonce = ring::aead::Nonce::try_assume_unique_for_key(nonce).map_err(|_| forged())?;
+        let mut sealed = sealed.to_vec();
+        let plain = self
+            .cipher
+            .open_in_place(nonce, ring::aead::Aad::empty(), &mut sealed)
+            .map_err(|_| forged())?;
+        let body = TicketBody::decode(&*plain).map_err(|_| forged())?;
         if body.format != TICKET_FORMAT || body.command.is_none() {
             return Err(forged());
         }
@@ -83,6 +132,15 @@ mod tests {
     use crate::auth::identity::{ClientInfo, Identity};
     use crate::secrets::{KeyPurpose, MasterKey};
     use veil_proto::{SqlCommand, TicketCommand};
+
+    #[test]
+    fn ticket_bodies_are_opaque() {
+        let s = TicketSigner::from_master(&MasterKey::from_bytes([2; 32]));
+        let t = s.sign(body("alice-with-a-long-name", 1000));
+        let signed = SignedTicket::decode(t.as_slice()).unwrap();
+        assert!(!signed.body.windows(5).any(|w| w == b"alice"));
+        assert!(!signed.body.windows(8).any(|w| w == b"SELECT 1"));
+    }
 
     fn principal(sub: &str) -> Principal {
         let k = MasterKey::from_bytes([1; 32]);
@@ -110,7 +168,7 @@ mod tests {
 
     #[test]
     fn tickets_verify_only_for_their_owner_before_expiry() {
-        let s = TicketSigner::new(MasterKey::from_bytes([2; 32]).derive(KeyPurpose::Tickets));
+        let s = TicketSigner::from_master(&MasterKey::from_bytes([2; 32]));
         let t = s.sign(body("alice", 1000));
         assert!(s.verify(&t, &principal("alice"), 999).is_ok());
         assert!(matches!(
@@ -125,8 +183,8 @@ mod tests {
 
     #[test]
     fn forged_and_other_key_tickets_are_rejected() {
-        let s = TicketSigner::new(MasterKey::from_bytes([2; 32]).derive(KeyPurpose::Tickets));
-        let other = TicketSigner::new(MasterKey::from_bytes([3; 32]).derive(KeyPurpose::Tickets));
+        let s = TicketSigner::from_master(&MasterKey::from_bytes([2; 32]));
+        let other = TicketSigner::from_master(&MasterKey::from_bytes([3; 32]));
         let t = other.sign(body("alice", i64::MAX));
         assert!(matches!(
             s.verify(&t, &principal("alice"), 0),

@@ -211,19 +211,24 @@ impl ExecutionPlan for PolicyBarrierExec {
         };
         // A panic below the fence (a malformed file can make a decoder
         // panic) becomes the same sanitised error, never a dropped stream.
-        let panicked = || DataFusionError::Execution("a panic occurred while reading the source".into());
+        let panicked =
+            || DataFusionError::Execution("a panic occurred while reading the source".into());
         let input = Arc::clone(&self.input);
-        let stream = match std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| input.execute(partition, context))) {
+        let stream = match std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+            input.execute(partition, context)
+        })) {
             Ok(Ok(s)) => s,
             Ok(Err(e)) => return Err(sanitize(e)),
             Err(_) => return Err(sanitize(panicked())),
         };
         let schema: SchemaRef = stream.schema();
-        let guarded = std::panic::AssertUnwindSafe(stream).catch_unwind().map(move |r| match r {
-            Ok(Ok(batch)) => Ok(batch),
-            Ok(Err(e)) => Err(sanitize(e)),
-            Err(_) => Err(sanitize(panicked())),
-        });
+        let guarded = std::panic::AssertUnwindSafe(stream)
+            .catch_unwind()
+            .map(move |r| match r {
+                Ok(Ok(batch)) => Ok(batch),
+                Ok(Err(e)) => Err(sanitize(e)),
+                Err(_) => Err(sanitize(panicked())),
+            });
         Ok(Box::pin(RecordBatchStreamAdapter::new(schema, guarded)))
     }
 }

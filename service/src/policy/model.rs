@@ -180,7 +180,7 @@ impl PolicySpec {
                 "a policy needs a non-empty name".into(),
             ));
         }
-        if self.dataset.is_some() == !self.tags.is_empty() {
+        if self.dataset.is_some() != self.tags.is_empty() {
             return Err(bad(
                 "set either `dataset` (a local policy) or `tags` (a global policy), not both or neither"
                     .into(),

@@ -53,9 +53,12 @@ pub fn compile(
                 ))
             })
     };
-    let mut builder =
-        LogicalPlanBuilder::scan(SOURCE_ALIAS, provider_as_source(source.clone()), None)
-            .map_err(df)?;
+    let mut builder = LogicalPlanBuilder::scan(
+        SOURCE_ALIAS,
+        provider_as_source(Arc::clone(&source) as _),
+        None,
+    )
+    .map_err(df)?;
 
     // Row rules: the principal's attribute values enter as typed literals.
     let mut predicate: Option<Expr> = None;
