@@ -295,3 +295,86 @@ pub async fn sync_config(
     }
     Ok(())
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::store::sqlite::SqliteStore;
+
+    fn config(dir: &std::path::Path, extra: &str) -> Config {
+        let text = format!(
+            "roots = [\"data\"]\n[auth]\naudience = \"veil\"\n[[auth.keys]]\nissuer = \"i\"\nalgorithm = \"HS256\"\nsecret_file = \"s\"\n{extra}"
+        );
+        std::fs::write(dir.join("veil.toml"), text).unwrap();
+        Config::load(&dir.join("veil.toml")).unwrap()
+    }
+
+    fn roots(cfg: &Config) -> LocationRoots {
+        LocationRoots::new(&cfg.roots.iter().map(|r| cfg.resolve(r)).collect::<Vec<_>>()).unwrap()
+    }
+
+    const EVENTS: &str =
+        "[[datasets]]\nname = \"ops.events\"\nformat = \"json\"\nlocation = \"data/events\"\n";
+
+    #[tokio::test]
+    async fn config_datasets_keep_their_dictionary_and_go_when_removed() {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::create_dir_all(dir.path().join("data/events")).unwrap();
+        std::fs::write(
+            dir.path().join("data/events/a.json"),
+            "{\"id\": 1, \"kind\": \"x\"}\n",
+        )
+        .unwrap();
+        let store: Arc<dyn Store> = Arc::new(SqliteStore::in_memory().unwrap());
+        let cfg = config(dir.path(), EVENTS);
+        sync_config(&store, &cfg, &roots(&cfg)).await.unwrap();
+        let names = |s: &crate::store::model::Snapshot| -> Vec<String> {
+            s.datasets["ops.events"]
+                .columns
+                .iter()
+                .map(|c| c.name.clone())
+                .collect()
+        };
+        assert_eq!(names(&store.snapshot().await.unwrap()), ["id", "kind"]);
+        // A file with a new field appears; a restart does not serve it.
+        std::fs::write(
+            dir.path().join("data/events/b.json"),
+            "{\"id\": 2, \"kind\": \"y\", \"secret\": \"s\"}\n",
+        )
+        .unwrap();
+        sync_config(&store, &cfg, &roots(&cfg)).await.unwrap();
+        assert_eq!(names(&store.snapshot().await.unwrap()), ["id", "kind"]);
+        // Removed from the config: dropped.
+        let cfg = config(dir.path(), "");
+        sync_config(&store, &cfg, &roots(&cfg)).await.unwrap();
+        assert!(store.snapshot().await.unwrap().datasets.is_empty());
+    }
+
+    #[tokio::test]
+    async fn invalid_configs_are_refused_with_a_reason() {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::create_dir_all(dir.path().join("data")).unwrap();
+        let store: Arc<dyn Store> = Arc::new(SqliteStore::in_memory().unwrap());
+        let p = "[[policies]]\nname = \"p\"\ndataset = \"a.b\"\nsubscription = { anyone = true }\n";
+        for (extra, needle) in [
+            (format!("{p}{p}"), "two policies"),
+            (
+                "[[datasets]]\nname = \"ops.x\"\nformat = \"csv\"\nlocation = \"/etc/passwd\"\n"
+                    .to_string(),
+                "outside",
+            ),
+            (
+                "[[users]]\nname = \"u\"\npermissions = [\"ROOT\"]\n".to_string(),
+                "unknown permission",
+            ),
+            (
+                "[[policies]]\nname = \"q\"\nmask = \"hash\"\n".to_string(),
+                "either `dataset`",
+            ),
+        ] {
+            let cfg = config(dir.path(), &extra);
+            let e = sync_config(&store, &cfg, &roots(&cfg)).await.unwrap_err();
+            assert!(e.message().contains(needle), "{needle}: {e}");
+        }
+    }
+}

@@ -349,22 +349,13 @@ impl FlightService for VeilFlight {
         // Every DoGet plans afresh under the current policies and identity;
         // a ticket from an older policy version or another identity
         // fingerprint is re-authorised here, never trusted.
-        let stale = body.policy_version
-            != self
-                .engine
-                .state()
-                .current()
-                .await
-                .map(|s| s.version)
-                .unwrap_or(0)
-            || body.identity_fingerprint != p.fingerprint;
-        if stale {
-            tracing::debug!(query_id = %body.query_id, "ticket from an older policy or identity; re-authorising");
-        }
         let planned = match self.engine.plan(&p, &cmd, body.part.clone()).await {
             Ok(q) => q,
             Err(e) => return Err(self.fail(event, e).await),
         };
+        if body.policy_version != planned.version || body.identity_fingerprint != p.fingerprint {
+            tracing::debug!(query_id = %body.query_id, "ticket from an older policy version or identity: re-authorised and re-planned");
+        }
         describe_reads(&mut event, &planned);
         event.message = format!(
             "part {}/{} of query {}",
