@@ -75,28 +75,10 @@ pub struct Connection {
 const MAX_MESSAGE: usize = 64 * 1024 * 1024;
 
 impl Connection {
-    /// Connect to `grpc://host:port` (or `grpc+tls://`, `http://`).
+    /// Connect to `grpc://host:port` (plaintext; `grpc+tls://` uses the
+    /// system's trust roots only through [`Connection::connect_tls`]).
     pub async fn connect(address: &str, token: &str) -> Result<Self, ClientError> {
-        let uri = address
-            .replacen("grpc+tls://", "https://", 1)
-            .replacen("grpc+tcp://", "http://", 1)
-            .replacen("grpc://", "http://", 1);
-        let channel = Endpoint::from_shared(uri.clone())
-            .map_err(|e| ClientError::Connect {
-                address: address.into(),
-                source: e,
-            })?
-            .tcp_nodelay(true)
-            .connect()
-            .await
-            .map_err(|e| ClientError::Connect {
-                address: address.into(),
-                source: e,
-            })?;
-        Ok(Self {
-            channel,
-            token: token.to_string(),
-        })
+        Self::open(address, token, None).await
     }
 
     /// Connect over TLS, trusting `ca_pem` for the server named `domain`.
@@ -107,26 +89,32 @@ impl Connection {
         domain: &str,
     ) -> Result<Self, ClientError> {
         use tonic::transport::{Certificate, ClientTlsConfig};
-        let uri = address.replacen("grpc+tls://", "https://", 1);
         let tls = ClientTlsConfig::new()
             .ca_certificate(Certificate::from_pem(ca_pem))
             .domain_name(domain);
-        let channel = Endpoint::from_shared(uri)
-            .map_err(|e| ClientError::Connect {
-                address: address.into(),
-                source: e,
-            })?
-            .tls_config(tls)
-            .map_err(|e| ClientError::Connect {
-                address: address.into(),
-                source: e,
-            })?
-            .connect()
-            .await
-            .map_err(|e| ClientError::Connect {
-                address: address.into(),
-                source: e,
-            })?;
+        Self::open(address, token, Some(tls)).await
+    }
+
+    async fn open(
+        address: &str,
+        token: &str,
+        tls: Option<tonic::transport::ClientTlsConfig>,
+    ) -> Result<Self, ClientError> {
+        let failed = |source| ClientError::Connect {
+            address: address.into(),
+            source,
+        };
+        let uri = address
+            .replacen("grpc+tls://", "https://", 1)
+            .replacen("grpc+tcp://", "http://", 1)
+            .replacen("grpc://", "http://", 1);
+        let mut endpoint = Endpoint::from_shared(uri)
+            .map_err(failed)?
+            .tcp_nodelay(true);
+        if let Some(tls) = tls {
+            endpoint = endpoint.tls_config(tls).map_err(failed)?;
+        }
+        let channel = endpoint.connect().await.map_err(failed)?;
         Ok(Self {
             channel,
             token: token.to_string(),

@@ -162,12 +162,19 @@ impl Admin {
             &format!("admin.{}", name.trim_start_matches("veil.")),
             Some(p),
         );
-        if !ACTIONS.iter().any(|(n, _, _)| *n == name) {
+        let Some((_, requirement, _)) = ACTIONS.iter().find(|(n, _, _)| *n == name) else {
             let e = VeilError::InvalidArgument(format!(
                 "unknown action '{}': ListActions shows the available ones",
                 name.chars().take(64).collect::<String>()
             ));
             return Err(self.fail(event, e).await);
+        };
+        // The table above is the one place permissions are decided;
+        // ownership is checked where the dataset is looked up.
+        if let Requirement::Permission(perm) = requirement
+            && !p.has(*perm)
+        {
+            return Err(self.fail(event, denied(name, perm.as_str())).await);
         }
         match self.dispatch(p, name, &action.body, &mut event).await {
             Ok(out) => Ok(out),
@@ -185,14 +192,6 @@ impl Admin {
     /// Record the (permitted) action before it takes effect.
     async fn permitted(&self, event: &AuditEvent) -> Result<()> {
         self.audit.record(event.clone()).await
-    }
-
-    async fn require(&self, p: &Principal, perm: Permission, action: &str) -> Result<()> {
-        if p.has(perm) {
-            Ok(())
-        } else {
-            Err(denied(action, perm.as_str()))
-        }
     }
 
     async fn dispatch(
@@ -245,7 +244,6 @@ impl Admin {
                 ])
             }
             actions::REGISTER_DATASET => {
-                self.require(p, Permission::CreateDataSource, name).await?;
                 let req: RegisterDatasetRequest = decode(body)?;
                 event.dataset = Some(req.name.chars().take(256).collect());
                 let location = self.roots.confine(std::path::Path::new(&req.location))?;
@@ -367,7 +365,6 @@ impl Admin {
                 Ok(ack("description updated"))
             }
             actions::SET_USER_DISABLED => {
-                self.require(p, Permission::UserAdmin, name).await?;
                 let req: SetUserDisabledRequest = decode(body)?;
                 let who = self.user(req.user)?;
                 event.message = format!("user {} disabled={}", who, req.disabled);
@@ -384,7 +381,6 @@ impl Admin {
                 )))
             }
             actions::GRANT_PERMISSION | actions::REVOKE_PERMISSION => {
-                self.require(p, Permission::UserAdmin, name).await?;
                 let req: PermissionRequest = decode(body)?;
                 let who = self.user(req.user)?;
                 let perm: Permission =
@@ -413,7 +409,6 @@ impl Admin {
                 }
             }
             actions::AUDIT_TAIL => {
-                self.require(p, Permission::Audit, name).await?;
                 let req: AuditTailRequest = decode(body)?;
                 self.permitted(event).await?;
                 let limit = if req.limit == 0 {
