@@ -157,7 +157,7 @@ class Connection:
         for large string columns.
         """
         table = self.scan_as_arrow(name, columns=columns, filter=filter, limit=limit)
-        return table.to_pandas(types_mapper=types_mapper, split_blocks=True, self_destruct=True)
+        return _to_pandas(table, types_mapper)
 
     def sql_as_arrow(self, query):
         desc = flight.FlightDescriptor.for_command(_proto.encode_sql(query))
@@ -166,7 +166,7 @@ class Connection:
     def sql(self, query, types_mapper=None):
         """One read-only SELECT over the datasets you may read, as pandas."""
         table = self.sql_as_arrow(query)
-        return table.to_pandas(types_mapper=types_mapper, split_blocks=True, self_destruct=True)
+        return _to_pandas(table, types_mapper)
 
     # -- admin ---------------------------------------------------------------
     def set_user_disabled(self, subject, disabled=True, issuer=""):
@@ -218,6 +218,15 @@ class Connection:
         if len(tables) == 1:
             return tables[0]
         return pa.concat_tables(tables)
+
+
+def _to_pandas(table, types_mapper):
+    # A streamed result arrives in many small chunks; converting one chunk
+    # per column is about twice as fast as converting hundreds, and
+    # self_destruct frees the Arrow buffers as columns are converted.
+    if table.num_rows and any(c.num_chunks > 1 for c in table.columns):
+        table = table.combine_chunks()
+    return table.to_pandas(types_mapper=types_mapper, split_blocks=True, self_destruct=True)
 
 
 def connect(address=None, token=None, **kwargs):

@@ -165,6 +165,11 @@ pub struct EngineConfig {
     pub row_policy_endpoints: usize,
     #[serde(default = "default_ticket_ttl")]
     pub ticket_ttl_secs: u64,
+    /// Largest Flight message sent; larger batches are split. gRPC clients
+    /// accept 4 MiB by default, so the default stays under that; raise it
+    /// when every client accepts more (pyarrow does).
+    #[serde(default = "default_max_message_bytes")]
+    pub max_message_bytes: usize,
     /// Memory for query execution, in MiB (0: unbounded).
     #[serde(default = "default_memory_limit")]
     pub memory_limit_mb: usize,
@@ -179,6 +184,7 @@ impl Default for EngineConfig {
             max_endpoints: default_max_endpoints(),
             row_policy_endpoints: default_row_policy_endpoints(),
             ticket_ttl_secs: default_ticket_ttl(),
+            max_message_bytes: default_max_message_bytes(),
             memory_limit_mb: default_memory_limit(),
         }
     }
@@ -203,6 +209,9 @@ fn default_row_policy_endpoints() -> usize {
 }
 fn default_ticket_ttl() -> u64 {
     3600
+}
+fn default_max_message_bytes() -> usize {
+    3 * 1024 * 1024 + 512 * 1024
 }
 fn default_memory_limit() -> usize {
     2048

@@ -32,10 +32,6 @@ use crate::auth::identity::Principal;
 use crate::engine::{Command, Engine, PlannedQuery};
 use crate::error::{Result, VeilError};
 
-/// Largest FlightData message sent. gRPC clients accept 4 MiB by default;
-/// staying under it keeps every stock client working.
-const MAX_FLIGHT_DATA_BYTES: usize = 3 * 1024 * 1024 + 512 * 1024;
-
 #[derive(Debug, Clone)]
 pub struct VeilFlight {
     engine: Arc<Engine>,
@@ -383,7 +379,7 @@ impl FlightService for VeilFlight {
         });
         let encoded = FlightDataEncoderBuilder::new()
             .with_schema(schema)
-            .with_max_flight_data_size(MAX_FLIGHT_DATA_BYTES)
+            .with_max_flight_data_size(self.engine.config().max_message_bytes)
             .build(counted)
             .map_err(|e| match e {
                 FlightError::Tonic(s) => *s,
