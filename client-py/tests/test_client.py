@@ -47,6 +47,10 @@ def test_columns_filter_limit_and_types_mapper(server):
         assert isinstance(arrow_backed["ssn"].dtype, pd.ArrowDtype)
         table = conn.scan_as_arrow("clinical.trials", columns=["ssn"], limit=5)
         assert table.schema.field("ssn").type == pa.string()
+        schema = conn.schema("clinical.trials")
+        assert schema.field("ssn").type == pa.string()
+        assert schema.field("date_of_birth").type == pa.date32()
+        assert schema.names == conn.scan_as_arrow("clinical.trials", limit=1).schema.names
 
 
 def test_sql_and_describe(server):
