@@ -541,6 +541,22 @@ async fn long_and_deep_expressions_are_refused_without_crashing() {
         code(&carol.sql(&huge).await.unwrap_err()),
         Code::InvalidArgument
     );
+    // Functions whose output size an argument chooses are capped.
+    for sql in [
+        "SELECT length(repeat('x', 2147483647)) AS n",
+        "SELECT length(lpad('x', 2147483647)) AS n",
+        "SELECT length(rpad(site, 100000000)) AS n FROM clinical.sites",
+        "SELECT length(repeat(site, beds * 1000000)) AS n FROM clinical.sites",
+    ] {
+        let e = carol.sql(sql).await.unwrap_err();
+        assert_eq!(code(&e), Code::InvalidArgument, "{sql}: {e}");
+        assert!(e.to_string().contains("MiB"), "{sql}: {e}");
+    }
+    let out = carol
+        .sql("SELECT length(repeat(site, 3)) AS n, lpad(state, 4, '*') AS p FROM clinical.sites")
+        .await
+        .unwrap();
+    assert_eq!(strings(&out, "p")[0].as_deref().map(str::len), Some(4));
     // Reasonable queries still work, and the server is alive.
     let ok = vec!["1"; 50].join("+");
     assert!(carol.sql(&format!("SELECT {ok} AS x")).await.is_ok());

@@ -129,6 +129,8 @@ impl Engine {
             .with_query_planner(Arc::new(VeilQueryPlanner))
             .with_analyzer_rule(Arc::new(PolicyGuard))
             .build();
+        let mut base = base;
+        limits::CappedLength::install(&mut base)?;
         let planner = planner_pool::PlannerPool::new(cfg.target_partitions.clamp(1, 4))?;
         Ok(Self {
             state,
