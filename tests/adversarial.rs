@@ -17,7 +17,7 @@ fn code(e: &ClientError) -> Code {
 
 /// A raw SSN of a row alice can see (CA) and one of a row she can't.
 fn raw_ssns() -> (String, String, i64) {
-    let raw = veil_tests::raw_trials(std::path::Path::new("."));
+    let raw = veil_tests::raw_trials();
     let states = strings(&raw, "state");
     let ssns = strings(&raw, "ssn");
     let ids = strings(&raw, "participant_id");

@@ -19,7 +19,7 @@ fn ids(batches: &[arrow::record_batch::RecordBatch]) -> Vec<i64> {
 #[tokio::test]
 async fn analysts_see_masked_values_and_only_their_state() {
     let server = TestServer::demo().await;
-    let raw = veil_tests::raw_trials(server.dir.path());
+    let raw = veil_tests::raw_trials();
     let raw_ca = strings(&raw, "state")
         .iter()
         .filter(|s| s.as_deref() == Some("CA"))

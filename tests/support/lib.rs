@@ -113,9 +113,8 @@ pub fn row_count(batches: &[arrow::record_batch::RecordBatch]) -> usize {
     batches.iter().map(|b| b.num_rows()).sum()
 }
 
-/// The raw demo data, read directly from its parquet file.
-pub fn raw_trials(dir: &Path) -> Vec<arrow::record_batch::RecordBatch> {
-    let _ = dir;
+/// The raw demo data (the demo writes exactly this batch, seed 42).
+pub fn raw_trials() -> Vec<arrow::record_batch::RecordBatch> {
     vec![veil::demo::trials_batch(veil::demo::DEMO_ROWS, 42)]
 }
 
