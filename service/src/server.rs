@@ -10,9 +10,9 @@ use tokio::task::JoinHandle;
 use arrow_flight::flight_service_server::FlightServiceServer;
 
 use crate::audit::AuditLog;
+use crate::auth::authenticator::Authenticator;
 use crate::auth::identity::{Identity, Permission};
 use crate::auth::jwt::TokenVerifier;
-use crate::auth::layer::Authenticator;
 use crate::catalog::roots::LocationRoots;
 use crate::catalog::state::StateCache;
 use crate::catalog::{NewDataset, build_dataset};

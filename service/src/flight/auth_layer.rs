@@ -9,8 +9,8 @@ use std::task::{Context, Poll};
 use tonic::transport::server::TcpConnectInfo;
 
 use super::status::to_status;
+use crate::auth::authenticator::Authenticator;
 use crate::auth::identity::ClientInfo;
-use crate::auth::layer::Authenticator;
 
 #[derive(Debug, Clone)]
 pub struct AuthLayer {
