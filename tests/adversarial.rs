@@ -541,6 +541,48 @@ async fn long_and_deep_expressions_are_refused_without_crashing() {
         code(&carol.sql(&huge).await.unwrap_err()),
         Code::InvalidArgument
     );
+    // Set-operation and join chains, and huge CASEs, are bounded too.
+    let unions = vec!["SELECT 1 AS x"; 7000].join(" UNION ALL ");
+    assert_eq!(
+        code(&carol.sql(&unions).await.unwrap_err()),
+        Code::InvalidArgument
+    );
+    let joins: String = (1..300)
+        .map(|i| format!(" JOIN clinical.sites s{i} ON s{i}.state = s0.state"))
+        .collect();
+    let e = carol
+        .sql(&format!(
+            "SELECT count(*) AS n FROM clinical.sites s0{joins}"
+        ))
+        .await
+        .unwrap_err();
+    assert_eq!(code(&e), Code::InvalidArgument);
+    let case: String = (0..2500)
+        .map(|i| format!(" WHEN beds = {i} THEN true"))
+        .collect();
+    let e = carol
+        .scan(
+            "clinical.sites",
+            Scan {
+                filter: Some(format!("CASE{case} END")),
+                ..Default::default()
+            },
+        )
+        .await
+        .unwrap_err();
+    assert_eq!(code(&e), Code::InvalidArgument);
+    // A long but legitimate query (over 64 KiB) plans and reads.
+    let long_in: String = (0..12000)
+        .map(|i| i.to_string())
+        .collect::<Vec<_>>()
+        .join(", ");
+    let out = carol
+        .sql(&format!(
+            "SELECT count(*) AS n FROM clinical.sites WHERE beds IN ({long_in})"
+        ))
+        .await
+        .unwrap();
+    assert_eq!(strings(&out, "n"), vec![Some("10".to_string())]);
     // Functions whose output size an argument chooses are capped.
     for sql in [
         "SELECT length(repeat('x', 2147483647)) AS n",

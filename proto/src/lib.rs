@@ -127,6 +127,10 @@ pub struct TicketBody {
     pub part_count: u32,
     #[prost(string, tag = "12")]
     pub query_id: String,
+    /// Zero bytes that round the encoded body up to a fixed size class, so
+    /// a ticket's length doesn't reveal the layout of the data it names.
+    #[prost(bytes = "vec", tag = "13")]
+    pub padding: Vec<u8>,
 }
 
 #[derive(Clone, PartialEq, Message)]

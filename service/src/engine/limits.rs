@@ -5,7 +5,9 @@
 //! ([`super::planner_pool`]) as a second line of defence.
 
 use datafusion::sql::parser::Statement as DFStatement;
-use datafusion::sql::sqlparser::ast::{Expr as SqlExpr, Query, Visit, Visitor};
+use datafusion::sql::sqlparser::ast::{
+    Expr as SqlExpr, Query, Select, TableFactor, Visit, Visitor,
+};
 use datafusion::sql::sqlparser::dialect::GenericDialect;
 use datafusion::sql::sqlparser::parser::Parser;
 use std::ops::ControlFlow;
@@ -16,31 +18,68 @@ use crate::error::{Result, VeilError};
 pub const MAX_SQL_BYTES: usize = 256 * 1024;
 /// Longest scan filter accepted.
 pub const MAX_FILTER_BYTES: usize = 64 * 1024;
+/// Most columns a scan may name.
+pub const MAX_COLUMNS: usize = 4096;
 /// Deepest nesting of expressions and queries accepted.
 pub const MAX_DEPTH: usize = 128;
 
-struct DepthCheck {
+/// Most SELECTs in one query (each UNION arm is one): planning recurses
+/// once per set operation.
+pub const MAX_SELECTS: usize = 64;
+/// Most table references (joins) in one query: plans are left-deep, and
+/// both planning and execution recurse once per join.
+pub const MAX_TABLES: usize = 64;
+/// Most WHEN branches in one CASE: simplification is super-linear in them.
+pub const MAX_CASE_BRANCHES: usize = 128;
+
+/// Walks the parsed SQL once, counting what makes planning deep or slow.
+#[derive(Default)]
+struct ComplexityCheck {
     depth: usize,
+    selects: usize,
+    tables: usize,
+    exceeded: Option<String>,
 }
 
-impl DepthCheck {
+impl ComplexityCheck {
+    fn exceed(&mut self, why: String) -> ControlFlow<()> {
+        self.exceeded = Some(why);
+        ControlFlow::Break(())
+    }
+
     fn enter(&mut self) -> ControlFlow<()> {
         self.depth += 1;
         if self.depth > MAX_DEPTH {
-            ControlFlow::Break(())
-        } else {
-            ControlFlow::Continue(())
+            return self.exceed(format!(
+                "the query nests expressions or subqueries more than {MAX_DEPTH} levels deep; simplify it (for long lists use IN (...))"
+            ));
         }
+        ControlFlow::Continue(())
     }
+
     fn leave(&mut self) -> ControlFlow<()> {
         self.depth -= 1;
         ControlFlow::Continue(())
     }
+
+    fn result(self) -> Result<()> {
+        match self.exceeded {
+            None => Ok(()),
+            Some(why) => Err(VeilError::InvalidArgument(why)),
+        }
+    }
 }
 
-impl Visitor for DepthCheck {
+impl Visitor for ComplexityCheck {
     type Break = ();
-    fn pre_visit_expr(&mut self, _: &SqlExpr) -> ControlFlow<()> {
+    fn pre_visit_expr(&mut self, e: &SqlExpr) -> ControlFlow<()> {
+        if let SqlExpr::Case { conditions, .. } = e
+            && conditions.len() > MAX_CASE_BRANCHES
+        {
+            return self.exceed(format!(
+                "a CASE has more than {MAX_CASE_BRANCHES} WHEN branches; use a join with a mapping dataset instead"
+            ));
+        }
         self.enter()
     }
     fn post_visit_expr(&mut self, _: &SqlExpr) -> ControlFlow<()> {
@@ -52,22 +91,33 @@ impl Visitor for DepthCheck {
     fn post_visit_query(&mut self, _: &Query) -> ControlFlow<()> {
         self.leave()
     }
-}
-
-fn too_deep() -> VeilError {
-    VeilError::InvalidArgument(format!(
-        "the query nests expressions or subqueries more than {MAX_DEPTH} levels deep; simplify it (for long lists use IN (...))"
-    ))
-}
-
-/// Check a parsed statement's depth.
-pub fn check_statement(statement: &DFStatement) -> Result<()> {
-    if let DFStatement::Statement(s) = statement
-        && s.visit(&mut DepthCheck { depth: 0 }).is_break()
-    {
-        return Err(too_deep());
+    fn pre_visit_select(&mut self, _: &Select) -> ControlFlow<()> {
+        self.selects += 1;
+        if self.selects > MAX_SELECTS {
+            return self.exceed(format!(
+                "the query has more than {MAX_SELECTS} SELECTs (UNION arms included)"
+            ));
+        }
+        ControlFlow::Continue(())
     }
-    Ok(())
+    fn pre_visit_table_factor(&mut self, _: &TableFactor) -> ControlFlow<()> {
+        self.tables += 1;
+        if self.tables > MAX_TABLES {
+            return self.exceed(format!(
+                "the query references more than {MAX_TABLES} tables (joins included)"
+            ));
+        }
+        ControlFlow::Continue(())
+    }
+}
+
+/// Check a parsed statement's depth and size.
+pub fn check_statement(statement: &DFStatement) -> Result<()> {
+    let mut check = ComplexityCheck::default();
+    if let DFStatement::Statement(s) = statement {
+        let _ = s.visit(&mut check);
+    }
+    check.result()
 }
 
 pub fn check_sql_text(sql: &str) -> Result<()> {
@@ -92,10 +142,9 @@ pub fn check_filter(filter: &str) -> Result<()> {
         .map_err(|e| {
             VeilError::InvalidArgument(format!("the filter is not a valid SQL expression: {e}"))
         })?;
-    if expr.visit(&mut DepthCheck { depth: 0 }).is_break() {
-        return Err(too_deep());
-    }
-    Ok(())
+    let mut check = ComplexityCheck::default();
+    let _ = expr.visit(&mut check);
+    check.result()
 }
 
 #[cfg(test)]
@@ -111,6 +160,40 @@ mod tests {
         assert!(check_filter(&"x".repeat(MAX_FILTER_BYTES + 1)).is_err());
         let ok = vec!["1"; 100].join("+");
         assert!(check_filter(&format!("a = {ok}")).is_ok());
+        let case = (0..200)
+            .map(|i| format!("WHEN a = {i} THEN true"))
+            .collect::<Vec<_>>()
+            .join(" ");
+        assert!(
+            check_filter(&format!("CASE {case} END"))
+                .unwrap_err()
+                .message()
+                .contains("CASE")
+        );
+    }
+
+    fn statement(sql: &str) -> DFStatement {
+        datafusion::sql::parser::DFParser::parse_sql_with_dialect(sql, &GenericDialect {})
+            .unwrap()
+            .pop_front()
+            .unwrap()
+    }
+
+    #[test]
+    fn union_and_join_chains_are_bounded() {
+        let unions = vec!["SELECT 1"; 100].join(" UNION ALL ");
+        assert!(
+            check_statement(&statement(&unions))
+                .unwrap_err()
+                .message()
+                .contains("SELECT")
+        );
+        assert!(check_statement(&statement(&vec!["SELECT 1"; 10].join(" UNION ALL "))).is_ok());
+        let joins: String = (1..100)
+            .map(|i| format!(" JOIN t t{i} ON t{i}.a = t0.a"))
+            .collect();
+        let e = check_statement(&statement(&format!("SELECT 1 FROM t t0{joins}"))).unwrap_err();
+        assert!(e.message().contains("tables"));
     }
 }
 

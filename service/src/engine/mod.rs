@@ -283,6 +283,12 @@ impl Engine {
             }
             frame = frame.filter(expr).map_err(df)?;
         }
+        if scan.columns.len() > limits::MAX_COLUMNS {
+            return Err(VeilError::InvalidArgument(format!(
+                "a scan selects at most {} columns",
+                limits::MAX_COLUMNS
+            )));
+        }
         if !scan.columns.is_empty() {
             let cols: Vec<&str> = scan.columns.iter().map(String::as_str).collect();
             frame = frame

@@ -20,7 +20,8 @@ use crate::error::{Result, VeilError};
 use crate::secrets::SecretKey;
 
 const TICKET_FORMAT: u32 = 1;
-const MAX_TICKET_BYTES: usize = 64 * 1024;
+/// Tickets carry their command (SQL up to `MAX_SQL_BYTES`), so the cap is above it.
+const MAX_TICKET_BYTES: usize = 1024 * 1024;
 
 const NONCE_LEN: usize = 12;
 
@@ -63,6 +64,7 @@ impl TicketSigner {
 
     pub fn sign(&self, mut body: TicketBody) -> Vec<u8> {
         body.format = TICKET_FORMAT;
+        pad(&mut body);
         let nonce: [u8; NONCE_LEN] = rand::random();
         let mut sealed = body.encode_to_vec();
         self.cipher
@@ -126,12 +128,54 @@ impl TicketSigner {
     }
 }
 
+/// Smallest size class of an encoded ticket body; larger bodies round up to
+/// the next power of two.
+const MIN_BODY_BYTES: usize = 2048;
+
+/// Pad the body so its encoded length is exactly a size class.
+fn pad(body: &mut TicketBody) {
+    body.padding.clear();
+    let bare = body.encoded_len();
+    let target = bare.max(MIN_BODY_BYTES).next_power_of_two();
+    // Field 13's key and length prefix take a few bytes themselves; shrink
+    // the padding until the whole lands on the target.
+    let mut n = target.saturating_sub(bare);
+    while n > 0 {
+        body.padding = vec![0; n];
+        if body.encoded_len() <= target {
+            break;
+        }
+        n -= 1;
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
     use crate::auth::identity::{ClientInfo, Identity};
     use crate::secrets::{KeyPurpose, MasterKey};
     use veil_proto::{SqlCommand, TicketCommand};
+
+    #[test]
+    fn ticket_lengths_come_in_size_classes() {
+        let s = TicketSigner::from_master(&MasterKey::from_bytes([2; 32]));
+        let lens: Vec<usize> = [1usize, 10, 40]
+            .iter()
+            .map(|files| {
+                let mut b = body("erin", 1000);
+                b.part = Some(veil_proto::ScanPart {
+                    files: (0..*files)
+                        .map(|i| veil_proto::FileSlice {
+                            path: format!("/data/part-{i:05}.parquet"),
+                            ..Default::default()
+                        })
+                        .collect(),
+                });
+                s.sign(b).len()
+            })
+            .collect();
+        assert!(lens.iter().all(|l| *l == lens[0]), "{lens:?}");
+    }
 
     #[test]
     fn ticket_bodies_are_opaque() {
