@@ -188,7 +188,7 @@ mod tests {
                 .message()
                 .contains("SELECT")
         );
-        assert!(check_statement(&statement(&vec!["SELECT 1"; 10].join(" UNION ALL "))).is_ok());
+        assert!(check_statement(&statement(&["SELECT 1"; 10].join(" UNION ALL "))).is_ok());
         let joins: String = (1..100)
             .map(|i| format!(" JOIN t t{i} ON t{i}.a = t0.a"))
             .collect();
