@@ -457,6 +457,26 @@ async fn malformed_requests_get_precise_errors_and_no_panic() {
     assert_eq!(code(&e), Code::InvalidArgument);
     // The server is still healthy.
     assert!(alice.list_datasets().await.is_ok());
+    // Malformed descriptors are audited like any other refused request.
+    let dave = server.connect("dave").await;
+    let events = dave
+        .action(
+            veil_proto::actions::AUDIT_TAIL,
+            veil_proto::AuditTailRequest { limit: 500 }.encode_to_vec(),
+        )
+        .await
+        .unwrap();
+    let refused_plans = events
+        .iter()
+        .map(|b| serde_json::from_slice::<serde_json::Value>(b).unwrap())
+        .filter(|e| {
+            e["subject"] == "alice" && e["action"] == "plan" && e["status"] == "invalid_argument"
+        })
+        .count();
+    assert!(
+        refused_plans >= 5,
+        "every malformed descriptor is audited: {refused_plans}"
+    );
     server.stop().await;
 }
 

@@ -161,7 +161,10 @@ impl VeilFlight {
         p: &Arc<Principal>,
         desc: FlightDescriptor,
     ) -> std::result::Result<FlightInfo, Status> {
-        let cmd = command_of(&desc).map_err(|e| to_status(&e))?;
+        let cmd = match command_of(&desc) {
+            Ok(c) => c,
+            Err(e) => return Err(self.fail(AuditEvent::new("plan", Some(p)), e).await),
+        };
         let mut event = event_for("plan", p, &cmd);
         let result = async {
             let planned = self.engine.plan(p, &cmd, None).await?;
@@ -308,7 +311,10 @@ impl FlightService for VeilFlight {
         request: Request<FlightDescriptor>,
     ) -> std::result::Result<Response<SchemaResult>, Status> {
         let p = principal_of(&request)?;
-        let cmd = command_of(request.get_ref()).map_err(|e| to_status(&e))?;
+        let cmd = match command_of(request.get_ref()) {
+            Ok(c) => c,
+            Err(e) => return Err(self.fail(AuditEvent::new("schema", Some(&p)), e).await),
+        };
         let mut event = event_for("schema", &p, &cmd);
         let planned = match self.engine.plan(&p, &cmd, None).await {
             Ok(q) => q,
