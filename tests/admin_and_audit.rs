@@ -237,13 +237,7 @@ async fn registered_datasets_are_owner_only_confined_and_drift_safe() {
         3
     );
     let filtered = dave
-        .scan(
-            "ops.events",
-            Scan {
-                filter: Some("year = '2025'".into()),
-                ..Default::default()
-            },
-        )
+        .scan("ops.events", Scan::default().with_filter("year = '2025'"))
         .await
         .unwrap();
     assert_eq!(row_count(&filtered), 2);
@@ -444,10 +438,7 @@ async fn reads_are_audited_with_policies_and_counts() {
     let _ = alice
         .scan(
             "clinical.trials",
-            Scan {
-                filter: Some("email = 'needle-123@example.com'".into()),
-                ..Default::default()
-            },
+            Scan::default().with_filter("email = 'needle-123@example.com'"),
         )
         .await
         .unwrap();
@@ -470,10 +461,7 @@ async fn nothing_is_served_when_the_audit_cannot_be_written() {
     let server = TestServer::demo().await;
     let alice = server.connect("alice").await;
     let info = alice
-        .flight_info(veil_client::scan_descriptor(
-            "clinical.trials",
-            &Scan::default(),
-        ))
+        .scan_info("clinical.trials", &Scan::default())
         .await
         .unwrap();
     let ticket = info.endpoint[0].ticket.clone().unwrap();

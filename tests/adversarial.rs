@@ -49,10 +49,7 @@ async fn filters_and_functions_see_only_masked_values() {
         let out = alice
             .scan(
                 "clinical.trials",
-                Scan {
-                    filter: Some(filter.clone()),
-                    ..Default::default()
-                },
+                Scan::default().with_filter(filter.clone()),
             )
             .await
             .unwrap();
@@ -85,10 +82,7 @@ async fn filters_and_functions_see_only_masked_values() {
         let out = alice
             .scan(
                 "clinical.trials",
-                Scan {
-                    filter: Some(filter.clone()),
-                    ..Default::default()
-                },
+                Scan::default().with_filter(filter.clone()),
             )
             .await
             .unwrap();
@@ -130,10 +124,7 @@ async fn errors_on_hidden_rows_do_not_leak() {
     let e = bob
         .scan(
             "clinical.trials",
-            Scan {
-                filter: Some(filter.clone()),
-                ..Default::default()
-            },
+            Scan::default().with_filter(filter.clone()),
         )
         .await
         .unwrap_err();
@@ -141,13 +132,7 @@ async fn errors_on_hidden_rows_do_not_leak() {
     // Alice doesn't: the policy filter runs first, below the barrier.
     let alice = server.connect("alice").await;
     let out = alice
-        .scan(
-            "clinical.trials",
-            Scan {
-                filter: Some(filter),
-                ..Default::default()
-            },
-        )
+        .scan("clinical.trials", Scan::default().with_filter(filter))
         .await
         .unwrap();
     assert!(row_count(&out) > 0);
@@ -210,10 +195,7 @@ async fn raw_tables_files_and_other_datasets_are_unreachable() {
     let e = alice
         .scan(
             "clinical.sites",
-            Scan {
-                filter: Some("state IN (SELECT state FROM clinical.trials)".into()),
-                ..Default::default()
-            },
+            Scan::default().with_filter("state IN (SELECT state FROM clinical.trials)"),
         )
         .await
         .unwrap_err();
@@ -227,10 +209,7 @@ async fn forged_expired_foreign_and_stale_tickets_are_rejected() {
     let alice = server.connect("alice").await;
     let bob = server.connect("bob").await;
     let info = alice
-        .flight_info(veil_client::scan_descriptor(
-            "clinical.trials",
-            &Scan::default(),
-        ))
+        .scan_info("clinical.trials", &Scan::default())
         .await
         .unwrap();
     let ticket = info.endpoint[0].ticket.clone().unwrap();
@@ -498,7 +477,7 @@ async fn a_source_that_dies_mid_read_fails_cleanly_without_detail() {
         .await
         .unwrap();
     let info = dave
-        .flight_info(veil_client::scan_descriptor("ops.broken", &Scan::default()))
+        .scan_info("ops.broken", &Scan::default())
         .await
         .unwrap();
     // The file is replaced by garbage between planning and reading.
@@ -546,13 +525,7 @@ async fn long_and_deep_expressions_are_refused_without_crashing() {
     assert_eq!(code(&e), Code::InvalidArgument, "{e}");
     let ors = vec!["beds = 1"; 3000].join(" OR ");
     let e = carol
-        .scan(
-            "clinical.sites",
-            Scan {
-                filter: Some(ors),
-                ..Default::default()
-            },
-        )
+        .scan("clinical.sites", Scan::default().with_filter(ors))
         .await
         .unwrap_err();
     assert_eq!(code(&e), Code::InvalidArgument, "{e}");
@@ -583,10 +556,7 @@ async fn long_and_deep_expressions_are_refused_without_crashing() {
     let e = carol
         .scan(
             "clinical.sites",
-            Scan {
-                filter: Some(format!("CASE{case} END")),
-                ..Default::default()
-            },
+            Scan::default().with_filter(format!("CASE{case} END")),
         )
         .await
         .unwrap_err();

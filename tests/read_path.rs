@@ -141,10 +141,7 @@ async fn endpoints_split_the_scan_and_their_union_is_the_whole() {
     let server = TestServer::demo().await;
     let bob = server.connect("bob").await;
     let info = bob
-        .flight_info(veil_client::scan_descriptor(
-            "clinical.trials",
-            &Scan::default(),
-        ))
+        .scan_info("clinical.trials", &Scan::default())
         .await
         .unwrap();
     assert!(
@@ -184,10 +181,7 @@ async fn endpoints_split_the_scan_and_their_union_is_the_whole() {
     // With a row policy, the count is unknown up front.
     let alice = server.connect("alice").await;
     let info = alice
-        .flight_info(veil_client::scan_descriptor(
-            "clinical.trials",
-            &Scan::default(),
-        ))
+        .scan_info("clinical.trials", &Scan::default())
         .await
         .unwrap();
     assert_eq!(info.total_records, -1);
@@ -218,23 +212,14 @@ async fn scan_columns_filter_limit_and_schema() {
             .all(|a| a.as_ref().unwrap().parse::<i32>().unwrap() > 80)
     );
     let limited = alice
-        .scan(
-            "clinical.trials",
-            Scan {
-                limit: Some(7),
-                ..Default::default()
-            },
-        )
+        .scan("clinical.trials", Scan::default().with_limit(7))
         .await
         .unwrap();
     assert_eq!(row_count(&limited), 7);
     let info = alice
         .flight_info(veil_client::scan_descriptor(
             "clinical.trials",
-            &Scan {
-                limit: Some(7),
-                ..Default::default()
-            },
+            &Scan::default().with_limit(7),
         ))
         .await
         .unwrap();
@@ -253,13 +238,7 @@ async fn scan_columns_filter_limit_and_schema() {
         .await
         .unwrap();
     let read = alice
-        .scan(
-            "clinical.trials",
-            Scan {
-                limit: Some(1),
-                ..Default::default()
-            },
-        )
+        .scan("clinical.trials", Scan::default().with_limit(1))
         .await
         .unwrap();
     assert_eq!(

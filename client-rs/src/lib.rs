@@ -64,6 +64,25 @@ pub struct Scan {
     pub limit: Option<u64>,
 }
 
+impl Scan {
+    /// Keep rows matching one SQL expression over the columns you see.
+    pub fn with_filter(mut self, filter: impl Into<String>) -> Self {
+        self.filter = Some(filter.into());
+        self
+    }
+
+    /// Read only these columns.
+    pub fn with_columns(mut self, columns: &[&str]) -> Self {
+        self.columns = columns.iter().map(|c| c.to_string()).collect();
+        self
+    }
+
+    pub fn with_limit(mut self, limit: u64) -> Self {
+        self.limit = Some(limit);
+        self
+    }
+}
+
 /// A connection to one Veil server.
 #[derive(Debug, Clone)]
 pub struct Connection {
@@ -163,6 +182,11 @@ impl Connection {
         Ok(self.client()?.get_schema(descriptor).await?)
     }
 
+    /// Plan a scan; the info's endpoints carry the tickets.
+    pub async fn scan_info(&self, dataset: &str, scan: &Scan) -> Result<FlightInfo, ClientError> {
+        self.flight_info(scan_descriptor(dataset, scan)).await
+    }
+
     /// Read one ticket.
     pub async fn read_ticket(&self, ticket: Ticket) -> Result<Vec<RecordBatch>, ClientError> {
         Ok(self.client()?.do_get(ticket).await?.try_collect().await?)
@@ -195,7 +219,7 @@ impl Connection {
 
     /// Read a dataset through your policies.
     pub async fn scan(&self, dataset: &str, scan: Scan) -> Result<Vec<RecordBatch>, ClientError> {
-        let info = self.flight_info(scan_descriptor(dataset, &scan)).await?;
+        let info = self.scan_info(dataset, &scan).await?;
         self.read_all(info).await
     }
 
