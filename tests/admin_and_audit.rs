@@ -82,8 +82,8 @@ async fn each_action_checks_its_permission_and_is_audited() {
             actions::SET_COLUMN_TAGS,
             SetColumnTagsRequest {
                 dataset: "clinical.trials".into(),
-                column: "diagnosis".into(),
-                tags: vec!["PII.health".into()],
+                column: "age".into(),
+                tags: vec!["PII.age".into()],
             }
             .encode_to_vec(),
             Some(Code::PermissionDenied),
@@ -126,6 +126,38 @@ async fn each_action_checks_its_permission_and_is_audited() {
             None,
         ),
         (
+            actions::PUT_USER,
+            PutUserRequest {
+                user: user("frank"),
+                groups: vec!["analysts".into()],
+                attributes: vec![],
+            }
+            .encode_to_vec(),
+            Some(Code::PermissionDenied),
+            None,
+        ),
+        (
+            actions::LIST_USERS,
+            ListUsersRequest {}.encode_to_vec(),
+            Some(Code::PermissionDenied),
+            None,
+        ),
+        (
+            actions::DELETE_USER,
+            DeleteUserRequest {
+                user: user("frank"),
+            }
+            .encode_to_vec(),
+            Some(Code::PermissionDenied),
+            None,
+        ),
+        (
+            actions::RELOAD,
+            ReloadRequest {}.encode_to_vec(),
+            Some(Code::PermissionDenied),
+            None,
+        ),
+        (
             actions::DROP_DATASET,
             DropDatasetRequest {
                 name: "extra.people".into(),
@@ -137,6 +169,13 @@ async fn each_action_checks_its_permission_and_is_audited() {
     ];
     let alice = server.connect("alice").await;
     let dave = server.connect("dave").await;
+    let pinned: Vec<&str> = table.iter().map(|r| r.0).collect();
+    for (listed, _) in dave.list_actions().await.unwrap() {
+        assert!(
+            pinned.contains(&listed.as_str()),
+            "{listed} is offered but missing from this permission table"
+        );
+    }
     for (name, body, for_alice, for_dave) in table {
         let a = alice.action(name, body.clone()).await;
         assert_eq!(
@@ -172,12 +211,13 @@ async fn each_action_checks_its_permission_and_is_audited() {
     assert!(events.iter().any(|e| e["subject"] == "dave"
         && e["action"] == "admin.register_dataset"
         && e["status"] == "ok"));
-    // Tagging diagnosis PII.health brought the global hash policy into force.
+    // Tagging age PII.age brought the global hash policy into force, and the
+    // reload in the table kept that runtime tag.
     let out = alice
         .scan(
             "clinical.trials",
             Scan {
-                columns: vec!["diagnosis".into()],
+                columns: vec!["age".into()],
                 limit: Some(3),
                 ..Default::default()
             },
@@ -185,10 +225,25 @@ async fn each_action_checks_its_permission_and_is_audited() {
         .await
         .unwrap();
     assert!(
-        strings(&out, "diagnosis")
+        strings(&out, "age")
             .iter()
             .all(|d| d.as_ref().unwrap().len() == 32)
     );
+    // What the config file describes is read-only at run time.
+    let e = dave
+        .action(
+            actions::SET_COLUMN_TAGS,
+            SetColumnTagsRequest {
+                dataset: "clinical.trials".into(),
+                column: "ssn".into(),
+                tags: vec![],
+            }
+            .encode_to_vec(),
+        )
+        .await
+        .unwrap_err();
+    assert_eq!(code(&e), Code::FailedPrecondition, "{e}");
+    assert!(e.to_string().contains("config file"), "{e}");
     server.stop().await;
 }
 

@@ -92,3 +92,49 @@ def test_admin_from_python(server):
             connect(server, "erin").list_datasets()
         dave.set_user_disabled("erin", False)
         assert connect(server, "erin").list_datasets()
+
+
+def test_directory_and_reload_from_python(server):
+    with connect(server, "dave") as dave:
+        dave.put_user("gina", groups=["analysts"], attributes={"state": ["NY", "TX"]})
+        entry = next(u for u in dave.list_users() if u["subject"] == "gina")
+        assert entry["groups"] == ["analysts"]
+        assert entry["attributes"] == {"state": ["NY", "TX"]}
+        assert entry["origin"] == "runtime"
+        assert next(u for u in dave.list_users() if u["subject"] == "alice")["origin"] == "config"
+        gina = connect(server, "gina")
+        states = set(gina.scan_as_pandas("clinical.trials", columns=["state"])["state"])
+        assert states == {"NY", "TX"}
+        with pytest.raises(veil.FailedPrecondition, match="config file"):
+            dave.put_user("alice", groups=["privileged"])
+        dave.delete_user("gina")
+        with pytest.raises(veil.NotFound):
+            gina.scan_as_pandas("clinical.trials")
+        assert dave.reload().startswith("reloaded")
+    with connect(server, "alice") as alice:
+        with pytest.raises(veil.PermissionDenied, match="GOVERNANCE"):
+            alice.reload()
+
+
+def test_admin_command_line(server):
+    """`veil admin` talks to the running server with VEIL_ADDRESS / VEIL_TOKEN."""
+    import os
+    import subprocess
+
+    env = dict(os.environ, VEIL_ADDRESS=server.address, VEIL_TOKEN=server.token("dave"))
+    run = lambda *args: subprocess.run([server.bin, "admin", *args], env=env, capture_output=True, text=True)
+    out = run("users")
+    assert out.returncode == 0, out.stderr
+    assert "alice (issuer veil-demo) [config]" in out.stdout
+    out = run("put-user", "hank", "--group", "analysts", "--attr", "state=CA")
+    assert out.returncode == 0 and "saved" in out.stdout, out.stderr
+    out = run("describe", "clinical.trials")
+    assert out.returncode == 0 and "ssn" in out.stdout, out.stderr
+    out = run("reload")
+    assert out.returncode == 0 and out.stdout.startswith("reloaded"), out.stderr
+    out = run("delete-user", "hank")
+    assert out.returncode == 0, out.stderr
+    env["VEIL_TOKEN"] = server.token("alice")
+    out = run("grant", "alice", "AUDIT")
+    assert out.returncode == 1
+    assert "USER_ADMIN" in out.stderr

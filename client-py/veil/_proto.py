@@ -77,6 +77,23 @@ def encode_permission(subject: str, permission: str, issuer: str = "") -> bytes:
     return _len_field(1, encode_user_ref(subject, issuer)) + _str_field(2, permission)
 
 
+def encode_put_user(subject: str, groups=(), attributes=None, issuer: str = "") -> bytes:
+    """PutUserRequest; attributes map a key to a value or a list of values."""
+    out = _len_field(1, encode_user_ref(subject, issuer))
+    for g in groups or ():
+        out += _str_field(2, g)
+    for key, values in (attributes or {}).items():
+        if isinstance(values, str):
+            values = [values]
+        entry = _str_field(1, key) + b"".join(_str_field(2, v) for v in values)
+        out += _len_field(3, entry)
+    return out
+
+
+def encode_delete_user(subject: str, issuer: str = "") -> bytes:
+    return _len_field(1, encode_user_ref(subject, issuer))
+
+
 def _read_varint(buf: bytes, i: int):
     shift = 0
     n = 0
@@ -164,3 +181,20 @@ def decode_whoami(buf: bytes) -> dict:
 
 def decode_ack(buf: bytes) -> str:
     return _s(parse(buf), 1)
+
+
+def decode_user_entry(buf: bytes) -> dict:
+    f = parse(buf)
+    attrs = {}
+    for raw in f.get(4, []):
+        e = parse(raw)
+        attrs[_s(e, 1)] = _ss(e, 2)
+    return {
+        "issuer": _s(f, 1),
+        "subject": _s(f, 2),
+        "groups": _ss(f, 3),
+        "attributes": attrs,
+        "permissions": _ss(f, 5),
+        "disabled": bool(f.get(6, [0])[0]),
+        "origin": _s(f, 7) or None,
+    }

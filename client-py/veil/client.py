@@ -178,6 +178,24 @@ class Connection:
     def revoke(self, subject, permission, issuer=""):
         return _proto.decode_ack(self._action("veil.revoke_permission", _proto.encode_permission(subject, permission, issuer))[0])
 
+    def put_user(self, subject, groups=(), attributes=None, issuer=""):
+        """Create or replace a user's directory entry (needs USER_ADMIN).
+        ``attributes`` maps a key to a value or a list of values."""
+        body = _proto.encode_put_user(subject, groups, attributes, issuer)
+        return _proto.decode_ack(self._action("veil.put_user", body)[0])
+
+    def delete_user(self, subject, issuer=""):
+        """Delete a runtime directory entry (needs USER_ADMIN)."""
+        return _proto.decode_ack(self._action("veil.delete_user", _proto.encode_delete_user(subject, issuer))[0])
+
+    def list_users(self):
+        """The directory as a list of dicts (needs USER_ADMIN)."""
+        return [_proto.decode_user_entry(b) for b in self._action("veil.list_users", b"")]
+
+    def reload(self):
+        """Ask the server to re-read its config file (needs GOVERNANCE)."""
+        return _proto.decode_ack(self._action("veil.reload", b"")[0])
+
     def audit_tail(self, limit=100):
         import json
 

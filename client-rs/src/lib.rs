@@ -8,7 +8,9 @@
 //! ```
 //!
 //! Each endpoint of a result is read on its own task, so large scans are read
-//! in parallel.
+//! in parallel. An endpoint that names locations is read from the first of
+//! them that answers (arrow-rs's `FlightClient` ignores locations), over a
+//! connection with the same token and TLS settings.
 
 use arrow::record_batch::RecordBatch;
 use arrow_flight::{Action, FlightClient, FlightDescriptor, FlightInfo, Ticket};
@@ -18,7 +20,10 @@ use tonic::metadata::MetadataValue;
 use tonic::transport::{Channel, Endpoint};
 
 use veil_proto::{
-    DatasetDescription, DescribeRequest, Named, ScanCommand, SqlCommand, WhoAmI, actions,
+    ActionAck, AttributeValues, AuditTailRequest, DatasetDescription, DeleteUserRequest,
+    DescribeRequest, DropDatasetRequest, ListUsersRequest, Named, PermissionRequest,
+    PutUserRequest, RegisterDatasetRequest, ReloadRequest, ScanCommand, SetColumnTagsRequest,
+    SetDescriptionRequest, SetUserDisabledRequest, SqlCommand, UserEntry, UserRef, WhoAmI, actions,
 };
 
 /// Errors from the client; server errors keep their gRPC status.
@@ -88,7 +93,12 @@ impl Scan {
 pub struct Connection {
     channel: Channel,
     token: String,
+    address: String,
+    tls: Option<tonic::transport::ClientTlsConfig>,
 }
+
+/// A location that means "the connection you already have" (Flight spec).
+const REUSE_CONNECTION: &str = "arrow-flight-reuse-connection://?";
 
 /// Largest message accepted from the server.
 const MAX_MESSAGE: usize = 64 * 1024 * 1024;
@@ -130,14 +140,38 @@ impl Connection {
         let mut endpoint = Endpoint::from_shared(uri)
             .map_err(failed)?
             .tcp_nodelay(true);
-        if let Some(tls) = tls {
+        if let Some(tls) = tls.clone() {
             endpoint = endpoint.tls_config(tls).map_err(failed)?;
         }
         let channel = endpoint.connect().await.map_err(failed)?;
         Ok(Self {
             channel,
             token: token.to_string(),
+            address: address.to_string(),
+            tls,
         })
+    }
+
+    /// The connection to read an endpoint from: this one when the endpoint
+    /// names no location (or this server, or "reuse"); otherwise the first
+    /// location that accepts a connection.
+    async fn for_locations(&self, locations: &[String]) -> Result<Self, ClientError> {
+        if locations.is_empty()
+            || locations
+                .iter()
+                .any(|l| l == REUSE_CONNECTION || same_address(l, &self.address))
+        {
+            return Ok(self.clone());
+        }
+        let mut last = None;
+        for l in locations {
+            match Self::open(l, &self.token, self.tls.clone()).await {
+                Ok(c) => return Ok(c),
+                Err(e) => last = Some(e),
+            }
+        }
+        Err(last
+            .unwrap_or_else(|| ClientError::Flight("an endpoint has no usable location".into())))
     }
 
     fn client(&self) -> Result<FlightClient, ClientError> {
@@ -203,7 +237,11 @@ impl Connection {
                     let ticket = ep
                         .ticket
                         .ok_or_else(|| ClientError::Flight("an endpoint has no ticket".into()))?;
-                    conn.read_ticket(ticket).await
+                    let locations: Vec<String> = ep.location.into_iter().map(|l| l.uri).collect();
+                    conn.for_locations(&locations)
+                        .await?
+                        .read_ticket(ticket)
+                        .await
                 })
             })
             .collect();
@@ -266,6 +304,184 @@ impl Connection {
         DatasetDescription::decode(first.as_ref()).map_err(|e| ClientError::Flight(e.to_string()))
     }
 
+    /// Run an action whose answer is one acknowledgement; returns its text.
+    async fn acknowledged(&self, name: &str, body: Vec<u8>) -> Result<String, ClientError> {
+        let out = self.action(name, body).await?;
+        let first = out
+            .first()
+            .ok_or_else(|| ClientError::Flight(format!("{name} returned nothing")))?;
+        Ok(ActionAck::decode(first.as_ref())
+            .map_err(|e| ClientError::Flight(e.to_string()))?
+            .message)
+    }
+
+    /// Register files under a configured root as a dataset you own.
+    pub async fn register_dataset(
+        &self,
+        request: RegisterDatasetRequest,
+    ) -> Result<String, ClientError> {
+        self.acknowledged(actions::REGISTER_DATASET, request.encode_to_vec())
+            .await
+    }
+
+    pub async fn drop_dataset(&self, name: &str) -> Result<String, ClientError> {
+        self.acknowledged(
+            actions::DROP_DATASET,
+            DropDatasetRequest { name: name.into() }.encode_to_vec(),
+        )
+        .await
+    }
+
+    /// Set a dataset's description (`column` None) or a column's.
+    pub async fn set_description(
+        &self,
+        dataset: &str,
+        column: Option<&str>,
+        description: &str,
+    ) -> Result<String, ClientError> {
+        self.acknowledged(
+            actions::SET_DESCRIPTION,
+            SetDescriptionRequest {
+                dataset: dataset.into(),
+                column: column.unwrap_or_default().into(),
+                description: description.into(),
+            }
+            .encode_to_vec(),
+        )
+        .await
+    }
+
+    pub async fn set_column_tags(
+        &self,
+        dataset: &str,
+        column: &str,
+        tags: &[String],
+    ) -> Result<String, ClientError> {
+        self.acknowledged(
+            actions::SET_COLUMN_TAGS,
+            SetColumnTagsRequest {
+                dataset: dataset.into(),
+                column: column.into(),
+                tags: tags.to_vec(),
+            }
+            .encode_to_vec(),
+        )
+        .await
+    }
+
+    /// Create or replace a user's directory entry.
+    pub async fn put_user(
+        &self,
+        user: UserRef,
+        groups: &[String],
+        attributes: &[(String, Vec<String>)],
+    ) -> Result<String, ClientError> {
+        self.acknowledged(
+            actions::PUT_USER,
+            PutUserRequest {
+                user: Some(user),
+                groups: groups.to_vec(),
+                attributes: attributes
+                    .iter()
+                    .map(|(k, v)| AttributeValues {
+                        key: k.clone(),
+                        values: v.clone(),
+                    })
+                    .collect(),
+            }
+            .encode_to_vec(),
+        )
+        .await
+    }
+
+    pub async fn delete_user(&self, user: UserRef) -> Result<String, ClientError> {
+        self.acknowledged(
+            actions::DELETE_USER,
+            DeleteUserRequest { user: Some(user) }.encode_to_vec(),
+        )
+        .await
+    }
+
+    pub async fn list_users(&self) -> Result<Vec<UserEntry>, ClientError> {
+        self.action(actions::LIST_USERS, ListUsersRequest {}.encode_to_vec())
+            .await?
+            .iter()
+            .map(|b| UserEntry::decode(b.as_ref()).map_err(|e| ClientError::Flight(e.to_string())))
+            .collect()
+    }
+
+    pub async fn set_user_disabled(
+        &self,
+        user: UserRef,
+        disabled: bool,
+    ) -> Result<String, ClientError> {
+        self.acknowledged(
+            actions::SET_USER_DISABLED,
+            SetUserDisabledRequest {
+                user: Some(user),
+                disabled,
+            }
+            .encode_to_vec(),
+        )
+        .await
+    }
+
+    /// Grant a permission (GOVERNANCE, CREATE_DATA_SOURCE, USER_ADMIN, AUDIT).
+    pub async fn grant(&self, user: UserRef, permission: &str) -> Result<String, ClientError> {
+        self.acknowledged(
+            actions::GRANT_PERMISSION,
+            PermissionRequest {
+                user: Some(user),
+                permission: permission.into(),
+            }
+            .encode_to_vec(),
+        )
+        .await
+    }
+
+    pub async fn revoke(&self, user: UserRef, permission: &str) -> Result<String, ClientError> {
+        self.acknowledged(
+            actions::REVOKE_PERMISSION,
+            PermissionRequest {
+                user: Some(user),
+                permission: permission.into(),
+            }
+            .encode_to_vec(),
+        )
+        .await
+    }
+
+    /// Ask the server to re-read its config file.
+    pub async fn reload(&self) -> Result<String, ClientError> {
+        self.acknowledged(actions::RELOAD, ReloadRequest {}.encode_to_vec())
+            .await
+    }
+
+    /// The most recent audit events, oldest first, as JSON objects.
+    pub async fn audit_tail(&self, limit: u32) -> Result<Vec<String>, ClientError> {
+        self.action(
+            actions::AUDIT_TAIL,
+            AuditTailRequest { limit }.encode_to_vec(),
+        )
+        .await?
+        .iter()
+        .map(|b| String::from_utf8(b.to_vec()).map_err(|e| ClientError::Flight(e.to_string())))
+        .collect()
+    }
+
+    /// The actions the server offers, with what each does.
+    pub async fn list_actions(&self) -> Result<Vec<(String, String)>, ClientError> {
+        Ok(self
+            .client()?
+            .list_actions()
+            .await?
+            .try_collect::<Vec<_>>()
+            .await?
+            .into_iter()
+            .map(|a| (a.r#type, a.description))
+            .collect())
+    }
+
     pub async fn whoami(&self) -> Result<WhoAmI, ClientError> {
         let out = self.action(actions::WHOAMI, vec![]).await?;
         let first = out
@@ -284,4 +500,15 @@ pub fn scan_descriptor(dataset: &str, scan: &Scan) -> FlightDescriptor {
         limit: scan.limit,
     };
     FlightDescriptor::new_cmd(cmd.to_any_bytes())
+}
+
+/// Whether a location names the server this connection already talks to.
+fn same_address(location: &str, address: &str) -> bool {
+    fn strip(a: &str) -> &str {
+        a.trim_end_matches('/')
+            .trim_start_matches("grpc+tls://")
+            .trim_start_matches("grpc+tcp://")
+            .trim_start_matches("grpc://")
+    }
+    strip(location) == strip(address)
 }

@@ -257,6 +257,59 @@ pub struct PermissionRequest {
     pub permission: String,
 }
 
+/// One attribute and its values (attributes are multi-valued).
+#[derive(Clone, PartialEq, Message)]
+pub struct AttributeValues {
+    #[prost(string, tag = "1")]
+    pub key: String,
+    #[prost(string, repeated, tag = "2")]
+    pub values: Vec<String>,
+}
+
+/// Create or replace a runtime directory entry.
+#[derive(Clone, PartialEq, Message)]
+pub struct PutUserRequest {
+    #[prost(message, optional, tag = "1")]
+    pub user: Option<UserRef>,
+    #[prost(string, repeated, tag = "2")]
+    pub groups: Vec<String>,
+    #[prost(message, repeated, tag = "3")]
+    pub attributes: Vec<AttributeValues>,
+}
+
+#[derive(Clone, PartialEq, Message)]
+pub struct DeleteUserRequest {
+    #[prost(message, optional, tag = "1")]
+    pub user: Option<UserRef>,
+}
+
+#[derive(Clone, PartialEq, Message)]
+pub struct ListUsersRequest {}
+
+/// One directory entry, as `veil.list_users` returns it (one per result).
+#[derive(Clone, PartialEq, Message)]
+pub struct UserEntry {
+    #[prost(string, tag = "1")]
+    pub issuer: String,
+    #[prost(string, tag = "2")]
+    pub subject: String,
+    #[prost(string, repeated, tag = "3")]
+    pub groups: Vec<String>,
+    #[prost(message, repeated, tag = "4")]
+    pub attributes: Vec<AttributeValues>,
+    #[prost(string, repeated, tag = "5")]
+    pub permissions: Vec<String>,
+    #[prost(bool, tag = "6")]
+    pub disabled: bool,
+    /// `config` (read-only at run time) or `runtime`; empty when the user
+    /// has grants or a disabled flag but no directory entry.
+    #[prost(string, tag = "7")]
+    pub origin: String,
+}
+
+#[derive(Clone, PartialEq, Message)]
+pub struct ReloadRequest {}
+
 #[derive(Clone, PartialEq, Message)]
 pub struct ActionAck {
     #[prost(string, tag = "1")]
@@ -285,6 +338,12 @@ named!(
     PermissionRequest,
     ActionAck,
     AuditTailRequest,
+    AttributeValues,
+    PutUserRequest,
+    DeleteUserRequest,
+    ListUsersRequest,
+    UserEntry,
+    ReloadRequest,
 );
 
 /// Names of Veil's Flight actions (`Action.type`).
@@ -299,6 +358,10 @@ pub mod actions {
     pub const GRANT_PERMISSION: &str = "veil.grant_permission";
     pub const REVOKE_PERMISSION: &str = "veil.revoke_permission";
     pub const AUDIT_TAIL: &str = "veil.audit_tail";
+    pub const PUT_USER: &str = "veil.put_user";
+    pub const DELETE_USER: &str = "veil.delete_user";
+    pub const LIST_USERS: &str = "veil.list_users";
+    pub const RELOAD: &str = "veil.reload";
 }
 
 #[cfg(test)]

@@ -14,6 +14,8 @@ pub struct Config {
     #[serde(default)]
     pub server: ServerConfig,
     #[serde(default)]
+    pub store: StoreConfig,
+    #[serde(default)]
     pub tls: Option<TlsConfig>,
     pub auth: AuthConfig,
     #[serde(default)]
@@ -30,9 +32,12 @@ pub struct Config {
     /// Folder the file was read from; relative paths resolve against it.
     #[serde(skip)]
     pub base_dir: PathBuf,
+    /// The file itself (what a reload re-reads).
+    #[serde(skip)]
+    pub path: Option<PathBuf>,
 }
 
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct ServerConfig {
     #[serde(default = "default_listen")]
@@ -74,7 +79,55 @@ fn default_data_dir() -> PathBuf {
     PathBuf::from("veil-data")
 }
 
-#[derive(Debug, Clone, Deserialize)]
+/// Where Veil keeps its state. SQLite (one file under `server.data_dir`) is
+/// the default; PostgreSQL lets several nodes share one state.
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct StoreConfig {
+    #[serde(default)]
+    pub backend: StoreBackend,
+    /// PostgreSQL: a `postgres://` URL or `host=... user=... dbname=...`.
+    #[serde(default)]
+    pub url: Option<String>,
+    /// PostgreSQL: a file holding the password (kept out of the config).
+    #[serde(default)]
+    pub password_file: Option<PathBuf>,
+    /// PostgreSQL: the schema holding Veil's tables (created if absent).
+    #[serde(default = "default_store_schema")]
+    pub schema: String,
+    /// PostgreSQL: connections per node.
+    #[serde(default = "default_store_pool_size")]
+    pub pool_size: usize,
+}
+
+impl Default for StoreConfig {
+    fn default() -> Self {
+        Self {
+            backend: StoreBackend::default(),
+            url: None,
+            password_file: None,
+            schema: default_store_schema(),
+            pool_size: default_store_pool_size(),
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum StoreBackend {
+    #[default]
+    Sqlite,
+    Postgres,
+}
+
+fn default_store_schema() -> String {
+    "veil".into()
+}
+fn default_store_pool_size() -> usize {
+    8
+}
+
+#[derive(Debug, Clone, PartialEq, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct TlsConfig {
     pub cert_file: PathBuf,
@@ -143,7 +196,7 @@ pub struct KeyConfig {
     pub kid: Option<String>,
 }
 
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct EngineConfig {
     /// Rows per Arrow batch sent to clients.
@@ -285,6 +338,7 @@ impl Config {
             })
             .unwrap_or(Path::new("."))
             .to_path_buf();
+        cfg.path = Some(std::path::absolute(path).unwrap_or_else(|_| path.to_path_buf()));
         Ok(cfg)
     }
 

@@ -1,5 +1,7 @@
 //! The `veil` command: serve, and mint development tokens.
 
+mod admin;
+
 use clap::{Parser, Subcommand};
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
@@ -63,6 +65,9 @@ enum Commands {
         #[arg(long, env = "VEIL_DATA_DIR", default_value = "veil-data")]
         data_dir: PathBuf,
     },
+    /// Administer a running server (datasets, dictionary, directory,
+    /// permissions, reload). Uses VEIL_ADDRESS and VEIL_TOKEN.
+    Admin(admin::AdminArgs),
 }
 
 fn main() -> ExitCode {
@@ -91,6 +96,7 @@ fn main() -> ExitCode {
             config,
             data_dir,
         } => token(&user, &groups, &attrs, ttl, config, &data_dir),
+        Commands::Admin(args) => admin::run(args),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
@@ -153,6 +159,7 @@ fn serve(
         if demo {
             print_demo_help(&address, data_dir);
         }
+        reload_on_sighup(&running)?;
         running
             .stop_on(async {
                 let _ = tokio::signal::ctrl_c().await;
@@ -160,6 +167,27 @@ fn serve(
             })
             .await
     })
+}
+
+/// SIGHUP re-reads the config file, like `veil admin reload`.
+#[cfg(unix)]
+fn reload_on_sighup(running: &veil::server::Running) -> Result<(), VeilError> {
+    use tokio::signal::unix::{SignalKind, signal};
+    let mut hangups = signal(SignalKind::hangup())
+        .map_err(|e| VeilError::internal("cannot listen for SIGHUP", e))?;
+    let reloader = running.reloader();
+    tokio::spawn(async move {
+        while hangups.recv().await.is_some() {
+            // The outcome is logged and audited by the reloader.
+            let _ = reloader.reload("SIGHUP").await;
+        }
+    });
+    Ok(())
+}
+
+#[cfg(not(unix))]
+fn reload_on_sighup(_running: &veil::server::Running) -> Result<(), VeilError> {
+    Ok(())
 }
 
 fn print_demo_help(address: &str, data_dir: &Path) {

@@ -23,6 +23,9 @@ pub enum KeyPurpose<'a> {
     HashMask { dataset_id: &'a str },
     /// Identity fingerprints (so a fingerprint can't be brute-forced offline).
     Fingerprint,
+    /// A public check value stored with shared state, so nodes with
+    /// different master keys refuse to share one store.
+    KeyCheck,
 }
 
 impl KeyPurpose<'_> {
@@ -34,6 +37,7 @@ impl KeyPurpose<'_> {
                 format!("veil/v1/mask/hash/{dataset_id}").into_bytes()
             }
             KeyPurpose::Fingerprint => b"veil/v1/fingerprint".to_vec(),
+            KeyPurpose::KeyCheck => b"veil/v1/key-check".to_vec(),
         }
     }
 }
@@ -98,6 +102,12 @@ impl MasterKey {
         let key = Self::random();
         write_private_file(path, &encode_hex(key.0.bytes()))?;
         Ok(key)
+    }
+
+    /// A value that identifies this key without revealing it or any key
+    /// derived for another purpose (HKDF outputs are independent).
+    pub fn check_value(&self) -> String {
+        encode_hex(&self.derive(KeyPurpose::KeyCheck).bytes()[..16])
     }
 
     pub fn derive(&self, purpose: KeyPurpose<'_>) -> SecretKey {

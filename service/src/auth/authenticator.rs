@@ -4,7 +4,7 @@
 //! tower layer so no handler can skip it.
 
 use std::collections::BTreeSet;
-use std::sync::Arc;
+use std::sync::{Arc, RwLock};
 
 use super::identity::{ClientInfo, Principal};
 use super::jwt::TokenVerifier;
@@ -15,7 +15,8 @@ use crate::secrets::SecretKey;
 
 #[derive(Debug)]
 pub struct Authenticator {
-    verifier: TokenVerifier,
+    /// Replaced whole on reload (key rotation); a call uses the one it read.
+    verifier: RwLock<Arc<TokenVerifier>>,
     state: Arc<StateCache>,
     fingerprint_key: SecretKey,
     audit: AuditLog,
@@ -29,11 +30,29 @@ impl Authenticator {
         audit: AuditLog,
     ) -> Self {
         Self {
-            verifier,
+            verifier: RwLock::new(Arc::new(verifier)),
             state,
             fingerprint_key,
             audit,
         }
+    }
+
+    /// Use `verifier` for every call from now on.
+    pub fn set_verifier(&self, verifier: TokenVerifier) {
+        let mut guard = self
+            .verifier
+            .write()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        *guard = Arc::new(verifier);
+    }
+
+    fn verifier(&self) -> Arc<TokenVerifier> {
+        Arc::clone(
+            &self
+                .verifier
+                .read()
+                .unwrap_or_else(std::sync::PoisonError::into_inner),
+        )
     }
 
     /// Authenticate the value of an `authorization` header. Failures are
@@ -67,7 +86,7 @@ impl Authenticator {
             .ok_or_else(|| {
                 VeilError::Unauthenticated("the authorization header must be 'Bearer <JWT>'".into())
             })?;
-        let claims = self.verifier.verify(token.trim())?;
+        let claims = self.verifier().verify(token.trim())?;
         let snapshot = self.state.current().await?;
         if snapshot.disabled.contains(&claims.identity) {
             return Err(VeilError::PermissionDenied(

@@ -96,7 +96,8 @@ pub async fn derive_columns(
     Ok(fields
         .into_iter()
         .map(|(f, partition)| {
-            let o = overrides.get(f.name()).cloned().unwrap_or_default();
+            let declared = overrides.get(f.name());
+            let o = declared.cloned().unwrap_or_default();
             ColumnRecord {
                 name: f.name().clone(),
                 data_type: f.data_type().to_string(),
@@ -104,6 +105,7 @@ pub async fn derive_columns(
                 description: o.description,
                 tags: o.tags,
                 partition,
+                from_config: declared.is_some(),
             }
         })
         .collect())

@@ -2,6 +2,7 @@
 //! Paths are canonicalised first, so `..` and symlinks can't escape a root.
 
 use std::path::{Path, PathBuf};
+use std::sync::RwLock;
 
 use crate::error::{Result, VeilError};
 
@@ -71,5 +72,29 @@ mod tests {
             std::os::unix::fs::symlink(&outside, root.join("link")).unwrap();
             assert!(roots.confine(&root.join("link/x.csv")).is_err());
         }
+    }
+}
+
+/// The roots in force, replaced whole when the config is reloaded.
+#[derive(Debug, Default)]
+pub struct SharedRoots(RwLock<LocationRoots>);
+
+impl SharedRoots {
+    pub fn new(roots: LocationRoots) -> Self {
+        Self(RwLock::new(roots))
+    }
+
+    pub fn get(&self) -> LocationRoots {
+        self.0
+            .read()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .clone()
+    }
+
+    pub fn set(&self, roots: LocationRoots) {
+        *self
+            .0
+            .write()
+            .unwrap_or_else(std::sync::PoisonError::into_inner) = roots;
     }
 }

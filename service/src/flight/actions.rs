@@ -9,20 +9,23 @@ use std::sync::Arc;
 use tonic::Status;
 
 use veil_proto::{
-    ActionAck, AuditTailRequest, ColumnDescription, DatasetDescription, DescribeRequest,
-    DropDatasetRequest, PermissionRequest, RegisterDatasetRequest, SetColumnTagsRequest,
-    SetDescriptionRequest, SetUserDisabledRequest, UserRef, WhoAmI, actions,
+    ActionAck, AttributeValues, AuditTailRequest, ColumnDescription, DatasetDescription,
+    DeleteUserRequest, DescribeRequest, DropDatasetRequest, ListUsersRequest, PermissionRequest,
+    PutUserRequest, RegisterDatasetRequest, ReloadRequest, SetColumnTagsRequest,
+    SetDescriptionRequest, SetUserDisabledRequest, UserEntry, UserRef, WhoAmI, actions,
 };
 
 use super::status::to_status;
 use crate::audit::{AuditEvent, AuditLog};
 use crate::auth::identity::{Identity, Permission, Principal};
-use crate::catalog::roots::LocationRoots;
+use crate::catalog::roots::SharedRoots;
 use crate::catalog::{NewDataset, build_dataset};
 use crate::engine::Engine;
 use crate::error::{Result, VeilError};
 use crate::policy::model::{Origin, tag_covers};
+use crate::server::reload::Reloader;
 use crate::store::PutMode;
+use crate::store::model::UserRecord;
 
 /// Who may call an action.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -83,6 +86,26 @@ pub const ACTIONS: &[(&str, Requirement, &str)] = &[
         "Revoke a runtime-granted permission.",
     ),
     (
+        actions::PUT_USER,
+        Requirement::Permission(Permission::UserAdmin),
+        "Create or replace a user's directory entry (groups and attributes).",
+    ),
+    (
+        actions::DELETE_USER,
+        Requirement::Permission(Permission::UserAdmin),
+        "Delete a runtime directory entry.",
+    ),
+    (
+        actions::LIST_USERS,
+        Requirement::Permission(Permission::UserAdmin),
+        "The directory: users, groups, attributes, permissions, disabled flags.",
+    ),
+    (
+        actions::RELOAD,
+        Requirement::Permission(Permission::Governance),
+        "Re-read the config file (like SIGHUP); in-flight reads keep their policies.",
+    ),
+    (
         actions::AUDIT_TAIL,
         Requirement::Permission(Permission::Audit),
         "The most recent audit events, as JSON.",
@@ -93,7 +116,8 @@ pub const ACTIONS: &[(&str, Requirement, &str)] = &[
 pub struct Admin {
     engine: Arc<Engine>,
     audit: AuditLog,
-    roots: LocationRoots,
+    roots: Arc<SharedRoots>,
+    reloader: Arc<Reloader>,
 }
 
 fn decode<T: Message + Default>(body: &[u8]) -> Result<T> {
@@ -118,11 +142,17 @@ fn denied(action: &str, need: &str) -> VeilError {
 }
 
 impl Admin {
-    pub fn new(engine: Arc<Engine>, audit: AuditLog, roots: LocationRoots) -> Self {
+    pub fn new(
+        engine: Arc<Engine>,
+        audit: AuditLog,
+        roots: Arc<SharedRoots>,
+        reloader: Arc<Reloader>,
+    ) -> Self {
         Self {
             engine,
             audit,
             roots,
+            reloader,
         }
     }
 
@@ -246,7 +276,10 @@ impl Admin {
             actions::REGISTER_DATASET => {
                 let req: RegisterDatasetRequest = decode(body)?;
                 event.dataset = Some(req.name.chars().take(256).collect());
-                let location = self.roots.confine(std::path::Path::new(&req.location))?;
+                let location = self
+                    .roots
+                    .get()
+                    .confine(std::path::Path::new(&req.location))?;
                 let record = build_dataset(
                     NewDataset {
                         name: req.name.clone(),
@@ -304,6 +337,9 @@ impl Admin {
                             req.dataset, req.column
                         ))
                     })?;
+                if col.from_config {
+                    return Err(config_column(&req.dataset, &req.column));
+                }
                 // Untagging (or tagging) what a governor's global policy
                 // targets would switch that policy off (or on): GOVERNANCE.
                 let global_tags: Vec<&String> = snapshot
@@ -342,6 +378,12 @@ impl Admin {
                 event.dataset = Some(req.dataset.chars().take(256).collect());
                 let mut d = self.owned_dataset(p, &req.dataset, name).await?;
                 if req.column.is_empty() {
+                    if d.origin == Origin::Config {
+                        return Err(VeilError::FailedPrecondition(format!(
+                            "dataset {} is declared in the config file ([[datasets]]); change its description there and reload",
+                            d.name
+                        )));
+                    }
                     d.description = req.description;
                 } else {
                     let col = d
@@ -354,6 +396,9 @@ impl Admin {
                                 req.dataset, req.column
                             ))
                         })?;
+                    if col.from_config {
+                        return Err(config_column(&req.dataset, &req.column));
+                    }
                     col.description = req.description;
                 }
                 self.permitted(event).await?;
@@ -407,6 +452,69 @@ impl Admin {
                         Ok(ack(format!("{who} did not have {perm}")))
                     }
                 }
+            }
+            actions::PUT_USER => {
+                let req: PutUserRequest = decode(body)?;
+                let who = self.user(req.user)?;
+                let record = UserRecord {
+                    groups: req
+                        .groups
+                        .iter()
+                        .map(|g| g.trim().to_string())
+                        .filter(|g| !g.is_empty())
+                        .collect(),
+                    attributes: req
+                        .attributes
+                        .into_iter()
+                        .filter(|a| !a.key.trim().is_empty())
+                        .map(|a| (a.key.trim().to_string(), a.values.into_iter().collect()))
+                        .collect(),
+                };
+                event.message = format!("user {who}");
+                let snapshot = self.engine.state().current().await?;
+                if config_user(&snapshot, &who) {
+                    return Err(declared_in_config(&format!("user {who}")));
+                }
+                self.permitted(event).await?;
+                self.engine
+                    .state()
+                    .store()
+                    .put_user(&who, &record, Origin::Runtime)
+                    .await?;
+                Ok(ack(format!("{who}: directory entry saved")))
+            }
+            actions::DELETE_USER => {
+                let req: DeleteUserRequest = decode(body)?;
+                let who = self.user(req.user)?;
+                event.message = format!("user {who}");
+                let snapshot = self.engine.state().current().await?;
+                if config_user(&snapshot, &who) {
+                    return Err(declared_in_config(&format!("user {who}")));
+                }
+                self.permitted(event).await?;
+                if self.engine.state().store().delete_user(&who).await? {
+                    Ok(ack(format!("{who}: directory entry deleted")))
+                } else {
+                    Ok(ack(format!("{who} had no directory entry")))
+                }
+            }
+            actions::LIST_USERS => {
+                let _: ListUsersRequest = decode(body)?;
+                self.permitted(event).await?;
+                let snapshot = self.engine.state().current().await?;
+                Ok(user_entries(&snapshot)
+                    .into_iter()
+                    .map(|u| u.encode_to_vec())
+                    .collect())
+            }
+            actions::RELOAD => {
+                let _: ReloadRequest = decode(body)?;
+                self.permitted(event).await?;
+                let report = self
+                    .reloader
+                    .reload(&format!("veil.reload by {}", p.identity))
+                    .await?;
+                Ok(ack(report.summary()))
             }
             actions::AUDIT_TAIL => {
                 let req: AuditTailRequest = decode(body)?;
@@ -469,4 +577,61 @@ fn whoami(p: &Principal) -> WhoAmI {
             .map(|x| x.as_str().to_string())
             .collect(),
     }
+}
+
+fn config_column(dataset: &str, column: &str) -> VeilError {
+    VeilError::FailedPrecondition(format!(
+        "column {column} of {dataset} is described in the config file (columns.{column}); change it there and reload"
+    ))
+}
+
+fn declared_in_config(what: &str) -> VeilError {
+    VeilError::FailedPrecondition(format!(
+        "{what} is declared in the config file ([[users]]); change it there and reload"
+    ))
+}
+
+fn config_user(snapshot: &crate::store::model::Snapshot, who: &Identity) -> bool {
+    snapshot.config_users.contains(who)
+}
+
+/// Everyone the directory knows: entries, grants and disabled flags.
+fn user_entries(snapshot: &crate::store::model::Snapshot) -> Vec<UserEntry> {
+    let mut ids: std::collections::BTreeSet<&Identity> = snapshot.users.keys().collect();
+    ids.extend(snapshot.grants.keys());
+    ids.extend(snapshot.disabled.iter());
+    ids.into_iter()
+        .map(|id| {
+            let record = snapshot.users.get(id);
+            UserEntry {
+                issuer: id.issuer.clone(),
+                subject: id.subject.clone(),
+                groups: record
+                    .map(|u| u.groups.iter().cloned().collect())
+                    .unwrap_or_default(),
+                attributes: record
+                    .map(|u| {
+                        u.attributes
+                            .iter()
+                            .map(|(k, v)| AttributeValues {
+                                key: k.clone(),
+                                values: v.iter().cloned().collect(),
+                            })
+                            .collect()
+                    })
+                    .unwrap_or_default(),
+                permissions: snapshot
+                    .grants
+                    .get(id)
+                    .map(|g| g.keys().map(|p| p.as_str().to_string()).collect())
+                    .unwrap_or_default(),
+                disabled: snapshot.disabled.contains(id),
+                origin: match record {
+                    None => String::new(),
+                    Some(_) if snapshot.config_users.contains(id) => "config".into(),
+                    Some(_) => "runtime".into(),
+                },
+            }
+        })
+        .collect()
 }

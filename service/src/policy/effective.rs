@@ -224,6 +224,7 @@ mod tests {
             description: String::new(),
             tags: tags.iter().map(|t| t.to_string()).collect(),
             partition: false,
+            from_config: false,
         };
         DatasetRecord {
             id: "d".into(),

@@ -1,14 +1,19 @@
 //! State: catalog, directory, permissions, policies and the audit log.
 //!
 //! [`Store`] is the one abstraction over the backends. Everything above it is
-//! backend-agnostic: SQLite (embedded default, [`sqlite::SqliteStore`]) now,
-//! PostgreSQL (shared by several nodes) next. Every mutation bumps a single
+//! backend-agnostic: SQLite (embedded default, [`sqlite::SqliteStore`]) and
+//! PostgreSQL (shared by several nodes, [`postgres::PostgresStore`]); the
+//! one test suite in [`suite`] runs against both. Every mutation bumps a single
 //! monotonic version in the same transaction, so a node learns that anything
 //! policy-relevant changed by reading one number ([`Store::version`]) and then
 //! reloads a [`Snapshot`].
 
 pub mod model;
+pub mod postgres;
+mod rows;
 pub mod sqlite;
+#[cfg(test)]
+mod suite;
 
 use async_trait::async_trait;
 use std::fmt::Debug;
@@ -42,12 +47,17 @@ pub trait Store: Send + Sync + Debug {
     async fn version(&self) -> Result<u64>;
     /// Everything policy-relevant, consistent at one version.
     async fn snapshot(&self) -> Result<Snapshot>;
+    /// Record the master key's check value on first use; afterwards refuse
+    /// (`FailedPrecondition`) a node whose key differs.
+    async fn check_master_key(&self, check_value: &str) -> Result<()>;
 
     async fn put_dataset(&self, dataset: &DatasetRecord, mode: PutMode) -> Result<()>;
     /// Returns whether a dataset was dropped.
     async fn drop_dataset(&self, name: &str) -> Result<bool>;
 
     async fn put_user(&self, identity: &Identity, user: &UserRecord, origin: Origin) -> Result<()>;
+    /// Deletes a runtime directory entry; returns whether one existed.
+    async fn delete_user(&self, identity: &Identity) -> Result<bool>;
     async fn set_user_disabled(&self, identity: &Identity, disabled: bool) -> Result<()>;
     /// Returns whether the grant is new.
     async fn grant(

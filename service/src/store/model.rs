@@ -68,6 +68,10 @@ pub struct ColumnRecord {
     /// Comes from a hive partition folder name, not from the files.
     #[serde(default)]
     pub partition: bool,
+    /// Its description and tags are declared in the config file, so they
+    /// are read-only at run time (a reload re-applies them).
+    #[serde(default)]
+    pub from_config: bool,
 }
 
 /// A registered dataset and its data dictionary.
@@ -111,6 +115,8 @@ pub struct Snapshot {
     pub datasets: BTreeMap<String, DatasetRecord>,
     pub policies: Vec<Policy>,
     pub users: HashMap<Identity, UserRecord>,
+    /// Directory entries declared in the config file (read-only at run time).
+    pub config_users: BTreeSet<Identity>,
     pub grants: HashMap<Identity, BTreeMap<Permission, Origin>>,
     pub disabled: BTreeSet<Identity>,
 }

@@ -6,22 +6,25 @@
 
 use async_trait::async_trait;
 use rusqlite::{Connection, OptionalExtension, params};
-use std::collections::{BTreeMap, HashMap};
 use std::path::Path;
-use std::str::FromStr;
 use std::sync::{Arc, Mutex};
 
 use super::model::{DatasetRecord, Snapshot, UserRecord};
+use super::rows::{
+    PolicyWrite, SnapshotBuilder, StoredPolicy, compare_key_fingerprint, encode, origin_str,
+    plan_config_policies,
+};
 use super::{PutMode, Store};
 use crate::audit::AuditEvent;
 use crate::auth::identity::{Identity, Permission};
 use crate::error::{Result, VeilError};
-use crate::policy::model::{Origin, Policy, PolicySpec};
+use crate::policy::model::{Origin, PolicySpec};
 
 /// Ordered migrations; a database records the highest one applied.
-const MIGRATIONS: &[(i64, &str)] = &[(
-    1,
-    r#"
+const MIGRATIONS: &[(i64, &str)] = &[
+    (
+        1,
+        r#"
     CREATE TABLE state_version (id INTEGER PRIMARY KEY CHECK (id = 1), version INTEGER NOT NULL);
     INSERT INTO state_version (id, version) VALUES (1, 1);
     CREATE TABLE datasets (
@@ -66,7 +69,12 @@ const MIGRATIONS: &[(i64, &str)] = &[(
         body TEXT NOT NULL
     );
     "#,
-)];
+    ),
+    (
+        2,
+        "CREATE TABLE meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);",
+    ),
+];
 
 #[derive(Debug, Clone)]
 pub struct SqliteStore {
@@ -75,21 +83,6 @@ pub struct SqliteStore {
 
 fn db_err(e: impl std::fmt::Display) -> VeilError {
     VeilError::Unavailable(format!("state store (SQLite) error: {e}"))
-}
-
-fn origin_str(o: Origin) -> &'static str {
-    match o {
-        Origin::Config => "config",
-        Origin::Runtime => "runtime",
-    }
-}
-
-fn parse_origin(s: &str) -> Origin {
-    if s == "config" {
-        Origin::Config
-    } else {
-        Origin::Runtime
-    }
 }
 
 fn bump(tx: &rusqlite::Transaction<'_>) -> rusqlite::Result<()> {
@@ -183,117 +176,67 @@ fn load_snapshot(conn: &mut Connection) -> Result<Snapshot> {
             r.get(0)
         })
         .map_err(db_err)?;
-    let mut snap = Snapshot {
-        version: version as u64,
-        ..Default::default()
-    };
-
+    let mut b = SnapshotBuilder::new(version as u64);
     let mut stmt = tx.prepare("SELECT body FROM datasets").map_err(db_err)?;
-    let rows = stmt
-        .query_map([], |r| r.get::<_, String>(0))
-        .map_err(db_err)?;
-    for body in rows {
-        let d: DatasetRecord = serde_json::from_str(&body.map_err(db_err)?)
-            .map_err(|e| VeilError::internal("corrupt dataset record", e))?;
-        snap.datasets.insert(d.name.clone(), d);
+    let mut rows = stmt.query([]).map_err(db_err)?;
+    while let Some(r) = rows.next().map_err(db_err)? {
+        b.dataset(&r.get::<_, String>(0).map_err(db_err)?)?;
     }
+    drop(rows);
     drop(stmt);
-
     let mut stmt = tx
-        .prepare("SELECT id, origin, version, body FROM policies ORDER BY name")
+        .prepare("SELECT id, origin, version, body FROM policies")
         .map_err(db_err)?;
-    let rows = stmt
-        .query_map([], |r| {
-            Ok((
-                r.get::<_, String>(0)?,
-                r.get::<_, String>(1)?,
-                r.get::<_, i64>(2)?,
-                r.get::<_, String>(3)?,
-            ))
-        })
-        .map_err(db_err)?;
-    for row in rows {
-        let (id, origin, version, body) = row.map_err(db_err)?;
-        let spec: PolicySpec = serde_json::from_str(&body)
-            .map_err(|e| VeilError::internal("corrupt policy record", e))?;
-        // A stored policy that no longer validates is a bug; refusing to load
-        // it would silently drop enforcement, so fail the whole snapshot.
-        let rule = spec.validate()?;
-        snap.policies.push(Policy {
-            id,
-            version: version as u64,
-            origin: parse_origin(&origin),
-            spec,
-            rule,
-        });
+    let mut rows = stmt.query([]).map_err(db_err)?;
+    while let Some(r) = rows.next().map_err(db_err)? {
+        b.policy(
+            r.get(0).map_err(db_err)?,
+            &r.get::<_, String>(1).map_err(db_err)?,
+            r.get(2).map_err(db_err)?,
+            &r.get::<_, String>(3).map_err(db_err)?,
+        )?;
     }
+    drop(rows);
     drop(stmt);
-
     let mut stmt = tx
-        .prepare("SELECT issuer, subject, body FROM users")
+        .prepare("SELECT issuer, subject, origin, body FROM users")
         .map_err(db_err)?;
-    let rows = stmt
-        .query_map([], |r| {
-            Ok((
-                r.get::<_, String>(0)?,
-                r.get::<_, String>(1)?,
-                r.get::<_, String>(2)?,
-            ))
-        })
-        .map_err(db_err)?;
-    let mut users = HashMap::new();
-    for row in rows {
-        let (issuer, subject, body) = row.map_err(db_err)?;
-        let u: UserRecord = serde_json::from_str(&body)
-            .map_err(|e| VeilError::internal("corrupt user record", e))?;
-        users.insert(Identity::new(issuer, subject), u);
+    let mut rows = stmt.query([]).map_err(db_err)?;
+    while let Some(r) = rows.next().map_err(db_err)? {
+        b.user(
+            r.get(0).map_err(db_err)?,
+            r.get(1).map_err(db_err)?,
+            &r.get::<_, String>(2).map_err(db_err)?,
+            &r.get::<_, String>(3).map_err(db_err)?,
+        )?;
     }
-    snap.users = users;
+    drop(rows);
     drop(stmt);
-
     let mut stmt = tx
         .prepare("SELECT issuer, subject FROM disabled_users")
         .map_err(db_err)?;
-    let rows = stmt
-        .query_map([], |r| {
-            Ok(Identity::new(
-                r.get::<_, String>(0)?,
-                r.get::<_, String>(1)?,
-            ))
-        })
-        .map_err(db_err)?;
-    for row in rows {
-        snap.disabled.insert(row.map_err(db_err)?);
+    let mut rows = stmt.query([]).map_err(db_err)?;
+    while let Some(r) = rows.next().map_err(db_err)? {
+        b.disabled(r.get(0).map_err(db_err)?, r.get(1).map_err(db_err)?);
     }
+    drop(rows);
     drop(stmt);
-
     let mut stmt = tx
         .prepare("SELECT issuer, subject, permission, origin FROM grants")
         .map_err(db_err)?;
-    let rows = stmt
-        .query_map([], |r| {
-            Ok((
-                r.get::<_, String>(0)?,
-                r.get::<_, String>(1)?,
-                r.get::<_, String>(2)?,
-                r.get::<_, String>(3)?,
-            ))
-        })
-        .map_err(db_err)?;
-    let mut grants: HashMap<Identity, BTreeMap<Permission, Origin>> = HashMap::new();
-    for row in rows {
-        let (issuer, subject, perm, origin) = row.map_err(db_err)?;
-        let perm =
-            Permission::from_str(&perm).map_err(|e| VeilError::internal("corrupt grant", e))?;
-        grants
-            .entry(Identity::new(issuer, subject))
-            .or_default()
-            .insert(perm, parse_origin(&origin));
+    let mut rows = stmt.query([]).map_err(db_err)?;
+    while let Some(r) = rows.next().map_err(db_err)? {
+        b.grant(
+            r.get(0).map_err(db_err)?,
+            r.get(1).map_err(db_err)?,
+            &r.get::<_, String>(2).map_err(db_err)?,
+            &r.get::<_, String>(3).map_err(db_err)?,
+        )?;
     }
-    snap.grants = grants;
+    drop(rows);
     drop(stmt);
     tx.commit().map_err(db_err)?;
-    Ok(snap)
+    Ok(b.finish())
 }
 
 #[async_trait]
@@ -313,11 +256,30 @@ impl Store for SqliteStore {
         self.with(load_snapshot).await
     }
 
+    async fn check_master_key(&self, check_value: &str) -> Result<()> {
+        let ours = check_value.to_string();
+        self.with(move |c| {
+            c.execute(
+                "INSERT OR IGNORE INTO meta (key, value) VALUES ('master_key_check', ?1)",
+                [&ours],
+            )
+            .map_err(db_err)?;
+            let stored: String = c
+                .query_row(
+                    "SELECT value FROM meta WHERE key = 'master_key_check'",
+                    [],
+                    |r| r.get(0),
+                )
+                .map_err(db_err)?;
+            compare_key_fingerprint(&stored, &ours)
+        })
+        .await
+    }
+
     async fn put_dataset(&self, dataset: &DatasetRecord, mode: PutMode) -> Result<()> {
         let d = dataset.clone();
         self.with(move |c| {
-            let body =
-                serde_json::to_string(&d).map_err(|e| VeilError::internal("encode dataset", e))?;
+            let body = encode("dataset", &d)?;
             let tx = c.transaction().map_err(db_err)?;
             let existing: Option<String> = tx
                 .query_row("SELECT id FROM datasets WHERE name = ?1", [&d.name], |r| {
@@ -370,7 +332,7 @@ impl Store for SqliteStore {
     async fn put_user(&self, identity: &Identity, user: &UserRecord, origin: Origin) -> Result<()> {
         let (id, u) = (identity.clone(), user.clone());
         self.with(move |c| {
-            let body = serde_json::to_string(&u).map_err(|e| VeilError::internal("encode user", e))?;
+            let body = encode("user", &u)?;
             let tx = c.transaction().map_err(db_err)?;
             tx.execute(
                 "INSERT INTO users (issuer, subject, origin, body) VALUES (?1, ?2, ?3, ?4)
@@ -380,6 +342,25 @@ impl Store for SqliteStore {
             .map_err(db_err)?;
             bump(&tx).map_err(db_err)?;
             tx.commit().map_err(db_err)
+        })
+        .await
+    }
+
+    async fn delete_user(&self, identity: &Identity) -> Result<bool> {
+        let id = identity.clone();
+        self.with(move |c| {
+            let tx = c.transaction().map_err(db_err)?;
+            let n = tx
+                .execute(
+                    "DELETE FROM users WHERE issuer = ?1 AND subject = ?2 AND origin = 'runtime'",
+                    params![id.issuer, id.subject],
+                )
+                .map_err(db_err)?;
+            if n > 0 {
+                bump(&tx).map_err(db_err)?;
+            }
+            tx.commit().map_err(db_err)?;
+            Ok(n > 0)
         })
         .await
     }
@@ -453,58 +434,40 @@ impl Store for SqliteStore {
         let specs = policies.to_vec();
         self.with(move |c| {
             let tx = c.transaction().map_err(db_err)?;
-            // Keep ids and versions of unchanged policies stable, so tickets
-            // and caches keyed by them survive a no-op reload.
-            let mut existing: HashMap<String, (String, i64, String, String)> = HashMap::new();
+            let mut existing = Vec::new();
             {
-                let mut stmt = tx.prepare("SELECT name, id, version, body, origin FROM policies").map_err(db_err)?;
-                let rows = stmt
-                    .query_map([], |r| {
-                        Ok((r.get::<_, String>(0)?, (r.get(1)?, r.get(2)?, r.get(3)?, r.get(4)?)))
-                    })
+                let mut stmt = tx
+                    .prepare("SELECT id, name, version, body, origin FROM policies")
                     .map_err(db_err)?;
-                for row in rows {
-                    let (name, v) = row.map_err(db_err)?;
-                    existing.insert(name, v);
+                let mut rows = stmt.query([]).map_err(db_err)?;
+                while let Some(r) = rows.next().map_err(db_err)? {
+                    existing.push(StoredPolicy {
+                        id: r.get(0).map_err(db_err)?,
+                        name: r.get(1).map_err(db_err)?,
+                        version: r.get(2).map_err(db_err)?,
+                        body: r.get(3).map_err(db_err)?,
+                        origin: r.get(4).map_err(db_err)?,
+                    });
                 }
             }
-            let mut changed = false;
-            for spec in &specs {
-                let body = serde_json::to_string(spec).map_err(|e| VeilError::internal("encode policy", e))?;
-                match existing.remove(&spec.name) {
-                    Some((_, _, old_body, origin)) if origin == "runtime" => {
-                        let _ = old_body;
-                        return Err(VeilError::AlreadyExists(format!(
-                            "policy '{}' is declared in the config file but a runtime policy has that name; rename one",
-                            spec.name
-                        )));
-                    }
-                    Some((_, _, old_body, _)) if old_body == body => {}
-                    Some((id, version, _, _)) => {
-                        tx.execute(
-                            "UPDATE policies SET body = ?1, version = ?2 WHERE id = ?3",
-                            params![body, version + 1, id],
-                        )
-                        .map_err(db_err)?;
-                        changed = true;
-                    }
-                    None => {
-                        tx.execute(
-                            "INSERT INTO policies (id, name, origin, version, body) VALUES (?1, ?2, 'config', 1, ?3)",
-                            params![uuid::Uuid::new_v4().to_string(), spec.name, body],
-                        )
-                        .map_err(db_err)?;
-                        changed = true;
+            let writes = plan_config_policies(existing, &specs)?;
+            for w in &writes {
+                match w {
+                    PolicyWrite::Insert { id, name, body } => tx.execute(
+                        "INSERT INTO policies (id, name, origin, version, body) VALUES (?1, ?2, 'config', 1, ?3)",
+                        params![id, name, body],
+                    ),
+                    PolicyWrite::Update { id, version, body } => tx.execute(
+                        "UPDATE policies SET body = ?1, version = ?2 WHERE id = ?3",
+                        params![body, version, id],
+                    ),
+                    PolicyWrite::Delete { id } => {
+                        tx.execute("DELETE FROM policies WHERE id = ?1", [id])
                     }
                 }
+                .map_err(db_err)?;
             }
-            for (name, (_, _, _, origin)) in existing {
-                if origin == "config" {
-                    tx.execute("DELETE FROM policies WHERE name = ?1", [&name]).map_err(db_err)?;
-                    changed = true;
-                }
-            }
-            if changed {
+            if !writes.is_empty() {
                 bump(&tx).map_err(db_err)?;
             }
             tx.commit().map_err(db_err)
@@ -523,7 +486,7 @@ impl Store for SqliteStore {
             tx.execute("DELETE FROM users WHERE origin = 'config'", []).map_err(db_err)?;
             tx.execute("DELETE FROM grants WHERE origin = 'config'", []).map_err(db_err)?;
             for (id, u) in &users {
-                let body = serde_json::to_string(u).map_err(|e| VeilError::internal("encode user", e))?;
+                let body = encode("user", u)?;
                 tx.execute(
                     "INSERT INTO users (issuer, subject, origin, body) VALUES (?1, ?2, 'config', ?3)
                      ON CONFLICT(issuer, subject) DO UPDATE SET origin = 'config', body = excluded.body",
@@ -549,7 +512,7 @@ impl Store for SqliteStore {
         self.with(move |c| {
             let tx = c.transaction().map_err(db_err)?;
             for e in &events {
-                let body = serde_json::to_string(e).map_err(|e| VeilError::internal("encode audit event", e))?;
+                let body = encode("audit event", e)?;
                 tx.execute(
                     "INSERT INTO audit_events (event_id, time_ms, node_id, action, body) VALUES (?1, ?2, ?3, ?4, ?5)",
                     params![e.event_id, e.time_ms, e.node_id, e.action, body],
@@ -583,123 +546,5 @@ impl Store for SqliteStore {
             Ok(out)
         })
         .await
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-    use crate::store::model::{ColumnRecord, FileFormatKind, SourceSpec};
-
-    fn dataset(name: &str) -> DatasetRecord {
-        DatasetRecord {
-            id: format!("id-{name}"),
-            name: name.into(),
-            source: SourceSpec {
-                format: FileFormatKind::Csv,
-                location: "/x".into(),
-                hive_partitioned: false,
-            },
-            description: String::new(),
-            owners: vec![Identity::new("i", "o")],
-            tags: vec![],
-            columns: vec![ColumnRecord {
-                name: "a".into(),
-                data_type: "Int64".into(),
-                nullable: true,
-                description: String::new(),
-                tags: vec![],
-                partition: false,
-            }],
-            origin: Origin::Runtime,
-        }
-    }
-
-    #[tokio::test]
-    async fn every_change_bumps_the_version() {
-        let s = SqliteStore::in_memory().unwrap();
-        let v0 = s.version().await.unwrap();
-        s.put_dataset(&dataset("a.b"), PutMode::Create)
-            .await
-            .unwrap();
-        let v1 = s.version().await.unwrap();
-        assert!(v1 > v0);
-        assert!(matches!(
-            s.put_dataset(&dataset("a.b"), PutMode::Create).await,
-            Err(VeilError::AlreadyExists(_))
-        ));
-        let id = Identity::new("i", "u");
-        assert!(
-            s.grant(&id, Permission::Audit, Origin::Runtime)
-                .await
-                .unwrap()
-        );
-        assert!(
-            !s.grant(&id, Permission::Audit, Origin::Runtime)
-                .await
-                .unwrap()
-        );
-        let v2 = s.version().await.unwrap();
-        assert!(v2 > v1);
-        assert_eq!(s.version().await.unwrap(), v2, "reads do not bump");
-        let snap = s.snapshot().await.unwrap();
-        assert_eq!(snap.version, v2);
-        assert!(snap.datasets.contains_key("a.b"));
-        assert!(snap.grants[&id].contains_key(&Permission::Audit));
-    }
-
-    #[tokio::test]
-    async fn config_grants_survive_runtime_revoke_and_reload_keeps_runtime_ones() {
-        let s = SqliteStore::in_memory().unwrap();
-        let id = Identity::new("i", "u");
-        s.replace_config_directory(&[], &[(id.clone(), Permission::Governance)])
-            .await
-            .unwrap();
-        assert!(
-            !s.revoke(&id, Permission::Governance).await.unwrap(),
-            "config grants are read-only"
-        );
-        s.grant(&id, Permission::Audit, Origin::Runtime)
-            .await
-            .unwrap();
-        assert!(s.revoke(&id, Permission::Audit).await.unwrap());
-        s.replace_config_directory(&[], &[]).await.unwrap();
-        let snap = s.snapshot().await.unwrap();
-        assert!(snap.grants.get(&id).is_none_or(|g| g.is_empty()));
-    }
-
-    #[tokio::test]
-    async fn unchanged_config_policies_keep_their_version() {
-        let s = SqliteStore::in_memory().unwrap();
-        let p: PolicySpec =
-            toml::from_str("name = \"p\"\ndataset = \"a.b\"\nsubscription = { anyone = true }")
-                .unwrap();
-        s.replace_config_policies(std::slice::from_ref(&p))
-            .await
-            .unwrap();
-        let v = s.version().await.unwrap();
-        s.replace_config_policies(std::slice::from_ref(&p))
-            .await
-            .unwrap();
-        assert_eq!(s.version().await.unwrap(), v);
-        s.replace_config_policies(&[]).await.unwrap();
-        assert!(s.snapshot().await.unwrap().policies.is_empty());
-    }
-
-    #[tokio::test]
-    async fn audit_appends_are_ordered() {
-        let dir = tempfile::tempdir().unwrap();
-        let s = SqliteStore::open(&dir.path().join("veil.db")).unwrap();
-        for i in 0..3 {
-            s.append_audit(&[AuditEvent::new(&format!("a{i}"), None)])
-                .await
-                .unwrap();
-        }
-        let tail = s.tail_audit(2).await.unwrap();
-        assert_eq!(
-            tail.iter().map(|e| e.action.as_str()).collect::<Vec<_>>(),
-            ["a1", "a2"]
-        );
-        assert!(tail[0].seq < tail[1].seq);
     }
 }

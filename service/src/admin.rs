@@ -1,0 +1,331 @@
+//! `veil admin ...`: administer a running server through its Flight actions.
+//! Every command is checked and audited by the server, exactly like the same
+//! action sent from any other client.
+
+use clap::{Args, Subcommand};
+use std::path::PathBuf;
+
+use veil::error::VeilError;
+use veil_client::{ClientError, Connection};
+use veil_proto::{RegisterDatasetRequest, UserRef};
+
+#[derive(Debug, Args)]
+pub(crate) struct AdminArgs {
+    /// Server address, e.g. grpc://127.0.0.1:8815 or grpc+tls://host:8815.
+    #[arg(long, env = "VEIL_ADDRESS")]
+    address: String,
+    /// Bearer token (a JWT; `veil token` prints one in development).
+    #[arg(long, env = "VEIL_TOKEN", hide_env_values = true)]
+    token: String,
+    /// PEM file of the CA that signed the server's certificate (TLS).
+    #[arg(long, env = "VEIL_CA_FILE")]
+    ca_file: Option<PathBuf>,
+    /// Server name to verify in its certificate (TLS; default: the host).
+    #[arg(long)]
+    tls_domain: Option<String>,
+    #[command(subcommand)]
+    command: AdminCommand,
+}
+
+#[derive(Debug, Subcommand)]
+enum AdminCommand {
+    /// Who the server thinks you are.
+    Whoami,
+    /// The actions the server offers.
+    Actions,
+    /// Re-read the server's config file (like SIGHUP). Needs GOVERNANCE.
+    Reload,
+    /// Register files under a configured root as a dataset you own.
+    Register {
+        /// `schema.name`
+        name: String,
+        /// parquet, csv or json
+        #[arg(long)]
+        format: String,
+        /// File or folder, as the server sees it.
+        #[arg(long)]
+        location: String,
+        #[arg(long)]
+        hive_partitioned: bool,
+        #[arg(long, default_value = "")]
+        description: String,
+    },
+    /// Drop a runtime-registered dataset (the files stay).
+    Drop { name: String },
+    /// A dataset's dictionary as you see it.
+    Describe { name: String },
+    /// Set a dataset's description, or a column's with --column.
+    SetDescription {
+        dataset: String,
+        description: String,
+        #[arg(long)]
+        column: Option<String>,
+    },
+    /// Set a column's tags (none: clear them).
+    SetTags {
+        dataset: String,
+        column: String,
+        tags: Vec<String>,
+    },
+    /// The directory: users, groups, attributes, permissions.
+    Users,
+    /// Create or replace a user's directory entry.
+    PutUser {
+        subject: String,
+        #[arg(long)]
+        issuer: Option<String>,
+        #[arg(long = "group")]
+        groups: Vec<String>,
+        /// KEY=VALUE (repeatable; repeat a key for several values).
+        #[arg(long = "attr")]
+        attrs: Vec<String>,
+    },
+    /// Delete a runtime directory entry.
+    DeleteUser {
+        subject: String,
+        #[arg(long)]
+        issuer: Option<String>,
+    },
+    /// Disable a user: denied whatever their token says.
+    Disable {
+        subject: String,
+        #[arg(long)]
+        issuer: Option<String>,
+    },
+    /// Re-enable a disabled user.
+    Enable {
+        subject: String,
+        #[arg(long)]
+        issuer: Option<String>,
+    },
+    /// Grant GOVERNANCE, CREATE_DATA_SOURCE, USER_ADMIN or AUDIT.
+    Grant {
+        subject: String,
+        permission: String,
+        #[arg(long)]
+        issuer: Option<String>,
+    },
+    /// Revoke a runtime grant.
+    Revoke {
+        subject: String,
+        permission: String,
+        #[arg(long)]
+        issuer: Option<String>,
+    },
+    /// The most recent audit events (JSON lines). Needs AUDIT.
+    AuditTail {
+        #[arg(long, default_value_t = 20)]
+        limit: u32,
+    },
+}
+
+fn user(subject: String, issuer: Option<String>) -> UserRef {
+    UserRef {
+        issuer: issuer.unwrap_or_default(),
+        subject,
+    }
+}
+
+fn client_error(e: ClientError) -> VeilError {
+    match e {
+        ClientError::Status(s) => {
+            let message = s.message().to_string();
+            match s.code() {
+                tonic::Code::Unauthenticated => VeilError::Unauthenticated(message),
+                tonic::Code::PermissionDenied => VeilError::PermissionDenied(message),
+                tonic::Code::NotFound => VeilError::NotFound(message),
+                tonic::Code::AlreadyExists => VeilError::AlreadyExists(message),
+                tonic::Code::FailedPrecondition => VeilError::FailedPrecondition(message),
+                tonic::Code::InvalidArgument => VeilError::InvalidArgument(message),
+                tonic::Code::Unavailable => VeilError::Unavailable(message),
+                _ => VeilError::Internal(message),
+            }
+        }
+        other => VeilError::Unavailable(other.to_string()),
+    }
+}
+
+pub(crate) fn run(args: AdminArgs) -> Result<(), VeilError> {
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .map_err(|e| VeilError::internal("tokio runtime", e))?;
+    runtime.block_on(async move {
+        let conn = connect(&args).await?;
+        for line in execute(&conn, args.command).await.map_err(client_error)? {
+            println!("{line}");
+        }
+        Ok(())
+    })
+}
+
+async fn connect(args: &AdminArgs) -> Result<Connection, VeilError> {
+    match &args.ca_file {
+        Some(ca) => {
+            let pem = std::fs::read(ca).map_err(|e| {
+                VeilError::FailedPrecondition(format!(
+                    "cannot read --ca-file {}: {e}",
+                    ca.display()
+                ))
+            })?;
+            let domain = match &args.tls_domain {
+                Some(d) => d.clone(),
+                None => args
+                    .address
+                    .rsplit("://")
+                    .next()
+                    .and_then(|hp| hp.rsplit_once(':').map(|(h, _)| h.to_string()))
+                    .unwrap_or_default(),
+            };
+            Connection::connect_tls(&args.address, &args.token, &pem, &domain)
+                .await
+                .map_err(client_error)
+        }
+        None => Connection::connect(&args.address, &args.token)
+            .await
+            .map_err(client_error),
+    }
+}
+
+async fn execute(conn: &Connection, command: AdminCommand) -> Result<Vec<String>, ClientError> {
+    let one = |s: String| vec![s];
+    Ok(match command {
+        AdminCommand::Whoami => {
+            let w = conn.whoami().await?;
+            vec![
+                format!("user: {} (issuer {})", w.subject, w.issuer),
+                format!("groups: {}", w.groups.join(", ")),
+                format!(
+                    "attributes: {}",
+                    w.attributes
+                        .iter()
+                        .map(|(k, v)| format!("{k}={v}"))
+                        .collect::<Vec<_>>()
+                        .join(", ")
+                ),
+                format!("permissions: {}", w.permissions.join(", ")),
+            ]
+        }
+        AdminCommand::Actions => conn
+            .list_actions()
+            .await?
+            .into_iter()
+            .map(|(name, what)| format!("{name:<24} {what}"))
+            .collect(),
+        AdminCommand::Reload => one(conn.reload().await?),
+        AdminCommand::Register {
+            name,
+            format,
+            location,
+            hive_partitioned,
+            description,
+        } => one(conn
+            .register_dataset(RegisterDatasetRequest {
+                name,
+                format,
+                location,
+                description,
+                hive_partitioned,
+            })
+            .await?),
+        AdminCommand::Drop { name } => one(conn.drop_dataset(&name).await?),
+        AdminCommand::Describe { name } => {
+            let d = conn.describe(&name).await?;
+            let mut out = vec![
+                format!("{} ({})", d.name, d.format),
+                format!("description: {}", d.description),
+                format!("owners: {}", d.owners.join(", ")),
+                format!("tags: {}", d.tags.join(", ")),
+                format!("rows filtered for you: {}", d.rows_filtered),
+            ];
+            for c in d.columns {
+                out.push(format!(
+                    "  {:<20} {:<12} mask={:<10} tags=[{}] {}",
+                    c.name,
+                    c.data_type,
+                    if c.mask.is_empty() { "-" } else { &c.mask },
+                    c.tags.join(", "),
+                    c.description
+                ));
+            }
+            out
+        }
+        AdminCommand::SetDescription {
+            dataset,
+            description,
+            column,
+        } => one(conn
+            .set_description(&dataset, column.as_deref(), &description)
+            .await?),
+        AdminCommand::SetTags {
+            dataset,
+            column,
+            tags,
+        } => one(conn.set_column_tags(&dataset, &column, &tags).await?),
+        AdminCommand::Users => conn
+            .list_users()
+            .await?
+            .into_iter()
+            .map(|u| {
+                format!(
+                    "{} (issuer {}){}{} groups=[{}] attributes=[{}] permissions=[{}]",
+                    u.subject,
+                    u.issuer,
+                    if u.origin.is_empty() {
+                        String::new()
+                    } else {
+                        format!(" [{}]", u.origin)
+                    },
+                    if u.disabled { " DISABLED" } else { "" },
+                    u.groups.join(", "),
+                    u.attributes
+                        .iter()
+                        .map(|a| format!("{}={}", a.key, a.values.join("|")))
+                        .collect::<Vec<_>>()
+                        .join(", "),
+                    u.permissions.join(", ")
+                )
+            })
+            .collect(),
+        AdminCommand::PutUser {
+            subject,
+            issuer,
+            groups,
+            attrs,
+        } => {
+            let mut attributes: Vec<(String, Vec<String>)> = Vec::new();
+            for a in attrs {
+                let (k, v) = a.split_once('=').ok_or_else(|| {
+                    ClientError::Invalid(format!("--attr '{a}' must be KEY=VALUE"))
+                })?;
+                match attributes.iter_mut().find(|(key, _)| key == k) {
+                    Some((_, values)) => values.push(v.to_string()),
+                    None => attributes.push((k.to_string(), vec![v.to_string()])),
+                }
+            }
+            one(conn
+                .put_user(user(subject, issuer), &groups, &attributes)
+                .await?)
+        }
+        AdminCommand::DeleteUser { subject, issuer } => {
+            one(conn.delete_user(user(subject, issuer)).await?)
+        }
+        AdminCommand::Disable { subject, issuer } => {
+            one(conn.set_user_disabled(user(subject, issuer), true).await?)
+        }
+        AdminCommand::Enable { subject, issuer } => {
+            one(conn.set_user_disabled(user(subject, issuer), false).await?)
+        }
+        AdminCommand::Grant {
+            subject,
+            permission,
+            issuer,
+        } => one(conn.grant(user(subject, issuer), &permission).await?),
+        AdminCommand::Revoke {
+            subject,
+            permission,
+            issuer,
+        } => one(conn.revoke(user(subject, issuer), &permission).await?),
+        AdminCommand::AuditTail { limit } => conn.audit_tail(limit).await?,
+    })
+}

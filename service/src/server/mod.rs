@@ -1,0 +1,246 @@
+//! Wiring: config → store → keys → engine → Flight service on a socket.
+
+pub mod reload;
+mod sync;
+
+pub use sync::{SyncReport, sync_config};
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::Arc;
+use tokio::sync::oneshot;
+use tokio::task::JoinHandle;
+
+use arrow_flight::flight_service_server::FlightServiceServer;
+
+use crate::audit::AuditLog;
+use crate::auth::authenticator::Authenticator;
+use crate::auth::jwt::TokenVerifier;
+use crate::catalog::roots::{LocationRoots, SharedRoots};
+use crate::catalog::state::StateCache;
+use crate::config::Config;
+use crate::config::StoreBackend;
+use crate::engine::Engine;
+use crate::error::{Result, VeilError};
+use crate::flight::actions::Admin;
+use crate::flight::auth_layer::AuthLayer;
+use crate::flight::service::VeilFlight;
+use crate::flight::tickets::TicketSigner;
+use crate::secrets::{KeyPurpose, MasterKey};
+use crate::store::Store;
+use crate::store::postgres::{PostgresOptions, PostgresStore};
+use crate::store::sqlite::SqliteStore;
+use reload::Reloader;
+
+/// A running server.
+#[derive(Debug)]
+pub struct Running {
+    pub addr: SocketAddr,
+    pub tls: bool,
+    reloader: Arc<Reloader>,
+    shutdown: Option<oneshot::Sender<()>>,
+    handle: JoinHandle<Result<()>>,
+}
+
+impl Running {
+    /// Re-reads the config file (what SIGHUP and `veil.reload` do).
+    pub fn reloader(&self) -> Arc<Reloader> {
+        Arc::clone(&self.reloader)
+    }
+
+    /// Stop accepting calls, let in-flight ones finish, and wait.
+    pub async fn stop(mut self) -> Result<()> {
+        if let Some(tx) = self.shutdown.take() {
+            let _ = tx.send(());
+        }
+        self.handle
+            .await
+            .map_err(|e| VeilError::internal("server task", e))?
+    }
+
+    /// Wait until the server stops on its own (or the task fails).
+    pub async fn wait(self) -> Result<()> {
+        self.handle
+            .await
+            .map_err(|e| VeilError::internal("server task", e))?
+    }
+
+    /// A future that resolves when `signal` fires, then stops the server.
+    pub async fn stop_on(self, signal: impl std::future::Future<Output = ()>) -> Result<()> {
+        signal.await;
+        self.stop().await
+    }
+}
+
+#[derive(Debug, Clone, Default)]
+pub struct ServeOptions {
+    /// Overrides `server.listen`.
+    pub listen: Option<String>,
+    /// Allow plaintext on a non-loopback address.
+    pub insecure: bool,
+}
+
+/// Start serving; returns once the socket is bound.
+pub async fn start(cfg: Config, opts: ServeOptions) -> Result<Running> {
+    let data_dir = cfg.data_dir();
+    std::fs::create_dir_all(&data_dir).map_err(|e| {
+        VeilError::FailedPrecondition(format!(
+            "cannot create the data directory {}: {e}",
+            data_dir.display()
+        ))
+    })?;
+    let master = MasterKey::load_or_create(&cfg.master_key_path())?;
+    let store = open_store(&cfg).await?;
+    store.check_master_key(&master.check_value()).await?;
+    let roots = LocationRoots::new(&cfg.roots.iter().map(|r| cfg.resolve(r)).collect::<Vec<_>>())?;
+    sync_config(&store, &cfg, &roots).await?;
+
+    let node_id = cfg
+        .server
+        .node_id
+        .clone()
+        .unwrap_or_else(|| format!("node-{}", &uuid::Uuid::new_v4().to_string()[..8]));
+    let audit = AuditLog::new(Arc::clone(&store), node_id);
+    let state = Arc::new(StateCache::new(Arc::clone(&store)));
+    let verifier = TokenVerifier::from_config(&cfg.auth, &cfg.base_dir)?;
+    let engine = Arc::new(Engine::new(
+        Arc::clone(&state),
+        master.clone(),
+        cfg.auth.default_issuer(),
+        cfg.engine.clone(),
+    )?);
+    let auth = Arc::new(Authenticator::new(
+        verifier,
+        Arc::clone(&state),
+        master.derive(KeyPurpose::Fingerprint),
+        audit.clone(),
+    ));
+    let roots = Arc::new(SharedRoots::new(roots));
+    let reloader = Arc::new(Reloader::new(
+        cfg.clone(),
+        Arc::clone(&store),
+        Arc::clone(&roots),
+        Arc::clone(&auth),
+        audit.clone(),
+    ));
+    let admin = Arc::new(Admin::new(
+        Arc::clone(&engine),
+        audit.clone(),
+        roots,
+        Arc::clone(&reloader),
+    ));
+    let flight = VeilFlight::new(engine, TicketSigner::from_master(&master), audit, admin);
+
+    let listen = opts
+        .listen
+        .clone()
+        .unwrap_or_else(|| cfg.server.listen.clone());
+    let addr: SocketAddr = tokio::net::lookup_host(&listen)
+        .await
+        .map_err(|e| {
+            VeilError::FailedPrecondition(format!("cannot resolve listen address '{listen}': {e}"))
+        })?
+        .next()
+        .ok_or_else(|| {
+            VeilError::FailedPrecondition(format!("listen address '{listen}' resolves to nothing"))
+        })?;
+    if !addr.ip().is_loopback() && cfg.tls.is_none() && !opts.insecure {
+        return Err(VeilError::FailedPrecondition(format!(
+            "refusing to serve plaintext on {addr}, which is not a loopback address: configure [tls] cert_file and key_file, or pass --insecure if a trusted proxy terminates TLS"
+        )));
+    }
+    let listener = tokio::net::TcpListener::bind(addr)
+        .await
+        .map_err(|e| VeilError::FailedPrecondition(format!("cannot listen on {addr}: {e}")))?;
+    let bound = listener
+        .local_addr()
+        .map_err(|e| VeilError::internal("local addr", e))?;
+    let incoming = tonic::transport::server::TcpIncoming::from(listener).with_nodelay(Some(true));
+
+    let mut builder = tonic::transport::Server::builder();
+    let tls = cfg.tls.is_some();
+    if let Some(t) = &cfg.tls {
+        let read = |p: &PathBuf, what: &str| {
+            std::fs::read(cfg.resolve(p)).map_err(|e| {
+                VeilError::FailedPrecondition(format!(
+                    "cannot read TLS {what} {}: {e}",
+                    p.display()
+                ))
+            })
+        };
+        let identity = tonic::transport::Identity::from_pem(
+            read(&t.cert_file, "certificate")?,
+            read(&t.key_file, "key")?,
+        );
+        builder = builder
+            .tls_config(tonic::transport::ServerTlsConfig::new().identity(identity))
+            .map_err(|e| {
+                VeilError::FailedPrecondition(format!("TLS configuration is invalid: {e}"))
+            })?;
+    }
+    let service = FlightServiceServer::new(flight)
+        .max_decoding_message_size(16 * 1024 * 1024)
+        .max_encoding_message_size(64 * 1024 * 1024);
+    let router = builder.layer(AuthLayer::new(auth)).add_service(service);
+
+    let (tx, rx) = oneshot::channel::<()>();
+    let handle = tokio::spawn(async move {
+        router
+            .serve_with_incoming_shutdown(incoming, async {
+                let _ = rx.await;
+            })
+            .await
+            .map_err(|e| VeilError::Unavailable(format!("the server stopped: {e}")))
+    });
+    if let Some(p) = &cfg.server.address_file {
+        let scheme = if tls { "grpc+tls" } else { "grpc" };
+        std::fs::write(cfg.resolve(p), format!("{scheme}://{bound}\n")).map_err(|e| {
+            VeilError::FailedPrecondition(format!("cannot write the address file: {e}"))
+        })?;
+    }
+    tracing::info!(address = %bound, tls, "Veil is serving Arrow Flight");
+    Ok(Running {
+        addr: bound,
+        tls,
+        reloader,
+        shutdown: Some(tx),
+        handle,
+    })
+}
+
+/// Open the configured state store (and migrate it).
+pub async fn open_store(cfg: &Config) -> Result<Arc<dyn Store>> {
+    match cfg.store.backend {
+        StoreBackend::Sqlite => Ok(Arc::new(SqliteStore::open(&cfg.sqlite_path())?)),
+        StoreBackend::Postgres => {
+            let url = cfg.store.url.clone().ok_or_else(|| {
+                VeilError::FailedPrecondition(
+                    "store.backend = \"postgres\" needs store.url (a postgres:// URL or host=... user=... dbname=...)".into(),
+                )
+            })?;
+            let password = match &cfg.store.password_file {
+                Some(p) => Some(
+                    std::fs::read_to_string(cfg.resolve(p))
+                        .map_err(|e| {
+                            VeilError::FailedPrecondition(format!(
+                                "cannot read store.password_file {}: {e}",
+                                p.display()
+                            ))
+                        })?
+                        .trim_end_matches(['\r', '\n'])
+                        .to_string(),
+                ),
+                None => None,
+            };
+            let store = PostgresStore::connect(&PostgresOptions {
+                url,
+                schema: cfg.store.schema.clone(),
+                password,
+                pool_size: cfg.store.pool_size,
+            })
+            .await?;
+            tracing::info!(schema = %cfg.store.schema, "using the PostgreSQL store");
+            Ok(Arc::new(store))
+        }
+    }
+}

@@ -1,0 +1,160 @@
+//! Re-reading the config file without a restart (SIGHUP or `veil.reload`).
+//!
+//! A reload re-applies the config-declared policies, users, grants and
+//! datasets, the dataset roots and the token keys (`[auth]`, so keys can be
+//! rotated). Where the server listens, its TLS identity, its store and its
+//! engine settings are fixed for the life of the process: a changed value
+//! there is reported as needing a restart, and the running value stays.
+//!
+//! Reads already streaming keep the plan (and so the policies) they started
+//! with; every request after the reload plans against the new state, because
+//! the reload moves the store's version.
+
+use std::sync::Arc;
+
+use super::sync::{SyncReport, sync_config};
+use crate::audit::{AuditEvent, AuditLog};
+use crate::auth::authenticator::Authenticator;
+use crate::auth::jwt::TokenVerifier;
+use crate::catalog::roots::{LocationRoots, SharedRoots};
+use crate::config::Config;
+use crate::error::{Result, VeilError};
+use crate::store::Store;
+
+/// What a reload did.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct ReloadReport {
+    pub sync: SyncReport,
+    /// Config sections that changed but only take effect after a restart.
+    pub restart_needed: Vec<&'static str>,
+}
+
+impl ReloadReport {
+    pub fn summary(&self) -> String {
+        let s = &self.sync;
+        let mut out = format!(
+            "reloaded: {} policies, {} users from the config; datasets added {:?}, updated {:?}, dropped {:?}",
+            s.policies, s.users, s.datasets_added, s.datasets_updated, s.datasets_dropped
+        );
+        if !self.restart_needed.is_empty() {
+            out.push_str(&format!(
+                "; changed but needing a restart (running values kept): {}",
+                self.restart_needed.join(", ")
+            ));
+        }
+        out
+    }
+}
+
+#[derive(Debug)]
+pub struct Reloader {
+    /// The config in force; holding the lock serialises reloads.
+    current: tokio::sync::Mutex<Config>,
+    store: Arc<dyn Store>,
+    roots: Arc<SharedRoots>,
+    auth: Arc<Authenticator>,
+    audit: AuditLog,
+}
+
+impl Reloader {
+    pub fn new(
+        current: Config,
+        store: Arc<dyn Store>,
+        roots: Arc<SharedRoots>,
+        auth: Arc<Authenticator>,
+        audit: AuditLog,
+    ) -> Self {
+        Self {
+            current: tokio::sync::Mutex::new(current),
+            store,
+            roots,
+            auth,
+            audit,
+        }
+    }
+
+    /// Re-read the config file and apply it; `trigger` says why (audited).
+    /// A config that doesn't load or validate changes nothing.
+    pub async fn reload(&self, trigger: &str) -> Result<ReloadReport> {
+        let result = self.apply().await.map_err(|e| match e {
+            // The store being down is not the file's fault.
+            VeilError::Unavailable(_) | VeilError::Internal(_) => e,
+            other => VeilError::FailedPrecondition(format!(
+                "the config file was not applied, nothing changed: {}",
+                other.message()
+            )),
+        });
+        let mut event = AuditEvent::new("config.reload", None);
+        event.message = match &result {
+            Ok(r) => format!("{trigger}: {}", r.summary()),
+            Err(_) => format!("{trigger}: refused"),
+        };
+        if let Err(e) = &result {
+            event = event.failed(e);
+        }
+        self.audit.record(event).await?;
+        match &result {
+            Ok(r) => tracing::info!(trigger, "{}", r.summary()),
+            Err(e) => {
+                tracing::error!(trigger, error = %e, "config reload refused; nothing changed")
+            }
+        }
+        result
+    }
+
+    async fn apply(&self) -> Result<ReloadReport> {
+        let mut current = self.current.lock().await;
+        let path = current.path.clone().ok_or_else(|| {
+            VeilError::FailedPrecondition(
+                "this server was started without a config file, so there is nothing to reload"
+                    .into(),
+            )
+        })?;
+        let mut next = Config::load(&path)?;
+        if next.auth.default_issuer() != current.auth.default_issuer() {
+            return Err(VeilError::FailedPrecondition(
+                "the default issuer changed: bare user names in policies would name other users; restart Veil to change it".into(),
+            ));
+        }
+        let mut restart_needed = Vec::new();
+        // The running server's values stay (including command-line overrides
+        // such as --listen and --address-file, which live in `server`).
+        let mut keep = |changed: bool, section: &'static str| {
+            if changed {
+                restart_needed.push(section);
+            }
+        };
+        keep(
+            next.server.listen != current.server.listen
+                || next.server.data_dir != current.server.data_dir
+                || next.server.sqlite_path != current.server.sqlite_path
+                || next.server.master_key_file != current.server.master_key_file
+                || next.server.node_id != current.server.node_id,
+            "server",
+        );
+        keep(next.store != current.store, "store");
+        keep(next.tls != current.tls, "tls");
+        keep(next.engine != current.engine, "engine");
+        next.server = current.server.clone();
+        next.store = current.store.clone();
+        next.tls = current.tls.clone();
+        next.engine = current.engine.clone();
+
+        let roots = LocationRoots::new(
+            &next
+                .roots
+                .iter()
+                .map(|r| next.resolve(r))
+                .collect::<Vec<_>>(),
+        )?;
+        let verifier = TokenVerifier::from_config(&next.auth, &next.base_dir)?;
+        let sync = sync_config(&self.store, &next, &roots).await?;
+        self.roots.set(roots);
+        self.auth.set_verifier(verifier);
+        *current = next;
+        Ok(ReloadReport {
+            sync,
+            restart_needed,
+        })
+    }
+}

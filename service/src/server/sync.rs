@@ -1,0 +1,268 @@
+//! Bringing the store in line with the config file, at start and on reload.
+//!
+//! Config-declared policies, users, grants and datasets are replaced; runtime
+//! ones are never touched. Everything is validated (policies parsed, users'
+//! permissions known, dataset locations confined and their files read)
+//! before the first write, so a bad config file changes nothing.
+
+use std::collections::BTreeSet;
+use std::sync::Arc;
+
+use crate::auth::identity::{Identity, Permission};
+use crate::catalog::roots::LocationRoots;
+use crate::catalog::{NewDataset, build_dataset};
+use crate::config::Config;
+use crate::error::{Result, VeilError};
+use crate::policy::model::Origin;
+use crate::store::model::{DatasetRecord, UserRecord};
+use crate::store::{PutMode, Store};
+
+/// What a sync changed, for logs and the reload answer.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct SyncReport {
+    pub datasets_added: Vec<String>,
+    pub datasets_updated: Vec<String>,
+    pub datasets_dropped: Vec<String>,
+    pub policies: usize,
+    pub users: usize,
+}
+
+enum DatasetWrite {
+    Create(DatasetRecord),
+    Replace(DatasetRecord),
+    Drop(String),
+}
+
+pub async fn sync_config(
+    store: &Arc<dyn Store>,
+    cfg: &Config,
+    roots: &LocationRoots,
+) -> Result<SyncReport> {
+    let issuer = cfg.auth.default_issuer();
+
+    // 1. Validate and build everything.
+    let mut names = BTreeSet::new();
+    for p in &cfg.policies {
+        p.validate()?;
+        if !names.insert(&p.name) {
+            return Err(VeilError::FailedPrecondition(format!(
+                "two policies in the config are named '{}'",
+                p.name
+            )));
+        }
+    }
+    let mut users = Vec::new();
+    let mut grants = Vec::new();
+    for u in &cfg.users {
+        let id = Identity::new(
+            u.issuer.clone().unwrap_or_else(|| issuer.clone()),
+            u.name.clone(),
+        );
+        let record = UserRecord {
+            groups: u.groups.iter().cloned().collect(),
+            attributes: u
+                .attributes
+                .iter()
+                .map(|(k, v)| (k.clone(), v.iter().cloned().collect()))
+                .collect(),
+        };
+        for perm in &u.permissions {
+            let perm: Permission = perm.parse().map_err(|e: String| {
+                VeilError::FailedPrecondition(format!("user {}: {e}", u.name))
+            })?;
+            grants.push((id.clone(), perm));
+        }
+        users.push((id, record));
+    }
+    let snapshot = store.snapshot().await?;
+    let mut writes = Vec::new();
+    let declared: BTreeSet<&str> = cfg.datasets.iter().map(|d| d.name.as_str()).collect();
+    for d in &cfg.datasets {
+        let in_dataset = |e: VeilError| {
+            VeilError::FailedPrecondition(format!("dataset {}: {}", d.name, e.message()))
+        };
+        let location = roots
+            .confine(&cfg.resolve(&d.location))
+            .map_err(in_dataset)?;
+        let owners: Vec<Identity> = d.owners.iter().map(|o| o.resolve(&issuer)).collect();
+        match snapshot.datasets.get(&d.name) {
+            None => {
+                let record = build_dataset(
+                    NewDataset {
+                        name: d.name.clone(),
+                        format: d.format.clone(),
+                        location: location.clone(),
+                        hive_partitioned: d.hive_partitioned,
+                        description: d.description.clone(),
+                        owners,
+                        tags: d.tags.clone(),
+                        columns: d.columns.clone(),
+                        origin: Origin::Config,
+                    },
+                    &location,
+                )
+                .await
+                .map_err(in_dataset)?;
+                writes.push(DatasetWrite::Create(record));
+            }
+            Some(existing) => {
+                // The stored dictionary stays: new columns in the files are
+                // not served until someone adds them (schema drift).
+                let mut updated = existing.clone();
+                updated.description = d.description.clone();
+                updated.owners = owners;
+                updated.tags = d.tags.clone();
+                updated.origin = Origin::Config;
+                updated.source.location = location.to_string_lossy().to_string();
+                updated.source.hive_partitioned = d.hive_partitioned;
+                // Columns the config stopped describing lose what it said.
+                for col in updated.columns.iter_mut() {
+                    if col.from_config && !d.columns.contains_key(&col.name) {
+                        col.from_config = false;
+                        col.description.clear();
+                        col.tags.clear();
+                    }
+                }
+                for (name, c) in &d.columns {
+                    let col = updated.columns.iter_mut().find(|x| &x.name == name).ok_or_else(|| {
+                        VeilError::FailedPrecondition(format!(
+                            "dataset {}: column '{name}' is described in the config but is not in the data dictionary",
+                            d.name
+                        ))
+                    })?;
+                    col.description = c.description.clone();
+                    col.tags = c.tags.clone();
+                    col.from_config = true;
+                }
+                if &updated != existing {
+                    writes.push(DatasetWrite::Replace(updated));
+                }
+            }
+        }
+    }
+    for d in snapshot.datasets.values() {
+        if d.origin == Origin::Config && !declared.contains(d.name.as_str()) {
+            writes.push(DatasetWrite::Drop(d.name.clone()));
+        }
+    }
+
+    // 2. Apply.
+    store.replace_config_policies(&cfg.policies).await?;
+    store.replace_config_directory(&users, &grants).await?;
+    let mut report = SyncReport {
+        policies: cfg.policies.len(),
+        users: users.len(),
+        ..Default::default()
+    };
+    for w in writes {
+        match w {
+            DatasetWrite::Create(record) => {
+                match store.put_dataset(&record, PutMode::Create).await {
+                    Ok(()) => {
+                        tracing::info!(dataset = %record.name, columns = record.columns.len(), "registered dataset from the config");
+                        report.datasets_added.push(record.name);
+                    }
+                    // Another node sharing the store registered it first.
+                    Err(VeilError::AlreadyExists(_)) => {
+                        tracing::info!(dataset = %record.name, "dataset registered by another node meanwhile");
+                    }
+                    Err(e) => return Err(e),
+                }
+            }
+            DatasetWrite::Replace(record) => {
+                store.put_dataset(&record, PutMode::Replace).await?;
+                report.datasets_updated.push(record.name);
+            }
+            DatasetWrite::Drop(name) => {
+                tracing::info!(dataset = %name, "dataset removed from the config; dropping it");
+                store.drop_dataset(&name).await?;
+                report.datasets_dropped.push(name);
+            }
+        }
+    }
+    Ok(report)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::store::model::Snapshot;
+    use crate::store::sqlite::SqliteStore;
+
+    fn config(dir: &std::path::Path, extra: &str) -> Config {
+        let text = format!(
+            "roots = [\"data\"]\n[auth]\naudience = \"veil\"\n[[auth.keys]]\nissuer = \"i\"\nalgorithm = \"HS256\"\nsecret_file = \"s\"\n{extra}"
+        );
+        std::fs::write(dir.join("veil.toml"), text).unwrap();
+        Config::load(&dir.join("veil.toml")).unwrap()
+    }
+
+    fn roots(cfg: &Config) -> LocationRoots {
+        LocationRoots::new(&cfg.roots.iter().map(|r| cfg.resolve(r)).collect::<Vec<_>>()).unwrap()
+    }
+
+    const EVENTS: &str =
+        "[[datasets]]\nname = \"ops.events\"\nformat = \"json\"\nlocation = \"data/events\"\n";
+
+    #[tokio::test]
+    async fn config_datasets_keep_their_dictionary_and_go_when_removed() {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::create_dir_all(dir.path().join("data/events")).unwrap();
+        std::fs::write(
+            dir.path().join("data/events/a.json"),
+            "{\"id\": 1, \"kind\": \"x\"}\n",
+        )
+        .unwrap();
+        let store: Arc<dyn Store> = Arc::new(SqliteStore::in_memory().unwrap());
+        let cfg = config(dir.path(), EVENTS);
+        sync_config(&store, &cfg, &roots(&cfg)).await.unwrap();
+        let names = |s: &Snapshot| -> Vec<String> {
+            s.datasets["ops.events"]
+                .columns
+                .iter()
+                .map(|c| c.name.clone())
+                .collect()
+        };
+        assert_eq!(names(&store.snapshot().await.unwrap()), ["id", "kind"]);
+        // A file with a new field appears; a restart does not serve it.
+        std::fs::write(
+            dir.path().join("data/events/b.json"),
+            "{\"id\": 2, \"kind\": \"y\", \"secret\": \"s\"}\n",
+        )
+        .unwrap();
+        sync_config(&store, &cfg, &roots(&cfg)).await.unwrap();
+        assert_eq!(names(&store.snapshot().await.unwrap()), ["id", "kind"]);
+        // Removed from the config: dropped.
+        let cfg = config(dir.path(), "");
+        sync_config(&store, &cfg, &roots(&cfg)).await.unwrap();
+        assert!(store.snapshot().await.unwrap().datasets.is_empty());
+    }
+
+    #[tokio::test]
+    async fn invalid_configs_are_refused_with_a_reason() {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::create_dir_all(dir.path().join("data")).unwrap();
+        let store: Arc<dyn Store> = Arc::new(SqliteStore::in_memory().unwrap());
+        let p = "[[policies]]\nname = \"p\"\ndataset = \"a.b\"\nsubscription = { anyone = true }\n";
+        for (extra, needle) in [
+            (format!("{p}{p}"), "two policies"),
+            (
+                "[[datasets]]\nname = \"ops.x\"\nformat = \"csv\"\nlocation = \"/etc/passwd\"\n"
+                    .to_string(),
+                "outside",
+            ),
+            (
+                "[[users]]\nname = \"u\"\npermissions = [\"ROOT\"]\n".to_string(),
+                "unknown permission",
+            ),
+            (
+                "[[policies]]\nname = \"q\"\nmask = \"hash\"\n".to_string(),
+                "either `dataset`",
+            ),
+        ] {
+            let cfg = config(dir.path(), &extra);
+            let e = sync_config(&store, &cfg, &roots(&cfg)).await.unwrap_err();
+            assert!(e.message().contains(needle), "{needle}: {e}");
+        }
+    }
+}

@@ -1,0 +1,599 @@
+//! The shared store: PostgreSQL, for several Veil nodes behind one state.
+//!
+//! Same tables and JSON bodies as SQLite (decoded by [`super::rows`]). How
+//! several nodes stay consistent:
+//!
+//! * every mutating transaction updates the single `state_version` row, so
+//!   writers serialise on that row lock and each commit moves the version by
+//!   at least one; a node compares that number on each request and reloads
+//!   ([`crate::catalog::state::StateCache`]);
+//! * a snapshot is read in one `REPEATABLE READ` transaction, so it is
+//!   consistent at the version it reports;
+//! * migrations run under a transaction-scoped advisory lock, so nodes
+//!   starting together migrate once;
+//! * the first node records a check value of its master key; a node with a
+//!   different key refuses to start (its tickets and hashes would differ).
+
+use async_trait::async_trait;
+use deadpool_postgres::{Manager, ManagerConfig, Pool, RecyclingMethod};
+use std::time::Duration;
+use tokio_postgres::{IsolationLevel, NoTls, Transaction};
+
+use super::model::{DatasetRecord, Snapshot, UserRecord};
+use super::rows::{
+    PolicyWrite, SnapshotBuilder, StoredPolicy, compare_key_fingerprint, encode, origin_str,
+    plan_config_policies,
+};
+use super::{PutMode, Store};
+use crate::audit::AuditEvent;
+use crate::auth::identity::{Identity, Permission};
+use crate::error::{Result, VeilError};
+use crate::policy::model::{Origin, PolicySpec};
+
+/// Ordered migrations; the database records the highest one applied.
+const MIGRATIONS: &[(i64, &str)] = &[(
+    1,
+    r#"
+    CREATE TABLE state_version (id INTEGER PRIMARY KEY CHECK (id = 1), version BIGINT NOT NULL);
+    INSERT INTO state_version (id, version) VALUES (1, 1);
+    CREATE TABLE meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
+    CREATE TABLE datasets (
+        name TEXT PRIMARY KEY,
+        id TEXT NOT NULL UNIQUE,
+        origin TEXT NOT NULL,
+        body TEXT NOT NULL
+    );
+    CREATE TABLE users (
+        issuer TEXT NOT NULL,
+        subject TEXT NOT NULL,
+        origin TEXT NOT NULL,
+        body TEXT NOT NULL,
+        PRIMARY KEY (issuer, subject)
+    );
+    CREATE TABLE disabled_users (
+        issuer TEXT NOT NULL,
+        subject TEXT NOT NULL,
+        PRIMARY KEY (issuer, subject)
+    );
+    CREATE TABLE grants (
+        issuer TEXT NOT NULL,
+        subject TEXT NOT NULL,
+        permission TEXT NOT NULL,
+        origin TEXT NOT NULL,
+        PRIMARY KEY (issuer, subject, permission, origin)
+    );
+    CREATE TABLE policies (
+        id TEXT PRIMARY KEY,
+        name TEXT NOT NULL UNIQUE,
+        origin TEXT NOT NULL,
+        version BIGINT NOT NULL,
+        body TEXT NOT NULL
+    );
+    CREATE TABLE audit_events (
+        seq BIGSERIAL PRIMARY KEY,
+        event_id TEXT NOT NULL UNIQUE,
+        time_ms BIGINT NOT NULL,
+        node_id TEXT NOT NULL,
+        action TEXT NOT NULL,
+        body TEXT NOT NULL
+    );
+    "#,
+)];
+
+/// Arbitrary constant: the advisory lock key migrations hold.
+const MIGRATION_LOCK: i64 = 0x7665_696c_6d69_6772; // "veilmigr"
+
+/// Where and how to connect.
+#[derive(Debug, Clone)]
+pub struct PostgresOptions {
+    /// A libpq-style connection string or `postgres://` URL.
+    pub url: String,
+    /// Schema holding Veil's tables (created if absent).
+    pub schema: String,
+    /// Password, when not in the URL (read from a file by the caller).
+    pub password: Option<String>,
+    pub pool_size: usize,
+}
+
+#[derive(Debug, Clone)]
+pub struct PostgresStore {
+    pool: Pool,
+    /// For messages only (never the password).
+    target: String,
+}
+
+fn db_err(e: impl std::fmt::Display) -> VeilError {
+    VeilError::Unavailable(format!("state store (PostgreSQL) error: {e}"))
+}
+
+fn pg_err(e: tokio_postgres::Error) -> VeilError {
+    // `Display` of a server error is only "db error"; the detail is inside.
+    match e.as_db_error() {
+        Some(d) => db_err(format!("{} ({})", d.message(), d.code().code())),
+        None => db_err(e),
+    }
+}
+
+fn valid_schema_name(s: &str) -> bool {
+    !s.is_empty()
+        && s.len() <= 63
+        && s.chars()
+            .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '_')
+        && !s.starts_with(|c: char| c.is_ascii_digit())
+}
+
+async fn bump(tx: &Transaction<'_>) -> Result<()> {
+    tx.execute(
+        "UPDATE state_version SET version = version + 1 WHERE id = 1",
+        &[],
+    )
+    .await
+    .map_err(pg_err)?;
+    Ok(())
+}
+
+impl PostgresStore {
+    /// Connect, create the schema if needed and migrate.
+    pub async fn connect(opts: &PostgresOptions) -> Result<Self> {
+        if !valid_schema_name(&opts.schema) {
+            return Err(VeilError::FailedPrecondition(format!(
+                "store.schema '{}' must be lowercase letters, digits and underscores",
+                opts.schema
+            )));
+        }
+        let mut config: tokio_postgres::Config = opts.url.parse().map_err(|e| {
+            VeilError::FailedPrecondition(format!(
+                "store.url is not a valid PostgreSQL connection string: {e}"
+            ))
+        })?;
+        if let Some(p) = &opts.password {
+            config.password(p.as_bytes());
+        }
+        config.options(format!("-c search_path={}", opts.schema));
+        config.application_name("veil");
+        if config.get_connect_timeout().is_none() {
+            config.connect_timeout(Duration::from_secs(10));
+        }
+        let target = format!(
+            "{}:{}/{}",
+            config
+                .get_hosts()
+                .first()
+                .map(|h| match h {
+                    tokio_postgres::config::Host::Tcp(s) => s.clone(),
+                    #[cfg(unix)]
+                    tokio_postgres::config::Host::Unix(p) => p.display().to_string(),
+                })
+                .unwrap_or_default(),
+            config.get_ports().first().copied().unwrap_or(5432),
+            config.get_dbname().unwrap_or("")
+        );
+        let manager = Manager::from_config(
+            config,
+            NoTls,
+            ManagerConfig {
+                recycling_method: RecyclingMethod::Fast,
+            },
+        );
+        let pool = Pool::builder(manager)
+            .max_size(opts.pool_size.max(1))
+            .build()
+            .map_err(|e| VeilError::internal("PostgreSQL pool", e))?;
+        let store = Self { pool, target };
+        store.migrate(&opts.schema).await?;
+        Ok(store)
+    }
+
+    async fn client(&self) -> Result<deadpool_postgres::Object> {
+        self.pool.get().await.map_err(|e| {
+            VeilError::Unavailable(format!(
+                "cannot reach the PostgreSQL store at {}: {e}; check store.url and that the server is running",
+                self.target
+            ))
+        })
+    }
+
+    async fn migrate(&self, schema: &str) -> Result<()> {
+        let mut client = self.client().await?;
+        let tx = client.transaction().await.map_err(pg_err)?;
+        tx.execute("SELECT pg_advisory_xact_lock($1)", &[&MIGRATION_LOCK])
+            .await
+            .map_err(pg_err)?;
+        tx.batch_execute(&format!(
+            "CREATE SCHEMA IF NOT EXISTS {schema};
+             CREATE TABLE IF NOT EXISTS schema_migrations (version BIGINT PRIMARY KEY, applied_ms BIGINT NOT NULL);"
+        ))
+        .await
+        .map_err(pg_err)?;
+        let current: i64 = tx
+            .query_one(
+                "SELECT COALESCE(MAX(version), 0)::BIGINT FROM schema_migrations",
+                &[],
+            )
+            .await
+            .map_err(pg_err)?
+            .get(0);
+        let newest = MIGRATIONS.last().map(|m| m.0).unwrap_or(0);
+        if current > newest {
+            return Err(VeilError::FailedPrecondition(format!(
+                "the PostgreSQL store is at schema version {current}, newer than this Veil ({newest}); upgrade Veil"
+            )));
+        }
+        for (version, sql) in MIGRATIONS.iter().filter(|m| m.0 > current) {
+            tx.batch_execute(sql).await.map_err(pg_err)?;
+            tx.execute(
+                "INSERT INTO schema_migrations (version, applied_ms) VALUES ($1, $2)",
+                &[version, &chrono::Utc::now().timestamp_millis()],
+            )
+            .await
+            .map_err(pg_err)?;
+            tracing::info!(version, schema, "applied store migration (PostgreSQL)");
+        }
+        tx.commit().await.map_err(pg_err)
+    }
+}
+
+async fn load_snapshot(tx: &Transaction<'_>) -> Result<Snapshot> {
+    let version: i64 = tx
+        .query_one("SELECT version FROM state_version WHERE id = 1", &[])
+        .await
+        .map_err(pg_err)?
+        .get(0);
+    let mut b = SnapshotBuilder::new(version as u64);
+    for row in tx
+        .query("SELECT body FROM datasets", &[])
+        .await
+        .map_err(pg_err)?
+    {
+        b.dataset(row.get(0))?;
+    }
+    for row in tx
+        .query("SELECT id, origin, version, body FROM policies", &[])
+        .await
+        .map_err(pg_err)?
+    {
+        b.policy(row.get(0), row.get(1), row.get(2), row.get(3))?;
+    }
+    for row in tx
+        .query("SELECT issuer, subject, origin, body FROM users", &[])
+        .await
+        .map_err(pg_err)?
+    {
+        b.user(row.get(0), row.get(1), row.get(2), row.get(3))?;
+    }
+    for row in tx
+        .query("SELECT issuer, subject FROM disabled_users", &[])
+        .await
+        .map_err(pg_err)?
+    {
+        b.disabled(row.get(0), row.get(1));
+    }
+    for row in tx
+        .query(
+            "SELECT issuer, subject, permission, origin FROM grants",
+            &[],
+        )
+        .await
+        .map_err(pg_err)?
+    {
+        b.grant(row.get(0), row.get(1), row.get(2), row.get(3))?;
+    }
+    Ok(b.finish())
+}
+
+#[async_trait]
+impl Store for PostgresStore {
+    async fn version(&self) -> Result<u64> {
+        let client = self.client().await?;
+        let v: i64 = client
+            .query_one("SELECT version FROM state_version WHERE id = 1", &[])
+            .await
+            .map_err(pg_err)?
+            .get(0);
+        Ok(v as u64)
+    }
+
+    async fn snapshot(&self) -> Result<Snapshot> {
+        let mut client = self.client().await?;
+        let tx = client
+            .build_transaction()
+            .isolation_level(IsolationLevel::RepeatableRead)
+            .read_only(true)
+            .start()
+            .await
+            .map_err(pg_err)?;
+        let snap = load_snapshot(&tx).await?;
+        tx.commit().await.map_err(pg_err)?;
+        Ok(snap)
+    }
+
+    async fn check_master_key(&self, check_value: &str) -> Result<()> {
+        let client = self.client().await?;
+        client
+            .execute(
+                "INSERT INTO meta (key, value) VALUES ('master_key_check', $1) ON CONFLICT (key) DO NOTHING",
+                &[&check_value],
+            )
+            .await
+            .map_err(pg_err)?;
+        let stored: String = client
+            .query_one("SELECT value FROM meta WHERE key = 'master_key_check'", &[])
+            .await
+            .map_err(pg_err)?
+            .get(0);
+        compare_key_fingerprint(&stored, check_value)
+    }
+
+    async fn put_dataset(&self, d: &DatasetRecord, mode: PutMode) -> Result<()> {
+        let body = encode("dataset", d)?;
+        let mut client = self.client().await?;
+        let tx = client.transaction().await.map_err(pg_err)?;
+        // Take the version row lock first: writers queue here, not on a
+        // unique-key conflict.
+        bump(&tx).await?;
+        let existing = tx
+            .query_opt(
+                "SELECT id FROM datasets WHERE name = $1 FOR UPDATE",
+                &[&d.name],
+            )
+            .await
+            .map_err(pg_err)?
+            .map(|r| r.get::<_, String>(0));
+        match (existing, mode) {
+            (Some(_), PutMode::Create) => {
+                return Err(VeilError::AlreadyExists(format!(
+                    "dataset '{}' already exists",
+                    d.name
+                )));
+            }
+            (Some(id), PutMode::Replace) if id != d.id => {
+                return Err(VeilError::Internal(
+                    "dataset id cannot change on replace".into(),
+                ));
+            }
+            _ => {}
+        }
+        tx.execute(
+            "INSERT INTO datasets (name, id, origin, body) VALUES ($1, $2, $3, $4)
+             ON CONFLICT (name) DO UPDATE SET origin = excluded.origin, body = excluded.body",
+            &[&d.name, &d.id, &origin_str(d.origin), &body],
+        )
+        .await
+        .map_err(pg_err)?;
+        tx.commit().await.map_err(pg_err)
+    }
+
+    async fn drop_dataset(&self, name: &str) -> Result<bool> {
+        let mut client = self.client().await?;
+        let tx = client.transaction().await.map_err(pg_err)?;
+        let n = tx
+            .execute("DELETE FROM datasets WHERE name = $1", &[&name])
+            .await
+            .map_err(pg_err)?;
+        if n > 0 {
+            bump(&tx).await?;
+        }
+        tx.commit().await.map_err(pg_err)?;
+        Ok(n > 0)
+    }
+
+    async fn put_user(&self, id: &Identity, user: &UserRecord, origin: Origin) -> Result<()> {
+        let body = encode("user", user)?;
+        let mut client = self.client().await?;
+        let tx = client.transaction().await.map_err(pg_err)?;
+        tx.execute(
+            "INSERT INTO users (issuer, subject, origin, body) VALUES ($1, $2, $3, $4)
+             ON CONFLICT (issuer, subject) DO UPDATE SET origin = excluded.origin, body = excluded.body",
+            &[&id.issuer, &id.subject, &origin_str(origin), &body],
+        )
+        .await
+        .map_err(pg_err)?;
+        bump(&tx).await?;
+        tx.commit().await.map_err(pg_err)
+    }
+
+    async fn delete_user(&self, id: &Identity) -> Result<bool> {
+        let mut client = self.client().await?;
+        let tx = client.transaction().await.map_err(pg_err)?;
+        let n = tx
+            .execute(
+                "DELETE FROM users WHERE issuer = $1 AND subject = $2 AND origin = 'runtime'",
+                &[&id.issuer, &id.subject],
+            )
+            .await
+            .map_err(pg_err)?;
+        if n > 0 {
+            bump(&tx).await?;
+        }
+        tx.commit().await.map_err(pg_err)?;
+        Ok(n > 0)
+    }
+
+    async fn set_user_disabled(&self, id: &Identity, disabled: bool) -> Result<()> {
+        let mut client = self.client().await?;
+        let tx = client.transaction().await.map_err(pg_err)?;
+        if disabled {
+            tx.execute(
+                "INSERT INTO disabled_users (issuer, subject) VALUES ($1, $2) ON CONFLICT DO NOTHING",
+                &[&id.issuer, &id.subject],
+            )
+            .await
+        } else {
+            tx.execute(
+                "DELETE FROM disabled_users WHERE issuer = $1 AND subject = $2",
+                &[&id.issuer, &id.subject],
+            )
+            .await
+        }
+        .map_err(pg_err)?;
+        bump(&tx).await?;
+        tx.commit().await.map_err(pg_err)
+    }
+
+    async fn grant(&self, id: &Identity, permission: Permission, origin: Origin) -> Result<bool> {
+        let mut client = self.client().await?;
+        let tx = client.transaction().await.map_err(pg_err)?;
+        let n = tx
+            .execute(
+                "INSERT INTO grants (issuer, subject, permission, origin) VALUES ($1, $2, $3, $4)
+                 ON CONFLICT DO NOTHING",
+                &[
+                    &id.issuer,
+                    &id.subject,
+                    &permission.as_str(),
+                    &origin_str(origin),
+                ],
+            )
+            .await
+            .map_err(pg_err)?;
+        if n > 0 {
+            bump(&tx).await?;
+        }
+        tx.commit().await.map_err(pg_err)?;
+        Ok(n > 0)
+    }
+
+    async fn revoke(&self, id: &Identity, permission: Permission) -> Result<bool> {
+        let mut client = self.client().await?;
+        let tx = client.transaction().await.map_err(pg_err)?;
+        let n = tx
+            .execute(
+                "DELETE FROM grants WHERE issuer = $1 AND subject = $2 AND permission = $3 AND origin = 'runtime'",
+                &[&id.issuer, &id.subject, &permission.as_str()],
+            )
+            .await
+            .map_err(pg_err)?;
+        if n > 0 {
+            bump(&tx).await?;
+        }
+        tx.commit().await.map_err(pg_err)?;
+        Ok(n > 0)
+    }
+
+    async fn replace_config_policies(&self, policies: &[PolicySpec]) -> Result<()> {
+        let mut client = self.client().await?;
+        let tx = client.transaction().await.map_err(pg_err)?;
+        // Lock first so two nodes reloading together plan against the same rows.
+        bump(&tx).await?;
+        let existing = tx
+            .query("SELECT id, name, version, body, origin FROM policies", &[])
+            .await
+            .map_err(pg_err)?
+            .into_iter()
+            .map(|r| StoredPolicy {
+                id: r.get(0),
+                name: r.get(1),
+                version: r.get(2),
+                body: r.get(3),
+                origin: r.get(4),
+            })
+            .collect();
+        let writes = plan_config_policies(existing, policies)?;
+        if writes.is_empty() {
+            // Nothing changed: roll back, so the version does not move.
+            tx.rollback().await.map_err(pg_err)?;
+            return Ok(());
+        }
+        for w in &writes {
+            match w {
+                PolicyWrite::Insert { id, name, body } => tx
+                    .execute(
+                        "INSERT INTO policies (id, name, origin, version, body) VALUES ($1, $2, 'config', 1, $3)",
+                        &[id, name, body],
+                    )
+                    .await,
+                PolicyWrite::Update { id, version, body } => tx
+                    .execute(
+                        "UPDATE policies SET body = $1, version = $2 WHERE id = $3",
+                        &[body, version, id],
+                    )
+                    .await,
+                PolicyWrite::Delete { id } => {
+                    tx.execute("DELETE FROM policies WHERE id = $1", &[id]).await
+                }
+            }
+            .map_err(pg_err)?;
+        }
+        tx.commit().await.map_err(pg_err)
+    }
+
+    async fn replace_config_directory(
+        &self,
+        users: &[(Identity, UserRecord)],
+        grants: &[(Identity, Permission)],
+    ) -> Result<()> {
+        let mut client = self.client().await?;
+        let tx = client.transaction().await.map_err(pg_err)?;
+        bump(&tx).await?;
+        tx.execute("DELETE FROM users WHERE origin = 'config'", &[])
+            .await
+            .map_err(pg_err)?;
+        tx.execute("DELETE FROM grants WHERE origin = 'config'", &[])
+            .await
+            .map_err(pg_err)?;
+        for (id, u) in users {
+            let body = encode("user", u)?;
+            tx.execute(
+                "INSERT INTO users (issuer, subject, origin, body) VALUES ($1, $2, 'config', $3)
+                 ON CONFLICT (issuer, subject) DO UPDATE SET origin = 'config', body = excluded.body",
+                &[&id.issuer, &id.subject, &body],
+            )
+            .await
+            .map_err(pg_err)?;
+        }
+        for (id, p) in grants {
+            tx.execute(
+                "INSERT INTO grants (issuer, subject, permission, origin) VALUES ($1, $2, $3, 'config')
+                 ON CONFLICT DO NOTHING",
+                &[&id.issuer, &id.subject, &p.as_str()],
+            )
+            .await
+            .map_err(pg_err)?;
+        }
+        tx.commit().await.map_err(pg_err)
+    }
+
+    async fn append_audit(&self, events: &[AuditEvent]) -> Result<()> {
+        let mut client = self.client().await?;
+        let tx = client.transaction().await.map_err(pg_err)?;
+        let stmt = tx
+            .prepare(
+                "INSERT INTO audit_events (event_id, time_ms, node_id, action, body) VALUES ($1, $2, $3, $4, $5)",
+            )
+            .await
+            .map_err(pg_err)?;
+        for e in events {
+            let body = encode("audit event", e)?;
+            tx.execute(
+                &stmt,
+                &[&e.event_id, &e.time_ms, &e.node_id, &e.action, &body],
+            )
+            .await
+            .map_err(pg_err)?;
+        }
+        // Commit returns after the WAL is flushed (synchronous_commit on, the
+        // server default), which is what "durable before data" needs.
+        tx.commit().await.map_err(pg_err)
+    }
+
+    async fn tail_audit(&self, limit: usize) -> Result<Vec<AuditEvent>> {
+        let client = self.client().await?;
+        let rows = client
+            .query(
+                "SELECT seq, body FROM audit_events ORDER BY seq DESC LIMIT $1",
+                &[&(limit as i64)],
+            )
+            .await
+            .map_err(pg_err)?;
+        let mut out = Vec::with_capacity(rows.len());
+        for row in rows.iter().rev() {
+            let seq: i64 = row.get(0);
+            let body: &str = row.get(1);
+            let mut e: AuditEvent = serde_json::from_str(body)
+                .map_err(|e| VeilError::internal("corrupt audit event", e))?;
+            e.seq = Some(seq as u64);
+            out.push(e);
+        }
+        Ok(out)
+    }
+}

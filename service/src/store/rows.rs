@@ -1,0 +1,273 @@
+//! Row encoding shared by the backends: both store records as JSON bodies
+//! next to a few key columns, so decoding a row and deciding what a config
+//! reload changes are the same code whichever database holds the rows.
+
+use std::collections::HashMap;
+use std::str::FromStr;
+
+use crate::auth::identity::{Identity, Permission};
+use crate::error::{Result, VeilError};
+use crate::policy::model::{Origin, Policy, PolicySpec};
+use crate::store::model::{DatasetRecord, Snapshot, UserRecord};
+
+pub(crate) fn origin_str(o: Origin) -> &'static str {
+    match o {
+        Origin::Config => "config",
+        Origin::Runtime => "runtime",
+    }
+}
+
+pub(crate) fn parse_origin(s: &str) -> Origin {
+    if s == "config" {
+        Origin::Config
+    } else {
+        Origin::Runtime
+    }
+}
+
+pub(crate) fn encode<T: serde::Serialize>(what: &str, value: &T) -> Result<String> {
+    serde_json::to_string(value).map_err(|e| VeilError::internal(&format!("encode {what}"), e))
+}
+
+fn corrupt(what: &str, e: impl std::fmt::Display) -> VeilError {
+    VeilError::internal(&format!("corrupt {what} record in the store"), e)
+}
+
+/// Adds stored rows to a snapshot being assembled.
+#[derive(Debug, Default)]
+pub(crate) struct SnapshotBuilder {
+    snap: Snapshot,
+}
+
+impl SnapshotBuilder {
+    pub(crate) fn new(version: u64) -> Self {
+        Self {
+            snap: Snapshot {
+                version,
+                ..Default::default()
+            },
+        }
+    }
+
+    pub(crate) fn dataset(&mut self, body: &str) -> Result<()> {
+        let d: DatasetRecord = serde_json::from_str(body).map_err(|e| corrupt("dataset", e))?;
+        self.snap.datasets.insert(d.name.clone(), d);
+        Ok(())
+    }
+
+    /// A stored policy that no longer validates is a bug; skipping it would
+    /// silently drop enforcement, so it fails the whole snapshot.
+    pub(crate) fn policy(
+        &mut self,
+        id: String,
+        origin: &str,
+        version: i64,
+        body: &str,
+    ) -> Result<()> {
+        let spec: PolicySpec = serde_json::from_str(body).map_err(|e| corrupt("policy", e))?;
+        let rule = spec.validate()?;
+        self.snap.policies.push(Policy {
+            id,
+            version: version as u64,
+            origin: parse_origin(origin),
+            spec,
+            rule,
+        });
+        Ok(())
+    }
+
+    pub(crate) fn user(
+        &mut self,
+        issuer: String,
+        subject: String,
+        origin: &str,
+        body: &str,
+    ) -> Result<()> {
+        let u: UserRecord = serde_json::from_str(body).map_err(|e| corrupt("user", e))?;
+        let id = Identity::new(issuer, subject);
+        if parse_origin(origin) == Origin::Config {
+            self.snap.config_users.insert(id.clone());
+        }
+        self.snap.users.insert(id, u);
+        Ok(())
+    }
+
+    pub(crate) fn disabled(&mut self, issuer: String, subject: String) {
+        self.snap.disabled.insert(Identity::new(issuer, subject));
+    }
+
+    pub(crate) fn grant(
+        &mut self,
+        issuer: String,
+        subject: String,
+        permission: &str,
+        origin: &str,
+    ) -> Result<()> {
+        let perm = Permission::from_str(permission).map_err(|e| corrupt("grant", e))?;
+        self.snap
+            .grants
+            .entry(Identity::new(issuer, subject))
+            .or_default()
+            .insert(perm, parse_origin(origin));
+        Ok(())
+    }
+
+    pub(crate) fn finish(mut self) -> Snapshot {
+        self.snap
+            .policies
+            .sort_by(|a, b| a.spec.name.cmp(&b.spec.name));
+        self.snap
+    }
+}
+
+/// A stored policy row, as a config reload sees it.
+#[derive(Debug, Clone)]
+pub(crate) struct StoredPolicy {
+    pub(crate) id: String,
+    pub(crate) name: String,
+    pub(crate) version: i64,
+    pub(crate) body: String,
+    pub(crate) origin: String,
+}
+
+/// One write a config reload makes to the policies table.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) enum PolicyWrite {
+    Insert {
+        id: String,
+        name: String,
+        body: String,
+    },
+    Update {
+        id: String,
+        version: i64,
+        body: String,
+    },
+    Delete {
+        id: String,
+    },
+}
+
+/// What replacing the config-declared policies with `specs` writes.
+/// Unchanged policies keep their id and version, so tickets and caches keyed
+/// by them survive a no-op reload; runtime policies are never touched, and a
+/// config policy may not take a runtime policy's name.
+pub(crate) fn plan_config_policies(
+    existing: Vec<StoredPolicy>,
+    specs: &[PolicySpec],
+) -> Result<Vec<PolicyWrite>> {
+    let mut by_name: HashMap<String, StoredPolicy> =
+        existing.into_iter().map(|p| (p.name.clone(), p)).collect();
+    let mut writes = Vec::new();
+    for spec in specs {
+        let body = encode("policy", spec)?;
+        match by_name.remove(&spec.name) {
+            Some(old) if old.origin != "config" => {
+                return Err(VeilError::AlreadyExists(format!(
+                    "policy '{}' is declared in the config file but a runtime policy has that name; rename one",
+                    spec.name
+                )));
+            }
+            Some(old) if old.body == body => {}
+            Some(old) => writes.push(PolicyWrite::Update {
+                id: old.id,
+                version: old.version + 1,
+                body,
+            }),
+            None => writes.push(PolicyWrite::Insert {
+                id: uuid::Uuid::new_v4().to_string(),
+                name: spec.name.clone(),
+                body,
+            }),
+        }
+    }
+    let mut gone: Vec<StoredPolicy> = by_name
+        .into_values()
+        .filter(|p| p.origin == "config")
+        .collect();
+    gone.sort_by(|a, b| a.name.cmp(&b.name));
+    writes.extend(gone.into_iter().map(|p| PolicyWrite::Delete { id: p.id }));
+    Ok(writes)
+}
+
+/// The answer to a master-key check against the fingerprint a store holds.
+pub(crate) fn compare_key_fingerprint(stored: &str, ours: &str) -> Result<()> {
+    if subtle::ConstantTimeEq::ct_eq(stored.as_bytes(), ours.as_bytes()).into() {
+        Ok(())
+    } else {
+        Err(VeilError::FailedPrecondition(
+            "this node's master key differs from the one the shared store was first used with: \
+             every node sharing a store must use the same master key file (server.master_key_file), \
+             or tickets and hash masks would differ between nodes"
+                .into(),
+        ))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn spec(name: &str, dataset: &str) -> PolicySpec {
+        toml::from_str(&format!(
+            "name = \"{name}\"\ndataset = \"{dataset}\"\nsubscription = {{ anyone = true }}"
+        ))
+        .unwrap()
+    }
+
+    fn stored(name: &str, origin: &str, body: String) -> StoredPolicy {
+        StoredPolicy {
+            id: format!("id-{name}"),
+            name: name.into(),
+            version: 3,
+            body,
+            origin: origin.into(),
+        }
+    }
+
+    #[test]
+    fn config_reload_plans_minimal_writes() {
+        let keep = spec("keep", "a.b");
+        let edit = spec("edit", "a.b");
+        let existing = vec![
+            stored("keep", "config", encode("policy", &keep).unwrap()),
+            stored(
+                "edit",
+                "config",
+                encode("policy", &spec("edit", "old.one")).unwrap(),
+            ),
+            stored("gone", "config", "{}".into()),
+            stored("mine", "runtime", "{}".into()),
+        ];
+        let writes =
+            plan_config_policies(existing, &[keep, edit.clone(), spec("new", "a.b")]).unwrap();
+        assert_eq!(writes.len(), 3, "{writes:?}");
+        assert!(writes.contains(&PolicyWrite::Update {
+            id: "id-edit".into(),
+            version: 4,
+            body: encode("policy", &edit).unwrap()
+        }));
+        assert!(writes.contains(&PolicyWrite::Delete {
+            id: "id-gone".into()
+        }));
+        assert!(
+            writes
+                .iter()
+                .any(|w| matches!(w, PolicyWrite::Insert { name, .. } if name == "new"))
+        );
+    }
+
+    #[test]
+    fn a_config_policy_cannot_take_a_runtime_policy_name() {
+        let existing = vec![stored("mine", "runtime", "{}".into())];
+        let e = plan_config_policies(existing, &[spec("mine", "a.b")]).unwrap_err();
+        assert!(matches!(e, VeilError::AlreadyExists(_)), "{e}");
+    }
+
+    #[test]
+    fn key_check_values_compare_exactly() {
+        assert!(compare_key_fingerprint("ab", "ab").is_ok());
+        assert!(compare_key_fingerprint("ab", "ac").is_err());
+        assert!(compare_key_fingerprint("ab", "abc").is_err());
+    }
+}

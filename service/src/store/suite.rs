@@ -1,0 +1,317 @@
+//! The store contract, tested once and run against every backend.
+//!
+//! PostgreSQL tests connect to `VEIL_TEST_POSTGRES_URL` (default
+//! `host=127.0.0.1 port=5432 user=postgres dbname=test`), each in a schema of
+//! its own that is dropped afterwards. When the server is unreachable they
+//! fail saying so, unless `VEIL_TEST_SKIP_POSTGRES=1` opts out.
+
+use std::sync::Arc;
+
+use super::model::{ColumnRecord, DatasetRecord, FileFormatKind, SourceSpec, UserRecord};
+use super::postgres::{PostgresOptions, PostgresStore};
+use super::sqlite::SqliteStore;
+use super::{PutMode, Store};
+use crate::audit::AuditEvent;
+use crate::auth::identity::{Identity, Permission};
+use crate::error::VeilError;
+use crate::policy::model::{Origin, PolicySpec};
+
+pub(crate) const DEFAULT_TEST_POSTGRES: &str = "host=127.0.0.1 port=5432 user=postgres dbname=test";
+
+/// A PostgreSQL store in a fresh schema; `None` when opted out.
+pub(crate) struct PgSchema {
+    url: String,
+    pub(crate) schema: String,
+}
+
+impl PgSchema {
+    pub(crate) async fn create() -> Option<(PostgresStore, PgSchema)> {
+        if std::env::var("VEIL_TEST_SKIP_POSTGRES").is_ok_and(|v| v == "1") {
+            eprintln!("VEIL_TEST_SKIP_POSTGRES=1: skipping the PostgreSQL run of this test");
+            return None;
+        }
+        let url = std::env::var("VEIL_TEST_POSTGRES_URL")
+            .unwrap_or_else(|_| DEFAULT_TEST_POSTGRES.to_string());
+        let schema = format!("veil_test_{}", uuid::Uuid::new_v4().simple());
+        let store = PostgresStore::connect(&PostgresOptions {
+            url: url.clone(),
+            schema: schema.clone(),
+            password: None,
+            pool_size: 4,
+        })
+        .await
+        .unwrap_or_else(|e| {
+            panic!(
+                "the PostgreSQL store tests need a server at '{url}' (VEIL_TEST_POSTGRES_URL): {e}. \
+                 Start one, point VEIL_TEST_POSTGRES_URL at it, or set VEIL_TEST_SKIP_POSTGRES=1 to skip them"
+            )
+        });
+        Some((store, PgSchema { url, schema }))
+    }
+
+    pub(crate) async fn drop_schema(self) {
+        if let Ok((client, conn)) = tokio_postgres::connect(&self.url, tokio_postgres::NoTls).await
+        {
+            let task = tokio::spawn(conn);
+            let _ = client
+                .batch_execute(&format!("DROP SCHEMA IF EXISTS {} CASCADE", self.schema))
+                .await;
+            drop(client);
+            let _ = task.await;
+        }
+    }
+}
+
+/// Runs each listed suite function against SQLite and PostgreSQL.
+macro_rules! on_both_backends {
+    ($($name:ident),* $(,)?) => {
+        mod sqlite_backend {
+            $(
+                #[tokio::test]
+                async fn $name() {
+                    let store = std::sync::Arc::new(super::SqliteStore::in_memory().unwrap());
+                    super::$name(store).await;
+                }
+            )*
+        }
+        mod postgres_backend {
+            $(
+                #[tokio::test]
+                async fn $name() {
+                    let Some((store, schema)) = super::PgSchema::create().await else { return };
+                    super::$name(std::sync::Arc::new(store)).await;
+                    schema.drop_schema().await;
+                }
+            )*
+        }
+    };
+}
+
+on_both_backends!(
+    every_change_bumps_the_version,
+    config_grants_survive_runtime_revoke_and_reload_keeps_runtime_ones,
+    unchanged_config_policies_keep_their_version,
+    config_policies_come_back_ordered_by_name,
+    audit_appends_are_ordered,
+    directory_entries_and_disabling,
+    datasets_replace_and_drop,
+    master_key_check_is_recorded_then_enforced,
+    concurrent_writers_each_move_the_version,
+);
+
+fn dataset(name: &str) -> DatasetRecord {
+    DatasetRecord {
+        id: format!("id-{name}"),
+        name: name.into(),
+        source: SourceSpec {
+            format: FileFormatKind::Csv,
+            location: "/x".into(),
+            hive_partitioned: false,
+        },
+        description: String::new(),
+        owners: vec![Identity::new("i", "o")],
+        tags: vec![],
+        columns: vec![ColumnRecord {
+            name: "a".into(),
+            data_type: "Int64".into(),
+            nullable: true,
+            description: String::new(),
+            tags: vec![],
+            partition: false,
+            from_config: false,
+        }],
+        origin: Origin::Runtime,
+    }
+}
+
+fn policy(name: &str, dataset: &str) -> PolicySpec {
+    toml::from_str(&format!(
+        "name = \"{name}\"\ndataset = \"{dataset}\"\nsubscription = {{ anyone = true }}"
+    ))
+    .unwrap()
+}
+
+async fn every_change_bumps_the_version(s: Arc<dyn Store>) {
+    let v0 = s.version().await.unwrap();
+    s.put_dataset(&dataset("a.b"), PutMode::Create)
+        .await
+        .unwrap();
+    let v1 = s.version().await.unwrap();
+    assert!(v1 > v0);
+    assert!(matches!(
+        s.put_dataset(&dataset("a.b"), PutMode::Create).await,
+        Err(VeilError::AlreadyExists(_))
+    ));
+    assert_eq!(
+        s.version().await.unwrap(),
+        v1,
+        "a refused write does not move the version"
+    );
+    let id = Identity::new("i", "u");
+    assert!(
+        s.grant(&id, Permission::Audit, Origin::Runtime)
+            .await
+            .unwrap()
+    );
+    assert!(
+        !s.grant(&id, Permission::Audit, Origin::Runtime)
+            .await
+            .unwrap()
+    );
+    let v2 = s.version().await.unwrap();
+    assert!(v2 > v1);
+    assert_eq!(s.version().await.unwrap(), v2, "reads do not bump");
+    let snap = s.snapshot().await.unwrap();
+    assert_eq!(snap.version, v2);
+    assert!(snap.datasets.contains_key("a.b"));
+    assert!(snap.grants[&id].contains_key(&Permission::Audit));
+}
+
+async fn config_grants_survive_runtime_revoke_and_reload_keeps_runtime_ones(s: Arc<dyn Store>) {
+    let id = Identity::new("i", "u");
+    s.replace_config_directory(&[], &[(id.clone(), Permission::Governance)])
+        .await
+        .unwrap();
+    assert!(
+        !s.revoke(&id, Permission::Governance).await.unwrap(),
+        "config grants are read-only"
+    );
+    s.grant(&id, Permission::Audit, Origin::Runtime)
+        .await
+        .unwrap();
+    s.grant(&id, Permission::UserAdmin, Origin::Runtime)
+        .await
+        .unwrap();
+    assert!(s.revoke(&id, Permission::Audit).await.unwrap());
+    s.replace_config_directory(&[], &[]).await.unwrap();
+    let snap = s.snapshot().await.unwrap();
+    let grants: Vec<Permission> = snap.grants[&id].keys().copied().collect();
+    assert_eq!(
+        grants,
+        [Permission::UserAdmin],
+        "the reload dropped the config grant and kept the runtime one"
+    );
+}
+
+async fn unchanged_config_policies_keep_their_version(s: Arc<dyn Store>) {
+    let p = policy("p", "a.b");
+    s.replace_config_policies(std::slice::from_ref(&p))
+        .await
+        .unwrap();
+    let v = s.version().await.unwrap();
+    let before = s.snapshot().await.unwrap().policies[0].clone();
+    s.replace_config_policies(std::slice::from_ref(&p))
+        .await
+        .unwrap();
+    assert_eq!(s.version().await.unwrap(), v);
+    let changed = policy("p", "c.d");
+    s.replace_config_policies(std::slice::from_ref(&changed))
+        .await
+        .unwrap();
+    let after = s.snapshot().await.unwrap().policies[0].clone();
+    assert_eq!(after.id, before.id, "an edited policy keeps its id");
+    assert_eq!(after.version, before.version + 1);
+    s.replace_config_policies(&[]).await.unwrap();
+    assert!(s.snapshot().await.unwrap().policies.is_empty());
+}
+
+async fn config_policies_come_back_ordered_by_name(s: Arc<dyn Store>) {
+    s.replace_config_policies(&[policy("y", "a.b"), policy("x", "a.b")])
+        .await
+        .unwrap();
+    let snap = s.snapshot().await.unwrap();
+    let names: Vec<&str> = snap.policies.iter().map(|p| p.spec.name.as_str()).collect();
+    assert_eq!(names, ["x", "y"], "policies come back ordered by name");
+    assert!(snap.policies.iter().all(|p| p.origin == Origin::Config));
+}
+
+async fn audit_appends_are_ordered(s: Arc<dyn Store>) {
+    for i in 0..3 {
+        s.append_audit(&[AuditEvent::new(&format!("a{i}"), None)])
+            .await
+            .unwrap();
+    }
+    s.append_audit(&[AuditEvent::new("b0", None), AuditEvent::new("b1", None)])
+        .await
+        .unwrap();
+    let tail = s.tail_audit(3).await.unwrap();
+    assert_eq!(
+        tail.iter().map(|e| e.action.as_str()).collect::<Vec<_>>(),
+        ["a2", "b0", "b1"]
+    );
+    assert!(tail.windows(2).all(|w| w[0].seq < w[1].seq));
+}
+
+async fn directory_entries_and_disabling(s: Arc<dyn Store>) {
+    let id = Identity::new("i", "u");
+    let mut user = UserRecord::default();
+    user.groups.insert("analysts".into());
+    user.attributes
+        .insert("state".into(), ["CA".to_string()].into_iter().collect());
+    s.put_user(&id, &user, Origin::Runtime).await.unwrap();
+    s.set_user_disabled(&id, true).await.unwrap();
+    let snap = s.snapshot().await.unwrap();
+    assert_eq!(snap.users[&id], user);
+    assert!(snap.disabled.contains(&id));
+    s.set_user_disabled(&id, false).await.unwrap();
+    assert!(s.delete_user(&id).await.unwrap());
+    assert!(!s.delete_user(&id).await.unwrap());
+    let snap = s.snapshot().await.unwrap();
+    assert!(snap.users.is_empty() && snap.disabled.is_empty());
+
+    let cfg_user = Identity::new("i", "c");
+    s.replace_config_directory(&[(cfg_user.clone(), user.clone())], &[])
+        .await
+        .unwrap();
+    assert!(
+        !s.delete_user(&cfg_user).await.unwrap(),
+        "config-declared users are not deleted at run time"
+    );
+}
+
+async fn datasets_replace_and_drop(s: Arc<dyn Store>) {
+    let mut d = dataset("a.b");
+    s.put_dataset(&d, PutMode::Create).await.unwrap();
+    d.description = "edited".into();
+    s.put_dataset(&d, PutMode::Replace).await.unwrap();
+    assert_eq!(
+        s.snapshot().await.unwrap().datasets["a.b"].description,
+        "edited"
+    );
+    let mut other = d.clone();
+    other.id = "another".into();
+    assert!(s.put_dataset(&other, PutMode::Replace).await.is_err());
+    assert!(s.drop_dataset("a.b").await.unwrap());
+    assert!(!s.drop_dataset("a.b").await.unwrap());
+    assert!(s.snapshot().await.unwrap().datasets.is_empty());
+}
+
+async fn master_key_check_is_recorded_then_enforced(s: Arc<dyn Store>) {
+    s.check_master_key("aaaa").await.unwrap();
+    s.check_master_key("aaaa").await.unwrap();
+    let e = s.check_master_key("bbbb").await.unwrap_err();
+    assert!(matches!(e, VeilError::FailedPrecondition(_)), "{e}");
+    assert!(e.message().contains("master_key_file"), "{e}");
+}
+
+async fn concurrent_writers_each_move_the_version(s: Arc<dyn Store>) {
+    let v0 = s.version().await.unwrap();
+    let mut tasks = Vec::new();
+    for i in 0..8 {
+        let s = Arc::clone(&s);
+        tasks.push(tokio::spawn(async move {
+            s.grant(
+                &Identity::new("i", format!("u{i}")),
+                Permission::Audit,
+                Origin::Runtime,
+            )
+            .await
+            .unwrap()
+        }));
+    }
+    for t in tasks {
+        assert!(t.await.unwrap());
+    }
+    assert_eq!(s.version().await.unwrap(), v0 + 8);
+    assert_eq!(s.snapshot().await.unwrap().grants.len(), 8);
+}

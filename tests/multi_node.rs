@@ -1,0 +1,271 @@
+//! Two real `veil` processes sharing one PostgreSQL store on loopback.
+//!
+//! PostgreSQL comes from `VEIL_TEST_POSTGRES_URL` (default
+//! `host=127.0.0.1 port=5432 user=postgres dbname=test`); each run uses a
+//! schema of its own, dropped at the end. `VEIL_TEST_SKIP_POSTGRES=1` skips
+//! these tests; otherwise an unreachable server fails them with that advice.
+
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use tonic::Code;
+use veil::auth::identity::Attributes;
+use veil::auth::jwt::TokenMinter;
+use veil::config::Config;
+use veil_client::{Connection, Scan};
+use veil_proto::UserRef;
+use veil_tests::strings;
+
+const DEFAULT_URL: &str = "host=127.0.0.1 port=5432 user=postgres dbname=test";
+
+fn postgres_url() -> Option<String> {
+    if std::env::var("VEIL_TEST_SKIP_POSTGRES").is_ok_and(|v| v == "1") {
+        eprintln!("VEIL_TEST_SKIP_POSTGRES=1: skipping the multi-node test");
+        return None;
+    }
+    Some(std::env::var("VEIL_TEST_POSTGRES_URL").unwrap_or_else(|_| DEFAULT_URL.into()))
+}
+
+/// A fresh schema; dropped by [`Schema::drop_now`].
+struct Schema {
+    url: String,
+    name: String,
+}
+
+impl Schema {
+    async fn create(url: &str) -> Schema {
+        let (client, conn) = tokio_postgres::connect(url, tokio_postgres::NoTls)
+            .await
+            .unwrap_or_else(|e| {
+                panic!(
+                    "the multi-node tests need PostgreSQL at '{url}' (VEIL_TEST_POSTGRES_URL): {e}. \
+                     Start it, point VEIL_TEST_POSTGRES_URL at it, or set VEIL_TEST_SKIP_POSTGRES=1"
+                )
+            });
+        tokio::spawn(conn);
+        let name = format!(
+            "veil_it_{}_{}",
+            std::process::id(),
+            std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .unwrap()
+                .subsec_nanos()
+        );
+        client
+            .batch_execute(&format!("DROP SCHEMA IF EXISTS {name} CASCADE"))
+            .await
+            .unwrap();
+        Schema {
+            url: url.into(),
+            name,
+        }
+    }
+
+    async fn drop_now(self) {
+        if let Ok((client, conn)) = tokio_postgres::connect(&self.url, tokio_postgres::NoTls).await
+        {
+            tokio::spawn(conn);
+            let _ = client
+                .batch_execute(&format!("DROP SCHEMA IF EXISTS {} CASCADE", self.name))
+                .await;
+        }
+    }
+}
+
+/// The `veil` binary cargo built next to this test.
+fn veil_bin() -> PathBuf {
+    let exe = std::env::current_exe().unwrap();
+    let dir = exe.parent().and_then(Path::parent).unwrap();
+    let bin = dir.join(format!("veil{}", std::env::consts::EXE_SUFFIX));
+    assert!(
+        bin.exists(),
+        "{} not built: run `cargo build --workspace` first",
+        bin.display()
+    );
+    bin
+}
+
+/// A `veil serve` process; killed when dropped.
+struct Node {
+    child: Child,
+    address: String,
+}
+
+impl Node {
+    fn start(config: &Path, name: &str) -> Node {
+        let dir = config.parent().unwrap();
+        let address_file = dir.join(format!("{name}.address"));
+        let _ = std::fs::remove_file(&address_file);
+        let log = std::fs::File::create(dir.join(format!("{name}.log"))).unwrap();
+        let mut child = Command::new(veil_bin())
+            .args(["serve", "--config"])
+            .arg(config)
+            .args(["--listen", "127.0.0.1:0", "--address-file"])
+            .arg(&address_file)
+            .env("RUST_LOG", "info")
+            .stdout(Stdio::null())
+            .stderr(log)
+            .spawn()
+            .expect("veil starts");
+        let deadline = Instant::now() + Duration::from_secs(60);
+        loop {
+            if let Ok(a) = std::fs::read_to_string(&address_file)
+                && a.ends_with('\n')
+            {
+                return Node {
+                    child,
+                    address: a.trim().to_string(),
+                };
+            }
+            if let Some(status) = child.try_wait().unwrap() {
+                panic!(
+                    "node {name} exited ({status}): {}",
+                    std::fs::read_to_string(dir.join(format!("{name}.log"))).unwrap_or_default()
+                );
+            }
+            assert!(
+                Instant::now() < deadline,
+                "node {name} did not start in 60 s"
+            );
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+
+    fn hangup(&self) {
+        let status = Command::new("kill")
+            .args(["-HUP", &self.child.id().to_string()])
+            .status()
+            .unwrap();
+        assert!(status.success());
+    }
+}
+
+impl Drop for Node {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn is_raw_ssn(s: &str) -> bool {
+    s.len() == 11 && s.as_bytes()[3] == b'-' && s.as_bytes()[6] == b'-'
+}
+
+async fn ssns(conn: &Connection) -> Result<Vec<String>, veil_client::ClientError> {
+    let out = conn
+        .scan(
+            "clinical.trials",
+            Scan::default().with_columns(&["ssn"]).with_limit(5),
+        )
+        .await?;
+    Ok(strings(&out, "ssn").into_iter().flatten().collect())
+}
+
+fn alice_ref() -> UserRef {
+    UserRef {
+        issuer: String::new(),
+        subject: "alice".into(),
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_nodes_share_one_postgres_state() {
+    let Some(url) = postgres_url() else { return };
+    let schema = Schema::create(&url).await;
+    let dir = tempfile::tempdir().unwrap();
+    let config = veil::demo::prepare(dir.path()).unwrap();
+    let base = std::fs::read_to_string(&config).unwrap();
+    let with_store = format!(
+        "{base}\n[store]\nbackend = \"postgres\"\nurl = \"{url}\"\nschema = \"{}\"\npool_size = 4\n",
+        schema.name
+    );
+    std::fs::write(&config, &with_store).unwrap();
+
+    let cfg = Config::load(&config).unwrap();
+    let minter = TokenMinter::from_config(&cfg.auth, &cfg.base_dir).unwrap();
+    let token = |u: &str| minter.mint(u, &[], &Attributes::new(), 600).unwrap();
+
+    let a = Node::start(&config, "a");
+    let b = Node::start(&config, "b");
+    let dave_a = Connection::connect(&a.address, &token("dave"))
+        .await
+        .unwrap();
+    let dave_b = Connection::connect(&b.address, &token("dave"))
+        .await
+        .unwrap();
+    let alice_b = Connection::connect(&b.address, &token("alice"))
+        .await
+        .unwrap();
+
+    // Both nodes hash with the same keys (same master key, checked).
+    let before = ssns(&alice_b).await.unwrap();
+    assert!(!before.is_empty() && before.iter().all(|s| s.len() == 32));
+    let alice_a = Connection::connect(&a.address, &token("alice"))
+        .await
+        .unwrap();
+    assert_eq!(ssns(&alice_a).await.unwrap(), before);
+
+    // A directory change through A is enforced by B on its next request.
+    dave_a.set_user_disabled(alice_ref(), true).await.unwrap();
+    let e = ssns(&alice_b).await.unwrap_err();
+    assert_eq!(e.code(), Some(Code::PermissionDenied), "{e}");
+    dave_b.set_user_disabled(alice_ref(), false).await.unwrap();
+    assert_eq!(ssns(&alice_a).await.unwrap(), before);
+
+    // A policy change applied by A (SIGHUP after editing the file) is
+    // enforced by B, which was not reloaded.
+    let without_hash = with_store.replace(
+        "[[policies]]\nname = \"hash-pii\"\ntags = [\"PII\"]\nmask = \"hash\"\nexcept = { groups = [\"privileged\"] }\n",
+        "",
+    );
+    assert_ne!(
+        without_hash, with_store,
+        "the demo config has the hash-pii policy"
+    );
+    std::fs::write(&config, &without_hash).unwrap();
+    a.hangup();
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        let now = ssns(&alice_b).await.unwrap();
+        if now.iter().all(|s| is_raw_ssn(s)) {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "node B still hashes 20 s after node A reloaded: {now:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let audit = dave_b.audit_tail(200).await.unwrap();
+    assert!(
+        audit
+            .iter()
+            .any(|e| e.contains("\"config.reload\"") && e.contains("SIGHUP")),
+        "the reload is in the shared audit"
+    );
+
+    // A node with another master key refuses to join.
+    let other = dir.path().join("other.toml");
+    std::fs::write(
+        &other,
+        without_hash.replace(
+            "data_dir = \".\"",
+            "data_dir = \".\"\nmaster_key_file = \"other.key\"",
+        ),
+    )
+    .unwrap();
+    let out = Command::new(veil_bin())
+        .args(["serve", "--config"])
+        .arg(&other)
+        .args(["--listen", "127.0.0.1:0"])
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.contains("master_key_file"), "{stderr}");
+
+    drop(a);
+    drop(b);
+    schema.drop_now().await;
+}
