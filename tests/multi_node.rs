@@ -152,14 +152,14 @@ fn is_raw_ssn(s: &str) -> bool {
     s.len() == 11 && s.as_bytes()[3] == b'-' && s.as_bytes()[6] == b'-'
 }
 
+/// Every SSN the caller sees, sorted (endpoints and partitions interleave).
 async fn ssns(conn: &Connection) -> Result<Vec<String>, veil_client::ClientError> {
     let out = conn
-        .scan(
-            "clinical.trials",
-            Scan::default().with_columns(&["ssn"]).with_limit(5),
-        )
+        .scan("clinical.trials", Scan::default().with_columns(&["ssn"]))
         .await?;
-    Ok(strings(&out, "ssn").into_iter().flatten().collect())
+    let mut v: Vec<String> = strings(&out, "ssn").into_iter().flatten().collect();
+    v.sort();
+    Ok(v)
 }
 
 fn alice_ref() -> UserRef {

@@ -62,6 +62,7 @@ _BY_WORDS = [
     ("not found", NotFound),
     ("invalid argument", InvalidArgument),
     ("failed precondition", FailedPrecondition),
+    ("precondition failed", FailedPrecondition),
     ("unavailable", Unavailable),
     ("resource exhausted", ResourceExhausted),
     ("already exists", AlreadyExists),

@@ -20,9 +20,13 @@ pub struct Config {
     pub auth: AuthConfig,
     #[serde(default)]
     pub engine: EngineConfig,
-    /// Folders datasets may live under. A location outside them is refused.
+    /// Folders (and remote prefixes, `s3://bucket/prefix`) datasets may live
+    /// under. A location outside them is refused.
     #[serde(default)]
     pub roots: Vec<PathBuf>,
+    /// Remote object stores remote roots and datasets live in.
+    #[serde(default)]
+    pub object_stores: Vec<ObjectStoreConfig>,
     #[serde(default)]
     pub datasets: Vec<DatasetConfig>,
     #[serde(default)]
@@ -125,6 +129,60 @@ fn default_store_schema() -> String {
 }
 fn default_store_pool_size() -> usize {
     8
+}
+
+/// One remote object store. Settings left out come from the environment
+/// (`AWS_*`, `GOOGLE_*`, `AZURE_*`, as object_store reads them).
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ObjectStoreConfig {
+    /// `s3://bucket`, `gs://bucket` or `az://container`.
+    pub url: String,
+    /// S3: region.
+    #[serde(default)]
+    pub region: Option<String>,
+    /// S3 or Azure: endpoint of a compatible server (e.g. `http://127.0.0.1:9000`).
+    #[serde(default)]
+    pub endpoint: Option<String>,
+    /// Allow a plain-HTTP endpoint (only for servers on a trusted network).
+    #[serde(default)]
+    pub allow_http: bool,
+    /// S3: path-style is the default; set for virtual-hosted-style servers.
+    #[serde(default)]
+    pub virtual_hosted_style: bool,
+    /// S3: access key id.
+    #[serde(default)]
+    pub access_key_id: Option<String>,
+    /// S3: a file holding the secret access key.
+    #[serde(default)]
+    pub secret_access_key_file: Option<PathBuf>,
+    /// GCS: a service account JSON file.
+    #[serde(default)]
+    pub service_account_file: Option<PathBuf>,
+    /// Azure: storage account name.
+    #[serde(default)]
+    pub account: Option<String>,
+    /// Azure: a file holding the account access key.
+    #[serde(default)]
+    pub access_key_file: Option<PathBuf>,
+    /// Retries of a failed request before the read fails ...
+    #[serde(default = "default_store_retries")]
+    pub max_retries: usize,
+    /// ... and the most time spent retrying one request.
+    #[serde(default = "default_store_retry_timeout")]
+    pub retry_timeout_secs: u64,
+    #[serde(default = "default_store_connect_timeout")]
+    pub connect_timeout_secs: u64,
+}
+
+fn default_store_retries() -> usize {
+    3
+}
+fn default_store_retry_timeout() -> u64 {
+    15
+}
+fn default_store_connect_timeout() -> u64 {
+    5
 }
 
 #[derive(Debug, Clone, PartialEq, Deserialize)]
@@ -340,6 +398,17 @@ impl Config {
             .to_path_buf();
         cfg.path = Some(std::path::absolute(path).unwrap_or_else(|_| path.to_path_buf()));
         Ok(cfg)
+    }
+
+    /// A dataset location or root as stored: remote URLs as written, local
+    /// paths resolved against the config file's folder.
+    pub fn resolve_location(&self, p: &Path) -> String {
+        let text = p.to_string_lossy();
+        if crate::catalog::object_stores::is_remote(&text) {
+            text.into_owned()
+        } else {
+            self.resolve(p).to_string_lossy().into_owned()
+        }
     }
 
     pub fn resolve(&self, p: &Path) -> PathBuf {

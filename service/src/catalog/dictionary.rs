@@ -5,12 +5,12 @@ use datafusion::datasource::file_format::FileFormat;
 use datafusion::datasource::file_format::csv::CsvFormat;
 use datafusion::datasource::file_format::json::JsonFormat;
 use datafusion::datasource::file_format::parquet::ParquetFormat;
-use datafusion::datasource::object_store::ObjectStoreUrl;
 use datafusion::prelude::SessionContext;
 use object_store::ObjectStoreExt;
 use std::collections::BTreeMap;
 
 use super::files::{list_files, partition_keys};
+use super::object_stores::ObjectStores;
 use crate::config::ColumnConfig;
 use crate::error::{Result, VeilError};
 use crate::store::model::{ColumnRecord, SourceSpec};
@@ -29,8 +29,10 @@ pub fn plain_type(dt: &DataType) -> DataType {
 pub async fn derive_columns(
     source: &SourceSpec,
     overrides: &BTreeMap<String, ColumnConfig>,
+    stores: &ObjectStores,
 ) -> Result<Vec<ColumnRecord>> {
-    let files = list_files(source)?;
+    let listing = list_files(stores, source).await?;
+    let files = &listing.files;
     if files.is_empty() {
         return Err(VeilError::InvalidArgument(format!(
             "no {} files found at the dataset location",
@@ -39,19 +41,14 @@ pub async fn derive_columns(
     }
     let ctx = SessionContext::new();
     let state = ctx.state();
-    let store = state
-        .runtime_env()
-        .object_store(ObjectStoreUrl::local_filesystem())
-        .map_err(|e| VeilError::internal("local object store", e))?;
+    stores.register_with(state.runtime_env())?;
+    let store = &listing.store;
     let mut metas = Vec::with_capacity(files.len());
-    for f in &files {
-        let path = object_store::path::Path::from_absolute_path(&f.path)
-            .map_err(|e| VeilError::internal("object store path", e))?;
-        metas.push(
-            store.head(&path).await.map_err(|e| {
-                VeilError::FailedPrecondition(format!("cannot read a data file: {e}"))
-            })?,
-        );
+    for f in files {
+        metas.push(store.head(&f.object).await.map_err(|e| {
+            tracing::warn!(error = %e, "reading a data file failed");
+            VeilError::FailedPrecondition("cannot read a data file of the dataset".into())
+        })?);
     }
     let format: Box<dyn FileFormat> = match source.format {
         crate::store::model::FileFormatKind::Parquet => Box::new(ParquetFormat::default()),
@@ -61,7 +58,7 @@ pub async fn derive_columns(
         crate::store::model::FileFormatKind::Json => Box::new(JsonFormat::default()),
     };
     let schema = format
-        .infer_schema(&state, &store, &metas)
+        .infer_schema(&state, store, &metas)
         .await
         .map_err(|e| {
             VeilError::InvalidArgument(format!(
@@ -78,7 +75,7 @@ pub async fn derive_columns(
             )
         })
         .collect();
-    for key in partition_keys(&files)? {
+    for key in partition_keys(files)? {
         if fields.iter().any(|(f, _)| f.name() == &key) {
             return Err(VeilError::InvalidArgument(format!(
                 "partition folder key '{key}' is also a column in the files"

@@ -5,42 +5,154 @@
 //! the same files always give the same parts, and the union of all parts is
 //! exactly the whole dataset.
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
+use std::sync::Arc;
+
+use datafusion::datasource::object_store::ObjectStoreUrl;
+use futures::{FutureExt, TryStreamExt};
+use object_store::path::Path as ObjectPath;
+use object_store::{ObjectStore, ObjectStoreExt};
 
 use veil_proto::{FileSlice, ScanPart};
 
+use super::object_stores::ObjectStores;
 use crate::error::{Result, VeilError};
 use crate::store::model::{FileFormatKind, SourceSpec};
 
 /// One data file of a dataset.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct SourceFile {
-    pub path: PathBuf,
+    /// How tickets name the file: the local path, or the object key.
+    pub path: String,
+    /// Where its store keeps it.
+    pub object: ObjectPath,
     pub size: u64,
     /// `key=value` folder names between the dataset root and the file.
     pub partition_values: Vec<(String, String)>,
 }
 
+/// A dataset's files and the store that holds them.
+#[derive(Debug, Clone)]
+pub struct Listing {
+    pub url: ObjectStoreUrl,
+    pub store: Arc<dyn ObjectStore>,
+    /// Sorted by path.
+    pub files: Vec<SourceFile>,
+}
+
+fn unreadable() -> VeilError {
+    VeilError::FailedPrecondition(
+        "the dataset's files are not readable right now; ask its owner to check the location"
+            .into(),
+    )
+}
+
 /// Every data file of a source, sorted by path.
-pub fn list_files(source: &SourceSpec) -> Result<Vec<SourceFile>> {
-    let root = Path::new(&source.location);
-    let meta = std::fs::metadata(root).map_err(|_| {
-        VeilError::FailedPrecondition(
-            "the dataset's files are not readable right now; ask its owner to check the location"
-                .into(),
-        )
-    })?;
+pub async fn list_files(stores: &ObjectStores, source: &SourceSpec) -> Result<Listing> {
+    let resolved = stores.resolve(&source.location)?;
+    let mut files = match &resolved.local {
+        Some(root) => list_local(root, source)?,
+        None => list_remote(resolved.store.as_ref(), &resolved.path, source).await?,
+    };
+    files.sort_by(|a, b| a.path.cmp(&b.path));
+    Ok(Listing {
+        url: resolved.url,
+        store: resolved.store,
+        files,
+    })
+}
+
+fn list_local(root: &Path, source: &SourceSpec) -> Result<Vec<SourceFile>> {
+    let meta = std::fs::metadata(root).map_err(|_| unreadable())?;
     let mut out = Vec::new();
     if meta.is_file() {
-        out.push(SourceFile {
-            path: root.to_path_buf(),
-            size: meta.len(),
-            partition_values: vec![],
-        });
+        out.push(local_file(root, meta.len(), vec![])?);
         return Ok(out);
     }
     walk(root, root, source, &mut out)?;
-    out.sort_by(|a, b| a.path.cmp(&b.path));
+    Ok(out)
+}
+
+fn local_file(
+    path: &Path,
+    size: u64,
+    partition_values: Vec<(String, String)>,
+) -> Result<SourceFile> {
+    Ok(SourceFile {
+        path: path.to_string_lossy().into_owned(),
+        object: ObjectPath::from_absolute_path(path)
+            .map_err(|e| VeilError::internal("object store path", e))?,
+        size,
+        partition_values,
+    })
+}
+
+/// A remote location is one object when it exists as such; otherwise it is
+/// a prefix listed like a folder (hidden and bookkeeping keys skipped).
+async fn list_remote(
+    store: &dyn ObjectStore,
+    prefix: &ObjectPath,
+    source: &SourceSpec,
+) -> Result<Vec<SourceFile>> {
+    let logged = |e: object_store::Error| {
+        tracing::warn!(error = %e, "listing a remote dataset failed");
+        unreadable()
+    };
+    if !prefix.as_ref().is_empty() {
+        match store.head(prefix).await {
+            Ok(meta) => {
+                return Ok(vec![SourceFile {
+                    path: meta.location.to_string(),
+                    object: meta.location,
+                    size: meta.size,
+                    partition_values: vec![],
+                }]);
+            }
+            // Not one object (some servers answer a HEAD on a "folder"
+            // with an error other than 404): list it as a prefix; a real
+            // failure fails the listing too.
+            Err(e) => tracing::debug!(error = %e, "remote location is not a single object"),
+        }
+    }
+    let metas: Vec<_> = store
+        .list(Some(prefix))
+        .try_collect()
+        .await
+        .map_err(logged)?;
+    let depth = prefix.parts().count();
+    let mut out = Vec::new();
+    for meta in metas {
+        let parts: Vec<String> = meta
+            .location
+            .parts()
+            .skip(depth)
+            .map(|p| p.as_ref().to_string())
+            .collect();
+        let Some((name, folders)) = parts.split_last() else {
+            continue;
+        };
+        if parts.iter().any(|p| p.starts_with('.') || p.starts_with('_'))
+            || !name
+                .to_ascii_lowercase()
+                .ends_with(source.format.extension())
+        {
+            continue;
+        }
+        let partition_values = if source.hive_partitioned {
+            folders
+                .iter()
+                .map(|f| hive_value(f))
+                .collect::<Result<Vec<_>>>()?
+        } else {
+            vec![]
+        };
+        out.push(SourceFile {
+            path: meta.location.to_string(),
+            object: meta.location,
+            size: meta.size,
+            partition_values,
+        });
+    }
     Ok(out)
 }
 
@@ -74,11 +186,7 @@ fn walk(root: &Path, dir: &Path, source: &SourceSpec, out: &mut Vec<SourceFile>)
                 vec![]
             };
             let size = entry.metadata().map(|m| m.len()).unwrap_or(0);
-            out.push(SourceFile {
-                path,
-                size,
-                partition_values,
-            });
+            out.push(local_file(&path, size, partition_values)?);
         }
     }
     Ok(())
@@ -91,16 +199,20 @@ fn hive_values(root: &Path, file: &Path) -> Result<Vec<(String, String)>> {
     let mut out = Vec::new();
     if let Some(parent) = rel.parent() {
         for comp in parent.components() {
-            let s = comp.as_os_str().to_string_lossy();
-            let Some((k, v)) = s.split_once('=') else {
-                return Err(VeilError::FailedPrecondition(format!(
-                    "folder '{s}' in a hive-partitioned dataset is not of the form key=value"
-                )));
-            };
-            out.push((k.to_string(), percent_decode(v)));
+            out.push(hive_value(&comp.as_os_str().to_string_lossy())?);
         }
     }
     Ok(out)
+}
+
+/// `key=value` from one folder name.
+fn hive_value(folder: &str) -> Result<(String, String)> {
+    let (k, v) = folder.split_once('=').ok_or_else(|| {
+        VeilError::FailedPrecondition(format!(
+            "folder '{folder}' in a hive-partitioned dataset is not of the form key=value"
+        ))
+    })?;
+    Ok((k.to_string(), percent_decode(v)))
 }
 
 /// Hive writers escape some characters as `%XX`.
@@ -143,21 +255,83 @@ pub fn partition_keys(files: &[SourceFile]) -> Result<Vec<String>> {
     Ok(keys)
 }
 
-/// Row counts per row group of a parquet file.
-pub fn parquet_row_groups(path: &Path) -> Result<Vec<u64>> {
-    use datafusion::parquet::file::reader::{FileReader, SerializedFileReader};
-    let file = std::fs::File::open(path).map_err(|e| {
-        VeilError::FailedPrecondition(format!("cannot open a data file: {}", e.kind()))
-    })?;
-    let reader = SerializedFileReader::new(file).map_err(|_| {
+/// Row counts per row group of a parquet file, from its footer (two ranged
+/// reads, whatever the store). Decoding runs under `catch_unwind`: a hostile
+/// footer is an invalid file, never a crashed request.
+pub async fn parquet_row_groups(listing: &Listing, file: &SourceFile) -> Result<Vec<u64>> {
+    use datafusion::parquet::file::metadata::ParquetMetaDataReader;
+    let invalid = || {
         VeilError::FailedPrecondition("a parquet file of the dataset is not valid parquet".into())
-    })?;
-    Ok(reader
-        .metadata()
+    };
+    if file.size < 12 {
+        return Err(invalid());
+    }
+    let read = |range: std::ops::Range<u64>| {
+        let store = Arc::clone(&listing.store);
+        let object = file.object.clone();
+        async move {
+            store.get_range(&object, range).await.map_err(|e| {
+                tracing::warn!(error = %e, "reading a parquet footer failed");
+                unreadable()
+            })
+        }
+    };
+    let tail = read(file.size - 8..file.size).await?;
+    if &tail[4..] != b"PAR1" {
+        return Err(invalid());
+    }
+    let len = u32::from_le_bytes([tail[0], tail[1], tail[2], tail[3]]) as u64;
+    if len + 8 > file.size {
+        return Err(invalid());
+    }
+    let footer = read(file.size - 8 - len..file.size - 8).await?;
+    let decoded = std::panic::AssertUnwindSafe(async move {
+        ParquetMetaDataReader::decode_metadata(&footer)
+    })
+    .catch_unwind()
+    .await;
+    let meta = match decoded {
+        Ok(Ok(m)) => m,
+        _ => return Err(invalid()),
+    };
+    Ok(meta
         .row_groups()
         .iter()
         .map(|rg| rg.num_rows().max(0) as u64)
         .collect())
+}
+
+/// The units parts are made of: whole CSV/JSON files (weighed by size, 100
+/// bytes per row, an estimate) or single parquet row groups (exact rows).
+pub async fn split_units(format: FileFormatKind, listing: &Listing) -> Result<Vec<(FileSlice, u64)>> {
+    let mut units = Vec::new();
+    for f in &listing.files {
+        match format {
+            FileFormatKind::Parquet => {
+                let groups = parquet_row_groups(listing, f).await?;
+                let count = groups.len() as u32;
+                for (i, rows) in groups.iter().enumerate() {
+                    units.push((
+                        FileSlice {
+                            path: f.path.clone(),
+                            row_group_start: i as u32,
+                            row_group_end: i as u32 + 1,
+                            row_group_count: count,
+                        },
+                        *rows,
+                    ));
+                }
+            }
+            FileFormatKind::Csv | FileFormatKind::Json => units.push((
+                FileSlice {
+                    path: f.path.clone(),
+                    ..Default::default()
+                },
+                (f.size / 100).max(1),
+            )),
+        }
+    }
+    Ok(units)
 }
 
 /// How a source splits into parts.
@@ -168,44 +342,13 @@ pub struct Split {
     pub total_rows: Option<u64>,
 }
 
-/// Split files into at most `max_parts` parts of about `rows_per_part` rows.
-/// CSV and JSON files are weighed by size (100 bytes per row, an estimate).
+/// Split units into at most `max_parts` parts of about `rows_per_part` rows.
 pub fn split_into_parts(
     format: FileFormatKind,
-    files: &[SourceFile],
+    units: Vec<(FileSlice, u64)>,
     rows_per_part: u64,
     max_parts: usize,
-) -> Result<Split> {
-    let mut units: Vec<(FileSlice, u64)> = Vec::new();
-    for f in files {
-        let path = f.path.to_string_lossy().to_string();
-        match format {
-            FileFormatKind::Parquet => {
-                let groups = parquet_row_groups(&f.path)?;
-                let count = groups.len() as u32;
-                for (i, rows) in groups.iter().enumerate() {
-                    units.push((
-                        FileSlice {
-                            path: path.clone(),
-                            row_group_start: i as u32,
-                            row_group_end: i as u32 + 1,
-                            row_group_count: count,
-                        },
-                        *rows,
-                    ));
-                }
-            }
-            FileFormatKind::Csv | FileFormatKind::Json => {
-                units.push((
-                    FileSlice {
-                        path,
-                        ..Default::default()
-                    },
-                    (f.size / 100).max(1),
-                ));
-            }
-        }
-    }
+) -> Split {
     let total: u64 = units.iter().map(|u| u.1).sum();
     let max_parts = max_parts.max(1) as u64;
     let target = rows_per_part.max(1).max(total.div_ceil(max_parts));
@@ -224,16 +367,16 @@ pub fn split_into_parts(
         parts.push(current);
     }
     let total_rows = (format == FileFormatKind::Parquet).then_some(total);
-    Ok(Split { parts, total_rows })
+    Split { parts, total_rows }
 }
 
 /// Split into exactly `n` parts (some possibly empty), whatever the size:
 /// the count reveals nothing about the data.
-pub fn split_exactly(format: FileFormatKind, files: &[SourceFile], n: usize) -> Result<Split> {
+pub fn split_exactly(format: FileFormatKind, units: Vec<(FileSlice, u64)>, n: usize) -> Split {
     let n = n.max(1);
-    let mut split = split_into_parts(format, files, 1, n)?;
+    let mut split = split_into_parts(format, units, 1, n);
     split.parts.resize_with(n, ScanPart::default);
-    Ok(split)
+    split
 }
 
 /// Adjacent row-group slices of one file merge into one range.
@@ -253,22 +396,23 @@ fn push_slice(part: &mut ScanPart, slice: FileSlice) {
 mod tests {
     use super::*;
 
-    fn csv_files(n: usize) -> Vec<SourceFile> {
+    fn csv_files(n: usize) -> Vec<(FileSlice, u64)> {
         (0..n)
-            .map(|i| SourceFile {
-                path: format!("/d/{i:03}.csv").into(),
-                size: 1000,
-                partition_values: vec![],
+            .map(|i| {
+                (
+                    FileSlice {
+                        path: format!("/d/{i:03}.csv"),
+                        ..Default::default()
+                    },
+                    10,
+                )
             })
             .collect()
     }
 
     #[test]
     fn parts_cover_every_file_once_and_respect_the_cap() {
-        let files = csv_files(10);
-        let parts = split_into_parts(FileFormatKind::Csv, &files, 20, 3)
-            .unwrap()
-            .parts;
+        let parts = split_into_parts(FileFormatKind::Csv, csv_files(10), 20, 3).parts;
         assert!(parts.len() <= 3);
         let mut seen: Vec<String> = parts
             .iter()
@@ -283,7 +427,7 @@ mod tests {
     #[test]
     fn exact_splits_have_the_asked_count_whatever_the_size() {
         for files in [0, 1, 3, 10] {
-            let split = split_exactly(FileFormatKind::Csv, &csv_files(files), 4).unwrap();
+            let split = split_exactly(FileFormatKind::Csv, csv_files(files), 4);
             assert_eq!(split.parts.len(), 4);
             assert_eq!(
                 split.parts.iter().map(|p| p.files.len()).sum::<usize>(),

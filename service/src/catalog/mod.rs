@@ -2,12 +2,12 @@
 
 pub mod dictionary;
 pub mod files;
+pub mod object_stores;
 pub mod roots;
 pub mod source_table;
 pub mod state;
 
 use std::collections::BTreeMap;
-use std::path::Path;
 
 use crate::auth::identity::Identity;
 use crate::config::ColumnConfig;
@@ -20,7 +20,8 @@ use crate::store::model::{DatasetRecord, FileFormatKind, SourceSpec};
 pub struct NewDataset {
     pub name: String,
     pub format: String,
-    pub location: std::path::PathBuf,
+    /// Confined to a root already: a canonical local path or a remote URL.
+    pub location: String,
     pub hive_partitioned: bool,
     pub description: String,
     pub owners: Vec<Identity>,
@@ -58,7 +59,10 @@ pub fn validate_dataset_name(name: &str) -> Result<()> {
 
 /// Build the record (dictionary included) for a new dataset. The location
 /// must already be confined to a root by the caller.
-pub async fn build_dataset(new: NewDataset, location: &Path) -> Result<DatasetRecord> {
+pub async fn build_dataset(
+    new: NewDataset,
+    stores: &object_stores::ObjectStores,
+) -> Result<DatasetRecord> {
     validate_dataset_name(&new.name)?;
     let format = FileFormatKind::parse(&new.format).ok_or_else(|| {
         VeilError::InvalidArgument(format!(
@@ -66,17 +70,17 @@ pub async fn build_dataset(new: NewDataset, location: &Path) -> Result<DatasetRe
             new.format
         ))
     })?;
-    if new.hive_partitioned && location.is_file() {
+    if new.hive_partitioned && std::path::Path::new(&new.location).is_file() {
         return Err(VeilError::InvalidArgument(
             "a hive-partitioned dataset's location must be a folder".into(),
         ));
     }
     let source = SourceSpec {
         format,
-        location: location.to_string_lossy().to_string(),
+        location: new.location,
         hive_partitioned: new.hive_partitioned,
     };
-    let columns = dictionary::derive_columns(&source, &new.columns).await?;
+    let columns = dictionary::derive_columns(&source, &new.columns, stores).await?;
     Ok(DatasetRecord {
         id: uuid::Uuid::new_v4().to_string(),
         name: new.name,

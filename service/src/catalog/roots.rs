@@ -1,40 +1,88 @@
-//! Dataset locations are confined to folders the administrator configured.
-//! Paths are canonicalised first, so `..` and symlinks can't escape a root.
+//! Dataset locations are confined to folders (and remote prefixes) the
+//! administrator configured. Local paths are canonicalised first, so `..` and
+//! symlinks can't escape a root; remote keys with `.`, `..` or empty parts are
+//! refused outright.
 
 use std::path::{Path, PathBuf};
 use std::sync::RwLock;
 
+use super::object_stores::{RemoteLocation, is_remote, parse_remote};
 use crate::error::{Result, VeilError};
+
+fn outside() -> VeilError {
+    VeilError::PermissionDenied(
+        "the dataset location is outside the configured dataset roots; ask an administrator to add a root (`roots` in the config file)".into(),
+    )
+}
 
 #[derive(Debug, Clone, Default)]
 pub struct LocationRoots {
     roots: Vec<PathBuf>,
+    remote: Vec<RemoteLocation>,
 }
 
 impl LocationRoots {
-    /// Canonicalise the configured roots; a root that doesn't exist is an error.
+    /// Canonicalise the configured roots; a local root that doesn't exist is
+    /// an error. `scheme://bucket/prefix` roots are remote.
     pub fn new(roots: &[PathBuf]) -> Result<Self> {
-        let roots = roots
-            .iter()
-            .map(|r| {
-                r.canonicalize().map_err(|e| {
-                    VeilError::FailedPrecondition(format!(
-                        "dataset root {} is not usable: {e}",
-                        r.display()
-                    ))
-                })
-            })
-            .collect::<Result<_>>()?;
-        Ok(Self { roots })
+        let mut out = Self::default();
+        for r in roots {
+            let text = r.to_string_lossy();
+            if is_remote(&text) {
+                out.remote.push(parse_remote(&text).map_err(|e| {
+                    VeilError::FailedPrecondition(format!("dataset root: {}", e.message()))
+                })?);
+                continue;
+            }
+            out.roots.push(r.canonicalize().map_err(|e| {
+                VeilError::FailedPrecondition(format!(
+                    "dataset root {} is not usable: {e}",
+                    r.display()
+                ))
+            })?);
+        }
+        Ok(out)
+    }
+
+    /// The roots `cfg` declares, local ones resolved against its folder.
+    pub fn from_config(cfg: &crate::config::Config) -> Result<Self> {
+        Self::new(
+            &cfg.roots
+                .iter()
+                .map(|r| PathBuf::from(cfg.resolve_location(r)))
+                .collect::<Vec<_>>(),
+        )
+    }
+
+    /// The stored form of `location` if it lies under a root: a canonical
+    /// local path, or a remote URL under a remote root.
+    pub fn confine_location(&self, location: &str) -> Result<String> {
+        if !is_remote(location) {
+            return Ok(self
+                .confine(Path::new(location))?
+                .to_string_lossy()
+                .into_owned());
+        }
+        let loc = parse_remote(location)?;
+        let under = |root: &RemoteLocation| {
+            root.scheme == loc.scheme
+                && root.bucket == loc.bucket
+                && (root.key.as_ref().is_empty()
+                    || loc.key.as_ref() == root.key.as_ref()
+                    || loc
+                        .key
+                        .as_ref()
+                        .starts_with(&format!("{}/", root.key.as_ref())))
+        };
+        if self.remote.iter().any(under) {
+            Ok(loc.to_url())
+        } else {
+            Err(outside())
+        }
     }
 
     /// The canonical form of `location` if it lies under a root.
     pub fn confine(&self, location: &Path) -> Result<PathBuf> {
-        let outside = || {
-            VeilError::PermissionDenied(
-                "the dataset location is outside the configured dataset roots; ask an administrator to add a root (`roots` in the config file)".into(),
-            )
-        };
         let canonical = location.canonicalize().map_err(|_| {
             VeilError::InvalidArgument(
                 "the dataset location does not exist or cannot be read".into(),
@@ -72,6 +120,29 @@ mod tests {
             std::os::unix::fs::symlink(&outside, root.join("link")).unwrap();
             assert!(roots.confine(&root.join("link/x.csv")).is_err());
         }
+    }
+
+    #[test]
+    fn remote_locations_must_lie_under_a_remote_root() {
+        let roots = LocationRoots::new(&[PathBuf::from("s3://data/clinical")]).unwrap();
+        assert_eq!(
+            roots.confine_location("s3://data/clinical/t.parquet").unwrap(),
+            "s3://data/clinical/t.parquet"
+        );
+        assert!(roots.confine_location("s3://data/clinical").is_ok());
+        for outside in [
+            "s3://data/clinical-secret/t.parquet",
+            "s3://data/other",
+            "s3://other/clinical/t.parquet",
+            "gs://data/clinical/t.parquet",
+        ] {
+            assert!(
+                matches!(roots.confine_location(outside), Err(VeilError::PermissionDenied(_))),
+                "{outside}"
+            );
+        }
+        assert!(roots.confine_location("s3://data/clinical/../x").is_err());
+        assert!(roots.confine_location("/etc/passwd").is_err());
     }
 }
 

@@ -15,7 +15,6 @@ use datafusion::datasource::file_format::csv::CsvFormat;
 use datafusion::datasource::file_format::json::JsonFormat;
 use datafusion::datasource::file_format::parquet::ParquetFormat;
 use datafusion::datasource::listing::PartitionedFile;
-use datafusion::datasource::object_store::ObjectStoreUrl;
 use datafusion::datasource::physical_plan::parquet::ParquetAccessPlan;
 use datafusion::datasource::physical_plan::{FileGroup, FileScanConfigBuilder};
 use datafusion::datasource::table_schema::TableSchema;
@@ -28,7 +27,8 @@ use std::sync::Arc;
 
 use veil_proto::ScanPart;
 
-use super::files::{SourceFile, list_files};
+use super::files::{Listing, SourceFile, list_files};
+use super::object_stores::ObjectStores;
 use crate::error::{Result, VeilError};
 use crate::store::model::{DatasetRecord, FileFormatKind};
 
@@ -38,7 +38,7 @@ pub struct SourceTable {
     file_schema: SchemaRef,
     partition_fields: Vec<FieldRef>,
     table_schema: SchemaRef,
-    files: Vec<SourceFile>,
+    listing: Listing,
     part: Option<ScanPart>,
 }
 
@@ -55,7 +55,11 @@ pub fn dictionary_field(name: &str, data_type: &str, nullable: bool) -> Result<F
 impl SourceTable {
     /// Resolve the dataset's files now; `part` restricts the scan to the
     /// files and row groups one endpoint serves.
-    pub fn open(dataset: &DatasetRecord, part: Option<ScanPart>) -> Result<Self> {
+    pub async fn open(
+        dataset: &DatasetRecord,
+        part: Option<ScanPart>,
+        stores: &ObjectStores,
+    ) -> Result<Self> {
         let mut file_fields = Vec::new();
         let mut partition_fields: Vec<FieldRef> = Vec::new();
         for c in &dataset.columns {
@@ -70,15 +74,15 @@ impl SourceTable {
         let mut all: Vec<FieldRef> = file_schema.fields().iter().cloned().collect();
         all.extend(partition_fields.iter().cloned());
         let table_schema = Arc::new(Schema::new(all));
-        let files = list_files(&dataset.source)?;
+        let listing = list_files(stores, &dataset.source).await?;
         if dataset.source.format == FileFormatKind::Csv {
             let expected: Vec<&str> = file_schema
                 .fields()
                 .iter()
                 .map(|f| f.name().as_str())
                 .collect();
-            for f in &files {
-                check_csv_header(&f.path, &expected)?;
+            for f in &listing.files {
+                check_csv_header(&listing, f, &expected).await?;
             }
         }
         Ok(Self {
@@ -86,7 +90,7 @@ impl SourceTable {
             file_schema,
             partition_fields,
             table_schema,
-            files,
+            listing,
             part,
         })
     }
@@ -108,8 +112,6 @@ impl SourceTable {
     /// The partitioned files this scan reads, restricted to the part.
     fn partitioned_files(&self) -> Result<Vec<PartitionedFile>> {
         let to_pf = |f: &SourceFile| -> Result<PartitionedFile> {
-            let path = object_store::path::Path::from_absolute_path(&f.path)
-                .map_err(|e| VeilError::internal("object store path", e))?;
             let values =
                 self.partition_fields
                     .iter()
@@ -133,15 +135,16 @@ impl SourceTable {
                         )))
                     })
                     .collect::<Result<Vec<_>>>()?;
-            Ok(PartitionedFile::new(path.to_string(), f.size).with_partition_values(values))
+            Ok(PartitionedFile::new(f.object.to_string(), f.size).with_partition_values(values))
         };
         let Some(part) = &self.part else {
-            return self.files.iter().map(to_pf).collect();
+            return self.listing.files.iter().map(to_pf).collect();
         };
-        let by_path: HashMap<String, &SourceFile> = self
+        let by_path: HashMap<&str, &SourceFile> = self
+            .listing
             .files
             .iter()
-            .map(|f| (f.path.to_string_lossy().to_string(), f))
+            .map(|f| (f.path.as_str(), f))
             .collect();
         let changed = || {
             VeilError::NotFound(
@@ -151,7 +154,7 @@ impl SourceTable {
         part.files
             .iter()
             .map(|slice| {
-                let f = by_path.get(&slice.path).ok_or_else(changed)?;
+                let f = by_path.get(slice.path.as_str()).ok_or_else(changed)?;
                 let pf = to_pf(f)?;
                 if slice.is_whole_file() {
                     return Ok(pf);
@@ -174,17 +177,29 @@ impl SourceTable {
 
 /// CSV columns are positional: a file whose header is not exactly the
 /// dictionary's columns would put values under the wrong names.
-fn check_csv_header(path: &std::path::Path, expected: &[&str]) -> Result<()> {
-    use std::io::BufRead;
-    let file = std::fs::File::open(path).map_err(|e| {
-        VeilError::FailedPrecondition(format!("cannot open a data file: {}", e.kind()))
-    })?;
-    let mut line = String::new();
-    std::io::BufReader::new(file)
-        .read_line(&mut line)
+async fn check_csv_header(listing: &Listing, file: &SourceFile, expected: &[&str]) -> Result<()> {
+    use object_store::ObjectStoreExt;
+    const MAX_HEADER: u64 = 64 * 1024;
+    let head = listing
+        .store
+        .get_range(&file.object, 0..file.size.min(MAX_HEADER))
+        .await
         .map_err(|e| {
-            VeilError::FailedPrecondition(format!("cannot read a data file: {}", e.kind()))
+            tracing::warn!(error = %e, "reading a CSV header failed");
+            VeilError::FailedPrecondition(
+                "the dataset's files are not readable right now; ask its owner to check the location".into(),
+            )
         })?;
+    let text = String::from_utf8_lossy(&head);
+    let line = match text.find('\n') {
+        Some(end) => &text[..end],
+        None if file.size <= MAX_HEADER => &text[..],
+        None => {
+            return Err(VeilError::FailedPrecondition(
+                "a CSV file's header line is longer than 64 KiB".into(),
+            ));
+        }
+    };
     let header: Vec<String> = line
         .trim_end_matches(['\r', '\n'])
         .split(',')
@@ -250,7 +265,7 @@ impl TableProvider for SourceTable {
                 .with_table_partition_cols(self.partition_fields.clone())
                 .build(),
         );
-        let config = FileScanConfigBuilder::new(ObjectStoreUrl::local_filesystem(), source)
+        let config = FileScanConfigBuilder::new(self.listing.url.clone(), source)
             .with_file_groups(groups.into_iter().map(FileGroup::new).collect())
             .with_projection_indices(projection.cloned())?
             .with_limit(limit)

@@ -17,6 +17,7 @@ use crate::error::{Result, VeilError};
 use crate::policy::effective::{EffectivePolicy, data_policy, may_read};
 use crate::policy::secure_view;
 use crate::secrets::MasterKey;
+use crate::catalog::object_stores::ObjectStores;
 use crate::store::model::{DatasetRecord, Snapshot};
 
 pub const CATALOG: &str = "veil";
@@ -35,6 +36,7 @@ pub struct ViewCompiler {
     principal: Arc<Principal>,
     master: MasterKey,
     default_issuer: String,
+    stores: Arc<ObjectStores>,
     /// Restrict a dataset's scan to one endpoint's part.
     parts: HashMap<String, ScanPart>,
     reads: Mutex<Vec<DatasetRead>>,
@@ -48,6 +50,7 @@ impl ViewCompiler {
         principal: Arc<Principal>,
         master: MasterKey,
         default_issuer: String,
+        stores: Arc<ObjectStores>,
         parts: HashMap<String, ScanPart>,
     ) -> Self {
         let mut visible: BTreeMap<String, BTreeMap<String, String>> = BTreeMap::new();
@@ -66,6 +69,7 @@ impl ViewCompiler {
             principal,
             master,
             default_issuer,
+            stores,
             parts,
             reads: Mutex::new(vec![]),
             visible,
@@ -103,9 +107,11 @@ impl ViewCompiler {
         self.reads.lock().map(|r| r.clone()).unwrap_or_default()
     }
 
-    fn compile(&self, d: &DatasetRecord) -> Result<Arc<dyn TableProvider>> {
+    async fn compile(&self, d: &DatasetRecord) -> Result<Arc<dyn TableProvider>> {
         let policy = self.effective(d)?;
-        let source = Arc::new(SourceTable::open(d, self.parts.get(&d.name).cloned())?);
+        let source = Arc::new(
+            SourceTable::open(d, self.parts.get(&d.name).cloned(), &self.stores).await?,
+        );
         let plan = secure_view::compile(d, &policy, source, &self.master)?;
         if let Ok(mut r) = self.reads.lock() {
             r.push(DatasetRead {
@@ -196,6 +202,7 @@ impl SchemaProvider for PrincipalSchema {
                 let d = d.clone();
                 self.compiler
                     .compile(&d)
+                    .await
                     .map(Some)
                     .map_err(|e| DataFusionError::External(Box::new(e)))
             }

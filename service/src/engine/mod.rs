@@ -28,7 +28,8 @@ use std::sync::Arc;
 use veil_proto::{ScanCommand, ScanPart, SqlCommand};
 
 use crate::auth::identity::Principal;
-use crate::catalog::files::{list_files, split_exactly, split_into_parts};
+use crate::catalog::files::{list_files, split_exactly, split_into_parts, split_units};
+use crate::catalog::object_stores::ObjectStores;
 use crate::catalog::state::StateCache;
 use crate::config::EngineConfig;
 use crate::error::{Result, VeilError};
@@ -88,6 +89,7 @@ pub struct Engine {
     master: MasterKey,
     default_issuer: String,
     cfg: EngineConfig,
+    stores: Arc<ObjectStores>,
     planner: planner_pool::PlannerPool,
 }
 
@@ -101,6 +103,7 @@ impl Engine {
         master: MasterKey,
         default_issuer: String,
         cfg: EngineConfig,
+        stores: Arc<ObjectStores>,
     ) -> Result<Self> {
         let mut config = SessionConfig::new()
             .with_batch_size(cfg.batch_size)
@@ -120,6 +123,7 @@ impl Engine {
         let runtime = rt
             .build_arc()
             .map_err(|e| VeilError::internal("runtime", e))?;
+        stores.register_with(&runtime)?;
         // Built once; cloned per request. No mask UDF is registered, URL
         // tables stay disabled, and the guard runs on every plan.
         let base = SessionStateBuilder::new()
@@ -138,6 +142,7 @@ impl Engine {
             master,
             default_issuer,
             cfg,
+            stores,
             planner,
         })
     }
@@ -154,6 +159,11 @@ impl Engine {
         &self.cfg
     }
 
+    /// Where datasets' bytes live.
+    pub fn stores(&self) -> &Arc<ObjectStores> {
+        &self.stores
+    }
+
     /// The principal's view of the catalog at the current state version.
     pub async fn compiler(
         &self,
@@ -166,6 +176,7 @@ impl Engine {
             Arc::clone(principal),
             self.master.clone(),
             self.default_issuer.clone(),
+            Arc::clone(&self.stores),
             parts,
         ));
         Ok((snapshot, compiler))
@@ -352,16 +363,17 @@ impl Engine {
         let d = compiler
             .readable(&scan.dataset)
             .ok_or_else(|| VeilError::dataset_not_found(&scan.dataset))?;
-        let files = list_files(&d.source)?;
+        let listing = list_files(&self.stores, &d.source).await?;
+        let units = split_units(d.source.format, &listing).await?;
         let split = if planned.rows_filtered() {
-            split_exactly(d.source.format, &files, self.cfg.row_policy_endpoints)?
+            split_exactly(d.source.format, units, self.cfg.row_policy_endpoints)
         } else {
             split_into_parts(
                 d.source.format,
-                &files,
+                units,
                 self.cfg.rows_per_endpoint,
                 self.cfg.max_endpoints,
-            )?
+            )
         };
         // A limit must apply to the whole result, so it gets one endpoint.
         let parts = if scan.limit.is_some() {
@@ -430,10 +442,9 @@ mod tests {
     async fn demo_engine(dir: &std::path::Path) -> (Engine, Arc<Snapshot>) {
         let cfg = Config::load(&crate::demo::prepare(dir).unwrap()).unwrap();
         let store: Arc<dyn Store> = Arc::new(SqliteStore::in_memory().unwrap());
-        let roots =
-            LocationRoots::new(&cfg.roots.iter().map(|r| cfg.resolve(r)).collect::<Vec<_>>())
-                .unwrap();
-        crate::server::sync_config(&store, &cfg, &roots)
+        let roots = LocationRoots::from_config(&cfg).unwrap();
+        let stores = Arc::new(ObjectStores::local_only());
+        crate::server::sync_config(&store, &cfg, &roots, &stores)
             .await
             .unwrap();
         let state = Arc::new(StateCache::new(store));
@@ -445,6 +456,7 @@ mod tests {
             MasterKey::from_bytes([5; 32]),
             cfg.auth.default_issuer(),
             engine_cfg,
+            stores,
         )
         .unwrap();
         (engine, snap)

@@ -276,10 +276,7 @@ impl Admin {
             actions::REGISTER_DATASET => {
                 let req: RegisterDatasetRequest = decode(body)?;
                 event.dataset = Some(req.name.chars().take(256).collect());
-                let location = self
-                    .roots
-                    .get()
-                    .confine(std::path::Path::new(&req.location))?;
+                let location = self.roots.get().confine_location(&req.location)?;
                 let record = build_dataset(
                     NewDataset {
                         name: req.name.clone(),
@@ -292,7 +289,7 @@ impl Admin {
                         columns: BTreeMap::new(),
                         origin: Origin::Runtime,
                     },
-                    &location,
+                    self.engine.stores(),
                 )
                 .await?;
                 self.permitted(event).await?;

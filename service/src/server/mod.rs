@@ -16,6 +16,7 @@ use arrow_flight::flight_service_server::FlightServiceServer;
 use crate::audit::AuditLog;
 use crate::auth::authenticator::Authenticator;
 use crate::auth::jwt::TokenVerifier;
+use crate::catalog::object_stores::ObjectStores;
 use crate::catalog::roots::{LocationRoots, SharedRoots};
 use crate::catalog::state::StateCache;
 use crate::config::Config;
@@ -92,8 +93,9 @@ pub async fn start(cfg: Config, opts: ServeOptions) -> Result<Running> {
     let master = MasterKey::load_or_create(&cfg.master_key_path())?;
     let store = open_store(&cfg).await?;
     store.check_master_key(&master.check_value()).await?;
-    let roots = LocationRoots::new(&cfg.roots.iter().map(|r| cfg.resolve(r)).collect::<Vec<_>>())?;
-    sync_config(&store, &cfg, &roots).await?;
+    let roots = LocationRoots::from_config(&cfg)?;
+    let stores = Arc::new(ObjectStores::from_config(&cfg)?);
+    sync_config(&store, &cfg, &roots, &stores).await?;
 
     let node_id = cfg
         .server
@@ -108,6 +110,7 @@ pub async fn start(cfg: Config, opts: ServeOptions) -> Result<Running> {
         master.clone(),
         cfg.auth.default_issuer(),
         cfg.engine.clone(),
+        Arc::clone(&stores),
     )?);
     let auth = Arc::new(Authenticator::new(
         verifier,
@@ -119,6 +122,7 @@ pub async fn start(cfg: Config, opts: ServeOptions) -> Result<Running> {
     let reloader = Arc::new(Reloader::new(
         cfg.clone(),
         Arc::clone(&store),
+        Arc::clone(&stores),
         Arc::clone(&roots),
         Arc::clone(&auth),
         audit.clone(),

@@ -2,8 +2,8 @@
 //!
 //! A reload re-applies the config-declared policies, users, grants and
 //! datasets, the dataset roots and the token keys (`[auth]`, so keys can be
-//! rotated). Where the server listens, its TLS identity, its store and its
-//! engine settings are fixed for the life of the process: a changed value
+//! rotated). Where the server listens, its TLS identity, its store, its
+//! remote object stores and its engine settings are fixed for the life of the process: a changed value
 //! there is reported as needing a restart, and the running value stays.
 //!
 //! Reads already streaming keep the plan (and so the policies) they started
@@ -16,6 +16,7 @@ use super::sync::{SyncReport, sync_config};
 use crate::audit::{AuditEvent, AuditLog};
 use crate::auth::authenticator::Authenticator;
 use crate::auth::jwt::TokenVerifier;
+use crate::catalog::object_stores::ObjectStores;
 use crate::catalog::roots::{LocationRoots, SharedRoots};
 use crate::config::Config;
 use crate::error::{Result, VeilError};
@@ -51,6 +52,7 @@ pub struct Reloader {
     /// The config in force; holding the lock serialises reloads.
     current: tokio::sync::Mutex<Config>,
     store: Arc<dyn Store>,
+    stores: Arc<ObjectStores>,
     roots: Arc<SharedRoots>,
     auth: Arc<Authenticator>,
     audit: AuditLog,
@@ -60,6 +62,7 @@ impl Reloader {
     pub fn new(
         current: Config,
         store: Arc<dyn Store>,
+        stores: Arc<ObjectStores>,
         roots: Arc<SharedRoots>,
         auth: Arc<Authenticator>,
         audit: AuditLog,
@@ -67,6 +70,7 @@ impl Reloader {
         Self {
             current: tokio::sync::Mutex::new(current),
             store,
+            stores,
             roots,
             auth,
             audit,
@@ -135,20 +139,16 @@ impl Reloader {
         keep(next.store != current.store, "store");
         keep(next.tls != current.tls, "tls");
         keep(next.engine != current.engine, "engine");
+        keep(next.object_stores != current.object_stores, "object_stores");
+        next.object_stores = current.object_stores.clone();
         next.server = current.server.clone();
         next.store = current.store.clone();
         next.tls = current.tls.clone();
         next.engine = current.engine.clone();
 
-        let roots = LocationRoots::new(
-            &next
-                .roots
-                .iter()
-                .map(|r| next.resolve(r))
-                .collect::<Vec<_>>(),
-        )?;
+        let roots = LocationRoots::from_config(&next)?;
         let verifier = TokenVerifier::from_config(&next.auth, &next.base_dir)?;
-        let sync = sync_config(&self.store, &next, &roots).await?;
+        let sync = sync_config(&self.store, &next, &roots, &self.stores).await?;
         self.roots.set(roots);
         self.auth.set_verifier(verifier);
         *current = next;

@@ -9,6 +9,7 @@ use std::collections::BTreeSet;
 use std::sync::Arc;
 
 use crate::auth::identity::{Identity, Permission};
+use crate::catalog::object_stores::ObjectStores;
 use crate::catalog::roots::LocationRoots;
 use crate::catalog::{NewDataset, build_dataset};
 use crate::config::Config;
@@ -37,6 +38,7 @@ pub async fn sync_config(
     store: &Arc<dyn Store>,
     cfg: &Config,
     roots: &LocationRoots,
+    stores: &ObjectStores,
 ) -> Result<SyncReport> {
     let issuer = cfg.auth.default_issuer();
 
@@ -82,7 +84,7 @@ pub async fn sync_config(
             VeilError::FailedPrecondition(format!("dataset {}: {}", d.name, e.message()))
         };
         let location = roots
-            .confine(&cfg.resolve(&d.location))
+            .confine_location(&cfg.resolve_location(&d.location))
             .map_err(in_dataset)?;
         let owners: Vec<Identity> = d.owners.iter().map(|o| o.resolve(&issuer)).collect();
         match snapshot.datasets.get(&d.name) {
@@ -99,7 +101,7 @@ pub async fn sync_config(
                         columns: d.columns.clone(),
                         origin: Origin::Config,
                     },
-                    &location,
+                    stores,
                 )
                 .await
                 .map_err(in_dataset)?;
@@ -113,7 +115,7 @@ pub async fn sync_config(
                 updated.owners = owners;
                 updated.tags = d.tags.clone();
                 updated.origin = Origin::Config;
-                updated.source.location = location.to_string_lossy().to_string();
+                updated.source.location = location;
                 updated.source.hive_partitioned = d.hive_partitioned;
                 // Columns the config stopped describing lose what it said.
                 for col in updated.columns.iter_mut() {
@@ -198,7 +200,7 @@ mod tests {
     }
 
     fn roots(cfg: &Config) -> LocationRoots {
-        LocationRoots::new(&cfg.roots.iter().map(|r| cfg.resolve(r)).collect::<Vec<_>>()).unwrap()
+        LocationRoots::from_config(cfg).unwrap()
     }
 
     const EVENTS: &str =
@@ -215,7 +217,7 @@ mod tests {
         .unwrap();
         let store: Arc<dyn Store> = Arc::new(SqliteStore::in_memory().unwrap());
         let cfg = config(dir.path(), EVENTS);
-        sync_config(&store, &cfg, &roots(&cfg)).await.unwrap();
+        sync_config(&store, &cfg, &roots(&cfg), &ObjectStores::local_only()).await.unwrap();
         let names = |s: &Snapshot| -> Vec<String> {
             s.datasets["ops.events"]
                 .columns
@@ -230,11 +232,11 @@ mod tests {
             "{\"id\": 2, \"kind\": \"y\", \"secret\": \"s\"}\n",
         )
         .unwrap();
-        sync_config(&store, &cfg, &roots(&cfg)).await.unwrap();
+        sync_config(&store, &cfg, &roots(&cfg), &ObjectStores::local_only()).await.unwrap();
         assert_eq!(names(&store.snapshot().await.unwrap()), ["id", "kind"]);
         // Removed from the config: dropped.
         let cfg = config(dir.path(), "");
-        sync_config(&store, &cfg, &roots(&cfg)).await.unwrap();
+        sync_config(&store, &cfg, &roots(&cfg), &ObjectStores::local_only()).await.unwrap();
         assert!(store.snapshot().await.unwrap().datasets.is_empty());
     }
 
@@ -261,7 +263,7 @@ mod tests {
             ),
         ] {
             let cfg = config(dir.path(), &extra);
-            let e = sync_config(&store, &cfg, &roots(&cfg)).await.unwrap_err();
+            let e = sync_config(&store, &cfg, &roots(&cfg), &ObjectStores::local_only()).await.unwrap_err();
             assert!(e.message().contains(needle), "{needle}: {e}");
         }
     }

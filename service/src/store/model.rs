@@ -48,7 +48,8 @@ impl FileFormatKind {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct SourceSpec {
     pub format: FileFormatKind,
-    /// Absolute, canonical local path of a file or folder.
+    /// A file or folder: an absolute, canonical local path, or a remote
+    /// `scheme://bucket/key` (an object, or a prefix read like a folder).
     pub location: String,
     /// Folder of `key=value/` sub-folders whose keys become columns.
     pub hive_partitioned: bool,
