@@ -9,6 +9,13 @@ measured side by side in one run:
   4. governed   the same through Veil with a hash mask on two columns and a
                 row filter keeping ~90% of rows (informational for now)
 
+With --s3-server-bin (the tests' S3-compatible server, `veil-test-s3`), the
+same file is also uploaded to a bucket on 127.0.0.1 and read from there:
+
+  5. s3 local   pyarrow.parquet.read_table on pyarrow's S3FileSystem
+  6. s3 veil    scan_as_pandas of a Veil dataset at s3://bench/...
+  7. s3 veil governed
+
 Prints medians, throughput ratios, and bytes sent by Veil (from its audit
 record of the read) against the Arrow size of the result.
 
@@ -86,6 +93,8 @@ owners = ["owner"]
 columns.email = {{ tags = ["PII"] }}
 columns.ssn = {{ tags = ["PII"] }}
 
+{s3_section}
+
 [[users]]
 name = "bench"
 groups = ["readers"]
@@ -110,6 +119,38 @@ except = {{ groups = ["exempt"] }}
 [[policies]]
 name = "rows"
 dataset = "bench.people"
+row_filter = {{ column = "state", attribute = "state" }}
+except = {{ groups = ["exempt"] }}
+{s3_policies}
+"""
+
+S3_SECTION = """
+[[object_stores]]
+url = "s3://bench"
+endpoint = "{endpoint}"
+allow_http = true
+region = "us-east-1"
+access_key_id = "{access_key}"
+secret_access_key_file = "{secret_file}"
+
+[[datasets]]
+name = "bench.people_s3"
+format = "parquet"
+location = "s3://bench/{key}"
+owners = ["owner"]
+columns.email = {{ tags = ["PII"] }}
+columns.ssn = {{ tags = ["PII"] }}
+"""
+
+S3_POLICIES = """
+[[policies]]
+name = "readers-s3"
+dataset = "bench.people_s3"
+subscription = {{ groups = ["readers"] }}
+
+[[policies]]
+name = "rows-s3"
+dataset = "bench.people_s3"
 row_filter = {{ column = "state", attribute = "state" }}
 except = {{ groups = ["exempt"] }}
 """
@@ -145,6 +186,7 @@ def main():
     ap.add_argument("--veil-bin", default=os.environ.get("VEIL_BIN", "target/release/veil"))
     ap.add_argument("--workdir", default=None, help="keeps the generated file between runs")
     ap.add_argument("--endpoints", type=int, default=8)
+    ap.add_argument("--s3-server-bin", default=None, help="veil-test-s3: also read the file from S3")
     args = ap.parse_args()
 
     work = Path(args.workdir or tempfile.mkdtemp(prefix="veil-bench-"))
@@ -161,7 +203,27 @@ def main():
         secret.write_text(os.urandom(32).hex())
     cfg = state / "veil.toml"
     per_endpoint = max(1, -(-args.rows // args.endpoints))
-    cfg.write_text(CONFIG.format(data=data, state=state, file=path, endpoints=args.endpoints, per_endpoint=per_endpoint))
+    s3_proc, s3 = None, None
+    s3_section = s3_policies = ""
+    roots = f'"{data}"'
+    if args.s3_server_bin:
+        from pyarrow import fs as pafs
+
+        s3_proc = subprocess.Popen([args.s3_server_bin, "bench"], stdout=subprocess.PIPE, text=True)
+        endpoint, access_key, secret_key = s3_proc.stdout.readline().split()
+        s3 = pafs.S3FileSystem(access_key=access_key, secret_key=secret_key, endpoint_override=endpoint.replace("http://", ""), scheme="http", region="us-east-1")
+        key = path.name
+        print(f"uploading {path.name} to s3://bench/{key} ...", flush=True)
+        pafs.copy_files(str(path), f"bench/{key}", destination_filesystem=s3)
+        (state / "s3.secret").write_text(secret_key)
+        s3_section = S3_SECTION.format(endpoint=endpoint, access_key=access_key, secret_file=state / "s3.secret", key=key)
+        s3_policies = S3_POLICIES
+        roots += ', "s3://bench"'
+    cfg.write_text(
+        CONFIG.replace('roots = ["{data}"]', "roots = [{roots}]").format(
+            roots=roots, state=state, file=path, endpoints=args.endpoints, per_endpoint=per_endpoint, s3_section=s3_section, s3_policies=s3_policies
+        )
+    )
     addr_file = state / "address"
     if addr_file.exists():
         addr_file.unlink()
@@ -195,16 +257,23 @@ def main():
         def through_veil_governed():
             return governed.scan_as_pandas("bench.people")
 
-        # Warm the page cache and every path once.
-        arrow_size = pq.read_table(path).nbytes
-        for f in (local, reference, through_veil, through_veil_governed):
-            f()
-        results = {name: timed(f, args.repeat) for name, f in [
+        paths = [
             ("local pq.read_table().to_pandas()", local),
             ("pyarrow.flight reference (from memory)", reference),
             ("veil scan_as_pandas", through_veil),
             ("veil scan_as_pandas, governed", through_veil_governed),
-        ]}
+        ]
+        if s3 is not None:
+            paths += [
+                ("s3: pq.read_table(S3FileSystem).to_pandas()", lambda: pq.read_table(f"bench/{path.name}", filesystem=s3).to_pandas()),
+                ("s3: veil scan_as_pandas", lambda: plain.scan_as_pandas("bench.people_s3")),
+                ("s3: veil scan_as_pandas, governed", lambda: governed.scan_as_pandas("bench.people_s3")),
+            ]
+        # Warm the page cache and every path once.
+        arrow_size = pq.read_table(path).nbytes
+        for _, f in paths:
+            f()
+        results = {name: timed(f, args.repeat) for name, f in paths}
         table = plain.scan_as_arrow("bench.people")
         time.sleep(0.5)
         ends = [e for e in governed.audit_tail(2000) if e["action"] == "read.end" and e["subject"] == "plain"]
@@ -219,10 +288,16 @@ def main():
         for name, t in results.items():
             print(f"{name:44} {t:9.3f} {args.rows / t:13,.0f} {base_local / t:9.2f} {base_ref / t:7.2f}")
         print(f"veil bytes on the wire / arrow size of the result: {sent / table.nbytes:.3f} ({sent / 1e6:,.0f} MB / {table.nbytes / 1e6:,.0f} MB)")
+        if s3 is not None:
+            base_s3 = results["s3: pq.read_table(S3FileSystem).to_pandas()"]
+            for name in ("s3: veil scan_as_pandas", "s3: veil scan_as_pandas, governed"):
+                print(f"{name}: {base_s3 / results[name]:.2f}x the throughput of pyarrow reading S3 directly")
         print("(ratios are throughput relative to the column's baseline: > 1 is faster)")
     finally:
         veil_proc.terminate()
         ref_proc.terminate()
+        if s3_proc is not None:
+            s3_proc.terminate()
 
 
 if __name__ == "__main__":

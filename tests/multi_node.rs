@@ -17,6 +17,8 @@ use veil_client::{Connection, Scan};
 use veil_proto::UserRef;
 use veil_tests::strings;
 
+const HASH_PII: &str = "[[policies]]\nname = \"hash-pii\"\ntags = [\"PII\"]\nmask = \"hash\"\nexcept = { groups = [\"privileged\"] }\n";
+
 const DEFAULT_URL: &str = "host=127.0.0.1 port=5432 user=postgres dbname=test";
 
 fn postgres_url() -> Option<String> {
@@ -186,8 +188,32 @@ async fn two_nodes_share_one_postgres_state() {
     let minter = TokenMinter::from_config(&cfg.auth, &cfg.base_dir).unwrap();
     let token = |u: &str| minter.mint(u, &[], &Attributes::new(), 600).unwrap();
 
-    let a = Node::start(&config, "a");
-    let b = Node::start(&config, "b");
+    // Each node gets its own file (its id; A also hands out every other
+    // endpoint to B: tickets are valid on any node sharing the store and the
+    // master key).
+    let node_config = |name: &str, extra: &str| {
+        let path = dir.path().join(format!("{name}.toml"));
+        std::fs::write(
+            &path,
+            with_store.replace(
+                "data_dir = \".\"",
+                &format!("data_dir = \".\"\nnode_id = \"node-{name}\"\n{extra}"),
+            ),
+        )
+        .unwrap();
+        path
+    };
+    let b = Node::start(&node_config("b", ""), "b");
+    let a = Node::start(
+        &node_config(
+            "a",
+            &format!(
+                "endpoint_locations = [\"arrow-flight-reuse-connection://?\", \"{}\"]",
+                b.address
+            ),
+        ),
+        "a",
+    );
     let dave_a = Connection::connect(&a.address, &token("dave"))
         .await
         .unwrap();
@@ -215,15 +241,14 @@ async fn two_nodes_share_one_postgres_state() {
 
     // A policy change applied by A (SIGHUP after editing the file) is
     // enforced by B, which was not reloaded.
-    let without_hash = with_store.replace(
-        "[[policies]]\nname = \"hash-pii\"\ntags = [\"PII\"]\nmask = \"hash\"\nexcept = { groups = [\"privileged\"] }\n",
-        "",
-    );
+    let without_hash = with_store.replace(HASH_PII, "");
     assert_ne!(
         without_hash, with_store,
         "the demo config has the hash-pii policy"
     );
-    std::fs::write(&config, &without_hash).unwrap();
+    let a_toml = dir.path().join("a.toml");
+    let a_text = std::fs::read_to_string(&a_toml).unwrap();
+    std::fs::write(&a_toml, a_text.replace(HASH_PII, "")).unwrap();
     a.hangup();
     let deadline = Instant::now() + Duration::from_secs(20);
     loop {

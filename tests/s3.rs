@@ -72,8 +72,10 @@ async fn s3_datasets_read_exactly_like_local_files() {
     std::fs::write(&events, EVENTS).unwrap();
     s3.upload("lake", "clinical/trials.parquet", &trials).await;
     s3.upload("lake", "clinical/sites.csv", &sites).await;
-    s3.upload("lake", "hive/cohort=a/part-0.parquet", &trials).await;
-    s3.upload("lake", "hive/cohort=b/part-0.parquet", &trials).await;
+    s3.upload("lake", "hive/cohort=a/part-0.parquet", &trials)
+        .await;
+    s3.upload("lake", "hive/cohort=b/part-0.parquet", &trials)
+        .await;
     // Bookkeeping keys are never data (a broken file here would fail reads).
     s3.upload("lake", "hive/_SUCCESS", &events).await;
     s3.upload("lake", "hive/cohort=a/.part-1.parquet.crc", &events)
@@ -152,15 +154,26 @@ async fn s3_datasets_read_exactly_like_local_files() {
         let r = bob.read_all(info).await.unwrap();
         let l = bob.read_all(local_info).await.unwrap();
         assert!(row_count(&r) > 0, "{remote}");
-        assert_eq!(sorted_rows(&r), sorted_rows(&l), "{remote} reads like {local}");
+        assert_eq!(
+            sorted_rows(&r),
+            sorted_rows(&l),
+            "{remote} reads like {local}"
+        );
     }
     let hive = bob.scan("remote.hive", everything.clone()).await.unwrap();
-    assert_eq!(row_count(&hive), 2 * 120_000, "both partitions, no bookkeeping files");
+    assert_eq!(
+        row_count(&hive),
+        2 * 120_000,
+        "both partitions, no bookkeeping files"
+    );
     let cohorts: std::collections::BTreeSet<_> =
         strings(&hive, "cohort").into_iter().flatten().collect();
     assert_eq!(cohorts.into_iter().collect::<Vec<_>>(), ["a", "b"]);
     let info = bob.scan_info("remote.trials", &everything).await.unwrap();
-    assert!(info.endpoint.len() > 1, "remote scans are split at the source too");
+    assert!(
+        info.endpoint.len() > 1,
+        "remote scans are split at the source too"
+    );
 
     // Policies apply the same way: an analyst sees her state, hashed PII,
     // a constant IP and no dates of birth.
@@ -174,16 +187,26 @@ async fn s3_datasets_read_exactly_like_local_files() {
         .await
         .unwrap();
     assert_eq!(row_count(&r), row_count(&l));
-    assert!(strings(&r, "state").iter().all(|s| s.as_deref() == Some("CA")));
+    assert!(
+        strings(&r, "state")
+            .iter()
+            .all(|s| s.as_deref() == Some("CA"))
+    );
     assert!(
         strings(&r, "ssn")
             .iter()
             .flatten()
             .all(|s| s.len() == 32 && s.bytes().all(|b| b.is_ascii_hexdigit()))
     );
-    assert!(strings(&r, "ip_address").iter().all(|s| s.as_deref() == Some("0.0.0.0")));
+    assert!(
+        strings(&r, "ip_address")
+            .iter()
+            .all(|s| s.as_deref() == Some("0.0.0.0"))
+    );
     assert_eq!(
-        r.iter().map(|b| b.column_by_name("date_of_birth").unwrap().null_count()).sum::<usize>(),
+        r.iter()
+            .map(|b| b.column_by_name("date_of_birth").unwrap().null_count())
+            .sum::<usize>(),
         row_count(&r)
     );
     // Hashes are keyed per dataset: the same SSN hashes differently.
@@ -195,7 +218,12 @@ async fn s3_datasets_read_exactly_like_local_files() {
     // carol is not an analyst: the remote dataset does not exist for her.
     let carol = server.connect("carol").await;
     assert_eq!(
-        code(&carol.scan("remote.trials", everything.clone()).await.unwrap_err()),
+        code(
+            &carol
+                .scan("remote.trials", everything.clone())
+                .await
+                .unwrap_err()
+        ),
         Code::NotFound
     );
     // SQL joins across local and remote datasets.
@@ -220,8 +248,17 @@ async fn s3_datasets_read_exactly_like_local_files() {
     .await
     .unwrap();
     assert_eq!(
-        sorted_rows(&dave.scan("remote.sites2", everything.clone()).await.unwrap()),
-        sorted_rows(&bob.scan("clinical.sites", everything.clone()).await.unwrap())
+        sorted_rows(
+            &dave
+                .scan("remote.sites2", everything.clone())
+                .await
+                .unwrap()
+        ),
+        sorted_rows(
+            &bob.scan("clinical.sites", everything.clone())
+                .await
+                .unwrap()
+        )
     );
     for (location, expected) in [
         ("s3://other/clinical/trials.parquet", Code::PermissionDenied),
@@ -260,8 +297,18 @@ async fn an_unreachable_store_fails_reads_closed_with_a_clear_status() {
             .unwrap()
             .replace("roots = [\"data\"]", "roots = [\"data\", \"s3://lake\"]");
         text.push_str(&entry);
-        text.push_str(&dataset("remote.sites", "csv", "s3://lake/clinical/sites.csv", false, ""));
-        text.push_str(&policy("remote-sites", "remote.sites", "subscription = { anyone = true }"));
+        text.push_str(&dataset(
+            "remote.sites",
+            "csv",
+            "s3://lake/clinical/sites.csv",
+            false,
+            "",
+        ));
+        text.push_str(&policy(
+            "remote-sites",
+            "remote.sites",
+            "subscription = { anyone = true }",
+        ));
         std::fs::write(&p, text).unwrap();
     })
     .await;
@@ -273,6 +320,9 @@ async fn an_unreachable_store_fails_reads_closed_with_a_clear_status() {
         .await
         .unwrap_err();
     assert_eq!(code(&e), Code::FailedPrecondition, "{e}");
-    assert!(!e.to_string().contains("127.0.0.1"), "no store address leaks: {e}");
+    assert!(
+        !e.to_string().contains("127.0.0.1"),
+        "no store address leaks: {e}"
+    );
     server.stop().await;
 }

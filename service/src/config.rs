@@ -61,6 +61,12 @@ pub struct ServerConfig {
     /// Write the bound address here once listening (tests, supervisors).
     #[serde(default)]
     pub address_file: Option<PathBuf>,
+    /// Nodes sharing this node's store (and master key) that may serve its
+    /// tickets: endpoints are handed out round-robin over these locations,
+    /// so clients spread a scan's reads over the nodes. Use
+    /// `arrow-flight-reuse-connection://?` for "this node". Empty: this node.
+    #[serde(default)]
+    pub endpoint_locations: Vec<String>,
 }
 
 impl Default for ServerConfig {
@@ -72,6 +78,7 @@ impl Default for ServerConfig {
             master_key_file: None,
             node_id: None,
             address_file: None,
+            endpoint_locations: Vec::new(),
         }
     }
 }

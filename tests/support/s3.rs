@@ -5,8 +5,8 @@
 use std::sync::Arc;
 
 use hyper_util::rt::{TokioExecutor, TokioIo};
-use object_store::{ObjectStore, ObjectStoreExt};
 use object_store::aws::AmazonS3Builder;
+use object_store::{ObjectStore, ObjectStoreExt};
 use tokio::net::TcpListener;
 use tokio::sync::oneshot;
 

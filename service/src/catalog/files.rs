@@ -131,7 +131,9 @@ async fn list_remote(
         let Some((name, folders)) = parts.split_last() else {
             continue;
         };
-        if parts.iter().any(|p| p.starts_with('.') || p.starts_with('_'))
+        if parts
+            .iter()
+            .any(|p| p.starts_with('.') || p.starts_with('_'))
             || !name
                 .to_ascii_lowercase()
                 .ends_with(source.format.extension())
@@ -285,11 +287,12 @@ pub async fn parquet_row_groups(listing: &Listing, file: &SourceFile) -> Result<
         return Err(invalid());
     }
     let footer = read(file.size - 8 - len..file.size - 8).await?;
-    let decoded = std::panic::AssertUnwindSafe(async move {
-        ParquetMetaDataReader::decode_metadata(&footer)
-    })
-    .catch_unwind()
-    .await;
+    let decoded =
+        std::panic::AssertUnwindSafe(
+            async move { ParquetMetaDataReader::decode_metadata(&footer) },
+        )
+        .catch_unwind()
+        .await;
     let meta = match decoded {
         Ok(Ok(m)) => m,
         _ => return Err(invalid()),
@@ -303,7 +306,10 @@ pub async fn parquet_row_groups(listing: &Listing, file: &SourceFile) -> Result<
 
 /// The units parts are made of: whole CSV/JSON files (weighed by size, 100
 /// bytes per row, an estimate) or single parquet row groups (exact rows).
-pub async fn split_units(format: FileFormatKind, listing: &Listing) -> Result<Vec<(FileSlice, u64)>> {
+pub async fn split_units(
+    format: FileFormatKind,
+    listing: &Listing,
+) -> Result<Vec<(FileSlice, u64)>> {
     let mut units = Vec::new();
     for f in &listing.files {
         match format {

@@ -126,7 +126,9 @@ mod tests {
     fn remote_locations_must_lie_under_a_remote_root() {
         let roots = LocationRoots::new(&[PathBuf::from("s3://data/clinical")]).unwrap();
         assert_eq!(
-            roots.confine_location("s3://data/clinical/t.parquet").unwrap(),
+            roots
+                .confine_location("s3://data/clinical/t.parquet")
+                .unwrap(),
             "s3://data/clinical/t.parquet"
         );
         assert!(roots.confine_location("s3://data/clinical").is_ok());
@@ -137,7 +139,10 @@ mod tests {
             "gs://data/clinical/t.parquet",
         ] {
             assert!(
-                matches!(roots.confine_location(outside), Err(VeilError::PermissionDenied(_))),
+                matches!(
+                    roots.confine_location(outside),
+                    Err(VeilError::PermissionDenied(_))
+                ),
                 "{outside}"
             );
         }

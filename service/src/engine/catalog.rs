@@ -12,12 +12,12 @@ use std::sync::{Arc, Mutex};
 use veil_proto::ScanPart;
 
 use crate::auth::identity::Principal;
+use crate::catalog::object_stores::ObjectStores;
 use crate::catalog::source_table::SourceTable;
 use crate::error::{Result, VeilError};
 use crate::policy::effective::{EffectivePolicy, data_policy, may_read};
 use crate::policy::secure_view;
 use crate::secrets::MasterKey;
-use crate::catalog::object_stores::ObjectStores;
 use crate::store::model::{DatasetRecord, Snapshot};
 
 pub const CATALOG: &str = "veil";
@@ -109,9 +109,8 @@ impl ViewCompiler {
 
     async fn compile(&self, d: &DatasetRecord) -> Result<Arc<dyn TableProvider>> {
         let policy = self.effective(d)?;
-        let source = Arc::new(
-            SourceTable::open(d, self.parts.get(&d.name).cloned(), &self.stores).await?,
-        );
+        let source =
+            Arc::new(SourceTable::open(d, self.parts.get(&d.name).cloned(), &self.stores).await?);
         let plan = secure_view::compile(d, &policy, source, &self.master)?;
         if let Ok(mut r) = self.reads.lock() {
             r.push(DatasetRead {

@@ -38,6 +38,8 @@ pub struct VeilFlight {
     signer: TicketSigner,
     audit: AuditLog,
     admin: Arc<Admin>,
+    /// Where endpoints may be read (round-robin); empty: here.
+    locations: Vec<String>,
 }
 
 /// The authenticated caller of a request.
@@ -138,12 +140,14 @@ impl VeilFlight {
         signer: TicketSigner,
         audit: AuditLog,
         admin: Arc<Admin>,
+        locations: Vec<String>,
     ) -> Self {
         Self {
             engine,
             signer,
             audit,
             admin,
+            locations,
         }
     }
 
@@ -208,6 +212,9 @@ impl VeilFlight {
                     ..Default::default()
                 });
                 let mut ep = FlightEndpoint::new().with_ticket(Ticket::new(ticket));
+                if !self.locations.is_empty() {
+                    ep = ep.with_location(&self.locations[i % self.locations.len()]);
+                }
                 ep.expiration_time = Some(prost_types::Timestamp {
                     seconds: expires / 1000,
                     nanos: ((expires % 1000) * 1_000_000) as i32,

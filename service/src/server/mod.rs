@@ -133,7 +133,14 @@ pub async fn start(cfg: Config, opts: ServeOptions) -> Result<Running> {
         roots,
         Arc::clone(&reloader),
     ));
-    let flight = VeilFlight::new(engine, TicketSigner::from_master(&master), audit, admin);
+    let locations = endpoint_locations(&cfg)?;
+    let flight = VeilFlight::new(
+        engine,
+        TicketSigner::from_master(&master),
+        audit,
+        admin,
+        locations,
+    );
 
     let listen = opts
         .listen
@@ -210,6 +217,22 @@ pub async fn start(cfg: Config, opts: ServeOptions) -> Result<Running> {
         shutdown: Some(tx),
         handle,
     })
+}
+
+/// `server.endpoint_locations`, checked: Flight URIs only.
+fn endpoint_locations(cfg: &Config) -> Result<Vec<String>> {
+    for l in &cfg.server.endpoint_locations {
+        let ok = l == "arrow-flight-reuse-connection://?"
+            || ["grpc://", "grpc+tcp://", "grpc+tls://"]
+                .iter()
+                .any(|s| l.starts_with(s) && l.len() > s.len());
+        if !ok {
+            return Err(VeilError::FailedPrecondition(format!(
+                "server.endpoint_locations: '{l}' is not a Flight location (grpc://host:port, grpc+tls://host:port or arrow-flight-reuse-connection://?)"
+            )));
+        }
+    }
+    Ok(cfg.server.endpoint_locations.clone())
 }
 
 /// Open the configured state store (and migrate it).

@@ -133,7 +133,8 @@ impl Reloader {
                 || next.server.data_dir != current.server.data_dir
                 || next.server.sqlite_path != current.server.sqlite_path
                 || next.server.master_key_file != current.server.master_key_file
-                || next.server.node_id != current.server.node_id,
+                || next.server.node_id != current.server.node_id
+                || next.server.endpoint_locations != current.server.endpoint_locations,
             "server",
         );
         keep(next.store != current.store, "store");

@@ -217,7 +217,9 @@ mod tests {
         .unwrap();
         let store: Arc<dyn Store> = Arc::new(SqliteStore::in_memory().unwrap());
         let cfg = config(dir.path(), EVENTS);
-        sync_config(&store, &cfg, &roots(&cfg), &ObjectStores::local_only()).await.unwrap();
+        sync_config(&store, &cfg, &roots(&cfg), &ObjectStores::local_only())
+            .await
+            .unwrap();
         let names = |s: &Snapshot| -> Vec<String> {
             s.datasets["ops.events"]
                 .columns
@@ -232,11 +234,15 @@ mod tests {
             "{\"id\": 2, \"kind\": \"y\", \"secret\": \"s\"}\n",
         )
         .unwrap();
-        sync_config(&store, &cfg, &roots(&cfg), &ObjectStores::local_only()).await.unwrap();
+        sync_config(&store, &cfg, &roots(&cfg), &ObjectStores::local_only())
+            .await
+            .unwrap();
         assert_eq!(names(&store.snapshot().await.unwrap()), ["id", "kind"]);
         // Removed from the config: dropped.
         let cfg = config(dir.path(), "");
-        sync_config(&store, &cfg, &roots(&cfg), &ObjectStores::local_only()).await.unwrap();
+        sync_config(&store, &cfg, &roots(&cfg), &ObjectStores::local_only())
+            .await
+            .unwrap();
         assert!(store.snapshot().await.unwrap().datasets.is_empty());
     }
 
@@ -263,7 +269,9 @@ mod tests {
             ),
         ] {
             let cfg = config(dir.path(), &extra);
-            let e = sync_config(&store, &cfg, &roots(&cfg), &ObjectStores::local_only()).await.unwrap_err();
+            let e = sync_config(&store, &cfg, &roots(&cfg), &ObjectStores::local_only())
+                .await
+                .unwrap_err();
             assert!(e.message().contains(needle), "{needle}: {e}");
         }
     }
