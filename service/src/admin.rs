@@ -71,9 +71,12 @@ enum AdminCommand {
     Users,
     /// Create or replace a user's directory entry.
     PutUser {
+        /// The user's `sub` claim.
         subject: String,
+        /// The user's token issuer (default: auth.default_issuer).
         #[arg(long)]
         issuer: Option<String>,
+        /// A group (repeatable).
         #[arg(long = "group")]
         groups: Vec<String>,
         /// KEY=VALUE (repeatable; repeat a key for several values).
@@ -82,33 +85,45 @@ enum AdminCommand {
     },
     /// Delete a runtime directory entry.
     DeleteUser {
+        /// The user's `sub` claim.
         subject: String,
+        /// The user's token issuer (default: auth.default_issuer).
         #[arg(long)]
         issuer: Option<String>,
     },
     /// Disable a user: denied whatever their token says.
     Disable {
+        /// The user's `sub` claim.
         subject: String,
+        /// The user's token issuer (default: auth.default_issuer).
         #[arg(long)]
         issuer: Option<String>,
     },
     /// Re-enable a disabled user.
     Enable {
+        /// The user's `sub` claim.
         subject: String,
+        /// The user's token issuer (default: auth.default_issuer).
         #[arg(long)]
         issuer: Option<String>,
     },
     /// Grant GOVERNANCE, CREATE_DATA_SOURCE, USER_ADMIN or AUDIT.
     Grant {
+        /// The user's `sub` claim.
         subject: String,
+        /// GOVERNANCE, CREATE_DATA_SOURCE, USER_ADMIN or AUDIT.
         permission: String,
+        /// The user's token issuer (default: auth.default_issuer).
         #[arg(long)]
         issuer: Option<String>,
     },
     /// Revoke a runtime grant.
     Revoke {
+        /// The user's `sub` claim.
         subject: String,
+        /// GOVERNANCE, CREATE_DATA_SOURCE, USER_ADMIN or AUDIT.
         permission: String,
+        /// The user's token issuer (default: auth.default_issuer).
         #[arg(long)]
         issuer: Option<String>,
     },

@@ -205,6 +205,9 @@ Try it from another terminal:
   export VEIL_ADDRESS={address}
   export VEIL_TOKEN=$({exe} token --data-dir {dir} --user alice)
   python -c "import veil; print(veil.connect().scan_as_pandas('clinical.trials').head())"
+
+Administer it as dave (datasets, directory, permissions, reload):
+  VEIL_TOKEN=$({exe} token --data-dir {dir} --user dave) {exe} admin users
 "#,
         dir = dir.display()
     );

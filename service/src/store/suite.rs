@@ -315,3 +315,27 @@ async fn concurrent_writers_each_move_the_version(s: Arc<dyn Store>) {
     assert_eq!(s.version().await.unwrap(), v0 + 8);
     assert_eq!(s.snapshot().await.unwrap().grants.len(), 8);
 }
+
+#[tokio::test]
+async fn an_unreachable_postgres_is_a_clear_unavailable_error() {
+    let e = PostgresStore::connect(&PostgresOptions {
+        url: "host=127.0.0.1 port=1 user=veil dbname=veil connect_timeout=2".into(),
+        schema: "veil".into(),
+        password: None,
+        pool_size: 1,
+    })
+    .await
+    .unwrap_err();
+    assert!(matches!(e, VeilError::Unavailable(_)), "{e}");
+    assert!(e.message().contains("127.0.0.1:1/veil"), "{e}");
+    assert!(e.message().contains("store.url"), "{e}");
+    let e = PostgresStore::connect(&PostgresOptions {
+        url: "host=127.0.0.1".into(),
+        schema: "Robert'); DROP TABLE x;--".into(),
+        password: None,
+        pool_size: 1,
+    })
+    .await
+    .unwrap_err();
+    assert!(matches!(e, VeilError::FailedPrecondition(_)), "{e}");
+}
