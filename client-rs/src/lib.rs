@@ -29,7 +29,10 @@ use veil_proto::{
 /// Errors from the client; server errors keep their gRPC status.
 #[derive(Debug, thiserror::Error)]
 pub enum ClientError {
-    #[error("cannot connect to Veil at {address}: {source}")]
+    #[error(
+        "cannot connect to Veil at {address}: {}; check that the server runs there and that the scheme matches it (grpc:// for plaintext, grpc+tls:// for TLS)",
+        causes(source)
+    )]
     Connect {
         address: String,
         source: tonic::transport::Error,
@@ -511,4 +514,19 @@ fn same_address(location: &str, address: &str) -> bool {
             .trim_start_matches("grpc://")
     }
     strip(location) == strip(address)
+}
+
+/// An error and its causes, "a: b: c" (tonic's own text is only "transport error").
+fn causes(e: &dyn std::error::Error) -> String {
+    let mut out = e.to_string();
+    let mut next = e.source();
+    while let Some(cause) = next {
+        let text = cause.to_string();
+        if !out.contains(&text) {
+            out.push_str(": ");
+            out.push_str(&text);
+        }
+        next = cause.source();
+    }
+    out
 }

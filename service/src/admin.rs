@@ -33,6 +33,8 @@ enum AdminCommand {
     Whoami,
     /// The actions the server offers.
     Actions,
+    /// The datasets you can see.
+    Datasets,
     /// Re-read the server's config file (like SIGHUP). Needs GOVERNANCE.
     Reload,
     /// Register files under a configured root as a dataset you own.
@@ -129,7 +131,7 @@ enum AdminCommand {
     },
     /// The most recent audit events (JSON lines). Needs AUDIT.
     AuditTail {
-        #[arg(long, default_value_t = 20)]
+        #[arg(long, default_value_t = 20, value_parser = clap::value_parser!(u32).range(1..=10_000))]
         limit: u32,
     },
 }
@@ -228,6 +230,7 @@ async fn execute(conn: &Connection, command: AdminCommand) -> Result<Vec<String>
             .map(|(name, what)| format!("{name:<24} {what}"))
             .collect(),
         AdminCommand::Reload => one(conn.reload().await?),
+        AdminCommand::Datasets => conn.list_datasets().await?,
         AdminCommand::Register {
             name,
             format,

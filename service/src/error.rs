@@ -67,7 +67,7 @@ impl VeilError {
     /// not know about: identical bytes in both cases.
     pub fn dataset_not_found(name: &str) -> Self {
         Self::NotFound(format!(
-            "dataset '{}' not found: check the name with list_datasets()",
+            "dataset '{}' not found: check the name among the datasets you can see (list_datasets() in Python, `veil admin datasets`)",
             cap_name(name)
         ))
     }
@@ -118,7 +118,7 @@ mod tests {
         let e = VeilError::dataset_not_found("a\nb\u{7}");
         assert_eq!(
             e.message(),
-            "dataset 'ab' not found: check the name with list_datasets()"
+            "dataset 'ab' not found: check the name among the datasets you can see (list_datasets() in Python, `veil admin datasets`)"
         );
     }
 }

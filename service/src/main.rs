@@ -77,6 +77,7 @@ fn main() -> ExitCode {
                 .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
         )
         .with_writer(std::io::stderr)
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
         .init();
     let cli = Cli::parse();
     let result = match cli.command {
@@ -243,6 +244,11 @@ fn token(
             .entry(k.to_string())
             .or_default()
             .insert(v.to_string());
+    }
+    if user.trim().is_empty() || user.trim() != user {
+        return Err(VeilError::InvalidArgument(
+            "--user must be a non-empty name without leading or trailing spaces".into(),
+        ));
     }
     let minter = TokenMinter::from_config(&cfg.auth, &cfg.base_dir)?;
     println!("{}", minter.mint(user, groups, &attributes, ttl)?);

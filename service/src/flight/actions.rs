@@ -173,6 +173,12 @@ impl Admin {
                 "the user's subject is empty".into(),
             ));
         }
+        if u.subject.trim() != u.subject || u.issuer.trim() != u.issuer {
+            return Err(VeilError::InvalidArgument(
+                "the user's subject or issuer has leading or trailing spaces; tokens never do"
+                    .into(),
+            ));
+        }
         let issuer = if u.issuer.is_empty() {
             self.engine.default_issuer().to_string()
         } else {
@@ -207,7 +213,15 @@ impl Admin {
             return Err(self.fail(event, denied(name, perm.as_str())).await);
         }
         match self.dispatch(p, name, &action.body, &mut event).await {
-            Ok(out) => Ok(out),
+            // The attempt was recorded as `permitted` before it took effect;
+            // this records that it did.
+            Ok(out) => {
+                let mut done = event;
+                done.event_id = uuid::Uuid::new_v4().to_string();
+                done.status = "ok".into();
+                self.audit.record(done).await.map_err(|e| to_status(&e))?;
+                Ok(out)
+            }
             Err(e) => Err(self.fail(event, e).await),
         }
     }
@@ -219,9 +233,12 @@ impl Admin {
         }
     }
 
-    /// Record the (permitted) action before it takes effect.
+    /// Record the permitted attempt before it takes effect (status
+    /// `permitted`); the outcome follows as a second event.
     async fn permitted(&self, event: &AuditEvent) -> Result<()> {
-        self.audit.record(event.clone()).await
+        let mut attempt = event.clone();
+        attempt.status = "permitted".into();
+        self.audit.record(attempt).await
     }
 
     async fn dispatch(
@@ -276,7 +293,26 @@ impl Admin {
             actions::REGISTER_DATASET => {
                 let req: RegisterDatasetRequest = decode(body)?;
                 event.dataset = Some(req.name.chars().take(256).collect());
+                if !crate::catalog::object_stores::is_remote(&req.location)
+                    && !std::path::Path::new(&req.location).is_absolute()
+                {
+                    return Err(VeilError::InvalidArgument(
+                        "the location must be an absolute path on the server (or s3://bucket/key)"
+                            .into(),
+                    ));
+                }
                 let location = self.roots.get().confine_location(&req.location)?;
+                // Registering files another dataset already serves would make
+                // the caller their owner, with none of that dataset's policies.
+                let snapshot = self.engine.state().current().await?;
+                let shared = snapshot.datasets.values().any(|d| {
+                    locations_overlap(&d.source.location, &location) && !d.is_owner(&p.identity)
+                });
+                if shared && !p.has(Permission::Governance) {
+                    return Err(VeilError::PermissionDenied(
+                        "these files (or files under or above them) back a dataset you do not own; registering them again would bypass its policies. Its owners or a governor may register them".into(),
+                    ));
+                }
                 let record = build_dataset(
                     NewDataset {
                         name: req.name.clone(),
@@ -310,9 +346,24 @@ impl Admin {
                 let d = self.owned_dataset(p, &req.name, name).await?;
                 if d.origin == Origin::Config {
                     return Err(VeilError::FailedPrecondition(format!(
-                        "dataset {} is declared in the config file; remove it there",
+                        "dataset {} is declared in the config file; remove it there and reload",
                         d.name
                     )));
+                }
+                // Dropping and re-registering would shed the tags a
+                // governor's global policies act on.
+                let snapshot = self.engine.state().current().await?;
+                let global = global_policy_tags(&snapshot);
+                let tagged = d
+                    .tags
+                    .iter()
+                    .chain(d.columns.iter().flat_map(|c| c.tags.iter()))
+                    .any(|t| global.iter().any(|g| tag_covers(g, t)));
+                if tagged && !p.has(Permission::Governance) {
+                    return Err(denied(
+                        "dropping a dataset whose tags global policies target",
+                        "GOVERNANCE",
+                    ));
                 }
                 self.permitted(event).await?;
                 self.engine.state().store().drop_dataset(&d.name).await?;
@@ -339,12 +390,7 @@ impl Admin {
                 }
                 // Untagging (or tagging) what a governor's global policy
                 // targets would switch that policy off (or on): GOVERNANCE.
-                let global_tags: Vec<&String> = snapshot
-                    .policies
-                    .iter()
-                    .filter(|pol| pol.spec.dataset.is_none())
-                    .flat_map(|pol| pol.spec.tags.iter())
-                    .collect();
+                let global_tags = global_policy_tags(&snapshot);
                 let touches_global = col
                     .tags
                     .iter()
@@ -356,19 +402,24 @@ impl Admin {
                         "GOVERNANCE",
                     ));
                 }
-                col.tags = req
-                    .tags
-                    .iter()
-                    .map(|t| t.trim().to_string())
-                    .filter(|t| !t.is_empty())
-                    .collect();
+                if req.tags.iter().any(|t| t.trim().is_empty()) {
+                    return Err(VeilError::InvalidArgument(
+                        "a tag is empty (send no tags to clear them)".into(),
+                    ));
+                }
+                col.tags = req.tags.iter().map(|t| t.trim().to_string()).collect();
+                let summary = if col.tags.is_empty() {
+                    format!("tags of {} cleared", req.column)
+                } else {
+                    format!("{} tagged {}", req.column, col.tags.join(", "))
+                };
                 self.permitted(event).await?;
                 self.engine
                     .state()
                     .store()
                     .put_dataset(&d, PutMode::Replace)
                     .await?;
-                Ok(ack("tags updated"))
+                Ok(ack(summary))
             }
             actions::SET_DESCRIPTION => {
                 let req: SetDescriptionRequest = decode(body)?;
@@ -409,6 +460,11 @@ impl Admin {
             actions::SET_USER_DISABLED => {
                 let req: SetUserDisabledRequest = decode(body)?;
                 let who = self.user(req.user)?;
+                if req.disabled && who == p.identity {
+                    return Err(VeilError::InvalidArgument(
+                        "you cannot disable yourself: nobody could undo it through you; ask another user administrator".into(),
+                    ));
+                }
                 event.message = format!("user {} disabled={}", who, req.disabled);
                 self.permitted(event).await?;
                 self.engine
@@ -428,31 +484,57 @@ impl Admin {
                 let perm: Permission =
                     req.permission.parse().map_err(VeilError::InvalidArgument)?;
                 event.message = format!("{} {perm}", who);
-                self.permitted(event).await?;
                 let store = self.engine.state().store();
+                let snapshot = self.engine.state().current().await?;
+                let held = snapshot
+                    .grants
+                    .get(&who)
+                    .and_then(|g| g.get(&perm))
+                    .copied();
                 if name == actions::GRANT_PERMISSION {
+                    if let Some(origin) = held {
+                        return Ok(ack(format!(
+                            "{who} already has {perm} ({}); nothing changed",
+                            match origin {
+                                Origin::Config => "granted in the config file",
+                                Origin::Runtime => "granted at run time",
+                            }
+                        )));
+                    }
+                    self.permitted(event).await?;
                     store.grant(&who, perm, Origin::Runtime).await?;
-                    Ok(ack(format!("granted {perm} to {who}")))
-                } else if store.revoke(&who, perm).await? {
-                    Ok(ack(format!("revoked {perm} from {who}")))
-                } else {
-                    let snap = self.engine.state().current().await?;
-                    if snap
-                        .grants
-                        .get(&who)
-                        .is_some_and(|g| g.get(&perm) == Some(&Origin::Config))
-                    {
-                        Err(VeilError::FailedPrecondition(format!(
-                            "{perm} for {who} is granted in the config file; remove it there"
-                        )))
-                    } else {
-                        Ok(ack(format!("{who} did not have {perm}")))
+                    return Ok(ack(format!("granted {perm} to {who}")));
+                }
+                if who == p.identity && perm == Permission::UserAdmin {
+                    return Err(VeilError::InvalidArgument(
+                        "you cannot revoke your own USER_ADMIN: nobody could undo it through you; ask another user administrator".into(),
+                    ));
+                }
+                match held {
+                    None => Ok(ack(format!("{who} does not have {perm}; nothing changed"))),
+                    Some(Origin::Config) => Err(VeilError::FailedPrecondition(format!(
+                        "{perm} for {who} is granted in the config file; remove it there and reload"
+                    ))),
+                    Some(Origin::Runtime) => {
+                        self.permitted(event).await?;
+                        store.revoke(&who, perm).await?;
+                        Ok(ack(format!("revoked {perm} from {who}")))
                     }
                 }
             }
             actions::PUT_USER => {
                 let req: PutUserRequest = decode(body)?;
                 let who = self.user(req.user)?;
+                if req.groups.iter().any(|g| g.trim().is_empty()) {
+                    return Err(VeilError::InvalidArgument("a group name is empty".into()));
+                }
+                if req.attributes.iter().any(|a| {
+                    a.key.trim().is_empty() || a.values.iter().any(|v| v.trim().is_empty())
+                }) {
+                    return Err(VeilError::InvalidArgument(
+                        "an attribute key or value is empty".into(),
+                    ));
+                }
                 let record = UserRecord {
                     groups: req
                         .groups
@@ -464,7 +546,12 @@ impl Admin {
                         .attributes
                         .into_iter()
                         .filter(|a| !a.key.trim().is_empty())
-                        .map(|a| (a.key.trim().to_string(), a.values.into_iter().collect()))
+                        .map(|a| {
+                            (
+                                a.key.trim().to_string(),
+                                a.values.iter().map(|v| v.trim().to_string()).collect(),
+                            )
+                        })
                         .collect(),
                 };
                 event.message = format!("user {who}");
@@ -492,7 +579,9 @@ impl Admin {
                 if self.engine.state().store().delete_user(&who).await? {
                     Ok(ack(format!("{who}: directory entry deleted")))
                 } else {
-                    Ok(ack(format!("{who} had no directory entry")))
+                    Ok(ack(format!(
+                        "{who} had no directory entry (grants and the disabled flag are separate: revoke or enable)"
+                    )))
                 }
             }
             actions::LIST_USERS => {
@@ -631,4 +720,20 @@ fn user_entries(snapshot: &crate::store::model::Snapshot) -> Vec<UserEntry> {
             }
         })
         .collect()
+}
+
+/// Tags that some global (tag-driven) policy targets.
+fn global_policy_tags(snapshot: &crate::store::model::Snapshot) -> Vec<String> {
+    snapshot
+        .policies
+        .iter()
+        .filter(|pol| pol.spec.dataset.is_none())
+        .flat_map(|pol| pol.spec.tags.iter().cloned())
+        .collect()
+}
+
+/// Whether two stored locations share files: equal, or one under the other.
+fn locations_overlap(a: &str, b: &str) -> bool {
+    let under = |x: &str, y: &str| x.starts_with(y) && x[y.len()..].starts_with('/');
+    a == b || under(a, b) || under(b, a)
 }

@@ -448,7 +448,11 @@ impl FlightService for VeilFlight {
         &self,
         request: Request<Empty>,
     ) -> std::result::Result<Response<Self::ListActionsStream>, Status> {
-        principal_of(&request)?;
+        let p = principal_of(&request)?;
+        self.audit
+            .record(AuditEvent::new("list_actions", Some(&p)))
+            .await
+            .map_err(|e| to_status(&e))?;
         let list: Vec<_> = Admin::catalog().into_iter().map(Ok).collect();
         Ok(Response::new(futures::stream::iter(list).boxed()))
     }

@@ -34,9 +34,31 @@ impl ReloadReport {
     pub fn summary(&self) -> String {
         let s = &self.sync;
         let mut out = format!(
-            "reloaded: {} policies, {} users from the config; datasets added {:?}, updated {:?}, dropped {:?}",
-            s.policies, s.users, s.datasets_added, s.datasets_updated, s.datasets_dropped
+            "reloaded: {} policies, {} users from the config",
+            s.policies, s.users
         );
+        let mut changes = Vec::new();
+        for (what, names) in [
+            ("policies added", &s.policies_added),
+            ("policies changed", &s.policies_changed),
+            ("policies removed", &s.policies_removed),
+            ("users added", &s.users_added),
+            ("users changed", &s.users_changed),
+            ("users removed", &s.users_removed),
+            ("datasets added", &s.datasets_added),
+            ("datasets updated", &s.datasets_updated),
+            ("datasets dropped", &s.datasets_dropped),
+        ] {
+            if !names.is_empty() {
+                changes.push(format!("{what}: {}", names.join(", ")));
+            }
+        }
+        if changes.is_empty() {
+            out.push_str("; nothing changed");
+        } else {
+            out.push_str("; ");
+            out.push_str(&changes.join("; "));
+        }
         if !self.restart_needed.is_empty() {
             out.push_str(&format!(
                 "; changed but needing a restart (running values kept): {}",

@@ -5,7 +5,7 @@
 //! permissions known, dataset locations confined and their files read)
 //! before the first write, so a bad config file changes nothing.
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
 
 use crate::auth::identity::{Identity, Permission};
@@ -14,7 +14,7 @@ use crate::catalog::roots::LocationRoots;
 use crate::catalog::{NewDataset, build_dataset};
 use crate::config::Config;
 use crate::error::{Result, VeilError};
-use crate::policy::model::Origin;
+use crate::policy::model::{Origin, PolicySpec};
 use crate::store::model::{DatasetRecord, UserRecord};
 use crate::store::{PutMode, Store};
 
@@ -24,6 +24,12 @@ pub struct SyncReport {
     pub datasets_added: Vec<String>,
     pub datasets_updated: Vec<String>,
     pub datasets_dropped: Vec<String>,
+    pub policies_added: Vec<String>,
+    pub policies_changed: Vec<String>,
+    pub policies_removed: Vec<String>,
+    pub users_added: Vec<String>,
+    pub users_changed: Vec<String>,
+    pub users_removed: Vec<String>,
     pub policies: usize,
     pub users: usize,
 }
@@ -32,6 +38,41 @@ enum DatasetWrite {
     Create(DatasetRecord),
     Replace(DatasetRecord),
     Drop(String),
+}
+
+/// A local policy must name a dataset that exists and columns in its
+/// dictionary: a typo would otherwise leave the policy applying to nothing
+/// while the dataset it was meant for goes unprotected.
+fn check_references(p: &PolicySpec, datasets: &BTreeMap<&str, &DatasetRecord>) -> Result<()> {
+    let Some(name) = &p.dataset else {
+        return Ok(());
+    };
+    let Some(d) = datasets.get(name.as_str()) else {
+        let hint = datasets
+            .keys()
+            .find(|k| k.eq_ignore_ascii_case(name))
+            .map(|k| format!(" (did you mean '{k}'? names are exact)"))
+            .unwrap_or_default();
+        return Err(VeilError::FailedPrecondition(format!(
+            "policy '{}' applies to dataset '{name}', which is neither declared in the config nor registered{hint}",
+            p.name
+        )));
+    };
+    let mut columns: Vec<&String> = p.columns.iter().collect();
+    if let Some(rf) = &p.row_filter
+        && let Some(c) = &rf.column
+    {
+        columns.push(c);
+    }
+    for c in columns {
+        if d.column(c).is_none() {
+            return Err(VeilError::FailedPrecondition(format!(
+                "policy '{}' names column '{c}', which dataset {name} does not have",
+                p.name
+            )));
+        }
+    }
+    Ok(())
 }
 
 pub async fn sync_config(
@@ -147,15 +188,84 @@ pub async fn sync_config(
             writes.push(DatasetWrite::Drop(d.name.clone()));
         }
     }
+    // What the store will hold, for checking what policies refer to.
+    let mut after: BTreeMap<&str, &DatasetRecord> = snapshot
+        .datasets
+        .iter()
+        .map(|(n, d)| (n.as_str(), d))
+        .collect();
+    for w in &writes {
+        match w {
+            DatasetWrite::Create(d) | DatasetWrite::Replace(d) => {
+                after.insert(d.name.as_str(), d);
+            }
+            DatasetWrite::Drop(name) => {
+                after.remove(name.as_str());
+            }
+        }
+    }
+    for p in &cfg.policies {
+        check_references(p, &after)?;
+    }
 
-    // 2. Apply.
-    store.replace_config_policies(&cfg.policies).await?;
-    store.replace_config_directory(&users, &grants).await?;
+    // What changes, by name, for the report.
     let mut report = SyncReport {
         policies: cfg.policies.len(),
         users: users.len(),
         ..Default::default()
     };
+    let old_policies: BTreeMap<&str, &PolicySpec> = snapshot
+        .policies
+        .iter()
+        .filter(|p| p.origin == Origin::Config)
+        .map(|p| (p.spec.name.as_str(), &p.spec))
+        .collect();
+    for p in &cfg.policies {
+        match old_policies.get(p.name.as_str()) {
+            None => report.policies_added.push(p.name.clone()),
+            Some(old) if *old != p => report.policies_changed.push(p.name.clone()),
+            Some(_) => {}
+        }
+    }
+    report.policies_removed = old_policies
+        .keys()
+        .filter(|n| !cfg.policies.iter().any(|p| p.name == **n))
+        .map(|n| n.to_string())
+        .collect();
+    let old_grants = |id: &Identity| -> BTreeSet<Permission> {
+        snapshot
+            .grants
+            .get(id)
+            .map(|g| {
+                g.iter()
+                    .filter(|(_, o)| **o == Origin::Config)
+                    .map(|(p, _)| *p)
+                    .collect()
+            })
+            .unwrap_or_default()
+    };
+    for (id, record) in &users {
+        let new_grants: BTreeSet<Permission> = grants
+            .iter()
+            .filter(|(g, _)| g == id)
+            .map(|(_, p)| *p)
+            .collect();
+        if !snapshot.config_users.contains(id) {
+            report.users_added.push(id.subject.clone());
+        } else if snapshot.users.get(id) != Some(record) || old_grants(id) != new_grants {
+            report.users_changed.push(id.subject.clone());
+        }
+    }
+    report.users_removed = snapshot
+        .config_users
+        .iter()
+        .filter(|id| !users.iter().any(|(u, _)| u == *id))
+        .map(|id| id.subject.clone())
+        .collect();
+
+    // 2. Apply.
+    store.replace_config_policies(&cfg.policies).await?;
+    store.replace_config_directory(&users, &grants).await?;
     for w in writes {
         match w {
             DatasetWrite::Create(record) => {
@@ -238,6 +348,26 @@ mod tests {
             .await
             .unwrap();
         assert_eq!(names(&store.snapshot().await.unwrap()), ["id", "kind"]);
+        // Policies must name real datasets and columns (a typo would protect
+        // nothing), and a refused config changes nothing.
+        for (policy, needle) in [
+            (
+                "[[policies]]\nname = \"r\"\ndataset = \"ops.Events\"\nrow_filter = { column = \"kind\", attribute = \"k\" }\n",
+                "did you mean 'ops.events'",
+            ),
+            (
+                "[[policies]]\nname = \"r\"\ndataset = \"ops.events\"\nrow_filter = { column = \"kid\", attribute = \"k\" }\n",
+                "column 'kid'",
+            ),
+        ] {
+            let cfg = config(dir.path(), &format!("{EVENTS}{policy}"));
+            let v = store.version().await.unwrap();
+            let e = sync_config(&store, &cfg, &roots(&cfg), &ObjectStores::local_only())
+                .await
+                .unwrap_err();
+            assert!(e.message().contains(needle), "{e}");
+            assert_eq!(store.version().await.unwrap(), v, "nothing changed");
+        }
         // Removed from the config: dropped.
         let cfg = config(dir.path(), "");
         sync_config(&store, &cfg, &roots(&cfg), &ObjectStores::local_only())
@@ -254,6 +384,10 @@ mod tests {
         let p = "[[policies]]\nname = \"p\"\ndataset = \"a.b\"\nsubscription = { anyone = true }\n";
         for (extra, needle) in [
             (format!("{p}{p}"), "two policies"),
+            (
+                p.to_string(),
+                "neither declared in the config nor registered",
+            ),
             (
                 "[[datasets]]\nname = \"ops.x\"\nformat = \"csv\"\nlocation = \"/etc/passwd\"\n"
                     .to_string(),
