@@ -146,13 +146,13 @@ S3_POLICIES = """
 [[policies]]
 name = "readers-s3"
 dataset = "bench.people_s3"
-subscription = {{ groups = ["readers"] }}
+subscription = { groups = ["readers"] }
 
 [[policies]]
 name = "rows-s3"
 dataset = "bench.people_s3"
-row_filter = {{ column = "state", attribute = "state" }}
-except = {{ groups = ["exempt"] }}
+row_filter = { column = "state", attribute = "state" }
+except = { groups = ["exempt"] }
 """
 
 FLIGHT_SERVER = textwrap.dedent(
