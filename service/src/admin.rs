@@ -169,8 +169,13 @@ pub(crate) fn run(args: AdminArgs) -> Result<(), VeilError> {
         .map_err(|e| VeilError::internal("tokio runtime", e))?;
     runtime.block_on(async move {
         let conn = connect(&args).await?;
-        for line in execute(&conn, args.command).await.map_err(client_error)? {
-            println!("{line}");
+        let lines = execute(&conn, args.command).await.map_err(client_error)?;
+        // A closed pipe (`veil admin users | head`) ends the output quietly.
+        let mut out = std::io::stdout().lock();
+        for line in lines {
+            if std::io::Write::write_all(&mut out, format!("{line}\n").as_bytes()).is_err() {
+                break;
+            }
         }
         Ok(())
     })
