@@ -291,6 +291,20 @@ async fn administration_cannot_bypass_policies_or_lock_itself_out() {
     let e = dave.put_user(user(" zed"), &[], &[]).await.unwrap_err();
     assert_eq!(code(&e), Code::InvalidArgument, "{e}");
 
+    // A config policy naming a runtime dataset keeps it from being dropped
+    // (the policy would name nothing, and the config would no longer load).
+    let path = server.config_path.clone();
+    let text = std::fs::read_to_string(&path).unwrap();
+    std::fs::write(
+        &path,
+        format!("{text}\n[[policies]]\nname = \"zed-own-readers\"\ndataset = \"zed.own\"\nsubscription = {{ groups = [\"analysts\"] }}\n"),
+    )
+    .unwrap();
+    dave.reload().await.unwrap();
+    let e = dave.drop_dataset("zed.own").await.unwrap_err();
+    assert_eq!(code(&e), Code::FailedPrecondition, "{e}");
+    assert!(e.to_string().contains("zed-own-readers"), "{e}");
+
     // The audit shows the attempt and its outcome, and never "ok" for a refusal.
     let audit: Vec<serde_json::Value> = dave
         .audit_tail(500)

@@ -353,6 +353,18 @@ impl Admin {
                 // Dropping and re-registering would shed the tags a
                 // governor's global policies act on.
                 let snapshot = self.engine.state().current().await?;
+                // A policy naming it would then name nothing, and the config
+                // holding such a policy would no longer load.
+                if let Some(pol) = snapshot
+                    .policies
+                    .iter()
+                    .find(|pol| pol.spec.dataset.as_deref() == Some(d.name.as_str()))
+                {
+                    return Err(VeilError::FailedPrecondition(format!(
+                        "policy '{}' applies to {}; remove that policy first",
+                        pol.spec.name, d.name
+                    )));
+                }
                 let global = global_policy_tags(&snapshot);
                 let tagged = d
                     .tags

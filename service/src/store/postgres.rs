@@ -193,6 +193,23 @@ impl PostgresStore {
         })
     }
 
+    /// One statement in its own transaction, bumping the version when it
+    /// changed rows; returns whether it did.
+    async fn change(
+        &self,
+        sql: &str,
+        params: &[&(dyn tokio_postgres::types::ToSql + Sync)],
+    ) -> Result<bool> {
+        let mut client = self.client().await?;
+        let tx = client.transaction().await.map_err(pg_err)?;
+        let n = tx.execute(sql, params).await.map_err(pg_err)?;
+        if n > 0 {
+            bump(&tx).await?;
+        }
+        tx.commit().await.map_err(pg_err)?;
+        Ok(n > 0)
+    }
+
     async fn migrate(&self, schema: &str) -> Result<()> {
         let mut client = self.client().await?;
         let tx = client.transaction().await.map_err(pg_err)?;
@@ -364,17 +381,8 @@ impl Store for PostgresStore {
     }
 
     async fn drop_dataset(&self, name: &str) -> Result<bool> {
-        let mut client = self.client().await?;
-        let tx = client.transaction().await.map_err(pg_err)?;
-        let n = tx
-            .execute("DELETE FROM datasets WHERE name = $1", &[&name])
+        self.change("DELETE FROM datasets WHERE name = $1", &[&name])
             .await
-            .map_err(pg_err)?;
-        if n > 0 {
-            bump(&tx).await?;
-        }
-        tx.commit().await.map_err(pg_err)?;
-        Ok(n > 0)
     }
 
     async fn put_user(&self, id: &Identity, user: &UserRecord, origin: Origin) -> Result<()> {
@@ -393,20 +401,11 @@ impl Store for PostgresStore {
     }
 
     async fn delete_user(&self, id: &Identity) -> Result<bool> {
-        let mut client = self.client().await?;
-        let tx = client.transaction().await.map_err(pg_err)?;
-        let n = tx
-            .execute(
-                "DELETE FROM users WHERE issuer = $1 AND subject = $2 AND origin = 'runtime'",
-                &[&id.issuer, &id.subject],
-            )
-            .await
-            .map_err(pg_err)?;
-        if n > 0 {
-            bump(&tx).await?;
-        }
-        tx.commit().await.map_err(pg_err)?;
-        Ok(n > 0)
+        self.change(
+            "DELETE FROM users WHERE issuer = $1 AND subject = $2 AND origin = 'runtime'",
+            &[&id.issuer, &id.subject],
+        )
+        .await
     }
 
     async fn set_user_disabled(&self, id: &Identity, disabled: bool) -> Result<()> {
@@ -431,43 +430,25 @@ impl Store for PostgresStore {
     }
 
     async fn grant(&self, id: &Identity, permission: Permission, origin: Origin) -> Result<bool> {
-        let mut client = self.client().await?;
-        let tx = client.transaction().await.map_err(pg_err)?;
-        let n = tx
-            .execute(
-                "INSERT INTO grants (issuer, subject, permission, origin) VALUES ($1, $2, $3, $4)
-                 ON CONFLICT DO NOTHING",
-                &[
-                    &id.issuer,
-                    &id.subject,
-                    &permission.as_str(),
-                    &origin_str(origin),
-                ],
-            )
-            .await
-            .map_err(pg_err)?;
-        if n > 0 {
-            bump(&tx).await?;
-        }
-        tx.commit().await.map_err(pg_err)?;
-        Ok(n > 0)
+        self.change(
+            "INSERT INTO grants (issuer, subject, permission, origin) VALUES ($1, $2, $3, $4)
+             ON CONFLICT DO NOTHING",
+            &[
+                &id.issuer,
+                &id.subject,
+                &permission.as_str(),
+                &origin_str(origin),
+            ],
+        )
+        .await
     }
 
     async fn revoke(&self, id: &Identity, permission: Permission) -> Result<bool> {
-        let mut client = self.client().await?;
-        let tx = client.transaction().await.map_err(pg_err)?;
-        let n = tx
-            .execute(
-                "DELETE FROM grants WHERE issuer = $1 AND subject = $2 AND permission = $3 AND origin = 'runtime'",
-                &[&id.issuer, &id.subject, &permission.as_str()],
-            )
-            .await
-            .map_err(pg_err)?;
-        if n > 0 {
-            bump(&tx).await?;
-        }
-        tx.commit().await.map_err(pg_err)?;
-        Ok(n > 0)
+        self.change(
+            "DELETE FROM grants WHERE issuer = $1 AND subject = $2 AND permission = $3 AND origin = 'runtime'",
+            &[&id.issuer, &id.subject, &permission.as_str()],
+        )
+        .await
     }
 
     async fn replace_config_policies(&self, policies: &[PolicySpec]) -> Result<()> {

@@ -152,6 +152,23 @@ impl SqliteStore {
         })
     }
 
+    /// One statement in its own transaction, bumping the version when it
+    /// changed rows; returns whether it did.
+    async fn change(&self, sql: &'static str, params: Vec<String>) -> Result<bool> {
+        self.with(move |c| {
+            let tx = c.transaction().map_err(db_err)?;
+            let n = tx
+                .execute(sql, rusqlite::params_from_iter(params.iter()))
+                .map_err(db_err)?;
+            if n > 0 {
+                bump(&tx).map_err(db_err)?;
+            }
+            tx.commit().map_err(db_err)?;
+            Ok(n > 0)
+        })
+        .await
+    }
+
     /// Run `f` on the blocking pool with the connection.
     async fn with<T: Send + 'static>(
         &self,
@@ -169,6 +186,25 @@ impl SqliteStore {
     }
 }
 
+/// Run a query and hand each row to `f`.
+fn each_row(
+    tx: &rusqlite::Transaction<'_>,
+    sql: &str,
+    mut f: impl FnMut(&rusqlite::Row<'_>) -> Result<()>,
+) -> Result<()> {
+    let mut stmt = tx.prepare(sql).map_err(db_err)?;
+    let mut rows = stmt.query([]).map_err(db_err)?;
+    while let Some(r) = rows.next().map_err(db_err)? {
+        f(r)?;
+    }
+    Ok(())
+}
+
+/// Column `i` of a row.
+fn col<T: rusqlite::types::FromSql>(r: &rusqlite::Row<'_>, i: usize) -> Result<T> {
+    r.get(i).map_err(db_err)
+}
+
 fn load_snapshot(conn: &mut Connection) -> Result<Snapshot> {
     let tx = conn.transaction().map_err(db_err)?;
     let version: i64 = tx
@@ -177,64 +213,45 @@ fn load_snapshot(conn: &mut Connection) -> Result<Snapshot> {
         })
         .map_err(db_err)?;
     let mut b = SnapshotBuilder::new(version as u64);
-    let mut stmt = tx.prepare("SELECT body FROM datasets").map_err(db_err)?;
-    let mut rows = stmt.query([]).map_err(db_err)?;
-    while let Some(r) = rows.next().map_err(db_err)? {
-        b.dataset(&r.get::<_, String>(0).map_err(db_err)?)?;
-    }
-    drop(rows);
-    drop(stmt);
-    let mut stmt = tx
-        .prepare("SELECT id, origin, version, body FROM policies")
-        .map_err(db_err)?;
-    let mut rows = stmt.query([]).map_err(db_err)?;
-    while let Some(r) = rows.next().map_err(db_err)? {
+    each_row(&tx, "SELECT body FROM datasets", |r| {
+        b.dataset(&col::<String>(r, 0)?)
+    })?;
+    each_row(&tx, "SELECT id, origin, version, body FROM policies", |r| {
         b.policy(
-            r.get(0).map_err(db_err)?,
-            &r.get::<_, String>(1).map_err(db_err)?,
-            r.get(2).map_err(db_err)?,
-            &r.get::<_, String>(3).map_err(db_err)?,
-        )?;
-    }
-    drop(rows);
-    drop(stmt);
-    let mut stmt = tx
-        .prepare("SELECT issuer, subject, origin, body FROM users")
-        .map_err(db_err)?;
-    let mut rows = stmt.query([]).map_err(db_err)?;
-    while let Some(r) = rows.next().map_err(db_err)? {
-        b.user(
-            r.get(0).map_err(db_err)?,
-            r.get(1).map_err(db_err)?,
-            &r.get::<_, String>(2).map_err(db_err)?,
-            &r.get::<_, String>(3).map_err(db_err)?,
-        )?;
-    }
-    drop(rows);
-    drop(stmt);
-    let mut stmt = tx
-        .prepare("SELECT issuer, subject FROM disabled_users")
-        .map_err(db_err)?;
-    let mut rows = stmt.query([]).map_err(db_err)?;
-    while let Some(r) = rows.next().map_err(db_err)? {
-        b.disabled(r.get(0).map_err(db_err)?, r.get(1).map_err(db_err)?);
-    }
-    drop(rows);
-    drop(stmt);
-    let mut stmt = tx
-        .prepare("SELECT issuer, subject, permission, origin FROM grants")
-        .map_err(db_err)?;
-    let mut rows = stmt.query([]).map_err(db_err)?;
-    while let Some(r) = rows.next().map_err(db_err)? {
-        b.grant(
-            r.get(0).map_err(db_err)?,
-            r.get(1).map_err(db_err)?,
-            &r.get::<_, String>(2).map_err(db_err)?,
-            &r.get::<_, String>(3).map_err(db_err)?,
-        )?;
-    }
-    drop(rows);
-    drop(stmt);
+            col(r, 0)?,
+            &col::<String>(r, 1)?,
+            col(r, 2)?,
+            &col::<String>(r, 3)?,
+        )
+    })?;
+    each_row(
+        &tx,
+        "SELECT issuer, subject, origin, body FROM users",
+        |r| {
+            b.user(
+                col(r, 0)?,
+                col(r, 1)?,
+                &col::<String>(r, 2)?,
+                &col::<String>(r, 3)?,
+            )
+        },
+    )?;
+    each_row(&tx, "SELECT issuer, subject FROM disabled_users", |r| {
+        b.disabled(col(r, 0)?, col(r, 1)?);
+        Ok(())
+    })?;
+    each_row(
+        &tx,
+        "SELECT issuer, subject, permission, origin FROM grants",
+        |r| {
+            b.grant(
+                col(r, 0)?,
+                col(r, 1)?,
+                &col::<String>(r, 2)?,
+                &col::<String>(r, 3)?,
+            )
+        },
+    )?;
     tx.commit().map_err(db_err)?;
     Ok(b.finish())
 }
@@ -314,18 +331,10 @@ impl Store for SqliteStore {
     }
 
     async fn drop_dataset(&self, name: &str) -> Result<bool> {
-        let name = name.to_string();
-        self.with(move |c| {
-            let tx = c.transaction().map_err(db_err)?;
-            let n = tx
-                .execute("DELETE FROM datasets WHERE name = ?1", [&name])
-                .map_err(db_err)?;
-            if n > 0 {
-                bump(&tx).map_err(db_err)?;
-            }
-            tx.commit().map_err(db_err)?;
-            Ok(n > 0)
-        })
+        self.change(
+            "DELETE FROM datasets WHERE name = ?1",
+            vec![name.to_string()],
+        )
         .await
     }
 
@@ -346,22 +355,11 @@ impl Store for SqliteStore {
         .await
     }
 
-    async fn delete_user(&self, identity: &Identity) -> Result<bool> {
-        let id = identity.clone();
-        self.with(move |c| {
-            let tx = c.transaction().map_err(db_err)?;
-            let n = tx
-                .execute(
-                    "DELETE FROM users WHERE issuer = ?1 AND subject = ?2 AND origin = 'runtime'",
-                    params![id.issuer, id.subject],
-                )
-                .map_err(db_err)?;
-            if n > 0 {
-                bump(&tx).map_err(db_err)?;
-            }
-            tx.commit().map_err(db_err)?;
-            Ok(n > 0)
-        })
+    async fn delete_user(&self, id: &Identity) -> Result<bool> {
+        self.change(
+            "DELETE FROM users WHERE issuer = ?1 AND subject = ?2 AND origin = 'runtime'",
+            vec![id.issuer.clone(), id.subject.clone()],
+        )
         .await
     }
 
@@ -387,46 +385,28 @@ impl Store for SqliteStore {
         .await
     }
 
-    async fn grant(
-        &self,
-        identity: &Identity,
-        permission: Permission,
-        origin: Origin,
-    ) -> Result<bool> {
-        let id = identity.clone();
-        self.with(move |c| {
-            let tx = c.transaction().map_err(db_err)?;
-            let n = tx
-                .execute(
-                    "INSERT OR IGNORE INTO grants (issuer, subject, permission, origin) VALUES (?1, ?2, ?3, ?4)",
-                    params![id.issuer, id.subject, permission.as_str(), origin_str(origin)],
-                )
-                .map_err(db_err)?;
-            if n > 0 {
-                bump(&tx).map_err(db_err)?;
-            }
-            tx.commit().map_err(db_err)?;
-            Ok(n > 0)
-        })
+    async fn grant(&self, id: &Identity, permission: Permission, origin: Origin) -> Result<bool> {
+        self.change(
+            "INSERT OR IGNORE INTO grants (issuer, subject, permission, origin) VALUES (?1, ?2, ?3, ?4)",
+            vec![
+                id.issuer.clone(),
+                id.subject.clone(),
+                permission.as_str().to_string(),
+                origin_str(origin).to_string(),
+            ],
+        )
         .await
     }
 
-    async fn revoke(&self, identity: &Identity, permission: Permission) -> Result<bool> {
-        let id = identity.clone();
-        self.with(move |c| {
-            let tx = c.transaction().map_err(db_err)?;
-            let n = tx
-                .execute(
-                    "DELETE FROM grants WHERE issuer = ?1 AND subject = ?2 AND permission = ?3 AND origin = 'runtime'",
-                    params![id.issuer, id.subject, permission.as_str()],
-                )
-                .map_err(db_err)?;
-            if n > 0 {
-                bump(&tx).map_err(db_err)?;
-            }
-            tx.commit().map_err(db_err)?;
-            Ok(n > 0)
-        })
+    async fn revoke(&self, id: &Identity, permission: Permission) -> Result<bool> {
+        self.change(
+            "DELETE FROM grants WHERE issuer = ?1 AND subject = ?2 AND permission = ?3 AND origin = 'runtime'",
+            vec![
+                id.issuer.clone(),
+                id.subject.clone(),
+                permission.as_str().to_string(),
+            ],
+        )
         .await
     }
 
@@ -435,21 +415,20 @@ impl Store for SqliteStore {
         self.with(move |c| {
             let tx = c.transaction().map_err(db_err)?;
             let mut existing = Vec::new();
-            {
-                let mut stmt = tx
-                    .prepare("SELECT id, name, version, body, origin FROM policies")
-                    .map_err(db_err)?;
-                let mut rows = stmt.query([]).map_err(db_err)?;
-                while let Some(r) = rows.next().map_err(db_err)? {
+            each_row(
+                &tx,
+                "SELECT id, name, version, body, origin FROM policies",
+                |r| {
                     existing.push(StoredPolicy {
-                        id: r.get(0).map_err(db_err)?,
-                        name: r.get(1).map_err(db_err)?,
-                        version: r.get(2).map_err(db_err)?,
-                        body: r.get(3).map_err(db_err)?,
-                        origin: r.get(4).map_err(db_err)?,
+                        id: col(r, 0)?,
+                        name: col(r, 1)?,
+                        version: col(r, 2)?,
+                        body: col(r, 3)?,
+                        origin: col(r, 4)?,
                     });
-                }
-            }
+                    Ok(())
+                },
+            )?;
             let writes = plan_config_policies(existing, &specs)?;
             for w in &writes {
                 match w {
