@@ -50,12 +50,12 @@ fn planning(c: &mut Criterion) {
         let principal = demo.principal(user);
         // Fail loudly, not by measuring an error path.
         runtime
-            .block_on(demo.engine.plan(&principal, command, None))
+            .block_on(demo.engine.plan(&principal, command, None, None))
             .expect("plans");
         group.bench_function(*name, |b| {
             b.to_async(&runtime).iter(|| async {
                 demo.engine
-                    .plan(&principal, command, None)
+                    .plan(&principal, command, None, None)
                     .await
                     .expect("plans")
             })

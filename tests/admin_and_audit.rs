@@ -31,6 +31,14 @@ async fn audit_events(dave: &Connection) -> Vec<serde_json::Value> {
     .collect()
 }
 
+fn policy_body(json: &str) -> Vec<u8> {
+    PolicyWriteRequest {
+        spec_json: json.into(),
+        expected_version: 0,
+    }
+    .encode_to_vec()
+}
+
 /// The permission table: each action, a body, and whether alice (an analyst
 /// with no permissions) and dave (owner, all permissions) may call it.
 #[tokio::test]
@@ -156,6 +164,96 @@ async fn each_action_checks_its_permission_and_is_audited() {
             ReloadRequest {}.encode_to_vec(),
             Some(Code::PermissionDenied),
             None,
+        ),
+        (
+            actions::CREATE_POLICY,
+            policy_body(
+                r#"{"name": "t", "dataset": "clinical.trials", "columns": ["amount"], "mask": "null"}"#,
+            ),
+            Some(Code::PermissionDenied),
+            None,
+        ),
+        (
+            actions::UPDATE_POLICY,
+            policy_body(
+                r#"{"name": "t", "dataset": "clinical.trials", "columns": ["amount"], "mask": {"round": {"digits": -1}}}"#,
+            ),
+            Some(Code::PermissionDenied),
+            None,
+        ),
+        (
+            actions::LIST_POLICIES,
+            ListPoliciesRequest::default().encode_to_vec(),
+            None,
+            None,
+        ),
+        (
+            actions::EXPLAIN,
+            ExplainRequest {
+                user: user("erin"),
+                dataset: "clinical.trials".into(),
+                ..Default::default()
+            }
+            .encode_to_vec(),
+            Some(Code::PermissionDenied),
+            None,
+        ),
+        (
+            actions::DELETE_POLICY,
+            DeletePolicyRequest {
+                name: "t".into(),
+                expected_version: 0,
+            }
+            .encode_to_vec(),
+            Some(Code::PermissionDenied),
+            None,
+        ),
+        (
+            actions::REQUEST_ACCESS,
+            RequestAccessRequest {
+                dataset: "clinical.trials".into(),
+                reason: "r".into(),
+            }
+            .encode_to_vec(),
+            Some(Code::FailedPrecondition),
+            Some(Code::FailedPrecondition),
+        ),
+        (
+            actions::APPROVE_ACCESS,
+            DecideAccessRequest {
+                request_id: "nope".into(),
+                note: String::new(),
+            }
+            .encode_to_vec(),
+            Some(Code::NotFound),
+            Some(Code::NotFound),
+        ),
+        (
+            actions::DENY_ACCESS,
+            DecideAccessRequest {
+                request_id: "nope".into(),
+                note: String::new(),
+            }
+            .encode_to_vec(),
+            Some(Code::NotFound),
+            Some(Code::NotFound),
+        ),
+        (
+            actions::LIST_ACCESS_REQUESTS,
+            ListAccessRequestsRequest::default().encode_to_vec(),
+            None,
+            None,
+        ),
+        (
+            actions::REVOKE_ACCESS,
+            RevokeAccessRequest {
+                dataset: "clinical.trials".into(),
+                user: user("bob"),
+                note: String::new(),
+            }
+            .encode_to_vec(),
+            Some(Code::NotFound),
+            Some(Code::NotFound),
         ),
         (
             actions::DROP_DATASET,

@@ -138,3 +138,76 @@ def test_admin_command_line(server):
     out = run("grant", "alice", "AUDIT")
     assert out.returncode == 1
     assert "USER_ADMIN" in out.stderr
+
+
+def test_policies_explain_and_access_requests_from_python(server):
+    with connect(server, "dave") as dave:
+        msg = dave.create_policy(
+            {
+                "name": "site-regex",
+                "dataset": "clinical.sites",
+                "columns": ["site"],
+                "chain": [
+                    {"who": {"groups": ["privileged"]}, "exempt": True},
+                    {"otherwise": True, "mask": {"regex": {"pattern": r"\w+$", "replacement": "***"}}},
+                ],
+            }
+        )
+        assert "version 1" in msg
+        assert any(p["name"] == "site-regex" and p["version"] == 1 for p in dave.list_policies("clinical.sites"))
+        with pytest.raises(veil.FailedPrecondition, match="text columns"):
+            dave.create_policy({"name": "bad", "dataset": "clinical.sites", "columns": ["beds"], "mask": {"regex": {"pattern": "1", "replacement": "x"}}})
+        explained = dave.explain("carol", "clinical.sites")
+        assert explained["access"] == "read"
+        assert explained["masks"] == {"site": "regex"}
+        assert explained["policies"][0]["outcome"].startswith("step 2 (otherwise)")
+        sites = connect(server, "carol").scan_as_pandas("clinical.sites")
+        assert set(sites["site"]) == {f"{s} University ***" for s in sites["state"]}
+        # Open on request: visible to carol, readable once dave (an owner) approves.
+        dave.create_policy({"name": "sites-on-request", "dataset": "clinical.sites", "subscription": {"on_request": True}})
+    carol = connect(server, "carol")
+    assert "clinical.sites" in carol.list_datasets(requestable=True)
+    assert carol.describe("clinical.sites")["access"] == "request"
+    with pytest.raises(veil.PermissionDenied, match="request"):
+        carol.scan_as_pandas("clinical.sites")
+    request = carol.request_access("clinical.sites", "mapping site capacity")
+    with pytest.raises(veil.PermissionDenied, match="own"):
+        carol.approve_access(request["id"])
+    with connect(server, "dave") as dave:
+        assert [r["id"] for r in dave.list_access_requests()] == [request["id"]]
+        assert dave.approve_access(request["id"], note="ok")["status"] == "approved"
+        assert len(carol.scan_as_pandas("clinical.sites")) == 10
+        dave.revoke_access("clinical.sites", "carol")
+        with pytest.raises(veil.PermissionDenied):
+            carol.scan_as_pandas("clinical.sites")
+        dave.delete_policy("sites-on-request")
+        dave.delete_policy("site-regex")
+    assert len(carol.scan_as_pandas("clinical.sites")) == 10
+
+
+def test_explain_command_line(server):
+    import json
+    import os
+    import subprocess
+
+    env = dict(os.environ, VEIL_ADDRESS=server.address, VEIL_TOKEN=server.token("dave"))
+    out = subprocess.run(
+        [server.bin, "explain", "--user", "alice", "--dataset", "clinical.trials"],
+        env=env,
+        capture_output=True,
+        text=True,
+    )
+    assert out.returncode == 0, out.stderr
+    explained = json.loads(out.stdout)
+    assert explained["access"] == "read"
+    assert explained["masks"]["ssn"] == "hash"
+    assert explained["row_filters"][0]["rule"] == "keep rows where state matches the user's 'state'"
+    env["VEIL_TOKEN"] = server.token("alice")
+    out = subprocess.run(
+        [server.bin, "explain", "--user", "bob", "--dataset", "clinical.trials"],
+        env=env,
+        capture_output=True,
+        text=True,
+    )
+    assert out.returncode == 1
+    assert "GOVERNANCE" in out.stderr

@@ -161,6 +161,7 @@ def decode_description(buf: bytes) -> dict:
         "columns": columns,
         "format": _s(f, 6),
         "rows_filtered": bool(f.get(7, [0])[0]),
+        "access": _s(f, 8) or "read",
     }
 
 
@@ -198,3 +199,40 @@ def decode_user_entry(buf: bytes) -> dict:
         "disabled": bool(f.get(6, [0])[0]),
         "origin": _s(f, 7) or None,
     }
+
+
+def encode_policy_write(spec_json: str, expected_version=None) -> bytes:
+    out = _str_field(1, spec_json)
+    if expected_version:
+        out += _varint_field(2, int(expected_version))
+    return out
+
+
+def encode_delete_policy(name: str, expected_version=None) -> bytes:
+    out = _str_field(1, name)
+    if expected_version:
+        out += _varint_field(2, int(expected_version))
+    return out
+
+
+def encode_explain(subject: str, dataset: str, groups=(), attributes=None, issuer: str = "") -> bytes:
+    out = _len_field(1, encode_user_ref(subject, issuer)) + _str_field(2, dataset)
+    for g in groups or ():
+        out += _str_field(3, g)
+    for key, values in (attributes or {}).items():
+        if isinstance(values, str):
+            values = [values]
+        entry = _str_field(1, key) + b"".join(_str_field(2, v) for v in values)
+        out += _len_field(4, entry)
+    return out
+
+
+def encode_list_access_requests(dataset: str = "", all: bool = False) -> bytes:
+    return (_str_field(1, dataset) if dataset else b"") + (_varint_field(2, 1) if all else b"")
+
+
+def encode_revoke_access(dataset: str, subject: str, note: str = "", issuer: str = "") -> bytes:
+    out = _str_field(1, dataset) + _len_field(2, encode_user_ref(subject, issuer))
+    if note:
+        out += _str_field(3, note)
+    return out

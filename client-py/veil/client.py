@@ -1,5 +1,6 @@
 """Connections to Veil over Arrow Flight."""
 
+import json
 import os
 import re
 from concurrent.futures import ThreadPoolExecutor
@@ -127,9 +128,12 @@ class Connection:
         return False
 
     # -- catalog -----------------------------------------------------------
-    def list_datasets(self):
-        """Names (`schema.name`) of the datasets you may read."""
-        infos = _call(lambda: list(self._client.list_flights(options=self._options)))
+    def list_datasets(self, requestable=False):
+        """Names (`schema.name`) of the datasets you may read; with
+        `requestable=True`, those open on request that you may not read yet
+        (ask with `request_access`)."""
+        criteria = b"requestable" if requestable else b""
+        infos = _call(lambda: list(self._client.list_flights(criteria, options=self._options)))
         return sorted(".".join(p.decode() if isinstance(p, bytes) else p for p in i.descriptor.path) for i in infos)
 
     def describe(self, name):
@@ -204,6 +208,58 @@ class Connection:
         return [json.loads(b) for b in self._action("veil.audit_tail", body)]
 
     # -- internals -------------------------------------------------------------
+    # -- policies ------------------------------------------------------------
+    def create_policy(self, spec):
+        """Create a policy: a dict (or JSON text) with the fields of a
+        `[[policies]]` entry. Who may depends on its scope (README)."""
+        body = _proto.encode_policy_write(_policy_json(spec))
+        return _proto.decode_ack(self._action("veil.create_policy", body)[0])
+
+    def update_policy(self, spec, expected_version=None):
+        """Replace a runtime policy; with `expected_version`, only if nobody
+        changed it since you read it."""
+        body = _proto.encode_policy_write(_policy_json(spec), expected_version)
+        return _proto.decode_ack(self._action("veil.update_policy", body)[0])
+
+    def delete_policy(self, name, expected_version=None):
+        body = _proto.encode_delete_policy(name, expected_version)
+        return _proto.decode_ack(self._action("veil.delete_policy", body)[0])
+
+    def list_policies(self, dataset=None):
+        """Policies you govern or that apply to datasets you own, as dicts
+        (name, id, version, origin, scope, spec)."""
+        body = _proto.encode_string_message(dataset or "")
+        return [json.loads(b) for b in self._action("veil.list_policies", body)]
+
+    def explain(self, user, dataset, groups=(), attributes=None, issuer=""):
+        """What `user` gets from `dataset`, and why (governors and owners)."""
+        body = _proto.encode_explain(user, dataset, groups, attributes, issuer)
+        return json.loads(self._action("veil.explain", body)[0])
+
+    # -- access requests -----------------------------------------------------
+    def request_access(self, dataset, reason):
+        """Ask to read a dataset that is open on request; returns the request."""
+        body = _proto.encode_string_message(dataset, reason)
+        return json.loads(self._action("veil.request_access", body)[0])
+
+    def approve_access(self, request_id, note=""):
+        body = _proto.encode_string_message(request_id, note)
+        return json.loads(self._action("veil.approve_access", body)[0])
+
+    def deny_access(self, request_id, note=""):
+        body = _proto.encode_string_message(request_id, note)
+        return json.loads(self._action("veil.deny_access", body)[0])
+
+    def list_access_requests(self, dataset=None, all=False):
+        """Requests you may decide, and your own (pending only unless `all`)."""
+        body = _proto.encode_list_access_requests(dataset or "", all)
+        return [json.loads(b) for b in self._action("veil.list_access_requests", body)]
+
+    def revoke_access(self, dataset, user, note="", issuer=""):
+        """Withdraw `user`'s approved access; their next read is refused."""
+        body = _proto.encode_revoke_access(dataset, user, note, issuer)
+        return json.loads(self._action("veil.revoke_access", body)[0])
+
     def _action(self, name, body):
         results = _call(lambda: list(self._client.do_action(flight.Action(name, body), self._options)))
         return [r.body.to_pybytes() for r in results]
@@ -237,6 +293,10 @@ class Connection:
         if len(tables) == 1:
             return tables[0]
         return pa.concat_tables(tables)
+
+
+def _policy_json(spec):
+    return spec if isinstance(spec, str) else json.dumps(spec)
 
 
 def _to_pandas(table, types_mapper):

@@ -20,9 +20,11 @@ use tonic::metadata::MetadataValue;
 use tonic::transport::{Channel, Endpoint};
 
 use veil_proto::{
-    ActionAck, AttributeValues, AuditTailRequest, DatasetDescription, DeleteUserRequest,
-    DescribeRequest, DropDatasetRequest, ListUsersRequest, Named, PermissionRequest,
-    PutUserRequest, RegisterDatasetRequest, ReloadRequest, ScanCommand, SetColumnTagsRequest,
+    ActionAck, AttributeValues, AuditTailRequest, DatasetDescription, DecideAccessRequest,
+    DeletePolicyRequest, DeleteUserRequest, DescribeRequest, DropDatasetRequest, ExplainRequest,
+    ListAccessRequestsRequest, ListPoliciesRequest, ListUsersRequest, Named, PermissionRequest,
+    PolicyWriteRequest, PutUserRequest, RegisterDatasetRequest, ReloadRequest,
+    RequestAccessRequest, RevokeAccessRequest, ScanCommand, SetColumnTagsRequest,
     SetDescriptionRequest, SetUserDisabledRequest, SqlCommand, UserEntry, UserRef, WhoAmI, actions,
 };
 
@@ -470,6 +472,179 @@ impl Connection {
         .iter()
         .map(|b| String::from_utf8(b.to_vec()).map_err(|e| ClientError::Flight(e.to_string())))
         .collect()
+    }
+
+    /// Results that are JSON documents, as text.
+    async fn json_results(&self, name: &str, body: Vec<u8>) -> Result<Vec<String>, ClientError> {
+        self.action(name, body)
+            .await?
+            .iter()
+            .map(|b| String::from_utf8(b.to_vec()).map_err(|e| ClientError::Flight(e.to_string())))
+            .collect()
+    }
+
+    /// Datasets open on request that you may not read yet.
+    pub async fn list_requestable(&self) -> Result<Vec<String>, ClientError> {
+        let infos: Vec<FlightInfo> = self
+            .client()?
+            .list_flights(bytes::Bytes::from_static(b"requestable"))
+            .await?
+            .try_collect()
+            .await?;
+        Ok(infos
+            .into_iter()
+            .filter_map(|i| i.flight_descriptor.map(|d| d.path.join(".")))
+            .collect())
+    }
+
+    /// Create a policy from its JSON form (a `[[policies]]` entry).
+    pub async fn create_policy(&self, spec_json: &str) -> Result<String, ClientError> {
+        self.acknowledged(
+            actions::CREATE_POLICY,
+            PolicyWriteRequest {
+                spec_json: spec_json.into(),
+                expected_version: 0,
+            }
+            .encode_to_vec(),
+        )
+        .await
+    }
+
+    /// Replace a runtime policy; with `expected_version`, only if nobody
+    /// changed it since.
+    pub async fn update_policy(
+        &self,
+        spec_json: &str,
+        expected_version: Option<u64>,
+    ) -> Result<String, ClientError> {
+        self.acknowledged(
+            actions::UPDATE_POLICY,
+            PolicyWriteRequest {
+                spec_json: spec_json.into(),
+                expected_version: expected_version.unwrap_or(0),
+            }
+            .encode_to_vec(),
+        )
+        .await
+    }
+
+    pub async fn delete_policy(&self, name: &str) -> Result<String, ClientError> {
+        self.acknowledged(
+            actions::DELETE_POLICY,
+            DeletePolicyRequest {
+                name: name.into(),
+                expected_version: 0,
+            }
+            .encode_to_vec(),
+        )
+        .await
+    }
+
+    /// Policies you govern or that apply to datasets you own (JSON each);
+    /// `dataset` limits them to one dataset's.
+    pub async fn list_policies(&self, dataset: Option<&str>) -> Result<Vec<String>, ClientError> {
+        self.json_results(
+            actions::LIST_POLICIES,
+            ListPoliciesRequest {
+                dataset: dataset.unwrap_or_default().into(),
+            }
+            .encode_to_vec(),
+        )
+        .await
+    }
+
+    /// What `request.user` gets from `request.dataset`, and why (JSON).
+    pub async fn explain(&self, request: ExplainRequest) -> Result<String, ClientError> {
+        let out = self
+            .json_results(actions::EXPLAIN, request.encode_to_vec())
+            .await?;
+        out.into_iter()
+            .next()
+            .ok_or_else(|| ClientError::Flight("explain returned nothing".into()))
+    }
+
+    /// Ask to read a dataset open on request; returns the request (JSON).
+    pub async fn request_access(&self, dataset: &str, reason: &str) -> Result<String, ClientError> {
+        let out = self
+            .json_results(
+                actions::REQUEST_ACCESS,
+                RequestAccessRequest {
+                    dataset: dataset.into(),
+                    reason: reason.into(),
+                }
+                .encode_to_vec(),
+            )
+            .await?;
+        out.into_iter()
+            .next()
+            .ok_or_else(|| ClientError::Flight("request_access returned nothing".into()))
+    }
+
+    /// Approve (`approve`) or deny a pending request; returns it (JSON).
+    pub async fn decide_access(
+        &self,
+        request_id: &str,
+        approve: bool,
+        note: &str,
+    ) -> Result<String, ClientError> {
+        let name = if approve {
+            actions::APPROVE_ACCESS
+        } else {
+            actions::DENY_ACCESS
+        };
+        let out = self
+            .json_results(
+                name,
+                DecideAccessRequest {
+                    request_id: request_id.into(),
+                    note: note.into(),
+                }
+                .encode_to_vec(),
+            )
+            .await?;
+        out.into_iter()
+            .next()
+            .ok_or_else(|| ClientError::Flight(format!("{name} returned nothing")))
+    }
+
+    /// Access requests you may decide, and your own (JSON each).
+    pub async fn list_access_requests(
+        &self,
+        dataset: Option<&str>,
+        all: bool,
+    ) -> Result<Vec<String>, ClientError> {
+        self.json_results(
+            actions::LIST_ACCESS_REQUESTS,
+            ListAccessRequestsRequest {
+                dataset: dataset.unwrap_or_default().into(),
+                all,
+            }
+            .encode_to_vec(),
+        )
+        .await
+    }
+
+    /// Withdraw a user's approved access to a dataset.
+    pub async fn revoke_access(
+        &self,
+        dataset: &str,
+        user: UserRef,
+        note: &str,
+    ) -> Result<String, ClientError> {
+        let out = self
+            .json_results(
+                actions::REVOKE_ACCESS,
+                RevokeAccessRequest {
+                    dataset: dataset.into(),
+                    user: Some(user),
+                    note: note.into(),
+                }
+                .encode_to_vec(),
+            )
+            .await?;
+        out.into_iter()
+            .next()
+            .ok_or_else(|| ClientError::Flight("revoke_access returned nothing".into()))
     }
 
     /// The actions the server offers, with what each does.

@@ -131,6 +131,10 @@ pub struct TicketBody {
     /// a ticket's length doesn't reveal the layout of the data it names.
     #[prost(bytes = "vec", tag = "13")]
     pub padding: Vec<u8>,
+    /// When the read was planned: time-window policies are measured from
+    /// it, so every endpoint and retry of one read sees the same rows.
+    #[prost(int64, tag = "14")]
+    pub planned_at_ms: i64,
 }
 
 #[derive(Clone, PartialEq, Message)]
@@ -177,6 +181,10 @@ pub struct DatasetDescription {
     pub format: String,
     #[prost(bool, tag = "7")]
     pub rows_filtered: bool,
+    /// `read`, or `request` for a dataset open on request that the caller
+    /// may not read yet (the columns show what an approval would give).
+    #[prost(string, tag = "8")]
+    pub access: String,
 }
 
 #[derive(Clone, PartialEq, Message)]
@@ -322,6 +330,98 @@ pub struct AuditTailRequest {
     pub limit: u32,
 }
 
+/// `veil.create_policy` / `veil.update_policy`: the policy as JSON, in the
+/// form of a `[[policies]]` entry of the config file.
+#[derive(Clone, PartialEq, Message)]
+pub struct PolicyWriteRequest {
+    #[prost(string, tag = "1")]
+    pub spec_json: String,
+    /// Update only if the policy is still at this version (0: any).
+    #[prost(uint64, tag = "2")]
+    pub expected_version: u64,
+}
+
+#[derive(Clone, PartialEq, Message)]
+pub struct DeletePolicyRequest {
+    #[prost(string, tag = "1")]
+    pub name: String,
+    #[prost(uint64, tag = "2")]
+    pub expected_version: u64,
+}
+
+/// `veil.list_policies`: one JSON policy per result body; `dataset` limits
+/// the list to the policies applying to one dataset.
+#[derive(Clone, PartialEq, Message)]
+pub struct ListPoliciesRequest {
+    #[prost(string, tag = "1")]
+    pub dataset: String,
+}
+
+/// `veil.explain`: what `user` gets from `dataset`. `groups` and
+/// `attributes` stand for the token claims the user would present (merged
+/// with the directory, as at sign-in).
+#[derive(Clone, PartialEq, Message)]
+pub struct ExplainRequest {
+    #[prost(message, optional, tag = "1")]
+    pub user: Option<UserRef>,
+    #[prost(string, tag = "2")]
+    pub dataset: String,
+    #[prost(string, repeated, tag = "3")]
+    pub groups: Vec<String>,
+    #[prost(message, repeated, tag = "4")]
+    pub attributes: Vec<AttributeValues>,
+}
+
+/// `veil.request_access`: ask to read an *on request* dataset.
+#[derive(Clone, PartialEq, Message)]
+pub struct RequestAccessRequest {
+    #[prost(string, tag = "1")]
+    pub dataset: String,
+    #[prost(string, tag = "2")]
+    pub reason: String,
+}
+
+/// `veil.approve_access` / `veil.deny_access`.
+#[derive(Clone, PartialEq, Message)]
+pub struct DecideAccessRequest {
+    #[prost(string, tag = "1")]
+    pub request_id: String,
+    #[prost(string, tag = "2")]
+    pub note: String,
+}
+
+/// `veil.list_access_requests`: the requests the caller may decide (and
+/// their own); `all` includes decided ones.
+#[derive(Clone, PartialEq, Message)]
+pub struct ListAccessRequestsRequest {
+    #[prost(string, tag = "1")]
+    pub dataset: String,
+    #[prost(bool, tag = "2")]
+    pub all: bool,
+}
+
+/// `veil.revoke_access`: withdraw an approved request.
+#[derive(Clone, PartialEq, Message)]
+pub struct RevokeAccessRequest {
+    #[prost(string, tag = "1")]
+    pub dataset: String,
+    #[prost(message, optional, tag = "2")]
+    pub user: Option<UserRef>,
+    #[prost(string, tag = "3")]
+    pub note: String,
+}
+
+named!(
+    PolicyWriteRequest,
+    DeletePolicyRequest,
+    ListPoliciesRequest,
+    ExplainRequest,
+    RequestAccessRequest,
+    DecideAccessRequest,
+    ListAccessRequestsRequest,
+    RevokeAccessRequest,
+);
+
 named!(
     ScanCommand,
     SqlCommand,
@@ -362,6 +462,16 @@ pub mod actions {
     pub const DELETE_USER: &str = "veil.delete_user";
     pub const LIST_USERS: &str = "veil.list_users";
     pub const RELOAD: &str = "veil.reload";
+    pub const CREATE_POLICY: &str = "veil.create_policy";
+    pub const UPDATE_POLICY: &str = "veil.update_policy";
+    pub const DELETE_POLICY: &str = "veil.delete_policy";
+    pub const LIST_POLICIES: &str = "veil.list_policies";
+    pub const EXPLAIN: &str = "veil.explain";
+    pub const REQUEST_ACCESS: &str = "veil.request_access";
+    pub const APPROVE_ACCESS: &str = "veil.approve_access";
+    pub const DENY_ACCESS: &str = "veil.deny_access";
+    pub const LIST_ACCESS_REQUESTS: &str = "veil.list_access_requests";
+    pub const REVOKE_ACCESS: &str = "veil.revoke_access";
 }
 
 #[cfg(test)]

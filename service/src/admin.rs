@@ -9,8 +9,9 @@ use veil::error::VeilError;
 use veil_client::{ClientError, Connection};
 use veil_proto::{RegisterDatasetRequest, UserRef};
 
+/// Where the server is and who you are.
 #[derive(Debug, Args)]
-pub(crate) struct AdminArgs {
+pub(crate) struct ConnectArgs {
     /// Server address, e.g. grpc://127.0.0.1:8815 or grpc+tls://host:8815.
     #[arg(long, env = "VEIL_ADDRESS")]
     address: String,
@@ -23,8 +24,42 @@ pub(crate) struct AdminArgs {
     /// Server name to verify in its certificate (TLS; default: the host).
     #[arg(long)]
     tls_domain: Option<String>,
+}
+
+#[derive(Debug, Args)]
+pub(crate) struct AdminArgs {
+    #[command(flatten)]
+    connect: ConnectArgs,
     #[command(subcommand)]
     command: AdminCommand,
+}
+
+/// `veil explain`: what a user gets from a dataset, and why.
+#[derive(Debug, Args)]
+pub(crate) struct ExplainArgs {
+    #[command(flatten)]
+    connect: ConnectArgs,
+    #[command(flatten)]
+    explain: ExplainOptions,
+}
+
+#[derive(Debug, Args)]
+struct ExplainOptions {
+    /// The user's `sub` claim.
+    #[arg(long)]
+    user: String,
+    /// `schema.name`
+    #[arg(long)]
+    dataset: String,
+    /// The user's token issuer (default: auth.default_issuer).
+    #[arg(long)]
+    issuer: Option<String>,
+    /// A group the user's token carries (repeatable; the directory's are added).
+    #[arg(long = "group")]
+    groups: Vec<String>,
+    /// KEY=VALUE the user's token carries (repeatable).
+    #[arg(long = "attr")]
+    attrs: Vec<String>,
 }
 
 #[derive(Debug, Subcommand)]
@@ -134,6 +169,140 @@ enum AdminCommand {
         #[arg(long, default_value_t = 20, value_parser = clap::value_parser!(u32).range(1..=10_000))]
         limit: u32,
     },
+    /// Policies you govern or that apply to datasets you own (JSON lines).
+    Policies {
+        /// Only those applying to this dataset.
+        #[arg(long)]
+        dataset: Option<String>,
+    },
+    /// Create the policies in a file: TOML ([[policies]] entries, or one
+    /// policy's fields) or JSON.
+    CreatePolicy { file: PathBuf },
+    /// Replace runtime policies from a file (same forms as create-policy).
+    UpdatePolicy {
+        file: PathBuf,
+        /// Only if the policy is still at this version.
+        #[arg(long)]
+        expected_version: Option<u64>,
+    },
+    /// Delete a runtime policy.
+    DeletePolicy { name: String },
+    /// What a user gets from a dataset, and why (as `veil explain`).
+    Explain(ExplainOptions),
+    /// Datasets open on request that you may not read yet.
+    Requestable,
+    /// Ask to read a dataset open on request.
+    RequestAccess {
+        dataset: String,
+        /// Why you need the data (shown to the approvers).
+        #[arg(long)]
+        reason: String,
+    },
+    /// Access requests you may decide, and your own (JSON lines).
+    AccessRequests {
+        #[arg(long)]
+        dataset: Option<String>,
+        /// Include decided requests.
+        #[arg(long)]
+        all: bool,
+    },
+    /// Approve a pending access request.
+    Approve {
+        request_id: String,
+        #[arg(long, default_value = "")]
+        note: String,
+    },
+    /// Deny a pending access request.
+    Deny {
+        request_id: String,
+        #[arg(long, default_value = "")]
+        note: String,
+    },
+    /// Withdraw a user's approved access to a dataset.
+    RevokeAccess {
+        dataset: String,
+        /// The user's `sub` claim.
+        subject: String,
+        #[arg(long)]
+        issuer: Option<String>,
+        #[arg(long, default_value = "")]
+        note: String,
+    },
+}
+
+/// Policies in a file, as the JSON the policy actions take.
+fn policies_in(file: &std::path::Path) -> Result<Vec<String>, ClientError> {
+    let text = std::fs::read_to_string(file)
+        .map_err(|e| ClientError::Invalid(format!("cannot read {}: {e}", file.display())))?;
+    let bad = |e: String| ClientError::Invalid(format!("{}: {e}", file.display()));
+    let specs: Vec<veil::policy::model::PolicySpec> = if file
+        .extension()
+        .is_some_and(|x| x.eq_ignore_ascii_case("json"))
+    {
+        let v: serde_json::Value = serde_json::from_str(&text).map_err(|e| bad(e.to_string()))?;
+        match v {
+            serde_json::Value::Array(items) => items
+                .into_iter()
+                .map(|i| serde_json::from_value(i).map_err(|e| bad(e.to_string())))
+                .collect::<Result<_, _>>()?,
+            one => vec![serde_json::from_value(one).map_err(|e| bad(e.to_string()))?],
+        }
+    } else {
+        #[derive(serde::Deserialize)]
+        #[serde(deny_unknown_fields)]
+        struct Many {
+            policies: Vec<veil::policy::model::PolicySpec>,
+        }
+        match toml::from_str::<Many>(&text) {
+            Ok(m) => m.policies,
+            Err(many) => vec![toml::from_str(&text).map_err(|one| {
+                bad(format!(
+                    "neither [[policies]] entries ({many}) nor one policy ({one})"
+                ))
+            })?],
+        }
+    };
+    if specs.is_empty() {
+        return Err(bad("no policy in the file".into()));
+    }
+    specs
+        .iter()
+        .map(|s| serde_json::to_string(s).map_err(|e| bad(e.to_string())))
+        .collect()
+}
+
+fn attributes_of(attrs: Vec<String>) -> Result<Vec<(String, Vec<String>)>, ClientError> {
+    let mut attributes: Vec<(String, Vec<String>)> = Vec::new();
+    for a in attrs {
+        let (k, v) = a
+            .split_once('=')
+            .ok_or_else(|| ClientError::Invalid(format!("--attr '{a}' must be KEY=VALUE")))?;
+        match attributes.iter_mut().find(|(key, _)| key == k) {
+            Some((_, values)) => values.push(v.to_string()),
+            None => attributes.push((k.to_string(), vec![v.to_string()])),
+        }
+    }
+    Ok(attributes)
+}
+
+async fn explain(conn: &Connection, o: ExplainOptions) -> Result<Vec<String>, ClientError> {
+    let request = veil_proto::ExplainRequest {
+        user: Some(user(o.user, o.issuer)),
+        dataset: o.dataset,
+        groups: o.groups,
+        attributes: attributes_of(o.attrs)?
+            .into_iter()
+            .map(|(key, values)| veil_proto::AttributeValues { key, values })
+            .collect(),
+    };
+    Ok(vec![conn.explain(request).await?])
+}
+
+/// `veil explain ...`
+pub(crate) fn run_explain(args: ExplainArgs) -> Result<(), VeilError> {
+    run_with(&args.connect, |conn| {
+        Box::pin(async move { explain(&conn, args.explain).await })
+    })
 }
 
 fn user(subject: String, issuer: Option<String>) -> UserRef {
@@ -163,13 +332,23 @@ fn client_error(e: ClientError) -> VeilError {
 }
 
 pub(crate) fn run(args: AdminArgs) -> Result<(), VeilError> {
+    let command = args.command;
+    run_with(&args.connect, |conn| {
+        Box::pin(async move { execute(&conn, command).await })
+    })
+}
+
+type Lines = std::pin::Pin<Box<dyn std::future::Future<Output = Result<Vec<String>, ClientError>>>>;
+
+/// Connect, run `f`, print its lines.
+fn run_with(args: &ConnectArgs, f: impl FnOnce(Connection) -> Lines) -> Result<(), VeilError> {
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
         .map_err(|e| VeilError::internal("tokio runtime", e))?;
     runtime.block_on(async move {
-        let conn = connect(&args).await?;
-        let lines = execute(&conn, args.command).await.map_err(client_error)?;
+        let conn = connect(args).await?;
+        let lines = f(conn).await.map_err(client_error)?;
         // A closed pipe (`veil admin users | head`) ends the output quietly.
         let mut out = std::io::stdout().lock();
         for line in lines {
@@ -181,7 +360,7 @@ pub(crate) fn run(args: AdminArgs) -> Result<(), VeilError> {
     })
 }
 
-async fn connect(args: &AdminArgs) -> Result<Connection, VeilError> {
+async fn connect(args: &ConnectArgs) -> Result<Connection, VeilError> {
     match &args.ca_file {
         Some(ca) => {
             let pem = std::fs::read(ca).map_err(|e| {
@@ -316,16 +495,7 @@ async fn execute(conn: &Connection, command: AdminCommand) -> Result<Vec<String>
             groups,
             attrs,
         } => {
-            let mut attributes: Vec<(String, Vec<String>)> = Vec::new();
-            for a in attrs {
-                let (k, v) = a.split_once('=').ok_or_else(|| {
-                    ClientError::Invalid(format!("--attr '{a}' must be KEY=VALUE"))
-                })?;
-                match attributes.iter_mut().find(|(key, _)| key == k) {
-                    Some((_, values)) => values.push(v.to_string()),
-                    None => attributes.push((k.to_string(), vec![v.to_string()])),
-                }
-            }
+            let attributes = attributes_of(attrs)?;
             one(conn
                 .put_user(user(subject, issuer), &groups, &attributes)
                 .await?)
@@ -350,5 +520,46 @@ async fn execute(conn: &Connection, command: AdminCommand) -> Result<Vec<String>
             issuer,
         } => one(conn.revoke(user(subject, issuer), &permission).await?),
         AdminCommand::AuditTail { limit } => conn.audit_tail(limit).await?,
+        AdminCommand::Policies { dataset } => conn.list_policies(dataset.as_deref()).await?,
+        AdminCommand::CreatePolicy { file } => {
+            let mut out = Vec::new();
+            for spec in policies_in(&file)? {
+                out.push(conn.create_policy(&spec).await?);
+            }
+            out
+        }
+        AdminCommand::UpdatePolicy {
+            file,
+            expected_version,
+        } => {
+            let mut out = Vec::new();
+            for spec in policies_in(&file)? {
+                out.push(conn.update_policy(&spec, expected_version).await?);
+            }
+            out
+        }
+        AdminCommand::DeletePolicy { name } => one(conn.delete_policy(&name).await?),
+        AdminCommand::Explain(o) => explain(conn, o).await?,
+        AdminCommand::Requestable => conn.list_requestable().await?,
+        AdminCommand::RequestAccess { dataset, reason } => {
+            one(conn.request_access(&dataset, &reason).await?)
+        }
+        AdminCommand::AccessRequests { dataset, all } => {
+            conn.list_access_requests(dataset.as_deref(), all).await?
+        }
+        AdminCommand::Approve { request_id, note } => {
+            one(conn.decide_access(&request_id, true, &note).await?)
+        }
+        AdminCommand::Deny { request_id, note } => {
+            one(conn.decide_access(&request_id, false, &note).await?)
+        }
+        AdminCommand::RevokeAccess {
+            dataset,
+            subject,
+            issuer,
+            note,
+        } => one(conn
+            .revoke_access(&dataset, user(subject, issuer), &note)
+            .await?),
     })
 }

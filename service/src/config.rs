@@ -354,6 +354,9 @@ pub struct DatasetConfig {
     pub tags: Vec<String>,
     #[serde(default)]
     pub columns: BTreeMap<String, ColumnConfig>,
+    /// A date or timestamp column: what time-window policies measure.
+    #[serde(default)]
+    pub event_time: Option<String>,
 }
 
 #[derive(Debug, Clone, Default, Deserialize)]

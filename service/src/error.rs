@@ -72,6 +72,15 @@ impl VeilError {
         ))
     }
 
+    /// A dataset the caller can see but may read only after an approved
+    /// access request.
+    pub fn access_not_approved(name: &str) -> Self {
+        Self::PermissionDenied(format!(
+            "dataset '{}' is open on request: ask for access with a reason (conn.request_access(name, reason) in Python, `veil admin request-access`), then read it once approved",
+            cap_name(name)
+        ))
+    }
+
     pub fn internal(context: &str, e: impl fmt::Display) -> Self {
         Self::Internal(format!("{context}: {e}"))
     }

@@ -68,6 +68,10 @@ enum Commands {
     /// Administer a running server (datasets, dictionary, directory,
     /// permissions, reload). Uses VEIL_ADDRESS and VEIL_TOKEN.
     Admin(admin::AdminArgs),
+    /// What a user gets from a dataset (subscription, policies, the step of
+    /// each that matched, schema, masks, row filters). For governors and the
+    /// dataset's owners. Uses VEIL_ADDRESS and VEIL_TOKEN.
+    Explain(admin::ExplainArgs),
 }
 
 fn main() -> ExitCode {
@@ -98,6 +102,7 @@ fn main() -> ExitCode {
             data_dir,
         } => token(&user, &groups, &attrs, ttl, config, &data_dir),
         Commands::Admin(args) => admin::run(args),
+        Commands::Explain(args) => admin::run_explain(args),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

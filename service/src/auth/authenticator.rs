@@ -6,12 +6,13 @@
 use std::collections::BTreeSet;
 use std::sync::{Arc, RwLock};
 
-use super::identity::{ClientInfo, Principal};
+use super::identity::{Attributes, ClientInfo, Identity, Principal};
 use super::jwt::TokenVerifier;
 use crate::audit::{AuditEvent, AuditLog};
 use crate::catalog::state::StateCache;
 use crate::error::{Result, VeilError};
 use crate::secrets::SecretKey;
+use crate::store::model::Snapshot;
 
 #[derive(Debug)]
 pub struct Authenticator {
@@ -93,29 +94,47 @@ impl Authenticator {
                 "this user is disabled in Veil's directory; ask a user administrator".into(),
             ));
         }
-        let mut groups = claims.groups;
-        let mut attributes = claims.attributes;
-        if let Some(u) = snapshot.users.get(&claims.identity) {
-            groups.extend(u.groups.iter().cloned());
-            for (k, vs) in &u.attributes {
-                attributes
-                    .entry(k.clone())
-                    .or_default()
-                    .extend(vs.iter().cloned());
-            }
-        }
-        let permissions: BTreeSet<_> = snapshot
-            .grants
-            .get(&claims.identity)
-            .map(|g| g.keys().copied().collect())
-            .unwrap_or_default();
-        Ok(Principal::new(
+        Ok(merge_with_directory(
+            &snapshot,
             claims.identity,
-            groups,
-            attributes,
-            permissions,
+            claims.groups,
+            claims.attributes,
             &self.fingerprint_key,
             client,
         ))
     }
+}
+
+/// A principal from token claims plus Veil's directory: the directory's
+/// groups and attribute values are added, permissions come from grants.
+pub fn merge_with_directory(
+    snapshot: &Snapshot,
+    identity: Identity,
+    mut groups: BTreeSet<String>,
+    mut attributes: Attributes,
+    fingerprint_key: &SecretKey,
+    client: ClientInfo,
+) -> Principal {
+    if let Some(u) = snapshot.users.get(&identity) {
+        groups.extend(u.groups.iter().cloned());
+        for (k, vs) in &u.attributes {
+            attributes
+                .entry(k.clone())
+                .or_default()
+                .extend(vs.iter().cloned());
+        }
+    }
+    let permissions: BTreeSet<_> = snapshot
+        .grants
+        .get(&identity)
+        .map(|g| g.keys().copied().collect())
+        .unwrap_or_default();
+    Principal::new(
+        identity,
+        groups,
+        attributes,
+        permissions,
+        fingerprint_key,
+        client,
+    )
 }

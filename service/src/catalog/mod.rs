@@ -28,6 +28,7 @@ pub struct NewDataset {
     pub tags: Vec<String>,
     pub columns: BTreeMap<String, ColumnConfig>,
     pub origin: Origin,
+    pub event_time: Option<String>,
 }
 
 /// `schema.name`, each part a plain identifier; `veil.*` is reserved.
@@ -81,6 +82,20 @@ pub async fn build_dataset(
         hive_partitioned: new.hive_partitioned,
     };
     let columns = dictionary::derive_columns(&source, &new.columns, stores).await?;
+    if let Some(t) = &new.event_time {
+        let Some(c) = columns.iter().find(|c| &c.name == t) else {
+            return Err(VeilError::InvalidArgument(format!(
+                "event_time names column '{t}', which dataset {} does not have",
+                new.name
+            )));
+        };
+        if !(c.data_type.starts_with("Timestamp") || c.data_type.starts_with("Date")) {
+            return Err(VeilError::InvalidArgument(format!(
+                "event_time column '{t}' of {} is {}, not a date or timestamp",
+                new.name, c.data_type
+            )));
+        }
+    }
     Ok(DatasetRecord {
         id: uuid::Uuid::new_v4().to_string(),
         name: new.name,
@@ -90,6 +105,7 @@ pub async fn build_dataset(
         tags: new.tags,
         columns,
         origin: new.origin,
+        event_time: new.event_time,
     })
 }
 

@@ -15,7 +15,7 @@ use crate::auth::identity::Principal;
 use crate::catalog::object_stores::ObjectStores;
 use crate::catalog::source_table::SourceTable;
 use crate::error::{Result, VeilError};
-use crate::policy::effective::{EffectivePolicy, data_policy, may_read};
+use crate::policy::effective::{Access, EffectivePolicy, access, data_policy};
 use crate::policy::secure_view;
 use crate::secrets::MasterKey;
 use crate::store::model::{DatasetRecord, Snapshot};
@@ -27,6 +27,20 @@ pub const CATALOG: &str = "veil";
 pub struct DatasetRead {
     pub dataset: String,
     pub policy: EffectivePolicy,
+}
+
+/// Compiled effective policies, keyed by the principal's identity
+/// fingerprint (identity, groups, attributes, permissions), the dataset's id
+/// and the state version. Every change to policies, tags, the directory,
+/// grants, approvals or ownership moves the state version, so an entry is
+/// never stale; time windows stay unbound in it and are bound per request.
+pub type PolicyCache = moka::sync::Cache<([u8; 32], String, u64), Arc<EffectivePolicy>>;
+
+pub fn policy_cache() -> PolicyCache {
+    moka::sync::Cache::builder()
+        .max_capacity(20_000)
+        .time_to_idle(std::time::Duration::from_secs(600))
+        .build()
 }
 
 /// Everything the per-principal catalog needs; shared by its providers.
@@ -42,6 +56,11 @@ pub struct ViewCompiler {
     reads: Mutex<Vec<DatasetRead>>,
     /// Readable datasets by lower-case schema, then lower-case table name.
     visible: BTreeMap<String, BTreeMap<String, String>>,
+    /// Datasets visible but readable only after an approved request.
+    requestable: Vec<String>,
+    cache: PolicyCache,
+    /// The request's clock: time windows are measured from it.
+    now: chrono::DateTime<chrono::Utc>,
 }
 
 impl ViewCompiler {
@@ -52,16 +71,32 @@ impl ViewCompiler {
         default_issuer: String,
         stores: Arc<ObjectStores>,
         parts: HashMap<String, ScanPart>,
+        cache: PolicyCache,
+        now: chrono::DateTime<chrono::Utc>,
     ) -> Self {
         let mut visible: BTreeMap<String, BTreeMap<String, String>> = BTreeMap::new();
+        let mut requestable = Vec::new();
+        let none = Default::default();
         for d in snapshot.datasets.values() {
-            if may_read(&principal, d, &snapshot.policies, &default_issuer)
-                && let Some((schema, table)) = d.name.split_once('.')
-            {
-                visible
-                    .entry(schema.to_ascii_lowercase())
-                    .or_default()
-                    .insert(table.to_ascii_lowercase(), d.name.clone());
+            let approved = snapshot.approvals.get(&d.id).unwrap_or(&none);
+            match access(
+                &principal,
+                d,
+                &snapshot.policies,
+                approved,
+                &default_issuer,
+                None,
+            ) {
+                Access::Read => {
+                    if let Some((schema, table)) = d.name.split_once('.') {
+                        visible
+                            .entry(schema.to_ascii_lowercase())
+                            .or_default()
+                            .insert(table.to_ascii_lowercase(), d.name.clone());
+                    }
+                }
+                Access::Request => requestable.push(d.name.clone()),
+                Access::Hidden => {}
             }
         }
         Self {
@@ -73,7 +108,42 @@ impl ViewCompiler {
             parts,
             reads: Mutex::new(vec![]),
             visible,
+            requestable,
+            cache,
+            now,
         }
+    }
+
+    /// The clock time windows are measured from.
+    pub fn now(&self) -> chrono::DateTime<chrono::Utc> {
+        self.now
+    }
+
+    /// The answer for a dataset the principal can't read: "ask for access"
+    /// if they can see it, otherwise exactly the answer for a missing one.
+    pub fn unreadable(&self, name: &str) -> VeilError {
+        match self.visible(name) {
+            Some(d) => VeilError::access_not_approved(&d.name),
+            None => VeilError::dataset_not_found(name),
+        }
+    }
+
+    /// Datasets the principal may see but not yet read (on request).
+    pub fn requestable_datasets(&self) -> Vec<&DatasetRecord> {
+        self.requestable
+            .iter()
+            .filter_map(|n| self.snapshot.datasets.get(n))
+            .collect()
+    }
+
+    /// Is `name` visible to the principal, readable or not?
+    pub fn visible(&self, name: &str) -> Option<&DatasetRecord> {
+        self.readable(name).or_else(|| {
+            self.requestable
+                .iter()
+                .find(|n| n.eq_ignore_ascii_case(name))
+                .and_then(|n| self.snapshot.datasets.get(n))
+        })
     }
 
     /// The dataset by name (case-insensitive) if the principal may read it.
@@ -94,13 +164,26 @@ impl ViewCompiler {
             .collect()
     }
 
+    /// The principal's effective policy on `d`, compiled once per state
+    /// version (failures are not cached: they are recomputed, and fail
+    /// again, on every request).
     pub fn effective(&self, d: &DatasetRecord) -> Result<EffectivePolicy> {
-        data_policy(
+        let key = (
+            self.principal.fingerprint,
+            d.id.clone(),
+            self.snapshot.version,
+        );
+        if let Some(p) = self.cache.get(&key) {
+            return Ok(EffectivePolicy::clone(&p));
+        }
+        let p = data_policy(
             &self.principal,
             d,
             &self.snapshot.policies,
             &self.default_issuer,
-        )
+        )?;
+        self.cache.insert(key, Arc::new(p.clone()));
+        Ok(p)
     }
 
     pub fn reads(&self) -> Vec<DatasetRead> {
@@ -111,7 +194,7 @@ impl ViewCompiler {
         let policy = self.effective(d)?;
         let source =
             Arc::new(SourceTable::open(d, self.parts.get(&d.name).cloned(), &self.stores).await?);
-        let plan = secure_view::compile(d, &policy, source, &self.master)?;
+        let plan = secure_view::compile(d, &policy, source, &self.master, self.now)?;
         if let Ok(mut r) = self.reads.lock() {
             r.push(DatasetRead {
                 dataset: d.name.clone(),
@@ -195,7 +278,7 @@ impl SchemaProvider for PrincipalSchema {
         let full = format!("{}.{}", self.schema, name);
         match self.compiler.readable(&full) {
             None => Err(DataFusionError::External(Box::new(
-                VeilError::dataset_not_found(&full),
+                self.compiler.unreadable(&full),
             ))),
             Some(d) => {
                 let d = d.clone();

@@ -57,6 +57,8 @@ pub struct PlannedQuery {
     pub reads: Vec<DatasetRead>,
     /// State version the plan was made at.
     pub version: u64,
+    /// The clock time-window policies were measured from.
+    pub planned_at: chrono::DateTime<chrono::Utc>,
     session: SessionState,
 }
 
@@ -91,6 +93,7 @@ pub struct Engine {
     cfg: EngineConfig,
     stores: Arc<ObjectStores>,
     planner: planner_pool::PlannerPool,
+    policies: catalog::PolicyCache,
 }
 
 fn df(e: datafusion::common::DataFusionError) -> VeilError {
@@ -144,6 +147,7 @@ impl Engine {
             cfg,
             stores,
             planner,
+            policies: catalog::policy_cache(),
         })
     }
 
@@ -169,6 +173,7 @@ impl Engine {
         &self,
         principal: &Arc<Principal>,
         parts: HashMap<String, ScanPart>,
+        at: Option<chrono::DateTime<chrono::Utc>>,
     ) -> Result<(Arc<Snapshot>, Arc<ViewCompiler>)> {
         let snapshot = self.state.current().await?;
         let compiler = Arc::new(ViewCompiler::new(
@@ -178,6 +183,8 @@ impl Engine {
             self.default_issuer.clone(),
             Arc::clone(&self.stores),
             parts,
+            self.policies.clone(),
+            at.unwrap_or_else(chrono::Utc::now),
         ));
         Ok((snapshot, compiler))
     }
@@ -189,46 +196,72 @@ impl Engine {
         SessionContext::new_with_state(state)
     }
 
-    /// Datasets the principal may see, with the policies that apply to them.
+    /// Datasets the principal may read (or, with `requestable`, those open
+    /// on request that they may not read yet), with the policies that apply.
     pub async fn list(
         &self,
         principal: &Arc<Principal>,
+        requestable: bool,
     ) -> Result<Vec<(DatasetRecord, Result<EffectivePolicy>)>> {
-        let (_snap, compiler) = self.compiler(principal, HashMap::new()).await?;
-        Ok(compiler
-            .readable_datasets()
+        let (_snap, compiler) = self.compiler(principal, HashMap::new(), None).await?;
+        let datasets = if requestable {
+            compiler.requestable_datasets()
+        } else {
+            compiler.readable_datasets()
+        };
+        Ok(datasets
             .into_iter()
             .map(|d| (d.clone(), compiler.effective(d)))
             .collect())
     }
 
-    /// One visible dataset, or the not-found answer.
+    /// One readable dataset, or the answer for an unreadable one.
     pub async fn lookup(
         &self,
         principal: &Arc<Principal>,
         name: &str,
     ) -> Result<(DatasetRecord, EffectivePolicy)> {
-        let (_snap, compiler) = self.compiler(principal, HashMap::new()).await?;
+        let (_snap, compiler) = self.compiler(principal, HashMap::new(), None).await?;
         let d = compiler
             .readable(name)
-            .ok_or_else(|| VeilError::dataset_not_found(name))?
+            .ok_or_else(|| compiler.unreadable(name))?
             .clone();
         let p = compiler.effective(&d)?;
         Ok((d, p))
     }
 
+    /// One visible dataset (readable, or open on request: then `false`),
+    /// with the policies that apply (or would, once approved).
+    pub async fn lookup_visible(
+        &self,
+        principal: &Arc<Principal>,
+        name: &str,
+    ) -> Result<(DatasetRecord, EffectivePolicy, bool)> {
+        let (_snap, compiler) = self.compiler(principal, HashMap::new(), None).await?;
+        let readable = compiler.readable(name).is_some();
+        let d = compiler
+            .visible(name)
+            .ok_or_else(|| VeilError::dataset_not_found(name))?
+            .clone();
+        let p = compiler.effective(&d)?;
+        Ok((d, p, readable))
+    }
+
     /// Plan a command, optionally restricted to one endpoint's part. Runs
     /// on the planner pool; a panic while planning is an error.
+    /// `at` is the clock time windows are measured from (a ticket's
+    /// planning time; now when `None`).
     pub async fn plan(
         self: &Arc<Self>,
         principal: &Arc<Principal>,
         command: &Command,
         part: Option<ScanPart>,
+        at: Option<chrono::DateTime<chrono::Utc>>,
     ) -> Result<PlannedQuery> {
         let (engine, principal, command) =
             (Arc::clone(self), Arc::clone(principal), command.clone());
         self.planner
-            .run(async move { engine.plan_inner(&principal, &command, part).await })
+            .run(async move { engine.plan_inner(&principal, &command, part, at).await })
             .await
     }
 
@@ -237,12 +270,13 @@ impl Engine {
         principal: &Arc<Principal>,
         command: &Command,
         part: Option<ScanPart>,
+        at: Option<chrono::DateTime<chrono::Utc>>,
     ) -> Result<PlannedQuery> {
         let mut parts = HashMap::new();
         if let (Command::Scan(scan), Some(part)) = (command, part) {
             parts.insert(scan.dataset.to_ascii_lowercase(), part);
         }
-        let (snapshot, compiler) = self.compiler(principal, parts).await?;
+        let (snapshot, compiler) = self.compiler(principal, parts, at).await?;
         let ctx = self.session(&compiler);
         let frame = match command {
             Command::Scan(scan) => self.scan_frame(&ctx, &compiler, scan).await?,
@@ -257,6 +291,7 @@ impl Engine {
             schema,
             reads: compiler.reads(),
             version: snapshot.version,
+            planned_at: compiler.now(),
             session: state,
         })
     }
@@ -269,7 +304,7 @@ impl Engine {
     ) -> Result<DataFrame> {
         let d = compiler
             .readable(&scan.dataset)
-            .ok_or_else(|| VeilError::dataset_not_found(&scan.dataset))?;
+            .ok_or_else(|| compiler.unreadable(&scan.dataset))?;
         let (schema, table) = d.name.split_once('.').expect("validated name");
         let mut frame = ctx
             .table(TableReference::full(
@@ -359,7 +394,7 @@ impl Engine {
         scan: &ScanCommand,
         planned: &PlannedQuery,
     ) -> Result<ScanLayout> {
-        let (_snap, compiler) = self.compiler(principal, HashMap::new()).await?;
+        let (_snap, compiler) = self.compiler(principal, HashMap::new(), None).await?;
         let d = compiler
             .readable(&scan.dataset)
             .ok_or_else(|| VeilError::dataset_not_found(&scan.dataset))?;
@@ -488,7 +523,7 @@ mod tests {
                 "SELECT participant_id FROM clinical.trials WHERE ssn = '123-45-6789' AND age > 40"
                     .into(),
         });
-        let q = engine.plan(&alice, &cmd, None).await.unwrap();
+        let q = engine.plan(&alice, &cmd, None, None).await.unwrap();
         let text = displayable(q.physical.as_ref()).indent(true).to_string();
         let line = |needle: &str| {
             text.lines()
@@ -568,6 +603,7 @@ mod tests {
                         dataset: "clinical.trials".into(),
                         ..Default::default()
                     }),
+                    None,
                     None,
                 )
                 .await

@@ -171,7 +171,7 @@ impl VeilFlight {
         };
         let mut event = event_for("plan", p, &cmd);
         let result = async {
-            let planned = self.engine.plan(p, &cmd, None).await?;
+            let planned = self.engine.plan(p, &cmd, None, None).await?;
             let (parts, total) = match &cmd {
                 Command::Scan(scan) => {
                     let layout = self.engine.layout(p, scan, &planned).await?;
@@ -209,6 +209,7 @@ impl VeilFlight {
                     part_index: i as u32,
                     part_count: count,
                     query_id: query_id.clone(),
+                    planned_at_ms: planned.planned_at.timestamp_millis(),
                     ..Default::default()
                 });
                 let mut ep = FlightEndpoint::new().with_ticket(Ticket::new(ticket));
@@ -261,7 +262,10 @@ impl FlightService for VeilFlight {
     ) -> std::result::Result<Response<Self::ListFlightsStream>, Status> {
         let p = principal_of(&request)?;
         let event = AuditEvent::new("list", Some(&p));
-        let datasets = match self.engine.list(&p).await {
+        // Criteria `requestable` lists the datasets open on request that
+        // the caller may not read yet.
+        let requestable = request.get_ref().expression.as_ref() == b"requestable";
+        let datasets = match self.engine.list(&p, requestable).await {
             Ok(d) => d,
             Err(e) => return Err(self.fail(event, e).await),
         };
@@ -323,7 +327,7 @@ impl FlightService for VeilFlight {
             Err(e) => return Err(self.fail(AuditEvent::new("schema", Some(&p)), e).await),
         };
         let mut event = event_for("schema", &p, &cmd);
-        let planned = match self.engine.plan(&p, &cmd, None).await {
+        let planned = match self.engine.plan(&p, &cmd, None, None).await {
             Ok(q) => q,
             Err(e) => return Err(self.fail(event, e).await),
         };
@@ -358,7 +362,12 @@ impl FlightService for VeilFlight {
         // Every DoGet plans afresh under the current policies and identity;
         // a ticket from an older policy version or another identity
         // fingerprint is re-authorised here, never trusted.
-        let planned = match self.engine.plan(&p, &cmd, body.part.clone()).await {
+        // Time windows are measured from when the read was planned, so
+        // every endpoint (and retry) of one read sees the same rows.
+        let at = (body.planned_at_ms > 0)
+            .then(|| chrono::DateTime::from_timestamp_millis(body.planned_at_ms))
+            .flatten();
+        let planned = match self.engine.plan(&p, &cmd, body.part.clone(), at).await {
             Ok(q) => q,
             Err(e) => return Err(self.fail(event, e).await),
         };

@@ -1,43 +1,131 @@
 //! Which policies apply to one principal on one dataset, and what they do.
 //!
 //! Combining rules (README "Policies"):
-//! * subscription: owners may always read; otherwise every applicable
+//! * subscription: owners may always read. Otherwise every applicable
 //!   subscription policy must admit the principal (AND); with none, only
-//!   owners may read. A dataset the principal may not read is also invisible.
-//! * masks: of the policies on a column that do not exempt the principal, the
-//!   most restrictive applies (null > constant > hash), never a chain.
-//! * row filters: every non-exempting one applies (AND). A principal without
-//!   the attribute a filter matches sees no rows.
+//!   owners may read. A principal a policy does not admit can't see the
+//!   dataset, except under an *on request* policy, which shows it to
+//!   everyone and admits approved requesters.
+//! * data policies: each applicable policy resolves, for the principal, to
+//!   one rule or to an exemption: the first step of its chain whose `who`
+//!   matches decides (an *everyone except* policy is a two-step chain). A
+//!   principal is exempt only if every applicable policy exempts them.
+//! * masks: of the rules on a column, the most restrictive applies (null >
+//!   constant > hash > regex/rounding), never a chain of masks. Two
+//!   incomparable rules of the lowest rank (two regexes, a regex and a
+//!   rounding) make the column hashed; of two roundings the coarser applies.
+//!   A conditional mask applies on the rows its condition holds (or is
+//!   unknown) for, where it is more restrictive than the unconditional one.
+//! * row filters: every rule applies (AND). A principal without the
+//!   attribute a matching filter needs sees no rows.
 
+use datafusion::arrow::datatypes::{DataType, Schema};
+use datafusion::logical_expr::Expr;
 use std::collections::{BTreeMap, BTreeSet};
 
-use crate::auth::identity::Principal;
+use crate::auth::identity::{Identity, Principal};
 use crate::error::{Result, VeilError};
-use crate::policy::model::{MaskSpec, Policy, PolicyRule, tag_covers};
+use crate::policy::masks::mask_output_type;
+use crate::policy::model::{
+    Condition, DataRule, MaskSpec, Policy, PolicyRule, RowRuleSpec, tag_covers,
+};
+use crate::policy::predicate::POLICY_SQL;
 use crate::store::model::DatasetRecord;
 
-/// A mask chosen for a column.
+/// May the principal read a dataset, see it, or neither?
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Access {
+    Read,
+    /// Visible; readable once an access request is approved.
+    Request,
+    Hidden,
+}
+
+/// Why a policy did what it did to one principal (for `explain`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Decision {
+    pub policy: String,
+    pub label: String,
+    pub scope: &'static str,
+    pub outcome: String,
+}
+
+/// A mask chosen for a column, on the rows `when` holds for (all if none).
 #[derive(Debug, Clone, PartialEq)]
 pub struct AppliedMask {
     pub mask: MaskSpec,
     pub policy: String,
+    pub when: Option<Expr>,
+    pub when_sql: Option<String>,
 }
 
-/// Keep rows whose `column` holds one of `values` (none: keep no rows).
-#[derive(Debug, Clone, PartialEq, Eq)]
+/// Everything masking one column: the first candidate whose condition holds
+/// applies; unconditional candidates come last (at most one).
+#[derive(Debug, Clone, PartialEq)]
+pub struct ColumnMask {
+    pub candidates: Vec<AppliedMask>,
+}
+
+impl ColumnMask {
+    pub fn label(&self) -> String {
+        self.candidates
+            .iter()
+            .map(|c| match &c.when_sql {
+                None => c.mask.label(),
+                Some(w) => format!("{} where {w}", c.mask.label()),
+            })
+            .collect::<Vec<_>>()
+            .join("; otherwise ")
+    }
+
+    /// Some rows may keep their raw value (every candidate is conditional).
+    pub fn is_conditional(&self) -> bool {
+        self.candidates.iter().all(|c| c.when.is_some())
+    }
+
+    /// The column's type once masked.
+    pub fn output_type(&self, dt: &DataType) -> Result<DataType> {
+        let mut out = dt.clone();
+        for c in &self.candidates {
+            let t = mask_output_type(&c.mask, dt)?;
+            if t != *dt {
+                out = t;
+            }
+        }
+        Ok(out)
+    }
+}
+
+/// One row rule, bound to the principal.
+#[derive(Debug, Clone, PartialEq)]
+pub enum RowRuleKind {
+    /// Keep rows whose `column` holds one of `values` (none: keep no rows).
+    Matching {
+        column: String,
+        values: BTreeSet<String>,
+    },
+    /// Keep rows where this bound condition is true.
+    Where(Expr),
+    /// Keep rows whose `column` is within the last `seconds` of the request.
+    Window { column: String, seconds: i64 },
+}
+
+#[derive(Debug, Clone, PartialEq)]
 pub struct RowRule {
-    pub column: String,
-    pub values: BTreeSet<String>,
+    pub kind: RowRuleKind,
     pub policy: String,
+    pub description: String,
 }
 
 /// What one principal gets from one dataset.
 #[derive(Debug, Clone, PartialEq)]
 pub struct EffectivePolicy {
-    pub masks: BTreeMap<String, AppliedMask>,
+    pub masks: BTreeMap<String, ColumnMask>,
     pub row_rules: Vec<RowRule>,
     /// `policy-id@version` of every policy that applied.
     pub applied: Vec<String>,
+    /// How each applicable policy resolved for this principal.
+    pub decisions: Vec<Decision>,
 }
 
 impl EffectivePolicy {
@@ -46,66 +134,337 @@ impl EffectivePolicy {
     }
 }
 
-fn applies_to_dataset(p: &Policy, d: &DatasetRecord) -> bool {
-    match &p.spec.dataset {
-        Some(name) => name == &d.name,
-        None => p.spec.tags.iter().any(|t| {
-            d.tags.iter().any(|dt| tag_covers(t, dt))
-                || d.columns
-                    .iter()
-                    .any(|c| c.tags.iter().any(|ct| tag_covers(t, ct)))
-        }),
+/// The dataset's dictionary as an Arrow schema (what policies are checked
+/// and parsed against).
+pub fn dictionary_schema(d: &DatasetRecord) -> Result<Schema> {
+    let fields = d
+        .columns
+        .iter()
+        .map(|c| crate::catalog::source_table::dictionary_field(&c.name, &c.data_type, c.nullable))
+        .collect::<Result<Vec<_>>>()?;
+    Ok(Schema::new(fields))
+}
+
+/// Does the policy apply to the dataset? Local: by name. Global: by a tag
+/// on the dataset (subscriptions) or on the dataset or a column (data
+/// policies). Restricted global: only where a listed user owns the dataset.
+pub fn applies_to(p: &Policy, d: &DatasetRecord, default_issuer: &str) -> bool {
+    if let Some(name) = &p.spec.dataset {
+        return name == &d.name;
+    }
+    if !p.spec.restricted_to.is_empty()
+        && !p
+            .spec
+            .restricted_to
+            .iter()
+            .any(|u| d.is_owner(&u.resolve(default_issuer)))
+    {
+        return false;
+    }
+    let dataset_tag = p
+        .spec
+        .tags
+        .iter()
+        .any(|t| d.tags.iter().any(|dt| tag_covers(t, dt)));
+    match p.rule {
+        PolicyRule::Subscription(_) => dataset_tag,
+        PolicyRule::Data(_) => {
+            dataset_tag
+                || p.spec.tags.iter().any(|t| {
+                    d.columns
+                        .iter()
+                        .any(|c| c.tags.iter().any(|ct| tag_covers(t, ct)))
+                })
+        }
     }
 }
 
-fn label(p: &Policy) -> String {
-    format!("{}@{}", p.id, p.version)
+pub fn describe_condition(c: &Condition) -> String {
+    let mut parts = Vec::new();
+    if !c.groups.is_empty() {
+        parts.push(format!("members of {}", c.groups.join(", ")));
+    }
+    for (k, vs) in &c.attributes {
+        parts.push(format!("holders of {k} = {}", vs.join(" or ")));
+    }
+    if !c.users.is_empty() {
+        let users: Vec<String> = c
+            .users
+            .iter()
+            .map(|u| match u {
+                crate::policy::model::UserRefSpec::Subject(s) => s.clone(),
+                crate::policy::model::UserRefSpec::Full { issuer, subject } => {
+                    format!("{subject} ({issuer})")
+                }
+            })
+            .collect();
+        parts.push(format!("users {}", users.join(", ")));
+    }
+    if parts.is_empty() {
+        "no one".into()
+    } else {
+        parts.join("; ")
+    }
 }
 
-/// May `principal` read (and see) `dataset`?
+/// May `principal` read (or see) `dataset`? `approved` holds the
+/// principals whose access requests for it were approved.
+pub fn access(
+    principal: &Principal,
+    dataset: &DatasetRecord,
+    policies: &[Policy],
+    approved: &BTreeSet<Identity>,
+    default_issuer: &str,
+    mut decisions: Option<&mut Vec<Decision>>,
+) -> Access {
+    if dataset.is_owner(&principal.identity) {
+        if let Some(d) = decisions.as_deref_mut() {
+            d.push(Decision {
+                policy: String::new(),
+                label: String::new(),
+                scope: "owner",
+                outcome: "owners always read their datasets".into(),
+            });
+        }
+        return Access::Read;
+    }
+    let mut verdict: Option<Access> = None;
+    for p in policies {
+        let PolicyRule::Subscription(s) = &p.rule else {
+            continue;
+        };
+        if !applies_to(p, dataset, default_issuer) {
+            continue;
+        }
+        let exempt = p.spec.except.matches(principal, default_issuer);
+        let (this, why) = if exempt {
+            (
+                Access::Read,
+                format!(
+                    "admitted: excepted ({})",
+                    describe_condition(&p.spec.except)
+                ),
+            )
+        } else if s.on_request {
+            if approved.contains(&principal.identity) {
+                (
+                    Access::Read,
+                    "admitted: access request approved".to_string(),
+                )
+            } else {
+                (
+                    Access::Request,
+                    "visible; readable after an approved access request".to_string(),
+                )
+            }
+        } else if s.admits(principal, default_issuer) {
+            (Access::Read, format!("admitted ({})", s.kind()))
+        } else {
+            (
+                Access::Hidden,
+                format!("not admitted ({}): the dataset is hidden", s.kind()),
+            )
+        };
+        if let Some(d) = decisions.as_deref_mut() {
+            d.push(Decision {
+                policy: p.spec.name.clone(),
+                label: p.label(),
+                scope: p.spec.scope(),
+                outcome: why,
+            });
+        }
+        verdict = Some(match (verdict, this) {
+            (Some(Access::Hidden), _) | (_, Access::Hidden) => Access::Hidden,
+            (Some(Access::Request), _) | (_, Access::Request) => Access::Request,
+            _ => Access::Read,
+        });
+    }
+    match verdict {
+        Some(v) => v,
+        None => {
+            if let Some(d) = decisions {
+                d.push(Decision {
+                    policy: String::new(),
+                    label: String::new(),
+                    scope: "default",
+                    outcome: "no subscription policy applies: only owners may read".into(),
+                });
+            }
+            Access::Hidden
+        }
+    }
+}
+
+/// May `principal` read `dataset` (approvals ignored)?
 pub fn may_read(
     principal: &Principal,
     dataset: &DatasetRecord,
     policies: &[Policy],
     default_issuer: &str,
 ) -> bool {
-    if dataset.is_owner(&principal.identity) {
-        return true;
-    }
-    let mut any = false;
-    for p in policies {
-        let PolicyRule::Subscription(s) = &p.rule else {
-            continue;
-        };
-        // Global subscription policies select datasets by dataset tags only.
-        let applies = match &p.spec.dataset {
-            Some(name) => name == &dataset.name,
-            None => p
-                .spec
-                .tags
-                .iter()
-                .any(|t| dataset.tags.iter().any(|dt| tag_covers(t, dt))),
-        };
-        if !applies {
-            continue;
+    access(
+        principal,
+        dataset,
+        policies,
+        &BTreeSet::new(),
+        default_issuer,
+        None,
+    ) == Access::Read
+}
+
+/// The columns of `d` a mask policy targets; errors when a local policy
+/// names a column the dataset lacks.
+fn mask_columns<'a>(p: &'a Policy, d: &'a DatasetRecord) -> Result<Vec<&'a str>> {
+    if p.spec.dataset.is_some() {
+        for c in &p.spec.columns {
+            if d.column(c).is_none() {
+                return Err(VeilError::FailedPrecondition(format!(
+                    "policy '{}' masks column '{c}', which dataset '{}' does not have; the policy cannot be enforced, so no data is served",
+                    p.spec.name, d.name
+                )));
+            }
         }
-        any = true;
-        let admitted = s.anyone
-            || s.groups.iter().any(|g| principal.in_group(g))
-            || s.attributes.iter().any(|(k, vs)| {
-                principal
-                    .attribute(k)
-                    .is_some_and(|have| vs.iter().any(|v| have.contains(v)))
-            })
-            || s.users
+        return Ok(p.spec.columns.iter().map(String::as_str).collect());
+    }
+    Ok(d.columns
+        .iter()
+        .filter(|c| {
+            c.tags
                 .iter()
-                .any(|u| u.resolve(default_issuer) == principal.identity)
-            || p.spec.except.matches(principal, default_issuer);
-        if !admitted {
-            return false;
+                .any(|ct| p.spec.tags.iter().any(|t| tag_covers(t, ct)))
+        })
+        .map(|c| c.name.as_str())
+        .collect())
+}
+
+fn column_type(d: &DatasetRecord, schema: &Schema, column: &str, policy: &str) -> Result<DataType> {
+    schema
+        .field_with_name(column)
+        .map(|f| f.data_type().clone())
+        .map_err(|_| {
+            VeilError::FailedPrecondition(format!(
+                "policy '{policy}' names column '{column}', which dataset '{}' does not have; the policy cannot be enforced, so no data is served",
+                d.name
+            ))
+        })
+}
+
+/// The row rule's columns on `d`, checked.
+fn row_columns(
+    p: &Policy,
+    rule: &RowRuleSpec,
+    d: &DatasetRecord,
+    schema: &Schema,
+) -> Result<Vec<String>> {
+    match rule {
+        RowRuleSpec::Matching {
+            column: Some(c), ..
+        } => {
+            column_type(d, schema, c, &p.spec.name)?;
+            Ok(vec![c.clone()])
+        }
+        RowRuleSpec::Matching {
+            column_tag: Some(tag),
+            ..
+        } => Ok(d
+            .columns
+            .iter()
+            .filter(|c| c.tags.iter().any(|ct| tag_covers(tag, ct)))
+            .map(|c| c.name.clone())
+            .collect()),
+        RowRuleSpec::Window { column, .. } => {
+            let Some(c) = column.clone().or_else(|| d.event_time.clone()) else {
+                return Err(VeilError::FailedPrecondition(format!(
+                    "time-window policy '{}' needs an event-time column, and dataset '{}' declares none: set `event_time` on the dataset or `column` on the policy",
+                    p.spec.name, d.name
+                )));
+            };
+            let dt = column_type(d, schema, &c, &p.spec.name)?;
+            if !matches!(
+                dt,
+                DataType::Timestamp(..) | DataType::Date32 | DataType::Date64
+            ) {
+                return Err(VeilError::FailedPrecondition(format!(
+                    "time-window policy '{}': column '{c}' of '{}' is {dt}, not a date or timestamp",
+                    p.spec.name, d.name
+                )));
+            }
+            Ok(vec![c])
+        }
+        _ => Ok(vec![]),
+    }
+}
+
+/// Check that everything `p` can do to `d` is enforceable: the columns
+/// exist, masks support their types, conditions parse. Used when a policy
+/// is written (so mistakes are refused with `FailedPrecondition`) and,
+/// implicitly, on every read.
+pub fn check_policy_on(p: &Policy, d: &DatasetRecord) -> Result<()> {
+    let PolicyRule::Data(clauses) = &p.rule else {
+        return Ok(());
+    };
+    let schema = dictionary_schema(d)?;
+    let what = format!("policy '{}' on {}", p.spec.name, d.name);
+    if let Some(w) = &p.spec.mask_where {
+        POLICY_SQL.parse(w, &schema, &what)?;
+    }
+    for rule in clauses.iter().filter_map(|c| c.rule.as_ref()) {
+        match rule {
+            DataRule::Mask(m) => {
+                for c in mask_columns(p, d)? {
+                    let dt = column_type(d, &schema, c, &p.spec.name)?;
+                    mask_output_type(m, &dt).map_err(|e| {
+                        VeilError::FailedPrecondition(format!(
+                            "{what}, column '{c}': {}",
+                            e.message()
+                        ))
+                    })?;
+                }
+            }
+            DataRule::RowFilter(r) => {
+                row_columns(p, r, d, &schema)?;
+                if let RowRuleSpec::Where(sql) = r {
+                    POLICY_SQL.parse(sql, &schema, &what)?;
+                }
+            }
         }
     }
-    any
+    Ok(())
+}
+
+/// The first clause of `p` that applies to the principal.
+fn resolve<'a>(
+    p: &'a Policy,
+    principal: &Principal,
+    default_issuer: &str,
+) -> (usize, Option<&'a DataRule>, String) {
+    let PolicyRule::Data(clauses) = &p.rule else {
+        return (0, None, String::new());
+    };
+    for (i, c) in clauses.iter().enumerate() {
+        let matched = match &c.who {
+            None => true,
+            Some(cond) => cond.matches(principal, default_issuer),
+        };
+        if matched {
+            let who = match &c.who {
+                None if clauses.len() == 1 => "everyone".to_string(),
+                None => "otherwise".to_string(),
+                Some(cond) => describe_condition(cond),
+            };
+            let what = match &c.rule {
+                None => "exempt".to_string(),
+                Some(r) => r.describe(),
+            };
+            let step = if clauses.len() > 1 {
+                format!("step {} ({who})", i + 1)
+            } else {
+                who
+            };
+            return (i, c.rule.as_ref(), format!("{step}: {what}"));
+        }
+    }
+    (clauses.len(), None, "no step matched: exempt".into())
 }
 
 /// The data policies for a principal who may read the dataset.
@@ -115,111 +474,171 @@ pub fn data_policy(
     policies: &[Policy],
     default_issuer: &str,
 ) -> Result<EffectivePolicy> {
-    let mut masks: BTreeMap<String, AppliedMask> = BTreeMap::new();
+    let schema = dictionary_schema(dataset)?;
+    let mut candidates: BTreeMap<String, Vec<AppliedMask>> = BTreeMap::new();
     let mut row_rules = Vec::new();
     let mut applied = BTreeSet::new();
-    for p in policies.iter().filter(|p| applies_to_dataset(p, dataset)) {
+    let mut decisions = Vec::new();
+    for p in policies
+        .iter()
+        .filter(|p| applies_to(p, dataset, default_issuer))
+    {
         if matches!(p.rule, PolicyRule::Subscription(_)) {
-            applied.insert(label(p));
+            applied.insert(p.label());
             continue;
         }
-        if p.spec.except.matches(principal, default_issuer) {
-            continue;
-        }
-        match &p.rule {
-            PolicyRule::Subscription(_) => {}
-            PolicyRule::Mask(m) => {
-                let columns: Vec<&str> = if p.spec.dataset.is_some() {
-                    for c in &p.spec.columns {
-                        if dataset.column(c).is_none() {
-                            return Err(VeilError::FailedPrecondition(format!(
-                                "policy '{}' masks column '{c}', which dataset '{}' does not have; the policy cannot be enforced, so no data is served",
-                                p.spec.name, dataset.name
-                            )));
-                        }
+        let (_, rule, outcome) = resolve(p, principal, default_issuer);
+        decisions.push(Decision {
+            policy: p.spec.name.clone(),
+            label: p.label(),
+            scope: p.spec.scope(),
+            outcome,
+        });
+        let Some(rule) = rule else { continue };
+        let what = format!("policy '{}' on {}", p.spec.name, dataset.name);
+        match rule {
+            DataRule::Mask(m) => {
+                let when = match &p.spec.mask_where {
+                    None => None,
+                    Some(sql) => {
+                        let parsed = POLICY_SQL.parse(sql, &schema, &what)?;
+                        Some(POLICY_SQL.bind(&parsed, principal, &what)?)
                     }
-                    p.spec.columns.iter().map(String::as_str).collect()
-                } else {
-                    dataset
-                        .columns
-                        .iter()
-                        .filter(|c| {
-                            c.tags
-                                .iter()
-                                .any(|ct| p.spec.tags.iter().any(|t| tag_covers(t, ct)))
-                        })
-                        .map(|c| c.name.as_str())
-                        .collect()
                 };
-                for c in columns {
-                    applied.insert(label(p));
-                    let replace = masks
-                        .get(c)
-                        .is_none_or(|cur| m.restrictiveness() > cur.mask.restrictiveness());
-                    if replace {
-                        masks.insert(
-                            c.to_string(),
-                            AppliedMask {
-                                mask: m.clone(),
-                                policy: label(p),
-                            },
-                        );
-                    }
+                for c in mask_columns(p, dataset)? {
+                    let dt = column_type(dataset, &schema, c, &p.spec.name)?;
+                    mask_output_type(m, &dt)?;
+                    applied.insert(p.label());
+                    candidates
+                        .entry(c.to_string())
+                        .or_default()
+                        .push(AppliedMask {
+                            mask: m.clone(),
+                            policy: p.label(),
+                            when: when.clone(),
+                            when_sql: p.spec.mask_where.clone(),
+                        });
                 }
             }
-            PolicyRule::RowFilter(r) => {
-                let columns: Vec<String> = match (&r.column, &r.column_tag) {
-                    (Some(c), _) => {
-                        if dataset.column(c).is_none() {
-                            return Err(VeilError::FailedPrecondition(format!(
-                                "row policy '{}' filters on column '{c}', which dataset '{}' does not have; the policy cannot be enforced, so no data is served",
-                                p.spec.name, dataset.name
-                            )));
+            DataRule::RowFilter(r) => {
+                let description = rule.describe();
+                match r {
+                    RowRuleSpec::Matching { attribute, .. } => {
+                        let values = principal.attribute(attribute).cloned().unwrap_or_default();
+                        for column in row_columns(p, r, dataset, &schema)? {
+                            applied.insert(p.label());
+                            row_rules.push(RowRule {
+                                kind: RowRuleKind::Matching {
+                                    column,
+                                    values: values.clone(),
+                                },
+                                policy: p.label(),
+                                description: description.clone(),
+                            });
                         }
-                        vec![c.clone()]
                     }
-                    (None, Some(tag)) => dataset
-                        .columns
-                        .iter()
-                        .filter(|c| c.tags.iter().any(|ct| tag_covers(tag, ct)))
-                        .map(|c| c.name.clone())
-                        .collect(),
-                    (None, None) => vec![],
-                };
-                let values = principal
-                    .attribute(&r.attribute)
-                    .cloned()
-                    .unwrap_or_default();
-                for column in columns {
-                    applied.insert(label(p));
-                    row_rules.push(RowRule {
-                        column,
-                        values: values.clone(),
-                        policy: label(p),
-                    });
+                    RowRuleSpec::Where(sql) => {
+                        let parsed = POLICY_SQL.parse(sql, &schema, &what)?;
+                        let bound = POLICY_SQL.bind(&parsed, principal, &what)?;
+                        applied.insert(p.label());
+                        row_rules.push(RowRule {
+                            kind: RowRuleKind::Where(bound),
+                            policy: p.label(),
+                            description,
+                        });
+                    }
+                    RowRuleSpec::Window { seconds, .. } => {
+                        for column in row_columns(p, r, dataset, &schema)? {
+                            applied.insert(p.label());
+                            row_rules.push(RowRule {
+                                kind: RowRuleKind::Window {
+                                    column,
+                                    seconds: *seconds,
+                                },
+                                policy: p.label(),
+                                description: description.clone(),
+                            });
+                        }
+                    }
                 }
             }
         }
     }
+    let masks = candidates
+        .into_iter()
+        .map(|(c, list)| (c, combine_masks(list)))
+        .collect();
     Ok(EffectivePolicy {
         masks,
         row_rules,
         applied: applied.into_iter().collect(),
+        decisions,
     })
+}
+
+/// Fold every mask on one column into one per row: the most restrictive
+/// unconditional one, preceded by the conditional ones that are stricter.
+fn combine_masks(list: Vec<AppliedMask>) -> ColumnMask {
+    let stricter = |a: &AppliedMask, b: &AppliedMask| -> AppliedMask {
+        use std::cmp::Ordering::*;
+        match a.mask.restrictiveness().cmp(&b.mask.restrictiveness()) {
+            Greater => a.clone(),
+            Less => b.clone(),
+            Equal => match a.mask.combine_tie(&b.mask) {
+                None => a.clone(),
+                Some(m) if m == b.mask => b.clone(),
+                Some(m) => AppliedMask {
+                    mask: m,
+                    policy: format!("{}+{}", a.policy, b.policy),
+                    when: a.when.clone(),
+                    when_sql: a.when_sql.clone(),
+                },
+            },
+        }
+    };
+    let (conditional, unconditional): (Vec<_>, Vec<_>) =
+        list.into_iter().partition(|m| m.when.is_some());
+    let base = unconditional.into_iter().reduce(|a, b| stricter(&a, &b));
+    let mut out: Vec<AppliedMask> = Vec::new();
+    for c in conditional {
+        let effective = match &base {
+            None => c,
+            Some(b) => {
+                let s = stricter(&c, b);
+                if s.mask == b.mask {
+                    continue;
+                }
+                AppliedMask {
+                    when: c.when.clone(),
+                    when_sql: c.when_sql.clone(),
+                    ..s
+                }
+            }
+        };
+        out.push(effective);
+    }
+    out.sort_by(|a, b| {
+        b.mask
+            .restrictiveness()
+            .cmp(&a.mask.restrictiveness())
+            .then_with(|| a.policy.cmp(&b.policy))
+    });
+    out.extend(base);
+    ColumnMask { candidates: out }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
     use crate::auth::identity::{ClientInfo, Identity};
-    use crate::policy::model::{Origin, PolicySpec};
+    use crate::policy::model::{Origin, PolicySpec, RoundSpec};
     use crate::secrets::{KeyPurpose, MasterKey};
     use crate::store::model::{ColumnRecord, FileFormatKind, SourceSpec};
 
     fn dataset() -> DatasetRecord {
-        let col = |n: &str, tags: &[&str]| ColumnRecord {
+        let col = |n: &str, t: &str, tags: &[&str]| ColumnRecord {
             name: n.into(),
-            data_type: "Utf8".into(),
+            data_type: t.into(),
             nullable: true,
             description: String::new(),
             tags: tags.iter().map(|t| t.to_string()).collect(),
@@ -238,15 +657,18 @@ mod tests {
             owners: vec![Identity::new("i", "owner")],
             tags: vec!["Clinical".into()],
             columns: vec![
-                col("email", &["pii.Email"]),
-                col("state", &[]),
-                col("note", &[]),
+                col("email", "Utf8", &["pii.Email"]),
+                col("state", "Utf8", &[]),
+                col("note", "Utf8", &[]),
+                col("age", "Int64", &[]),
+                col("ts", "Timestamp(µs, \"UTC\")", &[]),
             ],
             origin: Origin::Config,
+            event_time: None,
         }
     }
 
-    fn policies(texts: &[&str]) -> Vec<Policy> {
+    pub(crate) fn policies(texts: &[&str]) -> Vec<Policy> {
         texts
             .iter()
             .enumerate()
@@ -279,6 +701,10 @@ mod tests {
         )
     }
 
+    fn mask_of(e: &EffectivePolicy, c: &str) -> MaskSpec {
+        e.masks[c].candidates.last().unwrap().mask.clone()
+    }
+
     #[test]
     fn without_subscription_only_owners_read_and_subscriptions_combine_with_and() {
         let d = dataset();
@@ -303,6 +729,24 @@ mod tests {
     }
 
     #[test]
+    fn on_request_datasets_are_visible_and_readable_once_approved() {
+        let d = dataset();
+        let p =
+            policies(&["name = \"r\"\ndataset = \"s.t\"\nsubscription = { on_request = true }"]);
+        let x = who("x", &[], &[]);
+        let none = BTreeSet::new();
+        assert_eq!(access(&x, &d, &p, &none, "i", None), Access::Request);
+        let ok: BTreeSet<Identity> = [x.identity.clone()].into();
+        assert_eq!(access(&x, &d, &p, &ok, "i", None), Access::Read);
+        // Combined with a hiding policy, hidden wins.
+        let both = policies(&[
+            "name = \"r\"\ndataset = \"s.t\"\nsubscription = { on_request = true }",
+            "name = \"g\"\ndataset = \"s.t\"\nsubscription = { groups = [\"g\"] }",
+        ]);
+        assert_eq!(access(&x, &d, &both, &ok, "i", None), Access::Hidden);
+    }
+
+    #[test]
     fn the_most_restrictive_mask_wins_and_exemption_needs_every_policy() {
         let d = dataset();
         let p = policies(&[
@@ -311,11 +755,84 @@ mod tests {
             "name = \"c\"\ndataset = \"s.t\"\ncolumns = [\"email\"]\nmask = { constant = \"x\" }",
         ]);
         let e = data_policy(&who("x", &[], &[]), &d, &p, "i").unwrap();
-        assert_eq!(e.masks["email"].mask, MaskSpec::Null);
+        assert_eq!(mask_of(&e, "email"), MaskSpec::Null);
+        assert_eq!(
+            e.masks["email"].candidates.len(),
+            1,
+            "one mask, never a chain"
+        );
         // Exempt from the null mask only: the next most restrictive applies.
         let e = data_policy(&who("x", &["support"], &[]), &d, &p, "i").unwrap();
-        assert_eq!(e.masks["email"].mask.label(), "constant");
+        assert_eq!(mask_of(&e, "email").label(), "constant");
         assert!(!e.masks.contains_key("state"));
+    }
+
+    #[test]
+    fn incomparable_masks_hash_and_roundings_take_the_coarser() {
+        let d = dataset();
+        let p = policies(&[
+            "name = \"a\"\ndataset = \"s.t\"\ncolumns = [\"note\"]\nmask = { regex = { pattern = 'a', replacement = 'x' } }",
+            "name = \"b\"\ndataset = \"s.t\"\ncolumns = [\"note\"]\nmask = { regex = { pattern = 'b', replacement = 'x' } }",
+            "name = \"c\"\ndataset = \"s.t\"\ncolumns = [\"age\"]\nmask = { round = { digits = -1 } }",
+            "name = \"d\"\ndataset = \"s.t\"\ncolumns = [\"age\"]\nmask = { round = { digits = -2 } }",
+        ]);
+        let e = data_policy(&who("x", &[], &[]), &d, &p, "i").unwrap();
+        assert_eq!(mask_of(&e, "note"), MaskSpec::Hash);
+        assert_eq!(
+            mask_of(&e, "age"),
+            MaskSpec::Round(RoundSpec {
+                digits: Some(-2),
+                ..Default::default()
+            })
+        );
+    }
+
+    #[test]
+    fn otherwise_chains_take_the_first_matching_step() {
+        let d = dataset();
+        let p = policies(&[r#"
+name = "ip"
+dataset = "s.t"
+columns = ["note"]
+chain = [
+  { who = { groups = ["admins"] }, exempt = true },
+  { who = { groups = ["analysts"] }, mask = { regex = { pattern = '\d+$', replacement = 'XXX' } } },
+  { otherwise = true, mask = "null" },
+]
+"#]);
+        let admin = data_policy(&who("a", &["admins", "analysts"], &[]), &d, &p, "i").unwrap();
+        assert!(admin.masks.is_empty());
+        assert!(
+            admin.decisions[0].outcome.contains("exempt"),
+            "{:?}",
+            admin.decisions
+        );
+        let analyst = data_policy(&who("b", &["analysts"], &[]), &d, &p, "i").unwrap();
+        assert_eq!(mask_of(&analyst, "note").label(), "regex");
+        let other = data_policy(&who("c", &[], &[]), &d, &p, "i").unwrap();
+        assert_eq!(mask_of(&other, "note"), MaskSpec::Null);
+        assert!(other.decisions[0].outcome.starts_with("step 3 (otherwise)"));
+    }
+
+    #[test]
+    fn conditional_masks_keep_the_stricter_unconditional_one_as_fallback() {
+        let d = dataset();
+        let p = policies(&[
+            "name = \"a\"\ndataset = \"s.t\"\ncolumns = [\"note\"]\nmask = \"null\"\nmask_where = \"state = 'USA'\"",
+            "name = \"b\"\ndataset = \"s.t\"\ncolumns = [\"note\"]\nmask = \"hash\"",
+        ]);
+        let e = data_policy(&who("x", &[], &[]), &d, &p, "i").unwrap();
+        let c = &e.masks["note"].candidates;
+        assert_eq!(c.len(), 2);
+        assert!(c[0].when.is_some() && c[0].mask == MaskSpec::Null);
+        assert!(c[1].when.is_none() && c[1].mask == MaskSpec::Hash);
+        // A conditional mask weaker than the unconditional one disappears.
+        let p = policies(&[
+            "name = \"a\"\ndataset = \"s.t\"\ncolumns = [\"note\"]\nmask = \"hash\"\nmask_where = \"state = 'USA'\"",
+            "name = \"b\"\ndataset = \"s.t\"\ncolumns = [\"note\"]\nmask = \"null\"",
+        ]);
+        let e = data_policy(&who("x", &[], &[]), &d, &p, "i").unwrap();
+        assert_eq!(e.masks["note"].candidates.len(), 1);
     }
 
     #[test]
@@ -323,30 +840,60 @@ mod tests {
         let d = dataset();
         let p = policies(&[
             "name = \"r\"\ndataset = \"s.t\"\nrow_filter = { column = \"state\", attribute = \"state\" }\nexcept = { groups = [\"all\"] }",
+            "name = \"w\"\ndataset = \"s.t\"\nrow_filter = { where = \"age < 65 OR user_in_group('seniors')\" }",
         ]);
         let e = data_policy(&who("x", &[], &[("state", "CA")]), &d, &p, "i").unwrap();
-        assert_eq!(e.row_rules.len(), 1);
-        assert!(e.row_rules[0].values.contains("CA"));
+        assert_eq!(e.row_rules.len(), 2);
+        let RowRuleKind::Matching { values, .. } = &e.row_rules[0].kind else {
+            panic!("{:?}", e.row_rules)
+        };
+        assert!(values.contains("CA"));
         let e = data_policy(&who("x", &[], &[]), &d, &p, "i").unwrap();
         assert!(
-            e.row_rules[0].values.is_empty(),
+            matches!(&e.row_rules[0].kind, RowRuleKind::Matching { values, .. } if values.is_empty()),
             "no attribute, no values: no rows"
         );
         let e = data_policy(&who("x", &["all"], &[]), &d, &p, "i").unwrap();
-        assert!(!e.rows_filtered());
+        assert_eq!(e.row_rules.len(), 1, "exempt from one filter only");
     }
 
     #[test]
-    fn policies_on_missing_columns_fail_closed() {
+    fn restricted_global_policies_apply_only_to_their_owners_datasets() {
+        let mut d = dataset();
+        let p = policies(&[
+            "name = \"r\"\ntags = [\"pii\"]\nrestricted_to = [\"owner\"]\nmask = \"null\"",
+        ]);
+        let e = data_policy(&who("x", &[], &[]), &d, &p, "i").unwrap();
+        assert_eq!(mask_of(&e, "email"), MaskSpec::Null);
+        d.owners = vec![Identity::new("i", "someone-else")];
+        let e = data_policy(&who("x", &[], &[]), &d, &p, "i").unwrap();
+        assert!(e.masks.is_empty());
+    }
+
+    #[test]
+    fn policies_that_cannot_be_enforced_fail_closed() {
         let d = dataset();
         for t in [
             "name = \"m\"\ndataset = \"s.t\"\ncolumns = [\"gone\"]\nmask = \"null\"",
             "name = \"r\"\ndataset = \"s.t\"\nrow_filter = { column = \"gone\", attribute = \"a\" }",
+            "name = \"x\"\ndataset = \"s.t\"\ncolumns = [\"age\"]\nmask = { regex = { pattern = 'a', replacement = 'b' } }",
+            "name = \"t\"\ndataset = \"s.t\"\nrow_filter = { within = \"7 days\" }",
+            "name = \"t\"\ndataset = \"s.t\"\nrow_filter = { within = \"7 days\", column = \"state\" }",
+            "name = \"w\"\ndataset = \"s.t\"\nrow_filter = { where = \"nope > 1\" }",
         ] {
-            assert!(matches!(
-                data_policy(&who("x", &[], &[]), &d, &policies(&[t]), "i"),
-                Err(VeilError::FailedPrecondition(_))
-            ));
+            let p = policies(&[t]);
+            assert!(
+                matches!(
+                    data_policy(&who("x", &[], &[]), &d, &p, "i"),
+                    Err(VeilError::FailedPrecondition(_))
+                ),
+                "{t}"
+            );
+            assert!(check_policy_on(&p[0], &d).is_err(), "{t}");
         }
+        let p = policies(&[
+            "name = \"t\"\ndataset = \"s.t\"\nrow_filter = { within = \"7 days\", column = \"ts\" }",
+        ]);
+        assert!(check_policy_on(&p[0], &d).is_ok());
     }
 }

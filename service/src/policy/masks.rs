@@ -212,6 +212,38 @@ impl ScalarUDFImpl for MaskHash {
     }
 }
 
+/// The type a column has once `mask` applies, or `FailedPrecondition` if
+/// the mask does not support the column's type (or would change nothing).
+pub fn mask_output_type(mask: &MaskSpec, dt: &DataType) -> Result<DataType> {
+    let refuse = |why: String| Err(VeilError::FailedPrecondition(why));
+    match mask {
+        MaskSpec::Hash => {
+            if MaskHash::supports(dt) {
+                Ok(DataType::Utf8)
+            } else {
+                refuse(format!(
+                    "a hash mask cannot apply to a column of type {dt}; change the policy"
+                ))
+            }
+        }
+        MaskSpec::Null => ScalarValue::try_new_null(dt)
+            .map(|_| dt.clone())
+            .map_err(|_| {
+                VeilError::FailedPrecondition(format!(
+                    "a null mask cannot apply to a column of type {dt}"
+                ))
+            }),
+        MaskSpec::Constant(v) => constant_value(v, dt).map(|_| dt.clone()),
+        MaskSpec::Regex(_) => match dt {
+            DataType::Utf8 | DataType::LargeUtf8 | DataType::Utf8View => Ok(dt.clone()),
+            _ => refuse(format!(
+                "a regex mask applies to text columns, not to a column of type {dt}; use rounding, hashing or a constant"
+            )),
+        },
+        MaskSpec::Round(r) => super::rounding::check(r, dt).map(|_| dt.clone()),
+    }
+}
+
 /// The expression that replaces `column` (of type `dt`) under `mask`.
 /// Refuses, with `FailedPrecondition`, a mask the type does not support.
 pub fn mask_expr(
@@ -220,27 +252,28 @@ pub fn mask_expr(
     dt: &DataType,
     hash: &Arc<ScalarUDF>,
 ) -> Result<Expr> {
+    mask_output_type(mask, dt)?;
     match mask {
-        MaskSpec::Hash => {
-            if !MaskHash::supports(dt) {
-                return Err(VeilError::FailedPrecondition(format!(
-                    "a hash mask cannot apply to a column of type {dt}; change the policy"
-                )));
-            }
-            Ok(Expr::ScalarFunction(ScalarFunction::new_udf(
-                Arc::clone(hash),
-                vec![column],
-            )))
-        }
-        MaskSpec::Null => {
-            let null = ScalarValue::try_new_null(dt).map_err(|_| {
-                VeilError::FailedPrecondition(format!(
-                    "a null mask cannot apply to a column of type {dt}"
-                ))
-            })?;
-            Ok(Expr::Literal(null, None))
-        }
+        MaskSpec::Hash => Ok(Expr::ScalarFunction(ScalarFunction::new_udf(
+            Arc::clone(hash),
+            vec![column],
+        ))),
+        MaskSpec::Null => Ok(Expr::Literal(
+            ScalarValue::try_new_null(dt)
+                .map_err(|e| VeilError::FailedPrecondition(e.to_string()))?,
+            None,
+        )),
         MaskSpec::Constant(v) => Ok(Expr::Literal(constant_value(v, dt)?, None)),
+        MaskSpec::Regex(r) => Ok(datafusion::logical_expr::cast(
+            datafusion::functions::expr_fn::regexp_replace(
+                column,
+                datafusion::logical_expr::lit(r.pattern.clone()),
+                datafusion::logical_expr::lit(r.replacement.clone()),
+                Some(datafusion::logical_expr::lit("g")),
+            ),
+            dt.clone(),
+        )),
+        MaskSpec::Round(r) => super::rounding::round_expr(r, column, dt),
     }
 }
 

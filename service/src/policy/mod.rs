@@ -7,4 +7,8 @@ pub mod effective;
 pub mod guard;
 pub mod masks;
 pub mod model;
+pub mod predicate;
+pub mod rounding;
 pub mod secure_view;
+#[cfg(test)]
+mod type_matrix;

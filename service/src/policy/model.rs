@@ -67,13 +67,27 @@ impl Condition {
     }
 }
 
-/// Who may read a dataset (and know it exists).
+/// Who may read a dataset (and know it exists). Exactly one kind:
+///
+/// | kind | config | visible to | readable by |
+/// |---|---|---|---|
+/// | anyone | `anyone = true` | everyone | everyone |
+/// | on request | `on_request = true` (+ `approvers`) | everyone | approved requesters |
+/// | groups/attributes | `groups`, `attributes` | those users | those users |
+/// | individual users | `users` | those users | those users |
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct SubscriptionSpec {
     /// Everyone may see and read.
     #[serde(default)]
     pub anyone: bool,
+    /// Everyone may see it; reading needs an approved access request.
+    #[serde(default)]
+    pub on_request: bool,
+    /// Who may approve requests (only with `on_request`); empty: the
+    /// dataset's owners.
+    #[serde(default, skip_serializing_if = "Condition::is_empty")]
+    pub approvers: Condition,
     /// Users in any of these groups or holding any of these attribute values.
     #[serde(default)]
     pub groups: Vec<String>,
@@ -82,6 +96,77 @@ pub struct SubscriptionSpec {
     /// Hand-picked users; the dataset stays invisible to everyone else.
     #[serde(default)]
     pub users: Vec<UserRefSpec>,
+}
+
+impl SubscriptionSpec {
+    pub fn kind(&self) -> &'static str {
+        if self.anyone {
+            "anyone"
+        } else if self.on_request {
+            "anyone who asks and is approved"
+        } else if !self.users.is_empty() {
+            "individual users"
+        } else {
+            "users with groups/attributes"
+        }
+    }
+
+    /// Does the principal satisfy the subscription itself (approvals apart)?
+    pub fn admits(&self, p: &Principal, default_issuer: &str) -> bool {
+        self.anyone
+            || Condition {
+                groups: self.groups.clone(),
+                attributes: self.attributes.clone(),
+                users: self.users.clone(),
+            }
+            .matches(p, default_issuer)
+    }
+}
+
+/// Calendar units dates and timestamps are rounded (truncated) to.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum TimeUnit {
+    Hour,
+    Day,
+    Month,
+    Year,
+}
+
+impl TimeUnit {
+    pub fn as_str(&self) -> &'static str {
+        match self {
+            TimeUnit::Hour => "hour",
+            TimeUnit::Day => "day",
+            TimeUnit::Month => "month",
+            TimeUnit::Year => "year",
+        }
+    }
+}
+
+/// How a rounding mask removes precision. Exactly one field is set.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RoundSpec {
+    /// Numbers: round half away from zero to this many decimal places
+    /// (negative: to tens, hundreds, ...).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub digits: Option<i32>,
+    /// Numbers: down to a multiple of this width (`floor(x / w) * w`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub bucket: Option<f64>,
+    /// Dates and timestamps: down to the start of this unit.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub unit: Option<TimeUnit>,
+}
+
+/// A regular-expression replacement: every match of `pattern` becomes
+/// `replacement` (`$1` / `${name}` refer to capture groups).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RegexSpec {
+    pub pattern: String,
+    pub replacement: String,
 }
 
 /// How a column's values are replaced.
@@ -94,15 +179,20 @@ pub enum MaskSpec {
     Null,
     /// A constant, cast to the column's type.
     Constant(serde_json::Value),
+    /// Regular-expression replace on strings.
+    Regex(RegexSpec),
+    /// Rounding of numbers, dates and timestamps; keeps the column's type.
+    Round(RoundSpec),
 }
 
 impl MaskSpec {
-    /// Higher is more restrictive: null > constant > hash.
+    /// Higher is more restrictive: null > constant > hash > regex/rounding.
     pub fn restrictiveness(&self) -> u8 {
         match self {
-            MaskSpec::Null => 3,
-            MaskSpec::Constant(_) => 2,
-            MaskSpec::Hash => 1,
+            MaskSpec::Null => 4,
+            MaskSpec::Constant(_) => 3,
+            MaskSpec::Hash => 2,
+            MaskSpec::Regex(_) | MaskSpec::Round(_) => 1,
         }
     }
 
@@ -111,21 +201,201 @@ impl MaskSpec {
             MaskSpec::Hash => "hash".into(),
             MaskSpec::Null => "null".into(),
             MaskSpec::Constant(_) => "constant".into(),
+            MaskSpec::Regex(_) => "regex".into(),
+            MaskSpec::Round(r) => match (r.digits, r.bucket, r.unit) {
+                (Some(d), _, _) => format!("round(digits={d})"),
+                (_, Some(b), _) => format!("round(bucket={b})"),
+                (_, _, Some(u)) => format!("round({})", u.as_str()),
+                _ => "round".into(),
+            },
         }
+    }
+
+    fn validate(&self) -> std::result::Result<(), String> {
+        match self {
+            MaskSpec::Regex(r) => {
+                if r.pattern.is_empty() {
+                    return Err("a regex mask needs a non-empty `pattern`".into());
+                }
+                regex::Regex::new(&r.pattern)
+                    .map(|_| ())
+                    .map_err(|e| format!("the regex mask's pattern does not compile: {e}"))
+            }
+            MaskSpec::Round(r) => {
+                let set = [r.digits.is_some(), r.bucket.is_some(), r.unit.is_some()];
+                if set.iter().filter(|s| **s).count() != 1 {
+                    return Err(
+                        "a rounding mask is exactly one of `digits`, `bucket` or `unit`".into(),
+                    );
+                }
+                if let Some(d) = r.digits
+                    && !(-38..=38).contains(&d)
+                {
+                    return Err("rounding `digits` must be between -38 and 38".into());
+                }
+                if let Some(b) = r.bucket
+                    && !(b.is_finite() && b > 0.0)
+                {
+                    return Err("a rounding `bucket` must be a positive number".into());
+                }
+                Ok(())
+            }
+            MaskSpec::Constant(v) => match v {
+                serde_json::Value::Array(_) | serde_json::Value::Object(_) => {
+                    Err("a constant mask's value must be a string, number, boolean or null".into())
+                }
+                _ => Ok(()),
+            },
+            MaskSpec::Hash | MaskSpec::Null => Ok(()),
+        }
+    }
+
+    /// Of two masks of equal restrictiveness, the one to apply: the coarser
+    /// of two comparable roundings; otherwise (two different regexes, a
+    /// regex and a rounding) neither hides what the other shows, so the
+    /// column is hashed instead. `None` means "keep `self`".
+    pub fn combine_tie(&self, other: &MaskSpec) -> Option<MaskSpec> {
+        if self == other {
+            return None;
+        }
+        if let (MaskSpec::Round(a), MaskSpec::Round(b)) = (self, other) {
+            match (a.digits, b.digits, a.bucket, b.bucket, a.unit, b.unit) {
+                (Some(x), Some(y), ..) => return (y < x).then(|| other.clone()),
+                (_, _, Some(x), Some(y), ..) => return (y > x).then(|| other.clone()),
+                (.., Some(x), Some(y)) => return (y > x).then(|| other.clone()),
+                _ => {}
+            }
+        }
+        Some(MaskSpec::Hash)
     }
 }
 
-/// Rows are kept only where `column` (or every column tagged `column_tag`)
-/// holds one of the caller's values of `attribute`. A caller without the
-/// attribute sees no rows.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+/// A row-level security rule. Exactly one form:
+/// * matching: `{ column = "state", attribute = "state" }` (or `column_tag`)
+///   keeps rows whose column holds one of the caller's values of the
+///   attribute (a direct string match);
+/// * SQL: `{ where = "passenger_count < 2" }`, a boolean expression over the
+///   dataset's columns that may use `user_name()`, `user_in_group('g')`,
+///   `user_attribute('k')` and `user_has_attribute('k', expr)`;
+/// * time window: `{ within = "7 days" }` keeps rows whose event-time column
+///   (the dataset's `event_time`, or `column`) lies in the last N minutes,
+///   hours or days at the time of each request.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct RowFilterSpec {
-    #[serde(default)]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub column: Option<String>,
-    #[serde(default)]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub column_tag: Option<String>,
-    pub attribute: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub attribute: Option<String>,
+    #[serde(default, rename = "where", skip_serializing_if = "Option::is_none")]
+    pub where_sql: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub within: Option<String>,
+}
+
+/// The validated form of a [`RowFilterSpec`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum RowRuleSpec {
+    Matching {
+        column: Option<String>,
+        column_tag: Option<String>,
+        attribute: String,
+    },
+    Where(String),
+    Window {
+        column: Option<String>,
+        seconds: i64,
+    },
+}
+
+impl RowFilterSpec {
+    fn validate(&self) -> std::result::Result<RowRuleSpec, String> {
+        if let Some(sql) = &self.where_sql {
+            if self.attribute.is_some()
+                || self.within.is_some()
+                || self.column.is_some()
+                || self.column_tag.is_some()
+            {
+                return Err("a `where` row filter takes no other fields".into());
+            }
+            if sql.trim().is_empty() {
+                return Err("the row filter's `where` is empty".into());
+            }
+            return Ok(RowRuleSpec::Where(sql.clone()));
+        }
+        if let Some(within) = &self.within {
+            if self.attribute.is_some() || self.column_tag.is_some() {
+                return Err(
+                    "a `within` row filter takes only an optional event-time `column`".into(),
+                );
+            }
+            return Ok(RowRuleSpec::Window {
+                column: self.column.clone(),
+                seconds: parse_window(within)?,
+            });
+        }
+        let Some(attribute) = self.attribute.as_ref().filter(|a| !a.trim().is_empty()) else {
+            return Err(
+                "a row filter is one of: `column`/`column_tag` with `attribute` (matching), `where`, or `within`"
+                    .into(),
+            );
+        };
+        if self.column.is_some() == self.column_tag.is_some() {
+            return Err(
+                "a matching row filter needs exactly one of `column` or `column_tag`".into(),
+            );
+        }
+        Ok(RowRuleSpec::Matching {
+            column: self.column.clone(),
+            column_tag: self.column_tag.clone(),
+            attribute: attribute.clone(),
+        })
+    }
+}
+
+/// `"90 minutes"`, `"24 hours"`, `"7 days"` (also `min`/`m`, `h`, `d`).
+pub fn parse_window(s: &str) -> std::result::Result<i64, String> {
+    let s = s.trim();
+    let split = s.find(|c: char| !c.is_ascii_digit()).unwrap_or(s.len());
+    let (n, unit) = s.split_at(split);
+    let n: i64 = n
+        .parse()
+        .ok()
+        .filter(|n| *n > 0)
+        .ok_or_else(|| format!("`within = \"{s}\"`: expected a positive count then minutes, hours or days, as in \"7 days\""))?;
+    let per = match unit.trim().to_ascii_lowercase().as_str() {
+        "m" | "min" | "mins" | "minute" | "minutes" => 60,
+        "h" | "hour" | "hours" => 3_600,
+        "d" | "day" | "days" => 86_400,
+        other => {
+            return Err(format!(
+                "`within = \"{s}\"`: unknown unit '{other}' (use minutes, hours or days)"
+            ));
+        }
+    };
+    n.checked_mul(per)
+        .filter(|secs| *secs <= 100 * 366 * 86_400)
+        .ok_or_else(|| format!("`within = \"{s}\"` is longer than a century"))
+}
+
+/// One step of an ordered *for everyone who ... / otherwise ...* chain.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct BranchSpec {
+    /// Whom this step applies to; absent on the closing `otherwise`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub who: Option<Condition>,
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub otherwise: bool,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub mask: Option<MaskSpec>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub row_filter: Option<RowFilterSpec>,
+    /// This step applies nothing (the principal is exempt from the policy).
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub exempt: bool,
 }
 
 /// A policy exactly as written.
@@ -134,32 +404,84 @@ pub struct RowFilterSpec {
 pub struct PolicySpec {
     pub name: String,
     /// Local policy: applies to this dataset only.
-    #[serde(default)]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub dataset: Option<String>,
     /// Global policy: applies to datasets (subscription) or columns (masks)
     /// carrying any of these tags, hierarchically and case-insensitively.
-    #[serde(default)]
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub tags: Vec<String>,
+    /// Restricted global policy: applies only to datasets owned by one of
+    /// these users (an owner's policy over what they own).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub restricted_to: Vec<UserRefSpec>,
     /// Columns a local mask applies to.
-    #[serde(default)]
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub columns: Vec<String>,
-    #[serde(default)]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub subscription: Option<SubscriptionSpec>,
-    #[serde(default)]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub mask: Option<MaskSpec>,
-    #[serde(default)]
+    /// Conditional masking: mask only rows where this SQL condition over the
+    /// dataset's columns holds (rows where it is unknown are masked too).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub mask_where: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub row_filter: Option<RowFilterSpec>,
-    /// The policy does not apply to principals matching this condition.
-    #[serde(default)]
+    /// *For everyone except ...*: principals matching this are exempt.
+    #[serde(default, skip_serializing_if = "Condition::is_empty")]
     pub except: Condition,
+    /// *For everyone who ... / otherwise ...*: ordered steps, the first that
+    /// matches decides, ending with a blanket `otherwise`.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub chain: Vec<BranchSpec>,
+}
+
+/// What a data policy does to a principal it applies to.
+#[derive(Debug, Clone, PartialEq)]
+pub enum DataRule {
+    Mask(MaskSpec),
+    RowFilter(RowRuleSpec),
+}
+
+impl DataRule {
+    pub fn describe(&self) -> String {
+        match self {
+            DataRule::Mask(m) => format!("mask {}", m.label()),
+            DataRule::RowFilter(RowRuleSpec::Matching {
+                column,
+                column_tag,
+                attribute,
+            }) => match (column, column_tag) {
+                (Some(c), _) => format!("keep rows where {c} matches the user's '{attribute}'"),
+                (_, Some(t)) => {
+                    format!("keep rows where columns tagged {t} match the user's '{attribute}'")
+                }
+                _ => "row filter".into(),
+            },
+            DataRule::RowFilter(RowRuleSpec::Where(sql)) => format!("keep rows where {sql}"),
+            DataRule::RowFilter(RowRuleSpec::Window { seconds, .. }) => {
+                format!("keep rows from the last {seconds} seconds")
+            }
+        }
+    }
+}
+
+/// One step of a resolved chain: the first clause whose `who` matches (or
+/// that has none) decides.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Clause {
+    pub who: Option<Condition>,
+    /// `None`: exempt.
+    pub rule: Option<DataRule>,
 }
 
 /// What a policy does.
 #[derive(Debug, Clone, PartialEq)]
 pub enum PolicyRule {
     Subscription(SubscriptionSpec),
-    Mask(MaskSpec),
-    RowFilter(RowFilterSpec),
+    /// Data policies (masks, row filters) as an ordered chain; an
+    /// *everyone except* policy is `[except → exempt, otherwise → rule]`.
+    Data(Vec<Clause>),
 }
 
 /// A validated policy.
@@ -172,12 +494,33 @@ pub struct Policy {
     pub rule: PolicyRule,
 }
 
+impl Policy {
+    pub fn label(&self) -> String {
+        format!("{}@{}", self.id, self.version)
+    }
+
+    /// Is this a tag-driven policy a governor wrote (not restricted to one
+    /// owner's datasets)?
+    pub fn is_unrestricted_global(&self) -> bool {
+        self.spec.dataset.is_none() && self.spec.restricted_to.is_empty()
+    }
+}
+
 impl PolicySpec {
+    /// The kind of policy, for messages and listings.
+    pub fn scope(&self) -> &'static str {
+        match (&self.dataset, self.restricted_to.is_empty()) {
+            (Some(_), _) => "local",
+            (None, true) => "global",
+            (None, false) => "restricted global",
+        }
+    }
+
     pub fn validate(&self) -> Result<PolicyRule> {
         let bad = |m: String| VeilError::InvalidArgument(format!("policy '{}': {m}", self.name));
-        if self.name.trim().is_empty() {
+        if self.name.trim().is_empty() || self.name.trim() != self.name || self.name.len() > 200 {
             return Err(VeilError::InvalidArgument(
-                "a policy needs a non-empty name".into(),
+                "a policy needs a non-empty name without leading or trailing spaces (at most 200 characters)".into(),
             ));
         }
         if self.dataset.is_some() != self.tags.is_empty() {
@@ -186,52 +529,159 @@ impl PolicySpec {
                     .into(),
             ));
         }
-        let rule = match (&self.subscription, &self.mask, &self.row_filter) {
-            (Some(s), None, None) => {
-                let kinds = [
-                    s.anyone,
-                    !(s.groups.is_empty() && s.attributes.is_empty()),
-                    !s.users.is_empty(),
-                ];
-                if kinds.iter().filter(|k| **k).count() != 1 {
-                    return Err(bad("a subscription is exactly one of `anyone = true`, `groups`/`attributes`, or `users`".into()));
-                }
-                if !self.columns.is_empty() {
-                    return Err(bad("`columns` only applies to masks".into()));
-                }
-                PolicyRule::Subscription(s.clone())
-            }
-            (None, Some(m), None) => {
-                if self.dataset.is_some() && self.columns.is_empty() {
-                    return Err(bad("a local mask needs `columns`".into()));
-                }
-                if !self.tags.is_empty() && !self.columns.is_empty() {
-                    return Err(bad(
-                        "a global mask selects columns by `tags`; drop `columns`".into(),
-                    ));
-                }
-                PolicyRule::Mask(m.clone())
-            }
-            (None, None, Some(r)) => {
-                if r.column.is_some() == r.column_tag.is_some() {
-                    return Err(bad(
-                        "a row filter needs exactly one of `column` or `column_tag`".into(),
-                    ));
-                }
-                if r.attribute.trim().is_empty() {
-                    return Err(bad(
-                        "a row filter needs the user `attribute` to match".into()
-                    ));
-                }
-                PolicyRule::RowFilter(r.clone())
-            }
-            _ => {
+        if self.tags.iter().any(|t| t.trim().is_empty()) {
+            return Err(bad("a tag is empty".into()));
+        }
+        if self.dataset.is_some() && !self.restricted_to.is_empty() {
+            return Err(bad(
+                "`restricted_to` limits a global policy to datasets its owners own; a local policy already names its dataset".into(),
+            ));
+        }
+        if self.mask_where.is_some()
+            && self.mask.is_none()
+            && !self.chain.iter().any(|b| b.mask.is_some())
+        {
+            return Err(bad("`mask_where` only applies to masks".into()));
+        }
+        if let Some(s) = &self.subscription {
+            if self.mask.is_some() || self.row_filter.is_some() || !self.chain.is_empty() {
                 return Err(bad(
-                    "a policy is exactly one of `subscription`, `mask` or `row_filter`".into(),
+                    "a policy is exactly one of `subscription`, `mask` or `row_filter` (or a `chain` of masks or of row filters)".into(),
                 ));
             }
+            let kinds = [
+                s.anyone,
+                s.on_request,
+                !(s.groups.is_empty() && s.attributes.is_empty()),
+                !s.users.is_empty(),
+            ];
+            if kinds.iter().filter(|k| **k).count() != 1 {
+                return Err(bad("a subscription is exactly one of `anyone = true`, `on_request = true`, `groups`/`attributes`, or `users`".into()));
+            }
+            if !s.approvers.is_empty() && !s.on_request {
+                return Err(bad(
+                    "`approvers` only applies to `on_request` subscriptions".into(),
+                ));
+            }
+            if !self.columns.is_empty() {
+                return Err(bad("`columns` only applies to masks".into()));
+            }
+            return Ok(PolicyRule::Subscription(s.clone()));
+        }
+        let data_rule = |mask: &Option<MaskSpec>,
+                         row: &Option<RowFilterSpec>|
+         -> std::result::Result<Option<DataRule>, String> {
+            match (mask, row) {
+                (Some(m), None) => {
+                    m.validate()?;
+                    Ok(Some(DataRule::Mask(m.clone())))
+                }
+                (None, Some(r)) => Ok(Some(DataRule::RowFilter(r.validate()?))),
+                (None, None) => Ok(None),
+                (Some(_), Some(_)) => Err("a step is a mask or a row filter, not both".into()),
+            }
         };
-        Ok(rule)
+        let clauses = if self.chain.is_empty() {
+            let Some(rule) = data_rule(&self.mask, &self.row_filter).map_err(bad)? else {
+                return Err(bad(
+                    "a policy is exactly one of `subscription`, `mask`, `row_filter` or a `chain`"
+                        .into(),
+                ));
+            };
+            let mut clauses = Vec::new();
+            if !self.except.is_empty() {
+                clauses.push(Clause {
+                    who: Some(self.except.clone()),
+                    rule: None,
+                });
+            }
+            clauses.push(Clause {
+                who: None,
+                rule: Some(rule),
+            });
+            clauses
+        } else {
+            if self.mask.is_some() || self.row_filter.is_some() || !self.except.is_empty() {
+                return Err(bad(
+                    "a `chain` policy states its masks or row filters (and exemptions) in its steps; drop the top-level `mask`, `row_filter` and `except`".into(),
+                ));
+            }
+            let last = self.chain.len() - 1;
+            let mut clauses = Vec::new();
+            for (i, b) in self.chain.iter().enumerate() {
+                let step = |m: &str| bad(format!("chain step {}: {m}", i + 1));
+                match (&b.who, b.otherwise) {
+                    (Some(_), true) => {
+                        return Err(step("a step has `who` or is the `otherwise`, not both"));
+                    }
+                    (None, false) => {
+                        return Err(step(
+                            "a step needs `who = {...}` (or `otherwise = true` on the last one)",
+                        ));
+                    }
+                    (Some(c), false) if c.is_empty() => {
+                        return Err(step("`who` names no group, attribute or user"));
+                    }
+                    (None, true) if i != last => {
+                        return Err(step("only the last step may be `otherwise`"));
+                    }
+                    (Some(_), false) if i == last => {
+                        return Err(step(
+                            "a chain must end with a blanket `otherwise = true` step",
+                        ));
+                    }
+                    _ => {}
+                }
+                let rule = data_rule(&b.mask, &b.row_filter).map_err(|m| step(&m))?;
+                if rule.is_some() == b.exempt {
+                    return Err(step(
+                        "a step has exactly one of `mask`, `row_filter` or `exempt = true`",
+                    ));
+                }
+                clauses.push(Clause {
+                    who: b.who.clone(),
+                    rule,
+                });
+            }
+            if clauses.len() < 2 {
+                return Err(bad(
+                    "a chain has at least one `who` step before its `otherwise`".into(),
+                ));
+            }
+            let masks = clauses
+                .iter()
+                .filter(|c| matches!(c.rule, Some(DataRule::Mask(_))))
+                .count();
+            let rows = clauses
+                .iter()
+                .filter(|c| matches!(c.rule, Some(DataRule::RowFilter(_))))
+                .count();
+            if masks > 0 && rows > 0 {
+                return Err(bad("a chain is all masks or all row filters".into()));
+            }
+            if masks + rows == 0 {
+                return Err(bad(
+                    "every step of this chain is exempt: it does nothing".into()
+                ));
+            }
+            clauses
+        };
+        let masks = clauses
+            .iter()
+            .any(|c| matches!(c.rule, Some(DataRule::Mask(_))));
+        if masks {
+            if self.dataset.is_some() && self.columns.is_empty() {
+                return Err(bad("a local mask needs `columns`".into()));
+            }
+            if !self.tags.is_empty() && !self.columns.is_empty() {
+                return Err(bad(
+                    "a global mask selects columns by `tags`; drop `columns`".into(),
+                ));
+            }
+        } else if !self.columns.is_empty() {
+            return Err(bad("`columns` only applies to masks".into()));
+        }
+        Ok(PolicyRule::Data(clauses))
     }
 }
 
@@ -264,18 +714,26 @@ mod tests {
         let s = spec(
             "name = \"m\"\ntags = [\"PII\"]\nmask = \"hash\"\nexcept = { groups = [\"admin\"] }",
         );
-        assert_eq!(s.validate().unwrap(), PolicyRule::Mask(MaskSpec::Hash));
+        let PolicyRule::Data(clauses) = s.validate().unwrap() else {
+            panic!("a data policy")
+        };
+        assert_eq!(clauses.len(), 2, "except, then everyone");
+        assert_eq!(clauses[0].rule, None);
+        assert_eq!(clauses[1].rule, Some(DataRule::Mask(MaskSpec::Hash)));
         let s = spec(
             "name = \"c\"\ndataset = \"x.y\"\ncolumns = [\"ip\"]\nmask = { constant = \"REDACTED\" }",
         );
         assert!(matches!(
             s.validate().unwrap(),
-            PolicyRule::Mask(MaskSpec::Constant(_))
+            PolicyRule::Data(c) if matches!(c[0].rule, Some(DataRule::Mask(MaskSpec::Constant(_))))
         ));
         let s = spec(
             "name = \"r\"\ndataset = \"x.y\"\nrow_filter = { column = \"state\", attribute = \"state\" }",
         );
-        assert!(matches!(s.validate().unwrap(), PolicyRule::RowFilter(_)));
+        assert!(matches!(
+            s.validate().unwrap(),
+            PolicyRule::Data(c) if matches!(c[0].rule, Some(DataRule::RowFilter(RowRuleSpec::Matching { .. })))
+        ));
     }
 
     #[test]
@@ -286,6 +744,17 @@ mod tests {
             "name = \"a\"\ndataset = \"x.y\"\nmask = \"null\"",
             "name = \"a\"\ndataset = \"x.y\"\nsubscription = { anyone = true, groups = [\"g\"] }",
             "name = \"a\"\ndataset = \"x.y\"\nrow_filter = { attribute = \"s\" }",
+            "name = \"a\"\ndataset = \"x.y\"\nrow_filter = { where = \"x\", attribute = \"s\" }",
+            "name = \"a\"\ndataset = \"x.y\"\nrow_filter = { within = \"7 weeks\" }",
+            "name = \"a\"\ndataset = \"x.y\"\ncolumns = [\"c\"]\nmask = { round = { digits = 1, bucket = 5 } }",
+            "name = \"a\"\ndataset = \"x.y\"\ncolumns = [\"c\"]\nmask = { regex = { pattern = \"(\", replacement = \"x\" } }",
+            "name = \"a\"\ndataset = \"x.y\"\nsubscription = { groups = [\"g\"], approvers = { groups = [\"s\"] } }",
+            // Chains: must end with a blanket otherwise; one kind of rule.
+            "name = \"a\"\ndataset = \"x.y\"\ncolumns = [\"c\"]\nchain = [{ who = { groups = [\"g\"] }, mask = \"null\" }]",
+            "name = \"a\"\ndataset = \"x.y\"\ncolumns = [\"c\"]\nchain = [{ otherwise = true, mask = \"null\" }, { who = { groups = [\"g\"] }, exempt = true }]",
+            "name = \"a\"\ndataset = \"x.y\"\ncolumns = [\"c\"]\nchain = [{ who = { groups = [\"g\"] }, mask = \"null\" }, { otherwise = true, row_filter = { where = \"x\" } }]",
+            "name = \"a\"\ndataset = \"x.y\"\ncolumns = [\"c\"]\nmask = \"null\"\nchain = [{ who = { groups = [\"g\"] }, exempt = true }, { otherwise = true, mask = \"null\" }]",
+            "name = \"a\"\ndataset = \"x.y\"\ncolumns = [\"c\"]\nchain = [{ who = { groups = [\"g\"] }, exempt = true }, { otherwise = true, exempt = true }]",
         ] {
             assert!(spec(bad).validate().is_err(), "{bad}");
         }

@@ -3,7 +3,7 @@
 //! ```text
 //! PolicyBarrier: dataset=…
 //!   Projection: id, veil_mask_hash(ssn) AS ssn, …       ← masks
-//!     Filter: state IN ('CA')                            ← row rules
+//!     Filter: state IN ('CA') AND ts >= …                ← row rules
 //!       TableScan: __veil_source                         ← SourceTable
 //! ```
 //!
@@ -11,14 +11,17 @@
 //! user's query against the masked schema, and everything the user writes
 //! lands above the barrier.
 
-use datafusion::arrow::datatypes::DataType;
-use datafusion::common::{Column, ScalarValue, TableReference};
+use chrono::{DateTime, Utc};
+use datafusion::arrow::datatypes::{DataType, Field, Schema, TimeUnit};
+use datafusion::common::{Column, DFSchema, ScalarValue, TableReference};
 use datafusion::datasource::{TableProvider, provider_as_source};
-use datafusion::logical_expr::{Expr, LogicalPlan, LogicalPlanBuilder, ScalarUDF, lit};
+use datafusion::logical_expr::{
+    Expr, ExprSchemable, LogicalPlan, LogicalPlanBuilder, ScalarUDF, cast, lit, when,
+};
 use std::sync::Arc;
 
 use super::barrier::PolicyBarrier;
-use super::effective::EffectivePolicy;
+use super::effective::{ColumnMask, EffectivePolicy, RowRuleKind, dictionary_schema};
 use super::masks::{MaskHash, mask_expr};
 use crate::catalog::source_table::SourceTable;
 use crate::error::{Result, VeilError};
@@ -33,16 +36,68 @@ fn df(e: datafusion::common::DataFusionError) -> VeilError {
     VeilError::internal("building a secure view", e)
 }
 
-/// Build the policy subtree over `source`, fenced by a barrier.
-pub fn compile(
-    dataset: &DatasetRecord,
+/// The expression one masked column becomes: its single mask, or, with
+/// conditional masks, `CASE WHEN cond IS NOT FALSE THEN mask … ELSE …`
+/// (a condition that is unknown for a row masks it).
+fn column_mask_expr(
+    m: &ColumnMask,
+    column: Expr,
+    dt: &DataType,
+    hash: &Arc<ScalarUDF>,
+) -> Result<Expr> {
+    let out = m.output_type(dt)?;
+    let fit = |e: Expr, from: DataType| if from == out { e } else { cast(e, out.clone()) };
+    let mut branches = Vec::new();
+    let mut fallback = fit(column.clone(), dt.clone());
+    for c in &m.candidates {
+        let e = mask_expr(&c.mask, column.clone(), dt, hash)?;
+        let e = fit(e, super::masks::mask_output_type(&c.mask, dt)?);
+        match &c.when {
+            Some(w) => branches.push((w.clone().is_not_false(), e)),
+            None => fallback = e,
+        }
+    }
+    if branches.is_empty() {
+        return Ok(fallback);
+    }
+    let mut iter = branches.into_iter();
+    let (w, t) = iter.next().expect("non-empty");
+    let mut case = when(w, t);
+    for (w, t) in iter {
+        case = case.when(w, t);
+    }
+    case.otherwise(fallback).map_err(df)
+}
+
+/// The projection applying every mask, one expression per dictionary
+/// column, each aliased to its column's name.
+fn masked_projection(
+    schema: &Schema,
     policy: &EffectivePolicy,
-    source: Arc<SourceTable>,
-    master: &MasterKey,
-) -> Result<LogicalPlan> {
-    let schema = source.schema();
-    let column =
-        |name: &str| Expr::Column(Column::new(Some(TableReference::bare(SOURCE_ALIAS)), name));
+    column: &dyn Fn(&str) -> Expr,
+    hash: &Arc<ScalarUDF>,
+) -> Result<Vec<Expr>> {
+    schema
+        .fields()
+        .iter()
+        .map(|field| {
+            let name = field.name();
+            let e = match policy.masks.get(name) {
+                Some(m) => column_mask_expr(m, column(name), field.data_type(), hash)?,
+                None => column(name),
+            };
+            Ok(e.alias(name))
+        })
+        .collect()
+}
+
+/// The row predicate of every row rule (AND), bound to `now`.
+fn row_predicate(
+    schema: &Schema,
+    policy: &EffectivePolicy,
+    column: &dyn Fn(&str) -> Expr,
+    now: DateTime<Utc>,
+) -> Result<Option<Expr>> {
     let data_type = |name: &str| -> Result<DataType> {
         schema
             .field_with_name(name)
@@ -53,92 +108,140 @@ pub fn compile(
                 ))
             })
     };
-    let mut builder = LogicalPlanBuilder::scan(
-        SOURCE_ALIAS,
-        provider_as_source(Arc::clone(&source) as _),
-        None,
-    )
-    .map_err(df)?;
-
-    // Row rules: the principal's attribute values enter as typed literals.
     let mut predicate: Option<Expr> = None;
     for rule in &policy.row_rules {
-        let dt = data_type(&rule.column)?;
-        let values: Vec<Expr> = rule
-            .values
-            .iter()
-            .filter_map(|v| ScalarValue::Utf8(Some(v.clone())).cast_to(&dt).ok())
-            .map(|v| Expr::Literal(v, None))
-            .collect();
-        let p = if values.is_empty() {
-            lit(false)
-        } else {
-            column(&rule.column).in_list(values, false)
+        let p = match &rule.kind {
+            // The principal's attribute values enter as typed literals.
+            RowRuleKind::Matching { column: c, values } => {
+                let dt = data_type(c)?;
+                let values: Vec<Expr> = values
+                    .iter()
+                    .filter_map(|v| ScalarValue::Utf8(Some(v.clone())).cast_to(&dt).ok())
+                    .map(|v| Expr::Literal(v, None))
+                    .collect();
+                if values.is_empty() {
+                    lit(false)
+                } else {
+                    column(c).in_list(values, false)
+                }
+            }
+            RowRuleKind::Where(e) => e.clone(),
+            RowRuleKind::Window { column: c, seconds } => {
+                let dt = data_type(c)?;
+                column(c).gt_eq(Expr::Literal(window_start(&dt, now, *seconds)?, None))
+            }
         };
         predicate = Some(match predicate {
             None => p,
             Some(acc) => acc.and(p),
         });
     }
-    if let Some(p) = predicate {
+    Ok(predicate)
+}
+
+/// The earliest value a time window keeps, in the column's type. A date
+/// column keeps only whole days inside the window (the day the window
+/// starts in is partly outside it, so it is left out).
+pub fn window_start(dt: &DataType, now: DateTime<Utc>, seconds: i64) -> Result<ScalarValue> {
+    let start = now - chrono::Duration::seconds(seconds);
+    let secs = start.timestamp();
+    let day = secs.div_euclid(86_400)
+        + i64::from(secs.rem_euclid(86_400) != 0 || start.timestamp_subsec_nanos() != 0);
+    let v = match dt {
+        DataType::Timestamp(unit, tz) => {
+            let micros = start.timestamp_micros();
+            match unit {
+                TimeUnit::Second => ScalarValue::TimestampSecond(
+                    Some(secs + i64::from(start.timestamp_subsec_nanos() != 0)),
+                    tz.clone(),
+                ),
+                TimeUnit::Millisecond => {
+                    ScalarValue::TimestampMillisecond(Some(start.timestamp_millis()), tz.clone())
+                }
+                TimeUnit::Microsecond => {
+                    ScalarValue::TimestampMicrosecond(Some(micros), tz.clone())
+                }
+                TimeUnit::Nanosecond => ScalarValue::TimestampNanosecond(
+                    start.timestamp_nanos_opt().or(Some(i64::MIN)),
+                    tz.clone(),
+                ),
+            }
+        }
+        DataType::Date32 => ScalarValue::Date32(Some(day as i32)),
+        DataType::Date64 => ScalarValue::Date64(Some(day * 86_400_000)),
+        other => {
+            return Err(VeilError::FailedPrecondition(format!(
+                "a time window needs a date or timestamp column, not {other}"
+            )));
+        }
+    };
+    Ok(v)
+}
+
+/// Build the policy subtree over `source`, fenced by a barrier. `now` is
+/// the request's clock, which time windows are measured from.
+pub fn compile(
+    dataset: &DatasetRecord,
+    policy: &EffectivePolicy,
+    source: Arc<SourceTable>,
+    master: &MasterKey,
+    now: DateTime<Utc>,
+) -> Result<LogicalPlan> {
+    let schema = source.schema();
+    let column =
+        |name: &str| Expr::Column(Column::new(Some(TableReference::bare(SOURCE_ALIAS)), name));
+    let mut builder = LogicalPlanBuilder::scan(
+        SOURCE_ALIAS,
+        provider_as_source(Arc::clone(&source) as _),
+        None,
+    )
+    .map_err(df)?;
+    if let Some(p) = row_predicate(&schema, policy, &column, now)? {
         builder = builder.filter(p).map_err(df)?;
     }
-
     let hash = Arc::new(ScalarUDF::new_from_impl(MaskHash::new(master.derive(
         KeyPurpose::HashMask {
             dataset_id: &dataset.id,
         },
     ))));
-    let mut exprs = Vec::with_capacity(schema.fields().len());
-    for field in schema.fields() {
-        let name = field.name();
-        let e = match policy.masks.get(name) {
-            Some(m) => mask_expr(&m.mask, column(name), field.data_type(), &hash)?,
-            None => column(name),
-        };
-        exprs.push(e.alias(name));
-    }
+    let exprs = masked_projection(&schema, policy, &column, &hash)?;
     let plan = builder.project(exprs).map_err(df)?.build().map_err(df)?;
     Ok(PolicyBarrier::wrap(&dataset.name, plan))
 }
 
 /// The schema a principal sees, from the dictionary alone (no file access):
-/// used for listings. Reads use the planned schema, which this matches.
-pub fn output_schema(
-    dataset: &DatasetRecord,
-    policy: &EffectivePolicy,
-) -> Result<datafusion::arrow::datatypes::Schema> {
-    use crate::catalog::source_table::dictionary_field;
-    use crate::policy::model::MaskSpec;
-    let mut file_fields = Vec::new();
-    let mut partition_fields = Vec::new();
-    for c in &dataset.columns {
-        let f = dictionary_field(&c.name, &c.data_type, c.nullable)?;
-        let f = match policy.masks.get(&c.name).map(|m| &m.mask) {
-            None => f,
-            Some(MaskSpec::Hash) => {
-                if !MaskHash::supports(f.data_type()) {
-                    return Err(VeilError::FailedPrecondition(format!(
-                        "a hash mask cannot apply to column '{}' of type {}",
-                        c.name,
-                        f.data_type()
-                    )));
-                }
-                f.with_data_type(DataType::Utf8)
-            }
-            Some(MaskSpec::Null) => f.with_nullable(true),
-            Some(MaskSpec::Constant(v)) => {
-                let value = super::masks::constant_value(v, f.data_type())?;
-                let nullable = value.is_null();
-                f.with_nullable(nullable)
-            }
-        };
+/// used for listings. Typed by the same expressions a read plans, so it is
+/// the planned schema.
+pub fn output_schema(dataset: &DatasetRecord, policy: &EffectivePolicy) -> Result<Schema> {
+    let dictionary = dictionary_schema(dataset)?;
+    // Partition columns come last in a scan, as in `SourceTable`.
+    let mut ordered: Vec<Field> = Vec::new();
+    let mut partitions = Vec::new();
+    for (c, f) in dataset.columns.iter().zip(dictionary.fields()) {
         if c.partition {
-            partition_fields.push(f)
+            partitions.push(f.as_ref().clone());
         } else {
-            file_fields.push(f)
+            ordered.push(f.as_ref().clone());
         }
     }
-    file_fields.extend(partition_fields);
-    Ok(datafusion::arrow::datatypes::Schema::new(file_fields))
+    ordered.extend(partitions);
+    let schema = Schema::new(ordered);
+    let df_schema = DFSchema::try_from(schema.clone()).map_err(df)?;
+    // Typing only: the key never hashes anything here.
+    let hash = Arc::new(ScalarUDF::new_from_impl(MaskHash::new(
+        MasterKey::from_bytes([0; 32]).derive(KeyPurpose::HashMask { dataset_id: "" }),
+    )));
+    let column = |name: &str| Expr::Column(Column::from_name(name));
+    let exprs = masked_projection(&schema, policy, &column, &hash)?;
+    let fields = schema
+        .fields()
+        .iter()
+        .zip(exprs)
+        .map(|(f, e)| {
+            let dt = e.get_type(&df_schema).map_err(df)?;
+            let nullable = e.nullable(&df_schema).map_err(df)?;
+            Ok(Field::new(f.name(), dt, nullable))
+        })
+        .collect::<Result<Vec<_>>>()?;
+    Ok(Schema::new(fields))
 }

@@ -1,7 +1,7 @@
 //! Wiring: config → store → keys → engine → Flight service on a socket.
 
 pub mod reload;
-mod sync;
+pub mod sync;
 
 pub use sync::{SyncReport, sync_config};
 

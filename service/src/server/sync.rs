@@ -42,12 +42,16 @@ enum DatasetWrite {
 
 /// A local policy must name a dataset that exists and columns in its
 /// dictionary: a typo would otherwise leave the policy applying to nothing
-/// while the dataset it was meant for goes unprotected.
-fn check_references(p: &PolicySpec, datasets: &BTreeMap<&str, &DatasetRecord>) -> Result<()> {
-    let Some(name) = &p.dataset else {
-        return Ok(());
-    };
-    let Some(d) = datasets.get(name.as_str()) else {
+/// while the dataset it was meant for goes unprotected. Every dataset a
+/// policy applies to must be able to enforce it (mask types, conditions).
+pub fn check_references(
+    p: &crate::policy::model::Policy,
+    datasets: &BTreeMap<&str, &DatasetRecord>,
+    default_issuer: &str,
+) -> Result<()> {
+    if let Some(name) = &p.spec.dataset
+        && !datasets.contains_key(name.as_str())
+    {
         let hint = datasets
             .keys()
             .find(|k| k.eq_ignore_ascii_case(name))
@@ -55,21 +59,12 @@ fn check_references(p: &PolicySpec, datasets: &BTreeMap<&str, &DatasetRecord>) -
             .unwrap_or_default();
         return Err(VeilError::FailedPrecondition(format!(
             "policy '{}' applies to dataset '{name}', which is neither declared in the config nor registered{hint}",
-            p.name
+            p.spec.name
         )));
-    };
-    let mut columns: Vec<&String> = p.columns.iter().collect();
-    if let Some(rf) = &p.row_filter
-        && let Some(c) = &rf.column
-    {
-        columns.push(c);
     }
-    for c in columns {
-        if d.column(c).is_none() {
-            return Err(VeilError::FailedPrecondition(format!(
-                "policy '{}' names column '{c}', which dataset {name} does not have",
-                p.name
-            )));
+    for d in datasets.values() {
+        if crate::policy::effective::applies_to(p, d, default_issuer) {
+            crate::policy::effective::check_policy_on(p, d)?;
         }
     }
     Ok(())
@@ -141,6 +136,7 @@ pub async fn sync_config(
                         tags: d.tags.clone(),
                         columns: d.columns.clone(),
                         origin: Origin::Config,
+                        event_time: d.event_time.clone(),
                     },
                     stores,
                 )
@@ -204,8 +200,28 @@ pub async fn sync_config(
             }
         }
     }
-    for p in &cfg.policies {
-        check_references(p, &after)?;
+    for spec in &cfg.policies {
+        let policy = crate::policy::model::Policy {
+            id: String::new(),
+            version: 0,
+            origin: Origin::Config,
+            rule: spec.validate()?,
+            spec: spec.clone(),
+        };
+        check_references(&policy, &after, &issuer)?;
+    }
+    for p in snapshot
+        .policies
+        .iter()
+        .filter(|p| p.origin == Origin::Runtime)
+    {
+        check_references(p, &after, &issuer).map_err(|e| {
+            VeilError::FailedPrecondition(format!(
+                "this config would break runtime policy '{}': {}",
+                p.spec.name,
+                e.message()
+            ))
+        })?;
     }
 
     // What changes, by name, for the report.

@@ -22,7 +22,7 @@ use crate::audit::AuditEvent;
 use crate::auth::identity::{Identity, Permission};
 use crate::error::Result;
 use crate::policy::model::{Origin, PolicySpec};
-use model::{DatasetRecord, Snapshot, UserRecord};
+use model::{AccessDecision, AccessRequest, DatasetRecord, RequestStatus, Snapshot, UserRecord};
 
 /// How [`Store::put_dataset`] treats an existing dataset of the same name.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -31,6 +31,17 @@ pub enum PutMode {
     Create,
     /// Replace it (dictionary edits).
     Replace,
+}
+
+/// How [`Store::put_policy`] treats an existing policy of the same name.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum PolicyPut {
+    /// Fail with `AlreadyExists` if any policy has the name.
+    Create,
+    /// Replace a runtime policy (`NotFound` if none; config policies are
+    /// read-only). With an expected version, fail with `FailedPrecondition`
+    /// if the policy changed since the caller read it.
+    Update { expected_version: Option<u64> },
 }
 
 /// Contract for state backends.
@@ -77,6 +88,27 @@ pub trait Store: Send + Sync + Debug {
         users: &[(Identity, UserRecord)],
         grants: &[(Identity, Permission)],
     ) -> Result<()>;
+
+    /// Create or update a runtime policy; returns its version afterwards
+    /// (unchanged, and the state version with it, if the body is the same).
+    async fn put_policy(&self, spec: &PolicySpec, mode: PolicyPut) -> Result<u64>;
+    /// Delete a runtime policy (`NotFound` if none; config policies are
+    /// read-only), optionally only at an expected version.
+    async fn delete_policy(&self, name: &str, expected_version: Option<u64>) -> Result<()>;
+
+    /// Record a new access request (`AlreadyExists` if the requester has one
+    /// pending or approved for that dataset).
+    async fn create_access_request(&self, request: &AccessRequest) -> Result<()>;
+    /// Move a request from `from` to the decision's status, atomically
+    /// (`FailedPrecondition` if it is no longer in `from`).
+    async fn decide_access_request(
+        &self,
+        id: &str,
+        from: RequestStatus,
+        decision: &AccessDecision,
+    ) -> Result<AccessRequest>;
+    /// Every access request, oldest first.
+    async fn access_requests(&self) -> Result<Vec<AccessRequest>>;
 
     /// Durably append audit events, assigning their sequence numbers.
     async fn append_audit(&self, events: &[AuditEvent]) -> Result<()>;

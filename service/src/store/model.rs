@@ -90,6 +90,9 @@ pub struct DatasetRecord {
     pub tags: Vec<String>,
     pub columns: Vec<ColumnRecord>,
     pub origin: Origin,
+    /// The column time-window policies measure rows by.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub event_time: Option<String>,
 }
 
 impl DatasetRecord {
@@ -109,6 +112,57 @@ pub struct UserRecord {
     pub attributes: Attributes,
 }
 
+/// Where an access request stands.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum RequestStatus {
+    Pending,
+    Approved,
+    Denied,
+    /// Approved, then withdrawn: the requester reads no more.
+    Revoked,
+}
+
+impl RequestStatus {
+    pub fn as_str(&self) -> &'static str {
+        match self {
+            RequestStatus::Pending => "pending",
+            RequestStatus::Approved => "approved",
+            RequestStatus::Denied => "denied",
+            RequestStatus::Revoked => "revoked",
+        }
+    }
+}
+
+/// A request to read an *on request* dataset, and its decision.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct AccessRequest {
+    pub id: String,
+    /// The dataset's stable id (a dataset dropped and registered again is
+    /// another dataset: its approvals do not carry over).
+    pub dataset_id: String,
+    pub dataset: String,
+    pub requester: Identity,
+    pub reason: String,
+    pub status: RequestStatus,
+    #[serde(default)]
+    pub decided_by: Option<Identity>,
+    #[serde(default)]
+    pub decision_note: String,
+    pub created_ms: i64,
+    #[serde(default)]
+    pub decided_ms: Option<i64>,
+}
+
+/// A decision on an access request.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AccessDecision {
+    pub to: RequestStatus,
+    pub by: Identity,
+    pub note: String,
+    pub at_ms: i64,
+}
+
 /// Everything policy-relevant, at one version of the store.
 #[derive(Debug, Clone, Default)]
 pub struct Snapshot {
@@ -120,4 +174,6 @@ pub struct Snapshot {
     pub config_users: BTreeSet<Identity>,
     pub grants: HashMap<Identity, BTreeMap<Permission, Origin>>,
     pub disabled: BTreeSet<Identity>,
+    /// Approved access requests: dataset id → who may read it.
+    pub approvals: BTreeMap<String, BTreeSet<Identity>>,
 }

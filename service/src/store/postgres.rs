@@ -19,21 +19,24 @@ use deadpool_postgres::{Manager, ManagerConfig, Pool, RecyclingMethod};
 use std::time::Duration;
 use tokio_postgres::{IsolationLevel, NoTls, Transaction};
 
+use super::model::{AccessDecision, AccessRequest, RequestStatus};
 use super::model::{DatasetRecord, Snapshot, UserRecord};
 use super::rows::{
-    PolicyWrite, SnapshotBuilder, StoredPolicy, compare_key_fingerprint, encode, origin_str,
-    plan_config_policies,
+    PolicyWrite, SnapshotBuilder, StoredPolicy, apply_decision, check_no_open_request,
+    compare_key_fingerprint, decode_request, encode, origin_str, plan_config_policies,
+    plan_runtime_delete, plan_runtime_put,
 };
-use super::{PutMode, Store};
+use super::{PolicyPut, PutMode, Store};
 use crate::audit::AuditEvent;
 use crate::auth::identity::{Identity, Permission};
 use crate::error::{Result, VeilError};
 use crate::policy::model::{Origin, PolicySpec};
 
 /// Ordered migrations; the database records the highest one applied.
-const MIGRATIONS: &[(i64, &str)] = &[(
-    1,
-    r#"
+const MIGRATIONS: &[(i64, &str)] = &[
+    (
+        1,
+        r#"
     CREATE TABLE state_version (id INTEGER PRIMARY KEY CHECK (id = 1), version BIGINT NOT NULL);
     INSERT INTO state_version (id, version) VALUES (1, 1);
     CREATE TABLE meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
@@ -78,7 +81,9 @@ const MIGRATIONS: &[(i64, &str)] = &[(
         body TEXT NOT NULL
     );
     "#,
-)];
+    ),
+    (2, super::sqlite::ACCESS_REQUESTS_TABLE),
+];
 
 /// Arbitrary constant: the advisory lock key migrations hold.
 const MIGRATION_LOCK: i64 = 0x7665_696c_6d69_6772; // "veilmigr"
@@ -295,7 +300,46 @@ async fn load_snapshot(tx: &Transaction<'_>) -> Result<Snapshot> {
     {
         b.grant(row.get(0), row.get(1), row.get(2), row.get(3))?;
     }
+    for row in tx
+        .query(
+            "SELECT body FROM access_requests WHERE status = 'approved'",
+            &[],
+        )
+        .await
+        .map_err(pg_err)?
+    {
+        b.access_request(row.get(0))?;
+    }
     Ok(b.finish())
+}
+
+async fn stored_policy(tx: &Transaction<'_>, name: &str) -> Result<Option<StoredPolicy>> {
+    Ok(tx
+        .query_opt(
+            "SELECT id, name, version, body, origin FROM policies WHERE name = $1",
+            &[&name],
+        )
+        .await
+        .map_err(pg_err)?
+        .map(|r| StoredPolicy {
+            id: r.get(0),
+            name: r.get(1),
+            version: r.get(2),
+            body: r.get(3),
+            origin: r.get(4),
+        }))
+}
+
+async fn all_requests(tx: &Transaction<'_>) -> Result<Vec<AccessRequest>> {
+    tx.query(
+        "SELECT body FROM access_requests ORDER BY created_ms, id",
+        &[],
+    )
+    .await
+    .map_err(pg_err)?
+    .iter()
+    .map(|r| decode_request(r.get(0)))
+    .collect()
 }
 
 #[async_trait]
@@ -496,6 +540,117 @@ impl Store for PostgresStore {
             .map_err(pg_err)?;
         }
         tx.commit().await.map_err(pg_err)
+    }
+
+    async fn put_policy(&self, spec: &PolicySpec, mode: PolicyPut) -> Result<u64> {
+        let mut client = self.client().await?;
+        let tx = client.transaction().await.map_err(pg_err)?;
+        // Lock first: concurrent writers of one policy serialise here.
+        bump(&tx).await?;
+        let existing = stored_policy(&tx, &spec.name).await?;
+        let current = existing.as_ref().map(|p| p.version as u64);
+        let version = match plan_runtime_put(existing, spec, mode)? {
+            None => {
+                tx.rollback().await.map_err(pg_err)?;
+                return current.ok_or_else(|| VeilError::Internal("policy vanished".into()));
+            }
+            Some(PolicyWrite::Insert { id, name, body }) => {
+                tx.execute(
+                    "INSERT INTO policies (id, name, origin, version, body) VALUES ($1, $2, 'runtime', 1, $3)",
+                    &[&id, &name, &body],
+                )
+                .await
+                .map_err(pg_err)?;
+                1
+            }
+            Some(PolicyWrite::Update { id, version, body }) => {
+                tx.execute(
+                    "UPDATE policies SET body = $1, version = $2 WHERE id = $3",
+                    &[&body, &version, &id],
+                )
+                .await
+                .map_err(pg_err)?;
+                version as u64
+            }
+            Some(PolicyWrite::Delete { .. }) => {
+                return Err(VeilError::Internal("a put never deletes".into()));
+            }
+        };
+        tx.commit().await.map_err(pg_err)?;
+        Ok(version)
+    }
+
+    async fn delete_policy(&self, name: &str, expected_version: Option<u64>) -> Result<()> {
+        let mut client = self.client().await?;
+        let tx = client.transaction().await.map_err(pg_err)?;
+        bump(&tx).await?;
+        let id = plan_runtime_delete(stored_policy(&tx, name).await?, name, expected_version)?;
+        tx.execute("DELETE FROM policies WHERE id = $1", &[&id])
+            .await
+            .map_err(pg_err)?;
+        tx.commit().await.map_err(pg_err)
+    }
+
+    async fn create_access_request(&self, r: &AccessRequest) -> Result<()> {
+        let mut client = self.client().await?;
+        let tx = client.transaction().await.map_err(pg_err)?;
+        bump(&tx).await?;
+        check_no_open_request(&all_requests(&tx).await?, r)?;
+        let body = encode("access request", r)?;
+        tx.execute(
+            "INSERT INTO access_requests (id, dataset_id, issuer, subject, status, created_ms, body) VALUES ($1, $2, $3, $4, $5, $6, $7)",
+            &[
+                &r.id,
+                &r.dataset_id,
+                &r.requester.issuer,
+                &r.requester.subject,
+                &r.status.as_str(),
+                &r.created_ms,
+                &body,
+            ],
+        )
+        .await
+        .map_err(pg_err)?;
+        tx.commit().await.map_err(pg_err)
+    }
+
+    async fn decide_access_request(
+        &self,
+        id: &str,
+        from: RequestStatus,
+        decision: &AccessDecision,
+    ) -> Result<AccessRequest> {
+        let mut client = self.client().await?;
+        let tx = client.transaction().await.map_err(pg_err)?;
+        bump(&tx).await?;
+        let Some(row) = tx
+            .query_opt(
+                "SELECT body FROM access_requests WHERE id = $1 FOR UPDATE",
+                &[&id],
+            )
+            .await
+            .map_err(pg_err)?
+        else {
+            return Err(VeilError::NotFound(format!("no access request {id}")));
+        };
+        let r = apply_decision(row.get(0), from, decision)?;
+        let body = encode("access request", &r)?;
+        tx.execute(
+            "UPDATE access_requests SET status = $1, body = $2 WHERE id = $3",
+            &[&r.status.as_str(), &body, &id],
+        )
+        .await
+        .map_err(pg_err)?;
+        tx.commit().await.map_err(pg_err)?;
+        Ok(r)
+    }
+
+    async fn access_requests(&self) -> Result<Vec<AccessRequest>> {
+        let mut client = self.client().await?;
+        let tx = client.transaction().await.map_err(pg_err)?;
+        let out = all_requests(&tx).await?;
+        tx.commit().await.map_err(pg_err)?;
+        Ok(out)
     }
 
     async fn replace_config_directory(

@@ -8,7 +8,10 @@ use std::str::FromStr;
 use crate::auth::identity::{Identity, Permission};
 use crate::error::{Result, VeilError};
 use crate::policy::model::{Origin, Policy, PolicySpec};
-use crate::store::model::{DatasetRecord, Snapshot, UserRecord};
+use crate::store::PolicyPut;
+use crate::store::model::{
+    AccessDecision, AccessRequest, DatasetRecord, RequestStatus, Snapshot, UserRecord,
+};
 
 pub(crate) fn origin_str(o: Origin) -> &'static str {
     match o {
@@ -112,6 +115,19 @@ impl SnapshotBuilder {
         Ok(())
     }
 
+    /// An access request row; approved ones admit their requester.
+    pub(crate) fn access_request(&mut self, body: &str) -> Result<()> {
+        let r = decode_request(body)?;
+        if r.status == RequestStatus::Approved {
+            self.snap
+                .approvals
+                .entry(r.dataset_id)
+                .or_default()
+                .insert(r.requester);
+        }
+        Ok(())
+    }
+
     pub(crate) fn finish(mut self) -> Snapshot {
         self.snap
             .policies
@@ -188,6 +204,126 @@ pub(crate) fn plan_config_policies(
     gone.sort_by(|a, b| a.name.cmp(&b.name));
     writes.extend(gone.into_iter().map(|p| PolicyWrite::Delete { id: p.id }));
     Ok(writes)
+}
+
+/// What creating or updating a runtime policy writes (`None`: the stored
+/// body is the same, nothing to write).
+pub(crate) fn plan_runtime_put(
+    existing: Option<StoredPolicy>,
+    spec: &PolicySpec,
+    mode: PolicyPut,
+) -> Result<Option<PolicyWrite>> {
+    spec.validate()?;
+    let body = encode("policy", spec)?;
+    match (existing, mode) {
+        (Some(old), PolicyPut::Create) => Err(VeilError::AlreadyExists(format!(
+            "a policy named '{}' already exists ({}); update it instead, or choose another name",
+            spec.name,
+            if old.origin == "config" {
+                "declared in the config file"
+            } else {
+                "created at run time"
+            }
+        ))),
+        (None, PolicyPut::Create) => Ok(Some(PolicyWrite::Insert {
+            id: uuid::Uuid::new_v4().to_string(),
+            name: spec.name.clone(),
+            body,
+        })),
+        (None, PolicyPut::Update { .. }) => Err(VeilError::NotFound(format!(
+            "no policy named '{}'; create it instead",
+            spec.name
+        ))),
+        (Some(old), PolicyPut::Update { .. }) if old.origin == "config" => {
+            Err(config_policy(&spec.name))
+        }
+        (Some(old), PolicyPut::Update { expected_version }) => {
+            check_expected(&old, expected_version)?;
+            if old.body == body {
+                return Ok(None);
+            }
+            Ok(Some(PolicyWrite::Update {
+                id: old.id,
+                version: old.version + 1,
+                body,
+            }))
+        }
+    }
+}
+
+/// The id of the runtime policy a delete removes.
+pub(crate) fn plan_runtime_delete(
+    existing: Option<StoredPolicy>,
+    name: &str,
+    expected_version: Option<u64>,
+) -> Result<String> {
+    let Some(old) = existing else {
+        return Err(VeilError::NotFound(format!("no policy named '{name}'")));
+    };
+    if old.origin == "config" {
+        return Err(config_policy(name));
+    }
+    check_expected(&old, expected_version)?;
+    Ok(old.id)
+}
+
+fn config_policy(name: &str) -> VeilError {
+    VeilError::FailedPrecondition(format!(
+        "policy '{name}' is declared in the config file ([[policies]]); change it there and reload"
+    ))
+}
+
+fn check_expected(old: &StoredPolicy, expected: Option<u64>) -> Result<()> {
+    match expected {
+        Some(v) if v as i64 != old.version => Err(VeilError::FailedPrecondition(format!(
+            "policy '{}' is at version {}, not {v}: someone changed it since you read it; list it again and retry",
+            old.name, old.version
+        ))),
+        _ => Ok(()),
+    }
+}
+
+pub(crate) fn decode_request(body: &str) -> Result<AccessRequest> {
+    serde_json::from_str(body).map_err(|e| corrupt("access request", e))
+}
+
+/// Refuse a second open request (pending or approved) for one dataset.
+pub(crate) fn check_no_open_request(existing: &[AccessRequest], new: &AccessRequest) -> Result<()> {
+    match existing.iter().find(|r| {
+        r.dataset_id == new.dataset_id
+            && r.requester == new.requester
+            && matches!(r.status, RequestStatus::Pending | RequestStatus::Approved)
+    }) {
+        Some(r) => Err(VeilError::AlreadyExists(format!(
+            "you already have a {} request ({}) for {}",
+            r.status.as_str(),
+            r.id,
+            r.dataset
+        ))),
+        None => Ok(()),
+    }
+}
+
+/// The request after a decision, if it is still in `from`.
+pub(crate) fn apply_decision(
+    body: &str,
+    from: RequestStatus,
+    d: &AccessDecision,
+) -> Result<AccessRequest> {
+    let mut r = decode_request(body)?;
+    if r.status != from {
+        return Err(VeilError::FailedPrecondition(format!(
+            "request {} is {}, not {}: nothing changed",
+            r.id,
+            r.status.as_str(),
+            from.as_str()
+        )));
+    }
+    r.status = d.to;
+    r.decided_by = Some(d.by.clone());
+    r.decision_note = d.note.clone();
+    r.decided_ms = Some(d.at_ms);
+    Ok(r)
 }
 
 /// The answer to a master-key check against the fingerprint a store holds.

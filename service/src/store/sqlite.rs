@@ -9,12 +9,14 @@ use rusqlite::{Connection, OptionalExtension, params};
 use std::path::Path;
 use std::sync::{Arc, Mutex};
 
+use super::model::{AccessDecision, AccessRequest, RequestStatus};
 use super::model::{DatasetRecord, Snapshot, UserRecord};
 use super::rows::{
-    PolicyWrite, SnapshotBuilder, StoredPolicy, compare_key_fingerprint, encode, origin_str,
-    plan_config_policies,
+    PolicyWrite, SnapshotBuilder, StoredPolicy, apply_decision, check_no_open_request,
+    compare_key_fingerprint, decode_request, encode, origin_str, plan_config_policies,
+    plan_runtime_delete, plan_runtime_put,
 };
-use super::{PutMode, Store};
+use super::{PolicyPut, PutMode, Store};
 use crate::audit::AuditEvent;
 use crate::auth::identity::{Identity, Permission};
 use crate::error::{Result, VeilError};
@@ -74,7 +76,22 @@ const MIGRATIONS: &[(i64, &str)] = &[
         2,
         "CREATE TABLE meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);",
     ),
+    (3, ACCESS_REQUESTS_TABLE),
 ];
+
+/// Migration 3, the same on both backends.
+pub(crate) const ACCESS_REQUESTS_TABLE: &str = r#"
+    CREATE TABLE access_requests (
+        id TEXT PRIMARY KEY,
+        dataset_id TEXT NOT NULL,
+        issuer TEXT NOT NULL,
+        subject TEXT NOT NULL,
+        status TEXT NOT NULL,
+        created_ms BIGINT NOT NULL,
+        body TEXT NOT NULL
+    );
+    CREATE INDEX access_requests_status ON access_requests (status);
+"#;
 
 #[derive(Debug, Clone)]
 pub struct SqliteStore {
@@ -252,8 +269,44 @@ fn load_snapshot(conn: &mut Connection) -> Result<Snapshot> {
             )
         },
     )?;
+    each_row(
+        &tx,
+        "SELECT body FROM access_requests WHERE status = 'approved'",
+        |r| b.access_request(&col::<String>(r, 0)?),
+    )?;
     tx.commit().map_err(db_err)?;
     Ok(b.finish())
+}
+
+fn stored_policy(tx: &rusqlite::Transaction<'_>, name: &str) -> Result<Option<StoredPolicy>> {
+    tx.query_row(
+        "SELECT id, name, version, body, origin FROM policies WHERE name = ?1",
+        [name],
+        |r| {
+            Ok(StoredPolicy {
+                id: r.get(0)?,
+                name: r.get(1)?,
+                version: r.get(2)?,
+                body: r.get(3)?,
+                origin: r.get(4)?,
+            })
+        },
+    )
+    .optional()
+    .map_err(db_err)
+}
+
+fn all_requests(tx: &rusqlite::Transaction<'_>) -> Result<Vec<AccessRequest>> {
+    let mut out = Vec::new();
+    each_row(
+        tx,
+        "SELECT body FROM access_requests ORDER BY created_ms, id",
+        |r| {
+            out.push(decode_request(&col::<String>(r, 0)?)?);
+            Ok(())
+        },
+    )?;
+    Ok(out)
 }
 
 #[async_trait]
@@ -482,6 +535,121 @@ impl Store for SqliteStore {
             }
             bump(&tx).map_err(db_err)?;
             tx.commit().map_err(db_err)
+        })
+        .await
+    }
+
+    async fn put_policy(&self, spec: &PolicySpec, mode: PolicyPut) -> Result<u64> {
+        let spec = spec.clone();
+        self.with(move |c| {
+            let tx = c.transaction().map_err(db_err)?;
+            let existing = stored_policy(&tx, &spec.name)?;
+            let current = existing.as_ref().map(|p| p.version as u64);
+            let version = match plan_runtime_put(existing, &spec, mode)? {
+                None => return current.ok_or_else(|| VeilError::Internal("policy vanished".into())),
+                Some(PolicyWrite::Insert { id, name, body }) => {
+                    tx.execute(
+                        "INSERT INTO policies (id, name, origin, version, body) VALUES (?1, ?2, 'runtime', 1, ?3)",
+                        params![id, name, body],
+                    )
+                    .map_err(db_err)?;
+                    1
+                }
+                Some(PolicyWrite::Update { id, version, body }) => {
+                    tx.execute(
+                        "UPDATE policies SET body = ?1, version = ?2 WHERE id = ?3",
+                        params![body, version, id],
+                    )
+                    .map_err(db_err)?;
+                    version as u64
+                }
+                Some(PolicyWrite::Delete { .. }) => {
+                    return Err(VeilError::Internal("a put never deletes".into()));
+                }
+            };
+            bump(&tx).map_err(db_err)?;
+            tx.commit().map_err(db_err)?;
+            Ok(version)
+        })
+        .await
+    }
+
+    async fn delete_policy(&self, name: &str, expected_version: Option<u64>) -> Result<()> {
+        let name = name.to_string();
+        self.with(move |c| {
+            let tx = c.transaction().map_err(db_err)?;
+            let id = plan_runtime_delete(stored_policy(&tx, &name)?, &name, expected_version)?;
+            tx.execute("DELETE FROM policies WHERE id = ?1", [id])
+                .map_err(db_err)?;
+            bump(&tx).map_err(db_err)?;
+            tx.commit().map_err(db_err)
+        })
+        .await
+    }
+
+    async fn create_access_request(&self, request: &AccessRequest) -> Result<()> {
+        let r = request.clone();
+        self.with(move |c| {
+            let tx = c.transaction().map_err(db_err)?;
+            check_no_open_request(&all_requests(&tx)?, &r)?;
+            tx.execute(
+                "INSERT INTO access_requests (id, dataset_id, issuer, subject, status, created_ms, body) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
+                params![
+                    r.id,
+                    r.dataset_id,
+                    r.requester.issuer,
+                    r.requester.subject,
+                    r.status.as_str(),
+                    r.created_ms,
+                    encode("access request", &r)?
+                ],
+            )
+            .map_err(db_err)?;
+            bump(&tx).map_err(db_err)?;
+            tx.commit().map_err(db_err)
+        })
+        .await
+    }
+
+    async fn decide_access_request(
+        &self,
+        id: &str,
+        from: RequestStatus,
+        decision: &AccessDecision,
+    ) -> Result<AccessRequest> {
+        let (id, d) = (id.to_string(), decision.clone());
+        self.with(move |c| {
+            let tx = c.transaction().map_err(db_err)?;
+            let body: Option<String> = tx
+                .query_row(
+                    "SELECT body FROM access_requests WHERE id = ?1",
+                    [&id],
+                    |r| r.get(0),
+                )
+                .optional()
+                .map_err(db_err)?;
+            let Some(body) = body else {
+                return Err(VeilError::NotFound(format!("no access request {id}")));
+            };
+            let r = apply_decision(&body, from, &d)?;
+            tx.execute(
+                "UPDATE access_requests SET status = ?1, body = ?2 WHERE id = ?3",
+                params![r.status.as_str(), encode("access request", &r)?, id],
+            )
+            .map_err(db_err)?;
+            bump(&tx).map_err(db_err)?;
+            tx.commit().map_err(db_err)?;
+            Ok(r)
+        })
+        .await
+    }
+
+    async fn access_requests(&self) -> Result<Vec<AccessRequest>> {
+        self.with(|c| {
+            let tx = c.transaction().map_err(db_err)?;
+            let out = all_requests(&tx)?;
+            tx.commit().map_err(db_err)?;
+            Ok(out)
         })
         .await
     }

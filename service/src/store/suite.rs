@@ -7,10 +7,11 @@
 
 use std::sync::Arc;
 
+use super::model::{AccessDecision, AccessRequest, RequestStatus};
 use super::model::{ColumnRecord, DatasetRecord, FileFormatKind, SourceSpec, UserRecord};
 use super::postgres::{PostgresOptions, PostgresStore};
 use super::sqlite::SqliteStore;
-use super::{PutMode, Store};
+use super::{PolicyPut, PutMode, Store};
 use crate::audit::AuditEvent;
 use crate::auth::identity::{Identity, Permission};
 use crate::error::VeilError;
@@ -97,6 +98,8 @@ on_both_backends!(
     datasets_replace_and_drop,
     master_key_check_is_recorded_then_enforced,
     concurrent_writers_each_move_the_version,
+    runtime_policies_are_versioned_and_config_ones_read_only,
+    access_requests_are_decided_once_and_approvals_admit,
 );
 
 fn dataset(name: &str) -> DatasetRecord {
@@ -121,6 +124,7 @@ fn dataset(name: &str) -> DatasetRecord {
             from_config: false,
         }],
         origin: Origin::Runtime,
+        event_time: None,
     }
 }
 
@@ -338,4 +342,145 @@ async fn an_unreachable_postgres_is_a_clear_unavailable_error() {
     .await
     .unwrap_err();
     assert!(matches!(e, VeilError::FailedPrecondition(_)), "{e}");
+}
+
+async fn runtime_policies_are_versioned_and_config_ones_read_only(s: Arc<dyn Store>) {
+    let v0 = s.version().await.unwrap();
+    assert_eq!(
+        s.put_policy(&policy("r", "a.b"), PolicyPut::Create)
+            .await
+            .unwrap(),
+        1
+    );
+    assert!(matches!(
+        s.put_policy(&policy("r", "a.b"), PolicyPut::Create).await,
+        Err(VeilError::AlreadyExists(_))
+    ));
+    let v1 = s.version().await.unwrap();
+    assert!(v1 > v0);
+    // The same body again changes nothing, not even the state version.
+    let same = PolicyPut::Update {
+        expected_version: Some(1),
+    };
+    assert_eq!(s.put_policy(&policy("r", "a.b"), same).await.unwrap(), 1);
+    assert_eq!(s.version().await.unwrap(), v1);
+    assert_eq!(s.put_policy(&policy("r", "c.d"), same).await.unwrap(), 2);
+    // A writer holding the old version loses instead of overwriting.
+    assert!(matches!(
+        s.put_policy(&policy("r", "e.f"), same).await,
+        Err(VeilError::FailedPrecondition(_))
+    ));
+    let snap = s.snapshot().await.unwrap();
+    let r = snap.policies.iter().find(|p| p.spec.name == "r").unwrap();
+    assert_eq!(
+        (r.version, r.origin, r.spec.dataset.as_deref()),
+        (2, Origin::Runtime, Some("c.d"))
+    );
+    // Config policies can't be changed or deleted at run time; reloads
+    // don't touch runtime ones.
+    s.replace_config_policies(&[policy("c", "a.b")])
+        .await
+        .unwrap();
+    let update = PolicyPut::Update {
+        expected_version: None,
+    };
+    assert!(matches!(
+        s.put_policy(&policy("c", "x.y"), update).await,
+        Err(VeilError::FailedPrecondition(_))
+    ));
+    assert!(matches!(
+        s.delete_policy("c", None).await,
+        Err(VeilError::FailedPrecondition(_))
+    ));
+    assert!(matches!(
+        s.put_policy(&policy("nope", "x.y"), update).await,
+        Err(VeilError::NotFound(_))
+    ));
+    assert!(matches!(
+        s.delete_policy("r", Some(1)).await,
+        Err(VeilError::FailedPrecondition(_))
+    ));
+    s.delete_policy("r", Some(2)).await.unwrap();
+    assert!(matches!(
+        s.delete_policy("r", None).await,
+        Err(VeilError::NotFound(_))
+    ));
+    let names: Vec<String> = s
+        .snapshot()
+        .await
+        .unwrap()
+        .policies
+        .iter()
+        .map(|p| p.spec.name.clone())
+        .collect();
+    assert_eq!(names, ["c"]);
+}
+
+async fn access_requests_are_decided_once_and_approvals_admit(s: Arc<dyn Store>) {
+    let alice = Identity::new("i", "alice");
+    let request = |id: &str| AccessRequest {
+        id: id.into(),
+        dataset_id: "ds-1".into(),
+        dataset: "a.b".into(),
+        requester: alice.clone(),
+        reason: "churn model".into(),
+        status: RequestStatus::Pending,
+        decided_by: None,
+        decision_note: String::new(),
+        created_ms: 1,
+        decided_ms: None,
+    };
+    s.create_access_request(&request("r1")).await.unwrap();
+    assert!(
+        matches!(
+            s.create_access_request(&request("r2")).await,
+            Err(VeilError::AlreadyExists(_))
+        ),
+        "one open request per dataset and requester"
+    );
+    assert!(s.snapshot().await.unwrap().approvals.is_empty());
+    let decide = |to| AccessDecision {
+        to,
+        by: Identity::new("i", "owner"),
+        note: "ok".into(),
+        at_ms: 2,
+    };
+    let r = s
+        .decide_access_request(
+            "r1",
+            RequestStatus::Pending,
+            &decide(RequestStatus::Approved),
+        )
+        .await
+        .unwrap();
+    assert_eq!(r.status, RequestStatus::Approved);
+    assert!(
+        matches!(
+            s.decide_access_request("r1", RequestStatus::Pending, &decide(RequestStatus::Denied))
+                .await,
+            Err(VeilError::FailedPrecondition(_))
+        ),
+        "decided once"
+    );
+    assert!(s.snapshot().await.unwrap().approvals["ds-1"].contains(&alice));
+    s.decide_access_request(
+        "r1",
+        RequestStatus::Approved,
+        &decide(RequestStatus::Revoked),
+    )
+    .await
+    .unwrap();
+    assert!(s.snapshot().await.unwrap().approvals.is_empty());
+    assert!(matches!(
+        s.decide_access_request("zz", RequestStatus::Pending, &decide(RequestStatus::Denied))
+            .await,
+        Err(VeilError::NotFound(_))
+    ));
+    // Revoked: a new request may be made.
+    s.create_access_request(&request("r3")).await.unwrap();
+    let all = s.access_requests().await.unwrap();
+    assert_eq!(
+        all.iter().map(|r| r.id.as_str()).collect::<Vec<_>>(),
+        ["r1", "r3"]
+    );
 }

@@ -1,6 +1,10 @@
 //! Veil's Flight actions (`DoAction`): describe, whoami and administration.
 //! Each action states the permission it needs; every call, allowed or not,
-//! is audited before it takes effect.
+//! is audited before it takes effect. Policy authoring and explain live in
+//! [`policies`], access requests in [`access`].
+
+mod access;
+mod policies;
 
 use arrow_flight::{Action, ActionType};
 use prost::Message;
@@ -10,9 +14,10 @@ use tonic::Status;
 
 use veil_proto::{
     ActionAck, AttributeValues, AuditTailRequest, ColumnDescription, DatasetDescription,
-    DeleteUserRequest, DescribeRequest, DropDatasetRequest, ListUsersRequest, PermissionRequest,
-    PutUserRequest, RegisterDatasetRequest, ReloadRequest, SetColumnTagsRequest,
-    SetDescriptionRequest, SetUserDisabledRequest, UserEntry, UserRef, WhoAmI, actions,
+    DecideAccessRequest, DeleteUserRequest, DescribeRequest, DropDatasetRequest, ExplainRequest,
+    ListUsersRequest, PermissionRequest, PolicyWriteRequest, PutUserRequest,
+    RegisterDatasetRequest, ReloadRequest, SetColumnTagsRequest, SetDescriptionRequest,
+    SetUserDisabledRequest, UserEntry, UserRef, WhoAmI, actions,
 };
 
 use super::status::to_status;
@@ -36,6 +41,13 @@ pub enum Requirement {
     Permission(Permission),
     /// An owner of the dataset named in the request, or a governor.
     OwnerOrGovernance,
+    /// Decided by the policy's scope: local policies, the dataset's owners
+    /// or `GOVERNANCE`; global ones, `GOVERNANCE`; restricted global ones
+    /// (restricted to the author), `CREATE_DATA_SOURCE`.
+    PolicyAuthor,
+    /// An approver the dataset's on-request subscription policies name
+    /// (its owners when they name none), never the requester.
+    Approver,
 }
 
 /// Every action, its requirement and what it does (also `ListActions`).
@@ -109,6 +121,56 @@ pub const ACTIONS: &[(&str, Requirement, &str)] = &[
         actions::AUDIT_TAIL,
         Requirement::Permission(Permission::Audit),
         "The most recent audit events, as JSON.",
+    ),
+    (
+        actions::CREATE_POLICY,
+        Requirement::PolicyAuthor,
+        "Create a policy (JSON, like a [[policies]] entry); effective from the next request.",
+    ),
+    (
+        actions::UPDATE_POLICY,
+        Requirement::PolicyAuthor,
+        "Replace a runtime policy, optionally only at an expected version.",
+    ),
+    (
+        actions::DELETE_POLICY,
+        Requirement::PolicyAuthor,
+        "Delete a runtime policy.",
+    ),
+    (
+        actions::LIST_POLICIES,
+        Requirement::Anyone,
+        "Policies you govern or that apply to datasets you own, as JSON.",
+    ),
+    (
+        actions::EXPLAIN,
+        Requirement::OwnerOrGovernance,
+        "What a user gets from a dataset: subscription, policies and the step that matched, schema, masks, row filters.",
+    ),
+    (
+        actions::REQUEST_ACCESS,
+        Requirement::Anyone,
+        "Ask to read a dataset that is open on request, with a reason.",
+    ),
+    (
+        actions::APPROVE_ACCESS,
+        Requirement::Approver,
+        "Approve a pending access request.",
+    ),
+    (
+        actions::DENY_ACCESS,
+        Requirement::Approver,
+        "Deny a pending access request.",
+    ),
+    (
+        actions::LIST_ACCESS_REQUESTS,
+        Requirement::Anyone,
+        "Access requests you may decide, and your own, as JSON.",
+    ),
+    (
+        actions::REVOKE_ACCESS,
+        Requirement::Approver,
+        "Withdraw an approved access request; the user's next read is refused.",
     ),
 ];
 
@@ -256,7 +318,7 @@ impl Admin {
             actions::DESCRIBE => {
                 let req: DescribeRequest = decode(body)?;
                 event.dataset = Some(req.dataset.chars().take(256).collect());
-                let (d, policy) = self.engine.lookup(p, &req.dataset).await?;
+                let (d, policy, readable) = self.engine.lookup_visible(p, &req.dataset).await?;
                 let schema = crate::policy::secure_view::output_schema(&d, &policy)?;
                 let columns = d
                     .columns
@@ -272,7 +334,7 @@ impl Admin {
                         mask: policy
                             .masks
                             .get(&c.name)
-                            .map(|m| m.mask.label())
+                            .map(|m| m.label())
                             .unwrap_or_default(),
                     })
                     .collect();
@@ -286,6 +348,7 @@ impl Admin {
                         columns,
                         format: d.source.format.as_str().to_string(),
                         rows_filtered: policy.rows_filtered(),
+                        access: if readable { "read" } else { "request" }.into(),
                     }
                     .encode_to_vec(),
                 ])
@@ -324,6 +387,7 @@ impl Admin {
                         tags: vec![],
                         columns: BTreeMap::new(),
                         origin: Origin::Runtime,
+                        event_time: None,
                     },
                     self.engine.stores(),
                 )
@@ -628,6 +692,27 @@ impl Admin {
                     .map(|e| serde_json::to_vec(e).unwrap_or_default())
                     .collect())
             }
+            actions::CREATE_POLICY | actions::UPDATE_POLICY => {
+                let req: PolicyWriteRequest = decode(body)?;
+                self.write_policy(p, req, name == actions::CREATE_POLICY, event)
+                    .await
+            }
+            actions::DELETE_POLICY => self.delete_policy(p, decode(body)?, event).await,
+            actions::LIST_POLICIES => self.list_policies(p, decode(body)?, event).await,
+            actions::EXPLAIN => {
+                self.explain(p, decode::<ExplainRequest>(body)?, event)
+                    .await
+            }
+            actions::REQUEST_ACCESS => self.request_access(p, decode(body)?, event).await,
+            actions::APPROVE_ACCESS | actions::DENY_ACCESS => {
+                let req: DecideAccessRequest = decode(body)?;
+                self.decide_access(p, req, name == actions::APPROVE_ACCESS, event)
+                    .await
+            }
+            actions::LIST_ACCESS_REQUESTS => {
+                self.list_access_requests(p, decode(body)?, event).await
+            }
+            actions::REVOKE_ACCESS => self.revoke_access(p, decode(body)?, event).await,
             _ => Err(VeilError::InvalidArgument("unknown action".into())),
         }
     }
@@ -652,7 +737,7 @@ impl Admin {
             return Ok(d.clone());
         }
         // Not an owner: reveal nothing more than a reader could know.
-        match self.engine.lookup(p, name).await {
+        match self.engine.lookup_visible(p, name).await {
             Ok(_) => Err(denied(action, "ownership of the dataset or GOVERNANCE")),
             Err(_) => Err(VeilError::dataset_not_found(name)),
         }
@@ -739,7 +824,7 @@ fn global_policy_tags(snapshot: &crate::store::model::Snapshot) -> Vec<String> {
     snapshot
         .policies
         .iter()
-        .filter(|pol| pol.spec.dataset.is_none())
+        .filter(|pol| pol.is_unrestricted_global())
         .flat_map(|pol| pol.spec.tags.iter().cloned())
         .collect()
 }

@@ -1,0 +1,347 @@
+//! Policy administration: create, update, delete, list, explain.
+//!
+//! Who may write a policy depends on its scope (DESIGN "Words"):
+//! * local (`dataset = ...`): the dataset's owners, or `GOVERNANCE`;
+//! * global (`tags = [...]`): `GOVERNANCE`;
+//! * restricted global (`tags` with `restricted_to = [you]`):
+//!   `CREATE_DATA_SOURCE`, limited to the datasets the author owns.
+//!
+//! Updating or deleting needs the right to write both the old and the new
+//! form, so nobody can take over a policy by rewriting its scope.
+
+use serde_json::json;
+use std::collections::BTreeMap;
+use std::sync::Arc;
+
+use veil_proto::{DeletePolicyRequest, ExplainRequest, ListPoliciesRequest, PolicyWriteRequest};
+
+use super::{Admin, ack, denied};
+use crate::audit::AuditEvent;
+use crate::auth::authenticator::merge_with_directory;
+use crate::auth::identity::{Attributes, ClientInfo, Permission, Principal};
+use crate::error::{Result, VeilError};
+use crate::policy::effective::{Access, access, applies_to, data_policy};
+use crate::policy::model::{Origin, Policy, PolicySpec};
+use crate::secrets::{KeyPurpose, MasterKey};
+use crate::server::sync::check_references;
+use crate::store::PolicyPut;
+use crate::store::model::{DatasetRecord, Snapshot};
+
+/// Longest policy JSON accepted.
+const MAX_POLICY_BYTES: usize = 64 * 1024;
+
+fn parse_spec(json: &str) -> Result<PolicySpec> {
+    if json.len() > MAX_POLICY_BYTES {
+        return Err(VeilError::InvalidArgument(format!(
+            "a policy is at most {MAX_POLICY_BYTES} bytes of JSON"
+        )));
+    }
+    serde_json::from_str(json).map_err(|e| {
+        VeilError::InvalidArgument(format!(
+            "the policy is not valid: {e} (write it as a JSON object with the fields of a [[policies]] entry; see the README's Policies section)"
+        ))
+    })
+}
+
+fn validated(spec: &PolicySpec, origin: Origin) -> Result<Policy> {
+    Ok(Policy {
+        id: String::new(),
+        version: 0,
+        origin,
+        rule: spec.validate()?,
+        spec: spec.clone(),
+    })
+}
+
+/// A policy as `veil.list_policies` shows it.
+fn policy_json(p: &Policy) -> Vec<u8> {
+    serde_json::to_vec(&json!({
+        "name": p.spec.name,
+        "id": p.id,
+        "version": p.version,
+        "origin": match p.origin { Origin::Config => "config", Origin::Runtime => "runtime" },
+        "scope": p.spec.scope(),
+        "spec": p.spec,
+    }))
+    .unwrap_or_default()
+}
+
+impl Admin {
+    /// May `p` write a policy of this form?
+    async fn authorize_policy(
+        &self,
+        p: &Arc<Principal>,
+        spec: &PolicySpec,
+        action: &str,
+    ) -> Result<()> {
+        if p.has(Permission::Governance) {
+            return Ok(());
+        }
+        let issuer = self.engine.default_issuer();
+        match (&spec.dataset, spec.restricted_to.is_empty()) {
+            // Ownership (or "not found" for a dataset the caller can't see).
+            (Some(name), _) => self.owned_dataset(p, name, action).await.map(|_| ()),
+            (None, true) => Err(denied(
+                &format!("{action} of a global policy (tags = [...])"),
+                "GOVERNANCE; data owners write restricted global policies (restricted_to = [\"you\"]) over the datasets they own",
+            )),
+            (None, false) => {
+                if !p.has(Permission::CreateDataSource) {
+                    return Err(denied(
+                        &format!("{action} of a restricted global policy"),
+                        "CREATE_DATA_SOURCE",
+                    ));
+                }
+                if spec
+                    .restricted_to
+                    .iter()
+                    .any(|u| u.resolve(issuer) != p.identity)
+                {
+                    return Err(VeilError::PermissionDenied(format!(
+                        "a restricted global policy you write applies to your own datasets only: set restricted_to = [\"{}\"]",
+                        p.identity.subject
+                    )));
+                }
+                Ok(())
+            }
+        }
+    }
+
+    pub(super) async fn write_policy(
+        &self,
+        p: &Arc<Principal>,
+        req: PolicyWriteRequest,
+        create: bool,
+        event: &mut AuditEvent,
+    ) -> Result<Vec<Vec<u8>>> {
+        let action = if create { "creating" } else { "updating" };
+        let spec = parse_spec(&req.spec_json)?;
+        event.message = format!("policy {}", spec.name.chars().take(200).collect::<String>());
+        event.dataset = spec.dataset.clone();
+        let policy = validated(&spec, Origin::Runtime)?;
+        self.authorize_policy(p, &spec, action).await?;
+        let snapshot = self.engine.state().current().await?;
+        if !create {
+            let Some(old) = snapshot.policies.iter().find(|x| x.spec.name == spec.name) else {
+                return Err(VeilError::NotFound(format!(
+                    "no policy named '{}'; create it instead",
+                    spec.name
+                )));
+            };
+            self.authorize_policy(p, &old.spec, action).await?;
+        }
+        let datasets: BTreeMap<&str, &DatasetRecord> = snapshot
+            .datasets
+            .iter()
+            .map(|(n, d)| (n.as_str(), d))
+            .collect();
+        check_references(&policy, &datasets, self.engine.default_issuer())?;
+        self.permitted(event).await?;
+        let mode = if create {
+            PolicyPut::Create
+        } else {
+            PolicyPut::Update {
+                expected_version: (req.expected_version > 0).then_some(req.expected_version),
+            }
+        };
+        let version = self.engine.state().store().put_policy(&spec, mode).await?;
+        event.policies = vec![format!("{}@{version}", spec.name)];
+        Ok(ack(format!(
+            "{} {} policy '{}' (version {version}); it applies from the next request",
+            if create { "created" } else { "saved" },
+            spec.scope(),
+            spec.name
+        )))
+    }
+
+    pub(super) async fn delete_policy(
+        &self,
+        p: &Arc<Principal>,
+        req: DeletePolicyRequest,
+        event: &mut AuditEvent,
+    ) -> Result<Vec<Vec<u8>>> {
+        event.message = format!("policy {}", req.name.chars().take(200).collect::<String>());
+        let snapshot = self.engine.state().current().await?;
+        let Some(old) = snapshot.policies.iter().find(|x| x.spec.name == req.name) else {
+            return Err(VeilError::NotFound(format!(
+                "no policy named '{}'",
+                req.name
+            )));
+        };
+        self.authorize_policy(p, &old.spec, "deleting").await?;
+        event.dataset = old.spec.dataset.clone();
+        self.permitted(event).await?;
+        self.engine
+            .state()
+            .store()
+            .delete_policy(
+                &req.name,
+                (req.expected_version > 0).then_some(req.expected_version),
+            )
+            .await?;
+        Ok(ack(format!(
+            "deleted policy '{}'; it stops applying from the next request",
+            req.name
+        )))
+    }
+
+    /// Governors see every policy; others the ones on datasets they own and
+    /// restricted ones naming them.
+    pub(super) async fn list_policies(
+        &self,
+        p: &Arc<Principal>,
+        req: ListPoliciesRequest,
+        event: &mut AuditEvent,
+    ) -> Result<Vec<Vec<u8>>> {
+        let snapshot = self.engine.state().current().await?;
+        let issuer = self.engine.default_issuer();
+        let governor = p.has(Permission::Governance);
+        let only: Option<&DatasetRecord> = if req.dataset.is_empty() {
+            None
+        } else {
+            event.dataset = Some(req.dataset.chars().take(256).collect());
+            Some(
+                snapshot
+                    .datasets
+                    .values()
+                    .find(|d| d.name.eq_ignore_ascii_case(&req.dataset))
+                    .filter(|d| governor || d.is_owner(&p.identity))
+                    .ok_or_else(|| VeilError::dataset_not_found(&req.dataset))?,
+            )
+        };
+        let owned: Vec<&DatasetRecord> = snapshot
+            .datasets
+            .values()
+            .filter(|d| d.is_owner(&p.identity))
+            .collect();
+        let shown = |pol: &Policy| -> bool {
+            if let Some(d) = only {
+                return applies_to(pol, d, issuer);
+            }
+            governor
+                || pol
+                    .spec
+                    .restricted_to
+                    .iter()
+                    .any(|u| u.resolve(issuer) == p.identity)
+                || owned.iter().any(|d| applies_to(pol, d, issuer))
+        };
+        self.permitted(event).await?;
+        Ok(snapshot
+            .policies
+            .iter()
+            .filter(|pol| shown(pol))
+            .map(policy_json)
+            .collect())
+    }
+
+    /// What a user gets from a dataset, and why.
+    pub(super) async fn explain(
+        &self,
+        p: &Arc<Principal>,
+        req: ExplainRequest,
+        event: &mut AuditEvent,
+    ) -> Result<Vec<Vec<u8>>> {
+        event.dataset = Some(req.dataset.chars().take(256).collect());
+        let who = self.user(req.user)?;
+        event.message = format!("explain for {who}");
+        let d = self.owned_dataset(p, &req.dataset, "explain").await?;
+        let snapshot = self.engine.state().current().await?;
+        let mut attributes = Attributes::new();
+        for a in &req.attributes {
+            attributes
+                .entry(a.key.clone())
+                .or_default()
+                .extend(a.values.iter().cloned());
+        }
+        // The fingerprint of an explained principal is never used.
+        let key = MasterKey::from_bytes([0; 32]).derive(KeyPurpose::Fingerprint);
+        let principal = merge_with_directory(
+            &snapshot,
+            who.clone(),
+            req.groups.iter().cloned().collect(),
+            attributes,
+            &key,
+            ClientInfo::default(),
+        );
+        self.permitted(event).await?;
+        Ok(vec![explain_json(
+            &snapshot,
+            &d,
+            &principal,
+            self.engine.default_issuer(),
+        )])
+    }
+}
+
+fn explain_json(snapshot: &Snapshot, d: &DatasetRecord, who: &Principal, issuer: &str) -> Vec<u8> {
+    let mut subscription = Vec::new();
+    let none = Default::default();
+    let approved = snapshot.approvals.get(&d.id).unwrap_or(&none);
+    let verdict = if snapshot.disabled.contains(&who.identity) {
+        None
+    } else {
+        Some(access(
+            who,
+            d,
+            &snapshot.policies,
+            approved,
+            issuer,
+            Some(&mut subscription),
+        ))
+    };
+    let decisions = |ds: &[crate::policy::effective::Decision]| -> Vec<serde_json::Value> {
+        ds.iter()
+            .map(|x| {
+                json!({"policy": x.policy, "version": x.label, "scope": x.scope, "outcome": x.outcome})
+            })
+            .collect()
+    };
+    let mut out = json!({
+        "user": {"issuer": who.identity.issuer, "subject": who.identity.subject},
+        "groups": who.groups,
+        "attributes": who.attributes,
+        "dataset": d.name,
+        "access": match verdict {
+            None => "denied: the user is disabled",
+            Some(Access::Read) => "read",
+            Some(Access::Request) => "visible; readable after an approved access request",
+            Some(Access::Hidden) => "hidden: the dataset does not exist for this user",
+        },
+        "subscription": decisions(&subscription),
+    });
+    // What the user would get once admitted (also shown for datasets they
+    // can only request, so an approver knows what they would release).
+    if matches!(verdict, Some(Access::Read | Access::Request)) {
+        match data_policy(who, d, &snapshot.policies, issuer) {
+            Ok(e) => {
+                let schema = crate::policy::secure_view::output_schema(d, &e);
+                out["policies"] = json!(decisions(&e.decisions));
+                out["masks"] = json!(
+                    e.masks
+                        .iter()
+                        .map(|(c, m)| (c.clone(), json!(m.label())))
+                        .collect::<serde_json::Map<_, _>>()
+                );
+                out["row_filters"] = json!(
+                    e.row_rules
+                        .iter()
+                        .map(|r| json!({"policy": r.policy, "rule": r.description}))
+                        .collect::<Vec<_>>()
+                );
+                out["schema"] = match schema {
+                    Ok(s) => json!(s
+                        .fields()
+                        .iter()
+                        .map(|f| json!({"name": f.name(), "type": f.data_type().to_string(), "nullable": f.is_nullable()}))
+                        .collect::<Vec<_>>()),
+                    Err(e) => json!(format!("no data: {}", e.message())),
+                };
+            }
+            Err(e) => {
+                out["error"] = json!(format!("no data is served to this user: {}", e.message()));
+            }
+        }
+    }
+    serde_json::to_vec_pretty(&out).unwrap_or_default()
+}
