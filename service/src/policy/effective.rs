@@ -447,14 +447,25 @@ fn resolve<'a>(
             Some(cond) => cond.matches(principal, default_issuer),
         };
         if matched {
+            let what = match &c.rule {
+                None => "exempt".to_string(),
+                Some(r) => r.describe(),
+            };
+            // An *everyone except* policy reads as written, not as a chain.
+            if p.spec.chain.is_empty() {
+                let text = match (&c.who, p.spec.except.is_empty()) {
+                    (Some(cond), _) => format!("excepted ({})", describe_condition(cond)),
+                    (None, true) => "everyone".to_string(),
+                    (None, false) => {
+                        format!("everyone except {}", describe_condition(&p.spec.except))
+                    }
+                };
+                return (i, c.rule.as_ref(), format!("{text}: {what}"));
+            }
             let who = match &c.who {
                 None if clauses.len() == 1 => "everyone".to_string(),
                 None => "otherwise".to_string(),
                 Some(cond) => describe_condition(cond),
-            };
-            let what = match &c.rule {
-                None => "exempt".to_string(),
-                Some(r) => r.describe(),
             };
             let step = if clauses.len() > 1 {
                 format!("step {} ({who})", i + 1)
@@ -812,6 +823,19 @@ chain = [
         let other = data_policy(&who("c", &[], &[]), &d, &p, "i").unwrap();
         assert_eq!(mask_of(&other, "note"), MaskSpec::Null);
         assert!(other.decisions[0].outcome.starts_with("step 3 (otherwise)"));
+        let p = policies(&[
+            "name = \"n\"\ndataset = \"s.t\"\ncolumns = [\"note\"]\nmask = \"null\"\nexcept = { groups = [\"admins\"] }",
+        ]);
+        let e = data_policy(&who("c", &[], &[]), &d, &p, "i").unwrap();
+        assert_eq!(
+            e.decisions[0].outcome,
+            "everyone except members of admins: mask null"
+        );
+        let e = data_policy(&who("c", &["admins"], &[]), &d, &p, "i").unwrap();
+        assert_eq!(
+            e.decisions[0].outcome,
+            "excepted (members of admins): exempt"
+        );
     }
 
     #[test]

@@ -326,7 +326,15 @@ fn explain_json(snapshot: &Snapshot, d: &DatasetRecord, who: &Principal, issuer:
                 out["row_filters"] = json!(
                     e.row_rules
                         .iter()
-                        .map(|r| json!({"policy": r.policy, "rule": r.description}))
+                        .map(|r| {
+                            let name = snapshot
+                                .policies
+                                .iter()
+                                .find(|p| p.label() == r.policy)
+                                .map(|p| p.spec.name.as_str())
+                                .unwrap_or_default();
+                            json!({"policy": name, "version": r.policy, "rule": r.description})
+                        })
                         .collect::<Vec<_>>()
                 );
                 out["schema"] = match schema {
