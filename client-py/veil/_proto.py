@@ -77,17 +77,21 @@ def encode_permission(subject: str, permission: str, issuer: str = "") -> bytes:
     return _len_field(1, encode_user_ref(subject, issuer)) + _str_field(2, permission)
 
 
-def encode_put_user(subject: str, groups=(), attributes=None, issuer: str = "") -> bytes:
-    """PutUserRequest; attributes map a key to a value or a list of values."""
-    out = _len_field(1, encode_user_ref(subject, issuer))
-    for g in groups or ():
-        out += _str_field(2, g)
+def _groups_and_attributes(groups, attributes, group_field: int, attribute_field: int) -> bytes:
+    """Repeated group strings and AttributeValues entries; attributes map a
+    key to a value or a list of values."""
+    out = b"".join(_str_field(group_field, g) for g in groups or ())
     for key, values in (attributes or {}).items():
         if isinstance(values, str):
             values = [values]
         entry = _str_field(1, key) + b"".join(_str_field(2, v) for v in values)
-        out += _len_field(3, entry)
+        out += _len_field(attribute_field, entry)
     return out
+
+
+def encode_put_user(subject: str, groups=(), attributes=None, issuer: str = "") -> bytes:
+    """PutUserRequest; attributes map a key to a value or a list of values."""
+    return _len_field(1, encode_user_ref(subject, issuer)) + _groups_and_attributes(groups, attributes, 2, 3)
 
 
 def encode_delete_user(subject: str, issuer: str = "") -> bytes:
@@ -216,15 +220,11 @@ def encode_delete_policy(name: str, expected_version=None) -> bytes:
 
 
 def encode_explain(subject: str, dataset: str, groups=(), attributes=None, issuer: str = "") -> bytes:
-    out = _len_field(1, encode_user_ref(subject, issuer)) + _str_field(2, dataset)
-    for g in groups or ():
-        out += _str_field(3, g)
-    for key, values in (attributes or {}).items():
-        if isinstance(values, str):
-            values = [values]
-        entry = _str_field(1, key) + b"".join(_str_field(2, v) for v in values)
-        out += _len_field(4, entry)
-    return out
+    return (
+        _len_field(1, encode_user_ref(subject, issuer))
+        + _str_field(2, dataset)
+        + _groups_and_attributes(groups, attributes, 3, 4)
+    )
 
 
 def encode_list_access_requests(dataset: str = "", all: bool = False) -> bytes:

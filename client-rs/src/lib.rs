@@ -483,6 +483,15 @@ impl Connection {
             .collect()
     }
 
+    /// The one JSON document an action answers.
+    async fn json_result(&self, name: &str, body: Vec<u8>) -> Result<String, ClientError> {
+        self.json_results(name, body)
+            .await?
+            .into_iter()
+            .next()
+            .ok_or_else(|| ClientError::Flight(format!("{name} returned nothing")))
+    }
+
     /// Datasets open on request that you may not read yet.
     pub async fn list_requestable(&self) -> Result<Vec<String>, ClientError> {
         let infos: Vec<FlightInfo> = self
@@ -555,29 +564,21 @@ impl Connection {
 
     /// What `request.user` gets from `request.dataset`, and why (JSON).
     pub async fn explain(&self, request: ExplainRequest) -> Result<String, ClientError> {
-        let out = self
-            .json_results(actions::EXPLAIN, request.encode_to_vec())
-            .await?;
-        out.into_iter()
-            .next()
-            .ok_or_else(|| ClientError::Flight("explain returned nothing".into()))
+        self.json_result(actions::EXPLAIN, request.encode_to_vec())
+            .await
     }
 
     /// Ask to read a dataset open on request; returns the request (JSON).
     pub async fn request_access(&self, dataset: &str, reason: &str) -> Result<String, ClientError> {
-        let out = self
-            .json_results(
-                actions::REQUEST_ACCESS,
-                RequestAccessRequest {
-                    dataset: dataset.into(),
-                    reason: reason.into(),
-                }
-                .encode_to_vec(),
-            )
-            .await?;
-        out.into_iter()
-            .next()
-            .ok_or_else(|| ClientError::Flight("request_access returned nothing".into()))
+        self.json_result(
+            actions::REQUEST_ACCESS,
+            RequestAccessRequest {
+                dataset: dataset.into(),
+                reason: reason.into(),
+            }
+            .encode_to_vec(),
+        )
+        .await
     }
 
     /// Approve (`approve`) or deny a pending request; returns it (JSON).
@@ -592,19 +593,15 @@ impl Connection {
         } else {
             actions::DENY_ACCESS
         };
-        let out = self
-            .json_results(
-                name,
-                DecideAccessRequest {
-                    request_id: request_id.into(),
-                    note: note.into(),
-                }
-                .encode_to_vec(),
-            )
-            .await?;
-        out.into_iter()
-            .next()
-            .ok_or_else(|| ClientError::Flight(format!("{name} returned nothing")))
+        self.json_result(
+            name,
+            DecideAccessRequest {
+                request_id: request_id.into(),
+                note: note.into(),
+            }
+            .encode_to_vec(),
+        )
+        .await
     }
 
     /// Access requests you may decide, and your own (JSON each).
@@ -631,20 +628,16 @@ impl Connection {
         user: UserRef,
         note: &str,
     ) -> Result<String, ClientError> {
-        let out = self
-            .json_results(
-                actions::REVOKE_ACCESS,
-                RevokeAccessRequest {
-                    dataset: dataset.into(),
-                    user: Some(user),
-                    note: note.into(),
-                }
-                .encode_to_vec(),
-            )
-            .await?;
-        out.into_iter()
-            .next()
-            .ok_or_else(|| ClientError::Flight("revoke_access returned nothing".into()))
+        self.json_result(
+            actions::REVOKE_ACCESS,
+            RevokeAccessRequest {
+                dataset: dataset.into(),
+                user: Some(user),
+                note: note.into(),
+            }
+            .encode_to_vec(),
+        )
+        .await
     }
 
     /// The actions the server offers, with what each does.

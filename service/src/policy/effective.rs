@@ -295,23 +295,6 @@ pub fn access(
     }
 }
 
-/// May `principal` read `dataset` (approvals ignored)?
-pub fn may_read(
-    principal: &Principal,
-    dataset: &DatasetRecord,
-    policies: &[Policy],
-    default_issuer: &str,
-) -> bool {
-    access(
-        principal,
-        dataset,
-        policies,
-        &BTreeSet::new(),
-        default_issuer,
-        None,
-    ) == Access::Read
-}
-
 /// The columns of `d` a mask policy targets; errors when a local policy
 /// names a column the dataset lacks.
 fn mask_columns<'a>(p: &'a Policy, d: &'a DatasetRecord) -> Result<Vec<&'a str>> {
@@ -710,6 +693,23 @@ mod tests {
             &MasterKey::from_bytes([1; 32]).derive(KeyPurpose::Fingerprint),
             ClientInfo::default(),
         )
+    }
+
+    /// May `principal` read `dataset` (approvals ignored)?
+    fn may_read(
+        principal: &Principal,
+        dataset: &DatasetRecord,
+        policies: &[Policy],
+        default_issuer: &str,
+    ) -> bool {
+        access(
+            principal,
+            dataset,
+            policies,
+            &BTreeSet::new(),
+            default_issuer,
+            None,
+        ) == Access::Read
     }
 
     fn mask_of(e: &EffectivePolicy, c: &str) -> MaskSpec {

@@ -196,18 +196,27 @@ impl ScalarUDFImpl for MaskHash {
         &self,
         args: ScalarFunctionArgs,
     ) -> datafusion::common::Result<ColumnarValue> {
-        let [arg] = args.args.as_slice() else {
-            return Err(DataFusionError::Internal(
-                "veil_mask_hash takes one argument".into(),
-            ));
-        };
-        match arg {
-            ColumnarValue::Array(a) => Ok(ColumnarValue::Array(self.hash_array(a)?)),
-            ColumnarValue::Scalar(s) => {
-                let a = s.to_array_of_size(1)?;
-                let h = self.hash_array(&a)?;
-                Ok(ColumnarValue::Scalar(ScalarValue::try_from_array(&h, 0)?))
-            }
+        invoke_unary(self.name(), args, |a| self.hash_array(a))
+    }
+}
+
+/// Apply a one-argument, array-at-a-time mask function to a call's argument
+/// (an array, or a scalar treated as an array of one).
+pub(super) fn invoke_unary(
+    name: &str,
+    args: ScalarFunctionArgs,
+    f: impl Fn(&ArrayRef) -> datafusion::common::Result<ArrayRef>,
+) -> datafusion::common::Result<ColumnarValue> {
+    let [arg] = args.args.as_slice() else {
+        return Err(DataFusionError::Internal(format!(
+            "{name} takes one argument"
+        )));
+    };
+    match arg {
+        ColumnarValue::Array(a) => Ok(ColumnarValue::Array(f(a)?)),
+        ColumnarValue::Scalar(s) => {
+            let out = f(&s.to_array_of_size(1)?)?;
+            Ok(ColumnarValue::Scalar(ScalarValue::try_from_array(&out, 0)?))
         }
     }
 }

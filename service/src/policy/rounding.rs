@@ -20,7 +20,7 @@ use datafusion::arrow::datatypes::{
     ArrowPrimitiveType, DataType, Float32Type, Float64Type, Int8Type, Int16Type, Int32Type,
     Int64Type, TimeUnit as ArrowTimeUnit, UInt8Type, UInt16Type, UInt32Type, UInt64Type,
 };
-use datafusion::common::{DataFusionError, ScalarValue, exec_err};
+use datafusion::common::{DataFusionError, exec_err};
 use datafusion::logical_expr::expr::ScalarFunction;
 use datafusion::logical_expr::{
     ColumnarValue, Expr, ScalarFunctionArgs, ScalarUDF, ScalarUDFImpl, Signature, Volatility, cast,
@@ -281,19 +281,7 @@ impl ScalarUDFImpl for MaskRound {
         &self,
         args: ScalarFunctionArgs,
     ) -> datafusion::common::Result<ColumnarValue> {
-        let [arg] = args.args.as_slice() else {
-            return Err(DataFusionError::Internal(
-                "veil_mask_round takes one argument".into(),
-            ));
-        };
-        match arg {
-            ColumnarValue::Array(a) => Ok(ColumnarValue::Array(round_array(a, &self.spec)?)),
-            ColumnarValue::Scalar(s) => {
-                let a = s.to_array_of_size(1)?;
-                let r = round_array(&a, &self.spec)?;
-                Ok(ColumnarValue::Scalar(ScalarValue::try_from_array(&r, 0)?))
-            }
-        }
+        super::masks::invoke_unary(self.name(), args, |a| round_array(a, &self.spec))
     }
 }
 
