@@ -199,6 +199,16 @@ async fn each_action_checks_its_permission_and_is_audited() {
             None,
         ),
         (
+            actions::PROFILE_K_ANONYMITY,
+            ProfileKAnonymityRequest {
+                dataset: "clinical.trials".into(),
+                columns: vec!["age".into()],
+            }
+            .encode_to_vec(),
+            Some(Code::PermissionDenied),
+            None,
+        ),
+        (
             actions::DELETE_POLICY,
             DeletePolicyRequest {
                 name: "t".into(),

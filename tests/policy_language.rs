@@ -684,3 +684,64 @@ async fn hand_picked_datasets_are_invisible_to_everyone_else() {
         .unwrap_err();
     assert_eq!(code(&e), Code::NotFound);
 }
+
+#[tokio::test]
+async fn owners_cannot_untag_a_global_row_policy_off_or_learn_hidden_names() {
+    let server = server().await;
+    let dave = server.connect("dave").await;
+    dave.grant(user("erin"), "CREATE_DATA_SOURCE")
+        .await
+        .unwrap();
+    let erin = server.connect("erin").await;
+    let offices = server.dir.path().join("data/offices.csv");
+    std::fs::write(&offices, "id,state\n1,CA\n2,NY\n3,TX\n").unwrap();
+    erin.register_dataset(veil_proto::RegisterDatasetRequest {
+        name: "erin.offices".into(),
+        format: "csv".into(),
+        location: offices.display().to_string(),
+        ..Default::default()
+    })
+    .await
+    .unwrap();
+    erin.create_policy(
+        &serde_json::json!({
+            "name": "offices-open", "dataset": "erin.offices", "subscription": {"anyone": true}
+        })
+        .to_string(),
+    )
+    .await
+    .unwrap();
+    dave.set_column_tags("erin.offices", "state", &["geo.state".into()])
+        .await
+        .unwrap();
+    // A governor's global row policy reads the column by its tag.
+    dave.create_policy(
+        &serde_json::json!({
+            "name": "own-state-only", "tags": ["geo"],
+            "row_filter": {"column_tag": "geo.state", "attribute": "state"}
+        })
+        .to_string(),
+    )
+    .await
+    .unwrap();
+    let alice = server.connect("alice").await;
+    let out = alice.scan("erin.offices", Scan::default()).await.unwrap();
+    assert_eq!(strings(&out, "state"), [Some("CA".into())]);
+    // The owner can't switch it off by untagging the column.
+    let e = erin
+        .set_column_tags("erin.offices", "state", &[])
+        .await
+        .unwrap_err();
+    assert_eq!(code(&e), Code::PermissionDenied, "{e}");
+
+    // A policy on a dataset carol can't see answers like a missing one.
+    let carol = server.connect("carol").await;
+    for name in ["rows-of-my-state", "no-such-policy"] {
+        let e = carol.delete_policy(name).await.unwrap_err();
+        let ClientError::Status(status) = &e else {
+            panic!("{e}")
+        };
+        assert_eq!(status.code(), Code::NotFound);
+        assert_eq!(status.message(), format!("no policy named '{name}'"));
+    }
+}

@@ -268,6 +268,18 @@ async fn administration_cannot_bypass_policies_or_lock_itself_out() {
         .await
         .unwrap_err();
     assert_eq!(code(&e), Code::PermissionDenied, "{e}");
+    // ... nor shed its tags by registering their own files again.
+    let e = zed
+        .register_dataset(register("zed.copy", &data.join("zed/own.parquet")))
+        .await
+        .unwrap_err();
+    assert_eq!(code(&e), Code::PermissionDenied, "{e}");
+    // Names differ by more than case, so none can shadow another.
+    let e = zed
+        .register_dataset(register("Zed.Own", &data.join("zed")))
+        .await
+        .unwrap_err();
+    assert_eq!(code(&e), Code::AlreadyExists, "{e}");
 
     // Grants say what really happened.
     let again = dave.grant(user("zed"), "CREATE_DATA_SOURCE").await.unwrap();
@@ -325,7 +337,9 @@ async fn administration_cannot_bypass_policies_or_lock_itself_out() {
             "permission_denied",
             "invalid_argument",
             "permitted",
-            "ok"
+            "ok",
+            "permission_denied",
+            "already_exists"
         ]
     );
     assert!(

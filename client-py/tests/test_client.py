@@ -211,3 +211,34 @@ def test_explain_command_line(server):
     )
     assert out.returncode == 1
     assert "GOVERNANCE" in out.stderr
+
+
+def test_k_anonymity_from_python(server):
+    with connect(server, "dave") as dave:
+        profile = dave.profile_k_anonymity("clinical.sites", ["state"])
+        assert profile["rows"] == 10
+        assert profile["columns"][0]["eligible"]
+        assert 2 <= profile["suggested_k"] <= 10
+        dave.create_policy(
+            {
+                "name": "sites-k",
+                "dataset": "clinical.sites",
+                "columns": ["state"],
+                "mask": {"k_anonymity": {"k": 2}},
+                "except": {"users": ["dave"]},
+            }
+        )
+        try:
+            raw = dave.scan_as_pandas("clinical.sites")
+            seen = raw["state"].value_counts(dropna=False)
+            carol = connect(server, "carol").scan_as_pandas("clinical.sites")
+            merged = raw.merge(carol, on="beds", suffixes=("_raw", "_k"))
+            assert len(merged) == 10, "rows are kept"
+            for _, row in merged.iterrows():
+                if seen[row["state_raw"]] >= 2:
+                    assert row["state_k"] == row["state_raw"]
+                else:
+                    assert row["state_k"] is None or row["state_k"] != row["state_k"]
+            assert profile["current_k"] == int(seen.min())
+        finally:
+            dave.delete_policy("sites-k")

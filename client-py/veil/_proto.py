@@ -227,6 +227,10 @@ def encode_explain(subject: str, dataset: str, groups=(), attributes=None, issue
     )
 
 
+def encode_profile_k_anonymity(dataset: str, columns) -> bytes:
+    return _str_field(1, dataset) + b"".join(_str_field(2, c) for c in columns)
+
+
 def encode_list_access_requests(dataset: str = "", all: bool = False) -> bytes:
     return (_str_field(1, dataset) if dataset else b"") + (_varint_field(2, 1) if all else b"")
 

@@ -236,6 +236,13 @@ class Connection:
         body = _proto.encode_explain(user, dataset, groups, attributes, issuer)
         return json.loads(self._action("veil.explain", body)[0])
 
+    def profile_k_anonymity(self, dataset, columns):
+        """Profile columns of a dataset you own (or govern) for
+        k-anonymization: rows, distinct values per column (against the
+        cutoff), the data's current k and a suggested k."""
+        body = _proto.encode_profile_k_anonymity(dataset, list(columns))
+        return json.loads(self._action("veil.profile_k_anonymity", body)[0])
+
     # -- access requests -----------------------------------------------------
     def request_access(self, dataset, reason):
         """Ask to read a dataset that is open on request; returns the request."""

@@ -568,6 +568,24 @@ impl Connection {
             .await
     }
 
+    /// Profile columns of a dataset you own (or govern) for
+    /// k-anonymization: distinct values, the data's k, a suggested k (JSON).
+    pub async fn profile_k_anonymity(
+        &self,
+        dataset: &str,
+        columns: &[&str],
+    ) -> Result<String, ClientError> {
+        self.json_result(
+            actions::PROFILE_K_ANONYMITY,
+            veil_proto::ProfileKAnonymityRequest {
+                dataset: dataset.into(),
+                columns: columns.iter().map(|c| c.to_string()).collect(),
+            }
+            .encode_to_vec(),
+        )
+        .await
+    }
+
     /// Ask to read a dataset open on request; returns the request (JSON).
     pub async fn request_access(&self, dataset: &str, reason: &str) -> Result<String, ClientError> {
         self.json_result(

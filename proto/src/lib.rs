@@ -372,6 +372,17 @@ pub struct ExplainRequest {
     pub attributes: Vec<AttributeValues>,
 }
 
+/// `veil.profile_k_anonymity`: what the data says about k-anonymizing
+/// these columns of `dataset` together (distinct values, current and
+/// suggested k). One JSON body.
+#[derive(Clone, PartialEq, Message)]
+pub struct ProfileKAnonymityRequest {
+    #[prost(string, tag = "1")]
+    pub dataset: String,
+    #[prost(string, repeated, tag = "2")]
+    pub columns: Vec<String>,
+}
+
 /// `veil.request_access`: ask to read an *on request* dataset.
 #[derive(Clone, PartialEq, Message)]
 pub struct RequestAccessRequest {
@@ -416,6 +427,7 @@ named!(
     DeletePolicyRequest,
     ListPoliciesRequest,
     ExplainRequest,
+    ProfileKAnonymityRequest,
     RequestAccessRequest,
     DecideAccessRequest,
     ListAccessRequestsRequest,
@@ -467,6 +479,7 @@ pub mod actions {
     pub const DELETE_POLICY: &str = "veil.delete_policy";
     pub const LIST_POLICIES: &str = "veil.list_policies";
     pub const EXPLAIN: &str = "veil.explain";
+    pub const PROFILE_K_ANONYMITY: &str = "veil.profile_k_anonymity";
     pub const REQUEST_ACCESS: &str = "veil.request_access";
     pub const APPROVE_ACCESS: &str = "veil.approve_access";
     pub const DENY_ACCESS: &str = "veil.deny_access";

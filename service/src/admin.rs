@@ -189,6 +189,13 @@ enum AdminCommand {
     DeletePolicy { name: String },
     /// What a user gets from a dataset, and why (as `veil explain`).
     Explain(ExplainOptions),
+    /// Profile columns for k-anonymization: distinct values, current and
+    /// suggested k.
+    ProfileK {
+        dataset: String,
+        #[arg(required = true)]
+        columns: Vec<String>,
+    },
     /// Datasets open on request that you may not read yet.
     Requestable,
     /// Ask to read a dataset open on request.
@@ -540,6 +547,10 @@ async fn execute(conn: &Connection, command: AdminCommand) -> Result<Vec<String>
         }
         AdminCommand::DeletePolicy { name } => one(conn.delete_policy(&name).await?),
         AdminCommand::Explain(o) => explain(conn, o).await?,
+        AdminCommand::ProfileK { dataset, columns } => {
+            let columns: Vec<&str> = columns.iter().map(String::as_str).collect();
+            one(conn.profile_k_anonymity(&dataset, &columns).await?)
+        }
         AdminCommand::Requestable => conn.list_requestable().await?,
         AdminCommand::RequestAccess { dataset, reason } => {
             one(conn.request_access(&dataset, &reason).await?)

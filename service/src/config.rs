@@ -291,6 +291,14 @@ pub struct EngineConfig {
     /// Memory for query execution, in MiB (0: unbounded).
     #[serde(default = "default_memory_limit")]
     pub memory_limit_mb: usize,
+    /// A column with more distinct values than this can't be chosen for
+    /// k-anonymization (checked when the policy is written).
+    #[serde(default = "default_kanon_cutoff")]
+    pub kanon_cardinality_cutoff: u64,
+    /// Most distinct combinations one k-anonymized read may count; a read
+    /// that finds more fails rather than use unbounded memory.
+    #[serde(default = "default_kanon_max_groups")]
+    pub kanon_max_groups: usize,
 }
 
 impl Default for EngineConfig {
@@ -304,6 +312,8 @@ impl Default for EngineConfig {
             ticket_ttl_secs: default_ticket_ttl(),
             max_message_bytes: default_max_message_bytes(),
             memory_limit_mb: default_memory_limit(),
+            kanon_cardinality_cutoff: default_kanon_cutoff(),
+            kanon_max_groups: default_kanon_max_groups(),
         }
     }
 }
@@ -330,6 +340,12 @@ fn default_ticket_ttl() -> u64 {
 }
 fn default_max_message_bytes() -> usize {
     3 * 1024 * 1024 + 512 * 1024
+}
+fn default_kanon_cutoff() -> u64 {
+    crate::policy::kanon::DEFAULT_CARDINALITY_CUTOFF
+}
+fn default_kanon_max_groups() -> usize {
+    crate::policy::kanon::DEFAULT_MAX_GROUPS
 }
 fn default_memory_limit() -> usize {
     2048

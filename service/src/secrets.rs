@@ -21,6 +21,8 @@ pub enum KeyPurpose<'a> {
     TicketCipher,
     /// Keyed hash masking, one key per dataset id.
     HashMask { dataset_id: &'a str },
+    /// Minimization samples, one key per dataset id.
+    Sample { dataset_id: &'a str },
     /// Identity fingerprints (so a fingerprint can't be brute-forced offline).
     Fingerprint,
     /// A public check value stored with shared state, so nodes with
@@ -35,6 +37,9 @@ impl KeyPurpose<'_> {
             KeyPurpose::TicketCipher => b"veil/v1/tickets/cipher".to_vec(),
             KeyPurpose::HashMask { dataset_id } => {
                 format!("veil/v1/mask/hash/{dataset_id}").into_bytes()
+            }
+            KeyPurpose::Sample { dataset_id } => {
+                format!("veil/v1/sample/{dataset_id}").into_bytes()
             }
             KeyPurpose::Fingerprint => b"veil/v1/fingerprint".to_vec(),
             KeyPurpose::KeyCheck => b"veil/v1/key-check".to_vec(),

@@ -61,6 +61,8 @@ pub struct ViewCompiler {
     cache: PolicyCache,
     /// The request's clock: time windows are measured from it.
     now: chrono::DateTime<chrono::Utc>,
+    /// Most distinct combinations a k-anonymized read may count.
+    kanon_max_groups: usize,
 }
 
 impl ViewCompiler {
@@ -111,7 +113,13 @@ impl ViewCompiler {
             requestable,
             cache,
             now,
+            kanon_max_groups: crate::policy::kanon::DEFAULT_MAX_GROUPS,
         }
+    }
+
+    pub fn with_kanon_max_groups(mut self, n: usize) -> Self {
+        self.kanon_max_groups = n.max(1);
+        self
     }
 
     /// The clock time windows are measured from.
@@ -192,9 +200,21 @@ impl ViewCompiler {
 
     async fn compile(&self, d: &DatasetRecord) -> Result<Arc<dyn TableProvider>> {
         let policy = self.effective(d)?;
-        let source =
-            Arc::new(SourceTable::open(d, self.parts.get(&d.name).cloned(), &self.stores).await?);
-        let plan = secure_view::compile(d, &policy, source, &self.master, self.now)?;
+        let part = self.parts.get(&d.name.to_ascii_lowercase()).cloned();
+        // k-anonymization counts over the whole dataset, even for a part.
+        let whole = match (&part, policy.kanon.is_empty()) {
+            (Some(_), false) => Some(Arc::new(SourceTable::open(d, None, &self.stores).await?)),
+            _ => None,
+        };
+        let served = Arc::new(SourceTable::open(d, part, &self.stores).await?);
+        let plan = secure_view::compile(
+            d,
+            &policy,
+            secure_view::ViewSources { served, whole },
+            &self.master,
+            self.now,
+            self.kanon_max_groups,
+        )?;
         if let Ok(mut r) = self.reads.lock() {
             r.push(DatasetRead {
                 dataset: d.name.clone(),

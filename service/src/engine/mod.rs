@@ -67,6 +67,12 @@ impl PlannedQuery {
         self.reads.iter().any(|r| r.policy.rows_filtered())
     }
 
+    /// Does a read k-anonymize? Its counts cover the whole dataset, so it
+    /// is served by one endpoint rather than counted once per part.
+    pub fn k_anonymized(&self) -> bool {
+        self.reads.iter().any(|r| !r.policy.kanon.is_empty())
+    }
+
     /// Execute every partition into one stream, batch by batch.
     pub fn execute(&self) -> Result<SendableRecordBatchStream> {
         datafusion::physical_plan::execute_stream(
@@ -185,7 +191,8 @@ impl Engine {
             parts,
             self.policies.clone(),
             at.unwrap_or_else(chrono::Utc::now),
-        ));
+        )
+        .with_kanon_max_groups(self.cfg.kanon_max_groups));
         Ok((snapshot, compiler))
     }
 
@@ -410,8 +417,9 @@ impl Engine {
                 self.cfg.max_endpoints,
             )
         };
-        // A limit must apply to the whole result, so it gets one endpoint.
-        let parts = if scan.limit.is_some() {
+        // A limit must apply to the whole result, so it gets one endpoint;
+        // so does a k-anonymized read (see `PlannedQuery::k_anonymized`).
+        let parts = if scan.limit.is_some() || planned.k_anonymized() {
             vec![None]
         } else {
             split.parts.into_iter().map(Some).collect()

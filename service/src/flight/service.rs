@@ -111,7 +111,7 @@ fn describe_reads(e: &mut AuditEvent, planned: &PlannedQuery) {
     for r in &planned.reads {
         e.policies.extend(r.policy.applied.iter().cloned());
         e.masked_columns
-            .extend(r.policy.masks.keys().map(|c| format!("{}.{c}", r.dataset)));
+            .extend(r.policy.masked_columns().iter().map(|c| format!("{}.{c}", r.dataset)));
     }
     if e.dataset.is_none() {
         e.dataset = Some(

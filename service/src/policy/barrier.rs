@@ -263,7 +263,8 @@ impl ExtensionPlanner for BarrierPlanner {
     }
 }
 
-/// The session's query planner: DataFusion's, plus the barrier.
+/// The session's query planner: DataFusion's, plus the barrier and
+/// k-anonymization.
 #[derive(Debug, Default)]
 pub struct VeilQueryPlanner;
 
@@ -274,7 +275,10 @@ impl QueryPlanner for VeilQueryPlanner {
         logical_plan: &LogicalPlan,
         session: &dyn Session,
     ) -> Result<Arc<dyn ExecutionPlan>> {
-        DefaultPhysicalPlanner::with_extension_planners(vec![Arc::new(BarrierPlanner)])
+        DefaultPhysicalPlanner::with_extension_planners(vec![
+            Arc::new(BarrierPlanner),
+            Arc::new(super::kanon::KAnonymizePlanner),
+        ])
             .create_physical_plan(logical_plan, session)
             .await
     }

@@ -108,6 +108,8 @@ pub enum RowRuleKind {
     Where(Expr),
     /// Keep rows whose `column` is within the last `seconds` of the request.
     Window { column: String, seconds: i64 },
+    /// Keep the stable `percent`% sample keyed on these columns.
+    Sample { columns: Vec<String>, percent: f64 },
 }
 
 #[derive(Debug, Clone, PartialEq)]
@@ -122,6 +124,8 @@ pub struct RowRule {
 pub struct EffectivePolicy {
     pub masks: BTreeMap<String, ColumnMask>,
     pub row_rules: Vec<RowRule>,
+    /// k-anonymization groups, one per applicable policy.
+    pub kanon: Vec<KAnonGroup>,
     /// `policy-id@version` of every policy that applied.
     pub applied: Vec<String>,
     /// How each applicable policy resolved for this principal.
@@ -132,6 +136,35 @@ impl EffectivePolicy {
     pub fn rows_filtered(&self) -> bool {
         !self.row_rules.is_empty()
     }
+
+    /// How a column is masked, as `describe` and `explain` show it (empty:
+    /// served as stored).
+    pub fn mask_label(&self, column: &str) -> String {
+        let mut parts: Vec<String> = self.masks.get(column).map(|m| m.label()).into_iter().collect();
+        for g in self.kanon.iter().filter(|g| g.columns.iter().any(|c| c == column)) {
+            parts.push(format!("k-anonymity(k={}) over {}", g.k, g.columns.join(", ")));
+        }
+        parts.join("; then ")
+    }
+
+    /// Columns whose values a policy changes (masked or k-anonymized).
+    pub fn masked_columns(&self) -> BTreeSet<String> {
+        self.masks
+            .keys()
+            .cloned()
+            .chain(self.kanon.iter().flat_map(|g| g.columns.iter().cloned()))
+            .collect()
+    }
+}
+
+/// One k-anonymization group: these quasi-identifier columns, counted
+/// jointly after the row rules; combinations seen fewer than `k` times are
+/// nulled.
+#[derive(Debug, Clone, PartialEq)]
+pub struct KAnonGroup {
+    pub columns: Vec<String>,
+    pub k: u64,
+    pub policy: String,
 }
 
 /// The dataset's dictionary as an Arrow schema (what policies are checked
@@ -297,6 +330,23 @@ pub fn access(
 
 /// The columns of `d` a mask policy targets; errors when a local policy
 /// names a column the dataset lacks.
+/// The quasi-identifier columns `p` k-anonymizes on `d`, if any step of
+/// `p` is a k-anonymization.
+pub fn kanon_columns(p: &Policy, d: &DatasetRecord) -> Result<Option<Vec<String>>> {
+    let PolicyRule::Data(clauses) = &p.rule else {
+        return Ok(None);
+    };
+    if !clauses
+        .iter()
+        .any(|c| matches!(c.rule, Some(DataRule::Mask(MaskSpec::KAnonymity(_)))))
+    {
+        return Ok(None);
+    }
+    Ok(Some(
+        mask_columns(p, d)?.into_iter().map(str::to_string).collect(),
+    ))
+}
+
 fn mask_columns<'a>(p: &'a Policy, d: &'a DatasetRecord) -> Result<Vec<&'a str>> {
     if p.spec.dataset.is_some() {
         for c in &p.spec.columns {
@@ -333,6 +383,25 @@ fn column_type(d: &DatasetRecord, schema: &Schema, column: &str, policy: &str) -
 }
 
 /// The row rule's columns on `d`, checked.
+/// The columns of `d` tagged `tag`, for a row policy that reads them. None
+/// means the policy can't be enforced on `d`: it fails closed rather than
+/// keep every row.
+fn tagged_columns(p: &Policy, d: &DatasetRecord, tag: &str) -> Result<Vec<String>> {
+    let found: Vec<String> = d
+        .columns
+        .iter()
+        .filter(|c| c.tags.iter().any(|ct| tag_covers(tag, ct)))
+        .map(|c| c.name.clone())
+        .collect();
+    if found.is_empty() {
+        return Err(VeilError::FailedPrecondition(format!(
+            "row policy '{}' applies to dataset '{}' but no column of it is tagged '{tag}'; the policy cannot be enforced, so no data is served (tag the column, or narrow the policy)",
+            p.spec.name, d.name
+        )));
+    }
+    Ok(found)
+}
+
 fn row_columns(
     p: &Policy,
     rule: &RowRuleSpec,
@@ -349,12 +418,7 @@ fn row_columns(
         RowRuleSpec::Matching {
             column_tag: Some(tag),
             ..
-        } => Ok(d
-            .columns
-            .iter()
-            .filter(|c| c.tags.iter().any(|ct| tag_covers(tag, ct)))
-            .map(|c| c.name.clone())
-            .collect()),
+        } => tagged_columns(p, d, tag),
         RowRuleSpec::Window { column, .. } => {
             let Some(c) = column.clone().or_else(|| d.event_time.clone()) else {
                 return Err(VeilError::FailedPrecondition(format!(
@@ -373,6 +437,25 @@ fn row_columns(
                 )));
             }
             Ok(vec![c])
+        }
+        RowRuleSpec::Sample {
+            column, column_tag, ..
+        } => {
+            let keys: Vec<String> = match (column, column_tag) {
+                (Some(c), _) => vec![c.clone()],
+                (_, Some(tag)) => tagged_columns(p, d, tag)?,
+                _ => vec![],
+            };
+            for c in &keys {
+                let dt = column_type(d, schema, c, &p.spec.name)?;
+                if !crate::policy::sampling::supports(&dt) {
+                    return Err(VeilError::FailedPrecondition(format!(
+                        "sampling policy '{}': column '{c}' of '{}' is {dt}, which can't be a row key; choose a text, number, date or binary column",
+                        p.spec.name, d.name
+                    )));
+                }
+            }
+            Ok(keys)
         }
         _ => Ok(vec![]),
     }
@@ -471,6 +554,7 @@ pub fn data_policy(
     let schema = dictionary_schema(dataset)?;
     let mut candidates: BTreeMap<String, Vec<AppliedMask>> = BTreeMap::new();
     let mut row_rules = Vec::new();
+    let mut kanon = Vec::new();
     let mut applied = BTreeSet::new();
     let mut decisions = Vec::new();
     for p in policies
@@ -491,6 +575,22 @@ pub fn data_policy(
         let Some(rule) = rule else { continue };
         let what = format!("policy '{}' on {}", p.spec.name, dataset.name);
         match rule {
+            DataRule::Mask(m @ MaskSpec::KAnonymity(spec)) => {
+                let mut columns = Vec::new();
+                for c in mask_columns(p, dataset)? {
+                    let dt = column_type(dataset, &schema, c, &p.spec.name)?;
+                    mask_output_type(m, &dt)?;
+                    columns.push(c.to_string());
+                }
+                if !columns.is_empty() {
+                    applied.insert(p.label());
+                    kanon.push(KAnonGroup {
+                        columns,
+                        k: spec.k,
+                        policy: p.label(),
+                    });
+                }
+            }
             DataRule::Mask(m) => {
                 let when = match &p.spec.mask_where {
                     None => None,
@@ -541,6 +641,18 @@ pub fn data_policy(
                             description,
                         });
                     }
+                    RowRuleSpec::Sample { percent, .. } => {
+                        let columns = row_columns(p, r, dataset, &schema)?;
+                        applied.insert(p.label());
+                        row_rules.push(RowRule {
+                            kind: RowRuleKind::Sample {
+                                columns,
+                                percent: *percent,
+                            },
+                            policy: p.label(),
+                            description,
+                        });
+                    }
                     RowRuleSpec::Window { seconds, .. } => {
                         for column in row_columns(p, r, dataset, &schema)? {
                             applied.insert(p.label());
@@ -565,6 +677,7 @@ pub fn data_policy(
     Ok(EffectivePolicy {
         masks,
         row_rules,
+        kanon,
         applied: applied.into_iter().collect(),
         decisions,
     })
@@ -611,10 +724,44 @@ fn combine_masks(list: Vec<AppliedMask>) -> ColumnMask {
         };
         out.push(effective);
     }
+    // Conditional masks of equal rank can hold on the same row. Comparable
+    // ones are ordered strictest first (below); an incomparable pair (two
+    // regexes, a regex and a rounding) gets a branch of its own where both
+    // conditions hold, applying what the pair combines to (a hash).
+    let mut pairs = Vec::new();
+    for (i, a) in out.iter().enumerate() {
+        for b in &out[i + 1..] {
+            if a.mask.restrictiveness() != b.mask.restrictiveness() {
+                continue;
+            }
+            if let Some(m) = a.mask.combine_tie(&b.mask)
+                && m != b.mask
+                && let (Some(wa), Some(wb)) = (&a.when, &b.when)
+            {
+                pairs.push(AppliedMask {
+                    mask: m,
+                    policy: format!("{}+{}", a.policy, b.policy),
+                    when: Some(wa.clone().and(wb.clone())),
+                    when_sql: Some(format!(
+                        "({}) AND ({})",
+                        a.when_sql.as_deref().unwrap_or_default(),
+                        b.when_sql.as_deref().unwrap_or_default()
+                    )),
+                });
+            }
+        }
+    }
+    out.extend(pairs);
     out.sort_by(|a, b| {
         b.mask
             .restrictiveness()
             .cmp(&a.mask.restrictiveness())
+            .then_with(|| {
+                a.mask
+                    .tie_order()
+                    .partial_cmp(&b.mask.tie_order())
+                    .unwrap_or(std::cmp::Ordering::Equal)
+            })
             .then_with(|| a.policy.cmp(&b.policy))
     });
     out.extend(base);
@@ -857,6 +1004,40 @@ chain = [
         ]);
         let e = data_policy(&who("x", &[], &[]), &d, &p, "i").unwrap();
         assert_eq!(e.masks["note"].candidates.len(), 1);
+    }
+
+    #[test]
+    fn overlapping_conditional_masks_combine_where_both_hold() {
+        let d = dataset();
+        // Two roundings: the coarser comes first, whatever the names.
+        let p = policies(&[
+            "name = \"a\"\ndataset = \"s.t\"\ncolumns = [\"age\"]\nmask = { round = { digits = -1 } }\nmask_where = \"state = 'CA'\"",
+            "name = \"b\"\ndataset = \"s.t\"\ncolumns = [\"age\"]\nmask = { round = { digits = -4 } }\nmask_where = \"age > 1\"",
+        ]);
+        let e = data_policy(&who("x", &[], &[]), &d, &p, "i").unwrap();
+        let c = &e.masks["age"].candidates;
+        assert_eq!(c.len(), 2);
+        assert_eq!(c[0].mask.label(), "round(digits=-4)");
+        // Two regexes: where both hold, the column is hashed.
+        let p = policies(&[
+            "name = \"a\"\ndataset = \"s.t\"\ncolumns = [\"note\"]\nmask = { regex = { pattern = 'a', replacement = 'x' } }\nmask_where = \"state = 'CA'\"",
+            "name = \"b\"\ndataset = \"s.t\"\ncolumns = [\"note\"]\nmask = { regex = { pattern = 'b', replacement = 'y' } }\nmask_where = \"age > 1\"",
+        ]);
+        let e = data_policy(&who("x", &[], &[]), &d, &p, "i").unwrap();
+        let c = &e.masks["note"].candidates;
+        assert_eq!(c.len(), 3);
+        assert_eq!(c[0].mask, MaskSpec::Hash);
+        assert_eq!(
+            c[0].when_sql.as_deref(),
+            Some("(state = 'CA') AND (age > 1)")
+        );
+        // Two different constants: one of them, never a hash.
+        let p = policies(&[
+            "name = \"a\"\ndataset = \"s.t\"\ncolumns = [\"note\"]\nmask = { constant = \"x\" }",
+            "name = \"b\"\ndataset = \"s.t\"\ncolumns = [\"note\"]\nmask = { constant = \"y\" }",
+        ]);
+        let e = data_policy(&who("x", &[], &[]), &d, &p, "i").unwrap();
+        assert!(matches!(mask_of(&e, "note"), MaskSpec::Constant(_)));
     }
 
     #[test]

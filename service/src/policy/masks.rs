@@ -83,7 +83,7 @@ impl MaskHash {
         let n = array.len();
         let mut out = StringBuilder::with_capacity(n, n * 32);
         let mut buf = [0u8; 32];
-        let mut emit = |out: &mut StringBuilder, bytes: Option<&[u8]>| match bytes {
+        for_each_value_bytes(array, |bytes| match bytes {
             None => out.append_null(),
             Some(b) => {
                 let tag = base.clone().chain_update(b).finalize().into_bytes();
@@ -94,79 +94,80 @@ impl MaskHash {
                 // Only hex digits were written.
                 out.append_value(std::str::from_utf8(&buf).expect("hex is ASCII"));
             }
-        };
-        macro_rules! ints {
-            ($t:ty) => {{
-                for v in array.as_primitive::<$t>().iter() {
-                    emit(
-                        &mut out,
-                        v.map(|x| (x as i128).to_be_bytes())
-                            .as_ref()
-                            .map(|b| &b[..]),
-                    );
-                }
-            }};
-        }
-        macro_rules! floats {
-            ($t:ty) => {{
-                for v in array.as_primitive::<$t>().iter() {
-                    let bytes = v.map(|x| canonical_f64(x as f64).to_be_bytes());
-                    emit(&mut out, bytes.as_ref().map(|b| &b[..]));
-                }
-            }};
-        }
-        match array.data_type() {
-            DataType::Null => (0..n).for_each(|_| out.append_null()),
-            DataType::Utf8 => array
-                .as_string::<i32>()
-                .iter()
-                .for_each(|v| emit(&mut out, v.map(str::as_bytes))),
-            DataType::LargeUtf8 => array
-                .as_string::<i64>()
-                .iter()
-                .for_each(|v| emit(&mut out, v.map(str::as_bytes))),
-            DataType::Utf8View => array
-                .as_string_view()
-                .iter()
-                .for_each(|v| emit(&mut out, v.map(str::as_bytes))),
-            DataType::Binary => array
-                .as_binary::<i32>()
-                .iter()
-                .for_each(|v| emit(&mut out, v)),
-            DataType::LargeBinary => array
-                .as_binary::<i64>()
-                .iter()
-                .for_each(|v| emit(&mut out, v)),
-            DataType::BinaryView => array
-                .as_binary_view()
-                .iter()
-                .for_each(|v| emit(&mut out, v)),
-            DataType::Boolean => array
-                .as_boolean()
-                .iter()
-                .for_each(|v| emit(&mut out, v.map(|b| [b as u8]).as_ref().map(|b| &b[..]))),
-            DataType::Int8 => ints!(Int8Type),
-            DataType::Int16 => ints!(Int16Type),
-            DataType::Int32 => ints!(Int32Type),
-            DataType::Int64 => ints!(Int64Type),
-            DataType::UInt8 => ints!(UInt8Type),
-            DataType::UInt16 => ints!(UInt16Type),
-            DataType::UInt32 => ints!(UInt32Type),
-            DataType::UInt64 => ints!(UInt64Type),
-            DataType::Float32 => floats!(Float32Type),
-            DataType::Float64 => floats!(Float64Type),
-            dt if Self::supports(dt) => {
-                let text = cast(array, &DataType::Utf8)?;
-                text.as_string::<i32>()
-                    .iter()
-                    .for_each(|v| emit(&mut out, v.map(str::as_bytes)));
-            }
-            // Reaching this means the compile-time type check was bypassed:
-            // fail the read, never pass the raw value through.
-            other => return exec_err!("the hash mask does not support type {other}"),
-        }
+        })?;
         Ok(Arc::new(out.finish()))
     }
+}
+
+/// Call `emit` with the documented byte encoding of every value of
+/// `array` (see the module documentation), `None` for nulls. Shared by the
+/// keyed hash mask and the sampling hash.
+pub(super) fn for_each_value_bytes(
+    array: &ArrayRef,
+    mut emit: impl FnMut(Option<&[u8]>),
+) -> datafusion::common::Result<()> {
+    let n = array.len();
+    macro_rules! ints {
+        ($t:ty) => {{
+            for v in array.as_primitive::<$t>().iter() {
+                emit(
+                    v.map(|x| (x as i128).to_be_bytes())
+                        .as_ref()
+                        .map(|b| &b[..]),
+                );
+            }
+        }};
+    }
+    macro_rules! floats {
+        ($t:ty) => {{
+            for v in array.as_primitive::<$t>().iter() {
+                let bytes = v.map(|x| canonical_f64(x as f64).to_be_bytes());
+                emit(bytes.as_ref().map(|b| &b[..]));
+            }
+        }};
+    }
+    match array.data_type() {
+        DataType::Null => (0..n).for_each(|_| emit(None)),
+        DataType::Utf8 => array
+            .as_string::<i32>()
+            .iter()
+            .for_each(|v| emit(v.map(str::as_bytes))),
+        DataType::LargeUtf8 => array
+            .as_string::<i64>()
+            .iter()
+            .for_each(|v| emit(v.map(str::as_bytes))),
+        DataType::Utf8View => array
+            .as_string_view()
+            .iter()
+            .for_each(|v| emit(v.map(str::as_bytes))),
+        DataType::Binary => array.as_binary::<i32>().iter().for_each(&mut emit),
+        DataType::LargeBinary => array.as_binary::<i64>().iter().for_each(&mut emit),
+        DataType::BinaryView => array.as_binary_view().iter().for_each(&mut emit),
+        DataType::Boolean => array
+            .as_boolean()
+            .iter()
+            .for_each(|v| emit(v.map(|b| [b as u8]).as_ref().map(|b| &b[..]))),
+        DataType::Int8 => ints!(Int8Type),
+        DataType::Int16 => ints!(Int16Type),
+        DataType::Int32 => ints!(Int32Type),
+        DataType::Int64 => ints!(Int64Type),
+        DataType::UInt8 => ints!(UInt8Type),
+        DataType::UInt16 => ints!(UInt16Type),
+        DataType::UInt32 => ints!(UInt32Type),
+        DataType::UInt64 => ints!(UInt64Type),
+        DataType::Float32 => floats!(Float32Type),
+        DataType::Float64 => floats!(Float64Type),
+        dt if MaskHash::supports(dt) => {
+            let text = cast(array, &DataType::Utf8)?;
+            text.as_string::<i32>()
+                .iter()
+                .for_each(|v| emit(v.map(str::as_bytes)));
+        }
+        // Reaching this means the compile-time type check was bypassed:
+        // fail the read, never pass the raw value through.
+        other => return exec_err!("keyed hashing does not support type {other}"),
+    }
+    Ok(())
 }
 
 fn canonical_f64(x: f64) -> u64 {
@@ -250,6 +251,15 @@ pub fn mask_output_type(mask: &MaskSpec, dt: &DataType) -> Result<DataType> {
             )),
         },
         MaskSpec::Round(r) => super::rounding::check(r, dt).map(|_| dt.clone()),
+        MaskSpec::KAnonymity(_) => {
+            if super::kanon::supports(dt) {
+                Ok(dt.clone())
+            } else {
+                refuse(format!(
+                    "k-anonymization cannot count values of type {dt}; choose other columns"
+                ))
+            }
+        }
     }
 }
 
@@ -283,6 +293,10 @@ pub fn mask_expr(
             dt.clone(),
         )),
         MaskSpec::Round(r) => super::rounding::round_expr(r, column, dt),
+        // Applied by the k-anonymization operator over whole groups.
+        MaskSpec::KAnonymity(_) => Err(VeilError::Internal(
+            "k-anonymization is not a per-column expression".into(),
+        )),
     }
 }
 

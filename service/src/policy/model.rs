@@ -183,6 +183,19 @@ pub enum MaskSpec {
     Regex(RegexSpec),
     /// Rounding of numbers, dates and timestamps; keeps the column's type.
     Round(RoundSpec),
+    /// k-anonymization: the policy's columns are quasi-identifiers counted
+    /// jointly; values of combinations seen fewer than `k` times become
+    /// null (rows are kept). A suppression on top of the column's other
+    /// masks, not a replacement (see `policy::kanon`).
+    KAnonymity(KAnonymitySpec),
+}
+
+/// Parameters of a k-anonymization mask.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct KAnonymitySpec {
+    /// Smallest group size shown (at least 2).
+    pub k: u64,
 }
 
 impl MaskSpec {
@@ -193,6 +206,9 @@ impl MaskSpec {
             MaskSpec::Constant(_) => 3,
             MaskSpec::Hash => 2,
             MaskSpec::Regex(_) | MaskSpec::Round(_) => 1,
+            // Never ranked: k-anonymization nulls values on top of the
+            // column's mask rather than competing with it.
+            MaskSpec::KAnonymity(_) => 0,
         }
     }
 
@@ -208,6 +224,7 @@ impl MaskSpec {
                 (_, _, Some(u)) => format!("round({})", u.as_str()),
                 _ => "round".into(),
             },
+            MaskSpec::KAnonymity(k) => format!("k-anonymity(k={})", k.k),
         }
     }
 
@@ -246,7 +263,30 @@ impl MaskSpec {
                 }
                 _ => Ok(()),
             },
+            MaskSpec::KAnonymity(k) => {
+                if !(2..=1_000_000).contains(&k.k) {
+                    return Err(
+                        "k-anonymity's `k` is between 2 and 1000000 (k = 1 would change nothing)"
+                            .into(),
+                    );
+                }
+                Ok(())
+            }
             MaskSpec::Hash | MaskSpec::Null => Ok(()),
+        }
+    }
+
+    /// Where this mask sorts among masks of its rank: comparable roundings
+    /// coarsest first (see [`MaskSpec::combine_tie`]).
+    pub fn tie_order(&self) -> (u8, f64) {
+        match self {
+            MaskSpec::Round(r) => match (r.digits, r.bucket, r.unit) {
+                (Some(d), ..) => (0, f64::from(d)),
+                (_, Some(b), _) => (1, -b),
+                (.., Some(u)) => (2, -f64::from(u as u8)),
+                _ => (3, 0.0),
+            },
+            _ => (4, 0.0),
         }
     }
 
@@ -255,6 +295,10 @@ impl MaskSpec {
     /// regex and a rounding) neither hides what the other shows, so the
     /// column is hashed instead. `None` means "keep `self`".
     pub fn combine_tie(&self, other: &MaskSpec) -> Option<MaskSpec> {
+        // Two constants (or nulls, or hashes) hide the value equally well.
+        if self.restrictiveness() >= 2 {
+            return None;
+        }
         if self == other {
             return None;
         }
@@ -280,7 +324,7 @@ impl MaskSpec {
 /// * time window: `{ within = "7 days" }` keeps rows whose event-time column
 ///   (the dataset's `event_time`, or `column`) lies in the last N minutes,
 ///   hours or days at the time of each request.
-#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct RowFilterSpec {
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -293,10 +337,15 @@ pub struct RowFilterSpec {
     pub where_sql: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub within: Option<String>,
+    /// Minimization: keep this percentage of rows (0 < p < 100), chosen
+    /// by a keyed hash of the row-key `column` (or the column tagged
+    /// `column_tag`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub sample: Option<f64>,
 }
 
 /// The validated form of a [`RowFilterSpec`].
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq)]
 pub enum RowRuleSpec {
     Matching {
         column: Option<String>,
@@ -308,10 +357,39 @@ pub enum RowRuleSpec {
         column: Option<String>,
         seconds: i64,
     },
+    /// A stable sample of `percent`% of rows, keyed on a row-key column.
+    Sample {
+        column: Option<String>,
+        column_tag: Option<String>,
+        percent: f64,
+    },
 }
 
 impl RowFilterSpec {
     fn validate(&self) -> std::result::Result<RowRuleSpec, String> {
+        if let Some(percent) = self.sample {
+            if self.attribute.is_some() || self.within.is_some() || self.where_sql.is_some() {
+                return Err(
+                    "a `sample` row filter takes only its row-key `column` or `column_tag`".into(),
+                );
+            }
+            if !(percent.is_finite() && percent > 0.0 && percent < 100.0) {
+                return Err(format!(
+                    "`sample = {percent}`: the percentage of rows kept must be above 0 and below 100"
+                ));
+            }
+            if self.column.is_some() == self.column_tag.is_some() {
+                return Err(
+                    "a `sample` row filter needs exactly one row-key `column` or `column_tag` (a high-cardinality column such as the primary key)"
+                        .into(),
+                );
+            }
+            return Ok(RowRuleSpec::Sample {
+                column: self.column.clone(),
+                column_tag: self.column_tag.clone(),
+                percent,
+            });
+        }
         if let Some(sql) = &self.where_sql {
             if self.attribute.is_some()
                 || self.within.is_some()
@@ -462,6 +540,17 @@ impl DataRule {
             DataRule::RowFilter(RowRuleSpec::Window { seconds, .. }) => {
                 format!("keep rows from the last {seconds} seconds")
             }
+            DataRule::RowFilter(RowRuleSpec::Sample {
+                column,
+                column_tag,
+                percent,
+            }) => match (column, column_tag) {
+                (Some(c), _) => format!("keep a stable {percent}% sample of rows keyed on {c}"),
+                (_, Some(t)) => {
+                    format!("keep a stable {percent}% sample of rows keyed on the column tagged {t}")
+                }
+                _ => format!("keep a stable {percent}% sample of rows"),
+            },
         }
     }
 }
@@ -542,6 +631,17 @@ impl PolicySpec {
             && !self.chain.iter().any(|b| b.mask.is_some())
         {
             return Err(bad("`mask_where` only applies to masks".into()));
+        }
+        if self.mask_where.is_some()
+            && self
+                .mask
+                .iter()
+                .chain(self.chain.iter().filter_map(|b| b.mask.as_ref()))
+                .any(|m| matches!(m, MaskSpec::KAnonymity(_)))
+        {
+            return Err(bad(
+                "k-anonymization counts whole groups of rows, so it can't be conditional: drop `mask_where`".into(),
+            ));
         }
         if let Some(s) = &self.subscription {
             if self.mask.is_some() || self.row_filter.is_some() || !self.chain.is_empty() {

@@ -22,10 +22,12 @@ use std::sync::Arc;
 
 use super::barrier::PolicyBarrier;
 use super::effective::{ColumnMask, EffectivePolicy, RowRuleKind, dictionary_schema};
+use super::kanon::{KAnonymize, KGroup};
 use super::masks::{MaskHash, mask_expr};
+use super::sampling::SampleUdf;
 use crate::catalog::source_table::SourceTable;
 use crate::error::{Result, VeilError};
-use crate::secrets::{KeyPurpose, MasterKey};
+use crate::secrets::{KeyPurpose, MasterKey, SecretKey};
 use crate::store::model::DatasetRecord;
 
 /// Name of the raw scan inside a view. It is never registered anywhere, so
@@ -69,8 +71,15 @@ fn column_mask_expr(
     case.otherwise(fallback).map_err(df)
 }
 
+/// Name of the verdict column the k-anonymization operator appends for
+/// `policy.kanon[i]`.
+fn kanon_flag(i: usize) -> String {
+    format!("__veil_k{i}")
+}
+
 /// The projection applying every mask, one expression per dictionary
-/// column, each aliased to its column's name.
+/// column, each aliased to its column's name. A k-anonymized column is
+/// nulled on top of its mask wherever one of its groups is too small.
 fn masked_projection(
     schema: &Schema,
     policy: &EffectivePolicy,
@@ -82,10 +91,21 @@ fn masked_projection(
         .iter()
         .map(|field| {
             let name = field.name();
-            let e = match policy.masks.get(name) {
+            let mut e = match policy.masks.get(name) {
                 Some(m) => column_mask_expr(m, column(name), field.data_type(), hash)?,
                 None => column(name),
             };
+            let verdict = policy
+                .kanon
+                .iter()
+                .enumerate()
+                .filter(|(_, g)| g.columns.iter().any(|c| c == name))
+                .map(|(i, _)| Expr::Column(Column::from_name(kanon_flag(i))))
+                .reduce(Expr::and);
+            if let Some(v) = verdict {
+                // Only a true verdict shows the value.
+                e = when(v, e).end().map_err(df)?;
+            }
             Ok(e.alias(name))
         })
         .collect()
@@ -97,6 +117,7 @@ fn row_predicate(
     policy: &EffectivePolicy,
     column: &dyn Fn(&str) -> Expr,
     now: DateTime<Utc>,
+    sample_key: &SecretKey,
 ) -> Result<Option<Expr>> {
     let data_type = |name: &str| -> Result<DataType> {
         schema
@@ -129,6 +150,13 @@ fn row_predicate(
             RowRuleKind::Window { column: c, seconds } => {
                 let dt = data_type(c)?;
                 column(c).gt_eq(Expr::Literal(window_start(&dt, now, *seconds)?, None))
+            }
+            RowRuleKind::Sample { columns, percent } => {
+                for c in columns {
+                    data_type(c)?;
+                }
+                SampleUdf::new(sample_key.clone(), *percent)
+                    .predicate(columns.iter().map(|c| column(c)).collect())
             }
         };
         predicate = Some(match predicate {
@@ -178,26 +206,71 @@ pub fn window_start(dt: &DataType, now: DateTime<Utc>, seconds: i64) -> Result<S
     Ok(v)
 }
 
-/// Build the policy subtree over `source`, fenced by a barrier. `now` is
+/// Name of the scan k-anonymization counts over.
+const COUNTED_ALIAS: &str = "__veil_counted";
+
+/// Where a view reads from.
+#[derive(Debug)]
+pub struct ViewSources {
+    /// The rows served (possibly one endpoint's part).
+    pub served: Arc<SourceTable>,
+    /// The whole dataset, when `served` is a part: k-anonymization counts
+    /// over every row. `None`: `served` is the whole dataset.
+    pub whole: Option<Arc<SourceTable>>,
+}
+
+/// Build the policy subtree over `sources`, fenced by a barrier. `now` is
 /// the request's clock, which time windows are measured from.
 pub fn compile(
     dataset: &DatasetRecord,
     policy: &EffectivePolicy,
-    source: Arc<SourceTable>,
+    sources: ViewSources,
     master: &MasterKey,
     now: DateTime<Utc>,
+    max_groups: usize,
 ) -> Result<LogicalPlan> {
+    let source = sources.served;
     let schema = source.schema();
-    let column =
-        |name: &str| Expr::Column(Column::new(Some(TableReference::bare(SOURCE_ALIAS)), name));
-    let mut builder = LogicalPlanBuilder::scan(
-        SOURCE_ALIAS,
-        provider_as_source(Arc::clone(&source) as _),
-        None,
-    )
-    .map_err(df)?;
-    if let Some(p) = row_predicate(&schema, policy, &column, now)? {
-        builder = builder.filter(p).map_err(df)?;
+    let qualified = |alias: &'static str| {
+        move |name: &str| Expr::Column(Column::new(Some(TableReference::bare(alias)), name))
+    };
+    let column = qualified(SOURCE_ALIAS);
+    let sample_key = master.derive(KeyPurpose::Sample {
+        dataset_id: &dataset.id,
+    });
+    let scan = |alias: &'static str, table: &Arc<SourceTable>| -> Result<LogicalPlanBuilder> {
+        let mut b =
+            LogicalPlanBuilder::scan(alias, provider_as_source(Arc::clone(table) as _), None)
+                .map_err(df)?;
+        if let Some(p) = row_predicate(&schema, policy, &qualified(alias), now, &sample_key)? {
+            b = b.filter(p).map_err(df)?;
+        }
+        Ok(b)
+    };
+    let mut builder = scan(SOURCE_ALIAS, &source)?;
+    if !policy.kanon.is_empty() {
+        let mut quasi: Vec<&String> = policy.kanon.iter().flat_map(|g| &g.columns).collect();
+        quasi.sort();
+        quasi.dedup();
+        let counted = qualified(COUNTED_ALIAS);
+        let counting = scan(COUNTED_ALIAS, sources.whole.as_ref().unwrap_or(&source))?
+            .project(quasi.iter().map(|c| counted(c)))
+            .map_err(df)?
+            .build()
+            .map_err(df)?;
+        let groups = policy
+            .kanon
+            .iter()
+            .enumerate()
+            .map(|(i, g)| KGroup {
+                columns: g.columns.clone(),
+                k: g.k,
+                flag: kanon_flag(i),
+            })
+            .collect();
+        let node = KAnonymize::plan(builder.build().map_err(df)?, counting, groups, max_groups)
+            .map_err(df)?;
+        builder = LogicalPlanBuilder::from(node);
     }
     let hash = Arc::new(ScalarUDF::new_from_impl(MaskHash::new(master.derive(
         KeyPurpose::HashMask {
@@ -226,7 +299,9 @@ pub fn output_schema(dataset: &DatasetRecord, policy: &EffectivePolicy) -> Resul
     }
     ordered.extend(partitions);
     let schema = Schema::new(ordered);
-    let df_schema = DFSchema::try_from(schema.clone()).map_err(df)?;
+    let mut typing = schema.fields().iter().map(|f| f.as_ref().clone()).collect::<Vec<_>>();
+    typing.extend((0..policy.kanon.len()).map(|i| Field::new(kanon_flag(i), DataType::Boolean, false)));
+    let df_schema = DFSchema::try_from(Schema::new(typing)).map_err(df)?;
     // Typing only: the key never hashes anything here.
     let hash = Arc::new(ScalarUDF::new_from_impl(MaskHash::new(
         MasterKey::from_bytes([0; 32]).derive(KeyPurpose::HashMask { dataset_id: "" }),

@@ -25,7 +25,7 @@ use crate::error::VeilError;
 use crate::policy::barrier::VeilQueryPlanner;
 use crate::policy::effective::{check_policy_on, data_policy};
 use crate::policy::model::{Origin, Policy, PolicySpec};
-use crate::policy::secure_view::{compile, output_schema};
+use crate::policy::secure_view::{ViewSources, compile, output_schema};
 use crate::secrets::{KeyPurpose, MasterKey};
 use crate::store::model::DatasetRecord;
 
@@ -248,7 +248,18 @@ async fn read(d: &DatasetRecord, p: &Policy, who: &Principal) -> (Vec<RecordBatc
             .await
             .unwrap(),
     );
-    let plan = compile(d, &e, source, &MasterKey::from_bytes([9; 32]), Utc::now()).unwrap();
+    let plan = compile(
+        d,
+        &e,
+        ViewSources {
+            served: source,
+            whole: None,
+        },
+        &MasterKey::from_bytes([9; 32]),
+        Utc::now(),
+        crate::policy::kanon::DEFAULT_MAX_GROUPS,
+    )
+    .unwrap();
     let state = SessionStateBuilder::new()
         .with_default_features()
         .with_query_planner(Arc::new(VeilQueryPlanner))
@@ -268,7 +279,7 @@ fn column(out: &[RecordBatch], name: &str) -> ArrayRef {
 
 /// The masks that apply to a column of this name, as TOML values.
 fn masks_for(name: &str) -> Vec<&'static str> {
-    let mut m = vec!["\"hash\"", "\"null\""];
+    let mut m = vec!["\"hash\"", "\"null\"", "{ k_anonymity = { k = 2 } }"];
     match name {
         "utf8" | "large" => m.extend([
             "{ constant = \"x\" }",
@@ -334,6 +345,18 @@ async fn every_mask_on_every_type_it_accepts_keeps_nulls_and_types() {
             for i in 0..raw.len() {
                 match mask {
                     "\"null\"" => assert!(got.is_null(i), "{what} row {i}"),
+                    // Shown only when its value (nulls included) occurs twice.
+                    m if m.contains("k_anonymity") => {
+                        let text = |a: &ArrayRef, j: usize| {
+                            a.is_valid(j).then(|| {
+                                datafusion::arrow::util::display::array_value_to_string(a, j)
+                                    .unwrap()
+                            })
+                        };
+                        let seen = (0..raw.len()).filter(|j| text(&raw, *j) == text(&raw, i)).count();
+                        let expected = if seen >= 2 { text(&raw, i) } else { None };
+                        assert_eq!(text(&got, i), expected, "{what} row {i}");
+                    }
                     m if m.starts_with("{ constant") => assert!(got.is_valid(i), "{what} row {i}"),
                     _ => assert_eq!(
                         got.is_null(i),
@@ -440,6 +463,18 @@ async fn row_rules_on_every_type_they_accept() {
             "name = \"w\"\ndataset = \"t.all\"\nrow_filter = {{ within = \"3 days\", column = \"{name}\" }}"
         ));
         assert!(check_policy_on(&p, &d).is_err(), "{name} is not a time");
+    }
+    // Stable samples keyed on every type a key can have: a near-total
+    // sample keeps the rows whose key is not null, and drops the null one.
+    for (name, _) in columns() {
+        let p = policy(&format!(
+            "name = \"s\"\ndataset = \"t.all\"\nrow_filter = {{ sample = 99.999, column = \"{name}\" }}"
+        ));
+        check_policy_on(&p, &d).unwrap_or_else(|e| panic!("{name}: {e}"));
+        let (out, _) = read(&d, &p, &principal(&[])).await;
+        let got = column(&out, name);
+        assert_eq!(got.len(), 3, "{name}: the rows with a key");
+        assert_eq!(got.null_count(), 0, "{name}: a null key is never sampled");
     }
     // WHERE with the caller's attributes, on several types at once.
     let p = policy(

@@ -115,6 +115,24 @@ pub async fn sync_config(
     let snapshot = store.snapshot().await?;
     let mut writes = Vec::new();
     let declared: BTreeSet<&str> = cfg.datasets.iter().map(|d| d.name.as_str()).collect();
+    // Names are looked up case-insensitively, so they must differ by more
+    // than case (one could otherwise shadow another).
+    let mut folded: BTreeMap<String, &str> = BTreeMap::new();
+    for name in declared.iter().copied().chain(
+        snapshot
+            .datasets
+            .values()
+            .filter(|d| d.origin == Origin::Runtime)
+            .map(|d| d.name.as_str()),
+    ) {
+        if let Some(other) = folded.insert(name.to_ascii_lowercase(), name)
+            && other != name
+        {
+            return Err(VeilError::FailedPrecondition(format!(
+                "datasets '{other}' and '{name}' differ only by case; names are case-insensitive, rename one"
+            )));
+        }
+    }
     for d in &cfg.datasets {
         let in_dataset = |e: VeilError| {
             VeilError::FailedPrecondition(format!("dataset {}: {}", d.name, e.message()))
@@ -209,6 +227,15 @@ pub async fn sync_config(
             spec: spec.clone(),
         };
         check_references(&policy, &after, &issuer)?;
+        crate::policy::kanon::check_cardinality(
+            &policy,
+            &after.values().copied().collect::<Vec<_>>(),
+            stores,
+            cfg.engine.kanon_cardinality_cutoff,
+            cfg.engine.kanon_max_groups,
+            &issuer,
+        )
+        .await?;
     }
     for p in snapshot
         .policies

@@ -148,6 +148,11 @@ pub const ACTIONS: &[(&str, Requirement, &str)] = &[
         "What a user gets from a dataset: subscription, policies and the step that matched, schema, masks, row filters.",
     ),
     (
+        actions::PROFILE_K_ANONYMITY,
+        Requirement::OwnerOrGovernance,
+        "Profile columns for k-anonymization: distinct values (the cutoff), the data's k and a suggested k.",
+    ),
+    (
         actions::REQUEST_ACCESS,
         Requirement::Anyone,
         "Ask to read a dataset that is open on request, with a reason.",
@@ -331,11 +336,7 @@ impl Admin {
                             .unwrap_or_default(),
                         description: c.description.clone(),
                         tags: c.tags.clone(),
-                        mask: policy
-                            .masks
-                            .get(&c.name)
-                            .map(|m| m.label())
-                            .unwrap_or_default(),
+                        mask: policy.mask_label(&c.name),
                     })
                     .collect();
                 self.permitted(event).await?;
@@ -368,12 +369,26 @@ impl Admin {
                 // Registering files another dataset already serves would make
                 // the caller their owner, with none of that dataset's policies.
                 let snapshot = self.engine.state().current().await?;
-                let shared = snapshot.datasets.values().any(|d| {
-                    locations_overlap(&d.source.location, &location) && !d.is_owner(&p.identity)
-                });
+                // That holds for the caller's own datasets too: a new record
+                // has none of the old one's tags, so it would shed the
+                // global policies those tags bring.
+                if let Some(other) = snapshot
+                    .datasets
+                    .keys()
+                    .find(|n| n.eq_ignore_ascii_case(&req.name) && **n != req.name)
+                {
+                    return Err(VeilError::AlreadyExists(format!(
+                        "dataset '{}' already exists (names are case-insensitive: '{other}')",
+                        req.name
+                    )));
+                }
+                let shared = snapshot
+                    .datasets
+                    .values()
+                    .any(|d| locations_overlap(&d.source.location, &location));
                 if shared && !p.has(Permission::Governance) {
                     return Err(VeilError::PermissionDenied(
-                        "these files (or files under or above them) back a dataset you do not own; registering them again would bypass its policies. Its owners or a governor may register them".into(),
+                        "these files (or files under or above them) already back a dataset; registering them again would bypass its tags and the policies they bring. A governor may register them".into(),
                     ));
                 }
                 let record = build_dataset(
@@ -703,6 +718,9 @@ impl Admin {
                 self.explain(p, decode::<ExplainRequest>(body)?, event)
                     .await
             }
+            actions::PROFILE_K_ANONYMITY => {
+                self.profile_k_anonymity(p, decode(body)?, event).await
+            }
             actions::REQUEST_ACCESS => self.request_access(p, decode(body)?, event).await,
             actions::APPROVE_ACCESS | actions::DENY_ACCESS => {
                 let req: DecideAccessRequest = decode(body)?;
@@ -825,7 +843,17 @@ fn global_policy_tags(snapshot: &crate::store::model::Snapshot) -> Vec<String> {
         .policies
         .iter()
         .filter(|pol| pol.is_unrestricted_global())
-        .flat_map(|pol| pol.spec.tags.iter().cloned())
+        .flat_map(|pol| {
+            // The columns a row policy reads by tag count too: untagging
+            // them would switch the filter off.
+            let row_tags = pol
+                .spec
+                .row_filter
+                .iter()
+                .chain(pol.spec.chain.iter().filter_map(|b| b.row_filter.as_ref()))
+                .filter_map(|r| r.column_tag.clone());
+            pol.spec.tags.iter().cloned().chain(row_tags).collect::<Vec<_>>()
+        })
         .collect()
 }
 

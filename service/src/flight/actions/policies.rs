@@ -13,7 +13,10 @@ use serde_json::json;
 use std::collections::BTreeMap;
 use std::sync::Arc;
 
-use veil_proto::{DeletePolicyRequest, ExplainRequest, ListPoliciesRequest, PolicyWriteRequest};
+use veil_proto::{
+    DeletePolicyRequest, ExplainRequest, ListPoliciesRequest, PolicyWriteRequest,
+    ProfileKAnonymityRequest,
+};
 
 use super::{Admin, ack, denied};
 use crate::audit::AuditEvent;
@@ -64,6 +67,15 @@ fn policy_json(p: &Policy) -> Vec<u8> {
         "spec": p.spec,
     }))
     .unwrap_or_default()
+}
+
+/// A policy on a dataset the caller can't see answers like a missing
+/// policy, so its name can't be used to learn the dataset's.
+fn hide_dataset(e: VeilError, policy: &str, hint: &str) -> VeilError {
+    match e {
+        VeilError::NotFound(_) => VeilError::NotFound(format!("no policy named '{policy}'{hint}")),
+        e => e,
+    }
 }
 
 impl Admin {
@@ -128,7 +140,9 @@ impl Admin {
                     spec.name
                 )));
             };
-            self.authorize_policy(p, &old.spec, action).await?;
+            self.authorize_policy(p, &old.spec, action)
+                .await
+                .map_err(|e| hide_dataset(e, &spec.name, "; create it instead"))?;
         }
         let datasets: BTreeMap<&str, &DatasetRecord> = snapshot
             .datasets
@@ -136,6 +150,16 @@ impl Admin {
             .map(|(n, d)| (n.as_str(), d))
             .collect();
         check_references(&policy, &datasets, self.engine.default_issuer())?;
+        let cfg = self.engine.config();
+        crate::policy::kanon::check_cardinality(
+            &policy,
+            &datasets.values().copied().collect::<Vec<_>>(),
+            self.engine.stores(),
+            cfg.kanon_cardinality_cutoff,
+            cfg.kanon_max_groups,
+            self.engine.default_issuer(),
+        )
+        .await?;
         self.permitted(event).await?;
         let mode = if create {
             PolicyPut::Create
@@ -168,7 +192,9 @@ impl Admin {
                 req.name
             )));
         };
-        self.authorize_policy(p, &old.spec, "deleting").await?;
+        self.authorize_policy(p, &old.spec, "deleting")
+            .await
+            .map_err(|e| hide_dataset(e, &req.name, ""))?;
         event.dataset = old.spec.dataset.clone();
         self.permitted(event).await?;
         self.engine
@@ -233,6 +259,62 @@ impl Admin {
             .filter(|pol| shown(pol))
             .map(policy_json)
             .collect())
+    }
+
+    /// The raw data's profile for k-anonymizing some columns: distinct
+    /// values (against the cutoff), its current k and a suggested k.
+    pub(super) async fn profile_k_anonymity(
+        &self,
+        p: &Arc<Principal>,
+        req: ProfileKAnonymityRequest,
+        event: &mut AuditEvent,
+    ) -> Result<Vec<Vec<u8>>> {
+        event.dataset = Some(req.dataset.chars().take(256).collect());
+        let d = self
+            .owned_dataset(p, &req.dataset, "profiling for k-anonymization")
+            .await?;
+        if req.columns.is_empty() || req.columns.len() > 16 {
+            return Err(VeilError::InvalidArgument(
+                "name from 1 to 16 columns to profile together".into(),
+            ));
+        }
+        for c in &req.columns {
+            if d.column(c).is_none() {
+                return Err(VeilError::InvalidArgument(format!(
+                    "dataset '{}' has no column '{c}'",
+                    d.name
+                )));
+            }
+        }
+        event.columns = req.columns.clone();
+        self.permitted(event).await?;
+        let cfg = self.engine.config();
+        let profile = crate::policy::kanon::profile_dataset(
+            &d,
+            &req.columns,
+            self.engine.stores(),
+            cfg.kanon_max_groups,
+        )
+        .await?;
+        let cutoff = cfg.kanon_cardinality_cutoff;
+        let columns: Vec<_> = req
+            .columns
+            .iter()
+            .zip(&profile.distinct)
+            .map(|(c, n)| json!({"name": c, "distinct": n, "eligible": *n <= cutoff}))
+            .collect();
+        let body = json!({
+            "dataset": d.name,
+            "rows": profile.rows,
+            "columns": columns,
+            "cardinality_cutoff": cutoff,
+            "groups": profile.groups,
+            "current_k": profile.current_k,
+            "suggested_k": profile.suggested_k,
+            "suppressed_at_suggested_k": profile.suppressed_at_suggested,
+            "suggestion_rule": "the largest k from 2 to 10 that nulls at most 5% of rows (2 if none does)",
+        });
+        Ok(vec![serde_json::to_vec(&body).unwrap_or_default()])
     }
 
     /// What a user gets from a dataset, and why.
@@ -318,10 +400,19 @@ fn explain_json(snapshot: &Snapshot, d: &DatasetRecord, who: &Principal, issuer:
                 let schema = crate::policy::secure_view::output_schema(d, &e);
                 out["policies"] = json!(decisions(&e.decisions));
                 out["masks"] = json!(
-                    e.masks
-                        .iter()
-                        .map(|(c, m)| (c.clone(), json!(m.label())))
+                    e.masked_columns()
+                        .into_iter()
+                        .map(|c| {
+                            let label = e.mask_label(&c);
+                            (c, json!(label))
+                        })
                         .collect::<serde_json::Map<_, _>>()
+                );
+                out["k_anonymity"] = json!(
+                    e.kanon
+                        .iter()
+                        .map(|g| json!({"policy": g.policy, "columns": g.columns, "k": g.k}))
+                        .collect::<Vec<_>>()
                 );
                 out["row_filters"] = json!(
                     e.row_rules

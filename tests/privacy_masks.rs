@@ -1,0 +1,334 @@
+//! Privacy-preserving policies end to end, read like the seed document
+//! (Immuta 2.8 policy documentation): k-anonymization jointly and
+//! separately (the gender/state tables), counted after row policies and
+//! before the user's filter; minimization as a stable sample.
+
+use arrow::array::RecordBatch;
+use serde_json::Value;
+use std::path::Path;
+use tonic::Code;
+use veil_client::{Connection, Scan};
+use veil_tests::{TestServer, row_count, strings};
+
+/// The seed's table, with an id and an age.
+const PEOPLE: &str = "id,gender,state,age\n\
+1,Female,Ohio,34\n\
+2,Female,Florida,41\n\
+3,Female,Florida,67\n\
+4,Female,Arkansas,29\n\
+5,Male,Florida,52\n";
+
+const CONFIG: &str = r#"
+[[datasets]]
+name = "census.joint"
+format = "csv"
+location = "data/census/people.csv"
+owners = ["dave"]
+
+[[datasets]]
+name = "census.separate"
+format = "csv"
+location = "data/census/people.csv"
+owners = ["dave"]
+
+[[datasets]]
+name = "events.log"
+format = "csv"
+location = "data/events"
+owners = ["dave"]
+
+[[policies]]
+name = "joint-for-everyone"
+dataset = "census.joint"
+subscription = { anyone = true }
+
+[[policies]]
+name = "separate-for-everyone"
+dataset = "census.separate"
+subscription = { anyone = true }
+
+[[policies]]
+name = "policy-a"
+dataset = "census.joint"
+columns = ["gender", "state"]
+mask = { k_anonymity = { k = 2 } }
+
+[[policies]]
+name = "seniors-hidden-from-analysts"
+dataset = "census.joint"
+row_filter = { where = "age < 60" }
+except = { groups = ["marketing", "data-owners"] }
+
+[[policies]]
+name = "policy-c"
+dataset = "census.separate"
+columns = ["gender"]
+mask = { k_anonymity = { k = 2 } }
+
+[[policies]]
+name = "policy-d"
+dataset = "census.separate"
+columns = ["state"]
+mask = { k_anonymity = { k = 2 } }
+
+[[policies]]
+name = "events-for-everyone"
+dataset = "events.log"
+subscription = { anyone = true }
+
+[[policies]]
+name = "ten-percent"
+dataset = "events.log"
+row_filter = { sample = 10, column = "event_id" }
+except = { users = ["dave"] }
+"#;
+
+fn write_events(dir: &Path, file: &str, ids: std::ops::Range<u32>) {
+    let mut text = String::from("event_id,kind\n");
+    for i in ids {
+        text.push_str(&format!("{i},k{}\n", i % 7));
+    }
+    std::fs::write(dir.join("data/events").join(file), text).unwrap();
+}
+
+async fn server() -> TestServer {
+    TestServer::demo_with(|dir| {
+        std::fs::create_dir_all(dir.join("data/census")).unwrap();
+        std::fs::write(dir.join("data/census/people.csv"), PEOPLE).unwrap();
+        std::fs::create_dir_all(dir.join("data/events")).unwrap();
+        write_events(dir, "part-0.csv", 0..2_000);
+        let config = dir.join("veil.toml");
+        let text = std::fs::read_to_string(&config)
+            .unwrap()
+            // A tiny cutoff, so the test data can exceed it.
+            .replace("[engine]\n", "[engine]\nkanon_cardinality_cutoff = 3\n");
+        std::fs::write(&config, format!("{text}{CONFIG}")).unwrap();
+    })
+    .await
+}
+
+async fn read(c: &Connection, dataset: &str, filter: &str) -> Vec<RecordBatch> {
+    c.scan(dataset, Scan::default().with_filter(filter))
+        .await
+        .unwrap()
+}
+
+/// (id, gender, state) sorted by id.
+fn rows(b: &[RecordBatch]) -> Vec<(i64, Option<String>, Option<String>)> {
+    let mut v: Vec<_> = strings(b, "id")
+        .into_iter()
+        .zip(strings(b, "gender"))
+        .zip(strings(b, "state"))
+        .map(|((i, g), s)| (i.unwrap().parse::<i64>().unwrap(), g, s))
+        .collect();
+    v.sort();
+    v
+}
+
+fn s(v: &str) -> Option<String> {
+    Some(v.to_string())
+}
+
+#[tokio::test]
+async fn the_seed_tables_jointly_and_separately() {
+    let server = server().await;
+    // carol (marketing) is excepted from the row policy: all five rows.
+    let carol = server.connect("carol").await;
+    // Policy A: gender and state counted together, k = 2.
+    assert_eq!(
+        rows(&read(&carol, "census.joint", "").await),
+        [
+            (1, None, None),
+            (2, s("Female"), s("Florida")),
+            (3, s("Female"), s("Florida")),
+            (4, None, None),
+            (5, None, None),
+        ]
+    );
+    // Policies C and D: each column counted on its own.
+    assert_eq!(
+        rows(&read(&carol, "census.separate", "").await),
+        [
+            (1, s("Female"), None),
+            (2, s("Female"), s("Florida")),
+            (3, s("Female"), s("Florida")),
+            (4, s("Female"), None),
+            (5, None, s("Florida")),
+        ]
+    );
+    // Ages are untouched, and rows are all kept.
+    assert_eq!(row_count(&read(&carol, "census.joint", "").await), 5);
+}
+
+#[tokio::test]
+async fn a_users_filter_cannot_shrink_a_group_but_row_policies_count_first() {
+    let server = server().await;
+    let carol = server.connect("carol").await;
+    // Targeting the lone Ohio row, by id or by value, never reveals it.
+    assert_eq!(
+        rows(&read(&carol, "census.joint", "id = 1").await),
+        [(1, None, None)]
+    );
+    assert_eq!(
+        row_count(&read(&carol, "census.joint", "state = 'Ohio'").await),
+        0
+    );
+    assert_eq!(
+        rows(&read(&carol, "census.joint", "id = 2").await),
+        [(2, s("Female"), s("Florida"))],
+        "a large group keeps its values even when one row is asked for"
+    );
+    // SQL: grouping and filtering see the suppressed values only.
+    let out = carol
+        .sql("SELECT gender, state, count(*) AS n FROM census.joint WHERE id IN (1, 4, 5) GROUP BY gender, state")
+        .await
+        .unwrap();
+    assert_eq!(strings(&out, "n"), [s("3")]);
+    assert_eq!(strings(&out, "state"), [None]);
+    let out = carol
+        .sql("SELECT count(*) AS n FROM census.separate WHERE gender = 'Male'")
+        .await
+        .unwrap();
+    assert_eq!(strings(&out, "n"), [s("0")]);
+
+    // alice (analysts) gets the row policy age < 60 first: row 3 goes,
+    // so Female/Florida is a group of one and is suppressed too.
+    let alice = server.connect("alice").await;
+    assert_eq!(
+        rows(&read(&alice, "census.joint", "").await),
+        [
+            (1, None, None),
+            (2, None, None),
+            (4, None, None),
+            (5, None, None),
+        ]
+    );
+    // A k-anonymized read is one endpoint, counted once.
+    let info = carol
+        .scan_info("census.joint", &Scan::default())
+        .await
+        .unwrap();
+    assert_eq!(info.endpoint.len(), 1);
+}
+
+#[tokio::test]
+async fn describe_explain_profile_and_the_cardinality_cutoff() {
+    let server = server().await;
+    let dave = server.connect("dave").await;
+    let d = dave.describe("census.joint").await.unwrap();
+    let gender = d.columns.iter().find(|c| c.name == "gender").unwrap();
+    assert!(gender.mask.contains("k-anonymity(k=2)"), "{}", gender.mask);
+
+    // The profile: 2 genders and 3 states (at the tiny cutoff of 3), four
+    // combinations, the smallest seen once; k = 2 would null 60% of rows.
+    let profile: Value = serde_json::from_str(
+        &dave
+            .profile_k_anonymity("census.joint", &["gender", "state"])
+            .await
+            .unwrap(),
+    )
+    .unwrap();
+    assert_eq!(profile["rows"], 5);
+    assert_eq!(profile["columns"][0]["distinct"], 2);
+    assert_eq!(profile["columns"][1]["distinct"], 3);
+    assert_eq!(profile["columns"][1]["eligible"], true);
+    assert_eq!(profile["groups"], 4);
+    assert_eq!(profile["current_k"], 1);
+    assert_eq!(profile["suggested_k"], 2);
+    assert_eq!(profile["suppressed_at_suggested_k"], 0.6);
+    // Only owners and governors profile.
+    let err = server
+        .connect("carol")
+        .await
+        .profile_k_anonymity("census.joint", &["gender"])
+        .await
+        .unwrap_err();
+    assert_eq!(err.code(), Some(Code::PermissionDenied));
+
+    // `id` has 5 distinct values, above the cutoff of 3: refused.
+    let spec = serde_json::json!({
+        "name": "by-id",
+        "dataset": "census.joint",
+        "columns": ["id"],
+        "mask": {"k_anonymity": {"k": 2}},
+    });
+    let err = dave.create_policy(&spec.to_string()).await.unwrap_err();
+    assert_eq!(err.code(), Some(Code::FailedPrecondition), "{err}");
+    assert!(err.to_string().contains("5 distinct values"), "{err}");
+    // A conditional k-anonymization is refused, and k = 1 too.
+    let spec = serde_json::json!({
+        "name": "cond",
+        "dataset": "census.joint",
+        "columns": ["gender"],
+        "mask": {"k_anonymity": {"k": 2}},
+        "mask_where": "age > 3",
+    });
+    let err = dave.create_policy(&spec.to_string()).await.unwrap_err();
+    assert_eq!(err.code(), Some(Code::InvalidArgument), "{err}");
+    let spec = serde_json::json!({
+        "name": "k1",
+        "dataset": "census.joint",
+        "columns": ["gender"],
+        "mask": {"k_anonymity": {"k": 1}},
+    });
+    assert!(dave.create_policy(&spec.to_string()).await.is_err());
+    // The cutoff is per column: gender is fine, age (5 values) is not.
+    let spec = serde_json::json!({
+        "name": "ages",
+        "dataset": "census.separate",
+        "columns": ["gender", "age"],
+        "mask": {"k_anonymity": {"k": 2}},
+    });
+    let err = dave.create_policy(&spec.to_string()).await.unwrap_err();
+    assert!(err.to_string().contains("'age'"), "{err}");
+    // A permitted one applies from the next read: gender alone at k = 5
+    // (4 women, 1 man) nulls every gender.
+    let spec = serde_json::json!({
+        "name": "gender-k5",
+        "dataset": "census.joint",
+        "columns": ["gender"],
+        "mask": {"k_anonymity": {"k": 5}},
+    });
+    dave.create_policy(&spec.to_string()).await.unwrap();
+    let carol = server.connect("carol").await;
+    let out = read(&carol, "census.joint", "").await;
+    assert!(strings(&out, "gender").iter().all(Option::is_none));
+    assert_eq!(
+        strings(&out, "state").iter().flatten().count(),
+        2,
+        "policy A still shows Florida twice"
+    );
+}
+
+#[tokio::test]
+async fn minimization_is_a_stable_sample_for_everyone() {
+    let server = server().await;
+    let ids = |b: &[RecordBatch]| -> Vec<u32> {
+        let mut v: Vec<u32> = strings(b, "event_id")
+            .into_iter()
+            .map(|s| s.unwrap().parse().unwrap())
+            .collect();
+        v.sort();
+        v
+    };
+    let alice = ids(&read(&server.connect("alice").await, "events.log", "").await);
+    let carol = ids(&read(&server.connect("carol").await, "events.log", "").await);
+    assert_eq!(alice, carol, "the same sample for every user");
+    assert!(
+        (120..280).contains(&alice.len()),
+        "about 10% of 2000: {}",
+        alice.len()
+    );
+    // dave is excepted: every row.
+    let dave = read(&server.connect("dave").await, "events.log", "").await;
+    assert_eq!(row_count(&dave), 2_000);
+    // Rows arrive: earlier rows keep their place in (or out of) the sample.
+    write_events(server.dir.path(), "part-1.csv", 2_000..4_000);
+    let after = ids(&read(&server.connect("alice").await, "events.log", "").await);
+    let before_part: Vec<u32> = after.iter().copied().filter(|i| *i < 2_000).collect();
+    assert_eq!(before_part, alice, "appending keeps the sample stable");
+    assert!(after.len() > alice.len(), "new rows join the sample");
+    // A filter can't reach rows outside the sample.
+    let out = read(&server.connect("alice").await, "events.log", "event_id >= 0").await;
+    assert_eq!(ids(&out), after);
+}
