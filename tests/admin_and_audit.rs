@@ -209,6 +209,47 @@ async fn each_action_checks_its_permission_and_is_audited() {
             None,
         ),
         (
+            actions::REQUEST_UNMASK,
+            RequestUnmaskRequest::default().encode_to_vec(),
+            Some(Code::InvalidArgument),
+            Some(Code::InvalidArgument),
+        ),
+        (
+            actions::APPROVE_UNMASK,
+            DecideAccessRequest {
+                request_id: "nope".into(),
+                note: String::new(),
+            }
+            .encode_to_vec(),
+            Some(Code::NotFound),
+            Some(Code::NotFound),
+        ),
+        (
+            actions::DENY_UNMASK,
+            DecideAccessRequest {
+                request_id: "nope".into(),
+                note: String::new(),
+            }
+            .encode_to_vec(),
+            Some(Code::NotFound),
+            Some(Code::NotFound),
+        ),
+        (
+            actions::LIST_UNMASK_REQUESTS,
+            ListAccessRequestsRequest::default().encode_to_vec(),
+            None,
+            None,
+        ),
+        (
+            actions::UNMASK_RESULT,
+            UnmaskResultRequest {
+                request_id: "nope".into(),
+            }
+            .encode_to_vec(),
+            Some(Code::NotFound),
+            Some(Code::NotFound),
+        ),
+        (
             actions::DELETE_POLICY,
             DeletePolicyRequest {
                 name: "t".into(),

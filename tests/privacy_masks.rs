@@ -18,6 +18,11 @@ const PEOPLE: &str = "id,gender,state,age\n\
 4,Female,Arkansas,29\n\
 5,Male,Florida,52\n";
 
+const ACCOUNTS: &str = "id,name,ssn,card,code\n\
+1,Ana,123-45-6789,4111-1111-1111-1111,AB-12\n\
+2,Ben,987-65-4321,5500-0000-0000-0004,CD-34\n\
+3,Cy,123-45-6789,3400-0000-0000-009,EF-56\n";
+
 const CONFIG: &str = r#"
 [[datasets]]
 name = "census.joint"
@@ -71,6 +76,31 @@ dataset = "census.separate"
 columns = ["state"]
 mask = { k_anonymity = { k = 2 } }
 
+[[datasets]]
+name = "bank.accounts"
+format = "csv"
+location = "data/bank/accounts.csv"
+owners = ["dave"]
+
+[[policies]]
+name = "accounts-for-everyone"
+dataset = "bank.accounts"
+subscription = { anyone = true }
+
+[[policies]]
+name = "ssn-reversible"
+dataset = "bank.accounts"
+columns = ["ssn"]
+mask = "reversible"
+except = { groups = ["privileged"] }
+
+[[policies]]
+name = "cards-format-preserving"
+dataset = "bank.accounts"
+columns = ["card", "code"]
+mask = "format_preserving"
+except = { groups = ["privileged"] }
+
 [[policies]]
 name = "events-for-everyone"
 dataset = "events.log"
@@ -95,6 +125,8 @@ async fn server() -> TestServer {
     TestServer::demo_with(|dir| {
         std::fs::create_dir_all(dir.join("data/census")).unwrap();
         std::fs::write(dir.join("data/census/people.csv"), PEOPLE).unwrap();
+        std::fs::create_dir_all(dir.join("data/bank")).unwrap();
+        std::fs::write(dir.join("data/bank/accounts.csv"), ACCOUNTS).unwrap();
         std::fs::create_dir_all(dir.join("data/events")).unwrap();
         write_events(dir, "part-0.csv", 0..2_000);
         let config = dir.join("veil.toml");
@@ -331,4 +363,144 @@ async fn minimization_is_a_stable_sample_for_everyone() {
     // A filter can't reach rows outside the sample.
     let out = read(&server.connect("alice").await, "events.log", "event_id >= 0").await;
     assert_eq!(ids(&out), after);
+}
+
+/// The column of `b` as strings, by id.
+fn by_id(b: &[RecordBatch], column: &str) -> Vec<(String, Option<String>)> {
+    let mut v: Vec<_> = strings(b, "id")
+        .into_iter()
+        .map(Option::unwrap)
+        .zip(strings(b, column))
+        .collect();
+    v.sort();
+    v
+}
+
+fn json(text: &str) -> Value {
+    serde_json::from_str(text).unwrap()
+}
+
+#[tokio::test]
+async fn reversible_and_format_preserving_masks_with_unmask_requests() {
+    let server = server().await;
+    let alice = server.connect("alice").await;
+    let out = read(&alice, "bank.accounts", "").await;
+    // Reversible: tokens, deterministic within the column.
+    let ssn = by_id(&out, "ssn");
+    let token = ssn[0].1.clone().unwrap();
+    assert!(token.starts_with("rv1."), "{token}");
+    assert_eq!(ssn[2].1.as_deref(), Some(token.as_str()), "same value, same token");
+    assert_ne!(ssn[1].1.as_deref(), Some(token.as_str()));
+    // Format-preserving: digits stay digits, separators stay put.
+    let cards = by_id(&out, "card");
+    let card = cards[0].1.clone().unwrap();
+    assert_ne!(card, "4111-1111-1111-1111");
+    assert_eq!(card.len(), 19);
+    for (i, c) in card.chars().enumerate() {
+        assert!(if i % 5 == 4 { c == '-' } else { c.is_ascii_digit() }, "{card}");
+    }
+    // Below FF1's minimum domain: filled, never raw.
+    assert_eq!(
+        by_id(&out, "code").iter().map(|(_, c)| c.clone().unwrap()).collect::<Vec<_>>(),
+        ["XX-00", "XX-00", "XX-00"]
+    );
+    // A filter can't match the raw value through the mask.
+    assert_eq!(row_count(&read(&alice, "bank.accounts", "ssn = '123-45-6789'").await), 0);
+    // bob (privileged) is exempt and reads the originals.
+    let bob = server.connect("bob").await;
+    let raw = read(&bob, "bank.accounts", "").await;
+    assert_eq!(by_id(&raw, "ssn")[0].1.as_deref(), Some("123-45-6789"));
+
+    // Values that could never be released are refused up front.
+    let e = alice
+        .request_unmask("bank.accounts", "ssn", &["rv1.AAAA".into()], "check")
+        .await
+        .unwrap_err();
+    assert_eq!(e.code(), Some(Code::InvalidArgument), "{e}");
+    let e = alice
+        .request_unmask("bank.accounts", "code", &["XX-00".into()], "check")
+        .await
+        .unwrap_err();
+    assert_eq!(e.code(), Some(Code::InvalidArgument), "{e}");
+    let e = alice
+        .request_unmask("bank.accounts", "name", &["Ana".into()], "check")
+        .await
+        .unwrap_err();
+    assert_eq!(e.code(), Some(Code::FailedPrecondition), "{e}");
+
+    // alice asks for the ssn of row 1 and the card of row 1.
+    let request = json(
+        &alice
+            .request_unmask("bank.accounts", "ssn", &[token.clone()], "fraud case 17")
+            .await
+            .unwrap(),
+    );
+    let id = request["id"].as_str().unwrap().to_string();
+    assert_eq!(request["status"], "pending");
+    // Not yet approved: nothing is released.
+    let e = alice.unmask_result(&id).await.unwrap_err();
+    assert_eq!(e.code(), Some(Code::FailedPrecondition), "{e}");
+    // The requester can't approve; nor can anyone the policy doesn't
+    // exempt: carol (a reader) or dave (owner and governor).
+    for (who, code) in [
+        ("alice", Code::PermissionDenied),
+        ("carol", Code::PermissionDenied),
+        ("dave", Code::PermissionDenied),
+    ] {
+        let e = server
+            .connect(who)
+            .await
+            .decide_unmask(&id, true, "")
+            .await
+            .unwrap_err();
+        assert_eq!(e.code(), Some(code), "{who}: {e}");
+    }
+    // bob is exempt: he sees the request and approves it.
+    let pending = bob.list_unmask_requests(None, false).await.unwrap();
+    assert_eq!(pending.len(), 1);
+    assert!(server.connect("carol").await.list_unmask_requests(None, false).await.unwrap().is_empty());
+    assert_eq!(json(&bob.decide_unmask(&id, true, "ok").await.unwrap())["status"], "approved");
+    // Only the requester gets the originals.
+    let e = server.connect("carol").await.unmask_result(&id).await.unwrap_err();
+    assert_eq!(e.code(), Some(Code::NotFound), "{e}");
+    let released = json(&alice.unmask_result(&id).await.unwrap());
+    assert_eq!(released["values"][0]["masked"], token.as_str());
+    assert_eq!(released["values"][0]["value"], "123-45-6789");
+    // An approved unmask request is not access: decided once.
+    let e = bob.decide_unmask(&id, false, "").await.unwrap_err();
+    assert_eq!(e.code(), Some(Code::FailedPrecondition), "{e}");
+
+    // Format-preserving values go through the same workflow; a denial
+    // releases nothing.
+    let req = json(
+        &alice
+            .request_unmask("bank.accounts", "card", &[card.clone()], "chargeback")
+            .await
+            .unwrap(),
+    );
+    let card_id = req["id"].as_str().unwrap().to_string();
+    bob.decide_unmask(&card_id, true, "").await.unwrap();
+    let released = json(&alice.unmask_result(&card_id).await.unwrap());
+    assert_eq!(released["values"][0]["value"], "4111-1111-1111-1111");
+    let req = json(
+        &alice
+            .request_unmask("bank.accounts", "card", &[cards[1].1.clone().unwrap()], "curious")
+            .await
+            .unwrap(),
+    );
+    let denied = req["id"].as_str().unwrap().to_string();
+    bob.decide_unmask(&denied, false, "no").await.unwrap();
+    assert_eq!(
+        alice.unmask_result(&denied).await.unwrap_err().code(),
+        Some(Code::FailedPrecondition)
+    );
+
+    // Requests, decisions and releases are audited, never with originals.
+    let audit = server.connect("dave").await.audit_tail(500).await.unwrap();
+    for action in ["admin.request_unmask", "admin.approve_unmask", "admin.deny_unmask", "admin.unmask_result"] {
+        assert!(audit.iter().any(|e| e.contains(action)), "{action}");
+    }
+    for e in &audit {
+        assert!(!e.contains("123-45-6789") && !e.contains("4111-1111"), "{e}");
+    }
 }

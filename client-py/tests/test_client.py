@@ -242,3 +242,36 @@ def test_k_anonymity_from_python(server):
             assert profile["current_k"] == int(seen.min())
         finally:
             dave.delete_policy("sites-k")
+
+
+def test_unmask_requests_from_python(server):
+    with connect(server, "dave") as dave:
+        dave.create_policy(
+            {
+                "name": "sites-reversible",
+                "dataset": "clinical.sites",
+                "columns": ["site"],
+                "mask": "reversible",
+                "except": {"groups": ["privileged"]},
+            }
+        )
+    try:
+        carol = connect(server, "carol")
+        sites = carol.scan_as_pandas("clinical.sites")
+        token = sites["site"].iloc[0]
+        assert token.startswith("rv1.")
+        request = carol.request_unmask("clinical.sites", "site", [token], "calling the site")
+        assert request["status"] == "pending"
+        with pytest.raises(veil.PermissionDenied):
+            carol.approve_unmask(request["id"])
+        bob = connect(server, "bob")  # privileged: exempt
+        assert [r["id"] for r in bob.list_unmask_requests()] == [request["id"]]
+        assert bob.approve_unmask(request["id"], note="ok")["status"] == "approved"
+        originals = carol.unmask_result(request["id"])
+        raw = bob.scan_as_pandas("clinical.sites")
+        assert originals[token] in set(raw["site"])
+        with pytest.raises(veil.NotFound):
+            bob.unmask_result(request["id"])
+    finally:
+        with connect(server, "dave") as dave:
+            dave.delete_policy("sites-reversible")

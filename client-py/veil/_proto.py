@@ -231,6 +231,15 @@ def encode_profile_k_anonymity(dataset: str, columns) -> bytes:
     return _str_field(1, dataset) + b"".join(_str_field(2, c) for c in columns)
 
 
+def encode_request_unmask(dataset: str, column: str, values, reason: str) -> bytes:
+    return (
+        _str_field(1, dataset)
+        + _str_field(2, column)
+        + b"".join(_str_field(3, v) for v in values)
+        + _str_field(4, reason)
+    )
+
+
 def encode_list_access_requests(dataset: str = "", all: bool = False) -> bytes:
     return (_str_field(1, dataset) if dataset else b"") + (_varint_field(2, 1) if all else b"")
 

@@ -243,6 +243,34 @@ class Connection:
         body = _proto.encode_profile_k_anonymity(dataset, list(columns))
         return json.loads(self._action("veil.profile_k_anonymity", body)[0])
 
+    # -- unmask requests -----------------------------------------------------
+    def request_unmask(self, dataset, column, values, reason):
+        """Ask to see the originals of masked values (from a reversible or
+        format-preserving mask) of `column`, with a reason; returns the
+        request. Someone the masking policy exempts decides."""
+        body = _proto.encode_request_unmask(dataset, column, list(values), reason)
+        return json.loads(self._action("veil.request_unmask", body)[0])
+
+    def approve_unmask(self, request_id, note=""):
+        body = _proto.encode_string_message(request_id, note)
+        return json.loads(self._action("veil.approve_unmask", body)[0])
+
+    def deny_unmask(self, request_id, note=""):
+        body = _proto.encode_string_message(request_id, note)
+        return json.loads(self._action("veil.deny_unmask", body)[0])
+
+    def list_unmask_requests(self, dataset=None, all=False):
+        """Unmask requests you may decide, and your own (pending only unless `all`)."""
+        body = _proto.encode_list_access_requests(dataset or "", all)
+        return [json.loads(b) for b in self._action("veil.list_unmask_requests", body)]
+
+    def unmask_result(self, request_id):
+        """The originals of your approved unmask request:
+        ``{masked value: original}`` (values that can't be unmasked map to None)."""
+        body = _proto.encode_string_message(request_id)
+        out = json.loads(self._action("veil.unmask_result", body)[0])
+        return {v["masked"]: v.get("value") for v in out["values"]}
+
     # -- access requests -----------------------------------------------------
     def request_access(self, dataset, reason):
         """Ask to read a dataset that is open on request; returns the request."""

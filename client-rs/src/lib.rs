@@ -586,6 +586,80 @@ impl Connection {
         .await
     }
 
+    /// Ask to see the originals of masked values of a column under a
+    /// reversible or format-preserving mask; returns the request (JSON).
+    pub async fn request_unmask(
+        &self,
+        dataset: &str,
+        column: &str,
+        values: &[String],
+        reason: &str,
+    ) -> Result<String, ClientError> {
+        self.json_result(
+            actions::REQUEST_UNMASK,
+            veil_proto::RequestUnmaskRequest {
+                dataset: dataset.into(),
+                column: column.into(),
+                values: values.to_vec(),
+                reason: reason.into(),
+            }
+            .encode_to_vec(),
+        )
+        .await
+    }
+
+    /// Approve (or deny) a pending unmask request; returns it (JSON).
+    pub async fn decide_unmask(
+        &self,
+        request_id: &str,
+        approve: bool,
+        note: &str,
+    ) -> Result<String, ClientError> {
+        let name = if approve {
+            actions::APPROVE_UNMASK
+        } else {
+            actions::DENY_UNMASK
+        };
+        self.json_result(
+            name,
+            DecideAccessRequest {
+                request_id: request_id.into(),
+                note: note.into(),
+            }
+            .encode_to_vec(),
+        )
+        .await
+    }
+
+    /// Unmask requests you may decide, and your own (JSON each).
+    pub async fn list_unmask_requests(
+        &self,
+        dataset: Option<&str>,
+        all: bool,
+    ) -> Result<Vec<String>, ClientError> {
+        self.json_results(
+            actions::LIST_UNMASK_REQUESTS,
+            ListAccessRequestsRequest {
+                dataset: dataset.unwrap_or_default().into(),
+                all,
+            }
+            .encode_to_vec(),
+        )
+        .await
+    }
+
+    /// The originals of your approved unmask request (JSON).
+    pub async fn unmask_result(&self, request_id: &str) -> Result<String, ClientError> {
+        self.json_result(
+            actions::UNMASK_RESULT,
+            veil_proto::UnmaskResultRequest {
+                request_id: request_id.into(),
+            }
+            .encode_to_vec(),
+        )
+        .await
+    }
+
     /// Ask to read a dataset open on request; returns the request (JSON).
     pub async fn request_access(&self, dataset: &str, reason: &str) -> Result<String, ClientError> {
         self.json_result(

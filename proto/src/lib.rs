@@ -383,6 +383,28 @@ pub struct ProfileKAnonymityRequest {
     pub columns: Vec<String>,
 }
 
+/// `veil.request_unmask`: ask to see the original of values a reversible
+/// (or format-preserving) mask produced, with a reason. One JSON body.
+#[derive(Clone, PartialEq, Message)]
+pub struct RequestUnmaskRequest {
+    #[prost(string, tag = "1")]
+    pub dataset: String,
+    #[prost(string, tag = "2")]
+    pub column: String,
+    #[prost(string, repeated, tag = "3")]
+    pub values: Vec<String>,
+    #[prost(string, tag = "4")]
+    pub reason: String,
+}
+
+/// `veil.unmask_result`: the requester's plaintext of an approved unmask
+/// request. One JSON body.
+#[derive(Clone, PartialEq, Message)]
+pub struct UnmaskResultRequest {
+    #[prost(string, tag = "1")]
+    pub request_id: String,
+}
+
 /// `veil.request_access`: ask to read an *on request* dataset.
 #[derive(Clone, PartialEq, Message)]
 pub struct RequestAccessRequest {
@@ -428,6 +450,8 @@ named!(
     ListPoliciesRequest,
     ExplainRequest,
     ProfileKAnonymityRequest,
+    RequestUnmaskRequest,
+    UnmaskResultRequest,
     RequestAccessRequest,
     DecideAccessRequest,
     ListAccessRequestsRequest,
@@ -480,6 +504,11 @@ pub mod actions {
     pub const LIST_POLICIES: &str = "veil.list_policies";
     pub const EXPLAIN: &str = "veil.explain";
     pub const PROFILE_K_ANONYMITY: &str = "veil.profile_k_anonymity";
+    pub const REQUEST_UNMASK: &str = "veil.request_unmask";
+    pub const APPROVE_UNMASK: &str = "veil.approve_unmask";
+    pub const DENY_UNMASK: &str = "veil.deny_unmask";
+    pub const LIST_UNMASK_REQUESTS: &str = "veil.list_unmask_requests";
+    pub const UNMASK_RESULT: &str = "veil.unmask_result";
     pub const REQUEST_ACCESS: &str = "veil.request_access";
     pub const APPROVE_ACCESS: &str = "veil.approve_access";
     pub const DENY_ACCESS: &str = "veil.deny_access";

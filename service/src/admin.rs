@@ -225,6 +225,40 @@ enum AdminCommand {
         #[arg(long, default_value = "")]
         note: String,
     },
+    /// Ask to see the originals of masked values (reversible or
+    /// format-preserving masks).
+    RequestUnmask {
+        dataset: String,
+        column: String,
+        /// The masked values, as read.
+        #[arg(required = true)]
+        values: Vec<String>,
+        /// Why you need the originals (shown to the approvers).
+        #[arg(long)]
+        reason: String,
+    },
+    /// Unmask requests you may decide, and yours (JSON lines).
+    UnmaskRequests {
+        #[arg(long)]
+        dataset: Option<String>,
+        /// Include decided requests.
+        #[arg(long)]
+        all: bool,
+    },
+    /// Approve a pending unmask request (someone the masking policy exempts).
+    ApproveUnmask {
+        request_id: String,
+        #[arg(long, default_value = "")]
+        note: String,
+    },
+    /// Deny a pending unmask request.
+    DenyUnmask {
+        request_id: String,
+        #[arg(long, default_value = "")]
+        note: String,
+    },
+    /// The originals of your approved unmask request.
+    UnmaskResult { request_id: String },
     /// Withdraw a user's approved access to a dataset.
     RevokeAccess {
         dataset: String,
@@ -564,6 +598,25 @@ async fn execute(conn: &Connection, command: AdminCommand) -> Result<Vec<String>
         AdminCommand::Deny { request_id, note } => {
             one(conn.decide_access(&request_id, false, &note).await?)
         }
+        AdminCommand::RequestUnmask {
+            dataset,
+            column,
+            values,
+            reason,
+        } => one(
+            conn.request_unmask(&dataset, &column, &values, &reason)
+                .await?,
+        ),
+        AdminCommand::UnmaskRequests { dataset, all } => {
+            conn.list_unmask_requests(dataset.as_deref(), all).await?
+        }
+        AdminCommand::ApproveUnmask { request_id, note } => {
+            one(conn.decide_unmask(&request_id, true, &note).await?)
+        }
+        AdminCommand::DenyUnmask { request_id, note } => {
+            one(conn.decide_unmask(&request_id, false, &note).await?)
+        }
+        AdminCommand::UnmaskResult { request_id } => one(conn.unmask_result(&request_id).await?),
         AdminCommand::RevokeAccess {
             dataset,
             subject,

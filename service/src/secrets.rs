@@ -21,6 +21,10 @@ pub enum KeyPurpose<'a> {
     TicketCipher,
     /// Keyed hash masking, one key per dataset id.
     HashMask { dataset_id: &'a str },
+    /// Reversible (AES-SIV) masks, one key per dataset and column.
+    Reversible { dataset_id: &'a str, column: &'a str },
+    /// Format-preserving (FF1) masks, one key per dataset and column.
+    FormatPreserving { dataset_id: &'a str, column: &'a str },
     /// Minimization samples, one key per dataset id.
     Sample { dataset_id: &'a str },
     /// Identity fingerprints (so a fingerprint can't be brute-forced offline).
@@ -38,6 +42,17 @@ impl KeyPurpose<'_> {
             KeyPurpose::HashMask { dataset_id } => {
                 format!("veil/v1/mask/hash/{dataset_id}").into_bytes()
             }
+            // Lengths first, so no (dataset, column) pair can collide.
+            KeyPurpose::Reversible { dataset_id, column } => format!(
+                "veil/v1/mask/reversible/{}:{dataset_id}/{column}",
+                dataset_id.len()
+            )
+            .into_bytes(),
+            KeyPurpose::FormatPreserving { dataset_id, column } => format!(
+                "veil/v1/mask/ff1/{}:{dataset_id}/{column}",
+                dataset_id.len()
+            )
+            .into_bytes(),
             KeyPurpose::Sample { dataset_id } => {
                 format!("veil/v1/sample/{dataset_id}").into_bytes()
             }

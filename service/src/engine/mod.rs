@@ -169,6 +169,11 @@ impl Engine {
         &self.cfg
     }
 
+    /// The root of every derived key (masks are reversed with it).
+    pub fn master(&self) -> &MasterKey {
+        &self.master
+    }
+
     /// Where datasets' bytes live.
     pub fn stores(&self) -> &Arc<ObjectStores> {
         &self.stores

@@ -11,7 +11,8 @@
 //!   matches decides (an *everyone except* policy is a two-step chain). A
 //!   principal is exempt only if every applicable policy exempts them.
 //! * masks: of the rules on a column, the most restrictive applies (null >
-//!   constant > hash > regex/rounding), never a chain of masks. Two
+//!   constant > hash, reversible > regex/rounding/format-preserving; a hash
+//!   beats a reversible mask), never a chain of masks. Two
 //!   incomparable rules of the lowest rank (two regexes, a regex and a
 //!   rounding) make the column hashed; of two roundings the coarser applies.
 //!   A conditional mask applies on the rows its condition holds (or is
@@ -496,6 +497,12 @@ pub fn check_policy_on(p: &Policy, d: &DatasetRecord) -> Result<()> {
         }
     }
     Ok(())
+}
+
+/// Does data policy `p` exempt the principal (the first step of its chain
+/// that matches them applies nothing)?
+pub fn exempts(p: &Policy, principal: &Principal, default_issuer: &str) -> bool {
+    matches!(p.rule, PolicyRule::Data(_)) && resolve(p, principal, default_issuer).1.is_none()
 }
 
 /// The first clause of `p` that applies to the principal.

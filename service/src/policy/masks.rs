@@ -36,7 +36,8 @@ use std::sync::Arc;
 
 use crate::error::{Result, VeilError};
 use crate::policy::model::MaskSpec;
-use crate::secrets::SecretKey;
+use super::reversible::{FormatPreserving, SivTokens};
+use crate::secrets::{KeyPurpose, MasterKey, SecretKey};
 
 const HEX: &[u8; 16] = b"0123456789abcdef";
 
@@ -236,6 +237,21 @@ pub fn mask_output_type(mask: &MaskSpec, dt: &DataType) -> Result<DataType> {
                 ))
             }
         }
+        MaskSpec::Reversible => {
+            if reversible_supports(dt) {
+                Ok(DataType::Utf8)
+            } else {
+                refuse(format!(
+                    "a reversible mask cannot apply to a column of type {dt}; use a hash or null"
+                ))
+            }
+        }
+        MaskSpec::FormatPreserving => match dt {
+            DataType::Utf8 | DataType::LargeUtf8 | DataType::Utf8View => Ok(dt.clone()),
+            _ => refuse(format!(
+                "format-preserving masking applies to text columns, not to a column of type {dt}; use a reversible mask (it accepts numbers and dates)"
+            )),
+        },
         MaskSpec::Null => ScalarValue::try_new_null(dt)
             .map(|_| dt.clone())
             .map_err(|_| {
@@ -263,20 +279,158 @@ pub fn mask_output_type(mask: &MaskSpec, dt: &DataType) -> Result<DataType> {
     }
 }
 
-/// The expression that replaces `column` (of type `dt`) under `mask`.
-/// Refuses, with `FailedPrecondition`, a mask the type does not support.
+/// What mask expressions need besides the mask itself: the dataset's keys.
+#[derive(Debug)]
+pub struct MaskKeys {
+    hash: Arc<ScalarUDF>,
+    master: MasterKey,
+    dataset_id: String,
+}
+
+impl MaskKeys {
+    pub fn new(master: &MasterKey, dataset_id: &str) -> Self {
+        Self {
+            hash: Arc::new(ScalarUDF::new_from_impl(MaskHash::new(master.derive(
+                KeyPurpose::HashMask { dataset_id },
+            )))),
+            master: master.clone(),
+            dataset_id: dataset_id.to_string(),
+        }
+    }
+
+    /// Keys for typing expressions only (listings): they never mask data.
+    pub fn typing_only() -> Self {
+        Self::new(&MasterKey::from_bytes([0; 32]), "")
+    }
+
+    fn cipher(&self, column: &str, format_preserving: bool) -> Arc<ScalarUDF> {
+        let key = if format_preserving {
+            self.master.derive(KeyPurpose::FormatPreserving {
+                dataset_id: &self.dataset_id,
+                column,
+            })
+        } else {
+            self.master.derive(KeyPurpose::Reversible {
+                dataset_id: &self.dataset_id,
+                column,
+            })
+        };
+        Arc::new(ScalarUDF::new_from_impl(MaskCipher {
+            key,
+            dataset_id: self.dataset_id.clone(),
+            column: column.to_string(),
+            format_preserving,
+            signature: Signature::any(1, Volatility::Immutable),
+        }))
+    }
+}
+
+/// The reversible and format-preserving masks of one column (never
+/// registered in a session, like the hash).
+#[derive(PartialEq, Eq, Hash)]
+struct MaskCipher {
+    key: SecretKey,
+    dataset_id: String,
+    column: String,
+    format_preserving: bool,
+    signature: Signature,
+}
+
+impl fmt::Debug for MaskCipher {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(
+            f,
+            "MaskCipher(<keyed>, {}, fpe={})",
+            self.column, self.format_preserving
+        )
+    }
+}
+
+impl MaskCipher {
+    fn apply(&self, array: &ArrayRef) -> datafusion::common::Result<ArrayRef> {
+        let text = cast(array, &DataType::Utf8)?;
+        let values = text.as_string::<i32>();
+        let mut out = StringBuilder::with_capacity(values.len(), values.len() * 24);
+        if self.format_preserving {
+            let fpe = FormatPreserving::new(&self.key);
+            for v in values.iter() {
+                match v {
+                    Some(t) => out.append_value(fpe.encrypt(t)),
+                    None => out.append_null(),
+                }
+            }
+        } else {
+            let siv = SivTokens::new(&self.key, &self.dataset_id, &self.column);
+            for v in siv.encrypt_all(values.iter()) {
+                out.append_option(v);
+            }
+        }
+        Ok(Arc::new(out.finish()))
+    }
+}
+
+impl ScalarUDFImpl for MaskCipher {
+    fn name(&self) -> &str {
+        if self.format_preserving {
+            "veil_mask_fpe"
+        } else {
+            "veil_mask_reversible"
+        }
+    }
+
+    fn signature(&self) -> &Signature {
+        &self.signature
+    }
+
+    fn return_type(&self, _arg_types: &[DataType]) -> datafusion::common::Result<DataType> {
+        Ok(DataType::Utf8)
+    }
+
+    fn invoke_with_args(
+        &self,
+        args: ScalarFunctionArgs,
+    ) -> datafusion::common::Result<ColumnarValue> {
+        invoke_unary(self.name(), args, |a| self.apply(a))
+    }
+}
+
+/// Types a reversible mask accepts: those with a text form that reads back
+/// as the value (binary and nested types don't).
+fn reversible_supports(dt: &DataType) -> bool {
+    MaskHash::supports(dt)
+        && !matches!(
+            dt,
+            DataType::Binary | DataType::LargeBinary | DataType::BinaryView | DataType::Null
+        )
+}
+
+/// The expression that replaces `column` (named `name`, of type `dt`) under
+/// `mask`. Refuses, with `FailedPrecondition`, a mask the type does not
+/// support.
 pub fn mask_expr(
     mask: &MaskSpec,
     column: Expr,
+    name: &str,
     dt: &DataType,
-    hash: &Arc<ScalarUDF>,
+    keys: &MaskKeys,
 ) -> Result<Expr> {
     mask_output_type(mask, dt)?;
     match mask {
         MaskSpec::Hash => Ok(Expr::ScalarFunction(ScalarFunction::new_udf(
-            Arc::clone(hash),
+            Arc::clone(&keys.hash),
             vec![column],
         ))),
+        MaskSpec::Reversible => Ok(Expr::ScalarFunction(ScalarFunction::new_udf(
+            keys.cipher(name, false),
+            vec![column],
+        ))),
+        MaskSpec::FormatPreserving => Ok(datafusion::logical_expr::cast(
+            Expr::ScalarFunction(ScalarFunction::new_udf(
+                keys.cipher(name, true),
+                vec![column],
+            )),
+            dt.clone(),
+        )),
         MaskSpec::Null => Ok(Expr::Literal(
             ScalarValue::try_new_null(dt)
                 .map_err(|e| VeilError::FailedPrecondition(e.to_string()))?,
@@ -383,30 +537,28 @@ mod tests {
 
     #[test]
     fn unsupported_types_are_refused_at_compile_time() {
-        let udf = Arc::new(ScalarUDF::new_from_impl(mask(1)));
+        let keys = MaskKeys::typing_only();
+        let x = || datafusion::prelude::col("x");
         let list = DataType::new_list(DataType::Int32, true);
+        for mask in [MaskSpec::Hash, MaskSpec::Reversible, MaskSpec::FormatPreserving] {
+            assert!(matches!(
+                mask_expr(&mask, x(), "x", &list, &keys),
+                Err(VeilError::FailedPrecondition(_))
+            ));
+        }
         assert!(matches!(
-            mask_expr(&MaskSpec::Hash, datafusion::prelude::col("x"), &list, &udf),
+            mask_expr(&MaskSpec::FormatPreserving, x(), "x", &DataType::Int64, &keys),
             Err(VeilError::FailedPrecondition(_))
         ));
         assert!(matches!(
-            mask_expr(
-                &MaskSpec::Constant("abc".into()),
-                datafusion::prelude::col("x"),
-                &DataType::Int64,
-                &udf
-            ),
+            mask_expr(&MaskSpec::Reversible, x(), "x", &DataType::Binary, &keys),
             Err(VeilError::FailedPrecondition(_))
         ));
-        assert!(
-            mask_expr(
-                &MaskSpec::Constant(0.into()),
-                datafusion::prelude::col("x"),
-                &DataType::Int64,
-                &udf
-            )
-            .is_ok()
-        );
+        assert!(matches!(
+            mask_expr(&MaskSpec::Constant("abc".into()), x(), "x", &DataType::Int64, &keys),
+            Err(VeilError::FailedPrecondition(_))
+        ));
+        assert!(mask_expr(&MaskSpec::Constant(0.into()), x(), "x", &DataType::Int64, &keys).is_ok());
     }
 
     proptest! {

@@ -9,6 +9,7 @@ pub mod kanon;
 pub mod masks;
 pub mod model;
 pub mod predicate;
+pub mod reversible;
 pub mod rounding;
 pub mod sampling;
 pub mod secure_view;

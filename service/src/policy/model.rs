@@ -175,6 +175,12 @@ pub struct RegexSpec {
 pub enum MaskSpec {
     /// Keyed HMAC-SHA256 per dataset, rendered as 32 hex characters.
     Hash,
+    /// Deterministic authenticated encryption (AES-SIV) per dataset and
+    /// column; unmasked through unmask requests (see `policy::reversible`).
+    Reversible,
+    /// Format-preserving encryption (FF1) of text per dataset and column;
+    /// unmasked through unmask requests.
+    FormatPreserving,
     /// Null of the column's type.
     Null,
     /// A constant, cast to the column's type.
@@ -204,17 +210,24 @@ impl MaskSpec {
         match self {
             MaskSpec::Null => 4,
             MaskSpec::Constant(_) => 3,
-            MaskSpec::Hash => 2,
-            MaskSpec::Regex(_) | MaskSpec::Round(_) => 1,
+            MaskSpec::Hash | MaskSpec::Reversible => 2,
+            MaskSpec::Regex(_) | MaskSpec::Round(_) | MaskSpec::FormatPreserving => 1,
             // Never ranked: k-anonymization nulls values on top of the
             // column's mask rather than competing with it.
             MaskSpec::KAnonymity(_) => 0,
         }
     }
 
+    /// Can values under this mask be turned back by an unmask request?
+    pub fn reversible(&self) -> bool {
+        matches!(self, MaskSpec::Reversible | MaskSpec::FormatPreserving)
+    }
+
     pub fn label(&self) -> String {
         match self {
             MaskSpec::Hash => "hash".into(),
+            MaskSpec::Reversible => "reversible".into(),
+            MaskSpec::FormatPreserving => "format_preserving".into(),
             MaskSpec::Null => "null".into(),
             MaskSpec::Constant(_) => "constant".into(),
             MaskSpec::Regex(_) => "regex".into(),
@@ -272,7 +285,10 @@ impl MaskSpec {
                 }
                 Ok(())
             }
-            MaskSpec::Hash | MaskSpec::Null => Ok(()),
+            MaskSpec::Hash
+            | MaskSpec::Null
+            | MaskSpec::Reversible
+            | MaskSpec::FormatPreserving => Ok(()),
         }
     }
 
@@ -295,9 +311,10 @@ impl MaskSpec {
     /// regex and a rounding) neither hides what the other shows, so the
     /// column is hashed instead. `None` means "keep `self`".
     pub fn combine_tie(&self, other: &MaskSpec) -> Option<MaskSpec> {
-        // Two constants (or nulls, or hashes) hide the value equally well.
+        // Two constants (or nulls, or hashes) hide the value equally well;
+        // of a hash and a reversible mask, the hash (nobody can reverse it).
         if self.restrictiveness() >= 2 {
-            return None;
+            return (*other == MaskSpec::Hash && *self != MaskSpec::Hash).then_some(MaskSpec::Hash);
         }
         if self == other {
             return None;

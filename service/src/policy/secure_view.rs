@@ -16,14 +16,14 @@ use datafusion::arrow::datatypes::{DataType, Field, Schema, TimeUnit};
 use datafusion::common::{Column, DFSchema, ScalarValue, TableReference};
 use datafusion::datasource::{TableProvider, provider_as_source};
 use datafusion::logical_expr::{
-    Expr, ExprSchemable, LogicalPlan, LogicalPlanBuilder, ScalarUDF, cast, lit, when,
+    Expr, ExprSchemable, LogicalPlan, LogicalPlanBuilder, cast, lit, when,
 };
 use std::sync::Arc;
 
 use super::barrier::PolicyBarrier;
 use super::effective::{ColumnMask, EffectivePolicy, RowRuleKind, dictionary_schema};
 use super::kanon::{KAnonymize, KGroup};
-use super::masks::{MaskHash, mask_expr};
+use super::masks::{MaskKeys, mask_expr};
 use super::sampling::SampleUdf;
 use crate::catalog::source_table::SourceTable;
 use crate::error::{Result, VeilError};
@@ -44,15 +44,16 @@ fn df(e: datafusion::common::DataFusionError) -> VeilError {
 fn column_mask_expr(
     m: &ColumnMask,
     column: Expr,
+    name: &str,
     dt: &DataType,
-    hash: &Arc<ScalarUDF>,
+    keys: &MaskKeys,
 ) -> Result<Expr> {
     let out = m.output_type(dt)?;
     let fit = |e: Expr, from: DataType| if from == out { e } else { cast(e, out.clone()) };
     let mut branches = Vec::new();
     let mut fallback = fit(column.clone(), dt.clone());
     for c in &m.candidates {
-        let e = mask_expr(&c.mask, column.clone(), dt, hash)?;
+        let e = mask_expr(&c.mask, column.clone(), name, dt, keys)?;
         let e = fit(e, super::masks::mask_output_type(&c.mask, dt)?);
         match &c.when {
             Some(w) => branches.push((w.clone().is_not_false(), e)),
@@ -84,7 +85,7 @@ fn masked_projection(
     schema: &Schema,
     policy: &EffectivePolicy,
     column: &dyn Fn(&str) -> Expr,
-    hash: &Arc<ScalarUDF>,
+    keys: &MaskKeys,
 ) -> Result<Vec<Expr>> {
     schema
         .fields()
@@ -92,7 +93,7 @@ fn masked_projection(
         .map(|field| {
             let name = field.name();
             let mut e = match policy.masks.get(name) {
-                Some(m) => column_mask_expr(m, column(name), field.data_type(), hash)?,
+                Some(m) => column_mask_expr(m, column(name), name, field.data_type(), keys)?,
                 None => column(name),
             };
             let verdict = policy
@@ -272,12 +273,8 @@ pub fn compile(
             .map_err(df)?;
         builder = LogicalPlanBuilder::from(node);
     }
-    let hash = Arc::new(ScalarUDF::new_from_impl(MaskHash::new(master.derive(
-        KeyPurpose::HashMask {
-            dataset_id: &dataset.id,
-        },
-    ))));
-    let exprs = masked_projection(&schema, policy, &column, &hash)?;
+    let keys = MaskKeys::new(master, &dataset.id);
+    let exprs = masked_projection(&schema, policy, &column, &keys)?;
     let plan = builder.project(exprs).map_err(df)?.build().map_err(df)?;
     Ok(PolicyBarrier::wrap(&dataset.name, plan))
 }
@@ -302,12 +299,10 @@ pub fn output_schema(dataset: &DatasetRecord, policy: &EffectivePolicy) -> Resul
     let mut typing = schema.fields().iter().map(|f| f.as_ref().clone()).collect::<Vec<_>>();
     typing.extend((0..policy.kanon.len()).map(|i| Field::new(kanon_flag(i), DataType::Boolean, false)));
     let df_schema = DFSchema::try_from(Schema::new(typing)).map_err(df)?;
-    // Typing only: the key never hashes anything here.
-    let hash = Arc::new(ScalarUDF::new_from_impl(MaskHash::new(
-        MasterKey::from_bytes([0; 32]).derive(KeyPurpose::HashMask { dataset_id: "" }),
-    )));
+    // Typing only: these keys never mask anything.
+    let keys = MaskKeys::typing_only();
     let column = |name: &str| Expr::Column(Column::from_name(name));
-    let exprs = masked_projection(&schema, policy, &column, &hash)?;
+    let exprs = masked_projection(&schema, policy, &column, &keys)?;
     let fields = schema
         .fields()
         .iter()

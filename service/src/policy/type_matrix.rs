@@ -280,8 +280,12 @@ fn column(out: &[RecordBatch], name: &str) -> ArrayRef {
 /// The masks that apply to a column of this name, as TOML values.
 fn masks_for(name: &str) -> Vec<&'static str> {
     let mut m = vec!["\"hash\"", "\"null\"", "{ k_anonymity = { k = 2 } }"];
+    if name != "bin" {
+        m.push("\"reversible\"");
+    }
     match name {
         "utf8" | "large" => m.extend([
+            "\"format_preserving\"",
             "{ constant = \"x\" }",
             "{ regex = { pattern = '\\d+$', replacement = 'XXX' } }",
         ]),
@@ -335,7 +339,7 @@ async fn every_mask_on_every_type_it_accepts_keeps_nulls_and_types() {
             );
             // The dictionary's type (parquet serves large strings as Utf8).
             let dictionary_type: DataType = d.column(name).unwrap().data_type.parse().unwrap();
-            let expected_type = if mask == "\"hash\"" {
+            let expected_type = if mask == "\"hash\"" || mask == "\"reversible\"" {
                 DataType::Utf8
             } else {
                 dictionary_type
@@ -367,7 +371,9 @@ async fn every_mask_on_every_type_it_accepts_keeps_nulls_and_types() {
             }
             // Masks that change values do change them (the raw text of the
             // first row never survives hashing, nulling or regex).
-            if matches!(mask, "\"hash\"" | "\"null\"") || mask.contains("regex") {
+            if matches!(mask, "\"hash\"" | "\"null\"" | "\"reversible\"" | "\"format_preserving\"")
+                || mask.contains("regex")
+            {
                 let raw_text =
                     datafusion::arrow::util::display::array_value_to_string(&raw, 0).unwrap();
                 let masked_text =
@@ -393,6 +399,9 @@ async fn masks_are_refused_on_types_they_do_not_accept() {
         ("bin", "{ regex = { pattern = 'a', replacement = 'b' } }"),
         ("i8", "{ constant = \"not a number\" }"),
         ("dec", "{ round = { digits = 2 } }"),
+        ("i64", "\"format_preserving\""),
+        ("d32", "\"format_preserving\""),
+        ("bin", "\"reversible\""),
     ];
     for (name, mask) in refused {
         let p = policy(&format!(

@@ -152,6 +152,21 @@ pub struct AccessRequest {
     pub created_ms: i64,
     #[serde(default)]
     pub decided_ms: Option<i64>,
+    /// Set on an unmask request: which masked values, of which column,
+    /// under which policy. Stored with access requests (same lifecycle:
+    /// pending, approved or denied), but never grants access.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub unmask: Option<UnmaskDetails>,
+}
+
+/// What an unmask request asks to see.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct UnmaskDetails {
+    pub column: String,
+    /// The policy whose reversible mask produced the values.
+    pub policy: String,
+    /// The masked values, as the requester saw them.
+    pub values: Vec<String>,
 }
 
 /// A decision on an access request.

@@ -118,7 +118,8 @@ impl SnapshotBuilder {
     /// An access request row; approved ones admit their requester.
     pub(crate) fn access_request(&mut self, body: &str) -> Result<()> {
         let r = decode_request(body)?;
-        if r.status == RequestStatus::Approved {
+        // Approved unmask requests release values, not datasets.
+        if r.status == RequestStatus::Approved && r.unmask.is_none() {
             self.snap
                 .approvals
                 .entry(r.dataset_id)
@@ -289,8 +290,13 @@ pub(crate) fn decode_request(body: &str) -> Result<AccessRequest> {
 
 /// Refuse a second open request (pending or approved) for one dataset.
 pub(crate) fn check_no_open_request(existing: &[AccessRequest], new: &AccessRequest) -> Result<()> {
+    if new.unmask.is_some() {
+        // Several unmask requests may be open at once.
+        return Ok(());
+    }
     match existing.iter().find(|r| {
-        r.dataset_id == new.dataset_id
+        r.unmask.is_none()
+            && r.dataset_id == new.dataset_id
             && r.requester == new.requester
             && matches!(r.status, RequestStatus::Pending | RequestStatus::Approved)
     }) {

@@ -429,6 +429,7 @@ async fn access_requests_are_decided_once_and_approvals_admit(s: Arc<dyn Store>)
         decision_note: String::new(),
         created_ms: 1,
         decided_ms: None,
+        unmask: None,
     };
     s.create_access_request(&request("r1")).await.unwrap();
     assert!(
@@ -483,4 +484,29 @@ async fn access_requests_are_decided_once_and_approvals_admit(s: Arc<dyn Store>)
         all.iter().map(|r| r.id.as_str()).collect::<Vec<_>>(),
         ["r1", "r3"]
     );
+    // Unmask requests: several may be open, and an approved one releases
+    // values but never admits to the dataset.
+    let unmask = |id: &str| AccessRequest {
+        id: id.into(),
+        created_ms: 3,
+        unmask: Some(crate::store::model::UnmaskDetails {
+            column: "ssn".into(),
+            policy: "p".into(),
+            values: vec!["rv1.x".into()],
+        }),
+        ..request(id)
+    };
+    s.decide_access_request("r3", RequestStatus::Pending, &decide(RequestStatus::Denied))
+        .await
+        .unwrap();
+    s.create_access_request(&unmask("u1")).await.unwrap();
+    s.create_access_request(&unmask("u2")).await.unwrap();
+    let r = s
+        .decide_access_request("u1", RequestStatus::Pending, &decide(RequestStatus::Approved))
+        .await
+        .unwrap();
+    assert_eq!(r.unmask.unwrap().values, ["rv1.x"]);
+    assert!(s.snapshot().await.unwrap().approvals.is_empty());
+    let all = s.access_requests().await.unwrap();
+    assert_eq!(all.len(), 4);
 }

@@ -105,6 +105,7 @@ impl Admin {
             decision_note: String::new(),
             created_ms: chrono::Utc::now().timestamp_millis(),
             decided_ms: None,
+            unmask: None,
         };
         event.message = format!("access request {}", request.id);
         self.permitted(event).await?;
@@ -131,7 +132,9 @@ impl Admin {
         let requests = store.access_requests().await?;
         let snapshot = self.engine.state().current().await?;
         let issuer = self.engine.default_issuer();
-        let found = requests.iter().find(|r| r.id == req.request_id);
+        let found = requests
+            .iter()
+            .find(|r| r.id == req.request_id && r.unmask.is_none());
         let dataset = found.and_then(|r| snapshot.datasets.values().find(|d| d.id == r.dataset_id));
         // Requests for datasets the caller can't decide look like missing ones.
         let (Some(r), Some(d)) = (found, dataset) else {
@@ -182,6 +185,7 @@ impl Admin {
         let requests = store.access_requests().await?;
         Ok(requests
             .iter()
+            .filter(|r| r.unmask.is_none())
             .filter(|r| req.all || r.status == RequestStatus::Pending)
             .filter(|r| req.dataset.is_empty() || r.dataset.eq_ignore_ascii_case(&req.dataset))
             .filter(|r| {
@@ -216,7 +220,10 @@ impl Admin {
         let store = self.engine.state().store();
         let requests = store.access_requests().await?;
         let Some(r) = requests.iter().find(|r| {
-            r.dataset_id == d.id && r.requester == who && r.status == RequestStatus::Approved
+            r.unmask.is_none()
+                && r.dataset_id == d.id
+                && r.requester == who
+                && r.status == RequestStatus::Approved
         }) else {
             return Err(VeilError::NotFound(format!(
                 "{who} has no approved access to {}",

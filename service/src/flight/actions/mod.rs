@@ -5,6 +5,7 @@
 
 mod access;
 mod policies;
+mod unmask;
 
 use arrow_flight::{Action, ActionType};
 use prost::Message;
@@ -48,6 +49,9 @@ pub enum Requirement {
     /// An approver the dataset's on-request subscription policies name
     /// (its owners when they name none), never the requester.
     Approver,
+    /// Someone the masking policy exempts (who reads the column unmasked),
+    /// never the requester.
+    UnmaskApprover,
 }
 
 /// Every action, its requirement and what it does (also `ListActions`).
@@ -151,6 +155,31 @@ pub const ACTIONS: &[(&str, Requirement, &str)] = &[
         actions::PROFILE_K_ANONYMITY,
         Requirement::OwnerOrGovernance,
         "Profile columns for k-anonymization: distinct values (the cutoff), the data's k and a suggested k.",
+    ),
+    (
+        actions::REQUEST_UNMASK,
+        Requirement::Anyone,
+        "Ask to see the originals of values a reversible or format-preserving mask produced, with a reason.",
+    ),
+    (
+        actions::APPROVE_UNMASK,
+        Requirement::UnmaskApprover,
+        "Approve a pending unmask request (someone the masking policy exempts; never the requester).",
+    ),
+    (
+        actions::DENY_UNMASK,
+        Requirement::UnmaskApprover,
+        "Deny a pending unmask request.",
+    ),
+    (
+        actions::LIST_UNMASK_REQUESTS,
+        Requirement::Anyone,
+        "Unmask requests you may decide, and your own, as JSON.",
+    ),
+    (
+        actions::UNMASK_RESULT,
+        Requirement::Anyone,
+        "The originals of your approved unmask request (audited as a release).",
     ),
     (
         actions::REQUEST_ACCESS,
@@ -721,6 +750,16 @@ impl Admin {
             actions::PROFILE_K_ANONYMITY => {
                 self.profile_k_anonymity(p, decode(body)?, event).await
             }
+            actions::REQUEST_UNMASK => self.request_unmask(p, decode(body)?, event).await,
+            actions::APPROVE_UNMASK | actions::DENY_UNMASK => {
+                let req: DecideAccessRequest = decode(body)?;
+                self.decide_unmask(p, req, name == actions::APPROVE_UNMASK, event)
+                    .await
+            }
+            actions::LIST_UNMASK_REQUESTS => {
+                self.list_unmask_requests(p, decode(body)?, event).await
+            }
+            actions::UNMASK_RESULT => self.unmask_result(p, decode(body)?, event).await,
             actions::REQUEST_ACCESS => self.request_access(p, decode(body)?, event).await,
             actions::APPROVE_ACCESS | actions::DENY_ACCESS => {
                 let req: DecideAccessRequest = decode(body)?;
