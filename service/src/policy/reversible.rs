@@ -298,6 +298,9 @@ impl Slot {
 #[derive(Debug)]
 pub struct FormatPreserving {
     ff1: Ff1,
+    /// The last shape's pattern and tweak digest: a column's values mostly
+    /// share one shape, so the digest is rarely recomputed.
+    last: std::cell::RefCell<(String, [u8; 6])>,
 }
 
 enum Shape {
@@ -310,12 +313,13 @@ impl FormatPreserving {
     pub fn new(key: &SecretKey) -> Self {
         Self {
             ff1: Ff1::new(key.bytes()),
+            last: Default::default(),
         }
     }
 
     /// The chunks of a value's digit and letter positions, or why it can't
     /// be encrypted.
-    fn shape(chars: &[char]) -> Shape {
+    fn shape(&self, chars: &[char]) -> Shape {
         let mut positions = Vec::new();
         let mut pattern = String::with_capacity(chars.len());
         for (i, c) in chars.iter().enumerate() {
@@ -352,10 +356,13 @@ impl FormatPreserving {
             chunks.last_mut().expect("one chunk").push(*p);
             acc += b;
         }
-        let digest = Sha256::digest(pattern.as_bytes());
-        let mut d = [0u8; 6];
-        d.copy_from_slice(&digest[..6]);
-        Shape::Chunks(chunks, d)
+        let mut last = self.last.borrow_mut();
+        if last.0 != pattern || last.0.is_empty() {
+            let digest = Sha256::digest(pattern.as_bytes());
+            last.1.copy_from_slice(&digest[..6]);
+            last.0 = pattern;
+        }
+        Shape::Chunks(chunks, last.1)
     }
 
     /// Apply FF1 (or its inverse) to each chunk of `chars`, cycle-walking
@@ -397,7 +404,7 @@ impl FormatPreserving {
     /// The masked form of `text`.
     pub fn encrypt(&self, text: &str) -> String {
         let mut chars: Vec<char> = text.chars().collect();
-        match Self::shape(&chars) {
+        match self.shape(&chars) {
             Shape::Chunks(chunks, digest) => {
                 self.transform(&mut chars, &chunks, digest, true);
                 chars.into_iter().collect()
@@ -409,7 +416,7 @@ impl FormatPreserving {
     /// The text a masked value came from.
     pub fn decrypt(&self, masked: &str) -> Result<String, Unmaskable> {
         let mut chars: Vec<char> = masked.chars().collect();
-        match Self::shape(&chars) {
+        match self.shape(&chars) {
             Shape::Chunks(chunks, digest) => {
                 self.transform(&mut chars, &chunks, digest, false);
                 Ok(chars.into_iter().collect())
