@@ -361,7 +361,12 @@ async fn minimization_is_a_stable_sample_for_everyone() {
     assert_eq!(before_part, alice, "appending keeps the sample stable");
     assert!(after.len() > alice.len(), "new rows join the sample");
     // A filter can't reach rows outside the sample.
-    let out = read(&server.connect("alice").await, "events.log", "event_id >= 0").await;
+    let out = read(
+        &server.connect("alice").await,
+        "events.log",
+        "event_id >= 0",
+    )
+    .await;
     assert_eq!(ids(&out), after);
 }
 
@@ -389,7 +394,11 @@ async fn reversible_and_format_preserving_masks_with_unmask_requests() {
     let ssn = by_id(&out, "ssn");
     let token = ssn[0].1.clone().unwrap();
     assert!(token.starts_with("rv1."), "{token}");
-    assert_eq!(ssn[2].1.as_deref(), Some(token.as_str()), "same value, same token");
+    assert_eq!(
+        ssn[2].1.as_deref(),
+        Some(token.as_str()),
+        "same value, same token"
+    );
     assert_ne!(ssn[1].1.as_deref(), Some(token.as_str()));
     // Format-preserving: digits stay digits, separators stay put.
     let cards = by_id(&out, "card");
@@ -397,15 +406,28 @@ async fn reversible_and_format_preserving_masks_with_unmask_requests() {
     assert_ne!(card, "4111-1111-1111-1111");
     assert_eq!(card.len(), 19);
     for (i, c) in card.chars().enumerate() {
-        assert!(if i % 5 == 4 { c == '-' } else { c.is_ascii_digit() }, "{card}");
+        assert!(
+            if i % 5 == 4 {
+                c == '-'
+            } else {
+                c.is_ascii_digit()
+            },
+            "{card}"
+        );
     }
     // Below FF1's minimum domain: filled, never raw.
     assert_eq!(
-        by_id(&out, "code").iter().map(|(_, c)| c.clone().unwrap()).collect::<Vec<_>>(),
+        by_id(&out, "code")
+            .iter()
+            .map(|(_, c)| c.clone().unwrap())
+            .collect::<Vec<_>>(),
         ["XX-00", "XX-00", "XX-00"]
     );
     // A filter can't match the raw value through the mask.
-    assert_eq!(row_count(&read(&alice, "bank.accounts", "ssn = '123-45-6789'").await), 0);
+    assert_eq!(
+        row_count(&read(&alice, "bank.accounts", "ssn = '123-45-6789'").await),
+        0
+    );
     // bob (privileged) is exempt and reads the originals.
     let bob = server.connect("bob").await;
     let raw = read(&bob, "bank.accounts", "").await;
@@ -458,10 +480,26 @@ async fn reversible_and_format_preserving_masks_with_unmask_requests() {
     // bob is exempt: he sees the request and approves it.
     let pending = bob.list_unmask_requests(None, false).await.unwrap();
     assert_eq!(pending.len(), 1);
-    assert!(server.connect("carol").await.list_unmask_requests(None, false).await.unwrap().is_empty());
-    assert_eq!(json(&bob.decide_unmask(&id, true, "ok").await.unwrap())["status"], "approved");
+    assert!(
+        server
+            .connect("carol")
+            .await
+            .list_unmask_requests(None, false)
+            .await
+            .unwrap()
+            .is_empty()
+    );
+    assert_eq!(
+        json(&bob.decide_unmask(&id, true, "ok").await.unwrap())["status"],
+        "approved"
+    );
     // Only the requester gets the originals.
-    let e = server.connect("carol").await.unmask_result(&id).await.unwrap_err();
+    let e = server
+        .connect("carol")
+        .await
+        .unmask_result(&id)
+        .await
+        .unwrap_err();
     assert_eq!(e.code(), Some(Code::NotFound), "{e}");
     let released = json(&alice.unmask_result(&id).await.unwrap());
     assert_eq!(released["values"][0]["masked"], token.as_str());
@@ -484,7 +522,12 @@ async fn reversible_and_format_preserving_masks_with_unmask_requests() {
     assert_eq!(released["values"][0]["value"], "4111-1111-1111-1111");
     let req = json(
         &alice
-            .request_unmask("bank.accounts", "card", &[cards[1].1.clone().unwrap()], "curious")
+            .request_unmask(
+                "bank.accounts",
+                "card",
+                &[cards[1].1.clone().unwrap()],
+                "curious",
+            )
             .await
             .unwrap(),
     );
@@ -497,10 +540,18 @@ async fn reversible_and_format_preserving_masks_with_unmask_requests() {
 
     // Requests, decisions and releases are audited, never with originals.
     let audit = server.connect("dave").await.audit_tail(500).await.unwrap();
-    for action in ["admin.request_unmask", "admin.approve_unmask", "admin.deny_unmask", "admin.unmask_result"] {
+    for action in [
+        "admin.request_unmask",
+        "admin.approve_unmask",
+        "admin.deny_unmask",
+        "admin.unmask_result",
+    ] {
         assert!(audit.iter().any(|e| e.contains(action)), "{action}");
     }
     for e in &audit {
-        assert!(!e.contains("123-45-6789") && !e.contains("4111-1111"), "{e}");
+        assert!(
+            !e.contains("123-45-6789") && !e.contains("4111-1111"),
+            "{e}"
+        );
     }
 }

@@ -603,10 +603,9 @@ async fn execute(conn: &Connection, command: AdminCommand) -> Result<Vec<String>
             column,
             values,
             reason,
-        } => one(
-            conn.request_unmask(&dataset, &column, &values, &reason)
-                .await?,
-        ),
+        } => one(conn
+            .request_unmask(&dataset, &column, &values, &reason)
+            .await?),
         AdminCommand::UnmaskRequests { dataset, all } => {
             conn.list_unmask_requests(dataset.as_deref(), all).await?
         }

@@ -22,9 +22,15 @@ pub enum KeyPurpose<'a> {
     /// Keyed hash masking, one key per dataset id.
     HashMask { dataset_id: &'a str },
     /// Reversible (AES-SIV) masks, one key per dataset and column.
-    Reversible { dataset_id: &'a str, column: &'a str },
+    Reversible {
+        dataset_id: &'a str,
+        column: &'a str,
+    },
     /// Format-preserving (FF1) masks, one key per dataset and column.
-    FormatPreserving { dataset_id: &'a str, column: &'a str },
+    FormatPreserving {
+        dataset_id: &'a str,
+        column: &'a str,
+    },
     /// Minimization samples, one key per dataset id.
     Sample { dataset_id: &'a str },
     /// Identity fingerprints (so a fingerprint can't be brute-forced offline).

@@ -187,17 +187,19 @@ impl Engine {
         at: Option<chrono::DateTime<chrono::Utc>>,
     ) -> Result<(Arc<Snapshot>, Arc<ViewCompiler>)> {
         let snapshot = self.state.current().await?;
-        let compiler = Arc::new(ViewCompiler::new(
-            Arc::clone(&snapshot),
-            Arc::clone(principal),
-            self.master.clone(),
-            self.default_issuer.clone(),
-            Arc::clone(&self.stores),
-            parts,
-            self.policies.clone(),
-            at.unwrap_or_else(chrono::Utc::now),
-        )
-        .with_kanon_max_groups(self.cfg.kanon_max_groups));
+        let compiler = Arc::new(
+            ViewCompiler::new(
+                Arc::clone(&snapshot),
+                Arc::clone(principal),
+                self.master.clone(),
+                self.default_issuer.clone(),
+                Arc::clone(&self.stores),
+                parts,
+                self.policies.clone(),
+                at.unwrap_or_else(chrono::Utc::now),
+            )
+            .with_kanon_max_groups(self.cfg.kanon_max_groups),
+        );
         Ok((snapshot, compiler))
     }
 

@@ -110,8 +110,12 @@ fn event_for(action: &str, p: &Principal, cmd: &Command) -> AuditEvent {
 fn describe_reads(e: &mut AuditEvent, planned: &PlannedQuery) {
     for r in &planned.reads {
         e.policies.extend(r.policy.applied.iter().cloned());
-        e.masked_columns
-            .extend(r.policy.masked_columns().iter().map(|c| format!("{}.{c}", r.dataset)));
+        e.masked_columns.extend(
+            r.policy
+                .masked_columns()
+                .iter()
+                .map(|c| format!("{}.{c}", r.dataset)),
+        );
     }
     if e.dataset.is_none() {
         e.dataset = Some(

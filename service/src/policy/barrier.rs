@@ -279,7 +279,7 @@ impl QueryPlanner for VeilQueryPlanner {
             Arc::new(BarrierPlanner),
             Arc::new(super::kanon::KAnonymizePlanner),
         ])
-            .create_physical_plan(logical_plan, session)
-            .await
+        .create_physical_plan(logical_plan, session)
+        .await
     }
 }

@@ -141,9 +141,22 @@ impl EffectivePolicy {
     /// How a column is masked, as `describe` and `explain` show it (empty:
     /// served as stored).
     pub fn mask_label(&self, column: &str) -> String {
-        let mut parts: Vec<String> = self.masks.get(column).map(|m| m.label()).into_iter().collect();
-        for g in self.kanon.iter().filter(|g| g.columns.iter().any(|c| c == column)) {
-            parts.push(format!("k-anonymity(k={}) over {}", g.k, g.columns.join(", ")));
+        let mut parts: Vec<String> = self
+            .masks
+            .get(column)
+            .map(|m| m.label())
+            .into_iter()
+            .collect();
+        for g in self
+            .kanon
+            .iter()
+            .filter(|g| g.columns.iter().any(|c| c == column))
+        {
+            parts.push(format!(
+                "k-anonymity(k={}) over {}",
+                g.k,
+                g.columns.join(", ")
+            ));
         }
         parts.join("; then ")
     }
@@ -344,7 +357,10 @@ pub fn kanon_columns(p: &Policy, d: &DatasetRecord) -> Result<Option<Vec<String>
         return Ok(None);
     }
     Ok(Some(
-        mask_columns(p, d)?.into_iter().map(str::to_string).collect(),
+        mask_columns(p, d)?
+            .into_iter()
+            .map(str::to_string)
+            .collect(),
     ))
 }
 

@@ -66,8 +66,7 @@ pub const DEFAULT_MAX_GROUPS: usize = 1_000_000;
 
 /// Can a column of this type be a quasi-identifier?
 pub fn supports(dt: &DataType) -> bool {
-    !matches!(dt, DataType::Null)
-        && RowConverter::supports_fields(&[SortField::new(dt.clone())])
+    !matches!(dt, DataType::Null) && RowConverter::supports_fields(&[SortField::new(dt.clone())])
 }
 
 /// One k-anonymity group: these columns, counted jointly, at least `k`.
@@ -549,10 +548,7 @@ pub fn suggest_k(counts: &GroupCounts) -> (u64, f64) {
 
 /// Count a stream of batches over `fields` (the columns, in order) and
 /// profile them.
-pub async fn profile(
-    mut stream: SendableRecordBatchStream,
-    max_groups: usize,
-) -> Result<Profile> {
+pub async fn profile(mut stream: SendableRecordBatchStream, max_groups: usize) -> Result<Profile> {
     let schema = stream.schema();
     let fields: Vec<SortField> = schema
         .fields()

@@ -34,9 +34,9 @@ use sha2::Sha256;
 use std::fmt;
 use std::sync::Arc;
 
+use super::reversible::{FormatPreserving, SivTokens};
 use crate::error::{Result, VeilError};
 use crate::policy::model::MaskSpec;
-use super::reversible::{FormatPreserving, SivTokens};
 use crate::secrets::{KeyPurpose, MasterKey, SecretKey};
 
 const HEX: &[u8; 16] = b"0123456789abcdef";
@@ -290,9 +290,9 @@ pub struct MaskKeys {
 impl MaskKeys {
     pub fn new(master: &MasterKey, dataset_id: &str) -> Self {
         Self {
-            hash: Arc::new(ScalarUDF::new_from_impl(MaskHash::new(master.derive(
-                KeyPurpose::HashMask { dataset_id },
-            )))),
+            hash: Arc::new(ScalarUDF::new_from_impl(MaskHash::new(
+                master.derive(KeyPurpose::HashMask { dataset_id }),
+            ))),
             master: master.clone(),
             dataset_id: dataset_id.to_string(),
         }
@@ -540,14 +540,24 @@ mod tests {
         let keys = MaskKeys::typing_only();
         let x = || datafusion::prelude::col("x");
         let list = DataType::new_list(DataType::Int32, true);
-        for mask in [MaskSpec::Hash, MaskSpec::Reversible, MaskSpec::FormatPreserving] {
+        for mask in [
+            MaskSpec::Hash,
+            MaskSpec::Reversible,
+            MaskSpec::FormatPreserving,
+        ] {
             assert!(matches!(
                 mask_expr(&mask, x(), "x", &list, &keys),
                 Err(VeilError::FailedPrecondition(_))
             ));
         }
         assert!(matches!(
-            mask_expr(&MaskSpec::FormatPreserving, x(), "x", &DataType::Int64, &keys),
+            mask_expr(
+                &MaskSpec::FormatPreserving,
+                x(),
+                "x",
+                &DataType::Int64,
+                &keys
+            ),
             Err(VeilError::FailedPrecondition(_))
         ));
         assert!(matches!(
@@ -555,10 +565,25 @@ mod tests {
             Err(VeilError::FailedPrecondition(_))
         ));
         assert!(matches!(
-            mask_expr(&MaskSpec::Constant("abc".into()), x(), "x", &DataType::Int64, &keys),
+            mask_expr(
+                &MaskSpec::Constant("abc".into()),
+                x(),
+                "x",
+                &DataType::Int64,
+                &keys
+            ),
             Err(VeilError::FailedPrecondition(_))
         ));
-        assert!(mask_expr(&MaskSpec::Constant(0.into()), x(), "x", &DataType::Int64, &keys).is_ok());
+        assert!(
+            mask_expr(
+                &MaskSpec::Constant(0.into()),
+                x(),
+                "x",
+                &DataType::Int64,
+                &keys
+            )
+            .is_ok()
+        );
     }
 
     proptest! {

@@ -285,10 +285,9 @@ impl MaskSpec {
                 }
                 Ok(())
             }
-            MaskSpec::Hash
-            | MaskSpec::Null
-            | MaskSpec::Reversible
-            | MaskSpec::FormatPreserving => Ok(()),
+            MaskSpec::Hash | MaskSpec::Null | MaskSpec::Reversible | MaskSpec::FormatPreserving => {
+                Ok(())
+            }
         }
     }
 
@@ -564,7 +563,9 @@ impl DataRule {
             }) => match (column, column_tag) {
                 (Some(c), _) => format!("keep a stable {percent}% sample of rows keyed on {c}"),
                 (_, Some(t)) => {
-                    format!("keep a stable {percent}% sample of rows keyed on the column tagged {t}")
+                    format!(
+                        "keep a stable {percent}% sample of rows keyed on the column tagged {t}"
+                    )
                 }
                 _ => format!("keep a stable {percent}% sample of rows"),
             },

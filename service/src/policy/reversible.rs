@@ -155,9 +155,23 @@ impl std::fmt::Debug for Ff1 {
     }
 }
 
+/// FF1's per-call constants: radix^u, radix^v, the byte lengths b and d,
+/// and the block P.
+struct Params {
+    mu: u128,
+    mv: u128,
+    b: usize,
+    d: usize,
+    p: [u8; 16],
+}
+
 /// Bits needed for values below `m`: `⌈log2 m⌉`.
 fn ceil_log2(m: u128) -> u32 {
-    if m <= 1 { 0 } else { 128 - (m - 1).leading_zeros() }
+    if m <= 1 {
+        0
+    } else {
+        128 - (m - 1).leading_zeros()
+    }
 }
 
 impl Ff1 {
@@ -197,7 +211,7 @@ impl Ff1 {
         y
     }
 
-    fn params(radix: u32, n: u32, tweak: &[u8]) -> Option<(u32, u32, u128, u128, usize, usize, [u8; 16])> {
+    fn params(radix: u32, n: u32, tweak: &[u8]) -> Option<Params> {
         let u = n / 2;
         let v = n - u;
         let r = u128::from(radix);
@@ -216,12 +230,18 @@ impl Ff1 {
         p[7] = (u % 256) as u8;
         p[8..12].copy_from_slice(&n.to_be_bytes());
         p[12..16].copy_from_slice(&(tweak.len() as u32).to_be_bytes());
-        Some((u, v, mu, mv, b, d, p))
+        Some(Params { mu, mv, b, d, p })
     }
 
     /// Encrypt the numeral string of length `n` in `radix` that `x` spells.
     pub fn encrypt(&self, x: u128, radix: u32, n: u32, tweak: &[u8]) -> Option<u128> {
-        let (_, _, mu, mv, b, d, mut p) = Self::params(radix, n, tweak)?;
+        let Params {
+            mu,
+            mv,
+            b,
+            d,
+            mut p,
+        } = Self::params(radix, n, tweak)?;
         self.ciph(&mut p);
         let (mut a, mut bb) = (x / mv, x % mv);
         for i in 0..10u8 {
@@ -236,7 +256,13 @@ impl Ff1 {
 
     /// Invert [`Ff1::encrypt`].
     pub fn decrypt(&self, x: u128, radix: u32, n: u32, tweak: &[u8]) -> Option<u128> {
-        let (_, _, mu, mv, b, d, mut p) = Self::params(radix, n, tweak)?;
+        let Params {
+            mu,
+            mv,
+            b,
+            d,
+            mut p,
+        } = Self::params(radix, n, tweak)?;
         self.ciph(&mut p);
         let (mut a, mut bb) = (x / mv, x % mv);
         for i in (0..10u8).rev() {
@@ -459,14 +485,14 @@ mod tests {
     /// NIST SP 800-38G FF1 samples 7-9 (AES-256), through the integer form.
     #[test]
     fn ff1_matches_the_nist_samples() {
-        let key: [u8; 32] =
-            hex("2B7E151628AED2A6ABF7158809CF4F3CEF4359D8D580AA4F7F036D6F04FC6A94")
-                .try_into()
-                .unwrap();
+        let key: [u8; 32] = hex("2B7E151628AED2A6ABF7158809CF4F3CEF4359D8D580AA4F7F036D6F04FC6A94")
+            .try_into()
+            .unwrap();
         let ff1 = Ff1::new(&key);
         let num = |s: &str, radix: u32| -> u128 {
-            s.chars()
-                .fold(0, |acc, c| acc * u128::from(radix) + u128::from(c.to_digit(radix).unwrap()))
+            s.chars().fold(0, |acc, c| {
+                acc * u128::from(radix) + u128::from(c.to_digit(radix).unwrap())
+            })
         };
         let text = |mut x: u128, radix: u32, n: usize| -> String {
             let mut out = vec!['0'; n];
@@ -519,7 +545,11 @@ mod tests {
         assert_eq!(f.decrypt(&card).unwrap(), "4111-1111-1111-1111");
         // Mixed letters and digits keep their classes and cases.
         let id = f.encrypt("AB12-cd34x");
-        let classes = |s: &str| s.chars().map(|c| Slot::of(c).map(|s| s as u8)).collect::<Vec<_>>();
+        let classes = |s: &str| {
+            s.chars()
+                .map(|c| Slot::of(c).map(|s| s as u8))
+                .collect::<Vec<_>>()
+        };
         assert_eq!(classes(&id), classes("AB12-cd34x"));
         assert_eq!(f.decrypt(&id).unwrap(), "AB12-cd34x");
         // Below a million values: filled, never raw, never unmaskable.

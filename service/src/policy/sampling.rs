@@ -143,8 +143,14 @@ impl ScalarUDFImpl for SampleUdf {
         let mut out = BooleanBuilder::with_capacity(keep.len());
         keep.into_iter().for_each(|k| out.append_value(k));
         let array: ArrayRef = Arc::new(out.finish());
-        if args.args.iter().all(|a| matches!(a, ColumnarValue::Scalar(_))) {
-            return Ok(ColumnarValue::Scalar(ScalarValue::try_from_array(&array, 0)?));
+        if args
+            .args
+            .iter()
+            .all(|a| matches!(a, ColumnarValue::Scalar(_)))
+        {
+            return Ok(ColumnarValue::Scalar(ScalarValue::try_from_array(
+                &array, 0,
+            )?));
         }
         Ok(ColumnarValue::Array(array))
     }

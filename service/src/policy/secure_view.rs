@@ -296,8 +296,14 @@ pub fn output_schema(dataset: &DatasetRecord, policy: &EffectivePolicy) -> Resul
     }
     ordered.extend(partitions);
     let schema = Schema::new(ordered);
-    let mut typing = schema.fields().iter().map(|f| f.as_ref().clone()).collect::<Vec<_>>();
-    typing.extend((0..policy.kanon.len()).map(|i| Field::new(kanon_flag(i), DataType::Boolean, false)));
+    let mut typing = schema
+        .fields()
+        .iter()
+        .map(|f| f.as_ref().clone())
+        .collect::<Vec<_>>();
+    typing.extend(
+        (0..policy.kanon.len()).map(|i| Field::new(kanon_flag(i), DataType::Boolean, false)),
+    );
     let df_schema = DFSchema::try_from(Schema::new(typing)).map_err(df)?;
     // Typing only: these keys never mask anything.
     let keys = MaskKeys::typing_only();

@@ -357,7 +357,9 @@ async fn every_mask_on_every_type_it_accepts_keeps_nulls_and_types() {
                                     .unwrap()
                             })
                         };
-                        let seen = (0..raw.len()).filter(|j| text(&raw, *j) == text(&raw, i)).count();
+                        let seen = (0..raw.len())
+                            .filter(|j| text(&raw, *j) == text(&raw, i))
+                            .count();
                         let expected = if seen >= 2 { text(&raw, i) } else { None };
                         assert_eq!(text(&got, i), expected, "{what} row {i}");
                     }
@@ -371,8 +373,10 @@ async fn every_mask_on_every_type_it_accepts_keeps_nulls_and_types() {
             }
             // Masks that change values do change them (the raw text of the
             // first row never survives hashing, nulling or regex).
-            if matches!(mask, "\"hash\"" | "\"null\"" | "\"reversible\"" | "\"format_preserving\"")
-                || mask.contains("regex")
+            if matches!(
+                mask,
+                "\"hash\"" | "\"null\"" | "\"reversible\"" | "\"format_preserving\""
+            ) || mask.contains("regex")
             {
                 let raw_text =
                     datafusion::arrow::util::display::array_value_to_string(&raw, 0).unwrap();

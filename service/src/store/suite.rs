@@ -502,7 +502,11 @@ async fn access_requests_are_decided_once_and_approvals_admit(s: Arc<dyn Store>)
     s.create_access_request(&unmask("u1")).await.unwrap();
     s.create_access_request(&unmask("u2")).await.unwrap();
     let r = s
-        .decide_access_request("u1", RequestStatus::Pending, &decide(RequestStatus::Approved))
+        .decide_access_request(
+            "u1",
+            RequestStatus::Pending,
+            &decide(RequestStatus::Approved),
+        )
         .await
         .unwrap();
     assert_eq!(r.unmask.unwrap().values, ["rv1.x"]);

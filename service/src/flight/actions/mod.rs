@@ -747,9 +747,7 @@ impl Admin {
                 self.explain(p, decode::<ExplainRequest>(body)?, event)
                     .await
             }
-            actions::PROFILE_K_ANONYMITY => {
-                self.profile_k_anonymity(p, decode(body)?, event).await
-            }
+            actions::PROFILE_K_ANONYMITY => self.profile_k_anonymity(p, decode(body)?, event).await,
             actions::REQUEST_UNMASK => self.request_unmask(p, decode(body)?, event).await,
             actions::APPROVE_UNMASK | actions::DENY_UNMASK => {
                 let req: DecideAccessRequest = decode(body)?;
@@ -891,7 +889,12 @@ fn global_policy_tags(snapshot: &crate::store::model::Snapshot) -> Vec<String> {
                 .iter()
                 .chain(pol.spec.chain.iter().filter_map(|b| b.row_filter.as_ref()))
                 .filter_map(|r| r.column_tag.clone());
-            pol.spec.tags.iter().cloned().chain(row_tags).collect::<Vec<_>>()
+            pol.spec
+                .tags
+                .iter()
+                .cloned()
+                .chain(row_tags)
+                .collect::<Vec<_>>()
         })
         .collect()
 }

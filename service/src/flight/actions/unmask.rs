@@ -118,7 +118,11 @@ impl Admin {
                 "name from 1 to {MAX_VALUES} masked values to unmask"
             )));
         }
-        if req.values.iter().any(|v| v.is_empty() || v.len() > MAX_VALUE_LEN) {
+        if req
+            .values
+            .iter()
+            .any(|v| v.is_empty() || v.len() > MAX_VALUE_LEN)
+        {
             return Err(VeilError::InvalidArgument(format!(
                 "a masked value is 1 to {MAX_VALUE_LEN} bytes"
             )));
@@ -212,9 +216,7 @@ impl Admin {
         let Ok((d, effective, readable)) = self.engine.lookup_visible(p, &r.dataset).await else {
             return Ok(false);
         };
-        Ok(readable
-            && d.id == r.dataset_id
-            && !effective.masked_columns().contains(&u.column))
+        Ok(readable && d.id == r.dataset_id && !effective.masked_columns().contains(&u.column))
     }
 
     pub(super) async fn decide_unmask(
