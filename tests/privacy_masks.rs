@@ -235,6 +235,20 @@ async fn a_users_filter_cannot_shrink_a_group_but_row_policies_count_first() {
             (5, None, None),
         ]
     );
+    // A conditional mask reading a k-anonymized column would reveal the
+    // suppressed value by where it applies: reads fail closed instead.
+    let dave = server.connect("dave").await;
+    let ohio = serde_json::json!({
+        "name": "ages-in-ohio", "dataset": "census.joint", "columns": ["age"],
+        "mask": "null", "mask_where": "state = 'Ohio'",
+    });
+    dave.create_policy(&ohio.to_string()).await.unwrap();
+    let e = carol
+        .scan("census.joint", Scan::default())
+        .await
+        .unwrap_err();
+    assert_eq!(e.code(), Some(Code::FailedPrecondition), "{e}");
+    dave.delete_policy("ages-in-ohio").await.unwrap();
     // A k-anonymized read is one endpoint, counted once.
     let info = carol
         .scan_info("census.joint", &Scan::default())
@@ -537,6 +551,32 @@ async fn reversible_and_format_preserving_masks_with_unmask_requests() {
         alice.unmask_result(&denied).await.unwrap_err().code(),
         Some(Code::FailedPrecondition)
     );
+
+    // Only values the requester was served can be asked for: a made-up
+    // string in the right format is not a decryption oracle.
+    let e = alice
+        .request_unmask(
+            "bank.accounts",
+            "card",
+            &["1234-5678-9012-3456".into()],
+            "guess",
+        )
+        .await
+        .unwrap_err();
+    assert_eq!(e.code(), Some(Code::InvalidArgument), "{e}");
+    assert!(e.to_string().contains("you were served"), "{e}");
+    // A release re-checks the policies: once a stricter mask applies, the
+    // approved request releases nothing.
+    let dave = server.connect("dave").await;
+    let null_ssn = serde_json::json!({
+        "name": "null-ssn", "dataset": "bank.accounts", "columns": ["ssn"], "mask": "null",
+        "except": {"groups": ["privileged"]},
+    });
+    dave.create_policy(&null_ssn.to_string()).await.unwrap();
+    let e = alice.unmask_result(&id).await.unwrap_err();
+    assert_eq!(e.code(), Some(Code::FailedPrecondition), "{e}");
+    dave.delete_policy("null-ssn").await.unwrap();
+    assert!(alice.unmask_result(&id).await.is_ok());
 
     // Requests, decisions and releases are audited, never with originals.
     let audit = server.connect("dave").await.audit_tail(500).await.unwrap();

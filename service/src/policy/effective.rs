@@ -693,6 +693,27 @@ pub fn data_policy(
             }
         }
     }
+    // A conditional mask reading a k-anonymized column would show, by
+    // whether it applies, the value k-anonymization suppressed.
+    let quasi: BTreeSet<&str> = kanon
+        .iter()
+        .flat_map(|g: &KAnonGroup| g.columns.iter().map(String::as_str))
+        .collect();
+    for (column, list) in &candidates {
+        for m in list {
+            if let Some(w) = &m.when
+                && let Some(q) = w
+                    .column_refs()
+                    .iter()
+                    .find(|c| quasi.contains(c.name.as_str()))
+            {
+                return Err(VeilError::FailedPrecondition(format!(
+                    "the conditional mask of policy {} on column '{column}' of {} reads '{}', which k-anonymization suppresses; a condition on it would reveal suppressed values, so no data is served (condition the mask on another column)",
+                    m.policy, dataset.name, q.name
+                )));
+            }
+        }
+    }
     let masks = candidates
         .into_iter()
         .map(|(c, list)| (c, combine_masks(list)))

@@ -19,12 +19,15 @@
 //!
 //! **Small domains.** FF1 needs at least 1,000,000 possible values. A value
 //! whose shape allows fewer (`AB-12`, `4217`), or that holds letters or
-//! digits outside ASCII, is not encrypted: every digit becomes `0` and
-//! every letter `x` (`X` if upper case), separators kept. It keeps its
-//! format, reveals nothing but its shape, and can't be unmasked.
+//! digits outside ASCII, is not encrypted: every ASCII digit becomes `0`,
+//! every ASCII letter `x` (`X` if upper case) and any other letter or digit
+//! `ẋ` (`Ẋ`), separators kept. It keeps its format, reveals nothing but its
+//! shape, and can't be unmasked.
 //!
-//! Long values are cut into chunks of at most 100 bits of domain (each at
-//! least 50), encrypted under tweaks that name the chunk.
+//! Long values are cut into chunks of about 100 bits of domain (none below
+//! FF1's minimum), encrypted in two chained passes (forward, then backward,
+//! each chunk's tweak naming the chunk and its neighbour's output), so a
+//! change anywhere changes the whole value.
 
 use aes::Aes256;
 use aes::cipher::{BlockEncrypt, KeyInit};
@@ -382,6 +385,12 @@ impl FormatPreserving {
             chunks.last_mut().expect("one chunk").push(*p);
             acc += b;
         }
+        // A short remainder joins the chunk before it, so every chunk's
+        // domain reaches FF1's minimum.
+        if chunks.len() > 1 && acc < (FF1_MIN_DOMAIN as f64).log2() {
+            let tail = chunks.pop().expect("a remainder");
+            chunks.last_mut().expect("a chunk before").extend(tail);
+        }
         let mut last = self.last.borrow_mut();
         if last.0 != pattern || last.0.is_empty() {
             let digest = Sha256::digest(pattern.as_bytes());
@@ -391,39 +400,88 @@ impl FormatPreserving {
         Shape::Chunks(chunks, last.1)
     }
 
-    /// Apply FF1 (or its inverse) to each chunk of `chars`, cycle-walking
-    /// inside each chunk's mixed-radix domain.
-    fn transform(&self, chars: &mut [char], chunks: &[Vec<usize>], digest: [u8; 6], forward: bool) {
-        for (k, chunk) in chunks.iter().enumerate() {
-            let slots: Vec<Slot> = chunk
-                .iter()
-                .map(|i| Slot::of(chars[*i]).expect("a slot"))
-                .collect();
-            let domain: u128 = slots.iter().map(|s| s.radix()).product();
-            let mut x: u128 = 0;
-            for (i, s) in chunk.iter().zip(&slots) {
-                x = x * s.radix() + s.value(chars[*i]);
+    /// FF1 (or its inverse) on one chunk of `chars`, cycle-walking inside
+    /// the chunk's mixed-radix domain.
+    fn chunk(&self, chars: &mut [char], chunk: &[usize], tweak: &[u8], forward: bool) {
+        let slots: Vec<Slot> = chunk
+            .iter()
+            .map(|i| Slot::of(chars[*i]).expect("a slot"))
+            .collect();
+        let domain: u128 = slots.iter().map(|s| s.radix()).product();
+        let mut x: u128 = 0;
+        for (i, s) in chunk.iter().zip(&slots) {
+            x = x * s.radix() + s.value(chars[*i]);
+        }
+        let n = ceil_log2(domain);
+        let step = |v: u128| {
+            if forward {
+                self.ff1.encrypt(v, 2, n, tweak)
+            } else {
+                self.ff1.decrypt(v, 2, n, tweak)
             }
-            let n = ceil_log2(domain);
-            let mut tweak = [0u8; 7];
-            tweak[0] = k as u8;
-            tweak[1..].copy_from_slice(&digest);
-            let step = |v: u128| {
-                if forward {
-                    self.ff1.encrypt(v, 2, n, &tweak)
-                } else {
-                    self.ff1.decrypt(v, 2, n, &tweak)
+            .expect("chunk domains stay within FF1's supported sizes")
+        };
+        let mut y = step(x);
+        while y >= domain {
+            y = step(y);
+        }
+        for (i, s) in chunk.iter().zip(&slots).rev() {
+            chars[*i] = s.char(y % s.radix());
+            y /= s.radix();
+        }
+    }
+
+    /// The tweak of chunk `k` in `pass`: the shape's digest, bound to the
+    /// neighbouring chunk's current characters when there is one.
+    fn tweak(
+        pass: u8,
+        k: usize,
+        digest: [u8; 6],
+        chars: &[char],
+        neighbour: Option<&Vec<usize>>,
+    ) -> [u8; 9] {
+        let mut t = [0u8; 9];
+        t[0] = pass;
+        t[1..3].copy_from_slice(&(k as u16).to_be_bytes());
+        match neighbour {
+            None => t[3..].copy_from_slice(&digest),
+            Some(positions) => {
+                let mut h = Sha256::new();
+                h.update(digest);
+                for i in positions {
+                    let mut buf = [0u8; 4];
+                    h.update(chars[*i].encode_utf8(&mut buf).as_bytes());
                 }
-                .expect("chunk domains stay within FF1's supported sizes")
-            };
-            let mut y = step(x);
-            while y >= domain {
-                y = step(y);
+                t[3..].copy_from_slice(&h.finalize()[..6]);
             }
-            for (i, s) in chunk.iter().zip(&slots).rev() {
-                chars[*i] = s.char(y % s.radix());
-                y /= s.radix();
+        }
+        t
+    }
+
+    /// Encrypt (or decrypt) every chunk. With several chunks, two chained
+    /// passes (forward, each chunk tweaked by the previous one's output;
+    /// then backward, by the next one's) make every output character
+    /// depend on every input character.
+    fn transform(&self, chars: &mut [char], chunks: &[Vec<usize>], digest: [u8; 6], forward: bool) {
+        let c = chunks.len();
+        let pass1 = |chars: &mut [char], k: usize, fwd: bool| {
+            let t = Self::tweak(1, k, digest, chars, k.checked_sub(1).map(|j| &chunks[j]));
+            self.chunk(chars, &chunks[k], &t, fwd);
+        };
+        let pass2 = |chars: &mut [char], k: usize, fwd: bool| {
+            let t = Self::tweak(2, k, digest, chars, chunks.get(k + 1));
+            self.chunk(chars, &chunks[k], &t, fwd);
+        };
+        if forward {
+            (0..c).for_each(|k| pass1(chars, k, true));
+            if c > 1 {
+                (0..c).rev().for_each(|k| pass2(chars, k, true));
             }
+        } else {
+            if c > 1 {
+                (0..c).for_each(|k| pass2(chars, k, false));
+            }
+            (0..c).rev().for_each(|k| pass1(chars, k, false));
         }
     }
 
@@ -452,16 +510,18 @@ impl FormatPreserving {
     }
 }
 
-/// The small-domain rule: digits become `0`, letters `x` or `X`.
+/// The small-domain rule: ASCII digits become `0`, ASCII letters `x` or
+/// `X`; any other letter or digit becomes `ẋ` (`Ẋ` if upper case), which
+/// no encrypted value contains, so such a value is never "decrypted".
 fn filler(text: &str) -> String {
     text.chars()
         .map(|c| {
-            if c.is_numeric() {
+            if c.is_ascii_digit() {
                 '0'
-            } else if c.is_alphabetic() {
-                if c.is_uppercase() { 'X' } else { 'x' }
+            } else if c.is_ascii_alphabetic() {
+                if c.is_ascii_uppercase() { 'X' } else { 'x' }
             } else if c.is_alphanumeric() {
-                'x'
+                if c.is_uppercase() { 'Ẋ' } else { 'ẋ' }
             } else {
                 c
             }
@@ -556,7 +616,8 @@ mod tests {
         assert_eq!(f.encrypt("AB-12"), "XX-00");
         assert_eq!(f.encrypt("42"), "00");
         assert_eq!(f.decrypt("XX-00"), Err(Unmaskable::SmallDomain));
-        assert_eq!(f.encrypt("Zoë-123456"), "Xxx-000000");
+        assert_eq!(f.encrypt("Zoë-123456"), "Xxẋ-000000");
+        assert_eq!(f.decrypt("Xxẋ-000000"), Err(Unmaskable::SmallDomain));
         assert_eq!(f.encrypt(""), "");
     }
 
@@ -568,6 +629,33 @@ mod tests {
         assert_eq!(m.len(), text.len());
         assert_ne!(m, text);
         assert_eq!(f.decrypt(&m).unwrap(), text);
+        // Every chunk depends on every other: a change at either end
+        // changes the other end too.
+        let changed = |a: &str, b: &str| a.chars().zip(b.chars()).filter(|(x, y)| x != y).count();
+        let first = f.encrypt(&text.replacen('T', "U", 1));
+        let last = f.encrypt(&format!("{}1", &text[..text.len() - 1]));
+        assert!(
+            changed(&m[m.len() - 10..], &first[m.len() - 10..]) > 3,
+            "{m} / {first}"
+        );
+        assert!(changed(&m[..10], &last[..10]) > 3, "{m} / {last}");
+        // Shared suffixes don't encrypt alike.
+        let a = f.encrypt("ana.brown107285@example.com");
+        let b = f.encrypt("ana.novak101235@example.com");
+        assert_ne!(a[16..], b[16..]);
+        // No remainder chunk is left below FF1's minimum domain.
+        for n in [755, 931, 400] {
+            let digits: String = (0..n).map(|i| char::from(b'0' + (i % 10) as u8)).collect();
+            let Shape::Chunks(chunks, _) = f.shape(&digits.chars().collect::<Vec<_>>()) else {
+                panic!("{n}")
+            };
+            assert!(
+                chunks.iter().all(|c| c.len() >= 6),
+                "{n}: {:?}",
+                chunks.iter().map(Vec::len).collect::<Vec<_>>()
+            );
+            assert_eq!(f.decrypt(&f.encrypt(&digits)).unwrap(), digits);
+        }
     }
 
     #[test]

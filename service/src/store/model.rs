@@ -165,6 +165,10 @@ pub struct UnmaskDetails {
     pub column: String,
     /// The policy whose reversible mask produced the values.
     pub policy: String,
+    /// That policy's `id@version` when the request was made: a release
+    /// needs the column still masked by exactly that version.
+    #[serde(default)]
+    pub policy_label: String,
     /// The masked values, as the requester saw them.
     pub values: Vec<String>,
 }

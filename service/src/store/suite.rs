@@ -492,6 +492,7 @@ async fn access_requests_are_decided_once_and_approvals_admit(s: Arc<dyn Store>)
         unmask: Some(crate::store::model::UnmaskDetails {
             column: "ssn".into(),
             policy: "p".into(),
+            policy_label: "p@1".into(),
             values: vec!["rv1.x".into()],
         }),
         ..request(id)

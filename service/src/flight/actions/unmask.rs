@@ -25,7 +25,7 @@ use crate::audit::AuditEvent;
 use crate::auth::identity::Principal;
 use crate::error::{Result, VeilError};
 use crate::policy::effective::exempts;
-use crate::policy::model::{DataRule, MaskSpec, PolicyRule};
+use crate::policy::model::MaskSpec;
 use crate::policy::reversible::{FormatPreserving, SivTokens, TOKEN_PREFIX, Unmaskable};
 use crate::secrets::KeyPurpose;
 use crate::store::model::{
@@ -78,27 +78,52 @@ impl Unmasker {
     }
 }
 
-/// Does policy `name` still mask reversibly? `Some(true)` when one of its
-/// steps is format-preserving.
-fn policy_masks_reversibly(snapshot: &Snapshot, name: &str) -> Option<bool> {
-    let p = snapshot.policies.iter().find(|p| p.spec.name == name)?;
-    let PolicyRule::Data(clauses) = &p.rule else {
-        return None;
-    };
-    let mut fpe = false;
-    let mut any = false;
-    for c in clauses {
-        if let Some(DataRule::Mask(m)) = &c.rule
-            && m.reversible()
-        {
-            any = true;
-            fpe |= *m == MaskSpec::FormatPreserving;
-        }
-    }
-    any.then_some(fpe)
-}
-
 impl Admin {
+    /// Which of `values` the principal reads in `column` of `dataset`
+    /// (through their own secure view: masks and row policies applied).
+    async fn values_in_view(
+        &self,
+        p: &Arc<Principal>,
+        dataset: &str,
+        column: &str,
+        values: &[String],
+    ) -> Result<std::collections::BTreeSet<String>> {
+        use datafusion::arrow::array::AsArray;
+        use futures::TryStreamExt;
+        let quote = |v: &str| format!("'{}'", v.replace('\'', "''"));
+        let filter = format!(
+            "\"{}\" IN ({})",
+            column.replace('"', "\"\""),
+            values
+                .iter()
+                .map(|v| quote(v))
+                .collect::<Vec<_>>()
+                .join(", ")
+        );
+        let command = crate::engine::Command::Scan(veil_proto::ScanCommand {
+            dataset: dataset.to_string(),
+            columns: vec![column.to_string()],
+            filter,
+            limit: None,
+        });
+        let planned = self.engine.plan(p, &command, None, None).await?;
+        let mut stream = planned.execute()?;
+        let mut seen = std::collections::BTreeSet::new();
+        while let Some(batch) = stream
+            .try_next()
+            .await
+            .map_err(|e| VeilError::internal("reading the values to unmask", e))?
+        {
+            let text = datafusion::arrow::compute::cast(
+                batch.column(0),
+                &datafusion::arrow::datatypes::DataType::Utf8,
+            )
+            .map_err(|e| VeilError::internal("reading the values to unmask", e))?;
+            seen.extend(text.as_string::<i32>().iter().flatten().map(str::to_string));
+        }
+        Ok(seen)
+    }
+
     pub(super) async fn request_unmask(
         &self,
         p: &Arc<Principal>,
@@ -158,7 +183,9 @@ impl Admin {
                 .candidates
                 .iter()
                 .any(|c| c.mask == MaskSpec::FormatPreserving);
-        // Refuse what could never be released, before anyone is asked.
+        // Refuse what could never be released, before anyone is asked:
+        // values the mask could not have made, and values the requester
+        // doesn't read (rows their row policies hide, made-up strings).
         let unmasker = Unmasker::new(self.engine.master(), &d, &req.column);
         for (i, v) in req.values.iter().enumerate() {
             if let Err(e) = unmasker.open(v, fpe) {
@@ -167,6 +194,17 @@ impl Admin {
                     i + 1
                 )));
             }
+        }
+        let seen = self
+            .values_in_view(p, &d.name, &req.column, &req.values)
+            .await?;
+        if let Some(i) = req.values.iter().position(|v| !seen.contains(v)) {
+            return Err(VeilError::InvalidArgument(format!(
+                "value {} is not among the values of {}.{} you read; ask only for values you were served",
+                i + 1,
+                d.name,
+                req.column
+            )));
         }
         let request = AccessRequest {
             id: uuid::Uuid::new_v4().to_string(),
@@ -182,6 +220,7 @@ impl Admin {
             unmask: Some(UnmaskDetails {
                 column: req.column.clone(),
                 policy: policy_name,
+                policy_label: applied.policy.clone(),
                 values: req.values.clone(),
             }),
         };
@@ -336,23 +375,54 @@ impl Admin {
                 r.status.as_str()
             )));
         }
-        // Still allowed to read the dataset, and it is still the same one.
-        let (d, _, readable) = self.engine.lookup_visible(p, &r.dataset).await?;
+        // Still allowed to read the dataset, it is still the same one, and
+        // the column is still masked for them by the same policy version.
+        let (d, effective, readable) = self.engine.lookup_visible(p, &r.dataset).await?;
         if !readable || d.id != r.dataset_id {
             return Err(VeilError::dataset_not_found(&r.dataset));
         }
-        let snapshot = self.engine.state().current().await?;
-        let Some(fpe) = policy_masks_reversibly(&snapshot, &u.policy) else {
-            return Err(VeilError::FailedPrecondition(format!(
-                "policy '{}' no longer masks {}.{} reversibly; ask for the values again",
-                u.policy, r.dataset, u.column
-            )));
+        let changed = || {
+            VeilError::FailedPrecondition(format!(
+                "the policies on {}.{} changed since this request was made ('{}' no longer masks it reversibly for you, or another mask now applies); ask for the values again",
+                r.dataset, u.column, u.policy
+            ))
         };
+        let candidates = effective
+            .masks
+            .get(&u.column)
+            .map(|m| m.candidates.as_slice())
+            .unwrap_or_default();
+        let Some(applied) = candidates
+            .iter()
+            .find(|c| c.mask.reversible() && c.policy == u.policy_label)
+        else {
+            return Err(changed());
+        };
+        // No stricter mask may have come to apply on top of it.
+        if candidates
+            .iter()
+            .any(|c| c.mask.restrictiveness() > applied.mask.restrictiveness())
+            || effective
+                .kanon
+                .iter()
+                .any(|g| g.columns.contains(&u.column))
+        {
+            return Err(changed());
+        }
+        let fpe = candidates
+            .iter()
+            .any(|c| c.mask == MaskSpec::FormatPreserving);
+        let seen = self
+            .values_in_view(p, &d.name, &u.column, &u.values)
+            .await?;
         let unmasker = Unmasker::new(self.engine.master(), &d, &u.column);
         let values: Vec<_> = u
             .values
             .iter()
             .map(|m| match unmasker.open(m, fpe) {
+                Ok(_) if !seen.contains(m) => {
+                    json!({"masked": m, "error": "no longer among the values you read"})
+                }
                 Ok(v) => json!({"masked": m, "value": v}),
                 Err(e) => json!({"masked": m, "error": e.to_string()}),
             })
