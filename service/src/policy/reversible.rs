@@ -168,6 +168,19 @@ struct Params {
     p: [u8; 16],
 }
 
+/// `x mod m`, with a mask when `m` is a power of two (radix 2, the case
+/// format-preserving masking uses): 128-bit division is slow.
+#[inline]
+fn modulo(x: u128, m: u128) -> u128 {
+    if m.is_power_of_two() { x & (m - 1) } else { x % m }
+}
+
+/// `x / m`, with a shift when `m` is a power of two.
+#[inline]
+fn divide(x: u128, m: u128) -> u128 {
+    if m.is_power_of_two() { x >> m.trailing_zeros() } else { x / m }
+}
+
 /// Bits needed for values below `m`: `⌈log2 m⌉`.
 fn ceil_log2(m: u128) -> u32 {
     if m <= 1 {
@@ -195,12 +208,12 @@ impl Ff1 {
         // PRF: CBC-MAC over P || Q, Q = T || 0^pad || [i] || [num]^b.
         let mut state = *p_enc;
         let pad = (16 - (tweak.len() + b + 1) % 16) % 16;
-        let mut q = Vec::with_capacity(tweak.len() + pad + 1 + b);
-        q.extend_from_slice(tweak);
-        q.resize(tweak.len() + pad, 0);
-        q.push(i);
-        q.extend_from_slice(&num.to_be_bytes()[16 - b..]);
-        for chunk in q.chunks(16) {
+        let len = tweak.len() + pad + 1 + b;
+        let mut q = [0u8; 64];
+        q[..tweak.len()].copy_from_slice(tweak);
+        q[tweak.len() + pad] = i;
+        q[len - b..len].copy_from_slice(&num.to_be_bytes()[16 - b..]);
+        for chunk in q[..len].chunks(16) {
             for (s, c) in state.iter_mut().zip(chunk) {
                 *s ^= c;
             }
@@ -222,7 +235,7 @@ impl Ff1 {
         let mv = r.checked_pow(v)?;
         mv.checked_mul(mu)?;
         let b = ceil_log2(mv).div_ceil(8) as usize;
-        if b > 12 || radix < 2 || n < 2 {
+        if b > 12 || radix < 2 || n < 2 || tweak.len() > 32 {
             return None;
         }
         let d = 4 * b.div_ceil(4) + 4;
@@ -246,11 +259,11 @@ impl Ff1 {
             mut p,
         } = Self::params(radix, n, tweak)?;
         self.ciph(&mut p);
-        let (mut a, mut bb) = (x / mv, x % mv);
+        let (mut a, mut bb) = (divide(x, mv), modulo(x, mv));
         for i in 0..10u8 {
             let m = if i % 2 == 0 { mu } else { mv };
-            let y = self.round(&p, tweak, i, bb, b, d) % m;
-            let c = (a % m + y) % m;
+            let y = modulo(self.round(&p, tweak, i, bb, b, d), m);
+            let c = modulo(modulo(a, m) + y, m);
             a = bb;
             bb = c;
         }
@@ -267,11 +280,11 @@ impl Ff1 {
             mut p,
         } = Self::params(radix, n, tweak)?;
         self.ciph(&mut p);
-        let (mut a, mut bb) = (x / mv, x % mv);
+        let (mut a, mut bb) = (divide(x, mv), modulo(x, mv));
         for i in (0..10u8).rev() {
             let m = if i % 2 == 0 { mu } else { mv };
-            let y = self.round(&p, tweak, i, a, b, d) % m;
-            let c = (bb % m + m - y) % m;
+            let y = modulo(self.round(&p, tweak, i, a, b, d), m);
+            let c = modulo(modulo(bb, m) + m - y, m);
             bb = a;
             a = c;
         }
@@ -424,6 +437,15 @@ impl FormatPreserving {
         let mut y = step(x);
         while y >= domain {
             y = step(y);
+        }
+        if let Ok(mut y) = u64::try_from(y) {
+            // 64-bit division is far cheaper than 128-bit.
+            for (i, s) in chunk.iter().zip(&slots).rev() {
+                let r = s.radix() as u64;
+                chars[*i] = s.char(u128::from(y % r));
+                y /= r;
+            }
+            return;
         }
         for (i, s) in chunk.iter().zip(&slots).rev() {
             chars[*i] = s.char(y % s.radix());
