@@ -265,6 +265,23 @@ async fn describe_explain_profile_and_the_cardinality_cutoff() {
     let gender = d.columns.iter().find(|c| c.name == "gender").unwrap();
     assert!(gender.mask.contains("k-anonymity(k=2)"), "{}", gender.mask);
 
+    let explained: Value = serde_json::from_str(
+        &dave
+            .explain(veil_proto::ExplainRequest {
+                user: Some(veil_proto::UserRef {
+                    issuer: String::new(),
+                    subject: "carol".into(),
+                }),
+                dataset: "census.joint".into(),
+                ..Default::default()
+            })
+            .await
+            .unwrap(),
+    )
+    .unwrap();
+    assert_eq!(explained["k_anonymity"][0]["policy"], "policy-a");
+    assert_eq!(explained["k_anonymity"][0]["k"], 2);
+
     // The profile: 2 genders and 3 states (at the tiny cutoff of 3), four
     // combinations, the smallest seen once; k = 2 would null 60% of rows.
     let profile: Value = serde_json::from_str(

@@ -172,13 +172,21 @@ struct Params {
 /// format-preserving masking uses): 128-bit division is slow.
 #[inline]
 fn modulo(x: u128, m: u128) -> u128 {
-    if m.is_power_of_two() { x & (m - 1) } else { x % m }
+    if m.is_power_of_two() {
+        x & (m - 1)
+    } else {
+        x % m
+    }
 }
 
 /// `x / m`, with a shift when `m` is a power of two.
 #[inline]
 fn divide(x: u128, m: u128) -> u128 {
-    if m.is_power_of_two() { x >> m.trailing_zeros() } else { x / m }
+    if m.is_power_of_two() {
+        x >> m.trailing_zeros()
+    } else {
+        x / m
+    }
 }
 
 /// Bits needed for values below `m`: `⌈log2 m⌉`.

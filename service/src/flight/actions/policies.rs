@@ -411,7 +411,15 @@ fn explain_json(snapshot: &Snapshot, d: &DatasetRecord, who: &Principal, issuer:
                 out["k_anonymity"] = json!(
                     e.kanon
                         .iter()
-                        .map(|g| json!({"policy": g.policy, "columns": g.columns, "k": g.k}))
+                        .map(|g| {
+                            let name = snapshot
+                                .policies
+                                .iter()
+                                .find(|p| p.label() == g.policy)
+                                .map(|p| p.spec.name.as_str())
+                                .unwrap_or_default();
+                            json!({"policy": name, "version": g.policy, "columns": g.columns, "k": g.k})
+                        })
                         .collect::<Vec<_>>()
                 );
                 out["row_filters"] = json!(
