@@ -620,15 +620,7 @@ impl Connection {
         } else {
             actions::DENY_UNMASK
         };
-        self.json_result(
-            name,
-            DecideAccessRequest {
-                request_id: request_id.into(),
-                note: note.into(),
-            }
-            .encode_to_vec(),
-        )
-        .await
+        self.decide(name, request_id, note).await
     }
 
     /// Unmask requests you may decide, and your own (JSON each).
@@ -637,15 +629,8 @@ impl Connection {
         dataset: Option<&str>,
         all: bool,
     ) -> Result<Vec<String>, ClientError> {
-        self.json_results(
-            actions::LIST_UNMASK_REQUESTS,
-            ListAccessRequestsRequest {
-                dataset: dataset.unwrap_or_default().into(),
-                all,
-            }
-            .encode_to_vec(),
-        )
-        .await
+        self.list_requests(actions::LIST_UNMASK_REQUESTS, dataset, all)
+            .await
     }
 
     /// The originals of your approved unmask request (JSON).
@@ -685,11 +670,39 @@ impl Connection {
         } else {
             actions::DENY_ACCESS
         };
+        self.decide(name, request_id, note).await
+    }
+
+    /// Approve or deny a request through action `name`.
+    async fn decide(
+        &self,
+        name: &str,
+        request_id: &str,
+        note: &str,
+    ) -> Result<String, ClientError> {
         self.json_result(
             name,
             DecideAccessRequest {
                 request_id: request_id.into(),
                 note: note.into(),
+            }
+            .encode_to_vec(),
+        )
+        .await
+    }
+
+    /// Requests listed by action `name`.
+    async fn list_requests(
+        &self,
+        name: &str,
+        dataset: Option<&str>,
+        all: bool,
+    ) -> Result<Vec<String>, ClientError> {
+        self.json_results(
+            name,
+            ListAccessRequestsRequest {
+                dataset: dataset.unwrap_or_default().into(),
+                all,
             }
             .encode_to_vec(),
         )
@@ -702,15 +715,8 @@ impl Connection {
         dataset: Option<&str>,
         all: bool,
     ) -> Result<Vec<String>, ClientError> {
-        self.json_results(
-            actions::LIST_ACCESS_REQUESTS,
-            ListAccessRequestsRequest {
-                dataset: dataset.unwrap_or_default().into(),
-                all,
-            }
-            .encode_to_vec(),
-        )
-        .await
+        self.list_requests(actions::LIST_ACCESS_REQUESTS, dataset, all)
+            .await
     }
 
     /// Withdraw a user's approved access to a dataset.

@@ -23,9 +23,9 @@ use crate::policy::effective::{Access, access, applies_to};
 use crate::policy::model::PolicyRule;
 use crate::store::model::{AccessDecision, AccessRequest, DatasetRecord, RequestStatus, Snapshot};
 
-const MAX_REASON: usize = 2000;
+pub(super) const MAX_REASON: usize = 2000;
 
-fn request_json(r: &AccessRequest) -> Vec<u8> {
+pub(super) fn request_json(r: &AccessRequest) -> Vec<u8> {
     serde_json::to_vec(r).unwrap_or_default()
 }
 
@@ -155,6 +155,20 @@ impl Admin {
                 req.request_id
             )));
         }
+        self.decide_pending(p, &r.id, approve, &req.note, event)
+            .await
+    }
+
+    /// Record an approval or denial of a pending request (access or
+    /// unmask), once the caller's right to decide it was checked.
+    pub(super) async fn decide_pending(
+        &self,
+        p: &Arc<Principal>,
+        id: &str,
+        approve: bool,
+        note: &str,
+        event: &mut AuditEvent,
+    ) -> Result<Vec<Vec<u8>>> {
         let decision = AccessDecision {
             to: if approve {
                 RequestStatus::Approved
@@ -162,12 +176,15 @@ impl Admin {
                 RequestStatus::Denied
             },
             by: p.identity.clone(),
-            note: req.note.chars().take(MAX_REASON).collect(),
+            note: note.chars().take(MAX_REASON).collect(),
             at_ms: chrono::Utc::now().timestamp_millis(),
         };
         self.permitted(event).await?;
-        let done = store
-            .decide_access_request(&r.id, RequestStatus::Pending, &decision)
+        let done = self
+            .engine
+            .state()
+            .store()
+            .decide_access_request(id, RequestStatus::Pending, &decision)
             .await?;
         Ok(vec![request_json(&done)])
     }

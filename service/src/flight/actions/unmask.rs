@@ -21,6 +21,7 @@ use veil_proto::{
 };
 
 use super::Admin;
+use super::access::{MAX_REASON, request_json};
 use crate::audit::AuditEvent;
 use crate::auth::identity::Principal;
 use crate::error::{Result, VeilError};
@@ -28,17 +29,10 @@ use crate::policy::effective::exempts;
 use crate::policy::model::MaskSpec;
 use crate::policy::reversible::{FormatPreserving, SivTokens, TOKEN_PREFIX, Unmaskable};
 use crate::secrets::KeyPurpose;
-use crate::store::model::{
-    AccessDecision, AccessRequest, DatasetRecord, RequestStatus, Snapshot, UnmaskDetails,
-};
+use crate::store::model::{AccessRequest, DatasetRecord, RequestStatus, Snapshot, UnmaskDetails};
 
-const MAX_REASON: usize = 2000;
 const MAX_VALUES: usize = 100;
 const MAX_VALUE_LEN: usize = 4096;
-
-fn request_json(r: &AccessRequest) -> Vec<u8> {
-    serde_json::to_vec(r).unwrap_or_default()
-}
 
 /// Turns masked values of one column back into their originals.
 struct Unmasker {
@@ -303,21 +297,8 @@ impl Admin {
                 _ => Err(not_found()),
             };
         }
-        let decision = AccessDecision {
-            to: if approve {
-                RequestStatus::Approved
-            } else {
-                RequestStatus::Denied
-            },
-            by: p.identity.clone(),
-            note: req.note.chars().take(MAX_REASON).collect(),
-            at_ms: chrono::Utc::now().timestamp_millis(),
-        };
-        self.permitted(event).await?;
-        let done = store
-            .decide_access_request(&r.id, RequestStatus::Pending, &decision)
-            .await?;
-        Ok(vec![request_json(&done)])
+        self.decide_pending(p, &r.id, approve, &req.note, event)
+            .await
     }
 
     pub(super) async fn list_unmask_requests(
