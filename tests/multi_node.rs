@@ -5,7 +5,7 @@
 //! schema of its own, dropped at the end. `VEIL_TEST_SKIP_POSTGRES=1` skips
 //! these tests; otherwise an unreachable server fails them with that advice.
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
@@ -15,78 +15,10 @@ use veil::auth::jwt::TokenMinter;
 use veil::config::Config;
 use veil_client::{Connection, Scan};
 use veil_proto::UserRef;
-use veil_tests::strings;
+use veil_tests::pg::{Schema, postgres_url};
+use veil_tests::{strings, veil_bin};
 
 const HASH_PII: &str = "[[policies]]\nname = \"hash-pii\"\ntags = [\"PII\"]\nmask = \"hash\"\nexcept = { groups = [\"privileged\"] }\n";
-
-const DEFAULT_URL: &str = "host=127.0.0.1 port=5432 user=postgres dbname=test";
-
-fn postgres_url() -> Option<String> {
-    if std::env::var("VEIL_TEST_SKIP_POSTGRES").is_ok_and(|v| v == "1") {
-        eprintln!("VEIL_TEST_SKIP_POSTGRES=1: skipping the multi-node test");
-        return None;
-    }
-    Some(std::env::var("VEIL_TEST_POSTGRES_URL").unwrap_or_else(|_| DEFAULT_URL.into()))
-}
-
-/// A fresh schema; dropped by [`Schema::drop_now`].
-struct Schema {
-    url: String,
-    name: String,
-}
-
-impl Schema {
-    async fn create(url: &str) -> Schema {
-        let (client, conn) = tokio_postgres::connect(url, tokio_postgres::NoTls)
-            .await
-            .unwrap_or_else(|e| {
-                panic!(
-                    "the multi-node tests need PostgreSQL at '{url}' (VEIL_TEST_POSTGRES_URL): {e}. \
-                     Start it, point VEIL_TEST_POSTGRES_URL at it, or set VEIL_TEST_SKIP_POSTGRES=1"
-                )
-            });
-        tokio::spawn(conn);
-        let name = format!(
-            "veil_it_{}_{}",
-            std::process::id(),
-            std::time::SystemTime::now()
-                .duration_since(std::time::UNIX_EPOCH)
-                .unwrap()
-                .subsec_nanos()
-        );
-        client
-            .batch_execute(&format!("DROP SCHEMA IF EXISTS {name} CASCADE"))
-            .await
-            .unwrap();
-        Schema {
-            url: url.into(),
-            name,
-        }
-    }
-
-    async fn drop_now(self) {
-        if let Ok((client, conn)) = tokio_postgres::connect(&self.url, tokio_postgres::NoTls).await
-        {
-            tokio::spawn(conn);
-            let _ = client
-                .batch_execute(&format!("DROP SCHEMA IF EXISTS {} CASCADE", self.name))
-                .await;
-        }
-    }
-}
-
-/// The `veil` binary cargo built next to this test.
-fn veil_bin() -> PathBuf {
-    let exe = std::env::current_exe().unwrap();
-    let dir = exe.parent().and_then(Path::parent).unwrap();
-    let bin = dir.join(format!("veil{}", std::env::consts::EXE_SUFFIX));
-    assert!(
-        bin.exists(),
-        "{} not built: run `cargo build --workspace` first",
-        bin.display()
-    );
-    bin
-}
 
 /// A `veil serve` process; killed when dropped.
 struct Node {
@@ -292,5 +224,14 @@ async fn two_nodes_share_one_postgres_state() {
 
     drop(a);
     drop(b);
+    // One audit chain per node in the shared store; both verify.
+    let out = Command::new(veil_bin())
+        .args(["audit", "verify", "--config"])
+        .arg(node_config("a", ""))
+        .output()
+        .unwrap();
+    let report = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "{report}{}", String::from_utf8_lossy(&out.stderr));
+    assert!(report.contains("node node-a: ok") && report.contains("node node-b: ok"), "{report}");
     schema.drop_now().await;
 }

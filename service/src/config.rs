@@ -20,6 +20,8 @@ pub struct Config {
     pub auth: AuthConfig,
     #[serde(default)]
     pub engine: EngineConfig,
+    #[serde(default)]
+    pub audit: AuditConfig,
     /// Folders (and remote prefixes, `s3://bucket/prefix`) datasets may live
     /// under. A location outside them is refused.
     #[serde(default)]
@@ -261,6 +263,47 @@ pub struct KeyConfig {
     pub kid: Option<String>,
 }
 
+/// The audit trail's checkpoints and retention (`[audit]`).
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AuditConfig {
+    /// Where chain checkpoints are appended (JSON lines); default
+    /// `<data_dir>/audit-checkpoints.jsonl`. Keep it outside the store's
+    /// reach (another disk, a log shipper): `veil audit verify` reads it.
+    #[serde(default)]
+    pub checkpoint_file: Option<PathBuf>,
+    /// Seconds between checkpoints while events arrive (0: after every
+    /// commit). Each is also logged (`veil::audit::checkpoint`).
+    #[serde(default = "default_checkpoint_interval")]
+    pub checkpoint_interval_secs: u64,
+    /// Events older than this many days are purged (a checkpoint is
+    /// written first); unset: kept forever.
+    #[serde(default)]
+    pub retention_days: Option<u32>,
+    /// Seconds between retention purges.
+    #[serde(default = "default_purge_interval")]
+    pub purge_interval_secs: u64,
+}
+
+fn default_checkpoint_interval() -> u64 {
+    10
+}
+
+fn default_purge_interval() -> u64 {
+    3600
+}
+
+impl Default for AuditConfig {
+    fn default() -> Self {
+        Self {
+            checkpoint_file: None,
+            checkpoint_interval_secs: default_checkpoint_interval(),
+            retention_days: None,
+            purge_interval_secs: default_purge_interval(),
+        }
+    }
+}
+
 #[derive(Debug, Clone, PartialEq, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct EngineConfig {
@@ -453,6 +496,13 @@ impl Config {
         match &self.server.sqlite_path {
             Some(p) => self.resolve(p),
             None => self.data_dir().join("veil.db"),
+        }
+    }
+
+    pub fn audit_checkpoint_path(&self) -> PathBuf {
+        match &self.audit.checkpoint_file {
+            Some(p) => self.resolve(p),
+            None => self.data_dir().join("audit-checkpoints.jsonl"),
         }
     }
 

@@ -1,6 +1,7 @@
 //! The `veil` command: serve, and mint development tokens.
 
 mod admin;
+mod audit_cmd;
 
 use clap::{Parser, Subcommand};
 use std::path::{Path, PathBuf};
@@ -72,6 +73,9 @@ enum Commands {
     /// each that matched, schema, masks, row filters). For governors and the
     /// dataset's owners. Uses VEIL_ADDRESS and VEIL_TOKEN.
     Explain(admin::ExplainArgs),
+    /// The audit trail: verify its hash chains, export it as JSON lines.
+    /// Reads the store named by the config directly.
+    Audit(audit_cmd::AuditArgs),
 }
 
 fn main() -> ExitCode {
@@ -103,6 +107,7 @@ fn main() -> ExitCode {
         } => token(&user, &groups, &attrs, ttl, config, &data_dir),
         Commands::Admin(args) => admin::run(args),
         Commands::Explain(args) => admin::run_explain(args),
+        Commands::Audit(args) => audit_cmd::run(args),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
@@ -168,11 +173,27 @@ fn serve(
         reload_on_sighup(&running)?;
         running
             .stop_on(async {
-                let _ = tokio::signal::ctrl_c().await;
+                terminated().await;
                 eprintln!("veil: stopping (in-flight reads finish first)");
             })
             .await
     })
+}
+
+/// Ctrl-C, or SIGTERM (what service managers send).
+async fn terminated() {
+    #[cfg(unix)]
+    {
+        use tokio::signal::unix::{SignalKind, signal};
+        if let Ok(mut term) = signal(SignalKind::terminate()) {
+            tokio::select! {
+                _ = tokio::signal::ctrl_c() => {}
+                _ = term.recv() => {}
+            }
+            return;
+        }
+    }
+    let _ = tokio::signal::ctrl_c().await;
 }
 
 /// SIGHUP re-reads the config file, like `veil admin reload`.

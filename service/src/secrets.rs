@@ -35,6 +35,8 @@ pub enum KeyPurpose<'a> {
     Sample { dataset_id: &'a str },
     /// Identity fingerprints (so a fingerprint can't be brute-forced offline).
     Fingerprint,
+    /// The audit's hash chain (`crate::audit::chain`).
+    AuditChain,
     /// A public check value stored with shared state, so nodes with
     /// different master keys refuse to share one store.
     KeyCheck,
@@ -63,6 +65,7 @@ impl KeyPurpose<'_> {
                 format!("veil/v1/sample/{dataset_id}").into_bytes()
             }
             KeyPurpose::Fingerprint => b"veil/v1/fingerprint".to_vec(),
+            KeyPurpose::AuditChain => b"veil/v1/audit/chain".to_vec(),
             KeyPurpose::KeyCheck => b"veil/v1/key-check".to_vec(),
         }
     }
@@ -172,7 +175,7 @@ pub fn encode_hex(bytes: &[u8]) -> String {
     s
 }
 
-fn decode_hex_32(s: &str) -> Option<[u8; 32]> {
+pub fn decode_hex_32(s: &str) -> Option<[u8; 32]> {
     if s.len() != 64 {
         return None;
     }

@@ -1,6 +1,7 @@
 //! Test support: a real Veil server on 127.0.0.1 with the demo's data, users
 //! and policies, and clients that authenticate as the demo users.
 
+pub mod pg;
 pub mod s3;
 
 use std::path::{Path, PathBuf};
@@ -85,6 +86,15 @@ impl TestServer {
         self.dir.path().join("veil.db")
     }
 
+    /// Stop the server (which commits and checkpoints its audit) and keep
+    /// its directory for inspection.
+    pub async fn stop_keeping_files(mut self) -> tempfile::TempDir {
+        if let Some(r) = self.running.take() {
+            r.stop().await.expect("server stops");
+        }
+        self.dir
+    }
+
     pub async fn stop(mut self) {
         if let Some(r) = self.running.take() {
             r.stop().await.expect("server stops");
@@ -126,3 +136,17 @@ pub type ParquetWriter = veil::demo::ParquetFileWriter;
 pub fn parquet_writer(file: std::fs::File, schema: arrow::datatypes::SchemaRef) -> ParquetWriter {
     veil::demo::parquet_writer(file, schema).expect("parquet writer")
 }
+
+/// The `veil` binary cargo built next to this test.
+pub fn veil_bin() -> PathBuf {
+    let exe = std::env::current_exe().unwrap();
+    let dir = exe.parent().and_then(Path::parent).unwrap();
+    let bin = dir.join(format!("veil{}", std::env::consts::EXE_SUFFIX));
+    assert!(
+        bin.exists(),
+        "{} not built: run `cargo build --workspace` first",
+        bin.display()
+    );
+    bin
+}
+

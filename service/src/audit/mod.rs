@@ -3,6 +3,11 @@
 //! data leaves (DESIGN invariant 6). If the append fails, the action fails
 //! with `Unavailable`: Veil never serves what it could not record.
 
+pub mod chain;
+pub mod checkpoint;
+pub mod verify;
+mod writer;
+
 use serde::{Deserialize, Serialize};
 use std::sync::Arc;
 
@@ -83,26 +88,51 @@ impl AuditEvent {
     }
 }
 
-/// Appends events to the store, failing closed.
+/// Appends events to the store, failing closed, through one writer task
+/// per node that commits them in groups (see [`writer`]).
 #[derive(Debug, Clone)]
 pub struct AuditLog {
     store: Arc<dyn Store>,
     node_id: String,
+    writer: writer::WriterHandle,
+    checkpoints: checkpoint::CheckpointSink,
 }
 
 impl AuditLog {
-    pub fn new(store: Arc<dyn Store>, node_id: impl Into<String>) -> Self {
+    /// Start the node's writer. Checkpoints go to `checkpoints` (and the
+    /// log) every `checkpoint_interval` while events arrive, and when the
+    /// log is shut down.
+    pub fn start(
+        store: Arc<dyn Store>,
+        sealer: chain::AuditSealer,
+        checkpoints: checkpoint::CheckpointSink,
+        checkpoint_interval: std::time::Duration,
+    ) -> Self {
+        let node_id = sealer.node_id().to_string();
+        let writer = writer::spawn(
+            Arc::clone(&store),
+            sealer,
+            checkpoints.clone(),
+            checkpoint_interval,
+        );
         Self {
             store,
-            node_id: node_id.into(),
+            node_id,
+            writer,
+            checkpoints,
         }
+    }
+
+    pub fn node_id(&self) -> &str {
+        &self.node_id
     }
 
     /// Record durably, or fail with `Unavailable`.
     pub async fn record(&self, mut event: AuditEvent) -> Result<()> {
         event.node_id = self.node_id.clone();
-        self.store.append_audit(std::slice::from_ref(&event)).await.map_err(|e| {
-            tracing::error!(error = %e, action = %event.action, "audit append failed; refusing the action");
+        let action = event.action.clone();
+        self.writer.append(event).await.map_err(|e| {
+            tracing::error!(error = %e, %action, "audit append failed; refusing the action");
             VeilError::Unavailable(
                 "the audit log cannot be written, so Veil is not serving this request; retry later or ask an administrator to check the store".into(),
             )
@@ -111,6 +141,65 @@ impl AuditLog {
 
     pub async fn tail(&self, limit: usize) -> Result<Vec<AuditEvent>> {
         self.store.tail_audit(limit).await
+    }
+
+    /// Purge every node's events older than `retention` (a prefix of each
+    /// chain), checkpointing each purge before it happens and auditing it.
+    /// Returns how many events were deleted.
+    pub async fn purge_older_than(&self, retention: std::time::Duration) -> Result<u64> {
+        let cutoff = chrono::Utc::now().timestamp_millis() - retention.as_millis() as i64;
+        let mut total = 0;
+        for head in self.store.audit_heads().await? {
+            let through = self.store.audit_seq_before(&head.node_id, cutoff).await?;
+            if through <= head.purged_through {
+                continue;
+            }
+            total += self.purge(&head.node_id, through).await?;
+        }
+        Ok(total)
+    }
+
+    /// Purge a node's events through `through`; see [`Self::purge_older_than`].
+    /// The purge checkpoint is written first: if it can't be, nothing is
+    /// purged; if the purge then fails, the events are still there and the
+    /// checkpoint still matches them.
+    pub async fn purge(&self, node_id: &str, through: u64) -> Result<u64> {
+        let Some(last) = self
+            .store
+            .audit_rows(node_id, through.saturating_sub(1), 1)
+            .await?
+            .into_iter()
+            .find(|r| r.seq == through)
+        else {
+            return Ok(0);
+        };
+        let mac = last.mac.as_deref().and_then(crate::secrets::decode_hex_32).ok_or_else(|| {
+            VeilError::FailedPrecondition(format!(
+                "audit event {through} of node {node_id} has no valid MAC; run `veil audit verify` before purging"
+            ))
+        })?;
+        self.checkpoints
+            .write(&chain::Checkpoint::of(chain::CheckpointKind::Purge, node_id, through, &mac))
+            .await?;
+        let (deleted, head) = self.store.purge_audit(node_id, through).await?;
+        if deleted == 0 {
+            return Ok(0);
+        }
+        let mut event = AuditEvent::new("audit.purge", None);
+        event.message = format!(
+            "purged {deleted} audit events of node {node_id} through event {}",
+            head.purged_through
+        );
+        event.rows = Some(deleted);
+        self.record(event).await?;
+        tracing::info!(node = %node_id, through = head.purged_through, deleted, "audit events purged");
+        Ok(deleted)
+    }
+
+    /// Commit what is queued, write a final checkpoint and stop the writer;
+    /// later records fail with `Unavailable`.
+    pub async fn shutdown(&self) {
+        self.writer.shutdown().await;
     }
 }
 

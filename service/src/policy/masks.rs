@@ -352,13 +352,7 @@ impl MaskCipher {
         let values = text.as_string::<i32>();
         let mut out = StringBuilder::with_capacity(values.len(), values.len() * 24);
         if self.format_preserving {
-            let fpe = FormatPreserving::new(&self.key);
-            for v in values.iter() {
-                match v {
-                    Some(t) => out.append_value(fpe.encrypt(t)),
-                    None => out.append_null(),
-                }
-            }
+            FormatPreserving::new(&self.key).encrypt_all(values.iter(), |v| out.append_option(v));
         } else {
             let siv = SivTokens::new(&self.key, &self.dataset_id, &self.column);
             for v in siv.encrypt_all(values.iter()) {

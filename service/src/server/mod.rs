@@ -14,6 +14,8 @@ use tokio::task::JoinHandle;
 use arrow_flight::flight_service_server::FlightServiceServer;
 
 use crate::audit::AuditLog;
+use crate::audit::chain::AuditSealer;
+use crate::audit::checkpoint::CheckpointSink;
 use crate::auth::authenticator::Authenticator;
 use crate::auth::jwt::TokenVerifier;
 use crate::catalog::object_stores::ObjectStores;
@@ -39,6 +41,8 @@ pub struct Running {
     pub addr: SocketAddr,
     pub tls: bool,
     reloader: Arc<Reloader>,
+    audit: AuditLog,
+    purger: Option<JoinHandle<()>>,
     shutdown: Option<oneshot::Sender<()>>,
     handle: JoinHandle<Result<()>>,
 }
@@ -49,14 +53,21 @@ impl Running {
         Arc::clone(&self.reloader)
     }
 
-    /// Stop accepting calls, let in-flight ones finish, and wait.
+    /// Stop accepting calls, let in-flight ones finish, commit the audit
+    /// and checkpoint its chain, and wait.
     pub async fn stop(mut self) -> Result<()> {
         if let Some(tx) = self.shutdown.take() {
             let _ = tx.send(());
         }
-        self.handle
+        let served = self
+            .handle
             .await
-            .map_err(|e| VeilError::internal("server task", e))?
+            .map_err(|e| VeilError::internal("server task", e))?;
+        if let Some(p) = self.purger.take() {
+            p.abort();
+        }
+        self.audit.shutdown().await;
+        served
     }
 
     /// Wait until the server stops on its own (or the task fails).
@@ -97,12 +108,23 @@ pub async fn start(cfg: Config, opts: ServeOptions) -> Result<Running> {
     let stores = Arc::new(ObjectStores::from_config(&cfg)?);
     sync_config(&store, &cfg, &roots, &stores).await?;
 
-    let node_id = cfg
-        .server
-        .node_id
-        .clone()
-        .unwrap_or_else(|| format!("node-{}", &uuid::Uuid::new_v4().to_string()[..8]));
-    let audit = AuditLog::new(Arc::clone(&store), node_id);
+    let node_id = match cfg.server.node_id.clone() {
+        Some(id) => id,
+        None => default_node_id(&data_dir)?,
+    };
+    let audit = AuditLog::start(
+        Arc::clone(&store),
+        AuditSealer::new(master.derive(KeyPurpose::AuditChain), node_id),
+        CheckpointSink::file(cfg.audit_checkpoint_path()),
+        std::time::Duration::from_secs(cfg.audit.checkpoint_interval_secs),
+    );
+    let purger = cfg.audit.retention_days.map(|days| {
+        spawn_purger(
+            audit.clone(),
+            std::time::Duration::from_secs(u64::from(days) * 86_400),
+            std::time::Duration::from_secs(cfg.audit.purge_interval_secs.max(1)),
+        )
+    });
     let state = Arc::new(StateCache::new(Arc::clone(&store)));
     let verifier = TokenVerifier::from_config(&cfg.auth, &cfg.base_dir)?;
     let engine = Arc::new(Engine::new(
@@ -137,7 +159,7 @@ pub async fn start(cfg: Config, opts: ServeOptions) -> Result<Running> {
     let flight = VeilFlight::new(
         engine,
         TicketSigner::from_master(&master),
-        audit,
+        audit.clone(),
         admin,
         locations,
     );
@@ -214,6 +236,8 @@ pub async fn start(cfg: Config, opts: ServeOptions) -> Result<Running> {
         addr: bound,
         tls,
         reloader,
+        audit,
+        purger,
         shutdown: Some(tx),
         handle,
     })
@@ -270,4 +294,42 @@ pub async fn open_store(cfg: &Config) -> Result<Arc<dyn Store>> {
             Ok(Arc::new(store))
         }
     }
+}
+
+/// The node id when the config names none: kept in `<data_dir>/node-id`
+/// (created once), so a node's audit chain continues across restarts.
+fn default_node_id(data_dir: &std::path::Path) -> Result<String> {
+    let path = data_dir.join("node-id");
+    match std::fs::read_to_string(&path) {
+        Ok(id) if !id.trim().is_empty() => return Ok(id.trim().to_string()),
+        Ok(_) => {}
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+        Err(e) => {
+            return Err(VeilError::FailedPrecondition(format!(
+                "cannot read the node id file {}: {e}",
+                path.display()
+            )));
+        }
+    }
+    let id = format!("node-{}", &uuid::Uuid::new_v4().simple().to_string()[..12]);
+    std::fs::write(&path, format!("{id}\n")).map_err(|e| {
+        VeilError::FailedPrecondition(format!(
+            "cannot write the node id file {}: {e}",
+            path.display()
+        ))
+    })?;
+    Ok(id)
+}
+
+/// Purges audit events past retention now and every `every`.
+fn spawn_purger(audit: AuditLog, retention: std::time::Duration, every: std::time::Duration) -> JoinHandle<()> {
+    tokio::spawn(async move {
+        let mut tick = tokio::time::interval(every);
+        loop {
+            tick.tick().await;
+            if let Err(e) = audit.purge_older_than(retention).await {
+                tracing::error!(error = %e, "audit retention purge failed; retrying at the next interval");
+            }
+        }
+    })
 }

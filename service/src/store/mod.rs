@@ -19,6 +19,7 @@ use async_trait::async_trait;
 use std::fmt::Debug;
 
 use crate::audit::AuditEvent;
+use crate::audit::chain::{AuditSealer, ChainHead, StoredAuditRow};
 use crate::auth::identity::{Identity, Permission};
 use crate::error::Result;
 use crate::policy::model::{Origin, PolicySpec};
@@ -110,8 +111,24 @@ pub trait Store: Send + Sync + Debug {
     /// Every access request, oldest first.
     async fn access_requests(&self) -> Result<Vec<AccessRequest>>;
 
-    /// Durably append audit events, assigning their sequence numbers.
-    async fn append_audit(&self, events: &[AuditEvent]) -> Result<()>;
+    /// Durably append audit events to the sealer's node chain, in one
+    /// transaction: read the node's head (locking it against other writers
+    /// of that node), seal the events after it (gap-free sequence numbers,
+    /// link MACs), insert them and move the head. Returns the new head.
+    async fn append_audit(&self, sealer: &AuditSealer, events: &[AuditEvent]) -> Result<ChainHead>;
+    /// Every node chain's head.
+    async fn audit_heads(&self) -> Result<Vec<ChainHead>>;
+    /// Up to `limit` events of a node's chain after `after_seq`, in order.
+    async fn audit_rows(&self, node_id: &str, after_seq: u64, limit: usize) -> Result<Vec<StoredAuditRow>>;
+    /// How many stored events predate the chain (no node sequence number).
+    async fn unchained_audit_events(&self) -> Result<u64>;
+    /// The last sequence number of a node's events older than `time_ms`
+    /// (0 if none).
+    async fn audit_seq_before(&self, node_id: &str, time_ms: i64) -> Result<u64>;
+    /// Delete a node's events through `through_seq` (a prefix of its
+    /// chain) and record in its head where the purge ended and that
+    /// event's MAC. Returns how many were deleted and the new head.
+    async fn purge_audit(&self, node_id: &str, through_seq: u64) -> Result<(u64, ChainHead)>;
     /// The newest `limit` events, oldest first.
     async fn tail_audit(&self, limit: usize) -> Result<Vec<AuditEvent>>;
 }

@@ -23,14 +23,16 @@ use super::model::{AccessDecision, AccessRequest, RequestStatus};
 use super::model::{DatasetRecord, Snapshot, UserRecord};
 use super::rows::{
     PolicyWrite, SnapshotBuilder, StoredPolicy, apply_decision, check_no_open_request,
-    compare_key_fingerprint, decode_request, encode, origin_str, plan_config_policies,
-    plan_runtime_delete, plan_runtime_put,
+    compare_key_fingerprint, decode_request, encode, head_from, moved_head, origin_str,
+    plan_config_policies, plan_runtime_delete, plan_runtime_put, purged_head,
 };
 use super::{PolicyPut, PutMode, Store};
 use crate::audit::AuditEvent;
+use crate::audit::chain::{AuditSealer, ChainHead, GENESIS, StoredAuditRow};
 use crate::auth::identity::{Identity, Permission};
 use crate::error::{Result, VeilError};
 use crate::policy::model::{Origin, PolicySpec};
+use crate::secrets::encode_hex;
 
 /// Ordered migrations; the database records the highest one applied.
 const MIGRATIONS: &[(i64, &str)] = &[
@@ -83,6 +85,14 @@ const MIGRATIONS: &[(i64, &str)] = &[
     "#,
     ),
     (2, super::sqlite::ACCESS_REQUESTS_TABLE),
+    (
+        3,
+        r#"
+    ALTER TABLE audit_events ADD COLUMN node_seq BIGINT, ADD COLUMN mac TEXT;
+    CREATE UNIQUE INDEX audit_events_chain ON audit_events (node_id, node_seq);
+    "#,
+    ),
+    (4, super::sqlite::AUDIT_HEADS_TABLE),
 ];
 
 /// Arbitrary constant: the advisory lock key migrations hold.
@@ -105,6 +115,7 @@ pub struct PostgresStore {
     pool: Pool,
     /// For messages only (never the password).
     target: String,
+    schema: String,
 }
 
 fn db_err(e: impl std::fmt::Display) -> VeilError {
@@ -138,6 +149,16 @@ async fn bump(tx: &Transaction<'_>) -> Result<()> {
 }
 
 impl PostgresStore {
+    /// Drop this store's schema and everything in it: for benchmarks and
+    /// tests that made a schema of their own. Best effort.
+    pub async fn drop_schema_for_tests(&self) {
+        if let Ok(client) = self.client().await {
+            let _ = client
+                .batch_execute(&format!("DROP SCHEMA IF EXISTS {} CASCADE", self.schema))
+                .await;
+        }
+    }
+
     /// Connect, create the schema if needed and migrate.
     pub async fn connect(opts: &PostgresOptions) -> Result<Self> {
         if !valid_schema_name(&opts.schema) {
@@ -184,7 +205,11 @@ impl PostgresStore {
             .max_size(opts.pool_size.max(1))
             .build()
             .map_err(|e| VeilError::internal("PostgreSQL pool", e))?;
-        let store = Self { pool, target };
+        let store = Self {
+            pool,
+            target,
+            schema: opts.schema.clone(),
+        };
         store.migrate(&opts.schema).await?;
         Ok(store)
     }
@@ -689,27 +714,133 @@ impl Store for PostgresStore {
         tx.commit().await.map_err(pg_err)
     }
 
-    async fn append_audit(&self, events: &[AuditEvent]) -> Result<()> {
+    async fn append_audit(&self, sealer: &AuditSealer, events: &[AuditEvent]) -> Result<ChainHead> {
         let mut client = self.client().await?;
         let tx = client.transaction().await.map_err(pg_err)?;
-        let stmt = tx
-            .prepare(
-                "INSERT INTO audit_events (event_id, time_ms, node_id, action, body) VALUES ($1, $2, $3, $4, $5)",
-            )
-            .await
-            .map_err(pg_err)?;
-        for e in events {
-            let body = encode("audit event", e)?;
-            tx.execute(
-                &stmt,
-                &[&e.event_id, &e.time_ms, &e.node_id, &e.action, &body],
-            )
-            .await
-            .map_err(pg_err)?;
-        }
+        // The head row's lock serialises writers of one node across nodes
+        // and processes; other nodes' chains don't wait.
+        let head = lock_head(&tx, sealer.node_id()).await?;
+        let rows = sealer.seal(&head, events)?;
+        // One statement for the whole group: arrays unnested server-side.
+        let ids: Vec<&str> = events.iter().map(|e| e.event_id.as_str()).collect();
+        let times: Vec<i64> = rows.iter().map(|r| r.time_ms).collect();
+        let actions: Vec<&str> = rows.iter().map(|r| r.action.as_str()).collect();
+        let bodies: Vec<&str> = rows.iter().map(|r| r.body.as_str()).collect();
+        let seqs: Vec<i64> = rows.iter().map(|r| r.seq as i64).collect();
+        let macs: Vec<&str> = rows.iter().map(|r| r.mac.as_deref().unwrap_or("")).collect();
+        tx.execute(
+            "INSERT INTO audit_events (event_id, time_ms, node_id, action, body, node_seq, mac)
+             SELECT e.id, e.t, $1, e.a, e.b, e.s, e.m
+             FROM UNNEST($2::text[], $3::bigint[], $4::text[], $5::text[], $6::bigint[], $7::text[])
+                  WITH ORDINALITY AS e(id, t, a, b, s, m, o)
+             ORDER BY e.o",
+            &[&sealer.node_id(), &ids, &times, &actions, &bodies, &seqs, &macs],
+        )
+        .await
+        .map_err(pg_err)?;
+        let head = moved_head(head, &rows);
+        tx.execute(
+            "UPDATE audit_heads SET seq = $2, mac = $3 WHERE node_id = $1",
+            &[&head.node_id, &(head.seq as i64), &encode_hex(&head.mac)],
+        )
+        .await
+        .map_err(pg_err)?;
         // Commit returns after the WAL is flushed (synchronous_commit on, the
         // server default), which is what "durable before data" needs.
-        tx.commit().await.map_err(pg_err)
+        tx.commit().await.map_err(pg_err)?;
+        Ok(head)
+    }
+
+    async fn audit_heads(&self) -> Result<Vec<ChainHead>> {
+        let client = self.client().await?;
+        let rows = client
+            .query(
+                "SELECT node_id, seq, mac, purged_through, purged_mac FROM audit_heads ORDER BY node_id",
+                &[],
+            )
+            .await
+            .map_err(pg_err)?;
+        rows.iter()
+            .map(|r| head_from(r.get(0), r.get(1), r.get(2), r.get(3), r.get(4)))
+            .collect()
+    }
+
+    async fn audit_rows(&self, node_id: &str, after_seq: u64, limit: usize) -> Result<Vec<StoredAuditRow>> {
+        let client = self.client().await?;
+        let rows = client
+            .query(
+                "SELECT node_seq, time_ms, action, body, mac FROM audit_events
+                 WHERE node_id = $1 AND node_seq > $2 ORDER BY node_seq LIMIT $3",
+                &[&node_id, &(after_seq as i64), &(limit as i64)],
+            )
+            .await
+            .map_err(pg_err)?;
+        Ok(rows
+            .iter()
+            .map(|r| StoredAuditRow {
+                node_id: node_id.to_string(),
+                seq: r.get::<_, i64>(0) as u64,
+                time_ms: r.get(1),
+                action: r.get(2),
+                body: r.get(3),
+                mac: r.get(4),
+            })
+            .collect())
+    }
+
+    async fn unchained_audit_events(&self) -> Result<u64> {
+        let client = self.client().await?;
+        let row = client
+            .query_one("SELECT COUNT(*) FROM audit_events WHERE node_seq IS NULL", &[])
+            .await
+            .map_err(pg_err)?;
+        Ok(row.get::<_, i64>(0) as u64)
+    }
+
+    async fn audit_seq_before(&self, node_id: &str, time_ms: i64) -> Result<u64> {
+        let client = self.client().await?;
+        let row = client
+            .query_one(
+                "SELECT COALESCE(MAX(node_seq), 0) FROM audit_events WHERE node_id = $1 AND time_ms < $2",
+                &[&node_id, &time_ms],
+            )
+            .await
+            .map_err(pg_err)?;
+        Ok(row.get::<_, i64>(0) as u64)
+    }
+
+    async fn purge_audit(&self, node_id: &str, through_seq: u64) -> Result<(u64, ChainHead)> {
+        let mut client = self.client().await?;
+        let tx = client.transaction().await.map_err(pg_err)?;
+        let head = lock_head(&tx, node_id).await?;
+        let through = through_seq.min(head.seq);
+        if through <= head.purged_through {
+            return Ok((0, head));
+        }
+        let mac: Option<String> = tx
+            .query_opt(
+                "SELECT mac FROM audit_events WHERE node_id = $1 AND node_seq = $2",
+                &[&node_id, &(through as i64)],
+            )
+            .await
+            .map_err(pg_err)?
+            .and_then(|r| r.get(0));
+        let head = purged_head(head, through, mac.as_deref())?;
+        let deleted = tx
+            .execute(
+                "DELETE FROM audit_events WHERE node_id = $1 AND node_seq <= $2",
+                &[&node_id, &(through as i64)],
+            )
+            .await
+            .map_err(pg_err)?;
+        tx.execute(
+            "UPDATE audit_heads SET purged_through = $2, purged_mac = $3 WHERE node_id = $1",
+            &[&node_id, &(through as i64), &encode_hex(&head.purged_mac)],
+        )
+        .await
+        .map_err(pg_err)?;
+        tx.commit().await.map_err(pg_err)?;
+        Ok((deleted, head))
     }
 
     async fn tail_audit(&self, limit: usize) -> Result<Vec<AuditEvent>> {
@@ -727,9 +858,31 @@ impl Store for PostgresStore {
             let body: &str = row.get(1);
             let mut e: AuditEvent = serde_json::from_str(body)
                 .map_err(|e| VeilError::internal("corrupt audit event", e))?;
-            e.seq = Some(seq as u64);
+            // Chained events carry their node sequence number.
+            e.seq.get_or_insert(seq as u64);
             out.push(e);
         }
         Ok(out)
     }
+}
+
+/// The node's head row, created empty on first use, locked until `tx`
+/// ends.
+async fn lock_head(tx: &Transaction<'_>, node_id: &str) -> Result<ChainHead> {
+    let genesis = encode_hex(&GENESIS);
+    tx.execute(
+        "INSERT INTO audit_heads (node_id, seq, mac, purged_through, purged_mac) VALUES ($1, 0, $2, 0, $2)
+         ON CONFLICT (node_id) DO NOTHING",
+        &[&node_id, &genesis],
+    )
+    .await
+    .map_err(pg_err)?;
+    let row = tx
+        .query_one(
+            "SELECT seq, mac, purged_through, purged_mac FROM audit_heads WHERE node_id = $1 FOR UPDATE",
+            &[&node_id],
+        )
+        .await
+        .map_err(pg_err)?;
+    head_from(node_id.to_string(), row.get(0), row.get(1), row.get(2), row.get(3))
 }

@@ -5,7 +5,9 @@
 use std::collections::HashMap;
 use std::str::FromStr;
 
+use crate::audit::chain::{ChainHead, StoredAuditRow};
 use crate::auth::identity::{Identity, Permission};
+use crate::secrets::decode_hex_32;
 use crate::error::{Result, VeilError};
 use crate::policy::model::{Origin, Policy, PolicySpec};
 use crate::store::PolicyPut;
@@ -344,6 +346,61 @@ pub(crate) fn compare_key_fingerprint(stored: &str, ours: &str) -> Result<()> {
                 .into(),
         ))
     }
+}
+
+/// A chain head from its stored columns (MACs in hex).
+pub(crate) fn head_from(
+    node_id: String,
+    seq: i64,
+    mac: &str,
+    purged_through: i64,
+    purged_mac: &str,
+) -> Result<ChainHead> {
+    let decode = |hex: &str| {
+        decode_hex_32(hex).ok_or_else(|| {
+            VeilError::FailedPrecondition(format!(
+                "the audit chain head of node {node_id} holds an invalid MAC; run `veil audit verify`"
+            ))
+        })
+    };
+    Ok(ChainHead {
+        seq: seq as u64,
+        mac: decode(mac)?,
+        purged_through: purged_through as u64,
+        purged_mac: decode(purged_mac)?,
+        node_id,
+    })
+}
+
+/// `head` moved to the last of the rows just sealed after it.
+pub(crate) fn moved_head(head: ChainHead, rows: &[StoredAuditRow]) -> ChainHead {
+    match rows.last() {
+        Some(last) => ChainHead {
+            seq: last.seq,
+            mac: last
+                .mac
+                .as_deref()
+                .and_then(decode_hex_32)
+                .expect("sealed rows carry a MAC"),
+            ..head
+        },
+        None => head,
+    }
+}
+
+/// `head` after purging through `through`, whose stored MAC is `mac`.
+pub(crate) fn purged_head(head: ChainHead, through: u64, mac: Option<&str>) -> Result<ChainHead> {
+    let mac = mac.and_then(decode_hex_32).ok_or_else(|| {
+        VeilError::FailedPrecondition(format!(
+            "audit event {through} of node {} is missing or has no valid MAC, so the purge would break verification; run `veil audit verify`",
+            head.node_id
+        ))
+    })?;
+    Ok(ChainHead {
+        purged_through: through,
+        purged_mac: mac,
+        ..head
+    })
 }
 
 #[cfg(test)]

@@ -5,7 +5,7 @@
 //! keeps the file consistent across crashes.
 
 use async_trait::async_trait;
-use rusqlite::{Connection, OptionalExtension, params};
+use rusqlite::{Connection, OptionalExtension, TransactionBehavior, params};
 use std::path::Path;
 use std::sync::{Arc, Mutex};
 
@@ -13,14 +13,16 @@ use super::model::{AccessDecision, AccessRequest, RequestStatus};
 use super::model::{DatasetRecord, Snapshot, UserRecord};
 use super::rows::{
     PolicyWrite, SnapshotBuilder, StoredPolicy, apply_decision, check_no_open_request,
-    compare_key_fingerprint, decode_request, encode, origin_str, plan_config_policies,
-    plan_runtime_delete, plan_runtime_put,
+    compare_key_fingerprint, decode_request, encode, head_from, moved_head, origin_str,
+    plan_config_policies, plan_runtime_delete, plan_runtime_put, purged_head,
 };
 use super::{PolicyPut, PutMode, Store};
 use crate::audit::AuditEvent;
+use crate::audit::chain::{AuditSealer, ChainHead, GENESIS, StoredAuditRow};
 use crate::auth::identity::{Identity, Permission};
 use crate::error::{Result, VeilError};
 use crate::policy::model::{Origin, PolicySpec};
+use crate::secrets::encode_hex;
 
 /// Ordered migrations; a database records the highest one applied.
 const MIGRATIONS: &[(i64, &str)] = &[
@@ -77,7 +79,28 @@ const MIGRATIONS: &[(i64, &str)] = &[
         "CREATE TABLE meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);",
     ),
     (3, ACCESS_REQUESTS_TABLE),
+    (
+        4,
+        r#"
+    ALTER TABLE audit_events ADD COLUMN node_seq INTEGER;
+    ALTER TABLE audit_events ADD COLUMN mac TEXT;
+    CREATE UNIQUE INDEX audit_events_chain ON audit_events (node_id, node_seq);
+    "#,
+    ),
+    (5, AUDIT_HEADS_TABLE),
 ];
+
+/// The audit chains' heads (`crate::audit::chain`), the same on both
+/// backends.
+pub(crate) const AUDIT_HEADS_TABLE: &str = r#"
+    CREATE TABLE audit_heads (
+        node_id TEXT PRIMARY KEY,
+        seq BIGINT NOT NULL,
+        mac TEXT NOT NULL,
+        purged_through BIGINT NOT NULL,
+        purged_mac TEXT NOT NULL
+    );
+"#;
 
 /// Migration 3, the same on both backends.
 pub(crate) const ACCESS_REQUESTS_TABLE: &str = r#"
@@ -654,19 +677,152 @@ impl Store for SqliteStore {
         .await
     }
 
-    async fn append_audit(&self, events: &[AuditEvent]) -> Result<()> {
+    async fn append_audit(&self, sealer: &AuditSealer, events: &[AuditEvent]) -> Result<ChainHead> {
         let events = events.to_vec();
+        let sealer = sealer.clone();
         self.with(move |c| {
-            let tx = c.transaction().map_err(db_err)?;
-            for e in &events {
-                let body = encode("audit event", e)?;
-                tx.execute(
-                    "INSERT INTO audit_events (event_id, time_ms, node_id, action, body) VALUES (?1, ?2, ?3, ?4, ?5)",
-                    params![e.event_id, e.time_ms, e.node_id, e.action, body],
+            // IMMEDIATE: take the write lock before reading the head, so
+            // another process appending to the same node waits for us.
+            let tx = c
+                .transaction_with_behavior(TransactionBehavior::Immediate)
+                .map_err(db_err)?;
+            let head = lock_head(&tx, sealer.node_id())?;
+            let rows = sealer.seal(&head, &events)?;
+            {
+                let mut insert = tx
+                    .prepare_cached(
+                        "INSERT INTO audit_events (event_id, time_ms, node_id, action, body, node_seq, mac) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
+                    )
+                    .map_err(db_err)?;
+                for (e, r) in events.iter().zip(&rows) {
+                    insert
+                        .execute(params![e.event_id, r.time_ms, r.node_id, r.action, r.body, r.seq as i64, r.mac])
+                        .map_err(db_err)?;
+                }
+            }
+            let head = moved_head(head, &rows);
+            tx.execute(
+                "UPDATE audit_heads SET seq = ?2, mac = ?3 WHERE node_id = ?1",
+                params![head.node_id, head.seq as i64, encode_hex(&head.mac)],
+            )
+            .map_err(db_err)?;
+            tx.commit().map_err(db_err)?;
+            Ok(head)
+        })
+        .await
+    }
+
+    async fn audit_heads(&self) -> Result<Vec<ChainHead>> {
+        self.with(|c| {
+            let mut stmt = c
+                .prepare("SELECT node_id, seq, mac, purged_through, purged_mac FROM audit_heads ORDER BY node_id")
+                .map_err(db_err)?;
+            let rows = stmt
+                .query_map([], |r| {
+                    Ok((
+                        r.get::<_, String>(0)?,
+                        r.get::<_, i64>(1)?,
+                        r.get::<_, String>(2)?,
+                        r.get::<_, i64>(3)?,
+                        r.get::<_, String>(4)?,
+                    ))
+                })
+                .map_err(db_err)?;
+            let mut out = Vec::new();
+            for row in rows {
+                let (node, seq, mac, through, purged) = row.map_err(db_err)?;
+                out.push(head_from(node, seq, &mac, through, &purged)?);
+            }
+            Ok(out)
+        })
+        .await
+    }
+
+    async fn audit_rows(&self, node_id: &str, after_seq: u64, limit: usize) -> Result<Vec<StoredAuditRow>> {
+        let node_id = node_id.to_string();
+        self.with(move |c| {
+            let mut stmt = c
+                .prepare_cached(
+                    "SELECT node_seq, time_ms, action, body, mac FROM audit_events
+                     WHERE node_id = ?1 AND node_seq > ?2 ORDER BY node_seq LIMIT ?3",
                 )
                 .map_err(db_err)?;
+            let rows = stmt
+                .query_map(params![node_id, after_seq as i64, limit as i64], |r| {
+                    Ok(StoredAuditRow {
+                        node_id: node_id.clone(),
+                        seq: r.get::<_, i64>(0)? as u64,
+                        time_ms: r.get(1)?,
+                        action: r.get(2)?,
+                        body: r.get(3)?,
+                        mac: r.get(4)?,
+                    })
+                })
+                .map_err(db_err)?;
+            rows.collect::<rusqlite::Result<Vec<_>>>().map_err(db_err)
+        })
+        .await
+    }
+
+    async fn unchained_audit_events(&self) -> Result<u64> {
+        self.with(|c| {
+            c.query_row("SELECT COUNT(*) FROM audit_events WHERE node_seq IS NULL", [], |r| {
+                r.get::<_, i64>(0)
+            })
+            .map(|n| n as u64)
+            .map_err(db_err)
+        })
+        .await
+    }
+
+    async fn audit_seq_before(&self, node_id: &str, time_ms: i64) -> Result<u64> {
+        let node_id = node_id.to_string();
+        self.with(move |c| {
+            c.query_row(
+                "SELECT COALESCE(MAX(node_seq), 0) FROM audit_events WHERE node_id = ?1 AND time_ms < ?2",
+                params![node_id, time_ms],
+                |r| r.get::<_, i64>(0),
+            )
+            .map(|n| n as u64)
+            .map_err(db_err)
+        })
+        .await
+    }
+
+    async fn purge_audit(&self, node_id: &str, through_seq: u64) -> Result<(u64, ChainHead)> {
+        let node_id = node_id.to_string();
+        self.with(move |c| {
+            let tx = c
+                .transaction_with_behavior(TransactionBehavior::Immediate)
+                .map_err(db_err)?;
+            let head = lock_head(&tx, &node_id)?;
+            let through = through_seq.min(head.seq);
+            if through <= head.purged_through {
+                return Ok((0, head));
             }
-            tx.commit().map_err(db_err)
+            let mac: Option<String> = tx
+                .query_row(
+                    "SELECT mac FROM audit_events WHERE node_id = ?1 AND node_seq = ?2",
+                    params![node_id, through as i64],
+                    |r| r.get(0),
+                )
+                .optional()
+                .map_err(db_err)?
+                .flatten();
+            let head = purged_head(head, through, mac.as_deref())?;
+            let deleted = tx
+                .execute(
+                    "DELETE FROM audit_events WHERE node_id = ?1 AND node_seq <= ?2",
+                    params![node_id, through as i64],
+                )
+                .map_err(db_err)?;
+            tx.execute(
+                "UPDATE audit_heads SET purged_through = ?2, purged_mac = ?3 WHERE node_id = ?1",
+                params![node_id, through as i64, encode_hex(&head.purged_mac)],
+            )
+            .map_err(db_err)?;
+            tx.commit().map_err(db_err)?;
+            Ok((deleted as u64, head))
         })
         .await
     }
@@ -686,7 +842,8 @@ impl Store for SqliteStore {
                 let (seq, body) = row.map_err(db_err)?;
                 let mut e: AuditEvent = serde_json::from_str(&body)
                     .map_err(|e| VeilError::internal("corrupt audit event", e))?;
-                e.seq = Some(seq as u64);
+                // Chained events carry their node sequence number.
+                e.seq.get_or_insert(seq as u64);
                 out.push(e);
             }
             out.reverse();
@@ -694,4 +851,31 @@ impl Store for SqliteStore {
         })
         .await
     }
+}
+
+/// The node's head row, created empty on first use (inside `tx`, which
+/// holds the write lock).
+fn lock_head(tx: &rusqlite::Transaction<'_>, node_id: &str) -> Result<ChainHead> {
+    let genesis = encode_hex(&GENESIS);
+    tx.execute(
+        "INSERT INTO audit_heads (node_id, seq, mac, purged_through, purged_mac) VALUES (?1, 0, ?2, 0, ?2)
+         ON CONFLICT (node_id) DO NOTHING",
+        params![node_id, genesis],
+    )
+    .map_err(db_err)?;
+    let (seq, mac, through, purged) = tx
+        .query_row(
+            "SELECT seq, mac, purged_through, purged_mac FROM audit_heads WHERE node_id = ?1",
+            [node_id],
+            |r| {
+                Ok((
+                    r.get::<_, i64>(0)?,
+                    r.get::<_, String>(1)?,
+                    r.get::<_, i64>(2)?,
+                    r.get::<_, String>(3)?,
+                ))
+            },
+        )
+        .map_err(db_err)?;
+    head_from(node_id.to_string(), seq, &mac, through, &purged)
 }
