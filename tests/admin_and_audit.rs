@@ -61,6 +61,16 @@ async fn each_action_checks_its_permission_and_is_audited() {
     let table: Vec<Row> = vec![
         (actions::WHOAMI, vec![], None, None),
         (
+            actions::SEARCH,
+            veil_proto::SearchRequest {
+                query: "ssn".into(),
+                limit: 0,
+            }
+            .encode_to_vec(),
+            None,
+            None,
+        ),
+        (
             actions::DESCRIBE,
             DescribeRequest {
                 dataset: "clinical.trials".into(),

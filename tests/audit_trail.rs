@@ -227,3 +227,118 @@ async fn the_postgres_audit_chain_catches_every_tampering() {
     tamperings_are_caught(&Db::Pg(client), &config, &key).await;
     schema.drop_now().await;
 }
+
+/// Every value of an Int64 column across batches.
+fn ints(batches: &[arrow::record_batch::RecordBatch], column: &str) -> Vec<Option<i64>> {
+    use arrow::array::{Array, Int64Array};
+    batches
+        .iter()
+        .flat_map(|b| {
+            let a = b
+                .column_by_name(column)
+                .unwrap()
+                .as_any()
+                .downcast_ref::<Int64Array>()
+                .unwrap()
+                .clone();
+            (0..a.len())
+                .map(move |i| a.is_valid(i).then(|| a.value(i)))
+                .collect::<Vec<_>>()
+        })
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_audit_is_a_dataset_only_auditors_read() {
+    let server = TestServer::demo().await;
+    let alice = server.connect("alice").await;
+    let dave = server.connect("dave").await;
+    let served = veil_tests::row_count(
+        &alice
+            .scan("clinical.trials", Scan::default().with_columns(&["state", "age"]))
+            .await
+            .unwrap(),
+    );
+    mixed_session(&server).await;
+
+    // Who read which columns of which dataset, under which policies, with
+    // how many rows: a filter on the user, as in a notebook.
+    let reads = dave
+        .scan(
+            "veil.audit",
+            Scan::default().with_filter(
+                "user = 'alice' AND action = 'read.end' AND dataset = 'clinical.trials' AND status = 'ok'",
+            ),
+        )
+        .await
+        .unwrap();
+    // Two scans, each read through its endpoints (one read.end per DoGet).
+    let n = veil_tests::row_count(&reads);
+    assert!(n >= 2 && n % 2 == 0, "{n}");
+    assert_eq!(
+        veil_tests::strings(&reads, "columns"),
+        vec![Some("state,age".to_string()); n]
+    );
+    let total: i64 = ints(&reads, "rows").iter().map(|r| r.unwrap()).sum();
+    assert_eq!(total, 2 * served as i64, "rows served are audited");
+    let policies = veil_tests::strings(&reads, "policies");
+    assert!(
+        policies.iter().all(|p| p.as_deref().is_some_and(|p| p.contains('@'))),
+        "{policies:?}"
+    );
+    // alice's rows are filtered to her state.
+    let filtered: Vec<bool> = reads
+        .iter()
+        .flat_map(|b| {
+            let a = b
+                .column_by_name("rows_filtered")
+                .unwrap()
+                .as_any()
+                .downcast_ref::<arrow::array::BooleanArray>()
+                .unwrap()
+                .clone();
+            a.iter().map(|v| v == Some(true)).collect::<Vec<_>>()
+        })
+        .collect();
+    assert!(filtered.len() == n && filtered.iter().all(|f| *f));
+    // Denials too; and SQL over it.
+    let denied = dave
+        .scan(
+            "veil.audit",
+            Scan::default().with_filter("user = 'bob' AND status = 'permission_denied'"),
+        )
+        .await
+        .unwrap();
+    assert!(veil_tests::row_count(&denied) >= 1);
+    let by_user = dave
+        .sql("SELECT user, count(*) AS n FROM veil.audit GROUP BY user ORDER BY user")
+        .await
+        .unwrap();
+    let users = veil_tests::strings(&by_user, "user");
+    assert!(users.contains(&Some("alice".into())) && users.contains(&Some("bob".into())), "{users:?}");
+
+    // Only AUDIT holders are subscribed: to anyone else it doesn't exist.
+    assert!(dave.list_datasets().await.unwrap().contains(&"veil.audit".to_string()));
+    assert!(!alice.list_datasets().await.unwrap().contains(&"veil.audit".to_string()));
+    let hidden = alice.scan("veil.audit", Scan::default()).await.unwrap_err();
+    let missing = alice.scan("veil.nothing", Scan::default()).await.unwrap_err();
+    assert_eq!(hidden.code(), Some(tonic::Code::NotFound), "{hidden}");
+    assert_eq!(
+        hidden.to_string().replace("veil.audit", "X"),
+        missing.to_string().replace("veil.nothing", "X")
+    );
+    assert!(alice.sql("SELECT count(*) FROM veil.audit").await.is_err());
+
+    // Search shows it to auditors only, and never records the words.
+    assert!(alice.search("audit trail", 0).await.unwrap().is_empty());
+    let hits = dave.search("audit trail", 0).await.unwrap();
+    assert_eq!(hits.iter().map(|h| h.name.as_str()).collect::<Vec<_>>(), ["veil.audit"]);
+    let searches = dave
+        .scan("veil.audit", Scan::default().with_filter("action = 'admin.search' AND status = 'ok'"))
+        .await
+        .unwrap();
+    assert_eq!(veil_tests::row_count(&searches), 2);
+    let text = format!("{:?}", veil_tests::strings(&searches, "message"));
+    assert!(!text.contains("trail"), "{text}");
+    server.stop().await;
+}

@@ -275,3 +275,40 @@ def test_unmask_requests_from_python(server):
     finally:
         with connect(server, "dave") as dave:
             dave.delete_policy("sites-reversible")
+
+
+def test_the_audit_is_a_dataset_for_auditors(server):
+    with connect(server, "bob") as conn:
+        conn.scan_as_pandas("clinical.trials", columns=["state"], limit=10)
+        with pytest.raises(veil.NotFound):
+            conn.scan_as_pandas("veil.audit")
+    with connect(server, "dave") as conn:
+        assert "veil.audit" in conn.list_datasets()
+        audit = conn.scan_as_pandas("veil.audit", filter="user = 'bob'")
+        reads = audit[(audit["action"] == "read.end") & (audit["dataset"] == "clinical.trials")]
+        assert len(reads) >= 1
+        assert (reads["columns"] == "state").any()
+        assert (reads.loc[reads["columns"] == "state", "rows"] == 10).all()
+        assert set(audit["user"]) == {"bob"}
+        assert audit["seq"].is_unique or audit["node_id"].nunique() > 1
+        counts = conn.sql("SELECT action, count(*) AS n FROM veil.audit GROUP BY action")
+        assert "read.start" in set(counts["action"])
+
+
+def test_search_finds_only_what_you_may_see(server):
+    with connect(server, "alice") as conn:
+        hits = conn.search("ssn")
+        assert [h["name"] for h in hits] == ["clinical.trials"]
+        assert "column ssn" in hits[0]["matches"]
+        assert hits[0]["access"] == "read"
+        assert conn.search("audit") == [], "veil.audit is invisible without AUDIT"
+        assert conn.search("no-such-word-anywhere") == []
+        preview = conn.preview("clinical.trials", rows=5)
+        assert len(preview) == 5
+        assert set(preview["state"]) == {"CA"}, "policies apply to previews"
+        assert preview["ssn"].str.len().eq(32).all()
+    with connect(server, "carol") as conn:
+        assert conn.search("ssn") == [], "carol can't see the trials"
+        assert [h["name"] for h in conn.search("state")] == ["clinical.sites"]
+    with connect(server, "dave") as conn:
+        assert "veil.audit" in [h["name"] for h in conn.search("audit")]

@@ -169,6 +169,25 @@ def decode_description(buf: bytes) -> dict:
     }
 
 
+def encode_search(query: str, limit=None) -> bytes:
+    out = _str_field(1, query) if query else b""
+    if limit:
+        out += _varint_field(2, int(limit))
+    return out
+
+
+def decode_search_hit(buf: bytes) -> dict:
+    f = parse(buf)
+    return {
+        "name": _s(f, 1),
+        "description": _s(f, 2),
+        "access": _s(f, 3) or "read",
+        "matches": _ss(f, 4),
+        "owners": _ss(f, 5),
+        "tags": _ss(f, 6),
+    }
+
+
 def decode_whoami(buf: bytes) -> dict:
     f = parse(buf)
     attrs = {}

@@ -141,6 +141,20 @@ class Connection:
         body = _proto.encode_string_message(name)
         return _proto.decode_description(self._action("veil.describe", body)[0])
 
+    def search(self, query, limit=None):
+        """Datasets you can see whose name, description, tags or columns
+        contain every word of `query`, best first: a list of dicts with
+        name, description, access (read, or request), matches (where the
+        words matched), owners and tags."""
+        if limit is not None and limit < 1:
+            raise ValueError("limit must be at least 1")
+        body = _proto.encode_search(query, limit)
+        return [_proto.decode_search_hit(b) for b in self._action("veil.search", body)]
+
+    def preview(self, name, rows=10):
+        """A few rows of a dataset as you may read them (policies applied)."""
+        return self.scan_as_pandas(name, limit=rows)
+
     def schema(self, name, columns=None, filter=None):
         """The policy-applied Arrow schema of a scan."""
         desc = flight.FlightDescriptor.for_command(_proto.encode_scan(name, columns, filter))

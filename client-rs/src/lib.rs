@@ -24,7 +24,8 @@ use veil_proto::{
     DeletePolicyRequest, DeleteUserRequest, DescribeRequest, DropDatasetRequest, ExplainRequest,
     ListAccessRequestsRequest, ListPoliciesRequest, ListUsersRequest, Named, PermissionRequest,
     PolicyWriteRequest, PutUserRequest, RegisterDatasetRequest, ReloadRequest,
-    RequestAccessRequest, RevokeAccessRequest, ScanCommand, SetColumnTagsRequest,
+    RequestAccessRequest, RevokeAccessRequest, ScanCommand, SearchHit, SearchRequest,
+    SetColumnTagsRequest,
     SetDescriptionRequest, SetUserDisabledRequest, SqlCommand, UserEntry, UserRef, WhoAmI, actions,
 };
 
@@ -307,6 +308,28 @@ impl Connection {
             .first()
             .ok_or_else(|| ClientError::Flight("describe returned nothing".into()))?;
         DatasetDescription::decode(first.as_ref()).map_err(|e| ClientError::Flight(e.to_string()))
+    }
+
+    /// Datasets you can see whose name, description, tags or columns
+    /// contain every word of `query`, best first (`limit` 0: 50).
+    pub async fn search(&self, query: &str, limit: u32) -> Result<Vec<SearchHit>, ClientError> {
+        self.action(
+            actions::SEARCH,
+            SearchRequest {
+                query: query.into(),
+                limit,
+            }
+            .encode_to_vec(),
+        )
+        .await?
+        .iter()
+        .map(|b| SearchHit::decode(b.as_ref()).map_err(|e| ClientError::Flight(e.to_string())))
+        .collect()
+    }
+
+    /// A few rows of a dataset as you may read them (policies applied).
+    pub async fn preview(&self, dataset: &str, rows: u64) -> Result<Vec<RecordBatch>, ClientError> {
+        self.scan(dataset, Scan::default().with_limit(rows)).await
     }
 
     /// Run an action whose answer is one acknowledgement; returns its text.

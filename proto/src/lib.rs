@@ -187,6 +187,38 @@ pub struct DatasetDescription {
     pub access: String,
 }
 
+/// Search the catalog: datasets whose name, description, tags, column
+/// names, column descriptions or column tags contain every word of `query`
+/// (case-insensitive), among those the caller may see.
+#[derive(Clone, PartialEq, Message)]
+pub struct SearchRequest {
+    #[prost(string, tag = "1")]
+    pub query: String,
+    /// Most hits returned (0: 50).
+    #[prost(uint32, tag = "2")]
+    pub limit: u32,
+}
+
+/// One dataset a search found (one per action result, best first).
+#[derive(Clone, PartialEq, Message)]
+pub struct SearchHit {
+    #[prost(string, tag = "1")]
+    pub name: String,
+    #[prost(string, tag = "2")]
+    pub description: String,
+    /// `read`, or `request` (open on request, not yet approved).
+    #[prost(string, tag = "3")]
+    pub access: String,
+    /// Where the words matched: `name`, `description`, `tag PII`,
+    /// `column ssn`, `column ssn: tag PII`, `column ssn: description`.
+    #[prost(string, repeated, tag = "4")]
+    pub matches: Vec<String>,
+    #[prost(string, repeated, tag = "5")]
+    pub owners: Vec<String>,
+    #[prost(string, repeated, tag = "6")]
+    pub tags: Vec<String>,
+}
+
 #[derive(Clone, PartialEq, Message)]
 pub struct WhoAmI {
     #[prost(string, tag = "1")]
@@ -456,6 +488,8 @@ named!(
     DecideAccessRequest,
     ListAccessRequestsRequest,
     RevokeAccessRequest,
+    SearchRequest,
+    SearchHit,
 );
 
 named!(
@@ -486,6 +520,7 @@ named!(
 pub mod actions {
     pub const WHOAMI: &str = "veil.whoami";
     pub const DESCRIBE: &str = "veil.describe";
+    pub const SEARCH: &str = "veil.search";
     pub const REGISTER_DATASET: &str = "veil.register_dataset";
     pub const DROP_DATASET: &str = "veil.drop_dataset";
     pub const SET_COLUMN_TAGS: &str = "veil.set_column_tags";

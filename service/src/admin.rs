@@ -91,6 +91,19 @@ enum AdminCommand {
     Drop { name: String },
     /// A dataset's dictionary as you see it.
     Describe { name: String },
+    /// Search the datasets you can see (name, description, tags, columns).
+    Search {
+        /// Words that must all match.
+        query: Vec<String>,
+        #[arg(long, default_value_t = 50)]
+        limit: u32,
+    },
+    /// A few rows of a dataset as you may read them (policies applied).
+    Preview {
+        name: String,
+        #[arg(long, default_value_t = 10)]
+        rows: u64,
+    },
     /// Set a dataset's description, or a column's with --column.
     SetDescription {
         dataset: String,
@@ -472,6 +485,25 @@ async fn execute(conn: &Connection, command: AdminCommand) -> Result<Vec<String>
             })
             .await?),
         AdminCommand::Drop { name } => one(conn.drop_dataset(&name).await?),
+        AdminCommand::Search { query, limit } => {
+            let hits = conn.search(&query.join(" "), limit).await?;
+            if hits.is_empty() {
+                return Ok(vec!["no dataset you can see matches".into()]);
+            }
+            let mut out = Vec::new();
+            for h in hits {
+                let access = if h.access == "request" { " (on request)" } else { "" };
+                out.push(format!("{}{access}: {}", h.name, h.description));
+                out.push(format!("  matched: {}", h.matches.join(", ")));
+            }
+            out
+        }
+        AdminCommand::Preview { name, rows } => {
+            let batches = conn.preview(&name, rows).await?;
+            one(arrow::util::pretty::pretty_format_batches(&batches)
+                .map_err(|e| ClientError::Flight(format!("cannot format the rows: {e}")))?
+                .to_string())
+        }
         AdminCommand::Describe { name } => {
             let d = conn.describe(&name).await?;
             let mut out = vec![

@@ -5,6 +5,7 @@
 
 pub mod chain;
 pub mod checkpoint;
+pub mod dataset;
 pub mod verify;
 mod writer;
 

@@ -4,6 +4,7 @@ pub mod dictionary;
 pub mod files;
 pub mod object_stores;
 pub mod roots;
+pub mod search;
 pub mod source_table;
 pub mod state;
 

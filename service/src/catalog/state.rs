@@ -52,7 +52,9 @@ impl StateCache {
         {
             return Ok(s);
         }
-        let snap = Arc::new(self.store.snapshot().await?);
+        let mut snap = self.store.snapshot().await?;
+        crate::audit::dataset::add_builtins(&mut snap);
+        let snap = Arc::new(snap);
         *self
             .current
             .write()

@@ -13,7 +13,9 @@ use veil_proto::ScanPart;
 
 use crate::auth::identity::Principal;
 use crate::catalog::object_stores::ObjectStores;
+use crate::audit::dataset::{AuditTable, is_audit};
 use crate::catalog::source_table::SourceTable;
+use crate::store::Store;
 use crate::error::{Result, VeilError};
 use crate::policy::effective::{Access, EffectivePolicy, access, data_policy};
 use crate::policy::secure_view;
@@ -63,6 +65,8 @@ pub struct ViewCompiler {
     now: chrono::DateTime<chrono::Utc>,
     /// Most distinct combinations a k-anonymized read may count.
     kanon_max_groups: usize,
+    /// Where `veil.audit` reads its rows.
+    audit_store: Option<Arc<dyn Store>>,
 }
 
 impl ViewCompiler {
@@ -114,7 +118,14 @@ impl ViewCompiler {
             cache,
             now,
             kanon_max_groups: crate::policy::kanon::DEFAULT_MAX_GROUPS,
+            audit_store: None,
         }
+    }
+
+    /// Serve `veil.audit` from `store`.
+    pub fn with_audit_store(mut self, store: Arc<dyn Store>) -> Self {
+        self.audit_store = Some(store);
+        self
     }
 
     pub fn with_kanon_max_groups(mut self, n: usize) -> Self {
@@ -201,12 +212,26 @@ impl ViewCompiler {
     async fn compile(&self, d: &DatasetRecord) -> Result<Arc<dyn TableProvider>> {
         let policy = self.effective(d)?;
         let part = self.parts.get(&d.name.to_ascii_lowercase()).cloned();
-        // k-anonymization counts over the whole dataset, even for a part.
-        let whole = match (&part, policy.kanon.is_empty()) {
-            (Some(_), false) => Some(Arc::new(SourceTable::open(d, None, &self.stores).await?)),
-            _ => None,
-        };
-        let served = Arc::new(SourceTable::open(d, part, &self.stores).await?);
+        let (served, whole): (Arc<dyn TableProvider>, Option<Arc<dyn TableProvider>>) =
+            if is_audit(d) {
+                // Veil's own audit: one endpoint, rows from the store.
+                let store = self.audit_store.as_ref().ok_or_else(|| {
+                    VeilError::FailedPrecondition(format!(
+                        "{} can't be read here: this engine has no audit store",
+                        d.name
+                    ))
+                })?;
+                (Arc::new(AuditTable::new(Arc::clone(store))), None)
+            } else {
+                // k-anonymization counts over the whole dataset, even for a part.
+                let whole = match (&part, policy.kanon.is_empty()) {
+                    (Some(_), false) => {
+                        Some(Arc::new(SourceTable::open(d, None, &self.stores).await?) as _)
+                    }
+                    _ => None,
+                };
+                (Arc::new(SourceTable::open(d, part, &self.stores).await?), whole)
+            };
         let plan = secure_view::compile(
             d,
             &policy,

@@ -198,7 +198,8 @@ impl Engine {
                 self.policies.clone(),
                 at.unwrap_or_else(chrono::Utc::now),
             )
-            .with_kanon_max_groups(self.cfg.kanon_max_groups),
+            .with_kanon_max_groups(self.cfg.kanon_max_groups)
+            .with_audit_store(Arc::clone(self.state.store())),
         );
         Ok((snapshot, compiler))
     }
@@ -246,6 +247,26 @@ impl Engine {
 
     /// One visible dataset (readable, or open on request: then `false`),
     /// with the policies that apply (or would, once approved).
+    /// Every dataset the principal may see, with whether they may read it
+    /// (or only ask to).
+    pub async fn visible_datasets(
+        &self,
+        principal: &Arc<Principal>,
+    ) -> Result<Vec<(DatasetRecord, bool)>> {
+        let (_snap, compiler) = self.compiler(principal, HashMap::new(), None).await?;
+        Ok(compiler
+            .readable_datasets()
+            .into_iter()
+            .map(|d| (d.clone(), true))
+            .chain(
+                compiler
+                    .requestable_datasets()
+                    .into_iter()
+                    .map(|d| (d.clone(), false)),
+            )
+            .collect())
+    }
+
     pub async fn lookup_visible(
         &self,
         principal: &Arc<Principal>,
@@ -412,6 +433,13 @@ impl Engine {
         let d = compiler
             .readable(&scan.dataset)
             .ok_or_else(|| VeilError::dataset_not_found(&scan.dataset))?;
+        if crate::audit::dataset::is_audit(d) {
+            // Rows come from the store, in one stream: one endpoint.
+            return Ok(ScanLayout {
+                parts: vec![None],
+                total_records: -1,
+            });
+        }
         let listing = list_files(&self.stores, &d.source).await?;
         let units = split_units(d.source.format, &listing).await?;
         let split = if planned.rows_filtered() {

@@ -234,6 +234,10 @@ pub fn describe_condition(c: &Condition) -> String {
     for (k, vs) in &c.attributes {
         parts.push(format!("holders of {k} = {}", vs.join(" or ")));
     }
+    if !c.permissions.is_empty() {
+        let perms: Vec<&str> = c.permissions.iter().map(|p| p.as_str()).collect();
+        parts.push(format!("holders of the {} permission", perms.join(" or ")));
+    }
     if !c.users.is_empty() {
         let users: Vec<String> = c
             .users

@@ -591,6 +591,12 @@ pub async fn profile_dataset(
 ) -> crate::error::Result<Profile> {
     use crate::error::VeilError;
     use datafusion::prelude::SessionContext;
+    if crate::audit::dataset::is_audit(d) {
+        return Err(VeilError::FailedPrecondition(format!(
+            "{} is Veil's audit trail, not a file dataset: k-anonymization applies to datasets of files",
+            d.name
+        )));
+    }
     let source = crate::catalog::source_table::SourceTable::open(d, None, stores).await?;
     let ctx = SessionContext::new();
     let fail = |e: DataFusionError| match e {

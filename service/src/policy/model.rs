@@ -5,7 +5,7 @@
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
 
-use crate::auth::identity::{Identity, Principal};
+use crate::auth::identity::{Identity, Permission, Principal};
 use crate::error::{Result, VeilError};
 
 /// Where a record was declared. Config-declared records are read-only at run
@@ -45,11 +45,17 @@ pub struct Condition {
     pub attributes: BTreeMap<String, Vec<String>>,
     #[serde(default)]
     pub users: Vec<UserRefSpec>,
+    /// Holders of any of these permissions (`["AUDIT"]`).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub permissions: Vec<Permission>,
 }
 
 impl Condition {
     pub fn is_empty(&self) -> bool {
-        self.groups.is_empty() && self.attributes.is_empty() && self.users.is_empty()
+        self.groups.is_empty()
+            && self.attributes.is_empty()
+            && self.users.is_empty()
+            && self.permissions.is_empty()
     }
 
     /// Does the principal satisfy the condition (any listed group, attribute
@@ -64,6 +70,7 @@ impl Condition {
                 .users
                 .iter()
                 .any(|u| u.resolve(default_issuer) == p.identity)
+            || self.permissions.iter().any(|x| p.permissions.contains(x))
     }
 }
 
@@ -96,6 +103,10 @@ pub struct SubscriptionSpec {
     /// Hand-picked users; the dataset stays invisible to everyone else.
     #[serde(default)]
     pub users: Vec<UserRefSpec>,
+    /// Holders of any of these permissions (as `veil.audit` is read by
+    /// `AUDIT` holders).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub permissions: Vec<Permission>,
 }
 
 impl SubscriptionSpec {
@@ -107,7 +118,7 @@ impl SubscriptionSpec {
         } else if !self.users.is_empty() {
             "individual users"
         } else {
-            "users with groups/attributes"
+            "users with groups/attributes/permissions"
         }
     }
 
@@ -118,6 +129,7 @@ impl SubscriptionSpec {
                 groups: self.groups.clone(),
                 attributes: self.attributes.clone(),
                 users: self.users.clone(),
+                permissions: self.permissions.clone(),
             }
             .matches(p, default_issuer)
     }
@@ -670,11 +682,11 @@ impl PolicySpec {
             let kinds = [
                 s.anyone,
                 s.on_request,
-                !(s.groups.is_empty() && s.attributes.is_empty()),
+                !(s.groups.is_empty() && s.attributes.is_empty() && s.permissions.is_empty()),
                 !s.users.is_empty(),
             ];
             if kinds.iter().filter(|k| **k).count() != 1 {
-                return Err(bad("a subscription is exactly one of `anyone = true`, `on_request = true`, `groups`/`attributes`, or `users`".into()));
+                return Err(bad("a subscription is exactly one of `anyone = true`, `on_request = true`, `groups`/`attributes`/`permissions`, or `users`".into()));
             }
             if !s.approvers.is_empty() && !s.on_request {
                 return Err(bad(

@@ -25,7 +25,6 @@ use super::effective::{ColumnMask, EffectivePolicy, RowRuleKind, dictionary_sche
 use super::kanon::{KAnonymize, KGroup};
 use super::masks::{MaskKeys, mask_expr};
 use super::sampling::SampleUdf;
-use crate::catalog::source_table::SourceTable;
 use crate::error::{Result, VeilError};
 use crate::secrets::{KeyPurpose, MasterKey, SecretKey};
 use crate::store::model::DatasetRecord;
@@ -214,10 +213,10 @@ const COUNTED_ALIAS: &str = "__veil_counted";
 #[derive(Debug)]
 pub struct ViewSources {
     /// The rows served (possibly one endpoint's part).
-    pub served: Arc<SourceTable>,
+    pub served: Arc<dyn TableProvider>,
     /// The whole dataset, when `served` is a part: k-anonymization counts
     /// over every row. `None`: `served` is the whole dataset.
-    pub whole: Option<Arc<SourceTable>>,
+    pub whole: Option<Arc<dyn TableProvider>>,
 }
 
 /// Build the policy subtree over `sources`, fenced by a barrier. `now` is
@@ -239,9 +238,8 @@ pub fn compile(
     let sample_key = master.derive(KeyPurpose::Sample {
         dataset_id: &dataset.id,
     });
-    let scan = |alias: &'static str, table: &Arc<SourceTable>| -> Result<LogicalPlanBuilder> {
-        let mut b =
-            LogicalPlanBuilder::scan(alias, provider_as_source(Arc::clone(table) as _), None)
+    let scan = |alias: &'static str, table: &Arc<dyn TableProvider>| -> Result<LogicalPlanBuilder> {
+        let mut b = LogicalPlanBuilder::scan(alias, provider_as_source(Arc::clone(table)), None)
                 .map_err(df)?;
         if let Some(p) = row_predicate(&schema, policy, &qualified(alias), now, &sample_key)? {
             b = b.filter(p).map_err(df)?;

@@ -202,11 +202,14 @@ pub async fn sync_config(
             writes.push(DatasetWrite::Drop(d.name.clone()));
         }
     }
-    // What the store will hold, for checking what policies refer to.
+    // What the store will hold, and Veil's own datasets, for checking what
+    // policies refer to.
+    let builtin = crate::audit::dataset::audit_dataset();
     let mut after: BTreeMap<&str, &DatasetRecord> = snapshot
         .datasets
         .iter()
         .map(|(n, d)| (n.as_str(), d))
+        .chain([(builtin.name.as_str(), &builtin)])
         .collect();
     for w in &writes {
         match w {

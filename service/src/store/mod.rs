@@ -116,6 +116,9 @@ pub trait Store: Send + Sync + Debug {
     /// of that node), seal the events after it (gap-free sequence numbers,
     /// link MACs), insert them and move the head. Returns the new head.
     async fn append_audit(&self, sealer: &AuditSealer, events: &[AuditEvent]) -> Result<ChainHead>;
+    /// Up to `limit` events recorded after position `after` (0: from the
+    /// start), in the order recorded, each with its position.
+    async fn audit_page(&self, after: u64, limit: usize) -> Result<Vec<(u64, AuditEvent)>>;
     /// Every node chain's head.
     async fn audit_heads(&self) -> Result<Vec<ChainHead>>;
     /// Up to `limit` events of a node's chain after `after_seq`, in order.

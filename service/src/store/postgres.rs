@@ -23,7 +23,7 @@ use super::model::{AccessDecision, AccessRequest, RequestStatus};
 use super::model::{DatasetRecord, Snapshot, UserRecord};
 use super::rows::{
     PolicyWrite, SnapshotBuilder, StoredPolicy, apply_decision, check_no_open_request,
-    compare_key_fingerprint, decode_request, encode, head_from, moved_head, origin_str,
+    compare_key_fingerprint, decode_event, decode_request, encode, head_from, moved_head, origin_str,
     plan_config_policies, plan_runtime_delete, plan_runtime_put, purged_head,
 };
 use super::{PolicyPut, PutMode, Store};
@@ -749,6 +749,23 @@ impl Store for PostgresStore {
         // server default), which is what "durable before data" needs.
         tx.commit().await.map_err(pg_err)?;
         Ok(head)
+    }
+
+    async fn audit_page(&self, after: u64, limit: usize) -> Result<Vec<(u64, AuditEvent)>> {
+        let client = self.client().await?;
+        let rows = client
+            .query(
+                "SELECT seq, body FROM audit_events WHERE seq > $1 ORDER BY seq LIMIT $2",
+                &[&(after as i64), &(limit as i64)],
+            )
+            .await
+            .map_err(pg_err)?;
+        rows.iter()
+            .map(|r| {
+                let pos: i64 = r.get(0);
+                Ok((pos as u64, decode_event(pos, r.get(1))?))
+            })
+            .collect()
     }
 
     async fn audit_heads(&self) -> Result<Vec<ChainHead>> {

@@ -5,6 +5,7 @@
 use std::collections::HashMap;
 use std::str::FromStr;
 
+use crate::audit::AuditEvent;
 use crate::audit::chain::{ChainHead, StoredAuditRow};
 use crate::auth::identity::{Identity, Permission};
 use crate::secrets::decode_hex_32;
@@ -346,6 +347,15 @@ pub(crate) fn compare_key_fingerprint(stored: &str, ours: &str) -> Result<()> {
                 .into(),
         ))
     }
+}
+
+/// A stored audit event; events from before the chain take their row
+/// position as sequence number.
+pub(crate) fn decode_event(position: i64, body: &str) -> Result<AuditEvent> {
+    let mut e: AuditEvent =
+        serde_json::from_str(body).map_err(|e| corrupt("audit event", e))?;
+    e.seq.get_or_insert(position as u64);
+    Ok(e)
 }
 
 /// A chain head from its stored columns (MACs in hex).

@@ -13,7 +13,7 @@ use super::model::{AccessDecision, AccessRequest, RequestStatus};
 use super::model::{DatasetRecord, Snapshot, UserRecord};
 use super::rows::{
     PolicyWrite, SnapshotBuilder, StoredPolicy, apply_decision, check_no_open_request,
-    compare_key_fingerprint, decode_request, encode, head_from, moved_head, origin_str,
+    compare_key_fingerprint, decode_event, decode_request, encode, head_from, moved_head, origin_str,
     plan_config_policies, plan_runtime_delete, plan_runtime_put, purged_head,
 };
 use super::{PolicyPut, PutMode, Store};
@@ -708,6 +708,26 @@ impl Store for SqliteStore {
             .map_err(db_err)?;
             tx.commit().map_err(db_err)?;
             Ok(head)
+        })
+        .await
+    }
+
+    async fn audit_page(&self, after: u64, limit: usize) -> Result<Vec<(u64, AuditEvent)>> {
+        self.with(move |c| {
+            let mut stmt = c
+                .prepare_cached("SELECT seq, body FROM audit_events WHERE seq > ?1 ORDER BY seq LIMIT ?2")
+                .map_err(db_err)?;
+            let rows = stmt
+                .query_map(params![after as i64, limit as i64], |r| {
+                    Ok((r.get::<_, i64>(0)?, r.get::<_, String>(1)?))
+                })
+                .map_err(db_err)?;
+            let mut out = Vec::new();
+            for row in rows {
+                let (pos, body) = row.map_err(db_err)?;
+                out.push((pos as u64, decode_event(pos, &body)?));
+            }
+            Ok(out)
         })
         .await
     }

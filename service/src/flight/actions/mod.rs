@@ -15,7 +15,7 @@ use tonic::Status;
 
 use veil_proto::{
     ActionAck, AttributeValues, AuditTailRequest, ColumnDescription, DatasetDescription,
-    DecideAccessRequest, DeleteUserRequest, DescribeRequest, DropDatasetRequest, ExplainRequest,
+    DecideAccessRequest, DeleteUserRequest, DescribeRequest, SearchHit, SearchRequest, DropDatasetRequest, ExplainRequest,
     ListUsersRequest, PermissionRequest, PolicyWriteRequest, PutUserRequest,
     RegisterDatasetRequest, ReloadRequest, SetColumnTagsRequest, SetDescriptionRequest,
     SetUserDisabledRequest, UserEntry, UserRef, WhoAmI, actions,
@@ -65,6 +65,11 @@ pub const ACTIONS: &[(&str, Requirement, &str)] = &[
         actions::DESCRIBE,
         Requirement::Anyone,
         "A dataset's dictionary as you see it (masks included).",
+    ),
+    (
+        actions::SEARCH,
+        Requirement::Anyone,
+        "Search the datasets you can see by name, description, tag and column.",
     ),
     (
         actions::REGISTER_DATASET,
@@ -349,6 +354,42 @@ impl Admin {
                 self.permitted(event).await?;
                 Ok(vec![whoami(p).encode_to_vec()])
             }
+            actions::SEARCH => {
+                let req: SearchRequest = decode(body)?;
+                let limit = match req.limit {
+                    0 => 50,
+                    n => n.min(1000),
+                } as usize;
+                let visible = self.engine.visible_datasets(p).await?;
+                let hits = crate::catalog::search::search(
+                    visible.iter().map(|(d, readable)| (d, *readable)),
+                    &req.query,
+                    limit,
+                );
+                // The words searched for are not recorded: someone may
+                // search for a value (an SSN) they hold.
+                event.rows = Some(hits.len() as u64);
+                event.message = format!(
+                    "{} word(s) searched, {} dataset(s) found",
+                    req.query.split_whitespace().count(),
+                    hits.len()
+                );
+                self.permitted(event).await?;
+                Ok(hits
+                    .into_iter()
+                    .map(|h| {
+                        SearchHit {
+                            name: h.dataset.name.clone(),
+                            description: h.dataset.description.clone(),
+                            access: if h.readable { "read" } else { "request" }.into(),
+                            matches: h.matches,
+                            owners: h.dataset.owners.iter().map(|o| o.subject.clone()).collect(),
+                            tags: h.dataset.tags.clone(),
+                        }
+                        .encode_to_vec()
+                    })
+                    .collect())
+            }
             actions::DESCRIBE => {
                 let req: DescribeRequest = decode(body)?;
                 event.dataset = Some(req.dataset.chars().take(256).collect());
@@ -376,7 +417,11 @@ impl Admin {
                         owners: d.owners.iter().map(|o| o.subject.clone()).collect(),
                         tags: d.tags.clone(),
                         columns,
-                        format: d.source.format.as_str().to_string(),
+                        format: if crate::audit::dataset::is_audit(&d) {
+                            "veil audit trail".into()
+                        } else {
+                            d.source.format.as_str().to_string()
+                        },
                         rows_filtered: policy.rows_filtered(),
                         access: if readable { "read" } else { "request" }.into(),
                     }
