@@ -246,6 +246,38 @@ pub fn query_fingerprint(text: &str) -> String {
 mod tests {
     use super::*;
 
+    /// A purge deletes a prefix, checkpoints it first, is itself audited,
+    /// and leaves the chain verifiable; a shut-down log refuses events.
+    #[tokio::test]
+    async fn purges_are_checkpointed_audited_and_verifiable() {
+        let dir = tempfile::tempdir().unwrap();
+        let store: Arc<dyn Store> =
+            Arc::new(crate::store::sqlite::SqliteStore::open(&dir.path().join("v.db")).unwrap());
+        let key = crate::secrets::MasterKey::from_bytes([5; 32])
+            .derive(crate::secrets::KeyPurpose::AuditChain);
+        let file = dir.path().join("checkpoints.jsonl");
+        let log = AuditLog::start(
+            Arc::clone(&store),
+            chain::AuditSealer::new(key.clone(), "n"),
+            checkpoint::CheckpointSink::file(&file),
+            std::time::Duration::ZERO,
+        );
+        for i in 0..5 {
+            log.record(AuditEvent::new(&format!("e{i}"), None)).await.unwrap();
+        }
+        assert_eq!(log.purge("n", 3).await.unwrap(), 3);
+        log.shutdown().await;
+        assert!(log.record(AuditEvent::new("late", None)).await.is_err());
+        let cps = checkpoint::load(&[file]).unwrap();
+        assert!(cps.iter().any(|c| c.kind == chain::CheckpointKind::Purge && c.seq == 3));
+        let v = verify::verify_store(store.as_ref(), &key, &cps).await.unwrap();
+        assert!(v.ok(), "{}", v.report());
+        assert_eq!(v.nodes[0].first_seq, Some(4));
+        let tail = store.tail_audit(10).await.unwrap();
+        assert_eq!(tail.last().unwrap().action, "audit.purge");
+        assert_eq!(tail.last().unwrap().rows, Some(3));
+    }
+
     #[test]
     fn fingerprints_ignore_literals_and_spacing() {
         assert_eq!(
