@@ -329,6 +329,19 @@ async fn the_audit_is_a_dataset_only_auditors_read() {
     );
     assert!(alice.sql("SELECT count(*) FROM veil.audit").await.is_err());
 
+    // Its dictionary is built in: governed by policies, never edited or dropped.
+    for e in [
+        dave.drop_dataset("veil.audit").await.unwrap_err(),
+        dave.set_description("veil.audit", None, "x").await.unwrap_err(),
+        dave.set_column_tags("veil.audit", "user", &["PII".to_string()])
+            .await
+            .unwrap_err(),
+    ] {
+        assert_eq!(e.code(), Some(tonic::Code::FailedPrecondition), "{e}");
+        assert!(e.to_string().contains("built in"), "{e}");
+    }
+    assert_eq!(veil_tests::row_count(&dave.scan("veil.audit", Scan::default().with_limit(1)).await.unwrap()), 1);
+
     // Search shows it to auditors only, and never records the words.
     assert!(alice.search("audit trail", 0).await.unwrap().is_empty());
     let hits = dave.search("audit trail", 0).await.unwrap();

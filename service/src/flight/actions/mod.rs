@@ -497,6 +497,7 @@ impl Admin {
                 let req: DropDatasetRequest = decode(body)?;
                 event.dataset = Some(req.name.chars().take(256).collect());
                 let d = self.owned_dataset(p, &req.name, name).await?;
+                refuse_builtin(&d)?;
                 if d.origin == Origin::Config {
                     return Err(VeilError::FailedPrecondition(format!(
                         "dataset {} is declared in the config file; remove it there and reload",
@@ -539,6 +540,7 @@ impl Admin {
                 event.dataset = Some(req.dataset.chars().take(256).collect());
                 event.columns = vec![req.column.clone()];
                 let mut d = self.owned_dataset(p, &req.dataset, name).await?;
+                refuse_builtin(&d)?;
                 let snapshot = self.engine.state().current().await?;
                 let col = d
                     .columns
@@ -590,6 +592,7 @@ impl Admin {
                 let req: SetDescriptionRequest = decode(body)?;
                 event.dataset = Some(req.dataset.chars().take(256).collect());
                 let mut d = self.owned_dataset(p, &req.dataset, name).await?;
+                refuse_builtin(&d)?;
                 if req.column.is_empty() {
                     if d.origin == Origin::Config {
                         return Err(VeilError::FailedPrecondition(format!(
@@ -842,6 +845,18 @@ impl Admin {
             Err(_) => Err(VeilError::dataset_not_found(name)),
         }
     }
+}
+
+/// Veil's own datasets have built-in dictionaries: they can be governed by
+/// policies, not edited or dropped.
+fn refuse_builtin(d: &crate::store::model::DatasetRecord) -> Result<()> {
+    if crate::audit::dataset::is_audit(d) {
+        return Err(VeilError::FailedPrecondition(format!(
+            "{} is Veil's own audit trail: its dictionary is built in and it can't be dropped; govern it with policies",
+            d.name
+        )));
+    }
+    Ok(())
 }
 
 fn whoami(p: &Principal) -> WhoAmI {
