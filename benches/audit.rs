@@ -51,9 +51,12 @@ fn log_on(store: Arc<dyn Store>) -> AuditLog {
 
 fn run(c: &mut Criterion, rt: &tokio::runtime::Runtime, backend: &str, log: &AuditLog) {
     let mut group = c.benchmark_group(format!("audit/{backend}"));
-    group.sample_size(50).measurement_time(Duration::from_secs(10));
+    group
+        .sample_size(50)
+        .measurement_time(Duration::from_secs(10));
     group.bench_function("record one event (latency)", |b| {
-        b.to_async(rt).iter(|| async { log.record(event()).await.expect("recorded") })
+        b.to_async(rt)
+            .iter(|| async { log.record(event()).await.expect("recorded") })
     });
     group.throughput(Throughput::Elements(CONCURRENT));
     group.sample_size(10);

@@ -18,7 +18,10 @@ async fn mixed_session(server: &TestServer) {
     let bob = server.connect("bob").await;
     let dave = server.connect("dave").await;
     alice
-        .scan("clinical.trials", Scan::default().with_columns(&["state", "age"]))
+        .scan(
+            "clinical.trials",
+            Scan::default().with_columns(&["state", "age"]),
+        )
         .await
         .unwrap();
     bob.scan("clinical.trials", Scan::default().with_limit(5))
@@ -155,7 +158,10 @@ async fn tamperings_are_caught(db: &Db, config: &Path, key: &MasterKey) {
         db.exec(&sql).await;
         let (ok, report) = verify(config);
         assert!(!ok, "{what} must fail verification: {report}");
-        assert!(report.contains("BROKEN") && report.contains(expected), "{what}: {report}");
+        assert!(
+            report.contains("BROKEN") && report.contains(expected),
+            "{what}: {report}"
+        );
         db.restore().await;
         assert!(verify(config).0, "restored after {what}");
     }
@@ -195,7 +201,10 @@ async fn the_sqlite_audit_chain_catches_every_tampering() {
     let key = MasterKey::load(&server.dir.path().join("master.key")).unwrap();
     let dir = server.stop_keeping_files().await;
     let checkpoints = std::fs::read_to_string(dir.path().join("audit-checkpoints.jsonl")).unwrap();
-    assert!(checkpoints.contains("\"kind\":\"head\""), "stopping checkpoints the chain: {checkpoints}");
+    assert!(
+        checkpoints.contains("\"kind\":\"head\""),
+        "stopping checkpoints the chain: {checkpoints}"
+    );
     let db = Db::Lite(rusqlite::Connection::open(db_path).unwrap());
     tamperings_are_caught(&db, &config, &key).await;
 }
@@ -218,7 +227,9 @@ async fn the_postgres_audit_chain_catches_every_tampering() {
     let config = server.config_path.clone();
     let key = MasterKey::load(&server.dir.path().join("master.key")).unwrap();
     let _dir = server.stop_keeping_files().await;
-    let (client, conn) = tokio_postgres::connect(&url, tokio_postgres::NoTls).await.unwrap();
+    let (client, conn) = tokio_postgres::connect(&url, tokio_postgres::NoTls)
+        .await
+        .unwrap();
     tokio::spawn(conn);
     client
         .batch_execute(&format!("SET search_path TO {}", schema.name))
@@ -255,7 +266,10 @@ async fn the_audit_is_a_dataset_only_auditors_read() {
     let dave = server.connect("dave").await;
     let served = veil_tests::row_count(
         &alice
-            .scan("clinical.trials", Scan::default().with_columns(&["state", "age"]))
+            .scan(
+                "clinical.trials",
+                Scan::default().with_columns(&["state", "age"]),
+            )
             .await
             .unwrap(),
     );
@@ -283,7 +297,9 @@ async fn the_audit_is_a_dataset_only_auditors_read() {
     assert_eq!(total, 2 * served as i64, "rows served are audited");
     let policies = veil_tests::strings(&reads, "policies");
     assert!(
-        policies.iter().all(|p| p.as_deref().is_some_and(|p| p.contains('@'))),
+        policies
+            .iter()
+            .all(|p| p.as_deref().is_some_and(|p| p.contains('@'))),
         "{policies:?}"
     );
     // alice's rows are filtered to her state.
@@ -315,13 +331,30 @@ async fn the_audit_is_a_dataset_only_auditors_read() {
         .await
         .unwrap();
     let users = veil_tests::strings(&by_user, "user");
-    assert!(users.contains(&Some("alice".into())) && users.contains(&Some("bob".into())), "{users:?}");
+    assert!(
+        users.contains(&Some("alice".into())) && users.contains(&Some("bob".into())),
+        "{users:?}"
+    );
 
     // Only AUDIT holders are subscribed: to anyone else it doesn't exist.
-    assert!(dave.list_datasets().await.unwrap().contains(&"veil.audit".to_string()));
-    assert!(!alice.list_datasets().await.unwrap().contains(&"veil.audit".to_string()));
+    assert!(
+        dave.list_datasets()
+            .await
+            .unwrap()
+            .contains(&"veil.audit".to_string())
+    );
+    assert!(
+        !alice
+            .list_datasets()
+            .await
+            .unwrap()
+            .contains(&"veil.audit".to_string())
+    );
     let hidden = alice.scan("veil.audit", Scan::default()).await.unwrap_err();
-    let missing = alice.scan("veil.nothing", Scan::default()).await.unwrap_err();
+    let missing = alice
+        .scan("veil.nothing", Scan::default())
+        .await
+        .unwrap_err();
     assert_eq!(hidden.code(), Some(tonic::Code::NotFound), "{hidden}");
     assert_eq!(
         hidden.to_string().replace("veil.audit", "X"),
@@ -332,7 +365,9 @@ async fn the_audit_is_a_dataset_only_auditors_read() {
     // Its dictionary is built in: governed by policies, never edited or dropped.
     for e in [
         dave.drop_dataset("veil.audit").await.unwrap_err(),
-        dave.set_description("veil.audit", None, "x").await.unwrap_err(),
+        dave.set_description("veil.audit", None, "x")
+            .await
+            .unwrap_err(),
         dave.set_column_tags("veil.audit", "user", &["PII".to_string()])
             .await
             .unwrap_err(),
@@ -340,14 +375,28 @@ async fn the_audit_is_a_dataset_only_auditors_read() {
         assert_eq!(e.code(), Some(tonic::Code::FailedPrecondition), "{e}");
         assert!(e.to_string().contains("built in"), "{e}");
     }
-    assert_eq!(veil_tests::row_count(&dave.scan("veil.audit", Scan::default().with_limit(1)).await.unwrap()), 1);
+    assert_eq!(
+        veil_tests::row_count(
+            &dave
+                .scan("veil.audit", Scan::default().with_limit(1))
+                .await
+                .unwrap()
+        ),
+        1
+    );
 
     // Search shows it to auditors only, and never records the words.
     assert!(alice.search("audit trail", 0).await.unwrap().is_empty());
     let hits = dave.search("audit trail", 0).await.unwrap();
-    assert_eq!(hits.iter().map(|h| h.name.as_str()).collect::<Vec<_>>(), ["veil.audit"]);
+    assert_eq!(
+        hits.iter().map(|h| h.name.as_str()).collect::<Vec<_>>(),
+        ["veil.audit"]
+    );
     let searches = dave
-        .scan("veil.audit", Scan::default().with_filter("action = 'admin.search' AND status = 'ok'"))
+        .scan(
+            "veil.audit",
+            Scan::default().with_filter("action = 'admin.search' AND status = 'ok'"),
+        )
         .await
         .unwrap();
     assert_eq!(veil_tests::row_count(&searches), 2);

@@ -231,7 +231,14 @@ async fn two_nodes_share_one_postgres_state() {
         .output()
         .unwrap();
     let report = String::from_utf8_lossy(&out.stdout);
-    assert!(out.status.success(), "{report}{}", String::from_utf8_lossy(&out.stderr));
-    assert!(report.contains("node node-a: ok") && report.contains("node node-b: ok"), "{report}");
+    assert!(
+        out.status.success(),
+        "{report}{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(
+        report.contains("node node-a: ok") && report.contains("node node-b: ok"),
+        "{report}"
+    );
     schema.drop_now().await;
 }

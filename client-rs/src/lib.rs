@@ -25,8 +25,8 @@ use veil_proto::{
     ListAccessRequestsRequest, ListPoliciesRequest, ListUsersRequest, Named, PermissionRequest,
     PolicyWriteRequest, PutUserRequest, RegisterDatasetRequest, ReloadRequest,
     RequestAccessRequest, RevokeAccessRequest, ScanCommand, SearchHit, SearchRequest,
-    SetColumnTagsRequest,
-    SetDescriptionRequest, SetUserDisabledRequest, SqlCommand, UserEntry, UserRef, WhoAmI, actions,
+    SetColumnTagsRequest, SetDescriptionRequest, SetUserDisabledRequest, SqlCommand, UserEntry,
+    UserRef, WhoAmI, actions,
 };
 
 /// Errors from the client; server errors keep their gRPC status.

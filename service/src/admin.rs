@@ -492,7 +492,11 @@ async fn execute(conn: &Connection, command: AdminCommand) -> Result<Vec<String>
             }
             let mut out = Vec::new();
             for h in hits {
-                let access = if h.access == "request" { " (on request)" } else { "" };
+                let access = if h.access == "request" {
+                    " (on request)"
+                } else {
+                    ""
+                };
                 out.push(format!("{}{access}: {}", h.name, h.description));
                 out.push(format!("  matched: {}", h.matches.join(", ")));
             }

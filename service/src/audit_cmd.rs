@@ -20,7 +20,12 @@ pub(crate) struct AuditArgs {
     #[arg(long, env = "VEIL_CONFIG", global = true)]
     config: Option<PathBuf>,
     /// Without --config: the demo's data directory.
-    #[arg(long, env = "VEIL_DATA_DIR", default_value = "veil-data", global = true)]
+    #[arg(
+        long,
+        env = "VEIL_DATA_DIR",
+        default_value = "veil-data",
+        global = true
+    )]
     data_dir: PathBuf,
 }
 
@@ -73,9 +78,12 @@ pub(crate) fn run(args: AuditArgs) -> Result<(), VeilError> {
                     checkpoints
                 };
                 let cps = checkpoint::load(&files)?;
-                let result =
-                    verify::verify_store(store.as_ref(), &master.derive(KeyPurpose::AuditChain), &cps)
-                        .await?;
+                let result = verify::verify_store(
+                    store.as_ref(),
+                    &master.derive(KeyPurpose::AuditChain),
+                    &cps,
+                )
+                .await?;
                 if json {
                     println!(
                         "{}",
@@ -85,7 +93,11 @@ pub(crate) fn run(args: AuditArgs) -> Result<(), VeilError> {
                 } else {
                     print!("{}", result.report());
                 }
-                match result.nodes.iter().find_map(|n| n.broken.as_ref().map(|b| (n, b))) {
+                match result
+                    .nodes
+                    .iter()
+                    .find_map(|n| n.broken.as_ref().map(|b| (n, b)))
+                {
                     None => Ok(()),
                     Some((n, why)) => Err(VeilError::FailedPrecondition(format!(
                         "audit verification failed: node {}: {why}",
@@ -152,15 +164,21 @@ async fn export(
     loop {
         let nodes: Vec<String> = match &node {
             Some(n) => vec![n.clone()],
-            None => store.audit_heads().await?.into_iter().map(|h| h.node_id).collect(),
+            None => store
+                .audit_heads()
+                .await?
+                .into_iter()
+                .map(|h| h.node_id)
+                .collect(),
         };
         for n in nodes {
             let from = after.entry(n.clone()).or_insert(since);
             loop {
                 let rows = store.audit_rows(&n, *from, 5000).await?;
                 for row in &rows {
-                    writeln!(out, "{}", line(row)?)
-                        .map_err(|e| VeilError::Unavailable(format!("cannot write the export: {e}")))?;
+                    writeln!(out, "{}", line(row)?).map_err(|e| {
+                        VeilError::Unavailable(format!("cannot write the export: {e}"))
+                    })?;
                 }
                 match rows.last() {
                     Some(last) => *from = last.seq,

@@ -149,4 +149,3 @@ pub fn veil_bin() -> PathBuf {
     );
     bin
 }
-

@@ -197,10 +197,18 @@ pub struct ChainVerifier<'a> {
 impl<'a> ChainVerifier<'a> {
     /// Start on `head` (as the store records it; `None` if the store has no
     /// head row for the node) with the node's exported checkpoints.
-    pub fn new(key: &'a SecretKey, node_id: &str, head: Option<ChainHead>, checkpoints: &[Checkpoint]) -> Self {
+    pub fn new(
+        key: &'a SecretKey,
+        node_id: &str,
+        head: Option<ChainHead>,
+        checkpoints: &[Checkpoint],
+    ) -> Self {
         let stored_head = head.is_some();
         let head = head.unwrap_or_else(|| ChainHead::empty(node_id));
-        let mine: Vec<&Checkpoint> = checkpoints.iter().filter(|c| c.node_id == node_id).collect();
+        let mine: Vec<&Checkpoint> = checkpoints
+            .iter()
+            .filter(|c| c.node_id == node_id)
+            .collect();
         let mut verdict = NodeVerdict {
             node_id: node_id.to_string(),
             first_seq: None,
@@ -275,7 +283,10 @@ impl<'a> ChainVerifier<'a> {
                     self.expected
                 )
             } else {
-                format!("event {seq} appears out of order (expected {})", self.expected)
+                format!(
+                    "event {seq} appears out of order (expected {})",
+                    self.expected
+                )
             });
         }
         let Some(mac) = row.mac.as_deref().and_then(decode_hex_32) else {
@@ -375,7 +386,9 @@ mod tests {
 
     fn chain(n: usize) -> (ChainHead, Vec<StoredAuditRow>) {
         let sealer = AuditSealer::new(key(), "n1");
-        let events: Vec<AuditEvent> = (0..n).map(|i| AuditEvent::new(&format!("a{i}"), None)).collect();
+        let events: Vec<AuditEvent> = (0..n)
+            .map(|i| AuditEvent::new(&format!("a{i}"), None))
+            .collect();
         let head = ChainHead::empty("n1");
         let rows = sealer.seal(&head, &events).unwrap();
         let last = rows.last().unwrap();
@@ -400,7 +413,10 @@ mod tests {
         let cp = Checkpoint::of(CheckpointKind::Head, "n1", 5, &head.mac);
         let ok = verify(Some(head.clone()), &rows, std::slice::from_ref(&cp));
         assert_eq!(ok.broken, None);
-        assert_eq!((ok.first_seq, ok.last_seq, ok.events), (Some(1), Some(5), 5));
+        assert_eq!(
+            (ok.first_seq, ok.last_seq, ok.events),
+            (Some(1), Some(5), 5)
+        );
 
         // Altered body.
         let mut altered = rows.clone();
@@ -410,11 +426,21 @@ mod tests {
         // Altered column only.
         let mut altered = rows.clone();
         altered[1].action = "nothing".into();
-        assert!(verify(Some(head.clone()), &altered, &[]).broken.unwrap().contains("event 2"));
+        assert!(
+            verify(Some(head.clone()), &altered, &[])
+                .broken
+                .unwrap()
+                .contains("event 2")
+        );
         // Deleted.
         let mut deleted = rows.clone();
         deleted.remove(1);
-        assert!(verify(Some(head.clone()), &deleted, &[]).broken.unwrap().contains("event 2 is missing"));
+        assert!(
+            verify(Some(head.clone()), &deleted, &[])
+                .broken
+                .unwrap()
+                .contains("event 2 is missing")
+        );
         // Truncated with the head moved back: the checkpoint catches it.
         let truncated = &rows[..3];
         let moved = ChainHead {
@@ -422,17 +448,47 @@ mod tests {
             mac: decode_hex_32(rows[2].mac.as_deref().unwrap()).unwrap(),
             ..head.clone()
         };
-        assert_eq!(verify(Some(moved.clone()), truncated, &[]).broken, None, "without checkpoints, undetectable");
-        assert!(verify(Some(moved), truncated, std::slice::from_ref(&cp)).broken.unwrap().contains("truncated"));
+        assert_eq!(
+            verify(Some(moved.clone()), truncated, &[]).broken,
+            None,
+            "without checkpoints, undetectable"
+        );
+        assert!(
+            verify(Some(moved), truncated, std::slice::from_ref(&cp))
+                .broken
+                .unwrap()
+                .contains("truncated")
+        );
         // Truncated, head left alone.
-        assert!(verify(Some(head.clone()), truncated, &[]).broken.unwrap().contains("truncated"));
+        assert!(
+            verify(Some(head.clone()), truncated, &[])
+                .broken
+                .unwrap()
+                .contains("truncated")
+        );
         // Re-hashed with another key.
-        let forger = AuditSealer::new(MasterKey::from_bytes([8; 32]).derive(KeyPurpose::AuditChain), "n1");
-        let events: Vec<AuditEvent> = rows.iter().map(|r| serde_json::from_str(&r.body).unwrap()).collect();
+        let forger = AuditSealer::new(
+            MasterKey::from_bytes([8; 32]).derive(KeyPurpose::AuditChain),
+            "n1",
+        );
+        let events: Vec<AuditEvent> = rows
+            .iter()
+            .map(|r| serde_json::from_str(&r.body).unwrap())
+            .collect();
         let forged = forger.seal(&ChainHead::empty("n1"), &events).unwrap();
-        assert!(verify(Some(head.clone()), &forged, &[]).broken.unwrap().contains("event 1"));
+        assert!(
+            verify(Some(head.clone()), &forged, &[])
+                .broken
+                .unwrap()
+                .contains("event 1")
+        );
         // Everything deleted, checkpoint remains.
-        assert!(verify(None, &[], std::slice::from_ref(&cp)).broken.unwrap().contains("deleted"));
+        assert!(
+            verify(None, &[], std::slice::from_ref(&cp))
+                .broken
+                .unwrap()
+                .contains("deleted")
+        );
     }
 
     #[test]
@@ -449,6 +505,11 @@ mod tests {
         assert_eq!(v.broken, None);
         assert_eq!(v.first_seq, Some(3));
         // A purge nobody checkpointed is a deletion.
-        assert!(verify(Some(purged), &rows[2..], &[]).broken.unwrap().contains("no purge checkpoint"));
+        assert!(
+            verify(Some(purged), &rows[2..], &[])
+                .broken
+                .unwrap()
+                .contains("no purge checkpoint")
+        );
     }
 }

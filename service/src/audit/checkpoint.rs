@@ -60,7 +60,8 @@ fn append_line(path: &Path, line: &str) -> Result<()> {
         .append(true)
         .open(path)
         .map_err(fail)?;
-    file.write_all(format!("{line}\n").as_bytes()).map_err(fail)?;
+    file.write_all(format!("{line}\n").as_bytes())
+        .map_err(fail)?;
     file.sync_data().map_err(fail)
 }
 

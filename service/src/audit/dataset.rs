@@ -10,8 +10,7 @@
 
 use async_trait::async_trait;
 use datafusion::arrow::array::{
-    ArrayRef, BooleanBuilder, Int64Builder, RecordBatch, StringBuilder,
-    TimestampMillisecondBuilder,
+    ArrayRef, BooleanBuilder, Int64Builder, RecordBatch, StringBuilder, TimestampMillisecondBuilder,
 };
 use datafusion::arrow::datatypes::{DataType, Field, Schema, SchemaRef, TimeUnit};
 use datafusion::catalog::Session;
@@ -51,28 +50,103 @@ fn columns() -> Vec<(&'static str, DataType, bool, &'static str)> {
     let text = DataType::Utf8;
     let time = DataType::Timestamp(TimeUnit::Millisecond, Some("UTC".into()));
     vec![
-        ("seq", DataType::Int64, false, "Sequence number in its node's chain (gap-free per node)"),
-        ("node_id", text.clone(), false, "The Veil node that recorded the event"),
+        (
+            "seq",
+            DataType::Int64,
+            false,
+            "Sequence number in its node's chain (gap-free per node)",
+        ),
+        (
+            "node_id",
+            text.clone(),
+            false,
+            "The Veil node that recorded the event",
+        ),
         ("time", time, false, "When the event happened (UTC)"),
         ("event_id", text.clone(), false, "Unique id of the event"),
-        ("action", text.clone(), false, "What happened: list, plan, read.start, read.end, admin.<action>, auth.failure, audit.purge, ..."),
+        (
+            "action",
+            text.clone(),
+            false,
+            "What happened: list, plan, read.start, read.end, admin.<action>, auth.failure, audit.purge, ...",
+        ),
         ("issuer", text.clone(), false, "Token issuer of the user"),
-        ("user", text.clone(), false, "The user (token subject); empty when authentication failed before one was known"),
-        ("identity_fingerprint", text.clone(), false, "Keyed fingerprint of the user's identity, groups, attributes and permissions at the time"),
-        ("client_address", text.clone(), false, "Client IP address and port"),
+        (
+            "user",
+            text.clone(),
+            false,
+            "The user (token subject); empty when authentication failed before one was known",
+        ),
+        (
+            "identity_fingerprint",
+            text.clone(),
+            false,
+            "Keyed fingerprint of the user's identity, groups, attributes and permissions at the time",
+        ),
+        (
+            "client_address",
+            text.clone(),
+            false,
+            "Client IP address and port",
+        ),
         ("user_agent", text.clone(), false, "Client application"),
-        ("purpose", text.clone(), false, "Purpose or project acted under"),
+        (
+            "purpose",
+            text.clone(),
+            false,
+            "Purpose or project acted under",
+        ),
         ("dataset", text.clone(), true, "Dataset acted on"),
-        ("columns", text.clone(), false, "Columns requested, comma-separated"),
-        ("policies", text.clone(), false, "Policies applied (id@version), comma-separated"),
-        ("masked_columns", text.clone(), false, "Columns served masked, comma-separated"),
-        ("rows_filtered", DataType::Boolean, false, "Whether a row policy filtered the rows"),
+        (
+            "columns",
+            text.clone(),
+            false,
+            "Columns requested, comma-separated",
+        ),
+        (
+            "policies",
+            text.clone(),
+            false,
+            "Policies applied (id@version), comma-separated",
+        ),
+        (
+            "masked_columns",
+            text.clone(),
+            false,
+            "Columns served masked, comma-separated",
+        ),
+        (
+            "rows_filtered",
+            DataType::Boolean,
+            false,
+            "Whether a row policy filtered the rows",
+        ),
         ("rows", DataType::Int64, true, "Rows served (read.end)"),
         ("bytes", DataType::Int64, true, "Bytes served (read.end)"),
-        ("duration_ms", DataType::Int64, true, "Duration in milliseconds (read.end)"),
-        ("status", text.clone(), false, "ok, or the error kind (permission_denied, not_found, ...)"),
-        ("message", text.clone(), false, "What went wrong, without values or secrets"),
-        ("query_fingerprint", text, false, "Digest of the request with literals removed"),
+        (
+            "duration_ms",
+            DataType::Int64,
+            true,
+            "Duration in milliseconds (read.end)",
+        ),
+        (
+            "status",
+            text.clone(),
+            false,
+            "ok, or the error kind (permission_denied, not_found, ...)",
+        ),
+        (
+            "message",
+            text.clone(),
+            false,
+            "What went wrong, without values or secrets",
+        ),
+        (
+            "query_fingerprint",
+            text,
+            false,
+            "Digest of the request with literals removed",
+        ),
     ]
 }
 
@@ -228,7 +302,10 @@ impl PartitionStream for AuditPartition {
                 Ok(Some((to_batch(&schema, &events)?, next)))
             }
         });
-        Box::pin(RecordBatchStreamAdapter::new(Arc::clone(&self.schema), pages))
+        Box::pin(RecordBatchStreamAdapter::new(
+            Arc::clone(&self.schema),
+            pages,
+        ))
     }
 }
 
@@ -253,9 +330,13 @@ fn to_batch(schema: &SchemaRef, events: &[AuditEvent]) -> datafusion::common::Re
     let mut time = TimestampMillisecondBuilder::with_capacity(n).with_timezone("UTC");
     events.iter().for_each(|e| time.append_value(e.time_ms));
     let mut dataset = StringBuilder::with_capacity(n, n * 16);
-    events.iter().for_each(|e| dataset.append_option(e.dataset.as_deref()));
+    events
+        .iter()
+        .for_each(|e| dataset.append_option(e.dataset.as_deref()));
     let mut filtered = BooleanBuilder::with_capacity(n);
-    events.iter().for_each(|e| filtered.append_value(e.rows_filtered));
+    events
+        .iter()
+        .for_each(|e| filtered.append_value(e.rows_filtered));
     let signed = |v: Option<u64>| v.map(|v| i64::try_from(v).unwrap_or(i64::MAX));
     let columns: Vec<ArrayRef> = vec![
         int(&|e| signed(e.seq)),
@@ -298,7 +379,10 @@ mod tests {
             .map(|c| dictionary_field(&c.name, &c.data_type, c.nullable).unwrap())
             .collect();
         assert_eq!(Schema::new(fields), *schema());
-        assert!(crate::catalog::validate_dataset_name(&d.name).is_err(), "veil.* is reserved for users");
+        assert!(
+            crate::catalog::validate_dataset_name(&d.name).is_err(),
+            "veil.* is reserved for users"
+        );
     }
 
     #[test]

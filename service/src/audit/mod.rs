@@ -180,7 +180,12 @@ impl AuditLog {
             ))
         })?;
         self.checkpoints
-            .write(&chain::Checkpoint::of(chain::CheckpointKind::Purge, node_id, through, &mac))
+            .write(&chain::Checkpoint::of(
+                chain::CheckpointKind::Purge,
+                node_id,
+                through,
+                &mac,
+            ))
             .await?;
         let (deleted, head) = self.store.purge_audit(node_id, through).await?;
         if deleted == 0 {
@@ -263,14 +268,21 @@ mod tests {
             std::time::Duration::ZERO,
         );
         for i in 0..5 {
-            log.record(AuditEvent::new(&format!("e{i}"), None)).await.unwrap();
+            log.record(AuditEvent::new(&format!("e{i}"), None))
+                .await
+                .unwrap();
         }
         assert_eq!(log.purge("n", 3).await.unwrap(), 3);
         log.shutdown().await;
         assert!(log.record(AuditEvent::new("late", None)).await.is_err());
         let cps = checkpoint::load(&[file]).unwrap();
-        assert!(cps.iter().any(|c| c.kind == chain::CheckpointKind::Purge && c.seq == 3));
-        let v = verify::verify_store(store.as_ref(), &key, &cps).await.unwrap();
+        assert!(
+            cps.iter()
+                .any(|c| c.kind == chain::CheckpointKind::Purge && c.seq == 3)
+        );
+        let v = verify::verify_store(store.as_ref(), &key, &cps)
+            .await
+            .unwrap();
         assert!(v.ok(), "{}", v.report());
         assert_eq!(v.nodes[0].first_seq, Some(4));
         let tail = store.tail_audit(10).await.unwrap();

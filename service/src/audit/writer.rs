@@ -155,10 +155,14 @@ impl Writer {
         let outcome = self.store.append_audit(&self.sealer, &events).await;
         match &outcome {
             Ok(head) => self.head = Some(head.clone()),
-            Err(e) => tracing::error!(error = %e, events = events.len(), "audit group commit failed"),
+            Err(e) => {
+                tracing::error!(error = %e, events = events.len(), "audit group commit failed")
+            }
         }
         for p in group.drain(..) {
-            let _ = p.done.send(outcome.as_ref().map(|_| ()).map_err(Clone::clone));
+            let _ = p
+                .done
+                .send(outcome.as_ref().map(|_| ()).map_err(Clone::clone));
         }
     }
 

@@ -26,10 +26,7 @@ pub fn search<'a>(
     query: &str,
     limit: usize,
 ) -> Vec<Hit<'a>> {
-    let words: Vec<String> = query
-        .split_whitespace()
-        .map(|w| w.to_lowercase())
-        .collect();
+    let words: Vec<String> = query.split_whitespace().map(|w| w.to_lowercase()).collect();
     let mut hits: Vec<Hit<'a>> = visible
         .into_iter()
         .filter_map(|(d, readable)| {
@@ -133,8 +130,16 @@ mod tests {
 
     #[test]
     fn every_word_must_match_and_hits_say_where() {
-        let trials = dataset("clinical.trials", "Participants", &[("ssn", &["PII"]), ("state", &[])]);
-        let sites = dataset("clinical.sites", "Sites by state", &[("site", &[]), ("state", &[])]);
+        let trials = dataset(
+            "clinical.trials",
+            "Participants",
+            &[("ssn", &["PII"]), ("state", &[])],
+        );
+        let sites = dataset(
+            "clinical.sites",
+            "Sites by state",
+            &[("site", &[]), ("state", &[])],
+        );
         let visible = [(&trials, true), (&sites, false)];
         let hits = search(visible, "SSN", 50);
         assert_eq!(hits.len(), 1);
@@ -143,9 +148,16 @@ mod tests {
         assert_eq!(hits[0].matches, ["column ssn: tag PII"]);
         let hits = search(visible, "state", 50);
         assert_eq!(hits.len(), 2);
-        assert_eq!(hits[0].dataset.name, "clinical.sites", "equal scores: by name");
+        assert_eq!(
+            hits[0].dataset.name, "clinical.sites",
+            "equal scores: by name"
+        );
         assert!(!hits[0].readable);
-        assert!(search(visible, "state ssn", 50).iter().all(|h| h.dataset.name == "clinical.trials"));
+        assert!(
+            search(visible, "state ssn", 50)
+                .iter()
+                .all(|h| h.dataset.name == "clinical.trials")
+        );
         assert!(search(visible, "nothing-like-this", 50).is_empty());
         assert_eq!(search(visible, "", 1).len(), 1, "limit applies");
     }

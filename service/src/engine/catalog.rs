@@ -11,15 +11,15 @@ use std::sync::{Arc, Mutex};
 
 use veil_proto::ScanPart;
 
+use crate::audit::dataset::{AuditTable, is_audit};
 use crate::auth::identity::Principal;
 use crate::catalog::object_stores::ObjectStores;
-use crate::audit::dataset::{AuditTable, is_audit};
 use crate::catalog::source_table::SourceTable;
-use crate::store::Store;
 use crate::error::{Result, VeilError};
 use crate::policy::effective::{Access, EffectivePolicy, access, data_policy};
 use crate::policy::secure_view;
 use crate::secrets::MasterKey;
+use crate::store::Store;
 use crate::store::model::{DatasetRecord, Snapshot};
 
 pub const CATALOG: &str = "veil";
@@ -230,7 +230,10 @@ impl ViewCompiler {
                     }
                     _ => None,
                 };
-                (Arc::new(SourceTable::open(d, part, &self.stores).await?), whole)
+                (
+                    Arc::new(SourceTable::open(d, part, &self.stores).await?),
+                    whole,
+                )
             };
         let plan = secure_view::compile(
             d,

@@ -393,7 +393,9 @@ impl Ff1 {
             let mut two_blocks = false;
             for (k, lane) in lanes.iter().enumerate() {
                 let job = &jobs[lane.job];
-                let pr = params[job.n as usize].as_ref().expect("params made at start");
+                let pr = params[job.n as usize]
+                    .as_ref()
+                    .expect("params made at start");
                 let len = pr.q_blocks * 16;
                 q[..len].fill(0);
                 q[..9].copy_from_slice(&job.tweak);
@@ -411,12 +413,16 @@ impl Ff1 {
                 let mut m = 0;
                 for (k, lane) in lanes.iter().enumerate() {
                     let job = &jobs[lane.job];
-                    let pr = params[job.n as usize].as_ref().expect("params made at start");
+                    let pr = params[job.n as usize]
+                        .as_ref()
+                        .expect("params made at start");
                     if pr.q_blocks == 2 {
                         q[..32].fill(0);
                         q[pr.i_at] = lane.round;
                         q[32 - pr.b..32].copy_from_slice(&lane.b.to_be_bytes()[16 - pr.b..]);
-                        for (s, (r, c)) in second[m].iter_mut().zip(blocks[k].iter().zip(&q[16..32])) {
+                        for (s, (r, c)) in
+                            second[m].iter_mut().zip(blocks[k].iter().zip(&q[16..32]))
+                        {
                             *s = r ^ c;
                         }
                         which[m] = k;
@@ -433,8 +439,14 @@ impl Ff1 {
             while k < lanes.len() {
                 let lane = &mut lanes[k];
                 let job = &mut jobs[lane.job];
-                let pr = params[job.n as usize].as_ref().expect("params made at start");
-                let bits = if lane.round.is_multiple_of(2) { pr.u } else { pr.v };
+                let pr = params[job.n as usize]
+                    .as_ref()
+                    .expect("params made at start");
+                let bits = if lane.round.is_multiple_of(2) {
+                    pr.u
+                } else {
+                    pr.v
+                };
                 let mask = (1u128 << bits) - 1;
                 let mut y = 0u128;
                 for byte in &blocks[k][..pr.d] {
@@ -752,7 +764,10 @@ struct Window {
 impl Window {
     fn new() -> Self {
         Self {
-            bits: ((Slot::Digit.radix() as f64).log2(), (Slot::Lower.radix() as f64).log2()),
+            bits: (
+                (Slot::Digit.radix() as f64).log2(),
+                (Slot::Lower.radix() as f64).log2(),
+            ),
             text: Vec::new(),
             ends: Vec::new(),
             jobs: Vec::new(),
@@ -792,7 +807,11 @@ impl Window {
                         Slot::Lower => b'a',
                         Slot::Upper => b'A',
                     });
-                    total += if s == Slot::Digit { self.bits.0 } else { self.bits.1 };
+                    total += if s == Slot::Digit {
+                        self.bits.0
+                    } else {
+                        self.bits.1
+                    };
                     // Past 100 bits the value takes the chunked path, so
                     // these never overflow.
                     if total <= CHUNK_BITS {
@@ -1074,13 +1093,20 @@ mod tests {
         ];
         for i in 0..3000u64 {
             let n = i.wrapping_mul(2_654_435_761) % 1_000_000_000;
-            values.push(Some(format!("{:03}-{:02}-{:04}", n / 1_000_000, n / 10_000 % 100, n % 10_000)));
+            values.push(Some(format!(
+                "{:03}-{:02}-{:04}",
+                n / 1_000_000,
+                n / 10_000 % 100,
+                n % 10_000
+            )));
             if i % 7 == 0 {
                 values.push(Some(format!("user{n}@Example{}.org", i % 13)));
             }
         }
         let mut got = Vec::new();
-        f.encrypt_all(values.iter().map(|v| v.as_deref()), |m| got.push(m.map(str::to_owned)));
+        f.encrypt_all(values.iter().map(|v| v.as_deref()), |m| {
+            got.push(m.map(str::to_owned))
+        });
         let want: Vec<Option<String>> = values
             .iter()
             .map(|v| v.as_deref().map(|t| f.encrypt(t)))

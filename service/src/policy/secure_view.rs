@@ -238,9 +238,11 @@ pub fn compile(
     let sample_key = master.derive(KeyPurpose::Sample {
         dataset_id: &dataset.id,
     });
-    let scan = |alias: &'static str, table: &Arc<dyn TableProvider>| -> Result<LogicalPlanBuilder> {
+    let scan = |alias: &'static str,
+                table: &Arc<dyn TableProvider>|
+     -> Result<LogicalPlanBuilder> {
         let mut b = LogicalPlanBuilder::scan(alias, provider_as_source(Arc::clone(table)), None)
-                .map_err(df)?;
+            .map_err(df)?;
         if let Some(p) = row_predicate(&schema, policy, &qualified(alias), now, &sample_key)? {
             b = b.filter(p).map_err(df)?;
         }

@@ -322,7 +322,11 @@ fn default_node_id(data_dir: &std::path::Path) -> Result<String> {
 }
 
 /// Purges audit events past retention now and every `every`.
-fn spawn_purger(audit: AuditLog, retention: std::time::Duration, every: std::time::Duration) -> JoinHandle<()> {
+fn spawn_purger(
+    audit: AuditLog,
+    retention: std::time::Duration,
+    every: std::time::Duration,
+) -> JoinHandle<()> {
     tokio::spawn(async move {
         let mut tick = tokio::time::interval(every);
         loop {

@@ -122,7 +122,12 @@ pub trait Store: Send + Sync + Debug {
     /// Every node chain's head.
     async fn audit_heads(&self) -> Result<Vec<ChainHead>>;
     /// Up to `limit` events of a node's chain after `after_seq`, in order.
-    async fn audit_rows(&self, node_id: &str, after_seq: u64, limit: usize) -> Result<Vec<StoredAuditRow>>;
+    async fn audit_rows(
+        &self,
+        node_id: &str,
+        after_seq: u64,
+        limit: usize,
+    ) -> Result<Vec<StoredAuditRow>>;
     /// How many stored events predate the chain (no node sequence number).
     async fn unchained_audit_events(&self) -> Result<u64>;
     /// The last sequence number of a node's events older than `time_ms`

@@ -23,8 +23,8 @@ use super::model::{AccessDecision, AccessRequest, RequestStatus};
 use super::model::{DatasetRecord, Snapshot, UserRecord};
 use super::rows::{
     PolicyWrite, SnapshotBuilder, StoredPolicy, apply_decision, check_no_open_request,
-    compare_key_fingerprint, decode_event, decode_request, encode, head_from, moved_head, origin_str,
-    plan_config_policies, plan_runtime_delete, plan_runtime_put, purged_head,
+    compare_key_fingerprint, decode_event, decode_request, encode, head_from, moved_head,
+    origin_str, plan_config_policies, plan_runtime_delete, plan_runtime_put, purged_head,
 };
 use super::{PolicyPut, PutMode, Store};
 use crate::audit::AuditEvent;
@@ -727,14 +727,25 @@ impl Store for PostgresStore {
         let actions: Vec<&str> = rows.iter().map(|r| r.action.as_str()).collect();
         let bodies: Vec<&str> = rows.iter().map(|r| r.body.as_str()).collect();
         let seqs: Vec<i64> = rows.iter().map(|r| r.seq as i64).collect();
-        let macs: Vec<&str> = rows.iter().map(|r| r.mac.as_deref().unwrap_or("")).collect();
+        let macs: Vec<&str> = rows
+            .iter()
+            .map(|r| r.mac.as_deref().unwrap_or(""))
+            .collect();
         tx.execute(
             "INSERT INTO audit_events (event_id, time_ms, node_id, action, body, node_seq, mac)
              SELECT e.id, e.t, $1, e.a, e.b, e.s, e.m
              FROM UNNEST($2::text[], $3::bigint[], $4::text[], $5::text[], $6::bigint[], $7::text[])
                   WITH ORDINALITY AS e(id, t, a, b, s, m, o)
              ORDER BY e.o",
-            &[&sealer.node_id(), &ids, &times, &actions, &bodies, &seqs, &macs],
+            &[
+                &sealer.node_id(),
+                &ids,
+                &times,
+                &actions,
+                &bodies,
+                &seqs,
+                &macs,
+            ],
         )
         .await
         .map_err(pg_err)?;
@@ -782,7 +793,12 @@ impl Store for PostgresStore {
             .collect()
     }
 
-    async fn audit_rows(&self, node_id: &str, after_seq: u64, limit: usize) -> Result<Vec<StoredAuditRow>> {
+    async fn audit_rows(
+        &self,
+        node_id: &str,
+        after_seq: u64,
+        limit: usize,
+    ) -> Result<Vec<StoredAuditRow>> {
         let client = self.client().await?;
         let rows = client
             .query(
@@ -808,7 +824,10 @@ impl Store for PostgresStore {
     async fn unchained_audit_events(&self) -> Result<u64> {
         let client = self.client().await?;
         let row = client
-            .query_one("SELECT COUNT(*) FROM audit_events WHERE node_seq IS NULL", &[])
+            .query_one(
+                "SELECT COUNT(*) FROM audit_events WHERE node_seq IS NULL",
+                &[],
+            )
             .await
             .map_err(pg_err)?;
         Ok(row.get::<_, i64>(0) as u64)
@@ -901,5 +920,11 @@ async fn lock_head(tx: &Transaction<'_>, node_id: &str) -> Result<ChainHead> {
         )
         .await
         .map_err(pg_err)?;
-    head_from(node_id.to_string(), row.get(0), row.get(1), row.get(2), row.get(3))
+    head_from(
+        node_id.to_string(),
+        row.get(0),
+        row.get(1),
+        row.get(2),
+        row.get(3),
+    )
 }

@@ -8,9 +8,9 @@ use std::str::FromStr;
 use crate::audit::AuditEvent;
 use crate::audit::chain::{ChainHead, StoredAuditRow};
 use crate::auth::identity::{Identity, Permission};
-use crate::secrets::decode_hex_32;
 use crate::error::{Result, VeilError};
 use crate::policy::model::{Origin, Policy, PolicySpec};
+use crate::secrets::decode_hex_32;
 use crate::store::PolicyPut;
 use crate::store::model::{
     AccessDecision, AccessRequest, DatasetRecord, RequestStatus, Snapshot, UserRecord,
@@ -352,8 +352,7 @@ pub(crate) fn compare_key_fingerprint(stored: &str, ours: &str) -> Result<()> {
 /// A stored audit event; events from before the chain take their row
 /// position as sequence number.
 pub(crate) fn decode_event(position: i64, body: &str) -> Result<AuditEvent> {
-    let mut e: AuditEvent =
-        serde_json::from_str(body).map_err(|e| corrupt("audit event", e))?;
+    let mut e: AuditEvent = serde_json::from_str(body).map_err(|e| corrupt("audit event", e))?;
     e.seq.get_or_insert(position as u64);
     Ok(e)
 }

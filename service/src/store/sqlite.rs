@@ -13,8 +13,8 @@ use super::model::{AccessDecision, AccessRequest, RequestStatus};
 use super::model::{DatasetRecord, Snapshot, UserRecord};
 use super::rows::{
     PolicyWrite, SnapshotBuilder, StoredPolicy, apply_decision, check_no_open_request,
-    compare_key_fingerprint, decode_event, decode_request, encode, head_from, moved_head, origin_str,
-    plan_config_policies, plan_runtime_delete, plan_runtime_put, purged_head,
+    compare_key_fingerprint, decode_event, decode_request, encode, head_from, moved_head,
+    origin_str, plan_config_policies, plan_runtime_delete, plan_runtime_put, purged_head,
 };
 use super::{PolicyPut, PutMode, Store};
 use crate::audit::AuditEvent;
@@ -715,7 +715,9 @@ impl Store for SqliteStore {
     async fn audit_page(&self, after: u64, limit: usize) -> Result<Vec<(u64, AuditEvent)>> {
         self.with(move |c| {
             let mut stmt = c
-                .prepare_cached("SELECT seq, body FROM audit_events WHERE seq > ?1 ORDER BY seq LIMIT ?2")
+                .prepare_cached(
+                    "SELECT seq, body FROM audit_events WHERE seq > ?1 ORDER BY seq LIMIT ?2",
+                )
                 .map_err(db_err)?;
             let rows = stmt
                 .query_map(params![after as i64, limit as i64], |r| {
@@ -758,7 +760,12 @@ impl Store for SqliteStore {
         .await
     }
 
-    async fn audit_rows(&self, node_id: &str, after_seq: u64, limit: usize) -> Result<Vec<StoredAuditRow>> {
+    async fn audit_rows(
+        &self,
+        node_id: &str,
+        after_seq: u64,
+        limit: usize,
+    ) -> Result<Vec<StoredAuditRow>> {
         let node_id = node_id.to_string();
         self.with(move |c| {
             let mut stmt = c
@@ -786,9 +793,11 @@ impl Store for SqliteStore {
 
     async fn unchained_audit_events(&self) -> Result<u64> {
         self.with(|c| {
-            c.query_row("SELECT COUNT(*) FROM audit_events WHERE node_seq IS NULL", [], |r| {
-                r.get::<_, i64>(0)
-            })
+            c.query_row(
+                "SELECT COUNT(*) FROM audit_events WHERE node_seq IS NULL",
+                [],
+                |r| r.get::<_, i64>(0),
+            )
             .map(|n| n as u64)
             .map_err(db_err)
         })

@@ -231,7 +231,8 @@ async fn config_policies_come_back_ordered_by_name(s: Arc<dyn Store>) {
 }
 
 async fn audit_appends_are_ordered(s: Arc<dyn Store>) {
-    let key = crate::secrets::MasterKey::from_bytes([1; 32]).derive(crate::secrets::KeyPurpose::AuditChain);
+    let key = crate::secrets::MasterKey::from_bytes([1; 32])
+        .derive(crate::secrets::KeyPurpose::AuditChain);
     let a = AuditSealer::new(key.clone(), "a");
     let b = AuditSealer::new(key.clone(), "b");
     for i in 0..3 {
@@ -240,7 +241,10 @@ async fn audit_appends_are_ordered(s: Arc<dyn Store>) {
             .unwrap();
     }
     let head = s
-        .append_audit(&a, &[AuditEvent::new("b0", None), AuditEvent::new("b1", None)])
+        .append_audit(
+            &a,
+            &[AuditEvent::new("b0", None), AuditEvent::new("b1", None)],
+        )
         .await
         .unwrap();
     assert_eq!(head.seq, 5);
@@ -251,32 +255,53 @@ async fn audit_appends_are_ordered(s: Arc<dyn Store>) {
     );
     assert!(tail.windows(2).all(|w| w[0].seq < w[1].seq));
     // Another node's chain numbers from 1; both verify.
-    assert_eq!(s.append_audit(&b, &[AuditEvent::new("x", None)]).await.unwrap().seq, 1);
-    let v = crate::audit::verify::verify_store(s.as_ref(), &key, &[]).await.unwrap();
+    assert_eq!(
+        s.append_audit(&b, &[AuditEvent::new("x", None)])
+            .await
+            .unwrap()
+            .seq,
+        1
+    );
+    let v = crate::audit::verify::verify_store(s.as_ref(), &key, &[])
+        .await
+        .unwrap();
     assert!(v.ok(), "{}", v.report());
     assert_eq!(v.nodes.iter().map(|n| n.events).collect::<Vec<_>>(), [5, 1]);
     // Concurrent appends to one node stay gap-free.
     let writes = (0..8).map(|i| {
         let (s, a) = (Arc::clone(&s), a.clone());
         tokio::spawn(async move {
-            s.append_audit(&a, &[AuditEvent::new(&format!("c{i}"), None), AuditEvent::new("d", None)])
-                .await
-                .unwrap()
+            s.append_audit(
+                &a,
+                &[
+                    AuditEvent::new(&format!("c{i}"), None),
+                    AuditEvent::new("d", None),
+                ],
+            )
+            .await
+            .unwrap()
         })
     });
     for w in writes {
         w.await.unwrap();
     }
     let rows = s.audit_rows("a", 0, 100).await.unwrap();
-    assert_eq!(rows.iter().map(|r| r.seq).collect::<Vec<_>>(), (1..=21).collect::<Vec<_>>());
+    assert_eq!(
+        rows.iter().map(|r| r.seq).collect::<Vec<_>>(),
+        (1..=21).collect::<Vec<_>>()
+    );
     // A purge keeps the rest verifiable (with its checkpoint).
     let mac3 = crate::secrets::decode_hex_32(rows[2].mac.as_deref().unwrap()).unwrap();
     let (deleted, head) = s.purge_audit("a", 3).await.unwrap();
     assert_eq!((deleted, head.purged_through), (3, 3));
     let cp = Checkpoint::of(CheckpointKind::Purge, "a", 3, &mac3);
-    let v = crate::audit::verify::verify_store(s.as_ref(), &key, &[cp]).await.unwrap();
+    let v = crate::audit::verify::verify_store(s.as_ref(), &key, &[cp])
+        .await
+        .unwrap();
     assert!(v.ok(), "{}", v.report());
-    let v = crate::audit::verify::verify_store(s.as_ref(), &key, &[]).await.unwrap();
+    let v = crate::audit::verify::verify_store(s.as_ref(), &key, &[])
+        .await
+        .unwrap();
     assert!(!v.ok(), "a purge without its checkpoint is a deletion");
 }
 

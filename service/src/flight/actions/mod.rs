@@ -15,10 +15,10 @@ use tonic::Status;
 
 use veil_proto::{
     ActionAck, AttributeValues, AuditTailRequest, ColumnDescription, DatasetDescription,
-    DecideAccessRequest, DeleteUserRequest, DescribeRequest, SearchHit, SearchRequest, DropDatasetRequest, ExplainRequest,
+    DecideAccessRequest, DeleteUserRequest, DescribeRequest, DropDatasetRequest, ExplainRequest,
     ListUsersRequest, PermissionRequest, PolicyWriteRequest, PutUserRequest,
-    RegisterDatasetRequest, ReloadRequest, SetColumnTagsRequest, SetDescriptionRequest,
-    SetUserDisabledRequest, UserEntry, UserRef, WhoAmI, actions,
+    RegisterDatasetRequest, ReloadRequest, SearchHit, SearchRequest, SetColumnTagsRequest,
+    SetDescriptionRequest, SetUserDisabledRequest, UserEntry, UserRef, WhoAmI, actions,
 };
 
 use super::status::to_status;
