@@ -151,7 +151,8 @@ impl Writer {
         if group.is_empty() {
             return;
         }
-        let events: Vec<AuditEvent> = group.iter().map(|p| p.event.clone()).collect();
+        let (events, replies): (Vec<AuditEvent>, Vec<_>) =
+            group.drain(..).map(|p| (p.event, p.done)).unzip();
         let outcome = self.store.append_audit(&self.sealer, &events).await;
         match &outcome {
             Ok(head) => self.head = Some(head.clone()),
@@ -159,10 +160,8 @@ impl Writer {
                 tracing::error!(error = %e, events = events.len(), "audit group commit failed")
             }
         }
-        for p in group.drain(..) {
-            let _ = p
-                .done
-                .send(outcome.as_ref().map(|_| ()).map_err(Clone::clone));
+        for done in replies {
+            let _ = done.send(outcome.as_ref().map(|_| ()).map_err(Clone::clone));
         }
     }
 
