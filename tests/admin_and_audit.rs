@@ -108,6 +108,42 @@ async fn each_action_checks_its_permission_and_is_audited() {
             None,
         ),
         (
+            actions::SET_EXPERTS,
+            SetExpertsRequest {
+                dataset: "clinical.trials".into(),
+                experts: user("erin").into_iter().collect(),
+            }
+            .encode_to_vec(),
+            Some(Code::PermissionDenied),
+            // Declared in the config file: named there.
+            Some(Code::FailedPrecondition),
+        ),
+        (
+            actions::DISCOVER,
+            DiscoverRequest {
+                dataset: "clinical.trials".into(),
+                sample_rows: 200,
+                min_confidence: 0,
+            }
+            .encode_to_vec(),
+            Some(Code::PermissionDenied),
+            None,
+        ),
+        (
+            actions::DECIDE_TAG_PROPOSAL,
+            DecideTagProposalRequest {
+                dataset: "clinical.trials".into(),
+                column: "state".into(),
+                tag: "PII.nothing".into(),
+                accept: true,
+                tag_as: String::new(),
+            }
+            .encode_to_vec(),
+            Some(Code::PermissionDenied),
+            // No such proposal is pending.
+            Some(Code::NotFound),
+        ),
+        (
             actions::SET_USER_DISABLED,
             SetUserDisabledRequest {
                 user: user("erin"),

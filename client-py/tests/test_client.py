@@ -312,3 +312,79 @@ def test_search_finds_only_what_you_may_see(server):
         assert [h["name"] for h in conn.search("state")] == ["clinical.sites"]
     with connect(server, "dave") as conn:
         assert "veil.audit" in [h["name"] for h in conn.search("audit")]
+
+
+def test_discovery_and_experts_from_python(server):
+    import csv
+
+    folder = server.dir / "data" / "py"
+    folder.mkdir(parents=True, exist_ok=True)
+    path = folder / "leads.csv"
+    emails = [f"lead{i}@example.org" for i in range(60)]
+    with open(path, "w", newline="") as f:
+        w = csv.writer(f)
+        w.writerow(["lead", "mail", "score"])
+        for i, e in enumerate(emails):
+            w.writerow([i, e, i % 7])
+    with connect(server, "dave") as dave:
+        assert "registered" in dave.register_dataset("py.leads", "csv", str(path), description="Sales leads")
+        try:
+            assert "experts of py.leads: " in dave.set_experts("py.leads", ["erin"])
+            d = dave.describe("py.leads")
+            assert d["experts"] == ["erin"] and d["description"] == "Sales leads"
+            assert dave.search("leads")[0]["experts"] == ["erin"]
+
+            report = dave.discover("py.leads")
+            assert [(p["column"], p["tag"]) for p in report["proposals"]] == [("mail", "PII.email")]
+            assert report["proposals"][0]["confidence"] >= 80
+            assert not any(e in str(report) for e in emails), "no sampled value comes back"
+            with pytest.raises(ValueError):
+                dave.discover("py.leads", min_confidence=101)
+
+            assert dave.scan_as_pandas("py.leads")["mail"].str.contains("@").all()
+            assert "PII.email" in dave.accept_tag("py.leads", "mail", "PII.email")
+            masked = dave.scan_as_pandas("py.leads")["mail"]
+            assert not masked.str.contains("@").any(), "hash-pii applies from the next read"
+            with pytest.raises(veil.NotFound):
+                dave.reject_tag("py.leads", "mail", "PII.email")
+        finally:
+            dave.set_column_tags("py.leads", "mail", [])
+            dave.drop_dataset("py.leads")
+    with connect(server, "erin") as erin:
+        with pytest.raises(veil.NotFound):
+            erin.discover("py.leads")
+
+
+def test_discover_command_line(server):
+    import os
+    import subprocess
+
+    folder = server.dir / "data" / "cli"
+    folder.mkdir(parents=True, exist_ok=True)
+    path = folder / "people.csv"
+    path.write_text("id,ssn,ip\n" + "".join(f"{i},{100 + i:03}-{10 + i:02}-{1000 + i:04},10.0.0.{i + 1}\n" for i in range(40)))
+    env = dict(os.environ, VEIL_ADDRESS=server.address, VEIL_TOKEN=server.token("dave"))
+    run = lambda *args: subprocess.run([server.bin, *args], env=env, capture_output=True, text=True)
+    out = run("admin", "register", "cli.people", "--format", "csv", "--location", str(path))
+    assert out.returncode == 0, out.stderr
+    try:
+        out = run("discover", "cli.people")
+        assert out.returncode == 0, out.stderr
+        assert "PII.ssn" in out.stdout and "PII.ip.v4" in out.stdout, out.stdout
+        assert "100-10-1000" not in out.stdout
+        assert "decide: veil discover cli.people --accept" in out.stdout
+        out = run("discover", "cli.people", "--reject", "ip=PII.ip.v4", "--accept", "ssn=PII.ssn")
+        assert out.returncode == 0, out.stderr
+        assert "accepted" in out.stdout and "rejected" in out.stdout
+        out = run("discover", "cli.people", "--json")
+        assert out.returncode == 0, out.stderr
+        import json
+
+        report = json.loads(out.stdout)
+        assert report["proposals"] == []
+        assert report["previously_rejected"] == [{"column": "ip", "tag": "PII.ip.v4"}]
+        out = run("discover", "cli.people", "--accept", "ssn")
+        assert out.returncode == 1 and "COLUMN=TAG" in out.stderr
+    finally:
+        run("admin", "set-tags", "cli.people", "ssn")
+        run("admin", "drop", "cli.people")

@@ -166,6 +166,7 @@ def decode_description(buf: bytes) -> dict:
         "format": _s(f, 6),
         "rows_filtered": bool(f.get(7, [0])[0]),
         "access": _s(f, 8) or "read",
+        "experts": _ss(f, 9),
     }
 
 
@@ -185,6 +186,7 @@ def decode_search_hit(buf: bytes) -> dict:
         "matches": _ss(f, 4),
         "owners": _ss(f, 5),
         "tags": _ss(f, 6),
+        "experts": _ss(f, 7),
     }
 
 
@@ -268,3 +270,36 @@ def encode_revoke_access(dataset: str, subject: str, note: str = "", issuer: str
     if note:
         out += _str_field(3, note)
     return out
+
+
+def encode_set_experts(dataset: str, subjects, issuer: str = "") -> bytes:
+    return _str_field(1, dataset) + b"".join(_len_field(2, encode_user_ref(s, issuer)) for s in subjects)
+
+
+def encode_discover(dataset: str, sample_rows=None, min_confidence=None) -> bytes:
+    out = _str_field(1, dataset)
+    if sample_rows:
+        out += _varint_field(2, int(sample_rows))
+    if min_confidence:
+        out += _varint_field(3, int(min_confidence))
+    return out
+
+
+def encode_decide_tag_proposal(dataset: str, column: str, tag: str, accept: bool, tag_as: str = "") -> bytes:
+    out = _str_field(1, dataset) + _str_field(2, column) + _str_field(3, tag)
+    if accept:
+        out += _varint_field(4, 1)
+    if tag_as:
+        out += _str_field(5, tag_as)
+    return out
+
+
+def encode_register_dataset(name: str, format: str, location: str, description: str = "", hive_partitioned: bool = False) -> bytes:
+    out = encode_string_message(name, format, location, description)
+    if hive_partitioned:
+        out += _varint_field(5, 1)
+    return out
+
+
+def encode_set_column_tags(dataset: str, column: str, tags) -> bytes:
+    return _str_field(1, dataset) + _str_field(2, column) + b"".join(_str_field(3, t) for t in tags)

@@ -137,7 +137,9 @@ class Connection:
         return sorted(".".join(p.decode() if isinstance(p, bytes) else p for p in i.descriptor.path) for i in infos)
 
     def describe(self, name):
-        """The dataset's dictionary as you see it: columns, types, tags, masks."""
+        """The dataset's dictionary as you see it: description, owners,
+        experts (whom to ask about the data), tags, and columns with types,
+        descriptions, tags and masks."""
         body = _proto.encode_string_message(name)
         return _proto.decode_description(self._action("veil.describe", body)[0])
 
@@ -145,7 +147,7 @@ class Connection:
         """Datasets you can see whose name, description, tags or columns
         contain every word of `query`, best first: a list of dicts with
         name, description, access (read, or request), matches (where the
-        words matched), owners and tags."""
+        words matched), owners, experts and tags."""
         if limit is not None and limit < 1:
             raise ValueError("limit must be at least 1")
         body = _proto.encode_search(query, limit)
@@ -256,6 +258,59 @@ class Connection:
         cutoff), the data's current k and a suggested k."""
         body = _proto.encode_profile_k_anonymity(dataset, list(columns))
         return json.loads(self._action("veil.profile_k_anonymity", body)[0])
+
+    def register_dataset(self, name, format, location, description="", hive_partitioned=False):
+        """Register files under one of the server's roots as a dataset you
+        own (needs CREATE_DATA_SOURCE). `location` is an absolute path as
+        the server sees it, or s3://bucket/key."""
+        body = _proto.encode_register_dataset(name, format, location, description, hive_partitioned)
+        return _proto.decode_ack(self._action("veil.register_dataset", body)[0])
+
+    def drop_dataset(self, name):
+        """Drop a dataset you registered at run time (the files stay)."""
+        return _proto.decode_ack(self._action("veil.drop_dataset", _proto.encode_string_message(name))[0])
+
+    def set_description(self, dataset, description, column=None):
+        """Set a dataset's description, or a column's."""
+        body = _proto.encode_string_message(dataset, column or "", description)
+        return _proto.decode_ack(self._action("veil.set_description", body)[0])
+
+    def set_column_tags(self, dataset, column, tags):
+        """Set a column's tags (an empty list clears them)."""
+        body = _proto.encode_set_column_tags(dataset, column, list(tags))
+        return _proto.decode_ack(self._action("veil.set_column_tags", body)[0])
+
+    def set_experts(self, dataset, experts, issuer=""):
+        """Name the people to ask about a dataset you own (replaces the
+        list; an empty list clears it). Being an expert grants nothing."""
+        body = _proto.encode_set_experts(dataset, list(experts), issuer)
+        return _proto.decode_ack(self._action("veil.set_experts", body)[0])
+
+    # -- sensitive data discovery ------------------------------------------
+    def discover(self, dataset, sample_rows=None, min_confidence=None):
+        """Sample a dataset you own (or govern) and propose column tags.
+
+        Returns the report: ``proposals`` (column, tag, kind, confidence in
+        percent, evidence), ``already_tagged``, ``previously_rejected`` and
+        ``skipped`` columns. No sampled value is ever returned. Decide with
+        `accept_tag` or `reject_tag`."""
+        if sample_rows is not None and sample_rows < 1:
+            raise ValueError("sample_rows must be at least 1")
+        if min_confidence is not None and not 1 <= min_confidence <= 100:
+            raise ValueError("min_confidence is a percentage, 1 to 100")
+        body = _proto.encode_discover(dataset, sample_rows, min_confidence)
+        return json.loads(self._action("veil.discover", body)[0])
+
+    def accept_tag(self, dataset, column, tag, tag_as=""):
+        """Accept a proposed tag: the column gets it (or `tag_as`), and
+        policies on that tag apply from the next request."""
+        body = _proto.encode_decide_tag_proposal(dataset, column, tag, True, tag_as)
+        return _proto.decode_ack(self._action("veil.decide_tag_proposal", body)[0])
+
+    def reject_tag(self, dataset, column, tag):
+        """Reject a proposed tag: discovery won't propose it again."""
+        body = _proto.encode_decide_tag_proposal(dataset, column, tag, False)
+        return _proto.decode_ack(self._action("veil.decide_tag_proposal", body)[0])
 
     # -- unmask requests -----------------------------------------------------
     def request_unmask(self, dataset, column, values, reason):

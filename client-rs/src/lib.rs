@@ -593,6 +593,69 @@ impl Connection {
 
     /// Profile columns of a dataset you own (or govern) for
     /// k-anonymization: distinct values, the data's k, a suggested k (JSON).
+    /// Name the people to ask about a dataset you own (replaces the list;
+    /// none clears it).
+    pub async fn set_experts(
+        &self,
+        dataset: &str,
+        experts: Vec<UserRef>,
+    ) -> Result<String, ClientError> {
+        self.acknowledged(
+            actions::SET_EXPERTS,
+            veil_proto::SetExpertsRequest {
+                dataset: dataset.into(),
+                experts,
+            }
+            .encode_to_vec(),
+        )
+        .await
+    }
+
+    /// Sample a dataset you own (or govern) and propose column tags: the
+    /// JSON report (proposals with confidence and evidence, never values).
+    /// `sample_rows` and `min_confidence` 0: the server's defaults.
+    pub async fn discover(
+        &self,
+        dataset: &str,
+        sample_rows: u32,
+        min_confidence: u32,
+    ) -> Result<String, ClientError> {
+        self.json_result(
+            actions::DISCOVER,
+            veil_proto::DiscoverRequest {
+                dataset: dataset.into(),
+                sample_rows,
+                min_confidence,
+            }
+            .encode_to_vec(),
+        )
+        .await
+    }
+
+    /// Accept (optionally under your own tag) or reject a tag discovery
+    /// proposed for a column; returns the acknowledgement.
+    pub async fn decide_tag_proposal(
+        &self,
+        dataset: &str,
+        column: &str,
+        tag: &str,
+        accept: bool,
+        tag_as: Option<&str>,
+    ) -> Result<String, ClientError> {
+        self.acknowledged(
+            actions::DECIDE_TAG_PROPOSAL,
+            veil_proto::DecideTagProposalRequest {
+                dataset: dataset.into(),
+                column: column.into(),
+                tag: tag.into(),
+                accept,
+                tag_as: tag_as.unwrap_or_default().into(),
+            }
+            .encode_to_vec(),
+        )
+        .await
+    }
+
     pub async fn profile_k_anonymity(
         &self,
         dataset: &str,

@@ -185,6 +185,9 @@ pub struct DatasetDescription {
     /// may not read yet (the columns show what an approval would give).
     #[prost(string, tag = "8")]
     pub access: String,
+    /// People to ask about the data (being one grants nothing).
+    #[prost(string, repeated, tag = "9")]
+    pub experts: Vec<String>,
 }
 
 /// Search the catalog: datasets whose name, description, tags, column
@@ -217,6 +220,8 @@ pub struct SearchHit {
     pub owners: Vec<String>,
     #[prost(string, repeated, tag = "6")]
     pub tags: Vec<String>,
+    #[prost(string, repeated, tag = "7")]
+    pub experts: Vec<String>,
 }
 
 #[derive(Clone, PartialEq, Message)]
@@ -271,6 +276,44 @@ pub struct SetDescriptionRequest {
     pub column: String,
     #[prost(string, tag = "3")]
     pub description: String,
+}
+
+/// Name the people to ask about a dataset (replaces the list).
+#[derive(Clone, PartialEq, Message)]
+pub struct SetExpertsRequest {
+    #[prost(string, tag = "1")]
+    pub dataset: String,
+    #[prost(message, repeated, tag = "2")]
+    pub experts: Vec<UserRef>,
+}
+
+/// Sample a dataset and propose column tags (answered with JSON).
+#[derive(Clone, PartialEq, Message)]
+pub struct DiscoverRequest {
+    #[prost(string, tag = "1")]
+    pub dataset: String,
+    /// 0: the default (1000); at most 100000.
+    #[prost(uint32, tag = "2")]
+    pub sample_rows: u32,
+    /// 0: the default (50); else 1 to 100.
+    #[prost(uint32, tag = "3")]
+    pub min_confidence: u32,
+}
+
+/// Accept or reject a pending tag proposal.
+#[derive(Clone, PartialEq, Message)]
+pub struct DecideTagProposalRequest {
+    #[prost(string, tag = "1")]
+    pub dataset: String,
+    #[prost(string, tag = "2")]
+    pub column: String,
+    #[prost(string, tag = "3")]
+    pub tag: String,
+    #[prost(bool, tag = "4")]
+    pub accept: bool,
+    /// Accept under this tag instead of the proposed one.
+    #[prost(string, tag = "5")]
+    pub tag_as: String,
 }
 
 #[derive(Clone, PartialEq, Message)]
@@ -549,6 +592,9 @@ pub mod actions {
     pub const DENY_ACCESS: &str = "veil.deny_access";
     pub const LIST_ACCESS_REQUESTS: &str = "veil.list_access_requests";
     pub const REVOKE_ACCESS: &str = "veil.revoke_access";
+    pub const SET_EXPERTS: &str = "veil.set_experts";
+    pub const DISCOVER: &str = "veil.discover";
+    pub const DECIDE_TAG_PROPOSAL: &str = "veil.decide_tag_proposal";
 }
 
 #[cfg(test)]

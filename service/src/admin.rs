@@ -62,6 +62,40 @@ struct ExplainOptions {
     attrs: Vec<String>,
 }
 
+/// `veil discover`: propose column tags for a dataset, or decide proposals.
+#[derive(Debug, Args)]
+pub(crate) struct DiscoverArgs {
+    #[command(flatten)]
+    connect: ConnectArgs,
+    #[command(flatten)]
+    discover: DiscoverOptions,
+}
+
+#[derive(Debug, Args)]
+struct DiscoverOptions {
+    /// `schema.name` of a dataset you own (or govern).
+    dataset: String,
+    /// Rows to sample (default 1000, at most 100000).
+    #[arg(long, default_value_t = 0, hide_default_value = true)]
+    sample: u32,
+    /// Propose only at this confidence or more, in percent (default 50).
+    #[arg(long, default_value_t = 0, hide_default_value = true)]
+    min_confidence: u32,
+    /// Accept a pending proposal, COLUMN=TAG (repeatable): the column gets
+    /// the tag and policies on it apply from the next request.
+    #[arg(long = "accept", value_name = "COLUMN=TAG")]
+    accept: Vec<String>,
+    /// Reject a pending proposal, COLUMN=TAG (repeatable): not proposed again.
+    #[arg(long = "reject", value_name = "COLUMN=TAG")]
+    reject: Vec<String>,
+    /// With one --accept: tag the column with this tag instead (your taxonomy).
+    #[arg(long, value_name = "TAG")]
+    tag_as: Option<String>,
+    /// Print the server's JSON report instead of a table.
+    #[arg(long)]
+    json: bool,
+}
+
 #[derive(Debug, Subcommand)]
 enum AdminCommand {
     /// Who the server thinks you are.
@@ -110,6 +144,16 @@ enum AdminCommand {
         description: String,
         #[arg(long)]
         column: Option<String>,
+    },
+    /// Name the people to ask about a dataset (none: clear them).
+    SetExperts {
+        dataset: String,
+        /// An expert's `sub` claim (repeatable).
+        #[arg(long = "expert")]
+        experts: Vec<String>,
+        /// The experts' token issuer (default: auth.default_issuer).
+        #[arg(long)]
+        issuer: Option<String>,
     },
     /// Set a column's tags (none: clear them).
     SetTags {
@@ -352,6 +396,113 @@ async fn explain(conn: &Connection, o: ExplainOptions) -> Result<Vec<String>, Cl
     Ok(vec![conn.explain(request).await?])
 }
 
+fn column_and_tag(arg: &str, flag: &str) -> Result<(String, String), ClientError> {
+    match arg.split_once('=') {
+        Some((c, t)) if !c.is_empty() && !t.is_empty() => Ok((c.to_string(), t.to_string())),
+        _ => Err(ClientError::Invalid(format!(
+            "--{flag} '{arg}' must be COLUMN=TAG, as the proposals list them"
+        ))),
+    }
+}
+
+async fn discover(conn: &Connection, a: DiscoverOptions) -> Result<Vec<String>, ClientError> {
+    if a.tag_as.is_some() && (a.accept.len() != 1 || !a.reject.is_empty()) {
+        return Err(ClientError::Invalid(
+            "--tag-as goes with exactly one --accept".into(),
+        ));
+    }
+    if !a.accept.is_empty() || !a.reject.is_empty() {
+        let mut out = Vec::new();
+        for (arg, accept) in a
+            .accept
+            .iter()
+            .map(|x| (x, true))
+            .chain(a.reject.iter().map(|x| (x, false)))
+        {
+            let (column, tag) = column_and_tag(arg, if accept { "accept" } else { "reject" })?;
+            out.push(
+                conn.decide_tag_proposal(&a.dataset, &column, &tag, accept, a.tag_as.as_deref())
+                    .await?,
+            );
+        }
+        return Ok(out);
+    }
+    let report = conn
+        .discover(&a.dataset, a.sample, a.min_confidence)
+        .await?;
+    if a.json {
+        return Ok(vec![report]);
+    }
+    let v: serde_json::Value = serde_json::from_str(&report)
+        .map_err(|e| ClientError::Flight(format!("discovery answered malformed JSON: {e}")))?;
+    let list = |key: &str| v[key].as_array().cloned().unwrap_or_default();
+    let text = |x: &serde_json::Value, key: &str| x[key].as_str().unwrap_or_default().to_string();
+    let mut out = vec![format!(
+        "{}: sampled {} rows, examined {} columns (proposals at {}% confidence or more)",
+        text(&v, "dataset"),
+        v["sampled_rows"],
+        v["columns_examined"],
+        v["min_confidence"]
+    )];
+    let proposals = list("proposals");
+    if proposals.is_empty() {
+        out.push("no new proposals".into());
+    } else {
+        out.push("proposals (pending):".into());
+        for p in &proposals {
+            out.push(format!(
+                "  {:<24} {:<18} {:>3}%  {}",
+                text(p, "column"),
+                text(p, "tag"),
+                p["confidence"],
+                text(p, "evidence")
+            ));
+        }
+    }
+    for (key, title) in [
+        ("already_tagged", "already tagged"),
+        (
+            "previously_rejected",
+            "rejected before (not proposed again)",
+        ),
+    ] {
+        let items = list(key);
+        if !items.is_empty() {
+            out.push(format!(
+                "{title}: {}",
+                items
+                    .iter()
+                    .map(|x| format!("{}={}", text(x, "column"), text(x, "tag")))
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            ));
+        }
+    }
+    for x in list("skipped") {
+        out.push(format!(
+            "not examined: {} ({})",
+            text(&x, "column"),
+            text(&x, "reason")
+        ));
+    }
+    if let Some(first) = proposals.first() {
+        out.push(format!(
+            "decide: veil discover {} --accept {}={} (or --reject)",
+            text(&v, "dataset"),
+            text(first, "column"),
+            text(first, "tag")
+        ));
+    }
+    Ok(out)
+}
+
+/// `veil discover ...`
+pub(crate) fn run_discover(args: DiscoverArgs) -> Result<(), VeilError> {
+    run_with(&args.connect, |conn| {
+        Box::pin(async move { discover(&conn, args.discover).await })
+    })
+}
+
 /// `veil explain ...`
 pub(crate) fn run_explain(args: ExplainArgs) -> Result<(), VeilError> {
     run_with(&args.connect, |conn| {
@@ -499,6 +650,21 @@ async fn execute(conn: &Connection, command: AdminCommand) -> Result<Vec<String>
                 };
                 out.push(format!("{}{access}: {}", h.name, h.description));
                 out.push(format!("  matched: {}", h.matches.join(", ")));
+                if !h.owners.is_empty() || !h.experts.is_empty() {
+                    out.push(format!(
+                        "  owners: {}; experts: {}",
+                        if h.owners.is_empty() {
+                            "-".to_string()
+                        } else {
+                            h.owners.join(", ")
+                        },
+                        if h.experts.is_empty() {
+                            "-".to_string()
+                        } else {
+                            h.experts.join(", ")
+                        }
+                    ));
+                }
             }
             out
         }
@@ -514,6 +680,14 @@ async fn execute(conn: &Connection, command: AdminCommand) -> Result<Vec<String>
                 format!("{} ({})", d.name, d.format),
                 format!("description: {}", d.description),
                 format!("owners: {}", d.owners.join(", ")),
+                format!(
+                    "experts: {}",
+                    if d.experts.is_empty() {
+                        "-".to_string()
+                    } else {
+                        d.experts.join(", ")
+                    }
+                ),
                 format!("tags: {}", d.tags.join(", ")),
                 format!("rows filtered for you: {}", d.rows_filtered),
             ];
@@ -535,6 +709,19 @@ async fn execute(conn: &Connection, command: AdminCommand) -> Result<Vec<String>
             column,
         } => one(conn
             .set_description(&dataset, column.as_deref(), &description)
+            .await?),
+        AdminCommand::SetExperts {
+            dataset,
+            experts,
+            issuer,
+        } => one(conn
+            .set_experts(
+                &dataset,
+                experts
+                    .into_iter()
+                    .map(|e| user(e, issuer.clone()))
+                    .collect(),
+            )
             .await?),
         AdminCommand::SetTags {
             dataset,

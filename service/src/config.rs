@@ -409,6 +409,9 @@ pub struct DatasetConfig {
     pub description: String,
     #[serde(default)]
     pub owners: Vec<UserRefSpec>,
+    /// People to ask about the data; being an expert grants nothing.
+    #[serde(default)]
+    pub experts: Vec<UserRefSpec>,
     #[serde(default)]
     pub tags: Vec<String>,
     #[serde(default)]

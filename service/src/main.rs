@@ -73,6 +73,10 @@ enum Commands {
     /// each that matched, schema, masks, row filters). For governors and the
     /// dataset's owners. Uses VEIL_ADDRESS and VEIL_TOKEN.
     Explain(admin::ExplainArgs),
+    /// Sensitive data discovery: sample a dataset you own (or govern) and
+    /// propose column tags with a confidence (never showing values); accept
+    /// or reject proposals. Uses VEIL_ADDRESS and VEIL_TOKEN.
+    Discover(admin::DiscoverArgs),
     /// The audit trail: verify its hash chains, export it as JSON lines.
     /// Reads the store named by the config directly.
     Audit(audit_cmd::AuditArgs),
@@ -108,6 +112,7 @@ fn main() -> ExitCode {
         Commands::Admin(args) => admin::run(args),
         Commands::Explain(args) => admin::run_explain(args),
         Commands::Audit(args) => audit_cmd::run(args),
+        Commands::Discover(args) => admin::run_discover(args),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

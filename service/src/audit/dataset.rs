@@ -171,6 +171,7 @@ pub fn audit_dataset() -> DatasetRecord {
         },
         description: "Veil's audit trail: every authentication failure, listing, plan, read, denial and administrative action, one row per event, in the order recorded. Read by holders of the AUDIT permission (policy veil.audit-readers); governors may add policies to it.".into(),
         owners: vec![],
+        experts: vec![],
         tags: vec![],
         columns: columns()
             .into_iter()
@@ -186,6 +187,7 @@ pub fn audit_dataset() -> DatasetRecord {
             .collect(),
         origin: Origin::Config,
         event_time: Some("time".into()),
+        tag_proposals: vec![],
     }
 }
 

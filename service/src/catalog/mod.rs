@@ -1,6 +1,7 @@
 //! The catalog: datasets, their dictionaries, and where their files are.
 
 pub mod dictionary;
+pub mod discovery;
 pub mod files;
 pub mod object_stores;
 pub mod roots;
@@ -26,6 +27,7 @@ pub struct NewDataset {
     pub hive_partitioned: bool,
     pub description: String,
     pub owners: Vec<Identity>,
+    pub experts: Vec<Identity>,
     pub tags: Vec<String>,
     pub columns: BTreeMap<String, ColumnConfig>,
     pub origin: Origin,
@@ -103,10 +105,12 @@ pub async fn build_dataset(
         source,
         description: new.description,
         owners: new.owners,
+        experts: new.experts,
         tags: new.tags,
         columns,
         origin: new.origin,
         event_time: new.event_time,
+        tag_proposals: vec![],
     })
 }
 

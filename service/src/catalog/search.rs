@@ -110,6 +110,7 @@ mod tests {
             },
             description: description.into(),
             owners: vec![],
+            experts: vec![],
             tags: vec![],
             columns: columns
                 .iter()
@@ -125,6 +126,7 @@ mod tests {
                 .collect(),
             origin: Origin::Runtime,
             event_time: None,
+            tag_proposals: vec![],
         }
     }
 

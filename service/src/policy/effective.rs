@@ -844,6 +844,7 @@ mod tests {
             },
             description: String::new(),
             owners: vec![Identity::new("i", "owner")],
+            experts: vec![],
             tags: vec!["Clinical".into()],
             columns: vec![
                 col("email", "Utf8", &["pii.Email"]),
@@ -854,6 +855,7 @@ mod tests {
             ],
             origin: Origin::Config,
             event_time: None,
+            tag_proposals: vec![],
         }
     }
 

@@ -202,6 +202,7 @@ async fn dataset(dir: &std::path::Path) -> DatasetRecord {
             hive_partitioned: false,
             description: String::new(),
             owners: vec![],
+            experts: vec![],
             tags: vec![],
             columns: BTreeMap::new(),
             origin: Origin::Config,

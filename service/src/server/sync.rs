@@ -141,6 +141,7 @@ pub async fn sync_config(
             .confine_location(&cfg.resolve_location(&d.location))
             .map_err(in_dataset)?;
         let owners: Vec<Identity> = d.owners.iter().map(|o| o.resolve(&issuer)).collect();
+        let experts: Vec<Identity> = d.experts.iter().map(|o| o.resolve(&issuer)).collect();
         match snapshot.datasets.get(&d.name) {
             None => {
                 let record = build_dataset(
@@ -151,6 +152,7 @@ pub async fn sync_config(
                         hive_partitioned: d.hive_partitioned,
                         description: d.description.clone(),
                         owners,
+                        experts,
                         tags: d.tags.clone(),
                         columns: d.columns.clone(),
                         origin: Origin::Config,
@@ -168,6 +170,7 @@ pub async fn sync_config(
                 let mut updated = existing.clone();
                 updated.description = d.description.clone();
                 updated.owners = owners;
+                updated.experts = experts;
                 updated.tags = d.tags.clone();
                 updated.origin = Origin::Config;
                 updated.source.location = location;

@@ -86,6 +86,10 @@ pub struct DatasetRecord {
     #[serde(default)]
     pub description: String,
     pub owners: Vec<Identity>,
+    /// People to ask about the data (what it means, how it was collected).
+    /// Being an expert grants nothing.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub experts: Vec<Identity>,
     #[serde(default)]
     pub tags: Vec<String>,
     pub columns: Vec<ColumnRecord>,
@@ -93,6 +97,37 @@ pub struct DatasetRecord {
     /// The column time-window policies measure rows by.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub event_time: Option<String>,
+    /// Column tags discovery proposed that nobody has decided yet, and
+    /// those rejected (kept, so discovery does not propose them again).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub tag_proposals: Vec<TagProposal>,
+}
+
+/// Where a discovered tag stands. Accepted proposals become column tags
+/// and leave this list.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ProposalStatus {
+    Pending,
+    Rejected,
+}
+
+/// A column tag sensitive data discovery proposed.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct TagProposal {
+    pub column: String,
+    pub tag: String,
+    /// What discovery took the column for (`email`, `ssn`, ...).
+    pub kind: String,
+    /// 0 to 100.
+    pub confidence: u8,
+    /// Counts and header words, never a value.
+    pub evidence: String,
+    pub status: ProposalStatus,
+    pub proposed_by: Identity,
+    pub proposed_ms: i64,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub decided_by: Option<Identity>,
 }
 
 impl DatasetRecord {

@@ -114,6 +114,7 @@ fn dataset(name: &str) -> DatasetRecord {
         },
         description: String::new(),
         owners: vec![Identity::new("i", "o")],
+        experts: vec![],
         tags: vec![],
         columns: vec![ColumnRecord {
             name: "a".into(),
@@ -126,6 +127,7 @@ fn dataset(name: &str) -> DatasetRecord {
         }],
         origin: Origin::Runtime,
         event_time: None,
+        tag_proposals: vec![],
     }
 }
 

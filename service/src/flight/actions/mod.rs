@@ -4,6 +4,7 @@
 //! [`policies`], access requests in [`access`].
 
 mod access;
+mod discovery;
 mod policies;
 mod unmask;
 
@@ -18,7 +19,8 @@ use veil_proto::{
     DecideAccessRequest, DeleteUserRequest, DescribeRequest, DropDatasetRequest, ExplainRequest,
     ListUsersRequest, PermissionRequest, PolicyWriteRequest, PutUserRequest,
     RegisterDatasetRequest, ReloadRequest, SearchHit, SearchRequest, SetColumnTagsRequest,
-    SetDescriptionRequest, SetUserDisabledRequest, UserEntry, UserRef, WhoAmI, actions,
+    SetDescriptionRequest, SetExpertsRequest, SetUserDisabledRequest, UserEntry, UserRef, WhoAmI,
+    actions,
 };
 
 use super::status::to_status;
@@ -90,6 +92,21 @@ pub const ACTIONS: &[(&str, Requirement, &str)] = &[
         actions::SET_DESCRIPTION,
         Requirement::OwnerOrGovernance,
         "Set a dataset's or column's description.",
+    ),
+    (
+        actions::SET_EXPERTS,
+        Requirement::OwnerOrGovernance,
+        "Name the people to ask about a dataset (its experts); being one grants nothing.",
+    ),
+    (
+        actions::DISCOVER,
+        Requirement::OwnerOrGovernance,
+        "Sample a dataset and propose column tags (e-mail, SSN, phone, card, IP, birth date, name, postal code) with a confidence; never returns values.",
+    ),
+    (
+        actions::DECIDE_TAG_PROPOSAL,
+        Requirement::OwnerOrGovernance,
+        "Accept a proposed tag (policies on it apply from the next request) or reject it (not proposed again).",
     ),
     (
         actions::SET_USER_DISABLED,
@@ -385,6 +402,12 @@ impl Admin {
                             matches: h.matches,
                             owners: h.dataset.owners.iter().map(|o| o.subject.clone()).collect(),
                             tags: h.dataset.tags.clone(),
+                            experts: h
+                                .dataset
+                                .experts
+                                .iter()
+                                .map(|o| o.subject.clone())
+                                .collect(),
                         }
                         .encode_to_vec()
                     })
@@ -424,6 +447,7 @@ impl Admin {
                         },
                         rows_filtered: policy.rows_filtered(),
                         access: if readable { "read" } else { "request" }.into(),
+                        experts: d.experts.iter().map(|o| o.subject.clone()).collect(),
                     }
                     .encode_to_vec(),
                 ])
@@ -473,6 +497,7 @@ impl Admin {
                         hive_partitioned: req.hive_partitioned,
                         description: req.description.clone(),
                         owners: vec![p.identity.clone()],
+                        experts: vec![],
                         tags: vec![],
                         columns: BTreeMap::new(),
                         origin: Origin::Runtime,
@@ -542,44 +567,7 @@ impl Admin {
                 let mut d = self.owned_dataset(p, &req.dataset, name).await?;
                 refuse_builtin(&d)?;
                 let snapshot = self.engine.state().current().await?;
-                let col = d
-                    .columns
-                    .iter_mut()
-                    .find(|c| c.name == req.column)
-                    .ok_or_else(|| {
-                        VeilError::InvalidArgument(format!(
-                            "dataset {} has no column '{}'",
-                            req.dataset, req.column
-                        ))
-                    })?;
-                if col.from_config {
-                    return Err(config_column(&req.dataset, &req.column));
-                }
-                // Untagging (or tagging) what a governor's global policy
-                // targets would switch that policy off (or on): GOVERNANCE.
-                let global_tags = global_policy_tags(&snapshot);
-                let touches_global = col
-                    .tags
-                    .iter()
-                    .chain(req.tags.iter())
-                    .any(|t| global_tags.iter().any(|g| tag_covers(g, t)));
-                if touches_global && !p.has(Permission::Governance) {
-                    return Err(denied(
-                        "changing tags that global policies target",
-                        "GOVERNANCE",
-                    ));
-                }
-                if req.tags.iter().any(|t| t.trim().is_empty()) {
-                    return Err(VeilError::InvalidArgument(
-                        "a tag is empty (send no tags to clear them)".into(),
-                    ));
-                }
-                col.tags = req.tags.iter().map(|t| t.trim().to_string()).collect();
-                let summary = if col.tags.is_empty() {
-                    format!("tags of {} cleared", req.column)
-                } else {
-                    format!("{} tagged {}", req.column, col.tags.join(", "))
-                };
+                let summary = retag_column(p, &mut d, &req.column, req.tags, &snapshot)?;
                 self.permitted(event).await?;
                 self.engine
                     .state()
@@ -625,6 +613,54 @@ impl Admin {
                     .await?;
                 Ok(ack("description updated"))
             }
+            actions::SET_EXPERTS => {
+                let req: SetExpertsRequest = decode(body)?;
+                event.dataset = Some(req.dataset.chars().take(256).collect());
+                let mut d = self.owned_dataset(p, &req.dataset, name).await?;
+                refuse_builtin(&d)?;
+                if d.origin == Origin::Config {
+                    return Err(VeilError::FailedPrecondition(format!(
+                        "dataset {} is declared in the config file ([[datasets]]); name its experts there (experts = [...]) and reload",
+                        d.name
+                    )));
+                }
+                if req.experts.len() > MAX_EXPERTS {
+                    return Err(VeilError::InvalidArgument(format!(
+                        "name at most {MAX_EXPERTS} experts"
+                    )));
+                }
+                let mut experts: Vec<Identity> = Vec::new();
+                for u in req.experts {
+                    let who = self.user(Some(u))?;
+                    if !experts.contains(&who) {
+                        experts.push(who);
+                    }
+                }
+                d.experts = experts;
+                let summary = if d.experts.is_empty() {
+                    format!("experts of {} cleared", d.name)
+                } else {
+                    format!(
+                        "experts of {}: {}",
+                        d.name,
+                        d.experts
+                            .iter()
+                            .map(|e| e.to_string())
+                            .collect::<Vec<_>>()
+                            .join(", ")
+                    )
+                };
+                event.message = summary.clone();
+                self.permitted(event).await?;
+                self.engine
+                    .state()
+                    .store()
+                    .put_dataset(&d, PutMode::Replace)
+                    .await?;
+                Ok(ack(summary))
+            }
+            actions::DISCOVER => self.discover(p, decode(body)?, event).await,
+            actions::DECIDE_TAG_PROPOSAL => self.decide_tag_proposal(p, decode(body)?, event).await,
             actions::SET_USER_DISABLED => {
                 let req: SetUserDisabledRequest = decode(body)?;
                 let who = self.user(req.user)?;
@@ -845,6 +881,57 @@ impl Admin {
             Err(_) => Err(VeilError::dataset_not_found(name)),
         }
     }
+}
+
+/// The most experts a dataset names.
+const MAX_EXPERTS: usize = 32;
+
+/// Give a column new tags under the rules every tag change follows (an
+/// edit, or an accepted discovery proposal): tags declared in the config
+/// change there; adding or removing a tag a global policy targets switches
+/// that policy on or off for the column, so it needs GOVERNANCE. Returns a
+/// summary.
+fn retag_column(
+    p: &Principal,
+    d: &mut crate::store::model::DatasetRecord,
+    column: &str,
+    tags: Vec<String>,
+    snapshot: &crate::store::model::Snapshot,
+) -> Result<String> {
+    let dataset = d.name.clone();
+    let col = d
+        .columns
+        .iter_mut()
+        .find(|c| c.name == column)
+        .ok_or_else(|| {
+            VeilError::InvalidArgument(format!("dataset {dataset} has no column '{column}'"))
+        })?;
+    if col.from_config {
+        return Err(config_column(&dataset, column));
+    }
+    let global_tags = global_policy_tags(snapshot);
+    let touches_global = col
+        .tags
+        .iter()
+        .chain(tags.iter())
+        .any(|t| global_tags.iter().any(|g| tag_covers(g, t)));
+    if touches_global && !p.has(Permission::Governance) {
+        return Err(denied(
+            "changing tags that global policies target",
+            "GOVERNANCE",
+        ));
+    }
+    if tags.iter().any(|t| t.trim().is_empty()) {
+        return Err(VeilError::InvalidArgument(
+            "a tag is empty (send no tags to clear them)".into(),
+        ));
+    }
+    col.tags = tags.iter().map(|t| t.trim().to_string()).collect();
+    Ok(if col.tags.is_empty() {
+        format!("tags of {column} cleared")
+    } else {
+        format!("{column} tagged {}", col.tags.join(", "))
+    })
 }
 
 /// Veil's own datasets have built-in dictionaries: they can be governed by

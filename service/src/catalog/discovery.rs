@@ -1,0 +1,1541 @@
+//! Sensitive data discovery: sample a dataset's values and propose column
+//! tags (e-mail, SSN, phone, payment card, IP address, date of birth,
+//! person name, postal code), each with a confidence and a reason.
+//!
+//! Two kinds of evidence are weighed per column:
+//! * the **values**: what share of the sampled, non-null values has the
+//!   shape of the kind, checked strictly where a check exists (Luhn and a
+//!   card-network prefix for cards, the SSA's rules for SSNs, a parse for IP
+//!   addresses, a plausible age for birth dates, a dictionary of common
+//!   given names and surnames for names);
+//! * the **header**: the column's name, split into words (`dateOfBirth`,
+//!   `date_of_birth` and `DOB` all hint at a birth date; `product_name` is
+//!   evidence *against* a person's name).
+//!
+//! Distinctive formats (`123-45-6789`, `(415) 555-0134`) need no header;
+//! bare digit strings (nine digits, five digits) are only proposed when the
+//! header agrees, since so many identifiers look like them.
+//!
+//! A proposal carries counts and reasons, never a sampled value: whoever
+//! runs discovery learns what a column *is*, not what it holds.
+
+use chrono::{Datelike, NaiveDate};
+use datafusion::arrow::array::AsArray;
+use datafusion::arrow::compute::cast;
+use datafusion::arrow::datatypes::DataType;
+use futures::StreamExt;
+use regex::Regex;
+use serde::Serialize;
+use std::net::{Ipv4Addr, Ipv6Addr};
+use std::sync::{Arc, LazyLock};
+
+use crate::error::{Result, VeilError};
+use crate::store::model::DatasetRecord;
+
+/// What discovery looks for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Kind {
+    Email,
+    Ssn,
+    Phone,
+    CreditCard,
+    Ipv4,
+    Ipv6,
+    DateOfBirth,
+    PersonName,
+    PostalCode,
+}
+
+impl Kind {
+    pub const ALL: [Kind; 9] = [
+        Kind::Email,
+        Kind::Ssn,
+        Kind::Phone,
+        Kind::CreditCard,
+        Kind::Ipv4,
+        Kind::Ipv6,
+        Kind::DateOfBirth,
+        Kind::PersonName,
+        Kind::PostalCode,
+    ];
+
+    /// The tag a proposal of this kind suggests (the demo's taxonomy:
+    /// `PII.*` and `PHI.*`, so a global policy on `PII` covers them).
+    pub fn tag(self) -> &'static str {
+        match self {
+            Kind::Email => "PII.email",
+            Kind::Ssn => "PII.ssn",
+            Kind::Phone => "PII.phone",
+            Kind::CreditCard => "PII.credit_card",
+            Kind::Ipv4 => "PII.ip.v4",
+            Kind::Ipv6 => "PII.ip.v6",
+            Kind::DateOfBirth => "PHI.dob",
+            Kind::PersonName => "PII.name",
+            Kind::PostalCode => "PII.postal_code",
+        }
+    }
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Kind::Email => "email",
+            Kind::Ssn => "ssn",
+            Kind::Phone => "phone",
+            Kind::CreditCard => "credit_card",
+            Kind::Ipv4 => "ipv4",
+            Kind::Ipv6 => "ipv6",
+            Kind::DateOfBirth => "date_of_birth",
+            Kind::PersonName => "person_name",
+            Kind::PostalCode => "postal_code",
+        }
+    }
+
+    /// What a matching value is, in a sentence.
+    fn label(self) -> &'static str {
+        match self {
+            Kind::Email => "well-formed e-mail addresses",
+            Kind::Ssn => "US Social Security numbers (valid area, group and serial)",
+            Kind::Phone => "phone numbers",
+            Kind::CreditCard => {
+                "13-19 digit numbers passing the Luhn check with a card-network prefix"
+            }
+            Kind::Ipv4 => "IPv4 addresses",
+            Kind::Ipv6 => "IPv6 addresses",
+            Kind::DateOfBirth => "dates",
+            Kind::PersonName => "shaped like person names",
+            Kind::PostalCode => "postal codes",
+        }
+    }
+}
+
+/// One column's sampled values, rendered as text (dates as ISO dates).
+#[derive(Debug, Clone)]
+pub struct ColumnSample {
+    pub name: String,
+    pub values: Vec<String>,
+    /// Sampled rows where the column was null.
+    pub nulls: usize,
+    /// The column is an integer column (leading zeros are lost).
+    pub integer: bool,
+    /// The column is a date or timestamp column.
+    pub temporal: bool,
+}
+
+/// A proposed tag for a column.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct Finding {
+    pub column: String,
+    pub kind: Kind,
+    /// 0 to 100.
+    pub confidence: u8,
+    /// Why, in counts and header words: never a value.
+    pub evidence: String,
+}
+
+/// What a discovery run saw.
+#[derive(Debug, Clone, Default)]
+pub struct Sample {
+    pub rows: usize,
+    pub columns: Vec<ColumnSample>,
+    /// Columns not examined, and why (their type holds none of the kinds).
+    pub skipped: Vec<(String, String)>,
+}
+
+/// Longest value examined; longer ones match nothing.
+const MAX_VALUE_LEN: usize = 256;
+
+/// Read up to `rows` rows of the dataset's source (no policies: discovery
+/// is for its owners and governors, and returns no values) and render each
+/// examinable column's values as text.
+pub async fn sample_dataset(
+    d: &DatasetRecord,
+    rows: usize,
+    stores: &crate::catalog::object_stores::ObjectStores,
+) -> Result<Sample> {
+    use datafusion::prelude::SessionContext;
+    if crate::audit::dataset::is_audit(d) {
+        return Err(VeilError::FailedPrecondition(format!(
+            "{} is Veil's audit trail: its dictionary is built in, there is nothing to discover",
+            d.name
+        )));
+    }
+    let fail = |e: datafusion::error::DataFusionError| {
+        VeilError::internal(&format!("sampling '{}' for discovery", d.name), e)
+    };
+    let source = crate::catalog::source_table::SourceTable::open(d, None, stores).await?;
+    let ctx = SessionContext::new();
+    let mut stream = ctx
+        .read_table(Arc::new(source))
+        .and_then(|t| t.limit(0, Some(rows)))
+        .map_err(fail)?
+        .execute_stream()
+        .await
+        .map_err(fail)?;
+    let mut sample = Sample::default();
+    let mut examined: Option<Vec<(usize, bool, bool)>> = None;
+    while let Some(batch) = stream.next().await {
+        let batch = batch.map_err(fail)?;
+        let schema = batch.schema();
+        let plan = examined.get_or_insert_with(|| {
+            let mut plan = Vec::new();
+            for (i, f) in schema.fields().iter().enumerate() {
+                let dt = f.data_type();
+                let integer = dt.is_integer();
+                let temporal = matches!(
+                    dt,
+                    DataType::Date32 | DataType::Date64 | DataType::Timestamp(_, _)
+                );
+                let text = matches!(
+                    dt,
+                    DataType::Utf8 | DataType::LargeUtf8 | DataType::Utf8View
+                );
+                if integer || temporal || text {
+                    plan.push((i, integer, temporal));
+                    sample.columns.push(ColumnSample {
+                        name: f.name().clone(),
+                        values: Vec::new(),
+                        nulls: 0,
+                        integer,
+                        temporal,
+                    });
+                } else {
+                    sample.skipped.push((
+                        f.name().clone(),
+                        format!("{dt} values hold none of the kinds discovery looks for"),
+                    ));
+                }
+            }
+            plan
+        });
+        sample.rows += batch.num_rows();
+        for (slot, &(i, _, _)) in plan.iter().enumerate() {
+            let text = cast(batch.column(i), &DataType::Utf8).map_err(|e| {
+                VeilError::internal(&format!("rendering a column of '{}' as text", d.name), e)
+            })?;
+            let text = text.as_string::<i32>();
+            let col = &mut sample.columns[slot];
+            for v in text.iter() {
+                match v {
+                    Some(v) => col.values.push(v.chars().take(MAX_VALUE_LEN + 1).collect()),
+                    None => col.nulls += 1,
+                }
+            }
+        }
+    }
+    Ok(sample)
+}
+
+/// Findings for every column of a sample, at least `min_confidence` each,
+/// at most one per column (its likeliest kind).
+pub fn classify(sample: &Sample, min_confidence: u8, today: NaiveDate) -> Vec<Finding> {
+    sample
+        .columns
+        .iter()
+        .filter_map(|c| classify_column(c, today))
+        .filter(|f| f.confidence >= min_confidence)
+        .collect()
+}
+
+/// The column's likeliest kind, if any is likely at all.
+pub fn classify_column(col: &ColumnSample, today: NaiveDate) -> Option<Finding> {
+    let words = HeaderWords::new(&col.name);
+    let n = col.values.len();
+    if n == 0 {
+        return None;
+    }
+    let mut best: Option<Finding> = None;
+    let candidates: Vec<(Kind, u8, String)> = if col.temporal {
+        date_of_birth(col, &words, today).into_iter().collect()
+    } else {
+        let mut out = Vec::new();
+        for kind in [
+            Kind::Email,
+            Kind::Ssn,
+            Kind::Phone,
+            Kind::CreditCard,
+            Kind::PostalCode,
+        ] {
+            out.extend(by_value_shape(kind, col, &words));
+        }
+        out.extend(ip_address(col, &words));
+        out.extend(date_of_birth(col, &words, today));
+        out.extend(person_name(col, &words));
+        out
+    };
+    for (kind, confidence, reason) in candidates {
+        if best.as_ref().is_none_or(|b| confidence > b.confidence) {
+            best = Some(Finding {
+                column: col.name.clone(),
+                kind,
+                confidence,
+                evidence: reason,
+            });
+        }
+    }
+    best.map(|mut f| {
+        // Few values are weak evidence whatever they look like.
+        if n < 5 {
+            f.confidence = f.confidence.min(60);
+            f.evidence
+                .push_str(&format!("; only {n} non-null value(s) sampled"));
+        }
+        f
+    })
+}
+
+/// How the header bears on a kind.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+enum Hint {
+    /// The header names something else (`product_name`, `order_date`).
+    Against,
+    None,
+    /// Ambiguous (`name`).
+    Weak,
+    /// The header names the kind (`email`, `ssn`, `date_of_birth`).
+    Strong,
+}
+
+/// A header split into lower-case words (`dateOfBirth`, `date_of_birth`,
+/// `DATE-OF-BIRTH` all give `date of birth`), and the words run together.
+#[derive(Debug)]
+struct HeaderWords {
+    words: Vec<String>,
+    joined: String,
+}
+
+impl HeaderWords {
+    fn new(header: &str) -> Self {
+        let mut words = Vec::new();
+        let mut cur = String::new();
+        let chars: Vec<char> = header.chars().collect();
+        for (i, &c) in chars.iter().enumerate() {
+            if !c.is_alphanumeric() {
+                if !cur.is_empty() {
+                    words.push(std::mem::take(&mut cur));
+                }
+                continue;
+            }
+            // camelCase boundary: a lower-case letter or digit, then upper.
+            let boundary = c.is_uppercase()
+                && i > 0
+                && (chars[i - 1].is_lowercase()
+                    || (chars[i - 1].is_uppercase()
+                        && chars.get(i + 1).is_some_and(|n| n.is_lowercase())));
+            if boundary && !cur.is_empty() {
+                words.push(std::mem::take(&mut cur));
+            }
+            cur.extend(c.to_lowercase());
+        }
+        if !cur.is_empty() {
+            words.push(cur);
+        }
+        let joined = words.concat();
+        Self { words, joined }
+    }
+
+    fn has(&self, any: &[&str]) -> bool {
+        self.words.iter().any(|w| any.contains(&w.as_str()))
+    }
+
+    fn joined_has(&self, any: &[&str]) -> bool {
+        any.iter().any(|p| self.joined.contains(p))
+    }
+
+    fn hint(&self, kind: Kind) -> Hint {
+        let strong = |yes: bool| if yes { Hint::Strong } else { Hint::None };
+        match kind {
+            Kind::Email => strong(
+                self.has(&["email", "mail", "emails", "mailto"])
+                    || self.joined_has(&["email", "mailaddress"]),
+            ),
+            Kind::Ssn => {
+                if self.has(&["ssn", "ssns", "socsec"])
+                    || self.joined_has(&["socialsecurity", "ssnumber"])
+                {
+                    Hint::Strong
+                } else if self.has(&["tin", "taxid", "itin"]) {
+                    Hint::Weak
+                } else {
+                    Hint::None
+                }
+            }
+            Kind::Phone => strong(
+                self.has(&[
+                    "phone",
+                    "phones",
+                    "tel",
+                    "telephone",
+                    "mobile",
+                    "cell",
+                    "cellphone",
+                    "fax",
+                    "msisdn",
+                ]) || self.joined_has(&["phone"]),
+            ),
+            Kind::CreditCard => strong(
+                self.has(&["pan", "cc", "ccn", "card", "cards"])
+                    || self.joined_has(&[
+                        "creditcard",
+                        "cardnumber",
+                        "cardno",
+                        "ccnum",
+                        "debitcard",
+                    ]),
+            ),
+            Kind::Ipv4 | Kind::Ipv6 => {
+                if self.has(&["ip", "ipv4", "ipv6", "ipaddr", "ipaddress", "ips"])
+                    || self.joined_has(&["ipaddr", "ipaddress"])
+                {
+                    Hint::Strong
+                } else if self.has(&["addr", "host", "remote"]) {
+                    Hint::Weak
+                } else {
+                    Hint::None
+                }
+            }
+            Kind::DateOfBirth => {
+                if self.has(&["dob", "birth", "birthdate", "birthday", "born", "birthdt"])
+                    || self.joined_has(&["dateofbirth", "birthdate", "birthday"])
+                {
+                    Hint::Strong
+                } else if self.has(&[
+                    "created",
+                    "updated",
+                    "modified",
+                    "order",
+                    "ordered",
+                    "ship",
+                    "shipped",
+                    "hire",
+                    "hired",
+                    "start",
+                    "end",
+                    "expires",
+                    "expiry",
+                    "expiration",
+                    "event",
+                    "visit",
+                    "admission",
+                    "admitted",
+                    "discharge",
+                    "discharged",
+                    "due",
+                    "paid",
+                    "login",
+                    "seen",
+                    "last",
+                    "first",
+                    "signup",
+                    "joined",
+                    "closed",
+                    "opened",
+                    "enrolled",
+                    "enrollment",
+                    "timestamp",
+                    "ts",
+                ]) {
+                    Hint::Against
+                } else {
+                    Hint::None
+                }
+            }
+            Kind::PersonName => {
+                const AGAINST: &[&str] = &[
+                    "file",
+                    "filename",
+                    "product",
+                    "company",
+                    "host",
+                    "hostname",
+                    "table",
+                    "column",
+                    "city",
+                    "street",
+                    "brand",
+                    "item",
+                    "business",
+                    "org",
+                    "organization",
+                    "organisation",
+                    "domain",
+                    "app",
+                    "device",
+                    "server",
+                    "bank",
+                    "user",
+                    "username",
+                    "account",
+                    "event",
+                    "project",
+                    "dataset",
+                    "schema",
+                    "job",
+                    "country",
+                    "state",
+                    "category",
+                    "drug",
+                    "diagnosis",
+                    "site",
+                    "store",
+                    "team",
+                    "department",
+                    "dept",
+                    "class",
+                    "type",
+                    "model",
+                    "vendor",
+                    "merchant",
+                    "employer",
+                    "school",
+                    "hospital",
+                    "clinic",
+                    "plan",
+                    "campaign",
+                    "region",
+                    "county",
+                    "screen",
+                    "display",
+                    "login",
+                    "tag",
+                    "label",
+                    "sku",
+                    "course",
+                ];
+                if self.has(AGAINST) {
+                    return Hint::Against;
+                }
+                if self.has(&[
+                    "surname",
+                    "forename",
+                    "firstname",
+                    "lastname",
+                    "fullname",
+                    "givenname",
+                    "familyname",
+                    "middlename",
+                    "maidenname",
+                    "fname",
+                    "lname",
+                ]) || (self.has(&["name", "names"])
+                    && self.has(&[
+                        "first",
+                        "last",
+                        "full",
+                        "given",
+                        "family",
+                        "middle",
+                        "maiden",
+                        "customer",
+                        "patient",
+                        "person",
+                        "participant",
+                        "employee",
+                        "contact",
+                        "member",
+                        "client",
+                        "subscriber",
+                        "student",
+                        "guardian",
+                        "applicant",
+                        "holder",
+                        "cardholder",
+                        "beneficiary",
+                        "legal",
+                        "birth",
+                    ]))
+                {
+                    Hint::Strong
+                } else if self.has(&["name", "names"]) {
+                    Hint::Weak
+                } else {
+                    Hint::None
+                }
+            }
+            Kind::PostalCode => strong(
+                self.has(&[
+                    "zip",
+                    "zipcode",
+                    "postal",
+                    "postcode",
+                    "postalcode",
+                    "plz",
+                    "zip5",
+                ]) || self.joined_has(&["zipcode", "postalcode", "postcode"]),
+            ),
+        }
+    }
+}
+
+/// How well one value fits a kind.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+enum Fit {
+    No,
+    /// Could be (nine bare digits for an SSN): counts only with a header.
+    Weak,
+    Strong,
+}
+
+fn percent(part: usize, of: usize) -> u32 {
+    ((part as f64 / of.max(1) as f64) * 100.0).round() as u32
+}
+
+/// Linear from `lo` at ratio `from` to `hi` at ratio 1.
+fn scale(ratio: f64, from: f64, lo: f64, hi: f64) -> f64 {
+    lo + (hi - lo) * ((ratio - from) / (1.0 - from)).clamp(0.0, 1.0)
+}
+
+fn header_reason(header: &str, hint: Hint) -> String {
+    match hint {
+        Hint::Strong => format!("; the header '{header}' names it"),
+        Hint::Weak => format!("; the header '{header}' is consistent with it"),
+        Hint::None | Hint::Against => "; the header says nothing".into(),
+    }
+}
+
+/// The shared rule for kinds decided value by value.
+fn by_value_shape(
+    kind: Kind,
+    col: &ColumnSample,
+    words: &HeaderWords,
+) -> Option<(Kind, u8, String)> {
+    let hint = words.hint(kind);
+    if hint == Hint::Against {
+        return None;
+    }
+    let n = col.values.len();
+    let (mut strong, mut weak) = (0usize, 0usize);
+    for v in &col.values {
+        match fit(kind, v.trim(), col.integer) {
+            Fit::Strong => strong += 1,
+            Fit::Weak => weak += 1,
+            Fit::No => {}
+        }
+    }
+    let rs = strong as f64 / n as f64;
+    let rw = (strong + weak) as f64 / n as f64;
+    let confidence = if rs >= 0.8 {
+        scale(rs, 0.8, 80.0, 95.0) + if hint == Hint::Strong { 4.0 } else { 0.0 }
+    } else if hint == Hint::Strong && rw >= 0.8 {
+        scale(rw, 0.8, 70.0, 88.0)
+    } else if hint == Hint::Strong && rw >= 0.5 {
+        55.0
+    } else if hint == Hint::Weak && rs >= 0.5 {
+        60.0
+    } else {
+        return None;
+    };
+    let what = if weak > 0 && hint >= Hint::Weak {
+        format!(
+            "{}% of {n} sampled values could be {} by their digits ({}% in a format only they use)",
+            percent(strong + weak, n),
+            kind.label(),
+            percent(strong, n)
+        )
+    } else {
+        format!(
+            "{}% of {n} sampled values are {}",
+            percent(strong, n),
+            kind.label()
+        )
+    };
+    Some((
+        kind,
+        confidence.round().min(99.0) as u8,
+        what + &header_reason(&col.name, hint),
+    ))
+}
+
+fn fit(kind: Kind, v: &str, integer: bool) -> Fit {
+    if v.is_empty() || v.len() > MAX_VALUE_LEN {
+        return Fit::No;
+    }
+    match kind {
+        Kind::Email => strong_if(is_email(v)),
+        Kind::Ssn => ssn_fit(v, integer),
+        Kind::Phone => phone_fit(v, integer),
+        Kind::CreditCard => card_fit(v),
+        Kind::PostalCode => postal_fit(v, integer),
+        // Decided column-wide.
+        Kind::Ipv4 | Kind::Ipv6 | Kind::DateOfBirth | Kind::PersonName => Fit::No,
+    }
+}
+
+fn strong_if(yes: bool) -> Fit {
+    if yes { Fit::Strong } else { Fit::No }
+}
+
+fn is_email(v: &str) -> bool {
+    let Some((local, domain)) = v.split_once('@') else {
+        return false;
+    };
+    if local.is_empty() || local.len() > 64 || domain.len() > 253 || domain.contains('@') {
+        return false;
+    }
+    let local_ok = local
+        .chars()
+        .all(|c| c.is_ascii_alphanumeric() || "!#$%&'*+/=?^_`{|}~.-".contains(c))
+        && !local.starts_with('.')
+        && !local.ends_with('.')
+        && !local.contains("..");
+    let labels: Vec<&str> = domain.split('.').collect();
+    let domain_ok = labels.len() >= 2
+        && labels.iter().all(|l| {
+            !l.is_empty()
+                && l.len() <= 63
+                && l.chars().all(|c| c.is_ascii_alphanumeric() || c == '-')
+                && !l.starts_with('-')
+                && !l.ends_with('-')
+        })
+        && labels
+            .last()
+            .is_some_and(|tld| tld.len() >= 2 && tld.chars().all(|c| c.is_ascii_alphabetic()));
+    local_ok && domain_ok
+}
+
+fn digits(v: &str) -> String {
+    v.chars().filter(|c| c.is_ascii_digit()).collect()
+}
+
+/// The SSA never issues area 000, 666 or 900-999, group 00 or serial 0000.
+fn ssn_valid(d: &str) -> bool {
+    let (area, group, serial) = (&d[0..3], &d[3..5], &d[5..9]);
+    area != "000" && area != "666" && !area.starts_with('9') && group != "00" && serial != "0000"
+}
+
+fn ssn_fit(v: &str, integer: bool) -> Fit {
+    static DASHED: LazyLock<Regex> =
+        LazyLock::new(|| Regex::new(r"^\d{3}-\d{2}-\d{4}$").expect("valid regex"));
+    static SPACED: LazyLock<Regex> =
+        LazyLock::new(|| Regex::new(r"^\d{3} \d{2} \d{4}$").expect("valid regex"));
+    if DASHED.is_match(v) {
+        return strong_if(ssn_valid(&digits(v)));
+    }
+    if SPACED.is_match(v) || (v.len() == 9 && v.bytes().all(|b| b.is_ascii_digit())) {
+        return if ssn_valid(&digits(v)) {
+            Fit::Weak
+        } else {
+            Fit::No
+        };
+    }
+    // An integer column drops leading zeros.
+    if integer && (7..=9).contains(&v.len()) && v.bytes().all(|b| b.is_ascii_digit()) {
+        let padded = format!("{v:0>9}");
+        return if ssn_valid(&padded) {
+            Fit::Weak
+        } else {
+            Fit::No
+        };
+    }
+    Fit::No
+}
+
+fn phone_fit(v: &str, integer: bool) -> Fit {
+    // North American layouts: (415) 555-0134, 415-555-0134, 415.555.0134,
+    // 415 555 0134, 1-415-555-0134; international numbers written with a
+    // leading +. An extension may follow. One separator throughout, so a
+    // 3-2-4 SSN or a mixed-up identifier does not pass.
+    static NANP: LazyLock<Vec<Regex>> = LazyLock::new(|| {
+        let ext = r"(?:\s*(?:x|ext\.?|extension)\s*\d{1,6})?$";
+        let mut out = vec![
+            Regex::new(&format!(
+                r"^(?:\+?1[ .-]?)?\([2-9]\d{{2}}\) ?[2-9]\d{{2}}[ .-]?\d{{4}}{ext}"
+            ))
+            .expect("valid regex"),
+        ];
+        for sep in [r"-", r"\.", r" "] {
+            out.push(
+                Regex::new(&format!(
+                    r"^(?:\+?1{sep})?[2-9]\d{{2}}{sep}[2-9]\d{{2}}{sep}\d{{4}}{ext}"
+                ))
+                .expect("valid regex"),
+            );
+        }
+        out
+    });
+    static INTERNATIONAL: LazyLock<Regex> =
+        LazyLock::new(|| Regex::new(r"^\+[1-9][\d ().-]{6,20}\d$").expect("valid regex"));
+    if NANP.iter().any(|r| r.is_match(v)) {
+        return Fit::Strong;
+    }
+    if INTERNATIONAL.is_match(v) {
+        let n = digits(v).len();
+        return strong_if((8..=15).contains(&n));
+    }
+    // Ten bare digits (or eleven starting with 1) look like a North American
+    // number, and like many an account number.
+    let d = digits(v);
+    if (integer || d.len() == v.len()) && (d.len() == 10 || (d.len() == 11 && d.starts_with('1'))) {
+        let d = d[d.len() - 10..].as_bytes();
+        let ok = (b'2'..=b'9').contains(&d[0]) && (b'2'..=b'9').contains(&d[3]);
+        return if ok { Fit::Weak } else { Fit::No };
+    }
+    Fit::No
+}
+
+fn luhn(d: &str) -> bool {
+    let mut sum = 0u32;
+    for (i, b) in d.bytes().rev().enumerate() {
+        let mut x = u32::from(b - b'0');
+        if i % 2 == 1 {
+            x *= 2;
+            if x > 9 {
+                x -= 9;
+            }
+        }
+        sum += x;
+    }
+    sum.is_multiple_of(10)
+}
+
+/// A prefix one of the big card networks issues under, with its lengths.
+fn card_network(d: &str) -> bool {
+    let p = |n: usize| d[..n].parse::<u32>().unwrap_or(0);
+    let len = d.len();
+    (d.starts_with('4') && matches!(len, 13 | 16 | 19))
+        || (((51..=55).contains(&p(2)) || (2221..=2720).contains(&p(4))) && len == 16)
+        || ((p(2) == 34 || p(2) == 37) && len == 15)
+        || ((p(4) == 6011 || p(2) == 65 || (644..=649).contains(&p(3))) && (16..=19).contains(&len))
+        || ((3528..=3589).contains(&p(4)) && (16..=19).contains(&len))
+        || ((p(2) == 36 || p(2) == 38 || (300..=305).contains(&p(3))) && (14..=19).contains(&len))
+}
+
+fn card_fit(v: &str) -> Fit {
+    // Digits, optionally in groups split by single spaces or dashes.
+    static GROUPED: LazyLock<Regex> = LazyLock::new(|| {
+        Regex::new(r"^(?:\d{13,19}|\d{2,6}(?:[ -]\d{2,6}){1,5})$").expect("valid regex")
+    });
+    if !GROUPED.is_match(v) {
+        return Fit::No;
+    }
+    let d = digits(v);
+    if !(13..=19).contains(&d.len()) || !luhn(&d) {
+        return Fit::No;
+    }
+    if card_network(&d) {
+        Fit::Strong
+    } else {
+        Fit::Weak
+    }
+}
+
+fn postal_fit(v: &str, integer: bool) -> Fit {
+    static ZIP4: LazyLock<Regex> =
+        LazyLock::new(|| Regex::new(r"^\d{5}-\d{4}$").expect("valid regex"));
+    static UK: LazyLock<Regex> = LazyLock::new(|| {
+        Regex::new(r"^(?i)[A-Z]{1,2}\d[A-Z\d]? ?\d[ABD-HJLNP-UW-Z]{2}$").expect("valid regex")
+    });
+    static CANADA: LazyLock<Regex> = LazyLock::new(|| {
+        Regex::new(r"^(?i)[ABCEGHJ-NPRSTVXY]\d[ABCEGHJ-NPRSTV-Z] ?\d[ABCEGHJ-NPRSTV-Z]\d$")
+            .expect("valid regex")
+    });
+    if ZIP4.is_match(v) || UK.is_match(v) || CANADA.is_match(v) {
+        return Fit::Strong;
+    }
+    let all_digits = !v.is_empty() && v.bytes().all(|b| b.is_ascii_digit());
+    // Five digits (US, DE, FR...), four (AT, CH, AU...), or an integer
+    // column that dropped a ZIP's leading zeros.
+    if all_digits && (v.len() == 5 || v.len() == 4 || (integer && v.len() == 3)) {
+        return Fit::Weak;
+    }
+    Fit::No
+}
+
+/// IP addresses: IPv4 or IPv6 by majority, since a column often holds both.
+fn ip_address(col: &ColumnSample, words: &HeaderWords) -> Option<(Kind, u8, String)> {
+    let hint = words.hint(Kind::Ipv4);
+    let n = col.values.len();
+    let (mut v4, mut v6) = (0usize, 0usize);
+    for v in &col.values {
+        let v = v.trim();
+        if v.parse::<Ipv4Addr>().is_ok() {
+            v4 += 1;
+        } else if v.contains(':') && v.parse::<Ipv6Addr>().is_ok() {
+            v6 += 1;
+        }
+    }
+    let r = (v4 + v6) as f64 / n as f64;
+    let confidence = if r >= 0.8 {
+        scale(r, 0.8, 80.0, 95.0) + if hint == Hint::Strong { 4.0 } else { 0.0 }
+    } else if hint == Hint::Strong && r >= 0.5 {
+        60.0
+    } else {
+        return None;
+    };
+    let kind = if v4 >= v6 { Kind::Ipv4 } else { Kind::Ipv6 };
+    let what = if v4 > 0 && v6 > 0 {
+        format!(
+            "{}% of {n} sampled values are IPv4 addresses and {}% IPv6 addresses",
+            percent(v4, n),
+            percent(v6, n)
+        )
+    } else {
+        format!(
+            "{}% of {n} sampled values are {}",
+            percent(v4 + v6, n),
+            kind.label()
+        )
+    };
+    Some((
+        kind,
+        confidence.round().min(99.0) as u8,
+        what + &header_reason(&col.name, hint),
+    ))
+}
+
+fn parse_date(v: &str) -> Option<NaiveDate> {
+    // ISO dates (a time may follow), and the common written layouts.
+    let head = v.get(..10).unwrap_or(v);
+    if let Ok(d) = NaiveDate::parse_from_str(head, "%Y-%m-%d") {
+        let rest = &v[head.len()..];
+        if rest.is_empty() || rest.starts_with('T') || rest.starts_with(' ') {
+            return Some(d);
+        }
+        return None;
+    }
+    [
+        "%m/%d/%Y",
+        "%d.%m.%Y",
+        "%Y/%m/%d",
+        "%d-%b-%Y",
+        "%b %d, %Y",
+        "%d %b %Y",
+    ]
+    .iter()
+    .find_map(|f| NaiveDate::parse_from_str(v, f).ok())
+}
+
+fn age_years(born: NaiveDate, today: NaiveDate) -> i32 {
+    let mut age = today.year() - born.year();
+    if (today.month(), today.day()) < (born.month(), born.day()) {
+        age -= 1;
+    }
+    age
+}
+
+/// Dates of birth: dates in the past of living people. With a header
+/// naming it, most values must be such dates; without one, they must look
+/// like an adult population's (ages 16 to 100, spread over 30 years and
+/// more), which order, visit or hire dates do not.
+fn date_of_birth(
+    col: &ColumnSample,
+    words: &HeaderWords,
+    today: NaiveDate,
+) -> Option<(Kind, u8, String)> {
+    let hint = words.hint(Kind::DateOfBirth);
+    if hint == Hint::Against {
+        return None;
+    }
+    let n = col.values.len();
+    let ages: Vec<i32> = col
+        .values
+        .iter()
+        .filter_map(|v| parse_date(v.trim()))
+        .map(|d| age_years(d, today))
+        .collect();
+    if ages.is_empty() {
+        return None;
+    }
+    let rd = ages.len() as f64 / n as f64;
+    let living = ages.iter().filter(|a| (0..=120).contains(*a)).count();
+    let adult = ages.iter().filter(|a| (16..=100).contains(*a)).count();
+    let span = ages.iter().max().copied().unwrap_or(0) - ages.iter().min().copied().unwrap_or(0);
+    let rl = living as f64 / ages.len() as f64;
+    let ra = adult as f64 / ages.len() as f64;
+    let confidence = if hint == Hint::Strong && rd >= 0.8 && rl >= 0.9 {
+        scale(rd * rl, 0.72, 85.0, 98.0)
+    } else if rd >= 0.9 && ra >= 0.97 && span >= 30 {
+        scale(ra, 0.97, 62.0, 72.0)
+    } else {
+        return None;
+    };
+    Some((
+        Kind::DateOfBirth,
+        confidence.round() as u8,
+        format!(
+            "{}% of {n} sampled values are dates; {}% of those are birth dates of living people and {}% of adults (ages 16-100), spanning {span} years{}",
+            percent(ages.len(), n),
+            percent(living, ages.len()),
+            percent(adult, ages.len()),
+            header_reason(&col.name, hint)
+        ),
+    ))
+}
+
+/// Person names: values of one to four capitalised words of letters, and
+/// how many carry a common given name or surname.
+fn person_name(col: &ColumnSample, words: &HeaderWords) -> Option<(Kind, u8, String)> {
+    let hint = words.hint(Kind::PersonName);
+    if hint == Hint::Against {
+        return None;
+    }
+    let n = col.values.len();
+    let (mut shaped, mut known) = (0usize, 0usize);
+    for v in &col.values {
+        let (s, k) = name_shape(v.trim());
+        shaped += usize::from(s);
+        known += usize::from(s && k);
+    }
+    let rs = shaped as f64 / n as f64;
+    let rk = known as f64 / n as f64;
+    let confidence = match hint {
+        Hint::Strong if rs >= 0.8 => scale(rs, 0.8, 82.0, 97.0),
+        Hint::Weak if rs >= 0.8 && rk >= 0.3 => scale(rk, 0.3, 72.0, 90.0),
+        // Company, city and product names share the shape; far fewer of
+        // them carry a common given name or surname.
+        _ if rs >= 0.8 && rk >= 0.4 => scale(rk, 0.4, 65.0, 85.0),
+        _ => return None,
+    };
+    Some((
+        Kind::PersonName,
+        confidence.round() as u8,
+        format!(
+            "{}% of {n} sampled values are shaped like person names and {}% contain a common given name or surname{}",
+            percent(shaped, n),
+            percent(known, n),
+            header_reason(&col.name, hint)
+        ),
+    ))
+}
+
+/// (shaped like a name, contains a known given name or surname)
+fn name_shape(v: &str) -> (bool, bool) {
+    let parts: Vec<&str> = v
+        .split(|c: char| c.is_whitespace() || c == ',')
+        .filter(|p| !p.is_empty())
+        .collect();
+    if parts.is_empty() || parts.len() > 4 || v.len() > 80 {
+        return (false, false);
+    }
+    // Capitalised words ("Mary Smith", "MARY SMITH"), or a value all in
+    // lower case ("mary smith") as some systems keep names.
+    let lower = v.chars().all(|c| !c.is_uppercase());
+    let shaped = parts.iter().all(|p| {
+        let mut chars = p.chars();
+        chars
+            .next()
+            .is_some_and(|c| c.is_alphabetic() && (c.is_uppercase() || lower))
+            && p.chars().all(|c| c.is_alphabetic() || "'-.".contains(c))
+    });
+    // All capitals of one or two letters (state codes, initials alone) is
+    // not a name.
+    let shaped = shaped && !(parts.len() == 1 && parts[0].len() <= 3);
+    let known = parts.iter().any(|p| {
+        let p = p.trim_matches(|c: char| !c.is_alphabetic()).to_lowercase();
+        GIVEN_NAMES.binary_search(&p.as_str()).is_ok()
+            || SURNAMES.binary_search(&p.as_str()).is_ok()
+    });
+    (shaped, known)
+}
+
+/// Common given names (sorted, lower case): US census and international.
+const GIVEN_NAMES: &[&str] = &[
+    "aaron",
+    "adam",
+    "ahmed",
+    "aisha",
+    "alan",
+    "albert",
+    "alejandro",
+    "alex",
+    "alexander",
+    "alice",
+    "alicia",
+    "amanda",
+    "amy",
+    "ana",
+    "andrea",
+    "andrew",
+    "angela",
+    "ann",
+    "anna",
+    "anne",
+    "anthony",
+    "antonio",
+    "arthur",
+    "ashley",
+    "barbara",
+    "ben",
+    "benjamin",
+    "beth",
+    "betty",
+    "bill",
+    "bob",
+    "brandon",
+    "brenda",
+    "brian",
+    "bruce",
+    "carl",
+    "carlos",
+    "carol",
+    "carolyn",
+    "catherine",
+    "charles",
+    "cheryl",
+    "chloe",
+    "chris",
+    "christina",
+    "christine",
+    "christopher",
+    "cynthia",
+    "daniel",
+    "david",
+    "deborah",
+    "debra",
+    "dennis",
+    "diana",
+    "diane",
+    "donald",
+    "donna",
+    "dorothy",
+    "douglas",
+    "dylan",
+    "edward",
+    "elena",
+    "elizabeth",
+    "emily",
+    "emma",
+    "eric",
+    "ethan",
+    "evelyn",
+    "fatima",
+    "frances",
+    "frank",
+    "gary",
+    "george",
+    "gloria",
+    "grace",
+    "gregory",
+    "hannah",
+    "harold",
+    "heather",
+    "helen",
+    "henry",
+    "hiro",
+    "ian",
+    "isabella",
+    "jack",
+    "jacob",
+    "james",
+    "jamie",
+    "jan",
+    "janet",
+    "janice",
+    "jason",
+    "jean",
+    "jeffrey",
+    "jennifer",
+    "jeremy",
+    "jerry",
+    "jessica",
+    "joan",
+    "joe",
+    "john",
+    "jonathan",
+    "jose",
+    "joseph",
+    "joshua",
+    "joyce",
+    "juan",
+    "judith",
+    "judy",
+    "julia",
+    "julie",
+    "justin",
+    "karen",
+    "katherine",
+    "kathleen",
+    "kathryn",
+    "kelly",
+    "kenneth",
+    "kevin",
+    "kim",
+    "kimberly",
+    "kyle",
+    "larry",
+    "laura",
+    "lauren",
+    "lawrence",
+    "li",
+    "liam",
+    "linda",
+    "lisa",
+    "lucas",
+    "lucy",
+    "luis",
+    "margaret",
+    "maria",
+    "marie",
+    "mark",
+    "martha",
+    "mary",
+    "matthew",
+    "megan",
+    "melissa",
+    "mia",
+    "michael",
+    "michelle",
+    "mohammed",
+    "nancy",
+    "nathan",
+    "nicholas",
+    "nicole",
+    "noah",
+    "olivia",
+    "pamela",
+    "patricia",
+    "patrick",
+    "paul",
+    "peter",
+    "priya",
+    "rachel",
+    "ralph",
+    "raymond",
+    "rebecca",
+    "richard",
+    "robert",
+    "roger",
+    "ronald",
+    "rose",
+    "ruth",
+    "ryan",
+    "samantha",
+    "samuel",
+    "sandra",
+    "sara",
+    "sarah",
+    "scott",
+    "sean",
+    "sharon",
+    "shirley",
+    "sophia",
+    "stephanie",
+    "stephen",
+    "steven",
+    "susan",
+    "teresa",
+    "terry",
+    "thomas",
+    "timothy",
+    "tyler",
+    "victoria",
+    "virginia",
+    "walter",
+    "wei",
+    "william",
+    "yuki",
+    "zachary",
+];
+
+/// Common surnames (sorted, lower case): US census and international.
+const SURNAMES: &[&str] = &[
+    "adams",
+    "ahmed",
+    "ali",
+    "allen",
+    "alvarez",
+    "anderson",
+    "bailey",
+    "baker",
+    "barnes",
+    "bell",
+    "bennett",
+    "brooks",
+    "brown",
+    "butler",
+    "campbell",
+    "carter",
+    "castillo",
+    "chavez",
+    "chen",
+    "clark",
+    "collins",
+    "cook",
+    "cooper",
+    "cox",
+    "cruz",
+    "davis",
+    "diaz",
+    "edwards",
+    "evans",
+    "fischer",
+    "flores",
+    "foster",
+    "garcia",
+    "gomez",
+    "gonzalez",
+    "gray",
+    "green",
+    "gutierrez",
+    "hall",
+    "harris",
+    "hernandez",
+    "hill",
+    "howard",
+    "hughes",
+    "jackson",
+    "james",
+    "jenkins",
+    "johnson",
+    "jones",
+    "kelly",
+    "khan",
+    "kim",
+    "king",
+    "kumar",
+    "lee",
+    "lewis",
+    "li",
+    "lopez",
+    "martin",
+    "martinez",
+    "miller",
+    "mitchell",
+    "moore",
+    "morales",
+    "morgan",
+    "morris",
+    "muller",
+    "murphy",
+    "myers",
+    "nelson",
+    "nguyen",
+    "ortiz",
+    "parker",
+    "patel",
+    "perez",
+    "perry",
+    "peterson",
+    "phillips",
+    "powell",
+    "price",
+    "ramirez",
+    "reed",
+    "reyes",
+    "richardson",
+    "rivera",
+    "roberts",
+    "robinson",
+    "rodriguez",
+    "rogers",
+    "ross",
+    "rossi",
+    "russell",
+    "sanchez",
+    "sanders",
+    "schmidt",
+    "scott",
+    "silva",
+    "singh",
+    "smith",
+    "stewart",
+    "sullivan",
+    "taylor",
+    "thomas",
+    "thompson",
+    "torres",
+    "turner",
+    "walker",
+    "wang",
+    "ward",
+    "watson",
+    "white",
+    "williams",
+    "wilson",
+    "wood",
+    "wright",
+    "wu",
+    "yang",
+    "young",
+    "zhang",
+];
+
+#[cfg(test)]
+mod evaluation;
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn col(name: &str, values: &[&str]) -> ColumnSample {
+        ColumnSample {
+            name: name.into(),
+            values: values.iter().map(|v| v.to_string()).collect(),
+            nulls: 0,
+            integer: false,
+            temporal: false,
+        }
+    }
+
+    fn today() -> NaiveDate {
+        NaiveDate::from_ymd_opt(2026, 11, 23).unwrap()
+    }
+
+    fn kind_of(c: &ColumnSample) -> Option<Kind> {
+        classify_column(c, today())
+            .filter(|f| f.confidence >= 50)
+            .map(|f| f.kind)
+    }
+
+    #[test]
+    fn name_lists_are_sorted_for_binary_search() {
+        assert!(GIVEN_NAMES.windows(2).all(|w| w[0] < w[1]));
+        assert!(SURNAMES.windows(2).all(|w| w[0] < w[1]));
+    }
+
+    #[test]
+    fn headers_split_into_words() {
+        for h in [
+            "dateOfBirth",
+            "date_of_birth",
+            "DATE-OF-BIRTH",
+            "Date Of Birth",
+        ] {
+            assert_eq!(HeaderWords::new(h).words, ["date", "of", "birth"], "{h}");
+        }
+        assert_eq!(HeaderWords::new("customerSSN").words, ["customer", "ssn"]);
+        assert_eq!(HeaderWords::new("IPAddress").words, ["ip", "address"]);
+        assert_eq!(HeaderWords::new("DOB").words, ["dob"]);
+        assert_eq!(HeaderWords::new("zip5").words, ["zip5"]);
+    }
+
+    #[test]
+    fn values_are_checked_strictly() {
+        assert!(is_email("a.b+c@example.co.uk"));
+        for bad in [
+            "a@b",
+            "@x.com",
+            "a@@x.com",
+            "a..b@x.com",
+            "a@x.c0m",
+            "a b@x.com",
+        ] {
+            assert!(!is_email(bad), "{bad}");
+        }
+        assert_eq!(ssn_fit("123-45-6789", false), Fit::Strong);
+        for bad in [
+            "000-12-3456",
+            "666-12-3456",
+            "912-12-3456",
+            "123-00-4567",
+            "123-45-0000",
+        ] {
+            assert_eq!(ssn_fit(bad, false), Fit::No, "{bad}");
+        }
+        assert_eq!(ssn_fit("123456789", false), Fit::Weak);
+        assert_eq!(ssn_fit("23456789", true), Fit::Weak);
+        assert_eq!(card_fit("4111 1111 1111 1111"), Fit::Strong);
+        assert_eq!(card_fit("4111-1111-1111-1112"), Fit::No);
+        assert_eq!(card_fit("378282246310005"), Fit::Strong);
+        for good in [
+            "(415) 555-0134",
+            "415-555-0134",
+            "415.555.0134",
+            "+1 415 555 0134",
+            "1-415-555-0134",
+            "+44 20 7946 0958",
+            "415-555-0134 x12",
+        ] {
+            assert_eq!(phone_fit(good, false), Fit::Strong, "{good}");
+        }
+        assert_eq!(phone_fit("4155550134", false), Fit::Weak);
+        assert_eq!(phone_fit("123-45-6789", false), Fit::No);
+        assert_eq!(phone_fit("415-555 0134", false), Fit::No);
+        assert_eq!(postal_fit("94105-1234", false), Fit::Strong);
+        assert_eq!(postal_fit("SW1A 1AA", false), Fit::Strong);
+        assert_eq!(postal_fit("K1A 0B1", false), Fit::Strong);
+        assert_eq!(postal_fit("94105", false), Fit::Weak);
+        assert_eq!(postal_fit("941", true), Fit::Weak);
+    }
+
+    #[test]
+    fn distinctive_formats_need_no_header_and_bare_digits_need_one() {
+        let ssns = col(
+            "c1",
+            &[
+                "123-45-6789",
+                "234-56-7890",
+                "345-67-8901",
+                "456-78-9012",
+                "567-89-0123",
+            ],
+        );
+        assert_eq!(kind_of(&ssns), Some(Kind::Ssn));
+        let bare = [
+            "123456789",
+            "234567890",
+            "345678901",
+            "456789012",
+            "567890123",
+        ];
+        assert_eq!(kind_of(&col("customer_id", &bare)), None);
+        assert_eq!(kind_of(&col("ssn", &bare)), Some(Kind::Ssn));
+        let zips = ["94105", "10001", "60601", "73301", "02139"];
+        assert_eq!(kind_of(&col("quantity", &zips)), None);
+        assert_eq!(kind_of(&col("zipCode", &zips)), Some(Kind::PostalCode));
+    }
+
+    #[test]
+    fn headers_against_a_kind_win_over_its_shape() {
+        let names = [
+            "Acme Corp",
+            "Globex",
+            "Initech Labs",
+            "Umbrella Group",
+            "Hooli",
+        ];
+        assert_eq!(kind_of(&col("company_name", &names)), None);
+        let people = [
+            "Mary Smith",
+            "John Garcia",
+            "Wei Chen",
+            "Priya Patel",
+            "Zoltan Kovacs",
+        ];
+        assert_eq!(
+            kind_of(&col("customer_name", &people)),
+            Some(Kind::PersonName)
+        );
+        assert_eq!(kind_of(&col("x", &people)), Some(Kind::PersonName));
+        assert_eq!(kind_of(&col("product_name", &people)), None);
+        let mut dates = col(
+            "order_date",
+            &[
+                "1961-02-03",
+                "1975-06-07",
+                "1990-01-01",
+                "1950-12-12",
+                "1982-03-04",
+            ],
+        );
+        dates.temporal = true;
+        assert_eq!(kind_of(&dates), None);
+        dates.name = "dob".into();
+        assert_eq!(kind_of(&dates), Some(Kind::DateOfBirth));
+        dates.name = "d".into();
+        assert_eq!(kind_of(&dates), Some(Kind::DateOfBirth));
+    }
+
+    #[test]
+    fn evidence_never_echoes_a_value() {
+        let values = [
+            "alice@example.com",
+            "bob@example.org",
+            "carol@example.net",
+            "dan@x.io",
+            "eve@y.io",
+        ];
+        let f = classify_column(&col("contact", &values), today()).unwrap();
+        assert_eq!(f.kind, Kind::Email);
+        for v in values {
+            assert!(!f.evidence.contains(v));
+            assert!(!f.evidence.contains(v.split('@').next().unwrap()));
+        }
+    }
+
+    #[test]
+    fn few_values_are_weak_evidence() {
+        let f = classify_column(&col("c", &["123-45-6789"]), today()).unwrap();
+        assert!(f.confidence <= 60, "{f:?}");
+        assert!(f.evidence.contains("only 1 non-null value"));
+    }
+}

@@ -1,0 +1,333 @@
+//! The catalog's people and discovery: experts named in the dictionary, and
+//! sensitive data discovery proposing column tags that owners accept (the
+//! tag-driven policies then apply) or reject, without ever echoing a value.
+
+use std::path::Path;
+use tonic::Code;
+use veil_client::{ClientError, Scan};
+use veil_proto::UserRef;
+use veil_tests::{TestServer, strings};
+
+fn user(subject: &str) -> UserRef {
+    UserRef {
+        issuer: String::new(),
+        subject: subject.into(),
+    }
+}
+
+fn code(e: &ClientError) -> Code {
+    e.code()
+        .unwrap_or_else(|| panic!("expected a status, got {e}"))
+}
+
+/// A customer file whose headers are partly telling, partly opaque, and
+/// the values written to it (to check none comes back).
+fn write_customers(dir: &Path) -> Vec<String> {
+    let first = [
+        "Mary", "John", "Wei", "Priya", "Zoltan", "Fatima", "Carlos", "Ngozi",
+    ];
+    let last = [
+        "Smith", "Garcia", "Chen", "Patel", "Kovacs", "Khan", "Nguyen", "Okonkwo",
+    ];
+    let mut csv = String::from("customer_id,contact,tel,card,ip,born,full_name,ssn,zip,notes\n");
+    let mut values = Vec::new();
+    for i in 0..300u64 {
+        let email = format!(
+            "{}.{}{i}@example.com",
+            first[(i % 8) as usize],
+            last[(i / 8 % 8) as usize]
+        )
+        .to_lowercase();
+        let tel = format!("({}) 555-{:04}", 212 + i % 700, 1000 + i);
+        // A Visa-like number with a valid Luhn check digit.
+        let body = format!("4{:014}", 100_000_000 + i * 7919);
+        let check = (0..10)
+            .find(|c| luhn(&format!("{body}{c}")))
+            .expect("a check digit");
+        let card = format!("{body}{check}");
+        let card = format!(
+            "{} {} {} {}",
+            &card[..4],
+            &card[4..8],
+            &card[8..12],
+            &card[12..]
+        );
+        let ip = format!("10.{}.{}.{}", i % 200, (i * 7) % 250, 1 + i % 250);
+        let born = format!("{}-{:02}-{:02}", 1940 + i % 60, 1 + i % 12, 1 + i % 28);
+        let name = format!("{} {}", first[(i % 8) as usize], last[(i / 3 % 8) as usize]);
+        let ssn = format!("{:03}-{:02}-{:04}", 100 + i % 500, 10 + i % 80, 1000 + i);
+        let zip = format!("{:05}", 10_000 + i * 37);
+        let customer_id = 500_000_000 + i * 104_729;
+        csv.push_str(&format!(
+            "{customer_id},{email},{tel},{card},{ip},{born},{name},{ssn},{zip},call back {}\n",
+            i % 3
+        ));
+        values.extend([email, tel, card, ssn, name]);
+    }
+    std::fs::create_dir_all(dir.join("crm")).unwrap();
+    std::fs::write(dir.join("crm/customers.csv"), csv).unwrap();
+    values
+}
+
+fn luhn(d: &str) -> bool {
+    let sum: u32 = d
+        .bytes()
+        .rev()
+        .enumerate()
+        .map(|(i, b)| {
+            let x = u32::from(b - b'0');
+            if i % 2 == 1 {
+                if x * 2 > 9 { x * 2 - 9 } else { x * 2 }
+            } else {
+                x
+            }
+        })
+        .sum();
+    sum % 10 == 0
+}
+
+fn proposals(report: &serde_json::Value) -> Vec<(String, String)> {
+    report["proposals"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|p| {
+            (
+                p["column"].as_str().unwrap().to_string(),
+                p["tag"].as_str().unwrap().to_string(),
+            )
+        })
+        .collect()
+}
+
+#[tokio::test]
+async fn discovery_proposes_tags_owners_decide_and_policies_follow() {
+    let server = TestServer::demo().await;
+    let data = server.dir.path().join("data");
+    let written = write_customers(&data);
+    let dave = server.connect("dave").await;
+    dave.register_dataset(veil_proto::RegisterDatasetRequest {
+        name: "crm.customers".into(),
+        format: "csv".into(),
+        location: data.join("crm/customers.csv").display().to_string(),
+        ..Default::default()
+    })
+    .await
+    .unwrap();
+
+    // Only owners and governors run discovery; others learn nothing more
+    // than a reader could.
+    let erin = server.connect("erin").await;
+    let e = erin.discover("crm.customers", 0, 0).await.unwrap_err();
+    assert_eq!(code(&e), Code::NotFound, "{e}");
+    let e = erin.discover("clinical.trials", 0, 0).await.unwrap_err();
+    assert_eq!(code(&e), Code::PermissionDenied, "{e}");
+    let e = dave.discover("veil.audit", 0, 0).await.unwrap_err();
+    assert_eq!(code(&e), Code::FailedPrecondition, "{e}");
+    let e = dave
+        .discover("crm.customers", 200_000, 0)
+        .await
+        .unwrap_err();
+    assert_eq!(code(&e), Code::InvalidArgument, "{e}");
+
+    let text = dave.discover("crm.customers", 0, 0).await.unwrap();
+    for v in &written {
+        assert!(
+            !text.contains(v.as_str()),
+            "the report echoes a sampled value"
+        );
+    }
+    let report: serde_json::Value = serde_json::from_str(&text).unwrap();
+    assert_eq!(report["sampled_rows"], 300);
+    let mut found = proposals(&report);
+    found.sort();
+    let expected: Vec<(String, String)> = [
+        ("born", "PHI.dob"),
+        ("card", "PII.credit_card"),
+        ("contact", "PII.email"),
+        ("full_name", "PII.name"),
+        ("ip", "PII.ip.v4"),
+        ("ssn", "PII.ssn"),
+        ("tel", "PII.phone"),
+        ("zip", "PII.postal_code"),
+    ]
+    .iter()
+    .map(|(c, t)| (c.to_string(), t.to_string()))
+    .collect();
+    assert_eq!(found, expected, "{text}");
+    for p in report["proposals"].as_array().unwrap() {
+        let c = p["confidence"].as_u64().unwrap();
+        assert!((50..=100).contains(&c), "{p}");
+        assert!(!p["evidence"].as_str().unwrap().is_empty());
+    }
+
+    // Before the tag, the demo's hash-pii policy (tag PII) does not touch
+    // the column; once accepted, the very next read is masked.
+    let read = |dave: &veil_client::Connection| {
+        let dave = dave.clone();
+        async move {
+            strings(
+                &dave
+                    .scan("crm.customers", Scan::default().with_columns(&["contact"]))
+                    .await
+                    .unwrap(),
+                "contact",
+            )
+        }
+    };
+    let before = read(&dave).await;
+    assert!(before.iter().all(|v| v.as_deref().unwrap().contains('@')));
+    let ack = dave
+        .decide_tag_proposal("crm.customers", "contact", "PII.email", true, None)
+        .await
+        .unwrap();
+    assert!(ack.contains("PII.email"), "{ack}");
+    let after = read(&dave).await;
+    assert_eq!(after.len(), before.len());
+    assert!(
+        after.iter().all(|v| !v.as_deref().unwrap().contains('@')),
+        "accepted PII.email must bring hash-pii into force"
+    );
+    let described = dave.describe("crm.customers").await.unwrap();
+    let contact = described
+        .columns
+        .iter()
+        .find(|c| c.name == "contact")
+        .unwrap();
+    assert_eq!(contact.tags, ["PII.email"]);
+    assert!(!contact.mask.is_empty(), "{contact:?}");
+
+    // Accepting under one's own taxonomy; rejecting for good.
+    dave.decide_tag_proposal(
+        "crm.customers",
+        "full_name",
+        "PII.name",
+        true,
+        Some("PII.person"),
+    )
+    .await
+    .unwrap();
+    let ack = dave
+        .decide_tag_proposal("crm.customers", "tel", "PII.phone", false, None)
+        .await
+        .unwrap();
+    assert!(ack.contains("rejected"), "{ack}");
+    let e = dave
+        .decide_tag_proposal("crm.customers", "tel", "PII.phone", true, None)
+        .await
+        .unwrap_err();
+    assert_eq!(code(&e), Code::NotFound, "{e}");
+    let e = dave
+        .decide_tag_proposal("crm.customers", "notes", "PII.ssn", true, None)
+        .await
+        .unwrap_err();
+    assert_eq!(code(&e), Code::NotFound, "{e}");
+
+    let again: serde_json::Value =
+        serde_json::from_str(&dave.discover("crm.customers", 100, 90).await.unwrap()).unwrap();
+    assert_eq!(again["sampled_rows"], 100);
+    let pending: Vec<String> = proposals(&again).into_iter().map(|(c, _)| c).collect();
+    assert!(!pending.contains(&"tel".to_string()), "{again}");
+    assert!(!pending.contains(&"contact".to_string()), "{again}");
+    let rejected = again["previously_rejected"].to_string();
+    assert!(rejected.contains("tel"), "{again}");
+    let tagged = again["already_tagged"].to_string();
+    assert!(tagged.contains("contact"), "{again}");
+    let full_name = dave.describe("crm.customers").await.unwrap();
+    let full_name = full_name
+        .columns
+        .iter()
+        .find(|c| c.name == "full_name")
+        .unwrap();
+    assert_eq!(full_name.tags, ["PII.person"]);
+
+    // The audit records who ran discovery and decided what, never values.
+    let audit = dave.audit_tail(200).await.unwrap();
+    let discover_events: Vec<&String> = audit
+        .iter()
+        .filter(|e| e.contains("\"admin.discover\""))
+        .collect();
+    assert!(discover_events.len() >= 2, "{audit:?}");
+    assert!(
+        audit
+            .iter()
+            .any(|e| e.contains("admin.decide_tag_proposal") && e.contains("rejected"))
+    );
+    for e in &audit {
+        for v in &written {
+            assert!(
+                !e.contains(v.as_str()),
+                "an audit event holds a sampled value: {e}"
+            );
+        }
+    }
+    server.stop().await;
+}
+
+#[tokio::test]
+async fn experts_are_named_by_owners_and_shown_to_whoever_sees_the_dataset() {
+    let server = TestServer::demo_with(|dir| {
+        let path = dir.join("veil.toml");
+        let config = std::fs::read_to_string(&path).unwrap().replacen(
+            "owners = [\"dave\"]\ntags = [\"clinical\"]",
+            "owners = [\"dave\"]\nexperts = [\"grace\"]\ntags = [\"clinical\"]",
+            1,
+        );
+        assert!(config.contains("experts = [\"grace\"]"));
+        std::fs::write(path, config).unwrap();
+    })
+    .await;
+    let data = server.dir.path().join("data");
+    let dave = server.connect("dave").await;
+    let erin = server.connect("erin").await;
+
+    // Declared in the config: shown to readers, changed only there.
+    let trials = erin.describe("clinical.trials").await.unwrap();
+    assert_eq!(trials.experts, ["grace"]);
+    let e = dave
+        .set_experts("clinical.trials", vec![user("erin")])
+        .await
+        .unwrap_err();
+    assert_eq!(code(&e), Code::FailedPrecondition, "{e}");
+    assert!(e.to_string().contains("experts = ["), "{e}");
+
+    // A runtime dataset's owner names them.
+    std::fs::create_dir_all(data.join("crm")).unwrap();
+    std::fs::write(data.join("crm/plain.csv"), "a,b\n1,x\n2,y\n").unwrap();
+    dave.register_dataset(veil_proto::RegisterDatasetRequest {
+        name: "crm.plain".into(),
+        format: "csv".into(),
+        location: data.join("crm/plain.csv").display().to_string(),
+        description: "plain numbers".into(),
+        ..Default::default()
+    })
+    .await
+    .unwrap();
+    let ack = dave
+        .set_experts("crm.plain", vec![user("erin"), user("frank"), user("erin")])
+        .await
+        .unwrap();
+    assert!(ack.contains("erin") && ack.contains("frank"), "{ack}");
+    assert_eq!(
+        dave.describe("crm.plain").await.unwrap().experts,
+        ["erin", "frank"]
+    );
+    let hits = dave.search("plain", 0).await.unwrap();
+    assert_eq!(hits.len(), 1);
+    assert_eq!(hits[0].experts, ["erin", "frank"]);
+
+    // Being an expert grants nothing: erin still can't see it.
+    let e = erin.describe("crm.plain").await.unwrap_err();
+    assert_eq!(code(&e), Code::NotFound, "{e}");
+    let e = erin.set_experts("crm.plain", vec![]).await.unwrap_err();
+    assert_eq!(code(&e), Code::NotFound, "{e}");
+    let e = dave
+        .set_experts("crm.plain", vec![user(" spaced")])
+        .await
+        .unwrap_err();
+    assert_eq!(code(&e), Code::InvalidArgument, "{e}");
+    let cleared = dave.set_experts("crm.plain", vec![]).await.unwrap();
+    assert!(cleared.contains("cleared"), "{cleared}");
+    assert!(dave.describe("crm.plain").await.unwrap().experts.is_empty());
+    server.stop().await;
+}
