@@ -318,22 +318,31 @@ pub struct Radix2Job {
 struct Radix2Params {
     u: u32,
     v: u32,
-    b: usize,
-    d: usize,
-    /// Where the round number sits in Q, and how many blocks Q has.
-    i_at: usize,
-    q_blocks: usize,
+    /// Bytes of S the round keeps (`d`), as a right shift of the block.
+    s_shift: u32,
+    /// Q is two blocks (its first then holds only the tweak).
+    two_blocks: bool,
+    /// Where the round number sits in Q's last block, as a left shift.
+    round_shift: u32,
     /// CIPH(P), the CBC-MAC state after P.
-    p_enc: [u8; 16],
+    p_enc: u128,
 }
 
-/// An encryption in progress: job, round, and the halves A and B.
+/// An encryption in progress: job, round, the halves A and B, and the
+/// constants its rounds need.
 #[derive(Clone, Copy)]
 struct Lane {
     job: usize,
     round: u8,
     a: u128,
     b: u128,
+    /// The CBC-MAC input of Q's last block with the round number and B left
+    /// zero: a round XORs those two in and encrypts one block.
+    base: u128,
+    u: u32,
+    v: u32,
+    s_shift: u32,
+    round_shift: u32,
 }
 
 /// AES blocks encrypted per call: the AES-NI back end works on eight at
@@ -346,14 +355,40 @@ impl Ff1 {
             Self::params(2, n, &[0; 9]).expect("radix-2 chunks stay within FF1's sizes");
         self.ciph(&mut p);
         let pad = (16 - (9 + b + 1) % 16) % 16;
+        let i_at = 9 + pad;
         Radix2Params {
             u: n / 2,
             v: n - n / 2,
-            b,
-            d,
-            i_at: 9 + pad,
-            q_blocks: (9 + pad + 1 + b) / 16,
-            p_enc: p,
+            s_shift: 128 - 8 * d as u32,
+            two_blocks: (9 + pad + 1 + b) / 16 == 2,
+            round_shift: 8 * (15 - (i_at % 16)) as u32,
+            p_enc: u128::from_be_bytes(p),
+        }
+    }
+
+    /// A lane for `job`: Q = T || 0^pad || [i] || [B]^b. Its one-block form
+    /// is T, zeros, the round and B; in its two-block form (B over 6
+    /// bytes) the first block is T and zeros only, the same every round,
+    /// so its CBC-MAC step is done here once instead of ten times.
+    fn start_lane(&self, k: usize, job: &Radix2Job, pr: &Radix2Params) -> Lane {
+        let mut t = [0u8; 16];
+        t[..9].copy_from_slice(&job.tweak);
+        let mut base = pr.p_enc ^ u128::from_be_bytes(t);
+        if pr.two_blocks {
+            let mut block = base.to_be_bytes();
+            self.ciph(&mut block);
+            base = u128::from_be_bytes(block);
+        }
+        Lane {
+            job: k,
+            round: 0,
+            a: job.x >> pr.v,
+            b: job.x & ((1u128 << pr.v) - 1),
+            base,
+            u: pr.u,
+            v: pr.v,
+            s_shift: pr.s_shift,
+            round_shift: pr.round_shift,
         }
     }
 
@@ -361,97 +396,43 @@ impl Ff1 {
     /// [`Ff1::encrypt`] (with cycle walking) one at a time, but with
     /// [`LANES`] encryptions interleaved: the rounds of one encryption
     /// depend on each other, those of different ones don't, so each AES
-    /// call does eight blocks in about the time of one.
+    /// call does eight blocks in about the time of one. A round is one
+    /// block per lane: the constant part of Q is folded in at the start.
     pub fn encrypt_radix2_many(&self, jobs: &mut [Radix2Job]) {
         let mut params: Vec<Option<Radix2Params>> = vec![None; 129];
         let mut lanes: Vec<Lane> = Vec::with_capacity(LANES);
         let mut next = 0;
         let mut blocks = [Block::default(); LANES];
-        let mut q = [0u8; 32];
         loop {
             // Start waiting jobs on free lanes.
             while lanes.len() < LANES && next < jobs.len() {
                 let job = &jobs[next];
-                let n = job.n;
-                let v = n - n / 2;
-                lanes.push(Lane {
-                    job: next,
-                    round: 0,
-                    a: job.x >> v,
-                    b: job.x & ((1u128 << v) - 1),
-                });
-                if params[n as usize].is_none() {
-                    params[n as usize] = Some(self.radix2_params(n));
-                }
+                let pr = *params[job.n as usize].get_or_insert_with(|| self.radix2_params(job.n));
+                lanes.push(self.start_lane(next, job, &pr));
                 next += 1;
             }
             if lanes.is_empty() {
                 return;
             }
-            // One round of every lane: Q's first block for all, then the
-            // second block for lanes whose Q has two.
-            let mut two_blocks = false;
-            for (k, lane) in lanes.iter().enumerate() {
-                let job = &jobs[lane.job];
-                let pr = params[job.n as usize]
-                    .as_ref()
-                    .expect("params made at start");
-                let len = pr.q_blocks * 16;
-                q[..len].fill(0);
-                q[..9].copy_from_slice(&job.tweak);
-                q[pr.i_at] = lane.round;
-                q[len - pr.b..len].copy_from_slice(&lane.b.to_be_bytes()[16 - pr.b..]);
-                for (s, (p, c)) in blocks[k].iter_mut().zip(pr.p_enc.iter().zip(&q[..16])) {
-                    *s = p ^ c;
-                }
-                two_blocks |= pr.q_blocks == 2;
+            for (block, lane) in blocks.iter_mut().zip(&lanes) {
+                let state = lane.base ^ (u128::from(lane.round) << lane.round_shift) ^ lane.b;
+                *block = Block::from(state.to_be_bytes());
             }
             self.cipher.encrypt_blocks(&mut blocks[..lanes.len()]);
-            if two_blocks {
-                let mut second = [Block::default(); LANES];
-                let mut which = [0usize; LANES];
-                let mut m = 0;
-                for (k, lane) in lanes.iter().enumerate() {
-                    let job = &jobs[lane.job];
-                    let pr = params[job.n as usize]
-                        .as_ref()
-                        .expect("params made at start");
-                    if pr.q_blocks == 2 {
-                        q[..32].fill(0);
-                        q[pr.i_at] = lane.round;
-                        q[32 - pr.b..32].copy_from_slice(&lane.b.to_be_bytes()[16 - pr.b..]);
-                        for (s, (r, c)) in
-                            second[m].iter_mut().zip(blocks[k].iter().zip(&q[16..32]))
-                        {
-                            *s = r ^ c;
-                        }
-                        which[m] = k;
-                        m += 1;
-                    }
-                }
-                self.cipher.encrypt_blocks(&mut second[..m]);
-                for (s, k) in second[..m].iter().zip(&which[..m]) {
-                    blocks[*k] = *s;
-                }
-            }
             // Finish the round; retire or re-walk lanes that did ten.
             let mut k = 0;
             while k < lanes.len() {
                 let lane = &mut lanes[k];
-                let job = &mut jobs[lane.job];
-                let pr = params[job.n as usize]
-                    .as_ref()
-                    .expect("params made at start");
                 let bits = if lane.round.is_multiple_of(2) {
-                    pr.u
+                    lane.u
                 } else {
-                    pr.v
+                    lane.v
                 };
                 let mask = (1u128 << bits) - 1;
-                let mut y = 0u128;
-                for byte in &blocks[k][..pr.d] {
-                    y = (y << 8) | u128::from(*byte);
-                }
+                let mut r = [0u8; 16];
+                r.copy_from_slice(&blocks[k]);
+                // y = NUM(S), S the first d bytes of R; only y mod 2^bits counts.
+                let y = u128::from_be_bytes(r) >> lane.s_shift;
                 let c = ((lane.a & mask) + (y & mask)) & mask;
                 lane.a = lane.b;
                 lane.b = c;
@@ -460,7 +441,8 @@ impl Ff1 {
                     k += 1;
                     continue;
                 }
-                let out = (lane.a << pr.v) | lane.b;
+                let out = (lane.a << lane.v) | lane.b;
+                let job = &mut jobs[lane.job];
                 if out < job.domain {
                     job.y = out;
                     lanes.swap_remove(k);
@@ -471,8 +453,8 @@ impl Ff1 {
                     }
                 } else {
                     lane.round = 0;
-                    lane.a = out >> pr.v;
-                    lane.b = out & ((1u128 << pr.v) - 1);
+                    lane.a = out >> lane.v;
+                    lane.b = out & ((1u128 << lane.v) - 1);
                     k += 1;
                 }
             }
@@ -869,11 +851,15 @@ impl Window {
         for (job, (start, range)) in self.jobs.iter().zip(&self.places) {
             let slots = self.slots[range.clone()].iter().rev();
             if let Ok(mut y) = u64::try_from(job.y) {
-                // 64-bit division is far cheaper than 128-bit.
+                // 64-bit division by a constant is a multiplication; 128-bit
+                // division is a call.
                 for (i, s) in slots {
-                    let r = s.radix() as u64;
-                    self.text[start + i] = s.char(u128::from(y % r)) as u8;
-                    y /= r;
+                    let (digit, rest) = match s {
+                        Slot::Digit => (y % 10, y / 10),
+                        Slot::Lower | Slot::Upper => (y % 26, y / 26),
+                    };
+                    self.text[start + i] = s.char(u128::from(digit)) as u8;
+                    y = rest;
                 }
             } else {
                 let mut y = job.y;
@@ -1090,6 +1076,9 @@ mod tests {
             Some("The quick brown fox 0123456789 jumps over the lazy dog".into()),
             Some(String::new()),
             Some("ana.brown107285@example.com".into()),
+            // One chunk whose Q takes two blocks (B over six bytes).
+            Some("123456789012345678901234567890".into()),
+            Some("98765432109876543210987654321".into()),
         ];
         for i in 0..3000u64 {
             let n = i.wrapping_mul(2_654_435_761) % 1_000_000_000;
