@@ -213,7 +213,7 @@ async fn discovery_proposes_tags_owners_decide_and_policies_follow() {
         .unwrap();
     assert!(ack.contains("rejected"), "{ack}");
     let e = dave
-        .decide_tag_proposal("crm.customers", "tel", "PII.phone", true, None)
+        .decide_tag_proposal("crm.customers", "tel", "PII.phone", false, None)
         .await
         .unwrap_err();
     assert_eq!(code(&e), Code::NotFound, "{e}");
@@ -240,6 +240,20 @@ async fn discovery_proposes_tags_owners_decide_and_policies_follow() {
         .find(|c| c.name == "full_name")
         .unwrap();
     assert_eq!(full_name.tags, ["PII.person"]);
+    // A rejection can be overridden by accepting after all; odd tags are refused.
+    for odd in ["PII .phone", "a,b", "x=y", "PII..phone"] {
+        let e = dave
+            .decide_tag_proposal("crm.customers", "tel", "PII.phone", true, Some(odd))
+            .await
+            .unwrap_err();
+        assert_eq!(code(&e), Code::InvalidArgument, "{odd}: {e}");
+    }
+    dave.decide_tag_proposal("crm.customers", "tel", "PII.phone", true, None)
+        .await
+        .unwrap();
+    let tel = dave.describe("crm.customers").await.unwrap();
+    let tel = tel.columns.iter().find(|c| c.name == "tel").unwrap();
+    assert_eq!(tel.tags, ["PII.phone"]);
 
     // The audit records who ran discovery and decided what, never values.
     let audit = dave.audit_tail(200).await.unwrap();
@@ -329,5 +343,88 @@ async fn experts_are_named_by_owners_and_shown_to_whoever_sees_the_dataset() {
     let cleared = dave.set_experts("crm.plain", vec![]).await.unwrap();
     assert!(cleared.contains("cleared"), "{cleared}");
     assert!(dave.describe("crm.plain").await.unwrap().experts.is_empty());
+    server.stop().await;
+}
+
+#[tokio::test]
+async fn concurrent_decisions_lose_nothing_and_errors_quote_no_value() {
+    let server = TestServer::demo().await;
+    let data = server.dir.path().join("data");
+    std::fs::create_dir_all(data.join("wide")).unwrap();
+    let columns: Vec<String> = (0..12).map(|i| format!("email_{i}")).collect();
+    let mut csv = columns.join(",") + "\n";
+    for r in 0..50 {
+        let row: Vec<String> = (0..12).map(|c| format!("u{r}c{c}@example.org")).collect();
+        csv.push_str(&(row.join(",") + "\n"));
+    }
+    std::fs::write(data.join("wide/wide.csv"), csv).unwrap();
+    let dave = server.connect("dave").await;
+    dave.register_dataset(veil_proto::RegisterDatasetRequest {
+        name: "wide.emails".into(),
+        format: "csv".into(),
+        location: data.join("wide/wide.csv").display().to_string(),
+        ..Default::default()
+    })
+    .await
+    .unwrap();
+    let report: serde_json::Value =
+        serde_json::from_str(&dave.discover("wide.emails", 0, 0).await.unwrap()).unwrap();
+    assert_eq!(proposals(&report).len(), 12, "{report}");
+
+    // Twelve accepts at once, with discovery running beside them: every
+    // acknowledged tag is on its column afterwards.
+    let accepts = columns.iter().map(|c| {
+        let dave = dave.clone();
+        let c = c.clone();
+        async move {
+            dave.decide_tag_proposal("wide.emails", &c, "PII.email", true, None)
+                .await
+        }
+    });
+    let rediscover = {
+        let dave = dave.clone();
+        async move { dave.discover("wide.emails", 10, 0).await }
+    };
+    let (results, _) = tokio::join!(futures::future::join_all(accepts), rediscover);
+    let described = dave.describe("wide.emails").await.unwrap();
+    for (c, r) in columns.iter().zip(&results) {
+        let tags = &described
+            .columns
+            .iter()
+            .find(|x| &x.name == c)
+            .unwrap()
+            .tags;
+        match r {
+            Ok(_) => assert_eq!(tags, &["PII.email"], "{c} was acknowledged but not tagged"),
+            // Refused outright (the dataset kept changing): nothing claimed.
+            Err(e) => assert_eq!(code(e), Code::Unavailable, "{e}"),
+        }
+    }
+
+    // A value that doesn't parse as its column's type: the error says so
+    // and quotes nothing from the file.
+    std::fs::create_dir_all(data.join("bad")).unwrap();
+    let mut csv = String::from("id,ssn_secret\n");
+    for r in 0..40 {
+        csv.push_str(&format!("{r},{}\n", 1000 + r));
+    }
+    std::fs::write(data.join("bad/bad.csv"), &csv).unwrap();
+    dave.register_dataset(veil_proto::RegisterDatasetRequest {
+        name: "bad.rows".into(),
+        format: "csv".into(),
+        location: data.join("bad/bad.csv").display().to_string(),
+        ..Default::default()
+    })
+    .await
+    .unwrap();
+    csv.push_str("40,078-05-1120\n");
+    std::fs::write(data.join("bad/bad.csv"), &csv).unwrap();
+    let e = dave.discover("bad.rows", 0, 0).await.unwrap_err();
+    assert_eq!(code(&e), Code::FailedPrecondition, "{e}");
+    assert!(!e.to_string().contains("078-05-1120"), "{e}");
+    assert!(e.to_string().contains("server log"), "{e}");
+    for event in dave.audit_tail(50).await.unwrap() {
+        assert!(!event.contains("078-05-1120"), "{event}");
+    }
     server.stop().await;
 }

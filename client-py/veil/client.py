@@ -294,8 +294,8 @@ class Connection:
         percent, evidence), ``already_tagged``, ``previously_rejected`` and
         ``skipped`` columns. No sampled value is ever returned. Decide with
         `accept_tag` or `reject_tag`."""
-        if sample_rows is not None and sample_rows < 1:
-            raise ValueError("sample_rows must be at least 1")
+        if sample_rows is not None and not 1 <= sample_rows <= 100_000:
+            raise ValueError("sample_rows must be from 1 to 100000")
         if min_confidence is not None and not 1 <= min_confidence <= 100:
             raise ValueError("min_confidence is a percentage, 1 to 100")
         body = _proto.encode_discover(dataset, sample_rows, min_confidence)

@@ -397,7 +397,8 @@ async fn explain(conn: &Connection, o: ExplainOptions) -> Result<Vec<String>, Cl
 }
 
 fn column_and_tag(arg: &str, flag: &str) -> Result<(String, String), ClientError> {
-    match arg.split_once('=') {
+    // Tags have no '=' (they are checked), column names may.
+    match arg.rsplit_once('=') {
         Some((c, t)) if !c.is_empty() && !t.is_empty() => Ok((c.to_string(), t.to_string())),
         _ => Err(ClientError::Invalid(format!(
             "--{flag} '{arg}' must be COLUMN=TAG, as the proposals list them"
@@ -419,11 +420,25 @@ async fn discover(conn: &Connection, a: DiscoverOptions) -> Result<Vec<String>, 
             .map(|x| (x, true))
             .chain(a.reject.iter().map(|x| (x, false)))
         {
-            let (column, tag) = column_and_tag(arg, if accept { "accept" } else { "reject" })?;
-            out.push(
-                conn.decide_tag_proposal(&a.dataset, &column, &tag, accept, a.tag_as.as_deref())
-                    .await?,
-            );
+            let flag = if accept { "accept" } else { "reject" };
+            let (column, tag) = column_and_tag(arg, flag)?;
+            match conn
+                .decide_tag_proposal(&a.dataset, &column, &tag, accept, a.tag_as.as_deref())
+                .await
+            {
+                Ok(done) => out.push(done),
+                Err(ClientError::Status(s)) => {
+                    // Say which one failed, and what the earlier ones did.
+                    for line in &out {
+                        println!("{line}");
+                    }
+                    return Err(ClientError::Status(tonic::Status::new(
+                        s.code(),
+                        format!("--{flag} {arg}: {}", s.message()),
+                    )));
+                }
+                Err(e) => return Err(e),
+            }
         }
         return Ok(out);
     }
@@ -444,6 +459,9 @@ async fn discover(conn: &Connection, a: DiscoverOptions) -> Result<Vec<String>, 
         v["columns_examined"],
         v["min_confidence"]
     )];
+    if let Some(note) = v["sample_note"].as_str() {
+        out.push(format!("note: {note}"));
+    }
     let proposals = list("proposals");
     if proposals.is_empty() {
         out.push("no new proposals".into());
@@ -451,11 +469,16 @@ async fn discover(conn: &Connection, a: DiscoverOptions) -> Result<Vec<String>, 
         out.push("proposals (pending):".into());
         for p in &proposals {
             out.push(format!(
-                "  {:<24} {:<18} {:>3}%  {}",
+                "  {:<24} {:<18} {:>3}%  {}{}",
                 text(p, "column"),
                 text(p, "tag"),
                 p["confidence"],
-                text(p, "evidence")
+                text(p, "evidence"),
+                if p["needs_governance"].as_bool() == Some(true) {
+                    " [a global policy targets this tag: deciding needs GOVERNANCE]"
+                } else {
+                    ""
+                }
             ));
         }
     }
@@ -478,6 +501,15 @@ async fn discover(conn: &Connection, a: DiscoverOptions) -> Result<Vec<String>, 
             ));
         }
     }
+    for x in list("config_columns") {
+        out.push(format!(
+            "described in the config file: {} looks like {} ({}%): add tag {} there and reload",
+            text(&x, "column"),
+            text(&x, "kind"),
+            x["confidence"],
+            text(&x, "tag")
+        ));
+    }
     for x in list("skipped") {
         out.push(format!(
             "not examined: {} ({})",
@@ -487,13 +519,25 @@ async fn discover(conn: &Connection, a: DiscoverOptions) -> Result<Vec<String>, 
     }
     if let Some(first) = proposals.first() {
         out.push(format!(
-            "decide: veil discover {} --accept {}={} (or --reject)",
+            "decide: veil discover {} --accept {} (or --reject)",
             text(&v, "dataset"),
-            text(first, "column"),
-            text(first, "tag")
+            shell_word(&format!("{}={}", text(first, "column"), text(first, "tag")))
         ));
     }
     Ok(out)
+}
+
+/// `word` as one shell word: quoted when it holds anything but plain
+/// characters (a column named `Phone #` or `E-Mail Address`).
+fn shell_word(word: &str) -> String {
+    if word
+        .chars()
+        .all(|c| c.is_ascii_alphanumeric() || "_-.=/:@+,".contains(c))
+    {
+        word.to_string()
+    } else {
+        format!("'{}'", word.replace('\'', "'\\''"))
+    }
 }
 
 /// `veil discover ...`

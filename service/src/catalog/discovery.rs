@@ -42,19 +42,22 @@ pub enum Kind {
     CreditCard,
     Ipv4,
     Ipv6,
+    /// A column of IPv4 and IPv6 addresses both.
+    Ip,
     DateOfBirth,
     PersonName,
     PostalCode,
 }
 
 impl Kind {
-    pub const ALL: [Kind; 9] = [
+    pub const ALL: [Kind; 10] = [
         Kind::Email,
         Kind::Ssn,
         Kind::Phone,
         Kind::CreditCard,
         Kind::Ipv4,
         Kind::Ipv6,
+        Kind::Ip,
         Kind::DateOfBirth,
         Kind::PersonName,
         Kind::PostalCode,
@@ -70,6 +73,7 @@ impl Kind {
             Kind::CreditCard => "PII.credit_card",
             Kind::Ipv4 => "PII.ip.v4",
             Kind::Ipv6 => "PII.ip.v6",
+            Kind::Ip => "PII.ip",
             Kind::DateOfBirth => "PHI.dob",
             Kind::PersonName => "PII.name",
             Kind::PostalCode => "PII.postal_code",
@@ -84,6 +88,7 @@ impl Kind {
             Kind::CreditCard => "credit_card",
             Kind::Ipv4 => "ipv4",
             Kind::Ipv6 => "ipv6",
+            Kind::Ip => "ip_address",
             Kind::DateOfBirth => "date_of_birth",
             Kind::PersonName => "person_name",
             Kind::PostalCode => "postal_code",
@@ -101,6 +106,7 @@ impl Kind {
             }
             Kind::Ipv4 => "IPv4 addresses",
             Kind::Ipv6 => "IPv6 addresses",
+            Kind::Ip => "IP addresses",
             Kind::DateOfBirth => "dates",
             Kind::PersonName => "shaped like person names",
             Kind::PostalCode => "postal codes",
@@ -137,12 +143,19 @@ pub struct Finding {
 pub struct Sample {
     pub rows: usize,
     pub columns: Vec<ColumnSample>,
-    /// Columns not examined, and why (their type holds none of the kinds).
+    /// Columns not examined, and why (their type holds none of the kinds,
+    /// or the sample holds no value of them).
     pub skipped: Vec<(String, String)>,
+    /// Why the sample is smaller than asked, if it is.
+    pub note: Option<String>,
 }
 
 /// Longest value examined; longer ones match nothing.
 const MAX_VALUE_LEN: usize = 256;
+
+/// Text a sample may hold in all: sampling stops there (wide or long-text
+/// datasets), so a discovery run's memory is bounded whatever the rows.
+const MAX_SAMPLE_BYTES: usize = 32 << 20;
 
 /// Read up to `rows` rows of the dataset's source (no policies: discovery
 /// is for its owners and governors, and returns no values) and render each
@@ -159,8 +172,14 @@ pub async fn sample_dataset(
             d.name
         )));
     }
+    // DataFusion's messages quote the values they fail on: log them, answer
+    // without them.
     let fail = |e: datafusion::error::DataFusionError| {
-        VeilError::internal(&format!("sampling '{}' for discovery", d.name), e)
+        tracing::warn!(dataset = %d.name, error = %e, "discovery could not sample the dataset");
+        VeilError::FailedPrecondition(format!(
+            "discovery could not read {}'s files as its dictionary describes them (a value that doesn't parse as its column's type, or an unreadable file); the details are in the Veil server log",
+            d.name
+        ))
     };
     let source = crate::catalog::source_table::SourceTable::open(d, None, stores).await?;
     let ctx = SessionContext::new();
@@ -172,6 +191,7 @@ pub async fn sample_dataset(
         .await
         .map_err(fail)?;
     let mut sample = Sample::default();
+    let mut bytes = 0usize;
     let mut examined: Option<Vec<(usize, bool, bool)>> = None;
     while let Some(batch) = stream.next().await {
         let batch = batch.map_err(fail)?;
@@ -185,10 +205,14 @@ pub async fn sample_dataset(
                     dt,
                     DataType::Date32 | DataType::Date64 | DataType::Timestamp(_, _)
                 );
-                let text = matches!(
-                    dt,
-                    DataType::Utf8 | DataType::LargeUtf8 | DataType::Utf8View
-                );
+                let text = match dt {
+                    DataType::Utf8 | DataType::LargeUtf8 | DataType::Utf8View => true,
+                    DataType::Dictionary(_, v) => matches!(
+                        v.as_ref(),
+                        DataType::Utf8 | DataType::LargeUtf8 | DataType::Utf8View
+                    ),
+                    _ => false,
+                };
                 if integer || temporal || text {
                     plan.push((i, integer, temporal));
                     sample.columns.push(ColumnSample {
@@ -210,19 +234,84 @@ pub async fn sample_dataset(
         sample.rows += batch.num_rows();
         for (slot, &(i, _, _)) in plan.iter().enumerate() {
             let text = cast(batch.column(i), &DataType::Utf8).map_err(|e| {
-                VeilError::internal(&format!("rendering a column of '{}' as text", d.name), e)
+                tracing::warn!(dataset = %d.name, error = %e, "discovery could not render a column as text");
+                VeilError::FailedPrecondition(format!(
+                    "discovery could not render a column of {} as text; the details are in the Veil server log",
+                    d.name
+                ))
             })?;
             let text = text.as_string::<i32>();
             let col = &mut sample.columns[slot];
             for v in text.iter() {
                 match v {
-                    Some(v) => col.values.push(v.chars().take(MAX_VALUE_LEN + 1).collect()),
+                    Some(v) if is_placeholder(v) => col.nulls += 1,
+                    // Longer values match no kind: kept as "no match".
+                    Some(v) if v.len() > MAX_VALUE_LEN => col.values.push(String::new()),
+                    Some(v) => {
+                        bytes += v.len();
+                        col.values.push(v.to_string());
+                    }
                     None => col.nulls += 1,
                 }
             }
         }
+        if bytes > MAX_SAMPLE_BYTES {
+            sample.note = Some(format!(
+                "sampling stopped after {} rows: the sample reached {} MB of text",
+                sample.rows,
+                MAX_SAMPLE_BYTES >> 20
+            ));
+            break;
+        }
+    }
+    if examined.is_none() {
+        sample.skipped = d
+            .columns
+            .iter()
+            .map(|c| {
+                (
+                    c.name.clone(),
+                    "the dataset has no rows to sample".to_string(),
+                )
+            })
+            .collect();
+    }
+    // A column with nothing but nulls says nothing.
+    let (empty, columns): (Vec<_>, Vec<_>) =
+        sample.columns.drain(..).partition(|c| c.values.is_empty());
+    sample.columns = columns;
+    for c in empty {
+        sample.skipped.push((
+            c.name,
+            "no values in the sample (all null or placeholders like N/A)".into(),
+        ));
     }
     Ok(sample)
+}
+
+/// Text meaning "no value": counted as a null, not as a value that fails
+/// to look like anything.
+fn is_placeholder(v: &str) -> bool {
+    const PLACEHOLDERS: &[&str] = &[
+        "",
+        "-",
+        "--",
+        "?",
+        "n/a",
+        "na",
+        "none",
+        "null",
+        "nil",
+        "unknown",
+        "tbd",
+        "redacted",
+        "not available",
+        "not provided",
+        "missing",
+        "#n/a",
+    ];
+    let t = v.trim();
+    t.len() <= 13 && PLACEHOLDERS.iter().any(|p| t.eq_ignore_ascii_case(p))
 }
 
 /// Findings for every column of a sample, at least `min_confidence` each,
@@ -262,7 +351,20 @@ pub fn classify_column(col: &ColumnSample, today: NaiveDate) -> Option<Finding> 
         out.extend(person_name(col, &words));
         out
     };
+    // Without a header naming it, a kind needs variety: six colours that
+    // happen to be surnames, or one version string that parses as an
+    // address, are categories, not people or hosts.
+    let distinct = col
+        .values
+        .iter()
+        .map(String::as_str)
+        .collect::<std::collections::HashSet<_>>()
+        .len();
+    let varied = distinct >= (n / 5).clamp(1, 20);
     for (kind, confidence, reason) in candidates {
+        if !varied && words.hint(kind) != Hint::Strong {
+            continue;
+        }
         if best.as_ref().is_none_or(|b| confidence > b.confidence) {
             best = Some(Finding {
                 column: col.name.clone(),
@@ -341,7 +443,26 @@ impl HeaderWords {
         any.iter().any(|p| self.joined.contains(p))
     }
 
+    /// Words naming an identifier, a code or a quantity: they count against
+    /// every kind unless the header also names the kind (`order_email`).
+    fn names_something_else(&self) -> bool {
+        self.has(&[
+            "sku", "part", "partno", "item", "model", "serial", "tracking", "product", "version",
+            "ver", "build", "release", "assembly", "invoice", "ticket", "order", "batch", "lot",
+            "isbn", "upc", "ean", "gtin", "hash", "checksum", "uuid", "guid", "amount", "balance",
+            "delta", "price", "total", "sum", "qty", "quantity", "count", "score", "rate", "oid",
+        ])
+    }
+
     fn hint(&self, kind: Kind) -> Hint {
+        let hint = self.hint_words(kind);
+        if hint < Hint::Strong && self.names_something_else() {
+            return Hint::Against;
+        }
+        hint
+    }
+
+    fn hint_words(&self, kind: Kind) -> Hint {
         let strong = |yes: bool| if yes { Hint::Strong } else { Hint::None };
         match kind {
             Kind::Email => strong(
@@ -382,7 +503,7 @@ impl HeaderWords {
                         "debitcard",
                     ]),
             ),
-            Kind::Ipv4 | Kind::Ipv6 => {
+            Kind::Ipv4 | Kind::Ipv6 | Kind::Ip => {
                 if self.has(&["ip", "ipv4", "ipv6", "ipaddr", "ipaddress", "ips"])
                     || self.joined_has(&["ipaddr", "ipaddress"])
                 {
@@ -399,6 +520,24 @@ impl HeaderWords {
                 {
                     Hint::Strong
                 } else if self.has(&[
+                    "release",
+                    "released",
+                    "founded",
+                    "built",
+                    "published",
+                    "established",
+                    "incorporated",
+                    "launch",
+                    "launched",
+                    "manufactured",
+                    "registered",
+                    "issued",
+                    "effective",
+                    "since",
+                    "purchase",
+                    "purchased",
+                    "renewal",
+                    "valid",
                     "created",
                     "updated",
                     "modified",
@@ -501,9 +640,6 @@ impl HeaderWords {
                     "sku",
                     "course",
                 ];
-                if self.has(AGAINST) {
-                    return Hint::Against;
-                }
                 if self.has(&[
                     "surname",
                     "forename",
@@ -545,6 +681,8 @@ impl HeaderWords {
                     ]))
                 {
                     Hint::Strong
+                } else if self.has(AGAINST) {
+                    Hint::Against
                 } else if self.has(&["name", "names"]) {
                     Hint::Weak
                 } else {
@@ -656,7 +794,7 @@ fn fit(kind: Kind, v: &str, integer: bool) -> Fit {
         Kind::CreditCard => card_fit(v),
         Kind::PostalCode => postal_fit(v, integer),
         // Decided column-wide.
-        Kind::Ipv4 | Kind::Ipv6 | Kind::DateOfBirth | Kind::PersonName => Fit::No,
+        Kind::Ipv4 | Kind::Ipv6 | Kind::Ip | Kind::DateOfBirth | Kind::PersonName => Fit::No,
     }
 }
 
@@ -665,6 +803,15 @@ fn strong_if(yes: bool) -> Fit {
 }
 
 fn is_email(v: &str) -> bool {
+    // `mailto:a@b.org` and `Ann Lee <a@b.org>` hold an address too.
+    let v = v
+        .strip_prefix("mailto:")
+        .or_else(|| v.strip_prefix("MAILTO:"))
+        .unwrap_or(v);
+    let v = match (v.rfind('<'), v.strip_suffix('>')) {
+        (Some(open), Some(inner)) => &inner[open + 1..],
+        _ => v,
+    };
     let Some((local, domain)) = v.split_once('@') else {
         return false;
     };
@@ -673,7 +820,7 @@ fn is_email(v: &str) -> bool {
     }
     let local_ok = local
         .chars()
-        .all(|c| c.is_ascii_alphanumeric() || "!#$%&'*+/=?^_`{|}~.-".contains(c))
+        .all(|c| c.is_alphanumeric() || "!#$%&'*+/=?^_`{|}~.-".contains(c))
         && !local.starts_with('.')
         && !local.ends_with('.')
         && !local.contains("..");
@@ -682,13 +829,13 @@ fn is_email(v: &str) -> bool {
         && labels.iter().all(|l| {
             !l.is_empty()
                 && l.len() <= 63
-                && l.chars().all(|c| c.is_ascii_alphanumeric() || c == '-')
+                && l.chars().all(|c| c.is_alphanumeric() || c == '-')
                 && !l.starts_with('-')
                 && !l.ends_with('-')
         })
         && labels
             .last()
-            .is_some_and(|tld| tld.len() >= 2 && tld.chars().all(|c| c.is_ascii_alphabetic()));
+            .is_some_and(|tld| tld.chars().count() >= 2 && tld.chars().all(char::is_alphabetic));
     local_ok && domain_ok
 }
 
@@ -704,9 +851,9 @@ fn ssn_valid(d: &str) -> bool {
 
 fn ssn_fit(v: &str, integer: bool) -> Fit {
     static DASHED: LazyLock<Regex> =
-        LazyLock::new(|| Regex::new(r"^\d{3}-\d{2}-\d{4}$").expect("valid regex"));
+        LazyLock::new(|| Regex::new(r"^[0-9]{3}-[0-9]{2}-[0-9]{4}$").expect("valid regex"));
     static SPACED: LazyLock<Regex> =
-        LazyLock::new(|| Regex::new(r"^\d{3} \d{2} \d{4}$").expect("valid regex"));
+        LazyLock::new(|| Regex::new(r"^[0-9]{3} [0-9]{2} [0-9]{4}$").expect("valid regex"));
     if DASHED.is_match(v) {
         return strong_if(ssn_valid(&digits(v)));
     }
@@ -735,17 +882,17 @@ fn phone_fit(v: &str, integer: bool) -> Fit {
     // leading +. An extension may follow. One separator throughout, so a
     // 3-2-4 SSN or a mixed-up identifier does not pass.
     static NANP: LazyLock<Vec<Regex>> = LazyLock::new(|| {
-        let ext = r"(?:\s*(?:x|ext\.?|extension)\s*\d{1,6})?$";
+        let ext = r"(?:\s*(?:x|ext\.?|extension)\s*[0-9]{1,6})?$";
         let mut out = vec![
             Regex::new(&format!(
-                r"^(?:\+?1[ .-]?)?\([2-9]\d{{2}}\) ?[2-9]\d{{2}}[ .-]?\d{{4}}{ext}"
+                r"^(?:\+?1[ .-]?)?\([2-9][0-9]{{2}}\) ?[2-9][0-9]{{2}}[ .-]?[0-9]{{4}}{ext}"
             ))
             .expect("valid regex"),
         ];
         for sep in [r"-", r"\.", r" "] {
             out.push(
                 Regex::new(&format!(
-                    r"^(?:\+?1{sep})?[2-9]\d{{2}}{sep}[2-9]\d{{2}}{sep}\d{{4}}{ext}"
+                    r"^(?:\+?1{sep})?[2-9][0-9]{{2}}{sep}[2-9][0-9]{{2}}{sep}[0-9]{{4}}{ext}"
                 ))
                 .expect("valid regex"),
             );
@@ -753,11 +900,12 @@ fn phone_fit(v: &str, integer: bool) -> Fit {
         out
     });
     static INTERNATIONAL: LazyLock<Regex> =
-        LazyLock::new(|| Regex::new(r"^\+[1-9][\d ().-]{6,20}\d$").expect("valid regex"));
+        LazyLock::new(|| Regex::new(r"^\+[1-9][0-9 ().-]{6,20}[0-9]$").expect("valid regex"));
     if NANP.iter().any(|r| r.is_match(v)) {
         return Fit::Strong;
     }
-    if INTERNATIONAL.is_match(v) {
+    // One dot is a decimal point (+12345.678), not a separator.
+    if INTERNATIONAL.is_match(v) && v.matches('.').count() != 1 {
         let n = digits(v).len();
         return strong_if((8..=15).contains(&n));
     }
@@ -802,7 +950,7 @@ fn card_network(d: &str) -> bool {
 fn card_fit(v: &str) -> Fit {
     // Digits, optionally in groups split by single spaces or dashes.
     static GROUPED: LazyLock<Regex> = LazyLock::new(|| {
-        Regex::new(r"^(?:\d{13,19}|\d{2,6}(?:[ -]\d{2,6}){1,5})$").expect("valid regex")
+        Regex::new(r"^(?:[0-9]{13,19}|[0-9]{2,6}(?:[ -][0-9]{2,6}){1,5})$").expect("valid regex")
     });
     if !GROUPED.is_match(v) {
         return Fit::No;
@@ -820,12 +968,13 @@ fn card_fit(v: &str) -> Fit {
 
 fn postal_fit(v: &str, integer: bool) -> Fit {
     static ZIP4: LazyLock<Regex> =
-        LazyLock::new(|| Regex::new(r"^\d{5}-\d{4}$").expect("valid regex"));
+        LazyLock::new(|| Regex::new(r"^[0-9]{5}-[0-9]{4}$").expect("valid regex"));
     static UK: LazyLock<Regex> = LazyLock::new(|| {
-        Regex::new(r"^(?i)[A-Z]{1,2}\d[A-Z\d]? ?\d[ABD-HJLNP-UW-Z]{2}$").expect("valid regex")
+        Regex::new(r"^(?i)[A-Z]{1,2}[0-9][A-Z0-9]? ?[0-9][ABD-HJLNP-UW-Z]{2}$")
+            .expect("valid regex")
     });
     static CANADA: LazyLock<Regex> = LazyLock::new(|| {
-        Regex::new(r"^(?i)[ABCEGHJ-NPRSTVXY]\d[ABCEGHJ-NPRSTV-Z] ?\d[ABCEGHJ-NPRSTV-Z]\d$")
+        Regex::new(r"^(?i)[ABCEGHJ-NPRSTVXY][0-9][ABCEGHJ-NPRSTV-Z] ?[0-9][ABCEGHJ-NPRSTV-Z][0-9]$")
             .expect("valid regex")
     });
     if ZIP4.is_match(v) || UK.is_match(v) || CANADA.is_match(v) {
@@ -843,6 +992,9 @@ fn postal_fit(v: &str, integer: bool) -> Fit {
 /// IP addresses: IPv4 or IPv6 by majority, since a column often holds both.
 fn ip_address(col: &ColumnSample, words: &HeaderWords) -> Option<(Kind, u8, String)> {
     let hint = words.hint(Kind::Ipv4);
+    if hint == Hint::Against {
+        return None;
+    }
     let n = col.values.len();
     let (mut v4, mut v6) = (0usize, 0usize);
     for v in &col.values {
@@ -861,7 +1013,14 @@ fn ip_address(col: &ColumnSample, words: &HeaderWords) -> Option<(Kind, u8, Stri
     } else {
         return None;
     };
-    let kind = if v4 >= v6 { Kind::Ipv4 } else { Kind::Ipv6 };
+    // A column of both gets the tag that covers both.
+    let kind = if v6 * 10 <= v4 + v6 {
+        Kind::Ipv4
+    } else if v4 * 10 <= v4 + v6 {
+        Kind::Ipv6
+    } else {
+        Kind::Ip
+    };
     let what = if v4 > 0 && v6 > 0 {
         format!(
             "{}% of {n} sampled values are IPv4 addresses and {}% IPv6 addresses",
@@ -892,8 +1051,14 @@ fn parse_date(v: &str) -> Option<NaiveDate> {
         }
         return None;
     }
+    if v.len() == 8 && v.bytes().all(|b| b.is_ascii_digit()) {
+        return NaiveDate::parse_from_str(v, "%Y%m%d").ok();
+    }
+    // 03/04/1980 is March 4th or April 3rd: either way a date in that
+    // person's year, which is what the age test needs.
     [
         "%m/%d/%Y",
+        "%d/%m/%Y",
         "%d.%m.%Y",
         "%Y/%m/%d",
         "%d-%b-%Y",
@@ -1020,11 +1185,31 @@ fn name_shape(v: &str) -> (bool, bool) {
     // not a name.
     let shaped = shaped && !(parts.len() == 1 && parts[0].len() <= 3);
     let known = parts.iter().any(|p| {
-        let p = p.trim_matches(|c: char| !c.is_alphabetic()).to_lowercase();
+        let p = fold_accents(&p.trim_matches(|c: char| !c.is_alphabetic()).to_lowercase());
         GIVEN_NAMES.binary_search(&p.as_str()).is_ok()
             || SURNAMES.binary_search(&p.as_str()).is_ok()
     });
     (shaped, known)
+}
+
+/// `garcía` → `garcia`, `müller` → `muller`: the name lists are unaccented.
+fn fold_accents(word: &str) -> String {
+    word.chars()
+        .map(|c| match c {
+            'á' | 'à' | 'ä' | 'â' | 'ã' | 'å' | 'ā' => 'a',
+            'é' | 'è' | 'ë' | 'ê' | 'ē' | 'ę' => 'e',
+            'í' | 'ì' | 'ï' | 'î' | 'ī' => 'i',
+            'ó' | 'ò' | 'ö' | 'ô' | 'õ' | 'ø' | 'ō' => 'o',
+            'ú' | 'ù' | 'ü' | 'û' | 'ū' => 'u',
+            'ñ' | 'ń' => 'n',
+            'ç' | 'ć' | 'č' => 'c',
+            'ś' | 'š' => 's',
+            'ž' | 'ź' | 'ż' => 'z',
+            'ł' => 'l',
+            'ý' | 'ÿ' => 'y',
+            other => other,
+        })
+        .collect()
 }
 
 /// Common given names (sorted, lower case): US census and international.
@@ -1530,6 +1715,116 @@ mod tests {
             assert!(!f.evidence.contains(v));
             assert!(!f.evidence.contains(v.split('@').next().unwrap()));
         }
+    }
+
+    fn many(name: &str, f: &dyn Fn(usize) -> String) -> ColumnSample {
+        ColumnSample {
+            name: name.into(),
+            values: (0..60).map(f).collect(),
+            nulls: 0,
+            integer: false,
+            temporal: false,
+        }
+    }
+
+    #[test]
+    fn the_reviews_false_positives_are_not_proposed() {
+        let colours = ["Green", "White", "Brown", "Gray", "Black", "Blue"];
+        assert_eq!(kind_of(&many("color", &|i| colours[i % 6].into())), None);
+        assert_eq!(
+            kind_of(&many("c", &|i| colours[i % 6].to_lowercase())),
+            None
+        );
+        let version = |i: usize| format!("1.{}.{}.{}", i % 3, i, i * 7 % 50);
+        assert_eq!(kind_of(&many("assembly_version", &version)), None);
+        let delta = |i: usize| format!("+{}.{:03}", 10_000 + i * 17, i);
+        assert_eq!(kind_of(&many("balance_delta", &delta)), None);
+        assert_eq!(kind_of(&many("x", &delta)), None);
+        let founded = |i: usize| format!("{}-0{}-1{}", 1925 + i, 1 + i % 9, i % 10);
+        assert_eq!(kind_of(&many("company_founded", &founded)), None);
+        assert_eq!(kind_of(&many("release_date", &founded)), None);
+        let sku = |i: usize| format!("M{} {}AA", 1 + i % 9, i % 10);
+        assert_eq!(kind_of(&many("sku", &sku)), None);
+        let tracking = |i: usize| format!("{}-{}-{:04}", 200 + i, 300 + i, i);
+        assert_eq!(kind_of(&many("tracking_no", &tracking)), None);
+        let part = |i: usize| format!("{}-{:02}-{:04}", 100 + i, 10 + i, 1000 + i);
+        assert_eq!(kind_of(&many("part_no", &part)), None);
+        let mixed = |i: usize| {
+            if i % 2 == 0 {
+                format!("10.0.0.{i}")
+            } else {
+                format!("2001:db8::{i:x}")
+            }
+        };
+        assert_eq!(kind_of(&many("client_ip", &mixed)), Some(Kind::Ip));
+    }
+
+    #[test]
+    fn the_reviews_false_negatives_are_found() {
+        let cases: Vec<(&str, Box<dyn Fn(usize) -> String>, Kind)> = vec![
+            (
+                "c",
+                Box::new(|i| format!("Ann Lee <ann{i}@example.org>")),
+                Kind::Email,
+            ),
+            (
+                "c",
+                Box::new(|i| format!("mailto:a{i}@example.org")),
+                Kind::Email,
+            ),
+            (
+                "c",
+                Box::new(|i| format!("josé{i}@exämple.de")),
+                Kind::Email,
+            ),
+            (
+                "dob_eu",
+                Box::new(|i| format!("{:02}/{:02}/{}", 13 + i % 15, 1 + i % 12, 1950 + i)),
+                Kind::DateOfBirth,
+            ),
+            (
+                "birth",
+                Box::new(|i| format!("{}{:02}{:02}", 1950 + i, 1 + i % 12, 1 + i % 28)),
+                Kind::DateOfBirth,
+            ),
+            (
+                "x",
+                Box::new(|i| {
+                    let given = ["Jürgen", "José", "Zoë", "Ana", "Ole"][i % 5];
+                    let family = ["García", "Müller", "Pérez", "Martín"][i / 5 % 4];
+                    format!("{given} {family}")
+                }),
+                Kind::PersonName,
+            ),
+            (
+                "user_full_name",
+                Box::new(|i| format!("Zed{} Quux", char::from(b'a' + (i % 26) as u8))),
+                Kind::PersonName,
+            ),
+            (
+                "account_holder_name",
+                Box::new(|i| format!("Zed{} Quux", char::from(b'a' + (i % 26) as u8))),
+                Kind::PersonName,
+            ),
+        ];
+        for (header, f, want) in cases {
+            assert_eq!(kind_of(&many(header, &*f)), Some(want), "{header}");
+        }
+        // Non-ASCII digits match nothing, and never panic.
+        assert_eq!(kind_of(&many("x", &|i| format!("١٢٣-٤٥-{i}"))), None);
+        assert_eq!(kind_of(&many("ssn", &|i| format!("１２３ ４５ {i}"))), None);
+        assert_eq!(
+            kind_of(&many("ssn", &|i| format!("١23-45-678{}", i % 10))),
+            None
+        );
+    }
+
+    #[test]
+    fn placeholders_count_as_nulls() {
+        assert!(is_placeholder(" N/A "));
+        assert!(is_placeholder("unknown"));
+        assert!(!is_placeholder("0"));
+        assert!(!is_placeholder("a@b.org"));
     }
 
     #[test]

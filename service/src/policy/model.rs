@@ -816,6 +816,25 @@ impl PolicySpec {
 }
 
 /// `PII` covers `pii` and `PII.email`, but not `PIIX`.
+/// Whether `tag` is a well-formed tag to put on a column: dot-separated
+/// parts of letters, digits, `_`, `-`, `:` and `/`, at most 128 bytes. A tag
+/// with a space, a comma or an invisible character would look like another
+/// tag (or two) while no policy on that tag matched it.
+pub fn check_tag(tag: &str) -> std::result::Result<(), String> {
+    let shown: String = tag.chars().take(64).filter(|c| !c.is_control()).collect();
+    if tag.is_empty() || tag.len() > 128 {
+        return Err(format!("tag '{shown}' must be 1 to 128 bytes"));
+    }
+    let part_ok =
+        |p: &str| !p.is_empty() && p.chars().all(|c| c.is_alphanumeric() || "_-:/".contains(c));
+    if !tag.split('.').all(part_ok) {
+        return Err(format!(
+            "tag '{shown}' must be dot-separated parts of letters, digits, '_', '-', ':' and '/' (like PII.email)"
+        ));
+    }
+    Ok(())
+}
+
 pub fn tag_covers(policy_tag: &str, tag: &str) -> bool {
     let (p, t) = (policy_tag.to_ascii_lowercase(), tag.to_ascii_lowercase());
     t == p || (t.len() > p.len() && t.starts_with(&p) && t.as_bytes()[p.len()] == b'.')
@@ -827,6 +846,33 @@ mod tests {
 
     fn spec(toml_text: &str) -> PolicySpec {
         toml::from_str(toml_text).unwrap()
+    }
+
+    #[test]
+    fn tags_are_checked_before_they_go_on_a_column() {
+        for good in [
+            "PII",
+            "PII.email",
+            "phi.dob",
+            "gdpr:art9/health",
+            "a_b-c.D1",
+        ] {
+            assert!(check_tag(good).is_ok(), "{good}");
+        }
+        for bad in [
+            "",
+            "PII .email",
+            "PII\u{200b}.email",
+            "a,b",
+            "x=y",
+            "\x1b[31m",
+            "PII.",
+            ".PII",
+            "PII..email",
+            &"x".repeat(129),
+        ] {
+            assert!(check_tag(bad).is_err(), "{bad:?}");
+        }
     }
 
     #[test]

@@ -64,6 +64,16 @@ pub trait Store: Send + Sync + Debug {
     async fn check_master_key(&self, check_value: &str) -> Result<()>;
 
     async fn put_dataset(&self, dataset: &DatasetRecord, mode: PutMode) -> Result<()>;
+
+    /// Replace a dataset's record with `new` only if the stored one still
+    /// equals `expected` (compare and swap): `false`, and nothing written,
+    /// when someone changed or dropped it since it was read. Edits go
+    /// through this, so two concurrent edits can't lose one another.
+    async fn replace_dataset_if(
+        &self,
+        expected: &DatasetRecord,
+        new: &DatasetRecord,
+    ) -> Result<bool>;
     /// Returns whether a dataset was dropped.
     async fn drop_dataset(&self, name: &str) -> Result<bool>;
 

@@ -23,8 +23,9 @@ use super::model::{AccessDecision, AccessRequest, RequestStatus};
 use super::model::{DatasetRecord, Snapshot, UserRecord};
 use super::rows::{
     PolicyWrite, SnapshotBuilder, StoredPolicy, apply_decision, check_no_open_request,
-    compare_key_fingerprint, decode_event, decode_request, encode, head_from, moved_head,
-    origin_str, plan_config_policies, plan_runtime_delete, plan_runtime_put, purged_head,
+    compare_key_fingerprint, decode_dataset, decode_event, decode_request, encode, head_from,
+    moved_head, origin_str, plan_config_policies, plan_runtime_delete, plan_runtime_put,
+    purged_head,
 };
 use super::{PolicyPut, PutMode, Store};
 use crate::audit::AuditEvent;
@@ -449,6 +450,43 @@ impl Store for PostgresStore {
         tx.commit().await.map_err(pg_err)
     }
 
+    async fn replace_dataset_if(
+        &self,
+        expected: &DatasetRecord,
+        new: &DatasetRecord,
+    ) -> Result<bool> {
+        if expected.name != new.name || expected.id != new.id {
+            return Err(VeilError::Internal(
+                "a dataset's name and id cannot change on replace".into(),
+            ));
+        }
+        let body = encode("dataset", new)?;
+        let mut client = self.client().await?;
+        let tx = client.transaction().await.map_err(pg_err)?;
+        bump(&tx).await?;
+        let stored = tx
+            .query_opt(
+                "SELECT body FROM datasets WHERE name = $1 FOR UPDATE",
+                &[&expected.name],
+            )
+            .await
+            .map_err(pg_err)?
+            .map(|r| r.get::<_, String>(0));
+        match stored {
+            Some(b) if decode_dataset(&b)? == *expected => {}
+            // Dropping the transaction rolls the version bump back.
+            _ => return Ok(false),
+        }
+        tx.execute(
+            "UPDATE datasets SET origin = $2, body = $3 WHERE name = $1",
+            &[&new.name, &origin_str(new.origin), &body],
+        )
+        .await
+        .map_err(pg_err)?;
+        tx.commit().await.map_err(pg_err)?;
+        Ok(true)
+    }
+
     async fn drop_dataset(&self, name: &str) -> Result<bool> {
         self.change("DELETE FROM datasets WHERE name = $1", &[&name])
             .await
@@ -717,11 +755,33 @@ impl Store for PostgresStore {
     async fn append_audit(&self, sealer: &AuditSealer, events: &[AuditEvent]) -> Result<ChainHead> {
         let mut client = self.client().await?;
         let tx = client.transaction().await.map_err(pg_err)?;
+        // Four round trips per group, since a read waits for them: BEGIN;
+        // lock the head; insert the events and move the head in one
+        // statement; COMMIT. Statements are prepared once per connection.
         // The head row's lock serialises writers of one node across nodes
         // and processes; other nodes' chains don't wait.
-        let head = lock_head(&tx, sealer.node_id()).await?;
+        let lock = tx
+            .prepare_cached(
+                "SELECT seq, mac, purged_through, purged_mac FROM audit_heads WHERE node_id = $1 FOR UPDATE",
+            )
+            .await
+            .map_err(pg_err)?;
+        let head = match tx
+            .query_opt(&lock, &[&sealer.node_id()])
+            .await
+            .map_err(pg_err)?
+        {
+            Some(row) => head_from(
+                sealer.node_id().to_string(),
+                row.get(0),
+                row.get(1),
+                row.get(2),
+                row.get(3),
+            )?,
+            // This node's first event: create its head, then lock it.
+            None => lock_head(&tx, sealer.node_id()).await?,
+        };
         let rows = sealer.seal(&head, events)?;
-        // One statement for the whole group: arrays unnested server-side.
         let ids: Vec<&str> = events.iter().map(|e| e.event_id.as_str()).collect();
         let times: Vec<i64> = rows.iter().map(|r| r.time_ms).collect();
         let actions: Vec<&str> = rows.iter().map(|r| r.action.as_str()).collect();
@@ -731,12 +791,25 @@ impl Store for PostgresStore {
             .iter()
             .map(|r| r.mac.as_deref().unwrap_or(""))
             .collect();
+        let head = moved_head(head, &rows);
+        // The whole group in one INSERT (arrays unnested server-side, in
+        // order), and the head moved by the same statement.
+        let append = tx
+            .prepare_cached(
+                "WITH appended AS (
+                     INSERT INTO audit_events (event_id, time_ms, node_id, action, body, node_seq, mac)
+                     SELECT e.id, e.t, $1, e.a, e.b, e.s, e.m
+                     FROM UNNEST($2::text[], $3::bigint[], $4::text[], $5::text[], $6::bigint[], $7::text[])
+                          WITH ORDINALITY AS e(id, t, a, b, s, m, o)
+                     ORDER BY e.o
+                     RETURNING 1
+                 )
+                 UPDATE audit_heads SET seq = $8, mac = $9 WHERE node_id = $1",
+            )
+            .await
+            .map_err(pg_err)?;
         tx.execute(
-            "INSERT INTO audit_events (event_id, time_ms, node_id, action, body, node_seq, mac)
-             SELECT e.id, e.t, $1, e.a, e.b, e.s, e.m
-             FROM UNNEST($2::text[], $3::bigint[], $4::text[], $5::text[], $6::bigint[], $7::text[])
-                  WITH ORDINALITY AS e(id, t, a, b, s, m, o)
-             ORDER BY e.o",
+            &append,
             &[
                 &sealer.node_id(),
                 &ids,
@@ -745,14 +818,9 @@ impl Store for PostgresStore {
                 &bodies,
                 &seqs,
                 &macs,
+                &(head.seq as i64),
+                &encode_hex(&head.mac),
             ],
-        )
-        .await
-        .map_err(pg_err)?;
-        let head = moved_head(head, &rows);
-        tx.execute(
-            "UPDATE audit_heads SET seq = $2, mac = $3 WHERE node_id = $1",
-            &[&head.node_id, &(head.seq as i64), &encode_hex(&head.mac)],
         )
         .await
         .map_err(pg_err)?;

@@ -35,6 +35,10 @@ pub(crate) fn encode<T: serde::Serialize>(what: &str, value: &T) -> Result<Strin
     serde_json::to_string(value).map_err(|e| VeilError::internal(&format!("encode {what}"), e))
 }
 
+pub(crate) fn decode_dataset(body: &str) -> Result<DatasetRecord> {
+    serde_json::from_str(body).map_err(|e| corrupt("dataset", e))
+}
+
 fn corrupt(what: &str, e: impl std::fmt::Display) -> VeilError {
     VeilError::internal(&format!("corrupt {what} record in the store"), e)
 }

@@ -13,8 +13,9 @@ use super::model::{AccessDecision, AccessRequest, RequestStatus};
 use super::model::{DatasetRecord, Snapshot, UserRecord};
 use super::rows::{
     PolicyWrite, SnapshotBuilder, StoredPolicy, apply_decision, check_no_open_request,
-    compare_key_fingerprint, decode_event, decode_request, encode, head_from, moved_head,
-    origin_str, plan_config_policies, plan_runtime_delete, plan_runtime_put, purged_head,
+    compare_key_fingerprint, decode_dataset, decode_event, decode_request, encode, head_from,
+    moved_head, origin_str, plan_config_policies, plan_runtime_delete, plan_runtime_put,
+    purged_head,
 };
 use super::{PolicyPut, PutMode, Store};
 use crate::audit::AuditEvent;
@@ -402,6 +403,46 @@ impl Store for SqliteStore {
             .map_err(db_err)?;
             bump(&tx).map_err(db_err)?;
             tx.commit().map_err(db_err)
+        })
+        .await
+    }
+
+    async fn replace_dataset_if(
+        &self,
+        expected: &DatasetRecord,
+        new: &DatasetRecord,
+    ) -> Result<bool> {
+        if expected.name != new.name || expected.id != new.id {
+            return Err(VeilError::Internal(
+                "a dataset's name and id cannot change on replace".into(),
+            ));
+        }
+        let (expected, new) = (expected.clone(), new.clone());
+        self.with(move |c| {
+            let body = encode("dataset", &new)?;
+            let tx = c
+                .transaction_with_behavior(TransactionBehavior::Immediate)
+                .map_err(db_err)?;
+            let stored: Option<String> = tx
+                .query_row(
+                    "SELECT body FROM datasets WHERE name = ?1",
+                    [&expected.name],
+                    |r| r.get(0),
+                )
+                .optional()
+                .map_err(db_err)?;
+            match stored {
+                Some(b) if decode_dataset(&b)? == expected => {}
+                _ => return Ok(false),
+            }
+            tx.execute(
+                "UPDATE datasets SET origin = ?2, body = ?3 WHERE name = ?1",
+                params![new.name, origin_str(new.origin), body],
+            )
+            .map_err(db_err)?;
+            bump(&tx).map_err(db_err)?;
+            tx.commit().map_err(db_err)?;
+            Ok(true)
         })
         .await
     }

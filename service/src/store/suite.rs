@@ -346,7 +346,40 @@ async fn datasets_replace_and_drop(s: Arc<dyn Store>) {
     let mut other = d.clone();
     other.id = "another".into();
     assert!(s.put_dataset(&other, PutMode::Replace).await.is_err());
+
+    // Compare and swap: an edit based on a stale read writes nothing.
+    let read = s.snapshot().await.unwrap().datasets["a.b"].clone();
+    let (mut mine, mut theirs) = (read.clone(), read.clone());
+    mine.columns[0].tags = vec!["PII.email".into()];
+    theirs.description = "theirs".into();
+    let version = s.version().await.unwrap();
+    assert!(s.replace_dataset_if(&read, &theirs).await.unwrap());
+    assert!(
+        s.version().await.unwrap() > version,
+        "a swap moves the version"
+    );
+    let version = s.version().await.unwrap();
+    assert!(!s.replace_dataset_if(&read, &mine).await.unwrap());
+    assert_eq!(
+        s.version().await.unwrap(),
+        version,
+        "a refused swap changes nothing"
+    );
+    let stored = s.snapshot().await.unwrap().datasets["a.b"].clone();
+    assert_eq!(
+        stored, theirs,
+        "the stale edit did not overwrite the other one"
+    );
+    mine = stored.clone();
+    mine.columns[0].tags = vec!["PII.email".into()];
+    assert!(s.replace_dataset_if(&stored, &mine).await.unwrap());
+    assert_eq!(s.snapshot().await.unwrap().datasets["a.b"], mine);
+
     assert!(s.drop_dataset("a.b").await.unwrap());
+    assert!(
+        !s.replace_dataset_if(&mine, &mine).await.unwrap(),
+        "a dropped dataset is not recreated"
+    );
     assert!(!s.drop_dataset("a.b").await.unwrap());
     assert!(s.snapshot().await.unwrap().datasets.is_empty());
 }

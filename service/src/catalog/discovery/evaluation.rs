@@ -260,6 +260,14 @@ fn value(kind: Kind, layout: usize, rng: &mut StdRng, today: NaiveDate) -> Strin
             rng.random_range(0..256),
             rng.random_range(1..255)
         ),
+        Kind::Ip => {
+            let v = if rng.random_bool(0.5) {
+                Kind::Ipv4
+            } else {
+                Kind::Ipv6
+            };
+            value(v, layout, rng, today)
+        }
         Kind::Ipv6 => {
             let groups: [u16; 8] = [
                 0x2001,
@@ -362,7 +370,7 @@ fn layouts(kind: Kind) -> (usize, &'static [usize], &'static [&'static str]) {
             &[0, 1, 2],
             &["credit_card", "card_number", "cc_num", "pan"],
         ),
-        Kind::Ipv4 | Kind::Ipv6 => (
+        Kind::Ipv4 | Kind::Ipv6 | Kind::Ip => (
             1,
             &[0],
             &["ip", "client_ip", "ip_address", "remote_addr", "ipAddr"],

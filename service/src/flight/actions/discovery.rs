@@ -16,7 +16,6 @@ use crate::auth::identity::Principal;
 use crate::catalog::discovery;
 use crate::error::{Result, VeilError};
 use crate::policy::model::tag_covers;
-use crate::store::PutMode;
 use crate::store::model::{DatasetRecord, ProposalStatus, TagProposal};
 
 /// Rows sampled when the request names no number.
@@ -77,43 +76,51 @@ impl Admin {
         );
         // Merge into the dataset as it is now: sampling took a while, and
         // someone may have changed its tags meanwhile.
-        let snapshot = self.engine.state().current().await?;
-        let mut current = snapshot
-            .datasets
-            .get(&d.name)
-            .cloned()
-            .ok_or_else(|| VeilError::dataset_not_found(&d.name))?;
-        let outcome = merge(
-            &mut current,
-            &findings,
-            p,
-            chrono::Utc::now().timestamp_millis(),
-        );
-        if current != *snapshot.datasets.get(&d.name).expect("looked up above") {
-            self.engine
-                .state()
-                .store()
-                .put_dataset(&current, PutMode::Replace)
-                .await?;
-        }
+        let now = chrono::Utc::now().timestamp_millis();
+        let (outcome, current) = self
+            .edit_dataset(p, &d.name, "discovery", event, true, |current, _, _| {
+                let outcome = merge(current, &findings, p, now);
+                Ok((outcome, current.clone()))
+            })
+            .await?;
         event.rows = Some(sample.rows as u64);
         event.columns = outcome.proposed.iter().map(|p| p.column.clone()).collect();
         event.message = format!(
-            "sampled {} row(s), examined {} column(s): {} tag(s) proposed, {} already tagged, {} previously rejected",
+            "sampled {} row(s), examined {} column(s): {} tag(s) proposed, {} already tagged, {} previously rejected, {} on config-declared columns",
             sample.rows,
             sample.columns.len(),
             outcome.proposed.len(),
             outcome.already_tagged.len(),
-            outcome.rejected.len()
+            outcome.rejected.len(),
+            outcome.in_config.len()
         );
+        let global = super::global_policy_tags(&*self.engine.state().current().await?);
+        let needs_governance = |tag: &str| global.iter().any(|g| tag_covers(g, tag));
         let body = json!({
             "dataset": current.name,
             "sampled_rows": sample.rows,
+            "sample_note": sample.note,
             "columns_examined": sample.columns.len(),
             "min_confidence": min_confidence,
-            "proposals": outcome.proposed.iter().map(proposal_json).collect::<Vec<_>>(),
+            "proposals": outcome.proposed.iter().map(|x| {
+                let mut v = proposal_json(x);
+                v["needs_governance"] = json!(needs_governance(&x.tag));
+                v
+            }).collect::<Vec<_>>(),
             "already_tagged": outcome.already_tagged.iter().map(|(c, t, k)| json!({"column": c, "tag": t, "kind": k})).collect::<Vec<_>>(),
-            "previously_rejected": outcome.rejected.iter().map(|(c, t)| json!({"column": c, "tag": t})).collect::<Vec<_>>(),
+            "previously_rejected": outcome.rejected.iter().map(|x| json!({
+                "column": x.column,
+                "tag": x.tag,
+                "rejected_by": x.decided_by.as_ref().map(|i| i.to_string()),
+            })).collect::<Vec<_>>(),
+            "config_columns": outcome.in_config.iter().map(|f| json!({
+                "column": f.column,
+                "tag": f.kind.tag(),
+                "kind": f.kind.as_str(),
+                "confidence": f.confidence,
+                "evidence": f.evidence,
+                "note": "the column is described in the config file: add the tag there and reload",
+            })).collect::<Vec<_>>(),
             "skipped": sample.skipped.iter().map(|(c, why)| json!({"column": c, "reason": why})).collect::<Vec<_>>(),
             "decide_with": format!("veil discover {} --accept COLUMN=TAG (or --reject COLUMN=TAG)", current.name),
         });
@@ -128,82 +135,107 @@ impl Admin {
     ) -> Result<Vec<Vec<u8>>> {
         event.dataset = Some(req.dataset.chars().take(256).collect());
         event.columns = vec![req.column.chars().take(256).collect()];
-        let mut d = self
-            .owned_dataset(p, &req.dataset, "deciding tag proposals")
-            .await?;
-        refuse_builtin(&d)?;
-        let Some(i) = d.tag_proposals.iter().position(|x| {
-            x.column == req.column
-                && x.tag.eq_ignore_ascii_case(&req.tag)
-                && x.status == ProposalStatus::Pending
-        }) else {
-            return Err(VeilError::NotFound(format!(
-                "no pending proposal of tag '{}' for column '{}' of {}: `veil discover {}` lists the current ones",
-                req.tag.chars().take(128).collect::<String>(),
-                req.column.chars().take(128).collect::<String>(),
-                d.name,
-                d.name
-            )));
-        };
-        let proposal = d.tag_proposals[i].clone();
-        let message = if req.accept {
-            let tag = match req.tag_as.trim() {
-                "" => proposal.tag.clone(),
-                t => t.to_string(),
-            };
-            let column = d
-                .column(&proposal.column)
-                .ok_or_else(|| {
-                    VeilError::FailedPrecondition(format!(
-                        "column '{}' is no longer in {}'s dictionary; run discovery again",
-                        proposal.column, d.name
-                    ))
-                })?
-                .clone();
-            let mut tags = column.tags.clone();
-            if !tags.iter().any(|t| t.eq_ignore_ascii_case(&tag)) {
-                tags.push(tag.clone());
-            }
-            let snapshot = self.engine.state().current().await?;
-            retag_column(p, &mut d, &proposal.column, tags, &snapshot)?;
-            d.tag_proposals.remove(i);
-            format!(
-                "accepted: {} tagged {tag} (proposed as {}, {}% confident); policies on {tag} apply from the next request",
-                proposal.column, proposal.kind, proposal.confidence
+        let message = self
+            .edit_dataset(
+                p,
+                &req.dataset,
+                "deciding tag proposals",
+                event,
+                false,
+                |d, snapshot, event| {
+                    let message = decide(p, d, &req, snapshot)?;
+                    event.message = message.clone();
+                    Ok(message)
+                },
             )
-        } else {
-            let rejected = &mut d.tag_proposals[i];
-            rejected.status = ProposalStatus::Rejected;
-            rejected.decided_by = Some(p.identity.clone());
-            format!(
-                "rejected: {} will not be proposed for {} again",
-                proposal.tag, proposal.column
-            )
-        };
-        event.message = message.clone();
-        self.permitted(event).await?;
-        self.engine
-            .state()
-            .store()
-            .put_dataset(&d, PutMode::Replace)
             .await?;
         Ok(ack(message))
     }
 }
 
+/// Accept or reject a proposal on `d`. Accepting a pending or a rejected
+/// proposal tags the column; rejecting a pending one keeps it on record.
+/// Either way, a tag a global policy targets needs GOVERNANCE: rejecting it
+/// would keep discovery from bringing that policy's column to a governor.
+fn decide(
+    p: &Principal,
+    d: &mut DatasetRecord,
+    req: &DecideTagProposalRequest,
+    snapshot: &crate::store::model::Snapshot,
+) -> Result<String> {
+    let Some(i) = d.tag_proposals.iter().position(|x| {
+        x.column == req.column
+            && x.tag.eq_ignore_ascii_case(&req.tag)
+            && (req.accept || x.status == ProposalStatus::Pending)
+    }) else {
+        return Err(VeilError::NotFound(format!(
+            "no {}proposal of tag '{}' for column '{}' of {}: `veil discover {}` lists the current ones",
+            if req.accept { "" } else { "pending " },
+            req.tag.chars().take(128).collect::<String>(),
+            req.column.chars().take(128).collect::<String>(),
+            d.name,
+            d.name
+        )));
+    };
+    let proposal = d.tag_proposals[i].clone();
+    if !req.accept {
+        let global = super::global_policy_tags(snapshot);
+        if global.iter().any(|g| tag_covers(g, &proposal.tag))
+            && !p.has(crate::auth::identity::Permission::Governance)
+        {
+            return Err(super::denied(
+                "rejecting a tag that global policies target",
+                "GOVERNANCE",
+            ));
+        }
+        let rejected = &mut d.tag_proposals[i];
+        rejected.status = ProposalStatus::Rejected;
+        rejected.decided_by = Some(p.identity.clone());
+        return Ok(format!(
+            "rejected: {} will not be proposed for {} again (accepting it later still works)",
+            proposal.tag, proposal.column
+        ));
+    }
+    let tag = match req.tag_as.trim() {
+        "" => proposal.tag.clone(),
+        t => t.to_string(),
+    };
+    crate::policy::model::check_tag(&tag).map_err(VeilError::InvalidArgument)?;
+    let column = d.column(&proposal.column).ok_or_else(|| {
+        VeilError::FailedPrecondition(format!(
+            "column '{}' is no longer in {}'s dictionary; run discovery again",
+            proposal.column, d.name
+        ))
+    })?;
+    let mut tags = column.tags.clone();
+    if !tags.iter().any(|t| t.eq_ignore_ascii_case(&tag)) {
+        tags.push(tag.clone());
+    }
+    retag_column(p, d, &proposal.column, tags, snapshot)?;
+    d.tag_proposals.remove(i);
+    Ok(format!(
+        "accepted: {} tagged {tag} (proposed as {}, {}% confident); policies on {tag} apply from the next request",
+        proposal.column, proposal.kind, proposal.confidence
+    ))
+}
+
 /// What a discovery run changed.
-#[derive(Debug, Default)]
+#[derive(Debug, Default, Clone)]
 struct Merged {
     proposed: Vec<TagProposal>,
-    /// (column, tag, kind) found and already on the column.
+    /// (column, tag, kind) found and already on the column (or a broader or
+    /// narrower form of it).
     already_tagged: Vec<(String, String, String)>,
-    /// (column, tag) found and rejected before.
-    rejected: Vec<(String, String)>,
+    /// Found, and rejected before.
+    rejected: Vec<TagProposal>,
+    /// Found on columns the config file describes (tagged there).
+    in_config: Vec<discovery::Finding>,
 }
 
 /// Replace the pending proposals with this run's findings, except where
-/// the column already carries the tag (or a narrower one) or an owner
-/// rejected it before; rejected proposals stay on record.
+/// the column already carries the tag (or a broader or narrower one), an
+/// owner rejected it before, or the config file describes the column;
+/// rejected proposals stay on record.
 fn merge(
     d: &mut DatasetRecord,
     findings: &[discovery::Finding],
@@ -218,7 +250,11 @@ fn merge(
         let Some(col) = d.column(&f.column) else {
             continue;
         };
-        if col.tags.iter().any(|t| tag_covers(tag, t)) {
+        if col
+            .tags
+            .iter()
+            .any(|t| tag_covers(tag, t) || tag_covers(t, tag))
+        {
             out.already_tagged.push((
                 f.column.clone(),
                 tag.to_string(),
@@ -226,11 +262,16 @@ fn merge(
             ));
             continue;
         }
-        if d.tag_proposals
+        if col.from_config {
+            out.in_config.push(f.clone());
+            continue;
+        }
+        if let Some(r) = d
+            .tag_proposals
             .iter()
-            .any(|x| x.column == f.column && x.tag.eq_ignore_ascii_case(tag))
+            .find(|x| x.column == f.column && x.tag.eq_ignore_ascii_case(tag))
         {
-            out.rejected.push((f.column.clone(), tag.to_string()));
+            out.rejected.push(r.clone());
             continue;
         }
         out.proposed.push(TagProposal {

@@ -564,66 +564,50 @@ impl Admin {
                 let req: SetColumnTagsRequest = decode(body)?;
                 event.dataset = Some(req.dataset.chars().take(256).collect());
                 event.columns = vec![req.column.clone()];
-                let mut d = self.owned_dataset(p, &req.dataset, name).await?;
-                refuse_builtin(&d)?;
-                let snapshot = self.engine.state().current().await?;
-                let summary = retag_column(p, &mut d, &req.column, req.tags, &snapshot)?;
-                self.permitted(event).await?;
-                self.engine
-                    .state()
-                    .store()
-                    .put_dataset(&d, PutMode::Replace)
+                let summary = self
+                    .edit_dataset(p, &req.dataset, name, event, false, |d, snapshot, _| {
+                        retag_column(p, d, &req.column, req.tags.clone(), snapshot)
+                    })
                     .await?;
                 Ok(ack(summary))
             }
             actions::SET_DESCRIPTION => {
                 let req: SetDescriptionRequest = decode(body)?;
                 event.dataset = Some(req.dataset.chars().take(256).collect());
-                let mut d = self.owned_dataset(p, &req.dataset, name).await?;
-                refuse_builtin(&d)?;
-                if req.column.is_empty() {
-                    if d.origin == Origin::Config {
-                        return Err(VeilError::FailedPrecondition(format!(
-                            "dataset {} is declared in the config file ([[datasets]]); change its description there and reload",
-                            d.name
-                        )));
+                self.edit_dataset(p, &req.dataset, name, event, false, |d, _, _| {
+                    if req.column.is_empty() {
+                        if d.origin == Origin::Config {
+                            return Err(VeilError::FailedPrecondition(format!(
+                                "dataset {} is declared in the config file ([[datasets]]); change its description there and reload",
+                                d.name
+                            )));
+                        }
+                        d.description = req.description.clone();
+                        return Ok(());
                     }
-                    d.description = req.description;
-                } else {
+                    let dataset = d.name.clone();
                     let col = d
                         .columns
                         .iter_mut()
                         .find(|c| c.name == req.column)
                         .ok_or_else(|| {
                             VeilError::InvalidArgument(format!(
-                                "dataset {} has no column '{}'",
-                                req.dataset, req.column
+                                "dataset {dataset} has no column '{}'",
+                                req.column
                             ))
                         })?;
                     if col.from_config {
-                        return Err(config_column(&req.dataset, &req.column));
+                        return Err(config_column(&dataset, &req.column));
                     }
-                    col.description = req.description;
-                }
-                self.permitted(event).await?;
-                self.engine
-                    .state()
-                    .store()
-                    .put_dataset(&d, PutMode::Replace)
-                    .await?;
+                    col.description = req.description.clone();
+                    Ok(())
+                })
+                .await?;
                 Ok(ack("description updated"))
             }
             actions::SET_EXPERTS => {
                 let req: SetExpertsRequest = decode(body)?;
                 event.dataset = Some(req.dataset.chars().take(256).collect());
-                let mut d = self.owned_dataset(p, &req.dataset, name).await?;
-                refuse_builtin(&d)?;
-                if d.origin == Origin::Config {
-                    return Err(VeilError::FailedPrecondition(format!(
-                        "dataset {} is declared in the config file ([[datasets]]); name its experts there (experts = [...]) and reload",
-                        d.name
-                    )));
-                }
                 if req.experts.len() > MAX_EXPERTS {
                     return Err(VeilError::InvalidArgument(format!(
                         "name at most {MAX_EXPERTS} experts"
@@ -632,30 +616,41 @@ impl Admin {
                 let mut experts: Vec<Identity> = Vec::new();
                 for u in req.experts {
                     let who = self.user(Some(u))?;
+                    if who.subject.chars().any(char::is_control) || who.subject.len() > 256 {
+                        return Err(VeilError::InvalidArgument(
+                            "an expert's subject has control characters or is over 256 bytes"
+                                .into(),
+                        ));
+                    }
                     if !experts.contains(&who) {
                         experts.push(who);
                     }
                 }
-                d.experts = experts;
-                let summary = if d.experts.is_empty() {
-                    format!("experts of {} cleared", d.name)
-                } else {
-                    format!(
-                        "experts of {}: {}",
-                        d.name,
-                        d.experts
-                            .iter()
-                            .map(|e| e.to_string())
-                            .collect::<Vec<_>>()
-                            .join(", ")
-                    )
-                };
-                event.message = summary.clone();
-                self.permitted(event).await?;
-                self.engine
-                    .state()
-                    .store()
-                    .put_dataset(&d, PutMode::Replace)
+                let summary = self
+                    .edit_dataset(p, &req.dataset, name, event, false, |d, _, event| {
+                        if d.origin == Origin::Config {
+                            return Err(VeilError::FailedPrecondition(format!(
+                                "dataset {} is declared in the config file ([[datasets]]); name its experts there (experts = [...]) and reload",
+                                d.name
+                            )));
+                        }
+                        d.experts = experts.clone();
+                        let summary = if d.experts.is_empty() {
+                            format!("experts of {} cleared", d.name)
+                        } else {
+                            format!(
+                                "experts of {}: {}",
+                                d.name,
+                                d.experts
+                                    .iter()
+                                    .map(|e| e.to_string())
+                                    .collect::<Vec<_>>()
+                                    .join(", ")
+                            )
+                        };
+                        event.message = summary.clone();
+                        Ok(summary)
+                    })
                     .await?;
                 Ok(ack(summary))
             }
@@ -856,6 +851,54 @@ impl Admin {
         }
     }
 
+    /// Change dataset `name`'s record with `edit` and store it, unless
+    /// someone changed the record since it was read: then `edit` runs again
+    /// on the fresh record (a few times) instead of overwriting their
+    /// change. `edit` gets the record, the state it was read in and the
+    /// audit event; the attempt is recorded (`permitted`) before the first
+    /// write unless `recorded` says the caller did. Owners and governors
+    /// only; built-in datasets are refused.
+    async fn edit_dataset<T>(
+        &self,
+        p: &Arc<Principal>,
+        name: &str,
+        action: &str,
+        event: &mut AuditEvent,
+        recorded: bool,
+        mut edit: impl FnMut(
+            &mut crate::store::model::DatasetRecord,
+            &crate::store::model::Snapshot,
+            &mut AuditEvent,
+        ) -> Result<T>,
+    ) -> Result<T> {
+        let mut recorded = recorded;
+        for _ in 0..EDIT_ATTEMPTS {
+            let read = self.owned_dataset(p, name, action).await?;
+            refuse_builtin(&read)?;
+            let snapshot = self.engine.state().current().await?;
+            let mut edited = read.clone();
+            let out = edit(&mut edited, &snapshot, event)?;
+            if !recorded {
+                self.permitted(event).await?;
+                recorded = true;
+            }
+            if edited == read
+                || self
+                    .engine
+                    .state()
+                    .store()
+                    .replace_dataset_if(&read, &edited)
+                    .await?
+            {
+                return Ok(out);
+            }
+            tracing::info!(dataset = %read.name, "dataset changed during an edit; re-applying it");
+        }
+        Err(VeilError::Unavailable(format!(
+            "{name} kept changing while this edit was applied ({EDIT_ATTEMPTS} tries); nothing was changed, try again"
+        )))
+    }
+
     /// The dataset if the caller owns it or governs; hidden datasets answer
     /// exactly like missing ones.
     async fn owned_dataset(
@@ -882,6 +925,9 @@ impl Admin {
         }
     }
 }
+
+/// Reads and re-applications of an edit before giving up.
+const EDIT_ATTEMPTS: usize = 5;
 
 /// The most experts a dataset names.
 const MAX_EXPERTS: usize = 32;
@@ -925,6 +971,13 @@ fn retag_column(
         return Err(VeilError::InvalidArgument(
             "a tag is empty (send no tags to clear them)".into(),
         ));
+    }
+    for t in &tags {
+        // Tags already on the column stay whatever their form (the config
+        // may have put them there).
+        if !col.tags.iter().any(|old| old == t.trim()) {
+            crate::policy::model::check_tag(t.trim()).map_err(VeilError::InvalidArgument)?;
+        }
     }
     col.tags = tags.iter().map(|t| t.trim().to_string()).collect();
     Ok(if col.tags.is_empty() {
