@@ -382,7 +382,7 @@ def test_discover_command_line(server):
 
         report = json.loads(out.stdout)
         assert report["proposals"] == []
-        assert report["previously_rejected"] == [{"column": "ip", "tag": "PII.ip.v4"}]
+        assert report["previously_rejected"] == [{"column": "ip", "tag": "PII.ip.v4", "rejected_by": "dave (veil-demo)"}]
         out = run("discover", "cli.people", "--accept", "ssn")
         assert out.returncode == 1 and "COLUMN=TAG" in out.stderr
     finally:
