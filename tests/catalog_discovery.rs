@@ -428,3 +428,50 @@ async fn concurrent_decisions_lose_nothing_and_errors_quote_no_value() {
     }
     server.stop().await;
 }
+
+#[tokio::test]
+async fn messy_csv_headers_register_and_read() {
+    let server = TestServer::demo().await;
+    let data = server.dir.path().join("data/messy");
+    std::fs::create_dir_all(&data).unwrap();
+    let dave = server.connect("dave").await;
+    let files = [
+        (
+            "trailing",
+            "id ,e-mail address\n1,a@example.org\n2,b@example.org\n",
+        ),
+        (
+            "quoted",
+            "id,\"mail, work\"\n1,a@example.org\n2,b@example.org\n",
+        ),
+        (
+            "escaped",
+            "id,\"say \"\"hi\"\"\"\n1,a@example.org\n2,b@example.org\n",
+        ),
+        (
+            "bom",
+            "\u{feff}id,email\n1,a@example.org\n2,b@example.org\n",
+        ),
+    ];
+    for (name, text) in files {
+        let path = data.join(format!("{name}.csv"));
+        std::fs::write(&path, text).unwrap();
+        dave.register_dataset(veil_proto::RegisterDatasetRequest {
+            name: format!("messy.{name}"),
+            format: "csv".into(),
+            location: path.display().to_string(),
+            ..Default::default()
+        })
+        .await
+        .unwrap_or_else(|e| panic!("{name}: {e}"));
+        let rows = dave
+            .preview(&format!("messy.{name}"), 5)
+            .await
+            .unwrap_or_else(|e| panic!("{name}: {e}"));
+        assert_eq!(veil_tests::row_count(&rows), 2, "{name}");
+        dave.discover(&format!("messy.{name}"), 0, 0)
+            .await
+            .unwrap_or_else(|e| panic!("{name}: {e}"));
+    }
+    server.stop().await;
+}

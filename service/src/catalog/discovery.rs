@@ -225,7 +225,7 @@ pub async fn sample_dataset(
                 } else {
                     sample.skipped.push((
                         f.name().clone(),
-                        format!("{dt} values hold none of the kinds discovery looks for"),
+                        format!("{dt} column: discovery reads text, integer and date columns"),
                     ));
                 }
             }

@@ -177,6 +177,30 @@ impl SourceTable {
 
 /// CSV columns are positional: a file whose header is not exactly the
 /// dictionary's columns would put values under the wrong names.
+/// A CSV header line's fields: quoted ones may hold commas and doubled
+/// quotes; nothing is trimmed (the reader that derived the dictionary
+/// doesn't trim either).
+fn csv_header_fields(line: &str) -> Vec<String> {
+    let mut fields = Vec::new();
+    let mut field = String::new();
+    let mut chars = line.chars().peekable();
+    let mut quoted = false;
+    while let Some(c) = chars.next() {
+        match (quoted, c) {
+            (true, '"') if chars.peek() == Some(&'"') => {
+                field.push('"');
+                chars.next();
+            }
+            (true, '"') => quoted = false,
+            (false, '"') if field.is_empty() => quoted = true,
+            (false, ',') => fields.push(std::mem::take(&mut field)),
+            (_, c) => field.push(c),
+        }
+    }
+    fields.push(field);
+    fields
+}
+
 async fn check_csv_header(listing: &Listing, file: &SourceFile, expected: &[&str]) -> Result<()> {
     use object_store::ObjectStoreExt;
     const MAX_HEADER: u64 = 64 * 1024;
@@ -200,16 +224,16 @@ async fn check_csv_header(listing: &Listing, file: &SourceFile, expected: &[&str
             ));
         }
     };
-    let header: Vec<String> = line
-        .trim_end_matches(['\r', '\n'])
-        .split(',')
-        .map(|h| h.trim().trim_matches('"').to_string())
-        .collect();
-    if header
-        .iter()
-        .map(String::as_str)
-        .ne(expected.iter().copied())
-    {
+    let line = line.trim_end_matches(['\r', '\n']);
+    let matches = |line: &str| {
+        csv_header_fields(line)
+            .iter()
+            .map(String::as_str)
+            .eq(expected.iter().copied())
+    };
+    // A UTF-8 byte order mark (what spreadsheets write) may or may not
+    // have become part of the first name when the dictionary was derived.
+    if !matches(line) && !line.strip_prefix('\u{feff}').is_some_and(matches) {
         return Err(VeilError::FailedPrecondition(
             "a CSV file's header differs from the dataset's data dictionary (columns added, removed or reordered); the dataset's owner must re-register it".into(),
         ));
@@ -271,5 +295,20 @@ impl TableProvider for SourceTable {
             .with_limit(limit)
             .build();
         format.create_physical_plan(state, config).await
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn csv_headers_are_split_like_csv() {
+        assert_eq!(csv_header_fields("a ,b"), ["a ", "b"]);
+        assert_eq!(csv_header_fields(r#""x, y",z"#), ["x, y", "z"]);
+        assert_eq!(
+            csv_header_fields(r#""say ""hi""",,c"#),
+            [r#"say "hi""#, "", "c"]
+        );
     }
 }
