@@ -144,7 +144,7 @@ class Connection:
         return _proto.decode_description(self._action("veil.describe", body)[0])
 
     def search(self, query, limit=None):
-        """Datasets you can see whose name, description, tags or columns
+        """Datasets you can see whose name, description, tags, owners, experts or columns
         contain every word of `query`, best first: a list of dicts with
         name, description, access (read, or request), matches (where the
         words matched), owners, experts and tags."""

@@ -310,7 +310,7 @@ impl Connection {
         DatasetDescription::decode(first.as_ref()).map_err(|e| ClientError::Flight(e.to_string()))
     }
 
-    /// Datasets you can see whose name, description, tags or columns
+    /// Datasets you can see whose name, description, tags, owners, experts or columns
     /// contain every word of `query`, best first (`limit` 0: 50).
     pub async fn search(&self, query: &str, limit: u32) -> Result<Vec<SearchHit>, ClientError> {
         self.action(

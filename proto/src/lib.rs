@@ -213,7 +213,8 @@ pub struct SearchHit {
     #[prost(string, tag = "3")]
     pub access: String,
     /// Where the words matched: `name`, `description`, `tag PII`,
-    /// `column ssn`, `column ssn: tag PII`, `column ssn: description`.
+    /// `owner dave`, `expert erin`, `column ssn`, `column ssn: tag PII`,
+    /// `column ssn: description`.
     #[prost(string, repeated, tag = "4")]
     pub matches: Vec<String>,
     #[prost(string, repeated, tag = "5")]

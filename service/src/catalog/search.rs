@@ -1,8 +1,8 @@
 //! Catalog search: which of the datasets a caller may see match a query.
 //!
 //! Every word of the query (case-insensitive) must occur somewhere in the
-//! dataset: its name, description or tags, or a column's name, description
-//! or tags. Hits are ranked by where the words matched (name, then column
+//! dataset: its name, description, tags, owners or experts, or a column's
+//! name, description or tags. Hits are ranked by where the words matched (name, then column
 //! names, tags, descriptions) and say where, so a user sees why a dataset
 //! came up. The caller passes only datasets they may see: search never
 //! reveals one they can't.
@@ -78,6 +78,12 @@ fn places(d: &DatasetRecord, word: &str) -> (Vec<String>, u32) {
     }
     if has(&d.description) {
         add("description".into(), 30);
+    }
+    // Who to ask: "datasets erin knows about".
+    for (role, people) in [("owner", &d.owners), ("expert", &d.experts)] {
+        for who in people.iter().filter(|who| has(&who.subject)) {
+            add(format!("{role} {}", who.subject), 10);
+        }
     }
     for c in &d.columns {
         if has(&c.name) {
@@ -162,5 +168,11 @@ mod tests {
         );
         assert!(search(visible, "nothing-like-this", 50).is_empty());
         assert_eq!(search(visible, "", 1).len(), 1, "limit applies");
+
+        let mut known = trials.clone();
+        known.experts = vec![crate::auth::identity::Identity::new("i", "erin")];
+        let hits = search([(&known, true), (&sites, true)], "erin", 50);
+        assert_eq!(hits.len(), 1);
+        assert_eq!(hits[0].matches, ["expert erin"]);
     }
 }
