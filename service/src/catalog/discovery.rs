@@ -118,9 +118,8 @@ impl Kind {
 #[derive(Debug, Clone)]
 pub struct ColumnSample {
     pub name: String,
+    /// The non-null values (nulls and placeholders are left out).
     pub values: Vec<String>,
-    /// Sampled rows where the column was null.
-    pub nulls: usize,
     /// The column is an integer column (leading zeros are lost).
     pub integer: bool,
     /// The column is a date or timestamp column.
@@ -192,7 +191,7 @@ pub async fn sample_dataset(
         .map_err(fail)?;
     let mut sample = Sample::default();
     let mut bytes = 0usize;
-    let mut examined: Option<Vec<(usize, bool, bool)>> = None;
+    let mut examined: Option<Vec<usize>> = None;
     while let Some(batch) = stream.next().await {
         let batch = batch.map_err(fail)?;
         let schema = batch.schema();
@@ -214,11 +213,10 @@ pub async fn sample_dataset(
                     _ => false,
                 };
                 if integer || temporal || text {
-                    plan.push((i, integer, temporal));
+                    plan.push(i);
                     sample.columns.push(ColumnSample {
                         name: f.name().clone(),
                         values: Vec::new(),
-                        nulls: 0,
                         integer,
                         temporal,
                     });
@@ -232,7 +230,7 @@ pub async fn sample_dataset(
             plan
         });
         sample.rows += batch.num_rows();
-        for (slot, &(i, _, _)) in plan.iter().enumerate() {
+        for (slot, &i) in plan.iter().enumerate() {
             let text = cast(batch.column(i), &DataType::Utf8).map_err(|e| {
                 tracing::warn!(dataset = %d.name, error = %e, "discovery could not render a column as text");
                 VeilError::FailedPrecondition(format!(
@@ -244,14 +242,14 @@ pub async fn sample_dataset(
             let col = &mut sample.columns[slot];
             for v in text.iter() {
                 match v {
-                    Some(v) if is_placeholder(v) => col.nulls += 1,
+                    None => {}
+                    Some(v) if is_placeholder(v) => {}
                     // Longer values match no kind: kept as "no match".
                     Some(v) if v.len() > MAX_VALUE_LEN => col.values.push(String::new()),
                     Some(v) => {
                         bytes += v.len();
                         col.values.push(v.to_string());
                     }
-                    None => col.nulls += 1,
                 }
             }
         }
@@ -1545,7 +1543,6 @@ mod tests {
         ColumnSample {
             name: name.into(),
             values: values.iter().map(|v| v.to_string()).collect(),
-            nulls: 0,
             integer: false,
             temporal: false,
         }
@@ -1721,7 +1718,6 @@ mod tests {
         ColumnSample {
             name: name.into(),
             values: (0..60).map(f).collect(),
-            nulls: 0,
             integer: false,
             temporal: false,
         }

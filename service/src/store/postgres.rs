@@ -23,9 +23,9 @@ use super::model::{AccessDecision, AccessRequest, RequestStatus};
 use super::model::{DatasetRecord, Snapshot, UserRecord};
 use super::rows::{
     PolicyWrite, SnapshotBuilder, StoredPolicy, apply_decision, check_no_open_request,
-    compare_key_fingerprint, decode_dataset, decode_event, decode_request, encode, head_from,
-    moved_head, origin_str, plan_config_policies, plan_runtime_delete, plan_runtime_put,
-    purged_head,
+    check_same_dataset, compare_key_fingerprint, decode_dataset, decode_event, decode_request,
+    encode, head_from, moved_head, origin_str, plan_config_policies, plan_runtime_delete,
+    plan_runtime_put, purged_head,
 };
 use super::{PolicyPut, PutMode, Store};
 use crate::audit::AuditEvent;
@@ -455,11 +455,7 @@ impl Store for PostgresStore {
         expected: &DatasetRecord,
         new: &DatasetRecord,
     ) -> Result<bool> {
-        if expected.name != new.name || expected.id != new.id {
-            return Err(VeilError::Internal(
-                "a dataset's name and id cannot change on replace".into(),
-            ));
-        }
+        check_same_dataset(expected, new)?;
         let body = encode("dataset", new)?;
         let mut client = self.client().await?;
         let tx = client.transaction().await.map_err(pg_err)?;

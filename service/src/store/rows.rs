@@ -35,6 +35,16 @@ pub(crate) fn encode<T: serde::Serialize>(what: &str, value: &T) -> Result<Strin
     serde_json::to_string(value).map_err(|e| VeilError::internal(&format!("encode {what}"), e))
 }
 
+/// A compare-and-swap replaces a record with another version of itself.
+pub(crate) fn check_same_dataset(expected: &DatasetRecord, new: &DatasetRecord) -> Result<()> {
+    if expected.name != new.name || expected.id != new.id {
+        return Err(VeilError::Internal(
+            "a dataset's name and id cannot change on replace".into(),
+        ));
+    }
+    Ok(())
+}
+
 pub(crate) fn decode_dataset(body: &str) -> Result<DatasetRecord> {
     serde_json::from_str(body).map_err(|e| corrupt("dataset", e))
 }

@@ -431,12 +431,13 @@ fn positive(kind: Kind, rng: &mut StdRng, today: NaiveDate) -> Labeled {
         rng.random_range(0.0..0.12)
     };
     let mut values = Vec::with_capacity(rows);
-    let mut nulls = 0;
     let null_rate = rng.random_range(0.0..0.2);
     for _ in 0..rows {
+        // A null is no value at all in a sample.
         if rng.random_bool(null_rate) {
-            nulls += 1;
-        } else if rng.random_bool(junk) {
+            continue;
+        }
+        if rng.random_bool(junk) {
             values.push(JUNK.choose(rng).expect("junk").to_string());
         } else {
             values.push(value(kind, layout, rng, today));
@@ -446,7 +447,6 @@ fn positive(kind: Kind, rng: &mut StdRng, today: NaiveDate) -> Labeled {
         column: ColumnSample {
             name: header,
             values,
-            nulls,
             integer: false,
             temporal: false,
         },
@@ -587,7 +587,6 @@ fn decoy(which: usize, rng: &mut StdRng, today: NaiveDate) -> Labeled {
         column: ColumnSample {
             name: header.to_string(),
             values,
-            nulls: 0,
             integer: false,
             temporal: false,
         },

@@ -200,7 +200,6 @@ fn decide(
         "" => proposal.tag.clone(),
         t => t.to_string(),
     };
-    crate::policy::model::check_tag(&tag).map_err(VeilError::InvalidArgument)?;
     let column = d.column(&proposal.column).ok_or_else(|| {
         VeilError::FailedPrecondition(format!(
             "column '{}' is no longer in {}'s dictionary; run discovery again",
