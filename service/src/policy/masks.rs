@@ -350,14 +350,15 @@ impl MaskCipher {
     fn apply(&self, array: &ArrayRef) -> datafusion::common::Result<ArrayRef> {
         let text = cast(array, &DataType::Utf8)?;
         let values = text.as_string::<i32>();
-        let mut out = StringBuilder::with_capacity(values.len(), values.len() * 24);
         if self.format_preserving {
-            FormatPreserving::new(&self.key).encrypt_all(values.iter(), |v| out.append_option(v));
-        } else {
-            let siv = SivTokens::new(&self.key, &self.dataset_id, &self.column);
-            for v in siv.encrypt_all(values.iter()) {
-                out.append_option(v);
-            }
+            return Ok(Arc::new(
+                FormatPreserving::new(&self.key).encrypt_array(values)?,
+            ));
+        }
+        let mut out = StringBuilder::with_capacity(values.len(), values.len() * 24);
+        let siv = SivTokens::new(&self.key, &self.dataset_id, &self.column);
+        for v in siv.encrypt_all(values.iter()) {
+            out.append_option(v);
         }
         Ok(Arc::new(out.finish()))
     }

@@ -33,6 +33,9 @@ use aes::Aes256;
 use aes::Block;
 use aes::cipher::{BlockEncrypt, KeyInit};
 use aes_siv::siv::Aes128Siv;
+use arrow::array::{Array, StringArray};
+use arrow::buffer::OffsetBuffer;
+use arrow::error::ArrowError;
 use base64::Engine as _;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use sha2::{Digest, Sha256};
@@ -313,36 +316,19 @@ pub struct Radix2Job {
     pub y: u128,
 }
 
-/// FF1's constants for radix 2, `n` bits and a 9-byte tweak.
+/// FF1's constants for radix 2, `n` bits and one 9-byte tweak.
 #[derive(Clone, Copy)]
 struct Radix2Params {
     u: u32,
     v: u32,
     /// Bytes of S the round keeps (`d`), as a right shift of the block.
     s_shift: u32,
-    /// Q is two blocks (its first then holds only the tweak).
-    two_blocks: bool,
     /// Where the round number sits in Q's last block, as a left shift.
     round_shift: u32,
-    /// CIPH(P), the CBC-MAC state after P.
-    p_enc: u128,
-}
-
-/// An encryption in progress: job, round, the halves A and B, and the
-/// constants its rounds need.
-#[derive(Clone, Copy)]
-struct Lane {
-    job: usize,
-    round: u8,
-    a: u128,
-    b: u128,
-    /// The CBC-MAC input of Q's last block with the round number and B left
-    /// zero: a round XORs those two in and encrypts one block.
+    /// The CBC-MAC input of Q's last block with the round number and B
+    /// left zero (P, the tweak and, for a two-block Q, its first block
+    /// folded in): a round XORs those two in and encrypts one block.
     base: u128,
-    u: u32,
-    v: u32,
-    s_shift: u32,
-    round_shift: u32,
 }
 
 /// AES blocks encrypted per call: the AES-NI back end works on eight at
@@ -350,114 +336,95 @@ struct Lane {
 const LANES: usize = 8;
 
 impl Ff1 {
-    fn radix2_params(&self, n: u32) -> Radix2Params {
+    /// The constants of every round for `n` bits under `tweak`. Q = T ||
+    /// 0^pad || [i] || [B]^b: in its one-block form that is T, zeros, the
+    /// round and B; in its two-block form (B over 6 bytes) the first block
+    /// is T and zeros only, the same every round, so its CBC-MAC step is
+    /// done here once.
+    fn radix2_params(&self, n: u32, tweak: &[u8; 9]) -> Radix2Params {
         let Params { b, d, mut p, .. } =
-            Self::params(2, n, &[0; 9]).expect("radix-2 chunks stay within FF1's sizes");
+            Self::params(2, n, tweak).expect("radix-2 chunks stay within FF1's sizes");
         self.ciph(&mut p);
         let pad = (16 - (9 + b + 1) % 16) % 16;
         let i_at = 9 + pad;
-        Radix2Params {
-            u: n / 2,
-            v: n - n / 2,
-            s_shift: 128 - 8 * d as u32,
-            two_blocks: (9 + pad + 1 + b) / 16 == 2,
-            round_shift: 8 * (15 - (i_at % 16)) as u32,
-            p_enc: u128::from_be_bytes(p),
-        }
-    }
-
-    /// A lane for `job`: Q = T || 0^pad || [i] || [B]^b. Its one-block form
-    /// is T, zeros, the round and B; in its two-block form (B over 6
-    /// bytes) the first block is T and zeros only, the same every round,
-    /// so its CBC-MAC step is done here once instead of ten times.
-    fn start_lane(&self, k: usize, job: &Radix2Job, pr: &Radix2Params) -> Lane {
         let mut t = [0u8; 16];
-        t[..9].copy_from_slice(&job.tweak);
-        let mut base = pr.p_enc ^ u128::from_be_bytes(t);
-        if pr.two_blocks {
+        t[..9].copy_from_slice(tweak);
+        let mut base = u128::from_be_bytes(p) ^ u128::from_be_bytes(t);
+        if (9 + pad + 1 + b) / 16 == 2 {
             let mut block = base.to_be_bytes();
             self.ciph(&mut block);
             base = u128::from_be_bytes(block);
         }
-        Lane {
-            job: k,
-            round: 0,
-            a: job.x >> pr.v,
-            b: job.x & ((1u128 << pr.v) - 1),
+        Radix2Params {
+            u: n / 2,
+            v: n - n / 2,
+            s_shift: 128 - 8 * d as u32,
+            round_shift: 8 * (15 - (i_at % 16)) as u32,
             base,
-            u: pr.u,
-            v: pr.v,
-            s_shift: pr.s_shift,
-            round_shift: pr.round_shift,
         }
     }
 
     /// Radix-2 FF1 encryption of many numerals, the same results as
-    /// [`Ff1::encrypt`] (with cycle walking) one at a time, but with
-    /// [`LANES`] encryptions interleaved: the rounds of one encryption
-    /// depend on each other, those of different ones don't, so each AES
-    /// call does eight blocks in about the time of one. A round is one
-    /// block per lane: the constant part of Q is folded in at the start.
+    /// [`Ff1::encrypt`] (with cycle walking) one at a time, but in
+    /// lockstep: the rounds of one encryption depend on each other, those
+    /// of different ones don't, so each AES call does [`LANES`] blocks in
+    /// about the time of one. Neighbouring jobs with the same size and
+    /// tweak (a column's values mostly share one shape) share their
+    /// constants.
     pub fn encrypt_radix2_many(&self, jobs: &mut [Radix2Job]) {
-        let mut params: Vec<Option<Radix2Params>> = vec![None; 129];
-        let mut lanes: Vec<Lane> = Vec::with_capacity(LANES);
-        let mut next = 0;
+        let mut start = 0;
+        while start < jobs.len() {
+            let (n, tweak) = (jobs[start].n, jobs[start].tweak);
+            let run = jobs[start..]
+                .iter()
+                .position(|j| j.n != n || j.tweak != tweak)
+                .unwrap_or(jobs.len() - start);
+            let params = self.radix2_params(n, &tweak);
+            self.encrypt_radix2_run(&mut jobs[start..start + run], &params);
+            start += run;
+        }
+    }
+
+    /// Jobs of one size and tweak: ten rounds over all of them, then again
+    /// for the few whose result fell outside their domain (cycle walking).
+    fn encrypt_radix2_run(&self, jobs: &mut [Radix2Job], pr: &Radix2Params) {
+        let v_mask = (1u128 << pr.v) - 1;
+        let mut halves: Vec<(u128, u128)> =
+            jobs.iter().map(|j| (j.x >> pr.v, j.x & v_mask)).collect();
+        let mut todo: Vec<usize> = (0..jobs.len()).collect();
         let mut blocks = [Block::default(); LANES];
-        loop {
-            // Start waiting jobs on free lanes.
-            while lanes.len() < LANES && next < jobs.len() {
-                let job = &jobs[next];
-                let pr = *params[job.n as usize].get_or_insert_with(|| self.radix2_params(job.n));
-                lanes.push(self.start_lane(next, job, &pr));
-                next += 1;
-            }
-            if lanes.is_empty() {
-                return;
-            }
-            for (block, lane) in blocks.iter_mut().zip(&lanes) {
-                let state = lane.base ^ (u128::from(lane.round) << lane.round_shift) ^ lane.b;
-                *block = Block::from(state.to_be_bytes());
-            }
-            self.cipher.encrypt_blocks(&mut blocks[..lanes.len()]);
-            // Finish the round; retire or re-walk lanes that did ten.
-            let mut k = 0;
-            while k < lanes.len() {
-                let lane = &mut lanes[k];
-                let bits = if lane.round.is_multiple_of(2) {
-                    lane.u
-                } else {
-                    lane.v
-                };
+        while !todo.is_empty() {
+            for round in 0..10u32 {
+                let bits = if round % 2 == 0 { pr.u } else { pr.v };
                 let mask = (1u128 << bits) - 1;
-                let mut r = [0u8; 16];
-                r.copy_from_slice(&blocks[k]);
-                // y = NUM(S), S the first d bytes of R; only y mod 2^bits counts.
-                let y = u128::from_be_bytes(r) >> lane.s_shift;
-                let c = ((lane.a & mask) + (y & mask)) & mask;
-                lane.a = lane.b;
-                lane.b = c;
-                lane.round += 1;
-                if lane.round < 10 {
-                    k += 1;
-                    continue;
-                }
-                let out = (lane.a << lane.v) | lane.b;
-                let job = &mut jobs[lane.job];
-                if out < job.domain {
-                    job.y = out;
-                    lanes.swap_remove(k);
-                    // The lane swapped in from the end sits at `k` now,
-                    // with its block still at the end: keep them paired.
-                    if k < lanes.len() {
-                        blocks[k] = blocks[lanes.len()];
+                let constant = pr.base ^ (u128::from(round) << pr.round_shift);
+                for lanes in todo.chunks(LANES) {
+                    for (block, &k) in blocks.iter_mut().zip(lanes) {
+                        *block = Block::from((constant ^ halves[k].1).to_be_bytes());
                     }
-                } else {
-                    lane.round = 0;
-                    lane.a = out >> lane.v;
-                    lane.b = out & ((1u128 << lane.v) - 1);
-                    k += 1;
+                    self.cipher.encrypt_blocks(&mut blocks[..lanes.len()]);
+                    for (block, &k) in blocks.iter().zip(lanes) {
+                        let mut r = [0u8; 16];
+                        r.copy_from_slice(block);
+                        // y = NUM(S), S the first d bytes of R; only y mod
+                        // 2^bits counts, so the sum may wrap.
+                        let y = u128::from_be_bytes(r) >> pr.s_shift;
+                        let (a, b) = halves[k];
+                        halves[k] = (b, a.wrapping_add(y) & mask);
+                    }
                 }
             }
+            todo.retain(|&k| {
+                let (a, b) = halves[k];
+                let out = (a << pr.v) | b;
+                if out < jobs[k].domain {
+                    jobs[k].y = out;
+                    false
+                } else {
+                    halves[k] = (out >> pr.v, out & v_mask);
+                    true
+                }
+            });
         }
     }
 }
@@ -494,6 +461,15 @@ impl Slot {
             Slot::Upper => 'A',
         };
         u128::from(c as u32 - base as u32)
+    }
+
+    /// How the shape's pattern writes this slot.
+    fn pattern_byte(self) -> u8 {
+        match self {
+            Slot::Digit => b'9',
+            Slot::Lower => b'a',
+            Slot::Upper => b'A',
+        }
     }
 
     fn char(self, v: u128) -> char {
@@ -538,11 +514,7 @@ impl FormatPreserving {
             match Slot::of(*c) {
                 Some(s) => {
                     positions.push(i);
-                    pattern.push(match s {
-                        Slot::Digit => '9',
-                        Slot::Lower => 'a',
-                        Slot::Upper => 'A',
-                    });
+                    pattern.push(char::from(s.pattern_byte()));
                 }
                 None if c.is_alphanumeric() => return Shape::SmallDomain,
                 None => pattern.push(*c),
@@ -689,25 +661,38 @@ impl FormatPreserving {
         }
     }
 
-    /// The masked form of every value, in order, handed to `emit` (`None`
-    /// stays `None`). The same results as [`FormatPreserving::encrypt`] on
-    /// each value, faster: ASCII values of one chunk (SSNs, phone and card
-    /// numbers, most identifiers) are analysed in place without
-    /// allocating and encrypted [`LANES`] at a time; anything else takes
-    /// the one-value path.
-    pub fn encrypt_all<'a>(
-        &self,
-        values: impl IntoIterator<Item = Option<&'a str>>,
-        mut emit: impl FnMut(Option<&str>),
-    ) {
+    /// The masked form of every value of `values`, nulls kept. The same
+    /// results as [`FormatPreserving::encrypt`] on each value, faster:
+    /// ASCII values of one chunk (SSNs, phone and card numbers, most
+    /// identifiers) reuse their shape's layout, are written straight into
+    /// the output and are encrypted [`LANES`] at a time; anything else
+    /// takes the one-value path.
+    pub fn encrypt_array(&self, values: &StringArray) -> Result<StringArray, ArrowError> {
+        let offsets = values.value_offsets();
+        let size = (offsets[values.len()] - offsets[0]) as usize;
+        let mut out = Vec::with_capacity(size);
+        let mut ends = Vec::with_capacity(values.len() + 1);
+        ends.push(0i32);
         let mut window = Window::new();
-        for value in values {
-            window.push(self, value);
-            if window.ends.len() == WINDOW {
-                window.flush(self, &mut emit);
+        for i in 0..values.len() {
+            if values.is_valid(i) {
+                window.push(self, values.value(i), &mut out);
+                if window.is_full() {
+                    window.flush(self, &mut out);
+                }
             }
+            ends.push(i32::try_from(out.len()).map_err(|_| {
+                ArrowError::ComputeError(
+                    "a batch's masked text exceeds 2 GiB; lower the batch size".into(),
+                )
+            })?);
         }
-        window.flush(self, &mut emit);
+        window.flush(self, &mut out);
+        StringArray::try_new(
+            OffsetBuffer::new(ends.into()),
+            out.into(),
+            values.nulls().cloned(),
+        )
     }
 
     /// The text a masked value came from.
@@ -723,169 +708,246 @@ impl FormatPreserving {
     }
 }
 
-/// Values [`FormatPreserving::encrypt_all`] encrypts together.
+/// Values whose encryptions [`FormatPreserving::encrypt_array`] queues
+/// before running them together.
 const WINDOW: usize = 1024;
 
-/// A window of values being masked: their output bytes back to back, the
-/// one-chunk encryptions still to do, and scratch space, all reused.
-struct Window {
-    /// Bits of a digit and of a letter, as [`FormatPreserving::shape`]
-    /// computes them (the same sums decide the same shapes).
-    bits: (f64, f64),
-    text: Vec<u8>,
-    /// Where each value's output ends in `text` (`None`: a null).
-    ends: Vec<Option<usize>>,
-    jobs: Vec<Radix2Job>,
-    /// Per job: where its value starts in `text` and its range in `slots`.
-    places: Vec<(usize, std::ops::Range<usize>)>,
-    /// (offset in the value, slot) of every encrypted character.
-    slots: Vec<(usize, Slot)>,
+/// The layout of one ASCII shape, computed once and reused by every value
+/// of the same shape (a column's values mostly share one or a few).
+struct Layout {
+    /// The value's bytes with each digit written `9`, each lower-case
+    /// letter `a` and each upper-case letter `A`, as `shape` writes it.
     pattern: Vec<u8>,
+    /// Offset and slot of every encrypted character, in order.
+    slots: Vec<(usize, Slot)>,
+    kind: LayoutKind,
 }
+
+enum LayoutKind {
+    /// Below FF1's minimum: every value of the shape masks to this text.
+    Small(Vec<u8>),
+    /// One chunk: one FF1 encryption of `n` bits under `tweak`.
+    OneChunk {
+        n: u32,
+        domain: u128,
+        tweak: [u8; 9],
+    },
+    /// Several chunks: the one-value path.
+    Chunked,
+}
+
+impl Layout {
+    /// The layout of `text`'s shape; mirrors [`FormatPreserving::shape`]
+    /// (the same sums in the same order decide the same shapes).
+    fn of(text: &[u8]) -> Layout {
+        let (digit_bits, letter_bits) = (
+            (Slot::Digit.radix() as f64).log2(),
+            (Slot::Lower.radix() as f64).log2(),
+        );
+        let mut pattern = Vec::with_capacity(text.len());
+        let mut slots = Vec::new();
+        let mut total = 0.0f64;
+        let mut domain = 1u128;
+        for (i, &c) in text.iter().enumerate() {
+            match Slot::of(char::from(c)) {
+                Some(s) => {
+                    slots.push((i, s));
+                    pattern.push(s.pattern_byte());
+                    total += if s == Slot::Digit {
+                        digit_bits
+                    } else {
+                        letter_bits
+                    };
+                    // Past 100 bits the value takes the chunked path, so
+                    // this never overflows.
+                    if total <= CHUNK_BITS {
+                        domain *= s.radix();
+                    }
+                }
+                None => pattern.push(c),
+            }
+        }
+        let kind = if total < (FF1_MIN_DOMAIN as f64).log2() {
+            LayoutKind::Small(
+                pattern
+                    .iter()
+                    .map(|&p| match p {
+                        b'9' => b'0',
+                        b'a' => b'x',
+                        b'A' => b'X',
+                        other => other,
+                    })
+                    .collect(),
+            )
+        } else if (total / CHUNK_BITS).ceil() > 1.0 {
+            LayoutKind::Chunked
+        } else {
+            let digest = Sha256::digest(&pattern);
+            let mut tweak = [0u8; 9];
+            tweak[0] = 1;
+            tweak[3..].copy_from_slice(&digest[..6]);
+            LayoutKind::OneChunk {
+                n: ceil_log2(domain),
+                domain,
+                tweak,
+            }
+        };
+        Layout {
+            pattern,
+            slots,
+            kind,
+        }
+    }
+
+    /// The numeral `text` spells if it has this shape, else `None`.
+    fn numeral(&self, text: &[u8]) -> Option<u128> {
+        if text.len() != self.pattern.len() {
+            return None;
+        }
+        let mut x = 0u128;
+        for (&c, &p) in text.iter().zip(&self.pattern) {
+            let (radix, base, class) = match c {
+                b'0'..=b'9' => (10, b'0', b'9'),
+                b'a'..=b'z' => (26, b'a', b'a'),
+                b'A'..=b'Z' => (26, b'A', b'A'),
+                _ if c == p => continue,
+                _ => return None,
+            };
+            if p != class {
+                return None;
+            }
+            x = x.wrapping_mul(radix) + u128::from(c - base);
+        }
+        Some(x)
+    }
+}
+
+/// Where a queued encryption's output goes: the value's start in the
+/// output and the layout that places its characters.
+struct Place {
+    start: usize,
+    layout: usize,
+}
+
+/// The state of [`FormatPreserving::encrypt_array`]: the shapes seen since
+/// the last flush and the one-chunk encryptions still to do.
+struct Window {
+    layouts: Vec<Layout>,
+    /// The layout the last ASCII value had.
+    current: Option<usize>,
+    jobs: Vec<Radix2Job>,
+    places: Vec<Place>,
+}
+
+/// Layouts kept between flushes; past this a column has too many shapes
+/// for reuse to pay, and they are dropped at the next flush.
+const MAX_LAYOUTS: usize = 64;
+
+/// Layouts a value that doesn't match the current one is tried against
+/// before a new one is made.
+const RECENT_LAYOUTS: usize = 8;
 
 impl Window {
     fn new() -> Self {
         Self {
-            bits: (
-                (Slot::Digit.radix() as f64).log2(),
-                (Slot::Lower.radix() as f64).log2(),
-            ),
-            text: Vec::new(),
-            ends: Vec::new(),
-            jobs: Vec::new(),
-            places: Vec::new(),
-            slots: Vec::new(),
-            pattern: Vec::new(),
+            layouts: Vec::new(),
+            current: None,
+            jobs: Vec::with_capacity(WINDOW),
+            places: Vec::with_capacity(WINDOW),
         }
     }
 
-    fn push(&mut self, fpe: &FormatPreserving, value: Option<&str>) {
-        let Some(text) = value else {
-            self.ends.push(None);
-            return;
-        };
-        if !text.is_ascii() || !self.push_ascii(fpe, text) {
-            let masked = fpe.encrypt(text);
-            self.text.extend_from_slice(masked.as_bytes());
-        }
-        self.ends.push(Some(self.text.len()));
+    /// Time to flush: a window of encryptions is queued, or as many new
+    /// layouts were made (values that queue nothing still add layouts).
+    fn is_full(&self) -> bool {
+        self.jobs.len() >= WINDOW || self.layouts.len() >= WINDOW
     }
 
-    /// Lay out an ASCII value: filled in place when its domain is small,
-    /// queued when it is one chunk; `false` (nothing kept) when it needs
-    /// several chunks. Mirrors [`FormatPreserving::shape`].
-    fn push_ascii(&mut self, fpe: &FormatPreserving, text: &str) -> bool {
-        let start = self.text.len();
-        let first_slot = self.slots.len();
-        self.pattern.clear();
-        let mut total = 0.0f64;
-        let (mut x, mut domain) = (0u128, 1u128);
-        for (i, c) in text.bytes().enumerate() {
-            match Slot::of(char::from(c)) {
-                Some(s) => {
-                    self.slots.push((i, s));
-                    self.pattern.push(match s {
-                        Slot::Digit => b'9',
-                        Slot::Lower => b'a',
-                        Slot::Upper => b'A',
-                    });
-                    total += if s == Slot::Digit {
-                        self.bits.0
-                    } else {
-                        self.bits.1
-                    };
-                    // Past 100 bits the value takes the chunked path, so
-                    // these never overflow.
-                    if total <= CHUNK_BITS {
-                        x = x * s.radix() + s.value(char::from(c));
-                        domain *= s.radix();
+    /// Append `text`'s masked form to `out` (one-chunk encryptions are
+    /// queued: their characters are written by the next flush).
+    fn push(&mut self, fpe: &FormatPreserving, text: &str, out: &mut Vec<u8>) {
+        if text.is_ascii() {
+            let bytes = text.as_bytes();
+            let found = match self.current {
+                Some(k) => self.layouts[k].numeral(bytes).map(|x| (k, x)),
+                None => None,
+            }
+            .or_else(|| {
+                // One of the last few shapes, or a new one.
+                let recent = self.layouts.len().saturating_sub(RECENT_LAYOUTS);
+                let k = match self.layouts[recent..]
+                    .iter()
+                    .rposition(|l| l.numeral(bytes).is_some())
+                    .map(|k| recent + k)
+                {
+                    Some(k) => k,
+                    None => {
+                        self.layouts.push(Layout::of(bytes));
+                        self.layouts.len() - 1
                     }
-                }
-                None => self.pattern.push(c),
-            }
-        }
-        self.text.extend_from_slice(text.as_bytes());
-        if total < (FF1_MIN_DOMAIN as f64).log2() {
-            self.slots.truncate(first_slot);
-            for (c, s) in self.text[start..].iter_mut().zip(text.bytes()) {
-                *c = match Slot::of(char::from(s)) {
-                    Some(Slot::Digit) => b'0',
-                    Some(Slot::Lower) => b'x',
-                    Some(Slot::Upper) => b'X',
-                    None => s,
                 };
+                self.layouts[k].numeral(bytes).map(|x| (k, x))
+            });
+            if let Some((k, x)) = found {
+                self.current = Some(k);
+                match &self.layouts[k].kind {
+                    LayoutKind::Small(filled) => {
+                        out.extend_from_slice(filled);
+                        return;
+                    }
+                    LayoutKind::OneChunk { n, domain, tweak } => {
+                        self.jobs.push(Radix2Job {
+                            x,
+                            n: *n,
+                            domain: *domain,
+                            tweak: *tweak,
+                            y: 0,
+                        });
+                        self.places.push(Place {
+                            start: out.len(),
+                            layout: k,
+                        });
+                        out.extend_from_slice(bytes);
+                        return;
+                    }
+                    LayoutKind::Chunked => {}
+                }
             }
-            return true;
         }
-        if (total / CHUNK_BITS).ceil() > 1.0 {
-            self.slots.truncate(first_slot);
-            self.text.truncate(start);
-            return false;
-        }
-        let digest = {
-            let mut last = fpe.last.borrow_mut();
-            if last.0.as_bytes() != self.pattern.as_slice() || last.0.is_empty() {
-                let digest = Sha256::digest(&self.pattern);
-                last.1.copy_from_slice(&digest[..6]);
-                last.0 = String::from_utf8_lossy(&self.pattern).into_owned();
-            }
-            last.1
-        };
-        let mut tweak = [0u8; 9];
-        tweak[0] = 1;
-        tweak[3..].copy_from_slice(&digest);
-        self.jobs.push(Radix2Job {
-            x,
-            n: ceil_log2(domain),
-            domain,
-            tweak,
-            y: 0,
-        });
-        self.places.push((start, first_slot..self.slots.len()));
-        true
+        out.extend_from_slice(fpe.encrypt(text).as_bytes());
     }
 
-    /// Encrypt the queued values, write them in, and emit every value.
-    fn flush(&mut self, fpe: &FormatPreserving, emit: &mut impl FnMut(Option<&str>)) {
+    /// Run the queued encryptions and write their characters into `out`.
+    fn flush(&mut self, fpe: &FormatPreserving, out: &mut [u8]) {
         fpe.ff1.encrypt_radix2_many(&mut self.jobs);
-        for (job, (start, range)) in self.jobs.iter().zip(&self.places) {
-            let slots = self.slots[range.clone()].iter().rev();
+        for (job, place) in self.jobs.iter().zip(&self.places) {
+            let slots = self.layouts[place.layout].slots.iter().rev();
+            let value = &mut out[place.start..];
             if let Ok(mut y) = u64::try_from(job.y) {
                 // 64-bit division by a constant is a multiplication; 128-bit
                 // division is a call.
-                for (i, s) in slots {
+                for &(i, s) in slots {
                     let (digit, rest) = match s {
                         Slot::Digit => (y % 10, y / 10),
                         Slot::Lower | Slot::Upper => (y % 26, y / 26),
                     };
-                    self.text[start + i] = s.char(u128::from(digit)) as u8;
+                    value[i] = s.char(u128::from(digit)) as u8;
                     y = rest;
                 }
             } else {
                 let mut y = job.y;
-                for (i, s) in slots {
-                    self.text[start + i] = s.char(y % s.radix()) as u8;
+                for &(i, s) in slots {
+                    value[i] = s.char(y % s.radix()) as u8;
                     y /= s.radix();
                 }
             }
         }
-        let mut from = 0;
-        for end in &self.ends {
-            match end {
-                Some(end) => {
-                    let text = std::str::from_utf8(&self.text[from..*end])
-                        .expect("masked values are built from UTF-8 text");
-                    emit(Some(text));
-                    from = *end;
-                }
-                None => emit(None),
-            }
-        }
-        self.text.clear();
-        self.ends.clear();
         self.jobs.clear();
         self.places.clear();
-        self.slots.clear();
+        if self.layouts.len() > MAX_LAYOUTS {
+            self.layouts.clear();
+            self.current = None;
+        }
     }
 }
 
@@ -1061,11 +1123,19 @@ mod tests {
         assert_eq!(a.decrypt("123-45-6789"), Err(Unmaskable::NotAToken));
     }
 
+    /// `values` through [`FormatPreserving::encrypt_array`].
+    fn masked(f: &FormatPreserving, values: &[Option<String>]) -> Vec<Option<String>> {
+        let array = StringArray::from(values.to_vec());
+        let out = f.encrypt_array(&array).unwrap();
+        assert_eq!(out.nulls(), array.nulls());
+        out.iter().map(|v| v.map(str::to_owned)).collect()
+    }
+
     /// The windowed path gives exactly what one value at a time gives,
     /// across shapes: one chunk, small domains, several chunks, non-ASCII,
     /// nulls, and values that cycle-walk.
     #[test]
-    fn encrypt_all_matches_one_value_at_a_time() {
+    fn encrypt_array_matches_one_value_at_a_time() {
         let f = fpe();
         let mut values: Vec<Option<String>> = vec![
             Some("123-45-6789".into()),
@@ -1092,10 +1162,7 @@ mod tests {
                 values.push(Some(format!("user{n}@Example{}.org", i % 13)));
             }
         }
-        let mut got = Vec::new();
-        f.encrypt_all(values.iter().map(|v| v.as_deref()), |m| {
-            got.push(m.map(str::to_owned))
-        });
+        let got = masked(&f, &values);
         let want: Vec<Option<String>> = values
             .iter()
             .map(|v| v.as_deref().map(|t| f.encrypt(t)))
@@ -1129,10 +1196,9 @@ mod tests {
         }
 
         #[test]
-        fn fpe_encrypt_all_agrees(v in proptest::collection::vec(proptest::option::of("[A-Za-z0-9 ./@é-]{0,30}"), 0..40)) {
+        fn fpe_encrypt_array_agrees(v in proptest::collection::vec(proptest::option::of("[A-Za-z0-9 ./@é-]{0,30}"), 0..40)) {
             let f = fpe();
-            let mut got = Vec::new();
-            f.encrypt_all(v.iter().map(|x| x.as_deref()), |m| got.push(m.map(str::to_owned)));
+            let got = masked(&f, &v);
             let want: Vec<Option<String>> = v.iter().map(|x| x.as_deref().map(|t| f.encrypt(t))).collect();
             prop_assert_eq!(got, want);
         }
