@@ -372,12 +372,13 @@ impl Ff1 {
     /// column's values mostly share one or a few shapes) run together and
     /// share their constants.
     pub fn encrypt_radix2_many(&self, jobs: &mut [Radix2Job]) {
+        let keys: Vec<(u32, [u8; 9])> = jobs.iter().map(|j| (j.n, j.tweak)).collect();
         let mut order: Vec<usize> = (0..jobs.len()).collect();
-        order.sort_by_key(|&k| (jobs[k].n, jobs[k].tweak));
+        order.sort_by_key(|&k| keys[k]);
         let mut halves = vec![(0u128, 0u128); jobs.len()];
-        for run in order.chunk_by(|&i, &k| (jobs[i].n, jobs[i].tweak) == (jobs[k].n, jobs[k].tweak))
-        {
-            let params = self.radix2_params(jobs[run[0]].n, &jobs[run[0]].tweak);
+        for run in order.chunk_by(|&i, &k| keys[i] == keys[k]) {
+            let (n, tweak) = keys[run[0]];
+            let params = self.radix2_params(n, &tweak);
             self.encrypt_radix2_run(jobs, run, &mut halves, &params);
         }
     }
