@@ -372,62 +372,65 @@ impl Ff1 {
     /// column's values mostly share one or a few shapes) run together and
     /// share their constants.
     pub fn encrypt_radix2_many(&self, jobs: &mut [Radix2Job]) {
+        let Some(first) = jobs.first().map(|j| (j.n, j.tweak)) else {
+            return;
+        };
+        if jobs.iter().all(|j| (j.n, j.tweak) == first) {
+            // The usual case, one shape: no grouping needed.
+            let run: Vec<usize> = (0..jobs.len()).collect();
+            let params = self.radix2_params(first.0, &first.1);
+            self.encrypt_radix2_run(jobs, &run, &params);
+            return;
+        }
         let keys: Vec<(u32, [u8; 9])> = jobs.iter().map(|j| (j.n, j.tweak)).collect();
         let mut order: Vec<usize> = (0..jobs.len()).collect();
         order.sort_by_key(|&k| keys[k]);
-        let mut halves = vec![(0u128, 0u128); jobs.len()];
         for run in order.chunk_by(|&i, &k| keys[i] == keys[k]) {
             let (n, tweak) = keys[run[0]];
             let params = self.radix2_params(n, &tweak);
-            self.encrypt_radix2_run(jobs, run, &mut halves, &params);
+            self.encrypt_radix2_run(jobs, run, &params);
         }
     }
 
     /// The jobs `run` names, all of one size and tweak: ten rounds over all
     /// of them, then again for the few whose result fell outside their
-    /// domain (cycle walking). `halves` holds each job's A and B.
-    fn encrypt_radix2_run(
-        &self,
-        jobs: &mut [Radix2Job],
-        run: &[usize],
-        halves: &mut [(u128, u128)],
-        pr: &Radix2Params,
-    ) {
+    /// domain (cycle walking).
+    fn encrypt_radix2_run(&self, jobs: &mut [Radix2Job], run: &[usize], pr: &Radix2Params) {
         let v_mask = (1u128 << pr.v) - 1;
-        for &k in run {
-            halves[k] = (jobs[k].x >> pr.v, jobs[k].x & v_mask);
-        }
-        let mut todo = run.to_vec();
+        // Each encryption still going: its job, A and B, side by side so a
+        // round reads them in order.
+        let mut todo: Vec<(usize, u128, u128)> = run
+            .iter()
+            .map(|&k| (k, jobs[k].x >> pr.v, jobs[k].x & v_mask))
+            .collect();
         let mut blocks = [Block::default(); LANES];
         while !todo.is_empty() {
             for round in 0..10u32 {
                 let bits = if round % 2 == 0 { pr.u } else { pr.v };
                 let mask = (1u128 << bits) - 1;
                 let constant = pr.base ^ (u128::from(round) << pr.round_shift);
-                for lanes in todo.chunks(LANES) {
-                    for (block, &k) in blocks.iter_mut().zip(lanes) {
-                        *block = Block::from((constant ^ halves[k].1).to_be_bytes());
+                for lanes in todo.chunks_mut(LANES) {
+                    for (block, lane) in blocks.iter_mut().zip(lanes.iter()) {
+                        *block = Block::from((constant ^ lane.2).to_be_bytes());
                     }
                     self.cipher.encrypt_blocks(&mut blocks[..lanes.len()]);
-                    for (block, &k) in blocks.iter().zip(lanes) {
+                    for (block, lane) in blocks.iter().zip(lanes.iter_mut()) {
                         let mut r = [0u8; 16];
                         r.copy_from_slice(block);
                         // y = NUM(S), S the first d bytes of R; only y mod
                         // 2^bits counts, so the sum may wrap.
                         let y = u128::from_be_bytes(r) >> pr.s_shift;
-                        let (a, b) = halves[k];
-                        halves[k] = (b, a.wrapping_add(y) & mask);
+                        (lane.1, lane.2) = (lane.2, lane.1.wrapping_add(y) & mask);
                     }
                 }
             }
-            todo.retain(|&k| {
-                let (a, b) = halves[k];
-                let out = (a << pr.v) | b;
-                if out < jobs[k].domain {
-                    jobs[k].y = out;
+            todo.retain_mut(|lane| {
+                let out = (lane.1 << pr.v) | lane.2;
+                if out < jobs[lane.0].domain {
+                    jobs[lane.0].y = out;
                     false
                 } else {
-                    halves[k] = (out >> pr.v, out & v_mask);
+                    (lane.1, lane.2) = (out >> pr.v, out & v_mask);
                     true
                 }
             });
@@ -881,18 +884,18 @@ impl Window {
             .or_else(|| {
                 // One of the last few shapes, or a new one.
                 let recent = self.layouts.len().saturating_sub(RECENT_LAYOUTS);
-                let k = match self.layouts[recent..]
+                let seen = self.layouts[recent..]
                     .iter()
-                    .rposition(|l| l.numeral(bytes).is_some())
-                    .map(|k| recent + k)
-                {
-                    Some(k) => k,
-                    None => {
-                        self.layouts.push(Layout::of(bytes));
-                        self.layouts.len() - 1
-                    }
-                };
-                self.layouts[k].numeral(bytes).map(|x| (k, x))
+                    .enumerate()
+                    .rev()
+                    .find_map(|(k, l)| l.numeral(bytes).map(|x| (recent + k, x)));
+                if seen.is_some() {
+                    return seen;
+                }
+                let layout = Layout::of(bytes);
+                let x = layout.numeral(bytes);
+                self.layouts.push(layout);
+                x.map(|x| (self.layouts.len() - 1, x))
             });
             if let Some((k, x)) = found {
                 self.current = Some(k);

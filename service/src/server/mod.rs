@@ -11,8 +11,6 @@ use std::sync::Arc;
 use tokio::sync::oneshot;
 use tokio::task::JoinHandle;
 
-use arrow_flight::flight_service_server::FlightServiceServer;
-
 use crate::audit::AuditLog;
 use crate::audit::chain::AuditSealer;
 use crate::audit::checkpoint::CheckpointSink;
@@ -27,6 +25,7 @@ use crate::engine::Engine;
 use crate::error::{Result, VeilError};
 use crate::flight::actions::Admin;
 use crate::flight::auth_layer::AuthLayer;
+use crate::flight::do_get_body::FlightRoutes;
 use crate::flight::service::VeilFlight;
 use crate::flight::tickets::TicketSigner;
 use crate::secrets::{KeyPurpose, MasterKey};
@@ -211,9 +210,7 @@ pub async fn start(cfg: Config, opts: ServeOptions) -> Result<Running> {
                 VeilError::FailedPrecondition(format!("TLS configuration is invalid: {e}"))
             })?;
     }
-    let service = FlightServiceServer::new(flight)
-        .max_decoding_message_size(16 * 1024 * 1024)
-        .max_encoding_message_size(64 * 1024 * 1024);
+    let service = FlightRoutes::new(Arc::new(flight), 16 * 1024 * 1024, 64 * 1024 * 1024);
     let router = builder.layer(AuthLayer::new(auth)).add_service(service);
 
     let (tx, rx) = oneshot::channel::<()>();

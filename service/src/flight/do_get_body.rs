@@ -1,0 +1,354 @@
+//! `DoGet` without copying the data: tonic's codec copies every
+//! `FlightData` message, Arrow body included, into its frame buffer before
+//! HTTP/2 sends it. This route answers `DoGet` itself: each message's gRPC
+//! frame header and small fields go out as one short buffer and the Arrow
+//! body follows as the very bytes the IPC encoder produced. The wire bytes
+//! are the same as tonic's. Every other method goes to the generated Flight
+//! service; authentication stays in the layer around both.
+
+use std::convert::Infallible;
+use std::sync::Arc;
+use std::task::{Context, Poll};
+
+use arrow_flight::flight_service_server::{FlightService, FlightServiceServer};
+use arrow_flight::{FlightData, Ticket};
+use bytes::{BufMut, Bytes, BytesMut};
+use futures::future::BoxFuture;
+use futures::{Stream, StreamExt};
+use http::header::CONTENT_TYPE;
+use http::{HeaderMap, HeaderValue};
+use http_body::Frame;
+use http_body_util::{BodyExt, Limited, StreamBody};
+use prost::Message;
+use prost::encoding::{WireType, encode_key, encode_varint, encoded_len_varint, key_len};
+use tonic::Status;
+use tonic::body::Body;
+use tonic::metadata::MetadataMap;
+use tonic::server::NamedService;
+
+/// The gRPC path of `DoGet`.
+const DO_GET_PATH: &str = "/arrow.flight.protocol.FlightService/DoGet";
+
+/// `FlightData.data_body`'s field number.
+const DATA_BODY_FIELD: u32 = 1000;
+
+/// A gRPC frame's prefix: a compression flag and a 4-byte length.
+const FRAME_PREFIX: usize = 5;
+
+/// The Flight service with `DoGet` answered by [`respond`].
+pub struct FlightRoutes<T: FlightService> {
+    flight: Arc<T>,
+    generated: FlightServiceServer<T>,
+    max_request_bytes: usize,
+    max_message_bytes: usize,
+}
+
+impl<T: FlightService> std::fmt::Debug for FlightRoutes<T> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("FlightRoutes")
+            .field("max_request_bytes", &self.max_request_bytes)
+            .field("max_message_bytes", &self.max_message_bytes)
+            .finish_non_exhaustive()
+    }
+}
+
+impl<T: FlightService> Clone for FlightRoutes<T> {
+    fn clone(&self) -> Self {
+        Self {
+            flight: Arc::clone(&self.flight),
+            generated: self.generated.clone(),
+            max_request_bytes: self.max_request_bytes,
+            max_message_bytes: self.max_message_bytes,
+        }
+    }
+}
+
+impl<T: FlightService> FlightRoutes<T> {
+    /// Requests above `max_request_bytes` and messages above
+    /// `max_message_bytes` are refused, on every method.
+    pub fn new(flight: Arc<T>, max_request_bytes: usize, max_message_bytes: usize) -> Self {
+        let generated = FlightServiceServer::from_arc(Arc::clone(&flight))
+            .max_decoding_message_size(max_request_bytes)
+            .max_encoding_message_size(max_message_bytes);
+        Self {
+            flight,
+            generated,
+            max_request_bytes,
+            max_message_bytes,
+        }
+    }
+}
+
+impl<T: FlightService> NamedService for FlightRoutes<T> {
+    const NAME: &'static str = <FlightServiceServer<T> as NamedService>::NAME;
+}
+
+impl<T: FlightService> tower::Service<http::Request<Body>> for FlightRoutes<T> {
+    type Response = http::Response<Body>;
+    type Error = Infallible;
+    type Future = BoxFuture<'static, Result<http::Response<Body>, Infallible>>;
+
+    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Infallible>> {
+        tower::Service::<http::Request<Body>>::poll_ready(&mut self.generated, cx)
+    }
+
+    fn call(&mut self, req: http::Request<Body>) -> Self::Future {
+        if req.uri().path() != DO_GET_PATH {
+            return self.generated.call(req);
+        }
+        let flight = Arc::clone(&self.flight);
+        let (max_request, max_message) = (self.max_request_bytes, self.max_message_bytes);
+        Box::pin(async move {
+            Ok(respond(flight, req, max_request, max_message)
+                .await
+                .unwrap_or_else(Status::into_http))
+        })
+    }
+}
+
+/// Decode the ticket, run the service's `do_get` and stream its messages.
+async fn respond<T: FlightService>(
+    flight: Arc<T>,
+    req: http::Request<Body>,
+    max_request: usize,
+    max_message: usize,
+) -> Result<http::Response<Body>, Status> {
+    let (parts, body) = req.into_parts();
+    let bytes = Limited::new(body, max_request + FRAME_PREFIX)
+        .collect()
+        .await
+        .map_err(|e| {
+            Status::resource_exhausted(format!(
+                "cannot read the DoGet request (at most {max_request} bytes): {e}"
+            ))
+        })?
+        .to_bytes();
+    let ticket = decode_request(&bytes)?;
+    let request = tonic::Request::from_parts(
+        MetadataMap::from_headers(parts.headers),
+        parts.extensions,
+        ticket,
+    );
+    let (metadata, messages, _) = flight.do_get(request).await?.into_parts();
+    let mut response = http::Response::new(Body::new(StreamBody::new(frames(
+        messages.boxed(),
+        max_message,
+    ))));
+    let headers = response.headers_mut();
+    headers.extend(metadata.into_headers());
+    headers.insert(CONTENT_TYPE, HeaderValue::from_static("application/grpc"));
+    Ok(response)
+}
+
+/// The one `Ticket` message of a unary gRPC request body.
+fn decode_request(bytes: &[u8]) -> Result<Ticket, Status> {
+    let malformed =
+        || Status::invalid_argument("the DoGet request is not one gRPC message holding a Ticket");
+    let (prefix, message) = bytes.split_at_checked(FRAME_PREFIX).ok_or_else(malformed)?;
+    if prefix[0] != 0 {
+        return Err(Status::unimplemented(
+            "compressed DoGet requests are not supported; send the ticket uncompressed",
+        ));
+    }
+    let len = u32::from_be_bytes([prefix[1], prefix[2], prefix[3], prefix[4]]) as usize;
+    if len != message.len() {
+        return Err(malformed());
+    }
+    Ticket::decode(message).map_err(|e| {
+        Status::invalid_argument(format!("the DoGet request is not a Ticket message: {e}"))
+    })
+}
+
+/// The HTTP/2 frames of a `DoGet` response: each message as its head and
+/// its Arrow body, then the trailers carrying the call's status (the
+/// stream's first error ends it, as in tonic).
+fn frames(
+    messages: futures::stream::BoxStream<'static, Result<FlightData, Status>>,
+    max_message: usize,
+) -> impl Stream<Item = Result<Frame<Bytes>, Status>> + Send + 'static {
+    futures::stream::unfold(
+        (Some(messages), None::<Bytes>),
+        move |(messages, body)| async move {
+            if let Some(body) = body {
+                return Some((Ok(Frame::data(body)), (messages, None)));
+            }
+            let mut stream = messages?;
+            let status = match stream.next().await {
+                Some(Ok(data)) => match encode(data, max_message) {
+                    Ok((head, body)) => {
+                        let body = (!body.is_empty()).then_some(body);
+                        return Some((Ok(Frame::data(head)), (Some(stream), body)));
+                    }
+                    Err(status) => status,
+                },
+                Some(Err(status)) => status,
+                None => Status::ok(""),
+            };
+            // Dropping the stream here (not at the end of the response)
+            // lets it finish its audit record before the client hears.
+            drop(stream);
+            Some((Ok(Frame::trailers(trailers(&status))), (None, None)))
+        },
+    )
+}
+
+/// `status` as gRPC trailers.
+fn trailers(status: &Status) -> HeaderMap {
+    let mut map = HeaderMap::new();
+    if let Err(unwritable) = status.add_header(&mut map) {
+        // A message that can't be a header value: send the code alone.
+        map.clear();
+        tracing::warn!(error = %unwritable, "a status message could not be sent as a trailer");
+        let _ = Status::new(status.code(), "").add_header(&mut map);
+    }
+    map
+}
+
+/// One message as a gRPC frame in two parts: the frame prefix with every
+/// field but `data_body`, ending in `data_body`'s key and length; then
+/// `data_body` itself, not copied. Fields are written in field-number order
+/// with `data_body` (field 1000) last, so the bytes are prost's.
+fn encode(mut data: FlightData, max_message: usize) -> Result<(Bytes, Bytes), Status> {
+    let body = std::mem::take(&mut data.data_body);
+    let body_field = if body.is_empty() {
+        0
+    } else {
+        key_len(DATA_BODY_FIELD) + encoded_len_varint(body.len() as u64)
+    };
+    let len = data.encoded_len() + body_field + body.len();
+    if len > max_message {
+        return Err(Status::out_of_range(format!(
+            "a Flight message of {len} bytes exceeds the limit of {max_message} bytes; lower engine.max_message_bytes or the batch size"
+        )));
+    }
+    let mut head = BytesMut::with_capacity(FRAME_PREFIX + data.encoded_len() + body_field);
+    head.put_u8(0);
+    head.put_u32(len as u32);
+    data.encode_raw(&mut head);
+    if !body.is_empty() {
+        encode_key(DATA_BODY_FIELD, WireType::LengthDelimited, &mut head);
+        encode_varint(body.len() as u64, &mut head);
+    }
+    Ok((head.freeze(), body))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use arrow_flight::FlightDescriptor;
+
+    fn framed(data: &FlightData) -> Vec<u8> {
+        let message = data.encode_to_vec();
+        let mut out = vec![0u8];
+        out.extend_from_slice(&(message.len() as u32).to_be_bytes());
+        out.extend_from_slice(&message);
+        out
+    }
+
+    #[test]
+    fn messages_are_framed_as_prost_frames_them() {
+        let cases = [
+            FlightData::default(),
+            FlightData {
+                data_header: Bytes::from_static(b"header"),
+                data_body: Bytes::from(vec![7u8; 70_000]),
+                ..Default::default()
+            },
+            FlightData {
+                flight_descriptor: Some(FlightDescriptor::new_path(vec!["a".into()])),
+                data_header: Bytes::from_static(b"h"),
+                app_metadata: Bytes::from_static(b"meta"),
+                data_body: Bytes::from_static(b"body"),
+            },
+            FlightData {
+                data_header: Bytes::from_static(b"schema only"),
+                ..Default::default()
+            },
+        ];
+        for data in cases {
+            let (head, body) = encode(data.clone(), 1 << 20).unwrap();
+            assert_eq!([&head[..], &body[..]].concat(), framed(&data), "{data:?}");
+        }
+    }
+
+    #[test]
+    fn the_body_is_not_copied() {
+        let body = Bytes::from(vec![1u8; 4096]);
+        let data = FlightData {
+            data_body: body.clone(),
+            ..Default::default()
+        };
+        let (_, sent) = encode(data, 1 << 20).unwrap();
+        assert_eq!(sent.as_ptr(), body.as_ptr());
+    }
+
+    #[test]
+    fn oversized_messages_are_refused() {
+        let data = FlightData {
+            data_body: Bytes::from(vec![0u8; 2000]),
+            ..Default::default()
+        };
+        let err = encode(data, 1000).unwrap_err();
+        assert_eq!(err.code(), tonic::Code::OutOfRange);
+    }
+
+    #[test]
+    fn requests_must_be_one_uncompressed_ticket() {
+        let ticket = Ticket::new("t");
+        let good = framed_ticket(0, &ticket.encode_to_vec());
+        assert_eq!(decode_request(&good).unwrap(), ticket);
+        assert_eq!(
+            decode_request(&framed_ticket(1, &ticket.encode_to_vec()))
+                .unwrap_err()
+                .code(),
+            tonic::Code::Unimplemented
+        );
+        for bad in [
+            &[][..],
+            &[0, 0, 0][..],
+            &good[..good.len() - 1],
+            &[good.clone(), good.clone()].concat()[..],
+            &framed_ticket(0, &[0xff, 0xff, 0xff])[..],
+        ] {
+            assert_eq!(
+                decode_request(bad).unwrap_err().code(),
+                tonic::Code::InvalidArgument,
+                "{bad:?}"
+            );
+        }
+    }
+
+    fn framed_ticket(flag: u8, message: &[u8]) -> Vec<u8> {
+        let mut out = vec![flag];
+        out.extend_from_slice(&(message.len() as u32).to_be_bytes());
+        out.extend_from_slice(message);
+        out
+    }
+
+    #[tokio::test]
+    async fn trailers_end_the_stream_after_the_first_error() {
+        let messages = futures::stream::iter(vec![
+            Ok(FlightData {
+                data_header: Bytes::from_static(b"h"),
+                data_body: Bytes::from_static(b"b"),
+                ..Default::default()
+            }),
+            Err(Status::internal("the source died: ü")),
+            Ok(FlightData::default()),
+        ])
+        .boxed();
+        let out: Vec<_> = frames(messages, 1 << 20).collect().await;
+        assert_eq!(out.len(), 3, "head, body, trailers");
+        let trailers = out[2].as_ref().unwrap().trailers_ref().unwrap();
+        assert_eq!(trailers["grpc-status"], "13");
+        assert!(trailers.contains_key("grpc-message"));
+
+        let empty = futures::stream::iter(Vec::new()).boxed();
+        let out: Vec<_> = frames(empty, 1 << 20).collect().await;
+        assert_eq!(out.len(), 1);
+        assert_eq!(
+            out[0].as_ref().unwrap().trailers_ref().unwrap()["grpc-status"],
+            "0"
+        );
+    }
+}
