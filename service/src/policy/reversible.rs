@@ -31,7 +31,8 @@
 
 use aes::Aes256;
 use aes::Block;
-use aes::cipher::{BlockEncrypt, KeyInit};
+use aes::cipher::{BlockCipherEncrypt, KeyInit};
+use aes_siv::KeyInit as _;
 use aes_siv::siv::Aes128Siv;
 use arrow::array::{Array, StringArray};
 use arrow::buffer::OffsetBuffer;
@@ -154,6 +155,9 @@ impl SivTokens {
 /// the longer half (every use here is far below).
 pub struct Ff1 {
     cipher: Aes256,
+    /// Blocks the CPU's AES back end encrypts at once; lockstep calls are
+    /// padded to a multiple of it.
+    batch: usize,
 }
 
 impl std::fmt::Debug for Ff1 {
@@ -206,6 +210,7 @@ impl Ff1 {
     pub fn new(key: &[u8; 32]) -> Self {
         Self {
             cipher: Aes256::new_from_slice(key).expect("a 32-byte AES-256 key"),
+            batch: parallel_blocks(),
         }
     }
 
@@ -331,9 +336,28 @@ struct Radix2Params {
     base: u128,
 }
 
-/// AES blocks encrypted per call: the AES-NI back end works on eight at
-/// once, so eight independent encryptions advance together.
-const LANES: usize = 8;
+/// The most AES blocks encrypted per call: independent encryptions advance
+/// together, one block each per call.
+const LANES: usize = 64;
+
+/// Blocks the `aes` crate's back end for this CPU encrypts at once (it
+/// picks VAES with AVX-512, VAES, or AES-NI at run time, in that order):
+/// 64, 30 and 8. A call does the blocks past the last full batch one at a
+/// time, about as slowly as a whole batch each, so lockstep calls are
+/// padded to whole batches. Only speed depends on this, never a result.
+fn parallel_blocks() -> usize {
+    #[cfg(target_arch = "x86_64")]
+    {
+        if std::arch::is_x86_feature_detected!("vaes") {
+            return if std::arch::is_x86_feature_detected!("avx512f") {
+                64
+            } else {
+                30
+            };
+        }
+    }
+    8
+}
 
 impl Ff1 {
     /// The constants of every round for `n` bits under `tweak`. Q = T ||
@@ -404,16 +428,20 @@ impl Ff1 {
             .map(|&k| (k, jobs[k].x >> pr.v, jobs[k].x & v_mask))
             .collect();
         let mut blocks = [Block::default(); LANES];
+        let lanes_per_call = LANES / self.batch * self.batch;
         while !todo.is_empty() {
             for round in 0..10u32 {
                 let bits = if round % 2 == 0 { pr.u } else { pr.v };
                 let mask = (1u128 << bits) - 1;
                 let constant = pr.base ^ (u128::from(round) << pr.round_shift);
-                for lanes in todo.chunks_mut(LANES) {
+                for lanes in todo.chunks_mut(lanes_per_call) {
                     for (block, lane) in blocks.iter_mut().zip(lanes.iter()) {
                         *block = Block::from((constant ^ lane.2).to_be_bytes());
                     }
-                    self.cipher.encrypt_blocks(&mut blocks[..lanes.len()]);
+                    // The padding blocks hold whatever the last call left;
+                    // their output is not read.
+                    let padded = lanes.len().next_multiple_of(self.batch);
+                    self.cipher.encrypt_blocks(&mut blocks[..padded]);
                     for (block, lane) in blocks.iter().zip(lanes.iter_mut()) {
                         let mut r = [0u8; 16];
                         r.copy_from_slice(block);
@@ -1029,6 +1057,58 @@ mod tests {
             assert_eq!(text(out, radix, x.len()), y, "{x}");
             let back = ff1.decrypt(out, radix, n, &t).unwrap();
             assert_eq!(text(back, radix, x.len()), x);
+        }
+    }
+
+    /// Lockstep encryption gives what one-at-a-time encryption gives,
+    /// whatever the AES back end's batch (the padding of the last call of
+    /// each round differs), for groups of every size around the batch.
+    #[test]
+    fn lockstep_results_do_not_depend_on_the_batch() {
+        let key = [9u8; 32];
+        let ff1 = Ff1::new(&key);
+        let mut jobs = Vec::new();
+        for (shape, count) in [(30u32, 1usize), (30, 63), (40, 65), (53, 8), (20, 129)] {
+            let mut tweak = [0u8; 9];
+            tweak[0] = shape as u8;
+            tweak[8] = count as u8;
+            let domain = (1u128 << shape) - 12345;
+            for k in 0..count {
+                let x = (k as u128 * 0x9E37_79B9) % domain;
+                jobs.push(Radix2Job {
+                    x,
+                    n: shape,
+                    domain,
+                    tweak,
+                    y: 0,
+                });
+            }
+        }
+        let want: Vec<u128> = jobs
+            .iter()
+            .map(|j| {
+                let mut y = ff1.encrypt(j.x, 2, j.n, &j.tweak).unwrap();
+                while y >= j.domain {
+                    y = ff1.encrypt(y, 2, j.n, &j.tweak).unwrap();
+                }
+                y
+            })
+            .collect();
+        for batch in [1, 8, 30, 64] {
+            let ff1 = Ff1 {
+                batch,
+                ..Ff1::new(&key)
+            };
+            let mut got = jobs.clone();
+            ff1.encrypt_radix2_many(&mut got);
+            assert_eq!(
+                got.iter().map(|j| j.y).collect::<Vec<_>>(),
+                want,
+                "batch {batch}"
+            );
+            let mut one_shape = jobs[1..64].to_vec();
+            ff1.encrypt_radix2_many(&mut one_shape);
+            assert!(one_shape.iter().zip(&want[1..64]).all(|(j, w)| j.y == *w));
         }
     }
 
