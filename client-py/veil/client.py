@@ -404,11 +404,11 @@ def _policy_json(spec):
 
 
 def _to_pandas(table, types_mapper):
-    # A streamed result arrives in many small chunks; converting one chunk
-    # per column is about twice as fast as converting hundreds, and
-    # self_destruct frees the Arrow buffers as columns are converted.
-    if table.num_rows and any(c.num_chunks > 1 for c in table.columns):
-        table = table.combine_chunks()
+    # The streamed chunks are converted as they are: to_pandas copies each
+    # column once either way, so combining chunks first only adds a copy
+    # (measured: about 0.09 s against 0.14 s of CPU for 10 million rows of
+    # eight columns, pandas 3). self_destruct frees the Arrow buffers as
+    # columns are converted.
     return table.to_pandas(types_mapper=types_mapper, split_blocks=True, self_destruct=True)
 
 
