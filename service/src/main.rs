@@ -82,7 +82,16 @@ enum Commands {
     Audit(audit_cmd::AuditArgs),
 }
 
+/// A read allocates and frees megabytes per batch. glibc's allocator (and
+/// mimalloc with its default purge delay) gave those pages back to the
+/// kernel and got them again as page faults and zeroing, about 15% of the
+/// server's CPU in an unmasked scan (benches/README.md). mimalloc, told by
+/// [`veil::memory::hold_freed_pages`] to keep them a while, reuses them.
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 fn main() -> ExitCode {
+    veil::memory::hold_freed_pages();
     tracing_subscriber::fmt()
         .with_env_filter(
             tracing_subscriber::EnvFilter::try_from_default_env()
