@@ -326,8 +326,10 @@ pub struct Radix2Job {
 struct Radix2Params {
     u: u32,
     v: u32,
-    /// Bytes of S the round keeps (`d`), as a right shift of the block.
-    s_shift: u32,
+    /// Where in R the last 8 of S's `d` bytes start (`d` - 8; `d` is at
+    /// least 8): y mod 2^u or 2^v, what a round uses, lies in them, as u
+    /// and v are at most 64.
+    y_at: usize,
     /// Where the round number sits in Q's last block, as a left shift.
     round_shift: u32,
     /// The CBC-MAC input of Q's last block with the round number and B
@@ -366,6 +368,7 @@ impl Ff1 {
     /// is T and zeros only, the same every round, so its CBC-MAC step is
     /// done here once.
     fn radix2_params(&self, n: u32, tweak: &[u8; 9]) -> Radix2Params {
+        assert!(n <= 128, "radix-2 chunks stay within 128 bits");
         let Params { b, d, mut p, .. } =
             Self::params(2, n, tweak).expect("radix-2 chunks stay within FF1's sizes");
         self.ciph(&mut p);
@@ -382,7 +385,7 @@ impl Ff1 {
         Radix2Params {
             u: n / 2,
             v: n - n / 2,
-            s_shift: 128 - 8 * d as u32,
+            y_at: d - 8,
             round_shift: 8 * (15 - (i_at % 16)) as u32,
             base,
         }
@@ -421,13 +424,15 @@ impl Ff1 {
     /// domain (cycle walking).
     fn encrypt_radix2_run(&self, jobs: &mut [Radix2Job], run: &[usize], pr: &Radix2Params) {
         let v_mask = (1u128 << pr.v) - 1;
-        // Round i adds y mod 2^u (i even) or mod 2^v (i odd).
-        let masks = [(1u128 << pr.u) - 1, v_mask];
+        // Round i adds y mod 2^u (i even) or mod 2^v (i odd); u and v are
+        // at most 64, so A and B are 64-bit.
+        let low_bits = |bits: u32| u64::MAX >> (64 - bits);
+        let masks = [low_bits(pr.u), low_bits(pr.v)];
         let constants: [u128; 10] =
             std::array::from_fn(|round| pr.base ^ ((round as u128) << pr.round_shift));
         let lanes_per_call = LANES / self.batch * self.batch;
         let mut blocks = [Block::default(); LANES];
-        let mut halves = [(0u128, 0u128); LANES];
+        let mut halves = [(0u64, 0u64); LANES];
         // The encryptions to run (job, numeral): every job of the run, then
         // those whose result fell outside their domain (cycle walking).
         let mut pending: Vec<(usize, u128)> = run.iter().map(|&k| (k, jobs[k].x)).collect();
@@ -438,7 +443,7 @@ impl Ff1 {
             for group in pending.chunks(lanes_per_call) {
                 let halves = &mut halves[..group.len()];
                 for (h, &(_, x)) in halves.iter_mut().zip(group) {
-                    *h = (x >> pr.v, x & v_mask);
+                    *h = ((x >> pr.v) as u64, (x & v_mask) as u64);
                 }
                 // The padding blocks hold whatever the last call left; their
                 // output is not read.
@@ -446,20 +451,20 @@ impl Ff1 {
                 for (round, constant) in constants.iter().enumerate() {
                     let mask = masks[round % 2];
                     for (block, h) in blocks.iter_mut().zip(halves.iter()) {
-                        *block = Block::from((constant ^ h.1).to_be_bytes());
+                        *block = Block::from((constant ^ u128::from(h.1)).to_be_bytes());
                     }
                     self.cipher.encrypt_blocks(&mut blocks[..padded]);
                     for (block, h) in blocks.iter().zip(halves.iter_mut()) {
-                        let mut r = [0u8; 16];
-                        r.copy_from_slice(block);
+                        let mut r = [0u8; 8];
+                        r.copy_from_slice(&block[pr.y_at..pr.y_at + 8]);
                         // y = NUM(S), S the first d bytes of R; only y mod
                         // 2^bits counts, so the sum may wrap.
-                        let y = u128::from_be_bytes(r) >> pr.s_shift;
+                        let y = u64::from_be_bytes(r);
                         *h = (h.1, h.0.wrapping_add(y) & mask);
                     }
                 }
                 for (h, &(k, _)) in halves.iter().zip(group) {
-                    let out = (h.0 << pr.v) | h.1;
+                    let out = (u128::from(h.0) << pr.v) | u128::from(h.1);
                     if out < jobs[k].domain {
                         jobs[k].y = out;
                     } else {
