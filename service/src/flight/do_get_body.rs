@@ -118,9 +118,13 @@ async fn respond<T: FlightService>(
         .collect()
         .await
         .map_err(|e| {
-            Status::resource_exhausted(format!(
-                "cannot read the DoGet request (at most {max_request} bytes): {e}"
-            ))
+            if e.is::<http_body_util::LengthLimitError>() {
+                Status::resource_exhausted(format!(
+                    "the DoGet request exceeds {max_request} bytes; a ticket from GetFlightInfo is far smaller"
+                ))
+            } else {
+                Status::from_error(e)
+            }
         })?
         .to_bytes();
     let ticket = decode_request(&bytes)?;
@@ -136,6 +140,16 @@ async fn respond<T: FlightService>(
     ))));
     let headers = response.headers_mut();
     headers.extend(metadata.into_headers());
+    // As tonic does: the status goes in the trailers, never in headers a
+    // handler set.
+    for reserved in [
+        "grpc-status",
+        "grpc-message",
+        "grpc-status-details-bin",
+        "te",
+    ] {
+        headers.remove(reserved);
+    }
     headers.insert(CONTENT_TYPE, HeaderValue::from_static("application/grpc"));
     Ok(response)
 }
@@ -184,8 +198,8 @@ fn frames(
                 Some(Err(status)) => status,
                 None => Status::ok(""),
             };
-            // Dropping the stream here (not at the end of the response)
-            // lets it finish its audit record before the client hears.
+            // Dropping the stream here, before the trailers, starts its
+            // audit record of the read's end (written in the background).
             drop(stream);
             Some((Ok(Frame::trailers(trailers(&status))), (None, None)))
         },
@@ -216,7 +230,7 @@ fn encode(mut data: FlightData, max_message: usize) -> Result<(Bytes, Bytes), St
         key_len(DATA_BODY_FIELD) + encoded_len_varint(body.len() as u64)
     };
     let len = data.encoded_len() + body_field + body.len();
-    if len > max_message {
+    if len > max_message || u32::try_from(len).is_err() {
         return Err(Status::out_of_range(format!(
             "a Flight message of {len} bytes exceeds the limit of {max_message} bytes; lower engine.max_message_bytes or the batch size"
         )));
@@ -264,6 +278,17 @@ mod tests {
                 data_header: Bytes::from_static(b"schema only"),
                 ..Default::default()
             },
+            // A body alone, and bodies whose length takes one, two and
+            // three varint bytes.
+            FlightData {
+                data_body: Bytes::from(vec![5u8; 100]),
+                ..Default::default()
+            },
+            FlightData {
+                data_header: Bytes::from(vec![1u8; 300]),
+                data_body: Bytes::from(vec![6u8; 200]),
+                ..Default::default()
+            },
         ];
         for data in cases {
             let (head, body) = encode(data.clone(), 1 << 20).unwrap();
@@ -288,8 +313,16 @@ mod tests {
             data_body: Bytes::from(vec![0u8; 2000]),
             ..Default::default()
         };
-        let err = encode(data, 1000).unwrap_err();
+        let err = encode(data.clone(), 1000).unwrap_err();
         assert_eq!(err.code(), tonic::Code::OutOfRange);
+        // The limit is on the message, the 5-byte frame prefix aside: a
+        // message of exactly the limit goes.
+        let exact = data.encoded_len();
+        assert!(encode(data.clone(), exact).is_ok());
+        assert_eq!(
+            encode(data, exact - 1).unwrap_err().code(),
+            tonic::Code::OutOfRange
+        );
     }
 
     #[test]
@@ -341,7 +374,7 @@ mod tests {
         assert_eq!(out.len(), 3, "head, body, trailers");
         let trailers = out[2].as_ref().unwrap().trailers_ref().unwrap();
         assert_eq!(trailers["grpc-status"], "13");
-        assert!(trailers.contains_key("grpc-message"));
+        assert_eq!(trailers["grpc-message"], "the%20source%20died:%20%C3%BC");
 
         let empty = futures::stream::iter(Vec::new()).boxed();
         let out: Vec<_> = frames(empty, 1 << 20).collect().await;
