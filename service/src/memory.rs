@@ -6,6 +6,8 @@
 //! C API, and the crate offers no safe wrapper.
 #![allow(unsafe_code)]
 
+use std::ffi::c_long;
+
 use libmimalloc_sys::{mi_option_get, mi_option_set, mi_option_t};
 
 /// mimalloc's `mi_option_purge_delay` (`mi_option_e` in its v3
@@ -17,19 +19,19 @@ const MI_OPTION_PURGE_DELAY: mi_option_t = 15;
 /// Freed memory is kept this long (ms) before it goes back to the kernel
 /// (mimalloc's arenas wait ten times as long): reads that follow each
 /// other reuse it, and an idle server still shrinks within minutes.
-pub const PURGE_DELAY_MS: i64 = 10_000;
+pub const PURGE_DELAY_MS: c_long = 10_000;
 
 /// Apply [`PURGE_DELAY_MS`]; called first thing in `main`.
 pub fn hold_freed_pages() {
     // SAFETY: mimalloc's option setter takes any option id and value and
     // may be called at any time, from any thread.
-    unsafe { mi_option_set(MI_OPTION_PURGE_DELAY, PURGE_DELAY_MS as _) };
+    unsafe { mi_option_set(MI_OPTION_PURGE_DELAY, PURGE_DELAY_MS) };
 }
 
 /// The purge delay mimalloc is using now, in milliseconds.
-pub fn purge_delay_ms() -> i64 {
+pub fn purge_delay_ms() -> c_long {
     // SAFETY: reading an option has no preconditions.
-    i64::from(unsafe { mi_option_get(MI_OPTION_PURGE_DELAY) })
+    unsafe { mi_option_get(MI_OPTION_PURGE_DELAY) }
 }
 
 #[cfg(test)]

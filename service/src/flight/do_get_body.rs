@@ -20,7 +20,7 @@ use http::{HeaderMap, HeaderValue};
 use http_body::Frame;
 use http_body_util::{BodyExt, Limited, StreamBody};
 use prost::Message;
-use prost::encoding::{WireType, encode_key, encode_varint, encoded_len_varint, key_len};
+use prost::encoding::{WireType, encode_key, encode_varint};
 use tonic::Status;
 use tonic::body::Body;
 use tonic::metadata::MetadataMap;
@@ -34,6 +34,12 @@ const DATA_BODY_FIELD: u32 = 1000;
 
 /// A gRPC frame's prefix: a compression flag and a 4-byte length.
 const FRAME_PREFIX: usize = 5;
+
+/// The largest request Veil's Flight service reads.
+pub const MAX_REQUEST_BYTES: usize = 16 * 1024 * 1024;
+
+/// The largest message Veil's Flight service sends.
+pub const MAX_MESSAGE_BYTES: usize = 64 * 1024 * 1024;
 
 /// The Flight service with `DoGet` answered by [`respond`].
 pub struct FlightRoutes<T: FlightService> {
@@ -223,19 +229,9 @@ fn trailers(status: &Status) -> HeaderMap {
 /// `data_body` itself, not copied. Fields are written in field-number order
 /// with `data_body` (field 1000) last, so the bytes are prost's.
 fn encode(mut data: FlightData, max_message: usize) -> Result<(Bytes, Bytes), Status> {
+    let len = checked_len(&data, max_message)?;
     let body = std::mem::take(&mut data.data_body);
-    let body_field = if body.is_empty() {
-        0
-    } else {
-        key_len(DATA_BODY_FIELD) + encoded_len_varint(body.len() as u64)
-    };
-    let len = data.encoded_len() + body_field + body.len();
-    if len > max_message || u32::try_from(len).is_err() {
-        return Err(Status::out_of_range(format!(
-            "a Flight message of {len} bytes exceeds the limit of {max_message} bytes; lower engine.max_message_bytes or the batch size"
-        )));
-    }
-    let mut head = BytesMut::with_capacity(FRAME_PREFIX + data.encoded_len() + body_field);
+    let mut head = BytesMut::with_capacity(FRAME_PREFIX + len - body.len());
     head.put_u8(0);
     head.put_u32(len as u32);
     data.encode_raw(&mut head);
@@ -244,6 +240,20 @@ fn encode(mut data: FlightData, max_message: usize) -> Result<(Bytes, Bytes), St
         encode_varint(body.len() as u64, &mut head);
     }
     Ok((head.freeze(), body))
+}
+
+/// The encoded length of `data`, refused with `OutOfRange` past
+/// `max_message` (or past a gRPC frame's 4-byte length). The service checks
+/// each message with this before its read's audit sees it, so such a read
+/// is recorded as failed, not as cancelled; [`encode`] checks again.
+pub fn checked_len(data: &FlightData, max_message: usize) -> Result<usize, Status> {
+    let len = data.encoded_len();
+    if len > max_message || u32::try_from(len).is_err() {
+        return Err(Status::out_of_range(format!(
+            "a Flight message of {len} bytes exceeds the limit of {max_message} bytes; lower engine.max_message_bytes or the batch size"
+        )));
+    }
+    Ok(len)
 }
 
 #[cfg(test)]

@@ -25,6 +25,7 @@ use tonic::{Request, Response, Status, Streaming};
 use veil_proto::{Any, ScanCommand, SqlCommand, TicketBody, TicketCommand};
 
 use super::actions::Admin;
+use super::do_get_body::{MAX_MESSAGE_BYTES, checked_len};
 use super::status::to_status;
 use super::tickets::TicketSigner;
 use crate::audit::{AuditEvent, AuditLog, query_fingerprint};
@@ -410,6 +411,9 @@ impl FlightService for VeilFlight {
             .map_err(|e| match e {
                 FlightError::Tonic(s) => *s,
                 other => Status::internal(format!("encoding failed: {other}")),
+            })
+            .and_then(|data| {
+                futures::future::ready(checked_len(&data, MAX_MESSAGE_BYTES).map(|_| data))
             });
         let guarded = AuditedStream {
             inner: encoded.boxed(),

@@ -25,7 +25,7 @@ use crate::engine::Engine;
 use crate::error::{Result, VeilError};
 use crate::flight::actions::Admin;
 use crate::flight::auth_layer::AuthLayer;
-use crate::flight::do_get_body::FlightRoutes;
+use crate::flight::do_get_body::{FlightRoutes, MAX_MESSAGE_BYTES, MAX_REQUEST_BYTES};
 use crate::flight::service::VeilFlight;
 use crate::flight::tickets::TicketSigner;
 use crate::secrets::{KeyPurpose, MasterKey};
@@ -210,7 +210,7 @@ pub async fn start(cfg: Config, opts: ServeOptions) -> Result<Running> {
                 VeilError::FailedPrecondition(format!("TLS configuration is invalid: {e}"))
             })?;
     }
-    let service = FlightRoutes::new(Arc::new(flight), 16 * 1024 * 1024, 64 * 1024 * 1024);
+    let service = FlightRoutes::new(Arc::new(flight), MAX_REQUEST_BYTES, MAX_MESSAGE_BYTES);
     let router = builder.layer(AuthLayer::new(auth)).add_service(service);
 
     let (tx, rx) = oneshot::channel::<()>();
