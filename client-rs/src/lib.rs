@@ -269,14 +269,7 @@ impl Connection {
 
     /// Run one read-only SELECT over your catalog.
     pub async fn sql(&self, query: &str) -> Result<Vec<RecordBatch>, ClientError> {
-        let info = self
-            .flight_info(FlightDescriptor::new_cmd(
-                SqlCommand {
-                    query: query.into(),
-                }
-                .to_any_bytes(),
-            ))
-            .await?;
+        let info = self.flight_info(sql_descriptor(query)).await?;
         self.read_all(info).await
     }
 
@@ -855,6 +848,16 @@ pub fn scan_descriptor(dataset: &str, scan: &Scan) -> FlightDescriptor {
         limit: scan.limit,
     };
     FlightDescriptor::new_cmd(cmd.to_any_bytes())
+}
+
+/// The descriptor of a SQL query.
+pub fn sql_descriptor(query: &str) -> FlightDescriptor {
+    FlightDescriptor::new_cmd(
+        SqlCommand {
+            query: query.into(),
+        }
+        .to_any_bytes(),
+    )
 }
 
 /// Whether a location names the server this connection already talks to.

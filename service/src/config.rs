@@ -331,9 +331,14 @@ pub struct EngineConfig {
     /// when every client accepts more (pyarrow does).
     #[serde(default = "default_max_message_bytes")]
     pub max_message_bytes: usize,
-    /// Memory for query execution, in MiB (0: unbounded).
+    /// Memory for query execution on this node, all queries together, in
+    /// MiB (0: unbounded).
     #[serde(default = "default_memory_limit")]
     pub memory_limit_mb: usize,
+    /// Memory one query may use, in MiB, within `memory_limit_mb` (0: the
+    /// whole node's).
+    #[serde(default = "default_query_memory_limit")]
+    pub query_memory_limit_mb: usize,
     /// A column with more distinct values than this can't be chosen for
     /// k-anonymization (checked when the policy is written).
     #[serde(default = "default_kanon_cutoff")]
@@ -342,6 +347,18 @@ pub struct EngineConfig {
     /// that finds more fails rather than use unbounded memory.
     #[serde(default = "default_kanon_max_groups")]
     pub kanon_max_groups: usize,
+    /// Longest a query may take to plan (constant folding included); then
+    /// it fails with `RESOURCE_EXHAUSTED`.
+    #[serde(default = "default_plan_timeout")]
+    pub plan_timeout_secs: u64,
+    /// Most queries one user (issuer and subject) may have planning at
+    /// once; more wait their turn (within the plan timeout), so one user
+    /// can't occupy every planner.
+    #[serde(default = "default_plans_per_user")]
+    pub plans_per_user: usize,
+    /// Most queries planning at once on this node, all users together.
+    #[serde(default = "default_max_planning")]
+    pub max_planning: usize,
 }
 
 impl Default for EngineConfig {
@@ -355,8 +372,12 @@ impl Default for EngineConfig {
             ticket_ttl_secs: default_ticket_ttl(),
             max_message_bytes: default_max_message_bytes(),
             memory_limit_mb: default_memory_limit(),
+            query_memory_limit_mb: default_query_memory_limit(),
             kanon_cardinality_cutoff: default_kanon_cutoff(),
             kanon_max_groups: default_kanon_max_groups(),
+            plan_timeout_secs: default_plan_timeout(),
+            plans_per_user: default_plans_per_user(),
+            max_planning: default_max_planning(),
         }
     }
 }
@@ -389,6 +410,18 @@ fn default_kanon_cutoff() -> u64 {
 }
 fn default_kanon_max_groups() -> usize {
     crate::policy::kanon::DEFAULT_MAX_GROUPS
+}
+fn default_plan_timeout() -> u64 {
+    30
+}
+fn default_plans_per_user() -> usize {
+    2
+}
+fn default_max_planning() -> usize {
+    16
+}
+fn default_query_memory_limit() -> usize {
+    512
 }
 fn default_memory_limit() -> usize {
     2048

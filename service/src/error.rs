@@ -8,6 +8,16 @@ use std::fmt;
 /// Longest message a client ever receives; longer ones are cut.
 pub const MAX_MESSAGE_LEN: usize = 1024;
 
+/// Separates Veil's own words from upstream detail (a DataFusion, Arrow,
+/// parser or store error's text) inside a message. Upstream text can carry
+/// data values (`Cannot cast string '777-21-2703' ...`): the caller, who
+/// ran the expression over values they may read, gets it; the audit trail
+/// and the server log, read by people who may not be entitled to those
+/// values, get only what precedes the first separator
+/// ([`VeilError::audit_message`]). A control character, so no name Veil
+/// echoes can contain it (names are stripped of control characters).
+pub const DETAIL_SEPARATOR: char = '\u{1F}';
+
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum VeilError {
     /// The caller's identity could not be established.
@@ -32,7 +42,10 @@ pub enum VeilError {
 }
 
 impl VeilError {
-    /// The message, capped at [`MAX_MESSAGE_LEN`].
+    /// The message with its detail separator kept, capped at
+    /// [`MAX_MESSAGE_LEN`]: what wraps it into another error's message.
+    /// Answer clients with [`Self::client_message`], record with
+    /// [`Self::audit_message`].
     pub fn message(&self) -> String {
         let m = match self {
             Self::Unauthenticated(m)
@@ -46,6 +59,27 @@ impl VeilError {
             | Self::Internal(m) => m,
         };
         cap(m)
+    }
+
+    /// What the caller reads: Veil's words, then any upstream detail.
+    pub fn client_message(&self) -> String {
+        self.message().replace(DETAIL_SEPARATOR, ": ")
+    }
+
+    /// What the audit trail and the server log keep: Veil's own words only,
+    /// never upstream text that may carry data values.
+    pub fn audit_message(&self) -> String {
+        let m = self.message();
+        match m.split_once(DETAIL_SEPARATOR) {
+            Some((ours, _)) => ours.trim_end_matches([':', ' ']).to_string(),
+            None => m,
+        }
+    }
+
+    /// `words` (Veil's) followed by upstream `detail` that only the caller
+    /// reads.
+    pub fn detailed(words: impl fmt::Display, detail: impl fmt::Display) -> String {
+        format!("{words}{DETAIL_SEPARATOR}{detail}")
     }
 
     /// Short name of the kind, used in audit records.
@@ -81,14 +115,17 @@ impl VeilError {
         ))
     }
 
+    /// A bug or an unexpected upstream failure; `e`'s text reaches the
+    /// caller only (see [`DETAIL_SEPARATOR`]).
     pub fn internal(context: &str, e: impl fmt::Display) -> Self {
-        Self::Internal(format!("{context}: {e}"))
+        Self::Internal(Self::detailed(context, e))
     }
 }
 
+/// The audit form: what logs print (`error = %e`).
 impl fmt::Display for VeilError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "{}: {}", self.kind(), self.message())
+        write!(f, "{}: {}", self.kind(), self.audit_message())
     }
 }
 
@@ -120,6 +157,32 @@ mod tests {
     fn long_messages_are_capped_on_a_char_boundary() {
         let e = VeilError::InvalidArgument("é".repeat(2000));
         assert!(e.message().len() <= MAX_MESSAGE_LEN + "…".len());
+    }
+
+    #[test]
+    fn upstream_detail_reaches_the_caller_only() {
+        let e = VeilError::InvalidArgument(VeilError::detailed(
+            "a value could not be cast",
+            "Cannot cast string '777-21-2703' to value of Int64 type",
+        ));
+        assert_eq!(
+            e.client_message(),
+            "a value could not be cast: Cannot cast string '777-21-2703' to value of Int64 type"
+        );
+        assert_eq!(e.audit_message(), "a value could not be cast");
+        assert!(!e.to_string().contains("777"));
+        // Wrapped again, the detail stays behind the separator.
+        let outer = VeilError::FailedPrecondition(format!("policy 'p': {}", e.message()));
+        assert_eq!(
+            outer.audit_message(),
+            "policy 'p': a value could not be cast"
+        );
+        assert!(outer.client_message().contains("777-21-2703"));
+        assert!(
+            !VeilError::internal("ctx", "secret 42")
+                .to_string()
+                .contains("42")
+        );
     }
 
     #[test]

@@ -15,6 +15,7 @@ pub mod error;
 pub mod flight;
 pub mod memory;
 pub mod policy;
+pub mod redact;
 pub mod secrets;
 pub mod server;
 pub mod store;

@@ -126,7 +126,7 @@ fn main() -> ExitCode {
     match result {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
-            eprintln!("veil: {}", e.message());
+            eprintln!("veil: {}", e.client_message());
             ExitCode::FAILURE
         }
     }

@@ -84,7 +84,7 @@ impl AuditEvent {
     pub fn failed(mut self, err: &VeilError) -> Self {
         self.event_id = uuid::Uuid::new_v4().to_string();
         self.status = err.kind().to_string();
-        self.message = err.message();
+        self.message = err.audit_message();
         self
     }
 }

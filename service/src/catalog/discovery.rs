@@ -171,10 +171,10 @@ pub async fn sample_dataset(
             d.name
         )));
     }
-    // DataFusion's messages quote the values they fail on: log them, answer
-    // without them.
+    // DataFusion's messages quote the values they fail on: neither the
+    // answer nor the log carries them, only their class.
     let fail = |e: datafusion::error::DataFusionError| {
-        tracing::warn!(dataset = %d.name, error = %e, "discovery could not sample the dataset");
+        tracing::warn!(dataset = %d.name, error = %crate::redact::describe(&e), "discovery could not sample the dataset");
         VeilError::FailedPrecondition(format!(
             "discovery could not read {}'s files as its dictionary describes them (a value that doesn't parse as its column's type, or an unreadable file); the details are in the Veil server log",
             d.name
@@ -232,7 +232,7 @@ pub async fn sample_dataset(
         sample.rows += batch.num_rows();
         for (slot, &i) in plan.iter().enumerate() {
             let text = cast(batch.column(i), &DataType::Utf8).map_err(|e| {
-                tracing::warn!(dataset = %d.name, error = %e, "discovery could not render a column as text");
+                tracing::warn!(dataset = %d.name, error = %crate::redact::class_of(&e.to_string()), "discovery could not render a column as text");
                 VeilError::FailedPrecondition(format!(
                     "discovery could not render a column of {} as text; the details are in the Veil server log",
                     d.name

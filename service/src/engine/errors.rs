@@ -1,10 +1,16 @@
 //! DataFusion errors to Veil errors, by variant (exhaustive: a new upstream
 //! variant is a compile error here until its meaning is decided).
+//!
+//! Upstream text can quote data values (`Cannot cast string '777-21-2703'
+//! to value of Int64 type`). It reaches only the caller, behind
+//! [`VeilError::detailed`]'s separator; the audit trail and the server log
+//! get Veil's own words: the error's class from [`crate::redact`].
 
 use datafusion::common::DataFusionError;
 
 use crate::error::VeilError;
-use crate::policy::barrier::BelowBarrierError;
+use crate::policy::barrier::{BelowBarrierError, BelowBarrierKind};
+use crate::redact::class_of;
 
 /// Find a Veil error or a barrier error anywhere in the chain.
 fn find_own(e: &(dyn std::error::Error + 'static)) -> Option<VeilError> {
@@ -14,7 +20,11 @@ fn find_own(e: &(dyn std::error::Error + 'static)) -> Option<VeilError> {
             return Some(v.clone());
         }
         if let Some(b) = err.downcast_ref::<BelowBarrierError>() {
-            return Some(VeilError::FailedPrecondition(b.to_string()));
+            return Some(match b.kind {
+                BelowBarrierKind::Memory => VeilError::ResourceExhausted(b.to_string()),
+                BelowBarrierKind::Source => VeilError::Unavailable(b.to_string()),
+                BelowBarrierKind::Other => VeilError::FailedPrecondition(b.to_string()),
+            });
         }
         if let Some(DataFusionError::External(inner)) = err.downcast_ref::<DataFusionError>()
             && let Some(v) = find_own(inner.as_ref())
@@ -31,31 +41,61 @@ fn find_own(e: &(dyn std::error::Error + 'static)) -> Option<VeilError> {
     None
 }
 
+/// Does an external error come from reading a source (store, file, I/O)?
+fn is_source_error(e: &(dyn std::error::Error + Send + Sync + 'static)) -> bool {
+    e.is::<object_store::Error>()
+        || e.is::<std::io::Error>()
+        || e.is::<datafusion::parquet::errors::ParquetError>()
+}
+
 pub fn from_datafusion(e: DataFusionError) -> VeilError {
     if let Some(v) = find_own(&e) {
         return v;
     }
     let msg = e.message().to_string();
+    let class = class_of(&msg);
     match e {
         // The user's query is wrong: their SQL, their expression, their types.
         DataFusionError::SQL(..)
         | DataFusionError::Plan(_)
         | DataFusionError::SchemaError(..)
         | DataFusionError::NotImplemented(_)
-        | DataFusionError::Configuration(_) => VeilError::InvalidArgument(msg),
+        | DataFusionError::Configuration(_) => VeilError::InvalidArgument(VeilError::detailed(
+            format!("the query is not valid ({class})"),
+            msg,
+        )),
         // Errors above the barrier come from the user's own expressions over
         // policy-applied values (errors below it were sanitised into a
-        // BelowBarrierError, handled above).
-        DataFusionError::Execution(_) | DataFusionError::ArrowError(..) => VeilError::InvalidArgument(msg),
-        DataFusionError::ResourcesExhausted(_) => VeilError::ResourceExhausted(format!(
-            "the query needs more memory than Veil allows; select fewer columns or rows, or aggregate: {msg}"
+        // BelowBarrierError, handled above): the caller may read the values
+        // the text quotes, the audit may not.
+        DataFusionError::Execution(_) | DataFusionError::ArrowError(..) => {
+            VeilError::InvalidArgument(VeilError::detailed(
+                format!("the query failed while running ({class})"),
+                msg,
+            ))
+        }
+        DataFusionError::ResourcesExhausted(_) => VeilError::ResourceExhausted(VeilError::detailed(
+            "the query needs more memory than Veil allows; select fewer columns or rows, or aggregate",
+            msg,
         )),
-        DataFusionError::Context(_, inner) | DataFusionError::Diagnostic(_, inner) => from_datafusion(*inner),
+        DataFusionError::Context(_, inner) | DataFusionError::Diagnostic(_, inner) => {
+            from_datafusion(*inner)
+        }
         DataFusionError::Collection(mut errs) => match errs.pop() {
             Some(first) => from_datafusion(first),
             None => VeilError::Internal("empty error collection".into()),
         },
-        DataFusionError::Shared(inner) => from_datafusion(DataFusionError::Execution(inner.message().to_string())),
+        DataFusionError::Shared(inner) => {
+            from_datafusion(DataFusionError::Execution(inner.message().to_string()))
+        }
+        // An upstream library's own error inside a user expression (the
+        // regex crate's, for one): the user's request, as above.
+        DataFusionError::External(inner) if !is_source_error(inner.as_ref()) => {
+            VeilError::InvalidArgument(VeilError::detailed(
+                format!("the query failed while running ({class})"),
+                msg,
+            ))
+        }
         DataFusionError::ParquetError(_)
         | DataFusionError::ObjectStore(_)
         | DataFusionError::IoError(_)
@@ -66,8 +106,81 @@ pub fn from_datafusion(e: DataFusionError) -> VeilError {
         | DataFusionError::ExecutionJoin(_)
         | DataFusionError::Substrait(_)
         | DataFusionError::Ffi(_) => {
-            tracing::error!(error = %msg, "internal query error");
-            VeilError::Internal("an internal error occurred while running the query; it was logged".into())
+            tracing::error!(error = %class, "internal query error");
+            VeilError::Internal(
+                "an internal error occurred while running the query; it was logged".into(),
+            )
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::redact::describe;
+    use datafusion::arrow::error::ArrowError;
+
+    /// Every kind of value-echoing failure keeps the value out of the audit
+    /// form (and the log form) while the caller still reads it.
+    #[test]
+    fn values_stay_out_of_audit_and_log_forms() {
+        let secret = "777-21-2703";
+        let errors = [
+            DataFusionError::ArrowError(
+                Box::new(ArrowError::CastError(format!(
+                    "Cannot cast string '{secret}' to value of Int64 type"
+                ))),
+                None,
+            ),
+            DataFusionError::Execution(format!("regexp_match failed on '{secret}'")),
+            DataFusionError::ArrowError(
+                Box::new(ArrowError::ComputeError(format!(
+                    "Overflow happened on: {secret} * 10"
+                ))),
+                None,
+            ),
+            DataFusionError::ArrowError(
+                Box::new(ArrowError::ParseError(format!(
+                    "Error parsing timestamp from '{secret}'"
+                ))),
+                None,
+            ),
+            DataFusionError::Execution(format!("invalid JSON '{secret}'")),
+            DataFusionError::Execution(format!("{secret} is out of range")),
+            DataFusionError::ArrowError(Box::new(ArrowError::DivideByZero), None),
+            DataFusionError::Plan(format!("cannot coerce '{secret}'")),
+            DataFusionError::ResourcesExhausted(format!("{secret}")),
+            DataFusionError::Internal(format!("bug near {secret}")),
+        ];
+        for e in errors {
+            let log = describe(&e);
+            let v = from_datafusion(e);
+            assert!(!v.audit_message().contains(secret), "{v:?}");
+            assert!(!v.to_string().contains(secret), "{v:?}");
+            assert!(!log.contains(secret), "{log}");
+        }
+        let v = from_datafusion(DataFusionError::ArrowError(
+            Box::new(ArrowError::CastError(format!(
+                "Cannot cast string '{secret}'"
+            ))),
+            None,
+        ));
+        assert!(v.client_message().contains(secret));
+        assert_eq!(
+            v.audit_message(),
+            "the query failed while running (a value could not be converted to another type)"
+        );
+    }
+
+    #[test]
+    fn below_barrier_memory_is_resource_exhausted() {
+        let e = DataFusionError::External(Box::new(BelowBarrierError {
+            dataset: "a.b".into(),
+            kind: BelowBarrierKind::Memory,
+        }));
+        assert!(matches!(
+            from_datafusion(e),
+            VeilError::ResourceExhausted(_)
+        ));
     }
 }

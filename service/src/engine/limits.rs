@@ -140,7 +140,10 @@ pub fn check_filter(filter: &str) -> Result<()> {
         .try_with_sql(filter)
         .and_then(|mut p| p.parse_expr())
         .map_err(|e| {
-            VeilError::InvalidArgument(format!("the filter is not a valid SQL expression: {e}"))
+            VeilError::InvalidArgument(VeilError::detailed(
+                "the filter is not a valid SQL expression",
+                e,
+            ))
         })?;
     let mut check = ComplexityCheck::default();
     let _ = expr.visit(&mut check);
@@ -194,141 +197,5 @@ mod tests {
             .collect();
         let e = check_statement(&statement(&format!("SELECT 1 FROM t t0{joins}"))).unwrap_err();
         assert!(e.message().contains("tables"));
-    }
-}
-
-/// Largest output a size-choosing string function may produce per batch.
-pub const MAX_FUNCTION_OUTPUT_BYTES: usize = 64 * 1024 * 1024;
-
-/// Functions whose output size is chosen by an argument (`repeat`, `lpad`,
-/// `rpad`) allocate outside the query's memory pool; without a cap one call
-/// like `repeat('x', 2147483647)` takes gigabytes. This wrapper checks the
-/// requested size before delegating to DataFusion's function.
-#[derive(Debug, PartialEq, Eq, Hash)]
-pub struct CappedLength {
-    inner: std::sync::Arc<datafusion::logical_expr::ScalarUDF>,
-    /// `repeat`: output is input length times count; otherwise it is count.
-    multiplies_input: bool,
-}
-
-impl CappedLength {
-    /// Replace `repeat`, `lpad` and `rpad` in a session with capped versions.
-    pub fn install(state: &mut datafusion::execution::SessionState) -> Result<()> {
-        use datafusion::execution::FunctionRegistry;
-        for (name, multiplies_input) in [("repeat", true), ("lpad", false), ("rpad", false)] {
-            let Some(inner) = state.scalar_functions().get(name).cloned() else {
-                continue;
-            };
-            let capped = datafusion::logical_expr::ScalarUDF::new_from_impl(CappedLength {
-                inner,
-                multiplies_input,
-            });
-            state
-                .register_udf(std::sync::Arc::new(capped))
-                .map_err(|e| VeilError::internal("registering a capped function", e))?;
-        }
-        Ok(())
-    }
-
-    fn requested_bytes(
-        &self,
-        args: &[datafusion::logical_expr::ColumnarValue],
-        rows: usize,
-    ) -> usize {
-        use datafusion::arrow::array::{Array, AsArray};
-        use datafusion::arrow::datatypes::Int64Type;
-        use datafusion::logical_expr::ColumnarValue;
-        let (Some(text), Some(count)) = (args.first(), args.get(1)) else {
-            return 0;
-        };
-        let counts: Vec<usize> = match count {
-            ColumnarValue::Scalar(s) => {
-                let n = match s.cast_to(&datafusion::arrow::datatypes::DataType::Int64) {
-                    Ok(datafusion::common::ScalarValue::Int64(Some(n))) => n.max(0) as usize,
-                    _ => 0,
-                };
-                vec![n; rows.max(1)]
-            }
-            ColumnarValue::Array(a) => match datafusion::arrow::compute::cast(
-                a,
-                &datafusion::arrow::datatypes::DataType::Int64,
-            ) {
-                Ok(a) => a
-                    .as_primitive::<Int64Type>()
-                    .iter()
-                    .map(|v| v.unwrap_or(0).max(0) as usize)
-                    .collect(),
-                Err(_) => return usize::MAX,
-            },
-        };
-        let lengths: Vec<usize> = if !self.multiplies_input {
-            // Up to four bytes per padded character.
-            vec![4; counts.len()]
-        } else {
-            match text {
-                ColumnarValue::Scalar(s) => {
-                    let len = s.to_string().len();
-                    vec![len; counts.len()]
-                }
-                ColumnarValue::Array(a) => match datafusion::arrow::compute::cast(
-                    a,
-                    &datafusion::arrow::datatypes::DataType::Utf8,
-                ) {
-                    Ok(a) => {
-                        let s = a.as_string::<i32>();
-                        (0..s.len())
-                            .map(|i| if s.is_valid(i) { s.value(i).len() } else { 0 })
-                            .collect()
-                    }
-                    Err(_) => return usize::MAX,
-                },
-            }
-        };
-        counts
-            .iter()
-            .zip(lengths.iter().cycle())
-            .fold(0usize, |acc, (c, l)| {
-                acc.saturating_add(c.saturating_mul(*l))
-            })
-    }
-}
-
-impl datafusion::logical_expr::ScalarUDFImpl for CappedLength {
-    fn name(&self) -> &str {
-        self.inner.name()
-    }
-    fn signature(&self) -> &datafusion::logical_expr::Signature {
-        self.inner.signature()
-    }
-    fn return_type(
-        &self,
-        arg_types: &[datafusion::arrow::datatypes::DataType],
-    ) -> datafusion::common::Result<datafusion::arrow::datatypes::DataType> {
-        self.inner.return_type(arg_types)
-    }
-    fn return_field_from_args(
-        &self,
-        args: datafusion::logical_expr::ReturnFieldArgs,
-    ) -> datafusion::common::Result<datafusion::arrow::datatypes::FieldRef> {
-        self.inner.return_field_from_args(args)
-    }
-    fn coerce_types(
-        &self,
-        arg_types: &[datafusion::arrow::datatypes::DataType],
-    ) -> datafusion::common::Result<Vec<datafusion::arrow::datatypes::DataType>> {
-        self.inner.coerce_types(arg_types)
-    }
-    fn invoke_with_args(
-        &self,
-        args: datafusion::logical_expr::ScalarFunctionArgs,
-    ) -> datafusion::common::Result<datafusion::logical_expr::ColumnarValue> {
-        if self.requested_bytes(&args.args, args.number_rows) > MAX_FUNCTION_OUTPUT_BYTES {
-            return datafusion::common::exec_err!(
-                "{}() would produce more than {} MiB; ask for shorter strings",
-                self.inner.name(),
-                MAX_FUNCTION_OUTPUT_BYTES / (1024 * 1024)
-            );
-        }
-        self.inner.invoke_with_args(args)
     }
 }

@@ -2,10 +2,12 @@
 //! policy operators in place, and executes it as a stream. It knows nothing
 //! of gRPC; the Flight layer converts requests and errors.
 
+pub mod bounded;
 pub mod catalog;
 pub mod errors;
 pub mod limits;
 pub mod planner_pool;
+pub mod query_memory;
 
 use datafusion::arrow::datatypes::{DataType, SchemaRef};
 use datafusion::common::TableReference;
@@ -141,10 +143,15 @@ impl Engine {
             .with_default_features()
             .with_query_planner(Arc::new(VeilQueryPlanner))
             .with_analyzer_rule(Arc::new(PolicyGuard))
+            .with_physical_optimizer_rule(Arc::new(bounded::BoundedProjection))
             .build();
         let mut base = base;
-        limits::CappedLength::install(&mut base)?;
-        let planner = planner_pool::PlannerPool::new(cfg.target_partitions.clamp(1, 4))?;
+        bounded::BoundedFunction::install(&mut base)?;
+        let planner = planner_pool::PlannerPool::new(
+            std::time::Duration::from_secs(cfg.plan_timeout_secs.max(1)),
+            cfg.plans_per_user,
+            cfg.max_planning,
+        )?;
         Ok(Self {
             state,
             base,
@@ -204,11 +211,27 @@ impl Engine {
         Ok((snapshot, compiler))
     }
 
-    fn session(&self, compiler: &Arc<ViewCompiler>) -> SessionContext {
-        let state = SessionStateBuilder::new_from_existing(self.base.clone())
-            .with_catalog_list(Arc::new(PrincipalCatalogList::new(Arc::clone(compiler))))
-            .build();
-        SessionContext::new_with_state(state)
+    /// The request's session: its catalog, and its own memory limit inside
+    /// the node's ([`query_memory`]).
+    fn session(&self, compiler: &Arc<ViewCompiler>) -> Result<SessionContext> {
+        let mut state = SessionStateBuilder::new_from_existing(self.base.clone())
+            .with_catalog_list(Arc::new(PrincipalCatalogList::new(Arc::clone(compiler))));
+        if self.cfg.memory_limit_mb > 0 {
+            let node = self.base.runtime_env();
+            let limit = match self.cfg.query_memory_limit_mb {
+                0 => self.cfg.memory_limit_mb,
+                n => n.min(self.cfg.memory_limit_mb),
+            };
+            let runtime = RuntimeEnvBuilder::from_runtime_env(node)
+                .with_memory_pool(Arc::new(query_memory::QueryPool::new(
+                    limit * 1024 * 1024,
+                    Arc::clone(&node.memory_pool),
+                )))
+                .build_arc()
+                .map_err(|e| VeilError::internal("a query's runtime", e))?;
+            state = state.with_runtime_env(runtime);
+        }
+        Ok(SessionContext::new_with_state(state.build()))
     }
 
     /// Datasets the principal may read (or, with `requestable`, those open
@@ -293,10 +316,16 @@ impl Engine {
         part: Option<ScanPart>,
         at: Option<chrono::DateTime<chrono::Utc>>,
     ) -> Result<PlannedQuery> {
+        let user = format!(
+            "{}\u{0}{}",
+            principal.identity.issuer, principal.identity.subject
+        );
         let (engine, principal, command) =
             (Arc::clone(self), Arc::clone(principal), command.clone());
         self.planner
-            .run(async move { engine.plan_inner(&principal, &command, part, at).await })
+            .run(&user, async move {
+                engine.plan_inner(&principal, &command, part, at).await
+            })
             .await
     }
 
@@ -312,7 +341,7 @@ impl Engine {
             parts.insert(scan.dataset.to_ascii_lowercase(), part);
         }
         let (snapshot, compiler) = self.compiler(principal, parts, at).await?;
-        let ctx = self.session(&compiler);
+        let ctx = self.session(&compiler)?;
         let frame = match command {
             Command::Scan(scan) => self.scan_frame(&ctx, &compiler, scan).await?,
             Command::Sql(sql) => self.sql_frame(&ctx, &sql.query).await?,
@@ -393,8 +422,10 @@ impl Engine {
 
     async fn sql_frame(&self, ctx: &SessionContext, query: &str) -> Result<DataFrame> {
         limits::check_sql_text(query)?;
-        let statements = DFParser::parse_sql_with_dialect(query, &GenericDialect {})
-            .map_err(|e| VeilError::InvalidArgument(format!("the SQL does not parse: {e}")))?;
+        let statements =
+            DFParser::parse_sql_with_dialect(query, &GenericDialect {}).map_err(|e| {
+                VeilError::InvalidArgument(VeilError::detailed("the SQL does not parse", e))
+            })?;
         if statements.len() != 1 {
             return Err(VeilError::InvalidArgument(format!(
                 "send exactly one SELECT statement (got {})",

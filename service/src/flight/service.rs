@@ -399,18 +399,27 @@ impl FlightService for VeilFlight {
             }
         };
         let schema = Arc::clone(&planned.schema);
-        let counted = batches.map_err(|e| {
-            FlightError::Tonic(Box::new(to_status(
-                &crate::engine::errors::from_datafusion(e),
-            )))
+        // The client's status may quote values it may read; the read's
+        // audit record keeps the error's audit form instead.
+        let failure = FailureNote::default();
+        let noted = failure.clone();
+        let counted = batches.map_err(move |e| {
+            let e = crate::engine::errors::from_datafusion(e);
+            noted.note(&e);
+            FlightError::Tonic(Box::new(to_status(&e)))
         });
+        let failure_encode = failure.clone();
         let encoded = FlightDataEncoderBuilder::new()
             .with_schema(schema)
             .with_max_flight_data_size(self.engine.config().max_message_bytes)
             .build(counted)
-            .map_err(|e| match e {
+            .map_err(move |e| match e {
                 FlightError::Tonic(s) => *s,
-                other => Status::internal(format!("encoding failed: {other}")),
+                other => {
+                    let e = VeilError::internal("encoding a batch failed", other);
+                    failure_encode.note(&e);
+                    to_status(&e)
+                }
             })
             .and_then(|data| {
                 futures::future::ready(checked_len(&data, MAX_MESSAGE_BYTES).map(|_| data))
@@ -422,6 +431,7 @@ impl FlightService for VeilFlight {
             bytes: 0,
             started: Instant::now(),
             planned: Some(planned),
+            failure,
         };
         Ok(Response::new(guarded.boxed()))
     }
@@ -485,6 +495,29 @@ struct AuditedStream {
     started: Instant,
     /// Keeps the plan (and its memory reservations) alive while streaming.
     planned: Option<PlannedQuery>,
+    failure: FailureNote,
+}
+
+/// The audit form of the error that ended a stream, noted where the error
+/// is still a [`VeilError`] (the stream itself carries only its status).
+#[derive(Debug, Clone, Default)]
+struct FailureNote(Arc<std::sync::Mutex<Option<String>>>);
+
+impl FailureNote {
+    fn note(&self, e: &VeilError) {
+        let mut slot = self
+            .0
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        slot.get_or_insert_with(|| e.audit_message());
+    }
+
+    fn take(&self) -> Option<String> {
+        self.0
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .take()
+    }
 }
 
 impl AuditedStream {
@@ -538,8 +571,12 @@ impl futures::Stream for AuditedStream {
                 Poll::Ready(Some(Ok(data)))
             }
             Poll::Ready(Some(Err(status))) => {
-                let kind = format!("{:?}", status.code()).to_ascii_lowercase();
-                this.finish(&kind, Some(status.message().chars().take(512).collect()));
+                // Statuses not noted are Veil's own (the message size check).
+                let message = this
+                    .failure
+                    .take()
+                    .unwrap_or_else(|| status.message().chars().take(512).collect());
+                this.finish(super::status::kind_of(status.code()), Some(message));
                 Poll::Ready(Some(Err(status)))
             }
             Poll::Ready(None) => {

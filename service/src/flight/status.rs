@@ -19,8 +19,33 @@ pub fn code_of(e: &VeilError) -> Code {
     }
 }
 
+/// The audit's status word for a code: the same words as
+/// [`VeilError::kind`], so one vocabulary names outcomes whichever layer
+/// recorded them.
+pub fn kind_of(code: Code) -> &'static str {
+    match code {
+        Code::Ok => "ok",
+        Code::Cancelled => "cancelled",
+        Code::Unknown => "unknown",
+        Code::InvalidArgument => "invalid_argument",
+        Code::DeadlineExceeded => "deadline_exceeded",
+        Code::NotFound => "not_found",
+        Code::AlreadyExists => "already_exists",
+        Code::PermissionDenied => "permission_denied",
+        Code::ResourceExhausted => "resource_exhausted",
+        Code::FailedPrecondition => "failed_precondition",
+        Code::Aborted => "aborted",
+        Code::OutOfRange => "out_of_range",
+        Code::Unimplemented => "unimplemented",
+        Code::Internal => "internal",
+        Code::Unavailable => "unavailable",
+        Code::DataLoss => "data_loss",
+        Code::Unauthenticated => "unauthenticated",
+    }
+}
+
 pub fn to_status(e: &VeilError) -> Status {
-    Status::new(code_of(e), e.message())
+    Status::new(code_of(e), e.client_message())
 }
 
 #[cfg(test)]
@@ -57,6 +82,7 @@ mod tests {
             (VeilError::Internal("x".into()), Code::Internal),
         ];
         for (e, c) in table {
+            assert_eq!(kind_of(c), e.kind());
             assert_eq!(to_status(&e).code(), c);
             assert_eq!(to_status(&e).message(), "x");
         }

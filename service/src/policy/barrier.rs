@@ -134,15 +134,55 @@ impl PolicyBarrierExec {
 #[derive(Debug)]
 pub struct BelowBarrierError {
     pub dataset: String,
+    pub kind: BelowBarrierKind,
+}
+
+/// What failed below a barrier, which is all the caller learns of it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum BelowBarrierKind {
+    /// The query's memory limit: the caller can ask for less.
+    Memory,
+    /// The source (object store, file system, a file that doesn't decode).
+    Source,
+    /// Anything else: a mask or policy that could not be applied.
+    Other,
+}
+
+impl BelowBarrierKind {
+    pub fn of(e: &DataFusionError) -> Self {
+        match e {
+            DataFusionError::ResourcesExhausted(_) => Self::Memory,
+            DataFusionError::ObjectStore(_)
+            | DataFusionError::IoError(_)
+            | DataFusionError::ParquetError(_) => Self::Source,
+            DataFusionError::Context(_, inner) | DataFusionError::Diagnostic(_, inner) => {
+                Self::of(inner)
+            }
+            DataFusionError::Shared(inner) => Self::of(inner),
+            _ => Self::Other,
+        }
+    }
 }
 
 impl fmt::Display for BelowBarrierError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(
-            f,
-            "reading dataset '{}' failed while applying its source and policies; the details are in the Veil server log (ask an administrator)",
-            self.dataset
-        )
+        match self.kind {
+            BelowBarrierKind::Memory => write!(
+                f,
+                "reading dataset '{}' needs more memory than Veil allows a query; select fewer columns or rows, or aggregate",
+                self.dataset
+            ),
+            BelowBarrierKind::Source => write!(
+                f,
+                "reading dataset '{}' failed at its source; retry, and if it persists ask an administrator to check the server log",
+                self.dataset
+            ),
+            BelowBarrierKind::Other => write!(
+                f,
+                "reading dataset '{}' failed while applying its source and policies; the details are in the Veil server log (ask an administrator)",
+                self.dataset
+            ),
+        }
     }
 }
 
@@ -204,9 +244,12 @@ impl ExecutionPlan for PolicyBarrierExec {
     ) -> Result<SendableRecordBatchStream> {
         let dataset = self.dataset.clone();
         let sanitize = move |e: DataFusionError| {
-            tracing::warn!(dataset = %dataset, error = %e, "error below a policy barrier (not shown to the client)");
+            // The log gets the error's class, never its text: it may quote
+            // values the log's readers may not see.
+            tracing::warn!(dataset = %dataset, error = %crate::redact::describe(&e), "error below a policy barrier (not shown to the client)");
             DataFusionError::External(Box::new(BelowBarrierError {
                 dataset: dataset.clone(),
+                kind: BelowBarrierKind::of(&e),
             }))
         };
         // A panic below the fence (a malformed file can make a decoder

@@ -100,6 +100,8 @@ impl PolicySql {
             .with_config(config)
             .with_default_features()
             .build();
+        // Conditions run on every read: their functions are bounded too.
+        let _ = crate::engine::bounded::BoundedFunction::install(&mut state);
         for f in [
             user_function("user_name", vec![], DataType::Utf8),
             user_function("user_issuer", vec![], DataType::Utf8),

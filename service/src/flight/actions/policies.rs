@@ -40,8 +40,9 @@ fn parse_spec(json: &str) -> Result<PolicySpec> {
         )));
     }
     serde_json::from_str(json).map_err(|e| {
-        VeilError::InvalidArgument(format!(
-            "the policy is not valid: {e} (write it as a JSON object with the fields of a [[policies]] entry; see the README's Policies section)"
+        VeilError::InvalidArgument(VeilError::detailed(
+            "the policy is not valid (write it as a JSON object with the fields of a [[policies]] entry; see the README's Policies section)",
+            e,
         ))
     })
 }
@@ -442,11 +443,14 @@ fn explain_json(snapshot: &Snapshot, d: &DatasetRecord, who: &Principal, issuer:
                         .iter()
                         .map(|f| json!({"name": f.name(), "type": f.data_type().to_string(), "nullable": f.is_nullable()}))
                         .collect::<Vec<_>>()),
-                    Err(e) => json!(format!("no data: {}", e.message())),
+                    Err(e) => json!(format!("no data: {}", e.client_message())),
                 };
             }
             Err(e) => {
-                out["error"] = json!(format!("no data is served to this user: {}", e.message()));
+                out["error"] = json!(format!(
+                    "no data is served to this user: {}",
+                    e.client_message()
+                ));
             }
         }
     }

@@ -1,0 +1,235 @@
+//! One request may not hurt others: memory bombs fail alone with
+//! `RESOURCE_EXHAUSTED`, and slow planning can't wedge other users.
+//!
+//! The server is the real binary, started under an address-space cap
+//! (`ulimit -v`), so an allocation that escapes the bounds aborts it and
+//! the test sees the process gone. Set VEIL_TEST_ADDRESS_SPACE_KB to change
+//! the cap (default 8 GiB: well above what serving needs, well below what
+//! the bombs ask for).
+
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use veil::auth::identity::Attributes;
+use veil::auth::jwt::TokenMinter;
+use veil::config::Config;
+use veil_client::{Connection, Scan};
+use veil_tests::veil_bin;
+
+struct CappedServer {
+    child: Child,
+    address: String,
+    minter: TokenMinter,
+    dir: tempfile::TempDir,
+}
+
+impl CappedServer {
+    fn start(engine: &str) -> Self {
+        let dir = tempfile::tempdir().unwrap();
+        let config = veil::demo::prepare(dir.path()).expect("demo prepares");
+        let text = std::fs::read_to_string(&config).unwrap();
+        std::fs::write(
+            &config,
+            text.replace("[engine]\n", &format!("[engine]\n{engine}\n")),
+        )
+        .unwrap();
+        let cfg = Config::load(&config).expect("config loads");
+        let minter = TokenMinter::from_config(&cfg.auth, &cfg.base_dir).unwrap();
+        let address_file = dir.path().join("address");
+        let cap = std::env::var("VEIL_TEST_ADDRESS_SPACE_KB").unwrap_or_else(|_| "8388608".into());
+        let log = std::fs::File::create(dir.path().join("server.log")).unwrap();
+        let child = Command::new("sh")
+            .arg("-c")
+            .arg(format!("ulimit -v {cap} && exec \"$0\" \"$@\""))
+            .arg(veil_bin())
+            .args(["serve", "--config"])
+            .arg(&config)
+            .args(["--listen", "127.0.0.1:0", "--address-file"])
+            .arg(&address_file)
+            .env("RUST_LOG", "warn")
+            .stdout(Stdio::null())
+            .stderr(log)
+            .spawn()
+            .expect("veil starts");
+        let mut server = CappedServer {
+            child,
+            address: String::new(),
+            minter,
+            dir,
+        };
+        let deadline = Instant::now() + Duration::from_secs(60);
+        loop {
+            if let Ok(a) = std::fs::read_to_string(&address_file)
+                && a.ends_with('\n')
+            {
+                server.address = a.trim().to_string();
+                return server;
+            }
+            server.assert_alive();
+            assert!(Instant::now() < deadline, "veil did not start in 60 s");
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+
+    fn assert_alive(&mut self) {
+        if let Some(status) = self.child.try_wait().unwrap() {
+            panic!(
+                "veil exited ({status}): {}",
+                std::fs::read_to_string(self.dir.path().join("server.log")).unwrap_or_default()
+            );
+        }
+    }
+
+    async fn connect(&self, user: &str) -> Connection {
+        let token = self
+            .minter
+            .mint(user, &[], &Attributes::new(), 600)
+            .unwrap();
+        Connection::connect(&self.address, &token).await.unwrap()
+    }
+}
+
+impl Drop for CappedServer {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// Doubling `s` `n` times in a chain of CTEs, starting from `start`.
+fn doubling(start: &str, n: usize, double: &str) -> String {
+    let mut sql = format!("WITH t0 AS (SELECT {start} AS s)");
+    for i in 1..=n {
+        let d = double.replace("s", &format!("t{}.s", i - 1));
+        sql.push_str(&format!(", t{i} AS (SELECT {d} AS s FROM t{})", i - 1));
+    }
+    sql.push_str(&format!(" SELECT length(s) FROM t{n}"));
+    sql
+}
+
+/// Each bomb must fail with RESOURCE_EXHAUSTED, the server must survive it,
+/// and a plain read must still work right after.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn memory_bombs_fail_alone() {
+    let mut server = CappedServer::start("memory_limit_mb = 256");
+    let bob = server.connect("bob").await;
+    let big = "repeat('x', 16000000)";
+    let bombs: Vec<(&str, String)> = vec![
+        ("|| doubling", doubling(big, 7, "s || s")),
+        ("concat doubling", doubling(big, 7, "concat(s, s)")),
+        ("concat_ws doubling", doubling(big, 7, "concat_ws(s, s, s)")),
+        (
+            "large text doubling",
+            doubling(&format!("arrow_cast({big}, 'LargeUtf8')"), 7, "s || s"),
+        ),
+        ("repeat", "SELECT length(repeat('ab', 2000000000))".into()),
+        ("lpad", "SELECT length(lpad('a', 2000000000, 'b'))".into()),
+        ("rpad", "SELECT length(rpad('a', 2000000000))".into()),
+        (
+            "replace growth",
+            format!("SELECT length(replace({big}, 'x', repeat('y', 1000)))"),
+        ),
+        (
+            "regexp growth",
+            format!("SELECT length(regexp_replace({big}, 'x', '$0$0$0$0$0$0$0$0', 'g'))"),
+        ),
+        (
+            "regexp wedge",
+            "SELECT length(regexp_replace(repeat('ab', 30000000), '(a)(b)', '$2$1', 'g'))".into(),
+        ),
+        (
+            "constant per row",
+            "SELECT repeat('x', 100000) AS s FROM clinical.trials".into(),
+        ),
+        (
+            "constant text per row",
+            format!("SELECT '{}' AS s FROM clinical.trials", "x".repeat(200_000)),
+        ),
+        (
+            "per-row growth",
+            "SELECT length(repeat(name, 2000)) FROM clinical.trials".into(),
+        ),
+        (
+            "aggregation state",
+            "SELECT length(string_agg(lpad(t.name, 200, 'x'), ',')) FROM clinical.trials t CROSS JOIN clinical.sites s".into(),
+        ),
+        (
+            "join fan-out state",
+            "SELECT a.state, count(DISTINCT concat(a.name, b.name)) FROM clinical.trials a JOIN clinical.trials b ON a.state = b.state GROUP BY a.state".into(),
+        ),
+    ];
+    for (what, sql) in &bombs {
+        let e = bob.sql(sql).await.expect_err(what);
+        assert_eq!(
+            e.code(),
+            Some(tonic::Code::ResourceExhausted),
+            "{what}: {e}"
+        );
+        server.assert_alive();
+        let rows = bob
+            .scan("clinical.trials", Scan::default().with_limit(1))
+            .await
+            .unwrap_or_else(|e| panic!("after {what}: {e}"));
+        assert_eq!(veil_tests::row_count(&rows), 1);
+    }
+    // Bounded functions still do their ordinary work.
+    let ok = bob
+        .sql("SELECT concat(name, '|', ssn) AS a, name || '-' || state AS b, lpad(state, 5, '*') AS c, repeat(state, 3) AS d, replace(ssn, '-', '') AS e FROM clinical.trials LIMIT 3")
+        .await
+        .unwrap();
+    assert_eq!(veil_tests::row_count(&ok), 3);
+    let nulls = bob
+        .sql("SELECT CAST(NULL AS VARCHAR) || 'x' IS NULL AS n")
+        .await
+        .unwrap();
+    assert_eq!(veil_tests::strings(&nulls, "n"), vec![Some("true".into())]);
+    server.assert_alive();
+}
+
+/// Four clients plan something slow and give up; everyone else's one-row
+/// scans keep working meanwhile.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn slow_planning_does_not_wedge_other_users() {
+    let mut server = CappedServer::start("plan_timeout_secs = 5");
+    // Each call is within the function bounds but slow; nested, they take
+    // far longer than the plan timeout.
+    let slow = (0..12).fold("repeat('ab', 3000000)".to_string(), |acc, _| {
+        format!("regexp_replace({acc}, '(a)(b)', '$2$1', 'g')")
+    });
+    let slow = format!("SELECT length({slow})");
+    let mut attackers = Vec::new();
+    for _ in 0..4 {
+        let mallory = server.connect("bob").await;
+        let sql = slow.clone();
+        attackers.push(tokio::spawn(async move {
+            let descriptor = veil_client::sql_descriptor(&sql);
+            // The client gives up after 3 s, as the red team's did.
+            let _ =
+                tokio::time::timeout(Duration::from_secs(3), mallory.flight_info(descriptor)).await;
+        }));
+    }
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let alice = server.connect("alice").await;
+    for _ in 0..5 {
+        let started = Instant::now();
+        let rows = alice
+            .scan("clinical.trials", Scan::default().with_limit(1))
+            .await
+            .expect("alice reads while bob's plans are slow");
+        assert_eq!(veil_tests::row_count(&rows), 1);
+        // A liveness bound, generous on purpose (it was 40-120 s before).
+        assert!(
+            started.elapsed() < Duration::from_secs(20),
+            "{:?}",
+            started.elapsed()
+        );
+    }
+    for a in attackers {
+        a.await.unwrap();
+    }
+    // bob waited his turn or ran out of plan time: never anyone else's.
+    let bob = server.connect("bob").await;
+    let e = bob.sql(&slow).await.expect_err("too slow to plan");
+    assert_eq!(e.code(), Some(tonic::Code::ResourceExhausted), "{e}");
+    server.assert_alive();
+}
