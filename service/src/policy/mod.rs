@@ -3,6 +3,8 @@
 //! `rounding`, `sampling`, `kanon`, `barrier`, `guard`).
 
 pub mod barrier;
+#[cfg(test)]
+mod crypto_vectors;
 pub mod effective;
 pub mod guard;
 pub mod kanon;
