@@ -522,7 +522,14 @@ fn write_export(dir: &Path) -> Vec<String> {
         let order = 1_000_000_000 + i * 7_777_777 % 8_999_999_999;
         let amount = format!("{}.{:02}", 10 + i * 37 % 5000, i % 100);
         let tracking = 1_000_000_000_000_000 + i * 2_718_281_828_459 % 8_999_999_999_999_999;
-        let phone = format!("{}{:02}{}{:02}{:04}", 2 + i % 8, i % 100, 2 + i % 7, i % 97, i * 31 % 10_000);
+        let phone = format!(
+            "{}{:02}{}{:02}{:04}",
+            2 + i % 8,
+            i % 100,
+            2 + i % 7,
+            i % 97,
+            i * 31 % 10_000
+        );
         let zip = format!("{:05}", 501 + i * 331 % 99_000);
         csv.push_str(&format!(
             "{id},{ssn},{payment},{cc},{account},{order},{amount},{tracking},{phone},{zip},{},2024-{:02}-{:02},\n",
@@ -530,14 +537,20 @@ fn write_export(dir: &Path) -> Vec<String> {
             1 + i % 12,
             1 + i % 28
         ));
-        values.extend([ssn.trim_start_matches('0').to_string(), payment, visa, cc, phone]);
+        values.extend([
+            ssn.trim_start_matches('0').to_string(),
+            payment,
+            visa,
+            cc,
+            phone,
+        ]);
     }
     std::fs::create_dir_all(dir.join("export")).unwrap();
     std::fs::write(dir.join("export/customers.csv"), csv).unwrap();
     values
 }
 
-fn skipped(report: &serde_json::Value) -> Vec<(String, String)> {
+fn skipped_columns(report: &serde_json::Value) -> Vec<(String, String)> {
     report["skipped"]
         .as_array()
         .unwrap()
@@ -579,7 +592,10 @@ async fn discovery_finds_digit_kinds_in_number_columns_and_lists_every_column_it
 
     let text = dave.discover("crm.export", 0, 0).await.unwrap();
     for v in &written {
-        assert!(!text.contains(v.as_str()), "the report echoes a sampled value");
+        assert!(
+            !text.contains(v.as_str()),
+            "the report echoes a sampled value"
+        );
     }
     let report: serde_json::Value = serde_json::from_str(&text).unwrap();
     let mut found = proposals(&report);
@@ -596,7 +612,7 @@ async fn discovery_finds_digit_kinds_in_number_columns_and_lists_every_column_it
     .collect();
     assert_eq!(found, expected, "{text}");
     // Every column is examined or listed as skipped, with its type.
-    let skipped = skipped(&report);
+    let skipped = skipped_columns(&report);
     let names: Vec<&str> = skipped.iter().map(|(c, _)| c.as_str()).collect();
     assert_eq!(names, ["active", "notes"], "{text}");
     assert!(skipped[0].1.starts_with("Boolean column"), "{text}");
@@ -611,23 +627,43 @@ async fn discovery_finds_digit_kinds_in_number_columns_and_lists_every_column_it
     // Parquet: integers of every width, decimals, floats; types discovery
     // doesn't read are listed with their type.
     use arrow::array::{
-        ArrayRef, BinaryArray, Decimal128Array, Float64Array, Int32Array, Int64Array,
-        ListArray, UInt64Array,
+        ArrayRef, BinaryArray, Decimal128Array, Float64Array, Int32Array, Int64Array, ListArray,
+        UInt64Array,
     };
     use arrow::datatypes::{DataType, Field, Int32Type, Schema};
     use std::sync::Arc;
     let n = 200u64;
     let ssns: Vec<i64> = (0..n)
-        .map(|i| (1 + i * 7 % 665) as i64 * 1_000_000 + (1 + i % 98) as i64 * 10_000 + (1 + i * 13 % 9998) as i64)
+        .map(|i| {
+            (1 + i * 7 % 665) as i64 * 1_000_000
+                + (1 + i % 98) as i64 * 10_000
+                + (1 + i * 13 % 9998) as i64
+        })
         .collect();
-    let cards: Vec<u64> = (0..n).map(|i| card_number("51", 16, i + 7).parse().unwrap()).collect();
+    let cards: Vec<u64> = (0..n)
+        .map(|i| card_number("51", 16, i + 7).parse().unwrap())
+        .collect();
     let phones: Vec<i128> = (0..n)
-        .map(|i| format!("{}{:02}{}{:02}{:04}", 2 + i % 8, i % 100, 2 + i % 7, i % 97, i * 31 % 10_000).parse::<i128>().unwrap() * 100)
+        .map(|i| {
+            format!(
+                "{}{:02}{}{:02}{:04}",
+                2 + i % 8,
+                i % 100,
+                2 + i % 7,
+                i % 97,
+                i * 31 % 10_000
+            )
+            .parse::<i128>()
+            .unwrap()
+                * 100
+        })
         .collect();
     let zips: Vec<f64> = (0..n).map(|i| (501 + i * 331 % 99_000) as f64).collect();
     // Past 2^53 a float no longer holds every digit: not examined.
     let big: Vec<f64> = (0..n).map(|i| 6.011e18 + (i as f64) * 1e6).collect();
-    let ids: Vec<i32> = (0..n).map(|i| 100_000_000 + i as i32 * 4_999_999 % 899_999_999).collect();
+    let ids: Vec<i32> = (0..n)
+        .map(|i| 100_000_000 + i as i32 * 4_999_999 % 899_999_999)
+        .collect();
     let schema = Arc::new(Schema::new(vec![
         Field::new("ssn_no", DataType::Int64, true),
         Field::new("ccNumber", DataType::UInt64, true),
@@ -656,7 +692,9 @@ async fn discovery_finds_digit_kinds_in_number_columns_and_lists_every_column_it
         Arc::new(Float64Array::from(zips)),
         Arc::new(Float64Array::from(big)),
         Arc::new(Int32Array::from(ids)),
-        Arc::new(BinaryArray::from_iter_values((0..n).map(|i| i.to_le_bytes()))),
+        Arc::new(BinaryArray::from_iter_values(
+            (0..n).map(|i| i.to_le_bytes()),
+        )),
         Arc::new(list),
     ];
     let batch = arrow::record_batch::RecordBatch::try_new(schema.clone(), columns).unwrap();
@@ -687,12 +725,15 @@ async fn discovery_finds_digit_kinds_in_number_columns_and_lists_every_column_it
     .map(|(c, t)| (c.to_string(), t.to_string()))
     .collect();
     assert_eq!(found, expected, "{text}");
-    let skipped = skipped(&report);
+    let skipped = skipped_columns(&report);
     let names: Vec<&str> = skipped.iter().map(|(c, _)| c.as_str()).collect();
     assert_eq!(names, ["photo", "scores", "pan"], "{text}");
     assert!(skipped[0].1.starts_with("Binary column"), "{text}");
     assert!(skipped[1].1.contains("nested"), "{text}");
-    assert!(skipped[2].1.starts_with("Float64 column") && skipped[2].1.contains("2^53"), "{text}");
+    assert!(
+        skipped[2].1.starts_with("Float64 column") && skipped[2].1.contains("2^53"),
+        "{text}"
+    );
     assert_eq!(report["columns_examined"], 5, "{text}");
     server.stop().await;
 }

@@ -337,7 +337,9 @@ enum Reading {
     Decimal,
     /// Floats: whole values under `exact` (below which the type holds every
     /// integer) as integers; a fraction matches no kind.
-    Float { exact: f64 },
+    Float {
+        exact: f64,
+    },
     /// Dates and timestamps, as ISO dates.
     Temporal,
 }
@@ -646,8 +648,11 @@ impl HeaderWords {
             kind,
             Kind::Ssn | Kind::Phone | Kind::CreditCard | Kind::PostalCode
         );
-        if hint < Hint::Strong
-            && (self.names_something_else() || (digit_kind && self.names_an_identifier()))
+        // An identifier word yields to a header that hints at the kind at
+        // all (`tax_id` may well hold SSNs; `payment_id` still needs card
+        // numbers with a network's prefix).
+        if (hint < Hint::Strong && self.names_something_else())
+            || (hint == Hint::None && digit_kind && self.names_an_identifier())
         {
             return Hint::Against;
         }
@@ -667,13 +672,12 @@ impl HeaderWords {
                 if self.has(&["ssn", "ssns", "socsec", "ssno", "ssnum", "ssnbr"])
                     || self.joined_has(&["socialsecurity", "socialsec", "socsec", "ssnumber"])
                     || self.has_pair(&["social", "soc"], &["sec", "security", "secur"])
-                    || self.has_pair(
-                        &["sec", "ss"],
-                        &["no", "num", "nbr", "nr", "number"],
-                    )
+                    || self.has_pair(&["sec", "ss"], &["no", "num", "nbr", "nr", "number"])
                 {
                     Hint::Strong
-                } else if self.has(&["tin", "taxid", "itin"]) {
+                } else if self.has(&["tin", "taxid", "itin"])
+                    || self.has_pair(&["tax", "national"], &["id", "no", "num", "number"])
+                {
                     Hint::Weak
                 } else {
                     Hint::None
@@ -731,7 +735,14 @@ impl HeaderWords {
             }
             Kind::DateOfBirth => {
                 if self.has(&[
-                    "dob", "birth", "birthdate", "birthday", "born", "birthdt", "bday", "bdate",
+                    "dob",
+                    "birth",
+                    "birthdate",
+                    "birthday",
+                    "born",
+                    "birthdt",
+                    "bday",
+                    "bdate",
                 ]) || self.joined_has(&["dateofbirth", "birthdate", "birthday", "bday"])
                 {
                     Hint::Strong
@@ -2204,9 +2215,15 @@ mod tests {
 
     #[test]
     fn export_style_headers_split_and_name_their_kind() {
-        assert_eq!(HeaderWords::new("socialSecNo").words, ["social", "sec", "no"]);
+        assert_eq!(
+            HeaderWords::new("socialSecNo").words,
+            ["social", "sec", "no"]
+        );
         assert_eq!(HeaderWords::new("CCNumber").words, ["cc", "number"]);
-        assert_eq!(HeaderWords::new("SOCIAL_SEC_NO").words, ["social", "sec", "no"]);
+        assert_eq!(
+            HeaderWords::new("SOCIAL_SEC_NO").words,
+            ["social", "sec", "no"]
+        );
         assert_eq!(HeaderWords::new("cust.ssn").words, ["cust", "ssn"]);
         let named = |h: &str, k: Kind| HeaderWords::new(h).hint(k) == Hint::Strong;
         for h in [
@@ -2222,13 +2239,35 @@ mod tests {
         ] {
             assert!(named(h, Kind::Ssn), "{h}");
         }
-        for h in ["cc", "cc_num", "cc_number", "ccNumber", "pan", "card_no", "CardNum"] {
+        for h in [
+            "cc",
+            "cc_num",
+            "cc_number",
+            "ccNumber",
+            "pan",
+            "card_no",
+            "CardNum",
+        ] {
             assert!(named(h, Kind::CreditCard), "{h}");
         }
-        for h in ["tel_no", "phone_no", "mobile_no", "PHONE2", "Phone Number", "telno"] {
+        for h in [
+            "tel_no",
+            "phone_no",
+            "mobile_no",
+            "PHONE2",
+            "Phone Number",
+            "telno",
+        ] {
             assert!(named(h, Kind::Phone), "{h}");
         }
-        for h in ["zipcode", "zip_cd", "postal_cd", "ZIP", "Postal Code", "zip5"] {
+        for h in [
+            "zipcode",
+            "zip_cd",
+            "postal_cd",
+            "ZIP",
+            "Postal Code",
+            "zip5",
+        ] {
             assert!(named(h, Kind::PostalCode), "{h}");
         }
         for h in ["dob", "birth_dt", "bday", "BDay", "Date of Birth"] {
@@ -2238,14 +2277,33 @@ mod tests {
             assert!(named(h, Kind::Email), "{h}");
         }
         // Only card-valid values count under `payment`.
-        assert_eq!(HeaderWords::new("payment").hint(Kind::CreditCard), Hint::Weak);
-        for h in ["payment_amount", "payment_id", "account_no", "customer_id", "order_no"] {
+        assert_eq!(
+            HeaderWords::new("payment").hint(Kind::CreditCard),
+            Hint::Weak
+        );
+        for h in ["payment_amount", "account_no", "customer_id", "order_no"] {
             for k in [Kind::Ssn, Kind::Phone, Kind::CreditCard, Kind::PostalCode] {
                 assert_eq!(HeaderWords::new(h).hint(k), Hint::Against, "{h} {k:?}");
             }
         }
+        // An identifier word yields to a header hinting at the kind.
+        assert_eq!(
+            HeaderWords::new("payment_id").hint(Kind::CreditCard),
+            Hint::Weak
+        );
+        assert_eq!(
+            HeaderWords::new("payment_id").hint(Kind::Ssn),
+            Hint::Against
+        );
+        assert_eq!(HeaderWords::new("tax_id").hint(Kind::Ssn), Hint::Weak);
         // Nothing here names a digit kind.
-        for h in ["section_no", "seconds", "secret", "card_type_id", "cc_email"] {
+        for h in [
+            "section_no",
+            "seconds",
+            "secret",
+            "card_type_id",
+            "cc_email",
+        ] {
             assert!(!named(h, Kind::Ssn), "{h}");
         }
     }
@@ -2253,7 +2311,12 @@ mod tests {
     #[test]
     fn number_columns_of_the_digit_kinds_are_found_and_their_lookalikes_are_not() {
         // SSNs as an integer column: 012-34-5678 arrives as 12345678.
-        let ssn = |i: usize| format!("{}", (1 + i * 7 % 665) * 1_000_000 + (1 + i % 98) * 10_000 + 1 + i);
+        let ssn = |i: usize| {
+            format!(
+                "{}",
+                (1 + i * 7 % 665) * 1_000_000 + (1 + i % 98) * 10_000 + 1 + i
+            )
+        };
         assert_eq!(kind_of(&integers("social_sec_no", &ssn)), Some(Kind::Ssn));
         assert_eq!(kind_of(&integers("sec_no", &ssn)), Some(Kind::Ssn));
         assert_eq!(kind_of(&integers("id", &ssn)), None);
@@ -2288,12 +2351,26 @@ mod tests {
             kind_of(&many("cc_number", &|i| dashed(i).replace('-', " "))),
             Some(Kind::CreditCard)
         );
-        let unchecked = |i: usize| format!("4{:03}-{:04}-{:04}-{:04}", i % 1000, i * 7 % 10_000, i * 13 % 10_000, i * 17 % 10_000);
-        assert_eq!(kind_of(&many("cc_number", &unchecked)), Some(Kind::CreditCard));
+        let unchecked = |i: usize| {
+            format!(
+                "4{:03}-{:04}-{:04}-{:04}",
+                i % 1000,
+                i * 7 % 10_000,
+                i * 13 % 10_000,
+                i * 17 % 10_000
+            )
+        };
+        assert_eq!(
+            kind_of(&many("cc_number", &unchecked)),
+            Some(Kind::CreditCard)
+        );
         assert_eq!(kind_of(&many("x", &unchecked)), None);
         // Under `payment`, a network's prefix and length are needed: a
         // Luhn-valid number outside the networks is no evidence there.
-        assert_eq!(kind_of(&many("payment", &unchecked)), Some(Kind::CreditCard));
+        assert_eq!(
+            kind_of(&many("payment", &unchecked)),
+            Some(Kind::CreditCard)
+        );
         let private = |i: usize| {
             let body = format!("7{:014}", 1_000_003 * (i + 1));
             (0..10)
@@ -2303,7 +2380,10 @@ mod tests {
         };
         assert_eq!(kind_of(&integers("payment", &private)), None);
         assert_eq!(kind_of(&integers("x", &private)), None);
-        assert_eq!(kind_of(&integers("card_no", &private)), Some(Kind::CreditCard));
+        assert_eq!(
+            kind_of(&integers("card_no", &private)),
+            Some(Kind::CreditCard)
+        );
     }
 
     #[test]

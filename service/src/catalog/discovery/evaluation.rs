@@ -190,7 +190,11 @@ fn card(rng: &mut StdRng) -> String {
 fn unchecked_card(rng: &mut StdRng) -> String {
     let d = card(rng);
     let last = d.as_bytes()[d.len() - 1] - b'0';
-    format!("{}{}", &d[..d.len() - 1], (last + 1 + rng.random_range(0..8u8)) % 10)
+    format!(
+        "{}{}",
+        &d[..d.len() - 1],
+        (last + 1 + rng.random_range(0..8u8)) % 10
+    )
 }
 
 /// A value as an integer column holds it: digits only, leading zeros lost.
@@ -749,9 +753,7 @@ fn integer_decoy(which: usize, rng: &mut StdRng) -> Labeled {
             .find(|d| luhn(d))
             .expect("a check digit")
     };
-    let (header, make): (&str, Box<dyn Fn(&mut StdRng) -> String>) = match which
-        % INTEGER_DECOYS
-    {
+    let (header, make): (&str, Box<dyn Fn(&mut StdRng) -> String>) = match which % INTEGER_DECOYS {
         0 => ("id", Box::new(|r| as_integer(&digits_of(r, 9)))),
         1 => (
             "customer_id",
@@ -802,10 +804,7 @@ fn integer_decoy(which: usize, rng: &mut StdRng) -> Labeled {
             "routing_number",
             Box::new(|r| format!("0{}", digits_of(r, 8))),
         ),
-        16 => (
-            "npi",
-            Box::new(|r| format!("1{}", digits_of(r, 9))),
-        ),
+        16 => ("npi", Box::new(|r| format!("1{}", digits_of(r, 9)))),
         17 => (
             "payment",
             Box::new(|r| r.random_range(5..5_000u32).to_string()),
@@ -818,7 +817,12 @@ fn integer_decoy(which: usize, rng: &mut StdRng) -> Labeled {
         19 => ("payment", Box::new(move |r| luhn_valid(r, b"789", 16))),
         _ => (
             "transaction_id",
-            Box::new(|r| format!("{}", r.random_range(1_000_000_000_000_000u64..9_000_000_000_000_000))),
+            Box::new(|r| {
+                format!(
+                    "{}",
+                    r.random_range(1_000_000_000_000_000u64..9_000_000_000_000_000)
+                )
+            }),
         ),
     };
     let values = (0..rows).map(|_| as_integer(&make(rng))).collect();
