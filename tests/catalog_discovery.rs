@@ -735,5 +735,31 @@ async fn discovery_finds_digit_kinds_in_number_columns_and_lists_every_column_it
         "{text}"
     );
     assert_eq!(report["columns_examined"], 5, "{text}");
+
+    // The command line prints every skipped column with its reason.
+    let (bin, address, token) = (
+        veil_tests::veil_bin(),
+        server.address.clone(),
+        server.token("dave"),
+    );
+    let out = tokio::task::spawn_blocking(move || {
+        std::process::Command::new(bin)
+            .args(["discover", "crm.typed"])
+            .env("VEIL_ADDRESS", address)
+            .env("VEIL_TOKEN", token)
+            .output()
+            .unwrap()
+    })
+    .await
+    .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "{stdout}");
+    for line in [
+        "not examined: photo (Binary column",
+        "not examined: scores (",
+        "not examined: pan (Float64 column",
+    ] {
+        assert!(stdout.contains(line), "{line}: {stdout}");
+    }
     server.stop().await;
 }
