@@ -475,3 +475,291 @@ async fn messy_csv_headers_register_and_read() {
     }
     server.stop().await;
 }
+
+/// A card number of `len` digits starting with `prefix`, with a valid
+/// Luhn check digit.
+fn card_number(prefix: &str, len: usize, seed: u64) -> String {
+    let fill = len - prefix.len() - 1;
+    let body = format!(
+        "{prefix}{:0fill$}",
+        seed.wrapping_mul(2_862_933_555_777_941_757) % 10u64.pow(fill as u32)
+    );
+    let check = (0..10)
+        .find(|c| luhn(&format!("{body}{c}")))
+        .expect("a check digit");
+    format!("{body}{check}")
+}
+
+/// An export like the red team's: SSNs without dashes (CSV type inference
+/// makes them integers, dropping leading zeros), card numbers as integers
+/// under `payment`, dash-grouped Visa numbers under `cc_number`, beside
+/// decoys of the same shapes and columns no kind can be in.
+fn write_export(dir: &Path) -> Vec<String> {
+    let mut csv = String::from(
+        "id,social_sec_no,payment,cc_number,account_no,order_no,amount,tracking,phone_no,zip_cd,active,signup,notes\n",
+    );
+    let mut values = Vec::new();
+    for i in 0..300u64 {
+        // Areas 001-665: a tenth of them start with zeros.
+        let ssn = format!(
+            "{:03}{:02}{:04}",
+            1 + i * 7 % 665,
+            1 + i % 98,
+            1 + i * 13 % 9998
+        );
+        let (prefix, len) = [("4", 16), ("51", 16), ("37", 15), ("6011", 16)][(i % 4) as usize];
+        let payment = card_number(prefix, len, i + 1);
+        let visa = card_number("4", 16, i + 1000);
+        let cc = format!(
+            "{}-{}-{}-{}",
+            &visa[..4],
+            &visa[4..8],
+            &visa[8..12],
+            &visa[12..]
+        );
+        let id = 100_000_000 + i * 2_999_993 % 899_999_999;
+        let account = 2_000_000_000 + i * 19_999_999 % 7_999_999_999;
+        let order = 1_000_000_000 + i * 7_777_777 % 8_999_999_999;
+        let amount = format!("{}.{:02}", 10 + i * 37 % 5000, i % 100);
+        let tracking = 1_000_000_000_000_000 + i * 2_718_281_828_459 % 8_999_999_999_999_999;
+        let phone = format!(
+            "{}{:02}{}{:02}{:04}",
+            2 + i % 8,
+            i % 100,
+            2 + i % 7,
+            i % 97,
+            i * 31 % 10_000
+        );
+        let zip = format!("{:05}", 501 + i * 331 % 99_000);
+        csv.push_str(&format!(
+            "{id},{ssn},{payment},{cc},{account},{order},{amount},{tracking},{phone},{zip},{},2024-{:02}-{:02},\n",
+            i % 2 == 0,
+            1 + i % 12,
+            1 + i % 28
+        ));
+        values.extend([
+            ssn.trim_start_matches('0').to_string(),
+            payment,
+            visa,
+            cc,
+            phone,
+        ]);
+    }
+    std::fs::create_dir_all(dir.join("export")).unwrap();
+    std::fs::write(dir.join("export/customers.csv"), csv).unwrap();
+    values
+}
+
+fn skipped_columns(report: &serde_json::Value) -> Vec<(String, String)> {
+    report["skipped"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|s| {
+            (
+                s["column"].as_str().unwrap().to_string(),
+                s["reason"].as_str().unwrap().to_string(),
+            )
+        })
+        .collect()
+}
+
+#[tokio::test]
+async fn discovery_finds_digit_kinds_in_number_columns_and_lists_every_column_it_skips() {
+    let server = TestServer::demo().await;
+    let data = server.dir.path().join("data");
+    let written = write_export(&data);
+    let dave = server.connect("dave").await;
+    dave.register_dataset(veil_proto::RegisterDatasetRequest {
+        name: "crm.export".into(),
+        format: "csv".into(),
+        location: data.join("export/customers.csv").display().to_string(),
+        ..Default::default()
+    })
+    .await
+    .unwrap();
+    let types: std::collections::BTreeMap<String, String> = dave
+        .describe("crm.export")
+        .await
+        .unwrap()
+        .columns
+        .into_iter()
+        .map(|c| (c.name, c.data_type))
+        .collect();
+    for integer in ["social_sec_no", "payment", "phone_no", "zip_cd", "id"] {
+        assert_eq!(types[integer], "Int64", "{integer}: {types:?}");
+    }
+
+    let text = dave.discover("crm.export", 0, 0).await.unwrap();
+    for v in &written {
+        assert!(
+            !text.contains(v.as_str()),
+            "the report echoes a sampled value"
+        );
+    }
+    let report: serde_json::Value = serde_json::from_str(&text).unwrap();
+    let mut found = proposals(&report);
+    found.sort();
+    let expected: Vec<(String, String)> = [
+        ("cc_number", "PII.credit_card"),
+        ("payment", "PII.credit_card"),
+        ("phone_no", "PII.phone"),
+        ("social_sec_no", "PII.ssn"),
+        ("zip_cd", "PII.postal_code"),
+    ]
+    .iter()
+    .map(|(c, t)| (c.to_string(), t.to_string()))
+    .collect();
+    assert_eq!(found, expected, "{text}");
+    // Every column is examined or listed as skipped, with its type.
+    let skipped = skipped_columns(&report);
+    let names: Vec<&str> = skipped.iter().map(|(c, _)| c.as_str()).collect();
+    assert_eq!(names, ["active", "notes"], "{text}");
+    assert!(skipped[0].1.starts_with("Boolean column"), "{text}");
+    // CSV type inference makes a column of empty cells a Null column.
+    assert!(skipped[1].1.starts_with("Null column"), "{text}");
+    assert_eq!(
+        report["columns_examined"].as_u64().unwrap() as usize + skipped.len(),
+        types.len(),
+        "{text}"
+    );
+
+    // Parquet: integers of every width, decimals, floats; types discovery
+    // doesn't read are listed with their type.
+    use arrow::array::{
+        ArrayRef, BinaryArray, Decimal128Array, Float64Array, Int32Array, Int64Array, ListArray,
+        UInt64Array,
+    };
+    use arrow::datatypes::{DataType, Field, Int32Type, Schema};
+    use std::sync::Arc;
+    let n = 200u64;
+    let ssns: Vec<i64> = (0..n)
+        .map(|i| {
+            (1 + i * 7 % 665) as i64 * 1_000_000
+                + (1 + i % 98) as i64 * 10_000
+                + (1 + i * 13 % 9998) as i64
+        })
+        .collect();
+    let cards: Vec<u64> = (0..n)
+        .map(|i| card_number("51", 16, i + 7).parse().unwrap())
+        .collect();
+    let phones: Vec<i128> = (0..n)
+        .map(|i| {
+            format!(
+                "{}{:02}{}{:02}{:04}",
+                2 + i % 8,
+                i % 100,
+                2 + i % 7,
+                i % 97,
+                i * 31 % 10_000
+            )
+            .parse::<i128>()
+            .unwrap()
+                * 100
+        })
+        .collect();
+    let zips: Vec<f64> = (0..n).map(|i| (501 + i * 331 % 99_000) as f64).collect();
+    // Past 2^53 a float no longer holds every digit: not examined.
+    let big: Vec<f64> = (0..n).map(|i| 6.011e18 + (i as f64) * 1e6).collect();
+    let ids: Vec<i32> = (0..n)
+        .map(|i| 100_000_000 + i as i32 * 4_999_999 % 899_999_999)
+        .collect();
+    let schema = Arc::new(Schema::new(vec![
+        Field::new("ssn_no", DataType::Int64, true),
+        Field::new("ccNumber", DataType::UInt64, true),
+        Field::new("tel_no", DataType::Decimal128(12, 2), true),
+        Field::new("zipcode", DataType::Float64, true),
+        Field::new("pan", DataType::Float64, true),
+        Field::new("customer_id", DataType::Int32, true),
+        Field::new("photo", DataType::Binary, true),
+        Field::new(
+            "scores",
+            DataType::List(Arc::new(Field::new_list_field(DataType::Int32, true))),
+            true,
+        ),
+    ]));
+    let list = ListArray::from_iter_primitive::<Int32Type, _, _>(
+        (0..n).map(|i| Some(vec![Some(i as i32)])),
+    );
+    let columns: Vec<ArrayRef> = vec![
+        Arc::new(Int64Array::from(ssns)),
+        Arc::new(UInt64Array::from(cards)),
+        Arc::new(
+            Decimal128Array::from(phones)
+                .with_precision_and_scale(12, 2)
+                .unwrap(),
+        ),
+        Arc::new(Float64Array::from(zips)),
+        Arc::new(Float64Array::from(big)),
+        Arc::new(Int32Array::from(ids)),
+        Arc::new(BinaryArray::from_iter_values(
+            (0..n).map(|i| i.to_le_bytes()),
+        )),
+        Arc::new(list),
+    ];
+    let batch = arrow::record_batch::RecordBatch::try_new(schema.clone(), columns).unwrap();
+    std::fs::create_dir_all(data.join("typed")).unwrap();
+    let file = std::fs::File::create(data.join("typed/part-0.parquet")).unwrap();
+    let mut w = veil_tests::parquet_writer(file, schema);
+    w.write(&batch).unwrap();
+    w.close().unwrap();
+    dave.register_dataset(veil_proto::RegisterDatasetRequest {
+        name: "crm.typed".into(),
+        format: "parquet".into(),
+        location: data.join("typed").display().to_string(),
+        ..Default::default()
+    })
+    .await
+    .unwrap();
+    let text = dave.discover("crm.typed", 0, 0).await.unwrap();
+    let report: serde_json::Value = serde_json::from_str(&text).unwrap();
+    let mut found = proposals(&report);
+    found.sort();
+    let expected: Vec<(String, String)> = [
+        ("ccNumber", "PII.credit_card"),
+        ("ssn_no", "PII.ssn"),
+        ("tel_no", "PII.phone"),
+        ("zipcode", "PII.postal_code"),
+    ]
+    .iter()
+    .map(|(c, t)| (c.to_string(), t.to_string()))
+    .collect();
+    assert_eq!(found, expected, "{text}");
+    let skipped = skipped_columns(&report);
+    let names: Vec<&str> = skipped.iter().map(|(c, _)| c.as_str()).collect();
+    assert_eq!(names, ["photo", "scores", "pan"], "{text}");
+    assert!(skipped[0].1.starts_with("Binary column"), "{text}");
+    assert!(skipped[1].1.contains("nested"), "{text}");
+    assert!(
+        skipped[2].1.starts_with("Float64 column") && skipped[2].1.contains("2^53"),
+        "{text}"
+    );
+    assert_eq!(report["columns_examined"], 5, "{text}");
+
+    // The command line prints every skipped column with its reason.
+    let (bin, address, token) = (
+        veil_tests::veil_bin(),
+        server.address.clone(),
+        server.token("dave"),
+    );
+    let out = tokio::task::spawn_blocking(move || {
+        std::process::Command::new(bin)
+            .args(["discover", "crm.typed"])
+            .env("VEIL_ADDRESS", address)
+            .env("VEIL_TOKEN", token)
+            .output()
+            .unwrap()
+    })
+    .await
+    .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "{stdout}");
+    for line in [
+        "not examined: photo (Binary column",
+        "not examined: scores (",
+        "not examined: pan (Float64 column",
+    ] {
+        assert!(stdout.contains(line), "{line}: {stdout}");
+    }
+    server.stop().await;
+}

@@ -16,13 +16,19 @@
 //! bare digit strings (nine digits, five digits) are only proposed when the
 //! header agrees, since so many identifiers look like them.
 //!
+//! Text, integer (any width), decimal, float, date and timestamp columns are
+//! examined; numbers as their digits (whole values only, floats only where
+//! they hold every digit), since exports often type an SSN, a phone or a
+//! card number as a number. Every other column is listed as skipped, with
+//! its type and why.
+//!
 //! A proposal carries counts and reasons, never a sampled value: whoever
 //! runs discovery learns what a column *is*, not what it holds.
 
 use chrono::{Datelike, NaiveDate};
 use datafusion::arrow::array::AsArray;
 use datafusion::arrow::compute::cast;
-use datafusion::arrow::datatypes::DataType;
+use datafusion::arrow::datatypes::{DataType, Float64Type};
 use futures::StreamExt;
 use regex::Regex;
 use serde::Serialize;
@@ -120,7 +126,9 @@ pub struct ColumnSample {
     pub name: String,
     /// The non-null values (nulls and placeholders are left out).
     pub values: Vec<String>,
-    /// The column is an integer column (leading zeros are lost).
+    /// The column holds numbers (integers, or whole decimals and floats
+    /// rendered as integers), which lose leading zeros: an SSN `012-34-5678`
+    /// arrives as `12345678` and a ZIP `02139` as `2139`.
     pub integer: bool,
     /// The column is a date or timestamp column.
     pub temporal: bool,
@@ -142,8 +150,10 @@ pub struct Finding {
 pub struct Sample {
     pub rows: usize,
     pub columns: Vec<ColumnSample>,
-    /// Columns not examined, and why (their type holds none of the kinds,
-    /// or the sample holds no value of them).
+    /// Every column not examined, and why (its type holds none of the
+    /// kinds or isn't read, the sample holds no value of it, or its floats
+    /// are too large to hold every digit). Examined columns are in
+    /// `columns`: no column goes unmentioned.
     pub skipped: Vec<(String, String)>,
     /// Why the sample is smaller than asked, if it is.
     pub note: Option<String>,
@@ -191,7 +201,9 @@ pub async fn sample_dataset(
         .map_err(fail)?;
     let mut sample = Sample::default();
     let mut bytes = 0usize;
-    let mut examined: Option<Vec<usize>> = None;
+    // Per examined column: where it is in the batch, how it is read, its
+    // type, and how many float values were too large to hold every digit.
+    let mut examined: Option<Vec<(usize, Reading, DataType, usize)>> = None;
     while let Some(batch) = stream.next().await {
         let batch = batch.map_err(fail)?;
         let schema = batch.schema();
@@ -199,57 +211,57 @@ pub async fn sample_dataset(
             let mut plan = Vec::new();
             for (i, f) in schema.fields().iter().enumerate() {
                 let dt = f.data_type();
-                let integer = dt.is_integer();
-                let temporal = matches!(
-                    dt,
-                    DataType::Date32 | DataType::Date64 | DataType::Timestamp(_, _)
-                );
-                let text = match dt {
-                    DataType::Utf8 | DataType::LargeUtf8 | DataType::Utf8View => true,
-                    DataType::Dictionary(_, v) => matches!(
-                        v.as_ref(),
-                        DataType::Utf8 | DataType::LargeUtf8 | DataType::Utf8View
-                    ),
-                    _ => false,
-                };
-                if integer || temporal || text {
-                    plan.push(i);
-                    sample.columns.push(ColumnSample {
-                        name: f.name().clone(),
-                        values: Vec::new(),
-                        integer,
-                        temporal,
-                    });
-                } else {
-                    sample.skipped.push((
-                        f.name().clone(),
-                        format!("{dt} column: discovery reads text, integer and date columns"),
-                    ));
+                match reading(dt) {
+                    Ok(how) => {
+                        plan.push((i, how, dt.clone(), 0));
+                        sample.columns.push(ColumnSample {
+                            name: f.name().clone(),
+                            values: Vec::new(),
+                            integer: matches!(
+                                how,
+                                Reading::Integer | Reading::Decimal | Reading::Float { .. }
+                            ),
+                            temporal: how == Reading::Temporal,
+                        });
+                    }
+                    Err(why) => sample.skipped.push((f.name().clone(), why)),
                 }
             }
             plan
         });
         sample.rows += batch.num_rows();
-        for (slot, &i) in plan.iter().enumerate() {
-            let text = cast(batch.column(i), &DataType::Utf8).map_err(|e| {
-                tracing::warn!(dataset = %d.name, error = %crate::redact::class_of(&e.to_string()), "discovery could not render a column as text");
-                VeilError::FailedPrecondition(format!(
-                    "discovery could not render a column of {} as text; the details are in the Veil server log",
-                    d.name
-                ))
-            })?;
-            let text = text.as_string::<i32>();
-            let col = &mut sample.columns[slot];
-            for v in text.iter() {
-                match v {
-                    None => {}
-                    Some(v) if is_placeholder(v) => {}
-                    // Longer values match no kind: kept as "no match".
-                    Some(v) if v.len() > MAX_VALUE_LEN => col.values.push(String::new()),
-                    Some(v) => {
-                        bytes += v.len();
-                        col.values.push(v.to_string());
+        let unrenderable = |e: datafusion::arrow::error::ArrowError| {
+            tracing::warn!(dataset = %d.name, error = %crate::redact::class_of(&e.to_string()), "discovery could not render a column as text");
+            VeilError::FailedPrecondition(format!(
+                "discovery could not render a column of {} as text; the details are in the Veil server log",
+                d.name
+            ))
+        };
+        for (slot, (i, how, _, inexact)) in plan.iter_mut().enumerate() {
+            let values = &mut sample.columns[slot].values;
+            if let Reading::Float { exact } = *how {
+                let floats = cast(batch.column(*i), &DataType::Float64).map_err(unrenderable)?;
+                for v in floats.as_primitive::<Float64Type>().iter() {
+                    match v.map(|x| whole_float(x, exact)) {
+                        None => {}
+                        Some(Whole::Exact(n)) => keep(values, &mut bytes, &n.to_string()),
+                        Some(Whole::TooLarge) => {
+                            *inexact += 1;
+                            values.push(NO_MATCH);
+                        }
+                        Some(Whole::Fraction) => values.push(NO_MATCH),
                     }
+                }
+                continue;
+            }
+            let text = cast(batch.column(*i), &DataType::Utf8).map_err(unrenderable)?;
+            for v in text.as_string::<i32>().iter().flatten() {
+                match *how {
+                    Reading::Decimal => match whole_decimal(v) {
+                        Some(whole) => keep(values, &mut bytes, whole),
+                        None => values.push(NO_MATCH),
+                    },
+                    _ => keep(values, &mut bytes, v),
                 }
             }
         }
@@ -274,17 +286,151 @@ pub async fn sample_dataset(
             })
             .collect();
     }
-    // A column with nothing but nulls says nothing.
-    let (empty, columns): (Vec<_>, Vec<_>) =
-        sample.columns.drain(..).partition(|c| c.values.is_empty());
-    sample.columns = columns;
-    for c in empty {
-        sample.skipped.push((
-            c.name,
-            "no values in the sample (all null or placeholders like N/A)".into(),
-        ));
+    // A column with nothing but nulls says nothing; a float column of
+    // numbers too large to hold every digit can't be checked.
+    let plan = examined.unwrap_or_default();
+    let columns = std::mem::take(&mut sample.columns);
+    for (c, (_, _, dt, inexact)) in columns.into_iter().zip(plan) {
+        if c.values.is_empty() {
+            sample.skipped.push((
+                c.name,
+                "no values in the sample (all null or placeholders like N/A)".into(),
+            ));
+        } else if inexact * 2 > c.values.len() {
+            sample.skipped.push((
+                c.name,
+                format!(
+                    "{dt} column: most values are whole numbers of 2^53 or more, where a float no longer holds every digit (a card number kept as a float has lost its check digit); store such numbers as integers or text to have them examined"
+                ),
+            ));
+        } else {
+            sample.columns.push(c);
+        }
     }
     Ok(sample)
+}
+
+/// A value that is there but matches no kind (too long, a fraction): kept,
+/// unlike a null, so it counts against every kind.
+const NO_MATCH: String = String::new();
+
+/// Add one rendered value to a column's sample.
+fn keep(values: &mut Vec<String>, bytes: &mut usize, v: &str) {
+    if is_placeholder(v) {
+        return;
+    }
+    if v.len() > MAX_VALUE_LEN {
+        values.push(NO_MATCH);
+        return;
+    }
+    *bytes += v.len();
+    values.push(v.to_string());
+}
+
+/// How a column's values are read for examination.
+#[derive(Debug, Clone, Copy, PartialEq)]
+enum Reading {
+    Text,
+    /// Integers of any width, signed or not: their digits, leading zeros lost.
+    Integer,
+    /// Decimals: whole values as integers; a fraction matches no kind.
+    Decimal,
+    /// Floats: whole values under `exact` (below which the type holds every
+    /// integer) as integers; a fraction matches no kind.
+    Float {
+        exact: f64,
+    },
+    /// Dates and timestamps, as ISO dates.
+    Temporal,
+}
+
+/// How a column of this type is read, or why it is not examined (the
+/// reason is reported in `skipped`, so no column goes unmentioned).
+fn reading(dt: &DataType) -> std::result::Result<Reading, String> {
+    Ok(match dt {
+        DataType::Utf8 | DataType::LargeUtf8 | DataType::Utf8View => Reading::Text,
+        t if t.is_integer() => Reading::Integer,
+        DataType::Decimal32(..)
+        | DataType::Decimal64(..)
+        | DataType::Decimal128(..)
+        | DataType::Decimal256(..) => Reading::Decimal,
+        DataType::Float16 => Reading::Float {
+            exact: 2f64.powi(11),
+        },
+        DataType::Float32 => Reading::Float {
+            exact: 2f64.powi(24),
+        },
+        DataType::Float64 => Reading::Float {
+            exact: 2f64.powi(53),
+        },
+        DataType::Date32 | DataType::Date64 | DataType::Timestamp(_, _) => Reading::Temporal,
+        // Dictionary-encoded values are read as their value type.
+        DataType::Dictionary(_, v) => {
+            return reading(v).map_err(|why| format!("dictionary-encoded {why}"));
+        }
+        DataType::Boolean => {
+            return Err("Boolean column: true and false hold none of the kinds".into());
+        }
+        DataType::Null => return Err("Null column: it holds no values (all null)".into()),
+        DataType::Binary
+        | DataType::LargeBinary
+        | DataType::BinaryView
+        | DataType::FixedSizeBinary(_) => {
+            return Err(format!(
+                "{dt} column: binary values are not read; tag it by hand if it holds personal data"
+            ));
+        }
+        DataType::Time32(_)
+        | DataType::Time64(_)
+        | DataType::Duration(_)
+        | DataType::Interval(_) => {
+            return Err(format!(
+                "{dt} column: times of day and durations hold none of the kinds"
+            ));
+        }
+        t if t.is_nested() => {
+            return Err(format!(
+                "{dt} column: nested values are not read; tag it by hand if its fields hold personal data"
+            ));
+        }
+        _ => {
+            return Err(format!(
+                "{dt} column: discovery reads text, number and date columns"
+            ));
+        }
+    })
+}
+
+/// A float value as discovery sees it.
+#[derive(Debug, PartialEq)]
+enum Whole {
+    Exact(i64),
+    /// Whole, but at or past the point where the type skips integers: its
+    /// last digits may be lost, so no digit check is sound.
+    TooLarge,
+    /// A fraction, an infinity or NaN.
+    Fraction,
+}
+
+fn whole_float(x: f64, exact: f64) -> Whole {
+    if !x.is_finite() || x.fract() != 0.0 {
+        Whole::Fraction
+    } else if x.abs() >= exact {
+        Whole::TooLarge
+    } else {
+        // In range: below 2^53 the cast is exact.
+        Whole::Exact(x as i64)
+    }
+}
+
+/// A decimal's text (`123456789.00`) as a whole number (`123456789`), or
+/// `None` if it has a fraction.
+fn whole_decimal(v: &str) -> Option<&str> {
+    match v.split_once('.') {
+        None => Some(v),
+        Some((whole, fraction)) if fraction.bytes().all(|b| b == b'0') => Some(whole),
+        Some(_) => None,
+    }
 }
 
 /// Text meaning "no value": counted as a null, not as a value that fails
@@ -335,15 +481,10 @@ pub fn classify_column(col: &ColumnSample, today: NaiveDate) -> Option<Finding> 
         date_of_birth(col, &words, today).into_iter().collect()
     } else {
         let mut out = Vec::new();
-        for kind in [
-            Kind::Email,
-            Kind::Ssn,
-            Kind::Phone,
-            Kind::CreditCard,
-            Kind::PostalCode,
-        ] {
+        for kind in [Kind::Email, Kind::Ssn, Kind::Phone, Kind::PostalCode] {
             out.extend(by_value_shape(kind, col, &words));
         }
+        out.extend(credit_card(col, &words));
         out.extend(ip_address(col, &words));
         out.extend(date_of_birth(col, &words, today));
         out.extend(person_name(col, &words));
@@ -433,8 +574,20 @@ impl HeaderWords {
         Self { words, joined }
     }
 
+    /// A word is one of `any`, as written or without trailing digits
+    /// (`phone2`, `zip5`, `email_1`'s `email`).
     fn has(&self, any: &[&str]) -> bool {
-        self.words.iter().any(|w| any.contains(&w.as_str()))
+        self.words.iter().any(|w| {
+            let stem = w.trim_end_matches(|c: char| c.is_ascii_digit());
+            any.contains(&w.as_str()) || (!stem.is_empty() && any.contains(&stem))
+        })
+    }
+
+    /// Word `a` directly followed by one of `then` (`sec no`, `soc sec`).
+    fn has_pair(&self, a: &[&str], then: &[&str]) -> bool {
+        self.words
+            .windows(2)
+            .any(|w| a.contains(&w[0].as_str()) && then.contains(&w[1].as_str()))
     }
 
     fn joined_has(&self, any: &[&str]) -> bool {
@@ -452,9 +605,55 @@ impl HeaderWords {
         ])
     }
 
+    /// Words naming an identifier or a reference number: they count
+    /// against the kinds written as bare digits (SSN, phone, card, postal
+    /// code), which so many identifiers look like, unless the header also
+    /// names the kind (`card_id`). E-mail addresses often serve as user ids.
+    fn names_an_identifier(&self) -> bool {
+        self.has(&[
+            "id",
+            "ids",
+            "uid",
+            "identifier",
+            "key",
+            "pk",
+            "fk",
+            "account",
+            "acct",
+            "transaction",
+            "txn",
+            "confirmation",
+            "routing",
+            "iban",
+            "shipment",
+            "parcel",
+            "waybill",
+            "awb",
+            "consignment",
+            "imei",
+            "iccid",
+            "meid",
+            "barcode",
+            "policy",
+            "claim",
+            "loyalty",
+            "member",
+            "membership",
+        ])
+    }
+
     fn hint(&self, kind: Kind) -> Hint {
         let hint = self.hint_words(kind);
-        if hint < Hint::Strong && self.names_something_else() {
+        let digit_kind = matches!(
+            kind,
+            Kind::Ssn | Kind::Phone | Kind::CreditCard | Kind::PostalCode
+        );
+        // An identifier word yields to a header that hints at the kind at
+        // all (`tax_id` may well hold SSNs; `payment_id` still needs card
+        // numbers with a network's prefix).
+        if (hint < Hint::Strong && self.names_something_else())
+            || (hint == Hint::None && digit_kind && self.names_an_identifier())
+        {
             return Hint::Against;
         }
         hint
@@ -464,15 +663,21 @@ impl HeaderWords {
         let strong = |yes: bool| if yes { Hint::Strong } else { Hint::None };
         match kind {
             Kind::Email => strong(
-                self.has(&["email", "mail", "emails", "mailto"])
+                self.has(&["email", "mail", "emails", "mailto", "emailaddr", "mailaddr"])
                     || self.joined_has(&["email", "mailaddress"]),
             ),
             Kind::Ssn => {
-                if self.has(&["ssn", "ssns", "socsec"])
-                    || self.joined_has(&["socialsecurity", "ssnumber"])
+                // `ssn`, `social_security_number`, and the abbreviations
+                // exports use: `soc_sec`, `social_sec_no`, `sec_no`, `ss_no`.
+                if self.has(&["ssn", "ssns", "socsec", "ssno", "ssnum", "ssnbr"])
+                    || self.joined_has(&["socialsecurity", "socialsec", "socsec", "ssnumber"])
+                    || self.has_pair(&["social", "soc"], &["sec", "security", "secur"])
+                    || self.has_pair(&["sec", "ss"], &["no", "num", "nbr", "nr", "number"])
                 {
                     Hint::Strong
-                } else if self.has(&["tin", "taxid", "itin"]) {
+                } else if self.has(&["tin", "taxid", "itin"])
+                    || self.has_pair(&["tax", "national"], &["id", "no", "num", "number"])
+                {
                     Hint::Weak
                 } else {
                     Hint::None
@@ -483,24 +688,40 @@ impl HeaderWords {
                     "phone",
                     "phones",
                     "tel",
+                    "telno",
+                    "telnum",
                     "telephone",
                     "mobile",
+                    "mobileno",
+                    "mob",
+                    "mobno",
                     "cell",
+                    "cellno",
                     "cellphone",
                     "fax",
                     "msisdn",
                 ]) || self.joined_has(&["phone"]),
             ),
-            Kind::CreditCard => strong(
-                self.has(&["pan", "cc", "ccn", "card", "cards"])
+            Kind::CreditCard => {
+                if self.has(&["pan", "cc", "ccn", "ccno", "card", "cards"])
                     || self.joined_has(&[
                         "creditcard",
                         "cardnumber",
                         "cardno",
+                        "cardnum",
                         "ccnum",
                         "debitcard",
-                    ]),
-            ),
+                    ])
+                {
+                    Hint::Strong
+                } else if self.has(&["payment", "payments", "pmt"]) {
+                    // A payment column may hold card numbers, or anything
+                    // else about a payment: only card-valid values count.
+                    Hint::Weak
+                } else {
+                    Hint::None
+                }
+            }
             Kind::Ipv4 | Kind::Ipv6 | Kind::Ip => {
                 if self.has(&["ip", "ipv4", "ipv6", "ipaddr", "ipaddress", "ips"])
                     || self.joined_has(&["ipaddr", "ipaddress"])
@@ -513,8 +734,16 @@ impl HeaderWords {
                 }
             }
             Kind::DateOfBirth => {
-                if self.has(&["dob", "birth", "birthdate", "birthday", "born", "birthdt"])
-                    || self.joined_has(&["dateofbirth", "birthdate", "birthday"])
+                if self.has(&[
+                    "dob",
+                    "birth",
+                    "birthdate",
+                    "birthday",
+                    "born",
+                    "birthdt",
+                    "bday",
+                    "bdate",
+                ]) || self.joined_has(&["dateofbirth", "birthdate", "birthday", "bday"])
                 {
                     Hint::Strong
                 } else if self.has(&[
@@ -696,6 +925,8 @@ impl HeaderWords {
                     "postalcode",
                     "plz",
                     "zip5",
+                    "zipcd",
+                    "postcd",
                 ]) || self.joined_has(&["zipcode", "postalcode", "postcode"]),
             ),
         }
@@ -789,10 +1020,14 @@ fn fit(kind: Kind, v: &str, integer: bool) -> Fit {
         Kind::Email => strong_if(is_email(v)),
         Kind::Ssn => ssn_fit(v, integer),
         Kind::Phone => phone_fit(v, integer),
-        Kind::CreditCard => card_fit(v),
         Kind::PostalCode => postal_fit(v, integer),
         // Decided column-wide.
-        Kind::Ipv4 | Kind::Ipv6 | Kind::Ip | Kind::DateOfBirth | Kind::PersonName => Fit::No,
+        Kind::CreditCard
+        | Kind::Ipv4
+        | Kind::Ipv6
+        | Kind::Ip
+        | Kind::DateOfBirth
+        | Kind::PersonName => Fit::No,
     }
 }
 
@@ -933,7 +1168,10 @@ fn luhn(d: &str) -> bool {
     sum.is_multiple_of(10)
 }
 
-/// A prefix one of the big card networks issues under, with its lengths.
+/// A prefix a card network issues under, with its lengths: Visa,
+/// Mastercard, American Express, Discover, JCB, Diners Club, UnionPay,
+/// Maestro, Mir. Numbers starting 0, 1 (but JCB's 1800), 7, 8 or 9 are no
+/// network's.
 fn card_network(d: &str) -> bool {
     let p = |n: usize| d[..n].parse::<u32>().unwrap_or(0);
     let len = d.len();
@@ -942,26 +1180,96 @@ fn card_network(d: &str) -> bool {
         || ((p(2) == 34 || p(2) == 37) && len == 15)
         || ((p(4) == 6011 || p(2) == 65 || (644..=649).contains(&p(3))) && (16..=19).contains(&len))
         || ((3528..=3589).contains(&p(4)) && (16..=19).contains(&len))
+        || ((p(4) == 2131 || p(4) == 1800) && len == 15)
         || ((p(2) == 36 || p(2) == 38 || (300..=305).contains(&p(3))) && (14..=19).contains(&len))
+        || (p(2) == 62 && (16..=19).contains(&len))
+        || ((matches!(p(4), 5018 | 5020 | 5038 | 5893 | 6304 | 6759 | 6761..=6763))
+            && (13..=19).contains(&len))
+        || ((2200..=2204).contains(&p(4)) && (16..=19).contains(&len))
 }
 
-fn card_fit(v: &str) -> Fit {
-    // Digits, optionally in groups split by single spaces or dashes.
+/// The two checks a card number passes, (Luhn, a network's prefix and
+/// length), if it is 13-19 digits, bare or in groups split by single
+/// spaces or dashes.
+fn card_checks(v: &str) -> Option<(bool, bool)> {
     static GROUPED: LazyLock<Regex> = LazyLock::new(|| {
         Regex::new(r"^(?:[0-9]{13,19}|[0-9]{2,6}(?:[ -][0-9]{2,6}){1,5})$").expect("valid regex")
     });
-    if !GROUPED.is_match(v) {
-        return Fit::No;
+    if v.len() > MAX_VALUE_LEN || !GROUPED.is_match(v) {
+        return None;
     }
     let d = digits(v);
-    if !(13..=19).contains(&d.len()) || !luhn(&d) {
-        return Fit::No;
+    (13..=19)
+        .contains(&d.len())
+        .then(|| (luhn(&d), card_network(&d)))
+}
+
+#[cfg(test)]
+fn card_fit(v: &str) -> Fit {
+    match card_checks(v) {
+        Some((true, true)) => Fit::Strong,
+        Some((true, false) | (false, true)) => Fit::Weak,
+        _ => Fit::No,
     }
-    if card_network(&d) {
-        Fit::Strong
+}
+
+/// Payment cards. A number passing both checks is a card anywhere. Under a
+/// header naming cards, one check is enough: a Luhn-valid number outside
+/// the networks (a private-label card), or a network's number that fails
+/// the check (test data, or a digit mistyped at entry, is still someone's
+/// card). `payment` may name anything about a payment: under it, only
+/// numbers with a network's prefix and length count.
+fn credit_card(col: &ColumnSample, words: &HeaderWords) -> Option<(Kind, u8, String)> {
+    let hint = words.hint(Kind::CreditCard);
+    if hint == Hint::Against {
+        return None;
+    }
+    let n = col.values.len();
+    let (mut both, mut network_only, mut luhn_only) = (0usize, 0usize, 0usize);
+    for v in &col.values {
+        match card_checks(v.trim()) {
+            Some((true, true)) => both += 1,
+            Some((false, true)) => network_only += 1,
+            Some((true, false)) => luhn_only += 1,
+            _ => {}
+        }
+    }
+    let counted = match hint {
+        Hint::Strong => both + network_only + luhn_only,
+        Hint::Weak => both + network_only,
+        Hint::None | Hint::Against => both,
+    };
+    let rs = both as f64 / n as f64;
+    let rw = counted as f64 / n as f64;
+    let confidence = if rs >= 0.8 {
+        scale(rs, 0.8, 80.0, 95.0) + if hint == Hint::Strong { 4.0 } else { 0.0 }
+    } else if hint == Hint::Strong && rw >= 0.8 {
+        scale(rw, 0.8, 70.0, 88.0)
+    } else if hint == Hint::Weak && rw >= 0.8 {
+        scale(rw, 0.8, 65.0, 80.0)
+    } else if hint == Hint::Strong && rw >= 0.5 {
+        55.0
+    } else if hint == Hint::Weak && rs >= 0.5 {
+        60.0
     } else {
-        Fit::Weak
+        return None;
+    };
+    let mut what = format!(
+        "{}% of {n} sampled values are {}",
+        percent(both, n),
+        Kind::CreditCard.label()
+    );
+    if counted > both {
+        what.push_str(&format!(
+            ", {}% more have 13-19 digits and pass one of the two checks",
+            percent(counted - both, n)
+        ));
     }
+    Some((
+        Kind::CreditCard,
+        confidence.round().min(99.0) as u8,
+        what + &header_reason(&col.name, hint),
+    ))
 }
 
 fn postal_fit(v: &str, integer: bool) -> Fit {
@@ -1606,7 +1914,9 @@ mod tests {
         assert_eq!(ssn_fit("123456789", false), Fit::Weak);
         assert_eq!(ssn_fit("23456789", true), Fit::Weak);
         assert_eq!(card_fit("4111 1111 1111 1111"), Fit::Strong);
-        assert_eq!(card_fit("4111-1111-1111-1112"), Fit::No);
+        assert_eq!(card_fit("4111-1111-1111-1111"), Fit::Strong);
+        assert_eq!(card_fit("4111-1111-1111-1112"), Fit::Weak);
+        assert_eq!(card_fit("7111-1111-1111-1112"), Fit::No);
         assert_eq!(card_fit("378282246310005"), Fit::Strong);
         for good in [
             "(415) 555-0134",
@@ -1812,6 +2122,267 @@ mod tests {
         assert_eq!(
             kind_of(&many("ssn", &|i| format!("١23-45-678{}", i % 10))),
             None
+        );
+    }
+
+    fn integers(name: &str, f: &dyn Fn(usize) -> String) -> ColumnSample {
+        ColumnSample {
+            integer: true,
+            ..many(name, f)
+        }
+    }
+
+    #[test]
+    fn every_type_is_read_or_skipped_with_its_reason() {
+        use datafusion::arrow::datatypes::{Field, IntervalUnit, TimeUnit};
+        for t in [
+            DataType::Int8,
+            DataType::Int16,
+            DataType::Int32,
+            DataType::Int64,
+            DataType::UInt8,
+            DataType::UInt16,
+            DataType::UInt32,
+            DataType::UInt64,
+        ] {
+            assert_eq!(reading(&t), Ok(Reading::Integer), "{t}");
+        }
+        assert_eq!(reading(&DataType::Decimal128(38, 2)), Ok(Reading::Decimal));
+        assert_eq!(reading(&DataType::Decimal256(50, 0)), Ok(Reading::Decimal));
+        assert!(matches!(
+            reading(&DataType::Float64),
+            Ok(Reading::Float { .. })
+        ));
+        assert_eq!(
+            reading(&DataType::Dictionary(
+                Box::new(DataType::Int32),
+                Box::new(DataType::Utf8)
+            )),
+            Ok(Reading::Text)
+        );
+        assert_eq!(
+            reading(&DataType::Timestamp(TimeUnit::Microsecond, None)),
+            Ok(Reading::Temporal)
+        );
+        for (t, why) in [
+            (DataType::Boolean, "Boolean column"),
+            (DataType::Null, "Null column"),
+            (DataType::Binary, "Binary column: binary"),
+            (DataType::FixedSizeBinary(16), "FixedSizeBinary(16) column"),
+            (DataType::Time64(TimeUnit::Nanosecond), "times of day"),
+            (DataType::Interval(IntervalUnit::DayTime), "durations"),
+            (
+                DataType::List(Arc::new(Field::new_list_field(DataType::Utf8, true))),
+                "nested values are not read",
+            ),
+            (
+                DataType::Struct(vec![Field::new("a", DataType::Utf8, true)].into()),
+                "nested values are not read",
+            ),
+            (
+                DataType::Dictionary(Box::new(DataType::Int8), Box::new(DataType::Binary)),
+                "dictionary-encoded Binary column",
+            ),
+        ] {
+            let got = reading(&t).expect_err("skipped");
+            assert!(got.contains(why), "{t}: {got}");
+        }
+    }
+
+    #[test]
+    fn numbers_are_read_as_whole_numbers_only_where_every_digit_is_kept() {
+        let f64_exact = 2f64.powi(53);
+        assert_eq!(
+            whole_float(123_456_789.0, f64_exact),
+            Whole::Exact(123_456_789)
+        );
+        // A 16-digit Visa number fits a double exactly; 19 digits don't.
+        assert_eq!(
+            whole_float(4_111_111_111_111_111.0, f64_exact),
+            Whole::Exact(4_111_111_111_111_111)
+        );
+        assert_eq!(
+            whole_float(6_011_000_000_000_000_004.0, f64_exact),
+            Whole::TooLarge
+        );
+        assert_eq!(whole_float(94105.5, f64_exact), Whole::Fraction);
+        assert_eq!(whole_float(f64::NAN, f64_exact), Whole::Fraction);
+        assert_eq!(whole_float(123_456_789.0, 2f64.powi(24)), Whole::TooLarge);
+        assert_eq!(whole_decimal("4155550134.00"), Some("4155550134"));
+        assert_eq!(whole_decimal("94105"), Some("94105"));
+        assert_eq!(whole_decimal("12.50"), None);
+    }
+
+    #[test]
+    fn export_style_headers_split_and_name_their_kind() {
+        assert_eq!(
+            HeaderWords::new("socialSecNo").words,
+            ["social", "sec", "no"]
+        );
+        assert_eq!(HeaderWords::new("CCNumber").words, ["cc", "number"]);
+        assert_eq!(
+            HeaderWords::new("SOCIAL_SEC_NO").words,
+            ["social", "sec", "no"]
+        );
+        assert_eq!(HeaderWords::new("cust.ssn").words, ["cust", "ssn"]);
+        let named = |h: &str, k: Kind| HeaderWords::new(h).hint(k) == Hint::Strong;
+        for h in [
+            "social_sec_no",
+            "sec_no",
+            "soc_sec",
+            "ssn_no",
+            "socialSecNo",
+            "SOCIAL_SEC_NUM",
+            "Social Security Number",
+            "ss_no",
+            "SSNNumber",
+        ] {
+            assert!(named(h, Kind::Ssn), "{h}");
+        }
+        for h in [
+            "cc",
+            "cc_num",
+            "cc_number",
+            "ccNumber",
+            "pan",
+            "card_no",
+            "CardNum",
+        ] {
+            assert!(named(h, Kind::CreditCard), "{h}");
+        }
+        for h in [
+            "tel_no",
+            "phone_no",
+            "mobile_no",
+            "PHONE2",
+            "Phone Number",
+            "telno",
+        ] {
+            assert!(named(h, Kind::Phone), "{h}");
+        }
+        for h in [
+            "zipcode",
+            "zip_cd",
+            "postal_cd",
+            "ZIP",
+            "Postal Code",
+            "zip5",
+        ] {
+            assert!(named(h, Kind::PostalCode), "{h}");
+        }
+        for h in ["dob", "birth_dt", "bday", "BDay", "Date of Birth"] {
+            assert!(named(h, Kind::DateOfBirth), "{h}");
+        }
+        for h in ["e_mail", "emailaddr", "E-Mail", "EMAIL_ADDR", "email2"] {
+            assert!(named(h, Kind::Email), "{h}");
+        }
+        // Only card-valid values count under `payment`.
+        assert_eq!(
+            HeaderWords::new("payment").hint(Kind::CreditCard),
+            Hint::Weak
+        );
+        for h in ["payment_amount", "account_no", "customer_id", "order_no"] {
+            for k in [Kind::Ssn, Kind::Phone, Kind::CreditCard, Kind::PostalCode] {
+                assert_eq!(HeaderWords::new(h).hint(k), Hint::Against, "{h} {k:?}");
+            }
+        }
+        // An identifier word yields to a header hinting at the kind.
+        assert_eq!(
+            HeaderWords::new("payment_id").hint(Kind::CreditCard),
+            Hint::Weak
+        );
+        assert_eq!(
+            HeaderWords::new("payment_id").hint(Kind::Ssn),
+            Hint::Against
+        );
+        assert_eq!(HeaderWords::new("tax_id").hint(Kind::Ssn), Hint::Weak);
+        // Nothing here names a digit kind.
+        for h in [
+            "section_no",
+            "seconds",
+            "secret",
+            "card_type_id",
+            "cc_email",
+        ] {
+            assert!(!named(h, Kind::Ssn), "{h}");
+        }
+    }
+
+    #[test]
+    fn number_columns_of_the_digit_kinds_are_found_and_their_lookalikes_are_not() {
+        // SSNs as an integer column: 012-34-5678 arrives as 12345678.
+        let ssn = |i: usize| {
+            format!(
+                "{}",
+                (1 + i * 7 % 665) * 1_000_000 + (1 + i % 98) * 10_000 + 1 + i
+            )
+        };
+        assert_eq!(kind_of(&integers("social_sec_no", &ssn)), Some(Kind::Ssn));
+        assert_eq!(kind_of(&integers("sec_no", &ssn)), Some(Kind::Ssn));
+        assert_eq!(kind_of(&integers("id", &ssn)), None);
+        assert_eq!(kind_of(&integers("c7", &ssn)), None);
+        let phone = |i: usize| format!("1415555{:04}", i * 37);
+        assert_eq!(kind_of(&integers("mobile_no", &phone)), Some(Kind::Phone));
+        assert_eq!(kind_of(&integers("account_no", &phone)), None);
+        let zip = |i: usize| format!("{}", 501 + i * 331);
+        assert_eq!(kind_of(&integers("zip_cd", &zip)), Some(Kind::PostalCode));
+        assert_eq!(kind_of(&integers("store_no", &zip)), None);
+        let card = |i: usize| {
+            let body = format!("4{:014}", 1_000_003 * (i + 1));
+            (0..10)
+                .map(|c| format!("{body}{c}"))
+                .find(|d| luhn(d))
+                .unwrap()
+        };
+        assert_eq!(kind_of(&integers("payment", &card)), Some(Kind::CreditCard));
+        assert_eq!(kind_of(&integers("x", &card)), Some(Kind::CreditCard));
+        assert_eq!(kind_of(&integers("transaction_id", &card)), None);
+        // Amounts under `payment` are not cards.
+        let amount = |i: usize| format!("{}", 10 + i * 37);
+        assert_eq!(kind_of(&integers("payment", &amount)), None);
+        // Dash- and space-grouped Visa numbers under `cc_number`, with the
+        // check digit or without (as test data generators write them).
+        let dashed = |i: usize| {
+            let d = card(i);
+            format!("{}-{}-{}-{}", &d[..4], &d[4..8], &d[8..12], &d[12..])
+        };
+        assert_eq!(kind_of(&many("cc_number", &dashed)), Some(Kind::CreditCard));
+        assert_eq!(
+            kind_of(&many("cc_number", &|i| dashed(i).replace('-', " "))),
+            Some(Kind::CreditCard)
+        );
+        let unchecked = |i: usize| {
+            format!(
+                "4{:03}-{:04}-{:04}-{:04}",
+                i % 1000,
+                i * 7 % 10_000,
+                i * 13 % 10_000,
+                i * 17 % 10_000
+            )
+        };
+        assert_eq!(
+            kind_of(&many("cc_number", &unchecked)),
+            Some(Kind::CreditCard)
+        );
+        assert_eq!(kind_of(&many("x", &unchecked)), None);
+        // Under `payment`, a network's prefix and length are needed: a
+        // Luhn-valid number outside the networks is no evidence there.
+        assert_eq!(
+            kind_of(&many("payment", &unchecked)),
+            Some(Kind::CreditCard)
+        );
+        let private = |i: usize| {
+            let body = format!("7{:014}", 1_000_003 * (i + 1));
+            (0..10)
+                .map(|c| format!("{body}{c}"))
+                .find(|d| luhn(d))
+                .unwrap()
+        };
+        assert_eq!(kind_of(&integers("payment", &private)), None);
+        assert_eq!(kind_of(&integers("x", &private)), None);
+        assert_eq!(
+            kind_of(&integers("card_no", &private)),
+            Some(Kind::CreditCard)
         );
     }
 

@@ -1,8 +1,11 @@
 //! Discovery measured on generated data with known answers: columns of
-//! every kind under telling, ambiguous and opaque headers, with nulls and
-//! junk mixed in, beside decoys that share their shapes (nine-digit
-//! customer ids, ten-digit account numbers, sixteen-digit tracking numbers,
-//! company and city names, order and hire dates, MAC addresses...).
+//! every kind under telling, ambiguous and opaque headers (abbreviated,
+//! camelCase, UPPER_CASE, spaced and dotted too), with nulls and junk mixed
+//! in; integer columns of the digit kinds (leading zeros lost); beside
+//! decoys that share their shapes (nine-digit customer ids, ten-digit
+//! account numbers, sixteen-digit tracking numbers, Luhn-valid numbers
+//! outside the card networks, amounts and counts, company and city names,
+//! order and hire dates, MAC addresses...).
 //! Precision and recall per kind are printed (`scripts/test` shows them)
 //! and must each be at least 0.9.
 
@@ -165,6 +168,9 @@ fn card(rng: &mut StdRng) -> String {
         ("37", 15),
         ("6011", 16),
         ("65", 16),
+        ("62", 16),
+        ("3566", 16),
+        ("36", 14),
     ]
     .choose(rng)
     .expect("non-empty");
@@ -177,6 +183,27 @@ fn card(rng: &mut StdRng) -> String {
         }
     }
     d
+}
+
+/// A network's card number whose last digit fails the Luhn check, as test
+/// data generators often write them.
+fn unchecked_card(rng: &mut StdRng) -> String {
+    let d = card(rng);
+    let last = d.as_bytes()[d.len() - 1] - b'0';
+    format!(
+        "{}{}",
+        &d[..d.len() - 1],
+        (last + 1 + rng.random_range(0..8u8)) % 10
+    )
+}
+
+/// A value as an integer column holds it: digits only, leading zeros lost.
+fn as_integer(v: &str) -> String {
+    let d: String = v.chars().filter(char::is_ascii_digit).collect();
+    match d.trim_start_matches('0') {
+        "" => "0".into(),
+        t => t.into(),
+    }
 }
 
 fn nanp(rng: &mut StdRng) -> (String, String, String) {
@@ -236,8 +263,12 @@ fn value(kind: Kind, layout: usize, rng: &mut StdRng, today: NaiveDate) -> Strin
             }
         }
         Kind::CreditCard => {
-            let d = card(rng);
-            match layout % 3 {
+            let d = if layout % 4 == 3 {
+                unchecked_card(rng)
+            } else {
+                card(rng)
+            };
+            match layout % 4 {
                 0 => d,
                 1 => d
                     .as_bytes()
@@ -353,22 +384,71 @@ fn layouts(kind: Kind) -> (usize, &'static [usize], &'static [&'static str]) {
         Kind::Email => (
             3,
             &[0, 1, 2],
-            &["email", "contact_email", "EmailAddress", "e_mail"],
+            &[
+                "email",
+                "contact_email",
+                "EmailAddress",
+                "e_mail",
+                "emailaddr",
+                "E-Mail",
+                "EMAIL_ADDR",
+            ],
         ),
         Kind::Ssn => (
             3,
             &[0],
-            &["ssn", "SSN", "social_security_number", "customerSSN"],
+            &[
+                "ssn",
+                "SSN",
+                "social_security_number",
+                "customerSSN",
+                "social_sec_no",
+                "sec_no",
+                "soc_sec",
+                "ssn_no",
+                "socialSecNo",
+                "SOCIAL_SEC_NUM",
+                "Social Security Number",
+                "person.ssn",
+            ],
         ),
         Kind::Phone => (
             7,
             &[0, 1, 2, 3, 4, 5],
-            &["phone", "phone_number", "mobile", "cellPhone", "fax", "tel"],
+            &[
+                "phone",
+                "phone_number",
+                "mobile",
+                "cellPhone",
+                "fax",
+                "tel",
+                "tel_no",
+                "phone_no",
+                "mobile_no",
+                "PHONE_NUMBER",
+                "Phone Number",
+                "contact.phone",
+                "phone2",
+            ],
         ),
+        // Layout 3 fails the Luhn check: only under a header naming cards
+        // (or `payment`).
         Kind::CreditCard => (
-            3,
+            4,
             &[0, 1, 2],
-            &["credit_card", "card_number", "cc_num", "pan"],
+            &[
+                "credit_card",
+                "card_number",
+                "cc_num",
+                "pan",
+                "cc",
+                "cc_number",
+                "ccNumber",
+                "card_no",
+                "CC_NUM",
+                "Card Number",
+                "payment",
+            ],
         ),
         Kind::Ipv4 | Kind::Ipv6 | Kind::Ip => (
             1,
@@ -378,7 +458,16 @@ fn layouts(kind: Kind) -> (usize, &'static [usize], &'static [&'static str]) {
         Kind::DateOfBirth => (
             3,
             &[0, 1, 2],
-            &["dob", "date_of_birth", "birthDate", "born_on"],
+            &[
+                "dob",
+                "date_of_birth",
+                "birthDate",
+                "born_on",
+                "birth_dt",
+                "bday",
+                "DOB",
+                "Date of Birth",
+            ],
         ),
         Kind::PersonName => (
             4,
@@ -396,7 +485,17 @@ fn layouts(kind: Kind) -> (usize, &'static [usize], &'static [&'static str]) {
         Kind::PostalCode => (
             4,
             &[1, 2, 3],
-            &["zip", "zip_code", "postalCode", "postcode"],
+            &[
+                "zip",
+                "zip_code",
+                "postalCode",
+                "postcode",
+                "zipcode",
+                "zip_cd",
+                "postal_cd",
+                "ZIP",
+                "Postal Code",
+            ],
         ),
     }
 }
@@ -597,6 +696,150 @@ fn decoy(which: usize, rng: &mut StdRng, today: NaiveDate) -> Labeled {
 /// Kinds of decoy column.
 const DECOYS: usize = 30;
 
+/// A column of a digit kind as an integer column holds it (a parquet
+/// `Int64`, or CSV type inference over bare digits): SSNs, ten- or
+/// eleven-digit phone numbers, card numbers and ZIP codes without their
+/// leading zeros. Decimal and float columns are read into the same text
+/// (whole values only), so these stand for them too. Only card numbers,
+/// with their check digit, go under an opaque header.
+fn integer_positive(kind: Kind, rng: &mut StdRng, today: NaiveDate) -> Labeled {
+    let (_, _, headers) = layouts(kind);
+    let opaque = kind == Kind::CreditCard && rng.random_bool(0.3);
+    let header = if opaque {
+        OPAQUE.choose(rng).expect("headers")
+    } else {
+        headers.choose(rng).expect("headers")
+    };
+    let rows = rng.random_range(80..400);
+    let null_rate = rng.random_range(0.0..0.2);
+    let leading_one = rng.random_bool(0.3);
+    let mut values = Vec::with_capacity(rows);
+    for _ in 0..rows {
+        if rng.random_bool(null_rate) {
+            continue;
+        }
+        let v = match kind {
+            Kind::Ssn => value(kind, 1, rng, today),
+            Kind::Phone if leading_one => format!("1{}", value(kind, 6, rng, today)),
+            Kind::Phone => value(kind, 6, rng, today),
+            _ => value(kind, 0, rng, today),
+        };
+        values.push(as_integer(&v));
+    }
+    Labeled {
+        column: ColumnSample {
+            name: header.to_string(),
+            values,
+            integer: true,
+            temporal: false,
+        },
+        truth: Some(kind),
+    }
+}
+
+/// Integer (and whole decimal) columns that look like the digit kinds and
+/// are not: ids, account, order and tracking numbers, amounts, counts,
+/// Luhn-valid numbers outside the card networks.
+fn integer_decoy(which: usize, rng: &mut StdRng) -> Labeled {
+    let rows = rng.random_range(80..400);
+    let luhn_valid = |r: &mut StdRng, first: &[u8], len: usize| {
+        let body = format!(
+            "{}{}",
+            char::from(*first.choose(r).expect("digits")),
+            digits_of(r, len - 2)
+        );
+        (0..10)
+            .map(|c| format!("{body}{c}"))
+            .find(|d| luhn(d))
+            .expect("a check digit")
+    };
+    let (header, make): (&str, Box<dyn Fn(&mut StdRng) -> String>) = match which % INTEGER_DECOYS {
+        0 => ("id", Box::new(|r| as_integer(&digits_of(r, 9)))),
+        1 => (
+            "customer_id",
+            Box::new(|r| r.random_range(100_000_000..999_999_999u64).to_string()),
+        ),
+        2 => (
+            "account_no",
+            Box::new(|r| format!("{}{}", r.random_range(2..10), digits_of(r, 9))),
+        ),
+        3 => ("order_no", Box::new(|r| as_integer(&digits_of(r, 10)))),
+        4 => (
+            "tracking_no",
+            Box::new(|r| format!("{}{}", r.random_range(1..10), digits_of(r, 15))),
+        ),
+        5 => (
+            "shipment_id",
+            Box::new(|r| format!("4{}", digits_of(r, 15))),
+        ),
+        6 => (
+            "amount",
+            Box::new(|r| r.random_range(1_000..99_999u32).to_string()),
+        ),
+        7 => (
+            "payment_amount",
+            Box::new(|r| r.random_range(10..9_999u32).to_string()),
+        ),
+        8 => (
+            "quantity",
+            Box::new(|r| r.random_range(1..500u32).to_string()),
+        ),
+        9 => (
+            "visit_count",
+            Box::new(|r| r.random_range(0..50u32).to_string()),
+        ),
+        // Zero-padded codes, as text: five digits like a ZIP.
+        10 => (
+            "branch_code",
+            Box::new(|r| format!("{:05}", r.random_range(1..2_000u32))),
+        ),
+        11 => ("ref_no", Box::new(move |r| luhn_valid(r, b"0789", 16))),
+        12 => ("c9", Box::new(move |r| luhn_valid(r, b"789", 16))),
+        13 => ("serial", Box::new(move |r| luhn_valid(r, b"456", 16))),
+        14 => (
+            "employee_number",
+            Box::new(|r| r.random_range(100_000_000..899_999_999u64).to_string()),
+        ),
+        15 => (
+            "routing_number",
+            Box::new(|r| format!("0{}", digits_of(r, 8))),
+        ),
+        16 => ("npi", Box::new(|r| format!("1{}", digits_of(r, 9)))),
+        17 => (
+            "payment",
+            Box::new(|r| r.random_range(5..5_000u32).to_string()),
+        ),
+        18 => (
+            "store_no",
+            Box::new(|r| r.random_range(1_000..9_999u32).to_string()),
+        ),
+        // Luhn-valid, but no network's: not a card under `payment`.
+        19 => ("payment", Box::new(move |r| luhn_valid(r, b"789", 16))),
+        _ => (
+            "transaction_id",
+            Box::new(|r| {
+                format!(
+                    "{}",
+                    r.random_range(1_000_000_000_000_000u64..9_000_000_000_000_000)
+                )
+            }),
+        ),
+    };
+    let values = (0..rows).map(|_| as_integer(&make(rng))).collect();
+    Labeled {
+        column: ColumnSample {
+            name: header.to_string(),
+            values,
+            integer: true,
+            temporal: false,
+        },
+        truth: None,
+    }
+}
+
+/// Kinds of integer decoy column.
+const INTEGER_DECOYS: usize = 21;
+
 #[derive(Debug, Default, Clone, Copy)]
 struct Counts {
     positives: usize,
@@ -617,6 +860,14 @@ fn precision_and_recall_on_generated_data() {
         }
         for which in 0..(DECOYS * 3) {
             columns.push(decoy(which, &mut rng, today));
+        }
+        for kind in [Kind::Ssn, Kind::Phone, Kind::CreditCard, Kind::PostalCode] {
+            for _ in 0..10 {
+                columns.push(integer_positive(kind, &mut rng, today));
+            }
+        }
+        for which in 0..(INTEGER_DECOYS * 2) {
+            columns.push(integer_decoy(which, &mut rng));
         }
     }
     let mut counts: BTreeMap<Kind, Counts> = BTreeMap::new();
