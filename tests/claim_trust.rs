@@ -282,3 +282,41 @@ async fn a_reload_applies_new_trust_and_refuses_unknown_levels() {
     let ssns = column(&alice, "clinical.trials", "ssn").await;
     assert!(ssns.iter().all(|s| s.len() == 11));
 }
+
+#[test]
+fn veil_token_warns_that_untrusted_claims_will_be_ignored() {
+    let dir = tempfile::tempdir().unwrap();
+    veil::demo::prepare(dir.path()).unwrap();
+    let out = std::process::Command::new(veil_tests::veil_bin())
+        .args(["token", "--data-dir"])
+        .arg(dir.path())
+        .args([
+            "--user",
+            "alice",
+            "--group",
+            "privileged",
+            "--attr",
+            "state=NY",
+        ])
+        .output()
+        .unwrap();
+    assert!(out.status.success());
+    // stdout is the token alone, so `VEIL_TOKEN=$(veil token ...)` works.
+    let token = String::from_utf8(out.stdout).unwrap();
+    assert_eq!(token.trim().split('.').count(), 3, "{token}");
+    let stderr = String::from_utf8(out.stderr).unwrap();
+    assert!(
+        stderr.contains("ignores this token's --group claims")
+            && stderr.contains("ignores this token's --attr claims")
+            && stderr.contains("[[auth.issuers]]"),
+        "{stderr}"
+    );
+    // Without claims, nothing to warn about.
+    let out = std::process::Command::new(veil_tests::veil_bin())
+        .args(["token", "--data-dir"])
+        .arg(dir.path())
+        .args(["--user", "alice"])
+        .output()
+        .unwrap();
+    assert!(out.status.success() && out.stderr.is_empty());
+}

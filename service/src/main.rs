@@ -100,10 +100,11 @@ static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 fn main() -> ExitCode {
     veil::memory::hold_freed_pages();
     let cli = Cli::parse();
-    veil::logging::init(match &cli.command {
+    let log_format = match &cli.command {
         Commands::Serve { log_format, .. } => *log_format,
         _ => LogFormat::Text,
-    });
+    };
+    veil::logging::init(log_format);
     let result = match cli.command {
         Commands::Serve {
             config,
@@ -129,6 +130,11 @@ fn main() -> ExitCode {
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
+        // A JSON log stays all JSON, for whatever collects it.
+        Err(e) if log_format == LogFormat::Json => {
+            tracing::error!(error = %e.message(), "veil stopped");
+            ExitCode::FAILURE
+        }
         Err(e) => {
             eprintln!("veil: {}", e.message());
             ExitCode::FAILURE
@@ -192,7 +198,7 @@ fn serve(
         running
             .stop_on(async {
                 terminated().await;
-                eprintln!("veil: stopping (in-flight reads finish first)");
+                tracing::info!("stopping (in-flight reads finish first)");
             })
             .await
     })
