@@ -46,7 +46,8 @@ secret_file = "jwt.secret"
 # [[auth.issuers]]
 # issuer = "veil-demo"
 # trust_claims = "groups"          # none | groups | attributes | groups_and_attributes
-# group_prefix = "demo:"           # optional: the token's `x` becomes group `demo:x`
+# group_prefix = "demo:"           # optional: a token's `privileged` would become
+#                                  # `demo:privileged`, which the policies below don't name
 
 [engine]
 # Small endpoints, so the demo shows parallel reads.

@@ -324,6 +324,20 @@ mod tests {
     }
 
     #[test]
+    fn the_demo_trusts_nothing_until_its_example_is_uncommented() {
+        let shipped: crate::config::Config = toml::from_str(crate::demo::DEMO_CONFIG).unwrap();
+        let t = ClaimTrust::from_config(&shipped.auth).unwrap();
+        assert_eq!(t.of("veil-demo"), IssuerTrust::default());
+        let uncommented = crate::demo::DEMO_CONFIG
+            .replace("# [[auth.issuers]]", "[[auth.issuers]]")
+            .replace("# issuer = ", "issuer = ")
+            .replace("# trust_claims = ", "trust_claims = ");
+        let cfg: crate::config::Config = toml::from_str(&uncommented).unwrap();
+        let t = ClaimTrust::from_config(&cfg.auth).unwrap();
+        assert_eq!(t.of("veil-demo").claims, TrustedClaims::Groups);
+    }
+
+    #[test]
     fn bad_entries_are_refused_with_the_reason() {
         let err = |issuers: &str| {
             ClaimTrust::from_config(&auth(issuers))
