@@ -6,7 +6,7 @@
 //! these tests; otherwise an unreachable server fails them with that advice.
 
 use std::path::Path;
-use std::process::{Child, Command, Stdio};
+use std::process::Command;
 use std::time::{Duration, Instant};
 
 use tonic::Code;
@@ -16,70 +16,15 @@ use veil::config::Config;
 use veil_client::{Connection, Scan};
 use veil_proto::UserRef;
 use veil_tests::pg::{Schema, postgres_url};
+use veil_tests::process::ServeProcess;
 use veil_tests::{strings, veil_bin};
 
 const HASH_PII: &str = "[[policies]]\nname = \"hash-pii\"\ntags = [\"PII\"]\nmask = \"hash\"\nexcept = { groups = [\"privileged\"] }\n";
 
-/// A `veil serve` process; killed when dropped.
-struct Node {
-    child: Child,
-    address: String,
-}
-
-impl Node {
-    fn start(config: &Path, name: &str) -> Node {
-        let dir = config.parent().unwrap();
-        let address_file = dir.join(format!("{name}.address"));
-        let _ = std::fs::remove_file(&address_file);
-        let log = std::fs::File::create(dir.join(format!("{name}.log"))).unwrap();
-        let mut child = Command::new(veil_bin())
-            .args(["serve", "--config"])
-            .arg(config)
-            .args(["--listen", "127.0.0.1:0", "--address-file"])
-            .arg(&address_file)
-            .env("RUST_LOG", "info")
-            .stdout(Stdio::null())
-            .stderr(log)
-            .spawn()
-            .expect("veil starts");
-        let deadline = Instant::now() + Duration::from_secs(60);
-        loop {
-            if let Ok(a) = std::fs::read_to_string(&address_file)
-                && a.ends_with('\n')
-            {
-                return Node {
-                    child,
-                    address: a.trim().to_string(),
-                };
-            }
-            if let Some(status) = child.try_wait().unwrap() {
-                panic!(
-                    "node {name} exited ({status}): {}",
-                    std::fs::read_to_string(dir.join(format!("{name}.log"))).unwrap_or_default()
-                );
-            }
-            assert!(
-                Instant::now() < deadline,
-                "node {name} did not start in 60 s"
-            );
-            std::thread::sleep(Duration::from_millis(50));
-        }
-    }
-
-    fn hangup(&self) {
-        let status = Command::new("kill")
-            .args(["-HUP", &self.child.id().to_string()])
-            .status()
-            .unwrap();
-        assert!(status.success());
-    }
-}
-
-impl Drop for Node {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
+/// A `veil serve --config CONFIG` process logging into `NAME.log` beside it.
+fn node(config: &Path, name: &str) -> ServeProcess {
+    let dir = config.parent().unwrap();
+    ServeProcess::start(dir, name, [Path::new("--config"), config], "info")
 }
 
 fn is_raw_ssn(s: &str) -> bool {
@@ -135,8 +80,8 @@ async fn two_nodes_share_one_postgres_state() {
         .unwrap();
         path
     };
-    let b = Node::start(&node_config("b", ""), "b");
-    let a = Node::start(
+    let b = node(&node_config("b", ""), "b");
+    let a = node(
         &node_config(
             "a",
             &format!(
@@ -181,7 +126,7 @@ async fn two_nodes_share_one_postgres_state() {
     let a_toml = dir.path().join("a.toml");
     let a_text = std::fs::read_to_string(&a_toml).unwrap();
     std::fs::write(&a_toml, a_text.replace(HASH_PII, "")).unwrap();
-    a.hangup();
+    a.signal("HUP");
     let deadline = Instant::now() + Duration::from_secs(20);
     loop {
         let now = ssns(&alice_b).await.unwrap();

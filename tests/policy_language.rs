@@ -108,6 +108,11 @@ fn write_flows(dir: &Path) {
 }
 
 const FLOWS_CONFIG: &str = r#"
+# Explain's --group claims (as a token would carry them) count here.
+[[auth.issuers]]
+issuer = "veil-demo"
+trust_claims = "groups"
+
 [[datasets]]
 name = "net.flows"
 format = "parquet"
@@ -559,7 +564,8 @@ async fn explain_shows_each_policy_and_the_step_that_matched() {
             .iter()
             .any(|f| f["name"] == "ip" && f["type"] == "Utf8")
     );
-    // Claims the token would carry change the answer.
+    // Claims the token would carry change the answer (the demo issuer is
+    // trusted for groups in this config).
     let text = dave
         .explain(ExplainRequest {
             user: Some(user("zed")),

@@ -54,10 +54,12 @@ struct ExplainOptions {
     /// The user's token issuer (default: auth.default_issuer).
     #[arg(long)]
     issuer: Option<String>,
-    /// A group the user's token carries (repeatable; the directory's are added).
+    /// A group the user's token carries (repeatable; the directory's are
+    /// added). Counts only if the issuer is trusted for groups.
     #[arg(long = "group")]
     groups: Vec<String>,
-    /// KEY=VALUE the user's token carries (repeatable).
+    /// KEY=VALUE the user's token carries (repeatable). Counts only if the
+    /// issuer is trusted for attributes.
     #[arg(long = "attr")]
     attrs: Vec<String>,
 }

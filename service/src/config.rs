@@ -220,6 +220,10 @@ pub struct AuthConfig {
     pub attributes_claim: String,
     #[serde(default)]
     pub keys: Vec<KeyConfig>,
+    /// Which claims each issuer's tokens are believed for. An issuer with
+    /// no entry asserts nothing beyond the directory.
+    #[serde(default)]
+    pub issuers: Vec<IssuerConfig>,
 }
 
 impl AuthConfig {
@@ -261,6 +265,63 @@ pub struct KeyConfig {
     pub jwks_file: Option<PathBuf>,
     #[serde(default)]
     pub kid: Option<String>,
+}
+
+/// What Veil believes in one issuer's tokens (`[[auth.issuers]]`). Trust is
+/// per issuer, not per key: every key of an issuer speaks for the same
+/// identity provider, so its keys can rotate without the trust changing.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct IssuerConfig {
+    /// The `iss` of one or more `[[auth.keys]]` entries.
+    pub issuer: String,
+    /// Which of the token's group and attribute claims are merged with the
+    /// directory; the others are ignored.
+    pub trust_claims: TrustedClaims,
+    /// Put before every group this issuer's tokens assert (`idp2:` makes
+    /// `analysts` the group `idp2:analysts`), so its groups can't take the
+    /// names of the directory's or another issuer's.
+    #[serde(default)]
+    pub group_prefix: Option<String>,
+}
+
+/// The claims an issuer is trusted for.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum TrustedClaims {
+    /// The token names the user; groups and attributes come from the
+    /// directory only (the default for every issuer).
+    #[default]
+    None,
+    Groups,
+    Attributes,
+    GroupsAndAttributes,
+}
+
+impl TrustedClaims {
+    pub fn groups(self) -> bool {
+        matches!(
+            self,
+            TrustedClaims::Groups | TrustedClaims::GroupsAndAttributes
+        )
+    }
+
+    pub fn attributes(self) -> bool {
+        matches!(
+            self,
+            TrustedClaims::Attributes | TrustedClaims::GroupsAndAttributes
+        )
+    }
+
+    /// As written in the config.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            TrustedClaims::None => "none",
+            TrustedClaims::Groups => "groups",
+            TrustedClaims::Attributes => "attributes",
+            TrustedClaims::GroupsAndAttributes => "groups_and_attributes",
+        }
+    }
 }
 
 /// The audit trail's checkpoints and retention (`[audit]`).

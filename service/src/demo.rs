@@ -40,6 +40,15 @@ issuer = "veil-demo"
 algorithm = "HS256"
 secret_file = "jwt.secret"
 
+# A token names its user; groups and attributes come from [[users]] below.
+# Groups and attributes inside tokens (`veil token --group/--attr`) are
+# ignored unless their issuer is trusted for them:
+# [[auth.issuers]]
+# issuer = "veil-demo"
+# trust_claims = "groups"          # none | groups | attributes | groups_and_attributes
+# group_prefix = "demo:"           # optional: a token's `privileged` would become
+#                                  # `demo:privileged`, which the policies below don't name
+
 [engine]
 # Small endpoints, so the demo shows parallel reads.
 rows_per_endpoint = 40000

@@ -7,10 +7,12 @@ use clap::{Parser, Subcommand};
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
+use veil::auth::claim_trust::ClaimTrust;
 use veil::auth::identity::Attributes;
 use veil::auth::jwt::TokenMinter;
 use veil::config::Config;
 use veil::error::VeilError;
+use veil::logging::LogFormat;
 use veil::server::{ServeOptions, start};
 
 #[derive(Debug, Parser)]
@@ -46,16 +48,21 @@ enum Commands {
         /// Write the bound address to this file once listening.
         #[arg(long)]
         address_file: Option<PathBuf>,
+        /// How log lines (stderr) are written: text, or one JSON object per line.
+        #[arg(long, value_enum, env = "VEIL_LOG_FORMAT", default_value = "text")]
+        log_format: LogFormat,
     },
     /// Print a JWT signed with the configured (or demo) HS256 key.
     Token {
         /// Subject of the token.
         #[arg(long)]
         user: String,
-        /// Group claim (repeatable); the directory may add more.
+        /// Group claim (repeatable); believed only if the key's issuer is
+        /// trusted for groups ([[auth.issuers]]); the directory adds more.
         #[arg(long = "group")]
         groups: Vec<String>,
-        /// Attribute claim KEY=VALUE (repeatable).
+        /// Attribute claim KEY=VALUE (repeatable); believed only if the
+        /// key's issuer is trusted for attributes.
         #[arg(long = "attr")]
         attrs: Vec<String>,
         /// Lifetime in seconds.
@@ -92,15 +99,12 @@ static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
 fn main() -> ExitCode {
     veil::memory::hold_freed_pages();
-    tracing_subscriber::fmt()
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_default_env()
-                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
-        )
-        .with_writer(std::io::stderr)
-        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
-        .init();
     let cli = Cli::parse();
+    let log_format = match &cli.command {
+        Commands::Serve { log_format, .. } => *log_format,
+        _ => LogFormat::Text,
+    };
+    veil::logging::init(log_format);
     let result = match cli.command {
         Commands::Serve {
             config,
@@ -109,6 +113,7 @@ fn main() -> ExitCode {
             data_dir,
             insecure,
             address_file,
+            log_format: _,
         } => serve(config, listen, demo, &data_dir, insecure, address_file),
         Commands::Token {
             user,
@@ -125,6 +130,11 @@ fn main() -> ExitCode {
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
+        // A JSON log stays all JSON, for whatever collects it.
+        Err(e) if log_format == LogFormat::Json => {
+            tracing::error!(error = %e.message(), "veil stopped");
+            ExitCode::FAILURE
+        }
         Err(e) => {
             eprintln!("veil: {}", e.client_message());
             ExitCode::FAILURE
@@ -188,7 +198,7 @@ fn serve(
         running
             .stop_on(async {
                 terminated().await;
-                eprintln!("veil: stopping (in-flight reads finish first)");
+                tracing::info!("stopping (in-flight reads finish first)");
             })
             .await
     })
@@ -291,6 +301,31 @@ fn token(
         ));
     }
     let minter = TokenMinter::from_config(&cfg.auth, &cfg.base_dir)?;
-    println!("{}", minter.mint(user, groups, &attributes, ttl)?);
+    let token = minter.mint(user, groups, &attributes, ttl)?;
+    // stdout holds the token alone (`VEIL_TOKEN=$(veil token ...)`); what the
+    // server will make of its claims goes to stderr.
+    let trust = ClaimTrust::from_config(&cfg.auth)?.of(minter.issuer());
+    let issuer = minter.issuer();
+    if !groups.is_empty() && !trust.claims.groups() {
+        eprintln!(
+            "veil: warning: the server ignores this token's --group claims: issuer '{issuer}' is not trusted for groups. Give the user groups in the directory (`veil admin put-user`), or trust the issuer in [[auth.issuers]] (README: \"Which claims Veil trusts\")"
+        );
+    } else if !groups.is_empty() && !trust.group_prefix.is_empty() {
+        eprintln!(
+            "veil: note: issuer '{issuer}' has group_prefix \"{}\": the server sees these groups as {}",
+            trust.group_prefix,
+            groups
+                .iter()
+                .map(|g| format!("'{}{g}'", trust.group_prefix))
+                .collect::<Vec<_>>()
+                .join(", ")
+        );
+    }
+    if !attributes.is_empty() && !trust.claims.attributes() {
+        eprintln!(
+            "veil: warning: the server ignores this token's --attr claims: issuer '{issuer}' is not trusted for attributes. Give the user attributes in the directory (`veil admin put-user`), or trust the issuer in [[auth.issuers]] (README: \"Which claims Veil trusts\")"
+        );
+    }
+    println!("{token}");
     Ok(())
 }

@@ -2,6 +2,7 @@
 //! and policies, and clients that authenticate as the demo users.
 
 pub mod pg;
+pub mod process;
 pub mod s3;
 
 use std::path::{Path, PathBuf};

@@ -1,12 +1,13 @@
-//! Turning a bearer token into a [`Principal`]: verify the token, then merge
-//! its claims with Veil's directory (groups, attributes, permissions,
-//! disabled users). Transport-agnostic; the Flight layer calls it from a
-//! tower layer so no handler can skip it.
+//! Turning a bearer token into a [`Principal`]: verify the token, keep the
+//! claims its issuer is trusted for, then merge them with Veil's directory
+//! (groups, attributes, permissions, disabled users). Transport-agnostic;
+//! the Flight layer calls it from a tower layer so no handler can skip it.
 
 use std::collections::BTreeSet;
 use std::sync::{Arc, RwLock};
 
-use super::identity::{Attributes, ClientInfo, Identity, Principal};
+use super::claim_trust::{AdmittedClaims, AssertedClaims, ClaimSource, ClaimSources, IssuerTrust};
+use super::identity::{ClientInfo, Identity, Principal};
 use super::jwt::TokenVerifier;
 use crate::audit::{AuditEvent, AuditLog};
 use crate::catalog::state::StateCache;
@@ -45,6 +46,12 @@ impl Authenticator {
             .write()
             .unwrap_or_else(std::sync::PoisonError::into_inner);
         *guard = Arc::new(verifier);
+    }
+
+    /// Weigh `asserted` against the trust of `source`'s issuer, as a token
+    /// from it would be (explain uses this for its hypothetical claims).
+    pub fn admit(&self, source: ClaimSource, asserted: AssertedClaims) -> AdmittedClaims {
+        self.verifier().trust().admit(source, asserted)
     }
 
     fn verifier(&self) -> Arc<TokenVerifier> {
@@ -87,35 +94,74 @@ impl Authenticator {
             .ok_or_else(|| {
                 VeilError::Unauthenticated("the authorization header must be 'Bearer <JWT>'".into())
             })?;
-        let claims = self.verifier().verify(token.trim())?;
+        let verifier = self.verifier();
+        let claims = verifier.verify(token.trim())?;
         let snapshot = self.state.current().await?;
         if snapshot.disabled.contains(&claims.identity) {
             return Err(VeilError::PermissionDenied(
                 "this user is disabled in Veil's directory; ask a user administrator".into(),
             ));
         }
-        Ok(merge_with_directory(
+        let source = ClaimSource::Token {
+            issuer: claims.identity.issuer.clone(),
+        };
+        let admitted = verifier.trust().admit(source, claims.asserted);
+        let merged = merge_with_directory(
             &snapshot,
             claims.identity,
-            claims.groups,
-            claims.attributes,
+            admitted,
             &self.fingerprint_key,
             client,
-        ))
+        );
+        if !merged.ignored.is_empty() {
+            // Counts only: the values are the caller's to see (explain), and
+            // a log is no place for them.
+            tracing::debug!(
+                issuer = %merged.principal.identity.issuer,
+                groups = merged.ignored.groups.len(),
+                attributes = merged.ignored.attributes.len(),
+                "ignored token claims the issuer is not trusted for"
+            );
+        }
+        Ok(merged.principal)
     }
 }
 
-/// A principal from token claims plus Veil's directory: the directory's
+/// A principal, where each of its groups and attribute values came from,
+/// and what its token asserted that was not believed.
+#[derive(Debug, Clone)]
+pub struct MergedPrincipal {
+    /// Built from trusted claims and the directory only, so its fingerprint
+    /// (and the tickets and caches keyed by it) never depends on an ignored
+    /// claim.
+    pub principal: Principal,
+    pub sources: ClaimSources,
+    /// The trust of the claims' issuer.
+    pub trust: IssuerTrust,
+    /// Claims the issuer isn't trusted for, as asserted.
+    pub ignored: AssertedClaims,
+}
+
+/// A principal from admitted claims plus Veil's directory: the directory's
 /// groups and attribute values are added, permissions come from grants.
 pub fn merge_with_directory(
     snapshot: &Snapshot,
     identity: Identity,
-    mut groups: BTreeSet<String>,
-    mut attributes: Attributes,
+    claims: AdmittedClaims,
     fingerprint_key: &SecretKey,
     client: ClientInfo,
-) -> Principal {
+) -> MergedPrincipal {
+    let mut sources = ClaimSources::default();
+    sources.add(&claims.source, &claims.groups, &claims.attributes);
+    let AdmittedClaims {
+        trust,
+        mut groups,
+        mut attributes,
+        ignored,
+        ..
+    } = claims;
     if let Some(u) = snapshot.users.get(&identity) {
+        sources.add(&ClaimSource::Directory, &u.groups, &u.attributes);
         groups.extend(u.groups.iter().cloned());
         for (k, vs) in &u.attributes {
             attributes
@@ -129,12 +175,147 @@ pub fn merge_with_directory(
         .get(&identity)
         .map(|g| g.keys().copied().collect())
         .unwrap_or_default();
-    Principal::new(
-        identity,
-        groups,
-        attributes,
-        permissions,
-        fingerprint_key,
-        client,
-    )
+    MergedPrincipal {
+        principal: Principal::new(
+            identity,
+            groups,
+            attributes,
+            permissions,
+            fingerprint_key,
+            client,
+        ),
+        sources,
+        trust,
+        ignored,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::auth::identity::Attributes;
+    use crate::config::AuthConfig;
+    use crate::secrets::{KeyPurpose, MasterKey};
+    use crate::store::model::UserRecord;
+
+    fn trust(issuers: &str) -> crate::auth::claim_trust::ClaimTrust {
+        let cfg: AuthConfig = toml::from_str(&format!(
+            "audience = \"veil\"\n\
+             [[keys]]\nissuer = \"dev\"\nalgorithm = \"HS256\"\nsecret_file = \"s\"\n\
+             [[keys]]\nissuer = \"idp\"\nalgorithm = \"HS256\"\nsecret_file = \"t\"\n{issuers}"
+        ))
+        .unwrap();
+        crate::auth::claim_trust::ClaimTrust::from_config(&cfg).unwrap()
+    }
+
+    /// alice of `dev` is an analyst in CA in the directory.
+    fn directory() -> Snapshot {
+        let mut s = Snapshot::default();
+        let mut attributes = Attributes::new();
+        attributes.insert("state".into(), BTreeSet::from(["CA".to_string()]));
+        s.users.insert(
+            Identity::new("dev", "alice"),
+            UserRecord {
+                groups: BTreeSet::from(["analysts".to_string()]),
+                attributes,
+            },
+        );
+        s
+    }
+
+    fn claims(groups: &[&str], attrs: &[(&str, &str)]) -> AssertedClaims {
+        let mut a = AssertedClaims {
+            groups: groups.iter().map(|g| g.to_string()).collect(),
+            attributes: Attributes::new(),
+        };
+        for (k, v) in attrs {
+            a.attributes
+                .entry(k.to_string())
+                .or_default()
+                .insert(v.to_string());
+        }
+        a
+    }
+
+    fn merge(
+        trust: &crate::auth::claim_trust::ClaimTrust,
+        issuer: &str,
+        asserted: AssertedClaims,
+    ) -> MergedPrincipal {
+        let key = MasterKey::from_bytes([7; 32]).derive(KeyPurpose::Fingerprint);
+        let source = ClaimSource::Token {
+            issuer: issuer.into(),
+        };
+        merge_with_directory(
+            &directory(),
+            Identity::new(issuer, "alice"),
+            trust.admit(source, asserted),
+            &key,
+            ClientInfo::default(),
+        )
+    }
+
+    #[test]
+    fn untrusted_claims_change_neither_the_principal_nor_its_fingerprint() {
+        let t = trust("");
+        let bare = merge(&t, "dev", AssertedClaims::default());
+        let claimed = merge(&t, "dev", claims(&["privileged"], &[("state", "NY")]));
+        assert_eq!(claimed.principal.groups, bare.principal.groups);
+        assert_eq!(claimed.principal.attributes, bare.principal.attributes);
+        assert_eq!(claimed.principal.fingerprint, bare.principal.fingerprint);
+        assert!(
+            claimed.principal.in_group("analysts"),
+            "the directory still counts"
+        );
+        assert!(!claimed.principal.in_group("privileged"));
+        assert_eq!(claimed.ignored, claims(&["privileged"], &[("state", "NY")]));
+    }
+
+    #[test]
+    fn sources_name_the_directory_and_the_trusted_issuer() {
+        let t = trust(
+            "[[issuers]]\nissuer = \"dev\"\ntrust_claims = \"groups_and_attributes\"\n\
+             [[issuers]]\nissuer = \"idp\"\ntrust_claims = \"groups\"\ngroup_prefix = \"idp:\"\n",
+        );
+        let dev = ClaimSource::Token {
+            issuer: "dev".into(),
+        };
+        let m = merge(
+            &t,
+            "dev",
+            claims(&["analysts", "privileged"], &[("state", "NY")]),
+        );
+        assert_eq!(
+            m.sources.groups["analysts"],
+            BTreeSet::from([ClaimSource::Directory, dev.clone()])
+        );
+        assert_eq!(
+            m.sources.groups["privileged"],
+            BTreeSet::from([dev.clone()])
+        );
+        assert_eq!(
+            m.sources.attributes["state"]["CA"],
+            BTreeSet::from([ClaimSource::Directory])
+        );
+        assert_eq!(m.sources.attributes["state"]["NY"], BTreeSet::from([dev]));
+        assert!(m.ignored.is_empty());
+        // Trusted claims do count in the fingerprint.
+        assert_ne!(
+            m.principal.fingerprint,
+            merge(&t, "dev", AssertedClaims::default())
+                .principal
+                .fingerprint
+        );
+
+        // Another issuer: prefixed groups, its attributes ignored, and
+        // alice of `idp` is not alice of `dev` (no directory entry).
+        let m = merge(&t, "idp", claims(&["analysts"], &[("state", "NY")]));
+        assert_eq!(
+            m.principal.groups,
+            BTreeSet::from(["idp:analysts".to_string()])
+        );
+        assert!(m.principal.attributes.is_empty());
+        assert_eq!(m.ignored.attributes.len(), 1);
+        assert_eq!(m.trust.group_prefix, "idp:");
+    }
 }

@@ -5,6 +5,10 @@
 //! RSA public key can never be abused as an HMAC secret, and `alg: none`
 //! matches nothing. Issuer, audience, expiry, not-before and a maximum
 //! lifetime (`exp - iat`) are all required.
+//!
+//! A verified token says who the user is; whether its group and attribute
+//! claims are believed is the issuer's trust ([`ClaimTrust`]), built from the
+//! same `[auth]` section so a reload swaps both at once.
 
 use jsonwebtoken::jwk::{AlgorithmParameters, EllipticCurve, JwkSet, KeyAlgorithm};
 use jsonwebtoken::{Algorithm, DecodingKey, EncodingKey, Header, Validation};
@@ -13,6 +17,7 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::fmt;
 use std::path::Path;
 
+use crate::auth::claim_trust::{AssertedClaims, ClaimTrust};
 use crate::auth::identity::{Attributes, Identity};
 use crate::config::{AuthConfig, KeyConfig};
 use crate::error::{Result, VeilError};
@@ -35,12 +40,12 @@ impl fmt::Debug for PinnedKey {
     }
 }
 
-/// The verified content of a token.
+/// The verified content of a token: who, and the group and attribute claims
+/// as asserted (not yet weighed against the issuer's trust).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct VerifiedClaims {
     pub identity: Identity,
-    pub groups: BTreeSet<String>,
-    pub attributes: Attributes,
+    pub asserted: AssertedClaims,
 }
 
 #[derive(Debug)]
@@ -51,6 +56,7 @@ pub struct TokenVerifier {
     leeway_secs: u64,
     groups_claim: String,
     attributes_claim: String,
+    trust: ClaimTrust,
 }
 
 fn unauthenticated(m: &str) -> VeilError {
@@ -87,6 +93,7 @@ impl TokenVerifier {
                 "no token keys configured: add at least one [[auth.keys]] entry".into(),
             ));
         }
+        let trust = ClaimTrust::from_config(cfg)?;
         Ok(Self {
             keys,
             audience: cfg.audience.clone(),
@@ -94,7 +101,13 @@ impl TokenVerifier {
             leeway_secs: cfg.leeway_secs,
             groups_claim: cfg.groups_claim.clone(),
             attributes_claim: cfg.attributes_claim.clone(),
+            trust,
         })
+    }
+
+    /// Which claims each issuer's tokens are believed for.
+    pub fn trust(&self) -> &ClaimTrust {
+        &self.trust
     }
 
     /// Verify a compact JWT.
@@ -207,8 +220,7 @@ impl TokenVerifier {
         }
         Ok(VerifiedClaims {
             identity: Identity::new(issuer, subject),
-            groups,
-            attributes,
+            asserted: AssertedClaims { groups, attributes },
         })
     }
 }
@@ -366,6 +378,11 @@ impl TokenMinter {
         })
     }
 
+    /// The issuer minted tokens carry.
+    pub fn issuer(&self) -> &str {
+        &self.issuer
+    }
+
     pub fn mint(
         &self,
         subject: &str,
@@ -436,8 +453,8 @@ mod tests {
         let t = m.mint("alice", &["analysts".into()], &attrs, 60).unwrap();
         let c = v.verify(&t).unwrap();
         assert_eq!(c.identity, Identity::new("iss", "alice"));
-        assert!(c.groups.contains("analysts"));
-        assert_eq!(c.attributes["state"].len(), 2);
+        assert!(c.asserted.groups.contains("analysts"));
+        assert_eq!(c.asserted.attributes["state"].len(), 2);
     }
 
     #[test]
@@ -508,6 +525,7 @@ mod tests {
         assert!(
             v.verify(&sign(Algorithm::ES256, None, &ec, "e"))
                 .unwrap()
+                .asserted
                 .groups
                 .contains("g")
         );

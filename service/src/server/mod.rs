@@ -153,6 +153,7 @@ pub async fn start(cfg: Config, opts: ServeOptions) -> Result<Running> {
         audit.clone(),
         roots,
         Arc::clone(&reloader),
+        Arc::clone(&auth),
     ));
     let locations = endpoint_locations(&cfg)?;
     let flight = VeilFlight::new(

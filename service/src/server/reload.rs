@@ -1,8 +1,9 @@
 //! Re-reading the config file without a restart (SIGHUP or `veil.reload`).
 //!
 //! A reload re-applies the config-declared policies, users, grants and
-//! datasets, the dataset roots and the token keys (`[auth]`, so keys can be
-//! rotated). Where the server listens, its TLS identity, its store, its
+//! datasets, the dataset roots, and the token keys with their issuers' claim
+//! trust (`[auth]`, so keys can be rotated and trust changed: both live in the
+//! `TokenVerifier` swapped here). Where the server listens, its TLS identity, its store, its
 //! remote object stores and its engine settings are fixed for the life of the process: a changed value
 //! there is reported as needing a restart, and the running value stays.
 //!

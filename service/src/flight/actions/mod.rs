@@ -25,6 +25,7 @@ use veil_proto::{
 
 use super::status::to_status;
 use crate::audit::{AuditEvent, AuditLog};
+use crate::auth::authenticator::Authenticator;
 use crate::auth::identity::{Identity, Permission, Principal};
 use crate::catalog::roots::SharedRoots;
 use crate::catalog::{NewDataset, build_dataset};
@@ -236,6 +237,8 @@ pub struct Admin {
     audit: AuditLog,
     roots: Arc<SharedRoots>,
     reloader: Arc<Reloader>,
+    /// Explain weighs hypothetical token claims as the authenticator would.
+    auth: Arc<Authenticator>,
 }
 
 fn decode<T: Message + Default>(body: &[u8]) -> Result<T> {
@@ -265,12 +268,14 @@ impl Admin {
         audit: AuditLog,
         roots: Arc<SharedRoots>,
         reloader: Arc<Reloader>,
+        auth: Arc<Authenticator>,
     ) -> Self {
         Self {
             engine,
             audit,
             roots,
             reloader,
+            auth,
         }
     }
 

@@ -20,7 +20,8 @@ use veil_proto::{
 
 use super::{Admin, ack, denied};
 use crate::audit::AuditEvent;
-use crate::auth::authenticator::merge_with_directory;
+use crate::auth::authenticator::{MergedPrincipal, merge_with_directory};
+use crate::auth::claim_trust::{AssertedClaims, ClaimSource};
 use crate::auth::identity::{Attributes, ClientInfo, Permission, Principal};
 use crate::error::{Result, VeilError};
 use crate::policy::effective::{Access, access, applies_to, data_policy};
@@ -330,20 +331,30 @@ impl Admin {
         event.message = format!("explain for {who}");
         let d = self.owned_dataset(p, &req.dataset, "explain").await?;
         let snapshot = self.engine.state().current().await?;
-        let mut attributes = Attributes::new();
+        let mut asserted = AssertedClaims {
+            groups: req.groups.iter().cloned().collect(),
+            attributes: Attributes::new(),
+        };
         for a in &req.attributes {
-            attributes
+            asserted
+                .attributes
                 .entry(a.key.clone())
                 .or_default()
                 .extend(a.values.iter().cloned());
         }
+        // The claims are what a token from the user's issuer would carry, so
+        // they get that issuer's trust: explain answers what the user would
+        // really get, and shows what would be ignored.
+        let source = ClaimSource::Explain {
+            issuer: who.issuer.clone(),
+        };
+        let admitted = self.auth.admit(source, asserted);
         // The fingerprint of an explained principal is never used.
         let key = MasterKey::from_bytes([0; 32]).derive(KeyPurpose::Fingerprint);
-        let principal = merge_with_directory(
+        let merged = merge_with_directory(
             &snapshot,
             who.clone(),
-            req.groups.iter().cloned().collect(),
-            attributes,
+            admitted,
             &key,
             ClientInfo::default(),
         );
@@ -351,13 +362,53 @@ impl Admin {
         Ok(vec![explain_json(
             &snapshot,
             &d,
-            &principal,
+            &merged,
             self.engine.default_issuer(),
         )])
     }
 }
 
-fn explain_json(snapshot: &Snapshot, d: &DatasetRecord, who: &Principal, issuer: &str) -> Vec<u8> {
+/// Where each group and attribute value came from, the issuer's trust, and
+/// the claims it would ignore.
+fn add_claim_sources(out: &mut serde_json::Value, merged: &MergedPrincipal) {
+    let labels = |s: &std::collections::BTreeSet<ClaimSource>| -> Vec<String> {
+        s.iter().map(ToString::to_string).collect()
+    };
+    let sources = &merged.sources;
+    out["sources"] = json!({
+            "groups": sources
+                .groups
+                .iter()
+                .map(|(g, s)| (g.clone(), json!(labels(s))))
+                .collect::<serde_json::Map<_, _>>(),
+            "attributes": sources
+                .attributes
+                .iter()
+                .map(|(k, vs)| {
+                    let values: serde_json::Map<_, _> =
+                        vs.iter().map(|(v, s)| (v.clone(), json!(labels(s)))).collect();
+                    (k.clone(), json!(values))
+                })
+                .collect::<serde_json::Map<_, _>>(),
+    });
+    out["token_trust"] = json!({
+        "issuer": merged.principal.identity.issuer,
+        "trust_claims": merged.trust.claims.as_str(),
+        "group_prefix": merged.trust.group_prefix,
+    });
+    out["ignored_claims"] = json!({
+        "groups": merged.ignored.groups,
+        "attributes": merged.ignored.attributes,
+    });
+}
+
+fn explain_json(
+    snapshot: &Snapshot,
+    d: &DatasetRecord,
+    merged: &MergedPrincipal,
+    issuer: &str,
+) -> Vec<u8> {
+    let who = &merged.principal;
     let mut subscription = Vec::new();
     let none = Default::default();
     let approved = snapshot.approvals.get(&d.id).unwrap_or(&none);
@@ -393,6 +444,7 @@ fn explain_json(snapshot: &Snapshot, d: &DatasetRecord, who: &Principal, issuer:
         },
         "subscription": decisions(&subscription),
     });
+    add_claim_sources(&mut out, merged);
     // What the user would get once admitted (also shown for datasets they
     // can only request, so an approver knows what they would release).
     if matches!(verdict, Some(Access::Read | Access::Request)) {
