@@ -166,7 +166,7 @@ pub const ACTIONS: &[(&str, Requirement, &str)] = &[
     (
         actions::LIST_POLICIES,
         Requirement::Anyone,
-        "Policies you govern or that apply to datasets you own, as JSON.",
+        "Policies you govern, that apply to datasets you own, or (for data owners) global ones, as JSON.",
     ),
     (
         actions::EXPLAIN,
@@ -1005,7 +1005,7 @@ fn retag_column(
         .any(|t| global_tags.iter().any(|g| tag_covers(g, t)));
     if touches_global && !p.has(Permission::Governance) {
         return Err(denied(
-            "changing tags that global policies target",
+            "changing tags that global policies target (`veil admin policies` lists them)",
             "GOVERNANCE",
         ));
     }

@@ -260,10 +260,18 @@ impl Admin {
     /// Does `veil.list_policies` show `pol` to `p`? Governors see every
     /// policy; others the ones that apply to datasets they own and the
     /// restricted ones naming them: every policy of every namespace they
-    /// may write into, and nothing of the others.
+    /// may write into, and nothing of the others. Data owners (and
+    /// `CREATE_DATA_SOURCE` holders) also see every global policy: they are
+    /// the rules a tag brings, and a tag change refused for touching one
+    /// would otherwise tell of a policy they couldn't list.
     fn may_list(&self, p: &Principal, pol: &Policy, snapshot: &Snapshot) -> bool {
         let issuer = self.engine.default_issuer();
+        let owner = || {
+            p.has(Permission::CreateDataSource)
+                || snapshot.datasets.values().any(|d| d.is_owner(&p.identity))
+        };
         p.has(Permission::Governance)
+            || (pol.is_unrestricted_global() && owner())
             || pol
                 .spec
                 .restricted_to
