@@ -457,7 +457,10 @@ async fn owners_write_restricted_global_policies_over_what_they_own() {
     dave.grant(user("erin"), "CREATE_DATA_SOURCE")
         .await
         .unwrap();
-    let erin = server.connect("erin").await;
+    // ... into her own schema, which the directory grants her.
+    let erin = server
+        .connect_token(&server.token_with("erin", &[], &[("veil.schemas", "erin")]))
+        .await;
     let people = server.dir.path().join("data/erin.csv");
     std::fs::write(&people, "id,email\n1,a@x.com\n2,b@x.com\n").unwrap();
     erin.register_dataset(veil_proto::RegisterDatasetRequest {
@@ -698,7 +701,10 @@ async fn owners_cannot_untag_a_global_row_policy_off_or_learn_hidden_names() {
     dave.grant(user("erin"), "CREATE_DATA_SOURCE")
         .await
         .unwrap();
-    let erin = server.connect("erin").await;
+    // ... into her own schema, which the directory grants her.
+    let erin = server
+        .connect_token(&server.token_with("erin", &[], &[("veil.schemas", "erin")]))
+        .await;
     let offices = server.dir.path().join("data/offices.csv");
     std::fs::write(&offices, "id,state\n1,CA\n2,NY\n3,TX\n").unwrap();
     erin.register_dataset(veil_proto::RegisterDatasetRequest {

@@ -222,8 +222,15 @@ async fn administration_cannot_bypass_policies_or_lock_itself_out() {
     let server = TestServer::demo().await;
     let dave = server.connect("dave").await;
     let data = server.dir.path().join("data");
-    // zed may register data sources, nothing more.
+    // zed may register data sources into the schema `zed`, nothing more.
     dave.grant(user("zed"), "CREATE_DATA_SOURCE").await.unwrap();
+    dave.put_user(
+        user("zed"),
+        &[],
+        &[("veil.schemas".into(), vec!["zed".into()])],
+    )
+    .await
+    .unwrap();
     let zed = server.connect("zed").await;
     let register = |name: &str, location: &std::path::Path| veil_proto::RegisterDatasetRequest {
         name: name.into(),

@@ -242,8 +242,9 @@ class Connection:
         return _proto.decode_ack(self._action("veil.delete_policy", body)[0])
 
     def list_policies(self, dataset=None):
-        """Policies you govern or that apply to datasets you own, as dicts
-        (name, id, version, origin, scope, spec)."""
+        """Policies you govern or that apply to datasets you own (and, for
+        data owners, every global policy), as dicts (name, id, version,
+        origin, scope, spec)."""
         body = _proto.encode_string_message(dataset or "")
         return [json.loads(b) for b in self._action("veil.list_policies", body)]
 
@@ -261,8 +262,10 @@ class Connection:
 
     def register_dataset(self, name, format, location, description="", hive_partitioned=False):
         """Register files under one of the server's roots as a dataset you
-        own (needs CREATE_DATA_SOURCE). `location` is an absolute path as
-        the server sees it, or s3://bucket/key."""
+        own (needs CREATE_DATA_SOURCE, and the name's schema granted to you
+        by your `veil.schemas` attribute unless you hold GOVERNANCE).
+        `location` is an absolute path as the server sees it, or
+        s3://bucket/key."""
         body = _proto.encode_register_dataset(name, format, location, description, hive_partitioned)
         return _proto.decode_ack(self._action("veil.register_dataset", body)[0])
 

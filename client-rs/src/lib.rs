@@ -565,7 +565,8 @@ impl Connection {
         .await
     }
 
-    /// Policies you govern or that apply to datasets you own (JSON each);
+    /// Policies you govern or that apply to datasets you own, and (for data
+    /// owners) every global policy (JSON each);
     /// `dataset` limits them to one dataset's.
     pub async fn list_policies(&self, dataset: Option<&str>) -> Result<Vec<String>, ClientError> {
         self.json_results(

@@ -108,7 +108,8 @@ enum AdminCommand {
     Datasets,
     /// Re-read the server's config file (like SIGHUP). Needs GOVERNANCE.
     Reload,
-    /// Register files under a configured root as a dataset you own.
+    /// Register files under a configured root as a dataset you own (into a
+    /// schema your `veil.schemas` attribute grants you, or any as a governor).
     Register {
         /// `schema.name`
         name: String,
@@ -228,7 +229,8 @@ enum AdminCommand {
         #[arg(long, default_value_t = 20, value_parser = clap::value_parser!(u32).range(1..=10_000))]
         limit: u32,
     },
-    /// Policies you govern or that apply to datasets you own (JSON lines).
+    /// Policies you govern or that apply to datasets you own, and (for data
+    /// owners) every global policy (JSON lines).
     Policies {
         /// Only those applying to this dataset.
         #[arg(long)]
@@ -244,7 +246,8 @@ enum AdminCommand {
         #[arg(long)]
         expected_version: Option<u64>,
     },
-    /// Delete a runtime policy.
+    /// Delete a runtime policy: its name, or its id (`policies` shows it)
+    /// when several you may delete share the name.
     DeletePolicy { name: String },
     /// What a user gets from a dataset, and why (as `veil explain`).
     Explain(ExplainOptions),

@@ -635,6 +635,38 @@ impl PolicySpec {
         }
     }
 
+    /// The namespace the policy's name is unique in: its dataset (local),
+    /// the users it is restricted to (restricted global), or the one global
+    /// namespace. Everyone who may write a policy into a namespace can list
+    /// every policy in it, so a taken name never tells anyone of a policy
+    /// they can't see (a policy on a hidden dataset, a governor's global
+    /// one).
+    pub fn namespace(&self) -> String {
+        match (&self.dataset, self.restricted_to.is_empty()) {
+            (Some(d), _) => format!("dataset:{}", d.to_ascii_lowercase()),
+            (None, true) => "global".into(),
+            (None, false) => {
+                let mut users: Vec<(&str, &str)> = self
+                    .restricted_to
+                    .iter()
+                    .map(|u| match u {
+                        UserRefSpec::Subject(s) => ("", s.as_str()),
+                        UserRefSpec::Full { issuer, subject } => {
+                            (issuer.as_str(), subject.as_str())
+                        }
+                    })
+                    .collect();
+                users.sort_unstable();
+                users.dedup();
+                // JSON, so no subject can spell another list of users.
+                format!(
+                    "restricted:{}",
+                    serde_json::to_string(&users).unwrap_or_default()
+                )
+            }
+        }
+    }
+
     pub fn validate(&self) -> Result<PolicyRule> {
         let bad = |m: String| VeilError::InvalidArgument(format!("policy '{}': {m}", self.name));
         if self.name.trim().is_empty() || self.name.trim() != self.name || self.name.len() > 200 {

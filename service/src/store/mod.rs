@@ -34,10 +34,12 @@ pub enum PutMode {
     Replace,
 }
 
-/// How [`Store::put_policy`] treats an existing policy of the same name.
+/// How [`Store::put_policy`] treats an existing policy of the same name in
+/// the same namespace ([`PolicySpec::namespace`]: policy names are unique
+/// per dataset, per restriction and among global policies).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum PolicyPut {
-    /// Fail with `AlreadyExists` if any policy has the name.
+    /// Fail with `AlreadyExists` if a policy of the namespace has the name.
     Create,
     /// Replace a runtime policy (`NotFound` if none; config policies are
     /// read-only). With an expected version, fail with `FailedPrecondition`
@@ -103,9 +105,15 @@ pub trait Store: Send + Sync + Debug {
     /// Create or update a runtime policy; returns its version afterwards
     /// (unchanged, and the state version with it, if the body is the same).
     async fn put_policy(&self, spec: &PolicySpec, mode: PolicyPut) -> Result<u64>;
-    /// Delete a runtime policy (`NotFound` if none; config policies are
+    /// Delete the runtime policy `name` of `namespace`
+    /// ([`PolicySpec::namespace`]; `NotFound` if none; config policies are
     /// read-only), optionally only at an expected version.
-    async fn delete_policy(&self, name: &str, expected_version: Option<u64>) -> Result<()>;
+    async fn delete_policy(
+        &self,
+        namespace: &str,
+        name: &str,
+        expected_version: Option<u64>,
+    ) -> Result<()>;
 
     /// Record a new access request (`AlreadyExists` if the requester has one
     /// pending or approved for that dataset).

@@ -25,7 +25,7 @@ use super::rows::{
     PolicyWrite, SnapshotBuilder, StoredPolicy, apply_decision, check_no_open_request,
     check_same_dataset, compare_key_fingerprint, decode_dataset, decode_event, decode_request,
     encode, head_from, moved_head, origin_str, plan_config_policies, plan_runtime_delete,
-    plan_runtime_put, purged_head,
+    plan_runtime_put, policy_namespaces, purged_head,
 };
 use super::{PolicyPut, PutMode, Store};
 use crate::audit::AuditEvent;
@@ -94,7 +94,19 @@ const MIGRATIONS: &[(i64, &str)] = &[
     "#,
     ),
     (4, super::sqlite::AUDIT_HEADS_TABLE),
+    (
+        POLICY_NAMESPACES,
+        r#"
+    ALTER TABLE policies ADD COLUMN namespace TEXT NOT NULL DEFAULT '';
+    ALTER TABLE policies DROP CONSTRAINT IF EXISTS policies_name_key;
+    CREATE UNIQUE INDEX policies_namespace_name ON policies (namespace, name);
+    "#,
+    ),
 ];
+
+/// The migration that scopes policy names (`PolicySpec::namespace`); after
+/// its SQL, each existing row's namespace is filled in from its body.
+const POLICY_NAMESPACES: i64 = 5;
 
 /// Arbitrary constant: the advisory lock key migrations hold.
 const MIGRATION_LOCK: i64 = 0x7665_696c_6d69_6772; // "veilmigr"
@@ -269,6 +281,23 @@ impl PostgresStore {
         }
         for (version, sql) in MIGRATIONS.iter().filter(|m| m.0 > current) {
             tx.batch_execute(sql).await.map_err(pg_err)?;
+            if *version == POLICY_NAMESPACES {
+                let rows: Vec<(String, String)> = tx
+                    .query("SELECT id, body FROM policies", &[])
+                    .await
+                    .map_err(pg_err)?
+                    .into_iter()
+                    .map(|r| (r.get(0), r.get(1)))
+                    .collect();
+                for (id, namespace) in policy_namespaces(&rows)? {
+                    tx.execute(
+                        "UPDATE policies SET namespace = $1 WHERE id = $2",
+                        &[&namespace, &id],
+                    )
+                    .await
+                    .map_err(pg_err)?;
+                }
+            }
             tx.execute(
                 "INSERT INTO schema_migrations (version, applied_ms) VALUES ($1, $2)",
                 &[version, &chrono::Utc::now().timestamp_millis()],
@@ -339,20 +368,25 @@ async fn load_snapshot(tx: &Transaction<'_>) -> Result<Snapshot> {
     Ok(b.finish())
 }
 
-async fn stored_policy(tx: &Transaction<'_>, name: &str) -> Result<Option<StoredPolicy>> {
+async fn stored_policy(
+    tx: &Transaction<'_>,
+    namespace: &str,
+    name: &str,
+) -> Result<Option<StoredPolicy>> {
     Ok(tx
         .query_opt(
-            "SELECT id, name, version, body, origin FROM policies WHERE name = $1",
-            &[&name],
+            "SELECT id, namespace, name, version, body, origin FROM policies WHERE namespace = $1 AND name = $2",
+            &[&namespace, &name],
         )
         .await
         .map_err(pg_err)?
         .map(|r| StoredPolicy {
             id: r.get(0),
-            name: r.get(1),
-            version: r.get(2),
-            body: r.get(3),
-            origin: r.get(4),
+            namespace: r.get(1),
+            name: r.get(2),
+            version: r.get(3),
+            body: r.get(4),
+            origin: r.get(5),
         }))
 }
 
@@ -560,16 +594,20 @@ impl Store for PostgresStore {
         // Lock first so two nodes reloading together plan against the same rows.
         bump(&tx).await?;
         let existing = tx
-            .query("SELECT id, name, version, body, origin FROM policies", &[])
+            .query(
+                "SELECT id, namespace, name, version, body, origin FROM policies",
+                &[],
+            )
             .await
             .map_err(pg_err)?
             .into_iter()
             .map(|r| StoredPolicy {
                 id: r.get(0),
-                name: r.get(1),
-                version: r.get(2),
-                body: r.get(3),
-                origin: r.get(4),
+                namespace: r.get(1),
+                name: r.get(2),
+                version: r.get(3),
+                body: r.get(4),
+                origin: r.get(5),
             })
             .collect();
         let writes = plan_config_policies(existing, policies)?;
@@ -580,10 +618,15 @@ impl Store for PostgresStore {
         }
         for w in &writes {
             match w {
-                PolicyWrite::Insert { id, name, body } => tx
+                PolicyWrite::Insert {
+                    id,
+                    namespace,
+                    name,
+                    body,
+                } => tx
                     .execute(
-                        "INSERT INTO policies (id, name, origin, version, body) VALUES ($1, $2, 'config', 1, $3)",
-                        &[id, name, body],
+                        "INSERT INTO policies (id, namespace, name, origin, version, body) VALUES ($1, $2, $3, 'config', 1, $4)",
+                        &[id, namespace, name, body],
                     )
                     .await,
                 PolicyWrite::Update { id, version, body } => tx
@@ -606,17 +649,22 @@ impl Store for PostgresStore {
         let tx = client.transaction().await.map_err(pg_err)?;
         // Lock first: concurrent writers of one policy serialise here.
         bump(&tx).await?;
-        let existing = stored_policy(&tx, &spec.name).await?;
+        let existing = stored_policy(&tx, &spec.namespace(), &spec.name).await?;
         let current = existing.as_ref().map(|p| p.version as u64);
         let version = match plan_runtime_put(existing, spec, mode)? {
             None => {
                 tx.rollback().await.map_err(pg_err)?;
                 return current.ok_or_else(|| VeilError::Internal("policy vanished".into()));
             }
-            Some(PolicyWrite::Insert { id, name, body }) => {
+            Some(PolicyWrite::Insert {
+                id,
+                namespace,
+                name,
+                body,
+            }) => {
                 tx.execute(
-                    "INSERT INTO policies (id, name, origin, version, body) VALUES ($1, $2, 'runtime', 1, $3)",
-                    &[&id, &name, &body],
+                    "INSERT INTO policies (id, namespace, name, origin, version, body) VALUES ($1, $2, $3, 'runtime', 1, $4)",
+                    &[&id, &namespace, &name, &body],
                 )
                 .await
                 .map_err(pg_err)?;
@@ -639,11 +687,20 @@ impl Store for PostgresStore {
         Ok(version)
     }
 
-    async fn delete_policy(&self, name: &str, expected_version: Option<u64>) -> Result<()> {
+    async fn delete_policy(
+        &self,
+        namespace: &str,
+        name: &str,
+        expected_version: Option<u64>,
+    ) -> Result<()> {
         let mut client = self.client().await?;
         let tx = client.transaction().await.map_err(pg_err)?;
         bump(&tx).await?;
-        let id = plan_runtime_delete(stored_policy(&tx, name).await?, name, expected_version)?;
+        let id = plan_runtime_delete(
+            stored_policy(&tx, namespace, name).await?,
+            name,
+            expected_version,
+        )?;
         tx.execute("DELETE FROM policies WHERE id = $1", &[&id])
             .await
             .map_err(pg_err)?;

@@ -149,7 +149,7 @@ impl SnapshotBuilder {
     pub(crate) fn finish(mut self) -> Snapshot {
         self.snap
             .policies
-            .sort_by(|a, b| a.spec.name.cmp(&b.spec.name));
+            .sort_by(|a, b| (&a.spec.name, &a.id).cmp(&(&b.spec.name, &b.id)));
         self.snap
     }
 }
@@ -158,6 +158,8 @@ impl SnapshotBuilder {
 #[derive(Debug, Clone)]
 pub(crate) struct StoredPolicy {
     pub(crate) id: String,
+    /// [`PolicySpec::namespace`]: a name is unique within it.
+    pub(crate) namespace: String,
     pub(crate) name: String,
     pub(crate) version: i64,
     pub(crate) body: String,
@@ -169,6 +171,7 @@ pub(crate) struct StoredPolicy {
 pub(crate) enum PolicyWrite {
     Insert {
         id: String,
+        namespace: String,
         name: String,
         body: String,
     },
@@ -190,12 +193,14 @@ pub(crate) fn plan_config_policies(
     existing: Vec<StoredPolicy>,
     specs: &[PolicySpec],
 ) -> Result<Vec<PolicyWrite>> {
-    let mut by_name: HashMap<String, StoredPolicy> =
-        existing.into_iter().map(|p| (p.name.clone(), p)).collect();
+    let mut by_name: HashMap<(String, String), StoredPolicy> = existing
+        .into_iter()
+        .map(|p| ((p.namespace.clone(), p.name.clone()), p))
+        .collect();
     let mut writes = Vec::new();
     for spec in specs {
         let body = encode("policy", spec)?;
-        match by_name.remove(&spec.name) {
+        match by_name.remove(&(spec.namespace(), spec.name.clone())) {
             Some(old) if old.origin != "config" => {
                 return Err(VeilError::AlreadyExists(format!(
                     "policy '{}' is declared in the config file but a runtime policy has that name; rename one",
@@ -210,6 +215,7 @@ pub(crate) fn plan_config_policies(
             }),
             None => writes.push(PolicyWrite::Insert {
                 id: uuid::Uuid::new_v4().to_string(),
+                namespace: spec.namespace(),
                 name: spec.name.clone(),
                 body,
             }),
@@ -222,6 +228,17 @@ pub(crate) fn plan_config_policies(
     gone.sort_by(|a, b| a.name.cmp(&b.name));
     writes.extend(gone.into_iter().map(|p| PolicyWrite::Delete { id: p.id }));
     Ok(writes)
+}
+
+/// The namespace of each stored policy row written before policy names were
+/// scoped (the migration adds the column empty): `(id, namespace)` pairs.
+pub(crate) fn policy_namespaces(rows: &[(String, String)]) -> Result<Vec<(String, String)>> {
+    rows.iter()
+        .map(|(id, body)| {
+            let spec: PolicySpec = serde_json::from_str(body).map_err(|e| corrupt("policy", e))?;
+            Ok((id.clone(), spec.namespace()))
+        })
+        .collect()
 }
 
 /// What creating or updating a runtime policy writes (`None`: the stored
@@ -245,6 +262,7 @@ pub(crate) fn plan_runtime_put(
         ))),
         (None, PolicyPut::Create) => Ok(Some(PolicyWrite::Insert {
             id: uuid::Uuid::new_v4().to_string(),
+            namespace: spec.namespace(),
             name: spec.name.clone(),
             body,
         })),
@@ -440,6 +458,9 @@ mod tests {
     fn stored(name: &str, origin: &str, body: String) -> StoredPolicy {
         StoredPolicy {
             id: format!("id-{name}"),
+            namespace: serde_json::from_str::<PolicySpec>(&body)
+                .map(|s| s.namespace())
+                .unwrap_or_default(),
             name: name.into(),
             version: 3,
             body,
@@ -451,13 +472,11 @@ mod tests {
     fn config_reload_plans_minimal_writes() {
         let keep = spec("keep", "a.b");
         let edit = spec("edit", "a.b");
+        let mut old_edit = edit.clone();
+        old_edit.columns = vec!["c".into()];
         let existing = vec![
             stored("keep", "config", encode("policy", &keep).unwrap()),
-            stored(
-                "edit",
-                "config",
-                encode("policy", &spec("edit", "old.one")).unwrap(),
-            ),
+            stored("edit", "config", encode("policy", &old_edit).unwrap()),
             stored("gone", "config", "{}".into()),
             stored("mine", "runtime", "{}".into()),
         ];
@@ -480,10 +499,60 @@ mod tests {
     }
 
     #[test]
-    fn a_config_policy_cannot_take_a_runtime_policy_name() {
-        let existing = vec![stored("mine", "runtime", "{}".into())];
-        let e = plan_config_policies(existing, &[spec("mine", "a.b")]).unwrap_err();
+    fn a_config_policy_cannot_take_a_runtime_policy_name_in_its_namespace() {
+        let mine = || {
+            vec![stored(
+                "mine",
+                "runtime",
+                encode("policy", &spec("mine", "a.b")).unwrap(),
+            )]
+        };
+        let e = plan_config_policies(mine(), &[spec("mine", "a.b")]).unwrap_err();
         assert!(matches!(e, VeilError::AlreadyExists(_)), "{e}");
+        // Another dataset's policy of that name is another policy.
+        let writes = plan_config_policies(mine(), &[spec("mine", "c.d")]).unwrap();
+        assert!(
+            matches!(&writes[..], [PolicyWrite::Insert { name, .. }] if name == "mine"),
+            "{writes:?}"
+        );
+    }
+
+    #[test]
+    fn a_config_policy_moved_to_another_dataset_is_replaced() {
+        let existing = vec![stored(
+            "moved",
+            "config",
+            encode("policy", &spec("moved", "old.one")).unwrap(),
+        )];
+        let writes = plan_config_policies(existing, &[spec("moved", "a.b")]).unwrap();
+        assert_eq!(writes.len(), 2, "{writes:?}");
+        assert!(writes.contains(&PolicyWrite::Delete {
+            id: "id-moved".into()
+        }));
+    }
+
+    #[test]
+    fn policy_names_are_scoped_by_dataset_restriction_or_global() {
+        let local = spec("p", "Clinical.Trials");
+        assert_eq!(local.namespace(), "dataset:clinical.trials");
+        let global: PolicySpec =
+            toml::from_str("name = \"p\"\ntags = [\"PII\"]\nmask = \"hash\"").unwrap();
+        assert_eq!(global.namespace(), "global");
+        let restricted = |to: &str| -> PolicySpec {
+            toml::from_str(&format!(
+                "name = \"p\"\ntags = [\"PII\"]\nmask = \"hash\"\nrestricted_to = {to}"
+            ))
+            .unwrap()
+        };
+        assert_eq!(
+            restricted(r#"["b", "a"]"#).namespace(),
+            restricted(r#"["a", "b", "a"]"#).namespace()
+        );
+        assert_ne!(
+            restricted(r#"["a,b"]"#).namespace(),
+            restricted(r#"["a", "b"]"#).namespace()
+        );
+        assert_ne!(restricted(r#"["a"]"#).namespace(), global.namespace());
     }
 
     #[test]

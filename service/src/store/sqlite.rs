@@ -15,7 +15,7 @@ use super::rows::{
     PolicyWrite, SnapshotBuilder, StoredPolicy, apply_decision, check_no_open_request,
     check_same_dataset, compare_key_fingerprint, decode_dataset, decode_event, decode_request,
     encode, head_from, moved_head, origin_str, plan_config_policies, plan_runtime_delete,
-    plan_runtime_put, purged_head,
+    plan_runtime_put, policy_namespaces, purged_head,
 };
 use super::{PolicyPut, PutMode, Store};
 use crate::audit::AuditEvent;
@@ -89,7 +89,19 @@ const MIGRATIONS: &[(i64, &str)] = &[
     "#,
     ),
     (5, AUDIT_HEADS_TABLE),
+    (POLICY_NAMESPACES, POLICY_NAMESPACES_SQL_SQLITE),
 ];
+
+/// The migration that scopes policy names (unique per
+/// `PolicySpec::namespace` instead of everywhere); after its SQL, each
+/// existing row's namespace is filled in from its body.
+pub(crate) const POLICY_NAMESPACES: i64 = 6;
+
+const POLICY_NAMESPACES_SQL_SQLITE: &str = r#"
+    ALTER TABLE policies ADD COLUMN namespace TEXT NOT NULL DEFAULT '';
+    DROP INDEX policies_name;
+    CREATE UNIQUE INDEX policies_namespace_name ON policies (namespace, name);
+"#;
 
 /// The audit chains' heads (`crate::audit::chain`), the same on both
 /// backends.
@@ -180,6 +192,20 @@ impl SqliteStore {
         for (version, sql) in MIGRATIONS.iter().filter(|m| m.0 > current) {
             let tx = conn.transaction().map_err(db_err)?;
             tx.execute_batch(sql).map_err(db_err)?;
+            if *version == POLICY_NAMESPACES {
+                let mut rows = Vec::new();
+                each_row(&tx, "SELECT id, body FROM policies", |r| {
+                    rows.push((col::<String>(r, 0)?, col::<String>(r, 1)?));
+                    Ok(())
+                })?;
+                for (id, namespace) in policy_namespaces(&rows)? {
+                    tx.execute(
+                        "UPDATE policies SET namespace = ?1 WHERE id = ?2",
+                        params![namespace, id],
+                    )
+                    .map_err(db_err)?;
+                }
+            }
             tx.execute(
                 "INSERT INTO schema_migrations (version, applied_ms) VALUES (?1, ?2)",
                 params![version, chrono::Utc::now().timestamp_millis()],
@@ -302,17 +328,22 @@ fn load_snapshot(conn: &mut Connection) -> Result<Snapshot> {
     Ok(b.finish())
 }
 
-fn stored_policy(tx: &rusqlite::Transaction<'_>, name: &str) -> Result<Option<StoredPolicy>> {
+fn stored_policy(
+    tx: &rusqlite::Transaction<'_>,
+    namespace: &str,
+    name: &str,
+) -> Result<Option<StoredPolicy>> {
     tx.query_row(
-        "SELECT id, name, version, body, origin FROM policies WHERE name = ?1",
-        [name],
+        "SELECT id, namespace, name, version, body, origin FROM policies WHERE namespace = ?1 AND name = ?2",
+        [namespace, name],
         |r| {
             Ok(StoredPolicy {
                 id: r.get(0)?,
-                name: r.get(1)?,
-                version: r.get(2)?,
-                body: r.get(3)?,
-                origin: r.get(4)?,
+                namespace: r.get(1)?,
+                name: r.get(2)?,
+                version: r.get(3)?,
+                body: r.get(4)?,
+                origin: r.get(5)?,
             })
         },
     )
@@ -530,14 +561,15 @@ impl Store for SqliteStore {
             let mut existing = Vec::new();
             each_row(
                 &tx,
-                "SELECT id, name, version, body, origin FROM policies",
+                "SELECT id, namespace, name, version, body, origin FROM policies",
                 |r| {
                     existing.push(StoredPolicy {
                         id: col(r, 0)?,
-                        name: col(r, 1)?,
-                        version: col(r, 2)?,
-                        body: col(r, 3)?,
-                        origin: col(r, 4)?,
+                        namespace: col(r, 1)?,
+                        name: col(r, 2)?,
+                        version: col(r, 3)?,
+                        body: col(r, 4)?,
+                        origin: col(r, 5)?,
                     });
                     Ok(())
                 },
@@ -545,9 +577,14 @@ impl Store for SqliteStore {
             let writes = plan_config_policies(existing, &specs)?;
             for w in &writes {
                 match w {
-                    PolicyWrite::Insert { id, name, body } => tx.execute(
-                        "INSERT INTO policies (id, name, origin, version, body) VALUES (?1, ?2, 'config', 1, ?3)",
-                        params![id, name, body],
+                    PolicyWrite::Insert {
+                        id,
+                        namespace,
+                        name,
+                        body,
+                    } => tx.execute(
+                        "INSERT INTO policies (id, namespace, name, origin, version, body) VALUES (?1, ?2, ?3, 'config', 1, ?4)",
+                        params![id, namespace, name, body],
                     ),
                     PolicyWrite::Update { id, version, body } => tx.execute(
                         "UPDATE policies SET body = ?1, version = ?2 WHERE id = ?3",
@@ -603,14 +640,19 @@ impl Store for SqliteStore {
         let spec = spec.clone();
         self.with(move |c| {
             let tx = c.transaction().map_err(db_err)?;
-            let existing = stored_policy(&tx, &spec.name)?;
+            let existing = stored_policy(&tx, &spec.namespace(), &spec.name)?;
             let current = existing.as_ref().map(|p| p.version as u64);
             let version = match plan_runtime_put(existing, &spec, mode)? {
                 None => return current.ok_or_else(|| VeilError::Internal("policy vanished".into())),
-                Some(PolicyWrite::Insert { id, name, body }) => {
+                Some(PolicyWrite::Insert {
+                    id,
+                    namespace,
+                    name,
+                    body,
+                }) => {
                     tx.execute(
-                        "INSERT INTO policies (id, name, origin, version, body) VALUES (?1, ?2, 'runtime', 1, ?3)",
-                        params![id, name, body],
+                        "INSERT INTO policies (id, namespace, name, origin, version, body) VALUES (?1, ?2, ?3, 'runtime', 1, ?4)",
+                        params![id, namespace, name, body],
                     )
                     .map_err(db_err)?;
                     1
@@ -634,11 +676,20 @@ impl Store for SqliteStore {
         .await
     }
 
-    async fn delete_policy(&self, name: &str, expected_version: Option<u64>) -> Result<()> {
-        let name = name.to_string();
+    async fn delete_policy(
+        &self,
+        namespace: &str,
+        name: &str,
+        expected_version: Option<u64>,
+    ) -> Result<()> {
+        let (namespace, name) = (namespace.to_string(), name.to_string());
         self.with(move |c| {
             let tx = c.transaction().map_err(db_err)?;
-            let id = plan_runtime_delete(stored_policy(&tx, &name)?, &name, expected_version)?;
+            let id = plan_runtime_delete(
+                stored_policy(&tx, &namespace, &name)?,
+                &name,
+                expected_version,
+            )?;
             tx.execute("DELETE FROM policies WHERE id = ?1", [id])
                 .map_err(db_err)?;
             bump(&tx).map_err(db_err)?;
@@ -944,4 +995,55 @@ fn lock_head(tx: &rusqlite::Transaction<'_>, node_id: &str) -> Result<ChainHead>
         )
         .map_err(db_err)?;
     head_from(node_id.to_string(), seq, &mac, through, &purged)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A store written before policy names were scoped gets each policy's
+    /// namespace from its body, and its names stay unique per namespace.
+    #[tokio::test]
+    async fn the_namespace_migration_fills_existing_policies() {
+        let conn = Connection::open_in_memory().unwrap();
+        conn.execute(
+            "CREATE TABLE schema_migrations (version INTEGER PRIMARY KEY, applied_ms INTEGER NOT NULL)",
+            [],
+        )
+        .unwrap();
+        for (version, sql) in MIGRATIONS.iter().filter(|m| m.0 < POLICY_NAMESPACES) {
+            conn.execute_batch(sql).unwrap();
+            conn.execute(
+                "INSERT INTO schema_migrations (version, applied_ms) VALUES (?1, 0)",
+                [version],
+            )
+            .unwrap();
+        }
+        let spec: PolicySpec =
+            toml::from_str("name = \"p\"\ndataset = \"A.B\"\nsubscription = { anyone = true }")
+                .unwrap();
+        conn.execute(
+            "INSERT INTO policies (id, name, origin, version, body) VALUES ('id-p', 'p', 'runtime', 1, ?1)",
+            [encode("policy", &spec).unwrap()],
+        )
+        .unwrap();
+        let store = SqliteStore::init(conn).unwrap();
+        let namespace: String = store
+            .with(|c| {
+                c.query_row(
+                    "SELECT namespace FROM policies WHERE id = 'id-p'",
+                    [],
+                    |r| r.get(0),
+                )
+                .map_err(db_err)
+            })
+            .await
+            .unwrap();
+        assert_eq!(namespace, "dataset:a.b");
+        assert!(matches!(
+            store.put_policy(&spec, PolicyPut::Create).await,
+            Err(VeilError::AlreadyExists(_))
+        ));
+        store.delete_policy("dataset:a.b", "p", None).await.unwrap();
+    }
 }

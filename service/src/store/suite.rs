@@ -100,6 +100,7 @@ on_both_backends!(
     master_key_check_is_recorded_then_enforced,
     concurrent_writers_each_move_the_version,
     runtime_policies_are_versioned_and_config_ones_read_only,
+    policy_names_are_unique_within_their_namespace,
     access_requests_are_decided_once_and_approvals_admit,
 );
 
@@ -134,6 +135,14 @@ fn dataset(name: &str) -> DatasetRecord {
 fn policy(name: &str, dataset: &str) -> PolicySpec {
     toml::from_str(&format!(
         "name = \"{name}\"\ndataset = \"{dataset}\"\nsubscription = {{ anyone = true }}"
+    ))
+    .unwrap()
+}
+
+/// Another body for policy `name` of `dataset` (same namespace).
+fn policy_for(name: &str, dataset: &str, user: &str) -> PolicySpec {
+    toml::from_str(&format!(
+        "name = \"{name}\"\ndataset = \"{dataset}\"\nsubscription = {{ users = [\"{user}\"] }}"
     ))
     .unwrap()
 }
@@ -211,7 +220,7 @@ async fn unchanged_config_policies_keep_their_version(s: Arc<dyn Store>) {
         .await
         .unwrap();
     assert_eq!(s.version().await.unwrap(), v);
-    let changed = policy("p", "c.d");
+    let changed = policy_for("p", "a.b", "alice");
     s.replace_config_policies(std::slice::from_ref(&changed))
         .await
         .unwrap();
@@ -458,18 +467,24 @@ async fn runtime_policies_are_versioned_and_config_ones_read_only(s: Arc<dyn Sto
     };
     assert_eq!(s.put_policy(&policy("r", "a.b"), same).await.unwrap(), 1);
     assert_eq!(s.version().await.unwrap(), v1);
-    assert_eq!(s.put_policy(&policy("r", "c.d"), same).await.unwrap(), 2);
+    assert_eq!(
+        s.put_policy(&policy_for("r", "a.b", "alice"), same)
+            .await
+            .unwrap(),
+        2
+    );
     // A writer holding the old version loses instead of overwriting.
     assert!(matches!(
-        s.put_policy(&policy("r", "e.f"), same).await,
+        s.put_policy(&policy_for("r", "a.b", "bob"), same).await,
         Err(VeilError::FailedPrecondition(_))
     ));
     let snap = s.snapshot().await.unwrap();
     let r = snap.policies.iter().find(|p| p.spec.name == "r").unwrap();
     assert_eq!(
-        (r.version, r.origin, r.spec.dataset.as_deref()),
-        (2, Origin::Runtime, Some("c.d"))
+        (r.version, r.origin, r.spec.subscription.is_some()),
+        (2, Origin::Runtime, true)
     );
+    assert_eq!(r.spec, policy_for("r", "a.b", "alice"));
     // Config policies can't be changed or deleted at run time; reloads
     // don't touch runtime ones.
     s.replace_config_policies(&[policy("c", "a.b")])
@@ -479,24 +494,34 @@ async fn runtime_policies_are_versioned_and_config_ones_read_only(s: Arc<dyn Sto
         expected_version: None,
     };
     assert!(matches!(
-        s.put_policy(&policy("c", "x.y"), update).await,
+        s.put_policy(&policy_for("c", "a.b", "alice"), update).await,
         Err(VeilError::FailedPrecondition(_))
     ));
     assert!(matches!(
-        s.delete_policy("c", None).await,
+        s.delete_policy("dataset:a.b", "c", None).await,
         Err(VeilError::FailedPrecondition(_))
+    ));
+    // A policy's namespace is part of its identity: updating "c" of
+    // another dataset finds nothing.
+    assert!(matches!(
+        s.put_policy(&policy("c", "x.y"), update).await,
+        Err(VeilError::NotFound(_))
     ));
     assert!(matches!(
         s.put_policy(&policy("nope", "x.y"), update).await,
         Err(VeilError::NotFound(_))
     ));
     assert!(matches!(
-        s.delete_policy("r", Some(1)).await,
+        s.delete_policy("dataset:a.b", "r", Some(1)).await,
         Err(VeilError::FailedPrecondition(_))
     ));
-    s.delete_policy("r", Some(2)).await.unwrap();
     assert!(matches!(
-        s.delete_policy("r", None).await,
+        s.delete_policy("dataset:c.d", "r", Some(2)).await,
+        Err(VeilError::NotFound(_))
+    ));
+    s.delete_policy("dataset:a.b", "r", Some(2)).await.unwrap();
+    assert!(matches!(
+        s.delete_policy("dataset:a.b", "r", None).await,
         Err(VeilError::NotFound(_))
     ));
     let names: Vec<String> = s
@@ -508,6 +533,52 @@ async fn runtime_policies_are_versioned_and_config_ones_read_only(s: Arc<dyn Sto
         .map(|p| p.spec.name.clone())
         .collect();
     assert_eq!(names, ["c"]);
+}
+
+/// Policy names are scoped (`PolicySpec::namespace`), so a name taken on
+/// one dataset, by a config policy, or globally tells nobody writing in
+/// another namespace anything.
+async fn policy_names_are_unique_within_their_namespace(s: Arc<dyn Store>) {
+    s.replace_config_policies(&[policy("p", "hidden.one")])
+        .await
+        .unwrap();
+    let create = PolicyPut::Create;
+    assert_eq!(s.put_policy(&policy("p", "a.b"), create).await.unwrap(), 1);
+    assert_eq!(s.put_policy(&policy("p", "c.d"), create).await.unwrap(), 1);
+    assert!(matches!(
+        s.put_policy(&policy_for("p", "a.b", "alice"), create).await,
+        Err(VeilError::AlreadyExists(_))
+    ));
+    // Dataset names are case-insensitive, and so are the namespaces.
+    assert!(matches!(
+        s.put_policy(&policy("p", "A.B"), create).await,
+        Err(VeilError::AlreadyExists(_))
+    ));
+    // A config policy may share a runtime policy's name in another namespace.
+    s.replace_config_policies(&[policy("p", "hidden.one"), policy("q", "x.y")])
+        .await
+        .unwrap();
+    s.delete_policy("dataset:c.d", "p", None).await.unwrap();
+    let snap = s.snapshot().await.unwrap();
+    let mut left: Vec<(String, String)> = snap
+        .policies
+        .iter()
+        .map(|p| {
+            (
+                p.spec.name.clone(),
+                p.spec.dataset.clone().unwrap_or_default(),
+            )
+        })
+        .collect();
+    left.sort();
+    assert_eq!(
+        left,
+        [
+            ("p".to_string(), "a.b".to_string()),
+            ("p".to_string(), "hidden.one".to_string()),
+            ("q".to_string(), "x.y".to_string()),
+        ]
+    );
 }
 
 async fn access_requests_are_decided_once_and_approvals_admit(s: Arc<dyn Store>) {

@@ -167,7 +167,7 @@ pub const ACTIONS: &[(&str, Requirement, &str)] = &[
     (
         actions::LIST_POLICIES,
         Requirement::Anyone,
-        "Policies you govern or that apply to datasets you own, as JSON.",
+        "Policies you govern, that apply to datasets you own, or (for data owners) global ones, as JSON.",
     ),
     (
         actions::EXPLAIN,
@@ -460,6 +460,10 @@ impl Admin {
             actions::REGISTER_DATASET => {
                 let req: RegisterDatasetRequest = decode(body)?;
                 event.dataset = Some(req.name.chars().take(256).collect());
+                // Everything up to the name check depends only on the
+                // request and the caller, never on which datasets exist.
+                crate::catalog::validate_dataset_name(&req.name)?;
+                check_schema_grant(p, &req.name)?;
                 if !crate::catalog::object_stores::is_remote(&req.location)
                     && !std::path::Path::new(&req.location).is_absolute()
                 {
@@ -475,16 +479,26 @@ impl Admin {
                 // That holds for the caller's own datasets too: a new record
                 // has none of the old one's tags, so it would shed the
                 // global policies those tags bring.
+                //
+                // A taken name is reported only inside a schema the caller
+                // may register into (see `check_schema_grant`): its names
+                // are shared by everyone it is granted to.
                 if let Some(other) = snapshot
                     .datasets
                     .keys()
-                    .find(|n| n.eq_ignore_ascii_case(&req.name) && **n != req.name)
+                    .find(|n| n.eq_ignore_ascii_case(&req.name))
                 {
-                    return Err(VeilError::AlreadyExists(format!(
-                        "dataset '{}' already exists (names are case-insensitive: '{other}')",
-                        req.name
-                    )));
+                    return Err(VeilError::AlreadyExists(if *other == req.name {
+                        format!("dataset '{other}' already exists; choose another name")
+                    } else {
+                        format!(
+                            "dataset '{}' already exists (names are case-insensitive: '{other}'); choose another name",
+                            req.name
+                        )
+                    }));
                 }
+                // The same answer whichever dataset (visible to the caller or
+                // not) the files back, and it names none.
                 let shared = snapshot
                     .datasets
                     .values()
@@ -931,6 +945,34 @@ impl Admin {
     }
 }
 
+/// The directory attribute listing the schemas a user may register
+/// datasets into (besides governors, who register anywhere).
+pub const SCHEMAS_ATTRIBUTE: &str = "veil.schemas";
+
+/// May `p` register a dataset named `name` (already validated as
+/// `schema.name`)? Governors may register anywhere; other
+/// `CREATE_DATA_SOURCE` holders only into the schemas their
+/// `veil.schemas` attribute grants them. The answer depends on the caller
+/// alone, never on which datasets exist: otherwise registering a name
+/// would tell whether a hidden dataset holds it.
+fn check_schema_grant(p: &Principal, name: &str) -> Result<()> {
+    if p.has(Permission::Governance) {
+        return Ok(());
+    }
+    let schema = name.split_once('.').map(|(s, _)| s).unwrap_or(name);
+    let granted = p.attributes.get(SCHEMAS_ATTRIBUTE);
+    if granted.is_some_and(|g| g.iter().any(|s| s.trim().eq_ignore_ascii_case(schema))) {
+        return Ok(());
+    }
+    let yours = granted
+        .map(|g| g.iter().cloned().collect::<Vec<_>>().join(", "))
+        .filter(|g| !g.is_empty())
+        .unwrap_or_else(|| "none".into());
+    Err(VeilError::PermissionDenied(format!(
+        "you may register datasets only into the schemas granted to you (your {SCHEMAS_ATTRIBUTE} attribute: {yours}); ask a user administrator to add '{schema}' to it, or a governor to register the dataset"
+    )))
+}
+
 /// Reads and re-applications of an edit before giving up.
 const EDIT_ATTEMPTS: usize = 5;
 
@@ -968,7 +1010,7 @@ fn retag_column(
         .any(|t| global_tags.iter().any(|g| tag_covers(g, t)));
     if touches_global && !p.has(Permission::Governance) {
         return Err(denied(
-            "changing tags that global policies target",
+            "changing tags that global policies target (`veil admin policies` lists them)",
             "GOVERNANCE",
         ));
     }

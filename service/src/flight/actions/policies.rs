@@ -6,8 +6,14 @@
 //! * restricted global (`tags` with `restricted_to = [you]`):
 //!   `CREATE_DATA_SOURCE`, limited to the datasets the author owns.
 //!
-//! Updating or deleting needs the right to write both the old and the new
-//! form, so nobody can take over a policy by rewriting its scope.
+//! A policy's name is unique within its namespace
+//! ([`PolicySpec::namespace`]: its dataset, its restriction, or the global
+//! scope), and everyone who may write into a namespace can list every policy
+//! in it. So creating, updating or deleting a policy never tells anyone of
+//! a policy they can't see: a name taken on a hidden dataset, or by a
+//! governor's global policy, is free in the author's own namespace. Update
+//! keeps a policy's namespace (to move one, delete it and create it anew),
+//! so nobody can take over a policy by rewriting its scope.
 
 use serde_json::json;
 use std::collections::BTreeMap;
@@ -136,7 +142,12 @@ impl Admin {
         self.authorize_policy(p, &spec, action).await?;
         let snapshot = self.engine.state().current().await?;
         if !create {
-            let Some(old) = snapshot.policies.iter().find(|x| x.spec.name == spec.name) else {
+            let namespace = spec.namespace();
+            let Some(old) = snapshot
+                .policies
+                .iter()
+                .find(|x| x.spec.name == spec.name && x.spec.namespace() == namespace)
+            else {
                 return Err(VeilError::NotFound(format!(
                     "no policy named '{}'; create it instead",
                     spec.name
@@ -188,29 +199,90 @@ impl Admin {
     ) -> Result<Vec<Vec<u8>>> {
         event.message = format!("policy {}", req.name.chars().take(200).collect::<String>());
         let snapshot = self.engine.state().current().await?;
-        let Some(old) = snapshot.policies.iter().find(|x| x.spec.name == req.name) else {
-            return Err(VeilError::NotFound(format!(
-                "no policy named '{}'",
-                req.name
-            )));
+        // Only policies the caller can list are candidates, so the answer
+        // for a name used only where they can't look is "no policy".
+        let candidates: Vec<&Policy> = snapshot
+            .policies
+            .iter()
+            .filter(|x| x.spec.name == req.name || x.id == req.name)
+            .filter(|x| self.may_list(p, x, &snapshot))
+            .collect();
+        let mut writable = Vec::new();
+        let mut refusal = None;
+        for x in &candidates {
+            match self.authorize_policy(p, &x.spec, "deleting").await {
+                Ok(()) => writable.push(*x),
+                Err(e) => refusal = refusal.or(Some(e)),
+            }
+        }
+        let old = match (&writable[..], refusal) {
+            ([one], _) => *one,
+            ([], Some(e)) => return Err(hide_dataset(e, &req.name, "")),
+            ([], None) => {
+                return Err(VeilError::NotFound(format!(
+                    "no policy named '{}'",
+                    req.name
+                )));
+            }
+            (several, _) => {
+                let mut which: Vec<String> = several
+                    .iter()
+                    .map(|x| match &x.spec.dataset {
+                        Some(d) => format!("on {d}: id {}", x.id),
+                        None => format!("{}: id {}", x.spec.scope(), x.id),
+                    })
+                    .collect();
+                which.sort();
+                return Err(VeilError::InvalidArgument(format!(
+                    "{} policies you may delete are named '{}' ({}); delete one by its id",
+                    several.len(),
+                    req.name,
+                    which.join("; ")
+                )));
+            }
         };
-        self.authorize_policy(p, &old.spec, "deleting")
-            .await
-            .map_err(|e| hide_dataset(e, &req.name, ""))?;
         event.dataset = old.spec.dataset.clone();
         self.permitted(event).await?;
         self.engine
             .state()
             .store()
             .delete_policy(
-                &req.name,
+                &old.spec.namespace(),
+                &old.spec.name,
                 (req.expected_version > 0).then_some(req.expected_version),
             )
             .await?;
         Ok(ack(format!(
-            "deleted policy '{}'; it stops applying from the next request",
-            req.name
+            "deleted {} policy '{}'; it stops applying from the next request",
+            old.spec.scope(),
+            old.spec.name
         )))
+    }
+
+    /// Does `veil.list_policies` show `pol` to `p`? Governors see every
+    /// policy; others the ones that apply to datasets they own and the
+    /// restricted ones naming them: every policy of every namespace they
+    /// may write into, and nothing of the others. Data owners (and
+    /// `CREATE_DATA_SOURCE` holders) also see every global policy: they are
+    /// the rules a tag brings, and a tag change refused for touching one
+    /// would otherwise tell of a policy they couldn't list.
+    fn may_list(&self, p: &Principal, pol: &Policy, snapshot: &Snapshot) -> bool {
+        let issuer = self.engine.default_issuer();
+        let owner = || {
+            p.has(Permission::CreateDataSource)
+                || snapshot.datasets.values().any(|d| d.is_owner(&p.identity))
+        };
+        p.has(Permission::Governance)
+            || (pol.is_unrestricted_global() && owner())
+            || pol
+                .spec
+                .restricted_to
+                .iter()
+                .any(|u| u.resolve(issuer) == p.identity)
+            || snapshot
+                .datasets
+                .values()
+                .any(|d| d.is_owner(&p.identity) && applies_to(pol, d, issuer))
     }
 
     /// Governors see every policy; others the ones on datasets they own and
@@ -237,22 +309,11 @@ impl Admin {
                     .ok_or_else(|| VeilError::dataset_not_found(&req.dataset))?,
             )
         };
-        let owned: Vec<&DatasetRecord> = snapshot
-            .datasets
-            .values()
-            .filter(|d| d.is_owner(&p.identity))
-            .collect();
         let shown = |pol: &Policy| -> bool {
-            if let Some(d) = only {
-                return applies_to(pol, d, issuer);
+            match only {
+                Some(d) => applies_to(pol, d, issuer),
+                None => self.may_list(p, pol, &snapshot),
             }
-            governor
-                || pol
-                    .spec
-                    .restricted_to
-                    .iter()
-                    .any(|u| u.resolve(issuer) == p.identity)
-                || owned.iter().any(|d| applies_to(pol, d, issuer))
         };
         self.permitted(event).await?;
         Ok(snapshot

@@ -240,7 +240,10 @@ impl Admin {
         let Some(u) = &r.unmask else {
             return Ok(false);
         };
-        let Some(policy) = snapshot.policies.iter().find(|x| x.spec.name == u.policy) else {
+        // By id (the label is `id@version`): names are unique only within a
+        // namespace, and another dataset's policy may share this one's.
+        let id = u.policy_label.split('@').next().unwrap_or_default();
+        let Some(policy) = snapshot.policies.iter().find(|x| x.id == id) else {
             return Ok(false);
         };
         if !exempts(policy, p, self.engine.default_issuer()) {
