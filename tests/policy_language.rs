@@ -189,6 +189,12 @@ async fn server() -> TestServer {
         .unwrap();
         let config = dir.join("veil.toml");
         let mut text = std::fs::read_to_string(&config).unwrap();
+        // erin may register into the schema `erin` (once granted
+        // CREATE_DATA_SOURCE below).
+        text = text.replace(
+            "name = \"erin\"\ngroups = [\"analysts\"]\n",
+            "name = \"erin\"\ngroups = [\"analysts\"]\nattributes = { \"veil.schemas\" = [\"erin\"] }\n",
+        );
         text.push_str(FLOWS_CONFIG);
         std::fs::write(&config, text).unwrap();
     })
@@ -458,9 +464,7 @@ async fn owners_write_restricted_global_policies_over_what_they_own() {
         .await
         .unwrap();
     // ... into her own schema, which the directory grants her.
-    let erin = server
-        .connect_token(&server.token_with("erin", &[], &[("veil.schemas", "erin")]))
-        .await;
+    let erin = server.connect("erin").await;
     let people = server.dir.path().join("data/erin.csv");
     std::fs::write(&people, "id,email\n1,a@x.com\n2,b@x.com\n").unwrap();
     erin.register_dataset(veil_proto::RegisterDatasetRequest {
@@ -702,9 +706,7 @@ async fn owners_cannot_untag_a_global_row_policy_off_or_learn_hidden_names() {
         .await
         .unwrap();
     // ... into her own schema, which the directory grants her.
-    let erin = server
-        .connect_token(&server.token_with("erin", &[], &[("veil.schemas", "erin")]))
-        .await;
+    let erin = server.connect("erin").await;
     let offices = server.dir.path().join("data/offices.csv");
     std::fs::write(&offices, "id,state\n1,CA\n2,NY\n3,TX\n").unwrap();
     erin.register_dataset(veil_proto::RegisterDatasetRequest {

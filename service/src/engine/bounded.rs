@@ -11,8 +11,8 @@
 //!   estimated from its arguments *before* it runs; every function's output
 //!   is measured after it runs. Either past [`MAX_FUNCTION_OUTPUT_BYTES`]
 //!   per batch is `ResourcesExhausted`, unless the output is no larger than
-//!   the function's input (a function may keep a large batch large, never
-//!   grow one past the bound).
+//!   the function's largest argument (a function may keep a large batch
+//!   large, never grow one past the bound).
 //! * **`||`** is planned as [`StrictConcat`], a bounded function with the
 //!   operator's semantics (null if either side is null), rather than
 //!   DataFusion's unbounded binary kernel.
@@ -75,22 +75,25 @@ fn value_bytes(v: &ColumnarValue, rows: usize) -> usize {
 }
 
 /// Each row's text length of an argument (a scalar repeats), or `None`
-/// when it has no text form.
+/// when it has no text form. Read from the offsets where it can be.
 fn text_lengths(v: &ColumnarValue, rows: usize) -> Option<Vec<usize>> {
+    fn lengths<'a>(values: impl Iterator<Item = Option<&'a str>>) -> Vec<usize> {
+        values.map(|v| v.map_or(0, str::len)).collect()
+    }
     match v {
         ColumnarValue::Scalar(s) => {
             let n = if s.is_null() { 0 } else { s.to_string().len() };
             Some(vec![n; rows.max(1)])
         }
-        ColumnarValue::Array(a) => {
-            let a = cast(a, &DataType::LargeUtf8).ok()?;
-            let s = a.as_string::<i64>();
-            Some(
-                (0..s.len())
-                    .map(|i| if s.is_valid(i) { s.value(i).len() } else { 0 })
-                    .collect(),
-            )
-        }
+        ColumnarValue::Array(a) => Some(match a.data_type() {
+            DataType::Utf8 => lengths(a.as_string::<i32>().iter()),
+            DataType::LargeUtf8 => lengths(a.as_string::<i64>().iter()),
+            DataType::Utf8View => lengths(a.as_string_view().iter()),
+            _ => {
+                let a = cast(a, &DataType::LargeUtf8).ok()?;
+                lengths(a.as_string::<i64>().iter())
+            }
+        }),
     }
 }
 
@@ -131,7 +134,9 @@ fn max_len(v: &ColumnarValue, rows: usize) -> usize {
 /// others (measured after they run).
 fn estimate(name: &str, args: &[ColumnarValue], rows: usize) -> Option<usize> {
     let text = |i: usize| args.get(i).and_then(|a| text_lengths(a, rows));
-    let total = |i: usize| text(i).map(sum).unwrap_or(0);
+    // An argument's bytes: its buffers (values and offsets), a scalar once
+    // per row; never less than its text.
+    let total = |i: usize| args.get(i).map_or(0, |a| value_bytes(a, rows));
     let unknown = usize::MAX;
     Some(match name {
         // Output is the text times the count.
@@ -189,6 +194,16 @@ fn planning_stopped() -> Result<()> {
     Ok(())
 }
 
+/// Functions left as they are: already bounded, or never growing and
+/// recognised by type in DataFusion's planning (struct field access, which
+/// parquet reads push down; the file name and row index columns).
+fn needs_bound(f: &ScalarUDF) -> bool {
+    !f.inner().is::<BoundedFunction>()
+        && !f.inner().is::<StrictConcat>()
+        && !matches!(f.name(), "get_field" | "input_file_name" | "file_row_index")
+        && f.as_async().is_none()
+}
+
 /// A session function with bounded output (see the module docs).
 #[derive(Debug, PartialEq, Eq, Hash)]
 pub struct BoundedFunction {
@@ -202,7 +217,7 @@ impl BoundedFunction {
         let functions: Vec<Arc<ScalarUDF>> = state.scalar_functions().values().cloned().collect();
         let mut seen = std::collections::HashSet::new();
         for inner in functions {
-            if !seen.insert(inner.name().to_string()) || inner.inner().is::<Self>() {
+            if !seen.insert(inner.name().to_string()) || !needs_bound(&inner) {
                 continue;
             }
             state
@@ -221,7 +236,8 @@ impl BoundedFunction {
 
     fn check(&self, args: &[ColumnarValue], rows: usize) -> Result<usize> {
         planning_stopped()?;
-        let input = sum(args.iter().map(|a| value_bytes(a, rows)));
+        // The largest argument, not their sum: `concat(s, s)` doubles `s`.
+        let input = args.iter().map(|a| value_bytes(a, rows)).max().unwrap_or(0);
         if let Some(bytes) = estimate(self.inner.name(), args, rows)
             && bytes > MAX_FUNCTION_OUTPUT_BYTES
             && bytes > input
@@ -360,9 +376,7 @@ impl ScalarUDFImpl for BoundedFunction {
 /// `e` with every function call bound.
 fn rebind(e: Expr) -> Result<Expr> {
     e.transform_up(|e| match e {
-        Expr::ScalarFunction(mut f)
-            if !f.func.inner().is::<BoundedFunction>() && !f.func.inner().is::<StrictConcat>() =>
-        {
+        Expr::ScalarFunction(mut f) if needs_bound(&f.func) => {
             f.func = Arc::new(BoundedFunction::wrap(Arc::clone(&f.func)));
             Ok(Transformed::yes(Expr::ScalarFunction(f)))
         }
