@@ -86,18 +86,23 @@ fn luhn(d: &str) -> bool {
     sum % 10 == 0
 }
 
-fn proposals(report: &serde_json::Value) -> Vec<(String, String)> {
-    report["proposals"]
+/// `(column, field)` of each entry of a report's `list`.
+fn column_pairs(report: &serde_json::Value, list: &str, field: &str) -> Vec<(String, String)> {
+    report[list]
         .as_array()
         .unwrap()
         .iter()
         .map(|p| {
             (
                 p["column"].as_str().unwrap().to_string(),
-                p["tag"].as_str().unwrap().to_string(),
+                p[field].as_str().unwrap().to_string(),
             )
         })
         .collect()
+}
+
+fn proposals(report: &serde_json::Value) -> Vec<(String, String)> {
+    column_pairs(report, "proposals", "tag")
 }
 
 #[tokio::test]
@@ -551,17 +556,7 @@ fn write_export(dir: &Path) -> Vec<String> {
 }
 
 fn skipped_columns(report: &serde_json::Value) -> Vec<(String, String)> {
-    report["skipped"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|s| {
-            (
-                s["column"].as_str().unwrap().to_string(),
-                s["reason"].as_str().unwrap().to_string(),
-            )
-        })
-        .collect()
+    column_pairs(report, "skipped", "reason")
 }
 
 #[tokio::test]
