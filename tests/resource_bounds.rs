@@ -122,6 +122,10 @@ async fn memory_bombs_fail_alone() {
             "large text doubling",
             doubling(&format!("arrow_cast({big}, 'LargeUtf8')"), 7, "{s} || {s}"),
         ),
+        (
+            "dictionary doubling",
+            doubling(&format!("arrow_cast({big}, 'Dictionary(Int32, Utf8)')"), 7, "{s} || {s}"),
+        ),
         ("repeat", "SELECT length(repeat('ab', 2000000000))".into()),
         ("lpad", "SELECT length(lpad('a', 2000000000, 'b'))".into()),
         ("rpad", "SELECT length(rpad('a', 2000000000))".into()),
@@ -172,6 +176,16 @@ async fn memory_bombs_fail_alone() {
             .unwrap_or_else(|e| panic!("after {what}: {e}"));
         assert_eq!(veil_tests::row_count(&rows), 1);
     }
+    // `||` on anything but text is refused rather than left unbounded.
+    let e = bob
+        .sql(&doubling(
+            &format!("arrow_cast({big}, 'Binary')"),
+            7,
+            "{s} || {s}",
+        ))
+        .await
+        .expect_err("binary ||");
+    assert_eq!(e.code(), Some(tonic::Code::InvalidArgument), "{e}");
     // Bounded functions still do their ordinary work.
     let ok = bob
         .sql("SELECT concat(name, '|', ssn) AS a, name || '-' || state AS b, lpad(state, 5, '*') AS c, repeat(state, 3) AS d, replace(ssn, '-', '') AS e FROM clinical.trials LIMIT 3")

@@ -453,14 +453,28 @@ impl ScalarUDFImpl for StrictConcat {
 #[derive(Debug)]
 struct StrictConcatPlanner;
 
+/// Text, or a dictionary of text (hive partition columns are).
+fn is_text(t: &DataType) -> bool {
+    match t {
+        DataType::Utf8 | DataType::LargeUtf8 | DataType::Utf8View => true,
+        DataType::Dictionary(_, v) => is_text(v),
+        _ => false,
+    }
+}
+
+/// What `||` turns into text beside a text.
 fn is_text_like(t: &DataType) -> bool {
-    t.is_null()
-        || matches!(t, DataType::Utf8 | DataType::LargeUtf8 | DataType::Utf8View)
+    is_text(t)
+        || t.is_null()
         || t.is_numeric()
         || matches!(t, DataType::Boolean | DataType::Date32 | DataType::Date64)
 }
 
 impl ExprPlanner for StrictConcatPlanner {
+    /// Every `||` Veil serves is bounded: between texts (or a text and a
+    /// number, as DataFusion coerces it) it is [`StrictConcat`]; any other
+    /// `||` (binary values, whose unbounded kernel would be the only
+    /// alternative) is refused.
     fn plan_binary_op(
         &self,
         expr: RawBinaryExpr,
@@ -469,13 +483,11 @@ impl ExprPlanner for StrictConcatPlanner {
         if expr.op != BinaryOperator::StringConcat {
             return Ok(PlannerResult::Original(expr));
         }
-        let (Ok(l), Ok(r)) = (expr.left.get_type(schema), expr.right.get_type(schema)) else {
-            return Ok(PlannerResult::Original(expr));
-        };
-        let text =
-            |t: &DataType| matches!(t, DataType::Utf8 | DataType::LargeUtf8 | DataType::Utf8View);
-        if !(text(&l) || text(&r)) || !is_text_like(&l) || !is_text_like(&r) {
-            return Ok(PlannerResult::Original(expr));
+        let (l, r) = (expr.left.get_type(schema)?, expr.right.get_type(schema)?);
+        if !((is_text(&l) || is_text(&r)) && is_text_like(&l) && is_text_like(&r)) {
+            return Err(DataFusionError::Plan(format!(
+                "|| joins texts (or a text and a number); cast {l} and {r} to text first"
+            )));
         }
         let f = Arc::new(ScalarUDF::new_from_impl(StrictConcat::new()));
         Ok(PlannerResult::Planned(Expr::ScalarFunction(
