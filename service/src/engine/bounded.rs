@@ -179,8 +179,78 @@ fn estimate(name: &str, args: &[ColumnarValue], rows: usize) -> Option<usize> {
         }
         "overlay" => total(0).saturating_add(total(1)),
         "translate" => total(0).saturating_mul(4),
+        // Lists built from their arguments.
+        "make_array" | "array_concat" | "array_append" | "array_prepend" | "array_union"
+        | "arrays_zip" | "map" => sum((0..args.len()).map(total)),
+        // An element repeated, or a list grown, `count` times per row.
+        "array_repeat" | "array_resize" => {
+            let Some(c) = args.get(1).and_then(|a| counts(a, rows)) else {
+                return Some(unknown);
+            };
+            let element = if name == "array_repeat" {
+                total(0) / rows.max(1)
+            } else {
+                args.get(2)
+                    .map_or(0, |a| value_bytes(a, rows) / rows.max(1))
+            };
+            sum(c
+                .iter()
+                .map(|c| c.saturating_mul(element.saturating_add(16))))
+        }
+        // One element per step between two integers; other kinds of range
+        // (dates, timestamps) are not bounded, so not served.
+        "range" | "generate_series" => series_len(args, rows)?.saturating_mul(16),
+        // Each character can become a list element (an offset and its text).
+        "string_to_array" => total(0).saturating_mul(5),
+        "array_to_string" => {
+            total(0).saturating_mul(1 + args.get(1).map_or(0, |a| max_len(a, rows)))
+        }
         _ => return None,
     })
+}
+
+/// Elements of `range`/`generate_series` over integers (one, two or three
+/// arguments), summed over rows; `usize::MAX` when they aren't integers.
+fn series_len(args: &[ColumnarValue], rows: usize) -> Option<usize> {
+    let ints: Vec<Vec<i64>> = args
+        .iter()
+        .map(|a| match a {
+            ColumnarValue::Scalar(s) => match s.cast_to(&DataType::Int64) {
+                Ok(ScalarValue::Int64(Some(n))) if s.data_type().is_integer() => {
+                    Some(vec![n; rows.max(1)])
+                }
+                _ => None,
+            },
+            ColumnarValue::Array(a) if a.data_type().is_integer() => {
+                cast(a, &DataType::Int64).ok().map(|a| {
+                    a.as_primitive::<Int64Type>()
+                        .iter()
+                        .map(|v| v.unwrap_or(0))
+                        .collect()
+                })
+            }
+            ColumnarValue::Array(_) => None,
+        })
+        .collect::<Option<_>>()
+        .unwrap_or_default();
+    if ints.len() != args.len() || ints.is_empty() {
+        return Some(usize::MAX);
+    }
+    let n = ints[0].len();
+    Some(sum((0..n).map(|i| {
+        let (start, stop, step) = match ints.len() {
+            1 => (0, ints[0][i], 1),
+            2 => (ints[0][i], ints[1][i], 1),
+            _ => (ints[0][i], ints[1][i], ints[2][i]),
+        };
+        if step == 0 {
+            return 0;
+        }
+        let span = (i128::from(stop) - i128::from(start)) / i128::from(step);
+        usize::try_from(span.max(0))
+            .unwrap_or(usize::MAX)
+            .saturating_add(1)
+    })))
 }
 
 /// Planning's cancellation, checked by every bounded function while a plan
@@ -647,6 +717,20 @@ mod tests {
             estimate("regexp_replace", &[utf8(&s), utf8(""), utf8("$0$0$0$0")], 1).unwrap() >= 4000
         );
         assert!(estimate("upper", &[utf8("a")], 1).is_none());
+        assert!(
+            estimate("range", &[int(0), int(1_000_000_000)], 1).unwrap()
+                > MAX_FUNCTION_OUTPUT_BYTES
+        );
+        assert!(estimate("range", &[int(0), int(10)], 1).unwrap() < 1000);
+        assert_eq!(
+            estimate("range", &[utf8("2020-01-01"), utf8("2030-01-01")], 1),
+            Some(usize::MAX)
+        );
+        assert!(
+            estimate("array_repeat", &[utf8("x"), int(100_000_000)], 1).unwrap()
+                > MAX_FUNCTION_OUTPUT_BYTES
+        );
+        assert!(estimate("array_repeat", &[utf8("x"), int(3)], 1).unwrap() < 1000);
     }
 
     #[test]
