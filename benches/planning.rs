@@ -50,12 +50,17 @@ fn planning(c: &mut Criterion) {
         let principal = demo.principal(user);
         // Fail loudly, not by measuring an error path.
         runtime
-            .block_on(demo.engine.plan(&principal, command, None, None))
+            .block_on(async {
+                let scope = demo.engine.scope(&principal).await?;
+                demo.engine.plan(&scope, command, None, None).await
+            })
             .expect("plans");
         group.bench_function(*name, |b| {
             b.to_async(&runtime).iter(|| async {
+                // One request: its scope (the state read once), then the plan.
+                let scope = demo.engine.scope(&principal).await.expect("a scope");
                 demo.engine
-                    .plan(&principal, command, None, None)
+                    .plan(&scope, command, None, None)
                     .await
                     .expect("plans")
             })

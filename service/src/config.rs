@@ -387,9 +387,11 @@ pub struct EngineConfig {
     pub row_policy_endpoints: usize,
     #[serde(default = "default_ticket_ttl")]
     pub ticket_ttl_secs: u64,
-    /// Largest Flight message sent; larger batches are split. gRPC clients
-    /// accept 4 MiB by default, so the default stays under that; raise it
-    /// when every client accepts more (pyarrow does).
+    /// The size Flight messages are split to (a soft target: larger
+    /// batches are split; one row larger than this still goes, up to the
+    /// hard cap `flight::zero_copy_do_get::MESSAGE_HARD_CAP_BYTES`). gRPC
+    /// clients accept 4 MiB by default, so the default stays under that;
+    /// raise it when every client accepts more (pyarrow does).
     #[serde(default = "default_max_message_bytes")]
     pub max_message_bytes: usize,
     /// Memory for query execution on this node, all queries together, in

@@ -13,6 +13,7 @@ pub mod demo;
 pub mod engine;
 pub mod error;
 pub mod flight;
+pub mod governance;
 pub mod logging;
 pub mod memory;
 pub mod policy;

@@ -69,9 +69,9 @@ impl Authenticator {
         &self,
         authorization: Option<&str>,
         client: ClientInfo,
-    ) -> Result<Principal> {
+    ) -> Result<Authenticated> {
         match self.resolve(authorization, client.clone()).await {
-            Ok(p) => Ok(p),
+            Ok(a) => Ok(a),
             Err(e) => {
                 let mut event = AuditEvent::new("auth.failure", None).failed(&e);
                 event.client_address = client.address;
@@ -82,7 +82,11 @@ impl Authenticator {
         }
     }
 
-    async fn resolve(&self, authorization: Option<&str>, client: ClientInfo) -> Result<Principal> {
+    async fn resolve(
+        &self,
+        authorization: Option<&str>,
+        client: ClientInfo,
+    ) -> Result<Authenticated> {
         let header = authorization.ok_or_else(|| {
             VeilError::Unauthenticated(
                 "no credentials: send 'authorization: Bearer <JWT>' (get a development token with `veil token --user NAME`)".into(),
@@ -123,8 +127,20 @@ impl Authenticator {
                 "ignored token claims the issuer is not trusted for"
             );
         }
-        Ok(merged.principal)
+        Ok(Authenticated {
+            principal: Arc::new(merged.principal),
+            snapshot,
+        })
     }
+}
+
+/// A verified caller and the state they were verified at. The request's
+/// scope is built from both, so one call reads the state once and is
+/// decided at one version.
+#[derive(Debug, Clone)]
+pub struct Authenticated {
+    pub principal: Arc<Principal>,
+    pub snapshot: Arc<Snapshot>,
 }
 
 /// A principal, where each of its groups and attribute values came from,

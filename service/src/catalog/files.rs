@@ -27,6 +27,9 @@ pub struct SourceFile {
     /// Where its store keeps it.
     pub object: ObjectPath,
     pub size: u64,
+    /// When the file was last written (milliseconds), where the store says.
+    /// With the size it tells whether a file changed since it was read.
+    pub modified_ms: Option<i64>,
     /// `key=value` folder names between the dataset root and the file.
     pub partition_values: Vec<(String, String)>,
 }
@@ -66,7 +69,7 @@ fn list_local(root: &Path, source: &SourceSpec) -> Result<Vec<SourceFile>> {
     let meta = std::fs::metadata(root).map_err(|_| unreadable())?;
     let mut out = Vec::new();
     if meta.is_file() {
-        out.push(local_file(root, meta.len(), vec![])?);
+        out.push(local_file(root, &meta, vec![])?);
         return Ok(out);
     }
     walk(root, root, source, &mut out)?;
@@ -75,14 +78,19 @@ fn list_local(root: &Path, source: &SourceSpec) -> Result<Vec<SourceFile>> {
 
 fn local_file(
     path: &Path,
-    size: u64,
+    meta: &std::fs::Metadata,
     partition_values: Vec<(String, String)>,
 ) -> Result<SourceFile> {
     Ok(SourceFile {
         path: path.to_string_lossy().into_owned(),
         object: ObjectPath::from_absolute_path(path)
             .map_err(|e| VeilError::internal("object store path", e))?,
-        size,
+        size: meta.len(),
+        modified_ms: meta
+            .modified()
+            .ok()
+            .and_then(|t| t.duration_since(std::time::UNIX_EPOCH).ok())
+            .map(|d| d.as_millis() as i64),
         partition_values,
     })
 }
@@ -103,6 +111,7 @@ async fn list_remote(
             Ok(meta) => {
                 return Ok(vec![SourceFile {
                     path: meta.location.to_string(),
+                    modified_ms: Some(meta.last_modified.timestamp_millis()),
                     object: meta.location,
                     size: meta.size,
                     partition_values: vec![],
@@ -150,6 +159,7 @@ async fn list_remote(
         };
         out.push(SourceFile {
             path: meta.location.to_string(),
+            modified_ms: Some(meta.last_modified.timestamp_millis()),
             object: meta.location,
             size: meta.size,
             partition_values,
@@ -187,8 +197,10 @@ fn walk(root: &Path, dir: &Path, source: &SourceSpec, out: &mut Vec<SourceFile>)
             } else {
                 vec![]
             };
-            let size = entry.metadata().map(|m| m.len()).unwrap_or(0);
-            out.push(local_file(&path, size, partition_values)?);
+            let meta = entry.metadata().map_err(|e| {
+                VeilError::FailedPrecondition(format!("cannot stat a file: {}", e.kind()))
+            })?;
+            out.push(local_file(&path, &meta, partition_values)?);
         }
     }
     Ok(())

@@ -60,6 +60,17 @@ impl SourceTable {
         part: Option<ScanPart>,
         stores: &ObjectStores,
     ) -> Result<Self> {
+        let listing = list_files(stores, &dataset.source).await?;
+        Self::from_listing(dataset, part, listing).await
+    }
+
+    /// Like [`SourceTable::open`], over files already listed (a request
+    /// lists a dataset's files once, for its plan and its layout).
+    pub async fn from_listing(
+        dataset: &DatasetRecord,
+        part: Option<ScanPart>,
+        listing: Listing,
+    ) -> Result<Self> {
         let mut file_fields = Vec::new();
         let mut partition_fields: Vec<FieldRef> = Vec::new();
         for c in &dataset.columns {
@@ -74,7 +85,6 @@ impl SourceTable {
         let mut all: Vec<FieldRef> = file_schema.fields().iter().cloned().collect();
         all.extend(partition_fields.iter().cloned());
         let table_schema = Arc::new(Schema::new(all));
-        let listing = list_files(stores, &dataset.source).await?;
         if dataset.source.format == FileFormatKind::Csv {
             let expected: Vec<&str> = file_schema
                 .fields()
@@ -201,7 +211,43 @@ fn csv_header_fields(line: &str) -> Vec<String> {
     fields
 }
 
+/// CSV files whose header was found to match a dictionary, by (location,
+/// size, modification time, dictionary): a file that changes gets a new
+/// key, so it is checked again. Only matches are kept, and only for files
+/// whose store reports a modification time.
+type CheckedHeaders = moka::sync::Cache<(String, u64, i64, u64), ()>;
+
+fn checked_headers() -> &'static CheckedHeaders {
+    static CHECKED: std::sync::LazyLock<CheckedHeaders> =
+        std::sync::LazyLock::new(|| moka::sync::Cache::builder().max_capacity(100_000).build());
+    &CHECKED
+}
+
 async fn check_csv_header(listing: &Listing, file: &SourceFile, expected: &[&str]) -> Result<()> {
+    use std::hash::{Hash, Hasher};
+    let key = file.modified_ms.map(|modified| {
+        let mut h = std::collections::hash_map::DefaultHasher::new();
+        expected.hash(&mut h);
+        (
+            format!("{}{}", listing.url.as_str(), file.path),
+            file.size,
+            modified,
+            h.finish(),
+        )
+    });
+    if let Some(k) = &key
+        && checked_headers().contains_key(k)
+    {
+        return Ok(());
+    }
+    read_csv_header(listing, file, expected).await?;
+    if let Some(k) = key {
+        checked_headers().insert(k, ());
+    }
+    Ok(())
+}
+
+async fn read_csv_header(listing: &Listing, file: &SourceFile, expected: &[&str]) -> Result<()> {
     use object_store::ObjectStoreExt;
     const MAX_HEADER: u64 = 64 * 1024;
     let head = listing

@@ -6,21 +6,21 @@ use async_trait::async_trait;
 use datafusion::catalog::{CatalogProvider, CatalogProviderList, SchemaProvider};
 use datafusion::common::DataFusionError;
 use datafusion::datasource::{TableProvider, ViewTable};
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeSet, HashMap};
 use std::sync::{Arc, Mutex};
 
 use veil_proto::ScanPart;
 
+use super::scope::RequestScope;
 use crate::audit::dataset::{AuditTable, is_audit};
-use crate::auth::identity::Principal;
 use crate::catalog::object_stores::ObjectStores;
 use crate::catalog::source_table::SourceTable;
 use crate::error::{Result, VeilError};
-use crate::policy::effective::{Access, EffectivePolicy, access, data_policy};
+use crate::policy::effective::{EffectivePolicy, data_policy};
 use crate::policy::secure_view;
 use crate::secrets::MasterKey;
 use crate::store::Store;
-use crate::store::model::{DatasetRecord, Snapshot};
+use crate::store::model::DatasetRecord;
 
 pub const CATALOG: &str = "veil";
 
@@ -46,20 +46,17 @@ pub fn policy_cache() -> PolicyCache {
 }
 
 /// Everything the per-principal catalog needs; shared by its providers.
+/// It compiles the secure view of each dataset a query names (and records
+/// it as read); who may read what comes from the request's scope.
 #[derive(Debug)]
 pub struct ViewCompiler {
-    snapshot: Arc<Snapshot>,
-    principal: Arc<Principal>,
+    scope: Arc<RequestScope>,
     master: MasterKey,
     default_issuer: String,
     stores: Arc<ObjectStores>,
     /// Restrict a dataset's scan to one endpoint's part.
     parts: HashMap<String, ScanPart>,
     reads: Mutex<Vec<DatasetRead>>,
-    /// Readable datasets by lower-case schema, then lower-case table name.
-    visible: BTreeMap<String, BTreeMap<String, String>>,
-    /// Datasets visible but readable only after an approved request.
-    requestable: Vec<String>,
     cache: PolicyCache,
     /// The request's clock: time windows are measured from it.
     now: chrono::DateTime<chrono::Utc>,
@@ -70,9 +67,9 @@ pub struct ViewCompiler {
 }
 
 impl ViewCompiler {
+    #[allow(clippy::too_many_arguments)]
     pub fn new(
-        snapshot: Arc<Snapshot>,
-        principal: Arc<Principal>,
+        scope: Arc<RequestScope>,
         master: MasterKey,
         default_issuer: String,
         stores: Arc<ObjectStores>,
@@ -80,41 +77,13 @@ impl ViewCompiler {
         cache: PolicyCache,
         now: chrono::DateTime<chrono::Utc>,
     ) -> Self {
-        let mut visible: BTreeMap<String, BTreeMap<String, String>> = BTreeMap::new();
-        let mut requestable = Vec::new();
-        let none = Default::default();
-        for d in snapshot.datasets.values() {
-            let approved = snapshot.approvals.get(&d.id).unwrap_or(&none);
-            match access(
-                &principal,
-                d,
-                &snapshot.policies,
-                approved,
-                &default_issuer,
-                None,
-            ) {
-                Access::Read => {
-                    if let Some((schema, table)) = d.name.split_once('.') {
-                        visible
-                            .entry(schema.to_ascii_lowercase())
-                            .or_default()
-                            .insert(table.to_ascii_lowercase(), d.name.clone());
-                    }
-                }
-                Access::Request => requestable.push(d.name.clone()),
-                Access::Hidden => {}
-            }
-        }
         Self {
-            snapshot,
-            principal,
+            scope,
             master,
             default_issuer,
             stores,
             parts,
             reads: Mutex::new(vec![]),
-            visible,
-            requestable,
             cache,
             now,
             kanon_max_groups: crate::policy::kanon::DEFAULT_MAX_GROUPS,
@@ -141,46 +110,15 @@ impl ViewCompiler {
     /// The answer for a dataset the principal can't read: "ask for access"
     /// if they can see it, otherwise exactly the answer for a missing one.
     pub fn unreadable(&self, name: &str) -> VeilError {
-        match self.visible(name) {
-            Some(d) => VeilError::access_not_approved(&d.name),
+        match self.scope.visible(name) {
+            Some((d, _)) => VeilError::access_not_approved(&d.name),
             None => VeilError::dataset_not_found(name),
         }
     }
 
-    /// Datasets the principal may see but not yet read (on request).
-    pub fn requestable_datasets(&self) -> Vec<&DatasetRecord> {
-        self.requestable
-            .iter()
-            .filter_map(|n| self.snapshot.datasets.get(n))
-            .collect()
-    }
-
-    /// Is `name` visible to the principal, readable or not?
-    pub fn visible(&self, name: &str) -> Option<&DatasetRecord> {
-        self.readable(name).or_else(|| {
-            self.requestable
-                .iter()
-                .find(|n| n.eq_ignore_ascii_case(name))
-                .and_then(|n| self.snapshot.datasets.get(n))
-        })
-    }
-
     /// The dataset by name (case-insensitive) if the principal may read it.
     pub fn readable(&self, name: &str) -> Option<&DatasetRecord> {
-        let (schema, table) = name.split_once('.')?;
-        let full = self
-            .visible
-            .get(&schema.to_ascii_lowercase())?
-            .get(&table.to_ascii_lowercase())?;
-        self.snapshot.datasets.get(full)
-    }
-
-    pub fn readable_datasets(&self) -> Vec<&DatasetRecord> {
-        self.visible
-            .values()
-            .flat_map(|t| t.values())
-            .filter_map(|n| self.snapshot.datasets.get(n))
-            .collect()
+        self.scope.readable(name)
     }
 
     /// The principal's effective policy on `d`, compiled once per state
@@ -188,17 +126,17 @@ impl ViewCompiler {
     /// again, on every request).
     pub fn effective(&self, d: &DatasetRecord) -> Result<EffectivePolicy> {
         let key = (
-            self.principal.fingerprint,
+            self.scope.principal().fingerprint,
             d.id.clone(),
-            self.snapshot.version,
+            self.scope.version(),
         );
         if let Some(p) = self.cache.get(&key) {
             return Ok(EffectivePolicy::clone(&p));
         }
         let p = data_policy(
-            &self.principal,
+            self.scope.principal(),
             d,
-            &self.snapshot.policies,
+            &self.scope.snapshot().policies,
             &self.default_issuer,
         )?;
         self.cache.insert(key, Arc::new(p.clone()));
@@ -223,15 +161,16 @@ impl ViewCompiler {
                 })?;
                 (Arc::new(AuditTable::new(Arc::clone(store))), None)
             } else {
+                let listing = self.scope.listing(&self.stores, d).await?;
                 // k-anonymization counts over the whole dataset, even for a part.
                 let whole = match (&part, policy.kanon.is_empty()) {
-                    (Some(_), false) => {
-                        Some(Arc::new(SourceTable::open(d, None, &self.stores).await?) as _)
-                    }
+                    (Some(_), false) => Some(Arc::new(
+                        SourceTable::from_listing(d, None, listing.clone()).await?,
+                    ) as _),
                     _ => None,
                 };
                 (
-                    Arc::new(SourceTable::open(d, part, &self.stores).await?),
+                    Arc::new(SourceTable::from_listing(d, part, listing).await?),
                     whole,
                 )
             };
@@ -291,8 +230,18 @@ struct PrincipalCatalog {
 }
 
 impl CatalogProvider for PrincipalCatalog {
+    /// The schemas of the datasets the principal may read (this visits
+    /// every dataset; planning a query never asks, it names its tables).
     fn schema_names(&self) -> Vec<String> {
-        self.compiler.visible.keys().cloned().collect()
+        let names: BTreeSet<String> = self
+            .compiler
+            .scope
+            .readable_datasets()
+            .iter()
+            .filter_map(|d| d.name.split_once('.'))
+            .map(|(schema, _)| schema.to_ascii_lowercase())
+            .collect();
+        names.into_iter().collect()
     }
 
     /// Every schema name resolves, so a table in a schema the principal
@@ -316,10 +265,13 @@ struct PrincipalSchema {
 impl SchemaProvider for PrincipalSchema {
     fn table_names(&self) -> Vec<String> {
         self.compiler
-            .visible
-            .get(&self.schema)
-            .map(|t| t.keys().cloned().collect())
-            .unwrap_or_default()
+            .scope
+            .readable_datasets()
+            .iter()
+            .filter_map(|d| d.name.split_once('.'))
+            .filter(|(schema, _)| schema.eq_ignore_ascii_case(&self.schema))
+            .map(|(_, table)| table.to_ascii_lowercase())
+            .collect()
     }
 
     async fn table(&self, name: &str) -> Result<Option<Arc<dyn TableProvider>>, DataFusionError> {

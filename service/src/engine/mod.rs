@@ -8,6 +8,7 @@ pub mod errors;
 pub mod limits;
 pub mod planner_pool;
 pub mod query_memory;
+pub mod scope;
 
 use datafusion::arrow::datatypes::{DataType, SchemaRef};
 use datafusion::common::TableReference;
@@ -30,7 +31,7 @@ use std::sync::Arc;
 use veil_proto::{ScanCommand, ScanPart, SqlCommand};
 
 use crate::auth::identity::Principal;
-use crate::catalog::files::{list_files, split_exactly, split_into_parts, split_units};
+use crate::catalog::files::{split_exactly, split_into_parts, split_units};
 use crate::catalog::object_stores::ObjectStores;
 use crate::catalog::state::StateCache;
 use crate::config::EngineConfig;
@@ -42,12 +43,31 @@ use crate::secrets::MasterKey;
 use crate::store::model::{DatasetRecord, Snapshot};
 use catalog::{CATALOG, DatasetRead, PrincipalCatalogList, ViewCompiler};
 use errors::from_datafusion;
+pub use scope::RequestScope;
 
 /// A request to read data.
 #[derive(Debug, Clone, PartialEq)]
 pub enum Command {
     Scan(ScanCommand),
     Sql(SqlCommand),
+}
+
+/// The values of one column a principal reads, among some candidates
+/// (through their secure view: masks and row policies applied). The
+/// candidates enter the plan as typed literals, never as SQL text.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ColumnLookup {
+    pub dataset: String,
+    pub column: String,
+    pub values: Vec<String>,
+}
+
+/// What a plan reads: a client's command, or a lookup Veil makes for a use
+/// case (unmask requests check the values against the requester's view).
+#[derive(Debug, Clone)]
+enum Read {
+    Command(Command),
+    Lookup(ColumnLookup),
 }
 
 /// A planned query, ready to execute.
@@ -186,18 +206,36 @@ impl Engine {
         &self.stores
     }
 
-    /// The principal's view of the catalog at the current state version.
-    pub async fn compiler(
+    /// A request's scope at the current state version (for callers that
+    /// did not read the state already, as the authenticator does).
+    pub async fn scope(&self, principal: &Arc<Principal>) -> Result<Arc<RequestScope>> {
+        let snapshot = self.state.current().await?;
+        Ok(self.scope_at(principal, snapshot))
+    }
+
+    /// A request's scope at a state the request already read.
+    pub fn scope_at(
         &self,
         principal: &Arc<Principal>,
+        snapshot: Arc<Snapshot>,
+    ) -> Arc<RequestScope> {
+        Arc::new(RequestScope::new(
+            Arc::clone(principal),
+            snapshot,
+            &self.default_issuer,
+        ))
+    }
+
+    /// The principal's catalog for one plan, at the scope's state.
+    fn compiler(
+        &self,
+        scope: &Arc<RequestScope>,
         parts: HashMap<String, ScanPart>,
         at: Option<chrono::DateTime<chrono::Utc>>,
-    ) -> Result<(Arc<Snapshot>, Arc<ViewCompiler>)> {
-        let snapshot = self.state.current().await?;
-        let compiler = Arc::new(
+    ) -> Arc<ViewCompiler> {
+        Arc::new(
             ViewCompiler::new(
-                Arc::clone(&snapshot),
-                Arc::clone(principal),
+                Arc::clone(scope),
                 self.master.clone(),
                 self.default_issuer.clone(),
                 Arc::clone(&self.stores),
@@ -207,8 +245,7 @@ impl Engine {
             )
             .with_kanon_max_groups(self.cfg.kanon_max_groups)
             .with_audit_store(Arc::clone(self.state.store())),
-        );
-        Ok((snapshot, compiler))
+        )
     }
 
     /// The request's session: its catalog, and its own memory limit inside
@@ -236,72 +273,51 @@ impl Engine {
 
     /// Datasets the principal may read (or, with `requestable`, those open
     /// on request that they may not read yet), with the policies that apply.
-    pub async fn list(
+    pub fn list(
         &self,
-        principal: &Arc<Principal>,
+        scope: &Arc<RequestScope>,
         requestable: bool,
-    ) -> Result<Vec<(DatasetRecord, Result<EffectivePolicy>)>> {
-        let (_snap, compiler) = self.compiler(principal, HashMap::new(), None).await?;
+    ) -> Vec<(DatasetRecord, Result<EffectivePolicy>)> {
+        let compiler = self.compiler(scope, HashMap::new(), None);
         let datasets = if requestable {
-            compiler.requestable_datasets()
+            scope.requestable_datasets()
         } else {
-            compiler.readable_datasets()
+            scope.readable_datasets()
         };
-        Ok(datasets
+        datasets
             .into_iter()
             .map(|d| (d.clone(), compiler.effective(d)))
-            .collect())
+            .collect()
     }
 
-    /// One readable dataset, or the answer for an unreadable one.
-    pub async fn lookup(
-        &self,
-        principal: &Arc<Principal>,
-        name: &str,
-    ) -> Result<(DatasetRecord, EffectivePolicy)> {
-        let (_snap, compiler) = self.compiler(principal, HashMap::new(), None).await?;
-        let d = compiler
-            .readable(name)
-            .ok_or_else(|| compiler.unreadable(name))?
-            .clone();
-        let p = compiler.effective(&d)?;
-        Ok((d, p))
-    }
-
-    /// One visible dataset (readable, or open on request: then `false`),
-    /// with the policies that apply (or would, once approved).
     /// Every dataset the principal may see, with whether they may read it
     /// (or only ask to).
-    pub async fn visible_datasets(
-        &self,
-        principal: &Arc<Principal>,
-    ) -> Result<Vec<(DatasetRecord, bool)>> {
-        let (_snap, compiler) = self.compiler(principal, HashMap::new(), None).await?;
-        Ok(compiler
+    pub fn visible_datasets(&self, scope: &RequestScope) -> Vec<(DatasetRecord, bool)> {
+        scope
             .readable_datasets()
             .into_iter()
             .map(|d| (d.clone(), true))
             .chain(
-                compiler
+                scope
                     .requestable_datasets()
                     .into_iter()
                     .map(|d| (d.clone(), false)),
             )
-            .collect())
+            .collect()
     }
 
-    pub async fn lookup_visible(
+    /// One visible dataset (readable, or open on request: then `false`),
+    /// with the policies that apply (or would, once approved).
+    pub fn lookup_visible(
         &self,
-        principal: &Arc<Principal>,
+        scope: &Arc<RequestScope>,
         name: &str,
     ) -> Result<(DatasetRecord, EffectivePolicy, bool)> {
-        let (_snap, compiler) = self.compiler(principal, HashMap::new(), None).await?;
-        let readable = compiler.readable(name).is_some();
-        let d = compiler
+        let (d, readable) = scope
             .visible(name)
-            .ok_or_else(|| VeilError::dataset_not_found(name))?
-            .clone();
-        let p = compiler.effective(&d)?;
+            .ok_or_else(|| VeilError::dataset_not_found(name))?;
+        let d = d.clone();
+        let p = self.compiler(scope, HashMap::new(), None).effective(&d)?;
         Ok((d, p, readable))
     }
 
@@ -311,40 +327,60 @@ impl Engine {
     /// planning time; now when `None`).
     pub async fn plan(
         self: &Arc<Self>,
-        principal: &Arc<Principal>,
+        scope: &Arc<RequestScope>,
         command: &Command,
         part: Option<ScanPart>,
         at: Option<chrono::DateTime<chrono::Utc>>,
     ) -> Result<PlannedQuery> {
-        let user = format!(
-            "{}\u{0}{}",
-            principal.identity.issuer, principal.identity.subject
-        );
-        let (engine, principal, command) =
-            (Arc::clone(self), Arc::clone(principal), command.clone());
+        self.plan_read(scope, Read::Command(command.clone()), part, at)
+            .await
+    }
+
+    /// Plan a [`ColumnLookup`] for `principal`, like a scan of that one
+    /// column filtered to the candidate values.
+    pub async fn plan_lookup(
+        self: &Arc<Self>,
+        scope: &Arc<RequestScope>,
+        lookup: &ColumnLookup,
+    ) -> Result<PlannedQuery> {
+        self.plan_read(scope, Read::Lookup(lookup.clone()), None, None)
+            .await
+    }
+
+    async fn plan_read(
+        self: &Arc<Self>,
+        scope: &Arc<RequestScope>,
+        read: Read,
+        part: Option<ScanPart>,
+        at: Option<chrono::DateTime<chrono::Utc>>,
+    ) -> Result<PlannedQuery> {
+        let identity = &scope.principal().identity;
+        let user = format!("{}\u{0}{}", identity.issuer, identity.subject);
+        let (engine, scope) = (Arc::clone(self), Arc::clone(scope));
         self.planner
             .run(&user, async move {
-                engine.plan_inner(&principal, &command, part, at).await
+                engine.plan_inner(&scope, &read, part, at).await
             })
             .await
     }
 
     async fn plan_inner(
         &self,
-        principal: &Arc<Principal>,
-        command: &Command,
+        scope: &Arc<RequestScope>,
+        read: &Read,
         part: Option<ScanPart>,
         at: Option<chrono::DateTime<chrono::Utc>>,
     ) -> Result<PlannedQuery> {
         let mut parts = HashMap::new();
-        if let (Command::Scan(scan), Some(part)) = (command, part) {
+        if let (Read::Command(Command::Scan(scan)), Some(part)) = (read, part) {
             parts.insert(scan.dataset.to_ascii_lowercase(), part);
         }
-        let (snapshot, compiler) = self.compiler(principal, parts, at).await?;
+        let compiler = self.compiler(scope, parts, at);
         let ctx = self.session(&compiler)?;
-        let frame = match command {
-            Command::Scan(scan) => self.scan_frame(&ctx, &compiler, scan).await?,
-            Command::Sql(sql) => self.sql_frame(&ctx, &sql.query).await?,
+        let frame = match read {
+            Read::Command(Command::Scan(scan)) => self.scan_frame(&ctx, &compiler, scan).await?,
+            Read::Command(Command::Sql(sql)) => self.sql_frame(&ctx, &sql.query).await?,
+            Read::Lookup(lookup) => self.lookup_frame(&ctx, &compiler, lookup).await?,
         };
         let frame = plain_types(frame)?;
         let schema: SchemaRef = Arc::new(frame.schema().as_arrow().clone());
@@ -354,7 +390,7 @@ impl Engine {
             physical,
             schema,
             reads: compiler.reads(),
-            version: snapshot.version,
+            version: scope.version(),
             planned_at: compiler.now(),
             session: state,
         })
@@ -420,6 +456,28 @@ impl Engine {
         Ok(frame)
     }
 
+    async fn lookup_frame(
+        &self,
+        ctx: &SessionContext,
+        compiler: &ViewCompiler,
+        lookup: &ColumnLookup,
+    ) -> Result<DataFrame> {
+        let scan = ScanCommand {
+            dataset: lookup.dataset.clone(),
+            columns: vec![lookup.column.clone()],
+            filter: String::new(),
+            limit: None,
+        };
+        let frame = self.scan_frame(ctx, compiler, &scan).await?;
+        let candidates = lookup
+            .values
+            .iter()
+            .map(|v| datafusion::prelude::lit(v.clone()))
+            .collect();
+        let column = col(format!("\"{}\"", lookup.column.replace('"', "\"\"")));
+        frame.filter(column.in_list(candidates, false)).map_err(df)
+    }
+
     async fn sql_frame(&self, ctx: &SessionContext, query: &str) -> Result<DataFrame> {
         limits::check_sql_text(query)?;
         let statements =
@@ -453,15 +511,20 @@ impl Engine {
         ctx.execute_logical_plan(plan).await.map_err(df)
     }
 
-    /// How to split a scan into endpoints.
+    /// How to split a scan into endpoints, at the plan's state and over
+    /// the files the plan read (the scope listed them once).
     pub async fn layout(
         &self,
-        principal: &Arc<Principal>,
+        scope: &RequestScope,
         scan: &ScanCommand,
         planned: &PlannedQuery,
     ) -> Result<ScanLayout> {
-        let (_snap, compiler) = self.compiler(principal, HashMap::new(), None).await?;
-        let d = compiler
+        if planned.version != scope.version() {
+            return Err(VeilError::Internal(
+                "a layout was asked at another state version than its plan".into(),
+            ));
+        }
+        let d = scope
             .readable(&scan.dataset)
             .ok_or_else(|| VeilError::dataset_not_found(&scan.dataset))?;
         if crate::audit::dataset::is_audit(d) {
@@ -471,7 +534,7 @@ impl Engine {
                 total_records: -1,
             });
         }
-        let listing = list_files(&self.stores, &d.source).await?;
+        let listing = scope.listing(&self.stores, d).await?;
         let units = split_units(d.source.format, &listing).await?;
         let split = if planned.rows_filtered() {
             split_exactly(d.source.format, units, self.cfg.row_policy_endpoints)
@@ -586,6 +649,39 @@ mod tests {
 
     /// Where the masks, the row policy and the user's filter sit in the plan:
     /// the user's predicate stays above the barrier (DESIGN invariant 1).
+    /// A request decides access for the datasets it names, not the whole
+    /// catalog; its plan and its layout are made at one state version and
+    /// over one listing of the files.
+    #[tokio::test]
+    async fn a_request_scope_works_only_for_what_the_request_names() {
+        let dir = tempfile::tempdir().unwrap();
+        let (engine, snap) = demo_engine(dir.path()).await;
+        assert!(snap.datasets.len() > 2, "the demo has several datasets");
+        let engine = Arc::new(engine);
+        let scope = engine.scope(&principal(&snap, "alice")).await.unwrap();
+        assert_eq!(scope.work_done().await, (0, 0));
+        let scan = ScanCommand {
+            dataset: "clinical.trials".into(),
+            ..Default::default()
+        };
+        let q = engine
+            .plan(&scope, &Command::Scan(scan.clone()), None, None)
+            .await
+            .unwrap();
+        assert_eq!(q.version, scope.version());
+        let layout = engine.layout(&scope, &scan, &q).await.unwrap();
+        assert!(!layout.parts.is_empty());
+        assert_eq!(
+            scope.work_done().await,
+            (1, 1),
+            "one dataset decided and listed once, for the plan and the layout"
+        );
+        // Listing the catalog is the one request that visits every dataset.
+        let listed = engine.list(&scope, false);
+        assert!(!listed.is_empty());
+        assert_eq!(scope.work_done().await.0, snap.datasets.len());
+    }
+
     #[tokio::test]
     async fn user_filters_stay_above_the_barrier_and_masks_below() {
         let dir = tempfile::tempdir().unwrap();
@@ -597,7 +693,8 @@ mod tests {
                 "SELECT participant_id FROM clinical.trials WHERE ssn = '123-45-6789' AND age > 40"
                     .into(),
         });
-        let q = engine.plan(&alice, &cmd, None, None).await.unwrap();
+        let scope = engine.scope(&alice).await.unwrap();
+        let q = engine.plan(&scope, &cmd, None, None).await.unwrap();
         let text = displayable(q.physical.as_ref()).indent(true).to_string();
         let line = |needle: &str| {
             text.lines()
@@ -668,11 +765,13 @@ mod tests {
         let engine = Arc::new(engine);
         for user in ["alice", "bob"] {
             let p = principal(&snap, user);
-            let (d, pol) = engine.lookup(&p, "clinical.trials").await.unwrap();
+            let scope = engine.scope(&p).await.unwrap();
+            let (d, pol, readable) = engine.lookup_visible(&scope, "clinical.trials").unwrap();
+            assert!(readable);
             let listed = crate::policy::secure_view::output_schema(&d, &pol).unwrap();
             let q = engine
                 .plan(
-                    &p,
+                    &scope,
                     &Command::Scan(ScanCommand {
                         dataset: "clinical.trials".into(),
                         ..Default::default()

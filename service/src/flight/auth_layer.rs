@@ -100,8 +100,10 @@ where
                 .authenticate(header.as_deref(), client_info(&req))
                 .await
             {
-                Ok(principal) => {
-                    req.extensions_mut().insert(Arc::new(principal));
+                Ok(authenticated) => {
+                    req.extensions_mut()
+                        .insert(Arc::clone(&authenticated.principal));
+                    req.extensions_mut().insert(authenticated);
                     inner.call(req).await
                 }
                 Err(e) => Ok(to_status(&e).into_http()),

@@ -2,7 +2,7 @@
 
 pub mod actions;
 pub mod auth_layer;
-pub mod do_get_body;
 pub mod service;
 pub mod status;
 pub mod tickets;
+pub mod zero_copy_do_get;

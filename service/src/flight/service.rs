@@ -24,13 +24,14 @@ use tonic::{Request, Response, Status, Streaming};
 
 use veil_proto::{Any, ScanCommand, SqlCommand, TicketBody, TicketCommand};
 
-use super::actions::Admin;
-use super::do_get_body::{MAX_MESSAGE_BYTES, checked_len};
+use super::actions::FlightActions;
 use super::status::to_status;
 use super::tickets::TicketSigner;
+use super::zero_copy_do_get::{MESSAGE_HARD_CAP_BYTES, checked_len};
 use crate::audit::{AuditEvent, AuditLog, query_fingerprint};
+use crate::auth::authenticator::Authenticated;
 use crate::auth::identity::Principal;
-use crate::engine::{Command, Engine, PlannedQuery};
+use crate::engine::{Command, Engine, PlannedQuery, RequestScope};
 use crate::error::{Result, VeilError};
 
 #[derive(Debug, Clone)]
@@ -38,7 +39,7 @@ pub struct VeilFlight {
     engine: Arc<Engine>,
     signer: TicketSigner,
     audit: AuditLog,
-    admin: Arc<Admin>,
+    actions: Arc<FlightActions>,
     /// Where endpoints may be read (round-robin); empty: here.
     locations: Vec<String>,
 }
@@ -49,6 +50,19 @@ pub fn principal_of<T>(req: &Request<T>) -> std::result::Result<Arc<Principal>, 
         .get::<Arc<Principal>>()
         .cloned()
         .ok_or_else(|| Status::unauthenticated("no authenticated identity on this call"))
+}
+
+/// The call's scope: the caller and the state the authenticator read for
+/// this very call, so the whole RPC is decided at one state version.
+fn scope_of<T>(
+    engine: &Engine,
+    req: &Request<T>,
+) -> std::result::Result<Arc<RequestScope>, Status> {
+    let a = req
+        .extensions()
+        .get::<Authenticated>()
+        .ok_or_else(|| Status::unauthenticated("no authenticated identity on this call"))?;
+    Ok(engine.scope_at(&a.principal, Arc::clone(&a.snapshot)))
 }
 
 fn now_ms() -> i64 {
@@ -144,14 +158,14 @@ impl VeilFlight {
         engine: Arc<Engine>,
         signer: TicketSigner,
         audit: AuditLog,
-        admin: Arc<Admin>,
+        actions: Arc<FlightActions>,
         locations: Vec<String>,
     ) -> Self {
         Self {
             engine,
             signer,
             audit,
-            admin,
+            actions,
             locations,
         }
     }
@@ -167,19 +181,20 @@ impl VeilFlight {
 
     async fn plan_info(
         &self,
-        p: &Arc<Principal>,
+        scope: &Arc<RequestScope>,
         desc: FlightDescriptor,
     ) -> std::result::Result<FlightInfo, Status> {
+        let p = scope.principal();
         let cmd = match command_of(&desc) {
             Ok(c) => c,
             Err(e) => return Err(self.fail(AuditEvent::new("plan", Some(p)), e).await),
         };
         let mut event = event_for("plan", p, &cmd);
         let result = async {
-            let planned = self.engine.plan(p, &cmd, None, None).await?;
+            let planned = self.engine.plan(scope, &cmd, None, None).await?;
             let (parts, total) = match &cmd {
                 Command::Scan(scan) => {
-                    let layout = self.engine.layout(p, scan, &planned).await?;
+                    let layout = self.engine.layout(scope, scan, &planned).await?;
                     (layout.parts, layout.total_records)
                 }
                 Command::Sql(_) => (vec![None], -1),
@@ -265,15 +280,12 @@ impl FlightService for VeilFlight {
         &self,
         request: Request<Criteria>,
     ) -> std::result::Result<Response<Self::ListFlightsStream>, Status> {
-        let p = principal_of(&request)?;
-        let event = AuditEvent::new("list", Some(&p));
+        let scope = scope_of(&self.engine, &request)?;
+        let event = AuditEvent::new("list", Some(scope.principal()));
         // Criteria `requestable` lists the datasets open on request that
         // the caller may not read yet.
         let requestable = request.get_ref().expression.as_ref() == b"requestable";
-        let datasets = match self.engine.list(&p, requestable).await {
-            Ok(d) => d,
-            Err(e) => return Err(self.fail(event, e).await),
-        };
+        let datasets = self.engine.list(&scope, requestable);
         let mut infos = Vec::with_capacity(datasets.len());
         for (d, policy) in datasets {
             // A dataset whose policies can't be evaluated is listed without
@@ -303,9 +315,9 @@ impl FlightService for VeilFlight {
         &self,
         request: Request<FlightDescriptor>,
     ) -> std::result::Result<Response<FlightInfo>, Status> {
-        let p = principal_of(&request)?;
+        let scope = scope_of(&self.engine, &request)?;
         Ok(Response::new(
-            self.plan_info(&p, request.into_inner()).await?,
+            self.plan_info(&scope, request.into_inner()).await?,
         ))
     }
 
@@ -313,9 +325,9 @@ impl FlightService for VeilFlight {
         &self,
         request: Request<FlightDescriptor>,
     ) -> std::result::Result<Response<PollInfo>, Status> {
-        let p = principal_of(&request)?;
+        let scope = scope_of(&self.engine, &request)?;
         let desc = request.into_inner();
-        let info = self.plan_info(&p, desc.clone()).await?;
+        let info = self.plan_info(&scope, desc.clone()).await?;
         // Planning is synchronous: the poll is complete at once.
         Ok(Response::new(
             PollInfo::new().with_info(info).with_descriptor(desc),
@@ -332,7 +344,8 @@ impl FlightService for VeilFlight {
             Err(e) => return Err(self.fail(AuditEvent::new("schema", Some(&p)), e).await),
         };
         let mut event = event_for("schema", &p, &cmd);
-        let planned = match self.engine.plan(&p, &cmd, None, None).await {
+        let scope = scope_of(&self.engine, &request)?;
+        let planned = match self.engine.plan(&scope, &cmd, None, None).await {
             Ok(q) => q,
             Err(e) => return Err(self.fail(event, e).await),
         };
@@ -372,7 +385,8 @@ impl FlightService for VeilFlight {
         let at = (body.planned_at_ms > 0)
             .then(|| chrono::DateTime::from_timestamp_millis(body.planned_at_ms))
             .flatten();
-        let planned = match self.engine.plan(&p, &cmd, body.part.clone(), at).await {
+        let scope = scope_of(&self.engine, &request)?;
+        let planned = match self.engine.plan(&scope, &cmd, body.part.clone(), at).await {
             Ok(q) => q,
             Err(e) => return Err(self.fail(event, e).await),
         };
@@ -422,7 +436,7 @@ impl FlightService for VeilFlight {
                 }
             })
             .and_then(|data| {
-                futures::future::ready(checked_len(&data, MAX_MESSAGE_BYTES).map(|_| data))
+                futures::future::ready(checked_len(&data, MESSAGE_HARD_CAP_BYTES).map(|_| data))
             });
         let guarded = AuditedStream {
             inner: encoded.boxed(),
@@ -458,9 +472,9 @@ impl FlightService for VeilFlight {
         &self,
         request: Request<Action>,
     ) -> std::result::Result<Response<Self::DoActionStream>, Status> {
-        let p = principal_of(&request)?;
+        let scope = scope_of(&self.engine, &request)?;
         let action = request.into_inner();
-        let results = self.admin.run(&p, &action).await?;
+        let results = self.actions.run(&scope, &action).await?;
         Ok(Response::new(
             futures::stream::iter(
                 results
@@ -480,7 +494,7 @@ impl FlightService for VeilFlight {
             .record(AuditEvent::new("list_actions", Some(&p)))
             .await
             .map_err(|e| to_status(&e))?;
-        let list: Vec<_> = Admin::catalog().into_iter().map(Ok).collect();
+        let list: Vec<_> = FlightActions::catalog().into_iter().map(Ok).collect();
         Ok(Response::new(futures::stream::iter(list).boxed()))
     }
 }

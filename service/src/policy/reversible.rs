@@ -1,5 +1,5 @@
 //! Reversible masks: values that authorized people can turn back into the
-//! original through an unmask request (see `flight::actions::unmask`).
+//! original through an unmask request (see `governance::unmask`).
 //!
 //! * **Reversible** (`mask = "reversible"`): deterministic authenticated
 //!   encryption, AES-SIV (RFC 5297, AES-128-SIV with a 256-bit key) under a

@@ -23,11 +23,12 @@ use crate::config::Config;
 use crate::config::StoreBackend;
 use crate::engine::Engine;
 use crate::error::{Result, VeilError};
-use crate::flight::actions::Admin;
+use crate::flight::actions::FlightActions;
 use crate::flight::auth_layer::AuthLayer;
-use crate::flight::do_get_body::{FlightRoutes, MAX_MESSAGE_BYTES, MAX_REQUEST_BYTES};
 use crate::flight::service::VeilFlight;
 use crate::flight::tickets::TicketSigner;
+use crate::flight::zero_copy_do_get::{FlightRoutes, MAX_REQUEST_BYTES, MESSAGE_HARD_CAP_BYTES};
+use crate::governance::Governance;
 use crate::secrets::{KeyPurpose, MasterKey};
 use crate::store::Store;
 use crate::store::postgres::{PostgresOptions, PostgresStore};
@@ -148,19 +149,20 @@ pub async fn start(cfg: Config, opts: ServeOptions) -> Result<Running> {
         Arc::clone(&auth),
         audit.clone(),
     ));
-    let admin = Arc::new(Admin::new(
+    let governance = Arc::new(Governance::new(
         Arc::clone(&engine),
         audit.clone(),
         roots,
         Arc::clone(&reloader),
         Arc::clone(&auth),
     ));
+    let actions = Arc::new(FlightActions::new(governance));
     let locations = endpoint_locations(&cfg)?;
     let flight = VeilFlight::new(
         engine,
         TicketSigner::from_master(&master),
         audit.clone(),
-        admin,
+        actions,
         locations,
     );
 
@@ -211,7 +213,7 @@ pub async fn start(cfg: Config, opts: ServeOptions) -> Result<Running> {
                 VeilError::FailedPrecondition(format!("TLS configuration is invalid: {e}"))
             })?;
     }
-    let service = FlightRoutes::new(Arc::new(flight), MAX_REQUEST_BYTES, MAX_MESSAGE_BYTES);
+    let service = FlightRoutes::new(Arc::new(flight), MAX_REQUEST_BYTES, MESSAGE_HARD_CAP_BYTES);
     let router = builder.layer(AuthLayer::new(auth)).add_service(service);
 
     let (tx, rx) = oneshot::channel::<()>();

@@ -6,13 +6,12 @@
 //! either returns or records holds a sampled value.
 
 use serde_json::json;
-use std::sync::Arc;
 
 use veil_proto::{DecideTagProposalRequest, DiscoverRequest};
 
-use super::{Admin, ack, refuse_builtin, retag_column};
-use crate::audit::AuditEvent;
-use crate::auth::identity::Principal;
+use super::datasets::{global_policy_tags, refuse_builtin, retag_column};
+use super::{Call, Governance, Outcome, denied};
+use crate::auth::identity::{Permission, Principal};
 use crate::catalog::discovery;
 use crate::error::{Result, VeilError};
 use crate::policy::model::tag_covers;
@@ -38,15 +37,14 @@ fn proposal_json(p: &TagProposal) -> serde_json::Value {
     })
 }
 
-impl Admin {
+impl Governance {
     pub(super) async fn discover(
         &self,
-        p: &Arc<Principal>,
+        call: &mut Call<'_>,
         req: DiscoverRequest,
-        event: &mut AuditEvent,
-    ) -> Result<Vec<Vec<u8>>> {
-        event.dataset = Some(req.dataset.chars().take(256).collect());
-        let d = self.owned_dataset(p, &req.dataset, "discovery").await?;
+    ) -> Result<Outcome> {
+        let p = call.principal;
+        let d = call.owned()?.clone();
         refuse_builtin(&d)?;
         let rows = match req.sample_rows {
             0 => DEFAULT_SAMPLE_ROWS,
@@ -66,8 +64,7 @@ impl Admin {
                 )));
             }
         };
-        // Recorded before any value is read.
-        self.permitted(event).await?;
+        // The runner recorded the attempt before any value is read.
         let sample = discovery::sample_dataset(&d, rows as usize, self.engine.stores()).await?;
         let findings = discovery::classify(
             &sample,
@@ -78,14 +75,14 @@ impl Admin {
         // someone may have changed its tags meanwhile.
         let now = chrono::Utc::now().timestamp_millis();
         let (outcome, current) = self
-            .edit_dataset(p, &d.name, "discovery", event, true, |current, _, _| {
+            .edit_dataset(call, &d.name, |current, _, _| {
                 let outcome = merge(current, &findings, p, now);
                 Ok((outcome, current.clone()))
             })
             .await?;
-        event.rows = Some(sample.rows as u64);
-        event.columns = outcome.proposed.iter().map(|p| p.column.clone()).collect();
-        event.message = format!(
+        call.event.rows = Some(sample.rows as u64);
+        call.event.columns = outcome.proposed.iter().map(|p| p.column.clone()).collect();
+        call.event.message = format!(
             "sampled {} row(s), examined {} column(s): {} tag(s) proposed, {} already tagged, {} previously rejected, {} on config-declared columns",
             sample.rows,
             sample.columns.len(),
@@ -94,7 +91,7 @@ impl Admin {
             outcome.rejected.len(),
             outcome.in_config.len()
         );
-        let global = super::global_policy_tags(&*self.engine.state().current().await?);
+        let global = global_policy_tags(call.scope.snapshot());
         let needs_governance = |tag: &str| global.iter().any(|g| tag_covers(g, tag));
         let body = json!({
             "dataset": current.name,
@@ -124,32 +121,23 @@ impl Admin {
             "skipped": sample.skipped.iter().map(|(c, why)| json!({"column": c, "reason": why})).collect::<Vec<_>>(),
             "decide_with": format!("veil discover {} --accept COLUMN=TAG (or --reject COLUMN=TAG)", current.name),
         });
-        Ok(vec![serde_json::to_vec(&body).unwrap_or_default()])
+        Ok(Outcome::Documents(vec![body]))
     }
 
     pub(super) async fn decide_tag_proposal(
         &self,
-        p: &Arc<Principal>,
+        call: &mut Call<'_>,
         req: DecideTagProposalRequest,
-        event: &mut AuditEvent,
-    ) -> Result<Vec<Vec<u8>>> {
-        event.dataset = Some(req.dataset.chars().take(256).collect());
-        event.columns = vec![req.column.chars().take(256).collect()];
+    ) -> Result<Outcome> {
+        let p = call.principal;
         let message = self
-            .edit_dataset(
-                p,
-                &req.dataset,
-                "deciding tag proposals",
-                event,
-                false,
-                |d, snapshot, event| {
-                    let message = decide(p, d, &req, snapshot)?;
-                    event.message = message.clone();
-                    Ok(message)
-                },
-            )
+            .edit_dataset(call, &req.dataset, |d, snapshot, event| {
+                let message = decide(p, d, &req, snapshot)?;
+                event.message = message.clone();
+                Ok(message)
+            })
             .await?;
-        Ok(ack(message))
+        Ok(Outcome::Done(message))
     }
 }
 
@@ -179,11 +167,9 @@ fn decide(
     };
     let proposal = d.tag_proposals[i].clone();
     if !req.accept {
-        let global = super::global_policy_tags(snapshot);
-        if global.iter().any(|g| tag_covers(g, &proposal.tag))
-            && !p.has(crate::auth::identity::Permission::Governance)
-        {
-            return Err(super::denied(
+        let global = global_policy_tags(snapshot);
+        if global.iter().any(|g| tag_covers(g, &proposal.tag)) && !p.has(Permission::Governance) {
+            return Err(denied(
                 "rejecting a tag that global policies target",
                 "GOVERNANCE",
             ));

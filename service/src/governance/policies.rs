@@ -1,4 +1,5 @@
-//! Policy administration: create, update, delete, list, explain.
+//! Policy administration: create, update, delete, list, explain, and
+//! profiling for k-anonymization.
 //!
 //! Who may write a policy depends on its scope (DESIGN "Words"):
 //! * local (`dataset = ...`): the dataset's owners, or `GOVERNANCE`;
@@ -6,6 +7,7 @@
 //! * restricted global (`tags` with `restricted_to = [you]`):
 //!   `CREATE_DATA_SOURCE`, limited to the datasets the author owns.
 //!
+//! The runner checks that (`authorize.rs`) before any handler here runs.
 //! A policy's name is unique within its namespace
 //! ([`PolicySpec::namespace`]: its dataset, its restriction, or the global
 //! scope), and everyone who may write into a namespace can list every policy
@@ -17,22 +19,20 @@
 
 use serde_json::json;
 use std::collections::BTreeMap;
-use std::sync::Arc;
 
 use veil_proto::{
     DeletePolicyRequest, ExplainRequest, ListPoliciesRequest, PolicyWriteRequest,
     ProfileKAnonymityRequest,
 };
 
-use super::{Admin, ack, denied};
-use crate::audit::AuditEvent;
+use super::{Call, Governance, Grant, Outcome, PolicyWrite};
 use crate::auth::authenticator::{MergedPrincipal, merge_with_directory};
 use crate::auth::claim_trust::{AssertedClaims, ClaimSource};
-use crate::auth::identity::{Attributes, ClientInfo, Permission, Principal};
+use crate::auth::identity::{Attributes, ClientInfo, Permission};
 use crate::error::{Result, VeilError};
 use crate::policy::effective::{Access, access, applies_to, data_policy};
 use crate::policy::model::{Origin, Policy, PolicySpec};
-use crate::secrets::{KeyPurpose, MasterKey};
+use crate::secrets::KeyPurpose;
 use crate::server::sync::check_references;
 use crate::store::PolicyPut;
 use crate::store::model::{DatasetRecord, Snapshot};
@@ -40,123 +40,62 @@ use crate::store::model::{DatasetRecord, Snapshot};
 /// Longest policy JSON accepted.
 const MAX_POLICY_BYTES: usize = 64 * 1024;
 
-fn parse_spec(json: &str) -> Result<PolicySpec> {
-    if json.len() > MAX_POLICY_BYTES {
+/// The most columns profiled together.
+const MAX_PROFILED_COLUMNS: usize = 16;
+
+/// A policy to write, from its JSON: parsed and validated, depending on
+/// nothing but the request.
+pub fn parse_write(req: &PolicyWriteRequest) -> Result<PolicyWrite> {
+    if req.spec_json.len() > MAX_POLICY_BYTES {
         return Err(VeilError::InvalidArgument(format!(
             "a policy is at most {MAX_POLICY_BYTES} bytes of JSON"
         )));
     }
-    serde_json::from_str(json).map_err(|e| {
+    let spec: PolicySpec = serde_json::from_str(&req.spec_json).map_err(|e| {
         VeilError::InvalidArgument(VeilError::detailed(
             "the policy is not valid (write it as a JSON object with the fields of a [[policies]] entry; see the README's Policies section)",
             e,
         ))
-    })
-}
-
-fn validated(spec: &PolicySpec, origin: Origin) -> Result<Policy> {
-    Ok(Policy {
-        id: String::new(),
-        version: 0,
-        origin,
-        rule: spec.validate()?,
-        spec: spec.clone(),
+    })?;
+    Ok(PolicyWrite {
+        policy: Policy {
+            id: String::new(),
+            version: 0,
+            origin: Origin::Runtime,
+            rule: spec.validate()?,
+            spec,
+        },
+        expected_version: (req.expected_version > 0).then_some(req.expected_version),
     })
 }
 
 /// A policy as `veil.list_policies` shows it.
-fn policy_json(p: &Policy) -> Vec<u8> {
-    serde_json::to_vec(&json!({
+fn policy_json(p: &Policy) -> serde_json::Value {
+    json!({
         "name": p.spec.name,
         "id": p.id,
         "version": p.version,
         "origin": match p.origin { Origin::Config => "config", Origin::Runtime => "runtime" },
         "scope": p.spec.scope(),
         "spec": p.spec,
-    }))
-    .unwrap_or_default()
+    })
 }
 
-/// A policy on a dataset the caller can't see answers like a missing
-/// policy, so its name can't be used to learn the dataset's.
-fn hide_dataset(e: VeilError, policy: &str, hint: &str) -> VeilError {
-    match e {
-        VeilError::NotFound(_) => VeilError::NotFound(format!("no policy named '{policy}'{hint}")),
-        e => e,
-    }
-}
-
-impl Admin {
-    /// May `p` write a policy of this form?
-    async fn authorize_policy(
-        &self,
-        p: &Arc<Principal>,
-        spec: &PolicySpec,
-        action: &str,
-    ) -> Result<()> {
-        if p.has(Permission::Governance) {
-            return Ok(());
-        }
-        let issuer = self.engine.default_issuer();
-        match (&spec.dataset, spec.restricted_to.is_empty()) {
-            // Ownership (or "not found" for a dataset the caller can't see).
-            (Some(name), _) => self.owned_dataset(p, name, action).await.map(|_| ()),
-            (None, true) => Err(denied(
-                &format!("{action} of a global policy (tags = [...])"),
-                "GOVERNANCE; data owners write restricted global policies (restricted_to = [\"you\"]) over the datasets they own",
-            )),
-            (None, false) => {
-                if !p.has(Permission::CreateDataSource) {
-                    return Err(denied(
-                        &format!("{action} of a restricted global policy"),
-                        "CREATE_DATA_SOURCE",
-                    ));
-                }
-                if spec
-                    .restricted_to
-                    .iter()
-                    .any(|u| u.resolve(issuer) != p.identity)
-                {
-                    return Err(VeilError::PermissionDenied(format!(
-                        "a restricted global policy you write applies to your own datasets only: set restricted_to = [\"{}\"]",
-                        p.identity.subject
-                    )));
-                }
-                Ok(())
-            }
-        }
-    }
-
+impl Governance {
     pub(super) async fn write_policy(
         &self,
-        p: &Arc<Principal>,
-        req: PolicyWriteRequest,
+        call: &mut Call<'_>,
+        write: PolicyWrite,
         create: bool,
-        event: &mut AuditEvent,
-    ) -> Result<Vec<Vec<u8>>> {
-        let action = if create { "creating" } else { "updating" };
-        let spec = parse_spec(&req.spec_json)?;
-        event.message = format!("policy {}", spec.name.chars().take(200).collect::<String>());
-        event.dataset = spec.dataset.clone();
-        let policy = validated(&spec, Origin::Runtime)?;
-        self.authorize_policy(p, &spec, action).await?;
-        let snapshot = self.engine.state().current().await?;
-        if !create {
-            let namespace = spec.namespace();
-            let Some(old) = snapshot
-                .policies
-                .iter()
-                .find(|x| x.spec.name == spec.name && x.spec.namespace() == namespace)
-            else {
-                return Err(VeilError::NotFound(format!(
-                    "no policy named '{}'; create it instead",
-                    spec.name
-                )));
-            };
-            self.authorize_policy(p, &old.spec, action)
-                .await
-                .map_err(|e| hide_dataset(e, &spec.name, "; create it instead"))?;
+    ) -> Result<Outcome> {
+        if !matches!(call.grant, Grant::PolicyAuthor) {
+            return Err(call.grant_mismatch("the right to write the policy"));
         }
+        let PolicyWrite {
+            policy,
+            expected_version,
+        } = write;
+        let snapshot = std::sync::Arc::clone(call.scope.snapshot());
         let datasets: BTreeMap<&str, &DatasetRecord> = snapshot
             .datasets
             .iter()
@@ -173,17 +112,15 @@ impl Admin {
             self.engine.default_issuer(),
         )
         .await?;
-        self.permitted(event).await?;
+        let spec = &policy.spec;
         let mode = if create {
             PolicyPut::Create
         } else {
-            PolicyPut::Update {
-                expected_version: (req.expected_version > 0).then_some(req.expected_version),
-            }
+            PolicyPut::Update { expected_version }
         };
-        let version = self.engine.state().store().put_policy(&spec, mode).await?;
-        event.policies = vec![format!("{}@{version}", spec.name)];
-        Ok(ack(format!(
+        let version = self.engine.state().store().put_policy(spec, mode).await?;
+        call.event.policies = vec![format!("{}@{version}", spec.name)];
+        Ok(Outcome::Done(format!(
             "{} {} policy '{}' (version {version}); it applies from the next request",
             if create { "created" } else { "saved" },
             spec.scope(),
@@ -193,56 +130,12 @@ impl Admin {
 
     pub(super) async fn delete_policy(
         &self,
-        p: &Arc<Principal>,
+        call: &mut Call<'_>,
         req: DeletePolicyRequest,
-        event: &mut AuditEvent,
-    ) -> Result<Vec<Vec<u8>>> {
-        event.message = format!("policy {}", req.name.chars().take(200).collect::<String>());
-        let snapshot = self.engine.state().current().await?;
-        // Only policies the caller can list are candidates, so the answer
-        // for a name used only where they can't look is "no policy".
-        let candidates: Vec<&Policy> = snapshot
-            .policies
-            .iter()
-            .filter(|x| x.spec.name == req.name || x.id == req.name)
-            .filter(|x| self.may_list(p, x, &snapshot))
-            .collect();
-        let mut writable = Vec::new();
-        let mut refusal = None;
-        for x in &candidates {
-            match self.authorize_policy(p, &x.spec, "deleting").await {
-                Ok(()) => writable.push(*x),
-                Err(e) => refusal = refusal.or(Some(e)),
-            }
-        }
-        let old = match (&writable[..], refusal) {
-            ([one], _) => *one,
-            ([], Some(e)) => return Err(hide_dataset(e, &req.name, "")),
-            ([], None) => {
-                return Err(VeilError::NotFound(format!(
-                    "no policy named '{}'",
-                    req.name
-                )));
-            }
-            (several, _) => {
-                let mut which: Vec<String> = several
-                    .iter()
-                    .map(|x| match &x.spec.dataset {
-                        Some(d) => format!("on {d}: id {}", x.id),
-                        None => format!("{}: id {}", x.spec.scope(), x.id),
-                    })
-                    .collect();
-                which.sort();
-                return Err(VeilError::InvalidArgument(format!(
-                    "{} policies you may delete are named '{}' ({}); delete one by its id",
-                    several.len(),
-                    req.name,
-                    which.join("; ")
-                )));
-            }
+    ) -> Result<Outcome> {
+        let Grant::Deletable(old) = &call.grant else {
+            return Err(call.grant_mismatch("the policy to delete"));
         };
-        event.dataset = old.spec.dataset.clone();
-        self.permitted(event).await?;
         self.engine
             .state()
             .store()
@@ -252,54 +145,27 @@ impl Admin {
                 (req.expected_version > 0).then_some(req.expected_version),
             )
             .await?;
-        Ok(ack(format!(
+        Ok(Outcome::Done(format!(
             "deleted {} policy '{}'; it stops applying from the next request",
             old.spec.scope(),
             old.spec.name
         )))
     }
 
-    /// Does `veil.list_policies` show `pol` to `p`? Governors see every
-    /// policy; others the ones that apply to datasets they own and the
-    /// restricted ones naming them: every policy of every namespace they
-    /// may write into, and nothing of the others. Data owners (and
-    /// `CREATE_DATA_SOURCE` holders) also see every global policy: they are
-    /// the rules a tag brings, and a tag change refused for touching one
-    /// would otherwise tell of a policy they couldn't list.
-    fn may_list(&self, p: &Principal, pol: &Policy, snapshot: &Snapshot) -> bool {
-        let issuer = self.engine.default_issuer();
-        let owner = || {
-            p.has(Permission::CreateDataSource)
-                || snapshot.datasets.values().any(|d| d.is_owner(&p.identity))
-        };
-        p.has(Permission::Governance)
-            || (pol.is_unrestricted_global() && owner())
-            || pol
-                .spec
-                .restricted_to
-                .iter()
-                .any(|u| u.resolve(issuer) == p.identity)
-            || snapshot
-                .datasets
-                .values()
-                .any(|d| d.is_owner(&p.identity) && applies_to(pol, d, issuer))
-    }
-
     /// Governors see every policy; others the ones on datasets they own and
     /// restricted ones naming them.
     pub(super) async fn list_policies(
         &self,
-        p: &Arc<Principal>,
+        call: &mut Call<'_>,
         req: ListPoliciesRequest,
-        event: &mut AuditEvent,
-    ) -> Result<Vec<Vec<u8>>> {
-        let snapshot = self.engine.state().current().await?;
+    ) -> Result<Outcome> {
+        let p = call.principal;
+        let snapshot = std::sync::Arc::clone(call.scope.snapshot());
         let issuer = self.engine.default_issuer();
         let governor = p.has(Permission::Governance);
         let only: Option<&DatasetRecord> = if req.dataset.is_empty() {
             None
         } else {
-            event.dataset = Some(req.dataset.chars().take(256).collect());
             Some(
                 snapshot
                     .datasets
@@ -315,31 +181,28 @@ impl Admin {
                 None => self.may_list(p, pol, &snapshot),
             }
         };
-        self.permitted(event).await?;
-        Ok(snapshot
-            .policies
-            .iter()
-            .filter(|pol| shown(pol))
-            .map(policy_json)
-            .collect())
+        Ok(Outcome::Documents(
+            snapshot
+                .policies
+                .iter()
+                .filter(|pol| shown(pol))
+                .map(policy_json)
+                .collect(),
+        ))
     }
 
     /// The raw data's profile for k-anonymizing some columns: distinct
     /// values (against the cutoff), its current k and a suggested k.
     pub(super) async fn profile_k_anonymity(
         &self,
-        p: &Arc<Principal>,
+        call: &mut Call<'_>,
         req: ProfileKAnonymityRequest,
-        event: &mut AuditEvent,
-    ) -> Result<Vec<Vec<u8>>> {
-        event.dataset = Some(req.dataset.chars().take(256).collect());
-        let d = self
-            .owned_dataset(p, &req.dataset, "profiling for k-anonymization")
-            .await?;
-        if req.columns.is_empty() || req.columns.len() > 16 {
-            return Err(VeilError::InvalidArgument(
-                "name from 1 to 16 columns to profile together".into(),
-            ));
+    ) -> Result<Outcome> {
+        let d = call.owned()?.clone();
+        if req.columns.is_empty() || req.columns.len() > MAX_PROFILED_COLUMNS {
+            return Err(VeilError::InvalidArgument(format!(
+                "name from 1 to {MAX_PROFILED_COLUMNS} columns to profile together"
+            )));
         }
         for c in &req.columns {
             if d.column(c).is_none() {
@@ -349,8 +212,7 @@ impl Admin {
                 )));
             }
         }
-        event.columns = req.columns.clone();
-        self.permitted(event).await?;
+        call.event.columns = req.columns.clone();
         let cfg = self.engine.config();
         let profile = crate::policy::kanon::profile_dataset(
             &d,
@@ -366,7 +228,7 @@ impl Admin {
             .zip(&profile.distinct)
             .map(|(c, n)| json!({"name": c, "distinct": n, "eligible": *n <= cutoff}))
             .collect();
-        let body = json!({
+        Ok(Outcome::Documents(vec![json!({
             "dataset": d.name,
             "rows": profile.rows,
             "columns": columns,
@@ -376,22 +238,18 @@ impl Admin {
             "suggested_k": profile.suggested_k,
             "suppressed_at_suggested_k": profile.suppressed_at_suggested,
             "suggestion_rule": "the largest k from 2 to 10 that nulls at most 5% of rows (2 if none does)",
-        });
-        Ok(vec![serde_json::to_vec(&body).unwrap_or_default()])
+        })]))
     }
 
     /// What a user gets from a dataset, and why.
     pub(super) async fn explain(
         &self,
-        p: &Arc<Principal>,
+        call: &mut Call<'_>,
         req: ExplainRequest,
-        event: &mut AuditEvent,
-    ) -> Result<Vec<Vec<u8>>> {
-        event.dataset = Some(req.dataset.chars().take(256).collect());
+    ) -> Result<Outcome> {
+        let d = call.owned()?.clone();
         let who = self.user(req.user)?;
-        event.message = format!("explain for {who}");
-        let d = self.owned_dataset(p, &req.dataset, "explain").await?;
-        let snapshot = self.engine.state().current().await?;
+        let snapshot = std::sync::Arc::clone(call.scope.snapshot());
         let mut asserted = AssertedClaims {
             groups: req.groups.iter().cloned().collect(),
             attributes: Attributes::new(),
@@ -410,8 +268,9 @@ impl Admin {
             issuer: who.issuer.clone(),
         };
         let admitted = self.auth.admit(source, asserted);
-        // The fingerprint of an explained principal is never used.
-        let key = MasterKey::from_bytes([0; 32]).derive(KeyPurpose::Fingerprint);
+        // The principal's fingerprint is computed with the real key, as
+        // for any principal, though an explained one's is never used.
+        let key = self.engine.master().derive(KeyPurpose::Fingerprint);
         let merged = merge_with_directory(
             &snapshot,
             who.clone(),
@@ -419,14 +278,23 @@ impl Admin {
             &key,
             ClientInfo::default(),
         );
-        self.permitted(event).await?;
-        Ok(vec![explain_json(
+        Ok(Outcome::Report(explain_json(
             &snapshot,
             &d,
             &merged,
             self.engine.default_issuer(),
-        )])
+        )))
     }
+}
+
+/// The name of the policy with this label (`id@version`).
+fn policy_name<'a>(snapshot: &'a Snapshot, label: &str) -> &'a str {
+    snapshot
+        .policies
+        .iter()
+        .find(|p| p.label() == label)
+        .map(|p| p.spec.name.as_str())
+        .unwrap_or_default()
 }
 
 /// Where each group and attribute value came from, the issuer's trust, and
@@ -468,7 +336,7 @@ fn explain_json(
     d: &DatasetRecord,
     merged: &MergedPrincipal,
     issuer: &str,
-) -> Vec<u8> {
+) -> serde_json::Value {
     let who = &merged.principal;
     let mut subscription = Vec::new();
     let none = Default::default();
@@ -526,12 +394,7 @@ fn explain_json(
                     e.kanon
                         .iter()
                         .map(|g| {
-                            let name = snapshot
-                                .policies
-                                .iter()
-                                .find(|p| p.label() == g.policy)
-                                .map(|p| p.spec.name.as_str())
-                                .unwrap_or_default();
+                            let name = policy_name(snapshot, &g.policy);
                             json!({"policy": name, "version": g.policy, "columns": g.columns, "k": g.k})
                         })
                         .collect::<Vec<_>>()
@@ -540,12 +403,7 @@ fn explain_json(
                     e.row_rules
                         .iter()
                         .map(|r| {
-                            let name = snapshot
-                                .policies
-                                .iter()
-                                .find(|p| p.label() == r.policy)
-                                .map(|p| p.spec.name.as_str())
-                                .unwrap_or_default();
+                            let name = policy_name(snapshot, &r.policy);
                             json!({"policy": name, "version": r.policy, "rule": r.description})
                         })
                         .collect::<Vec<_>>()
@@ -567,5 +425,5 @@ fn explain_json(
             }
         }
     }
-    serde_json::to_vec_pretty(&out).unwrap_or_default()
+    out
 }

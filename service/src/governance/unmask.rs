@@ -20,16 +20,14 @@ use veil_proto::{
     DecideAccessRequest, ListAccessRequestsRequest, RequestUnmaskRequest, UnmaskResultRequest,
 };
 
-use super::Admin;
-use super::access::{MAX_REASON, request_json};
-use crate::audit::AuditEvent;
-use crate::auth::identity::Principal;
+use super::requests::MAX_REASON;
+use super::{Call, Governance, Grant, Outcome};
+use crate::engine::{ColumnLookup, RequestScope};
 use crate::error::{Result, VeilError};
-use crate::policy::effective::exempts;
 use crate::policy::model::MaskSpec;
 use crate::policy::reversible::{FormatPreserving, SivTokens, TOKEN_PREFIX, Unmaskable};
 use crate::secrets::KeyPurpose;
-use crate::store::model::{AccessRequest, DatasetRecord, RequestStatus, Snapshot, UnmaskDetails};
+use crate::store::model::{DatasetRecord, RequestStatus, UnmaskDetails};
 
 const MAX_VALUES: usize = 100;
 const MAX_VALUE_LEN: usize = 4096;
@@ -72,41 +70,31 @@ impl Unmasker {
     }
 }
 
-impl Admin {
+impl Governance {
     /// Which of `values` the principal reads in `column` of `dataset`
     /// (through their own secure view: masks and row policies applied).
+    /// The values enter the plan as typed literals, never as SQL text.
     async fn values_in_view(
         &self,
-        p: &Arc<Principal>,
+        scope: &Arc<RequestScope>,
         dataset: &str,
         column: &str,
         values: &[String],
     ) -> Result<std::collections::BTreeSet<String>> {
         use datafusion::arrow::array::AsArray;
         use futures::TryStreamExt;
-        let quote = |v: &str| format!("'{}'", v.replace('\'', "''"));
-        let filter = format!(
-            "\"{}\" IN ({})",
-            column.replace('"', "\"\""),
-            values
-                .iter()
-                .map(|v| quote(v))
-                .collect::<Vec<_>>()
-                .join(", ")
-        );
-        let command = crate::engine::Command::Scan(veil_proto::ScanCommand {
+        let lookup = ColumnLookup {
             dataset: dataset.to_string(),
-            columns: vec![column.to_string()],
-            filter,
-            limit: None,
-        });
-        let planned = self.engine.plan(p, &command, None, None).await?;
+            column: column.to_string(),
+            values: values.to_vec(),
+        };
+        let planned = self.engine.plan_lookup(scope, &lookup).await?;
         let mut stream = planned.execute()?;
         let mut seen = std::collections::BTreeSet::new();
         while let Some(batch) = stream
             .try_next()
             .await
-            .map_err(|e| VeilError::internal("reading the values to unmask", e))?
+            .map_err(crate::engine::errors::from_datafusion)?
         {
             let text = datafusion::arrow::compute::cast(
                 batch.column(0),
@@ -120,12 +108,9 @@ impl Admin {
 
     pub(super) async fn request_unmask(
         &self,
-        p: &Arc<Principal>,
+        call: &mut Call<'_>,
         req: RequestUnmaskRequest,
-        event: &mut AuditEvent,
-    ) -> Result<Vec<Vec<u8>>> {
-        event.dataset = Some(req.dataset.chars().take(256).collect());
-        event.columns = vec![req.column.chars().take(256).collect()];
+    ) -> Result<Outcome> {
         let reason = req.reason.trim();
         if reason.is_empty() || reason.len() > MAX_REASON {
             return Err(VeilError::InvalidArgument(format!(
@@ -146,7 +131,7 @@ impl Admin {
                 "a masked value is 1 to {MAX_VALUE_LEN} bytes"
             )));
         }
-        let (d, policy, readable) = self.engine.lookup_visible(p, &req.dataset).await?;
+        let (d, policy, readable) = self.engine.lookup_visible(call.scope, &req.dataset)?;
         if !readable {
             return Err(VeilError::dataset_not_found(&req.dataset));
         }
@@ -161,7 +146,7 @@ impl Admin {
                 req.column, d.name
             )));
         };
-        let snapshot = self.engine.state().current().await?;
+        let snapshot = std::sync::Arc::clone(call.scope.snapshot());
         let Some(policy_name) = snapshot
             .policies
             .iter()
@@ -190,7 +175,7 @@ impl Admin {
             }
         }
         let seen = self
-            .values_in_view(p, &d.name, &req.column, &req.values)
+            .values_in_view(call.scope, &d.name, &req.column, &req.values)
             .await?;
         if let Some(i) = req.values.iter().position(|v| !seen.contains(v)) {
             return Err(VeilError::InvalidArgument(format!(
@@ -200,119 +185,38 @@ impl Admin {
                 req.column
             )));
         }
-        let request = AccessRequest {
-            id: uuid::Uuid::new_v4().to_string(),
-            dataset_id: d.id.clone(),
-            dataset: d.name.clone(),
-            requester: p.identity.clone(),
-            reason: reason.to_string(),
-            status: RequestStatus::Pending,
-            decided_by: None,
-            decision_note: String::new(),
-            created_ms: chrono::Utc::now().timestamp_millis(),
-            decided_ms: None,
-            unmask: Some(UnmaskDetails {
-                column: req.column.clone(),
-                policy: policy_name,
-                policy_label: applied.policy.clone(),
-                values: req.values.clone(),
-            }),
+        let details = UnmaskDetails {
+            column: req.column.clone(),
+            policy: policy_name,
+            policy_label: applied.policy.clone(),
+            values: req.values.clone(),
         };
-        event.message = format!("unmask request {}", request.id);
-        event.policies = vec![applied.policy.clone()];
-        self.permitted(event).await?;
-        self.engine
-            .state()
-            .store()
-            .create_access_request(&request)
-            .await?;
-        Ok(vec![request_json(&request)])
-    }
-
-    /// May `p` decide unmask request `r` on `d`: exempt from its policy,
-    /// reading the dataset with the column unmasked?
-    async fn may_decide_unmask(
-        &self,
-        p: &Arc<Principal>,
-        r: &AccessRequest,
-        snapshot: &Snapshot,
-    ) -> Result<bool> {
-        let Some(u) = &r.unmask else {
-            return Ok(false);
-        };
-        // By id (the label is `id@version`): names are unique only within a
-        // namespace, and another dataset's policy may share this one's.
-        let id = u.policy_label.split('@').next().unwrap_or_default();
-        let Some(policy) = snapshot.policies.iter().find(|x| x.id == id) else {
-            return Ok(false);
-        };
-        if !exempts(policy, p, self.engine.default_issuer()) {
-            return Ok(false);
-        }
-        let Ok((d, effective, readable)) = self.engine.lookup_visible(p, &r.dataset).await else {
-            return Ok(false);
-        };
-        Ok(readable && d.id == r.dataset_id && !effective.masked_columns().contains(&u.column))
+        let request = self.file_request(call, &d, reason, Some(details)).await?;
+        call.event.message = format!("unmask request {}", request.id);
+        call.event.policies = vec![applied.policy.clone()];
+        Ok(Outcome::Requests(vec![request]))
     }
 
     pub(super) async fn decide_unmask(
         &self,
-        p: &Arc<Principal>,
+        call: &mut Call<'_>,
         req: DecideAccessRequest,
         approve: bool,
-        event: &mut AuditEvent,
-    ) -> Result<Vec<Vec<u8>>> {
-        event.message = format!(
-            "unmask request {}",
-            req.request_id.chars().take(64).collect::<String>()
-        );
-        let store = self.engine.state().store();
-        let requests = store.access_requests().await?;
-        let snapshot = self.engine.state().current().await?;
-        let not_found = || {
-            VeilError::NotFound(format!(
-                "no unmask request {} that you may decide",
-                req.request_id.chars().take(64).collect::<String>()
-            ))
+    ) -> Result<Outcome> {
+        let Grant::UnmaskRequest(r) = &call.grant else {
+            return Err(call.grant_mismatch("an unmask request to decide"));
         };
-        let Some(r) = requests
-            .iter()
-            .find(|r| r.id == req.request_id && r.unmask.is_some())
-        else {
-            return Err(not_found());
-        };
-        let u = r.unmask.as_ref().expect("an unmask request");
-        event.dataset = Some(r.dataset.clone());
-        event.columns = vec![u.column.clone()];
-        if r.requester == p.identity {
-            return Err(VeilError::PermissionDenied(
-                "you cannot decide your own unmask request; someone the masking policy exempts must"
-                    .into(),
-            ));
-        }
-        if !self.may_decide_unmask(p, r, &snapshot).await? {
-            // Those who can read the dataset learn why; others see nothing.
-            return match self.engine.lookup_visible(p, &r.dataset).await {
-                Ok((_, _, true)) => Err(VeilError::PermissionDenied(format!(
-                    "only someone policy '{}' exempts, who reads {}.{} unmasked, may decide this request",
-                    u.policy, r.dataset, u.column
-                ))),
-                _ => Err(not_found()),
-            };
-        }
-        self.decide_pending(p, &r.id, approve, &req.note, event)
-            .await
+        let id = r.id.clone();
+        self.decide_pending(call, &id, approve, &req.note).await
     }
 
     pub(super) async fn list_unmask_requests(
         &self,
-        p: &Arc<Principal>,
+        call: &mut Call<'_>,
         req: ListAccessRequestsRequest,
-        event: &mut AuditEvent,
-    ) -> Result<Vec<Vec<u8>>> {
+    ) -> Result<Outcome> {
+        let p = call.principal;
         let store = self.engine.state().store();
-        let snapshot = self.engine.state().current().await?;
-        self.permitted(event).await?;
         let mut out = Vec::new();
         for r in store.access_requests().await? {
             if r.unmask.is_none()
@@ -321,23 +225,19 @@ impl Admin {
             {
                 continue;
             }
-            if r.requester == p.identity || self.may_decide_unmask(p, &r, &snapshot).await? {
-                out.push(request_json(&r));
+            if r.requester == p.identity || self.may_decide_unmask(call.scope, &r)? {
+                out.push(r);
             }
         }
-        Ok(out)
+        Ok(Outcome::Requests(out))
     }
 
     pub(super) async fn unmask_result(
         &self,
-        p: &Arc<Principal>,
+        call: &mut Call<'_>,
         req: UnmaskResultRequest,
-        event: &mut AuditEvent,
-    ) -> Result<Vec<Vec<u8>>> {
-        event.message = format!(
-            "unmask release {}",
-            req.request_id.chars().take(64).collect::<String>()
-        );
+    ) -> Result<Outcome> {
+        let p = call.principal;
         let requests = self.engine.state().store().access_requests().await?;
         // Only the requester's own requests exist for them.
         let Some(r) = requests
@@ -349,9 +249,13 @@ impl Admin {
                 req.request_id.chars().take(64).collect::<String>()
             )));
         };
-        let u = r.unmask.as_ref().expect("an unmask request");
-        event.dataset = Some(r.dataset.clone());
-        event.columns = vec![u.column.clone()];
+        let Some(u) = r.unmask.as_ref() else {
+            return Err(VeilError::Internal(
+                "an unmask request without its details".into(),
+            ));
+        };
+        call.event.dataset = Some(r.dataset.clone());
+        call.event.columns = vec![u.column.clone()];
         if r.status != RequestStatus::Approved {
             return Err(VeilError::FailedPrecondition(format!(
                 "unmask request {} is {}: only an approved request releases values",
@@ -361,7 +265,7 @@ impl Admin {
         }
         // Still allowed to read the dataset, it is still the same one, and
         // the column is still masked for them by the same policy version.
-        let (d, effective, readable) = self.engine.lookup_visible(p, &r.dataset).await?;
+        let (d, effective, readable) = self.engine.lookup_visible(call.scope, &r.dataset)?;
         if !readable || d.id != r.dataset_id {
             return Err(VeilError::dataset_not_found(&r.dataset));
         }
@@ -397,7 +301,7 @@ impl Admin {
             .iter()
             .any(|c| c.mask == MaskSpec::FormatPreserving);
         let seen = self
-            .values_in_view(p, &d.name, &u.column, &u.values)
+            .values_in_view(call.scope, &d.name, &u.column, &u.values)
             .await?;
         let unmasker = Unmasker::new(self.engine.master(), &d, &u.column);
         let values: Vec<_> = u
@@ -411,16 +315,12 @@ impl Admin {
                 Err(e) => json!({"masked": m, "error": e.to_string()}),
             })
             .collect();
-        event.message = format!("unmask release {} ({} values)", r.id, values.len());
-        self.permitted(event).await?;
-        Ok(vec![
-            serde_json::to_vec(&json!({
-                "request": r.id,
-                "dataset": r.dataset,
-                "column": u.column,
-                "values": values,
-            }))
-            .unwrap_or_default(),
-        ])
+        call.event.message = format!("unmask release {} ({} values)", r.id, values.len());
+        Ok(Outcome::Documents(vec![json!({
+            "request": r.id,
+            "dataset": r.dataset,
+            "column": u.column,
+            "values": values,
+        })]))
     }
 }

@@ -38,8 +38,10 @@ const FRAME_PREFIX: usize = 5;
 /// The largest request Veil's Flight service reads.
 pub const MAX_REQUEST_BYTES: usize = 16 * 1024 * 1024;
 
-/// The largest message Veil's Flight service sends.
-pub const MAX_MESSAGE_BYTES: usize = 64 * 1024 * 1024;
+/// The largest message Veil's Flight service ever sends: a hard cap. The
+/// config's `engine.max_message_bytes` is the soft target batches are
+/// split to; a message over this cap is an error, never sent.
+pub const MESSAGE_HARD_CAP_BYTES: usize = 64 * 1024 * 1024;
 
 /// The Flight service with `DoGet` answered by [`respond`].
 pub struct FlightRoutes<T: FlightService> {
