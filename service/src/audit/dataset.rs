@@ -31,19 +31,13 @@ use crate::store::model::{ColumnRecord, DatasetRecord, FileFormatKind, Snapshot,
 
 /// The dataset's name.
 pub const AUDIT_DATASET: &str = "veil.audit";
-/// Its id (hash-mask keys derive from it).
-const AUDIT_ID: &str = "builtin:veil.audit";
-/// Where its "files" are: nowhere a root could contain.
-const AUDIT_LOCATION: &str = "veil-builtin://audit";
+use crate::catalog::source_kind::{
+    AUDIT_TRAIL_ID as AUDIT_ID, AUDIT_TRAIL_LOCATION as AUDIT_LOCATION,
+};
 /// The built-in subscription policy.
 const READERS_POLICY: &str = "veil.audit-readers";
 /// Events read from the store per batch.
 const PAGE: usize = 8192;
-
-/// Is `d` the built-in audit dataset?
-pub fn is_audit(d: &DatasetRecord) -> bool {
-    d.id == AUDIT_ID && d.source.location == AUDIT_LOCATION
-}
 
 /// The columns: name, type, description.
 fn columns() -> Vec<(&'static str, DataType, bool, &'static str)> {

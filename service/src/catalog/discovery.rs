@@ -175,11 +175,14 @@ pub async fn sample_dataset(
     stores: &crate::catalog::object_stores::ObjectStores,
 ) -> Result<Sample> {
     use datafusion::prelude::SessionContext;
-    if crate::audit::dataset::is_audit(d) {
-        return Err(VeilError::FailedPrecondition(format!(
-            "{} is Veil's audit trail: its dictionary is built in, there is nothing to discover",
-            d.name
-        )));
+    match crate::catalog::source_kind::SourceKind::of(d) {
+        crate::catalog::source_kind::SourceKind::Files(_) => {}
+        crate::catalog::source_kind::SourceKind::AuditTrail => {
+            return Err(VeilError::FailedPrecondition(format!(
+                "{} is Veil's audit trail: its dictionary is built in, there is nothing to discover",
+                d.name
+            )));
+        }
     }
     // DataFusion's messages quote the values they fail on: neither the
     // answer nor the log carries them, only their class.

@@ -6,6 +6,7 @@ pub mod files;
 pub mod object_stores;
 pub mod roots;
 pub mod search;
+pub mod source_kind;
 pub mod source_table;
 pub mod state;
 

@@ -12,8 +12,9 @@ use std::sync::{Arc, Mutex};
 use veil_proto::ScanPart;
 
 use super::scope::RequestScope;
-use crate::audit::dataset::{AuditTable, is_audit};
+use crate::audit::dataset::AuditTable;
 use crate::catalog::object_stores::ObjectStores;
+use crate::catalog::source_kind::SourceKind;
 use crate::catalog::source_table::SourceTable;
 use crate::error::{Result, VeilError};
 use crate::policy::effective::{EffectivePolicy, data_policy};
@@ -151,28 +152,31 @@ impl ViewCompiler {
         let policy = self.effective(d)?;
         let part = self.parts.get(&d.name.to_ascii_lowercase()).cloned();
         let (served, whole): (Arc<dyn TableProvider>, Option<Arc<dyn TableProvider>>) =
-            if is_audit(d) {
-                // Veil's own audit: one endpoint, rows from the store.
-                let store = self.audit_store.as_ref().ok_or_else(|| {
-                    VeilError::FailedPrecondition(format!(
-                        "{} can't be read here: this engine has no audit store",
-                        d.name
-                    ))
-                })?;
-                (Arc::new(AuditTable::new(Arc::clone(store))), None)
-            } else {
-                let listing = self.scope.listing(&self.stores, d).await?;
-                // k-anonymization counts over the whole dataset, even for a part.
-                let whole = match (&part, policy.kanon.is_empty()) {
-                    (Some(_), false) => Some(Arc::new(
-                        SourceTable::from_listing(d, None, listing.clone()).await?,
-                    ) as _),
-                    _ => None,
-                };
-                (
-                    Arc::new(SourceTable::from_listing(d, part, listing).await?),
-                    whole,
-                )
+            match SourceKind::of(d) {
+                SourceKind::AuditTrail => {
+                    // Veil's own audit: one endpoint, rows from the store.
+                    let store = self.audit_store.as_ref().ok_or_else(|| {
+                        VeilError::FailedPrecondition(format!(
+                            "{} can't be read here: this engine has no audit store",
+                            d.name
+                        ))
+                    })?;
+                    (Arc::new(AuditTable::new(Arc::clone(store))), None)
+                }
+                SourceKind::Files(_) => {
+                    let listing = self.scope.listing(&self.stores, d).await?;
+                    // k-anonymization counts over the whole dataset, even for a part.
+                    let whole = match (&part, policy.kanon.is_empty()) {
+                        (Some(_), false) => Some(Arc::new(
+                            SourceTable::from_listing(d, None, listing.clone()).await?,
+                        ) as _),
+                        _ => None,
+                    };
+                    (
+                        Arc::new(SourceTable::from_listing(d, part, listing).await?),
+                        whole,
+                    )
+                }
             };
         let plan = secure_view::compile(
             d,

@@ -33,6 +33,7 @@ use veil_proto::{ScanCommand, ScanPart, SqlCommand};
 use crate::auth::identity::Principal;
 use crate::catalog::files::{split_exactly, split_into_parts, split_units};
 use crate::catalog::object_stores::ObjectStores;
+use crate::catalog::source_kind::SourceKind;
 use crate::catalog::state::StateCache;
 use crate::config::EngineConfig;
 use crate::error::{Result, VeilError};
@@ -527,8 +528,8 @@ impl Engine {
         let d = scope
             .readable(&scan.dataset)
             .ok_or_else(|| VeilError::dataset_not_found(&scan.dataset))?;
-        if crate::audit::dataset::is_audit(d) {
-            // Rows come from the store, in one stream: one endpoint.
+        if !SourceKind::of(d).splits() {
+            // Rows come in one stream: one endpoint.
             return Ok(ScanLayout {
                 parts: vec![None],
                 total_records: -1,

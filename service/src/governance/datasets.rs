@@ -13,6 +13,7 @@ use veil_proto::{
 use super::{Call, Governance, Grant, Outcome, denied};
 use crate::audit::AuditEvent;
 use crate::auth::identity::{Identity, Permission, Principal};
+use crate::catalog::source_kind::SourceKind;
 use crate::catalog::{NewDataset, build_dataset};
 use crate::engine::RequestScope;
 use crate::error::{Result, VeilError};
@@ -135,11 +136,7 @@ impl Governance {
             owners: subjects(&d.owners),
             tags: d.tags.clone(),
             columns,
-            format: if crate::audit::dataset::is_audit(&d) {
-                "veil audit trail".into()
-            } else {
-                d.source.format.as_str().to_string()
-            },
+            format: SourceKind::of(&d).label().into(),
             rows_filtered: policy.rows_filtered(),
             access: if readable { "read" } else { "request" }.into(),
             experts: subjects(&d.experts),
@@ -477,7 +474,7 @@ pub(super) fn retag_column(
 /// Veil's own datasets have built-in dictionaries: they can be governed by
 /// policies, not edited or dropped.
 pub(super) fn refuse_builtin(d: &DatasetRecord) -> Result<()> {
-    if crate::audit::dataset::is_audit(d) {
+    if SourceKind::of(d).is_builtin() {
         return Err(VeilError::FailedPrecondition(format!(
             "{} is Veil's own audit trail: its dictionary is built in and it can't be dropped; govern it with policies",
             d.name

@@ -591,11 +591,14 @@ pub async fn profile_dataset(
 ) -> crate::error::Result<Profile> {
     use crate::error::VeilError;
     use datafusion::prelude::SessionContext;
-    if crate::audit::dataset::is_audit(d) {
-        return Err(VeilError::FailedPrecondition(format!(
-            "{} is Veil's audit trail, not a file dataset: k-anonymization applies to datasets of files",
-            d.name
-        )));
+    match crate::catalog::source_kind::SourceKind::of(d) {
+        crate::catalog::source_kind::SourceKind::Files(_) => {}
+        crate::catalog::source_kind::SourceKind::AuditTrail => {
+            return Err(VeilError::FailedPrecondition(format!(
+                "{} is Veil's audit trail, not a file dataset: k-anonymization profiles datasets of files",
+                d.name
+            )));
+        }
     }
     let source = crate::catalog::source_table::SourceTable::open(d, None, stores).await?;
     let ctx = SessionContext::new();
