@@ -3,7 +3,7 @@
 //! of gRPC; the Flight layer converts requests and errors.
 
 pub mod bounded;
-pub mod catalog;
+pub mod principal_catalog;
 pub mod errors;
 pub mod limits;
 pub mod planner_pool;
@@ -42,7 +42,7 @@ use crate::policy::effective::EffectivePolicy;
 use crate::policy::guard::PolicyGuard;
 use crate::secrets::MasterKey;
 use crate::store::model::{DatasetRecord, Snapshot};
-use catalog::{CATALOG, DatasetRead, PrincipalCatalogList, ViewCompiler};
+use principal_catalog::{CATALOG, DatasetRead, PrincipalCatalogList, ViewCompiler};
 use errors::from_datafusion;
 pub use scope::RequestScope;
 
@@ -122,7 +122,7 @@ pub struct Engine {
     cfg: EngineConfig,
     stores: Arc<ObjectStores>,
     planner: planner_pool::PlannerPool,
-    policies: catalog::PolicyCache,
+    policies: principal_catalog::PolicyCache,
 }
 
 fn df(e: datafusion::common::DataFusionError) -> VeilError {
@@ -181,7 +181,7 @@ impl Engine {
             cfg,
             stores,
             planner,
-            policies: catalog::policy_cache(),
+            policies: principal_catalog::policy_cache(),
         })
     }
 
