@@ -140,7 +140,7 @@ class Connection:
         """The dataset's dictionary as you see it: description, owners,
         experts (whom to ask about the data), tags, and columns with types,
         descriptions, tags and masks."""
-        body = _proto.encode_string_message(name)
+        body = _proto.encode_describe(name)
         return _proto.decode_description(self._action("veil.describe", body)[0])
 
     def search(self, query, limit=None):
@@ -220,7 +220,7 @@ class Connection:
     def audit_tail(self, limit=100):
         import json
 
-        body = _proto._varint_field(1, int(limit)) if limit else b""
+        body = _proto.encode_audit_tail(limit)
         return [json.loads(b) for b in self._action("veil.audit_tail", body)]
 
     # -- internals -------------------------------------------------------------
@@ -245,7 +245,7 @@ class Connection:
         """Policies you govern or that apply to datasets you own (and, for
         data owners, every global policy), as dicts (name, id, version,
         origin, scope, spec)."""
-        body = _proto.encode_string_message(dataset or "")
+        body = _proto.encode_list_policies(dataset or "")
         return [json.loads(b) for b in self._action("veil.list_policies", body)]
 
     def explain(self, user, dataset, groups=(), attributes=None, issuer=""):
@@ -271,11 +271,11 @@ class Connection:
 
     def drop_dataset(self, name):
         """Drop a dataset you registered at run time (the files stay)."""
-        return _proto.decode_ack(self._action("veil.drop_dataset", _proto.encode_string_message(name))[0])
+        return _proto.decode_ack(self._action("veil.drop_dataset", _proto.encode_drop_dataset(name))[0])
 
     def set_description(self, dataset, description, column=None):
         """Set a dataset's description, or a column's."""
-        body = _proto.encode_string_message(dataset, column or "", description)
+        body = _proto.encode_set_description(dataset, column or "", description)
         return _proto.decode_ack(self._action("veil.set_description", body)[0])
 
     def set_column_tags(self, dataset, column, tags):
@@ -324,11 +324,11 @@ class Connection:
         return json.loads(self._action("veil.request_unmask", body)[0])
 
     def approve_unmask(self, request_id, note=""):
-        body = _proto.encode_string_message(request_id, note)
+        body = _proto.encode_decide_access(request_id, note)
         return json.loads(self._action("veil.approve_unmask", body)[0])
 
     def deny_unmask(self, request_id, note=""):
-        body = _proto.encode_string_message(request_id, note)
+        body = _proto.encode_decide_access(request_id, note)
         return json.loads(self._action("veil.deny_unmask", body)[0])
 
     def list_unmask_requests(self, dataset=None, all=False):
@@ -339,22 +339,22 @@ class Connection:
     def unmask_result(self, request_id):
         """The originals of your approved unmask request:
         ``{masked value: original}`` (values that can't be unmasked map to None)."""
-        body = _proto.encode_string_message(request_id)
+        body = _proto.encode_unmask_result(request_id)
         out = json.loads(self._action("veil.unmask_result", body)[0])
         return {v["masked"]: v.get("value") for v in out["values"]}
 
     # -- access requests -----------------------------------------------------
     def request_access(self, dataset, reason):
         """Ask to read a dataset that is open on request; returns the request."""
-        body = _proto.encode_string_message(dataset, reason)
+        body = _proto.encode_request_access(dataset, reason)
         return json.loads(self._action("veil.request_access", body)[0])
 
     def approve_access(self, request_id, note=""):
-        body = _proto.encode_string_message(request_id, note)
+        body = _proto.encode_decide_access(request_id, note)
         return json.loads(self._action("veil.approve_access", body)[0])
 
     def deny_access(self, request_id, note=""):
-        body = _proto.encode_string_message(request_id, note)
+        body = _proto.encode_decide_access(request_id, note)
         return json.loads(self._action("veil.deny_access", body)[0])
 
     def list_access_requests(self, dataset=None, all=False):
