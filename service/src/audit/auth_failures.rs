@@ -6,19 +6,18 @@
 //!
 //! Time is cut into windows (`audit.auth_failure_window_secs`). In each, the
 //! first failure of a (client IP, status, reason) is recorded at once as an
-//! `auth.failure` event, durably, before the caller is answered, as every
-//! failure used to be. Later ones in the same window are counted in memory
-//! and answered at once. When the window ends, and at shutdown, each count
-//! becomes one `auth.failure.aggregate` event: `rows` is how many attempts
-//! it stands for, `time` the last of them, `duration_ms` the span from the
-//! first. At most `max_keys` (client, reason) pairs are tracked per window;
+//! `auth.failure` event, durably, before the caller is answered. Later ones
+//! in the same window are counted in memory and answered at once. When the
+//! window ends, and at shutdown, each count becomes one
+//! `auth.failure.aggregate` event: `rows` is how many attempts it stands
+//! for, `time` the last of them, `duration_ms` the span from the first.
+//! At most `max_keys` (client, reason) pairs are tracked per window;
 //! failures beyond them are counted per status with no client or reason. So
 //! a window writes at most `2 × max_keys` events plus one per status,
 //! however many attempts arrive.
 //!
-//! The events hold what the `auth.failure` events always held: client
-//! address, user agent, status and Veil's sanitized message. Never the
-//! token (the caller built the event without it).
+//! The events hold client address, user agent, status and Veil's sanitized
+//! message; never the token (the caller builds the event without it).
 
 use std::collections::{BTreeMap, HashMap};
 use std::net::SocketAddr;
