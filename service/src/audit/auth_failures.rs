@@ -151,17 +151,16 @@ impl Window {
     /// Count `e`, whose own record could not be written.
     fn count_unrecorded(&mut self, e: &AuditEvent) {
         let key = Self::key(e);
-        match self.tracked.get_mut(&key) {
-            Some(c) => c.add(e),
-            None if self.tracked.len() < self.max_keys => {
-                self.tracked.entry(key).or_insert_with(Count::new).add(e)
-            }
-            None => self
+        let room = self.tracked.len() < self.max_keys;
+        let count = match self.tracked.entry(key) {
+            std::collections::hash_map::Entry::Occupied(o) => o.into_mut(),
+            std::collections::hash_map::Entry::Vacant(v) if room => v.insert(Count::new()),
+            std::collections::hash_map::Entry::Vacant(v) => self
                 .overflow
-                .entry(key.status)
-                .or_insert_with(Count::new)
-                .add(e),
-        }
+                .entry(v.into_key().status)
+                .or_insert_with(Count::new),
+        };
+        count.add(e);
     }
 
     /// The window's aggregate events; the next window starts empty.
