@@ -834,3 +834,149 @@ async fn disabled_users_are_denied_whatever_the_token_says() {
     assert_eq!(code(&e), Code::InvalidArgument);
     server.stop().await;
 }
+
+/// Every audit event in the store, read directly (after the server stopped).
+fn stored_events(db: &std::path::Path) -> Vec<serde_json::Value> {
+    let db = rusqlite::Connection::open(db).unwrap();
+    let mut stmt = db
+        .prepare("SELECT body FROM audit_events ORDER BY seq")
+        .unwrap();
+    stmt.query_map([], |r| r.get::<_, String>(0))
+        .unwrap()
+        .map(|b| serde_json::from_str(&b.unwrap()).unwrap())
+        .collect()
+}
+
+/// Set `[audit] auth_failure_window_secs` in the demo's config.
+fn with_auth_failure_window(dir: &std::path::Path, secs: u64) {
+    let config = dir.join("veil.toml");
+    let text = std::fs::read_to_string(&config).unwrap();
+    std::fs::write(
+        &config,
+        format!("{text}\n[audit]\nauth_failure_window_secs = {secs}\n"),
+    )
+    .unwrap();
+}
+
+/// Failed attempts the events stand for: one per `auth.failure`, `rows` per
+/// `auth.failure.aggregate`.
+fn failed_attempts(events: &[serde_json::Value]) -> u64 {
+    events
+        .iter()
+        .map(|e| match e["action"].as_str().unwrap() {
+            "auth.failure" => 1,
+            "auth.failure.aggregate" => e["rows"].as_u64().unwrap(),
+            _ => 0,
+        })
+        .sum()
+}
+
+fn is_auth_failure(e: &serde_json::Value) -> bool {
+    e["action"]
+        .as_str()
+        .is_some_and(|a| a.starts_with("auth.failure"))
+}
+
+/// A flood of bad tokens is not a store write per attempt: the first per
+/// (client, reason) is recorded at once, the rest counted and recorded as
+/// one event when the server stops; the counts add up to every attempt, no
+/// event holds a token, and a real user in the middle of it is served and
+/// audited as ever.
+#[tokio::test]
+async fn a_flood_of_failed_authentications_is_aggregated_in_the_audit() {
+    // A window longer than the test: only shutdown flushes.
+    let server = TestServer::demo_with(|dir| with_auth_failure_window(dir, 3600)).await;
+    // Same claims, broken signature (its first character changed): the
+    // second reason.
+    let good = server.token("alice");
+    let (signed, signature) = good.rsplit_once('.').unwrap();
+    let flipped = if signature.starts_with('A') { 'B' } else { 'A' };
+    let forged = format!("{signed}.{flipped}{}", &signature[1..]);
+    let garbage = server.connect_token("not-a-jwt-flood-marker").await;
+    let tampered = server.connect_token(&forged).await;
+    let alice = server.connect("alice").await;
+    let dave = server.connect("dave").await;
+    for i in 0..500 {
+        let conn = if i % 2 == 0 { &garbage } else { &tampered };
+        let e = conn.list_datasets().await.unwrap_err();
+        assert_eq!(code(&e), Code::Unauthenticated, "{e}");
+        if i == 250 {
+            assert!(!alice.list_datasets().await.unwrap().is_empty());
+        }
+    }
+    let during = audit_events(&dave).await;
+    let failures: Vec<_> = during.iter().filter(|e| is_auth_failure(e)).collect();
+    assert_eq!(
+        failures.len(),
+        2,
+        "one recorded failure per reason until the window ends: {failures:?}"
+    );
+    assert!(
+        during
+            .iter()
+            .any(|e| e["action"] == "list" && e["subject"] == "alice" && e["status"] == "ok"),
+        "the real user is audited as ever"
+    );
+    let dir = server.stop_keeping_files().await;
+    let events = stored_events(&dir.path().join("veil.db"));
+    let failures: Vec<_> = events
+        .iter()
+        .filter(|e| is_auth_failure(e))
+        .cloned()
+        .collect();
+    assert_eq!(failures.len(), 4, "{failures:#?}");
+    assert_eq!(failed_attempts(&failures), 500);
+    for e in failures
+        .iter()
+        .filter(|e| e["action"] == "auth.failure.aggregate")
+    {
+        assert_eq!(e["status"], "unauthenticated");
+        assert_eq!(e["client_address"], "127.0.0.1");
+        assert_eq!(e["rows"], 249);
+        assert!(e["duration_ms"].as_u64().is_some());
+        assert_eq!(e["subject"], "");
+    }
+    let text = serde_json::to_string(&failures).unwrap();
+    assert!(!text.contains("flood-marker"), "no token in the audit");
+    assert!(!text.contains(&signature[1..]), "no token in the audit");
+    assert!(!text.contains(signed), "no token in the audit");
+    // Each aggregate carries the reason of its recorded first.
+    for e in failures.iter().filter(|e| e["action"] == "auth.failure") {
+        assert!(
+            failures
+                .iter()
+                .any(|a| a["action"] == "auth.failure.aggregate" && a["message"] == e["message"]),
+            "{e}"
+        );
+    }
+}
+
+/// The counts are flushed when each window ends, not only at shutdown.
+#[tokio::test]
+async fn failed_authentications_are_flushed_every_window() {
+    let server = TestServer::demo_with(|dir| with_auth_failure_window(dir, 1)).await;
+    let bad = server.connect_token("not-a-jwt").await;
+    let dave = server.connect("dave").await;
+    for _ in 0..20 {
+        let e = bad.list_datasets().await.unwrap_err();
+        assert_eq!(code(&e), Code::Unauthenticated);
+    }
+    // Bounded wait for the window's flush (1 s windows).
+    let mut attempts = 0;
+    for _ in 0..100 {
+        let events: Vec<_> = audit_events(&dave)
+            .await
+            .into_iter()
+            .filter(is_auth_failure)
+            .collect();
+        attempts = failed_attempts(&events);
+        if attempts == 20 {
+            // A first and an aggregate per window the attempts spanned.
+            assert!(events.len() <= 6, "{events:#?}");
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+    assert_eq!(attempts, 20, "the aggregate arrives without a shutdown");
+    server.stop().await;
+}

@@ -344,6 +344,11 @@ pub struct AuditConfig {
     /// Seconds between retention purges.
     #[serde(default = "default_purge_interval")]
     pub purge_interval_secs: u64,
+    /// Failed authentications are aggregated per window of this many
+    /// seconds (at least 1): the first per (client IP, reason) is recorded
+    /// at once, the rest as one counted event when the window ends.
+    #[serde(default = "default_auth_failure_window")]
+    pub auth_failure_window_secs: u64,
 }
 
 fn default_checkpoint_interval() -> u64 {
@@ -354,6 +359,10 @@ fn default_purge_interval() -> u64 {
     3600
 }
 
+fn default_auth_failure_window() -> u64 {
+    60
+}
+
 impl Default for AuditConfig {
     fn default() -> Self {
         Self {
@@ -361,6 +370,7 @@ impl Default for AuditConfig {
             checkpoint_interval_secs: default_checkpoint_interval(),
             retention_days: None,
             purge_interval_secs: default_purge_interval(),
+            auth_failure_window_secs: default_auth_failure_window(),
         }
     }
 }

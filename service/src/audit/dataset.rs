@@ -62,7 +62,7 @@ fn columns() -> Vec<(&'static str, DataType, bool, &'static str)> {
             "action",
             text.clone(),
             false,
-            "What happened: list, plan, read.start, read.end, admin.<action>, auth.failure, audit.purge, ...",
+            "What happened: list, plan, read.start, read.end, admin.<action>, auth.failure, auth.failure.aggregate, audit.purge, ...",
         ),
         ("issuer", text.clone(), false, "Token issuer of the user"),
         (
@@ -115,13 +115,18 @@ fn columns() -> Vec<(&'static str, DataType, bool, &'static str)> {
             false,
             "Whether a row policy filtered the rows",
         ),
-        ("rows", DataType::Int64, true, "Rows served (read.end)"),
+        (
+            "rows",
+            DataType::Int64,
+            true,
+            "Rows served (read.end); events purged (audit.purge); failed attempts counted (auth.failure.aggregate)",
+        ),
         ("bytes", DataType::Int64, true, "Bytes served (read.end)"),
         (
             "duration_ms",
             DataType::Int64,
             true,
-            "Duration in milliseconds (read.end)",
+            "Duration in milliseconds (read.end); from the first failed attempt counted to the last (auth.failure.aggregate)",
         ),
         (
             "status",

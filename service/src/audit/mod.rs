@@ -3,6 +3,7 @@
 //! data leaves (DESIGN invariant 6). If the append fails, the action fails
 //! with `Unavailable`: Veil never serves what it could not record.
 
+pub mod auth_failures;
 pub mod chain;
 pub mod checkpoint;
 pub mod dataset;
@@ -26,7 +27,7 @@ pub struct AuditEvent {
     pub event_id: String,
     pub time_ms: i64,
     pub node_id: String,
-    /// `auth.failure`, `list`, `plan`, `read.start`, `read.end`, `describe`,
+    /// `auth.failure`, `auth.failure.aggregate`, `list`, `plan`, `read.start`, `read.end`, `describe`,
     /// `admin.<action>`, ...
     pub action: String,
     pub issuer: String,

@@ -9,7 +9,8 @@ use std::sync::{Arc, RwLock};
 use super::claim_trust::{AdmittedClaims, AssertedClaims, ClaimSource, ClaimSources, IssuerTrust};
 use super::identity::{ClientInfo, Identity, Principal};
 use super::jwt::TokenVerifier;
-use crate::audit::{AuditEvent, AuditLog};
+use crate::audit::AuditEvent;
+use crate::audit::auth_failures::AuthFailureAudit;
 use crate::catalog::state::StateCache;
 use crate::error::{Result, VeilError};
 use crate::secrets::SecretKey;
@@ -21,7 +22,7 @@ pub struct Authenticator {
     verifier: RwLock<Arc<TokenVerifier>>,
     state: Arc<StateCache>,
     fingerprint_key: SecretKey,
-    audit: AuditLog,
+    failures: Arc<AuthFailureAudit>,
 }
 
 impl Authenticator {
@@ -29,13 +30,13 @@ impl Authenticator {
         verifier: TokenVerifier,
         state: Arc<StateCache>,
         fingerprint_key: SecretKey,
-        audit: AuditLog,
+        failures: Arc<AuthFailureAudit>,
     ) -> Self {
         Self {
             verifier: RwLock::new(Arc::new(verifier)),
             state,
             fingerprint_key,
-            audit,
+            failures,
         }
     }
 
@@ -54,6 +55,24 @@ impl Authenticator {
         self.verifier().trust().admit(source, asserted)
     }
 
+    /// `claims` merged with the directory as for a call by `identity`
+    /// (explain's hypothetical principal), fingerprinted with the real key
+    /// so no stand-in key is ever needed; the fingerprint is not shown.
+    pub fn merge_with_directory(
+        &self,
+        snapshot: &Snapshot,
+        identity: Identity,
+        claims: AdmittedClaims,
+    ) -> MergedPrincipal {
+        merge_with_directory(
+            snapshot,
+            identity,
+            claims,
+            &self.fingerprint_key,
+            ClientInfo::default(),
+        )
+    }
+
     fn verifier(&self) -> Arc<TokenVerifier> {
         Arc::clone(
             &self
@@ -64,7 +83,8 @@ impl Authenticator {
     }
 
     /// Authenticate the value of an `authorization` header. Failures are
-    /// audited (and if that fails, the answer is `Unavailable`).
+    /// audited, repeats aggregated per window ([`AuthFailureAudit`]); if a
+    /// failure's own record can't be written, the answer is `Unavailable`.
     pub async fn authenticate(
         &self,
         authorization: Option<&str>,
@@ -76,7 +96,7 @@ impl Authenticator {
                 let mut event = AuditEvent::new("auth.failure", None).failed(&e);
                 event.client_address = client.address;
                 event.user_agent = client.user_agent;
-                self.audit.record(event).await?;
+                self.failures.record(event).await?;
                 Err(e)
             }
         }

@@ -279,7 +279,9 @@ pub fn mask_output_type(mask: &MaskSpec, dt: &DataType) -> Result<DataType> {
     }
 }
 
-/// What mask expressions need besides the mask itself: the dataset's keys.
+/// The keys keyed masks (hash, reversible, format-preserving) run with: one
+/// dataset's, derived from the real master key. Only reads build them;
+/// describing a view's output needs none (see [`MaskFunctions`]).
 #[derive(Debug)]
 pub struct MaskKeys {
     hash: Arc<ScalarUDF>,
@@ -296,11 +298,6 @@ impl MaskKeys {
             master: master.clone(),
             dataset_id: dataset_id.to_string(),
         }
-    }
-
-    /// Keys for typing expressions only (listings): they never mask data.
-    pub fn typing_only() -> Self {
-        Self::new(&MasterKey::from_bytes([0; 32]), "")
     }
 
     fn cipher(&self, column: &str, format_preserving: bool) -> Arc<ScalarUDF> {
@@ -322,6 +319,78 @@ impl MaskKeys {
             format_preserving,
             signature: Signature::any(1, Volatility::Immutable),
         }))
+    }
+}
+
+/// What the keyed masks of an expression become: functions holding the
+/// dataset's keys (a read), or keyless descriptions of their output (a
+/// listing's or explain's schema). Describing takes no key at all, so no
+/// code path makes one up to type a view.
+#[derive(Debug, Clone, Copy)]
+pub enum MaskFunctions<'a> {
+    /// The functions that mask data, with these keys.
+    Keyed(&'a MaskKeys),
+    /// Calls that only carry the output type: typed, never run.
+    Described,
+}
+
+impl MaskFunctions<'_> {
+    fn hash(self) -> Arc<ScalarUDF> {
+        match self {
+            Self::Keyed(keys) => Arc::clone(&keys.hash),
+            Self::Described => DescribedMask::udf("veil_mask_hash"),
+        }
+    }
+
+    fn cipher(self, column: &str, format_preserving: bool) -> Arc<ScalarUDF> {
+        match self {
+            Self::Keyed(keys) => keys.cipher(column, format_preserving),
+            Self::Described if format_preserving => DescribedMask::udf("veil_mask_fpe"),
+            Self::Described => DescribedMask::udf("veil_mask_reversible"),
+        }
+    }
+}
+
+/// A keyed mask's call as a description: the real function's name,
+/// signature and return type (so typing an expression with it gives what
+/// the keyed one plans, a test pins that), and no key. Running it fails:
+/// a described expression that reached execution serves nothing.
+#[derive(Debug, PartialEq, Eq, Hash)]
+struct DescribedMask {
+    name: &'static str,
+    signature: Signature,
+}
+
+impl DescribedMask {
+    fn udf(name: &'static str) -> Arc<ScalarUDF> {
+        Arc::new(ScalarUDF::new_from_impl(Self {
+            name,
+            signature: Signature::any(1, Volatility::Immutable),
+        }))
+    }
+}
+
+impl ScalarUDFImpl for DescribedMask {
+    fn name(&self) -> &str {
+        self.name
+    }
+
+    fn signature(&self) -> &Signature {
+        &self.signature
+    }
+
+    fn return_type(&self, _arg_types: &[DataType]) -> datafusion::common::Result<DataType> {
+        Ok(DataType::Utf8)
+    }
+
+    fn invoke_with_args(
+        &self,
+        _args: ScalarFunctionArgs,
+    ) -> datafusion::common::Result<ColumnarValue> {
+        Err(DataFusionError::Internal(format!(
+            "{} was described for typing only and cannot mask data",
+            self.name
+        )))
     }
 }
 
@@ -401,27 +470,28 @@ fn reversible_supports(dt: &DataType) -> bool {
 
 /// The expression that replaces `column` (named `name`, of type `dt`) under
 /// `mask`. Refuses, with `FailedPrecondition`, a mask the type does not
-/// support.
+/// support. With [`MaskFunctions::Described`] the expression can be typed
+/// but not run.
 pub fn mask_expr(
     mask: &MaskSpec,
     column: Expr,
     name: &str,
     dt: &DataType,
-    keys: &MaskKeys,
+    functions: MaskFunctions<'_>,
 ) -> Result<Expr> {
     mask_output_type(mask, dt)?;
     match mask {
         MaskSpec::Hash => Ok(Expr::ScalarFunction(ScalarFunction::new_udf(
-            Arc::clone(&keys.hash),
+            functions.hash(),
             vec![column],
         ))),
         MaskSpec::Reversible => Ok(Expr::ScalarFunction(ScalarFunction::new_udf(
-            keys.cipher(name, false),
+            functions.cipher(name, false),
             vec![column],
         ))),
         MaskSpec::FormatPreserving => Ok(datafusion::logical_expr::cast(
             Expr::ScalarFunction(ScalarFunction::new_udf(
-                keys.cipher(name, true),
+                functions.cipher(name, true),
                 vec![column],
             )),
             dt.clone(),
@@ -532,7 +602,7 @@ mod tests {
 
     #[test]
     fn unsupported_types_are_refused_at_compile_time() {
-        let keys = MaskKeys::typing_only();
+        let keys = MaskFunctions::Described;
         let x = || datafusion::prelude::col("x");
         let list = DataType::new_list(DataType::Int32, true);
         for mask in [
@@ -541,7 +611,7 @@ mod tests {
             MaskSpec::FormatPreserving,
         ] {
             assert!(matches!(
-                mask_expr(&mask, x(), "x", &list, &keys),
+                mask_expr(&mask, x(), "x", &list, keys),
                 Err(VeilError::FailedPrecondition(_))
             ));
         }
@@ -551,12 +621,12 @@ mod tests {
                 x(),
                 "x",
                 &DataType::Int64,
-                &keys
+                keys
             ),
             Err(VeilError::FailedPrecondition(_))
         ));
         assert!(matches!(
-            mask_expr(&MaskSpec::Reversible, x(), "x", &DataType::Binary, &keys),
+            mask_expr(&MaskSpec::Reversible, x(), "x", &DataType::Binary, keys),
             Err(VeilError::FailedPrecondition(_))
         ));
         assert!(matches!(
@@ -565,7 +635,7 @@ mod tests {
                 x(),
                 "x",
                 &DataType::Int64,
-                &keys
+                keys
             ),
             Err(VeilError::FailedPrecondition(_))
         ));
@@ -575,10 +645,72 @@ mod tests {
                 x(),
                 "x",
                 &DataType::Int64,
-                &keys
+                keys
             )
             .is_ok()
         );
+    }
+
+    /// A described mask types exactly like the keyed one (type and
+    /// nullability), and cannot run: describing needs no key and can't mask.
+    #[test]
+    fn described_masks_type_like_keyed_ones_and_never_run() {
+        use datafusion::common::DFSchema;
+        use datafusion::logical_expr::ExprSchemable;
+        let keys = MaskKeys::new(&crate::secrets::MasterKey::from_bytes([4; 32]), "d");
+        for (dt, nullable) in [
+            (DataType::Utf8, true),
+            (DataType::Utf8, false),
+            (DataType::Int64, false),
+            (DataType::Date32, true),
+        ] {
+            let schema = DFSchema::try_from(datafusion::arrow::datatypes::Schema::new(vec![
+                datafusion::arrow::datatypes::Field::new("x", dt.clone(), nullable),
+            ]))
+            .unwrap();
+            for mask in [
+                MaskSpec::Hash,
+                MaskSpec::Reversible,
+                MaskSpec::FormatPreserving,
+            ] {
+                let x = datafusion::prelude::col("x");
+                let keyed = mask_expr(&mask, x.clone(), "x", &dt, MaskFunctions::Keyed(&keys));
+                let described = mask_expr(&mask, x, "x", &dt, MaskFunctions::Described);
+                let (keyed, described) = match (keyed, described) {
+                    (Ok(k), Ok(d)) => (k, d),
+                    (Err(_), Err(_)) => continue,
+                    other => panic!("{mask:?} on {dt}: {other:?}"),
+                };
+                assert_eq!(
+                    keyed.get_type(&schema).unwrap(),
+                    described.get_type(&schema).unwrap(),
+                    "{mask:?} on {dt}"
+                );
+                assert_eq!(
+                    keyed.nullable(&schema).unwrap(),
+                    described.nullable(&schema).unwrap(),
+                    "{mask:?} on {dt}"
+                );
+            }
+        }
+        let udf = MaskFunctions::Described.hash();
+        let arg = Arc::new(datafusion::arrow::datatypes::Field::new(
+            "x",
+            DataType::Utf8,
+            true,
+        ));
+        let out = udf.invoke_with_args(ScalarFunctionArgs {
+            args: vec![ColumnarValue::Scalar(ScalarValue::Utf8(Some("v".into())))],
+            arg_fields: vec![arg],
+            number_rows: 1,
+            return_field: Arc::new(datafusion::arrow::datatypes::Field::new(
+                "h",
+                DataType::Utf8,
+                true,
+            )),
+            config_options: Arc::new(Default::default()),
+        });
+        assert!(out.is_err(), "a described mask must not run");
     }
 
     /// A reversible token seals the value's Arrow text form (as the README

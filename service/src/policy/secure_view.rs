@@ -23,7 +23,7 @@ use std::sync::Arc;
 use super::barrier::PolicyBarrier;
 use super::effective::{ColumnMask, EffectivePolicy, RowRuleKind, dictionary_schema};
 use super::kanon::{KAnonymize, KGroup};
-use super::masks::{MaskKeys, mask_expr};
+use super::masks::{MaskFunctions, MaskKeys, mask_expr};
 use super::sampling::SampleUdf;
 use crate::error::{Result, VeilError};
 use crate::secrets::{KeyPurpose, MasterKey, SecretKey};
@@ -45,14 +45,14 @@ fn column_mask_expr(
     column: Expr,
     name: &str,
     dt: &DataType,
-    keys: &MaskKeys,
+    functions: MaskFunctions<'_>,
 ) -> Result<Expr> {
     let out = m.output_type(dt)?;
     let fit = |e: Expr, from: DataType| if from == out { e } else { cast(e, out.clone()) };
     let mut branches = Vec::new();
     let mut fallback = fit(column.clone(), dt.clone());
     for c in &m.candidates {
-        let e = mask_expr(&c.mask, column.clone(), name, dt, keys)?;
+        let e = mask_expr(&c.mask, column.clone(), name, dt, functions)?;
         let e = fit(e, super::masks::mask_output_type(&c.mask, dt)?);
         match &c.when {
             Some(w) => branches.push((w.clone().is_not_false(), e)),
@@ -84,7 +84,7 @@ fn masked_projection(
     schema: &Schema,
     policy: &EffectivePolicy,
     column: &dyn Fn(&str) -> Expr,
-    keys: &MaskKeys,
+    functions: MaskFunctions<'_>,
 ) -> Result<Vec<Expr>> {
     schema
         .fields()
@@ -92,7 +92,7 @@ fn masked_projection(
         .map(|field| {
             let name = field.name();
             let mut e = match policy.masks.get(name) {
-                Some(m) => column_mask_expr(m, column(name), name, field.data_type(), keys)?,
+                Some(m) => column_mask_expr(m, column(name), name, field.data_type(), functions)?,
                 None => column(name),
             };
             let verdict = policy
@@ -274,14 +274,15 @@ pub fn compile(
         builder = LogicalPlanBuilder::from(node);
     }
     let keys = MaskKeys::new(master, &dataset.id);
-    let exprs = masked_projection(&schema, policy, &column, &keys)?;
+    let exprs = masked_projection(&schema, policy, &column, MaskFunctions::Keyed(&keys))?;
     let plan = builder.project(exprs).map_err(df)?.build().map_err(df)?;
     Ok(PolicyBarrier::wrap(&dataset.name, plan))
 }
 
-/// The schema a principal sees, from the dictionary alone (no file access):
-/// used for listings. Typed by the same expressions a read plans, so it is
-/// the planned schema.
+/// The schema a principal sees, from the dictionary alone (no file access,
+/// no key): used for listings and explain. Typed by the same expressions a
+/// read plans, with keyed masks described rather than keyed, so it is the
+/// planned schema.
 pub fn output_schema(dataset: &DatasetRecord, policy: &EffectivePolicy) -> Result<Schema> {
     let dictionary = dictionary_schema(dataset)?;
     // Partition columns come last in a scan, as in `SourceTable`.
@@ -305,10 +306,9 @@ pub fn output_schema(dataset: &DatasetRecord, policy: &EffectivePolicy) -> Resul
         (0..policy.kanon.len()).map(|i| Field::new(kanon_flag(i), DataType::Boolean, false)),
     );
     let df_schema = DFSchema::try_from(Schema::new(typing)).map_err(df)?;
-    // Typing only: these keys never mask anything.
-    let keys = MaskKeys::typing_only();
+    // Typing only: the keyed masks are described, so no key is needed.
     let column = |name: &str| Expr::Column(Column::from_name(name));
-    let exprs = masked_projection(&schema, policy, &column, &keys)?;
+    let exprs = masked_projection(&schema, policy, &column, MaskFunctions::Described)?;
     let fields = schema
         .fields()
         .iter()

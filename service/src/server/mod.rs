@@ -12,6 +12,7 @@ use tokio::sync::oneshot;
 use tokio::task::JoinHandle;
 
 use crate::audit::AuditLog;
+use crate::audit::auth_failures::{AuthFailureAudit, DEFAULT_MAX_KEYS};
 use crate::audit::chain::AuditSealer;
 use crate::audit::checkpoint::CheckpointSink;
 use crate::auth::authenticator::Authenticator;
@@ -42,6 +43,7 @@ pub struct Running {
     pub tls: bool,
     reloader: Arc<Reloader>,
     audit: AuditLog,
+    auth_failures: Arc<AuthFailureAudit>,
     purger: Option<JoinHandle<()>>,
     shutdown: Option<oneshot::Sender<()>>,
     handle: JoinHandle<Result<()>>,
@@ -66,6 +68,8 @@ impl Running {
         if let Some(p) = self.purger.take() {
             p.abort();
         }
+        // Counted authentication failures go in before the writer stops.
+        self.auth_failures.shutdown().await;
         self.audit.shutdown().await;
         served
     }
@@ -134,11 +138,16 @@ pub async fn start(cfg: Config, opts: ServeOptions) -> Result<Running> {
         cfg.engine.clone(),
         Arc::clone(&stores),
     )?);
+    let auth_failures = Arc::new(AuthFailureAudit::start(
+        audit.clone(),
+        std::time::Duration::from_secs(cfg.audit.auth_failure_window_secs),
+        DEFAULT_MAX_KEYS,
+    ));
     let auth = Arc::new(Authenticator::new(
         verifier,
         Arc::clone(&state),
         master.derive(KeyPurpose::Fingerprint),
-        audit.clone(),
+        Arc::clone(&auth_failures),
     ));
     let roots = Arc::new(SharedRoots::new(roots));
     let reloader = Arc::new(Reloader::new(
@@ -237,6 +246,7 @@ pub async fn start(cfg: Config, opts: ServeOptions) -> Result<Running> {
         tls,
         reloader,
         audit,
+        auth_failures,
         purger,
         shutdown: Some(tx),
         handle,
