@@ -1,9 +1,11 @@
 //! Veil: a governed data-access broker over Apache Arrow Flight.
 //!
-//! The folders say what Veil is: `auth` (who is calling), `catalog` (what
-//! data exists), `policy` (what they may see), `engine` (planning and
-//! running reads through DataFusion), `audit` (what happened), `store`
-//! (state), `flight` (the protocol adapter), `server` (wiring), `demo`.
+//! The folders say what Veil is: `model` (the records every layer passes
+//! on), `auth` (who is calling), `catalog` (what data exists), `policy`
+//! (what they may see), `engine` (planning and running reads through
+//! DataFusion), `audit` (what happened), `store` (state), `provisioning`
+//! (the config file applied to state), `flight` (the protocol adapter),
+//! `server` (wiring), `demo`.
 
 pub mod audit;
 pub mod auth;
@@ -15,8 +17,11 @@ pub mod error;
 pub mod flight;
 pub mod logging;
 pub mod memory;
+pub mod model;
 pub mod policy;
+pub mod provisioning;
 pub mod redact;
 pub mod secrets;
 pub mod server;
+pub mod sql;
 pub mod store;

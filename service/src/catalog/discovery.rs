@@ -36,7 +36,7 @@ use std::net::{Ipv4Addr, Ipv6Addr};
 use std::sync::{Arc, LazyLock};
 
 use crate::error::{Result, VeilError};
-use crate::store::model::DatasetRecord;
+use crate::model::dataset::DatasetRecord;
 
 /// What discovery looks for.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize)]

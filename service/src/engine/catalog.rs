@@ -12,15 +12,16 @@ use std::sync::{Arc, Mutex};
 use veil_proto::ScanPart;
 
 use crate::audit::dataset::{AuditTable, is_audit};
-use crate::auth::identity::Principal;
 use crate::catalog::object_stores::ObjectStores;
 use crate::catalog::source_table::SourceTable;
 use crate::error::{Result, VeilError};
+use crate::model::dataset::DatasetRecord;
+use crate::model::identity::Principal;
+use crate::model::snapshot::Snapshot;
 use crate::policy::effective::{Access, EffectivePolicy, access, data_policy};
 use crate::policy::secure_view;
 use crate::secrets::MasterKey;
 use crate::store::Store;
-use crate::store::model::{DatasetRecord, Snapshot};
 
 pub const CATALOG: &str = "veil";
 
@@ -117,7 +118,7 @@ impl ViewCompiler {
             requestable,
             cache,
             now,
-            kanon_max_groups: crate::policy::kanon::DEFAULT_MAX_GROUPS,
+            kanon_max_groups: crate::config::DEFAULT_KANON_MAX_GROUPS,
             audit_store: None,
         }
     }

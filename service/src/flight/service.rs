@@ -28,10 +28,11 @@ use super::actions::Admin;
 use super::do_get_body::{MAX_MESSAGE_BYTES, checked_len};
 use super::status::to_status;
 use super::tickets::TicketSigner;
-use crate::audit::{AuditEvent, AuditLog, query_fingerprint};
-use crate::auth::identity::Principal;
+use crate::audit::{AuditEventExt, AuditLog, query_fingerprint};
 use crate::engine::{Command, Engine, PlannedQuery};
 use crate::error::{Result, VeilError};
+use crate::model::audit::AuditEvent;
+use crate::model::identity::Principal;
 
 #[derive(Debug, Clone)]
 pub struct VeilFlight {
@@ -404,7 +405,7 @@ impl FlightService for VeilFlight {
         let failure = FailureNote::default();
         let noted = failure.clone();
         let counted = batches.map_err(move |e| {
-            let e = crate::engine::errors::from_datafusion(e);
+            let e = crate::error::query::from_datafusion(e);
             noted.note(&e);
             FlightError::Tonic(Box::new(to_status(&e)))
         });

@@ -16,12 +16,15 @@ use veil_proto::{
 };
 
 use super::Admin;
-use crate::audit::AuditEvent;
-use crate::auth::identity::Principal;
 use crate::error::{Result, VeilError};
+use crate::model::audit::AuditEvent;
+use crate::model::dataset::DatasetRecord;
+use crate::model::identity::Principal;
+use crate::model::policy::PolicyRule;
+use crate::model::request::{AccessDecision, AccessRequest, RequestStatus};
+use crate::model::snapshot::Snapshot;
 use crate::policy::effective::{Access, access, applies_to};
-use crate::policy::model::PolicyRule;
-use crate::store::model::{AccessDecision, AccessRequest, DatasetRecord, RequestStatus, Snapshot};
+use crate::policy::rules::ConditionExt;
 
 pub(super) const MAX_REASON: usize = 2000;
 

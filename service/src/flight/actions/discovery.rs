@@ -11,12 +11,13 @@ use std::sync::Arc;
 use veil_proto::{DecideTagProposalRequest, DiscoverRequest};
 
 use super::{Admin, ack, refuse_builtin, retag_column};
-use crate::audit::AuditEvent;
-use crate::auth::identity::Principal;
 use crate::catalog::discovery;
 use crate::error::{Result, VeilError};
-use crate::policy::model::tag_covers;
-use crate::store::model::{DatasetRecord, ProposalStatus, TagProposal};
+use crate::model::audit::AuditEvent;
+use crate::model::dataset::DatasetRecord;
+use crate::model::identity::Principal;
+use crate::model::request::{ProposalStatus, TagProposal};
+use crate::policy::rules::tag_covers;
 
 /// Rows sampled when the request names no number.
 pub(super) const DEFAULT_SAMPLE_ROWS: u32 = 1000;
@@ -161,7 +162,7 @@ fn decide(
     p: &Principal,
     d: &mut DatasetRecord,
     req: &DecideTagProposalRequest,
-    snapshot: &crate::store::model::Snapshot,
+    snapshot: &crate::model::snapshot::Snapshot,
 ) -> Result<String> {
     let Some(i) = d.tag_proposals.iter().position(|x| {
         x.column == req.column
@@ -181,7 +182,7 @@ fn decide(
     if !req.accept {
         let global = super::global_policy_tags(snapshot);
         if global.iter().any(|g| tag_covers(g, &proposal.tag))
-            && !p.has(crate::auth::identity::Permission::Governance)
+            && !p.has(crate::model::identity::Permission::Governance)
         {
             return Err(super::denied(
                 "rejecting a tag that global policies target",

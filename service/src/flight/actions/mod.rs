@@ -24,17 +24,18 @@ use veil_proto::{
 };
 
 use super::status::to_status;
-use crate::audit::{AuditEvent, AuditLog};
+use crate::audit::{AuditEventExt, AuditLog};
 use crate::auth::authenticator::Authenticator;
-use crate::auth::identity::{Identity, Permission, Principal};
 use crate::catalog::roots::SharedRoots;
 use crate::catalog::{NewDataset, build_dataset};
 use crate::engine::Engine;
 use crate::error::{Result, VeilError};
-use crate::policy::model::{Origin, tag_covers};
-use crate::server::reload::Reloader;
+use crate::model::Origin;
+use crate::model::audit::AuditEvent;
+use crate::model::identity::{Identity, Permission, Principal, UserRecord};
+use crate::policy::rules::tag_covers;
+use crate::provisioning::reload::Reloader;
 use crate::store::PutMode;
-use crate::store::model::UserRecord;
 
 /// Who may call an action.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -464,7 +465,7 @@ impl Admin {
                 // request and the caller, never on which datasets exist.
                 crate::catalog::validate_dataset_name(&req.name)?;
                 check_schema_grant(p, &req.name)?;
-                if !crate::catalog::object_stores::is_remote(&req.location)
+                if !crate::model::dataset::is_remote(&req.location)
                     && !std::path::Path::new(&req.location).is_absolute()
                 {
                     return Err(VeilError::InvalidArgument(
@@ -885,8 +886,8 @@ impl Admin {
         event: &mut AuditEvent,
         recorded: bool,
         mut edit: impl FnMut(
-            &mut crate::store::model::DatasetRecord,
-            &crate::store::model::Snapshot,
+            &mut crate::model::dataset::DatasetRecord,
+            &crate::model::snapshot::Snapshot,
             &mut AuditEvent,
         ) -> Result<T>,
     ) -> Result<T> {
@@ -925,7 +926,7 @@ impl Admin {
         p: &Arc<Principal>,
         name: &str,
         action: &str,
-    ) -> Result<crate::store::model::DatasetRecord> {
+    ) -> Result<crate::model::dataset::DatasetRecord> {
         let snapshot = self.engine.state().current().await?;
         let d = snapshot
             .datasets
@@ -986,10 +987,10 @@ const MAX_EXPERTS: usize = 32;
 /// summary.
 fn retag_column(
     p: &Principal,
-    d: &mut crate::store::model::DatasetRecord,
+    d: &mut crate::model::dataset::DatasetRecord,
     column: &str,
     tags: Vec<String>,
-    snapshot: &crate::store::model::Snapshot,
+    snapshot: &crate::model::snapshot::Snapshot,
 ) -> Result<String> {
     let dataset = d.name.clone();
     let col = d
@@ -1023,7 +1024,7 @@ fn retag_column(
         // Tags already on the column stay whatever their form (the config
         // may have put them there).
         if !col.tags.iter().any(|old| old == t.trim()) {
-            crate::policy::model::check_tag(t.trim()).map_err(VeilError::InvalidArgument)?;
+            crate::policy::rules::check_tag(t.trim()).map_err(VeilError::InvalidArgument)?;
         }
     }
     col.tags = tags.iter().map(|t| t.trim().to_string()).collect();
@@ -1036,7 +1037,7 @@ fn retag_column(
 
 /// Veil's own datasets have built-in dictionaries: they can be governed by
 /// policies, not edited or dropped.
-fn refuse_builtin(d: &crate::store::model::DatasetRecord) -> Result<()> {
+fn refuse_builtin(d: &crate::model::dataset::DatasetRecord) -> Result<()> {
     if crate::audit::dataset::is_audit(d) {
         return Err(VeilError::FailedPrecondition(format!(
             "{} is Veil's own audit trail: its dictionary is built in and it can't be dropped; govern it with policies",
@@ -1076,12 +1077,12 @@ fn declared_in_config(what: &str) -> VeilError {
     ))
 }
 
-fn config_user(snapshot: &crate::store::model::Snapshot, who: &Identity) -> bool {
+fn config_user(snapshot: &crate::model::snapshot::Snapshot, who: &Identity) -> bool {
     snapshot.config_users.contains(who)
 }
 
 /// Everyone the directory knows: entries, grants and disabled flags.
-fn user_entries(snapshot: &crate::store::model::Snapshot) -> Vec<UserEntry> {
+fn user_entries(snapshot: &crate::model::snapshot::Snapshot) -> Vec<UserEntry> {
     let mut ids: std::collections::BTreeSet<&Identity> = snapshot.users.keys().collect();
     ids.extend(snapshot.grants.keys());
     ids.extend(snapshot.disabled.iter());
@@ -1122,7 +1123,7 @@ fn user_entries(snapshot: &crate::store::model::Snapshot) -> Vec<UserEntry> {
 }
 
 /// Tags that some global (tag-driven) policy targets.
-fn global_policy_tags(snapshot: &crate::store::model::Snapshot) -> Vec<String> {
+fn global_policy_tags(snapshot: &crate::model::snapshot::Snapshot) -> Vec<String> {
     snapshot
         .policies
         .iter()

@@ -25,17 +25,20 @@ use veil_proto::{
 };
 
 use super::{Admin, ack, denied};
-use crate::audit::AuditEvent;
 use crate::auth::authenticator::{MergedPrincipal, merge_with_directory};
 use crate::auth::claim_trust::{AssertedClaims, ClaimSource};
-use crate::auth::identity::{Attributes, ClientInfo, Permission, Principal};
 use crate::error::{Result, VeilError};
+use crate::model::Origin;
+use crate::model::audit::AuditEvent;
+use crate::model::dataset::DatasetRecord;
+use crate::model::identity::{Attributes, ClientInfo, Permission, Principal};
+use crate::model::policy::{Policy, PolicySpec};
+use crate::model::snapshot::Snapshot;
 use crate::policy::effective::{Access, access, applies_to, data_policy};
-use crate::policy::model::{Origin, Policy, PolicySpec};
+use crate::policy::rules::PolicySpecExt;
+use crate::provisioning::sync::check_references;
 use crate::secrets::{KeyPurpose, MasterKey};
-use crate::server::sync::check_references;
 use crate::store::PolicyPut;
-use crate::store::model::{DatasetRecord, Snapshot};
 
 /// Longest policy JSON accepted.
 const MAX_POLICY_BYTES: usize = 64 * 1024;
@@ -164,7 +167,8 @@ impl Admin {
             .collect();
         check_references(&policy, &datasets, self.engine.default_issuer())?;
         let cfg = self.engine.config();
-        crate::policy::kanon::check_cardinality(
+        crate::catalog::profiling::check_cardinality(
+            &self.engine.raw_session(),
             &policy,
             &datasets.values().copied().collect::<Vec<_>>(),
             self.engine.stores(),
@@ -352,7 +356,8 @@ impl Admin {
         event.columns = req.columns.clone();
         self.permitted(event).await?;
         let cfg = self.engine.config();
-        let profile = crate::policy::kanon::profile_dataset(
+        let profile = crate::catalog::profiling::profile_dataset(
+            &self.engine.raw_session(),
             &d,
             &req.columns,
             self.engine.stores(),

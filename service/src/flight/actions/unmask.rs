@@ -22,14 +22,16 @@ use veil_proto::{
 
 use super::Admin;
 use super::access::{MAX_REASON, request_json};
-use crate::audit::AuditEvent;
-use crate::auth::identity::Principal;
 use crate::error::{Result, VeilError};
+use crate::model::audit::AuditEvent;
+use crate::model::dataset::DatasetRecord;
+use crate::model::identity::Principal;
+use crate::model::policy::MaskSpec;
+use crate::model::request::{AccessRequest, RequestStatus, UnmaskDetails};
+use crate::model::snapshot::Snapshot;
 use crate::policy::effective::exempts;
-use crate::policy::model::MaskSpec;
 use crate::policy::reversible::{FormatPreserving, SivTokens, TOKEN_PREFIX, Unmaskable};
 use crate::secrets::KeyPurpose;
-use crate::store::model::{AccessRequest, DatasetRecord, RequestStatus, Snapshot, UnmaskDetails};
 
 const MAX_VALUES: usize = 100;
 const MAX_VALUE_LEN: usize = 4096;
