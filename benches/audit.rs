@@ -15,7 +15,8 @@ use std::time::Duration;
 
 use veil::audit::chain::AuditSealer;
 use veil::audit::checkpoint::CheckpointSink;
-use veil::audit::{AuditEvent, AuditLog};
+use veil::audit::{AuditEventExt, AuditLog};
+use veil::model::audit::AuditEvent;
 use veil::secrets::{KeyPurpose, MasterKey};
 use veil::store::Store;
 use veil::store::postgres::{PostgresOptions, PostgresStore};

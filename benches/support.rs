@@ -3,15 +3,15 @@
 
 use std::sync::Arc;
 
-use veil::auth::identity::{ClientInfo, Identity, Principal};
 use veil::catalog::object_stores::ObjectStores;
 use veil::catalog::roots::LocationRoots;
 use veil::catalog::state::StateCache;
 use veil::config::Config;
 use veil::engine::Engine;
+use veil::model::identity::{ClientInfo, Identity, Principal};
+use veil::model::snapshot::Snapshot;
 use veil::secrets::{KeyPurpose, MasterKey};
 use veil::store::Store;
-use veil::store::model::Snapshot;
 use veil::store::sqlite::SqliteStore;
 
 /// The demo's engine over a temporary copy of its data.
@@ -30,7 +30,7 @@ impl DemoEngine {
         let store: Arc<dyn Store> = Arc::new(SqliteStore::in_memory().expect("store"));
         let roots = LocationRoots::from_config(&cfg).expect("roots");
         let stores = Arc::new(ObjectStores::local_only());
-        veil::server::sync_config(&store, &cfg, &roots, &stores)
+        veil::provisioning::sync_config(&store, &cfg, &roots, &stores)
             .await
             .expect("sync");
         let state = Arc::new(StateCache::new(store));
@@ -56,7 +56,7 @@ impl DemoEngine {
     pub fn principal(&self, name: &str) -> Arc<Principal> {
         let id = Identity::new("veil-demo", name);
         let u = self.snapshot.users.get(&id).cloned().unwrap_or_default();
-        Arc::new(Principal::new(
+        Arc::new(veil::auth::identity::principal(
             id,
             u.groups,
             u.attributes,

@@ -7,9 +7,9 @@
 
 use serde_json::Value;
 use tonic::Code;
-use veil::auth::identity::Attributes;
 use veil::auth::jwt::TokenMinter;
 use veil::config::Config;
+use veil::model::identity::Attributes;
 use veil_client::{Connection, Scan};
 use veil_proto::{AttributeValues, ExplainRequest, UserRef};
 use veil_tests::{TestServer, strings};

@@ -5,9 +5,9 @@
 
 use std::ffi::OsStr;
 
-use veil::auth::identity::Attributes;
 use veil::auth::jwt::TokenMinter;
 use veil::config::Config;
+use veil::model::identity::Attributes;
 use veil_client::{Connection, Scan};
 use veil_tests::process::ServeProcess;
 use veil_tests::row_count;

@@ -10,9 +10,9 @@ use std::process::Command;
 use std::time::{Duration, Instant};
 
 use tonic::Code;
-use veil::auth::identity::Attributes;
 use veil::auth::jwt::TokenMinter;
 use veil::config::Config;
+use veil::model::identity::Attributes;
 use veil_client::{Connection, Scan};
 use veil_proto::UserRef;
 use veil_tests::pg::{Schema, postgres_url};

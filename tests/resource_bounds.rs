@@ -10,9 +10,9 @@
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-use veil::auth::identity::Attributes;
 use veil::auth::jwt::TokenMinter;
 use veil::config::Config;
+use veil::model::identity::Attributes;
 use veil_client::{Connection, Scan};
 use veil_tests::veil_bin;
 
@@ -188,7 +188,7 @@ async fn memory_bombs_fail_alone() {
         .expect_err("binary ||");
     assert_eq!(e.code(), Some(tonic::Code::InvalidArgument), "{e}");
     // Array functions are not offered (they would need their own bounds,
-    // which `engine::bounded` has ready should they ever be).
+    // which `sql::bounded` has ready should they ever be).
     for sql in [
         "SELECT make_array(1, 2) AS a",
         "SELECT array_repeat('x', 2000000000) AS a",

@@ -338,7 +338,7 @@ fn policies_in(file: &std::path::Path) -> Result<Vec<String>, ClientError> {
     let text = std::fs::read_to_string(file)
         .map_err(|e| ClientError::Invalid(format!("cannot read {}: {e}", file.display())))?;
     let bad = |e: String| ClientError::Invalid(format!("{}: {e}", file.display()));
-    let specs: Vec<veil::policy::model::PolicySpec> = if file
+    let specs: Vec<veil::model::policy::PolicySpec> = if file
         .extension()
         .is_some_and(|x| x.eq_ignore_ascii_case("json"))
     {
@@ -354,7 +354,7 @@ fn policies_in(file: &std::path::Path) -> Result<Vec<String>, ClientError> {
         #[derive(serde::Deserialize)]
         #[serde(deny_unknown_fields)]
         struct Many {
-            policies: Vec<veil::policy::model::PolicySpec>,
+            policies: Vec<veil::model::policy::PolicySpec>,
         }
         match toml::from_str::<Many>(&text) {
             Ok(m) => m.policies,

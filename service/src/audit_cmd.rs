@@ -6,10 +6,10 @@ use clap::{Args, Subcommand};
 use std::io::Write;
 use std::path::{Path, PathBuf};
 
-use veil::audit::chain::StoredAuditRow;
 use veil::audit::{checkpoint, verify};
 use veil::config::Config;
 use veil::error::VeilError;
+use veil::model::audit::StoredAuditRow;
 use veil::secrets::{KeyPurpose, MasterKey};
 
 #[derive(Debug, Args)]

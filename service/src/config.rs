@@ -6,7 +6,7 @@ use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
 use crate::error::{Result, VeilError};
-use crate::policy::model::{PolicySpec, UserRefSpec};
+use crate::model::policy::{PolicySpec, UserRefSpec};
 
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -478,11 +478,19 @@ fn default_ticket_ttl() -> u64 {
 fn default_max_message_bytes() -> usize {
     3 * 1024 * 1024 + 512 * 1024
 }
+
+/// Default cardinality cutoff: a column with more distinct values can't be
+/// a quasi-identifier of a k-anonymization policy.
+pub const DEFAULT_KANON_CARDINALITY_CUTOFF: u64 = 500;
+
+/// Most groups (distinct combinations) one k-anonymized read may count.
+pub const DEFAULT_KANON_MAX_GROUPS: usize = 1_000_000;
+
 fn default_kanon_cutoff() -> u64 {
-    crate::policy::kanon::DEFAULT_CARDINALITY_CUTOFF
+    DEFAULT_KANON_CARDINALITY_CUTOFF
 }
 fn default_kanon_max_groups() -> usize {
-    crate::policy::kanon::DEFAULT_MAX_GROUPS
+    DEFAULT_KANON_MAX_GROUPS
 }
 fn default_plan_timeout() -> u64 {
     30
@@ -582,7 +590,7 @@ impl Config {
     /// paths resolved against the config file's folder.
     pub fn resolve_location(&self, p: &Path) -> String {
         let text = p.to_string_lossy();
-        if crate::catalog::object_stores::is_remote(&text) {
+        if crate::model::dataset::is_remote(&text) {
             text.into_owned()
         } else {
             self.resolve(p).to_string_lossy().into_owned()

@@ -5,6 +5,8 @@
 
 use std::fmt;
 
+pub mod query;
+
 /// Longest message a client ever receives; longer ones are cut.
 pub const MAX_MESSAGE_LEN: usize = 1024;
 

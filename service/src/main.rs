@@ -8,11 +8,11 @@ use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
 use veil::auth::claim_trust::ClaimTrust;
-use veil::auth::identity::Attributes;
 use veil::auth::jwt::TokenMinter;
 use veil::config::Config;
 use veil::error::VeilError;
 use veil::logging::LogFormat;
+use veil::model::identity::Attributes;
 use veil::server::{ServeOptions, start};
 
 #[derive(Debug, Parser)]

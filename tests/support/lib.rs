@@ -7,9 +7,9 @@ pub mod s3;
 
 use std::path::{Path, PathBuf};
 
-use veil::auth::identity::Attributes;
 use veil::auth::jwt::TokenMinter;
 use veil::config::Config;
+use veil::model::identity::Attributes;
 use veil::server::{Running, ServeOptions, start};
 use veil_client::Connection;
 

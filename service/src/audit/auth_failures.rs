@@ -26,8 +26,10 @@ use std::time::Duration;
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
 
-use super::{AuditEvent, AuditLog};
+use crate::audit::AuditEventExt;
+use crate::audit::AuditLog;
 use crate::error::Result;
+use crate::model::audit::AuditEvent;
 
 /// Action of an aggregated event.
 pub const AGGREGATE_ACTION: &str = "auth.failure.aggregate";

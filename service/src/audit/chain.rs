@@ -25,49 +25,10 @@ use serde::{Deserialize, Serialize};
 use sha2::Sha256;
 use std::collections::{BTreeMap, BTreeSet};
 
-use super::AuditEvent;
 use crate::error::{Result, VeilError};
+use crate::model::audit::{AuditEvent, ChainHead, StoredAuditRow};
 use crate::secrets::{SecretKey, decode_hex_32, encode_hex};
-
-/// The MAC before a node's first event.
-pub const GENESIS: [u8; 32] = [0; 32];
-
-/// A node's chain as its head row records it.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct ChainHead {
-    pub node_id: String,
-    /// Last sequence number appended (0: none yet).
-    pub seq: u64,
-    pub mac: [u8; 32],
-    /// Events up to this sequence number were purged (0: none).
-    pub purged_through: u64,
-    /// The MAC of event `purged_through` (the genesis MAC if none).
-    pub purged_mac: [u8; 32],
-}
-
-impl ChainHead {
-    pub fn empty(node_id: &str) -> Self {
-        Self {
-            node_id: node_id.to_string(),
-            seq: 0,
-            mac: GENESIS,
-            purged_through: 0,
-            purged_mac: GENESIS,
-        }
-    }
-}
-
-/// One event as stored: the indexed columns, the JSON body, the link MAC.
-#[derive(Debug, Clone, PartialEq)]
-pub struct StoredAuditRow {
-    pub node_id: String,
-    pub seq: u64,
-    pub time_ms: i64,
-    pub action: String,
-    pub body: String,
-    /// Hex; `None` for events written before the chain existed.
-    pub mac: Option<String>,
-}
+use crate::store::AuditChainSealer;
 
 /// Seals events into one node's chain.
 #[derive(Clone)]
@@ -102,15 +63,17 @@ impl AuditSealer {
             node_id: node_id.into(),
         }
     }
+}
 
-    pub fn node_id(&self) -> &str {
+impl AuditChainSealer for AuditSealer {
+    fn node_id(&self) -> &str {
         &self.node_id
     }
 
     /// Number `events` after `head` and link each to the one before; the
     /// rows to insert, in order. The caller (a store, inside the
     /// transaction that read `head`) also moves the head to the last row.
-    pub fn seal(&self, head: &ChainHead, events: &[AuditEvent]) -> Result<Vec<StoredAuditRow>> {
+    fn seal(&self, head: &ChainHead, events: &[AuditEvent]) -> Result<Vec<StoredAuditRow>> {
         let mut prev = head.mac;
         let mut out = Vec::with_capacity(events.len());
         for (i, e) in events.iter().enumerate() {
@@ -378,6 +341,7 @@ pub fn nodes_to_verify(heads: &[ChainHead], checkpoints: &[Checkpoint]) -> BTree
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::audit::AuditEventExt;
     use crate::secrets::{KeyPurpose, MasterKey};
 
     fn key() -> SecretKey {

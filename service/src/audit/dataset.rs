@@ -23,15 +23,18 @@ use datafusion::physical_plan::streaming::{PartitionStream, StreamingTableExec};
 use datafusion::physical_plan::{ExecutionPlan, SendableRecordBatchStream};
 use std::sync::Arc;
 
-use super::AuditEvent;
-use crate::auth::identity::Permission;
-use crate::policy::model::{Origin, Policy, PolicySpec, SubscriptionSpec};
+use crate::model::Origin;
+use crate::model::audit::AuditEvent;
+use crate::model::dataset::{ColumnRecord, DatasetRecord, FileFormatKind, SourceSpec};
+use crate::model::identity::Permission;
+use crate::model::policy::{Policy, PolicySpec, SubscriptionSpec};
+use crate::model::snapshot::Snapshot;
+use crate::policy::rules::PolicySpecExt;
 use crate::store::Store;
-use crate::store::model::{ColumnRecord, DatasetRecord, FileFormatKind, Snapshot, SourceSpec};
 
 /// The dataset's name.
 pub const AUDIT_DATASET: &str = "veil.audit";
-use crate::catalog::source_kind::{
+use crate::model::source_kind::{
     AUDIT_TRAIL_ID as AUDIT_ID, AUDIT_TRAIL_LOCATION as AUDIT_LOCATION,
 };
 /// The built-in subscription policy.
@@ -369,7 +372,8 @@ fn to_batch(schema: &SchemaRef, events: &[AuditEvent]) -> datafusion::common::Re
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::catalog::source_table::dictionary_field;
+    use crate::audit::AuditEventExt;
+    use crate::policy::effective::dictionary_field;
 
     #[test]
     fn the_dictionary_parses_back_to_the_table_schema() {
@@ -380,10 +384,6 @@ mod tests {
             .map(|c| dictionary_field(&c.name, &c.data_type, c.nullable).unwrap())
             .collect();
         assert_eq!(Schema::new(fields), *schema());
-        assert!(
-            crate::catalog::validate_dataset_name(&d.name).is_err(),
-            "veil.* is reserved for users"
-        );
     }
 
     #[test]

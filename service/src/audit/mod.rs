@@ -10,54 +10,27 @@ pub mod dataset;
 pub mod verify;
 mod writer;
 
-use serde::{Deserialize, Serialize};
 use std::sync::Arc;
 
-use crate::auth::identity::Principal;
 use crate::error::{Result, VeilError};
+use crate::model::audit::AuditEvent;
+use crate::model::identity::Principal;
 use crate::secrets::encode_hex;
-use crate::store::Store;
+use crate::store::{AuditChainSealer, Store};
 
-/// One audited action.
-#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
-pub struct AuditEvent {
-    /// Assigned by the store on append.
-    #[serde(default)]
-    pub seq: Option<u64>,
-    pub event_id: String,
-    pub time_ms: i64,
-    pub node_id: String,
-    /// `auth.failure`, `auth.failure.aggregate`, `list`, `plan`, `read.start`, `read.end`, `describe`,
-    /// `admin.<action>`, ...
-    pub action: String,
-    pub issuer: String,
-    pub subject: String,
-    /// First 16 hex characters of the caller's identity fingerprint.
-    pub identity_fingerprint: String,
-    pub client_address: String,
-    pub user_agent: String,
-    /// Purpose or project acted under (empty until projects exist).
-    pub purpose: String,
-    pub dataset: Option<String>,
-    pub columns: Vec<String>,
-    /// `policy-id@version` of every policy applied.
-    pub policies: Vec<String>,
-    pub masked_columns: Vec<String>,
-    pub rows_filtered: bool,
-    pub rows: Option<u64>,
-    pub bytes: Option<u64>,
-    pub duration_ms: Option<u64>,
-    /// `ok` or the error kind (`not_found`, `permission_denied`, ...).
-    pub status: String,
-    /// Sanitized message: never literal values, never secrets.
-    pub message: String,
-    /// Digest of the request with literals removed.
-    pub query_fingerprint: String,
+/// Building events: a fresh id and the clock, the caller's identity, and
+/// a failure's audit form (the record itself is plain data in
+/// `crate::model::audit`).
+pub trait AuditEventExt {
+    /// An event for `action` by `principal` (or an anonymous caller).
+    fn new(action: &str, principal: Option<&Principal>) -> Self;
+    /// The same action, failed. A fresh event id: the attempt itself may
+    /// already be recorded.
+    fn failed(self, err: &VeilError) -> Self;
 }
 
-impl AuditEvent {
-    /// An event for `action` by `principal` (or an anonymous caller).
-    pub fn new(action: &str, principal: Option<&Principal>) -> Self {
+impl AuditEventExt for AuditEvent {
+    fn new(action: &str, principal: Option<&Principal>) -> Self {
         let mut e = AuditEvent {
             event_id: uuid::Uuid::new_v4().to_string(),
             time_ms: chrono::Utc::now().timestamp_millis(),
@@ -75,14 +48,7 @@ impl AuditEvent {
         e
     }
 
-    pub fn dataset(mut self, name: &str) -> Self {
-        self.dataset = Some(name.to_string());
-        self
-    }
-
-    /// The same action, failed. A fresh event id: the attempt itself may
-    /// already be recorded.
-    pub fn failed(mut self, err: &VeilError) -> Self {
+    fn failed(mut self, err: &VeilError) -> Self {
         self.event_id = uuid::Uuid::new_v4().to_string();
         self.status = err.kind().to_string();
         self.message = err.audit_message();

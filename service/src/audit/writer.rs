@@ -20,11 +20,11 @@ use std::time::Duration;
 use tokio::sync::{Mutex, mpsc, oneshot, watch};
 use tokio::task::JoinHandle;
 
-use super::AuditEvent;
-use super::chain::{AuditSealer, ChainHead, Checkpoint, CheckpointKind};
+use super::chain::{AuditSealer, Checkpoint, CheckpointKind};
 use super::checkpoint::CheckpointSink;
 use crate::error::{Result, VeilError};
-use crate::store::Store;
+use crate::model::audit::{AuditEvent, ChainHead};
+use crate::store::{AuditChainSealer, Store};
 
 /// Most events one commit carries.
 const MAX_GROUP: usize = 1024;
@@ -60,7 +60,7 @@ pub(super) fn spawn(
     let (stop, stopped) = watch::channel(false);
     let writer = Writer {
         store,
-        sealer,
+        sealer: Arc::new(sealer),
         checkpoints,
         interval,
         head: None,
@@ -97,7 +97,7 @@ impl WriterHandle {
 
 struct Writer {
     store: Arc<dyn Store>,
-    sealer: AuditSealer,
+    sealer: Arc<dyn AuditChainSealer>,
     checkpoints: CheckpointSink,
     interval: Duration,
     /// The head after our last commit.

@@ -7,14 +7,15 @@ use std::collections::BTreeSet;
 use std::sync::{Arc, RwLock};
 
 use super::claim_trust::{AdmittedClaims, AssertedClaims, ClaimSource, ClaimSources, IssuerTrust};
-use super::identity::{ClientInfo, Identity, Principal};
 use super::jwt::TokenVerifier;
-use crate::audit::AuditEvent;
+use crate::audit::AuditEventExt;
 use crate::audit::auth_failures::AuthFailureAudit;
 use crate::catalog::state::StateCache;
 use crate::error::{Result, VeilError};
+use crate::model::audit::AuditEvent;
+use crate::model::identity::{ClientInfo, Identity, Principal};
+use crate::model::snapshot::Snapshot;
 use crate::secrets::SecretKey;
-use crate::store::model::Snapshot;
 
 #[derive(Debug)]
 pub struct Authenticator {
@@ -212,7 +213,7 @@ pub fn merge_with_directory(
         .map(|g| g.keys().copied().collect())
         .unwrap_or_default();
     MergedPrincipal {
-        principal: Principal::new(
+        principal: crate::auth::identity::principal(
             identity,
             groups,
             attributes,
@@ -229,10 +230,9 @@ pub fn merge_with_directory(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::auth::identity::Attributes;
     use crate::config::AuthConfig;
+    use crate::model::identity::{Attributes, UserRecord};
     use crate::secrets::{KeyPurpose, MasterKey};
-    use crate::store::model::UserRecord;
 
     fn trust(issuers: &str) -> crate::auth::claim_trust::ClaimTrust {
         let cfg: AuthConfig = toml::from_str(&format!(

@@ -13,9 +13,9 @@
 use std::collections::{BTreeMap, BTreeSet};
 use std::fmt;
 
-use super::identity::Attributes;
 use crate::config::{AuthConfig, TrustedClaims};
 use crate::error::{Result, VeilError};
+use crate::model::identity::Attributes;
 
 /// Longest `group_prefix` accepted.
 const MAX_GROUP_PREFIX_CHARS: usize = 64;

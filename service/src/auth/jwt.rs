@@ -18,9 +18,9 @@ use std::fmt;
 use std::path::Path;
 
 use crate::auth::claim_trust::{AssertedClaims, ClaimTrust};
-use crate::auth::identity::{Attributes, Identity};
 use crate::config::{AuthConfig, KeyConfig};
 use crate::error::{Result, VeilError};
+use crate::model::identity::{Attributes, Identity};
 
 /// A verification key with what it may verify.
 struct PinnedKey {

@@ -13,7 +13,7 @@ use super::files::{list_files, partition_keys};
 use super::object_stores::ObjectStores;
 use crate::config::ColumnConfig;
 use crate::error::{Result, VeilError};
-use crate::store::model::{ColumnRecord, SourceSpec};
+use crate::model::dataset::{ColumnRecord, SourceSpec};
 
 /// Types Veil serves: view types become their plain forms.
 pub fn plain_type(dt: &DataType) -> DataType {
@@ -51,11 +51,11 @@ pub async fn derive_columns(
         })?);
     }
     let format: Box<dyn FileFormat> = match source.format {
-        crate::store::model::FileFormatKind::Parquet => Box::new(ParquetFormat::default()),
-        crate::store::model::FileFormatKind::Csv => {
+        crate::model::dataset::FileFormatKind::Parquet => Box::new(ParquetFormat::default()),
+        crate::model::dataset::FileFormatKind::Csv => {
             Box::new(CsvFormat::default().with_has_header(true))
         }
-        crate::store::model::FileFormatKind::Json => Box::new(JsonFormat::default()),
+        crate::model::dataset::FileFormatKind::Json => Box::new(JsonFormat::default()),
     };
     let schema = format
         .infer_schema(&state, store, &metas)

@@ -36,7 +36,7 @@ use std::net::{Ipv4Addr, Ipv6Addr};
 use std::sync::{Arc, LazyLock};
 
 use crate::error::{Result, VeilError};
-use crate::store::model::DatasetRecord;
+use crate::model::dataset::DatasetRecord;
 
 /// What discovery looks for.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize)]
@@ -175,9 +175,9 @@ pub async fn sample_dataset(
     stores: &crate::catalog::object_stores::ObjectStores,
 ) -> Result<Sample> {
     use datafusion::prelude::SessionContext;
-    match crate::catalog::source_kind::SourceKind::of(d) {
-        crate::catalog::source_kind::SourceKind::Files(_) => {}
-        crate::catalog::source_kind::SourceKind::AuditTrail => {
+    match crate::model::source_kind::SourceKind::of(d) {
+        crate::model::source_kind::SourceKind::Files(_) => {}
+        crate::model::source_kind::SourceKind::AuditTrail => {
             return Err(VeilError::FailedPrecondition(format!(
                 "{} is Veil's audit trail: its dictionary is built in, there is nothing to discover",
                 d.name

@@ -17,7 +17,7 @@ use veil_proto::{FileSlice, ScanPart};
 
 use super::object_stores::ObjectStores;
 use crate::error::{Result, VeilError};
-use crate::store::model::{FileFormatKind, SourceSpec};
+use crate::model::dataset::{FileFormatKind, SourceSpec};
 
 /// One data file of a dataset.
 #[derive(Debug, Clone, PartialEq, Eq)]

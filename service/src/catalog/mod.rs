@@ -4,19 +4,19 @@ pub mod dictionary;
 pub mod discovery;
 pub mod files;
 pub mod object_stores;
+pub mod profiling;
 pub mod roots;
 pub mod search;
-pub mod source_kind;
 pub mod source_table;
 pub mod state;
 
 use std::collections::BTreeMap;
 
-use crate::auth::identity::Identity;
 use crate::config::ColumnConfig;
 use crate::error::{Result, VeilError};
-use crate::policy::model::Origin;
-use crate::store::model::{DatasetRecord, FileFormatKind, SourceSpec};
+use crate::model::Origin;
+use crate::model::dataset::{DatasetRecord, FileFormatKind, SourceSpec};
+use crate::model::identity::Identity;
 
 /// Everything needed to register a dataset.
 #[derive(Debug, Clone)]
@@ -127,7 +127,8 @@ mod tests {
             "a.b.c",
             "1a.b",
             "a.b-c",
-            "veil.audit",
+            // Users can't register a dataset in Veil's own schema.
+            crate::audit::dataset::AUDIT_DATASET,
             "VEIL.x",
             "a.",
             ".b",

@@ -20,6 +20,7 @@ use object_store::path::Path as ObjectPath;
 
 use crate::config::{Config, ObjectStoreConfig};
 use crate::error::{Result, VeilError};
+use crate::model::dataset::is_remote;
 
 /// URL schemes of remote stores.
 pub const REMOTE_SCHEMES: &[&str] = &["s3", "gs", "az"];
@@ -47,11 +48,6 @@ impl RemoteLocation {
             format!("{}/{}", self.store_key(), self.key)
         }
     }
-}
-
-/// Whether a location names a remote store (`scheme://...`).
-pub fn is_remote(location: &str) -> bool {
-    location.contains("://")
 }
 
 /// Parse `scheme://bucket/key`. Keys with `..`, `.` or empty parts are

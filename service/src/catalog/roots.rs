@@ -6,8 +6,9 @@
 use std::path::{Path, PathBuf};
 use std::sync::RwLock;
 
-use super::object_stores::{RemoteLocation, is_remote, parse_remote};
+use super::object_stores::{RemoteLocation, parse_remote};
 use crate::error::{Result, VeilError};
+use crate::model::dataset::is_remote;
 
 fn outside() -> VeilError {
     VeilError::PermissionDenied(

@@ -7,7 +7,7 @@
 //! came up. The caller passes only datasets they may see: search never
 //! reveals one they can't.
 
-use crate::store::model::DatasetRecord;
+use crate::model::dataset::DatasetRecord;
 
 /// One dataset that matched, with where.
 #[derive(Debug, Clone, PartialEq)]
@@ -102,8 +102,8 @@ fn places(d: &DatasetRecord, word: &str) -> (Vec<String>, u32) {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::policy::model::Origin;
-    use crate::store::model::{ColumnRecord, FileFormatKind, SourceSpec};
+    use crate::model::Origin;
+    use crate::model::dataset::{ColumnRecord, FileFormatKind, SourceSpec};
 
     fn dataset(name: &str, description: &str, columns: &[(&str, &[&str])]) -> DatasetRecord {
         DatasetRecord {
@@ -170,7 +170,7 @@ mod tests {
         assert_eq!(search(visible, "", 1).len(), 1, "limit applies");
 
         let mut known = trials.clone();
-        known.experts = vec![crate::auth::identity::Identity::new("i", "erin")];
+        known.experts = vec![crate::model::identity::Identity::new("i", "erin")];
         let hits = search([(&known, true), (&sites, true)], "erin", 50);
         assert_eq!(hits.len(), 1);
         assert_eq!(hits[0].matches, ["expert erin"]);

@@ -6,7 +6,7 @@
 //! in the files (schema drift) are not read until they are in the dictionary.
 
 use async_trait::async_trait;
-use datafusion::arrow::datatypes::{DataType, Field, FieldRef, Schema, SchemaRef};
+use datafusion::arrow::datatypes::{FieldRef, Schema, SchemaRef};
 use datafusion::catalog::Session;
 use datafusion::common::{DataFusionError, ScalarValue};
 use datafusion::datasource::TableProvider;
@@ -22,7 +22,6 @@ use datafusion::logical_expr::{Expr, TableProviderFilterPushDown, TableType};
 use datafusion::physical_plan::ExecutionPlan;
 use datafusion::physical_plan::empty::EmptyExec;
 use std::collections::HashMap;
-use std::str::FromStr;
 use std::sync::Arc;
 
 use veil_proto::ScanPart;
@@ -30,7 +29,8 @@ use veil_proto::ScanPart;
 use super::files::{Listing, SourceFile, list_files};
 use super::object_stores::ObjectStores;
 use crate::error::{Result, VeilError};
-use crate::store::model::{DatasetRecord, FileFormatKind};
+use crate::model::dataset::{DatasetRecord, FileFormatKind};
+use crate::policy::effective::dictionary_field;
 
 #[derive(Debug)]
 pub struct SourceTable {
@@ -40,16 +40,6 @@ pub struct SourceTable {
     table_schema: SchemaRef,
     listing: Listing,
     part: Option<ScanPart>,
-}
-
-/// The Arrow field of a dictionary column.
-pub fn dictionary_field(name: &str, data_type: &str, nullable: bool) -> Result<Field> {
-    let dt = DataType::from_str(data_type).map_err(|e| {
-        VeilError::Internal(format!(
-            "the dictionary type '{data_type}' of column '{name}' does not parse: {e}"
-        ))
-    })?;
-    Ok(Field::new(name, dt, nullable))
 }
 
 impl SourceTable {

@@ -6,8 +6,8 @@
 use std::sync::{Arc, RwLock};
 
 use crate::error::{Result, VeilError};
+use crate::model::snapshot::Snapshot;
 use crate::store::Store;
-use crate::store::model::Snapshot;
 
 #[derive(Debug)]
 pub struct StateCache {

@@ -2,13 +2,11 @@
 //! policy operators in place, and executes it as a stream. It knows nothing
 //! of gRPC; the Flight layer converts requests and errors.
 
-pub mod bounded;
 pub mod principal_catalog;
-pub mod errors;
-pub mod limits;
-pub mod planner_pool;
 pub mod query_memory;
 pub mod scope;
+#[cfg(test)]
+mod type_matrix;
 
 use datafusion::arrow::datatypes::{DataType, SchemaRef};
 use datafusion::common::TableReference;
@@ -30,20 +28,22 @@ use std::sync::Arc;
 
 use veil_proto::{ScanCommand, ScanPart, SqlCommand};
 
-use crate::auth::identity::Principal;
 use crate::catalog::files::{split_exactly, split_into_parts, split_units};
 use crate::catalog::object_stores::ObjectStores;
-use crate::catalog::source_kind::SourceKind;
 use crate::catalog::state::StateCache;
 use crate::config::EngineConfig;
+use crate::error::query::from_datafusion;
 use crate::error::{Result, VeilError};
+use crate::model::dataset::DatasetRecord;
+use crate::model::identity::Principal;
+use crate::model::snapshot::Snapshot;
+use crate::model::source_kind::SourceKind;
 use crate::policy::barrier::VeilQueryPlanner;
 use crate::policy::effective::EffectivePolicy;
 use crate::policy::guard::PolicyGuard;
 use crate::secrets::MasterKey;
-use crate::store::model::{DatasetRecord, Snapshot};
+use crate::sql::{bounded, limits, planner_pool};
 use principal_catalog::{CATALOG, DatasetRead, PrincipalCatalogList, ViewCompiler};
-use errors::from_datafusion;
 pub use scope::RequestScope;
 
 /// A request to read data.
@@ -246,6 +246,17 @@ impl Engine {
             )
             .with_kanon_max_groups(self.cfg.kanon_max_groups)
             .with_audit_store(Arc::clone(self.state.store())),
+        )
+    }
+
+    /// A session that reads sources raw, outside any principal's catalog
+    /// (profiling columns for k-anonymization policies,
+    /// `catalog::profiling`): the node's runtime, so its memory pool and object
+    /// stores apply.
+    pub fn raw_session(&self) -> SessionContext {
+        SessionContext::new_with_config_rt(
+            SessionConfig::new(),
+            Arc::clone(self.base.runtime_env()),
         )
     }
 
@@ -604,9 +615,9 @@ fn plain_types(frame: DataFrame) -> Result<DataFrame> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::auth::identity::{ClientInfo, Identity, Principal};
     use crate::catalog::roots::LocationRoots;
     use crate::config::Config;
+    use crate::model::identity::{ClientInfo, Identity, Principal};
     use crate::secrets::KeyPurpose;
     use crate::store::Store;
     use crate::store::sqlite::SqliteStore;
@@ -617,7 +628,7 @@ mod tests {
         let store: Arc<dyn Store> = Arc::new(SqliteStore::in_memory().unwrap());
         let roots = LocationRoots::from_config(&cfg).unwrap();
         let stores = Arc::new(ObjectStores::local_only());
-        crate::server::sync_config(&store, &cfg, &roots, &stores)
+        crate::provisioning::sync_config(&store, &cfg, &roots, &stores)
             .await
             .unwrap();
         let state = Arc::new(StateCache::new(store));
@@ -638,7 +649,7 @@ mod tests {
     fn principal(snap: &Snapshot, name: &str) -> Arc<Principal> {
         let id = Identity::new("veil-demo", name);
         let u = snap.users.get(&id).cloned().unwrap_or_default();
-        Arc::new(Principal::new(
+        Arc::new(crate::auth::identity::principal(
             id,
             u.groups,
             u.attributes,

@@ -14,14 +14,14 @@ use veil_proto::ScanPart;
 use super::scope::RequestScope;
 use crate::audit::dataset::AuditTable;
 use crate::catalog::object_stores::ObjectStores;
-use crate::catalog::source_kind::SourceKind;
 use crate::catalog::source_table::SourceTable;
 use crate::error::{Result, VeilError};
+use crate::model::dataset::DatasetRecord;
+use crate::model::source_kind::SourceKind;
 use crate::policy::effective::{EffectivePolicy, data_policy};
 use crate::policy::secure_view;
 use crate::secrets::MasterKey;
 use crate::store::Store;
-use crate::store::model::DatasetRecord;
 
 pub const CATALOG: &str = "veil";
 
@@ -87,7 +87,7 @@ impl ViewCompiler {
             reads: Mutex::new(vec![]),
             cache,
             now,
-            kanon_max_groups: crate::policy::kanon::DEFAULT_MAX_GROUPS,
+            kanon_max_groups: crate::config::DEFAULT_KANON_MAX_GROUPS,
             audit_store: None,
         }
     }

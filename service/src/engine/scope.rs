@@ -8,12 +8,13 @@
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 
-use crate::auth::identity::Principal;
 use crate::catalog::files::{Listing, list_files};
 use crate::catalog::object_stores::ObjectStores;
 use crate::error::Result;
+use crate::model::dataset::DatasetRecord;
+use crate::model::identity::Principal;
+use crate::model::snapshot::Snapshot;
 use crate::policy::effective::{Access, access};
-use crate::store::model::{DatasetRecord, Snapshot};
 
 #[derive(Debug)]
 pub struct RequestScope {

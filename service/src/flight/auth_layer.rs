@@ -10,7 +10,7 @@ use tonic::transport::server::TcpConnectInfo;
 
 use super::status::to_status;
 use crate::auth::authenticator::Authenticator;
-use crate::auth::identity::ClientInfo;
+use crate::model::identity::ClientInfo;
 
 #[derive(Debug, Clone)]
 pub struct AuthLayer {

@@ -28,11 +28,12 @@ use super::actions::FlightActions;
 use super::status::to_status;
 use super::tickets::TicketSigner;
 use super::zero_copy_do_get::{MESSAGE_HARD_CAP_BYTES, checked_len};
-use crate::audit::{AuditEvent, AuditLog, query_fingerprint};
+use crate::audit::{AuditEventExt, AuditLog, query_fingerprint};
 use crate::auth::authenticator::Authenticated;
-use crate::auth::identity::Principal;
 use crate::engine::{Command, Engine, PlannedQuery, RequestScope};
 use crate::error::{Result, VeilError};
+use crate::model::audit::AuditEvent;
+use crate::model::identity::Principal;
 
 #[derive(Debug, Clone)]
 pub struct VeilFlight {
@@ -418,7 +419,7 @@ impl FlightService for VeilFlight {
         let failure = FailureNote::default();
         let noted = failure.clone();
         let counted = batches.map_err(move |e| {
-            let e = crate::engine::errors::from_datafusion(e);
+            let e = crate::error::query::from_datafusion(e);
             noted.note(&e);
             FlightError::Tonic(Box::new(to_status(&e)))
         });

@@ -15,8 +15,8 @@ use sha2::Sha256;
 
 use veil_proto::{SignedTicket, TicketBody};
 
-use crate::auth::identity::Principal;
 use crate::error::{Result, VeilError};
+use crate::model::identity::Principal;
 use crate::secrets::SecretKey;
 
 const TICKET_FORMAT: u32 = 1;
@@ -152,7 +152,7 @@ fn pad(body: &mut TicketBody) {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::auth::identity::{ClientInfo, Identity};
+    use crate::model::identity::{ClientInfo, Identity};
     use crate::secrets::{KeyPurpose, MasterKey};
     use veil_proto::{SqlCommand, TicketCommand};
 
@@ -188,7 +188,7 @@ mod tests {
 
     fn principal(sub: &str) -> Principal {
         let k = MasterKey::from_bytes([1; 32]);
-        Principal::new(
+        crate::auth::identity::principal(
             Identity::new("iss", sub),
             Default::default(),
             Default::default(),

@@ -17,10 +17,10 @@ use veil_proto::{
     UserEntry, WhoAmI, actions,
 };
 
-use crate::audit::AuditEvent;
-use crate::auth::identity::Permission;
-use crate::policy::model::Policy;
-use crate::store::model::AccessRequest;
+use crate::model::audit::AuditEvent;
+use crate::model::identity::Permission;
+use crate::model::policy::Policy;
+use crate::model::request::AccessRequest;
 
 /// One administrative use case.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
@@ -211,9 +211,9 @@ impl Action {
             | Action::RevokePermission
             | Action::PutUser
             | Action::DeleteUser
-            | Action::ListUsers => Permission(crate::auth::identity::Permission::UserAdmin),
-            Action::Reload => Permission(crate::auth::identity::Permission::Governance),
-            Action::AuditTail => Permission(crate::auth::identity::Permission::Audit),
+            | Action::ListUsers => Permission(crate::model::identity::Permission::UserAdmin),
+            Action::Reload => Permission(crate::model::identity::Permission::Governance),
+            Action::AuditTail => Permission(crate::model::identity::Permission::Audit),
             Action::CreatePolicy | Action::UpdatePolicy | Action::DeletePolicy => PolicyAuthor,
             Action::ListPolicies => Anyone,
             Action::RequestUnmask
@@ -468,7 +468,7 @@ impl Request {
         // A user the request names, as the handler will resolve it.
         let user = |u: &Option<veil_proto::UserRef>| -> String {
             match u {
-                Some(u) => crate::auth::identity::Identity::new(
+                Some(u) => crate::model::identity::Identity::new(
                     if u.issuer.is_empty() {
                         default_issuer.to_string()
                     } else {
@@ -580,12 +580,13 @@ pub enum Outcome {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::policy::rules::PolicySpecExt;
 
     /// A request of each action, with the least content that names its
     /// target.
     fn sample(a: Action) -> Request {
         let policy = || {
-            let spec: crate::policy::model::PolicySpec = serde_json::from_str(
+            let spec: crate::model::policy::PolicySpec = serde_json::from_str(
                 r#"{"name": "p", "dataset": "a.b", "subscription": {"anyone": true}}"#,
             )
             .expect("a policy spec");
@@ -593,7 +594,7 @@ mod tests {
                 policy: Policy {
                     id: String::new(),
                     version: 0,
-                    origin: crate::policy::model::Origin::Runtime,
+                    origin: crate::model::Origin::Runtime,
                     rule: spec.validate().expect("a valid policy"),
                     spec,
                 },
@@ -730,7 +731,7 @@ mod tests {
     /// pinned: weakening one is a visible change to this test.
     #[test]
     fn sensitive_requirements_are_pinned() {
-        use crate::auth::identity::Permission as P;
+        use crate::model::identity::Permission as P;
         let expect = [
             (Action::Reload, Requirement::Permission(P::Governance)),
             (Action::AuditTail, Requirement::Permission(P::Audit)),

@@ -8,13 +8,16 @@
 use std::sync::Arc;
 
 use super::{Action, Governance, Grant, Requirement, Target, denied};
-use crate::audit::AuditEvent;
-use crate::auth::identity::{Permission, Principal};
 use crate::engine::RequestScope;
 use crate::error::{Result, VeilError};
+use crate::model::audit::AuditEvent;
+use crate::model::dataset::DatasetRecord;
+use crate::model::identity::{Permission, Principal};
+use crate::model::policy::{PolicyRule, PolicySpec};
+use crate::model::request::AccessRequest;
+use crate::model::snapshot::Snapshot;
 use crate::policy::effective::{applies_to, exempts};
-use crate::policy::model::{PolicyRule, PolicySpec};
-use crate::store::model::{AccessRequest, DatasetRecord, Snapshot};
+use crate::policy::rules::ConditionExt;
 
 impl Governance {
     pub(super) async fn authorize(
@@ -165,10 +168,10 @@ impl Governance {
         &self,
         scope: &Arc<RequestScope>,
         name: &str,
-    ) -> Result<crate::policy::model::Policy> {
+    ) -> Result<crate::model::policy::Policy> {
         let p = scope.principal();
         let snapshot = scope.snapshot();
-        let candidates: Vec<&crate::policy::model::Policy> = snapshot
+        let candidates: Vec<&crate::model::policy::Policy> = snapshot
             .policies
             .iter()
             .filter(|x| x.spec.name == name || x.id == name)
@@ -214,7 +217,7 @@ impl Governance {
     pub(super) fn may_list(
         &self,
         p: &Principal,
-        pol: &crate::policy::model::Policy,
+        pol: &crate::model::policy::Policy,
         snapshot: &Snapshot,
     ) -> bool {
         let issuer = self.engine.default_issuer();

@@ -11,15 +11,17 @@ use veil_proto::{
 };
 
 use super::{Call, Governance, Grant, Outcome, denied};
-use crate::audit::AuditEvent;
-use crate::auth::identity::{Identity, Permission, Principal};
-use crate::catalog::source_kind::SourceKind;
 use crate::catalog::{NewDataset, build_dataset};
 use crate::engine::RequestScope;
 use crate::error::{Result, VeilError};
-use crate::policy::model::{Origin, tag_covers};
+use crate::model::Origin;
+use crate::model::audit::AuditEvent;
+use crate::model::dataset::DatasetRecord;
+use crate::model::identity::{Identity, Permission, Principal};
+use crate::model::snapshot::Snapshot;
+use crate::model::source_kind::SourceKind;
+use crate::policy::rules::tag_covers;
 use crate::store::PutMode;
-use crate::store::model::{DatasetRecord, Snapshot};
 use std::sync::Arc;
 
 /// The directory attribute listing the schemas a user may register
@@ -45,7 +47,7 @@ const MAX_SEARCH_HITS: u32 = 1000;
 fn check_registration_request(p: &Principal, r: &RegisterDatasetRequest) -> Result<()> {
     crate::catalog::validate_dataset_name(&r.name)?;
     check_schema_grant(p, &r.name)?;
-    if !crate::catalog::object_stores::is_remote(&r.location)
+    if !crate::model::dataset::is_remote(&r.location)
         && !std::path::Path::new(&r.location).is_absolute()
     {
         return Err(VeilError::InvalidArgument(
@@ -460,7 +462,7 @@ pub(super) fn retag_column(
         // Tags already on the column stay whatever their form (the config
         // may have put them there).
         if !col.tags.iter().any(|old| old == t.trim()) {
-            crate::policy::model::check_tag(t.trim()).map_err(VeilError::InvalidArgument)?;
+            crate::policy::rules::check_tag(t.trim()).map_err(VeilError::InvalidArgument)?;
         }
     }
     col.tags = tags.iter().map(|t| t.trim().to_string()).collect();

@@ -10,10 +10,10 @@ use veil_proto::{
 };
 
 use super::{Call, Governance, Outcome};
-use crate::auth::identity::{Identity, Permission, Principal};
 use crate::error::{Result, VeilError};
-use crate::policy::model::Origin;
-use crate::store::model::{Snapshot, UserRecord};
+use crate::model::Origin;
+use crate::model::identity::{Identity, Permission, Principal, UserRecord};
+use crate::model::snapshot::Snapshot;
 
 /// The most audit events one tail returns.
 const MAX_AUDIT_TAIL: u32 = 10_000;

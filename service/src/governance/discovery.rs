@@ -11,11 +11,12 @@ use veil_proto::{DecideTagProposalRequest, DiscoverRequest};
 
 use super::datasets::{global_policy_tags, refuse_builtin, retag_column};
 use super::{Call, Governance, Outcome, denied};
-use crate::auth::identity::{Permission, Principal};
 use crate::catalog::discovery;
 use crate::error::{Result, VeilError};
-use crate::policy::model::tag_covers;
-use crate::store::model::{DatasetRecord, ProposalStatus, TagProposal};
+use crate::model::dataset::DatasetRecord;
+use crate::model::identity::{Permission, Principal};
+use crate::model::request::{ProposalStatus, TagProposal};
+use crate::policy::rules::tag_covers;
 
 /// Rows sampled when the request names no number.
 pub(super) const DEFAULT_SAMPLE_ROWS: u32 = 1000;
@@ -149,7 +150,7 @@ fn decide(
     p: &Principal,
     d: &mut DatasetRecord,
     req: &DecideTagProposalRequest,
-    snapshot: &crate::store::model::Snapshot,
+    snapshot: &crate::model::snapshot::Snapshot,
 ) -> Result<String> {
     let Some(i) = d.tag_proposals.iter().position(|x| {
         x.column == req.column

@@ -28,15 +28,17 @@ pub use action::{Action, Outcome, PolicyWrite, Request, Requirement, Target};
 pub use datasets::SCHEMAS_ATTRIBUTE;
 pub use policies::parse_write;
 
-use crate::audit::{AuditEvent, AuditLog};
+use crate::audit::{AuditEventExt, AuditLog};
 use crate::auth::authenticator::Authenticator;
-use crate::auth::identity::{Identity, Principal};
 use crate::catalog::roots::SharedRoots;
 use crate::engine::{Engine, RequestScope};
 use crate::error::{Result, VeilError};
-use crate::policy::model::Policy;
-use crate::server::reload::Reloader;
-use crate::store::model::{AccessRequest, DatasetRecord};
+use crate::model::audit::AuditEvent;
+use crate::model::dataset::DatasetRecord;
+use crate::model::identity::{Identity, Principal};
+use crate::model::policy::Policy;
+use crate::model::request::AccessRequest;
+use crate::provisioning::reload::Reloader;
 
 /// The use cases and what they need.
 #[derive(Debug)]

@@ -28,14 +28,17 @@ use veil_proto::{
 use super::{Call, Governance, Grant, Outcome, PolicyWrite};
 use crate::auth::authenticator::{MergedPrincipal, merge_with_directory};
 use crate::auth::claim_trust::{AssertedClaims, ClaimSource};
-use crate::auth::identity::{Attributes, ClientInfo, Permission};
 use crate::error::{Result, VeilError};
+use crate::model::Origin;
+use crate::model::dataset::DatasetRecord;
+use crate::model::identity::{Attributes, ClientInfo, Permission};
+use crate::model::policy::{Policy, PolicySpec};
+use crate::model::snapshot::Snapshot;
 use crate::policy::effective::{Access, access, applies_to, data_policy};
-use crate::policy::model::{Origin, Policy, PolicySpec};
+use crate::policy::rules::PolicySpecExt;
+use crate::provisioning::sync::check_references;
 use crate::secrets::KeyPurpose;
-use crate::server::sync::check_references;
 use crate::store::PolicyPut;
-use crate::store::model::{DatasetRecord, Snapshot};
 
 /// Longest policy JSON accepted.
 const MAX_POLICY_BYTES: usize = 64 * 1024;
@@ -103,7 +106,8 @@ impl Governance {
             .collect();
         check_references(&policy, &datasets, self.engine.default_issuer())?;
         let cfg = self.engine.config();
-        crate::policy::kanon::check_cardinality(
+        crate::catalog::profiling::check_cardinality(
+            &self.engine.raw_session(),
             &policy,
             &datasets.values().copied().collect::<Vec<_>>(),
             self.engine.stores(),
@@ -214,7 +218,8 @@ impl Governance {
         }
         call.event.columns = req.columns.clone();
         let cfg = self.engine.config();
-        let profile = crate::policy::kanon::profile_dataset(
+        let profile = crate::catalog::profiling::profile_dataset(
+            &self.engine.raw_session(),
             &d,
             &req.columns,
             self.engine.stores(),

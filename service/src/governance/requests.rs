@@ -16,10 +16,9 @@ use veil_proto::{
 use super::authorize::is_approver;
 use super::{Call, Governance, Grant, Outcome};
 use crate::error::{Result, VeilError};
+use crate::model::dataset::DatasetRecord;
+use crate::model::request::{AccessDecision, AccessRequest, RequestStatus, UnmaskDetails};
 use crate::policy::effective::{Access, access};
-use crate::store::model::{
-    AccessDecision, AccessRequest, DatasetRecord, RequestStatus, UnmaskDetails,
-};
 
 /// The longest reason or note.
 pub(super) const MAX_REASON: usize = 2000;

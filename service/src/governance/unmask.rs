@@ -24,10 +24,11 @@ use super::requests::MAX_REASON;
 use super::{Call, Governance, Grant, Outcome};
 use crate::engine::{ColumnLookup, RequestScope};
 use crate::error::{Result, VeilError};
-use crate::policy::model::MaskSpec;
+use crate::model::dataset::DatasetRecord;
+use crate::model::policy::MaskSpec;
+use crate::model::request::{RequestStatus, UnmaskDetails};
 use crate::policy::reversible::{FormatPreserving, SivTokens, TOKEN_PREFIX, Unmaskable};
 use crate::secrets::KeyPurpose;
-use crate::store::model::{DatasetRecord, RequestStatus, UnmaskDetails};
 
 const MAX_VALUES: usize = 100;
 const MAX_VALUE_LEN: usize = 4096;
@@ -94,7 +95,7 @@ impl Governance {
         while let Some(batch) = stream
             .try_next()
             .await
-            .map_err(crate::engine::errors::from_datafusion)?
+            .map_err(crate::error::query::from_datafusion)?
         {
             let text = datafusion::arrow::compute::cast(
                 batch.column(0),

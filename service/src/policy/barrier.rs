@@ -29,6 +29,8 @@ use std::cmp::Ordering;
 use std::fmt;
 use std::sync::Arc;
 
+use crate::error::query::{BelowBarrierError, BelowBarrierKind};
+
 /// The logical fence above one dataset's policy subtree.
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
 pub struct PolicyBarrier {
@@ -129,64 +131,6 @@ impl PolicyBarrierExec {
         }
     }
 }
-
-/// What the caller learns when something failed below a barrier.
-#[derive(Debug)]
-pub struct BelowBarrierError {
-    pub dataset: String,
-    pub kind: BelowBarrierKind,
-}
-
-/// What failed below a barrier, which is all the caller learns of it.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum BelowBarrierKind {
-    /// The query's memory limit: the caller can ask for less.
-    Memory,
-    /// The source (object store, file system, a file that doesn't decode).
-    Source,
-    /// Anything else: a mask or policy that could not be applied.
-    Other,
-}
-
-impl BelowBarrierKind {
-    pub fn of(e: &DataFusionError) -> Self {
-        match e {
-            DataFusionError::ResourcesExhausted(_) => Self::Memory,
-            DataFusionError::ObjectStore(_)
-            | DataFusionError::IoError(_)
-            | DataFusionError::ParquetError(_) => Self::Source,
-            DataFusionError::Context(_, inner) | DataFusionError::Diagnostic(_, inner) => {
-                Self::of(inner)
-            }
-            DataFusionError::Shared(inner) => Self::of(inner),
-            _ => Self::Other,
-        }
-    }
-}
-
-impl fmt::Display for BelowBarrierError {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        match self.kind {
-            BelowBarrierKind::Memory => write!(
-                f,
-                "reading dataset '{}' needs more memory than Veil allows a query; select fewer columns or rows, or aggregate",
-                self.dataset
-            ),
-            BelowBarrierKind::Source => write!(
-                f,
-                "reading dataset '{}' failed at its source; retry, and if it persists ask an administrator to check the server log",
-                self.dataset
-            ),
-            BelowBarrierKind::Other => write!(
-                f,
-                "reading dataset '{}' failed while applying its source and policies; the details are in the Veil server log (ask an administrator)",
-                self.dataset
-            ),
-        }
-    }
-}
-
-impl std::error::Error for BelowBarrierError {}
 
 impl DisplayAs for PolicyBarrierExec {
     fn fmt_as(&self, _t: DisplayFormatType, f: &mut fmt::Formatter<'_>) -> fmt::Result {

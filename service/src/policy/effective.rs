@@ -20,18 +20,18 @@
 //! * row filters: every rule applies (AND). A principal without the
 //!   attribute a matching filter needs sees no rows.
 
-use datafusion::arrow::datatypes::{DataType, Schema};
+use datafusion::arrow::datatypes::{DataType, Field, Schema};
 use datafusion::logical_expr::Expr;
 use std::collections::{BTreeMap, BTreeSet};
+use std::str::FromStr;
 
-use crate::auth::identity::{Identity, Principal};
 use crate::error::{Result, VeilError};
+use crate::model::dataset::DatasetRecord;
+use crate::model::identity::{Identity, Principal};
+use crate::model::policy::{Condition, DataRule, MaskSpec, Policy, PolicyRule, RowRuleSpec};
 use crate::policy::masks::mask_output_type;
-use crate::policy::model::{
-    Condition, DataRule, MaskSpec, Policy, PolicyRule, RowRuleSpec, tag_covers,
-};
 use crate::policy::predicate::POLICY_SQL;
-use crate::store::model::DatasetRecord;
+use crate::policy::rules::{ConditionExt, MaskSpecExt, SubscriptionExt, tag_covers};
 
 /// May the principal read a dataset, see it, or neither?
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -181,13 +181,23 @@ pub struct KAnonGroup {
     pub policy: String,
 }
 
+/// The Arrow field of a dictionary column.
+pub fn dictionary_field(name: &str, data_type: &str, nullable: bool) -> Result<Field> {
+    let dt = DataType::from_str(data_type).map_err(|e| {
+        VeilError::Internal(format!(
+            "the dictionary type '{data_type}' of column '{name}' does not parse: {e}"
+        ))
+    })?;
+    Ok(Field::new(name, dt, nullable))
+}
+
 /// The dataset's dictionary as an Arrow schema (what policies are checked
 /// and parsed against).
 pub fn dictionary_schema(d: &DatasetRecord) -> Result<Schema> {
     let fields = d
         .columns
         .iter()
-        .map(|c| crate::catalog::source_table::dictionary_field(&c.name, &c.data_type, c.nullable))
+        .map(|c| dictionary_field(&c.name, &c.data_type, c.nullable))
         .collect::<Result<Vec<_>>>()?;
     Ok(Schema::new(fields))
 }
@@ -243,8 +253,8 @@ pub fn describe_condition(c: &Condition) -> String {
             .users
             .iter()
             .map(|u| match u {
-                crate::policy::model::UserRefSpec::Subject(s) => s.clone(),
-                crate::policy::model::UserRefSpec::Full { issuer, subject } => {
+                crate::model::policy::UserRefSpec::Subject(s) => s.clone(),
+                crate::model::policy::UserRefSpec::Full { issuer, subject } => {
                     format!("{subject} ({issuer})")
                 }
             })
@@ -819,10 +829,11 @@ fn combine_masks(list: Vec<AppliedMask>) -> ColumnMask {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::auth::identity::{ClientInfo, Identity};
-    use crate::policy::model::{Origin, PolicySpec, RoundSpec};
-    use crate::secrets::{KeyPurpose, MasterKey};
-    use crate::store::model::{ColumnRecord, FileFormatKind, SourceSpec};
+    use crate::model::Origin;
+    use crate::model::dataset::{ColumnRecord, FileFormatKind, SourceSpec};
+    use crate::model::identity::{ClientInfo, Identity};
+    use crate::model::policy::{PolicySpec, RoundSpec};
+    use crate::policy::rules::PolicySpecExt;
 
     fn dataset() -> DatasetRecord {
         let col = |n: &str, t: &str, tags: &[&str]| ColumnRecord {
@@ -878,18 +889,19 @@ mod tests {
     }
 
     fn who(sub: &str, groups: &[&str], attrs: &[(&str, &str)]) -> Principal {
-        let mut a = crate::auth::identity::Attributes::new();
+        let mut a = crate::model::identity::Attributes::new();
         for (k, v) in attrs {
             a.entry(k.to_string()).or_default().insert(v.to_string());
         }
-        Principal::new(
-            Identity::new("i", sub),
-            groups.iter().map(|g| g.to_string()).collect(),
-            a,
-            Default::default(),
-            &MasterKey::from_bytes([1; 32]).derive(KeyPurpose::Fingerprint),
-            ClientInfo::default(),
-        )
+        Principal {
+            identity: Identity::new("i", sub),
+            groups: groups.iter().map(|g| g.to_string()).collect(),
+            attributes: a,
+            permissions: Default::default(),
+            // Built by hand: fingerprints belong to `auth`, above this layer.
+            fingerprint: [1; 32],
+            client: ClientInfo::default(),
+        }
     }
 
     /// May `principal` read `dataset` (approvals ignored)?

@@ -57,13 +57,6 @@ use std::fmt;
 use std::sync::Arc;
 use tokio::sync::OnceCell;
 
-/// Default cardinality cutoff: a column with more distinct values can't be
-/// a quasi-identifier of a k-anonymization policy.
-pub const DEFAULT_CARDINALITY_CUTOFF: u64 = 500;
-
-/// Most groups (distinct combinations) one read may count.
-pub const DEFAULT_MAX_GROUPS: usize = 1_000_000;
-
 /// Can a column of this type be a quasi-identifier?
 pub fn supports(dt: &DataType) -> bool {
     !matches!(dt, DataType::Null) && RowConverter::supports_fields(&[SortField::new(dt.clone())])
@@ -579,85 +572,4 @@ pub async fn profile(mut stream: SendableRecordBatchStream, max_groups: usize) -
         suggested_k,
         suppressed_at_suggested,
     })
-}
-
-/// Profile the raw values of `columns` of dataset `d` (no policy applies:
-/// for the owners and governors who write k-anonymization policies).
-pub async fn profile_dataset(
-    d: &crate::store::model::DatasetRecord,
-    columns: &[String],
-    stores: &crate::catalog::object_stores::ObjectStores,
-    max_groups: usize,
-) -> crate::error::Result<Profile> {
-    use crate::error::VeilError;
-    use datafusion::prelude::SessionContext;
-    match crate::catalog::source_kind::SourceKind::of(d) {
-        crate::catalog::source_kind::SourceKind::Files(_) => {}
-        crate::catalog::source_kind::SourceKind::AuditTrail => {
-            return Err(VeilError::FailedPrecondition(format!(
-                "{} is Veil's audit trail, not a file dataset: k-anonymization profiles datasets of files",
-                d.name
-            )));
-        }
-    }
-    let source = crate::catalog::source_table::SourceTable::open(d, None, stores).await?;
-    let ctx = SessionContext::new();
-    let fail = |e: DataFusionError| match e {
-        DataFusionError::ResourcesExhausted(m) => VeilError::FailedPrecondition(m),
-        e => VeilError::internal(&format!("profiling columns of '{}'", d.name), e),
-    };
-    let names: Vec<&str> = columns.iter().map(String::as_str).collect();
-    let stream = ctx
-        .read_table(Arc::new(source))
-        .and_then(|t| t.select_columns(&names))
-        .map_err(fail)?
-        .execute_stream()
-        .await
-        .map_err(fail)?;
-    profile(stream, max_groups).await.map_err(fail)
-}
-
-/// Refuse a policy that k-anonymizes a column with more distinct values
-/// than `cutoff` on any dataset it applies to (Immuta's rule: only
-/// low-cardinality columns can be quasi-identifiers), or whose columns
-/// together have more combinations than a read may count.
-pub async fn check_cardinality(
-    p: &crate::policy::model::Policy,
-    datasets: &[&crate::store::model::DatasetRecord],
-    stores: &crate::catalog::object_stores::ObjectStores,
-    cutoff: u64,
-    max_groups: usize,
-    default_issuer: &str,
-) -> crate::error::Result<()> {
-    use crate::error::VeilError;
-    for d in datasets
-        .iter()
-        .filter(|d| crate::policy::effective::applies_to(p, d, default_issuer))
-    {
-        let Some(columns) = crate::policy::effective::kanon_columns(p, d)? else {
-            continue;
-        };
-        if columns.is_empty() {
-            continue;
-        }
-        let profile = profile_dataset(d, &columns, stores, max_groups)
-            .await
-            .map_err(|e| {
-                VeilError::FailedPrecondition(format!(
-                    "k-anonymization policy '{}' on '{}': {}",
-                    p.spec.name,
-                    d.name,
-                    e.message()
-                ))
-            })?;
-        for (c, n) in columns.iter().zip(&profile.distinct) {
-            if *n > cutoff {
-                return Err(VeilError::FailedPrecondition(format!(
-                    "k-anonymization policy '{}': column '{c}' of '{}' has {n} distinct values, above the cutoff of {cutoff} (engine.kanon_cardinality_cutoff); choose a column with fewer values, or mask this one another way (rounding, hashing)",
-                    p.spec.name, d.name
-                )));
-            }
-        }
-    }
-    Ok(())
 }

@@ -36,7 +36,7 @@ use std::sync::Arc;
 
 use super::reversible::{FormatPreserving, SivTokens};
 use crate::error::{Result, VeilError};
-use crate::policy::model::MaskSpec;
+use crate::model::policy::MaskSpec;
 use crate::secrets::{KeyPurpose, MasterKey, SecretKey};
 
 const HEX: &[u8; 16] = b"0123456789abcdef";

@@ -25,9 +25,9 @@ use datafusion::logical_expr::{
 use datafusion::prelude::SessionConfig;
 use std::sync::{Arc, LazyLock};
 
-use crate::auth::identity::Principal;
-use crate::engine::limits;
 use crate::error::{Result, VeilError};
+use crate::model::identity::Principal;
+use crate::sql::limits;
 
 /// The user functions a policy condition may call.
 pub const USER_FUNCTIONS: &[&str] = &[
@@ -101,7 +101,7 @@ impl PolicySql {
             .with_default_features()
             .build();
         // Conditions run on every read: their functions are bounded too.
-        let _ = crate::engine::bounded::BoundedFunction::install(&mut state);
+        let _ = crate::sql::bounded::BoundedFunction::install(&mut state);
         for f in [
             user_function("user_name", vec![], DataType::Utf8),
             user_function("user_issuer", vec![], DataType::Utf8),
@@ -133,7 +133,7 @@ impl PolicySql {
             .map_err(|e| {
                 bad(format!(
                     "`{sql}` is not a SQL condition over the dataset's columns: {}",
-                    crate::engine::errors::from_datafusion(e).message()
+                    crate::error::query::from_datafusion(e).message()
                 ))
             })?;
         let mut problem = None;
@@ -181,7 +181,7 @@ impl PolicySql {
             ))),
             Err(e) => Err(bad(format!(
                 "`{sql}` does not type-check: {}",
-                crate::engine::errors::from_datafusion(e).message()
+                crate::error::query::from_datafusion(e).message()
             ))),
         }
     }
@@ -259,8 +259,7 @@ fn is_user_function(f: &ScalarFunction) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::auth::identity::{Attributes, ClientInfo, Identity};
-    use crate::secrets::{KeyPurpose, MasterKey};
+    use crate::model::identity::{Attributes, ClientInfo, Identity};
     use datafusion::arrow::datatypes::Field;
 
     fn schema() -> Schema {
@@ -275,14 +274,15 @@ mod tests {
         for (k, v) in attrs {
             a.entry(k.to_string()).or_default().insert(v.to_string());
         }
-        Principal::new(
-            Identity::new("iss", "o'brien"),
-            groups.iter().map(|g| g.to_string()).collect(),
-            a,
-            Default::default(),
-            &MasterKey::from_bytes([1; 32]).derive(KeyPurpose::Fingerprint),
-            ClientInfo::default(),
-        )
+        Principal {
+            identity: Identity::new("iss", "o'brien"),
+            groups: groups.iter().map(|g| g.to_string()).collect(),
+            attributes: a,
+            permissions: Default::default(),
+            // Built by hand: fingerprints belong to `auth`, above this layer.
+            fingerprint: [1; 32],
+            client: ClientInfo::default(),
+        }
     }
 
     #[test]

@@ -29,7 +29,7 @@ use datafusion::logical_expr::{
 use std::sync::Arc;
 
 use crate::error::{Result, VeilError};
-use crate::policy::model::{RoundSpec, TimeUnit};
+use crate::model::policy::{RoundSpec, TimeUnit};
 
 fn refuse<T>(why: String) -> Result<T> {
     Err(VeilError::FailedPrecondition(why))

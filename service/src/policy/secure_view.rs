@@ -26,8 +26,8 @@ use super::kanon::{KAnonymize, KGroup};
 use super::masks::{MaskFunctions, MaskKeys, mask_expr};
 use super::sampling::SampleUdf;
 use crate::error::{Result, VeilError};
+use crate::model::dataset::DatasetRecord;
 use crate::secrets::{KeyPurpose, MasterKey, SecretKey};
-use crate::store::model::DatasetRecord;
 
 /// Name of the raw scan inside a view. It is never registered anywhere, so
 /// no query can name it.

@@ -1,10 +1,5 @@
 //! Wiring: config → store → keys → engine → Flight service on a socket.
 
-pub mod reload;
-pub mod sync;
-
-pub use sync::{SyncReport, sync_config};
-
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -30,11 +25,12 @@ use crate::flight::service::VeilFlight;
 use crate::flight::tickets::TicketSigner;
 use crate::flight::zero_copy_do_get::{FlightRoutes, MAX_REQUEST_BYTES, MESSAGE_HARD_CAP_BYTES};
 use crate::governance::Governance;
+use crate::provisioning::reload::Reloader;
+use crate::provisioning::sync_config;
 use crate::secrets::{KeyPurpose, MasterKey};
 use crate::store::Store;
 use crate::store::postgres::{PostgresOptions, PostgresStore};
 use crate::store::sqlite::SqliteStore;
-use reload::Reloader;
 
 /// A running server.
 #[derive(Debug)]

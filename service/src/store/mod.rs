@@ -8,22 +8,36 @@
 //! policy-relevant changed by reading one number ([`Store::version`]) and then
 //! reloads a [`Snapshot`].
 
-pub mod model;
 pub mod postgres;
 mod rows;
 pub mod sqlite;
 #[cfg(test)]
-mod suite;
+pub(crate) mod suite;
 
 use async_trait::async_trait;
 use std::fmt::Debug;
+use std::sync::Arc;
 
-use crate::audit::AuditEvent;
-use crate::audit::chain::{AuditSealer, ChainHead, StoredAuditRow};
-use crate::auth::identity::{Identity, Permission};
 use crate::error::Result;
-use crate::policy::model::{Origin, PolicySpec};
-use model::{AccessDecision, AccessRequest, DatasetRecord, RequestStatus, Snapshot, UserRecord};
+use crate::model::Origin;
+use crate::model::audit::{AuditEvent, ChainHead, StoredAuditRow};
+use crate::model::dataset::DatasetRecord;
+use crate::model::identity::{Identity, Permission, UserRecord};
+use crate::model::policy::PolicySpec;
+use crate::model::request::{AccessDecision, AccessRequest, RequestStatus};
+use crate::model::snapshot::Snapshot;
+
+/// Seals audit events into one node's hash chain: numbers them after the
+/// node's head and links each to the one before. A store calls it inside
+/// the transaction that read the head, so every writer of a node extends
+/// the same chain; the store holds rows, the sealer holds the key
+/// (`crate::audit::chain::AuditSealer`).
+pub trait AuditChainSealer: Send + Sync + Debug {
+    /// The node whose chain this sealer extends.
+    fn node_id(&self) -> &str;
+    /// The rows to insert for `events` after `head`, in order.
+    fn seal(&self, head: &ChainHead, events: &[AuditEvent]) -> Result<Vec<StoredAuditRow>>;
+}
 
 /// How [`Store::put_dataset`] treats an existing dataset of the same name.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -133,7 +147,11 @@ pub trait Store: Send + Sync + Debug {
     /// transaction: read the node's head (locking it against other writers
     /// of that node), seal the events after it (gap-free sequence numbers,
     /// link MACs), insert them and move the head. Returns the new head.
-    async fn append_audit(&self, sealer: &AuditSealer, events: &[AuditEvent]) -> Result<ChainHead>;
+    async fn append_audit(
+        &self,
+        sealer: &Arc<dyn AuditChainSealer>,
+        events: &[AuditEvent],
+    ) -> Result<ChainHead>;
     /// Up to `limit` events recorded after position `after` (0: from the
     /// start), in the order recorded, each with its position.
     async fn audit_page(&self, after: u64, limit: usize) -> Result<Vec<(u64, AuditEvent)>>;

@@ -16,23 +16,26 @@
 
 use async_trait::async_trait;
 use deadpool_postgres::{Manager, ManagerConfig, Pool, RecyclingMethod};
+use std::sync::Arc;
 use std::time::Duration;
 use tokio_postgres::{IsolationLevel, NoTls, Transaction};
 
-use super::model::{AccessDecision, AccessRequest, RequestStatus};
-use super::model::{DatasetRecord, Snapshot, UserRecord};
 use super::rows::{
     PolicyWrite, SnapshotBuilder, StoredPolicy, apply_decision, check_no_open_request,
     check_same_dataset, compare_key_fingerprint, decode_dataset, decode_event, decode_request,
     encode, head_from, moved_head, origin_str, plan_config_policies, plan_runtime_delete,
     plan_runtime_put, policy_namespaces, purged_head,
 };
-use super::{PolicyPut, PutMode, Store};
-use crate::audit::AuditEvent;
-use crate::audit::chain::{AuditSealer, ChainHead, GENESIS, StoredAuditRow};
-use crate::auth::identity::{Identity, Permission};
+use super::{AuditChainSealer, PolicyPut, PutMode, Store};
 use crate::error::{Result, VeilError};
-use crate::policy::model::{Origin, PolicySpec};
+use crate::model::Origin;
+use crate::model::audit::{AuditEvent, ChainHead, GENESIS, StoredAuditRow};
+use crate::model::dataset::DatasetRecord;
+use crate::model::identity::UserRecord;
+use crate::model::identity::{Identity, Permission};
+use crate::model::policy::PolicySpec;
+use crate::model::request::{AccessDecision, AccessRequest, RequestStatus};
+use crate::model::snapshot::Snapshot;
 use crate::secrets::encode_hex;
 
 /// Ordered migrations; the database records the highest one applied.
@@ -805,7 +808,11 @@ impl Store for PostgresStore {
         tx.commit().await.map_err(pg_err)
     }
 
-    async fn append_audit(&self, sealer: &AuditSealer, events: &[AuditEvent]) -> Result<ChainHead> {
+    async fn append_audit(
+        &self,
+        sealer: &Arc<dyn AuditChainSealer>,
+        events: &[AuditEvent],
+    ) -> Result<ChainHead> {
         let mut client = self.client().await?;
         let tx = client.transaction().await.map_err(pg_err)?;
         // Four round trips per group, since a read waits for them: BEGIN;

@@ -5,16 +5,17 @@
 use std::collections::HashMap;
 use std::str::FromStr;
 
-use crate::audit::AuditEvent;
-use crate::audit::chain::{ChainHead, StoredAuditRow};
-use crate::auth::identity::{Identity, Permission};
 use crate::error::{Result, VeilError};
-use crate::policy::model::{Origin, Policy, PolicySpec};
+use crate::model::Origin;
+use crate::model::audit::{AuditEvent, ChainHead, StoredAuditRow};
+use crate::model::dataset::DatasetRecord;
+use crate::model::identity::{Identity, Permission, UserRecord};
+use crate::model::policy::{Policy, PolicySpec};
+use crate::model::request::{AccessDecision, AccessRequest, RequestStatus};
+use crate::model::snapshot::Snapshot;
+use crate::policy::rules::PolicySpecExt;
 use crate::secrets::decode_hex_32;
 use crate::store::PolicyPut;
-use crate::store::model::{
-    AccessDecision, AccessRequest, DatasetRecord, RequestStatus, Snapshot, UserRecord,
-};
 
 pub(crate) fn origin_str(o: Origin) -> &'static str {
     match o {

@@ -9,20 +9,22 @@ use rusqlite::{Connection, OptionalExtension, TransactionBehavior, params};
 use std::path::Path;
 use std::sync::{Arc, Mutex};
 
-use super::model::{AccessDecision, AccessRequest, RequestStatus};
-use super::model::{DatasetRecord, Snapshot, UserRecord};
 use super::rows::{
     PolicyWrite, SnapshotBuilder, StoredPolicy, apply_decision, check_no_open_request,
     check_same_dataset, compare_key_fingerprint, decode_dataset, decode_event, decode_request,
     encode, head_from, moved_head, origin_str, plan_config_policies, plan_runtime_delete,
     plan_runtime_put, policy_namespaces, purged_head,
 };
-use super::{PolicyPut, PutMode, Store};
-use crate::audit::AuditEvent;
-use crate::audit::chain::{AuditSealer, ChainHead, GENESIS, StoredAuditRow};
-use crate::auth::identity::{Identity, Permission};
+use super::{AuditChainSealer, PolicyPut, PutMode, Store};
 use crate::error::{Result, VeilError};
-use crate::policy::model::{Origin, PolicySpec};
+use crate::model::Origin;
+use crate::model::audit::{AuditEvent, ChainHead, GENESIS, StoredAuditRow};
+use crate::model::dataset::DatasetRecord;
+use crate::model::identity::UserRecord;
+use crate::model::identity::{Identity, Permission};
+use crate::model::policy::PolicySpec;
+use crate::model::request::{AccessDecision, AccessRequest, RequestStatus};
+use crate::model::snapshot::Snapshot;
 use crate::secrets::encode_hex;
 
 /// Ordered migrations; a database records the highest one applied.
@@ -765,9 +767,13 @@ impl Store for SqliteStore {
         .await
     }
 
-    async fn append_audit(&self, sealer: &AuditSealer, events: &[AuditEvent]) -> Result<ChainHead> {
+    async fn append_audit(
+        &self,
+        sealer: &Arc<dyn AuditChainSealer>,
+        events: &[AuditEvent],
+    ) -> Result<ChainHead> {
         let events = events.to_vec();
-        let sealer = sealer.clone();
+        let sealer = Arc::clone(sealer);
         self.with(move |c| {
             // IMMEDIATE: take the write lock before reading the head, so
             // another process appending to the same node waits for us.

@@ -7,16 +7,15 @@
 
 use std::sync::Arc;
 
-use super::model::{AccessDecision, AccessRequest, RequestStatus};
-use super::model::{ColumnRecord, DatasetRecord, FileFormatKind, SourceSpec, UserRecord};
 use super::postgres::{PostgresOptions, PostgresStore};
 use super::sqlite::SqliteStore;
 use super::{PolicyPut, PutMode, Store};
-use crate::audit::AuditEvent;
-use crate::audit::chain::{AuditSealer, Checkpoint, CheckpointKind};
-use crate::auth::identity::{Identity, Permission};
 use crate::error::VeilError;
-use crate::policy::model::{Origin, PolicySpec};
+use crate::model::Origin;
+use crate::model::dataset::{ColumnRecord, DatasetRecord, FileFormatKind, SourceSpec};
+use crate::model::identity::{Identity, Permission, UserRecord};
+use crate::model::policy::PolicySpec;
+use crate::model::request::{AccessDecision, AccessRequest, RequestStatus};
 
 pub(crate) const DEFAULT_TEST_POSTGRES: &str = "host=127.0.0.1 port=5432 user=postgres dbname=test";
 
@@ -94,7 +93,6 @@ on_both_backends!(
     config_grants_survive_runtime_revoke_and_reload_keeps_runtime_ones,
     unchanged_config_policies_keep_their_version,
     config_policies_come_back_ordered_by_name,
-    audit_appends_are_ordered,
     directory_entries_and_disabling,
     datasets_replace_and_drop,
     master_key_check_is_recorded_then_enforced,
@@ -239,81 +237,6 @@ async fn config_policies_come_back_ordered_by_name(s: Arc<dyn Store>) {
     let names: Vec<&str> = snap.policies.iter().map(|p| p.spec.name.as_str()).collect();
     assert_eq!(names, ["x", "y"], "policies come back ordered by name");
     assert!(snap.policies.iter().all(|p| p.origin == Origin::Config));
-}
-
-async fn audit_appends_are_ordered(s: Arc<dyn Store>) {
-    let key = crate::secrets::MasterKey::from_bytes([1; 32])
-        .derive(crate::secrets::KeyPurpose::AuditChain);
-    let a = AuditSealer::new(key.clone(), "a");
-    let b = AuditSealer::new(key.clone(), "b");
-    for i in 0..3 {
-        s.append_audit(&a, &[AuditEvent::new(&format!("a{i}"), None)])
-            .await
-            .unwrap();
-    }
-    let head = s
-        .append_audit(
-            &a,
-            &[AuditEvent::new("b0", None), AuditEvent::new("b1", None)],
-        )
-        .await
-        .unwrap();
-    assert_eq!(head.seq, 5);
-    let tail = s.tail_audit(3).await.unwrap();
-    assert_eq!(
-        tail.iter().map(|e| e.action.as_str()).collect::<Vec<_>>(),
-        ["a2", "b0", "b1"]
-    );
-    assert!(tail.windows(2).all(|w| w[0].seq < w[1].seq));
-    // Another node's chain numbers from 1; both verify.
-    assert_eq!(
-        s.append_audit(&b, &[AuditEvent::new("x", None)])
-            .await
-            .unwrap()
-            .seq,
-        1
-    );
-    let v = crate::audit::verify::verify_store(s.as_ref(), &key, &[])
-        .await
-        .unwrap();
-    assert!(v.ok(), "{}", v.report());
-    assert_eq!(v.nodes.iter().map(|n| n.events).collect::<Vec<_>>(), [5, 1]);
-    // Concurrent appends to one node stay gap-free.
-    let writes = (0..8).map(|i| {
-        let (s, a) = (Arc::clone(&s), a.clone());
-        tokio::spawn(async move {
-            s.append_audit(
-                &a,
-                &[
-                    AuditEvent::new(&format!("c{i}"), None),
-                    AuditEvent::new("d", None),
-                ],
-            )
-            .await
-            .unwrap()
-        })
-    });
-    for w in writes {
-        w.await.unwrap();
-    }
-    let rows = s.audit_rows("a", 0, 100).await.unwrap();
-    assert_eq!(
-        rows.iter().map(|r| r.seq).collect::<Vec<_>>(),
-        (1..=21).collect::<Vec<_>>()
-    );
-    // A purge keeps the rest verifiable (with its checkpoint).
-    let mac3 = crate::secrets::decode_hex_32(rows[2].mac.as_deref().unwrap()).unwrap();
-    let (deleted, head) = s.purge_audit("a", 3).await.unwrap();
-    assert_eq!((deleted, head.purged_through), (3, 3));
-    let cp = Checkpoint::of(CheckpointKind::Purge, "a", 3, &mac3);
-    let v = crate::audit::verify::verify_store(s.as_ref(), &key, &[cp])
-        .await
-        .unwrap();
-    assert!(v.ok(), "{}", v.report());
-    let v = crate::audit::verify::verify_store(s.as_ref(), &key, &[])
-        .await
-        .unwrap();
-    assert!(!v.ok(), "a purge without its checkpoint is a deletion");
 }
 
 async fn directory_entries_and_disabling(s: Arc<dyn Store>) {
@@ -654,7 +577,7 @@ async fn access_requests_are_decided_once_and_approvals_admit(s: Arc<dyn Store>)
     let unmask = |id: &str| AccessRequest {
         id: id.into(),
         created_ms: 3,
-        unmask: Some(crate::store::model::UnmaskDetails {
+        unmask: Some(crate::model::request::UnmaskDetails {
             column: "ssn".into(),
             policy: "p".into(),
             policy_label: "p@1".into(),

@@ -3,7 +3,7 @@
 //! kind (a database table) is one more variant the compiler walks you
 //! through, never a name compared in six places.
 
-use crate::store::model::{DatasetRecord, FileFormatKind};
+use super::dataset::{DatasetRecord, FileFormatKind};
 
 /// Where Veil's own audit trail "lives": nowhere a root could contain, so
 /// no registration can claim it.

@@ -1,5 +1,7 @@
-//! DataFusion errors to Veil errors, by variant (exhaustive: a new upstream
-//! variant is a compile error here until its meaning is decided).
+//! Errors from running a query: DataFusion errors to Veil errors, by
+//! variant (exhaustive: a new upstream variant is a compile error here
+//! until its meaning is decided), and the error the policy barrier
+//! (`crate::policy::barrier`) puts in place of anything raised below it.
 //!
 //! Upstream text can quote data values (`Cannot cast string '777-21-2703'
 //! to value of Int64 type`). It reaches only the caller, behind
@@ -7,10 +9,68 @@
 //! get Veil's own words: the error's class from [`crate::redact`].
 
 use datafusion::common::DataFusionError;
+use std::fmt;
 
 use crate::error::VeilError;
-use crate::policy::barrier::{BelowBarrierError, BelowBarrierKind};
 use crate::redact::class_of;
+
+/// What the caller learns when something failed below a barrier.
+#[derive(Debug)]
+pub struct BelowBarrierError {
+    pub dataset: String,
+    pub kind: BelowBarrierKind,
+}
+
+/// What failed below a barrier, which is all the caller learns of it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum BelowBarrierKind {
+    /// The query's memory limit: the caller can ask for less.
+    Memory,
+    /// The source (object store, file system, a file that doesn't decode).
+    Source,
+    /// Anything else: a mask or policy that could not be applied.
+    Other,
+}
+
+impl BelowBarrierKind {
+    pub fn of(e: &DataFusionError) -> Self {
+        match e {
+            DataFusionError::ResourcesExhausted(_) => Self::Memory,
+            DataFusionError::ObjectStore(_)
+            | DataFusionError::IoError(_)
+            | DataFusionError::ParquetError(_) => Self::Source,
+            DataFusionError::Context(_, inner) | DataFusionError::Diagnostic(_, inner) => {
+                Self::of(inner)
+            }
+            DataFusionError::Shared(inner) => Self::of(inner),
+            _ => Self::Other,
+        }
+    }
+}
+
+impl fmt::Display for BelowBarrierError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self.kind {
+            BelowBarrierKind::Memory => write!(
+                f,
+                "reading dataset '{}' needs more memory than Veil allows a query; select fewer columns or rows, or aggregate",
+                self.dataset
+            ),
+            BelowBarrierKind::Source => write!(
+                f,
+                "reading dataset '{}' failed at its source; retry, and if it persists ask an administrator to check the server log",
+                self.dataset
+            ),
+            BelowBarrierKind::Other => write!(
+                f,
+                "reading dataset '{}' failed while applying its source and policies; the details are in the Veil server log (ask an administrator)",
+                self.dataset
+            ),
+        }
+    }
+}
+
+impl std::error::Error for BelowBarrierError {}
 
 /// Find a Veil error or a barrier error anywhere in the chain.
 fn find_own(e: &(dyn std::error::Error + 'static)) -> Option<VeilError> {

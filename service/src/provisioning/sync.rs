@@ -8,14 +8,16 @@
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
 
-use crate::auth::identity::{Identity, Permission};
 use crate::catalog::object_stores::ObjectStores;
 use crate::catalog::roots::LocationRoots;
 use crate::catalog::{NewDataset, build_dataset};
 use crate::config::Config;
 use crate::error::{Result, VeilError};
-use crate::policy::model::{Origin, PolicySpec};
-use crate::store::model::{DatasetRecord, UserRecord};
+use crate::model::Origin;
+use crate::model::dataset::DatasetRecord;
+use crate::model::identity::{Identity, Permission, UserRecord};
+use crate::model::policy::PolicySpec;
+use crate::policy::rules::PolicySpecExt;
 use crate::store::{PutMode, Store};
 
 /// What a sync changed, for logs and the reload answer.
@@ -45,7 +47,7 @@ enum DatasetWrite {
 /// while the dataset it was meant for goes unprotected. Every dataset a
 /// policy applies to must be able to enforce it (mask types, conditions).
 pub fn check_references(
-    p: &crate::policy::model::Policy,
+    p: &crate::model::policy::Policy,
     datasets: &BTreeMap<&str, &DatasetRecord>,
     default_issuer: &str,
 ) -> Result<()> {
@@ -225,7 +227,7 @@ pub async fn sync_config(
         }
     }
     for spec in &cfg.policies {
-        let policy = crate::policy::model::Policy {
+        let policy = crate::model::policy::Policy {
             id: String::new(),
             version: 0,
             origin: Origin::Config,
@@ -233,7 +235,10 @@ pub async fn sync_config(
             spec: spec.clone(),
         };
         check_references(&policy, &after, &issuer)?;
-        crate::policy::kanon::check_cardinality(
+        // Config sync runs before the engine exists (and on reload,
+        // without it): a plain session.
+        crate::catalog::profiling::check_cardinality(
+            &datafusion::prelude::SessionContext::new(),
             &policy,
             &after.values().copied().collect::<Vec<_>>(),
             stores,
@@ -347,7 +352,7 @@ pub async fn sync_config(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::store::model::Snapshot;
+    use crate::model::snapshot::Snapshot;
     use crate::store::sqlite::SqliteStore;
 
     fn config(dir: &std::path::Path, extra: &str) -> Config {

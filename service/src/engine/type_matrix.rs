@@ -17,17 +17,19 @@ use datafusion::prelude::SessionContext;
 use std::collections::BTreeMap;
 use std::sync::Arc;
 
-use crate::auth::identity::{Attributes, ClientInfo, Identity, Principal};
 use crate::catalog::object_stores::ObjectStores;
 use crate::catalog::source_table::SourceTable;
 use crate::catalog::{NewDataset, build_dataset};
 use crate::error::VeilError;
+use crate::model::Origin;
+use crate::model::dataset::DatasetRecord;
+use crate::model::identity::{Attributes, ClientInfo, Identity, Principal};
+use crate::model::policy::{Policy, PolicySpec};
 use crate::policy::barrier::VeilQueryPlanner;
 use crate::policy::effective::{check_policy_on, data_policy};
-use crate::policy::model::{Origin, Policy, PolicySpec};
+use crate::policy::rules::PolicySpecExt;
 use crate::policy::secure_view::{ViewSources, compile, output_schema};
 use crate::secrets::{KeyPurpose, MasterKey};
-use crate::store::model::DatasetRecord;
 
 const HOUR: i64 = 3_600;
 
@@ -230,7 +232,7 @@ fn principal(attrs: &[(&str, &str)]) -> Principal {
     for (k, v) in attrs {
         a.entry(k.to_string()).or_default().insert(v.to_string());
     }
-    Principal::new(
+    crate::auth::identity::principal(
         Identity::new("i", "u"),
         Default::default(),
         a,
@@ -258,7 +260,7 @@ async fn read(d: &DatasetRecord, p: &Policy, who: &Principal) -> (Vec<RecordBatc
         },
         &MasterKey::from_bytes([9; 32]),
         Utc::now(),
-        crate::policy::kanon::DEFAULT_MAX_GROUPS,
+        crate::config::DEFAULT_KANON_MAX_GROUPS,
     )
     .unwrap();
     let state = SessionStateBuilder::new()

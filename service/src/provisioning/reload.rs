@@ -14,13 +14,14 @@
 use std::sync::Arc;
 
 use super::sync::{SyncReport, sync_config};
-use crate::audit::{AuditEvent, AuditLog};
+use crate::audit::{AuditEventExt, AuditLog};
 use crate::auth::authenticator::Authenticator;
 use crate::auth::jwt::TokenVerifier;
 use crate::catalog::object_stores::ObjectStores;
 use crate::catalog::roots::{LocationRoots, SharedRoots};
 use crate::config::Config;
 use crate::error::{Result, VeilError};
+use crate::model::audit::AuditEvent;
 use crate::store::Store;
 
 /// What a reload did.

@@ -1,0 +1,120 @@
+//! What data exists: datasets, their sources and data dictionaries.
+
+use serde::{Deserialize, Serialize};
+
+use super::Origin;
+use super::identity::Identity;
+use super::request::TagProposal;
+
+/// File formats Veil reads.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum FileFormatKind {
+    Parquet,
+    Csv,
+    /// Newline-delimited JSON.
+    Json,
+}
+
+impl FileFormatKind {
+    pub fn as_str(&self) -> &'static str {
+        match self {
+            FileFormatKind::Parquet => "parquet",
+            FileFormatKind::Csv => "csv",
+            FileFormatKind::Json => "json",
+        }
+    }
+
+    pub fn parse(s: &str) -> Option<Self> {
+        match s.to_ascii_lowercase().as_str() {
+            "parquet" => Some(Self::Parquet),
+            "csv" => Some(Self::Csv),
+            "json" | "jsonl" | "ndjson" => Some(Self::Json),
+            _ => None,
+        }
+    }
+
+    /// File name extension used when listing a folder.
+    pub fn extension(&self) -> &'static str {
+        match self {
+            FileFormatKind::Parquet => ".parquet",
+            FileFormatKind::Csv => ".csv",
+            FileFormatKind::Json => ".json",
+        }
+    }
+}
+
+/// Where a dataset's bytes live.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SourceSpec {
+    pub format: FileFormatKind,
+    /// A file or folder: an absolute, canonical local path, or a remote
+    /// `scheme://bucket/key` (an object, or a prefix read like a folder).
+    pub location: String,
+    /// Folder of `key=value/` sub-folders whose keys become columns.
+    pub hive_partitioned: bool,
+}
+
+/// One entry of the data dictionary.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ColumnRecord {
+    pub name: String,
+    /// Arrow type, in `DataType`'s display form (parsed back with `FromStr`).
+    pub data_type: String,
+    pub nullable: bool,
+    #[serde(default)]
+    pub description: String,
+    #[serde(default)]
+    pub tags: Vec<String>,
+    /// Comes from a hive partition folder name, not from the files.
+    #[serde(default)]
+    pub partition: bool,
+    /// Its description and tags are declared in the config file, so they
+    /// are read-only at run time (a reload re-applies them).
+    #[serde(default)]
+    pub from_config: bool,
+}
+
+/// A registered dataset and its data dictionary.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct DatasetRecord {
+    /// Stable id; keys (hash masks) derive from it, so renaming keeps hashes.
+    pub id: String,
+    /// `schema.name`
+    pub name: String,
+    pub source: SourceSpec,
+    #[serde(default)]
+    pub description: String,
+    pub owners: Vec<Identity>,
+    /// People to ask about the data (what it means, how it was collected).
+    /// Being an expert grants nothing.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub experts: Vec<Identity>,
+    #[serde(default)]
+    pub tags: Vec<String>,
+    pub columns: Vec<ColumnRecord>,
+    pub origin: Origin,
+    /// The column time-window policies measure rows by.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub event_time: Option<String>,
+    /// Column tags discovery proposed that nobody has decided yet, and
+    /// those rejected (kept, so discovery does not propose them again).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub tag_proposals: Vec<TagProposal>,
+}
+
+impl DatasetRecord {
+    pub fn column(&self, name: &str) -> Option<&ColumnRecord> {
+        self.columns.iter().find(|c| c.name == name)
+    }
+
+    pub fn is_owner(&self, id: &Identity) -> bool {
+        self.owners.contains(id)
+    }
+}
+
+/// Whether a location names a remote store (`scheme://...`) rather than a
+/// local path (see [`SourceSpec::location`]).
+pub fn is_remote(location: &str) -> bool {
+    location.contains("://")
+}

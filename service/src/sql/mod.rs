@@ -1,0 +1,9 @@
+//! The SQL Veil accepts, shared by users' queries (`engine`) and policy
+//! conditions (`policy::predicate`): limits on the text and shape of what
+//! is sent (`limits`), functions whose output is bounded (`bounded`), and
+//! the planner threads that plan under a deadline on large stacks
+//! (`planner_pool`), which bounded functions check while constant folding.
+
+pub mod bounded;
+pub mod limits;
+pub mod planner_pool;
