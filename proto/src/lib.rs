@@ -9,7 +9,7 @@ use prost::Message;
 
 // Generated code, re-exported at the crate root under the names the rest of
 // Veil uses.
-#[allow(missing_docs, clippy::all)]
+#[allow(clippy::all)]
 mod generated {
     include!(concat!(env!("OUT_DIR"), "/veil.v1.rs"));
 }
