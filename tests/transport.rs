@@ -60,7 +60,7 @@ async fn plaintext_off_loopback_needs_insecure() {
     .await
     .unwrap_err();
     assert!(e.message().contains("--insecure"), "{e}");
-    assert_eq!(veil::flight::status::code_of(&e), Code::FailedPrecondition);
+    assert_eq!(e.code(), Code::FailedPrecondition);
     let running = start(
         cfg,
         ServeOptions {

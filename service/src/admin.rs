@@ -568,19 +568,7 @@ fn user(subject: String, issuer: Option<String>) -> UserRef {
 
 fn client_error(e: ClientError) -> VeilError {
     match e {
-        ClientError::Status(s) => {
-            let message = s.message().to_string();
-            match s.code() {
-                tonic::Code::Unauthenticated => VeilError::Unauthenticated(message),
-                tonic::Code::PermissionDenied => VeilError::PermissionDenied(message),
-                tonic::Code::NotFound => VeilError::NotFound(message),
-                tonic::Code::AlreadyExists => VeilError::AlreadyExists(message),
-                tonic::Code::FailedPrecondition => VeilError::FailedPrecondition(message),
-                tonic::Code::InvalidArgument => VeilError::InvalidArgument(message),
-                tonic::Code::Unavailable => VeilError::Unavailable(message),
-                _ => VeilError::Internal(message),
-            }
-        }
+        ClientError::Status(s) => VeilError::from_code(s.code(), s.message().to_string()),
         other => VeilError::Unavailable(other.to_string()),
     }
 }

@@ -1,11 +1,38 @@
 //! The engine's error type: one variant per kind of failure a caller must
-//! handle differently. The Flight layer maps each variant to a `tonic::Code`
-//! exhaustively (`flight::status`), so adding a variant is a compile error
-//! there until its code is decided.
+//! handle differently, its gRPC code ([`VeilError::code`]) and the one word
+//! the audit trail and the logs use for a status ([`status_word`]). Every
+//! match is exhaustive, so adding a variant is a compile error here until
+//! its code is decided. `query` turns DataFusion's, Arrow's, Parquet's and
+//! the object store's errors into it by cause.
 
 use std::fmt;
+use tonic::Code;
 
 pub mod query;
+
+/// The one word the audit trail and the logs use for a status: `ok`, or
+/// the code's name in snake case.
+pub fn status_word(code: Code) -> &'static str {
+    match code {
+        Code::Ok => "ok",
+        Code::Cancelled => "cancelled",
+        Code::Unknown => "unknown",
+        Code::InvalidArgument => "invalid_argument",
+        Code::DeadlineExceeded => "deadline_exceeded",
+        Code::NotFound => "not_found",
+        Code::AlreadyExists => "already_exists",
+        Code::PermissionDenied => "permission_denied",
+        Code::ResourceExhausted => "resource_exhausted",
+        Code::FailedPrecondition => "failed_precondition",
+        Code::Aborted => "aborted",
+        Code::OutOfRange => "out_of_range",
+        Code::Unimplemented => "unimplemented",
+        Code::Internal => "internal",
+        Code::Unavailable => "unavailable",
+        Code::DataLoss => "data_loss",
+        Code::Unauthenticated => "unauthenticated",
+    }
+}
 
 /// Longest message a client ever receives; longer ones are cut.
 pub const MAX_MESSAGE_LEN: usize = 1024;
@@ -84,18 +111,46 @@ impl VeilError {
         format!("{words}{DETAIL_SEPARATOR}{detail}")
     }
 
-    /// Short name of the kind, used in audit records.
-    pub fn kind(&self) -> &'static str {
+    /// The gRPC code every protocol answers this error with.
+    pub fn code(&self) -> Code {
         match self {
-            Self::Unauthenticated(_) => "unauthenticated",
-            Self::PermissionDenied(_) => "permission_denied",
-            Self::NotFound(_) => "not_found",
-            Self::InvalidArgument(_) => "invalid_argument",
-            Self::FailedPrecondition(_) => "failed_precondition",
-            Self::ResourceExhausted(_) => "resource_exhausted",
-            Self::Unavailable(_) => "unavailable",
-            Self::AlreadyExists(_) => "already_exists",
-            Self::Internal(_) => "internal",
+            Self::Unauthenticated(_) => Code::Unauthenticated,
+            Self::PermissionDenied(_) => Code::PermissionDenied,
+            Self::NotFound(_) => Code::NotFound,
+            Self::InvalidArgument(_) => Code::InvalidArgument,
+            Self::FailedPrecondition(_) => Code::FailedPrecondition,
+            Self::ResourceExhausted(_) => Code::ResourceExhausted,
+            Self::Unavailable(_) => Code::Unavailable,
+            Self::AlreadyExists(_) => Code::AlreadyExists,
+            Self::Internal(_) => Code::Internal,
+        }
+    }
+
+    /// Short name of the kind, used in audit records: [`status_word`] of
+    /// its code.
+    pub fn kind(&self) -> &'static str {
+        status_word(self.code())
+    }
+
+    /// The error a status received from a Veil server stands for (the CLI's
+    /// view of an answer): every code is placed, none by a catch-all.
+    pub fn from_code(code: Code, message: String) -> Self {
+        match code {
+            Code::Unauthenticated => Self::Unauthenticated(message),
+            Code::PermissionDenied => Self::PermissionDenied(message),
+            Code::NotFound => Self::NotFound(message),
+            Code::AlreadyExists => Self::AlreadyExists(message),
+            Code::FailedPrecondition => Self::FailedPrecondition(message),
+            Code::InvalidArgument | Code::OutOfRange => Self::InvalidArgument(message),
+            Code::ResourceExhausted => Self::ResourceExhausted(message),
+            // Transient: the same call may succeed later.
+            Code::Unavailable | Code::Cancelled | Code::DeadlineExceeded | Code::Aborted => {
+                Self::Unavailable(message)
+            }
+            // The server does not offer the call (an older Veil).
+            Code::Unimplemented => Self::FailedPrecondition(message),
+            // `Ok` carries no error; one that arrives as an error is a bug.
+            Code::Ok | Code::Unknown | Code::Internal | Code::DataLoss => Self::Internal(message),
         }
     }
 
@@ -117,10 +172,19 @@ impl VeilError {
         ))
     }
 
-    /// A bug or an unexpected upstream failure; `e`'s text reaches the
-    /// caller only (see [`DETAIL_SEPARATOR`]).
+    /// A bug in Veil, or a failure of something only Veil touches (its
+    /// runtime, its own encoders). The caller reads `context` and an
+    /// incident number; the server log has the upstream text under that
+    /// number. Failures a caller or an owner can do something about are not
+    /// internal: give them their own variant and words (the `query` module
+    /// does for DataFusion's errors).
     pub fn internal(context: &str, e: impl fmt::Display) -> Self {
-        Self::Internal(Self::detailed(context, e))
+        let incident = uuid::Uuid::new_v4().simple().to_string();
+        let incident = &incident[..12];
+        tracing::error!(incident, context, error = %e, "internal error");
+        Self::Internal(format!(
+            "{context}: an internal error (incident {incident}); ask an administrator to look it up in the server log"
+        ))
     }
 }
 
@@ -180,11 +244,63 @@ mod tests {
             "policy 'p': a value could not be cast"
         );
         assert!(outer.client_message().contains("777-21-2703"));
+        let internal = VeilError::internal("ctx", "secret 42");
+        assert!(!internal.client_message().contains("42"), "{internal:?}");
         assert!(
-            !VeilError::internal("ctx", "secret 42")
-                .to_string()
-                .contains("42")
+            internal
+                .client_message()
+                .starts_with("ctx: an internal error (incident ")
         );
+    }
+
+    /// Every code has one word, and each error kind's word is its code's.
+    #[test]
+    fn one_word_per_status() {
+        let codes = [
+            Code::Ok,
+            Code::Cancelled,
+            Code::Unknown,
+            Code::InvalidArgument,
+            Code::DeadlineExceeded,
+            Code::NotFound,
+            Code::AlreadyExists,
+            Code::PermissionDenied,
+            Code::ResourceExhausted,
+            Code::FailedPrecondition,
+            Code::Aborted,
+            Code::OutOfRange,
+            Code::Unimplemented,
+            Code::Internal,
+            Code::Unavailable,
+            Code::DataLoss,
+            Code::Unauthenticated,
+        ];
+        let words: std::collections::BTreeSet<_> = codes.iter().map(|c| status_word(*c)).collect();
+        assert_eq!(words.len(), codes.len());
+        for w in &words {
+            assert!(w.chars().all(|c| c.is_ascii_lowercase() || c == '_'), "{w}");
+        }
+        for c in codes {
+            let e = VeilError::from_code(c, "m".into());
+            // What a client maps back answers with a code of the same class.
+            if c != Code::Ok {
+                assert_eq!(VeilError::from_code(e.code(), "m".into()), e, "{c:?}");
+            }
+        }
+        for e in [
+            VeilError::Unauthenticated("m".into()),
+            VeilError::PermissionDenied("m".into()),
+            VeilError::NotFound("m".into()),
+            VeilError::InvalidArgument("m".into()),
+            VeilError::FailedPrecondition("m".into()),
+            VeilError::ResourceExhausted("m".into()),
+            VeilError::Unavailable("m".into()),
+            VeilError::AlreadyExists("m".into()),
+            VeilError::Internal("m".into()),
+        ] {
+            assert_eq!(VeilError::from_code(e.code(), "m".into()), e);
+            assert_eq!(e.kind(), status_word(e.code()));
+        }
     }
 
     #[test]

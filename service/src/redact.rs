@@ -59,6 +59,11 @@ pub fn describe(e: &DataFusionError) -> String {
         DataFusionError::Context(_, inner) | DataFusionError::Diagnostic(_, inner) => {
             describe(inner)
         }
+        DataFusionError::Shared(inner) => describe(inner),
+        // `message()` of an empty collection panics.
+        DataFusionError::Collection(errs) => errs
+            .first()
+            .map_or_else(|| "an empty collection of errors".to_string(), describe),
         other => format!("{}: {}", variant_of(other), class_of(&other.message())),
     }
 }

@@ -83,8 +83,13 @@ fn local_file(
 ) -> Result<SourceFile> {
     Ok(SourceFile {
         path: path.to_string_lossy().into_owned(),
-        object: ObjectPath::from_absolute_path(path)
-            .map_err(|e| VeilError::internal("object store path", e))?,
+        object: ObjectPath::from_absolute_path(path).map_err(|e| {
+            tracing::warn!(error = %e, "a file of a dataset folder has no object path");
+            VeilError::FailedPrecondition(
+                "a file name in the dataset's folder can't be read as a path; ask its owner to rename it"
+                    .into(),
+            )
+        })?,
         size: meta.len(),
         modified_ms: meta
             .modified()
@@ -102,10 +107,7 @@ async fn list_remote(
     prefix: &ObjectPath,
     source: &SourceSpec,
 ) -> Result<Vec<SourceFile>> {
-    let logged = |e: object_store::Error| {
-        tracing::warn!(error = %e, "listing a remote dataset failed");
-        unreadable()
-    };
+    let logged = |e: object_store::Error| crate::error::query::listing_failed(&e);
     if !prefix.as_ref().is_empty() {
         match store.head(prefix).await {
             Ok(meta) => {

@@ -10,6 +10,7 @@ use std::sync::Arc;
 
 use super::object_stores::ObjectStores;
 use super::source_table::SourceTable;
+use crate::error::query::{below_barrier, from_datafusion};
 use crate::error::{Result, VeilError};
 use crate::model::dataset::DatasetRecord;
 use crate::model::policy::Policy;
@@ -37,10 +38,9 @@ pub async fn profile_dataset(
         }
     }
     let source = SourceTable::open(d, None, stores).await?;
-    let fail = |e: DataFusionError| match e {
-        DataFusionError::ResourcesExhausted(m) => VeilError::FailedPrecondition(m),
-        e => VeilError::internal(&format!("profiling columns of '{}'", d.name), e),
-    };
+    // The raw source is read here, with no policy applied: its errors
+    // keep their cause and lose their text, as below a policy barrier.
+    let fail = |e: DataFusionError| from_datafusion(below_barrier(&d.name, &e));
     let names: Vec<&str> = columns.iter().map(String::as_str).collect();
     let stream = ctx
         .read_table(Arc::new(source))

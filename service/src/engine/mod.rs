@@ -2,6 +2,8 @@
 //! policy operators in place, and executes it as a stream. It knows nothing
 //! of gRPC; the Flight layer converts requests and errors.
 
+#[cfg(test)]
+mod plan_snapshots;
 pub mod principal_catalog;
 pub mod query_memory;
 pub mod scope;
@@ -17,7 +19,7 @@ use datafusion::execution::context::{SQLOptions, SessionState};
 use datafusion::execution::memory_pool::FairSpillPool;
 use datafusion::execution::runtime_env::RuntimeEnvBuilder;
 use datafusion::execution::session_state::SessionStateBuilder;
-use datafusion::logical_expr::{Expr, cast};
+use datafusion::logical_expr::{Expr, LogicalPlan, cast};
 use datafusion::physical_plan::ExecutionPlan;
 use datafusion::prelude::{SessionConfig, SessionContext, col};
 use datafusion::sql::parser::{DFParser, Statement as DFStatement};
@@ -74,6 +76,8 @@ enum Read {
 /// A planned query, ready to execute.
 #[derive(Debug)]
 pub struct PlannedQuery {
+    /// The optimised logical plan `physical` was made from.
+    pub logical: LogicalPlan,
     pub physical: Arc<dyn ExecutionPlan>,
     /// Policy-applied output schema (never view types).
     pub schema: SchemaRef,
@@ -123,10 +127,6 @@ pub struct Engine {
     stores: Arc<ObjectStores>,
     planner: planner_pool::PlannerPool,
     policies: principal_catalog::PolicyCache,
-}
-
-fn df(e: datafusion::common::DataFusionError) -> VeilError {
-    from_datafusion(e)
 }
 
 impl Engine {
@@ -397,8 +397,17 @@ impl Engine {
         let frame = plain_types(frame)?;
         let schema: SchemaRef = Arc::new(frame.schema().as_arrow().clone());
         let state = ctx.state();
-        let physical = frame.create_physical_plan().await.map_err(df)?;
+        // DataFrame::create_physical_plan in two steps, keeping the
+        // optimised logical plan.
+        let (frame_state, plan) = frame.into_parts();
+        let logical = frame_state.optimize(&plan).map_err(from_datafusion)?;
+        let physical = frame_state
+            .query_planner()
+            .create_physical_plan(&logical, &frame_state)
+            .await
+            .map_err(from_datafusion)?;
         Ok(PlannedQuery {
+            logical,
             physical,
             schema,
             reads: compiler.reads(),
@@ -425,7 +434,7 @@ impl Engine {
                 table.to_ascii_lowercase(),
             ))
             .await
-            .map_err(df)?;
+            .map_err(from_datafusion)?;
         if !scan.filter.trim().is_empty() {
             limits::check_filter(&scan.filter)?;
             let expr = frame.parse_sql_expr(&scan.filter).map_err(|e| {
@@ -439,7 +448,7 @@ impl Engine {
                     "a scan filter is one expression over the dataset's own columns; subqueries are not allowed (use sql() for queries across datasets)".into(),
                 ));
             }
-            frame = frame.filter(expr).map_err(df)?;
+            frame = frame.filter(expr).map_err(from_datafusion)?;
         }
         if scan.columns.len() > limits::MAX_COLUMNS {
             return Err(VeilError::InvalidArgument(format!(
@@ -463,7 +472,9 @@ impl Engine {
                 })?;
         }
         if let Some(limit) = scan.limit {
-            frame = frame.limit(0, Some(limit as usize)).map_err(df)?;
+            frame = frame
+                .limit(0, Some(limit as usize))
+                .map_err(from_datafusion)?;
         }
         Ok(frame)
     }
@@ -487,7 +498,9 @@ impl Engine {
             .map(|v| datafusion::prelude::lit(v.clone()))
             .collect();
         let column = col(format!("\"{}\"", lookup.column.replace('"', "\"\"")));
-        frame.filter(column.in_list(candidates, false)).map_err(df)
+        frame
+            .filter(column.in_list(candidates, false))
+            .map_err(from_datafusion)
     }
 
     async fn sql_frame(&self, ctx: &SessionContext, query: &str) -> Result<DataFrame> {
@@ -513,14 +526,20 @@ impl Engine {
         }
         limits::check_statement(&statements[0])?;
         let statement = statements.into_iter().next().expect("one statement");
-        let plan = ctx.state().statement_to_plan(statement).await.map_err(df)?;
+        let plan = ctx
+            .state()
+            .statement_to_plan(statement)
+            .await
+            .map_err(from_datafusion)?;
         SQLOptions::new()
             .with_allow_ddl(false)
             .with_allow_dml(false)
             .with_allow_statements(false)
             .verify_plan(&plan)
-            .map_err(df)?;
-        ctx.execute_logical_plan(plan).await.map_err(df)
+            .map_err(from_datafusion)?;
+        ctx.execute_logical_plan(plan)
+            .await
+            .map_err(from_datafusion)
     }
 
     /// How to split a scan into endpoints, at the plan's state and over
@@ -609,7 +628,7 @@ fn plain_types(frame: DataFrame) -> Result<DataFrame> {
             }
         })
         .collect();
-    frame.select(exprs).map_err(df)
+    frame.select(exprs).map_err(from_datafusion)
 }
 
 #[cfg(test)]
@@ -623,8 +642,20 @@ mod tests {
     use crate::store::sqlite::SqliteStore;
     use datafusion::physical_plan::displayable;
 
-    async fn demo_engine(dir: &std::path::Path) -> (Engine, Arc<Snapshot>) {
-        let cfg = Config::load(&crate::demo::prepare(dir).unwrap()).unwrap();
+    pub(super) async fn demo_engine(dir: &std::path::Path) -> (Engine, Arc<Snapshot>) {
+        demo_engine_with(dir, "").await
+    }
+
+    /// The demo's engine with `extra` appended to its config file.
+    pub(super) async fn demo_engine_with(
+        dir: &std::path::Path,
+        extra: &str,
+    ) -> (Engine, Arc<Snapshot>) {
+        let path = crate::demo::prepare(dir).unwrap();
+        let mut text = std::fs::read_to_string(&path).unwrap();
+        text.push_str(extra);
+        std::fs::write(&path, text).unwrap();
+        let cfg = Config::load(&path).unwrap();
         let store: Arc<dyn Store> = Arc::new(SqliteStore::in_memory().unwrap());
         let roots = LocationRoots::from_config(&cfg).unwrap();
         let stores = Arc::new(ObjectStores::local_only());
@@ -646,7 +677,7 @@ mod tests {
         (engine, snap)
     }
 
-    fn principal(snap: &Snapshot, name: &str) -> Arc<Principal> {
+    pub(super) fn principal(snap: &Snapshot, name: &str) -> Arc<Principal> {
         let id = Identity::new("veil-demo", name);
         let u = snap.users.get(&id).cloned().unwrap_or_default();
         Arc::new(crate::auth::identity::principal(

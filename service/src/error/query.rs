@@ -1,99 +1,274 @@
-//! Errors from running a query: DataFusion errors to Veil errors, by
-//! variant (exhaustive: a new upstream variant is a compile error here
-//! until its meaning is decided), and the error the policy barrier
-//! (`crate::policy::barrier`) puts in place of anything raised below it.
+//! Errors from running a query, by cause: DataFusion's, Arrow's, Parquet's,
+//! the object store's and I/O errors are classified by variant
+//! ([`cause_of`]; exhaustive where the upstream enum is, so a new upstream
+//! variant is a compile error here until its cause is decided), and each
+//! cause has one answer ([`from_datafusion`]). The policy barrier
+//! (`crate::policy::barrier`) replaces anything raised below it by a
+//! [`BelowBarrierError`] ([`below_barrier`]) that keeps the cause and drops
+//! the text.
 //!
 //! Upstream text can quote data values (`Cannot cast string '777-21-2703'
-//! to value of Int64 type`). It reaches only the caller, behind
-//! [`VeilError::detailed`]'s separator; the audit trail and the server log
-//! get Veil's own words: the error's class from [`crate::redact`].
+//! to value of Int64 type`). Only the caller's own query errors (their SQL,
+//! their expressions over the values they read) carry it, behind
+//! [`VeilError::detailed`]'s separator, and only to the caller; every other
+//! answer is Veil's own words. The audit trail and the server log get
+//! Veil's words and the error's class from [`crate::redact`].
 
+use datafusion::arrow::error::ArrowError;
 use datafusion::common::DataFusionError;
+use datafusion::parquet::errors::ParquetError;
+use std::error::Error as StdError;
 use std::fmt;
+use std::io::ErrorKind;
 
 use crate::error::VeilError;
-use crate::redact::class_of;
+use crate::redact::{class_of, describe};
 
-/// What the caller learns when something failed below a barrier.
+/// Why a query failed, as far as the caller's next step is concerned.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Cause {
+    /// The query is not valid: SQL syntax, names, types, something the
+    /// engine does not support. The caller changes the query.
+    Query,
+    /// An expression failed on a value while running: a cast, a division
+    /// by zero, an overflow, a regular expression.
+    Evaluation,
+    /// The query's memory limit was reached.
+    Memory,
+    /// A source can't be reached right now (network, timeout, a store that
+    /// is down, an object that changed while it was read): retry later.
+    SourceUnreachable,
+    /// A source answers but can't serve the data: a missing object,
+    /// refused credentials, a file that doesn't decode. Its owner fixes it.
+    SourceBroken,
+    /// A bug in Veil or in the engine.
+    Internal,
+}
+
+/// The cause of a DataFusion error, looking through its wrappers.
+pub fn cause_of(e: &DataFusionError) -> Cause {
+    match e {
+        DataFusionError::SQL(..)
+        | DataFusionError::Plan(_)
+        | DataFusionError::SchemaError(..)
+        | DataFusionError::NotImplemented(_)
+        | DataFusionError::Configuration(_) => Cause::Query,
+        DataFusionError::Execution(_) => Cause::Evaluation,
+        DataFusionError::ResourcesExhausted(_) => Cause::Memory,
+        DataFusionError::ArrowError(a, _) => arrow_cause(a),
+        DataFusionError::ParquetError(p) => parquet_cause(p),
+        DataFusionError::ObjectStore(o) => store_cause(o),
+        DataFusionError::IoError(io) => io_cause(io),
+        DataFusionError::External(x) => external_cause(x.as_ref()),
+        DataFusionError::Context(_, inner) | DataFusionError::Diagnostic(_, inner) => {
+            cause_of(inner)
+        }
+        DataFusionError::Shared(inner) => cause_of(inner),
+        DataFusionError::Collection(errs) => errs.first().map_or(Cause::Internal, cause_of),
+        DataFusionError::Internal(_)
+        | DataFusionError::ExecutionJoin(_)
+        | DataFusionError::Substrait(_)
+        | DataFusionError::Ffi(_) => Cause::Internal,
+    }
+}
+
+/// The cause of an Arrow error.
+pub fn arrow_cause(e: &ArrowError) -> Cause {
+    match e {
+        ArrowError::NotYetImplemented(_) | ArrowError::SchemaError(_) => Cause::Query,
+        ArrowError::CastError(_)
+        | ArrowError::ParseError(_)
+        | ArrowError::ComputeError(_)
+        | ArrowError::DivideByZero
+        | ArrowError::ArithmeticOverflow(_)
+        | ArrowError::InvalidArgumentError(_)
+        | ArrowError::DictionaryKeyOverflowError
+        | ArrowError::RunEndIndexOverflowError
+        | ArrowError::OffsetOverflowError(_) => Cause::Evaluation,
+        ArrowError::MemoryError(_) => Cause::Memory,
+        // Decoding a file of the source.
+        ArrowError::CsvError(_)
+        | ArrowError::JsonError(_)
+        | ArrowError::AvroError(_)
+        | ArrowError::ParquetError(_) => Cause::SourceBroken,
+        ArrowError::IoError(_, io) => io_cause(io),
+        ArrowError::ExternalError(x) => external_cause(x.as_ref()),
+        // Veil's own encodings (spill files, the C interface): a bug.
+        ArrowError::IpcError(_) | ArrowError::CDataInterface(_) => Cause::Internal,
+    }
+}
+
+/// The cause of a Parquet error: a file that doesn't decode, unless it
+/// wraps the store's or the runtime's error.
+pub fn parquet_cause(e: &ParquetError) -> Cause {
+    match e {
+        ParquetError::External(x) => external_cause(x.as_ref()),
+        ParquetError::General(_)
+        | ParquetError::NYI(_)
+        | ParquetError::EOF(_)
+        | ParquetError::ArrowError(_)
+        | ParquetError::IndexOutOfBound(..)
+        | ParquetError::NeedMoreData(_)
+        | ParquetError::NeedMoreDataRange(_) => Cause::SourceBroken,
+        // Non-exhaustive upstream: a new variant is about the file.
+        _ => Cause::SourceBroken,
+    }
+}
+
+/// The cause of an object store error. `Generic` is what the store
+/// answers after its retries for a connection or a server that fails.
+pub fn store_cause(e: &object_store::Error) -> Cause {
+    use object_store::Error as S;
+    match e {
+        S::Generic { .. }
+        | S::AlreadyExists { .. }
+        | S::Precondition { .. }
+        | S::NotModified { .. } => Cause::SourceUnreachable,
+        S::NotFound { .. }
+        | S::InvalidPath { .. }
+        | S::NotSupported { .. }
+        | S::NotImplemented { .. }
+        | S::PermissionDenied { .. }
+        | S::Unauthenticated { .. }
+        | S::UnknownConfigurationKey { .. } => Cause::SourceBroken,
+        S::JoinError { .. } => Cause::Internal,
+        // Non-exhaustive upstream: retrying is the safe advice.
+        _ => Cause::SourceUnreachable,
+    }
+}
+
+/// The cause of an I/O error reading a source.
+pub fn io_cause(e: &std::io::Error) -> Cause {
+    match e.kind() {
+        ErrorKind::TimedOut
+        | ErrorKind::ConnectionRefused
+        | ErrorKind::ConnectionReset
+        | ErrorKind::ConnectionAborted
+        | ErrorKind::NotConnected
+        | ErrorKind::BrokenPipe
+        | ErrorKind::Interrupted
+        | ErrorKind::WouldBlock
+        | ErrorKind::HostUnreachable
+        | ErrorKind::NetworkUnreachable
+        | ErrorKind::NetworkDown
+        | ErrorKind::ResourceBusy
+        | ErrorKind::StaleNetworkFileHandle => Cause::SourceUnreachable,
+        ErrorKind::OutOfMemory => Cause::Memory,
+        _ => Cause::SourceBroken,
+    }
+}
+
+/// The cause of an error boxed by some layer: a known error inside, or
+/// else an upstream library's own error inside an expression (the regex
+/// crate's, for one).
+fn external_cause(e: &(dyn StdError + Send + Sync + 'static)) -> Cause {
+    if let Some(d) = e.downcast_ref::<DataFusionError>() {
+        cause_of(d)
+    } else if let Some(a) = e.downcast_ref::<ArrowError>() {
+        arrow_cause(a)
+    } else if let Some(p) = e.downcast_ref::<ParquetError>() {
+        parquet_cause(p)
+    } else if let Some(o) = e.downcast_ref::<object_store::Error>() {
+        store_cause(o)
+    } else if let Some(io) = e.downcast_ref::<std::io::Error>() {
+        io_cause(io)
+    } else if let Some(b) = e.downcast_ref::<BelowBarrierError>() {
+        b.cause
+    } else if let Some(v) = e.downcast_ref::<VeilError>() {
+        match v {
+            VeilError::ResourceExhausted(_) => Cause::Memory,
+            VeilError::Unavailable(_) => Cause::SourceUnreachable,
+            VeilError::Internal(_) => Cause::Internal,
+            _ => Cause::Query,
+        }
+    } else {
+        Cause::Evaluation
+    }
+}
+
+/// What the caller learns when something failed below a barrier: the
+/// dataset and the cause, never the text.
 #[derive(Debug)]
 pub struct BelowBarrierError {
     pub dataset: String,
-    pub kind: BelowBarrierKind,
+    pub cause: Cause,
 }
 
-/// What failed below a barrier, which is all the caller learns of it.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum BelowBarrierKind {
-    /// The query's memory limit: the caller can ask for less.
-    Memory,
-    /// The source (object store, file system, a file that doesn't decode).
-    Source,
-    /// Anything else: a mask or policy that could not be applied.
-    Other,
+/// The barrier's replacement for an error raised below it. The log gets
+/// the error's value-free description; the error keeps only its cause.
+pub fn below_barrier(dataset: &str, e: &DataFusionError) -> DataFusionError {
+    let cause = cause_of(e);
+    tracing::warn!(dataset = %dataset, ?cause, error = %describe(e), "error below a policy barrier (not shown to the client)");
+    DataFusionError::External(Box::new(BelowBarrierError {
+        dataset: dataset.to_string(),
+        cause,
+    }))
 }
 
-impl BelowBarrierKind {
-    pub fn of(e: &DataFusionError) -> Self {
-        match e {
-            DataFusionError::ResourcesExhausted(_) => Self::Memory,
-            DataFusionError::ObjectStore(_)
-            | DataFusionError::IoError(_)
-            | DataFusionError::ParquetError(_) => Self::Source,
-            DataFusionError::Context(_, inner) | DataFusionError::Diagnostic(_, inner) => {
-                Self::of(inner)
+impl BelowBarrierError {
+    fn to_veil(&self) -> VeilError {
+        let text = self.to_string();
+        match self.cause {
+            Cause::Memory => VeilError::ResourceExhausted(text),
+            Cause::SourceUnreachable => VeilError::Unavailable(text),
+            Cause::SourceBroken | Cause::Query | Cause::Evaluation => {
+                VeilError::FailedPrecondition(text)
             }
-            DataFusionError::Shared(inner) => Self::of(inner),
-            _ => Self::Other,
+            Cause::Internal => VeilError::Internal(text),
         }
     }
 }
 
 impl fmt::Display for BelowBarrierError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        match self.kind {
-            BelowBarrierKind::Memory => write!(
+        let d = &self.dataset;
+        match self.cause {
+            Cause::Memory => write!(
                 f,
-                "reading dataset '{}' needs more memory than Veil allows a query; select fewer columns or rows, or aggregate",
-                self.dataset
+                "reading dataset '{d}' needs more memory than Veil allows a query; select fewer columns or rows, or aggregate"
             ),
-            BelowBarrierKind::Source => write!(
+            Cause::SourceUnreachable => write!(
                 f,
-                "reading dataset '{}' failed at its source; retry, and if it persists ask an administrator to check the server log",
-                self.dataset
+                "reading dataset '{d}' failed: its source can't be reached right now; retry later, and if it persists ask an administrator to check the server log"
             ),
-            BelowBarrierKind::Other => write!(
+            Cause::SourceBroken => write!(
                 f,
-                "reading dataset '{}' failed while applying its source and policies; the details are in the Veil server log (ask an administrator)",
-                self.dataset
+                "reading dataset '{d}' failed at its source (a file is missing, unreadable or not valid); ask its owner to check the dataset's files"
+            ),
+            Cause::Query | Cause::Evaluation => write!(
+                f,
+                "reading dataset '{d}' failed while applying its source and policies; the details are in the Veil server log (ask an administrator)"
+            ),
+            Cause::Internal => write!(
+                f,
+                "reading dataset '{d}' failed on an internal error; it was logged (ask an administrator)"
             ),
         }
     }
 }
 
-impl std::error::Error for BelowBarrierError {}
+impl StdError for BelowBarrierError {}
 
-/// Find a Veil error or a barrier error anywhere in the chain.
-fn find_own(e: &(dyn std::error::Error + 'static)) -> Option<VeilError> {
-    let mut cur: Option<&(dyn std::error::Error + 'static)> = Some(e);
+/// A Veil error or a barrier error anywhere in the chain.
+fn find_own(e: &(dyn StdError + 'static)) -> Option<VeilError> {
+    let mut cur: Option<&(dyn StdError + 'static)> = Some(e);
     while let Some(err) = cur {
         if let Some(v) = err.downcast_ref::<VeilError>() {
             return Some(v.clone());
         }
         if let Some(b) = err.downcast_ref::<BelowBarrierError>() {
-            return Some(match b.kind {
-                BelowBarrierKind::Memory => VeilError::ResourceExhausted(b.to_string()),
-                BelowBarrierKind::Source => VeilError::Unavailable(b.to_string()),
-                BelowBarrierKind::Other => VeilError::FailedPrecondition(b.to_string()),
-            });
+            return Some(b.to_veil());
         }
-        if let Some(DataFusionError::External(inner)) = err.downcast_ref::<DataFusionError>()
-            && let Some(v) = find_own(inner.as_ref())
-        {
-            return Some(v);
-        }
-        if let Some(DataFusionError::Shared(inner)) = err.downcast_ref::<DataFusionError>()
-            && let Some(v) = find_own(inner.as_ref())
-        {
+        let inner: Option<&(dyn StdError + 'static)> = match err.downcast_ref::<DataFusionError>() {
+            Some(DataFusionError::External(inner)) => Some(inner.as_ref()),
+            Some(DataFusionError::Shared(inner)) => Some(inner.as_ref()),
+            Some(DataFusionError::ArrowError(a, _)) => match a.as_ref() {
+                ArrowError::ExternalError(inner) => Some(inner.as_ref()),
+                _ => None,
+            },
+            _ => None,
+        };
+        if let Some(v) = inner.and_then(find_own) {
             return Some(v);
         }
         cur = err.source();
@@ -101,72 +276,57 @@ fn find_own(e: &(dyn std::error::Error + 'static)) -> Option<VeilError> {
     None
 }
 
-/// Does an external error come from reading a source (store, file, I/O)?
-fn is_source_error(e: &(dyn std::error::Error + Send + Sync + 'static)) -> bool {
-    e.is::<object_store::Error>()
-        || e.is::<std::io::Error>()
-        || e.is::<datafusion::parquet::errors::ParquetError>()
-}
-
+/// The answer for a query error: its cause decides the code and Veil's
+/// words; only the caller's own query errors keep the upstream text, as
+/// detail for the caller.
 pub fn from_datafusion(e: DataFusionError) -> VeilError {
     if let Some(v) = find_own(&e) {
         return v;
     }
-    let msg = e.message().to_string();
-    let class = class_of(&msg);
-    match e {
-        // The user's query is wrong: their SQL, their expression, their types.
-        DataFusionError::SQL(..)
-        | DataFusionError::Plan(_)
-        | DataFusionError::SchemaError(..)
-        | DataFusionError::NotImplemented(_)
-        | DataFusionError::Configuration(_) => VeilError::InvalidArgument(VeilError::detailed(
-            format!("the query is not valid ({class})"),
-            msg,
-        )),
-        // Errors above the barrier come from the user's own expressions over
-        // policy-applied values (errors below it were sanitised into a
-        // BelowBarrierError, handled above): the caller may read the values
-        // the text quotes, the audit may not.
-        DataFusionError::Execution(_) | DataFusionError::ArrowError(..) => {
+    let cause = cause_of(&e);
+    // `message()` panics on an empty collection: read it only for the
+    // caller's own query errors, which always have one.
+    let text = || {
+        let msg = e.message().to_string();
+        (class_of(&msg), msg)
+    };
+    match cause {
+        // The caller's query, over values the caller may read (errors
+        // below a barrier became a BelowBarrierError, handled above).
+        Cause::Query => {
+            let (class, msg) = text();
+            VeilError::InvalidArgument(VeilError::detailed(
+                format!("the query is not valid ({class})"),
+                msg,
+            ))
+        }
+        Cause::Evaluation => {
+            let (class, msg) = text();
             VeilError::InvalidArgument(VeilError::detailed(
                 format!("the query failed while running ({class})"),
                 msg,
             ))
         }
-        DataFusionError::ResourcesExhausted(_) => VeilError::ResourceExhausted(VeilError::detailed(
-            "the query needs more memory than Veil allows; select fewer columns or rows, or aggregate",
-            msg,
-        )),
-        DataFusionError::Context(_, inner) | DataFusionError::Diagnostic(_, inner) => {
-            from_datafusion(*inner)
-        }
-        DataFusionError::Collection(mut errs) => match errs.pop() {
-            Some(first) => from_datafusion(first),
-            None => VeilError::Internal("empty error collection".into()),
-        },
-        DataFusionError::Shared(inner) => {
-            from_datafusion(DataFusionError::Execution(inner.message().to_string()))
-        }
-        // An upstream library's own error inside a user expression (the
-        // regex crate's, for one): the user's request, as above.
-        DataFusionError::External(inner) if !is_source_error(inner.as_ref()) => {
-            VeilError::InvalidArgument(VeilError::detailed(
-                format!("the query failed while running ({class})"),
-                msg,
-            ))
-        }
-        DataFusionError::ParquetError(_)
-        | DataFusionError::ObjectStore(_)
-        | DataFusionError::IoError(_)
-        | DataFusionError::External(_) => VeilError::Unavailable(
-            "reading data failed; retry, and if it persists ask an administrator to check the server log".into(),
+        Cause::Memory => VeilError::ResourceExhausted(
+            "the query needs more memory than Veil allows; select fewer columns or rows, or aggregate"
+                .into(),
         ),
-        DataFusionError::Internal(_)
-        | DataFusionError::ExecutionJoin(_)
-        | DataFusionError::Substrait(_)
-        | DataFusionError::Ffi(_) => {
-            tracing::error!(error = %class, "internal query error");
+        Cause::SourceUnreachable => {
+            tracing::warn!(error = %describe(&e), "a source could not be reached");
+            VeilError::Unavailable(
+                "reading data failed: its source can't be reached right now; retry later, and if it persists ask an administrator to check the server log"
+                    .into(),
+            )
+        }
+        Cause::SourceBroken => {
+            tracing::warn!(error = %describe(&e), "a source could not be read");
+            VeilError::FailedPrecondition(
+                "reading data failed at its source (a file is missing, unreadable or not valid); ask the dataset's owner to check its files"
+                    .into(),
+            )
+        }
+        Cause::Internal => {
+            tracing::error!(error = %describe(&e), "internal query error");
             VeilError::Internal(
                 "an internal error occurred while running the query; it was logged".into(),
             )
@@ -174,73 +334,29 @@ pub fn from_datafusion(e: DataFusionError) -> VeilError {
     }
 }
 
-#[cfg(test)]
-mod tests {
-    use super::*;
-    use crate::redact::describe;
-    use datafusion::arrow::error::ArrowError;
+/// [`from_datafusion`] for an Arrow error (one raised while encoding a
+/// stream, say).
+pub fn from_arrow(e: ArrowError) -> VeilError {
+    from_datafusion(DataFusionError::ArrowError(Box::new(e), None))
+}
 
-    /// Every kind of value-echoing failure keeps the value out of the audit
-    /// form (and the log form) while the caller still reads it.
-    #[test]
-    fn values_stay_out_of_audit_and_log_forms() {
-        let secret = "777-21-2703";
-        let errors = [
-            DataFusionError::ArrowError(
-                Box::new(ArrowError::CastError(format!(
-                    "Cannot cast string '{secret}' to value of Int64 type"
-                ))),
-                None,
-            ),
-            DataFusionError::Execution(format!("regexp_match failed on '{secret}'")),
-            DataFusionError::ArrowError(
-                Box::new(ArrowError::ComputeError(format!(
-                    "Overflow happened on: {secret} * 10"
-                ))),
-                None,
-            ),
-            DataFusionError::ArrowError(
-                Box::new(ArrowError::ParseError(format!(
-                    "Error parsing timestamp from '{secret}'"
-                ))),
-                None,
-            ),
-            DataFusionError::Execution(format!("invalid JSON '{secret}'")),
-            DataFusionError::Execution(format!("{secret} is out of range")),
-            DataFusionError::ArrowError(Box::new(ArrowError::DivideByZero), None),
-            DataFusionError::Plan(format!("cannot coerce '{secret}'")),
-            DataFusionError::ResourcesExhausted(format!("{secret}")),
-            DataFusionError::Internal(format!("bug near {secret}")),
-        ];
-        for e in errors {
-            let log = describe(&e);
-            let v = from_datafusion(e);
-            assert!(!v.audit_message().contains(secret), "{v:?}");
-            assert!(!v.to_string().contains(secret), "{v:?}");
-            assert!(!log.contains(secret), "{log}");
-        }
-        let v = from_datafusion(DataFusionError::ArrowError(
-            Box::new(ArrowError::CastError(format!(
-                "Cannot cast string '{secret}'"
-            ))),
-            None,
-        ));
-        assert!(v.client_message().contains(secret));
-        assert_eq!(
-            v.audit_message(),
-            "the query failed while running (a value could not be converted to another type)"
-        );
-    }
-
-    #[test]
-    fn below_barrier_memory_is_resource_exhausted() {
-        let e = DataFusionError::External(Box::new(BelowBarrierError {
-            dataset: "a.b".into(),
-            kind: BelowBarrierKind::Memory,
-        }));
-        assert!(matches!(
-            from_datafusion(e),
-            VeilError::ResourceExhausted(_)
-        ));
+/// The store's answer when a dataset's files can't be listed: unreachable
+/// stores are retried later, the rest is for the owner. The store's text
+/// (it names the store and the path) goes to the log only.
+pub fn listing_failed(e: &object_store::Error) -> VeilError {
+    tracing::warn!(error = %e, "listing a remote dataset failed");
+    match store_cause(e) {
+        Cause::SourceUnreachable => VeilError::Unavailable(
+            "the dataset's store can't be reached right now; retry later, and if it persists ask an administrator to check the server log"
+                .into(),
+        ),
+        Cause::Internal => VeilError::internal("listing a dataset", e),
+        _ => VeilError::FailedPrecondition(
+            "the dataset's files are not readable right now; ask its owner to check the location"
+                .into(),
+        ),
     }
 }
+
+#[cfg(test)]
+pub(crate) mod tests;

@@ -431,7 +431,7 @@ impl FlightService for VeilFlight {
             .map_err(move |e| match e {
                 FlightError::Tonic(s) => *s,
                 other => {
-                    let e = VeilError::internal("encoding a batch failed", other);
+                    let e = from_flight_error(other);
                     failure_encode.note(&e);
                     to_status(&e)
                 }
@@ -535,6 +535,18 @@ impl FailureNote {
     }
 }
 
+/// An error of the Flight encoder: Arrow's by cause, the rest Veil's bug.
+fn from_flight_error(e: FlightError) -> VeilError {
+    match e {
+        FlightError::Arrow(a) => crate::error::query::from_arrow(a),
+        FlightError::Tonic(s) => VeilError::from_code(s.code(), s.message().to_string()),
+        FlightError::NotYetImplemented(_)
+        | FlightError::ProtocolError(_)
+        | FlightError::DecodeError(_)
+        | FlightError::ExternalError(_) => VeilError::internal("encoding a batch failed", e),
+    }
+}
+
 impl AuditedStream {
     fn finish(&mut self, status: &str, message: Option<String>) {
         let Some((audit, mut event)) = self.audit.take() else {
@@ -591,7 +603,7 @@ impl futures::Stream for AuditedStream {
                     .failure
                     .take()
                     .unwrap_or_else(|| status.message().chars().take(512).collect());
-                this.finish(super::status::kind_of(status.code()), Some(message));
+                this.finish(crate::error::status_word(status.code()), Some(message));
                 Poll::Ready(Some(Err(status)))
             }
             Poll::Ready(None) => {

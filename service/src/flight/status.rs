@@ -1,56 +1,19 @@
-//! Veil errors to gRPC statuses. Exhaustive, no catch-all: a new error kind
-//! does not compile until its code is chosen here.
+//! Veil errors to gRPC statuses: the error's code (chosen exhaustively in
+//! `crate::error`) and the message its caller may read.
 
-use tonic::{Code, Status};
+use tonic::Status;
 
 use crate::error::VeilError;
 
-pub fn code_of(e: &VeilError) -> Code {
-    match e {
-        VeilError::Unauthenticated(_) => Code::Unauthenticated,
-        VeilError::PermissionDenied(_) => Code::PermissionDenied,
-        VeilError::NotFound(_) => Code::NotFound,
-        VeilError::InvalidArgument(_) => Code::InvalidArgument,
-        VeilError::FailedPrecondition(_) => Code::FailedPrecondition,
-        VeilError::ResourceExhausted(_) => Code::ResourceExhausted,
-        VeilError::Unavailable(_) => Code::Unavailable,
-        VeilError::AlreadyExists(_) => Code::AlreadyExists,
-        VeilError::Internal(_) => Code::Internal,
-    }
-}
-
-/// The audit's status word for a code: the same words as
-/// [`VeilError::kind`], so one vocabulary names outcomes whichever layer
-/// recorded them.
-pub fn kind_of(code: Code) -> &'static str {
-    match code {
-        Code::Ok => "ok",
-        Code::Cancelled => "cancelled",
-        Code::Unknown => "unknown",
-        Code::InvalidArgument => "invalid_argument",
-        Code::DeadlineExceeded => "deadline_exceeded",
-        Code::NotFound => "not_found",
-        Code::AlreadyExists => "already_exists",
-        Code::PermissionDenied => "permission_denied",
-        Code::ResourceExhausted => "resource_exhausted",
-        Code::FailedPrecondition => "failed_precondition",
-        Code::Aborted => "aborted",
-        Code::OutOfRange => "out_of_range",
-        Code::Unimplemented => "unimplemented",
-        Code::Internal => "internal",
-        Code::Unavailable => "unavailable",
-        Code::DataLoss => "data_loss",
-        Code::Unauthenticated => "unauthenticated",
-    }
-}
-
 pub fn to_status(e: &VeilError) -> Status {
-    Status::new(code_of(e), e.client_message())
+    Status::new(e.code(), e.client_message())
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::error::status_word;
+    use tonic::Code;
 
     /// Pins the mapping the README documents.
     #[test]
@@ -82,7 +45,7 @@ mod tests {
             (VeilError::Internal("x".into()), Code::Internal),
         ];
         for (e, c) in table {
-            assert_eq!(kind_of(c), e.kind());
+            assert_eq!(status_word(c), e.kind());
             assert_eq!(to_status(&e).code(), c);
             assert_eq!(to_status(&e).message(), "x");
         }

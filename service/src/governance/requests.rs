@@ -99,16 +99,18 @@ impl Governance {
         Ok(Outcome::Requests(vec![request]))
     }
 
-    pub(super) async fn decide_access(
+    /// Approve or deny the access or unmask request the runner checked
+    /// the caller may decide (its grant names it).
+    pub(super) async fn decide(
         &self,
         call: &mut Call<'_>,
         req: DecideAccessRequest,
         approve: bool,
     ) -> Result<Outcome> {
-        let Grant::AccessRequest(r) = &call.grant else {
-            return Err(call.grant_mismatch("an access request to decide"));
+        let id = match &call.grant {
+            Grant::AccessRequest(r) | Grant::UnmaskRequest(r) => r.id.clone(),
+            _ => return Err(call.grant_mismatch("a request to decide")),
         };
-        let id = r.id.clone();
         self.decide_pending(call, &id, approve, &req.note).await
     }
 

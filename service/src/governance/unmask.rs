@@ -16,12 +16,10 @@
 use serde_json::json;
 use std::sync::Arc;
 
-use veil_proto::{
-    DecideAccessRequest, ListAccessRequestsRequest, RequestUnmaskRequest, UnmaskResultRequest,
-};
+use veil_proto::{ListAccessRequestsRequest, RequestUnmaskRequest, UnmaskResultRequest};
 
 use super::requests::MAX_REASON;
-use super::{Call, Governance, Grant, Outcome};
+use super::{Call, Governance, Outcome};
 use crate::engine::{ColumnLookup, RequestScope};
 use crate::error::{Result, VeilError};
 use crate::model::dataset::DatasetRecord;
@@ -101,7 +99,7 @@ impl Governance {
                 batch.column(0),
                 &datafusion::arrow::datatypes::DataType::Utf8,
             )
-            .map_err(|e| VeilError::internal("reading the values to unmask", e))?;
+            .map_err(crate::error::query::from_arrow)?;
             seen.extend(text.as_string::<i32>().iter().flatten().map(str::to_string));
         }
         Ok(seen)
@@ -196,19 +194,6 @@ impl Governance {
         call.event.message = format!("unmask request {}", request.id);
         call.event.policies = vec![applied.policy.clone()];
         Ok(Outcome::Requests(vec![request]))
-    }
-
-    pub(super) async fn decide_unmask(
-        &self,
-        call: &mut Call<'_>,
-        req: DecideAccessRequest,
-        approve: bool,
-    ) -> Result<Outcome> {
-        let Grant::UnmaskRequest(r) = &call.grant else {
-            return Err(call.grant_mismatch("an unmask request to decide"));
-        };
-        let id = r.id.clone();
-        self.decide_pending(call, &id, approve, &req.note).await
     }
 
     pub(super) async fn list_unmask_requests(

@@ -29,7 +29,7 @@ use std::cmp::Ordering;
 use std::fmt;
 use std::sync::Arc;
 
-use crate::error::query::{BelowBarrierError, BelowBarrierKind};
+use crate::error::query::below_barrier;
 
 /// The logical fence above one dataset's policy subtree.
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
@@ -187,37 +187,35 @@ impl ExecutionPlan for PolicyBarrierExec {
         context: Arc<TaskContext>,
     ) -> Result<SendableRecordBatchStream> {
         let dataset = self.dataset.clone();
-        let sanitize = move |e: DataFusionError| {
-            // The log gets the error's class, never its text: it may quote
-            // values the log's readers may not see.
-            tracing::warn!(dataset = %dataset, error = %crate::redact::describe(&e), "error below a policy barrier (not shown to the client)");
-            DataFusionError::External(Box::new(BelowBarrierError {
-                dataset: dataset.clone(),
-                kind: BelowBarrierKind::of(&e),
-            }))
-        };
-        // A panic below the fence (a malformed file can make a decoder
-        // panic) becomes the same sanitised error, never a dropped stream.
-        let panicked =
-            || DataFusionError::Execution("a panic occurred while reading the source".into());
         let input = Arc::clone(&self.input);
-        let stream = match std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+        match std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
             input.execute(partition, context)
         })) {
-            Ok(Ok(s)) => s,
-            Ok(Err(e)) => return Err(sanitize(e)),
-            Err(_) => return Err(sanitize(panicked())),
-        };
-        let schema: SchemaRef = stream.schema();
-        let guarded = std::panic::AssertUnwindSafe(stream)
-            .catch_unwind()
-            .map(move |r| match r {
-                Ok(Ok(batch)) => Ok(batch),
-                Ok(Err(e)) => Err(sanitize(e)),
-                Err(_) => Err(sanitize(panicked())),
-            });
-        Ok(Box::pin(RecordBatchStreamAdapter::new(schema, guarded)))
+            Ok(Ok(stream)) => Ok(guard(dataset, stream)),
+            Ok(Err(e)) => Err(below_barrier(&dataset, &e)),
+            Err(_) => Err(below_barrier(&dataset, &panicked())),
+        }
     }
+}
+
+/// A panic below the fence (a malformed file can make a decoder panic)
+/// becomes a sanitised error like any other, never a dropped stream.
+fn panicked() -> DataFusionError {
+    DataFusionError::Execution("a panic occurred while reading the source".into())
+}
+
+/// `stream` with every error it yields, at any point, replaced by the
+/// barrier's error for `dataset` (its cause kept, its text dropped).
+fn guard(dataset: String, stream: SendableRecordBatchStream) -> SendableRecordBatchStream {
+    let schema: SchemaRef = stream.schema();
+    let guarded = std::panic::AssertUnwindSafe(stream)
+        .catch_unwind()
+        .map(move |r| match r {
+            Ok(Ok(batch)) => Ok(batch),
+            Ok(Err(e)) => Err(below_barrier(&dataset, &e)),
+            Err(_) => Err(below_barrier(&dataset, &panicked())),
+        });
+    Box::pin(RecordBatchStreamAdapter::new(schema, guarded))
 }
 
 /// Lowers [`PolicyBarrier`] to [`PolicyBarrierExec`].
@@ -268,5 +266,63 @@ impl QueryPlanner for VeilQueryPlanner {
         ])
         .create_physical_plan(logical_plan, session)
         .await
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::error::query::from_datafusion;
+    use crate::error::query::tests::{check, table};
+    use datafusion::arrow::array::Int64Array;
+    use datafusion::arrow::datatypes::{DataType, Field, Schema};
+    use datafusion::arrow::record_batch::RecordBatch;
+
+    /// Every upstream error, arriving mid-stream after a batch was already
+    /// served, ends the stream with the barrier's answer for its cause.
+    #[tokio::test]
+    async fn errors_that_arrive_mid_stream_translate_like_the_table() {
+        let schema = Arc::new(Schema::new(vec![Field::new("x", DataType::Int64, false)]));
+        for row in table() {
+            let batch = RecordBatch::try_new(
+                Arc::clone(&schema),
+                vec![Arc::new(Int64Array::from(vec![1, 2]))],
+            )
+            .unwrap();
+            let items = vec![Ok(batch), Err((row.error)())];
+            let inner: SendableRecordBatchStream = Box::pin(RecordBatchStreamAdapter::new(
+                Arc::clone(&schema) as SchemaRef,
+                futures::stream::iter(items),
+            ));
+            let mut guarded = guard("sales.orders".into(), inner);
+            let first = guarded
+                .next()
+                .await
+                .expect("a first batch")
+                .expect("served");
+            assert_eq!(first.num_rows(), 2, "{}", row.name);
+            let e = guarded.next().await.expect("then the error").unwrap_err();
+            check(&row, &from_datafusion(e), row.below, "below");
+        }
+    }
+
+    /// A panic below the fence, mid-stream, ends the stream with an error.
+    #[tokio::test]
+    async fn a_panic_mid_stream_is_an_error() {
+        let schema = Arc::new(Schema::new(vec![Field::new("x", DataType::Int64, false)]));
+        let items = futures::stream::iter([0, 1]).map(|i| {
+            if i == 1 {
+                panic!("decoder bug");
+            }
+            Ok(RecordBatch::new_empty(Arc::new(Schema::new(vec![
+                Field::new("x", DataType::Int64, false),
+            ]))))
+        });
+        let inner: SendableRecordBatchStream =
+            Box::pin(RecordBatchStreamAdapter::new(schema as SchemaRef, items));
+        let mut guarded = guard("d".into(), inner);
+        assert!(guarded.next().await.unwrap().is_ok());
+        let e = from_datafusion(guarded.next().await.unwrap().unwrap_err());
+        assert_eq!(e.code(), tonic::Code::FailedPrecondition, "{e:?}");
     }
 }

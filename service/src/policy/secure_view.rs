@@ -33,8 +33,16 @@ use crate::secrets::{KeyPurpose, MasterKey, SecretKey};
 /// no query can name it.
 const SOURCE_ALIAS: &str = "__veil_source";
 
-fn df(e: datafusion::common::DataFusionError) -> VeilError {
-    VeilError::internal("building a secure view", e)
+/// A dataset's policies could not be turned into a plan (a conditional
+/// mask whose branches don't share a type, say): the policy can't be
+/// enforced, so nothing is served. The log gets the value-free class.
+fn unenforceable(e: datafusion::common::DataFusionError) -> VeilError {
+    let class = crate::redact::describe(&e);
+    tracing::warn!(error = %class, "a dataset's policies could not be planned");
+    VeilError::FailedPrecondition(
+        "the dataset's policies cannot be applied, so no data is served; ask its owner or a governor to check them (`veil explain` shows what applies)"
+            .into(),
+    )
 }
 
 /// The expression one masked column becomes: its single mask, or, with
@@ -68,7 +76,7 @@ fn column_mask_expr(
     for (w, t) in iter {
         case = case.when(w, t);
     }
-    case.otherwise(fallback).map_err(df)
+    case.otherwise(fallback).map_err(unenforceable)
 }
 
 /// Name of the verdict column the k-anonymization operator appends for
@@ -104,7 +112,7 @@ fn masked_projection(
                 .reduce(Expr::and);
             if let Some(v) = verdict {
                 // Only a true verdict shows the value.
-                e = when(v, e).end().map_err(df)?;
+                e = when(v, e).end().map_err(unenforceable)?;
             }
             Ok(e.alias(name))
         })
@@ -242,9 +250,9 @@ pub fn compile(
                 table: &Arc<dyn TableProvider>|
      -> Result<LogicalPlanBuilder> {
         let mut b = LogicalPlanBuilder::scan(alias, provider_as_source(Arc::clone(table)), None)
-            .map_err(df)?;
+            .map_err(unenforceable)?;
         if let Some(p) = row_predicate(&schema, policy, &qualified(alias), now, &sample_key)? {
-            b = b.filter(p).map_err(df)?;
+            b = b.filter(p).map_err(unenforceable)?;
         }
         Ok(b)
     };
@@ -256,9 +264,9 @@ pub fn compile(
         let counted = qualified(COUNTED_ALIAS);
         let counting = scan(COUNTED_ALIAS, sources.whole.as_ref().unwrap_or(&source))?
             .project(quasi.iter().map(|c| counted(c)))
-            .map_err(df)?
+            .map_err(unenforceable)?
             .build()
-            .map_err(df)?;
+            .map_err(unenforceable)?;
         let groups = policy
             .kanon
             .iter()
@@ -269,13 +277,22 @@ pub fn compile(
                 flag: kanon_flag(i),
             })
             .collect();
-        let node = KAnonymize::plan(builder.build().map_err(df)?, counting, groups, max_groups)
-            .map_err(df)?;
+        let node = KAnonymize::plan(
+            builder.build().map_err(unenforceable)?,
+            counting,
+            groups,
+            max_groups,
+        )
+        .map_err(unenforceable)?;
         builder = LogicalPlanBuilder::from(node);
     }
     let keys = MaskKeys::new(master, &dataset.id);
     let exprs = masked_projection(&schema, policy, &column, MaskFunctions::Keyed(&keys))?;
-    let plan = builder.project(exprs).map_err(df)?.build().map_err(df)?;
+    let plan = builder
+        .project(exprs)
+        .map_err(unenforceable)?
+        .build()
+        .map_err(unenforceable)?;
     Ok(PolicyBarrier::wrap(&dataset.name, plan))
 }
 
@@ -305,7 +322,7 @@ pub fn output_schema(dataset: &DatasetRecord, policy: &EffectivePolicy) -> Resul
     typing.extend(
         (0..policy.kanon.len()).map(|i| Field::new(kanon_flag(i), DataType::Boolean, false)),
     );
-    let df_schema = DFSchema::try_from(Schema::new(typing)).map_err(df)?;
+    let df_schema = DFSchema::try_from(Schema::new(typing)).map_err(unenforceable)?;
     // Typing only: the keyed masks are described, so no key is needed.
     let column = |name: &str| Expr::Column(Column::from_name(name));
     let exprs = masked_projection(&schema, policy, &column, MaskFunctions::Described)?;
@@ -314,8 +331,8 @@ pub fn output_schema(dataset: &DatasetRecord, policy: &EffectivePolicy) -> Resul
         .iter()
         .zip(exprs)
         .map(|(f, e)| {
-            let dt = e.get_type(&df_schema).map_err(df)?;
-            let nullable = e.nullable(&df_schema).map_err(df)?;
+            let dt = e.get_type(&df_schema).map_err(unenforceable)?;
+            let nullable = e.nullable(&df_schema).map_err(unenforceable)?;
             Ok(Field::new(f.name(), dt, nullable))
         })
         .collect::<Result<Vec<_>>>()?;

@@ -134,8 +134,15 @@ pub struct PostgresStore {
     schema: String,
 }
 
+/// The state store failed: Veil's words for everyone, the store's own
+/// text in the server log (for operators) and behind the detail separator
+/// (for the caller), never in the audit trail.
 fn db_err(e: impl std::fmt::Display) -> VeilError {
-    VeilError::Unavailable(format!("state store (PostgreSQL) error: {e}"))
+    tracing::warn!(error = %e, "state store (PostgreSQL) error");
+    VeilError::Unavailable(VeilError::detailed(
+        "the state store (PostgreSQL) failed; retry later, and if it persists ask an administrator to check the server log",
+        e,
+    ))
 }
 
 fn pg_err(e: tokio_postgres::Error) -> VeilError {

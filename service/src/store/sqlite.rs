@@ -136,8 +136,15 @@ pub struct SqliteStore {
     conn: Arc<Mutex<Connection>>,
 }
 
+/// The state store failed: Veil's words for everyone, the store's own
+/// text in the server log (for operators) and behind the detail separator
+/// (for the caller), never in the audit trail.
 fn db_err(e: impl std::fmt::Display) -> VeilError {
-    VeilError::Unavailable(format!("state store (SQLite) error: {e}"))
+    tracing::warn!(error = %e, "state store (SQLite) error");
+    VeilError::Unavailable(VeilError::detailed(
+        "the state store (SQLite) failed; retry later, and if it persists ask an administrator to check the server log",
+        e,
+    ))
 }
 
 fn bump(tx: &rusqlite::Transaction<'_>) -> rusqlite::Result<()> {
