@@ -27,7 +27,7 @@ use crate::error::{Result, VeilError};
 use crate::model::dataset::DatasetRecord;
 use crate::model::policy::MaskSpec;
 use crate::model::request::{RequestStatus, UnmaskDetails};
-use crate::policy::reversible::{FormatPreserving, SivTokens, TOKEN_PREFIX, Unmaskable};
+use crate::policy::masks::reversible::{FormatPreserving, SivTokens, TOKEN_PREFIX, Unmaskable};
 use crate::secrets::KeyPurpose;
 
 const MAX_VALUES: usize = 100;

@@ -34,10 +34,17 @@ use sha2::Sha256;
 use std::fmt;
 use std::sync::Arc;
 
-use super::reversible::{FormatPreserving, SivTokens};
 use crate::error::{Result, VeilError};
 use crate::model::policy::MaskSpec;
 use crate::secrets::{KeyPurpose, MasterKey, SecretKey};
+use reversible::{FormatPreserving, SivTokens};
+
+#[cfg(test)]
+mod crypto_vectors;
+pub mod kanon;
+pub mod reversible;
+pub mod rounding;
+pub mod sampling;
 
 const HEX: &[u8; 16] = b"0123456789abcdef";
 
@@ -266,9 +273,9 @@ pub fn mask_output_type(mask: &MaskSpec, dt: &DataType) -> Result<DataType> {
                 "a regex mask applies to text columns, not to a column of type {dt}; use rounding, hashing or a constant"
             )),
         },
-        MaskSpec::Round(r) => super::rounding::check(r, dt).map(|_| dt.clone()),
+        MaskSpec::Round(r) => rounding::check(r, dt).map(|_| dt.clone()),
         MaskSpec::KAnonymity(_) => {
-            if super::kanon::supports(dt) {
+            if kanon::supports(dt) {
                 Ok(dt.clone())
             } else {
                 refuse(format!(
@@ -511,7 +518,7 @@ pub fn mask_expr(
             ),
             dt.clone(),
         )),
-        MaskSpec::Round(r) => super::rounding::round_expr(r, column, dt),
+        MaskSpec::Round(r) => rounding::round_expr(r, column, dt),
         // Applied by the k-anonymization operator over whole groups.
         MaskSpec::KAnonymity(_) => Err(VeilError::Internal(
             "k-anonymization is not a per-column expression".into(),

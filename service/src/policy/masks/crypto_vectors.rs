@@ -23,7 +23,7 @@ use arrow::array::{
 };
 use std::sync::Arc;
 
-use super::masks::MaskHash;
+use super::MaskHash;
 use super::reversible::{Ff1, FormatPreserving, Radix2Job, SivTokens, TOKEN_PREFIX};
 use crate::secrets::{KeyPurpose, MasterKey};
 
