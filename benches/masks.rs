@@ -10,7 +10,7 @@ use std::hint::black_box;
 
 use arrow::array::StringArray;
 
-use veil::policy::reversible::FormatPreserving;
+use veil::policy::masks::format_preserving::FormatPreserving;
 use veil::secrets::{KeyPurpose, MasterKey};
 
 /// Values per batch: DataFusion's default batch size.

@@ -16,7 +16,7 @@ use crate::model::dataset::DatasetRecord;
 use crate::model::policy::Policy;
 use crate::model::source_kind::SourceKind;
 use crate::policy::effective::{applies_to, kanon_columns};
-use crate::policy::kanon::{self, Profile};
+use crate::policy::masks::kanon::{self, Profile};
 
 /// Profile the raw values of `columns` of dataset `d` (no policy applies:
 /// for the owners and governors who write k-anonymization policies), in

@@ -25,7 +25,8 @@ use crate::error::{Result, VeilError};
 use crate::model::dataset::DatasetRecord;
 use crate::model::policy::MaskSpec;
 use crate::model::request::{RequestStatus, UnmaskDetails};
-use crate::policy::reversible::{FormatPreserving, SivTokens, TOKEN_PREFIX, Unmaskable};
+use crate::policy::masks::format_preserving::FormatPreserving;
+use crate::policy::masks::reversible::{SivTokens, TOKEN_PREFIX, Unmaskable};
 use crate::secrets::KeyPurpose;
 
 const MAX_VALUES: usize = 100;

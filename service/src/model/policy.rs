@@ -152,7 +152,8 @@ pub enum MaskSpec {
     /// Keyed HMAC-SHA256 per dataset, rendered as 32 hex characters.
     Hash,
     /// Deterministic authenticated encryption (AES-SIV) per dataset and
-    /// column; unmasked through unmask requests (see `policy::reversible`).
+    /// column; unmasked through unmask requests (see
+    /// `policy::masks::reversible`).
     Reversible,
     /// Format-preserving encryption (FF1) of text per dataset and column;
     /// unmasked through unmask requests.
@@ -168,7 +169,7 @@ pub enum MaskSpec {
     /// k-anonymization: the policy's columns are quasi-identifiers counted
     /// jointly; values of combinations seen fewer than `k` times become
     /// null (rows are kept). A suppression on top of the column's other
-    /// masks, not a replacement (see `policy::kanon`).
+    /// masks, not a replacement (see `policy::masks::kanon`).
     KAnonymity(KAnonymitySpec),
 }
 

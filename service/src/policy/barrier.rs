@@ -262,7 +262,7 @@ impl QueryPlanner for VeilQueryPlanner {
     ) -> Result<Arc<dyn ExecutionPlan>> {
         DefaultPhysicalPlanner::with_extension_planners(vec![
             Arc::new(BarrierPlanner),
-            Arc::new(super::kanon::KAnonymizePlanner),
+            Arc::new(super::masks::kanon::KAnonymizePlanner),
         ])
         .create_physical_plan(logical_plan, session)
         .await

@@ -479,7 +479,7 @@ fn row_columns(
             };
             for c in &keys {
                 let dt = column_type(d, schema, c, &p.spec.name)?;
-                if !crate::policy::sampling::supports(&dt) {
+                if !crate::policy::masks::sampling::supports(&dt) {
                     return Err(VeilError::FailedPrecondition(format!(
                         "sampling policy '{}': column '{c}' of '{}' is {dt}, which can't be a row key; choose a text, number, date or binary column",
                         p.spec.name, d.name

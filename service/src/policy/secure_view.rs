@@ -22,9 +22,9 @@ use std::sync::Arc;
 
 use super::barrier::PolicyBarrier;
 use super::effective::{ColumnMask, EffectivePolicy, RowRuleKind, dictionary_schema};
-use super::kanon::{KAnonymize, KGroup};
+use super::masks::kanon::{KAnonymize, KGroup};
+use super::masks::sampling::SampleUdf;
 use super::masks::{MaskFunctions, MaskKeys, mask_expr};
-use super::sampling::SampleUdf;
 use crate::error::{Result, VeilError};
 use crate::model::dataset::DatasetRecord;
 use crate::secrets::{KeyPurpose, MasterKey, SecretKey};

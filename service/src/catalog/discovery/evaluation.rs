@@ -9,6 +9,7 @@
 //! Precision and recall per kind are printed (`scripts/test` shows them)
 //! and must each be at least 0.9.
 
+use super::shapes::{luhn, ssn_valid};
 use super::*;
 use rand::rngs::StdRng;
 use rand::seq::IndexedRandom;

@@ -9,7 +9,7 @@
 //! * nobody can predict which rows are kept without the key.
 //!
 //! The row key's values are encoded as the keyed hash mask encodes them
-//! (see [`super::masks`]); a composite key (several tagged columns)
+//! (see [`super::hash`]); a composite key (several tagged columns)
 //! length-prefixes each value. A row whose key has a null is left out.
 //! Like the hash mask, the UDF is never registered in a session.
 
@@ -25,7 +25,7 @@ use sha2::Sha256;
 use std::fmt;
 use std::sync::Arc;
 
-use super::masks::{MaskHash, for_each_value_bytes};
+use super::hash::{MaskHash, for_each_value_bytes};
 use crate::secrets::SecretKey;
 
 /// The share of the 64-bit hash space a `percent` sample keeps.

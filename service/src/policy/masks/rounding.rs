@@ -281,7 +281,7 @@ impl ScalarUDFImpl for MaskRound {
         &self,
         args: ScalarFunctionArgs,
     ) -> datafusion::common::Result<ColumnarValue> {
-        super::masks::invoke_unary(self.name(), args, |a| round_array(a, &self.spec))
+        super::invoke_unary(self.name(), args, |a| round_array(a, &self.spec))
     }
 }
 

@@ -23,8 +23,10 @@ use arrow::array::{
 };
 use std::sync::Arc;
 
-use super::masks::MaskHash;
-use super::reversible::{Ff1, FormatPreserving, Radix2Job, SivTokens, TOKEN_PREFIX};
+use super::ff1::{Ff1, Radix2Job};
+use super::format_preserving::FormatPreserving;
+use super::hash::MaskHash;
+use super::reversible::{SivTokens, TOKEN_PREFIX};
 use crate::secrets::{KeyPurpose, MasterKey};
 
 /// SplitMix64: a fixed, dependency-free generator, so the sweeps are the
