@@ -54,12 +54,14 @@ use crate::error::VeilError;
 /// Largest output one function call (one batch) may grow to.
 pub const MAX_FUNCTION_OUTPUT_BYTES: usize = 64 * 1024 * 1024;
 
+/// Veil's own words travel as a `VeilError` inside DataFusion's error, so
+/// the error module answers with them (`error::query::from_datafusion`).
 fn too_large(what: &str, bytes: usize) -> DataFusionError {
-    DataFusionError::ResourcesExhausted(format!(
+    DataFusionError::External(Box::new(VeilError::ResourceExhausted(format!(
         "{what} would produce about {} MiB in one batch, above Veil's limit of {} MiB; ask for shorter values or fewer rows",
         bytes / (1024 * 1024),
         MAX_FUNCTION_OUTPUT_BYTES / (1024 * 1024)
-    ))
+    ))))
 }
 
 /// Bytes a scalar holds outside its own struct.
@@ -257,9 +259,9 @@ fn series_len(args: &[ColumnarValue], rows: usize) -> Option<usize> {
 /// is made on this thread.
 fn planning_stopped() -> Result<()> {
     if super::planner_pool::cancelled() {
-        return Err(DataFusionError::ResourcesExhausted(
+        return Err(DataFusionError::External(Box::new(VeilError::ResourceExhausted(
             "planning stopped: the query took longer to plan than Veil allows (engine.plan_timeout_secs), or its client went away; simplify its constant expressions".into(),
-        ));
+        ))));
     }
     Ok(())
 }
