@@ -288,7 +288,7 @@ async fn the_audit_is_a_dataset_only_auditors_read() {
         .unwrap();
     // Two scans, each read through its endpoints (one read.end per DoGet).
     let n = veil_tests::row_count(&reads);
-    assert!(n >= 2 && n % 2 == 0, "{n}");
+    assert!(n >= 2 && n.is_multiple_of(2), "{n}");
     assert_eq!(
         veil_tests::strings(&reads, "columns"),
         vec![Some("state,age".to_string()); n]

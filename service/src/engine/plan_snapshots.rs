@@ -54,9 +54,9 @@ async fn plans(user: &str, sql: &str) -> String {
         displayable(q.physical.as_ref()).indent(true)
     );
     let data = std::fs::canonicalize(dir.path()).unwrap();
-    text.replace(&*data.to_string_lossy().trim_start_matches('/'), "[data]")
+    text.replace(data.to_string_lossy().trim_start_matches('/'), "[data]")
         .replace(
-            &*dir.path().to_string_lossy().trim_start_matches('/'),
+            dir.path().to_string_lossy().trim_start_matches('/'),
             "[data]",
         )
 }

@@ -187,13 +187,11 @@ mod tests {
     }
 
     /// A plan that never ends on its own (it spins until cancelled).
-    fn wedge() -> impl Future<Output = Result<()>> + Send + 'static {
-        async {
-            while !cancelled() {
-                std::thread::yield_now();
-            }
-            Ok(())
+    async fn wedge() -> Result<()> {
+        while !cancelled() {
+            std::thread::yield_now();
         }
+        Ok(())
     }
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -605,7 +605,7 @@ mod tests {
         let part = |i: usize| format!("{}-{:02}-{:04}", 100 + i, 10 + i, 1000 + i);
         assert_eq!(kind_of(&many("part_no", &part)), None);
         let mixed = |i: usize| {
-            if i % 2 == 0 {
+            if i.is_multiple_of(2) {
                 format!("10.0.0.{i}")
             } else {
                 format!("2001:db8::{i:x}")

@@ -195,7 +195,10 @@ fn every_upstream_error_translates_by_its_cause() {
         // paths, for operators), never of the others.
         assert!(
             !describe(&e).contains(SECRET)
-                || matches!(e, DataFusionError::IoError(_) | DataFusionError::ObjectStore(_))
+                || matches!(
+                    e,
+                    DataFusionError::IoError(_) | DataFusionError::ObjectStore(_)
+                )
                 || matches!(cause_of(&e), Cause::SourceUnreachable | Cause::SourceBroken),
             "{}: log form {}",
             row.name,

@@ -165,7 +165,7 @@ fn round_scaled(v: i128, scale: i32, spec: &RoundSpec) -> Option<i128> {
     }
     if let Some(w) = spec.bucket {
         let scaled = w * 10f64.powi(scale);
-        if !(scaled.is_finite() && scaled >= 1.0 && scaled < 1e37) {
+        if !(scaled.is_finite() && (1.0..1e37).contains(&scaled)) {
             return None;
         }
         let w = scaled.round() as i128;
