@@ -182,6 +182,11 @@ pub struct ObjectStoreConfig {
     pub retry_timeout_secs: u64,
     #[serde(default = "default_store_connect_timeout")]
     pub connect_timeout_secs: u64,
+    /// How long a listing of a dataset's files in this store is reused
+    /// (0: list on every request). Files added or removed within this time
+    /// may be missed by a read; local folders are always listed afresh.
+    #[serde(default = "default_listing_cache")]
+    pub listing_cache_secs: u64,
 }
 
 fn default_store_retries() -> usize {
@@ -192,6 +197,9 @@ fn default_store_retry_timeout() -> u64 {
 }
 fn default_store_connect_timeout() -> u64 {
     5
+}
+fn default_listing_cache() -> u64 {
+    10
 }
 
 #[derive(Debug, Clone, PartialEq, Deserialize)]

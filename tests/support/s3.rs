@@ -14,7 +14,7 @@ pub const ACCESS_KEY: &str = "veil-test";
 pub const SECRET_KEY: &str = "veil-test-secret-key";
 pub const REGION: &str = "us-east-1";
 
-/// An S3 server; stops when dropped.
+/// An S3 server; stops when dropped, closing its open connections.
 #[derive(Debug)]
 pub struct S3Server {
     /// `http://127.0.0.1:PORT`
@@ -39,6 +39,9 @@ impl S3Server {
         let (stop, mut stopped) = oneshot::channel::<()>();
         tokio::spawn(async move {
             let http = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new());
+            // Open connections end with the server (dropping the set aborts
+            // them), so a stopped server is unreachable, not half-served.
+            let mut connections = tokio::task::JoinSet::new();
             loop {
                 let socket = tokio::select! {
                     accepted = listener.accept() => match accepted {
@@ -50,9 +53,10 @@ impl S3Server {
                 let conn = http
                     .serve_connection(TokioIo::new(socket), service.clone())
                     .into_owned();
-                tokio::spawn(async move {
+                connections.spawn(async move {
                     let _ = conn.await;
                 });
+                while connections.try_join_next().is_some() {}
             }
         });
         Self {

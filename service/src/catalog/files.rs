@@ -7,6 +7,7 @@
 
 use std::path::Path;
 use std::sync::Arc;
+use std::time::{Duration, Instant};
 
 use datafusion::datasource::object_store::ObjectStoreUrl;
 use futures::{FutureExt, TryStreamExt};
@@ -15,7 +16,7 @@ use object_store::{ObjectStore, ObjectStoreExt};
 
 use veil_proto::{FileSlice, ScanPart};
 
-use super::object_stores::ObjectStores;
+use super::object_stores::{ObjectStores, Resolved};
 use crate::error::{Result, VeilError};
 use crate::model::dataset::{FileFormatKind, SourceSpec};
 
@@ -53,16 +54,63 @@ fn unreadable() -> VeilError {
 /// Every data file of a source, sorted by path.
 pub async fn list_files(stores: &ObjectStores, source: &SourceSpec) -> Result<Listing> {
     let resolved = stores.resolve(&source.location)?;
-    let mut files = match &resolved.local {
-        Some(root) => list_local(root, source)?,
-        None => list_remote(resolved.store.as_ref(), &resolved.path, source).await?,
+    let files = match &resolved.local {
+        Some(root) => {
+            let mut files = list_local(root, source)?;
+            files.sort_by(|a, b| a.path.cmp(&b.path));
+            files
+        }
+        None => remote_files(&resolved, source).await?,
     };
-    files.sort_by(|a, b| a.path.cmp(&b.path));
     Ok(Listing {
         url: resolved.url,
         store: resolved.store,
         files,
     })
+}
+
+/// A remote store's listings, reused for the store's `listing_cache_secs`
+/// (a listing is one or more paged round trips; a local folder is listed
+/// afresh each time, which costs no more than checking it is unchanged).
+/// Keyed by the store instance and everything about the source that
+/// decides which files are its, so a dataset whose location, format or
+/// partitioning changes is listed again at once.
+type RemoteListings = moka::future::Cache<RemoteListingKey, (Instant, Arc<Vec<SourceFile>>)>;
+type RemoteListingKey = (usize, String, &'static str, bool);
+
+static REMOTE_LISTINGS: std::sync::LazyLock<RemoteListings> = std::sync::LazyLock::new(|| {
+    moka::future::Cache::builder()
+        .max_capacity(10_000)
+        // No store keeps a listing longer than this whatever its setting.
+        .time_to_live(Duration::from_secs(3600))
+        .build()
+});
+
+async fn remote_files(resolved: &Resolved, source: &SourceSpec) -> Result<Vec<SourceFile>> {
+    let list = || async {
+        let mut files = list_remote(resolved.store.as_ref(), &resolved.path, source).await?;
+        files.sort_by(|a, b| a.path.cmp(&b.path));
+        Ok::<_, VeilError>(files)
+    };
+    if resolved.listing_ttl.is_zero() {
+        return list().await;
+    }
+    let key = (
+        Arc::as_ptr(&resolved.store) as *const () as usize,
+        resolved.path.to_string(),
+        source.format.extension(),
+        source.hive_partitioned,
+    );
+    if let Some((at, files)) = REMOTE_LISTINGS.get(&key).await
+        && at.elapsed() < resolved.listing_ttl
+    {
+        return Ok(files.as_ref().clone());
+    }
+    let files = list().await?;
+    REMOTE_LISTINGS
+        .insert(key, (Instant::now(), Arc::new(files.clone())))
+        .await;
+    Ok(files)
 }
 
 fn list_local(root: &Path, source: &SourceSpec) -> Result<Vec<SourceFile>> {
@@ -470,5 +518,69 @@ mod tests {
         assert!(hive_values(root, Path::new("/data/t/CA/f.parquet")).is_err());
         assert_eq!(percent_decode("a%20b"), "a b");
         assert_eq!(percent_decode("%é%"), "%é%");
+    }
+
+    async fn put(store: &Arc<dyn ObjectStore>, key: &str) {
+        store
+            .put(
+                &ObjectPath::from(key),
+                bytes::Bytes::from_static(b"a\n1\n").into(),
+            )
+            .await
+            .unwrap();
+    }
+
+    fn paths(l: &Listing) -> Vec<String> {
+        l.files.iter().map(|f| f.path.clone()).collect()
+    }
+
+    #[tokio::test]
+    async fn remote_listings_are_reused_for_the_stores_ttl_only() {
+        let store: Arc<dyn ObjectStore> = Arc::new(object_store::memory::InMemory::new());
+        put(&store, "t/a.csv").await;
+        let cached = ObjectStores::local_only().with_remote_listed(
+            "s3://lake",
+            Arc::clone(&store),
+            Duration::from_secs(3600),
+        );
+        let fresh = ObjectStores::local_only().with_remote("s3://lake", Arc::clone(&store));
+        let source = |format, hive| SourceSpec {
+            format,
+            location: "s3://lake/t".into(),
+            hive_partitioned: hive,
+        };
+        let csv = source(FileFormatKind::Csv, false);
+        assert_eq!(
+            paths(&list_files(&cached, &csv).await.unwrap()),
+            ["t/a.csv"]
+        );
+        put(&store, "t/b.csv").await;
+        // Within the TTL the listing is reused ...
+        assert_eq!(
+            paths(&list_files(&cached, &csv).await.unwrap()),
+            ["t/a.csv"]
+        );
+        // ... a store without one lists afresh ...
+        assert_eq!(
+            paths(&list_files(&fresh, &csv).await.unwrap()),
+            ["t/a.csv", "t/b.csv"]
+        );
+        // ... and a source that differs in what makes a file its own is
+        // another listing.
+        assert_eq!(
+            paths(
+                &list_files(&cached, &source(FileFormatKind::Csv, true))
+                    .await
+                    .unwrap()
+            ),
+            ["t/a.csv", "t/b.csv"]
+        );
+        assert!(
+            list_files(&cached, &source(FileFormatKind::Json, false))
+                .await
+                .unwrap()
+                .files
+                .is_empty()
+        );
     }
 }

@@ -11,6 +11,7 @@
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
+use std::time::Duration;
 
 use datafusion::datasource::object_store::ObjectStoreUrl;
 use datafusion::execution::runtime_env::RuntimeEnv;
@@ -99,13 +100,22 @@ pub struct Resolved {
     pub path: ObjectPath,
     /// The local path, for local locations.
     pub local: Option<PathBuf>,
+    /// How long a listing of this store may be reused (zero: never).
+    pub listing_ttl: Duration,
 }
 
 /// The local file system plus every configured remote store.
 #[derive(Debug, Clone)]
 pub struct ObjectStores {
     local: Arc<dyn ObjectStore>,
-    remote: BTreeMap<String, Arc<dyn ObjectStore>>,
+    remote: BTreeMap<String, Remote>,
+}
+
+/// A configured remote store and how long its listings may be reused.
+#[derive(Debug, Clone)]
+struct Remote {
+    store: Arc<dyn ObjectStore>,
+    listing_ttl: Duration,
 }
 
 impl Default for ObjectStores {
@@ -141,22 +151,40 @@ impl ObjectStores {
                 )));
             }
             let store = build_remote(&loc, sc, cfg)?;
-            stores.remote.insert(key, store);
+            stores.remote.insert(
+                key,
+                Remote {
+                    store,
+                    listing_ttl: Duration::from_secs(sc.listing_cache_secs),
+                },
+            );
         }
         Ok(stores)
     }
 
-    /// Add a store under `scheme://bucket` (tests, embedding).
-    pub fn with_remote(mut self, store_key: &str, store: Arc<dyn ObjectStore>) -> Self {
-        self.remote.insert(store_key.to_string(), store);
+    /// Add a store under `scheme://bucket` (tests, embedding); its
+    /// listings are never reused.
+    pub fn with_remote(self, store_key: &str, store: Arc<dyn ObjectStore>) -> Self {
+        self.with_remote_listed(store_key, store, Duration::ZERO)
+    }
+
+    /// Like [`ObjectStores::with_remote`], reusing a listing for `listing_ttl`.
+    pub fn with_remote_listed(
+        mut self,
+        store_key: &str,
+        store: Arc<dyn ObjectStore>,
+        listing_ttl: Duration,
+    ) -> Self {
+        self.remote
+            .insert(store_key.to_string(), Remote { store, listing_ttl });
         self
     }
 
     /// Register every store with a DataFusion runtime.
     pub fn register_with(&self, env: &RuntimeEnv) -> Result<()> {
-        for (key, store) in &self.remote {
+        for (key, remote) in &self.remote {
             let url = url_of(key)?;
-            env.register_object_store(url.as_ref(), Arc::clone(store));
+            env.register_object_store(url.as_ref(), Arc::clone(&remote.store));
         }
         Ok(())
     }
@@ -172,20 +200,22 @@ impl ObjectStores {
                 store: Arc::clone(&self.local),
                 path,
                 local: Some(local),
+                listing_ttl: Duration::ZERO,
             });
         }
         let loc = parse_remote(location)?;
         let key = loc.store_key();
-        let store = self.remote.get(&key).ok_or_else(|| {
+        let remote = self.remote.get(&key).ok_or_else(|| {
             VeilError::FailedPrecondition(format!(
                 "no object store is configured for {key}: add an [[object_stores]] entry with url = \"{key}\""
             ))
         })?;
         Ok(Resolved {
             url: url_of(&key)?,
-            store: Arc::clone(store),
+            store: Arc::clone(&remote.store),
             path: loc.key,
             local: None,
+            listing_ttl: remote.listing_ttl,
         })
     }
 }

@@ -139,6 +139,19 @@ pub fn store_cause(e: &object_store::Error) -> Cause {
 
 /// The cause of an I/O error reading a source.
 pub fn io_cause(e: &std::io::Error) -> Cause {
+    // Readers that stream from a store wrap the store's error in an
+    // `io::Error` of kind `Other` (object_store's own conversion): its
+    // cause is the wrapped error's.
+    if e.kind() == ErrorKind::Other
+        && let Some(inner) = e.get_ref()
+    {
+        if let Some(o) = inner.downcast_ref::<object_store::Error>() {
+            return store_cause(o);
+        }
+        if let Some(inner) = inner.downcast_ref::<std::io::Error>() {
+            return io_cause(inner);
+        }
+    }
     match e.kind() {
         ErrorKind::TimedOut
         | ErrorKind::ConnectionRefused

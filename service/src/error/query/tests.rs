@@ -117,6 +117,11 @@ pub(crate) fn table() -> Vec<Row> {
         row("io not found", || DataFusionError::IoError(io(ErrorKind::NotFound)), Fp, Fp, false),
         row("io permission", || DataFusionError::IoError(io(ErrorKind::PermissionDenied)), Fp, Fp, false),
         row("io invalid data", || DataFusionError::IoError(io(ErrorKind::InvalidData)), Fp, Fp, false),
+        // Readers that stream a store's bytes (CSV, JSON) see its error
+        // through an io::Error of kind Other.
+        row("io wrapping store unreachable", || arrow(ArrowError::ExternalError(Box::new(std::io::Error::other(object_store::Error::Generic { store: "S3", source: boxed(s()) })))), Un, Un, false),
+        row("io wrapping store not found", || DataFusionError::IoError(std::io::Error::other(object_store::Error::NotFound { path: s(), source: boxed(s()) })), Fp, Fp, false),
+        row("io other", || DataFusionError::IoError(io(ErrorKind::Other)), Fp, Fp, false),
         row("io out of memory", || DataFusionError::IoError(io(ErrorKind::OutOfMemory)), Re, Re, false),
         // Boxed by a layer.
         row("external io", || DataFusionError::External(Box::new(io(ErrorKind::TimedOut))), Un, Un, false),
