@@ -74,13 +74,19 @@ pub async fn list_files(stores: &ObjectStores, source: &SourceSpec) -> Result<Li
 /// afresh each time, which costs no more than checking it is unchanged).
 /// Keyed by the store instance and everything about the source that
 /// decides which files are its, so a dataset whose location, format or
-/// partitioning changes is listed again at once.
+/// partitioning changes is listed again at once. Bounded by the number of
+/// files kept, whatever the number of listings.
 type RemoteListings = moka::future::Cache<RemoteListingKey, (Instant, Arc<Vec<SourceFile>>)>;
-type RemoteListingKey = (usize, String, &'static str, bool);
+type RemoteListingKey = (u64, String, &'static str, bool);
+
+const MAX_KEPT_FILES: u64 = 1_000_000;
 
 static REMOTE_LISTINGS: std::sync::LazyLock<RemoteListings> = std::sync::LazyLock::new(|| {
     moka::future::Cache::builder()
-        .max_capacity(10_000)
+        .weigher(|_, (_, files): &(Instant, Arc<Vec<SourceFile>>)| {
+            u32::try_from(files.len().max(1)).unwrap_or(u32::MAX)
+        })
+        .max_capacity(MAX_KEPT_FILES)
         // No store keeps a listing longer than this whatever its setting.
         .time_to_live(Duration::from_secs(3600))
         .build()
@@ -96,7 +102,7 @@ async fn remote_files(resolved: &Resolved, source: &SourceSpec) -> Result<Vec<So
         return list().await;
     }
     let key = (
-        Arc::as_ptr(&resolved.store) as *const () as usize,
+        resolved.store_id,
         resolved.path.to_string(),
         source.format.extension(),
         source.hive_partitioned,
@@ -560,6 +566,13 @@ mod tests {
             paths(&list_files(&cached, &csv).await.unwrap()),
             ["t/a.csv"]
         );
+        // ... never for another store under the same name ...
+        let other = ObjectStores::local_only().with_remote_listed(
+            "s3://lake",
+            Arc::new(object_store::memory::InMemory::new()),
+            Duration::from_secs(3600),
+        );
+        assert!(list_files(&other, &csv).await.unwrap().files.is_empty());
         // ... a store without one lists afresh ...
         assert_eq!(
             paths(&list_files(&fresh, &csv).await.unwrap()),

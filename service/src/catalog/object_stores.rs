@@ -102,6 +102,9 @@ pub struct Resolved {
     pub local: Option<PathBuf>,
     /// How long a listing of this store may be reused (zero: never).
     pub listing_ttl: Duration,
+    /// Names this store instance among every store the process built, so
+    /// listings kept for one are never served for another.
+    pub store_id: u64,
 }
 
 /// The local file system plus every configured remote store.
@@ -116,6 +119,18 @@ pub struct ObjectStores {
 struct Remote {
     store: Arc<dyn ObjectStore>,
     listing_ttl: Duration,
+    id: u64,
+}
+
+impl Remote {
+    fn new(store: Arc<dyn ObjectStore>, listing_ttl: Duration) -> Self {
+        static NEXT: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(1);
+        Self {
+            store,
+            listing_ttl,
+            id: NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed),
+        }
+    }
 }
 
 impl Default for ObjectStores {
@@ -153,10 +168,7 @@ impl ObjectStores {
             let store = build_remote(&loc, sc, cfg)?;
             stores.remote.insert(
                 key,
-                Remote {
-                    store,
-                    listing_ttl: Duration::from_secs(sc.listing_cache_secs),
-                },
+                Remote::new(store, Duration::from_secs(sc.listing_cache_secs)),
             );
         }
         Ok(stores)
@@ -176,7 +188,7 @@ impl ObjectStores {
         listing_ttl: Duration,
     ) -> Self {
         self.remote
-            .insert(store_key.to_string(), Remote { store, listing_ttl });
+            .insert(store_key.to_string(), Remote::new(store, listing_ttl));
         self
     }
 
@@ -201,6 +213,7 @@ impl ObjectStores {
                 path,
                 local: Some(local),
                 listing_ttl: Duration::ZERO,
+                store_id: 0,
             });
         }
         let loc = parse_remote(location)?;
@@ -216,6 +229,7 @@ impl ObjectStores {
             path: loc.key,
             local: None,
             listing_ttl: remote.listing_ttl,
+            store_id: remote.id,
         })
     }
 }
