@@ -1,13 +1,15 @@
 #!/usr/bin/env python3
-"""End-to-end read benchmark: a generated parquet file into pandas, three ways,
+"""End-to-end read benchmark: a generated parquet file into pandas, several ways,
 measured side by side in one run:
 
   1. local      pyarrow.parquet.read_table(path).to_pandas()  (no Veil)
   2. reference  a minimal pyarrow.flight server serving the same table from
                 memory (separate process), read with do_get().read_all().to_pandas()
   3. veil       veil.connect(...).scan_as_pandas("bench.people")
-  4. governed   the same through Veil with a hash mask on two columns and a
-                row filter keeping ~90% of rows (informational for now)
+  4. governed   the same through Veil with a keyed hash mask on email and ssn,
+                a regex mask on name (its trailing digits become XXX), dob
+                rounded down to the year, and a row filter keeping ~90% of
+                rows (informational for now)
   5. k-anon     the same file as another dataset with k-anonymization over
                 (state, age), k = 5 (goal: at most 2x the unmasked scan)
   6. fpe        the same file as another dataset with format-preserving
@@ -16,12 +18,18 @@ measured side by side in one run:
 With --s3-server-bin (the tests' S3-compatible server, `veil-test-s3`), the
 same file is also uploaded to a bucket on 127.0.0.1 and read from there:
 
-  5. s3 local   pyarrow.parquet.read_table on pyarrow's S3FileSystem
-  6. s3 veil    scan_as_pandas of a Veil dataset at s3://bench/...
-  7. s3 veil governed
+  7. s3 local   pyarrow.parquet.read_table on pyarrow's S3FileSystem
+  8. s3 veil    scan_as_pandas of a Veil dataset at s3://bench/...
+  9. s3 veil governed (the same masks and row filter as 4)
 
-Prints medians, throughput ratios, and bytes sent by Veil (from its audit
-record of the read) against the Arrow size of the result.
+With --arrow-only every path stops at the Arrow table (no to_pandas):
+pq.read_table(path), do_get().read_all(), conn.scan_as_arrow(...).
+
+Prints medians, throughput ratios, the server process's peak RSS during
+each path's timed runs (Veil's, or the reference server's; Linux only:
+VmHWM after resetting it through /proc/PID/clear_refs, else VmRSS sampled
+every 10 ms), and bytes sent by Veil (from its audit record of the read)
+against the Arrow size of the result.
 
     python benches/e2e.py --veil-bin target/release/veil --rows 10000000
 
@@ -35,6 +43,7 @@ import subprocess
 import sys
 import tempfile
 import textwrap
+import threading
 import time
 from pathlib import Path
 
@@ -88,6 +97,7 @@ secret_file = "{state}/jwt.secret"
 [engine]
 max_endpoints = {endpoints}
 rows_per_endpoint = {per_endpoint}
+{engine_extra}
 
 [[datasets]]
 name = "bench.people"
@@ -159,6 +169,20 @@ name = "rows"
 dataset = "bench.people"
 row_filter = {{ column = "state", attribute = "state" }}
 except = {{ groups = ["exempt"] }}
+
+[[policies]]
+name = "regex-name"
+dataset = "bench.people"
+columns = ["name"]
+mask = {{ regex = {{ pattern = '\\d+$', replacement = "XXX" }} }}
+except = {{ groups = ["exempt"] }}
+
+[[policies]]
+name = "round-dob"
+dataset = "bench.people"
+columns = ["dob"]
+mask = {{ round = {{ unit = "year" }} }}
+except = {{ groups = ["exempt"] }}
 {s3_policies}
 """
 
@@ -191,6 +215,20 @@ name = "rows-s3"
 dataset = "bench.people_s3"
 row_filter = { column = "state", attribute = "state" }
 except = { groups = ["exempt"] }
+
+[[policies]]
+name = "regex-name-s3"
+dataset = "bench.people_s3"
+columns = ["name"]
+mask = { regex = { pattern = '\\d+$', replacement = "XXX" } }
+except = { groups = ["exempt"] }
+
+[[policies]]
+name = "round-dob-s3"
+dataset = "bench.people_s3"
+columns = ["dob"]
+mask = { round = { unit = "year" } }
+except = { groups = ["exempt"] }
 """
 
 FLIGHT_SERVER = textwrap.dedent(
@@ -217,6 +255,81 @@ def timed(fn, repeat):
     return statistics.median(times)
 
 
+def status_kib(pid, field):
+    """A `kB` field of /proc/PID/status (VmRSS, VmHWM), or None."""
+    with open(f"/proc/{pid}/status") as f:
+        for line in f:
+            if line.startswith(field + ":"):
+                return int(line.split()[1])
+    return None
+
+
+class PeakRss:
+    """Peak resident set size of another process between start() and stop().
+
+    Linux: resets the process's high-water mark by writing 5 to
+    /proc/PID/clear_refs and reads VmHWM afterwards ("clear_refs"); if that
+    write is refused, samples VmRSS every 10 ms in a thread and keeps the
+    largest ("sampled", which can miss a peak shorter than the interval).
+    Elsewhere (no /proc) it measures nothing.
+    """
+
+    def __init__(self, pid):
+        self.pid = pid
+        self.method = None
+        self._thread = None
+
+    def start(self):
+        self.method = None
+        if not os.path.exists(f"/proc/{self.pid}/status"):
+            return
+        try:
+            # A with block, so an error the kernel reports on the write
+            # (raised when the buffered file is flushed) is caught here.
+            with open(f"/proc/{self.pid}/clear_refs", "w") as f:
+                f.write("5")
+            self.method = "clear_refs"
+            return
+        except OSError:
+            pass
+        self.method = "sampled"
+        self._peak = status_kib(self.pid, "VmRSS") or 0
+        self._stop = threading.Event()
+
+        def sample():
+            while not self._stop.wait(0.01):
+                try:
+                    rss = status_kib(self.pid, "VmRSS")
+                except OSError:
+                    return
+                if rss:
+                    self._peak = max(self._peak, rss)
+
+        self._thread = threading.Thread(target=sample, daemon=True)
+        self._thread.start()
+
+    def stop(self):
+        """The peak in MiB, or None if nothing was measured."""
+        try:
+            if self.method == "clear_refs":
+                kib = status_kib(self.pid, "VmHWM")
+            elif self.method == "sampled":
+                self._stop.set()
+                self._thread.join()
+                kib = max(self._peak, status_kib(self.pid, "VmRSS") or 0)
+            else:
+                return None
+        except OSError:
+            return None
+        return None if kib is None else kib / 1024
+
+
+RSS_METHODS = {
+    "clear_refs": "VmHWM after resetting it through /proc/PID/clear_refs",
+    "sampled": "max of VmRSS sampled every 10 ms (clear_refs refused)",
+}
+
+
 def main():
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--rows", type=int, default=1_000_000)
@@ -225,6 +338,9 @@ def main():
     ap.add_argument("--workdir", default=None, help="keeps the generated file between runs")
     ap.add_argument("--endpoints", type=int, default=8)
     ap.add_argument("--s3-server-bin", default=None, help="veil-test-s3: also read the file from S3")
+    ap.add_argument("--rss-settle", type=float, default=11.0, help="seconds to wait before each Veil path, so its peak RSS is its own (Veil keeps freed pages 10 s)")
+    ap.add_argument("--engine", action="append", default=[], metavar="KEY=VALUE", help="another [engine] setting for Veil (repeatable), e.g. batch_size=8192")
+    ap.add_argument("--arrow-only", action="store_true", help="every path stops at the Arrow table (no to_pandas)")
     args = ap.parse_args()
 
     work = Path(args.workdir or tempfile.mkdtemp(prefix="veil-bench-"))
@@ -259,7 +375,8 @@ def main():
         roots += ', "s3://bench"'
     cfg.write_text(
         CONFIG.replace('roots = ["{data}"]', "roots = [{roots}]").format(
-            roots=roots, state=state, file=path, endpoints=args.endpoints, per_endpoint=per_endpoint, s3_section=s3_section, s3_policies=s3_policies
+            roots=roots, state=state, file=path, endpoints=args.endpoints, per_endpoint=per_endpoint, s3_section=s3_section, s3_policies=s3_policies,
+            engine_extra="\n".join(args.engine),
         )
     )
     addr_file = state / "address"
@@ -283,37 +400,63 @@ def main():
         plain = veil.connect(address, token("plain"))
         governed = veil.connect(address, token("bench"))
 
+        # --arrow-only: every path stops at the Arrow table.
+        if args.arrow_only:
+            pandas, scan_name, to_pandas = (lambda table: table), "scan_as_arrow", ""
+        else:
+            pandas, scan_name, to_pandas = (lambda table: table.to_pandas()), "scan_as_pandas", ".to_pandas()"
+        scan = lambda conn, dataset: getattr(conn, scan_name)(dataset)
+
         def local():
-            return pq.read_table(path).to_pandas()
+            return pandas(pq.read_table(path))
 
         def reference():
-            return ref.do_get(fl.Ticket(b"x")).read_all().to_pandas()
+            return pandas(ref.do_get(fl.Ticket(b"x")).read_all())
 
-        def through_veil():
-            return plain.scan_as_pandas("bench.people")
-
-        def through_veil_governed():
-            return governed.scan_as_pandas("bench.people")
-
+        # (name, read, the server process whose peak RSS is measured or None)
+        name_local = f"local pq.read_table(){to_pandas}"
+        name_ref = "pyarrow.flight reference (from memory)"
+        name_veil = f"veil {scan_name}"
+        name_governed = f"veil {scan_name}, governed"
+        name_kanon = "veil k-anonymity (state, age), k=5"
+        name_fpe = "veil format-preserving ssn (FF1)"
         paths = [
-            ("local pq.read_table().to_pandas()", local),
-            ("pyarrow.flight reference (from memory)", reference),
-            ("veil scan_as_pandas", through_veil),
-            ("veil scan_as_pandas, governed", through_veil_governed),
-            ("veil k-anonymity (state, age), k=5", lambda: plain.scan_as_pandas("bench.people_k")),
-            ("veil format-preserving ssn (FF1)", lambda: plain.scan_as_pandas("bench.people_fpe")),
+            (name_local, local, None),
+            (name_ref, reference, ref_proc.pid),
+            (name_veil, lambda: scan(plain, "bench.people"), veil_proc.pid),
+            (name_governed, lambda: scan(governed, "bench.people"), veil_proc.pid),
+            (name_kanon, lambda: scan(plain, "bench.people_k"), veil_proc.pid),
+            (name_fpe, lambda: scan(plain, "bench.people_fpe"), veil_proc.pid),
         ]
         if s3 is not None:
+            name_s3_local = f"s3: pq.read_table(S3FileSystem){to_pandas}"
+            name_s3_veil = f"s3: veil {scan_name}"
+            name_s3_governed = f"s3: veil {scan_name}, governed"
             paths += [
-                ("s3: pq.read_table(S3FileSystem).to_pandas()", lambda: pq.read_table(f"bench/{path.name}", filesystem=s3).to_pandas()),
-                ("s3: veil scan_as_pandas", lambda: plain.scan_as_pandas("bench.people_s3")),
-                ("s3: veil scan_as_pandas, governed", lambda: governed.scan_as_pandas("bench.people_s3")),
+                (name_s3_local, lambda: pandas(pq.read_table(f"bench/{path.name}", filesystem=s3)), None),
+                (name_s3_veil, lambda: scan(plain, "bench.people_s3"), veil_proc.pid),
+                (name_s3_governed, lambda: scan(governed, "bench.people_s3"), veil_proc.pid),
             ]
         # Warm the page cache and every path once.
         arrow_size = pq.read_table(path).nbytes
-        for _, f in paths:
+        for _, f, _ in paths:
             f()
-        results = {name: timed(f, args.repeat) for name, f in paths}
+        # The server's peak RSS over each path's timed runs. It starts from
+        # the RSS the path inherits: Veil's allocator keeps freed pages for
+        # 10 s (so each Veil path first waits --rss-settle seconds), and the
+        # reference server holds the whole table.
+        results, peaks, rss_methods = {}, {}, set()
+        for name, f, pid in paths:
+            rss = PeakRss(pid) if pid is not None else None
+            if rss is not None:
+                if pid == veil_proc.pid:
+                    time.sleep(args.rss_settle)
+                rss.start()
+            results[name] = timed(f, args.repeat)
+            if rss is not None:
+                peaks[name] = rss.stop()
+                if rss.method is not None:
+                    rss_methods.add(rss.method)
         table = plain.scan_as_arrow("bench.people")
         time.sleep(0.5)
         ends = [e for e in governed.audit_tail(2000) if e["action"] == "read.end" and e["subject"] == "plain"]
@@ -321,21 +464,27 @@ def main():
         sent = sum(e["bytes"] for e in ends if e["message"].endswith(last_query))
 
         print()
-        print(f"rows: {args.rows:,}   arrow size: {arrow_size / 1e6:,.0f} MB   file: {path.stat().st_size / 1e6:,.0f} MB   endpoints: {args.endpoints}")
-        print(f"{'path':44} {'median s':>9} {'rows/s':>13} {'vs local':>9} {'vs ref':>7}")
-        base_local = results["local pq.read_table().to_pandas()"]
-        base_ref = results["pyarrow.flight reference (from memory)"]
+        mode = "arrow only (no to_pandas)" if args.arrow_only else "into pandas"
+        print(f"rows: {args.rows:,}   arrow size: {arrow_size / 1e6:,.0f} MB   file: {path.stat().st_size / 1e6:,.0f} MB   endpoints: {args.endpoints}   mode: {mode}")
+        print(f"{'path':44} {'median s':>9} {'rows/s':>13} {'vs local':>9} {'vs ref':>7} {'server peak RSS MiB':>19}")
+        base_local = results[name_local]
+        base_ref = results[name_ref]
         for name, t in results.items():
-            print(f"{name:44} {t:9.3f} {args.rows / t:13,.0f} {base_local / t:9.2f} {base_ref / t:7.2f}")
-        base_veil = results["veil scan_as_pandas"]
-        for name in ("veil k-anonymity (state, age), k=5", "veil format-preserving ssn (FF1)"):
+            peak = peaks.get(name)
+            peak = f"{peak:19,.0f}" if peak is not None else " " * 19
+            print(f"{name:44} {t:9.3f} {args.rows / t:13,.0f} {base_local / t:9.2f} {base_ref / t:7.2f} {peak}".rstrip())
+        base_veil = results[name_veil]
+        for name in (name_kanon, name_fpe, name_governed):
             print(f"{name}: {results[name] / base_veil:.2f}x the time of the unmasked Veil scan")
         print(f"veil bytes on the wire / arrow size of the result: {sent / table.nbytes:.3f} ({sent / 1e6:,.0f} MB / {table.nbytes / 1e6:,.0f} MB)")
         if s3 is not None:
-            base_s3 = results["s3: pq.read_table(S3FileSystem).to_pandas()"]
-            for name in ("s3: veil scan_as_pandas", "s3: veil scan_as_pandas, governed"):
+            base_s3 = results[name_s3_local]
+            for name in (name_s3_veil, name_s3_governed):
                 print(f"{name}: {base_s3 / results[name]:.2f}x the throughput of pyarrow reading S3 directly")
+            print(f"{name_s3_governed}: {results[name_s3_governed] / results[name_s3_veil]:.2f}x the time of the unmasked Veil scan of S3")
         print("(ratios are throughput relative to the column's baseline: > 1 is faster)")
+        methods = ", ".join(RSS_METHODS[m] for m in sorted(rss_methods)) or "not measured (no /proc)"
+        print(f"(server peak RSS over each path's {args.repeat} timed runs: {methods})")
     finally:
         veil_proc.terminate()
         ref_proc.terminate()

@@ -56,10 +56,13 @@ def write_file(path: Path, columns: int):
 
 
 def mask_for(tag: int, column: int) -> str:
-    # Type-compatible masks: strings get any string mask, numbers hash/null/round.
+    # Type-compatible masks: strings get any string mask; integers hash,
+    # null or round to tens; floats hash, null or round to whole numbers.
     kind = column % 4
     if kind in (0, 3):
         return MASKS[tag % 4]
+    if kind == 1:
+        return [MASKS[0], MASKS[1], 'mask = { round = { digits = -1 } }'][tag % 3]
     return MASKS[[0, 1, 4][tag % 3]]
 
 

@@ -328,7 +328,35 @@ pub fn partition_keys(files: &[SourceFile]) -> Result<Vec<String>> {
 /// Row counts per row group of a parquet file, from its footer (two ranged
 /// reads, whatever the store). Decoding runs under `catch_unwind`: a hostile
 /// footer is an invalid file, never a crashed request.
+/// Row counts per row group, by (store URL, path, size, modified ms): a
+/// footer is read and decoded once per version of a file, not on every
+/// layout. Files without a modification time are read every time.
+type RowGroupKey = (String, String, u64, i64);
+static ROW_GROUPS: std::sync::LazyLock<moka::sync::Cache<RowGroupKey, Arc<Vec<u64>>>> =
+    std::sync::LazyLock::new(|| {
+        moka::sync::Cache::builder()
+            // Weighed by row groups: at most about a million counts kept.
+            .max_capacity(1_000_000)
+            .weigher(|_, v: &Arc<Vec<u64>>| 1 + v.len() as u32)
+            .time_to_idle(std::time::Duration::from_secs(3600))
+            .build()
+    });
+
 pub async fn parquet_row_groups(listing: &Listing, file: &SourceFile) -> Result<Vec<u64>> {
+    let key = file
+        .modified_ms
+        .map(|ms| (listing.url.as_str().to_string(), file.path.clone(), file.size, ms));
+    if let Some(counts) = key.as_ref().and_then(|k| ROW_GROUPS.get(k)) {
+        return Ok(counts.as_ref().clone());
+    }
+    let counts = read_row_groups(listing, file).await?;
+    if let Some(k) = key {
+        ROW_GROUPS.insert(k, Arc::new(counts.clone()));
+    }
+    Ok(counts)
+}
+
+async fn read_row_groups(listing: &Listing, file: &SourceFile) -> Result<Vec<u64>> {
     use datafusion::parquet::file::metadata::ParquetMetaDataReader;
     let invalid = || {
         VeilError::FailedPrecondition("a parquet file of the dataset is not valid parquet".into())

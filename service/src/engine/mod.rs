@@ -2,6 +2,7 @@
 //! policy operators in place, and executes it as a stream. It knows nothing
 //! of gRPC; the Flight layer converts requests and errors.
 
+pub mod plan_cache;
 #[cfg(test)]
 mod plan_snapshots;
 pub mod principal_catalog;
@@ -14,10 +15,10 @@ use datafusion::arrow::datatypes::{DataType, SchemaRef};
 use datafusion::common::TableReference;
 use datafusion::common::tree_node::TreeNode;
 use datafusion::dataframe::DataFrame;
-use datafusion::execution::SendableRecordBatchStream;
+use datafusion::execution::{SendableRecordBatchStream, TaskContext};
 use datafusion::execution::context::{SQLOptions, SessionState};
 use datafusion::execution::memory_pool::FairSpillPool;
-use datafusion::execution::runtime_env::RuntimeEnvBuilder;
+use datafusion::execution::runtime_env::{RuntimeEnv, RuntimeEnvBuilder};
 use datafusion::execution::session_state::SessionStateBuilder;
 use datafusion::logical_expr::{Expr, LogicalPlan, cast};
 use datafusion::physical_plan::ExecutionPlan;
@@ -41,10 +42,11 @@ use crate::model::identity::Principal;
 use crate::model::snapshot::Snapshot;
 use crate::model::source_kind::SourceKind;
 use crate::policy::barrier::VeilQueryPlanner;
-use crate::policy::effective::EffectivePolicy;
+use crate::policy::effective::{EffectivePolicy, RowRuleKind};
 use crate::policy::guard::PolicyGuard;
 use crate::secrets::MasterKey;
 use crate::sql::{bounded, limits, planner_pool};
+use plan_cache::{KeptPlan, PlanCache, PlanKey};
 use principal_catalog::{CATALOG, DatasetRead, PrincipalCatalogList, ViewCompiler};
 pub use scope::RequestScope;
 
@@ -86,7 +88,9 @@ pub struct PlannedQuery {
     pub version: u64,
     /// The clock time-window policies were measured from.
     pub planned_at: chrono::DateTime<chrono::Utc>,
-    session: SessionState,
+    /// What the plan executes in: the node's runtime with the query's own
+    /// memory limit.
+    task: Arc<TaskContext>,
 }
 
 impl PlannedQuery {
@@ -102,10 +106,7 @@ impl PlannedQuery {
 
     /// Execute every partition into one stream, batch by batch.
     pub fn execute(&self) -> Result<SendableRecordBatchStream> {
-        datafusion::physical_plan::execute_stream(
-            Arc::clone(&self.physical),
-            self.session.task_ctx(),
-        )
+        datafusion::physical_plan::execute_stream(Arc::clone(&self.physical), Arc::clone(&self.task))
         .map_err(from_datafusion)
     }
 }
@@ -127,6 +128,7 @@ pub struct Engine {
     stores: Arc<ObjectStores>,
     planner: planner_pool::PlannerPool,
     policies: principal_catalog::PolicyCache,
+    plans: PlanCache,
 }
 
 impl Engine {
@@ -182,6 +184,7 @@ impl Engine {
             stores,
             planner,
             policies: principal_catalog::policy_cache(),
+            plans: PlanCache::default(),
         })
     }
 
@@ -263,24 +266,46 @@ impl Engine {
     /// The request's session: its catalog, and its own memory limit inside
     /// the node's ([`query_memory`]).
     fn session(&self, compiler: &Arc<ViewCompiler>) -> Result<SessionContext> {
-        let mut state = SessionStateBuilder::new_from_existing(self.base.clone())
-            .with_catalog_list(Arc::new(PrincipalCatalogList::new(Arc::clone(compiler))));
-        if self.cfg.memory_limit_mb > 0 {
-            let node = self.base.runtime_env();
-            let limit = match self.cfg.query_memory_limit_mb {
-                0 => self.cfg.memory_limit_mb,
-                n => n.min(self.cfg.memory_limit_mb),
-            };
-            let runtime = RuntimeEnvBuilder::from_runtime_env(node)
-                .with_memory_pool(Arc::new(query_memory::QueryPool::new(
-                    limit * 1024 * 1024,
-                    Arc::clone(&node.memory_pool),
-                )))
-                .build_arc()
-                .map_err(|e| VeilError::internal("a query's runtime", e))?;
-            state = state.with_runtime_env(runtime);
-        }
+        let state = SessionStateBuilder::new_from_existing(self.base.clone())
+            .with_catalog_list(Arc::new(PrincipalCatalogList::new(Arc::clone(compiler))))
+            .with_runtime_env(self.query_runtime()?);
         Ok(SessionContext::new_with_state(state.build()))
+    }
+
+    /// The node's runtime with a query's own memory limit inside the
+    /// node's ([`query_memory`]).
+    fn query_runtime(&self) -> Result<Arc<RuntimeEnv>> {
+        let node = self.base.runtime_env();
+        if self.cfg.memory_limit_mb == 0 {
+            return Ok(Arc::clone(node));
+        }
+        let limit = match self.cfg.query_memory_limit_mb {
+            0 => self.cfg.memory_limit_mb,
+            n => n.min(self.cfg.memory_limit_mb),
+        };
+        RuntimeEnvBuilder::from_runtime_env(node)
+            .with_memory_pool(Arc::new(query_memory::QueryPool::new(
+                limit * 1024 * 1024,
+                Arc::clone(&node.memory_pool),
+            )))
+            .build_arc()
+            .map_err(|e| VeilError::internal("a query's runtime", e))
+    }
+
+    /// What a kept plan executes in: no session to build, since a physical
+    /// plan carries its functions; only the configuration and the query's
+    /// runtime.
+    fn task_context(&self) -> Result<Arc<TaskContext>> {
+        Ok(Arc::new(TaskContext::new(
+            None,
+            String::new(),
+            self.base.config().clone(),
+            HashMap::new(),
+            HashMap::new(),
+            HashMap::new(),
+            HashMap::new(),
+            self.query_runtime()?,
+        )))
     }
 
     /// Datasets the principal may read (or, with `requestable`, those open
@@ -366,6 +391,19 @@ impl Engine {
         part: Option<ScanPart>,
         at: Option<chrono::DateTime<chrono::Utc>>,
     ) -> Result<PlannedQuery> {
+        // A kept plan is served without the planner pool (no thread, no
+        // deep stack to set up), still within the planning time limit.
+        if let Read::Command(Command::Scan(scan)) = &read {
+            let kept = tokio::time::timeout(
+                self.planner.timeout(),
+                self.kept_scan(scope, scan, part.as_ref(), at),
+            );
+            match kept.await {
+                Ok(Some(planned)) => return Ok(planned),
+                Ok(None) => {}
+                Err(_) => return Err(self.planner.timed_out()),
+            }
+        }
         let identity = &scope.principal().identity;
         let user = format!("{}\u{0}{}", identity.issuer, identity.subject);
         let (engine, scope) = (Arc::clone(self), Arc::clone(scope));
@@ -383,11 +421,20 @@ impl Engine {
         part: Option<ScanPart>,
         at: Option<chrono::DateTime<chrono::Utc>>,
     ) -> Result<PlannedQuery> {
+        let now = at.unwrap_or_else(chrono::Utc::now);
+        let key = match read {
+            Read::Command(Command::Scan(scan)) => {
+                let compiler = self.compiler(scope, HashMap::new(), Some(now));
+                self.scan_key(scope, &compiler, scan, part.as_ref(), at)
+                    .await
+            }
+            _ => None,
+        };
         let mut parts = HashMap::new();
         if let (Read::Command(Command::Scan(scan)), Some(part)) = (read, part) {
             parts.insert(scan.dataset.to_ascii_lowercase(), part);
         }
-        let compiler = self.compiler(scope, parts, at);
+        let compiler = self.compiler(scope, parts, Some(now));
         let ctx = self.session(&compiler)?;
         let frame = match read {
             Read::Command(Command::Scan(scan)) => self.scan_frame(&ctx, &compiler, scan).await?,
@@ -396,7 +443,7 @@ impl Engine {
         };
         let frame = plain_types(frame)?;
         let schema: SchemaRef = Arc::new(frame.schema().as_arrow().clone());
-        let state = ctx.state();
+        let task = ctx.task_ctx();
         // DataFrame::create_physical_plan in two steps, keeping the
         // optimised logical plan.
         let (frame_state, plan) = frame.into_parts();
@@ -406,6 +453,28 @@ impl Engine {
             .create_physical_plan(&logical, &frame_state)
             .await
             .map_err(from_datafusion)?;
+        if let Some(key) = key
+            && !plan_cache::reads_a_clock(&plan)
+        {
+            let kept = KeptPlan::new(
+                logical.clone(),
+                &physical,
+                Arc::clone(&schema),
+                compiler.reads(),
+            );
+            // The caller executes its own copy; the kept one never runs.
+            let physical = kept.instance()?;
+            self.plans.insert(key, kept);
+            return Ok(PlannedQuery {
+                logical,
+                physical,
+                schema,
+                reads: compiler.reads(),
+                version: scope.version(),
+                planned_at: compiler.now(),
+                task,
+            });
+        }
         Ok(PlannedQuery {
             logical,
             physical,
@@ -413,8 +482,69 @@ impl Engine {
             reads: compiler.reads(),
             version: scope.version(),
             planned_at: compiler.now(),
-            session: state,
+            task,
         })
+    }
+
+    /// A scan's kept plan, if there is one for this request ([`plan_cache`]).
+    async fn kept_scan(
+        &self,
+        scope: &Arc<RequestScope>,
+        scan: &ScanCommand,
+        part: Option<&ScanPart>,
+        at: Option<chrono::DateTime<chrono::Utc>>,
+    ) -> Option<PlannedQuery> {
+        let now = at.unwrap_or_else(chrono::Utc::now);
+        let compiler = self.compiler(scope, HashMap::new(), Some(now));
+        let key = self.scan_key(scope, &compiler, scan, part, at).await?;
+        let kept = self.plans.get(&key)?;
+        Some(PlannedQuery {
+            logical: kept.logical.clone(),
+            physical: kept.instance().ok()?,
+            schema: Arc::clone(&kept.schema),
+            reads: kept.reads.clone(),
+            version: scope.version(),
+            planned_at: now,
+            task: self.task_context().ok()?,
+        })
+    }
+
+    /// The key a scan's plan is kept under ([`plan_cache`]), or `None` when
+    /// it can't be kept or the scan fails (it then plans, and fails, as
+    /// usual). Lists the dataset's files: the plan and the layout reuse the
+    /// listing through the scope.
+    async fn scan_key(
+        &self,
+        scope: &RequestScope,
+        compiler: &ViewCompiler,
+        scan: &ScanCommand,
+        part: Option<&ScanPart>,
+        at: Option<chrono::DateTime<chrono::Utc>>,
+    ) -> Option<PlanKey> {
+        let d = scope.readable(&scan.dataset)?;
+        if !matches!(SourceKind::of(d), SourceKind::Files(_)) {
+            return None;
+        }
+        let policy = compiler.effective_shared(d).ok()?;
+        let windowed = policy
+            .row_rules
+            .iter()
+            .any(|r| matches!(r.kind, RowRuleKind::Window { .. }));
+        // A window bound to a clock of this request alone is never reused.
+        let clock_ms = match windowed {
+            true => Some(at?.timestamp_millis()),
+            false => None,
+        };
+        let listing = scope.listing(&self.stores, d).await.ok()?;
+        PlanKey::scan(
+            scope.principal().fingerprint,
+            scope.version(),
+            &d.id,
+            scan,
+            part,
+            &listing,
+            clock_ms,
+        )
     }
 
     async fn scan_frame(
@@ -837,5 +967,138 @@ mod tests {
                 .collect();
             assert_eq!(planned, listed, "{user}");
         }
+    }
+
+    async fn scan_rows(
+        engine: &Arc<Engine>,
+        who: &Arc<Principal>,
+        scan: &ScanCommand,
+        at: Option<chrono::DateTime<chrono::Utc>>,
+    ) -> Vec<datafusion::arrow::record_batch::RecordBatch> {
+        let scope = engine.scope(who).await.unwrap();
+        let q = engine
+            .plan(&scope, &Command::Scan(scan.clone()), None, at)
+            .await
+            .unwrap();
+        datafusion::physical_plan::common::collect(q.execute().unwrap())
+            .await
+            .unwrap()
+    }
+
+    /// The rows as table lines, sorted: partitions may interleave.
+    fn pretty(batches: &[datafusion::arrow::record_batch::RecordBatch]) -> String {
+        let text = datafusion::arrow::util::pretty::pretty_format_batches(batches)
+            .unwrap()
+            .to_string();
+        let mut lines: Vec<&str> = text.lines().collect();
+        lines.sort_unstable();
+        lines.join("\n")
+    }
+
+    /// A kept plan serves a repeated scan (and concurrent copies of it run
+    /// apart), and never outlives what it was made from: another principal,
+    /// a policy change, a rewritten file, a clock in the filter, a time
+    /// window's clock.
+    #[tokio::test]
+    async fn kept_plans_serve_repeats_and_never_outlive_what_made_them() {
+        let dir = tempfile::tempdir().unwrap();
+        let (engine, snap) = demo_engine(dir.path()).await;
+        let engine = Arc::new(engine);
+        let (alice, bob) = (principal(&snap, "alice"), principal(&snap, "bob"));
+        let scan = ScanCommand {
+            dataset: "clinical.trials".into(),
+            columns: vec!["participant_id".into(), "ssn".into(), "state".into()],
+            filter: "age > 30".into(),
+            limit: None,
+        };
+        let first = pretty(&scan_rows(&engine, &alice, &scan, None).await);
+        assert_eq!(engine.plans.len(), 1, "the scan's plan is kept");
+        // Two copies of the kept plan run at once and agree with the first.
+        let (a, b) = tokio::join!(
+            scan_rows(&engine, &alice, &scan, None),
+            scan_rows(&engine, &alice, &scan, None)
+        );
+        assert_eq!(pretty(&a), first);
+        assert_eq!(pretty(&b), first);
+        assert_eq!(engine.plans.len(), 1, "served from the kept plan");
+        assert!(!first.contains("| NY"), "alice reads CA rows only");
+
+        // Another principal: its own plan, its own policies.
+        let unmasked = pretty(&scan_rows(&engine, &bob, &scan, None).await);
+        assert_ne!(unmasked, first);
+        assert!(unmasked.contains("| NY"), "bob reads every state");
+        assert_eq!(engine.plans.len(), 2);
+
+        // A policy change is effective on the next request.
+        let spec: crate::model::policy::PolicySpec = toml::from_str(
+            "name = \"null-state\"\ndataset = \"clinical.trials\"\ncolumns = [\"state\"]\nmask = \"null\"",
+        )
+        .unwrap();
+        engine
+            .state()
+            .store()
+            .put_policy(&spec, crate::store::PolicyPut::Create)
+            .await
+            .unwrap();
+        let after = pretty(&scan_rows(&engine, &alice, &scan, None).await);
+        assert!(!after.contains("| CA"), "state is nulled now:\n{after}");
+
+        // A rewritten file is read as it is now.
+        let path = dir.path().join("data/clinical/trials.parquet");
+        crate::demo::write_trials(&path, 7).unwrap();
+        let all = ScanCommand {
+            dataset: "clinical.trials".into(),
+            ..Default::default()
+        };
+        let rows: usize = scan_rows(&engine, &bob, &all, None)
+            .await
+            .iter()
+            .map(|b| b.num_rows())
+            .sum();
+        assert_eq!(rows, 7);
+        crate::demo::write_trials(&path, 11).unwrap();
+        let rows: usize = scan_rows(&engine, &bob, &all, None)
+            .await
+            .iter()
+            .map(|b| b.num_rows())
+            .sum();
+        assert_eq!(rows, 11, "the new file, not the kept plan's");
+
+        // A filter reading a clock is planned afresh every time.
+        let kept = engine.plans.len();
+        let clocked = ScanCommand {
+            filter: "date_of_birth < current_date()".into(),
+            ..all.clone()
+        };
+        scan_rows(&engine, &bob, &clocked, None).await;
+        assert_eq!(engine.plans.len(), kept, "a clock-reading plan is not kept");
+    }
+
+    /// A time window binds the request's clock: a plan made at one clock is
+    /// kept for that clock only, and a request with no clock of its own (a
+    /// `GetFlightInfo`) never reuses one.
+    #[tokio::test]
+    async fn a_time_window_plan_is_kept_per_clock_only() {
+        let dir = tempfile::tempdir().unwrap();
+        let (engine, snap) = demo_engine_with(
+            dir.path(),
+            "\n[[policies]]\nname = \"recent-born\"\ndataset = \"clinical.trials\"\nrow_filter = { within = \"36500 days\", column = \"date_of_birth\" }\n",
+        )
+        .await;
+        let engine = Arc::new(engine);
+        let bob = principal(&snap, "bob");
+        let scan = ScanCommand {
+            dataset: "clinical.trials".into(),
+            ..Default::default()
+        };
+        scan_rows(&engine, &bob, &scan, None).await;
+        scan_rows(&engine, &bob, &scan, None).await;
+        assert_eq!(engine.plans.len(), 0, "no request clock, nothing kept");
+        let at = chrono::Utc::now();
+        scan_rows(&engine, &bob, &scan, Some(at)).await;
+        scan_rows(&engine, &bob, &scan, Some(at)).await;
+        assert_eq!(engine.plans.len(), 1, "kept for its clock");
+        scan_rows(&engine, &bob, &scan, Some(at + chrono::Duration::seconds(1))).await;
+        assert_eq!(engine.plans.len(), 2, "another clock, another plan");
     }
 }

@@ -29,7 +29,7 @@ pub const CATALOG: &str = "veil";
 #[derive(Debug, Clone)]
 pub struct DatasetRead {
     pub dataset: String,
-    pub policy: EffectivePolicy,
+    pub policy: Arc<EffectivePolicy>,
 }
 
 /// Compiled effective policies, keyed by the principal's identity
@@ -126,21 +126,26 @@ impl ViewCompiler {
     /// version (failures are not cached: they are recomputed, and fail
     /// again, on every request).
     pub fn effective(&self, d: &DatasetRecord) -> Result<EffectivePolicy> {
+        self.effective_shared(d).map(|p| EffectivePolicy::clone(&p))
+    }
+
+    /// [`Self::effective`], shared rather than copied.
+    pub fn effective_shared(&self, d: &DatasetRecord) -> Result<Arc<EffectivePolicy>> {
         let key = (
             self.scope.principal().fingerprint,
             d.id.clone(),
             self.scope.version(),
         );
         if let Some(p) = self.cache.get(&key) {
-            return Ok(EffectivePolicy::clone(&p));
+            return Ok(p);
         }
-        let p = data_policy(
+        let p = Arc::new(data_policy(
             self.scope.principal(),
             d,
             &self.scope.snapshot().policies,
             &self.default_issuer,
-        )?;
-        self.cache.insert(key, Arc::new(p.clone()));
+        )?);
+        self.cache.insert(key, Arc::clone(&p));
         Ok(p)
     }
 
@@ -149,7 +154,7 @@ impl ViewCompiler {
     }
 
     async fn compile(&self, d: &DatasetRecord) -> Result<Arc<dyn TableProvider>> {
-        let policy = self.effective(d)?;
+        let policy = self.effective_shared(d)?;
         let part = self.parts.get(&d.name.to_ascii_lowercase()).cloned();
         let (served, whole): (Arc<dyn TableProvider>, Option<Arc<dyn TableProvider>>) =
             match SourceKind::of(d) {

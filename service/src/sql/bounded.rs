@@ -56,7 +56,7 @@ pub const MAX_FUNCTION_OUTPUT_BYTES: usize = 64 * 1024 * 1024;
 
 /// Veil's own words travel as a `VeilError` inside DataFusion's error, so
 /// the error module answers with them (`error::query::from_datafusion`).
-fn too_large(what: &str, bytes: usize) -> DataFusionError {
+pub(crate) fn too_large(what: &str, bytes: usize) -> DataFusionError {
     DataFusionError::External(Box::new(VeilError::ResourceExhausted(format!(
         "{what} would produce about {} MiB in one batch, above Veil's limit of {} MiB; ask for shorter values or fewer rows",
         bytes / (1024 * 1024),

@@ -104,7 +104,12 @@ impl PlannerPool {
         )
     }
 
-    fn timed_out(&self) -> VeilError {
+    /// How long planning may take.
+    pub fn timeout(&self) -> Duration {
+        self.timeout
+    }
+
+    pub fn timed_out(&self) -> VeilError {
         VeilError::ResourceExhausted(format!(
             "the query could not be planned within {} s (engine.plan_timeout_secs); simplify it (large constant expressions are folded while planning), or wait for your other queries to finish",
             self.timeout.as_secs()

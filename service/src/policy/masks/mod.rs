@@ -3,7 +3,8 @@
 //! ([`mask_output_type`]); keyed masks run with one dataset's keys
 //! ([`MaskKeys`]) or are only described, to type a view's output
 //! ([`MaskFunctions`]). Null and constant masks are typed literals, regex
-//! masks DataFusion's `regexp_replace`.
+//! masks [`regex_replace::MaskRegex`] (DataFusion's `regexp_replace`, the
+//! pattern compiled once per plan).
 //!
 //! One module per mechanism: `hash` (the keyed hash and its byte
 //! encoding), `reversible` (AES-SIV tokens, and the column cipher of both
@@ -17,6 +18,7 @@ pub mod ff1;
 pub mod format_preserving;
 pub mod hash;
 pub mod kanon;
+pub mod regex_replace;
 pub mod reversible;
 pub mod rounding;
 pub mod sampling;
@@ -262,12 +264,13 @@ pub fn mask_expr(
         )),
         MaskSpec::Constant(v) => Ok(Expr::Literal(constant_value(v, dt)?, None)),
         MaskSpec::Regex(r) => Ok(datafusion::logical_expr::cast(
-            datafusion::functions::expr_fn::regexp_replace(
-                column,
-                datafusion::logical_expr::lit(r.pattern.clone()),
-                datafusion::logical_expr::lit(r.replacement.clone()),
-                Some(datafusion::logical_expr::lit("g")),
-            ),
+            Expr::ScalarFunction(ScalarFunction::new_udf(
+                Arc::new(ScalarUDF::new_from_impl(regex_replace::MaskRegex::new(
+                    &r.pattern,
+                    &r.replacement,
+                )?)),
+                vec![column],
+            )),
             dt.clone(),
         )),
         MaskSpec::Round(r) => rounding::round_expr(r, column, dt),
