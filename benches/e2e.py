@@ -255,6 +255,32 @@ def timed(fn, repeat):
     return statistics.median(times)
 
 
+def cpu_seconds(pid):
+    """User + system CPU time of a process so far (Linux /proc), or None."""
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            fields = f.read().rsplit(")", 1)[1].split()
+        return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+    except OSError:
+        return None
+
+
+def wait_idle(pid, limit=300.0):
+    """Wait until a process uses under 5% of a core over a second (at most
+    `limit` seconds); returns the seconds waited."""
+    start = time.perf_counter()
+    last = cpu_seconds(pid)
+    if last is None:
+        return 0.0
+    while time.perf_counter() - start < limit:
+        time.sleep(1.0)
+        now = cpu_seconds(pid)
+        if now - last < 0.05:
+            break
+        last = now
+    return time.perf_counter() - start
+
+
 def status_kib(pid, field):
     """A `kB` field of /proc/PID/status (VmRSS, VmHWM), or None."""
     with open(f"/proc/{pid}/status") as f:
@@ -437,10 +463,14 @@ def main():
                 (name_s3_veil, lambda: scan(plain, "bench.people_s3"), veil_proc.pid),
                 (name_s3_governed, lambda: scan(governed, "bench.people_s3"), veil_proc.pid),
             ]
-        # Warm the page cache and every path once.
+        # Warm the page cache and every path once, then let Veil finish its
+        # background work (kept masked copies, see the README's "Kept
+        # masks") so it doesn't run during another path's timed runs.
         arrow_size = pq.read_table(path).nbytes
         for _, f, _ in paths:
             f()
+        waited = wait_idle(veil_proc.pid)
+        print(f"veil finished background work {waited:.1f} s after the warm-up", flush=True)
         # The server's peak RSS over each path's timed runs. It starts from
         # the RSS the path inherits: Veil's allocator keeps freed pages for
         # 10 s (so each Veil path first waits --rss-settle seconds), and the

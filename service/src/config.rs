@@ -440,6 +440,11 @@ pub struct EngineConfig {
     /// Most queries planning at once on this node, all users together.
     #[serde(default = "default_max_planning")]
     pub max_planning: usize,
+    /// Disk for kept masked copies (`<data_dir>/kept-masks`), in MiB: costly
+    /// masks (hash, reversible, format-preserving, regex, rounding) are
+    /// computed once per file and read back. 0 computes them on every read.
+    #[serde(default = "default_kept_masks_max_mb")]
+    pub kept_masks_max_mb: u64,
 }
 
 impl Default for EngineConfig {
@@ -459,6 +464,7 @@ impl Default for EngineConfig {
             plan_timeout_secs: default_plan_timeout(),
             plans_per_user: default_plans_per_user(),
             max_planning: default_max_planning(),
+            kept_masks_max_mb: default_kept_masks_max_mb(),
         }
     }
 }
@@ -505,6 +511,9 @@ fn default_plan_timeout() -> u64 {
 }
 fn default_plans_per_user() -> usize {
     2
+}
+fn default_kept_masks_max_mb() -> u64 {
+    4096
 }
 fn default_max_planning() -> usize {
     16

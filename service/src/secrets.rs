@@ -40,6 +40,9 @@ pub enum KeyPurpose<'a> {
     /// A public check value stored with shared state, so nodes with
     /// different master keys refuse to share one store.
     KeyCheck,
+    /// Names of kept masked copies (`engine::kept_masks`): a copy's name
+    /// says nothing of the file, the policy or the keys it was made with.
+    KeptMasks,
 }
 
 impl KeyPurpose<'_> {
@@ -67,6 +70,7 @@ impl KeyPurpose<'_> {
             KeyPurpose::Fingerprint => b"veil/v1/fingerprint".to_vec(),
             KeyPurpose::AuditChain => b"veil/v1/audit/chain".to_vec(),
             KeyPurpose::KeyCheck => b"veil/v1/key-check".to_vec(),
+            KeyPurpose::KeptMasks => b"veil/v1/kept-masks".to_vec(),
         }
     }
 }

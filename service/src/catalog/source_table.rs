@@ -27,6 +27,8 @@ use std::sync::Arc;
 use veil_proto::ScanPart;
 
 use super::files::{Listing, SourceFile, list_files};
+use datafusion::execution::object_store::ObjectStoreUrl;
+use object_store::path::Path as ObjectPath;
 use super::object_stores::ObjectStores;
 use crate::error::{Result, VeilError};
 use crate::model::dataset::{DatasetRecord, FileFormatKind};
@@ -40,6 +42,19 @@ pub struct SourceTable {
     table_schema: SchemaRef,
     listing: Listing,
     part: Option<ScanPart>,
+    copies: Option<CopiedFiles>,
+}
+
+/// Kept copies standing in for a dataset's files (`engine::kept_masks`):
+/// parquet files on the local disk with each file's rows, in the same order
+/// and row groups, and stored masked columns after the file's own.
+#[derive(Debug, Clone)]
+pub struct CopiedFiles {
+    /// The stored columns each copy adds after the file's own.
+    pub fields: Vec<FieldRef>,
+    /// A source file's path (as tickets name it) → its copy's local path
+    /// and size.
+    pub copies: HashMap<String, (ObjectPath, u64)>,
 }
 
 impl SourceTable {
@@ -92,21 +107,43 @@ impl SourceTable {
             table_schema,
             listing,
             part,
+            copies: None,
         })
     }
 
+    /// The columns the files hold (partition columns come from folders).
+    pub fn file_schema(&self) -> &SchemaRef {
+        &self.file_schema
+    }
+
+    /// Read `copies` instead of the files: the same rows, with the copies'
+    /// stored columns added to the schema (after the files' own columns).
+    /// Every file this table reads must have a copy.
+    pub fn with_copies(mut self, copies: CopiedFiles) -> Self {
+        let mut all: Vec<FieldRef> = self.file_schema.fields().iter().cloned().collect();
+        all.extend(copies.fields.iter().cloned());
+        all.extend(self.partition_fields.iter().cloned());
+        self.table_schema = Arc::new(Schema::new(all));
+        self.copies = Some(copies);
+        self
+    }
+
+    /// How the scanned files are read: copies are always parquet.
     fn file_format(&self) -> Arc<dyn FileFormat> {
         match self.format {
-            FileFormatKind::Parquet => {
-                let mut opts = datafusion::config::TableParquetOptions::default();
-                // Plain Utf8 all the way: view types would double the bytes
-                // sent to clients (notes/performance.md).
-                opts.global.schema_force_view_types = false;
-                Arc::new(ParquetFormat::default().with_options(opts))
-            }
+            _ if self.copies.is_some() => Self::parquet(),
+            FileFormatKind::Parquet => Self::parquet(),
             FileFormatKind::Csv => Arc::new(CsvFormat::default().with_has_header(true)),
             FileFormatKind::Json => Arc::new(JsonFormat::default()),
         }
+    }
+
+    fn parquet() -> Arc<dyn FileFormat> {
+        let mut opts = datafusion::config::TableParquetOptions::default();
+        // Plain Utf8 all the way: view types would double the bytes
+        // sent to clients (notes/performance.md).
+        opts.global.schema_force_view_types = false;
+        Arc::new(ParquetFormat::default().with_options(opts))
     }
 
     /// The partitioned files this scan reads, restricted to the part.
@@ -135,7 +172,13 @@ impl SourceTable {
                         )))
                     })
                     .collect::<Result<Vec<_>>>()?;
-            Ok(PartitionedFile::new(f.object.to_string(), f.size).with_partition_values(values))
+            let (object, size) = match &self.copies {
+                None => (&f.object, f.size),
+                Some(c) => c.copies.get(&f.path).map(|(o, s)| (o, *s)).ok_or_else(|| {
+                    VeilError::internal("kept copies", "a file has no copy".to_string())
+                })?,
+            };
+            Ok(PartitionedFile::new(object.to_string(), size).with_partition_values(values))
         };
         let Some(part) = &self.part else {
             return self.listing.files.iter().map(to_pf).collect();
@@ -320,12 +363,20 @@ impl TableProvider for SourceTable {
             groups[i % n].push(f);
         }
         let format = self.file_format();
+        let (url, file_schema) = match &self.copies {
+            None => (self.listing.url.clone(), Arc::clone(&self.file_schema)),
+            Some(c) => {
+                let mut fields: Vec<FieldRef> = self.file_schema.fields().iter().cloned().collect();
+                fields.extend(c.fields.iter().cloned());
+                (ObjectStoreUrl::local_filesystem(), Arc::new(Schema::new(fields)))
+            }
+        };
         let source = format.file_source(
-            TableSchema::builder(Arc::clone(&self.file_schema))
+            TableSchema::builder(file_schema)
                 .with_table_partition_cols(self.partition_fields.clone())
                 .build(),
         );
-        let config = FileScanConfigBuilder::new(self.listing.url.clone(), source)
+        let config = FileScanConfigBuilder::new(url, source)
             .with_file_groups(groups.into_iter().map(FileGroup::new).collect())
             .with_projection_indices(projection.cloned())?
             .with_limit(limit)

@@ -2,6 +2,7 @@
 //! policy operators in place, and executes it as a stream. It knows nothing
 //! of gRPC; the Flight layer converts requests and errors.
 
+pub mod kept_masks;
 pub mod plan_cache;
 #[cfg(test)]
 mod plan_snapshots;
@@ -22,6 +23,7 @@ use datafusion::execution::runtime_env::{RuntimeEnv, RuntimeEnvBuilder};
 use datafusion::execution::session_state::SessionStateBuilder;
 use datafusion::logical_expr::{Expr, LogicalPlan, cast};
 use datafusion::physical_plan::ExecutionPlan;
+use datafusion::physical_plan::stream::RecordBatchStreamAdapter;
 use datafusion::prelude::{SessionConfig, SessionContext, col};
 use datafusion::sql::parser::{DFParser, Statement as DFStatement};
 use datafusion::sql::sqlparser::ast::Statement as SqlStatement;
@@ -46,6 +48,7 @@ use crate::policy::effective::{EffectivePolicy, RowRuleKind};
 use crate::policy::guard::PolicyGuard;
 use crate::secrets::MasterKey;
 use crate::sql::{bounded, limits, planner_pool};
+use kept_masks::{KeptCopy, KeptMasks};
 use plan_cache::{KeptPlan, PlanCache, PlanKey};
 use principal_catalog::{CATALOG, DatasetRead, PrincipalCatalogList, ViewCompiler};
 pub use scope::RequestScope;
@@ -91,6 +94,8 @@ pub struct PlannedQuery {
     /// What the plan executes in: the node's runtime with the query's own
     /// memory limit.
     task: Arc<TaskContext>,
+    /// The kept copies the plan reads, held until its stream ends.
+    leases: Vec<Arc<KeptCopy>>,
 }
 
 impl PlannedQuery {
@@ -106,8 +111,24 @@ impl PlannedQuery {
 
     /// Execute every partition into one stream, batch by batch.
     pub fn execute(&self) -> Result<SendableRecordBatchStream> {
-        datafusion::physical_plan::execute_stream(Arc::clone(&self.physical), Arc::clone(&self.task))
-        .map_err(from_datafusion)
+        let stream = datafusion::physical_plan::execute_stream(
+            Arc::clone(&self.physical),
+            Arc::clone(&self.task),
+        )
+        .map_err(from_datafusion)?;
+        if self.leases.is_empty() {
+            return Ok(stream);
+        }
+        // The copies stay on disk until the stream is dropped.
+        let leases = self.leases.clone();
+        let schema = stream.schema();
+        Ok(Box::pin(RecordBatchStreamAdapter::new(
+            schema,
+            futures::StreamExt::map(stream, move |b| {
+                let _held = &leases;
+                b
+            }),
+        )))
     }
 }
 
@@ -129,6 +150,8 @@ pub struct Engine {
     planner: planner_pool::PlannerPool,
     policies: principal_catalog::PolicyCache,
     plans: PlanCache,
+    /// Masked values computed once per file (`None`: every read computes them).
+    kept: Option<Arc<KeptMasks>>,
 }
 
 impl Engine {
@@ -185,7 +208,24 @@ impl Engine {
             planner,
             policies: principal_catalog::policy_cache(),
             plans: PlanCache::default(),
+            kept: None,
         })
+    }
+
+    /// Keep costly masked values once computed, in `dir` (emptied now), at
+    /// most `max_bytes` of them ([`kept_masks`]). Starts their builder on
+    /// the current tokio runtime.
+    pub fn with_kept_masks(mut self, dir: &std::path::Path, max_bytes: u64) -> Result<Self> {
+        if max_bytes > 0 {
+            self.kept = Some(KeptMasks::open(
+                dir,
+                max_bytes,
+                &self.master,
+                Arc::clone(self.base.runtime_env()),
+                self.cfg.batch_size,
+            )?);
+        }
+        Ok(self)
     }
 
     pub fn state(&self) -> &Arc<StateCache> {
@@ -248,7 +288,8 @@ impl Engine {
                 at.unwrap_or_else(chrono::Utc::now),
             )
             .with_kanon_max_groups(self.cfg.kanon_max_groups)
-            .with_audit_store(Arc::clone(self.state.store())),
+            .with_audit_store(Arc::clone(self.state.store()))
+            .with_kept_masks(self.kept.clone()),
         )
     }
 
@@ -453,6 +494,7 @@ impl Engine {
             .create_physical_plan(&logical, &frame_state)
             .await
             .map_err(from_datafusion)?;
+        let leases = compiler.leases();
         if let Some(key) = key
             && !plan_cache::reads_a_clock(&plan)
         {
@@ -461,6 +503,7 @@ impl Engine {
                 &physical,
                 Arc::clone(&schema),
                 compiler.reads(),
+                leases.clone(),
             );
             // The caller executes its own copy; the kept one never runs.
             let physical = kept.instance()?;
@@ -473,6 +516,7 @@ impl Engine {
                 version: scope.version(),
                 planned_at: compiler.now(),
                 task,
+                leases,
             });
         }
         Ok(PlannedQuery {
@@ -483,6 +527,7 @@ impl Engine {
             version: scope.version(),
             planned_at: compiler.now(),
             task,
+            leases,
         })
     }
 
@@ -506,6 +551,7 @@ impl Engine {
             version: scope.version(),
             planned_at: now,
             task: self.task_context().ok()?,
+            leases: kept.leases.clone(),
         })
     }
 
@@ -536,6 +582,9 @@ impl Engine {
             false => None,
         };
         let listing = scope.listing(&self.stores, d).await.ok()?;
+        // A plan made before a copy was kept (or after one was dropped) is
+        // not reused: the next one reads what is kept now.
+        let kept = self.kept.as_ref().map_or(0, |k| k.generation(&d.id));
         PlanKey::scan(
             scope.principal().fingerprint,
             scope.version(),
@@ -544,6 +593,7 @@ impl Engine {
             part,
             &listing,
             clock_ms,
+            kept,
         )
     }
 
@@ -1100,5 +1150,166 @@ mod tests {
         assert_eq!(engine.plans.len(), 1, "kept for its clock");
         scan_rows(&engine, &bob, &scan, Some(at + chrono::Duration::seconds(1))).await;
         assert_eq!(engine.plans.len(), 2, "another clock, another plan");
+    }
+    /// Every part's rows, planned and read as `who` at one scope.
+    async fn parts_rows(engine: &Arc<Engine>, who: &Arc<Principal>, scan: &ScanCommand) -> String {
+        let scope = engine.scope(who).await.unwrap();
+        let command = Command::Scan(scan.clone());
+        let whole = engine.plan(&scope, &command, None, None).await.unwrap();
+        let layout = engine.layout(&scope, scan, &whole).await.unwrap();
+        assert!(layout.parts.len() > 1, "several endpoints");
+        let mut all = Vec::new();
+        for part in layout.parts {
+            let q = engine.plan(&scope, &command, part, None).await.unwrap();
+            all.extend(
+                datafusion::physical_plan::common::collect(q.execute().unwrap())
+                    .await
+                    .unwrap(),
+            );
+        }
+        pretty(&all)
+    }
+
+    /// The physical plan a scan runs, as text.
+    async fn physical_text(engine: &Arc<Engine>, who: &Arc<Principal>, scan: &ScanCommand) -> String {
+        let scope = engine.scope(who).await.unwrap();
+        let q = engine
+            .plan(&scope, &Command::Scan(scan.clone()), None, None)
+            .await
+            .unwrap();
+        datafusion::physical_plan::displayable(q.physical.as_ref())
+            .indent(true)
+            .to_string()
+    }
+
+    /// Wait (at most 60 s) until `dataset`'s kept copies move past `after`.
+    async fn kept_after(engine: &Engine, dataset: &str, after: u64) -> u64 {
+        let kept = engine.kept.as_ref().expect("kept masks on");
+        let id = engine
+            .state()
+            .current()
+            .await
+            .unwrap()
+            .datasets
+            .values()
+            .find(|d| d.name == dataset)
+            .unwrap()
+            .id
+            .clone();
+        for _ in 0..600 {
+            let g = kept.generation(&id);
+            if g > after {
+                return g;
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+        }
+        panic!("no kept copy of {dataset} after 60 s");
+    }
+
+    /// Costly masks are computed once per file and read back, with exactly
+    /// the values a read computes, whole or in parts; a read whose masks
+    /// differ (another principal, a changed policy) or a changed file never
+    /// gets them; a copy over budget is not kept.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn kept_masks_serve_the_same_values_and_only_to_the_same_masks() {
+        let dir = tempfile::tempdir().unwrap();
+        let (engine, snap) = demo_engine_with(
+            dir.path(),
+            "\n[[policies]]\nname = \"round-amount\"\ndataset = \"clinical.trials\"\ncolumns = [\"amount\"]\nmask = { round = { digits = -1 } }\nexcept = { groups = [\"privileged\"] }\n\n[[policies]]\nname = \"fpe-diagnosis\"\ndataset = \"clinical.trials\"\ncolumns = [\"diagnosis\"]\nmask = \"format_preserving\"\nexcept = { groups = [\"privileged\"] }\n",
+        )
+        .await;
+        let kept_dir = dir.path().join("kept-masks");
+        let engine = Arc::new(engine.with_kept_masks(&kept_dir, 1 << 30).unwrap());
+        let (alice, bob) = (principal(&snap, "alice"), principal(&snap, "bob"));
+        let all = ScanCommand {
+            dataset: "clinical.trials".into(),
+            ..Default::default()
+        };
+        let computed = pretty(&scan_rows(&engine, &alice, &all, None).await);
+        let computed_parts = parts_rows(&engine, &alice, &all).await;
+        assert_eq!(computed, computed_parts);
+        assert!(physical_text(&engine, &alice, &all).await.contains("veil_mask_hash"));
+
+        // The copy is built in the background; then reads use it.
+        let g = kept_after(&engine, "clinical.trials", 0).await;
+        let plan = physical_text(&engine, &alice, &all).await;
+        assert!(!plan.contains("veil_mask_hash"), "masks read back, not computed:\n{plan}");
+        assert!(!plan.contains("veil_mask_fpe"), "{plan}");
+        assert!(plan.contains("__veil_kept_"), "{plan}");
+        assert_eq!(pretty(&scan_rows(&engine, &alice, &all, None).await), computed);
+        assert_eq!(parts_rows(&engine, &alice, &all).await, computed);
+        // A user query over the kept values filters and projects the same.
+        let narrow = ScanCommand {
+            dataset: "clinical.trials".into(),
+            columns: vec!["ssn".into(), "amount".into()],
+            filter: "amount > 100".into(),
+            limit: None,
+        };
+        let narrow_kept = pretty(&scan_rows(&engine, &alice, &narrow, None).await);
+        let copies = std::fs::read_dir(kept_dir.join(std::process::id().to_string()))
+            .unwrap()
+            .count();
+        assert_eq!(copies, 1, "one file, one copy");
+
+        // No masks: raw values, never a copy.
+        let raw = physical_text(&engine, &bob, &all).await;
+        assert!(!raw.contains("kept-masks"), "{raw}");
+
+        // A policy change: the next read computes the new masks (the old
+        // copy holds other values), then gets a copy of its own.
+        let spec: crate::model::policy::PolicySpec = toml::from_str(
+            "name = \"regex-state\"\ndataset = \"clinical.trials\"\ncolumns = [\"state\"]\nmask = { regex = { pattern = '^C', replacement = 'X' } }\nexcept = { groups = [\"privileged\"] }",
+        )
+        .unwrap();
+        engine
+            .state()
+            .store()
+            .put_policy(&spec, crate::store::PolicyPut::Create)
+            .await
+            .unwrap();
+        let changed = pretty(&scan_rows(&engine, &alice, &all, None).await);
+        assert_ne!(changed, computed, "the new rounding applies at once");
+        assert!(physical_text(&engine, &alice, &all).await.contains("veil_mask_hash"));
+        let g2 = kept_after(&engine, "clinical.trials", g).await;
+        assert_eq!(pretty(&scan_rows(&engine, &alice, &all, None).await), changed);
+        // Columns the new mask leaves alone read the same.
+        assert_eq!(pretty(&scan_rows(&engine, &alice, &narrow, None).await), narrow_kept);
+
+        // A rewritten file: its old copy is not read.
+        let path = dir.path().join("data/clinical/trials.parquet");
+        crate::demo::write_trials(&path, 50_000).unwrap();
+        let plan = physical_text(&engine, &alice, &all).await;
+        assert!(plan.contains("veil_mask_hash"), "computed over the new file:\n{plan}");
+        let fresh = pretty(&scan_rows(&engine, &alice, &all, None).await);
+        kept_after(&engine, "clinical.trials", g2).await;
+        assert_eq!(pretty(&scan_rows(&engine, &alice, &all, None).await), fresh);
+        assert_eq!(parts_rows(&engine, &alice, &all).await, fresh);
+    }
+
+    /// A copy larger than the budget is not kept: reads go on computing.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_kept_copy_over_budget_is_not_kept() {
+        let dir = tempfile::tempdir().unwrap();
+        let (engine, snap) = demo_engine(dir.path()).await;
+        let engine = Arc::new(engine.with_kept_masks(&dir.path().join("k"), 1024).unwrap());
+        let alice = principal(&snap, "alice");
+        let all = ScanCommand {
+            dataset: "clinical.trials".into(),
+            ..Default::default()
+        };
+        let first = pretty(&scan_rows(&engine, &alice, &all, None).await);
+        // Let the builder finish (it runs one job; nothing to wait on but time).
+        for _ in 0..100 {
+            tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+            if engine.kept.as_ref().unwrap().idle() {
+                break;
+            }
+        }
+        assert!(physical_text(&engine, &alice, &all).await.contains("veil_mask_hash"));
+        assert_eq!(pretty(&scan_rows(&engine, &alice, &all, None).await), first);
+        let left = std::fs::read_dir(dir.path().join("k").join(std::process::id().to_string()))
+            .unwrap()
+            .count();
+        assert_eq!(left, 0, "nothing over budget stays on disk");
     }
 }

@@ -35,6 +35,7 @@ use std::sync::Arc;
 
 use veil_proto::{ScanCommand, ScanPart};
 
+use super::kept_masks::KeptCopy;
 use super::principal_catalog::DatasetRead;
 use crate::catalog::files::Listing;
 use crate::error::query::from_datafusion;
@@ -56,6 +57,8 @@ pub struct PlanKey {
     files: Vec<(String, u64, i64)>,
     /// The request's clock in milliseconds, for time-window policies only.
     clock_ms: Option<i64>,
+    /// The dataset's kept-masks generation (`super::kept_masks`).
+    kept: u64,
 }
 
 impl PlanKey {
@@ -69,6 +72,7 @@ impl PlanKey {
         part: Option<&ScanPart>,
         listing: &Listing,
         clock_ms: Option<i64>,
+        kept: u64,
     ) -> Option<Self> {
         let files = listing
             .files
@@ -85,6 +89,7 @@ impl PlanKey {
             part: part.map(prost::Message::encode_to_vec),
             files,
             clock_ms,
+            kept,
         })
     }
 
@@ -103,6 +108,8 @@ pub struct KeptPlan {
     template: Arc<dyn ExecutionPlan>,
     pub schema: SchemaRef,
     pub reads: Vec<DatasetRead>,
+    /// The kept copies the plan reads: on disk while it is kept.
+    pub leases: Vec<Arc<KeptCopy>>,
 }
 
 impl KeptPlan {
@@ -111,12 +118,14 @@ impl KeptPlan {
         physical: &Arc<dyn ExecutionPlan>,
         schema: SchemaRef,
         reads: Vec<DatasetRead>,
+        leases: Vec<Arc<KeptCopy>>,
     ) -> Self {
         Self {
             logical,
             template: Arc::clone(physical),
             schema,
             reads,
+            leases,
         }
     }
 

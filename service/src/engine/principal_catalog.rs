@@ -14,12 +14,14 @@ use veil_proto::ScanPart;
 use super::scope::RequestScope;
 use crate::audit::dataset::AuditTable;
 use crate::catalog::object_stores::ObjectStores;
+use super::kept_masks::{KeptCopy, KeptMasks};
+use crate::catalog::files::{Listing, SourceFile};
 use crate::catalog::source_table::SourceTable;
 use crate::error::{Result, VeilError};
 use crate::model::dataset::DatasetRecord;
 use crate::model::source_kind::SourceKind;
 use crate::policy::effective::{EffectivePolicy, data_policy};
-use crate::policy::secure_view;
+use crate::policy::secure_view::{self, KeptColumns};
 use crate::secrets::MasterKey;
 use crate::store::Store;
 
@@ -65,6 +67,10 @@ pub struct ViewCompiler {
     kanon_max_groups: usize,
     /// Where `veil.audit` reads its rows.
     audit_store: Option<Arc<dyn Store>>,
+    /// Masked values computed once per file, if this node keeps them.
+    kept: Option<Arc<KeptMasks>>,
+    /// The kept copies the plan reads.
+    leases: Mutex<Vec<Arc<KeptCopy>>>,
 }
 
 impl ViewCompiler {
@@ -89,7 +95,20 @@ impl ViewCompiler {
             now,
             kanon_max_groups: crate::config::DEFAULT_KANON_MAX_GROUPS,
             audit_store: None,
+            kept: None,
+            leases: Mutex::new(vec![]),
         }
+    }
+
+    /// Read kept copies of costly masks where `kept` has them.
+    pub fn with_kept_masks(mut self, kept: Option<Arc<KeptMasks>>) -> Self {
+        self.kept = kept;
+        self
+    }
+
+    /// The kept copies the plans compiled so far read.
+    pub fn leases(&self) -> Vec<Arc<KeptCopy>> {
+        self.leases.lock().map(|l| l.clone()).unwrap_or_default()
     }
 
     /// Serve `veil.audit` from `store`.
@@ -153,10 +172,58 @@ impl ViewCompiler {
         self.reads.lock().map(|r| r.clone()).unwrap_or_default()
     }
 
+    /// `served` reading kept copies of its costly masks, if every file it
+    /// reads has one (and the columns they hold); else `served` as it is,
+    /// and the missing copies are queued.
+    fn kept_copies(
+        &self,
+        d: &DatasetRecord,
+        policy: &EffectivePolicy,
+        listing: &Listing,
+        part: Option<&ScanPart>,
+        served: SourceTable,
+    ) -> Result<(SourceTable, KeptColumns)> {
+        let Some(kept) = &self.kept else {
+            return Ok((served, KeptColumns::new()));
+        };
+        if policy.masks.is_empty() {
+            return Ok((served, KeptColumns::new()));
+        }
+        let masks = secure_view::keepable_masks(d, policy, &served.schema(), &self.master)?;
+        let files: Vec<&SourceFile> = match part {
+            None => listing.files.iter().collect(),
+            Some(p) => {
+                let mut files = Vec::with_capacity(p.files.len());
+                for slice in &p.files {
+                    match listing.files.iter().find(|f| f.path == slice.path) {
+                        Some(f) => files.push(f),
+                        // Gone since the ticket: the plain scan says so.
+                        None => return Ok((served, KeptColumns::new())),
+                    }
+                }
+                files
+            }
+        };
+        let file_schema = Arc::clone(served.file_schema());
+        match kept.copies(d, listing, &files, &file_schema, &masks) {
+            Some(copies) => {
+                if let Ok(mut l) = self.leases.lock() {
+                    l.extend(copies.leases);
+                }
+                Ok((served.with_copies(copies.files), copies.columns))
+            }
+            None => Ok((served, KeptColumns::new())),
+        }
+    }
+
     async fn compile(&self, d: &DatasetRecord) -> Result<Arc<dyn TableProvider>> {
         let policy = self.effective_shared(d)?;
         let part = self.parts.get(&d.name.to_ascii_lowercase()).cloned();
-        let (served, whole): (Arc<dyn TableProvider>, Option<Arc<dyn TableProvider>>) =
+        let (served, whole, kept): (
+            Arc<dyn TableProvider>,
+            Option<Arc<dyn TableProvider>>,
+            KeptColumns,
+        ) =
             match SourceKind::of(d) {
                 SourceKind::AuditTrail => {
                     // Veil's own audit: one endpoint, rows from the store.
@@ -166,7 +233,11 @@ impl ViewCompiler {
                             d.name
                         ))
                     })?;
-                    (Arc::new(AuditTable::new(Arc::clone(store))), None)
+                    (
+                        Arc::new(AuditTable::new(Arc::clone(store))),
+                        None,
+                        KeptColumns::new(),
+                    )
                 }
                 SourceKind::Files(_) => {
                     let listing = self.scope.listing(&self.stores, d).await?;
@@ -177,16 +248,19 @@ impl ViewCompiler {
                         ) as _),
                         _ => None,
                     };
-                    (
-                        Arc::new(SourceTable::from_listing(d, part, listing).await?),
-                        whole,
-                    )
+                    let served = SourceTable::from_listing(d, part.clone(), listing.clone()).await?;
+                    let (served, kept) = self.kept_copies(d, &policy, &listing, part.as_ref(), served)?;
+                    (Arc::new(served), whole, kept)
                 }
             };
         let plan = secure_view::compile(
             d,
             &policy,
-            secure_view::ViewSources { served, whole },
+            secure_view::ViewSources {
+                served,
+                whole,
+                kept,
+            },
             &self.master,
             self.now,
             self.kanon_max_groups,

@@ -257,6 +257,7 @@ async fn read(d: &DatasetRecord, p: &Policy, who: &Principal) -> (Vec<RecordBatc
         ViewSources {
             served: source,
             whole: None,
+            kept: Default::default(),
         },
         &MasterKey::from_bytes([9; 32]),
         Utc::now(),

@@ -18,6 +18,7 @@ use datafusion::datasource::{TableProvider, provider_as_source};
 use datafusion::logical_expr::{
     Expr, ExprSchemable, LogicalPlan, LogicalPlanBuilder, cast, lit, when,
 };
+use std::collections::HashMap;
 use std::sync::Arc;
 
 use super::barrier::PolicyBarrier;
@@ -93,15 +94,20 @@ fn masked_projection(
     policy: &EffectivePolicy,
     column: &dyn Fn(&str) -> Expr,
     functions: MaskFunctions<'_>,
+    kept: &KeptColumns,
 ) -> Result<Vec<Expr>> {
     schema
         .fields()
         .iter()
         .map(|field| {
             let name = field.name();
-            let mut e = match policy.masks.get(name) {
-                Some(m) => column_mask_expr(m, column(name), name, field.data_type(), functions)?,
-                None => column(name),
+            let mut e = match (policy.masks.get(name), kept.get(name)) {
+                // Masked once already: the kept copy holds this very expression's values.
+                (Some(_), Some(stored)) => column(stored),
+                (Some(m), None) => {
+                    column_mask_expr(m, column(name), name, field.data_type(), functions)?
+                }
+                (None, _) => column(name),
             };
             let verdict = policy
                 .kanon
@@ -217,6 +223,10 @@ pub fn window_start(dt: &DataType, now: DateTime<Utc>, seconds: i64) -> Result<S
 /// Name of the scan k-anonymization counts over.
 const COUNTED_ALIAS: &str = "__veil_counted";
 
+/// Masked columns whose values `served` already holds, computed once:
+/// column name → the stored column (see [`keepable_masks`]).
+pub type KeptColumns = HashMap<String, String>;
+
 /// Where a view reads from.
 #[derive(Debug)]
 pub struct ViewSources {
@@ -225,6 +235,164 @@ pub struct ViewSources {
     /// The whole dataset, when `served` is a part: k-anonymization counts
     /// over every row. `None`: `served` is the whole dataset.
     pub whole: Option<Arc<dyn TableProvider>>,
+    /// Masks `served` holds already computed (a kept copy); empty: every
+    /// mask is computed by the view.
+    pub kept: KeptColumns,
+}
+
+/// Prefix of a stored masked column in a kept copy (the rest is keyed, so
+/// no dictionary can guess one).
+const KEPT_PREFIX: &str = "__veil_kept_";
+
+/// A masked column whose values can be computed once per file and kept
+/// (a deterministic expression over the row, with costly functions in it).
+#[derive(Debug, Clone)]
+pub struct KeepableMask {
+    /// The dictionary column it masks.
+    pub column: String,
+    /// The name of its stored column in a kept copy: derived from
+    /// `fingerprint`, so equal names mean equal expressions.
+    pub stored: String,
+    /// Keyed digest of everything the values depend on: the master key,
+    /// the dataset, the column, its type and the column's whole mask
+    /// (every candidate and condition, with bound attributes).
+    pub fingerprint: [u8; 32],
+    /// The expression, over the view's source scan.
+    pub expr: Expr,
+}
+
+/// Is `e` worth computing once and keeping, and safe to? It must call a
+/// function (a null or constant mask costs nothing per read), and every
+/// function in it must be immutable: its values depend on the row alone,
+/// never on a clock or chance.
+fn keepable(e: &Expr) -> bool {
+    use datafusion::common::tree_node::{TreeNode, TreeNodeRecursion};
+    let (mut calls, mut fixed) = (false, true);
+    let _ = e.apply(|n| {
+        match n {
+            Expr::ScalarFunction(f) => {
+                calls = true;
+                fixed &= f.func.signature().volatility == datafusion::logical_expr::Volatility::Immutable;
+            }
+            Expr::Column(_)
+            | Expr::Literal(..)
+            | Expr::Alias(_)
+            | Expr::Cast(_)
+            | Expr::TryCast(_)
+            | Expr::Case(_)
+            | Expr::BinaryExpr(_)
+            | Expr::Not(_)
+            | Expr::IsNotNull(_)
+            | Expr::IsNull(_)
+            | Expr::IsTrue(_)
+            | Expr::IsFalse(_)
+            | Expr::IsNotTrue(_)
+            | Expr::IsNotFalse(_)
+            | Expr::IsUnknown(_)
+            | Expr::IsNotUnknown(_)
+            | Expr::Negative(_)
+            | Expr::Between(_)
+            | Expr::Like(_)
+            | Expr::SimilarTo(_)
+            | Expr::InList(_) => {}
+            // Anything else (subqueries, aggregates, placeholders…) is
+            // computed per read.
+            _ => fixed = false,
+        }
+        Ok(TreeNodeRecursion::Continue)
+    });
+    calls && fixed
+}
+
+/// The masked columns of `policy` on `dataset` that a kept copy can hold,
+/// with their expressions over the source (`schema`: the source's). Keyed
+/// with the dataset's keys, like a read.
+pub fn keepable_masks(
+    dataset: &DatasetRecord,
+    policy: &EffectivePolicy,
+    schema: &Schema,
+    master: &MasterKey,
+) -> Result<Vec<KeepableMask>> {
+    use hmac::{Hmac, Mac};
+    let column = |name: &str| {
+        Expr::Column(Column::new(Some(TableReference::bare(SOURCE_ALIAS)), name))
+    };
+    let keys = MaskKeys::new(master, &dataset.id);
+    let naming = master.derive(KeyPurpose::KeptMasks);
+    let mut out = Vec::new();
+    for field in schema.fields() {
+        let name = field.name();
+        let Some(m) = policy.masks.get(name) else {
+            continue;
+        };
+        let expr = column_mask_expr(
+            m,
+            column(name),
+            name,
+            field.data_type(),
+            MaskFunctions::Keyed(&keys),
+        )?;
+        if !keepable(&expr) {
+            continue;
+        }
+        let mut mac = <Hmac<sha2::Sha256>>::new_from_slice(naming.bytes())
+            .expect("HMAC takes any key length");
+        let candidates: Vec<String> = m
+            .candidates
+            .iter()
+            .map(|c| format!("{:?}\u{0}{:?}", c.mask, c.when))
+            .collect();
+        for part in [
+            "column".to_string(),
+            dataset.id.clone(),
+            name.clone(),
+            field.data_type().to_string(),
+        ]
+        .iter()
+        .chain(&candidates)
+        {
+            // Length-prefixed, so no two lists of parts hash alike.
+            mac.update(&(part.len() as u64).to_be_bytes());
+            mac.update(part.as_bytes());
+        }
+        let fingerprint: [u8; 32] = mac.finalize().into_bytes().into();
+        let stored = format!(
+            "{KEPT_PREFIX}{}",
+            fingerprint[..8]
+                .iter()
+                .map(|b| format!("{b:02x}"))
+                .collect::<String>()
+        );
+        out.push(KeepableMask {
+            column: name.clone(),
+            stored,
+            fingerprint,
+            expr,
+        });
+    }
+    Ok(out)
+}
+
+/// The plan that makes a kept copy of one source: every column of
+/// `stored_columns` (the file's own, in order) as read, then each mask's
+/// values as its stored column.
+pub fn copy_plan(
+    source: Arc<dyn TableProvider>,
+    stored_columns: &Schema,
+    masks: &[KeepableMask],
+) -> Result<LogicalPlan> {
+    let column = |name: &str| {
+        Expr::Column(Column::new(Some(TableReference::bare(SOURCE_ALIAS)), name))
+    };
+    let exprs = stored_columns
+        .fields()
+        .iter()
+        .map(|f| column(f.name()).alias(f.name()))
+        .chain(masks.iter().map(|m| m.expr.clone().alias(&m.stored)));
+    LogicalPlanBuilder::scan(SOURCE_ALIAS, provider_as_source(source), None)
+        .and_then(|b| b.project(exprs))
+        .and_then(|b| b.build())
+        .map_err(unenforceable)
 }
 
 /// Build the policy subtree over `sources`, fenced by a barrier. `now` is
@@ -238,7 +406,16 @@ pub fn compile(
     max_groups: usize,
 ) -> Result<LogicalPlan> {
     let source = sources.served;
-    let schema = source.schema();
+    // The dictionary's columns: a kept copy's stored columns are read, never served.
+    let schema = Arc::new(Schema::new(
+        source
+            .schema()
+            .fields()
+            .iter()
+            .filter(|f| !sources.kept.values().any(|s| s == f.name()))
+            .cloned()
+            .collect::<Vec<_>>(),
+    ));
     let qualified = |alias: &'static str| {
         move |name: &str| Expr::Column(Column::new(Some(TableReference::bare(alias)), name))
     };
@@ -287,7 +464,13 @@ pub fn compile(
         builder = LogicalPlanBuilder::from(node);
     }
     let keys = MaskKeys::new(master, &dataset.id);
-    let exprs = masked_projection(&schema, policy, &column, MaskFunctions::Keyed(&keys))?;
+    let exprs = masked_projection(
+        &schema,
+        policy,
+        &column,
+        MaskFunctions::Keyed(&keys),
+        &sources.kept,
+    )?;
     let plan = builder
         .project(exprs)
         .map_err(unenforceable)?
@@ -325,7 +508,13 @@ pub fn output_schema(dataset: &DatasetRecord, policy: &EffectivePolicy) -> Resul
     let df_schema = DFSchema::try_from(Schema::new(typing)).map_err(unenforceable)?;
     // Typing only: the keyed masks are described, so no key is needed.
     let column = |name: &str| Expr::Column(Column::from_name(name));
-    let exprs = masked_projection(&schema, policy, &column, MaskFunctions::Described)?;
+    let exprs = masked_projection(
+        &schema,
+        policy,
+        &column,
+        MaskFunctions::Described,
+        &KeptColumns::new(),
+    )?;
     let fields = schema
         .fields()
         .iter()

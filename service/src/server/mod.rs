@@ -127,13 +127,19 @@ pub async fn start(cfg: Config, opts: ServeOptions) -> Result<Running> {
     });
     let state = Arc::new(StateCache::new(Arc::clone(&store)));
     let verifier = TokenVerifier::from_config(&cfg.auth, &cfg.base_dir)?;
-    let engine = Arc::new(Engine::new(
-        Arc::clone(&state),
-        master.clone(),
-        cfg.auth.default_issuer(),
-        cfg.engine.clone(),
-        Arc::clone(&stores),
-    )?);
+    let engine = Arc::new(
+        Engine::new(
+            Arc::clone(&state),
+            master.clone(),
+            cfg.auth.default_issuer(),
+            cfg.engine.clone(),
+            Arc::clone(&stores),
+        )?
+        .with_kept_masks(
+            &data_dir.join("kept-masks"),
+            cfg.engine.kept_masks_max_mb * 1024 * 1024,
+        )?,
+    );
     let auth_failures = Arc::new(AuthFailureAudit::start(
         audit.clone(),
         std::time::Duration::from_secs(cfg.audit.auth_failure_window_secs),

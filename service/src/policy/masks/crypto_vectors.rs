@@ -1089,7 +1089,7 @@ fn derived_keys_are_hkdf_of_the_documented_labels() {
     let raw: [u8; 32] = Rng(0x6b_d7).key();
     let master = MasterKey::from_bytes(raw);
     let id = "0b1d7a64-1f7e-4c55-9d0e-3f3c8a6b2e11";
-    let cases: [(KeyPurpose<'_>, String); 9] = [
+    let cases: [(KeyPurpose<'_>, String); 10] = [
         (KeyPurpose::Tickets, "veil/v1/tickets".into()),
         (KeyPurpose::TicketCipher, "veil/v1/tickets/cipher".into()),
         (
@@ -1117,6 +1117,7 @@ fn derived_keys_are_hkdf_of_the_documented_labels() {
         (KeyPurpose::Fingerprint, "veil/v1/fingerprint".into()),
         (KeyPurpose::AuditChain, "veil/v1/audit/chain".into()),
         (KeyPurpose::KeyCheck, "veil/v1/key-check".into()),
+        (KeyPurpose::KeptMasks, "veil/v1/kept-masks".into()),
     ];
     for (purpose, label) in cases {
         let want = ring_hkdf(b"veil", &raw, label.as_bytes(), 32);

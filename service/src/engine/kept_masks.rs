@@ -1,0 +1,502 @@
+//! Kept masks: costly masked values computed once per file and kept, so a
+//! governed read costs about what a plain read costs.
+//!
+//! A keyed hash, a cipher, a regex or a rounding gives the same output for
+//! the same row every time (`secure_view::keepable_masks` says which masks
+//! qualify: deterministic, and worth it). So after a read computes them,
+//! a background job writes a **kept copy** of each file it read: a parquet
+//! file under `<data_dir>/kept-masks` with the file's own columns and rows,
+//! in the same order and row groups, plus one stored column per masked
+//! column's expression. Later reads whose policy asks for exactly those
+//! expressions scan the copy instead, and the view projects the stored
+//! column where it would have computed the mask.
+//!
+//! What keeps this safe:
+//! * A copy is named by a keyed digest ([`KeyPurpose::KeptMasks`]) of the
+//!   dataset, the file's location, size and modification time, the
+//!   dictionary, and every stored expression's fingerprint (the masks with
+//!   their conditions and bound attributes, the column's type, and keys
+//!   derived from the master key). A read uses a copy only when every part
+//!   of that digest matches its own: a changed file, dictionary, policy or
+//!   key means another name, so a copy made for one policy never serves
+//!   another. Files without a modification time are never copied.
+//! * Copies sit below the policy barrier like the source they stand in
+//!   for: nothing can name them, and the view filters and masks the same
+//!   way over either.
+//! * The folder (one per process) is emptied at start-up and bounded by
+//!   `engine.kept_masks_max_mb` (least recently used copies go first). A
+//!   copy a running read or a kept plan still uses is deleted when that
+//!   ends ([`KeptCopy`] is the lease).
+//!
+//! Builds run one at a time on one background task, from a bounded queue
+//! (a full queue drops the job: the next read asks again); a failed build
+//! is logged without values and not retried for ten minutes.
+
+use datafusion::arrow::array::RecordBatch;
+use datafusion::arrow::datatypes::{FieldRef, SchemaRef};
+use datafusion::execution::context::{SessionConfig, SessionContext};
+use datafusion::execution::runtime_env::RuntimeEnv;
+use datafusion::parquet::arrow::AsyncArrowWriter;
+use datafusion::parquet::basic::Compression;
+use datafusion::parquet::file::properties::WriterProperties;
+use futures::StreamExt;
+use hmac::{Hmac, Mac};
+use object_store::path::Path as ObjectPath;
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, Weak};
+use std::time::{Duration, Instant};
+
+use crate::catalog::files::{Listing, SourceFile, parquet_row_groups};
+use crate::catalog::source_table::{CopiedFiles, SourceTable};
+use crate::error::{Result, VeilError};
+use crate::model::dataset::{DatasetRecord, FileFormatKind};
+use crate::policy::secure_view::{KeepableMask, copy_plan};
+use crate::secrets::{KeyPurpose, MasterKey, SecretKey};
+
+/// Jobs waiting for the builder at most; more are dropped.
+const QUEUE: usize = 64;
+
+/// How long a copy that failed to build is not tried again.
+const RETRY_AFTER: Duration = Duration::from_secs(600);
+
+/// A kept copy on disk. Shared by the index and by every plan reading it;
+/// the file is deleted when the last holder lets go.
+#[derive(Debug)]
+pub struct KeptCopy {
+    path: PathBuf,
+    object: ObjectPath,
+    size: u64,
+    /// The stored columns after the file's own, as written.
+    fields: Vec<FieldRef>,
+    last_used: AtomicU64,
+}
+
+impl Drop for KeptCopy {
+    fn drop(&mut self) {
+        if let Err(e) = std::fs::remove_file(&self.path) {
+            tracing::warn!(error = %e, path = %self.path.display(), "a kept copy could not be deleted");
+        }
+    }
+}
+
+/// A copy to build.
+struct Job {
+    key: [u8; 32],
+    dataset: DatasetRecord,
+    listing: Listing,
+    file: SourceFile,
+    masks: Vec<KeepableMask>,
+}
+
+#[derive(Default)]
+struct Index {
+    ready: HashMap<[u8; 32], Arc<KeptCopy>>,
+    /// Queued or building.
+    pending: std::collections::HashSet<[u8; 32]>,
+    failed: HashMap<[u8; 32], Instant>,
+    bytes: u64,
+    /// Per dataset id: moves whenever one of its copies appears or goes,
+    /// so kept plans made before are not reused.
+    generations: HashMap<String, u64>,
+    tick: u64,
+}
+
+/// The kept copies of one node.
+pub struct KeptMasks {
+    dir: PathBuf,
+    max_bytes: u64,
+    naming: SecretKey,
+    index: Mutex<Index>,
+    jobs: tokio::sync::mpsc::Sender<Job>,
+}
+
+impl std::fmt::Debug for KeptMasks {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("KeptMasks")
+            .field("dir", &self.dir)
+            .field("max_bytes", &self.max_bytes)
+            .finish_non_exhaustive()
+    }
+}
+
+/// What a read gets when every file it reads has a copy: the copies, the
+/// stored columns by masked column, and the leases to hold while reading.
+#[derive(Debug)]
+pub struct Copies {
+    pub files: CopiedFiles,
+    pub columns: HashMap<String, String>,
+    pub leases: Vec<Arc<KeptCopy>>,
+}
+
+impl KeptMasks {
+    /// Kept copies under `root` (in a folder of this process's, emptied
+    /// now: copies never outlive the process that made them), at most `max_bytes` of them, built with the
+    /// object stores of `runtime`. Starts the builder on the current tokio
+    /// runtime.
+    pub fn open(
+        root: &Path,
+        max_bytes: u64,
+        master: &MasterKey,
+        runtime: Arc<RuntimeEnv>,
+        batch_size: usize,
+    ) -> Result<Arc<Self>> {
+        // One folder per process, so two servers sharing a data folder
+        // don't empty each other's; those of processes gone are removed.
+        let dir = root.join(std::process::id().to_string());
+        prune(root);
+        if dir.exists() {
+            std::fs::remove_dir_all(&dir)
+                .map_err(|e| VeilError::internal("emptying the kept-masks folder", e))?;
+        }
+        std::fs::create_dir_all(&dir)
+            .map_err(|e| VeilError::internal("creating the kept-masks folder", e))?;
+        #[cfg(unix)]
+        {
+            use std::os::unix::fs::PermissionsExt;
+            for d in [root, dir.as_path()] {
+                std::fs::set_permissions(d, std::fs::Permissions::from_mode(0o700))
+                    .map_err(|e| VeilError::internal("securing the kept-masks folder", e))?;
+            }
+        }
+        let (tx, rx) = tokio::sync::mpsc::channel(QUEUE);
+        let kept = Arc::new(Self {
+            dir,
+            max_bytes,
+            naming: master.derive(KeyPurpose::KeptMasks),
+            index: Mutex::new(Index::default()),
+            jobs: tx,
+        });
+        let mut config = SessionConfig::new()
+            .with_batch_size(batch_size)
+            // One stream, rows in file order: a copy keeps the file's order.
+            .with_target_partitions(1);
+        config.options_mut().execution.parquet.schema_force_view_types = false;
+        let ctx = SessionContext::new_with_config_rt(config, runtime);
+        tokio::spawn(builder(Arc::downgrade(&kept), rx, ctx));
+        Ok(kept)
+    }
+
+    /// Nothing queued or building.
+    pub fn idle(&self) -> bool {
+        self.lock().pending.is_empty()
+    }
+
+    /// Moves whenever a copy of `dataset_id` appears or is dropped.
+    pub fn generation(&self, dataset_id: &str) -> u64 {
+        self.lock().generations.get(dataset_id).copied().unwrap_or(0)
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, Index> {
+        self.index.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// The copies of `files` holding `masks`, if every one is kept; else
+    /// `None`, and the missing ones are queued to be built.
+    pub fn copies(
+        &self,
+        dataset: &DatasetRecord,
+        listing: &Listing,
+        files: &[&SourceFile],
+        file_schema: &SchemaRef,
+        masks: &[KeepableMask],
+    ) -> Option<Copies> {
+        if masks.is_empty() || files.is_empty() || self.max_bytes == 0 {
+            return None;
+        }
+        let keys = files
+            .iter()
+            .map(|f| self.key(dataset, listing, f, file_schema, masks))
+            .collect::<Option<Vec<_>>>()?;
+        let mut index = self.lock();
+        index.tick += 1;
+        let tick = index.tick;
+        let mut found = Vec::with_capacity(keys.len());
+        let mut missing = Vec::new();
+        for (key, f) in keys.iter().zip(files) {
+            match index.ready.get(key) {
+                Some(c) => {
+                    c.last_used.store(tick, Ordering::Relaxed);
+                    found.push(((*f).path.clone(), Arc::clone(c)));
+                }
+                None => missing.push((*key, *f)),
+            }
+        }
+        if missing.is_empty() {
+            drop(index);
+            // Every copy of one mask set over one dictionary stores the same columns.
+            let fields = found.first()?.1.fields.clone();
+            return Some(Copies {
+                files: CopiedFiles {
+                    fields,
+                    copies: found
+                        .iter()
+                        .map(|(p, c)| (p.clone(), (c.object.clone(), c.size)))
+                        .collect(),
+                },
+                columns: masks
+                    .iter()
+                    .map(|m| (m.column.clone(), m.stored.clone()))
+                    .collect(),
+                leases: found.into_iter().map(|(_, c)| c).collect(),
+            });
+        }
+        for (key, f) in missing {
+            // A parquet copy holds every column of its file and more.
+            let too_big = dataset.source.format == FileFormatKind::Parquet && f.size > self.max_bytes;
+            if too_big
+                || index.pending.contains(&key)
+                || index
+                    .failed
+                    .get(&key)
+                    .is_some_and(|at| at.elapsed() < RETRY_AFTER)
+            {
+                continue;
+            }
+            let job = Job {
+                key,
+                dataset: dataset.clone(),
+                listing: Listing {
+                    url: listing.url.clone(),
+                    store: Arc::clone(&listing.store),
+                    files: vec![f.clone()],
+                },
+                file: f.clone(),
+                masks: masks.to_vec(),
+            };
+            if self.jobs.try_send(job).is_ok() {
+                index.pending.insert(key);
+            }
+        }
+        None
+    }
+
+    /// A copy's name: a keyed digest of everything its content depends on.
+    /// `None` for a file without a modification time (a change to it could
+    /// go unseen).
+    fn key(
+        &self,
+        dataset: &DatasetRecord,
+        listing: &Listing,
+        file: &SourceFile,
+        file_schema: &SchemaRef,
+        masks: &[KeepableMask],
+    ) -> Option<[u8; 32]> {
+        let modified = file.modified_ms?;
+        let mut mac = <Hmac<sha2::Sha256>>::new_from_slice(self.naming.bytes())
+            .expect("HMAC takes any key length");
+        let mut part = |bytes: &[u8]| {
+            // Length-prefixed, so no two lists of parts hash alike.
+            mac.update(&(bytes.len() as u64).to_be_bytes());
+            mac.update(bytes);
+        };
+        part(b"copy");
+        part(dataset.id.as_bytes());
+        part(format!("{:?}", dataset.source.format).as_bytes());
+        part(listing.url.as_str().as_bytes());
+        part(file.path.as_bytes());
+        part(&file.size.to_be_bytes());
+        part(&modified.to_be_bytes());
+        for (k, v) in &file.partition_values {
+            part(k.as_bytes());
+            part(v.as_bytes());
+        }
+        for f in file_schema.fields() {
+            part(f.name().as_bytes());
+            part(format!("{}/{}", f.data_type(), f.is_nullable()).as_bytes());
+        }
+        for m in masks {
+            part(&m.fingerprint);
+        }
+        Some(mac.finalize().into_bytes().into())
+    }
+
+    /// Keep a built copy, then drop the least recently used ones until the
+    /// folder fits its budget again.
+    fn keep(&self, key: [u8; 32], dataset_id: &str, copy: KeptCopy) {
+        let mut index = self.lock();
+        index.pending.remove(&key);
+        if copy.size > self.max_bytes {
+            tracing::info!(
+                bytes = copy.size,
+                "a kept copy is larger than engine.kept_masks_max_mb allows; it is not kept"
+            );
+            index.failed.insert(key, Instant::now());
+            return;
+        }
+        index.tick += 1;
+        copy.last_used.store(index.tick, Ordering::Relaxed);
+        index.bytes += copy.size;
+        index.ready.insert(key, Arc::new(copy));
+        *index.generations.entry(dataset_id.to_string()).or_default() += 1;
+        while index.bytes > self.max_bytes {
+            let Some(oldest) = index
+                .ready
+                .iter()
+                .filter(|(k, _)| **k != key)
+                .min_by_key(|(_, c)| c.last_used.load(Ordering::Relaxed))
+                .map(|(k, _)| *k)
+            else {
+                break;
+            };
+            if let Some(c) = index.ready.remove(&oldest) {
+                index.bytes -= c.size;
+            }
+            // Which dataset it was for isn't kept: move every generation.
+            for g in index.generations.values_mut() {
+                *g += 1;
+            }
+        }
+    }
+
+    fn failed(&self, key: [u8; 32]) {
+        let mut index = self.lock();
+        index.pending.remove(&key);
+        index.failed.retain(|_, at| at.elapsed() < RETRY_AFTER);
+        index.failed.insert(key, Instant::now());
+    }
+}
+
+/// Remove the folders of processes no longer running (Linux: by `/proc`).
+fn prune(root: &Path) {
+    if !Path::new("/proc/self").exists() {
+        return;
+    }
+    let Ok(entries) = std::fs::read_dir(root) else {
+        return;
+    };
+    for e in entries.flatten() {
+        let name = e.file_name();
+        let Some(pid) = name.to_str().and_then(|n| n.parse::<u32>().ok()) else {
+            continue;
+        };
+        if pid != std::process::id() && !Path::new("/proc").join(pid.to_string()).exists() {
+            let _ = std::fs::remove_dir_all(e.path());
+        }
+    }
+}
+
+/// Build queued copies, one at a time, while the [`KeptMasks`] lives.
+async fn builder(
+    kept: Weak<KeptMasks>,
+    mut jobs: tokio::sync::mpsc::Receiver<Job>,
+    ctx: SessionContext,
+) {
+    while let Some(job) = jobs.recv().await {
+        let Some(k) = kept.upgrade() else { return };
+        let started = Instant::now();
+        let (key, dataset_id) = (job.key, job.dataset.id.clone());
+        match build(&k.dir, &ctx, job).await {
+            Ok(copy) => {
+                tracing::info!(
+                    dataset_id,
+                    bytes = copy.size,
+                    ms = started.elapsed().as_millis() as u64,
+                    "kept a masked copy of a file"
+                );
+                k.keep(key, &dataset_id, copy);
+            }
+            Err(e) => {
+                tracing::warn!(dataset_id, error = %e, "a masked copy could not be built; reads compute the masks");
+                k.failed(key);
+            }
+        }
+    }
+}
+
+/// Write one file's copy: its columns as read (in its row groups, for
+/// parquet) and each mask's stored column.
+async fn build(dir: &Path, ctx: &SessionContext, job: Job) -> Result<KeptCopy> {
+    let hex: String = job.key.iter().map(|b| format!("{b:02x}")).collect();
+    let path = dir.join(format!("{hex}.parquet"));
+    let tmp = dir.join(format!("{hex}.tmp"));
+    let bounds = match job.dataset.source.format {
+        FileFormatKind::Parquet => parquet_row_groups(&job.listing, &job.file).await?,
+        _ => Vec::new(),
+    };
+    let table = SourceTable::from_listing(&job.dataset, None, job.listing).await?;
+    let file_schema = Arc::clone(table.file_schema());
+    let plan = copy_plan(Arc::new(table), &file_schema, &job.masks)?;
+    let df = ctx
+        .execute_logical_plan(plan)
+        .await
+        .map_err(crate::error::query::from_datafusion)?;
+    let mut stream = df
+        .execute_stream()
+        .await
+        .map_err(crate::error::query::from_datafusion)?;
+    let file = tokio::fs::File::create(&tmp)
+        .await
+        .map_err(|e| VeilError::internal("writing a kept copy", e))?;
+    let props = WriterProperties::builder()
+        .set_compression(Compression::SNAPPY)
+        // Parquet sources: row groups end where the source's do (flushed below).
+        .set_max_row_group_row_count(bounds.is_empty().then_some(256 * 1024))
+        .build();
+    let schema = stream.schema();
+    let fields: Vec<FieldRef> = schema.fields()[file_schema.fields().len()..].to_vec();
+    let written = async {
+        let mut writer = AsyncArrowWriter::try_new(file, schema, Some(props))
+            .map_err(|e| VeilError::internal("writing a kept copy", e))?;
+        // Rows left in the current source row group.
+        let mut groups = bounds.iter().copied();
+        let mut left = groups.next().unwrap_or(u64::MAX);
+        while let Some(batch) = stream.next().await {
+            let mut batch: RecordBatch = batch.map_err(crate::error::query::from_datafusion)?;
+            while batch.num_rows() > 0 {
+                let take = (batch.num_rows() as u64).min(left) as usize;
+                writer
+                    .write(&batch.slice(0, take))
+                    .await
+                    .map_err(|e| VeilError::internal("writing a kept copy", e))?;
+                batch = batch.slice(take, batch.num_rows() - take);
+                left -= take as u64;
+                if left == 0 {
+                    writer
+                        .flush()
+                        .await
+                        .map_err(|e| VeilError::internal("writing a kept copy", e))?;
+                    left = groups.next().unwrap_or(u64::MAX);
+                }
+            }
+        }
+        let meta = writer
+            .close()
+            .await
+            .map_err(|e| VeilError::internal("writing a kept copy", e))?;
+        // Endpoints name row groups: a copy must have the source's exactly.
+        let groups: Vec<u64> = meta
+            .row_groups()
+            .iter()
+            .map(|g| g.num_rows() as u64)
+            .collect();
+        if !bounds.is_empty() && groups != bounds {
+            return Err(VeilError::FailedPrecondition(
+                "a kept copy's row groups differ from its file's".into(),
+            ));
+        }
+        Ok::<_, VeilError>(())
+    }
+    .await;
+    if let Err(e) = written {
+        let _ = tokio::fs::remove_file(&tmp).await;
+        return Err(e);
+    }
+    tokio::fs::rename(&tmp, &path)
+        .await
+        .map_err(|e| VeilError::internal("keeping a kept copy", e))?;
+    let size = tokio::fs::metadata(&path)
+        .await
+        .map_err(|e| VeilError::internal("keeping a kept copy", e))?
+        .len();
+    let object = ObjectPath::from_absolute_path(&path)
+        .map_err(|e| VeilError::internal("kept copy path", e))?;
+    Ok(KeptCopy {
+        path,
+        object,
+        size,
+        fields,
+        last_used: AtomicU64::new(0),
+    })
+}
