@@ -33,6 +33,10 @@ pub struct SourceFile {
     pub modified_ms: Option<i64>,
     /// `key=value` folder names between the dataset root and the file.
     pub partition_values: Vec<(String, String)>,
+    /// What the store says identifies this version of the file beyond its
+    /// size and time (a remote store's ETag; a local file's inode and
+    /// nanosecond modification time), where it says anything.
+    pub version: Option<String>,
 }
 
 /// A dataset's files and the store that holds them.
@@ -151,7 +155,19 @@ fn local_file(
             .and_then(|t| t.duration_since(std::time::UNIX_EPOCH).ok())
             .map(|d| d.as_millis() as i64),
         partition_values,
+        version: local_version(meta),
     })
+}
+
+#[cfg(unix)]
+fn local_version(meta: &std::fs::Metadata) -> Option<String> {
+    use std::os::unix::fs::MetadataExt;
+    Some(format!("{}:{}:{}.{}", meta.dev(), meta.ino(), meta.mtime(), meta.mtime_nsec()))
+}
+
+#[cfg(not(unix))]
+fn local_version(_meta: &std::fs::Metadata) -> Option<String> {
+    None
 }
 
 /// A remote location is one object when it exists as such; otherwise it is
@@ -168,6 +184,7 @@ async fn list_remote(
                 return Ok(vec![SourceFile {
                     path: meta.location.to_string(),
                     modified_ms: Some(meta.last_modified.timestamp_millis()),
+                    version: meta.e_tag.clone().or(meta.version.clone()),
                     object: meta.location,
                     size: meta.size,
                     partition_values: vec![],
@@ -216,6 +233,7 @@ async fn list_remote(
         out.push(SourceFile {
             path: meta.location.to_string(),
             modified_ms: Some(meta.last_modified.timestamp_millis()),
+            version: meta.e_tag.clone().or(meta.version.clone()),
             object: meta.location,
             size: meta.size,
             partition_values,

@@ -12,9 +12,9 @@
 //! column where it would have computed the mask.
 //!
 //! What keeps this safe:
-//! * A copy is named by a keyed digest ([`KeyPurpose::KeptMasks`]) of the
-//!   dataset, the file's location, size and modification time, the
-//!   dictionary, and every stored expression's fingerprint (the masks with
+//! * A copy is found by a keyed digest ([`KeyPurpose::KeptMasks`]) of the
+//!   dataset, the file's location, size, modification time and version
+//!   (ETag, or a local file's inode and nanosecond time), the dictionary, and every stored expression's fingerprint (the masks with
 //!   their conditions and bound attributes, the column's type, and keys
 //!   derived from the master key). A read uses a copy only when every part
 //!   of that digest matches its own: a changed file, dictionary, policy or
@@ -23,10 +23,14 @@
 //! * Copies sit below the policy barrier like the source they stand in
 //!   for: nothing can name them, and the view filters and masks the same
 //!   way over either.
-//! * The folder (one per process) is emptied at start-up and bounded by
-//!   `engine.kept_masks_max_mb` (least recently used copies go first). A
-//!   copy a running read or a kept plan still uses is deleted when that
-//!   ends ([`KeptCopy`] is the lease).
+//! * Each server instance writes in a folder of its own (locked while it
+//!   runs; folders no running server holds are removed at start-up), so
+//!   copies never outlive the server that made them. The folder is bounded
+//!   by `engine.kept_masks_max_mb` (least recently used copies go first; a
+//!   build stops once it would pass the limit). A copy a running read or a
+//!   kept plan still uses is deleted when that ends ([`KeptCopy`] is the
+//!   lease); every build gets a new file name, so a late delete never hits
+//!   a newer copy, and a copy deleted behind Veil's back is forgotten.
 //!
 //! Builds run one at a time on one background task, from a bounded queue
 //! (a full queue drops the job: the next read asks again); a failed build
@@ -73,6 +77,13 @@ pub struct KeptCopy {
     last_used: AtomicU64,
 }
 
+impl KeptCopy {
+    /// Is the file still there (nobody deleted it behind Veil's back)?
+    pub fn exists(&self) -> bool {
+        self.path.exists()
+    }
+}
+
 impl Drop for KeptCopy {
     fn drop(&mut self) {
         if let Err(e) = std::fs::remove_file(&self.path) {
@@ -106,6 +117,9 @@ struct Index {
 /// The kept copies of one node.
 pub struct KeptMasks {
     dir: PathBuf,
+    /// Held (locked) while this process lives: a folder whose lock can be
+    /// taken belongs to no running server and is removed at start-up.
+    _lock: std::fs::File,
     max_bytes: u64,
     naming: SecretKey,
     index: Mutex<Index>,
@@ -131,8 +145,8 @@ pub struct Copies {
 }
 
 impl KeptMasks {
-    /// Kept copies under `root` (in a folder of this process's, emptied
-    /// now: copies never outlive the process that made them), at most `max_bytes` of them, built with the
+    /// Kept copies under `root` (in a new folder of this instance's:
+    /// copies never outlive the server that made them), at most `max_bytes` of them, built with the
     /// object stores of `runtime`. Starts the builder on the current tokio
     /// runtime.
     pub fn open(
@@ -142,27 +156,29 @@ impl KeptMasks {
         runtime: Arc<RuntimeEnv>,
         batch_size: usize,
     ) -> Result<Arc<Self>> {
-        // One folder per process, so two servers sharing a data folder
-        // don't empty each other's; those of processes gone are removed.
-        let dir = root.join(std::process::id().to_string());
-        prune(root);
-        if dir.exists() {
-            std::fs::remove_dir_all(&dir)
-                .map_err(|e| VeilError::internal("emptying the kept-masks folder", e))?;
-        }
-        std::fs::create_dir_all(&dir)
-            .map_err(|e| VeilError::internal("creating the kept-masks folder", e))?;
+        // One folder per server instance, named at random and locked while
+        // it runs, so servers sharing a data folder (even across hosts or
+        // containers) never empty each other's; folders no server holds
+        // are removed.
+        let io = |what: &'static str| move |e: std::io::Error| VeilError::internal(what, e);
+        std::fs::create_dir_all(root).map_err(io("creating the kept-masks folder"))?;
         #[cfg(unix)]
         {
             use std::os::unix::fs::PermissionsExt;
-            for d in [root, dir.as_path()] {
-                std::fs::set_permissions(d, std::fs::Permissions::from_mode(0o700))
-                    .map_err(|e| VeilError::internal("securing the kept-masks folder", e))?;
-            }
+            std::fs::set_permissions(root, std::fs::Permissions::from_mode(0o700))
+                .map_err(io("securing the kept-masks folder"))?;
         }
+        let instance = uuid::Uuid::new_v4().simple().to_string();
+        let lock = std::fs::File::create(root.join(format!("{instance}.lock")))
+            .map_err(io("locking the kept-masks folder"))?;
+        lock.lock().map_err(io("locking the kept-masks folder"))?;
+        let dir = root.join(&instance);
+        std::fs::create_dir(&dir).map_err(io("creating the kept-masks folder"))?;
+        prune(root, &instance);
         let (tx, rx) = tokio::sync::mpsc::channel(QUEUE);
         let kept = Arc::new(Self {
             dir,
+            _lock: lock,
             max_bytes,
             naming: master.derive(KeyPurpose::KeptMasks),
             index: Mutex::new(Index::default()),
@@ -193,13 +209,14 @@ impl KeptMasks {
     }
 
     /// The copies of `files` holding `masks`, if every one is kept; else
-    /// `None`, and the missing ones are queued to be built.
+    /// `None`, and the missing ones are queued to be built. `schema`: the
+    /// source table's (dictionary columns, partition columns last).
     pub fn copies(
         &self,
         dataset: &DatasetRecord,
         listing: &Listing,
         files: &[&SourceFile],
-        file_schema: &SchemaRef,
+        schema: &SchemaRef,
         masks: &[KeepableMask],
     ) -> Option<Copies> {
         if masks.is_empty() || files.is_empty() || self.max_bytes == 0 {
@@ -207,7 +224,7 @@ impl KeptMasks {
         }
         let keys = files
             .iter()
-            .map(|f| self.key(dataset, listing, f, file_schema, masks))
+            .map(|f| self.key(dataset, listing, f, schema, masks))
             .collect::<Option<Vec<_>>>()?;
         let mut index = self.lock();
         index.tick += 1;
@@ -216,6 +233,14 @@ impl KeptMasks {
         let mut missing = Vec::new();
         for (key, f) in keys.iter().zip(files) {
             match index.ready.get(key) {
+                // A copy deleted behind Veil's back is forgotten, not read.
+                Some(c) if !c.exists() => {
+                    if let Some(c) = index.ready.remove(key) {
+                        index.bytes -= c.size;
+                    }
+                    *index.generations.entry(dataset.id.clone()).or_default() += 1;
+                    missing.push((*key, *f));
+                }
                 Some(c) => {
                     c.last_used.store(tick, Ordering::Relaxed);
                     found.push(((*f).path.clone(), Arc::clone(c)));
@@ -272,7 +297,8 @@ impl KeptMasks {
         None
     }
 
-    /// A copy's name: a keyed digest of everything its content depends on.
+    /// A copy's key: a keyed digest of everything its content depends on
+    /// (`schema`: the source's columns, partition columns included).
     /// `None` for a file without a modification time (a change to it could
     /// go unseen).
     fn key(
@@ -280,7 +306,7 @@ impl KeptMasks {
         dataset: &DatasetRecord,
         listing: &Listing,
         file: &SourceFile,
-        file_schema: &SchemaRef,
+        schema: &SchemaRef,
         masks: &[KeepableMask],
     ) -> Option<[u8; 32]> {
         let modified = file.modified_ms?;
@@ -302,9 +328,10 @@ impl KeptMasks {
             part(k.as_bytes());
             part(v.as_bytes());
         }
-        for f in file_schema.fields() {
+        part(file.version.as_deref().unwrap_or("").as_bytes());
+        for f in schema.fields() {
             part(f.name().as_bytes());
-            part(format!("{}/{}", f.data_type(), f.is_nullable()).as_bytes());
+            part(format!("{:?}/{}", f.data_type(), f.is_nullable()).as_bytes());
         }
         for m in masks {
             part(&m.fingerprint);
@@ -317,6 +344,7 @@ impl KeptMasks {
     fn keep(&self, key: [u8; 32], dataset_id: &str, copy: KeptCopy) {
         let mut index = self.lock();
         index.pending.remove(&key);
+        index.failed.retain(|_, at| at.elapsed() < RETRY_AFTER);
         if copy.size > self.max_bytes {
             tracing::info!(
                 bytes = copy.size,
@@ -358,21 +386,26 @@ impl KeptMasks {
     }
 }
 
-/// Remove the folders of processes no longer running (Linux: by `/proc`).
-fn prune(root: &Path) {
-    if !Path::new("/proc/self").exists() {
-        return;
-    }
+/// Remove the folders (and lock files) of instances no longer running:
+/// those whose lock can be taken, or that have no lock file at all.
+fn prune(root: &Path, mine: &str) {
     let Ok(entries) = std::fs::read_dir(root) else {
         return;
     };
     for e in entries.flatten() {
-        let name = e.file_name();
-        let Some(pid) = name.to_str().and_then(|n| n.parse::<u32>().ok()) else {
+        let name = e.file_name().to_string_lossy().into_owned();
+        let instance = name.strip_suffix(".lock").unwrap_or(&name).to_string();
+        if instance == mine {
             continue;
+        }
+        let lock_path = root.join(format!("{instance}.lock"));
+        let free = match std::fs::File::open(&lock_path) {
+            Ok(f) => f.try_lock().is_ok(),
+            Err(_) => true,
         };
-        if pid != std::process::id() && !Path::new("/proc").join(pid.to_string()).exists() {
-            let _ = std::fs::remove_dir_all(e.path());
+        if free {
+            let _ = std::fs::remove_dir_all(root.join(&instance));
+            let _ = std::fs::remove_file(&lock_path);
         }
     }
 }
@@ -387,7 +420,14 @@ async fn builder(
         let Some(k) = kept.upgrade() else { return };
         let started = Instant::now();
         let (key, dataset_id) = (job.key, job.dataset.id.clone());
-        match build(&k.dir, &ctx, job).await {
+        let (dir, ctx2, max_bytes) = (k.dir.clone(), ctx.clone(), k.max_bytes);
+        drop(k);
+        // Its own task: a panic fails this build only.
+        let built = tokio::spawn(async move { build(&dir, &ctx2, job, max_bytes).await })
+            .await
+            .unwrap_or_else(|_| Err(VeilError::internal("building a kept copy", "the build panicked")));
+        let Some(k) = kept.upgrade() else { return };
+        match built {
             Ok(copy) => {
                 tracing::info!(
                     dataset_id,
@@ -407,10 +447,12 @@ async fn builder(
 
 /// Write one file's copy: its columns as read (in its row groups, for
 /// parquet) and each mask's stored column.
-async fn build(dir: &Path, ctx: &SessionContext, job: Job) -> Result<KeptCopy> {
-    let hex: String = job.key.iter().map(|b| format!("{b:02x}")).collect();
-    let path = dir.join(format!("{hex}.parquet"));
-    let tmp = dir.join(format!("{hex}.tmp"));
+async fn build(dir: &Path, ctx: &SessionContext, job: Job, max_bytes: u64) -> Result<KeptCopy> {
+    // Named afresh per build: a copy still held after its eviction can
+    // never delete a later build of the same key.
+    let name = uuid::Uuid::new_v4().simple().to_string();
+    let path = dir.join(format!("{name}.parquet"));
+    let tmp = dir.join(format!("{name}.tmp"));
     let bounds = match job.dataset.source.format {
         FileFormatKind::Parquet => parquet_row_groups(&job.listing, &job.file).await?,
         _ => Vec::new(),
@@ -452,6 +494,11 @@ async fn build(dir: &Path, ctx: &SessionContext, job: Job) -> Result<KeptCopy> {
                     .map_err(|e| VeilError::internal("writing a kept copy", e))?;
                 batch = batch.slice(take, batch.num_rows() - take);
                 left -= take as u64;
+                if (writer.bytes_written() + writer.in_progress_size()) as u64 > max_bytes {
+                    return Err(VeilError::FailedPrecondition(
+                        "a kept copy would pass engine.kept_masks_max_mb".into(),
+                    ));
+                }
                 if left == 0 {
                     writer
                         .flush()
@@ -499,4 +546,36 @@ async fn build(dir: &Path, ctx: &SessionContext, job: Job) -> Result<KeptCopy> {
         fields,
         last_used: AtomicU64::new(0),
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A folder no running server holds is removed when a server starts;
+    /// one whose lock is held is left alone, whatever its name.
+    #[tokio::test]
+    async fn only_folders_no_server_holds_are_removed() {
+        let root = tempfile::tempdir().unwrap();
+        let root = root.path();
+        std::fs::create_dir_all(root.join("stale")).unwrap();
+        std::fs::write(root.join("stale/a.parquet"), b"x").unwrap();
+        std::fs::create_dir_all(root.join("unlocked")).unwrap();
+        std::fs::File::create(root.join("unlocked.lock")).unwrap();
+        std::fs::create_dir_all(root.join("live")).unwrap();
+        let held = std::fs::File::create(root.join("live.lock")).unwrap();
+        held.lock().unwrap();
+        let master = MasterKey::from_bytes([1; 32]);
+        let kept = KeptMasks::open(root, 1 << 20, &master, Arc::new(RuntimeEnv::default()), 1024)
+            .unwrap();
+        assert!(!root.join("stale").exists());
+        assert!(!root.join("unlocked").exists() && !root.join("unlocked.lock").exists());
+        assert!(root.join("live").exists(), "a running server's folder stays");
+        assert!(kept.dir.exists());
+        // A second server beside the first keeps the first's folder.
+        let other = KeptMasks::open(root, 1 << 20, &master, Arc::new(RuntimeEnv::default()), 1024)
+            .unwrap();
+        assert!(kept.dir.exists() && other.dir.exists() && kept.dir != other.dir);
+        drop(held);
+    }
 }

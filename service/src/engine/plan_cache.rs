@@ -167,6 +167,10 @@ impl PlanCache {
         self.plans.insert(key, Arc::new(plan));
     }
 
+    pub fn invalidate(&self, key: &PlanKey) {
+        self.plans.invalidate(key);
+    }
+
     #[cfg(test)]
     pub fn len(&self) -> u64 {
         self.plans.run_pending_tasks();

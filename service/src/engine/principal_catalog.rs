@@ -204,8 +204,7 @@ impl ViewCompiler {
                 files
             }
         };
-        let file_schema = Arc::clone(served.file_schema());
-        match kept.copies(d, listing, &files, &file_schema, &masks) {
+        match kept.copies(d, listing, &files, &served.schema(), &masks) {
             Some(copies) => {
                 if let Ok(mut l) = self.leases.lock() {
                     l.extend(copies.leases);
