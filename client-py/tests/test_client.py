@@ -27,6 +27,33 @@ def test_scan_as_pandas_applies_policies(server):
     assert len(df) == (raw["state"] == "CA").sum()
 
 
+def test_kept_masks_read_back_the_same_values(server):
+    """After a masked read, Veil keeps a masked copy of the file (README,
+    "Kept masks"); reads served from it, whole and in endpoints, give the
+    very rows and values the first read computed."""
+    import time
+
+    with connect(server, "alice") as conn:
+        first = conn.scan_as_pandas("clinical.trials")
+        copies = server.dir / "kept-masks"
+        deadline = time.monotonic() + 120
+        while not any(p.suffix == ".parquet" for p in copies.glob("*/*")):
+            assert time.monotonic() < deadline, "no kept copy within 120 s"
+            time.sleep(0.2)
+        time.sleep(1.0)
+        again = conn.scan_as_pandas("clinical.trials")
+        narrow = conn.scan_as_pandas("clinical.trials", columns=["participant_id", "ssn"], filter="amount > 100")
+    key = "participant_id"
+    pd.testing.assert_frame_equal(
+        first.sort_values(key).reset_index(drop=True), again.sort_values(key).reset_index(drop=True)
+    )
+    expected = first.loc[first["amount"] > 100, ["participant_id", "ssn"]]
+    pd.testing.assert_frame_equal(
+        expected.sort_values(key).reset_index(drop=True), narrow.sort_values(key).reset_index(drop=True)
+    )
+    assert "kept a masked copy" in (server.dir / "veil.log").read_text()
+
+
 def test_environment_defaults_and_context_manager(server, monkeypatch):
     monkeypatch.setenv("VEIL_ADDRESS", server.address)
     monkeypatch.setenv("VEIL_TOKEN", server.token("carol"))

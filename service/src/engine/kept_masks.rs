@@ -174,6 +174,9 @@ impl KeptMasks {
         lock.lock().map_err(io("locking the kept-masks folder"))?;
         let dir = root.join(&instance);
         std::fs::create_dir(&dir).map_err(io("creating the kept-masks folder"))?;
+        // Absolute: copies are read through the local object store by URL
+        // (a relative `data_dir` is relative to where Veil was started).
+        let dir = std::fs::canonicalize(&dir).map_err(io("creating the kept-masks folder"))?;
         prune(root, &instance);
         let (tx, rx) = tokio::sync::mpsc::channel(QUEUE);
         let kept = Arc::new(Self {
@@ -453,6 +456,8 @@ async fn build(dir: &Path, ctx: &SessionContext, job: Job, max_bytes: u64) -> Re
     let name = uuid::Uuid::new_v4().simple().to_string();
     let path = dir.join(format!("{name}.parquet"));
     let tmp = dir.join(format!("{name}.tmp"));
+    let object = ObjectPath::from_absolute_path(&path)
+        .map_err(|e| VeilError::internal("kept copy path", e))?;
     let bounds = match job.dataset.source.format {
         FileFormatKind::Parquet => parquet_row_groups(&job.listing, &job.file).await?,
         _ => Vec::new(),
@@ -530,15 +535,17 @@ async fn build(dir: &Path, ctx: &SessionContext, job: Job, max_bytes: u64) -> Re
         let _ = tokio::fs::remove_file(&tmp).await;
         return Err(e);
     }
-    tokio::fs::rename(&tmp, &path)
-        .await
-        .map_err(|e| VeilError::internal("keeping a kept copy", e))?;
-    let size = tokio::fs::metadata(&path)
-        .await
-        .map_err(|e| VeilError::internal("keeping a kept copy", e))?
-        .len();
-    let object = ObjectPath::from_absolute_path(&path)
-        .map_err(|e| VeilError::internal("kept copy path", e))?;
+    let size = match tokio::fs::metadata(&tmp).await {
+        Ok(m) => m.len(),
+        Err(e) => {
+            let _ = tokio::fs::remove_file(&tmp).await;
+            return Err(VeilError::internal("keeping a kept copy", e));
+        }
+    };
+    if let Err(e) = tokio::fs::rename(&tmp, &path).await {
+        let _ = tokio::fs::remove_file(&tmp).await;
+        return Err(VeilError::internal("keeping a kept copy", e));
+    }
     Ok(KeptCopy {
         path,
         object,
@@ -577,5 +584,22 @@ mod tests {
             .unwrap();
         assert!(kept.dir.exists() && other.dir.exists() && kept.dir != other.dir);
         drop(held);
+    }
+
+    /// A relative data folder (the demo's, started from another folder)
+    /// still gives copies absolute paths: they are read by URL.
+    #[tokio::test]
+    async fn a_relative_data_folder_gives_absolute_copy_paths() {
+        let root = tempfile::tempdir().unwrap();
+        let cwd = std::env::current_dir().unwrap();
+        let up: PathBuf = cwd.components().skip(1).map(|_| "..").collect();
+        let relative = up.join(root.path().strip_prefix("/").unwrap()).join(".");
+        assert!(relative.is_relative());
+        let master = MasterKey::from_bytes([1; 32]);
+        let kept =
+            KeptMasks::open(&relative, 1 << 20, &master, Arc::new(RuntimeEnv::default()), 1024)
+                .unwrap();
+        assert!(kept.dir.is_absolute());
+        ObjectPath::from_absolute_path(kept.dir.join("x.parquet")).unwrap();
     }
 }
