@@ -246,7 +246,7 @@ impl KeptMasks {
                 }
                 Some(c) => {
                     c.last_used.store(tick, Ordering::Relaxed);
-                    found.push(((*f).path.clone(), Arc::clone(c)));
+                    found.push((f.path.clone(), Arc::clone(c)));
                 }
                 None => missing.push((*key, *f)),
             }

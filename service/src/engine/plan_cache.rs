@@ -64,6 +64,7 @@ pub struct PlanKey {
 impl PlanKey {
     /// The key of a scan, or `None` when its plan can't be kept (a file
     /// without a modification time).
+    #[allow(clippy::too_many_arguments)]
     pub fn scan(
         fingerprint: [u8; 32],
         version: u64,
