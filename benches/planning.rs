@@ -16,8 +16,8 @@
 use criterion::{Criterion, criterion_group, criterion_main};
 use std::sync::Arc;
 use veil::engine::Command;
-use veil_benches::DemoEngine;
 use veil::model::identity::Principal;
+use veil_benches::DemoEngine;
 use veil_proto::{ScanCommand, SqlCommand};
 
 fn planning(c: &mut Criterion) {
@@ -103,8 +103,14 @@ fn large_catalog(c: &mut Criterion) {
             let (engine, scan, command) = (&engine.engine, &scan, &command);
             async move {
                 let scope = engine.scope(&who).await.expect("a scope");
-                let planned = engine.plan(&scope, command, None, None).await.expect("plans");
-                let layout = engine.layout(&scope, scan, &planned).await.expect("a layout");
+                let planned = engine
+                    .plan(&scope, command, None, None)
+                    .await
+                    .expect("plans");
+                let layout = engine
+                    .layout(&scope, scan, &planned)
+                    .await
+                    .expect("a layout");
                 (planned, layout)
             }
         };

@@ -52,7 +52,10 @@ impl DemoEngine {
                 "[[datasets]]\nname = \"probe.d{d}\"\nformat = \"parquet\"\nlocation = {file:?}\nowners = [\"owner\"]\n"
             );
             for c in 0..columns {
-                cfg += &format!("columns.c{c} = {{ tags = [\"t{}\"] }}\n", (d * columns + c) % 1000);
+                cfg += &format!(
+                    "columns.c{c} = {{ tags = [\"t{}\"] }}\n",
+                    (d * columns + c) % 1000
+                );
             }
             cfg += &format!(
                 "\n[[policies]]\nname = \"read-d{d}\"\ndataset = \"probe.d{d}\"\nsubscription = {{ groups = [\"readers\"] }}\n\n"
@@ -148,7 +151,11 @@ const MASKS: [&str; 5] = [
 fn mask_for(tag: usize, column: usize) -> &'static str {
     match column % 4 {
         0 | 3 => MASKS[tag % 4],
-        1 => ["mask = \"hash\"", "mask = \"null\"", "mask = { round = { digits = -1 } }"][tag % 3],
+        1 => [
+            "mask = \"hash\"",
+            "mask = \"null\"",
+            "mask = { round = { digits = -1 } }",
+        ][tag % 3],
         _ => MASKS[[0, 1, 4][tag % 3]],
     }
 }
@@ -162,14 +169,21 @@ fn write_probe_file(path: &std::path::Path, columns: usize) {
     let mut arrays: Vec<ArrayRef> = Vec::new();
     for c in 0..columns {
         let (dt, a): (DataType, ArrayRef) = match c % 4 {
-            1 => (DataType::Int64, Arc::new(Int64Array::from_iter_values(0..10))),
+            1 => (
+                DataType::Int64,
+                Arc::new(Int64Array::from_iter_values(0..10)),
+            ),
             2 => (
                 DataType::Float64,
-                Arc::new(Float64Array::from_iter_values((0..10).map(|i| i as f64 * 1.5))),
+                Arc::new(Float64Array::from_iter_values(
+                    (0..10).map(|i| i as f64 * 1.5),
+                )),
             ),
             _ => (
                 DataType::Utf8,
-                Arc::new(StringArray::from_iter_values((0..10).map(|i| format!("v{i}-{c}")))),
+                Arc::new(StringArray::from_iter_values(
+                    (0..10).map(|i| format!("v{i}-{c}")),
+                )),
             ),
         };
         fields.push(Field::new(format!("c{c}"), dt, true));

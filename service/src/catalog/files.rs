@@ -162,7 +162,13 @@ fn local_file(
 #[cfg(unix)]
 fn local_version(meta: &std::fs::Metadata) -> Option<String> {
     use std::os::unix::fs::MetadataExt;
-    Some(format!("{}:{}:{}.{}", meta.dev(), meta.ino(), meta.mtime(), meta.mtime_nsec()))
+    Some(format!(
+        "{}:{}:{}.{}",
+        meta.dev(),
+        meta.ino(),
+        meta.mtime(),
+        meta.mtime_nsec()
+    ))
 }
 
 #[cfg(not(unix))]
@@ -361,9 +367,14 @@ static ROW_GROUPS: std::sync::LazyLock<moka::sync::Cache<RowGroupKey, Arc<Vec<u6
     });
 
 pub async fn parquet_row_groups(listing: &Listing, file: &SourceFile) -> Result<Vec<u64>> {
-    let key = file
-        .modified_ms
-        .map(|ms| (listing.url.as_str().to_string(), file.path.clone(), file.size, ms));
+    let key = file.modified_ms.map(|ms| {
+        (
+            listing.url.as_str().to_string(),
+            file.path.clone(),
+            file.size,
+            ms,
+        )
+    });
     if let Some(counts) = key.as_ref().and_then(|k| ROW_GROUPS.get(k)) {
         return Ok(counts.as_ref().clone());
     }

@@ -27,12 +27,12 @@ use std::sync::Arc;
 use veil_proto::ScanPart;
 
 use super::files::{Listing, SourceFile, list_files};
-use datafusion::execution::object_store::ObjectStoreUrl;
-use object_store::path::Path as ObjectPath;
 use super::object_stores::ObjectStores;
 use crate::error::{Result, VeilError};
 use crate::model::dataset::{DatasetRecord, FileFormatKind};
 use crate::policy::effective::dictionary_field;
+use datafusion::execution::object_store::ObjectStoreUrl;
+use object_store::path::Path as ObjectPath;
 
 #[derive(Debug)]
 pub struct SourceTable {
@@ -368,7 +368,10 @@ impl TableProvider for SourceTable {
             Some(c) => {
                 let mut fields: Vec<FieldRef> = self.file_schema.fields().iter().cloned().collect();
                 fields.extend(c.fields.iter().cloned());
-                (ObjectStoreUrl::local_filesystem(), Arc::new(Schema::new(fields)))
+                (
+                    ObjectStoreUrl::local_filesystem(),
+                    Arc::new(Schema::new(fields)),
+                )
             }
         };
         let source = format.file_source(

@@ -62,6 +62,10 @@ use crate::secrets::{KeyPurpose, MasterKey, SecretKey};
 /// Jobs waiting for the builder at most; more are dropped.
 const QUEUE: usize = 64;
 
+/// Longest one copy may take to build; then it is given up (and counts as
+/// failed).
+const BUILD_TIMEOUT: Duration = Duration::from_secs(1800);
+
 /// How long a copy that failed to build is not tried again.
 const RETRY_AFTER: Duration = Duration::from_secs(600);
 
@@ -191,7 +195,11 @@ impl KeptMasks {
             .with_batch_size(batch_size)
             // One stream, rows in file order: a copy keeps the file's order.
             .with_target_partitions(1);
-        config.options_mut().execution.parquet.schema_force_view_types = false;
+        config
+            .options_mut()
+            .execution
+            .parquet
+            .schema_force_view_types = false;
         let ctx = SessionContext::new_with_config_rt(config, runtime);
         tokio::spawn(builder(Arc::downgrade(&kept), rx, ctx));
         Ok(kept)
@@ -204,7 +212,11 @@ impl KeptMasks {
 
     /// Moves whenever a copy of `dataset_id` appears or is dropped.
     pub fn generation(&self, dataset_id: &str) -> u64 {
-        self.lock().generations.get(dataset_id).copied().unwrap_or(0)
+        self.lock()
+            .generations
+            .get(dataset_id)
+            .copied()
+            .unwrap_or(0)
     }
 
     fn lock(&self) -> std::sync::MutexGuard<'_, Index> {
@@ -272,7 +284,8 @@ impl KeptMasks {
         }
         for (key, f) in missing {
             // A parquet copy holds every column of its file and more.
-            let too_big = dataset.source.format == FileFormatKind::Parquet && f.size > self.max_bytes;
+            let too_big =
+                dataset.source.format == FileFormatKind::Parquet && f.size > self.max_bytes;
             if too_big
                 || index.pending.contains(&key)
                 || index
@@ -425,10 +438,34 @@ async fn builder(
         let (key, dataset_id) = (job.key, job.dataset.id.clone());
         let (dir, ctx2, max_bytes) = (k.dir.clone(), ctx.clone(), k.max_bytes);
         drop(k);
-        // Its own task: a panic fails this build only.
-        let built = tokio::spawn(async move { build(&dir, &ctx2, job, max_bytes).await })
-            .await
-            .unwrap_or_else(|_| Err(VeilError::internal("building a kept copy", "the build panicked")));
+        // Its own task: a panic fails this build only; a build that hangs
+        // (a stalled store) is given up after BUILD_TIMEOUT.
+        let built = tokio::spawn(async move {
+            match tokio::time::timeout(BUILD_TIMEOUT, build(&dir, &ctx2, job, max_bytes)).await {
+                Ok(built) => built,
+                Err(_) => {
+                    // One build at a time: any unfinished file is this one's.
+                    if let Ok(entries) = std::fs::read_dir(&dir) {
+                        for e in entries.flatten() {
+                            if e.path().extension().is_some_and(|x| x == "tmp") {
+                                let _ = std::fs::remove_file(e.path());
+                            }
+                        }
+                    }
+                    Err(VeilError::Unavailable(format!(
+                        "building a kept copy took over {} s",
+                        BUILD_TIMEOUT.as_secs()
+                    )))
+                }
+            }
+        })
+        .await
+        .unwrap_or_else(|_| {
+            Err(VeilError::internal(
+                "building a kept copy",
+                "the build panicked",
+            ))
+        });
         let Some(k) = kept.upgrade() else { return };
         match built {
             Ok(copy) => {
@@ -573,15 +610,30 @@ mod tests {
         let held = std::fs::File::create(root.join("live.lock")).unwrap();
         held.lock().unwrap();
         let master = MasterKey::from_bytes([1; 32]);
-        let kept = KeptMasks::open(root, 1 << 20, &master, Arc::new(RuntimeEnv::default()), 1024)
-            .unwrap();
+        let kept = KeptMasks::open(
+            root,
+            1 << 20,
+            &master,
+            Arc::new(RuntimeEnv::default()),
+            1024,
+        )
+        .unwrap();
         assert!(!root.join("stale").exists());
         assert!(!root.join("unlocked").exists() && !root.join("unlocked.lock").exists());
-        assert!(root.join("live").exists(), "a running server's folder stays");
+        assert!(
+            root.join("live").exists(),
+            "a running server's folder stays"
+        );
         assert!(kept.dir.exists());
         // A second server beside the first keeps the first's folder.
-        let other = KeptMasks::open(root, 1 << 20, &master, Arc::new(RuntimeEnv::default()), 1024)
-            .unwrap();
+        let other = KeptMasks::open(
+            root,
+            1 << 20,
+            &master,
+            Arc::new(RuntimeEnv::default()),
+            1024,
+        )
+        .unwrap();
         assert!(kept.dir.exists() && other.dir.exists() && kept.dir != other.dir);
         drop(held);
     }
@@ -596,9 +648,14 @@ mod tests {
         let relative = up.join(root.path().strip_prefix("/").unwrap()).join(".");
         assert!(relative.is_relative());
         let master = MasterKey::from_bytes([1; 32]);
-        let kept =
-            KeptMasks::open(&relative, 1 << 20, &master, Arc::new(RuntimeEnv::default()), 1024)
-                .unwrap();
+        let kept = KeptMasks::open(
+            &relative,
+            1 << 20,
+            &master,
+            Arc::new(RuntimeEnv::default()),
+            1024,
+        )
+        .unwrap();
         assert!(kept.dir.is_absolute());
         ObjectPath::from_absolute_path(kept.dir.join("x.parquet")).unwrap();
     }

@@ -16,11 +16,11 @@ use datafusion::arrow::datatypes::{DataType, SchemaRef};
 use datafusion::common::TableReference;
 use datafusion::common::tree_node::TreeNode;
 use datafusion::dataframe::DataFrame;
-use datafusion::execution::{SendableRecordBatchStream, TaskContext};
 use datafusion::execution::context::{SQLOptions, SessionState};
 use datafusion::execution::memory_pool::FairSpillPool;
 use datafusion::execution::runtime_env::{RuntimeEnv, RuntimeEnvBuilder};
 use datafusion::execution::session_state::SessionStateBuilder;
+use datafusion::execution::{SendableRecordBatchStream, TaskContext};
 use datafusion::logical_expr::{Expr, LogicalPlan, cast};
 use datafusion::physical_plan::ExecutionPlan;
 use datafusion::physical_plan::stream::RecordBatchStreamAdapter;
@@ -495,30 +495,22 @@ impl Engine {
             .await
             .map_err(from_datafusion)?;
         let leases = compiler.leases();
-        if let Some(key) = key
-            && !plan_cache::reads_a_clock(&plan)
-        {
-            let kept = KeptPlan::new(
-                logical.clone(),
-                &physical,
-                Arc::clone(&schema),
-                compiler.reads(),
-                leases.clone(),
-            );
-            // The caller executes its own copy; the kept one never runs.
-            let physical = kept.instance()?;
-            self.plans.insert(key, kept);
-            return Ok(PlannedQuery {
-                logical,
-                physical,
-                schema,
-                reads: compiler.reads(),
-                version: scope.version(),
-                planned_at: compiler.now(),
-                task,
-                leases,
-            });
-        }
+        let physical = match key {
+            Some(key) if !plan_cache::reads_a_clock(&plan) => {
+                let kept = KeptPlan::new(
+                    logical.clone(),
+                    &physical,
+                    Arc::clone(&schema),
+                    compiler.reads(),
+                    leases.clone(),
+                );
+                // The caller executes its own copy; the kept one never runs.
+                let instance = kept.instance()?;
+                self.plans.insert(key, kept);
+                instance
+            }
+            _ => physical,
+        };
         Ok(PlannedQuery {
             logical,
             physical,
@@ -1153,7 +1145,13 @@ mod tests {
         scan_rows(&engine, &bob, &scan, Some(at)).await;
         scan_rows(&engine, &bob, &scan, Some(at)).await;
         assert_eq!(engine.plans.len(), 1, "kept for its clock");
-        scan_rows(&engine, &bob, &scan, Some(at + chrono::Duration::seconds(1))).await;
+        scan_rows(
+            &engine,
+            &bob,
+            &scan,
+            Some(at + chrono::Duration::seconds(1)),
+        )
+        .await;
         assert_eq!(engine.plans.len(), 2, "another clock, another plan");
     }
     /// Every part's rows, planned and read as `who` at one scope.
@@ -1176,7 +1174,11 @@ mod tests {
     }
 
     /// The physical plan a scan runs, as text.
-    async fn physical_text(engine: &Arc<Engine>, who: &Arc<Principal>, scan: &ScanCommand) -> String {
+    async fn physical_text(
+        engine: &Arc<Engine>,
+        who: &Arc<Principal>,
+        scan: &ScanCommand,
+    ) -> String {
         let scope = engine.scope(who).await.unwrap();
         let q = engine
             .plan(&scope, &Command::Scan(scan.clone()), None, None)
@@ -1243,15 +1245,25 @@ mod tests {
         let computed = pretty(&scan_rows(&engine, &alice, &all, None).await);
         let computed_parts = parts_rows(&engine, &alice, &all).await;
         assert_eq!(computed, computed_parts);
-        assert!(physical_text(&engine, &alice, &all).await.contains("veil_mask_hash"));
+        assert!(
+            physical_text(&engine, &alice, &all)
+                .await
+                .contains("veil_mask_hash")
+        );
 
         // The copy is built in the background; then reads use it.
         let g = kept_after(&engine, "clinical.trials", 0).await;
         let plan = physical_text(&engine, &alice, &all).await;
-        assert!(!plan.contains("veil_mask_hash"), "masks read back, not computed:\n{plan}");
+        assert!(
+            !plan.contains("veil_mask_hash"),
+            "masks read back, not computed:\n{plan}"
+        );
         assert!(!plan.contains("veil_mask_fpe"), "{plan}");
         assert!(plan.contains("__veil_kept_"), "{plan}");
-        assert_eq!(pretty(&scan_rows(&engine, &alice, &all, None).await), computed);
+        assert_eq!(
+            pretty(&scan_rows(&engine, &alice, &all, None).await),
+            computed
+        );
         assert_eq!(parts_rows(&engine, &alice, &all).await, computed);
         // A user query over the kept values filters and projects the same.
         let narrow = ScanCommand {
@@ -1271,8 +1283,15 @@ mod tests {
                 }
             }
         }
-        assert!(physical_text(&engine, &alice, &all).await.contains("veil_mask_hash"));
-        assert_eq!(pretty(&scan_rows(&engine, &alice, &all, None).await), computed);
+        assert!(
+            physical_text(&engine, &alice, &all)
+                .await
+                .contains("veil_mask_hash")
+        );
+        assert_eq!(
+            pretty(&scan_rows(&engine, &alice, &all, None).await),
+            computed
+        );
         let g = kept_after(&engine, "clinical.trials", g).await;
 
         // No masks: raw values, never a copy.
@@ -1293,17 +1312,30 @@ mod tests {
             .unwrap();
         let changed = pretty(&scan_rows(&engine, &alice, &all, None).await);
         assert_ne!(changed, computed, "the new rounding applies at once");
-        assert!(physical_text(&engine, &alice, &all).await.contains("veil_mask_hash"));
+        assert!(
+            physical_text(&engine, &alice, &all)
+                .await
+                .contains("veil_mask_hash")
+        );
         let g2 = kept_after(&engine, "clinical.trials", g).await;
-        assert_eq!(pretty(&scan_rows(&engine, &alice, &all, None).await), changed);
+        assert_eq!(
+            pretty(&scan_rows(&engine, &alice, &all, None).await),
+            changed
+        );
         // Columns the new mask leaves alone read the same.
-        assert_eq!(pretty(&scan_rows(&engine, &alice, &narrow, None).await), narrow_kept);
+        assert_eq!(
+            pretty(&scan_rows(&engine, &alice, &narrow, None).await),
+            narrow_kept
+        );
 
         // A rewritten file: its old copy is not read.
         let path = dir.path().join("data/clinical/trials.parquet");
         crate::demo::write_trials(&path, 50_000).unwrap();
         let plan = physical_text(&engine, &alice, &all).await;
-        assert!(plan.contains("veil_mask_hash"), "computed over the new file:\n{plan}");
+        assert!(
+            plan.contains("veil_mask_hash"),
+            "computed over the new file:\n{plan}"
+        );
         let fresh = pretty(&scan_rows(&engine, &alice, &all, None).await);
         kept_after(&engine, "clinical.trials", g2).await;
         assert_eq!(pretty(&scan_rows(&engine, &alice, &all, None).await), fresh);
@@ -1329,8 +1361,16 @@ mod tests {
                 break;
             }
         }
-        assert!(physical_text(&engine, &alice, &all).await.contains("veil_mask_hash"));
+        assert!(
+            physical_text(&engine, &alice, &all)
+                .await
+                .contains("veil_mask_hash")
+        );
         assert_eq!(pretty(&scan_rows(&engine, &alice, &all, None).await), first);
-        assert_eq!(kept_files(&dir.path().join("k")), 0, "nothing over budget stays on disk");
+        assert_eq!(
+            kept_files(&dir.path().join("k")),
+            0,
+            "nothing over budget stays on disk"
+        );
     }
 }

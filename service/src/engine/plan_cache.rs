@@ -26,8 +26,8 @@
 //! that runs.
 
 use datafusion::common::tree_node::TreeNode;
-use datafusion::datasource::source_as_provider;
 use datafusion::datasource::ViewTable;
+use datafusion::datasource::source_as_provider;
 use datafusion::logical_expr::{Expr, LogicalPlan, Volatility};
 use datafusion::physical_plan::ExecutionPlan;
 use datafusion::physical_plan::execution_plan::reset_plan_states;
@@ -38,8 +38,8 @@ use veil_proto::{ScanCommand, ScanPart};
 use super::kept_masks::KeptCopy;
 use super::principal_catalog::DatasetRead;
 use crate::catalog::files::Listing;
-use crate::error::query::from_datafusion;
 use crate::error::Result;
+use crate::error::query::from_datafusion;
 use datafusion::arrow::datatypes::SchemaRef;
 
 /// Everything a scan's plan is made from.

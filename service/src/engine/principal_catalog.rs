@@ -11,11 +11,11 @@ use std::sync::{Arc, Mutex};
 
 use veil_proto::ScanPart;
 
+use super::kept_masks::{KeptCopy, KeptMasks};
 use super::scope::RequestScope;
 use crate::audit::dataset::AuditTable;
-use crate::catalog::object_stores::ObjectStores;
-use super::kept_masks::{KeptCopy, KeptMasks};
 use crate::catalog::files::{Listing, SourceFile};
+use crate::catalog::object_stores::ObjectStores;
 use crate::catalog::source_table::SourceTable;
 use crate::error::{Result, VeilError};
 use crate::model::dataset::DatasetRecord;
@@ -222,36 +222,36 @@ impl ViewCompiler {
             Arc<dyn TableProvider>,
             Option<Arc<dyn TableProvider>>,
             KeptColumns,
-        ) =
-            match SourceKind::of(d) {
-                SourceKind::AuditTrail => {
-                    // Veil's own audit: one endpoint, rows from the store.
-                    let store = self.audit_store.as_ref().ok_or_else(|| {
-                        VeilError::FailedPrecondition(format!(
-                            "{} can't be read here: this engine has no audit store",
-                            d.name
-                        ))
-                    })?;
-                    (
-                        Arc::new(AuditTable::new(Arc::clone(store))),
-                        None,
-                        KeptColumns::new(),
-                    )
-                }
-                SourceKind::Files(_) => {
-                    let listing = self.scope.listing(&self.stores, d).await?;
-                    // k-anonymization counts over the whole dataset, even for a part.
-                    let whole = match (&part, policy.kanon.is_empty()) {
-                        (Some(_), false) => Some(Arc::new(
-                            SourceTable::from_listing(d, None, listing.clone()).await?,
-                        ) as _),
-                        _ => None,
-                    };
-                    let served = SourceTable::from_listing(d, part.clone(), listing.clone()).await?;
-                    let (served, kept) = self.kept_copies(d, &policy, &listing, part.as_ref(), served)?;
-                    (Arc::new(served), whole, kept)
-                }
-            };
+        ) = match SourceKind::of(d) {
+            SourceKind::AuditTrail => {
+                // Veil's own audit: one endpoint, rows from the store.
+                let store = self.audit_store.as_ref().ok_or_else(|| {
+                    VeilError::FailedPrecondition(format!(
+                        "{} can't be read here: this engine has no audit store",
+                        d.name
+                    ))
+                })?;
+                (
+                    Arc::new(AuditTable::new(Arc::clone(store))),
+                    None,
+                    KeptColumns::new(),
+                )
+            }
+            SourceKind::Files(_) => {
+                let listing = self.scope.listing(&self.stores, d).await?;
+                // k-anonymization counts over the whole dataset, even for a part.
+                let whole = match (&part, policy.kanon.is_empty()) {
+                    (Some(_), false) => Some(Arc::new(
+                        SourceTable::from_listing(d, None, listing.clone()).await?,
+                    ) as _),
+                    _ => None,
+                };
+                let served = SourceTable::from_listing(d, part.clone(), listing.clone()).await?;
+                let (served, kept) =
+                    self.kept_copies(d, &policy, &listing, part.as_ref(), served)?;
+                (Arc::new(served), whole, kept)
+            }
+        };
         let plan = secure_view::compile(
             d,
             &policy,

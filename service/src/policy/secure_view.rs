@@ -272,7 +272,8 @@ fn keepable(e: &Expr) -> bool {
         match n {
             Expr::ScalarFunction(f) => {
                 calls = true;
-                fixed &= f.func.signature().volatility == datafusion::logical_expr::Volatility::Immutable;
+                fixed &= f.func.signature().volatility
+                    == datafusion::logical_expr::Volatility::Immutable;
             }
             Expr::Column(_)
             | Expr::Literal(..)
@@ -314,9 +315,8 @@ pub fn keepable_masks(
     master: &MasterKey,
 ) -> Result<Vec<KeepableMask>> {
     use hmac::{Hmac, Mac};
-    let column = |name: &str| {
-        Expr::Column(Column::new(Some(TableReference::bare(SOURCE_ALIAS)), name))
-    };
+    let column =
+        |name: &str| Expr::Column(Column::new(Some(TableReference::bare(SOURCE_ALIAS)), name));
     let keys = MaskKeys::new(master, &dataset.id);
     let naming = master.derive(KeyPurpose::KeptMasks);
     let mut out = Vec::new();
@@ -381,9 +381,8 @@ pub fn copy_plan(
     stored_columns: &Schema,
     masks: &[KeepableMask],
 ) -> Result<LogicalPlan> {
-    let column = |name: &str| {
-        Expr::Column(Column::new(Some(TableReference::bare(SOURCE_ALIAS)), name))
-    };
+    let column =
+        |name: &str| Expr::Column(Column::new(Some(TableReference::bare(SOURCE_ALIAS)), name));
     let exprs = stored_columns
         .fields()
         .iter()

@@ -111,7 +111,7 @@ impl ScalarUDFImpl for MaskRegex {
         &self,
         args: ScalarFunctionArgs,
     ) -> datafusion::common::Result<ColumnarValue> {
-        invoke_unary("veil_mask_regex", args, |a| self.replace_array(a))
+        invoke_unary(self.name(), args, |a| self.replace_array(a))
     }
 }
 
