@@ -40,6 +40,7 @@ fn planning(c: &mut Criterion) {
                 FROM clinical.trials t JOIN clinical.sites s ON t.state = s.state \
                 GROUP BY s.site"
             .into(),
+        ..Default::default()
     });
     let cases = [
         ("scan, no policy applies (bob)", "bob", scan("")),

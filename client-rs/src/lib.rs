@@ -856,6 +856,7 @@ pub fn sql_descriptor(query: &str) -> FlightDescriptor {
     FlightDescriptor::new_cmd(
         SqlCommand {
             query: query.into(),
+            ..Default::default()
         }
         .to_any_bytes(),
     )

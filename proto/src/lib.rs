@@ -133,6 +133,7 @@ mod tests {
             identity_fingerprint: vec![1, 2],
             command: Some(TicketCommand::Sql(SqlCommand {
                 query: "SELECT 1".into(),
+                parameters: vec![7],
             })),
             part: Some(ScanPart {
                 files: vec![FileSlice {
@@ -141,16 +142,23 @@ mod tests {
                     row_group_end: 2,
                     row_group_count: 3,
                 }],
+                dataset: "d".into(),
             }),
             part_index: 1,
             part_count: 2,
             query_id: "q".into(),
             padding: vec![0, 0],
             planned_at_ms: 1_700_000_000_000,
+            r#use: TicketUse::PreparedStatement as i32,
         };
-        let expected: &[u8] = b"\x08\x01\x12\x01i\x1a\x01s \xfe\xff\xff\xff\xff\xff\xff\xff\xff\x01(\xac\x022\x02\x01\x02B\x0a\x0a\x08SELECT 1J\x0b\x0a\x09\x0a\x01p\x10\x01\x18\x02 \x03P\x01X\x02b\x01qj\x02\x00\x00p\x80\xd0\x95\xff\xbc1";
+        let expected: &[u8] = b"\x08\x01\x12\x01i\x1a\x01s \xfe\xff\xff\xff\xff\xff\xff\xff\xff\x01(\xac\x022\x02\x01\x02B\x0d\x0a\x08SELECT 1\x12\x01\x07J\x0e\x0a\x09\x0a\x01p\x10\x01\x18\x02 \x03\x12\x01dP\x01X\x02b\x01qj\x02\x00\x00p\x80\xd0\x95\xff\xbc1x\x01";
         assert_eq!(ticket.encode_to_vec(), expected);
         assert_eq!(TicketBody::decode(expected).unwrap(), ticket);
+        let metadata = TicketBody {
+            command: Some(TicketCommand::FlightSqlMetadata(vec![1, 2])),
+            ..Default::default()
+        };
+        assert_eq!(metadata.encode_to_vec(), b"\x82\x01\x02\x01\x02");
 
         let whoami = WhoAmI {
             issuer: "i".into(),
@@ -196,6 +204,7 @@ mod tests {
     fn any_round_trip_checks_the_type() {
         let bytes = SqlCommand {
             query: "SELECT 1".into(),
+            ..Default::default()
         }
         .to_any_bytes();
         let any = Any::decode(bytes.as_slice()).unwrap();

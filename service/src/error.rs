@@ -66,6 +66,9 @@ pub enum VeilError {
     Unavailable(String),
     /// An object with that name already exists.
     AlreadyExists(String),
+    /// Veil does not offer this operation (a write, a transaction): the
+    /// message says what to do instead.
+    Unimplemented(String),
     /// A bug in Veil.
     Internal(String),
 }
@@ -85,6 +88,7 @@ impl VeilError {
             | Self::ResourceExhausted(m)
             | Self::Unavailable(m)
             | Self::AlreadyExists(m)
+            | Self::Unimplemented(m)
             | Self::Internal(m) => m,
         };
         cap(m)
@@ -122,6 +126,7 @@ impl VeilError {
             Self::ResourceExhausted(_) => Code::ResourceExhausted,
             Self::Unavailable(_) => Code::Unavailable,
             Self::AlreadyExists(_) => Code::AlreadyExists,
+            Self::Unimplemented(_) => Code::Unimplemented,
             Self::Internal(_) => Code::Internal,
         }
     }
@@ -147,8 +152,8 @@ impl VeilError {
             Code::Unavailable | Code::Cancelled | Code::DeadlineExceeded | Code::Aborted => {
                 Self::Unavailable(message)
             }
-            // The server does not offer the call (an older Veil).
-            Code::Unimplemented => Self::FailedPrecondition(message),
+            // The server does not offer the call.
+            Code::Unimplemented => Self::Unimplemented(message),
             // `Ok` carries no error; one that arrives as an error is a bug.
             Code::Ok | Code::Unknown | Code::Internal | Code::DataLoss => Self::Internal(message),
         }

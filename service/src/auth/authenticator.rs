@@ -117,7 +117,14 @@ impl Authenticator {
             .strip_prefix("Bearer ")
             .or_else(|| header.strip_prefix("bearer "))
             .ok_or_else(|| {
-                VeilError::Unauthenticated("the authorization header must be 'Bearer <JWT>'".into())
+                VeilError::Unauthenticated(
+                    if header.get(..6).is_some_and(|b| b.eq_ignore_ascii_case("basic ")) {
+                        "Veil takes a token, not a user name and password: send 'authorization: Bearer <JWT>' (JDBC: token=<JWT> in the URL; ADBC: the adbc.flight.sql.authorization_header option; get a development token with `veil token --user NAME`)"
+                    } else {
+                        "the authorization header must be 'Bearer <JWT>'"
+                    }
+                    .into(),
+                )
             })?;
         let verifier = self.verifier();
         let claims = verifier.verify(token.trim())?;

@@ -13,8 +13,8 @@ pub mod scope;
 mod type_matrix;
 
 use datafusion::arrow::datatypes::{DataType, SchemaRef};
-use datafusion::common::TableReference;
 use datafusion::common::tree_node::TreeNode;
+use datafusion::common::{ScalarValue, TableReference};
 use datafusion::dataframe::DataFrame;
 use datafusion::execution::context::{SQLOptions, SessionState};
 use datafusion::execution::memory_pool::FairSpillPool;
@@ -47,10 +47,11 @@ use crate::policy::barrier::VeilQueryPlanner;
 use crate::policy::effective::{EffectivePolicy, RowRuleKind};
 use crate::policy::guard::PolicyGuard;
 use crate::secrets::MasterKey;
-use crate::sql::{bounded, limits, planner_pool};
+use crate::sql::{bounded, limits, parameters, planner_pool};
 use kept_masks::{KeptCopy, KeptMasks};
 use plan_cache::{KeptPlan, PlanCache, PlanKey};
-use principal_catalog::{CATALOG, DatasetRead, PrincipalCatalogList, ViewCompiler};
+pub use principal_catalog::DatasetRead;
+use principal_catalog::{CATALOG, PrincipalCatalogList, ViewCompiler};
 pub use scope::RequestScope;
 
 /// A request to read data.
@@ -76,6 +77,16 @@ pub struct ColumnLookup {
 enum Read {
     Command(Command),
     Lookup(ColumnLookup),
+}
+
+/// A SQL query's shape for one principal ([`Engine::describe_sql`]).
+#[derive(Debug)]
+pub struct DescribedQuery {
+    /// Policy-applied output schema, as a read would serve it.
+    pub schema: SchemaRef,
+    /// Placeholders `$1..$n` and the type each is used as, if fixed.
+    pub parameters: Vec<(usize, Option<DataType>)>,
+    pub reads: Vec<DatasetRead>,
 }
 
 /// A planned query, ready to execute.
@@ -349,6 +360,21 @@ impl Engine {
         )))
     }
 
+    /// Every scalar function queries may call, with the section of the
+    /// documentation it is filed under ("Math Functions", ...), if any.
+    pub fn scalar_functions(&self) -> Vec<(String, Option<String>)> {
+        self.base
+            .scalar_functions()
+            .values()
+            .map(|f| {
+                (
+                    f.name().to_string(),
+                    f.documentation().map(|d| d.doc_section.label.to_string()),
+                )
+            })
+            .collect()
+    }
+
     /// Datasets the principal may read (or, with `requestable`, those open
     /// on request that they may not read yet), with the policies that apply.
     pub fn list(
@@ -472,14 +498,26 @@ impl Engine {
             _ => None,
         };
         let mut parts = HashMap::new();
-        if let (Read::Command(Command::Scan(scan)), Some(part)) = (read, part) {
-            parts.insert(scan.dataset.to_ascii_lowercase(), part);
+        // A SQL query's part must still split the query when planned now.
+        let mut sql_part = None;
+        match (read, part) {
+            (Read::Command(Command::Scan(scan)), Some(part)) => {
+                parts.insert(scan.dataset.to_ascii_lowercase(), part);
+            }
+            (Read::Command(Command::Sql(_)), Some(part)) => {
+                sql_part = Some(part.dataset.to_ascii_lowercase());
+                parts.insert(part.dataset.to_ascii_lowercase(), part);
+            }
+            _ => {}
         }
         let compiler = self.compiler(scope, parts, Some(now));
         let ctx = self.session(&compiler)?;
         let frame = match read {
             Read::Command(Command::Scan(scan)) => self.scan_frame(&ctx, &compiler, scan).await?,
-            Read::Command(Command::Sql(sql)) => self.sql_frame(&ctx, &sql.query).await?,
+            Read::Command(Command::Sql(sql)) => {
+                let values = parameters::decode(&sql.parameters)?;
+                self.sql_frame(&ctx, &sql.query, Some(values)).await?
+            }
             Read::Lookup(lookup) => self.lookup_frame(&ctx, &compiler, lookup).await?,
         };
         let frame = plain_types(frame)?;
@@ -494,6 +532,14 @@ impl Engine {
             .create_physical_plan(&logical, &frame_state)
             .await
             .map_err(from_datafusion)?;
+        if let Some(dataset) = sql_part
+            && splittable(&logical, &compiler.reads()) != Some(dataset)
+        {
+            return Err(VeilError::FailedPrecondition(
+                "the policies on this query's data changed since it was planned; run the query again"
+                    .into(),
+            ));
+        }
         let leases = compiler.leases();
         let physical = match key {
             Some(key) if !plan_cache::reads_a_clock(&plan) => {
@@ -521,6 +567,35 @@ impl Engine {
             task,
             leases,
         })
+    }
+
+    /// What a SQL query would return for this principal, and the
+    /// parameters it takes, without binding or running it (a prepared
+    /// statement's shape). Plans as a read would: the same views, so the
+    /// same errors for datasets the principal can't see.
+    pub async fn describe_sql(
+        self: &Arc<Self>,
+        scope: &Arc<RequestScope>,
+        query: &str,
+    ) -> Result<DescribedQuery> {
+        let identity = &scope.principal().identity;
+        let user = format!("{}\u{0}{}", identity.issuer, identity.subject);
+        let (engine, scope) = (Arc::clone(self), Arc::clone(scope));
+        let query = query.to_string();
+        self.planner
+            .run(&user, async move {
+                let compiler = engine.compiler(&scope, HashMap::new(), Some(chrono::Utc::now()));
+                let ctx = engine.session(&compiler)?;
+                let frame = engine.sql_frame(&ctx, &query, None).await?;
+                let parameters = parameters::placeholders(frame.logical_plan())?;
+                let frame = plain_types(frame)?;
+                Ok(DescribedQuery {
+                    schema: Arc::new(frame.schema().as_arrow().clone()),
+                    parameters,
+                    reads: compiler.reads(),
+                })
+            })
+            .await
     }
 
     /// A scan's kept plan, if there is one for this request ([`plan_cache`]).
@@ -680,7 +755,15 @@ impl Engine {
             .map_err(from_datafusion)
     }
 
-    async fn sql_frame(&self, ctx: &SessionContext, query: &str) -> Result<DataFrame> {
+    /// The frame of a SQL query. With `values`, they are bound to its
+    /// placeholders (none given and none needed is the usual case);
+    /// without, placeholders stay unbound, which only describing allows.
+    async fn sql_frame(
+        &self,
+        ctx: &SessionContext,
+        query: &str,
+        values: Option<Vec<ScalarValue>>,
+    ) -> Result<DataFrame> {
         limits::check_sql_text(query)?;
         let statements =
             DFParser::parse_sql_with_dialect(query, &GenericDialect {}).map_err(|e| {
@@ -714,9 +797,41 @@ impl Engine {
             .with_allow_statements(false)
             .verify_plan(&plan)
             .map_err(from_datafusion)?;
+        let plan = match values {
+            Some(values) => parameters::bind(plan, values)?,
+            None => plan,
+        };
         ctx.execute_logical_plan(plan)
             .await
             .map_err(from_datafusion)
+    }
+
+    /// How to split a SQL query into endpoints: by the files of the one
+    /// dataset it reads when that gives exactly the query's rows
+    /// ([`splittable`]), else one endpoint.
+    pub async fn sql_layout(
+        &self,
+        scope: &RequestScope,
+        planned: &PlannedQuery,
+    ) -> Result<ScanLayout> {
+        let Some(dataset) = splittable(&planned.logical, &planned.reads) else {
+            return Ok(ScanLayout {
+                parts: vec![None],
+                total_records: -1,
+            });
+        };
+        let as_scan = ScanCommand {
+            dataset: dataset.clone(),
+            // Rows are chosen by the query: the count is not known.
+            filter: "sql".into(),
+            ..Default::default()
+        };
+        let mut layout = self.layout(scope, &as_scan, planned).await?;
+        for part in layout.parts.iter_mut().flatten() {
+            part.dataset = dataset.clone();
+        }
+        layout.total_records = -1;
+        Ok(layout)
     }
 
     /// How to split a scan into endpoints, at the plan's state and over
@@ -770,6 +885,28 @@ impl Engine {
             parts,
             total_records,
         })
+    }
+}
+
+/// The one dataset a SQL query may be split by, if it can be: every row it
+/// returns comes from one row of that dataset alone (projections and
+/// filters over its secure view, no subquery), and the view holds nothing
+/// counted over the whole dataset (k-anonymity). A part of the files then
+/// yields exactly that part of the result.
+fn splittable(plan: &LogicalPlan, reads: &[DatasetRead]) -> Option<String> {
+    fn row_wise(plan: &LogicalPlan) -> bool {
+        match plan {
+            LogicalPlan::Projection(p) => !p.expr.iter().any(has_subquery) && row_wise(&p.input),
+            LogicalPlan::Filter(f) => !has_subquery(&f.predicate) && row_wise(&f.input),
+            LogicalPlan::SubqueryAlias(a) => row_wise(&a.input),
+            other => crate::policy::barrier::PolicyBarrier::is_barrier(other),
+        }
+    }
+    match reads {
+        [read] if read.policy.kanon.is_empty() && row_wise(plan) => {
+            Some(read.dataset.to_ascii_lowercase())
+        }
+        _ => None,
     }
 }
 
@@ -912,6 +1049,7 @@ mod tests {
             query:
                 "SELECT participant_id FROM clinical.trials WHERE ssn = '123-45-6789' AND age > 40"
                     .into(),
+            ..Default::default()
         });
         let scope = engine.scope(&alice).await.unwrap();
         let q = engine.plan(&scope, &cmd, None, None).await.unwrap();

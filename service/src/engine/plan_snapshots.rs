@@ -42,7 +42,10 @@ async fn plans(user: &str, sql: &str) -> String {
     let q = engine
         .plan(
             &scope,
-            &Command::Sql(SqlCommand { query: sql.into() }),
+            &Command::Sql(SqlCommand {
+                query: sql.into(),
+                ..Default::default()
+            }),
             None,
             None,
         )

@@ -3,6 +3,7 @@
 pub mod actions;
 pub mod auth_layer;
 pub mod service;
+pub mod sql;
 pub mod status;
 pub mod tickets;
 pub mod zero_copy_do_get;

@@ -25,15 +25,18 @@ use tonic::{Request, Response, Status, Streaming};
 use veil_proto::{Any, ScanCommand, SqlCommand, TicketBody, TicketCommand};
 
 use super::actions::FlightActions;
+use super::sql::{self as flight_sql, FlightSql, Requested};
 use super::status::to_status;
 use super::tickets::TicketSigner;
 use super::zero_copy_do_get::{MESSAGE_HARD_CAP_BYTES, checked_len};
 use crate::audit::{AuditEventExt, AuditLog, query_fingerprint};
 use crate::auth::authenticator::Authenticated;
+use crate::engine::DatasetRead;
 use crate::engine::{Command, Engine, PlannedQuery, RequestScope};
 use crate::error::{Result, VeilError};
 use crate::model::audit::AuditEvent;
 use crate::model::identity::Principal;
+use arrow_flight::sql::Command as SqlCommandKind;
 
 #[derive(Debug, Clone)]
 pub struct VeilFlight {
@@ -41,6 +44,8 @@ pub struct VeilFlight {
     signer: TicketSigner,
     audit: AuditLog,
     actions: Arc<FlightActions>,
+    /// The Flight SQL adapter: the second protocol on this port.
+    sql: Arc<FlightSql>,
     /// Where endpoints may be read (round-robin); empty: here.
     locations: Vec<String>,
 }
@@ -68,6 +73,15 @@ fn scope_of<T>(
 
 fn now_ms() -> i64 {
     chrono::Utc::now().timestamp_millis()
+}
+
+/// What a descriptor asks for, in either protocol.
+#[derive(Debug)]
+enum Asked {
+    /// A read: Veil's own command, or a Flight SQL query decoded into one.
+    Read(Command),
+    /// A Flight SQL metadata command.
+    Metadata(SqlCommandKind),
 }
 
 /// The command a descriptor names.
@@ -124,7 +138,13 @@ fn event_for(action: &str, p: &Principal, cmd: &Command) -> AuditEvent {
 }
 
 fn describe_reads(e: &mut AuditEvent, planned: &PlannedQuery) {
-    for r in &planned.reads {
+    describe(e, &planned.reads, &planned.schema);
+}
+
+/// The audit words of what a request reads: datasets, policies, masked
+/// columns, whether rows are filtered, and the columns served.
+fn describe(e: &mut AuditEvent, reads: &[DatasetRead], schema: &Schema) {
+    for r in reads {
         e.policies.extend(r.policy.applied.iter().cloned());
         e.masked_columns.extend(
             r.policy
@@ -135,22 +155,16 @@ fn describe_reads(e: &mut AuditEvent, planned: &PlannedQuery) {
     }
     if e.dataset.is_none() {
         e.dataset = Some(
-            planned
-                .reads
+            reads
                 .iter()
                 .map(|r| r.dataset.as_str())
                 .collect::<Vec<_>>()
                 .join(","),
         );
     }
-    e.rows_filtered = planned.rows_filtered();
+    e.rows_filtered = reads.iter().any(|r| r.policy.rows_filtered());
     if e.columns.is_empty() {
-        e.columns = planned
-            .schema
-            .fields()
-            .iter()
-            .map(|f| f.name().clone())
-            .collect();
+        e.columns = schema.fields().iter().map(|f| f.name().clone()).collect();
     }
 }
 
@@ -161,14 +175,16 @@ impl VeilFlight {
         audit: AuditLog,
         actions: Arc<FlightActions>,
         locations: Vec<String>,
-    ) -> Self {
-        Self {
+    ) -> Result<Self> {
+        let sql = Arc::new(FlightSql::new(Arc::clone(&engine), signer.clone())?);
+        Ok(Self {
             engine,
             signer,
             audit,
             actions,
+            sql,
             locations,
-        }
+        })
     }
 
     /// Record a failure and return its status; if even that can't be
@@ -180,16 +196,87 @@ impl VeilFlight {
         }
     }
 
-    async fn plan_info(
+    /// What a descriptor asks for: a Flight SQL command if it is one,
+    /// Veil's own otherwise. A bad one is audited under `action`.
+    async fn asked(
+        &self,
+        action: &str,
+        p: &Principal,
+        desc: &FlightDescriptor,
+    ) -> std::result::Result<Asked, Status> {
+        let decoded = match DescriptorType::try_from(desc.r#type) {
+            Ok(DescriptorType::Cmd) => flight_sql::decode(&desc.cmd),
+            _ => None,
+        };
+        let asked = match decoded {
+            Some(command) => command
+                .and_then(|c| self.sql.request(p, c))
+                .map(|r| match r {
+                    Requested::Query(q) => Asked::Read(Command::Sql(q)),
+                    Requested::Metadata(m) => Asked::Metadata(m),
+                }),
+            None => command_of(desc).map(Asked::Read),
+        };
+        match asked {
+            Ok(a) => Ok(a),
+            Err(e) => Err(self.fail(AuditEvent::new(action, Some(p)), e).await),
+        }
+    }
+
+    /// The FlightInfo of whatever a descriptor asks for.
+    async fn info(
         &self,
         scope: &Arc<RequestScope>,
         desc: FlightDescriptor,
     ) -> std::result::Result<FlightInfo, Status> {
+        match self.asked("plan", scope.principal(), &desc).await? {
+            Asked::Read(cmd) => self.plan_info(scope, cmd, desc).await,
+            Asked::Metadata(m) => self.metadata_info(scope, m, desc).await,
+        }
+    }
+
+    /// A metadata command's FlightInfo: its schema and one endpoint whose
+    /// ticket carries the command, answered for the reader at `DoGet`.
+    async fn metadata_info(
+        &self,
+        scope: &Arc<RequestScope>,
+        command: SqlCommandKind,
+        desc: FlightDescriptor,
+    ) -> std::result::Result<FlightInfo, Status> {
         let p = scope.principal();
-        let cmd = match command_of(&desc) {
-            Ok(c) => c,
+        let schema = match self.sql.metadata_schema(&command) {
+            Ok(s) => s,
             Err(e) => return Err(self.fail(AuditEvent::new("plan", Some(p)), e).await),
         };
+        let expires = now_ms() + self.engine.config().ticket_ttl_secs as i64 * 1000;
+        let ticket = self.signer.sign(TicketBody {
+            issuer: p.identity.issuer.clone(),
+            subject: p.identity.subject.clone(),
+            expires_at_ms: expires,
+            policy_version: scope.version(),
+            identity_fingerprint: p.fingerprint.to_vec(),
+            command: Some(TicketCommand::FlightSqlMetadata(flight_sql::pack(command))),
+            part_count: 1,
+            query_id: uuid::Uuid::new_v4().to_string(),
+            ..Default::default()
+        });
+        FlightInfo::new()
+            .try_with_schema(&schema)
+            .map_err(|e| Status::internal(format!("cannot encode the schema: {e}")))
+            .map(|info| {
+                info.with_descriptor(desc)
+                    .with_endpoint(FlightEndpoint::new().with_ticket(Ticket::new(ticket)))
+                    .with_total_records(-1)
+            })
+    }
+
+    async fn plan_info(
+        &self,
+        scope: &Arc<RequestScope>,
+        cmd: Command,
+        desc: FlightDescriptor,
+    ) -> std::result::Result<FlightInfo, Status> {
+        let p = scope.principal();
         let mut event = event_for("plan", p, &cmd);
         let result = async {
             let planned = self.engine.plan(scope, &cmd, None, None).await?;
@@ -198,7 +285,10 @@ impl VeilFlight {
                     let layout = self.engine.layout(scope, scan, &planned).await?;
                     (layout.parts, layout.total_records)
                 }
-                Command::Sql(_) => (vec![None], -1),
+                Command::Sql(_) => {
+                    let layout = self.engine.sql_layout(scope, &planned).await?;
+                    (layout.parts, layout.total_records)
+                }
             };
             Ok::<_, VeilError>((planned, parts, total))
         }
@@ -250,10 +340,87 @@ impl VeilFlight {
             .with_descriptor(desc)
             .with_endpoints(endpoints)
             .with_total_records(total)
-            .with_ordered(matches!(cmd, Command::Sql(_)));
+            // One SQL stream keeps the query's order; parts of one don't.
+            .with_ordered(matches!(cmd, Command::Sql(_)) && count == 1);
         self.audit.record(event).await.map_err(|e| to_status(&e))?;
         Ok(info)
     }
+
+    /// A Flight SQL metadata command's answer for the reader, audited as a
+    /// listing.
+    async fn metadata_stream(
+        &self,
+        scope: &Arc<RequestScope>,
+        command: &[u8],
+    ) -> std::result::Result<Response<Stream<FlightData>>, Status> {
+        let p = scope.principal();
+        let mut event = AuditEvent::new("list", Some(p));
+        let answer = match flight_sql::decode(command) {
+            Some(Ok(c)) => {
+                event.message = format!(
+                    "Flight SQL {}",
+                    c.type_url().trim_start_matches(flight_sql::TYPE_URL_PREFIX)
+                );
+                self.sql
+                    .metadata(scope, &c)
+                    .map(|batch| (self.sql.metadata_schema(&c), batch))
+            }
+            _ => Err(VeilError::InvalidArgument(
+                "the ticket names no Flight SQL command".into(),
+            )),
+        };
+        let (schema, batch) = match answer {
+            Ok((Ok(schema), batch)) => (schema, batch),
+            Ok((Err(e), _)) | Err(e) => return Err(self.fail(event, e).await),
+        };
+        event.rows = Some(batch.num_rows() as u64);
+        self.audit.record(event).await.map_err(|e| to_status(&e))?;
+        let encoded = FlightDataEncoderBuilder::new()
+            .with_schema(schema)
+            .build(futures::stream::iter([Ok(batch)]))
+            .map_err(|e| to_status(&from_flight_error(e)));
+        Ok(Response::new(encoded.boxed()))
+    }
+
+    /// A Flight SQL action, audited: preparing a statement plans its query
+    /// (recorded as `prepare`); the rest change nothing and are recorded
+    /// only when refused.
+    async fn sql_action(
+        &self,
+        scope: &Arc<RequestScope>,
+        action: &Action,
+    ) -> std::result::Result<Vec<Vec<u8>>, Status> {
+        let p = scope.principal();
+        let outcome = match self.sql.action(scope, action).await {
+            Ok(o) => o,
+            Err(e) => {
+                let mut event = AuditEvent::new("prepare", Some(p));
+                event.message = format!("Flight SQL {}", action.r#type);
+                return Err(self.fail(event, e).await);
+            }
+        };
+        if let (Some(described), Some(query)) = (&outcome.prepared, &outcome.query) {
+            let mut event = event_for(
+                "prepare",
+                p,
+                &Command::Sql(veil_proto::SqlCommand {
+                    query: query.clone(),
+                    parameters: Vec::new(),
+                }),
+            );
+            describe(&mut event, &described.reads, &described.schema);
+            self.audit.record(event).await.map_err(|e| to_status(&e))?;
+        }
+        Ok(outcome.bodies)
+    }
+}
+
+/// Only a prepared statement's parameters may be put.
+fn read_only_put() -> VeilError {
+    VeilError::Unimplemented(
+        "Veil serves governed data read-only: DoPut only binds a prepared statement's parameters"
+            .into(),
+    )
 }
 
 type Stream<T> = BoxStream<'static, std::result::Result<T, Status>>;
@@ -268,13 +435,19 @@ impl FlightService for VeilFlight {
     type ListActionsStream = Stream<ActionType>;
     type DoExchangeStream = Stream<FlightData>;
 
+    /// The caller's token was verified on the way in (the auth layer):
+    /// the handshake only confirms it. No `authorization` header is sent
+    /// back, so the client keeps its own token.
     async fn handshake(
         &self,
-        _request: Request<Streaming<HandshakeRequest>>,
+        request: Request<Streaming<HandshakeRequest>>,
     ) -> std::result::Result<Response<Self::HandshakeStream>, Status> {
-        Err(Status::unimplemented(
-            "Veil needs no handshake: send 'authorization: Bearer <JWT>' on every call",
-        ))
+        principal_of(&request)?;
+        let reply = HandshakeResponse {
+            protocol_version: 0,
+            payload: Default::default(),
+        };
+        Ok(Response::new(futures::stream::iter([Ok(reply)]).boxed()))
     }
 
     async fn list_flights(
@@ -318,7 +491,7 @@ impl FlightService for VeilFlight {
     ) -> std::result::Result<Response<FlightInfo>, Status> {
         let scope = scope_of(&self.engine, &request)?;
         Ok(Response::new(
-            self.plan_info(&scope, request.into_inner()).await?,
+            self.info(&scope, request.into_inner()).await?,
         ))
     }
 
@@ -328,7 +501,7 @@ impl FlightService for VeilFlight {
     ) -> std::result::Result<Response<PollInfo>, Status> {
         let scope = scope_of(&self.engine, &request)?;
         let desc = request.into_inner();
-        let info = self.plan_info(&scope, desc.clone()).await?;
+        let info = self.info(&scope, desc.clone()).await?;
         // Planning is synchronous: the poll is complete at once.
         Ok(Response::new(
             PollInfo::new().with_info(info).with_descriptor(desc),
@@ -340,19 +513,25 @@ impl FlightService for VeilFlight {
         request: Request<FlightDescriptor>,
     ) -> std::result::Result<Response<SchemaResult>, Status> {
         let p = principal_of(&request)?;
-        let cmd = match command_of(request.get_ref()) {
-            Ok(c) => c,
-            Err(e) => return Err(self.fail(AuditEvent::new("schema", Some(&p)), e).await),
+        let scope = scope_of(&self.engine, &request)?;
+        let options = IpcWriteOptions::default();
+        let cmd = match self.asked("schema", &p, request.get_ref()).await? {
+            Asked::Read(c) => c,
+            Asked::Metadata(m) => {
+                let schema = self.sql.metadata_schema(&m).map_err(|e| to_status(&e))?;
+                let result: SchemaResult = SchemaAsIpc::new(&schema, &options)
+                    .try_into()
+                    .map_err(|e| Status::internal(format!("cannot encode the schema: {e}")))?;
+                return Ok(Response::new(result));
+            }
         };
         let mut event = event_for("schema", &p, &cmd);
-        let scope = scope_of(&self.engine, &request)?;
         let planned = match self.engine.plan(&scope, &cmd, None, None).await {
             Ok(q) => q,
             Err(e) => return Err(self.fail(event, e).await),
         };
         describe_reads(&mut event, &planned);
         self.audit.record(event).await.map_err(|e| to_status(&e))?;
-        let options = IpcWriteOptions::default();
         let result: SchemaResult = SchemaAsIpc::new(&planned.schema, &options)
             .try_into()
             .map_err(|e| Status::internal(format!("cannot encode the schema: {e}")))?;
@@ -375,6 +554,10 @@ impl FlightService for VeilFlight {
         let cmd = match body.command.clone() {
             Some(TicketCommand::Scan(s)) => Command::Scan(s),
             Some(TicketCommand::Sql(s)) => Command::Sql(s),
+            Some(TicketCommand::FlightSqlMetadata(m)) => {
+                let scope = scope_of(&self.engine, &request)?;
+                return self.metadata_stream(&scope, &m).await;
+            }
             None => return Err(Status::invalid_argument("the ticket names no command")),
         };
         let mut event = event_for("read.start", &p, &cmd);
@@ -453,11 +636,58 @@ impl FlightService for VeilFlight {
 
     async fn do_put(
         &self,
-        _request: Request<Streaming<FlightData>>,
+        request: Request<Streaming<FlightData>>,
     ) -> std::result::Result<Response<Self::DoPutStream>, Status> {
-        Err(Status::unimplemented(
-            "Veil serves data read-only; DoPut is not supported",
-        ))
+        let scope = scope_of(&self.engine, &request)?;
+        let p = Arc::clone(scope.principal());
+        let mut stream = request.into_inner();
+        // The first message names what is put: only a Flight SQL prepared
+        // statement's parameters are taken.
+        let first = match stream.message().await? {
+            Some(first) => first,
+            None => return Err(Status::invalid_argument("DoPut sent no data")),
+        };
+        let asked = match &first.flight_descriptor {
+            Some(desc) => self.asked("bind", &p, desc).await,
+            None => Err(self
+                .fail(
+                    AuditEvent::new("bind", Some(&p)),
+                    VeilError::InvalidArgument("DoPut's first message names no descriptor".into()),
+                )
+                .await),
+        };
+        let handle = match (asked, first.flight_descriptor.as_ref()) {
+            (Ok(Asked::Read(Command::Sql(_))), Some(desc)) => match flight_sql::decode(&desc.cmd) {
+                Some(Ok(SqlCommandKind::CommandPreparedStatementQuery(h))) => {
+                    h.prepared_statement_handle
+                }
+                _ => {
+                    return Err(self
+                        .fail(AuditEvent::new("bind", Some(&p)), read_only_put())
+                        .await);
+                }
+            },
+            (Ok(_), _) => {
+                return Err(self
+                    .fail(AuditEvent::new("bind", Some(&p)), read_only_put())
+                    .await);
+            }
+            (Err(status), _) => return Err(status),
+        };
+        let data = flight_sql::flight_data_stream(
+            futures::stream::once(futures::future::ready(Ok(first))).chain(stream),
+        );
+        let (handle, command) = match self.sql.bind(&scope, &handle, data.boxed()).await {
+            Ok(v) => v,
+            Err(e) => return Err(self.fail(AuditEvent::new("bind", Some(&p)), e).await),
+        };
+        let mut event = event_for("bind", &p, &Command::Sql(command));
+        event.message = "parameters bound to a prepared statement".into();
+        self.audit.record(event).await.map_err(|e| to_status(&e))?;
+        let result = PutResult {
+            app_metadata: FlightSql::bound(handle).into(),
+        };
+        Ok(Response::new(futures::stream::iter([Ok(result)]).boxed()))
     }
 
     async fn do_exchange(
@@ -475,7 +705,11 @@ impl FlightService for VeilFlight {
     ) -> std::result::Result<Response<Self::DoActionStream>, Status> {
         let scope = scope_of(&self.engine, &request)?;
         let action = request.into_inner();
-        let results = self.actions.run(&scope, &action).await?;
+        let results = if FlightSql::handles(&action.r#type) {
+            self.sql_action(&scope, &action).await?
+        } else {
+            self.actions.run(&scope, &action).await?
+        };
         Ok(Response::new(
             futures::stream::iter(
                 results
@@ -495,7 +729,14 @@ impl FlightService for VeilFlight {
             .record(AuditEvent::new("list_actions", Some(&p)))
             .await
             .map_err(|e| to_status(&e))?;
-        let list: Vec<_> = FlightActions::catalog().into_iter().map(Ok).collect();
+        let list: Vec<_> = FlightActions::catalog()
+            .into_iter()
+            .chain(flight_sql::ACTIONS.iter().map(|a| ActionType {
+                r#type: a.to_string(),
+                description: "Flight SQL".into(),
+            }))
+            .map(Ok)
+            .collect();
         Ok(Response::new(futures::stream::iter(list).boxed()))
     }
 }

@@ -13,7 +13,7 @@ use hmac::{Hmac, Mac};
 use prost::Message;
 use sha2::Sha256;
 
-use veil_proto::{SignedTicket, TicketBody};
+use veil_proto::{SignedTicket, TicketBody, TicketUse};
 
 use crate::error::{Result, VeilError};
 use crate::model::identity::Principal;
@@ -85,13 +85,39 @@ impl TicketSigner {
         SignedTicket { body, mac }.encode_to_vec()
     }
 
-    /// Check signature, format, expiry and owner; return the body.
+    /// Check a read ticket's signature, format, expiry and owner; return
+    /// the body.
     pub fn verify(&self, ticket: &[u8], principal: &Principal, now_ms: i64) -> Result<TicketBody> {
-        let forged = || {
+        self.open(ticket, principal, now_ms, TicketUse::Read, || {
             VeilError::InvalidArgument(
                 "the ticket is malformed or was not issued by this Veil; get a new one with GetFlightInfo".into(),
             )
-        };
+        })
+    }
+
+    /// Check a Flight SQL prepared statement's handle as [`Self::verify`]
+    /// checks a ticket.
+    pub fn verify_handle(
+        &self,
+        handle: &[u8],
+        principal: &Principal,
+        now_ms: i64,
+    ) -> Result<TicketBody> {
+        self.open(handle, principal, now_ms, TicketUse::PreparedStatement, || {
+            VeilError::InvalidArgument(
+                "the prepared statement handle is malformed or was not issued by this Veil; prepare the statement again".into(),
+            )
+        })
+    }
+
+    fn open(
+        &self,
+        ticket: &[u8],
+        principal: &Principal,
+        now_ms: i64,
+        wanted: TicketUse,
+        forged: impl Fn() -> VeilError,
+    ) -> Result<TicketBody> {
         if ticket.len() > MAX_TICKET_BYTES {
             return Err(forged());
         }
@@ -111,7 +137,7 @@ impl TicketSigner {
             .open_in_place(nonce, ring::aead::Aad::empty(), &mut sealed)
             .map_err(|_| forged())?;
         let body = TicketBody::decode(&*plain).map_err(|_| forged())?;
-        if body.format != TICKET_FORMAT || body.command.is_none() {
+        if body.format != TICKET_FORMAT || body.command.is_none() || body.r#use() != wanted {
             return Err(forged());
         }
         if body.issuer != principal.identity.issuer || body.subject != principal.identity.subject {
@@ -120,9 +146,14 @@ impl TicketSigner {
             ));
         }
         if body.expires_at_ms <= now_ms {
-            return Err(VeilError::FailedPrecondition(
-                "the ticket has expired; call GetFlightInfo again for a fresh one".into(),
-            ));
+            return Err(VeilError::FailedPrecondition(match wanted {
+                TicketUse::Read => {
+                    "the ticket has expired; call GetFlightInfo again for a fresh one".into()
+                }
+                TicketUse::PreparedStatement => {
+                    "the prepared statement has expired; prepare it again".into()
+                }
+            }));
         }
         Ok(body)
     }
@@ -170,6 +201,7 @@ mod tests {
                             ..Default::default()
                         })
                         .collect(),
+                    ..Default::default()
                 });
                 s.sign(b).len()
             })
@@ -205,6 +237,7 @@ mod tests {
             expires_at_ms: expires,
             command: Some(TicketCommand::Sql(SqlCommand {
                 query: "SELECT 1".into(),
+                ..Default::default()
             })),
             ..Default::default()
         }

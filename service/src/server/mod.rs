@@ -175,7 +175,7 @@ pub async fn start(cfg: Config, opts: ServeOptions) -> Result<Running> {
         audit.clone(),
         actions,
         locations,
-    );
+    )?;
 
     let listen = opts
         .listen

@@ -6,4 +6,5 @@
 
 pub mod bounded;
 pub mod limits;
+pub mod parameters;
 pub mod planner_pool;

@@ -1,0 +1,394 @@
+//! Flight SQL, the second protocol on Veil's Flight port: a decoder from
+//! Flight SQL's commands and actions into what Veil already does. A query
+//! becomes Veil's own [`SqlCommand`] and is planned, ticketed, audited and
+//! streamed by the same code as a Veil client's (`flight::service`);
+//! metadata is answered from the reader's own catalog ([`metadata`]);
+//! prepared statements are signed handles ([`prepared`]). No rule lives
+//! here.
+
+pub mod metadata;
+pub mod prepared;
+
+use std::sync::Arc;
+
+use arrow_flight::decode::FlightRecordBatchStream;
+use arrow_flight::sql::{
+    ActionCancelQueryResult, ActionClosePreparedStatementRequest,
+    ActionCreatePreparedStatementRequest, ActionCreatePreparedStatementResult, Any as SqlAny,
+    Command as SqlCommandKind, DoPutPreparedStatementResult, ProstMessageExt,
+};
+use arrow_flight::{
+    Action as FlightAction, CancelFlightInfoResult, CancelStatus, FlightData, IpcMessage,
+    SchemaAsIpc,
+};
+use datafusion::arrow::array::RecordBatch;
+use datafusion::arrow::datatypes::{DataType, Field, Schema, SchemaRef};
+use datafusion::arrow::ipc::writer::IpcWriteOptions;
+use futures::{Stream, StreamExt, TryStreamExt};
+use prost::Message;
+use veil_proto::SqlCommand;
+
+use crate::engine::{Engine, RequestScope};
+use crate::error::{Result, VeilError};
+use crate::flight::tickets::TicketSigner;
+use crate::model::identity::Principal;
+use crate::sql::parameters;
+
+pub use metadata::ServerDescription;
+
+/// Type URLs of Flight SQL's messages start with this.
+pub const TYPE_URL_PREFIX: &str = "type.googleapis.com/arrow.flight.protocol.sql.";
+
+/// The Flight SQL actions Veil answers (`DoAction` type names).
+pub const ACTIONS: &[&str] = &[
+    "CreatePreparedStatement",
+    "ClosePreparedStatement",
+    "CloseSession",
+    "CancelFlightInfo",
+    "CancelQuery",
+    "BeginTransaction",
+    "EndTransaction",
+    "BeginSavepoint",
+    "EndSavepoint",
+    "CreatePreparedSubstraitPlan",
+    "SetSessionOptions",
+    "GetSessionOptions",
+];
+
+/// What a Flight SQL descriptor asks for.
+#[derive(Debug)]
+pub enum Requested {
+    /// A query, as Veil's own command (placeholders numbered, parameters
+    /// bound).
+    Query(SqlCommand),
+    /// A metadata command, answered for the reader at `DoGet`.
+    Metadata(SqlCommandKind),
+}
+
+/// The Flight SQL command in a descriptor's or ticket's bytes: `None` when
+/// they are not a Flight SQL message at all.
+pub fn decode(bytes: &[u8]) -> Option<Result<SqlCommandKind>> {
+    let any = SqlAny::decode(bytes).ok()?;
+    if !any.type_url.starts_with(TYPE_URL_PREFIX) {
+        return None;
+    }
+    Some(
+        SqlCommandKind::try_from(any).map_err(|_| {
+            VeilError::InvalidArgument("the Flight SQL command does not decode".into())
+        }),
+    )
+}
+
+fn read_only(what: &str) -> VeilError {
+    VeilError::Unimplemented(format!(
+        "{what}: Veil serves governed data read-only; write to the source and register it as a dataset"
+    ))
+}
+
+fn no_transactions() -> VeilError {
+    VeilError::Unimplemented(
+        "Veil has no transactions: every query reads the data as it is when it runs; run without one"
+            .into(),
+    )
+}
+
+/// `CloseSession`'s result (`arrow.flight.protocol.CloseSessionResult`,
+/// which arrow-rs does not generate).
+#[derive(Clone, PartialEq, prost::Message)]
+struct CloseSessionResult {
+    #[prost(int32, tag = "1")]
+    status: i32,
+}
+
+/// `CloseSessionResult.Status.CLOSED`
+const SESSION_CLOSED: i32 = 1;
+/// `ActionCancelQueryResult.CancelResult.CANCEL_RESULT_CANCELLED`
+const QUERY_CANCELLED: i32 = 1;
+
+/// The Flight SQL adapter's state: what it needs to decode, sign handles
+/// and describe the server.
+#[derive(Debug)]
+pub struct FlightSql {
+    engine: Arc<Engine>,
+    signer: TicketSigner,
+    description: ServerDescription,
+}
+
+/// A `DoAction` outcome: result bodies, and the audit record's words.
+#[derive(Debug)]
+pub struct ActionOutcome {
+    pub bodies: Vec<Vec<u8>>,
+    /// The query a prepared statement was made for (audited as planned).
+    pub prepared: Option<crate::engine::DescribedQuery>,
+    pub query: Option<String>,
+}
+
+impl FlightSql {
+    pub fn new(engine: Arc<Engine>, signer: TicketSigner) -> Result<Self> {
+        let description = ServerDescription::new(&engine.scalar_functions())?;
+        Ok(Self {
+            engine,
+            signer,
+            description,
+        })
+    }
+
+    /// What a `GetFlightInfo`, `PollFlightInfo` or `GetSchema` descriptor's
+    /// Flight SQL command asks for.
+    pub fn request(&self, p: &Principal, command: SqlCommandKind) -> Result<Requested> {
+        match command {
+            SqlCommandKind::CommandStatementQuery(q) => {
+                if q.transaction_id.is_some() {
+                    return Err(no_transactions());
+                }
+                Ok(Requested::Query(SqlCommand {
+                    query: parameters::number_question_marks(&q.query)?,
+                    parameters: Vec::new(),
+                }))
+            }
+            SqlCommandKind::CommandPreparedStatementQuery(h) => Ok(Requested::Query(
+                prepared::open(&self.signer, &h.prepared_statement_handle, p, now_ms())?,
+            )),
+            c @ (SqlCommandKind::CommandGetCatalogs(_)
+            | SqlCommandKind::CommandGetDbSchemas(_)
+            | SqlCommandKind::CommandGetTables(_)
+            | SqlCommandKind::CommandGetTableTypes(_)
+            | SqlCommandKind::CommandGetSqlInfo(_)
+            | SqlCommandKind::CommandGetXdbcTypeInfo(_)
+            | SqlCommandKind::CommandGetPrimaryKeys(_)
+            | SqlCommandKind::CommandGetExportedKeys(_)
+            | SqlCommandKind::CommandGetImportedKeys(_)
+            | SqlCommandKind::CommandGetCrossReference(_)) => Ok(Requested::Metadata(c)),
+            SqlCommandKind::CommandStatementUpdate(_)
+            | SqlCommandKind::CommandPreparedStatementUpdate(_) => {
+                Err(read_only("UPDATE, INSERT and DELETE statements"))
+            }
+            SqlCommandKind::CommandStatementIngest(_) => Err(read_only("bulk ingestion")),
+            SqlCommandKind::CommandStatementSubstraitPlan(_) => Err(VeilError::Unimplemented(
+                "Veil takes SQL text, not Substrait plans: send a CommandStatementQuery".into(),
+            )),
+            other => Err(VeilError::InvalidArgument(format!(
+                "{} is not a command to plan; send a statement, a prepared statement or a metadata command",
+                other.type_url().trim_start_matches(TYPE_URL_PREFIX)
+            ))),
+        }
+    }
+
+    /// The schema of a metadata command's result.
+    pub fn metadata_schema(&self, command: &SqlCommandKind) -> Result<SchemaRef> {
+        self.description.schema(command)
+    }
+
+    /// A metadata command's result for the scope's reader.
+    pub fn metadata(
+        &self,
+        scope: &Arc<RequestScope>,
+        command: &SqlCommandKind,
+    ) -> Result<RecordBatch> {
+        self.description.answer(&self.engine, scope, command)
+    }
+
+    /// Is this a Flight SQL action?
+    pub fn handles(action: &str) -> bool {
+        ACTIONS.contains(&action)
+    }
+
+    /// Run a Flight SQL action ([`Self::handles`]).
+    pub async fn action(
+        &self,
+        scope: &Arc<RequestScope>,
+        action: &FlightAction,
+    ) -> Result<ActionOutcome> {
+        let done = |bodies| ActionOutcome {
+            bodies,
+            prepared: None,
+            query: None,
+        };
+        match action.r#type.as_str() {
+            "CreatePreparedStatement" => {
+                let request: ActionCreatePreparedStatementRequest = unpack(&action.body)?;
+                if request.transaction_id.is_some() {
+                    return Err(no_transactions());
+                }
+                let query = parameters::number_question_marks(&request.query)?;
+                let described = self.engine.describe_sql(scope, &query).await?;
+                let handle = prepared::issue(
+                    &self.signer,
+                    scope.principal(),
+                    scope.version(),
+                    SqlCommand {
+                        query: query.clone(),
+                        parameters: Vec::new(),
+                    },
+                    now_ms(),
+                );
+                let result = ActionCreatePreparedStatementResult {
+                    prepared_statement_handle: handle.into(),
+                    dataset_schema: ipc_schema(&described.schema)?.into(),
+                    parameter_schema: ipc_schema(&parameter_schema(&described.parameters))?.into(),
+                };
+                Ok(ActionOutcome {
+                    bodies: vec![result.as_any().encode_to_vec()],
+                    prepared: Some(described),
+                    query: Some(query),
+                })
+            }
+            "ClosePreparedStatement" => {
+                // Nothing is held for a handle; a well-formed request is
+                // enough (a handle of another user's opens nothing here).
+                let _: ActionClosePreparedStatementRequest = unpack(&action.body)?;
+                Ok(done(Vec::new()))
+            }
+            "CloseSession" => Ok(done(vec![
+                CloseSessionResult {
+                    status: SESSION_CLOSED,
+                }
+                .encode_to_vec(),
+            ])),
+            // A query runs only while its client reads its endpoints, and
+            // stops when the client stops: cancelling is not reading on.
+            "CancelFlightInfo" => Ok(done(vec![
+                CancelFlightInfoResult::new(CancelStatus::Cancelled).encode_to_vec(),
+            ])),
+            "CancelQuery" => Ok(done(vec![
+                ActionCancelQueryResult {
+                    result: QUERY_CANCELLED,
+                }
+                .as_any()
+                .encode_to_vec(),
+            ])),
+            "BeginTransaction" | "EndTransaction" | "BeginSavepoint" | "EndSavepoint" => {
+                Err(no_transactions())
+            }
+            "CreatePreparedSubstraitPlan" => Err(VeilError::Unimplemented(
+                "Veil takes SQL text, not Substrait plans: prepare the SQL instead".into(),
+            )),
+            "SetSessionOptions" | "GetSessionOptions" => Err(VeilError::Unimplemented(
+                "Veil keeps no session options: every call stands alone".into(),
+            )),
+            other => Err(VeilError::Internal(format!(
+                "'{other}' is not a Flight SQL action"
+            ))),
+        }
+    }
+
+    /// Bind parameters to a prepared statement (`DoPut` with a
+    /// `CommandPreparedStatementQuery`): returns the new handle, which
+    /// carries the query and the values. The caller reads the data with it.
+    pub async fn bind<S>(
+        &self,
+        scope: &Arc<RequestScope>,
+        handle: &[u8],
+        data: S,
+    ) -> Result<(Vec<u8>, SqlCommand)>
+    where
+        S: Stream<Item = std::result::Result<FlightData, arrow_flight::error::FlightError>>
+            + Send
+            + Unpin
+            + 'static,
+    {
+        let p = scope.principal();
+        let mut command = prepared::open(&self.signer, handle, p, now_ms())?;
+        let mut batches = FlightRecordBatchStream::new_from_flight_data(data);
+        let mut rows: Vec<RecordBatch> = Vec::new();
+        let mut bytes = 0usize;
+        while let Some(batch) = batches.try_next().await.map_err(|e| {
+            VeilError::InvalidArgument(VeilError::detailed(
+                "the parameters are not an Arrow stream",
+                e,
+            ))
+        })? {
+            bytes += batch.get_array_memory_size();
+            if bytes > parameters::MAX_PARAMETER_BYTES * 4 {
+                return Err(VeilError::InvalidArgument(format!(
+                    "query parameters may take at most {} KiB",
+                    parameters::MAX_PARAMETER_BYTES / 1024
+                )));
+            }
+            if batch.num_rows() > 0 {
+                rows.push(batch);
+            }
+        }
+        let count: usize = rows.iter().map(RecordBatch::num_rows).sum();
+        command.parameters = match (count, rows.first()) {
+            (0, _) | (_, None) => Vec::new(),
+            (1, Some(row)) => parameters::encode(row)?,
+            (n, _) => {
+                return Err(VeilError::InvalidArgument(format!(
+                    "bind one row of parameters to a query (got {n}); run the statement once per row"
+                )));
+            }
+        };
+        let handle = prepared::issue(&self.signer, p, scope.version(), command.clone(), now_ms());
+        Ok((handle, command))
+    }
+
+    /// `PutResult.app_metadata` for a bind: the new handle.
+    pub fn bound(handle: Vec<u8>) -> Vec<u8> {
+        DoPutPreparedStatementResult {
+            prepared_statement_handle: Some(handle.into()),
+        }
+        .encode_to_vec()
+    }
+}
+
+fn now_ms() -> i64 {
+    chrono::Utc::now().timestamp_millis()
+}
+
+/// A Flight SQL action body: the request wrapped in `Any`.
+fn unpack<M: ProstMessageExt>(body: &[u8]) -> Result<M> {
+    let bad = || {
+        VeilError::InvalidArgument(format!(
+            "the action body is not a {}",
+            M::type_url().trim_start_matches(TYPE_URL_PREFIX)
+        ))
+    };
+    SqlAny::decode(body)
+        .map_err(|_| bad())?
+        .unpack::<M>()
+        .map_err(|_| bad())?
+        .ok_or_else(bad)
+}
+
+/// A schema as Flight SQL carries it: an encapsulated IPC message.
+fn ipc_schema(schema: &Schema) -> Result<Vec<u8>> {
+    let IpcMessage(bytes) = SchemaAsIpc::new(schema, &IpcWriteOptions::default())
+        .try_into()
+        .map_err(|e| VeilError::internal("encoding a schema", e))?;
+    Ok(bytes.to_vec())
+}
+
+/// A prepared statement's parameter schema: `$1..$n` as fields named by
+/// their number, typed as the query uses them (null type where nothing
+/// fixes it: any value is taken as given).
+fn parameter_schema(parameters: &[(usize, Option<DataType>)]) -> Schema {
+    let highest = parameters.last().map_or(0, |(i, _)| *i);
+    Schema::new(
+        (1..=highest)
+            .map(|i| {
+                let ty = parameters
+                    .iter()
+                    .find(|(n, _)| *n == i)
+                    .and_then(|(_, t)| t.clone())
+                    .unwrap_or(DataType::Null);
+                Field::new(format!("${i}"), ty, true)
+            })
+            .collect::<Vec<_>>(),
+    )
+}
+
+/// Pack a Flight SQL command (tests and clients).
+pub fn pack(command: SqlCommandKind) -> Vec<u8> {
+    command.into_any().encode_to_vec()
+}
+
+/// Used by `FlightRecordBatchStream` consumers: the stream of a `DoPut`.
+pub fn flight_data_stream<S>(
+    s: S,
+) -> impl Stream<Item = std::result::Result<FlightData, arrow_flight::error::FlightError>>
+where
+    S: Stream<Item = std::result::Result<FlightData, tonic::Status>>,
+{
+    s.map(|r| r.map_err(|e| arrow_flight::error::FlightError::Tonic(Box::new(e))))
+}

@@ -1,0 +1,54 @@
+//! Flight SQL prepared statements without server state: a handle is a
+//! signed, encrypted ticket body (`TicketUse::PreparedStatement`) holding
+//! the query and its bound parameters, bound to the caller. Any node can
+//! open it; every execution plans afresh under the caller's current
+//! policies, so a handle grants nothing a new statement wouldn't.
+
+use veil_proto::{SqlCommand, TicketBody, TicketCommand, TicketUse};
+
+use crate::error::Result;
+use crate::flight::tickets::TicketSigner;
+use crate::model::identity::Principal;
+
+/// How long a handle stays valid. Tools such as DBeaver keep statements
+/// for a whole working session.
+pub const HANDLE_TTL_MS: i64 = 24 * 3600 * 1000;
+
+/// A handle for `command`, issued to `principal` at state `version`.
+pub fn issue(
+    signer: &TicketSigner,
+    principal: &Principal,
+    version: u64,
+    command: SqlCommand,
+    now_ms: i64,
+) -> Vec<u8> {
+    signer.sign(TicketBody {
+        issuer: principal.identity.issuer.clone(),
+        subject: principal.identity.subject.clone(),
+        expires_at_ms: now_ms.saturating_add(HANDLE_TTL_MS),
+        policy_version: version,
+        identity_fingerprint: principal.fingerprint.to_vec(),
+        command: Some(TicketCommand::Sql(command)),
+        query_id: uuid::Uuid::new_v4().to_string(),
+        planned_at_ms: now_ms,
+        r#use: TicketUse::PreparedStatement as i32,
+        ..Default::default()
+    })
+}
+
+/// The statement a handle holds, if it is genuine, unexpired and the
+/// caller's.
+pub fn open(
+    signer: &TicketSigner,
+    handle: &[u8],
+    principal: &Principal,
+    now_ms: i64,
+) -> Result<SqlCommand> {
+    let body = signer.verify_handle(handle, principal, now_ms)?;
+    match body.command {
+        Some(TicketCommand::Sql(sql)) => Ok(sql),
+        _ => Err(crate::error::VeilError::InvalidArgument(
+            "the prepared statement handle holds no query; prepare the statement again".into(),
+        )),
+    }
+}

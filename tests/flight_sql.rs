@@ -1,0 +1,581 @@
+//! Flight SQL on Veil's port, replaying the RPC sequence of the Flight SQL
+//! JDBC driver (its jar can't be fetched here): a handshake with the bearer
+//! token, the full `GetSqlInfo`, a prepared statement created with a `?`
+//! placeholder, its parameter bound through `DoPut`, executed and closed,
+//! and `getColumns` as `GetTables` with schemas; plus the calls DBeaver
+//! makes around them. Every answer is checked against the governed read.
+
+use std::sync::Arc;
+
+use arrow::array::{Array, AsArray, Int64Array, RecordBatch};
+use arrow::datatypes::{DataType, Field, Schema};
+use arrow_flight::encode::FlightDataEncoderBuilder;
+use arrow_flight::error::FlightError;
+use arrow_flight::sql::{
+    ActionClosePreparedStatementRequest, ActionCreatePreparedStatementRequest,
+    ActionCreatePreparedStatementResult, Any, CommandGetCatalogs, CommandGetDbSchemas,
+    CommandGetPrimaryKeys, CommandGetSqlInfo, CommandGetTableTypes, CommandGetTables,
+    CommandGetXdbcTypeInfo, CommandPreparedStatementQuery, CommandStatementIngest,
+    CommandStatementQuery, CommandStatementUpdate, DoPutPreparedStatementResult, ProstMessageExt,
+    SqlInfo,
+};
+use arrow_flight::{Action, FlightClient, FlightDescriptor, FlightInfo};
+use futures::TryStreamExt;
+use prost::Message;
+use tonic::transport::Channel;
+use veil_tests::{TestServer, row_count, strings};
+
+async fn client(server: &TestServer, token: Option<&str>) -> FlightClient {
+    let channel = Channel::from_shared(server.address.replace("grpc://", "http://"))
+        .expect("address")
+        .connect()
+        .await
+        .expect("connects");
+    let mut c = FlightClient::new(channel);
+    if let Some(t) = token {
+        c.add_header("authorization", &format!("Bearer {t}"))
+            .expect("header");
+    }
+    // JDBC forwards URL properties it does not know as headers.
+    c.add_header("catalog", "veil").expect("header");
+    c
+}
+
+fn cmd<M: ProstMessageExt>(m: M) -> FlightDescriptor {
+    FlightDescriptor::new_cmd(m.as_any().encode_to_vec())
+}
+
+async fn read(c: &mut FlightClient, info: FlightInfo) -> Vec<RecordBatch> {
+    let mut out = Vec::new();
+    for ep in info.endpoint {
+        let ticket = ep.ticket.expect("a ticket");
+        let batches: Vec<RecordBatch> = c
+            .do_get(ticket)
+            .await
+            .expect("DoGet")
+            .try_collect()
+            .await
+            .expect("stream");
+        out.extend(batches);
+    }
+    out
+}
+
+/// GetFlightInfo then DoGet every endpoint, checking each stream's schema
+/// equals the FlightInfo's exactly.
+async fn fetch(c: &mut FlightClient, desc: FlightDescriptor) -> (Schema, Vec<RecordBatch>) {
+    let info = c.get_flight_info(desc).await.expect("GetFlightInfo");
+    let schema = info.clone().try_decode_schema().expect("schema");
+    let batches = read(c, info).await;
+    for b in &batches {
+        assert_eq!(
+            b.schema().as_ref(),
+            &schema,
+            "stream schema = FlightInfo schema"
+        );
+    }
+    (schema, batches)
+}
+
+async fn action(
+    c: &mut FlightClient,
+    kind: &str,
+    body: Vec<u8>,
+) -> Result<Vec<bytes::Bytes>, FlightError> {
+    c.do_action(Action::new(kind, body))
+        .await?
+        .try_collect()
+        .await
+}
+
+fn code(e: &FlightError) -> tonic::Code {
+    match e {
+        FlightError::Tonic(s) => s.code(),
+        other => panic!("not a status: {other}"),
+    }
+}
+
+async fn prepare(c: &mut FlightClient, query: &str) -> ActionCreatePreparedStatementResult {
+    let body = ActionCreatePreparedStatementRequest {
+        query: query.into(),
+        transaction_id: None,
+    }
+    .as_any()
+    .encode_to_vec();
+    let results = action(c, "CreatePreparedStatement", body)
+        .await
+        .expect("CreatePreparedStatement");
+    assert_eq!(results.len(), 1);
+    Any::decode(results[0].clone())
+        .expect("Any")
+        .unpack::<ActionCreatePreparedStatementResult>()
+        .expect("decodes")
+        .expect("a CreatePreparedStatement result")
+}
+
+fn ipc_schema(bytes: &[u8]) -> Schema {
+    Schema::try_from(arrow_flight::IpcMessage(bytes.to_vec().into())).expect("an IPC schema")
+}
+
+/// Bind one row through DoPut; returns the handle to execute.
+async fn bind(
+    c: &mut FlightClient,
+    handle: bytes::Bytes,
+    row: RecordBatch,
+) -> Result<bytes::Bytes, FlightError> {
+    let desc = cmd(CommandPreparedStatementQuery {
+        prepared_statement_handle: handle,
+    });
+    let data = FlightDataEncoderBuilder::new()
+        .with_flight_descriptor(Some(desc))
+        .build(futures::stream::iter([Ok(row)]));
+    let results: Vec<_> = c.do_put(data).await?.try_collect().await?;
+    assert_eq!(results.len(), 1);
+    let bound = DoPutPreparedStatementResult::decode(results[0].app_metadata.clone())
+        .expect("a DoPutPreparedStatementResult");
+    Ok(bound.prepared_statement_handle.expect("a new handle"))
+}
+
+fn one_int(value: i64) -> RecordBatch {
+    RecordBatch::try_new(
+        Arc::new(Schema::new(vec![Field::new("p1", DataType::Int64, true)])),
+        vec![Arc::new(Int64Array::from(vec![value]))],
+    )
+    .expect("batch")
+}
+
+#[tokio::test]
+async fn the_jdbc_drivers_sequence_is_served_and_governed() {
+    let server = TestServer::demo().await;
+    let token = server.token("alice");
+    let mut c = client(&server, Some(&token)).await;
+
+    // 1. Handshake with the bearer token: answered, and the token kept.
+    c.handshake(bytes::Bytes::new()).await.expect("handshake");
+
+    // 2. All SQL info at once.
+    let (_, info) = fetch(&mut c, cmd(CommandGetSqlInfo { info: vec![] })).await;
+    let names: Vec<u32> = info
+        .iter()
+        .flat_map(|b| {
+            b.column(0)
+                .as_primitive::<arrow::datatypes::UInt32Type>()
+                .values()
+                .to_vec()
+        })
+        .collect();
+    for wanted in [
+        SqlInfo::FlightSqlServerName,
+        SqlInfo::FlightSqlServerVersion,
+        SqlInfo::FlightSqlServerReadOnly,
+        SqlInfo::SqlIdentifierQuoteChar,
+        SqlInfo::SqlKeywords,
+        SqlInfo::SqlNumericFunctions,
+        SqlInfo::SqlStringFunctions,
+        SqlInfo::SqlDatetimeFunctions,
+    ] {
+        assert!(names.contains(&(wanted as u32)), "{wanted:?} answered");
+    }
+    let (_, one) = fetch(
+        &mut c,
+        cmd(CommandGetSqlInfo {
+            info: vec![SqlInfo::FlightSqlServerName as u32],
+        }),
+    )
+    .await;
+    assert_eq!(row_count(&one), 1);
+    let value = one[0].column(1).as_union().value(0);
+    assert_eq!(value.as_string::<i32>().value(0), "Veil");
+
+    // 3. A prepared statement with a `?` placeholder: its result and
+    //    parameter schemas are filled (JDBC takes an empty one for an
+    //    UPDATE).
+    let prepared = prepare(
+        &mut c,
+        "SELECT participant_id, ssn, age FROM clinical.trials WHERE age > ? ORDER BY participant_id",
+    )
+    .await;
+    let dataset = ipc_schema(&prepared.dataset_schema);
+    assert_eq!(
+        dataset
+            .fields()
+            .iter()
+            .map(|f| f.name().as_str())
+            .collect::<Vec<_>>(),
+        ["participant_id", "ssn", "age"]
+    );
+    let params = ipc_schema(&prepared.parameter_schema);
+    assert_eq!(params.fields().len(), 1);
+
+    // 4. Bind through DoPut, execute, read.
+    let handle = bind(
+        &mut c,
+        prepared.prepared_statement_handle.clone(),
+        one_int(80),
+    )
+    .await
+    .expect("bind");
+    let (schema, rows) = fetch(
+        &mut c,
+        cmd(CommandPreparedStatementQuery {
+            prepared_statement_handle: handle.clone(),
+        }),
+    )
+    .await;
+    assert_eq!(&schema, &dataset, "the prepared schema is the served one");
+    let own = server
+        .connect("alice")
+        .await
+        .sql("SELECT participant_id, ssn, age FROM clinical.trials WHERE age > 80 ORDER BY participant_id")
+        .await
+        .expect("own client");
+    assert!(row_count(&rows) > 0);
+    assert_eq!(
+        strings(&rows, "participant_id"),
+        strings(&own, "participant_id")
+    );
+    // Masked exactly as for Veil's own client: alice sees hashed SSNs.
+    assert_eq!(strings(&rows, "ssn"), strings(&own, "ssn"));
+    assert!(
+        strings(&rows, "ssn")
+            .iter()
+            .all(|s| s.as_ref().is_some_and(|s| s.len() == 32))
+    );
+
+    // Executing the unbound handle says how many values it takes.
+    let unbound = c
+        .get_flight_info(cmd(CommandPreparedStatementQuery {
+            prepared_statement_handle: prepared.prepared_statement_handle.clone(),
+        }))
+        .await
+        .expect_err("no value for ?");
+    assert_eq!(code(&unbound), tonic::Code::InvalidArgument);
+    assert!(
+        unbound.to_string().contains("takes 1 parameters"),
+        "{unbound}"
+    );
+
+    // 5. Close.
+    let close = ActionClosePreparedStatementRequest {
+        prepared_statement_handle: handle.clone(),
+    };
+    action(
+        &mut c,
+        "ClosePreparedStatement",
+        close.as_any().encode_to_vec(),
+    )
+    .await
+    .expect("close");
+
+    // 6. getColumns: GetTables with schemas, filtered by patterns. The
+    //    schema is the policy-applied one.
+    let (_, tables) = fetch(
+        &mut c,
+        cmd(CommandGetTables {
+            catalog: Some("veil".into()),
+            db_schema_filter_pattern: Some("clin%".into()),
+            table_name_filter_pattern: Some("tri_ls".into()),
+            table_types: vec!["TABLE".into()],
+            include_schema: true,
+        }),
+    )
+    .await;
+    assert_eq!(row_count(&tables), 1);
+    assert_eq!(strings(&tables, "table_name"), [Some("trials".to_string())]);
+    let listed = ipc_schema(
+        tables[0]
+            .column_by_name("table_schema")
+            .expect("schema")
+            .as_binary::<i32>()
+            .value(0),
+    );
+    let served = server
+        .connect("alice")
+        .await
+        .scan(
+            "clinical.trials",
+            veil_client::Scan {
+                limit: Some(1),
+                ..Default::default()
+            },
+        )
+        .await
+        .expect("scan");
+    assert_eq!(&listed, served[0].schema().as_ref());
+
+    // 7. What DBeaver asks around them.
+    let (_, catalogs) = fetch(&mut c, cmd(CommandGetCatalogs {})).await;
+    assert_eq!(
+        strings(&catalogs, "catalog_name"),
+        [Some("veil".to_string())]
+    );
+    let (_, schemas) = fetch(
+        &mut c,
+        cmd(CommandGetDbSchemas {
+            catalog: None,
+            db_schema_filter_pattern: None,
+        }),
+    )
+    .await;
+    assert!(strings(&schemas, "db_schema_name").contains(&Some("clinical".to_string())));
+    let (_, types) = fetch(&mut c, cmd(CommandGetTableTypes {})).await;
+    assert_eq!(strings(&types, "table_type"), [Some("TABLE".to_string())]);
+    let (_, xdbc) = fetch(&mut c, cmd(CommandGetXdbcTypeInfo { data_type: None })).await;
+    assert!(strings(&xdbc, "type_name").contains(&Some("VARCHAR".to_string())));
+    let (_, keys) = fetch(
+        &mut c,
+        cmd(CommandGetPrimaryKeys {
+            catalog: None,
+            db_schema: Some("clinical".into()),
+            table: "trials".into(),
+        }),
+    )
+    .await;
+    assert_eq!(row_count(&keys), 0);
+    let schema = c
+        .get_schema(cmd(CommandStatementQuery {
+            query: "SELECT age FROM clinical.trials".into(),
+            transaction_id: None,
+        }))
+        .await
+        .expect("GetSchema");
+    assert_eq!(schema.field(0).name(), "age");
+    let polled = c
+        .poll_flight_info(cmd(CommandStatementQuery {
+            query: "SELECT count(*) AS n FROM clinical.trials".into(),
+            transaction_id: None,
+        }))
+        .await
+        .expect("PollFlightInfo");
+    let counted = read(&mut c, polled.info.expect("complete at once")).await;
+    assert_eq!(row_count(&counted), 1);
+
+    // 8. Session end and cancel are accepted.
+    action(&mut c, "CloseSession", Vec::new())
+        .await
+        .expect("CloseSession");
+
+    // Veil's own commands still work on the same connection.
+    let listed: Vec<FlightInfo> = c
+        .list_flights(bytes::Bytes::new())
+        .await
+        .expect("ListFlights")
+        .try_collect()
+        .await
+        .expect("list");
+    assert!(!listed.is_empty());
+    server.stop().await;
+}
+
+#[tokio::test]
+async fn hidden_datasets_are_absent_and_handles_stay_with_their_user() {
+    let server = TestServer::demo().await;
+    let mut carol = client(&server, Some(&server.token("carol"))).await;
+    let (_, tables) = fetch(
+        &mut carol,
+        cmd(CommandGetTables {
+            catalog: None,
+            db_schema_filter_pattern: None,
+            table_name_filter_pattern: None,
+            table_types: vec![],
+            include_schema: false,
+        }),
+    )
+    .await;
+    assert!(!strings(&tables, "table_name").contains(&Some("trials".to_string())));
+    // Preparing over a hidden dataset fails as over a missing one.
+    let mut messages = Vec::new();
+    for name in ["trials", "nothing"] {
+        let body = ActionCreatePreparedStatementRequest {
+            query: format!("SELECT * FROM clinical.{name}"),
+            transaction_id: None,
+        }
+        .as_any()
+        .encode_to_vec();
+        let e = action(&mut carol, "CreatePreparedStatement", body)
+            .await
+            .expect_err("not found");
+        assert_eq!(code(&e), tonic::Code::NotFound);
+        messages.push(e.to_string().replace(name, "X"));
+    }
+    assert_eq!(messages[0], messages[1]);
+
+    // bob's handle is bob's: carol can't execute it, and a forged one is
+    // refused.
+    let mut bob = client(&server, Some(&server.token("bob"))).await;
+    let prepared = prepare(&mut bob, "SELECT ssn FROM clinical.trials LIMIT 1").await;
+    let stolen = carol
+        .get_flight_info(cmd(CommandPreparedStatementQuery {
+            prepared_statement_handle: prepared.prepared_statement_handle.clone(),
+        }))
+        .await
+        .expect_err("another user's handle");
+    assert_eq!(code(&stolen), tonic::Code::PermissionDenied);
+    let mut forged = prepared.prepared_statement_handle.to_vec();
+    let last = forged.len() - 1;
+    forged[last] ^= 1;
+    let e = bob
+        .get_flight_info(cmd(CommandPreparedStatementQuery {
+            prepared_statement_handle: forged.into(),
+        }))
+        .await
+        .expect_err("forged");
+    assert_eq!(code(&e), tonic::Code::InvalidArgument);
+    // A handle is not a ticket, nor a ticket a handle.
+    let e = bob
+        .do_get(arrow_flight::Ticket::new(
+            prepared.prepared_statement_handle.clone(),
+        ))
+        .await
+        .expect_err("a handle is no ticket");
+    assert_eq!(code(&e), tonic::Code::InvalidArgument);
+    server.stop().await;
+}
+
+#[tokio::test]
+async fn writes_transactions_and_passwords_are_refused_with_reasons() {
+    let server = TestServer::demo().await;
+    let mut bob = client(&server, Some(&server.token("bob"))).await;
+    let update = bob
+        .get_flight_info(cmd(CommandStatementUpdate {
+            query: "DELETE FROM clinical.trials".into(),
+            transaction_id: None,
+        }))
+        .await
+        .expect_err("read-only");
+    assert_eq!(code(&update), tonic::Code::Unimplemented);
+    assert!(update.to_string().contains("read-only"), "{update}");
+    let ingest = bob
+        .get_flight_info(cmd(CommandStatementIngest::default()))
+        .await
+        .expect_err("read-only");
+    assert_eq!(code(&ingest), tonic::Code::Unimplemented);
+    let e = action(&mut bob, "BeginTransaction", Vec::new())
+        .await
+        .expect_err("no transactions");
+    assert_eq!(code(&e), tonic::Code::Unimplemented);
+    // A parameter of the wrong kind, or too many rows, is refused plainly.
+    let prepared = prepare(
+        &mut bob,
+        "SELECT count(*) FROM clinical.trials WHERE age > $1",
+    )
+    .await;
+    let two = RecordBatch::try_new(
+        Arc::new(Schema::new(vec![Field::new("p1", DataType::Int64, true)])),
+        vec![Arc::new(Int64Array::from(vec![1, 2]))],
+    )
+    .unwrap();
+    let e = bind(&mut bob, prepared.prepared_statement_handle.clone(), two)
+        .await
+        .expect_err("two rows");
+    assert_eq!(code(&e), tonic::Code::InvalidArgument);
+    // A user name and password: refused, with the way to use a token.
+    let mut basic = client(&server, None).await;
+    basic
+        .add_header("authorization", "Basic YWxpY2U6c2VjcmV0")
+        .unwrap();
+    let e = basic
+        .handshake(bytes::Bytes::new())
+        .await
+        .expect_err("basic");
+    assert_eq!(code(&e), tonic::Code::Unauthenticated);
+    assert!(e.to_string().contains("token=<JWT>"), "{e}");
+    server.stop().await;
+}
+
+#[tokio::test]
+async fn a_placeholder_is_a_value_never_sql() {
+    let server = TestServer::demo().await;
+    let mut bob = client(&server, Some(&server.token("bob"))).await;
+    let prepared = prepare(
+        &mut bob,
+        "SELECT count(*) AS n FROM clinical.trials WHERE state = ?",
+    )
+    .await;
+    let row = RecordBatch::try_new(
+        Arc::new(Schema::new(vec![Field::new("p1", DataType::Utf8, true)])),
+        vec![Arc::new(arrow::array::StringArray::from(vec![
+            "CA' OR '1'='1",
+        ]))],
+    )
+    .unwrap();
+    let handle = bind(&mut bob, prepared.prepared_statement_handle, row)
+        .await
+        .expect("bind");
+    let (_, rows) = fetch(
+        &mut bob,
+        cmd(CommandPreparedStatementQuery {
+            prepared_statement_handle: handle,
+        }),
+    )
+    .await;
+    let n = rows[0]
+        .column(0)
+        .as_primitive::<arrow::datatypes::Int64Type>()
+        .value(0);
+    assert_eq!(n, 0);
+    assert!(rows[0].column(0).is_valid(0));
+    server.stop().await;
+}
+
+#[tokio::test]
+async fn row_wise_queries_split_into_endpoints_and_the_rest_do_not() {
+    let server = TestServer::demo().await;
+    let mut bob = client(&server, Some(&server.token("bob"))).await;
+    let statement = |q: &str| {
+        cmd(CommandStatementQuery {
+            query: q.into(),
+            transaction_id: None,
+        })
+    };
+    let split = "SELECT participant_id, upper(state) AS s FROM clinical.trials WHERE age > 30";
+    let info = bob.get_flight_info(statement(split)).await.expect("info");
+    assert!(info.endpoint.len() > 1, "{} endpoints", info.endpoint.len());
+    assert!(!info.ordered);
+    let parts = read(&mut bob, info).await;
+    let (_, whole) = fetch(
+        &mut bob,
+        statement(&format!("{split} ORDER BY participant_id")),
+    )
+    .await;
+    assert!(same_ids(&parts, &whole), "the parts hold the query's rows");
+    for one in [
+        "SELECT participant_id FROM clinical.trials ORDER BY participant_id",
+        "SELECT participant_id FROM clinical.trials LIMIT 5",
+        "SELECT DISTINCT state FROM clinical.trials",
+        "SELECT state, count(*) FROM clinical.trials GROUP BY state",
+        "SELECT t.participant_id FROM clinical.trials t JOIN clinical.sites s ON t.state = s.state",
+        "SELECT participant_id FROM clinical.trials WHERE age > (SELECT avg(age) FROM clinical.trials)",
+    ] {
+        let info = bob.get_flight_info(statement(one)).await.expect("info");
+        assert_eq!(info.endpoint.len(), 1, "{one}");
+        assert!(info.ordered, "{one}");
+    }
+    // alice's rows are filtered by a row policy: her parts hold exactly
+    // her rows.
+    let mut alice = client(&server, Some(&server.token("alice"))).await;
+    let info = alice
+        .get_flight_info(statement("SELECT participant_id, ssn FROM clinical.trials"))
+        .await
+        .expect("info");
+    let parts = read(&mut alice, info).await;
+    let own = server
+        .connect("alice")
+        .await
+        .sql("SELECT participant_id, ssn FROM clinical.trials ORDER BY participant_id")
+        .await
+        .expect("own");
+    assert!(same_ids(&parts, &own), "alice's parts hold her rows");
+    server.stop().await;
+}
+
+/// Do both results hold the same participants (in any order)?
+fn same_ids(a: &[RecordBatch], b: &[RecordBatch]) -> bool {
+    let sorted = |x: &[RecordBatch]| {
+        let mut ids = strings(x, "participant_id");
+        ids.sort();
+        ids
+    };
+    let (a, b) = (sorted(a), sorted(b));
+    !a.is_empty() && a == b
+}
