@@ -7,28 +7,34 @@
 
 from .client import (
     AlreadyExists,
+    CannotConnect,
     Connection,
     FailedPrecondition,
+    InvalidAddress,
     InvalidArgument,
     NotFound,
     PermissionDenied,
     ResourceExhausted,
     Unauthenticated,
     Unavailable,
+    Unimplemented,
     VeilError,
     connect,
 )
 
 __all__ = [
     "AlreadyExists",
+    "CannotConnect",
     "Connection",
     "FailedPrecondition",
+    "InvalidAddress",
     "InvalidArgument",
     "NotFound",
     "PermissionDenied",
     "ResourceExhausted",
     "Unauthenticated",
     "Unavailable",
+    "Unimplemented",
     "VeilError",
     "connect",
 ]

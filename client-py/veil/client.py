@@ -3,12 +3,10 @@
 import json
 import os
 import re
-from concurrent.futures import ThreadPoolExecutor
-
 import pyarrow as pa
 import pyarrow.flight as flight
 
-from . import _proto
+from . import _proto, _stream
 
 DEFAULT_ADDRESS = "grpc://127.0.0.1:8815"
 _REUSE = "arrow-flight-reuse-connection://?"
@@ -56,6 +54,25 @@ class AlreadyExists(VeilError):
     code = "already_exists"
 
 
+class Unimplemented(VeilError):
+    """Veil does not offer this (a write, a transaction)."""
+
+    code = "unimplemented"
+
+
+class InvalidAddress(VeilError, ValueError):
+    """The address is not one a Flight client can dial."""
+
+    code = "invalid_address"
+
+
+class CannotConnect(Unavailable):
+    """No Veil answered at the address (not running, another port, or
+    TLS on one side only)."""
+
+    code = "unavailable"
+
+
 _BY_WORDS = [
     ("unauthenticated", Unauthenticated),
     ("unauthorized", PermissionDenied),
@@ -67,6 +84,7 @@ _BY_WORDS = [
     ("unavailable", Unavailable),
     ("resource exhausted", ResourceExhausted),
     ("already exists", AlreadyExists),
+    ("unimplemented", Unimplemented),
 ]
 
 
@@ -90,18 +108,46 @@ def _translate(err: Exception) -> VeilError:
     return cls(_server_message(text))
 
 
-def _call(fn, *args, **kwargs):
-    try:
-        return fn(*args, **kwargs)
-    except (flight.FlightError, pa.ArrowException) as e:
-        raise _translate(e) from None
+_SCHEMES = ("grpc://", "grpc+tcp://", "grpc+tls://", "grpc+unix://")
+
+# What gRPC says when nothing (or nothing speaking the same transport)
+# answers: the server is down, the port is wrong, or TLS is on one side only.
+_CONNECT_FAILURES = (
+    "failed to connect",
+    "connection refused",
+    "connect failed",
+    "socket closed",
+    "handshake",
+    "ssl",
+    "tls",
+    "connection reset",
+    "name resolution",
+    "dns resolution",
+    "deadline",
+    "end of tcp stream",
+)
+
+
+def _address(address):
+    """The Flight URI for `address`: `host:port` means `grpc://host:port`;
+    anything but a gRPC scheme is refused with what to write instead."""
+    address = address.strip()
+    if address.startswith(_SCHEMES):
+        return address
+    if "://" in address:
+        scheme, rest = address.split("://", 1)
+        raise InvalidAddress(
+            f"'{address}' is not a Flight address ({scheme}:// is not spoken): "
+            f"use grpc://{rest} for a server without TLS, or grpc+tls://{rest} with TLS"
+        )
+    return "grpc://" + address
 
 
 class Connection:
     """A connection to Veil. Use `veil.connect()`; closes as a context manager."""
 
     def __init__(self, address=None, token=None, tls_root_certs=None, max_workers=8):
-        self.address = address or os.environ.get("VEIL_ADDRESS") or DEFAULT_ADDRESS
+        self.address = _address(address or os.environ.get("VEIL_ADDRESS") or DEFAULT_ADDRESS)
         token = token or os.environ.get("VEIL_TOKEN")
         if not token:
             raise Unauthenticated(
@@ -112,6 +158,23 @@ class Connection:
         self._options = flight.FlightCallOptions(headers=[(b"authorization", b"Bearer " + token.encode())])
         self._max_workers = max_workers
         self._others = {}
+
+    def _call(self, fn, *args, **kwargs):
+        try:
+            return fn(*args, **kwargs)
+        except (flight.FlightError, pa.ArrowException) as e:
+            raise self._translate(e) from None
+
+    def _translate(self, err):
+        e = _translate(err)
+        if isinstance(e, Unavailable) and any(w in e.message.lower() for w in _CONNECT_FAILURES):
+            tls = self.address.startswith("grpc+tls://")
+            return CannotConnect(
+                f"could not reach Veil at {self.address}: check that the server runs there and that the scheme matches "
+                f"({'grpc+tls:// needs a server with TLS; use grpc:// for one without' if tls else 'grpc:// is for a server without TLS; use grpc+tls:// for one with TLS'}). "
+                f"gRPC said: {e.message}"
+            )
+        return e
 
     # -- lifecycle -------------------------------------------------------
     def close(self):
@@ -133,7 +196,7 @@ class Connection:
         `requestable=True`, those open on request that you may not read yet
         (ask with `request_access`)."""
         criteria = b"requestable" if requestable else b""
-        infos = _call(lambda: list(self._client.list_flights(criteria, options=self._options)))
+        infos = self._call(lambda: list(self._client.list_flights(criteria, options=self._options)))
         return sorted(".".join(p.decode() if isinstance(p, bytes) else p for p in i.descriptor.path) for i in infos)
 
     def describe(self, name):
@@ -159,35 +222,55 @@ class Connection:
 
     def schema(self, name, columns=None, filter=None):
         """The policy-applied Arrow schema of a scan."""
-        desc = flight.FlightDescriptor.for_command(_proto.encode_scan(name, columns, filter))
-        return _call(self._client.get_schema, desc, self._options).schema
+        return self._call(self._client.get_schema, _scan(name, columns, filter, None), self._options).schema
 
     def whoami(self):
         return _proto.decode_whoami(self._action("veil.whoami", b"")[0])
 
     # -- reads -------------------------------------------------------------
-    def scan_as_arrow(self, name, columns=None, filter=None, limit=None):
-        """Read a dataset through your policies into an Arrow table."""
-        desc = flight.FlightDescriptor.for_command(_proto.encode_scan(name, columns, filter, limit))
-        return self._read(desc)
+    def scan_batches(self, name, columns=None, filter=None, limit=None, progress=None, buffer=4):
+        """Read a dataset through your policies as an iterator of
+        `pyarrow.RecordBatch`es, yielded while the scan runs: the first
+        batch arrives before the last is read, and at most `buffer` batches
+        per endpoint wait in memory. Endpoints are read in parallel (up to
+        `max_workers`) and yielded in order. Stop early and the rest is
+        cancelled. `progress`: True for a progress bar (tqdm), or a
+        function called with (rows so far, total rows or None)."""
+        return self._batches(_scan(name, columns, filter, limit), progress, buffer, name)
 
-    def scan_as_pandas(self, name, columns=None, filter=None, limit=None, types_mapper=None):
+    def scan_as_arrow(self, name, columns=None, filter=None, limit=None, progress=None):
+        """Read a dataset through your policies into an Arrow table
+        (hand it to duckdb, polars or pandas without a copy)."""
+        return self._read(_scan(name, columns, filter, limit), progress, name)
+
+    def scan_as_pandas(self, name, columns=None, filter=None, limit=None, types_mapper=None, progress=None):
         """Read a dataset through your policies into a pandas DataFrame.
 
         `types_mapper=pandas.ArrowDtype` keeps Arrow types and is much faster
         for large string columns.
         """
-        table = self.scan_as_arrow(name, columns=columns, filter=filter, limit=limit)
+        table = self.scan_as_arrow(name, columns=columns, filter=filter, limit=limit, progress=progress)
         return _to_pandas(table, types_mapper)
 
-    def sql_as_arrow(self, query):
-        desc = flight.FlightDescriptor.for_command(_proto.encode_sql(query))
-        return self._read(desc)
+    def scan_as_polars(self, name, columns=None, filter=None, limit=None, progress=None):
+        """Read a dataset through your policies into a polars DataFrame."""
+        return _to_polars(self.scan_as_arrow(name, columns=columns, filter=filter, limit=limit, progress=progress))
 
-    def sql(self, query, types_mapper=None):
+    def sql_batches(self, query, progress=None, buffer=4):
+        """One read-only SELECT, as an iterator of record batches (see
+        `scan_batches`)."""
+        return self._batches(_sql(query), progress, buffer, "query")
+
+    def sql_as_arrow(self, query, progress=None):
+        return self._read(_sql(query), progress, "query")
+
+    def sql(self, query, types_mapper=None, progress=None):
         """One read-only SELECT over the datasets you may read, as pandas."""
-        table = self.sql_as_arrow(query)
+        table = self.sql_as_arrow(query, progress=progress)
         return _to_pandas(table, types_mapper)
+
+    def sql_as_polars(self, query, progress=None):
+        return _to_polars(self.sql_as_arrow(query, progress=progress))
 
     # -- admin ---------------------------------------------------------------
     def set_user_disabled(self, subject, disabled=True, issuer=""):
@@ -368,7 +451,7 @@ class Connection:
         return json.loads(self._action("veil.revoke_access", body)[0])
 
     def _action(self, name, body):
-        results = _call(lambda: list(self._client.do_action(flight.Action(name, body), self._options)))
+        results = self._call(lambda: list(self._client.do_action(flight.Action(name, body), self._options)))
         return [r.body.to_pybytes() for r in results]
 
     def _client_for(self, endpoint):
@@ -380,26 +463,54 @@ class Connection:
                 return self._others[uri]
         return self._client
 
-    def _read(self, descriptor):
-        info = _call(self._client.get_flight_info, descriptor, self._options)
-        endpoints = list(info.endpoints)
-        schema = info.schema
+    def _open(self, endpoint):
+        client = self._client_for(endpoint)
+        return self._call(client.do_get, endpoint.ticket, self._options)
 
-        def read(ep):
-            client = self._client_for(ep)
-            return _call(lambda: client.do_get(ep.ticket, self._options).read_all())
+    def _info(self, descriptor):
+        return self._call(self._client.get_flight_info, descriptor, self._options)
 
-        if len(endpoints) <= 1:
-            tables = [read(ep) for ep in endpoints]
-        else:
-            with ThreadPoolExecutor(max_workers=min(self._max_workers, len(endpoints))) as pool:
-                tables = list(pool.map(read, endpoints))
-        tables = [t for t in tables if t.num_rows > 0] or tables
-        if not tables:
-            return schema.empty_table()
-        if len(tables) == 1:
-            return tables[0]
-        return pa.concat_tables(tables)
+    def _batches(self, descriptor, progress, buffer, what):
+        if buffer is not None and buffer < 1:
+            raise ValueError("buffer is at least 1 batch per endpoint")
+        info = self._info(descriptor)
+        return self._stream(info, progress, buffer, what)
+
+    def _stream(self, info, progress, buffer, what):
+        report = _stream.Progress(progress, info.total_records, what)
+        try:
+            for batch in _stream.batches(self._open, info.endpoints, self._max_workers, buffer):
+                report.add(batch.num_rows)
+                yield batch
+        except (flight.FlightError, pa.ArrowException) as e:
+            raise self._translate(e) from None
+        finally:
+            report.close()
+
+    def _read(self, descriptor, progress=None, what="read"):
+        info = self._info(descriptor)
+        # Every batch is kept: endpoints read ahead without a bound.
+        batches = list(self._stream(info, progress, None, what))
+        return pa.Table.from_batches(batches, schema=info.schema)
+
+
+def _scan(name, columns, filter, limit):
+    if isinstance(columns, str):
+        # columns="age" means the column age, not the columns a, g, e.
+        columns = [columns]
+    return flight.FlightDescriptor.for_command(_proto.encode_scan(name, columns, filter, limit))
+
+
+def _sql(query):
+    return flight.FlightDescriptor.for_command(_proto.encode_sql(query))
+
+
+def _to_polars(table):
+    try:
+        import polars as pl
+    except ImportError:
+        raise ImportError("polars is not installed: pip install polars") from None
+    return pl.from_arrow(table, rechunk=False)
 
 
 def _policy_json(spec):

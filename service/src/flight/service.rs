@@ -731,9 +731,9 @@ impl FlightService for VeilFlight {
             .map_err(|e| to_status(&e))?;
         let list: Vec<_> = FlightActions::catalog()
             .into_iter()
-            .chain(flight_sql::ACTIONS.iter().map(|a| ActionType {
+            .chain(flight_sql::ACTION_TYPES.iter().map(|(a, d)| ActionType {
                 r#type: a.to_string(),
-                description: "Flight SQL".into(),
+                description: d.to_string(),
             }))
             .map(Ok)
             .collect();

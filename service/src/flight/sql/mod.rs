@@ -39,21 +39,69 @@ pub use metadata::ServerDescription;
 /// Type URLs of Flight SQL's messages start with this.
 pub const TYPE_URL_PREFIX: &str = "type.googleapis.com/arrow.flight.protocol.sql.";
 
-/// The Flight SQL actions Veil answers (`DoAction` type names).
-pub const ACTIONS: &[&str] = &[
-    "CreatePreparedStatement",
-    "ClosePreparedStatement",
-    "CloseSession",
-    "CancelFlightInfo",
-    "CancelQuery",
-    "BeginTransaction",
-    "EndTransaction",
-    "BeginSavepoint",
-    "EndSavepoint",
-    "CreatePreparedSubstraitPlan",
-    "SetSessionOptions",
-    "GetSessionOptions",
+/// The Flight SQL actions Veil answers (`DoAction` type names), with what
+/// each does here.
+pub const ACTION_TYPES: &[(&str, &str)] = &[
+    (
+        "CreatePreparedStatement",
+        "Flight SQL: plan a query for you and return a signed handle with its result and parameter schemas.",
+    ),
+    (
+        "ClosePreparedStatement",
+        "Flight SQL: accepted; handles hold no server state.",
+    ),
+    (
+        "CloseSession",
+        "Flight SQL: accepted; Veil keeps no sessions.",
+    ),
+    (
+        "CancelFlightInfo",
+        "Flight: accepted; a query stops when its client stops reading.",
+    ),
+    (
+        "CancelQuery",
+        "Flight SQL: accepted; a query stops when its client stops reading.",
+    ),
+    (
+        "BeginTransaction",
+        "Flight SQL: refused; Veil has no transactions.",
+    ),
+    (
+        "EndTransaction",
+        "Flight SQL: refused; Veil has no transactions.",
+    ),
+    (
+        "BeginSavepoint",
+        "Flight SQL: refused; Veil has no transactions.",
+    ),
+    (
+        "EndSavepoint",
+        "Flight SQL: refused; Veil has no transactions.",
+    ),
+    (
+        "CreatePreparedSubstraitPlan",
+        "Flight SQL: refused; Veil takes SQL text.",
+    ),
+    (
+        "SetSessionOptions",
+        "Flight: refused; Veil keeps no session options.",
+    ),
+    (
+        "GetSessionOptions",
+        "Flight: refused; Veil keeps no session options.",
+    ),
 ];
+
+/// The names of [`ACTION_TYPES`].
+pub const ACTIONS: [&str; 12] = {
+    let mut names = [""; 12];
+    let mut i = 0;
+    while i < ACTION_TYPES.len() {
+        names[i] = ACTION_TYPES[i].0;
+        i += 1;
+    }
+    names
+};
 
 /// What a Flight SQL descriptor asks for.
 #[derive(Debug)]

@@ -1,0 +1,84 @@
+"""PySpark (local mode, the machine's Java) reading governed datasets through
+the `veil` data source. Runs in its own virtualenv (pyspark needs pandas < 3):
+scripts/test does that; conftest.py leaves this file out where pyspark is
+not installed."""
+
+import os
+import shutil
+
+import pytest
+
+import veil
+
+if not (shutil.which("java") or os.environ.get("JAVA_HOME")):
+    pytest.skip("Java is not installed: PySpark needs a JVM (Java 17); install one to run the Spark tests", allow_module_level=True)
+
+from pyspark.sql import SparkSession  # noqa: E402
+
+from veil.spark import VeilDataSource  # noqa: E402
+
+
+@pytest.fixture(scope="module")
+def spark():
+    os.environ["SPARK_LOCAL_IP"] = "127.0.0.1"
+    session = (
+        SparkSession.builder.master("local[2]")
+        .appName("veil-tests")
+        .config("spark.driver.host", "127.0.0.1")
+        .config("spark.driver.bindAddress", "127.0.0.1")
+        .config("spark.ui.enabled", "false")
+        .config("spark.sql.shuffle.partitions", "2")
+        .getOrCreate()
+    )
+    session.dataSource.register(VeilDataSource)
+    yield session
+    session.stop()
+
+
+def read(spark, server, user, **options):
+    r = spark.read.format("veil").option("address", server.address).option("token", server.token(user))
+    for k, v in options.items():
+        r = r.option(k, v)
+    return r.load()
+
+
+def own(server, user):
+    return veil.connect(server.address, server.token(user))
+
+
+def test_a_dataset_reads_with_the_readers_policies(spark, server):
+    df = read(spark, server, "alice", dataset="clinical.trials")
+    with own(server, "alice") as conn:
+        expected = conn.scan_as_pandas("clinical.trials")
+        info = conn._info(veil.client._scan("clinical.trials", None, None, None))
+    rows = df.select("participant_id", "state", "ssn").toPandas()
+    assert len(rows) == len(expected) > 0
+    assert set(rows["state"]) == {"CA"}
+    assert rows["ssn"].str.len().eq(32).all()
+    assert sorted(rows["participant_id"]) == sorted(expected["participant_id"])
+    # One Spark partition per Flight endpoint.
+    assert df.rdd.getNumPartitions() == len(info.endpoints)
+
+
+def test_filters_options_and_spark_filters_agree_with_veil(spark, server):
+    with own(server, "bob") as conn:
+        expected = sorted(conn.scan_as_pandas("clinical.trials", columns=["participant_id"], filter="age > 80 AND state = 'CA'")["participant_id"])
+    by_option = read(spark, server, "bob", dataset="clinical.trials", filter="age > 80").where("state = 'CA'")
+    assert sorted(r.participant_id for r in by_option.select("participant_id").collect()) == expected
+    by_spark = read(spark, server, "bob", dataset="clinical.trials").where("age > 80 AND state = 'CA'")
+    assert sorted(r.participant_id for r in by_spark.select("participant_id").collect()) == expected
+    quoted = read(spark, server, "bob", dataset="clinical.trials").where("state = 'C''A' OR state IN ('CA')")
+    assert quoted.count() == read(spark, server, "bob", dataset="clinical.trials").where("state = 'CA'").count()
+
+
+def test_sql_and_columns(spark, server):
+    counts = read(spark, server, "alice", sql="SELECT state, count(*) AS n FROM clinical.trials GROUP BY state").toPandas()
+    assert counts["state"].tolist() == ["CA"]
+    narrow = read(spark, server, "alice", dataset="clinical.trials", columns="participant_id, ssn")
+    assert narrow.columns == ["participant_id", "ssn"]
+    assert int(counts["n"][0]) == narrow.count()
+
+
+def test_a_hidden_dataset_is_not_found(spark, server):
+    with pytest.raises(Exception, match="not found"):
+        read(spark, server, "carol", dataset="clinical.trials").count()

@@ -1,0 +1,109 @@
+"""The Python client reads Arrow natively, streams, reads endpoints in
+parallel in order, reports progress, and says plainly what went wrong."""
+
+import socket
+
+import polars as pl
+import pyarrow as pa
+import pytest
+
+import veil
+
+
+def connect(server, user, **kwargs):
+    return veil.connect(server.address, server.token(user), **kwargs)
+
+
+def test_batches_come_in_endpoint_order_and_match_the_table(server):
+    with connect(server, "bob") as conn:
+        info = conn._info(veil.client._scan("clinical.trials", None, None, None))
+        assert len(info.endpoints) > 1, "the demo splits bob's scan into endpoints"
+        streamed = pa.Table.from_batches(list(conn.scan_batches("clinical.trials", buffer=1)))
+        whole = conn.scan_as_arrow("clinical.trials")
+    with connect(server, "bob", max_workers=1) as serial:
+        one_by_one = serial.scan_as_arrow("clinical.trials")
+    assert streamed.num_rows == whole.num_rows == 120_000
+    # Same rows in the same order, whatever the parallelism.
+    assert streamed.equals(whole)
+    assert one_by_one.equals(whole)
+
+
+def test_stopping_early_cancels_the_rest(server):
+    with connect(server, "bob") as conn:
+        it = conn.scan_batches("clinical.trials", buffer=1)
+        first = next(it)
+        assert 0 < first.num_rows < 120_000
+        it.close()
+        # The connection still works after a cancelled read.
+        assert conn.scan_as_arrow("clinical.trials", limit=3).num_rows == 3
+    with connect(server, "dave") as auditor:
+        ends = auditor.scan_as_pandas(
+            "veil.audit", filter="user = 'bob' AND action = 'read.end' AND status = 'cancelled'"
+        )
+    assert len(ends) >= 1
+
+
+def test_progress_reports_rows_against_the_total_when_known(server):
+    seen = []
+    with connect(server, "bob") as conn:
+        table = conn.scan_as_arrow("clinical.trials", progress=lambda rows, total: seen.append((rows, total)))
+    assert seen[-1] == (table.num_rows, 120_000)
+    assert [r for r, _ in seen] == sorted(r for r, _ in seen)
+    seen.clear()
+    with connect(server, "alice") as conn:
+        # A row policy applies: the total isn't known in advance.
+        conn.scan_as_arrow("clinical.trials", progress=lambda rows, total: seen.append((rows, total)))
+    assert seen and all(total is None for _, total in seen)
+
+
+def test_a_progress_line_without_tqdm(server, capsys, monkeypatch):
+    import builtins
+
+    real_import = builtins.__import__
+
+    def no_tqdm(name, *args, **kwargs):
+        if name.startswith("tqdm"):
+            raise ImportError(name)
+        return real_import(name, *args, **kwargs)
+
+    monkeypatch.setattr(builtins, "__import__", no_tqdm)
+    with connect(server, "bob") as conn:
+        conn.scan_as_arrow("clinical.sites", progress=True)
+    assert "rows" in capsys.readouterr().err
+
+
+def test_polars_and_a_single_column_name(server):
+    with connect(server, "alice") as conn:
+        frame = conn.scan_as_polars("clinical.trials", columns=["participant_id", "ssn"])
+        table = conn.scan_as_arrow("clinical.trials", columns=["participant_id", "ssn"])
+        ages = conn.scan_as_arrow("clinical.trials", columns="age")
+        counted = conn.sql_as_polars("SELECT count(*) AS n FROM clinical.trials")
+    assert isinstance(frame, pl.DataFrame)
+    assert frame.to_arrow().equals(table)
+    assert ages.column_names == ["age"]
+    assert counted["n"].to_list() == [table.num_rows]
+
+
+def test_addresses_a_newcomer_might_write(server):
+    hostport = server.address.split("://", 1)[1]
+    with pytest.raises(veil.InvalidAddress, match="grpc://"):
+        veil.connect("http://" + hostport, server.token("alice"))
+    with veil.connect(hostport, server.token("alice")) as conn:
+        assert conn.address == "grpc://" + hostport
+        assert "clinical.trials" in conn.list_datasets()
+
+
+def _free_port():
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def test_a_server_that_is_not_there_or_speaks_no_tls(server):
+    with veil.connect(f"grpc://127.0.0.1:{_free_port()}", "a-token") as conn:
+        with pytest.raises(veil.CannotConnect, match="check that the server runs there"):
+            conn.list_datasets()
+    hostport = server.address.split("://", 1)[1]
+    with veil.connect("grpc+tls://" + hostport, server.token("alice")) as conn:
+        with pytest.raises(veil.CannotConnect, match="grpc\\+tls:// needs a server with TLS"):
+            conn.list_datasets()

@@ -1,0 +1,125 @@
+"""Reading a result's endpoints: one thread per endpoint (at most
+`max_workers` at a time, started in endpoint order), record batches handed
+to the caller endpoint by endpoint in order, through a queue per endpoint.
+With a bounded queue, memory stays bounded however large the result: a
+reader ahead of the caller waits until the caller catches up.
+"""
+
+import queue
+import sys
+import threading
+from concurrent.futures import ThreadPoolExecutor
+
+_DONE = object()
+
+
+class _Failure:
+    def __init__(self, error):
+        self.error = error
+
+
+def batches(open_reader, endpoints, max_workers, buffer=None):
+    """Yield the record batches of every endpoint, in endpoint order.
+
+    `open_reader(endpoint)` returns a pyarrow FlightStreamReader. `buffer`
+    is how many batches each endpoint may read ahead of the caller (None:
+    no limit, for callers that keep every batch anyway). Stopping the
+    iteration early cancels the endpoints still being read."""
+    endpoints = list(endpoints)
+    if not endpoints:
+        return
+    stop = threading.Event()
+    queues = [queue.Queue(maxsize=buffer or 0) for _ in endpoints]
+    readers = []
+    lock = threading.Lock()
+
+    def put(q, item):
+        while not stop.is_set():
+            try:
+                q.put(item, timeout=0.1)
+                return True
+            except queue.Full:
+                continue
+        return False
+
+    def produce(i):
+        if stop.is_set():
+            return
+        try:
+            reader = open_reader(endpoints[i])
+            with lock:
+                readers.append(reader)
+            while True:
+                try:
+                    chunk = reader.read_chunk()
+                except StopIteration:
+                    break
+                if chunk.data is not None and not put(queues[i], chunk.data):
+                    reader.cancel()
+                    return
+            put(queues[i], _DONE)
+        except BaseException as e:  # handed to the caller, raised there
+            put(queues[i], _Failure(e))
+
+    pool = ThreadPoolExecutor(max_workers=max(1, min(max_workers, len(endpoints))), thread_name_prefix="veil-read")
+    for i in range(len(endpoints)):
+        pool.submit(produce, i)
+    try:
+        for q in queues:
+            while True:
+                item = q.get()
+                if item is _DONE:
+                    break
+                if isinstance(item, _Failure):
+                    raise item.error
+                yield item
+    finally:
+        stop.set()
+        with lock:
+            for r in readers:
+                try:
+                    r.cancel()
+                except Exception:
+                    pass
+        pool.shutdown(wait=False, cancel_futures=True)
+
+
+class Progress:
+    """Reports rows read: to a callback `fn(rows, total)` (total None when
+    the server can't know it in advance), or as a tqdm bar with
+    `progress=True` (a plain line on stderr when tqdm is not installed)."""
+
+    def __init__(self, progress, total, what):
+        self.rows = 0
+        self.total = total if total is not None and total >= 0 else None
+        self._fn = None
+        self._bar = None
+        if progress is True:
+            try:
+                from tqdm.auto import tqdm
+
+                self._bar = tqdm(total=self.total, unit=" rows", desc=what, unit_scale=True)
+            except ImportError:
+                self._fn = self._line
+                self._what = what
+        elif callable(progress):
+            self._fn = progress
+        elif progress not in (None, False):
+            raise TypeError("progress is True (a tqdm bar) or a function called with (rows, total)")
+
+    def _line(self, rows, total):
+        of = f" of {total:,}" if total is not None else ""
+        print(f"\r{self._what}: {rows:,}{of} rows", end="", file=sys.stderr, flush=True)
+
+    def add(self, n):
+        self.rows += n
+        if self._bar is not None:
+            self._bar.update(n)
+        elif self._fn is not None:
+            self._fn(self.rows, self.total)
+
+    def close(self):
+        if self._bar is not None:
+            self._bar.close()
+        elif self._fn is not None and self._fn == self._line:
+            print(file=sys.stderr)

@@ -1,0 +1,209 @@
+"""Governed datasets in Spark: a PySpark (4.0+) Python data source that
+reads through Veil, one Spark partition per Flight endpoint, as Arrow
+record batches.
+
+    from veil.spark import VeilDataSource
+    spark.dataSource.register(VeilDataSource)
+    trials = (spark.read.format("veil")
+              .option("dataset", "clinical.trials")
+              .option("filter", "age > 60")        # optional, SQL over the columns you see
+              .load())
+    counts = spark.read.format("veil").option("sql", "SELECT state, count(*) AS n FROM clinical.trials GROUP BY state").load()
+
+Options: `dataset` or `sql` (one of them); `columns` (comma-separated),
+`filter`, `limit` with `dataset`; `address` and `token` (default: the
+VEIL_ADDRESS and VEIL_TOKEN environment variables of the driver, which are
+passed on to the executors with the plan). Spark's own filters are pushed
+down to Veil where Spark offers them (4.1+) and Veil can run them; a schema
+given with `.schema(...)` reads only those columns.
+"""
+
+import os
+
+import pyarrow.flight as flight
+from pyspark.sql.datasource import DataSource, DataSourceReader, InputPartition
+
+from . import _proto
+from .client import DEFAULT_ADDRESS, VeilError, _address, connect
+
+
+def _option(options, name):
+    value = options.get(name)
+    return value if value not in (None, "") else None
+
+
+class _Request:
+    """What to read, from the options (and pushed filters): picklable."""
+
+    def __init__(self, options):
+        self.address = _address(_option(options, "address") or os.environ.get("VEIL_ADDRESS") or DEFAULT_ADDRESS)
+        self.token = _option(options, "token") or os.environ.get("VEIL_TOKEN")
+        if not self.token:
+            raise VeilError("no token: set VEIL_TOKEN or pass .option('token', ...) (for the demo: `veil token --user alice`)")
+        self.dataset = _option(options, "dataset")
+        self.sql = _option(options, "sql")
+        if (self.dataset is None) == (self.sql is None):
+            raise VeilError("give exactly one of .option('dataset', 'schema.name') and .option('sql', 'SELECT ...')")
+        columns = _option(options, "columns")
+        self.columns = [c.strip() for c in columns.split(",") if c.strip()] if columns else None
+        self.filter = _option(options, "filter")
+        limit = _option(options, "limit")
+        self.limit = int(limit) if limit is not None else None
+        if self.sql is not None and (self.columns or self.filter or self.limit is not None):
+            raise VeilError("columns, filter and limit go with 'dataset'; with 'sql', write them in the query")
+        self.pushed = []
+
+    def descriptor(self):
+        if self.sql is not None:
+            return flight.FlightDescriptor.for_command(_proto.encode_sql(self.sql))
+        filters = [f"({f})" for f in ([self.filter] if self.filter else []) + self.pushed]
+        where = " AND ".join(filters) or None
+        return flight.FlightDescriptor.for_command(_proto.encode_scan(self.dataset, self.columns, where, self.limit))
+
+    def connection(self):
+        return connect(self.address, self.token)
+
+
+class VeilDataSource(DataSource):
+    """`spark.read.format("veil")`"""
+
+    @classmethod
+    def name(cls):
+        return "veil"
+
+    def schema(self):
+        request = _Request(self.options)
+        with request.connection() as conn:
+            schema = conn._info(request.descriptor()).schema
+        from pyspark.sql.pandas.types import from_arrow_schema
+
+        return from_arrow_schema(schema)
+
+    def reader(self, schema):
+        return VeilReader(_Request(self.options), schema)
+
+
+class _Endpoint(InputPartition):
+    def __init__(self, ticket, locations):
+        super().__init__(ticket)
+        self.ticket = ticket
+        self.locations = locations
+
+
+# Spark's filters Veil runs, as SQL over the columns the reader sees.
+_COMPARISONS = {
+    "EqualTo": "=",
+    "EqualNullSafe": "IS NOT DISTINCT FROM",
+    "GreaterThan": ">",
+    "GreaterThanOrEqual": ">=",
+    "LessThan": "<",
+    "LessThanOrEqual": "<=",
+}
+
+
+def _name(attribute):
+    parts = attribute if isinstance(attribute, (tuple, list)) else (attribute,)
+    if len(parts) != 1:
+        return None
+    return '"' + parts[0].replace('"', '""') + '"'
+
+
+def _literal(value):
+    import datetime
+    import decimal
+
+    if value is None:
+        return "NULL"
+    if isinstance(value, bool):
+        return "TRUE" if value else "FALSE"
+    if isinstance(value, (int, decimal.Decimal)):
+        return str(value)
+    if isinstance(value, float):
+        return repr(value) if value == value and value not in (float("inf"), float("-inf")) else None
+    if isinstance(value, str):
+        return "'" + value.replace("'", "''") + "'"
+    if isinstance(value, datetime.datetime):
+        return f"TIMESTAMP '{value.isoformat(sep=' ')}'"
+    if isinstance(value, datetime.date):
+        return f"DATE '{value.isoformat()}'"
+    return None
+
+
+def _to_sql(f):
+    kind = type(f).__name__
+    if kind in _COMPARISONS:
+        column, value = _name(f.attribute), _literal(f.value)
+        return None if column is None or value is None else f"{column} {_COMPARISONS[kind]} {value}"
+    if kind in ("IsNull", "IsNotNull"):
+        column = _name(f.attribute)
+        return None if column is None else f"{column} IS {'' if kind == 'IsNull' else 'NOT '}NULL"
+    if kind == "In":
+        column = _name(f.attribute)
+        values = [_literal(v) for v in f.value]
+        if column is None or not values or any(v is None for v in values):
+            return None
+        return f"{column} IN ({', '.join(values)})"
+    if kind == "Not":
+        inner = _to_sql(f.child)
+        return None if inner is None else f"NOT ({inner})"
+    if kind in ("StringStartsWith", "StringEndsWith", "StringContains"):
+        column, value = _name(f.attribute), f.value
+        if column is None or not isinstance(value, str):
+            return None
+        escaped = value.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_").replace("'", "''")
+        pattern = {"StringStartsWith": f"{escaped}%", "StringEndsWith": f"%{escaped}", "StringContains": f"%{escaped}%"}[kind]
+        return f"{column} LIKE '{pattern}' ESCAPE '\\'"
+    return None
+
+
+class VeilReader(DataSourceReader):
+    def __init__(self, request, schema):
+        self.request = request
+        # A schema given with .schema(...) names the columns to read.
+        names = [f.name for f in schema.fields]
+        if request.dataset is not None and request.columns is None:
+            full = [f.name for f in VeilDataSource(_options_of(request)).schema().fields]
+            if names != full:
+                request.columns = names
+
+    def pushFilters(self, filters):
+        if self.request.sql is not None or self.request.limit is not None:
+            # A limit applies after the filter: pushing one would change
+            # which rows are read.
+            yield from filters
+            return
+        for f in filters:
+            sql = _to_sql(f)
+            if sql is None:
+                yield f
+            else:
+                self.request.pushed.append(sql)
+
+    def partitions(self):
+        with self.request.connection() as conn:
+            info = conn._info(self.request.descriptor())
+        return [
+            _Endpoint(ep.ticket.ticket, [loc.uri.decode() if isinstance(loc.uri, bytes) else str(loc.uri) for loc in ep.locations])
+            for ep in info.endpoints
+        ]
+
+    def read(self, partition):
+        with self.request.connection() as conn:
+            endpoint = flight.FlightEndpoint(partition.ticket, partition.locations)
+            reader = conn._open(endpoint)
+            while True:
+                try:
+                    chunk = reader.read_chunk()
+                except StopIteration:
+                    return
+                except Exception as e:
+                    raise conn._translate(e) from None
+                if chunk.data is not None and chunk.data.num_rows > 0:
+                    yield chunk.data
+
+
+def _options_of(request):
+    options = {"address": request.address, "token": request.token, "dataset": request.dataset}
+    if request.filter:
+        options["filter"] = request.filter
+    return options
