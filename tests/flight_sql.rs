@@ -579,3 +579,175 @@ fn same_ids(a: &[RecordBatch], b: &[RecordBatch]) -> bool {
     let (a, b) = (sorted(a), sorted(b));
     !a.is_empty() && a == b
 }
+
+/// Bind raw Flight messages (as a client may craft them).
+async fn bind_raw(
+    c: &mut FlightClient,
+    handle: bytes::Bytes,
+    mut messages: Vec<arrow_flight::FlightData>,
+) -> Result<bytes::Bytes, FlightError> {
+    messages[0].flight_descriptor = Some(cmd(CommandPreparedStatementQuery {
+        prepared_statement_handle: handle,
+    }));
+    let results: Vec<_> = c
+        .do_put(futures::stream::iter(messages.into_iter().map(Ok)))
+        .await?
+        .try_collect()
+        .await?;
+    let bound = DoPutPreparedStatementResult::decode(results[0].app_metadata.clone())
+        .expect("a DoPutPreparedStatementResult");
+    Ok(bound.prepared_statement_handle.expect("a new handle"))
+}
+
+fn encoded(
+    row: RecordBatch,
+    options: arrow::ipc::writer::IpcWriteOptions,
+) -> Vec<arrow_flight::FlightData> {
+    let generator = arrow::ipc::writer::IpcDataGenerator::default();
+    let mut tracker = arrow::ipc::writer::DictionaryTracker::new(false);
+    let schema = arrow_flight::SchemaAsIpc::new(row.schema_ref(), &options).into();
+    let (_, batch) = generator
+        .encode(&row, &mut tracker, &options, &mut Default::default())
+        .expect("encodes");
+    vec![schema, batch.into()]
+}
+
+#[tokio::test]
+async fn parameters_that_would_exhaust_or_crash_the_server_are_refused() {
+    let server = TestServer::demo().await;
+    let mut carol = client(&server, Some(&server.token("carol"))).await;
+    let prepared = prepare(&mut carol, "SELECT ? AS v").await;
+    let text = |s: String| {
+        RecordBatch::try_new(
+            Arc::new(Schema::new(vec![Field::new("p", DataType::Utf8, true)])),
+            vec![Arc::new(arrow::array::StringArray::from(vec![s]))],
+        )
+        .unwrap()
+    };
+    // Compressed buffers state their own decompressed size: refused before
+    // anything is decompressed.
+    let zstd = arrow::ipc::writer::IpcWriteOptions::default()
+        .try_with_compression(Some(arrow::ipc::CompressionType::ZSTD))
+        .expect("zstd");
+    let e = bind_raw(
+        &mut carol,
+        prepared.prepared_statement_handle.clone(),
+        encoded(text("x".repeat(100_000)), zstd),
+    )
+    .await
+    .expect_err("compressed");
+    assert_eq!(code(&e), tonic::Code::InvalidArgument);
+    assert!(e.to_string().contains("uncompressed"), "{e}");
+    // A truncated body: refused as bad input, no panic, and audited.
+    let mut messages = encoded(text("hello".into()), Default::default());
+    let body = messages[1].data_body.clone();
+    messages[1].data_body = body.slice(..body.len() / 2);
+    let e = bind_raw(
+        &mut carol,
+        prepared.prepared_statement_handle.clone(),
+        messages,
+    )
+    .await
+    .expect_err("truncated");
+    assert_eq!(code(&e), tonic::Code::InvalidArgument);
+    // The same through Veil's own SqlCommand.
+    let mut zipped = Vec::new();
+    {
+        let row = text("y".repeat(100_000));
+        let options = arrow::ipc::writer::IpcWriteOptions::default()
+            .try_with_compression(Some(arrow::ipc::CompressionType::ZSTD))
+            .unwrap();
+        let mut w = arrow::ipc::writer::StreamWriter::try_new_with_options(
+            &mut zipped,
+            &row.schema(),
+            options,
+        )
+        .unwrap();
+        w.write(&row).unwrap();
+        w.finish().unwrap();
+    }
+    let native =
+        FlightDescriptor::new_cmd(veil_proto::Named::to_any_bytes(&veil_proto::SqlCommand {
+            query: "SELECT $1 AS v".into(),
+            parameters: zipped,
+        }));
+    let e = carol.get_flight_info(native).await.expect_err("compressed");
+    assert_eq!(code(&e), tonic::Code::InvalidArgument);
+    // Two hundred small parameters are fine.
+    let many = prepare(
+        &mut carol,
+        &format!(
+            "SELECT {}",
+            (0..200).map(|_| "?").collect::<Vec<_>>().join(", ")
+        ),
+    )
+    .await;
+    let row = RecordBatch::try_new(
+        Arc::new(Schema::new(
+            (0..200)
+                .map(|i| Field::new(format!("p{i}"), DataType::Int64, true))
+                .collect::<Vec<_>>(),
+        )),
+        (0..200)
+            .map(|_| Arc::new(Int64Array::from(vec![1])) as arrow::array::ArrayRef)
+            .collect(),
+    )
+    .unwrap();
+    let handle = bind(&mut carol, many.prepared_statement_handle, row)
+        .await
+        .expect("200 values");
+    let (_, rows) = fetch(
+        &mut carol,
+        cmd(CommandPreparedStatementQuery {
+            prepared_statement_handle: handle,
+        }),
+    )
+    .await;
+    assert_eq!(rows[0].num_columns(), 200);
+    assert_eq!(
+        rows[0]
+            .column(199)
+            .as_primitive::<arrow::datatypes::Int64Type>()
+            .value(0),
+        1
+    );
+    // A pathological name pattern is the caller's error, not Veil's.
+    let e = carol
+        .get_flight_info(cmd(CommandGetDbSchemas {
+            catalog: None,
+            db_schema_filter_pattern: Some("%".repeat(20_000)),
+        }))
+        .await
+        .expect_err("too long");
+    assert_eq!(code(&e), tonic::Code::InvalidArgument);
+    // Cancels with a body that is not a cancel request are refused.
+    let e = action(&mut carol, "CancelQuery", b"garbage".to_vec())
+        .await
+        .expect_err("garbage");
+    assert_eq!(code(&e), tonic::Code::InvalidArgument);
+    let e = action(&mut carol, "CancelFlightInfo", Vec::new())
+        .await
+        .expect_err("no info");
+    assert_eq!(code(&e), tonic::Code::InvalidArgument);
+    // The server is still up, and failed binds were audited.
+    let mut dave = client(&server, Some(&server.token("dave"))).await;
+    let (_, audit) = fetch(
+        &mut dave,
+        cmd(CommandStatementQuery {
+            query: "SELECT status FROM veil.audit WHERE action = 'bind' AND \"user\" = 'carol'"
+                .into(),
+            transaction_id: None,
+        }),
+    )
+    .await;
+    let statuses = strings(&audit, "status");
+    assert!(
+        statuses
+            .iter()
+            .filter(|s| s.as_deref() == Some("invalid_argument"))
+            .count()
+            >= 2,
+        "{statuses:?}"
+    );
+    server.stop().await;
+}

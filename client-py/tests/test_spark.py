@@ -5,6 +5,7 @@ not installed."""
 
 import os
 import shutil
+import sys
 
 import pytest
 
@@ -21,6 +22,8 @@ from veil.spark import VeilDataSource  # noqa: E402
 @pytest.fixture(scope="module")
 def spark():
     os.environ["SPARK_LOCAL_IP"] = "127.0.0.1"
+    # Spark's Python workers need this interpreter: it has the veil package.
+    os.environ["PYSPARK_PYTHON"] = sys.executable
     session = (
         SparkSession.builder.master("local[2]")
         .appName("veil-tests")
@@ -28,6 +31,7 @@ def spark():
         .config("spark.driver.bindAddress", "127.0.0.1")
         .config("spark.ui.enabled", "false")
         .config("spark.sql.shuffle.partitions", "2")
+        .config("spark.sql.python.filterPushdown.enabled", "true")
         .getOrCreate()
     )
     session.dataSource.register(VeilDataSource)
@@ -65,10 +69,27 @@ def test_filters_options_and_spark_filters_agree_with_veil(spark, server):
         expected = sorted(conn.scan_as_pandas("clinical.trials", columns=["participant_id"], filter="age > 80 AND state = 'CA'")["participant_id"])
     by_option = read(spark, server, "bob", dataset="clinical.trials", filter="age > 80").where("state = 'CA'")
     assert sorted(r.participant_id for r in by_option.select("participant_id").collect()) == expected
-    by_spark = read(spark, server, "bob", dataset="clinical.trials").where("age > 80 AND state = 'CA'")
-    assert sorted(r.participant_id for r in by_spark.select("participant_id").collect()) == expected
-    quoted = read(spark, server, "bob", dataset="clinical.trials").where("state = 'C''A' OR state IN ('CA')")
-    assert quoted.count() == read(spark, server, "bob", dataset="clinical.trials").where("state = 'CA'").count()
+    for pushdown in ("false", "true"):
+        by_spark = read(spark, server, "bob", dataset="clinical.trials", pushdown=pushdown).where("age > 80 AND state = 'CA'")
+        assert sorted(r.participant_id for r in by_spark.select("participant_id").collect()) == expected
+        quoted = read(spark, server, "bob", dataset="clinical.trials", pushdown=pushdown).where("state = 'C''A' OR state IN ('CA')")
+        assert quoted.count() == read(spark, server, "bob", dataset="clinical.trials").where("state = 'CA'").count()
+        like = read(spark, server, "bob", dataset="clinical.trials", pushdown=pushdown).where("state LIKE 'C%' AND NOT (state = 'CO')")
+        assert like.count() == read(spark, server, "bob", dataset="clinical.trials").where("state LIKE 'C%' AND state != 'CO'").count()
+
+
+def test_pushed_filters_reach_veil(spark, server):
+    def served():
+        with own(server, "dave") as conn:
+            return conn.scan_as_pandas("veil.audit", filter="user = 'bob' AND action = 'read.end'")
+
+    before = set(served()["event_id"])
+    n = read(spark, server, "bob", dataset="clinical.trials", pushdown="true").where("age = 81").count()
+    after = served()
+    new = after[~after["event_id"].isin(before)]
+    # Only the matching rows left Veil (without pushdown, all 120,000 would).
+    assert 0 < n < 120_000
+    assert new["rows"].sum() == n
 
 
 def test_sql_and_columns(spark, server):

@@ -13,9 +13,10 @@ record batches.
 Options: `dataset` or `sql` (one of them); `columns` (comma-separated),
 `filter`, `limit` with `dataset`; `address` and `token` (default: the
 VEIL_ADDRESS and VEIL_TOKEN environment variables of the driver, which are
-passed on to the executors with the plan). Spark's own filters are pushed
-down to Veil where Spark offers them (4.1+) and Veil can run them; a schema
-given with `.schema(...)` reads only those columns.
+passed on to the executors with the plan). With `pushdown` set to `true`
+(and Spark's `spark.sql.python.filterPushdown.enabled` on, Spark 4.1+),
+Spark's own filters that Veil can run are pushed down to it; a schema given
+with `.schema(...)` reads only those columns.
 """
 
 import os
@@ -80,7 +81,13 @@ class VeilDataSource(DataSource):
         return from_arrow_schema(schema)
 
     def reader(self, schema):
-        return VeilReader(_Request(self.options), schema)
+        request = _Request(self.options)
+        # Spark refuses a reader that can take filters unless its
+        # `spark.sql.python.filterPushdown.enabled` is on, and the reader
+        # can't see that setting: the `pushdown` option says it is.
+        if (_option(self.options, "pushdown") or "false").lower() == "true":
+            return VeilPushdownReader(request, schema)
+        return VeilReader(request, schema)
 
 
 class _Endpoint(InputPartition):
@@ -166,19 +173,6 @@ class VeilReader(DataSourceReader):
             if names != full:
                 request.columns = names
 
-    def pushFilters(self, filters):
-        if self.request.sql is not None or self.request.limit is not None:
-            # A limit applies after the filter: pushing one would change
-            # which rows are read.
-            yield from filters
-            return
-        for f in filters:
-            sql = _to_sql(f)
-            if sql is None:
-                yield f
-            else:
-                self.request.pushed.append(sql)
-
     def partitions(self):
         with self.request.connection() as conn:
             info = conn._info(self.request.descriptor())
@@ -200,6 +194,26 @@ class VeilReader(DataSourceReader):
                     raise conn._translate(e) from None
                 if chunk.data is not None and chunk.data.num_rows > 0:
                     yield chunk.data
+
+
+class VeilPushdownReader(VeilReader):
+    """A reader that takes Spark's filters (`pushdown` option, with
+    `spark.sql.python.filterPushdown.enabled` on: Spark 4.1 and later)."""
+
+    def pushFilters(self, filters):
+        """Take the filters Veil can run; return the rest to Spark."""
+        if self.request.sql is not None or self.request.limit is not None:
+            # A limit applies after the filter: pushing one would change
+            # which rows are read.
+            return list(filters)
+        rest = []
+        for f in filters:
+            sql = _to_sql(f)
+            if sql is None:
+                rest.append(f)
+            else:
+                self.request.pushed.append(sql)
+        return rest
 
 
 def _options_of(request):

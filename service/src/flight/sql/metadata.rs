@@ -84,6 +84,7 @@ impl ServerDescription {
         scope: &Arc<RequestScope>,
         command: &SqlCommandKind,
     ) -> Result<RecordBatch> {
+        check_patterns(command)?;
         let built = match command {
             SqlCommandKind::CommandGetCatalogs(c) => catalogs(c),
             SqlCommandKind::CommandGetDbSchemas(c) => db_schemas(engine, scope, c),
@@ -103,6 +104,44 @@ impl ServerDescription {
         }?;
         Ok(built)
     }
+}
+
+/// Longest name pattern (`LIKE` syntax) accepted.
+const MAX_PATTERN_CHARS: usize = 256;
+
+/// Refuse name patterns too long to match in reasonable time.
+pub fn check_patterns(command: &SqlCommandKind) -> Result<()> {
+    let patterns: Vec<&str> = match command {
+        SqlCommandKind::CommandGetDbSchemas(c) => c
+            .db_schema_filter_pattern
+            .iter()
+            .map(String::as_str)
+            .collect(),
+        SqlCommandKind::CommandGetTables(c) => c
+            .db_schema_filter_pattern
+            .iter()
+            .chain(&c.table_name_filter_pattern)
+            .map(String::as_str)
+            .collect(),
+        _ => Vec::new(),
+    };
+    if patterns
+        .iter()
+        .any(|p| p.chars().count() > MAX_PATTERN_CHARS)
+    {
+        return Err(VeilError::InvalidArgument(format!(
+            "a name pattern may have at most {MAX_PATTERN_CHARS} characters"
+        )));
+    }
+    Ok(())
+}
+
+/// A builder's failure on a name pattern: the pattern is the caller's.
+fn bad_pattern(e: impl std::fmt::Display) -> VeilError {
+    VeilError::InvalidArgument(VeilError::detailed(
+        "the name pattern can't be matched; use a shorter pattern with fewer wildcards",
+        e,
+    ))
 }
 
 fn catalogs(c: &CommandGetCatalogs) -> Result<RecordBatch> {
@@ -142,7 +181,7 @@ fn db_schemas(
     for s in schemas {
         b.append(CATALOG, s);
     }
-    b.build().map_err(|e| failed("GetDbSchemas", e))
+    b.build().map_err(bad_pattern)
 }
 
 fn tables(engine: &Engine, scope: &Arc<RequestScope>, c: &CommandGetTables) -> Result<RecordBatch> {
@@ -163,7 +202,7 @@ fn tables(engine: &Engine, scope: &Arc<RequestScope>, c: &CommandGetTables) -> R
         b.append(CATALOG, s, t, TABLE_TYPE, &schema)
             .map_err(|e| failed("GetTables", e))?;
     }
-    b.build().map_err(|e| failed("GetTables", e))
+    b.build().map_err(bad_pattern)
 }
 
 fn table_types(c: &CommandGetTableTypes) -> Result<RecordBatch> {

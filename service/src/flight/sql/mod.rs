@@ -11,15 +11,14 @@ pub mod prepared;
 
 use std::sync::Arc;
 
-use arrow_flight::decode::FlightRecordBatchStream;
 use arrow_flight::sql::{
-    ActionCancelQueryResult, ActionClosePreparedStatementRequest,
+    ActionCancelQueryRequest, ActionCancelQueryResult, ActionClosePreparedStatementRequest,
     ActionCreatePreparedStatementRequest, ActionCreatePreparedStatementResult, Any as SqlAny,
     Command as SqlCommandKind, DoPutPreparedStatementResult, ProstMessageExt,
 };
 use arrow_flight::{
-    Action as FlightAction, CancelFlightInfoResult, CancelStatus, FlightData, IpcMessage,
-    SchemaAsIpc,
+    Action as FlightAction, CancelFlightInfoRequest, CancelFlightInfoResult, CancelStatus,
+    FlightData, IpcMessage, SchemaAsIpc,
 };
 use datafusion::arrow::array::RecordBatch;
 use datafusion::arrow::datatypes::{DataType, Field, Schema, SchemaRef};
@@ -148,6 +147,11 @@ struct CloseSessionResult {
     status: i32,
 }
 
+/// `CloseSession`'s request (`arrow.flight.protocol.CloseSessionRequest`):
+/// no fields.
+#[derive(Clone, PartialEq, prost::Message)]
+struct CloseSessionRequest {}
+
 /// `CloseSessionResult.Status.CLOSED`
 const SESSION_CLOSED: i32 = 1;
 /// `ActionCancelQueryResult.CancelResult.CANCEL_RESULT_CANCELLED`
@@ -195,7 +199,7 @@ impl FlightSql {
                 }))
             }
             SqlCommandKind::CommandPreparedStatementQuery(h) => Ok(Requested::Query(
-                prepared::open(&self.signer, &h.prepared_statement_handle, p, now_ms())?,
+                prepared::open(&self.signer, &h.prepared_statement_handle, p, now_ms())?.0,
             )),
             c @ (SqlCommandKind::CommandGetCatalogs(_)
             | SqlCommandKind::CommandGetDbSchemas(_)
@@ -206,7 +210,10 @@ impl FlightSql {
             | SqlCommandKind::CommandGetPrimaryKeys(_)
             | SqlCommandKind::CommandGetExportedKeys(_)
             | SqlCommandKind::CommandGetImportedKeys(_)
-            | SqlCommandKind::CommandGetCrossReference(_)) => Ok(Requested::Metadata(c)),
+            | SqlCommandKind::CommandGetCrossReference(_)) => {
+                metadata::check_patterns(&c)?;
+                Ok(Requested::Metadata(c))
+            }
             SqlCommandKind::CommandStatementUpdate(_)
             | SqlCommandKind::CommandPreparedStatementUpdate(_) => {
                 Err(read_only("UPDATE, INSERT and DELETE statements"))
@@ -260,6 +267,7 @@ impl FlightSql {
                 }
                 let query = parameters::number_question_marks(&request.query)?;
                 let described = self.engine.describe_sql(scope, &query).await?;
+                let now = now_ms();
                 let handle = prepared::issue(
                     &self.signer,
                     scope.principal(),
@@ -268,7 +276,8 @@ impl FlightSql {
                         query: query.clone(),
                         parameters: Vec::new(),
                     },
-                    now_ms(),
+                    now,
+                    now.saturating_add(prepared::HANDLE_TTL_MS),
                 );
                 let result = ActionCreatePreparedStatementResult {
                     prepared_statement_handle: handle.into(),
@@ -287,24 +296,47 @@ impl FlightSql {
                 let _: ActionClosePreparedStatementRequest = unpack(&action.body)?;
                 Ok(done(Vec::new()))
             }
-            "CloseSession" => Ok(done(vec![
-                CloseSessionResult {
-                    status: SESSION_CLOSED,
-                }
-                .encode_to_vec(),
-            ])),
+            "CloseSession" => {
+                CloseSessionRequest::decode(action.body.as_ref()).map_err(|_| {
+                    VeilError::InvalidArgument(
+                        "the action body is not a CloseSessionRequest".into(),
+                    )
+                })?;
+                Ok(done(vec![
+                    CloseSessionResult {
+                        status: SESSION_CLOSED,
+                    }
+                    .encode_to_vec(),
+                ]))
+            }
             // A query runs only while its client reads its endpoints, and
-            // stops when the client stops: cancelling is not reading on.
-            "CancelFlightInfo" => Ok(done(vec![
-                CancelFlightInfoResult::new(CancelStatus::Cancelled).encode_to_vec(),
-            ])),
-            "CancelQuery" => Ok(done(vec![
-                ActionCancelQueryResult {
-                    result: QUERY_CANCELLED,
-                }
-                .as_any()
-                .encode_to_vec(),
-            ])),
+            // stops when the client stops: nothing runs for a FlightInfo
+            // that is not being read, so the cancellation is complete.
+            "CancelFlightInfo" => {
+                let request = CancelFlightInfoRequest::decode(action.body.as_ref())
+                    .ok()
+                    .filter(|r| r.info.is_some())
+                    .ok_or_else(|| {
+                        VeilError::InvalidArgument(
+                            "the action body is not a CancelFlightInfoRequest with a FlightInfo"
+                                .into(),
+                        )
+                    })?;
+                drop(request);
+                Ok(done(vec![
+                    CancelFlightInfoResult::new(CancelStatus::Cancelled).encode_to_vec(),
+                ]))
+            }
+            "CancelQuery" => {
+                let _: ActionCancelQueryRequest = unpack(&action.body)?;
+                Ok(done(vec![
+                    ActionCancelQueryResult {
+                        result: QUERY_CANCELLED,
+                    }
+                    .as_any()
+                    .encode_to_vec(),
+                ]))
+            }
             "BeginTransaction" | "EndTransaction" | "BeginSavepoint" | "EndSavepoint" => {
                 Err(no_transactions())
             }
@@ -336,28 +368,35 @@ impl FlightSql {
             + 'static,
     {
         let p = scope.principal();
-        let mut command = prepared::open(&self.signer, handle, p, now_ms())?;
-        let mut batches = FlightRecordBatchStream::new_from_flight_data(data);
-        let mut rows: Vec<RecordBatch> = Vec::new();
-        let mut bytes = 0usize;
-        while let Some(batch) = batches.try_next().await.map_err(|e| {
+        let (mut command, expires_at_ms) = prepared::open(&self.signer, handle, p, now_ms())?;
+        // The raw messages, bounded, never decoded as they come: the bytes
+        // are checked before anything is decoded (`parameters::read_batches`).
+        let mut data = data;
+        let mut stream = Vec::new();
+        let mut messages = 0usize;
+        while let Some(m) = data.try_next().await.map_err(|e| {
             VeilError::InvalidArgument(VeilError::detailed(
-                "the parameters are not an Arrow stream",
+                "the parameters could not be received",
                 e,
             ))
         })? {
-            bytes += batch.get_array_memory_size();
-            if bytes > parameters::MAX_PARAMETER_BYTES * 4 {
+            messages += 1;
+            if messages > MAX_BIND_MESSAGES {
+                return Err(VeilError::InvalidArgument(format!(
+                    "send one row of parameters in at most {MAX_BIND_MESSAGES} messages"
+                )));
+            }
+            append_ipc(&mut stream, &m);
+            if stream.len() > parameters::MAX_PARAMETER_BYTES {
                 return Err(VeilError::InvalidArgument(format!(
                     "query parameters may take at most {} KiB",
                     parameters::MAX_PARAMETER_BYTES / 1024
                 )));
             }
-            if batch.num_rows() > 0 {
-                rows.push(batch);
-            }
         }
-        let count: usize = rows.iter().map(RecordBatch::num_rows).sum();
+        let batches = parameters::read_batches(&stream)?;
+        let rows: Vec<&RecordBatch> = batches.iter().filter(|b| b.num_rows() > 0).collect();
+        let count: usize = rows.iter().map(|b| b.num_rows()).sum();
         command.parameters = match (count, rows.first()) {
             (0, _) | (_, None) => Vec::new(),
             (1, Some(row)) => parameters::encode(row)?,
@@ -367,7 +406,15 @@ impl FlightSql {
                 )));
             }
         };
-        let handle = prepared::issue(&self.signer, p, scope.version(), command.clone(), now_ms());
+        // The handle keeps its expiry: binding does not extend it.
+        let handle = prepared::issue(
+            &self.signer,
+            p,
+            scope.version(),
+            command.clone(),
+            now_ms(),
+            expires_at_ms,
+        );
         Ok((handle, command))
     }
 
@@ -424,6 +471,23 @@ fn parameter_schema(parameters: &[(usize, Option<DataType>)]) -> Schema {
             })
             .collect::<Vec<_>>(),
     )
+}
+
+/// Most messages a bind may send (schema, dictionaries, the row).
+const MAX_BIND_MESSAGES: usize = 16;
+
+/// Append a Flight message to an IPC stream: the framing Flight leaves out
+/// (continuation marker, padded header length), the header, the body.
+fn append_ipc(stream: &mut Vec<u8>, m: &FlightData) {
+    if m.data_header.is_empty() {
+        return;
+    }
+    let padded = m.data_header.len().next_multiple_of(8);
+    stream.extend_from_slice(&u32::MAX.to_le_bytes());
+    stream.extend_from_slice(&u32::try_from(padded).unwrap_or(u32::MAX).to_le_bytes());
+    stream.extend_from_slice(&m.data_header);
+    stream.resize(stream.len() + (padded - m.data_header.len()), 0);
+    stream.extend_from_slice(&m.data_body);
 }
 
 /// Pack a Flight SQL command (tests and clients).

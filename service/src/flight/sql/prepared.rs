@@ -14,18 +14,20 @@ use crate::model::identity::Principal;
 /// for a whole working session.
 pub const HANDLE_TTL_MS: i64 = 24 * 3600 * 1000;
 
-/// A handle for `command`, issued to `principal` at state `version`.
+/// A handle for `command`, issued to `principal` at state `version`,
+/// valid until `expires_at_ms`.
 pub fn issue(
     signer: &TicketSigner,
     principal: &Principal,
     version: u64,
     command: SqlCommand,
     now_ms: i64,
+    expires_at_ms: i64,
 ) -> Vec<u8> {
     signer.sign(TicketBody {
         issuer: principal.identity.issuer.clone(),
         subject: principal.identity.subject.clone(),
-        expires_at_ms: now_ms.saturating_add(HANDLE_TTL_MS),
+        expires_at_ms,
         policy_version: version,
         identity_fingerprint: principal.fingerprint.to_vec(),
         command: Some(TicketCommand::Sql(command)),
@@ -36,17 +38,17 @@ pub fn issue(
     })
 }
 
-/// The statement a handle holds, if it is genuine, unexpired and the
-/// caller's.
+/// The statement a handle holds, and when the handle expires, if it is
+/// genuine, unexpired and the caller's.
 pub fn open(
     signer: &TicketSigner,
     handle: &[u8],
     principal: &Principal,
     now_ms: i64,
-) -> Result<SqlCommand> {
+) -> Result<(SqlCommand, i64)> {
     let body = signer.verify_handle(handle, principal, now_ms)?;
     match body.command {
-        Some(TicketCommand::Sql(sql)) => Ok(sql),
+        Some(TicketCommand::Sql(sql)) => Ok((sql, body.expires_at_ms)),
         _ => Err(crate::error::VeilError::InvalidArgument(
             "the prepared statement handle holds no query; prepare the statement again".into(),
         )),
