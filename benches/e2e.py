@@ -22,6 +22,14 @@ same file is also uploaded to a bucket on 127.0.0.1 and read from there:
   8. s3 veil    scan_as_pandas of a Veil dataset at s3://bench/...
   9. s3 veil governed (the same masks and row filter as 4)
 
+With --clients, the standard clients and the Python client's parallelism
+(best with --arrow-only):
+
+ 10. veil serial       scan_as_arrow with max_workers=1: endpoints one by one
+ 11. veil sql          sql_as_arrow("SELECT * FROM bench.people")
+ 12. adbc              the ADBC Flight SQL driver (adbc-driver-flightsql):
+                       the same SELECT, cursor.fetch_arrow_table()
+
 With --arrow-only every path stops at the Arrow table (no to_pandas):
 pq.read_table(path), do_get().read_all(), conn.scan_as_arrow(...).
 
@@ -367,6 +375,7 @@ def main():
     ap.add_argument("--rss-settle", type=float, default=11.0, help="seconds to wait before each Veil path, so its peak RSS is its own (Veil keeps freed pages 10 s)")
     ap.add_argument("--engine", action="append", default=[], metavar="KEY=VALUE", help="another [engine] setting for Veil (repeatable), e.g. batch_size=8192")
     ap.add_argument("--arrow-only", action="store_true", help="every path stops at the Arrow table (no to_pandas)")
+    ap.add_argument("--clients", action="store_true", help="also: the Python client serial, its SQL read, and the ADBC Flight SQL driver")
     args = ap.parse_args()
 
     work = Path(args.workdir or tempfile.mkdtemp(prefix="veil-bench-"))
@@ -454,6 +463,27 @@ def main():
             (name_kanon, lambda: scan(plain, "bench.people_k"), veil_proc.pid),
             (name_fpe, lambda: scan(plain, "bench.people_fpe"), veil_proc.pid),
         ]
+        if args.clients:
+            import adbc_driver_flightsql.dbapi as flight_sql
+            from adbc_driver_flightsql import DatabaseOptions
+
+            serial = veil.connect(address, token("plain"), max_workers=1)
+            adbc = flight_sql.connect(address, db_kwargs={DatabaseOptions.AUTHORIZATION_HEADER.value: f"Bearer {token('plain')}"}, autocommit=True)
+            select = "SELECT * FROM bench.people"
+
+            def adbc_read():
+                with adbc.cursor() as cur:
+                    cur.execute(select)
+                    return pandas(cur.fetch_arrow_table())
+
+            name_serial = f"veil {scan_name}, max_workers=1"
+            name_sql = "veil sql_as_arrow SELECT *" if args.arrow_only else "veil sql SELECT *"
+            name_adbc = "adbc flight sql SELECT *"
+            paths += [
+                (name_serial, lambda: scan(serial, "bench.people"), veil_proc.pid),
+                (name_sql, lambda: pandas(plain.sql_as_arrow(select)), veil_proc.pid),
+                (name_adbc, adbc_read, veil_proc.pid),
+            ]
         if s3 is not None:
             name_s3_local = f"s3: pq.read_table(S3FileSystem){to_pandas}"
             name_s3_veil = f"s3: veil {scan_name}"
@@ -506,6 +536,9 @@ def main():
         base_veil = results[name_veil]
         for name in (name_kanon, name_fpe, name_governed):
             print(f"{name}: {results[name] / base_veil:.2f}x the time of the unmasked Veil scan")
+        if args.clients:
+            print(f"{name_veil}: {results[name_serial] / base_veil:.2f}x faster than reading its endpoints one by one")
+            print(f"{name_adbc}: {results[name_sql] / results[name_adbc]:.2f}x the throughput of the same SELECT through Veil's client, {base_veil / results[name_adbc]:.2f}x that of its scan")
         print(f"veil bytes on the wire / arrow size of the result: {sent / table.nbytes:.3f} ({sent / 1e6:,.0f} MB / {table.nbytes / 1e6:,.0f} MB)")
         if s3 is not None:
             base_s3 = results[name_s3_local]

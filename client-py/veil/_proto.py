@@ -45,6 +45,16 @@ def encode_sql(query: str) -> bytes:
     return _any(pb.SqlCommand(query=query))
 
 
+def decode_read_notes(body: bytes):
+    """Datasets a row policy filters for the caller, from a read's FlightInfo."""
+    notes = pb.ReadNotes()
+    try:
+        notes.ParseFromString(body or b"")
+    except Exception:
+        return []
+    return list(notes.row_filtered)
+
+
 def encode_describe(dataset: str) -> bytes:
     return pb.DescribeRequest(dataset=dataset).SerializeToString()
 

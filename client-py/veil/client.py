@@ -3,6 +3,7 @@
 import json
 import os
 import re
+import warnings
 import pyarrow as pa
 import pyarrow.flight as flight
 
@@ -106,6 +107,11 @@ def _translate(err: Exception) -> VeilError:
     else:
         cls = next((c for words, c in _BY_WORDS if words in head), VeilError)
     return cls(_server_message(text))
+
+
+class RowPolicyWarning(UserWarning):
+    """A read returned no rows, and a row policy filters what you see of
+    the data: the policy may be why."""
 
 
 _SCHEMES = ("grpc://", "grpc+tcp://", "grpc+tls://", "grpc+unix://")
@@ -486,6 +492,16 @@ class Connection:
             raise self._translate(e) from None
         finally:
             report.close()
+        filtered = _proto.decode_read_notes(info.app_metadata) if report.rows == 0 else []
+        if filtered:
+            warnings.warn(
+                RowPolicyWarning(
+                    f"no rows: a row policy on {', '.join(filtered)} decides which rows you see, "
+                    "from your attributes (whoami() shows them); none passed it. "
+                    "describe(name) shows rows_filtered; the dataset's owner can say more"
+                ),
+                stacklevel=4,
+            )
 
     def _read(self, descriptor, progress=None, what="read"):
         info = self._info(descriptor)

@@ -8,6 +8,7 @@
 use std::fmt;
 use tonic::Code;
 
+pub mod hints;
 pub mod query;
 
 /// The one word the audit trail and the logs use for a status: `ok`, or
@@ -113,6 +114,22 @@ impl VeilError {
     /// reads.
     pub fn detailed(words: impl fmt::Display, detail: impl fmt::Display) -> String {
         format!("{words}{DETAIL_SEPARATOR}{detail}")
+    }
+
+    /// The same kind of error with another message.
+    pub fn with_message(self, message: String) -> Self {
+        match self {
+            Self::Unauthenticated(_) => Self::Unauthenticated(message),
+            Self::PermissionDenied(_) => Self::PermissionDenied(message),
+            Self::NotFound(_) => Self::NotFound(message),
+            Self::InvalidArgument(_) => Self::InvalidArgument(message),
+            Self::FailedPrecondition(_) => Self::FailedPrecondition(message),
+            Self::ResourceExhausted(_) => Self::ResourceExhausted(message),
+            Self::Unavailable(_) => Self::Unavailable(message),
+            Self::AlreadyExists(_) => Self::AlreadyExists(message),
+            Self::Unimplemented(_) => Self::Unimplemented(message),
+            Self::Internal(_) => Self::Internal(message),
+        }
     }
 
     /// The gRPC code every protocol answers this error with.

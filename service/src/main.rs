@@ -278,7 +278,7 @@ fn token(
             let p = data_dir.join("veil.toml");
             if !p.exists() {
                 return Err(VeilError::FailedPrecondition(format!(
-                    "no config: pass --config, or start the demo first (`veil serve --demo --data-dir {}`)",
+                    "no Veil data directory at '{}': tokens are signed with the key of the server that will check them, so point at its directory: `veil token --data-dir <the directory the server was started with> --user NAME` (the demo prints it when it starts), or `--config <its veil.toml>`. Only if no server runs yet, start the demo with `veil serve --demo` (it creates ./veil-data)",
                     data_dir.display()
                 )));
             }

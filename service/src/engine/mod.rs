@@ -37,6 +37,7 @@ use crate::catalog::files::{split_exactly, split_into_parts, split_units};
 use crate::catalog::object_stores::ObjectStores;
 use crate::catalog::state::StateCache;
 use crate::config::EngineConfig;
+use crate::error::hints;
 use crate::error::query::from_datafusion;
 use crate::error::{Result, VeilError};
 use crate::model::dataset::DatasetRecord;
@@ -317,10 +318,13 @@ impl Engine {
 
     /// The request's session: its catalog, and its own memory limit inside
     /// the node's ([`query_memory`]).
-    fn session(&self, compiler: &Arc<ViewCompiler>) -> Result<SessionContext> {
-        let state = SessionStateBuilder::new_from_existing(self.base.clone())
+    fn session(&self, compiler: &Arc<ViewCompiler>, in_order: bool) -> Result<SessionContext> {
+        let mut state = SessionStateBuilder::new_from_existing(self.base.clone())
             .with_catalog_list(Arc::new(PrincipalCatalogList::new(Arc::clone(compiler))))
             .with_runtime_env(self.query_runtime()?);
+        if in_order {
+            state = state.with_config(self.base.config().clone().with_target_partitions(1));
+        }
         Ok(SessionContext::new_with_state(state.build()))
     }
 
@@ -511,12 +515,23 @@ impl Engine {
             _ => {}
         }
         let compiler = self.compiler(scope, parts, Some(now));
-        let ctx = self.session(&compiler)?;
+        // A scan cut short by a limit reads its files in order on one
+        // partition, so the same request returns the same rows every time
+        // (a preview is stable) instead of whichever partition came first.
+        let in_order = matches!(read, Read::Command(Command::Scan(s)) if s.limit.is_some());
+        let ctx = self.session(&compiler, in_order)?;
         let frame = match read {
-            Read::Command(Command::Scan(scan)) => self.scan_frame(&ctx, &compiler, scan).await?,
+            Read::Command(Command::Scan(scan)) => {
+                self.scan_frame(&ctx, &compiler, scan).await.map_err(|e| {
+                    let qualifier = format!("{CATALOG}.{}.", scan.dataset.to_ascii_lowercase());
+                    hints::scan(e, &qualifier, &scan.filter)
+                })?
+            }
             Read::Command(Command::Sql(sql)) => {
                 let values = parameters::decode(&sql.parameters)?;
-                self.sql_frame(&ctx, &sql.query, Some(values)).await?
+                self.sql_frame(&ctx, &sql.query, Some(values))
+                    .await
+                    .map_err(|e| hints::sql(e, &sql.query))?
             }
             Read::Lookup(lookup) => self.lookup_frame(&ctx, &compiler, lookup).await?,
         };
@@ -585,7 +600,7 @@ impl Engine {
         self.planner
             .run(&user, async move {
                 let compiler = engine.compiler(&scope, HashMap::new(), Some(chrono::Utc::now()));
-                let ctx = engine.session(&compiler)?;
+                let ctx = engine.session(&compiler, false)?;
                 let frame = engine.sql_frame(&ctx, &query, None).await?;
                 let parameters = parameters::placeholders(frame.logical_plan())?;
                 let frame = plain_types(frame)?;

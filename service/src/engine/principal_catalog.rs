@@ -132,8 +132,35 @@ impl ViewCompiler {
     pub fn unreadable(&self, name: &str) -> VeilError {
         match self.scope.visible(name) {
             Some((d, _)) => VeilError::access_not_approved(&d.name),
-            None => VeilError::dataset_not_found(name),
+            None => match name.strip_prefix("public.") {
+                // A name without a schema: SQL puts it in `public`.
+                Some(bare) if !bare.contains('.') => self.bare_name(bare),
+                _ => VeilError::dataset_not_found(name),
+            },
         }
+    }
+
+    /// The answer for a dataset named without its schema: datasets are
+    /// `schema.name`; the example is one the principal can read (so the
+    /// answer for a hidden one is the answer for a missing one).
+    fn bare_name(&self, bare: &str) -> VeilError {
+        let readable = self.scope.readable_datasets();
+        let suggestion = readable
+            .iter()
+            .find(|d| {
+                d.name
+                    .split_once('.')
+                    .is_some_and(|(_, t)| t.eq_ignore_ascii_case(bare))
+            })
+            .map(|d| format!(": did you mean {}?", d.name))
+            .unwrap_or_else(|| {
+                " (list_datasets() in Python or `veil admin datasets` lists the ones you can read)"
+                    .into()
+            });
+        VeilError::NotFound(format!(
+            "dataset '{}' not found: name a dataset by its schema and name, as schema.name{suggestion}",
+            bare.chars().take(128).collect::<String>()
+        ))
     }
 
     /// The dataset by name (case-insensitive) if the principal may read it.

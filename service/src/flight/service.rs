@@ -341,7 +341,18 @@ impl VeilFlight {
             .with_endpoints(endpoints)
             .with_total_records(total)
             // One SQL stream keeps the query's order; parts of one don't.
-            .with_ordered(matches!(cmd, Command::Sql(_)) && count == 1);
+            .with_ordered(matches!(cmd, Command::Sql(_)) && count == 1)
+            .with_app_metadata(
+                veil_proto::ReadNotes {
+                    row_filtered: planned
+                        .reads
+                        .iter()
+                        .filter(|r| r.policy.rows_filtered())
+                        .map(|r| r.dataset.clone())
+                        .collect(),
+                }
+                .encode_to_vec(),
+            );
         self.audit.record(event).await.map_err(|e| to_status(&e))?;
         Ok(info)
     }

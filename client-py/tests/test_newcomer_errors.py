@@ -1,0 +1,84 @@
+"""What someone new to Veil (or to SQL) runs into, answered so they know
+what to do next."""
+
+import subprocess
+import warnings
+
+import pytest
+
+import veil
+
+
+def connect(server, user):
+    return veil.connect(server.address, server.token(user))
+
+
+def test_text_in_double_quotes_says_to_use_single_quotes(server):
+    with connect(server, "alice") as conn:
+        with pytest.raises(veil.InvalidArgument) as e:
+            conn.scan_as_pandas("clinical.trials", filter='state == "CA"')
+        assert "single quotes, 'CA'" in e.value.message
+        with pytest.raises(veil.InvalidArgument) as e:
+            conn.sql('SELECT count(*) FROM clinical.trials WHERE state = "CA"')
+        assert "single quotes, 'CA'" in e.value.message
+
+
+def test_a_column_typo_suggests_the_column_as_you_know_it(server):
+    with connect(server, "alice") as conn:
+        for read in (
+            lambda: conn.scan_as_pandas("clinical.trials", columns=["snn"]),
+            lambda: conn.scan_as_pandas("clinical.trials", filter="snn = 'x'"),
+        ):
+            with pytest.raises(veil.InvalidArgument) as e:
+                read()
+            assert "'ssn'" in e.value.message
+            assert "veil." not in e.value.message
+
+
+def test_a_dataset_named_without_its_schema(server):
+    with connect(server, "alice") as conn:
+        with pytest.raises(veil.NotFound) as e:
+            conn.sql("SELECT count(*) FROM trials")
+        assert "did you mean clinical.trials?" in e.value.message
+        assert "public" not in e.value.message
+    # Only datasets the reader may read are suggested: for carol, trials
+    # answers exactly like a name that exists nowhere.
+    with connect(server, "carol") as conn:
+        answers = []
+        for name in ("trials", "nothing"):
+            with pytest.raises(veil.NotFound) as e:
+                conn.sql(f"SELECT count(*) FROM {name}")
+            answers.append(e.value.message.replace(name, "X"))
+        assert answers[0] == answers[1]
+        assert "schema and name" in answers[0]
+
+
+def test_a_filter_that_is_not_a_condition(server):
+    with connect(server, "alice") as conn:
+        with pytest.raises(veil.InvalidArgument) as e:
+            conn.scan_as_pandas("clinical.trials", filter="age >> 60")
+        assert "true or false for each row" in e.value.message
+
+
+def test_an_empty_result_under_a_row_policy_says_so(server):
+    with connect(server, "erin") as conn:
+        with pytest.warns(veil.RowPolicyWarning, match="row policy on clinical.trials"):
+            df = conn.scan_as_pandas("clinical.trials")
+        assert len(df) == 0
+    with connect(server, "bob") as conn, warnings.catch_warnings():
+        # No row policy applies to bob: an empty result is just empty.
+        warnings.simplefilter("error")
+        assert len(conn.scan_as_pandas("clinical.trials", filter="age > 1000")) == 0
+
+
+def test_preview_is_stable(server):
+    with connect(server, "alice") as conn:
+        first = conn.preview("clinical.trials")
+        assert all(conn.preview("clinical.trials").equals(first) for _ in range(3))
+
+
+def test_a_token_outside_the_demo_directory_points_at_the_server_directory(server, tmp_path):
+    out = subprocess.run([server.bin, "token", "--user", "alice"], cwd=tmp_path, capture_output=True, text=True)
+    assert out.returncode != 0
+    assert "--data-dir" in out.stderr
+    assert "key of the server" in out.stderr
