@@ -82,3 +82,17 @@ def test_a_token_outside_the_demo_directory_points_at_the_server_directory(serve
     assert out.returncode != 0
     assert "--data-dir" in out.stderr
     assert "key of the server" in out.stderr
+
+
+def test_functions_that_name_files_are_not_offered(server):
+    with connect(server, "bob") as conn:
+        for f in ("input_file_name()", "file_row_index()"):
+            with pytest.raises(veil.InvalidArgument) as e:
+                conn.sql(f"SELECT {f} FROM clinical.sites LIMIT 1")
+            assert "__veil" not in e.value.message
+
+
+def test_a_placeholder_without_a_value(server):
+    with connect(server, "alice") as conn:
+        with pytest.raises(veil.InvalidArgument, match=r"takes 1 parameters"):
+            conn.sql("SELECT count(*) FROM clinical.trials WHERE age > ?")

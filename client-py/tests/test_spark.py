@@ -98,6 +98,18 @@ def test_sql_and_columns(spark, server):
     narrow = read(spark, server, "alice", dataset="clinical.trials", columns="participant_id, ssn")
     assert narrow.columns == ["participant_id", "ssn"]
     assert int(counts["n"][0]) == narrow.count()
+    # A schema given to Spark names the columns to read; nullable as Spark
+    # writes them, though Veil sends participant_id NOT NULL.
+    given = (
+        spark.read.format("veil")
+        .schema("participant_id BIGINT, ssn STRING")
+        .option("address", server.address)
+        .option("token", server.token("alice"))
+        .option("dataset", "clinical.trials")
+        .load()
+    )
+    assert given.count() == narrow.count()
+    assert sorted(r.ssn for r in given.collect()) == sorted(r.ssn for r in narrow.collect())
 
 
 def test_a_hidden_dataset_is_not_found(spark, server):

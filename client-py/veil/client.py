@@ -129,6 +129,7 @@ _CONNECT_FAILURES = (
     "connection reset",
     "name resolution",
     "dns resolution",
+    "resolving",
     "deadline",
     "end of tcp stream",
 )
@@ -173,7 +174,13 @@ class Connection:
 
     def _translate(self, err):
         e = _translate(err)
-        if isinstance(e, Unavailable) and any(w in e.message.lower() for w in _CONNECT_FAILURES):
+        lowered = e.message.lower()
+        if isinstance(e, Unavailable) and "certificate verify failed" in lowered:
+            return CannotConnect(
+                f"the TLS certificate of the server at {self.address} is not trusted: pass the CA's certificate, "
+                f"veil.connect(..., tls_root_certs=open('ca.pem', 'rb').read()). gRPC said: {e.message}"
+            )
+        if isinstance(e, Unavailable) and any(w in lowered for w in _CONNECT_FAILURES):
             tls = self.address.startswith("grpc+tls://")
             return CannotConnect(
                 f"could not reach Veil at {self.address}: check that the server runs there and that the scheme matches "

@@ -21,6 +21,7 @@ with `.schema(...)` reads only those columns.
 
 import os
 
+import pyarrow as pa
 import pyarrow.flight as flight
 from pyspark.sql.datasource import DataSource, DataSourceReader, InputPartition
 
@@ -166,6 +167,11 @@ def _to_sql(f):
 class VeilReader(DataSourceReader):
     def __init__(self, request, schema):
         self.request = request
+        from pyspark.sql.pandas.types import to_arrow_schema
+
+        # What Spark expects: batches are cast to it (a schema given with
+        # .schema(...) has nullable columns where Veil may send NOT NULL).
+        self.arrow_schema = to_arrow_schema(schema)
         # A schema given with .schema(...) names the columns to read.
         names = [f.name for f in schema.fields]
         if request.dataset is not None and request.columns is None:
@@ -192,8 +198,12 @@ class VeilReader(DataSourceReader):
                     return
                 except Exception as e:
                     raise conn._translate(e) from None
-                if chunk.data is not None and chunk.data.num_rows > 0:
-                    yield chunk.data
+                batch = chunk.data
+                if batch is None or batch.num_rows == 0:
+                    continue
+                if not batch.schema.equals(self.arrow_schema):
+                    batch = pa.Table.from_batches([batch]).cast(self.arrow_schema, safe=False).combine_chunks().to_batches()[0]
+                yield batch
 
 
 class VeilPushdownReader(VeilReader):

@@ -11,7 +11,11 @@ use datafusion::common::DataFusionError;
 pub fn class_of(message: &str) -> &'static str {
     let m = message.to_ascii_lowercase();
     let has = |needles: &[&str]| needles.iter().any(|n| m.contains(n));
-    if has(&["divide by zero", "division by zero"]) {
+    if has(&["no field named", "invalid reference"]) {
+        // Before the value classes: the message lists the valid names,
+        // which may contain any of their words ("date_of_birth").
+        "a name does not resolve"
+    } else if has(&["divide by zero", "division by zero"]) {
         "division by zero"
     } else if has(&["overflow"]) {
         "arithmetic overflow"

@@ -80,6 +80,9 @@ enum Read {
     Lookup(ColumnLookup),
 }
 
+/// DataFusion functions queries may not call: they name source files.
+const HIDDEN_FUNCTIONS: [&str; 2] = ["input_file_name", "file_row_index"];
+
 /// A SQL query's shape for one principal ([`Engine::describe_sql`]).
 #[derive(Debug)]
 pub struct DescribedQuery {
@@ -205,6 +208,12 @@ impl Engine {
             .build();
         let mut base = base;
         bounded::BoundedFunction::install(&mut base)?;
+        // Functions that name the files behind a dataset (its storage
+        // layout is not the reader's to see) are not offered.
+        for name in HIDDEN_FUNCTIONS {
+            datafusion::execution::FunctionRegistry::deregister_udf(&mut base, name)
+                .map_err(|e| VeilError::internal("removing a function", e))?;
+        }
         let planner = planner_pool::PlannerPool::new(
             std::time::Duration::from_secs(cfg.plan_timeout_secs.max(1)),
             cfg.plans_per_user,
@@ -780,6 +789,8 @@ impl Engine {
         values: Option<Vec<ScalarValue>>,
     ) -> Result<DataFrame> {
         limits::check_sql_text(query)?;
+        // JDBC-style `?` placeholders, as DataFusion's `$1`, `$2`, ...
+        let query = &parameters::number_question_marks(query)?;
         let statements =
             DFParser::parse_sql_with_dialect(query, &GenericDialect {}).map_err(|e| {
                 VeilError::InvalidArgument(VeilError::detailed("the SQL does not parse", e))

@@ -43,7 +43,12 @@ fn hinted(e: VeilError, text: &str) -> VeilError {
         return e;
     }
     let joiner = if message.contains(DETAIL_SEPARATOR) {
-        ". ".to_string()
+        if message.trim_end().ends_with('.') {
+            " "
+        } else {
+            ". "
+        }
+        .to_string()
     } else {
         DETAIL_SEPARATOR.to_string()
     };

@@ -25,7 +25,7 @@ use crate::engine::{Engine, RequestScope};
 use crate::error::{Result, VeilError};
 
 /// The one catalog Veil serves: datasets are `catalog.schema.name`.
-pub const CATALOG: &str = "veil";
+pub use crate::engine::principal_catalog::CATALOG;
 /// Every dataset is listed as this table type.
 pub const TABLE_TYPE: &str = "TABLE";
 

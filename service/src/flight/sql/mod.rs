@@ -194,7 +194,7 @@ impl FlightSql {
                     return Err(no_transactions());
                 }
                 Ok(Requested::Query(SqlCommand {
-                    query: parameters::number_question_marks(&q.query)?,
+                    query: q.query,
                     parameters: Vec::new(),
                 }))
             }
@@ -265,7 +265,7 @@ impl FlightSql {
                 if request.transaction_id.is_some() {
                     return Err(no_transactions());
                 }
-                let query = parameters::number_question_marks(&request.query)?;
+                let query = request.query;
                 let described = self.engine.describe_sql(scope, &query).await?;
                 let now = now_ms();
                 let handle = prepared::issue(
@@ -490,12 +490,12 @@ fn append_ipc(stream: &mut Vec<u8>, m: &FlightData) {
     stream.extend_from_slice(&m.data_body);
 }
 
-/// Pack a Flight SQL command (tests and clients).
+/// A Flight SQL command as the `Any` bytes a descriptor or ticket carries.
 pub fn pack(command: SqlCommandKind) -> Vec<u8> {
     command.into_any().encode_to_vec()
 }
 
-/// Used by `FlightRecordBatchStream` consumers: the stream of a `DoPut`.
+/// A `DoPut`'s messages as the stream [`FlightSql::bind`] reads.
 pub fn flight_data_stream<S>(
     s: S,
 ) -> impl Stream<Item = std::result::Result<FlightData, arrow_flight::error::FlightError>>
