@@ -692,7 +692,8 @@ async fn discovery_finds_digit_kinds_in_number_columns_and_lists_every_column_it
         )),
         Arc::new(list),
     ];
-    let batch = arrow::record_batch::RecordBatch::try_new(schema.clone(), columns).unwrap();
+    let batch =
+        arrow::record_batch::RecordBatch::try_new(std::sync::Arc::clone(&schema), columns).unwrap();
     std::fs::create_dir_all(data.join("typed")).unwrap();
     let file = std::fs::File::create(data.join("typed/part-0.parquet")).unwrap();
     let mut w = veil_tests::parquet_writer(file, schema);

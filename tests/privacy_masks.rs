@@ -484,7 +484,12 @@ async fn reversible_and_format_preserving_masks_with_unmask_requests() {
     // alice asks for the ssn of row 1 and the card of row 1.
     let request = json(
         &alice
-            .request_unmask("bank.accounts", "ssn", &[token.clone()], "fraud case 17")
+            .request_unmask(
+                "bank.accounts",
+                "ssn",
+                std::slice::from_ref(&token),
+                "fraud case 17",
+            )
             .await
             .unwrap(),
     );
@@ -543,7 +548,12 @@ async fn reversible_and_format_preserving_masks_with_unmask_requests() {
     // releases nothing.
     let req = json(
         &alice
-            .request_unmask("bank.accounts", "card", &[card.clone()], "chargeback")
+            .request_unmask(
+                "bank.accounts",
+                "card",
+                std::slice::from_ref(&card),
+                "chargeback",
+            )
             .await
             .unwrap(),
     );

@@ -177,6 +177,11 @@ impl PlanCache {
         self.plans.run_pending_tasks();
         self.plans.entry_count()
     }
+
+    #[cfg(test)]
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
 }
 
 /// Does the plan (or a view it reads) call a function whose value is not

@@ -665,17 +665,23 @@ mod tests {
                 a,
                 "the sample request is another action's"
             );
-            let fits = match (a.requirement(), request.target()) {
-                (Requirement::Anyone | Requirement::Permission(_), Target::Caller) => true,
-                (Requirement::Registrar, Target::NewDataset(_)) => true,
-                (Requirement::OwnerOrGovernance, Target::Dataset(_)) => true,
-                (Requirement::PolicyAuthor, Target::PolicyWrite { .. } | Target::PolicyName(_)) => {
-                    true
-                }
-                (Requirement::Approver, Target::AccessRequest(_) | Target::ApproverOf(_)) => true,
-                (Requirement::UnmaskApprover, Target::UnmaskRequest(_)) => true,
-                _ => false,
-            };
+            let fits = matches!(
+                (a.requirement(), request.target()),
+                (
+                    Requirement::Anyone | Requirement::Permission(_),
+                    Target::Caller
+                ) | (Requirement::Registrar, Target::NewDataset(_))
+                    | (Requirement::OwnerOrGovernance, Target::Dataset(_))
+                    | (
+                        Requirement::PolicyAuthor,
+                        Target::PolicyWrite { .. } | Target::PolicyName(_)
+                    )
+                    | (
+                        Requirement::Approver,
+                        Target::AccessRequest(_) | Target::ApproverOf(_)
+                    )
+                    | (Requirement::UnmaskApprover, Target::UnmaskRequest(_))
+            );
             assert!(
                 fits,
                 "{a:?}: requirement {:?} can't be checked against {:?}",

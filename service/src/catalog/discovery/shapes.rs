@@ -153,7 +153,7 @@ fn phone_fit(v: &str, integer: bool) -> Fit {
     // number, and like many an account number.
     let d = digits(v);
     if (integer || d.len() == v.len()) && (d.len() == 10 || (d.len() == 11 && d.starts_with('1'))) {
-        let d = d[d.len() - 10..].as_bytes();
+        let d = &d.as_bytes()[d.len() - 10..];
         let ok = (b'2'..=b'9').contains(&d[0]) && (b'2'..=b'9').contains(&d[3]);
         return if ok { Fit::Weak } else { Fit::No };
     }

@@ -58,10 +58,10 @@ impl ServerDescription {
     /// The schema of a metadata command's result.
     pub fn schema(&self, command: &SqlCommandKind) -> Result<SchemaRef> {
         Ok(match command {
-            SqlCommandKind::CommandGetCatalogs(c) => c.clone().into_builder().schema(),
+            SqlCommandKind::CommandGetCatalogs(c) => (*c).into_builder().schema(),
             SqlCommandKind::CommandGetDbSchemas(c) => c.clone().into_builder().schema(),
             SqlCommandKind::CommandGetTables(c) => c.clone().into_builder().schema(),
-            SqlCommandKind::CommandGetTableTypes(c) => c.clone().into_builder().schema(),
+            SqlCommandKind::CommandGetTableTypes(c) => (*c).into_builder().schema(),
             SqlCommandKind::CommandGetSqlInfo(_) => self.sql_info.schema(),
             SqlCommandKind::CommandGetXdbcTypeInfo(_) => self.xdbc.schema(),
             SqlCommandKind::CommandGetPrimaryKeys(_) => primary_keys_schema(),
@@ -95,8 +95,7 @@ impl ServerDescription {
                 .into_builder(&self.sql_info)
                 .build()
                 .map_err(|e| failed("GetSqlInfo", e)),
-            SqlCommandKind::CommandGetXdbcTypeInfo(c) => c
-                .clone()
+            SqlCommandKind::CommandGetXdbcTypeInfo(c) => (*c)
                 .into_builder(&self.xdbc)
                 .build()
                 .map_err(|e| failed("GetXdbcTypeInfo", e)),
@@ -145,7 +144,7 @@ fn bad_pattern(e: impl std::fmt::Display) -> VeilError {
 }
 
 fn catalogs(c: &CommandGetCatalogs) -> Result<RecordBatch> {
-    let mut b = c.clone().into_builder();
+    let mut b = (*c).into_builder();
     b.append(CATALOG);
     b.build().map_err(|e| failed("GetCatalogs", e))
 }
@@ -206,7 +205,7 @@ fn tables(engine: &Engine, scope: &Arc<RequestScope>, c: &CommandGetTables) -> R
 }
 
 fn table_types(c: &CommandGetTableTypes) -> Result<RecordBatch> {
-    let mut b = c.clone().into_builder();
+    let mut b = (*c).into_builder();
     b.append(TABLE_TYPE);
     b.build().map_err(|e| failed("GetTableTypes", e))
 }

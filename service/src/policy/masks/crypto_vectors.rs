@@ -282,7 +282,7 @@ fn length_range(radix: u32) -> (u32, u32) {
 /// keys.
 #[test]
 fn ff1_agrees_with_the_fpe_crate_over_random_radixes_lengths_and_tweaks() {
-    let mut rng = Rng(0x5eed_ff1);
+    let mut rng = Rng(0x05ee_dff1);
     let radixes: Vec<(u32, usize)> = (2..=36)
         .map(|r| (r, if matches!(r, 2 | 10 | 26) { 60 } else { 8 }))
         .chain([62, 64, 100, 255, 256, 1000, 4096, 65535, 65536].map(|r| (r, 8)))
@@ -347,7 +347,7 @@ fn oracle_walk(key: &[u8], n: u32, domain: u128, tweak: &[u8], x: u128, encrypt:
 /// from FF1's 20-bit minimum to 127 bits, and domains that walk often.
 #[test]
 fn lockstep_radix2_agrees_with_the_fpe_crate() {
-    let mut rng = Rng(0x10c5_7e9);
+    let mut rng = Rng(0x010c_57e9);
     let key = rng.key();
     let ff1 = Ff1::new(&key);
     let mut jobs = Vec::new();
