@@ -27,7 +27,7 @@ use veil_proto::{Any, ScanCommand, SqlCommand, TicketBody, TicketCommand};
 use super::actions::FlightActions;
 use super::sql::{self as flight_sql, FlightSql, Requested};
 use super::status::to_status;
-use super::tickets::TicketSigner;
+use super::tickets::{TicketSigner, body_for};
 use super::zero_copy_do_get::{MESSAGE_HARD_CAP_BYTES, checked_len};
 use crate::audit::{AuditEventExt, AuditLog, query_fingerprint};
 use crate::auth::authenticator::Authenticated;
@@ -250,15 +250,14 @@ impl VeilFlight {
         };
         let expires = now_ms() + self.engine.config().ticket_ttl_secs as i64 * 1000;
         let ticket = self.signer.sign(TicketBody {
-            issuer: p.identity.issuer.clone(),
-            subject: p.identity.subject.clone(),
-            expires_at_ms: expires,
-            policy_version: scope.version(),
-            identity_fingerprint: p.fingerprint.to_vec(),
-            command: Some(TicketCommand::FlightSqlMetadata(flight_sql::pack(command))),
             part_count: 1,
             query_id: uuid::Uuid::new_v4().to_string(),
-            ..Default::default()
+            ..body_for(
+                p,
+                scope.version(),
+                expires,
+                TicketCommand::FlightSqlMetadata(flight_sql::pack(command)),
+            )
         });
         FlightInfo::new()
             .try_with_schema(&schema)
@@ -310,18 +309,12 @@ impl VeilFlight {
             .enumerate()
             .map(|(i, part)| {
                 let ticket = self.signer.sign(TicketBody {
-                    issuer: p.identity.issuer.clone(),
-                    subject: p.identity.subject.clone(),
-                    expires_at_ms: expires,
-                    policy_version: planned.version,
-                    identity_fingerprint: p.fingerprint.to_vec(),
-                    command: Some(command.clone()),
                     part,
                     part_index: i as u32,
                     part_count: count,
                     query_id: query_id.clone(),
                     planned_at_ms: planned.planned_at.timestamp_millis(),
-                    ..Default::default()
+                    ..body_for(p, planned.version, expires, command.clone())
                 });
                 let mut ep = FlightEndpoint::new().with_ticket(Ticket::new(ticket));
                 if !self.locations.is_empty() {
@@ -410,7 +403,7 @@ impl VeilFlight {
                 return Err(self.fail(event, e).await);
             }
         };
-        if let (Some(described), Some(query)) = (&outcome.prepared, &outcome.query) {
+        if let Some((query, described)) = &outcome.prepared {
             let mut event = event_for(
                 "prepare",
                 p,

@@ -13,13 +13,33 @@ use hmac::{Hmac, Mac};
 use prost::Message;
 use sha2::Sha256;
 
-use veil_proto::{SignedTicket, TicketBody, TicketUse};
+use veil_proto::{SignedTicket, TicketBody, TicketCommand, TicketUse};
 
 use crate::error::{Result, VeilError};
 use crate::model::identity::Principal;
 use crate::secrets::SecretKey;
 
 const TICKET_FORMAT: u32 = 1;
+
+/// A ticket body for `command`, bound to `principal` (identity and
+/// fingerprint) at state `version` and valid until `expires_at_ms`; the
+/// caller sets what else it names (its part, its use).
+pub fn body_for(
+    principal: &Principal,
+    version: u64,
+    expires_at_ms: i64,
+    command: TicketCommand,
+) -> TicketBody {
+    TicketBody {
+        issuer: principal.identity.issuer.clone(),
+        subject: principal.identity.subject.clone(),
+        expires_at_ms,
+        policy_version: version,
+        identity_fingerprint: principal.fingerprint.to_vec(),
+        command: Some(command),
+        ..Default::default()
+    }
+}
 /// Tickets carry their command (SQL up to `MAX_SQL_BYTES`), so the cap is above it.
 const MAX_TICKET_BYTES: usize = 1024 * 1024;
 

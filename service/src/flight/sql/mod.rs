@@ -170,9 +170,9 @@ pub struct FlightSql {
 #[derive(Debug)]
 pub struct ActionOutcome {
     pub bodies: Vec<Vec<u8>>,
-    /// The query a prepared statement was made for (audited as planned).
-    pub prepared: Option<crate::engine::DescribedQuery>,
-    pub query: Option<String>,
+    /// The query a prepared statement was made for, and what it reads
+    /// (audited as planned).
+    pub prepared: Option<(String, crate::engine::DescribedQuery)>,
 }
 
 impl FlightSql {
@@ -257,7 +257,6 @@ impl FlightSql {
         let done = |bodies| ActionOutcome {
             bodies,
             prepared: None,
-            query: None,
         };
         match action.r#type.as_str() {
             "CreatePreparedStatement" => {
@@ -286,8 +285,7 @@ impl FlightSql {
                 };
                 Ok(ActionOutcome {
                     bodies: vec![result.as_any().encode_to_vec()],
-                    prepared: Some(described),
-                    query: Some(query),
+                    prepared: Some((query, described)),
                 })
             }
             "ClosePreparedStatement" => {
@@ -369,31 +367,18 @@ impl FlightSql {
     {
         let p = scope.principal();
         let (mut command, expires_at_ms) = prepared::open(&self.signer, handle, p, now_ms())?;
-        // The raw messages, bounded, never decoded as they come: the bytes
-        // are checked before anything is decoded (`parameters::read_batches`).
-        let mut data = data;
-        let mut stream = Vec::new();
-        let mut messages = 0usize;
-        while let Some(m) = data.try_next().await.map_err(|e| {
-            VeilError::InvalidArgument(VeilError::detailed(
-                "the parameters could not be received",
-                e,
-            ))
-        })? {
-            messages += 1;
-            if messages > MAX_BIND_MESSAGES {
-                return Err(VeilError::InvalidArgument(format!(
-                    "send one row of parameters in at most {MAX_BIND_MESSAGES} messages"
-                )));
-            }
-            append_ipc(&mut stream, &m);
-            if stream.len() > parameters::MAX_PARAMETER_BYTES {
-                return Err(VeilError::InvalidArgument(format!(
-                    "query parameters may take at most {} KiB",
-                    parameters::MAX_PARAMETER_BYTES / 1024
-                )));
-            }
-        }
+        // The raw messages, bounded in count, bytes and time, never decoded
+        // as they come: the bytes are checked before anything is decoded
+        // (`parameters::read_batches`).
+        let limit = std::time::Duration::from_secs(self.engine.config().plan_timeout_secs.max(1));
+        let stream = tokio::time::timeout(limit, receive(data))
+            .await
+            .map_err(|_| {
+                VeilError::ResourceExhausted(format!(
+                    "the parameters did not arrive within {} s; send them at once",
+                    limit.as_secs()
+                ))
+            })??;
         let batches = parameters::read_batches(&stream)?;
         let rows: Vec<&RecordBatch> = batches.iter().filter(|b| b.num_rows() > 0).collect();
         let count: usize = rows.iter().map(|b| b.num_rows()).sum();
@@ -471,6 +456,37 @@ fn parameter_schema(parameters: &[(usize, Option<DataType>)]) -> Schema {
             })
             .collect::<Vec<_>>(),
     )
+}
+
+/// A bind's messages as one IPC stream, at most [`MAX_BIND_MESSAGES`]
+/// messages and [`parameters::MAX_PARAMETER_BYTES`].
+async fn receive<S>(mut data: S) -> Result<Vec<u8>>
+where
+    S: Stream<Item = std::result::Result<FlightData, arrow_flight::error::FlightError>> + Unpin,
+{
+    let mut stream = Vec::new();
+    let mut messages = 0usize;
+    while let Some(m) = data.try_next().await.map_err(|e| {
+        VeilError::InvalidArgument(VeilError::detailed(
+            "the parameters could not be received",
+            e,
+        ))
+    })? {
+        messages += 1;
+        if messages > MAX_BIND_MESSAGES {
+            return Err(VeilError::InvalidArgument(format!(
+                "send one row of parameters in at most {MAX_BIND_MESSAGES} messages"
+            )));
+        }
+        append_ipc(&mut stream, &m);
+        if stream.len() > parameters::MAX_PARAMETER_BYTES {
+            return Err(VeilError::InvalidArgument(format!(
+                "query parameters may take at most {} KiB",
+                parameters::MAX_PARAMETER_BYTES / 1024
+            )));
+        }
+    }
+    Ok(stream)
 }
 
 /// Most messages a bind may send (schema, dictionaries, the row).

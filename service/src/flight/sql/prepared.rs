@@ -7,7 +7,7 @@
 use veil_proto::{SqlCommand, TicketBody, TicketCommand, TicketUse};
 
 use crate::error::Result;
-use crate::flight::tickets::TicketSigner;
+use crate::flight::tickets::{TicketSigner, body_for};
 use crate::model::identity::Principal;
 
 /// How long a handle stays valid. Tools such as DBeaver keep statements
@@ -25,16 +25,15 @@ pub fn issue(
     expires_at_ms: i64,
 ) -> Vec<u8> {
     signer.sign(TicketBody {
-        issuer: principal.identity.issuer.clone(),
-        subject: principal.identity.subject.clone(),
-        expires_at_ms,
-        policy_version: version,
-        identity_fingerprint: principal.fingerprint.to_vec(),
-        command: Some(TicketCommand::Sql(command)),
         query_id: uuid::Uuid::new_v4().to_string(),
         planned_at_ms: now_ms,
         r#use: TicketUse::PreparedStatement as i32,
-        ..Default::default()
+        ..body_for(
+            principal,
+            version,
+            expires_at_ms,
+            TicketCommand::Sql(command),
+        )
     })
 }
 
