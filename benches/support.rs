@@ -77,9 +77,15 @@ impl DemoEngine {
         let store: Arc<dyn Store> = Arc::new(SqliteStore::in_memory().expect("store"));
         let roots = LocationRoots::from_config(&cfg).expect("roots");
         let stores = Arc::new(ObjectStores::local_only());
-        veil::provisioning::sync_config(&store, &cfg, &roots, &stores)
-            .await
-            .expect("sync");
+        veil::provisioning::sync_config(
+            &store,
+            &cfg,
+            &roots,
+            &stores,
+            &veil::catalog::database::Databases::none(),
+        )
+        .await
+        .expect("sync");
         let state = Arc::new(StateCache::new(store));
         let snapshot = state.current().await.expect("snapshot");
         let master = MasterKey::random();

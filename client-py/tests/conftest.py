@@ -29,10 +29,18 @@ def _binary():
 
 
 class Server:
-    def __init__(self, tmp):
+    def __init__(self, tmp, extra_config=None):
+        """The demo under `tmp`; `extra_config` is appended to its config
+        file (written by a first, short start) before it serves."""
         self.bin = _binary()
         self.dir = tmp
+        if extra_config:
+            Server(tmp).stop()
+            with open(tmp / "veil.toml", "a") as f:
+                f.write("\n" + extra_config + "\n")
         addr_file = tmp / "address"
+        if addr_file.exists():
+            addr_file.unlink()
         self.log = open(tmp / "veil.log", "wb")
         self.proc = subprocess.Popen(
             [self.bin, "serve", "--demo", "--data-dir", str(tmp), "--listen", "127.0.0.1:0", "--address-file", str(addr_file)],

@@ -232,9 +232,25 @@ def encode_decide_tag_proposal(dataset: str, column: str, tag: str, accept: bool
     ).SerializeToString()
 
 
-def encode_register_dataset(name: str, format: str, location: str, description: str = "", hive_partitioned: bool = False) -> bytes:
+def encode_register_dataset(
+    name: str,
+    format: str = "",
+    location: str = "",
+    description: str = "",
+    hive_partitioned: bool = False,
+    connection: str = "",
+    table: str = "",
+    query: str = "",
+) -> bytes:
     return pb.RegisterDatasetRequest(
-        name=name, format=format, location=location, description=description, hive_partitioned=hive_partitioned
+        name=name,
+        format=format,
+        location=location,
+        description=description,
+        hive_partitioned=hive_partitioned,
+        connection=connection,
+        table=table,
+        query=query,
     ).SerializeToString()
 
 

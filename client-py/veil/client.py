@@ -51,6 +51,14 @@ class ResourceExhausted(VeilError):
     code = "resource_exhausted"
 
 
+class DeadlineExceeded(VeilError):
+    """Something the read waited on ran out of time (a database dataset's
+    statement past its connection's limit): read fewer rows, or ask for a
+    longer limit."""
+
+    code = "deadline_exceeded"
+
+
 class AlreadyExists(VeilError):
     code = "already_exists"
 
@@ -84,6 +92,7 @@ _BY_WORDS = [
     ("precondition failed", FailedPrecondition),
     ("unavailable", Unavailable),
     ("resource exhausted", ResourceExhausted),
+    ("deadline exceeded", DeadlineExceeded),
     ("already exists", AlreadyExists),
     ("unimplemented", Unimplemented),
 ]
@@ -104,6 +113,8 @@ def _translate(err: Exception) -> VeilError:
         cls = PermissionDenied
     elif isinstance(err, flight.FlightUnavailableError):
         cls = Unavailable
+    elif isinstance(err, flight.FlightTimedOutError):
+        cls = DeadlineExceeded
     else:
         cls = next((c for words, c in _BY_WORDS if words in head), VeilError)
     return cls(_server_message(text))
@@ -356,13 +367,41 @@ class Connection:
         body = _proto.encode_profile_k_anonymity(dataset, list(columns))
         return json.loads(self._action("veil.profile_k_anonymity", body)[0])
 
-    def register_dataset(self, name, format, location, description="", hive_partitioned=False):
-        """Register files under one of the server's roots as a dataset you
-        own (needs CREATE_DATA_SOURCE, and the name's schema granted to you
-        by your `veil.schemas` attribute unless you hold GOVERNANCE).
-        `location` is an absolute path as the server sees it, or
-        s3://bucket/key."""
-        body = _proto.encode_register_dataset(name, format, location, description, hive_partitioned)
+    def register_dataset(
+        self,
+        name,
+        format=None,
+        location=None,
+        description="",
+        hive_partitioned=False,
+        *,
+        connection=None,
+        table=None,
+        query=None,
+    ):
+        """Register a dataset you own (needs CREATE_DATA_SOURCE, and the
+        name's schema granted to you by your `veil.schemas` attribute unless
+        you hold GOVERNANCE): either files under one of the server's roots
+        (`format` and `location`, an absolute path as the server sees it, or
+        s3://bucket/key), or a database relation: `connection` (a connection
+        the server's config declares) and a `table` ("schema.table"; for
+        MySQL "database.table") or, for governors, a `query` ("SELECT ...").
+        A database dataset's columns, types, comments and primary key are
+        read from the database."""
+        if connection is None and (format is None or location is None):
+            raise ValueError("register files (format=, location=) or a database relation (connection=, table= or query=)")
+        if connection is not None and (table is None) == (query is None):
+            raise ValueError("a database dataset reads either a table or a query: pass exactly one of table=, query=")
+        body = _proto.encode_register_dataset(
+            name,
+            format or "",
+            location or "",
+            description,
+            hive_partitioned,
+            connection or "",
+            table or "",
+            query or "",
+        )
         return _proto.decode_ack(self._action("veil.register_dataset", body)[0])
 
     def drop_dataset(self, name):

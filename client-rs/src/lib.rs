@@ -336,7 +336,9 @@ impl Connection {
             .message)
     }
 
-    /// Register files under a configured root as a dataset you own.
+    /// Register a dataset you own: files under a configured root (`format`,
+    /// `location`), or a database relation (`connection` and `table` or
+    /// `query`).
     pub async fn register_dataset(
         &self,
         request: RegisterDatasetRequest,

@@ -108,19 +108,31 @@ enum AdminCommand {
     Datasets,
     /// Re-read the server's config file (like SIGHUP). Needs GOVERNANCE.
     Reload,
-    /// Register files under a configured root as a dataset you own (into a
-    /// schema your `veil.schemas` attribute grants you, or any as a governor).
+    /// Register files under a configured root, or a database table, view
+    /// or query, as a dataset you own (into a schema your `veil.schemas`
+    /// attribute grants you, or any as a governor).
+    #[command(group(clap::ArgGroup::new("source").required(true).args(["format", "connection"])))]
     Register {
         /// `schema.name`
         name: String,
-        /// parquet, csv or json
-        #[arg(long)]
-        format: String,
-        /// File or folder, as the server sees it.
-        #[arg(long)]
-        location: String,
-        #[arg(long)]
+        /// Files: parquet, csv or json ...
+        #[arg(long, requires = "location", conflicts_with = "connection")]
+        format: Option<String>,
+        /// ... and the file or folder, as the server sees it.
+        #[arg(long, requires = "format")]
+        location: Option<String>,
+        #[arg(long, requires = "format")]
         hive_partitioned: bool,
+        /// A database: a connection declared in the server's config ...
+        #[arg(long)]
+        connection: Option<String>,
+        /// ... and a table or view, `schema.table` (MySQL: `database.table`) ...
+        #[arg(long, requires = "connection", conflicts_with = "query")]
+        table: Option<String>,
+        /// ... or a SELECT statement (governors only).
+        #[arg(long, requires = "connection")]
+        query: Option<String>,
+        /// Default: the database's comment on the table, if any.
         #[arg(long, default_value = "")]
         description: String,
     },
@@ -662,14 +674,20 @@ async fn execute(conn: &Connection, command: AdminCommand) -> Result<Vec<String>
             format,
             location,
             hive_partitioned,
+            connection,
+            table,
+            query,
             description,
         } => one(conn
             .register_dataset(RegisterDatasetRequest {
                 name,
-                format,
-                location,
+                format: format.unwrap_or_default(),
+                location: location.unwrap_or_default(),
                 description,
                 hive_partitioned,
+                connection: connection.unwrap_or_default(),
+                table: table.unwrap_or_default(),
+                query: query.unwrap_or_default(),
             })
             .await?),
         AdminCommand::Drop { name } => one(conn.drop_dataset(&name).await?),

@@ -29,6 +29,9 @@ pub struct Config {
     /// Remote object stores remote roots and datasets live in.
     #[serde(default)]
     pub object_stores: Vec<ObjectStoreConfig>,
+    /// Databases datasets may read (PostgreSQL, MySQL/MariaDB).
+    #[serde(default)]
+    pub connections: Vec<ConnectionConfig>,
     #[serde(default)]
     pub datasets: Vec<DatasetConfig>,
     #[serde(default)]
@@ -200,6 +203,70 @@ fn default_store_connect_timeout() -> u64 {
 }
 fn default_listing_cache() -> u64 {
     10
+}
+
+/// One database datasets may read. Its password never enters the catalog
+/// or a log line: it is read from an environment variable or a file when
+/// the connection opens.
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ConnectionConfig {
+    /// What datasets name it by (`veil admin register --connection NAME`).
+    pub name: String,
+    /// `postgres` or `mysql` (MySQL and MariaDB).
+    pub kind: String,
+    #[serde(default = "default_db_host")]
+    pub host: String,
+    /// Default: 5432 (postgres), 3306 (mysql).
+    #[serde(default)]
+    pub port: Option<u16>,
+    pub user: String,
+    /// The database to connect to.
+    pub database: String,
+    /// The environment variable holding the password ...
+    #[serde(default)]
+    pub password_env: Option<String>,
+    /// ... or a file holding it (its first line). Neither: no password.
+    #[serde(default)]
+    pub password_file: Option<PathBuf>,
+    /// `disable` (the default), `require` (encrypted, the server's
+    /// certificate checked against `ca_file` or the system's roots).
+    #[serde(default)]
+    pub tls: DatabaseTls,
+    /// A PEM file of the certificate authorities to trust for `tls = "require"`.
+    #[serde(default)]
+    pub ca_file: Option<PathBuf>,
+    /// The most statements Veil runs at once on this database (its pool's
+    /// size): reads beyond it wait for a connection.
+    #[serde(default = "default_db_max_connections")]
+    pub max_connections: usize,
+    #[serde(default = "default_db_connect_timeout")]
+    pub connect_timeout_secs: u64,
+    /// The longest one statement may run on the database (a whole read,
+    /// streaming included); 0: the database's own setting.
+    #[serde(default = "default_db_statement_timeout")]
+    pub statement_timeout_secs: u64,
+}
+
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum DatabaseTls {
+    #[default]
+    Disable,
+    Require,
+}
+
+fn default_db_host() -> String {
+    "127.0.0.1".into()
+}
+fn default_db_max_connections() -> usize {
+    4
+}
+fn default_db_connect_timeout() -> u64 {
+    5
+}
+fn default_db_statement_timeout() -> u64 {
+    300
 }
 
 #[derive(Debug, Clone, PartialEq, Deserialize)]
@@ -530,10 +597,21 @@ fn default_memory_limit() -> usize {
 pub struct DatasetConfig {
     /// `schema.name`
     pub name: String,
-    /// parquet, csv or json (newline-delimited)
-    pub format: String,
-    /// A file or a folder, under one of `roots`.
-    pub location: PathBuf,
+    /// Files: parquet, csv or json (newline-delimited) ...
+    #[serde(default)]
+    pub format: Option<String>,
+    /// ... and a file or a folder, under one of `roots`.
+    #[serde(default)]
+    pub location: Option<PathBuf>,
+    /// A database: the name of a `[[connections]]` entry ...
+    #[serde(default)]
+    pub connection: Option<String>,
+    /// ... and a table or view, `schema.table` ...
+    #[serde(default)]
+    pub table: Option<String>,
+    /// ... or a `SELECT` statement.
+    #[serde(default)]
+    pub query: Option<String>,
     #[serde(default)]
     pub hive_partitioned: bool,
     #[serde(default)]

@@ -10,6 +10,7 @@ use tonic::Code;
 
 pub mod hints;
 pub mod query;
+pub mod source;
 
 /// The one word the audit trail and the logs use for a status: `ok`, or
 /// the code's name in snake case.
@@ -65,6 +66,8 @@ pub enum VeilError {
     ResourceExhausted(String),
     /// Something Veil depends on (the audit store) is unavailable; retry later.
     Unavailable(String),
+    /// Something Veil waited on (a database statement) ran out of time.
+    DeadlineExceeded(String),
     /// An object with that name already exists.
     AlreadyExists(String),
     /// Veil does not offer this operation (a write, a transaction): the
@@ -88,6 +91,7 @@ impl VeilError {
             | Self::FailedPrecondition(m)
             | Self::ResourceExhausted(m)
             | Self::Unavailable(m)
+            | Self::DeadlineExceeded(m)
             | Self::AlreadyExists(m)
             | Self::Unimplemented(m)
             | Self::Internal(m) => m,
@@ -126,6 +130,7 @@ impl VeilError {
             Self::FailedPrecondition(_) => Self::FailedPrecondition(message),
             Self::ResourceExhausted(_) => Self::ResourceExhausted(message),
             Self::Unavailable(_) => Self::Unavailable(message),
+            Self::DeadlineExceeded(_) => Self::DeadlineExceeded(message),
             Self::AlreadyExists(_) => Self::AlreadyExists(message),
             Self::Unimplemented(_) => Self::Unimplemented(message),
             Self::Internal(_) => Self::Internal(message),
@@ -142,6 +147,7 @@ impl VeilError {
             Self::FailedPrecondition(_) => Code::FailedPrecondition,
             Self::ResourceExhausted(_) => Code::ResourceExhausted,
             Self::Unavailable(_) => Code::Unavailable,
+            Self::DeadlineExceeded(_) => Code::DeadlineExceeded,
             Self::AlreadyExists(_) => Code::AlreadyExists,
             Self::Unimplemented(_) => Code::Unimplemented,
             Self::Internal(_) => Code::Internal,
@@ -166,9 +172,8 @@ impl VeilError {
             Code::InvalidArgument | Code::OutOfRange => Self::InvalidArgument(message),
             Code::ResourceExhausted => Self::ResourceExhausted(message),
             // Transient: the same call may succeed later.
-            Code::Unavailable | Code::Cancelled | Code::DeadlineExceeded | Code::Aborted => {
-                Self::Unavailable(message)
-            }
+            Code::Unavailable | Code::Cancelled | Code::Aborted => Self::Unavailable(message),
+            Code::DeadlineExceeded => Self::DeadlineExceeded(message),
             // The server does not offer the call.
             Code::Unimplemented => Self::Unimplemented(message),
             // `Ok` carries no error; one that arrives as an error is a bug.

@@ -1,8 +1,10 @@
 //! Test support: a real Veil server on 127.0.0.1 with the demo's data, users
 //! and policies, and clients that authenticate as the demo users.
 
+pub mod mysql;
 pub mod pg;
 pub mod process;
+pub mod proxy;
 pub mod s3;
 
 use std::path::{Path, PathBuf};

@@ -170,6 +170,7 @@ pub fn audit_dataset() -> DatasetRecord {
             format: FileFormatKind::Json,
             location: AUDIT_LOCATION.into(),
             hive_partitioned: false,
+            database: None,
         },
         description: "Veil's audit trail: every authentication failure, listing, plan, read, denial and administrative action, one row per event, in the order recorded. Read by holders of the AUDIT permission (policy veil.audit-readers); governors may add policies to it.".into(),
         owners: vec![],

@@ -107,3 +107,62 @@ pub async fn derive_columns(
         })
         .collect())
 }
+
+/// Dictionary columns for a database relation, from what the database
+/// says of it, with the descriptions and tags given for named columns
+/// (a given description replaces the database's comment). Also each
+/// column's database type, by name.
+pub fn database_columns(
+    dataset: &str,
+    found: &super::database::Discovered,
+    overrides: &BTreeMap<String, ColumnConfig>,
+) -> Result<(Vec<ColumnRecord>, BTreeMap<String, String>)> {
+    if found.columns.is_empty() {
+        return Err(VeilError::InvalidArgument(format!(
+            "dataset {dataset}: the relation has no columns"
+        )));
+    }
+    let mut seen = std::collections::BTreeSet::new();
+    for c in &found.columns {
+        if !seen.insert(c.name.as_str()) {
+            return Err(VeilError::InvalidArgument(format!(
+                "dataset {dataset}: column name '{}' appears twice; give the query's columns distinct names",
+                c.name
+            )));
+        }
+    }
+    for name in overrides.keys() {
+        if !found.columns.iter().any(|c| &c.name == name) {
+            return Err(VeilError::InvalidArgument(format!(
+                "column '{name}' is described in the config but the relation has no such column"
+            )));
+        }
+    }
+    let columns = found
+        .columns
+        .iter()
+        .map(|c| {
+            let declared = overrides.get(&c.name);
+            let o = declared.cloned().unwrap_or_default();
+            ColumnRecord {
+                name: c.name.clone(),
+                data_type: c.data_type.to_string(),
+                nullable: c.nullable,
+                description: if o.description.is_empty() {
+                    c.description.clone()
+                } else {
+                    o.description
+                },
+                tags: o.tags,
+                partition: false,
+                from_config: declared.is_some(),
+            }
+        })
+        .collect();
+    let types = found
+        .columns
+        .iter()
+        .map(|c| (c.name.clone(), c.database_type.clone()))
+        .collect();
+    Ok((columns, types))
+}

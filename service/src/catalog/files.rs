@@ -611,6 +611,7 @@ mod tests {
             format,
             location: "s3://lake/t".into(),
             hive_partitioned: hive,
+            database: None,
         };
         let csv = source(FileFormatKind::Csv, false);
         assert_eq!(

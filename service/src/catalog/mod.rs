@@ -1,5 +1,6 @@
 //! The catalog: datasets, their dictionaries, and where their files are.
 
+pub mod database;
 pub mod dictionary;
 pub mod discovery;
 pub mod files;
@@ -15,17 +16,116 @@ use std::collections::BTreeMap;
 use crate::config::ColumnConfig;
 use crate::error::{Result, VeilError};
 use crate::model::Origin;
-use crate::model::dataset::{DatasetRecord, FileFormatKind, SourceSpec};
+use crate::model::dataset::{
+    DatabaseRelation, DatabaseSource, DatasetRecord, FileFormatKind, SourceSpec,
+};
 use crate::model::identity::Identity;
+
+/// Where a new dataset's rows come from.
+#[derive(Debug, Clone)]
+pub enum NewSource {
+    Files {
+        format: String,
+        /// Confined to a root already: a canonical local path or a remote URL.
+        location: String,
+        hive_partitioned: bool,
+    },
+    Database {
+        connection: String,
+        relation: DatabaseRelation,
+    },
+}
+
+impl NewSource {
+    /// A database relation from a registration's words: `table` as
+    /// `schema.table`, or a `query`; exactly one of them.
+    pub fn database(connection: &str, table: Option<&str>, query: Option<&str>) -> Result<Self> {
+        let relation = match (
+            table.filter(|t| !t.is_empty()),
+            query.filter(|q| !q.is_empty()),
+        ) {
+            (Some(t), None) => {
+                let Some((schema, name)) = t.split_once('.') else {
+                    return Err(VeilError::InvalidArgument(format!(
+                        "table '{}' must be schema.table (for MySQL, database.table)",
+                        t.chars().take(128).collect::<String>()
+                    )));
+                };
+                if schema.is_empty() || name.is_empty() || name.contains('.') {
+                    return Err(VeilError::InvalidArgument(format!(
+                        "table '{}' must be schema.table (for MySQL, database.table)",
+                        t.chars().take(128).collect::<String>()
+                    )));
+                }
+                DatabaseRelation::Table {
+                    schema: schema.to_string(),
+                    name: name.to_string(),
+                }
+            }
+            (None, Some(q)) => {
+                let first = q.split_whitespace().next().unwrap_or_default();
+                if !first.eq_ignore_ascii_case("select") && !first.eq_ignore_ascii_case("with") {
+                    return Err(VeilError::InvalidArgument(
+                        "a dataset's query must be a SELECT (or WITH ... SELECT) statement".into(),
+                    ));
+                }
+                if q.trim().trim_end_matches(';').contains(';') {
+                    return Err(VeilError::InvalidArgument(
+                        "a dataset's query must be one statement".into(),
+                    ));
+                }
+                DatabaseRelation::Query {
+                    sql: q.trim().trim_end_matches(';').trim().to_string(),
+                }
+            }
+            _ => {
+                return Err(VeilError::InvalidArgument(
+                    "a database dataset reads either a table (--table schema.table) or a query (--query 'SELECT ...'), exactly one".into(),
+                ));
+            }
+        };
+        Ok(NewSource::Database {
+            connection: connection.to_string(),
+            relation,
+        })
+    }
+
+    /// What identifies the source among datasets (two datasets over the
+    /// same files or table would let one shed the other's policies).
+    pub fn location(&self) -> String {
+        match self {
+            NewSource::Files { location, .. } => location.clone(),
+            NewSource::Database {
+                connection,
+                relation,
+            } => database_location(connection, relation),
+        }
+    }
+}
+
+/// `db://connection/schema.table`, or `db://connection/query/<digest>`.
+pub fn database_location(connection: &str, relation: &DatabaseRelation) -> String {
+    use sha2::Digest;
+    match relation {
+        DatabaseRelation::Table { schema, name } => format!("db://{connection}/{schema}.{name}"),
+        DatabaseRelation::Query { sql } => {
+            let digest = sha2::Sha256::digest(sql.as_bytes());
+            format!(
+                "db://{connection}/query/{}",
+                digest[..12]
+                    .iter()
+                    .map(|b| format!("{b:02x}"))
+                    .collect::<String>()
+            )
+        }
+    }
+}
 
 /// Everything needed to register a dataset.
 #[derive(Debug, Clone)]
 pub struct NewDataset {
     pub name: String,
-    pub format: String,
-    /// Confined to a root already: a canonical local path or a remote URL.
-    pub location: String,
-    pub hive_partitioned: bool,
+    pub source: NewSource,
     pub description: String,
     pub owners: Vec<Identity>,
     pub experts: Vec<Identity>,
@@ -33,6 +133,36 @@ pub struct NewDataset {
     pub columns: BTreeMap<String, ColumnConfig>,
     pub origin: Origin,
     pub event_time: Option<String>,
+}
+
+/// A dataset's rows as stored, with no policy applied: for its owners'
+/// and governors' tools (discovery, profiling), never for a principal's
+/// plan. Errors read from it must be treated as below a policy barrier.
+pub async fn raw_source(
+    d: &DatasetRecord,
+    stores: &object_stores::ObjectStores,
+    databases: &database::Databases,
+) -> Result<std::sync::Arc<dyn datafusion::datasource::TableProvider>> {
+    use crate::model::source_kind::SourceKind;
+    match SourceKind::of(d) {
+        SourceKind::Files(_) => Ok(std::sync::Arc::new(
+            source_table::SourceTable::open(d, None, stores).await?,
+        )),
+        SourceKind::Database(_) => {
+            let source = d.source.database.as_ref().ok_or_else(|| {
+                VeilError::internal("a database dataset", "without its source".to_string())
+            })?;
+            Ok(std::sync::Arc::new(database::table::DatabaseTable::new(
+                d,
+                source,
+                databases.get(&source.connection)?,
+            )?))
+        }
+        SourceKind::AuditTrail => Err(VeilError::FailedPrecondition(format!(
+            "{} is Veil's audit trail: its rows are read through policies only",
+            d.name
+        ))),
+    }
 }
 
 /// `schema.name`, each part a plain identifier; `veil.*` is reserved.
@@ -62,30 +192,68 @@ pub fn validate_dataset_name(name: &str) -> Result<()> {
     Ok(())
 }
 
-/// Build the record (dictionary included) for a new dataset. The location
-/// must already be confined to a root by the caller.
+/// Build the record (dictionary included) for a new dataset. A files
+/// location must already be confined to a root by the caller.
 pub async fn build_dataset(
     new: NewDataset,
     stores: &object_stores::ObjectStores,
+    databases: &database::Databases,
 ) -> Result<DatasetRecord> {
     validate_dataset_name(&new.name)?;
-    let format = FileFormatKind::parse(&new.format).ok_or_else(|| {
-        VeilError::InvalidArgument(format!(
-            "unknown format '{}': use parquet, csv or json",
-            new.format
-        ))
-    })?;
-    if new.hive_partitioned && std::path::Path::new(&new.location).is_file() {
-        return Err(VeilError::InvalidArgument(
-            "a hive-partitioned dataset's location must be a folder".into(),
-        ));
-    }
-    let source = SourceSpec {
-        format,
-        location: new.location,
-        hive_partitioned: new.hive_partitioned,
+    let location = new.source.location();
+    let (source, columns, description) = match new.source {
+        NewSource::Files {
+            format,
+            location,
+            hive_partitioned,
+        } => {
+            let format = FileFormatKind::parse(&format).ok_or_else(|| {
+                VeilError::InvalidArgument(format!(
+                    "unknown format '{format}': use parquet, csv or json"
+                ))
+            })?;
+            if hive_partitioned && std::path::Path::new(&location).is_file() {
+                return Err(VeilError::InvalidArgument(
+                    "a hive-partitioned dataset's location must be a folder".into(),
+                ));
+            }
+            let source = SourceSpec {
+                format,
+                location,
+                hive_partitioned,
+                database: None,
+            };
+            let columns = dictionary::derive_columns(&source, &new.columns, stores).await?;
+            (source, columns, new.description)
+        }
+        NewSource::Database {
+            connection,
+            relation,
+        } => {
+            let db = databases.get(&connection)?;
+            let found = db.discover(&relation).await?;
+            let (columns, column_types) =
+                dictionary::database_columns(&new.name, &found, &new.columns)?;
+            let source = SourceSpec {
+                format: FileFormatKind::Parquet,
+                location,
+                hive_partitioned: false,
+                database: Some(DatabaseSource {
+                    engine: db.engine,
+                    connection,
+                    relation,
+                    primary_key: found.primary_key,
+                    column_types,
+                }),
+            };
+            let description = if new.description.is_empty() {
+                found.description
+            } else {
+                new.description
+            };
+            (source, columns, description)
+        }
     };
-    let columns = dictionary::derive_columns(&source, &new.columns, stores).await?;
     if let Some(t) = &new.event_time {
         let Some(c) = columns.iter().find(|c| &c.name == t) else {
             return Err(VeilError::InvalidArgument(format!(
@@ -104,7 +272,7 @@ pub async fn build_dataset(
         id: uuid::Uuid::new_v4().to_string(),
         name: new.name,
         source,
-        description: new.description,
+        description,
         owners: new.owners,
         experts: new.experts,
         tags: new.tags,

@@ -6,10 +6,9 @@
 
 use datafusion::common::DataFusionError;
 use datafusion::prelude::SessionContext;
-use std::sync::Arc;
 
 use super::object_stores::ObjectStores;
-use super::source_table::SourceTable;
+use crate::catalog::database::Databases;
 use crate::error::query::{below_barrier, from_datafusion};
 use crate::error::{Result, VeilError};
 use crate::model::dataset::DatasetRecord;
@@ -26,24 +25,25 @@ pub async fn profile_dataset(
     d: &DatasetRecord,
     columns: &[String],
     stores: &ObjectStores,
+    databases: &Databases,
     max_groups: usize,
 ) -> Result<Profile> {
     match SourceKind::of(d) {
-        SourceKind::Files(_) => {}
+        SourceKind::Files(_) | SourceKind::Database(_) => {}
         SourceKind::AuditTrail => {
             return Err(VeilError::FailedPrecondition(format!(
-                "{} is Veil's audit trail, not a file dataset: k-anonymization profiles datasets of files",
+                "{} is Veil's audit trail, not a dataset of files or a database: k-anonymization profiles those",
                 d.name
             )));
         }
     }
-    let source = SourceTable::open(d, None, stores).await?;
+    let source = crate::catalog::raw_source(d, stores, databases).await?;
     // The raw source is read here, with no policy applied: its errors
     // keep their cause and lose their text, as below a policy barrier.
     let fail = |e: DataFusionError| from_datafusion(below_barrier(&d.name, &e));
     let names: Vec<&str> = columns.iter().map(String::as_str).collect();
     let stream = ctx
-        .read_table(Arc::new(source))
+        .read_table(source)
         .and_then(|t| t.select_columns(&names))
         .map_err(fail)?
         .execute_stream()
@@ -56,11 +56,13 @@ pub async fn profile_dataset(
 /// than `cutoff` on any dataset it applies to (Immuta's rule: only
 /// low-cardinality columns can be quasi-identifiers), or whose columns
 /// together have more combinations than a read may count.
+#[allow(clippy::too_many_arguments)]
 pub async fn check_cardinality(
     ctx: &SessionContext,
     p: &Policy,
     datasets: &[&DatasetRecord],
     stores: &ObjectStores,
+    databases: &Databases,
     cutoff: u64,
     max_groups: usize,
     default_issuer: &str,
@@ -72,7 +74,7 @@ pub async fn check_cardinality(
         if columns.is_empty() {
             continue;
         }
-        let profile = profile_dataset(ctx, d, &columns, stores, max_groups)
+        let profile = profile_dataset(ctx, d, &columns, stores, databases, max_groups)
             .await
             .map_err(|e| {
                 VeilError::FailedPrecondition(format!(

@@ -113,6 +113,7 @@ mod tests {
                 format: FileFormatKind::Csv,
                 location: "/x".into(),
                 hive_partitioned: false,
+                database: None,
             },
             description: description.into(),
             owners: vec![],

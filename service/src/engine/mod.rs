@@ -2,6 +2,8 @@
 //! policy operators in place, and executes it as a stream. It knows nothing
 //! of gRPC; the Flight layer converts requests and errors.
 
+#[cfg(test)]
+mod database_plans;
 pub mod kept_masks;
 pub mod plan_cache;
 #[cfg(test)]
@@ -33,6 +35,7 @@ use std::sync::Arc;
 
 use veil_proto::{ScanCommand, ScanPart, SqlCommand};
 
+use crate::catalog::database::Databases;
 use crate::catalog::files::{split_exactly, split_into_parts, split_units};
 use crate::catalog::object_stores::ObjectStores;
 use crate::catalog::state::StateCache;
@@ -167,6 +170,8 @@ pub struct Engine {
     plans: PlanCache,
     /// Masked values computed once per file (`None`: every read computes them).
     kept: Option<Arc<KeptMasks>>,
+    /// The databases datasets may read.
+    databases: Arc<Databases>,
 }
 
 impl Engine {
@@ -204,6 +209,7 @@ impl Engine {
             .with_default_features()
             .with_query_planner(Arc::new(VeilQueryPlanner))
             .with_analyzer_rule(Arc::new(PolicyGuard))
+            .with_optimizer_rule(Arc::new(crate::policy::pushdown::CopySafeFilters))
             .with_physical_optimizer_rule(Arc::new(bounded::BoundedProjection))
             .build();
         let mut base = base;
@@ -230,7 +236,19 @@ impl Engine {
             policies: principal_catalog::policy_cache(),
             plans: PlanCache::default(),
             kept: None,
+            databases: Arc::new(Databases::none()),
         })
+    }
+
+    /// Read database datasets through `databases`.
+    pub fn with_databases(mut self, databases: Arc<Databases>) -> Self {
+        self.databases = databases;
+        self
+    }
+
+    /// The databases datasets may read.
+    pub fn databases(&self) -> &Arc<Databases> {
+        &self.databases
     }
 
     /// Keep costly masked values once computed, in `dir` (emptied now), at
@@ -310,7 +328,8 @@ impl Engine {
             )
             .with_kanon_max_groups(self.cfg.kanon_max_groups)
             .with_audit_store(Arc::clone(self.state.store()))
-            .with_kept_masks(self.kept.clone()),
+            .with_kept_masks(self.kept.clone())
+            .with_databases(Arc::clone(&self.databases)),
         )
     }
 
@@ -991,15 +1010,32 @@ mod tests {
         dir: &std::path::Path,
         extra: &str,
     ) -> (Engine, Arc<Snapshot>) {
+        demo_engine_seeded(dir, extra, vec![]).await
+    }
+
+    /// [`demo_engine_with`], its store holding `seed` (runtime datasets)
+    /// before the config is applied.
+    pub(super) async fn demo_engine_seeded(
+        dir: &std::path::Path,
+        extra: &str,
+        seed: Vec<crate::model::dataset::DatasetRecord>,
+    ) -> (Engine, Arc<Snapshot>) {
         let path = crate::demo::prepare(dir).unwrap();
         let mut text = std::fs::read_to_string(&path).unwrap();
         text.push_str(extra);
         std::fs::write(&path, text).unwrap();
         let cfg = Config::load(&path).unwrap();
         let store: Arc<dyn Store> = Arc::new(SqliteStore::in_memory().unwrap());
+        for d in &seed {
+            store
+                .put_dataset(d, crate::store::PutMode::Create)
+                .await
+                .unwrap();
+        }
         let roots = LocationRoots::from_config(&cfg).unwrap();
         let stores = Arc::new(ObjectStores::local_only());
-        crate::provisioning::sync_config(&store, &cfg, &roots, &stores)
+        let databases = Arc::new(Databases::from_config(&cfg).unwrap());
+        crate::provisioning::sync_config(&store, &cfg, &roots, &stores, &databases)
             .await
             .unwrap();
         let state = Arc::new(StateCache::new(store));
@@ -1013,7 +1049,8 @@ mod tests {
             engine_cfg,
             stores,
         )
-        .unwrap();
+        .unwrap()
+        .with_databases(databases);
         (engine, snap)
     }
 

@@ -14,6 +14,8 @@ use veil_proto::ScanPart;
 use super::kept_masks::{KeptCopy, KeptMasks};
 use super::scope::RequestScope;
 use crate::audit::dataset::AuditTable;
+use crate::catalog::database::Databases;
+use crate::catalog::database::table::DatabaseTable;
 use crate::catalog::files::{Listing, SourceFile};
 use crate::catalog::object_stores::ObjectStores;
 use crate::catalog::source_table::SourceTable;
@@ -71,6 +73,8 @@ pub struct ViewCompiler {
     kept: Option<Arc<KeptMasks>>,
     /// The kept copies the plan reads.
     leases: Mutex<Vec<Arc<KeptCopy>>>,
+    /// The databases datasets may read.
+    databases: Arc<Databases>,
 }
 
 impl ViewCompiler {
@@ -97,7 +101,14 @@ impl ViewCompiler {
             audit_store: None,
             kept: None,
             leases: Mutex::new(vec![]),
+            databases: Arc::new(Databases::none()),
         }
+    }
+
+    /// Read database datasets through `databases`.
+    pub fn with_databases(mut self, databases: Arc<Databases>) -> Self {
+        self.databases = databases;
+        self
     }
 
     /// Read kept copies of costly masks where `kept` has them.
@@ -260,6 +271,17 @@ impl ViewCompiler {
                 })?;
                 (
                     Arc::new(AuditTable::new(Arc::clone(store))),
+                    None,
+                    KeptColumns::new(),
+                )
+            }
+            SourceKind::Database(_) => {
+                let source = d.source.database.as_ref().ok_or_else(|| {
+                    VeilError::internal("a database dataset", "without its source".to_string())
+                })?;
+                let db = self.databases.get(&source.connection)?;
+                (
+                    Arc::new(DatabaseTable::new(d, source, db)?),
                     None,
                     KeptColumns::new(),
                 )

@@ -199,9 +199,11 @@ async fn dataset(dir: &std::path::Path) -> DatasetRecord {
     build_dataset(
         NewDataset {
             name: "t.all".into(),
-            format: "parquet".into(),
-            location: path.display().to_string(),
-            hive_partitioned: false,
+            source: crate::catalog::NewSource::Files {
+                format: "parquet".into(),
+                location: path.display().to_string(),
+                hive_partitioned: false,
+            },
             description: String::new(),
             owners: vec![],
             experts: vec![],
@@ -211,6 +213,7 @@ async fn dataset(dir: &std::path::Path) -> DatasetRecord {
             event_time: None,
         },
         &ObjectStores::local_only(),
+        &crate::catalog::database::Databases::none(),
     )
     .await
     .unwrap()

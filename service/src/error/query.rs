@@ -22,6 +22,7 @@ use std::fmt;
 use std::io::ErrorKind;
 
 use crate::error::VeilError;
+use crate::error::source::{SourceFailure, SourceFailureKind};
 use crate::redact::{class_of, describe};
 
 /// Why a query failed, as far as the caller's next step is concerned.
@@ -187,6 +188,11 @@ fn external_cause(e: &(dyn StdError + Send + Sync + 'static)) -> Cause {
         io_cause(io)
     } else if let Some(b) = e.downcast_ref::<BelowBarrierError>() {
         b.cause
+    } else if let Some(f) = e.downcast_ref::<SourceFailure>() {
+        match f.kind {
+            SourceFailureKind::Changed => Cause::SourceBroken,
+            _ => Cause::SourceUnreachable,
+        }
     } else if let Some(v) = e.downcast_ref::<VeilError>() {
         match v {
             VeilError::ResourceExhausted(_) => Cause::Memory,
@@ -205,6 +211,9 @@ fn external_cause(e: &(dyn StdError + Send + Sync + 'static)) -> Cause {
 pub struct BelowBarrierError {
     pub dataset: String,
     pub cause: Cause,
+    /// A database's failure: its connection and kind (Veil's words, no
+    /// value), which the caller reads in full.
+    pub failure: Option<SourceFailure>,
 }
 
 /// The barrier's replacement for an error raised below it. The log gets
@@ -215,11 +224,43 @@ pub fn below_barrier(dataset: &str, e: &DataFusionError) -> DataFusionError {
     DataFusionError::External(Box::new(BelowBarrierError {
         dataset: dataset.to_string(),
         cause,
+        failure: find_failure(e),
     }))
+}
+
+/// A database failure anywhere in the chain.
+fn find_failure(e: &(dyn StdError + 'static)) -> Option<SourceFailure> {
+    let mut cur: Option<&(dyn StdError + 'static)> = Some(e);
+    while let Some(err) = cur {
+        if let Some(f) = err.downcast_ref::<SourceFailure>() {
+            return Some(f.clone());
+        }
+        if let Some(b) = err.downcast_ref::<BelowBarrierError>() {
+            return b.failure.clone();
+        }
+        let inner: Option<&(dyn StdError + 'static)> = match err.downcast_ref::<DataFusionError>() {
+            Some(DataFusionError::External(inner)) => Some(inner.as_ref()),
+            Some(DataFusionError::Shared(inner)) => Some(inner.as_ref()),
+            Some(DataFusionError::Context(_, inner)) => Some(inner.as_ref()),
+            Some(DataFusionError::ArrowError(a, _)) => match a.as_ref() {
+                ArrowError::ExternalError(inner) => Some(inner.as_ref()),
+                _ => None,
+            },
+            _ => None,
+        };
+        if let Some(f) = inner.and_then(find_failure) {
+            return Some(f);
+        }
+        cur = err.source();
+    }
+    None
 }
 
 impl BelowBarrierError {
     fn to_veil(&self) -> VeilError {
+        if let Some(f) = &self.failure {
+            return f.for_dataset(&self.dataset);
+        }
         let text = self.to_string();
         match self.cause {
             Cause::Memory => VeilError::ResourceExhausted(text),
@@ -235,6 +276,9 @@ impl BelowBarrierError {
 impl fmt::Display for BelowBarrierError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         let d = &self.dataset;
+        if let Some(failure) = &self.failure {
+            return write!(f, "reading dataset '{d}' failed: {failure}");
+        }
         match self.cause {
             Cause::Memory => write!(
                 f,
@@ -271,6 +315,9 @@ fn find_own(e: &(dyn StdError + 'static)) -> Option<VeilError> {
         }
         if let Some(b) = err.downcast_ref::<BelowBarrierError>() {
             return Some(b.to_veil());
+        }
+        if let Some(f) = err.downcast_ref::<SourceFailure>() {
+            return Some(VeilError::from(f.clone()));
         }
         let inner: Option<&(dyn StdError + 'static)> = match err.downcast_ref::<DataFusionError>() {
             Some(DataFusionError::External(inner)) => Some(inner.as_ref()),

@@ -33,7 +33,7 @@ impl Governance {
             // The permission was checked before the request was decoded.
             (Requirement::Anyone | Requirement::Permission(_), Target::Caller) => Ok(Grant::Caller),
             (Requirement::Registrar, Target::NewDataset(r)) => Ok(Grant::Registration {
-                location: self.check_registration(scope, r)?,
+                source: self.check_registration(scope, r)?,
             }),
             (Requirement::OwnerOrGovernance, Target::Dataset(name)) => self
                 .owned_dataset(scope, name, action.name())

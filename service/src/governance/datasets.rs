@@ -11,7 +11,7 @@ use veil_proto::{
 };
 
 use super::{Call, Governance, Grant, Outcome, denied};
-use crate::catalog::{NewDataset, build_dataset};
+use crate::catalog::{NewDataset, NewSource, build_dataset};
 use crate::engine::RequestScope;
 use crate::error::{Result, VeilError};
 use crate::model::Origin;
@@ -47,6 +47,26 @@ const MAX_SEARCH_HITS: u32 = 1000;
 fn check_registration_request(p: &Principal, r: &RegisterDatasetRequest) -> Result<()> {
     crate::catalog::validate_dataset_name(&r.name)?;
     check_schema_grant(p, &r.name)?;
+    if !r.connection.is_empty() {
+        if !r.format.is_empty() || !r.location.is_empty() || r.hive_partitioned {
+            return Err(VeilError::InvalidArgument(
+                "a dataset reads files (format, location) or a database (connection, table or query), not both".into(),
+            ));
+        }
+        // A query can read any table the connection's user can, around
+        // the datasets (and policies) registered on them: governors only.
+        if !r.query.is_empty() && !p.has(Permission::Governance) {
+            return Err(VeilError::PermissionDenied(
+                "only governors may register a dataset defined by a query (it can read any table of the connection); register a table or a view, or ask a governor".into(),
+            ));
+        }
+        return Ok(());
+    }
+    if !r.table.is_empty() || !r.query.is_empty() {
+        return Err(VeilError::InvalidArgument(
+            "a table or a query needs the connection it lives on (--connection NAME)".into(),
+        ));
+    }
     if !crate::model::dataset::is_remote(&r.location)
         && !std::path::Path::new(&r.location).is_absolute()
     {
@@ -155,10 +175,26 @@ impl Governance {
         &self,
         scope: &RequestScope,
         r: &RegisterDatasetRequest,
-    ) -> Result<String> {
+    ) -> Result<NewSource> {
         let p = scope.principal();
         check_registration_request(p, r)?;
-        let location = self.roots.get().confine_location(&r.location)?;
+        let source = if r.connection.is_empty() {
+            NewSource::Files {
+                format: r.format.clone(),
+                location: self.roots.get().confine_location(&r.location)?,
+                hive_partitioned: r.hive_partitioned,
+            }
+        } else {
+            // The connection must exist (its name is the config's, not a
+            // dataset's: saying it doesn't reveals nothing).
+            self.engine.databases().get(&r.connection)?;
+            NewSource::database(
+                &r.connection,
+                Some(r.table.as_str()),
+                Some(r.query.as_str()),
+            )?
+        };
+        let location = source.location();
         let snapshot = scope.snapshot();
         if let Some(other) = snapshot
             .datasets
@@ -186,10 +222,10 @@ impl Governance {
             .any(|d| locations_overlap(&d.source.location, &location));
         if shared && !p.has(Permission::Governance) {
             return Err(VeilError::PermissionDenied(
-                "these files (or files under or above them) already back a dataset; registering them again would bypass its tags and the policies they bring. A governor may register them".into(),
+                "these files (or files under or above them, or this table) already back a dataset; registering them again would bypass its tags and the policies they bring. A governor may register them".into(),
             ));
         }
-        Ok(location)
+        Ok(source)
     }
 
     pub(super) async fn register_dataset(
@@ -197,15 +233,13 @@ impl Governance {
         call: &mut Call<'_>,
         req: RegisterDatasetRequest,
     ) -> Result<Outcome> {
-        let Grant::Registration { location } = &call.grant else {
+        let Grant::Registration { source } = &call.grant else {
             return Err(call.grant_mismatch("a checked registration"));
         };
         let record = build_dataset(
             NewDataset {
                 name: req.name.clone(),
-                format: req.format.clone(),
-                location: location.clone(),
-                hive_partitioned: req.hive_partitioned,
+                source: source.clone(),
                 description: req.description.clone(),
                 owners: vec![call.principal.identity.clone()],
                 experts: vec![],
@@ -215,6 +249,7 @@ impl Governance {
                 event_time: None,
             },
             self.engine.stores(),
+            self.engine.databases(),
         )
         .await?;
         // A dataset registered meanwhile under the same name makes this

@@ -66,8 +66,13 @@ impl Governance {
             }
         };
         // The runner recorded the attempt before any value is read.
-        let sample =
-            discovery::sample::sample_dataset(&d, rows as usize, self.engine.stores()).await?;
+        let sample = discovery::sample::sample_dataset(
+            &d,
+            rows as usize,
+            self.engine.stores(),
+            self.engine.databases(),
+        )
+        .await?;
         let findings = discovery::classify(
             &sample,
             min_confidence as u8,

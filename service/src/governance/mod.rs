@@ -57,7 +57,7 @@ pub(crate) enum Grant {
     /// The requirement needed nothing from the request.
     Caller,
     /// A registration the caller may make, at this confined location.
-    Registration { location: String },
+    Registration { source: crate::catalog::NewSource },
     /// The dataset the caller owns or governs.
     Owned(DatasetRecord),
     /// The caller may write this policy (and, for an update, the one it

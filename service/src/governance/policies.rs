@@ -111,6 +111,7 @@ impl Governance {
             &policy,
             &datasets.values().copied().collect::<Vec<_>>(),
             self.engine.stores(),
+            self.engine.databases(),
             cfg.kanon_cardinality_cutoff,
             cfg.kanon_max_groups,
             self.engine.default_issuer(),
@@ -223,6 +224,7 @@ impl Governance {
             &d,
             &req.columns,
             self.engine.stores(),
+            self.engine.databases(),
             cfg.kanon_max_groups,
         )
         .await?;

@@ -47,12 +47,72 @@ impl FileFormatKind {
 /// Where a dataset's bytes live.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct SourceSpec {
+    /// Files: their format (a database source records `parquet` and never
+    /// reads it; `SourceKind` tells the two apart).
     pub format: FileFormatKind,
     /// A file or folder: an absolute, canonical local path, or a remote
     /// `scheme://bucket/key` (an object, or a prefix read like a folder).
+    /// A database source: `db://connection/schema.table` (or
+    /// `db://connection/query/<digest>`), which only identifies it.
     pub location: String,
     /// Folder of `key=value/` sub-folders whose keys become columns.
     pub hive_partitioned: bool,
+    /// Set for a dataset backed by a database table, view or query.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub database: Option<DatabaseSource>,
+}
+
+/// The database products Veil reads.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum DatabaseEngine {
+    Postgres,
+    /// MySQL and MariaDB.
+    Mysql,
+}
+
+impl DatabaseEngine {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            DatabaseEngine::Postgres => "postgres",
+            DatabaseEngine::Mysql => "mysql",
+        }
+    }
+
+    pub fn parse(s: &str) -> Option<Self> {
+        match s.to_ascii_lowercase().as_str() {
+            "postgres" | "postgresql" => Some(Self::Postgres),
+            "mysql" | "mariadb" => Some(Self::Mysql),
+            _ => None,
+        }
+    }
+}
+
+/// What, in the database, a dataset reads.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum DatabaseRelation {
+    /// A table or a view (`schema` is the database, for MySQL).
+    Table { schema: String, name: String },
+    /// A `SELECT` its owner defined; read as a sub-query.
+    Query { sql: String },
+}
+
+/// A dataset backed by a database: the connection (declared in the config,
+/// with its credentials) and the relation it reads.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct DatabaseSource {
+    pub engine: DatabaseEngine,
+    /// The name of a `[[connections]]` entry of the config.
+    pub connection: String,
+    pub relation: DatabaseRelation,
+    /// The primary key's columns, in key order (empty: none known).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub primary_key: Vec<String>,
+    /// Each column's type in the database (`character varying(20)`,
+    /// `jsonb`): how a statement reads and compares it.
+    #[serde(default)]
+    pub column_types: std::collections::BTreeMap<String, String>,
 }
 
 /// One entry of the data dictionary.

@@ -3,7 +3,7 @@
 //! kind (a database table) is one more variant the compiler walks you
 //! through, never a name compared in six places.
 
-use super::dataset::{DatasetRecord, FileFormatKind};
+use super::dataset::{DatabaseEngine, DatasetRecord, FileFormatKind};
 
 /// Where Veil's own audit trail "lives": nowhere a root could contain, so
 /// no registration can claim it.
@@ -16,6 +16,8 @@ pub const AUDIT_TRAIL_ID: &str = "builtin:veil.audit";
 pub enum SourceKind {
     /// Files in an object store (local, S3, GCS, Azure).
     Files(FileFormatKind),
+    /// A table, view or query in a database (PostgreSQL, MySQL/MariaDB).
+    Database(DatabaseEngine),
     /// Veil's own audit trail, read from the state store.
     AuditTrail,
 }
@@ -24,6 +26,8 @@ impl SourceKind {
     pub fn of(d: &DatasetRecord) -> SourceKind {
         if d.id == AUDIT_TRAIL_ID && d.source.location == AUDIT_TRAIL_LOCATION {
             SourceKind::AuditTrail
+        } else if let Some(db) = &d.source.database {
+            SourceKind::Database(db.engine)
         } else {
             SourceKind::Files(d.source.format)
         }
@@ -33,6 +37,8 @@ impl SourceKind {
     pub fn label(self) -> &'static str {
         match self {
             SourceKind::Files(format) => format.as_str(),
+            SourceKind::Database(DatabaseEngine::Postgres) => "postgres table",
+            SourceKind::Database(DatabaseEngine::Mysql) => "mysql table",
             SourceKind::AuditTrail => "veil audit trail",
         }
     }
@@ -41,7 +47,7 @@ impl SourceKind {
     /// dropped or sampled for discovery; it is governed by policies.
     pub fn is_builtin(self) -> bool {
         match self {
-            SourceKind::Files(_) => false,
+            SourceKind::Files(_) | SourceKind::Database(_) => false,
             SourceKind::AuditTrail => true,
         }
     }
@@ -51,7 +57,13 @@ impl SourceKind {
     pub fn splits(self) -> bool {
         match self {
             SourceKind::Files(_) => true,
-            SourceKind::AuditTrail => false,
+            SourceKind::Database(_) | SourceKind::AuditTrail => false,
         }
+    }
+
+    /// Are its rows read from files a kept copy of masked values can stand
+    /// in for (`engine::kept_masks`)?
+    pub fn is_files(self) -> bool {
+        matches!(self, SourceKind::Files(_))
     }
 }

@@ -36,12 +36,25 @@ use crate::error::query::below_barrier;
 pub struct PolicyBarrier {
     pub dataset: String,
     pub input: LogicalPlan,
+    /// Columns a user's filter may be copied below the fence on (see
+    /// [`super::pushdown`]): unmasked columns of a dataset whose rows no
+    /// k-anonymization counts and no sample draws. Sorted; empty: none.
+    pub pushable: Vec<String>,
+    /// The user filters already copied below (so a second optimizer pass
+    /// doesn't copy them again).
+    pub copied: Vec<Expr>,
 }
 
 impl PartialOrd for PolicyBarrier {
     fn partial_cmp(&self, other: &Self) -> Option<Ordering> {
         match self.dataset.partial_cmp(&other.dataset) {
-            Some(Ordering::Equal) => self.input.partial_cmp(&other.input),
+            Some(Ordering::Equal) => match self.input.partial_cmp(&other.input) {
+                Some(Ordering::Equal) => match self.pushable.partial_cmp(&other.pushable) {
+                    Some(Ordering::Equal) => self.copied.partial_cmp(&other.copied),
+                    o => o,
+                },
+                o => o,
+            },
             o => o,
         }
     }
@@ -49,10 +62,24 @@ impl PartialOrd for PolicyBarrier {
 
 impl PolicyBarrier {
     pub fn wrap(dataset: &str, input: LogicalPlan) -> LogicalPlan {
+        Self::wrap_pushable(dataset, input, vec![])
+    }
+
+    /// [`Self::wrap`], letting safe user filters on `pushable` columns be
+    /// copied below.
+    pub fn wrap_pushable(
+        dataset: &str,
+        input: LogicalPlan,
+        mut pushable: Vec<String>,
+    ) -> LogicalPlan {
+        pushable.sort();
+        pushable.dedup();
         LogicalPlan::Extension(Extension {
             node: Arc::new(PolicyBarrier {
                 dataset: dataset.to_string(),
                 input,
+                pushable,
+                copied: vec![],
             }),
         })
     }
@@ -97,6 +124,8 @@ impl UserDefinedLogicalNodeCore for PolicyBarrier {
         Ok(Self {
             dataset: self.dataset.clone(),
             input: inputs.remove(0),
+            pushable: self.pushable.clone(),
+            copied: self.copied.clone(),
         })
     }
 

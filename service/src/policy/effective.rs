@@ -852,6 +852,7 @@ mod tests {
                 format: FileFormatKind::Csv,
                 location: "/x".into(),
                 hive_partitioned: false,
+                database: None,
             },
             description: String::new(),
             owners: vec![Identity::new("i", "owner")],

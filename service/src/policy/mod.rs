@@ -11,5 +11,6 @@ pub mod effective;
 pub mod guard;
 pub mod masks;
 pub mod predicate;
+pub mod pushdown;
 pub mod rules;
 pub mod secure_view;

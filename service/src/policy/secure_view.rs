@@ -475,7 +475,41 @@ pub fn compile(
         .map_err(unenforceable)?
         .build()
         .map_err(unenforceable)?;
-    Ok(PolicyBarrier::wrap(&dataset.name, plan))
+    Ok(PolicyBarrier::wrap_pushable(
+        &dataset.name,
+        plan,
+        pushable_columns(dataset, policy, &schema),
+    ))
+}
+
+/// The columns a user's safe filters may be copied below the barrier on
+/// (`super::pushdown`): a database dataset's unmasked columns, unless
+/// k-anonymization counts its rows or a sample draws them. Files keep
+/// every user filter above the barrier (their scans prune by policy
+/// filters only).
+fn pushable_columns(
+    dataset: &DatasetRecord,
+    policy: &EffectivePolicy,
+    schema: &Schema,
+) -> Vec<String> {
+    let database = matches!(
+        crate::model::source_kind::SourceKind::of(dataset),
+        crate::model::source_kind::SourceKind::Database(_)
+    );
+    let sampled = policy
+        .row_rules
+        .iter()
+        .any(|r| matches!(r.kind, RowRuleKind::Sample { .. }));
+    if !database || sampled || !policy.kanon.is_empty() {
+        return vec![];
+    }
+    schema
+        .fields()
+        .iter()
+        .map(|f| f.name())
+        .filter(|n| !policy.masks.contains_key(*n))
+        .cloned()
+        .collect()
 }
 
 /// The schema a principal sees, from the dictionary alone (no file access,

@@ -4,7 +4,7 @@
 //! datasets, the dataset roots, and the token keys with their issuers' claim
 //! trust (`[auth]`, so keys can be rotated and trust changed: both live in the
 //! `TokenVerifier` swapped here). Where the server listens, its TLS identity, its store, its
-//! remote object stores and its engine settings are fixed for the life of the process: a changed value
+//! remote object stores, its database connections and its engine settings are fixed for the life of the process: a changed value
 //! there is reported as needing a restart, and the running value stays.
 //!
 //! Reads already streaming keep the plan (and so the policies) they started
@@ -17,6 +17,7 @@ use super::sync::{SyncReport, sync_config};
 use crate::audit::{AuditEventExt, AuditLog};
 use crate::auth::authenticator::Authenticator;
 use crate::auth::jwt::TokenVerifier;
+use crate::catalog::database::Databases;
 use crate::catalog::object_stores::ObjectStores;
 use crate::catalog::roots::{LocationRoots, SharedRoots};
 use crate::config::Config;
@@ -77,6 +78,7 @@ pub struct Reloader {
     current: tokio::sync::Mutex<Config>,
     store: Arc<dyn Store>,
     stores: Arc<ObjectStores>,
+    databases: Arc<Databases>,
     roots: Arc<SharedRoots>,
     auth: Arc<Authenticator>,
     audit: AuditLog,
@@ -87,6 +89,7 @@ impl Reloader {
         current: Config,
         store: Arc<dyn Store>,
         stores: Arc<ObjectStores>,
+        databases: Arc<Databases>,
         roots: Arc<SharedRoots>,
         auth: Arc<Authenticator>,
         audit: AuditLog,
@@ -95,6 +98,7 @@ impl Reloader {
             current: tokio::sync::Mutex::new(current),
             store,
             stores,
+            databases,
             roots,
             auth,
             audit,
@@ -166,6 +170,8 @@ impl Reloader {
         keep(next.engine != current.engine, "engine");
         keep(next.object_stores != current.object_stores, "object_stores");
         next.object_stores = current.object_stores.clone();
+        keep(next.connections != current.connections, "connections");
+        next.connections = current.connections.clone();
         next.server = current.server.clone();
         next.store = current.store.clone();
         next.tls = current.tls.clone();
@@ -173,7 +179,7 @@ impl Reloader {
 
         let roots = LocationRoots::from_config(&next)?;
         let verifier = TokenVerifier::from_config(&next.auth, &next.base_dir)?;
-        let sync = sync_config(&self.store, &next, &roots, &self.stores).await?;
+        let sync = sync_config(&self.store, &next, &roots, &self.stores, &self.databases).await?;
         self.roots.set(roots);
         self.auth.set_verifier(verifier);
         *current = next;

@@ -8,10 +8,11 @@
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
 
+use crate::catalog::database::Databases;
 use crate::catalog::object_stores::ObjectStores;
 use crate::catalog::roots::LocationRoots;
-use crate::catalog::{NewDataset, build_dataset};
-use crate::config::Config;
+use crate::catalog::{NewDataset, NewSource, build_dataset};
+use crate::config::{Config, DatasetConfig};
 use crate::error::{Result, VeilError};
 use crate::model::Origin;
 use crate::model::dataset::DatasetRecord;
@@ -72,11 +73,46 @@ pub fn check_references(
     Ok(())
 }
 
+/// Where a declared dataset's rows come from: files (`format` and
+/// `location`, confined to a root) or a database (`connection` and a
+/// `table` or a `query`), never both.
+fn config_source(cfg: &Config, roots: &LocationRoots, d: &DatasetConfig) -> Result<NewSource> {
+    match (&d.connection, &d.format, &d.location) {
+        (None, Some(format), Some(location)) => {
+            if d.table.is_some() || d.query.is_some() {
+                return Err(VeilError::FailedPrecondition(
+                    "table and query need a connection".into(),
+                ));
+            }
+            Ok(NewSource::Files {
+                format: format.clone(),
+                location: roots.confine_location(&cfg.resolve_location(location))?,
+                hive_partitioned: d.hive_partitioned,
+            })
+        }
+        (Some(connection), None, None) => {
+            if d.hive_partitioned {
+                return Err(VeilError::FailedPrecondition(
+                    "hive_partitioned is for files, not a database".into(),
+                ));
+            }
+            NewSource::database(connection, d.table.as_deref(), d.query.as_deref())
+        }
+        (Some(_), _, _) => Err(VeilError::FailedPrecondition(
+            "a dataset reads files (format, location) or a database (connection, table or query), not both".into(),
+        )),
+        _ => Err(VeilError::FailedPrecondition(
+            "declare format and location (files), or connection and table or query (a database)".into(),
+        )),
+    }
+}
+
 pub async fn sync_config(
     store: &Arc<dyn Store>,
     cfg: &Config,
     roots: &LocationRoots,
     stores: &ObjectStores,
+    databases: &Databases,
 ) -> Result<SyncReport> {
     let issuer = cfg.auth.default_issuer();
 
@@ -139,9 +175,7 @@ pub async fn sync_config(
         let in_dataset = |e: VeilError| {
             VeilError::FailedPrecondition(format!("dataset {}: {}", d.name, e.message()))
         };
-        let location = roots
-            .confine_location(&cfg.resolve_location(&d.location))
-            .map_err(in_dataset)?;
+        let source = config_source(cfg, roots, d).map_err(in_dataset)?;
         let owners: Vec<Identity> = d.owners.iter().map(|o| o.resolve(&issuer)).collect();
         let experts: Vec<Identity> = d.experts.iter().map(|o| o.resolve(&issuer)).collect();
         match snapshot.datasets.get(&d.name) {
@@ -149,9 +183,7 @@ pub async fn sync_config(
                 let record = build_dataset(
                     NewDataset {
                         name: d.name.clone(),
-                        format: d.format.clone(),
-                        location: location.clone(),
-                        hive_partitioned: d.hive_partitioned,
+                        source: source.clone(),
                         description: d.description.clone(),
                         owners,
                         experts,
@@ -161,6 +193,7 @@ pub async fn sync_config(
                         event_time: d.event_time.clone(),
                     },
                     stores,
+                    databases,
                 )
                 .await
                 .map_err(in_dataset)?;
@@ -175,8 +208,26 @@ pub async fn sync_config(
                 updated.experts = experts;
                 updated.tags = d.tags.clone();
                 updated.origin = Origin::Config;
-                updated.source.location = location;
-                updated.source.hive_partitioned = d.hive_partitioned;
+                match &source {
+                    NewSource::Files {
+                        location,
+                        hive_partitioned,
+                        ..
+                    } if existing.source.database.is_none() => {
+                        updated.source.location = location.clone();
+                        updated.source.hive_partitioned = *hive_partitioned;
+                    }
+                    NewSource::Database { .. } if source.location() == existing.source.location => {
+                    }
+                    // A dataset moved between files and a database, or to
+                    // another relation: its dictionary can't be kept.
+                    _ => {
+                        return Err(VeilError::FailedPrecondition(format!(
+                            "dataset {}: its source changed kind or relation in the config; declare it under a new name (or drop it and reload, then declare it again)",
+                            d.name
+                        )));
+                    }
+                }
                 // Columns the config stopped describing lose what it said.
                 for col in updated.columns.iter_mut() {
                     if col.from_config && !d.columns.contains_key(&col.name) {
@@ -242,6 +293,7 @@ pub async fn sync_config(
             &policy,
             &after.values().copied().collect::<Vec<_>>(),
             stores,
+            databases,
             cfg.engine.kanon_cardinality_cutoff,
             cfg.engine.kanon_max_groups,
             &issuer,
@@ -381,9 +433,15 @@ mod tests {
         .unwrap();
         let store: Arc<dyn Store> = Arc::new(SqliteStore::in_memory().unwrap());
         let cfg = config(dir.path(), EVENTS);
-        sync_config(&store, &cfg, &roots(&cfg), &ObjectStores::local_only())
-            .await
-            .unwrap();
+        sync_config(
+            &store,
+            &cfg,
+            &roots(&cfg),
+            &ObjectStores::local_only(),
+            &Databases::none(),
+        )
+        .await
+        .unwrap();
         let names = |s: &Snapshot| -> Vec<String> {
             s.datasets["ops.events"]
                 .columns
@@ -398,9 +456,15 @@ mod tests {
             "{\"id\": 2, \"kind\": \"y\", \"secret\": \"s\"}\n",
         )
         .unwrap();
-        sync_config(&store, &cfg, &roots(&cfg), &ObjectStores::local_only())
-            .await
-            .unwrap();
+        sync_config(
+            &store,
+            &cfg,
+            &roots(&cfg),
+            &ObjectStores::local_only(),
+            &Databases::none(),
+        )
+        .await
+        .unwrap();
         assert_eq!(names(&store.snapshot().await.unwrap()), ["id", "kind"]);
         // Policies must name real datasets and columns (a typo would protect
         // nothing), and a refused config changes nothing.
@@ -416,17 +480,29 @@ mod tests {
         ] {
             let cfg = config(dir.path(), &format!("{EVENTS}{policy}"));
             let v = store.version().await.unwrap();
-            let e = sync_config(&store, &cfg, &roots(&cfg), &ObjectStores::local_only())
-                .await
-                .unwrap_err();
+            let e = sync_config(
+                &store,
+                &cfg,
+                &roots(&cfg),
+                &ObjectStores::local_only(),
+                &Databases::none(),
+            )
+            .await
+            .unwrap_err();
             assert!(e.message().contains(needle), "{e}");
             assert_eq!(store.version().await.unwrap(), v, "nothing changed");
         }
         // Removed from the config: dropped.
         let cfg = config(dir.path(), "");
-        sync_config(&store, &cfg, &roots(&cfg), &ObjectStores::local_only())
-            .await
-            .unwrap();
+        sync_config(
+            &store,
+            &cfg,
+            &roots(&cfg),
+            &ObjectStores::local_only(),
+            &Databases::none(),
+        )
+        .await
+        .unwrap();
         assert!(store.snapshot().await.unwrap().datasets.is_empty());
     }
 
@@ -457,9 +533,15 @@ mod tests {
             ),
         ] {
             let cfg = config(dir.path(), &extra);
-            let e = sync_config(&store, &cfg, &roots(&cfg), &ObjectStores::local_only())
-                .await
-                .unwrap_err();
+            let e = sync_config(
+                &store,
+                &cfg,
+                &roots(&cfg),
+                &ObjectStores::local_only(),
+                &Databases::none(),
+            )
+            .await
+            .unwrap_err();
             assert!(e.message().contains(needle), "{needle}: {e}");
         }
     }

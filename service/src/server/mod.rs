@@ -12,6 +12,7 @@ use crate::audit::chain::AuditSealer;
 use crate::audit::checkpoint::CheckpointSink;
 use crate::auth::authenticator::Authenticator;
 use crate::auth::jwt::TokenVerifier;
+use crate::catalog::database::Databases;
 use crate::catalog::object_stores::ObjectStores;
 use crate::catalog::roots::{LocationRoots, SharedRoots};
 use crate::catalog::state::StateCache;
@@ -106,7 +107,8 @@ pub async fn start(cfg: Config, opts: ServeOptions) -> Result<Running> {
     store.check_master_key(&master.check_value()).await?;
     let roots = LocationRoots::from_config(&cfg)?;
     let stores = Arc::new(ObjectStores::from_config(&cfg)?);
-    sync_config(&store, &cfg, &roots, &stores).await?;
+    let databases = Arc::new(Databases::from_config(&cfg)?);
+    sync_config(&store, &cfg, &roots, &stores, &databases).await?;
 
     let node_id = match cfg.server.node_id.clone() {
         Some(id) => id,
@@ -135,6 +137,7 @@ pub async fn start(cfg: Config, opts: ServeOptions) -> Result<Running> {
             cfg.engine.clone(),
             Arc::clone(&stores),
         )?
+        .with_databases(Arc::clone(&databases))
         .with_kept_masks(
             &data_dir.join("kept-masks"),
             cfg.engine.kept_masks_max_mb * 1024 * 1024,
@@ -156,6 +159,7 @@ pub async fn start(cfg: Config, opts: ServeOptions) -> Result<Running> {
         cfg.clone(),
         Arc::clone(&store),
         Arc::clone(&stores),
+        databases,
         Arc::clone(&roots),
         Arc::clone(&auth),
         audit.clone(),

@@ -110,6 +110,7 @@ fn dataset(name: &str) -> DatasetRecord {
             format: FileFormatKind::Csv,
             location: "/x".into(),
             hive_partitioned: false,
+            database: None,
         },
         description: String::new(),
         owners: vec![Identity::new("i", "o")],

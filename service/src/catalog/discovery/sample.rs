@@ -8,7 +8,6 @@ use datafusion::arrow::array::AsArray;
 use datafusion::arrow::compute::cast;
 use datafusion::arrow::datatypes::{DataType, Float64Type};
 use futures::StreamExt;
-use std::sync::Arc;
 
 use crate::error::{Result, VeilError};
 use crate::model::dataset::DatasetRecord;
@@ -55,10 +54,12 @@ pub async fn sample_dataset(
     d: &DatasetRecord,
     rows: usize,
     stores: &crate::catalog::object_stores::ObjectStores,
+    databases: &crate::catalog::database::Databases,
 ) -> Result<Sample> {
     use datafusion::prelude::SessionContext;
     match crate::model::source_kind::SourceKind::of(d) {
-        crate::model::source_kind::SourceKind::Files(_) => {}
+        crate::model::source_kind::SourceKind::Files(_)
+        | crate::model::source_kind::SourceKind::Database(_) => {}
         crate::model::source_kind::SourceKind::AuditTrail => {
             return Err(VeilError::FailedPrecondition(format!(
                 "{} is Veil's audit trail: its dictionary is built in, there is nothing to discover",
@@ -75,10 +76,10 @@ pub async fn sample_dataset(
             d.name
         ))
     };
-    let source = crate::catalog::source_table::SourceTable::open(d, None, stores).await?;
+    let source = crate::catalog::raw_source(d, stores, databases).await?;
     let ctx = SessionContext::new();
     let mut stream = ctx
-        .read_table(Arc::new(source))
+        .read_table(source)
         .and_then(|t| t.limit(0, Some(rows)))
         .map_err(fail)?
         .execute_stream()
@@ -346,6 +347,7 @@ fn is_placeholder(v: &str) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::sync::Arc;
 
     #[test]
     fn every_type_is_read_or_skipped_with_its_reason() {
