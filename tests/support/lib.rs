@@ -23,6 +23,8 @@ pub struct TestServer {
     pub config_path: PathBuf,
     running: Option<Running>,
     minter: TokenMinter,
+    /// A PostgreSQL schema the server reads, dropped when it stops.
+    schema: Option<pg::Schema>,
 }
 
 impl TestServer {
@@ -55,7 +57,33 @@ impl TestServer {
             config_path,
             running: Some(running),
             minter,
+            schema: None,
         }
+    }
+
+    /// The demo with `clinical.trials` read from a PostgreSQL table holding
+    /// the same rows (its policies unchanged); `None` when PostgreSQL tests
+    /// are skipped.
+    pub async fn demo_trials_in_postgres() -> Option<Self> {
+        let url = pg::postgres_url()?;
+        let schema = pg::Schema::create(&url).await;
+        pg::load_trials(&url, &schema.name).await;
+        let connection = pg::connection_config("trials_db", &url);
+        let table = format!("{}.trials", schema.name);
+        let mut server = Self::demo_with(|dir| {
+            let path = dir.join("veil.toml");
+            let config = std::fs::read_to_string(&path).expect("config");
+            let files = "format = \"parquet\"\nlocation = \"data/clinical/trials.parquet\"\n";
+            assert!(config.contains(files), "the demo's trials are parquet");
+            let config = config.replace(
+                files,
+                &format!("connection = \"trials_db\"\ntable = \"{table}\"\n"),
+            ) + &connection;
+            std::fs::write(&path, config).expect("config");
+        })
+        .await;
+        server.schema = Some(schema);
+        Some(server)
     }
 
     pub fn token(&self, user: &str) -> String {
@@ -101,6 +129,9 @@ impl TestServer {
     pub async fn stop(mut self) {
         if let Some(r) = self.running.take() {
             r.stop().await.expect("server stops");
+        }
+        if let Some(s) = self.schema.take() {
+            s.drop_now().await;
         }
     }
 }
