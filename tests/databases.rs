@@ -625,3 +625,160 @@ async fn mysql_statement_timeout_is_deadline_exceeded() {
     server.stop().await;
     db.drop_now().await;
 }
+
+/// Ids of every row the endpoints of `info` return, read one by one.
+async fn ids_by_endpoint(
+    conn: &veil_client::Connection,
+    info: &arrow_flight::FlightInfo,
+    column: &str,
+) -> Vec<Vec<i64>> {
+    let mut out = vec![];
+    for ep in &info.endpoint {
+        let b = conn.read_ticket(ep.ticket.clone().unwrap()).await.unwrap();
+        out.push(
+            shown(&b, column)
+                .iter()
+                .map(|v| v.parse().unwrap())
+                .collect(),
+        );
+    }
+    out
+}
+
+/// A table is read as several endpoints by ranges of its key: every row
+/// exactly once, a ticket read again returns the same rows; without an
+/// integer key (or with a limit) it is one endpoint.
+async fn reads_split_by_key_ranges(server: &TestServer) {
+    let dave = server.connect("dave").await;
+    let info = dave
+        .scan_info("crm.keyed", &Scan::default().with_columns(&["id"]))
+        .await
+        .unwrap();
+    assert_eq!(info.endpoint.len(), 3, "100000 rows at 40000 per endpoint");
+    let parts = ids_by_endpoint(&dave, &info, "id").await;
+    let mut all: Vec<i64> = parts.iter().flatten().copied().collect();
+    all.sort_unstable();
+    assert_eq!(all, (1..=100_000).collect::<Vec<i64>>(), "every row once");
+    assert!(parts.iter().all(|p| !p.is_empty()));
+    let again = ids_by_endpoint(&dave, &info, "id").await;
+    assert_eq!(again, parts, "a ticket read again returns the same rows");
+
+    // A SQL query over one dataset splits the same way.
+    let info = dave
+        .flight_info(veil_client::sql_descriptor(
+            "SELECT id FROM crm.keyed WHERE id % 2 = 0",
+        ))
+        .await
+        .unwrap();
+    assert_eq!(info.endpoint.len(), 3);
+    let n: usize = ids_by_endpoint(&dave, &info, "id")
+        .await
+        .iter()
+        .map(Vec::len)
+        .sum();
+    assert_eq!(n, 50_000);
+
+    // A declared partition column splits a table without a key.
+    let info = dave
+        .scan_info("crm.declared", &Scan::default())
+        .await
+        .unwrap();
+    assert!(info.endpoint.len() > 1);
+    let mut all: Vec<i64> = ids_by_endpoint(&dave, &info, "v")
+        .await
+        .into_iter()
+        .flatten()
+        .collect();
+    all.sort_unstable();
+    assert_eq!(all.len(), 100_000);
+
+    // No integer key, or a limit: one endpoint.
+    let info = dave
+        .scan_info("crm.unkeyed", &Scan::default())
+        .await
+        .unwrap();
+    assert_eq!(info.endpoint.len(), 1);
+    let info = dave
+        .scan_info("crm.keyed", &Scan::default().with_limit(10))
+        .await
+        .unwrap();
+    assert_eq!(info.endpoint.len(), 1);
+}
+
+fn split_datasets(schema: &str) -> String {
+    format!(
+        r#"
+[[datasets]]
+name = "crm.keyed"
+connection = "crm"
+table = "{schema}.keyed"
+owners = ["dave"]
+
+[[datasets]]
+name = "crm.unkeyed"
+connection = "crm"
+table = "{schema}.unkeyed"
+owners = ["dave"]
+
+[[datasets]]
+name = "crm.declared"
+connection = "crm"
+table = "{schema}.unkeyed"
+partition_column = "v"
+owners = ["dave"]
+"#
+    )
+}
+
+#[tokio::test]
+async fn postgres_reads_split_by_key_ranges() {
+    let Some(url) = postgres_url() else { return };
+    let schema = pg::Schema::create(&url).await;
+    let s = schema.name.clone();
+    let db = pg_client(&url).await;
+    db.batch_execute(&format!(
+        "CREATE SCHEMA {s};
+         CREATE TABLE {s}.keyed (id bigint PRIMARY KEY, v integer);
+         INSERT INTO {s}.keyed SELECT i, i % 7 FROM generate_series(1, 100000) i;
+         CREATE TABLE {s}.unkeyed (v integer, label text);
+         INSERT INTO {s}.unkeyed SELECT i, 'x' FROM generate_series(1, 100000) i;
+         ANALYZE {s}.keyed; ANALYZE {s}.unkeyed;"
+    ))
+    .await
+    .unwrap();
+    let config = pg_connection("crm", &url, "") + &split_datasets(&s);
+    let server = TestServer::demo_with(|dir| append(dir, &config)).await;
+    reads_split_by_key_ranges(&server).await;
+    server.stop().await;
+    schema.drop_now().await;
+}
+
+#[tokio::test]
+async fn mysql_reads_split_by_key_ranges() {
+    let Some(url) = mysql_url() else { return };
+    let db = mysql::Database::create(&url).await;
+    let mut c = db.conn().await;
+    c.query_drop("CREATE TABLE keyed (id BIGINT PRIMARY KEY, v INT)")
+        .await
+        .unwrap();
+    c.query_drop("CREATE TABLE unkeyed (v INT, label VARCHAR(4))")
+        .await
+        .unwrap();
+    for chunk in (1..=100_000i64).collect::<Vec<_>>().chunks(10_000) {
+        let keyed: Vec<String> = chunk.iter().map(|i| format!("({i},{})", i % 7)).collect();
+        let unkeyed: Vec<String> = chunk.iter().map(|i| format!("({i},'x')")).collect();
+        c.query_drop(format!("INSERT INTO keyed VALUES {}", keyed.join(",")))
+            .await
+            .unwrap();
+        c.query_drop(format!("INSERT INTO unkeyed VALUES {}", unkeyed.join(",")))
+            .await
+            .unwrap();
+    }
+    c.query_drop("ANALYZE TABLE keyed, unkeyed").await.unwrap();
+    drop(c);
+    let config = my_connection("crm", &db, "") + &split_datasets(&db.name);
+    let server = TestServer::demo_with(|dir| append(dir, &config)).await;
+    reads_split_by_key_ranges(&server).await;
+    server.stop().await;
+    db.drop_now().await;
+}

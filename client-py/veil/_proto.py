@@ -241,6 +241,7 @@ def encode_register_dataset(
     connection: str = "",
     table: str = "",
     query: str = "",
+    partition_column: str = "",
 ) -> bytes:
     return pb.RegisterDatasetRequest(
         name=name,
@@ -251,6 +252,7 @@ def encode_register_dataset(
         connection=connection,
         table=table,
         query=query,
+        partition_column=partition_column,
     ).SerializeToString()
 
 

@@ -378,6 +378,7 @@ class Connection:
         connection=None,
         table=None,
         query=None,
+        partition_column=None,
     ):
         """Register a dataset you own (needs CREATE_DATA_SOURCE, and the
         name's schema granted to you by your `veil.schemas` attribute unless
@@ -387,7 +388,9 @@ class Connection:
         the server's config declares) and a `table` ("schema.table"; for
         MySQL "database.table") or, for governors, a `query` ("SELECT ...").
         A database dataset's columns, types, comments and primary key are
-        read from the database."""
+        read from the database; its reads split over endpoints by key ranges
+        of `partition_column` (an integer column; default: a primary key of
+        one integer column)."""
         if connection is None and (format is None or location is None):
             raise ValueError("register files (format=, location=) or a database relation (connection=, table= or query=)")
         if connection is not None and (table is None) == (query is None):
@@ -401,6 +404,7 @@ class Connection:
             connection or "",
             table or "",
             query or "",
+            partition_column or "",
         )
         return _proto.decode_ack(self._action("veil.register_dataset", body)[0])
 

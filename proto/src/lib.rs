@@ -143,6 +143,12 @@ mod tests {
                     row_group_count: 3,
                 }],
                 dataset: "d".into(),
+                key_range: Some(KeyRange {
+                    column: "id".into(),
+                    low: Some(-3),
+                    high: None,
+                    with_nulls: true,
+                }),
             }),
             part_index: 1,
             part_count: 2,

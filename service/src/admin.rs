@@ -132,6 +132,10 @@ enum AdminCommand {
         /// ... or a SELECT statement (governors only).
         #[arg(long, requires = "connection")]
         query: Option<String>,
+        /// An integer column reads split over endpoints by (default: a
+        /// primary key of one integer column).
+        #[arg(long, requires = "connection")]
+        partition_column: Option<String>,
         /// Default: the database's comment on the table, if any.
         #[arg(long, default_value = "")]
         description: String,
@@ -677,6 +681,7 @@ async fn execute(conn: &Connection, command: AdminCommand) -> Result<Vec<String>
             connection,
             table,
             query,
+            partition_column,
             description,
         } => one(conn
             .register_dataset(RegisterDatasetRequest {
@@ -688,6 +693,7 @@ async fn execute(conn: &Connection, command: AdminCommand) -> Result<Vec<String>
                 connection: connection.unwrap_or_default(),
                 table: table.unwrap_or_default(),
                 query: query.unwrap_or_default(),
+                partition_column: partition_column.unwrap_or_default(),
             })
             .await?),
         AdminCommand::Drop { name } => one(conn.drop_dataset(&name).await?),

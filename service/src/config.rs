@@ -612,6 +612,10 @@ pub struct DatasetConfig {
     /// ... or a `SELECT` statement.
     #[serde(default)]
     pub query: Option<String>,
+    /// An integer column reads split over endpoints by (default: a primary
+    /// key of one integer column).
+    #[serde(default)]
+    pub partition_column: Option<String>,
     #[serde(default)]
     pub hive_partitioned: bool,
     #[serde(default)]

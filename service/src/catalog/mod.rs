@@ -33,13 +33,21 @@ pub enum NewSource {
     Database {
         connection: String,
         relation: DatabaseRelation,
+        /// An integer column reads split over endpoints by (default: a
+        /// primary key of one integer column).
+        partition_column: Option<String>,
     },
 }
 
 impl NewSource {
     /// A database relation from a registration's words: `table` as
     /// `schema.table`, or a `query`; exactly one of them.
-    pub fn database(connection: &str, table: Option<&str>, query: Option<&str>) -> Result<Self> {
+    pub fn database(
+        connection: &str,
+        table: Option<&str>,
+        query: Option<&str>,
+        partition_column: Option<&str>,
+    ) -> Result<Self> {
         let relation = match (
             table.filter(|t| !t.is_empty()),
             query.filter(|q| !q.is_empty()),
@@ -87,6 +95,9 @@ impl NewSource {
         Ok(NewSource::Database {
             connection: connection.to_string(),
             relation,
+            partition_column: partition_column
+                .filter(|c| !c.is_empty())
+                .map(str::to_string),
         })
     }
 
@@ -98,6 +109,7 @@ impl NewSource {
             NewSource::Database {
                 connection,
                 relation,
+                ..
             } => database_location(connection, relation),
         }
     }
@@ -156,6 +168,7 @@ pub async fn raw_source(
                 d,
                 source,
                 databases.get(&source.connection)?,
+                None,
             )?))
         }
         SourceKind::AuditTrail => Err(VeilError::FailedPrecondition(format!(
@@ -229,6 +242,7 @@ pub async fn build_dataset(
         NewSource::Database {
             connection,
             relation,
+            partition_column,
         } => {
             let db = databases.get(&connection)?;
             let found = db.discover(&relation).await?;
@@ -244,8 +258,16 @@ pub async fn build_dataset(
                     relation,
                     primary_key: found.primary_key,
                     column_types,
+                    partition_column: partition_column.clone(),
                 }),
             };
+            if let (Some(c), Some(db)) = (&partition_column, &source.database)
+                && db.split_column(&columns) != Some(c.as_str())
+            {
+                return Err(VeilError::InvalidArgument(format!(
+                    "partition column '{c}' must be an integer column of the relation"
+                )));
+            }
             let description = if new.description.is_empty() {
                 found.description
             } else {

@@ -103,6 +103,7 @@ fn people(name: &str, engine: DatabaseEngine) -> DatasetRecord {
                     name: name.split_once('.').unwrap().1.into(),
                 },
                 primary_key: vec!["id".into()],
+                partition_column: None,
                 column_types: types
                     .iter()
                     .map(|(n, t)| (n.to_string(), t.to_string()))

@@ -895,6 +895,42 @@ impl Engine {
         let d = scope
             .readable(&scan.dataset)
             .ok_or_else(|| VeilError::dataset_not_found(&scan.dataset))?;
+        if let (SourceKind::Database(_), Some(source)) = (SourceKind::of(d), &d.source.database) {
+            // Key ranges, unless a limit or k-anonymization needs the
+            // whole result in one stream.
+            if scan.limit.is_some() || planned.k_anonymized() {
+                return Ok(ScanLayout {
+                    parts: vec![None],
+                    total_records: -1,
+                });
+            }
+            let db = self.databases.get(&source.connection)?;
+            let ranges = db
+                .key_ranges(
+                    source,
+                    &d.columns,
+                    self.cfg.rows_per_endpoint,
+                    self.cfg.max_endpoints,
+                )
+                .await?;
+            let parts: Vec<Option<ScanPart>> = if ranges.len() <= 1 {
+                vec![None]
+            } else {
+                ranges
+                    .into_iter()
+                    .map(|r| {
+                        Some(ScanPart {
+                            key_range: Some(r),
+                            ..Default::default()
+                        })
+                    })
+                    .collect()
+            };
+            return Ok(ScanLayout {
+                parts,
+                total_records: -1,
+            });
+        }
         if !SourceKind::of(d).splits() {
             // Rows come in one stream: one endpoint.
             return Ok(ScanLayout {

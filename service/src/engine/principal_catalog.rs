@@ -281,7 +281,7 @@ impl ViewCompiler {
                 })?;
                 let db = self.databases.get(&source.connection)?;
                 (
-                    Arc::new(DatabaseTable::new(d, source, db)?),
+                    Arc::new(DatabaseTable::new(d, source, db, part.as_ref())?),
                     None,
                     KeptColumns::new(),
                 )

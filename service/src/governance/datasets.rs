@@ -192,6 +192,7 @@ impl Governance {
                 &r.connection,
                 Some(r.table.as_str()),
                 Some(r.query.as_str()),
+                Some(r.partition_column.as_str()),
             )?
         };
         let location = source.location();

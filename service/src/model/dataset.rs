@@ -113,6 +113,31 @@ pub struct DatabaseSource {
     /// `jsonb`): how a statement reads and compares it.
     #[serde(default)]
     pub column_types: std::collections::BTreeMap<String, String>,
+    /// The integer column reads are split by, declared by the owner
+    /// (default: a primary key of one integer column).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub partition_column: Option<String>,
+}
+
+impl DatabaseSource {
+    /// The column reads of this relation split over endpoints by, if any.
+    pub fn split_column<'a>(&'a self, columns: &'a [ColumnRecord]) -> Option<&'a str> {
+        let integer = |name: &str| {
+            columns.iter().any(|c| {
+                c.name == name
+                    && matches!(
+                        c.data_type.as_str(),
+                        "Int8" | "Int16" | "Int32" | "Int64" | "UInt8" | "UInt16" | "UInt32"
+                    )
+            })
+        };
+        match (&self.partition_column, self.primary_key.as_slice()) {
+            (Some(c), _) if integer(c) => Some(c.as_str()),
+            (Some(_), _) => None,
+            (None, [key]) if integer(key) => Some(key.as_str()),
+            _ => None,
+        }
+    }
 }
 
 /// One entry of the data dictionary.

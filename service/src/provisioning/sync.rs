@@ -96,7 +96,12 @@ fn config_source(cfg: &Config, roots: &LocationRoots, d: &DatasetConfig) -> Resu
                     "hive_partitioned is for files, not a database".into(),
                 ));
             }
-            NewSource::database(connection, d.table.as_deref(), d.query.as_deref())
+            NewSource::database(
+                connection,
+                d.table.as_deref(),
+                d.query.as_deref(),
+                d.partition_column.as_deref(),
+            )
         }
         (Some(_), _, _) => Err(VeilError::FailedPrecondition(
             "a dataset reads files (format, location) or a database (connection, table or query), not both".into(),
@@ -217,7 +222,12 @@ pub async fn sync_config(
                         updated.source.location = location.clone();
                         updated.source.hive_partitioned = *hive_partitioned;
                     }
-                    NewSource::Database { .. } if source.location() == existing.source.location => {
+                    NewSource::Database {
+                        partition_column, ..
+                    } if source.location() == existing.source.location => {
+                        if let Some(db) = updated.source.database.as_mut() {
+                            db.partition_column = partition_column.clone();
+                        }
                     }
                     // A dataset moved between files and a database, or to
                     // another relation: its dictionary can't be kept.

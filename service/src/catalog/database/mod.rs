@@ -22,7 +22,7 @@ use std::sync::Arc;
 use crate::config::{Config, ConnectionConfig};
 use crate::error::source::SourceFailure;
 use crate::error::{Result, VeilError};
-use crate::model::dataset::{DatabaseEngine, DatabaseRelation};
+use crate::model::dataset::{DatabaseEngine, DatabaseRelation, DatabaseSource};
 
 /// One column of a relation, as the database describes it.
 #[derive(Debug, Clone, PartialEq)]
@@ -111,6 +111,59 @@ impl Database {
         match &self.client {
             Client::Postgres(p) => p.discover(relation).await,
             Client::Mysql(m) => m.discover(relation).await,
+        }
+    }
+
+    /// How `source`'s reads split over endpoints: key ranges of about
+    /// `rows_per_part` rows (at most `max_parts`, and no more than the
+    /// connection runs statements at once), from the key's bounds and the
+    /// database's estimate of the table's size (never a count, which would
+    /// read the whole table). One range (everything) for a view or a query,
+    /// or without an integer key.
+    pub async fn key_ranges(
+        &self,
+        source: &DatabaseSource,
+        columns: &[crate::model::dataset::ColumnRecord],
+        rows_per_part: u64,
+        max_parts: usize,
+    ) -> Result<Vec<veil_proto::KeyRange>> {
+        let whole = |column: &str| {
+            vec![veil_proto::KeyRange {
+                column: column.to_string(),
+                low: None,
+                high: None,
+                with_nulls: true,
+            }]
+        };
+        let Some(column) = source.split_column(columns) else {
+            return Ok(vec![]);
+        };
+        let DatabaseRelation::Table { schema, name } = &source.relation else {
+            return Ok(whole(column));
+        };
+        let key = sql::quote(self.engine, column);
+        let bounds = match &self.client {
+            Client::Postgres(p) => p.key_bounds(schema, name, &key).await,
+            Client::Mysql(m) => m.key_bounds(schema, name, &key).await,
+        }
+        .map_err(VeilError::from)?;
+        Ok(match bounds {
+            Some((min, max, rows)) => sql::key_ranges(
+                column,
+                min,
+                max,
+                rows,
+                rows_per_part,
+                max_parts.min(self.max_connections()),
+            ),
+            None => whole(column),
+        })
+    }
+
+    fn max_connections(&self) -> usize {
+        match &self.client {
+            Client::Postgres(p) => p.max_connections(),
+            Client::Mysql(m) => m.max_connections(),
         }
     }
 

@@ -258,6 +258,45 @@ impl Mysql {
         Ok(found)
     }
 
+    pub(super) fn max_connections(&self) -> usize {
+        self.inner.max_connections
+    }
+
+    /// The key's smallest and largest values and the table's estimated
+    /// rows (`None`: an empty table, or no estimate).
+    pub(super) async fn key_bounds(
+        &self,
+        schema: &str,
+        table: &str,
+        key: &str,
+    ) -> std::result::Result<Option<(i64, i64, u64)>, Failure> {
+        let mut conn = self.conn().await?;
+        let from = from_clause(
+            DatabaseEngine::Mysql,
+            &DatabaseRelation::Table {
+                schema: schema.into(),
+                name: table.into(),
+            },
+        );
+        let estimate: Option<Option<u64>> = conn
+            .exec_first(
+                "SELECT TABLE_ROWS FROM information_schema.TABLES WHERE TABLE_SCHEMA = ? AND TABLE_NAME = ?",
+                (schema, table),
+            )
+            .await
+            .map_err(|e| self.classify(&e, false))?;
+        let bounds: Option<(Option<i64>, Option<i64>)> = conn
+            .query_first(format!(
+                "SELECT CAST(MIN({key}) AS SIGNED), CAST(MAX({key}) AS SIGNED) FROM {from}"
+            ))
+            .await
+            .map_err(|e| self.classify(&e, false))?;
+        Ok(match (bounds, estimate.flatten()) {
+            (Some((Some(min), Some(max))), Some(rows)) if rows > 0 => Some((min, max, rows)),
+            _ => None,
+        })
+    }
+
     pub(super) fn stream(
         &self,
         statement: String,

@@ -289,6 +289,48 @@ impl Postgres {
         Ok(found)
     }
 
+    pub(super) fn max_connections(&self) -> usize {
+        self.inner.max_connections
+    }
+
+    /// The key's smallest and largest values and the table's estimated
+    /// rows (`None`: an empty table, or no estimate yet).
+    pub(super) async fn key_bounds(
+        &self,
+        schema: &str,
+        table: &str,
+        key: &str,
+    ) -> std::result::Result<Option<(i64, i64, u64)>, Failure> {
+        let client = self.client().await?;
+        let from = from_clause(
+            DatabaseEngine::Postgres,
+            &DatabaseRelation::Table {
+                schema: schema.into(),
+                name: table.into(),
+            },
+        );
+        let estimate: Option<f32> = client
+            .query_opt(
+                "SELECT c.reltuples FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace WHERE n.nspname = $1 AND c.relname = $2",
+                &[&schema, &table],
+            )
+            .await
+            .map_err(|e| self.classify(&e, false))?
+            .map(|r| r.get(0));
+        let row = client
+            .query_one(
+                &format!("SELECT min({key})::int8, max({key})::int8 FROM {from}"),
+                &[],
+            )
+            .await
+            .map_err(|e| self.classify(&e, false))?;
+        let (min, max): (Option<i64>, Option<i64>) = (row.get(0), row.get(1));
+        Ok(match (min, max, estimate) {
+            (Some(min), Some(max), Some(rows)) if rows > 0.0 => Some((min, max, rows as u64)),
+            _ => None,
+        })
+    }
+
     pub(super) fn stream(
         &self,
         statement: String,

@@ -226,6 +226,63 @@ impl Select {
     }
 }
 
+/// The condition selecting one endpoint's key range (`reference`: how the
+/// key column is referenced).
+pub fn range_condition(reference: &str, range: &veil_proto::KeyRange) -> String {
+    let mut bounds = Vec::new();
+    if let Some(low) = range.low {
+        bounds.push(format!("{reference} >= {low}"));
+    }
+    if let Some(high) = range.high {
+        bounds.push(format!("{reference} < {high}"));
+    }
+    let inner = if bounds.is_empty() {
+        format!("{reference} IS NOT NULL")
+    } else {
+        bounds.join(" AND ")
+    };
+    if range.with_nulls {
+        format!("({reference} IS NULL OR {inner})")
+    } else {
+        format!("({inner})")
+    }
+}
+
+/// Split the keys `min..=max` of about `rows` rows into key ranges of about
+/// `rows_per_part` rows each, at most `max_parts` of them. Every key, and
+/// null, falls in exactly one range: the first is open below and takes the
+/// nulls, the last is open above (rows added since are still read once).
+pub fn key_ranges(
+    column: &str,
+    min: i64,
+    max: i64,
+    rows: u64,
+    rows_per_part: u64,
+    max_parts: usize,
+) -> Vec<veil_proto::KeyRange> {
+    let span = i128::from(max) - i128::from(min) + 1;
+    let wanted = rows.div_ceil(rows_per_part.max(1)).max(1) as i128;
+    let n = wanted.min(max_parts.max(1) as i128).min(span.max(1));
+    if n <= 1 {
+        return vec![veil_proto::KeyRange {
+            column: column.to_string(),
+            low: None,
+            high: None,
+            with_nulls: true,
+        }];
+    }
+    let width = (span + n - 1) / n;
+    let bound = |i: i128| (i128::from(min) + i * width) as i64;
+    (0..n)
+        .map(|i| veil_proto::KeyRange {
+            column: column.to_string(),
+            low: (i > 0).then(|| bound(i)),
+            high: (i < n - 1).then(|| bound(i + 1)),
+            with_nulls: i == 0,
+        })
+        .collect()
+}
+
 /// Renders filters over a relation's columns (by name).
 #[derive(Debug)]
 pub struct Renderer<'a> {
@@ -666,6 +723,45 @@ mod tests {
             },
         );
         assert_eq!(q, "(SELECT a FROM t) AS `veil_query`");
+    }
+
+    #[test]
+    fn key_ranges_cover_every_key_once() {
+        let r = key_ranges("id", 1, 100, 100_000, 30_000, 16);
+        assert_eq!(r.len(), 4);
+        assert_eq!(
+            (r[0].low, r[0].high, r[0].with_nulls),
+            (None, Some(26), true)
+        );
+        assert_eq!((r[1].low, r[1].high), (Some(26), Some(51)));
+        assert_eq!((r[3].low, r[3].high), (Some(76), None));
+        // Every key in exactly one range, and keys past the bounds too.
+        for k in -5..120 {
+            let n = r
+                .iter()
+                .filter(|x| x.low.is_none_or(|l| k >= l) && x.high.is_none_or(|h| k < h))
+                .count();
+            assert_eq!(n, 1, "{k}");
+        }
+        // Capped by max_parts and by the keys there are.
+        assert_eq!(key_ranges("id", 1, 100, 10_000_000, 1, 8).len(), 8);
+        assert_eq!(key_ranges("id", 5, 7, 10_000_000, 1, 8).len(), 3);
+        assert_eq!(key_ranges("id", 1, 100, 10, 100, 8).len(), 1);
+        // Extreme keys don't overflow.
+        let r = key_ranges("id", i64::MIN, i64::MAX, 1000, 100, 4);
+        assert_eq!(r.len(), 4);
+        assert_eq!(
+            range_condition("\"id\"", &r[0]),
+            format!("(\"id\" IS NULL OR \"id\" < {})", r[0].high.unwrap())
+        );
+        assert_eq!(
+            range_condition("\"id\"", &r[1]),
+            format!(
+                "(\"id\" >= {} AND \"id\" < {})",
+                r[1].low.unwrap(),
+                r[1].high.unwrap()
+            )
+        );
     }
 
     #[test]

@@ -25,10 +25,11 @@ use std::fmt;
 use std::sync::Arc;
 
 use super::Database;
-use super::sql::{Renderer, Select, SourceColumn, from_clause, source_column};
+use super::sql::{Renderer, Select, SourceColumn, from_clause, range_condition, source_column};
 use crate::error::{Result, VeilError};
 use crate::model::dataset::{DatabaseSource, DatasetRecord};
 use crate::policy::effective::dictionary_field;
+use veil_proto::ScanPart;
 
 #[derive(Debug)]
 pub struct DatabaseTable {
@@ -37,13 +38,17 @@ pub struct DatabaseTable {
     /// The dictionary's columns as statements read them, by name.
     columns: BTreeMap<String, SourceColumn>,
     from: String,
+    /// The condition of one endpoint's key range (`None`: every row).
+    range: Option<String>,
 }
 
 impl DatabaseTable {
+    /// `part`: the key range one endpoint reads (`None`: every row).
     pub fn new(
         dataset: &DatasetRecord,
         source: &DatabaseSource,
         db: Arc<Database>,
+        part: Option<&ScanPart>,
     ) -> Result<Self> {
         if db.engine != source.engine {
             return Err(VeilError::FailedPrecondition(format!(
@@ -69,11 +74,29 @@ impl DatabaseTable {
             );
             fields.push(f);
         }
+        let changed = || {
+            VeilError::NotFound(
+                "the dataset changed since this ticket was issued; call GetFlightInfo again".into(),
+            )
+        };
+        let range = match part {
+            None => None,
+            Some(ScanPart {
+                files,
+                key_range: Some(range),
+                ..
+            }) if files.is_empty() => {
+                let column = columns.get(&range.column).ok_or_else(changed)?;
+                Some(range_condition(&column.reference, range))
+            }
+            Some(_) => return Err(changed()),
+        };
         Ok(Self {
             from: from_clause(source.engine, &source.relation),
             db,
             schema: Arc::new(Schema::new(fields)),
             columns,
+            range,
         })
     }
 
@@ -99,9 +122,11 @@ impl DatabaseTable {
             .iter()
             .filter_map(|i| self.columns.get(self.schema.field(*i).name()).cloned())
             .collect();
-        let conditions: Vec<String> = filters
+        let conditions: Vec<String> = self
+            .range
             .iter()
-            .filter_map(|f| self.renderer().condition(f))
+            .cloned()
+            .chain(filters.iter().filter_map(|f| self.renderer().condition(f)))
             .collect();
         Select {
             engine: self.db.engine,
