@@ -119,6 +119,28 @@ async fn each_action_checks_its_permission_and_is_audited() {
             Some(Code::FailedPrecondition),
         ),
         (
+            actions::ACCELERATE,
+            veil_proto::AccelerateRequest {
+                dataset: "clinical.trials".into(),
+                max_staleness_secs: 60,
+                ..Default::default()
+            }
+            .encode_to_vec(),
+            Some(Code::PermissionDenied),
+            // Declared in the config file (and files, not a database).
+            Some(Code::FailedPrecondition),
+        ),
+        (
+            actions::REFRESH,
+            veil_proto::RefreshRequest {
+                dataset: "clinical.trials".into(),
+            }
+            .encode_to_vec(),
+            Some(Code::PermissionDenied),
+            // Not accelerated.
+            Some(Code::FailedPrecondition),
+        ),
+        (
             actions::DISCOVER,
             DiscoverRequest {
                 dataset: "clinical.trials".into(),

@@ -782,3 +782,185 @@ async fn mysql_reads_split_by_key_ranges() {
     server.stop().await;
     db.drop_now().await;
 }
+
+/// An accelerated dataset is served from its local copy while the copy is
+/// fresh (even with the database gone), through the same masks and row
+/// filters; refreshes (full, then incremental) are audited, reads say what
+/// served them, and a copy past its freshness bound is never served.
+#[tokio::test]
+async fn postgres_acceleration_serves_a_fresh_copy_and_never_a_stale_one() {
+    let Some(url) = postgres_url() else { return };
+    let schema = pg::Schema::create(&url).await;
+    let s = schema.name.clone();
+    let db = pg_client(&url).await;
+    db.batch_execute(&format!(
+        "CREATE SCHEMA {s};
+         CREATE TABLE {s}.people (id bigint PRIMARY KEY, email text, state text, age integer,
+                                  updated_at timestamptz NOT NULL);
+         INSERT INTO {s}.people SELECT i, 'p' || i || '@example.com',
+           (ARRAY['CA','NY','TX'])[1 + i % 3], 20 + i % 50,
+           TIMESTAMPTZ '2026-01-01 00:00:00+00' + i * INTERVAL '1 second'
+           FROM generate_series(1, {PEOPLE_ROWS}) i;"
+    ))
+    .await
+    .unwrap();
+    let pg = tokio_postgres::Config::from_str(&url).unwrap();
+    let port = pg.get_ports().first().copied().unwrap_or(5432);
+    let proxy = veil_tests::proxy::Proxy::start(format!("127.0.0.1:{port}").parse().unwrap()).await;
+    let config = pg_connection("crm", &url, "")
+        .replace(&format!("port = {port}"), &format!("port = {}", proxy.port));
+    let server = TestServer::demo_with(|dir| append(dir, &config)).await;
+    let dave = server.connect("dave").await;
+    dave.register_dataset(veil_proto::RegisterDatasetRequest {
+        name: "crm.people".into(),
+        connection: "crm".into(),
+        table: format!("{s}.people"),
+        ..Default::default()
+    })
+    .await
+    .unwrap();
+    dave.set_column_tags("crm.people", "email", &["PII.email".to_string()])
+        .await
+        .unwrap();
+    for policy in [
+        r#"{"name": "people-for-analysts", "dataset": "crm.people", "subscription": {"groups": ["analysts"]}}"#,
+        r#"{"name": "people-of-my-state", "dataset": "crm.people", "row_filter": {"column": "state", "attribute": "state"}, "except": {"groups": ["privileged"]}}"#,
+    ] {
+        dave.create_policy(policy).await.unwrap();
+    }
+    // Only database datasets, with a usable incremental column.
+    let e = dave
+        .accelerate(veil_proto::AccelerateRequest {
+            dataset: "crm.people".into(),
+            max_staleness_secs: 3600,
+            incremental_column: "email".into(),
+            ..Default::default()
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(e.code(), Some(Code::InvalidArgument), "{e}");
+    let e = dave
+        .accelerate(veil_proto::AccelerateRequest {
+            dataset: "clinical.trials".into(),
+            max_staleness_secs: 3600,
+            ..Default::default()
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(e.code(), Some(Code::FailedPrecondition), "{e}");
+    let m = dave
+        .accelerate(veil_proto::AccelerateRequest {
+            dataset: "crm.people".into(),
+            max_staleness_secs: 3600,
+            incremental_column: "updated_at".into(),
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+    assert!(m.contains("accelerated"), "{m}");
+    let m = dave.refresh("crm.people").await.unwrap();
+    assert!(m.contains("(full): 300 rows"), "{m}");
+
+    // A row added and one changed: the incremental refresh brings both.
+    db.batch_execute(&format!(
+        "INSERT INTO {s}.people VALUES (1000, 'new@example.com', 'CA', 33, now());
+         UPDATE {s}.people SET age = 99, updated_at = now() WHERE id = 3;"
+    ))
+    .await
+    .unwrap();
+    let m = dave.refresh("crm.people").await.unwrap();
+    assert!(m.contains("(incremental): 301 rows"), "{m}");
+
+    // The database goes away: reads are served from the copy, governed.
+    proxy.cut();
+    let alice = server.connect("alice").await;
+    let b = alice
+        .sql("SELECT id, email, state, age FROM crm.people WHERE age > 40 ORDER BY id")
+        .await
+        .unwrap();
+    let want: Vec<String> = db
+        .query(
+            &format!("SELECT id FROM {s}.people WHERE state = 'CA' AND age > 40 ORDER BY id"),
+            &[],
+        )
+        .await
+        .unwrap()
+        .iter()
+        .map(|r| r.get::<_, i64>(0).to_string())
+        .collect();
+    assert_eq!(shown(&b, "id"), want);
+    assert!(shown(&b, "state").iter().all(|s| s == "CA"));
+    assert!(shown(&b, "email").iter().all(|e| !e.contains('@')));
+    let bob = server.connect("bob").await;
+    let b = bob
+        .sql("SELECT age FROM crm.people WHERE id = 3")
+        .await
+        .unwrap();
+    assert_eq!(shown(&b, "age"), ["99"]);
+    let b = bob
+        .sql("SELECT count(*) AS n FROM crm.people")
+        .await
+        .unwrap();
+    assert_eq!(shown(&b, "n"), ["301"]);
+
+    // Audited: the refreshes, and what served each read.
+    let audit = dave
+        .scan(
+            "veil.audit",
+            Scan::default()
+                .with_columns(&["action", "status", "rows", "message"])
+                .with_filter("dataset = 'crm.people'"),
+        )
+        .await
+        .unwrap();
+    let actions = veil_tests::strings(&audit, "action");
+    let messages = veil_tests::strings(&audit, "message");
+    assert_eq!(
+        actions
+            .iter()
+            .filter(|a| a.as_deref() == Some("accelerate.refresh"))
+            .count(),
+        2
+    );
+    assert!(
+        messages
+            .iter()
+            .flatten()
+            .any(|m| m.contains("served from its accelerated copy")),
+        "{messages:?}"
+    );
+
+    // A copy past its bound is never served: the read goes to the
+    // (gone) database and fails.
+    dave.accelerate(veil_proto::AccelerateRequest {
+        dataset: "crm.people".into(),
+        max_staleness_secs: 1,
+        ..Default::default()
+    })
+    .await
+    .unwrap();
+    tokio::time::sleep(std::time::Duration::from_millis(2100)).await;
+    let e = bob
+        .sql("SELECT count(*) FROM crm.people")
+        .await
+        .unwrap_err();
+    assert_eq!(e.code(), Some(Code::Unavailable), "{e}");
+
+    // The copy's folder can't be registered as a dataset.
+    let copies = server.dir.path().join("accelerated");
+    let e = dave
+        .register_dataset(veil_proto::RegisterDatasetRequest {
+            name: "crm.copies".into(),
+            format: "parquet".into(),
+            location: std::fs::canonicalize(&copies)
+                .unwrap()
+                .display()
+                .to_string(),
+            ..Default::default()
+        })
+        .await
+        .unwrap_err();
+    assert!(matches!(e.code(), Some(Code::PermissionDenied)), "{e}");
+    server.stop().await;
+    schema.drop_now().await;
+}

@@ -45,6 +45,17 @@ impl Write for LogWriter {
 
 /// Values that must appear nowhere but in bob's own answers: every SSN (with
 /// and without dashes), e-mail and name of the raw data.
+/// Does `text` hold `value` as a value: not inside a longer run of letters
+/// and digits (a nine-digit SSN can turn up by chance inside a MAC or a
+/// timestamp; a quoted value stands apart).
+fn contains_value(text: &str, value: &str) -> bool {
+    text.match_indices(value).any(|(i, _)| {
+        let before = text[..i].chars().next_back();
+        let after = text[i + value.len()..].chars().next();
+        !before.is_some_and(char::is_alphanumeric) && !after.is_some_and(char::is_alphanumeric)
+    })
+}
+
 fn secrets() -> Vec<String> {
     let raw = raw_trials();
     let mut out = Vec::new();
@@ -103,7 +114,7 @@ async fn failures_quote_values_to_the_caller_only() {
     let server = TestServer::demo().await;
     let bob = server.connect("bob").await;
     let secrets = secrets();
-    let quoted = |m: &str| secrets.iter().any(|s| m.contains(s.as_str()));
+    let quoted = |m: &str| secrets.iter().any(|s| contains_value(m, s));
 
     let mut failures = 0;
     let mut quoting = 0;

@@ -141,3 +141,26 @@ def test_registration_errors_say_what_to_do(pg, db_server):
     alice = connect(db_server, "alice")
     with pytest.raises(veil.VeilError):
         alice.register_dataset("shop.q", connection="shop", query="SELECT 1 AS x")
+
+
+def test_an_accelerated_dataset_serves_its_copy(pg, db_server):
+    _, schema = pg
+    dave = connect(db_server, "dave")
+    try:
+        dave.register_dataset("shop.fast", connection="shop", table=f"{schema}.orders")
+    except veil.AlreadyExists:
+        pass
+    with pytest.raises(ValueError, match="max_staleness_secs"):
+        dave.accelerate("shop.fast")
+    msg = dave.accelerate("shop.fast", max_staleness_secs=3600, incremental_column="placed")
+    assert "accelerated" in msg
+    assert "refreshed (full): 500 rows" in dave.refresh("shop.fast")
+    got = dave.scan_as_pandas("shop.fast", filter="state = 'NY'")
+    want = by_hand(pg, f"SELECT id FROM {schema}.orders WHERE state = 'NY'")
+    assert sorted(got["id"]) == sorted(want["id"])
+    import json
+
+    tail = "\n".join(json.dumps(e) for e in dave.audit_tail(50))
+    assert "accelerate.refresh" in tail
+    assert "served from its accelerated copy" in tail
+    assert "no longer accelerated" in dave.accelerate("shop.fast", off=True)

@@ -256,5 +256,19 @@ def encode_register_dataset(
     ).SerializeToString()
 
 
+def encode_accelerate(dataset: str, off: bool, refresh_secs: int, max_staleness_secs: int, incremental_column: str) -> bytes:
+    return pb.AccelerateRequest(
+        dataset=dataset,
+        off=off,
+        refresh_secs=refresh_secs,
+        max_staleness_secs=max_staleness_secs,
+        incremental_column=incremental_column,
+    ).SerializeToString()
+
+
+def encode_refresh(dataset: str) -> bytes:
+    return pb.RefreshRequest(dataset=dataset).SerializeToString()
+
+
 def encode_set_column_tags(dataset: str, column: str, tags) -> bytes:
     return pb.SetColumnTagsRequest(dataset=dataset, column=column, tags=list(tags)).SerializeToString()

@@ -408,6 +408,20 @@ class Connection:
         )
         return _proto.decode_ack(self._action("veil.register_dataset", body)[0])
 
+    def accelerate(self, dataset, max_staleness_secs=None, refresh_secs=0, incremental_column=None, off=False):
+        """Keep a local copy of a database dataset you own and serve reads
+        from it while it is at most `max_staleness_secs` old, refreshing it
+        every `refresh_secs` (0: only on demand, see `refresh`), by
+        `incremental_column` if given; `off=True` stops."""
+        if not off and not max_staleness_secs:
+            raise ValueError("max_staleness_secs is required (how old a copy may be served), or off=True")
+        body = _proto.encode_accelerate(dataset, off, int(refresh_secs), int(max_staleness_secs or 0), incremental_column or "")
+        return _proto.decode_ack(self._action("veil.accelerate", body)[0])
+
+    def refresh(self, dataset):
+        """Refresh an accelerated dataset's local copy now."""
+        return _proto.decode_ack(self._action("veil.refresh", _proto.encode_refresh(dataset))[0])
+
     def drop_dataset(self, name):
         """Drop a dataset you registered at run time (the files stay)."""
         return _proto.decode_ack(self._action("veil.drop_dataset", _proto.encode_drop_dataset(name))[0])

@@ -607,6 +607,28 @@ impl Connection {
         .await
     }
 
+    /// Keep a local copy of a database dataset you own and serve reads from
+    /// it while fresh (`request.off`: stop).
+    pub async fn accelerate(
+        &self,
+        request: veil_proto::AccelerateRequest,
+    ) -> Result<String, ClientError> {
+        self.acknowledged(actions::ACCELERATE, request.encode_to_vec())
+            .await
+    }
+
+    /// Refresh an accelerated dataset's copy now (on the node answering).
+    pub async fn refresh(&self, dataset: &str) -> Result<String, ClientError> {
+        self.acknowledged(
+            actions::REFRESH,
+            veil_proto::RefreshRequest {
+                dataset: dataset.into(),
+            }
+            .encode_to_vec(),
+        )
+        .await
+    }
+
     /// Sample a dataset you own (or govern) and propose column tags: the
     /// JSON report (proposals with confidence and evidence, never values).
     /// `sample_rows` and `min_confidence` 0: the server's defaults.

@@ -95,6 +95,8 @@ pub mod actions {
     pub const LIST_ACCESS_REQUESTS: &str = "veil.list_access_requests";
     pub const REVOKE_ACCESS: &str = "veil.revoke_access";
     pub const SET_EXPERTS: &str = "veil.set_experts";
+    pub const ACCELERATE: &str = "veil.accelerate";
+    pub const REFRESH: &str = "veil.refresh";
     pub const DISCOVER: &str = "veil.discover";
     pub const DECIDE_TAG_PROPOSAL: &str = "veil.decide_tag_proposal";
 }
@@ -157,7 +159,7 @@ mod tests {
             planned_at_ms: 1_700_000_000_000,
             r#use: TicketUse::PreparedStatement as i32,
         };
-        let expected: &[u8] = b"\x08\x01\x12\x01i\x1a\x01s \xfe\xff\xff\xff\xff\xff\xff\xff\xff\x01(\xac\x022\x02\x01\x02B\x0d\x0a\x08SELECT 1\x12\x01\x07J\x0e\x0a\x09\x0a\x01p\x10\x01\x18\x02 \x03\x12\x01dP\x01X\x02b\x01qj\x02\x00\x00p\x80\xd0\x95\xff\xbc1x\x01";
+        let expected: &[u8] = b"\x08\x01\x12\x01i\x1a\x01s \xfe\xff\xff\xff\xff\xff\xff\xff\xff\x01(\xac\x022\x02\x01\x02B\x0d\x0a\x08SELECT 1\x12\x01\x07J!\x0a\x09\x0a\x01p\x10\x01\x18\x02 \x03\x12\x01d\x1a\x11\x0a\x02id\x10\xfd\xff\xff\xff\xff\xff\xff\xff\xff\x01 \x01P\x01X\x02b\x01qj\x02\x00\x00p\x80\xd0\x95\xff\xbc1x\x01";
         assert_eq!(ticket.encode_to_vec(), expected);
         assert_eq!(TicketBody::decode(expected).unwrap(), ticket);
         let metadata = TicketBody {

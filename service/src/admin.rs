@@ -164,6 +164,25 @@ enum AdminCommand {
         #[arg(long)]
         column: Option<String>,
     },
+    /// Keep a local copy of a database dataset and serve reads from it
+    /// while it is at most --max-staleness-secs old (or --off).
+    Accelerate {
+        dataset: String,
+        /// How old a copy may be served (required unless --off).
+        #[arg(long, required_unless_present = "off")]
+        max_staleness_secs: Option<u64>,
+        /// Refresh every this many seconds (default 0: only on demand).
+        #[arg(long, default_value_t = 0)]
+        refresh_secs: u64,
+        /// Read only rows whose column passed the last refresh's highest value.
+        #[arg(long)]
+        incremental_column: Option<String>,
+        /// Stop: reads go to the database again.
+        #[arg(long, conflicts_with_all = ["max_staleness_secs", "incremental_column"])]
+        off: bool,
+    },
+    /// Refresh an accelerated dataset's copy now.
+    Refresh { dataset: String },
     /// Name the people to ask about a dataset (none: clear them).
     SetExperts {
         dataset: String,
@@ -771,6 +790,22 @@ async fn execute(conn: &Connection, command: AdminCommand) -> Result<Vec<String>
         } => one(conn
             .set_description(&dataset, column.as_deref(), &description)
             .await?),
+        AdminCommand::Accelerate {
+            dataset,
+            max_staleness_secs,
+            refresh_secs,
+            incremental_column,
+            off,
+        } => one(conn
+            .accelerate(veil_proto::AccelerateRequest {
+                dataset,
+                off,
+                refresh_secs,
+                max_staleness_secs: max_staleness_secs.unwrap_or_default(),
+                incremental_column: incremental_column.unwrap_or_default(),
+            })
+            .await?),
+        AdminCommand::Refresh { dataset } => one(conn.refresh(&dataset).await?),
         AdminCommand::SetExperts {
             dataset,
             experts,

@@ -616,6 +616,9 @@ pub struct DatasetConfig {
     /// key of one integer column).
     #[serde(default)]
     pub partition_column: Option<String>,
+    /// A database dataset: keep a local copy and serve reads from it.
+    #[serde(default)]
+    pub accelerate: Option<crate::model::dataset::Acceleration>,
     #[serde(default)]
     pub hive_partitioned: bool,
     #[serde(default)]

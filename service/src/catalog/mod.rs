@@ -36,6 +36,8 @@ pub enum NewSource {
         /// An integer column reads split over endpoints by (default: a
         /// primary key of one integer column).
         partition_column: Option<String>,
+        /// Keep and serve a local copy.
+        acceleration: Option<crate::model::dataset::Acceleration>,
     },
 }
 
@@ -98,7 +100,27 @@ impl NewSource {
             partition_column: partition_column
                 .filter(|c| !c.is_empty())
                 .map(str::to_string),
+            acceleration: None,
         })
+    }
+
+    /// The same source, kept as a local copy with `acceleration` (a
+    /// database source; files are read where they are).
+    pub fn accelerated(self, acceleration: Option<crate::model::dataset::Acceleration>) -> Self {
+        match self {
+            NewSource::Database {
+                connection,
+                relation,
+                partition_column,
+                ..
+            } => NewSource::Database {
+                connection,
+                relation,
+                partition_column,
+                acceleration,
+            },
+            files => files,
+        }
     }
 
     /// What identifies the source among datasets (two datasets over the
@@ -178,6 +200,36 @@ pub async fn raw_source(
     }
 }
 
+/// Acceleration settings that can be honoured: a freshness bound, and an
+/// incremental column of the dictionary with an ordered, exactly
+/// comparable type.
+pub fn check_acceleration(
+    dataset: &str,
+    a: &crate::model::dataset::Acceleration,
+    columns: &[crate::model::dataset::ColumnRecord],
+) -> Result<()> {
+    if a.max_staleness_secs == 0 {
+        return Err(VeilError::InvalidArgument(format!(
+            "{dataset}: max_staleness_secs must be at least 1 (how old a copy may be served)"
+        )));
+    }
+    if let Some(c) = &a.incremental_column {
+        let ok = columns.iter().any(|x| {
+            &x.name == c
+                && (x.data_type.starts_with("Int")
+                    || x.data_type.starts_with("UInt")
+                    || x.data_type.starts_with("Date")
+                    || x.data_type.starts_with("Timestamp"))
+        });
+        if !ok {
+            return Err(VeilError::InvalidArgument(format!(
+                "{dataset}: incremental_column '{c}' must be an integer, date or timestamp column of the dataset"
+            )));
+        }
+    }
+    Ok(())
+}
+
 /// `schema.name`, each part a plain identifier; `veil.*` is reserved.
 pub fn validate_dataset_name(name: &str) -> Result<()> {
     let bad = || {
@@ -243,12 +295,13 @@ pub async fn build_dataset(
             connection,
             relation,
             partition_column,
+            acceleration,
         } => {
             let db = databases.get(&connection)?;
             let found = db.discover(&relation).await?;
             let (columns, column_types) =
                 dictionary::database_columns(&new.name, &found, &new.columns)?;
-            let source = SourceSpec {
+            let mut source = SourceSpec {
                 format: FileFormatKind::Parquet,
                 location,
                 hive_partitioned: false,
@@ -259,8 +312,15 @@ pub async fn build_dataset(
                     primary_key: found.primary_key,
                     column_types,
                     partition_column: partition_column.clone(),
+                    acceleration: None,
                 }),
             };
+            if let Some(a) = acceleration {
+                check_acceleration(&new.name, &a, &columns)?;
+                if let Some(db) = source.database.as_mut() {
+                    db.acceleration = Some(a);
+                }
+            }
             if let (Some(c), Some(db)) = (&partition_column, &source.database)
                 && db.split_column(&columns) != Some(c.as_str())
             {

@@ -104,6 +104,7 @@ fn people(name: &str, engine: DatabaseEngine) -> DatasetRecord {
                 },
                 primary_key: vec!["id".into()],
                 partition_column: None,
+                acceleration: None,
                 column_types: types
                     .iter()
                     .map(|(n, t)| (n.to_string(), t.to_string()))

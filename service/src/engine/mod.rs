@@ -2,6 +2,7 @@
 //! policy operators in place, and executes it as a stream. It knows nothing
 //! of gRPC; the Flight layer converts requests and errors.
 
+pub mod acceleration;
 #[cfg(test)]
 mod database_plans;
 pub mod kept_masks;
@@ -44,6 +45,7 @@ use crate::error::hints;
 use crate::error::query::from_datafusion;
 use crate::error::{Result, VeilError};
 use crate::model::dataset::DatasetRecord;
+use crate::model::dataset::FileFormatKind;
 use crate::model::identity::Principal;
 use crate::model::snapshot::Snapshot;
 use crate::model::source_kind::SourceKind;
@@ -172,6 +174,8 @@ pub struct Engine {
     kept: Option<Arc<KeptMasks>>,
     /// The databases datasets may read.
     databases: Arc<Databases>,
+    /// Local copies of accelerated database datasets (`None`: none kept).
+    accelerator: Option<Arc<acceleration::Accelerator>>,
 }
 
 impl Engine {
@@ -237,7 +241,24 @@ impl Engine {
             plans: PlanCache::default(),
             kept: None,
             databases: Arc::new(Databases::none()),
+            accelerator: None,
         })
+    }
+
+    /// Keep local copies of accelerated database datasets under `dir`
+    /// (emptied now) and serve reads from them while fresh; refreshes run
+    /// on a background task of the current tokio runtime.
+    pub fn with_acceleration(mut self, dir: &std::path::Path) -> Result<Self> {
+        let acc =
+            acceleration::Accelerator::open(dir, Arc::clone(&self.databases), self.cfg.batch_size)?;
+        acc.spawn_scheduler(Arc::clone(&self.state), std::time::Duration::from_secs(5));
+        self.accelerator = Some(acc);
+        Ok(self)
+    }
+
+    /// The node's accelerated copies, if it keeps them.
+    pub fn accelerator(&self) -> Option<&Arc<acceleration::Accelerator>> {
+        self.accelerator.as_ref()
     }
 
     /// Read database datasets through `databases`.
@@ -329,7 +350,8 @@ impl Engine {
             .with_kanon_max_groups(self.cfg.kanon_max_groups)
             .with_audit_store(Arc::clone(self.state.store()))
             .with_kept_masks(self.kept.clone())
-            .with_databases(Arc::clone(&self.databases)),
+            .with_databases(Arc::clone(&self.databases))
+            .with_accelerator(self.accelerator.clone()),
         )
     }
 
@@ -904,6 +926,19 @@ impl Engine {
                     total_records: -1,
                 });
             }
+            if let Some(copy) = self
+                .accelerator
+                .as_ref()
+                .and_then(|a| a.fresh(d, planned.planned_at))
+            {
+                // Served from the copy: split like files.
+                let files = copy.as_files(d);
+                let listing =
+                    crate::catalog::files::list_files(&self.stores, &files.source).await?;
+                return self
+                    .file_layout(scan, planned, FileFormatKind::Parquet, &listing)
+                    .await;
+            }
             let db = self.databases.get(&source.connection)?;
             let ranges = db
                 .key_ranges(
@@ -939,12 +974,25 @@ impl Engine {
             });
         }
         let listing = scope.listing(&self.stores, d).await?;
-        let units = split_units(d.source.format, &listing).await?;
+        self.file_layout(scan, planned, d.source.format, &listing)
+            .await
+    }
+
+    /// Endpoints over files (a dataset's, or an accelerated copy's).
+    async fn file_layout(
+        &self,
+        scan: &ScanCommand,
+        planned: &PlannedQuery,
+        format: FileFormatKind,
+        listing: &crate::catalog::files::Listing,
+    ) -> Result<ScanLayout> {
+        let d_format = format;
+        let units = split_units(d_format, listing).await?;
         let split = if planned.rows_filtered() {
-            split_exactly(d.source.format, units, self.cfg.row_policy_endpoints)
+            split_exactly(d_format, units, self.cfg.row_policy_endpoints)
         } else {
             split_into_parts(
-                d.source.format,
+                d_format,
                 units,
                 self.cfg.rows_per_endpoint,
                 self.cfg.max_endpoints,

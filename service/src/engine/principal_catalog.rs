@@ -11,6 +11,7 @@ use std::sync::{Arc, Mutex};
 
 use veil_proto::ScanPart;
 
+use super::acceleration::{Accelerator, Copy};
 use super::kept_masks::{KeptCopy, KeptMasks};
 use super::scope::RequestScope;
 use crate::audit::dataset::AuditTable;
@@ -34,6 +35,8 @@ pub const CATALOG: &str = "veil";
 pub struct DatasetRead {
     pub dataset: String,
     pub policy: Arc<EffectivePolicy>,
+    /// Where an accelerated dataset's rows came from, in words.
+    pub served: Option<String>,
 }
 
 /// Compiled effective policies, keyed by the principal's identity
@@ -75,6 +78,8 @@ pub struct ViewCompiler {
     leases: Mutex<Vec<Arc<KeptCopy>>>,
     /// The databases datasets may read.
     databases: Arc<Databases>,
+    /// Local copies of accelerated database datasets.
+    accelerator: Option<Arc<Accelerator>>,
 }
 
 impl ViewCompiler {
@@ -102,7 +107,14 @@ impl ViewCompiler {
             kept: None,
             leases: Mutex::new(vec![]),
             databases: Arc::new(Databases::none()),
+            accelerator: None,
         }
+    }
+
+    /// Serve accelerated datasets from `accelerator`'s copies.
+    pub fn with_accelerator(mut self, accelerator: Option<Arc<Accelerator>>) -> Self {
+        self.accelerator = accelerator;
+        self
     }
 
     /// Read database datasets through `databases`.
@@ -253,9 +265,26 @@ impl ViewCompiler {
         }
     }
 
+    /// The accelerated copy to read `d` from: the generation a ticket's
+    /// copy files name (gone: the ticket is stale), or for a whole read
+    /// the copy within its freshness bound; `None`: read the database.
+    fn copy_for(&self, d: &DatasetRecord, part: Option<&ScanPart>) -> Result<Option<Copy>> {
+        let named = part.and_then(|p| p.files.first());
+        match (&self.accelerator, named, part) {
+            (Some(acc), Some(file), _) => acc.generation_of(d, &file.path).map(Some).ok_or_else(|| {
+                VeilError::NotFound(
+                    "the dataset's accelerated copy changed since this ticket was issued; call GetFlightInfo again".into(),
+                )
+            }),
+            (Some(acc), None, None) => Ok(acc.fresh(d, self.now)),
+            _ => Ok(None),
+        }
+    }
+
     async fn compile(&self, d: &DatasetRecord) -> Result<Arc<dyn TableProvider>> {
         let policy = self.effective_shared(d)?;
         let part = self.parts.get(&d.name.to_ascii_lowercase()).cloned();
+        let mut served_from = None;
         let (served, whole, kept): (
             Arc<dyn TableProvider>,
             Option<Arc<dyn TableProvider>>,
@@ -279,12 +308,44 @@ impl ViewCompiler {
                 let source = d.source.database.as_ref().ok_or_else(|| {
                     VeilError::internal("a database dataset", "without its source".to_string())
                 })?;
-                let db = self.databases.get(&source.connection)?;
-                (
-                    Arc::new(DatabaseTable::new(d, source, db, part.as_ref())?),
-                    None,
-                    KeptColumns::new(),
-                )
+                match self.copy_for(d, part.as_ref())? {
+                    Some(copy) => {
+                        served_from = Some(format!(
+                            "served from its accelerated copy (generation {}, refreshed {} s before the read was planned)",
+                            copy.generation,
+                            copy.age_secs(self.now)
+                        ));
+                        let files = copy.as_files(d);
+                        let listing =
+                            crate::catalog::files::list_files(&self.stores, &files.source).await?;
+                        let whole = match (&part, policy.kanon.is_empty()) {
+                            (Some(_), false) => Some(Arc::new(
+                                SourceTable::from_listing(&files, None, listing.clone()).await?,
+                            ) as _),
+                            _ => None,
+                        };
+                        (
+                            Arc::new(
+                                SourceTable::from_listing(&files, part.clone(), listing).await?,
+                            ),
+                            whole,
+                            KeptColumns::new(),
+                        )
+                    }
+                    None => {
+                        if source.acceleration.is_some() {
+                            served_from = Some(
+                                "served from the database: no accelerated copy within its freshness bound".into(),
+                            );
+                        }
+                        let db = self.databases.get(&source.connection)?;
+                        (
+                            Arc::new(DatabaseTable::new(d, source, db, part.as_ref())?),
+                            None,
+                            KeptColumns::new(),
+                        )
+                    }
+                }
             }
             SourceKind::Files(_) => {
                 let listing = self.scope.listing(&self.stores, d).await?;
@@ -317,6 +378,7 @@ impl ViewCompiler {
             r.push(DatasetRead {
                 dataset: d.name.clone(),
                 policy,
+                served: served_from,
             });
         }
         Ok(Arc::new(ViewTable::new(plan, None)))

@@ -163,6 +163,13 @@ fn describe(e: &mut AuditEvent, reads: &[DatasetRead], schema: &Schema) {
         );
     }
     e.rows_filtered = reads.iter().any(|r| r.policy.rows_filtered());
+    let served: Vec<String> = reads
+        .iter()
+        .filter_map(|r| r.served.as_ref().map(|s| format!("{}: {s}", r.dataset)))
+        .collect();
+    if !served.is_empty() && e.message.is_empty() {
+        e.message = served.join("; ");
+    }
     if e.columns.is_empty() {
         e.columns = schema.fields().iter().map(|f| f.name().clone()).collect();
     }

@@ -9,12 +9,12 @@
 //! needs.
 
 use veil_proto::{
-    DecideAccessRequest, DecideTagProposalRequest, DeletePolicyRequest, DeleteUserRequest,
-    DiscoverRequest, ExplainRequest, ListAccessRequestsRequest, ListPoliciesRequest,
-    PermissionRequest, ProfileKAnonymityRequest, PutUserRequest, RegisterDatasetRequest,
-    RequestAccessRequest, RequestUnmaskRequest, RevokeAccessRequest, SetColumnTagsRequest,
-    SetDescriptionRequest, SetExpertsRequest, SetUserDisabledRequest, UnmaskResultRequest,
-    UserEntry, WhoAmI, actions,
+    AccelerateRequest, DecideAccessRequest, DecideTagProposalRequest, DeletePolicyRequest,
+    DeleteUserRequest, DiscoverRequest, ExplainRequest, ListAccessRequestsRequest,
+    ListPoliciesRequest, PermissionRequest, ProfileKAnonymityRequest, PutUserRequest,
+    RefreshRequest, RegisterDatasetRequest, RequestAccessRequest, RequestUnmaskRequest,
+    RevokeAccessRequest, SetColumnTagsRequest, SetDescriptionRequest, SetExpertsRequest,
+    SetUserDisabledRequest, UnmaskResultRequest, UserEntry, WhoAmI, actions,
 };
 
 use crate::model::audit::AuditEvent;
@@ -33,6 +33,8 @@ pub enum Action {
     SetColumnTags,
     SetDescription,
     SetExperts,
+    Accelerate,
+    Refresh,
     Discover,
     DecideTagProposal,
     SetUserDisabled,
@@ -114,6 +116,8 @@ impl Action {
         Action::SetColumnTags,
         Action::SetDescription,
         Action::SetExperts,
+        Action::Accelerate,
+        Action::Refresh,
         Action::Discover,
         Action::DecideTagProposal,
         Action::SetUserDisabled,
@@ -153,6 +157,8 @@ impl Action {
             Action::SetColumnTags => actions::SET_COLUMN_TAGS,
             Action::SetDescription => actions::SET_DESCRIPTION,
             Action::SetExperts => actions::SET_EXPERTS,
+            Action::Accelerate => actions::ACCELERATE,
+            Action::Refresh => actions::REFRESH,
             Action::Discover => actions::DISCOVER,
             Action::DecideTagProposal => actions::DECIDE_TAG_PROPOSAL,
             Action::SetUserDisabled => actions::SET_USER_DISABLED,
@@ -202,6 +208,8 @@ impl Action {
             | Action::SetColumnTags
             | Action::SetDescription
             | Action::SetExperts
+            | Action::Accelerate
+            | Action::Refresh
             | Action::Discover
             | Action::DecideTagProposal
             | Action::Explain
@@ -235,7 +243,7 @@ impl Action {
                 "Search the datasets you can see by name, description, tag and column."
             }
             Action::RegisterDataset => {
-                "Register files under a configured root as a dataset; you become its owner."
+                "Register files under a configured root, or a database table, view or query, as a dataset; you become its owner."
             }
             Action::DropDataset => "Drop a runtime-registered dataset (the files stay).",
             Action::SetColumnTags => {
@@ -245,6 +253,10 @@ impl Action {
             Action::SetExperts => {
                 "Name the people to ask about a dataset (its experts); being one grants nothing."
             }
+            Action::Accelerate => {
+                "Keep a local copy of a database dataset and serve reads from it while fresh (or stop)."
+            }
+            Action::Refresh => "Refresh an accelerated dataset's local copy now.",
             Action::Discover => {
                 "Sample a dataset and propose column tags (e-mail, SSN, phone, card, IP, birth date, name, postal code) with a confidence; never returns values."
             }
@@ -324,6 +336,8 @@ pub enum Request {
     SetColumnTags(SetColumnTagsRequest),
     SetDescription(SetDescriptionRequest),
     SetExperts(SetExpertsRequest),
+    Accelerate(AccelerateRequest),
+    Refresh(RefreshRequest),
     Discover(DiscoverRequest),
     DecideTagProposal(DecideTagProposalRequest),
     SetUserDisabled(SetUserDisabledRequest),
@@ -384,6 +398,8 @@ impl Request {
             Request::SetColumnTags(_) => Action::SetColumnTags,
             Request::SetDescription(_) => Action::SetDescription,
             Request::SetExperts(_) => Action::SetExperts,
+            Request::Accelerate(_) => Action::Accelerate,
+            Request::Refresh(_) => Action::Refresh,
             Request::Discover(_) => Action::Discover,
             Request::DecideTagProposal(_) => Action::DecideTagProposal,
             Request::SetUserDisabled(_) => Action::SetUserDisabled,
@@ -438,6 +454,8 @@ impl Request {
             Request::SetColumnTags(r) => Target::Dataset(&r.dataset),
             Request::SetDescription(r) => Target::Dataset(&r.dataset),
             Request::SetExperts(r) => Target::Dataset(&r.dataset),
+            Request::Accelerate(r) => Target::Dataset(&r.dataset),
+            Request::Refresh(r) => Target::Dataset(&r.dataset),
             Request::Discover(r) => Target::Dataset(&r.dataset),
             Request::DecideTagProposal(r) => Target::Dataset(&r.dataset),
             Request::Explain(r) => Target::Dataset(&r.dataset),
@@ -512,6 +530,8 @@ impl Request {
             }
             Request::SetDescription(r) => event.dataset = name(&r.dataset),
             Request::SetExperts(r) => event.dataset = name(&r.dataset),
+            Request::Accelerate(r) => event.dataset = name(&r.dataset),
+            Request::Refresh(r) => event.dataset = name(&r.dataset),
             Request::Discover(r) => event.dataset = name(&r.dataset),
             Request::DecideTagProposal(r) => {
                 event.dataset = name(&r.dataset);
@@ -617,6 +637,8 @@ mod tests {
             Action::SetColumnTags => Request::SetColumnTags(Default::default()),
             Action::SetDescription => Request::SetDescription(Default::default()),
             Action::SetExperts => Request::SetExperts(Default::default()),
+            Action::Accelerate => Request::Accelerate(Default::default()),
+            Action::Refresh => Request::Refresh(Default::default()),
             Action::Discover => Request::Discover(Default::default()),
             Action::DecideTagProposal => Request::DecideTagProposal(Default::default()),
             Action::SetUserDisabled => Request::SetUserDisabled(Default::default()),
@@ -723,6 +745,8 @@ mod tests {
             actions::LIST_ACCESS_REQUESTS,
             actions::REVOKE_ACCESS,
             actions::SET_EXPERTS,
+            actions::ACCELERATE,
+            actions::REFRESH,
             actions::DISCOVER,
             actions::DECIDE_TAG_PROPOSAL,
         ];

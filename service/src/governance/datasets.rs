@@ -6,8 +6,9 @@
 use std::collections::BTreeMap;
 
 use veil_proto::{
-    ColumnDescription, DatasetDescription, RegisterDatasetRequest, SearchHit, SetColumnTagsRequest,
-    SetDescriptionRequest, SetExpertsRequest,
+    AccelerateRequest, ColumnDescription, DatasetDescription, RefreshRequest,
+    RegisterDatasetRequest, SearchHit, SetColumnTagsRequest, SetDescriptionRequest,
+    SetExpertsRequest,
 };
 
 use super::{Call, Governance, Grant, Outcome, denied};
@@ -16,7 +17,7 @@ use crate::engine::RequestScope;
 use crate::error::{Result, VeilError};
 use crate::model::Origin;
 use crate::model::audit::AuditEvent;
-use crate::model::dataset::DatasetRecord;
+use crate::model::dataset::{Acceleration, DatasetRecord};
 use crate::model::identity::{Identity, Permission, Principal};
 use crate::model::snapshot::Snapshot;
 use crate::model::source_kind::SourceKind;
@@ -196,6 +197,14 @@ impl Governance {
             )?
         };
         let location = source.location();
+        if let (Some(acc), NewSource::Files { location, .. }) = (self.engine.accelerator(), &source)
+            && (std::path::Path::new(location).starts_with(acc.dir())
+                || acc.dir().starts_with(location))
+        {
+            return Err(VeilError::PermissionDenied(
+                "these files are Veil's own (accelerated copies); they can't back a dataset".into(),
+            ));
+        }
         let snapshot = scope.snapshot();
         if let Some(other) = snapshot
             .datasets
@@ -407,6 +416,77 @@ impl Governance {
             })
             .await?;
         Ok(Outcome::Done(summary))
+    }
+
+    /// Turn a database dataset's acceleration on (or change it), or off.
+    pub(super) async fn accelerate(
+        &self,
+        call: &mut Call<'_>,
+        req: AccelerateRequest,
+    ) -> Result<Outcome> {
+        let setting = (!req.off).then(|| Acceleration {
+            refresh_secs: req.refresh_secs,
+            max_staleness_secs: req.max_staleness_secs,
+            incremental_column: (!req.incremental_column.is_empty())
+                .then(|| req.incremental_column.clone()),
+        });
+        let summary = self
+            .edit_dataset(call, &req.dataset, |d, _, event| {
+                if d.origin == Origin::Config {
+                    return Err(VeilError::FailedPrecondition(format!(
+                        "dataset {} is declared in the config file ([[datasets]]); set its acceleration there (accelerate = {{ ... }}) and reload",
+                        d.name
+                    )));
+                }
+                if let Some(a) = &setting {
+                    crate::catalog::check_acceleration(&d.name, a, &d.columns)?;
+                }
+                let name = d.name.clone();
+                let Some(db) = d.source.database.as_mut() else {
+                    return Err(VeilError::FailedPrecondition(format!(
+                        "{name} reads files; only database datasets are accelerated"
+                    )));
+                };
+                db.acceleration = setting.clone();
+                let summary = match &setting {
+                    None => format!("{name} is no longer accelerated: reads go to the database"),
+                    Some(a) => format!(
+                        "{name} is accelerated: a local copy, {}, served while at most {} s old{}",
+                        if a.refresh_secs == 0 {
+                            "refreshed on demand".to_string()
+                        } else {
+                            format!("refreshed every {} s", a.refresh_secs)
+                        },
+                        a.max_staleness_secs,
+                        a.incremental_column
+                            .as_ref()
+                            .map(|c| format!(", incrementally by {c}"))
+                            .unwrap_or_default()
+                    ),
+                };
+                event.message = summary.clone();
+                Ok(summary)
+            })
+            .await?;
+        Ok(Outcome::Done(summary))
+    }
+
+    /// Refresh an accelerated dataset's copy on this node now.
+    pub(super) async fn refresh(
+        &self,
+        call: &mut Call<'_>,
+        req: RefreshRequest,
+    ) -> Result<Outcome> {
+        let d = call.owned()?.clone();
+        let Some(acc) = self.engine.accelerator() else {
+            return Err(VeilError::FailedPrecondition(
+                "this Veil node keeps no accelerated copies".into(),
+            ));
+        };
+        let _ = req;
+        let done = acc.refresh(&d, "on demand").await?;
+        call.event.message = done.clone();
+        Ok(Outcome::Done(done))
     }
 
     /// Change dataset `name`'s record with `edit` and store it, unless

@@ -232,6 +232,8 @@ impl Governance {
             Request::SetColumnTags(r) => self.set_column_tags(call, r).await,
             Request::SetDescription(r) => self.set_description(call, r).await,
             Request::SetExperts(r) => self.set_experts(call, r).await,
+            Request::Accelerate(r) => self.accelerate(call, r).await,
+            Request::Refresh(r) => self.refresh(call, r).await,
             Request::Discover(r) => self.discover(call, r).await,
             Request::DecideTagProposal(r) => self.decide_tag_proposal(call, r).await,
             Request::SetUserDisabled(r) => self.set_user_disabled(call, r).await,

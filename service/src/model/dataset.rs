@@ -117,6 +117,27 @@ pub struct DatabaseSource {
     /// (default: a primary key of one integer column).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub partition_column: Option<String>,
+    /// Served from a local copy, kept fresh (`engine::acceleration`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub acceleration: Option<Acceleration>,
+}
+
+/// How a database dataset's local copy is kept and served.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Acceleration {
+    /// Refresh every this many seconds (0: only on demand).
+    #[serde(default)]
+    pub refresh_secs: u64,
+    /// Serve the copy while it is at most this old; an older copy is never
+    /// served (reads go to the database).
+    pub max_staleness_secs: u64,
+    /// Read only the rows whose value of this column passed the last
+    /// refresh's highest (an integer, date or timestamp column, such as
+    /// `updated_at`); rows deleted in the database leave the copy at the
+    /// next full refresh.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub incremental_column: Option<String>,
 }
 
 impl DatabaseSource {

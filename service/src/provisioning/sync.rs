@@ -102,6 +102,7 @@ fn config_source(cfg: &Config, roots: &LocationRoots, d: &DatasetConfig) -> Resu
                 d.query.as_deref(),
                 d.partition_column.as_deref(),
             )
+            .map(|s| s.accelerated(d.accelerate.clone()))
         }
         (Some(_), _, _) => Err(VeilError::FailedPrecondition(
             "a dataset reads files (format, location) or a database (connection, table or query), not both".into(),
@@ -223,10 +224,17 @@ pub async fn sync_config(
                         updated.source.hive_partitioned = *hive_partitioned;
                     }
                     NewSource::Database {
-                        partition_column, ..
+                        partition_column,
+                        acceleration,
+                        ..
                     } if source.location() == existing.source.location => {
+                        if let Some(a) = acceleration {
+                            crate::catalog::check_acceleration(&d.name, a, &existing.columns)
+                                .map_err(in_dataset)?;
+                        }
                         if let Some(db) = updated.source.database.as_mut() {
                             db.partition_column = partition_column.clone();
+                            db.acceleration = acceleration.clone();
                         }
                     }
                     // A dataset moved between files and a database, or to

@@ -116,7 +116,7 @@ pub async fn start(cfg: Config, opts: ServeOptions) -> Result<Running> {
     };
     let audit = AuditLog::start(
         Arc::clone(&store),
-        AuditSealer::new(master.derive(KeyPurpose::AuditChain), node_id),
+        AuditSealer::new(master.derive(KeyPurpose::AuditChain), node_id.clone()),
         CheckpointSink::file(cfg.audit_checkpoint_path()),
         std::time::Duration::from_secs(cfg.audit.checkpoint_interval_secs),
     );
@@ -138,11 +138,15 @@ pub async fn start(cfg: Config, opts: ServeOptions) -> Result<Running> {
             Arc::clone(&stores),
         )?
         .with_databases(Arc::clone(&databases))
+        .with_acceleration(&data_dir.join("accelerated").join(&node_id))?
         .with_kept_masks(
             &data_dir.join("kept-masks"),
             cfg.engine.kept_masks_max_mb * 1024 * 1024,
         )?,
     );
+    if let Some(acc) = engine.accelerator() {
+        acc.set_audit(audit.clone());
+    }
     let auth_failures = Arc::new(AuthFailureAudit::start(
         audit.clone(),
         std::time::Duration::from_secs(cfg.audit.auth_failure_window_secs),

@@ -449,6 +449,13 @@ impl Renderer<'_> {
         }
     }
 
+    /// `value` as a literal of column `name`'s type, in the database's
+    /// syntax (`None`: a null, or a type without a literal form here).
+    pub fn literal_of(&self, name: &str, value: &ScalarValue) -> Option<String> {
+        let c = self.columns.get(name)?;
+        self.literal(c, &Expr::Literal(value.clone(), None))
+    }
+
     /// `e`, a literal of `c`'s type, in the database's syntax.
     fn literal(&self, c: &SourceColumn, e: &Expr) -> Option<String> {
         let Expr::Literal(v, _) = e else {

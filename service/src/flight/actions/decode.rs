@@ -37,6 +37,8 @@ pub(super) fn request(action: Action, body: &[u8]) -> Result<Request> {
         Action::SetColumnTags => Request::SetColumnTags(message(body)?),
         Action::SetDescription => Request::SetDescription(message(body)?),
         Action::SetExperts => Request::SetExperts(message(body)?),
+        Action::Accelerate => Request::Accelerate(message(body)?),
+        Action::Refresh => Request::Refresh(message(body)?),
         Action::Discover => Request::Discover(message(body)?),
         Action::DecideTagProposal => Request::DecideTagProposal(message(body)?),
         Action::SetUserDisabled => Request::SetUserDisabled(message(body)?),
