@@ -2,8 +2,9 @@
 the Python verb, read through masks and row filters, and compared with the
 same query run in the database by hand (through ADBC's PostgreSQL driver).
 
-PostgreSQL comes from VEIL_TEST_POSTGRES_URI (default
-postgresql://postgres@127.0.0.1:5432/test); VEIL_TEST_SKIP_POSTGRES=1 skips.
+PostgreSQL comes from VEIL_TEST_POSTGRES_URL, as the Rust tests read it (a
+libpq string, default "host=127.0.0.1 port=5432 user=postgres dbname=test",
+or a postgresql:// URI); VEIL_TEST_SKIP_POSTGRES=1 skips.
 """
 
 import os
@@ -15,7 +16,18 @@ import pytest
 import veil
 from conftest import Server
 
-PG_URI = os.environ.get("VEIL_TEST_POSTGRES_URI", "postgresql://postgres@127.0.0.1:5432/test")
+PG_URI = os.environ.get("VEIL_TEST_POSTGRES_URL", "host=127.0.0.1 port=5432 user=postgres dbname=test")
+
+
+def pg_parts():
+    """host, port, user, database of PG_URI (either form)."""
+    if "://" in PG_URI:
+        from urllib.parse import urlparse
+
+        u = urlparse(PG_URI)
+        return u.hostname or "127.0.0.1", u.port or 5432, u.username or "postgres", (u.path or "/test").lstrip("/")
+    kv = dict(part.split("=", 1) for part in PG_URI.split())
+    return kv.get("host", "127.0.0.1"), int(kv.get("port", 5432)), kv.get("user", "postgres"), kv.get("dbname", "test")
 
 
 @pytest.fixture(scope="module")
@@ -28,8 +40,8 @@ def pg():
         conn = pgdb.connect(PG_URI)
     except Exception as e:  # the driver's own error types vary by version
         pytest.fail(
-            f"this test needs PostgreSQL at {PG_URI} (VEIL_TEST_POSTGRES_URI): {e}. "
-            "Start it, point VEIL_TEST_POSTGRES_URI at it, or set VEIL_TEST_SKIP_POSTGRES=1"
+            f"this test needs PostgreSQL at {PG_URI} (VEIL_TEST_POSTGRES_URL): {e}. "
+            "Start it, point VEIL_TEST_POSTGRES_URL at it, or set VEIL_TEST_SKIP_POSTGRES=1"
         )
     schema = f"veil_py_{os.getpid()}_{uuid.uuid4().hex[:8]}"
     with conn.cursor() as cur:
@@ -63,19 +75,17 @@ def by_hand(pg, sql):
 
 @pytest.fixture(scope="module")
 def db_server(tmp_path_factory, pg):
-    from urllib.parse import urlparse
-
-    u = urlparse(PG_URI)
+    host, port, user, database = pg_parts()
     s = Server(
         tmp_path_factory.mktemp("veil-db"),
         extra_config=f"""
 [[connections]]
 name = "shop"
 kind = "postgres"
-host = "{u.hostname or '127.0.0.1'}"
-port = {u.port or 5432}
-user = "{u.username or 'postgres'}"
-database = "{(u.path or '/test').lstrip('/')}"
+host = "{host}"
+port = {port}
+user = "{user}"
+database = "{database}"
 """,
     )
     yield s
