@@ -964,3 +964,116 @@ async fn postgres_acceleration_serves_a_fresh_copy_and_never_a_stale_one() {
     server.stop().await;
     schema.drop_now().await;
 }
+
+/// What reaches the database's wire (what its statement log would show):
+/// the row policy and a filter on an unmasked column, never a filter on a
+/// masked column (nor its value), for PostgreSQL and MySQL alike.
+async fn masked_filters_never_reach_the_database(
+    server: &TestServer,
+    proxy: &veil_tests::proxy::Proxy,
+    raw_email: &str,
+) {
+    let alice = server.connect("alice").await;
+    proxy.clear();
+    let b = alice
+        .sql(&format!(
+            "SELECT id FROM crm.people WHERE email = '{raw_email}' AND age = 41"
+        ))
+        .await
+        .unwrap();
+    assert_eq!(
+        veil_tests::row_count(&b),
+        0,
+        "the raw value matches no hash"
+    );
+    let sent = proxy.sent();
+    assert!(sent.contains("41"), "the unmasked filter went in: {sent}");
+    assert!(sent.contains("CA"), "the row policy went in");
+    assert!(
+        !sent.contains(raw_email),
+        "a masked column's value reached the database"
+    );
+    assert!(
+        !sent.contains("\"email\" =")
+            && !sent.contains("`email` =")
+            && !sent.contains("email LIKE"),
+        "a filter on a masked column reached the database: {sent}"
+    );
+    // Functions over a masked column stay in Veil too.
+    proxy.clear();
+    alice
+        .sql(&format!(
+            "SELECT id FROM crm.people WHERE upper(email) = upper('{raw_email}') OR email LIKE 'p1%'"
+        ))
+        .await
+        .unwrap();
+    assert!(!proxy.sent().contains(raw_email));
+    assert!(!proxy.sent().contains("p1%"));
+}
+
+#[tokio::test]
+async fn postgres_masked_filters_never_reach_the_database() {
+    let Some(url) = postgres_url() else { return };
+    let schema = pg::Schema::create(&url).await;
+    let s = schema.name.clone();
+    let db = pg_client(&url).await;
+    db.batch_execute(&format!(
+        "CREATE SCHEMA {s};
+         CREATE TABLE {s}.people (id bigint PRIMARY KEY, email varchar(100), state text, age integer);
+         INSERT INTO {s}.people SELECT i, 'p' || i || '@example.com',
+           (ARRAY['CA','NY','TX'])[1 + i % 3], 20 + i % 50 FROM generate_series(1, {PEOPLE_ROWS}) i;"
+    ))
+    .await
+    .unwrap();
+    let pg = tokio_postgres::Config::from_str(&url).unwrap();
+    let port = pg.get_ports().first().copied().unwrap_or(5432);
+    let proxy = veil_tests::proxy::Proxy::start(format!("127.0.0.1:{port}").parse().unwrap()).await;
+    let config = pg_connection("crm", &url, "")
+        .replace(&format!("port = {port}"), &format!("port = {}", proxy.port))
+        + &format!(
+            "\n[[datasets]]\nname = \"crm.people\"\nconnection = \"crm\"\ntable = \"{s}.people\"\nowners = [\"dave\"]\ncolumns.email = {{ tags = [\"PII.email\"] }}\n"
+        )
+        + &people_policies("crm.people");
+    let server = TestServer::demo_with(|dir| append(dir, &config)).await;
+    masked_filters_never_reach_the_database(&server, &proxy, "p3@example.com").await;
+    server.stop().await;
+    schema.drop_now().await;
+}
+
+#[tokio::test]
+async fn mysql_masked_filters_never_reach_the_database() {
+    let Some(url) = mysql_url() else { return };
+    let db = mysql::Database::create(&url).await;
+    let mut c = db.conn().await;
+    c.query_drop(
+        "CREATE TABLE people (id BIGINT PRIMARY KEY, email VARCHAR(100), state VARCHAR(2), age INT)",
+    )
+    .await
+    .unwrap();
+    let rows: Vec<String> = (1..=PEOPLE_ROWS)
+        .map(|i| {
+            format!(
+                "({i}, 'p{i}@example.com', '{}', {})",
+                ["CA", "NY", "TX"][(i % 3) as usize],
+                20 + i % 50
+            )
+        })
+        .collect();
+    c.query_drop(format!("INSERT INTO people VALUES {}", rows.join(",")))
+        .await
+        .unwrap();
+    drop(c);
+    let proxy =
+        veil_tests::proxy::Proxy::start(format!("{}:{}", db.host, db.port).parse().unwrap()).await;
+    let config = my_connection("crm", &db, "").replace(
+        &format!("port = {}", db.port),
+        &format!("port = {}", proxy.port),
+    ) + &format!(
+        "\n[[datasets]]\nname = \"crm.people\"\nconnection = \"crm\"\ntable = \"{}.people\"\nowners = [\"dave\"]\ncolumns.email = {{ tags = [\"PII.email\"] }}\n",
+        db.name
+    ) + &people_policies("crm.people");
+    let server = TestServer::demo_with(|dir| append(dir, &config)).await;
+    masked_filters_never_reach_the_database(&server, &proxy, "p3@example.com").await;
+    server.stop().await;
+    db.drop_now().await;
+}

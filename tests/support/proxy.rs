@@ -1,15 +1,23 @@
 //! A TCP forwarder on 127.0.0.1 in front of a database, which a test can
 //! cut: it stops accepting (new connections are refused) and closes every
-//! connection it carries, as a database that went away would.
+//! connection it carries, as a database that went away would. It also
+//! keeps what clients sent (the statements, in the clear: no TLS), so a
+//! test can check what reached the database.
 
 use std::net::SocketAddr;
+use std::sync::{Arc, Mutex};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::watch;
+
+/// At most this much of what clients sent is kept.
+const TAP_LIMIT: usize = 64 * 1024 * 1024;
 
 #[derive(Debug)]
 pub struct Proxy {
     pub port: u16,
     cut: watch::Sender<bool>,
+    sent: Arc<Mutex<Vec<u8>>>,
 }
 
 impl Proxy {
@@ -19,16 +27,40 @@ impl Proxy {
         let port = listener.local_addr().unwrap().port();
         let (cut, mut watching) = watch::channel(false);
         let carried = cut.subscribe();
+        let sent = Arc::new(Mutex::new(Vec::new()));
+        let tap = Arc::clone(&sent);
         tokio::spawn(async move {
             loop {
                 tokio::select! {
                     accepted = listener.accept() => {
-                        let Ok((mut inbound, _)) = accepted else { break };
+                        let Ok((inbound, _)) = accepted else { break };
                         let mut stop = carried.clone();
+                        let tap = Arc::clone(&tap);
                         tokio::spawn(async move {
-                            let Ok(mut outbound) = TcpStream::connect(target).await else { return };
+                            let Ok(outbound) = TcpStream::connect(target).await else { return };
+                            let (mut from_client, mut to_client) = inbound.into_split();
+                            let (mut from_server, mut to_server) = outbound.into_split();
+                            let upstream = async {
+                                let mut buf = vec![0u8; 64 * 1024];
+                                loop {
+                                    let n = match from_client.read(&mut buf).await {
+                                        Ok(0) | Err(_) => break,
+                                        Ok(n) => n,
+                                    };
+                                    if let Ok(mut t) = tap.lock()
+                                        && t.len() + n <= TAP_LIMIT
+                                    {
+                                        t.extend_from_slice(&buf[..n]);
+                                    }
+                                    if to_server.write_all(&buf[..n]).await.is_err() {
+                                        break;
+                                    }
+                                }
+                            };
+                            let downstream = tokio::io::copy(&mut from_server, &mut to_client);
                             tokio::select! {
-                                _ = tokio::io::copy_bidirectional(&mut inbound, &mut outbound) => {}
+                                _ = upstream => {}
+                                _ = downstream => {}
                                 _ = stop.wait_for(|c| *c) => {}
                             }
                         });
@@ -37,11 +69,21 @@ impl Proxy {
                 }
             }
         });
-        Proxy { port, cut }
+        Proxy { port, cut, sent }
     }
 
     /// Refuse new connections and close the ones carried.
     pub fn cut(&self) {
         let _ = self.cut.send(true);
+    }
+
+    /// Everything clients sent so far, as text (lossy).
+    pub fn sent(&self) -> String {
+        String::from_utf8_lossy(&self.sent.lock().unwrap()).into_owned()
+    }
+
+    /// Forget what was sent so far.
+    pub fn clear(&self) {
+        self.sent.lock().unwrap().clear();
     }
 }

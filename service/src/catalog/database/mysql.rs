@@ -99,6 +99,9 @@ impl Mysql {
                     .tcp_port(i.port)
                     .user(Some(i.user.clone()))
                     .db_name(Some(i.database.clone()))
+                    // The configured address, always: never switch to a
+                    // local socket behind TLS's and the config's back.
+                    .prefer_socket(false)
                     .init(vec![
                         "SET NAMES utf8mb4".to_string(),
                         "SET SESSION time_zone = '+00:00'".to_string(),
