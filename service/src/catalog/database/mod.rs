@@ -53,7 +53,15 @@ pub struct Database {
     pub name: String,
     pub engine: DatabaseEngine,
     client: Client,
+    /// A table's key bounds and size estimate, by (schema, table, key),
+    /// reused for [`BOUNDS_TTL`]: a split needs them at every GetFlightInfo,
+    /// and stale bounds only unbalance the ranges (the first and last are
+    /// open, so every row is still read once).
+    bounds: moka::sync::Cache<(String, String, String), Option<(i64, i64, u64)>>,
 }
+
+/// How long a table's key bounds are reused.
+const BOUNDS_TTL: std::time::Duration = std::time::Duration::from_secs(30);
 
 #[derive(Debug)]
 enum Client {
@@ -103,6 +111,10 @@ impl Database {
             name: c.name.clone(),
             engine,
             client,
+            bounds: moka::sync::Cache::builder()
+                .max_capacity(10_000)
+                .time_to_live(BOUNDS_TTL)
+                .build(),
         })
     }
 
@@ -142,11 +154,19 @@ impl Database {
             return Ok(whole(column));
         };
         let key = sql::quote(self.engine, column);
-        let bounds = match &self.client {
-            Client::Postgres(p) => p.key_bounds(schema, name, &key).await,
-            Client::Mysql(m) => m.key_bounds(schema, name, &key).await,
-        }
-        .map_err(VeilError::from)?;
+        let cache_key = (schema.clone(), name.clone(), key.clone());
+        let bounds = match self.bounds.get(&cache_key) {
+            Some(b) => b,
+            None => {
+                let b = match &self.client {
+                    Client::Postgres(p) => p.key_bounds(schema, name, &key).await,
+                    Client::Mysql(m) => m.key_bounds(schema, name, &key).await,
+                }
+                .map_err(VeilError::from)?;
+                self.bounds.insert(cache_key, b);
+                b
+            }
+        };
         Ok(match bounds {
             Some((min, max, rows)) => sql::key_ranges(
                 column,
