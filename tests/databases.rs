@@ -1077,3 +1077,159 @@ async fn mysql_masked_filters_never_reach_the_database() {
     server.stop().await;
     db.drop_now().await;
 }
+
+/// MySQL/MariaDB failing: a connection dropped while rows stream ends the
+/// stream with an error, and a database that can't be reached (or refuses
+/// Veil's user) is UNAVAILABLE naming the connection.
+#[tokio::test]
+async fn mysql_failures_are_precise() {
+    use futures::StreamExt;
+    let Some(url) = mysql_url() else { return };
+    let db = mysql::Database::create(&url).await;
+    let mut c = db.conn().await;
+    c.query_drop("CREATE TABLE big (id BIGINT PRIMARY KEY, pad VARCHAR(80))")
+        .await
+        .unwrap();
+    for chunk in (1..=200_000i64).collect::<Vec<_>>().chunks(20_000) {
+        let rows: Vec<String> = chunk
+            .iter()
+            .map(|i| format!("({i}, REPEAT('x', 60))"))
+            .collect();
+        c.query_drop(format!("INSERT INTO big VALUES {}", rows.join(",")))
+            .await
+            .unwrap();
+    }
+    drop(c);
+    let proxy =
+        veil_tests::proxy::Proxy::start(format!("{}:{}", db.host, db.port).parse().unwrap()).await;
+    let config = my_connection("flaky", &db, "").replace(
+        &format!("port = {}", db.port),
+        &format!("port = {}", proxy.port),
+    ) + &my_connection("stranger", &db, "").replace(
+        &format!("user = \"{}\"", db.user),
+        "user = \"veil_no_such_user\"",
+    ) + &format!(
+        "\n[[datasets]]\nname = \"crm.big\"\nconnection = \"flaky\"\ntable = \"{}.big\"\nowners = [\"dave\"]\n",
+        db.name
+    );
+    let server = TestServer::demo_with(|dir| append(dir, &config)).await;
+    let dave = server.connect("dave").await;
+
+    let e = dave
+        .register_dataset(veil_proto::RegisterDatasetRequest {
+            name: "crm.other".into(),
+            connection: "stranger".into(),
+            table: format!("{}.big", db.name),
+            ..Default::default()
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(e.code(), Some(Code::Unavailable), "{e}");
+    assert!(
+        e.to_string()
+            .contains("'stranger' refused Veil's credentials"),
+        "{e}"
+    );
+
+    let info = dave
+        .scan_info("crm.big", &Scan::default().with_limit(1_000_000))
+        .await
+        .unwrap();
+    let channel =
+        tonic::transport::Endpoint::from_shared(server.address.replacen("grpc://", "http://", 1))
+            .unwrap()
+            .connect()
+            .await
+            .unwrap();
+    let mut flight = arrow_flight::FlightClient::new(channel);
+    flight
+        .add_header("authorization", &format!("Bearer {}", server.token("dave")))
+        .unwrap();
+    let mut stream = flight
+        .do_get(info.endpoint[0].ticket.clone().unwrap())
+        .await
+        .unwrap();
+    let mut rows = stream.next().await.unwrap().unwrap().num_rows();
+    proxy.cut();
+    let mut failed = None;
+    while let Some(next) = stream.next().await {
+        match next {
+            Ok(b) => rows += b.num_rows(),
+            Err(e) => {
+                failed = Some(e);
+                break;
+            }
+        }
+    }
+    let e =
+        failed.unwrap_or_else(|| panic!("the stream ended cleanly after {rows} of 200000 rows"));
+    assert!(rows < 200_000, "{rows}");
+    assert!(e.to_string().contains("'flaky'"), "{e}");
+
+    let e = dave.sql("SELECT count(*) FROM crm.big").await.unwrap_err();
+    assert_eq!(e.code(), Some(Code::Unavailable), "{e}");
+    assert!(e.to_string().contains("'flaky' can't be reached"), "{e}");
+    server.stop().await;
+    db.drop_now().await;
+}
+
+/// `tls = "require"`: the session is encrypted (PostgreSQL's own view of
+/// Veil's session says so) and the server's certificate is checked: one
+/// not signed by `ca_file` is refused.
+///
+/// Needs the PostgreSQL at VEIL_TEST_POSTGRES_URL to serve TLS with the
+/// certificate VEIL_TEST_POSTGRES_CA (default: Debian's snakeoil certificate,
+/// for `localhost`); VEIL_TEST_SKIP_POSTGRES_TLS=1 skips.
+#[tokio::test]
+async fn postgres_tls_is_encrypted_and_verified() {
+    let Some(url) = postgres_url() else { return };
+    if std::env::var("VEIL_TEST_SKIP_POSTGRES_TLS").is_ok_and(|v| v == "1") {
+        eprintln!("VEIL_TEST_SKIP_POSTGRES_TLS=1: skipping the TLS test");
+        return;
+    }
+    let ca = std::env::var("VEIL_TEST_POSTGRES_CA")
+        .unwrap_or_else(|_| "/etc/ssl/certs/ssl-cert-snakeoil.pem".into());
+    assert!(
+        Path::new(&ca).exists(),
+        "this test needs PostgreSQL serving TLS and its certificate at {ca} (VEIL_TEST_POSTGRES_CA); or set VEIL_TEST_SKIP_POSTGRES_TLS=1"
+    );
+    let as_localhost = |name: &str, extra: &str| {
+        pg_connection(name, &url, extra).replace("host = \"127.0.0.1\"", "host = \"localhost\"")
+    };
+    // Some other authority's certificate: it signed nothing this server has.
+    let other = std::fs::read_dir("/etc/ssl/certs")
+        .ok()
+        .and_then(|d| {
+            d.flatten().map(|e| e.path()).find(|p| {
+                p.extension().is_some_and(|x| x == "pem")
+                    && !p.to_string_lossy().contains("snakeoil")
+                    && std::fs::canonicalize(p).ok() != std::fs::canonicalize(&ca).ok()
+            })
+        })
+        .expect("another certificate authority's PEM under /etc/ssl/certs");
+    let config = as_localhost("secure", &format!("tls = \"require\"\nca_file = \"{ca}\""))
+        + &as_localhost(
+            "untrusted",
+            &format!("tls = \"require\"\nca_file = \"{}\"", other.display()),
+        )
+        + "\n[[datasets]]\nname = \"ops.session\"\nconnection = \"secure\"\nquery = \"SELECT ssl FROM pg_stat_ssl WHERE pid = pg_backend_pid()\"\nowners = [\"dave\"]\n";
+    let server = TestServer::demo_with(|dir| append(dir, &config)).await;
+    let dave = server.connect("dave").await;
+    let b = dave.sql("SELECT ssl FROM ops.session").await.unwrap();
+    assert_eq!(shown(&b, "ssl"), ["true"], "Veil's session is encrypted");
+    let e = dave
+        .register_dataset(veil_proto::RegisterDatasetRequest {
+            name: "ops.other".into(),
+            connection: "untrusted".into(),
+            query: "SELECT 1 AS x".into(),
+            ..Default::default()
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(e.code(), Some(Code::Unavailable), "{e}");
+    assert!(
+        e.to_string().contains("'untrusted' can't be reached"),
+        "{e}"
+    );
+    server.stop().await;
+}

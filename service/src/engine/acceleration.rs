@@ -499,8 +499,10 @@ async fn merge(
         )
     };
     let ctx = SessionContext::new();
-    let mut opts = datafusion::prelude::ParquetReadOptions::default();
-    opts.schema = Some(&schema);
+    let opts = datafusion::prelude::ParquetReadOptions {
+        schema: Some(&schema),
+        ..Default::default()
+    };
     let previous = ctx
         .read_parquet(old.display().to_string(), opts)
         .await
@@ -544,8 +546,10 @@ async fn high_water(
         VeilError::FailedPrecondition("the accelerated copy could not be read back".into())
     };
     let ctx = SessionContext::new();
-    let mut opts = datafusion::prelude::ParquetReadOptions::default();
-    opts.schema = Some(schema);
+    let opts = datafusion::prelude::ParquetReadOptions {
+        schema: Some(schema),
+        ..Default::default()
+    };
     let batches = ctx
         .read_parquet(dir.display().to_string(), opts)
         .await

@@ -57,8 +57,11 @@ pub struct Database {
     /// reused for [`BOUNDS_TTL`]: a split needs them at every GetFlightInfo,
     /// and stale bounds only unbalance the ranges (the first and last are
     /// open, so every row is still read once).
-    bounds: moka::sync::Cache<(String, String, String), Option<(i64, i64, u64)>>,
+    bounds: moka::sync::Cache<(String, String, String), Option<KeyBounds>>,
 }
+
+/// A key's smallest and largest values and the table's estimated rows.
+type KeyBounds = (i64, i64, u64);
 
 /// How long a table's key bounds are reused.
 const BOUNDS_TTL: std::time::Duration = std::time::Duration::from_secs(30);
