@@ -24,6 +24,18 @@ kind = "postgres"
 user = "veil"
 database = "crm"
 
+[[connections]]
+name = "shop"
+kind = "mysql"
+user = "veil"
+database = "shop"
+
+[[policies]]
+name = "shop-people-of-my-state"
+dataset = "shop.people"
+row_filter = { column = "state", attribute = "state" }
+except = { groups = ["privileged"] }
+
 [[policies]]
 name = "people-for-analysts"
 tags = ["crm"]
@@ -78,26 +90,42 @@ fn people(name: &str, engine: DatabaseEngine) -> DatasetRecord {
         col("joined", "Timestamp(µs, \"UTC\")", &[]),
         col("uid", "Utf8", &[]),
     ];
-    let types = [
-        ("id", "bigint"),
-        ("name", "text"),
-        ("email", "character varying(100)"),
-        ("state", "text"),
-        ("age", "integer"),
-        ("amount", "numeric(10,2)"),
-        ("joined", "timestamp with time zone"),
-        ("uid", "uuid"),
-    ];
+    let types = match engine {
+        DatabaseEngine::Postgres => [
+            ("id", "bigint"),
+            ("name", "text"),
+            ("email", "character varying(100)"),
+            ("state", "text"),
+            ("age", "integer"),
+            ("amount", "numeric(10,2)"),
+            ("joined", "timestamp with time zone"),
+            ("uid", "uuid"),
+        ],
+        DatabaseEngine::Mysql => [
+            ("id", "bigint(20)"),
+            ("name", "varchar(40)"),
+            ("email", "varchar(100)"),
+            ("state", "char(2)"),
+            ("age", "int(11)"),
+            ("amount", "decimal(10,2)"),
+            ("joined", "timestamp(6)"),
+            ("uid", "uuid"),
+        ],
+    };
+    let connection = match engine {
+        DatabaseEngine::Postgres => "crm",
+        DatabaseEngine::Mysql => "shop",
+    };
     DatasetRecord {
         id: format!("id-{name}"),
         name: name.into(),
         source: SourceSpec {
             format: FileFormatKind::Parquet,
-            location: format!("db://crm/public.{name}"),
+            location: format!("db://{connection}/public.{name}"),
             hive_partitioned: false,
             database: Some(DatabaseSource {
                 engine,
-                connection: "crm".into(),
+                connection: connection.into(),
                 relation: DatabaseRelation::Table {
                     schema: "public".into(),
                     name: name.split_once('.').unwrap().1.into(),
@@ -126,9 +154,10 @@ fn people(name: &str, engine: DatabaseEngine) -> DatasetRecord {
 /// with the request's clock replaced by `[now]`.
 async fn statement(user: &str, sql: &str) -> String {
     let dir = tempfile::tempdir().unwrap();
-    let seed = ["crm.people", "crm.sampled", "crm.kanon"]
+    let mut seed = ["crm.people", "crm.sampled", "crm.kanon"]
         .map(|n| people(n, DatabaseEngine::Postgres))
         .to_vec();
+    seed.push(people("shop.people", DatabaseEngine::Mysql));
     let (engine, _) = demo_engine_seeded(dir.path(), EXTRA, seed).await;
     let engine = Arc::new(engine);
     let kanon: crate::model::policy::PolicySpec = toml::from_str(KANON).unwrap();
@@ -225,5 +254,20 @@ async fn nothing_is_pushed_below_k_anonymization() {
 async fn aggregates_read_only_the_columns_they_need() {
     insta::assert_snapshot!(
         statement("bob", "SELECT count(*) FROM crm.people WHERE age > 60").await
+    );
+}
+
+/// MySQL: backticks; strings compare under a collation, so only positive
+/// equality and LIKE go in (never `<>`, `NOT LIKE`, or LIKE with a
+/// backslash); a uuid read as its text.
+#[tokio::test]
+async fn mysql_renders_only_what_its_collations_can_only_widen() {
+    insta::assert_snapshot!(
+        statement(
+            "alice",
+            "SELECT id FROM shop.people WHERE age >= 30 AND uid = 'x' AND state <> 'NY' \
+             AND uid LIKE 'a%' AND uid NOT LIKE 'b%' AND uid LIKE 'c\\%' AND amount = 5"
+        )
+        .await
     );
 }
