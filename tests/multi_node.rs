@@ -139,13 +139,22 @@ async fn two_nodes_share_one_postgres_state() {
         );
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
-    let audit = dave_b.audit_tail(200).await.unwrap();
-    assert!(
-        audit
+    // Node A records the reload after applying it: poll for it (bounded).
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        let audit = dave_b.audit_tail(200).await.unwrap();
+        if audit
             .iter()
-            .any(|e| e.contains("\"config.reload\"") && e.contains("SIGHUP")),
-        "the reload is in the shared audit"
-    );
+            .any(|e| e.contains("\"config.reload\"") && e.contains("SIGHUP"))
+        {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the reload is in the shared audit within 20 s"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
 
     // A node with another master key refuses to join.
     let other = dir.path().join("other.toml");
