@@ -66,7 +66,7 @@ type KeyBounds = (i64, i64, u64);
 /// How long a table's key bounds are reused.
 const BOUNDS_TTL: std::time::Duration = std::time::Duration::from_secs(30);
 
-#[derive(Debug)]
+#[derive(Debug, Clone)]
 enum Client {
     Postgres(postgres::Postgres),
     Mysql(mysql::Mysql),
@@ -199,10 +199,23 @@ impl Database {
         schema: SchemaRef,
         batch_size: usize,
     ) -> futures::stream::BoxStream<'static, std::result::Result<RecordBatch, SourceFailure>> {
-        match &self.client {
-            Client::Postgres(p) => p.stream(statement, schema, batch_size),
-            Client::Mysql(m) => m.stream(statement, schema, batch_size),
-        }
+        use futures::StreamExt;
+        // A task of its own feeds a channel of two batches: the database is
+        // read only as fast as the reader takes them, and a reader that
+        // leaves closes the channel, which stops the statement.
+        let (tx, rx) = tokio::sync::mpsc::channel(2);
+        let client = self.client.clone();
+        let batch_size = batch_size.max(1);
+        tokio::spawn(async move {
+            let done = match &client {
+                Client::Postgres(p) => p.run(&statement, schema, batch_size, &tx).await,
+                Client::Mysql(m) => m.run(&statement, schema, batch_size, &tx).await,
+            };
+            if let Err(f) = done {
+                let _ = tx.send(Err(f)).await;
+            }
+        });
+        tokio_stream::wrappers::ReceiverStream::new(rx).boxed()
     }
 }
 
@@ -261,6 +274,37 @@ impl Databases {
             ))
         })
     }
+}
+
+/// Rows as a batch of `schema`, each column built by `column(index, type)`;
+/// a schema without columns (a count) is a batch of row count only.
+fn to_batch(
+    rows: usize,
+    schema: &SchemaRef,
+    column: impl Fn(
+        usize,
+        &DataType,
+    ) -> std::result::Result<
+        datafusion::arrow::array::ArrayRef,
+        crate::error::source::SourceFailureKind,
+    >,
+) -> std::result::Result<RecordBatch, crate::error::source::SourceFailureKind> {
+    use crate::error::source::SourceFailureKind;
+    if schema.fields().is_empty() {
+        return RecordBatch::try_new_with_options(
+            Arc::new(datafusion::arrow::datatypes::Schema::empty()),
+            vec![],
+            &datafusion::arrow::record_batch::RecordBatchOptions::new().with_row_count(Some(rows)),
+        )
+        .map_err(|_| SourceFailureKind::Changed);
+    }
+    let arrays = schema
+        .fields()
+        .iter()
+        .enumerate()
+        .map(|(i, f)| column(i, f.data_type()))
+        .collect::<std::result::Result<Vec<_>, _>>()?;
+    RecordBatch::try_new(Arc::clone(schema), arrays).map_err(|_| SourceFailureKind::Changed)
 }
 
 /// Where a connection's password comes from. Read when a connection

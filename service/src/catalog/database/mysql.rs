@@ -13,9 +13,8 @@ use datafusion::arrow::array::{
     Int8Builder, Int16Builder, Int32Builder, Int64Builder, StringBuilder,
     TimestampMicrosecondBuilder, UInt8Builder, UInt16Builder, UInt32Builder, UInt64Builder,
 };
-use datafusion::arrow::datatypes::{DataType, Schema, SchemaRef, TimeUnit};
-use datafusion::arrow::record_batch::{RecordBatch, RecordBatchOptions};
-use futures::StreamExt;
+use datafusion::arrow::datatypes::{DataType, SchemaRef, TimeUnit};
+use datafusion::arrow::record_batch::RecordBatch;
 use mysql_async::prelude::Queryable;
 use mysql_async::{Conn, OptsBuilder, Pool, PoolConstraints, PoolOpts, SslOpts, Value};
 use std::path::PathBuf;
@@ -150,9 +149,9 @@ impl Mysql {
             mysql_async::Error::Server(s) => {
                 tracing::warn!(connection = %self.inner.connection, code = s.code, ?kind, "a database statement failed")
             }
-            // Not the server's words: connection-level, naming no value.
+            // Only the class: a driver error can quote a packet's bytes.
             other => {
-                tracing::warn!(connection = %self.inner.connection, error = %other, ?kind, "a database connection failed")
+                tracing::warn!(connection = %self.inner.connection, class = error_class(other), ?kind, "a database connection failed")
             }
         }
         self.failure(kind)
@@ -300,23 +299,7 @@ impl Mysql {
         })
     }
 
-    pub(super) fn stream(
-        &self,
-        statement: String,
-        schema: SchemaRef,
-        batch_size: usize,
-    ) -> futures::stream::BoxStream<'static, std::result::Result<RecordBatch, Failure>> {
-        let (tx, rx) = mpsc::channel(2);
-        let this = self.clone();
-        tokio::spawn(async move {
-            if let Err(f) = this.run(&statement, schema, batch_size.max(1), &tx).await {
-                let _ = tx.send(Err(f)).await;
-            }
-        });
-        tokio_stream::wrappers::ReceiverStream::new(rx).boxed()
-    }
-
-    async fn run(
+    pub(super) async fn run(
         &self,
         statement: &str,
         schema: SchemaRef,
@@ -342,7 +325,7 @@ impl Mysql {
                     rows.push(row.unwrap());
                 }
                 if rows.len() >= batch_size || (done && !rows.is_empty()) {
-                    let batch = to_batch(&rows, &schema).map_err(|kind| {
+                    let batch = super::to_batch(rows.len(), &schema, |i, dt| column(&rows, i, dt)).map_err(|kind| {
                         tracing::warn!(connection = %self.inner.connection, "a database value does not fit the dataset's dictionary");
                         self.failure(kind)
                     })?;
@@ -370,6 +353,17 @@ impl Mysql {
             let _ = conn.disconnect().await;
         }
         Ok(())
+    }
+}
+
+/// A driver error's class, for the log (never its text).
+fn error_class(e: &mysql_async::Error) -> &'static str {
+    match e {
+        mysql_async::Error::Server(_) => "server",
+        mysql_async::Error::Io(_) => "io",
+        mysql_async::Error::Driver(_) => "driver",
+        mysql_async::Error::Url(_) => "url",
+        mysql_async::Error::Other(_) => "other",
     }
 }
 
@@ -510,28 +504,6 @@ fn result_column_type(c: &mysql_async::Column) -> (DataType, String) {
     (declared_type(&declared), declared)
 }
 
-/// Rows (binary protocol values) as a batch of `schema`.
-fn to_batch(
-    rows: &[Vec<Value>],
-    schema: &SchemaRef,
-) -> std::result::Result<RecordBatch, SourceFailureKind> {
-    if schema.fields().is_empty() {
-        return RecordBatch::try_new_with_options(
-            Arc::new(Schema::empty()),
-            vec![],
-            &RecordBatchOptions::new().with_row_count(Some(rows.len())),
-        )
-        .map_err(|_| SourceFailureKind::Changed);
-    }
-    let arrays = schema
-        .fields()
-        .iter()
-        .enumerate()
-        .map(|(i, f)| column(rows, i, f.data_type()))
-        .collect::<std::result::Result<Vec<_>, _>>()?;
-    RecordBatch::try_new(Arc::clone(schema), arrays).map_err(|_| SourceFailureKind::Changed)
-}
-
 const CHANGED: SourceFailureKind = SourceFailureKind::Changed;
 
 fn int(v: &Value) -> std::result::Result<Option<i128>, SourceFailureKind> {
@@ -572,12 +544,15 @@ fn column(
     i: usize,
     dt: &DataType,
 ) -> std::result::Result<ArrayRef, SourceFailureKind> {
-    let cell = |r: &Vec<Value>| r.get(i).cloned().unwrap_or(Value::NULL);
+    fn at(r: &[Value], i: usize) -> &Value {
+        static NULL: Value = Value::NULL;
+        r.get(i).unwrap_or(&NULL)
+    }
     macro_rules! ints {
         ($builder:ty, $native:ty) => {{
             let mut b = <$builder>::with_capacity(rows.len());
             for r in rows {
-                match int(&cell(r))? {
+                match int(at(r, i))? {
                     None => b.append_null(),
                     Some(x) => b.append_value(<$native>::try_from(x).map_err(|_| CHANGED)?),
                 }
@@ -597,16 +572,16 @@ fn column(
         DataType::Boolean => {
             let mut b = BooleanBuilder::with_capacity(rows.len());
             for r in rows {
-                b.append_option(int(&cell(r))?.map(|x| x != 0));
+                b.append_option(int(at(r, i))?.map(|x| x != 0));
             }
             Arc::new(b.finish())
         }
         DataType::Float32 => {
             let mut b = Float32Builder::with_capacity(rows.len());
             for r in rows {
-                match cell(r) {
+                match at(r, i) {
                     Value::NULL => b.append_null(),
-                    Value::Float(x) => b.append_value(x),
+                    Value::Float(x) => b.append_value(*x),
                     _ => return Err(CHANGED),
                 }
             }
@@ -615,10 +590,10 @@ fn column(
         DataType::Float64 => {
             let mut b = Float64Builder::with_capacity(rows.len());
             for r in rows {
-                match cell(r) {
+                match at(r, i) {
                     Value::NULL => b.append_null(),
-                    Value::Double(x) => b.append_value(x),
-                    Value::Float(x) => b.append_value(f64::from(x)),
+                    Value::Double(x) => b.append_value(*x),
+                    Value::Float(x) => b.append_value(f64::from(*x)),
                     _ => return Err(CHANGED),
                 }
             }
@@ -627,10 +602,10 @@ fn column(
         DataType::Utf8 | DataType::Decimal128(..) => {
             let mut b = StringBuilder::new();
             for r in rows {
-                match cell(r) {
+                match at(r, i) {
                     Value::NULL => b.append_null(),
                     Value::Bytes(bytes) => {
-                        b.append_value(std::str::from_utf8(&bytes).map_err(|_| CHANGED)?)
+                        b.append_value(std::str::from_utf8(bytes).map_err(|_| CHANGED)?)
                     }
                     Value::Int(x) => b.append_value(x.to_string()),
                     Value::UInt(x) => b.append_value(x.to_string()),
@@ -655,7 +630,7 @@ fn column(
         DataType::Binary => {
             let mut b = BinaryBuilder::new();
             for r in rows {
-                match cell(r) {
+                match at(r, i) {
                     Value::NULL => b.append_null(),
                     Value::Bytes(bytes) => b.append_value(bytes),
                     _ => return Err(CHANGED),
@@ -666,7 +641,7 @@ fn column(
         DataType::Date32 => {
             let mut b = Date32Builder::with_capacity(rows.len());
             for r in rows {
-                match micros(&cell(r))? {
+                match micros(at(r, i))? {
                     None => b.append_null(),
                     Some(us) => b.append_value(
                         i32::try_from(us.div_euclid(86_400_000_000)).map_err(|_| CHANGED)?,
@@ -678,7 +653,7 @@ fn column(
         DataType::Timestamp(TimeUnit::Microsecond, tz) => {
             let mut b = TimestampMicrosecondBuilder::with_capacity(rows.len());
             for r in rows {
-                b.append_option(micros(&cell(r))?);
+                b.append_option(micros(at(r, i))?);
             }
             Arc::new(b.finish().with_timezone_opt(tz.clone()))
         }

@@ -15,11 +15,10 @@ use datafusion::arrow::array::{
 };
 use datafusion::arrow::datatypes::{
     ArrowPrimitiveType, DataType, Field, Float32Type, Float64Type, Int16Type, Int32Type, Int64Type,
-    Schema, SchemaRef, TimeUnit,
+    SchemaRef, TimeUnit,
 };
-use datafusion::arrow::record_batch::{RecordBatch, RecordBatchOptions};
+use datafusion::arrow::record_batch::RecordBatch;
 use deadpool_postgres::{Manager, ManagerConfig, Pool, RecyclingMethod};
-use futures::StreamExt;
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
@@ -331,23 +330,7 @@ impl Postgres {
         })
     }
 
-    pub(super) fn stream(
-        &self,
-        statement: String,
-        schema: SchemaRef,
-        batch_size: usize,
-    ) -> futures::stream::BoxStream<'static, std::result::Result<RecordBatch, Failure>> {
-        let (tx, rx) = mpsc::channel(2);
-        let this = self.clone();
-        tokio::spawn(async move {
-            if let Err(f) = this.run(&statement, schema, batch_size.max(1), &tx).await {
-                let _ = tx.send(Err(f)).await;
-            }
-        });
-        tokio_stream::wrappers::ReceiverStream::new(rx).boxed()
-    }
-
-    async fn run(
+    pub(super) async fn run(
         &self,
         statement: &str,
         schema: SchemaRef,
@@ -391,7 +374,7 @@ impl Postgres {
             };
             let n = rows.len();
             if n > 0 {
-                let batch = to_batch(&rows, &schema).map_err(|kind| {
+                let batch = super::to_batch(rows.len(), &schema, |i, dt| column(&rows, i, dt)).map_err(|kind| {
                     tracing::warn!(connection = %self.inner.connection, "a database value does not fit the dataset's dictionary");
                     self.failure(kind)
                 })?;
@@ -484,28 +467,6 @@ fn scalar_type(ty: &Type, typmod: i32) -> DataType {
         // precision, intervals, enums...) as its text.
         _ => DataType::Utf8,
     }
-}
-
-/// Rows (read as `sql::source_column` selects them) as a batch of `schema`.
-fn to_batch(
-    rows: &[Row],
-    schema: &SchemaRef,
-) -> std::result::Result<RecordBatch, SourceFailureKind> {
-    if schema.fields().is_empty() {
-        return RecordBatch::try_new_with_options(
-            Arc::new(Schema::empty()),
-            vec![],
-            &RecordBatchOptions::new().with_row_count(Some(rows.len())),
-        )
-        .map_err(|_| SourceFailureKind::Changed);
-    }
-    let arrays = schema
-        .fields()
-        .iter()
-        .enumerate()
-        .map(|(i, f)| column(rows, i, f.data_type()))
-        .collect::<std::result::Result<Vec<_>, _>>()?;
-    RecordBatch::try_new(Arc::clone(schema), arrays).map_err(|_| SourceFailureKind::Changed)
 }
 
 fn values<'a, T: FromSql<'a>>(
