@@ -141,6 +141,16 @@ async fn each_action_checks_its_permission_and_is_audited() {
             Some(Code::FailedPrecondition),
         ),
         (
+            actions::DP_BUDGET,
+            veil_proto::DpBudgetRequest {
+                dataset: "clinical.trials".into(),
+            }
+            .encode_to_vec(),
+            // Anyone may ask; the demo's trials have no DP policy.
+            Some(Code::FailedPrecondition),
+            Some(Code::FailedPrecondition),
+        ),
+        (
             actions::DISCOVER,
             DiscoverRequest {
                 dataset: "clinical.trials".into(),

@@ -670,6 +670,7 @@ async fn parameters_that_would_exhaust_or_crash_the_server_are_refused() {
         FlightDescriptor::new_cmd(veil_proto::Named::to_any_bytes(&veil_proto::SqlCommand {
             query: "SELECT $1 AS v".into(),
             parameters: zipped,
+            ..Default::default()
         }));
     let e = carol.get_flight_info(native).await.expect_err("compressed");
     assert_eq!(code(&e), tonic::Code::InvalidArgument);

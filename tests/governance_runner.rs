@@ -263,7 +263,7 @@ async fn allowed_actions_are_recorded_before_their_outcome() {
     let listed = dave.list_actions().await.unwrap();
     let (own, protocol): (Vec<_>, Vec<_>) =
         listed.iter().partition(|(n, _)| n.starts_with("veil."));
-    assert_eq!(own.len(), 36, "{listed:?}");
+    assert_eq!(own.len(), 37, "{listed:?}");
     assert!(listed.iter().all(|(_, d)| !d.is_empty()));
     // The rest are Flight SQL's, exactly.
     let protocol: Vec<&str> = protocol.iter().map(|(n, _)| n.as_str()).collect();

@@ -41,8 +41,8 @@ def encode_scan(dataset, columns=None, filter=None, limit=None) -> bytes:
     return _any(cmd)
 
 
-def encode_sql(query: str) -> bytes:
-    return _any(pb.SqlCommand(query=query))
+def encode_sql(query: str, privacy_receipt: bool = False) -> bytes:
+    return _any(pb.SqlCommand(query=query, privacy_receipt=privacy_receipt))
 
 
 def decode_read_notes(body: bytes):
@@ -268,6 +268,10 @@ def encode_accelerate(dataset: str, off: bool, refresh_secs: int, max_staleness_
 
 def encode_refresh(dataset: str) -> bytes:
     return pb.RefreshRequest(dataset=dataset).SerializeToString()
+
+
+def encode_dp_budget(dataset: str) -> bytes:
+    return pb.DpBudgetRequest(dataset=dataset).SerializeToString()
 
 
 def encode_set_column_tags(dataset: str, column: str, tags) -> bytes:

@@ -18,13 +18,15 @@ class _Failure:
         self.error = error
 
 
-def batches(open_reader, endpoints, max_workers, buffer=None):
+def batches(open_reader, endpoints, max_workers, buffer=None, on_metadata=None):
     """Yield the record batches of every endpoint, in endpoint order.
 
     `open_reader(endpoint)` returns a pyarrow FlightStreamReader. `buffer`
     is how many batches each endpoint may read ahead of the caller (None:
     no limit, for callers that keep every batch anyway). Stopping the
-    iteration early cancels the endpoints still being read."""
+    iteration early cancels the endpoints still being read. Messages that
+    carry only application metadata (a privacy receipt) are handed to
+    `on_metadata(bytes)`, if given."""
     endpoints = list(endpoints)
     if not endpoints:
         return
@@ -54,7 +56,11 @@ def batches(open_reader, endpoints, max_workers, buffer=None):
                     chunk = reader.read_chunk()
                 except StopIteration:
                     break
-                if chunk.data is not None and not put(queues[i], chunk.data):
+                if chunk.data is None:
+                    if on_metadata is not None and chunk.app_metadata is not None:
+                        on_metadata(chunk.app_metadata.to_pybytes())
+                    continue
+                if not put(queues[i], chunk.data):
                     reader.cancel()
                     return
             put(queues[i], _DONE)

@@ -1,5 +1,6 @@
 """Connections to Veil over Arrow Flight."""
 
+import datetime
 import json
 import os
 import re
@@ -285,16 +286,40 @@ class Connection:
         `scan_batches`)."""
         return self._batches(_sql(query), progress, buffer, "query")
 
-    def sql_as_arrow(self, query, progress=None):
-        return self._read(_sql(query), progress, "query")
+    def sql_as_arrow(self, query, progress=None, privacy=False):
+        """One read-only SELECT, as an Arrow table. With `privacy=True`,
+        returns `(table, receipt)`: see `sql`."""
+        if not privacy:
+            return self._read(_sql(query), progress, "query")
+        receipts = []
+        table = self._read(_sql(query, privacy_receipt=True), progress, "query", receipts.append)
+        return table, _receipt(receipts)
 
-    def sql(self, query, types_mapper=None, progress=None):
-        """One read-only SELECT over the datasets you may read, as pandas."""
-        table = self.sql_as_arrow(query, progress=progress)
-        return _to_pandas(table, types_mapper)
+    def sql(self, query, types_mapper=None, progress=None, privacy=False):
+        """One read-only SELECT over the datasets you may read, as pandas.
+
+        On a dataset under differential privacy the answer carries noise.
+        With `privacy=True`, returns `(frame, receipt)`: the receipt is a
+        dict of what the answer cost you (`epsilon` the query spent,
+        `charged` to you now: 0 for an answer you had seen, `spent` this
+        period, `budget`, `remaining`, `resets_at` and `window_ends_at` as
+        UTC datetimes, `unit`: "epsilon", or "rho" for the Gaussian
+        mechanism), or None when the query read no such dataset."""
+        if not privacy:
+            return _to_pandas(self.sql_as_arrow(query, progress=progress), types_mapper)
+        table, receipt = self.sql_as_arrow(query, progress=progress, privacy=True)
+        return _to_pandas(table, types_mapper), receipt
 
     def sql_as_polars(self, query, progress=None):
         return _to_polars(self.sql_as_arrow(query, progress=progress))
+
+    def dp_budget(self, dataset=None):
+        """Differential privacy budgets: for each dataset under such a
+        policy that you may read, your spending and the dataset's in the
+        current period (owners, governors and auditors also see every
+        user's), as a list of dicts."""
+        body = _proto.encode_dp_budget(dataset or "")
+        return [json.loads(b) for b in self._action("veil.dp_budget", body)]
 
     # -- admin ---------------------------------------------------------------
     def set_user_disabled(self, subject, disabled=True, issuer=""):
@@ -546,10 +571,10 @@ class Connection:
         info = self._info(descriptor)
         return self._stream(info, progress, buffer, what)
 
-    def _stream(self, info, progress, buffer, what):
+    def _stream(self, info, progress, buffer, what, on_metadata=None):
         report = _stream.Progress(progress, info.total_records, what)
         try:
-            for batch in _stream.batches(self._open, info.endpoints, self._max_workers, buffer):
+            for batch in _stream.batches(self._open, info.endpoints, self._max_workers, buffer, on_metadata):
                 report.add(batch.num_rows)
                 yield batch
         except (flight.FlightError, pa.ArrowException) as e:
@@ -567,10 +592,10 @@ class Connection:
                 stacklevel=4,
             )
 
-    def _read(self, descriptor, progress=None, what="read"):
+    def _read(self, descriptor, progress=None, what="read", on_metadata=None):
         info = self._info(descriptor)
         # Every batch is kept: endpoints read ahead without a bound.
-        batches = list(self._stream(info, progress, None, what))
+        batches = list(self._stream(info, progress, None, what, on_metadata))
         return pa.Table.from_batches(batches, schema=info.schema)
 
 
@@ -581,8 +606,24 @@ def _scan(name, columns, filter, limit):
     return flight.FlightDescriptor.for_command(_proto.encode_scan(name, columns, filter, limit))
 
 
-def _sql(query):
-    return flight.FlightDescriptor.for_command(_proto.encode_sql(query))
+def _sql(query, privacy_receipt=False):
+    return flight.FlightDescriptor.for_command(_proto.encode_sql(query, privacy_receipt))
+
+
+def _receipt(bodies):
+    """The privacy receipt a DP answer's stream ended with (None: the
+    query read no dataset under differential privacy)."""
+    for body in bodies:
+        r = json.loads(body)
+        if r is None:
+            continue
+        for key in ("resets_at_ms", "window_ends_at_ms"):
+            ms = r.pop(key, None)
+            r[key[: -len("_ms")]] = (
+                None if ms is None else datetime.datetime.fromtimestamp(ms / 1000, datetime.timezone.utc)
+            )
+        return r
+    return None
 
 
 def _to_polars(table):

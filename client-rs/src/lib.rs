@@ -617,6 +617,20 @@ impl Connection {
             .await
     }
 
+    /// Differential privacy budgets this period (JSON each): yours and
+    /// each dataset's (owners, governors, auditors: every user's).
+    /// `dataset` `None`: every dataset under such a policy you may read.
+    pub async fn dp_budget(&self, dataset: Option<&str>) -> Result<Vec<String>, ClientError> {
+        self.json_results(
+            actions::DP_BUDGET,
+            veil_proto::DpBudgetRequest {
+                dataset: dataset.unwrap_or_default().into(),
+            }
+            .encode_to_vec(),
+        )
+        .await
+    }
+
     /// Refresh an accelerated dataset's copy now (on the node answering).
     pub async fn refresh(&self, dataset: &str) -> Result<String, ClientError> {
         self.acknowledged(

@@ -99,6 +99,7 @@ pub mod actions {
     pub const REFRESH: &str = "veil.refresh";
     pub const DISCOVER: &str = "veil.discover";
     pub const DECIDE_TAG_PROPOSAL: &str = "veil.decide_tag_proposal";
+    pub const DP_BUDGET: &str = "veil.dp_budget";
 }
 
 #[cfg(test)]
@@ -136,6 +137,7 @@ mod tests {
             command: Some(TicketCommand::Sql(SqlCommand {
                 query: "SELECT 1".into(),
                 parameters: vec![7],
+                privacy_receipt: false,
             })),
             part: Some(ScanPart {
                 files: vec![FileSlice {

@@ -183,6 +183,12 @@ enum AdminCommand {
     },
     /// Refresh an accelerated dataset's copy now.
     Refresh { dataset: String },
+    /// Differential privacy budgets this period: yours and each dataset's
+    /// (owners, governors and auditors: every user's).
+    DpBudget {
+        /// Only this dataset (default: every one under such a policy).
+        dataset: Option<String>,
+    },
     /// Name the people to ask about a dataset (none: clear them).
     SetExperts {
         dataset: String,
@@ -806,6 +812,7 @@ async fn execute(conn: &Connection, command: AdminCommand) -> Result<Vec<String>
             })
             .await?),
         AdminCommand::Refresh { dataset } => one(conn.refresh(&dataset).await?),
+        AdminCommand::DpBudget { dataset } => conn.dp_budget(dataset.as_deref()).await?,
         AdminCommand::SetExperts {
             dataset,
             experts,

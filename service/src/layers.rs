@@ -25,8 +25,8 @@ const LAYERS: &[&[&str]] = &[
     // Keys; the config file's form.
     &["secrets", "config"],
     // Demo data; the SQL Veil accepts (limits, bounded functions, the
-    // planner threads).
-    &["demo", "sql"],
+    // planner threads); differential privacy's exact noise and accounting.
+    &["demo", "sql", "dp"],
     // Policy rules and enforcement, pure over records: no state, no I/O.
     &["policy"],
     // State: the store backends (they validate the policies they keep).

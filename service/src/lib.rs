@@ -2,7 +2,7 @@
 //!
 //! The folders say what Veil is: `model` (the records every layer passes
 //! on), `auth` (who is calling), `catalog` (what data exists), `policy`
-//! (what they may see), `engine` (planning and running reads through
+//! (what they may see), `dp` (differential privacy's noise and accounting), `engine` (planning and running reads through
 //! DataFusion), `audit` (what happened), `store` (state), `provisioning`
 //! (the config file applied to state), `flight` (the protocol adapter),
 //! `server` (wiring), `demo`. They form layers without import circles
@@ -13,6 +13,7 @@ pub mod auth;
 pub mod catalog;
 pub mod config;
 pub mod demo;
+pub mod dp;
 pub mod engine;
 pub mod error;
 pub mod flight;

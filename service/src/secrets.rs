@@ -20,7 +20,9 @@ pub enum KeyPurpose<'a> {
     /// Encrypting ticket bodies, so a ticket reveals nothing of the source.
     TicketCipher,
     /// Keyed hash masking, one key per dataset id.
-    HashMask { dataset_id: &'a str },
+    HashMask {
+        dataset_id: &'a str,
+    },
     /// Reversible (AES-SIV) masks, one key per dataset and column.
     Reversible {
         dataset_id: &'a str,
@@ -32,7 +34,9 @@ pub enum KeyPurpose<'a> {
         column: &'a str,
     },
     /// Minimization samples, one key per dataset id.
-    Sample { dataset_id: &'a str },
+    Sample {
+        dataset_id: &'a str,
+    },
     /// Identity fingerprints (so a fingerprint can't be brute-forced offline).
     Fingerprint,
     /// The audit's hash chain (`crate::audit::chain`).
@@ -43,6 +47,13 @@ pub enum KeyPurpose<'a> {
     /// Names of kept masked copies (`engine::kept_masks`): a copy's name
     /// says nothing of the file, the policy or the keys it was made with.
     KeptMasks,
+    /// Differential privacy: the pseudo-random order in which a privacy
+    /// unit's groups are kept (one key per dataset id), and the keys
+    /// answers are cached under.
+    DpBounding {
+        dataset_id: &'a str,
+    },
+    DpAnswers,
 }
 
 impl KeyPurpose<'_> {
@@ -71,6 +82,10 @@ impl KeyPurpose<'_> {
             KeyPurpose::AuditChain => b"veil/v1/audit/chain".to_vec(),
             KeyPurpose::KeyCheck => b"veil/v1/key-check".to_vec(),
             KeyPurpose::KeptMasks => b"veil/v1/kept-masks".to_vec(),
+            KeyPurpose::DpBounding { dataset_id } => {
+                format!("veil/v1/dp/bounding/{dataset_id}").into_bytes()
+            }
+            KeyPurpose::DpAnswers => b"veil/v1/dp/answers".to_vec(),
         }
     }
 }

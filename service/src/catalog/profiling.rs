@@ -95,3 +95,91 @@ pub async fn check_cardinality(
     }
     Ok(())
 }
+
+/// Rows sampled to check a privacy unit's cardinality.
+pub const UNIT_SAMPLE_ROWS: usize = 10_000;
+/// Least share of distinct values a privacy unit needs in the sample.
+pub const UNIT_MIN_DISTINCT: f64 = 0.9;
+
+/// Refuse a differential privacy policy whose privacy unit has fewer than
+/// 90% distinct values in a sample of each dataset it applies to (the
+/// seed's rule: noise is scaled to one unit's contribution, which a
+/// low-cardinality "unit" understates), unless the policy says `force`.
+/// The answer names the measured share, never a value.
+pub async fn check_privacy_unit(
+    ctx: &SessionContext,
+    p: &Policy,
+    datasets: &[&DatasetRecord],
+    stores: &ObjectStores,
+    databases: &Databases,
+    default_issuer: &str,
+) -> Result<()> {
+    use crate::model::policy::{DataRule, PolicyRule};
+    use datafusion::functions_aggregate::expr_fn::{count, count_distinct};
+    use datafusion::prelude::ident;
+    let PolicyRule::Data(clauses) = &p.rule else {
+        return Ok(());
+    };
+    for spec in clauses.iter().filter_map(|c| match &c.rule {
+        Some(DataRule::DifferentialPrivacy(spec)) => Some(spec),
+        _ => None,
+    }) {
+        if spec.force {
+            continue;
+        }
+        for d in datasets.iter().filter(|d| applies_to(p, d, default_issuer)) {
+            if matches!(SourceKind::of(d), SourceKind::AuditTrail) {
+                continue;
+            }
+            let unit = &spec.privacy_unit;
+            let source = crate::catalog::raw_source(d, stores, databases).await?;
+            let fail = |e: DataFusionError| from_datafusion(below_barrier(&d.name, &e));
+            let batches = ctx
+                .read_table(source)
+                .and_then(|t| t.select(vec![ident(unit)]))
+                .and_then(|t| t.limit(0, Some(UNIT_SAMPLE_ROWS)))
+                .and_then(|t| {
+                    t.aggregate(
+                        vec![],
+                        vec![
+                            count(datafusion::prelude::lit(1i64)).alias("n"),
+                            count_distinct(ident(unit)).alias("d"),
+                        ],
+                    )
+                })
+                .map_err(fail)?
+                .collect()
+                .await
+                .map_err(fail)?;
+            let value = |name: &str| -> u64 {
+                batches
+                    .first()
+                    .and_then(|b| b.column_by_name(name))
+                    .and_then(|c| {
+                        datafusion::common::ScalarValue::try_from_array(c, 0)
+                            .ok()
+                            .and_then(|v| match v {
+                                datafusion::common::ScalarValue::Int64(Some(n)) => Some(n as u64),
+                                _ => None,
+                            })
+                    })
+                    .unwrap_or(0)
+            };
+            let (rows, distinct) = (value("n"), value("d"));
+            if rows == 0 {
+                continue;
+            }
+            let share = distinct as f64 / rows as f64;
+            if share < UNIT_MIN_DISTINCT {
+                return Err(VeilError::FailedPrecondition(format!(
+                    "differential privacy policy '{}': the privacy unit '{unit}' of '{}' has {:.1}% distinct values in a sample of {rows} rows; a privacy unit needs at least {:.0}% (a column identifying whom each row is about, such as a primary key). Choose another column, or set `force = true` to accept it",
+                    p.spec.name,
+                    d.name,
+                    share * 100.0,
+                    UNIT_MIN_DISTINCT * 100.0
+                )));
+            }
+        }
+    }
+    Ok(())
+}

@@ -5,6 +5,7 @@
 pub mod acceleration;
 #[cfg(test)]
 mod database_plans;
+pub mod dp;
 pub mod kept_masks;
 pub mod plan_cache;
 #[cfg(test)]
@@ -116,6 +117,8 @@ pub struct PlannedQuery {
     task: Arc<TaskContext>,
     /// The kept copies the plan reads, held until its stream ends.
     leases: Vec<Arc<KeptCopy>>,
+    /// A differentially private answer: what it cost, once executed.
+    pub dp: Option<dp::ReceiptSlot>,
 }
 
 impl PlannedQuery {
@@ -176,6 +179,8 @@ pub struct Engine {
     databases: Arc<Databases>,
     /// Local copies of accelerated database datasets (`None`: none kept).
     accelerator: Option<Arc<acceleration::Accelerator>>,
+    /// Differentially private answers and budgets, shared through the store.
+    dp: Arc<dp::DpAnswers>,
 }
 
 impl Engine {
@@ -230,9 +235,7 @@ impl Engine {
             cfg.max_planning,
         )?;
         Ok(Self {
-            state,
             base,
-            master,
             default_issuer,
             cfg,
             stores,
@@ -242,7 +245,22 @@ impl Engine {
             kept: None,
             databases: Arc::new(Databases::none()),
             accelerator: None,
+            dp: Arc::new(dp::DpAnswers::new(Arc::clone(state.store()), &master)),
+            state,
+            master,
         })
+    }
+
+    /// Count DP answer windows and budget periods on `clock` (ms).
+    pub fn with_dp_clock(mut self, clock: dp::Clock) -> Self {
+        let answers = dp::DpAnswers::new(Arc::clone(self.state.store()), &self.master);
+        self.dp = Arc::new(answers.with_clock(clock));
+        self
+    }
+
+    /// Differentially private answers and budgets.
+    pub fn dp_answers(&self) -> &Arc<dp::DpAnswers> {
+        &self.dp
     }
 
     /// Keep local copies of accelerated database datasets under `dir`
@@ -337,7 +355,16 @@ impl Engine {
         parts: HashMap<String, ScanPart>,
         at: Option<chrono::DateTime<chrono::Utc>>,
     ) -> Arc<ViewCompiler> {
-        Arc::new(
+        Arc::new(self.view_compiler(scope, parts, at))
+    }
+
+    fn view_compiler(
+        &self,
+        scope: &Arc<RequestScope>,
+        parts: HashMap<String, ScanPart>,
+        at: Option<chrono::DateTime<chrono::Utc>>,
+    ) -> ViewCompiler {
+        {
             ViewCompiler::new(
                 Arc::clone(scope),
                 self.master.clone(),
@@ -351,8 +378,8 @@ impl Engine {
             .with_audit_store(Arc::clone(self.state.store()))
             .with_kept_masks(self.kept.clone())
             .with_databases(Arc::clone(&self.databases))
-            .with_accelerator(self.accelerator.clone()),
-        )
+            .with_accelerator(self.accelerator.clone())
+        }
     }
 
     /// A session that reads sources raw, outside any principal's catalog
@@ -551,6 +578,14 @@ impl Engine {
             }
             _ => None,
         };
+        // `SELECT WITH DIFFERENTIAL_PRIVACY OPTIONS (...)`, read first.
+        let (sql_text, dp_options) = match read {
+            Read::Command(Command::Sql(sql)) => {
+                let (text, options) = dp::options::strip(&sql.query)?;
+                (Some(text), options)
+            }
+            _ => (None, None),
+        };
         let mut parts = HashMap::new();
         // A SQL query's part must still split the query when planned now.
         let mut sql_part = None;
@@ -579,12 +614,37 @@ impl Engine {
             }
             Read::Command(Command::Sql(sql)) => {
                 let values = parameters::decode(&sql.parameters)?;
-                self.sql_frame(&ctx, &sql.query, Some(values))
+                let text = sql_text.as_deref().unwrap_or(&sql.query);
+                let frame = self
+                    .sql_frame(&ctx, text, Some(values))
                     .await
-                    .map_err(|e| hints::sql(e, &sql.query))?
+                    .map_err(|e| hints::sql(e, &sql.query))?;
+                match dp::query::guard_of(frame.logical_plan())? {
+                    Some(guard) => {
+                        return self
+                            .plan_dp(scope, &ctx, frame, guard, dp_options.as_ref(), now)
+                            .await;
+                    }
+                    None if dp_options.is_some() => {
+                        return Err(VeilError::InvalidArgument(
+                            "[DP_OPTIONS] WITH DIFFERENTIAL_PRIVACY applies to queries on a dataset under a differential privacy policy; this query reads none (drop the clause)".into(),
+                        ));
+                    }
+                    None => frame,
+                }
             }
             Read::Lookup(lookup) => self.lookup_frame(&ctx, &compiler, lookup).await?,
         };
+        // Rows of a dataset under differential privacy are never read
+        // but through `plan_dp` (the guard would refuse it later; this
+        // says why, first).
+        if let Some(guard) = dp::query::guard_of(frame.logical_plan())? {
+            return Err(dp::refusal(
+                dp::Refusal::RowLevel,
+                &guard,
+                "its rows are never served: ask aggregate questions with sql()",
+            ));
+        }
         let frame = plain_types(frame)?;
         let schema: SchemaRef = Arc::new(frame.schema().as_arrow().clone());
         let task = ctx.task_ctx();
@@ -631,6 +691,199 @@ impl Engine {
             planned_at: compiler.now(),
             task,
             leases,
+            dp: None,
+        })
+    }
+
+    /// Plan a SQL query on a dataset under differential privacy: accept
+    /// its shape, build its exact bounded aggregates in a session that
+    /// reads the secure view, and put the answer (kept, or drawn when
+    /// executed) in place of its aggregate ([`dp`]).
+    async fn plan_dp(
+        &self,
+        scope: &Arc<RequestScope>,
+        ctx: &SessionContext,
+        frame: DataFrame,
+        guard: Arc<dp::guard::DpGuardTable>,
+        options: Option<&dp::options::DpOptions>,
+        now: chrono::DateTime<chrono::Utc>,
+    ) -> Result<PlannedQuery> {
+        use dp::{bounding, query, release};
+        let plan = frame.logical_plan().clone();
+        let q = query::accept(&plan, &guard)?;
+        let rule = guard.rule();
+        let policy = &rule.policy;
+        let (privacy, epsilon) = dp::options::privacy_for(policy, options)?;
+        let private: Vec<&String> = q
+            .groups
+            .iter()
+            .filter(|g| !policy.public_keys.contains_key(*g))
+            .collect();
+        if !private.is_empty() && privacy.selection_delta().is_none() {
+            return Err(dp::refusal(
+                dp::Refusal::GroupBy,
+                &guard,
+                &format!(
+                    "the policy lists no public keys for {} and has no `delta`, which releasing keys only many units share needs",
+                    private
+                        .iter()
+                        .map(|g| g.as_str())
+                        .collect::<Vec<_>>()
+                        .join(", ")
+                ),
+            ));
+        }
+        let d = guard.dataset().clone();
+        let view = guard.view_schema();
+        let public = if q.groups.is_empty() || !private.is_empty() {
+            None
+        } else {
+            let mut combos: Vec<Vec<ScalarValue>> = vec![vec![]];
+            for g in &q.groups {
+                let dt = view
+                    .field_with_name(g)
+                    .map_err(|e| VeilError::internal("a group column", e))?
+                    .data_type()
+                    .clone();
+                let keys = bounding::public_key_literals(g, &policy.public_keys[g], &dt)?;
+                combos = combos
+                    .into_iter()
+                    .flat_map(|c| {
+                        keys.iter().map(move |k| {
+                            let mut c = c.clone();
+                            c.push(k.clone());
+                            c
+                        })
+                    })
+                    .collect();
+            }
+            Some(combos)
+        };
+        let raws = bounding::raw_quantities(&q, !private.is_empty());
+        let noise = release::NoisePlan::new(&q, policy, &privacy, raws.clone(), public)?;
+        // The exact aggregates, over the secure view.
+        let exact_compiler = Arc::new(
+            self.view_compiler(scope, HashMap::new(), Some(now))
+                .with_dp_raw(),
+        );
+        let exact_ctx = self.session(&exact_compiler, false)?;
+        let (schema_name, table) = d.name.split_once('.').expect("validated name");
+        let exact = bounding::exact_frame(
+            &exact_ctx,
+            TableReference::full(
+                CATALOG,
+                schema_name.to_ascii_lowercase(),
+                table.to_ascii_lowercase(),
+            ),
+            &q,
+            &raws,
+            bounding::DpRank::udf(self.dp.bounding_key(&d.id)),
+        )
+        .await?;
+        let exact = exact
+            .create_physical_plan()
+            .await
+            .map_err(from_datafusion)?;
+        // What the answer answers: never per user, but per what they see.
+        let effective = guard.policy();
+        let visibility = format!(
+            "{:?}|{:?}|{:?}",
+            effective
+                .row_rules
+                .iter()
+                .map(|r| &r.kind)
+                .collect::<Vec<_>>(),
+            effective.masks,
+            effective.kanon
+        );
+        let privacy_text = format!(
+            "{}|{epsilon}|{:?}|{}",
+            policy.mechanism.as_str(),
+            privacy.selection_delta(),
+            privacy.cost()
+        );
+        let key = self.dp.answer_key(&[
+            &d.id,
+            &rule.label,
+            &visibility,
+            &q.canonical(),
+            &privacy_text,
+        ]);
+        let source_version = match SourceKind::of(&d) {
+            SourceKind::Files(_) => {
+                let listing = scope.listing(&self.stores, &d).await?;
+                let files: Vec<(&str, u64, Option<i64>)> = listing
+                    .files
+                    .iter()
+                    .map(|f| (f.path.as_str(), f.size, f.modified_ms))
+                    .collect();
+                self.dp.answer_key(&[&format!("{files:?}")])
+            }
+            // No cheap version to read: a new window draws anew.
+            _ => String::new(),
+        };
+        let aggregate = query::aggregate_of(&plan).ok_or_else(|| {
+            VeilError::Internal("an accepted DP query without its aggregate".into())
+        })?;
+        let answer_schema: SchemaRef = Arc::new(datafusion::arrow::datatypes::Schema::new(
+            aggregate
+                .schema
+                .fields()
+                .iter()
+                .enumerate()
+                .map(|(i, f)| {
+                    datafusion::arrow::datatypes::Field::new(
+                        format!("c{i}"),
+                        f.data_type().clone(),
+                        true,
+                    )
+                })
+                .collect::<Vec<_>>(),
+        ));
+        let receipt: dp::ReceiptSlot = Arc::default();
+        let identity = &scope.principal().identity;
+        let job = Arc::new(dp::exec::DpJob {
+            answers: Arc::clone(&self.dp),
+            query: q,
+            noise,
+            privacy,
+            epsilon,
+            key,
+            source_version,
+            user_ledger: format!(
+                "user:{}",
+                serde_json::to_string(&(&identity.issuer, &identity.subject)).unwrap_or_default()
+            ),
+            exact,
+            task: exact_ctx.task_ctx(),
+            schema: Arc::clone(&answer_schema),
+            receipt: Arc::clone(&receipt),
+        });
+        let upper = query::answer_in_place(&plan, aggregate, job)?;
+        let frame = ctx
+            .execute_logical_plan(upper)
+            .await
+            .map_err(from_datafusion)?;
+        let frame = plain_types(frame)?;
+        let schema: SchemaRef = Arc::new(frame.schema().as_arrow().clone());
+        let task = ctx.task_ctx();
+        let (frame_state, plan) = frame.into_parts();
+        let logical = frame_state.optimize(&plan).map_err(from_datafusion)?;
+        let physical = frame_state
+            .query_planner()
+            .create_physical_plan(&logical, &frame_state)
+            .await
+            .map_err(from_datafusion)?;
+        Ok(PlannedQuery {
+            logical,
+            physical,
+            schema,
+            reads: exact_compiler.reads(),
+            version: scope.version(),
+            planned_at: now,
+            task,
+            leases: exact_compiler.leases(),
+            dp: Some(receipt),
         })
     }
 
@@ -651,7 +904,13 @@ impl Engine {
             .run(&user, async move {
                 let compiler = engine.compiler(&scope, HashMap::new(), Some(chrono::Utc::now()));
                 let ctx = engine.session(&compiler, false)?;
+                let (query, _) = dp::options::strip(&query)?;
                 let frame = engine.sql_frame(&ctx, &query, None).await?;
+                // A DP query's shape is checked now; its answer's types
+                // are the aggregate's, as planned.
+                if let Some(guard) = dp::query::guard_of(frame.logical_plan())? {
+                    dp::query::accept(frame.logical_plan(), &guard)?;
+                }
                 let parameters = parameters::placeholders(frame.logical_plan())?;
                 let frame = plain_types(frame)?;
                 Ok(DescribedQuery {
@@ -689,6 +948,7 @@ impl Engine {
             planned_at: now,
             task: self.task_context().ok()?,
             leases: kept.leases.clone(),
+            dp: None,
         })
     }
 
@@ -881,7 +1141,12 @@ impl Engine {
         scope: &RequestScope,
         planned: &PlannedQuery,
     ) -> Result<ScanLayout> {
-        let Some(dataset) = splittable(&planned.logical, &planned.reads) else {
+        // A DP answer is one small batch, of no known size.
+        let split = match planned.dp {
+            Some(_) => None,
+            None => splittable(&planned.logical, &planned.reads),
+        };
+        let Some(dataset) = split else {
             return Ok(ScanLayout {
                 parts: vec![None],
                 total_records: -1,

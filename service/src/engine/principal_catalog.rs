@@ -12,6 +12,7 @@ use std::sync::{Arc, Mutex};
 use veil_proto::ScanPart;
 
 use super::acceleration::{Accelerator, Copy};
+use super::dp::guard::DpGuardTable;
 use super::kept_masks::{KeptCopy, KeptMasks};
 use super::scope::RequestScope;
 use crate::audit::dataset::AuditTable;
@@ -80,6 +81,10 @@ pub struct ViewCompiler {
     databases: Arc<Databases>,
     /// Local copies of accelerated database datasets.
     accelerator: Option<Arc<Accelerator>>,
+    /// Serve datasets under differential privacy as their secure views
+    /// (only the DP planner's own session does, for its exact aggregates);
+    /// otherwise as guards no plan can scan.
+    dp_raw: bool,
 }
 
 impl ViewCompiler {
@@ -108,7 +113,15 @@ impl ViewCompiler {
             leases: Mutex::new(vec![]),
             databases: Arc::new(Databases::none()),
             accelerator: None,
+            dp_raw: false,
         }
+    }
+
+    /// Compile datasets under differential privacy to their secure views
+    /// (`super::dp`: the exact aggregates its answers add noise to).
+    pub fn with_dp_raw(mut self) -> Self {
+        self.dp_raw = true;
+        self
     }
 
     /// Serve accelerated datasets from `accelerator`'s copies.
@@ -377,11 +390,20 @@ impl ViewCompiler {
         if let Ok(mut r) = self.reads.lock() {
             r.push(DatasetRead {
                 dataset: d.name.clone(),
-                policy,
+                policy: Arc::clone(&policy),
                 served: served_from,
             });
         }
-        Ok(Arc::new(ViewTable::new(plan, None)))
+        let view = Arc::new(ViewTable::new(plan, None));
+        if policy.dp.is_some() && !self.dp_raw {
+            // Aggregates with noise only: no plan can scan this.
+            return Ok(Arc::new(DpGuardTable::new(
+                d.clone(),
+                policy,
+                view.schema(),
+            )));
+        }
+        Ok(view)
     }
 }
 

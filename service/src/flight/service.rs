@@ -417,6 +417,7 @@ impl VeilFlight {
                 &Command::Sql(veil_proto::SqlCommand {
                     query: query.clone(),
                     parameters: Vec::new(),
+                    ..Default::default()
                 }),
             );
             describe(&mut event, &described.reads, &described.schema);
@@ -633,8 +634,28 @@ impl FlightService for VeilFlight {
             .and_then(|data| {
                 futures::future::ready(checked_len(&data, MESSAGE_HARD_CAP_BYTES).map(|_| data))
             });
+        // On request, a DP answer's receipt follows its data.
+        let receipt = match (&cmd, &planned.dp) {
+            (Command::Sql(sql), Some(slot)) if sql.privacy_receipt => Some(Arc::clone(slot)),
+            _ => None,
+        };
+        let encoded = match receipt {
+            None => encoded.boxed(),
+            Some(slot) => encoded
+                .chain(futures::stream::once(async move {
+                    let receipt = slot.lock().ok().and_then(|r| r.clone());
+                    let body = serde_json::to_vec(&receipt).map_err(|e| {
+                        to_status(&VeilError::internal("encoding a privacy receipt", e))
+                    })?;
+                    Ok(FlightData {
+                        app_metadata: body.into(),
+                        ..Default::default()
+                    })
+                }))
+                .boxed(),
+        };
         let guarded = AuditedStream {
-            inner: encoded.boxed(),
+            inner: encoded,
             audit: Some((self.audit.clone(), end)),
             rows: 0,
             bytes: 0,
@@ -804,6 +825,11 @@ impl AuditedStream {
         let Some((audit, mut event)) = self.audit.take() else {
             return;
         };
+        let receipt = self
+            .planned
+            .as_ref()
+            .and_then(|p| p.dp.as_ref())
+            .and_then(|slot| slot.lock().ok().and_then(|r| r.clone()));
         self.planned = None;
         event.rows = Some(self.rows);
         event.bytes = Some(self.bytes);
@@ -811,6 +837,9 @@ impl AuditedStream {
         event.status = status.to_string();
         if let Some(m) = message {
             event.message = m;
+        }
+        if let Some(r) = receipt {
+            event.message = format!("{}; {}", event.message, r.audit_note());
         }
         event.time_ms = now_ms();
         tracing::info!(

@@ -10,7 +10,7 @@
 
 use veil_proto::{
     AccelerateRequest, DecideAccessRequest, DecideTagProposalRequest, DeletePolicyRequest,
-    DeleteUserRequest, DiscoverRequest, ExplainRequest, ListAccessRequestsRequest,
+    DeleteUserRequest, DiscoverRequest, DpBudgetRequest, ExplainRequest, ListAccessRequestsRequest,
     ListPoliciesRequest, PermissionRequest, ProfileKAnonymityRequest, PutUserRequest,
     RefreshRequest, RegisterDatasetRequest, RequestAccessRequest, RequestUnmaskRequest,
     RevokeAccessRequest, SetColumnTagsRequest, SetDescriptionRequest, SetExpertsRequest,
@@ -61,6 +61,7 @@ pub enum Action {
     DenyAccess,
     ListAccessRequests,
     RevokeAccess,
+    DpBudget,
 }
 
 /// Who may call an action. The runner checks every kind before the
@@ -144,6 +145,7 @@ impl Action {
         Action::DenyAccess,
         Action::ListAccessRequests,
         Action::RevokeAccess,
+        Action::DpBudget,
     ];
 
     /// The wire name (`veil.*`).
@@ -185,6 +187,7 @@ impl Action {
             Action::DenyAccess => actions::DENY_ACCESS,
             Action::ListAccessRequests => actions::LIST_ACCESS_REQUESTS,
             Action::RevokeAccess => actions::REVOKE_ACCESS,
+            Action::DpBudget => actions::DP_BUDGET,
         }
     }
 
@@ -228,7 +231,8 @@ impl Action {
             | Action::ListUnmaskRequests
             | Action::UnmaskResult
             | Action::RequestAccess
-            | Action::ListAccessRequests => Anyone,
+            | Action::ListAccessRequests
+            | Action::DpBudget => Anyone,
             Action::ApproveUnmask | Action::DenyUnmask => UnmaskApprover,
             Action::ApproveAccess | Action::DenyAccess | Action::RevokeAccess => Approver,
         }
@@ -313,6 +317,9 @@ impl Action {
             Action::RevokeAccess => {
                 "Withdraw an approved access request; the user's next read is refused."
             }
+            Action::DpBudget => {
+                "Differential privacy budgets this period: yours and each dataset's (owners, governors and auditors: every user's), as JSON."
+            }
         }
     }
 }
@@ -364,6 +371,7 @@ pub enum Request {
     DenyAccess(DecideAccessRequest),
     ListAccessRequests(ListAccessRequestsRequest),
     RevokeAccess(RevokeAccessRequest),
+    DpBudget(DpBudgetRequest),
 }
 
 /// What a requirement is checked against.
@@ -426,6 +434,7 @@ impl Request {
             Request::DenyAccess(_) => Action::DenyAccess,
             Request::ListAccessRequests(_) => Action::ListAccessRequests,
             Request::RevokeAccess(_) => Action::RevokeAccess,
+            Request::DpBudget(_) => Action::DpBudget,
         }
     }
 
@@ -448,7 +457,8 @@ impl Request {
             | Request::ListUnmaskRequests(_)
             | Request::UnmaskResult(_)
             | Request::RequestAccess(_)
-            | Request::ListAccessRequests(_) => Target::Caller,
+            | Request::ListAccessRequests(_)
+            | Request::DpBudget(_) => Target::Caller,
             Request::RegisterDataset(r) => Target::NewDataset(r),
             Request::DropDataset { dataset } => Target::Dataset(dataset),
             Request::SetColumnTags(r) => Target::Dataset(&r.dataset),
@@ -575,6 +585,11 @@ impl Request {
                 event.dataset = name(&r.dataset);
                 event.message = format!("revoke access of {}", user(&r.user));
             }
+            Request::DpBudget(r) => {
+                if !r.dataset.is_empty() {
+                    event.dataset = name(&r.dataset);
+                }
+            }
         }
     }
 }
@@ -665,6 +680,7 @@ mod tests {
             Action::DenyAccess => Request::DenyAccess(Default::default()),
             Action::ListAccessRequests => Request::ListAccessRequests(Default::default()),
             Action::RevokeAccess => Request::RevokeAccess(Default::default()),
+            Action::DpBudget => Request::DpBudget(Default::default()),
         }
     }
 
@@ -749,6 +765,7 @@ mod tests {
             actions::REFRESH,
             actions::DISCOVER,
             actions::DECIDE_TAG_PROPOSAL,
+            actions::DP_BUDGET,
         ];
         assert_eq!(
             names,

@@ -19,6 +19,7 @@ mod datasets;
 mod directory;
 mod discovery;
 mod policies;
+mod privacy;
 mod requests;
 mod unmask;
 
@@ -260,6 +261,7 @@ impl Governance {
             Request::DenyAccess(r) => self.decide(call, r, false).await,
             Request::ListAccessRequests(r) => self.list_access_requests(call, r).await,
             Request::RevokeAccess(r) => self.revoke_access(call, r).await,
+            Request::DpBudget(r) => self.dp_budget(call, r).await,
         }
     }
 

@@ -117,6 +117,15 @@ impl Governance {
             self.engine.default_issuer(),
         )
         .await?;
+        crate::catalog::profiling::check_privacy_unit(
+            &self.engine.raw_session(),
+            &policy,
+            &datasets.values().copied().collect::<Vec<_>>(),
+            self.engine.stores(),
+            self.engine.databases(),
+            self.engine.default_issuer(),
+        )
+        .await?;
         let spec = &policy.spec;
         let mode = if create {
             PolicyPut::Create
@@ -406,6 +415,21 @@ fn explain_json(
                         })
                         .collect::<Vec<_>>()
                 );
+                // Aggregate-only access: what is answered, and at what cost.
+                out["differential_privacy"] = match &e.dp {
+                    None => serde_json::Value::Null,
+                    Some(dp) => json!({
+                        "policy": dp.name,
+                        "version": dp.label,
+                        "rule": dp.policy.describe(),
+                        "privacy_unit": dp.policy.unit,
+                        "epsilon": dp.policy.epsilon,
+                        "delta": dp.policy.delta,
+                        "mechanism": dp.policy.mechanism.as_str(),
+                        "latency_tolerance_secs": dp.policy.tolerance_secs,
+                        "groupable": dp.policy.groupable,
+                    }),
+                };
                 out["row_filters"] = json!(
                     e.row_rules
                         .iter()

@@ -1,6 +1,7 @@
 //! The records Veil's layers pass to one another: who is calling
 //! (`identity`), what data exists (`dataset`), what policies say
-//! (`policy`), what people asked for (`request`), what happened (`audit`)
+//! (`policy`), differential privacy's answers and ledgers (`privacy`),
+//! what people asked for (`request`), what happened (`audit`)
 //! and everything policy-relevant at one state version (`snapshot`).
 //!
 //! A leaf: plain data with serde forms and lookups, importing nothing else
@@ -13,6 +14,7 @@ pub mod audit;
 pub mod dataset;
 pub mod identity;
 pub mod policy;
+pub mod privacy;
 pub mod request;
 pub mod snapshot;
 pub mod source_kind;

@@ -270,6 +270,100 @@ pub enum RowRuleSpec {
     },
 }
 
+/// The noise a differential privacy policy adds.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum DpMechanism {
+    /// Discrete Laplace noise, pure ε-DP.
+    #[default]
+    Laplace,
+    /// Discrete Gaussian noise, ρ-zCDP (from the policy's ε and δ).
+    Gaussian,
+}
+
+impl DpMechanism {
+    pub fn as_str(&self) -> &'static str {
+        match self {
+            DpMechanism::Laplace => "laplace",
+            DpMechanism::Gaussian => "gaussian",
+        }
+    }
+}
+
+/// How much one value of a summed or averaged column may contribute:
+/// values are clamped to `[lower, upper]` and counted in units of
+/// `1 / scale` (fixed point: `scale = 100` keeps cents).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DpColumnSpec {
+    pub lower: f64,
+    pub upper: f64,
+    #[serde(default = "one_u32", skip_serializing_if = "is_one_u32")]
+    pub scale: u32,
+}
+
+fn one_u32() -> u32 {
+    1
+}
+
+fn is_one_u32(n: &u32) -> bool {
+    *n == 1
+}
+
+/// Budgets over a tumbling period (`period = "30d"`): what one user may
+/// spend on the dataset, and what every fresh answer together may spend.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DpBudgetSpec {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub user_epsilon: Option<f64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub dataset_epsilon: Option<f64>,
+    pub period: String,
+}
+
+/// A differential privacy data policy: who it applies to may run only
+/// aggregate queries on the dataset, answered with noise (see
+/// `crate::dp`).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DifferentialPrivacySpec {
+    /// The column identifying whom a row is about (the privacy unit).
+    pub privacy_unit: String,
+    /// ε spent by one query (split evenly among its noisy measurements).
+    pub epsilon: f64,
+    /// δ: needed by the Gaussian mechanism and by `GROUP BY` on keys the
+    /// policy doesn't list.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub delta: Option<f64>,
+    #[serde(default)]
+    pub mechanism: DpMechanism,
+    /// How long an answer is kept and served again (`"24h"`, `"30 minutes"`).
+    pub latency_tolerance: String,
+    /// Most groups one unit contributes to in one query.
+    #[serde(default = "one_u32")]
+    pub max_groups_per_unit: u32,
+    /// Most rows of one unit counted in one group.
+    #[serde(default = "one_u32")]
+    pub max_rows_per_unit: u32,
+    /// Bounds of the columns `SUM` and `AVG` may read.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub columns: BTreeMap<String, DpColumnSpec>,
+    /// Columns `GROUP BY` may name (their keys are released only when
+    /// enough units have them, unless listed in `public_groups`).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub groupable: Vec<String>,
+    /// Columns whose keys are public, with every key: each is answered,
+    /// noisy zeros included, and other keys are dropped.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub public_groups: BTreeMap<String, Vec<serde_json::Value>>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub budget: Option<DpBudgetSpec>,
+    /// Accept a privacy unit with fewer than 90% distinct values.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub force: bool,
+}
+
 /// One step of an ordered *for everyone who ... / otherwise ...* chain.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -283,6 +377,8 @@ pub struct BranchSpec {
     pub mask: Option<MaskSpec>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub row_filter: Option<RowFilterSpec>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub differential_privacy: Option<DifferentialPrivacySpec>,
     /// This step applies nothing (the principal is exempt from the policy).
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub exempt: bool,
@@ -317,6 +413,9 @@ pub struct PolicySpec {
     pub mask_where: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub row_filter: Option<RowFilterSpec>,
+    /// Aggregate-only access with noise ([`DifferentialPrivacySpec`]).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub differential_privacy: Option<DifferentialPrivacySpec>,
     /// *For everyone except ...*: principals matching this are exempt.
     #[serde(default, skip_serializing_if = "Condition::is_empty")]
     pub except: Condition,
@@ -331,12 +430,20 @@ pub struct PolicySpec {
 pub enum DataRule {
     Mask(MaskSpec),
     RowFilter(RowRuleSpec),
+    DifferentialPrivacy(Box<DifferentialPrivacySpec>),
 }
 
 impl DataRule {
     pub fn describe(&self) -> String {
         match self {
             DataRule::Mask(m) => format!("mask {}", m.label()),
+            DataRule::DifferentialPrivacy(dp) => format!(
+                "aggregate queries only, with differential privacy (privacy unit {}, ε = {} per query, {} noise, answers kept {})",
+                dp.privacy_unit,
+                dp.epsilon,
+                dp.mechanism.as_str(),
+                dp.latency_tolerance
+            ),
             DataRule::RowFilter(RowRuleSpec::Matching {
                 column,
                 column_tag,

@@ -29,6 +29,7 @@ use crate::error::{Result, VeilError};
 use crate::model::dataset::DatasetRecord;
 use crate::model::identity::{Identity, Principal};
 use crate::model::policy::{Condition, DataRule, MaskSpec, Policy, PolicyRule, RowRuleSpec};
+use crate::policy::differential_privacy::DpPolicy;
 use crate::policy::masks::mask_output_type;
 use crate::policy::predicate::POLICY_SQL;
 use crate::policy::rules::{ConditionExt, MaskSpecExt, SubscriptionExt, tag_covers};
@@ -127,6 +128,8 @@ pub struct EffectivePolicy {
     pub row_rules: Vec<RowRule>,
     /// k-anonymization groups, one per applicable policy.
     pub kanon: Vec<KAnonGroup>,
+    /// Differential privacy: only aggregate queries, answered with noise.
+    pub dp: Option<DpRule>,
     /// `policy-id@version` of every policy that applied.
     pub applied: Vec<String>,
     /// How each applicable policy resolved for this principal.
@@ -169,6 +172,16 @@ impl EffectivePolicy {
             .chain(self.kanon.iter().flat_map(|g| g.columns.iter().cloned()))
             .collect()
     }
+}
+
+/// The differential privacy policy that applies to a principal.
+#[derive(Debug, Clone, PartialEq)]
+pub struct DpRule {
+    pub policy: DpPolicy,
+    /// `policy-id@version`: answers are kept per version of the policy.
+    pub label: String,
+    /// The policy's name, for messages.
+    pub name: String,
 }
 
 /// One k-anonymization group: these quasi-identifier columns, counted
@@ -524,6 +537,11 @@ pub fn check_policy_on(p: &Policy, d: &DatasetRecord) -> Result<()> {
                     POLICY_SQL.parse(sql, &schema, &what)?;
                 }
             }
+            DataRule::DifferentialPrivacy(spec) => {
+                DpPolicy::validate(spec)
+                    .map_err(|m| VeilError::InvalidArgument(format!("{what}: {m}")))?
+                    .check_on(&schema, &what)?;
+            }
         }
     }
     Ok(())
@@ -592,6 +610,7 @@ pub fn data_policy(
     let mut candidates: BTreeMap<String, Vec<AppliedMask>> = BTreeMap::new();
     let mut row_rules = Vec::new();
     let mut kanon = Vec::new();
+    let mut dp: Option<DpRule> = None;
     let mut applied = BTreeSet::new();
     let mut decisions = Vec::new();
     for p in policies
@@ -612,6 +631,25 @@ pub fn data_policy(
         let Some(rule) = rule else { continue };
         let what = format!("policy '{}' on {}", p.spec.name, dataset.name);
         match rule {
+            DataRule::DifferentialPrivacy(spec) => {
+                let policy = DpPolicy::validate(spec)
+                    .map_err(|m| VeilError::FailedPrecondition(format!("{what}: {m}")))?;
+                policy.check_on(&schema, &what)?;
+                if let Some(other) = &dp {
+                    // Two noise budgets over one dataset can't be reconciled
+                    // safely: no data until a governor keeps one.
+                    return Err(VeilError::FailedPrecondition(format!(
+                        "two differential privacy policies apply to {} for this user ('{}' and '{}'); no data is served until only one applies",
+                        dataset.name, other.name, p.spec.name
+                    )));
+                }
+                applied.insert(p.label());
+                dp = Some(DpRule {
+                    policy,
+                    label: p.label(),
+                    name: p.spec.name.clone(),
+                });
+            }
             DataRule::Mask(m @ MaskSpec::KAnonymity(spec)) => {
                 let mut columns = Vec::new();
                 for c in mask_columns(p, dataset)? {
@@ -736,6 +774,7 @@ pub fn data_policy(
         masks,
         row_rules,
         kanon,
+        dp,
         applied: applied.into_iter().collect(),
         decisions,
     })

@@ -3,11 +3,12 @@
 //! condition admits, how masks of equal rank combine, and tags. The records
 //! themselves live in `crate::model::policy`.
 
+use super::differential_privacy::DpPolicy;
 use crate::error::{Result, VeilError};
 use crate::model::identity::Principal;
 use crate::model::policy::{
-    Clause, Condition, DataRule, MaskSpec, PolicyRule, PolicySpec, RowFilterSpec, RowRuleSpec,
-    SubscriptionSpec,
+    Clause, Condition, DataRule, DifferentialPrivacySpec, MaskSpec, PolicyRule, PolicySpec,
+    RowFilterSpec, RowRuleSpec, SubscriptionSpec,
 };
 
 /// Whom a condition admits.
@@ -192,7 +193,7 @@ fn validate_row_filter(f: &RowFilterSpec) -> std::result::Result<RowRuleSpec, St
         }
         return Ok(RowRuleSpec::Window {
             column: f.column.clone(),
-            seconds: parse_window(within)?,
+            seconds: parse_duration("within", within)?,
         });
     }
     let Some(attribute) = f.attribute.as_ref().filter(|a| !a.trim().is_empty()) else {
@@ -211,8 +212,9 @@ fn validate_row_filter(f: &RowFilterSpec) -> std::result::Result<RowRuleSpec, St
     })
 }
 
-/// `"90 minutes"`, `"24 hours"`, `"7 days"` (also `min`/`m`, `h`, `d`).
-pub fn parse_window(s: &str) -> std::result::Result<i64, String> {
+/// `"90 minutes"`, `"24 hours"`, `"7 days"` (also `min`/`m`, `h`, `d`) in
+/// seconds; `field` names the setting in messages.
+pub fn parse_duration(field: &str, s: &str) -> std::result::Result<i64, String> {
     let s = s.trim();
     let split = s.find(|c: char| !c.is_ascii_digit()).unwrap_or(s.len());
     let (n, unit) = s.split_at(split);
@@ -220,20 +222,20 @@ pub fn parse_window(s: &str) -> std::result::Result<i64, String> {
         .parse()
         .ok()
         .filter(|n| *n > 0)
-        .ok_or_else(|| format!("`within = \"{s}\"`: expected a positive count then minutes, hours or days, as in \"7 days\""))?;
+        .ok_or_else(|| format!("`{field} = \"{s}\"`: expected a positive count then minutes, hours or days, as in \"7 days\""))?;
     let per = match unit.trim().to_ascii_lowercase().as_str() {
         "m" | "min" | "mins" | "minute" | "minutes" => 60,
         "h" | "hour" | "hours" => 3_600,
         "d" | "day" | "days" => 86_400,
         other => {
             return Err(format!(
-                "`within = \"{s}\"`: unknown unit '{other}' (use minutes, hours or days)"
+                "`{field} = \"{s}\"`: unknown unit '{other}' (use minutes, hours or days)"
             ));
         }
     };
     n.checked_mul(per)
         .filter(|secs| *secs <= 100 * 366 * 86_400)
-        .ok_or_else(|| format!("`within = \"{s}\"` is longer than a century"))
+        .ok_or_else(|| format!("`{field} = \"{s}\"` is longer than a century"))
 }
 
 /// Checking a written policy.
@@ -282,7 +284,11 @@ impl PolicySpecExt for PolicySpec {
             ));
         }
         if let Some(s) = &self.subscription {
-            if self.mask.is_some() || self.row_filter.is_some() || !self.chain.is_empty() {
+            if self.mask.is_some()
+                || self.row_filter.is_some()
+                || self.differential_privacy.is_some()
+                || !self.chain.is_empty()
+            {
                 return Err(bad(
                     "a policy is exactly one of `subscription`, `mask` or `row_filter` (or a `chain` of masks or of row filters)".into(),
                 ));
@@ -307,22 +313,29 @@ impl PolicySpecExt for PolicySpec {
             return Ok(PolicyRule::Subscription(s.clone()));
         }
         let data_rule = |mask: &Option<MaskSpec>,
-                         row: &Option<RowFilterSpec>|
+                         row: &Option<RowFilterSpec>,
+                         dp: &Option<DifferentialPrivacySpec>|
          -> std::result::Result<Option<DataRule>, String> {
-            match (mask, row) {
-                (Some(m), None) => {
+            match (mask, row, dp) {
+                (Some(m), None, None) => {
                     validate_mask(m)?;
                     Ok(Some(DataRule::Mask(m.clone())))
                 }
-                (None, Some(r)) => Ok(Some(DataRule::RowFilter(validate_row_filter(r)?))),
-                (None, None) => Ok(None),
-                (Some(_), Some(_)) => Err("a step is a mask or a row filter, not both".into()),
+                (None, Some(r), None) => Ok(Some(DataRule::RowFilter(validate_row_filter(r)?))),
+                (None, None, Some(dp)) => {
+                    DpPolicy::validate(dp).map_err(|m| format!("differential_privacy: {m}"))?;
+                    Ok(Some(DataRule::DifferentialPrivacy(Box::new(dp.clone()))))
+                }
+                (None, None, None) => Ok(None),
+                _ => Err("a step is one of a mask, a row filter or differential privacy".into()),
             }
         };
         let clauses = if self.chain.is_empty() {
-            let Some(rule) = data_rule(&self.mask, &self.row_filter).map_err(bad)? else {
+            let Some(rule) =
+                data_rule(&self.mask, &self.row_filter, &self.differential_privacy).map_err(bad)?
+            else {
                 return Err(bad(
-                    "a policy is exactly one of `subscription`, `mask`, `row_filter` or a `chain`"
+                    "a policy is exactly one of `subscription`, `mask`, `row_filter`, `differential_privacy` or a `chain`"
                         .into(),
                 ));
             };
@@ -339,9 +352,13 @@ impl PolicySpecExt for PolicySpec {
             });
             clauses
         } else {
-            if self.mask.is_some() || self.row_filter.is_some() || !self.except.is_empty() {
+            if self.mask.is_some()
+                || self.row_filter.is_some()
+                || self.differential_privacy.is_some()
+                || !self.except.is_empty()
+            {
                 return Err(bad(
-                    "a `chain` policy states its masks or row filters (and exemptions) in its steps; drop the top-level `mask`, `row_filter` and `except`".into(),
+                    "a `chain` policy states its masks, row filters or differential privacy (and exemptions) in its steps; drop the top-level `mask`, `row_filter`, `differential_privacy` and `except`".into(),
                 ));
             }
             let last = self.chain.len() - 1;
@@ -370,10 +387,11 @@ impl PolicySpecExt for PolicySpec {
                     }
                     _ => {}
                 }
-                let rule = data_rule(&b.mask, &b.row_filter).map_err(|m| step(&m))?;
+                let rule = data_rule(&b.mask, &b.row_filter, &b.differential_privacy)
+                    .map_err(|m| step(&m))?;
                 if rule.is_some() == b.exempt {
                     return Err(step(
-                        "a step has exactly one of `mask`, `row_filter` or `exempt = true`",
+                        "a step has exactly one of `mask`, `row_filter`, `differential_privacy` or `exempt = true`",
                     ));
                 }
                 clauses.push(Clause {
@@ -394,10 +412,16 @@ impl PolicySpecExt for PolicySpec {
                 .iter()
                 .filter(|c| matches!(c.rule, Some(DataRule::RowFilter(_))))
                 .count();
-            if masks > 0 && rows > 0 {
-                return Err(bad("a chain is all masks or all row filters".into()));
+            let private = clauses
+                .iter()
+                .filter(|c| matches!(c.rule, Some(DataRule::DifferentialPrivacy(_))))
+                .count();
+            if [masks, rows, private].iter().filter(|n| **n > 0).count() > 1 {
+                return Err(bad(
+                    "a chain is all masks, all row filters or all differential privacy".into(),
+                ));
             }
-            if masks + rows == 0 {
+            if masks + rows + private == 0 {
                 return Err(bad(
                     "every step of this chain is exempt: it does nothing".into()
                 ));

@@ -24,6 +24,7 @@ use crate::model::audit::{AuditEvent, ChainHead, StoredAuditRow};
 use crate::model::dataset::DatasetRecord;
 use crate::model::identity::{Identity, Permission, UserRecord};
 use crate::model::policy::PolicySpec;
+use crate::model::privacy::{DpAnswerRow, DpCharge, DpLedgerRow, DpPut, DpView};
 use crate::model::request::{AccessDecision, AccessRequest, RequestStatus};
 use crate::model::snapshot::Snapshot;
 
@@ -37,6 +38,25 @@ pub trait AuditChainSealer: Send + Sync + Debug {
     fn node_id(&self) -> &str;
     /// The rows to insert for `events` after `head`, in order.
     fn seal(&self, head: &ChainHead, events: &[AuditEvent]) -> Result<Vec<StoredAuditRow>>;
+}
+
+/// Does `c` fit under its cap with `spent` already spent? (A hair of
+/// slack for the float sum of many equal charges.)
+pub(crate) fn within_cap(spent: f64, c: &DpCharge) -> bool {
+    c.cap.is_none_or(|cap| spent + c.cost <= cap * (1.0 + 1e-9))
+}
+
+/// A kept answer's bytes as text (base64), the same on both backends.
+pub(crate) fn encode_answer(bytes: &[u8]) -> String {
+    use base64::Engine as _;
+    base64::engine::general_purpose::STANDARD.encode(bytes)
+}
+
+pub(crate) fn decode_answer(text: &str) -> Result<Vec<u8>> {
+    use base64::Engine as _;
+    base64::engine::general_purpose::STANDARD
+        .decode(text)
+        .map_err(|e| crate::error::VeilError::internal("a kept answer is corrupt", e))
 }
 
 /// How [`Store::put_dataset`] treats an existing dataset of the same name.
@@ -175,4 +195,33 @@ pub trait Store: Send + Sync + Debug {
     async fn purge_audit(&self, node_id: &str, through_seq: u64) -> Result<(u64, ChainHead)>;
     /// The newest `limit` events, oldest first.
     async fn tail_audit(&self, limit: usize) -> Result<Vec<AuditEvent>>;
+
+    // Differential privacy. None of these move the state version: answers
+    // and ledgers are not policy.
+
+    /// The answer kept under `key`, if any.
+    async fn dp_answer(&self, key: &str) -> Result<Option<DpAnswerRow>>;
+    /// Keep a fresh answer, in one transaction with charging the dataset
+    /// ledger: if an answer is kept under the key for this window or a
+    /// later one (another node drew first), return it and charge nothing;
+    /// if `charge` would pass its cap, write nothing.
+    async fn put_dp_answer(&self, answer: &DpAnswerRow, charge: &DpCharge) -> Result<DpPut>;
+    /// Carry the draw `answer_id` kept under `key` into window `window`
+    /// (its data didn't change); nothing if another draw replaced it.
+    async fn renew_dp_answer(&self, key: &str, answer_id: &str, window: i64) -> Result<()>;
+    /// A user's view of the draw `answer_id`: the first one is charged to
+    /// their ledger (unless that passes its cap), later ones are free.
+    async fn view_dp_answer(
+        &self,
+        answer_id: &str,
+        charge: &DpCharge,
+        now_ms: i64,
+    ) -> Result<DpView>;
+    /// Every ledger's spending, optionally of one dataset, from period
+    /// `from_period` on.
+    async fn dp_ledgers(
+        &self,
+        dataset_id: Option<&str>,
+        from_period: i64,
+    ) -> Result<Vec<DpLedgerRow>>;
 }

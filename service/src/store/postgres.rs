@@ -26,7 +26,7 @@ use super::rows::{
     encode, head_from, moved_head, origin_str, plan_config_policies, plan_runtime_delete,
     plan_runtime_put, policy_namespaces, purged_head,
 };
-use super::{AuditChainSealer, PolicyPut, PutMode, Store};
+use super::{AuditChainSealer, PolicyPut, PutMode, Store, decode_answer, encode_answer};
 use crate::error::{Result, VeilError};
 use crate::model::Origin;
 use crate::model::audit::{AuditEvent, ChainHead, GENESIS, StoredAuditRow};
@@ -34,6 +34,7 @@ use crate::model::dataset::DatasetRecord;
 use crate::model::identity::UserRecord;
 use crate::model::identity::{Identity, Permission};
 use crate::model::policy::PolicySpec;
+use crate::model::privacy::{DpAnswerRow, DpCharge, DpLedgerRow, DpPut, DpView};
 use crate::model::request::{AccessDecision, AccessRequest, RequestStatus};
 use crate::model::snapshot::Snapshot;
 use crate::secrets::encode_hex;
@@ -105,6 +106,7 @@ const MIGRATIONS: &[(i64, &str)] = &[
     CREATE UNIQUE INDEX policies_namespace_name ON policies (namespace, name);
     "#,
     ),
+    (6, super::sqlite::DP_TABLES),
 ];
 
 /// The migration that scopes policy names (`PolicySpec::namespace`); after
@@ -1035,6 +1037,195 @@ impl Store for PostgresStore {
         }
         Ok(out)
     }
+
+    async fn dp_answer(&self, key: &str) -> Result<Option<DpAnswerRow>> {
+        let client = self.client().await?;
+        pg_dp_answer(&client, key).await
+    }
+
+    async fn put_dp_answer(&self, answer: &DpAnswerRow, charge: &DpCharge) -> Result<DpPut> {
+        let a = answer;
+        let mut client = self.client().await?;
+        let tx = client.transaction().await.map_err(pg_err)?;
+        // Concurrent nodes drawing for one key queue on its row; the
+        // first kept for a window wins, later ones read it.
+        let kept = tx
+            .query_opt(
+                "INSERT INTO dp_answers (key, dataset_id, answer_id, window_index, source_version, created_ms, answer)
+                 VALUES ($1, $2, $3, $4, $5, $6, $7)
+                 ON CONFLICT (key) DO UPDATE SET dataset_id = EXCLUDED.dataset_id, answer_id = EXCLUDED.answer_id,
+                     window_index = EXCLUDED.window_index, source_version = EXCLUDED.source_version,
+                     created_ms = EXCLUDED.created_ms, answer = EXCLUDED.answer
+                 WHERE dp_answers.window_index < EXCLUDED.window_index
+                 RETURNING answer_id",
+                &[
+                    &a.key,
+                    &a.dataset_id,
+                    &a.answer_id,
+                    &a.window,
+                    &a.source_version,
+                    &a.created_ms,
+                    &encode_answer(&a.answer),
+                ],
+            )
+            .await
+            .map_err(pg_err)?;
+        if kept.is_none() {
+            let row = pg_dp_answer(&tx, &a.key).await?.ok_or_else(|| {
+                VeilError::Internal("a kept answer vanished inside its transaction".into())
+            })?;
+            tx.commit().await.map_err(pg_err)?;
+            return Ok(DpPut::Kept {
+                answer: row,
+                charged: false,
+            });
+        }
+        match pg_charge_ledger(&tx, charge).await? {
+            Err(spent) => Ok(DpPut::OverBudget { spent }),
+            Ok(_) => {
+                tx.commit().await.map_err(pg_err)?;
+                Ok(DpPut::Kept {
+                    answer: a.clone(),
+                    charged: true,
+                })
+            }
+        }
+    }
+
+    async fn renew_dp_answer(&self, key: &str, answer_id: &str, window: i64) -> Result<()> {
+        let client = self.client().await?;
+        client
+            .execute(
+                "UPDATE dp_answers SET window_index = $3 WHERE key = $1 AND answer_id = $2 AND window_index < $3",
+                &[&key, &answer_id, &window],
+            )
+            .await
+            .map_err(pg_err)?;
+        Ok(())
+    }
+
+    async fn view_dp_answer(
+        &self,
+        answer_id: &str,
+        charge: &DpCharge,
+        now_ms: i64,
+    ) -> Result<DpView> {
+        let mut client = self.client().await?;
+        let tx = client.transaction().await.map_err(pg_err)?;
+        let first = tx
+            .execute(
+                "INSERT INTO dp_views (answer_id, user_key, viewed_ms) VALUES ($1, $2, $3) ON CONFLICT DO NOTHING",
+                &[&answer_id, &charge.ledger, &now_ms],
+            )
+            .await
+            .map_err(pg_err)?
+            == 1;
+        if !first {
+            let spent = pg_ledger_spent(&tx, charge, false).await?;
+            tx.commit().await.map_err(pg_err)?;
+            return Ok(DpView::Seen { spent });
+        }
+        match pg_charge_ledger(&tx, charge).await? {
+            Err(spent) => Ok(DpView::OverBudget { spent }),
+            Ok(spent) => {
+                tx.commit().await.map_err(pg_err)?;
+                Ok(DpView::Charged { spent })
+            }
+        }
+    }
+
+    async fn dp_ledgers(
+        &self,
+        dataset_id: Option<&str>,
+        from_period: i64,
+    ) -> Result<Vec<DpLedgerRow>> {
+        let client = self.client().await?;
+        let rows = client
+            .query(
+                "SELECT ledger, dataset_id, period, spent FROM dp_ledger
+                 WHERE period >= $1 AND ($2::TEXT IS NULL OR dataset_id = $2)
+                 ORDER BY dataset_id, ledger, period",
+                &[&from_period, &dataset_id],
+            )
+            .await
+            .map_err(pg_err)?;
+        Ok(rows
+            .iter()
+            .map(|r| DpLedgerRow {
+                ledger: r.get(0),
+                dataset_id: r.get(1),
+                period: r.get(2),
+                spent: r.get(3),
+            })
+            .collect())
+    }
+}
+
+/// The answer kept under `key`.
+async fn pg_dp_answer(
+    client: &impl deadpool_postgres::GenericClient,
+    key: &str,
+) -> Result<Option<DpAnswerRow>> {
+    let row = client
+        .query_opt(
+            "SELECT dataset_id, answer_id, window_index, source_version, created_ms, answer FROM dp_answers WHERE key = $1",
+            &[&key],
+        )
+        .await
+        .map_err(pg_err)?;
+    row.map(|r| {
+        Ok(DpAnswerRow {
+            key: key.to_string(),
+            dataset_id: r.get(0),
+            answer_id: r.get(1),
+            window: r.get(2),
+            source_version: r.get(3),
+            created_ms: r.get(4),
+            answer: decode_answer(r.get(5))?,
+        })
+    })
+    .transpose()
+}
+
+/// A ledger's spending in the charge's period (0 if none), optionally
+/// locking its row until the transaction ends.
+async fn pg_ledger_spent(tx: &Transaction<'_>, c: &DpCharge, lock: bool) -> Result<f64> {
+    let sql = if lock {
+        "SELECT spent FROM dp_ledger WHERE ledger = $1 AND dataset_id = $2 AND period = $3 FOR UPDATE"
+    } else {
+        "SELECT spent FROM dp_ledger WHERE ledger = $1 AND dataset_id = $2 AND period = $3"
+    };
+    let row = tx
+        .query_opt(sql, &[&c.ledger, &c.dataset_id, &c.period])
+        .await
+        .map_err(pg_err)?;
+    Ok(row.map(|r| r.get::<_, f64>(0)).unwrap_or(0.0))
+}
+
+/// Add the charge inside `tx`: `Ok(spent after)`, or `Err(spent now)` when
+/// it would pass the cap. The ledger row is created, then locked, so
+/// concurrent charges on it queue and none passes the cap.
+async fn pg_charge_ledger(
+    tx: &Transaction<'_>,
+    c: &DpCharge,
+) -> Result<std::result::Result<f64, f64>> {
+    tx.execute(
+        "INSERT INTO dp_ledger (ledger, dataset_id, period, spent) VALUES ($1, $2, $3, 0) ON CONFLICT DO NOTHING",
+        &[&c.ledger, &c.dataset_id, &c.period],
+    )
+    .await
+    .map_err(pg_err)?;
+    let spent = pg_ledger_spent(tx, c, true).await?;
+    if !super::within_cap(spent, c) {
+        return Ok(Err(spent));
+    }
+    tx.execute(
+        "UPDATE dp_ledger SET spent = spent + $4 WHERE ledger = $1 AND dataset_id = $2 AND period = $3",
+        &[&c.ledger, &c.dataset_id, &c.period, &c.cost],
+    )
+    .await
+    .map_err(pg_err)?;
+    Ok(Ok(spent + c.cost))
 }
 
 /// The node's head row, created empty on first use, locked until `tx`

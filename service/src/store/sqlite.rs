@@ -15,7 +15,7 @@ use super::rows::{
     encode, head_from, moved_head, origin_str, plan_config_policies, plan_runtime_delete,
     plan_runtime_put, policy_namespaces, purged_head,
 };
-use super::{AuditChainSealer, PolicyPut, PutMode, Store};
+use super::{AuditChainSealer, PolicyPut, PutMode, Store, decode_answer, encode_answer};
 use crate::error::{Result, VeilError};
 use crate::model::Origin;
 use crate::model::audit::{AuditEvent, ChainHead, GENESIS, StoredAuditRow};
@@ -23,6 +23,7 @@ use crate::model::dataset::DatasetRecord;
 use crate::model::identity::UserRecord;
 use crate::model::identity::{Identity, Permission};
 use crate::model::policy::PolicySpec;
+use crate::model::privacy::{DpAnswerRow, DpCharge, DpLedgerRow, DpPut, DpView};
 use crate::model::request::{AccessDecision, AccessRequest, RequestStatus};
 use crate::model::snapshot::Snapshot;
 use crate::secrets::encode_hex;
@@ -92,7 +93,35 @@ const MIGRATIONS: &[(i64, &str)] = &[
     ),
     (5, AUDIT_HEADS_TABLE),
     (POLICY_NAMESPACES, POLICY_NAMESPACES_SQL_SQLITE),
+    (7, DP_TABLES),
 ];
+
+/// Differential privacy's answers, ledgers and views (`crate::model::privacy`),
+/// the same on both backends.
+pub(crate) const DP_TABLES: &str = r#"
+    CREATE TABLE dp_answers (
+        key TEXT PRIMARY KEY,
+        dataset_id TEXT NOT NULL,
+        answer_id TEXT NOT NULL,
+        window_index BIGINT NOT NULL,
+        source_version TEXT NOT NULL,
+        created_ms BIGINT NOT NULL,
+        answer TEXT NOT NULL
+    );
+    CREATE TABLE dp_ledger (
+        ledger TEXT NOT NULL,
+        dataset_id TEXT NOT NULL,
+        period BIGINT NOT NULL,
+        spent DOUBLE PRECISION NOT NULL,
+        PRIMARY KEY (ledger, dataset_id, period)
+    );
+    CREATE TABLE dp_views (
+        answer_id TEXT NOT NULL,
+        user_key TEXT NOT NULL,
+        viewed_ms BIGINT NOT NULL,
+        PRIMARY KEY (answer_id, user_key)
+    );
+"#;
 
 /// The migration that scopes policy names (unique per
 /// `PolicySpec::namespace` instead of everywhere); after its SQL, each
@@ -981,6 +1010,204 @@ impl Store for SqliteStore {
         })
         .await
     }
+
+    async fn dp_answer(&self, key: &str) -> Result<Option<DpAnswerRow>> {
+        let key = key.to_string();
+        self.with(move |c| {
+            let tx = c.transaction().map_err(db_err)?;
+            let row = dp_answer_row(&tx, &key)?;
+            tx.commit().map_err(db_err)?;
+            Ok(row)
+        })
+        .await
+    }
+
+    async fn put_dp_answer(&self, answer: &DpAnswerRow, charge: &DpCharge) -> Result<DpPut> {
+        let (a, charge) = (answer.clone(), charge.clone());
+        self.with(move |c| {
+            let tx = c
+                .transaction_with_behavior(TransactionBehavior::Immediate)
+                .map_err(db_err)?;
+            let kept: Option<String> = tx
+                .query_row(
+                    "INSERT INTO dp_answers (key, dataset_id, answer_id, window_index, source_version, created_ms, answer)
+                     VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)
+                     ON CONFLICT (key) DO UPDATE SET dataset_id = excluded.dataset_id, answer_id = excluded.answer_id,
+                         window_index = excluded.window_index, source_version = excluded.source_version,
+                         created_ms = excluded.created_ms, answer = excluded.answer
+                     WHERE dp_answers.window_index < excluded.window_index
+                     RETURNING answer_id",
+                    params![
+                        a.key,
+                        a.dataset_id,
+                        a.answer_id,
+                        a.window,
+                        a.source_version,
+                        a.created_ms,
+                        encode_answer(&a.answer)
+                    ],
+                    |r| r.get(0),
+                )
+                .optional()
+                .map_err(db_err)?;
+            if kept.is_none() {
+                // Another node drew for this window first: its answer.
+                let row = dp_answer_row(&tx, &a.key)?.ok_or_else(|| {
+                    VeilError::Internal("a kept answer vanished inside its transaction".into())
+                })?;
+                tx.commit().map_err(db_err)?;
+                return Ok(DpPut::Kept {
+                    answer: row,
+                    charged: false,
+                });
+            }
+            match charge_ledger(&tx, &charge)? {
+                Err(spent) => Ok(DpPut::OverBudget { spent }),
+                Ok(_) => {
+                    tx.commit().map_err(db_err)?;
+                    Ok(DpPut::Kept {
+                        answer: a,
+                        charged: true,
+                    })
+                }
+            }
+        })
+        .await
+    }
+
+    async fn renew_dp_answer(&self, key: &str, answer_id: &str, window: i64) -> Result<()> {
+        let (key, answer_id) = (key.to_string(), answer_id.to_string());
+        self.with(move |c| {
+            c.execute(
+                "UPDATE dp_answers SET window_index = ?3 WHERE key = ?1 AND answer_id = ?2 AND window_index < ?3",
+                params![key, answer_id, window],
+            )
+            .map_err(db_err)?;
+            Ok(())
+        })
+        .await
+    }
+
+    async fn view_dp_answer(
+        &self,
+        answer_id: &str,
+        charge: &DpCharge,
+        now_ms: i64,
+    ) -> Result<DpView> {
+        let (answer_id, charge) = (answer_id.to_string(), charge.clone());
+        self.with(move |c| {
+            let tx = c
+                .transaction_with_behavior(TransactionBehavior::Immediate)
+                .map_err(db_err)?;
+            let first = tx
+                .execute(
+                    "INSERT INTO dp_views (answer_id, user_key, viewed_ms) VALUES (?1, ?2, ?3) ON CONFLICT DO NOTHING",
+                    params![answer_id, charge.ledger, now_ms],
+                )
+                .map_err(db_err)?
+                == 1;
+            if !first {
+                let spent = ledger_spent(&tx, &charge)?;
+                tx.commit().map_err(db_err)?;
+                return Ok(DpView::Seen { spent });
+            }
+            match charge_ledger(&tx, &charge)? {
+                Err(spent) => Ok(DpView::OverBudget { spent }),
+                Ok(spent) => {
+                    tx.commit().map_err(db_err)?;
+                    Ok(DpView::Charged { spent })
+                }
+            }
+        })
+        .await
+    }
+
+    async fn dp_ledgers(
+        &self,
+        dataset_id: Option<&str>,
+        from_period: i64,
+    ) -> Result<Vec<DpLedgerRow>> {
+        let dataset_id = dataset_id.map(str::to_string);
+        self.with(move |c| {
+            let mut stmt = c
+                .prepare(
+                    "SELECT ledger, dataset_id, period, spent FROM dp_ledger
+                     WHERE period >= ?1 AND (?2 IS NULL OR dataset_id = ?2)
+                     ORDER BY dataset_id, ledger, period",
+                )
+                .map_err(db_err)?;
+            let rows = stmt
+                .query_map(params![from_period, dataset_id], |r| {
+                    Ok(DpLedgerRow {
+                        ledger: r.get(0)?,
+                        dataset_id: r.get(1)?,
+                        period: r.get(2)?,
+                        spent: r.get(3)?,
+                    })
+                })
+                .map_err(db_err)?;
+            rows.collect::<rusqlite::Result<Vec<_>>>().map_err(db_err)
+        })
+        .await
+    }
+}
+
+/// The answer kept under `key`.
+fn dp_answer_row(tx: &rusqlite::Transaction<'_>, key: &str) -> Result<Option<DpAnswerRow>> {
+    let row: Option<(String, String, i64, String, i64, String)> = tx
+        .query_row(
+            "SELECT dataset_id, answer_id, window_index, source_version, created_ms, answer FROM dp_answers WHERE key = ?1",
+            [key],
+            |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?, r.get(4)?, r.get(5)?)),
+        )
+        .optional()
+        .map_err(db_err)?;
+    row.map(
+        |(dataset_id, answer_id, window, source_version, created_ms, answer)| {
+            Ok(DpAnswerRow {
+                key: key.to_string(),
+                dataset_id,
+                answer_id,
+                window,
+                source_version,
+                created_ms,
+                answer: decode_answer(&answer)?,
+            })
+        },
+    )
+    .transpose()
+}
+
+/// A ledger's spending in the charge's period (0 if it has none).
+fn ledger_spent(tx: &rusqlite::Transaction<'_>, c: &DpCharge) -> Result<f64> {
+    let spent: Option<f64> = tx
+        .query_row(
+            "SELECT spent FROM dp_ledger WHERE ledger = ?1 AND dataset_id = ?2 AND period = ?3",
+            params![c.ledger, c.dataset_id, c.period],
+            |r| r.get(0),
+        )
+        .optional()
+        .map_err(db_err)?;
+    Ok(spent.unwrap_or(0.0))
+}
+
+/// Add the charge inside `tx`: `Ok(spent after)`, or `Err(spent now)` when
+/// it would pass the cap (nothing written).
+fn charge_ledger(
+    tx: &rusqlite::Transaction<'_>,
+    c: &DpCharge,
+) -> Result<std::result::Result<f64, f64>> {
+    let spent = ledger_spent(tx, c)?;
+    if !super::within_cap(spent, c) {
+        return Ok(Err(spent));
+    }
+    tx.execute(
+        "INSERT INTO dp_ledger (ledger, dataset_id, period, spent) VALUES (?1, ?2, ?3, ?4)
+         ON CONFLICT (ledger, dataset_id, period) DO UPDATE SET spent = dp_ledger.spent + excluded.spent",
+        params![c.ledger, c.dataset_id, c.period, c.cost],
+    )
+    .map_err(db_err)?;
+    Ok(Ok(spent + c.cost))
 }
 
 /// The node's head row, created empty on first use (inside `tx`, which

@@ -15,6 +15,7 @@ use crate::model::Origin;
 use crate::model::dataset::{ColumnRecord, DatasetRecord, FileFormatKind, SourceSpec};
 use crate::model::identity::{Identity, Permission, UserRecord};
 use crate::model::policy::PolicySpec;
+use crate::model::privacy::{DpAnswerRow, DpCharge, DpPut, DpView};
 use crate::model::request::{AccessDecision, AccessRequest, RequestStatus};
 
 pub(crate) const DEFAULT_TEST_POSTGRES: &str = "host=127.0.0.1 port=5432 user=postgres dbname=test";
@@ -100,6 +101,9 @@ on_both_backends!(
     runtime_policies_are_versioned_and_config_ones_read_only,
     policy_names_are_unique_within_their_namespace,
     access_requests_are_decided_once_and_approvals_admit,
+    dp_answers_are_kept_once_per_window_and_charged_once,
+    dp_ledgers_stop_at_their_cap_and_views_charge_once,
+    dp_concurrent_draws_keep_one_answer_and_one_charge,
 );
 
 fn dataset(name: &str) -> DatasetRecord {
@@ -603,4 +607,154 @@ async fn access_requests_are_decided_once_and_approvals_admit(s: Arc<dyn Store>)
     assert!(s.snapshot().await.unwrap().approvals.is_empty());
     let all = s.access_requests().await.unwrap();
     assert_eq!(all.len(), 4);
+}
+
+fn dp_row(key: &str, answer_id: &str, window: i64) -> DpAnswerRow {
+    DpAnswerRow {
+        key: key.into(),
+        dataset_id: "d1".into(),
+        answer_id: answer_id.into(),
+        window,
+        source_version: "v1".into(),
+        created_ms: 5,
+        answer: vec![0, 1, 2, 255],
+    }
+}
+
+fn dp_charge(ledger: &str, cost: f64, cap: Option<f64>) -> DpCharge {
+    DpCharge {
+        ledger: ledger.into(),
+        dataset_id: "d1".into(),
+        period: 3,
+        cost,
+        cap,
+    }
+}
+
+async fn dp_answers_are_kept_once_per_window_and_charged_once(s: Arc<dyn Store>) {
+    let v0 = s.version().await.unwrap();
+    assert_eq!(s.dp_answer("k").await.unwrap(), None);
+    let charge = dp_charge("dataset", 0.5, Some(10.0));
+    let put = s
+        .put_dp_answer(&dp_row("k", "a1", 7), &charge)
+        .await
+        .unwrap();
+    assert_eq!(
+        put,
+        DpPut::Kept {
+            answer: dp_row("k", "a1", 7),
+            charged: true
+        }
+    );
+    // A second draw for the same window loses to the kept one, free.
+    let put = s
+        .put_dp_answer(&dp_row("k", "a2", 7), &charge)
+        .await
+        .unwrap();
+    assert_eq!(
+        put,
+        DpPut::Kept {
+            answer: dp_row("k", "a1", 7),
+            charged: false
+        }
+    );
+    // Renewed into window 8 (data unchanged); a later draw for window 8
+    // still loses to it.
+    s.renew_dp_answer("k", "a1", 8).await.unwrap();
+    assert_eq!(s.dp_answer("k").await.unwrap().unwrap().window, 8);
+    let put = s
+        .put_dp_answer(&dp_row("k", "a3", 8), &charge)
+        .await
+        .unwrap();
+    assert!(matches!(put, DpPut::Kept { charged: false, ref answer } if answer.answer_id == "a1"));
+    // A draw for window 9 replaces it; renewing the old draw does nothing.
+    let put = s
+        .put_dp_answer(&dp_row("k", "a4", 9), &charge)
+        .await
+        .unwrap();
+    assert!(matches!(put, DpPut::Kept { charged: true, ref answer } if answer.answer_id == "a4"));
+    s.renew_dp_answer("k", "a1", 10).await.unwrap();
+    assert_eq!(s.dp_answer("k").await.unwrap().unwrap().answer_id, "a4");
+    let ledgers = s.dp_ledgers(Some("d1"), 0).await.unwrap();
+    assert_eq!(ledgers.len(), 1);
+    assert!((ledgers[0].spent - 1.0).abs() < 1e-12, "{ledgers:?}");
+    assert!(s.dp_ledgers(Some("d1"), 4).await.unwrap().is_empty());
+    // None of it is policy: the state version stays.
+    assert_eq!(s.version().await.unwrap(), v0);
+}
+
+async fn dp_ledgers_stop_at_their_cap_and_views_charge_once(s: Arc<dyn Store>) {
+    let user = dp_charge("user:[\"i\",\"alice\"]", 1.0, Some(2.5));
+    assert_eq!(
+        s.view_dp_answer("a1", &user, 1).await.unwrap(),
+        DpView::Charged { spent: 1.0 }
+    );
+    assert_eq!(
+        s.view_dp_answer("a1", &user, 2).await.unwrap(),
+        DpView::Seen { spent: 1.0 }
+    );
+    assert_eq!(
+        s.view_dp_answer("a2", &user, 3).await.unwrap(),
+        DpView::Charged { spent: 2.0 }
+    );
+    // The third would pass 2.5: refused, and not recorded as seen.
+    assert_eq!(
+        s.view_dp_answer("a3", &user, 4).await.unwrap(),
+        DpView::OverBudget { spent: 2.0 }
+    );
+    let bigger = DpCharge {
+        cap: Some(3.0),
+        ..user.clone()
+    };
+    assert_eq!(
+        s.view_dp_answer("a3", &bigger, 5).await.unwrap(),
+        DpView::Charged { spent: 3.0 }
+    );
+    // Another period starts empty.
+    let next = DpCharge {
+        period: 4,
+        ..user.clone()
+    };
+    assert_eq!(
+        s.view_dp_answer("a9", &next, 6).await.unwrap(),
+        DpView::Charged { spent: 1.0 }
+    );
+    // A fresh answer over the dataset's cap is not kept.
+    let dataset = dp_charge("dataset", 1.0, Some(0.5));
+    assert_eq!(
+        s.put_dp_answer(&dp_row("k2", "b1", 1), &dataset)
+            .await
+            .unwrap(),
+        DpPut::OverBudget { spent: 0.0 }
+    );
+    assert_eq!(s.dp_answer("k2").await.unwrap(), None);
+}
+
+async fn dp_concurrent_draws_keep_one_answer_and_one_charge(s: Arc<dyn Store>) {
+    let charge = dp_charge("dataset", 1.0, Some(100.0));
+    let mut tasks = Vec::new();
+    for i in 0..8 {
+        let s = Arc::clone(&s);
+        let charge = charge.clone();
+        tasks.push(tokio::spawn(async move {
+            s.put_dp_answer(&dp_row("same", &format!("draw{i}"), 1), &charge)
+                .await
+                .unwrap()
+        }));
+    }
+    let mut ids = std::collections::BTreeSet::new();
+    let mut charged = 0;
+    for t in tasks {
+        match t.await.unwrap() {
+            DpPut::Kept { answer, charged: c } => {
+                ids.insert(answer.answer_id);
+                charged += usize::from(c);
+            }
+            other => panic!("{other:?}"),
+        }
+    }
+    assert_eq!(ids.len(), 1, "every node returns the same draw: {ids:?}");
+    assert_eq!(charged, 1);
+    let spent = s.dp_ledgers(Some("d1"), 0).await.unwrap()[0].spent;
+    assert!((spent - 1.0).abs() < 1e-12);
 }

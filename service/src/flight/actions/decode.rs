@@ -39,6 +39,7 @@ pub(super) fn request(action: Action, body: &[u8]) -> Result<Request> {
         Action::SetExperts => Request::SetExperts(message(body)?),
         Action::Accelerate => Request::Accelerate(message(body)?),
         Action::Refresh => Request::Refresh(message(body)?),
+        Action::DpBudget => Request::DpBudget(message(body)?),
         Action::Discover => Request::Discover(message(body)?),
         Action::DecideTagProposal => Request::DecideTagProposal(message(body)?),
         Action::SetUserDisabled => Request::SetUserDisabled(message(body)?),

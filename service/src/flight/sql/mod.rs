@@ -196,6 +196,7 @@ impl FlightSql {
                 Ok(Requested::Query(SqlCommand {
                     query: q.query,
                     parameters: Vec::new(),
+                    ..Default::default()
                 }))
             }
             SqlCommandKind::CommandPreparedStatementQuery(h) => Ok(Requested::Query(
@@ -274,6 +275,7 @@ impl FlightSql {
                     SqlCommand {
                         query: query.clone(),
                         parameters: Vec::new(),
+                        ..Default::default()
                     },
                     now,
                     now.saturating_add(prepared::HANDLE_TTL_MS),

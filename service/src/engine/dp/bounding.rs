@@ -1,0 +1,340 @@
+//! The exact, contribution-bounded aggregates a DP answer adds noise to,
+//! rebuilt from the accepted query ([`super::query::DpQuery`]) over the
+//! principal's secure view (its masks and row policies below everything).
+//!
+//! 1. Rows: the user's `WHERE`, a known privacy unit, and (for public
+//!    group keys) a declared key. Summed values are clamped per row to the
+//!    policy's bounds and taken to fixed point (integers: no float sums).
+//! 2. Per unit and group: row counts capped at `max_rows_per_unit`, sums
+//!    clamped to `max_rows_per_unit × [lower, upper]`: a unit moves one
+//!    group's answer by at most that, whatever its number of rows.
+//! 3. Per unit: at most `max_groups_per_unit` groups, kept in a keyed
+//!    pseudo-random order (HMAC of the unit and the group, keyed per
+//!    dataset), so which groups a unit keeps is fixed, unguessable and
+//!    independent of the data.
+//! 4. Per group: the sums of those bounded contributions, and how many
+//!    units contributed.
+
+use datafusion::arrow::array::{Array, ArrayRef, UInt64Builder};
+use datafusion::arrow::datatypes::DataType;
+use datafusion::arrow::row::{RowConverter, SortField};
+use datafusion::common::{ScalarValue, TableReference};
+use datafusion::dataframe::DataFrame;
+use datafusion::functions_aggregate::expr_fn::{count, sum};
+use datafusion::functions_window::expr_fn::row_number;
+use datafusion::logical_expr::{
+    ColumnarValue, ExprFunctionExt, ScalarFunctionArgs, ScalarUDF, ScalarUDFImpl, Signature,
+    Volatility, cast, try_cast, when,
+};
+use datafusion::prelude::{Expr, SessionContext, col, ident, lit};
+use hmac::{Hmac, Mac};
+use sha2::Sha256;
+use std::fmt;
+use std::sync::Arc;
+
+use super::query::{DpQuery, Measure};
+use crate::error::query::from_datafusion;
+use crate::error::{Result, VeilError};
+use crate::policy::differential_privacy::{Clamp, DpPolicy};
+use crate::secrets::SecretKey;
+
+/// A quantity measured per group before noise.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum Raw {
+    /// Rows (each unit's capped).
+    Rows,
+    /// Rows where the column is not null.
+    NonNull(String),
+    /// The column's fixed-point sum (each unit's clamped).
+    Sum(String),
+    /// Distinct units.
+    Units,
+}
+
+/// The quantities a query's measures need, each once (`AVG(x)` and
+/// `SUM(x)` share the sum); `Units` too when private group keys are
+/// released by their noisy unit count.
+pub fn raw_quantities(q: &DpQuery, private_keys: bool) -> Vec<Raw> {
+    let mut out: Vec<Raw> = Vec::new();
+    let mut add = |r: Raw| {
+        if !out.contains(&r) {
+            out.push(r);
+        }
+    };
+    for m in &q.measures {
+        match m {
+            Measure::CountRows => add(Raw::Rows),
+            Measure::Count(c) => add(Raw::NonNull(c.clone())),
+            Measure::Sum(c) => add(Raw::Sum(c.clone())),
+            Measure::Avg(c) => {
+                add(Raw::Sum(c.clone()));
+                add(Raw::NonNull(c.clone()));
+            }
+            Measure::CountUnits => add(Raw::Units),
+        }
+    }
+    if private_keys {
+        add(Raw::Units);
+    }
+    out
+}
+
+/// Names of the exact frame's columns: `__g{i}` per group, `__m{j}` per
+/// raw quantity.
+pub fn group_column(i: usize) -> String {
+    format!("__g{i}")
+}
+
+pub fn raw_column(j: usize) -> String {
+    format!("__m{j}")
+}
+
+fn df(e: datafusion::common::DataFusionError) -> VeilError {
+    from_datafusion(e)
+}
+
+fn clamp_of<'a>(policy: &'a DpPolicy, c: &str) -> Result<&'a Clamp> {
+    policy
+        .columns
+        .get(c)
+        .ok_or_else(|| VeilError::Internal(format!("column '{c}' reached bounding without bounds")))
+}
+
+fn decimal(v: i128) -> Expr {
+    lit(ScalarValue::Decimal128(Some(v), 38, 0))
+}
+
+/// `x` clamped to `[lo, hi]`, null staying null.
+fn clamped(x: Expr, lo: Expr, hi: Expr) -> Result<Expr> {
+    when(x.clone().lt(lo.clone()), lo)
+        .when(x.clone().gt(hi.clone()), hi)
+        .otherwise(x)
+        .map_err(df)
+}
+
+/// The exact bounded aggregates of `q` as a frame: `__g*` group keys
+/// then `__m*` per quantity of `raws`.
+pub async fn exact_frame(
+    ctx: &SessionContext,
+    table: TableReference,
+    q: &DpQuery,
+    raws: &[Raw],
+    rank: Arc<ScalarUDF>,
+) -> Result<DataFrame> {
+    let policy = &q.guard.rule().policy;
+    let schema = q.guard.view_schema();
+    let mut f = ctx.table(table).await.map_err(df)?;
+    if let Some(w) = &q.filter {
+        f = f.filter(w.clone()).map_err(df)?;
+    }
+    f = f.filter(ident(&policy.unit).is_not_null()).map_err(df)?;
+    for g in &q.groups {
+        if let Some(keys) = policy.public_keys.get(g) {
+            let dt = schema
+                .field_with_name(g)
+                .map_err(|_| VeilError::Internal(format!("group column '{g}' vanished")))?
+                .data_type()
+                .clone();
+            let list = public_key_literals(g, keys, &dt)?
+                .into_iter()
+                .map(lit)
+                .collect();
+            f = f.filter(ident(g).in_list(list, false)).map_err(df)?;
+        }
+    }
+    // 1. Per row: unit, groups, and each quantity's per-row value.
+    let mut row = vec![ident(&policy.unit).alias("__u")];
+    let groups: Vec<String> = (0..q.groups.len()).map(group_column).collect();
+    for (i, g) in q.groups.iter().enumerate() {
+        row.push(ident(g).alias(&groups[i]));
+    }
+    for (j, r) in raws.iter().enumerate() {
+        match r {
+            Raw::NonNull(c) => {
+                row.push(cast(ident(c).is_not_null(), DataType::Int64).alias(format!("__x{j}")))
+            }
+            Raw::Sum(c) => {
+                let b = clamp_of(policy, c)?;
+                let scaled = cast(ident(c), DataType::Float64) * lit(f64::from(b.scale));
+                let fixed = clamped(scaled, lit(b.lower as f64), lit(b.upper as f64))?;
+                let rounded = datafusion::functions::math::expr_fn::round(vec![fixed]);
+                row.push(
+                    cast(
+                        try_cast(rounded, DataType::Int64),
+                        DataType::Decimal128(38, 0),
+                    )
+                    .alias(format!("__x{j}")),
+                );
+            }
+            Raw::Rows | Raw::Units => {}
+        }
+    }
+    f = f.select(row).map_err(df)?;
+    // 2. Per unit and group: capped counts, clamped sums.
+    let mut keys = vec![col("__u")];
+    keys.extend(groups.iter().map(col));
+    let mut per_unit = vec![count(lit(1i64)).alias("__n")];
+    for (j, r) in raws.iter().enumerate() {
+        if matches!(r, Raw::NonNull(_) | Raw::Sum(_)) {
+            per_unit.push(sum(col(format!("__x{j}"))).alias(format!("__s{j}")));
+        }
+    }
+    f = f.aggregate(keys, per_unit).map_err(df)?;
+    let rows_cap = policy.max_rows as i64;
+    let mut bounded = vec![col("__u")];
+    bounded.extend(groups.iter().map(col));
+    for (j, r) in raws.iter().enumerate() {
+        let name = format!("__c{j}");
+        let e = match r {
+            Raw::Rows => clamped(col("__n"), lit(0i64), lit(rows_cap))?,
+            Raw::NonNull(_) => clamped(
+                datafusion::prelude::coalesce(vec![col(format!("__s{j}")), lit(0i64)]),
+                lit(0i64),
+                lit(rows_cap),
+            )?,
+            Raw::Sum(c) => {
+                let b = clamp_of(policy, c)?;
+                let cap = i128::from(policy.max_rows);
+                clamped(
+                    datafusion::prelude::coalesce(vec![col(format!("__s{j}")), decimal(0)]),
+                    decimal(cap * i128::from(b.lower)),
+                    decimal(cap * i128::from(b.upper)),
+                )?
+            }
+            Raw::Units => lit(1i64),
+        };
+        bounded.push(e.alias(name));
+    }
+    f = f.select(bounded).map_err(df)?;
+    // 3. Per unit: at most `max_groups` groups, in keyed order.
+    if !q.groups.is_empty() && public_combinations(q, policy) > policy.max_groups {
+        let mut args = vec![col("__u")];
+        args.extend(groups.iter().map(col));
+        let order = Expr::ScalarFunction(datafusion::logical_expr::expr::ScalarFunction::new_udf(
+            rank, args,
+        ));
+        let numbered = row_number()
+            .partition_by(vec![col("__u")])
+            .order_by(vec![order.sort(true, false)])
+            .build()
+            .map_err(df)?
+            .alias("__rank");
+        f = f.window(vec![numbered]).map_err(df)?;
+        f = f
+            .filter(col("__rank").lt_eq(lit(policy.max_groups)))
+            .map_err(df)?;
+    }
+    // 4. Per group.
+    let mut totals = Vec::new();
+    for (j, r) in raws.iter().enumerate() {
+        let e = match r {
+            Raw::Units => count(lit(1i64)),
+            _ => sum(col(format!("__c{j}"))),
+        };
+        totals.push(e.alias(raw_column(j)));
+    }
+    f.aggregate(groups.iter().map(col).collect(), totals)
+        .map_err(df)
+}
+
+/// How many groups a unit could reach if every key is public (`u64::MAX`
+/// when some key is private).
+fn public_combinations(q: &DpQuery, policy: &DpPolicy) -> u64 {
+    q.groups
+        .iter()
+        .fold(1u64, |n, g| match policy.public_keys.get(g) {
+            Some(keys) => n.saturating_mul(keys.len() as u64),
+            None => u64::MAX,
+        })
+}
+
+/// A policy's public keys of column `g` as values of its type.
+pub fn public_key_literals(
+    g: &str,
+    keys: &[serde_json::Value],
+    dt: &DataType,
+) -> Result<Vec<ScalarValue>> {
+    keys.iter()
+        .map(|k| {
+            let v = match k {
+                serde_json::Value::String(s) => ScalarValue::Utf8(Some(s.clone())),
+                serde_json::Value::Bool(b) => ScalarValue::Boolean(Some(*b)),
+                serde_json::Value::Number(n) => match n.as_i64() {
+                    Some(i) => ScalarValue::Int64(Some(i)),
+                    None => ScalarValue::UInt64(n.as_u64()),
+                },
+                _ => ScalarValue::Null,
+            };
+            v.cast_to(dt).map_err(|_| {
+                VeilError::FailedPrecondition(format!(
+                    "the differential privacy policy's public key {k} of '{g}' is not a value of the column's type {dt}; a governor must fix the policy"
+                ))
+            })
+        })
+        .collect()
+}
+
+/// The keyed order of a unit's groups: HMAC-SHA256 of the row (unit and
+/// group keys, in Arrow's row format) under a per-dataset key.
+#[derive(PartialEq, Eq, Hash)]
+pub struct DpRank {
+    key: SecretKey,
+    signature: Signature,
+}
+
+impl fmt::Debug for DpRank {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("DpRank(<keyed>)")
+    }
+}
+
+impl DpRank {
+    pub fn udf(key: SecretKey) -> Arc<ScalarUDF> {
+        Arc::new(ScalarUDF::new_from_impl(Self {
+            key,
+            signature: Signature::variadic_any(Volatility::Immutable),
+        }))
+    }
+}
+
+impl ScalarUDFImpl for DpRank {
+    fn name(&self) -> &str {
+        "veil_dp_rank"
+    }
+
+    fn signature(&self) -> &Signature {
+        &self.signature
+    }
+
+    fn return_type(&self, _arg_types: &[DataType]) -> datafusion::common::Result<DataType> {
+        Ok(DataType::UInt64)
+    }
+
+    fn invoke_with_args(
+        &self,
+        args: ScalarFunctionArgs,
+    ) -> datafusion::common::Result<ColumnarValue> {
+        let n = args.number_rows;
+        let arrays: Vec<ArrayRef> = args
+            .args
+            .iter()
+            .map(|a| a.to_array(n))
+            .collect::<datafusion::common::Result<_>>()?;
+        let fields = arrays
+            .iter()
+            .map(|a| SortField::new(a.data_type().clone()))
+            .collect();
+        let rows = RowConverter::new(fields)?.convert_columns(&arrays)?;
+        let mut out = UInt64Builder::with_capacity(n);
+        for r in rows.iter() {
+            let mut mac = <Hmac<Sha256> as Mac>::new_from_slice(self.key.bytes())
+                .expect("HMAC takes a key of any length");
+            mac.update(r.as_ref());
+            let tag = mac.finalize().into_bytes();
+            out.append_value(u64::from_be_bytes(tag[..8].try_into().expect("8 bytes")));
+        }
+        let array: ArrayRef = Arc::new(out.finish());
+        debug_assert_eq!(array.len(), n);
+        Ok(ColumnarValue::Array(array))
+    }
+}

@@ -1,0 +1,352 @@
+//! Where a DP answer enters a plan: [`DpAnswerTable`] stands in for the
+//! user's aggregate, and its [`DpAnswerExec`] answers when executed (at
+//! `DoGet`, never while planning): the answer kept for this window if
+//! there is one, else the exact bounded aggregates with fresh noise, kept
+//! for every node and charged to the dataset's budget; then the user's
+//! first view of that draw is charged to theirs. Everything the user wrote
+//! above the aggregate (`HAVING`, `ORDER BY`, `LIMIT`) runs over its output.
+
+use async_trait::async_trait;
+use datafusion::arrow::array::RecordBatch;
+use datafusion::arrow::datatypes::SchemaRef;
+use datafusion::catalog::Session;
+use datafusion::common::DataFusionError;
+use datafusion::datasource::{TableProvider, TableType};
+use datafusion::execution::{SendableRecordBatchStream, TaskContext};
+use datafusion::logical_expr::Expr;
+use datafusion::physical_expr::EquivalenceProperties;
+use datafusion::physical_plan::execution_plan::{Boundedness, EmissionType};
+use datafusion::physical_plan::stream::RecordBatchStreamAdapter;
+use datafusion::physical_plan::{
+    DisplayAs, DisplayFormatType, ExecutionPlan, Partitioning, PlanProperties,
+};
+use rand::SeedableRng;
+use std::fmt;
+use std::sync::Arc;
+
+use super::query::DpQuery;
+use super::release::{NoisePlan, release};
+use super::{DpAnswers, DpReceipt, ReceiptSlot};
+use crate::dp::accounting::QueryPrivacy;
+use crate::error::query::from_datafusion;
+use crate::error::{Result, VeilError};
+use crate::model::privacy::{DpAnswerRow, DpCharge, DpPut, DpView};
+
+/// Everything one DP answer needs at execution.
+pub struct DpJob {
+    pub answers: Arc<DpAnswers>,
+    pub query: DpQuery,
+    pub noise: NoisePlan,
+    pub privacy: QueryPrivacy,
+    /// The ε the query spends, as written (the policy's, or less).
+    pub epsilon: f64,
+    /// Cache key ([`DpAnswers::answer_key`]).
+    pub key: String,
+    /// What the dataset's data was when planned (empty: unknown).
+    pub source_version: String,
+    /// `user:["<issuer>","<subject>"]` (JSON).
+    pub user_ledger: String,
+    /// The exact bounded aggregates, and what they run in.
+    pub exact: Arc<dyn ExecutionPlan>,
+    pub task: Arc<TaskContext>,
+    /// The answer's schema (`c0..`, the aggregate's types).
+    pub schema: SchemaRef,
+    pub receipt: ReceiptSlot,
+}
+
+impl fmt::Debug for DpJob {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        // Never the exact plan's literals or the key.
+        write!(
+            f,
+            "DpJob({}, {})",
+            self.query.guard.dataset().name,
+            self.query.canonical()
+        )
+    }
+}
+
+impl DpJob {
+    fn dataset_id(&self) -> &str {
+        &self.query.guard.dataset().id
+    }
+
+    fn charge(&self, ledger: &str, cap: Option<f64>, period: i64) -> DpCharge {
+        DpCharge {
+            ledger: ledger.to_string(),
+            dataset_id: self.dataset_id().to_string(),
+            period,
+            cost: self.privacy.cost(),
+            cap,
+        }
+    }
+
+    /// The answer for this request, charged.
+    pub async fn answer(&self) -> Result<RecordBatch> {
+        let policy = &self.query.guard.rule().policy;
+        let now_ms = self.answers.now_ms();
+        let tolerance_ms = policy.tolerance_secs.max(1) * 1000;
+        let window = now_ms.div_euclid(tolerance_ms);
+        let (period, period_ms) = match &policy.budgets {
+            Some(b) => {
+                let ms = b.period_secs.max(1) * 1000;
+                (now_ms.div_euclid(ms), Some(ms))
+            }
+            None => (0, None),
+        };
+        let caps = policy.budgets.as_ref();
+        let user = self.charge(&self.user_ledger, caps.and_then(|b| b.user), period);
+        let dataset = self.charge("dataset", caps.and_then(|b| b.dataset), period);
+        let resets = period_ms.map(|ms| (period + 1) * ms);
+        let over = |whose: &str, spent: f64, cap: Option<f64>| -> VeilError {
+            let unit = self.privacy.unit();
+            let cap = cap.unwrap_or(0.0);
+            VeilError::ResourceExhausted(format!(
+                "[DP_BUDGET] the differential privacy budget of {whose} on {} is spent: {unit} {spent:.4} of {cap:.4} used, {:.4} left, a query costs {:.4}; it resets at {} (answers already seen stay free until their window ends)",
+                self.query.guard.dataset().name,
+                (cap - spent).max(0.0),
+                self.privacy.cost(),
+                resets
+                    .and_then(chrono::DateTime::from_timestamp_millis)
+                    .map(|t| t.to_rfc3339())
+                    .unwrap_or_else(|| "never".into()),
+            ))
+        };
+        let store = self.answers.store();
+        let kept = self.answers.kept(&self.key, window).await?;
+        let (row, fresh) = match kept {
+            Some(row) if row.window >= window => (row, false),
+            Some(mut row)
+                if !row.source_version.is_empty() && row.source_version == self.source_version =>
+            {
+                // The data didn't change: the same answer, another window.
+                store
+                    .renew_dp_answer(&self.key, &row.answer_id, window)
+                    .await?;
+                row.window = window;
+                self.answers.remember(row.clone()).await;
+                (row, false)
+            }
+            _ => {
+                // Refuse before reading data when a budget can't pay.
+                for (whose, c) in [("this dataset", &dataset), ("your user", &user)] {
+                    let spent = self.answers.spent(c).await?;
+                    if !crate::store::within_cap(spent, c) {
+                        return Err(over(whose, spent, c.cap));
+                    }
+                }
+                let answer = self.draw().await?;
+                let row = DpAnswerRow {
+                    key: self.key.clone(),
+                    dataset_id: self.dataset_id().to_string(),
+                    answer_id: uuid::Uuid::new_v4().to_string(),
+                    window,
+                    source_version: self.source_version.clone(),
+                    created_ms: now_ms,
+                    answer: super::encode_batch(&answer)?,
+                };
+                match store.put_dp_answer(&row, &dataset).await? {
+                    DpPut::Kept { answer, charged } => {
+                        self.answers.remember(answer.clone()).await;
+                        (answer, charged)
+                    }
+                    DpPut::OverBudget { spent } => {
+                        return Err(over("this dataset", spent, dataset.cap));
+                    }
+                }
+            }
+        };
+        let (charged, spent) = match store.view_dp_answer(&row.answer_id, &user, now_ms).await? {
+            DpView::Charged { spent } => (true, spent),
+            DpView::Seen { spent } => (false, spent),
+            DpView::OverBudget { spent } => return Err(over("your user", spent, user.cap)),
+        };
+        let receipt = DpReceipt {
+            dataset: self.query.guard.dataset().name.clone(),
+            policy: self.query.guard.rule().label.clone(),
+            query: self.query.canonical(),
+            epsilon: self.epsilon,
+            delta: self.privacy.selection_delta().or(policy.delta),
+            mechanism: policy.mechanism.as_str().to_string(),
+            unit: self.privacy.unit().to_string(),
+            charged: if charged { self.privacy.cost() } else { 0.0 },
+            spent,
+            budget: user.cap,
+            remaining: user.cap.map(|c| (c - spent).max(0.0)),
+            resets_at_ms: resets,
+            window_ends_at_ms: (row.window + 1) * tolerance_ms,
+            fresh,
+        };
+        if let Ok(mut slot) = self.receipt.lock() {
+            *slot = Some(receipt);
+        }
+        super::decode_batch(&row.answer, &self.schema)
+    }
+
+    /// A fresh draw: the exact aggregates, then noise. Any failure reading
+    /// the data is reported in words that don't depend on it.
+    async fn draw(&self) -> Result<RecordBatch> {
+        let exact = datafusion::physical_plan::collect(
+            Arc::clone(&self.exact),
+            Arc::clone(&self.task),
+        )
+        .await
+        .map_err(|e| {
+            let e = from_datafusion(e);
+            tracing::warn!(dataset = %self.query.guard.dataset().name, error = %e.audit_message(), "a differentially private answer could not be computed");
+            match e {
+                VeilError::ResourceExhausted(_)
+                | VeilError::Unavailable(_)
+                | VeilError::DeadlineExceeded(_) => e,
+                _ => VeilError::FailedPrecondition(
+                    "the differentially private answer could not be computed from the dataset; an administrator can read why in the server log".into(),
+                ),
+            }
+        })?;
+        let exact = datafusion::arrow::compute::concat_batches(&self.exact.schema(), &exact)
+            .map_err(|e| VeilError::internal("gathering exact aggregates", e))?;
+        let mut rng = rand::rngs::StdRng::from_os_rng();
+        release(&exact, &self.query, &self.noise, &self.schema, &mut rng)
+    }
+}
+
+/// The aggregate's stand-in in the user's plan.
+#[derive(Debug)]
+pub struct DpAnswerTable {
+    job: Arc<DpJob>,
+}
+
+impl DpAnswerTable {
+    pub fn new(job: Arc<DpJob>) -> Self {
+        Self { job }
+    }
+}
+
+#[async_trait]
+impl TableProvider for DpAnswerTable {
+    fn schema(&self) -> SchemaRef {
+        Arc::clone(&self.job.schema)
+    }
+
+    fn table_type(&self) -> TableType {
+        TableType::Temporary
+    }
+
+    async fn scan(
+        &self,
+        _state: &dyn Session,
+        projection: Option<&Vec<usize>>,
+        _filters: &[Expr],
+        _limit: Option<usize>,
+    ) -> datafusion::common::Result<Arc<dyn ExecutionPlan>> {
+        Ok(Arc::new(DpAnswerExec::new(
+            Arc::clone(&self.job),
+            projection.cloned(),
+        )?))
+    }
+}
+
+/// Executes a [`DpJob`]: one partition, one batch.
+#[derive(Debug)]
+pub struct DpAnswerExec {
+    job: Arc<DpJob>,
+    projection: Option<Vec<usize>>,
+    schema: SchemaRef,
+    properties: Arc<PlanProperties>,
+}
+
+impl DpAnswerExec {
+    fn new(job: Arc<DpJob>, projection: Option<Vec<usize>>) -> datafusion::common::Result<Self> {
+        let schema = match &projection {
+            Some(p) => Arc::new(job.schema.project(p)?),
+            None => Arc::clone(&job.schema),
+        };
+        let properties = Arc::new(PlanProperties::new(
+            EquivalenceProperties::new(Arc::clone(&schema)),
+            Partitioning::UnknownPartitioning(1),
+            EmissionType::Final,
+            Boundedness::Bounded,
+        ));
+        Ok(Self {
+            job,
+            projection,
+            schema,
+            properties,
+        })
+    }
+}
+
+impl DisplayAs for DpAnswerExec {
+    fn fmt_as(&self, _t: DisplayFormatType, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(
+            f,
+            "DpAnswerExec: dataset={}",
+            self.job.query.guard.dataset().name
+        )
+    }
+}
+
+impl ExecutionPlan for DpAnswerExec {
+    fn name(&self) -> &str {
+        "DpAnswerExec"
+    }
+
+    fn properties(&self) -> &Arc<PlanProperties> {
+        &self.properties
+    }
+
+    fn children(&self) -> Vec<&Arc<dyn ExecutionPlan>> {
+        vec![]
+    }
+
+    fn with_new_children(
+        self: Arc<Self>,
+        children: Vec<Arc<dyn ExecutionPlan>>,
+    ) -> datafusion::common::Result<Arc<dyn ExecutionPlan>> {
+        if children.is_empty() {
+            Ok(self)
+        } else {
+            Err(DataFusionError::Internal(
+                "DpAnswerExec has no children".into(),
+            ))
+        }
+    }
+
+    fn apply_expressions(
+        &self,
+        _f: &mut dyn FnMut(
+            &Arc<dyn datafusion::physical_expr::PhysicalExpr>,
+        ) -> datafusion::common::Result<
+            datafusion::common::tree_node::TreeNodeRecursion,
+        >,
+    ) -> datafusion::common::Result<datafusion::common::tree_node::TreeNodeRecursion> {
+        Ok(datafusion::common::tree_node::TreeNodeRecursion::Continue)
+    }
+
+    fn execute(
+        &self,
+        partition: usize,
+        _context: Arc<TaskContext>,
+    ) -> datafusion::common::Result<SendableRecordBatchStream> {
+        if partition != 0 {
+            return Err(DataFusionError::Internal(format!(
+                "DpAnswerExec has one partition, not {partition}"
+            )));
+        }
+        let (job, projection) = (Arc::clone(&self.job), self.projection.clone());
+        let answer = futures::stream::once(async move {
+            let batch = job
+                .answer()
+                .await
+                .map_err(|e| DataFusionError::External(Box::new(e)))?;
+            match projection {
+                Some(p) => Ok(batch.project(&p)?),
+                None => Ok(batch),
+            }
+        });
+        Ok(Box::pin(RecordBatchStreamAdapter::new(
+            Arc::clone(&self.schema),
+            answer,
+        )))
+    }
+}

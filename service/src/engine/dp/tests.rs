@@ -1,0 +1,452 @@
+//! Differential privacy through the engine, on the demo's
+//! `clinical.trials` (120,000 participants, one row each): what is
+//! answered and refused, how answers are kept and charged, and that the
+//! noise is what the policy says.
+
+use datafusion::arrow::array::{AsArray, RecordBatch};
+use datafusion::arrow::datatypes::{Float64Type, Int64Type};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicI64, Ordering};
+
+use super::DpReceipt;
+use crate::engine::tests::{demo_engine_with, principal};
+use crate::engine::{Command, Engine};
+use crate::error::VeilError;
+use crate::model::snapshot::Snapshot;
+use veil_proto::{ScanCommand, SqlCommand};
+
+/// A DP policy on the demo's trials for everyone but the privileged.
+pub(crate) fn policy(epsilon: f64, extra: &str) -> String {
+    format!(
+        r#"
+[[policies]]
+name = "trials-dp"
+dataset = "clinical.trials"
+except = {{ groups = ["privileged"] }}
+[policies.differential_privacy]
+privacy_unit = "participant_id"
+epsilon = {epsilon}
+delta = 1e-6
+latency_tolerance = "24h"
+groupable = ["state", "diagnosis"]
+columns.age = {{ lower = 0, upper = 100 }}
+columns.amount = {{ lower = 0, upper = 5000, scale = 100 }}
+public_groups = {{ diagnosis = ["hypertension", "type 2 diabetes", "asthma", "migraine", "arthritis", "none"] }}
+{extra}
+"#
+    )
+}
+
+struct Dp {
+    engine: Arc<Engine>,
+    snap: Arc<Snapshot>,
+    clock: Arc<AtomicI64>,
+    _dir: tempfile::TempDir,
+}
+
+const DAY_MS: i64 = 86_400_000;
+
+impl Dp {
+    async fn new(epsilon: f64, extra: &str) -> Self {
+        let dir = tempfile::tempdir().unwrap();
+        let (engine, snap) = demo_engine_with(dir.path(), &policy(epsilon, extra)).await;
+        // Mid-window, so a test's own steps never cross a boundary.
+        let clock = Arc::new(AtomicI64::new(1_000 * DAY_MS + DAY_MS / 2));
+        let tick = Arc::clone(&clock);
+        let engine = engine.with_dp_clock(Arc::new(move || tick.load(Ordering::SeqCst)));
+        Self {
+            engine: Arc::new(engine),
+            snap: Arc::new(snap.as_ref().clone()),
+            clock,
+            _dir: dir,
+        }
+    }
+
+    async fn run(&self, user: &str, sql: &str) -> Result<(RecordBatch, DpReceipt), VeilError> {
+        let p = principal(&self.snap, user);
+        let scope = self.engine.scope(&p).await?;
+        let cmd = Command::Sql(SqlCommand {
+            query: sql.into(),
+            ..Default::default()
+        });
+        let planned = self.engine.plan(&scope, &cmd, None, None).await?;
+        let batches: Vec<RecordBatch> = futures::TryStreamExt::try_collect(planned.execute()?)
+            .await
+            .map_err(crate::error::query::from_datafusion)?;
+        let batch = datafusion::arrow::compute::concat_batches(&planned.schema, &batches).unwrap();
+        let receipt = planned
+            .dp
+            .as_ref()
+            .expect("a DP query")
+            .lock()
+            .unwrap()
+            .clone()
+            .expect("a receipt once executed");
+        Ok((batch, receipt))
+    }
+
+    async fn refused(&self, user: &str, sql: &str) -> VeilError {
+        match self.run(user, sql).await {
+            Ok((b, _)) => panic!("{sql} was answered: {b:?}"),
+            Err(e) => e,
+        }
+    }
+
+    fn advance(&self, ms: i64) {
+        self.clock.fetch_add(ms, Ordering::SeqCst);
+    }
+}
+
+fn ints(b: &RecordBatch, col: usize) -> Vec<i64> {
+    b.column(col).as_primitive::<Int64Type>().values().to_vec()
+}
+
+fn floats(b: &RecordBatch, col: usize) -> Vec<f64> {
+    b.column(col)
+        .as_primitive::<Float64Type>()
+        .values()
+        .to_vec()
+}
+
+fn strings(b: &RecordBatch, col: usize) -> Vec<String> {
+    let c = datafusion::arrow::compute::cast(
+        b.column(col),
+        &datafusion::arrow::datatypes::DataType::Utf8,
+    )
+    .unwrap();
+    c.as_string::<i32>()
+        .iter()
+        .map(|s| s.unwrap_or("").to_string())
+        .collect()
+}
+
+#[tokio::test]
+async fn aggregates_are_answered_near_the_truth_with_the_users_row_policy_below() {
+    // ε = 50: noise of a few units, so bounding and filters show.
+    let dp = Dp::new(50.0, "").await;
+    // bob is exempt: the exact answers.
+    let p = principal(&dp.snap, "bob");
+    let scope = dp.engine.scope(&p).await.unwrap();
+    let exact_sql = |sql: &str| {
+        let engine = Arc::clone(&dp.engine);
+        let scope = Arc::clone(&scope);
+        let sql = sql.to_string();
+        async move {
+            let cmd = Command::Sql(SqlCommand {
+                query: sql,
+                ..Default::default()
+            });
+            let planned = engine.plan(&scope, &cmd, None, None).await.unwrap();
+            assert!(planned.dp.is_none(), "bob is exempt");
+            let b: Vec<RecordBatch> =
+                futures::TryStreamExt::try_collect(planned.execute().unwrap())
+                    .await
+                    .unwrap();
+            datafusion::arrow::compute::concat_batches(&planned.schema, &b).unwrap()
+        }
+    };
+    let truth = exact_sql(
+        "SELECT COUNT(*) AS n, SUM(age) AS s, AVG(amount) AS a, COUNT(DISTINCT participant_id) AS u FROM clinical.trials WHERE state = 'CA' AND age > 40",
+    )
+    .await;
+    // alice sees CA only (her row policy): the same question without the
+    // state filter answers for CA.
+    let (noisy, receipt) = dp
+        .run(
+            "alice",
+            "SELECT COUNT(*) AS n, SUM(age) AS s, AVG(amount) AS a, COUNT(DISTINCT participant_id) AS u FROM clinical.trials WHERE age > 40",
+        )
+        .await
+        .unwrap();
+    assert_eq!(noisy.num_rows(), 1);
+    let n_true = ints(&truth, 0)[0];
+    let n = ints(&noisy, 0)[0];
+    // Four measurements share ε = 50: count noise scale 4/50.
+    assert!((n - n_true).abs() <= 3, "count {n} vs {n_true}");
+    let u = ints(&noisy, 3)[0];
+    assert!((u - n_true).abs() <= 3, "units {u} vs {n_true}");
+    // SUM(age): sensitivity 100, scale 400/50 = 8.
+    let s_true = ints(&truth, 1)[0];
+    let s = ints(&noisy, 1)[0];
+    assert!((s - s_true).abs() <= 200, "sum {s} vs {s_true}");
+    let a_true = floats(&truth, 2)[0];
+    let a = floats(&noisy, 2)[0];
+    assert!((a - a_true).abs() < 1.0, "avg {a} vs {a_true}");
+    assert_eq!(receipt.epsilon, 50.0);
+    assert_eq!(receipt.charged, 50.0);
+    assert_eq!(receipt.unit, "epsilon");
+    assert!(receipt.fresh);
+}
+
+#[tokio::test]
+async fn public_keys_are_all_answered_and_private_keys_thresholded() {
+    let dp = Dp::new(20.0, "").await;
+    // Public keys: every diagnosis, including one no row has after WHERE.
+    let (b, _) = dp
+        .run(
+            "alice",
+            "SELECT diagnosis, COUNT(*) AS n FROM clinical.trials WHERE diagnosis <> 'asthma' GROUP BY diagnosis ORDER BY diagnosis",
+        )
+        .await
+        .unwrap();
+    let keys = strings(&b, 0);
+    assert_eq!(
+        keys,
+        [
+            "arthritis",
+            "asthma",
+            "hypertension",
+            "migraine",
+            "none",
+            "type 2 diabetes"
+        ]
+    );
+    let asthma = ints(&b, 1)[1];
+    assert!(
+        asthma.abs() <= 5,
+        "asthma has no rows: a noisy zero, got {asthma}"
+    );
+    // Private keys (state): alice's rows are CA only, so only CA shows.
+    let (b, _) = dp
+        .run(
+            "alice",
+            "SELECT state, COUNT(*) FROM clinical.trials GROUP BY state",
+        )
+        .await
+        .unwrap();
+    assert_eq!(strings(&b, 0), ["CA"]);
+    // HAVING, ORDER BY and LIMIT apply to the noisy answer.
+    let (b, _) = dp
+        .run(
+            "alice",
+            "SELECT diagnosis, COUNT(*) AS n FROM clinical.trials GROUP BY diagnosis HAVING COUNT(*) > 100 ORDER BY n DESC LIMIT 2",
+        )
+        .await
+        .unwrap();
+    assert_eq!(b.num_rows(), 2);
+    let n = ints(&b, 1);
+    assert!(n[0] >= n[1] && n[1] > 100);
+}
+
+#[tokio::test]
+async fn every_other_shape_is_refused_with_a_stable_code() {
+    let dp = Dp::new(1.0, "").await;
+    let cases = [
+        ("SELECT * FROM clinical.trials", "DP_ROW_LEVEL"),
+        (
+            "SELECT age FROM clinical.trials WHERE age > 3",
+            "DP_ROW_LEVEL",
+        ),
+        ("SELECT DISTINCT state FROM clinical.trials", "DP_ROW_LEVEL"),
+        (
+            "SELECT state FROM clinical.trials GROUP BY state",
+            "DP_ROW_LEVEL",
+        ),
+        ("SELECT MIN(age) FROM clinical.trials", "DP_FUNCTION"),
+        ("SELECT MAX(amount) FROM clinical.trials", "DP_FUNCTION"),
+        (
+            "SELECT COUNT(*) FROM clinical.trials t JOIN clinical.sites s ON t.state = s.state",
+            "DP_JOIN",
+        ),
+        (
+            "SELECT COUNT(*) FROM clinical.trials a, clinical.trials b",
+            "DP_JOIN",
+        ),
+        (
+            "SELECT COUNT(*) FROM (SELECT * FROM clinical.trials) x",
+            "DP_JOIN",
+        ),
+        (
+            "SELECT COUNT(*) FROM clinical.trials UNION ALL SELECT 1",
+            "DP_JOIN",
+        ),
+        (
+            "SELECT COUNT(*) FROM clinical.trials WHERE state IN (SELECT state FROM clinical.sites)",
+            "DP_JOIN",
+        ),
+        (
+            "SELECT COUNT(*), ROW_NUMBER() OVER () FROM clinical.trials",
+            "DP_FUNCTION",
+        ),
+        (
+            "SELECT COUNT(*) FROM clinical.trials GROUP BY participant_id",
+            "DP_GROUP_BY",
+        ),
+        (
+            "SELECT COUNT(*) FROM clinical.trials GROUP BY email",
+            "DP_GROUP_BY",
+        ),
+        (
+            "SELECT COUNT(*) FROM clinical.trials GROUP BY age % 10",
+            "DP_GROUP_BY",
+        ),
+        (
+            "SELECT COUNT(*) FROM clinical.trials GROUP BY ROLLUP(state)",
+            "DP_GROUP_BY",
+        ),
+        (
+            "SELECT SUM(participant_id) FROM clinical.trials",
+            "DP_COLUMN",
+        ),
+        (
+            "SELECT COUNT(DISTINCT state) FROM clinical.trials",
+            "DP_COLUMN",
+        ),
+        ("SELECT SUM(age * 2) FROM clinical.trials", "DP_FUNCTION"),
+        (
+            "SELECT COUNT(*) FILTER (WHERE age > 3) FROM clinical.trials",
+            "DP_FUNCTION",
+        ),
+        (
+            "SELECT COUNT(*) FROM clinical.trials WHERE 100 / (age - 40) > 1",
+            "DP_FUNCTION",
+        ),
+        (
+            "SELECT COUNT(*) FROM clinical.trials WHERE CAST(ssn AS INT) > 1",
+            "DP_FUNCTION",
+        ),
+        (
+            "SELECT COUNT(*) FROM clinical.trials WHERE state = 5",
+            "DP_FUNCTION",
+        ),
+        (
+            "SELECT COUNT(*) FROM clinical.trials WHERE regexp_like(name, '(a+)+$')",
+            "DP_FUNCTION",
+        ),
+        (
+            "SELECT COUNT(*) FROM clinical.trials WHERE substr(name, 1, 1) = 'A'",
+            "DP_FUNCTION",
+        ),
+        (
+            "SELECT WITH DIFFERENTIAL_PRIVACY OPTIONS (epsilon => 2) COUNT(*) FROM clinical.trials",
+            "DP_OPTIONS",
+        ),
+        (
+            "SELECT WITH DIFFERENTIAL_PRIVACY OPTIONS (epsilon => 0.5) COUNT(*) FROM clinical.sites",
+            "DP_OPTIONS",
+        ),
+    ];
+    for (sql, code) in cases {
+        let e = dp.refused("alice", sql).await;
+        let m = e.message();
+        assert!(
+            m.contains(&format!("[{code}]")),
+            "{sql}: expected {code}, got {e:?}"
+        );
+        assert!(!m.contains("123-"), "no value in {m}");
+    }
+    // A scan (the Python `scan_as_pandas` path) is refused too.
+    let p = principal(&dp.snap, "alice");
+    let scope = dp.engine.scope(&p).await.unwrap();
+    let scan = Command::Scan(ScanCommand {
+        dataset: "clinical.trials".into(),
+        limit: Some(5),
+        ..Default::default()
+    });
+    let e = dp.engine.plan(&scope, &scan, None, None).await.unwrap_err();
+    assert!(
+        matches!(e, VeilError::PermissionDenied(ref m) if m.contains("[DP_ROW_LEVEL]")),
+        "{e:?}"
+    );
+}
+
+#[tokio::test]
+async fn answers_are_kept_for_the_window_across_users_and_redrawn_only_when_data_changed() {
+    let dp = Dp::new(1.0, "").await;
+    let q = "SELECT diagnosis, COUNT(*) AS n FROM clinical.trials GROUP BY diagnosis ORDER BY diagnosis";
+    let (first, r1) = dp.run("alice", q).await.unwrap();
+    assert!(r1.fresh);
+    // The same question, written differently: the same draw, no charge
+    // for a user who saw it.
+    let (again, r2) = dp
+        .run("alice", "select DIAGNOSIS, count(*) as howmany from clinical.trials t group by t.diagnosis order by 1")
+        .await
+        .unwrap();
+    assert_eq!(ints(&first, 1), ints(&again, 1));
+    assert!(!r2.fresh);
+    assert_eq!(r2.charged, 0.0);
+    // Another user who sees the same rows gets the same draw (and pays
+    // for their first view); carol may not read the dataset at all, and a
+    // user with another row scope gets another draw.
+    let (later, r3) = dp.run("alice", q).await.unwrap();
+    assert_eq!(ints(&first, 1), ints(&later, 1));
+    assert_eq!(r3.charged, 0.0);
+    // A new window with unchanged files: still the same answer.
+    dp.advance(DAY_MS);
+    let (next_day, r4) = dp.run("alice", q).await.unwrap();
+    assert_eq!(ints(&first, 1), ints(&next_day, 1));
+    assert!(!r4.fresh);
+    // The data changes: the next window draws anew.
+    let file = dp._dir.path().join("data/clinical/trials.parquet");
+    crate::demo::write_trials(&file, 1_000).unwrap();
+    dp.advance(DAY_MS);
+    let p = principal(&dp.snap, "alice");
+    let scope = dp.engine.scope(&p).await.unwrap();
+    let _ = scope;
+    let (changed, r5) = dp.run("alice", q).await.unwrap();
+    assert!(r5.fresh, "new data in a new window: a new draw");
+    assert_ne!(ints(&first, 1), ints(&changed, 1));
+}
+
+#[tokio::test]
+async fn budgets_stop_averaging_attacks_and_say_when_they_reset() {
+    let dp = Dp::new(
+        1.0,
+        "budget = { user_epsilon = 3, dataset_epsilon = 5, period = \"30d\" }",
+    )
+    .await;
+    // An averaging attack: the same count asked in ways that each draw
+    // anew. Three are paid for; the fourth is refused.
+    let variants = [
+        "SELECT COUNT(*) FROM clinical.trials WHERE age > 40",
+        "SELECT COUNT(*) FROM clinical.trials WHERE age >= 41",
+        "SELECT COUNT(*) FROM clinical.trials WHERE age > 40 AND age < 1000",
+        "SELECT COUNT(*) FROM clinical.trials WHERE NOT age <= 40",
+    ];
+    let mut spent = Vec::new();
+    for v in &variants[..3] {
+        let (_, r) = dp.run("alice", v).await.unwrap();
+        spent.push(r.spent);
+        assert_eq!(r.budget, Some(3.0));
+    }
+    assert_eq!(spent, [1.0, 2.0, 3.0]);
+    let e = dp.refused("alice", variants[3]).await;
+    assert!(
+        matches!(e, VeilError::ResourceExhausted(ref m) if m.contains("[DP_BUDGET]") && m.contains("resets at")),
+        "{e:?}"
+    );
+    // Answers she has seen stay free.
+    let (_, r) = dp.run("alice", variants[0]).await.unwrap();
+    assert_eq!(r.charged, 0.0);
+    // The dataset's budget bounds every user together: erin (another
+    // row scope) can make two fresh draws, then the dataset is spent.
+    dp.run("erin", variants[0]).await.unwrap();
+    dp.run("erin", variants[1]).await.unwrap();
+    let e = dp.refused("erin", variants[2]).await;
+    assert!(
+        matches!(e, VeilError::ResourceExhausted(ref m) if m.contains("this dataset")),
+        "{e:?}"
+    );
+    // A new period resets both.
+    dp.advance(31 * DAY_MS);
+    dp.run("alice", variants[3]).await.unwrap();
+}
+
+#[tokio::test]
+async fn spending_less_with_options_costs_less_and_draws_apart() {
+    let dp = Dp::new(1.0, "budget = { user_epsilon = 2, period = \"1d\" }").await;
+    let (_, r) = dp
+        .run(
+            "alice",
+            "SELECT WITH DIFFERENTIAL_PRIVACY OPTIONS (epsilon => 0.25) COUNT(*) FROM clinical.trials",
+        )
+        .await
+        .unwrap();
+    assert_eq!((r.epsilon, r.charged), (0.25, 0.25));
+    let (_, r) = dp
+        .run("alice", "SELECT COUNT(*) FROM clinical.trials")
+        .await
+        .unwrap();
+    assert!(r.fresh, "another ε is another answer");
+    assert_eq!(r.spent, 1.25);
+}

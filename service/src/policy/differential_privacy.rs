@@ -1,0 +1,278 @@
+//! A differential privacy policy, checked: the exact per-query privacy,
+//! contribution bounds in fixed point, what may be grouped by, budgets.
+//! Checked once when written ([`DpPolicy::validate`]) and against a
+//! dataset's dictionary ([`DpPolicy::check_on`]); the engine answers
+//! queries under it (`crate::engine::dp`).
+
+use std::collections::{BTreeMap, BTreeSet};
+
+use datafusion::arrow::datatypes::{DataType, Schema};
+
+use super::rules::parse_duration;
+use crate::dp::accounting::QueryPrivacy;
+use crate::error::{Result, VeilError};
+use crate::model::policy::{DifferentialPrivacySpec, DpMechanism};
+
+/// Largest fixed-point magnitude a bound may have: sums of a billion
+/// rows stay within an `i128` with room for noise.
+const MAX_FIXED: f64 = (1u64 << 52) as f64;
+/// Most combinations of public group keys one query may answer.
+pub const MAX_PUBLIC_GROUPS: usize = 10_000;
+
+/// Clamping bounds of one column, in fixed point (`value × scale`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Clamp {
+    pub lower: i64,
+    pub upper: i64,
+    pub scale: u32,
+}
+
+impl Clamp {
+    /// The largest magnitude a clamped value has.
+    pub fn magnitude(&self) -> u128 {
+        u128::from(self.lower.unsigned_abs().max(self.upper.unsigned_abs()))
+    }
+}
+
+/// Budgets per user and per dataset over a tumbling period, in the
+/// ledger's unit ([`QueryPrivacy::unit`]).
+#[derive(Debug, Clone, PartialEq)]
+pub struct Budgets {
+    pub user: Option<f64>,
+    pub dataset: Option<f64>,
+    /// As written (ε), for messages.
+    pub user_epsilon: Option<f64>,
+    pub dataset_epsilon: Option<f64>,
+    pub period_secs: i64,
+}
+
+/// A validated [`DifferentialPrivacySpec`].
+#[derive(Debug, Clone, PartialEq)]
+pub struct DpPolicy {
+    pub unit: String,
+    pub epsilon: f64,
+    pub delta: Option<f64>,
+    pub mechanism: DpMechanism,
+    pub privacy: QueryPrivacy,
+    pub tolerance_secs: i64,
+    pub max_groups: u64,
+    pub max_rows: u64,
+    pub columns: BTreeMap<String, Clamp>,
+    pub groupable: BTreeSet<String>,
+    /// Columns with public keys, each with every key (as JSON values).
+    pub public_keys: BTreeMap<String, Vec<serde_json::Value>>,
+    pub budgets: Option<Budgets>,
+    pub force: bool,
+}
+
+fn fixed(column: &str, what: &str, x: f64, scale: u32) -> std::result::Result<i64, String> {
+    let v = (x * f64::from(scale)).round();
+    if !x.is_finite() || v.abs() > MAX_FIXED {
+        return Err(format!(
+            "column '{column}': `{what} = {x}` times `scale = {scale}` is outside ±2^52"
+        ));
+    }
+    Ok(v as i64)
+}
+
+impl DpPolicy {
+    pub fn validate(spec: &DifferentialPrivacySpec) -> std::result::Result<Self, String> {
+        if spec.privacy_unit.trim().is_empty() {
+            return Err("`privacy_unit` names the column identifying whom a row is about".into());
+        }
+        if !(spec.epsilon > 0.0 && spec.epsilon <= 100.0) {
+            return Err(format!(
+                "`epsilon = {}`: a query's ε is a number in (0, 100]",
+                spec.epsilon
+            ));
+        }
+        if let Some(d) = spec.delta
+            && !(d > 0.0 && d <= 0.01)
+        {
+            return Err(format!("`delta = {d}`: δ is a number in (0, 0.01]"));
+        }
+        let privacy = QueryPrivacy::new(spec.mechanism, spec.epsilon, spec.delta)?;
+        let tolerance_secs = parse_duration("latency_tolerance", &spec.latency_tolerance)?;
+        for (name, n) in [
+            ("max_groups_per_unit", spec.max_groups_per_unit),
+            ("max_rows_per_unit", spec.max_rows_per_unit),
+        ] {
+            if !(1..=1_000).contains(&n) {
+                return Err(format!("`{name} = {n}`: a count in 1..=1000"));
+            }
+        }
+        let mut columns = BTreeMap::new();
+        for (name, c) in &spec.columns {
+            if !(1..=1_000_000).contains(&c.scale) {
+                return Err(format!(
+                    "column '{name}': `scale = {}` is in 1..=1000000",
+                    c.scale
+                ));
+            }
+            let lower = fixed(name, "lower", c.lower, c.scale)?;
+            let upper = fixed(name, "upper", c.upper, c.scale)?;
+            if lower > upper {
+                return Err(format!(
+                    "column '{name}': `lower = {}` is above `upper = {}`",
+                    c.lower, c.upper
+                ));
+            }
+            columns.insert(
+                name.to_string(),
+                Clamp {
+                    lower,
+                    upper,
+                    scale: c.scale,
+                },
+            );
+        }
+        let mut groupable: BTreeSet<String> = spec.groupable.iter().cloned().collect();
+        let mut combos: usize = 1;
+        for (column, keys) in &spec.public_groups {
+            if keys.is_empty() {
+                return Err(format!(
+                    "`public_groups.{column}` lists no key: list every key of the column"
+                ));
+            }
+            if keys
+                .iter()
+                .any(|k| !(k.is_string() || k.is_i64() || k.is_u64() || k.is_boolean()))
+            {
+                return Err(format!(
+                    "`public_groups.{column}`: keys are strings, integers or booleans"
+                ));
+            }
+            combos = combos.saturating_mul(keys.len());
+            groupable.insert(column.clone());
+        }
+        if combos > MAX_PUBLIC_GROUPS {
+            return Err(format!(
+                "`public_groups` spans {combos} combinations of keys; at most {MAX_PUBLIC_GROUPS}"
+            ));
+        }
+        if groupable.contains(&spec.privacy_unit) {
+            return Err(format!(
+                "'{}' is the privacy unit: grouping by it would answer about single units, so it can't be groupable",
+                spec.privacy_unit
+            ));
+        }
+        let budgets = match &spec.budget {
+            None => None,
+            Some(b) => {
+                for (name, v) in [
+                    ("user_epsilon", b.user_epsilon),
+                    ("dataset_epsilon", b.dataset_epsilon),
+                ] {
+                    if let Some(v) = v
+                        && !(v.is_finite() && v >= spec.epsilon)
+                    {
+                        return Err(format!(
+                            "`budget.{name} = {v}` is below one query's ε ({}): no query could run",
+                            spec.epsilon
+                        ));
+                    }
+                }
+                Some(Budgets {
+                    user: b.user_epsilon.map(|e| privacy.budget_in_unit(e)),
+                    dataset: b.dataset_epsilon.map(|e| privacy.budget_in_unit(e)),
+                    user_epsilon: b.user_epsilon,
+                    dataset_epsilon: b.dataset_epsilon,
+                    period_secs: parse_duration("budget.period", &b.period)?,
+                })
+            }
+        };
+        Ok(Self {
+            unit: spec.privacy_unit.clone(),
+            epsilon: spec.epsilon,
+            delta: spec.delta,
+            mechanism: spec.mechanism,
+            privacy,
+            tolerance_secs,
+            max_groups: u64::from(spec.max_groups_per_unit),
+            max_rows: u64::from(spec.max_rows_per_unit),
+            columns,
+            groupable,
+            public_keys: spec.public_groups.clone(),
+            budgets,
+            force: spec.force,
+        })
+    }
+
+    /// Check the policy against a dataset's columns: the unit and every
+    /// named column exist, bounded columns are numeric.
+    pub fn check_on(&self, schema: &Schema, what: &str) -> Result<()> {
+        let field = |c: &str| {
+            schema.field_with_name(c).map_err(|_| {
+                VeilError::FailedPrecondition(format!(
+                    "{what}: the dataset has no column '{c}' (named by its differential privacy policy)"
+                ))
+            })
+        };
+        field(&self.unit)?;
+        for c in self.columns.keys() {
+            let f = field(c)?;
+            if !(f.data_type().is_numeric() || matches!(f.data_type(), DataType::Decimal128(..))) {
+                return Err(VeilError::FailedPrecondition(format!(
+                    "{what}: column '{c}' is {}, not a number, so it can't have clamping bounds",
+                    f.data_type()
+                )));
+            }
+        }
+        for c in &self.groupable {
+            field(c)?;
+        }
+        Ok(())
+    }
+
+    /// The policy in words, for `veil explain`.
+    pub fn describe(&self) -> String {
+        let mut out = format!(
+            "aggregate queries only (COUNT, SUM, AVG, COUNT(DISTINCT {unit})), answered with {} noise at ε = {}{} per query; privacy unit {unit}: at most {} group(s) per unit, {} row(s) per unit in a group; answers kept {} s",
+            self.mechanism.as_str(),
+            self.epsilon,
+            self.delta.map(|d| format!(", δ = {d}")).unwrap_or_default(),
+            self.max_groups,
+            self.max_rows,
+            self.tolerance_secs,
+            unit = self.unit,
+        );
+        if !self.columns.is_empty() {
+            let bounds: Vec<String> = self
+                .columns
+                .iter()
+                .map(|(c, b)| {
+                    let s = f64::from(b.scale);
+                    format!("{c} in [{}, {}]", b.lower as f64 / s, b.upper as f64 / s)
+                })
+                .collect();
+            out.push_str(&format!("; SUM/AVG on {}", bounds.join(", ")));
+        }
+        if !self.groupable.is_empty() {
+            let groups: Vec<String> = self
+                .groupable
+                .iter()
+                .map(|c| match self.public_keys.get(c) {
+                    Some(keys) => format!("{c} (public keys: {})", keys.len()),
+                    None => c.clone(),
+                })
+                .collect();
+            out.push_str(&format!("; GROUP BY {}", groups.join(", ")));
+        }
+        if let Some(b) = &self.budgets {
+            let part = |label: &str, e: Option<f64>| e.map(|e| format!("{label} ε {e}"));
+            let parts: Vec<String> = [
+                part("per user", b.user_epsilon),
+                part("per dataset", b.dataset_epsilon),
+            ]
+            .into_iter()
+            .flatten()
+            .collect();
+            out.push_str(&format!(
+                "; budget {} every {} s",
+                parts.join(", "),
+                b.period_secs
+            ));
+        }
+        out
+    }
+}
