@@ -450,3 +450,197 @@ async fn spending_less_with_options_costs_less_and_draws_apart() {
     assert!(r.fresh, "another ε is another answer");
     assert_eq!(r.spent, 1.25);
 }
+
+/// ln(i!) for i in 0..=n.
+fn ln_factorials(n: usize) -> Vec<f64> {
+    let mut out = vec![0.0; n + 1];
+    for i in 1..=n {
+        out[i] = out[i - 1] + (i as f64).ln();
+    }
+    out
+}
+
+/// P[X >= k] for X ~ Binomial(n, p).
+fn binomial_tail(lf: &[f64], n: usize, k: usize, p: f64) -> f64 {
+    if p <= 0.0 {
+        return if k == 0 { 1.0 } else { 0.0 };
+    }
+    if p >= 1.0 {
+        return 1.0;
+    }
+    (k..=n)
+        .map(|i| {
+            (lf[n] - lf[i] - lf[n - i] + i as f64 * p.ln() + (n - i) as f64 * (1.0 - p).ln()).exp()
+        })
+        .sum()
+}
+
+/// The Clopper-Pearson interval of a binomial proportion, each side at
+/// `alpha` (by bisection on the exact binomial tails).
+fn clopper_pearson(k: usize, n: usize, alpha: f64) -> (f64, f64) {
+    let lf = ln_factorials(n);
+    let solve = |f: &dyn Fn(f64) -> f64| {
+        let (mut lo, mut hi) = (0.0f64, 1.0f64);
+        for _ in 0..60 {
+            let mid = (lo + hi) / 2.0;
+            if f(mid) < 0.0 { lo = mid } else { hi = mid }
+        }
+        (lo + hi) / 2.0
+    };
+    let lower = if k == 0 {
+        0.0
+    } else {
+        solve(&|p| binomial_tail(&lf, n, k, p) - alpha)
+    };
+    let upper = if k == n {
+        1.0
+    } else {
+        // P[X <= k] = 1 - P[X >= k+1], decreasing in p.
+        solve(&|p| alpha - (1.0 - binomial_tail(&lf, n, k + 1, p)))
+    };
+    (lower, upper)
+}
+
+#[test]
+fn clopper_pearson_matches_known_intervals() {
+    // R: binom.test(7, 20)$conf.int at 95% = 0.1539092 0.5921885.
+    let (lo, hi) = clopper_pearson(7, 20, 0.025);
+    assert!(
+        (lo - 0.1539092).abs() < 1e-4 && (hi - 0.5921885).abs() < 1e-4,
+        "{lo} {hi}"
+    );
+}
+
+/// An empirical privacy audit: neighbouring datasets D and D + one unit
+/// (with many rows, in several groups), the answers Veil computes for
+/// each, and many noisy releases of both. For the most telling events
+/// (the answer at or above a threshold), the Clopper-Pearson lower bound
+/// on ε (upper bound on the probability under D, lower under D') stays
+/// at or below the policy's ε; and the audit has the power to see most
+/// of it, so an implementation with too little noise would fail.
+#[tokio::test]
+async fn an_empirical_privacy_audit_stays_within_epsilon() {
+    use crate::dp::accounting::{QueryPrivacy, Sensitivity};
+    use crate::model::policy::DpMechanism;
+    use rand::SeedableRng;
+    // D: the demo's trials, one row per participant. D': the same plus
+    // participant 999999 with 50 rows (ages 100) in 3 diagnoses.
+    let dir = tempfile::tempdir().unwrap();
+    crate::demo::prepare(dir.path()).unwrap();
+    let base = crate::demo::trials_batch(2_000, 7);
+    let mut extra = crate::demo::trials_batch(50, 8);
+    {
+        use datafusion::arrow::array::{ArrayRef, Int32Array, Int64Array, StringArray};
+        let mut cols: Vec<ArrayRef> = extra.columns().to_vec();
+        cols[0] = Arc::new(Int64Array::from(vec![999_999i64; 50]));
+        // In CA: alice's row policy shows them to her.
+        cols[5] = Arc::new(StringArray::from(vec!["CA"; 50]));
+        cols[7] = Arc::new(Int32Array::from(vec![100i32; 50]));
+        let diag: Vec<&str> = (0..50)
+            .map(|i| ["asthma", "migraine", "none"][i % 3])
+            .collect();
+        cols[8] = Arc::new(StringArray::from(diag));
+        extra = RecordBatch::try_new(extra.schema(), cols).unwrap();
+    }
+    let write = |name: &str, batches: &[&RecordBatch]| {
+        let path = dir.path().join(format!("data/clinical/{name}.parquet"));
+        let file = std::fs::File::create(&path).unwrap();
+        let mut w = crate::demo::parquet_writer(file, base.schema()).unwrap();
+        for b in batches {
+            w.write(b).unwrap();
+        }
+        w.close().unwrap();
+    };
+    write("trials", &[&base]);
+    // ε = 100: noise far below 1, so these answers are the exact
+    // bounded aggregates. (The first engine appends the policy to the
+    // demo's config; the second reads it as it is.)
+    let exact = |extra: String| {
+        let dir = dir.path().to_path_buf();
+        async move {
+            let (engine, snap) = demo_engine_with(&dir, &extra).await;
+            let engine = Arc::new(engine);
+            let p = principal(&snap, "alice");
+            let scope = engine.scope(&p).await.unwrap();
+            let cmd = Command::Sql(SqlCommand {
+                query: "SELECT diagnosis, COUNT(*) AS n, SUM(age) AS s FROM clinical.trials GROUP BY diagnosis ORDER BY diagnosis".into(),
+                ..Default::default()
+            });
+            let planned = engine.plan(&scope, &cmd, None, None).await.unwrap();
+            let b: Vec<RecordBatch> =
+                futures::TryStreamExt::try_collect(planned.execute().unwrap())
+                    .await
+                    .unwrap();
+            let b = datafusion::arrow::compute::concat_batches(&planned.schema, &b).unwrap();
+            (ints(&b, 1), ints(&b, 2))
+        }
+    };
+    let (count_d, sum_d) = exact(policy(100.0, "max_groups_per_unit = 2")).await;
+    write("trials", &[&base, &extra]);
+    let (count_d1, sum_d1) = exact(String::new()).await;
+    // Bounding: the unit moves at most 2 groups' counts, each by 1 (its
+    // 50 rows count once). Sums carry noise of scale 4 even at ε = 100
+    // (sensitivity 200, two quantities): the unit moves a sum by at most
+    // 100, plus that noise.
+    let moved: Vec<usize> = (0..6).filter(|&i| count_d[i] != count_d1[i]).collect();
+    assert!(
+        !moved.is_empty() && moved.len() <= 2,
+        "{moved:?}: {count_d:?} {count_d1:?}"
+    );
+    for i in 0..6 {
+        assert!((count_d1[i] - count_d[i]).abs() <= 1);
+        let bound = if moved.contains(&i) { 160 } else { 60 };
+        assert!(
+            (sum_d1[i] - sum_d[i]).abs() <= bound,
+            "{sum_d:?} {sum_d1:?}"
+        );
+    }
+    // The audit, per mechanism, on the first group the unit moved, with
+    // the noise Veil gives a COUNT in this query shape (2 quantities, 2
+    // groups per unit, 1 row).
+    let g = moved[0];
+    let n = 20_000usize;
+    for (mechanism, epsilon, delta) in [
+        (DpMechanism::Laplace, 1.0, None),
+        (DpMechanism::Gaussian, 1.0, Some(1e-5)),
+    ] {
+        let privacy = QueryPrivacy::new(mechanism, epsilon, delta).unwrap();
+        let noise = privacy.noise(2, Sensitivity::bounded(2, 1));
+        let mut rng = rand::rngs::StdRng::seed_from_u64(2026);
+        let mut draw = |exact: i64| -> Vec<i64> {
+            (0..n)
+                .map(|_| exact + crate::dp::noise::to_i128(&noise.sample(&mut rng)).unwrap() as i64)
+                .collect()
+        };
+        let (a, b) = (draw(count_d[g]), draw(count_d1[g]));
+        // The event {answer >= t} for thresholds around the two answers;
+        // the largest ε the data proves.
+        let lo = count_d[g].min(count_d1[g]);
+        let mut best = f64::NEG_INFINITY;
+        for t in (lo - 8)..=(lo + 9) {
+            for (d, d1) in [(&a, &b), (&b, &a)] {
+                let k1 = d1.iter().filter(|&&x| x >= t).count();
+                let k0 = d.iter().filter(|&&x| x >= t).count();
+                let (p1_lower, _) = clopper_pearson(k1, n, 0.025);
+                let (_, p0_upper) = clopper_pearson(k0, n, 0.025);
+                let slack = delta.unwrap_or(0.0);
+                if p1_lower - slack > 0.0 && p0_upper > 0.0 {
+                    best = best.max(((p1_lower - slack) / p0_upper).ln());
+                }
+            }
+        }
+        assert!(
+            best <= epsilon,
+            "{mechanism:?}: the audit proves ε >= {best} > {epsilon}"
+        );
+        // The audit has power: for the Laplace it proves most of what one
+        // group's count may lose (ε over 2 quantities and 2 groups: the
+        // loss on all of them together is ε); the Gaussian's loss on
+        // threshold events is far below its (ε, δ) bound, but shows.
+        let power = match mechanism {
+            DpMechanism::Laplace => 0.8 * epsilon / 4.0,
+            DpMechanism::Gaussian => 0.02,
+        };
+        assert!(best > power, "{mechanism:?}: audit too weak ({best})");
+    }
+}
