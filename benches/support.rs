@@ -72,6 +72,14 @@ impl DemoEngine {
         Self::from_config(dir, &path).await
     }
 
+    /// An engine for the config `text`, written into `dir` (which holds
+    /// the data it names).
+    pub async fn from_config_text(dir: tempfile::TempDir, text: &str) -> Self {
+        let path = dir.path().join("veil.toml");
+        std::fs::write(&path, text).expect("config");
+        Self::from_config(dir, &path).await
+    }
+
     async fn from_config(dir: tempfile::TempDir, path: &std::path::Path) -> Self {
         let cfg = Config::load(path).expect("config");
         let store: Arc<dyn Store> = Arc::new(SqliteStore::in_memory().expect("store"));
@@ -108,6 +116,11 @@ impl DemoEngine {
     /// A demo user with their directory groups and attributes.
     pub fn principal(&self, name: &str) -> Arc<Principal> {
         self.principal_of("veil-demo", name)
+    }
+
+    /// A user of a config's default issuer `issuer`.
+    pub fn user(&self, issuer: &str, name: &str) -> Arc<Principal> {
+        self.principal_of(issuer, name)
     }
 
     /// A user of the generated catalog.

@@ -86,6 +86,9 @@ def test_flight_sql_drivers_get_the_same_noisy_answer(dp):
             cur.execute(q)
             theirs = cur.fetch_arrow_table().to_pandas()
             assert int(theirs["n"][0]) == int(ours["n"][0])
+            # A prepared statement with a parameter: the same question.
+            cur.execute("SELECT COUNT(*) AS n FROM clinical.trials WHERE age >= ?", parameters=(30,))
+            assert int(cur.fetch_arrow_table().to_pandas()["n"][0]) == int(ours["n"][0])
             with pytest.raises(Exception, match=r"DP_ROW_LEVEL"):
                 cur.execute("SELECT * FROM clinical.trials")
                 cur.fetch_arrow_table()

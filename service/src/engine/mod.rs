@@ -780,10 +780,6 @@ impl Engine {
             bounding::DpRank::udf(self.dp.bounding_key(&d.id)),
         )
         .await?;
-        let exact = exact
-            .create_physical_plan()
-            .await
-            .map_err(from_datafusion)?;
         // What the answer answers: never per user, but per what they see.
         let effective = guard.policy();
         let visibility = format!(
@@ -855,7 +851,6 @@ impl Engine {
                 serde_json::to_string(&(&identity.issuer, &identity.subject)).unwrap_or_default()
             ),
             exact,
-            task: exact_ctx.task_ctx(),
             schema: Arc::clone(&answer_schema),
             receipt: Arc::clone(&receipt),
         });

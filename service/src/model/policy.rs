@@ -357,6 +357,12 @@ pub struct DifferentialPrivacySpec {
     /// noisy zeros included, and other keys are dropped.
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub public_groups: BTreeMap<String, Vec<serde_json::Value>>,
+    /// Numeric columns `GROUP BY` groups into buckets: ascending edges;
+    /// a row falls in the bucket of the last edge at or below its value
+    /// (rows below the first edge are left out), shown as that edge.
+    /// Every bucket is answered, like public keys.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub buckets: BTreeMap<String, Vec<f64>>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub budget: Option<DpBudgetSpec>,
     /// Accept a privacy unit with fewer than 90% distinct values.

@@ -59,8 +59,11 @@ pub struct DpPolicy {
     pub max_rows: u64,
     pub columns: BTreeMap<String, Clamp>,
     pub groupable: BTreeSet<String>,
-    /// Columns with public keys, each with every key (as JSON values).
+    /// Columns with public keys, each with every key (as JSON values);
+    /// a bucketed column's keys are its edges.
     pub public_keys: BTreeMap<String, Vec<serde_json::Value>>,
+    /// Bucketed columns and their ascending edges.
+    pub buckets: BTreeMap<String, Vec<f64>>,
     pub budgets: Option<Budgets>,
     pub force: bool,
 }
@@ -145,6 +148,39 @@ impl DpPolicy {
             combos = combos.saturating_mul(keys.len());
             groupable.insert(column.clone());
         }
+        let mut public_keys = spec.public_groups.clone();
+        for (column, edges) in &spec.buckets {
+            if spec.public_groups.contains_key(column) {
+                return Err(format!(
+                    "'{column}' has both `public_groups` and `buckets`: choose one"
+                ));
+            }
+            if edges.is_empty() || edges.len() > 1_000 {
+                return Err(format!(
+                    "`buckets.{column}` lists 1 to 1000 ascending edges"
+                ));
+            }
+            if edges.iter().any(|e| !e.is_finite()) || edges.windows(2).any(|w| w[0] >= w[1]) {
+                return Err(format!(
+                    "`buckets.{column}`: edges are finite numbers in strictly ascending order"
+                ));
+            }
+            combos = combos.saturating_mul(edges.len());
+            groupable.insert(column.clone());
+            public_keys.insert(
+                column.clone(),
+                edges
+                    .iter()
+                    .map(|e| {
+                        if e.fract() == 0.0 && e.abs() < 9e15 {
+                            serde_json::json!(*e as i64)
+                        } else {
+                            serde_json::json!(e)
+                        }
+                    })
+                    .collect(),
+            );
+        }
         if combos > MAX_PUBLIC_GROUPS {
             return Err(format!(
                 "`public_groups` spans {combos} combinations of keys; at most {MAX_PUBLIC_GROUPS}"
@@ -192,7 +228,8 @@ impl DpPolicy {
             max_rows: u64::from(spec.max_rows_per_unit),
             columns,
             groupable,
-            public_keys: spec.public_groups.clone(),
+            public_keys,
+            buckets: spec.buckets.clone(),
             budgets,
             force: spec.force,
         })
@@ -220,6 +257,19 @@ impl DpPolicy {
         }
         for c in &self.groupable {
             field(c)?;
+        }
+        for (c, edges) in &self.buckets {
+            let dt = field(c)?.data_type().clone();
+            if !dt.is_numeric() {
+                return Err(VeilError::FailedPrecondition(format!(
+                    "{what}: column '{c}' is {dt}, not a number, so it can't be bucketed"
+                )));
+            }
+            if dt.is_integer() && edges.iter().any(|e| e.fract() != 0.0) {
+                return Err(VeilError::FailedPrecondition(format!(
+                    "{what}: column '{c}' holds integers; its bucket edges must be whole numbers"
+                )));
+            }
         }
         Ok(())
     }

@@ -1111,6 +1111,21 @@ impl Store for PostgresStore {
         now_ms: i64,
     ) -> Result<DpView> {
         let mut client = self.client().await?;
+        // Seen before (the usual case on a kept answer): one read.
+        let seen = client
+            .query_opt(
+                "SELECT (SELECT spent FROM dp_ledger WHERE ledger = $2 AND dataset_id = $3 AND period = $4)
+                 FROM dp_views WHERE answer_id = $1 AND user_key = $2",
+                &[&answer_id, &charge.ledger, &charge.dataset_id, &charge.period],
+            )
+            .await
+            .map_err(pg_err)?;
+        if let Some(row) = seen {
+            let spent: Option<f64> = row.get(0);
+            return Ok(DpView::Seen {
+                spent: spent.unwrap_or(0.0),
+            });
+        }
         let tx = client.transaction().await.map_err(pg_err)?;
         let first = tx
             .execute(

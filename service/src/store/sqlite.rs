@@ -1096,6 +1096,25 @@ impl Store for SqliteStore {
     ) -> Result<DpView> {
         let (answer_id, charge) = (answer_id.to_string(), charge.clone());
         self.with(move |c| {
+            // Seen before (the usual case on a kept answer): a read, no
+            // write transaction.
+            {
+                let tx = c.transaction().map_err(db_err)?;
+                let seen = tx
+                    .query_row(
+                        "SELECT 1 FROM dp_views WHERE answer_id = ?1 AND user_key = ?2",
+                        params![answer_id, charge.ledger],
+                        |_| Ok(()),
+                    )
+                    .optional()
+                    .map_err(db_err)?
+                    .is_some();
+                if seen {
+                    let spent = ledger_spent(&tx, &charge)?;
+                    tx.commit().map_err(db_err)?;
+                    return Ok(DpView::Seen { spent });
+                }
+            }
             let tx = c
                 .transaction_with_behavior(TransactionBehavior::Immediate)
                 .map_err(db_err)?;

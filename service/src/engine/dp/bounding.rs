@@ -128,25 +128,46 @@ pub async fn exact_frame(
         f = f.filter(w.clone()).map_err(df)?;
     }
     f = f.filter(ident(&policy.unit).is_not_null()).map_err(df)?;
+    let group_type = |g: &str| -> Result<DataType> {
+        Ok(schema
+            .field_with_name(g)
+            .map_err(|_| VeilError::Internal(format!("group column '{g}' vanished")))?
+            .data_type()
+            .clone())
+    };
     for g in &q.groups {
-        if let Some(keys) = policy.public_keys.get(g) {
-            let dt = schema
-                .field_with_name(g)
-                .map_err(|_| VeilError::Internal(format!("group column '{g}' vanished")))?
-                .data_type()
-                .clone();
-            let list = public_key_literals(g, keys, &dt)?
+        if let Some(edges) = policy.buckets.get(g) {
+            // Below the first edge: in no bucket.
+            let first = cast(lit(edges[0]), group_type(g)?);
+            f = f.filter(ident(g).gt_eq(first)).map_err(df)?;
+        } else if let Some(keys) = policy.public_keys.get(g) {
+            let list = public_key_literals(g, keys, &group_type(g)?)?
                 .into_iter()
                 .map(lit)
                 .collect();
             f = f.filter(ident(g).in_list(list, false)).map_err(df)?;
         }
     }
-    // 1. Per row: unit, groups, and each quantity's per-row value.
+    // 1. Per row: unit, groups (a bucketed column as its bucket's edge),
+    // and each quantity's per-row value.
     let mut row = vec![ident(&policy.unit).alias("__u")];
     let groups: Vec<String> = (0..q.groups.len()).map(group_column).collect();
     for (i, g) in q.groups.iter().enumerate() {
-        row.push(ident(g).alias(&groups[i]));
+        let key = match policy.buckets.get(g) {
+            None => ident(g),
+            Some(edges) => {
+                let dt = group_type(g)?;
+                let edge = |e: f64| cast(lit(e), dt.clone());
+                let mut rev = edges.iter().rev();
+                let last = *rev.next().expect("validated: at least one edge");
+                let mut case = when(ident(g).gt_eq(edge(last)), edge(last));
+                for e in rev {
+                    case = case.when(ident(g).gt_eq(edge(*e)), edge(*e));
+                }
+                case.end().map_err(df)?
+            }
+        };
+        row.push(key.alias(&groups[i]));
     }
     for (j, r) in raws.iter().enumerate() {
         match r {
@@ -259,9 +280,10 @@ pub fn public_key_literals(
             let v = match k {
                 serde_json::Value::String(s) => ScalarValue::Utf8(Some(s.clone())),
                 serde_json::Value::Bool(b) => ScalarValue::Boolean(Some(*b)),
-                serde_json::Value::Number(n) => match n.as_i64() {
-                    Some(i) => ScalarValue::Int64(Some(i)),
-                    None => ScalarValue::UInt64(n.as_u64()),
+                serde_json::Value::Number(n) => match (n.as_i64(), n.as_u64()) {
+                    (Some(i), _) => ScalarValue::Int64(Some(i)),
+                    (None, Some(u)) => ScalarValue::UInt64(Some(u)),
+                    _ => ScalarValue::Float64(n.as_f64()),
                 },
                 _ => ScalarValue::Null,
             };

@@ -46,9 +46,9 @@ pub struct DpJob {
     pub source_version: String,
     /// `user:["<issuer>","<subject>"]` (JSON).
     pub user_ledger: String,
-    /// The exact bounded aggregates, and what they run in.
-    pub exact: Arc<dyn ExecutionPlan>,
-    pub task: Arc<TaskContext>,
+    /// The exact bounded aggregates, planned (physically) only when an
+    /// answer is drawn: a kept answer costs no plan of the data.
+    pub exact: datafusion::dataframe::DataFrame,
     /// The answer's schema (`c0..`, the aggregate's types).
     pub schema: SchemaRef,
     pub receipt: ReceiptSlot,
@@ -61,7 +61,7 @@ impl fmt::Debug for DpJob {
             f,
             "DpJob({}, {})",
             self.query.guard.dataset().name,
-            self.query.canonical()
+            self.query.describe()
         )
     }
 }
@@ -135,7 +135,7 @@ impl DpJob {
                         return Err(over(whose, spent, c.cap));
                     }
                 }
-                let answer = self.draw().await?;
+                let answer = self.draw(&[&user, &dataset], now_ms).await?;
                 let row = DpAnswerRow {
                     key: self.key.clone(),
                     dataset_id: self.dataset_id().to_string(),
@@ -164,7 +164,7 @@ impl DpJob {
         let receipt = DpReceipt {
             dataset: self.query.guard.dataset().name.clone(),
             policy: self.query.guard.rule().label.clone(),
-            query: self.query.canonical(),
+            query: self.query.describe(),
             epsilon: self.epsilon,
             delta: self.privacy.selection_delta().or(policy.delta),
             mechanism: policy.mechanism.as_str().to_string(),
@@ -185,13 +185,10 @@ impl DpJob {
 
     /// A fresh draw: the exact aggregates, then noise. Any failure reading
     /// the data is reported in words that don't depend on it.
-    async fn draw(&self) -> Result<RecordBatch> {
-        let exact = datafusion::physical_plan::collect(
-            Arc::clone(&self.exact),
-            Arc::clone(&self.task),
-        )
-        .await
-        .map_err(|e| {
+    /// A failure after data was read is charged to `charges` like an
+    /// answer (a free failure would be a free probe of the data).
+    async fn draw(&self, charges: &[&DpCharge], now_ms: i64) -> Result<RecordBatch> {
+        let failed = |e: datafusion::common::DataFusionError| {
             let e = from_datafusion(e);
             tracing::warn!(dataset = %self.query.guard.dataset().name, error = %e.audit_message(), "a differentially private answer could not be computed");
             match e {
@@ -202,8 +199,31 @@ impl DpJob {
                     "the differentially private answer could not be computed from the dataset; an administrator can read why in the server log".into(),
                 ),
             }
-        })?;
-        let exact = datafusion::arrow::compute::concat_batches(&self.exact.schema(), &exact)
+        };
+        let task = Arc::new(self.exact.task_ctx());
+        let plan = self
+            .exact
+            .clone()
+            .create_physical_plan()
+            .await
+            .map_err(failed)?;
+        let schema = plan.schema();
+        let exact = match datafusion::physical_plan::collect(plan, task).await {
+            Ok(batches) => batches,
+            Err(e) => {
+                let failure = format!("failed:{}", uuid::Uuid::new_v4());
+                for c in charges {
+                    // Over a cap it is still refused; charged up to it.
+                    let _ = self
+                        .answers
+                        .store()
+                        .view_dp_answer(&failure, c, now_ms)
+                        .await;
+                }
+                return Err(failed(e));
+            }
+        };
+        let exact = datafusion::arrow::compute::concat_batches(&schema, &exact)
             .map_err(|e| VeilError::internal("gathering exact aggregates", e))?;
         let mut rng = rand::rngs::StdRng::from_os_rng();
         release(&exact, &self.query, &self.noise, &self.schema, &mut rng)

@@ -9,6 +9,9 @@ use crate::dp::accounting::QueryPrivacy;
 use crate::error::{Result, VeilError};
 use crate::policy::differential_privacy::DpPolicy;
 
+/// The least share of the policy's ε one query may spend.
+pub const MIN_FRACTION: f64 = 100.0;
+
 /// What a query asked for in its clause.
 #[derive(Debug, Clone, Default, PartialEq)]
 pub struct DpOptions {
@@ -67,12 +70,14 @@ pub fn strip(sql: &str) -> Result<(String, Option<DpOptions>)> {
 /// The privacy a query spends under `policy` with `options`: the policy's,
 /// or less; and the ε that is.
 pub fn privacy_for(policy: &DpPolicy, options: Option<&DpOptions>) -> Result<(QueryPrivacy, f64)> {
+    // A floor, so a budget bounds how many questions can be asked.
+    let least = policy.epsilon / MIN_FRACTION;
     let epsilon = match options.and_then(|o| o.epsilon) {
         None => return Ok((policy.privacy.clone(), policy.epsilon)),
-        Some(e) if e > 0.0 && e <= policy.epsilon => e,
+        Some(e) if e >= least && e <= policy.epsilon => e,
         Some(e) => {
             return Err(bad(format!(
-                "epsilon => {e}: a query spends more than 0 and at most the policy's ε ({})",
+                "epsilon => {e}: a query spends between 1/{MIN_FRACTION} of the policy's ε and all of it ({least} to {})",
                 policy.epsilon
             )));
         }

@@ -62,19 +62,67 @@ pub struct DpQuery {
 
 impl DpQuery {
     /// The query in a canonical form, for cache keys: the same question
-    /// asked with other aliases, spacing or case gets the same draw.
+    /// asked with other aliases, spacing or case gets the same draw, and
+    /// no two questions share one (a structural, escaped form: a string
+    /// constant can't spell another predicate, as it could in SQL text).
     pub fn canonical(&self) -> String {
-        let measures: Vec<String> = self.measures.iter().map(|m| format!("{m:?}")).collect();
+        let filter = self.filter.clone().map(canonical_literals);
         format!(
-            "groups={:?};measures=[{}];where={}",
-            self.groups,
-            measures.join(","),
-            self.filter
-                .as_ref()
-                .map(|f| format!("{f}"))
-                .unwrap_or_default()
+            "groups={:?};measures={:?};where={:?}",
+            self.groups, self.measures, filter
         )
     }
+
+    /// The query in words, for receipts and the audit (not a key: two
+    /// queries may read alike).
+    pub fn describe(&self) -> String {
+        let measures: Vec<String> = self.measures.iter().map(Measure::describe).collect();
+        let mut out = format!("SELECT {}", measures.join(", "));
+        if let Some(f) = &self.filter {
+            out.push_str(&format!(" WHERE {f}"));
+        }
+        if !self.groups.is_empty() {
+            out.push_str(&format!(" GROUP BY {}", self.groups.join(", ")));
+        }
+        out
+    }
+}
+
+/// Constants by value, not by how they were written or bound: `30` in
+/// SQL text (Int64) and a prepared statement's parameter bound as Int32
+/// ask the same question.
+fn canonical_literals(e: Expr) -> Expr {
+    use datafusion::common::ScalarValue as S;
+    fn value(v: S) -> S {
+        match v {
+            S::Int8(x) => S::Int64(x.map(i64::from)),
+            S::Int16(x) => S::Int64(x.map(i64::from)),
+            S::Int32(x) => S::Int64(x.map(i64::from)),
+            S::UInt8(x) => S::Int64(x.map(i64::from)),
+            S::UInt16(x) => S::Int64(x.map(i64::from)),
+            S::UInt32(x) => S::Int64(x.map(i64::from)),
+            S::UInt64(Some(x)) if i64::try_from(x).is_ok() => S::Int64(Some(x as i64)),
+            S::Float32(x) => S::Float64(x.map(f64::from)),
+            S::LargeUtf8(x) | S::Utf8View(x) => S::Utf8(x),
+            S::Dictionary(_, v) => value(*v),
+            other => other,
+        }
+    }
+    e.transform(|x| {
+        Ok(match x {
+            Expr::Literal(v, _) => {
+                datafusion::common::tree_node::Transformed::yes(Expr::Literal(value(v), None))
+            }
+            other => datafusion::common::tree_node::Transformed::no(other),
+        })
+    })
+    .map(|t| t.data)
+    .unwrap_or_else(|e| {
+        Expr::Literal(
+            datafusion::common::ScalarValue::Utf8(Some(e.to_string())),
+            None,
+        )
+    })
 }
 
 /// The DP guard a plan reads, if any (and refuses a plan reading two).
@@ -110,6 +158,9 @@ pub fn accept(plan: &LogicalPlan, guard: &Arc<DpGuardTable>) -> Result<DpQuery> 
     let aggregate = top(plan, guard)?;
     let schema = guard.view_schema();
     let filter = below(&aggregate.input, guard, &schema)?;
+    if let Some(f) = &filter {
+        infallible(f, guard, &schema)?;
+    }
     let policy = &guard.rule().policy;
     let mut groups = Vec::new();
     for g in &aggregate.group_expr {
@@ -266,11 +317,10 @@ fn below(plan: &LogicalPlan, guard: &Arc<DpGuardTable>, schema: &Schema) -> Resu
 fn unqualified(e: Expr) -> Result<Expr> {
     e.transform(|x| {
         Ok(match x {
-            Expr::Column(c) if c.relation.is_some() => {
-                datafusion::common::tree_node::Transformed::yes(Expr::Column(
-                    datafusion::common::Column::new_unqualified(c.name),
-                ))
-            }
+            // Rebuilt, so no qualifier or source position stays in it.
+            Expr::Column(c) => datafusion::common::tree_node::Transformed::yes(Expr::Column(
+                datafusion::common::Column::new_unqualified(c.name),
+            )),
             other => datafusion::common::tree_node::Transformed::no(other),
         })
     })
@@ -433,6 +483,9 @@ fn total(e: &Expr, guard: &Arc<DpGuardTable>, schema: &Schema) -> Result<Class> 
             Some(k) => Ok(k),
             None => refuse(format!("a constant of type {}", v.data_type())),
         },
+        // Bound when the query runs (a prepared statement's parameters);
+        // checked again then, as constants.
+        Expr::Placeholder(_) => Ok(Class::Null),
         // A constant's sign or type: decided by the query alone.
         Expr::Negative(x) if matches!(**x, Expr::Literal(..)) => total(x, guard, schema),
         Expr::Cast(c) if matches!(*c.expr, Expr::Literal(..)) => {
@@ -535,6 +588,143 @@ fn total(e: &Expr, guard: &Arc<DpGuardTable>, schema: &Schema) -> Result<Class> 
             })
         }
         other => refuse(other.variant_name().to_string()),
+    }
+}
+
+/// Parts `date_part` may take (any other fails when it runs).
+const DATE_PARTS: [&str; 10] = [
+    "year", "quarter", "month", "week", "day", "dow", "doy", "hour", "minute", "second",
+];
+
+/// Longest `LIKE` pattern: a longer one can exceed the matcher's size
+/// limit, and fail only when some row reaches it.
+const MAX_LIKE_PATTERN: usize = 256;
+
+/// Can a cast from `from` to `to` fail on some value? Only these can't:
+/// the same type, integers to wider integers or to floats, floats to
+/// wider floats, anything to text, text to other text, a dictionary to
+/// its values.
+fn cast_cannot_fail(from: &DataType, to: &DataType) -> bool {
+    use DataType::*;
+    let width = |t: &DataType| match t {
+        Int8 | UInt8 => 1,
+        Int16 | UInt16 => 2,
+        Int32 | UInt32 => 4,
+        Int64 | UInt64 => 8,
+        _ => 0,
+    };
+    let text = |t: &DataType| matches!(t, Utf8 | LargeUtf8 | Utf8View);
+    match (from, to) {
+        (a, b) if a == b => true,
+        (Null, _) => true,
+        (Dictionary(_, v), t) => cast_cannot_fail(v, t),
+        (a, b) if a.is_signed_integer() && b.is_signed_integer() => width(a) <= width(b),
+        (a, b) if a.is_unsigned_integer() && b.is_unsigned_integer() => width(a) <= width(b),
+        (a, b) if a.is_unsigned_integer() && b.is_signed_integer() => width(a) < width(b),
+        (a, Float32 | Float64) if a.is_integer() => true,
+        (Float16, Float32 | Float64) | (Float32, Float64) => true,
+        (a, b) if text(b) => a.is_primitive() || text(a) || matches!(a, Boolean),
+        _ => false,
+    }
+}
+
+/// The `WHERE` as DataFusion will run it: type coercion adds casts the
+/// written query doesn't show (text compared with a time, a float with a
+/// decimal constant). Every cast of a column must be one that can't fail,
+/// every cast of a constant must succeed now, `LIKE` patterns stay small
+/// and `date_part` takes a known part of a time: otherwise whether the
+/// query failed would tell whether some row reached the failing piece (an
+/// `AND` evaluates its right side only for rows its left side keeps).
+fn infallible(filter: &Expr, guard: &Arc<DpGuardTable>, schema: &Schema) -> Result<()> {
+    use datafusion::common::DFSchema;
+    use datafusion::logical_expr::ExprSchemable;
+    use datafusion::optimizer::analyzer::type_coercion::TypeCoercionRewriter;
+    let refuse = |what: String| {
+        refusal(
+            Refusal::Function,
+            guard,
+            &format!(
+                "in WHERE, {what} could fail on some rows, and whether it failed would reveal them"
+            ),
+        )
+    };
+    // A prepared statement's parameters have no value yet: it is checked
+    // again, with them as constants, when it runs.
+    if filter
+        .exists(|e| Ok(matches!(e, Expr::Placeholder(_))))
+        .unwrap_or(true)
+    {
+        return Ok(());
+    }
+    let df_schema = DFSchema::try_from(schema.clone())
+        .map_err(|e| VeilError::internal("a view's schema", e))?;
+    let mut rewriter = TypeCoercionRewriter::new(&df_schema);
+    let coerced = filter
+        .clone()
+        .rewrite(&mut rewriter)
+        .map_err(|e| {
+            VeilError::InvalidArgument(format!("the WHERE clause does not type-check: {e}"))
+        })?
+        .data;
+    let mut bad: Option<VeilError> = None;
+    coerced
+        .apply(|e| {
+            let problem = match e {
+                Expr::Cast(c) => match c.expr.as_ref() {
+                    Expr::Literal(v, _) => v
+                        .cast_to(c.field.data_type())
+                        .err()
+                        .map(|_| format!("the constant {v} as {}", c.field.data_type())),
+                    inner => match inner.get_type(&df_schema) {
+                        Ok(from) if cast_cannot_fail(&from, c.field.data_type()) => None,
+                        Ok(from) => Some(format!(
+                            "converting {from} to {} (implied by comparing or combining values of those types)",
+                            c.field.data_type()
+                        )),
+                        Err(_) => Some("an expression of unknown type".into()),
+                    },
+                },
+                Expr::Negative(x) => match x.as_ref() {
+                    Expr::Literal(v, _) if v.arithmetic_negate().is_ok() => None,
+                    _ => Some("a negation".into()),
+                },
+                Expr::Like(l) => match l.pattern.as_ref() {
+                    Expr::Literal(v, _) => match v.try_as_str().flatten() {
+                        Some(p) if p.chars().count() <= MAX_LIKE_PATTERN && !p.contains('\\') && l.escape_char.is_none() => None,
+                        _ => Some(format!(
+                            "a LIKE pattern longer than {MAX_LIKE_PATTERN} characters, with a backslash or an ESCAPE clause"
+                        )),
+                    },
+                    _ => Some("LIKE with a pattern that isn't a constant".into()),
+                },
+                Expr::ScalarFunction(f) if f.func.name().eq_ignore_ascii_case("date_part") => {
+                    let part = match f.args.first() {
+                        Some(Expr::Literal(v, _)) => v.try_as_str().flatten().map(str::to_ascii_lowercase),
+                        _ => None,
+                    };
+                    let time = f.args.get(1).and_then(|a| a.get_type(&df_schema).ok()).is_some_and(|t| {
+                        matches!(t, DataType::Date32 | DataType::Date64 | DataType::Timestamp(..))
+                    });
+                    match part {
+                        Some(p) if DATE_PARTS.contains(&p.as_str()) && time => None,
+                        _ => Some(format!(
+                            "date_part takes one of {} of a date or timestamp column",
+                            DATE_PARTS.join(", ")
+                        )),
+                    }
+                }
+                _ => None,
+            };
+            if let Some(what) = problem {
+                bad.get_or_insert_with(|| refuse(what));
+                return Ok(TreeNodeRecursion::Stop);
+            }
+            Ok(TreeNodeRecursion::Continue)
+        })
+        .map_err(|e| VeilError::internal("walking a predicate", e))?;
+    match bad {
+        Some(e) => Err(e),
+        None => Ok(()),
     }
 }
 

@@ -317,6 +317,41 @@ async fn every_other_shape_is_refused_with_a_stable_code() {
             "SELECT COUNT(*) FROM clinical.trials WHERE substr(name, 1, 1) = 'A'",
             "DP_FUNCTION",
         ),
+        // Predicates whose coerced form could fail on some rows (an AND
+        // reaches its right side only for rows its left side keeps, so a
+        // failure would tell of those rows).
+        (
+            "SELECT COUNT(*) FROM clinical.trials WHERE participant_id = 1 AND date_part('year', diagnosis) = 1",
+            "DP_FUNCTION",
+        ),
+        (
+            "SELECT COUNT(*) FROM clinical.trials WHERE participant_id = 1 AND date_part('foo', date_of_birth) = 1",
+            "DP_FUNCTION",
+        ),
+        (
+            "SELECT COUNT(*) FROM clinical.trials WHERE participant_id = 1 AND amount > CAST(1 AS DECIMAL(38,37))",
+            "DP_FUNCTION",
+        ),
+        (
+            "SELECT COUNT(*) FROM clinical.trials WHERE coalesce(amount, CAST(1 AS DECIMAL(38,37))) > 0",
+            "DP_FUNCTION",
+        ),
+        (
+            "SELECT COUNT(*) FROM clinical.trials WHERE age = CAST(1 AS DECIMAL(76,75))",
+            "DP_FUNCTION",
+        ),
+        (
+            "SELECT COUNT(*) FROM clinical.trials WHERE date_of_birth > CAST('2020-13-45' AS DATE)",
+            "DP_FUNCTION",
+        ),
+        (
+            "SELECT COUNT(*) FROM clinical.trials WHERE diagnosis LIKE '\\x%'",
+            "DP_FUNCTION",
+        ),
+        (
+            "SELECT WITH DIFFERENTIAL_PRIVACY OPTIONS (epsilon => 1e-9) COUNT(*) FROM clinical.trials",
+            "DP_OPTIONS",
+        ),
         (
             "SELECT WITH DIFFERENTIAL_PRIVACY OPTIONS (epsilon => 2) COUNT(*) FROM clinical.trials",
             "DP_OPTIONS",
@@ -643,4 +678,131 @@ async fn an_empirical_privacy_audit_stays_within_epsilon() {
         };
         assert!(best > power, "{mechanism:?}: audit too weak ({best})");
     }
+}
+
+#[tokio::test]
+async fn buckets_group_a_number_into_declared_edges_every_one_answered() {
+    let dp = Dp::new(50.0, "buckets = { age = [18, 40, 65, 95] }").await;
+    let (b, _) = dp
+        .run(
+            "alice",
+            "SELECT age, COUNT(*) AS n FROM clinical.trials GROUP BY age ORDER BY age",
+        )
+        .await
+        .unwrap();
+    // Ages 18..89: every bucket shows, [95, +inf) as a noisy zero.
+    let ages: Vec<i64> = (0..b.num_rows())
+        .map(|i| {
+            datafusion::common::ScalarValue::try_from_array(b.column(0), i)
+                .unwrap()
+                .cast_to(&datafusion::arrow::datatypes::DataType::Int64)
+                .unwrap()
+                .try_into()
+                .unwrap()
+        })
+        .collect();
+    assert_eq!(ages, [18, 40, 65, 95]);
+    let n = ints(&b, 1);
+    assert!(n[3].abs() <= 3, "no one is 95 or older: {n:?}");
+    assert!(n[0] > 1_000 && n[1] > 1_000 && n[2] > 1_000, "{n:?}");
+}
+
+#[tokio::test]
+async fn a_global_policy_by_tag_and_a_chain_apply_as_written() {
+    // Global, on every dataset tagged `clinical`, for everyone who is an
+    // analyst (chain), others exempt.
+    let dir = tempfile::tempdir().unwrap();
+    let extra = r#"
+[[policies]]
+name = "clinical-dp"
+tags = ["clinical"]
+[[policies.chain]]
+who = { groups = ["privileged"] }
+exempt = true
+[[policies.chain]]
+who = { groups = ["analysts"] }
+differential_privacy = { privacy_unit = "participant_id", epsilon = 1.0, latency_tolerance = "1h", mechanism = "gaussian", delta = 1e-6 }
+[[policies.chain]]
+otherwise = true
+exempt = true
+"#;
+    let (engine, snap) = demo_engine_with(dir.path(), extra).await;
+    let engine = Arc::new(engine);
+    let run = |user: &str| {
+        let engine = Arc::clone(&engine);
+        let p = principal(&snap, user);
+        async move {
+            let scope = engine.scope(&p).await.unwrap();
+            let cmd = Command::Sql(SqlCommand {
+                query: "SELECT COUNT(*) FROM clinical.trials".into(),
+                ..Default::default()
+            });
+            let planned = engine.plan(&scope, &cmd, None, None).await.unwrap();
+            let dp = planned.dp.clone();
+            let _: Vec<RecordBatch> =
+                futures::TryStreamExt::try_collect(planned.execute().unwrap())
+                    .await
+                    .unwrap();
+            dp.map(|slot| slot.lock().unwrap().clone().unwrap())
+        }
+    };
+    let receipt = run("alice").await.expect("alice is an analyst: DP");
+    // The Gaussian mechanism counts its ledger in ρ.
+    assert_eq!(receipt.unit, "rho");
+    assert!(
+        receipt.charged > 0.0 && receipt.charged < 0.05,
+        "{receipt:?}"
+    );
+    assert_eq!(receipt.mechanism, "gaussian");
+    assert!(run("bob").await.is_none(), "bob is privileged: exempt");
+}
+
+#[tokio::test]
+async fn a_long_like_pattern_is_refused_and_total_predicates_are_answered() {
+    let dp = Dp::new(1.0, "").await;
+    let long = format!("x{}%", "_".repeat(20_000));
+    let e = dp
+        .refused(
+            "alice",
+            &format!("SELECT COUNT(*) FROM clinical.trials WHERE participant_id = 1 AND diagnosis LIKE '{long}'"),
+        )
+        .await;
+    assert!(e.message().contains("[DP_FUNCTION]"), "{e:?}");
+    // Widening casts, text functions, dates against date constants and
+    // date_part of a date are total: answered.
+    for sql in [
+        "SELECT COUNT(*) FROM clinical.trials WHERE age > 40 AND amount < 100.5",
+        "SELECT COUNT(*) FROM clinical.trials WHERE lower(diagnosis) LIKE 'a%' OR starts_with(state, 'C')",
+        "SELECT COUNT(*) FROM clinical.trials WHERE date_of_birth > '1980-01-01'",
+        "SELECT COUNT(*) FROM clinical.trials WHERE date_part('year', date_of_birth) = 1980",
+        "SELECT COUNT(*) FROM clinical.trials WHERE age IN (30, 40, 50) AND diagnosis IS NOT NULL",
+        "SELECT COUNT(*) FROM clinical.trials WHERE age BETWEEN 30 AND 40",
+    ] {
+        dp.run("alice", sql)
+            .await
+            .unwrap_or_else(|e| panic!("{sql}: {e:?}"));
+    }
+}
+
+#[tokio::test]
+async fn a_string_constant_that_spells_another_predicate_is_another_answer() {
+    // Found by the red team: keys built from SQL text let a crafted
+    // constant share (and plant) another question's answer.
+    let dp = Dp::new(50.0, "").await;
+    let (planted, _) = dp
+        .run(
+            "alice",
+            "SELECT COUNT(*) FROM clinical.trials WHERE diagnosis = 'migraine\") OR state = Utf8(\"CA'",
+        )
+        .await
+        .unwrap();
+    let (real, r) = dp
+        .run(
+            "alice",
+            "SELECT COUNT(*) FROM clinical.trials WHERE diagnosis = 'migraine' OR state = 'CA'",
+        )
+        .await
+        .unwrap();
+    assert!(r.fresh, "another question: its own draw");
+    assert!(ints(&planted, 0)[0] < 10 && ints(&real, 0)[0] > 10_000);
 }
