@@ -315,8 +315,8 @@ class Connection:
 
     def dp_budget(self, dataset=None):
         """Differential privacy budgets: for each dataset under such a
-        policy that you may read, your spending and the dataset's in the
-        current period (owners, governors and auditors also see every
+        policy that you may read, your spending in the current period
+        (owners, governors and auditors also see the dataset's and every
         user's), as a list of dicts."""
         body = _proto.encode_dp_budget(dataset or "")
         return [json.loads(b) for b in self._action("veil.dp_budget", body)]

@@ -183,8 +183,8 @@ enum AdminCommand {
     },
     /// Refresh an accelerated dataset's copy now.
     Refresh { dataset: String },
-    /// Differential privacy budgets this period: yours and each dataset's
-    /// (owners, governors and auditors: every user's).
+    /// Differential privacy budgets this period: yours (owners, governors
+    /// and auditors: the dataset's and every user's too).
     DpBudget {
         /// Only this dataset (default: every one under such a policy).
         dataset: Option<String>,

@@ -254,7 +254,18 @@ impl Engine {
     /// Count DP answer windows and budget periods on `clock` (ms).
     pub fn with_dp_clock(mut self, clock: dp::Clock) -> Self {
         let answers = dp::DpAnswers::new(Arc::clone(self.state.store()), &self.master);
-        self.dp = Arc::new(answers.with_clock(clock));
+        self.dp = Arc::new(
+            answers
+                .with_clock(clock)
+                .with_min_passes(self.dp.min_passes()),
+        );
+        self
+    }
+
+    /// Aggregate DP draws in at least `n` passes (tests).
+    pub fn with_dp_min_passes(mut self, n: u64) -> Self {
+        let answers = dp::DpAnswers::new(Arc::clone(self.state.store()), &self.master);
+        self.dp = Arc::new(answers.with_min_passes(n));
         self
     }
 
@@ -768,7 +779,7 @@ impl Engine {
         );
         let exact_ctx = self.session(&exact_compiler, false)?;
         let (schema_name, table) = d.name.split_once('.').expect("validated name");
-        let exact = bounding::exact_frame(
+        let rows = bounding::rows_frame(
             &exact_ctx,
             TableReference::full(
                 CATALOG,
@@ -777,7 +788,6 @@ impl Engine {
             ),
             &q,
             &raws,
-            bounding::DpRank::udf(self.dp.bounding_key(&d.id)),
         )
         .await?;
         // What the answer answers: never per user, but per what they see.
@@ -805,7 +815,10 @@ impl Engine {
             &q.canonical(),
             &privacy_text,
         ]);
-        let source_version = match SourceKind::of(&d) {
+        // What the data was (files: paths, sizes, times), and how many
+        // passes its units are aggregated in at first: one per 64 MiB of
+        // files (more if a pass runs out of memory).
+        let (source_version, passes) = match SourceKind::of(&d) {
             SourceKind::Files(_) => {
                 let listing = scope.listing(&self.stores, &d).await?;
                 let files: Vec<(&str, u64, Option<i64>)> = listing
@@ -813,10 +826,14 @@ impl Engine {
                     .iter()
                     .map(|f| (f.path.as_str(), f.size, f.modified_ms))
                     .collect();
-                self.dp.answer_key(&[&format!("{files:?}")])
+                let bytes: u64 = listing.files.iter().map(|f| f.size).sum();
+                (
+                    self.dp.answer_key(&[&format!("{files:?}")]),
+                    bytes.div_ceil(64 << 20).clamp(1, dp::exec::MAX_PASSES),
+                )
             }
             // No cheap version to read: a new window draws anew.
-            _ => String::new(),
+            _ => (String::new(), 1),
         };
         let aggregate = query::aggregate_of(&plan).ok_or_else(|| {
             VeilError::Internal("an accepted DP query without its aggregate".into())
@@ -850,7 +867,9 @@ impl Engine {
                 "user:{}",
                 serde_json::to_string(&(&identity.issuer, &identity.subject)).unwrap_or_default()
             ),
-            exact,
+            rows,
+            rank: bounding::DpRank::udf(self.dp.bounding_key(&d.id)),
+            passes: passes.max(self.dp.min_passes()),
             schema: Arc::clone(&answer_schema),
             receipt: Arc::clone(&receipt),
         });

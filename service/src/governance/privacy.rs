@@ -1,7 +1,7 @@
 //! Differential privacy budgets (`veil.dp_budget`): what the caller, and
 //! each dataset, spent in the current budget period. Everyone sees their
-//! own ledger and the dataset's; owners, governors and auditors see every
-//! user's. Spending says who asked how much, never what was answered.
+//! own ledger; owners, governors and auditors also see the dataset's and
+//! every user's. Spending says who asked how much, never what was answered.
 
 use serde_json::json;
 use veil_proto::DpBudgetRequest;
@@ -97,16 +97,22 @@ impl Governance {
                         "query_epsilon": policy.epsilon,
                     })
                 };
-            out.push(row(
-                json!("dataset"),
-                spent_of("dataset"),
-                caps.and_then(|b| b.dataset),
-                caps.and_then(|b| b.dataset_epsilon),
-            ));
+            // The dataset's spending moves with every fresh draw: shown to
+            // a reader, it would tell whether someone else had asked a
+            // question first.
+            let overseer = oversees || d.is_owner(&p.identity);
+            if overseer {
+                out.push(row(
+                    json!("dataset"),
+                    spent_of("dataset"),
+                    caps.and_then(|b| b.dataset),
+                    caps.and_then(|b| b.dataset_epsilon),
+                ));
+            }
             let (user_cap, user_eps) =
                 (caps.and_then(|b| b.user), caps.and_then(|b| b.user_epsilon));
             out.push(row(json!("you"), spent_of(&me), user_cap, user_eps));
-            if oversees || d.is_owner(&p.identity) {
+            if overseer {
                 for r in ledgers.iter().filter(|r| {
                     r.period == period && r.ledger.starts_with("user:") && r.ledger != me
                 }) {

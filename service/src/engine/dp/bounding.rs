@@ -112,14 +112,13 @@ fn clamped(x: Expr, lo: Expr, hi: Expr) -> Result<Expr> {
         .map_err(df)
 }
 
-/// The exact bounded aggregates of `q` as a frame: `__g*` group keys
-/// then `__m*` per quantity of `raws`.
-pub async fn exact_frame(
+/// The rows the exact aggregates of `q` count (step 1): `__u` the unit,
+/// `__g*` group keys, `__x*` per-row values of `raws`.
+pub async fn rows_frame(
     ctx: &SessionContext,
     table: TableReference,
     q: &DpQuery,
     raws: &[Raw],
-    rank: Arc<ScalarUDF>,
 ) -> Result<DataFrame> {
     let policy = &q.guard.rule().policy;
     let schema = q.guard.view_schema();
@@ -190,7 +189,32 @@ pub async fn exact_frame(
             Raw::Rows | Raw::Units => {}
         }
     }
-    f = f.select(row).map_err(df)?;
+    f.select(row).map_err(df)
+}
+
+/// The exact bounded aggregates (steps 2 to 4) of `rows` ([`rows_frame`]):
+/// `__g*` group keys then `__m*` per quantity of `raws`. With `part =
+/// (n, k)`, only the units whose hash is `k` modulo `n`: every unit falls
+/// in exactly one part, so the parts' aggregates add up to the whole
+/// (what bounds memory when a dataset has more units than a query may
+/// hold at once).
+pub fn bounded(
+    rows: DataFrame,
+    q: &DpQuery,
+    raws: &[Raw],
+    rank: Arc<ScalarUDF>,
+    part: Option<(u64, u64)>,
+) -> Result<DataFrame> {
+    let policy = &q.guard.rule().policy;
+    let groups: Vec<String> = (0..q.groups.len()).map(group_column).collect();
+    let mut f = rows;
+    if let Some((n, k)) = part {
+        let hash = Expr::ScalarFunction(datafusion::logical_expr::expr::ScalarFunction::new_udf(
+            DpPart::udf(),
+            vec![col("__u")],
+        ));
+        f = f.filter((hash % lit(n)).eq(lit(k))).map_err(df)?;
+    }
     // 2. Per unit and group: capped counts, clamped sums.
     let mut keys = vec![col("__u")];
     keys.extend(groups.iter().map(col));
@@ -358,5 +382,53 @@ impl ScalarUDFImpl for DpRank {
         let array: ArrayRef = Arc::new(out.finish());
         debug_assert_eq!(array.len(), n);
         Ok(ColumnarValue::Array(array))
+    }
+}
+
+/// A unit's part, for aggregating in several passes: a fixed hash of the
+/// unit (SipHash with fixed keys over Arrow's row format; it only splits
+/// work, so it needn't be secret).
+#[derive(Debug, PartialEq, Eq, Hash)]
+pub struct DpPart {
+    signature: Signature,
+}
+
+impl DpPart {
+    pub fn udf() -> Arc<ScalarUDF> {
+        Arc::new(ScalarUDF::new_from_impl(Self {
+            signature: Signature::any(1, Volatility::Immutable),
+        }))
+    }
+}
+
+impl ScalarUDFImpl for DpPart {
+    fn name(&self) -> &str {
+        "veil_dp_part"
+    }
+
+    fn signature(&self) -> &Signature {
+        &self.signature
+    }
+
+    fn return_type(&self, _arg_types: &[DataType]) -> datafusion::common::Result<DataType> {
+        Ok(DataType::UInt64)
+    }
+
+    fn invoke_with_args(
+        &self,
+        args: ScalarFunctionArgs,
+    ) -> datafusion::common::Result<ColumnarValue> {
+        use std::hash::{Hash as _, Hasher as _};
+        let n = args.number_rows;
+        let array = args.args[0].to_array(n)?;
+        let rows = RowConverter::new(vec![SortField::new(array.data_type().clone())])?
+            .convert_columns(&[array])?;
+        let mut out = UInt64Builder::with_capacity(n);
+        for r in rows.iter() {
+            let mut h = std::hash::DefaultHasher::new();
+            r.as_ref().hash(&mut h);
+            out.append_value(h.finish());
+        }
+        Ok(ColumnarValue::Array(Arc::new(out.finish())))
     }
 }

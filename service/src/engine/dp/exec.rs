@@ -32,6 +32,9 @@ use crate::error::query::from_datafusion;
 use crate::error::{Result, VeilError};
 use crate::model::privacy::{DpAnswerRow, DpCharge, DpPut, DpView};
 
+/// Most passes an answer's aggregates are split into.
+pub const MAX_PASSES: u64 = 256;
+
 /// Everything one DP answer needs at execution.
 pub struct DpJob {
     pub answers: Arc<DpAnswers>,
@@ -46,9 +49,16 @@ pub struct DpJob {
     pub source_version: String,
     /// `user:["<issuer>","<subject>"]` (JSON).
     pub user_ledger: String,
-    /// The exact bounded aggregates, planned (physically) only when an
-    /// answer is drawn: a kept answer costs no plan of the data.
-    pub exact: datafusion::dataframe::DataFrame,
+    /// The rows the exact aggregates count
+    /// ([`super::bounding::rows_frame`]); the aggregates are planned only
+    /// when an answer is drawn: a kept answer costs no plan of the data.
+    pub rows: datafusion::dataframe::DataFrame,
+    /// The keyed order of a unit's groups.
+    pub rank: Arc<datafusion::logical_expr::ScalarUDF>,
+    /// Passes to aggregate in at first (each over a part of the units),
+    /// from the dataset's size; multiplied by 4 when a pass runs out of
+    /// memory, up to [`MAX_PASSES`].
+    pub passes: u64,
     /// The answer's schema (`c0..`, the aggregate's types).
     pub schema: SchemaRef,
     pub receipt: ReceiptSlot,
@@ -113,6 +123,8 @@ impl DpJob {
             ))
         };
         let store = self.answers.store();
+        // Set when this request drew (and so already charged its reader).
+        let mut pre_charged: Option<f64> = None;
         let kept = self.answers.kept(&self.key, window).await?;
         let (row, fresh) = match kept {
             Some(row) if row.window >= window => (row, false),
@@ -128,38 +140,63 @@ impl DpJob {
                 (row, false)
             }
             _ => {
-                // Refuse before reading data when a budget can't pay.
-                for (whose, c) in [("this dataset", &dataset), ("your user", &user)] {
-                    let spent = self.answers.spent(c).await?;
-                    if !crate::store::within_cap(spent, c) {
-                        return Err(over(whose, spent, c.cap));
-                    }
+                // Refuse before reading data when the dataset can't pay.
+                let spent = self.answers.spent(&dataset).await?;
+                if !crate::store::within_cap(spent, &dataset) {
+                    return Err(over("this dataset", spent, dataset.cap));
                 }
-                let answer = self.draw(&[&user, &dataset], now_ms).await?;
+                // Planned before anything is charged: a query that can't be
+                // planned costs nothing.
+                let plans = self.plan_draw(self.passes).await?;
+                // The reader pays for the draw before it reads data (their
+                // first view of it, reserved now), so concurrent requests
+                // can't draw beyond their budget on the dataset's.
+                let answer_id = uuid::Uuid::new_v4().to_string();
+                let reserved = match store.view_dp_answer(&answer_id, &user, now_ms).await? {
+                    DpView::Charged { spent } => spent,
+                    DpView::Seen { spent } | DpView::OverBudget { spent } => {
+                        return Err(over("your user", spent, user.cap));
+                    }
+                };
+                let answer = self.draw(plans, &dataset, now_ms).await?;
                 let row = DpAnswerRow {
                     key: self.key.clone(),
                     dataset_id: self.dataset_id().to_string(),
-                    answer_id: uuid::Uuid::new_v4().to_string(),
+                    answer_id: answer_id.clone(),
                     window,
                     source_version: self.source_version.clone(),
                     created_ms: now_ms,
                     answer: super::encode_batch(&answer)?,
                 };
-                match store.put_dp_answer(&row, &dataset).await? {
-                    DpPut::Kept { answer, charged } => {
-                        self.answers.remember(answer.clone()).await;
-                        (answer, charged)
-                    }
+                let kept = match store.put_dp_answer(&row, &dataset).await? {
+                    DpPut::Kept { answer, .. } => answer,
                     DpPut::OverBudget { spent } => {
                         return Err(over("this dataset", spent, dataset.cap));
                     }
+                };
+                self.answers.remember(kept.clone()).await;
+                if kept.answer_id != answer_id {
+                    // Another node drew first: its answer is the one served.
+                    // The reader paid for a draw no one will see (more
+                    // charged, never less); theirs is marked seen, free.
+                    let free = DpCharge {
+                        cost: 0.0,
+                        cap: None,
+                        ..user.clone()
+                    };
+                    store.view_dp_answer(&kept.answer_id, &free, now_ms).await?;
                 }
+                pre_charged = Some(reserved);
+                (kept, true)
             }
         };
-        let (charged, spent) = match store.view_dp_answer(&row.answer_id, &user, now_ms).await? {
-            DpView::Charged { spent } => (true, spent),
-            DpView::Seen { spent } => (false, spent),
-            DpView::OverBudget { spent } => return Err(over("your user", spent, user.cap)),
+        let (charged, spent) = match pre_charged {
+            Some(spent) => (true, spent),
+            None => match store.view_dp_answer(&row.answer_id, &user, now_ms).await? {
+                DpView::Charged { spent } => (true, spent),
+                DpView::Seen { spent } => (false, spent),
+                DpView::OverBudget { spent } => return Err(over("your user", spent, user.cap)),
+            },
         };
         let receipt = DpReceipt {
             dataset: self.query.guard.dataset().name.clone(),
@@ -183,48 +220,130 @@ impl DpJob {
         super::decode_batch(&row.answer, &self.schema)
     }
 
-    /// A fresh draw: the exact aggregates, then noise. Any failure reading
-    /// the data is reported in words that don't depend on it.
-    /// A failure after data was read is charged to `charges` like an
-    /// answer (a free failure would be a free probe of the data).
-    async fn draw(&self, charges: &[&DpCharge], now_ms: i64) -> Result<RecordBatch> {
-        let failed = |e: datafusion::common::DataFusionError| {
-            let e = from_datafusion(e);
-            tracing::warn!(dataset = %self.query.guard.dataset().name, error = %e.audit_message(), "a differentially private answer could not be computed");
+    /// The exact aggregates' physical plans, one per pass (a failure here
+    /// reads no data and costs nothing).
+    async fn plan_draw(&self, passes: u64) -> Result<Vec<Arc<dyn ExecutionPlan>>> {
+        let failed = |e: VeilError| {
+            tracing::warn!(dataset = %self.query.guard.dataset().name, error = %e.audit_message(), "a differentially private answer could not be planned");
             match e {
-                VeilError::ResourceExhausted(_)
-                | VeilError::Unavailable(_)
-                | VeilError::DeadlineExceeded(_) => e,
+                VeilError::ResourceExhausted(_) | VeilError::Unavailable(_) => e,
                 _ => VeilError::FailedPrecondition(
-                    "the differentially private answer could not be computed from the dataset; an administrator can read why in the server log".into(),
+                    "the differentially private answer could not be planned; an administrator can read why in the server log".into(),
                 ),
             }
         };
-        let task = Arc::new(self.exact.task_ctx());
-        let plan = self
-            .exact
-            .clone()
-            .create_physical_plan()
-            .await
+        let mut plans = Vec::new();
+        for k in 0..passes {
+            let part = (passes > 1).then_some((passes, k));
+            let frame = super::bounding::bounded(
+                self.rows.clone(),
+                &self.query,
+                &self.noise.raws,
+                Arc::clone(&self.rank),
+                part,
+            )
             .map_err(failed)?;
-        let schema = plan.schema();
-        let exact = match datafusion::physical_plan::collect(plan, task).await {
-            Ok(batches) => batches,
-            Err(e) => {
-                let failure = format!("failed:{}", uuid::Uuid::new_v4());
-                for c in charges {
-                    // Over a cap it is still refused; charged up to it.
+            plans.push(
+                frame
+                    .create_physical_plan()
+                    .await
+                    .map_err(|e| failed(from_datafusion(e)))?,
+            );
+        }
+        Ok(plans)
+    }
+
+    /// Run the passes one after the other and add their aggregates up
+    /// (each unit is in one pass).
+    async fn run_passes(&self, plans: Vec<Arc<dyn ExecutionPlan>>) -> Result<RecordBatch> {
+        let schema = plans
+            .first()
+            .map(|p| p.schema())
+            .ok_or_else(|| VeilError::Internal("no pass to run".into()))?;
+        let mut partials = Vec::new();
+        for plan in plans {
+            let task = Arc::new(self.rows.task_ctx());
+            partials.extend(
+                datafusion::physical_plan::collect(plan, task)
+                    .await
+                    .map_err(from_datafusion)?,
+            );
+        }
+        if partials.len() <= 1 || self.noise.raws.is_empty() {
+            return datafusion::arrow::compute::concat_batches(&schema, &partials)
+                .map_err(|e| VeilError::internal("gathering exact aggregates", e));
+        }
+        // Sum the passes' aggregates per group (a few rows each).
+        let groups: Vec<datafusion::prelude::Expr> = (0..self.query.groups.len())
+            .map(|i| datafusion::prelude::col(super::bounding::group_column(i)))
+            .collect();
+        let sums: Vec<datafusion::prelude::Expr> = (0..self.noise.raws.len())
+            .map(|j| {
+                let c = super::bounding::raw_column(j);
+                datafusion::functions_aggregate::expr_fn::sum(datafusion::prelude::col(&c)).alias(c)
+            })
+            .collect();
+        let ctx = datafusion::prelude::SessionContext::new();
+        let merged = ctx
+            .read_batches(partials)
+            .and_then(|f| f.aggregate(groups, sums))
+            .map_err(from_datafusion)?
+            .collect()
+            .await
+            .map_err(from_datafusion)?;
+        let merged_schema = merged
+            .first()
+            .map(|b| b.schema())
+            .unwrap_or_else(|| Arc::clone(&schema));
+        datafusion::arrow::compute::concat_batches(&merged_schema, &merged)
+            .map_err(|e| VeilError::internal("gathering exact aggregates", e))
+    }
+
+    /// A fresh draw: the exact aggregates, then noise. Any failure reading
+    /// the data is reported in words that don't depend on it, and charged
+    /// to the dataset like an answer (the reader paid already): a free
+    /// failure would be a free probe.
+    async fn draw(
+        &self,
+        plans: Vec<Arc<dyn ExecutionPlan>>,
+        dataset: &DpCharge,
+        now_ms: i64,
+    ) -> Result<RecordBatch> {
+        let mut plans = plans;
+        let mut passes = plans.len() as u64;
+        let exact = loop {
+            match self.run_passes(plans).await {
+                Ok(batch) => break batch,
+                // Too many units for one query's memory: more passes.
+                Err(VeilError::ResourceExhausted(_)) if passes < MAX_PASSES => {
+                    passes = (passes * 4).min(MAX_PASSES);
+                    tracing::info!(dataset = %self.query.guard.dataset().name, passes, "a differentially private answer is aggregated in more passes");
+                    plans = self.plan_draw(passes).await?;
+                }
+                Err(e) => {
+                    tracing::warn!(dataset = %self.query.guard.dataset().name, error = %e.audit_message(), "a differentially private answer could not be computed");
+                    // Charged past the cap if need be: the data was read.
+                    let charge = DpCharge {
+                        cap: None,
+                        ..dataset.clone()
+                    };
+                    let failure = format!("failed:{}", uuid::Uuid::new_v4());
                     let _ = self
                         .answers
                         .store()
-                        .view_dp_answer(&failure, c, now_ms)
+                        .view_dp_answer(&failure, &charge, now_ms)
                         .await;
+                    return Err(match e {
+                        VeilError::ResourceExhausted(_)
+                        | VeilError::Unavailable(_)
+                        | VeilError::DeadlineExceeded(_) => e,
+                        _ => VeilError::FailedPrecondition(
+                            "the differentially private answer could not be computed from the dataset; an administrator can read why in the server log".into(),
+                        ),
+                    });
                 }
-                return Err(failed(e));
             }
         };
-        let exact = datafusion::arrow::compute::concat_batches(&schema, &exact)
-            .map_err(|e| VeilError::internal("gathering exact aggregates", e))?;
         let mut rng = rand::rngs::StdRng::from_os_rng();
         release(&exact, &self.query, &self.noise, &self.schema, &mut rng)
     }

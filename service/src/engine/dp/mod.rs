@@ -167,6 +167,8 @@ pub struct DpAnswers {
     clock: Clock,
     key: SecretKey,
     master: MasterKey,
+    /// Least passes a draw aggregates in (tests split small datasets).
+    min_passes: u64,
 }
 
 impl fmt::Debug for DpAnswers {
@@ -186,7 +188,18 @@ impl DpAnswers {
             clock: Arc::new(|| chrono::Utc::now().timestamp_millis()),
             key: master.derive(KeyPurpose::DpAnswers),
             master: master.clone(),
+            min_passes: 1,
         }
+    }
+
+    /// Aggregate every draw in at least `n` passes.
+    pub fn with_min_passes(mut self, n: u64) -> Self {
+        self.min_passes = n.max(1);
+        self
+    }
+
+    pub fn min_passes(&self) -> u64 {
+        self.min_passes
     }
 
     /// Count windows and periods on `clock` (tests move time by hand).

@@ -79,13 +79,32 @@ impl DpQuery {
         let measures: Vec<String> = self.measures.iter().map(Measure::describe).collect();
         let mut out = format!("SELECT {}", measures.join(", "));
         if let Some(f) = &self.filter {
-            out.push_str(&format!(" WHERE {f}"));
+            out.push_str(&format!(" WHERE {}", escaped_literals(f.clone())));
         }
         if !self.groups.is_empty() {
             out.push_str(&format!(" GROUP BY {}", self.groups.join(", ")));
         }
         out
     }
+}
+
+/// Text constants escaped (quotes, newlines), so a receipt or audit line
+/// shows where a constant ends.
+fn escaped_literals(e: Expr) -> Expr {
+    use datafusion::common::ScalarValue as S;
+    e.transform(|x| {
+        Ok(match x {
+            Expr::Literal(S::Utf8(Some(t)) | S::LargeUtf8(Some(t)) | S::Utf8View(Some(t)), m) => {
+                datafusion::common::tree_node::Transformed::yes(Expr::Literal(
+                    S::Utf8(Some(t.escape_debug().to_string())),
+                    m,
+                ))
+            }
+            other => datafusion::common::tree_node::Transformed::no(other),
+        })
+    })
+    .map(|t| t.data)
+    .unwrap_or_else(|_| Expr::Literal(S::Utf8(Some("(unprintable)".into())), None))
 }
 
 /// Constants by value, not by how they were written or bound: `30` in
@@ -683,6 +702,19 @@ fn infallible(filter: &Expr, guard: &Arc<DpGuardTable>, schema: &Schema) -> Resu
                         )),
                         Err(_) => Some("an expression of unknown type".into()),
                     },
+                },
+                // A TRY_CAST between types Arrow can't convert at all fails
+                // when planned.
+                Expr::TryCast(c) => match c.expr.get_type(&df_schema) {
+                    Ok(from)
+                        if datafusion::arrow::compute::can_cast_types(
+                            &from,
+                            c.field.data_type(),
+                        ) =>
+                    {
+                        None
+                    }
+                    _ => Some(format!("TRY_CAST to {}", c.field.data_type())),
                 },
                 Expr::Negative(x) => match x.as_ref() {
                     Expr::Literal(v, _) if v.arithmetic_negate().is_ok() => None,

@@ -63,7 +63,29 @@ impl Dp {
     }
 
     async fn run(&self, user: &str, sql: &str) -> Result<(RecordBatch, DpReceipt), VeilError> {
-        let p = principal(&self.snap, user);
+        self.run_as(principal(&self.snap, user), sql).await
+    }
+
+    /// A user not in the directory, with alice's groups and attributes:
+    /// another person who sees exactly her rows.
+    fn alices_twin(&self) -> Arc<crate::model::identity::Principal> {
+        let alice = principal(&self.snap, "alice");
+        Arc::new(crate::auth::identity::principal(
+            crate::model::identity::Identity::new("veil-demo", "frank"),
+            alice.groups.clone(),
+            alice.attributes.clone(),
+            Default::default(),
+            &crate::secrets::MasterKey::from_bytes([5; 32])
+                .derive(crate::secrets::KeyPurpose::Fingerprint),
+            Default::default(),
+        ))
+    }
+
+    async fn run_as(
+        &self,
+        p: Arc<crate::model::identity::Principal>,
+        sql: &str,
+    ) -> Result<(RecordBatch, DpReceipt), VeilError> {
         let scope = self.engine.scope(&p).await?;
         let cmd = Command::Sql(SqlCommand {
             query: sql.into(),
@@ -349,6 +371,10 @@ async fn every_other_shape_is_refused_with_a_stable_code() {
             "DP_FUNCTION",
         ),
         (
+            "SELECT COUNT(*) FROM clinical.trials WHERE TRY_CAST(amount AS DATE) IS NULL",
+            "DP_FUNCTION",
+        ),
+        (
             "SELECT WITH DIFFERENTIAL_PRIVACY OPTIONS (epsilon => 1e-9) COUNT(*) FROM clinical.trials",
             "DP_OPTIONS",
         ),
@@ -403,6 +429,22 @@ async fn answers_are_kept_for_the_window_across_users_and_redrawn_only_when_data
     // Another user who sees the same rows gets the same draw (and pays
     // for their first view); carol may not read the dataset at all, and a
     // user with another row scope gets another draw.
+    let (twin, r3) = dp.run_as(dp.alices_twin(), q).await.unwrap();
+    assert_eq!(ints(&first, 1), ints(&twin, 1));
+    assert!(!r3.fresh);
+    assert_eq!(
+        r3.charged, 1.0,
+        "the twin's first view is charged to the twin"
+    );
+    let (_, r3) = dp.run_as(dp.alices_twin(), q).await.unwrap();
+    assert_eq!(r3.charged, 0.0);
+    let (other, r_erin) = dp.run("erin", q).await.unwrap();
+    assert!(r_erin.fresh, "another row scope: another draw");
+    assert_ne!(ints(&first, 1), ints(&other, 1));
+    assert!(
+        dp.run("carol", q).await.is_err(),
+        "carol can't read the dataset"
+    );
     let (later, r3) = dp.run("alice", q).await.unwrap();
     assert_eq!(ints(&first, 1), ints(&later, 1));
     assert_eq!(r3.charged, 0.0);
@@ -805,4 +847,93 @@ async fn a_string_constant_that_spells_another_predicate_is_another_answer() {
         .unwrap();
     assert!(r.fresh, "another question: its own draw");
     assert!(ints(&planted, 0)[0] < 10 && ints(&real, 0)[0] > 10_000);
+}
+
+#[tokio::test]
+async fn concurrent_draws_cannot_spend_past_a_users_budget() {
+    // Found by the red team: the user's budget was checked before a draw
+    // and charged after, so a burst drew (on the dataset's budget) more
+    // than the user could pay for. The draw is now paid for first.
+    let dp = Arc::new(
+        Dp::new(
+            1.0,
+            "budget = { user_epsilon = 2, dataset_epsilon = 100, period = \"30d\" }",
+        )
+        .await,
+    );
+    let tasks: Vec<_> = (0..8)
+        .map(|i| {
+            let dp = Arc::clone(&dp);
+            tokio::spawn(async move {
+                dp.run(
+                    "alice",
+                    &format!("SELECT COUNT(*) FROM clinical.trials WHERE age > {i}"),
+                )
+                .await
+                .is_ok()
+            })
+        })
+        .collect();
+    let mut ok = 0;
+    for t in tasks {
+        ok += usize::from(t.await.unwrap());
+    }
+    assert_eq!(ok, 2, "a budget of 2 pays for two draws");
+    let d = dp.snap.datasets.get("clinical.trials").unwrap().id.clone();
+    let ledgers = dp
+        .engine
+        .state()
+        .store()
+        .dp_ledgers(Some(&d), 0)
+        .await
+        .unwrap();
+    let spent = |who: &str| -> f64 {
+        ledgers
+            .iter()
+            .filter(|r| r.ledger.starts_with(who))
+            .map(|r| r.spent)
+            .sum()
+    };
+    assert_eq!(spent("dataset"), 2.0, "{ledgers:?}");
+    assert_eq!(spent("user:"), 2.0, "{ledgers:?}");
+}
+
+#[tokio::test]
+async fn receipts_show_where_a_text_constant_ends() {
+    let dp = Dp::new(1.0, "").await;
+    let (_, r) = dp
+        .run(
+            "alice",
+            "SELECT COUNT(*) FROM clinical.trials WHERE state = 'x\"); fake (p@1): charged'",
+        )
+        .await
+        .unwrap();
+    assert!(r.query.contains(r#"x\"); fake"#), "{}", r.query);
+}
+
+#[tokio::test]
+async fn answers_aggregated_in_several_passes_add_up_to_one() {
+    // A dataset with more units than a query's memory holds is
+    // aggregated in passes over parts of its units; each unit is in one
+    // part, so the parts add up. ε = 100: counts come out exact.
+    let q = "SELECT diagnosis, COUNT(*) AS n, COUNT(DISTINCT participant_id) AS u FROM clinical.trials GROUP BY diagnosis ORDER BY diagnosis";
+    let one = Dp::new(100.0, "").await;
+    let (a, _) = one.run("alice", q).await.unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let (engine, snap) = demo_engine_with(dir.path(), &policy(100.0, "")).await;
+    let engine = Arc::new(engine.with_dp_min_passes(5));
+    let p = principal(&snap, "alice");
+    let scope = engine.scope(&p).await.unwrap();
+    let cmd = Command::Sql(SqlCommand {
+        query: q.into(),
+        ..Default::default()
+    });
+    let planned = engine.plan(&scope, &cmd, None, None).await.unwrap();
+    let b: Vec<RecordBatch> = futures::TryStreamExt::try_collect(planned.execute().unwrap())
+        .await
+        .unwrap();
+    let b = datafusion::arrow::compute::concat_batches(&planned.schema, &b).unwrap();
+    assert_eq!(ints(&a, 1), ints(&b, 1));
+    assert_eq!(ints(&a, 2), ints(&b, 2));
+    assert!(ints(&b, 1).iter().all(|n| *n > 1_000));
 }
