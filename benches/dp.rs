@@ -209,7 +209,6 @@ async fn serve(
     text: &str,
     _data: &std::path::Path,
 ) -> (String, String, veil::server::Running) {
-    let text = format!("data_dir = {dir:?}\n{text}");
     let path = dir.join("veil.toml");
     std::fs::write(&path, text).expect("config");
     let cfg = veil::config::Config::load(&path).expect("config");

@@ -617,8 +617,8 @@ impl Connection {
             .await
     }
 
-    /// Differential privacy budgets this period (JSON each): yours and
-    /// each dataset's (owners, governors, auditors: every user's).
+    /// Differential privacy budgets this period (JSON each): yours
+    /// (owners, governors, auditors: the dataset's and every user's too).
     /// `dataset` `None`: every dataset under such a policy you may read.
     pub async fn dp_budget(&self, dataset: Option<&str>) -> Result<Vec<String>, ClientError> {
         self.json_results(

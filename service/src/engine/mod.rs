@@ -862,12 +862,26 @@ impl Engine {
             privacy,
             epsilon,
             key,
-            source_version,
+            source_version: source_version.clone(),
             user_ledger: format!(
                 "user:{}",
                 serde_json::to_string(&(&identity.issuer, &identity.subject)).unwrap_or_default()
             ),
             rows,
+            unique_check: match source_version.is_empty() {
+                true => None,
+                false => Some((
+                    exact_ctx
+                        .table(TableReference::full(
+                            CATALOG,
+                            schema_name.to_ascii_lowercase(),
+                            table.to_ascii_lowercase(),
+                        ))
+                        .await
+                        .map_err(from_datafusion)?,
+                    self.dp.answer_key(&[&d.id, &visibility, &source_version]),
+                )),
+            },
             rank: bounding::DpRank::udf(self.dp.bounding_key(&d.id)),
             passes: passes.max(self.dp.min_passes()),
             schema: Arc::clone(&answer_schema),

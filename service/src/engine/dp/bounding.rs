@@ -6,8 +6,11 @@
 //!    group keys) a declared key. Summed values are clamped per row to the
 //!    policy's bounds and taken to fixed point (integers: no float sums).
 //! 2. Per unit and group: row counts capped at `max_rows_per_unit`, sums
-//!    clamped to `max_rows_per_unit × [lower, upper]`: a unit moves one
-//!    group's answer by at most that, whatever its number of rows.
+//!    clamped to `max_rows_per_unit × [min(0, lower), max(0, upper)]`: a
+//!    unit moves one group's answer by at most that, whatever its number of
+//!    rows. When every unit of the secure view has one row (checked once
+//!    per version of the files, [`bounded_unique`]), steps 2 and 3 change
+//!    nothing and are skipped.
 //! 3. Per unit: at most `max_groups_per_unit` groups, kept in a keyed
 //!    pseudo-random order (HMAC of the unit and the group, keyed per
 //!    dataset), so which groups a unit keeps is fixed, unguessable and
@@ -239,11 +242,14 @@ pub fn bounded(
             )?,
             Raw::Sum(c) => {
                 let b = clamp_of(policy, c)?;
+                // A unit's sum over at most `max_rows` rows in [lower,
+                // upper]: within [min(0, C·lower), max(0, C·upper)] (a unit
+                // with fewer rows is not pulled up to C·lower).
                 let cap = i128::from(policy.max_rows);
                 clamped(
                     datafusion::prelude::coalesce(vec![col(format!("__s{j}")), decimal(0)]),
-                    decimal(cap * i128::from(b.lower)),
-                    decimal(cap * i128::from(b.upper)),
+                    decimal(cap * i128::from(b.lower.min(0))),
+                    decimal(cap * i128::from(b.upper.max(0))),
                 )?
             }
             Raw::Units => lit(1i64),
@@ -280,6 +286,57 @@ pub fn bounded(
     }
     f.aggregate(groups.iter().map(col).collect(), totals)
         .map_err(df)
+}
+
+/// [`bounded`] when every unit has one row: each row is its unit's only
+/// contribution (counts 1, values already clamped, one group), so the
+/// per-unit steps change nothing and the aggregates are a plain GROUP BY.
+pub fn bounded_unique(rows: DataFrame, q: &DpQuery, raws: &[Raw]) -> Result<DataFrame> {
+    let groups: Vec<String> = (0..q.groups.len()).map(group_column).collect();
+    let mut totals = Vec::new();
+    for (j, r) in raws.iter().enumerate() {
+        let e = match r {
+            Raw::Rows | Raw::Units => count(lit(1i64)),
+            Raw::NonNull(_) => sum(col(format!("__x{j}"))),
+            Raw::Sum(_) => sum(col(format!("__x{j}"))),
+        };
+        totals.push(e.alias(raw_column(j)));
+    }
+    rows.aggregate(groups.iter().map(col).collect(), totals)
+        .map_err(df)
+}
+
+/// Does every unit of the secure view have one row? (`None`: the view
+/// has no rows to tell.)
+pub async fn units_unique(view: DataFrame, unit: &str) -> Result<Option<bool>> {
+    use datafusion::functions_aggregate::expr_fn::count_distinct;
+    let batches = view
+        .filter(ident(unit).is_not_null())
+        .and_then(|f| {
+            f.aggregate(
+                vec![],
+                vec![
+                    count(lit(1i64)).alias("n"),
+                    count_distinct(ident(unit)).alias("d"),
+                ],
+            )
+        })
+        .map_err(df)?
+        .collect()
+        .await
+        .map_err(df)?;
+    let value = |name: &str| -> Option<i64> {
+        let b = batches.first()?;
+        let c = b.column_by_name(name)?;
+        match ScalarValue::try_from_array(c, 0).ok()? {
+            ScalarValue::Int64(Some(n)) => Some(n),
+            _ => None,
+        }
+    };
+    Ok(match (value("n"), value("d")) {
+        (Some(n), Some(d)) if n > 0 => Some(n == d),
+        _ => None,
+    })
 }
 
 /// How many groups a unit could reach if every key is public (`u64::MAX`

@@ -55,6 +55,10 @@ pub struct DpJob {
     pub rows: datafusion::dataframe::DataFrame,
     /// The keyed order of a unit's groups.
     pub rank: Arc<datafusion::logical_expr::ScalarUDF>,
+    /// The secure view whole (no WHERE), to check once per version of its
+    /// files whether every unit has one row, and the key that check is
+    /// kept under (`None`: no version to key it by; never checked).
+    pub unique_check: Option<(datafusion::dataframe::DataFrame, String)>,
     /// Passes to aggregate in at first (each over a part of the units),
     /// from the dataset's size; multiplied by 4 when a pass runs out of
     /// memory, up to [`MAX_PASSES`].
@@ -232,6 +236,17 @@ impl DpJob {
                 ),
             }
         };
+        if self.units_unique().await {
+            let frame =
+                super::bounding::bounded_unique(self.rows.clone(), &self.query, &self.noise.raws)
+                    .map_err(failed)?;
+            return Ok(vec![
+                frame
+                    .create_physical_plan()
+                    .await
+                    .map_err(|e| failed(from_datafusion(e)))?,
+            ]);
+        }
         let mut plans = Vec::new();
         for k in 0..passes {
             let part = (passes > 1).then_some((passes, k));
@@ -251,6 +266,26 @@ impl DpJob {
             );
         }
         Ok(plans)
+    }
+
+    /// Has every unit of the secure view one row, in this version of its
+    /// files? Checked once per version (and row-visibility scope) on this
+    /// node; any doubt (no version, a failed check) means no.
+    async fn units_unique(&self) -> bool {
+        let Some((view, key)) = &self.unique_check else {
+            return false;
+        };
+        if let Some(known) = self.answers.unique.get(key) {
+            return known;
+        }
+        let unit = &self.query.guard.rule().policy.unit;
+        let unique = super::bounding::units_unique(view.clone(), unit)
+            .await
+            .ok()
+            .flatten()
+            .unwrap_or(false);
+        self.answers.unique.insert(key.clone(), unique);
+        unique
     }
 
     /// Run the passes one after the other and add their aggregates up

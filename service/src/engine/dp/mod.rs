@@ -169,6 +169,8 @@ pub struct DpAnswers {
     master: MasterKey,
     /// Least passes a draw aggregates in (tests split small datasets).
     min_passes: u64,
+    /// Whether every unit has one row, by (scope, version of the files).
+    pub(crate) unique: moka::sync::Cache<String, bool>,
 }
 
 impl fmt::Debug for DpAnswers {
@@ -189,6 +191,10 @@ impl DpAnswers {
             key: master.derive(KeyPurpose::DpAnswers),
             master: master.clone(),
             min_passes: 1,
+            unique: moka::sync::Cache::builder()
+                .max_capacity(10_000)
+                .time_to_idle(std::time::Duration::from_secs(3_600))
+                .build(),
         }
     }
 
