@@ -78,6 +78,11 @@ fn config(data: &std::path::Path, file: &std::path::Path) -> String {
 audience = "veil"
 default_issuer = "bench"
 
+[[auth.keys]]
+issuer = "bench"
+algorithm = "HS256"
+secret_file = "jwt.secret"
+
 [[users]]
 name = "alice"
 groups = ["analysts"]
@@ -108,6 +113,9 @@ public_groups = {{ diagnosis = ["hypertension", "type 2 diabetes", "asthma", "mi
     )
 }
 
+/// The bench's token key (HS256, hex).
+const SECRET: &str = "6a1f0e3c9b2d4a5e8f7061b2c3d4e5f60718293a4b5c6d7e8f90a1b2c3d4e5f6";
+
 const AGGREGATE: &str =
     "SELECT diagnosis, COUNT(*) AS n, SUM(age) AS s, AVG(amount) AS a FROM lab.visits";
 
@@ -127,6 +135,7 @@ fn dp(c: &mut Criterion) {
     let file = data.join("visits.parquet");
     write_visits(&file, rows);
     let text = config(&data, &file);
+    veil::secrets::write_private_file(&dir.path().join("jwt.secret"), SECRET).expect("secret");
     let bench = runtime.block_on(DemoEngine::from_config_text(dir, &text));
     let alice = bench.user("bench", "alice");
     let run = |query: String| {
@@ -211,6 +220,7 @@ async fn serve(
 ) -> (String, String, veil::server::Running) {
     let path = dir.join("veil.toml");
     std::fs::write(&path, text).expect("config");
+    veil::secrets::write_private_file(&dir.join("jwt.secret"), SECRET).expect("secret");
     let cfg = veil::config::Config::load(&path).expect("config");
     let minter =
         veil::auth::jwt::TokenMinter::from_config(&cfg.auth, &cfg.base_dir).expect("minter");
