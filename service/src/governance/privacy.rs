@@ -79,7 +79,8 @@ impl Governance {
                     .iter()
                     .filter(|r| r.ledger == ledger && r.period == period)
                     .map(|r| r.spent)
-                    .sum::<f64>()
+                    // An empty sum is -0.0: shown as 0.
+                    .fold(0.0, |a, b| a + b)
             };
             let caps = policy.budgets.as_ref();
             let row =

@@ -268,7 +268,7 @@ impl DpAnswers {
             .iter()
             .filter(|r| r.ledger == c.ledger && r.period == c.period)
             .map(|r| r.spent)
-            .sum())
+            .fold(0.0, |a, b| a + b))
     }
 }
 
