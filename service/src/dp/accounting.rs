@@ -171,17 +171,6 @@ impl Noise {
         };
         1 + k.ceil().min(u64::MAX as f64 / 2.0) as u64
     }
-
-    /// The noise's standard deviation, for messages.
-    pub fn std_dev(&self) -> f64 {
-        match self {
-            Noise::Laplace { scale } => {
-                let q = (-1.0 / scale.to_f64()).exp();
-                (2.0 * q).sqrt() / (1.0 - q)
-            }
-            Noise::Gaussian { sigma2 } => sigma2.to_f64().sqrt(),
-        }
-    }
 }
 
 #[cfg(test)]

@@ -656,18 +656,8 @@ impl Engine {
                 "its rows are never served: ask aggregate questions with sql()",
             ));
         }
-        let frame = plain_types(frame)?;
-        let schema: SchemaRef = Arc::new(frame.schema().as_arrow().clone());
         let task = ctx.task_ctx();
-        // DataFrame::create_physical_plan in two steps, keeping the
-        // optimised logical plan.
-        let (frame_state, plan) = frame.into_parts();
-        let logical = frame_state.optimize(&plan).map_err(from_datafusion)?;
-        let physical = frame_state
-            .query_planner()
-            .create_physical_plan(&logical, &frame_state)
-            .await
-            .map_err(from_datafusion)?;
+        let (plan, logical, physical, schema) = physical_plan(frame).await?;
         if let Some(dataset) = sql_part
             && splittable(&logical, &compiler.reads()) != Some(dataset)
         {
@@ -892,16 +882,8 @@ impl Engine {
             .execute_logical_plan(upper)
             .await
             .map_err(from_datafusion)?;
-        let frame = plain_types(frame)?;
-        let schema: SchemaRef = Arc::new(frame.schema().as_arrow().clone());
         let task = ctx.task_ctx();
-        let (frame_state, plan) = frame.into_parts();
-        let logical = frame_state.optimize(&plan).map_err(from_datafusion)?;
-        let physical = frame_state
-            .query_planner()
-            .create_physical_plan(&logical, &frame_state)
-            .await
-            .map_err(from_datafusion)?;
+        let (_, logical, physical, schema) = physical_plan(frame).await?;
         Ok(PlannedQuery {
             logical,
             physical,
@@ -1308,6 +1290,24 @@ impl Engine {
             total_records,
         })
     }
+}
+
+/// A frame's plans: as written (unoptimised), optimised, physical, and
+/// its schema with plain types. `DataFrame::create_physical_plan` in two
+/// steps, keeping the optimised logical plan.
+async fn physical_plan(
+    frame: DataFrame,
+) -> Result<(LogicalPlan, LogicalPlan, Arc<dyn ExecutionPlan>, SchemaRef)> {
+    let frame = plain_types(frame)?;
+    let schema: SchemaRef = Arc::new(frame.schema().as_arrow().clone());
+    let (state, plan) = frame.into_parts();
+    let logical = state.optimize(&plan).map_err(from_datafusion)?;
+    let physical = state
+        .query_planner()
+        .create_physical_plan(&logical, &state)
+        .await
+        .map_err(from_datafusion)?;
+    Ok((plan, logical, physical, schema))
 }
 
 /// The one dataset a SQL query may be split by, if it can be: every row it

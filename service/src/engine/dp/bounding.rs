@@ -18,7 +18,7 @@
 //! 4. Per group: the sums of those bounded contributions, and how many
 //!    units contributed.
 
-use datafusion::arrow::array::{Array, ArrayRef, UInt64Builder};
+use datafusion::arrow::array::{ArrayRef, UInt64Builder};
 use datafusion::arrow::datatypes::DataType;
 use datafusion::arrow::row::{RowConverter, SortField};
 use datafusion::common::{ScalarValue, TableReference};
@@ -417,29 +417,39 @@ impl ScalarUDFImpl for DpRank {
         &self,
         args: ScalarFunctionArgs,
     ) -> datafusion::common::Result<ColumnarValue> {
-        let n = args.number_rows;
-        let arrays: Vec<ArrayRef> = args
-            .args
-            .iter()
-            .map(|a| a.to_array(n))
-            .collect::<datafusion::common::Result<_>>()?;
-        let fields = arrays
-            .iter()
-            .map(|a| SortField::new(a.data_type().clone()))
-            .collect();
-        let rows = RowConverter::new(fields)?.convert_columns(&arrays)?;
-        let mut out = UInt64Builder::with_capacity(n);
-        for r in rows.iter() {
-            let mut mac = <Hmac<Sha256> as Mac>::new_from_slice(self.key.bytes())
-                .expect("HMAC takes a key of any length");
-            mac.update(r.as_ref());
+        let keyed = <Hmac<Sha256> as Mac>::new_from_slice(self.key.bytes())
+            .expect("HMAC takes a key of any length");
+        row_hashes(args, |row| {
+            let mut mac = keyed.clone();
+            mac.update(row);
             let tag = mac.finalize().into_bytes();
-            out.append_value(u64::from_be_bytes(tag[..8].try_into().expect("8 bytes")));
-        }
-        let array: ArrayRef = Arc::new(out.finish());
-        debug_assert_eq!(array.len(), n);
-        Ok(ColumnarValue::Array(array))
+            u64::from_be_bytes(tag[..8].try_into().expect("8 bytes"))
+        })
     }
+}
+
+/// `hash` of each row of a function's arguments, in Arrow's row format
+/// (one byte string per row whatever the types).
+fn row_hashes(
+    args: ScalarFunctionArgs,
+    hash: impl Fn(&[u8]) -> u64,
+) -> datafusion::common::Result<ColumnarValue> {
+    let n = args.number_rows;
+    let arrays: Vec<ArrayRef> = args
+        .args
+        .iter()
+        .map(|a| a.to_array(n))
+        .collect::<datafusion::common::Result<_>>()?;
+    let fields = arrays
+        .iter()
+        .map(|a| SortField::new(a.data_type().clone()))
+        .collect();
+    let rows = RowConverter::new(fields)?.convert_columns(&arrays)?;
+    let mut out = UInt64Builder::with_capacity(n);
+    for r in rows.iter() {
+        out.append_value(hash(r.as_ref()));
+    }
+    Ok(ColumnarValue::Array(Arc::new(out.finish())))
 }
 
 /// A unit's part, for aggregating in several passes: a fixed hash of the
@@ -476,16 +486,10 @@ impl ScalarUDFImpl for DpPart {
         args: ScalarFunctionArgs,
     ) -> datafusion::common::Result<ColumnarValue> {
         use std::hash::{Hash as _, Hasher as _};
-        let n = args.number_rows;
-        let array = args.args[0].to_array(n)?;
-        let rows = RowConverter::new(vec![SortField::new(array.data_type().clone())])?
-            .convert_columns(&[array])?;
-        let mut out = UInt64Builder::with_capacity(n);
-        for r in rows.iter() {
+        row_hashes(args, |row| {
             let mut h = std::hash::DefaultHasher::new();
-            r.as_ref().hash(&mut h);
-            out.append_value(h.finish());
-        }
-        Ok(ColumnarValue::Array(Arc::new(out.finish())))
+            row.hash(&mut h);
+            h.finish()
+        })
     }
 }

@@ -12,6 +12,7 @@
 //! post-processing can't weaken differential privacy).
 
 use datafusion::arrow::datatypes::{DataType, Schema};
+use datafusion::common::ScalarValue;
 use datafusion::common::tree_node::{TreeNode, TreeNodeRecursion};
 use datafusion::datasource::source_as_provider;
 use datafusion::logical_expr::expr::AggregateFunction;
@@ -88,30 +89,37 @@ impl DpQuery {
     }
 }
 
+/// `e` with every constant replaced by `f` of it.
+fn map_literals(e: Expr, f: impl Fn(ScalarValue) -> ScalarValue) -> Expr {
+    use datafusion::common::tree_node::Transformed;
+    let rewritten = e.transform(|x| {
+        Ok(match x {
+            Expr::Literal(v, _) => Transformed::yes(Expr::Literal(f(v), None)),
+            other => Transformed::no(other),
+        })
+    });
+    // The rewrite itself never fails.
+    rewritten
+        .map(|t| t.data)
+        .unwrap_or_else(|_| Expr::Literal(ScalarValue::Null, None))
+}
+
 /// Text constants escaped (quotes, newlines), so a receipt or audit line
 /// shows where a constant ends.
 fn escaped_literals(e: Expr) -> Expr {
-    use datafusion::common::ScalarValue as S;
-    e.transform(|x| {
-        Ok(match x {
-            Expr::Literal(S::Utf8(Some(t)) | S::LargeUtf8(Some(t)) | S::Utf8View(Some(t)), m) => {
-                datafusion::common::tree_node::Transformed::yes(Expr::Literal(
-                    S::Utf8(Some(t.escape_debug().to_string())),
-                    m,
-                ))
-            }
-            other => datafusion::common::tree_node::Transformed::no(other),
-        })
+    map_literals(e, |v| match v {
+        ScalarValue::Utf8(Some(t))
+        | ScalarValue::LargeUtf8(Some(t))
+        | ScalarValue::Utf8View(Some(t)) => ScalarValue::Utf8(Some(t.escape_debug().to_string())),
+        other => other,
     })
-    .map(|t| t.data)
-    .unwrap_or_else(|_| Expr::Literal(S::Utf8(Some("(unprintable)".into())), None))
 }
 
 /// Constants by value, not by how they were written or bound: `30` in
 /// SQL text (Int64) and a prepared statement's parameter bound as Int32
 /// ask the same question.
 fn canonical_literals(e: Expr) -> Expr {
-    use datafusion::common::ScalarValue as S;
+    use ScalarValue as S;
     fn value(v: S) -> S {
         match v {
             S::Int8(x) => S::Int64(x.map(i64::from)),
@@ -127,21 +135,7 @@ fn canonical_literals(e: Expr) -> Expr {
             other => other,
         }
     }
-    e.transform(|x| {
-        Ok(match x {
-            Expr::Literal(v, _) => {
-                datafusion::common::tree_node::Transformed::yes(Expr::Literal(value(v), None))
-            }
-            other => datafusion::common::tree_node::Transformed::no(other),
-        })
-    })
-    .map(|t| t.data)
-    .unwrap_or_else(|e| {
-        Expr::Literal(
-            datafusion::common::ScalarValue::Utf8(Some(e.to_string())),
-            None,
-        )
-    })
+    map_literals(e, value)
 }
 
 /// The DP guard a plan reads, if any (and refuses a plan reading two).
