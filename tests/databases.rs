@@ -784,7 +784,7 @@ async fn mysql_reads_split_by_key_ranges() {
 }
 
 /// An accelerated dataset is served from its local copy while the copy is
-/// fresh (even with the database gone), through the same masks and row
+/// fresh (even with the database gone and Veil restarted), through the same masks and row
 /// filters; refreshes (full, then incremental) are audited, reads say what
 /// served them, and a copy past its freshness bound is never served.
 #[tokio::test]
@@ -871,8 +871,11 @@ async fn postgres_acceleration_serves_a_fresh_copy_and_never_a_stale_one() {
     let m = dave.refresh("crm.people").await.unwrap();
     assert!(m.contains("(incremental): 301 rows"), "{m}");
 
-    // The database goes away: reads are served from the copy, governed.
+    // The database goes away, and Veil restarts: reads are served from
+    // the copy it kept, governed.
     proxy.cut();
+    let server = server.restart().await;
+    let dave = server.connect("dave").await;
     let alice = server.connect("alice").await;
     let b = alice
         .sql("SELECT id, email, state, age FROM crm.people WHERE age > 40 ORDER BY id")

@@ -117,6 +117,27 @@ impl TestServer {
         self.dir.path().join("veil.db")
     }
 
+    /// Stop the server and start it again on the same directory and
+    /// config (a new port).
+    pub async fn restart(mut self) -> Self {
+        if let Some(r) = self.running.take() {
+            r.stop().await.expect("server stops");
+        }
+        let cfg = Config::load(&self.config_path).expect("config loads");
+        let running = start(
+            cfg,
+            ServeOptions {
+                listen: Some("127.0.0.1:0".into()),
+                insecure: false,
+            },
+        )
+        .await
+        .expect("server starts again");
+        self.address = format!("grpc://{}", running.addr);
+        self.running = Some(running);
+        self
+    }
+
     /// Stop the server (which commits and checkpoints its audit) and keep
     /// its directory for inspection.
     pub async fn stop_keeping_files(mut self) -> tempfile::TempDir {

@@ -30,6 +30,15 @@
 //! demand (`veil admin refresh`) runs at once. A new generation becomes the
 //! served one atomically; the one before it stays on disk (tickets issued
 //! for it still read it) until the next refresh replaces it.
+//!
+//! Each generation carries a manifest (`copy.json`: when it was refreshed,
+//! its rows, the incremental column's high-water mark, the dictionary and
+//! source it was made from), written before the generation is published.
+//! So a copy survives a restart of its node: the newest complete
+//! generation is served again while it is within its freshness bound and
+//! matches the dataset's dictionary and source, and incremental refreshes
+//! continue from it. Anything else in the folder (a refresh cut short, a
+//! generation without a manifest) is removed at start.
 
 use datafusion::arrow::datatypes::SchemaRef;
 use datafusion::arrow::record_batch::RecordBatch;
@@ -65,6 +74,9 @@ pub const FULL_REFRESH_EVERY: u64 = 24;
 /// A failed scheduled refresh is tried again after this long.
 const RETRY_AFTER: Duration = Duration::from_secs(60);
 
+/// A generation's manifest file.
+const MANIFEST: &str = "copy.json";
+
 /// One generation of a dataset's copy.
 #[derive(Debug, Clone)]
 pub struct Copy {
@@ -78,12 +90,46 @@ pub struct Copy {
     high_water: Option<String>,
     /// Refreshes since the last full one.
     since_full: u64,
-    /// The dictionary the copy was made with: a changed dictionary needs a
-    /// new copy.
+    /// The dictionary and source the copy was made from: a changed one
+    /// needs a new copy.
+    dictionary: String,
+}
+
+/// What a generation's manifest holds: the [`Copy`] but its folder.
+#[derive(serde::Serialize, serde::Deserialize)]
+struct Manifest {
+    generation: u64,
+    refreshed_at_ms: i64,
+    rows: u64,
+    high_water: Option<String>,
+    since_full: u64,
     dictionary: String,
 }
 
 impl Copy {
+    fn manifest(&self) -> Manifest {
+        Manifest {
+            generation: self.generation,
+            refreshed_at_ms: self.refreshed_at.timestamp_millis(),
+            rows: self.rows,
+            high_water: self.high_water.clone(),
+            since_full: self.since_full,
+            dictionary: self.dictionary.clone(),
+        }
+    }
+
+    fn from_manifest(dir: PathBuf, m: Manifest) -> Option<Self> {
+        Some(Self {
+            dir,
+            generation: m.generation,
+            refreshed_at: chrono::DateTime::from_timestamp_millis(m.refreshed_at_ms)?,
+            rows: m.rows,
+            high_water: m.high_water,
+            since_full: m.since_full,
+            dictionary: m.dictionary,
+        })
+    }
+
     /// A record reading this generation's files as a parquet dataset.
     pub fn as_files(&self, d: &DatasetRecord) -> DatasetRecord {
         let mut copy = d.clone();
@@ -119,18 +165,11 @@ pub struct Accelerator {
 }
 
 impl Accelerator {
-    /// Copies live under `dir` (emptied now: a copy from an earlier run
-    /// can't be trusted to match the database, so the first refresh makes
-    /// a new one).
+    /// Copies live under `dir`. Copies an earlier run of this node made
+    /// are served again (each is checked against its dataset when a read
+    /// asks for it: [`Accelerator::fresh`]); what is not a complete
+    /// generation is removed.
     pub fn open(dir: &Path, databases: Arc<Databases>, batch_size: usize) -> Result<Arc<Self>> {
-        if dir.exists() {
-            std::fs::remove_dir_all(dir).map_err(|e| {
-                VeilError::FailedPrecondition(format!(
-                    "cannot clear the acceleration folder {}: {e}",
-                    dir.display()
-                ))
-            })?;
-        }
         std::fs::create_dir_all(dir).map_err(|e| {
             VeilError::FailedPrecondition(format!(
                 "cannot create the acceleration folder {}: {e}",
@@ -139,11 +178,18 @@ impl Accelerator {
         })?;
         let dir = std::fs::canonicalize(dir)
             .map_err(|e| VeilError::FailedPrecondition(format!("acceleration folder: {e}")))?;
+        let copies = restore(&dir);
+        if !copies.is_empty() {
+            tracing::info!(
+                copies = copies.len(),
+                "accelerated copies kept from an earlier run"
+            );
+        }
         Ok(Arc::new(Self {
             dir,
             databases,
             batch_size: batch_size.max(1),
-            copies: Mutex::new(HashMap::new()),
+            copies: Mutex::new(copies),
             running: tokio::sync::Mutex::new(()),
             failed: Mutex::new(HashMap::new()),
             audit: Mutex::new(None),
@@ -198,10 +244,12 @@ impl Accelerator {
             loop {
                 tokio::time::sleep(tick).await;
                 let Some(this) = weak.upgrade() else { return };
+                let asked = chrono::Utc::now();
                 let Ok(snapshot) = state.current().await else {
                     continue;
                 };
                 let now = chrono::Utc::now();
+                this.forget_unaccelerated(&snapshot, asked);
                 for d in snapshot.datasets.values() {
                     let Some(a) = acceleration_of(d) else {
                         continue;
@@ -233,6 +281,40 @@ impl Accelerator {
                 }
             }
         });
+    }
+
+    /// Drop the copies of datasets that are gone or no longer accelerated
+    /// in `snapshot` (an earlier run's, or turned off since), folders and
+    /// all; a copy refreshed after the snapshot was read (`asked`) stays.
+    fn forget_unaccelerated(
+        &self,
+        snapshot: &crate::model::snapshot::Snapshot,
+        asked: chrono::DateTime<chrono::Utc>,
+    ) {
+        let accelerated: std::collections::HashSet<&str> = snapshot
+            .datasets
+            .values()
+            .filter(|d| acceleration_of(d).is_some())
+            .map(|d| d.id.as_str())
+            .collect();
+        let gone: Vec<String> = match self.copies.lock() {
+            Ok(mut copies) => {
+                let gone: Vec<String> = copies
+                    .iter()
+                    .filter(|(id, c)| !accelerated.contains(id.as_str()) && c.refreshed_at < asked)
+                    .map(|(id, _)| id.clone())
+                    .collect();
+                for id in &gone {
+                    copies.remove(id);
+                }
+                gone
+            }
+            Err(_) => return,
+        };
+        for id in gone {
+            tracing::info!(dataset_id = %id, "an accelerated copy no longer needed was removed");
+            let _ = std::fs::remove_dir_all(self.dir.join(&id));
+        }
     }
 
     /// Refresh `d`'s copy now; `why` goes in the audit record. Returns
@@ -368,11 +450,8 @@ impl Accelerator {
             None => None,
         };
         let dir = base.join(generation.to_string());
-        std::fs::rename(&building, &dir).map_err(|e| {
-            VeilError::FailedPrecondition(format!("cannot publish the accelerated copy: {e}"))
-        })?;
         let copy = Copy {
-            dir,
+            dir: dir.clone(),
             generation,
             refreshed_at: chrono::Utc::now(),
             rows,
@@ -383,6 +462,14 @@ impl Accelerator {
             },
             dictionary: dictionary_key(d),
         };
+        // The manifest first, then the generation whole, at once.
+        let manifest = serde_json::to_vec(&copy.manifest())
+            .map_err(|e| VeilError::internal("encoding an accelerated copy's manifest", e))?;
+        std::fs::write(building.join(MANIFEST), manifest)
+            .and_then(|_| std::fs::rename(&building, &dir))
+            .map_err(|e| {
+                VeilError::FailedPrecondition(format!("cannot publish the accelerated copy: {e}"))
+            })?;
         if let Ok(mut copies) = self.copies.lock() {
             copies.insert(d.id.clone(), copy.clone());
         }
@@ -413,13 +500,68 @@ pub fn acceleration_of(d: &DatasetRecord) -> Option<&Acceleration> {
     }
 }
 
-/// What a copy's validity depends on in the record: its columns and types.
+/// What a copy's validity depends on in the record: its source (the
+/// connection and the relation) and its columns and types.
 fn dictionary_key(d: &DatasetRecord) -> String {
-    d.columns
-        .iter()
-        .map(|c| format!("{}:{}:{}", c.name, c.data_type, c.nullable))
+    let source = d
+        .source
+        .database
+        .as_ref()
+        .map(|s| serde_json::to_string(&(&s.connection, &s.relation)).unwrap_or_default())
+        .unwrap_or_default();
+    std::iter::once(source)
+        .chain(
+            d.columns
+                .iter()
+                .map(|c| format!("{}:{}:{}", c.name, c.data_type, c.nullable)),
+        )
         .collect::<Vec<_>>()
         .join("\u{1f}")
+}
+
+/// The newest complete generation of each dataset's copy under `dir`, as
+/// an earlier run left them; everything else there is removed (a refresh
+/// cut short, a generation without a readable manifest, older ones).
+fn restore(dir: &Path) -> HashMap<String, Copy> {
+    let mut copies = HashMap::new();
+    let Ok(datasets) = std::fs::read_dir(dir) else {
+        return copies;
+    };
+    for dataset in datasets.flatten() {
+        let base = dataset.path();
+        let Some(id) = dataset.file_name().to_str().map(str::to_string) else {
+            continue;
+        };
+        let mut complete: Vec<Copy> = Vec::new();
+        for generation in std::fs::read_dir(&base).into_iter().flatten().flatten() {
+            let path = generation.path();
+            let copy = std::fs::read(path.join(MANIFEST))
+                .ok()
+                .and_then(|m| serde_json::from_slice::<Manifest>(&m).ok())
+                .and_then(|m| Copy::from_manifest(path.clone(), m));
+            let named = generation
+                .file_name()
+                .to_str()
+                .and_then(|n| n.parse::<u64>().ok());
+            match (copy, named) {
+                (Some(copy), Some(g)) if g == copy.generation => complete.push(copy),
+                _ => {
+                    let _ = std::fs::remove_dir_all(&path);
+                }
+            }
+        }
+        complete.sort_by_key(|c| c.generation);
+        if let Some(newest) = complete.pop() {
+            // The one before stays too (as after a refresh), older ones go.
+            for older in complete.iter().rev().skip(1) {
+                let _ = std::fs::remove_dir_all(&older.dir);
+            }
+            copies.insert(id, newest);
+        } else {
+            let _ = std::fs::remove_dir_all(&base);
+        }
+    }
+    copies
 }
 
 /// Write `batches` as parquet files of at most [`ROWS_PER_FILE`] rows
@@ -589,4 +731,68 @@ async fn high_water(
         columns: &columns,
     };
     Ok(renderer.literal_of(column, &value))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn generation(base: &Path, g: u64, manifest: bool) {
+        let dir = base.join(g.to_string());
+        std::fs::create_dir_all(&dir).unwrap();
+        std::fs::write(dir.join("part-00000.parquet"), b"x").unwrap();
+        if manifest {
+            let copy = Copy {
+                dir: dir.clone(),
+                generation: g,
+                refreshed_at: chrono::DateTime::from_timestamp_millis(1_000 * g as i64).unwrap(),
+                rows: g * 10,
+                high_water: Some(format!("{g}")),
+                since_full: g,
+                dictionary: "d".into(),
+            };
+            std::fs::write(
+                dir.join(MANIFEST),
+                serde_json::to_vec(&copy.manifest()).unwrap(),
+            )
+            .unwrap();
+        }
+    }
+
+    /// A restart serves the newest complete generation of each copy with
+    /// what its manifest says, keeps the one before it, and removes the
+    /// rest: older generations, refreshes cut short, folders without a
+    /// manifest or with a mislabelled one.
+    #[test]
+    fn a_restart_keeps_the_newest_complete_generation_only() {
+        let root = tempfile::tempdir().unwrap();
+        let a = root.path().join("dataset-a");
+        for g in 1..=3 {
+            generation(&a, g, true);
+        }
+        generation(&a, 5, false);
+        std::fs::create_dir_all(a.join("6.building")).unwrap();
+        // A manifest copied into another generation's folder.
+        generation(&a, 7, false);
+        std::fs::copy(a.join("3").join(MANIFEST), a.join("7").join(MANIFEST)).unwrap();
+        let b = root.path().join("dataset-b");
+        generation(&b, 1, false);
+
+        let copies = restore(root.path());
+        assert_eq!(copies.len(), 1, "dataset-b has no complete generation");
+        let copy = &copies["dataset-a"];
+        assert_eq!(copy.generation, 3);
+        assert_eq!(copy.rows, 30);
+        assert_eq!(copy.high_water.as_deref(), Some("3"));
+        assert_eq!(copy.since_full, 3);
+        assert_eq!(copy.refreshed_at.timestamp_millis(), 3_000);
+        assert_eq!(copy.dir, a.join("3"));
+        let mut left: Vec<String> = std::fs::read_dir(&a)
+            .unwrap()
+            .map(|e| e.unwrap().file_name().into_string().unwrap())
+            .collect();
+        left.sort();
+        assert_eq!(left, ["2", "3"]);
+        assert!(!b.exists());
+    }
 }

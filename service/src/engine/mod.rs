@@ -552,16 +552,23 @@ impl Engine {
     ) -> Result<PlannedQuery> {
         // A kept plan is served without the planner pool (no thread, no
         // deep stack to set up), still within the planning time limit.
-        if let Read::Command(Command::Scan(scan)) = &read {
-            let kept = tokio::time::timeout(
-                self.planner.timeout(),
-                self.kept_scan(scope, scan, part.as_ref(), at),
-            );
-            match kept.await {
-                Ok(Some(planned)) => return Ok(planned),
-                Ok(None) => {}
-                Err(_) => return Err(self.planner.timed_out()),
-            }
+        let kept = match (&read, &part) {
+            (Read::Command(Command::Scan(scan)), _) => Some(
+                tokio::time::timeout(
+                    self.planner.timeout(),
+                    self.kept_scan(scope, scan, part.as_ref(), at),
+                )
+                .await,
+            ),
+            (Read::Command(Command::Sql(sql)), None) => Some(
+                tokio::time::timeout(self.planner.timeout(), self.kept_sql(scope, sql, at)).await,
+            ),
+            _ => None,
+        };
+        match kept {
+            Some(Ok(Some(planned))) => return Ok(planned),
+            Some(Err(_)) => return Err(self.planner.timed_out()),
+            Some(Ok(None)) | None => {}
         }
         let identity = &scope.principal().identity;
         let user = format!("{}\u{0}{}", identity.issuer, identity.subject);
@@ -632,8 +639,14 @@ impl Engine {
                     .map_err(|e| hints::sql(e, &sql.query))?;
                 match dp::query::guard_of(frame.logical_plan())? {
                     Some(guard) => {
+                        // Only a whole query's plan is kept (a DP answer is
+                        // never split), never one bound to this request's
+                        // clock.
+                        let key = sql_part.is_none().then(|| {
+                            PlanKey::sql(scope.principal().fingerprint, scope.version(), sql)
+                        });
                         return self
-                            .plan_dp(scope, &ctx, frame, guard, dp_options.as_ref(), now)
+                            .plan_dp(scope, &ctx, frame, guard, dp_options.as_ref(), now, key)
                             .await;
                     }
                     None if dp_options.is_some() => {
@@ -699,7 +712,10 @@ impl Engine {
     /// Plan a SQL query on a dataset under differential privacy: accept
     /// its shape, build its exact bounded aggregates in a session that
     /// reads the secure view, and put the answer (kept, or drawn when
-    /// executed) in place of its aggregate ([`dp`]).
+    /// executed) in place of its aggregate ([`dp`]). The plan is kept
+    /// under `kept_key` when nothing in it is bound to this request
+    /// ([`plan_cache`]).
+    #[allow(clippy::too_many_arguments)]
     async fn plan_dp(
         &self,
         scope: &Arc<RequestScope>,
@@ -708,6 +724,7 @@ impl Engine {
         guard: Arc<dp::guard::DpGuardTable>,
         options: Option<&dp::options::DpOptions>,
         now: chrono::DateTime<chrono::Utc>,
+        kept_key: Option<PlanKey>,
     ) -> Result<PlannedQuery> {
         use dp::{bounding, query, release};
         let plan = frame.logical_plan().clone();
@@ -808,9 +825,12 @@ impl Engine {
         // What the data was (files: paths, sizes, times), and how many
         // passes its units are aggregated in at first: one per 64 MiB of
         // files (more if a pass runs out of memory).
+        let mut source_check = None;
         let (source_version, passes) = match SourceKind::of(&d) {
             SourceKind::Files(_) => {
                 let listing = scope.listing(&self.stores, &d).await?;
+                let kept = self.kept.as_ref().map_or(0, |k| k.generation(&d.id));
+                source_check = plan_cache::SourceCheck::new(&d.name, &listing, kept);
                 let files: Vec<(&str, u64, Option<i64>)> = listing
                     .files
                     .iter()
@@ -843,7 +863,6 @@ impl Engine {
                 })
                 .collect::<Vec<_>>(),
         ));
-        let receipt: dp::ReceiptSlot = Arc::default();
         let identity = &scope.principal().identity;
         let job = Arc::new(dp::exec::DpJob {
             answers: Arc::clone(&self.dp),
@@ -875,15 +894,42 @@ impl Engine {
             rank: bounding::DpRank::udf(self.dp.bounding_key(&d.id)),
             passes: passes.max(self.dp.min_passes()),
             schema: Arc::clone(&answer_schema),
-            receipt: Arc::clone(&receipt),
         });
+        let exact_reads_a_clock = plan_cache::reads_a_clock(job.rows.logical_plan());
         let upper = query::answer_in_place(&plan, aggregate, job)?;
         let frame = ctx
             .execute_logical_plan(upper)
             .await
             .map_err(from_datafusion)?;
         let task = ctx.task_ctx();
-        let (_, logical, physical, schema) = physical_plan(frame).await?;
+        let (user_plan, logical, physical, schema) = physical_plan(frame).await?;
+        // Kept unless the data's rows or the user's query depend on this
+        // request's clock (a time-window policy, `now()`).
+        let windowed = effective
+            .row_rules
+            .iter()
+            .any(|r| matches!(r.kind, RowRuleKind::Window { .. }));
+        let leases = exact_compiler.leases();
+        let physical = match (kept_key, source_check) {
+            (Some(kept_key), Some(source))
+                if !windowed && !exact_reads_a_clock && !plan_cache::reads_a_clock(&user_plan) =>
+            {
+                let kept = KeptPlan::new(
+                    logical.clone(),
+                    &physical,
+                    Arc::clone(&schema),
+                    exact_compiler.reads(),
+                    leases.clone(),
+                )
+                .with_source(source);
+                let instance = kept.instance()?;
+                self.plans.insert(kept_key, kept);
+                instance
+            }
+            _ => physical,
+        };
+        let receipt = dp::exec::receipt_of(&physical)
+            .ok_or_else(|| VeilError::Internal("a DP plan without its answer".into()))?;
         Ok(PlannedQuery {
             logical,
             physical,
@@ -892,7 +938,42 @@ impl Engine {
             version: scope.version(),
             planned_at: now,
             task,
-            leases: exact_compiler.leases(),
+            leases,
+            dp: Some(receipt),
+        })
+    }
+
+    /// A DP query's kept plan, if there is one for this request and the
+    /// files it reads are those it was planned over ([`plan_cache`]).
+    async fn kept_sql(
+        &self,
+        scope: &Arc<RequestScope>,
+        sql: &SqlCommand,
+        at: Option<chrono::DateTime<chrono::Utc>>,
+    ) -> Option<PlannedQuery> {
+        let key = PlanKey::sql(scope.principal().fingerprint, scope.version(), sql);
+        let kept = self.plans.get(&key)?;
+        let source = kept.source.as_ref()?;
+        let d = scope.readable(&source.dataset)?;
+        let listing = scope.listing(&self.stores, d).await.ok()?;
+        let generation = self.kept.as_ref().map_or(0, |k| k.generation(&d.id));
+        let now = plan_cache::SourceCheck::new(&d.name, &listing, generation);
+        if now.as_ref() != Some(source) || !kept.leases.iter().all(|l| l.exists()) {
+            // Its files changed (or a kept copy went): plan anew.
+            self.plans.invalidate(&key);
+            return None;
+        }
+        let physical = kept.instance().ok()?;
+        let receipt = dp::exec::receipt_of(&physical)?;
+        Some(PlannedQuery {
+            logical: kept.logical.clone(),
+            physical,
+            schema: Arc::clone(&kept.schema),
+            reads: kept.reads.clone(),
+            version: scope.version(),
+            planned_at: at.unwrap_or_else(chrono::Utc::now),
+            task: self.task_context().ok()?,
+            leases: kept.leases.clone(),
             dp: Some(receipt),
         })
     }

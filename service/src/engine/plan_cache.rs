@@ -1,6 +1,7 @@
-//! Plans of scans kept across requests, so a repeated `GetFlightInfo` or
-//! `DoGet` does not pay DataFusion's analysis, optimisation and physical
-//! planning again (about a millisecond for a 100-column dataset).
+//! Plans of scans, and of SQL queries answered under differential privacy,
+//! kept across requests, so a repeated `GetFlightInfo` or `DoGet` does not
+//! pay DataFusion's analysis, optimisation and physical planning again
+//! (about a millisecond for a 100-column dataset or a DP query).
 //!
 //! A plan is a function of everything in its key and nothing else:
 //!
@@ -14,6 +15,11 @@
 //! * the files the plan reads (path, size, modification time): the request
 //!   lists them first, so a file written, replaced or removed plans afresh;
 //! * the request's clock, only when a time-window policy binds it.
+//!
+//! A SQL query names its dataset only once parsed, so its key is the query
+//! text and parameters, and the kept plan carries the files it was planned
+//! over ([`SourceCheck`]): a request lists them again and plans afresh
+//! when they differ.
 //!
 //! Plans whose own expressions read a clock (`now()`, `current_date`, ...)
 //! or draw random values are never kept: DataFusion folds such calls into
@@ -33,7 +39,7 @@ use datafusion::physical_plan::ExecutionPlan;
 use datafusion::physical_plan::execution_plan::reset_plan_states;
 use std::sync::Arc;
 
-use veil_proto::{ScanCommand, ScanPart};
+use veil_proto::{ScanCommand, ScanPart, SqlCommand};
 
 use super::kept_masks::KeptCopy;
 use super::principal_catalog::DatasetRead;
@@ -51,6 +57,8 @@ pub struct PlanKey {
     columns: Vec<String>,
     filter: String,
     limit: Option<u64>,
+    /// A SQL query's text and its bound parameters (Arrow IPC).
+    sql: Option<(String, Vec<u8>)>,
     /// The endpoint's part, encoded (`None`: the whole dataset).
     part: Option<Vec<u8>>,
     /// (path, size, modified ms) of every file read, in listing order.
@@ -87,6 +95,7 @@ impl PlanKey {
             columns: scan.columns.clone(),
             filter: scan.filter.clone(),
             limit: scan.limit,
+            sql: None,
             part: part.map(prost::Message::encode_to_vec),
             files,
             clock_ms,
@@ -94,11 +103,32 @@ impl PlanKey {
         })
     }
 
+    /// The key of a SQL query. What it reads is checked at each use
+    /// ([`KeptPlan::source`]), not keyed.
+    pub fn sql(fingerprint: [u8; 32], version: u64, sql: &SqlCommand) -> Self {
+        Self {
+            fingerprint,
+            version,
+            dataset_id: String::new(),
+            columns: Vec::new(),
+            filter: String::new(),
+            limit: None,
+            sql: Some((sql.query.clone(), sql.parameters.clone())),
+            part: None,
+            files: Vec::new(),
+            clock_ms: None,
+            kept: 0,
+        }
+    }
+
     /// How much of the cache an entry for this key takes: plans grow with
     /// the columns they carry.
     fn weight(&self, plan: &KeptPlan) -> u32 {
-        let files = self.files.len() as u32;
-        (1 + plan.schema.fields().len() as u32 / 8).saturating_add(files / 64)
+        let files = self.files.len() + plan.source.as_ref().map_or(0, |s| s.files.len());
+        let text = self.sql.as_ref().map_or(0, |(q, p)| q.len() + p.len());
+        (1 + plan.schema.fields().len() as u32 / 8)
+            .saturating_add(files as u32 / 64)
+            .saturating_add(text as u32 / 4096)
     }
 }
 
@@ -111,6 +141,34 @@ pub struct KeptPlan {
     pub reads: Vec<DatasetRead>,
     /// The kept copies the plan reads: on disk while it is kept.
     pub leases: Vec<Arc<KeptCopy>>,
+    /// What a SQL query's plan was made over, checked at each use.
+    pub source: Option<SourceCheck>,
+}
+
+/// The dataset a kept SQL plan reads, as it was when planned: its files
+/// and its kept-masks generation. A request whose listing differs plans
+/// afresh.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SourceCheck {
+    pub dataset: String,
+    pub files: Vec<(String, u64, i64)>,
+    pub kept: u64,
+}
+
+impl SourceCheck {
+    /// The check of a dataset read over `listing`, or `None` when a file
+    /// carries no modification time (never kept then).
+    pub fn new(dataset: &str, listing: &Listing, kept: u64) -> Option<Self> {
+        Some(Self {
+            dataset: dataset.to_string(),
+            files: listing
+                .files
+                .iter()
+                .map(|f| Some((f.path.clone(), f.size, f.modified_ms?)))
+                .collect::<Option<Vec<_>>>()?,
+            kept,
+        })
+    }
 }
 
 impl KeptPlan {
@@ -127,7 +185,14 @@ impl KeptPlan {
             schema,
             reads,
             leases,
+            source: None,
         }
+    }
+
+    /// The plan of a SQL query, made over `source`.
+    pub fn with_source(mut self, source: SourceCheck) -> Self {
+        self.source = Some(source);
+        self
     }
 
     /// A copy of the physical plan for one request, sharing no operator
@@ -141,6 +206,9 @@ impl KeptPlan {
 #[derive(Debug, Clone)]
 pub struct PlanCache {
     plans: moka::sync::Cache<PlanKey, Arc<KeptPlan>>,
+    /// Plans served from the cache, for tests.
+    #[cfg(test)]
+    hits: Arc<std::sync::atomic::AtomicU64>,
 }
 
 /// Weight units the cache holds: about 160,000 columns of plans (2,000
@@ -155,13 +223,26 @@ impl Default for PlanCache {
                 .weigher(|k: &PlanKey, v: &Arc<KeptPlan>| k.weight(v))
                 .time_to_idle(std::time::Duration::from_secs(600))
                 .build(),
+            #[cfg(test)]
+            hits: Arc::default(),
         }
     }
 }
 
 impl PlanCache {
     pub fn get(&self, key: &PlanKey) -> Option<Arc<KeptPlan>> {
-        self.plans.get(key)
+        let plan = self.plans.get(key);
+        #[cfg(test)]
+        if plan.is_some() {
+            self.hits.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+        }
+        plan
+    }
+
+    /// How many plans were served from the cache so far (tests only).
+    #[cfg(test)]
+    pub fn hits(&self) -> u64 {
+        self.hits.load(std::sync::atomic::Ordering::SeqCst)
     }
 
     pub fn insert(&self, key: PlanKey, plan: KeptPlan) {

@@ -65,7 +65,6 @@ pub struct DpJob {
     pub passes: u64,
     /// The answer's schema (`c0..`, the aggregate's types).
     pub schema: SchemaRef,
-    pub receipt: ReceiptSlot,
 }
 
 impl fmt::Debug for DpJob {
@@ -95,8 +94,8 @@ impl DpJob {
         }
     }
 
-    /// The answer for this request, charged.
-    pub async fn answer(&self) -> Result<RecordBatch> {
+    /// The answer for this request, charged; its receipt goes in `slot`.
+    pub async fn answer(&self, slot: &ReceiptSlot) -> Result<RecordBatch> {
         let policy = &self.query.guard.rule().policy;
         let now_ms = self.answers.now_ms();
         let tolerance_ms = policy.tolerance_secs.max(1) * 1000;
@@ -218,7 +217,7 @@ impl DpJob {
             window_ends_at_ms: (row.window + 1) * tolerance_ms,
             fresh,
         };
-        if let Ok(mut slot) = self.receipt.lock() {
+        if let Ok(mut slot) = slot.lock() {
             *slot = Some(receipt);
         }
         super::decode_batch(&row.answer, &self.schema)
@@ -427,6 +426,26 @@ pub struct DpAnswerExec {
     projection: Option<Vec<usize>>,
     schema: SchemaRef,
     properties: Arc<PlanProperties>,
+    /// The receipt of this plan's answer: each copy of a kept plan
+    /// ([`ExecutionPlan::reset_state`]) has its own.
+    receipt: ReceiptSlot,
+}
+
+/// The receipt slot of the DP answer a physical plan serves, if it serves
+/// one.
+pub fn receipt_of(plan: &Arc<dyn ExecutionPlan>) -> Option<ReceiptSlot> {
+    use datafusion::common::tree_node::{TreeNode, TreeNodeRecursion};
+    let mut found = None;
+    let _ = plan.apply(|p| {
+        Ok(match p.downcast_ref::<DpAnswerExec>() {
+            Some(exec) => {
+                found = Some(Arc::clone(&exec.receipt));
+                TreeNodeRecursion::Stop
+            }
+            None => TreeNodeRecursion::Continue,
+        })
+    });
+    found
 }
 
 impl DpAnswerExec {
@@ -446,6 +465,7 @@ impl DpAnswerExec {
             projection,
             schema,
             properties,
+            receipt: Arc::default(),
         })
     }
 }
@@ -486,6 +506,16 @@ impl ExecutionPlan for DpAnswerExec {
         }
     }
 
+    fn reset_state(self: Arc<Self>) -> datafusion::common::Result<Arc<dyn ExecutionPlan>> {
+        Ok(Arc::new(Self {
+            job: Arc::clone(&self.job),
+            projection: self.projection.clone(),
+            schema: Arc::clone(&self.schema),
+            properties: Arc::clone(&self.properties),
+            receipt: Arc::default(),
+        }))
+    }
+
     fn apply_expressions(
         &self,
         _f: &mut dyn FnMut(
@@ -508,9 +538,10 @@ impl ExecutionPlan for DpAnswerExec {
             )));
         }
         let (job, projection) = (Arc::clone(&self.job), self.projection.clone());
+        let slot = Arc::clone(&self.receipt);
         let answer = futures::stream::once(async move {
             let batch = job
-                .answer()
+                .answer(&slot)
                 .await
                 .map_err(|e| DataFusionError::External(Box::new(e)))?;
             match projection {

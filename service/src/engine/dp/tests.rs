@@ -972,3 +972,75 @@ async fn answers_aggregated_in_several_passes_add_up_to_one() {
         "rows capped at one per unit: {rows} vs {units}"
     );
 }
+
+/// A repeated DP question is served from its kept plan ([`crate::engine::plan_cache`]):
+/// the same answer, a receipt of its own per request, and a new plan when
+/// the files or the state change.
+#[tokio::test]
+async fn kept_plans_serve_repeats_each_with_its_own_receipt() {
+    let dp = Dp::new(1.0, "").await;
+    let q = "SELECT diagnosis, COUNT(*) AS n FROM clinical.trials GROUP BY diagnosis ORDER BY diagnosis";
+    let (first, r1) = dp.run("alice", q).await.unwrap();
+    assert!(r1.fresh && r1.charged > 0.0);
+    assert_eq!(dp.engine.plans.len(), 1, "the DP query's plan is kept");
+    let hits = dp.engine.plans.hits();
+    let (again, r2) = dp.run("alice", q).await.unwrap();
+    assert_eq!(
+        dp.engine.plans.hits(),
+        hits + 1,
+        "served from the kept plan"
+    );
+    assert_eq!(ints(&first, 1), ints(&again, 1));
+    assert!(!r2.fresh);
+    assert_eq!(r2.charged, 0.0);
+    // Two copies of one kept plan: each receipt is its own.
+    let p = principal(&dp.snap, "alice");
+    let scope = dp.engine.scope(&p).await.unwrap();
+    let cmd = Command::Sql(SqlCommand {
+        query: q.into(),
+        ..Default::default()
+    });
+    let a = dp.engine.plan(&scope, &cmd, None, None).await.unwrap();
+    let b = dp.engine.plan(&scope, &cmd, None, None).await.unwrap();
+    let (slot_a, slot_b) = (a.dp.clone().unwrap(), b.dp.clone().unwrap());
+    assert!(!Arc::ptr_eq(&slot_a, &slot_b));
+    let _: Vec<RecordBatch> = futures::TryStreamExt::try_collect(b.execute().unwrap())
+        .await
+        .unwrap();
+    assert!(slot_b.lock().unwrap().is_some());
+    assert!(
+        slot_a.lock().unwrap().is_none(),
+        "an unexecuted copy has no receipt"
+    );
+    // Another user, even one who sees the same rows, has a plan of their own.
+    let (twin, r3) = dp.run_as(dp.alices_twin(), q).await.unwrap();
+    assert_eq!(ints(&first, 1), ints(&twin, 1));
+    assert_eq!(r3.charged, 1.0, "charged to the twin, not to alice");
+    assert_eq!(dp.engine.plans.len(), 2);
+    // New files: planned again over them (and, in a new window, drawn).
+    let file = dp._dir.path().join("data/clinical/trials.parquet");
+    crate::demo::write_trials(&file, 1_000).unwrap();
+    dp.advance(DAY_MS);
+    let (changed, r4) = dp.run("alice", q).await.unwrap();
+    assert!(r4.fresh, "the kept plan of the old files is not used");
+    assert_ne!(ints(&first, 1), ints(&changed, 1));
+    let (_, r5) = dp.run("alice", q).await.unwrap();
+    assert!(!r5.fresh && r5.charged == 0.0);
+}
+
+/// A time window binds each request's clock: a DP plan under one is
+/// never kept.
+#[tokio::test]
+async fn dp_plans_under_a_time_window_are_not_kept() {
+    let dp = Dp::new(
+        1.0,
+        "\n[[policies]]\nname = \"recent-born\"\ndataset = \"clinical.trials\"\nrow_filter = { within = \"36500 days\", column = \"date_of_birth\" }\n",
+    )
+    .await;
+    let q = "SELECT COUNT(*) AS n FROM clinical.trials";
+    let (first, _) = dp.run("alice", q).await.unwrap();
+    let (again, r) = dp.run("alice", q).await.unwrap();
+    assert_eq!(ints(&first, 0), ints(&again, 0));
+    assert_eq!(r.charged, 0.0);
+    assert_eq!(dp.engine.plans.len(), 0, "nothing kept");
+}
