@@ -16,7 +16,7 @@ use crate::error::{Result, VeilError};
 use crate::model::audit::AuditEvent;
 use crate::model::identity::Principal;
 use crate::secrets::encode_hex;
-use crate::store::{AuditChainSealer, Store};
+use crate::store::{AuditChainSealer, Durability, Store};
 
 /// Building events: a fresh id and the clock, the caller's identity, and
 /// a failure's audit form (the record itself is plain data in
@@ -96,10 +96,21 @@ impl AuditLog {
     }
 
     /// Record durably, or fail with `Unavailable`.
-    pub async fn record(&self, mut event: AuditEvent) -> Result<()> {
+    pub async fn record(&self, event: AuditEvent) -> Result<()> {
+        self.append(event, Durability::Now).await
+    }
+
+    /// Record an event nothing waits on (a read's end, after its last
+    /// batch): committed in order, on disk with the next durable event or
+    /// within a second ([`writer`]).
+    pub async fn record_trailing(&self, event: AuditEvent) -> Result<()> {
+        self.append(event, Durability::WithNext).await
+    }
+
+    async fn append(&self, mut event: AuditEvent, durability: Durability) -> Result<()> {
         event.node_id = self.node_id.clone();
         let action = event.action.clone();
-        self.writer.append(event).await.map_err(|e| {
+        self.writer.append(event, durability).await.map_err(|e| {
             tracing::error!(error = %e, %action, "audit append failed; refusing the action");
             VeilError::Unavailable(
                 "the audit log cannot be written, so Veil is not serving this request; retry later or ask an administrator to check the store".into(),
@@ -255,6 +266,58 @@ mod tests {
         let tail = store.tail_audit(10).await.unwrap();
         assert_eq!(tail.last().unwrap().action, "audit.purge");
         assert_eq!(tail.last().unwrap().rows, Some(3));
+    }
+
+    /// A read's end is committed at once and in order without a flush of
+    /// its own; the next checkpoint flushes it first, and the chain
+    /// verifies.
+    #[tokio::test]
+    async fn trailing_events_are_committed_in_order_and_flushed_before_a_checkpoint() {
+        let dir = tempfile::tempdir().unwrap();
+        let store: Arc<dyn Store> =
+            Arc::new(crate::store::sqlite::SqliteStore::open(&dir.path().join("v.db")).unwrap());
+        let key = crate::secrets::MasterKey::from_bytes([5; 32])
+            .derive(crate::secrets::KeyPurpose::AuditChain);
+        let file = dir.path().join("checkpoints.jsonl");
+        let log = AuditLog::start(
+            Arc::clone(&store),
+            chain::AuditSealer::new(key.clone(), "n"),
+            checkpoint::CheckpointSink::file(&file),
+            std::time::Duration::from_millis(100),
+        );
+        log.record(AuditEvent::new("read.start", None))
+            .await
+            .unwrap();
+        log.record_trailing(AuditEvent::new("read.end", None))
+            .await
+            .unwrap();
+        log.record_trailing(AuditEvent::new("read.end", None))
+            .await
+            .unwrap();
+        let tail = store.tail_audit(10).await.unwrap();
+        assert_eq!(
+            tail.iter().map(|e| e.action.as_str()).collect::<Vec<_>>(),
+            ["read.start", "read.end", "read.end"]
+        );
+        // Within the flush bound, a checkpoint names the last of them.
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
+        loop {
+            let cps = checkpoint::load(std::slice::from_ref(&file)).unwrap_or_default();
+            if cps.iter().any(|c| c.seq == 3) {
+                break;
+            }
+            assert!(
+                std::time::Instant::now() < deadline,
+                "no checkpoint of the trailing events: {cps:?}"
+            );
+            tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+        }
+        log.shutdown().await;
+        let cps = checkpoint::load(&[file]).unwrap();
+        let v = verify::verify_store(store.as_ref(), &key, &cps)
+            .await
+            .unwrap();
+        assert!(v.ok(), "{}", v.report());
     }
 
     #[test]

@@ -91,9 +91,9 @@ mod tests {
     use crate::audit::AuditEventExt;
     use crate::audit::chain::{AuditSealer, CheckpointKind};
     use crate::model::audit::AuditEvent;
-    use crate::store::AuditChainSealer;
     use crate::store::sqlite::SqliteStore;
     use crate::store::suite::PgSchema;
+    use crate::store::{AuditChainSealer, Durability};
     use std::sync::Arc;
 
     /// Chains appended through either backend are numbered in order,
@@ -118,15 +118,22 @@ mod tests {
             .derive(crate::secrets::KeyPurpose::AuditChain);
         let a: Arc<dyn AuditChainSealer> = Arc::new(AuditSealer::new(key.clone(), "a"));
         let b: Arc<dyn AuditChainSealer> = Arc::new(AuditSealer::new(key.clone(), "b"));
+        // Appends flushed with the next (or synced) count like any other.
         for i in 0..3 {
-            s.append_audit(&a, &[AuditEvent::new(&format!("a{i}"), None)])
+            let durability = match i % 2 {
+                0 => Durability::WithNext,
+                _ => Durability::Now,
+            };
+            s.append_audit(&a, &[AuditEvent::new(&format!("a{i}"), None)], durability)
                 .await
                 .unwrap();
         }
+        s.sync_audit().await.unwrap();
         let head = s
             .append_audit(
                 &a,
                 &[AuditEvent::new("b0", None), AuditEvent::new("b1", None)],
+                Durability::Now,
             )
             .await
             .unwrap();
@@ -139,7 +146,7 @@ mod tests {
         assert!(tail.windows(2).all(|w| w[0].seq < w[1].seq));
         // Another node's chain numbers from 1; both verify.
         assert_eq!(
-            s.append_audit(&b, &[AuditEvent::new("x", None)])
+            s.append_audit(&b, &[AuditEvent::new("x", None)], Durability::Now)
                 .await
                 .unwrap()
                 .seq,
@@ -158,6 +165,7 @@ mod tests {
                         AuditEvent::new(&format!("c{i}"), None),
                         AuditEvent::new("d", None),
                     ],
+                    Durability::Now,
                 )
                 .await
                 .unwrap()

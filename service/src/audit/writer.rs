@@ -11,6 +11,13 @@
 //! append fails, every caller of that group gets the error (and serves
 //! nothing).
 //!
+//! Events nothing waits on (a read's end, recorded after its last batch)
+//! are appended with [`Durability::WithNext`]: a group of only those is
+//! committed without its own flush, and is on disk with the next durable
+//! group (appends are ordered) or within [`SYNC_WITHIN`], whichever comes
+//! first. So a client's next request doesn't wait behind the flush of its
+//! previous read's end.
+//!
 //! The writer also owns the node's chain head as last committed and writes
 //! head checkpoints: every `interval` while events arrive, and once more
 //! on shutdown.
@@ -24,15 +31,18 @@ use super::chain::{AuditSealer, Checkpoint, CheckpointKind};
 use super::checkpoint::CheckpointSink;
 use crate::error::{Result, VeilError};
 use crate::model::audit::{AuditEvent, ChainHead};
-use crate::store::{AuditChainSealer, Store};
+use crate::store::{AuditChainSealer, Durability, Store};
 
 /// Most events one commit carries.
 const MAX_GROUP: usize = 1024;
+/// Longest an event appended without its own flush waits for one.
+pub(super) const SYNC_WITHIN: Duration = Duration::from_secs(1);
 /// Events waiting for the writer before callers wait to queue.
 const QUEUE: usize = 16 * 1024;
 
 struct Pending {
     event: AuditEvent,
+    durability: Durability,
     done: oneshot::Sender<Result<()>>,
 }
 
@@ -65,6 +75,7 @@ pub(super) fn spawn(
         interval,
         head: None,
         checkpointed: None,
+        unsynced: None,
     };
     let task = tokio::spawn(writer.run(rx, stopped));
     WriterHandle {
@@ -75,12 +86,17 @@ pub(super) fn spawn(
 }
 
 impl WriterHandle {
-    /// Queue `event` and wait until it is committed (or failed).
-    pub(super) async fn append(&self, event: AuditEvent) -> Result<()> {
+    /// Queue `event` and wait until it is committed (or failed), on disk
+    /// as `durability` says.
+    pub(super) async fn append(&self, event: AuditEvent, durability: Durability) -> Result<()> {
         let (done, reply) = oneshot::channel();
         let stopped = || VeilError::Unavailable("the audit writer has stopped".into());
         self.queue
-            .send(Pending { event, done })
+            .send(Pending {
+                event,
+                durability,
+                done,
+            })
             .await
             .map_err(|_| stopped())?;
         reply.await.map_err(|_| stopped())?
@@ -104,6 +120,9 @@ struct Writer {
     head: Option<ChainHead>,
     /// The sequence number last checkpointed.
     checkpointed: Option<u64>,
+    /// When a group was committed without a flush that no flush has
+    /// covered since.
+    unsynced: Option<tokio::time::Instant>,
 }
 
 impl Writer {
@@ -112,6 +131,7 @@ impl Writer {
         let mut tick = tokio::time::interval(self.interval.max(Duration::from_millis(100)));
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {
+            let sync_due = self.unsynced.map(|t| t + SYNC_WITHIN);
             tokio::select! {
                 biased;
                 _ = stop.changed() => break,
@@ -119,6 +139,15 @@ impl Writer {
                     Some(p) => group.push(p),
                     None => break,
                 },
+                _ = async {
+                    match sync_due {
+                        Some(at) => tokio::time::sleep_until(at).await,
+                        None => std::future::pending().await,
+                    }
+                } => {
+                    self.sync().await;
+                    continue;
+                }
                 _ = tick.tick() => {
                     self.checkpoint().await;
                     continue;
@@ -144,18 +173,50 @@ impl Writer {
             }
         }
         self.commit(&mut group).await;
+        self.sync().await;
         self.checkpoint().await;
+    }
+
+    /// Flush what was committed without a flush.
+    async fn sync(&mut self) {
+        if self.unsynced.is_none() {
+            return;
+        }
+        match self.store.sync_audit().await {
+            Ok(()) => self.unsynced = None,
+            Err(e) => {
+                // Tried again at the next chance.
+                tracing::error!(error = %e, "audit events could not be flushed to disk");
+                self.unsynced = Some(tokio::time::Instant::now());
+            }
+        }
     }
 
     async fn commit(&mut self, group: &mut Vec<Pending>) {
         if group.is_empty() {
             return;
         }
+        // A group is flushed if any of its events must be.
+        let durability = match group.iter().any(|p| p.durability == Durability::Now) {
+            true => Durability::Now,
+            false => Durability::WithNext,
+        };
         let (events, replies): (Vec<AuditEvent>, Vec<_>) =
             group.drain(..).map(|p| (p.event, p.done)).unzip();
-        let outcome = self.store.append_audit(&self.sealer, &events).await;
+        let outcome = self
+            .store
+            .append_audit(&self.sealer, &events, durability)
+            .await;
         match &outcome {
-            Ok(head) => self.head = Some(head.clone()),
+            Ok(head) => {
+                self.head = Some(head.clone());
+                match durability {
+                    Durability::Now => self.unsynced = None,
+                    Durability::WithNext => {
+                        self.unsynced.get_or_insert_with(tokio::time::Instant::now);
+                    }
+                }
+            }
             Err(e) => {
                 tracing::error!(error = %e, events = events.len(), "audit group commit failed")
             }
@@ -165,8 +226,14 @@ impl Writer {
         }
     }
 
-    /// Write a head checkpoint if the head moved since the last one.
+    /// Write a head checkpoint if the head moved since the last one; never
+    /// of events not yet on disk (a checkpoint names a head the store must
+    /// hold after any crash).
     async fn checkpoint(&mut self) {
+        self.sync().await;
+        if self.unsynced.is_some() {
+            return;
+        }
         let Some(head) = &self.head else { return };
         if self.checkpointed == Some(head.seq) {
             return;

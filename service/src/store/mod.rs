@@ -40,6 +40,19 @@ pub trait AuditChainSealer: Send + Sync + Debug {
     fn seal(&self, head: &ChainHead, events: &[AuditEvent]) -> Result<Vec<StoredAuditRow>>;
 }
 
+/// When an audit group must be on disk.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Durability {
+    /// Before the append returns (the store's commit waits for the flush):
+    /// every event a request waits on before it proceeds.
+    Now,
+    /// With the next durable commit, or at [`Store::sync_audit`] at the
+    /// latest: events nothing waits on (a read's end, after its last
+    /// batch). A crash of the machine (not of Veil) may lose the newest
+    /// of them, as it could lose the ones not yet handed to the store.
+    WithNext,
+}
+
 /// Does `c` fit under its cap with `spent` already spent? (A hair of
 /// slack for the float sum of many equal charges.)
 pub(crate) fn within_cap(spent: f64, c: &DpCharge) -> bool {
@@ -163,15 +176,20 @@ pub trait Store: Send + Sync + Debug {
     /// Every access request, oldest first.
     async fn access_requests(&self) -> Result<Vec<AccessRequest>>;
 
-    /// Durably append audit events to the sealer's node chain, in one
+    /// Append audit events to the sealer's node chain, in one
     /// transaction: read the node's head (locking it against other writers
     /// of that node), seal the events after it (gap-free sequence numbers,
     /// link MACs), insert them and move the head. Returns the new head.
+    /// `durability` says when the group must be on disk: appends are
+    /// ordered, so a durable one makes every earlier one durable too.
     async fn append_audit(
         &self,
         sealer: &Arc<dyn AuditChainSealer>,
         events: &[AuditEvent],
+        durability: Durability,
     ) -> Result<ChainHead>;
+    /// Put every audit event appended so far on disk.
+    async fn sync_audit(&self) -> Result<()>;
     /// Up to `limit` events recorded after position `after` (0: from the
     /// start), in the order recorded, each with its position.
     async fn audit_page(&self, after: u64, limit: usize) -> Result<Vec<(u64, AuditEvent)>>;

@@ -2,7 +2,9 @@
 //!
 //! rusqlite is synchronous; every call runs on the blocking pool with the one
 //! connection behind a mutex. SQLite serialises writers anyway, and WAL mode
-//! keeps the file consistent across crashes.
+//! keeps the file consistent across crashes. The state version, read by
+//! every request, has a read-only connection of its own, so it never waits
+//! behind a commit's flush.
 
 use async_trait::async_trait;
 use rusqlite::{Connection, OptionalExtension, TransactionBehavior, params};
@@ -15,7 +17,9 @@ use super::rows::{
     encode, head_from, moved_head, origin_str, plan_config_policies, plan_runtime_delete,
     plan_runtime_put, policy_namespaces, purged_head,
 };
-use super::{AuditChainSealer, PolicyPut, PutMode, Store, decode_answer, encode_answer};
+use super::{
+    AuditChainSealer, Durability, PolicyPut, PutMode, Store, decode_answer, encode_answer,
+};
 use crate::error::{Result, VeilError};
 use crate::model::Origin;
 use crate::model::audit::{AuditEvent, ChainHead, GENESIS, StoredAuditRow};
@@ -163,6 +167,10 @@ pub(crate) const ACCESS_REQUESTS_TABLE: &str = r#"
 #[derive(Debug, Clone)]
 pub struct SqliteStore {
     conn: Arc<Mutex<Connection>>,
+    /// A read-only connection for the state version every request reads,
+    /// so it never waits behind a write's flush (WAL readers don't block
+    /// on writers). `None` in memory, where connections share nothing.
+    reader: Option<Arc<Mutex<Connection>>>,
 }
 
 /// The state store failed: Veil's words for everyone, the store's own
@@ -184,6 +192,49 @@ fn bump(tx: &rusqlite::Transaction<'_>) -> rusqlite::Result<()> {
     .map(|_| ())
 }
 
+/// Seal `events` after the node's head and append them, in one IMMEDIATE
+/// transaction (the write lock taken before the head is read, so another
+/// process appending to the same node waits).
+fn append_events(
+    c: &mut Connection,
+    sealer: &Arc<dyn AuditChainSealer>,
+    events: &[AuditEvent],
+) -> Result<ChainHead> {
+    let tx = c
+        .transaction_with_behavior(TransactionBehavior::Immediate)
+        .map_err(db_err)?;
+    let head = lock_head(&tx, sealer.node_id())?;
+    let rows = sealer.seal(&head, &events)?;
+    {
+        let mut insert = tx
+            .prepare_cached(
+                "INSERT INTO audit_events (event_id, time_ms, node_id, action, body, node_seq, mac) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
+            )
+            .map_err(db_err)?;
+        for (e, r) in events.iter().zip(&rows) {
+            insert
+                .execute(params![
+                    e.event_id,
+                    r.time_ms,
+                    r.node_id,
+                    r.action,
+                    r.body,
+                    r.seq as i64,
+                    r.mac
+                ])
+                .map_err(db_err)?;
+        }
+    }
+    let head = moved_head(head, &rows);
+    tx.execute(
+        "UPDATE audit_heads SET seq = ?2, mac = ?3 WHERE node_id = ?1",
+        params![head.node_id, head.seq as i64, encode_hex(&head.mac)],
+    )
+    .map_err(db_err)?;
+    tx.commit().map_err(db_err)?;
+    Ok(head)
+}
+
 impl SqliteStore {
     /// Open (creating if needed) and migrate.
     pub fn open(path: &Path) -> Result<Self> {
@@ -193,7 +244,17 @@ impl SqliteStore {
                 path.display()
             ))
         })?;
-        Self::init(conn)
+        let mut store = Self::init(conn)?;
+        let reader = Connection::open_with_flags(
+            path,
+            rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY | rusqlite::OpenFlags::SQLITE_OPEN_NO_MUTEX,
+        )
+        .map_err(db_err)?;
+        reader
+            .busy_timeout(std::time::Duration::from_secs(5))
+            .map_err(db_err)?;
+        store.reader = Some(Arc::new(Mutex::new(reader)));
+        Ok(store)
     }
 
     pub fn in_memory() -> Result<Self> {
@@ -254,6 +315,7 @@ impl SqliteStore {
         }
         Ok(Self {
             conn: Arc::new(Mutex::new(conn)),
+            reader: None,
         })
     }
 
@@ -279,7 +341,22 @@ impl SqliteStore {
         &self,
         f: impl FnOnce(&mut Connection) -> Result<T> + Send + 'static,
     ) -> Result<T> {
-        let conn = Arc::clone(&self.conn);
+        Self::on(Arc::clone(&self.conn), f).await
+    }
+
+    /// Run a read `f` on the read-only connection (the connection when
+    /// there is none).
+    async fn read<T: Send + 'static>(
+        &self,
+        f: impl FnOnce(&mut Connection) -> Result<T> + Send + 'static,
+    ) -> Result<T> {
+        Self::on(Arc::clone(self.reader.as_ref().unwrap_or(&self.conn)), f).await
+    }
+
+    async fn on<T: Send + 'static>(
+        conn: Arc<Mutex<Connection>>,
+        f: impl FnOnce(&mut Connection) -> Result<T> + Send + 'static,
+    ) -> Result<T> {
         tokio::task::spawn_blocking(move || {
             let mut guard = conn
                 .lock()
@@ -405,7 +482,7 @@ fn all_requests(tx: &rusqlite::Transaction<'_>) -> Result<Vec<AccessRequest>> {
 #[async_trait]
 impl Store for SqliteStore {
     async fn version(&self) -> Result<u64> {
-        self.with(|c| {
+        self.read(|c| {
             c.query_row("SELECT version FROM state_version WHERE id = 1", [], |r| {
                 r.get::<_, i64>(0)
             })
@@ -807,37 +884,33 @@ impl Store for SqliteStore {
         &self,
         sealer: &Arc<dyn AuditChainSealer>,
         events: &[AuditEvent],
+        durability: Durability,
     ) -> Result<ChainHead> {
         let events = events.to_vec();
         let sealer = Arc::clone(sealer);
         self.with(move |c| {
-            // IMMEDIATE: take the write lock before reading the head, so
-            // another process appending to the same node waits for us.
-            let tx = c
-                .transaction_with_behavior(TransactionBehavior::Immediate)
-                .map_err(db_err)?;
-            let head = lock_head(&tx, sealer.node_id())?;
-            let rows = sealer.seal(&head, &events)?;
-            {
-                let mut insert = tx
-                    .prepare_cached(
-                        "INSERT INTO audit_events (event_id, time_ms, node_id, action, body, node_seq, mac) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
-                    )
+            // In WAL mode `synchronous = FULL` syncs the log at each commit
+            // (and so every frame before it); NORMAL leaves it to the next
+            // such commit or checkpoint. Set back to FULL whatever happens.
+            if durability == Durability::WithNext {
+                c.pragma_update(None, "synchronous", "NORMAL")
                     .map_err(db_err)?;
-                for (e, r) in events.iter().zip(&rows) {
-                    insert
-                        .execute(params![e.event_id, r.time_ms, r.node_id, r.action, r.body, r.seq as i64, r.mac])
-                        .map_err(db_err)?;
-                }
             }
-            let head = moved_head(head, &rows);
-            tx.execute(
-                "UPDATE audit_heads SET seq = ?2, mac = ?3 WHERE node_id = ?1",
-                params![head.node_id, head.seq as i64, encode_hex(&head.mac)],
-            )
-            .map_err(db_err)?;
-            tx.commit().map_err(db_err)?;
-            Ok(head)
+            let appended = append_events(c, &sealer, &events);
+            if durability == Durability::WithNext {
+                c.pragma_update(None, "synchronous", "FULL")
+                    .map_err(db_err)?;
+            }
+            appended
+        })
+        .await
+    }
+
+    async fn sync_audit(&self) -> Result<()> {
+        // A checkpoint syncs the log before copying it into the database.
+        self.with(|c| {
+            c.query_row("PRAGMA wal_checkpoint(PASSIVE)", [], |_| Ok(()))
+                .map_err(db_err)
         })
         .await
     }
@@ -1095,10 +1168,11 @@ impl Store for SqliteStore {
         now_ms: i64,
     ) -> Result<DpView> {
         let (answer_id, charge) = (answer_id.to_string(), charge.clone());
-        self.with(move |c| {
-            // Seen before (the usual case on a kept answer): a read, no
-            // write transaction.
-            {
+        // Seen before (the usual case on a kept answer): a read on the
+        // read-only connection, which doesn't wait behind commits.
+        let seen = {
+            let (answer_id, charge) = (answer_id.clone(), charge.clone());
+            self.read(move |c| {
                 let tx = c.transaction().map_err(db_err)?;
                 let seen = tx
                     .query_row(
@@ -1109,12 +1183,19 @@ impl Store for SqliteStore {
                     .optional()
                     .map_err(db_err)?
                     .is_some();
-                if seen {
-                    let spent = ledger_spent(&tx, &charge)?;
-                    tx.commit().map_err(db_err)?;
-                    return Ok(DpView::Seen { spent });
-                }
-            }
+                let spent = match seen {
+                    true => Some(ledger_spent(&tx, &charge)?),
+                    false => None,
+                };
+                tx.commit().map_err(db_err)?;
+                Ok(spent)
+            })
+            .await?
+        };
+        if let Some(spent) = seen {
+            return Ok(DpView::Seen { spent });
+        }
+        self.with(move |c| {
             let tx = c
                 .transaction_with_behavior(TransactionBehavior::Immediate)
                 .map_err(db_err)?;
@@ -1259,6 +1340,50 @@ fn lock_head(tx: &rusqlite::Transaction<'_>, node_id: &str) -> Result<ChainHead>
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::audit::AuditEventExt;
+
+    /// An append without its own flush leaves the connection flushing
+    /// every later commit again, and the version is read on its own
+    /// connection, which sees every commit at once.
+    #[tokio::test]
+    async fn trailing_appends_leave_commits_flushed_and_the_reader_sees_every_commit() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = SqliteStore::open(&dir.path().join("v.db")).unwrap();
+        let key = crate::secrets::MasterKey::from_bytes([5; 32])
+            .derive(crate::secrets::KeyPurpose::AuditChain);
+        let sealer: Arc<dyn AuditChainSealer> =
+            Arc::new(crate::audit::chain::AuditSealer::new(key, "n"));
+        let synchronous = || async {
+            store
+                .with(|c| {
+                    c.query_row("PRAGMA synchronous", [], |r| r.get::<_, i64>(0))
+                        .map_err(db_err)
+                })
+                .await
+                .unwrap()
+        };
+        assert_eq!(synchronous().await, 2, "FULL");
+        store
+            .append_audit(
+                &sealer,
+                &[AuditEvent::new("read.end", None)],
+                Durability::WithNext,
+            )
+            .await
+            .unwrap();
+        assert_eq!(synchronous().await, 2, "FULL again after the append");
+        store.sync_audit().await.unwrap();
+        assert!(store.reader.is_some());
+        let before = store.version().await.unwrap();
+        store
+            .change(
+                "UPDATE state_version SET version = version WHERE id = 1",
+                vec![],
+            )
+            .await
+            .unwrap();
+        assert_eq!(store.version().await.unwrap(), before + 1);
+    }
 
     /// A store written before policy names were scoped gets each policy's
     /// namespace from its body, and its names stay unique per namespace.
