@@ -215,7 +215,7 @@ impl Accelerator {
         let acceleration = acceleration_of(d)?;
         let copy = self.copies.lock().ok()?.get(&d.id).cloned()?;
         let fresh = copy.age_secs(now) <= acceleration.max_staleness_secs as i64
-            && copy.dictionary == dictionary_key(d);
+            && copy.dictionary == self.copy_key(d);
         fresh.then_some(copy)
     }
 
@@ -249,7 +249,7 @@ impl Accelerator {
                     continue;
                 };
                 let now = chrono::Utc::now();
-                this.forget_unaccelerated(&snapshot, asked);
+                this.forget_unaccelerated(&snapshot, asked).await;
                 for d in snapshot.datasets.values() {
                     let Some(a) = acceleration_of(d) else {
                         continue;
@@ -257,7 +257,7 @@ impl Accelerator {
                     let due = match this.copies.lock().ok().and_then(|c| c.get(&d.id).cloned()) {
                         None => true,
                         Some(c) => {
-                            c.dictionary != dictionary_key(d)
+                            c.dictionary != this.copy_key(d)
                                 || (a.refresh_secs > 0 && c.age_secs(now) >= a.refresh_secs as i64)
                         }
                     };
@@ -283,10 +283,24 @@ impl Accelerator {
         });
     }
 
+    /// What a copy of `d` is made from: its connection's target (where it
+    /// points: a re-pointed connection needs a new copy), its relation and
+    /// its dictionary.
+    fn copy_key(&self, d: &DatasetRecord) -> String {
+        let target = d
+            .source
+            .database
+            .as_ref()
+            .and_then(|s| self.databases.get(&s.connection).ok())
+            .map(|db| db.target.clone())
+            .unwrap_or_default();
+        format!("{target}\u{1f}{}", dictionary_key(d))
+    }
+
     /// Drop the copies of datasets that are gone or no longer accelerated
     /// in `snapshot` (an earlier run's, or turned off since), folders and
     /// all; a copy refreshed after the snapshot was read (`asked`) stays.
-    fn forget_unaccelerated(
+    async fn forget_unaccelerated(
         &self,
         snapshot: &crate::model::snapshot::Snapshot,
         asked: chrono::DateTime<chrono::Utc>,
@@ -297,6 +311,9 @@ impl Accelerator {
             .filter(|d| acceleration_of(d).is_some())
             .map(|d| d.id.as_str())
             .collect();
+        // No refresh runs meanwhile, so none publishes into a folder being
+        // removed.
+        let _one = self.running.lock().await;
         let gone: Vec<String> = match self.copies.lock() {
             Ok(mut copies) => {
                 let gone: Vec<String> = copies
@@ -313,7 +330,8 @@ impl Accelerator {
         };
         for id in gone {
             tracing::info!(dataset_id = %id, "an accelerated copy no longer needed was removed");
-            let _ = std::fs::remove_dir_all(self.dir.join(&id));
+            let dir = self.dir.join(&id);
+            let _ = tokio::task::spawn_blocking(move || std::fs::remove_dir_all(dir)).await;
         }
     }
 
@@ -368,7 +386,7 @@ impl Accelerator {
         let previous = self.copies.lock().ok().and_then(|c| c.get(&d.id).cloned());
         let incremental = match (&acceleration.incremental_column, &previous) {
             (Some(column), Some(p))
-                if p.dictionary == dictionary_key(d)
+                if p.dictionary == self.copy_key(d)
                     && p.since_full + 1 < FULL_REFRESH_EVERY
                     && p.high_water.is_some() =>
             {
@@ -460,16 +478,27 @@ impl Accelerator {
                 "full" => 0,
                 _ => previous.as_ref().map_or(0, |p| p.since_full + 1),
             },
-            dictionary: dictionary_key(d),
+            dictionary: self.copy_key(d),
         };
-        // The manifest first, then the generation whole, at once.
+        // The manifest, everything on disk, then the generation whole, at
+        // once: a machine crash leaves a complete generation or none.
         let manifest = serde_json::to_vec(&copy.manifest())
             .map_err(|e| VeilError::internal("encoding an accelerated copy's manifest", e))?;
-        std::fs::write(building.join(MANIFEST), manifest)
-            .and_then(|_| std::fs::rename(&building, &dir))
-            .map_err(|e| {
-                VeilError::FailedPrecondition(format!("cannot publish the accelerated copy: {e}"))
-            })?;
+        let (from, to, base_dir) = (building.clone(), dir.clone(), base.clone());
+        tokio::task::spawn_blocking(move || -> std::io::Result<()> {
+            std::fs::write(from.join(MANIFEST), manifest)?;
+            for file in std::fs::read_dir(&from)? {
+                std::fs::File::open(file?.path())?.sync_all()?;
+            }
+            std::fs::File::open(&from)?.sync_all()?;
+            std::fs::rename(&from, &to)?;
+            std::fs::File::open(&base_dir)?.sync_all()
+        })
+        .await
+        .map_err(|e| VeilError::internal("publishing an accelerated copy", e))?
+        .map_err(|e| {
+            VeilError::FailedPrecondition(format!("cannot publish the accelerated copy: {e}"))
+        })?;
         if let Ok(mut copies) = self.copies.lock() {
             copies.insert(d.id.clone(), copy.clone());
         }
@@ -794,5 +823,95 @@ mod tests {
         left.sort();
         assert_eq!(left, ["2", "3"]);
         assert!(!b.exists());
+    }
+}
+
+#[cfg(test)]
+mod restored_tests {
+    use super::*;
+    use crate::model::dataset::DatabaseEngine;
+
+    /// A copy an earlier run left is served again only while it is fresh
+    /// and was made from what the dataset is now: its connection's target,
+    /// its relation and its dictionary.
+    #[tokio::test]
+    async fn a_restored_copy_is_served_only_if_fresh_and_made_from_the_same_source() {
+        let root = tempfile::tempdir().unwrap();
+        let mut d = crate::engine::database_plans::people("crm.people", DatabaseEngine::Postgres);
+        if let Some(s) = d.source.database.as_mut() {
+            s.acceleration = Some(Acceleration {
+                refresh_secs: 0,
+                max_staleness_secs: 600,
+                incremental_column: None,
+            });
+        }
+        let config = tempfile::tempdir().unwrap();
+        let databases = databases_at(config.path(), "127.0.0.1");
+        let first = Accelerator::open(root.path(), Arc::clone(&databases), 1024).unwrap();
+        let now = chrono::Utc::now();
+        // What a refresh publishes, by hand (no database here).
+        let copy = Copy {
+            dir: root.path().join(&d.id).join("4"),
+            generation: 4,
+            refreshed_at: now - chrono::Duration::seconds(60),
+            rows: 3,
+            high_water: None,
+            since_full: 0,
+            dictionary: first.copy_key(&d),
+        };
+        std::fs::create_dir_all(&copy.dir).unwrap();
+        std::fs::write(
+            copy.dir.join(MANIFEST),
+            serde_json::to_vec(&copy.manifest()).unwrap(),
+        )
+        .unwrap();
+        drop(first);
+
+        let again = Accelerator::open(root.path(), Arc::clone(&databases), 1024).unwrap();
+        let served = again.fresh(&d, now).expect("fresh and the same source");
+        assert_eq!(served.generation, 4);
+        assert!(
+            again
+                .fresh(&d, now + chrono::Duration::seconds(600))
+                .is_none(),
+            "past its freshness bound"
+        );
+        let mut retyped = d.clone();
+        retyped.columns[1].data_type = "Int64".into();
+        assert!(again.fresh(&retyped, now).is_none(), "another dictionary");
+        let mut moved = d.clone();
+        if let Some(s) = moved.source.database.as_mut() {
+            s.relation = crate::model::dataset::DatabaseRelation::Table {
+                schema: "archive".into(),
+                name: "people".into(),
+            };
+        }
+        assert!(again.fresh(&moved, now).is_none(), "another relation");
+        drop(again);
+        // The connection re-pointed (a config change, then a restart).
+        let elsewhere = tempfile::tempdir().unwrap();
+        let repointed = Accelerator::open(
+            root.path(),
+            databases_at(elsewhere.path(), "192.0.2.7"),
+            1024,
+        )
+        .unwrap();
+        assert!(
+            repointed.fresh(&d, now).is_none(),
+            "a copy of another database"
+        );
+    }
+
+    /// The demo's config with a PostgreSQL connection `crm` to `host`
+    /// (never opened here).
+    fn databases_at(dir: &Path, host: &str) -> Arc<Databases> {
+        let path = crate::demo::prepare(dir).unwrap();
+        let mut text = std::fs::read_to_string(&path).unwrap();
+        text.push_str(&format!(
+            "\n[[connections]]\nname = \"crm\"\nkind = \"postgres\"\nhost = \"{host}\"\nport = 5432\nuser = \"postgres\"\ndatabase = \"test\"\n"
+        ));
+        std::fs::write(&path, text).unwrap();
+        let cfg = crate::config::Config::load(&path).unwrap();
+        Arc::new(Databases::from_config(&cfg).unwrap())
     }
 }

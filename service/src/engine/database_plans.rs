@@ -70,7 +70,7 @@ mask = { k_anonymity = { k = 2 } }
 except = { groups = ["privileged"] }
 "#;
 
-fn people(name: &str, engine: DatabaseEngine) -> DatasetRecord {
+pub(crate) fn people(name: &str, engine: DatabaseEngine) -> DatasetRecord {
     let col = |n: &str, t: &str, tags: &[&str]| ColumnRecord {
         name: n.into(),
         data_type: t.into(),

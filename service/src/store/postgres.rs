@@ -911,9 +911,15 @@ impl Store for PostgresStore {
     }
 
     async fn sync_audit(&self) -> Result<()> {
-        // Nothing to force: asynchronous commits reach disk through the
-        // WAL writer within 3 x wal_writer_delay (600 ms by default).
-        Ok(())
+        // A transaction with an id commits with a WAL record; with
+        // synchronous_commit on (the session's setting) the commit waits
+        // for the WAL to be flushed past it, and so past every
+        // asynchronous commit before it.
+        let client = self.client().await?;
+        client
+            .batch_execute("BEGIN; SELECT txid_current(); COMMIT")
+            .await
+            .map_err(pg_err)
     }
 
     async fn audit_page(&self, after: u64, limit: usize) -> Result<Vec<(u64, AuditEvent)>> {

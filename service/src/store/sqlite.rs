@@ -891,15 +891,20 @@ impl Store for SqliteStore {
         self.with(move |c| {
             // In WAL mode `synchronous = FULL` syncs the log at each commit
             // (and so every frame before it); NORMAL leaves it to the next
-            // such commit or checkpoint. Set back to FULL whatever happens.
-            if durability == Durability::WithNext {
-                c.pragma_update(None, "synchronous", "NORMAL")
-                    .map_err(db_err)?;
-            }
+            // such commit. Every append sets its own level, so a durable
+            // one is durable whatever happened before.
+            let level = match durability {
+                Durability::Now => "FULL",
+                Durability::WithNext => "NORMAL",
+            };
+            c.pragma_update(None, "synchronous", level)
+                .map_err(db_err)?;
             let appended = append_events(c, &sealer, &events);
-            if durability == Durability::WithNext {
-                c.pragma_update(None, "synchronous", "FULL")
-                    .map_err(db_err)?;
+            if durability == Durability::WithNext
+                && let Err(e) = c.pragma_update(None, "synchronous", "FULL")
+            {
+                // The next durable audit append sets FULL again itself.
+                tracing::error!(error = %e, "the store could not go back to flushing every commit");
             }
             appended
         })
@@ -907,10 +912,17 @@ impl Store for SqliteStore {
     }
 
     async fn sync_audit(&self) -> Result<()> {
-        // A checkpoint syncs the log before copying it into the database.
+        // A write committed with FULL syncs the log, and with it every
+        // frame before (a checkpoint would not when a reader pins them).
         self.with(|c| {
-            c.query_row("PRAGMA wal_checkpoint(PASSIVE)", [], |_| Ok(()))
-                .map_err(db_err)
+            c.pragma_update(None, "synchronous", "FULL")
+                .map_err(db_err)?;
+            let tx = c
+                .transaction_with_behavior(TransactionBehavior::Immediate)
+                .map_err(db_err)?;
+            tx.execute("UPDATE audit_heads SET seq = seq", [])
+                .map_err(db_err)?;
+            tx.commit().map_err(db_err)
         })
         .await
     }
@@ -1340,7 +1352,32 @@ fn lock_head(tx: &rusqlite::Transaction<'_>, node_id: &str) -> Result<ChainHead>
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::audit::AuditEventExt;
+
+    /// Numbers events after the head, with a fixed MAC (the chain's keyed
+    /// sealer lives in a higher layer; the store only stores its rows).
+    #[derive(Debug)]
+    struct PlainSealer;
+
+    impl AuditChainSealer for PlainSealer {
+        fn node_id(&self) -> &str {
+            "n"
+        }
+
+        fn seal(&self, head: &ChainHead, events: &[AuditEvent]) -> Result<Vec<StoredAuditRow>> {
+            Ok(events
+                .iter()
+                .enumerate()
+                .map(|(i, e)| StoredAuditRow {
+                    node_id: "n".into(),
+                    seq: head.seq + 1 + i as u64,
+                    time_ms: e.time_ms,
+                    action: e.action.clone(),
+                    body: "{}".into(),
+                    mac: Some(encode_hex(&[7; 32])),
+                })
+                .collect())
+        }
+    }
 
     /// An append without its own flush leaves the connection flushing
     /// every later commit again, and the version is read on its own
@@ -1349,10 +1386,7 @@ mod tests {
     async fn trailing_appends_leave_commits_flushed_and_the_reader_sees_every_commit() {
         let dir = tempfile::tempdir().unwrap();
         let store = SqliteStore::open(&dir.path().join("v.db")).unwrap();
-        let key = crate::secrets::MasterKey::from_bytes([5; 32])
-            .derive(crate::secrets::KeyPurpose::AuditChain);
-        let sealer: Arc<dyn AuditChainSealer> =
-            Arc::new(crate::audit::chain::AuditSealer::new(key, "n"));
+        let sealer: Arc<dyn AuditChainSealer> = Arc::new(PlainSealer);
         let synchronous = || async {
             store
                 .with(|c| {
@@ -1366,7 +1400,10 @@ mod tests {
         store
             .append_audit(
                 &sealer,
-                &[AuditEvent::new("read.end", None)],
+                &[AuditEvent {
+                    action: "read.end".into(),
+                    ..Default::default()
+                }],
                 Durability::WithNext,
             )
             .await

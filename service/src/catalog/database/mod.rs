@@ -52,6 +52,9 @@ pub struct Discovered {
 pub struct Database {
     pub name: String,
     pub engine: DatabaseEngine,
+    /// Where it points, without credentials (`postgres://user@host:port/db`):
+    /// what a copy of its data was made from.
+    pub target: String,
     client: Client,
     /// A table's key bounds and size estimate, by (schema, table, key),
     /// reused for [`BOUNDS_TTL`]: a split needs them at every GetFlightInfo,
@@ -113,6 +116,15 @@ impl Database {
         Ok(Self {
             name: c.name.clone(),
             engine,
+            target: format!(
+                "{}://{}@{}:{}/{}",
+                engine.as_str(),
+                c.user,
+                c.host,
+                c.port
+                    .map_or_else(|| "default".to_string(), |p| p.to_string()),
+                c.database
+            ),
             client,
             bounds: moka::sync::Cache::builder()
                 .max_capacity(10_000)

@@ -95,7 +95,10 @@ impl DpJob {
     }
 
     /// The answer for this request, charged; its receipt goes in `slot`.
-    pub async fn answer(&self, slot: &ReceiptSlot) -> Result<RecordBatch> {
+    /// A draw runs in `task`: the executing request's memory limit, not
+    /// the one of the request the plan was made for (a kept plan serves
+    /// many).
+    pub async fn answer(&self, slot: &ReceiptSlot, task: &Arc<TaskContext>) -> Result<RecordBatch> {
         let policy = &self.query.guard.rule().policy;
         let now_ms = self.answers.now_ms();
         let tolerance_ms = policy.tolerance_secs.max(1) * 1000;
@@ -161,7 +164,7 @@ impl DpJob {
                         return Err(over("your user", spent, user.cap));
                     }
                 };
-                let answer = self.draw(plans, &dataset, now_ms).await?;
+                let answer = self.draw(plans, &dataset, now_ms, task).await?;
                 let row = DpAnswerRow {
                     key: self.key.clone(),
                     dataset_id: self.dataset_id().to_string(),
@@ -289,16 +292,19 @@ impl DpJob {
 
     /// Run the passes one after the other and add their aggregates up
     /// (each unit is in one pass).
-    async fn run_passes(&self, plans: Vec<Arc<dyn ExecutionPlan>>) -> Result<RecordBatch> {
+    async fn run_passes(
+        &self,
+        plans: Vec<Arc<dyn ExecutionPlan>>,
+        task: &Arc<TaskContext>,
+    ) -> Result<RecordBatch> {
         let schema = plans
             .first()
             .map(|p| p.schema())
             .ok_or_else(|| VeilError::Internal("no pass to run".into()))?;
         let mut partials = Vec::new();
         for plan in plans {
-            let task = Arc::new(self.rows.task_ctx());
             partials.extend(
-                datafusion::physical_plan::collect(plan, task)
+                datafusion::physical_plan::collect(plan, Arc::clone(task))
                     .await
                     .map_err(from_datafusion)?,
             );
@@ -342,11 +348,12 @@ impl DpJob {
         plans: Vec<Arc<dyn ExecutionPlan>>,
         dataset: &DpCharge,
         now_ms: i64,
+        task: &Arc<TaskContext>,
     ) -> Result<RecordBatch> {
         let mut plans = plans;
         let mut passes = plans.len() as u64;
         let exact = loop {
-            match self.run_passes(plans).await {
+            match self.run_passes(plans, task).await {
                 Ok(batch) => break batch,
                 // Too many units for one query's memory: more passes.
                 Err(VeilError::ResourceExhausted(_)) if passes < MAX_PASSES => {
@@ -530,7 +537,7 @@ impl ExecutionPlan for DpAnswerExec {
     fn execute(
         &self,
         partition: usize,
-        _context: Arc<TaskContext>,
+        context: Arc<TaskContext>,
     ) -> datafusion::common::Result<SendableRecordBatchStream> {
         if partition != 0 {
             return Err(DataFusionError::Internal(format!(
@@ -541,7 +548,7 @@ impl ExecutionPlan for DpAnswerExec {
         let slot = Arc::clone(&self.receipt);
         let answer = futures::stream::once(async move {
             let batch = job
-                .answer(&slot)
+                .answer(&slot, &context)
                 .await
                 .map_err(|e| DataFusionError::External(Box::new(e)))?;
             match projection {
