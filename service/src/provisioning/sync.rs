@@ -317,6 +317,15 @@ pub async fn sync_config(
             &issuer,
         )
         .await?;
+        crate::catalog::profiling::check_privacy_unit(
+            &datafusion::prelude::SessionContext::new(),
+            &policy,
+            &after.values().copied().collect::<Vec<_>>(),
+            stores,
+            databases,
+            &issuer,
+        )
+        .await?;
     }
     for p in snapshot
         .policies
@@ -522,6 +531,50 @@ mod tests {
         .await
         .unwrap();
         assert!(store.snapshot().await.unwrap().datasets.is_empty());
+    }
+
+    /// A differential privacy policy in the config has its privacy unit
+    /// checked like one written at run time: under 90% distinct in a
+    /// sample, the config is refused with the measured share, unless the
+    /// policy says `force`.
+    #[tokio::test]
+    async fn a_config_dp_policy_needs_a_distinct_privacy_unit() {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::create_dir_all(dir.path().join("data/events")).unwrap();
+        let rows: String = (0..100)
+            .map(|i| format!("{{\"id\": {i}, \"kind\": \"k{}\"}}\n", i % 3))
+            .collect();
+        std::fs::write(dir.path().join("data/events/a.json"), rows).unwrap();
+        let store: Arc<dyn Store> = Arc::new(SqliteStore::in_memory().unwrap());
+        let policy = |unit: &str, force: &str| {
+            format!(
+                "{EVENTS}[[policies]]\nname = \"dp\"\ndataset = \"ops.events\"\n[policies.differential_privacy]\nprivacy_unit = \"{unit}\"\nepsilon = 1.0\nlatency_tolerance = \"1h\"\n{force}"
+            )
+        };
+        let sync = |cfg: Config| {
+            let store = Arc::clone(&store);
+            async move {
+                sync_config(
+                    &store,
+                    &cfg,
+                    &roots(&cfg),
+                    &ObjectStores::local_only(),
+                    &Databases::none(),
+                )
+                .await
+            }
+        };
+        let e = sync(config(dir.path(), &policy("kind", "")))
+            .await
+            .unwrap_err();
+        assert!(
+            e.message().contains("3.0% distinct") && e.message().contains("force"),
+            "{e}"
+        );
+        sync(config(dir.path(), &policy("kind", "force = true\n")))
+            .await
+            .unwrap();
+        sync(config(dir.path(), &policy("id", ""))).await.unwrap();
     }
 
     #[tokio::test]
