@@ -1236,3 +1236,206 @@ async fn postgres_tls_is_encrypted_and_verified() {
     );
     server.stop().await;
 }
+
+/// A MariaDB of this test's own that serves TLS only
+/// (`require_secure_transport`), with a certificate from an authority made
+/// for the test; stopped when dropped. The machine's MariaDB may serve no
+/// TLS at all, so this one is started from the installed `mariadbd`.
+struct TlsMariaDb {
+    dir: tempfile::TempDir,
+    port: u16,
+    child: std::process::Child,
+}
+
+impl TlsMariaDb {
+    /// `None` when VEIL_TEST_SKIP_MYSQL_TLS=1.
+    async fn start() -> Option<Self> {
+        if std::env::var("VEIL_TEST_SKIP_MYSQL_TLS").is_ok_and(|v| v == "1") {
+            eprintln!("VEIL_TEST_SKIP_MYSQL_TLS=1: skipping the MySQL TLS test");
+            return None;
+        }
+        let run = |program: &str, args: &[&str], cwd: &Path| {
+            let out = std::process::Command::new(program)
+                .args(args)
+                .current_dir(cwd)
+                .output()
+                .unwrap_or_else(|e| {
+                    panic!(
+                        "this test runs `{program}` ({e}); install MariaDB's server and OpenSSL, or set VEIL_TEST_SKIP_MYSQL_TLS=1"
+                    )
+                });
+            assert!(
+                out.status.success(),
+                "{program} {args:?} failed: {}",
+                String::from_utf8_lossy(&out.stderr)
+            );
+        };
+        let dir = tempfile::tempdir().unwrap();
+        let d = dir.path();
+        for ca in ["ca", "other"] {
+            run(
+                "openssl",
+                &[
+                    "req",
+                    "-x509",
+                    "-newkey",
+                    "rsa:2048",
+                    "-nodes",
+                    "-days",
+                    "2",
+                    "-keyout",
+                    &format!("{ca}.key"),
+                    "-out",
+                    &format!("{ca}.pem"),
+                    "-subj",
+                    &format!("/CN=veil-test-{ca}"),
+                ],
+                d,
+            );
+        }
+        run(
+            "openssl",
+            &[
+                "req",
+                "-newkey",
+                "rsa:2048",
+                "-nodes",
+                "-keyout",
+                "server.key",
+                "-out",
+                "server.csr",
+                "-subj",
+                "/CN=localhost",
+            ],
+            d,
+        );
+        std::fs::write(
+            d.join("ext.cnf"),
+            "subjectAltName=DNS:localhost,IP:127.0.0.1\n",
+        )
+        .unwrap();
+        run(
+            "openssl",
+            &[
+                "x509",
+                "-req",
+                "-in",
+                "server.csr",
+                "-CA",
+                "ca.pem",
+                "-CAkey",
+                "ca.key",
+                "-CAcreateserial",
+                "-out",
+                "server.pem",
+                "-days",
+                "2",
+                "-extfile",
+                "ext.cnf",
+            ],
+            d,
+        );
+        let datadir = d.join("data");
+        run(
+            "mariadb-install-db",
+            &[
+                "--no-defaults",
+                "--user=root",
+                &format!("--datadir={}", datadir.display()),
+                "--auth-root-authentication-method=normal",
+                "--skip-test-db",
+            ],
+            d,
+        );
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port();
+        let child = std::process::Command::new("mariadbd")
+            .args([
+                "--no-defaults".to_string(),
+                "--user=root".into(),
+                format!("--datadir={}", datadir.display()),
+                format!("--port={port}"),
+                "--bind-address=127.0.0.1".into(),
+                format!("--socket={}", d.join("sock").display()),
+                format!("--pid-file={}", d.join("pid").display()),
+                "--skip-grant-tables".into(),
+                format!("--ssl-ca={}", d.join("ca.pem").display()),
+                format!("--ssl-cert={}", d.join("server.pem").display()),
+                format!("--ssl-key={}", d.join("server.key").display()),
+                "--require-secure-transport=ON".into(),
+            ])
+            .stdout(std::process::Stdio::null())
+            .stderr(std::fs::File::create(d.join("mariadbd.log")).unwrap())
+            .spawn()
+            .expect("mariadbd starts (or set VEIL_TEST_SKIP_MYSQL_TLS=1)");
+        let server = Self { dir, port, child };
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+        while tokio::net::TcpStream::connect(("127.0.0.1", port))
+            .await
+            .is_err()
+        {
+            assert!(
+                std::time::Instant::now() < deadline,
+                "mariadbd did not listen within 30 s: {}",
+                std::fs::read_to_string(server.dir.path().join("mariadbd.log")).unwrap_or_default()
+            );
+            tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+        }
+        Some(server)
+    }
+
+    fn connection(&self, name: &str, ca: &str) -> String {
+        format!(
+            "\n[[connections]]\nname = \"{name}\"\nkind = \"mysql\"\nhost = \"127.0.0.1\"\nport = {}\nuser = \"root\"\ndatabase = \"mysql\"\ntls = \"require\"\nca_file = \"{}\"\n",
+            self.port,
+            self.dir.path().join(format!("{ca}.pem")).display()
+        )
+    }
+}
+
+impl Drop for TlsMariaDb {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// `tls = "require"` on a MySQL/MariaDB connection: the session is
+/// encrypted (the server serves nothing else, and its own status names the
+/// cipher of Veil's session) and the server's certificate is checked: one
+/// not signed by `ca_file` is refused.
+#[tokio::test]
+async fn mysql_tls_is_encrypted_and_verified() {
+    let Some(db) = TlsMariaDb::start().await else {
+        return;
+    };
+    let config = db.connection("secure", "ca")
+        + &db.connection("untrusted", "other")
+        + "\n[[datasets]]\nname = \"ops.session\"\nconnection = \"secure\"\nquery = \"SELECT VARIABLE_VALUE AS cipher FROM information_schema.SESSION_STATUS WHERE VARIABLE_NAME = 'Ssl_cipher'\"\nowners = [\"dave\"]\n";
+    let server = TestServer::demo_with(|dir| append(dir, &config)).await;
+    let dave = server.connect("dave").await;
+    let b = dave.sql("SELECT cipher FROM ops.session").await.unwrap();
+    let cipher = shown(&b, "cipher");
+    assert!(
+        cipher.len() == 1 && cipher[0].starts_with("TLS"),
+        "Veil's session is encrypted: {cipher:?}"
+    );
+    let e = dave
+        .register_dataset(veil_proto::RegisterDatasetRequest {
+            name: "ops.other".into(),
+            connection: "untrusted".into(),
+            query: "SELECT 1 AS x".into(),
+            ..Default::default()
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(e.code(), Some(Code::Unavailable), "{e}");
+    assert!(
+        e.to_string().contains("'untrusted' can't be reached"),
+        "{e}"
+    );
+    server.stop().await;
+}
