@@ -1176,6 +1176,25 @@ async fn mysql_failures_are_precise() {
     db.drop_now().await;
 }
 
+/// Registering through the connection `untrusted` (a server certificate
+/// its `ca_file` didn't sign) fails as a server that can't be reached.
+async fn untrusted_is_refused(dave: &veil_client::Connection) {
+    let e = dave
+        .register_dataset(veil_proto::RegisterDatasetRequest {
+            name: "ops.other".into(),
+            connection: "untrusted".into(),
+            query: "SELECT 1 AS x".into(),
+            ..Default::default()
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(e.code(), Some(Code::Unavailable), "{e}");
+    assert!(
+        e.to_string().contains("'untrusted' can't be reached"),
+        "{e}"
+    );
+}
+
 /// `tls = "require"`: the session is encrypted (PostgreSQL's own view of
 /// Veil's session says so) and the server's certificate is checked: one
 /// not signed by `ca_file` is refused.
@@ -1220,20 +1239,7 @@ async fn postgres_tls_is_encrypted_and_verified() {
     let dave = server.connect("dave").await;
     let b = dave.sql("SELECT ssl FROM ops.session").await.unwrap();
     assert_eq!(shown(&b, "ssl"), ["true"], "Veil's session is encrypted");
-    let e = dave
-        .register_dataset(veil_proto::RegisterDatasetRequest {
-            name: "ops.other".into(),
-            connection: "untrusted".into(),
-            query: "SELECT 1 AS x".into(),
-            ..Default::default()
-        })
-        .await
-        .unwrap_err();
-    assert_eq!(e.code(), Some(Code::Unavailable), "{e}");
-    assert!(
-        e.to_string().contains("'untrusted' can't be reached"),
-        "{e}"
-    );
+    untrusted_is_refused(&dave).await;
     server.stop().await;
 }
 
@@ -1423,19 +1429,6 @@ async fn mysql_tls_is_encrypted_and_verified() {
         cipher.len() == 1 && cipher[0].starts_with("TLS"),
         "Veil's session is encrypted: {cipher:?}"
     );
-    let e = dave
-        .register_dataset(veil_proto::RegisterDatasetRequest {
-            name: "ops.other".into(),
-            connection: "untrusted".into(),
-            query: "SELECT 1 AS x".into(),
-            ..Default::default()
-        })
-        .await
-        .unwrap_err();
-    assert_eq!(e.code(), Some(Code::Unavailable), "{e}");
-    assert!(
-        e.to_string().contains("'untrusted' can't be reached"),
-        "{e}"
-    );
+    untrusted_is_refused(&dave).await;
     server.stop().await;
 }

@@ -41,15 +41,7 @@ impl TestServer {
         edit(dir.path());
         let cfg = Config::load(&config_path).expect("config loads");
         let minter = TokenMinter::from_config(&cfg.auth, &cfg.base_dir).expect("minter");
-        let running = start(
-            cfg,
-            ServeOptions {
-                listen: Some("127.0.0.1:0".into()),
-                insecure: false,
-            },
-        )
-        .await
-        .expect("server starts");
+        let running = start_on_loopback(cfg).await;
         let address = format!("grpc://{}", running.addr);
         Self {
             dir,
@@ -124,15 +116,7 @@ impl TestServer {
             r.stop().await.expect("server stops");
         }
         let cfg = Config::load(&self.config_path).expect("config loads");
-        let running = start(
-            cfg,
-            ServeOptions {
-                listen: Some("127.0.0.1:0".into()),
-                insecure: false,
-            },
-        )
-        .await
-        .expect("server starts again");
+        let running = start_on_loopback(cfg).await;
         self.address = format!("grpc://{}", running.addr);
         self.running = Some(running);
         self
@@ -155,6 +139,19 @@ impl TestServer {
             s.drop_now().await;
         }
     }
+}
+
+/// A server for `cfg` on an ephemeral loopback port.
+async fn start_on_loopback(cfg: Config) -> Running {
+    start(
+        cfg,
+        ServeOptions {
+            listen: Some("127.0.0.1:0".into()),
+            insecure: false,
+        },
+    )
+    .await
+    .expect("server starts")
 }
 
 /// Every value of a string column across batches.

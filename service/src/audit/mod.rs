@@ -229,22 +229,52 @@ pub fn query_fingerprint(text: &str) -> String {
 mod tests {
     use super::*;
 
+    /// A node's log on a SQLite store in a folder of its own, with its
+    /// chain key and checkpoint file.
+    struct Logged {
+        _dir: tempfile::TempDir,
+        store: Arc<dyn Store>,
+        key: crate::secrets::SecretKey,
+        file: std::path::PathBuf,
+        log: AuditLog,
+    }
+
+    impl Logged {
+        fn start(checkpoint_interval: std::time::Duration) -> Self {
+            let dir = tempfile::tempdir().unwrap();
+            let store: Arc<dyn Store> = Arc::new(
+                crate::store::sqlite::SqliteStore::open(&dir.path().join("v.db")).unwrap(),
+            );
+            let key = crate::secrets::MasterKey::from_bytes([5; 32])
+                .derive(crate::secrets::KeyPurpose::AuditChain);
+            let file = dir.path().join("checkpoints.jsonl");
+            let log = AuditLog::start(
+                Arc::clone(&store),
+                chain::AuditSealer::new(key.clone(), "n"),
+                checkpoint::CheckpointSink::file(&file),
+                checkpoint_interval,
+            );
+            Self {
+                _dir: dir,
+                store,
+                key,
+                file,
+                log,
+            }
+        }
+    }
+
     /// A purge deletes a prefix, checkpoints it first, is itself audited,
     /// and leaves the chain verifiable; a shut-down log refuses events.
     #[tokio::test]
     async fn purges_are_checkpointed_audited_and_verifiable() {
-        let dir = tempfile::tempdir().unwrap();
-        let store: Arc<dyn Store> =
-            Arc::new(crate::store::sqlite::SqliteStore::open(&dir.path().join("v.db")).unwrap());
-        let key = crate::secrets::MasterKey::from_bytes([5; 32])
-            .derive(crate::secrets::KeyPurpose::AuditChain);
-        let file = dir.path().join("checkpoints.jsonl");
-        let log = AuditLog::start(
-            Arc::clone(&store),
-            chain::AuditSealer::new(key.clone(), "n"),
-            checkpoint::CheckpointSink::file(&file),
-            std::time::Duration::ZERO,
-        );
+        let Logged {
+            _dir,
+            store,
+            key,
+            file,
+            log,
+        } = Logged::start(std::time::Duration::ZERO);
         for i in 0..5 {
             log.record(AuditEvent::new(&format!("e{i}"), None))
                 .await
@@ -273,18 +303,13 @@ mod tests {
     /// verifies.
     #[tokio::test]
     async fn trailing_events_are_committed_in_order_and_flushed_before_a_checkpoint() {
-        let dir = tempfile::tempdir().unwrap();
-        let store: Arc<dyn Store> =
-            Arc::new(crate::store::sqlite::SqliteStore::open(&dir.path().join("v.db")).unwrap());
-        let key = crate::secrets::MasterKey::from_bytes([5; 32])
-            .derive(crate::secrets::KeyPurpose::AuditChain);
-        let file = dir.path().join("checkpoints.jsonl");
-        let log = AuditLog::start(
-            Arc::clone(&store),
-            chain::AuditSealer::new(key.clone(), "n"),
-            checkpoint::CheckpointSink::file(&file),
-            std::time::Duration::from_millis(100),
-        );
+        let Logged {
+            _dir,
+            store,
+            key,
+            file,
+            log,
+        } = Logged::start(std::time::Duration::from_millis(100));
         log.record(AuditEvent::new("read.start", None))
             .await
             .unwrap();

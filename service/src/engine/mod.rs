@@ -681,19 +681,16 @@ impl Engine {
         }
         let leases = compiler.leases();
         let physical = match key {
-            Some(key) if !plan_cache::reads_a_clock(&plan) => {
-                let kept = KeptPlan::new(
+            Some(key) if !plan_cache::reads_a_clock(&plan) => self.plans.keep(
+                key,
+                KeptPlan::new(
                     logical.clone(),
                     &physical,
                     Arc::clone(&schema),
                     compiler.reads(),
                     leases.clone(),
-                );
-                // The caller executes its own copy; the kept one never runs.
-                let instance = kept.instance()?;
-                self.plans.insert(key, kept);
-                instance
-            }
+                ),
+            )?,
             _ => physical,
         };
         Ok(PlannedQuery {
@@ -914,17 +911,17 @@ impl Engine {
             (Some(kept_key), Some(source))
                 if !windowed && !exact_reads_a_clock && !plan_cache::reads_a_clock(&user_plan) =>
             {
-                let kept = KeptPlan::new(
-                    logical.clone(),
-                    &physical,
-                    Arc::clone(&schema),
-                    exact_compiler.reads(),
-                    leases.clone(),
-                )
-                .with_source(source);
-                let instance = kept.instance()?;
-                self.plans.insert(kept_key, kept);
-                instance
+                self.plans.keep(
+                    kept_key,
+                    KeptPlan::new(
+                        logical.clone(),
+                        &physical,
+                        Arc::clone(&schema),
+                        exact_compiler.reads(),
+                        leases.clone(),
+                    )
+                    .with_source(source),
+                )?
             }
             _ => physical,
         };
@@ -957,25 +954,14 @@ impl Engine {
         let d = scope.readable(&source.dataset)?;
         let listing = scope.listing(&self.stores, d).await.ok()?;
         let generation = self.kept.as_ref().map_or(0, |k| k.generation(&d.id));
-        let now = plan_cache::SourceCheck::new(&d.name, &listing, generation);
-        if now.as_ref() != Some(source) || !kept.leases.iter().all(|l| l.exists()) {
-            // Its files changed (or a kept copy went): plan anew.
+        if plan_cache::SourceCheck::new(&d.name, &listing, generation).as_ref() != Some(source) {
+            // Its files changed: plan anew.
             self.plans.invalidate(&key);
             return None;
         }
-        let physical = kept.instance().ok()?;
-        let receipt = dp::exec::receipt_of(&physical)?;
-        Some(PlannedQuery {
-            logical: kept.logical.clone(),
-            physical,
-            schema: Arc::clone(&kept.schema),
-            reads: kept.reads.clone(),
-            version: scope.version(),
-            planned_at: at.unwrap_or_else(chrono::Utc::now),
-            task: self.task_context().ok()?,
-            leases: kept.leases.clone(),
-            dp: Some(receipt),
-        })
+        // Only DP answers' plans are kept by query text.
+        self.serve_kept(scope, &key, &kept, at.unwrap_or_else(chrono::Utc::now))
+            .filter(|planned| planned.dp.is_some())
     }
 
     /// What a SQL query would return for this principal, and the
@@ -1025,21 +1011,34 @@ impl Engine {
         let compiler = self.compiler(scope, HashMap::new(), Some(now));
         let key = self.scan_key(scope, &compiler, scan, part, at).await?;
         let kept = self.plans.get(&key)?;
+        self.serve_kept(scope, &key, &kept, now)
+    }
+
+    /// A request's own copy of a kept plan, planned as of `planned_at`;
+    /// `None` (and the plan forgotten) when a kept copy of masks it reads
+    /// was deleted behind Veil's back: the request plans anew.
+    fn serve_kept(
+        &self,
+        scope: &RequestScope,
+        key: &PlanKey,
+        kept: &KeptPlan,
+        planned_at: chrono::DateTime<chrono::Utc>,
+    ) -> Option<PlannedQuery> {
         if !kept.leases.iter().all(|l| l.exists()) {
-            // A kept copy it reads was deleted behind Veil's back: plan anew.
-            self.plans.invalidate(&key);
+            self.plans.invalidate(key);
             return None;
         }
+        let physical = kept.instance().ok()?;
         Some(PlannedQuery {
             logical: kept.logical.clone(),
-            physical: kept.instance().ok()?,
+            dp: dp::exec::receipt_of(&physical),
+            physical,
             schema: Arc::clone(&kept.schema),
             reads: kept.reads.clone(),
             version: scope.version(),
-            planned_at: now,
+            planned_at,
             task: self.task_context().ok()?,
             leases: kept.leases.clone(),
-            dp: None,
         })
     }
 

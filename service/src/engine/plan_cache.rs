@@ -245,8 +245,12 @@ impl PlanCache {
         self.hits.load(std::sync::atomic::Ordering::SeqCst)
     }
 
-    pub fn insert(&self, key: PlanKey, plan: KeptPlan) {
+    /// Keep `plan` and return the caller's own copy of it (the kept one
+    /// never runs).
+    pub fn keep(&self, key: PlanKey, plan: KeptPlan) -> Result<Arc<dyn ExecutionPlan>> {
+        let instance = plan.instance()?;
         self.plans.insert(key, Arc::new(plan));
+        Ok(instance)
     }
 
     pub fn invalidate(&self, key: &PlanKey) {

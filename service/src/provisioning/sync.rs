@@ -446,6 +446,18 @@ mod tests {
         LocationRoots::from_config(cfg).unwrap()
     }
 
+    /// `cfg` applied to `store`, local files only, no databases.
+    async fn sync(store: &Arc<dyn Store>, cfg: &Config) -> Result<SyncReport> {
+        sync_config(
+            store,
+            cfg,
+            &roots(cfg),
+            &ObjectStores::local_only(),
+            &Databases::none(),
+        )
+        .await
+    }
+
     const EVENTS: &str =
         "[[datasets]]\nname = \"ops.events\"\nformat = \"json\"\nlocation = \"data/events\"\n";
 
@@ -460,15 +472,7 @@ mod tests {
         .unwrap();
         let store: Arc<dyn Store> = Arc::new(SqliteStore::in_memory().unwrap());
         let cfg = config(dir.path(), EVENTS);
-        sync_config(
-            &store,
-            &cfg,
-            &roots(&cfg),
-            &ObjectStores::local_only(),
-            &Databases::none(),
-        )
-        .await
-        .unwrap();
+        sync(&store, &cfg).await.unwrap();
         let names = |s: &Snapshot| -> Vec<String> {
             s.datasets["ops.events"]
                 .columns
@@ -483,15 +487,7 @@ mod tests {
             "{\"id\": 2, \"kind\": \"y\", \"secret\": \"s\"}\n",
         )
         .unwrap();
-        sync_config(
-            &store,
-            &cfg,
-            &roots(&cfg),
-            &ObjectStores::local_only(),
-            &Databases::none(),
-        )
-        .await
-        .unwrap();
+        sync(&store, &cfg).await.unwrap();
         assert_eq!(names(&store.snapshot().await.unwrap()), ["id", "kind"]);
         // Policies must name real datasets and columns (a typo would protect
         // nothing), and a refused config changes nothing.
@@ -507,29 +503,13 @@ mod tests {
         ] {
             let cfg = config(dir.path(), &format!("{EVENTS}{policy}"));
             let v = store.version().await.unwrap();
-            let e = sync_config(
-                &store,
-                &cfg,
-                &roots(&cfg),
-                &ObjectStores::local_only(),
-                &Databases::none(),
-            )
-            .await
-            .unwrap_err();
+            let e = sync(&store, &cfg).await.unwrap_err();
             assert!(e.message().contains(needle), "{e}");
             assert_eq!(store.version().await.unwrap(), v, "nothing changed");
         }
         // Removed from the config: dropped.
         let cfg = config(dir.path(), "");
-        sync_config(
-            &store,
-            &cfg,
-            &roots(&cfg),
-            &ObjectStores::local_only(),
-            &Databases::none(),
-        )
-        .await
-        .unwrap();
+        sync(&store, &cfg).await.unwrap();
         assert!(store.snapshot().await.unwrap().datasets.is_empty());
     }
 
@@ -551,30 +531,22 @@ mod tests {
                 "{EVENTS}[[policies]]\nname = \"dp\"\ndataset = \"ops.events\"\n[policies.differential_privacy]\nprivacy_unit = \"{unit}\"\nepsilon = 1.0\nlatency_tolerance = \"1h\"\n{force}"
             )
         };
-        let sync = |cfg: Config| {
-            let store = Arc::clone(&store);
-            async move {
-                sync_config(
-                    &store,
-                    &cfg,
-                    &roots(&cfg),
-                    &ObjectStores::local_only(),
-                    &Databases::none(),
-                )
-                .await
-            }
-        };
-        let e = sync(config(dir.path(), &policy("kind", "")))
+        let e = sync(&store, &config(dir.path(), &policy("kind", "")))
             .await
             .unwrap_err();
         assert!(
             e.message().contains("3.0% distinct") && e.message().contains("force"),
             "{e}"
         );
-        sync(config(dir.path(), &policy("kind", "force = true\n")))
+        sync(
+            &store,
+            &config(dir.path(), &policy("kind", "force = true\n")),
+        )
+        .await
+        .unwrap();
+        sync(&store, &config(dir.path(), &policy("id", "")))
             .await
             .unwrap();
-        sync(config(dir.path(), &policy("id", ""))).await.unwrap();
     }
 
     #[tokio::test]
@@ -604,15 +576,7 @@ mod tests {
             ),
         ] {
             let cfg = config(dir.path(), &extra);
-            let e = sync_config(
-                &store,
-                &cfg,
-                &roots(&cfg),
-                &ObjectStores::local_only(),
-                &Databases::none(),
-            )
-            .await
-            .unwrap_err();
+            let e = sync(&store, &cfg).await.unwrap_err();
             assert!(e.message().contains(needle), "{needle}: {e}");
         }
     }
