@@ -405,12 +405,12 @@ impl Engine {
     }
 
     /// The request's session: its catalog, and its own memory limit inside
-    /// the node's ([`query_memory`]).
-    fn session(&self, compiler: &Arc<ViewCompiler>, in_order: bool) -> Result<SessionContext> {
+    /// the node's ([`query_memory`]); on one partition when `one_partition`.
+    fn session(&self, compiler: &Arc<ViewCompiler>, one_partition: bool) -> Result<SessionContext> {
         let mut state = SessionStateBuilder::new_from_existing(self.base.clone())
             .with_catalog_list(Arc::new(PrincipalCatalogList::new(Arc::clone(compiler))))
             .with_runtime_env(self.query_runtime()?);
-        if in_order {
+        if one_partition {
             state = state.with_config(self.base.config().clone().with_target_partitions(1));
         }
         Ok(SessionContext::new_with_state(state.build()))
@@ -604,6 +604,7 @@ impl Engine {
             }
             _ => (None, None),
         };
+        let one_of_several = part.as_ref().is_some_and(|p| p.siblings > 1);
         let mut parts = HashMap::new();
         // A SQL query's part must still split the query when planned now.
         let mut sql_part = None;
@@ -621,8 +622,12 @@ impl Engine {
         // A scan cut short by a limit reads its files in order on one
         // partition, so the same request returns the same rows every time
         // (a preview is stable) instead of whichever partition came first.
+        // One part of several is also read on one partition: its siblings
+        // are read at the same time, so they already use the cores, and
+        // each partition more would hold its own row group and batches
+        // (benches/README.md, server peak RSS).
         let in_order = matches!(read, Read::Command(Command::Scan(s)) if s.limit.is_some());
-        let ctx = self.session(&compiler, in_order)?;
+        let ctx = self.session(&compiler, in_order || one_of_several)?;
         let frame = match read {
             Read::Command(Command::Scan(scan)) => {
                 self.scan_frame(&ctx, &compiler, scan).await.map_err(|e| {
@@ -1257,8 +1262,23 @@ impl Engine {
     }
 
     /// How to split a scan into endpoints, at the plan's state and over
-    /// the files the plan read (the scope listed them once).
+    /// the files the plan read (the scope listed them once). Each part
+    /// says how many there are ([`ScanPart::siblings`]).
     pub async fn layout(
+        &self,
+        scope: &RequestScope,
+        scan: &ScanCommand,
+        planned: &PlannedQuery,
+    ) -> Result<ScanLayout> {
+        let mut layout = self.split_layout(scope, scan, planned).await?;
+        let siblings = u32::try_from(layout.parts.len()).unwrap_or(u32::MAX);
+        for part in layout.parts.iter_mut().flatten() {
+            part.siblings = siblings;
+        }
+        Ok(layout)
+    }
+
+    async fn split_layout(
         &self,
         scope: &RequestScope,
         scan: &ScanCommand,
