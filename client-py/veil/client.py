@@ -304,7 +304,9 @@ class Connection:
         `charged` to you now: 0 for an answer you had seen, `spent` this
         period, `budget`, `remaining`, `resets_at` and `window_ends_at` as
         UTC datetimes, `unit`: "epsilon", or "rho" for the Gaussian
-        mechanism), or None when the query read no such dataset."""
+        mechanism; `delta_charged`, `delta_spent` and `delta_budget`: the δ
+        of releasing group keys the policy doesn't list), or None when the
+        query read no such dataset."""
         if not privacy:
             return _to_pandas(self.sql_as_arrow(query, progress=progress), types_mapper)
         table, receipt = self.sql_as_arrow(query, progress=progress, privacy=True)

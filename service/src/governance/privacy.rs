@@ -11,6 +11,7 @@ use crate::error::{Result, VeilError};
 use crate::model::dataset::DatasetRecord;
 use crate::model::identity::Permission;
 use crate::model::policy::{DataRule, PolicyRule};
+use crate::model::privacy::DpSpent;
 use crate::policy::differential_privacy::DpPolicy;
 use crate::policy::effective::{applies_to, data_policy};
 
@@ -78,26 +79,35 @@ impl Governance {
                 ledgers
                     .iter()
                     .filter(|r| r.ledger == ledger && r.period == period)
-                    .map(|r| r.spent)
-                    // An empty sum is -0.0: shown as 0.
-                    .fold(0.0, |a, b| a + b)
+                    // Folded from +0.0: an empty sum shows as 0.
+                    .fold(DpSpent::default(), |a, r| DpSpent {
+                        value: a.value + r.spent.value,
+                        delta: a.delta + r.spent.delta,
+                    })
             };
             let caps = policy.budgets.as_ref();
-            let row =
-                |who: serde_json::Value, spent: f64, cap: Option<f64>, cap_eps: Option<f64>| {
-                    json!({
-                        "dataset": d.name,
-                        "ledger": who,
-                        "unit": policy.privacy.unit(),
-                        "spent": spent,
-                        "budget": cap,
-                        "budget_epsilon": cap_eps,
-                        "remaining": cap.map(|c| (c - spent).max(0.0)),
-                        "period_started_at_ms": period_ms.map(|ms| period * ms),
-                        "resets_at_ms": period_ms.map(|ms| (period + 1) * ms),
-                        "query_epsilon": policy.epsilon,
-                    })
-                };
+            let row = |who: serde_json::Value,
+                       spent: DpSpent,
+                       cap: Option<f64>,
+                       cap_eps: Option<f64>,
+                       delta_cap: Option<f64>| {
+                json!({
+                    "dataset": d.name,
+                    "ledger": who,
+                    "unit": policy.privacy.unit(),
+                    "spent": spent.value,
+                    "budget": cap,
+                    "budget_epsilon": cap_eps,
+                    "remaining": cap.map(|c| (c - spent.value).max(0.0)),
+                    "delta_spent": spent.delta,
+                    "delta_budget": delta_cap,
+                    "delta_remaining": delta_cap.map(|c| (c - spent.delta).max(0.0)),
+                    "period_started_at_ms": period_ms.map(|ms| period * ms),
+                    "resets_at_ms": period_ms.map(|ms| (period + 1) * ms),
+                    "query_epsilon": policy.epsilon,
+                    "query_delta": policy.privacy.selection_delta(),
+                })
+            };
             // The dataset's spending moves with every fresh draw: shown to
             // a reader, it would tell whether someone else had asked a
             // question first.
@@ -108,11 +118,21 @@ impl Governance {
                     spent_of("dataset"),
                     caps.and_then(|b| b.dataset),
                     caps.and_then(|b| b.dataset_epsilon),
+                    caps.and_then(|b| b.dataset_delta),
                 ));
             }
-            let (user_cap, user_eps) =
-                (caps.and_then(|b| b.user), caps.and_then(|b| b.user_epsilon));
-            out.push(row(json!("you"), spent_of(&me), user_cap, user_eps));
+            let (user_cap, user_eps, user_delta) = (
+                caps.and_then(|b| b.user),
+                caps.and_then(|b| b.user_epsilon),
+                caps.and_then(|b| b.user_delta),
+            );
+            out.push(row(
+                json!("you"),
+                spent_of(&me),
+                user_cap,
+                user_eps,
+                user_delta,
+            ));
             if overseer {
                 for r in ledgers.iter().filter(|r| {
                     r.period == period && r.ledger.starts_with("user:") && r.ledger != me
@@ -123,7 +143,7 @@ impl Governance {
                         Some((issuer, subject)) => json!({"issuer": issuer, "subject": subject}),
                         None => json!(r.ledger),
                     };
-                    out.push(row(who, r.spent, user_cap, user_eps));
+                    out.push(row(who, r.spent, user_cap, user_eps, user_delta));
                 }
             }
         }

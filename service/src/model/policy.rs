@@ -319,6 +319,14 @@ pub struct DpBudgetSpec {
     pub user_epsilon: Option<f64>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub dataset_epsilon: Option<f64>,
+    /// δ one user may spend on the dataset in a period (default: what
+    /// `user_epsilon` allows at the policy's ε).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub user_delta: Option<f64>,
+    /// δ every fresh answer together may spend in a period (default: what
+    /// `dataset_epsilon` allows at the policy's ε).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub dataset_delta: Option<f64>,
     pub period: String,
 }
 

@@ -15,12 +15,16 @@ pub struct DpAnswerRow {
     /// The source's version when drawn (empty: unknown, never renewed).
     pub source_version: String,
     pub created_ms: i64,
+    /// Kept until then (its window's end, or later when it may be
+    /// carried into later windows); then forgotten.
+    pub expires_ms: i64,
     /// The noisy aggregates as an Arrow IPC stream.
     pub answer: Vec<u8>,
 }
 
-/// A charge to one ledger: `cost` added to `ledger`'s spending on
-/// `dataset_id` in budget period `period`, unless that passes `cap`.
+/// A charge to one ledger: `cost` (ε, or ρ) and `delta` added to
+/// `ledger`'s spending on `dataset_id` in budget period `period`, unless
+/// either passes its cap.
 #[derive(Debug, Clone, PartialEq)]
 pub struct DpCharge {
     /// `dataset`, or `user:["<issuer>","<subject>"]` (JSON).
@@ -29,6 +33,26 @@ pub struct DpCharge {
     pub period: i64,
     pub cost: f64,
     pub cap: Option<f64>,
+    /// The δ the answer spends (releasing private group keys; 0 if none).
+    pub delta: f64,
+    pub delta_cap: Option<f64>,
+}
+
+/// A ledger's spending in one period: ε (or ρ) and δ, each summed over
+/// the answers charged to it (basic composition).
+#[derive(Debug, Clone, Copy, Default, PartialEq)]
+pub struct DpSpent {
+    pub value: f64,
+    pub delta: f64,
+}
+
+impl DpSpent {
+    pub fn after(self, c: &DpCharge) -> Self {
+        Self {
+            value: self.value + c.cost,
+            delta: self.delta + c.delta,
+        }
+    }
 }
 
 /// What keeping a fresh answer did.
@@ -38,18 +62,18 @@ pub enum DpPut {
     /// node kept first for the same window, not charged again).
     Kept { answer: DpAnswerRow, charged: bool },
     /// The dataset's budget can't pay for a fresh answer; nothing written.
-    OverBudget { spent: f64 },
+    OverBudget { spent: DpSpent },
 }
 
 /// What a user's view of an answer cost them.
 #[derive(Debug, Clone, PartialEq)]
 pub enum DpView {
     /// First view: charged; `spent` is the ledger's spending afterwards.
-    Charged { spent: f64 },
+    Charged { spent: DpSpent },
     /// Seen before: free.
-    Seen { spent: f64 },
+    Seen { spent: DpSpent },
     /// The user's budget can't pay for it; nothing written.
-    OverBudget { spent: f64 },
+    OverBudget { spent: DpSpent },
 }
 
 /// One ledger's spending in one period.
@@ -58,5 +82,5 @@ pub struct DpLedgerRow {
     pub ledger: String,
     pub dataset_id: String,
     pub period: i64,
-    pub spent: f64,
+    pub spent: DpSpent,
 }

@@ -35,7 +35,7 @@ impl Clamp {
 }
 
 /// Budgets per user and per dataset over a tumbling period, in the
-/// ledger's unit ([`QueryPrivacy::unit`]).
+/// ledger's unit ([`QueryPrivacy::unit`]), and of δ.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Budgets {
     pub user: Option<f64>,
@@ -43,7 +43,23 @@ pub struct Budgets {
     /// As written (ε), for messages.
     pub user_epsilon: Option<f64>,
     pub dataset_epsilon: Option<f64>,
+    /// δ each ledger may spend in a period (releasing private group keys
+    /// spends the policy's δ for it per answer): as written, else what the
+    /// ε budget allows at the policy's own ε ([`Budgets::default_delta`]).
+    pub user_delta: Option<f64>,
+    pub dataset_delta: Option<f64>,
     pub period_secs: i64,
+}
+
+impl Budgets {
+    /// The δ budget an ε budget implies: as many answers as it pays for at
+    /// the policy's ε, each spending the δ of releasing private keys. It
+    /// binds only when queries ask for less ε than the policy's
+    /// (`OPTIONS (epsilon => ...)`), so many cheap queries can't add up δ
+    /// past what the policy's own queries could.
+    pub fn default_delta(epsilon_budget: f64, epsilon: f64, selection_delta: f64) -> f64 {
+        epsilon_budget / epsilon * selection_delta
+    }
 }
 
 /// A validated [`DifferentialPrivacySpec`].
@@ -208,11 +224,35 @@ impl DpPolicy {
                         ));
                     }
                 }
+                let selection = privacy.selection_delta();
+                for (name, v) in [
+                    ("user_delta", b.user_delta),
+                    ("dataset_delta", b.dataset_delta),
+                ] {
+                    let Some(v) = v else { continue };
+                    let Some(per_query) = selection else {
+                        return Err(format!(
+                            "`budget.{name}`: this policy spends no δ (set `delta` to group by keys it doesn't list)"
+                        ));
+                    };
+                    if !(v.is_finite() && v >= per_query && v <= 1.0) {
+                        return Err(format!(
+                            "`budget.{name} = {v}`: a δ budget is at least one query's δ for releasing private keys ({per_query}) and at most 1"
+                        ));
+                    }
+                }
+                let delta_cap = |written: Option<f64>, epsilon: Option<f64>| {
+                    written.or_else(|| {
+                        Some(Budgets::default_delta(epsilon?, spec.epsilon, selection?))
+                    })
+                };
                 Some(Budgets {
                     user: b.user_epsilon.map(|e| privacy.budget_in_unit(e)),
                     dataset: b.dataset_epsilon.map(|e| privacy.budget_in_unit(e)),
                     user_epsilon: b.user_epsilon,
                     dataset_epsilon: b.dataset_epsilon,
+                    user_delta: delta_cap(b.user_delta, b.user_epsilon),
+                    dataset_delta: delta_cap(b.dataset_delta, b.dataset_epsilon),
                     period_secs: parse_duration("budget.period", &b.period)?,
                 })
             }

@@ -42,6 +42,7 @@ pub struct Running {
     audit: AuditLog,
     auth_failures: Arc<AuthFailureAudit>,
     purger: Option<JoinHandle<()>>,
+    dp_purger: JoinHandle<()>,
     shutdown: Option<oneshot::Sender<()>>,
     handle: JoinHandle<Result<()>>,
 }
@@ -65,6 +66,7 @@ impl Running {
         if let Some(p) = self.purger.take() {
             p.abort();
         }
+        self.dp_purger.abort();
         // Counted authentication failures go in before the writer stops.
         self.auth_failures.shutdown().await;
         self.audit.shutdown().await;
@@ -147,6 +149,7 @@ pub async fn start(cfg: Config, opts: ServeOptions) -> Result<Running> {
     if let Some(acc) = engine.accelerator() {
         acc.set_audit(audit.clone());
     }
+    let dp_purger = spawn_dp_purger(Arc::clone(engine.dp_answers()));
     let auth_failures = Arc::new(AuthFailureAudit::start(
         audit.clone(),
         std::time::Duration::from_secs(cfg.audit.auth_failure_window_secs),
@@ -258,6 +261,7 @@ pub async fn start(cfg: Config, opts: ServeOptions) -> Result<Running> {
         audit,
         auth_failures,
         purger,
+        dp_purger,
         shutdown: Some(tx),
         handle,
     })
@@ -342,6 +346,28 @@ fn default_node_id(data_dir: &std::path::Path) -> Result<String> {
 }
 
 /// Purges audit events past retention now and every `every`.
+/// Forget differentially private answers past their keeping time, hourly
+/// (a lost round only leaves them a while longer: an expired answer is
+/// never served).
+fn spawn_dp_purger(answers: Arc<crate::engine::dp::DpAnswers>) -> JoinHandle<()> {
+    tokio::spawn(async move {
+        let mut tick = tokio::time::interval(std::time::Duration::from_secs(3_600));
+        loop {
+            tick.tick().await;
+            match answers.purge().await {
+                Ok(0) => {}
+                Ok(n) => tracing::info!(
+                    answers = n,
+                    "forgot differentially private answers past their keeping time"
+                ),
+                Err(e) => {
+                    tracing::warn!(error = %e, "purging differentially private answers failed; retrying in an hour")
+                }
+            }
+        }
+    })
+}
+
 fn spawn_purger(
     audit: AuditLog,
     retention: std::time::Duration,

@@ -24,7 +24,7 @@ use crate::model::audit::{AuditEvent, ChainHead, StoredAuditRow};
 use crate::model::dataset::DatasetRecord;
 use crate::model::identity::{Identity, Permission, UserRecord};
 use crate::model::policy::PolicySpec;
-use crate::model::privacy::{DpAnswerRow, DpCharge, DpLedgerRow, DpPut, DpView};
+use crate::model::privacy::{DpAnswerRow, DpCharge, DpLedgerRow, DpPut, DpSpent, DpView};
 use crate::model::request::{AccessDecision, AccessRequest, RequestStatus};
 use crate::model::snapshot::Snapshot;
 
@@ -53,10 +53,13 @@ pub enum Durability {
     WithNext,
 }
 
-/// Does `c` fit under its cap with `spent` already spent? (A hair of
-/// slack for the float sum of many equal charges.)
-pub(crate) fn within_cap(spent: f64, c: &DpCharge) -> bool {
-    c.cap.is_none_or(|cap| spent + c.cost <= cap * (1.0 + 1e-9))
+/// Does `c` fit under its caps (ε or ρ, and δ) with `spent` already
+/// spent? (A hair of slack for the float sum of many equal charges.)
+pub(crate) fn within_cap(spent: DpSpent, c: &DpCharge) -> bool {
+    let fits = |spent: f64, cost: f64, cap: Option<f64>| {
+        cap.is_none_or(|cap| spent + cost <= cap * (1.0 + 1e-9))
+    };
+    fits(spent.value, c.cost, c.cap) && (c.delta == 0.0 || fits(spent.delta, c.delta, c.delta_cap))
 }
 
 /// A kept answer's bytes as text (base64), the same on both backends.
@@ -225,8 +228,15 @@ pub trait Store: Send + Sync + Debug {
     /// if `charge` would pass its cap, write nothing.
     async fn put_dp_answer(&self, answer: &DpAnswerRow, charge: &DpCharge) -> Result<DpPut>;
     /// Carry the draw `answer_id` kept under `key` into window `window`
-    /// (its data didn't change); nothing if another draw replaced it.
-    async fn renew_dp_answer(&self, key: &str, answer_id: &str, window: i64) -> Result<()>;
+    /// (its data didn't change), kept until `expires_ms`; nothing if
+    /// another draw replaced it.
+    async fn renew_dp_answer(
+        &self,
+        key: &str,
+        answer_id: &str,
+        window: i64,
+        expires_ms: i64,
+    ) -> Result<()>;
     /// A user's view of the draw `answer_id`: the first one is charged to
     /// their ledger (unless that passes its cap), later ones are free.
     async fn view_dp_answer(
@@ -242,4 +252,8 @@ pub trait Store: Send + Sync + Debug {
         dataset_id: Option<&str>,
         from_period: i64,
     ) -> Result<Vec<DpLedgerRow>>;
+    /// Forget answers kept until before `now_ms`, with their views, and
+    /// views of draws never kept (a failed or lost draw) older than
+    /// `stray_before_ms`. Returns how many answers went. Ledgers stay.
+    async fn purge_dp_answers(&self, now_ms: i64, stray_before_ms: i64) -> Result<u64>;
 }

@@ -36,7 +36,7 @@ use crate::model::dataset::DatasetRecord;
 use crate::model::identity::UserRecord;
 use crate::model::identity::{Identity, Permission};
 use crate::model::policy::PolicySpec;
-use crate::model::privacy::{DpAnswerRow, DpCharge, DpLedgerRow, DpPut, DpView};
+use crate::model::privacy::{DpAnswerRow, DpCharge, DpLedgerRow, DpPut, DpSpent, DpView};
 use crate::model::request::{AccessDecision, AccessRequest, RequestStatus};
 use crate::model::snapshot::Snapshot;
 use crate::secrets::encode_hex;
@@ -109,6 +109,7 @@ const MIGRATIONS: &[(i64, &str)] = &[
     "#,
     ),
     (6, super::sqlite::DP_TABLES),
+    (7, super::sqlite::DP_DELTA_AND_EXPIRY),
 ];
 
 /// The migration that scopes policy names (`PolicySpec::namespace`); after
@@ -1074,11 +1075,11 @@ impl Store for PostgresStore {
         // first kept for a window wins, later ones read it.
         let kept = tx
             .query_opt(
-                "INSERT INTO dp_answers (key, dataset_id, answer_id, window_index, source_version, created_ms, answer)
-                 VALUES ($1, $2, $3, $4, $5, $6, $7)
+                "INSERT INTO dp_answers (key, dataset_id, answer_id, window_index, source_version, created_ms, answer, expires_ms)
+                 VALUES ($1, $2, $3, $4, $5, $6, $7, $8)
                  ON CONFLICT (key) DO UPDATE SET dataset_id = EXCLUDED.dataset_id, answer_id = EXCLUDED.answer_id,
                      window_index = EXCLUDED.window_index, source_version = EXCLUDED.source_version,
-                     created_ms = EXCLUDED.created_ms, answer = EXCLUDED.answer
+                     created_ms = EXCLUDED.created_ms, answer = EXCLUDED.answer, expires_ms = EXCLUDED.expires_ms
                  WHERE dp_answers.window_index < EXCLUDED.window_index
                  RETURNING answer_id",
                 &[
@@ -1089,6 +1090,7 @@ impl Store for PostgresStore {
                     &a.source_version,
                     &a.created_ms,
                     &encode_answer(&a.answer),
+                    &a.expires_ms,
                 ],
             )
             .await
@@ -1115,12 +1117,19 @@ impl Store for PostgresStore {
         }
     }
 
-    async fn renew_dp_answer(&self, key: &str, answer_id: &str, window: i64) -> Result<()> {
+    async fn renew_dp_answer(
+        &self,
+        key: &str,
+        answer_id: &str,
+        window: i64,
+        expires_ms: i64,
+    ) -> Result<()> {
         let client = self.client().await?;
         client
             .execute(
-                "UPDATE dp_answers SET window_index = $3 WHERE key = $1 AND answer_id = $2 AND window_index < $3",
-                &[&key, &answer_id, &window],
+                "UPDATE dp_answers SET window_index = $3, expires_ms = GREATEST(expires_ms, $4)
+                 WHERE key = $1 AND answer_id = $2 AND window_index < $3",
+                &[&key, &answer_id, &window, &expires_ms],
             )
             .await
             .map_err(pg_err)?;
@@ -1137,16 +1146,25 @@ impl Store for PostgresStore {
         // Seen before (the usual case on a kept answer): one read.
         let seen = client
             .query_opt(
-                "SELECT (SELECT spent FROM dp_ledger WHERE ledger = $2 AND dataset_id = $3 AND period = $4)
-                 FROM dp_views WHERE answer_id = $1 AND user_key = $2",
-                &[&answer_id, &charge.ledger, &charge.dataset_id, &charge.period],
+                "SELECT l.spent, l.delta_spent FROM dp_views v
+                 LEFT JOIN dp_ledger l ON l.ledger = $2 AND l.dataset_id = $3 AND l.period = $4
+                 WHERE v.answer_id = $1 AND v.user_key = $2",
+                &[
+                    &answer_id,
+                    &charge.ledger,
+                    &charge.dataset_id,
+                    &charge.period,
+                ],
             )
             .await
             .map_err(pg_err)?;
         if let Some(row) = seen {
-            let spent: Option<f64> = row.get(0);
+            let (value, delta): (Option<f64>, Option<f64>) = (row.get(0), row.get(1));
             return Ok(DpView::Seen {
-                spent: spent.unwrap_or(0.0),
+                spent: DpSpent {
+                    value: value.unwrap_or(0.0),
+                    delta: delta.unwrap_or(0.0),
+                },
             });
         }
         let tx = client.transaction().await.map_err(pg_err)?;
@@ -1180,7 +1198,7 @@ impl Store for PostgresStore {
         let client = self.client().await?;
         let rows = client
             .query(
-                "SELECT ledger, dataset_id, period, spent FROM dp_ledger
+                "SELECT ledger, dataset_id, period, spent, delta_spent FROM dp_ledger
                  WHERE period >= $1 AND ($2::TEXT IS NULL OR dataset_id = $2)
                  ORDER BY dataset_id, ledger, period",
                 &[&from_period, &dataset_id],
@@ -1193,9 +1211,36 @@ impl Store for PostgresStore {
                 ledger: r.get(0),
                 dataset_id: r.get(1),
                 period: r.get(2),
-                spent: r.get(3),
+                spent: DpSpent {
+                    value: r.get(3),
+                    delta: r.get(4),
+                },
             })
             .collect())
+    }
+
+    async fn purge_dp_answers(&self, now_ms: i64, stray_before_ms: i64) -> Result<u64> {
+        let mut client = self.client().await?;
+        let tx = client.transaction().await.map_err(pg_err)?;
+        tx.execute(
+            "DELETE FROM dp_views WHERE answer_id IN (SELECT answer_id FROM dp_answers WHERE expires_ms < $1)",
+            &[&now_ms],
+        )
+        .await
+        .map_err(pg_err)?;
+        let answers = tx
+            .execute("DELETE FROM dp_answers WHERE expires_ms < $1", &[&now_ms])
+            .await
+            .map_err(pg_err)?;
+        tx.execute(
+            "DELETE FROM dp_views WHERE viewed_ms < $1
+             AND NOT EXISTS (SELECT 1 FROM dp_answers a WHERE a.answer_id = dp_views.answer_id)",
+            &[&stray_before_ms],
+        )
+        .await
+        .map_err(pg_err)?;
+        tx.commit().await.map_err(pg_err)?;
+        Ok(answers)
     }
 }
 
@@ -1206,7 +1251,8 @@ async fn pg_dp_answer(
 ) -> Result<Option<DpAnswerRow>> {
     let row = client
         .query_opt(
-            "SELECT dataset_id, answer_id, window_index, source_version, created_ms, answer FROM dp_answers WHERE key = $1",
+            "SELECT dataset_id, answer_id, window_index, source_version, created_ms, answer, expires_ms
+             FROM dp_answers WHERE key = $1",
             &[&key],
         )
         .await
@@ -1219,6 +1265,7 @@ async fn pg_dp_answer(
             window: r.get(2),
             source_version: r.get(3),
             created_ms: r.get(4),
+            expires_ms: r.get(6),
             answer: decode_answer(r.get(5))?,
         })
     })
@@ -1227,17 +1274,22 @@ async fn pg_dp_answer(
 
 /// A ledger's spending in the charge's period (0 if none), optionally
 /// locking its row until the transaction ends.
-async fn pg_ledger_spent(tx: &Transaction<'_>, c: &DpCharge, lock: bool) -> Result<f64> {
+async fn pg_ledger_spent(tx: &Transaction<'_>, c: &DpCharge, lock: bool) -> Result<DpSpent> {
     let sql = if lock {
-        "SELECT spent FROM dp_ledger WHERE ledger = $1 AND dataset_id = $2 AND period = $3 FOR UPDATE"
+        "SELECT spent, delta_spent FROM dp_ledger WHERE ledger = $1 AND dataset_id = $2 AND period = $3 FOR UPDATE"
     } else {
-        "SELECT spent FROM dp_ledger WHERE ledger = $1 AND dataset_id = $2 AND period = $3"
+        "SELECT spent, delta_spent FROM dp_ledger WHERE ledger = $1 AND dataset_id = $2 AND period = $3"
     };
     let row = tx
         .query_opt(sql, &[&c.ledger, &c.dataset_id, &c.period])
         .await
         .map_err(pg_err)?;
-    Ok(row.map(|r| r.get::<_, f64>(0)).unwrap_or(0.0))
+    Ok(row
+        .map(|r| DpSpent {
+            value: r.get(0),
+            delta: r.get(1),
+        })
+        .unwrap_or_default())
 }
 
 /// Add the charge inside `tx`: `Ok(spent after)`, or `Err(spent now)` when
@@ -1246,7 +1298,7 @@ async fn pg_ledger_spent(tx: &Transaction<'_>, c: &DpCharge, lock: bool) -> Resu
 async fn pg_charge_ledger(
     tx: &Transaction<'_>,
     c: &DpCharge,
-) -> Result<std::result::Result<f64, f64>> {
+) -> Result<std::result::Result<DpSpent, DpSpent>> {
     tx.execute(
         "INSERT INTO dp_ledger (ledger, dataset_id, period, spent) VALUES ($1, $2, $3, 0) ON CONFLICT DO NOTHING",
         &[&c.ledger, &c.dataset_id, &c.period],
@@ -1258,12 +1310,13 @@ async fn pg_charge_ledger(
         return Ok(Err(spent));
     }
     tx.execute(
-        "UPDATE dp_ledger SET spent = spent + $4 WHERE ledger = $1 AND dataset_id = $2 AND period = $3",
-        &[&c.ledger, &c.dataset_id, &c.period, &c.cost],
+        "UPDATE dp_ledger SET spent = spent + $4, delta_spent = delta_spent + $5
+         WHERE ledger = $1 AND dataset_id = $2 AND period = $3",
+        &[&c.ledger, &c.dataset_id, &c.period, &c.cost, &c.delta],
     )
     .await
     .map_err(pg_err)?;
-    Ok(Ok(spent + c.cost))
+    Ok(Ok(spent.after(c)))
 }
 
 /// The node's head row, created empty on first use, locked until `tx`

@@ -27,7 +27,7 @@ use crate::model::dataset::DatasetRecord;
 use crate::model::identity::UserRecord;
 use crate::model::identity::{Identity, Permission};
 use crate::model::policy::PolicySpec;
-use crate::model::privacy::{DpAnswerRow, DpCharge, DpLedgerRow, DpPut, DpView};
+use crate::model::privacy::{DpAnswerRow, DpCharge, DpLedgerRow, DpPut, DpSpent, DpView};
 use crate::model::request::{AccessDecision, AccessRequest, RequestStatus};
 use crate::model::snapshot::Snapshot;
 use crate::secrets::encode_hex;
@@ -98,6 +98,7 @@ const MIGRATIONS: &[(i64, &str)] = &[
     (5, AUDIT_HEADS_TABLE),
     (POLICY_NAMESPACES, POLICY_NAMESPACES_SQL_SQLITE),
     (7, DP_TABLES),
+    (8, DP_DELTA_AND_EXPIRY),
 ];
 
 /// Differential privacy's answers, ledgers and views (`crate::model::privacy`),
@@ -125,6 +126,16 @@ pub(crate) const DP_TABLES: &str = r#"
         viewed_ms BIGINT NOT NULL,
         PRIMARY KEY (answer_id, user_key)
     );
+"#;
+
+/// δ spent per ledger, and how long each answer is kept (answers kept
+/// before this migration are kept a day more, then forgotten like any).
+pub(crate) const DP_DELTA_AND_EXPIRY: &str = r#"
+    ALTER TABLE dp_ledger ADD COLUMN delta_spent DOUBLE PRECISION NOT NULL DEFAULT 0;
+    ALTER TABLE dp_answers ADD COLUMN expires_ms BIGINT NOT NULL DEFAULT 0;
+    UPDATE dp_answers SET expires_ms = created_ms + 86400000;
+    CREATE INDEX dp_answers_expiry ON dp_answers (expires_ms);
+    CREATE INDEX dp_answers_answer ON dp_answers (answer_id);
 "#;
 
 /// The migration that scopes policy names (unique per
@@ -1115,11 +1126,11 @@ impl Store for SqliteStore {
                 .map_err(db_err)?;
             let kept: Option<String> = tx
                 .query_row(
-                    "INSERT INTO dp_answers (key, dataset_id, answer_id, window_index, source_version, created_ms, answer)
-                     VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)
+                    "INSERT INTO dp_answers (key, dataset_id, answer_id, window_index, source_version, created_ms, answer, expires_ms)
+                     VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)
                      ON CONFLICT (key) DO UPDATE SET dataset_id = excluded.dataset_id, answer_id = excluded.answer_id,
                          window_index = excluded.window_index, source_version = excluded.source_version,
-                         created_ms = excluded.created_ms, answer = excluded.answer
+                         created_ms = excluded.created_ms, answer = excluded.answer, expires_ms = excluded.expires_ms
                      WHERE dp_answers.window_index < excluded.window_index
                      RETURNING answer_id",
                     params![
@@ -1129,7 +1140,8 @@ impl Store for SqliteStore {
                         a.window,
                         a.source_version,
                         a.created_ms,
-                        encode_answer(&a.answer)
+                        encode_answer(&a.answer),
+                        a.expires_ms
                     ],
                     |r| r.get(0),
                 )
@@ -1160,12 +1172,19 @@ impl Store for SqliteStore {
         .await
     }
 
-    async fn renew_dp_answer(&self, key: &str, answer_id: &str, window: i64) -> Result<()> {
+    async fn renew_dp_answer(
+        &self,
+        key: &str,
+        answer_id: &str,
+        window: i64,
+        expires_ms: i64,
+    ) -> Result<()> {
         let (key, answer_id) = (key.to_string(), answer_id.to_string());
         self.with(move |c| {
             c.execute(
-                "UPDATE dp_answers SET window_index = ?3 WHERE key = ?1 AND answer_id = ?2 AND window_index < ?3",
-                params![key, answer_id, window],
+                "UPDATE dp_answers SET window_index = ?3, expires_ms = MAX(expires_ms, ?4)
+                 WHERE key = ?1 AND answer_id = ?2 AND window_index < ?3",
+                params![key, answer_id, window, expires_ms],
             )
             .map_err(db_err)?;
             Ok(())
@@ -1243,7 +1262,7 @@ impl Store for SqliteStore {
         self.with(move |c| {
             let mut stmt = c
                 .prepare(
-                    "SELECT ledger, dataset_id, period, spent FROM dp_ledger
+                    "SELECT ledger, dataset_id, period, spent, delta_spent FROM dp_ledger
                      WHERE period >= ?1 AND (?2 IS NULL OR dataset_id = ?2)
                      ORDER BY dataset_id, ledger, period",
                 )
@@ -1254,7 +1273,10 @@ impl Store for SqliteStore {
                         ledger: r.get(0)?,
                         dataset_id: r.get(1)?,
                         period: r.get(2)?,
-                        spent: r.get(3)?,
+                        spent: DpSpent {
+                            value: r.get(3)?,
+                            delta: r.get(4)?,
+                        },
                     })
                 })
                 .map_err(db_err)?;
@@ -1262,45 +1284,83 @@ impl Store for SqliteStore {
         })
         .await
     }
+
+    async fn purge_dp_answers(&self, now_ms: i64, stray_before_ms: i64) -> Result<u64> {
+        self.with(move |c| {
+            let tx = c
+                .transaction_with_behavior(TransactionBehavior::Immediate)
+                .map_err(db_err)?;
+            tx.execute(
+                "DELETE FROM dp_views WHERE answer_id IN (SELECT answer_id FROM dp_answers WHERE expires_ms < ?1)",
+                [now_ms],
+            )
+            .map_err(db_err)?;
+            let answers = tx
+                .execute("DELETE FROM dp_answers WHERE expires_ms < ?1", [now_ms])
+                .map_err(db_err)?;
+            tx.execute(
+                "DELETE FROM dp_views WHERE viewed_ms < ?1
+                 AND NOT EXISTS (SELECT 1 FROM dp_answers a WHERE a.answer_id = dp_views.answer_id)",
+                [stray_before_ms],
+            )
+            .map_err(db_err)?;
+            tx.commit().map_err(db_err)?;
+            Ok(answers as u64)
+        })
+        .await
+    }
 }
 
 /// The answer kept under `key`.
 fn dp_answer_row(tx: &rusqlite::Transaction<'_>, key: &str) -> Result<Option<DpAnswerRow>> {
-    let row: Option<(String, String, i64, String, i64, String)> = tx
+    let row = tx
         .query_row(
-            "SELECT dataset_id, answer_id, window_index, source_version, created_ms, answer FROM dp_answers WHERE key = ?1",
+            "SELECT dataset_id, answer_id, window_index, source_version, created_ms, answer, expires_ms
+             FROM dp_answers WHERE key = ?1",
             [key],
-            |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?, r.get(4)?, r.get(5)?)),
+            |r| {
+                Ok((
+                    DpAnswerRow {
+                        key: key.to_string(),
+                        dataset_id: r.get(0)?,
+                        answer_id: r.get(1)?,
+                        window: r.get(2)?,
+                        source_version: r.get(3)?,
+                        created_ms: r.get(4)?,
+                        expires_ms: r.get(6)?,
+                        answer: Vec::new(),
+                    },
+                    r.get::<_, String>(5)?,
+                ))
+            },
         )
         .optional()
         .map_err(db_err)?;
-    row.map(
-        |(dataset_id, answer_id, window, source_version, created_ms, answer)| {
-            Ok(DpAnswerRow {
-                key: key.to_string(),
-                dataset_id,
-                answer_id,
-                window,
-                source_version,
-                created_ms,
-                answer: decode_answer(&answer)?,
-            })
-        },
-    )
+    row.map(|(row, answer)| {
+        Ok(DpAnswerRow {
+            answer: decode_answer(&answer)?,
+            ..row
+        })
+    })
     .transpose()
 }
 
-/// A ledger's spending in the charge's period (0 if it has none).
-fn ledger_spent(tx: &rusqlite::Transaction<'_>, c: &DpCharge) -> Result<f64> {
-    let spent: Option<f64> = tx
+/// A ledger's spending in the charge's period (nothing if it has none).
+fn ledger_spent(tx: &rusqlite::Transaction<'_>, c: &DpCharge) -> Result<DpSpent> {
+    let spent = tx
         .query_row(
-            "SELECT spent FROM dp_ledger WHERE ledger = ?1 AND dataset_id = ?2 AND period = ?3",
+            "SELECT spent, delta_spent FROM dp_ledger WHERE ledger = ?1 AND dataset_id = ?2 AND period = ?3",
             params![c.ledger, c.dataset_id, c.period],
-            |r| r.get(0),
+            |r| {
+                Ok(DpSpent {
+                    value: r.get(0)?,
+                    delta: r.get(1)?,
+                })
+            },
         )
         .optional()
         .map_err(db_err)?;
-    Ok(spent.unwrap_or(0.0))
+    Ok(spent.unwrap_or_default())
 }
 
 /// Add the charge inside `tx`: `Ok(spent after)`, or `Err(spent now)` when
@@ -1308,18 +1368,19 @@ fn ledger_spent(tx: &rusqlite::Transaction<'_>, c: &DpCharge) -> Result<f64> {
 fn charge_ledger(
     tx: &rusqlite::Transaction<'_>,
     c: &DpCharge,
-) -> Result<std::result::Result<f64, f64>> {
+) -> Result<std::result::Result<DpSpent, DpSpent>> {
     let spent = ledger_spent(tx, c)?;
     if !super::within_cap(spent, c) {
         return Ok(Err(spent));
     }
     tx.execute(
-        "INSERT INTO dp_ledger (ledger, dataset_id, period, spent) VALUES (?1, ?2, ?3, ?4)
-         ON CONFLICT (ledger, dataset_id, period) DO UPDATE SET spent = dp_ledger.spent + excluded.spent",
-        params![c.ledger, c.dataset_id, c.period, c.cost],
+        "INSERT INTO dp_ledger (ledger, dataset_id, period, spent, delta_spent) VALUES (?1, ?2, ?3, ?4, ?5)
+         ON CONFLICT (ledger, dataset_id, period) DO UPDATE SET spent = dp_ledger.spent + excluded.spent,
+             delta_spent = dp_ledger.delta_spent + excluded.delta_spent",
+        params![c.ledger, c.dataset_id, c.period, c.cost, c.delta],
     )
     .map_err(db_err)?;
-    Ok(Ok(spent + c.cost))
+    Ok(Ok(spent.after(c)))
 }
 
 /// The node's head row, created empty on first use (inside `tx`, which

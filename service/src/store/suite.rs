@@ -15,7 +15,7 @@ use crate::model::Origin;
 use crate::model::dataset::{ColumnRecord, DatasetRecord, FileFormatKind, SourceSpec};
 use crate::model::identity::{Identity, Permission, UserRecord};
 use crate::model::policy::PolicySpec;
-use crate::model::privacy::{DpAnswerRow, DpCharge, DpPut, DpView};
+use crate::model::privacy::{DpAnswerRow, DpCharge, DpPut, DpSpent, DpView};
 use crate::model::request::{AccessDecision, AccessRequest, RequestStatus};
 
 pub(crate) const DEFAULT_TEST_POSTGRES: &str = "host=127.0.0.1 port=5432 user=postgres dbname=test";
@@ -103,6 +103,8 @@ on_both_backends!(
     access_requests_are_decided_once_and_approvals_admit,
     dp_answers_are_kept_once_per_window_and_charged_once,
     dp_ledgers_stop_at_their_cap_and_views_charge_once,
+    dp_ledgers_count_delta_and_stop_at_its_cap,
+    dp_answers_past_their_keeping_time_are_purged_with_their_views,
     dp_concurrent_draws_keep_one_answer_and_one_charge,
 );
 
@@ -617,6 +619,7 @@ fn dp_row(key: &str, answer_id: &str, window: i64) -> DpAnswerRow {
         window,
         source_version: "v1".into(),
         created_ms: 5,
+        expires_ms: 1_000 * (window + 1),
         answer: vec![0, 1, 2, 255],
     }
 }
@@ -628,7 +631,14 @@ fn dp_charge(ledger: &str, cost: f64, cap: Option<f64>) -> DpCharge {
         period: 3,
         cost,
         cap,
+        delta: 0.0,
+        delta_cap: None,
     }
+}
+
+/// ε (or ρ) spent, no δ.
+fn eps(value: f64) -> DpSpent {
+    DpSpent { value, delta: 0.0 }
 }
 
 async fn dp_answers_are_kept_once_per_window_and_charged_once(s: Arc<dyn Store>) {
@@ -660,8 +670,9 @@ async fn dp_answers_are_kept_once_per_window_and_charged_once(s: Arc<dyn Store>)
     );
     // Renewed into window 8 (data unchanged); a later draw for window 8
     // still loses to it.
-    s.renew_dp_answer("k", "a1", 8).await.unwrap();
-    assert_eq!(s.dp_answer("k").await.unwrap().unwrap().window, 8);
+    s.renew_dp_answer("k", "a1", 8, 9_000).await.unwrap();
+    let renewed = s.dp_answer("k").await.unwrap().unwrap();
+    assert_eq!((renewed.window, renewed.expires_ms), (8, 9_000));
     let put = s
         .put_dp_answer(&dp_row("k", "a3", 8), &charge)
         .await
@@ -673,11 +684,11 @@ async fn dp_answers_are_kept_once_per_window_and_charged_once(s: Arc<dyn Store>)
         .await
         .unwrap();
     assert!(matches!(put, DpPut::Kept { charged: true, ref answer } if answer.answer_id == "a4"));
-    s.renew_dp_answer("k", "a1", 10).await.unwrap();
+    s.renew_dp_answer("k", "a1", 10, 11_000).await.unwrap();
     assert_eq!(s.dp_answer("k").await.unwrap().unwrap().answer_id, "a4");
     let ledgers = s.dp_ledgers(Some("d1"), 0).await.unwrap();
     assert_eq!(ledgers.len(), 1);
-    assert!((ledgers[0].spent - 1.0).abs() < 1e-12, "{ledgers:?}");
+    assert!((ledgers[0].spent.value - 1.0).abs() < 1e-12, "{ledgers:?}");
     assert!(s.dp_ledgers(Some("d1"), 4).await.unwrap().is_empty());
     // None of it is policy: the state version stays.
     assert_eq!(s.version().await.unwrap(), v0);
@@ -687,20 +698,20 @@ async fn dp_ledgers_stop_at_their_cap_and_views_charge_once(s: Arc<dyn Store>) {
     let user = dp_charge("user:[\"i\",\"alice\"]", 1.0, Some(2.5));
     assert_eq!(
         s.view_dp_answer("a1", &user, 1).await.unwrap(),
-        DpView::Charged { spent: 1.0 }
+        DpView::Charged { spent: eps(1.0) }
     );
     assert_eq!(
         s.view_dp_answer("a1", &user, 2).await.unwrap(),
-        DpView::Seen { spent: 1.0 }
+        DpView::Seen { spent: eps(1.0) }
     );
     assert_eq!(
         s.view_dp_answer("a2", &user, 3).await.unwrap(),
-        DpView::Charged { spent: 2.0 }
+        DpView::Charged { spent: eps(2.0) }
     );
     // The third would pass 2.5: refused, and not recorded as seen.
     assert_eq!(
         s.view_dp_answer("a3", &user, 4).await.unwrap(),
-        DpView::OverBudget { spent: 2.0 }
+        DpView::OverBudget { spent: eps(2.0) }
     );
     let bigger = DpCharge {
         cap: Some(3.0),
@@ -708,7 +719,7 @@ async fn dp_ledgers_stop_at_their_cap_and_views_charge_once(s: Arc<dyn Store>) {
     };
     assert_eq!(
         s.view_dp_answer("a3", &bigger, 5).await.unwrap(),
-        DpView::Charged { spent: 3.0 }
+        DpView::Charged { spent: eps(3.0) }
     );
     // Another period starts empty.
     let next = DpCharge {
@@ -717,7 +728,7 @@ async fn dp_ledgers_stop_at_their_cap_and_views_charge_once(s: Arc<dyn Store>) {
     };
     assert_eq!(
         s.view_dp_answer("a9", &next, 6).await.unwrap(),
-        DpView::Charged { spent: 1.0 }
+        DpView::Charged { spent: eps(1.0) }
     );
     // A fresh answer over the dataset's cap is not kept.
     let dataset = dp_charge("dataset", 1.0, Some(0.5));
@@ -725,9 +736,121 @@ async fn dp_ledgers_stop_at_their_cap_and_views_charge_once(s: Arc<dyn Store>) {
         s.put_dp_answer(&dp_row("k2", "b1", 1), &dataset)
             .await
             .unwrap(),
-        DpPut::OverBudget { spent: 0.0 }
+        DpPut::OverBudget { spent: eps(0.0) }
     );
     assert_eq!(s.dp_answer("k2").await.unwrap(), None);
+}
+
+async fn dp_ledgers_count_delta_and_stop_at_its_cap(s: Arc<dyn Store>) {
+    // Each answer spends ε 0.1 and δ 1e-6; the ε cap is far, δ's is at 2e-6.
+    let user = DpCharge {
+        delta: 1e-6,
+        delta_cap: Some(2e-6),
+        ..dp_charge("user:[\"i\",\"bob\"]", 0.1, Some(100.0))
+    };
+    let spent = |n: f64| DpSpent {
+        value: 0.1 * n,
+        delta: 1e-6 * n,
+    };
+    let close = |a: DpSpent, b: DpSpent| {
+        (a.value - b.value).abs() < 1e-12 && (a.delta - b.delta).abs() < 1e-18
+    };
+    match s.view_dp_answer("d1", &user, 1).await.unwrap() {
+        DpView::Charged { spent: x } => assert!(close(x, spent(1.0)), "{x:?}"),
+        other => panic!("{other:?}"),
+    }
+    match s.view_dp_answer("d2", &user, 2).await.unwrap() {
+        DpView::Charged { spent: x } => assert!(close(x, spent(2.0)), "{x:?}"),
+        other => panic!("{other:?}"),
+    }
+    // δ would pass its cap: refused though ε has room, nothing recorded.
+    match s.view_dp_answer("d3", &user, 3).await.unwrap() {
+        DpView::OverBudget { spent: x } => assert!(close(x, spent(2.0)), "{x:?}"),
+        other => panic!("{other:?}"),
+    }
+    // An answer spending no δ still fits.
+    let no_delta = DpCharge {
+        delta: 0.0,
+        ..user.clone()
+    };
+    match s.view_dp_answer("d3", &no_delta, 4).await.unwrap() {
+        DpView::Charged { spent: x } => assert!(
+            (x.value - 0.3).abs() < 1e-12 && (x.delta - 2e-6).abs() < 1e-18,
+            "{x:?}"
+        ),
+        other => panic!("{other:?}"),
+    }
+    // Seen again: free, and says what was spent.
+    match s.view_dp_answer("d1", &user, 5).await.unwrap() {
+        DpView::Seen { spent: x } => assert!((x.delta - 2e-6).abs() < 1e-18, "{x:?}"),
+        other => panic!("{other:?}"),
+    }
+    // The dataset's ledger counts δ the same way, and refuses past it.
+    let dataset = DpCharge {
+        delta: 1e-6,
+        delta_cap: Some(1e-6),
+        ..dp_charge("dataset", 0.1, None)
+    };
+    assert!(matches!(
+        s.put_dp_answer(&dp_row("kd", "e1", 1), &dataset)
+            .await
+            .unwrap(),
+        DpPut::Kept { charged: true, .. }
+    ));
+    assert!(matches!(
+        s.put_dp_answer(&dp_row("ke", "e2", 1), &dataset)
+            .await
+            .unwrap(),
+        DpPut::OverBudget { .. }
+    ));
+    assert_eq!(s.dp_answer("ke").await.unwrap(), None);
+    let ledgers = s.dp_ledgers(Some("d1"), 0).await.unwrap();
+    let of = |l: &str| ledgers.iter().find(|r| r.ledger == l).unwrap().spent;
+    assert!((of("dataset").delta - 1e-6).abs() < 1e-18, "{ledgers:?}");
+    assert!(
+        (of("user:[\"i\",\"bob\"]").delta - 2e-6).abs() < 1e-18,
+        "{ledgers:?}"
+    );
+}
+
+async fn dp_answers_past_their_keeping_time_are_purged_with_their_views(s: Arc<dyn Store>) {
+    let charge = dp_charge("dataset", 0.1, None);
+    let user = dp_charge("user:[\"i\",\"carol\"]", 0.1, None);
+    // "old" kept until 2,000 ms, "new" until 9,000 ms.
+    for (key, id, window) in [("old", "p1", 1), ("new", "p2", 8)] {
+        s.put_dp_answer(&dp_row(key, id, window), &charge)
+            .await
+            .unwrap();
+        s.view_dp_answer(id, &user, 100).await.unwrap();
+    }
+    // A view reserved for a draw never kept (another node's won).
+    s.view_dp_answer("lost", &user, 100).await.unwrap();
+    // Nothing is past its time at 2,000 ms; no stray view is old enough.
+    assert_eq!(s.purge_dp_answers(2_000, 0).await.unwrap(), 0);
+    assert!(s.dp_answer("old").await.unwrap().is_some());
+    // At 2,001 ms "old" goes with its view; the stray view goes once old.
+    assert_eq!(s.purge_dp_answers(2_001, 101).await.unwrap(), 1);
+    assert_eq!(s.dp_answer("old").await.unwrap(), None);
+    assert!(s.dp_answer("new").await.unwrap().is_some());
+    // p1's and the lost draw's views are gone (seeing them is a first view
+    // again), p2's stays (seen: free).
+    assert!(matches!(
+        s.view_dp_answer("p1", &user, 200).await.unwrap(),
+        DpView::Charged { .. }
+    ));
+    assert!(matches!(
+        s.view_dp_answer("lost", &user, 200).await.unwrap(),
+        DpView::Charged { .. }
+    ));
+    assert!(matches!(
+        s.view_dp_answer("p2", &user, 200).await.unwrap(),
+        DpView::Seen { .. }
+    ));
+    // A renewal keeps an answer longer, never shorter.
+    s.renew_dp_answer("new", "p2", 9, 5_000).await.unwrap();
+    assert_eq!(s.dp_answer("new").await.unwrap().unwrap().expires_ms, 9_000);
+    // Ledgers stay.
+    assert!(!s.dp_ledgers(Some("d1"), 0).await.unwrap().is_empty());
 }
 
 async fn dp_concurrent_draws_keep_one_answer_and_one_charge(s: Arc<dyn Store>) {
@@ -756,5 +879,5 @@ async fn dp_concurrent_draws_keep_one_answer_and_one_charge(s: Arc<dyn Store>) {
     assert_eq!(ids.len(), 1, "every node returns the same draw: {ids:?}");
     assert_eq!(charged, 1);
     let spent = s.dp_ledgers(Some("d1"), 0).await.unwrap()[0].spent;
-    assert!((spent - 1.0).abs() < 1e-12);
+    assert!((spent.value - 1.0).abs() < 1e-12);
 }

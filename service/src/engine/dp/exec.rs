@@ -30,7 +30,7 @@ use super::{DpAnswers, DpReceipt, ReceiptSlot};
 use crate::dp::accounting::QueryPrivacy;
 use crate::error::query::from_datafusion;
 use crate::error::{Result, VeilError};
-use crate::model::privacy::{DpAnswerRow, DpCharge, DpPut, DpView};
+use crate::model::privacy::{DpAnswerRow, DpCharge, DpPut, DpSpent, DpView};
 
 /// Most passes an answer's aggregates are split into.
 pub const MAX_PASSES: u64 = 256;
@@ -84,13 +84,47 @@ impl DpJob {
         &self.query.guard.dataset().id
     }
 
-    fn charge(&self, ledger: &str, cap: Option<f64>, period: i64) -> DpCharge {
+    fn charge(
+        &self,
+        ledger: &str,
+        cap: Option<f64>,
+        delta_cap: Option<f64>,
+        period: i64,
+    ) -> DpCharge {
         DpCharge {
             ledger: ledger.to_string(),
             dataset_id: self.dataset_id().to_string(),
             period,
             cost: self.privacy.cost(),
             cap,
+            delta: self.delta_spent(),
+            delta_cap,
+        }
+    }
+
+    /// Until when an answer drawn or renewed in `window` is kept: to the
+    /// window's end when it can't be carried into the next (its data has
+    /// no version), else through one more budget period (or window) after
+    /// it, so an answer asked for again while its data stays the same is
+    /// the same answer; one nobody asks for that long is forgotten (asked
+    /// again, it is drawn anew and paid for).
+    fn expires_ms(&self, window: i64, tolerance_ms: i64, period_ms: Option<i64>) -> i64 {
+        let end = (window + 1).saturating_mul(tolerance_ms);
+        match self.source_version.is_empty() {
+            true => end,
+            false => end.saturating_add(period_ms.unwrap_or(0).max(tolerance_ms)),
+        }
+    }
+
+    /// The δ an answer spends: releasing keys the policy doesn't list
+    /// (τ-thresholding) has each unit's key shown with probability at most
+    /// this; an answer without private keys spends none. (The Gaussian's
+    /// other half of δ converts the period's ρ to ε once: its ledger's cap
+    /// is that conversion.)
+    pub fn delta_spent(&self) -> f64 {
+        match self.noise.threshold {
+            Some(_) => self.privacy.selection_delta().unwrap_or(0.0),
+            None => 0.0,
         }
     }
 
@@ -111,17 +145,54 @@ impl DpJob {
             None => (0, None),
         };
         let caps = policy.budgets.as_ref();
-        let user = self.charge(&self.user_ledger, caps.and_then(|b| b.user), period);
-        let dataset = self.charge("dataset", caps.and_then(|b| b.dataset), period);
+        let user = self.charge(
+            &self.user_ledger,
+            caps.and_then(|b| b.user),
+            caps.and_then(|b| b.user_delta),
+            period,
+        );
+        let dataset = self.charge(
+            "dataset",
+            caps.and_then(|b| b.dataset),
+            caps.and_then(|b| b.dataset_delta),
+            period,
+        );
         let resets = period_ms.map(|ms| (period + 1) * ms);
-        let over = |whose: &str, spent: f64, cap: Option<f64>| -> VeilError {
-            let unit = self.privacy.unit();
-            let cap = cap.unwrap_or(0.0);
+        let over = |whose: &str, spent: DpSpent, c: &DpCharge| -> VeilError {
+            // The ε (or ρ) budget, unless only the δ one is short.
+            let value_fits = c
+                .cap
+                .is_none_or(|cap| spent.value + c.cost <= cap * (1.0 + 1e-9));
+            let (what, used, cap, cost) = match value_fits {
+                false => (
+                    self.privacy.unit().to_string(),
+                    format!("{:.4}", spent.value),
+                    c.cap.unwrap_or(0.0),
+                    c.cost,
+                ),
+                true => (
+                    "delta (releasing group keys the policy doesn't list)".to_string(),
+                    format!("{:e}", spent.delta),
+                    c.delta_cap.unwrap_or(0.0),
+                    c.delta,
+                ),
+            };
+            let (left, cap_text, cost_text) = if value_fits {
+                (
+                    format!("{:e}", (cap - spent.delta).max(0.0)),
+                    format!("{cap:e}"),
+                    format!("{cost:e}"),
+                )
+            } else {
+                (
+                    format!("{:.4}", (cap - spent.value).max(0.0)),
+                    format!("{cap:.4}"),
+                    format!("{cost:.4}"),
+                )
+            };
             VeilError::ResourceExhausted(format!(
-                "[DP_BUDGET] the differential privacy budget of {whose} on {} is spent: {unit} {spent:.4} of {cap:.4} used, {:.4} left, a query costs {:.4}; it resets at {} (answers already seen stay free until their window ends)",
+                "[DP_BUDGET] the differential privacy budget of {whose} on {} is spent: {what} {used} of {cap_text} used, {left} left, a query costs {cost_text}; it resets at {} (answers already seen stay free until their window ends)",
                 self.query.guard.dataset().name,
-                (cap - spent).max(0.0),
-                self.privacy.cost(),
                 resets
                     .and_then(chrono::DateTime::from_timestamp_millis)
                     .map(|t| t.to_rfc3339())
@@ -130,7 +201,7 @@ impl DpJob {
         };
         let store = self.answers.store();
         // Set when this request drew (and so already charged its reader).
-        let mut pre_charged: Option<f64> = None;
+        let mut pre_charged: Option<DpSpent> = None;
         let kept = self.answers.kept(&self.key, window).await?;
         let (row, fresh) = match kept {
             Some(row) if row.window >= window => (row, false),
@@ -139,7 +210,12 @@ impl DpJob {
             {
                 // The data didn't change: the same answer, another window.
                 store
-                    .renew_dp_answer(&self.key, &row.answer_id, window)
+                    .renew_dp_answer(
+                        &self.key,
+                        &row.answer_id,
+                        window,
+                        self.expires_ms(window, tolerance_ms, period_ms),
+                    )
                     .await?;
                 row.window = window;
                 self.answers.remember(row.clone()).await;
@@ -149,7 +225,7 @@ impl DpJob {
                 // Refuse before reading data when the dataset can't pay.
                 let spent = self.answers.spent(&dataset).await?;
                 if !crate::store::within_cap(spent, &dataset) {
-                    return Err(over("this dataset", spent, dataset.cap));
+                    return Err(over("this dataset", spent, &dataset));
                 }
                 // Planned before anything is charged: a query that can't be
                 // planned costs nothing.
@@ -161,7 +237,7 @@ impl DpJob {
                 let reserved = match store.view_dp_answer(&answer_id, &user, now_ms).await? {
                     DpView::Charged { spent } => spent,
                     DpView::Seen { spent } | DpView::OverBudget { spent } => {
-                        return Err(over("your user", spent, user.cap));
+                        return Err(over("your user", spent, &user));
                     }
                 };
                 let answer = self.draw(plans, &dataset, now_ms, task).await?;
@@ -172,12 +248,13 @@ impl DpJob {
                     window,
                     source_version: self.source_version.clone(),
                     created_ms: now_ms,
+                    expires_ms: self.expires_ms(window, tolerance_ms, period_ms),
                     answer: super::encode_batch(&answer)?,
                 };
                 let kept = match store.put_dp_answer(&row, &dataset).await? {
                     DpPut::Kept { answer, .. } => answer,
                     DpPut::OverBudget { spent } => {
-                        return Err(over("this dataset", spent, dataset.cap));
+                        return Err(over("this dataset", spent, &dataset));
                     }
                 };
                 self.answers.remember(kept.clone()).await;
@@ -188,6 +265,8 @@ impl DpJob {
                     let free = DpCharge {
                         cost: 0.0,
                         cap: None,
+                        delta: 0.0,
+                        delta_cap: None,
                         ..user.clone()
                     };
                     store.view_dp_answer(&kept.answer_id, &free, now_ms).await?;
@@ -201,7 +280,7 @@ impl DpJob {
             None => match store.view_dp_answer(&row.answer_id, &user, now_ms).await? {
                 DpView::Charged { spent } => (true, spent),
                 DpView::Seen { spent } => (false, spent),
-                DpView::OverBudget { spent } => return Err(over("your user", spent, user.cap)),
+                DpView::OverBudget { spent } => return Err(over("your user", spent, &user)),
             },
         };
         let receipt = DpReceipt {
@@ -213,9 +292,12 @@ impl DpJob {
             mechanism: policy.mechanism.as_str().to_string(),
             unit: self.privacy.unit().to_string(),
             charged: if charged { self.privacy.cost() } else { 0.0 },
-            spent,
+            spent: spent.value,
             budget: user.cap,
-            remaining: user.cap.map(|c| (c - spent).max(0.0)),
+            remaining: user.cap.map(|c| (c - spent.value).max(0.0)),
+            delta_charged: if charged { user.delta } else { 0.0 },
+            delta_spent: spent.delta,
+            delta_budget: user.delta_cap,
             resets_at_ms: resets,
             window_ends_at_ms: (row.window + 1) * tolerance_ms,
             fresh,

@@ -28,7 +28,7 @@ use std::fmt;
 use std::sync::{Arc, Mutex};
 
 use crate::error::{Result, VeilError};
-use crate::model::privacy::{DpAnswerRow, DpCharge};
+use crate::model::privacy::{DpAnswerRow, DpCharge, DpSpent};
 use crate::secrets::{KeyPurpose, MasterKey, SecretKey, encode_hex};
 use crate::store::Store;
 use guard::DpGuardTable;
@@ -124,6 +124,12 @@ pub struct DpReceipt {
     pub spent: f64,
     pub budget: Option<f64>,
     pub remaining: Option<f64>,
+    /// δ charged to this user now (releasing private group keys; 0 if
+    /// none, or an answer they had seen), their δ spent this period, and
+    /// their δ budget.
+    pub delta_charged: f64,
+    pub delta_spent: f64,
+    pub delta_budget: Option<f64>,
     pub resets_at_ms: Option<i64>,
     /// When the answer stops being served (a new draw may follow).
     pub window_ends_at_ms: i64,
@@ -137,13 +143,15 @@ impl DpReceipt {
     /// drawn now; never a value.
     pub fn audit_note(&self) -> String {
         format!(
-            "differential privacy ({}): {}; {} {} charged to the reader ({} {:.4} spent this period); answer {}",
+            "differential privacy ({}): {}; {} {} and delta {:e} charged to the reader ({} {:.4} and delta {:e} spent this period); answer {}",
             self.policy,
             self.query,
             self.unit,
             self.charged,
+            self.delta_charged,
             self.unit,
             self.spent,
+            self.delta_spent,
             if self.fresh {
                 "drawn (cache miss)"
             } else {
@@ -248,11 +256,27 @@ impl DpAnswers {
         {
             return Ok(Some(row));
         }
-        let row = self.store.dp_answer(key).await?;
+        // Past its keeping time (not yet purged): as if forgotten.
+        let now = self.now_ms();
+        let row = self
+            .store
+            .dp_answer(key)
+            .await?
+            .filter(|r| r.expires_ms >= now);
         if let Some(row) = &row {
             self.cache.insert(key.to_string(), row.clone()).await;
         }
         Ok(row)
+    }
+
+    /// Forget answers past their keeping time (and their views, and the
+    /// views of draws never kept, after a day). Returns how many answers
+    /// went.
+    pub async fn purge(&self) -> Result<u64> {
+        let now = self.now_ms();
+        self.store
+            .purge_dp_answers(now, now.saturating_sub(86_400_000))
+            .await
     }
 
     async fn remember(&self, row: DpAnswerRow) {
@@ -260,15 +284,17 @@ impl DpAnswers {
     }
 
     /// A ledger's spending in the charge's period.
-    async fn spent(&self, c: &DpCharge) -> Result<f64> {
+    async fn spent(&self, c: &DpCharge) -> Result<DpSpent> {
         Ok(self
             .store
             .dp_ledgers(Some(&c.dataset_id), c.period)
             .await?
             .iter()
             .filter(|r| r.ledger == c.ledger && r.period == c.period)
-            .map(|r| r.spent)
-            .fold(0.0, |a, b| a + b))
+            .fold(DpSpent::default(), |a, r| DpSpent {
+                value: a.value + r.spent.value,
+                delta: a.delta + r.spent.delta,
+            }))
     }
 }
 

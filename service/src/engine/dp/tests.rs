@@ -510,6 +510,125 @@ async fn budgets_stop_averaging_attacks_and_say_when_they_reset() {
 }
 
 #[tokio::test]
+async fn private_keys_spend_delta_and_cheap_queries_cannot_add_it_up() {
+    // ε budget 3 at ε 1: by default δ may add up to 3 answers' worth.
+    let dp = Dp::new(1.0, "budget = { user_epsilon = 3, period = \"30d\" }").await;
+    let cheap = |i: i32| {
+        format!(
+            "SELECT WITH DIFFERENTIAL_PRIVACY OPTIONS (epsilon => 0.1) state, COUNT(*) FROM clinical.trials WHERE age > {i} GROUP BY state"
+        )
+    };
+    // Public keys release nothing by threshold: no δ.
+    let (_, r) = dp
+        .run(
+            "alice",
+            "SELECT diagnosis, COUNT(*) FROM clinical.trials GROUP BY diagnosis",
+        )
+        .await
+        .unwrap();
+    assert_eq!((r.delta_charged, r.delta_spent), (0.0, 0.0));
+    assert!((r.delta_budget.unwrap() - 3e-6).abs() < 1e-18, "{r:?}");
+    // Each answer with private keys spends the policy's δ.
+    for i in 0..3 {
+        let (_, r) = dp.run("alice", &cheap(i)).await.unwrap();
+        assert_eq!(r.delta_charged, 1e-6);
+        assert!(
+            (r.delta_spent - 1e-6 * f64::from(i + 1)).abs() < 1e-15,
+            "{r:?}"
+        );
+    }
+    // ε has room (1.3 of 3), δ has none: refused, naming δ, nothing charged.
+    let e = dp.refused("alice", &cheap(3)).await;
+    assert!(
+        matches!(e, VeilError::ResourceExhausted(ref m) if m.contains("[DP_BUDGET]") && m.contains("delta")),
+        "{e:?}"
+    );
+    let (_, r) = dp
+        .run(
+            "alice",
+            "SELECT COUNT(*) FROM clinical.trials WHERE age > 1",
+        )
+        .await
+        .unwrap();
+    assert!((r.spent - 1.3 - 1.0).abs() < 1e-9, "{r:?}");
+    assert!((r.delta_spent - 3e-6).abs() < 1e-15, "{r:?}");
+    // Seen answers stay free.
+    let (_, r) = dp.run("alice", &cheap(0)).await.unwrap();
+    assert_eq!((r.charged, r.delta_charged), (0.0, 0.0));
+}
+
+#[tokio::test]
+async fn an_explicit_delta_budget_binds_and_is_checked_when_written() {
+    let dp = Dp::new(
+        1.0,
+        "budget = { user_epsilon = 10, user_delta = 1e-6, period = \"30d\" }",
+    )
+    .await;
+    let q = |i: i32| {
+        format!("SELECT state, COUNT(*) FROM clinical.trials WHERE age > {i} GROUP BY state")
+    };
+    dp.run("alice", &q(0)).await.unwrap();
+    let e = dp.refused("alice", &q(1)).await;
+    assert!(
+        matches!(e, VeilError::ResourceExhausted(ref m) if m.contains("delta")),
+        "{e:?}"
+    );
+    // A δ budget under one answer's δ, or on a policy that spends none,
+    // is refused when written.
+    let spec = |budget: &str, delta: &str| -> crate::model::policy::DifferentialPrivacySpec {
+        toml::from_str(&format!(
+            "privacy_unit = \"participant_id\"\nepsilon = 1.0\n{delta}\nlatency_tolerance = \"1h\"\nbudget = {budget}\n"
+        ))
+        .unwrap()
+    };
+    use crate::policy::differential_privacy::DpPolicy;
+    let e = DpPolicy::validate(&spec(
+        "{ user_delta = 1e-9, period = \"1d\" }",
+        "delta = 1e-6",
+    ))
+    .unwrap_err();
+    assert!(e.contains("user_delta"), "{e}");
+    let e = DpPolicy::validate(&spec("{ dataset_delta = 1e-3, period = \"1d\" }", "")).unwrap_err();
+    assert!(e.contains("spends no δ"), "{e}");
+    let ok = DpPolicy::validate(&spec(
+        "{ user_epsilon = 5, period = \"1d\" }",
+        "delta = 1e-6",
+    ))
+    .unwrap();
+    let b = ok.budgets.unwrap();
+    assert!((b.user_delta.unwrap() - 5e-6).abs() < 1e-18, "{b:?}");
+    assert_eq!(b.dataset_delta, None);
+}
+
+#[tokio::test]
+async fn answers_nobody_asks_for_are_forgotten_then_drawn_anew() {
+    // A window of a day, a budget period of 30 days: an answer of
+    // unchanged files is kept 30 days past the last window it served.
+    let dp = Dp::new(1.0, "budget = { user_epsilon = 100, period = \"30d\" }").await;
+    let q = "SELECT diagnosis, COUNT(*) AS n FROM clinical.trials GROUP BY diagnosis ORDER BY diagnosis";
+    let (first, r) = dp.run("alice", q).await.unwrap();
+    assert!(r.fresh);
+    // Asked again 20 days on: the same answer, renewed.
+    dp.advance(20 * DAY_MS);
+    let (again, r) = dp.run("alice", q).await.unwrap();
+    assert!(!r.fresh);
+    assert_eq!(ints(&first, 1), ints(&again, 1));
+    // A sweep now forgets nothing.
+    assert_eq!(dp.engine.dp_answers().purge().await.unwrap(), 0);
+    // 32 days after that, past its keeping time: not served even before
+    // the sweep, and drawn anew (paid).
+    dp.advance(32 * DAY_MS);
+    let (later, r) = dp.run("alice", q).await.unwrap();
+    assert!(r.fresh, "{r:?}");
+    assert_eq!(r.charged, 1.0);
+    assert_ne!(ints(&first, 1), ints(&later, 1));
+    // The question now holds the new draw, kept for its own time.
+    assert_eq!(dp.engine.dp_answers().purge().await.unwrap(), 0);
+    dp.advance(62 * DAY_MS);
+    assert_eq!(dp.engine.dp_answers().purge().await.unwrap(), 1);
+}
+
+#[tokio::test]
 async fn spending_less_with_options_costs_less_and_draws_apart() {
     let dp = Dp::new(1.0, "budget = { user_epsilon = 2, period = \"1d\" }").await;
     let (_, r) = dp
@@ -891,7 +1010,7 @@ async fn concurrent_draws_cannot_spend_past_a_users_budget() {
         ledgers
             .iter()
             .filter(|r| r.ledger.starts_with(who))
-            .map(|r| r.spent)
+            .map(|r| r.spent.value)
             .sum()
     };
     assert_eq!(spent("dataset"), 2.0, "{ledgers:?}");
