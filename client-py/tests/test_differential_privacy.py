@@ -55,6 +55,23 @@ def test_answers_come_noisy_with_a_receipt_and_are_kept(dp):
     assert mine["spent"] == pytest.approx(0.1)
 
 
+def test_private_group_keys_spend_delta_shown_in_receipt_and_ledger(dp):
+    erin = veil.connect(dp.address, token=dp.token("erin"))
+    q = "SELECT state, COUNT(*) AS n FROM clinical.trials GROUP BY state"
+    _, receipt = erin.sql(q, privacy=True)
+    # Keys the policy doesn't list are released by threshold: δ spent.
+    assert receipt["delta_charged"] == pytest.approx(1e-6)
+    assert receipt["delta_spent"] == pytest.approx(1e-6)
+    assert receipt["delta_budget"] is None  # no budgets in this policy
+    _, receipt = erin.sql(
+        "SELECT diagnosis, COUNT(*) FROM clinical.trials GROUP BY diagnosis", privacy=True
+    )
+    assert receipt["delta_charged"] == 0.0
+    mine = [b for b in erin.dp_budget("clinical.trials") if b["ledger"] == "you"][0]
+    assert mine["delta_spent"] == pytest.approx(1e-6)
+    assert mine["query_delta"] == pytest.approx(1e-6)
+
+
 def test_raw_reads_and_other_shapes_are_refused_with_codes(dp):
     alice = veil.connect(dp.address, token=dp.token("alice"))
     with pytest.raises(veil.PermissionDenied, match=r"\[DP_ROW_LEVEL\]"):
