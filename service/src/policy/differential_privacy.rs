@@ -20,7 +20,7 @@ const MAX_FIXED: f64 = (1u64 << 52) as f64;
 pub const MAX_PUBLIC_GROUPS: usize = 10_000;
 
 /// Clamping bounds of one column, in fixed point (`value × scale`).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub struct Clamp {
     pub lower: i64,
     pub upper: i64,
