@@ -406,9 +406,19 @@ impl DpFixed {
         } else {
             scaled
         };
-        // Bounds are whole numbers within ±2^52: the rounded value is
-        // exact in an i64.
-        clamped.round() as i64 as i128
+        // Bounds are whole numbers within ±2^52, so the clamped value's
+        // whole part is exact in an i64 and its fraction is exact too:
+        // rounding half away from zero without a libm call.
+        let whole = clamped as i64;
+        let fraction = clamped - whole as f64;
+        let rounded = if fraction >= 0.5 {
+            whole + 1
+        } else if fraction <= -0.5 {
+            whole - 1
+        } else {
+            whole
+        };
+        i128::from(rounded)
     }
 }
 
@@ -429,19 +439,18 @@ impl ScalarUDFImpl for DpFixed {
         &self,
         args: ScalarFunctionArgs,
     ) -> datafusion::common::Result<ColumnarValue> {
-        use datafusion::arrow::array::{AsArray, Decimal128Array};
-        use datafusion::arrow::datatypes::Float64Type;
+        use datafusion::arrow::array::AsArray;
+        use datafusion::arrow::datatypes::{Decimal128Type, Float64Type};
         let [x] = args.args.as_slice() else {
             return Err(DataFusionError::Internal(
                 "veil_dp_fixed takes one argument".into(),
             ));
         };
         let x = x.to_array(args.number_rows)?;
-        let values = x.as_primitive::<Float64Type>();
-        let out: Decimal128Array = values
-            .iter()
-            .map(|v| v.map(|v| self.fixed(v)))
-            .collect::<Decimal128Array>()
+        // Every slot (nulls keep their null bit; their value is unused).
+        let out = x
+            .as_primitive::<Float64Type>()
+            .unary::<_, Decimal128Type>(|v| self.fixed(v))
             .with_precision_and_scale(38, 0)?;
         Ok(ColumnarValue::Array(Arc::new(out)))
     }
