@@ -53,12 +53,13 @@ pub struct Budgets {
 
 impl Budgets {
     /// The δ budget an ε budget implies: as many answers as it pays for at
-    /// the policy's ε, each spending the δ of releasing private keys. It
-    /// binds only when queries ask for less ε than the policy's
-    /// (`OPTIONS (epsilon => ...)`), so many cheap queries can't add up δ
-    /// past what the policy's own queries could.
-    pub fn default_delta(epsilon_budget: f64, epsilon: f64, selection_delta: f64) -> f64 {
-        epsilon_budget / epsilon * selection_delta
+    /// the policy's own privacy (`budget` and `cost` in the ledger's unit,
+    /// ε or ρ), each spending the δ of releasing private keys. It binds
+    /// only when queries ask for less ε than the policy's (`OPTIONS
+    /// (epsilon => ...)`), so many cheap queries can't add up δ past what
+    /// the policy's own queries could.
+    pub fn default_delta(budget: f64, cost: f64, selection_delta: f64) -> f64 {
+        budget / cost * selection_delta
     }
 }
 
@@ -243,7 +244,11 @@ impl DpPolicy {
                 }
                 let delta_cap = |written: Option<f64>, epsilon: Option<f64>| {
                     written.or_else(|| {
-                        Some(Budgets::default_delta(epsilon?, spec.epsilon, selection?))
+                        Some(Budgets::default_delta(
+                            privacy.budget_in_unit(epsilon?),
+                            privacy.cost(),
+                            selection?,
+                        ))
                     })
                 };
                 Some(Budgets {

@@ -345,7 +345,6 @@ fn default_node_id(data_dir: &std::path::Path) -> Result<String> {
     Ok(id)
 }
 
-/// Purges audit events past retention now and every `every`.
 /// Forget differentially private answers past their keeping time, hourly
 /// (a lost round only leaves them a while longer: an expired answer is
 /// never served).
@@ -368,6 +367,7 @@ fn spawn_dp_purger(answers: Arc<crate::engine::dp::DpAnswers>) -> JoinHandle<()>
     })
 }
 
+/// Purges audit events past retention now and every `every`.
 fn spawn_purger(
     audit: AuditLog,
     retention: std::time::Duration,

@@ -228,15 +228,15 @@ pub trait Store: Send + Sync + Debug {
     /// if `charge` would pass its cap, write nothing.
     async fn put_dp_answer(&self, answer: &DpAnswerRow, charge: &DpCharge) -> Result<DpPut>;
     /// Carry the draw `answer_id` kept under `key` into window `window`
-    /// (its data didn't change), kept until `expires_ms`; nothing if
-    /// another draw replaced it.
+    /// (its data didn't change), kept until `expires_ms` at least. False
+    /// (nothing written) if another draw replaced it or it was forgotten.
     async fn renew_dp_answer(
         &self,
         key: &str,
         answer_id: &str,
         window: i64,
         expires_ms: i64,
-    ) -> Result<()>;
+    ) -> Result<bool>;
     /// A user's view of the draw `answer_id`: the first one is charged to
     /// their ledger (unless that passes its cap), later ones are free.
     async fn view_dp_answer(

@@ -1081,6 +1081,7 @@ impl Store for PostgresStore {
                      window_index = EXCLUDED.window_index, source_version = EXCLUDED.source_version,
                      created_ms = EXCLUDED.created_ms, answer = EXCLUDED.answer, expires_ms = EXCLUDED.expires_ms
                  WHERE dp_answers.window_index < EXCLUDED.window_index
+                     OR (dp_answers.expires_ms > 0 AND dp_answers.expires_ms < EXCLUDED.created_ms)
                  RETURNING answer_id",
                 &[
                     &a.key,
@@ -1123,17 +1124,18 @@ impl Store for PostgresStore {
         answer_id: &str,
         window: i64,
         expires_ms: i64,
-    ) -> Result<()> {
+    ) -> Result<bool> {
         let client = self.client().await?;
-        client
+        let renewed = client
             .execute(
-                "UPDATE dp_answers SET window_index = $3, expires_ms = GREATEST(expires_ms, $4)
-                 WHERE key = $1 AND answer_id = $2 AND window_index < $3",
+                "UPDATE dp_answers SET window_index = GREATEST(window_index, $3),
+                     expires_ms = CASE WHEN expires_ms = 0 THEN 0 ELSE GREATEST(expires_ms, $4) END
+                 WHERE key = $1 AND answer_id = $2",
                 &[&key, &answer_id, &window, &expires_ms],
             )
             .await
             .map_err(pg_err)?;
-        Ok(())
+        Ok(renewed == 1)
     }
 
     async fn view_dp_answer(
@@ -1222,16 +1224,22 @@ impl Store for PostgresStore {
     async fn purge_dp_answers(&self, now_ms: i64, stray_before_ms: i64) -> Result<u64> {
         let mut client = self.client().await?;
         let tx = client.transaction().await.map_err(pg_err)?;
-        tx.execute(
-            "DELETE FROM dp_views WHERE answer_id IN (SELECT answer_id FROM dp_answers WHERE expires_ms < $1)",
-            &[&now_ms],
-        )
-        .await
-        .map_err(pg_err)?;
-        let answers = tx
-            .execute("DELETE FROM dp_answers WHERE expires_ms < $1", &[&now_ms])
+        // The answers and exactly their views in one statement: a renewal
+        // that wins the row lock keeps the answer and its views together.
+        let answers: i64 = tx
+            .query_one(
+                "WITH gone AS (
+                     DELETE FROM dp_answers WHERE expires_ms > 0 AND expires_ms < $1 RETURNING answer_id
+                 ), views AS (
+                     DELETE FROM dp_views WHERE answer_id IN (SELECT answer_id FROM gone)
+                 )
+                 SELECT count(*) FROM gone",
+                &[&now_ms],
+            )
             .await
-            .map_err(pg_err)?;
+            .map_err(pg_err)?
+            .get(0);
+        let answers = answers as u64;
         tx.execute(
             "DELETE FROM dp_views WHERE viewed_ms < $1
              AND NOT EXISTS (SELECT 1 FROM dp_answers a WHERE a.answer_id = dp_views.answer_id)",

@@ -128,12 +128,12 @@ pub(crate) const DP_TABLES: &str = r#"
     );
 "#;
 
-/// δ spent per ledger, and how long each answer is kept (answers kept
-/// before this migration are kept a day more, then forgotten like any).
+/// δ spent per ledger, and how long each answer is kept. 0: no keeping
+/// time (answers kept before this migration, or written by a node not yet
+/// upgraded): kept until a newer draw replaces it, as before.
 pub(crate) const DP_DELTA_AND_EXPIRY: &str = r#"
     ALTER TABLE dp_ledger ADD COLUMN delta_spent DOUBLE PRECISION NOT NULL DEFAULT 0;
     ALTER TABLE dp_answers ADD COLUMN expires_ms BIGINT NOT NULL DEFAULT 0;
-    UPDATE dp_answers SET expires_ms = created_ms + 86400000;
     CREATE INDEX dp_answers_expiry ON dp_answers (expires_ms);
     CREATE INDEX dp_answers_answer ON dp_answers (answer_id);
 "#;
@@ -1132,6 +1132,7 @@ impl Store for SqliteStore {
                          window_index = excluded.window_index, source_version = excluded.source_version,
                          created_ms = excluded.created_ms, answer = excluded.answer, expires_ms = excluded.expires_ms
                      WHERE dp_answers.window_index < excluded.window_index
+                         OR (dp_answers.expires_ms > 0 AND dp_answers.expires_ms < excluded.created_ms)
                      RETURNING answer_id",
                     params![
                         a.key,
@@ -1178,16 +1179,18 @@ impl Store for SqliteStore {
         answer_id: &str,
         window: i64,
         expires_ms: i64,
-    ) -> Result<()> {
+    ) -> Result<bool> {
         let (key, answer_id) = (key.to_string(), answer_id.to_string());
         self.with(move |c| {
-            c.execute(
-                "UPDATE dp_answers SET window_index = ?3, expires_ms = MAX(expires_ms, ?4)
-                 WHERE key = ?1 AND answer_id = ?2 AND window_index < ?3",
-                params![key, answer_id, window, expires_ms],
-            )
-            .map_err(db_err)?;
-            Ok(())
+            let renewed = c
+                .execute(
+                    "UPDATE dp_answers SET window_index = MAX(window_index, ?3),
+                         expires_ms = CASE WHEN expires_ms = 0 THEN 0 ELSE MAX(expires_ms, ?4) END
+                     WHERE key = ?1 AND answer_id = ?2",
+                    params![key, answer_id, window, expires_ms],
+                )
+                .map_err(db_err)?;
+            Ok(renewed == 1)
         })
         .await
     }
@@ -1290,13 +1293,18 @@ impl Store for SqliteStore {
             let tx = c
                 .transaction_with_behavior(TransactionBehavior::Immediate)
                 .map_err(db_err)?;
+            // One writer at a time: no renewal can come between the two.
             tx.execute(
-                "DELETE FROM dp_views WHERE answer_id IN (SELECT answer_id FROM dp_answers WHERE expires_ms < ?1)",
+                "DELETE FROM dp_views WHERE answer_id IN
+                     (SELECT answer_id FROM dp_answers WHERE expires_ms > 0 AND expires_ms < ?1)",
                 [now_ms],
             )
             .map_err(db_err)?;
             let answers = tx
-                .execute("DELETE FROM dp_answers WHERE expires_ms < ?1", [now_ms])
+                .execute(
+                    "DELETE FROM dp_answers WHERE expires_ms > 0 AND expires_ms < ?1",
+                    [now_ms],
+                )
                 .map_err(db_err)?;
             tx.execute(
                 "DELETE FROM dp_views WHERE viewed_ms < ?1

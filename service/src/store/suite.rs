@@ -670,7 +670,7 @@ async fn dp_answers_are_kept_once_per_window_and_charged_once(s: Arc<dyn Store>)
     );
     // Renewed into window 8 (data unchanged); a later draw for window 8
     // still loses to it.
-    s.renew_dp_answer("k", "a1", 8, 9_000).await.unwrap();
+    assert!(s.renew_dp_answer("k", "a1", 8, 9_000).await.unwrap());
     let renewed = s.dp_answer("k").await.unwrap().unwrap();
     assert_eq!((renewed.window, renewed.expires_ms), (8, 9_000));
     let put = s
@@ -684,7 +684,7 @@ async fn dp_answers_are_kept_once_per_window_and_charged_once(s: Arc<dyn Store>)
         .await
         .unwrap();
     assert!(matches!(put, DpPut::Kept { charged: true, ref answer } if answer.answer_id == "a4"));
-    s.renew_dp_answer("k", "a1", 10, 11_000).await.unwrap();
+    assert!(!s.renew_dp_answer("k", "a1", 10, 11_000).await.unwrap());
     assert_eq!(s.dp_answer("k").await.unwrap().unwrap().answer_id, "a4");
     let ledgers = s.dp_ledgers(Some("d1"), 0).await.unwrap();
     assert_eq!(ledgers.len(), 1);
@@ -846,9 +846,33 @@ async fn dp_answers_past_their_keeping_time_are_purged_with_their_views(s: Arc<d
         s.view_dp_answer("p2", &user, 200).await.unwrap(),
         DpView::Seen { .. }
     ));
-    // A renewal keeps an answer longer, never shorter.
-    s.renew_dp_answer("new", "p2", 9, 5_000).await.unwrap();
-    assert_eq!(s.dp_answer("new").await.unwrap().unwrap().expires_ms, 9_000);
+    // A renewal keeps an answer longer, never shorter; a forgotten one
+    // can't be renewed.
+    assert!(s.renew_dp_answer("new", "p2", 9, 5_000).await.unwrap());
+    let new = s.dp_answer("new").await.unwrap().unwrap();
+    assert_eq!((new.window, new.expires_ms), (9, 9_000));
+    assert!(!s.renew_dp_answer("old", "p1", 9, 50_000).await.unwrap());
+    // A draw replaces an answer past its keeping time even in its window.
+    s.put_dp_answer(&dp_row("late", "q1", 3), &charge)
+        .await
+        .unwrap();
+    let again = DpAnswerRow {
+        created_ms: 4_001,
+        ..dp_row("late", "q2", 3)
+    };
+    assert!(matches!(
+        s.put_dp_answer(&again, &charge).await.unwrap(),
+        DpPut::Kept { charged: true, ref answer } if answer.answer_id == "q2"
+    ));
+    // An answer without a keeping time (kept before there were any) stays.
+    let legacy = DpAnswerRow {
+        expires_ms: 0,
+        ..dp_row("legacy", "l1", 1)
+    };
+    s.put_dp_answer(&legacy, &charge).await.unwrap();
+    s.purge_dp_answers(i64::MAX, 0).await.unwrap();
+    assert!(s.dp_answer("legacy").await.unwrap().is_some());
+    assert_eq!(s.dp_answer("new").await.unwrap(), None);
     // Ledgers stay.
     assert!(!s.dp_ledgers(Some("d1"), 0).await.unwrap().is_empty());
 }

@@ -202,26 +202,36 @@ impl DpJob {
         let store = self.answers.store();
         // Set when this request drew (and so already charged its reader).
         let mut pre_charged: Option<DpSpent> = None;
-        let kept = self.answers.kept(&self.key, window).await?;
-        let (row, fresh) = match kept {
-            Some(row) if row.window >= window => (row, false),
+        let mut carried = false;
+        let kept = match self.answers.kept(&self.key, window).await? {
+            Some(row) if row.window >= window => Some(row),
             Some(mut row)
                 if !row.source_version.is_empty() && row.source_version == self.source_version =>
             {
-                // The data didn't change: the same answer, another window.
-                store
-                    .renew_dp_answer(
-                        &self.key,
-                        &row.answer_id,
-                        window,
-                        self.expires_ms(window, tolerance_ms, period_ms),
-                    )
+                // The data didn't change: the same answer, another window,
+                // unless it was replaced or forgotten meanwhile (then this
+                // request draws, as if it had never been kept).
+                let expires_ms = self.expires_ms(window, tolerance_ms, period_ms);
+                let renewed = store
+                    .renew_dp_answer(&self.key, &row.answer_id, window, expires_ms)
                     .await?;
-                row.window = window;
-                self.answers.remember(row.clone()).await;
-                (row, false)
+                carried = renewed;
+                renewed.then(|| {
+                    row.window = window;
+                    if row.expires_ms != 0 {
+                        row.expires_ms = row.expires_ms.max(expires_ms);
+                    }
+                    row
+                })
             }
-            _ => {
+            _ => None,
+        };
+        if let Some(row) = kept.as_ref().filter(|_| carried) {
+            self.answers.remember(row.clone()).await;
+        }
+        let (row, fresh) = match kept {
+            Some(row) => (row, false),
+            None => {
                 // Refuse before reading data when the dataset can't pay.
                 let spent = self.answers.spent(&dataset).await?;
                 if !crate::store::within_cap(spent, &dataset) {

@@ -251,31 +251,34 @@ impl DpAnswers {
     /// `window` (or later), else the store's (another node may have drawn
     /// or renewed one since).
     async fn kept(&self, key: &str, window: i64) -> Result<Option<DpAnswerRow>> {
+        // Past its keeping time (not yet purged): as if forgotten. (0: an
+        // answer kept before keeping times existed, until replaced.)
+        let now = self.now_ms();
+        let live = |r: &DpAnswerRow| r.expires_ms == 0 || r.expires_ms >= now;
         if let Some(row) = self.cache.get(key).await
             && row.window >= window
+            && live(&row)
         {
             return Ok(Some(row));
         }
-        // Past its keeping time (not yet purged): as if forgotten.
-        let now = self.now_ms();
-        let row = self
-            .store
-            .dp_answer(key)
-            .await?
-            .filter(|r| r.expires_ms >= now);
+        let row = self.store.dp_answer(key).await?.filter(live);
         if let Some(row) = &row {
             self.cache.insert(key.to_string(), row.clone()).await;
         }
         Ok(row)
     }
 
-    /// Forget answers past their keeping time (and their views, and the
-    /// views of draws never kept, after a day). Returns how many answers
-    /// went.
+    /// Forget answers an hour past their keeping time (the hour: slack
+    /// for nodes' clocks; none is served once past it), with their views,
+    /// and the views of draws never kept after a day. Returns how many
+    /// answers went.
     pub async fn purge(&self) -> Result<u64> {
         let now = self.now_ms();
         self.store
-            .purge_dp_answers(now, now.saturating_sub(86_400_000))
+            .purge_dp_answers(
+                now.saturating_sub(3_600_000),
+                now.saturating_sub(86_400_000),
+            )
             .await
     }
 

@@ -598,6 +598,21 @@ async fn an_explicit_delta_budget_binds_and_is_checked_when_written() {
     let b = ok.budgets.unwrap();
     assert!((b.user_delta.unwrap() - 5e-6).abs() < 1e-18, "{b:?}");
     assert_eq!(b.dataset_delta, None);
+    // Under the Gaussian, ledgers count ρ, which grows faster than ε: the
+    // default δ budget counts the answers the ρ budget pays for (more than
+    // 10 of ε 1 in an ε budget of 10), each spending half the policy's δ.
+    let gaussian = DpPolicy::validate(&spec(
+        "{ user_epsilon = 10, period = \"1d\" }",
+        "delta = 1e-6\nmechanism = \"gaussian\"",
+    ))
+    .unwrap();
+    let answers = gaussian.privacy.budget_in_unit(10.0) / gaussian.privacy.cost();
+    assert!(answers > 10.0, "{answers}");
+    let cap = gaussian.budgets.unwrap().user_delta.unwrap();
+    assert!(
+        (cap - answers * 0.5e-6).abs() < 1e-15,
+        "{cap} for {answers} answers"
+    );
 }
 
 #[tokio::test]
