@@ -79,11 +79,7 @@ impl Governance {
                 ledgers
                     .iter()
                     .filter(|r| r.ledger == ledger && r.period == period)
-                    // Folded from +0.0: an empty sum shows as 0.
-                    .fold(DpSpent::default(), |a, r| DpSpent {
-                        value: a.value + r.spent.value,
-                        delta: a.delta + r.spent.delta,
-                    })
+                    .sum::<DpSpent>()
             };
             let caps = policy.budgets.as_ref();
             let row = |who: serde_json::Value,

@@ -46,6 +46,17 @@ pub struct DpSpent {
     pub delta: f64,
 }
 
+/// The spending of several ledger rows together, from +0.0 (an empty sum
+/// shows as 0, not -0).
+impl<'a> std::iter::Sum<&'a DpLedgerRow> for DpSpent {
+    fn sum<I: Iterator<Item = &'a DpLedgerRow>>(rows: I) -> Self {
+        rows.fold(Self::default(), |a, r| Self {
+            value: a.value + r.spent.value,
+            delta: a.delta + r.spent.delta,
+        })
+    }
+}
+
 impl DpSpent {
     pub fn after(self, c: &DpCharge) -> Self {
         Self {

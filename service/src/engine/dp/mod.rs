@@ -294,10 +294,7 @@ impl DpAnswers {
             .await?
             .iter()
             .filter(|r| r.ledger == c.ledger && r.period == c.period)
-            .fold(DpSpent::default(), |a, r| DpSpent {
-                value: a.value + r.spent.value,
-                delta: a.delta + r.spent.delta,
-            }))
+            .sum())
     }
 }
 
