@@ -385,6 +385,21 @@ pub async fn parquet_row_groups(listing: &Listing, file: &SourceFile) -> Result<
     Ok(counts)
 }
 
+/// How many rows the parquet files of a listing hold, from their footers
+/// (kept per file version); `None` when a footer can't be read or the
+/// listing has over 1,000 files (not worth reading them all to plan).
+pub async fn parquet_rows(listing: &Listing) -> Option<u64> {
+    if listing.files.len() > 1_000 {
+        return None;
+    }
+    let mut rows = 0u64;
+    for f in &listing.files {
+        let groups = parquet_row_groups(listing, f).await.ok()?;
+        rows = rows.checked_add(groups.iter().sum())?;
+    }
+    Some(rows)
+}
+
 async fn read_row_groups(listing: &Listing, file: &SourceFile) -> Result<Vec<u64>> {
     use datafusion::parquet::file::metadata::ParquetMetaDataReader;
     let invalid = || {

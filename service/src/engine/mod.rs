@@ -828,9 +828,13 @@ impl Engine {
         // passes its units are aggregated in at first: one per 64 MiB of
         // files (more if a pass runs out of memory).
         let mut source_check = None;
+        let mut rows_bound = None;
         let (source_version, passes) = match SourceKind::of(&d) {
-            SourceKind::Files(_) => {
+            SourceKind::Files(format) => {
                 let listing = scope.listing(&self.stores, &d).await?;
+                if format == FileFormatKind::Parquet {
+                    rows_bound = crate::catalog::files::parquet_rows(&listing).await;
+                }
                 let kept = self.kept.as_ref().map_or(0, |k| k.generation(&d.id));
                 source_check = plan_cache::SourceCheck::new(&d.name, &listing, kept);
                 let files: Vec<(&str, u64, Option<i64>)> = listing
@@ -865,6 +869,14 @@ impl Engine {
                 })
                 .collect::<Vec<_>>(),
         ));
+        // Whether the rows seen depend on this request's clock (a
+        // time-window policy, a clock read below the view).
+        let exact_reads_a_clock = plan_cache::reads_a_clock(rows.logical_plan());
+        let windowed = exact_reads_a_clock
+            || effective
+                .row_rules
+                .iter()
+                .any(|r| matches!(r.kind, RowRuleKind::Window { .. }));
         let identity = &scope.principal().identity;
         let job = Arc::new(dp::exec::DpJob {
             answers: Arc::clone(&self.dp),
@@ -879,7 +891,9 @@ impl Engine {
                 serde_json::to_string(&(&identity.issuer, &identity.subject)).unwrap_or_default()
             ),
             rows,
-            unique_check: match source_version.is_empty() {
+            // Under a time window the rows seen change with the clock,
+            // so what the units looked like once says nothing later.
+            unique_check: match source_version.is_empty() || windowed {
                 true => None,
                 false => Some((
                     exact_ctx
@@ -893,11 +907,11 @@ impl Engine {
                     self.dp.answer_key(&[&d.id, &visibility, &source_version]),
                 )),
             },
+            rows_bound,
             rank: bounding::DpRank::udf(self.dp.bounding_key(&d.id)),
             passes: passes.max(self.dp.min_passes()),
             schema: Arc::clone(&answer_schema),
         });
-        let exact_reads_a_clock = plan_cache::reads_a_clock(job.rows.logical_plan());
         let upper = query::answer_in_place(&plan, aggregate, job)?;
         let frame = ctx
             .execute_logical_plan(upper)
@@ -905,16 +919,10 @@ impl Engine {
             .map_err(from_datafusion)?;
         let task = ctx.task_ctx();
         let (user_plan, logical, physical, schema) = physical_plan(frame).await?;
-        // Kept unless the data's rows or the user's query depend on this
-        // request's clock (a time-window policy, `now()`).
-        let windowed = effective
-            .row_rules
-            .iter()
-            .any(|r| matches!(r.kind, RowRuleKind::Window { .. }));
         let leases = exact_compiler.leases();
         let physical = match (kept_key, source_check) {
             (Some(kept_key), Some(source))
-                if !windowed && !exact_reads_a_clock && !plan_cache::reads_a_clock(&user_plan) =>
+                if !windowed && !plan_cache::reads_a_clock(&user_plan) =>
             {
                 self.plans.keep(
                     kept_key,

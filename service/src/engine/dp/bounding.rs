@@ -129,8 +129,7 @@ pub async fn rows_frame(
     if let Some(w) = &q.filter {
         f = f.filter(w.clone()).map_err(df)?;
     }
-    f = f.filter(ident(&policy.unit).is_not_null()).map_err(df)?;
-    let group_type = |g: &str| -> Result<DataType> {
+    let column_type = |g: &str| -> Result<DataType> {
         Ok(schema
             .field_with_name(g)
             .map_err(|_| VeilError::Internal(format!("group column '{g}' vanished")))?
@@ -140,10 +139,10 @@ pub async fn rows_frame(
     for g in &q.groups {
         if let Some(edges) = policy.buckets.get(g) {
             // Below the first edge: in no bucket.
-            let first = cast(lit(edges[0]), group_type(g)?);
+            let first = cast(lit(edges[0]), column_type(g)?);
             f = f.filter(ident(g).gt_eq(first)).map_err(df)?;
         } else if let Some(keys) = policy.public_keys.get(g) {
-            let list = public_key_literals(g, keys, &group_type(g)?)?
+            let list = public_key_literals(g, keys, &column_type(g)?)?
                 .into_iter()
                 .map(lit)
                 .collect();
@@ -158,7 +157,7 @@ pub async fn rows_frame(
         let key = match policy.buckets.get(g) {
             None => ident(g),
             Some(edges) => {
-                let dt = group_type(g)?;
+                let dt = column_type(g)?;
                 let edge = |e: f64| cast(lit(e), dt.clone());
                 let mut rev = edges.iter().rev();
                 let last = *rev.next().expect("validated: at least one edge");
@@ -173,21 +172,38 @@ pub async fn rows_frame(
     }
     for (j, r) in raws.iter().enumerate() {
         match r {
-            Raw::NonNull(c) => {
-                row.push(cast(ident(c).is_not_null(), DataType::Int64).alias(format!("__x{j}")))
-            }
+            // Counted where not null.
+            Raw::NonNull(c) => row.push(ident(c).alias(format!("__x{j}"))),
+            // Taken to fixed point where it is aggregated ([`fixed_point`]).
             Raw::Sum(c) => {
-                let b = clamp_of(policy, c)?;
-                row.push(
-                    DpFixed::udf(*b)
-                        .call(vec![cast(ident(c), DataType::Float64)])
-                        .alias(format!("__x{j}")),
-                );
+                let as_type = match column_type(c)? {
+                    DataType::Int8
+                    | DataType::Int16
+                    | DataType::Int32
+                    | DataType::Int64
+                    | DataType::UInt8
+                    | DataType::UInt16
+                    | DataType::UInt32 => DataType::Int64,
+                    _ => DataType::Float64,
+                };
+                row.push(cast(ident(c), as_type).alias(format!("__x{j}")));
             }
             Raw::Rows | Raw::Units => {}
         }
     }
     f.select(row).map_err(df)
+}
+
+/// Quantity `j`'s per-row value (`__x{j}`, an `Int64` or `Float64`) in
+/// fixed point, as an `Int64` (`narrow`) or a `Decimal128(38, 0)`.
+fn fixed_point(policy: &DpPolicy, c: &str, j: usize, narrow: bool) -> Result<Expr> {
+    let b = clamp_of(policy, c)?;
+    Ok(DpFixed::udf(*b, narrow).call(vec![col(format!("__x{j}"))]))
+}
+
+/// Rows whose privacy unit is known.
+fn with_unit(rows: DataFrame) -> Result<DataFrame> {
+    rows.filter(col("__u").is_not_null()).map_err(df)
 }
 
 /// The exact bounded aggregates (steps 2 to 4) of `rows` ([`rows_frame`]):
@@ -205,7 +221,7 @@ pub fn bounded(
 ) -> Result<DataFrame> {
     let policy = &q.guard.rule().policy;
     let groups: Vec<String> = (0..q.groups.len()).map(group_column).collect();
-    let mut f = rows;
+    let mut f = with_unit(rows)?;
     if let Some((n, k)) = part {
         let hash = Expr::ScalarFunction(datafusion::logical_expr::expr::ScalarFunction::new_udf(
             DpPart::udf(),
@@ -218,9 +234,12 @@ pub fn bounded(
     keys.extend(groups.iter().map(col));
     let mut per_unit = vec![count(lit(1i64)).alias("__n")];
     for (j, r) in raws.iter().enumerate() {
-        if matches!(r, Raw::NonNull(_) | Raw::Sum(_)) {
-            per_unit.push(sum(col(format!("__x{j}"))).alias(format!("__s{j}")));
-        }
+        let e = match r {
+            Raw::NonNull(_) => count(col(format!("__x{j}"))),
+            Raw::Sum(c) => sum(fixed_point(policy, c, j, false)?),
+            Raw::Rows | Raw::Units => continue,
+        };
+        per_unit.push(e.alias(format!("__s{j}")));
     }
     f = f.aggregate(keys, per_unit).map_err(df)?;
     let rows_cap = policy.max_rows as i64;
@@ -283,17 +302,40 @@ pub fn bounded(
         .map_err(df)
 }
 
-/// [`bounded`] when every unit has one row: each row is its unit's only
-/// contribution (counts 1, values already clamped, one group), so the
-/// per-unit steps change nothing and the aggregates are a plain GROUP BY.
-pub fn bounded_unique(rows: DataFrame, q: &DpQuery, raws: &[Raw]) -> Result<DataFrame> {
+/// [`bounded`] when every unit has one row ([`UnitShape::unique`]): each
+/// row is its unit's only contribution (counts 1, values clamped, one
+/// group), so the per-unit steps change nothing and the aggregates are a
+/// plain GROUP BY. Rows without a unit are left out only where the view
+/// has some; sums are `Int64` where `rows_bound` rows at the policy's
+/// largest magnitude can't come near overflowing one.
+pub fn bounded_unique(
+    rows: DataFrame,
+    q: &DpQuery,
+    raws: &[Raw],
+    shape: UnitShape,
+    rows_bound: Option<u64>,
+) -> Result<DataFrame> {
+    let policy = &q.guard.rule().policy;
     let groups: Vec<String> = (0..q.groups.len()).map(group_column).collect();
+    let rows = match shape.null_units {
+        true => with_unit(rows)?,
+        false => rows,
+    };
     let mut totals = Vec::new();
     for (j, r) in raws.iter().enumerate() {
         let e = match r {
             Raw::Rows | Raw::Units => count(lit(1i64)),
-            Raw::NonNull(_) => sum(col(format!("__x{j}"))),
-            Raw::Sum(_) => sum(col(format!("__x{j}"))),
+            Raw::NonNull(_) => count(col(format!("__x{j}"))),
+            Raw::Sum(c) => {
+                // With room to spare (a factor 1024) for files that grew
+                // between their footers' reading and this read.
+                let narrow = rows_bound.is_some_and(|n| {
+                    clamp_of(policy, c).is_ok_and(|b| {
+                        u128::from(n).saturating_mul(b.magnitude()) <= (i64::MAX >> 10) as u128
+                    })
+                });
+                sum(fixed_point(policy, c, j, narrow)?)
+            }
         };
         totals.push(e.alias(raw_column(j)));
     }
@@ -301,21 +343,29 @@ pub fn bounded_unique(rows: DataFrame, q: &DpQuery, raws: &[Raw]) -> Result<Data
         .map_err(df)
 }
 
-/// Does every unit of the secure view have one row? (`None`: the view
-/// has no rows to tell.)
-pub async fn units_unique(view: DataFrame, unit: &str) -> Result<Option<bool>> {
+/// What a secure view's privacy units look like, in one version of its
+/// files.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct UnitShape {
+    /// Every known unit has exactly one row.
+    pub unique: bool,
+    /// Some rows have no unit (null).
+    pub null_units: bool,
+}
+
+/// The units of the secure view (`None`: the view has no rows with a
+/// unit to tell).
+pub async fn unit_shape(view: DataFrame, unit: &str) -> Result<Option<UnitShape>> {
     use datafusion::functions_aggregate::expr_fn::count_distinct;
     let batches = view
-        .filter(ident(unit).is_not_null())
-        .and_then(|f| {
-            f.aggregate(
-                vec![],
-                vec![
-                    count(lit(1i64)).alias("n"),
-                    count_distinct(ident(unit)).alias("d"),
-                ],
-            )
-        })
+        .aggregate(
+            vec![],
+            vec![
+                count(lit(1i64)).alias("rows"),
+                count(ident(unit)).alias("n"),
+                count_distinct(ident(unit)).alias("d"),
+            ],
+        )
         .map_err(df)?
         .collect()
         .await
@@ -328,8 +378,11 @@ pub async fn units_unique(view: DataFrame, unit: &str) -> Result<Option<bool>> {
             _ => None,
         }
     };
-    Ok(match (value("n"), value("d")) {
-        (Some(n), Some(d)) if n > 0 => Some(n == d),
+    Ok(match (value("rows"), value("n"), value("d")) {
+        (Some(rows), Some(n), Some(d)) if n > 0 => Some(UnitShape {
+            unique: n == d,
+            null_units: rows != n,
+        }),
         _ => None,
     })
 }
@@ -374,52 +427,69 @@ pub fn public_key_literals(
 
 /// A summed value per row in fixed point, in one pass: `x × scale`
 /// clamped to the policy's bounds and rounded (half away from zero), as
-/// an integer (`Decimal128(38, 0)`, so sums never overflow); null stays
-/// null (it adds nothing). The same as casting, scaling, clamping,
-/// rounding and casting again, without an array per step.
+/// an `Int64` (`narrow`: for sums that can't overflow one) or a
+/// `Decimal128(38, 0)` (sums never overflow); null stays null (it adds
+/// nothing). The same as casting, scaling, clamping, rounding and casting
+/// again, without an array per step. An integer column is taken as
+/// `Int64` and scaled exactly (saturating), with the same result as
+/// through a float: a product beyond ±2^53, where the float is inexact,
+/// is far outside the bounds (within ±2^52) either way.
 #[derive(Debug, PartialEq, Eq, Hash)]
 pub struct DpFixed {
     clamp: Clamp,
+    narrow: bool,
     signature: Signature,
 }
 
 impl DpFixed {
-    pub fn udf(clamp: Clamp) -> ScalarUDF {
+    pub fn udf(clamp: Clamp, narrow: bool) -> ScalarUDF {
+        use datafusion::logical_expr::TypeSignature;
         ScalarUDF::new_from_impl(Self {
             clamp,
-            signature: Signature::exact(vec![DataType::Float64], Volatility::Immutable),
+            narrow,
+            signature: Signature::one_of(
+                vec![
+                    TypeSignature::Exact(vec![DataType::Float64]),
+                    TypeSignature::Exact(vec![DataType::Int64]),
+                ],
+                Volatility::Immutable,
+            ),
         })
     }
 
-    /// One value. Comparisons are Arrow's total order of floats (as the
-    /// expressions it replaces compared): NaN is above every number, so it
-    /// clamps to the upper bound (a NaN with its sign bit set, to the
-    /// lower); infinities clamp to the bounds.
-    pub fn fixed(&self, x: f64) -> i128 {
-        use std::cmp::Ordering;
-        let (lo, hi) = (self.clamp.lower as f64, self.clamp.upper as f64);
-        let scaled = x * f64::from(self.clamp.scale);
-        let clamped = if scaled.total_cmp(&lo) == Ordering::Less {
-            lo
-        } else if scaled.total_cmp(&hi) == Ordering::Greater {
-            hi
-        } else {
-            scaled
-        };
-        // Bounds are whole numbers within ±2^52, so the clamped value's
-        // whole part is exact in an i64 and its fraction is exact too:
-        // rounding half away from zero without a libm call.
-        let whole = clamped as i64;
-        let fraction = clamped - whole as f64;
-        let rounded = if fraction >= 0.5 {
-            whole + 1
-        } else if fraction <= -0.5 {
-            whole - 1
-        } else {
-            whole
-        };
-        i128::from(rounded)
+    fn float_bounds(&self) -> (f64, f64, f64) {
+        let c = &self.clamp;
+        (c.lower as f64, c.upper as f64, f64::from(c.scale))
     }
+
+    fn integer_bounds(&self) -> (i64, i64, i64) {
+        let c = &self.clamp;
+        (c.lower, c.upper, i64::from(c.scale))
+    }
+}
+
+/// One float value in fixed point. Comparisons are Arrow's total order
+/// of floats (as the expressions it replaces compared): NaN is above every
+/// number, so it clamps to the upper bound (a NaN with its sign bit set,
+/// to the lower); infinities clamp to the bounds. No branch on the value's
+/// fraction (a column of prices would mispredict it half the time).
+#[inline(always)]
+fn fixed_float(x: f64, lo: f64, hi: f64, scale: f64) -> i64 {
+    use std::cmp::Ordering;
+    let scaled = x * scale;
+    let clamped = if scaled.total_cmp(&lo) == Ordering::Less {
+        lo
+    } else if scaled.total_cmp(&hi) == Ordering::Greater {
+        hi
+    } else {
+        scaled
+    };
+    // Bounds are whole numbers within ±2^52, so the clamped value's whole
+    // part is exact in an i64 and its fraction is exact too: rounding half
+    // away from zero without a libm call.
+    let whole = clamped as i64;
+    let fraction = clamped - whole as f64;
+    whole + i64::from(fraction >= 0.5) - i64::from(fraction <= -0.5)
 }
 
 impl ScalarUDFImpl for DpFixed {
@@ -432,15 +502,18 @@ impl ScalarUDFImpl for DpFixed {
     }
 
     fn return_type(&self, _arg_types: &[DataType]) -> datafusion::common::Result<DataType> {
-        Ok(DataType::Decimal128(38, 0))
+        Ok(match self.narrow {
+            true => DataType::Int64,
+            false => DataType::Decimal128(38, 0),
+        })
     }
 
     fn invoke_with_args(
         &self,
         args: ScalarFunctionArgs,
     ) -> datafusion::common::Result<ColumnarValue> {
-        use datafusion::arrow::array::AsArray;
-        use datafusion::arrow::datatypes::{Decimal128Type, Float64Type};
+        use datafusion::arrow::array::{AsArray, Int64Array};
+        use datafusion::arrow::datatypes::{Float64Type, Int64Type};
         let [x] = args.args.as_slice() else {
             return Err(DataFusionError::Internal(
                 "veil_dp_fixed takes one argument".into(),
@@ -448,11 +521,30 @@ impl ScalarUDFImpl for DpFixed {
         };
         let x = x.to_array(args.number_rows)?;
         // Every slot (nulls keep their null bit; their value is unused).
-        let out = x
-            .as_primitive::<Float64Type>()
-            .unary::<_, Decimal128Type>(|v| self.fixed(v))
+        let fixed: Int64Array = match x.data_type() {
+            DataType::Int64 => {
+                let (lo, hi, scale) = self.integer_bounds();
+                x.as_primitive::<Int64Type>()
+                    .unary(move |v| v.saturating_mul(scale).clamp(lo, hi))
+            }
+            DataType::Float64 => {
+                let (lo, hi, scale) = self.float_bounds();
+                x.as_primitive::<Float64Type>()
+                    .unary(move |v| fixed_float(v, lo, hi, scale))
+            }
+            other => {
+                return Err(DataFusionError::Internal(format!(
+                    "veil_dp_fixed takes Float64 or Int64, not {other}"
+                )));
+            }
+        };
+        if self.narrow {
+            return Ok(ColumnarValue::Array(Arc::new(fixed)));
+        }
+        let wide = fixed
+            .unary::<_, datafusion::arrow::datatypes::Decimal128Type>(i128::from)
             .with_precision_and_scale(38, 0)?;
-        Ok(ColumnarValue::Array(Arc::new(out)))
+        Ok(ColumnarValue::Array(Arc::new(wide)))
     }
 }
 
@@ -576,13 +668,15 @@ impl ScalarUDFImpl for DpPart {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use datafusion::arrow::array::{Array, Decimal128Array, Float64Array, RecordBatch};
+    use datafusion::arrow::array::{Array, AsArray, Decimal128Array, Float64Array, RecordBatch};
     use datafusion::arrow::datatypes::{Field, Schema};
     use datafusion::logical_expr::try_cast;
 
     /// The fused fixed-point conversion gives exactly what the step-by-step
     /// expressions (cast, scale, clamp, round, cast) give in DataFusion,
-    /// on halves, bounds, infinities, NaN, nulls and negative zero.
+    /// on halves, bounds, infinities, NaN, nulls and negative zero, as an
+    /// `Int64` or a `Decimal128`; and an integer column, taken exactly,
+    /// what those expressions give for it as a float (extremes included).
     #[tokio::test]
     async fn fixed_point_matches_the_expressions_it_replaces() {
         let mut xs: Vec<Option<f64>> = vec![
@@ -604,17 +698,36 @@ mod tests {
             Some(f64::MIN_POSITIVE),
             Some(-f64::NAN),
         ];
+        let mut ints: Vec<Option<i64>> = vec![
+            None,
+            Some(0),
+            Some(i64::MIN),
+            Some(i64::MAX),
+            Some((1 << 53) + 1),
+            Some(-(1 << 53) - 1),
+            Some(-7),
+            Some(-3),
+            Some(5_000),
+            Some(50),
+            Some(51),
+            Some(-51),
+        ];
         let mut seed = 0x9e37_79b9_7f4a_7c15u64;
         for _ in 0..2000 {
             seed ^= seed << 13;
             seed ^= seed >> 7;
             seed ^= seed << 17;
             xs.push(Some((seed % 20_000_001) as f64 / 100_000.0 - 100.0));
+            ints.push(Some((seed % 401) as i64 - 200));
         }
-        let schema = Arc::new(Schema::new(vec![Field::new("x", DataType::Float64, true)]));
-        let batch = RecordBatch::try_new(
-            Arc::clone(&schema),
-            vec![Arc::new(Float64Array::from(xs.clone()))],
+        let floats = RecordBatch::try_new(
+            Arc::new(Schema::new(vec![Field::new("x", DataType::Float64, true)])),
+            vec![Arc::new(Float64Array::from(xs))],
+        )
+        .unwrap();
+        let integers = RecordBatch::try_new(
+            Arc::new(Schema::new(vec![Field::new("x", DataType::Int64, true)])),
+            vec![Arc::new(datafusion::arrow::array::Int64Array::from(ints))],
         )
         .unwrap();
         for clamp in [
@@ -634,41 +747,60 @@ mod tests {
                 scale: 3,
             },
         ] {
-            let ctx = SessionContext::new();
-            let frame = ctx.read_batch(batch.clone()).unwrap();
-            let scaled = col("x") * lit(f64::from(clamp.scale));
-            let fixed = clamped(scaled, lit(clamp.lower as f64), lit(clamp.upper as f64)).unwrap();
-            let rounded = datafusion::functions::math::expr_fn::round(vec![fixed]);
-            let old = cast(
-                try_cast(rounded, DataType::Int64),
-                DataType::Decimal128(38, 0),
-            );
-            let new = DpFixed::udf(clamp).call(vec![col("x")]);
-            let out = frame
-                .select(vec![old.alias("old"), new.alias("new")])
-                .unwrap()
-                .collect()
-                .await
-                .unwrap();
-            for b in out {
-                let old = b
-                    .column(0)
-                    .as_any()
-                    .downcast_ref::<Decimal128Array>()
+            for batch in [&floats, &integers] {
+                let ctx = SessionContext::new();
+                let frame = ctx.read_batch(batch.clone()).unwrap();
+                let x = cast(col("x"), DataType::Float64);
+                let scaled = x * lit(f64::from(clamp.scale));
+                let fixed =
+                    clamped(scaled, lit(clamp.lower as f64), lit(clamp.upper as f64)).unwrap();
+                let rounded = datafusion::functions::math::expr_fn::round(vec![fixed]);
+                let old = cast(
+                    try_cast(rounded, DataType::Int64),
+                    DataType::Decimal128(38, 0),
+                );
+                let wide = DpFixed::udf(clamp, false).call(vec![col("x")]);
+                let narrow = DpFixed::udf(clamp, true).call(vec![col("x")]);
+                let out = frame
+                    .select(vec![
+                        old.alias("old"),
+                        wide.alias("wide"),
+                        narrow.alias("narrow"),
+                    ])
+                    .unwrap()
+                    .collect()
+                    .await
                     .unwrap();
-                let new = b
-                    .column(1)
-                    .as_any()
-                    .downcast_ref::<Decimal128Array>()
-                    .unwrap();
-                assert_eq!(new.data_type(), &DataType::Decimal128(38, 0));
-                for i in 0..b.num_rows() {
-                    assert_eq!(
-                        (!old.is_null(i)).then(|| old.value(i)),
-                        (!new.is_null(i)).then(|| new.value(i)),
-                        "row {i} ({:?}) under {clamp:?}",
-                        xs[i]
-                    );
+                for b in out {
+                    let decimals = |i: usize| {
+                        b.column(i)
+                            .as_any()
+                            .downcast_ref::<Decimal128Array>()
+                            .unwrap()
+                            .clone()
+                    };
+                    let (old, wide) = (decimals(0), decimals(1));
+                    let narrow = b
+                        .column(2)
+                        .as_primitive::<datafusion::arrow::datatypes::Int64Type>();
+                    assert_eq!(wide.data_type(), &DataType::Decimal128(38, 0));
+                    for i in 0..b.num_rows() {
+                        let expected = (!old.is_null(i)).then(|| old.value(i));
+                        let what = format!(
+                            "row {i} of {:?} under {clamp:?}",
+                            batch.column(0).data_type()
+                        );
+                        assert_eq!(
+                            expected,
+                            (!wide.is_null(i)).then(|| wide.value(i)),
+                            "{what}"
+                        );
+                        assert_eq!(
+                            expected,
+                            (!narrow.is_null(i)).then(|| i128::from(narrow.value(i))),
+                            "{what}"
+                        );
+                    }
                 }
             }
         }

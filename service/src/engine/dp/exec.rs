@@ -24,6 +24,7 @@ use rand::SeedableRng;
 use std::fmt;
 use std::sync::Arc;
 
+use super::bounding::UnitShape;
 use super::query::DpQuery;
 use super::release::{NoisePlan, release};
 use super::{DpAnswers, DpReceipt, ReceiptSlot};
@@ -59,6 +60,9 @@ pub struct DpJob {
     /// files whether every unit has one row, and the key that check is
     /// kept under (`None`: no version to key it by; never checked).
     pub unique_check: Option<(datafusion::dataframe::DataFrame, String)>,
+    /// At most how many rows the files hold (parquet footers; `None`:
+    /// unknown), which decides whether a sum fits an `Int64`.
+    pub rows_bound: Option<u64>,
     /// Passes to aggregate in at first (each over a part of the units),
     /// from the dataset's size; multiplied by 4 when a pass runs out of
     /// memory, up to [`MAX_PASSES`].
@@ -330,10 +334,16 @@ impl DpJob {
                 ),
             }
         };
-        if self.units_unique().await {
-            let frame =
-                super::bounding::bounded_unique(self.rows.clone(), &self.query, &self.noise.raws)
-                    .map_err(failed)?;
+        let shape = self.unit_shape().await;
+        if shape.unique {
+            let frame = super::bounding::bounded_unique(
+                self.rows.clone(),
+                &self.query,
+                &self.noise.raws,
+                shape,
+                self.rows_bound,
+            )
+            .map_err(failed)?;
             return Ok(vec![
                 frame
                     .create_physical_plan()
@@ -362,24 +372,29 @@ impl DpJob {
         Ok(plans)
     }
 
-    /// Has every unit of the secure view one row, in this version of its
-    /// files? Checked once per version (and row-visibility scope) on this
-    /// node; any doubt (no version, a failed check) means no.
-    async fn units_unique(&self) -> bool {
+    /// Has every unit of the secure view one row, and has every row a
+    /// unit, in this version of its files? Checked once per version (and
+    /// row-visibility scope) on this node; any doubt (no version, a
+    /// failed check) means no and some.
+    async fn unit_shape(&self) -> UnitShape {
+        let doubt = UnitShape {
+            unique: false,
+            null_units: true,
+        };
         let Some((view, key)) = &self.unique_check else {
-            return false;
+            return doubt;
         };
         if let Some(known) = self.answers.unique.get(key) {
             return known;
         }
         let unit = &self.query.guard.rule().policy.unit;
-        let unique = super::bounding::units_unique(view.clone(), unit)
+        let shape = super::bounding::unit_shape(view.clone(), unit)
             .await
             .ok()
             .flatten()
-            .unwrap_or(false);
-        self.answers.unique.insert(key.clone(), unique);
-        unique
+            .unwrap_or(doubt);
+        self.answers.unique.insert(key.clone(), shape);
+        shape
     }
 
     /// Run the passes one after the other and add their aggregates up

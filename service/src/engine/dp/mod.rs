@@ -177,8 +177,9 @@ pub struct DpAnswers {
     master: MasterKey,
     /// Least passes a draw aggregates in (tests split small datasets).
     min_passes: u64,
-    /// Whether every unit has one row, by (scope, version of the files).
-    pub(crate) unique: moka::sync::Cache<String, bool>,
+    /// Whether every unit has one row and every row a unit, by (scope,
+    /// version of the files).
+    pub(crate) unique: moka::sync::Cache<String, bounding::UnitShape>,
 }
 
 impl fmt::Debug for DpAnswers {

@@ -1178,3 +1178,97 @@ async fn dp_plans_under_a_time_window_are_not_kept() {
     assert_eq!(r.charged, 0.0);
     assert_eq!(dp.engine.plans.len(), 0, "nothing kept");
 }
+
+/// When every unit has one row the per-unit steps are skipped; rows
+/// without a unit still count for nothing, column counts and sums agree
+/// with the truth, and under a time window (the rows seen change with
+/// the clock) the shortcut is never taken.
+#[tokio::test]
+async fn the_one_row_per_unit_shortcut_leaves_out_rows_without_a_unit() {
+    use datafusion::arrow::array::new_null_array;
+    let dir = tempfile::tempdir().unwrap();
+    crate::demo::prepare(dir.path()).unwrap();
+    let path = dir.path().join("data/clinical/trials.parquet");
+    let base = crate::demo::trials_batch(20_000, 3);
+    let unit = base.schema().index_of("participant_id").unwrap();
+    let mut fields: Vec<_> = base
+        .schema()
+        .fields()
+        .iter()
+        .map(|f| f.as_ref().clone())
+        .collect();
+    fields[unit] = fields[unit].clone().with_nullable(true);
+    let schema = Arc::new(datafusion::arrow::datatypes::Schema::new(fields));
+    let base = RecordBatch::try_new(Arc::clone(&schema), base.columns().to_vec()).unwrap();
+    // 300 more rows without a participant.
+    let extra = crate::demo::trials_batch(300, 9);
+    let mut columns = extra.columns().to_vec();
+    columns[unit] = new_null_array(columns[unit].data_type(), extra.num_rows());
+    let anonymous = RecordBatch::try_new(schema, columns).unwrap();
+    let mut w =
+        crate::demo::parquet_writer(std::fs::File::create(&path).unwrap(), base.schema()).unwrap();
+    w.write(&base).unwrap();
+    w.write(&anonymous).unwrap();
+    w.close().unwrap();
+    let (engine, snap) = demo_engine_with(dir.path(), &policy(100.0, "")).await;
+    let engine = Arc::new(engine);
+    let run = |user: &str, sql: &str| {
+        let (engine, p, sql) = (Arc::clone(&engine), principal(&snap, user), sql.to_string());
+        async move {
+            let scope = engine.scope(&p).await.unwrap();
+            let cmd = Command::Sql(SqlCommand {
+                query: sql,
+                ..Default::default()
+            });
+            let planned = engine.plan(&scope, &cmd, None, None).await.unwrap();
+            let b: Vec<RecordBatch> =
+                futures::TryStreamExt::try_collect(planned.execute().unwrap())
+                    .await
+                    .unwrap();
+            datafusion::arrow::compute::concat_batches(&planned.schema, &b).unwrap()
+        }
+    };
+    let q = "SELECT diagnosis, COUNT(*) AS n, COUNT(age) AS c, SUM(age) AS s, AVG(amount) AS a FROM clinical.trials WHERE state = 'CA' GROUP BY diagnosis ORDER BY diagnosis";
+    let truth = run(
+        "bob",
+        &q.replace("WHERE", "WHERE participant_id IS NOT NULL AND"),
+    )
+    .await;
+    let noisy = run("alice", q).await;
+    engine.dp.unique.run_pending_tasks();
+    let shapes: Vec<_> = engine.dp.unique.iter().map(|(_, v)| v).collect();
+    assert_eq!(
+        shapes,
+        vec![super::bounding::UnitShape {
+            unique: true,
+            null_units: true
+        }]
+    );
+    assert_eq!(strings(&truth, 0), strings(&noisy, 0));
+    // ε = 100 over five quantities: noise of about 0.05 per row counted,
+    // 5 years of age per sum, $250 per sum of amounts.
+    for (t, n) in ints(&truth, 1).iter().zip(ints(&noisy, 1)) {
+        assert!((t - n).abs() <= 2, "rows {n} vs {t}");
+    }
+    for (t, n) in ints(&truth, 2).iter().zip(ints(&noisy, 2)) {
+        assert!((t - n).abs() <= 2, "ages counted {n} vs {t}");
+    }
+    for (t, n) in ints(&truth, 3).iter().zip(ints(&noisy, 3)) {
+        assert!((t - n).abs() <= 100, "ages summed {n} vs {t}");
+    }
+    for (t, n) in floats(&truth, 4).iter().zip(floats(&noisy, 4)) {
+        assert!((t - n).abs() < 5.0, "average amount {n} vs {t}");
+    }
+
+    // Under a time window: never checked, never taken.
+    let dp = Dp::new(
+        1.0,
+        "\n[[policies]]\nname = \"recent-born\"\ndataset = \"clinical.trials\"\nrow_filter = { within = \"36500 days\", column = \"date_of_birth\" }\n",
+    )
+    .await;
+    dp.run("alice", "SELECT COUNT(*) AS n FROM clinical.trials")
+        .await
+        .unwrap();
+    dp.engine.dp.unique.run_pending_tasks();
+    assert_eq!(dp.engine.dp.unique.entry_count(), 0);
+}
