@@ -142,6 +142,24 @@ fn strings(b: &RecordBatch, col: usize) -> Vec<String> {
         .collect()
 }
 
+/// `sql` planned and run as `p`, its batches in one.
+async fn sql_batch(
+    engine: &Arc<Engine>,
+    p: &Arc<crate::model::identity::Principal>,
+    sql: &str,
+) -> RecordBatch {
+    let scope = engine.scope(p).await.unwrap();
+    let cmd = Command::Sql(SqlCommand {
+        query: sql.into(),
+        ..Default::default()
+    });
+    let planned = engine.plan(&scope, &cmd, None, None).await.unwrap();
+    let b: Vec<RecordBatch> = futures::TryStreamExt::try_collect(planned.execute().unwrap())
+        .await
+        .unwrap();
+    datafusion::arrow::compute::concat_batches(&planned.schema, &b).unwrap()
+}
+
 #[tokio::test]
 async fn aggregates_are_answered_near_the_truth_with_the_users_row_policy_below() {
     // ε = 50: noise of a few units, so bounding and filters show.
@@ -770,19 +788,12 @@ async fn an_empirical_privacy_audit_stays_within_epsilon() {
         let dir = dir.path().to_path_buf();
         async move {
             let (engine, snap) = demo_engine_with(&dir, &extra).await;
-            let engine = Arc::new(engine);
-            let p = principal(&snap, "alice");
-            let scope = engine.scope(&p).await.unwrap();
-            let cmd = Command::Sql(SqlCommand {
-                query: "SELECT diagnosis, COUNT(*) AS n, SUM(age) AS s FROM clinical.trials GROUP BY diagnosis ORDER BY diagnosis".into(),
-                ..Default::default()
-            });
-            let planned = engine.plan(&scope, &cmd, None, None).await.unwrap();
-            let b: Vec<RecordBatch> =
-                futures::TryStreamExt::try_collect(planned.execute().unwrap())
-                    .await
-                    .unwrap();
-            let b = datafusion::arrow::compute::concat_batches(&planned.schema, &b).unwrap();
+            let b = sql_batch(
+                &Arc::new(engine),
+                &principal(&snap, "alice"),
+                "SELECT diagnosis, COUNT(*) AS n, SUM(age) AS s FROM clinical.trials GROUP BY diagnosis ORDER BY diagnosis",
+            )
+            .await;
             (ints(&b, 1), ints(&b, 2))
         }
     };
@@ -1068,33 +1079,12 @@ async fn answers_aggregated_in_several_passes_add_up_to_one() {
     let dir_one = tempfile::tempdir().unwrap();
     data(dir_one.path());
     let (engine, snap) = demo_engine_with(dir_one.path(), &policy(100.0, "")).await;
-    let one = Arc::new(engine);
-    let p = principal(&snap, "alice");
-    let scope = one.scope(&p).await.unwrap();
-    let cmd = Command::Sql(SqlCommand {
-        query: q.into(),
-        ..Default::default()
-    });
-    let planned = one.plan(&scope, &cmd, None, None).await.unwrap();
-    let a: Vec<RecordBatch> = futures::TryStreamExt::try_collect(planned.execute().unwrap())
-        .await
-        .unwrap();
-    let a = datafusion::arrow::compute::concat_batches(&planned.schema, &a).unwrap();
+    let a = sql_batch(&Arc::new(engine), &principal(&snap, "alice"), q).await;
     let dir = tempfile::tempdir().unwrap();
     data(dir.path());
     let (engine, snap) = demo_engine_with(dir.path(), &policy(100.0, "")).await;
     let engine = Arc::new(engine.with_dp_min_passes(5));
-    let p = principal(&snap, "alice");
-    let scope = engine.scope(&p).await.unwrap();
-    let cmd = Command::Sql(SqlCommand {
-        query: q.into(),
-        ..Default::default()
-    });
-    let planned = engine.plan(&scope, &cmd, None, None).await.unwrap();
-    let b: Vec<RecordBatch> = futures::TryStreamExt::try_collect(planned.execute().unwrap())
-        .await
-        .unwrap();
-    let b = datafusion::arrow::compute::concat_batches(&planned.schema, &b).unwrap();
+    let b = sql_batch(&engine, &principal(&snap, "alice"), q).await;
     assert_eq!(ints(&a, 1), ints(&b, 1));
     assert_eq!(ints(&a, 2), ints(&b, 2));
     assert!(ints(&b, 1).iter().all(|n| *n > 100));
@@ -1214,19 +1204,7 @@ async fn the_one_row_per_unit_shortcut_leaves_out_rows_without_a_unit() {
     let engine = Arc::new(engine);
     let run = |user: &str, sql: &str| {
         let (engine, p, sql) = (Arc::clone(&engine), principal(&snap, user), sql.to_string());
-        async move {
-            let scope = engine.scope(&p).await.unwrap();
-            let cmd = Command::Sql(SqlCommand {
-                query: sql,
-                ..Default::default()
-            });
-            let planned = engine.plan(&scope, &cmd, None, None).await.unwrap();
-            let b: Vec<RecordBatch> =
-                futures::TryStreamExt::try_collect(planned.execute().unwrap())
-                    .await
-                    .unwrap();
-            datafusion::arrow::compute::concat_batches(&planned.schema, &b).unwrap()
-        }
+        async move { sql_batch(&engine, &p, &sql).await }
     };
     let q = "SELECT diagnosis, COUNT(*) AS n, COUNT(age) AS c, SUM(age) AS s, AVG(amount) AS a FROM clinical.trials WHERE state = 'CA' GROUP BY diagnosis ORDER BY diagnosis";
     let truth = run(
