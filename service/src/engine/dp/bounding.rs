@@ -132,7 +132,7 @@ pub async fn rows_frame(
     let column_type = |g: &str| -> Result<DataType> {
         Ok(schema
             .field_with_name(g)
-            .map_err(|_| VeilError::Internal(format!("group column '{g}' vanished")))?
+            .map_err(|_| VeilError::Internal(format!("column '{g}' vanished")))?
             .data_type()
             .clone())
     };
@@ -336,10 +336,9 @@ pub fn bounded_unique(
             Raw::Sum(c) => {
                 // With room to spare (a factor 1024) for files that grew
                 // between their footers' reading and this read.
+                let b = clamp_of(policy, c)?;
                 let narrow = rows_bound.is_some_and(|n| {
-                    clamp_of(policy, c).is_ok_and(|b| {
-                        u128::from(n).saturating_mul(b.magnitude()) <= (i64::MAX >> 10) as u128
-                    })
+                    u128::from(n).saturating_mul(b.magnitude()) <= (i64::MAX >> 10) as u128
                 });
                 sum(fixed_point(policy, c, j, narrow)?)
             }
@@ -519,7 +518,7 @@ impl ScalarUDFImpl for DpFixed {
         &self,
         args: ScalarFunctionArgs,
     ) -> datafusion::common::Result<ColumnarValue> {
-        use datafusion::arrow::array::{AsArray, Int64Array};
+        use datafusion::arrow::array::AsArray;
         use datafusion::arrow::datatypes::{Float64Type, Int64Type};
         let [x] = args.args.as_slice() else {
             return Err(DataFusionError::Internal(
@@ -527,29 +526,42 @@ impl ScalarUDFImpl for DpFixed {
             ));
         };
         let x = x.to_array(args.number_rows)?;
-        // Every slot (nulls keep their null bit; their value is unused).
-        let fixed: Int64Array = match x.data_type() {
+        match x.data_type() {
             DataType::Int64 => {
                 let (lo, hi, scale) = self.integer_bounds();
-                x.as_primitive::<Int64Type>()
-                    .unary(move |v| v.saturating_mul(scale).clamp(lo, hi))
+                self.each(x.as_primitive::<Int64Type>(), move |v| {
+                    v.saturating_mul(scale).clamp(lo, hi)
+                })
             }
             DataType::Float64 => {
                 let (lo, hi, scale) = self.float_bounds();
-                x.as_primitive::<Float64Type>()
-                    .unary(move |v| fixed_float(v, lo, hi, scale))
+                self.each(x.as_primitive::<Float64Type>(), move |v| {
+                    fixed_float(v, lo, hi, scale)
+                })
             }
-            other => {
-                return Err(DataFusionError::Internal(format!(
-                    "veil_dp_fixed takes Float64 or Int64, not {other}"
-                )));
-            }
-        };
-        if self.narrow {
-            return Ok(ColumnarValue::Array(Arc::new(fixed)));
+            other => Err(DataFusionError::Internal(format!(
+                "veil_dp_fixed takes Float64 or Int64, not {other}"
+            ))),
         }
-        let wide = fixed
-            .unary::<_, datafusion::arrow::datatypes::Decimal128Type>(i128::from)
+    }
+}
+
+impl DpFixed {
+    /// `fixed` of every slot (nulls keep their null bit; their value is
+    /// unused), in one pass, as the return type.
+    fn each<T: datafusion::arrow::datatypes::ArrowPrimitiveType>(
+        &self,
+        x: &datafusion::arrow::array::PrimitiveArray<T>,
+        fixed: impl Fn(T::Native) -> i64,
+    ) -> datafusion::common::Result<ColumnarValue> {
+        use datafusion::arrow::datatypes::{Decimal128Type, Int64Type};
+        if self.narrow {
+            return Ok(ColumnarValue::Array(Arc::new(
+                x.unary::<_, Int64Type>(fixed),
+            )));
+        }
+        let wide = x
+            .unary::<_, Decimal128Type>(|v| i128::from(fixed(v)))
             .with_precision_and_scale(38, 0)?;
         Ok(ColumnarValue::Array(Arc::new(wide)))
     }
