@@ -411,7 +411,12 @@ def main():
     cfg.write_text(
         CONFIG.replace('roots = ["{data}"]', "roots = [{roots}]").format(
             roots=roots, state=state, file=path, endpoints=args.endpoints, per_endpoint=per_endpoint, s3_section=s3_section, s3_policies=s3_policies,
-            engine_extra="\n".join(args.engine),
+            # Every dataset's file gets a kept copy (decoded: about 2.5x the
+            # parquet file); room for all of them, or reads evict each other's.
+            engine_extra="\n".join(
+                args.engine
+                + ([] if any(e.startswith("kept_masks_max_mb") for e in args.engine) else ["kept_masks_max_mb = 16384"])
+            ),
         )
     )
     addr_file = state / "address"

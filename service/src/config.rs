@@ -507,9 +507,10 @@ pub struct EngineConfig {
     /// Most queries planning at once on this node, all users together.
     #[serde(default = "default_max_planning")]
     pub max_planning: usize,
-    /// Disk for kept masked copies (`<data_dir>/kept-masks`), in MiB: costly
-    /// masks (hash, reversible, format-preserving, regex, rounding) are
-    /// computed once per file and read back. 0 computes them on every read.
+    /// Disk for kept copies (`<data_dir>/kept-masks`), in MiB: files are
+    /// decoded and costly masks (hash, reversible, format-preserving,
+    /// regex, rounding) computed once per file and read back. 0 decodes
+    /// and masks on every read.
     #[serde(default = "default_kept_masks_max_mb")]
     pub kept_masks_max_mb: u64,
 }

@@ -1,5 +1,6 @@
 //! The catalog: datasets, their dictionaries, and where their files are.
 
+pub mod copy_scan;
 pub mod database;
 pub mod dictionary;
 pub mod discovery;

@@ -26,13 +26,12 @@ use std::sync::Arc;
 
 use veil_proto::ScanPart;
 
+use super::copy_scan::{CopyRead, CopyScanExec};
 use super::files::{Listing, SourceFile, list_files};
 use super::object_stores::ObjectStores;
 use crate::error::{Result, VeilError};
 use crate::model::dataset::{DatasetRecord, FileFormatKind};
 use crate::policy::effective::dictionary_field;
-use datafusion::execution::object_store::ObjectStoreUrl;
-use object_store::path::Path as ObjectPath;
 
 #[derive(Debug)]
 pub struct SourceTable {
@@ -46,15 +45,25 @@ pub struct SourceTable {
 }
 
 /// Kept copies standing in for a dataset's files (`engine::kept_masks`):
-/// parquet files on the local disk with each file's rows, in the same order
-/// and row groups, and stored masked columns after the file's own.
+/// Arrow IPC files on the local disk with each file's rows in the same
+/// order, and stored masked columns (if any) after the file's own.
 #[derive(Debug, Clone)]
 pub struct CopiedFiles {
     /// The stored columns each copy adds after the file's own.
     pub fields: Vec<FieldRef>,
-    /// A source file's path (as tickets name it) → its copy's local path
-    /// and size.
-    pub copies: HashMap<String, (ObjectPath, u64)>,
+    /// A source file's path (as tickets name it) → its copy.
+    pub copies: HashMap<String, CopiedFile>,
+}
+
+/// One file's kept copy.
+#[derive(Debug, Clone)]
+pub struct CopiedFile {
+    pub path: std::path::PathBuf,
+    /// For a parquet source: where each of its row groups starts among
+    /// the copy's blocks, and, last, the copy's block count (so row
+    /// groups `a..b` are blocks `row_groups[a]..row_groups[b]`). Empty
+    /// for other formats, whose parts are whole files.
+    pub row_groups: Vec<usize>,
 }
 
 impl SourceTable {
@@ -128,10 +137,9 @@ impl SourceTable {
         self
     }
 
-    /// How the scanned files are read: copies are always parquet.
+    /// How the scanned files are read (copies are read by [`CopyScanExec`]).
     fn file_format(&self) -> Arc<dyn FileFormat> {
         match self.format {
-            _ if self.copies.is_some() => Self::parquet(),
             FileFormatKind::Parquet => Self::parquet(),
             FileFormatKind::Csv => Arc::new(CsvFormat::default().with_has_header(true)),
             FileFormatKind::Json => Arc::new(JsonFormat::default()),
@@ -146,42 +154,16 @@ impl SourceTable {
         Arc::new(ParquetFormat::default().with_options(opts))
     }
 
-    /// The partitioned files this scan reads, restricted to the part.
-    fn partitioned_files(&self) -> Result<Vec<PartitionedFile>> {
-        let to_pf = |f: &SourceFile| -> Result<PartitionedFile> {
-            let values =
-                self.partition_fields
-                    .iter()
-                    .map(|field| {
-                        let raw = f
-                            .partition_values
-                            .iter()
-                            .find(|(k, _)| k == field.name())
-                            .map(|(_, v)| v.clone())
-                            .ok_or_else(|| {
-                                VeilError::FailedPrecondition(format!(
-                                    "a file of the dataset lacks the partition folder '{}='",
-                                    field.name()
-                                ))
-                            })?;
-                        ScalarValue::Utf8(Some(raw))
-                        .cast_to(field.data_type())
-                        .map_err(|_| VeilError::FailedPrecondition(format!(
-                            "a partition folder value of '{}' does not fit its dictionary type",
-                            field.name()
-                        )))
-                    })
-                    .collect::<Result<Vec<_>>>()?;
-            let (object, size) = match &self.copies {
-                None => (&f.object, f.size),
-                Some(c) => c.copies.get(&f.path).map(|(o, s)| (o, *s)).ok_or_else(|| {
-                    VeilError::internal("kept copies", "a file has no copy".to_string())
-                })?,
-            };
-            Ok(PartitionedFile::new(object.to_string(), size).with_partition_values(values))
-        };
+    /// The files this scan reads, restricted to the part: each with its
+    /// partition values and the row groups to read (`None`: all).
+    fn selected(&self) -> Result<Vec<Selected<'_>>> {
         let Some(part) = &self.part else {
-            return self.listing.files.iter().map(to_pf).collect();
+            return self
+                .listing
+                .files
+                .iter()
+                .map(|f| self.select(f, None))
+                .collect();
         };
         let by_path: HashMap<&str, &SourceFile> = self
             .listing
@@ -198,9 +180,8 @@ impl SourceTable {
             .iter()
             .map(|slice| {
                 let f = by_path.get(slice.path.as_str()).ok_or_else(changed)?;
-                let pf = to_pf(f)?;
                 if slice.is_whole_file() {
-                    return Ok(pf);
+                    return self.select(f, None);
                 }
                 if self.format != FileFormatKind::Parquet
                     || slice.row_group_start >= slice.row_group_end
@@ -208,14 +189,130 @@ impl SourceTable {
                 {
                     return Err(changed());
                 }
-                let mut plan = ParquetAccessPlan::new_none(slice.row_group_count as usize);
-                for rg in slice.row_group_start..slice.row_group_end {
-                    plan.scan(rg as usize);
-                }
-                Ok(pf.with_extension(plan))
+                self.select(
+                    f,
+                    Some(RowGroups {
+                        range: slice.row_group_start as usize..slice.row_group_end as usize,
+                        count: slice.row_group_count as usize,
+                    }),
+                )
             })
             .collect()
     }
+
+    /// `f` with its partition values.
+    fn select<'a>(&self, f: &'a SourceFile, row_groups: Option<RowGroups>) -> Result<Selected<'a>> {
+        let values = self
+            .partition_fields
+            .iter()
+            .map(|field| {
+                let raw = f
+                    .partition_values
+                    .iter()
+                    .find(|(k, _)| k == field.name())
+                    .map(|(_, v)| v.clone())
+                    .ok_or_else(|| {
+                        VeilError::FailedPrecondition(format!(
+                            "a file of the dataset lacks the partition folder '{}='",
+                            field.name()
+                        ))
+                    })?;
+                ScalarValue::Utf8(Some(raw))
+                    .cast_to(field.data_type())
+                    .map_err(|_| {
+                        VeilError::FailedPrecondition(format!(
+                            "a partition folder value of '{}' does not fit its dictionary type",
+                            field.name()
+                        ))
+                    })
+            })
+            .collect::<Result<Vec<_>>>()?;
+        Ok(Selected {
+            file: f,
+            values,
+            row_groups,
+        })
+    }
+
+    /// The source files to scan, as DataFusion's file scans take them.
+    fn partitioned_files(selected: Vec<Selected<'_>>) -> Vec<PartitionedFile> {
+        selected
+            .into_iter()
+            .map(|s| {
+                let pf = PartitionedFile::new(s.file.object.to_string(), s.file.size)
+                    .with_partition_values(s.values);
+                match s.row_groups {
+                    None => pf,
+                    Some(g) => {
+                        let mut plan = ParquetAccessPlan::new_none(g.count);
+                        for rg in g.range {
+                            plan.scan(rg);
+                        }
+                        pf.with_extension(plan)
+                    }
+                }
+            })
+            .collect()
+    }
+
+    /// The kept copies to read instead, with the blocks holding the
+    /// selected row groups.
+    fn copy_reads(copies: &CopiedFiles, selected: Vec<Selected<'_>>) -> Result<Vec<CopyRead>> {
+        selected
+            .into_iter()
+            .map(|s| {
+                let copy = copies.copies.get(&s.file.path).ok_or_else(|| {
+                    VeilError::internal("kept copies", "a file has no copy".to_string())
+                })?;
+                let blocks = match s.row_groups {
+                    None => None,
+                    Some(g) => match (
+                        copy.row_groups.get(g.range.start),
+                        copy.row_groups.get(g.range.end),
+                    ) {
+                        (Some(a), Some(b)) if copy.row_groups.len() == g.count + 1 => Some(*a..*b),
+                        _ => {
+                            return Err(VeilError::internal(
+                                "kept copies",
+                                "a copy's row groups differ from its file's".to_string(),
+                            ));
+                        }
+                    },
+                };
+                Ok(CopyRead {
+                    path: copy.path.clone(),
+                    blocks,
+                    partition_values: s.values,
+                })
+            })
+            .collect()
+    }
+}
+
+/// One file a scan reads.
+struct Selected<'a> {
+    file: &'a SourceFile,
+    /// Its partition columns' values.
+    values: Vec<ScalarValue>,
+    /// The row groups of a parquet file a part reads (`None`: all).
+    row_groups: Option<RowGroups>,
+}
+
+struct RowGroups {
+    range: std::ops::Range<usize>,
+    /// The file's row groups in all.
+    count: usize,
+}
+
+/// Deterministic grouping into at most `partitions` groups: file i goes
+/// to group i mod n.
+fn grouped<T>(files: Vec<T>, partitions: usize) -> Vec<Vec<T>> {
+    let n = partitions.max(1).min(files.len());
+    let mut groups: Vec<Vec<T>> = (0..n).map(|_| Vec::new()).collect();
+    for (i, f) in files.into_iter().enumerate() {
+        groups[i % n].push(f);
+    }
+    groups
 }
 
 /// CSV columns are positional: a file whose header is not exactly the
@@ -346,40 +443,37 @@ impl TableProvider for SourceTable {
         _filters: &[Expr],
         limit: Option<usize>,
     ) -> datafusion::common::Result<Arc<dyn ExecutionPlan>> {
-        let files = self
-            .partitioned_files()
+        let selected = self
+            .selected()
             .map_err(|e| DataFusionError::External(Box::new(e)))?;
-        if files.is_empty() {
+        if selected.is_empty() {
             let schema = match projection {
                 Some(p) => Arc::new(self.table_schema.project(p)?),
                 None => Arc::clone(&self.table_schema),
             };
             return Ok(Arc::new(EmptyExec::new(schema)));
         }
-        // Deterministic grouping: file i goes to group i mod n.
-        let n = state.config().target_partitions().max(1).min(files.len());
-        let mut groups: Vec<Vec<PartitionedFile>> = vec![Vec::new(); n];
-        for (i, f) in files.into_iter().enumerate() {
-            groups[i % n].push(f);
+        let partitions = state.config().target_partitions();
+        if let Some(copies) = &self.copies {
+            let reads = Self::copy_reads(copies, selected)
+                .map_err(|e| DataFusionError::External(Box::new(e)))?;
+            let copy_columns = self.file_schema.fields().len() + copies.fields.len();
+            return Ok(Arc::new(CopyScanExec::new(
+                grouped(reads, partitions),
+                &self.table_schema,
+                copy_columns,
+                projection,
+                limit,
+            )?));
         }
+        let groups = grouped(Self::partitioned_files(selected), partitions);
         let format = self.file_format();
-        let (url, file_schema) = match &self.copies {
-            None => (self.listing.url.clone(), Arc::clone(&self.file_schema)),
-            Some(c) => {
-                let mut fields: Vec<FieldRef> = self.file_schema.fields().iter().cloned().collect();
-                fields.extend(c.fields.iter().cloned());
-                (
-                    ObjectStoreUrl::local_filesystem(),
-                    Arc::new(Schema::new(fields)),
-                )
-            }
-        };
         let source = format.file_source(
-            TableSchema::builder(file_schema)
+            TableSchema::builder(Arc::clone(&self.file_schema))
                 .with_table_partition_cols(self.partition_fields.clone())
                 .build(),
         );
-        let config = FileScanConfigBuilder::new(url, source)
+        let config = FileScanConfigBuilder::new(self.listing.url.clone(), source)
             .with_file_groups(groups.into_iter().map(FileGroup::new).collect())
             .with_projection_indices(projection.cloned())?
             .with_limit(limit)

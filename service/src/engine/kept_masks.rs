@@ -1,15 +1,19 @@
-//! Kept masks: costly masked values computed once per file and kept, so a
-//! governed read costs about what a plain read costs.
+//! Kept copies: a file's rows decoded once and kept, with its costly
+//! masks' values, so a read (governed or not) costs a copy from the disk
+//! cache instead of a parquet, CSV or JSON decode and the masks' work.
 //!
 //! A keyed hash, a cipher, a regex or a rounding gives the same output for
 //! the same row every time (`secure_view::keepable_masks` says which masks
-//! qualify: deterministic, and worth it). So after a read computes them,
-//! a background job writes a **kept copy** of each file it read: a parquet
-//! file under `<data_dir>/kept-masks` with the file's own columns and rows,
-//! in the same order and row groups, plus one stored column per masked
-//! column's expression. Later reads whose policy asks for exactly those
-//! expressions scan the copy instead, and the view projects the stored
-//! column where it would have computed the mask.
+//! qualify: deterministic, and worth it). So after a read of a file, a
+//! background job writes a **kept copy** of each file it read: an Arrow
+//! IPC file (uncompressed: its blocks are read back as Arrow, not decoded)
+//! under `<data_dir>/kept-masks` with the file's own columns and rows, in
+//! the same order, a parquet file's row groups ending on block boundaries
+//! (so an endpoint's row groups are a range of blocks), plus one stored
+//! column per masked column's expression (none for a read without such
+//! masks: a plain decoded copy). Later reads whose policy asks for exactly
+//! those expressions scan the copy instead (`catalog::copy_scan`), and the
+//! view projects the stored column where it would have computed the mask.
 //!
 //! What keeps this safe:
 //! * A copy is found by a keyed digest ([`KeyPurpose::KeptMasks`]) of the
@@ -38,14 +42,11 @@
 
 use datafusion::arrow::array::RecordBatch;
 use datafusion::arrow::datatypes::{FieldRef, SchemaRef};
+use datafusion::arrow::ipc::writer::FileWriter;
 use datafusion::execution::context::{SessionConfig, SessionContext};
 use datafusion::execution::runtime_env::RuntimeEnv;
-use datafusion::parquet::arrow::AsyncArrowWriter;
-use datafusion::parquet::basic::Compression;
-use datafusion::parquet::file::properties::WriterProperties;
 use futures::StreamExt;
 use hmac::{Hmac, Mac};
-use object_store::path::Path as ObjectPath;
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -53,11 +54,14 @@ use std::sync::{Arc, Mutex, Weak};
 use std::time::{Duration, Instant};
 
 use crate::catalog::files::{Listing, SourceFile, parquet_row_groups};
-use crate::catalog::source_table::{CopiedFiles, SourceTable};
+use crate::catalog::source_table::{CopiedFile, CopiedFiles, SourceTable};
 use crate::error::{Result, VeilError};
 use crate::model::dataset::{DatasetRecord, FileFormatKind};
 use crate::policy::secure_view::{KeepableMask, copy_plan};
 use crate::secrets::{KeyPurpose, MasterKey, SecretKey};
+
+/// About how many bytes a kept copy's block holds.
+const BLOCK_BYTES: usize = 1024 * 1024;
 
 /// Jobs waiting for the builder at most; more are dropped.
 const QUEUE: usize = 64;
@@ -74,10 +78,12 @@ const RETRY_AFTER: Duration = Duration::from_secs(600);
 #[derive(Debug)]
 pub struct KeptCopy {
     path: PathBuf,
-    object: ObjectPath,
     size: u64,
     /// The stored columns after the file's own, as written.
     fields: Vec<FieldRef>,
+    /// Where each source row group starts among the blocks, then the
+    /// block count (`CopiedFile::row_groups`).
+    row_groups: Vec<usize>,
     last_used: AtomicU64,
 }
 
@@ -234,7 +240,7 @@ impl KeptMasks {
         schema: &SchemaRef,
         masks: &[KeepableMask],
     ) -> Option<Copies> {
-        if masks.is_empty() || files.is_empty() || self.max_bytes == 0 {
+        if files.is_empty() || self.max_bytes == 0 {
             return None;
         }
         let keys = files
@@ -272,7 +278,13 @@ impl KeptMasks {
                     fields,
                     copies: found
                         .iter()
-                        .map(|(p, c)| (p.clone(), (c.object.clone(), c.size)))
+                        .map(|(p, c)| {
+                            let copy = CopiedFile {
+                                path: c.path.clone(),
+                                row_groups: c.row_groups.clone(),
+                            };
+                            (p.clone(), copy)
+                        })
                         .collect(),
                 },
                 columns: masks
@@ -283,7 +295,8 @@ impl KeptMasks {
             });
         }
         for (key, f) in missing {
-            // A parquet copy holds every column of its file and more.
+            // A copy holds every column of its file, decoded: more bytes
+            // than a parquet file.
             let too_big =
                 dataset.source.format == FileFormatKind::Parquet && f.size > self.max_bytes;
             if too_big
@@ -472,29 +485,29 @@ async fn builder(
                 tracing::info!(
                     dataset_id,
                     bytes = copy.size,
+                    stored_columns = copy.fields.len(),
                     ms = started.elapsed().as_millis() as u64,
-                    "kept a masked copy of a file"
+                    "kept a copy of a file"
                 );
                 k.keep(key, &dataset_id, copy);
             }
             Err(e) => {
-                tracing::warn!(dataset_id, error = %e, "a masked copy could not be built; reads compute the masks");
+                tracing::warn!(dataset_id, error = %e, "a kept copy could not be built; reads decode the file and compute its masks");
                 k.failed(key);
             }
         }
     }
 }
 
-/// Write one file's copy: its columns as read (in its row groups, for
-/// parquet) and each mask's stored column.
+/// Write one file's copy, an Arrow IPC file: its columns as read (a
+/// parquet file's row groups ending on block boundaries) and each mask's
+/// stored column.
 async fn build(dir: &Path, ctx: &SessionContext, job: Job, max_bytes: u64) -> Result<KeptCopy> {
     // Named afresh per build: a copy still held after its eviction can
     // never delete a later build of the same key.
     let name = uuid::Uuid::new_v4().simple().to_string();
-    let path = dir.join(format!("{name}.parquet"));
+    let path = dir.join(format!("{name}.arrow"));
     let tmp = dir.join(format!("{name}.tmp"));
-    let object = ObjectPath::from_absolute_path(&path)
-        .map_err(|e| VeilError::internal("kept copy path", e))?;
     let bounds = match job.dataset.source.format {
         FileFormatKind::Parquet => parquet_row_groups(&job.listing, &job.file).await?,
         _ => Vec::new(),
@@ -510,68 +523,64 @@ async fn build(dir: &Path, ctx: &SessionContext, job: Job, max_bytes: u64) -> Re
         .execute_stream()
         .await
         .map_err(crate::error::query::from_datafusion)?;
-    let file = tokio::fs::File::create(&tmp)
-        .await
-        .map_err(|e| VeilError::internal("writing a kept copy", e))?;
-    let props = WriterProperties::builder()
-        .set_compression(Compression::SNAPPY)
-        // Parquet sources: row groups end where the source's do (flushed below).
-        .set_max_row_group_row_count(bounds.is_empty().then_some(256 * 1024))
-        .build();
     let schema = stream.schema();
     let fields: Vec<FieldRef> = schema.fields()[file_schema.fields().len()..].to_vec();
     let written = async {
-        let mut writer = AsyncArrowWriter::try_new(file, schema, Some(props))
+        let file = std::fs::File::create(&tmp)
             .map_err(|e| VeilError::internal("writing a kept copy", e))?;
-        // Rows left in the current source row group.
+        let writer = FileWriter::try_new_buffered(file, &schema)
+            .map_err(|e| VeilError::internal("writing a kept copy", e))?;
+        let mut copy = CopyWriter {
+            writer: Some(writer),
+            blocks: 0,
+            bytes: 0,
+            max_bytes,
+        };
+        // Rows left in the current source row group; where each starts.
         let mut groups = bounds.iter().copied();
         let mut left = groups.next().unwrap_or(u64::MAX);
+        let mut starts = vec![0];
         while let Some(batch) = stream.next().await {
             let mut batch: RecordBatch = batch.map_err(crate::error::query::from_datafusion)?;
+            let block_rows = block_rows(&batch);
             while batch.num_rows() > 0 {
-                let take = (batch.num_rows() as u64).min(left) as usize;
-                writer
-                    .write(&batch.slice(0, take))
-                    .await
-                    .map_err(|e| VeilError::internal("writing a kept copy", e))?;
+                let take = (batch.num_rows() as u64).min(left).min(block_rows) as usize;
+                if take > 0 {
+                    copy.write(batch.slice(0, take)).await?;
+                }
                 batch = batch.slice(take, batch.num_rows() - take);
                 left -= take as u64;
-                if (writer.bytes_written() + writer.in_progress_size()) as u64 > max_bytes {
-                    return Err(VeilError::FailedPrecondition(
-                        "a kept copy would pass engine.kept_masks_max_mb".into(),
-                    ));
-                }
                 if left == 0 {
-                    writer
-                        .flush()
-                        .await
-                        .map_err(|e| VeilError::internal("writing a kept copy", e))?;
+                    starts.push(copy.blocks);
                     left = groups.next().unwrap_or(u64::MAX);
                 }
             }
         }
-        let meta = writer
-            .close()
-            .await
-            .map_err(|e| VeilError::internal("writing a kept copy", e))?;
-        // Endpoints name row groups: a copy must have the source's exactly.
-        let groups: Vec<u64> = meta
-            .row_groups()
-            .iter()
-            .map(|g| g.num_rows() as u64)
-            .collect();
-        if !bounds.is_empty() && groups != bounds {
+        copy.finish().await?;
+        // Endpoints name row groups: a copy must hold the source's exactly
+        // (empty ones too).
+        while starts.len() <= bounds.len() && left == 0 {
+            starts.push(copy.blocks);
+            left = groups.next().unwrap_or(u64::MAX);
+        }
+        if bounds.is_empty() {
+            return Ok(Vec::new());
+        }
+        if starts.len() != bounds.len() + 1 || left != u64::MAX {
             return Err(VeilError::FailedPrecondition(
                 "a kept copy's row groups differ from its file's".into(),
             ));
         }
-        Ok::<_, VeilError>(())
+        Ok::<_, VeilError>(starts)
     }
     .await;
-    if let Err(e) = written {
-        let _ = tokio::fs::remove_file(&tmp).await;
-        return Err(e);
-    }
+    let row_groups = match written {
+        Ok(starts) => starts,
+        Err(e) => {
+            let _ = tokio::fs::remove_file(&tmp).await;
+            return Err(e);
+        }
+    };
     let size = match tokio::fs::metadata(&tmp).await {
         Ok(m) => m.len(),
         Err(e) => {
@@ -585,11 +594,71 @@ async fn build(dir: &Path, ctx: &SessionContext, job: Job, max_bytes: u64) -> Re
     }
     Ok(KeptCopy {
         path,
-        object,
         size,
         fields,
+        row_groups,
         last_used: AtomicU64::new(0),
     })
+}
+
+/// How many rows of `batch` go in one block: about [`BLOCK_BYTES`]. A read
+/// holds a block of each copy it reads at once, and sends it as one
+/// message: small blocks bound a read's memory and stay in the CPU's cache
+/// between reading, encoding and sending.
+fn block_rows(batch: &RecordBatch) -> u64 {
+    let rows = batch.num_rows().max(1);
+    let per_row = (batch.get_array_memory_size() / rows).max(1);
+    (BLOCK_BYTES / per_row).clamp(1024, rows.max(1024)) as u64
+}
+
+/// An IPC file being written, one block per batch, on a blocking thread.
+struct CopyWriter {
+    writer: Option<FileWriter<std::io::BufWriter<std::fs::File>>>,
+    blocks: usize,
+    bytes: u64,
+    max_bytes: u64,
+}
+
+impl CopyWriter {
+    async fn write(&mut self, batch: RecordBatch) -> Result<()> {
+        let mut writer = self.take()?;
+        let (writer, written) = tokio::task::spawn_blocking(move || {
+            let written = writer
+                .write(&batch)
+                .and_then(|()| Ok(writer.get_ref().get_ref().metadata()?.len()));
+            (writer, written)
+        })
+        .await
+        .map_err(|e| VeilError::internal("writing a kept copy", e))?;
+        self.writer = Some(writer);
+        self.bytes = written.map_err(|e| VeilError::internal("writing a kept copy", e))?;
+        self.blocks += 1;
+        if self.bytes > self.max_bytes {
+            return Err(VeilError::FailedPrecondition(
+                "a kept copy would pass engine.kept_masks_max_mb".into(),
+            ));
+        }
+        Ok(())
+    }
+
+    async fn finish(&mut self) -> Result<()> {
+        let mut writer = self.take()?;
+        tokio::task::spawn_blocking(move || {
+            writer.finish()?;
+            writer.into_inner().map(drop)
+        })
+        .await
+        .map_err(|e| VeilError::internal("writing a kept copy", e))?
+        .map_err(|e: datafusion::arrow::error::ArrowError| {
+            VeilError::internal("writing a kept copy", e)
+        })
+    }
+
+    fn take(&mut self) -> Result<FileWriter<std::io::BufWriter<std::fs::File>>> {
+        self.writer
+            .take()
+            .ok_or_else(|| VeilError::internal("writing a kept copy", "the writer was lost"))
+    }
 }
 
 #[cfg(test)]
@@ -657,6 +726,6 @@ mod tests {
         )
         .unwrap();
         assert!(kept.dir.is_absolute());
-        ObjectPath::from_absolute_path(kept.dir.join("x.parquet")).unwrap();
+        object_store::path::Path::from_absolute_path(kept.dir.join("x.arrow")).unwrap();
     }
 }

@@ -235,9 +235,10 @@ impl ViewCompiler {
         self.reads.lock().map(|r| r.clone()).unwrap_or_default()
     }
 
-    /// `served` reading kept copies of its costly masks, if every file it
-    /// reads has one (and the columns they hold); else `served` as it is,
-    /// and the missing copies are queued.
+    /// `served` reading kept copies (decoded, with its costly masks' values
+    /// if it has any), if every file it reads has one (and the stored
+    /// columns they hold); else `served` as it is, and the missing copies
+    /// are queued.
     fn kept_copies(
         &self,
         d: &DatasetRecord,
@@ -249,9 +250,6 @@ impl ViewCompiler {
         let Some(kept) = &self.kept else {
             return Ok((served, KeptColumns::new()));
         };
-        if policy.masks.is_empty() {
-            return Ok((served, KeptColumns::new()));
-        }
         let masks = secure_view::keepable_masks(d, policy, &served.schema(), &self.master)?;
         let files: Vec<&SourceFile> = match part {
             None => listing.files.iter().collect(),
