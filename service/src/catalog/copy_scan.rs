@@ -1,11 +1,16 @@
 //! Reading kept copies (`engine::kept_masks`): Arrow IPC files on the local
 //! disk, read one block at a time on a blocking thread, so a read holds one
 //! block of each file it is reading and nothing more. A copy's blocks are
-//! already Arrow: reading one is a copy from the page cache, not a decode.
+//! already Arrow: reading one is a copy from the page cache, not a decode,
+//! and only the byte ranges of the columns a read wants are read.
 
 use datafusion::arrow::array::{ArrayRef, RecordBatch, RecordBatchOptions};
+use datafusion::arrow::buffer::{Buffer, MutableBuffer};
+use datafusion::arrow::datatypes::DataType;
 use datafusion::arrow::datatypes::SchemaRef;
-use datafusion::arrow::ipc::reader::FileReader;
+use datafusion::arrow::ipc::convert::fb_to_schema;
+use datafusion::arrow::ipc::reader::{FileDecoder, read_footer_length};
+use datafusion::arrow::ipc::{Block, root_as_footer, root_as_message};
 use datafusion::common::{DataFusionError, ScalarValue, Statistics};
 use datafusion::execution::{SendableRecordBatchStream, TaskContext};
 use datafusion::physical_expr::EquivalenceProperties;
@@ -235,13 +240,191 @@ fn failed(e: impl fmt::Display) -> DataFusionError {
     DataFusionError::External(Box::new(VeilError::internal("reading a kept copy", e)))
 }
 
+/// One kept copy open for reading: its blocks, and where the columns a
+/// read wants sit in each.
+struct OpenCopy {
+    file: File,
+    blocks: Vec<Block>,
+    decoder: FileDecoder,
+    /// Per column read: the index range of its buffers in a block's
+    /// buffer list; `None` when some column's buffers can't be counted
+    /// (nested types): then whole blocks are read.
+    wanted: Option<Vec<Range<usize>>>,
+}
+
+/// How many IPC buffers a column of this type has (validity included), for
+/// the types whose layout is flat; `None` for the rest.
+fn flat_buffers(t: &DataType) -> Option<usize> {
+    match t {
+        DataType::Utf8 | DataType::LargeUtf8 | DataType::Binary | DataType::LargeBinary => Some(3),
+        DataType::Boolean | DataType::FixedSizeBinary(_) => Some(2),
+        t if t.is_primitive() => Some(2),
+        _ => None,
+    }
+}
+
+fn read_at(file: &File, offset: u64, into: &mut [u8]) -> std::io::Result<()> {
+    use std::io::{Read, Seek, SeekFrom};
+    let mut f = file;
+    f.seek(SeekFrom::Start(offset))?;
+    f.read_exact(into)
+}
+
+impl OpenCopy {
+    /// Open `path` to read the columns `projection` names, in that order.
+    fn open(path: &std::path::Path, projection: Vec<usize>) -> Result<Self, DataFusionError> {
+        let file = File::open(path).map_err(failed)?;
+        let len = file.metadata().map_err(failed)?.len();
+        let mut tail = [0u8; 10];
+        if len < 10 {
+            return Err(failed("a kept copy is too short"));
+        }
+        read_at(&file, len - 10, &mut tail).map_err(failed)?;
+        let footer_len = read_footer_length(tail).map_err(failed)? as u64;
+        let start = len
+            .checked_sub(10 + footer_len)
+            .ok_or_else(|| failed("a kept copy's footer is longer than the file"))?;
+        let mut footer_bytes = vec![0u8; footer_len as usize];
+        read_at(&file, start, &mut footer_bytes).map_err(failed)?;
+        let footer = root_as_footer(&footer_bytes).map_err(failed)?;
+        let schema = fb_to_schema(
+            footer
+                .schema()
+                .ok_or_else(|| failed("a kept copy has no schema"))?,
+        );
+        let blocks: Vec<Block> = footer
+            .recordBatches()
+            .map(|b| b.iter().copied().collect())
+            .unwrap_or_default();
+        // Each column's buffers, in the order a block lists them.
+        let mut at = 0;
+        let mut ranges = Vec::with_capacity(schema.fields().len());
+        for f in schema.fields() {
+            match flat_buffers(f.data_type()) {
+                Some(n) => {
+                    ranges.push(Some(at..at + n));
+                    at += n;
+                }
+                None => {
+                    ranges.push(None);
+                    break;
+                }
+            }
+        }
+        let wanted = projection
+            .iter()
+            .map(|i| ranges.get(*i).cloned().flatten())
+            .collect::<Option<Vec<_>>>()
+            .filter(|_| ranges.iter().all(Option::is_some));
+        let mut decoder =
+            FileDecoder::new(Arc::new(schema), footer.version()).with_projection(projection);
+        for block in footer.dictionaries().iter().flatten() {
+            let buf = Self::whole(&file, block)?;
+            decoder.read_dictionary(block, &buf).map_err(failed)?;
+        }
+        Ok(Self {
+            file,
+            blocks,
+            decoder,
+            wanted,
+        })
+    }
+
+    /// A block as written: its message, then its body.
+    fn whole(file: &File, block: &Block) -> Result<Buffer, DataFusionError> {
+        let len = block.metaDataLength() as usize + block.bodyLength() as usize;
+        let mut buf = MutableBuffer::from_len_zeroed(len);
+        read_at(file, block.offset() as u64, buf.as_slice_mut()).map_err(failed)?;
+        Ok(buf.into())
+    }
+
+    /// Block `index`, with only the byte ranges of the wanted columns read
+    /// (the decoder skips the others without touching them).
+    fn read(&self, index: usize) -> Result<RecordBatch, DataFusionError> {
+        let block = self
+            .blocks
+            .get(index)
+            .ok_or_else(|| failed("a part names blocks past the copy's end"))?;
+        let buf = match &self.wanted {
+            None => Self::whole(&self.file, block)?,
+            Some(wanted) => self.projected(block, wanted)?,
+        };
+        self.decoder
+            .read_record_batch(block, &buf)
+            .map_err(failed)?
+            .ok_or_else(|| failed("a kept copy's block holds no rows"))
+    }
+
+    fn projected(&self, block: &Block, wanted: &[Range<usize>]) -> Result<Buffer, DataFusionError> {
+        let meta_len = usize::try_from(block.metaDataLength()).map_err(failed)?;
+        let body_len = usize::try_from(block.bodyLength()).map_err(failed)?;
+        let mut meta = vec![0u8; meta_len];
+        read_at(&self.file, block.offset() as u64, &mut meta).map_err(failed)?;
+        let message = match meta.get(..4) {
+            Some(m) if m == [0xff; 4] => meta.get(8..),
+            _ => meta.get(4..),
+        }
+        .ok_or_else(|| failed("a kept copy's block is damaged"))?;
+        let message = root_as_message(message).map_err(failed)?;
+        let buffers = message
+            .header_as_record_batch()
+            .and_then(|b| b.buffers())
+            .ok_or_else(|| failed("a kept copy's block is not a record batch"))?;
+        // The wanted columns' bytes, as spans of the body in file order;
+        // spans less than a page apart are read as one.
+        let mut spans: Vec<Range<usize>> = Vec::new();
+        for w in wanted {
+            let mut span: Option<Range<usize>> = None;
+            for i in w.clone() {
+                let b = buffers
+                    .iter()
+                    .nth(i)
+                    .ok_or_else(|| failed("a kept copy's block lacks a buffer"))?;
+                let (start, len) = (b.offset() as usize, b.length() as usize);
+                let end = start
+                    .checked_add(len)
+                    .filter(|e| *e <= body_len)
+                    .ok_or_else(|| failed("a kept copy's buffer passes its block"))?;
+                if len > 0 {
+                    span = Some(match span {
+                        None => start..end,
+                        Some(s) => s.start.min(start)..s.end.max(end),
+                    });
+                }
+            }
+            spans.extend(span);
+        }
+        spans.sort_by_key(|s| s.start);
+        let mut merged: Vec<Range<usize>> = Vec::with_capacity(spans.len());
+        for s in spans {
+            match merged.last_mut() {
+                Some(last) if s.start <= last.end + 4096 => last.end = last.end.max(s.end),
+                _ => merged.push(s),
+            }
+        }
+        let end = merged.last().map_or(0, |s| s.end);
+        let mut buf = MutableBuffer::from_len_zeroed(meta_len + end);
+        buf.as_slice_mut()[..meta_len].copy_from_slice(&meta);
+        for s in merged {
+            let into = &mut buf.as_slice_mut()[meta_len + s.start..meta_len + s.end];
+            read_at(
+                &self.file,
+                block.offset() as u64 + (meta_len + s.start) as u64,
+                into,
+            )
+            .map_err(failed)?;
+        }
+        Ok(buf.into())
+    }
+}
+
 /// The batches of one copy, one block read at a time.
 fn read_copy(
     read: CopyRead,
     layout: Arc<Layout>,
 ) -> futures::stream::BoxStream<'static, datafusion::common::Result<RecordBatch>> {
     struct Reading {
-        reader: Option<FileReader<File>>,
+        copy: Option<OpenCopy>,
         next: usize,
         end: usize,
     }
@@ -249,14 +432,13 @@ fn read_copy(
         let (path, blocks, layout) = (read.path.clone(), read.blocks.clone(), Arc::clone(&layout));
         async move {
             tokio::task::spawn_blocking(move || {
-                let file = File::open(&path).map_err(failed)?;
-                let reader = FileReader::try_new(file, Some(layout.from_copy())).map_err(failed)?;
-                let blocks = blocks.unwrap_or(0..reader.num_batches());
-                if blocks.end > reader.num_batches() {
+                let copy = OpenCopy::open(&path, layout.from_copy())?;
+                let blocks = blocks.unwrap_or(0..copy.blocks.len());
+                if blocks.end > copy.blocks.len() {
                     return Err(failed("a part names blocks past the copy's end"));
                 }
                 Ok(Reading {
-                    reader: Some(reader),
+                    copy: Some(copy),
                     next: blocks.start,
                     end: blocks.end,
                 })
@@ -275,24 +457,20 @@ fn read_copy(
                     if reading.next >= reading.end {
                         return Ok(None);
                     }
-                    let mut reader = reading
-                        .reader
+                    let copy = reading
+                        .copy
                         .take()
                         .ok_or_else(|| failed("a kept copy's reader was lost"))?;
                     let index = reading.next;
-                    let (reader, batch) = tokio::task::spawn_blocking(move || {
-                        let batch = reader
-                            .set_index(index)
-                            .and_then(|()| reader.next().transpose())
-                            .map_err(failed);
-                        (reader, batch)
+                    let (copy, batch) = tokio::task::spawn_blocking(move || {
+                        let batch = copy.read(index);
+                        (copy, batch)
                     })
                     .await
                     .map_err(failed)?;
-                    let batch = batch?.ok_or_else(|| failed("a kept copy ended early"))?;
-                    reading.reader = Some(reader);
+                    reading.copy = Some(copy);
                     reading.next += 1;
-                    Ok(Some((layout.assemble(batch, &values)?, reading)))
+                    Ok(Some((layout.assemble(batch?, &values)?, reading)))
                 }
             })
         })
