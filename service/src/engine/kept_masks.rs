@@ -61,7 +61,7 @@ use crate::policy::secure_view::{KeepableMask, copy_plan};
 use crate::secrets::{KeyPurpose, MasterKey, SecretKey};
 
 /// About how many bytes a kept copy's block holds.
-const BLOCK_BYTES: usize = 1024 * 1024;
+const BLOCK_BYTES: usize = 2 * 1024 * 1024;
 
 /// Jobs waiting for the builder at most; more are dropped.
 const QUEUE: usize = 64;
@@ -533,6 +533,7 @@ async fn build(dir: &Path, ctx: &SessionContext, job: Job, max_bytes: u64) -> Re
         let mut copy = CopyWriter {
             writer: Some(writer),
             blocks: 0,
+            rows: 0,
             bytes: 0,
             max_bytes,
         };
@@ -542,7 +543,7 @@ async fn build(dir: &Path, ctx: &SessionContext, job: Job, max_bytes: u64) -> Re
         let mut starts = vec![0];
         while let Some(batch) = stream.next().await {
             let mut batch: RecordBatch = batch.map_err(crate::error::query::from_datafusion)?;
-            let block_rows = block_rows(&batch);
+            let block_rows = copy.block_rows(&batch);
             while batch.num_rows() > 0 {
                 let take = (batch.num_rows() as u64).min(left).min(block_rows) as usize;
                 if take > 0 {
@@ -601,27 +602,34 @@ async fn build(dir: &Path, ctx: &SessionContext, job: Job, max_bytes: u64) -> Re
     })
 }
 
-/// How many rows of `batch` go in one block: about [`BLOCK_BYTES`]. A read
-/// holds a block of each copy it reads at once, and sends it as one
-/// message: small blocks bound a read's memory and stay in the CPU's cache
-/// between reading, encoding and sending.
-fn block_rows(batch: &RecordBatch) -> u64 {
-    let rows = batch.num_rows().max(1);
-    let per_row = (batch.get_array_memory_size() / rows).max(1);
-    (BLOCK_BYTES / per_row).clamp(1024, rows.max(1024)) as u64
-}
-
 /// An IPC file being written, one block per batch, on a blocking thread.
 struct CopyWriter {
     writer: Option<FileWriter<std::io::BufWriter<std::fs::File>>>,
     blocks: usize,
+    rows: u64,
     bytes: u64,
     max_bytes: u64,
 }
 
 impl CopyWriter {
+    /// How many rows of `batch` go in one block: about [`BLOCK_BYTES`],
+    /// by the bytes per row written so far (or, for the first block, the
+    /// batch's own size, which can count buffers it shares). A read holds
+    /// a block of each copy it reads at once and sends it as one message:
+    /// blocks bound a read's memory, stay in the CPU's cache between
+    /// reading, encoding and sending, and are large enough for a client
+    /// to convert chunks cheaply (pandas).
+    fn block_rows(&self, batch: &RecordBatch) -> u64 {
+        let per_row = match (self.bytes, self.rows) {
+            (b, r) if b > 0 && r > 0 => (b / r) as usize,
+            _ => batch.get_array_memory_size() / batch.num_rows().max(1),
+        };
+        (BLOCK_BYTES / per_row.max(1)).max(1024) as u64
+    }
+
     async fn write(&mut self, batch: RecordBatch) -> Result<()> {
         let mut writer = self.take()?;
+        self.rows += batch.num_rows() as u64;
         let (writer, written) = tokio::task::spawn_blocking(move || {
             let written = writer
                 .write(&batch)
