@@ -290,7 +290,9 @@ async fn an_unreachable_store_fails_reads_closed_with_a_clear_status() {
     )
     .await;
     let secret = src.path().join("s3.secret");
-    let entry = s3.config_entry("lake", &secret);
+    // Listed on every read: a reused listing would let a read be served
+    // from the file's kept copy without reaching the store (README).
+    let entry = s3.config_entry("lake", &secret) + "listing_cache_secs = 0\n";
     let server = TestServer::demo_with(move |dir| {
         let p = dir.join("veil.toml");
         let mut text = std::fs::read_to_string(&p)
