@@ -329,3 +329,81 @@ async fn an_unreachable_store_fails_reads_closed_with_a_clear_status() {
     );
     server.stop().await;
 }
+
+/// A remote file Veil holds a kept copy of is read from the copy while its
+/// listing is reused (README, object stores): the same rows, even once the
+/// store can't be reached; after the listing expires, the read fails.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_kept_copy_serves_reads_only_while_the_listing_is_reused() {
+    let s3 = S3Server::start(&["lake"]).await;
+    let src = tempfile::tempdir().unwrap();
+    veil::demo::prepare(src.path()).unwrap();
+    s3.upload(
+        "lake",
+        "clinical/sites.csv",
+        &src.path().join("data/clinical/sites.csv"),
+    )
+    .await;
+    let secret = src.path().join("s3.secret");
+    let entry = s3.config_entry("lake", &secret) + "listing_cache_secs = 20\n";
+    let server = TestServer::demo_with(move |dir| {
+        let p = dir.join("veil.toml");
+        let mut text = std::fs::read_to_string(&p)
+            .unwrap()
+            .replace("roots = [\"data\"]", "roots = [\"data\", \"s3://lake\"]");
+        text.push_str(&entry);
+        text.push_str(&dataset(
+            "remote.sites",
+            "csv",
+            "s3://lake/clinical/sites.csv",
+            false,
+            "",
+        ));
+        text.push_str(&policy(
+            "remote-sites",
+            "remote.sites",
+            "subscription = { anyone = true }",
+        ));
+        std::fs::write(&p, text).unwrap();
+    })
+    .await;
+    let alice: Connection = server.connect("alice").await;
+    let listed = std::time::Instant::now();
+    let first = alice.scan("remote.sites", Scan::default()).await.unwrap();
+    // The copy is built in the background.
+    let kept = server.dir.path().join("kept-masks");
+    let copies = || {
+        std::fs::read_dir(&kept)
+            .into_iter()
+            .flatten()
+            .flatten()
+            .filter(|e| e.path().is_dir())
+            .flat_map(|d| std::fs::read_dir(d.path()).into_iter().flatten().flatten())
+            .filter(|f| f.path().extension().is_some_and(|x| x == "arrow"))
+            .count()
+    };
+    for _ in 0..100 {
+        if copies() > 0 {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+    assert_eq!(copies(), 1, "one kept copy of the remote file");
+    drop(s3);
+    let again = alice.scan("remote.sites", Scan::default()).await.unwrap();
+    assert!(
+        listed.elapsed() < std::time::Duration::from_secs(20),
+        "the listing was still reused"
+    );
+    assert_eq!(row_count(&again), row_count(&first));
+    assert_eq!(strings(&again, "site"), strings(&first, "site"));
+    // Once the listing expires, the store is asked again, and the read
+    // fails closed.
+    tokio::time::sleep(std::time::Duration::from_secs(20).saturating_sub(listed.elapsed())).await;
+    let e = alice
+        .scan("remote.sites", Scan::default())
+        .await
+        .unwrap_err();
+    assert_eq!(code(&e), Code::Unavailable, "{e}");
+    server.stop().await;
+}
