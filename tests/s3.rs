@@ -399,7 +399,7 @@ async fn a_kept_copy_serves_reads_only_while_the_listing_is_reused() {
     assert_eq!(strings(&again, "site"), strings(&first, "site"));
     // Once the listing expires, the store is asked again, and the read
     // fails closed.
-    tokio::time::sleep(std::time::Duration::from_secs(20).saturating_sub(listed.elapsed())).await;
+    tokio::time::sleep(std::time::Duration::from_secs(21).saturating_sub(listed.elapsed())).await;
     let e = alice
         .scan("remote.sites", Scan::default())
         .await
