@@ -280,40 +280,9 @@ async fn s3_datasets_read_exactly_like_local_files() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_unreachable_store_fails_reads_closed_with_a_clear_status() {
-    let s3 = S3Server::start(&["lake"]).await;
-    let src = tempfile::tempdir().unwrap();
-    veil::demo::prepare(src.path()).unwrap();
-    s3.upload(
-        "lake",
-        "clinical/sites.csv",
-        &src.path().join("data/clinical/sites.csv"),
-    )
-    .await;
-    let secret = src.path().join("s3.secret");
     // Listed on every read: a reused listing would let a read be served
     // from the file's kept copy without reaching the store (README).
-    let entry = s3.config_entry("lake", &secret) + "listing_cache_secs = 0\n";
-    let server = TestServer::demo_with(move |dir| {
-        let p = dir.join("veil.toml");
-        let mut text = std::fs::read_to_string(&p)
-            .unwrap()
-            .replace("roots = [\"data\"]", "roots = [\"data\", \"s3://lake\"]");
-        text.push_str(&entry);
-        text.push_str(&dataset(
-            "remote.sites",
-            "csv",
-            "s3://lake/clinical/sites.csv",
-            false,
-            "",
-        ));
-        text.push_str(&policy(
-            "remote-sites",
-            "remote.sites",
-            "subscription = { anyone = true }",
-        ));
-        std::fs::write(&p, text).unwrap();
-    })
-    .await;
+    let (s3, server) = remote_sites(0).await;
     let alice: Connection = server.connect("alice").await;
     assert!(alice.scan("remote.sites", Scan::default()).await.is_ok());
     drop(s3);
@@ -335,38 +304,7 @@ async fn an_unreachable_store_fails_reads_closed_with_a_clear_status() {
 /// store can't be reached; after the listing expires, the read fails.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_kept_copy_serves_reads_only_while_the_listing_is_reused() {
-    let s3 = S3Server::start(&["lake"]).await;
-    let src = tempfile::tempdir().unwrap();
-    veil::demo::prepare(src.path()).unwrap();
-    s3.upload(
-        "lake",
-        "clinical/sites.csv",
-        &src.path().join("data/clinical/sites.csv"),
-    )
-    .await;
-    let secret = src.path().join("s3.secret");
-    let entry = s3.config_entry("lake", &secret) + "listing_cache_secs = 20\n";
-    let server = TestServer::demo_with(move |dir| {
-        let p = dir.join("veil.toml");
-        let mut text = std::fs::read_to_string(&p)
-            .unwrap()
-            .replace("roots = [\"data\"]", "roots = [\"data\", \"s3://lake\"]");
-        text.push_str(&entry);
-        text.push_str(&dataset(
-            "remote.sites",
-            "csv",
-            "s3://lake/clinical/sites.csv",
-            false,
-            "",
-        ));
-        text.push_str(&policy(
-            "remote-sites",
-            "remote.sites",
-            "subscription = { anyone = true }",
-        ));
-        std::fs::write(&p, text).unwrap();
-    })
-    .await;
+    let (s3, server) = remote_sites(20).await;
     let alice: Connection = server.connect("alice").await;
     let listed = std::time::Instant::now();
     let first = alice.scan("remote.sites", Scan::default()).await.unwrap();
@@ -406,4 +344,43 @@ async fn a_kept_copy_serves_reads_only_while_the_listing_is_reused() {
         .unwrap_err();
     assert_eq!(code(&e), Code::Unavailable, "{e}");
     server.stop().await;
+}
+
+/// A demo server with `remote.sites`, the demo's sites CSV in an S3 bucket
+/// on loopback (listings reused `listing_cache_secs`), readable by anyone.
+async fn remote_sites(listing_cache_secs: u64) -> (S3Server, TestServer) {
+    let s3 = S3Server::start(&["lake"]).await;
+    let src = tempfile::tempdir().unwrap();
+    veil::demo::prepare(src.path()).unwrap();
+    s3.upload(
+        "lake",
+        "clinical/sites.csv",
+        &src.path().join("data/clinical/sites.csv"),
+    )
+    .await;
+    let secret = src.path().join("s3.secret");
+    let entry =
+        s3.config_entry("lake", &secret) + &format!("listing_cache_secs = {listing_cache_secs}\n");
+    let server = TestServer::demo_with(move |dir| {
+        let p = dir.join("veil.toml");
+        let mut text = std::fs::read_to_string(&p)
+            .unwrap()
+            .replace("roots = [\"data\"]", "roots = [\"data\", \"s3://lake\"]");
+        text.push_str(&entry);
+        text.push_str(&dataset(
+            "remote.sites",
+            "csv",
+            "s3://lake/clinical/sites.csv",
+            false,
+            "",
+        ));
+        text.push_str(&policy(
+            "remote-sites",
+            "remote.sites",
+            "subscription = { anyone = true }",
+        ));
+        std::fs::write(&p, text).unwrap();
+    })
+    .await;
+    (s3, server)
 }

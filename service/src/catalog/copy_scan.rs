@@ -366,10 +366,12 @@ impl OpenCopy {
         }
         .ok_or_else(|| failed("a kept copy's block is damaged"))?;
         let message = root_as_message(message).map_err(failed)?;
-        let buffers = message
+        let buffers: Vec<_> = message
             .header_as_record_batch()
             .and_then(|b| b.buffers())
-            .ok_or_else(|| failed("a kept copy's block is not a record batch"))?;
+            .ok_or_else(|| failed("a kept copy's block is not a record batch"))?
+            .iter()
+            .collect();
         // The wanted columns' bytes, as spans of the body in file order;
         // spans less than a page apart are read as one.
         let mut spans: Vec<Range<usize>> = Vec::new();
@@ -377,8 +379,7 @@ impl OpenCopy {
             let mut span: Option<Range<usize>> = None;
             for i in w.clone() {
                 let b = buffers
-                    .iter()
-                    .nth(i)
+                    .get(i)
                     .ok_or_else(|| failed("a kept copy's block lacks a buffer"))?;
                 let (start, len) = (b.offset() as usize, b.length() as usize);
                 let end = start

@@ -243,9 +243,10 @@ impl KeptMasks {
         if files.is_empty() || self.max_bytes == 0 {
             return None;
         }
+        let shape = shape_digest(schema, masks);
         let keys = files
             .iter()
-            .map(|f| self.key(dataset, listing, f, schema, masks))
+            .map(|f| self.key(dataset, listing, f, &shape))
             .collect::<Option<Vec<_>>>()?;
         let mut index = self.lock();
         index.tick += 1;
@@ -327,16 +328,15 @@ impl KeptMasks {
     }
 
     /// A copy's key: a keyed digest of everything its content depends on
-    /// (`schema`: the source's columns, partition columns included).
-    /// `None` for a file without a modification time (a change to it could
-    /// go unseen).
+    /// (`shape`: [`shape_digest`] of the columns and masks, the same for
+    /// every file of a read). `None` for a file without a modification
+    /// time (a change to it could go unseen).
     fn key(
         &self,
         dataset: &DatasetRecord,
         listing: &Listing,
         file: &SourceFile,
-        schema: &SchemaRef,
-        masks: &[KeepableMask],
+        shape: &[u8; 32],
     ) -> Option<[u8; 32]> {
         let modified = file.modified_ms?;
         let mut mac = <Hmac<sha2::Sha256>>::new_from_slice(self.naming.bytes())
@@ -358,13 +358,7 @@ impl KeptMasks {
             part(v.as_bytes());
         }
         part(file.version.as_deref().unwrap_or("").as_bytes());
-        for f in schema.fields() {
-            part(f.name().as_bytes());
-            part(format!("{:?}/{}", f.data_type(), f.is_nullable()).as_bytes());
-        }
-        for m in masks {
-            part(&m.fingerprint);
-        }
+        part(shape);
         Some(mac.finalize().into_bytes().into())
     }
 
@@ -413,6 +407,28 @@ impl KeptMasks {
         index.failed.retain(|_, at| at.elapsed() < RETRY_AFTER);
         index.failed.insert(key, Instant::now());
     }
+}
+
+/// A digest of the source's columns (`schema`, partition columns included)
+/// and the stored masks: what a copy holds besides its file's rows. Taken
+/// once per read, not per file.
+fn shape_digest(schema: &SchemaRef, masks: &[KeepableMask]) -> [u8; 32] {
+    use sha2::Digest;
+    let mut h = sha2::Sha256::new();
+    let mut part = |bytes: &[u8]| {
+        // Length-prefixed, so no two lists of parts hash alike.
+        h.update((bytes.len() as u64).to_be_bytes());
+        h.update(bytes);
+    };
+    for f in schema.fields() {
+        part(f.name().as_bytes());
+        part(format!("{:?}/{}", f.data_type(), f.is_nullable()).as_bytes());
+    }
+    part(b"masks");
+    for m in masks {
+        part(&m.fingerprint);
+    }
+    h.finalize().into()
 }
 
 /// Remove the folders (and lock files) of instances no longer running:
