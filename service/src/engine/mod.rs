@@ -6,6 +6,8 @@ pub mod acceleration;
 #[cfg(test)]
 mod database_plans;
 pub mod dp;
+#[cfg(test)]
+mod kanon_parts;
 pub mod kept_masks;
 pub mod plan_cache;
 #[cfg(test)]
@@ -53,6 +55,7 @@ use crate::model::source_kind::SourceKind;
 use crate::policy::barrier::VeilQueryPlanner;
 use crate::policy::effective::{EffectivePolicy, RowRuleKind};
 use crate::policy::guard::PolicyGuard;
+use crate::policy::masks::kanon::{KEPT_COUNTS_MAX_BYTES, KeptCounts};
 use crate::secrets::MasterKey;
 use crate::sql::{bounded, limits, parameters, planner_pool};
 use kept_masks::{KeptCopy, KeptMasks};
@@ -126,10 +129,14 @@ impl PlannedQuery {
         self.reads.iter().any(|r| r.policy.rows_filtered())
     }
 
-    /// Does a read k-anonymize? Its counts cover the whole dataset, so it
-    /// is served by one endpoint rather than counted once per part.
-    pub fn k_anonymized(&self) -> bool {
-        self.reads.iter().any(|r| !r.policy.kanon.is_empty())
+    /// Does a read k-anonymize with counts that can't be kept across
+    /// reads (a database read)? Its counts cover the whole dataset, so it
+    /// is served by one endpoint rather than counted once per part. With
+    /// kept counts, every part reuses one count.
+    pub fn counted_per_part(&self) -> bool {
+        self.reads
+            .iter()
+            .any(|r| !r.policy.kanon.is_empty() && !r.counts_kept)
     }
 
     /// Execute every partition into one stream, batch by batch.
@@ -175,6 +182,8 @@ pub struct Engine {
     plans: PlanCache,
     /// Masked values computed once per file (`None`: every read computes them).
     kept: Option<Arc<KeptMasks>>,
+    /// k-anonymization counts kept across reads.
+    kept_counts: Arc<KeptCounts>,
     /// The databases datasets may read.
     databases: Arc<Databases>,
     /// Local copies of accelerated database datasets (`None`: none kept).
@@ -243,6 +252,7 @@ impl Engine {
             policies: principal_catalog::policy_cache(),
             plans: PlanCache::default(),
             kept: None,
+            kept_counts: Arc::new(KeptCounts::new(KEPT_COUNTS_MAX_BYTES)),
             databases: Arc::new(Databases::none()),
             accelerator: None,
             dp: Arc::new(dp::DpAnswers::new(Arc::clone(state.store()), &master)),
@@ -388,6 +398,7 @@ impl Engine {
             .with_kanon_max_groups(self.cfg.kanon_max_groups)
             .with_audit_store(Arc::clone(self.state.store()))
             .with_kept_masks(self.kept.clone())
+            .with_kept_counts(Some(Arc::clone(&self.kept_counts)))
             .with_databases(Arc::clone(&self.databases))
             .with_accelerator(self.accelerator.clone())
         }
@@ -1303,7 +1314,7 @@ impl Engine {
         if let (SourceKind::Database(_), Some(source)) = (SourceKind::of(d), &d.source.database) {
             // Key ranges, unless a limit or k-anonymization needs the
             // whole result in one stream.
-            if scan.limit.is_some() || planned.k_anonymized() {
+            if scan.limit.is_some() || planned.counted_per_part() {
                 return Ok(ScanLayout {
                     parts: vec![None],
                     total_records: -1,
@@ -1382,8 +1393,8 @@ impl Engine {
             )
         };
         // A limit must apply to the whole result, so it gets one endpoint;
-        // so does a k-anonymized read (see `PlannedQuery::k_anonymized`).
-        let parts = if scan.limit.is_some() || planned.k_anonymized() {
+        // so does a k-anonymized read (see `PlannedQuery::counted_per_part`).
+        let parts = if scan.limit.is_some() || planned.counted_per_part() {
             vec![None]
         } else {
             split.parts.into_iter().map(Some).collect()
@@ -1421,8 +1432,9 @@ async fn physical_plan(
 /// The one dataset a SQL query may be split by, if it can be: every row it
 /// returns comes from one row of that dataset alone (projections and
 /// filters over its secure view, no subquery), and the view holds nothing
-/// counted over the whole dataset (k-anonymity). A part of the files then
-/// yields exactly that part of the result.
+/// counted over the whole dataset (k-anonymity) unless those counts are
+/// kept across reads. A part of the files then yields exactly that part
+/// of the result.
 fn splittable(plan: &LogicalPlan, reads: &[DatasetRead]) -> Option<String> {
     fn row_wise(plan: &LogicalPlan) -> bool {
         match plan {
@@ -1433,7 +1445,7 @@ fn splittable(plan: &LogicalPlan, reads: &[DatasetRead]) -> Option<String> {
         }
     }
     match reads {
-        [read] if read.policy.kanon.is_empty() && row_wise(plan) => {
+        [read] if (read.policy.kanon.is_empty() || read.counts_kept) && row_wise(plan) => {
             Some(read.dataset.to_ascii_lowercase())
         }
         _ => None,

@@ -25,6 +25,7 @@ use crate::error::{Result, VeilError};
 use crate::model::dataset::DatasetRecord;
 use crate::model::source_kind::SourceKind;
 use crate::policy::effective::{EffectivePolicy, data_policy};
+use crate::policy::masks::kanon::{CountsSlot, KeptCounts};
 use crate::policy::secure_view::{self, KeptColumns};
 use crate::secrets::MasterKey;
 use crate::store::Store;
@@ -38,6 +39,9 @@ pub struct DatasetRead {
     pub policy: Arc<EffectivePolicy>,
     /// Where an accelerated dataset's rows came from, in words.
     pub served: Option<String>,
+    /// k-anonymization counts are kept across reads, so a part of the
+    /// dataset reuses the whole dataset's count instead of taking its own.
+    pub counts_kept: bool,
 }
 
 /// Compiled effective policies, keyed by the principal's identity
@@ -77,6 +81,8 @@ pub struct ViewCompiler {
     kept: Option<Arc<KeptMasks>>,
     /// The kept copies the plan reads.
     leases: Mutex<Vec<Arc<KeptCopy>>>,
+    /// k-anonymization counts kept across reads (`None`: counted per read).
+    kept_counts: Option<Arc<KeptCounts>>,
     /// The databases datasets may read.
     databases: Arc<Databases>,
     /// Local copies of accelerated database datasets.
@@ -111,6 +117,7 @@ impl ViewCompiler {
             audit_store: None,
             kept: None,
             leases: Mutex::new(vec![]),
+            kept_counts: None,
             databases: Arc::new(Databases::none()),
             accelerator: None,
             dp_raw: false,
@@ -140,6 +147,43 @@ impl ViewCompiler {
     pub fn with_kept_masks(mut self, kept: Option<Arc<KeptMasks>>) -> Self {
         self.kept = kept;
         self
+    }
+
+    /// Keep k-anonymization counts in `kept` across reads.
+    pub fn with_kept_counts(mut self, kept: Option<Arc<KeptCounts>>) -> Self {
+        self.kept_counts = kept;
+        self
+    }
+
+    /// Where k-anonymization counts over `listing`'s files may be kept: a
+    /// digest of the dataset, its dictionary and every file's path, size,
+    /// time and version. `None` (counted per read) when a file's store
+    /// gives no modification time.
+    fn counts_slot(&self, d: &DatasetRecord, listing: &Listing) -> Option<CountsSlot> {
+        use sha2::{Digest, Sha256};
+        let kept = self.kept_counts.as_ref()?;
+        let mut h = Sha256::new();
+        let mut part = |s: &str| {
+            h.update((s.len() as u64).to_be_bytes());
+            h.update(s.as_bytes());
+        };
+        part(&d.id);
+        part(&d.source.location);
+        for c in &d.columns {
+            part(&format!(
+                "{}\u{0}{:?}\u{0}{}\u{0}{}",
+                c.name, c.data_type, c.nullable, c.partition
+            ));
+        }
+        for f in &listing.files {
+            let modified = f.modified_ms?;
+            part(&f.path);
+            part(&format!("{}\u{0}{modified}\u{0}{:?}", f.size, f.version));
+        }
+        Some(CountsSlot {
+            kept: Arc::clone(kept),
+            key: h.finalize().into(),
+        })
     }
 
     /// The kept copies the plans compiled so far read.
@@ -296,6 +340,7 @@ impl ViewCompiler {
         let policy = self.effective_shared(d)?;
         let part = self.parts.get(&d.name.to_ascii_lowercase()).cloned();
         let mut served_from = None;
+        let mut counts = None;
         let (served, whole, kept): (
             Arc<dyn TableProvider>,
             Option<Arc<dyn TableProvider>>,
@@ -329,6 +374,9 @@ impl ViewCompiler {
                         let files = copy.as_files(d);
                         let listing =
                             crate::catalog::files::list_files(&self.stores, &files.source).await?;
+                        if !policy.kanon.is_empty() {
+                            counts = self.counts_slot(&files, &listing);
+                        }
                         let whole = match (&part, policy.kanon.is_empty()) {
                             (Some(_), false) => Some(Arc::new(
                                 SourceTable::from_listing(&files, None, listing.clone()).await?,
@@ -360,19 +408,26 @@ impl ViewCompiler {
             }
             SourceKind::Files(_) => {
                 let listing = self.scope.listing(&self.stores, d).await?;
-                // k-anonymization counts over the whole dataset, even for a part.
+                // k-anonymization counts over the whole dataset, even for a
+                // part (from the kept copies when every file has one).
                 let whole = match (&part, policy.kanon.is_empty()) {
-                    (Some(_), false) => Some(Arc::new(
-                        SourceTable::from_listing(d, None, listing.clone()).await?,
-                    ) as _),
+                    (Some(_), false) => {
+                        let whole = SourceTable::from_listing(d, None, listing.clone()).await?;
+                        let (whole, _) = self.kept_copies(d, &policy, &listing, None, whole)?;
+                        Some(Arc::new(whole) as _)
+                    }
                     _ => None,
                 };
+                if !policy.kanon.is_empty() {
+                    counts = self.counts_slot(d, &listing);
+                }
                 let served = SourceTable::from_listing(d, part.clone(), listing.clone()).await?;
                 let (served, kept) =
                     self.kept_copies(d, &policy, &listing, part.as_ref(), served)?;
                 (Arc::new(served), whole, kept)
             }
         };
+        let counts_kept = counts.is_some();
         let plan = secure_view::compile(
             d,
             &policy,
@@ -380,6 +435,7 @@ impl ViewCompiler {
                 served,
                 whole,
                 kept,
+                counts,
             },
             &self.master,
             self.now,
@@ -390,6 +446,7 @@ impl ViewCompiler {
                 dataset: d.name.clone(),
                 policy: Arc::clone(&policy),
                 served: served_from,
+                counts_kept,
             });
         }
         let view = Arc::new(ViewTable::new(plan, None));

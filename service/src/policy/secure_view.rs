@@ -23,7 +23,7 @@ use std::sync::Arc;
 
 use super::barrier::PolicyBarrier;
 use super::effective::{ColumnMask, EffectivePolicy, RowRuleKind, dictionary_schema};
-use super::masks::kanon::{KAnonymize, KGroup};
+use super::masks::kanon::{CountsSlot, KAnonymize, KGroup};
 use super::masks::sampling::SampleUdf;
 use super::masks::{MaskFunctions, MaskKeys, mask_expr};
 use crate::error::{Result, VeilError};
@@ -238,6 +238,11 @@ pub struct ViewSources {
     /// Masks `served` holds already computed (a kept copy); empty: every
     /// mask is computed by the view.
     pub kept: KeptColumns,
+    /// Where k-anonymization counts may be kept across reads, with a
+    /// digest of the source (its files by version and the dictionary);
+    /// the view adds its row policies and groups to the key. `None`:
+    /// counted on every read.
+    pub counts: Option<CountsSlot>,
 }
 
 /// Prefix of a stored masked column in a kept copy (the rest is keyed, so
@@ -452,12 +457,16 @@ pub fn compile(
                 k: g.k,
                 flag: kanon_flag(i),
             })
-            .collect();
+            .collect::<Vec<_>>();
+        let kept = sources
+            .counts
+            .map(|slot| counts_slot(slot, &sample_key, &counting, &groups, max_groups));
         let node = KAnonymize::plan(
             builder.build().map_err(unenforceable)?,
             counting,
             groups,
             max_groups,
+            kept,
         )
         .map_err(unenforceable)?;
         builder = LogicalPlanBuilder::from(node);
@@ -480,6 +489,40 @@ pub fn compile(
         plan,
         pushable_columns(dataset, policy, &schema),
     ))
+}
+
+/// The slot a k-anonymization's counts are kept in: keyed by the source's
+/// digest, the counting plan as displayed (its row policies with every
+/// bound value and clock), the sample key (a stable-sample policy's rows
+/// depend on it and it is not displayed), the groups and the bound.
+fn counts_slot(
+    source: CountsSlot,
+    sample_key: &SecretKey,
+    counting: &LogicalPlan,
+    groups: &[KGroup],
+    max_groups: usize,
+) -> CountsSlot {
+    use hmac::{Hmac, Mac};
+    let mut mac = <Hmac<sha2::Sha256>>::new_from_slice(sample_key.bytes())
+        .expect("HMAC takes any key length");
+    let groups: Vec<String> = groups
+        .iter()
+        .map(|g| format!("{:?}\u{0}{}", g.columns, g.k))
+        .collect();
+    let parts = [
+        format!("{}", counting.display_indent()),
+        max_groups.to_string(),
+    ];
+    mac.update(&source.key);
+    for part in parts.iter().chain(&groups) {
+        // Length-prefixed, so no two lists of parts hash alike.
+        mac.update(&(part.len() as u64).to_be_bytes());
+        mac.update(part.as_bytes());
+    }
+    CountsSlot {
+        kept: source.kept,
+        key: mac.finalize().into_bytes().into(),
+    }
 }
 
 /// The columns a user's safe filters may be copied below the barrier on

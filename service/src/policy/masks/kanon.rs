@@ -23,6 +23,13 @@
 //!         TableScan: __veil_source (whole dataset)
 //! ```
 //!
+//! Kept counts: a count depends only on the rows counted, so a read whose
+//! counting input is exactly one a recent read counted (same files by
+//! version, dictionary, row policies and groups: [`CountsSlot::key`])
+//! reuses those counts instead of scanning the whole dataset again; the
+//! endpoints of one scan, read at once, wait for a single count
+//! ([`KeptCounts`]). The counts never leave the operator.
+//!
 //! Memory: the operator first drains the counting input, which projection
 //! pushdown prunes to the quasi-identifier columns, into one hash map per
 //! group (one entry per distinct combination), then streams the served rows
@@ -57,6 +64,79 @@ use std::fmt;
 use std::sync::Arc;
 use tokio::sync::OnceCell;
 
+/// Most bytes of counts [`KeptCounts`] holds (least recently used go first).
+pub const KEPT_COUNTS_MAX_BYTES: u64 = 64 * 1024 * 1024;
+
+/// Group counts kept across reads, by [`CountsSlot::key`]. Counting runs
+/// once per key at a time: concurrent reads of the same key (a scan's
+/// endpoints) wait for one count. Failures are not kept.
+pub struct KeptCounts {
+    counts: moka::future::Cache<[u8; 32], Arc<Vec<GroupCounts>>>,
+    /// Counts run under a key (not served from one kept).
+    runs: std::sync::atomic::AtomicU64,
+}
+
+impl KeptCounts {
+    pub fn new(max_bytes: u64) -> Self {
+        Self {
+            counts: moka::future::Cache::builder()
+                .max_capacity(max_bytes)
+                .weigher(|_k: &[u8; 32], v: &Arc<Vec<GroupCounts>>| {
+                    let bytes: usize = v.iter().map(GroupCounts::bytes).sum();
+                    u32::try_from(bytes).unwrap_or(u32::MAX)
+                })
+                // A key names files by version: an idle one is likely stale.
+                .time_to_idle(std::time::Duration::from_secs(600))
+                .build(),
+            runs: std::sync::atomic::AtomicU64::new(0),
+        }
+    }
+
+    /// How many counts ran (each kept under its key) since the start.
+    pub fn runs(&self) -> u64 {
+        self.runs.load(std::sync::atomic::Ordering::Relaxed)
+    }
+}
+
+impl fmt::Debug for KeptCounts {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("KeptCounts")
+            .field("entries", &self.counts.entry_count())
+            .finish()
+    }
+}
+
+/// Where one k-anonymization's counts may be kept: the shared cache and
+/// the key of its counting input. The key must change whenever the rows
+/// counted could: the source files (path, size, time and version), the
+/// dictionary, the row policies (with bound attributes, clocks and keys)
+/// and the groups.
+#[derive(Clone)]
+pub struct CountsSlot {
+    pub kept: Arc<KeptCounts>,
+    pub key: [u8; 32],
+}
+
+impl fmt::Debug for CountsSlot {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "CountsSlot({:02x}{:02x}…)", self.key[0], self.key[1])
+    }
+}
+
+impl PartialEq for CountsSlot {
+    fn eq(&self, other: &Self) -> bool {
+        self.key == other.key
+    }
+}
+
+impl Eq for CountsSlot {}
+
+impl std::hash::Hash for CountsSlot {
+    fn hash<H: std::hash::Hasher>(&self, state: &mut H) {
+        self.key.hash(state)
+    }
+}
+
 /// Can a column of this type be a quasi-identifier?
 pub fn supports(dt: &DataType) -> bool {
     !matches!(dt, DataType::Null) && RowConverter::supports_fields(&[SortField::new(dt.clone())])
@@ -78,6 +158,8 @@ pub struct KAnonymize {
     pub counting: LogicalPlan,
     pub groups: Vec<KGroup>,
     pub max_groups: usize,
+    /// Where the counts may be kept across reads (`None`: counted per read).
+    pub kept: Option<CountsSlot>,
     schema: DFSchemaRef,
 }
 
@@ -100,8 +182,9 @@ impl KAnonymize {
         counting: LogicalPlan,
         groups: Vec<KGroup>,
         max_groups: usize,
+        kept: Option<CountsSlot>,
     ) -> Result<LogicalPlan> {
-        let node = Self::new(input, counting, groups, max_groups)?;
+        let node = Self::new(input, counting, groups, max_groups, kept)?;
         Ok(LogicalPlan::Extension(Extension {
             node: Arc::new(node),
         }))
@@ -112,6 +195,7 @@ impl KAnonymize {
         counting: LogicalPlan,
         groups: Vec<KGroup>,
         max_groups: usize,
+        kept: Option<CountsSlot>,
     ) -> Result<Self> {
         for g in &groups {
             for c in &g.columns {
@@ -136,6 +220,7 @@ impl KAnonymize {
             counting,
             groups,
             max_groups,
+            kept,
             schema: Arc::new(schema),
         })
     }
@@ -178,7 +263,13 @@ impl UserDefinedLogicalNodeCore for KAnonymize {
                 "KAnonymize takes no expressions".into(),
             ));
         }
-        Self::new(input, counting, self.groups.clone(), self.max_groups)
+        Self::new(
+            input,
+            counting,
+            self.groups.clone(),
+            self.max_groups,
+            self.kept.clone(),
+        )
     }
 
     /// The served input keeps the columns asked for plus the
@@ -240,6 +331,11 @@ impl GroupCounts {
         self.rows += rows.num_rows() as u64;
         Ok(())
     }
+
+    /// About the memory these counts hold.
+    fn bytes(&self) -> usize {
+        self.counts.keys().map(|k| k.len() + 48).sum()
+    }
 }
 
 type Counts = std::result::Result<Arc<Vec<GroupCounts>>, String>;
@@ -254,6 +350,7 @@ pub struct KAnonymizeExec {
     schema: SchemaRef,
     properties: Arc<PlanProperties>,
     counts: Arc<OnceCell<Counts>>,
+    kept: Option<CountsSlot>,
 }
 
 impl KAnonymizeExec {
@@ -263,6 +360,7 @@ impl KAnonymizeExec {
         groups: Vec<PhysGroup>,
         max_groups: usize,
         schema: SchemaRef,
+        kept: Option<CountsSlot>,
     ) -> Self {
         let properties = Arc::new(PlanProperties::new(
             EquivalenceProperties::new(Arc::clone(&schema)),
@@ -278,6 +376,7 @@ impl KAnonymizeExec {
             schema,
             properties,
             counts: Arc::new(OnceCell::new()),
+            kept,
         }
     }
 
@@ -366,6 +465,7 @@ impl ExecutionPlan for KAnonymizeExec {
             self.groups.clone(),
             self.max_groups,
             Arc::clone(&self.schema),
+            self.kept.clone(),
         )))
     }
 
@@ -379,6 +479,7 @@ impl ExecutionPlan for KAnonymizeExec {
         let counting = Arc::clone(&self.counting);
         let groups = self.groups.clone();
         let max_groups = self.max_groups;
+        let kept = self.kept.clone();
         let schema = Arc::clone(&self.schema);
         let converters = groups
             .iter()
@@ -387,13 +488,25 @@ impl ExecutionPlan for KAnonymizeExec {
         let counts = {
             let groups = groups.clone();
             async move {
-                // Every partition waits for the one count.
+                // Every partition waits for the one count, which reads
+                // the kept counts when a read counted the same rows.
                 let counts = cell
                     .get_or_init(|| async move {
-                        Self::count(counting, groups, max_groups, context)
-                            .await
-                            .map(Arc::new)
-                            .map_err(|e| e.to_string())
+                        let count = Self::count(counting, groups, max_groups, context);
+                        match kept {
+                            Some(slot) => slot
+                                .kept
+                                .counts
+                                .try_get_with(slot.key, async {
+                                    slot.kept
+                                        .runs
+                                        .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                                    count.await.map(Arc::new)
+                                })
+                                .await
+                                .map_err(|e| e.to_string()),
+                            None => count.await.map(Arc::new).map_err(|e| e.to_string()),
+                        }
                     })
                     .await;
                 counts.clone().map_err(DataFusionError::Execution)
@@ -499,6 +612,7 @@ impl ExtensionPlanner for KAnonymizePlanner {
             groups,
             k.max_groups,
             schema,
+            k.kept.clone(),
         ))))
     }
 }
