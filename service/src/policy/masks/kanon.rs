@@ -59,7 +59,7 @@ use datafusion::physical_plan::{
 use datafusion::physical_planner::{ExtensionPlanner, PhysicalPlanner};
 use futures::{StreamExt, TryStreamExt};
 use std::cmp::Ordering;
-use std::collections::{HashMap, HashSet};
+use std::collections::HashSet;
 use std::fmt;
 use std::sync::Arc;
 use tokio::sync::OnceCell;
@@ -302,7 +302,9 @@ struct PhysGroup {
 /// Occurrences of each combination of one group's columns.
 #[derive(Debug, Default)]
 pub struct GroupCounts {
-    pub counts: HashMap<Box<[u8]>, u64>,
+    /// hashbrown's map with its fast, per-process seeded hasher: every
+    /// served row is looked up here.
+    pub counts: datafusion::common::HashMap<Box<[u8]>, u64>,
     pub rows: u64,
 }
 
