@@ -99,21 +99,59 @@ async fn read_parts(engine: &Arc<Engine>, who: &Arc<Principal>) -> (usize, Vec<S
     (n, from_parts)
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn k_anonymized_parts_share_one_count_of_the_whole_dataset() {
-    let dir = tempfile::tempdir().unwrap();
-    let config = crate::demo::prepare(dir.path()).unwrap();
-    // One CSV file per endpoint.
+/// The demo with the census files, one endpoint per file, and `extra`.
+async fn census(dir: &std::path::Path, extra: &str) -> (Arc<Engine>, Arc<Snapshot>) {
+    let config = crate::demo::prepare(dir).unwrap();
     let text = std::fs::read_to_string(&config)
         .unwrap()
         .replace("rows_per_endpoint = 40000", "rows_per_endpoint = 1");
     std::fs::write(&config, text).unwrap();
-    std::fs::create_dir_all(dir.path().join("data/census")).unwrap();
+    std::fs::create_dir_all(dir.join("data/census")).unwrap();
     for (file, rows) in PEOPLE {
-        write(dir.path(), file, rows);
+        write(dir, file, rows);
     }
-    let (engine, snap) = demo_engine_with(dir.path(), EXTRA).await;
-    let engine = Arc::new(engine);
+    let (engine, snap) = demo_engine_with(dir, extra).await;
+    (Arc::new(engine), snap)
+}
+
+/// Row policies that plan alike but keep different rows (samples of
+/// different shares: the share is not in the plan's text) never share
+/// counts.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn counts_are_not_shared_by_samples_of_different_shares() {
+    let dir = tempfile::tempdir().unwrap();
+    // The dataset and k-anonymity of EXTRA, its row policy replaced.
+    let (base, _) = EXTRA.split_once("[[policies]]\nname = \"under-69").unwrap();
+    let extra = format!(
+        r#"{base}
+[[policies]]
+name = "all-of-them-for-alice"
+dataset = "census.people"
+row_filter = {{ sample = 99.999, column = "id" }}
+except = {{ users = ["dave", "bob"] }}
+
+[[policies]]
+name = "one-percent-for-bob"
+dataset = "census.people"
+row_filter = {{ sample = 1, column = "id" }}
+except = {{ users = ["dave", "alice"] }}
+"#
+    );
+    let (engine, snap) = census(dir.path(), &extra).await;
+    // bob counts first (his sample keeps next to nothing); alice's sample
+    // keeps every row, so she sees what dave sees.
+    let bob = read_parts(&engine, &principal(&snap, "bob")).await.1;
+    assert!(bob.len() < 6, "{bob:?}");
+    let alice = read_parts(&engine, &principal(&snap, "alice")).await.1;
+    let dave = read_parts(&engine, &principal(&snap, "dave")).await.1;
+    assert_eq!(alice, dave);
+    assert_eq!(engine.kept_counts.runs(), 3, "one count each");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn k_anonymized_parts_share_one_count_of_the_whole_dataset() {
+    let dir = tempfile::tempdir().unwrap();
+    let (engine, snap) = census(dir.path(), EXTRA).await;
     let counted = || engine.kept_counts.runs();
     let (dave, alice) = (principal(&snap, "dave"), principal(&snap, "alice"));
 

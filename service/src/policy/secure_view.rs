@@ -458,9 +458,11 @@ pub fn compile(
                 flag: kanon_flag(i),
             })
             .collect::<Vec<_>>();
+        let rules: Vec<&RowRuleKind> = policy.row_rules.iter().map(|r| &r.kind).collect();
+        let rules = format!("{rules:?}");
         let kept = sources
             .counts
-            .map(|slot| counts_slot(slot, &sample_key, &counting, &groups, max_groups));
+            .map(|slot| counts_slot(slot, &sample_key, &counting, &rules, &groups, max_groups));
         let node = KAnonymize::plan(
             builder.build().map_err(unenforceable)?,
             counting,
@@ -493,12 +495,14 @@ pub fn compile(
 
 /// The slot a k-anonymization's counts are kept in: keyed by the source's
 /// digest, the counting plan as displayed (its row policies with every
-/// bound value and clock), the sample key (a stable-sample policy's rows
-/// depend on it and it is not displayed), the groups and the bound.
+/// bound value and clock), the row rules themselves (a display does not
+/// show everything: a sample's share is inside its function), the sample
+/// key (a stable sample's rows depend on it), the groups and the bound.
 fn counts_slot(
     source: CountsSlot,
     sample_key: &SecretKey,
     counting: &LogicalPlan,
+    rules: &str,
     groups: &[KGroup],
     max_groups: usize,
 ) -> CountsSlot {
@@ -511,6 +515,7 @@ fn counts_slot(
         .collect();
     let parts = [
         format!("{}", counting.display_indent()),
+        rules.to_string(),
         max_groups.to_string(),
     ];
     mac.update(&source.key);
