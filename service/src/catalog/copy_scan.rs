@@ -426,6 +426,9 @@ fn read_copy(
 ) -> futures::stream::BoxStream<'static, datafusion::common::Result<RecordBatch>> {
     struct Reading {
         copy: Option<OpenCopy>,
+        /// The first block, read with the opening (one trip to the
+        /// blocking pool fewer: a small copy is read in one).
+        first: Option<Result<RecordBatch, DataFusionError>>,
         next: usize,
         end: usize,
     }
@@ -438,8 +441,10 @@ fn read_copy(
                 if blocks.end > copy.blocks.len() {
                     return Err(failed("a part names blocks past the copy's end"));
                 }
+                let first = (blocks.start < blocks.end).then(|| copy.read(blocks.start));
                 Ok(Reading {
                     copy: Some(copy),
+                    first,
                     next: blocks.start,
                     end: blocks.end,
                 })
@@ -457,6 +462,10 @@ fn read_copy(
                 async move {
                     if reading.next >= reading.end {
                         return Ok(None);
+                    }
+                    if let Some(first) = reading.first.take() {
+                        reading.next += 1;
+                        return Ok(Some((layout.assemble(first?, &values)?, reading)));
                     }
                     let copy = reading
                         .copy
