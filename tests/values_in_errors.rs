@@ -12,6 +12,7 @@
 use std::io::Write;
 use std::sync::{Arc, Mutex, OnceLock};
 
+use aho_corasick::AhoCorasick;
 use veil_client::Scan;
 use veil_tests::{TestServer, raw_trials, strings};
 
@@ -45,29 +46,53 @@ impl Write for LogWriter {
 
 /// Values that must appear nowhere but in bob's own answers: every SSN (with
 /// and without dashes), e-mail and name of the raw data.
-/// Does `text` hold `value` as a value: not inside a longer run of letters
-/// and digits (a nine-digit SSN can turn up by chance inside a MAC or a
-/// timestamp; a quoted value stands apart).
-fn contains_value(text: &str, value: &str) -> bool {
-    text.match_indices(value).any(|(i, _)| {
-        let before = text[..i].chars().next_back();
-        let after = text[i + value.len()..].chars().next();
-        !before.is_some_and(char::is_alphanumeric) && !after.is_some_and(char::is_alphanumeric)
-    })
+struct Secrets {
+    /// All of them at once (thousands of values over thousands of audit
+    /// fields and log lines: one search per text, not one per value).
+    finder: AhoCorasick,
 }
 
-fn secrets() -> Vec<String> {
-    let raw = raw_trials();
-    let mut out = Vec::new();
-    for column in ["ssn", "email", "name"] {
-        for v in strings(&raw, column).into_iter().flatten() {
-            if column == "ssn" {
-                out.push(v.replace('-', ""));
+impl Secrets {
+    fn of_raw_data() -> Self {
+        let raw = raw_trials();
+        let mut values = Vec::new();
+        for column in ["ssn", "email", "name"] {
+            for v in strings(&raw, column).into_iter().flatten() {
+                if column == "ssn" {
+                    values.push(v.replace('-', ""));
+                }
+                values.push(v);
             }
-            out.push(v);
+        }
+        Self {
+            finder: AhoCorasick::new(&values).expect("the values make a matcher"),
         }
     }
-    out
+
+    /// Does `text` hold one of the values as a value: not inside a longer
+    /// run of letters and digits (a nine-digit SSN can turn up by chance
+    /// inside a MAC or a timestamp; a quoted value stands apart).
+    fn quoted(&self, text: &str) -> bool {
+        self.finder.find_overlapping_iter(text).any(|m| {
+            let before = text[..m.start()].chars().next_back();
+            let after = text[m.end()..].chars().next();
+            !before.is_some_and(char::is_alphanumeric) && !after.is_some_and(char::is_alphanumeric)
+        })
+    }
+}
+
+#[test]
+fn a_value_counts_only_standing_apart() {
+    let secrets = Secrets {
+        finder: AhoCorasick::new(["123456789", "ann@example.org"]).unwrap(),
+    };
+    assert!(secrets.quoted("cannot parse '123456789' as a number"));
+    assert!(secrets.quoted("123456789"));
+    assert!(secrets.quoted("x 9123456789 and 123456789."));
+    assert!(secrets.quoted("mail ann@example.org failed"));
+    assert!(!secrets.quoted("mac 0123456789ab"));
+    assert!(!secrets.quoted("t=1234567890"));
+    assert!(!secrets.quoted("nothing here"));
 }
 
 /// Filters over bob's raw columns that fail on a value and quote it.
@@ -113,8 +138,8 @@ async fn failures_quote_values_to_the_caller_only() {
     let logs = log_buffer();
     let server = TestServer::demo().await;
     let bob = server.connect("bob").await;
-    let secrets = secrets();
-    let quoted = |m: &str| secrets.iter().any(|s| contains_value(m, s));
+    let secrets = Secrets::of_raw_data();
+    let quoted = |m: &str| secrets.quoted(m);
 
     let mut failures = 0;
     let mut quoting = 0;
