@@ -36,8 +36,9 @@ pq.read_table(path), do_get().read_all(), conn.scan_as_arrow(...).
 Prints medians, throughput ratios, the server process's peak RSS during
 each path's timed runs (Veil's, or the reference server's; Linux only:
 VmHWM after resetting it through /proc/PID/clear_refs, else VmRSS sampled
-every 10 ms), and bytes sent by Veil (from its audit record of the read)
-against the Arrow size of the result.
+every 10 ms) and its CPU time per read (user + system), and bytes sent by
+Veil (from its audit record of the read) against the Arrow size of the
+result.
 
     python benches/e2e.py --veil-bin target/release/veil --rows 10000000
 
@@ -510,14 +511,18 @@ def main():
         # the RSS the path inherits: Veil's allocator keeps freed pages for
         # 10 s (so each Veil path first waits --rss-settle seconds), and the
         # reference server holds the whole table.
-        results, peaks, rss_methods = {}, {}, set()
+        results, peaks, rss_methods, cpus = {}, {}, set(), {}
         for name, f, pid in paths:
             rss = PeakRss(pid) if pid is not None else None
             if rss is not None:
                 if pid == veil_proc.pid:
                     time.sleep(args.rss_settle)
                 rss.start()
+            cpu_before = cpu_seconds(pid) if pid is not None else None
             results[name] = timed(f, args.repeat)
+            cpu_after = cpu_seconds(pid) if pid is not None else None
+            if cpu_before is not None and cpu_after is not None:
+                cpus[name] = (cpu_after - cpu_before) / args.repeat
             if rss is not None:
                 peaks[name] = rss.stop()
                 if rss.method is not None:
@@ -531,13 +536,14 @@ def main():
         print()
         mode = "arrow only (no to_pandas)" if args.arrow_only else "into pandas"
         print(f"rows: {args.rows:,}   arrow size: {arrow_size / 1e6:,.0f} MB   file: {path.stat().st_size / 1e6:,.0f} MB   endpoints: {args.endpoints}   mode: {mode}")
-        print(f"{'path':44} {'median s':>9} {'rows/s':>13} {'vs local':>9} {'vs ref':>7} {'server peak RSS MiB':>19}")
+        print(f"{'path':44} {'median s':>9} {'rows/s':>13} {'vs local':>9} {'vs ref':>7} {'server peak RSS MiB':>19} {'server CPU s':>12}")
         base_local = results[name_local]
         base_ref = results[name_ref]
         for name, t in results.items():
             peak = peaks.get(name)
             peak = f"{peak:19,.0f}" if peak is not None else " " * 19
-            print(f"{name:44} {t:9.3f} {args.rows / t:13,.0f} {base_local / t:9.2f} {base_ref / t:7.2f} {peak}".rstrip())
+            cpu = f"{cpus[name]:12.3f}" if name in cpus else ""
+            print(f"{name:44} {t:9.3f} {args.rows / t:13,.0f} {base_local / t:9.2f} {base_ref / t:7.2f} {peak} {cpu}".rstrip())
         base_veil = results[name_veil]
         for name in (name_kanon, name_fpe, name_governed):
             print(f"{name}: {results[name] / base_veil:.2f}x the time of the unmasked Veil scan")
@@ -553,6 +559,7 @@ def main():
         print("(ratios are throughput relative to the column's baseline: > 1 is faster)")
         methods = ", ".join(RSS_METHODS[m] for m in sorted(rss_methods)) or "not measured (no /proc)"
         print(f"(server peak RSS over each path's {args.repeat} timed runs: {methods})")
+        print("(server CPU s: the serving process's user + system CPU time per read, mean over the timed runs)")
     finally:
         veil_proc.terminate()
         ref_proc.terminate()

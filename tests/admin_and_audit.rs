@@ -775,6 +775,64 @@ async fn nothing_is_served_when_the_audit_cannot_be_written() {
     server.stop().await;
 }
 
+/// A read's plan starts while its start event commits, but none of its
+/// messages (not even the schema) leaves before the commit: with the audit
+/// failing, a raw `DoGet` receives nothing but the error.
+#[tokio::test]
+async fn a_read_whose_start_cannot_be_recorded_sends_not_even_its_schema() {
+    let server = TestServer::demo().await;
+    let alice = server.connect("alice").await;
+    let info = alice
+        .scan_info("clinical.trials", &Scan::default())
+        .await
+        .unwrap();
+    let ticket = info.endpoint[0].ticket.clone().unwrap();
+    let raw_read = || async {
+        let channel = tonic::transport::Endpoint::from_shared(server.address.clone())
+            .unwrap()
+            .connect()
+            .await
+            .unwrap();
+        let mut client = arrow_flight::flight_service_client::FlightServiceClient::new(channel);
+        let mut request = tonic::Request::new(ticket.clone());
+        request.metadata_mut().insert(
+            "authorization",
+            format!("Bearer {}", server.token("alice")).parse().unwrap(),
+        );
+        let mut messages = 0;
+        let outcome = match client.do_get(request).await {
+            Err(status) => Err(status),
+            Ok(response) => {
+                let mut stream = response.into_inner();
+                loop {
+                    match stream.message().await {
+                        Ok(Some(_)) => messages += 1,
+                        Ok(None) => break Ok(()),
+                        Err(status) => break Err(status),
+                    }
+                }
+            }
+        };
+        (messages, outcome)
+    };
+    let (messages, outcome) = raw_read().await;
+    assert!(
+        outcome.is_ok() && messages >= 2,
+        "schema and rows: {messages}"
+    );
+    let db = rusqlite::Connection::open(server.db_path()).unwrap();
+    db.execute_batch("CREATE TRIGGER no_audit BEFORE INSERT ON audit_events BEGIN SELECT RAISE(ABORT, 'disk full'); END;").unwrap();
+    for _ in 0..5 {
+        let (messages, outcome) = raw_read().await;
+        assert_eq!(messages, 0, "nothing leaves before the start is recorded");
+        assert_eq!(outcome.unwrap_err().code(), Code::Unavailable);
+    }
+    db.execute_batch("DROP TRIGGER no_audit;").unwrap();
+    let (messages, outcome) = raw_read().await;
+    assert!(outcome.is_ok() && messages >= 2);
+    server.stop().await;
+}
+
 #[tokio::test]
 async fn disabled_users_are_denied_whatever_the_token_says() {
     let server = TestServer::demo().await;

@@ -93,7 +93,9 @@ enum Commands {
 /// mimalloc with its default purge delay) gave those pages back to the
 /// kernel and got them again as page faults and zeroing, about 15% of the
 /// server's CPU in an unmasked scan (benches/README.md). mimalloc, told by
-/// [`veil::memory::hold_freed_pages`] to keep them a while, reuses them.
+/// [`veil::memory::hold_freed_pages`] to keep them a while, reuses them;
+/// once the node is idle they go back at once
+/// ([`veil::memory::return_freed_pages_when_idle`]).
 #[global_allocator]
 static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
@@ -174,6 +176,7 @@ fn serve(
         .build()
         .map_err(|e| VeilError::internal("tokio runtime", e))?;
     runtime.block_on(async move {
+        tokio::spawn(veil::memory::return_freed_pages_when_idle());
         let running = start(
             cfg,
             ServeOptions {

@@ -1,14 +1,20 @@
 //! The allocator's settings. The binary allocates through mimalloc (see
 //! `main.rs`); this keeps the pages a read frees for the next batches
-//! instead of handing them back to the kernel at once.
+//! instead of handing them back to the kernel at once, and hands them back
+//! as soon as the node is idle (no read or copy build in flight for
+//! [`IDLE_AFTER`]), so the memory one read freed doesn't stay resident
+//! under the next one's.
 //!
 //! The one module allowed `unsafe`: mimalloc's options are set through its
 //! C API, and the crate offers no safe wrapper.
 #![allow(unsafe_code)]
 
 use std::ffi::c_long;
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::time::Duration;
 
-use libmimalloc_sys::{mi_option_get, mi_option_set, mi_option_t};
+use libmimalloc_sys::{mi_collect, mi_option_get, mi_option_set, mi_option_t};
+use tokio::sync::Notify;
 
 /// mimalloc's `mi_option_purge_delay` (`mi_option_e` in its v3
 /// `mimalloc.h`): how long, in milliseconds, freed memory waits before it
@@ -39,6 +45,113 @@ pub fn purge_delay_ms() -> c_long {
     unsafe { mi_option_get(MI_OPTION_PURGE_DELAY) }
 }
 
+/// Hand every freed page back to the kernel now: the calling thread's and
+/// every arena's (mimalloc purges arenas program-wide).
+pub fn return_freed_pages() {
+    // SAFETY: `mi_collect` only releases memory no allocation holds; any
+    // thread may call it at any time.
+    unsafe { mi_collect(true) };
+}
+
+/// How long the node must have had nothing in flight before its freed
+/// pages go back to the kernel.
+pub const IDLE_AFTER: Duration = Duration::from_secs(1);
+
+/// Whether the node has work in flight, and how long since it had.
+#[derive(Debug)]
+pub struct Idleness {
+    in_flight: AtomicUsize,
+    started: AtomicU64,
+    purges: AtomicU64,
+    went_idle: Notify,
+}
+
+/// This node's.
+pub static NODE: Idleness = Idleness::new();
+
+/// Work in flight (a read's stream, a copy's build) while this lives.
+#[derive(Debug)]
+#[must_use = "the work counts as in flight only while this lives"]
+pub struct InFlight(&'static Idleness);
+
+impl Drop for InFlight {
+    fn drop(&mut self) {
+        if self.0.in_flight.fetch_sub(1, Ordering::SeqCst) == 1 {
+            self.0.went_idle.notify_one();
+        }
+    }
+}
+
+impl Default for Idleness {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl Idleness {
+    pub const fn new() -> Self {
+        Self {
+            in_flight: AtomicUsize::new(0),
+            started: AtomicU64::new(0),
+            purges: AtomicU64::new(0),
+            went_idle: Notify::const_new(),
+        }
+    }
+
+    /// Count work as in flight until the returned guard drops.
+    pub fn in_flight(&'static self) -> InFlight {
+        self.started.fetch_add(1, Ordering::SeqCst);
+        self.in_flight.fetch_add(1, Ordering::SeqCst);
+        InFlight(self)
+    }
+
+    /// How many times the node went idle long enough to purge.
+    pub fn purges(&self) -> u64 {
+        self.purges.load(Ordering::SeqCst)
+    }
+
+    /// Runs for the server's life: each time nothing has been in flight
+    /// for `after` (and nothing started meanwhile), `purge` runs on a
+    /// blocking thread. Work that follows other work closely never waits
+    /// for it.
+    pub async fn purge_when_idle(&self, after: Duration, purge: fn()) {
+        // Work started by the last purge: nothing new to give back.
+        let mut purged_after = None;
+        loop {
+            self.went_idle.notified().await;
+            loop {
+                let seen = self.started.load(Ordering::SeqCst);
+                tokio::time::sleep(after).await;
+                if self.in_flight.load(Ordering::SeqCst) > 0 {
+                    break; // its end notifies again
+                }
+                if self.started.load(Ordering::SeqCst) == seen {
+                    if purged_after == Some(seen) {
+                        break;
+                    }
+                    purged_after = Some(seen);
+                    if tokio::task::spawn_blocking(purge).await.is_ok() {
+                        self.purges.fetch_add(1, Ordering::SeqCst);
+                        tracing::debug!("idle: freed memory returned to the kernel");
+                    }
+                    break;
+                }
+            }
+        }
+    }
+}
+
+/// Count work as in flight on this node until the guard drops.
+pub fn in_flight() -> InFlight {
+    NODE.in_flight()
+}
+
+/// Runs for the server's life: hands freed pages back to the kernel each
+/// time the node has been idle for [`IDLE_AFTER`].
+pub async fn return_freed_pages_when_idle() {
+    NODE.purge_when_idle(IDLE_AFTER, return_freed_pages).await
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -54,5 +167,45 @@ mod tests {
         if std::env::var_os("MIMALLOC_PURGE_DELAY").is_none() {
             assert_eq!(purge_delay_ms(), PURGE_DELAY_MS);
         }
+    }
+
+    /// Waits (bounded) until `node` has purged `n` times.
+    async fn purged(node: &Idleness, n: u64) -> u64 {
+        for _ in 0..200 {
+            if node.purges() >= n {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        node.purges()
+    }
+
+    #[tokio::test]
+    async fn purges_wait_until_nothing_has_been_in_flight_a_while() {
+        let node: &'static Idleness = Box::leak(Box::new(Idleness::new()));
+        let purger = tokio::spawn(node.purge_when_idle(Duration::from_millis(200), || {}));
+        let read = node.in_flight();
+        tokio::time::sleep(Duration::from_secs(1)).await;
+        assert_eq!(node.purges(), 0, "nothing is purged while a read runs");
+        drop(read);
+        assert_eq!(purged(node, 1).await, 1, "purged once the node was idle");
+        tokio::time::sleep(Duration::from_secs(1)).await;
+        assert_eq!(node.purges(), 1, "and once only: nothing ran since");
+        // Two overlapping reads: the purge follows the later end.
+        let (a, b) = (node.in_flight(), node.in_flight());
+        drop(a);
+        tokio::time::sleep(Duration::from_secs(1)).await;
+        assert_eq!(node.purges(), 1, "one read still runs");
+        drop(b);
+        assert_eq!(purged(node, 2).await, 2);
+        purger.abort();
+    }
+
+    #[test]
+    fn returning_freed_pages_leaves_live_memory_alone() {
+        let live: Vec<u64> = (0..1_000_000).collect();
+        drop((0..1_000_000u64).collect::<Vec<_>>());
+        return_freed_pages();
+        assert_eq!(live.iter().sum::<u64>(), 999_999 * 1_000_000 / 2);
     }
 }

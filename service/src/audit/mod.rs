@@ -107,15 +107,29 @@ impl AuditLog {
         self.append(event, Durability::WithNext).await
     }
 
+    /// Queue `event` to be recorded durably and return once it is queued:
+    /// the returned future resolves when it is on disk (or fails with
+    /// `Unavailable`). Whatever is recorded after this call is committed
+    /// after this event, so a caller can work while it commits, holding
+    /// back only what must follow it (a read's data).
+    pub async fn record_queued(
+        &self,
+        mut event: AuditEvent,
+    ) -> Result<impl Future<Output = Result<()>> + Send + 'static> {
+        event.node_id = self.node_id.clone();
+        let action = event.action.clone();
+        let queued = self.writer.queued(event, Durability::Now).await;
+        let committed = queued.map_err(|e| refused(&e, &action))?;
+        Ok(async move { committed.await.map_err(|e| refused(&e, &action)) })
+    }
+
     async fn append(&self, mut event: AuditEvent, durability: Durability) -> Result<()> {
         event.node_id = self.node_id.clone();
         let action = event.action.clone();
-        self.writer.append(event, durability).await.map_err(|e| {
-            tracing::error!(error = %e, %action, "audit append failed; refusing the action");
-            VeilError::Unavailable(
-                "the audit log cannot be written, so Veil is not serving this request; retry later or ask an administrator to check the store".into(),
-            )
-        })
+        self.writer
+            .append(event, durability)
+            .await
+            .map_err(|e| refused(&e, &action))
     }
 
     pub async fn tail(&self, limit: usize) -> Result<Vec<AuditEvent>> {
@@ -223,6 +237,15 @@ pub fn query_fingerprint(text: &str) -> String {
         }
     }
     encode_hex(&Sha256::digest(shape.trim().as_bytes())[..12])
+}
+
+/// An audit append that failed, as the caller's error: the action is
+/// refused.
+fn refused(e: &VeilError, action: &str) -> VeilError {
+    tracing::error!(error = %e, %action, "audit append failed; refusing the action");
+    VeilError::Unavailable(
+        "the audit log cannot be written, so Veil is not serving this request; retry later or ask an administrator to check the store".into(),
+    )
 }
 
 #[cfg(test)]

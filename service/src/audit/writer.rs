@@ -89,6 +89,17 @@ impl WriterHandle {
     /// Queue `event` and wait until it is committed (or failed), on disk
     /// as `durability` says.
     pub(super) async fn append(&self, event: AuditEvent, durability: Durability) -> Result<()> {
+        self.queued(event, durability).await?.await
+    }
+
+    /// Queue `event` and return once it is queued: the returned future
+    /// resolves when its group is committed. Events are committed in the
+    /// order they were queued.
+    pub(super) async fn queued(
+        &self,
+        event: AuditEvent,
+        durability: Durability,
+    ) -> Result<impl Future<Output = Result<()>> + Send + 'static> {
         let (done, reply) = oneshot::channel();
         let stopped = || VeilError::Unavailable("the audit writer has stopped".into());
         self.queue
@@ -99,7 +110,7 @@ impl WriterHandle {
             })
             .await
             .map_err(|_| stopped())?;
-        reply.await.map_err(|_| stopped())?
+        Ok(async move { reply.await.map_err(|_| stopped())? })
     }
 
     /// Commit what is queued, checkpoint, and stop.

@@ -467,6 +467,8 @@ async fn builder(
         let (key, dataset_id) = (job.key, job.dataset.id.clone());
         let (dir, ctx2, max_bytes) = (k.dir.clone(), ctx.clone(), k.max_bytes);
         drop(k);
+        // A build allocates as much as a read: the node isn't idle.
+        let in_flight = crate::memory::in_flight();
         // Its own task: a panic fails this build only; a build that hangs
         // (a stalled store) is given up after BUILD_TIMEOUT.
         let built = tokio::spawn(async move {
@@ -495,6 +497,7 @@ async fn builder(
                 "the build panicked",
             ))
         });
+        drop(in_flight);
         let Some(k) = kept.upgrade() else { return };
         match built {
             Ok(copy) => {

@@ -6,6 +6,7 @@ pub mod acceleration;
 #[cfg(test)]
 mod database_plans;
 pub mod dp;
+pub mod filter_batches;
 #[cfg(test)]
 mod kanon_parts;
 pub mod kept_masks;
@@ -229,6 +230,7 @@ impl Engine {
             .with_analyzer_rule(Arc::new(PolicyGuard))
             .with_optimizer_rule(Arc::new(crate::policy::pushdown::CopySafeFilters))
             .with_physical_optimizer_rule(Arc::new(bounded::BoundedProjection))
+            .with_physical_optimizer_rule(Arc::new(filter_batches::FilterBatches))
             .build();
         let mut base = base;
         bounded::BoundedFunction::install(&mut base)?;

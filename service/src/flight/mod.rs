@@ -2,6 +2,8 @@
 
 pub mod actions;
 pub mod auth_layer;
+pub mod batch_messages;
+pub mod gate;
 pub mod service;
 pub mod sql;
 pub mod status;

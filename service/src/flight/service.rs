@@ -13,8 +13,8 @@ use arrow_flight::{
 };
 use datafusion::arrow::datatypes::Schema;
 use datafusion::arrow::ipc::writer::IpcWriteOptions;
-use futures::TryStreamExt;
 use futures::stream::{BoxStream, StreamExt};
+use futures::{FutureExt, TryStreamExt};
 use prost::Message;
 use std::pin::Pin;
 use std::sync::Arc;
@@ -25,10 +25,12 @@ use tonic::{Request, Response, Status, Streaming};
 use veil_proto::{Any, ScanCommand, SqlCommand, TicketBody, TicketCommand};
 
 use super::actions::FlightActions;
+use super::batch_messages::{self, Outgoing};
+use super::gate::Gated;
 use super::sql::{self as flight_sql, FlightSql, Requested};
 use super::status::to_status;
 use super::tickets::{TicketSigner, body_for};
-use super::zero_copy_do_get::{MESSAGE_HARD_CAP_BYTES, checked_len};
+use super::zero_copy_do_get::{DoGetMessages, MESSAGE_HARD_CAP_BYTES, checked_len};
 use crate::audit::{AuditEventExt, AuditLog, query_fingerprint};
 use crate::auth::authenticator::Authenticated;
 use crate::engine::DatasetRead;
@@ -363,7 +365,7 @@ impl VeilFlight {
         &self,
         scope: &Arc<RequestScope>,
         command: &[u8],
-    ) -> std::result::Result<Response<Stream<FlightData>>, Status> {
+    ) -> std::result::Result<Response<Stream<Outgoing>>, Status> {
         let p = scope.principal();
         let mut event = AuditEvent::new("list", Some(p));
         let answer = match flight_sql::decode(command) {
@@ -389,6 +391,7 @@ impl VeilFlight {
         let encoded = FlightDataEncoderBuilder::new()
             .with_schema(schema)
             .build(futures::stream::iter([Ok(batch)]))
+            .map_ok(Outgoing::from)
             .map_err(|e| to_status(&from_flight_error(e)));
         Ok(Response::new(encoded.boxed()))
     }
@@ -424,6 +427,135 @@ impl VeilFlight {
             self.audit.record(event).await.map_err(|e| to_status(&e))?;
         }
         Ok(outcome.bodies)
+    }
+}
+
+#[tonic::async_trait]
+impl DoGetMessages for VeilFlight {
+    async fn do_get_messages(
+        &self,
+        request: Request<Ticket>,
+    ) -> std::result::Result<Response<Stream<Outgoing>>, Status> {
+        let p = principal_of(&request)?;
+        let mut denied = AuditEvent::new("read.start", Some(&p));
+        let body = match self.signer.verify(&request.get_ref().ticket, &p, now_ms()) {
+            Ok(b) => b,
+            Err(e) => {
+                denied.message = "ticket rejected".into();
+                return Err(self.fail(denied, e).await);
+            }
+        };
+        let cmd = match body.command.clone() {
+            Some(TicketCommand::Scan(s)) => Command::Scan(s),
+            Some(TicketCommand::Sql(s)) => Command::Sql(s),
+            Some(TicketCommand::FlightSqlMetadata(m)) => {
+                let scope = scope_of(&self.engine, &request)?;
+                return self.metadata_stream(&scope, &m).await;
+            }
+            None => return Err(Status::invalid_argument("the ticket names no command")),
+        };
+        let mut event = event_for("read.start", &p, &cmd);
+        // Every DoGet plans afresh under the current policies and identity;
+        // a ticket from an older policy version or another identity
+        // fingerprint is re-authorised here, never trusted.
+        // Time windows are measured from when the read was planned, so
+        // every endpoint (and retry) of one read sees the same rows.
+        let at = (body.planned_at_ms > 0)
+            .then(|| chrono::DateTime::from_timestamp_millis(body.planned_at_ms))
+            .flatten();
+        let scope = scope_of(&self.engine, &request)?;
+        let planned = match self.engine.plan(&scope, &cmd, body.part.clone(), at).await {
+            Ok(q) => q,
+            Err(e) => return Err(self.fail(event, e).await),
+        };
+        if body.policy_version != planned.version || body.identity_fingerprint != p.fingerprint {
+            tracing::debug!(query_id = %body.query_id, "ticket from an older policy version or identity: re-authorised and re-planned");
+        }
+        describe_reads(&mut event, &planned);
+        event.message = format!(
+            "part {}/{} of query {}",
+            body.part_index + 1,
+            body.part_count.max(1),
+            body.query_id
+        );
+        let mut end = event.clone();
+        end.event_id = uuid::Uuid::new_v4().to_string();
+        end.action = "read.end".into();
+        // Audit before data: nothing is streamed unless the start is
+        // durable. It is queued now (so it is committed before anything
+        // this read records later) and the plan runs while it commits; its
+        // messages wait for the commit (`gate`).
+        let recorded = self
+            .audit
+            .record_queued(event)
+            .await
+            .map_err(|e| to_status(&e))?;
+        let batches = match planned.execute() {
+            Ok(s) => s,
+            Err(e) => {
+                recorded.await.map_err(|e| to_status(&e))?;
+                let _ = self.audit.record(end.failed(&e)).await;
+                return Err(to_status(&e));
+            }
+        };
+        let schema = Arc::clone(&planned.schema);
+        // The client's status may quote values it may read; the read's
+        // audit record keeps the error's audit form instead.
+        let failure = FailureNote::default();
+        let noted = failure.clone();
+        let counted = batches.map_err(move |e| {
+            let e = crate::error::query::from_datafusion(e);
+            noted.note(&e);
+            FlightError::Tonic(Box::new(to_status(&e)))
+        });
+        let failure_encode = failure.clone();
+        let encoded = batch_messages::encode(
+            schema,
+            counted.boxed(),
+            self.engine.config().max_message_bytes,
+        )
+        .map_err(move |e| match e {
+            FlightError::Tonic(s) => *s,
+            other => {
+                let e = from_flight_error(other);
+                failure_encode.note(&e);
+                to_status(&e)
+            }
+        })
+        .and_then(|message| {
+            futures::future::ready(checked_len(&message, MESSAGE_HARD_CAP_BYTES).map(|_| message))
+        });
+        // On request, a DP answer's receipt follows its data.
+        let receipt = match (&cmd, &planned.dp) {
+            (Command::Sql(sql), Some(slot)) if sql.privacy_receipt => Some(Arc::clone(slot)),
+            _ => None,
+        };
+        let encoded = match receipt {
+            None => encoded.boxed(),
+            Some(slot) => encoded
+                .chain(futures::stream::once(async move {
+                    let receipt = slot.lock().ok().and_then(|r| r.clone());
+                    let body = serde_json::to_vec(&receipt).map_err(|e| {
+                        to_status(&VeilError::internal("encoding a privacy receipt", e))
+                    })?;
+                    Ok(Outgoing::from(FlightData {
+                        app_metadata: body.into(),
+                        ..Default::default()
+                    }))
+                }))
+                .boxed(),
+        };
+        let guarded = AuditedStream {
+            inner: Gated::new(recorded.boxed(), encoded).boxed(),
+            audit: Some((self.audit.clone(), end)),
+            rows: 0,
+            bytes: 0,
+            started: Instant::now(),
+            planned: Some(planned),
+            failure,
+            _in_flight: crate::memory::in_flight(),
+        };
+        Ok(Response::new(guarded.boxed()))
     }
 }
 
@@ -554,116 +686,8 @@ impl FlightService for VeilFlight {
         &self,
         request: Request<Ticket>,
     ) -> std::result::Result<Response<Self::DoGetStream>, Status> {
-        let p = principal_of(&request)?;
-        let mut denied = AuditEvent::new("read.start", Some(&p));
-        let body = match self.signer.verify(&request.get_ref().ticket, &p, now_ms()) {
-            Ok(b) => b,
-            Err(e) => {
-                denied.message = "ticket rejected".into();
-                return Err(self.fail(denied, e).await);
-            }
-        };
-        let cmd = match body.command.clone() {
-            Some(TicketCommand::Scan(s)) => Command::Scan(s),
-            Some(TicketCommand::Sql(s)) => Command::Sql(s),
-            Some(TicketCommand::FlightSqlMetadata(m)) => {
-                let scope = scope_of(&self.engine, &request)?;
-                return self.metadata_stream(&scope, &m).await;
-            }
-            None => return Err(Status::invalid_argument("the ticket names no command")),
-        };
-        let mut event = event_for("read.start", &p, &cmd);
-        // Every DoGet plans afresh under the current policies and identity;
-        // a ticket from an older policy version or another identity
-        // fingerprint is re-authorised here, never trusted.
-        // Time windows are measured from when the read was planned, so
-        // every endpoint (and retry) of one read sees the same rows.
-        let at = (body.planned_at_ms > 0)
-            .then(|| chrono::DateTime::from_timestamp_millis(body.planned_at_ms))
-            .flatten();
-        let scope = scope_of(&self.engine, &request)?;
-        let planned = match self.engine.plan(&scope, &cmd, body.part.clone(), at).await {
-            Ok(q) => q,
-            Err(e) => return Err(self.fail(event, e).await),
-        };
-        if body.policy_version != planned.version || body.identity_fingerprint != p.fingerprint {
-            tracing::debug!(query_id = %body.query_id, "ticket from an older policy version or identity: re-authorised and re-planned");
-        }
-        describe_reads(&mut event, &planned);
-        event.message = format!(
-            "part {}/{} of query {}",
-            body.part_index + 1,
-            body.part_count.max(1),
-            body.query_id
-        );
-        let mut end = event.clone();
-        end.event_id = uuid::Uuid::new_v4().to_string();
-        end.action = "read.end".into();
-        // Audit before data: nothing is streamed unless the start is durable.
-        self.audit.record(event).await.map_err(|e| to_status(&e))?;
-        let batches = match planned.execute() {
-            Ok(s) => s,
-            Err(e) => {
-                let _ = self.audit.record(end.failed(&e)).await;
-                return Err(to_status(&e));
-            }
-        };
-        let schema = Arc::clone(&planned.schema);
-        // The client's status may quote values it may read; the read's
-        // audit record keeps the error's audit form instead.
-        let failure = FailureNote::default();
-        let noted = failure.clone();
-        let counted = batches.map_err(move |e| {
-            let e = crate::error::query::from_datafusion(e);
-            noted.note(&e);
-            FlightError::Tonic(Box::new(to_status(&e)))
-        });
-        let failure_encode = failure.clone();
-        let encoded = FlightDataEncoderBuilder::new()
-            .with_schema(schema)
-            .with_max_flight_data_size(self.engine.config().max_message_bytes)
-            .build(counted)
-            .map_err(move |e| match e {
-                FlightError::Tonic(s) => *s,
-                other => {
-                    let e = from_flight_error(other);
-                    failure_encode.note(&e);
-                    to_status(&e)
-                }
-            })
-            .and_then(|data| {
-                futures::future::ready(checked_len(&data, MESSAGE_HARD_CAP_BYTES).map(|_| data))
-            });
-        // On request, a DP answer's receipt follows its data.
-        let receipt = match (&cmd, &planned.dp) {
-            (Command::Sql(sql), Some(slot)) if sql.privacy_receipt => Some(Arc::clone(slot)),
-            _ => None,
-        };
-        let encoded = match receipt {
-            None => encoded.boxed(),
-            Some(slot) => encoded
-                .chain(futures::stream::once(async move {
-                    let receipt = slot.lock().ok().and_then(|r| r.clone());
-                    let body = serde_json::to_vec(&receipt).map_err(|e| {
-                        to_status(&VeilError::internal("encoding a privacy receipt", e))
-                    })?;
-                    Ok(FlightData {
-                        app_metadata: body.into(),
-                        ..Default::default()
-                    })
-                }))
-                .boxed(),
-        };
-        let guarded = AuditedStream {
-            inner: encoded,
-            audit: Some((self.audit.clone(), end)),
-            rows: 0,
-            bytes: 0,
-            started: Instant::now(),
-            planned: Some(planned),
-            failure,
-        };
-        Ok(Response::new(guarded.boxed()))
+        let messages = self.do_get_messages(request).await?;
+        Ok(messages.map(|m| m.map_ok(Outgoing::into_flight_data).boxed()))
     }
 
     async fn do_put(
@@ -776,7 +800,7 @@ impl FlightService for VeilFlight {
 /// Counts what was served and records the read's end when the stream
 /// finishes, fails, or is dropped (client cancelled or disconnected).
 struct AuditedStream {
-    inner: Stream<FlightData>,
+    inner: Stream<Outgoing>,
     audit: Option<(AuditLog, AuditEvent)>,
     rows: u64,
     bytes: u64,
@@ -784,6 +808,8 @@ struct AuditedStream {
     /// Keeps the plan (and its memory reservations) alive while streaming.
     planned: Option<PlannedQuery>,
     failure: FailureNote,
+    /// The node is not idle while a read streams (`crate::memory`).
+    _in_flight: crate::memory::InFlight,
 }
 
 /// The audit form of the error that ended a stream, noted where the error
@@ -866,17 +892,17 @@ impl AuditedStream {
 }
 
 impl futures::Stream for AuditedStream {
-    type Item = std::result::Result<FlightData, Status>;
+    type Item = std::result::Result<Outgoing, Status>;
 
     fn poll_next(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Self::Item>> {
         let this = &mut *self;
         match this.inner.poll_next_unpin(cx) {
-            Poll::Ready(Some(Ok(data))) => {
-                this.bytes += (data.data_body.len() + data.data_header.len()) as u64;
-                if let Some(n) = record_batch_rows(&data) {
+            Poll::Ready(Some(Ok(message))) => {
+                this.bytes += (message.body_len() + message.data.data_header.len()) as u64;
+                if let Some(n) = record_batch_rows(&message.data) {
                     this.rows += n;
                 }
-                Poll::Ready(Some(Ok(data)))
+                Poll::Ready(Some(Ok(message)))
             }
             Poll::Ready(Some(Err(status))) => {
                 // Statuses not noted are Veil's own (the message size check).

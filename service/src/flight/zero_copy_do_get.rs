@@ -2,16 +2,18 @@
 //! `FlightData` message, Arrow body included, into its frame buffer before
 //! HTTP/2 sends it. This route answers `DoGet` itself: each message's gRPC
 //! frame header and small fields go out as one short buffer and the Arrow
-//! body follows as the very bytes the IPC encoder produced. The wire bytes
-//! are the same as tonic's. Every other method goes to the generated Flight
-//! service; authentication stays in the layer around both.
+//! body follows as the parts it is made of ([`Outgoing`]: the batch's own
+//! buffers, see [`super::batch_messages`]), none of them copied. The wire
+//! bytes of each message are the same as tonic's. Every other method goes
+//! to the generated Flight service; authentication stays in the layer
+//! around both.
 
 use std::convert::Infallible;
 use std::sync::Arc;
 use std::task::{Context, Poll};
 
+use arrow_flight::Ticket;
 use arrow_flight::flight_service_server::{FlightService, FlightServiceServer};
-use arrow_flight::{FlightData, Ticket};
 use bytes::{BufMut, Bytes, BytesMut};
 use futures::future::BoxFuture;
 use futures::{Stream, StreamExt};
@@ -29,8 +31,7 @@ use tonic::server::NamedService;
 /// The gRPC path of `DoGet`.
 const DO_GET_PATH: &str = "/arrow.flight.protocol.FlightService/DoGet";
 
-/// `FlightData.data_body`'s field number.
-const DATA_BODY_FIELD: u32 = 1000;
+use super::batch_messages::{DATA_BODY_FIELD, Outgoing};
 
 /// A gRPC frame's prefix: a compression flag and a 4-byte length.
 const FRAME_PREFIX: usize = 5;
@@ -43,15 +44,28 @@ pub const MAX_REQUEST_BYTES: usize = 16 * 1024 * 1024;
 /// split to; a message over this cap is an error, never sent.
 pub const MESSAGE_HARD_CAP_BYTES: usize = 64 * 1024 * 1024;
 
+/// A Flight service whose `DoGet` answers with [`Outgoing`] messages.
+#[tonic::async_trait]
+pub trait DoGetMessages: Send + Sync + 'static {
+    /// `DoGet`, each message's body as its parts.
+    async fn do_get_messages(
+        &self,
+        request: tonic::Request<Ticket>,
+    ) -> Result<
+        tonic::Response<futures::stream::BoxStream<'static, Result<Outgoing, Status>>>,
+        Status,
+    >;
+}
+
 /// The Flight service with `DoGet` answered by [`respond`].
-pub struct FlightRoutes<T: FlightService> {
+pub struct FlightRoutes<T: FlightService + DoGetMessages> {
     flight: Arc<T>,
     generated: FlightServiceServer<T>,
     max_request_bytes: usize,
     max_message_bytes: usize,
 }
 
-impl<T: FlightService> std::fmt::Debug for FlightRoutes<T> {
+impl<T: FlightService + DoGetMessages> std::fmt::Debug for FlightRoutes<T> {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("FlightRoutes")
             .field("max_request_bytes", &self.max_request_bytes)
@@ -60,7 +74,7 @@ impl<T: FlightService> std::fmt::Debug for FlightRoutes<T> {
     }
 }
 
-impl<T: FlightService> Clone for FlightRoutes<T> {
+impl<T: FlightService + DoGetMessages> Clone for FlightRoutes<T> {
     fn clone(&self) -> Self {
         Self {
             flight: Arc::clone(&self.flight),
@@ -71,7 +85,7 @@ impl<T: FlightService> Clone for FlightRoutes<T> {
     }
 }
 
-impl<T: FlightService> FlightRoutes<T> {
+impl<T: FlightService + DoGetMessages> FlightRoutes<T> {
     /// Requests above `max_request_bytes` and messages above
     /// `max_message_bytes` are refused, on every method.
     pub fn new(flight: Arc<T>, max_request_bytes: usize, max_message_bytes: usize) -> Self {
@@ -87,11 +101,11 @@ impl<T: FlightService> FlightRoutes<T> {
     }
 }
 
-impl<T: FlightService> NamedService for FlightRoutes<T> {
+impl<T: FlightService + DoGetMessages> NamedService for FlightRoutes<T> {
     const NAME: &'static str = <FlightServiceServer<T> as NamedService>::NAME;
 }
 
-impl<T: FlightService> tower::Service<http::Request<Body>> for FlightRoutes<T> {
+impl<T: FlightService + DoGetMessages> tower::Service<http::Request<Body>> for FlightRoutes<T> {
     type Response = http::Response<Body>;
     type Error = Infallible;
     type Future = BoxFuture<'static, Result<http::Response<Body>, Infallible>>;
@@ -115,7 +129,7 @@ impl<T: FlightService> tower::Service<http::Request<Body>> for FlightRoutes<T> {
 }
 
 /// Decode the ticket, run the service's `do_get` and stream its messages.
-async fn respond<T: FlightService>(
+async fn respond<T: FlightService + DoGetMessages>(
     flight: Arc<T>,
     req: http::Request<Body>,
     max_request: usize,
@@ -141,7 +155,7 @@ async fn respond<T: FlightService>(
         parts.extensions,
         ticket,
     );
-    let (metadata, messages, _) = flight.do_get(request).await?.into_parts();
+    let (metadata, messages, _) = flight.do_get_messages(request).await?.into_parts();
     let mut response = http::Response::new(Body::new(StreamBody::new(frames(
         messages.boxed(),
         max_message,
@@ -182,24 +196,23 @@ fn decode_request(bytes: &[u8]) -> Result<Ticket, Status> {
 }
 
 /// The HTTP/2 frames of a `DoGet` response: each message as its head and
-/// its Arrow body, then the trailers carrying the call's status (the
-/// stream's first error ends it, as in tonic).
+/// its Arrow body's parts, then the trailers carrying the call's status
+/// (the stream's first error ends it, as in tonic).
 fn frames(
-    messages: futures::stream::BoxStream<'static, Result<FlightData, Status>>,
+    messages: futures::stream::BoxStream<'static, Result<Outgoing, Status>>,
     max_message: usize,
 ) -> impl Stream<Item = Result<Frame<Bytes>, Status>> + Send + 'static {
     futures::stream::unfold(
-        (Some(messages), None::<Bytes>),
-        move |(messages, body)| async move {
-            if let Some(body) = body {
-                return Some((Ok(Frame::data(body)), (messages, None)));
+        (Some(messages), std::collections::VecDeque::<Bytes>::new()),
+        move |(messages, mut body)| async move {
+            if let Some(part) = body.pop_front() {
+                return Some((Ok(Frame::data(part)), (messages, body)));
             }
             let mut stream = messages?;
             let status = match stream.next().await {
-                Some(Ok(data)) => match encode(data, max_message) {
-                    Ok((head, body)) => {
-                        let body = (!body.is_empty()).then_some(body);
-                        return Some((Ok(Frame::data(head)), (Some(stream), body)));
+                Some(Ok(message)) => match encode(message, max_message) {
+                    Ok((head, parts)) => {
+                        return Some((Ok(Frame::data(head)), (Some(stream), parts.into())));
                     }
                     Err(status) => status,
                 },
@@ -209,7 +222,7 @@ fn frames(
             // Dropping the stream here, before the trailers, starts its
             // audit record of the read's end (written in the background).
             drop(stream);
-            Some((Ok(Frame::trailers(trailers(&status))), (None, None)))
+            Some((Ok(Frame::trailers(trailers(&status))), (None, body)))
         },
     )
 }
@@ -226,30 +239,31 @@ fn trailers(status: &Status) -> HeaderMap {
     map
 }
 
-/// One message as a gRPC frame in two parts: the frame prefix with every
-/// field but `data_body`, ending in `data_body`'s key and length; then
-/// `data_body` itself, not copied. Fields are written in field-number order
+/// One message as a gRPC frame: the frame prefix with every field but
+/// `data_body`, ending in `data_body`'s key and length; then `data_body`'s
+/// parts themselves, not copied. Fields are written in field-number order
 /// with `data_body` (field 1000) last, so the bytes are prost's.
-fn encode(mut data: FlightData, max_message: usize) -> Result<(Bytes, Bytes), Status> {
-    let len = checked_len(&data, max_message)?;
-    let body = std::mem::take(&mut data.data_body);
-    let mut head = BytesMut::with_capacity(FRAME_PREFIX + len - body.len());
+fn encode(message: Outgoing, max_message: usize) -> Result<(Bytes, Vec<Bytes>), Status> {
+    let len = checked_len(&message, max_message)?;
+    let body_len = message.body_len();
+    let mut head = BytesMut::with_capacity(FRAME_PREFIX + len - body_len);
     head.put_u8(0);
     head.put_u32(len as u32);
-    data.encode_raw(&mut head);
-    if !body.is_empty() {
+    message.data.encode_raw(&mut head);
+    if body_len > 0 {
         encode_key(DATA_BODY_FIELD, WireType::LengthDelimited, &mut head);
-        encode_varint(body.len() as u64, &mut head);
+        encode_varint(body_len as u64, &mut head);
     }
-    Ok((head.freeze(), body))
+    let parts = message.body.into_iter().filter(|p| !p.is_empty()).collect();
+    Ok((head.freeze(), parts))
 }
 
-/// The encoded length of `data`, refused with `OutOfRange` past
+/// The encoded length of `message`, refused with `OutOfRange` past
 /// `max_message` (or past a gRPC frame's 4-byte length). The service checks
 /// each message with this before its read's audit sees it, so such a read
 /// is recorded as failed, not as cancelled; [`encode`] checks again.
-pub fn checked_len(data: &FlightData, max_message: usize) -> Result<usize, Status> {
-    let len = data.encoded_len();
+pub fn checked_len(message: &Outgoing, max_message: usize) -> Result<usize, Status> {
+    let len = message.encoded_len();
     if len > max_message || u32::try_from(len).is_err() {
         return Err(Status::out_of_range(format!(
             "a Flight message of {len} bytes exceeds the limit of {max_message} bytes; lower engine.max_message_bytes or the batch size"
@@ -261,7 +275,14 @@ pub fn checked_len(data: &FlightData, max_message: usize) -> Result<usize, Statu
 #[cfg(test)]
 mod tests {
     use super::*;
-    use arrow_flight::FlightDescriptor;
+    use arrow_flight::{FlightData, FlightDescriptor};
+
+    fn joined(head: Bytes, body: Vec<Bytes>) -> Vec<u8> {
+        std::iter::once(head)
+            .chain(body)
+            .flat_map(|b| b.to_vec())
+            .collect()
+    }
 
     fn framed(data: &FlightData) -> Vec<u8> {
         let message = data.encode_to_vec();
@@ -303,9 +324,25 @@ mod tests {
             },
         ];
         for data in cases {
-            let (head, body) = encode(data.clone(), 1 << 20).unwrap();
-            assert_eq!([&head[..], &body[..]].concat(), framed(&data), "{data:?}");
+            let (head, body) = encode(data.clone().into(), 1 << 20).unwrap();
+            assert_eq!(joined(head, body), framed(&data), "{data:?}");
         }
+        // A body in parts is framed as the same body in one piece.
+        let parts = Outgoing {
+            data: FlightData {
+                data_header: Bytes::from_static(b"header"),
+                ..Default::default()
+            },
+            body: vec![
+                Bytes::from(vec![1u8; 100]),
+                Bytes::new(),
+                Bytes::from(vec![2u8; 70_000]),
+            ],
+        };
+        let whole = parts.clone().into_flight_data();
+        let (head, body) = encode(parts, 1 << 20).unwrap();
+        assert_eq!(body.len(), 2, "empty parts are not sent");
+        assert_eq!(joined(head, body), framed(&whole));
     }
 
     #[test]
@@ -315,8 +352,8 @@ mod tests {
             data_body: body.clone(),
             ..Default::default()
         };
-        let (_, sent) = encode(data, 1 << 20).unwrap();
-        assert_eq!(sent.as_ptr(), body.as_ptr());
+        let (_, sent) = encode(data.into(), 1 << 20).unwrap();
+        assert_eq!(sent[0].as_ptr(), body.as_ptr());
     }
 
     #[test]
@@ -325,6 +362,7 @@ mod tests {
             data_body: Bytes::from(vec![0u8; 2000]),
             ..Default::default()
         };
+        let data = Outgoing::from(data);
         let err = encode(data.clone(), 1000).unwrap_err();
         assert_eq!(err.code(), tonic::Code::OutOfRange);
         // The limit is on the message, the 5-byte frame prefix aside: a
@@ -373,13 +411,13 @@ mod tests {
     #[tokio::test]
     async fn trailers_end_the_stream_after_the_first_error() {
         let messages = futures::stream::iter(vec![
-            Ok(FlightData {
+            Ok(Outgoing::from(FlightData {
                 data_header: Bytes::from_static(b"h"),
                 data_body: Bytes::from_static(b"b"),
                 ..Default::default()
-            }),
+            })),
             Err(Status::internal("the source died: ü")),
-            Ok(FlightData::default()),
+            Ok(Outgoing::default()),
         ])
         .boxed();
         let out: Vec<_> = frames(messages, 1 << 20).collect().await;
