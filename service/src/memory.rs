@@ -53,9 +53,12 @@ pub fn return_freed_pages() {
     unsafe { mi_collect(true) };
 }
 
-/// How long the node must have had nothing in flight before its freed
-/// pages go back to the kernel.
-pub const IDLE_AFTER: Duration = Duration::from_secs(1);
+/// When freed pages go back to the kernel, counted from the moment the
+/// node has nothing in flight: a second later, and again once the blocking
+/// pool's idle threads have exited (tokio keeps them 10 s). Pages a thread
+/// freed stay its own until it exits, so a kept copy's build, which runs on
+/// those threads, only gives its memory back the second time.
+pub const IDLE_AFTER: [Duration; 2] = [Duration::from_secs(1), Duration::from_secs(12)];
 
 /// Whether the node has work in flight, and how long since it had.
 #[derive(Debug)]
@@ -111,31 +114,35 @@ impl Idleness {
     }
 
     /// Runs for the server's life: each time nothing has been in flight
-    /// for `after` (and nothing started meanwhile), `purge` runs on a
-    /// blocking thread. Work that follows other work closely never waits
-    /// for it.
-    pub async fn purge_when_idle(&self, after: Duration, purge: fn()) {
-        // Work started by the last purge: nothing new to give back.
-        let mut purged_after = None;
+    /// for each of `after`'s waits in turn (and nothing started meanwhile),
+    /// `purge` runs on a blocking thread. Work that follows other work
+    /// closely never waits for it.
+    pub async fn purge_when_idle(&self, after: &[Duration], purge: fn()) {
+        // The last purge: when it ran (work started by then) and at which
+        // step. Nothing new to give back until more work starts.
+        let mut last: Option<(u64, usize)> = None;
         loop {
             self.went_idle.notified().await;
-            loop {
+            'idle: loop {
                 let seen = self.started.load(Ordering::SeqCst);
-                tokio::time::sleep(after).await;
-                if self.in_flight.load(Ordering::SeqCst) > 0 {
-                    break; // its end notifies again
-                }
-                if self.started.load(Ordering::SeqCst) == seen {
-                    if purged_after == Some(seen) {
-                        break;
+                for (step, wait) in after.iter().enumerate() {
+                    tokio::time::sleep(*wait).await;
+                    if self.in_flight.load(Ordering::SeqCst) > 0 {
+                        break 'idle; // its end notifies again
                     }
-                    purged_after = Some(seen);
+                    if self.started.load(Ordering::SeqCst) != seen {
+                        continue 'idle; // work came and went: wait afresh
+                    }
+                    if last.is_some_and(|(s, done)| s == seen && done >= step) {
+                        continue;
+                    }
+                    last = Some((seen, step));
                     if tokio::task::spawn_blocking(purge).await.is_ok() {
                         self.purges.fetch_add(1, Ordering::SeqCst);
-                        tracing::debug!("idle: freed memory returned to the kernel");
+                        tracing::debug!(step, "idle: freed memory returned to the kernel");
                     }
-                    break;
                 }
+                break;
             }
         }
     }
@@ -147,9 +154,9 @@ pub fn in_flight() -> InFlight {
 }
 
 /// Runs for the server's life: hands freed pages back to the kernel each
-/// time the node has been idle for [`IDLE_AFTER`].
+/// time the node has been idle for the waits of [`IDLE_AFTER`].
 pub async fn return_freed_pages_when_idle() {
-    NODE.purge_when_idle(IDLE_AFTER, return_freed_pages).await
+    NODE.purge_when_idle(&IDLE_AFTER, return_freed_pages).await
 }
 
 #[cfg(test)]
@@ -183,7 +190,8 @@ mod tests {
     #[tokio::test]
     async fn purges_wait_until_nothing_has_been_in_flight_a_while() {
         let node: &'static Idleness = Box::leak(Box::new(Idleness::new()));
-        let purger = tokio::spawn(node.purge_when_idle(Duration::from_millis(200), || {}));
+        static WAIT: [Duration; 1] = [Duration::from_millis(200)];
+        let purger = tokio::spawn(node.purge_when_idle(&WAIT, || {}));
         let read = node.in_flight();
         tokio::time::sleep(Duration::from_secs(1)).await;
         assert_eq!(node.purges(), 0, "nothing is purged while a read runs");
@@ -198,6 +206,24 @@ mod tests {
         assert_eq!(node.purges(), 1, "one read still runs");
         drop(b);
         assert_eq!(purged(node, 2).await, 2);
+        purger.abort();
+    }
+
+    #[tokio::test]
+    async fn an_idle_period_purges_once_per_wait() {
+        let node: &'static Idleness = Box::leak(Box::new(Idleness::new()));
+        static WAITS: [Duration; 2] = [Duration::from_millis(100), Duration::from_millis(600)];
+        let purger = tokio::spawn(node.purge_when_idle(&WAITS, || {}));
+        drop(node.in_flight());
+        assert_eq!(purged(node, 1).await, 1, "the first wait");
+        assert_eq!(purged(node, 2).await, 2, "the second wait");
+        tokio::time::sleep(Duration::from_secs(1)).await;
+        assert_eq!(node.purges(), 2, "then nothing until work starts again");
+        // Work that starts between the waits starts the schedule over.
+        drop(node.in_flight());
+        assert!(purged(node, 3).await >= 3);
+        drop(node.in_flight());
+        assert!(purged(node, 5).await >= 5, "both waits again");
         purger.abort();
     }
 
