@@ -3,7 +3,6 @@
 //! the request extensions, put there by the auth layer; a request without one
 //! is refused (fail closed), whatever route it took.
 
-use arrow_flight::encode::FlightDataEncoderBuilder;
 use arrow_flight::error::FlightError;
 use arrow_flight::flight_descriptor::DescriptorType;
 use arrow_flight::flight_service_server::FlightService;
@@ -388,11 +387,12 @@ impl VeilFlight {
         };
         event.rows = Some(batch.num_rows() as u64);
         self.audit.record(event).await.map_err(|e| to_status(&e))?;
-        let encoded = FlightDataEncoderBuilder::new()
-            .with_schema(schema)
-            .build(futures::stream::iter([Ok(batch)]))
-            .map_ok(Outgoing::from)
-            .map_err(|e| to_status(&from_flight_error(e)));
+        let encoded = batch_messages::encode(
+            schema,
+            futures::stream::iter([Ok(batch)]).boxed(),
+            self.engine.config().max_message_bytes,
+        )
+        .map_err(|e| to_status(&from_flight_error(e)));
         Ok(Response::new(encoded.boxed()))
     }
 
