@@ -11,16 +11,20 @@
 //! the same order, a parquet file's row groups ending on block boundaries
 //! (so an endpoint's row groups are a range of blocks), plus one stored
 //! column per masked column's expression (none for a read without such
-//! masks: a plain decoded copy). Later reads whose policy asks for exactly
-//! those expressions scan the copy instead (`catalog::copy_scan`), and the
-//! view projects the stored column where it would have computed the mask.
+//! masks: a plain decoded copy). When the read's row policies can be
+//! applied once (`secure_view::keepable_rows`: bound to the principal's
+//! attributes, deterministic), the copy holds only the rows they keep.
+//! Later reads whose policy asks for exactly those expressions (and binds
+//! its row policies alike) scan the copy instead (`catalog::copy_scan`),
+//! and the view projects the stored column where it would have computed
+//! the mask, and filters no row the copy already left out.
 //!
 //! What keeps this safe:
 //! * A copy is found by a keyed digest ([`KeyPurpose::KeptMasks`]) of the
 //!   dataset, the file's location, size, modification time and version
 //!   (ETag, or a local file's inode and nanosecond time), the dictionary, and every stored expression's fingerprint (the masks with
 //!   their conditions and bound attributes, the column's type, and keys
-//!   derived from the master key). A read uses a copy only when every part
+//!   derived from the master key), and the bound row predicate it applied. A read uses a copy only when every part
 //!   of that digest matches its own: a changed file, dictionary, policy or
 //!   key means another name, so a copy made for one policy never serves
 //!   another. Files without a modification time are never copied.
@@ -40,7 +44,7 @@
 //! (a full queue drops the job: the next read asks again); a failed build
 //! is logged without values and not retried for ten minutes.
 
-use datafusion::arrow::array::RecordBatch;
+use datafusion::arrow::array::{AsArray, RecordBatch};
 use datafusion::arrow::datatypes::{FieldRef, SchemaRef};
 use datafusion::arrow::ipc::writer::FileWriter;
 use datafusion::execution::context::{SessionConfig, SessionContext};
@@ -57,7 +61,7 @@ use crate::catalog::files::{Listing, SourceFile, parquet_row_groups};
 use crate::catalog::source_table::{CopiedFile, CopiedFiles, SourceTable};
 use crate::error::{Result, VeilError};
 use crate::model::dataset::{DatasetRecord, FileFormatKind};
-use crate::policy::secure_view::{KeepableMask, copy_plan};
+use crate::policy::secure_view::{KEPT_ROWS_FLAG, KeepableMask, KeepableRows, copy_plan};
 use crate::secrets::{KeyPurpose, MasterKey, SecretKey};
 
 /// About how many bytes a kept copy's block holds.
@@ -109,6 +113,7 @@ struct Job {
     listing: Listing,
     file: SourceFile,
     masks: Vec<KeepableMask>,
+    rows: Option<KeepableRows>,
 }
 
 #[derive(Default)]
@@ -151,6 +156,8 @@ impl std::fmt::Debug for KeptMasks {
 pub struct Copies {
     pub files: CopiedFiles,
     pub columns: HashMap<String, String>,
+    /// The copies hold only the rows the read's row policies keep.
+    pub rows: bool,
     pub leases: Vec<Arc<KeptCopy>>,
 }
 
@@ -229,9 +236,10 @@ impl KeptMasks {
         self.index.lock().unwrap_or_else(|p| p.into_inner())
     }
 
-    /// The copies of `files` holding `masks`, if every one is kept; else
-    /// `None`, and the missing ones are queued to be built. `schema`: the
-    /// source table's (dictionary columns, partition columns last).
+    /// The copies of `files` holding `masks` (and, with `rows`, only the
+    /// rows it keeps), if every one is kept; else `None`, and with `queue`
+    /// the missing ones are queued to be built. `schema`: the source
+    /// table's (dictionary columns, partition columns last).
     pub fn copies(
         &self,
         dataset: &DatasetRecord,
@@ -239,11 +247,13 @@ impl KeptMasks {
         files: &[&SourceFile],
         schema: &SchemaRef,
         masks: &[KeepableMask],
+        rows: Option<&KeepableRows>,
+        queue: bool,
     ) -> Option<Copies> {
         if files.is_empty() || self.max_bytes == 0 {
             return None;
         }
-        let shape = shape_digest(schema, masks);
+        let shape = shape_digest(schema, masks, rows);
         let keys = files
             .iter()
             .map(|f| self.key(dataset, listing, f, &shape))
@@ -292,8 +302,12 @@ impl KeptMasks {
                     .iter()
                     .map(|m| (m.column.clone(), m.stored.clone()))
                     .collect(),
+                rows: rows.is_some(),
                 leases: found.into_iter().map(|(_, c)| c).collect(),
             });
+        }
+        if !queue {
+            return None;
         }
         for (key, f) in missing {
             // A copy holds every column of its file, decoded: more bytes
@@ -319,6 +333,7 @@ impl KeptMasks {
                 },
                 file: f.clone(),
                 masks: masks.to_vec(),
+                rows: rows.cloned(),
             };
             if self.jobs.try_send(job).is_ok() {
                 index.pending.insert(key);
@@ -412,7 +427,11 @@ impl KeptMasks {
 /// A digest of the source's columns (`schema`, partition columns included)
 /// and the stored masks: what a copy holds besides its file's rows. Taken
 /// once per read, not per file.
-fn shape_digest(schema: &SchemaRef, masks: &[KeepableMask]) -> [u8; 32] {
+fn shape_digest(
+    schema: &SchemaRef,
+    masks: &[KeepableMask],
+    rows: Option<&KeepableRows>,
+) -> [u8; 32] {
     use sha2::Digest;
     let mut h = sha2::Sha256::new();
     let mut part = |bytes: &[u8]| {
@@ -427,6 +446,10 @@ fn shape_digest(schema: &SchemaRef, masks: &[KeepableMask]) -> [u8; 32] {
     part(b"masks");
     for m in masks {
         part(&m.fingerprint);
+    }
+    if let Some(r) = rows {
+        part(b"rows");
+        part(&r.fingerprint);
     }
     h.finalize().into()
 }
@@ -533,7 +556,7 @@ async fn build(dir: &Path, ctx: &SessionContext, job: Job, max_bytes: u64) -> Re
     };
     let table = SourceTable::from_listing(&job.dataset, None, job.listing).await?;
     let file_schema = Arc::clone(table.file_schema());
-    let plan = copy_plan(Arc::new(table), &file_schema, &job.masks)?;
+    let plan = copy_plan(Arc::new(table), &file_schema, &job.masks, job.rows.as_ref())?;
     let df = ctx
         .execute_logical_plan(plan)
         .await
@@ -542,8 +565,45 @@ async fn build(dir: &Path, ctx: &SessionContext, job: Job, max_bytes: u64) -> Re
         .execute_stream()
         .await
         .map_err(crate::error::query::from_datafusion)?;
-    let schema = stream.schema();
+    let flagged = job.rows.is_some();
+    // With a row predicate the plan adds its flag last; the copy holds
+    // the rows it keeps, without it.
+    let schema = match flagged {
+        true => {
+            let all = stream.schema();
+            let mut fields = all.fields().to_vec();
+            if fields.pop().map(|f| f.name().clone()).as_deref() != Some(KEPT_ROWS_FLAG) {
+                return Err(VeilError::internal(
+                    "building a kept copy",
+                    "the plan lacks its row flag".to_string(),
+                ));
+            }
+            Arc::new(datafusion::arrow::datatypes::Schema::new(fields))
+        }
+        false => stream.schema(),
+    };
     let fields: Vec<FieldRef> = schema.fields()[file_schema.fields().len()..].to_vec();
+    // The rows of a slice the copy keeps.
+    let kept_rows = |slice: RecordBatch| -> Result<RecordBatch> {
+        if !flagged {
+            return Ok(slice);
+        }
+        let last = slice.num_columns() - 1;
+        let flag = slice
+            .column(last)
+            .as_boolean_opt()
+            .cloned()
+            .ok_or_else(|| {
+                VeilError::internal(
+                    "building a kept copy",
+                    "a row flag that is not boolean".to_string(),
+                )
+            })?;
+        let mut slice = slice;
+        slice.remove_column(last);
+        datafusion::arrow::compute::filter_record_batch(&slice, &flag)
+            .map_err(|e| VeilError::internal("building a kept copy", e))
+    };
     let written = async {
         let file = std::fs::File::create(&tmp)
             .map_err(|e| VeilError::internal("writing a kept copy", e))?;
@@ -560,22 +620,36 @@ async fn build(dir: &Path, ctx: &SessionContext, job: Job, max_bytes: u64) -> Re
         let mut groups = bounds.iter().copied();
         let mut left = groups.next().unwrap_or(u64::MAX);
         let mut starts = vec![0];
+        // Kept rows not written yet: with a row predicate, slices are
+        // gathered into full blocks (never across a row group's end).
+        let mut pending: Vec<RecordBatch> = Vec::new();
+        let mut pending_rows = 0u64;
         while let Some(batch) = stream.next().await {
             let mut batch: RecordBatch = batch.map_err(crate::error::query::from_datafusion)?;
             let block_rows = copy.block_rows(&batch);
             while batch.num_rows() > 0 {
                 let take = (batch.num_rows() as u64).min(left).min(block_rows) as usize;
                 if take > 0 {
-                    copy.write(batch.slice(0, take)).await?;
+                    let kept = kept_rows(batch.slice(0, take))?;
+                    pending_rows += kept.num_rows() as u64;
+                    if kept.num_rows() > 0 {
+                        pending.push(kept);
+                    }
                 }
                 batch = batch.slice(take, batch.num_rows() - take);
                 left -= take as u64;
+                if !flagged || left == 0 || pending_rows >= block_rows {
+                    copy.write_all(&schema, std::mem::take(&mut pending))
+                        .await?;
+                    pending_rows = 0;
+                }
                 if left == 0 {
                     starts.push(copy.blocks);
                     left = groups.next().unwrap_or(u64::MAX);
                 }
             }
         }
+        copy.write_all(&schema, pending).await?;
         copy.finish().await?;
         // Endpoints name row groups: a copy must hold the source's exactly
         // (empty ones too).
@@ -644,6 +718,19 @@ impl CopyWriter {
             _ => batch.get_array_memory_size() / batch.num_rows().max(1),
         };
         (BLOCK_BYTES / per_row.max(1)).max(1024) as u64
+    }
+
+    /// Write `batches` as one block (none when they hold no rows).
+    async fn write_all(&mut self, schema: &SchemaRef, batches: Vec<RecordBatch>) -> Result<()> {
+        match batches.len() {
+            0 => Ok(()),
+            1 => self.write(batches.into_iter().next().expect("one")).await,
+            _ => {
+                let block = datafusion::arrow::compute::concat_batches(schema, &batches)
+                    .map_err(|e| VeilError::internal("writing a kept copy", e))?;
+                self.write(block).await
+            }
+        }
     }
 
     async fn write(&mut self, batch: RecordBatch) -> Result<()> {

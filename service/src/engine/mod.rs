@@ -16,6 +16,7 @@ mod plan_snapshots;
 pub mod principal_catalog;
 pub mod query_memory;
 pub mod scope;
+pub mod short_text_in;
 #[cfg(test)]
 mod type_matrix;
 
@@ -231,6 +232,7 @@ impl Engine {
             .with_optimizer_rule(Arc::new(crate::policy::pushdown::CopySafeFilters))
             .with_physical_optimizer_rule(Arc::new(bounded::BoundedProjection))
             .with_physical_optimizer_rule(Arc::new(filter_batches::FilterBatches))
+            .with_physical_optimizer_rule(Arc::new(short_text_in::ShortTextIn))
             .build();
         let mut base = base;
         bounded::BoundedFunction::install(&mut base)?;
@@ -2059,6 +2061,115 @@ mod tests {
         kept_after(&engine, "clinical.trials", g2).await;
         assert_eq!(pretty(&scan_rows(&engine, &alice, &all, None).await), fresh);
         assert_eq!(parts_rows(&engine, &alice, &all).await, fresh);
+    }
+
+    /// A principal's row policy, bound to their attribute values, is
+    /// applied once, when a kept copy is built: the copy holds only the rows
+    /// it keeps and its reads filter nothing. Each binding gets its own copy
+    /// (another user's values never serve), whole reads, endpoint parts,
+    /// counts and a user's own filter answer exactly as computed; a time
+    /// window (which moves with the clock) is never applied once.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_copy_of_the_rows_a_policy_keeps_serves_only_that_binding() {
+        let dir = tempfile::tempdir().unwrap();
+        let (engine, snap) = demo_engine_with(
+            dir.path(),
+            "\n[[users]]\nname = \"nina\"\ngroups = [\"analysts\"]\nattributes = { state = [\"NY\"] }\n\n[[users]]\nname = \"cara\"\ngroups = [\"analysts\"]\nattributes = { state = [\"CA\"] }\n",
+        )
+        .await;
+        let kept_dir = dir.path().join("kept-masks");
+        let engine = Arc::new(engine.with_kept_masks(&kept_dir, 1 << 30).unwrap());
+        let (alice, nina, cara) = (
+            principal(&snap, "alice"),
+            principal(&snap, "nina"),
+            principal(&snap, "cara"),
+        );
+        let all = ScanCommand {
+            dataset: "clinical.trials".into(),
+            ..Default::default()
+        };
+        let narrow = ScanCommand {
+            dataset: "clinical.trials".into(),
+            columns: vec!["state".into(), "amount".into()],
+            filter: "amount > 100".into(),
+            limit: None,
+        };
+        let count = Command::Sql(SqlCommand {
+            query: "SELECT count(*) AS n, count(DISTINCT state) AS s FROM clinical.trials".into(),
+            ..Default::default()
+        });
+        async fn sql_rows(engine: &Arc<Engine>, who: &Arc<Principal>, cmd: &Command) -> String {
+            let scope = engine.scope(who).await.unwrap();
+            let q = engine.plan(&scope, cmd, None, None).await.unwrap();
+            pretty(
+                &datafusion::physical_plan::common::collect(q.execute().unwrap())
+                    .await
+                    .unwrap(),
+            )
+        }
+        // Computed, before any copy: the row filter runs.
+        let plan = physical_text(&engine, &alice, &all).await;
+        assert!(plan.contains("FilterExec"), "{plan}");
+        let mut computed = Vec::new();
+        for who in [&alice, &nina] {
+            computed.push((
+                pretty(&scan_rows(&engine, who, &all, None).await),
+                parts_rows(&engine, who, &all).await,
+                pretty(&scan_rows(&engine, who, &narrow, None).await),
+                sql_rows(&engine, who, &count).await,
+            ));
+        }
+        assert_ne!(computed[0].0, computed[1].0, "CA rows are not NY rows");
+        // Each binding's copy is built; then its reads filter nothing.
+        for who in [&alice, &nina] {
+            let mut waited = 0;
+            loop {
+                let plan = physical_text(&engine, who, &all).await;
+                if plan.contains("KeptCopyScanExec") && !plan.contains("FilterExec") {
+                    break;
+                }
+                waited += 1;
+                assert!(waited < 600, "no copy of the kept rows after 60 s:\n{plan}");
+                tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+            }
+        }
+        for (who, c) in [&alice, &nina].into_iter().zip(&computed) {
+            assert_eq!(pretty(&scan_rows(&engine, who, &all, None).await), c.0);
+            assert_eq!(parts_rows(&engine, who, &all).await, c.1);
+            assert_eq!(pretty(&scan_rows(&engine, who, &narrow, None).await), c.2);
+            assert_eq!(sql_rows(&engine, who, &count).await, c.3);
+        }
+        // Another user bound to the same values reads the same copy.
+        let files = kept_files(&kept_dir);
+        assert_eq!(
+            pretty(&scan_rows(&engine, &cara, &all, None).await),
+            computed[0].0
+        );
+        let plan = physical_text(&engine, &cara, &all).await;
+        assert!(!plan.contains("FilterExec"), "{plan}");
+        assert_eq!(
+            kept_files(&kept_dir),
+            files,
+            "no copy more for the same binding"
+        );
+
+        // A time window moves with the clock: its filter stays in every
+        // read, copy or not.
+        let spec: crate::model::policy::PolicySpec = toml::from_str(
+            "name = \"recent\"\ndataset = \"clinical.trials\"\nrow_filter = { within = \"36500 days\", column = \"date_of_birth\" }\nexcept = { groups = [\"privileged\"] }",
+        )
+        .unwrap();
+        engine
+            .state()
+            .store()
+            .put_policy(&spec, crate::store::PolicyPut::Create)
+            .await
+            .unwrap();
+        for _ in 0..20 {
+            let plan = physical_text(&engine, &alice, &all).await;
+            assert!(plan.contains("FilterExec"), "{plan}");
+            tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+        }
     }
 
     /// A decoded copy of a hive-partitioned dataset reads the same rows as

@@ -280,9 +280,12 @@ impl ViewCompiler {
     }
 
     /// `served` reading kept copies (decoded, with its costly masks' values
-    /// if it has any), if every file it reads has one (and the stored
-    /// columns they hold); else `served` as it is, and the missing copies
-    /// are queued.
+    /// if it has any, and only the rows its row policies keep when they
+    /// can be applied once), if every file it reads has one (and the
+    /// stored columns they hold, and whether they hold only the kept
+    /// rows); else `served` as it is, and the missing copies are queued.
+    /// While a copy of the kept rows is being built, a copy of every row
+    /// with the same masks serves if there is one.
     fn kept_copies(
         &self,
         d: &DatasetRecord,
@@ -290,11 +293,12 @@ impl ViewCompiler {
         listing: &Listing,
         part: Option<&ScanPart>,
         served: SourceTable,
-    ) -> Result<(SourceTable, KeptColumns)> {
+    ) -> Result<(SourceTable, KeptColumns, bool)> {
         let Some(kept) = &self.kept else {
-            return Ok((served, KeptColumns::new()));
+            return Ok((served, KeptColumns::new(), false));
         };
         let masks = secure_view::keepable_masks(d, policy, &served.schema(), &self.master)?;
+        let rows = secure_view::keepable_rows(d, policy, &served.schema(), &self.master);
         let files: Vec<&SourceFile> = match part {
             None => listing.files.iter().collect(),
             Some(p) => {
@@ -303,20 +307,31 @@ impl ViewCompiler {
                     match listing.files.iter().find(|f| f.path == slice.path) {
                         Some(f) => files.push(f),
                         // Gone since the ticket: the plain scan says so.
-                        None => return Ok((served, KeptColumns::new())),
+                        None => return Ok((served, KeptColumns::new(), false)),
                     }
                 }
                 files
             }
         };
-        match kept.copies(d, listing, &files, &served.schema(), &masks) {
+        let schema = served.schema();
+        let found = kept
+            .copies(d, listing, &files, &schema, &masks, rows.as_ref(), true)
+            .or_else(|| {
+                rows.as_ref()?;
+                kept.copies(d, listing, &files, &schema, &masks, None, false)
+            });
+        match found {
             Some(copies) => {
                 if let Ok(mut l) = self.leases.lock() {
                     l.extend(copies.leases);
                 }
-                Ok((served.with_copies(copies.files), copies.columns))
+                Ok((
+                    served.with_copies(copies.files),
+                    copies.columns,
+                    copies.rows,
+                ))
             }
-            None => Ok((served, KeptColumns::new())),
+            None => Ok((served, KeptColumns::new(), false)),
         }
     }
 
@@ -341,6 +356,7 @@ impl ViewCompiler {
         let part = self.parts.get(&d.name.to_ascii_lowercase()).cloned();
         let mut served_from = None;
         let mut counts = None;
+        let mut rows_kept = false;
         let (served, whole, kept): (
             Arc<dyn TableProvider>,
             Option<Arc<dyn TableProvider>>,
@@ -413,7 +429,8 @@ impl ViewCompiler {
                 let whole = match (&part, policy.kanon.is_empty()) {
                     (Some(_), false) => {
                         let whole = SourceTable::from_listing(d, None, listing.clone()).await?;
-                        let (whole, _) = self.kept_copies(d, &policy, &listing, None, whole)?;
+                        // (With k-anonymization no copy keeps only some rows.)
+                        let (whole, _, _) = self.kept_copies(d, &policy, &listing, None, whole)?;
                         Some(Arc::new(whole) as _)
                     }
                     _ => None,
@@ -422,8 +439,9 @@ impl ViewCompiler {
                     counts = self.counts_slot(d, &listing);
                 }
                 let served = SourceTable::from_listing(d, part.clone(), listing.clone()).await?;
-                let (served, kept) =
+                let (served, kept, rows) =
                     self.kept_copies(d, &policy, &listing, part.as_ref(), served)?;
+                rows_kept = rows;
                 (Arc::new(served), whole, kept)
             }
         };
@@ -435,6 +453,7 @@ impl ViewCompiler {
                 served,
                 whole,
                 kept,
+                rows_kept,
                 counts,
             },
             &self.master,

@@ -261,6 +261,7 @@ async fn read(d: &DatasetRecord, p: &Policy, who: &Principal) -> (Vec<RecordBatc
             served: source,
             whole: None,
             kept: Default::default(),
+            rows_kept: false,
             counts: None,
         },
         &MasterKey::from_bytes([9; 32]),

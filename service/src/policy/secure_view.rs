@@ -238,6 +238,9 @@ pub struct ViewSources {
     /// Masks `served` holds already computed (a kept copy); empty: every
     /// mask is computed by the view.
     pub kept: KeptColumns,
+    /// `served` holds only the rows the row policies keep (a kept copy
+    /// made with [`keepable_rows`]): the view does not filter it again.
+    pub rows_kept: bool,
     /// Where k-anonymization counts may be kept across reads, with a
     /// digest of the source (its files by version and the dictionary);
     /// the view adds its row policies and groups to the key. `None`:
@@ -267,10 +270,22 @@ pub struct KeepableMask {
 }
 
 /// Is `e` worth computing once and keeping, and safe to? It must call a
-/// function (a null or constant mask costs nothing per read), and every
-/// function in it must be immutable: its values depend on the row alone,
-/// never on a clock or chance.
+/// function (a null or constant mask costs nothing per read), and be
+/// [`deterministic`].
 fn keepable(e: &Expr) -> bool {
+    let (calls, fixed) = walk(e);
+    calls && fixed
+}
+
+/// Does `e` depend on the row alone, never on a clock or chance? Every
+/// function in it must be immutable, and it may hold nothing computed per
+/// read (subqueries, aggregates, placeholders).
+fn deterministic(e: &Expr) -> bool {
+    walk(e).1
+}
+
+/// (calls a function, is deterministic) of `e`.
+fn walk(e: &Expr) -> (bool, bool) {
     use datafusion::common::tree_node::{TreeNode, TreeNodeRecursion};
     let (mut calls, mut fixed) = (false, true);
     let _ = e.apply(|n| {
@@ -307,7 +322,73 @@ fn keepable(e: &Expr) -> bool {
         }
         Ok(TreeNodeRecursion::Continue)
     });
-    calls && fixed
+    (calls, fixed)
+}
+
+/// A principal's row policies, bound to their attribute values, which a
+/// kept copy can apply once: the copy then holds only the rows they keep,
+/// and a read of it skips them.
+#[derive(Debug, Clone)]
+pub struct KeepableRows {
+    /// Keyed digest of everything the kept rows depend on: the master key,
+    /// the dataset, the row rules and the bound predicate (every attribute
+    /// value in it).
+    pub fingerprint: [u8; 32],
+    /// The predicate, over the view's source scan.
+    pub expr: Expr,
+}
+
+/// The row policies of `policy` on `dataset` as one predicate a kept copy
+/// can apply, if they can be applied once: they are deterministic (no time
+/// window, which moves with the clock), and nothing else depends on the
+/// rows before them (k-anonymization counts, differential privacy).
+/// `None` also when there is no row policy, or when it cannot be bound
+/// (the read says why).
+pub fn keepable_rows(
+    dataset: &DatasetRecord,
+    policy: &EffectivePolicy,
+    schema: &Schema,
+    master: &MasterKey,
+) -> Option<KeepableRows> {
+    use hmac::{Hmac, Mac};
+    if policy.row_rules.is_empty()
+        || !policy.kanon.is_empty()
+        || policy.dp.is_some()
+        || policy
+            .row_rules
+            .iter()
+            .any(|r| matches!(r.kind, RowRuleKind::Window { .. }))
+    {
+        return None;
+    }
+    let column =
+        |name: &str| Expr::Column(Column::new(Some(TableReference::bare(SOURCE_ALIAS)), name));
+    let sample_key = master.derive(KeyPurpose::Sample {
+        dataset_id: &dataset.id,
+    });
+    // No window: the clock is not read.
+    let expr = row_predicate(schema, policy, &column, Utc::now(), &sample_key).ok()??;
+    if !deterministic(&expr) {
+        return None;
+    }
+    let naming = master.derive(KeyPurpose::KeptMasks);
+    let mut mac =
+        <Hmac<sha2::Sha256>>::new_from_slice(naming.bytes()).expect("HMAC takes any key length");
+    let rules: Vec<&RowRuleKind> = policy.row_rules.iter().map(|r| &r.kind).collect();
+    for part in [
+        "rows".to_string(),
+        dataset.id.clone(),
+        format!("{rules:?}"),
+        format!("{expr:?}"),
+    ] {
+        // Length-prefixed, so no two lists of parts hash alike.
+        mac.update(&(part.len() as u64).to_be_bytes());
+        mac.update(part.as_bytes());
+    }
+    Some(KeepableRows {
+        fingerprint: mac.finalize().into_bytes().into(),
+        expr,
+    })
 }
 
 /// The masked columns of `policy` on `dataset` that a kept copy can hold,
@@ -378,13 +459,20 @@ pub fn keepable_masks(
     Ok(out)
 }
 
+/// The flag column a kept copy's plan adds when the copy keeps only the
+/// rows a row predicate keeps: true for those rows (the writer drops the
+/// others, and the flag).
+pub const KEPT_ROWS_FLAG: &str = "__veil_kept_rows";
+
 /// The plan that makes a kept copy of one source: every column of
 /// `stored_columns` (the file's own, in order) as read, then each mask's
-/// values as its stored column.
+/// values as its stored column, then, with `rows`, [`KEPT_ROWS_FLAG`]:
+/// whether the row predicate keeps the row (never null).
 pub fn copy_plan(
     source: Arc<dyn TableProvider>,
     stored_columns: &Schema,
     masks: &[KeepableMask],
+    rows: Option<&KeepableRows>,
 ) -> Result<LogicalPlan> {
     let column =
         |name: &str| Expr::Column(Column::new(Some(TableReference::bare(SOURCE_ALIAS)), name));
@@ -392,7 +480,8 @@ pub fn copy_plan(
         .fields()
         .iter()
         .map(|f| column(f.name()).alias(f.name()))
-        .chain(masks.iter().map(|m| m.expr.clone().alias(&m.stored)));
+        .chain(masks.iter().map(|m| m.expr.clone().alias(&m.stored)))
+        .chain(rows.map(|r| r.expr.clone().is_true().alias(KEPT_ROWS_FLAG)));
     LogicalPlanBuilder::scan(SOURCE_ALIAS, provider_as_source(source), None)
         .and_then(|b| b.project(exprs))
         .and_then(|b| b.build())
@@ -432,6 +521,12 @@ pub fn compile(
      -> Result<LogicalPlanBuilder> {
         let mut b = LogicalPlanBuilder::scan(alias, provider_as_source(Arc::clone(table)), None)
             .map_err(unenforceable)?;
+        // A kept copy of the rows the policies keep (never with
+        // k-anonymization, so never the counted scan) is not filtered again.
+        let kept_rows = sources.rows_kept && alias == SOURCE_ALIAS;
+        if kept_rows {
+            return Ok(b);
+        }
         if let Some(p) = row_predicate(&schema, policy, &qualified(alias), now, &sample_key)? {
             b = b.filter(p).map_err(unenforceable)?;
         }

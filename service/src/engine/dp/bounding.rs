@@ -143,16 +143,12 @@ pub async fn rows_frame(
             f = f.filter(ident(g).gt_eq(first)).map_err(df)?;
         } else if let Some(keys) = policy.public_keys.get(g) {
             let dt = column_type(g)?;
-            let key_in = match DpKeyIn::udf(keys, &dt) {
-                Some(udf) => udf.call(vec![ident(g)]),
-                None => {
-                    let list = public_key_literals(g, keys, &dt)?
-                        .into_iter()
-                        .map(lit)
-                        .collect();
-                    ident(g).in_list(list, false)
-                }
-            };
+            // A few short keys are compared cheaply (`engine::short_text_in`).
+            let list = public_key_literals(g, keys, &dt)?
+                .into_iter()
+                .map(lit)
+                .collect();
+            let key_in = ident(g).in_list(list, false);
             f = f.filter(key_in).map_err(df)?;
         }
     }
@@ -567,126 +563,6 @@ impl DpFixed {
     }
 }
 
-/// Whether a short text group key is one of a few declared public keys,
-/// as a row filter (a null key is in none): the rows `IN (...)` keeps,
-/// cheaper. `IN` hashes every value and compares it through a dynamic
-/// comparator; here a value of at most 8 bytes is read as one integer
-/// ([`packed`]) and compared with the keys read the same way, without a
-/// call or a branch per key.
-#[derive(Debug, PartialEq, Eq, Hash)]
-pub struct DpKeyIn {
-    /// (length, [`packed`] bytes) of each key.
-    keys: Vec<(usize, u64)>,
-    signature: Signature,
-}
-
-impl DpKeyIn {
-    /// Most keys compared one by one; more go to `IN`.
-    const MAX_KEYS: usize = 16;
-
-    /// The filter for keys of a text column (`None`: another type, a key
-    /// that is not text or is longer than 8 bytes, or too many keys: use
-    /// `IN`).
-    pub fn udf(keys: &[serde_json::Value], dt: &DataType) -> Option<ScalarUDF> {
-        if !matches!(
-            dt,
-            DataType::Utf8 | DataType::LargeUtf8 | DataType::Utf8View
-        ) || keys.len() > Self::MAX_KEYS
-        {
-            return None;
-        }
-        let keys = keys
-            .iter()
-            .map(|k| {
-                let k = k.as_str()?.as_bytes();
-                (k.len() <= 8).then(|| (k.len(), packed(k)))
-            })
-            .collect::<Option<Vec<_>>>()?;
-        Some(ScalarUDF::new_from_impl(Self {
-            keys,
-            signature: Signature::exact(vec![dt.clone()], Volatility::Immutable),
-        }))
-    }
-
-    fn member(&self, v: &str) -> bool {
-        let v = v.as_bytes();
-        if v.len() > 8 {
-            return false;
-        }
-        let (n, p) = (v.len(), packed(v));
-        self.keys.iter().fold(false, |found, &(len, key)| {
-            found | ((len == n) & (key == p))
-        })
-    }
-}
-
-/// A text of at most 8 bytes as one integer that tells it from every
-/// other text of its length: its first and last 4 bytes (overlapping when
-/// shorter than 8), or its first, middle and last byte when shorter than 4.
-fn packed(v: &[u8]) -> u64 {
-    let n = v.len();
-    if n >= 4 {
-        let head = u32::from_le_bytes([v[0], v[1], v[2], v[3]]);
-        let tail = u32::from_le_bytes([v[n - 4], v[n - 3], v[n - 2], v[n - 1]]);
-        u64::from(head) | (u64::from(tail) << 32)
-    } else if n > 0 {
-        u64::from(v[0]) | (u64::from(v[n / 2]) << 8) | (u64::from(v[n - 1]) << 16)
-    } else {
-        0
-    }
-}
-
-impl ScalarUDFImpl for DpKeyIn {
-    fn name(&self) -> &str {
-        "veil_dp_key_in"
-    }
-
-    fn signature(&self) -> &Signature {
-        &self.signature
-    }
-
-    fn return_type(&self, _arg_types: &[DataType]) -> datafusion::common::Result<DataType> {
-        Ok(DataType::Boolean)
-    }
-
-    fn invoke_with_args(
-        &self,
-        args: ScalarFunctionArgs,
-    ) -> datafusion::common::Result<ColumnarValue> {
-        use datafusion::arrow::array::{Array, AsArray, BooleanArray};
-        use datafusion::arrow::buffer::BooleanBuffer;
-        let [x] = args.args.as_slice() else {
-            return Err(DataFusionError::Internal(
-                "veil_dp_key_in takes one argument".into(),
-            ));
-        };
-        let x = x.to_array(args.number_rows)?;
-        let n = x.len();
-        let bits = match x.data_type() {
-            DataType::Utf8 => {
-                let a = x.as_string::<i32>();
-                BooleanBuffer::collect_bool(n, |i| a.is_valid(i) && self.member(a.value(i)))
-            }
-            DataType::LargeUtf8 => {
-                let a = x.as_string::<i64>();
-                BooleanBuffer::collect_bool(n, |i| a.is_valid(i) && self.member(a.value(i)))
-            }
-            DataType::Utf8View => {
-                let a = x.as_string_view();
-                BooleanBuffer::collect_bool(n, |i| a.is_valid(i) && self.member(a.value(i)))
-            }
-            other => {
-                return Err(DataFusionError::Internal(format!(
-                    "veil_dp_key_in takes text, not {other}"
-                )));
-            }
-        };
-        Ok(ColumnarValue::Array(Arc::new(BooleanArray::new(
-            bits, None,
-        ))))
-    }
-}
-
 /// The keyed order of a unit's groups: HMAC-SHA256 of the row (unit and
 /// group keys, in Arrow's row format) under a per-dataset key.
 #[derive(PartialEq, Eq, Hash)]
@@ -810,73 +686,6 @@ mod tests {
     use datafusion::arrow::array::{Array, AsArray, Decimal128Array, Float64Array, RecordBatch};
     use datafusion::arrow::datatypes::{Field, Schema};
     use datafusion::logical_expr::try_cast;
-
-    /// The public-key filter keeps exactly the rows `IN` keeps, on every
-    /// text type: nulls, the empty string, texts of every length up to 8
-    /// that differ from a key in one byte (first, middle, last), longer
-    /// texts sharing a key's ends; other types, keys that aren't text or
-    /// are long, and long lists are left to `IN`.
-    #[tokio::test]
-    async fn the_public_key_filter_keeps_what_in_keeps() {
-        use datafusion::arrow::array::StringArray;
-        let key_texts = ["CA", "NY", "", "Texas", "é", "ABCDEFGH", "xyz", "q"];
-        let keys: Vec<serde_json::Value> = key_texts.iter().map(|k| serde_json::json!(k)).collect();
-        let mut values: Vec<Option<String>> = vec![None, Some("ny".into()), Some("e".into())];
-        for k in key_texts {
-            values.push(Some(k.to_string()));
-            let b = k.as_bytes();
-            for i in 0..b.len() {
-                let mut near = b.to_vec();
-                near[i] ^= 1;
-                values.push(String::from_utf8(near).ok());
-            }
-            values.push(Some(format!("{k}{k}")));
-            values.push(Some(format!("{k}-{k}")));
-            values.push(Some(format!("{k}?")));
-        }
-        let values = StringArray::from(values);
-        for dt in [DataType::Utf8, DataType::LargeUtf8, DataType::Utf8View] {
-            let column = datafusion::arrow::compute::cast(&values, &dt).unwrap();
-            let batch = RecordBatch::try_new(
-                Arc::new(Schema::new(vec![Field::new("g", dt.clone(), true)])),
-                vec![column],
-            )
-            .unwrap();
-            let ctx = SessionContext::new();
-            let udf = DpKeyIn::udf(&keys, &dt).expect("short text keys of a text column");
-            let list = public_key_literals("g", &keys, &dt)
-                .unwrap()
-                .into_iter()
-                .map(lit)
-                .collect();
-            let kept = |filter: Expr| {
-                let frame = ctx.read_batch(batch.clone()).unwrap();
-                async move {
-                    let out = frame.filter(filter).unwrap().collect().await.unwrap();
-                    let mut rows = Vec::new();
-                    for b in out {
-                        let s =
-                            datafusion::arrow::compute::cast(b.column(0), &DataType::Utf8).unwrap();
-                        rows.extend(s.as_string::<i32>().iter().map(|v| v.map(str::to_string)));
-                    }
-                    rows
-                }
-            };
-            let by_udf = kept(udf.call(vec![col("g")])).await;
-            assert_eq!(by_udf, kept(col("g").in_list(list, false)).await, "{dt}");
-            // Each key once, and "CACA"-like doubles of the empty key: "".
-            assert_eq!(
-                by_udf.iter().flatten().filter(|v| !v.is_empty()).count(),
-                key_texts.len() - 1,
-                "{dt}: {by_udf:?}"
-            );
-        }
-        assert!(DpKeyIn::udf(&keys, &DataType::Int64).is_none());
-        assert!(DpKeyIn::udf(&[serde_json::json!(5)], &DataType::Utf8).is_none());
-        assert!(DpKeyIn::udf(&[serde_json::json!("ABCDEFGHI")], &DataType::Utf8).is_none());
-        let many: Vec<_> = (0..17).map(|i| serde_json::json!(i.to_string())).collect();
-        assert!(DpKeyIn::udf(&many, &DataType::Utf8).is_none());
-    }
 
     /// The fused fixed-point conversion gives exactly what the step-by-step
     /// expressions (cast, scale, clamp, round, cast) give in DataFusion,

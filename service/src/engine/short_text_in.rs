@@ -1,0 +1,464 @@
+//! `IN` over a few short texts, without hashing every value.
+//!
+//! DataFusion evaluates `x IN ('CA', 'NY', ...)` over text by hashing each
+//! value and comparing it through a dynamic comparator: a row policy that
+//! matches a user's attribute values (`state IN (...)`) or a differential
+//! privacy policy's public keys paid for that on every row. When every
+//! listed value is a text of at most 8 bytes (and there are at most
+//! [`MAX_KEYS`]), a value is read as one integer ([`packed`]) and compared
+//! with the keys read the same way, without a call or a branch per key.
+//!
+//! [`ShortTextIn`] is a physical optimizer rule: it swaps such an `IN` (or
+//! `NOT IN`) in a filter's predicate for [`ShortTextInExpr`], which gives
+//! exactly what `IN` gives (SQL's three-valued logic: a null value answers
+//! null). The logical plan, `EXPLAIN`'s logical part and what a database
+//! source is sent are untouched.
+
+use std::fmt;
+use std::hash::Hash;
+use std::sync::Arc;
+
+use datafusion::arrow::array::{Array, AsArray, BooleanArray};
+use datafusion::arrow::buffer::BooleanBuffer;
+use datafusion::arrow::datatypes::{DataType, Schema};
+use datafusion::arrow::record_batch::RecordBatch;
+use datafusion::common::config::ConfigOptions;
+use datafusion::common::tree_node::{Transformed, TreeNode};
+use datafusion::common::{DataFusionError, Result, ScalarValue};
+use datafusion::logical_expr::ColumnarValue;
+use datafusion::physical_expr::PhysicalExpr;
+use datafusion::physical_expr::expressions::{InListExpr, Literal};
+use datafusion::physical_optimizer::PhysicalOptimizerRule;
+use datafusion::physical_plan::ExecutionPlan;
+use datafusion::physical_plan::filter::{FilterExec, FilterExecBuilder};
+
+/// Most keys compared one by one; longer lists stay `IN` (a hash set).
+pub const MAX_KEYS: usize = 16;
+
+/// Longest key, in bytes, that [`packed`] tells apart.
+const MAX_KEY_BYTES: usize = 8;
+
+/// A text of at most 8 bytes as one integer that tells it from every other
+/// text of its length: its first and last 4 bytes (overlapping when
+/// shorter than 8), or its first, middle and last byte when shorter than 4.
+fn packed(v: &[u8]) -> u64 {
+    let n = v.len();
+    if n >= 4 {
+        let head = u32::from_le_bytes([v[0], v[1], v[2], v[3]]);
+        let tail = u32::from_le_bytes([v[n - 4], v[n - 3], v[n - 2], v[n - 1]]);
+        u64::from(head) | (u64::from(tail) << 32)
+    } else if n > 0 {
+        u64::from(v[0]) | (u64::from(v[n / 2]) << 8) | (u64::from(v[n - 1]) << 16)
+    } else {
+        0
+    }
+}
+
+/// The listed keys as (length, [`packed`] bytes), in fixed-size arrays
+/// (unused slots have a length no text of at most 8 bytes has), so a
+/// membership test is one loop of a fixed count the compiler vectorizes.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+struct Keys {
+    lens: [u8; MAX_KEYS],
+    words: [u64; MAX_KEYS],
+}
+
+impl Keys {
+    /// `None` unless every key is a text of at most 8 bytes and there are
+    /// at most [`MAX_KEYS`].
+    fn new<'a>(keys: impl IntoIterator<Item = &'a str>) -> Option<Self> {
+        let mut out = Self {
+            lens: [u8::MAX; MAX_KEYS],
+            words: [0; MAX_KEYS],
+        };
+        for (i, k) in keys.into_iter().enumerate() {
+            if i >= MAX_KEYS || k.len() > MAX_KEY_BYTES {
+                return None;
+            }
+            out.lens[i] = k.len() as u8;
+            out.words[i] = packed(k.as_bytes());
+        }
+        Some(out)
+    }
+
+    #[inline]
+    fn member(&self, v: &[u8]) -> bool {
+        if v.len() > MAX_KEY_BYTES {
+            return false;
+        }
+        let (n, p) = (v.len() as u8, packed(v));
+        let mut hit = false;
+        for k in 0..MAX_KEYS {
+            hit |= (self.lens[k] == n) & (self.words[k] == p);
+        }
+        hit
+    }
+}
+
+/// `expr [NOT] IN (keys)` over text, every key short (see the module).
+#[derive(Debug, Eq)]
+pub struct ShortTextInExpr {
+    expr: Arc<dyn PhysicalExpr>,
+    /// The listed literals, as `IN` had them (for display).
+    list: Vec<Arc<dyn PhysicalExpr>>,
+    keys: Keys,
+    negated: bool,
+}
+
+impl PartialEq for ShortTextInExpr {
+    fn eq(&self, other: &Self) -> bool {
+        self.expr.eq(&other.expr) && self.keys == other.keys && self.negated == other.negated
+    }
+}
+
+impl Hash for ShortTextInExpr {
+    fn hash<H: std::hash::Hasher>(&self, state: &mut H) {
+        self.expr.hash(state);
+        self.keys.hash(state);
+        self.negated.hash(state);
+    }
+}
+
+fn is_text(dt: &DataType) -> bool {
+    matches!(
+        dt,
+        DataType::Utf8 | DataType::LargeUtf8 | DataType::Utf8View
+    )
+}
+
+impl ShortTextInExpr {
+    /// The cheaper form of `in_list`, when it has one: a text expression
+    /// against literal, non-null texts that [`Keys`] takes.
+    pub fn from_in_list(in_list: &InListExpr, schema: &Schema) -> Option<Self> {
+        if !is_text(&in_list.expr().data_type(schema).ok()?) {
+            return None;
+        }
+        let texts = in_list
+            .list()
+            .iter()
+            .map(|e| match e.downcast_ref::<Literal>()?.value() {
+                ScalarValue::Utf8(Some(s))
+                | ScalarValue::LargeUtf8(Some(s))
+                | ScalarValue::Utf8View(Some(s)) => Some(s.as_str()),
+                _ => None,
+            })
+            .collect::<Option<Vec<_>>>()?;
+        Some(Self {
+            expr: Arc::clone(in_list.expr()),
+            list: in_list.list().to_vec(),
+            keys: Keys::new(texts)?,
+            negated: in_list.negated(),
+        })
+    }
+
+    fn test(&self, array: &dyn Array) -> Result<BooleanArray> {
+        let n = array.len();
+        let negated = self.negated;
+        let bits = match array.data_type() {
+            DataType::Utf8 => {
+                let a = array.as_string::<i32>();
+                let (offsets, data) = (a.value_offsets(), a.value_data());
+                BooleanBuffer::collect_bool(n, |i| {
+                    let (start, end) = (offsets[i] as usize, offsets[i + 1] as usize);
+                    self.keys.member(&data[start..end]) != negated
+                })
+            }
+            DataType::LargeUtf8 => {
+                let a = array.as_string::<i64>();
+                let (offsets, data) = (a.value_offsets(), a.value_data());
+                BooleanBuffer::collect_bool(n, |i| {
+                    let (start, end) = (offsets[i] as usize, offsets[i + 1] as usize);
+                    self.keys.member(&data[start..end]) != negated
+                })
+            }
+            DataType::Utf8View => {
+                let a = array.as_string_view();
+                BooleanBuffer::collect_bool(n, |i| {
+                    self.keys.member(a.value(i).as_bytes()) != negated
+                })
+            }
+            other => {
+                return Err(DataFusionError::Internal(format!(
+                    "a short text IN list takes text, not {other}"
+                )));
+            }
+        };
+        // A null value is neither in nor out: null, as for `IN`.
+        Ok(BooleanArray::new(bits, array.nulls().cloned()))
+    }
+}
+
+impl fmt::Display for ShortTextInExpr {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let list: Vec<String> = self.list.iter().map(|e| e.to_string()).collect();
+        let not = if self.negated { "NOT " } else { "" };
+        write!(
+            f,
+            "{} {not}IN (SHORT TEXT) ([{}])",
+            self.expr,
+            list.join(", ")
+        )
+    }
+}
+
+impl PhysicalExpr for ShortTextInExpr {
+    fn data_type(&self, _input_schema: &Schema) -> Result<DataType> {
+        Ok(DataType::Boolean)
+    }
+
+    fn nullable(&self, input_schema: &Schema) -> Result<bool> {
+        self.expr.nullable(input_schema)
+    }
+
+    fn evaluate(&self, batch: &RecordBatch) -> Result<ColumnarValue> {
+        match self.expr.evaluate(batch)? {
+            ColumnarValue::Array(array) => Ok(ColumnarValue::Array(Arc::new(self.test(&array)?))),
+            ColumnarValue::Scalar(scalar) => {
+                let one = self.test(&scalar.to_array()?)?;
+                Ok(ColumnarValue::Scalar(ScalarValue::try_from_array(&one, 0)?))
+            }
+        }
+    }
+
+    fn children(&self) -> Vec<&Arc<dyn PhysicalExpr>> {
+        vec![&self.expr]
+    }
+
+    fn with_new_children(
+        self: Arc<Self>,
+        children: Vec<Arc<dyn PhysicalExpr>>,
+    ) -> Result<Arc<dyn PhysicalExpr>> {
+        let [expr] = <[_; 1]>::try_from(children).map_err(|c| {
+            DataFusionError::Internal(format!(
+                "a short text IN list takes one child, not {}",
+                c.len()
+            ))
+        })?;
+        Ok(Arc::new(Self {
+            expr,
+            list: self.list.clone(),
+            keys: self.keys.clone(),
+            negated: self.negated,
+        }))
+    }
+
+    fn fmt_sql(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        self.expr.fmt_sql(f)?;
+        f.write_str(if self.negated { " NOT IN (" } else { " IN (" })?;
+        for (i, e) in self.list.iter().enumerate() {
+            if i > 0 {
+                f.write_str(", ")?;
+            }
+            e.fmt_sql(f)?;
+        }
+        f.write_str(")")
+    }
+}
+
+/// Swaps every short text `IN` in a filter's predicate for
+/// [`ShortTextInExpr`].
+#[derive(Debug, Default)]
+pub struct ShortTextIn;
+
+impl ShortTextIn {
+    fn rewrite(
+        predicate: &Arc<dyn PhysicalExpr>,
+        schema: &Schema,
+    ) -> Result<Transformed<Arc<dyn PhysicalExpr>>> {
+        Arc::clone(predicate).transform_up(|e| {
+            let Some(in_list) = e.downcast_ref::<InListExpr>() else {
+                return Ok(Transformed::no(e));
+            };
+            Ok(match ShortTextInExpr::from_in_list(in_list, schema) {
+                Some(short) => Transformed::yes(Arc::new(short) as Arc<dyn PhysicalExpr>),
+                None => Transformed::no(e),
+            })
+        })
+    }
+}
+
+impl PhysicalOptimizerRule for ShortTextIn {
+    fn optimize(
+        &self,
+        plan: Arc<dyn ExecutionPlan>,
+        _config: &ConfigOptions,
+    ) -> Result<Arc<dyn ExecutionPlan>> {
+        plan.transform_up(|node| {
+            let Some(filter) = node.downcast_ref::<FilterExec>() else {
+                return Ok(Transformed::no(node));
+            };
+            let predicate = Self::rewrite(filter.predicate(), &filter.input().schema())?;
+            if !predicate.transformed {
+                return Ok(Transformed::no(node));
+            }
+            let rebuilt = FilterExecBuilder::from(filter)
+                .with_predicate(predicate.data)
+                .build()?;
+            Ok(Transformed::yes(Arc::new(rebuilt) as Arc<dyn ExecutionPlan>))
+        })
+        .map(|t| t.data)
+    }
+
+    fn name(&self) -> &str {
+        "veil_short_text_in"
+    }
+
+    fn schema_check(&self) -> bool {
+        true
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use datafusion::arrow::array::StringArray;
+    use datafusion::arrow::datatypes::Field;
+    use datafusion::execution::SessionStateBuilder;
+    use datafusion::physical_plan::displayable;
+    use datafusion::prelude::{Expr, SessionContext, col, lit};
+
+    fn context(short: bool) -> SessionContext {
+        let mut b = SessionStateBuilder::new().with_default_features();
+        if short {
+            b = b.with_physical_optimizer_rule(Arc::new(ShortTextIn));
+        }
+        SessionContext::new_with_state(b.build())
+    }
+
+    /// Values near every key: each byte flipped, doubled, extended, other
+    /// cases, nulls, longer than 8 bytes.
+    fn probe_values(keys: &[&str]) -> StringArray {
+        let mut values: Vec<Option<String>> = vec![
+            None,
+            Some("ny".into()),
+            Some("e".into()),
+            Some("ABCDEFGHI".into()),
+        ];
+        for k in keys {
+            values.push(Some(k.to_string()));
+            let b = k.as_bytes();
+            for i in 0..b.len() {
+                let mut near = b.to_vec();
+                near[i] ^= 1;
+                values.push(String::from_utf8(near).ok());
+            }
+            values.push(Some(format!("{k}{k}")));
+            values.push(Some(format!("{k}-{k}")));
+            values.push(Some(format!("{k}?")));
+            values.push(None);
+        }
+        StringArray::from(values)
+    }
+
+    async fn run(
+        ctx: &SessionContext,
+        batch: &RecordBatch,
+        filter: Expr,
+    ) -> (Vec<Option<String>>, String) {
+        let frame = ctx
+            .read_batch(batch.clone())
+            .unwrap()
+            .filter(filter)
+            .unwrap();
+        let plan = frame.clone().create_physical_plan().await.unwrap();
+        let shown = displayable(plan.as_ref()).indent(true).to_string();
+        let out = frame.collect().await.unwrap();
+        let mut rows = Vec::new();
+        for b in out {
+            let s = datafusion::arrow::compute::cast(b.column(0), &DataType::Utf8).unwrap();
+            rows.extend(s.as_string::<i32>().iter().map(|v| v.map(str::to_string)));
+        }
+        (rows, shown)
+    }
+
+    /// The rule's filter keeps exactly the rows `IN` and `NOT IN` keep, for
+    /// every text type, including under `NOT (...)` and `IS NULL` (where
+    /// a null answer differs from false).
+    #[tokio::test]
+    async fn keeps_exactly_what_in_keeps() {
+        let keys = ["CA", "NY", "", "Texas", "é", "ABCDEFGH", "xyz", "q"];
+        let values = probe_values(&keys);
+        let list = || keys.iter().map(|k| lit(*k)).collect::<Vec<_>>();
+        for dt in [DataType::Utf8, DataType::LargeUtf8, DataType::Utf8View] {
+            let column = datafusion::arrow::compute::cast(&values, &dt).unwrap();
+            let batch = RecordBatch::try_new(
+                Arc::new(Schema::new(vec![Field::new("g", dt.clone(), true)])),
+                vec![column],
+            )
+            .unwrap();
+            let filters = [
+                col("g").in_list(list(), false),
+                col("g").in_list(list(), true),
+                Expr::Not(Box::new(col("g").in_list(list(), false))),
+                col("g").in_list(list(), false).is_null(),
+                col("g").in_list(list(), true).is_not_true(),
+            ];
+            for filter in filters {
+                let (fast, shown) = run(&context(true), &batch, filter.clone()).await;
+                let (reference, plain) = run(&context(false), &batch, filter.clone()).await;
+                assert!(shown.contains("IN (SHORT TEXT)"), "{dt} {filter}: {shown}");
+                assert!(!plain.contains("SHORT TEXT"), "{plain}");
+                assert_eq!(fast, reference, "{dt} {filter}");
+            }
+            let (kept, _) = run(&context(true), &batch, col("g").in_list(list(), false)).await;
+            // Each key once, and the doubled empty key.
+            assert_eq!(kept.len(), keys.len() + 1, "{dt}: {kept:?}");
+        }
+    }
+
+    /// Lists the rule can't take stay `IN`: a long key, too many keys, a
+    /// null in the list, numbers.
+    #[tokio::test]
+    async fn other_lists_stay_in() {
+        let values = StringArray::from(vec![Some("CA"), Some("ABCDEFGHI"), None, Some("7")]);
+        let batch = RecordBatch::try_new(
+            Arc::new(Schema::new(vec![Field::new("g", DataType::Utf8, true)])),
+            vec![Arc::new(values)],
+        )
+        .unwrap();
+        let many: Vec<Expr> = (0..=MAX_KEYS).map(|i| lit(i.to_string())).collect();
+        let filters = [
+            col("g").in_list(vec![lit("CA"), lit("ABCDEFGHI")], false),
+            col("g").in_list(many, false),
+            col("g").in_list(vec![lit("CA"), lit(ScalarValue::Utf8(None))], false),
+        ];
+        for filter in filters {
+            let (fast, shown) = run(&context(true), &batch, filter.clone()).await;
+            let (reference, _) = run(&context(false), &batch, filter.clone()).await;
+            assert!(!shown.contains("SHORT TEXT"), "{filter}: {shown}");
+            assert_eq!(fast, reference, "{filter}");
+        }
+        assert!(Keys::new(["123456789"]).is_none());
+        assert!(Keys::new(["12345678"]).is_some());
+        let names: Vec<String> = (0..=MAX_KEYS).map(|i| i.to_string()).collect();
+        assert!(Keys::new(names.iter().map(String::as_str)).is_none());
+        assert!(Keys::new(names[..MAX_KEYS].iter().map(String::as_str)).is_some());
+    }
+
+    /// A scalar operand answers as `IN` does, null included.
+    #[test]
+    fn a_scalar_answers_like_in() {
+        let schema = Schema::new(vec![Field::new("g", DataType::Utf8, true)]);
+        let batch = RecordBatch::new_empty(Arc::new(schema.clone()));
+        let list: Vec<Arc<dyn PhysicalExpr>> = vec![
+            Arc::new(Literal::new(ScalarValue::Utf8(Some("CA".into())))),
+            Arc::new(Literal::new(ScalarValue::Utf8(Some("NY".into())))),
+        ];
+        for (v, negated, want) in [
+            (Some("CA"), false, Some(true)),
+            (Some("TX"), false, Some(false)),
+            (Some("CA"), true, Some(false)),
+            (None, false, None),
+            (None, true, None),
+        ] {
+            let operand = Arc::new(Literal::new(ScalarValue::Utf8(v.map(str::to_string))));
+            let in_list = InListExpr::try_new(operand, list.clone(), negated, &schema).unwrap();
+            let short = ShortTextInExpr::from_in_list(&in_list, &schema).unwrap();
+            let ColumnarValue::Scalar(ScalarValue::Boolean(got)) = short.evaluate(&batch).unwrap()
+            else {
+                panic!("a scalar");
+            };
+            assert_eq!(got, want, "{v:?} negated {negated}");
+        }
+    }
+}
