@@ -1875,6 +1875,17 @@ mod tests {
         pretty(&all)
     }
 
+    /// The rows a SQL command answers, as table lines.
+    async fn sql_rows(engine: &Arc<Engine>, who: &Arc<Principal>, cmd: &Command) -> String {
+        let scope = engine.scope(who).await.unwrap();
+        let q = engine.plan(&scope, cmd, None, None).await.unwrap();
+        pretty(
+            &datafusion::physical_plan::common::collect(q.execute().unwrap())
+                .await
+                .unwrap(),
+        )
+    }
+
     /// The physical plan a scan runs, as text.
     async fn physical_text(
         engine: &Arc<Engine>,
@@ -2098,15 +2109,6 @@ mod tests {
             query: "SELECT count(*) AS n, count(DISTINCT state) AS s FROM clinical.trials".into(),
             ..Default::default()
         });
-        async fn sql_rows(engine: &Arc<Engine>, who: &Arc<Principal>, cmd: &Command) -> String {
-            let scope = engine.scope(who).await.unwrap();
-            let q = engine.plan(&scope, cmd, None, None).await.unwrap();
-            pretty(
-                &datafusion::physical_plan::common::collect(q.execute().unwrap())
-                    .await
-                    .unwrap(),
-            )
-        }
         // Computed, before any copy: the row filter runs.
         let plan = physical_text(&engine, &alice, &all).await;
         assert!(plan.contains("FilterExec"), "{plan}");
@@ -2213,15 +2215,6 @@ mod tests {
                 "SELECT year, count(*) AS n, sum(age) AS s, min(amount) AS m FROM ops.events GROUP BY year",
             ),
         ];
-        async fn sql_rows(engine: &Arc<Engine>, who: &Arc<Principal>, cmd: &Command) -> String {
-            let scope = engine.scope(who).await.unwrap();
-            let q = engine.plan(&scope, cmd, None, None).await.unwrap();
-            pretty(
-                &datafusion::physical_plan::common::collect(q.execute().unwrap())
-                    .await
-                    .unwrap(),
-            )
-        }
         // What the files hold, read by an engine without kept copies.
         let (plain, snap) = demo_engine_with(dir.path(), &extra).await;
         let plain = Arc::new(plain);
