@@ -2155,6 +2155,45 @@ mod tests {
             "no copy more for the same binding"
         );
 
+        // A stable sample joins the row policies: applied once as well,
+        // with the rows a computed read gives.
+        let spec: crate::model::policy::PolicySpec = toml::from_str(
+            "name = \"half\"\ndataset = \"clinical.trials\"\nrow_filter = { sample = 50, column = \"participant_id\" }\nexcept = { groups = [\"privileged\"] }",
+        )
+        .unwrap();
+        engine
+            .state()
+            .store()
+            .put_policy(&spec, crate::store::PolicyPut::Create)
+            .await
+            .unwrap();
+        let plan = physical_text(&engine, &alice, &all).await;
+        assert!(
+            plan.contains("FilterExec"),
+            "a new binding is computed first:\n{plan}"
+        );
+        let sampled = pretty(&scan_rows(&engine, &alice, &all, None).await);
+        let sampled_parts = parts_rows(&engine, &alice, &all).await;
+        assert_ne!(sampled, computed[0].0, "the sample leaves rows out");
+        let mut waited = 0;
+        loop {
+            let plan = physical_text(&engine, &alice, &all).await;
+            if plan.contains("KeptCopyScanExec") && !plan.contains("FilterExec") {
+                break;
+            }
+            waited += 1;
+            assert!(
+                waited < 600,
+                "no copy of the sampled rows after 60 s:\n{plan}"
+            );
+            tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+        }
+        assert_eq!(
+            pretty(&scan_rows(&engine, &alice, &all, None).await),
+            sampled
+        );
+        assert_eq!(parts_rows(&engine, &alice, &all).await, sampled_parts);
+
         // A time window moves with the clock: its filter stays in every
         // read, copy or not.
         let spec: crate::model::policy::PolicySpec = toml::from_str(
