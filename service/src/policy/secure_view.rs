@@ -483,14 +483,44 @@ pub fn copy_plan(
 ) -> Result<LogicalPlan> {
     let column =
         |name: &str| Expr::Column(Column::new(Some(TableReference::bare(SOURCE_ALIAS)), name));
-    let exprs = stored_columns
+    let fields: Vec<String> = source
+        .schema()
+        .fields()
+        .iter()
+        .map(|f| f.name().clone())
+        .collect();
+    let mut b = LogicalPlanBuilder::scan(SOURCE_ALIAS, provider_as_source(source), None)
+        .map_err(unenforceable)?;
+    let flag = Expr::Column(Column::from_name(KEPT_ROWS_FLAG));
+    if let Some(r) = rows {
+        // The flag first, so masks are computed only for the rows kept (a
+        // mask never runs on, nor fails on, a row the reader can't see).
+        b = b
+            .project(
+                fields.iter().map(|n| column(n)).chain([r
+                    .expr
+                    .clone()
+                    .is_true()
+                    .alias(KEPT_ROWS_FLAG)]),
+            )
+            .map_err(unenforceable)?;
+    }
+    let mut exprs: Vec<Expr> = stored_columns
         .fields()
         .iter()
         .map(|f| column(f.name()).alias(f.name()))
-        .chain(masks.iter().map(|m| m.expr.clone().alias(&m.stored)))
-        .chain(rows.map(|r| r.expr.clone().is_true().alias(KEPT_ROWS_FLAG)));
-    LogicalPlanBuilder::scan(SOURCE_ALIAS, provider_as_source(source), None)
-        .and_then(|b| b.project(exprs))
+        .collect();
+    for m in masks {
+        let e = match rows {
+            None => m.expr.clone(),
+            Some(_) => when(flag.clone(), m.expr.clone())
+                .end()
+                .map_err(unenforceable)?,
+        };
+        exprs.push(e.alias(&m.stored));
+    }
+    exprs.extend(rows.map(|_| flag.clone()));
+    b.project(exprs)
         .and_then(|b| b.build())
         .map_err(unenforceable)
 }
