@@ -1779,16 +1779,11 @@ mod tests {
         assert_eq!(engine.plans.len(), 2);
 
         // A policy change is effective on the next request.
-        let spec: crate::model::policy::PolicySpec = toml::from_str(
+        create_policy(
+            &engine,
             "name = \"null-state\"\ndataset = \"clinical.trials\"\ncolumns = [\"state\"]\nmask = \"null\"",
         )
-        .unwrap();
-        engine
-            .state()
-            .store()
-            .put_policy(&spec, crate::store::PolicyPut::Create)
-            .await
-            .unwrap();
+        .await;
         let after = pretty(&scan_rows(&engine, &alice, &scan, None).await);
         assert!(!after.contains("| CA"), "state is nulled now:\n{after}");
 
@@ -2032,16 +2027,11 @@ mod tests {
 
         // A policy change: the next read computes the new masks (the old
         // copy holds other values), then gets a copy of its own.
-        let spec: crate::model::policy::PolicySpec = toml::from_str(
+        create_policy(
+            &engine,
             "name = \"regex-state\"\ndataset = \"clinical.trials\"\ncolumns = [\"state\"]\nmask = { regex = { pattern = '^C', replacement = 'X' } }\nexcept = { groups = [\"privileged\"] }",
         )
-        .unwrap();
-        engine
-            .state()
-            .store()
-            .put_policy(&spec, crate::store::PolicyPut::Create)
-            .await
-            .unwrap();
+        .await;
         assert!(
             physical_text(&engine, &alice, &all)
                 .await
@@ -2072,6 +2062,30 @@ mod tests {
         kept_after(&engine, "clinical.trials", g2).await;
         assert_eq!(pretty(&scan_rows(&engine, &alice, &all, None).await), fresh);
         assert_eq!(parts_rows(&engine, &alice, &all).await, fresh);
+    }
+
+    /// Add the policy `toml` describes to the engine's store.
+    async fn create_policy(engine: &Engine, toml: &str) {
+        let spec: crate::model::policy::PolicySpec = toml::from_str(toml).unwrap();
+        engine
+            .state()
+            .store()
+            .put_policy(&spec, crate::store::PolicyPut::Create)
+            .await
+            .unwrap();
+    }
+
+    /// Wait (at most 60 s) until `who`'s scan reads a kept copy of the rows
+    /// their policies keep: a copy scan with no row filter over it.
+    async fn until_kept_rows_serve(engine: &Arc<Engine>, who: &Arc<Principal>, scan: &ScanCommand) {
+        for _ in 0..600 {
+            let plan = physical_text(engine, who, scan).await;
+            if plan.contains("KeptCopyScanExec") && !plan.contains("FilterExec") {
+                return;
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+        }
+        panic!("no copy of the kept rows after 60 s");
     }
 
     /// A principal's row policy, bound to their attribute values, is
@@ -2124,16 +2138,7 @@ mod tests {
         assert_ne!(computed[0].0, computed[1].0, "CA rows are not NY rows");
         // Each binding's copy is built; then its reads filter nothing.
         for who in [&alice, &nina] {
-            let mut waited = 0;
-            loop {
-                let plan = physical_text(&engine, who, &all).await;
-                if plan.contains("KeptCopyScanExec") && !plan.contains("FilterExec") {
-                    break;
-                }
-                waited += 1;
-                assert!(waited < 600, "no copy of the kept rows after 60 s:\n{plan}");
-                tokio::time::sleep(std::time::Duration::from_millis(100)).await;
-            }
+            until_kept_rows_serve(&engine, who, &all).await;
         }
         for (who, c) in [&alice, &nina].into_iter().zip(&computed) {
             assert_eq!(pretty(&scan_rows(&engine, who, &all, None).await), c.0);
@@ -2157,16 +2162,11 @@ mod tests {
 
         // A stable sample joins the row policies: applied once as well,
         // with the rows a computed read gives.
-        let spec: crate::model::policy::PolicySpec = toml::from_str(
+        create_policy(
+            &engine,
             "name = \"half\"\ndataset = \"clinical.trials\"\nrow_filter = { sample = 50, column = \"participant_id\" }\nexcept = { groups = [\"privileged\"] }",
         )
-        .unwrap();
-        engine
-            .state()
-            .store()
-            .put_policy(&spec, crate::store::PolicyPut::Create)
-            .await
-            .unwrap();
+        .await;
         let plan = physical_text(&engine, &alice, &all).await;
         assert!(
             plan.contains("FilterExec"),
@@ -2175,19 +2175,7 @@ mod tests {
         let sampled = pretty(&scan_rows(&engine, &alice, &all, None).await);
         let sampled_parts = parts_rows(&engine, &alice, &all).await;
         assert_ne!(sampled, computed[0].0, "the sample leaves rows out");
-        let mut waited = 0;
-        loop {
-            let plan = physical_text(&engine, &alice, &all).await;
-            if plan.contains("KeptCopyScanExec") && !plan.contains("FilterExec") {
-                break;
-            }
-            waited += 1;
-            assert!(
-                waited < 600,
-                "no copy of the sampled rows after 60 s:\n{plan}"
-            );
-            tokio::time::sleep(std::time::Duration::from_millis(100)).await;
-        }
+        until_kept_rows_serve(&engine, &alice, &all).await;
         assert_eq!(
             pretty(&scan_rows(&engine, &alice, &all, None).await),
             sampled
@@ -2196,16 +2184,11 @@ mod tests {
 
         // A time window moves with the clock: its filter stays in every
         // read, copy or not.
-        let spec: crate::model::policy::PolicySpec = toml::from_str(
+        create_policy(
+            &engine,
             "name = \"recent\"\ndataset = \"clinical.trials\"\nrow_filter = { within = \"36500 days\", column = \"date_of_birth\" }\nexcept = { groups = [\"privileged\"] }",
         )
-        .unwrap();
-        engine
-            .state()
-            .store()
-            .put_policy(&spec, crate::store::PolicyPut::Create)
-            .await
-            .unwrap();
+        .await;
         for _ in 0..20 {
             let plan = physical_text(&engine, &alice, &all).await;
             assert!(plan.contains("FilterExec"), "{plan}");
