@@ -217,8 +217,31 @@ async fn discovery_proposes_tags_owners_decide_and_policies_follow() {
         .await
         .unwrap();
     assert!(ack.contains("rejected"), "{ack}");
-    let e = dave
+    // Deciding again what was decided changes nothing and succeeds, so a
+    // list of decisions can be retried.
+    let ack = dave
         .decide_tag_proposal("crm.customers", "tel", "PII.phone", false, None)
+        .await
+        .unwrap();
+    assert!(ack.contains("already rejected"), "{ack}");
+    let ack = dave
+        .decide_tag_proposal("crm.customers", "contact", "PII.email", true, None)
+        .await
+        .unwrap();
+    assert!(ack.contains("already accepted"), "{ack}");
+    let ack = dave
+        .decide_tag_proposal(
+            "crm.customers",
+            "full_name",
+            "PII.name",
+            true,
+            Some("PII.person"),
+        )
+        .await
+        .unwrap();
+    assert!(ack.contains("already accepted"), "{ack}");
+    let e = dave
+        .decide_tag_proposal("crm.customers", "zip", "PII.ssn", false, None)
         .await
         .unwrap_err();
     assert_eq!(code(&e), Code::NotFound, "{e}");
@@ -238,6 +261,16 @@ async fn discovery_proposes_tags_owners_decide_and_policies_follow() {
     assert!(rejected.contains("tel"), "{again}");
     let tagged = again["already_tagged"].to_string();
     assert!(tagged.contains("contact"), "{again}");
+    // Accepted as another tag: not proposed again, shown as tagged so.
+    assert!(!pending.contains(&"full_name".to_string()), "{again}");
+    assert!(
+        again["already_tagged"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|t| t["column"] == "full_name" && t["tag"] == "PII.person"),
+        "{again}"
+    );
     let full_name = dave.describe("crm.customers").await.unwrap();
     let full_name = full_name
         .columns
@@ -259,6 +292,65 @@ async fn discovery_proposes_tags_owners_decide_and_policies_follow() {
     let tel = dave.describe("crm.customers").await.unwrap();
     let tel = tel.columns.iter().find(|c| c.name == "tel").unwrap();
     assert_eq!(tel.tags, ["PII.phone"]);
+
+    // Several decisions on the command line: one that fails doesn't stop
+    // the others, the command fails naming it, and running it again once
+    // fixed applies the rest without tripping on what was done.
+    dave.discover("crm.customers", 0, 0).await.unwrap();
+    let (bin, address, token) = (
+        veil_tests::veil_bin(),
+        server.address.clone(),
+        server.token("dave"),
+    );
+    let run = move |args: &'static [&'static str]| {
+        let (bin, address, token) = (bin.clone(), address.clone(), token.clone());
+        async move {
+            tokio::task::spawn_blocking(move || {
+                std::process::Command::new(bin)
+                    .args(args)
+                    .env("VEIL_ADDRESS", address)
+                    .env("VEIL_TOKEN", token)
+                    .output()
+                    .unwrap()
+            })
+            .await
+            .unwrap()
+        }
+    };
+    let out = run(&[
+        "discover",
+        "crm.customers",
+        "--accept",
+        "ssn=PII.ssn",
+        "--accept",
+        "notes=PII.ssn",
+        "--reject",
+        "zip=PII.postal_code",
+    ])
+    .await;
+    let (stdout, stderr) = (
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr),
+    );
+    assert!(!out.status.success(), "{stdout}");
+    assert!(stderr.contains("--accept notes=PII.ssn"), "{stderr}");
+    assert!(stdout.contains("accepted: ssn tagged PII.ssn"), "{stdout}");
+    assert!(stdout.contains("rejected: PII.postal_code"), "{stdout}");
+    let out = run(&[
+        "discover",
+        "crm.customers",
+        "--accept",
+        "ssn=PII.ssn",
+        "--reject",
+        "zip=PII.postal_code",
+    ])
+    .await;
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "{stdout}");
+    assert!(
+        stdout.contains("already accepted") && stdout.contains("already rejected"),
+        "{stdout}"
+    );
 
     // The audit records who ran discovery and decided what, never values.
     let audit = dave.audit_tail(200).await.unwrap();

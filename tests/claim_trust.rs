@@ -269,7 +269,23 @@ async fn a_reload_applies_new_trust_and_refuses_unknown_levels() {
         )
     };
     std::fs::write(&server.config_path, trusting("groups")).unwrap();
-    dave.reload().await.unwrap();
+    let report = dave.reload().await.unwrap();
+    // Said, and audited, as what changed.
+    assert!(
+        report.contains("issuers' claim trust changed: veil-demo")
+            && !report.contains("nothing changed"),
+        "{report}"
+    );
+    let events = dave.audit_tail(5).await.unwrap();
+    let reload = events
+        .iter()
+        .rev()
+        .find(|e| e.contains("config.reload"))
+        .expect("the reload is audited");
+    assert!(
+        reload.contains("issuers' claim trust changed: veil-demo"),
+        "{reload}"
+    );
     // The same token, now believed.
     let ssns = column(&alice, "clinical.trials", "ssn").await;
     assert!(ssns.iter().all(|s| s.len() == 11), "raw for privileged");

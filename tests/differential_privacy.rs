@@ -149,6 +149,29 @@ async fn answers_are_one_endpoint_without_a_count_and_come_with_a_receipt() {
     let tail = dave.audit_tail(200).await.unwrap().join("\n");
     assert!(tail.contains("differential privacy"), "{tail}");
     assert!(tail.contains("drawn (cache miss)") && tail.contains("served from the cache"));
+    // The dataset is named once (the answer is planned, then rebuilt from
+    // its accepted shape: two reads of it), and a δ of nothing reads 0.
+    let events: Vec<serde_json::Value> = dave
+        .audit_tail(200)
+        .await
+        .unwrap()
+        .iter()
+        .map(|e| serde_json::from_str(e).unwrap())
+        .collect();
+    for e in &events {
+        let dataset = e["dataset"].as_str().unwrap_or("");
+        assert!(!dataset.contains(','), "{e}");
+    }
+    assert!(
+        events.iter().any(|e| e["action"] == "read.end"
+            && e["dataset"] == "clinical.trials"
+            && e["message"]
+                .as_str()
+                .unwrap_or("")
+                .contains("differential privacy")),
+        "{tail}"
+    );
+    assert!(tail.contains("and delta 0 charged"), "{tail}");
     // dave, an owner-level auditor, sees the dataset's ledger and every
     // user's.
     let all: Vec<serde_json::Value> = dave

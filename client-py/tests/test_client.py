@@ -168,6 +168,12 @@ def test_admin_command_line(server):
     assert out.returncode == 0 and out.stdout.startswith("reloaded"), out.stderr
     out = run("delete-user", "hank")
     assert out.returncode == 0, out.stderr
+    # A preview that shows no rows says so, with the columns, not an empty table.
+    env["VEIL_TOKEN"] = server.token("erin")
+    out = run("preview", "clinical.trials")
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.startswith("no rows of clinical.trials for you (columns: participant_id"), out.stdout
+    assert "++" not in out.stdout
     env["VEIL_TOKEN"] = server.token("alice")
     out = run("grant", "alice", "AUDIT")
     assert out.returncode == 1

@@ -588,8 +588,8 @@ class Connection:
             warnings.warn(
                 RowPolicyWarning(
                     f"no rows: a row policy on {', '.join(filtered)} decides which rows you see, "
-                    "from your attributes (whoami() shows them); none passed it. "
-                    "describe(name) shows rows_filtered; the dataset's owner can say more"
+                    "from your attributes (whoami() shows them); it, or the read's own filter, "
+                    "left none. describe(name) shows rows_filtered; the dataset's owner can say more"
                 ),
                 stacklevel=4,
             )

@@ -12,8 +12,9 @@ use veil_proto::{RegisterDatasetRequest, UserRef};
 /// Where the server is and who you are.
 #[derive(Debug, Args)]
 pub(crate) struct ConnectArgs {
-    /// Server address, e.g. grpc://127.0.0.1:8815 or grpc+tls://host:8815.
-    #[arg(long, env = "VEIL_ADDRESS")]
+    /// Server address, e.g. grpc://127.0.0.1:8815 or grpc+tls://host:8815
+    /// (default, like the Python client's: the local demo's).
+    #[arg(long, env = "VEIL_ADDRESS", default_value = "grpc://127.0.0.1:8815")]
     address: String,
     /// Bearer token (a JWT; `veil token` prints one in development).
     #[arg(long, env = "VEIL_TOKEN", hide_env_values = true)]
@@ -459,34 +460,49 @@ async fn discover(conn: &Connection, a: DiscoverOptions) -> Result<Vec<String>, 
         ));
     }
     if !a.accept.is_empty() || !a.reject.is_empty() {
-        let mut out = Vec::new();
-        for (arg, accept) in a
+        let decisions = a
             .accept
             .iter()
             .map(|x| (x, true))
             .chain(a.reject.iter().map(|x| (x, false)))
-        {
-            let flag = if accept { "accept" } else { "reject" };
-            let (column, tag) = column_and_tag(arg, flag)?;
+            .map(|(arg, accept)| {
+                let flag = if accept { "accept" } else { "reject" };
+                column_and_tag(arg, flag).map(|(column, tag)| (arg, flag, accept, column, tag))
+            })
+            .collect::<Result<Vec<_>, _>>()?;
+        // Each decision is applied on its own: one that fails doesn't stop
+        // the others, and deciding again what was decided changes nothing,
+        // so the same command can be run again once the failure is fixed.
+        let mut out = Vec::new();
+        let mut failed: Option<tonic::Status> = None;
+        for (arg, flag, accept, column, tag) in decisions {
             match conn
                 .decide_tag_proposal(&a.dataset, &column, &tag, accept, a.tag_as.as_deref())
                 .await
             {
                 Ok(done) => out.push(done),
                 Err(ClientError::Status(s)) => {
-                    // Say which one failed, and what the earlier ones did.
-                    for line in &out {
-                        println!("{line}");
-                    }
-                    return Err(ClientError::Status(tonic::Status::new(
-                        s.code(),
-                        format!("--{flag} {arg}: {}", s.message()),
-                    )));
+                    let message = format!("--{flag} {arg}: {}", s.message());
+                    failed = Some(match failed {
+                        None => tonic::Status::new(s.code(), message),
+                        Some(f) => {
+                            tonic::Status::new(f.code(), format!("{}; {message}", f.message()))
+                        }
+                    });
                 }
                 Err(e) => return Err(e),
             }
         }
-        return Ok(out);
+        return match failed {
+            None => Ok(out),
+            Some(s) => {
+                // Say what the others did, then which failed.
+                for line in &out {
+                    println!("{line}");
+                }
+                Err(ClientError::Status(s))
+            }
+        };
     }
     let report = conn
         .discover(&a.dataset, a.sample, a.min_confidence)
@@ -756,9 +772,33 @@ async fn execute(conn: &Connection, command: AdminCommand) -> Result<Vec<String>
         }
         AdminCommand::Preview { name, rows } => {
             let batches = conn.preview(&name, rows).await?;
-            one(arrow::util::pretty::pretty_format_batches(&batches)
-                .map_err(|e| ClientError::Flight(format!("cannot format the rows: {e}")))?
-                .to_string())
+            if batches.iter().all(|b| b.num_rows() == 0) {
+                // A read of no rows may send no batch: the dictionary
+                // names the columns then.
+                let columns = match batches.first() {
+                    Some(b) => b
+                        .schema()
+                        .fields()
+                        .iter()
+                        .map(|f| f.name().clone())
+                        .collect::<Vec<_>>(),
+                    None => conn
+                        .describe(&name)
+                        .await?
+                        .columns
+                        .into_iter()
+                        .map(|c| c.name)
+                        .collect(),
+                }
+                .join(", ");
+                one(format!(
+                    "no rows of {name} for you (columns: {columns}): the dataset is empty, or a row policy leaves you none; `veil admin describe {name}` says whether rows are filtered for you"
+                ))
+            } else {
+                one(arrow::util::pretty::pretty_format_batches(&batches)
+                    .map_err(|e| ClientError::Flight(format!("cannot format the rows: {e}")))?
+                    .to_string())
+            }
         }
         AdminCommand::Describe { name } => {
             let d = conn.describe(&name).await?;

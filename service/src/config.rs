@@ -276,7 +276,7 @@ pub struct TlsConfig {
     pub key_file: PathBuf,
 }
 
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct AuthConfig {
     /// Required `aud` claim.
@@ -324,7 +324,7 @@ fn default_attributes_claim() -> String {
 }
 
 /// One trusted token key, pinned to an issuer and an algorithm.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct KeyConfig {
     pub issuer: String,

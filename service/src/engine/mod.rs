@@ -686,7 +686,7 @@ impl Engine {
             return Err(dp::refusal(
                 dp::Refusal::RowLevel,
                 &guard,
-                "its rows are never served: ask aggregate questions with sql()",
+                "its rows are never served",
             ));
         }
         let task = ctx.task_ctx();

@@ -34,6 +34,7 @@ fn proposal_json(p: &TagProposal) -> serde_json::Value {
         "status": match p.status {
             ProposalStatus::Pending => "pending",
             ProposalStatus::Rejected => "rejected",
+            ProposalStatus::Accepted => "accepted",
         },
     })
 }
@@ -152,25 +153,61 @@ impl Governance {
 /// proposal tags the column; rejecting a pending one keeps it on record.
 /// Either way, a tag a global policy targets needs GOVERNANCE: rejecting it
 /// would keep discovery from bringing that policy's column to a governor.
+/// Deciding again what was already decided the same way changes nothing
+/// and succeeds, so a list of decisions can be retried.
 fn decide(
     p: &Principal,
     d: &mut DatasetRecord,
     req: &DecideTagProposalRequest,
     snapshot: &crate::model::snapshot::Snapshot,
 ) -> Result<String> {
-    let Some(i) = d.tag_proposals.iter().position(|x| {
-        x.column == req.column
-            && x.tag.eq_ignore_ascii_case(&req.tag)
-            && (req.accept || x.status == ProposalStatus::Pending)
-    }) else {
-        return Err(VeilError::NotFound(format!(
-            "no {}proposal of tag '{}' for column '{}' of {}: `veil discover {}` lists the current ones",
-            if req.accept { "" } else { "pending " },
-            req.tag.chars().take(128).collect::<String>(),
-            req.column.chars().take(128).collect::<String>(),
-            d.name,
-            d.name
-        )));
+    let chosen = match req.tag_as.trim() {
+        "" => req.tag.clone(),
+        t => t.to_string(),
+    };
+    let same = |x: &TagProposal| x.column == req.column && x.tag.eq_ignore_ascii_case(&req.tag);
+    let found = d.tag_proposals.iter().position(|x| {
+        same(x)
+            && match x.status {
+                ProposalStatus::Pending => true,
+                ProposalStatus::Rejected => req.accept,
+                // Accepted as another tag: accepting it as yet another works.
+                ProposalStatus::Accepted => {
+                    req.accept
+                        && !x
+                            .accepted_as
+                            .as_deref()
+                            .is_some_and(|t| t.eq_ignore_ascii_case(&chosen))
+                }
+            }
+    });
+    let Some(i) = found else {
+        // Already decided this way?
+        let carried = d
+            .column(&req.column)
+            .is_some_and(|c| c.tags.iter().any(|t| t.eq_ignore_ascii_case(&chosen)));
+        let rejected = d
+            .tag_proposals
+            .iter()
+            .any(|x| same(x) && x.status == ProposalStatus::Rejected);
+        return match (req.accept, carried, rejected) {
+            (true, true, _) => Ok(format!(
+                "already accepted: {} is tagged {chosen}; nothing changed",
+                req.column
+            )),
+            (false, _, true) => Ok(format!(
+                "already rejected: {} for {}; nothing changed",
+                req.tag, req.column
+            )),
+            _ => Err(VeilError::NotFound(format!(
+                "no {}proposal of tag '{}' for column '{}' of {}: `veil discover {}` lists the current ones",
+                if req.accept { "" } else { "pending " },
+                req.tag.chars().take(128).collect::<String>(),
+                req.column.chars().take(128).collect::<String>(),
+                d.name,
+                d.name
+            ))),
+        };
     };
     let proposal = d.tag_proposals[i].clone();
     if !req.accept {
@@ -204,7 +241,16 @@ fn decide(
         tags.push(tag.clone());
     }
     retag_column(p, d, &proposal.column, tags, snapshot)?;
-    d.tag_proposals.remove(i);
+    if tag.eq_ignore_ascii_case(&proposal.tag) {
+        d.tag_proposals.remove(i);
+    } else {
+        // Kept on record: the column doesn't carry the proposed tag, and
+        // discovery would otherwise propose it again.
+        let accepted = &mut d.tag_proposals[i];
+        accepted.status = ProposalStatus::Accepted;
+        accepted.accepted_as = Some(tag.clone());
+        accepted.decided_by = Some(p.identity.clone());
+    }
     Ok(format!(
         "accepted: {} tagged {tag} (proposed as {}, {}% confident); policies on {tag} apply from the next request",
         proposal.column, proposal.kind, proposal.confidence
@@ -236,7 +282,7 @@ fn merge(
 ) -> Merged {
     let mut out = Merged::default();
     d.tag_proposals
-        .retain(|x| x.status == ProposalStatus::Rejected);
+        .retain(|x| x.status != ProposalStatus::Pending);
     for f in findings {
         let tag = f.kind.tag();
         let Some(col) = d.column(&f.column) else {
@@ -263,7 +309,15 @@ fn merge(
             .iter()
             .find(|x| x.column == f.column && x.tag.eq_ignore_ascii_case(tag))
         {
-            out.rejected.push(r.clone());
+            match (&r.status, &r.accepted_as) {
+                // Accepted as another tag: the column carries that one.
+                (ProposalStatus::Accepted, Some(as_tag)) => out.already_tagged.push((
+                    f.column.clone(),
+                    as_tag.clone(),
+                    f.kind.as_str().to_string(),
+                )),
+                _ => out.rejected.push(r.clone()),
+            }
             continue;
         }
         out.proposed.push(TagProposal {
@@ -276,6 +330,7 @@ fn merge(
             proposed_by: by.identity.clone(),
             proposed_ms: now_ms,
             decided_by: None,
+            accepted_as: None,
         });
     }
     d.tag_proposals.extend(out.proposed.iter().cloned());

@@ -6,12 +6,14 @@ use serde::{Deserialize, Serialize};
 use super::identity::Identity;
 
 /// Where a discovered tag stands. Accepted proposals become column tags
-/// and leave this list.
+/// and leave this list, except one accepted as another tag (`--tag-as`),
+/// which stays on record so discovery doesn't propose it again.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum ProposalStatus {
     Pending,
     Rejected,
+    Accepted,
 }
 
 /// A column tag sensitive data discovery proposed.
@@ -30,6 +32,9 @@ pub struct TagProposal {
     pub proposed_ms: i64,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub decided_by: Option<Identity>,
+    /// The tag the column was given instead, when accepted as another.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub accepted_as: Option<String>,
 }
 
 /// Where an access request stands.

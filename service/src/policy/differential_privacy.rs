@@ -58,8 +58,11 @@ impl Budgets {
     /// only when queries ask for less ε than the policy's (`OPTIONS
     /// (epsilon => ...)`), so many cheap queries can't add up δ past what
     /// the policy's own queries could.
+    /// Rounded to 12 significant digits, so a budget of 10 queries at
+    /// δ = 1e-6 reads 1e-5, not 9.999999999999999e-6.
     pub fn default_delta(budget: f64, cost: f64, selection_delta: f64) -> f64 {
-        budget / cost * selection_delta
+        let exact = budget / cost * selection_delta;
+        format!("{exact:.11e}").parse().unwrap_or(exact)
     }
 }
 

@@ -20,7 +20,7 @@ use crate::auth::jwt::TokenVerifier;
 use crate::catalog::database::Databases;
 use crate::catalog::object_stores::ObjectStores;
 use crate::catalog::roots::{LocationRoots, SharedRoots};
-use crate::config::Config;
+use crate::config::{AuthConfig, Config, IssuerConfig, KeyConfig};
 use crate::error::{Result, VeilError};
 use crate::model::audit::AuditEvent;
 use crate::store::Store;
@@ -29,6 +29,9 @@ use crate::store::Store;
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct ReloadReport {
     pub sync: SyncReport,
+    /// Token trust and dataset roots that changed and are now in force
+    /// (`[auth]` settings, keys and issuers, in words; `roots`).
+    pub applied: Vec<String>,
     /// Config sections that changed but only take effect after a restart.
     pub restart_needed: Vec<&'static str>,
 }
@@ -56,6 +59,7 @@ impl ReloadReport {
                 changes.push(format!("{what}: {}", names.join(", ")));
             }
         }
+        changes.extend(self.applied.iter().cloned());
         if changes.is_empty() {
             out.push_str("; nothing changed");
         } else {
@@ -177,6 +181,10 @@ impl Reloader {
         next.tls = current.tls.clone();
         next.engine = current.engine.clone();
 
+        let mut applied = auth_changes(&current.auth, &next.auth);
+        if next.roots != current.roots {
+            applied.push("dataset roots changed".into());
+        }
         let roots = LocationRoots::from_config(&next)?;
         let verifier = TokenVerifier::from_config(&next.auth, &next.base_dir)?;
         let sync = sync_config(&self.store, &next, &roots, &self.stores, &self.databases).await?;
@@ -185,7 +193,76 @@ impl Reloader {
         *current = next;
         Ok(ReloadReport {
             sync,
+            applied,
             restart_needed,
         })
     }
+}
+
+/// What changed in `[auth]`, in words: each issuer whose keys or claim
+/// trust changed (by name; never a key or a secret), and the other
+/// settings by name.
+fn auth_changes(current: &AuthConfig, next: &AuthConfig) -> Vec<String> {
+    let mut out = Vec::new();
+    let mut issuers: Vec<&str> = current
+        .keys
+        .iter()
+        .map(|k| k.issuer.as_str())
+        .chain(current.issuers.iter().map(|i| i.issuer.as_str()))
+        .chain(next.keys.iter().map(|k| k.issuer.as_str()))
+        .chain(next.issuers.iter().map(|i| i.issuer.as_str()))
+        .collect();
+    issuers.sort_unstable();
+    issuers.dedup();
+    let keys = |a: &AuthConfig, issuer: &str| -> Vec<KeyConfig> {
+        a.keys
+            .iter()
+            .filter(|k| k.issuer == issuer)
+            .cloned()
+            .collect()
+    };
+    let trust = |a: &AuthConfig, issuer: &str| -> Option<IssuerConfig> {
+        a.issuers.iter().find(|i| i.issuer == issuer).cloned()
+    };
+    let mut keys_changed = Vec::new();
+    let mut trust_changed = Vec::new();
+    for issuer in issuers {
+        if keys(current, issuer) != keys(next, issuer) {
+            keys_changed.push(issuer.to_string());
+        }
+        if trust(current, issuer) != trust(next, issuer) {
+            trust_changed.push(issuer.to_string());
+        }
+    }
+    if !keys_changed.is_empty() {
+        out.push(format!("token keys changed: {}", keys_changed.join(", ")));
+    }
+    if !trust_changed.is_empty() {
+        out.push(format!(
+            "issuers' claim trust changed: {}",
+            trust_changed.join(", ")
+        ));
+    }
+    let mut settings = Vec::new();
+    for (name, changed) in [
+        ("audience", current.audience != next.audience),
+        (
+            "max_token_lifetime_secs",
+            current.max_token_lifetime_secs != next.max_token_lifetime_secs,
+        ),
+        ("leeway_secs", current.leeway_secs != next.leeway_secs),
+        ("groups_claim", current.groups_claim != next.groups_claim),
+        (
+            "attributes_claim",
+            current.attributes_claim != next.attributes_claim,
+        ),
+    ] {
+        if changed {
+            settings.push(name);
+        }
+    }
+    if !settings.is_empty() {
+        out.push(format!("[auth] settings changed: {}", settings.join(", ")));
+    }
+    out
 }

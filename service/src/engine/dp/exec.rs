@@ -176,16 +176,16 @@ impl DpJob {
                 ),
                 true => (
                     "delta (releasing group keys the policy doesn't list)".to_string(),
-                    format!("{:e}", spent.delta),
+                    super::delta_text(spent.delta),
                     c.delta_cap.unwrap_or(0.0),
                     c.delta,
                 ),
             };
             let (left, cap_text, cost_text) = if value_fits {
                 (
-                    format!("{:e}", (cap - spent.delta).max(0.0)),
-                    format!("{cap:e}"),
-                    format!("{cost:e}"),
+                    super::delta_text((cap - spent.delta).max(0.0)),
+                    super::delta_text(cap),
+                    super::delta_text(cost),
                 )
             } else {
                 (
@@ -195,7 +195,7 @@ impl DpJob {
                 )
             };
             VeilError::ResourceExhausted(format!(
-                "[DP_BUDGET] the differential privacy budget of {whose} on {} is spent: {what} {used} of {cap_text} used, {left} left, a query costs {cost_text}; it resets at {} (answers already seen stay free until their window ends)",
+                "[DP_BUDGET] the differential privacy budget of {whose} on {} can't pay for this query: {what} {used} of {cap_text} used, {left} left, a query costs {cost_text}; it resets at {} (answers already seen stay free until their window ends)",
                 self.query.guard.dataset().name,
                 resets
                     .and_then(chrono::DateTime::from_timestamp_millis)

@@ -81,7 +81,7 @@ impl TableProvider for DpGuardTable {
         Err(DataFusionError::External(Box::new(refusal(
             Refusal::RowLevel,
             self,
-            "its rows are never served: ask aggregate questions with sql()",
+            "its rows are never served",
         ))))
     }
 }

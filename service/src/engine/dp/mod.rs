@@ -143,21 +143,29 @@ impl DpReceipt {
     /// drawn now; never a value.
     pub fn audit_note(&self) -> String {
         format!(
-            "differential privacy ({}): {}; {} {} and delta {:e} charged to the reader ({} {:.4} and delta {:e} spent this period); answer {}",
+            "differential privacy ({}): {}; {} {} and delta {} charged to the reader ({} {:.4} and delta {} spent this period); answer {}",
             self.policy,
             self.query,
             self.unit,
             self.charged,
-            self.delta_charged,
+            delta_text(self.delta_charged),
             self.unit,
             self.spent,
-            self.delta_spent,
+            delta_text(self.delta_spent),
             if self.fresh {
                 "drawn (cache miss)"
             } else {
                 "served from the cache"
             }
         )
+    }
+}
+
+/// A δ in words: `0`, or in scientific notation (`1e-6`).
+pub(crate) fn delta_text(delta: f64) -> String {
+    match delta {
+        0.0 => "0".into(),
+        d => format!("{d:e}"),
     }
 }
 
