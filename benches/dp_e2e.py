@@ -5,7 +5,10 @@ public keys for `state`, bounds on `age` and `amount` (fixed point, cents).
 Each round asks `SELECT state, COUNT(*), SUM(age), AVG(amount) ... WHERE
 age > -i GROUP BY state` with a new `i` (so every DP answer is a fresh,
 charged draw) as a DP reader and as an exempt reader (the exact answer),
-and prints the medians and their ratio.
+and prints the medians and their ratio. Then the round trip of a kept
+answer (`GetFlightInfo` then `DoGet` of the same question again, as a
+client asks it) with pyarrow's Flight client: p50 and p90 over
+--kept-repeat calls.
 
     python benches/dp_e2e.py --veil-bin target/release/veil \
         --parquet /tmp/vbench/data/people-10000000.parquet --repeat 9
@@ -21,13 +24,17 @@ import tempfile
 import time
 from pathlib import Path
 
+import pyarrow.flight as flight
+
 import veil
+from veil import _proto
 
 ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
 ap.add_argument("--veil-bin", required=True)
 ap.add_argument("--parquet", required=True, help="the file e2e.py generates (--workdir keeps it)")
 ap.add_argument("--workdir")
 ap.add_argument("--repeat", type=int, default=9)
+ap.add_argument("--kept-repeat", type=int, default=500, help="kept-answer round trips (0: skip)")
 args = ap.parse_args()
 veil_bin, parquet, repeat = args.veil_bin, str(Path(args.parquet).resolve()), args.repeat
 work = Path(args.workdir or tempfile.mkdtemp(prefix="veil-dp-bench-"))
@@ -105,6 +112,28 @@ try:
             times[name].append(time.perf_counter() - t)
     e, d = statistics.median(times["exact"]), statistics.median(times["dp"])
     print(f"exact through Veil {e*1000:.0f} ms, fresh DP {d*1000:.0f} ms: {d/e:.2f}x")
+    if args.kept_repeat:
+        client = flight.FlightClient(address)
+        options = flight.FlightCallOptions(headers=[(b"authorization", b"Bearer " + token("dp").encode())])
+        descriptor = flight.FlightDescriptor.for_command(_proto.encode_sql(q.format(-1000)))
+
+        def round_trip():
+            info = client.get_flight_info(descriptor, options)
+            for endpoint in info.endpoints:
+                client.do_get(endpoint.ticket, options).read_all()
+
+        for _ in range(20):
+            round_trip()
+        if os.environ.get("PAUSE"):
+            input("kept answers: attach now, then press enter")
+        rt = []
+        for _ in range(args.kept_repeat):
+            t = time.perf_counter()
+            round_trip()
+            rt.append(time.perf_counter() - t)
+        rt.sort()
+        print(f"kept answer round trip (GetFlightInfo + DoGet): p50 {rt[len(rt) // 2] * 1000:.2f} ms, "
+              f"p90 {rt[len(rt) * 9 // 10] * 1000:.2f} ms over {len(rt)} calls")
 finally:
     proc.terminate()
     proc.wait()

@@ -100,9 +100,10 @@ impl AuditLog {
         self.append(event, Durability::Now).await
     }
 
-    /// Record an event nothing waits on (a read's end, after its last
-    /// batch): committed in order, on disk with the next durable event or
-    /// within a second ([`writer`]).
+    /// Record an event whose request releases no data (a read's end, after
+    /// its last batch; a plan, which answers with a schema and tickets):
+    /// committed in order before the caller goes on, on disk with the next
+    /// durable event or within a second ([`writer`]).
     pub async fn record_trailing(&self, event: AuditEvent) -> Result<()> {
         self.append(event, Durability::WithNext).await
     }

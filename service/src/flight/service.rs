@@ -144,36 +144,48 @@ fn describe_reads(e: &mut AuditEvent, planned: &PlannedQuery) {
 
 /// The audit words of what a request reads: datasets, policies, masked
 /// columns, whether rows are filtered, and the columns served.
+/// A dataset a query reads twice (a self-join; a DP answer, planned and
+/// then rebuilt from its accepted shape) is named once.
 fn describe(e: &mut AuditEvent, reads: &[DatasetRead], schema: &Schema) {
     for r in reads {
-        e.policies.extend(r.policy.applied.iter().cloned());
-        e.masked_columns.extend(
-            r.policy
-                .masked_columns()
-                .iter()
-                .map(|c| format!("{}.{c}", r.dataset)),
-        );
+        for policy in &r.policy.applied {
+            push_new(&mut e.policies, policy.clone());
+        }
+        for c in r.policy.masked_columns().iter() {
+            push_new(&mut e.masked_columns, format!("{}.{c}", r.dataset));
+        }
     }
     if e.dataset.is_none() {
-        e.dataset = Some(
-            reads
-                .iter()
-                .map(|r| r.dataset.as_str())
-                .collect::<Vec<_>>()
-                .join(","),
-        );
+        e.dataset = Some(distinct_datasets(reads).join(","));
     }
     e.rows_filtered = reads.iter().any(|r| r.policy.rows_filtered());
-    let served: Vec<String> = reads
-        .iter()
-        .filter_map(|r| r.served.as_ref().map(|s| format!("{}: {s}", r.dataset)))
-        .collect();
+    let mut served: Vec<String> = Vec::new();
+    for r in reads {
+        if let Some(s) = &r.served {
+            push_new(&mut served, format!("{}: {s}", r.dataset));
+        }
+    }
     if !served.is_empty() && e.message.is_empty() {
         e.message = served.join("; ");
     }
     if e.columns.is_empty() {
         e.columns = schema.fields().iter().map(|f| f.name().clone()).collect();
     }
+}
+
+fn push_new(to: &mut Vec<String>, value: String) {
+    if !to.contains(&value) {
+        to.push(value);
+    }
+}
+
+/// The datasets `reads` names, each once, in the order first read.
+fn distinct_datasets(reads: &[DatasetRead]) -> Vec<String> {
+    let mut names = Vec::new();
+    for r in reads {
+        push_new(&mut names, r.dataset.clone());
+    }
+    names
 }
 
 impl VeilFlight {
@@ -345,16 +357,25 @@ impl VeilFlight {
             .with_ordered(matches!(cmd, Command::Sql(_)) && count == 1)
             .with_app_metadata(
                 veil_proto::ReadNotes {
-                    row_filtered: planned
-                        .reads
-                        .iter()
-                        .filter(|r| r.policy.rows_filtered())
-                        .map(|r| r.dataset.clone())
-                        .collect(),
+                    row_filtered: distinct_datasets(
+                        &planned
+                            .reads
+                            .iter()
+                            .filter(|r| r.policy.rows_filtered())
+                            .cloned()
+                            .collect::<Vec<_>>(),
+                    ),
                 }
                 .encode_to_vec(),
             );
-        self.audit.record(event).await.map_err(|e| to_status(&e))?;
+        // A plan sends no rows: its event is committed before the answer
+        // but not flushed on its own; it reaches disk with the next durable
+        // event (at the latest the start of a read of this plan, before its
+        // first batch) or within a second.
+        self.audit
+            .record_trailing(event)
+            .await
+            .map_err(|e| to_status(&e))?;
         Ok(info)
     }
 
