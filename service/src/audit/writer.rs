@@ -1,4 +1,5 @@
-//! Group commit: one task per node appends audit events.
+//! Group commit: one task per node, on a thread of its own, appends audit
+//! events.
 //!
 //! Every caller of [`WriterHandle::append`] queues its event with a
 //! one-shot reply and waits. The writer takes the first queued event plus
@@ -25,7 +26,6 @@
 use std::sync::Arc;
 use std::time::Duration;
 use tokio::sync::{Mutex, mpsc, oneshot, watch};
-use tokio::task::JoinHandle;
 
 use super::chain::{AuditSealer, Checkpoint, CheckpointKind};
 use super::checkpoint::CheckpointSink;
@@ -51,7 +51,8 @@ struct Pending {
 pub(super) struct WriterHandle {
     queue: mpsc::Sender<Pending>,
     stop: Arc<watch::Sender<bool>>,
-    task: Arc<Mutex<Option<JoinHandle<()>>>>,
+    /// Resolves when the writer has stopped.
+    task: Arc<Mutex<Option<oneshot::Receiver<()>>>>,
 }
 
 impl std::fmt::Debug for Pending {
@@ -77,7 +78,29 @@ pub(super) fn spawn(
         checkpointed: None,
         unsynced: None,
     };
-    let task = tokio::spawn(writer.run(rx, stopped));
+    // The writer has a thread of its own, with a runtime of its own: a
+    // store that can append on the calling thread (SQLite) commits right
+    // there, so a durable event costs one hand-off to this thread and one
+    // back, instead of also going to the blocking pool and back (each
+    // hand-off wakes a parked thread: on an idle virtual machine, tens to
+    // hundreds of microseconds; benches/README.md, "Audit commits").
+    let (finished, task) = oneshot::channel();
+    let thread = std::thread::Builder::new()
+        .name("veil-audit-writer".into())
+        .spawn(move || {
+            match tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+            {
+                Ok(runtime) => runtime.block_on(writer.run(rx, stopped)),
+                // Callers then see the queue closed: `UNAVAILABLE`.
+                Err(e) => tracing::error!(error = %e, "the audit writer could not start"),
+            }
+            let _ = finished.send(());
+        });
+    if let Err(e) = thread {
+        tracing::error!(error = %e, "the audit writer's thread could not start");
+    }
     WriterHandle {
         queue,
         stop: Arc::new(stop),
@@ -214,10 +237,17 @@ impl Writer {
         };
         let (events, replies): (Vec<AuditEvent>, Vec<_>) =
             group.drain(..).map(|p| (p.event, p.done)).unzip();
-        let outcome = self
+        let outcome = match self
             .store
-            .append_audit(&self.sealer, &events, durability)
-            .await;
+            .append_audit_blocking(&self.sealer, &events, durability)
+        {
+            Some(outcome) => outcome,
+            None => {
+                self.store
+                    .append_audit(&self.sealer, &events, durability)
+                    .await
+            }
+        };
         match &outcome {
             Ok(head) => {
                 self.head = Some(head.clone());

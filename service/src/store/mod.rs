@@ -191,6 +191,19 @@ pub trait Store: Send + Sync + Debug {
         events: &[AuditEvent],
         durability: Durability,
     ) -> Result<ChainHead>;
+    /// [`Store::append_audit`] on the calling thread, for a caller that owns
+    /// its thread and may block it (the audit writer): no hand-off to a
+    /// pool and back, which on an idle machine costs more than the append.
+    /// `None` when this store appends only asynchronously (the caller then
+    /// uses `append_audit`).
+    fn append_audit_blocking(
+        &self,
+        _sealer: &Arc<dyn AuditChainSealer>,
+        _events: &[AuditEvent],
+        _durability: Durability,
+    ) -> Option<Result<ChainHead>> {
+        None
+    }
     /// Put every audit event appended so far on disk.
     async fn sync_audit(&self) -> Result<()>;
     /// Up to `limit` events recorded after position `after` (0: from the

@@ -206,6 +206,32 @@ fn bump(tx: &rusqlite::Transaction<'_>) -> rusqlite::Result<()> {
 /// Seal `events` after the node's head and append them, in one IMMEDIATE
 /// transaction (the write lock taken before the head is read, so another
 /// process appending to the same node waits).
+/// Append `events` as `durability` says. In WAL mode `synchronous = FULL`
+/// syncs the log at each commit (and so every frame before it); NORMAL
+/// leaves it to the next such commit. Every append sets its own level, so
+/// a durable one is durable whatever happened before.
+fn append_audit_at(
+    c: &mut Connection,
+    sealer: &Arc<dyn AuditChainSealer>,
+    events: &[AuditEvent],
+    durability: Durability,
+) -> Result<ChainHead> {
+    let level = match durability {
+        Durability::Now => "FULL",
+        Durability::WithNext => "NORMAL",
+    };
+    c.pragma_update(None, "synchronous", level)
+        .map_err(db_err)?;
+    let appended = append_events(c, sealer, events);
+    if durability == Durability::WithNext
+        && let Err(e) = c.pragma_update(None, "synchronous", "FULL")
+    {
+        // The next durable audit append sets FULL again itself.
+        tracing::error!(error = %e, "the store could not go back to flushing every commit");
+    }
+    appended
+}
+
 fn append_events(
     c: &mut Connection,
     sealer: &Arc<dyn AuditChainSealer>,
@@ -918,27 +944,22 @@ impl Store for SqliteStore {
     ) -> Result<ChainHead> {
         let events = events.to_vec();
         let sealer = Arc::clone(sealer);
-        self.with(move |c| {
-            // In WAL mode `synchronous = FULL` syncs the log at each commit
-            // (and so every frame before it); NORMAL leaves it to the next
-            // such commit. Every append sets its own level, so a durable
-            // one is durable whatever happened before.
-            let level = match durability {
-                Durability::Now => "FULL",
-                Durability::WithNext => "NORMAL",
-            };
-            c.pragma_update(None, "synchronous", level)
-                .map_err(db_err)?;
-            let appended = append_events(c, &sealer, &events);
-            if durability == Durability::WithNext
-                && let Err(e) = c.pragma_update(None, "synchronous", "FULL")
-            {
-                // The next durable audit append sets FULL again itself.
-                tracing::error!(error = %e, "the store could not go back to flushing every commit");
-            }
-            appended
-        })
-        .await
+        self.with(move |c| append_audit_at(c, &sealer, &events, durability))
+            .await
+    }
+
+    fn append_audit_blocking(
+        &self,
+        sealer: &Arc<dyn AuditChainSealer>,
+        events: &[AuditEvent],
+        durability: Durability,
+    ) -> Option<Result<ChainHead>> {
+        Some(
+            self.conn
+                .lock()
+                .map_err(|_| VeilError::Internal("store mutex poisoned".into()))
+                .and_then(|mut c| append_audit_at(&mut c, sealer, events, durability)),
+        )
     }
 
     async fn sync_audit(&self) -> Result<()> {
