@@ -176,9 +176,16 @@ async fn export(
             loop {
                 let rows = store.audit_rows(&n, *from, 5000).await?;
                 for row in &rows {
-                    writeln!(out, "{}", line(row)?).map_err(|e| {
-                        VeilError::Unavailable(format!("cannot write the export: {e}"))
-                    })?;
+                    match writeln!(out, "{}", line(row)?) {
+                        Ok(()) => {}
+                        // The reader has had enough (`| head`): not an error.
+                        Err(e) if e.kind() == std::io::ErrorKind::BrokenPipe => return Ok(()),
+                        Err(e) => {
+                            return Err(VeilError::Unavailable(format!(
+                                "cannot write the export: {e}"
+                            )));
+                        }
+                    }
                 }
                 match rows.last() {
                     Some(last) => *from = last.seq,
@@ -186,8 +193,15 @@ async fn export(
                 }
             }
         }
-        out.flush()
-            .map_err(|e| VeilError::Unavailable(format!("cannot write the export: {e}")))?;
+        match out.flush() {
+            Ok(()) => {}
+            Err(e) if e.kind() == std::io::ErrorKind::BrokenPipe => return Ok(()),
+            Err(e) => {
+                return Err(VeilError::Unavailable(format!(
+                    "cannot write the export: {e}"
+                )));
+            }
+        }
         if !follow {
             return Ok(());
         }

@@ -115,6 +115,11 @@ impl TokenVerifier {
         if token.len() > 16 * 1024 {
             return Err(unauthenticated("the bearer token is too large"));
         }
+        if token.is_empty() {
+            return Err(unauthenticated(
+                "the bearer token is empty: send 'authorization: Bearer <JWT>' (is VEIL_TOKEN set? `veil token --user NAME` prints a development token)",
+            ));
+        }
         let header = jsonwebtoken::decode_header(token).map_err(|_| {
             unauthenticated("the bearer token is not a well-formed JWT with a supported algorithm")
         })?;
@@ -481,6 +486,13 @@ mod tests {
             v.verify("garbage"),
             Err(VeilError::Unauthenticated(_))
         ));
+        // No token at all says so, and what to send.
+        match v.verify("") {
+            Err(VeilError::Unauthenticated(m)) => {
+                assert!(m.contains("empty") && m.contains("VEIL_TOKEN"), "{m}")
+            }
+            other => panic!("{other:?}"),
+        }
     }
 
     fn fixture(name: &str) -> std::path::PathBuf {
