@@ -156,7 +156,7 @@ fn describe(e: &mut AuditEvent, reads: &[DatasetRead], schema: &Schema) {
         }
     }
     if e.dataset.is_none() {
-        e.dataset = Some(distinct_datasets(reads).join(","));
+        e.dataset = Some(distinct_datasets(reads.iter()).join(","));
     }
     e.rows_filtered = reads.iter().any(|r| r.policy.rows_filtered());
     let mut served: Vec<String> = Vec::new();
@@ -180,7 +180,7 @@ fn push_new(to: &mut Vec<String>, value: String) {
 }
 
 /// The datasets `reads` names, each once, in the order first read.
-fn distinct_datasets(reads: &[DatasetRead]) -> Vec<String> {
+fn distinct_datasets<'a>(reads: impl Iterator<Item = &'a DatasetRead>) -> Vec<String> {
     let mut names = Vec::new();
     for r in reads {
         push_new(&mut names, r.dataset.clone());
@@ -358,12 +358,7 @@ impl VeilFlight {
             .with_app_metadata(
                 veil_proto::ReadNotes {
                     row_filtered: distinct_datasets(
-                        &planned
-                            .reads
-                            .iter()
-                            .filter(|r| r.policy.rows_filtered())
-                            .cloned()
-                            .collect::<Vec<_>>(),
+                        planned.reads.iter().filter(|r| r.policy.rows_filtered()),
                     ),
                 }
                 .encode_to_vec(),

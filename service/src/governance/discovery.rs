@@ -166,26 +166,21 @@ fn decide(
         t => t.to_string(),
     };
     let same = |x: &TagProposal| x.column == req.column && x.tag.eq_ignore_ascii_case(&req.tag);
+    let carried = d
+        .column(&req.column)
+        .is_some_and(|c| c.tags.iter().any(|t| t.eq_ignore_ascii_case(&chosen)));
     let found = d.tag_proposals.iter().position(|x| {
         same(x)
             && match x.status {
                 ProposalStatus::Pending => true,
                 ProposalStatus::Rejected => req.accept,
-                // Accepted as another tag: accepting it as yet another works.
-                ProposalStatus::Accepted => {
-                    req.accept
-                        && !x
-                            .accepted_as
-                            .as_deref()
-                            .is_some_and(|t| t.eq_ignore_ascii_case(&chosen))
-                }
+                // Accepted as another tag: accepting it again tags the
+                // column, unless it carries that tag already.
+                ProposalStatus::Accepted => req.accept && !carried,
             }
     });
     let Some(i) = found else {
         // Already decided this way?
-        let carried = d
-            .column(&req.column)
-            .is_some_and(|c| c.tags.iter().any(|t| t.eq_ignore_ascii_case(&chosen)));
         let rejected = d
             .tag_proposals
             .iter()
