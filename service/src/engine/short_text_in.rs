@@ -4,8 +4,8 @@
 //! value and comparing it through a dynamic comparator: a row policy that
 //! matches a user's attribute values (`state IN (...)`) or a differential
 //! privacy policy's public keys paid for that on every row. When every
-//! listed value is a text of at most 8 bytes (and there are at most
-//! [`MAX_KEYS`]), a value is read as one integer ([`packed`]) and compared
+//! listed value is a text of at most 16 bytes (and there are at most
+//! [`MAX_KEYS`]), a value is read as two integers ([`packed`]) and compared
 //! with the keys read the same way, without a call or a branch per key.
 //!
 //! [`ShortTextIn`] is a physical optimizer rule: it swaps such an `IN` (or
@@ -36,47 +36,59 @@ use datafusion::physical_plan::filter::{FilterExec, FilterExecBuilder};
 pub const MAX_KEYS: usize = 16;
 
 /// Longest key, in bytes, that [`packed`] tells apart.
-const MAX_KEY_BYTES: usize = 8;
+const MAX_KEY_BYTES: usize = 16;
 
-/// A text of at most 8 bytes as one integer that tells it from every other
-/// text of its length: its first and last 4 bytes (overlapping when
-/// shorter than 8), or its first, middle and last byte when shorter than 4.
-fn packed(v: &[u8]) -> u64 {
+/// A text of at most 16 bytes as two integers that, with its length, tell
+/// it from every other text: its first and last 8 bytes (overlapping when
+/// shorter than 16); its first and last 4 bytes when shorter than 8; its
+/// first, middle and last byte when shorter than 4.
+#[inline]
+fn packed(v: &[u8]) -> (u64, u64) {
     let n = v.len();
-    if n >= 4 {
+    let word = |at: usize| {
+        let mut b = [0u8; 8];
+        b.copy_from_slice(&v[at..at + 8]);
+        u64::from_le_bytes(b)
+    };
+    if n >= 8 {
+        (word(0), word(n - 8))
+    } else if n >= 4 {
         let head = u32::from_le_bytes([v[0], v[1], v[2], v[3]]);
         let tail = u32::from_le_bytes([v[n - 4], v[n - 3], v[n - 2], v[n - 1]]);
-        u64::from(head) | (u64::from(tail) << 32)
+        (u64::from(head) | (u64::from(tail) << 32), 0)
     } else if n > 0 {
-        u64::from(v[0]) | (u64::from(v[n / 2]) << 8) | (u64::from(v[n - 1]) << 16)
+        let w = u64::from(v[0]) | (u64::from(v[n / 2]) << 8) | (u64::from(v[n - 1]) << 16);
+        (w, 0)
     } else {
-        0
+        (0, 0)
     }
 }
 
 /// The listed keys as (length, [`packed`] bytes), in fixed-size arrays
-/// (unused slots have a length no text of at most 8 bytes has), so a
+/// (unused slots have a length no text of at most 16 bytes has), so a
 /// membership test is one loop of a fixed count the compiler vectorizes.
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
 struct Keys {
     lens: [u8; MAX_KEYS],
-    words: [u64; MAX_KEYS],
+    heads: [u64; MAX_KEYS],
+    tails: [u64; MAX_KEYS],
 }
 
 impl Keys {
-    /// `None` unless every key is a text of at most 8 bytes and there are
+    /// `None` unless every key is a text of at most 16 bytes and there are
     /// at most [`MAX_KEYS`].
     fn new<'a>(keys: impl IntoIterator<Item = &'a str>) -> Option<Self> {
         let mut out = Self {
             lens: [u8::MAX; MAX_KEYS],
-            words: [0; MAX_KEYS],
+            heads: [0; MAX_KEYS],
+            tails: [0; MAX_KEYS],
         };
         for (i, k) in keys.into_iter().enumerate() {
             if i >= MAX_KEYS || k.len() > MAX_KEY_BYTES {
                 return None;
             }
             out.lens[i] = k.len() as u8;
-            out.words[i] = packed(k.as_bytes());
+            (out.heads[i], out.tails[i]) = packed(k.as_bytes());
         }
         Some(out)
     }
@@ -86,10 +98,10 @@ impl Keys {
         if v.len() > MAX_KEY_BYTES {
             return false;
         }
-        let (n, p) = (v.len() as u8, packed(v));
+        let (n, (head, tail)) = (v.len() as u8, packed(v));
         let mut hit = false;
         for k in 0..MAX_KEYS {
-            hit |= (self.lens[k] == n) & (self.words[k] == p);
+            hit |= (self.lens[k] == n) & (self.heads[k] == head) & (self.tails[k] == tail);
         }
         hit
     }
@@ -326,13 +338,14 @@ mod tests {
     }
 
     /// Values near every key: each byte flipped, doubled, extended, other
-    /// cases, nulls, longer than 8 bytes.
+    /// cases, nulls, longer than 16 bytes.
     fn probe_values(keys: &[&str]) -> StringArray {
         let mut values: Vec<Option<String>> = vec![
             None,
             Some("ny".into()),
             Some("e".into()),
             Some("ABCDEFGHI".into()),
+            Some("ABCDEFGHIJKLMNOPQ".into()),
         ];
         for k in keys {
             values.push(Some(k.to_string()));
@@ -376,7 +389,21 @@ mod tests {
     /// a null answer differs from false).
     #[tokio::test]
     async fn keeps_exactly_what_in_keeps() {
-        let keys = ["CA", "NY", "", "Texas", "é", "ABCDEFGH", "xyz", "q"];
+        let keys = [
+            "CA",
+            "NY",
+            "",
+            "Texas",
+            "é",
+            "ABCDEFGH",
+            "xyz",
+            "q",
+            "hypertension",
+            "type 2 diabetes",
+            "ABCDEFGHIJKLMNOP",
+            "ABCDEFGHX",
+            "ABCDEFGHIJKLMNO",
+        ];
         let values = probe_values(&keys);
         let list = || keys.iter().map(|k| lit(*k)).collect::<Vec<_>>();
         for dt in [DataType::Utf8, DataType::LargeUtf8, DataType::Utf8View] {
@@ -410,7 +437,8 @@ mod tests {
     /// null in the list, numbers.
     #[tokio::test]
     async fn other_lists_stay_in() {
-        let values = StringArray::from(vec![Some("CA"), Some("ABCDEFGHI"), None, Some("7")]);
+        let values =
+            StringArray::from(vec![Some("CA"), Some("ABCDEFGHIJKLMNOPQ"), None, Some("7")]);
         let batch = RecordBatch::try_new(
             Arc::new(Schema::new(vec![Field::new("g", DataType::Utf8, true)])),
             vec![Arc::new(values)],
@@ -418,7 +446,7 @@ mod tests {
         .unwrap();
         let many: Vec<Expr> = (0..=MAX_KEYS).map(|i| lit(i.to_string())).collect();
         let filters = [
-            col("g").in_list(vec![lit("CA"), lit("ABCDEFGHI")], false),
+            col("g").in_list(vec![lit("CA"), lit("ABCDEFGHIJKLMNOPQ")], false),
             col("g").in_list(many, false),
             col("g").in_list(vec![lit("CA"), lit(ScalarValue::Utf8(None))], false),
         ];
@@ -428,11 +456,47 @@ mod tests {
             assert!(!shown.contains("SHORT TEXT"), "{filter}: {shown}");
             assert_eq!(fast, reference, "{filter}");
         }
-        assert!(Keys::new(["123456789"]).is_none());
-        assert!(Keys::new(["12345678"]).is_some());
+        assert!(Keys::new(["12345678901234567"]).is_none());
+        assert!(Keys::new(["1234567890123456"]).is_some());
         let names: Vec<String> = (0..=MAX_KEYS).map(|i| i.to_string()).collect();
         assert!(Keys::new(names.iter().map(String::as_str)).is_none());
         assert!(Keys::new(names[..MAX_KEYS].iter().map(String::as_str)).is_some());
+    }
+
+    /// Membership agrees with comparing the texts, over every length up to
+    /// past the longest key, for values drawn from the keys' own few
+    /// letters (so most differ from a key in one or two places).
+    #[test]
+    fn member_agrees_with_equality() {
+        use rand::{Rng, SeedableRng};
+        let mut rng = rand::rngs::StdRng::seed_from_u64(7);
+        let letters = b"ab";
+        let word = |rng: &mut rand::rngs::StdRng, n: usize| -> String {
+            (0..n)
+                .map(|_| letters[rng.random_range(0..letters.len())] as char)
+                .collect()
+        };
+        for round in 0..200 {
+            let keys: Vec<String> = (0..1 + round % MAX_KEYS)
+                .map(|_| {
+                    let n = rng.random_range(0..=MAX_KEY_BYTES);
+                    word(&mut rng, n)
+                })
+                .collect();
+            let set = Keys::new(keys.iter().map(String::as_str)).unwrap();
+            for _ in 0..500 {
+                let n = rng.random_range(0..=MAX_KEY_BYTES + 2);
+                let v = word(&mut rng, n);
+                assert_eq!(
+                    set.member(v.as_bytes()),
+                    keys.contains(&v),
+                    "{v:?} in {keys:?}"
+                );
+            }
+            for k in &keys {
+                assert!(set.member(k.as_bytes()), "{k:?}");
+            }
+        }
     }
 
     /// A scalar operand answers as `IN` does, null included.
