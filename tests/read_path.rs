@@ -308,3 +308,105 @@ async fn sql_joins_and_aggregates_across_readable_datasets() {
     assert_eq!(strings(&sites, "n"), vec![Some("10".to_string())]);
     server.stop().await;
 }
+
+/// A direct read (README, "Direct reads"): a `DoGet` whose ticket carries
+/// the command answers exactly as `GetFlightInfo` then `DoGet`, audited as
+/// a read; one in several parts is declined and `sql` falls back; what a
+/// caller may not read answers as what doesn't exist; a malformed command
+/// is refused and audited.
+#[tokio::test]
+async fn direct_reads_answer_as_two_calls_do() {
+    use veil_client::{ClientError, sql_descriptor};
+    let server = TestServer::demo().await;
+    let alice = server.connect("alice").await;
+    for query in [
+        "SELECT state, count(*) AS n FROM clinical.trials GROUP BY state ORDER BY state",
+        "SELECT participant_id, ssn FROM clinical.trials ORDER BY participant_id LIMIT 50",
+    ] {
+        let cmd = sql_descriptor(query).cmd;
+        let direct = alice.read_direct(&cmd).await.unwrap();
+        let info = alice.flight_info(sql_descriptor(query)).await.unwrap();
+        assert_eq!(info.endpoint.len(), 1, "{query}");
+        let two_calls = alice.read_all(info).await.unwrap();
+        assert!(row_count(&direct) > 0, "{query}");
+        assert_eq!(
+            arrow::compute::concat_batches(&direct[0].schema(), &direct).unwrap(),
+            arrow::compute::concat_batches(&two_calls[0].schema(), &two_calls).unwrap(),
+            "{query}"
+        );
+    }
+    // alice's row policy and masks hold on the direct path.
+    let mine = alice
+        .read_direct(&sql_descriptor("SELECT state, ssn FROM clinical.trials LIMIT 1000000").cmd)
+        .await
+        .unwrap();
+    assert!(
+        strings(&mine, "state")
+            .iter()
+            .all(|s| s.as_deref() == Some("CA"))
+    );
+    let raw_ssns: BTreeSet<Option<String>> = strings(&veil_tests::raw_trials(), "ssn")
+        .into_iter()
+        .collect();
+    assert!(
+        strings(&mine, "ssn").iter().all(|s| !raw_ssns.contains(s)),
+        "no raw ssn through a direct read"
+    );
+
+    // Several parts: declined, and `sql` reads the endpoints instead.
+    let bob = server.connect("bob").await;
+    let query = "SELECT participant_id FROM clinical.trials";
+    match bob.read_direct(&sql_descriptor(query).cmd).await {
+        Err(ClientError::Status(s)) => {
+            assert_eq!(s.code(), tonic::Code::FailedPrecondition, "{s:?}");
+            assert!(s.message().starts_with("[READ_IN_PARTS]"), "{s:?}");
+        }
+        other => panic!("a read in parts is declined: {other:?}"),
+    }
+    let all = bob.sql(query).await.unwrap();
+    assert_eq!(ids(&all).len(), veil::demo::DEMO_ROWS);
+
+    // carol may not read clinical.trials: it answers as a name that
+    // exists nowhere.
+    let carol = server.connect("carol").await;
+    let mut answers = Vec::new();
+    for name in ["clinical.trials", "clinical.nothing"] {
+        let cmd = sql_descriptor(&format!("SELECT count(*) FROM {name}")).cmd;
+        match carol.read_direct(&cmd).await {
+            Err(ClientError::Status(s)) => answers.push((s.code(), s.message().replace(name, "X"))),
+            other => panic!("{name}: {other:?}"),
+        }
+    }
+    assert_eq!(answers[0], answers[1]);
+    assert_eq!(answers[0].0, tonic::Code::NotFound);
+
+    // A malformed command: refused, audited.
+    for body in [&b""[..], b"\x00\x01garbage"] {
+        match alice.read_direct(body).await {
+            Err(ClientError::Status(s)) => {
+                assert_eq!(s.code(), tonic::Code::InvalidArgument, "{s:?}");
+                assert!(s.message().contains("unknown command"), "{s:?}");
+            }
+            other => panic!("a malformed direct ticket is refused: {other:?}"),
+        }
+    }
+    let dave = server.connect("dave").await;
+    let audit = dave.audit_tail(200).await.unwrap();
+    let has = |needle: &str| audit.iter().filter(|e| e.contains(needle)).count();
+    assert!(
+        audit
+            .iter()
+            .filter(|e| e.contains("\"invalid_argument\"") && e.contains("unknown command"))
+            .count()
+            >= 2,
+        "{audit:?}"
+    );
+    assert!(has("direct read declined: ") >= 1, "{audit:?}");
+    assert!(
+        audit.iter().any(|e| e.contains("\"read.start\"")
+            && e.contains("direct read ")
+            && e.contains("\"alice\"")),
+        "{audit:?}"
+    );
+    server.stop().await;
+}

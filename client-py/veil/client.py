@@ -13,6 +13,12 @@ from . import _proto, _stream
 DEFAULT_ADDRESS = "grpc://127.0.0.1:8815"
 _REUSE = "arrow-flight-reuse-connection://?"
 
+# A ticket that carries its command: the server plans and streams the read
+# in one call (README, "Direct reads"), or answers with this code when the
+# read has several parts, which GetFlightInfo lists.
+_DIRECT = b"veil.direct.v1:"
+_IN_PARTS = "[READ_IN_PARTS]"
+
 
 class VeilError(Exception):
     """An error answered by Veil; `code` is the gRPC status name."""
@@ -290,9 +296,9 @@ class Connection:
         """One read-only SELECT, as an Arrow table. With `privacy=True`,
         returns `(table, receipt)`: see `sql`."""
         if not privacy:
-            return self._read(_sql(query), progress, "query")
+            return self._read(_sql(query), progress, "query", direct=True)
         receipts = []
-        table = self._read(_sql(query, privacy_receipt=True), progress, "query", receipts.append)
+        table = self._read(_sql(query, privacy_receipt=True), progress, "query", receipts.append, direct=True)
         return table, _receipt(receipts)
 
     def sql(self, query, types_mapper=None, progress=None, privacy=False):
@@ -583,22 +589,77 @@ class Connection:
             raise self._translate(e) from None
         finally:
             report.close()
-        filtered = _proto.decode_read_notes(info.app_metadata) if report.rows == 0 else []
-        if filtered:
-            warnings.warn(
-                RowPolicyWarning(
-                    f"no rows: a row policy on {', '.join(filtered)} decides which rows you see, "
-                    "from your attributes (whoami() shows them); it, or the read's own filter, "
-                    "left none. describe(name) shows rows_filtered; the dataset's owner can say more"
-                ),
-                stacklevel=4,
-            )
+        if report.rows == 0:
+            _warn_row_policy(_proto.decode_read_notes(info.app_metadata), stacklevel=5)
 
-    def _read(self, descriptor, progress=None, what="read", on_metadata=None):
+    def _read(self, descriptor, progress=None, what="read", on_metadata=None, direct=False):
+        if direct:
+            table = self._read_direct(descriptor, progress, what, on_metadata)
+            if table is not None:
+                return table
         info = self._info(descriptor)
         # Every batch is kept: endpoints read ahead without a bound.
         batches = list(self._stream(info, progress, None, what, on_metadata))
         return pa.Table.from_batches(batches, schema=info.schema)
+
+    def _read_direct(self, descriptor, progress, what, on_metadata):
+        """The read in one call: `DoGet` of a ticket carrying the command.
+        None when the server answers that the read has several parts (read
+        in parallel through GetFlightInfo's endpoints instead)."""
+        report = _stream.Progress(progress, None, what)
+        batches, filtered = [], []
+        try:
+            reader = self._client.do_get(flight.Ticket(_DIRECT + descriptor.command), self._options)
+            while True:
+                try:
+                    chunk = reader.read_chunk()
+                except StopIteration:
+                    break
+                if chunk.data is not None:
+                    report.add(chunk.data.num_rows)
+                    batches.append(chunk.data)
+                elif chunk.app_metadata is not None:
+                    body = chunk.app_metadata.to_pybytes()
+                    notes = _direct_notes(body)
+                    if notes is not None:
+                        filtered = notes
+                    elif on_metadata is not None:
+                        on_metadata(body)
+            schema = reader.schema
+        except (flight.FlightError, pa.ArrowException) as e:
+            if not batches and _IN_PARTS in str(e):
+                return None
+            raise self._translate(e) from None
+        finally:
+            report.close()
+        if not batches:
+            _warn_row_policy(filtered, stacklevel=5)
+        return pa.Table.from_batches(batches, schema=schema)
+
+
+def _direct_notes(body):
+    """A direct read's closing note (`{"read_notes": {"row_filtered":
+    [...]}}`, sent when it returned no rows), or None for any other
+    message (a privacy receipt)."""
+    try:
+        parsed = json.loads(body)
+    except ValueError:
+        return None
+    if isinstance(parsed, dict) and set(parsed) == {"read_notes"}:
+        return list(parsed["read_notes"].get("row_filtered", []))
+    return None
+
+
+def _warn_row_policy(filtered, stacklevel):
+    if filtered:
+        warnings.warn(
+            RowPolicyWarning(
+                f"no rows: a row policy on {', '.join(filtered)} decides which rows you see, "
+                "from your attributes (whoami() shows them); it, or the read's own filter, "
+                "left none. describe(name) shows rows_filtered; the dataset's owner can say more"
+            ),
+            stacklevel=stacklevel,
+        )
 
 
 def _scan(name, columns, filter, limit):

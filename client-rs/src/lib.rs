@@ -48,6 +48,12 @@ pub enum ClientError {
     Invalid(String),
 }
 
+/// Whether `status` declines a direct read that has several parts.
+fn in_parts(status: &tonic::Status) -> bool {
+    status.code() == tonic::Code::FailedPrecondition
+        && status.message().starts_with(veil_proto::READ_IN_PARTS)
+}
+
 impl From<arrow_flight::error::FlightError> for ClientError {
     fn from(e: arrow_flight::error::FlightError) -> Self {
         match e {
@@ -267,10 +273,26 @@ impl Connection {
         self.read_all(info).await
     }
 
-    /// Run one read-only SELECT over your catalog.
+    /// Run one read-only SELECT over your catalog: in one call (a direct
+    /// read), or, when the server answers that the read has several parts,
+    /// through `GetFlightInfo` and its endpoints in parallel.
     pub async fn sql(&self, query: &str) -> Result<Vec<RecordBatch>, ClientError> {
-        let info = self.flight_info(sql_descriptor(query)).await?;
+        let descriptor = sql_descriptor(query);
+        match self.read_direct(&descriptor.cmd).await {
+            Err(ClientError::Status(s)) if in_parts(&s) => {}
+            done => return done,
+        }
+        let info = self.flight_info(descriptor).await?;
         self.read_all(info).await
+    }
+
+    /// Read a command (a CMD descriptor's bytes) in one `DoGet`, without
+    /// `GetFlightInfo` (README, "Direct reads"). A read that has several
+    /// parts is declined: `FAILED_PRECONDITION`, `[READ_IN_PARTS]`.
+    pub async fn read_direct(&self, command: &[u8]) -> Result<Vec<RecordBatch>, ClientError> {
+        let mut ticket = veil_proto::DIRECT_TICKET_PREFIX.to_vec();
+        ticket.extend_from_slice(command);
+        self.read_ticket(Ticket::new(ticket)).await
     }
 
     /// Run an action; returns the result bodies.

@@ -22,6 +22,16 @@ pub use generated::ticket_body::Command as TicketCommand;
 /// Type URL prefix for messages wrapped in [`Any`].
 pub const TYPE_URL_PREFIX: &str = "type.googleapis.com/veil.v1.";
 
+/// A direct read's ticket: these bytes, then a command exactly as a
+/// descriptor carries it (a `ScanCommand` or `SqlCommand` in [`Any`]).
+/// `DoGet` plans it for the caller and streams it in one call.
+pub const DIRECT_TICKET_PREFIX: &[u8] = b"veil.direct.v1:";
+
+/// How a direct read that has several parts is declined (the status
+/// message's first word; the code is `FAILED_PRECONDITION`): the reader
+/// asks `GetFlightInfo` for the parts instead.
+pub const READ_IN_PARTS: &str = "[READ_IN_PARTS]";
+
 /// A message that has a fully qualified protobuf name: every message of
 /// `veil.v1` (the name comes from the `.proto`, through prost's [`prost::Name`]).
 pub trait Named: Message + Default {

@@ -5,8 +5,9 @@
 //! matches a user's attribute values (`state IN (...)`) or a differential
 //! privacy policy's public keys paid for that on every row. When every
 //! listed value is a text of at most 16 bytes (and there are at most
-//! [`MAX_KEYS`]), a value is read as two integers ([`packed`]) and compared
-//! with the keys read the same way, without a call or a branch per key.
+//! [`MAX_KEYS`]), a value is read as two integers ([`packed`]) and looked up
+//! in a small table where each key has a slot of its own ([`Keys`]): one
+//! hash, one load, three comparisons, without a call or a branch per key.
 //!
 //! [`ShortTextIn`] is a physical optimizer rule: it swaps such an `IN` (or
 //! `NOT IN`) in a filter's predicate for [`ShortTextInExpr`], which gives
@@ -38,72 +39,135 @@ pub const MAX_KEYS: usize = 16;
 /// Longest key, in bytes, that [`packed`] tells apart.
 const MAX_KEY_BYTES: usize = 16;
 
+/// Slots of a key table: enough that a collision-free placement of
+/// [`MAX_KEYS`] keys is found in a few tries.
+const SLOTS: usize = 64;
+
 /// A text of at most 16 bytes as two integers that, with its length, tell
-/// it from every other text: its first and last 8 bytes (overlapping when
-/// shorter than 16); its first and last 4 bytes when shorter than 8; its
-/// first, middle and last byte when shorter than 4.
+/// it from every other text: its first 8 bytes (fewer, zero-extended, when
+/// shorter) and, when longer than 8, its last 8 (overlapping the first when
+/// shorter than 16), else 0.
 #[inline]
 fn packed(v: &[u8]) -> (u64, u64) {
     let n = v.len();
-    let word = |at: usize| {
-        let mut b = [0u8; 8];
-        b.copy_from_slice(&v[at..at + 8]);
-        u64::from_le_bytes(b)
+    let mut head = [0u8; 8];
+    head[..n.min(8)].copy_from_slice(&v[..n.min(8)]);
+    let tail = match n > 8 {
+        true => word(v, n - 8),
+        false => 0,
     };
-    if n >= 8 {
-        (word(0), word(n - 8))
-    } else if n >= 4 {
-        let head = u32::from_le_bytes([v[0], v[1], v[2], v[3]]);
-        let tail = u32::from_le_bytes([v[n - 4], v[n - 3], v[n - 2], v[n - 1]]);
-        (u64::from(head) | (u64::from(tail) << 32), 0)
-    } else if n > 0 {
-        let w = u64::from(v[0]) | (u64::from(v[n / 2]) << 8) | (u64::from(v[n - 1]) << 16);
-        (w, 0)
-    } else {
-        (0, 0)
-    }
+    (u64::from_le_bytes(head), tail)
 }
 
-/// The listed keys as (length, [`packed`] bytes), in fixed-size arrays
-/// (unused slots have a length no text of at most 16 bytes has), so a
-/// membership test is one loop of a fixed count the compiler vectorizes.
+#[inline]
+fn word(data: &[u8], at: usize) -> u64 {
+    let mut b = [0u8; 8];
+    b.copy_from_slice(&data[at..at + 8]);
+    u64::from_le_bytes(b)
+}
+
+/// [`packed`] of `data[start..end]`, reading whole words where the buffer
+/// allows (no branch on the length; the rare value too near the buffer's
+/// ends is packed byte by byte).
+#[inline]
+fn packed_in(data: &[u8], start: usize, end: usize) -> (u64, u64) {
+    let n = end - start;
+    if start + 8 > data.len() || end < 8 {
+        return packed(&data[start..end.min(start + MAX_KEY_BYTES + 1)]);
+    }
+    let bits = 8 * n.min(8) as u32;
+    let low = u64::MAX.checked_shr(64 - bits).unwrap_or(0);
+    let head = word(data, start) & low;
+    let tail = word(data, end - 8) & if n > 8 { u64::MAX } else { 0 };
+    (head, tail)
+}
+
+/// The length of an empty slot.
+const NO_KEY: u8 = u8::MAX;
+
+/// The length a value longer than [`MAX_KEY_BYTES`] is looked up with (its
+/// packing means nothing): neither a key's nor an empty slot's.
+const TOO_LONG: u8 = u8::MAX - 1;
+
+/// The listed keys in a table of [`SLOTS`] slots where no two keys share a
+/// slot ([`Keys::slot`], a multiplicative hash whose multiplier was chosen
+/// for these keys), so a membership test is one hash, one load and three
+/// comparisons, whatever the number of keys.
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
 struct Keys {
-    lens: [u8; MAX_KEYS],
-    heads: [u64; MAX_KEYS],
-    tails: [u64; MAX_KEYS],
+    multiplier: u64,
+    lens: [u8; SLOTS],
+    heads: [u64; SLOTS],
+    tails: [u64; SLOTS],
 }
 
 impl Keys {
     /// `None` unless every key is a text of at most 16 bytes and there are
-    /// at most [`MAX_KEYS`].
+    /// at most [`MAX_KEYS`] distinct ones.
     fn new<'a>(keys: impl IntoIterator<Item = &'a str>) -> Option<Self> {
-        let mut out = Self {
-            lens: [u8::MAX; MAX_KEYS],
-            heads: [0; MAX_KEYS],
-            tails: [0; MAX_KEYS],
-        };
-        for (i, k) in keys.into_iter().enumerate() {
-            if i >= MAX_KEYS || k.len() > MAX_KEY_BYTES {
+        let mut distinct: Vec<&[u8]> = Vec::new();
+        for k in keys {
+            if k.len() > MAX_KEY_BYTES {
                 return None;
             }
-            out.lens[i] = k.len() as u8;
-            (out.heads[i], out.tails[i]) = packed(k.as_bytes());
+            if !distinct.contains(&k.as_bytes()) {
+                distinct.push(k.as_bytes());
+            }
         }
-        Some(out)
+        if distinct.len() > MAX_KEYS {
+            return None;
+        }
+        // Multipliers from a fixed sequence (splitmix64): the first that
+        // places every key in a slot of its own.
+        let mut state = 0x9E37_79B9_7F4A_7C15u64;
+        for _ in 0..10_000 {
+            state = state.wrapping_add(0x9E37_79B9_7F4A_7C15);
+            let mut z = state;
+            z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+            z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+            let mut out = Self {
+                multiplier: (z ^ (z >> 31)) | 1,
+                lens: [NO_KEY; SLOTS],
+                heads: [0; SLOTS],
+                tails: [0; SLOTS],
+            };
+            let placed = distinct.iter().all(|k| {
+                let (head, tail) = packed(k);
+                let at = out.slot(k.len() as u8, head, tail);
+                if out.lens[at] != NO_KEY {
+                    return false;
+                }
+                (out.lens[at], out.heads[at], out.tails[at]) = (k.len() as u8, head, tail);
+                true
+            });
+            if placed {
+                return Some(out);
+            }
+        }
+        None
+    }
+
+    #[inline]
+    fn slot(&self, len: u8, head: u64, tail: u64) -> usize {
+        let mixed = head ^ tail.rotate_left(29) ^ u64::from(len);
+        (mixed.wrapping_mul(self.multiplier) >> (64 - SLOTS.trailing_zeros())) as usize
+    }
+
+    /// Whether the text of `len` bytes packed as `(head, tail)` is a key.
+    #[inline]
+    fn member_packed(&self, len: usize, (head, tail): (u64, u64)) -> bool {
+        let len = if len > MAX_KEY_BYTES {
+            TOO_LONG
+        } else {
+            len as u8
+        };
+        let at = self.slot(len, head, tail);
+        (self.lens[at] == len) & (self.heads[at] == head) & (self.tails[at] == tail)
     }
 
     #[inline]
     fn member(&self, v: &[u8]) -> bool {
-        if v.len() > MAX_KEY_BYTES {
-            return false;
-        }
-        let (n, (head, tail)) = (v.len() as u8, packed(v));
-        let mut hit = false;
-        for k in 0..MAX_KEYS {
-            hit |= (self.lens[k] == n) & (self.heads[k] == head) & (self.tails[k] == tail);
-        }
-        hit
+        v.len() <= MAX_KEY_BYTES && self.member_packed(v.len(), packed(v))
     }
 }
 
@@ -172,7 +236,8 @@ impl ShortTextInExpr {
                 let (offsets, data) = (a.value_offsets(), a.value_data());
                 BooleanBuffer::collect_bool(n, |i| {
                     let (start, end) = (offsets[i] as usize, offsets[i + 1] as usize);
-                    self.keys.member(&data[start..end]) != negated
+                    let packed = packed_in(data, start, end);
+                    self.keys.member_packed(end - start, packed) != negated
                 })
             }
             DataType::LargeUtf8 => {
@@ -180,7 +245,8 @@ impl ShortTextInExpr {
                 let (offsets, data) = (a.value_offsets(), a.value_data());
                 BooleanBuffer::collect_bool(n, |i| {
                     let (start, end) = (offsets[i] as usize, offsets[i + 1] as usize);
-                    self.keys.member(&data[start..end]) != negated
+                    let packed = packed_in(data, start, end);
+                    self.keys.member_packed(end - start, packed) != negated
                 })
             }
             DataType::Utf8View => {
@@ -464,13 +530,15 @@ mod tests {
     }
 
     /// Membership agrees with comparing the texts, over every length up to
-    /// past the longest key, for values drawn from the keys' own few
-    /// letters (so most differ from a key in one or two places).
+    /// past the longest key, for values drawn from two letters, one of them
+    /// NUL (so most differ from a key in one or two places, or only in
+    /// length): each value tested alone and within an array's buffer (read
+    /// by whole words, or byte by byte near the buffer's ends).
     #[test]
     fn member_agrees_with_equality() {
         use rand::{Rng, SeedableRng};
         let mut rng = rand::rngs::StdRng::seed_from_u64(7);
-        let letters = b"ab";
+        let letters = b"a\0";
         let word = |rng: &mut rand::rngs::StdRng, n: usize| -> String {
             (0..n)
                 .map(|_| letters[rng.random_range(0..letters.len())] as char)
@@ -484,19 +552,34 @@ mod tests {
                 })
                 .collect();
             let set = Keys::new(keys.iter().map(String::as_str)).unwrap();
-            for _ in 0..500 {
-                let n = rng.random_range(0..=MAX_KEY_BYTES + 2);
-                let v = word(&mut rng, n);
+            let values: Vec<String> = (0..500)
+                .map(|_| {
+                    let n = rng.random_range(0..=MAX_KEY_BYTES + 8);
+                    word(&mut rng, n)
+                })
+                .chain(keys.iter().cloned())
+                .collect();
+            let array = StringArray::from_iter_values(&values);
+            let (offsets, data) = (array.value_offsets(), array.value_data());
+            for (i, v) in values.iter().enumerate() {
+                let want = keys.contains(v);
+                assert_eq!(set.member(v.as_bytes()), want, "{v:?} in {keys:?}");
+                let (start, end) = (offsets[i] as usize, offsets[i + 1] as usize);
+                let packed = packed_in(data, start, end);
                 assert_eq!(
-                    set.member(v.as_bytes()),
-                    keys.contains(&v),
-                    "{v:?} in {keys:?}"
+                    set.member_packed(end - start, packed),
+                    want,
+                    "{v:?} at {start}"
                 );
             }
-            for k in &keys {
-                assert!(set.member(k.as_bytes()), "{k:?}");
-            }
         }
+        // Duplicates are one key; a value of NULs longer than any key is
+        // none, though its packing is that of an empty slot.
+        let set = Keys::new(["CA", "CA", "NY"]).unwrap();
+        assert!(set.member(b"CA") && set.member(b"NY") && !set.member(b"TX"));
+        let zeros = [0u8; 40];
+        assert!(!set.member(&zeros[..20]));
+        assert!(!set.member_packed(20, packed_in(&zeros, 4, 24)));
     }
 
     /// A scalar operand answers as `IN` does, null included.

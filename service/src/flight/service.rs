@@ -103,24 +103,36 @@ pub fn command_of(desc: &FlightDescriptor) -> Result<Command> {
                 ..Default::default()
             }))
         }
-        Ok(DescriptorType::Cmd) => {
-            let bad = || {
-                VeilError::InvalidArgument(format!(
-                    "unknown command: send a {}ScanCommand or SqlCommand wrapped in google.protobuf.Any",
-                    veil_proto::TYPE_URL_PREFIX
-                ))
-            };
-            let any = Any::decode(desc.cmd.as_ref()).map_err(|_| bad())?;
-            if let Some(scan) = any.unpack::<ScanCommand>() {
-                return Ok(Command::Scan(scan.map_err(|_| bad())?));
-            }
-            if let Some(sql) = any.unpack::<SqlCommand>() {
-                return Ok(Command::Sql(sql.map_err(|_| bad())?));
-            }
-            Err(bad())
-        }
+        Ok(DescriptorType::Cmd) => packed_command(&desc.cmd),
         _ => Err(VeilError::InvalidArgument("unknown descriptor type".into())),
     }
+}
+
+/// Veil's own command, as a descriptor (or a direct read's ticket) carries
+/// it: a `ScanCommand` or `SqlCommand` wrapped in `google.protobuf.Any`.
+fn packed_command(bytes: &[u8]) -> Result<Command> {
+    let bad = || {
+        VeilError::InvalidArgument(format!(
+            "unknown command: send a {}ScanCommand or SqlCommand wrapped in google.protobuf.Any",
+            veil_proto::TYPE_URL_PREFIX
+        ))
+    };
+    let any = Any::decode(bytes).map_err(|_| bad())?;
+    if let Some(scan) = any.unpack::<ScanCommand>() {
+        return Ok(Command::Scan(scan.map_err(|_| bad())?));
+    }
+    if let Some(sql) = any.unpack::<SqlCommand>() {
+        return Ok(Command::Sql(sql.map_err(|_| bad())?));
+    }
+    Err(bad())
+}
+
+/// What a `DoGet` reads: a part of a plan from a signed ticket, or a whole
+/// command from a direct read's ticket (`veil_proto::DIRECT_TICKET_PREFIX`).
+struct ReadOf {
+    cmd: Command,
+    /// The signed ticket's body (`None`: a direct read).
+    body: Option<TicketBody>,
 }
 
 /// The audit event for a request on a command.
@@ -446,15 +458,26 @@ impl VeilFlight {
     }
 }
 
-#[tonic::async_trait]
-impl DoGetMessages for VeilFlight {
-    async fn do_get_messages(
+impl VeilFlight {
+    /// What a ticket reads (`Err`: a packed Flight SQL metadata command). A
+    /// rejected ticket is audited and answered `INVALID_ARGUMENT`.
+    async fn read_of(
         &self,
-        request: Request<Ticket>,
-    ) -> std::result::Result<Response<Stream<Outgoing>>, Status> {
-        let p = principal_of(&request)?;
-        let mut denied = AuditEvent::new("read.start", Some(&p));
-        let body = match self.signer.verify(&request.get_ref().ticket, &p, now_ms()) {
+        request: &Request<Ticket>,
+        p: &Principal,
+    ) -> std::result::Result<std::result::Result<ReadOf, Vec<u8>>, Status> {
+        let ticket = &request.get_ref().ticket;
+        let mut denied = AuditEvent::new("read.start", Some(p));
+        if let Some(packed) = ticket.strip_prefix(veil_proto::DIRECT_TICKET_PREFIX) {
+            return match packed_command(packed) {
+                Ok(cmd) => Ok(Ok(ReadOf { cmd, body: None })),
+                Err(e) => {
+                    denied.message = "direct read's command rejected".into();
+                    Err(self.fail(denied, e).await)
+                }
+            };
+        }
+        let body = match self.signer.verify(ticket, p, now_ms()) {
             Ok(b) => b,
             Err(e) => {
                 denied.message = "ticket rejected".into();
@@ -464,11 +487,62 @@ impl DoGetMessages for VeilFlight {
         let cmd = match body.command.clone() {
             Some(TicketCommand::Scan(s)) => Command::Scan(s),
             Some(TicketCommand::Sql(s)) => Command::Sql(s),
-            Some(TicketCommand::FlightSqlMetadata(m)) => {
+            Some(TicketCommand::FlightSqlMetadata(m)) => return Ok(Err(m)),
+            None => return Err(Status::invalid_argument("the ticket names no command")),
+        };
+        Ok(Ok(ReadOf {
+            cmd,
+            body: Some(body),
+        }))
+    }
+
+    /// A direct read is served in one stream only when its layout has one
+    /// part; otherwise it is declined (`READ_IN_PARTS`, audited as a plan:
+    /// the caller learns the number of parts, as from `GetFlightInfo`).
+    async fn one_part(
+        &self,
+        scope: &Arc<RequestScope>,
+        cmd: &Command,
+        planned: &PlannedQuery,
+    ) -> std::result::Result<(), Status> {
+        let mut event = event_for("plan", scope.principal(), cmd);
+        let layout = match cmd {
+            Command::Scan(scan) => self.engine.layout(scope, scan, planned).await,
+            Command::Sql(_) => self.engine.sql_layout(scope, planned).await,
+        };
+        let parts = match layout {
+            Ok(l) => l.parts.len(),
+            Err(e) => return Err(self.fail(event, e).await),
+        };
+        if parts <= 1 {
+            return Ok(());
+        }
+        describe_reads(&mut event, planned);
+        event.message = format!("direct read declined: {parts} parts");
+        self.audit
+            .record_trailing(event)
+            .await
+            .map_err(|e| to_status(&e))?;
+        Err(Status::failed_precondition(format!(
+            "{} this read has {parts} parts: ask GetFlightInfo for them and read its endpoints (in parallel)",
+            veil_proto::READ_IN_PARTS
+        )))
+    }
+}
+
+#[tonic::async_trait]
+impl DoGetMessages for VeilFlight {
+    async fn do_get_messages(
+        &self,
+        request: Request<Ticket>,
+    ) -> std::result::Result<Response<Stream<Outgoing>>, Status> {
+        let p = principal_of(&request)?;
+        let ReadOf { cmd, body } = match self.read_of(&request, &p).await? {
+            Ok(read) => read,
+            Err(m) => {
                 let scope = scope_of(&self.engine, &request)?;
                 return self.metadata_stream(&scope, &m).await;
             }
-            None => return Err(Status::invalid_argument("the ticket names no command")),
         };
         let mut event = event_for("read.start", &p, &cmd);
         // Every DoGet plans afresh under the current policies and identity;
@@ -476,24 +550,48 @@ impl DoGetMessages for VeilFlight {
         // fingerprint is re-authorised here, never trusted.
         // Time windows are measured from when the read was planned, so
         // every endpoint (and retry) of one read sees the same rows.
-        let at = (body.planned_at_ms > 0)
-            .then(|| chrono::DateTime::from_timestamp_millis(body.planned_at_ms))
-            .flatten();
+        let at = body
+            .as_ref()
+            .filter(|b| b.planned_at_ms > 0)
+            .and_then(|b| chrono::DateTime::from_timestamp_millis(b.planned_at_ms));
+        let part = body.as_ref().and_then(|b| b.part.clone());
         let scope = scope_of(&self.engine, &request)?;
-        let planned = match self.engine.plan(&scope, &cmd, body.part.clone(), at).await {
+        let planned = match self.engine.plan(&scope, &cmd, part, at).await {
             Ok(q) => q,
             Err(e) => return Err(self.fail(event, e).await),
         };
-        if body.policy_version != planned.version || body.identity_fingerprint != p.fingerprint {
-            tracing::debug!(query_id = %body.query_id, "ticket from an older policy version or identity: re-authorised and re-planned");
-        }
         describe_reads(&mut event, &planned);
-        event.message = format!(
-            "part {}/{} of query {}",
-            body.part_index + 1,
-            body.part_count.max(1),
-            body.query_id
-        );
+        // A read's rows that a row policy decides, named after a direct
+        // read that returned none (a signed ticket's FlightInfo says it).
+        let mut closing_note = None;
+        match &body {
+            Some(body) => {
+                if body.policy_version != planned.version
+                    || body.identity_fingerprint != p.fingerprint
+                {
+                    tracing::debug!(query_id = %body.query_id, "ticket from an older policy version or identity: re-authorised and re-planned");
+                }
+                event.message = format!(
+                    "part {}/{} of query {}",
+                    body.part_index + 1,
+                    body.part_count.max(1),
+                    body.query_id
+                );
+            }
+            None => {
+                self.one_part(&scope, &cmd, &planned).await?;
+                event.message = format!("direct read {}", uuid::Uuid::new_v4());
+                let filtered =
+                    distinct_datasets(planned.reads.iter().filter(|r| r.policy.rows_filtered()));
+                if !filtered.is_empty() {
+                    let note = serde_json::json!({ "read_notes": { "row_filtered": filtered } });
+                    closing_note = Some(Outgoing::from(FlightData {
+                        app_metadata: note.to_string().into_bytes().into(),
+                        ..Default::default()
+                    }));
+                }
+            }
+        }
         let mut end = event.clone();
         end.event_id = uuid::Uuid::new_v4().to_string();
         end.action = "read.end".into();
@@ -564,6 +662,8 @@ impl DoGetMessages for VeilFlight {
         let guarded = AuditedStream {
             inner: Gated::new(recorded.boxed(), encoded).boxed(),
             audit: Some((self.audit.clone(), end)),
+            closing_note,
+            ended: false,
             rows: 0,
             bytes: 0,
             started: Instant::now(),
@@ -817,7 +917,11 @@ impl FlightService for VeilFlight {
 /// finishes, fails, or is dropped (client cancelled or disconnected).
 struct AuditedStream {
     inner: Stream<Outgoing>,
+    /// The inner stream has ended.
+    ended: bool,
     audit: Option<(AuditLog, AuditEvent)>,
+    /// Sent after the data if the read returned no rows.
+    closing_note: Option<Outgoing>,
     rows: u64,
     bytes: u64,
     started: Instant,
@@ -912,6 +1016,10 @@ impl futures::Stream for AuditedStream {
 
     fn poll_next(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Self::Item>> {
         let this = &mut *self;
+        if this.ended {
+            this.finish("ok", None);
+            return Poll::Ready(None);
+        }
         match this.inner.poll_next_unpin(cx) {
             Poll::Ready(Some(Ok(message))) => {
                 this.bytes += (message.body_len() + message.data.data_header.len()) as u64;
@@ -930,6 +1038,11 @@ impl futures::Stream for AuditedStream {
                 Poll::Ready(Some(Err(status)))
             }
             Poll::Ready(None) => {
+                // The inner stream ended: it is not polled again.
+                this.ended = true;
+                if let Some(note) = this.closing_note.take().filter(|_| this.rows == 0) {
+                    return Poll::Ready(Some(Ok(note)));
+                }
                 this.finish("ok", None);
                 Poll::Ready(None)
             }

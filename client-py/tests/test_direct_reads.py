@@ -1,0 +1,133 @@
+"""Direct reads (README, "Direct reads"): a DoGet whose ticket carries the
+command plans and streams it in one call, governed and audited exactly as
+GetFlightInfo followed by DoGet; a read in several parts is declined and the
+client falls back to the endpoints."""
+
+import json
+import warnings
+
+import pyarrow as pa
+import pyarrow.flight as flight
+import pytest
+
+import veil
+from veil import _proto
+from veil.client import _DIRECT
+
+
+def connect(server, user):
+    return veil.connect(server.address, server.token(user))
+
+
+def raw(server, user):
+    client = flight.FlightClient(server.address)
+    options = flight.FlightCallOptions(headers=[(b"authorization", b"Bearer " + server.token(user).encode())])
+    return client, options
+
+
+def direct_ticket(query):
+    return flight.Ticket(_DIRECT + _proto.encode_sql(query))
+
+
+def two_calls(server, user, query):
+    """The same query through GetFlightInfo and its endpoints."""
+    client, options = raw(server, user)
+    info = client.get_flight_info(flight.FlightDescriptor.for_command(_proto.encode_sql(query)), options)
+    tables = [client.do_get(ep.ticket, options).read_all() for ep in info.endpoints]
+    return pa.concat_tables(tables) if tables else info.schema.empty_table()
+
+
+def audit(server, where):
+    with connect(server, "dave") as auditor:
+        return auditor.scan_as_pandas("veil.audit", filter=where)
+
+
+def test_a_direct_read_answers_as_two_calls_do_masks_and_row_policy_included(server):
+    # alice: a row policy and masks apply.
+    queries = [
+        "SELECT state, count(*) AS n FROM clinical.trials GROUP BY state ORDER BY state",
+        "SELECT ssn, state FROM clinical.trials ORDER BY ssn LIMIT 20",
+    ]
+    client, options = raw(server, "alice")
+    for q in queries:
+        direct = client.do_get(direct_ticket(q), options).read_all()
+        assert direct.num_rows > 0
+        assert direct.equals(two_calls(server, "alice", q)), q
+        with connect(server, "alice") as conn:
+            assert conn.sql_as_arrow(q).equals(direct), q
+
+
+def last_seq(server):
+    with connect(server, "dave") as auditor:
+        return int(auditor.sql("SELECT max(seq) AS s FROM veil.audit")["s"][0])
+
+
+def test_sql_reads_in_one_call_audited_as_a_read_without_a_plan_event(server):
+    before = last_seq(server)
+    with connect(server, "alice") as conn:
+        assert conn.sql("SELECT count(*) AS n FROM clinical.trials")["n"][0] > 0
+    rows = audit(server, f"user = 'alice' AND seq > {before}")
+    assert sorted(rows["action"]) == ["read.end", "read.start"], rows[["action", "message"]]
+    assert all(m.startswith("direct read ") for m in rows["message"])
+    assert set(rows["status"]) == {"ok"}
+    assert set(rows["dataset"]) == {"clinical.trials"}
+
+
+def test_a_read_in_parts_is_declined_and_the_client_reads_its_endpoints(server):
+    query = "SELECT * FROM clinical.trials"
+    client, options = raw(server, "bob")
+    with pytest.raises((flight.FlightError, pa.ArrowException)) as e:
+        client.do_get(direct_ticket(query), options).read_all()
+    assert "[READ_IN_PARTS]" in str(e.value)
+    assert "GetFlightInfo" in str(e.value)
+    with connect(server, "bob") as conn:
+        table = conn.sql_as_arrow(query)
+    assert table.num_rows == 120_000
+    assert table.sort_by("participant_id").equals(two_calls(server, "bob", query).sort_by("participant_id"))
+    declined = audit(server, "user = 'bob' AND action = 'plan' AND message LIKE 'direct read declined:%'")
+    assert len(declined) >= 2
+
+
+def test_what_you_may_not_read_answers_as_what_does_not_exist(server):
+    client, options = raw(server, "carol")
+    answers = []
+    for name in ("clinical.trials", "clinical.nothing"):
+        with pytest.raises((flight.FlightError, pa.ArrowException)) as e:
+            client.do_get(direct_ticket(f"SELECT count(*) FROM {name}"), options).read_all()
+        answers.append(str(e.value).replace(name, "X"))
+    assert answers[0] == answers[1]
+    assert "not found" in answers[0]
+
+
+def test_a_malformed_direct_ticket_is_refused_and_audited(server):
+    client, options = raw(server, "alice")
+    for body in (b"", b"\x00\x01garbage", _proto.encode_describe("clinical.trials")):
+        with pytest.raises((flight.FlightError, pa.ArrowException)) as e:
+            client.do_get(flight.Ticket(_DIRECT + body), options).read_all()
+        assert "unknown command" in str(e.value)
+    rows = audit(server, "user = 'alice' AND action = 'read.start' AND status = 'invalid_argument'")
+    assert sum("unknown command" in m for m in rows["message"]) >= 3
+
+
+def test_no_rows_under_a_row_policy_ends_with_a_note_and_a_warning(server):
+    query = "SELECT state, age FROM clinical.trials WHERE age > 0 ORDER BY age LIMIT 5"
+    client, options = raw(server, "erin")
+    reader = client.do_get(direct_ticket(query), options)
+    notes = []
+    while True:
+        try:
+            chunk = reader.read_chunk()
+        except StopIteration:
+            break
+        if chunk.data is not None:
+            assert chunk.data.num_rows == 0
+        elif chunk.app_metadata is not None:
+            notes.append(json.loads(chunk.app_metadata.to_pybytes()))
+    assert notes == [{"read_notes": {"row_filtered": ["clinical.trials"]}}]
+    with connect(server, "erin") as conn:
+        with pytest.warns(veil.RowPolicyWarning, match="row policy on clinical.trials"):
+            assert conn.sql(query).empty
+    with connect(server, "bob") as conn, warnings.catch_warnings():
+        # No row policy applies to bob: no note, no warning.
+        warnings.simplefilter("error")
+        assert conn.sql("SELECT age FROM clinical.trials WHERE age > 1000 LIMIT 1").empty
