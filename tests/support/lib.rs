@@ -201,3 +201,10 @@ pub fn veil_bin() -> PathBuf {
     );
     bin
 }
+
+/// A number no other call in this process returns (names of test schemas
+/// and databases).
+pub fn unique_number() -> u64 {
+    static NEXT: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+    NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed)
+}

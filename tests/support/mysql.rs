@@ -30,12 +30,14 @@ impl Database {
     pub async fn create(url: &str) -> Database {
         let mut conn = connect(url).await;
         let name = format!(
-            "veil_it_{}_{}",
+            "veil_it_{}_{}_{}",
             std::process::id(),
             std::time::SystemTime::now()
                 .duration_since(std::time::UNIX_EPOCH)
                 .unwrap()
-                .subsec_nanos()
+                .subsec_nanos(),
+            // Tests of one process started in the same clock tick.
+            crate::unique_number()
         );
         conn.query_drop(format!("CREATE DATABASE {name}"))
             .await

@@ -34,12 +34,14 @@ impl Schema {
             });
         tokio::spawn(conn);
         let name = format!(
-            "veil_it_{}_{}",
+            "veil_it_{}_{}_{}",
             std::process::id(),
             std::time::SystemTime::now()
                 .duration_since(std::time::UNIX_EPOCH)
                 .unwrap()
-                .subsec_nanos()
+                .subsec_nanos(),
+            // Tests of one process started in the same clock tick.
+            crate::unique_number()
         );
         client
             .batch_execute(&format!("DROP SCHEMA IF EXISTS {name} CASCADE"))
