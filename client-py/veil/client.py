@@ -607,7 +607,7 @@ class Connection:
         None when the server answers that the read has several parts (read
         in parallel through GetFlightInfo's endpoints instead)."""
         report = _stream.Progress(progress, None, what)
-        batches, filtered = [], []
+        batches = []
         try:
             reader = self._client.do_get(flight.Ticket(_DIRECT + descriptor.command), self._options)
             while True:
@@ -618,13 +618,8 @@ class Connection:
                 if chunk.data is not None:
                     report.add(chunk.data.num_rows)
                     batches.append(chunk.data)
-                elif chunk.app_metadata is not None:
-                    body = chunk.app_metadata.to_pybytes()
-                    notes = _direct_notes(body)
-                    if notes is not None:
-                        filtered = notes
-                    elif on_metadata is not None:
-                        on_metadata(body)
+                elif chunk.app_metadata is not None and on_metadata is not None:
+                    on_metadata(chunk.app_metadata.to_pybytes())
             schema = reader.schema
         except (flight.FlightError, pa.ArrowException) as e:
             if not batches and _IN_PARTS in str(e):
@@ -633,21 +628,9 @@ class Connection:
         finally:
             report.close()
         if not batches:
-            _warn_row_policy(filtered, stacklevel=5)
+            # Whether a row policy decides these rows: the plan's notes.
+            _warn_row_policy(_proto.decode_read_notes(self._info(descriptor).app_metadata), stacklevel=5)
         return pa.Table.from_batches(batches, schema=schema)
-
-
-def _direct_notes(body):
-    """A direct read's closing note (`{"read_notes": {"row_filtered":
-    [...]}}`, sent when it returned no rows), or None for any other
-    message (a privacy receipt)."""
-    try:
-        parsed = json.loads(body)
-    except ValueError:
-        return None
-    if isinstance(parsed, dict) and set(parsed) == {"read_notes"}:
-        return list(parsed["read_notes"].get("row_filtered", []))
-    return None
 
 
 def _warn_row_policy(filtered, stacklevel):

@@ -561,9 +561,6 @@ impl DoGetMessages for VeilFlight {
             Err(e) => return Err(self.fail(event, e).await),
         };
         describe_reads(&mut event, &planned);
-        // A read's rows that a row policy decides, named after a direct
-        // read that returned none (a signed ticket's FlightInfo says it).
-        let mut closing_note = None;
         match &body {
             Some(body) => {
                 if body.policy_version != planned.version
@@ -580,16 +577,12 @@ impl DoGetMessages for VeilFlight {
             }
             None => {
                 self.one_part(&scope, &cmd, &planned).await?;
-                event.message = format!("direct read {}", uuid::Uuid::new_v4());
-                let filtered =
-                    distinct_datasets(planned.reads.iter().filter(|r| r.policy.rows_filtered()));
-                if !filtered.is_empty() {
-                    let note = serde_json::json!({ "read_notes": { "row_filtered": filtered } });
-                    closing_note = Some(Outgoing::from(FlightData {
-                        app_metadata: note.to_string().into_bytes().into(),
-                        ..Default::default()
-                    }));
-                }
+                // What the plan noted (an accelerated copy served) stays.
+                let id = uuid::Uuid::new_v4();
+                event.message = match event.message.is_empty() {
+                    true => format!("direct read {id}"),
+                    false => format!("direct read {id}; {}", event.message),
+                };
             }
         }
         let mut end = event.clone();
@@ -662,7 +655,6 @@ impl DoGetMessages for VeilFlight {
         let guarded = AuditedStream {
             inner: Gated::new(recorded.boxed(), encoded).boxed(),
             audit: Some((self.audit.clone(), end)),
-            closing_note,
             ended: false,
             rows: 0,
             bytes: 0,
@@ -920,8 +912,6 @@ struct AuditedStream {
     /// The inner stream has ended.
     ended: bool,
     audit: Option<(AuditLog, AuditEvent)>,
-    /// Sent after the data if the read returned no rows.
-    closing_note: Option<Outgoing>,
     rows: u64,
     bytes: u64,
     started: Instant,
@@ -1040,9 +1030,6 @@ impl futures::Stream for AuditedStream {
             Poll::Ready(None) => {
                 // The inner stream ended: it is not polled again.
                 this.ended = true;
-                if let Some(note) = this.closing_note.take().filter(|_| this.rows == 0) {
-                    return Poll::Ready(Some(Ok(note)));
-                }
                 this.finish("ok", None);
                 Poll::Ready(None)
             }
