@@ -19,8 +19,8 @@ use std::fmt;
 use std::hash::Hash;
 use std::sync::Arc;
 
-use datafusion::arrow::array::{Array, AsArray, BooleanArray};
-use datafusion::arrow::buffer::BooleanBuffer;
+use datafusion::arrow::array::{Array, AsArray, BooleanArray, UInt8Array};
+use datafusion::arrow::buffer::{BooleanBuffer, NullBuffer};
 use datafusion::arrow::datatypes::{DataType, Schema};
 use datafusion::arrow::record_batch::RecordBatch;
 use datafusion::common::config::ConfigOptions;
@@ -99,6 +99,9 @@ struct Keys {
     lens: [u8; SLOTS],
     heads: [u64; SLOTS],
     tails: [u64; SLOTS],
+    /// Each slot's key's position among the distinct keys, in the order
+    /// first listed.
+    positions: [u8; SLOTS],
 }
 
 impl Keys {
@@ -130,14 +133,16 @@ impl Keys {
                 lens: [NO_KEY; SLOTS],
                 heads: [0; SLOTS],
                 tails: [0; SLOTS],
+                positions: [0; SLOTS],
             };
-            let placed = distinct.iter().all(|k| {
+            let placed = distinct.iter().enumerate().all(|(position, k)| {
                 let (head, tail) = packed(k);
                 let at = out.slot(k.len() as u8, head, tail);
                 if out.lens[at] != NO_KEY {
                     return false;
                 }
                 (out.lens[at], out.heads[at], out.tails[at]) = (k.len() as u8, head, tail);
+                out.positions[at] = position as u8;
                 true
             });
             if placed {
@@ -155,19 +160,119 @@ impl Keys {
 
     /// Whether the text of `len` bytes packed as `(head, tail)` is a key.
     #[inline]
-    fn member_packed(&self, len: usize, (head, tail): (u64, u64)) -> bool {
+    fn member_packed(&self, len: usize, packed: (u64, u64)) -> bool {
+        self.find_packed(len, packed).0
+    }
+
+    /// Whether the text of `len` bytes packed as `(head, tail)` is a key,
+    /// and the position of the key in its slot (meaningless when not).
+    #[inline]
+    fn find_packed(&self, len: usize, (head, tail): (u64, u64)) -> (bool, u8) {
         let len = if len > MAX_KEY_BYTES {
             TOO_LONG
         } else {
             len as u8
         };
         let at = self.slot(len, head, tail);
-        (self.lens[at] == len) & (self.heads[at] == head) & (self.tails[at] == tail)
+        let hit = (self.lens[at] == len) & (self.heads[at] == head) & (self.tails[at] == tail);
+        (hit, self.positions[at])
     }
 
     #[inline]
     fn member(&self, v: &[u8]) -> bool {
-        v.len() <= MAX_KEY_BYTES && self.member_packed(v.len(), packed(v))
+        self.find(v).0
+    }
+
+    #[inline]
+    fn find(&self, v: &[u8]) -> (bool, u8) {
+        match v.len() <= MAX_KEY_BYTES {
+            true => self.find_packed(v.len(), packed(v)),
+            false => (false, 0),
+        }
+    }
+}
+
+/// A few short texts (at most [`MAX_KEYS`] distinct, each at most 16
+/// bytes) and, for each value of a text array, which of them it is: the
+/// same slot table as [`ShortTextInExpr`], answering a key's position
+/// instead of a yes or no. A differential privacy policy's public keys are
+/// grouped by their position (a small integer) instead of their text.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct ShortTextKeys {
+    keys: Keys,
+    distinct: Vec<String>,
+}
+
+impl ShortTextKeys {
+    /// `None` unless every key is a text of at most 16 bytes and there are
+    /// at most [`MAX_KEYS`] distinct ones.
+    pub fn new<'a>(keys: impl IntoIterator<Item = &'a str>) -> Option<Self> {
+        let mut distinct: Vec<String> = Vec::new();
+        for k in keys {
+            if !distinct.iter().any(|d| d == k) {
+                distinct.push(k.to_string());
+            }
+        }
+        Some(Self {
+            keys: Keys::new(distinct.iter().map(String::as_str))?,
+            distinct,
+        })
+    }
+
+    /// The distinct keys, in the order first listed: position `i` is
+    /// `distinct()[i]`.
+    pub fn distinct(&self) -> &[String] {
+        &self.distinct
+    }
+
+    /// Each value's key position; null where the value is null or no key.
+    pub fn positions(&self, array: &dyn Array) -> Result<UInt8Array> {
+        let n = array.len();
+        let mut values: Vec<u8> = Vec::with_capacity(n);
+        let mut each = |_: usize, (hit, position): (bool, u8)| {
+            values.push(position);
+            hit
+        };
+        let hits = match array.data_type() {
+            DataType::Utf8 => {
+                let a = array.as_string::<i32>();
+                let (offsets, data) = (a.value_offsets(), a.value_data());
+                BooleanBuffer::collect_bool(n, |i| {
+                    let (start, end) = (offsets[i] as usize, offsets[i + 1] as usize);
+                    each(
+                        i,
+                        self.keys
+                            .find_packed(end - start, packed_in(data, start, end)),
+                    )
+                })
+            }
+            DataType::LargeUtf8 => {
+                let a = array.as_string::<i64>();
+                let (offsets, data) = (a.value_offsets(), a.value_data());
+                BooleanBuffer::collect_bool(n, |i| {
+                    let (start, end) = (offsets[i] as usize, offsets[i + 1] as usize);
+                    each(
+                        i,
+                        self.keys
+                            .find_packed(end - start, packed_in(data, start, end)),
+                    )
+                })
+            }
+            DataType::Utf8View => {
+                let a = array.as_string_view();
+                BooleanBuffer::collect_bool(n, |i| each(i, self.keys.find(a.value(i).as_bytes())))
+            }
+            other => {
+                return Err(DataFusionError::Internal(format!(
+                    "short text keys take text, not {other}"
+                )));
+            }
+        };
+        let valid = match array.nulls() {
+            Some(nulls) => &hits & nulls.inner(),
+            None => hits,
+        };
+        Ok(UInt8Array::new(values.into(), Some(NullBuffer::new(valid))))
     }
 }
 
@@ -389,7 +494,7 @@ impl PhysicalOptimizerRule for ShortTextIn {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use datafusion::arrow::array::StringArray;
+    use datafusion::arrow::array::{Int32Array, StringArray};
     use datafusion::arrow::datatypes::Field;
     use datafusion::execution::SessionStateBuilder;
     use datafusion::physical_plan::displayable;
@@ -580,6 +685,60 @@ mod tests {
         let zeros = [0u8; 40];
         assert!(!set.member(&zeros[..20]));
         assert!(!set.member_packed(20, packed_in(&zeros, 4, 24)));
+    }
+
+    /// Each value's position is that of the equal key (the first listing
+    /// of a key listed twice), null for nulls and for values no key
+    /// equals, in every text type, for values in and out of an array's
+    /// buffer ends.
+    #[test]
+    fn positions_name_the_equal_key() {
+        let keys = [
+            "hypertension",
+            "type 2 diabetes",
+            "CA",
+            "",
+            "CA",
+            "ABCDEFGHIJKLMNOP",
+            "é",
+        ];
+        let set = ShortTextKeys::new(keys).unwrap();
+        assert_eq!(
+            set.distinct(),
+            [
+                "hypertension",
+                "type 2 diabetes",
+                "CA",
+                "",
+                "ABCDEFGHIJKLMNOP",
+                "é"
+            ]
+        );
+        let values = probe_values(&keys);
+        for dt in [DataType::Utf8, DataType::LargeUtf8, DataType::Utf8View] {
+            let column = datafusion::arrow::compute::cast(&values, &dt).unwrap();
+            let positions = set.positions(&column).unwrap();
+            assert_eq!(positions.len(), values.len());
+            for i in 0..values.len() {
+                let want = values
+                    .is_valid(i)
+                    .then(|| set.distinct().iter().position(|k| k == values.value(i)))
+                    .flatten()
+                    .map(|p| p as u8);
+                let got = positions.is_valid(i).then(|| positions.value(i));
+                assert_eq!(
+                    got,
+                    want,
+                    "{dt}: {:?}",
+                    values.is_valid(i).then(|| values.value(i))
+                );
+            }
+            // Sliced: offsets that don't start at the buffer's start.
+            let sliced = set.positions(&column.slice(3, values.len() - 3)).unwrap();
+            assert_eq!(sliced, positions.slice(3, values.len() - 3), "{dt}");
+        }
+        assert!(set.positions(&Int32Array::from(vec![1])).is_err());
+        assert!(ShortTextKeys::new(["12345678901234567"]).is_none());
     }
 
     /// A scalar operand answers as `IN` does, null included.

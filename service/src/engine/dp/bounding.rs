@@ -36,6 +36,7 @@ use std::fmt;
 use std::sync::Arc;
 
 use super::query::{DpQuery, Measure};
+use crate::engine::short_text_in::ShortTextKeys;
 use crate::error::query::from_datafusion;
 use crate::error::{Result, VeilError};
 use crate::policy::differential_privacy::{Clamp, DpPolicy};
@@ -324,6 +325,24 @@ pub fn bounded_unique(
         true => with_unit(rows)?,
         false => rows,
     };
+    // A text key with public keys is grouped by its key's position (a
+    // small integer: no text hashed per row), then named again.
+    let schema = q.guard.view_schema();
+    let mut keys = Vec::with_capacity(groups.len());
+    let mut named = Vec::with_capacity(groups.len() + raws.len());
+    for (g, name) in q.groups.iter().zip(&groups) {
+        match public_text_keys(policy, g, &schema)? {
+            Some((position, value)) => {
+                keys.push(position.call(vec![col(name)]).alias(name));
+                named.push(value(col(name))?.alias(name));
+            }
+            None => {
+                keys.push(col(name));
+                named.push(col(name));
+            }
+        }
+    }
+    named.extend((0..raws.len()).map(|j| col(raw_column(j))));
     let mut totals = Vec::new();
     for (j, r) in raws.iter().enumerate() {
         let e = match r {
@@ -341,8 +360,102 @@ pub fn bounded_unique(
         };
         totals.push(e.alias(raw_column(j)));
     }
-    rows.aggregate(groups.iter().map(col).collect(), totals)
+    rows.aggregate(keys, totals)
+        .and_then(|f| f.select(named))
         .map_err(df)
+}
+
+/// For a group column whose policy lists public text keys that
+/// [`ShortTextKeys`] takes: the function giving a value's key position,
+/// and the expression naming a position's key again (in the column's
+/// type). `None` for every other group column.
+#[allow(clippy::type_complexity)]
+fn public_text_keys(
+    policy: &DpPolicy,
+    g: &str,
+    schema: &datafusion::arrow::datatypes::Schema,
+) -> Result<Option<(ScalarUDF, impl Fn(Expr) -> Result<Expr>)>> {
+    let Some(listed) = policy.public_keys.get(g) else {
+        return Ok(None);
+    };
+    let dt = schema
+        .field_with_name(g)
+        .map_err(|_| VeilError::Internal(format!("column '{g}' vanished")))?
+        .data_type()
+        .clone();
+    if !matches!(
+        dt,
+        DataType::Utf8 | DataType::LargeUtf8 | DataType::Utf8View
+    ) {
+        return Ok(None);
+    }
+    let Some(texts) = listed
+        .iter()
+        .map(serde_json::Value::as_str)
+        .collect::<Option<Vec<&str>>>()
+    else {
+        return Ok(None);
+    };
+    let Some(keys) = ShortTextKeys::new(texts).filter(|k| !k.distinct().is_empty()) else {
+        return Ok(None);
+    };
+    let distinct = keys.distinct().to_vec();
+    let value = move |position: Expr| -> Result<Expr> {
+        let mut case = datafusion::logical_expr::case(position);
+        for (i, k) in distinct.iter().enumerate() {
+            case.when(lit(i as u8), lit(k.as_str()));
+        }
+        Ok(cast(case.end().map_err(df)?, dt.clone()))
+    };
+    Ok(Some((DpKeyPosition::udf(keys), value)))
+}
+
+/// A text's position among a policy's public keys ([`ShortTextKeys`]), as
+/// a `UInt8`; null where the text is null or no key.
+#[derive(Debug, PartialEq, Eq, Hash)]
+pub struct DpKeyPosition {
+    keys: ShortTextKeys,
+    signature: Signature,
+}
+
+impl DpKeyPosition {
+    pub fn udf(keys: ShortTextKeys) -> ScalarUDF {
+        ScalarUDF::new_from_impl(Self {
+            keys,
+            signature: Signature::uniform(
+                1,
+                vec![DataType::Utf8, DataType::LargeUtf8, DataType::Utf8View],
+                Volatility::Immutable,
+            ),
+        })
+    }
+}
+
+impl ScalarUDFImpl for DpKeyPosition {
+    fn name(&self) -> &str {
+        "veil_dp_key_position"
+    }
+
+    fn signature(&self) -> &Signature {
+        &self.signature
+    }
+
+    fn return_type(&self, _arg_types: &[DataType]) -> datafusion::common::Result<DataType> {
+        Ok(DataType::UInt8)
+    }
+
+    fn invoke_with_args(
+        &self,
+        args: ScalarFunctionArgs,
+    ) -> datafusion::common::Result<ColumnarValue> {
+        let [x] = args.args.as_slice() else {
+            return Err(DataFusionError::Internal(
+                "veil_dp_key_position takes one argument".into(),
+            ));
+        };
+        let x = x.to_array(args.number_rows)?;
+        Ok(ColumnarValue::Array(Arc::new(self.keys.positions(&x)?)))
+    }
 }
 
 /// What a secure view's privacy units look like, in one version of its

@@ -1248,6 +1248,24 @@ async fn the_one_row_per_unit_shortcut_leaves_out_rows_without_a_unit() {
         );
     }
 
+    // A public text key grouped by its position next to a private one:
+    // the same groups, named as the truth names them.
+    let q = "SELECT diagnosis, state, COUNT(*) AS n FROM clinical.trials GROUP BY diagnosis, state ORDER BY diagnosis, state";
+    let truth = run(
+        "bob",
+        &q.replace(
+            "GROUP BY",
+            "WHERE participant_id IS NOT NULL AND state = 'CA' GROUP BY",
+        ),
+    )
+    .await;
+    let noisy = run("alice", q).await;
+    assert_eq!(strings(&truth, 0), strings(&noisy, 0));
+    assert_eq!(strings(&truth, 1), strings(&noisy, 1));
+    for (t, n) in ints(&truth, 2).iter().zip(ints(&noisy, 2)) {
+        assert!((t - n).abs() <= 2, "rows {n} vs {t}");
+    }
+
     // Under a time window: never checked, never taken.
     let dp = Dp::new(
         1.0,
