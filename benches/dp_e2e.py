@@ -134,6 +134,19 @@ try:
         rt.sort()
         print(f"kept answer round trip (GetFlightInfo + DoGet): p50 {rt[len(rt) // 2] * 1000:.2f} ms, "
               f"p90 {rt[len(rt) * 9 // 10] * 1000:.2f} ms over {len(rt)} calls")
+        # The Python client's own sql_as_arrow: one direct DoGet (README,
+        # "Direct reads").
+        kept = q.format(-1000)
+        for _ in range(20):
+            dp.sql_as_arrow(kept)
+        rt = []
+        for _ in range(args.kept_repeat):
+            t = time.perf_counter()
+            dp.sql_as_arrow(kept)
+            rt.append(time.perf_counter() - t)
+        rt.sort()
+        print(f"kept answer round trip (the Python client's sql_as_arrow, one direct DoGet): "
+              f"p50 {rt[len(rt) // 2] * 1000:.2f} ms, p90 {rt[len(rt) * 9 // 10] * 1000:.2f} ms over {len(rt)} calls")
 finally:
     proc.terminate()
     proc.wait()

@@ -228,39 +228,28 @@ impl ShortTextKeys {
     /// Each value's key position; null where the value is null or no key.
     pub fn positions(&self, array: &dyn Array) -> Result<UInt8Array> {
         let n = array.len();
-        let mut values: Vec<u8> = Vec::with_capacity(n);
-        let mut each = |_: usize, (hit, position): (bool, u8)| {
-            values.push(position);
-            hit
-        };
-        let hits = match array.data_type() {
+        let (values, hits) = match array.data_type() {
             DataType::Utf8 => {
                 let a = array.as_string::<i32>();
                 let (offsets, data) = (a.value_offsets(), a.value_data());
-                BooleanBuffer::collect_bool(n, |i| {
+                each_position(n, |i| {
                     let (start, end) = (offsets[i] as usize, offsets[i + 1] as usize);
-                    each(
-                        i,
-                        self.keys
-                            .find_packed(end - start, packed_in(data, start, end)),
-                    )
+                    self.keys
+                        .find_packed(end - start, packed_in(data, start, end))
                 })
             }
             DataType::LargeUtf8 => {
                 let a = array.as_string::<i64>();
                 let (offsets, data) = (a.value_offsets(), a.value_data());
-                BooleanBuffer::collect_bool(n, |i| {
+                each_position(n, |i| {
                     let (start, end) = (offsets[i] as usize, offsets[i + 1] as usize);
-                    each(
-                        i,
-                        self.keys
-                            .find_packed(end - start, packed_in(data, start, end)),
-                    )
+                    self.keys
+                        .find_packed(end - start, packed_in(data, start, end))
                 })
             }
             DataType::Utf8View => {
                 let a = array.as_string_view();
-                BooleanBuffer::collect_bool(n, |i| each(i, self.keys.find(a.value(i).as_bytes())))
+                each_position(n, |i| self.keys.find(a.value(i).as_bytes()))
             }
             other => {
                 return Err(DataFusionError::Internal(format!(
@@ -274,6 +263,27 @@ impl ShortTextKeys {
         };
         Ok(UInt8Array::new(values.into(), Some(NullBuffer::new(valid))))
     }
+}
+
+/// `find(i)` for each of `n` values: the positions, and a bit per value
+/// that is set when it was found. Written 64 values at a time into
+/// buffers sized up front (no length kept in memory per value).
+#[inline(always)]
+fn each_position(n: usize, find: impl Fn(usize) -> (bool, u8)) -> (Vec<u8>, BooleanBuffer) {
+    let mut values = vec![0u8; n];
+    let mut words: Vec<u64> = Vec::with_capacity(n.div_ceil(64));
+    for (c, chunk) in values.chunks_mut(64).enumerate() {
+        let base = c * 64;
+        let mut word = 0u64;
+        for (j, slot) in chunk.iter_mut().enumerate() {
+            let (hit, position) = find(base + j);
+            *slot = position;
+            word |= u64::from(hit) << j;
+        }
+        words.push(word);
+    }
+    let bits = BooleanBuffer::new(datafusion::arrow::buffer::Buffer::from_vec(words), 0, n);
+    (values, bits)
 }
 
 /// `expr [NOT] IN (keys)` over text, every key short (see the module).

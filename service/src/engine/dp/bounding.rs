@@ -142,15 +142,10 @@ pub async fn rows_frame(
             // Below the first edge: in no bucket.
             let first = cast(lit(edges[0]), column_type(g)?);
             f = f.filter(ident(g).gt_eq(first)).map_err(df)?;
-        } else if let Some(keys) = policy.public_keys.get(g) {
-            let dt = column_type(g)?;
-            // A few short keys are compared cheaply (`engine::short_text_in`).
-            let list = public_key_literals(g, keys, &dt)?
-                .into_iter()
-                .map(lit)
-                .collect();
-            let key_in = ident(g).in_list(list, false);
-            f = f.filter(key_in).map_err(df)?;
+        } else if policy.public_keys.contains_key(g) && !key_test_deferred(q, g, &schema)? {
+            f = f
+                .filter(public_key_test(ident(g), q, g, &schema)?)
+                .map_err(df)?;
         }
     }
     // 1. Per row: unit, groups (a bucketed column as its bucket's edge),
@@ -198,6 +193,49 @@ pub async fn rows_frame(
     f.select(row).map_err(df)
 }
 
+/// `x IN (the public keys of group column g)`. A few short text keys are
+/// compared cheaply (`engine::short_text_in`).
+fn public_key_test(
+    x: Expr,
+    q: &DpQuery,
+    g: &str,
+    schema: &datafusion::arrow::datatypes::Schema,
+) -> Result<Expr> {
+    let policy = &q.guard.rule().policy;
+    let keys = policy
+        .public_keys
+        .get(g)
+        .ok_or_else(|| VeilError::Internal(format!("column '{g}' has no public keys")))?;
+    let dt = schema
+        .field_with_name(g)
+        .map_err(|_| VeilError::Internal(format!("column '{g}' vanished")))?
+        .data_type()
+        .clone();
+    let list = public_key_literals(g, keys, &dt)?
+        .into_iter()
+        .map(lit)
+        .collect();
+    Ok(x.in_list(list, false))
+}
+
+/// Whether the rows frame leaves group column `g`'s public-key test out
+/// (it is applied by [`bounded`], and not needed by [`bounded_unique`]):
+/// when every group column has public keys, only the public combinations
+/// are released, so a row whose key is none of them may fall in a group
+/// of its own that nobody sees, as long as no per-unit step counts it
+/// (one row per unit: it adds to no other group). Only for keys grouped
+/// by their position ([`public_text_keys`]), which tells keys from the
+/// rest anyway: one slot-table lookup per row instead of two.
+fn key_test_deferred(
+    q: &DpQuery,
+    g: &str,
+    schema: &datafusion::arrow::datatypes::Schema,
+) -> Result<bool> {
+    let policy = &q.guard.rule().policy;
+    let all_public = q.groups.iter().all(|g| policy.public_keys.contains_key(g));
+    Ok(all_public && public_text_keys(policy, g, schema)?.is_some())
+}
+
 /// Quantity `j`'s per-row value (`__x{j}`, an `Int64` or `Float64`) in
 /// fixed point, as an `Int64` (`narrow`) or a `Decimal128(38, 0)`.
 fn fixed_point(policy: &DpPolicy, c: &str, j: usize, narrow: bool) -> Result<Expr> {
@@ -226,6 +264,15 @@ pub fn bounded(
     let policy = &q.guard.rule().policy;
     let groups: Vec<String> = (0..q.groups.len()).map(group_column).collect();
     let mut f = with_unit(rows)?;
+    // Rows whose key is no public key count toward no unit's groups.
+    let schema = q.guard.view_schema();
+    for (g, name) in q.groups.iter().zip(&groups) {
+        if key_test_deferred(q, g, &schema)? {
+            f = f
+                .filter(public_key_test(col(name), q, g, &schema)?)
+                .map_err(df)?;
+        }
+    }
     if let Some((n, k)) = part {
         let hash = Expr::ScalarFunction(datafusion::logical_expr::expr::ScalarFunction::new_udf(
             DpPart::udf(),
@@ -375,7 +422,11 @@ fn public_text_keys(
     g: &str,
     schema: &datafusion::arrow::datatypes::Schema,
 ) -> Result<Option<(ScalarUDF, impl Fn(Expr) -> Result<Expr>)>> {
-    let Some(listed) = policy.public_keys.get(g) else {
+    let Some(listed) = policy
+        .public_keys
+        .get(g)
+        .filter(|_| !policy.buckets.contains_key(g))
+    else {
         return Ok(None);
     };
     let dt = schema

@@ -1278,3 +1278,71 @@ async fn the_one_row_per_unit_shortcut_leaves_out_rows_without_a_unit() {
     dp.engine.dp.unique.run_pending_tasks();
     assert_eq!(dp.engine.dp.unique.entry_count(), 0);
 }
+
+/// Rows whose group key is none of the policy's public keys count
+/// nowhere: every public key is answered (one no row has, a noisy zero)
+/// and nothing else, with one row per unit and with units that also have
+/// a row under another key (which must not take the place of their
+/// public key's row among the groups a unit may reach).
+#[tokio::test]
+async fn rows_under_no_public_key_count_toward_no_group() {
+    use datafusion::arrow::array::{ArrayRef, StringArray};
+    let text = policy(100.0, "").replace(
+        r#"diagnosis = ["hypertension", "type 2 diabetes", "asthma", "migraine", "arthritis", "none"]"#,
+        r#"diagnosis = ["hypertension", "asthma", "flu"]"#,
+    );
+    assert!(text.contains("\"flu\""));
+    for repeated in [false, true] {
+        let dir = tempfile::tempdir().unwrap();
+        crate::demo::prepare(dir.path()).unwrap();
+        let path = dir.path().join("data/clinical/trials.parquet");
+        let base = crate::demo::trials_batch(20_000, 3);
+        let mut w =
+            crate::demo::parquet_writer(std::fs::File::create(&path).unwrap(), base.schema())
+                .unwrap();
+        w.write(&base).unwrap();
+        if repeated {
+            // The first 5,000 participants again, under a key no policy lists.
+            let again = crate::demo::trials_batch(5_000, 3);
+            let at = again.schema().index_of("diagnosis").unwrap();
+            let mut columns = again.columns().to_vec();
+            columns[at] = Arc::new(StringArray::from(vec!["none"; again.num_rows()])) as ArrayRef;
+            w.write(&RecordBatch::try_new(again.schema(), columns).unwrap())
+                .unwrap();
+        }
+        w.close().unwrap();
+        let (engine, snap) = demo_engine_with(dir.path(), &text).await;
+        let engine = Arc::new(engine);
+        let truth = sql_batch(
+            &engine,
+            &principal(&snap, "bob"),
+            "SELECT diagnosis, COUNT(*) AS n FROM clinical.trials WHERE state = 'CA' AND diagnosis IN ('hypertension', 'asthma') GROUP BY diagnosis ORDER BY diagnosis",
+        )
+        .await;
+        let noisy = sql_batch(
+            &engine,
+            &principal(&snap, "alice"),
+            "SELECT diagnosis, COUNT(*) AS n FROM clinical.trials GROUP BY diagnosis ORDER BY diagnosis",
+        )
+        .await;
+        engine.dp.unique.run_pending_tasks();
+        let shapes: Vec<bool> = engine.dp.unique.iter().map(|(_, v)| v.unique).collect();
+        assert_eq!(shapes, vec![!repeated], "repeated: {repeated}");
+        assert_eq!(strings(&truth, 0), ["asthma", "hypertension"]);
+        assert_eq!(
+            strings(&noisy, 0),
+            ["asthma", "flu", "hypertension"],
+            "repeated: {repeated}"
+        );
+        let (t, n) = (ints(&truth, 1), ints(&noisy, 1));
+        assert!(t.iter().all(|c| *c > 100), "{t:?}");
+        assert!((n[0] - t[0]).abs() <= 2, "asthma {} vs {}", n[0], t[0]);
+        assert!(n[1].abs() <= 2, "flu has no rows: {}", n[1]);
+        assert!(
+            (n[2] - t[1]).abs() <= 2,
+            "hypertension {} vs {}",
+            n[2],
+            t[1]
+        );
+    }
+}
