@@ -7,8 +7,9 @@ age > -i GROUP BY state` with a new `i` (so every DP answer is a fresh,
 charged draw) as a DP reader and as an exempt reader (the exact answer),
 and prints the medians and their ratio. Then the round trip of a kept
 answer (`GetFlightInfo` then `DoGet` of the same question again, as a
-client asks it) with pyarrow's Flight client: p50 and p90 over
---kept-repeat calls.
+client asks it) with pyarrow's Flight client, and through the Python
+client's `sql_as_arrow` (one direct `DoGet`, README "Direct reads"): p50
+and p90 over --kept-repeat calls each.
 
     python benches/dp_e2e.py --veil-bin target/release/veil \
         --parquet /tmp/vbench/data/people-10000000.parquet --repeat 9

@@ -3,6 +3,7 @@ budgets, the same answers through ADBC (Flight SQL), and Veil's noise
 cross-checked against OpenDP's on the same data."""
 
 import math
+import warnings
 
 import pytest
 
@@ -53,6 +54,25 @@ def test_answers_come_noisy_with_a_receipt_and_are_kept(dp):
     budgets = alice.dp_budget("clinical.trials")
     mine = [b for b in budgets if b["ledger"] == "you"][0]
     assert mine["spent"] == pytest.approx(0.1)
+    # Times as datetimes, as in a receipt; no raw milliseconds left.
+    assert not [k for b in budgets for k in b if k.endswith("_ms")]
+    assert all(
+        b[k] is None or b[k].tzinfo is not None for b in budgets for k in b if k.endswith("_at")
+    )
+
+
+def test_an_empty_answer_does_not_blame_the_row_policy(dp):
+    # alice has a row policy (CA only); no rows here come from HAVING over
+    # the noisy answer, and from private keys held back, not from it.
+    alice = veil.connect(dp.address, token=dp.token("alice"))
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        assert alice.sql(
+            "SELECT COUNT(*) AS n FROM clinical.trials HAVING COUNT(*) > 1000000000"
+        ).empty
+        assert alice.sql(
+            "SELECT state, COUNT(*) AS n FROM clinical.trials WHERE age > 200 GROUP BY state"
+        ).empty
 
 
 def test_private_group_keys_spend_delta_shown_in_receipt_and_ledger(dp):

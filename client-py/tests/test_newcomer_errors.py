@@ -1,6 +1,7 @@
 """What someone new to Veil (or to SQL) runs into, answered so they know
 what to do next."""
 
+import os
 import subprocess
 import warnings
 
@@ -62,9 +63,22 @@ def test_a_filter_that_is_not_a_condition(server):
 
 def test_an_empty_result_under_a_row_policy_says_so(server):
     with connect(server, "erin") as conn:
-        with pytest.warns(veil.RowPolicyWarning, match="row policy on clinical.trials"):
+        with pytest.warns(veil.RowPolicyWarning, match="row policy on clinical.trials") as seen:
             df = conn.scan_as_pandas("clinical.trials")
         assert len(df) == 0
+        # Every way in, the warning points at the caller's own line.
+        reads = [
+            lambda: conn.scan_as_arrow("clinical.trials"),
+            lambda: conn.sql("SELECT * FROM clinical.trials"),
+            lambda: conn.sql_as_polars("SELECT age FROM clinical.trials LIMIT 3"),
+            lambda: list(conn.scan_batches("clinical.trials")),
+        ]
+        files = {w.filename for w in seen}
+        for read in reads:
+            with pytest.warns(veil.RowPolicyWarning) as more:
+                read()
+            files |= {w.filename for w in more}
+        assert {os.path.basename(f) for f in files} == {os.path.basename(__file__)}
     with connect(server, "bob") as conn, warnings.catch_warnings():
         # No row policy applies to bob: an empty result is just empty.
         warnings.simplefilter("error")

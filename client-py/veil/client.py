@@ -4,6 +4,7 @@ import datetime
 import json
 import os
 import re
+import sys
 import warnings
 import pyarrow as pa
 import pyarrow.flight as flight
@@ -327,7 +328,7 @@ class Connection:
         (owners, governors and auditors also see the dataset's and every
         user's), as a list of dicts."""
         body = _proto.encode_dp_budget(dataset or "")
-        return [json.loads(b) for b in self._action("veil.dp_budget", body)]
+        return [_timestamps(json.loads(b)) for b in self._action("veil.dp_budget", body)]
 
     # -- admin ---------------------------------------------------------------
     def set_user_disabled(self, subject, disabled=True, issuer=""):
@@ -590,7 +591,7 @@ class Connection:
         finally:
             report.close()
         if report.rows == 0:
-            _warn_row_policy(_proto.decode_read_notes(info.app_metadata), stacklevel=5)
+            _warn_row_policy(_proto.decode_read_notes(info.app_metadata))
 
     def _read(self, descriptor, progress=None, what="read", on_metadata=None, direct=False):
         if direct:
@@ -629,11 +630,24 @@ class Connection:
             report.close()
         if not batches:
             # Whether a row policy decides these rows: the plan's notes.
-            _warn_row_policy(_proto.decode_read_notes(self._info(descriptor).app_metadata), stacklevel=5)
+            _warn_row_policy(_proto.decode_read_notes(self._info(descriptor).app_metadata))
         return pa.Table.from_batches(batches, schema=schema)
 
 
-def _warn_row_policy(filtered, stacklevel):
+def _outside_stacklevel():
+    """The `stacklevel` that makes a warning raised by our caller point at
+    the first line outside this package: the user's own, whichever of the
+    client's methods (and how many of them) the read went through."""
+    frame, level = sys._getframe(1), 1
+    while frame is not None and os.path.dirname(os.path.abspath(frame.f_code.co_filename)) == _HERE:
+        frame, level = frame.f_back, level + 1
+    return level
+
+
+_HERE = os.path.dirname(os.path.abspath(__file__))
+
+
+def _warn_row_policy(filtered):
     if filtered:
         warnings.warn(
             RowPolicyWarning(
@@ -641,7 +655,7 @@ def _warn_row_policy(filtered, stacklevel):
                 "from your attributes (whoami() shows them); it, or the read's own filter, "
                 "left none. describe(name) shows rows_filtered; the dataset's owner can say more"
             ),
-            stacklevel=stacklevel,
+            stacklevel=_outside_stacklevel(),
         )
 
 
@@ -664,12 +678,20 @@ def _receipt(bodies):
         if r is None:
             continue
         for key in ("resets_at_ms", "window_ends_at_ms"):
-            ms = r.pop(key, None)
-            r[key[: -len("_ms")]] = (
-                None if ms is None else datetime.datetime.fromtimestamp(ms / 1000, datetime.timezone.utc)
-            )
-        return r
+            r.setdefault(key, None)
+        return _timestamps(r)
     return None
+
+
+def _timestamps(d):
+    """`d` with each `<name>_at_ms` (milliseconds since the epoch, or
+    None) as `<name>_at`, a timezone-aware datetime (or None)."""
+    for key in [k for k in d if k.endswith("_at_ms")]:
+        ms = d.pop(key)
+        d[key[: -len("_ms")]] = (
+            None if ms is None else datetime.datetime.fromtimestamp(ms / 1000, datetime.timezone.utc)
+        )
+    return d
 
 
 def _to_polars(table):

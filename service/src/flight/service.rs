@@ -369,8 +369,14 @@ impl VeilFlight {
             .with_ordered(matches!(cmd, Command::Sql(_)) && count == 1)
             .with_app_metadata(
                 veil_proto::ReadNotes {
+                    // A differentially private answer with no rows is
+                    // its noise's doing (HAVING over it, private keys held
+                    // back), not the row policy's: no note.
                     row_filtered: distinct_datasets(
-                        planned.reads.iter().filter(|r| r.policy.rows_filtered()),
+                        planned
+                            .reads
+                            .iter()
+                            .filter(|r| r.policy.rows_filtered() && r.policy.dp.is_none()),
                     ),
                 }
                 .encode_to_vec(),

@@ -194,8 +194,15 @@ impl DpJob {
                     format!("{cost:.4}"),
                 )
             };
+            // Some ε left: a cheaper question still fits.
+            let cheaper = match !value_fits && spent.value < cap {
+                true => {
+                    "; a query can spend less with SELECT WITH DIFFERENTIAL_PRIVACY OPTIONS (epsilon => ...) ..."
+                }
+                false => "",
+            };
             VeilError::ResourceExhausted(format!(
-                "[DP_BUDGET] the differential privacy budget of {whose} on {} can't pay for this query: {what} {used} of {cap_text} used, {left} left, a query costs {cost_text}; it resets at {} (answers already seen stay free until their window ends)",
+                "[DP_BUDGET] the differential privacy budget of {whose} on {} can't pay for this query: {what} {used} of {cap_text} used, {left} left, a query costs {cost_text}{cheaper}; it resets at {} (answers already seen stay free until their window ends)",
                 self.query.guard.dataset().name,
                 resets
                     .and_then(chrono::DateTime::from_timestamp_millis)

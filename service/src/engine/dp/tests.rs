@@ -507,8 +507,8 @@ async fn budgets_stop_averaging_attacks_and_say_when_they_reset() {
     assert_eq!(spent, [1.0, 2.0, 3.0]);
     let e = dp.refused("alice", variants[3]).await;
     assert!(
-        matches!(e, VeilError::ResourceExhausted(ref m) if m.contains("[DP_BUDGET]") && m.contains("resets at")),
-        "{e:?}"
+        matches!(e, VeilError::ResourceExhausted(ref m) if m.contains("[DP_BUDGET]") && m.contains("resets at") && !m.contains("spend less")),
+        "nothing left, so no cheaper question fits: {e:?}"
     );
     // Answers she has seen stay free.
     let (_, r) = dp.run("alice", variants[0]).await.unwrap();
@@ -525,6 +525,27 @@ async fn budgets_stop_averaging_attacks_and_say_when_they_reset() {
     // A new period resets both.
     dp.advance(31 * DAY_MS);
     dp.run("alice", variants[3]).await.unwrap();
+
+    // With some ε left, the refusal says how to ask for less; asking for
+    // less fits.
+    let dp = Dp::new(1.0, "budget = { user_epsilon = 1.5, period = \"30d\" }").await;
+    dp.run("alice", variants[0]).await.unwrap();
+    let e = dp.refused("alice", variants[1]).await;
+    assert!(
+        matches!(e, VeilError::ResourceExhausted(ref m) if m.contains("0.5000 left") && m.contains("DIFFERENTIAL_PRIVACY OPTIONS (epsilon =>")),
+        "{e:?}"
+    );
+    let (_, r) = dp
+        .run(
+            "alice",
+            &variants[1].replace(
+                "SELECT",
+                "SELECT WITH DIFFERENTIAL_PRIVACY OPTIONS (epsilon => 0.5)",
+            ),
+        )
+        .await
+        .unwrap();
+    assert_eq!(r.charged, 0.5);
 }
 
 #[tokio::test]
