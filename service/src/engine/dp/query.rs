@@ -80,7 +80,14 @@ impl DpQuery {
         let measures: Vec<String> = self.measures.iter().map(Measure::describe).collect();
         let mut out = format!("SELECT {}", measures.join(", "));
         if let Some(f) = &self.filter {
-            out.push_str(&format!(" WHERE {}", escaped_literals(f.clone())));
+            // As SQL (`age > 65`, `state = 'CA'`: a quote inside a text
+            // constant doubled, so it shows where the constant ends), else
+            // as DataFusion shows expressions.
+            let f = escaped_literals(f.clone());
+            let shown = datafusion::sql::unparser::expr_to_sql(&f)
+                .map(|e| e.to_string())
+                .unwrap_or_else(|_| f.to_string());
+            out.push_str(&format!(" WHERE {shown}"));
         }
         if !self.groups.is_empty() {
             out.push_str(&format!(" GROUP BY {}", self.groups.join(", ")));
@@ -104,13 +111,21 @@ fn map_literals(e: Expr, f: impl Fn(ScalarValue) -> ScalarValue) -> Expr {
         .unwrap_or_else(|_| Expr::Literal(ScalarValue::Null, None))
 }
 
-/// Text constants escaped (quotes, newlines), so a receipt or audit line
-/// shows where a constant ends.
+/// Text constants with control characters escaped (`\n`, `\u{1b}`), so a
+/// receipt or audit line stays one line; quotes are left to the SQL
+/// quoting of [`DpQuery::describe`].
 fn escaped_literals(e: Expr) -> Expr {
     map_literals(e, |v| match v {
         ScalarValue::Utf8(Some(t))
         | ScalarValue::LargeUtf8(Some(t))
-        | ScalarValue::Utf8View(Some(t)) => ScalarValue::Utf8(Some(t.escape_debug().to_string())),
+        | ScalarValue::Utf8View(Some(t)) => ScalarValue::Utf8(Some(
+            t.chars()
+                .map(|c| match c.is_control() {
+                    true => c.escape_default().to_string(),
+                    false => c.to_string(),
+                })
+                .collect(),
+        )),
         other => other,
     })
 }

@@ -1074,7 +1074,25 @@ async fn receipts_show_where_a_text_constant_ends() {
         )
         .await
         .unwrap();
-    assert!(r.query.contains(r#"x\"); fake"#), "{}", r.query);
+    assert!(
+        r.query
+            .ends_with(r#"WHERE (state = 'x"); fake (p@1): charged')"#),
+        "{}",
+        r.query
+    );
+    // A quote inside a constant is doubled, a newline escaped; numbers
+    // read as written.
+    let (_, r) = dp
+        .run(
+            "alice",
+            "SELECT COUNT(*) FROM clinical.trials WHERE state = 'it''s\nCA' AND age > 65",
+        )
+        .await
+        .unwrap();
+    assert_eq!(
+        r.query,
+        r#"SELECT COUNT(*) WHERE ((state = 'it''s\nCA') AND (age > 65))"#
+    );
 }
 
 #[tokio::test]
