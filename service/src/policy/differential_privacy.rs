@@ -325,13 +325,13 @@ impl DpPolicy {
     /// The policy in words, for `veil explain`.
     pub fn describe(&self) -> String {
         let mut out = format!(
-            "aggregate queries only (COUNT, SUM, AVG, COUNT(DISTINCT {unit})), answered with {} noise at ε = {}{} per query; privacy unit {unit}: at most {} group(s) per unit, {} row(s) per unit in a group; answers kept {} s",
+            "aggregate queries only (COUNT, SUM, AVG, COUNT(DISTINCT {unit})), answered with {} noise at ε = {}{} per query; privacy unit {unit}: at most {} group(s) per unit, {} row(s) per unit in a group; answers kept {}",
             self.mechanism.as_str(),
             self.epsilon,
             self.delta.map(|d| format!(", δ = {d}")).unwrap_or_default(),
             self.max_groups,
             self.max_rows,
-            self.tolerance_secs,
+            super::rules::duration_text(self.tolerance_secs),
             unit = self.unit,
         );
         if !self.columns.is_empty() {
@@ -366,11 +366,36 @@ impl DpPolicy {
             .flatten()
             .collect();
             out.push_str(&format!(
-                "; budget {} every {} s",
+                "; budget {} every {}",
                 parts.join(", "),
-                b.period_secs
+                super::rules::duration_text(b.period_secs)
             ));
         }
         out
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// `veil explain` shows durations as a person writes them.
+    #[test]
+    fn the_policy_in_words_shows_durations_as_written() {
+        let spec: DifferentialPrivacySpec = toml::from_str(
+            r#"
+privacy_unit = "participant_id"
+epsilon = 1.0
+latency_tolerance = "24h"
+budget = { user_epsilon = 10, period = "30d" }
+"#,
+        )
+        .unwrap();
+        let words = DpPolicy::validate(&spec).unwrap().describe();
+        assert!(words.contains("answers kept 1 day"), "{words}");
+        assert!(
+            words.ends_with("; budget per user ε 10 every 30 days"),
+            "{words}"
+        );
     }
 }

@@ -238,6 +238,19 @@ pub fn parse_duration(field: &str, s: &str) -> std::result::Result<i64, String> 
         .ok_or_else(|| format!("`{field} = \"{s}\"` is longer than a century"))
 }
 
+/// Seconds as [`parse_duration`] reads them, in the largest unit that
+/// counts them exactly (`"30 days"`, `"1 hour"`, `"90 minutes"`; else
+/// `"45 s"`).
+pub fn duration_text(secs: i64) -> String {
+    let (n, unit) = match secs {
+        s if s > 0 && s % 86_400 == 0 => (s / 86_400, "day"),
+        s if s > 0 && s % 3_600 == 0 => (s / 3_600, "hour"),
+        s if s > 0 && s % 60 == 0 => (s / 60, "minute"),
+        s => return format!("{s} s"),
+    };
+    format!("{n} {unit}{}", if n == 1 { "" } else { "s" })
+}
+
 /// Checking a written policy.
 pub trait PolicySpecExt {
     /// The policy's rule, or why it can't be enforced as written.
@@ -478,6 +491,27 @@ mod tests {
 
     fn spec(toml_text: &str) -> PolicySpec {
         toml::from_str(toml_text).unwrap()
+    }
+
+    /// A duration reads back as the seconds it shows, in its largest
+    /// exact unit.
+    #[test]
+    fn durations_read_back_as_written() {
+        for (secs, text) in [
+            (30 * 86_400, "30 days"),
+            (86_400, "1 day"),
+            (36 * 3_600, "36 hours"),
+            (3_600, "1 hour"),
+            (90 * 60, "90 minutes"),
+            (60, "1 minute"),
+            (45, "45 s"),
+            (0, "0 s"),
+        ] {
+            assert_eq!(duration_text(secs), text);
+            if secs % 60 == 0 && secs > 0 {
+                assert_eq!(parse_duration("x", text), Ok(secs), "{text}");
+            }
+        }
     }
 
     #[test]
