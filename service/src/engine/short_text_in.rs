@@ -19,7 +19,9 @@ use std::fmt;
 use std::hash::Hash;
 use std::sync::Arc;
 
-use datafusion::arrow::array::{Array, AsArray, BooleanArray, UInt8Array};
+use datafusion::arrow::array::{
+    Array, AsArray, BooleanArray, GenericStringArray, OffsetSizeTrait, UInt8Array,
+};
 use datafusion::arrow::buffer::{BooleanBuffer, NullBuffer};
 use datafusion::arrow::datatypes::{DataType, Schema};
 use datafusion::arrow::record_batch::RecordBatch;
@@ -229,24 +231,8 @@ impl ShortTextKeys {
     pub fn positions(&self, array: &dyn Array) -> Result<UInt8Array> {
         let n = array.len();
         let (values, hits) = match array.data_type() {
-            DataType::Utf8 => {
-                let a = array.as_string::<i32>();
-                let (offsets, data) = (a.value_offsets(), a.value_data());
-                each_position(n, |i| {
-                    let (start, end) = (offsets[i] as usize, offsets[i + 1] as usize);
-                    self.keys
-                        .find_packed(end - start, packed_in(data, start, end))
-                })
-            }
-            DataType::LargeUtf8 => {
-                let a = array.as_string::<i64>();
-                let (offsets, data) = (a.value_offsets(), a.value_data());
-                each_position(n, |i| {
-                    let (start, end) = (offsets[i] as usize, offsets[i + 1] as usize);
-                    self.keys
-                        .find_packed(end - start, packed_in(data, start, end))
-                })
-            }
+            DataType::Utf8 => self.offset_positions(array.as_string::<i32>()),
+            DataType::LargeUtf8 => self.offset_positions(array.as_string::<i64>()),
             DataType::Utf8View => {
                 let a = array.as_string_view();
                 each_position(n, |i| self.keys.find(a.value(i).as_bytes()))
@@ -262,6 +248,20 @@ impl ShortTextKeys {
             None => hits,
         };
         Ok(UInt8Array::new(values.into(), Some(NullBuffer::new(valid))))
+    }
+
+    /// [`Self::positions`] of a text array with offsets, reading whole
+    /// words of its buffer.
+    fn offset_positions<O: OffsetSizeTrait>(
+        &self,
+        a: &GenericStringArray<O>,
+    ) -> (Vec<u8>, BooleanBuffer) {
+        let (offsets, data) = (a.value_offsets(), a.value_data());
+        each_position(a.len(), |i| {
+            let (start, end) = (offsets[i].as_usize(), offsets[i + 1].as_usize());
+            self.keys
+                .find_packed(end - start, packed_in(data, start, end))
+        })
     }
 }
 
