@@ -130,13 +130,7 @@ pub async fn rows_frame(
     if let Some(w) = &q.filter {
         f = f.filter(w.clone()).map_err(df)?;
     }
-    let column_type = |g: &str| -> Result<DataType> {
-        Ok(schema
-            .field_with_name(g)
-            .map_err(|_| VeilError::Internal(format!("column '{g}' vanished")))?
-            .data_type()
-            .clone())
-    };
+    let column_type = |g: &str| view_type(&schema, g);
     for g in &q.groups {
         if let Some(edges) = policy.buckets.get(g) {
             // Below the first edge: in no bucket.
@@ -193,6 +187,15 @@ pub async fn rows_frame(
     f.select(row).map_err(df)
 }
 
+/// The type of column `g` of the secure view.
+fn view_type(schema: &datafusion::arrow::datatypes::Schema, g: &str) -> Result<DataType> {
+    Ok(schema
+        .field_with_name(g)
+        .map_err(|_| VeilError::Internal(format!("column '{g}' vanished")))?
+        .data_type()
+        .clone())
+}
+
 /// `x IN (the public keys of group column g)`. A few short text keys are
 /// compared cheaply (`engine::short_text_in`).
 fn public_key_test(
@@ -206,11 +209,7 @@ fn public_key_test(
         .public_keys
         .get(g)
         .ok_or_else(|| VeilError::Internal(format!("column '{g}' has no public keys")))?;
-    let dt = schema
-        .field_with_name(g)
-        .map_err(|_| VeilError::Internal(format!("column '{g}' vanished")))?
-        .data_type()
-        .clone();
+    let dt = view_type(schema, g)?;
     let list = public_key_literals(g, keys, &dt)?
         .into_iter()
         .map(lit)
@@ -429,11 +428,7 @@ fn public_text_keys(
     else {
         return Ok(None);
     };
-    let dt = schema
-        .field_with_name(g)
-        .map_err(|_| VeilError::Internal(format!("column '{g}' vanished")))?
-        .data_type()
-        .clone();
+    let dt = view_type(schema, g)?;
     if !matches!(
         dt,
         DataType::Utf8 | DataType::LargeUtf8 | DataType::Utf8View

@@ -194,8 +194,8 @@ impl DpJob {
                     format!("{cost:.4}"),
                 )
             };
-            // Some ε left: a cheaper question still fits.
-            let cheaper = match !value_fits && spent.value < cap {
+            // Some ε left (beyond rounding): a cheaper question fits.
+            let cheaper = match !value_fits && cap - spent.value > cap * 1e-9 {
                 true => {
                     "; a query can spend less with SELECT WITH DIFFERENTIAL_PRIVACY OPTIONS (epsilon => ...) ..."
                 }
