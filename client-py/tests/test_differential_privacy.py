@@ -92,6 +92,27 @@ def test_private_group_keys_spend_delta_shown_in_receipt_and_ledger(dp):
     assert mine["query_delta"] == pytest.approx(1e-6)
 
 
+def test_spending_shows_as_the_decimal_sum(dp):
+    # 0.1 three times is 0.30000000000000004 as a float sum; receipts and
+    # budgets show 0.3.
+    dave = veil.connect(dp.address, token=dp.token("dave"))
+    dave.put_user("gina", groups=["analysts"])
+    gina = veil.connect(dp.address, token=dp.token("gina"))
+    for i in range(3):
+        _, receipt = gina.sql(
+            f"SELECT COUNT(*) AS n FROM clinical.trials WHERE age > {1000 + i}", privacy=True
+        )
+        assert receipt["charged"] == 0.1
+    assert 0.1 + 0.1 + 0.1 != 0.3
+    assert receipt["spent"] == 0.3
+    mine = [b for b in gina.dp_budget("clinical.trials") if b["ledger"] == "you"][0]
+    assert mine["spent"] == 0.3
+    # An overseer sees the dataset's ledger and gina's by name.
+    ledgers = [b["ledger"] for b in dave.dp_budget("clinical.trials")]
+    assert "dataset" in ledgers and "you" in ledgers
+    assert {"issuer": "veil-demo", "subject": "gina"} in ledgers
+
+
 def test_raw_reads_and_other_shapes_are_refused_with_codes(dp):
     alice = veil.connect(dp.address, token=dp.token("alice"))
     with pytest.raises(veil.PermissionDenied, match=r"\[DP_ROW_LEVEL\]"):

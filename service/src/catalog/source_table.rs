@@ -6,7 +6,7 @@
 //! in the files (schema drift) are not read until they are in the dictionary.
 
 use async_trait::async_trait;
-use datafusion::arrow::datatypes::{FieldRef, Schema, SchemaRef};
+use datafusion::arrow::datatypes::{DataType, FieldRef, Schema, SchemaRef};
 use datafusion::catalog::Session;
 use datafusion::common::{DataFusionError, ScalarValue};
 use datafusion::datasource::TableProvider;
@@ -134,6 +134,38 @@ impl SourceTable {
         all.extend(self.partition_fields.iter().cloned());
         self.table_schema = Arc::new(Schema::new(all));
         self.copies = Some(copies);
+        self
+    }
+
+    /// Read the text columns `columns` of parquet files as `Utf8View`
+    /// instead of their dictionary type: a value is then a view into the
+    /// decoded page, its bytes not copied per row. Only for a plan that
+    /// reads them itself and never sends them (the exact aggregates of a
+    /// differential privacy answer, `engine::dp`): clients get the
+    /// dictionary's types. Kept copies and other formats are read as
+    /// declared.
+    pub fn with_text_views(mut self, columns: &[String]) -> Self {
+        if self.format != FileFormatKind::Parquet || self.copies.is_some() || columns.is_empty() {
+            return self;
+        }
+        let viewed = |fields: &SchemaRef| -> SchemaRef {
+            Arc::new(Schema::new(
+                fields
+                    .fields()
+                    .iter()
+                    .map(|f| match f.data_type() {
+                        DataType::Utf8 | DataType::LargeUtf8
+                            if columns.iter().any(|c| c == f.name()) =>
+                        {
+                            Arc::new(f.as_ref().clone().with_data_type(DataType::Utf8View))
+                        }
+                        _ => Arc::clone(f),
+                    })
+                    .collect::<Vec<_>>(),
+            ))
+        };
+        self.file_schema = viewed(&self.file_schema);
+        self.table_schema = viewed(&self.table_schema);
         self
     }
 

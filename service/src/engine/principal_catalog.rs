@@ -439,8 +439,18 @@ impl ViewCompiler {
                     counts = self.counts_slot(d, &listing);
                 }
                 let served = SourceTable::from_listing(d, part.clone(), listing.clone()).await?;
-                let (served, kept, rows) =
+                let (mut served, kept, rows) =
                     self.kept_copies(d, &policy, &listing, part.as_ref(), served)?;
+                if let Some(rule) = policy.dp.as_ref().filter(|_| self.dp_raw) {
+                    // The exact aggregates group these by position
+                    // (`dp::bounding`): read as views, never sent.
+                    let viewed: Vec<String> =
+                        super::dp::bounding::position_grouped(&rule.policy, &served.schema())?
+                            .into_iter()
+                            .filter(|c| !policy.reads_column(c))
+                            .collect();
+                    served = served.with_text_views(&viewed);
+                }
                 rows_kept = rows;
                 (Arc::new(served), whole, kept)
             }

@@ -19,9 +19,7 @@ use std::fmt;
 use std::hash::Hash;
 use std::sync::Arc;
 
-use datafusion::arrow::array::{
-    Array, AsArray, BooleanArray, GenericStringArray, OffsetSizeTrait, UInt8Array,
-};
+use datafusion::arrow::array::{Array, AsArray, BooleanArray, OffsetSizeTrait, UInt8Array};
 use datafusion::arrow::buffer::{BooleanBuffer, NullBuffer};
 use datafusion::arrow::datatypes::{DataType, Schema};
 use datafusion::arrow::record_batch::RecordBatch;
@@ -82,6 +80,101 @@ fn packed_in(data: &[u8], start: usize, end: usize) -> (u64, u64) {
     let head = word(data, start) & low;
     let tail = word(data, end - 8) & if n > 8 { u64::MAX } else { 0 };
     (head, tail)
+}
+
+/// A text array's values by index, each as its length and [`packed`]
+/// (meaningless when longer than [`MAX_KEY_BYTES`]), read from the
+/// array's buffers without a slice per value.
+trait PackedTexts {
+    fn packed_at(&self, i: usize) -> (usize, (u64, u64));
+}
+
+/// `Utf8` and `LargeUtf8`: whole words of the values buffer.
+struct OffsetTexts<'a, O> {
+    offsets: &'a [O],
+    data: &'a [u8],
+}
+
+impl<O: OffsetSizeTrait> PackedTexts for OffsetTexts<'_, O> {
+    #[inline(always)]
+    fn packed_at(&self, i: usize) -> (usize, (u64, u64)) {
+        let (start, end) = (self.offsets[i].as_usize(), self.offsets[i + 1].as_usize());
+        (end - start, packed_in(self.data, start, end))
+    }
+}
+
+/// `Utf8View`: a text of at most 12 bytes is in its view (zero-padded),
+/// a longer one in a data buffer.
+struct ViewTexts<'a> {
+    views: &'a [u128],
+    buffers: &'a [datafusion::arrow::buffer::Buffer],
+}
+
+impl PackedTexts for ViewTexts<'_> {
+    #[inline(always)]
+    fn packed_at(&self, i: usize) -> (usize, (u64, u64)) {
+        let view = self.views[i];
+        let len = view as u32 as usize;
+        if len <= 12 {
+            // Bytes 4.. of the view are the text's: byte j at bit 32 + 8j.
+            let bits = 8 * len.min(8) as u32;
+            let head = ((view >> 32) as u64) & u64::MAX.checked_shr(64 - bits).unwrap_or(0);
+            let tail = match len > 8 {
+                true => (view >> (32 + 8 * (len - 8))) as u64,
+                false => 0,
+            };
+            return (len, (head, tail));
+        }
+        if len > MAX_KEY_BYTES {
+            return (len, (0, 0));
+        }
+        let v = datafusion::arrow::array::ByteView::from(view);
+        let start = v.offset as usize;
+        (
+            len,
+            packed_in(&self.buffers[v.buffer_index as usize], start, start + len),
+        )
+    }
+}
+
+/// `$body` with `$texts` bound to `$array`'s [`PackedTexts`] (one
+/// monomorphic loop per text type); an internal error naming `$what` for
+/// anything but text.
+macro_rules! with_packed_texts {
+    ($array:expr, $what:expr, |$texts:ident| $body:expr) => {
+        match $array.data_type() {
+            DataType::Utf8 => {
+                let a = $array.as_string::<i32>();
+                let $texts = OffsetTexts {
+                    offsets: a.value_offsets(),
+                    data: a.value_data(),
+                };
+                $body
+            }
+            DataType::LargeUtf8 => {
+                let a = $array.as_string::<i64>();
+                let $texts = OffsetTexts {
+                    offsets: a.value_offsets(),
+                    data: a.value_data(),
+                };
+                $body
+            }
+            DataType::Utf8View => {
+                let a = $array.as_string_view();
+                let $texts = ViewTexts {
+                    views: a.views(),
+                    buffers: a.data_buffers(),
+                };
+                $body
+            }
+            other => {
+                return Err(DataFusionError::Internal(format!(
+                    "{} takes text, not {other}",
+                    $what
+                )));
+            }
+        }
+    };
 }
 
 /// The length of an empty slot.
@@ -180,12 +273,12 @@ impl Keys {
         (hit, self.positions[at])
     }
 
-    #[inline]
+    #[cfg(test)]
     fn member(&self, v: &[u8]) -> bool {
         self.find(v).0
     }
 
-    #[inline]
+    #[cfg(test)]
     fn find(&self, v: &[u8]) -> (bool, u8) {
         match v.len() <= MAX_KEY_BYTES {
             true => self.find_packed(v.len(), packed(v)),
@@ -230,38 +323,17 @@ impl ShortTextKeys {
     /// Each value's key position; null where the value is null or no key.
     pub fn positions(&self, array: &dyn Array) -> Result<UInt8Array> {
         let n = array.len();
-        let (values, hits) = match array.data_type() {
-            DataType::Utf8 => self.offset_positions(array.as_string::<i32>()),
-            DataType::LargeUtf8 => self.offset_positions(array.as_string::<i64>()),
-            DataType::Utf8View => {
-                let a = array.as_string_view();
-                each_position(n, |i| self.keys.find(a.value(i).as_bytes()))
-            }
-            other => {
-                return Err(DataFusionError::Internal(format!(
-                    "short text keys take text, not {other}"
-                )));
-            }
-        };
+        let (values, hits) = with_packed_texts!(array, "short text keys", |texts| {
+            each_position(n, |i| {
+                let (len, packed) = texts.packed_at(i);
+                self.keys.find_packed(len, packed)
+            })
+        });
         let valid = match array.nulls() {
             Some(nulls) => &hits & nulls.inner(),
             None => hits,
         };
         Ok(UInt8Array::new(values.into(), Some(NullBuffer::new(valid))))
-    }
-
-    /// [`Self::positions`] of a text array with offsets, reading whole
-    /// words of its buffer.
-    fn offset_positions<O: OffsetSizeTrait>(
-        &self,
-        a: &GenericStringArray<O>,
-    ) -> (Vec<u8>, BooleanBuffer) {
-        let (offsets, data) = (a.value_offsets(), a.value_data());
-        each_position(a.len(), |i| {
-            let (start, end) = (offsets[i].as_usize(), offsets[i + 1].as_usize());
-            self.keys
-                .find_packed(end - start, packed_in(data, start, end))
-        })
     }
 }
 
@@ -345,37 +417,12 @@ impl ShortTextInExpr {
     fn test(&self, array: &dyn Array) -> Result<BooleanArray> {
         let n = array.len();
         let negated = self.negated;
-        let bits = match array.data_type() {
-            DataType::Utf8 => {
-                let a = array.as_string::<i32>();
-                let (offsets, data) = (a.value_offsets(), a.value_data());
-                BooleanBuffer::collect_bool(n, |i| {
-                    let (start, end) = (offsets[i] as usize, offsets[i + 1] as usize);
-                    let packed = packed_in(data, start, end);
-                    self.keys.member_packed(end - start, packed) != negated
-                })
-            }
-            DataType::LargeUtf8 => {
-                let a = array.as_string::<i64>();
-                let (offsets, data) = (a.value_offsets(), a.value_data());
-                BooleanBuffer::collect_bool(n, |i| {
-                    let (start, end) = (offsets[i] as usize, offsets[i + 1] as usize);
-                    let packed = packed_in(data, start, end);
-                    self.keys.member_packed(end - start, packed) != negated
-                })
-            }
-            DataType::Utf8View => {
-                let a = array.as_string_view();
-                BooleanBuffer::collect_bool(n, |i| {
-                    self.keys.member(a.value(i).as_bytes()) != negated
-                })
-            }
-            other => {
-                return Err(DataFusionError::Internal(format!(
-                    "a short text IN list takes text, not {other}"
-                )));
-            }
-        };
+        let bits = with_packed_texts!(array, "a short text IN list", |texts| {
+            BooleanBuffer::collect_bool(n, |i| {
+                let (len, packed) = texts.packed_at(i);
+                self.keys.member_packed(len, packed) != negated
+            })
+        });
         // A null value is neither in nor out: null, as for `IN`.
         Ok(BooleanArray::new(bits, array.nulls().cloned()))
     }

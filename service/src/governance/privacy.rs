@@ -11,7 +11,7 @@ use crate::error::{Result, VeilError};
 use crate::model::dataset::DatasetRecord;
 use crate::model::identity::Permission;
 use crate::model::policy::{DataRule, PolicyRule};
-use crate::model::privacy::DpSpent;
+use crate::model::privacy::{DpSpent, shown};
 use crate::policy::differential_privacy::DpPolicy;
 use crate::policy::effective::{applies_to, data_policy};
 
@@ -91,13 +91,13 @@ impl Governance {
                     "dataset": d.name,
                     "ledger": who,
                     "unit": policy.privacy.unit(),
-                    "spent": spent.value,
+                    "spent": shown(spent.value),
                     "budget": cap,
                     "budget_epsilon": cap_eps,
-                    "remaining": cap.map(|c| (c - spent.value).max(0.0)),
-                    "delta_spent": spent.delta,
+                    "remaining": cap.map(|c| shown((c - spent.value).max(0.0))),
+                    "delta_spent": shown(spent.delta),
                     "delta_budget": delta_cap,
-                    "delta_remaining": delta_cap.map(|c| (c - spent.delta).max(0.0)),
+                    "delta_remaining": delta_cap.map(|c| shown((c - spent.delta).max(0.0))),
                     "period_started_at_ms": period_ms.map(|ms| period * ms),
                     "resets_at_ms": period_ms.map(|ms| (period + 1) * ms),
                     "query_epsilon": policy.epsilon,

@@ -57,6 +57,16 @@ impl<'a> std::iter::Sum<&'a DpLedgerRow> for DpSpent {
     }
 }
 
+/// A ledger figure as receipts and budgets show it: 12 significant
+/// digits, so ε spent as 0.1 then 0.2 shows as 0.3, not as the float sum
+/// 0.30000000000000004. Only for showing: charges compare exact sums.
+pub fn shown(x: f64) -> f64 {
+    match x.is_finite() && x != 0.0 {
+        true => format!("{x:.11e}").parse().unwrap_or(x),
+        false => x,
+    }
+}
+
 impl DpSpent {
     pub fn after(self, c: &DpCharge) -> Self {
         Self {
@@ -94,4 +104,20 @@ pub struct DpLedgerRow {
     pub dataset_id: String,
     pub period: i64,
     pub spent: DpSpent,
+}
+
+#[cfg(test)]
+mod shown_tests {
+    use super::shown;
+
+    #[test]
+    fn float_sums_show_as_the_decimal_written() {
+        assert_eq!(shown(0.1 + 0.2), 0.3);
+        assert_eq!(shown(2.15 + 0.0000000000000004), 2.15);
+        assert_eq!(shown(1e-6 + 2e-6), 3e-6);
+        assert_eq!(shown(0.0), 0.0);
+        assert_eq!(shown(123.456), 123.456);
+        // Differences beyond 12 digits only.
+        assert_ne!(shown(1.000000001), 1.0);
+    }
 }

@@ -141,6 +141,29 @@ impl EffectivePolicy {
         !self.row_rules.is_empty()
     }
 
+    /// Whether anything but the differential privacy rule reads `column`:
+    /// a mask on it or a mask's condition, a row rule, k-anonymization.
+    pub fn reads_column(&self, column: &str) -> bool {
+        let named = |e: &Expr| e.column_refs().iter().any(|c| c.name == column);
+        self.masks.contains_key(column)
+            || self
+                .masks
+                .values()
+                .flat_map(|m| &m.candidates)
+                .any(|c| c.when.as_ref().is_some_and(named))
+            || self.row_rules.iter().any(|r| match &r.kind {
+                RowRuleKind::Matching { column: c, .. } | RowRuleKind::Window { column: c, .. } => {
+                    c == column
+                }
+                RowRuleKind::Where(e) => named(e),
+                RowRuleKind::Sample { columns, .. } => columns.iter().any(|c| c == column),
+            })
+            || self
+                .kanon
+                .iter()
+                .any(|g| g.columns.iter().any(|c| c == column))
+    }
+
     /// How a column is masked, as `describe` and `explain` show it (empty:
     /// served as stored).
     pub fn mask_label(&self, column: &str) -> String {
@@ -1202,5 +1225,85 @@ chain = [
             "name = \"t\"\ndataset = \"s.t\"\nrow_filter = { within = \"7 days\", column = \"ts\" }",
         ]);
         assert!(check_policy_on(&p[0], &d).is_ok());
+    }
+}
+
+#[cfg(test)]
+mod reads_column_tests {
+    use super::*;
+    use datafusion::prelude::{col, lit};
+
+    fn empty() -> EffectivePolicy {
+        EffectivePolicy {
+            masks: BTreeMap::new(),
+            row_rules: vec![],
+            kanon: vec![],
+            dp: None,
+            applied: vec![],
+            decisions: vec![],
+        }
+    }
+
+    fn rule(kind: RowRuleKind) -> RowRule {
+        RowRule {
+            kind,
+            policy: "p@1".into(),
+            description: String::new(),
+        }
+    }
+
+    fn mask(when: Option<Expr>) -> ColumnMask {
+        ColumnMask {
+            candidates: vec![AppliedMask {
+                mask: MaskSpec::Null,
+                policy: "p@1".into(),
+                when,
+                when_sql: None,
+            }],
+        }
+    }
+
+    /// Each way a policy reads a column is seen, and only for that column.
+    #[test]
+    fn every_kind_of_rule_that_reads_a_column_is_seen() {
+        let mut cases: Vec<EffectivePolicy> = Vec::new();
+        let mut p = empty();
+        p.masks.insert("g".into(), mask(None));
+        cases.push(p);
+        let mut p = empty();
+        p.masks
+            .insert("other".into(), mask(Some(col("g").eq(lit("x")))));
+        cases.push(p);
+        for kind in [
+            RowRuleKind::Matching {
+                column: "g".into(),
+                values: BTreeSet::new(),
+            },
+            RowRuleKind::Where(col("a").gt(lit(1)).or(col("g").is_null())),
+            RowRuleKind::Window {
+                column: "g".into(),
+                seconds: 60,
+            },
+            RowRuleKind::Sample {
+                columns: vec!["a".into(), "g".into()],
+                percent: 10.0,
+            },
+        ] {
+            let mut p = empty();
+            p.row_rules.push(rule(kind));
+            cases.push(p);
+        }
+        let mut p = empty();
+        p.kanon.push(KAnonGroup {
+            columns: vec!["a".into(), "g".into()],
+            k: 5,
+            policy: "p@1".into(),
+        });
+        cases.push(p);
+        for p in &cases {
+            assert!(p.reads_column("g"), "{p:?}");
+            assert!(!p.reads_column("h"), "{p:?}");
+        }
+        assert!(!empty().reads_column("g"));
     }
 }

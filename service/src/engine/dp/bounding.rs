@@ -196,6 +196,44 @@ fn view_type(schema: &datafusion::arrow::datatypes::Schema, g: &str) -> Result<D
         .clone())
 }
 
+/// Group key `name` (of column `g`) of `rows` in the secure view's
+/// declared type: the exact aggregates may read a text column as views
+/// ([`position_grouped`]), its answer has the type clients see.
+fn as_declared(
+    rows: &DataFrame,
+    name: &str,
+    g: &str,
+    schema: &datafusion::arrow::datatypes::Schema,
+) -> Result<Expr> {
+    let declared = view_type(schema, g)?;
+    let read = rows
+        .schema()
+        .field_with_unqualified_name(name)
+        .map_err(df)?
+        .data_type();
+    Ok(match *read == declared {
+        true => col(name),
+        false => cast(col(name), declared),
+    })
+}
+
+/// The group columns of `policy` that [`bounded_unique`] groups by their
+/// public key's position ([`public_text_keys`]): their values are only
+/// looked up, never copied into the answer, so the exact aggregates may
+/// read them as views (`SourceTable::with_text_views`).
+pub fn position_grouped(
+    policy: &DpPolicy,
+    schema: &datafusion::arrow::datatypes::Schema,
+) -> Result<Vec<String>> {
+    let mut out = Vec::new();
+    for g in policy.public_keys.keys() {
+        if schema.field_with_name(g).is_ok() && public_text_keys(policy, g, schema)?.is_some() {
+            out.push(g.clone());
+        }
+    }
+    Ok(out)
+}
+
 /// `x IN (the public keys of group column g)`. A few short text keys are
 /// compared cheaply (`engine::short_text_in`).
 fn public_key_test(
@@ -263,8 +301,13 @@ pub fn bounded(
     let policy = &q.guard.rule().policy;
     let groups: Vec<String> = (0..q.groups.len()).map(group_column).collect();
     let mut f = with_unit(rows)?;
-    // Rows whose key is no public key count toward no unit's groups.
     let schema = q.guard.view_schema();
+    // Keys read as views are ranked and answered in their declared type.
+    for (g, name) in q.groups.iter().zip(&groups) {
+        let key = as_declared(&f, name, g, &schema)?;
+        f = f.with_column(name, key).map_err(df)?;
+    }
+    // Rows whose key is no public key count toward no unit's groups.
     for (g, name) in q.groups.iter().zip(&groups) {
         if key_test_deferred(q, g, &schema)? {
             f = f
@@ -384,7 +427,7 @@ pub fn bounded_unique(
             }
             None => {
                 keys.push(col(name));
-                named.push(col(name));
+                named.push(as_declared(&rows, name, g, &schema)?.alias(name));
             }
         }
     }

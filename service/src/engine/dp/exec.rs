@@ -31,7 +31,7 @@ use super::{DpAnswers, DpReceipt, ReceiptSlot};
 use crate::dp::accounting::QueryPrivacy;
 use crate::error::query::from_datafusion;
 use crate::error::{Result, VeilError};
-use crate::model::privacy::{DpAnswerRow, DpCharge, DpPut, DpSpent, DpView};
+use crate::model::privacy::{DpAnswerRow, DpCharge, DpPut, DpSpent, DpView, shown};
 
 /// Most passes an answer's aggregates are split into.
 pub const MAX_PASSES: u64 = 256;
@@ -313,11 +313,11 @@ impl DpJob {
             mechanism: policy.mechanism.as_str().to_string(),
             unit: self.privacy.unit().to_string(),
             charged: if charged { self.privacy.cost() } else { 0.0 },
-            spent: spent.value,
+            spent: shown(spent.value),
             budget: user.cap,
-            remaining: user.cap.map(|c| (c - spent.value).max(0.0)),
+            remaining: user.cap.map(|c| shown((c - spent.value).max(0.0))),
             delta_charged: if charged { user.delta } else { 0.0 },
-            delta_spent: spent.delta,
+            delta_spent: shown(spent.delta),
             delta_budget: user.delta_cap,
             resets_at_ms: resets,
             window_ends_at_ms: (row.window + 1) * tolerance_ms,

@@ -1385,3 +1385,96 @@ async fn rows_under_no_public_key_count_toward_no_group() {
         );
     }
 }
+
+/// The exact aggregates read a text column grouped by its public key's
+/// position as views (its bytes not copied per row), unless another
+/// policy reads that column (a mask, a mask's condition, a row rule);
+/// the answer has the declared type and the true groups either way.
+#[tokio::test]
+async fn position_grouped_keys_are_read_as_views_unless_a_policy_reads_them() {
+    use datafusion::arrow::datatypes::DataType;
+    // (policies added, how diagnosis is read, the rows alice sees besides
+    // her own state's)
+    let cases = [
+        ("", DataType::Utf8View, ""),
+        (
+            "\n[[policies]]\nname = \"over-30\"\ndataset = \"clinical.trials\"\nrow_filter = { where = \"age > 30\" }\n",
+            DataType::Utf8View,
+            "age > 30 AND",
+        ),
+        (
+            "\n[[policies]]\nname = \"no-asthma\"\ndataset = \"clinical.trials\"\nrow_filter = { where = \"diagnosis <> 'asthma'\" }\n",
+            DataType::Utf8,
+            "diagnosis <> 'asthma' AND",
+        ),
+        (
+            "\n[[policies]]\nname = \"ssn-of-asthma\"\ndataset = \"clinical.trials\"\ncolumns = [\"ssn\"]\nmask = \"null\"\nmask_where = \"diagnosis = 'asthma'\"\n",
+            DataType::Utf8,
+            "",
+        ),
+    ];
+    for (extra, read_as, filter) in cases {
+        let dp = Dp::new(100.0, extra).await;
+        let alice = principal(&dp.snap, "alice");
+        let scope = dp.engine.scope(&alice).await.unwrap();
+        let compiler = Arc::new(
+            dp.engine
+                .view_compiler(&scope, Default::default(), None)
+                .with_dp_raw(),
+        );
+        let ctx = dp.engine.session(&compiler, false).unwrap();
+        let view = ctx
+            .table(datafusion::common::TableReference::full(
+                crate::engine::CATALOG,
+                "clinical",
+                "trials",
+            ))
+            .await
+            .unwrap();
+        let field = view
+            .schema()
+            .field_with_unqualified_name("diagnosis")
+            .unwrap();
+        assert_eq!(field.data_type(), &read_as, "{extra}");
+        let (noisy, _) = dp
+            .run(
+                "alice",
+                "SELECT diagnosis, COUNT(*) AS n FROM clinical.trials GROUP BY diagnosis ORDER BY diagnosis",
+            )
+            .await
+            .unwrap();
+        assert_eq!(
+            noisy.schema().field(0).data_type(),
+            &DataType::Utf8,
+            "{extra}"
+        );
+        let truth = sql_batch(
+            &dp.engine,
+            &principal(&dp.snap, "bob"),
+            &format!("SELECT diagnosis, COUNT(*) AS n FROM clinical.trials WHERE {filter} state = 'CA' GROUP BY diagnosis ORDER BY diagnosis"),
+        )
+        .await;
+        // Every public key answered (one no row has: a noisy zero).
+        let truth: std::collections::HashMap<String, i64> = strings(&truth, 0)
+            .into_iter()
+            .zip(ints(&truth, 1))
+            .collect();
+        assert_eq!(
+            strings(&noisy, 0),
+            [
+                "arthritis",
+                "asthma",
+                "hypertension",
+                "migraine",
+                "none",
+                "type 2 diabetes"
+            ],
+            "{extra}"
+        );
+        for (key, n) in strings(&noisy, 0).iter().zip(ints(&noisy, 1)) {
+            let t = truth.get(key).copied().unwrap_or(0);
+            assert!((t - n).abs() <= 3, "{extra}: {key} rows {n} vs {t}");
+        }
+        assert!(truth.values().all(|t| *t > 100), "{extra}: {truth:?}");
+    }
+}
