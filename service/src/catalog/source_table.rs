@@ -148,24 +148,23 @@ impl SourceTable {
         if self.format != FileFormatKind::Parquet || self.copies.is_some() || columns.is_empty() {
             return self;
         }
-        let viewed = |fields: &SchemaRef| -> SchemaRef {
-            Arc::new(Schema::new(
-                fields
-                    .fields()
-                    .iter()
-                    .map(|f| match f.data_type() {
-                        DataType::Utf8 | DataType::LargeUtf8
-                            if columns.iter().any(|c| c == f.name()) =>
-                        {
-                            Arc::new(f.as_ref().clone().with_data_type(DataType::Utf8View))
-                        }
-                        _ => Arc::clone(f),
-                    })
-                    .collect::<Vec<_>>(),
-            ))
-        };
-        self.file_schema = viewed(&self.file_schema);
-        self.table_schema = viewed(&self.table_schema);
+        // File columns only: a partition column's values come from folder
+        // names, as declared.
+        let file_fields: Vec<FieldRef> = self
+            .file_schema
+            .fields()
+            .iter()
+            .map(|f| match f.data_type() {
+                DataType::Utf8 | DataType::LargeUtf8 if columns.iter().any(|c| c == f.name()) => {
+                    Arc::new(f.as_ref().clone().with_data_type(DataType::Utf8View))
+                }
+                _ => Arc::clone(f),
+            })
+            .collect();
+        let mut all = file_fields.clone();
+        all.extend(self.partition_fields.iter().cloned());
+        self.file_schema = Arc::new(Schema::new(file_fields));
+        self.table_schema = Arc::new(Schema::new(all));
         self
     }
 

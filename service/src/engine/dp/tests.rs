@@ -1476,5 +1476,130 @@ async fn position_grouped_keys_are_read_as_views_unless_a_policy_reads_them() {
             assert!((t - n).abs() <= 3, "{extra}: {key} rows {n} vs {t}");
         }
         assert!(truth.values().all(|t| *t > 100), "{extra}: {truth:?}");
+        // The user's own conditions on the column read as views.
+        let filter_on_key = "(diagnosis IN ('asthma', 'none') OR diagnosis LIKE 'hyper%' OR diagnosis LIKE 'type 2%')";
+        let (noisy, _) = dp
+            .run(
+                "alice",
+                &format!("SELECT diagnosis, COUNT(*) AS n FROM clinical.trials WHERE {filter_on_key} GROUP BY diagnosis ORDER BY diagnosis"),
+            )
+            .await
+            .unwrap();
+        let truth = sql_batch(
+            &dp.engine,
+            &principal(&dp.snap, "bob"),
+            &format!("SELECT diagnosis, COUNT(*) AS n FROM clinical.trials WHERE {filter} state = 'CA' AND {filter_on_key} GROUP BY diagnosis ORDER BY diagnosis"),
+        )
+        .await;
+        let truth: std::collections::HashMap<String, i64> = strings(&truth, 0)
+            .into_iter()
+            .zip(ints(&truth, 1))
+            .collect();
+        for (key, n) in strings(&noisy, 0).iter().zip(ints(&noisy, 1)) {
+            let t = truth.get(key).copied().unwrap_or(0);
+            assert!(
+                (t - n).abs() <= 3,
+                "{extra}: {key} rows {n} vs {t} where {filter_on_key}"
+            );
+        }
+        assert_eq!(
+            truth.len(),
+            4 - usize::from(filter.contains("asthma")),
+            "{truth:?}"
+        );
+    }
+}
+
+/// A partition column with public keys (its values from folder names,
+/// read as declared) is answered like a file column, next to a file
+/// column read as views, with the user's conditions on both: with one
+/// row per unit and with units in both folders (the per-unit path).
+#[tokio::test]
+async fn a_partition_column_with_public_keys_is_answered_like_a_file_column() {
+    use datafusion::arrow::array::{ArrayRef, Int64Array};
+    for overlapping in [false, true] {
+        let dir = tempfile::tempdir().unwrap();
+        crate::demo::prepare(dir.path()).unwrap();
+        let events = dir.path().join("data/events");
+        for (year, rows, first_id) in [("2024", 3_000usize, 0i64), ("2025", 2_000, 10_000)] {
+            let folder = events.join(format!("year={year}"));
+            std::fs::create_dir_all(&folder).unwrap();
+            let batch = crate::demo::trials_batch(rows, first_id as u64);
+            let at = batch.schema().index_of("participant_id").unwrap();
+            let first = if overlapping { 0 } else { first_id };
+            let mut columns = batch.columns().to_vec();
+            columns[at] =
+                Arc::new(Int64Array::from_iter_values(first..first + rows as i64)) as ArrayRef;
+            let batch = RecordBatch::try_new(batch.schema(), columns).unwrap();
+            let mut w = crate::demo::parquet_writer(
+                std::fs::File::create(folder.join("part-0.parquet")).unwrap(),
+                batch.schema(),
+            )
+            .unwrap();
+            w.write(&batch).unwrap();
+            w.close().unwrap();
+        }
+        let extra = format!(
+            r#"
+[[datasets]]
+name = "ops.events"
+format = "parquet"
+location = "{}"
+hive_partitioned = true
+owners = ["dave"]
+
+[[policies]]
+name = "events-for-analysts"
+dataset = "ops.events"
+subscription = {{ groups = ["analysts"] }}
+
+[[policies]]
+name = "events-dp"
+dataset = "ops.events"
+except = {{ groups = ["privileged"] }}
+[policies.differential_privacy]
+privacy_unit = "participant_id"
+epsilon = 100.0
+latency_tolerance = "24h"
+max_groups_per_unit = 2
+force = true
+groupable = ["year", "diagnosis"]
+public_groups = {{ year = ["2024", "2025"], diagnosis = ["hypertension", "type 2 diabetes", "asthma", "migraine", "arthritis", "none"] }}
+"#,
+            events.display()
+        );
+        let (engine, snap) = demo_engine_with(dir.path(), &extra).await;
+        let engine = Arc::new(engine);
+        for filter in ["", "WHERE year = '2025' OR diagnosis = 'type 2 diabetes'"] {
+            let q = format!(
+                "SELECT year, diagnosis, COUNT(*) AS n FROM ops.events {filter} GROUP BY year, diagnosis ORDER BY year, diagnosis"
+            );
+            let truth = sql_batch(&engine, &principal(&snap, "bob"), &q).await;
+            let noisy = sql_batch(&engine, &principal(&snap, "erin"), &q).await;
+            assert_eq!(noisy.num_rows(), 12, "{filter}");
+            let truth: std::collections::HashMap<(String, String), i64> = strings(&truth, 0)
+                .into_iter()
+                .zip(strings(&truth, 1))
+                .zip(ints(&truth, 2))
+                .collect();
+            assert!(truth.values().all(|t| *t > 50), "{truth:?}");
+            for ((year, key), n) in strings(&noisy, 0)
+                .into_iter()
+                .zip(strings(&noisy, 1))
+                .zip(ints(&noisy, 2))
+            {
+                let t = truth
+                    .get(&(year.clone(), key.clone()))
+                    .copied()
+                    .unwrap_or(0);
+                assert!(
+                    (t - n).abs() <= 3,
+                    "overlapping {overlapping}, {filter}: {year} {key} rows {n} vs {t}"
+                );
+            }
+        }
+        engine.dp.unique.run_pending_tasks();
+        let shapes: Vec<bool> = engine.dp.unique.iter().map(|(_, v)| v.unique).collect();
+        assert_eq!(shapes, vec![!overlapping]);
     }
 }
