@@ -111,6 +111,12 @@ def test_spending_shows_as_the_decimal_sum(dp):
     ledgers = [b["ledger"] for b in dave.dp_budget("clinical.trials")]
     assert "dataset" in ledgers and "you" in ledgers
     assert {"issuer": "veil-demo", "subject": "gina"} in ledgers
+    assert not mine["exempt"]
+    # bob (privileged) is exempt: told so, next to the budget others have.
+    bob = veil.connect(dp.address, token=dp.token("bob"))
+    _, receipt = bob.sql("SELECT COUNT(*) AS n FROM clinical.trials", privacy=True)
+    assert receipt is None
+    assert [b["exempt"] for b in bob.dp_budget("clinical.trials") if b["ledger"] == "you"] == [True]
 
 
 def test_raw_reads_and_other_shapes_are_refused_with_codes(dp):

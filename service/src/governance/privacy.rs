@@ -11,7 +11,7 @@ use crate::error::{Result, VeilError};
 use crate::model::dataset::DatasetRecord;
 use crate::model::identity::Permission;
 use crate::model::policy::{DataRule, PolicyRule};
-use crate::model::privacy::{DpSpent, shown};
+use crate::model::privacy::{DpSpent, shown, shown_left};
 use crate::policy::differential_privacy::DpPolicy;
 use crate::policy::effective::{applies_to, data_policy};
 
@@ -48,6 +48,9 @@ impl Governance {
             let mine = data_policy(p, d, &snapshot.policies, issuer)
                 .ok()
                 .and_then(|e| e.dp);
+            // Not under the policy (an exempt owner, a privileged reader):
+            // their queries are answered exactly and charge nothing.
+            let exempt = mine.is_none();
             let policy = match mine {
                 Some(rule) => rule.policy,
                 None => match snapshot
@@ -94,12 +97,13 @@ impl Governance {
                     "spent": shown(spent.value),
                     "budget": cap,
                     "budget_epsilon": cap_eps,
-                    "remaining": cap.map(|c| shown((c - spent.value).max(0.0))),
+                    "remaining": cap.map(|c| shown_left(c, spent.value)),
                     "delta_spent": shown(spent.delta),
                     "delta_budget": delta_cap,
-                    "delta_remaining": delta_cap.map(|c| shown((c - spent.delta).max(0.0))),
+                    "delta_remaining": delta_cap.map(|c| shown_left(c, spent.delta)),
                     "period_started_at_ms": period_ms.map(|ms| period * ms),
                     "resets_at_ms": period_ms.map(|ms| (period + 1) * ms),
+                    "exempt": false,
                     "query_epsilon": policy.epsilon,
                     "query_delta": policy.privacy.selection_delta(),
                 })
@@ -122,13 +126,9 @@ impl Governance {
                 caps.and_then(|b| b.user_epsilon),
                 caps.and_then(|b| b.user_delta),
             );
-            out.push(row(
-                json!("you"),
-                spent_of(&me),
-                user_cap,
-                user_eps,
-                user_delta,
-            ));
+            let mut yours = row(json!("you"), spent_of(&me), user_cap, user_eps, user_delta);
+            yours["exempt"] = json!(exempt);
+            out.push(yours);
             if overseer {
                 for r in ledgers.iter().filter(|r| {
                     r.period == period && r.ledger.starts_with("user:") && r.ledger != me

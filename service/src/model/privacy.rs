@@ -67,6 +67,13 @@ pub fn shown(x: f64) -> f64 {
     }
 }
 
+/// What a cap leaves after `spent`, as shown: the difference of the two
+/// figures as shown (spending exactly to the cap leaves 0, not the float
+/// residue 1.8e-15), never below 0.
+pub fn shown_left(cap: f64, spent: f64) -> f64 {
+    shown((shown(cap) - shown(spent)).max(0.0))
+}
+
 impl DpSpent {
     pub fn after(self, c: &DpCharge) -> Self {
         Self {
@@ -119,5 +126,12 @@ mod shown_tests {
         assert_eq!(shown(123.456), 123.456);
         // Differences beyond 12 digits only.
         assert_ne!(shown(1.000000001), 1.0);
+        // Spent exactly to the cap in steps: nothing left, not 1.8e-15.
+        let spent = 9.5 + 0.2 + 0.1 + 0.2;
+        assert_ne!(10.0 - spent, 0.0);
+        assert_eq!(super::shown_left(10.0, spent), 0.0);
+        assert_eq!(super::shown_left(10.0, 2.4000000000000004), 7.6);
+        assert_eq!(super::shown_left(1.0, 1.5), 0.0);
+        assert_eq!(super::shown_left(3e-5, 1e-6 + 2e-6), 2.7e-5);
     }
 }

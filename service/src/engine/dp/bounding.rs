@@ -302,11 +302,6 @@ pub fn bounded(
     let groups: Vec<String> = (0..q.groups.len()).map(group_column).collect();
     let mut f = with_unit(rows)?;
     let schema = q.guard.view_schema();
-    // Keys read as views are ranked and answered in their declared type.
-    for (g, name) in q.groups.iter().zip(&groups) {
-        let key = as_declared(&f, name, g, &schema)?;
-        f = f.with_column(name, key).map_err(df)?;
-    }
     // Rows whose key is no public key count toward no unit's groups.
     for (g, name) in q.groups.iter().zip(&groups) {
         if key_test_deferred(q, g, &schema)? {
@@ -314,6 +309,12 @@ pub fn bounded(
                 .filter(public_key_test(col(name), q, g, &schema)?)
                 .map_err(df)?;
         }
+    }
+    // Keys read as views are ranked and answered in their declared type
+    // (cast after the key test: only the rows kept are copied).
+    for (g, name) in q.groups.iter().zip(&groups) {
+        let key = as_declared(&f, name, g, &schema)?;
+        f = f.with_column(name, key).map_err(df)?;
     }
     if let Some((n, k)) = part {
         let hash = Expr::ScalarFunction(datafusion::logical_expr::expr::ScalarFunction::new_udf(

@@ -31,7 +31,7 @@ use super::{DpAnswers, DpReceipt, ReceiptSlot};
 use crate::dp::accounting::QueryPrivacy;
 use crate::error::query::from_datafusion;
 use crate::error::{Result, VeilError};
-use crate::model::privacy::{DpAnswerRow, DpCharge, DpPut, DpSpent, DpView, shown};
+use crate::model::privacy::{DpAnswerRow, DpCharge, DpPut, DpSpent, DpView, shown, shown_left};
 
 /// Most passes an answer's aggregates are split into.
 pub const MAX_PASSES: u64 = 256;
@@ -315,7 +315,7 @@ impl DpJob {
             charged: if charged { self.privacy.cost() } else { 0.0 },
             spent: shown(spent.value),
             budget: user.cap,
-            remaining: user.cap.map(|c| shown((c - spent.value).max(0.0))),
+            remaining: user.cap.map(|c| shown_left(c, spent.value)),
             delta_charged: if charged { user.delta } else { 0.0 },
             delta_spent: shown(spent.delta),
             delta_budget: user.delta_cap,
