@@ -142,6 +142,21 @@ fn strings(b: &RecordBatch, col: usize) -> Vec<String> {
         .collect()
 }
 
+/// A GROUP BY answer's counts by key (column 0 the key, 1 the count).
+fn counts_by_key(b: &RecordBatch) -> std::collections::HashMap<String, i64> {
+    strings(b, 0).into_iter().zip(ints(b, 1)).collect()
+}
+
+/// Each noisy count within `within` of the truth (a key the truth lacks:
+/// 0, as a public key no row has).
+fn near_truth(noisy: &RecordBatch, truth: &RecordBatch, within: i64, context: &str) {
+    let truth = counts_by_key(truth);
+    for (key, n) in counts_by_key(noisy) {
+        let t = truth.get(&key).copied().unwrap_or(0);
+        assert!((t - n).abs() <= within, "{context}: {key} rows {n} vs {t}");
+    }
+}
+
 /// `sql` planned and run as `p`, its batches in one.
 async fn sql_batch(
     engine: &Arc<Engine>,
@@ -1455,10 +1470,6 @@ async fn position_grouped_keys_are_read_as_views_unless_a_policy_reads_them() {
         )
         .await;
         // Every public key answered (one no row has: a noisy zero).
-        let truth: std::collections::HashMap<String, i64> = strings(&truth, 0)
-            .into_iter()
-            .zip(ints(&truth, 1))
-            .collect();
         assert_eq!(
             strings(&noisy, 0),
             [
@@ -1471,10 +1482,8 @@ async fn position_grouped_keys_are_read_as_views_unless_a_policy_reads_them() {
             ],
             "{extra}"
         );
-        for (key, n) in strings(&noisy, 0).iter().zip(ints(&noisy, 1)) {
-            let t = truth.get(key).copied().unwrap_or(0);
-            assert!((t - n).abs() <= 3, "{extra}: {key} rows {n} vs {t}");
-        }
+        near_truth(&noisy, &truth, 3, extra);
+        let truth = counts_by_key(&truth);
         assert!(truth.values().all(|t| *t > 100), "{extra}: {truth:?}");
         // The user's own conditions on the column read as views.
         let filter_on_key = "(diagnosis IN ('asthma', 'none') OR diagnosis LIKE 'hyper%' OR diagnosis LIKE 'type 2%')";
@@ -1491,17 +1500,8 @@ async fn position_grouped_keys_are_read_as_views_unless_a_policy_reads_them() {
             &format!("SELECT diagnosis, COUNT(*) AS n FROM clinical.trials WHERE {filter} state = 'CA' AND {filter_on_key} GROUP BY diagnosis ORDER BY diagnosis"),
         )
         .await;
-        let truth: std::collections::HashMap<String, i64> = strings(&truth, 0)
-            .into_iter()
-            .zip(ints(&truth, 1))
-            .collect();
-        for (key, n) in strings(&noisy, 0).iter().zip(ints(&noisy, 1)) {
-            let t = truth.get(key).copied().unwrap_or(0);
-            assert!(
-                (t - n).abs() <= 3,
-                "{extra}: {key} rows {n} vs {t} where {filter_on_key}"
-            );
-        }
+        near_truth(&noisy, &truth, 3, &format!("{extra} where {filter_on_key}"));
+        let truth = counts_by_key(&truth);
         assert_eq!(
             truth.len(),
             4 - usize::from(filter.contains("asthma")),
