@@ -5,8 +5,12 @@
 //! [`IDLE_AFTER`]), so the memory one read freed doesn't stay resident
 //! under the next one's.
 //!
+//! Also where a file's bytes are mapped into memory as an Arrow buffer
+//! ([`map_read_only`]), so large reads of local files skip the copy.
+//!
 //! The one module allowed `unsafe`: mimalloc's options are set through its
-//! C API, and the crate offers no safe wrapper.
+//! C API, and the crate offers no safe wrapper; a file mapping is `unsafe`
+//! by nature (another process could change the file under it).
 #![allow(unsafe_code)]
 
 use std::ffi::c_long;
@@ -159,6 +163,53 @@ pub async fn return_freed_pages_when_idle() {
     NODE.purge_when_idle(&IDLE_AFTER, return_freed_pages).await
 }
 
+/// `len` bytes of `file` from `offset`, mapped read-only as an Arrow
+/// buffer that owns the mapping: its pages are the disk cache's own (not a
+/// copy), and the range is unmapped when the last buffer sliced from it is
+/// dropped. `populate` maps every page now (one system call, on the
+/// caller's thread); else each page is mapped the first time it is touched.
+///
+/// Only for files written once and never changed in place (Veil's kept
+/// copies): a file truncated under a mapping faults when the lost pages
+/// are read. Deleting the file is safe.
+pub fn map_read_only(
+    file: &std::fs::File,
+    offset: u64,
+    len: usize,
+    populate: bool,
+) -> std::io::Result<datafusion::arrow::buffer::Buffer> {
+    let invalid = |m: &str| std::io::Error::new(std::io::ErrorKind::InvalidData, m.to_string());
+    if len == 0 {
+        return Err(invalid("an empty range is not mapped"));
+    }
+    let end = offset
+        .checked_add(len as u64)
+        .ok_or_else(|| invalid("a mapped range passes the largest offset"))?;
+    if end > file.metadata()?.len() {
+        return Err(invalid("a mapped range passes the file's end"));
+    }
+    let mut options = memmap2::MmapOptions::new();
+    options.offset(offset).len(len);
+    if populate {
+        options.populate();
+    }
+    // SAFETY: read-only, within the file (checked above), of a file the
+    // caller never writes in place (see above).
+    let map = unsafe { options.map(file) }?;
+    let start = std::ptr::NonNull::new(map.as_ptr().cast_mut())
+        .ok_or_else(|| invalid("a file range mapped to nothing"))?;
+    let mapped = map.len();
+    // SAFETY: `start..start + mapped` is the mapping, which the buffer
+    // owns through the `Arc`, so it outlives every slice of the buffer.
+    Ok(unsafe {
+        datafusion::arrow::buffer::Buffer::from_custom_allocation(
+            start,
+            mapped,
+            std::sync::Arc::new(map),
+        )
+    })
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -174,6 +225,31 @@ mod tests {
         if std::env::var_os("MIMALLOC_PURGE_DELAY").is_none() {
             assert_eq!(purge_delay_ms(), PURGE_DELAY_MS);
         }
+    }
+
+    #[test]
+    fn a_mapped_range_holds_the_file_bytes_and_outlives_the_file() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("f");
+        let bytes: Vec<u8> = (0..20_000u32).map(|i| (i % 251) as u8).collect();
+        std::fs::write(&path, &bytes).unwrap();
+        let file = std::fs::File::open(&path).unwrap();
+        // An offset inside a page, both ways of mapping.
+        for populate in [true, false] {
+            let b = map_read_only(&file, 5_003, 9_000, populate).unwrap();
+            assert_eq!(b.as_slice(), &bytes[5_003..14_003]);
+        }
+        let kept = map_read_only(&file, 0, 20_000, false).unwrap().slice(19_000);
+        drop(file);
+        std::fs::remove_file(&path).unwrap();
+        assert_eq!(kept.as_slice(), &bytes[19_000..]);
+        // Past the end, or empty: an error, not a mapping that faults.
+        std::fs::write(dir.path().join("g"), [1; 100]).unwrap();
+        let file = std::fs::File::open(dir.path().join("g")).unwrap();
+        assert!(map_read_only(&file, 50, 51, true).is_err());
+        assert!(map_read_only(&file, u64::MAX, 1, true).is_err());
+        assert!(map_read_only(&file, 0, 0, true).is_err());
+        assert_eq!(map_read_only(&file, 50, 50, true).unwrap().len(), 50);
     }
 
     /// Waits (bounded) until `node` has purged `n` times.

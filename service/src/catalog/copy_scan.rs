@@ -1,8 +1,10 @@
 //! Reading kept copies (`engine::kept_masks`): Arrow IPC files on the local
 //! disk, read one block at a time on a blocking thread, so a read holds one
 //! block of each file it is reading and nothing more. A copy's blocks are
-//! already Arrow: reading one is a copy from the page cache, not a decode,
-//! and only the byte ranges of the columns a read wants are read.
+//! already Arrow: a large block is mapped, not copied (its arrays point
+//! into the disk cache's pages, and the block is unmapped when the last
+//! of them is dropped, once sent); a small one is read into memory. Only
+//! the columns a read wants are touched or read.
 
 use datafusion::arrow::array::{ArrayRef, RecordBatch, RecordBatchOptions};
 use datafusion::arrow::buffer::Buffer;
@@ -263,6 +265,23 @@ fn flat_buffers(t: &DataType) -> Option<usize> {
     }
 }
 
+/// Blocks at least this long are mapped instead of read: below it the
+/// mapping's two system calls cost more than the copy they save.
+const MAP_AT_LEAST: usize = 256 * 1024;
+
+/// A block mapped read-only ([`crate::memory::map_read_only`]): with
+/// `populate` every page is mapped now, on this (blocking) thread; else
+/// only the pages the decoder or the socket touch are (the wanted columns
+/// of a projected read). A kept copy is written under a temporary name and
+/// renamed into place, never written again, and removing it (eviction)
+/// leaves a mapping intact.
+fn mapped(file: &File, block: &Block, populate: bool) -> Result<Buffer, DataFusionError> {
+    let offset = u64::try_from(block.offset()).map_err(failed)?;
+    let len = usize::try_from(block.metaDataLength()).map_err(failed)?
+        + usize::try_from(block.bodyLength()).map_err(failed)?;
+    crate::memory::map_read_only(file, offset, len, populate).map_err(failed)
+}
+
 fn read_at(file: &File, offset: u64, into: &mut [u8]) -> std::io::Result<()> {
     use std::io::{Read, Seek, SeekFrom};
     let mut f = file;
@@ -359,13 +378,15 @@ impl OpenCopy {
     }
 
     /// Block `index`, with only the byte ranges of the wanted columns read
-    /// (the decoder skips the others without touching them).
+    /// or touched (the decoder skips the others).
     fn read(&self, index: usize) -> Result<RecordBatch, DataFusionError> {
         let block = self
             .blocks
             .get(index)
             .ok_or_else(|| failed("a part names blocks past the copy's end"))?;
+        let len = block.metaDataLength() as usize + block.bodyLength() as usize;
         let buf = match &self.wanted {
+            _ if len >= MAP_AT_LEAST => mapped(&self.file, block, self.wanted.is_none())?,
             None => Self::whole(&self.file, block)?,
             Some(wanted) => self.projected(block, wanted)?,
         };
@@ -509,4 +530,111 @@ fn read_copy(
         })
         .try_flatten()
         .boxed()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use datafusion::arrow::array::{Int64Array, StringArray};
+    use datafusion::arrow::datatypes::{Field, Schema};
+    use datafusion::arrow::ipc::writer::FileWriter;
+    use datafusion::prelude::SessionContext;
+
+    /// A copy of two columns in three blocks: a large one (mapped), a
+    /// small one (read) and a large one again.
+    fn write_copy(path: &std::path::Path) -> (SchemaRef, Vec<RecordBatch>) {
+        let schema = Arc::new(Schema::new(vec![
+            Field::new("id", DataType::Int64, false),
+            Field::new("name", DataType::Utf8, true),
+        ]));
+        let batch = |from: i64, rows: i64| {
+            RecordBatch::try_new(
+                Arc::clone(&schema),
+                vec![
+                    Arc::new(Int64Array::from_iter_values(from..from + rows)),
+                    Arc::new(StringArray::from_iter((from..from + rows).map(|i| {
+                        (i % 7 != 0).then(|| format!("name number {i} of the copy"))
+                    }))),
+                ],
+            )
+            .unwrap()
+        };
+        let batches = vec![batch(0, 40_000), batch(40_000, 10), batch(40_010, 30_000)];
+        let mut w = FileWriter::try_new(File::create(path).unwrap(), &schema).unwrap();
+        for b in &batches {
+            w.write(b).unwrap();
+        }
+        w.finish().unwrap();
+        (schema, batches)
+    }
+
+    async fn scan(
+        path: &std::path::Path,
+        table: &SchemaRef,
+        projection: Option<Vec<usize>>,
+        blocks: Option<Range<usize>>,
+    ) -> Vec<RecordBatch> {
+        let exec = CopyScanExec::new(
+            vec![vec![CopyRead {
+                path: path.to_path_buf(),
+                blocks,
+                partition_values: vec![ScalarValue::Utf8(Some("CA".into()))],
+            }]],
+            table,
+            2,
+            projection.as_ref(),
+            None,
+        )
+        .unwrap();
+        let ctx = SessionContext::new();
+        exec.execute(0, ctx.task_ctx())
+            .unwrap()
+            .try_collect()
+            .await
+            .unwrap()
+    }
+
+    #[tokio::test]
+    async fn mapped_and_read_blocks_give_the_rows_written() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("copy.arrow");
+        let (schema, written) = write_copy(&path);
+        let mut fields: Vec<Field> = schema.fields().iter().map(|f| f.as_ref().clone()).collect();
+        fields.push(Field::new("state", DataType::Utf8, false));
+        let table = Arc::new(Schema::new(fields));
+        // The large blocks are past the mapping threshold, the small one not.
+        let sizes: Vec<usize> = OpenCopy::open(&path, vec![0, 1])
+            .unwrap()
+            .blocks
+            .iter()
+            .map(|b| b.metaDataLength() as usize + b.bodyLength() as usize)
+            .collect();
+        assert!(sizes[0] >= MAP_AT_LEAST && sizes[1] < MAP_AT_LEAST && sizes[2] >= MAP_AT_LEAST);
+
+        // Every column, a projection (the name and the partition value
+        // only: the id column's pages are never touched), one block range.
+        let all = scan(&path, &table, None, None).await;
+        let names = scan(&path, &table, Some(vec![2, 1]), None).await;
+        let middle_on = scan(&path, &table, Some(vec![1, 0]), Some(1..3)).await;
+        // The mapped buffers stay readable after the copy is deleted
+        // (eviction while a read holds its blocks).
+        std::fs::remove_file(&path).unwrap();
+        assert_eq!(all.len(), 3);
+        for (got, want) in all.iter().zip(&written) {
+            assert_eq!(got.column(0), want.column(0));
+            assert_eq!(got.column(1), want.column(1));
+            let state = got.column(2).as_any().downcast_ref::<StringArray>().unwrap();
+            assert!(state.iter().all(|s| s == Some("CA")));
+        }
+        for (got, want) in names.iter().zip(&written) {
+            assert_eq!(got.num_columns(), 2);
+            assert_eq!(got.column(1), want.column(1));
+            assert_eq!(got.column(0).len(), want.num_rows());
+        }
+        assert_eq!(middle_on.len(), 2);
+        for (got, want) in middle_on.iter().zip(&written[1..]) {
+            assert_eq!(got.column(0), want.column(1));
+            assert_eq!(got.column(1), want.column(0));
+        }
+    }
 }

@@ -21,7 +21,7 @@ use crate::model::dataset::{Acceleration, DatasetRecord};
 use crate::model::identity::{Identity, Permission, Principal};
 use crate::model::snapshot::Snapshot;
 use crate::model::source_kind::SourceKind;
-use crate::policy::rules::tag_covers;
+use crate::policy::rules::{duration_text, tag_covers};
 use crate::store::PutMode;
 use std::sync::Arc;
 
@@ -451,13 +451,13 @@ impl Governance {
                 let summary = match &setting {
                     None => format!("{name} is no longer accelerated: reads go to the database"),
                     Some(a) => format!(
-                        "{name} is accelerated: a local copy, {}, served while at most {} s old{}",
+                        "{name} is accelerated: a local copy, {}, served while at most {} old{}",
                         if a.refresh_secs == 0 {
                             "refreshed on demand".to_string()
                         } else {
-                            format!("refreshed every {} s", a.refresh_secs)
+                            format!("refreshed every {}", duration_text(a.refresh_secs as i64))
                         },
-                        a.max_staleness_secs,
+                        duration_text(a.max_staleness_secs as i64),
                         a.incremental_column
                             .as_ref()
                             .map(|c| format!(", incrementally by {c}"))

@@ -170,7 +170,7 @@ impl DpJob {
             let (what, used, cap, cost) = match value_fits {
                 false => (
                     self.privacy.unit().to_string(),
-                    format!("{:.4}", spent.value),
+                    shown(spent.value).to_string(),
                     c.cap.unwrap_or(0.0),
                     c.cost,
                 ),
@@ -189,9 +189,9 @@ impl DpJob {
                 )
             } else {
                 (
-                    format!("{:.4}", (cap - spent.value).max(0.0)),
-                    format!("{cap:.4}"),
-                    format!("{cost:.4}"),
+                    shown_left(cap, spent.value).to_string(),
+                    shown(cap).to_string(),
+                    shown(cost).to_string(),
                 )
             };
             // Some ε left (beyond rounding): a cheaper question fits.

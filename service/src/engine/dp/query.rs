@@ -112,15 +112,16 @@ fn map_literals(e: Expr, f: impl Fn(ScalarValue) -> ScalarValue) -> Expr {
 }
 
 /// Text constants with control characters escaped (`\n`, `\u{1b}`), so a
-/// receipt or audit line stays one line; quotes are left to the SQL
-/// quoting of [`DpQuery::describe`].
+/// receipt or audit line stays one line, and a backslash doubled (so a
+/// constant holding a backslash then `n` doesn't read like a newline);
+/// quotes are left to the SQL quoting of [`DpQuery::describe`].
 fn escaped_literals(e: Expr) -> Expr {
     map_literals(e, |v| match v {
         ScalarValue::Utf8(Some(t))
         | ScalarValue::LargeUtf8(Some(t))
         | ScalarValue::Utf8View(Some(t)) => ScalarValue::Utf8(Some(
             t.chars()
-                .map(|c| match c.is_control() {
+                .map(|c| match c.is_control() || c == '\\' {
                     true => c.escape_default().to_string(),
                     false => c.to_string(),
                 })

@@ -1108,6 +1108,15 @@ async fn receipts_show_where_a_text_constant_ends() {
         r.query,
         r#"SELECT COUNT(*) WHERE ((state = 'it''s\nCA') AND (age > 65))"#
     );
+    // A backslash then `n` in the constant is not shown as a newline.
+    let (_, r) = dp
+        .run(
+            "alice",
+            r"SELECT COUNT(*) FROM clinical.trials WHERE state = 'a\nb'",
+        )
+        .await
+        .unwrap();
+    assert_eq!(r.query, r#"SELECT COUNT(*) WHERE (state = 'a\\nb')"#);
 }
 
 #[tokio::test]
