@@ -8,9 +8,11 @@
 //! Also where a file's bytes are mapped into memory as an Arrow buffer
 //! ([`map_read_only`]), so large reads of local files skip the copy.
 //!
-//! The one module allowed `unsafe`: mimalloc's options are set through its
-//! C API, and the crate offers no safe wrapper; a file mapping is `unsafe`
-//! by nature (another process could change the file under it).
+//! The one module allowed `unsafe` (besides one function of
+//! `catalog::copy_scan`, which decodes checksummed kept copies without
+//! validating them again): mimalloc's options are set through its C API,
+//! and the crate offers no safe wrapper; a file mapping is `unsafe` by
+//! nature (another process could change the file under it).
 #![allow(unsafe_code)]
 
 use std::ffi::c_long;
@@ -239,7 +241,9 @@ mod tests {
             let b = map_read_only(&file, 5_003, 9_000, populate).unwrap();
             assert_eq!(b.as_slice(), &bytes[5_003..14_003]);
         }
-        let kept = map_read_only(&file, 0, 20_000, false).unwrap().slice(19_000);
+        let kept = map_read_only(&file, 0, 20_000, false)
+            .unwrap()
+            .slice(19_000);
         drop(file);
         std::fs::remove_file(&path).unwrap();
         assert_eq!(kept.as_slice(), &bytes[19_000..]);

@@ -245,9 +245,14 @@ fn failed(e: impl fmt::Display) -> DataFusionError {
 /// One kept copy open for reading: its blocks, and where the columns a
 /// read wants sit in each.
 struct OpenCopy {
+    path: PathBuf,
     file: File,
     blocks: Vec<Block>,
     decoder: FileDecoder,
+    /// The copy's chunk checksums and a decoder that doesn't validate
+    /// what it decodes, for blocks whose bytes passed them (the bytes Veil
+    /// wrote from valid arrays); `None` for a copy written without them.
+    trusted: Option<(Checksums, FileDecoder)>,
     /// Per column read: the index range of its buffers in a block's
     /// buffer list; `None` when some column's buffers can't be counted
     /// (nested types): then whole blocks are read.
@@ -269,17 +274,198 @@ fn flat_buffers(t: &DataType) -> Option<usize> {
 /// mapping's two system calls cost more than the copy they save.
 const MAP_AT_LEAST: usize = 256 * 1024;
 
-/// A block mapped read-only ([`crate::memory::map_read_only`]): with
-/// `populate` every page is mapped now, on this (blocking) thread; else
-/// only the pages the decoder or the socket touch are (the wanted columns
-/// of a projected read). A kept copy is written under a temporary name and
-/// renamed into place, never written again, and removing it (eviction)
-/// leaves a mapping intact.
-fn mapped(file: &File, block: &Block, populate: bool) -> Result<Buffer, DataFusionError> {
-    let offset = u64::try_from(block.offset()).map_err(failed)?;
-    let len = usize::try_from(block.metaDataLength()).map_err(failed)?
-        + usize::try_from(block.bodyLength()).map_err(failed)?;
+/// `len` bytes of a copy from `offset`, mapped read-only
+/// ([`crate::memory::map_read_only`]): with `populate` every page is
+/// mapped now, on this (blocking) thread; else only the pages the decoder
+/// or the socket touch are (the wanted columns of a projected read). A
+/// kept copy is written under a temporary name and renamed into place,
+/// never written again, and removing it (eviction) leaves a mapping
+/// intact.
+fn mapped(file: &File, offset: u64, len: usize, populate: bool) -> Result<Buffer, DataFusionError> {
     crate::memory::map_read_only(file, offset, len, populate).map_err(failed)
+}
+
+/// A decoder that doesn't validate the arrays it decodes.
+#[allow(unsafe_code)]
+fn unvalidated(decoder: FileDecoder) -> FileDecoder {
+    // SAFETY: used only for blocks whose every byte the decoder reads (the
+    // message and the wanted columns' buffers) matched the checksums taken
+    // as Veil wrote them with arrow's IPC writer from valid arrays
+    // (`OpenCopy::mapped`): the same bytes decode to the same valid
+    // arrays. The checksums catch damage on disk, not a forger with write
+    // access to Veil's data directory (who could read raw values anyway).
+    unsafe { decoder.with_skip_validation(true) }
+}
+
+/// The wanted columns' bytes in a block's body, as spans in file order
+/// (spans less than a page apart as one), from the block's message
+/// (`meta`: as written, with its continuation marker and length).
+fn wanted_spans(
+    meta: &[u8],
+    body_len: usize,
+    wanted: &[Range<usize>],
+) -> Result<Vec<Range<usize>>, DataFusionError> {
+    let message = match meta.get(..4) {
+        Some(m) if m == [0xff; 4] => meta.get(8..),
+        _ => meta.get(4..),
+    }
+    .ok_or_else(|| failed("a kept copy's block is damaged"))?;
+    let message = root_as_message(message).map_err(failed)?;
+    let buffers: Vec<_> = message
+        .header_as_record_batch()
+        .and_then(|b| b.buffers())
+        .ok_or_else(|| failed("a kept copy's block is not a record batch"))?
+        .iter()
+        .collect();
+    let mut spans: Vec<Range<usize>> = Vec::new();
+    for w in wanted {
+        let mut span: Option<Range<usize>> = None;
+        for i in w.clone() {
+            let b = buffers
+                .get(i)
+                .ok_or_else(|| failed("a kept copy's block lacks a buffer"))?;
+            let (start, len) = (b.offset() as usize, b.length() as usize);
+            let end = start
+                .checked_add(len)
+                .filter(|e| *e <= body_len)
+                .ok_or_else(|| failed("a kept copy's buffer passes its block"))?;
+            if len > 0 {
+                span = Some(match span {
+                    None => start..end,
+                    Some(s) => s.start.min(start)..s.end.max(end),
+                });
+            }
+        }
+        spans.extend(span);
+    }
+    spans.sort_by_key(|s| s.start);
+    let mut merged: Vec<Range<usize>> = Vec::with_capacity(spans.len());
+    for s in spans {
+        match merged.last_mut() {
+            Some(last) if s.start <= last.end + 4096 => last.end = last.end.max(s.end),
+            _ => merged.push(s),
+        }
+    }
+    Ok(merged)
+}
+
+/// The footer key of a kept copy's checksums ([`Checksummed`]).
+pub const CHECKSUMS_KEY: &str = "veil.crc32c";
+
+/// Checksums are taken per chunk of this many bytes of the file.
+const CHUNK: u64 = 64 * 1024;
+
+/// A copy's checksums: the CRC-32C of each [`CHUNK`] of the file up to
+/// `end` (the last chunk may be shorter), as written by [`Checksummed`].
+#[derive(Debug)]
+struct Checksums {
+    end: u64,
+    crcs: Vec<u32>,
+}
+
+impl Checksums {
+    /// `"<end>:<hex of each CRC, big-endian>"`.
+    fn parse(text: &str) -> Result<Self, DataFusionError> {
+        let bad = || failed("a kept copy's checksums are damaged");
+        let (end, hex) = text.split_once(':').ok_or_else(bad)?;
+        let end: u64 = end.parse().map_err(|_| bad())?;
+        if hex.len() % 8 != 0 || (hex.len() / 8) as u64 != end.div_ceil(CHUNK) {
+            return Err(bad());
+        }
+        let crcs = (0..hex.len() / 8)
+            .map(|i| u32::from_str_radix(&hex[i * 8..i * 8 + 8], 16).map_err(|_| bad()))
+            .collect::<Result<_, _>>()?;
+        Ok(Self { end, crcs })
+    }
+
+    /// The whole chunks around `start..end`, as file offsets.
+    fn around(&self, start: u64, end: u64) -> (u64, u64) {
+        (
+            start / CHUNK * CHUNK,
+            end.div_ceil(CHUNK).saturating_mul(CHUNK).min(self.end),
+        )
+    }
+
+    /// Whether every chunk holding `a..b` matches; `bytes` holds the file
+    /// from `from`, in whole chunks.
+    fn check(&self, bytes: &[u8], from: u64, a: u64, b: u64) -> bool {
+        if a >= b {
+            return true;
+        }
+        (a / CHUNK..b.div_ceil(CHUNK)).all(|i| {
+            let (lo, hi) = (i * CHUNK, ((i + 1) * CHUNK).min(self.end));
+            let chunk = lo
+                .checked_sub(from)
+                .and_then(|lo| bytes.get(lo as usize..(hi - from) as usize));
+            match (chunk, self.crcs.get(i as usize)) {
+                (Some(chunk), Some(crc)) => crc32c::crc32c(chunk) == *crc,
+                _ => false,
+            }
+        })
+    }
+}
+
+/// A writer that takes the CRC-32C of every [`CHUNK`] of what passes
+/// through it, for a kept copy's footer ([`CHECKSUMS_KEY`]): reads check
+/// the chunks a block's bytes sit in, and decode a block that passes
+/// without validating it again.
+#[derive(Debug)]
+pub struct Checksummed<W> {
+    inner: W,
+    at: u64,
+    crc: u32,
+    crcs: Vec<u32>,
+}
+
+impl<W> Checksummed<W> {
+    pub fn new(inner: W) -> Self {
+        Self {
+            inner,
+            at: 0,
+            crc: 0,
+            crcs: Vec::new(),
+        }
+    }
+
+    pub fn get_ref(&self) -> &W {
+        &self.inner
+    }
+
+    /// The footer value for everything written so far (flush any buffer
+    /// in front of this writer first).
+    pub fn footer_value(&self) -> String {
+        let partial = (self.at % CHUNK != 0).then_some(self.crc);
+        let mut text = format!("{}:", self.at);
+        for crc in self.crcs.iter().chain(partial.as_ref()) {
+            text.push_str(&format!("{crc:08x}"));
+        }
+        text
+    }
+
+    fn absorb(&mut self, mut bytes: &[u8]) {
+        while !bytes.is_empty() {
+            let room = (CHUNK - self.at % CHUNK) as usize;
+            let (now, rest) = bytes.split_at(room.min(bytes.len()));
+            self.crc = crc32c::crc32c_append(self.crc, now);
+            self.at += now.len() as u64;
+            bytes = rest;
+            if self.at % CHUNK == 0 {
+                self.crcs.push(std::mem::take(&mut self.crc));
+            }
+        }
+    }
+}
+
+impl<W: std::io::Write> std::io::Write for Checksummed<W> {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        let n = self.inner.write(buf)?;
+        self.absorb(&buf[..n]);
+        Ok(n)
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        self.inner.flush()
+    }
 }
 
 fn read_at(file: &File, offset: u64, into: &mut [u8]) -> std::io::Result<()> {
@@ -355,16 +541,34 @@ impl OpenCopy {
             .map(|i| ranges.get(*i).cloned().flatten())
             .collect::<Option<Vec<_>>>()
             .filter(|_| ranges.iter().all(Option::is_some));
-        let mut decoder =
-            FileDecoder::new(Arc::new(schema), footer.version()).with_projection(projection);
+        let schema = Arc::new(schema);
+        let checksums = footer
+            .custom_metadata()
+            .into_iter()
+            .flatten()
+            .find(|kv| kv.key() == Some(CHECKSUMS_KEY))
+            .and_then(|kv| kv.value())
+            .map(Checksums::parse)
+            .transpose()?;
+        let mut decoder = FileDecoder::new(Arc::clone(&schema), footer.version())
+            .with_projection(projection.clone());
+        let mut trusted = checksums.map(|sums| {
+            let decoder = FileDecoder::new(schema, footer.version()).with_projection(projection);
+            (sums, unvalidated(decoder))
+        });
         for block in footer.dictionaries().iter().flatten() {
             let buf = Self::whole(&file, block)?;
             decoder.read_dictionary(block, &buf).map_err(failed)?;
+            if let Some((_, d)) = trusted.as_mut() {
+                d.read_dictionary(block, &buf).map_err(failed)?;
+            }
         }
         Ok(Self {
+            path: path.to_path_buf(),
             file,
             blocks,
             decoder,
+            trusted,
             wanted,
         })
     }
@@ -385,15 +589,60 @@ impl OpenCopy {
             .get(index)
             .ok_or_else(|| failed("a part names blocks past the copy's end"))?;
         let len = block.metaDataLength() as usize + block.bodyLength() as usize;
-        let buf = match &self.wanted {
-            _ if len >= MAP_AT_LEAST => mapped(&self.file, block, self.wanted.is_none())?,
-            None => Self::whole(&self.file, block)?,
-            Some(wanted) => self.projected(block, wanted)?,
+        let (buf, decoder) = match &self.wanted {
+            _ if len >= MAP_AT_LEAST => self.mapped(block)?,
+            None => (Self::whole(&self.file, block)?, &self.decoder),
+            Some(wanted) => (self.projected(block, wanted)?, &self.decoder),
         };
-        self.decoder
+        decoder
             .read_record_batch(block, &buf)
             .map_err(failed)?
             .ok_or_else(|| failed("a kept copy's block holds no rows"))
+    }
+
+    /// A large block, mapped ([`mapped`]; with every page at once when
+    /// the whole block is wanted), and the decoder for it: when the copy
+    /// has checksums, the chunks holding the block's message and the
+    /// wanted columns' bytes are checked against them and the block is
+    /// decoded without validation; a chunk that fails means the file was
+    /// damaged on disk: it is removed (the next read uses the source) and
+    /// this read fails.
+    fn mapped(&self, block: &Block) -> Result<(Buffer, &FileDecoder), DataFusionError> {
+        let start = u64::try_from(block.offset()).map_err(failed)?;
+        let meta_len = usize::try_from(block.metaDataLength()).map_err(failed)?;
+        let len = meta_len + usize::try_from(block.bodyLength()).map_err(failed)?;
+        let end = start + len as u64;
+        let populate = self.wanted.is_none();
+        let Some((sums, trusted)) = self.trusted.as_ref().filter(|(s, _)| end <= s.end) else {
+            return Ok((mapped(&self.file, start, len, populate)?, &self.decoder));
+        };
+        // Whole chunks around the block, so each can be checked.
+        let (from, to) = sums.around(start, end);
+        let chunks = mapped(&self.file, from, (to - from) as usize, populate)?;
+        let at = (start - from) as usize;
+        let buf = chunks.slice_with_length(at, len);
+        let spans = match &self.wanted {
+            None => vec![0..len],
+            Some(wanted) => {
+                let mut spans = wanted_spans(&buf.as_slice()[..meta_len], len - meta_len, wanted)?;
+                spans
+                    .iter_mut()
+                    .for_each(|s| *s = s.start + meta_len..s.end + meta_len);
+                spans.push(0..meta_len);
+                spans
+            }
+        };
+        for s in spans {
+            let (a, b) = (start + s.start as u64, start + s.end as u64);
+            if !sums.check(chunks.as_slice(), from, a, b) {
+                let _ = std::fs::remove_file(&self.path);
+                tracing::error!(copy = %self.path.display(), "a kept copy failed its checksum (damaged on disk): removed");
+                return Err(DataFusionError::External(Box::new(VeilError::Unavailable(
+                    "a kept copy of this data was damaged on disk and has been removed; retry the read (it will read the source)".into(),
+                ))));
+            }
+        }
+        Ok((buf, trusted))
     }
 
     fn projected(&self, block: &Block, wanted: &[Range<usize>]) -> Result<Buffer, DataFusionError> {
@@ -401,49 +650,7 @@ impl OpenCopy {
         let body_len = usize::try_from(block.bodyLength()).map_err(failed)?;
         let mut meta = vec![0u8; meta_len];
         read_at(&self.file, block.offset() as u64, &mut meta).map_err(failed)?;
-        let message = match meta.get(..4) {
-            Some(m) if m == [0xff; 4] => meta.get(8..),
-            _ => meta.get(4..),
-        }
-        .ok_or_else(|| failed("a kept copy's block is damaged"))?;
-        let message = root_as_message(message).map_err(failed)?;
-        let buffers: Vec<_> = message
-            .header_as_record_batch()
-            .and_then(|b| b.buffers())
-            .ok_or_else(|| failed("a kept copy's block is not a record batch"))?
-            .iter()
-            .collect();
-        // The wanted columns' bytes, as spans of the body in file order;
-        // spans less than a page apart are read as one.
-        let mut spans: Vec<Range<usize>> = Vec::new();
-        for w in wanted {
-            let mut span: Option<Range<usize>> = None;
-            for i in w.clone() {
-                let b = buffers
-                    .get(i)
-                    .ok_or_else(|| failed("a kept copy's block lacks a buffer"))?;
-                let (start, len) = (b.offset() as usize, b.length() as usize);
-                let end = start
-                    .checked_add(len)
-                    .filter(|e| *e <= body_len)
-                    .ok_or_else(|| failed("a kept copy's buffer passes its block"))?;
-                if len > 0 {
-                    span = Some(match span {
-                        None => start..end,
-                        Some(s) => s.start.min(start)..s.end.max(end),
-                    });
-                }
-            }
-            spans.extend(span);
-        }
-        spans.sort_by_key(|s| s.start);
-        let mut merged: Vec<Range<usize>> = Vec::with_capacity(spans.len());
-        for s in spans {
-            match merged.last_mut() {
-                Some(last) if s.start <= last.end + 4096 => last.end = last.end.max(s.end),
-                _ => merged.push(s),
-            }
-        }
+        let merged = wanted_spans(&meta, body_len, wanted)?;
         let end = merged.last().map_or(0, |s| s.end);
         let mut buf = Vec::with_capacity(meta_len + end);
         buf.extend_from_slice(&meta);
@@ -543,6 +750,11 @@ mod tests {
     /// A copy of two columns in three blocks: a large one (mapped), a
     /// small one (read) and a large one again.
     fn write_copy(path: &std::path::Path) -> (SchemaRef, Vec<RecordBatch>) {
+        write_copy_as(path, false)
+    }
+
+    /// As a kept copy is written (`checksummed`: with its checksums).
+    fn write_copy_as(path: &std::path::Path, checksummed: bool) -> (SchemaRef, Vec<RecordBatch>) {
         let schema = Arc::new(Schema::new(vec![
             Field::new("id", DataType::Int64, false),
             Field::new("name", DataType::Utf8, true),
@@ -560,9 +772,15 @@ mod tests {
             .unwrap()
         };
         let batches = vec![batch(0, 40_000), batch(40_000, 10), batch(40_010, 30_000)];
-        let mut w = FileWriter::try_new(File::create(path).unwrap(), &schema).unwrap();
+        let file = Checksummed::new(File::create(path).unwrap());
+        let mut w = FileWriter::try_new_buffered(file, &schema).unwrap();
         for b in &batches {
             w.write(b).unwrap();
+        }
+        if checksummed {
+            std::io::Write::flush(w.get_mut()).unwrap();
+            let sums = w.get_ref().get_ref().footer_value();
+            w.write_metadata(CHECKSUMS_KEY, sums);
         }
         w.finish().unwrap();
         (schema, batches)
@@ -623,7 +841,11 @@ mod tests {
         for (got, want) in all.iter().zip(&written) {
             assert_eq!(got.column(0), want.column(0));
             assert_eq!(got.column(1), want.column(1));
-            let state = got.column(2).as_any().downcast_ref::<StringArray>().unwrap();
+            let state = got
+                .column(2)
+                .as_any()
+                .downcast_ref::<StringArray>()
+                .unwrap();
             assert!(state.iter().all(|s| s == Some("CA")));
         }
         for (got, want) in names.iter().zip(&written) {
@@ -635,6 +857,116 @@ mod tests {
         for (got, want) in middle_on.iter().zip(&written[1..]) {
             assert_eq!(got.column(0), want.column(1));
             assert_eq!(got.column(1), want.column(0));
+        }
+    }
+
+    fn table_of(schema: &SchemaRef) -> SchemaRef {
+        let mut fields: Vec<Field> = schema.fields().iter().map(|f| f.as_ref().clone()).collect();
+        fields.push(Field::new("state", DataType::Utf8, false));
+        Arc::new(Schema::new(fields))
+    }
+
+    #[tokio::test]
+    async fn checksummed_copies_are_read_unvalidated_and_give_the_same_rows() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("copy.arrow");
+        let (schema, written) = write_copy_as(&path, true);
+        let table = table_of(&schema);
+        let copy = OpenCopy::open(&path, vec![0, 1]).unwrap();
+        let sums = &copy.trusted.as_ref().expect("the footer's checksums").0;
+        // They end where the last block does (the footer follows).
+        let last = copy.blocks[2];
+        let end = last.offset() as u64 + last.metaDataLength() as u64 + last.bodyLength() as u64;
+        assert_eq!(sums.end, end);
+        assert!(sums.crcs.len() > 3);
+        drop(copy);
+        let all = scan(&path, &table, None, None).await;
+        let names = scan(&path, &table, Some(vec![1]), Some(2..3)).await;
+        for (got, want) in all.iter().zip(&written) {
+            assert_eq!(got.column(0), want.column(0));
+            assert_eq!(got.column(1), want.column(1));
+        }
+        assert_eq!(names[0].column(0), written[2].column(1));
+    }
+
+    /// Reads `path` (every column, or `projection`) and returns the error.
+    async fn scan_error(
+        path: &std::path::Path,
+        table: &SchemaRef,
+        projection: Option<Vec<usize>>,
+    ) -> Option<String> {
+        let exec = CopyScanExec::new(
+            vec![vec![CopyRead {
+                path: path.to_path_buf(),
+                blocks: None,
+                partition_values: vec![ScalarValue::Utf8(Some("CA".into()))],
+            }]],
+            table,
+            2,
+            projection.as_ref(),
+            None,
+        )
+        .unwrap();
+        let ctx = SessionContext::new();
+        let got: Result<Vec<RecordBatch>, _> =
+            exec.execute(0, ctx.task_ctx()).unwrap().try_collect().await;
+        got.err().map(|e| e.to_string())
+    }
+
+    #[tokio::test]
+    async fn a_damaged_checksummed_copy_fails_its_read_and_is_removed() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("copy.arrow");
+        let (schema, _) = write_copy_as(&path, true);
+        let table = table_of(&schema);
+        // One byte of the last block's text, changed to another ASCII
+        // letter (valid UTF-8: validation alone would not notice).
+        let copy = OpenCopy::open(&path, vec![0, 1]).unwrap();
+        let last = copy.blocks[2];
+        drop(copy);
+        let mut bytes = std::fs::read(&path).unwrap();
+        let at = (last.offset() + last.metaDataLength() as i64 + last.bodyLength() - 100) as usize;
+        let text = (at..at + 64)
+            .find(|i| bytes[*i] == b'n')
+            .expect("a letter n");
+        bytes[text] = b'm';
+        std::fs::write(&path, &bytes).unwrap();
+        // A read of the id column only doesn't read the damaged bytes.
+        assert_eq!(scan_error(&path, &table, Some(vec![0])).await, None);
+        let e = scan_error(&path, &table, None)
+            .await
+            .expect("a failed read");
+        assert!(
+            e.contains("damaged on disk") && e.contains("removed"),
+            "{e}"
+        );
+        assert!(!path.exists());
+    }
+
+    #[test]
+    fn checksums_cover_every_chunk_written() {
+        let mut w = Checksummed::new(Vec::new());
+        let data: Vec<u8> = (0..200_000u32).map(|i| (i * 7 % 256) as u8).collect();
+        // Written in odd pieces, across chunk ends.
+        for piece in data.chunks(7_777) {
+            std::io::Write::write_all(&mut w, piece).unwrap();
+        }
+        let sums = Checksums::parse(&w.footer_value()).unwrap();
+        assert_eq!(sums.end, 200_000);
+        assert_eq!(sums.crcs.len(), 4);
+        assert_eq!(sums.crcs[3], crc32c::crc32c(&data[3 * 65_536..]));
+        assert!(sums.check(&data, 0, 0, 200_000));
+        let (from, to) = sums.around(70_000, 140_000);
+        assert_eq!((from, to), (65_536, 196_608));
+        assert!(sums.check(&data[from as usize..to as usize], from, 70_000, 140_000));
+        let mut damaged = data.clone();
+        damaged[150_000] ^= 1;
+        assert!(!sums.check(&damaged, 0, 140_000, 150_001));
+        assert!(sums.check(&damaged, 0, 0, 131_072));
+        // Bytes not held, or a malformed footer value: not checked.
+        assert!(!sums.check(&data[..1000], 0, 0, 2000));
+        for bad in ["", "12", "x:00000000", "65537:00000000", "10:0000000g"] {
+            assert!(Checksums::parse(bad).is_err(), "{bad}");
         }
     }
 }

@@ -57,6 +57,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, Weak};
 use std::time::{Duration, Instant};
 
+use crate::catalog::copy_scan::{CHECKSUMS_KEY, Checksummed};
 use crate::catalog::files::{Listing, SourceFile, parquet_row_groups};
 use crate::catalog::source_table::{CopiedFile, CopiedFiles, SourceTable};
 use crate::error::{Result, VeilError};
@@ -607,7 +608,7 @@ async fn build(dir: &Path, ctx: &SessionContext, job: Job, max_bytes: u64) -> Re
     let written = async {
         let file = std::fs::File::create(&tmp)
             .map_err(|e| VeilError::internal("writing a kept copy", e))?;
-        let writer = FileWriter::try_new_buffered(file, &schema)
+        let writer = FileWriter::try_new_buffered(Checksummed::new(file), &schema)
             .map_err(|e| VeilError::internal("writing a kept copy", e))?;
         let mut copy = CopyWriter {
             writer: Some(writer),
@@ -695,9 +696,12 @@ async fn build(dir: &Path, ctx: &SessionContext, job: Job, max_bytes: u64) -> Re
     })
 }
 
+/// A kept copy's file as it is written: buffered, checksummed.
+type CopyFile = FileWriter<std::io::BufWriter<Checksummed<std::fs::File>>>;
+
 /// An IPC file being written, one block per batch, on a blocking thread.
 struct CopyWriter {
-    writer: Option<FileWriter<std::io::BufWriter<std::fs::File>>>,
+    writer: Option<CopyFile>,
     blocks: usize,
     rows: u64,
     bytes: u64,
@@ -739,7 +743,7 @@ impl CopyWriter {
         let (writer, written) = tokio::task::spawn_blocking(move || {
             let written = writer
                 .write(&batch)
-                .and_then(|()| Ok(writer.get_ref().get_ref().metadata()?.len()));
+                .and_then(|()| Ok(writer.get_ref().get_ref().get_ref().metadata()?.len()));
             (writer, written)
         })
         .await
@@ -758,6 +762,10 @@ impl CopyWriter {
     async fn finish(&mut self) -> Result<()> {
         let mut writer = self.take()?;
         tokio::task::spawn_blocking(move || {
+            // The checksums cover everything before the footer.
+            std::io::Write::flush(writer.get_mut())?;
+            let sums = writer.get_ref().get_ref().footer_value();
+            writer.write_metadata(CHECKSUMS_KEY, sums);
             writer.finish()?;
             writer.into_inner().map(drop)
         })
@@ -768,7 +776,7 @@ impl CopyWriter {
         })
     }
 
-    fn take(&mut self) -> Result<FileWriter<std::io::BufWriter<std::fs::File>>> {
+    fn take(&mut self) -> Result<CopyFile> {
         self.writer
             .take()
             .ok_or_else(|| VeilError::internal("writing a kept copy", "the writer was lost"))
