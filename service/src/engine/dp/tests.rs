@@ -547,7 +547,7 @@ async fn budgets_stop_averaging_attacks_and_say_when_they_reset() {
     dp.run("alice", variants[0]).await.unwrap();
     let e = dp.refused("alice", variants[1]).await;
     assert!(
-        matches!(e, VeilError::ResourceExhausted(ref m) if m.contains("0.5000 left") && m.contains("DIFFERENTIAL_PRIVACY OPTIONS (epsilon =>")),
+        matches!(e, VeilError::ResourceExhausted(ref m) if m.contains("epsilon 1 of 1.5 used, 0.5 left, a query costs 1;") && m.contains("DIFFERENTIAL_PRIVACY OPTIONS (epsilon =>")),
         "{e:?}"
     );
     let (_, r) = dp
