@@ -165,21 +165,70 @@ pub async fn return_freed_pages_when_idle() {
     NODE.purge_when_idle(&IDLE_AFTER, return_freed_pages).await
 }
 
-/// `len` bytes of `file` from `offset`, mapped read-only as an Arrow
-/// buffer that owns the mapping: its pages are the disk cache's own (not a
-/// copy), and the range is unmapped when the last buffer sliced from it is
-/// dropped. `populate` maps every page now (one system call, on the
-/// caller's thread); else each page is mapped the first time it is touched.
+/// A range of a file mapped read-only ([`map_read_only`]).
+#[derive(Debug)]
+pub struct MappedRange {
+    map: std::sync::Arc<memmap2::Mmap>,
+}
+
+impl MappedRange {
+    /// Reads `range` of the mapping into the disk cache and maps its
+    /// pages now (Linux: `MADV_POPULATE_READ`): a disk error is this
+    /// error, not a fault when the bytes are touched later. Elsewhere a
+    /// no-op.
+    pub fn populate(&self, range: std::ops::Range<usize>) -> std::io::Result<()> {
+        if range.start >= range.end {
+            return Ok(());
+        }
+        #[cfg(target_os = "linux")]
+        {
+            self.map.advise_range(
+                memmap2::Advice::PopulateRead,
+                range.start,
+                range.end - range.start,
+            )
+        }
+        #[cfg(not(target_os = "linux"))]
+        {
+            Ok(())
+        }
+    }
+
+    /// The mapped bytes; touch only ranges [`Self::populate`] read.
+    pub fn bytes(&self) -> &[u8] {
+        &self.map
+    }
+
+    /// The mapping as an Arrow buffer that shares it: the range is
+    /// unmapped when this and the last buffer sliced from it are dropped.
+    pub fn buffer(&self) -> datafusion::arrow::buffer::Buffer {
+        let start = std::ptr::NonNull::new(self.map.as_ptr().cast_mut())
+            .expect("a mapping is never at address 0");
+        // SAFETY: `start..start + len` is the mapping, which the buffer
+        // owns through the `Arc`, so it outlives every slice of the buffer.
+        unsafe {
+            datafusion::arrow::buffer::Buffer::from_custom_allocation(
+                start,
+                self.map.len(),
+                std::sync::Arc::clone(&self.map) as _,
+            )
+        }
+    }
+}
+
+/// `len` bytes of `file` from `offset`, mapped read-only: the pages are
+/// the disk cache's own (not a copy). Nothing is read yet: call
+/// [`MappedRange::populate`] on a range before touching it.
 ///
 /// Only for files written once and never changed in place (Veil's kept
 /// copies): a file truncated under a mapping faults when the lost pages
-/// are read. Deleting the file is safe.
+/// are read, as does a page that fails to read back from the disk after
+/// memory pressure evicted it. Deleting the file is safe.
 pub fn map_read_only(
     file: &std::fs::File,
     offset: u64,
     len: usize,
-    populate: bool,
-) -> std::io::Result<datafusion::arrow::buffer::Buffer> {
+) -> std::io::Result<MappedRange> {
     let invalid = |m: &str| std::io::Error::new(std::io::ErrorKind::InvalidData, m.to_string());
     if len == 0 {
         return Err(invalid("an empty range is not mapped"));
@@ -190,25 +239,16 @@ pub fn map_read_only(
     if end > file.metadata()?.len() {
         return Err(invalid("a mapped range passes the file's end"));
     }
-    let mut options = memmap2::MmapOptions::new();
-    options.offset(offset).len(len);
-    if populate {
-        options.populate();
-    }
     // SAFETY: read-only, within the file (checked above), of a file the
     // caller never writes in place (see above).
-    let map = unsafe { options.map(file) }?;
-    let start = std::ptr::NonNull::new(map.as_ptr().cast_mut())
-        .ok_or_else(|| invalid("a file range mapped to nothing"))?;
-    let mapped = map.len();
-    // SAFETY: `start..start + mapped` is the mapping, which the buffer
-    // owns through the `Arc`, so it outlives every slice of the buffer.
-    Ok(unsafe {
-        datafusion::arrow::buffer::Buffer::from_custom_allocation(
-            start,
-            mapped,
-            std::sync::Arc::new(map),
-        )
+    let map = unsafe {
+        memmap2::MmapOptions::new()
+            .offset(offset)
+            .len(len)
+            .map(file)
+    }?;
+    Ok(MappedRange {
+        map: std::sync::Arc::new(map),
     })
 }
 
@@ -236,13 +276,25 @@ mod tests {
         let bytes: Vec<u8> = (0..20_000u32).map(|i| (i % 251) as u8).collect();
         std::fs::write(&path, &bytes).unwrap();
         let file = std::fs::File::open(&path).unwrap();
-        // An offset inside a page, both ways of mapping.
+        // An offset inside a page; read back after populating it, or not.
         for populate in [true, false] {
-            let b = map_read_only(&file, 5_003, 9_000, populate).unwrap();
-            assert_eq!(b.as_slice(), &bytes[5_003..14_003]);
+            let m = map_read_only(&file, 5_003, 9_000).unwrap();
+            if populate {
+                m.populate(0..9_000).unwrap();
+                m.populate(100..200).unwrap();
+            }
+            assert_eq!(m.buffer().as_slice(), &bytes[5_003..14_003]);
+            assert_eq!(m.bytes(), &bytes[5_003..14_003]);
         }
-        let kept = map_read_only(&file, 0, 20_000, false)
+        assert!(
+            map_read_only(&file, 0, 100)
+                .unwrap()
+                .populate(50..200)
+                .is_err()
+        );
+        let kept = map_read_only(&file, 0, 20_000)
             .unwrap()
+            .buffer()
             .slice(19_000);
         drop(file);
         std::fs::remove_file(&path).unwrap();
@@ -250,10 +302,10 @@ mod tests {
         // Past the end, or empty: an error, not a mapping that faults.
         std::fs::write(dir.path().join("g"), [1; 100]).unwrap();
         let file = std::fs::File::open(dir.path().join("g")).unwrap();
-        assert!(map_read_only(&file, 50, 51, true).is_err());
-        assert!(map_read_only(&file, u64::MAX, 1, true).is_err());
-        assert!(map_read_only(&file, 0, 0, true).is_err());
-        assert_eq!(map_read_only(&file, 50, 50, true).unwrap().len(), 50);
+        assert!(map_read_only(&file, 50, 51).is_err());
+        assert!(map_read_only(&file, u64::MAX, 1).is_err());
+        assert!(map_read_only(&file, 0, 0).is_err());
+        assert_eq!(map_read_only(&file, 50, 50).unwrap().bytes(), &[1; 50]);
     }
 
     /// Waits (bounded) until `node` has purged `n` times.

@@ -274,15 +274,14 @@ fn flat_buffers(t: &DataType) -> Option<usize> {
 /// mapping's two system calls cost more than the copy they save.
 const MAP_AT_LEAST: usize = 256 * 1024;
 
-/// `len` bytes of a copy from `offset`, mapped read-only
-/// ([`crate::memory::map_read_only`]): with `populate` every page is
-/// mapped now, on this (blocking) thread; else only the pages the decoder
-/// or the socket touch are (the wanted columns of a projected read). A
-/// kept copy is written under a temporary name and renamed into place,
-/// never written again, and removing it (eviction) leaves a mapping
-/// intact.
-fn mapped(file: &File, offset: u64, len: usize, populate: bool) -> Result<Buffer, DataFusionError> {
-    crate::memory::map_read_only(file, offset, len, populate).map_err(failed)
+/// A kept copy that failed its checksums (damaged on disk): removed, so
+/// the next read uses the source, and this read's error.
+fn damaged(path: &std::path::Path) -> DataFusionError {
+    let _ = std::fs::remove_file(path);
+    tracing::error!(copy = %path.display(), "a kept copy failed its checksum (damaged on disk): removed");
+    DataFusionError::External(Box::new(VeilError::Unavailable(
+        "a kept copy of this data was damaged on disk and has been removed; retry the read (it will read the source)".into(),
+    )))
 }
 
 /// A decoder that doesn't validate the arrays it decodes.
@@ -369,13 +368,44 @@ impl Checksums {
         let bad = || failed("a kept copy's checksums are damaged");
         let (end, hex) = text.split_once(':').ok_or_else(bad)?;
         let end: u64 = end.parse().map_err(|_| bad())?;
-        if hex.len() % 8 != 0 || (hex.len() / 8) as u64 != end.div_ceil(CHUNK) {
+        if !hex.is_ascii() || hex.len() % 8 != 0 || (hex.len() / 8) as u64 != end.div_ceil(CHUNK) {
             return Err(bad());
         }
         let crcs = (0..hex.len() / 8)
             .map(|i| u32::from_str_radix(&hex[i * 8..i * 8 + 8], 16).map_err(|_| bad()))
             .collect::<Result<_, _>>()?;
         Ok(Self { end, crcs })
+    }
+
+    /// Whether the file's first `head` bytes (its magic and schema
+    /// message, before the first block) pass the checksums and hold
+    /// `schema`.
+    fn schema_matches(
+        &self,
+        file: &File,
+        head: u64,
+        schema: &datafusion::arrow::datatypes::Schema,
+    ) -> bool {
+        let (_, to) = self.around(0, head);
+        let mut bytes = vec![0u8; to as usize];
+        if head < 16
+            || head > self.end
+            || read_at(file, 0, &mut bytes).is_err()
+            || !self.check(&bytes, 0, 0, head)
+        {
+            return false;
+        }
+        // The magic, padding, then the schema message (its continuation
+        // marker and length first).
+        let head = head as usize;
+        let message = (8..head)
+            .step_by(8)
+            .find(|i| bytes.get(*i..*i + 4) == Some(&[0xff; 4][..]))
+            .and_then(|at| bytes.get(at + 8..head))
+            .and_then(|m| root_as_message(m).ok());
+        message
+            .and_then(|m| m.header_as_schema())
+            .is_some_and(|s| fb_to_schema(s) == *schema)
     }
 
     /// The whole chunks around `start..end`, as file offsets.
@@ -542,14 +572,29 @@ impl OpenCopy {
             .collect::<Option<Vec<_>>>()
             .filter(|_| ranges.iter().all(Option::is_some));
         let schema = Arc::new(schema);
-        let checksums = footer
+        // Trusted only with checksums and no dictionaries. Checksums that
+        // don't parse, or a start of the file (its schema message) that
+        // fails them or differs from the footer's schema (which they
+        // don't cover): the file was damaged.
+        let checksums = match footer
             .custom_metadata()
             .into_iter()
             .flatten()
             .find(|kv| kv.key() == Some(CHECKSUMS_KEY))
             .and_then(|kv| kv.value())
-            .map(Checksums::parse)
-            .transpose()?;
+        {
+            None => None,
+            Some(text) => {
+                let head = blocks.first().map(|b| b.offset() as u64);
+                match Checksums::parse(text) {
+                    Ok(sums) if sums.schema_matches(&file, head.unwrap_or(sums.end), &schema) => {
+                        Some(sums)
+                    }
+                    _ => return Err(damaged(path)),
+                }
+            }
+        }
+        .filter(|_| footer.dictionaries().is_none_or(|d| d.is_empty()));
         let mut decoder = FileDecoder::new(Arc::clone(&schema), footer.version())
             .with_projection(projection.clone());
         let mut trusted = checksums.map(|sums| {
@@ -589,10 +634,14 @@ impl OpenCopy {
             .get(index)
             .ok_or_else(|| failed("a part names blocks past the copy's end"))?;
         let len = block.metaDataLength() as usize + block.bodyLength() as usize;
-        let (buf, decoder) = match &self.wanted {
-            _ if len >= MAP_AT_LEAST => self.mapped(block)?,
-            None => (Self::whole(&self.file, block)?, &self.decoder),
-            Some(wanted) => (self.projected(block, wanted)?, &self.decoder),
+        let mapped = match len >= MAP_AT_LEAST {
+            true => self.mapped(block)?,
+            false => None,
+        };
+        let (buf, decoder) = match (mapped, &self.wanted) {
+            (Some(mapped), _) => mapped,
+            (None, None) => (Self::whole(&self.file, block)?, &self.decoder),
+            (None, Some(wanted)) => (self.projected(block, wanted)?, &self.decoder),
         };
         decoder
             .read_record_batch(block, &buf)
@@ -600,49 +649,66 @@ impl OpenCopy {
             .ok_or_else(|| failed("a kept copy's block holds no rows"))
     }
 
-    /// A large block, mapped ([`mapped`]; with every page at once when
-    /// the whole block is wanted), and the decoder for it: when the copy
-    /// has checksums, the chunks holding the block's message and the
-    /// wanted columns' bytes are checked against them and the block is
-    /// decoded without validation; a chunk that fails means the file was
-    /// damaged on disk: it is removed (the next read uses the source) and
-    /// this read fails.
-    fn mapped(&self, block: &Block) -> Result<(Buffer, &FileDecoder), DataFusionError> {
+    /// A large block of a checksummed copy, mapped, and the decoder for
+    /// it: the chunks holding the block's message and the wanted columns'
+    /// bytes are read (a disk error is an error here, not a fault later),
+    /// checked against the checksums, and the block decoded without
+    /// validation. A chunk that fails, or a message that contradicts its
+    /// block, means the file was damaged on disk: it is removed (the next
+    /// read uses the source) and this read fails. `None`: not mapped (a
+    /// copy without checksums, a block past them, a mapping refused):
+    /// read it instead.
+    fn mapped(&self, block: &Block) -> Result<Option<(Buffer, &FileDecoder)>, DataFusionError> {
+        let Some((sums, trusted)) = self.trusted.as_ref() else {
+            return Ok(None);
+        };
         let start = u64::try_from(block.offset()).map_err(failed)?;
         let meta_len = usize::try_from(block.metaDataLength()).map_err(failed)?;
-        let len = meta_len + usize::try_from(block.bodyLength()).map_err(failed)?;
+        let body_len = usize::try_from(block.bodyLength()).map_err(failed)?;
+        let len = meta_len + body_len;
         let end = start + len as u64;
-        let populate = self.wanted.is_none();
-        let Some((sums, trusted)) = self.trusted.as_ref().filter(|(s, _)| end <= s.end) else {
-            return Ok((mapped(&self.file, start, len, populate)?, &self.decoder));
-        };
+        if end > sums.end || meta_len < 8 {
+            return Ok(None);
+        }
         // Whole chunks around the block, so each can be checked.
         let (from, to) = sums.around(start, end);
-        let chunks = mapped(&self.file, from, (to - from) as usize, populate)?;
-        let at = (start - from) as usize;
-        let buf = chunks.slice_with_length(at, len);
-        let spans = match &self.wanted {
-            None => vec![0..len],
-            Some(wanted) => {
-                let mut spans = wanted_spans(&buf.as_slice()[..meta_len], len - meta_len, wanted)?;
-                spans
-                    .iter_mut()
-                    .for_each(|s| *s = s.start + meta_len..s.end + meta_len);
-                spans.push(0..meta_len);
-                spans
+        let Ok(map) = crate::memory::map_read_only(&self.file, from, (to - from) as usize) else {
+            return Ok(None);
+        };
+        let damaged = || damaged(&self.path);
+        // Reads the whole chunks holding `a..b` (block offsets), checks them.
+        let checked = |a: usize, b: usize| -> Result<(), DataFusionError> {
+            let (a, b) = (start + a as u64, start + b as u64);
+            let (lo, hi) = sums.around(a, b);
+            map.populate((lo - from) as usize..(hi - from) as usize)
+                .map_err(failed)?;
+            match sums.check(map.bytes(), from, a, b) {
+                true => Ok(()),
+                false => Err(damaged()),
             }
         };
-        for s in spans {
-            let (a, b) = (start + s.start as u64, start + s.end as u64);
-            if !sums.check(chunks.as_slice(), from, a, b) {
-                let _ = std::fs::remove_file(&self.path);
-                tracing::error!(copy = %self.path.display(), "a kept copy failed its checksum (damaged on disk): removed");
-                return Err(DataFusionError::External(Box::new(VeilError::Unavailable(
-                    "a kept copy of this data was damaged on disk and has been removed; retry the read (it will read the source)".into(),
-                ))));
+        checked(0, meta_len)?;
+        let at = (start - from) as usize;
+        let meta = &map.bytes()[at..at + meta_len];
+        // As arrow writes a block: the continuation marker, the message's
+        // length, the message; its body as long as the footer says.
+        let said = meta[4..8].try_into().map(u32::from_le_bytes).unwrap_or(0);
+        let body_said = root_as_message(&meta[8..]).ok().map(|m| m.bodyLength());
+        if meta[..4] != [0xff; 4]
+            || 8 + said as usize != meta_len
+            || body_said != Some(block.bodyLength())
+        {
+            return Err(damaged());
+        }
+        match &self.wanted {
+            None => checked(meta_len, len)?,
+            Some(wanted) => {
+                for s in wanted_spans(meta, body_len, wanted)? {
+                    checked(meta_len + s.start, meta_len + s.end)?;
+                }
             }
         }
-        Ok((buf, trusted))
+        Ok(Some((map.buffer().slice_with_length(at, len), trusted)))
     }
 
     fn projected(&self, block: &Block, wanted: &[Range<usize>]) -> Result<Buffer, DataFusionError> {
@@ -747,8 +813,8 @@ mod tests {
     use datafusion::arrow::ipc::writer::FileWriter;
     use datafusion::prelude::SessionContext;
 
-    /// A copy of two columns in three blocks: a large one (mapped), a
-    /// small one (read) and a large one again.
+    /// A copy of two columns in three blocks: a large one, a small one
+    /// and a large one again (with checksums, the large ones are mapped).
     fn write_copy(path: &std::path::Path) -> (SchemaRef, Vec<RecordBatch>) {
         write_copy_as(path, false)
     }
@@ -813,7 +879,7 @@ mod tests {
     }
 
     #[tokio::test]
-    async fn mapped_and_read_blocks_give_the_rows_written() {
+    async fn large_and_small_blocks_give_the_rows_written() {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("copy.arrow");
         let (schema, written) = write_copy(&path);
@@ -879,9 +945,25 @@ mod tests {
         let end = last.offset() as u64 + last.metaDataLength() as u64 + last.bodyLength() as u64;
         assert_eq!(sums.end, end);
         assert!(sums.crcs.len() > 3);
+        // The large blocks are mapped and decoded unvalidated, the small
+        // one read and validated.
+        let trusted = &copy.trusted.as_ref().unwrap().1;
+        for (i, large) in [(0, true), (1, false), (2, true)] {
+            let block = copy.blocks[i];
+            let len = block.metaDataLength() as usize + block.bodyLength() as usize;
+            assert_eq!(len >= MAP_AT_LEAST, large);
+            if large {
+                let (buf, decoder) = copy.mapped(&block).unwrap().expect("mapped");
+                assert!(std::ptr::eq(decoder, trusted));
+                assert_eq!(buf.len(), len);
+            }
+        }
         drop(copy);
         let all = scan(&path, &table, None, None).await;
         let names = scan(&path, &table, Some(vec![1]), Some(2..3)).await;
+        // Mapped blocks stay readable after their copy is deleted
+        // (evicted while a read holds them).
+        std::fs::remove_file(&path).unwrap();
         for (got, want) in all.iter().zip(&written) {
             assert_eq!(got.column(0), want.column(0));
             assert_eq!(got.column(1), want.column(1));
@@ -941,6 +1023,64 @@ mod tests {
             "{e}"
         );
         assert!(!path.exists());
+
+        // A damaged message (the first block's, where its row count
+        // sits): even a read of one column fails, and the copy goes.
+        write_copy_as(&path, true);
+        let first = OpenCopy::open(&path, vec![0, 1]).unwrap().blocks[0];
+        let mut bytes = std::fs::read(&path).unwrap();
+        let at = first.offset() as usize + 8 + 40;
+        bytes[at] ^= 0x10;
+        std::fs::write(&path, &bytes).unwrap();
+        let e = scan_error(&path, &table, Some(vec![0]))
+            .await
+            .expect("a failed read");
+        assert!(e.contains("damaged on disk"), "{e}");
+        assert!(!path.exists());
+    }
+
+    #[tokio::test]
+    async fn a_copy_whose_head_or_checksums_are_damaged_is_removed() {
+        // The schema the footer gives is trusted only when the checked
+        // schema message at the file's start says the same.
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("copy.arrow");
+        let damage = |from: &[u8], to: &[u8]| {
+            let mut bytes = std::fs::read(&path).unwrap();
+            let at = bytes
+                .windows(from.len())
+                .position(|w| w == from)
+                .expect("the bytes to damage");
+            bytes[at..at + to.len()].copy_from_slice(to);
+            std::fs::write(&path, &bytes).unwrap();
+        };
+        let (schema, written) = write_copy_as(&path, true);
+        let table = table_of(&schema);
+        // The field's name in the schema message at the start.
+        damage(b"name", b"m");
+        let e = scan_error(&path, &table, Some(vec![0]))
+            .await
+            .expect("a failed read");
+        assert!(e.contains("damaged on disk"), "{e}");
+        assert!(!path.exists());
+        // The checksums' own text in the footer.
+        write_copy_as(&path, true);
+        let sums = OpenCopy::open(&path, vec![0, 1])
+            .unwrap()
+            .trusted
+            .unwrap()
+            .0;
+        let first = format!(":{:08x}", sums.crcs[0]);
+        damage(first.as_bytes(), b":g");
+        assert!(OpenCopy::open(&path, vec![0, 1]).is_err());
+        assert!(!path.exists());
+        // A copy written without checksums is read, and validated.
+        write_copy_as(&path, false);
+        let copy = OpenCopy::open(&path, vec![0, 1]).unwrap();
+        assert!(copy.trusted.is_none() && copy.mapped(&copy.blocks[0]).unwrap().is_none());
+        drop(copy);
+        let all = scan(&path, &table, None, None).await;
+        assert_eq!(all[2].column(1), written[2].column(1));
     }
 
     #[test]
@@ -963,9 +1103,24 @@ mod tests {
         damaged[150_000] ^= 1;
         assert!(!sums.check(&damaged, 0, 140_000, 150_001));
         assert!(sums.check(&damaged, 0, 0, 131_072));
+        // Data ending on a chunk's end; chunks around a range stop there.
+        let mut w = Checksummed::new(Vec::new());
+        std::io::Write::write_all(&mut w, &data[..131_072]).unwrap();
+        let even = Checksums::parse(&w.footer_value()).unwrap();
+        assert_eq!((even.end, even.crcs.len()), (131_072, 2));
+        assert_eq!(even.around(70_000, 131_072), (65_536, 131_072));
+        assert!(even.check(&data, 0, 0, 131_072));
+        assert_eq!(sums.around(190_000, 200_000), (131_072, 200_000));
         // Bytes not held, or a malformed footer value: not checked.
         assert!(!sums.check(&data[..1000], 0, 0, 2000));
-        for bad in ["", "12", "x:00000000", "65537:00000000", "10:0000000g"] {
+        for bad in [
+            "65537:0000000é0000000",
+            "",
+            "12",
+            "x:00000000",
+            "65537:00000000",
+            "10:0000000g",
+        ] {
             assert!(Checksums::parse(bad).is_err(), "{bad}");
         }
     }
