@@ -852,12 +852,12 @@ mod tests {
         (schema, batches)
     }
 
-    async fn scan(
+    async fn try_scan(
         path: &std::path::Path,
         table: &SchemaRef,
         projection: Option<Vec<usize>>,
         blocks: Option<Range<usize>>,
-    ) -> Vec<RecordBatch> {
+    ) -> datafusion::common::Result<Vec<RecordBatch>> {
         let exec = CopyScanExec::new(
             vec![vec![CopyRead {
                 path: path.to_path_buf(),
@@ -868,14 +868,18 @@ mod tests {
             2,
             projection.as_ref(),
             None,
-        )
-        .unwrap();
+        )?;
         let ctx = SessionContext::new();
-        exec.execute(0, ctx.task_ctx())
-            .unwrap()
-            .try_collect()
-            .await
-            .unwrap()
+        exec.execute(0, ctx.task_ctx())?.try_collect().await
+    }
+
+    async fn scan(
+        path: &std::path::Path,
+        table: &SchemaRef,
+        projection: Option<Vec<usize>>,
+        blocks: Option<Range<usize>>,
+    ) -> Vec<RecordBatch> {
+        try_scan(path, table, projection, blocks).await.unwrap()
     }
 
     #[tokio::test]
@@ -977,21 +981,7 @@ mod tests {
         table: &SchemaRef,
         projection: Option<Vec<usize>>,
     ) -> Option<String> {
-        let exec = CopyScanExec::new(
-            vec![vec![CopyRead {
-                path: path.to_path_buf(),
-                blocks: None,
-                partition_values: vec![ScalarValue::Utf8(Some("CA".into()))],
-            }]],
-            table,
-            2,
-            projection.as_ref(),
-            None,
-        )
-        .unwrap();
-        let ctx = SessionContext::new();
-        let got: Result<Vec<RecordBatch>, _> =
-            exec.execute(0, ctx.task_ctx()).unwrap().try_collect().await;
+        let got = try_scan(path, table, projection, None).await;
         got.err().map(|e| e.to_string())
     }
 
