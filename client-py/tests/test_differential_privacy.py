@@ -83,6 +83,7 @@ def test_private_group_keys_spend_delta_shown_in_receipt_and_ledger(dp):
     assert receipt["delta_charged"] == pytest.approx(1e-6)
     assert receipt["delta_spent"] == pytest.approx(1e-6)
     assert receipt["delta_budget"] is None  # no budgets in this policy
+    assert receipt["delta_remaining"] is None and receipt["budget_epsilon"] is None
     _, receipt = erin.sql(
         "SELECT diagnosis, COUNT(*) FROM clinical.trials GROUP BY diagnosis", privacy=True
     )

@@ -311,8 +311,10 @@ class Connection:
         `charged` to you now: 0 for an answer you had seen, `spent` this
         period, `budget`, `remaining`, `resets_at` and `window_ends_at` as
         UTC datetimes, `unit`: "epsilon", or "rho" for the Gaussian
-        mechanism; `delta_charged`, `delta_spent` and `delta_budget`: the δ
-        of releasing group keys the policy doesn't list), or None when the
+        mechanism, `budget_epsilon`: the budget in ε as the policy writes
+        it; `delta_charged`, `delta_spent`, `delta_budget` and
+        `delta_remaining`: the δ of releasing group keys the policy doesn't
+        list), or None when the
         query read no such dataset."""
         if not privacy:
             return _to_pandas(self.sql_as_arrow(query, progress=progress), types_mapper)

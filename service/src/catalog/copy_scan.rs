@@ -348,6 +348,37 @@ fn wanted_spans(
     Ok(merged)
 }
 
+/// Where a copy's blocks start, when they tile the file up to `end` (where
+/// the checksums end: the footer follows) exactly: every block
+/// (dictionaries and record batches) starts where the one before it ends,
+/// the last ends at `end`, and the record batches are listed in file
+/// order. The checksums don't cover the footer, so a damaged offset there
+/// is caught here: a block's lengths are checked against its own (checked)
+/// message when it is read, and with them the tiling fixes every offset
+/// (otherwise a damaged offset landing on another block's start would
+/// serve that block's rows in its place). `None`: they don't tile.
+fn head_of_tiling(batches: &[Block], dictionaries: &[Block], end: u64) -> Option<u64> {
+    let span = |b: &Block| {
+        let start = u64::try_from(b.offset()).ok()?;
+        let len = u64::try_from(b.metaDataLength())
+            .ok()?
+            .checked_add(u64::try_from(b.bodyLength()).ok()?)?;
+        Some((start, start.checked_add(len)?))
+    };
+    let ordered = batches.windows(2).all(|w| w[0].offset() < w[1].offset());
+    let mut all = batches
+        .iter()
+        .chain(dictionaries)
+        .map(span)
+        .collect::<Option<Vec<_>>>()?;
+    all.sort_unstable();
+    let (head, last) = match (all.first(), all.last()) {
+        (Some(first), Some(last)) => (first.0, last.1),
+        _ => return Some(end),
+    };
+    (ordered && last == end && all.windows(2).all(|w| w[0].1 == w[1].0)).then_some(head)
+}
+
 /// The footer key of a kept copy's checksums ([`Checksummed`]).
 pub const CHECKSUMS_KEY: &str = "veil.crc32c";
 
@@ -585,9 +616,16 @@ impl OpenCopy {
         {
             None => None,
             Some(text) => {
-                let head = blocks.first().map(|b| b.offset() as u64);
-                match Checksums::parse(text) {
-                    Ok(sums) if sums.schema_matches(&file, head.unwrap_or(sums.end), &schema) => {
+                let dictionaries: Vec<Block> = footer
+                    .dictionaries()
+                    .map(|b| b.iter().copied().collect())
+                    .unwrap_or_default();
+                let sums = Checksums::parse(text).ok();
+                let head = sums
+                    .as_ref()
+                    .and_then(|sums| head_of_tiling(&blocks, &dictionaries, sums.end));
+                match (sums, head) {
+                    (Some(sums), Some(head)) if sums.schema_matches(&file, head, &schema) => {
                         Some(sums)
                     }
                     _ => return Err(damaged(path)),
@@ -1064,6 +1102,21 @@ mod tests {
         damage(first.as_bytes(), b":g");
         assert!(OpenCopy::open(&path, vec![0, 1]).is_err());
         assert!(!path.exists());
+        // A block's offset in the footer (which the checksums don't
+        // cover), pointing at another block's start: its message and
+        // lengths would pass, so the tiling catches it.
+        write_copy_as(&path, true);
+        let blocks = OpenCopy::open(&path, vec![0, 1]).unwrap().blocks;
+        let entry = |b: &Block| {
+            let mut e = b.offset().to_le_bytes().to_vec();
+            e.extend(b.metaDataLength().to_le_bytes());
+            e
+        };
+        let mut moved = blocks[0];
+        moved.set_offset(blocks[2].offset());
+        damage(&entry(&blocks[0]), &entry(&moved));
+        assert!(OpenCopy::open(&path, vec![0, 1]).is_err());
+        assert!(!path.exists());
         // A copy written without checksums is read, and validated.
         write_copy_as(&path, false);
         let copy = OpenCopy::open(&path, vec![0, 1]).unwrap();
@@ -1071,6 +1124,32 @@ mod tests {
         drop(copy);
         let all = scan(&path, &table, None, None).await;
         assert_eq!(all[2].column(1), written[2].column(1));
+    }
+
+    #[test]
+    fn blocks_must_tile_the_copy_up_to_its_checksums_end() {
+        let b = |offset: i64, meta: i32, body: i64| Block::new(offset, meta, body);
+        let batches = [b(16, 8, 24), b(48, 8, 40), b(96, 16, 16)];
+        assert_eq!(head_of_tiling(&batches, &[], 128), Some(16));
+        // A dictionary between them is part of the tiling.
+        let with_dict = [b(16, 8, 24), b(64, 8, 24), b(96, 16, 16)];
+        assert_eq!(head_of_tiling(&with_dict, &[b(48, 8, 8)], 128), Some(16));
+        assert_eq!(head_of_tiling(&with_dict, &[], 128), None, "a gap");
+        // Short of the end, past it, overlapping, duplicated, out of order.
+        assert_eq!(head_of_tiling(&batches, &[], 136), None);
+        assert_eq!(head_of_tiling(&batches[..2], &[], 128), None);
+        assert_eq!(
+            head_of_tiling(&[b(16, 8, 24), b(40, 8, 48), b(96, 16, 16)], &[], 128),
+            None
+        );
+        assert_eq!(head_of_tiling(&[b(16, 8, 24), b(16, 8, 24)], &[], 48), None);
+        assert_eq!(
+            head_of_tiling(&[b(48, 8, 40), b(16, 8, 24), b(96, 16, 16)], &[], 128),
+            None
+        );
+        assert_eq!(head_of_tiling(&[b(-8, 8, 24)], &[], 24), None);
+        // No blocks: the schema message runs to the end.
+        assert_eq!(head_of_tiling(&[], &[], 64), Some(64));
     }
 
     #[test]

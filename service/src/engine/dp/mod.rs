@@ -123,6 +123,9 @@ pub struct DpReceipt {
     /// This user's spending on the dataset in the budget period.
     pub spent: f64,
     pub budget: Option<f64>,
+    /// The user's budget in ε as the policy writes it (`budget` is in
+    /// the ledger's unit: ρ under the Gaussian mechanism).
+    pub budget_epsilon: Option<f64>,
     pub remaining: Option<f64>,
     /// δ charged to this user now (releasing private group keys; 0 if
     /// none, or an answer they had seen), their δ spent this period, and
@@ -130,6 +133,8 @@ pub struct DpReceipt {
     pub delta_charged: f64,
     pub delta_spent: f64,
     pub delta_budget: Option<f64>,
+    /// What `delta_budget` leaves this period.
+    pub delta_remaining: Option<f64>,
     pub resets_at_ms: Option<i64>,
     /// When the answer stops being served (a new draw may follow).
     pub window_ends_at_ms: i64,

@@ -228,6 +228,30 @@ pub fn accept(plan: &LogicalPlan, guard: &Arc<DpGuardTable>) -> Result<DpQuery> 
         }
         groups.push(name);
     }
+    // Every function the query may not use is named at once, not only the
+    // first: a query asking for MIN and MAX hears about both.
+    let mut unanswered: Vec<String> = Vec::new();
+    for e in &aggregate.aggr_expr {
+        if let Expr::AggregateFunction(AggregateFunction { func, .. }) = e.clone().unalias() {
+            let name = func.name().to_ascii_uppercase();
+            if !ANSWERED.contains(&name.as_str()) && !unanswered.contains(&name) {
+                unanswered.push(name);
+            }
+        }
+    }
+    if !unanswered.is_empty() {
+        let (list, verb) = match unanswered.len() {
+            1 => (unanswered[0].clone(), "is"),
+            _ => (unanswered.join(", "), "are"),
+        };
+        return Err(refusal(
+            Refusal::Function,
+            guard,
+            &format!(
+                "{list} {verb} not answered: only COUNT, SUM and AVG (MIN, MAX and percentiles would reveal single values)"
+            ),
+        ));
+    }
     let mut measures = Vec::new();
     for e in &aggregate.aggr_expr {
         measures.push(measure(e.clone().unalias(), guard)?);
@@ -356,6 +380,9 @@ fn unqualified(e: Expr) -> Result<Expr> {
     .map(|t| t.data)
     .map_err(|e| VeilError::internal("rewriting a predicate", e))
 }
+
+/// The aggregate functions a differentially private query may use.
+const ANSWERED: [&str; 3] = ["COUNT", "SUM", "AVG"];
 
 fn measure(e: Expr, guard: &Arc<DpGuardTable>) -> Result<Measure> {
     let policy = &guard.rule().policy;

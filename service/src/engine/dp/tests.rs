@@ -429,6 +429,21 @@ async fn every_other_shape_is_refused_with_a_stable_code() {
         );
         assert!(!m.contains("123-"), "no value in {m}");
     }
+    // Every function the query may not use is named, not only the first.
+    let e = dp
+        .refused(
+            "alice",
+            "SELECT COUNT(*), MIN(age), MAX(amount), MIN(amount) FROM clinical.trials",
+        )
+        .await;
+    assert!(
+        e.message().contains("[DP_FUNCTION]") && e.message().contains("MIN, MAX are not answered"),
+        "{e:?}"
+    );
+    let e = dp
+        .refused("alice", "SELECT MAX(age) FROM clinical.trials")
+        .await;
+    assert!(e.message().contains("MAX is not answered"), "{e:?}");
     // A scan (the Python `scan_as_pandas` path) is refused too.
     let p = principal(&dp.snap, "alice");
     let scope = dp.engine.scope(&p).await.unwrap();
@@ -582,6 +597,8 @@ async fn private_keys_spend_delta_and_cheap_queries_cannot_add_it_up() {
         .unwrap();
     assert_eq!((r.delta_charged, r.delta_spent), (0.0, 0.0));
     assert!((r.delta_budget.unwrap() - 3e-6).abs() < 1e-18, "{r:?}");
+    assert_eq!(r.delta_remaining, r.delta_budget, "{r:?}");
+    assert_eq!(r.budget_epsilon, Some(3.0), "{r:?}");
     // Each answer with private keys spends the policy's δ.
     for i in 0..3 {
         let (_, r) = dp.run("alice", &cheap(i)).await.unwrap();
@@ -590,6 +607,8 @@ async fn private_keys_spend_delta_and_cheap_queries_cannot_add_it_up() {
             (r.delta_spent - 1e-6 * f64::from(i + 1)).abs() < 1e-15,
             "{r:?}"
         );
+        let left = 1e-6 * f64::from(2 - i);
+        assert!((r.delta_remaining.unwrap() - left).abs() < 1e-15, "{r:?}");
     }
     // ε has room (1.3 of 3), δ has none: refused, naming δ, nothing charged.
     let e = dp.refused("alice", &cheap(3)).await;
