@@ -1126,6 +1126,67 @@ mod tests {
         assert_eq!(all[2].column(1), written[2].column(1));
     }
 
+    #[tokio::test]
+    async fn a_checksummed_copy_with_dictionaries_tiles_and_is_read_validated() {
+        use datafusion::arrow::array::{DictionaryArray, Int32Array};
+        use datafusion::arrow::datatypes::Int32Type;
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("copy.arrow");
+        let kind = DataType::Dictionary(Box::new(DataType::Int32), Box::new(DataType::Utf8));
+        let schema = Arc::new(Schema::new(vec![
+            Field::new("id", DataType::Int64, false),
+            Field::new("state", kind, false),
+        ]));
+        // One dictionary (an IPC file allows no replacement), written
+        // before the first batch: a block the tiling must count.
+        let batch = |from: i64, words: &[&str]| {
+            let keys = Int32Array::from_iter_values((0..1000).map(|i| i % words.len() as i32));
+            let values = StringArray::from_iter_values(words.iter().copied());
+            let dict = DictionaryArray::<Int32Type>::try_new(keys, Arc::new(values)).unwrap();
+            RecordBatch::try_new(
+                Arc::clone(&schema),
+                vec![
+                    Arc::new(Int64Array::from_iter_values(from..from + 1000)),
+                    Arc::new(dict),
+                ],
+            )
+            .unwrap()
+        };
+        let written = [
+            batch(0, &["CA", "NY", "TX"]),
+            batch(1000, &["CA", "NY", "TX"]),
+        ];
+        let file = Checksummed::new(File::create(&path).unwrap());
+        let mut w = FileWriter::try_new_buffered(file, &schema).unwrap();
+        for b in &written {
+            w.write(b).unwrap();
+        }
+        std::io::Write::flush(w.get_mut()).unwrap();
+        let sums = w.get_ref().get_ref().footer_value();
+        w.write_metadata(CHECKSUMS_KEY, sums);
+        w.finish().unwrap();
+        let copy = OpenCopy::open(&path, vec![0, 1]).expect("dictionaries tile with the batches");
+        assert!(
+            copy.trusted.is_none(),
+            "copies with dictionaries are validated"
+        );
+        drop(copy);
+        let mut fields: Vec<Field> = schema.fields().iter().map(|f| f.as_ref().clone()).collect();
+        fields.push(Field::new("part", DataType::Utf8, false));
+        let got = scan(
+            &path,
+            &Arc::new(Schema::new(fields)),
+            Some(vec![1, 0]),
+            None,
+        )
+        .await;
+        assert_eq!(got.len(), 2);
+        for (got, want) in got.iter().zip(&written) {
+            assert_eq!(got.column(0), want.column(1));
+            assert_eq!(got.column(1), want.column(0));
+        }
+    }
+
     #[test]
     fn blocks_must_tile_the_copy_up_to_its_checksums_end() {
         let b = |offset: i64, meta: i32, body: i64| Block::new(offset, meta, body);
