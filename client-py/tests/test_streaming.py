@@ -107,3 +107,67 @@ def test_a_server_that_is_not_there_or_speaks_no_tls(server):
     with veil.connect("grpc+tls://" + hostport, server.token("alice")) as conn:
         with pytest.raises(veil.CannotConnect, match="grpc\\+tls:// needs a server with TLS"):
             conn.list_datasets()
+
+
+class _Chunk:
+    def __init__(self, data=None, app_metadata=None):
+        self.data, self.app_metadata = data, app_metadata
+
+
+class _Reader:
+    """A stream of chunks as pyarrow's reader gives them, recording the
+    order it is read in and whether it was cancelled."""
+
+    def __init__(self, name, chunks, log, fail_at=None):
+        self.name, self.chunks, self.log, self.fail_at = name, list(chunks), log, fail_at
+        self.cancelled = False
+
+    def read_chunk(self):
+        if self.fail_at is not None and len(self.log) >= self.fail_at:
+            raise pa.ArrowInvalid("the stream broke")
+        if not self.chunks:
+            raise StopIteration
+        self.log.append(self.name)
+        return self.chunks.pop(0)
+
+    def cancel(self):
+        self.cancelled = True
+
+
+def test_a_whole_read_takes_streams_in_turn_and_keeps_endpoint_order():
+    from veil import _stream
+
+    batch = lambda v: pa.record_batch({"v": [v]})
+    log, opened = [], []
+    parts = {0: [batch(0), batch(1)], 1: [batch(2)], 2: [batch(3), batch(4), batch(5)], 3: [batch(6)]}
+
+    def open_reader(endpoint, index):
+        assert endpoint == f"e{index}"
+        opened.append(index)
+        chunks = list(parts[index])
+        if index == 2:
+            chunks.insert(1, _Chunk(app_metadata=pa.py_buffer(b"receipt")))
+        return _Reader(index, [c if isinstance(c, _Chunk) else _Chunk(c) for c in chunks], log)
+
+    seen, metadata = [], []
+    got = _stream.collect(open_reader, [f"e{i}" for i in range(4)], 2, seen.append, metadata.append)
+    # Endpoint order whatever the order of reading; two streams at a time,
+    # read in turn, the next opened when one ends.
+    assert [b.column(0)[0].as_py() for b in got] == list(range(7))
+    assert log[:3] == [0, 1, 0] and opened == [0, 1, 2, 3]
+    assert len(seen) == 7 and metadata == [b"receipt"]
+
+
+def test_a_failing_stream_fails_the_whole_read_and_cancels_the_others():
+    from veil import _stream
+
+    log, readers = [], []
+
+    def open_reader(endpoint, index):
+        chunks = [_Chunk(pa.record_batch({"v": [i]})) for i in range(5)]
+        readers.append(_Reader(index, chunks, log, fail_at=4 if index == 1 else None))
+        return readers[-1]
+
+    with pytest.raises(pa.ArrowInvalid):
+        _stream.collect(open_reader, ["a", "b", "c"], 3)
+    assert readers[0].cancelled and readers[2].cancelled

@@ -184,6 +184,7 @@ class Connection:
         self._options = flight.FlightCallOptions(headers=[(b"authorization", b"Bearer " + token.encode())])
         self._max_workers = max_workers
         self._others = {}
+        self._lanes = []
 
     def _call(self, fn, *args, **kwargs):
         try:
@@ -210,9 +211,10 @@ class Connection:
 
     # -- lifecycle -------------------------------------------------------
     def close(self):
-        for c in self._others.values():
+        for c in list(self._others.values()) + self._lanes:
             c.close()
         self._others.clear()
+        self._lanes.clear()
         self._client.close()
 
     def __enter__(self):
@@ -569,9 +571,22 @@ class Connection:
                 return self._others[uri]
         return self._client
 
-    def _open(self, endpoint):
+    def _open(self, endpoint, index=0):
         client = self._client_for(endpoint)
+        if client is self._client:
+            client = self._lane(index)
         return self._call(client.do_get, endpoint.ticket, self._options)
+
+    def _lane(self, index):
+        """The connection endpoint `index` of a read is read over: one per
+        endpoint read at once (up to `max_workers`), so the server writes
+        them in parallel rather than through one connection."""
+        k = index % max(1, self._max_workers)
+        if k == 0:
+            return self._client
+        while len(self._lanes) < k:
+            self._lanes.append(flight.FlightClient(self.address, tls_root_certs=self._tls_root_certs))
+        return self._lanes[k - 1]
 
     def _info(self, descriptor):
         return self._call(self._client.get_flight_info, descriptor, self._options)
@@ -601,8 +616,17 @@ class Connection:
             if table is not None:
                 return table
         info = self._info(descriptor)
-        # Every batch is kept: endpoints read ahead without a bound.
-        batches = list(self._stream(info, progress, None, what, on_metadata))
+        report = _stream.Progress(progress, info.total_records, what)
+        try:
+            batches = _stream.collect(
+                self._open, info.endpoints, self._max_workers, lambda b: report.add(b.num_rows), on_metadata
+            )
+        except (flight.FlightError, pa.ArrowException) as e:
+            raise self._translate(e) from None
+        finally:
+            report.close()
+        if not batches:
+            _warn_row_policy(_proto.decode_read_notes(info.app_metadata))
         return pa.Table.from_batches(batches, schema=info.schema)
 
     def _read_direct(self, descriptor, progress, what, on_metadata):
