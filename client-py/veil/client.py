@@ -5,6 +5,7 @@ import json
 import os
 import re
 import sys
+import threading
 import warnings
 import pyarrow as pa
 import pyarrow.flight as flight
@@ -185,6 +186,7 @@ class Connection:
         self._max_workers = max_workers
         self._others = {}
         self._lanes = []
+        self._lanes_lock = threading.Lock()
 
     def _call(self, fn, *args, **kwargs):
         try:
@@ -566,9 +568,10 @@ class Connection:
         for loc in endpoint.locations:
             uri = loc.uri.decode() if isinstance(loc.uri, bytes) else str(loc.uri)
             if uri and uri != _REUSE:
-                if uri not in self._others:
-                    self._others[uri] = flight.FlightClient(uri, tls_root_certs=self._tls_root_certs)
-                return self._others[uri]
+                with self._lanes_lock:
+                    if uri not in self._others:
+                        self._others[uri] = flight.FlightClient(uri, tls_root_certs=self._tls_root_certs)
+                    return self._others[uri]
         return self._client
 
     def _open(self, endpoint, index=0):
@@ -584,9 +587,10 @@ class Connection:
         k = index % max(1, self._max_workers)
         if k == 0:
             return self._client
-        while len(self._lanes) < k:
-            self._lanes.append(flight.FlightClient(self.address, tls_root_certs=self._tls_root_certs))
-        return self._lanes[k - 1]
+        with self._lanes_lock:  # reader threads ask at once
+            while len(self._lanes) < k:
+                self._lanes.append(flight.FlightClient(self.address, tls_root_certs=self._tls_root_certs))
+            return self._lanes[k - 1]
 
     def _info(self, descriptor):
         return self._call(self._client.get_flight_info, descriptor, self._options)
