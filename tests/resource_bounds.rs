@@ -160,7 +160,10 @@ async fn memory_bombs_fail_alone() {
         ),
         (
             "join fan-out into distinct state",
-            "SELECT count(DISTINCT concat(t.ssn, s.site)) FROM clinical.trials t CROSS JOIN clinical.sites s".into(),
+            // 1.2M distinct values: padded to 120 bytes they need ~140 MB
+            // of distinct state, well past the 64 MB limit (at ~20 bytes
+            // each they sat at the limit's margin and sometimes fit).
+            "SELECT count(DISTINCT lpad(concat(t.ssn, s.site), 120, 'x')) FROM clinical.trials t CROSS JOIN clinical.sites s".into(),
         ),
     ];
     for (what, sql) in &bombs {

@@ -1,5 +1,6 @@
 """Connections to Veil over Arrow Flight."""
 
+import contextlib
 import datetime
 import json
 import os
@@ -601,18 +602,26 @@ class Connection:
         info = self._info(descriptor)
         return self._stream(info, progress, buffer, what)
 
-    def _stream(self, info, progress, buffer, what, on_metadata=None):
-        report = _stream.Progress(progress, info.total_records, what)
+    @contextlib.contextmanager
+    def _reading(self, progress, total, what, notes):
+        """One read's progress report, its Flight errors as Veil's, and
+        the row-policy warning when it returned no rows (`notes`: a
+        function giving the plan's notes, asked only then)."""
+        report = _stream.Progress(progress, total, what)
         try:
-            for batch in _stream.batches(self._open, info.endpoints, self._max_workers, buffer, on_metadata):
-                report.add(batch.num_rows)
-                yield batch
+            yield report
         except (flight.FlightError, pa.ArrowException) as e:
             raise self._translate(e) from None
         finally:
             report.close()
         if report.rows == 0:
-            _warn_row_policy(_proto.decode_read_notes(info.app_metadata))
+            _warn_row_policy(_proto.decode_read_notes(notes()))
+
+    def _stream(self, info, progress, buffer, what, on_metadata=None):
+        with self._reading(progress, info.total_records, what, lambda: info.app_metadata) as report:
+            for batch in _stream.batches(self._open, info.endpoints, self._max_workers, buffer, on_metadata):
+                report.add(batch.num_rows)
+                yield batch
 
     def _read(self, descriptor, progress=None, what="read", on_metadata=None, direct=False):
         if direct:
@@ -620,48 +629,44 @@ class Connection:
             if table is not None:
                 return table
         info = self._info(descriptor)
-        report = _stream.Progress(progress, info.total_records, what)
-        try:
+        with self._reading(progress, info.total_records, what, lambda: info.app_metadata) as report:
             batches = _stream.collect(
                 self._open, info.endpoints, self._max_workers, lambda b: report.add(b.num_rows), on_metadata
             )
-        except (flight.FlightError, pa.ArrowException) as e:
-            raise self._translate(e) from None
-        finally:
-            report.close()
-        if not batches:
-            _warn_row_policy(_proto.decode_read_notes(info.app_metadata))
         return pa.Table.from_batches(batches, schema=info.schema)
 
     def _read_direct(self, descriptor, progress, what, on_metadata):
         """The read in one call: `DoGet` of a ticket carrying the command.
         None when the server answers that the read has several parts (read
         in parallel through GetFlightInfo's endpoints instead)."""
-        report = _stream.Progress(progress, None, what)
         batches = []
         try:
-            reader = self._client.do_get(flight.Ticket(_DIRECT + descriptor.command), self._options)
-            while True:
+            # Whether a row policy decides an empty answer: the plan's notes.
+            with self._reading(progress, None, what, lambda: self._info(descriptor).app_metadata) as report:
                 try:
-                    chunk = reader.read_chunk()
-                except StopIteration:
-                    break
-                if chunk.data is not None:
-                    report.add(chunk.data.num_rows)
-                    batches.append(chunk.data)
-                elif chunk.app_metadata is not None and on_metadata is not None:
-                    on_metadata(chunk.app_metadata.to_pybytes())
-            schema = reader.schema
-        except (flight.FlightError, pa.ArrowException) as e:
-            if not batches and _IN_PARTS in str(e):
-                return None
-            raise self._translate(e) from None
-        finally:
-            report.close()
-        if not batches:
-            # Whether a row policy decides these rows: the plan's notes.
-            _warn_row_policy(_proto.decode_read_notes(self._info(descriptor).app_metadata))
+                    reader = self._client.do_get(flight.Ticket(_DIRECT + descriptor.command), self._options)
+                    while True:
+                        try:
+                            chunk = reader.read_chunk()
+                        except StopIteration:
+                            break
+                        if chunk.data is not None:
+                            report.add(chunk.data.num_rows)
+                            batches.append(chunk.data)
+                        elif chunk.app_metadata is not None and on_metadata is not None:
+                            on_metadata(chunk.app_metadata.to_pybytes())
+                    schema = reader.schema
+                except (flight.FlightError, pa.ArrowException) as e:
+                    if not batches and _IN_PARTS in str(e):
+                        raise _InParts from None
+                    raise
+        except _InParts:
+            return None
         return pa.Table.from_batches(batches, schema=schema)
+
+
+class _InParts(Exception):
+    """A direct read the server answered with `READ_IN_PARTS`."""
 
 
 def _outside_stacklevel():
@@ -669,12 +674,18 @@ def _outside_stacklevel():
     the first line outside this package: the user's own, whichever of the
     client's methods (and how many of them) the read went through."""
     frame, level = sys._getframe(1), 1
-    while frame is not None and os.path.dirname(os.path.abspath(frame.f_code.co_filename)) == _HERE:
+    while frame is not None and _ours(frame.f_code.co_filename):
         frame, level = frame.f_back, level + 1
     return level
 
 
 _HERE = os.path.dirname(os.path.abspath(__file__))
+
+
+def _ours(filename):
+    """A frame of this package, or of the `contextlib` machinery its
+    methods read through."""
+    return filename == contextlib.__file__ or os.path.dirname(os.path.abspath(filename)) == _HERE
 
 
 def _warn_row_policy(filtered):
