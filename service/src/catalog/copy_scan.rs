@@ -12,7 +12,7 @@ use datafusion::arrow::datatypes::DataType;
 use datafusion::arrow::datatypes::SchemaRef;
 use datafusion::arrow::ipc::convert::fb_to_schema;
 use datafusion::arrow::ipc::reader::{FileDecoder, read_footer_length};
-use datafusion::arrow::ipc::{Block, root_as_footer, root_as_message};
+use datafusion::arrow::ipc::{Block, MetadataVersion, root_as_footer, root_as_message};
 use datafusion::common::{DataFusionError, ScalarValue, Statistics};
 use datafusion::execution::{SendableRecordBatchStream, TaskContext};
 use datafusion::physical_expr::EquivalenceProperties;
@@ -247,12 +247,12 @@ fn failed(e: impl fmt::Display) -> DataFusionError {
 struct OpenCopy {
     path: PathBuf,
     file: File,
-    blocks: Vec<Block>,
+    blocks: Arc<[Block]>,
     decoder: FileDecoder,
     /// The copy's chunk checksums and a decoder that doesn't validate
     /// what it decodes, for blocks whose bytes passed them (the bytes Veil
     /// wrote from valid arrays); `None` for a copy written without them.
-    trusted: Option<(Checksums, FileDecoder)>,
+    trusted: Option<(Arc<Checksums>, FileDecoder)>,
     /// Per column read: the index range of its buffers in a block's
     /// buffer list; `None` when some column's buffers can't be counted
     /// (nested types): then whole blocks are read.
@@ -277,6 +277,7 @@ const MAP_AT_LEAST: usize = 256 * 1024;
 /// A kept copy that failed its checksums (damaged on disk): removed, so
 /// the next read uses the source, and this read's error.
 fn damaged(path: &std::path::Path) -> DataFusionError {
+    FOOTERS.invalidate(path);
     let _ = std::fs::remove_file(path);
     tracing::error!(copy = %path.display(), "a kept copy failed its checksum (damaged on disk): removed");
     DataFusionError::External(Box::new(VeilError::Unavailable(
@@ -530,11 +531,54 @@ impl<W: std::io::Write> std::io::Write for Checksummed<W> {
 }
 
 fn read_at(file: &File, offset: u64, into: &mut [u8]) -> std::io::Result<()> {
-    use std::io::{Read, Seek, SeekFrom};
-    let mut f = file;
-    f.seek(SeekFrom::Start(offset))?;
-    f.read_exact(into)
+    std::os::unix::fs::FileExt::read_exact_at(file, into, offset)
 }
+
+/// What opening a kept copy learns before reading a block: its schema and
+/// blocks from the footer, and its checksums, with the file's head and
+/// the blocks' tiling checked against them. Kept per file ([`FOOTERS`])
+/// and reused while the path names the same file, unchanged (a copy is
+/// written once, under a name of its own, and never rewritten in place):
+/// a repeated read of a small copy then costs an open, a `stat` and its
+/// blocks, not the footer's parse and the head's check again.
+struct Footer {
+    /// Device, inode, length and modification time of the file it was
+    /// read from.
+    identity: (u64, u64, u64, i64, i64),
+    schema: SchemaRef,
+    version: MetadataVersion,
+    blocks: Arc<[Block]>,
+    /// `None`: a copy written without checksums.
+    checksums: Option<Arc<Checksums>>,
+}
+
+fn identity(meta: &std::fs::Metadata) -> (u64, u64, u64, i64, i64) {
+    use std::os::unix::fs::MetadataExt;
+    (
+        meta.dev(),
+        meta.ino(),
+        meta.len(),
+        meta.mtime(),
+        meta.mtime_nsec(),
+    )
+}
+
+/// Footers of the copies read lately, by path; a copy with dictionaries is
+/// not kept here (its decoders need the dictionaries read on each open).
+/// Bounded by the checksums and blocks held, whatever the number of copies.
+static FOOTERS: std::sync::LazyLock<moka::sync::Cache<PathBuf, Arc<Footer>>> =
+    std::sync::LazyLock::new(|| {
+        moka::sync::Cache::builder()
+            .weigher(|_, f: &Arc<Footer>| {
+                let crcs = f.checksums.as_ref().map_or(0, |c| c.crcs.len());
+                u32::try_from(64 + crcs + 8 * f.blocks.len() + 4 * f.schema.fields().len())
+                    .unwrap_or(u32::MAX)
+            })
+            // About 16 MiB of checksums (each covers 64 KiB: about 1 TiB
+            // of copies) and blocks.
+            .max_capacity(4 << 20)
+            .build()
+    });
 
 /// Appends `len` bytes of `file` from `offset` to `into`, read straight
 /// into its spare capacity (`read_to_end` hands the kernel uninitialized
@@ -560,28 +604,20 @@ impl OpenCopy {
     /// Open `path` to read the columns `projection` names, in that order.
     fn open(path: &std::path::Path, projection: Vec<usize>) -> Result<Self, DataFusionError> {
         let file = File::open(path).map_err(failed)?;
-        let len = file.metadata().map_err(failed)?.len();
-        let mut tail = [0u8; 10];
-        if len < 10 {
-            return Err(failed("a kept copy is too short"));
-        }
-        read_at(&file, len - 10, &mut tail).map_err(failed)?;
-        let footer_len = read_footer_length(tail).map_err(failed)? as u64;
-        let start = len
-            .checked_sub(10 + footer_len)
-            .ok_or_else(|| failed("a kept copy's footer is longer than the file"))?;
-        let mut footer_bytes = vec![0u8; footer_len as usize];
-        read_at(&file, start, &mut footer_bytes).map_err(failed)?;
-        let footer = root_as_footer(&footer_bytes).map_err(failed)?;
-        let schema = fb_to_schema(
-            footer
-                .schema()
-                .ok_or_else(|| failed("a kept copy has no schema"))?,
-        );
-        let blocks: Vec<Block> = footer
-            .recordBatches()
-            .map(|b| b.iter().copied().collect())
-            .unwrap_or_default();
+        let meta = file.metadata().map_err(failed)?;
+        let id = identity(&meta);
+        let (footer, dictionaries) = match FOOTERS.get(path) {
+            Some(kept) if kept.identity == id => (kept, Vec::new()),
+            _ => {
+                let (footer, dictionaries) = Self::footer(path, &file, id)?;
+                let footer = Arc::new(footer);
+                if dictionaries.is_empty() {
+                    FOOTERS.insert(path.to_path_buf(), Arc::clone(&footer));
+                }
+                (footer, dictionaries)
+            }
+        };
+        let schema = &footer.schema;
         // Each column's buffers, in the order a block lists them.
         let mut at = 0;
         let mut ranges = Vec::with_capacity(schema.fields().len());
@@ -602,11 +638,68 @@ impl OpenCopy {
             .map(|i| ranges.get(*i).cloned().flatten())
             .collect::<Option<Vec<_>>>()
             .filter(|_| ranges.iter().all(Option::is_some));
-        let schema = Arc::new(schema);
-        // Trusted only with checksums and no dictionaries. Checksums that
-        // don't parse, or a start of the file (its schema message) that
-        // fails them or differs from the footer's schema (which they
-        // don't cover): the file was damaged.
+        let mut decoder = FileDecoder::new(Arc::clone(schema), footer.version)
+            .with_projection(projection.clone());
+        // Trusted only with checksums and no dictionaries.
+        let trusted = match (&footer.checksums, dictionaries.is_empty()) {
+            (Some(sums), true) => {
+                let decoder = FileDecoder::new(Arc::clone(schema), footer.version)
+                    .with_projection(projection);
+                Some((Arc::clone(sums), unvalidated(decoder)))
+            }
+            _ => None,
+        };
+        for block in &dictionaries {
+            let buf = Self::whole(&file, block)?;
+            decoder.read_dictionary(block, &buf).map_err(failed)?;
+        }
+        Ok(Self {
+            path: path.to_path_buf(),
+            file,
+            blocks: Arc::clone(&footer.blocks),
+            decoder,
+            trusted,
+            wanted,
+        })
+    }
+
+    /// The footer of the copy `file` (at `path`), checked; and its
+    /// dictionaries' blocks, which each open reads.
+    fn footer(
+        path: &std::path::Path,
+        file: &File,
+        identity: (u64, u64, u64, i64, i64),
+    ) -> Result<(Footer, Vec<Block>), DataFusionError> {
+        let len = identity.2;
+        let mut tail = [0u8; 10];
+        if len < 10 {
+            return Err(failed("a kept copy is too short"));
+        }
+        read_at(file, len - 10, &mut tail).map_err(failed)?;
+        let footer_len = read_footer_length(tail).map_err(failed)? as u64;
+        let start = len
+            .checked_sub(10 + footer_len)
+            .ok_or_else(|| failed("a kept copy's footer is longer than the file"))?;
+        let mut footer_bytes = vec![0u8; footer_len as usize];
+        read_at(file, start, &mut footer_bytes).map_err(failed)?;
+        let footer = root_as_footer(&footer_bytes).map_err(failed)?;
+        let schema = Arc::new(fb_to_schema(
+            footer
+                .schema()
+                .ok_or_else(|| failed("a kept copy has no schema"))?,
+        ));
+        let blocks: Arc<[Block]> = footer
+            .recordBatches()
+            .map(|b| b.iter().copied().collect::<Arc<[Block]>>())
+            .unwrap_or_else(|| Arc::new([]));
+        let dictionaries: Vec<Block> = footer
+            .dictionaries()
+            .map(|b| b.iter().copied().collect())
+            .unwrap_or_default();
+        // Checksums that don't parse, blocks that don't tile the bytes
+        // they cover, or a start of the file (its schema message) that
+        // fails them or differs from the footer's schema (which they don't
+        // cover): the file was damaged.
         let checksums = match footer
             .custom_metadata()
             .into_iter()
@@ -616,44 +709,28 @@ impl OpenCopy {
         {
             None => None,
             Some(text) => {
-                let dictionaries: Vec<Block> = footer
-                    .dictionaries()
-                    .map(|b| b.iter().copied().collect())
-                    .unwrap_or_default();
                 let sums = Checksums::parse(text).ok();
                 let head = sums
                     .as_ref()
                     .and_then(|sums| head_of_tiling(&blocks, &dictionaries, sums.end));
                 match (sums, head) {
-                    (Some(sums), Some(head)) if sums.schema_matches(&file, head, &schema) => {
-                        Some(sums)
+                    (Some(sums), Some(head)) if sums.schema_matches(file, head, &schema) => {
+                        Some(Arc::new(sums))
                     }
                     _ => return Err(damaged(path)),
                 }
             }
-        }
-        .filter(|_| footer.dictionaries().is_none_or(|d| d.is_empty()));
-        let mut decoder = FileDecoder::new(Arc::clone(&schema), footer.version())
-            .with_projection(projection.clone());
-        let mut trusted = checksums.map(|sums| {
-            let decoder = FileDecoder::new(schema, footer.version()).with_projection(projection);
-            (sums, unvalidated(decoder))
-        });
-        for block in footer.dictionaries().iter().flatten() {
-            let buf = Self::whole(&file, block)?;
-            decoder.read_dictionary(block, &buf).map_err(failed)?;
-            if let Some((_, d)) = trusted.as_mut() {
-                d.read_dictionary(block, &buf).map_err(failed)?;
-            }
-        }
-        Ok(Self {
-            path: path.to_path_buf(),
-            file,
-            blocks,
-            decoder,
-            trusted,
-            wanted,
-        })
+        };
+        Ok((
+            Footer {
+                identity,
+                schema,
+                version: footer.version(),
+                blocks,
+                checksums,
+            },
+            dictionaries,
+        ))
     }
 
     /// A block as written: its message, then its body.
@@ -858,7 +935,18 @@ mod tests {
     }
 
     /// As a kept copy is written (`checksummed`: with its checksums).
+    /// Damage as the disk would: the same file, other bytes. Its footer,
+    /// if already kept, is forgotten, as a new process would not have it
+    /// (in place, within one tick of the file system's clock, the file
+    /// may keep its length and modification time).
+    fn damage_in_place(path: &std::path::Path, bytes: &[u8]) {
+        std::fs::write(path, bytes).unwrap();
+        FOOTERS.invalidate(path);
+    }
+
     fn write_copy_as(path: &std::path::Path, checksummed: bool) -> (SchemaRef, Vec<RecordBatch>) {
+        // Veil never writes two copies under one name; these tests do.
+        FOOTERS.invalidate(path);
         let schema = Arc::new(Schema::new(vec![
             Field::new("id", DataType::Int64, false),
             Field::new("name", DataType::Utf8, true),
@@ -1040,7 +1128,7 @@ mod tests {
             .find(|i| bytes[*i] == b'n')
             .expect("a letter n");
         bytes[text] = b'm';
-        std::fs::write(&path, &bytes).unwrap();
+        damage_in_place(&path, &bytes);
         // A read of the id column only doesn't read the damaged bytes.
         assert_eq!(scan_error(&path, &table, Some(vec![0])).await, None);
         let e = scan_error(&path, &table, None)
@@ -1059,7 +1147,7 @@ mod tests {
         let mut bytes = std::fs::read(&path).unwrap();
         let at = first.offset() as usize + 8 + 40;
         bytes[at] ^= 0x10;
-        std::fs::write(&path, &bytes).unwrap();
+        damage_in_place(&path, &bytes);
         let e = scan_error(&path, &table, Some(vec![0]))
             .await
             .expect("a failed read");
@@ -1080,7 +1168,7 @@ mod tests {
                 .position(|w| w == from)
                 .expect("the bytes to damage");
             bytes[at..at + to.len()].copy_from_slice(to);
-            std::fs::write(&path, &bytes).unwrap();
+            damage_in_place(&path, &bytes);
         };
         let (schema, written) = write_copy_as(&path, true);
         let table = table_of(&schema);
@@ -1171,6 +1259,8 @@ mod tests {
             "copies with dictionaries are validated"
         );
         drop(copy);
+        // Nor is their footer kept: each open reads their dictionaries.
+        assert!(FOOTERS.get(&path).is_none());
         let mut fields: Vec<Field> = schema.fields().iter().map(|f| f.as_ref().clone()).collect();
         fields.push(Field::new("part", DataType::Utf8, false));
         let got = scan(
@@ -1185,6 +1275,33 @@ mod tests {
             assert_eq!(got.column(0), want.column(1));
             assert_eq!(got.column(1), want.column(0));
         }
+    }
+
+    #[tokio::test]
+    async fn a_footer_is_kept_while_its_file_is_the_same() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("copy.arrow");
+        let (schema, written) = write_copy_as(&path, true);
+        let first = OpenCopy::open(&path, vec![0, 1]).unwrap();
+        let again = OpenCopy::open(&path, vec![1]).unwrap();
+        assert!(Arc::ptr_eq(&first.blocks, &again.blocks));
+        assert!(Arc::ptr_eq(
+            &first.trusted.as_ref().unwrap().0,
+            &again.trusted.as_ref().unwrap().0
+        ));
+        // The kept footer serves any projection, with the rows written.
+        let table = table_of(&schema);
+        let names = scan(&path, &table, Some(vec![1]), None).await;
+        assert_eq!(names[0].column(0), written[0].column(1));
+        // Another file put in its place (written apart, then renamed
+        // over it, as a writer would): its own footer is read.
+        let other = dir.path().join("other.arrow");
+        write_copy_as(&other, false);
+        std::fs::rename(&other, &path).unwrap();
+        let replaced = OpenCopy::open(&path, vec![0, 1]).unwrap();
+        assert!(!Arc::ptr_eq(&first.blocks, &replaced.blocks));
+        assert!(replaced.trusted.is_none());
+        assert!(FOOTERS.get(&path).is_some());
     }
 
     #[test]
