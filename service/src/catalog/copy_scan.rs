@@ -542,9 +542,8 @@ fn read_at(file: &File, offset: u64, into: &mut [u8]) -> std::io::Result<()> {
 /// a repeated read of a small copy then costs an open, a `stat` and its
 /// blocks, not the footer's parse and the head's check again.
 struct Footer {
-    /// Device, inode, length and modification time of the file it was
-    /// read from.
-    identity: (u64, u64, u64, i64, i64),
+    /// The file it was read from.
+    identity: FileIdentity,
     schema: SchemaRef,
     version: MetadataVersion,
     blocks: Arc<[Block]>,
@@ -552,7 +551,11 @@ struct Footer {
     checksums: Option<Arc<Checksums>>,
 }
 
-fn identity(meta: &std::fs::Metadata) -> (u64, u64, u64, i64, i64) {
+/// A file's device, inode, length and modification time (seconds,
+/// nanoseconds).
+type FileIdentity = (u64, u64, u64, i64, i64);
+
+fn identity(meta: &std::fs::Metadata) -> FileIdentity {
     use std::os::unix::fs::MetadataExt;
     (
         meta.dev(),
@@ -668,7 +671,7 @@ impl OpenCopy {
     fn footer(
         path: &std::path::Path,
         file: &File,
-        identity: (u64, u64, u64, i64, i64),
+        identity: FileIdentity,
     ) -> Result<(Footer, Vec<Block>), DataFusionError> {
         let len = identity.2;
         let mut tail = [0u8; 10];
@@ -934,7 +937,6 @@ mod tests {
         write_copy_as(path, false)
     }
 
-    /// As a kept copy is written (`checksummed`: with its checksums).
     /// Damage as the disk would: the same file, other bytes. Its footer,
     /// if already kept, is forgotten, as a new process would not have it
     /// (in place, within one tick of the file system's clock, the file
@@ -944,6 +946,7 @@ mod tests {
         FOOTERS.invalidate(path);
     }
 
+    /// As a kept copy is written (`checksummed`: with its checksums).
     fn write_copy_as(path: &std::path::Path, checksummed: bool) -> (SchemaRef, Vec<RecordBatch>) {
         // Veil never writes two copies under one name; these tests do.
         FOOTERS.invalidate(path);
