@@ -572,13 +572,24 @@ fn identity(meta: &std::fs::Metadata) -> FileIdentity {
 static FOOTERS: std::sync::LazyLock<moka::sync::Cache<PathBuf, Arc<Footer>>> =
     std::sync::LazyLock::new(|| {
         moka::sync::Cache::builder()
+            // In units of 4 bytes: a checksum is one, a block and each
+            // field of the schema (its name too) what they take in memory.
             .weigher(|_, f: &Arc<Footer>| {
                 let crcs = f.checksums.as_ref().map_or(0, |c| c.crcs.len());
-                u32::try_from(64 + crcs + 8 * f.blocks.len() + 4 * f.schema.fields().len())
-                    .unwrap_or(u32::MAX)
+                let blocks = f.blocks.len() * std::mem::size_of::<Block>();
+                let fields: usize = f
+                    .schema
+                    .fields()
+                    .iter()
+                    .map(|field| {
+                        std::mem::size_of::<datafusion::arrow::datatypes::Field>()
+                            + field.name().len()
+                    })
+                    .sum();
+                u32::try_from(64 + crcs + (blocks + fields) / 4).unwrap_or(u32::MAX)
             })
             // About 16 MiB of checksums (each covers 64 KiB: about 1 TiB
-            // of copies) and blocks.
+            // of copies), blocks and schemas.
             .max_capacity(4 << 20)
             .build()
     });
