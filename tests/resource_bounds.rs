@@ -1,5 +1,6 @@
 //! One request may not hurt others: memory bombs fail alone with
-//! `RESOURCE_EXHAUSTED`, and slow planning can't wedge other users.
+//! `RESOURCE_EXHAUSTED`, and neither slow planning nor slow execution can
+//! wedge other users.
 //!
 //! The server is the real binary, started under an address-space cap
 //! (`ulimit -v`), so an allocation that escapes the bounds aborts it and
@@ -93,6 +94,27 @@ impl Drop for CappedServer {
     fn drop(&mut self) {
         let _ = self.child.kill();
         let _ = self.child.wait();
+    }
+}
+
+/// Five one-row reads by `user` while others' heavy work runs, each on a
+/// new connection (the port must answer too), each within a liveness bound
+/// that is generous on purpose.
+async fn others_are_served(
+    server: &CappedServer,
+    user: &str,
+    read: impl AsyncFn(&Connection) -> Vec<arrow::record_batch::RecordBatch>,
+) {
+    for _ in 0..5 {
+        let started = Instant::now();
+        let connection = server.connect(user).await;
+        let rows = read(&connection).await;
+        assert_eq!(veil_tests::row_count(&rows), 1);
+        assert!(
+            started.elapsed() < Duration::from_secs(20),
+            "{:?}",
+            started.elapsed()
+        );
     }
 }
 
@@ -237,21 +259,14 @@ async fn slow_planning_does_not_wedge_other_users() {
         }));
     }
     tokio::time::sleep(Duration::from_millis(500)).await;
-    let alice = server.connect("alice").await;
-    for _ in 0..5 {
-        let started = Instant::now();
-        let rows = alice
+    // (40-120 s each before plans had threads of their own)
+    others_are_served(&server, "alice", async |alice| {
+        alice
             .scan("clinical.trials", Scan::default().with_limit(1))
             .await
-            .expect("alice reads while bob's plans are slow");
-        assert_eq!(veil_tests::row_count(&rows), 1);
-        // A liveness bound, generous on purpose (it was 40-120 s before).
-        assert!(
-            started.elapsed() < Duration::from_secs(20),
-            "{:?}",
-            started.elapsed()
-        );
-    }
+            .expect("alice reads while bob's plans are slow")
+    })
+    .await;
     for a in attackers {
         a.await.unwrap();
     }
@@ -259,5 +274,48 @@ async fn slow_planning_does_not_wedge_other_users() {
     let bob = server.connect("bob").await;
     let e = bob.sql(&slow).await.expect_err("too slow to plan");
     assert_eq!(e.code(), Some(tonic::Code::ResourceExhausted), "{e}");
+    server.assert_alive();
+}
+
+/// A query that computes for minutes inside one poll (a nested-loop join
+/// whose filter rarely matches) runs on the query threads: meanwhile other
+/// users connect and read, a client that gives up is answered at once, and
+/// the query's time limit ends the read with `RESOURCE_EXHAUSTED`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn slow_execution_does_not_wedge_other_users() {
+    let mut server = CappedServer::start("query_timeout_secs = 5");
+    let heavy = "SELECT count(*) FROM (SELECT * FROM clinical.trials LIMIT 2000) a \
+                 JOIN clinical.trials b ON levenshtein(a.name || b.email, b.name || a.email) = 7";
+    let mut attackers = Vec::new();
+    for _ in 0..3 {
+        let mallory = server.connect("alice").await;
+        attackers.push(tokio::spawn(async move {
+            // This client gives up after 3 s.
+            let _ = tokio::time::timeout(Duration::from_secs(3), mallory.sql(heavy)).await;
+        }));
+    }
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    // (28 s each, and new connections timing out, before queries had
+    // threads of their own)
+    others_are_served(&server, "bob", async |bob| {
+        bob.sql("SELECT count(*) FROM clinical.sites")
+            .await
+            .expect("bob reads while alice's joins compute")
+    })
+    .await;
+    for a in attackers {
+        a.await.unwrap();
+    }
+    // A client that waits is answered when the query's time is up.
+    let alice = server.connect("alice").await;
+    let started = Instant::now();
+    let e = alice.sql(heavy).await.expect_err("computes too long");
+    assert_eq!(e.code(), Some(tonic::Code::ResourceExhausted), "{e}");
+    assert!(e.to_string().contains("engine.query_timeout_secs"), "{e}");
+    assert!(
+        started.elapsed() < Duration::from_secs(60),
+        "{:?}",
+        started.elapsed()
+    );
     server.assert_alive();
 }

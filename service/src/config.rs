@@ -507,6 +507,19 @@ pub struct EngineConfig {
     /// Most queries planning at once on this node, all users together.
     #[serde(default = "default_max_planning")]
     pub max_planning: usize,
+    /// Longest a query may compute (time spent making its batches, not
+    /// waiting for its client); then it fails with `RESOURCE_EXHAUSTED`.
+    /// 0: no limit.
+    #[serde(default = "default_query_timeout")]
+    pub query_timeout_secs: u64,
+    /// Most queries of one user computing at once on this node; more wait
+    /// their turn between batches.
+    #[serde(default = "default_queries_per_user")]
+    pub queries_per_user: usize,
+    /// Threads queries execute on, apart from those serving the port
+    /// (0: four per core, at least eight).
+    #[serde(default)]
+    pub query_threads: usize,
     /// Disk for kept copies (`<data_dir>/kept-masks`), in MiB: files are
     /// decoded and costly masks (hash, reversible, format-preserving,
     /// regex, rounding) computed once per file and read back. 0 decodes
@@ -532,6 +545,9 @@ impl Default for EngineConfig {
             plan_timeout_secs: default_plan_timeout(),
             plans_per_user: default_plans_per_user(),
             max_planning: default_max_planning(),
+            query_timeout_secs: default_query_timeout(),
+            queries_per_user: default_queries_per_user(),
+            query_threads: 0,
             kept_masks_max_mb: default_kept_masks_max_mb(),
         }
     }
@@ -574,6 +590,14 @@ fn default_kanon_cutoff() -> u64 {
 fn default_kanon_max_groups() -> usize {
     DEFAULT_KANON_MAX_GROUPS
 }
+fn default_query_timeout() -> u64 {
+    600
+}
+
+fn default_queries_per_user() -> usize {
+    std::thread::available_parallelism().map_or(2, |n| n.get().max(2))
+}
+
 fn default_plan_timeout() -> u64 {
     30
 }

@@ -6,6 +6,7 @@ pub mod acceleration;
 #[cfg(test)]
 mod database_plans;
 pub mod dp;
+pub mod execution;
 pub mod filter_batches;
 #[cfg(test)]
 mod kanon_parts;
@@ -31,7 +32,6 @@ use datafusion::execution::session_state::SessionStateBuilder;
 use datafusion::execution::{SendableRecordBatchStream, TaskContext};
 use datafusion::logical_expr::{Expr, LogicalPlan, cast};
 use datafusion::physical_plan::ExecutionPlan;
-use datafusion::physical_plan::stream::RecordBatchStreamAdapter;
 use datafusion::prelude::{SessionConfig, SessionContext, col};
 use datafusion::sql::parser::{DFParser, Statement as DFStatement};
 use datafusion::sql::sqlparser::ast::Statement as SqlStatement;
@@ -122,6 +122,8 @@ pub struct PlannedQuery {
     task: Arc<TaskContext>,
     /// The kept copies the plan reads, held until its stream ends.
     leases: Vec<Arc<KeptCopy>>,
+    /// Whose turns it computes in, and for how long ([`execution`]).
+    bounds: execution::Bounds,
     /// A differentially private answer: what it cost, once executed.
     pub dp: Option<dp::ReceiptSlot>,
 }
@@ -141,26 +143,16 @@ impl PlannedQuery {
             .any(|r| !r.policy.kanon.is_empty() && !r.counts_kept)
     }
 
-    /// Execute every partition into one stream, batch by batch.
+    /// Execute every partition into one stream, batch by batch, on the
+    /// query threads ([`execution`]); dropping the stream stops it.
     pub fn execute(&self) -> Result<SendableRecordBatchStream> {
-        let stream = datafusion::physical_plan::execute_stream(
+        execution::execute(
             Arc::clone(&self.physical),
             Arc::clone(&self.task),
+            self.bounds.clone(),
+            // The copies stay on disk until the query ends.
+            self.leases.clone(),
         )
-        .map_err(from_datafusion)?;
-        if self.leases.is_empty() {
-            return Ok(stream);
-        }
-        // The copies stay on disk until the stream is dropped.
-        let leases = self.leases.clone();
-        let schema = stream.schema();
-        Ok(Box::pin(RecordBatchStreamAdapter::new(
-            schema,
-            futures::StreamExt::map(stream, move |b| {
-                let _held = &leases;
-                b
-            }),
-        )))
     }
 }
 
@@ -192,6 +184,8 @@ pub struct Engine {
     accelerator: Option<Arc<acceleration::Accelerator>>,
     /// Differentially private answers and budgets, shared through the store.
     dp: Arc<dp::DpAnswers>,
+    /// Each user's turns on the query threads.
+    turns: Arc<execution::Turns>,
 }
 
 impl Engine {
@@ -242,6 +236,8 @@ impl Engine {
             datafusion::execution::FunctionRegistry::deregister_udf(&mut base, name)
                 .map_err(|e| VeilError::internal("removing a function", e))?;
         }
+        execution::configure(cfg.query_threads);
+        let cfg_queries_per_user = cfg.queries_per_user;
         let planner = planner_pool::PlannerPool::new(
             std::time::Duration::from_secs(cfg.plan_timeout_secs.max(1)),
             cfg.plans_per_user,
@@ -260,9 +256,19 @@ impl Engine {
             databases: Arc::new(Databases::none()),
             accelerator: None,
             dp: Arc::new(dp::DpAnswers::new(Arc::clone(state.store()), &master)),
+            turns: Arc::new(execution::Turns::new(cfg_queries_per_user)),
             state,
             master,
         })
+    }
+
+    /// How a query of `scope`'s principal executes ([`execution`]).
+    fn bounds(&self, scope: &RequestScope) -> execution::Bounds {
+        execution::Bounds::new(
+            &self.turns,
+            &scope.principal().identity.to_string(),
+            self.cfg.query_timeout_secs,
+        )
     }
 
     /// Count DP answer windows and budget periods on `clock` (ms).
@@ -723,6 +729,7 @@ impl Engine {
             task,
             leases,
             dp: None,
+            bounds: self.bounds(scope),
         })
     }
 
@@ -965,6 +972,7 @@ impl Engine {
             task,
             leases,
             dp: Some(receipt),
+            bounds: self.bounds(scope),
         })
     }
 
@@ -1067,6 +1075,7 @@ impl Engine {
             planned_at,
             task: self.task_context().ok()?,
             leases: kept.leases.clone(),
+            bounds: self.bounds(scope),
         })
     }
 
@@ -1132,16 +1141,24 @@ impl Engine {
             .map_err(from_datafusion)?;
         if !scan.filter.trim().is_empty() {
             limits::check_filter(&scan.filter)?;
+            let subquery = || {
+                VeilError::InvalidArgument(
+                    "a scan filter is one expression over the dataset's own columns; subqueries are not allowed (use sql() for queries across datasets)".into(),
+                )
+            };
             let expr = frame.parse_sql_expr(&scan.filter).map_err(|e| {
+                // A subquery is planned while the filter is parsed: its
+                // names fail to resolve here before it can be seen.
+                if names_select(&scan.filter) {
+                    return subquery();
+                }
                 VeilError::InvalidArgument(format!(
                     "the filter is not a valid SQL expression over the dataset's columns: {}",
                     from_datafusion(e).message()
                 ))
             })?;
             if has_subquery(&expr) {
-                return Err(VeilError::InvalidArgument(
-                    "a scan filter is one expression over the dataset's own columns; subqueries are not allowed (use sql() for queries across datasets)".into(),
-                ));
+                return Err(subquery());
             }
             frame = frame.filter(expr).map_err(from_datafusion)?;
         }
@@ -1454,6 +1471,30 @@ fn splittable(plan: &LogicalPlan, reads: &[DatasetRead]) -> Option<String> {
         }
         _ => None,
     }
+}
+
+/// Does `text` hold the word SELECT outside quotes (a subquery)?
+fn names_select(text: &str) -> bool {
+    let mut quote = None;
+    let mut word = String::new();
+    for c in text.chars().chain([' ']) {
+        match quote {
+            Some(q) if c == q => quote = None,
+            Some(_) => {}
+            None if c == '\'' || c == '"' => {
+                quote = Some(c);
+                word.clear();
+            }
+            None if c.is_ascii_alphanumeric() || c == '_' => word.push(c),
+            None => {
+                if word.eq_ignore_ascii_case("select") {
+                    return true;
+                }
+                word.clear();
+            }
+        }
+    }
+    false
 }
 
 fn has_subquery(e: &Expr) -> bool {

@@ -73,22 +73,28 @@ impl Drop for CancelOnDrop {
 #[derive(Debug)]
 pub struct PlannerPool {
     timeout: Duration,
-    per_user: usize,
     total: Arc<Semaphore>,
+    users: UserSemaphores,
+}
+
+/// One semaphore of `per_user` permits per user, made on first use;
+/// idle users' are forgotten once many are held.
+#[derive(Debug)]
+pub struct UserSemaphores {
+    per_user: usize,
     users: Mutex<HashMap<String, Arc<Semaphore>>>,
 }
 
-impl PlannerPool {
-    pub fn new(timeout: Duration, per_user: usize, total: usize) -> Result<Self> {
-        Ok(Self {
-            timeout,
+impl UserSemaphores {
+    pub fn new(per_user: usize) -> Self {
+        Self {
             per_user: per_user.max(1),
-            total: Arc::new(Semaphore::new(total.max(1))),
             users: Mutex::new(HashMap::new()),
-        })
+        }
     }
 
-    fn user_permits(&self, user: &str) -> Arc<Semaphore> {
+    /// `user`'s semaphore.
+    pub fn of(&self, user: &str) -> Arc<Semaphore> {
         let mut users = self
             .users
             .lock()
@@ -102,6 +108,20 @@ impl PlannerPool {
                 .entry(user.to_string())
                 .or_insert_with(|| Arc::new(Semaphore::new(self.per_user))),
         )
+    }
+}
+
+impl PlannerPool {
+    pub fn new(timeout: Duration, per_user: usize, total: usize) -> Result<Self> {
+        Ok(Self {
+            timeout,
+            total: Arc::new(Semaphore::new(total.max(1))),
+            users: UserSemaphores::new(per_user),
+        })
+    }
+
+    fn user_permits(&self, user: &str) -> Arc<Semaphore> {
+        self.users.of(user)
     }
 
     /// How long planning may take.
