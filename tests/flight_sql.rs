@@ -383,6 +383,41 @@ async fn hidden_datasets_are_absent_and_handles_stay_with_their_user() {
     )
     .await;
     assert!(!strings(&tables, "table_name").contains(&Some("trials".to_string())));
+    // Name patterns ignore case, as names do everywhere: a reader finds
+    // `clinical.trials` by `CLINICAL`/`TRI%`; carol finds nothing, as for
+    // a name that doesn't exist.
+    let by_pattern = |schema: &str, table: &str| CommandGetTables {
+        catalog: None,
+        db_schema_filter_pattern: Some(schema.into()),
+        table_name_filter_pattern: Some(table.into()),
+        table_types: vec![],
+        include_schema: false,
+    };
+    let mut alice = client(&server, Some(&server.token("alice"))).await;
+    for (schema, table) in [("CLINICAL", "TRI%"), ("clin%", "Trials"), ("%", "t_ials")] {
+        let (_, found) = fetch(&mut alice, cmd(by_pattern(schema, table))).await;
+        assert_eq!(
+            strings(&found, "table_name"),
+            vec![Some("trials".to_string())],
+            "{schema}.{table}"
+        );
+        let (_, found) = fetch(&mut carol, cmd(by_pattern(schema, table))).await;
+        assert_eq!(row_count(&found), 0, "{schema}.{table}");
+    }
+    let (_, found) = fetch(&mut alice, cmd(by_pattern("CLINICAL", "NOTHING%"))).await;
+    assert_eq!(row_count(&found), 0);
+    let (_, schemas) = fetch(
+        &mut alice,
+        cmd(CommandGetDbSchemas {
+            catalog: None,
+            db_schema_filter_pattern: Some("CLIN_CAL".into()),
+        }),
+    )
+    .await;
+    assert_eq!(
+        strings(&schemas, "db_schema_name"),
+        vec![Some("clinical".to_string())]
+    );
     // Preparing over a hidden dataset fails as over a missing one.
     let mut messages = Vec::new();
     for name in ["trials", "nothing"] {
@@ -749,6 +784,87 @@ async fn parameters_that_would_exhaust_or_crash_the_server_are_refused() {
             .count()
             >= 2,
         "{statuses:?}"
+    );
+    server.stop().await;
+}
+
+/// Every call is audited, metadata and refusals included, and a dataset is
+/// named in the audit as the catalog spells it (names are case-insensitive)
+/// when the caller may see it, as typed otherwise.
+#[tokio::test]
+async fn every_call_is_audited_and_datasets_by_their_own_names() {
+    let server = TestServer::demo().await;
+    let alice = server.connect("alice").await;
+    alice
+        .scan(
+            "Clinical.TRIALS",
+            veil_client::Scan::default().with_limit(3),
+        )
+        .await
+        .expect("names are case-insensitive");
+    let missing = alice
+        .scan("Clinical.Nowhere", veil_client::Scan::default())
+        .await
+        .expect_err("no such dataset");
+    assert_eq!(missing.code(), Some(tonic::Code::NotFound), "{missing}");
+    let mut erin = client(&server, Some(&server.token("erin"))).await;
+    erin.get_flight_info(cmd(CommandGetTables::default()))
+        .await
+        .expect("tables");
+    erin.get_schema(cmd(CommandGetCatalogs::default()))
+        .await
+        .expect("catalogs' schema");
+    let exchange = erin
+        .do_exchange(futures::stream::iter(Vec::<
+            Result<arrow_flight::FlightData, FlightError>,
+        >::new()))
+        .await
+        .expect_err("read-only");
+    assert_eq!(code(&exchange), tonic::Code::Unimplemented);
+    let mut dave = client(&server, Some(&server.token("dave"))).await;
+    let (_, audit) = fetch(
+        &mut dave,
+        cmd(CommandStatementQuery {
+            query: "SELECT action, dataset, status, message FROM veil.audit \
+                    WHERE \"user\" IN ('alice', 'erin') ORDER BY seq"
+                .into(),
+            transaction_id: None,
+        }),
+    )
+    .await;
+    let rows: Vec<(String, String, String, String)> = {
+        let col = |name: &str| strings(&audit, name);
+        let (a, d, s, m) = (col("action"), col("dataset"), col("status"), col("message"));
+        (0..a.len())
+            .map(|i| {
+                let v = |c: &Vec<Option<String>>| c[i].clone().unwrap_or_default();
+                (v(&a), v(&d), v(&s), v(&m))
+            })
+            .collect()
+    };
+    let has = |action: &str, dataset: &str, status: &str, message: &str| {
+        rows.iter()
+            .any(|(a, d, s, m)| a == action && d == dataset && s == status && m.contains(message))
+    };
+    for action in ["plan", "read.start", "read.end"] {
+        assert!(
+            has(action, "clinical.trials", "ok", ""),
+            "{action}: {rows:#?}"
+        );
+    }
+    assert!(
+        !rows.iter().any(|(_, d, _, _)| d == "Clinical.TRIALS"),
+        "{rows:#?}"
+    );
+    assert!(
+        has("plan", "Clinical.Nowhere", "not_found", ""),
+        "{rows:#?}"
+    );
+    assert!(has("plan", "", "ok", "CommandGetTables"), "{rows:#?}");
+    assert!(has("schema", "", "ok", "CommandGetCatalogs"), "{rows:#?}");
+    assert!(
+        has("exchange", "", "unimplemented", "DoExchange"),
+        "{rows:#?}"
     );
     server.stop().await;
 }

@@ -279,6 +279,12 @@ fn token(
         Some(p) => Config::load(&p)?,
         None => {
             let p = data_dir.join("veil.toml");
+            if !p.exists() && data_dir.is_dir() {
+                return Err(VeilError::FailedPrecondition(format!(
+                    "'{}' holds no veil.toml: `--data-dir` names a demo's directory (`veil serve --demo` writes its config there); for a server started with `--config`, pass that file: `veil token --config <its veil.toml> --user NAME`",
+                    data_dir.display()
+                )));
+            }
             if !p.exists() {
                 return Err(VeilError::FailedPrecondition(format!(
                     "no Veil data directory at '{}': tokens are signed with the key of the server that will check them, so point at its directory: `veil token --data-dir <the directory the server was started with> --user NAME` (the demo prints it when it starts), or `--config <its veil.toml>`. Only if no server runs yet, start the demo with `veil serve --demo` (it creates ./veil-data)",

@@ -116,8 +116,8 @@ impl TokenVerifier {
             return Err(unauthenticated("the bearer token is too large"));
         }
         if token.is_empty() {
-            return Err(unauthenticated(
-                "the bearer token is empty: send 'authorization: Bearer <JWT>' (is VEIL_TOKEN set? `veil token --user NAME` prints a development token)",
+            return Err(VeilError::Unauthenticated(
+                "the bearer token is empty: send 'authorization: Bearer <JWT>' with a token from your identity provider (is VEIL_TOKEN set? `veil token --user NAME` prints a development token)".into(),
             ));
         }
         let header = jsonwebtoken::decode_header(token).map_err(|_| {

@@ -135,12 +135,18 @@ struct ReadOf {
     body: Option<TicketBody>,
 }
 
-/// The audit event for a request on a command.
-fn event_for(action: &str, p: &Principal, cmd: &Command) -> AuditEvent {
-    let mut e = AuditEvent::new(action, Some(p));
+/// The audit event for a request on a command. A scan's dataset is named
+/// as the catalog spells it when the caller may see it (names are
+/// case-insensitive: `Ledger.Payouts` is recorded as `ledger.payouts`), and
+/// as typed otherwise, so a hidden dataset leaves the trail of a missing one.
+fn event_for(action: &str, scope: &RequestScope, cmd: &Command) -> AuditEvent {
+    let mut e = AuditEvent::new(action, Some(scope.principal()));
     match cmd {
         Command::Scan(s) => {
-            e.dataset = Some(s.dataset.chars().take(256).collect());
+            e.dataset = Some(match scope.visible(&s.dataset) {
+                Some((d, _)) => d.name.clone(),
+                None => s.dataset.chars().take(256).collect(),
+            });
             e.columns = s.columns.clone();
             e.query_fingerprint =
                 query_fingerprint(&format!("scan {} where {}", s.dataset, s.filter));
@@ -148,6 +154,14 @@ fn event_for(action: &str, p: &Principal, cmd: &Command) -> AuditEvent {
         Command::Sql(s) => e.query_fingerprint = query_fingerprint(&s.query),
     }
     e
+}
+
+/// The audit words of a Flight SQL metadata command.
+fn metadata_words(c: &SqlCommandKind) -> String {
+    format!(
+        "Flight SQL {}",
+        c.type_url().trim_start_matches(flight_sql::TYPE_URL_PREFIX)
+    )
 }
 
 fn describe_reads(e: &mut AuditEvent, planned: &PlannedQuery) {
@@ -276,10 +290,13 @@ impl VeilFlight {
         desc: FlightDescriptor,
     ) -> std::result::Result<FlightInfo, Status> {
         let p = scope.principal();
+        let mut event = AuditEvent::new("plan", Some(p));
+        event.message = metadata_words(&command);
         let schema = match self.sql.metadata_schema(&command) {
             Ok(s) => s,
-            Err(e) => return Err(self.fail(AuditEvent::new("plan", Some(p)), e).await),
+            Err(e) => return Err(self.fail(event, e).await),
         };
+        self.audit.record(event).await.map_err(|e| to_status(&e))?;
         let expires = now_ms() + self.engine.config().ticket_ttl_secs as i64 * 1000;
         let ticket = self.signer.sign(TicketBody {
             part_count: 1,
@@ -308,7 +325,7 @@ impl VeilFlight {
         desc: FlightDescriptor,
     ) -> std::result::Result<FlightInfo, Status> {
         let p = scope.principal();
-        let mut event = event_for("plan", p, &cmd);
+        let mut event = event_for("plan", scope, &cmd);
         let result = async {
             let planned = self.engine.plan(scope, &cmd, None, None).await?;
             let (parts, total) = match &cmd {
@@ -403,10 +420,7 @@ impl VeilFlight {
         let mut event = AuditEvent::new("list", Some(p));
         let answer = match flight_sql::decode(command) {
             Some(Ok(c)) => {
-                event.message = format!(
-                    "Flight SQL {}",
-                    c.type_url().trim_start_matches(flight_sql::TYPE_URL_PREFIX)
-                );
+                event.message = metadata_words(&c);
                 self.sql
                     .metadata(scope, &c)
                     .map(|batch| (self.sql.metadata_schema(&c), batch))
@@ -450,7 +464,7 @@ impl VeilFlight {
         if let Some((query, described)) = &outcome.prepared {
             let mut event = event_for(
                 "prepare",
-                p,
+                scope,
                 &Command::Sql(veil_proto::SqlCommand {
                     query: query.clone(),
                     parameters: Vec::new(),
@@ -511,7 +525,7 @@ impl VeilFlight {
         cmd: &Command,
         planned: &PlannedQuery,
     ) -> std::result::Result<(), Status> {
-        let mut event = event_for("plan", scope.principal(), cmd);
+        let mut event = event_for("plan", scope, cmd);
         let layout = match cmd {
             Command::Scan(scan) => self.engine.layout(scope, scan, planned).await,
             Command::Sql(_) => self.engine.sql_layout(scope, planned).await,
@@ -550,7 +564,8 @@ impl DoGetMessages for VeilFlight {
                 return self.metadata_stream(&scope, &m).await;
             }
         };
-        let mut event = event_for("read.start", &p, &cmd);
+        let scope = scope_of(&self.engine, &request)?;
+        let mut event = event_for("read.start", &scope, &cmd);
         // Every DoGet plans afresh under the current policies and identity;
         // a ticket from an older policy version or another identity
         // fingerprint is re-authorised here, never trusted.
@@ -561,7 +576,6 @@ impl DoGetMessages for VeilFlight {
             .filter(|b| b.planned_at_ms > 0)
             .and_then(|b| chrono::DateTime::from_timestamp_millis(b.planned_at_ms));
         let part = body.as_ref().and_then(|b| b.part.clone());
-        let scope = scope_of(&self.engine, &request)?;
         let planned = match self.engine.plan(&scope, &cmd, part, at).await {
             Ok(q) => q,
             Err(e) => return Err(self.fail(event, e).await),
@@ -776,14 +790,20 @@ impl FlightService for VeilFlight {
         let cmd = match self.asked("schema", &p, request.get_ref()).await? {
             Asked::Read(c) => c,
             Asked::Metadata(m) => {
-                let schema = self.sql.metadata_schema(&m).map_err(|e| to_status(&e))?;
+                let mut event = AuditEvent::new("schema", Some(&p));
+                event.message = metadata_words(&m);
+                let schema = match self.sql.metadata_schema(&m) {
+                    Ok(s) => s,
+                    Err(e) => return Err(self.fail(event, e).await),
+                };
+                self.audit.record(event).await.map_err(|e| to_status(&e))?;
                 let result: SchemaResult = SchemaAsIpc::new(&schema, &options)
                     .try_into()
                     .map_err(|e| Status::internal(format!("cannot encode the schema: {e}")))?;
                 return Ok(Response::new(result));
             }
         };
-        let mut event = event_for("schema", &p, &cmd);
+        let mut event = event_for("schema", &scope, &cmd);
         let planned = match self.engine.plan(&scope, &cmd, None, None).await {
             Ok(q) => q,
             Err(e) => return Err(self.fail(event, e).await),
@@ -813,9 +833,20 @@ impl FlightService for VeilFlight {
         let mut stream = request.into_inner();
         // The first message names what is put: only a Flight SQL prepared
         // statement's parameters are taken.
-        let first = match stream.message().await? {
-            Some(first) => first,
-            None => return Err(Status::invalid_argument("DoPut sent no data")),
+        let first = match stream.message().await {
+            Ok(Some(first)) => first,
+            Ok(None) => {
+                return Err(self
+                    .fail(
+                        AuditEvent::new("bind", Some(&p)),
+                        VeilError::InvalidArgument("DoPut sent no data".into()),
+                    )
+                    .await);
+            }
+            Err(status) => {
+                let e = VeilError::from_code(status.code(), status.message().to_string());
+                return Err(self.fail(AuditEvent::new("bind", Some(&p)), e).await);
+            }
         };
         let asked = match &first.flight_descriptor {
             Some(desc) => self.asked("bind", &p, desc).await,
@@ -851,7 +882,7 @@ impl FlightService for VeilFlight {
             Ok(v) => v,
             Err(e) => return Err(self.fail(AuditEvent::new("bind", Some(&p)), e).await),
         };
-        let mut event = event_for("bind", &p, &Command::Sql(command));
+        let mut event = event_for("bind", &scope, &Command::Sql(command));
         event.message = "parameters bound to a prepared statement".into();
         self.audit.record(event).await.map_err(|e| to_status(&e))?;
         let result = PutResult {
@@ -862,11 +893,17 @@ impl FlightService for VeilFlight {
 
     async fn do_exchange(
         &self,
-        _request: Request<Streaming<FlightData>>,
+        request: Request<Streaming<FlightData>>,
     ) -> std::result::Result<Response<Self::DoExchangeStream>, Status> {
-        Err(Status::unimplemented(
-            "Veil serves data read-only; DoExchange is not supported",
-        ))
+        let p = principal_of(&request)?;
+        Err(self
+            .fail(
+                AuditEvent::new("exchange", Some(&p)),
+                VeilError::Unimplemented(
+                    "Veil serves data read-only; DoExchange is not supported".into(),
+                ),
+            )
+            .await)
     }
 
     async fn do_action(

@@ -167,24 +167,60 @@ fn split(name: &str) -> (String, String) {
     }
 }
 
+/// Which of `names` a `LIKE` pattern matches, ignoring case as Veil's
+/// names do everywhere (`None`: every name).
+fn matching(pattern: Option<&str>, names: &[&str]) -> Result<Vec<bool>> {
+    use datafusion::arrow::array::{Array, Scalar, StringArray};
+    let Some(pattern) = pattern else {
+        return Ok(vec![true; names.len()]);
+    };
+    let found = datafusion::arrow::compute::kernels::comparison::ilike(
+        &StringArray::from(names.to_vec()),
+        &Scalar::new(StringArray::from(vec![pattern])),
+    )
+    .map_err(bad_pattern)?;
+    Ok((0..names.len())
+        .map(|i| found.is_valid(i) && found.value(i))
+        .collect())
+}
+
 fn db_schemas(
     engine: &Engine,
     scope: &Arc<RequestScope>,
     c: &CommandGetDbSchemas,
 ) -> Result<RecordBatch> {
-    let mut b = c.clone().into_builder();
-    let schemas: BTreeSet<String> = readable_names(engine, scope)
+    // The pattern is matched here, without case; the builder filters
+    // nothing more.
+    let mut b = CommandGetDbSchemas {
+        db_schema_filter_pattern: None,
+        ..c.clone()
+    }
+    .into_builder();
+    let schemas: Vec<String> = readable_names(engine, scope)
         .into_iter()
         .map(|(s, _)| s)
+        .collect::<BTreeSet<String>>()
+        .into_iter()
         .collect();
-    for s in schemas {
-        b.append(CATALOG, s);
+    let names: Vec<&str> = schemas.iter().map(String::as_str).collect();
+    let keep = matching(c.db_schema_filter_pattern.as_deref(), &names)?;
+    for (s, keep) in schemas.iter().zip(keep) {
+        if keep {
+            b.append(CATALOG, s);
+        }
     }
     b.build().map_err(bad_pattern)
 }
 
 fn tables(engine: &Engine, scope: &Arc<RequestScope>, c: &CommandGetTables) -> Result<RecordBatch> {
-    let mut b = c.clone().into_builder();
+    // Name patterns are matched here, without case; the builder filters
+    // by catalog and table type.
+    let mut b = CommandGetTables {
+        db_schema_filter_pattern: None,
+        table_name_filter_pattern: None,
+        ..c.clone()
+    }
+    .into_builder();
     let mut rows: Vec<((String, String), Schema)> = Vec::new();
     for (d, policy) in engine.list(scope, false) {
         // A dataset whose policies can't be evaluated is listed without
@@ -197,6 +233,12 @@ fn tables(engine: &Engine, scope: &Arc<RequestScope>, c: &CommandGetTables) -> R
         rows.push((split(&d.name), schema));
     }
     rows.sort_by(|a, b| a.0.cmp(&b.0));
+    let schemas: Vec<&str> = rows.iter().map(|((s, _), _)| s.as_str()).collect();
+    let tables: Vec<&str> = rows.iter().map(|((_, t), _)| t.as_str()).collect();
+    let in_schema = matching(c.db_schema_filter_pattern.as_deref(), &schemas)?;
+    let named = matching(c.table_name_filter_pattern.as_deref(), &tables)?;
+    let mut keep = in_schema.into_iter().zip(named).map(|(a, b)| a && b);
+    rows.retain(|_| keep.next().unwrap_or(false));
     for ((s, t), schema) in rows {
         b.append(CATALOG, s, t, TABLE_TYPE, &schema)
             .map_err(|e| failed("GetTables", e))?;
