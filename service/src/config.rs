@@ -507,9 +507,9 @@ pub struct EngineConfig {
     /// Most queries planning at once on this node, all users together.
     #[serde(default = "default_max_planning")]
     pub max_planning: usize,
-    /// Longest a query may compute (time spent making its batches, not
-    /// waiting for its client); then it fails with `RESOURCE_EXHAUSTED`.
-    /// 0: no limit.
+    /// Longest a read may wait for its batches in all (computing them and
+    /// waiting for its user's turn; not the time its client takes to read
+    /// them); then it fails with `RESOURCE_EXHAUSTED`. 0: no limit.
     #[serde(default = "default_query_timeout")]
     pub query_timeout_secs: u64,
     /// Most queries of one user computing at once on this node; more wait

@@ -115,10 +115,10 @@ impl Bounds {
     }
 }
 
-/// The error of a query that computed for longer than it may.
+/// The error of a read that waited longer than it may for its batches.
 fn out_of_time(limit: Duration) -> DataFusionError {
     DataFusionError::External(Box::new(VeilError::ResourceExhausted(format!(
-        "the query computed for longer than Veil allows ({} s, engine.query_timeout_secs): ask for less (a filter, fewer rows, cheaper expressions or joins)",
+        "the query took longer than Veil allows ({} s, engine.query_timeout_secs, counting the wait for your other queries to finish their batches): ask for less (a filter, fewer rows, cheaper expressions or joins)",
         limit.as_secs()
     ))))
 }

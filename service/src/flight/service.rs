@@ -143,13 +143,13 @@ fn event_for(action: &str, scope: &RequestScope, cmd: &Command) -> AuditEvent {
     let mut e = AuditEvent::new(action, Some(scope.principal()));
     match cmd {
         Command::Scan(s) => {
-            e.dataset = Some(match scope.visible(&s.dataset) {
+            let name = match scope.visible(&s.dataset) {
                 Some((d, _)) => d.name.clone(),
                 None => s.dataset.chars().take(256).collect(),
-            });
+            };
             e.columns = s.columns.clone();
-            e.query_fingerprint =
-                query_fingerprint(&format!("scan {} where {}", s.dataset, s.filter));
+            e.query_fingerprint = query_fingerprint(&format!("scan {name} where {}", s.filter));
+            e.dataset = Some(name);
         }
         Command::Sql(s) => e.query_fingerprint = query_fingerprint(&s.query),
     }
