@@ -176,7 +176,9 @@ fn serve(
         .build()
         .map_err(|e| VeilError::internal("tokio runtime", e))?;
     runtime.block_on(async move {
-        tokio::spawn(veil::memory::return_freed_pages_when_idle());
+        tokio::spawn(veil::memory::return_freed_pages_when_idle(
+            veil::engine::execution::return_freed_pages,
+        ));
         let running = start(
             cfg,
             ServeOptions {

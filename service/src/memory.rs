@@ -159,10 +159,12 @@ pub fn in_flight() -> InFlight {
     NODE.in_flight()
 }
 
-/// Runs for the server's life: hands freed pages back to the kernel each
-/// time the node has been idle for the waits of [`IDLE_AFTER`].
-pub async fn return_freed_pages_when_idle() {
-    NODE.purge_when_idle(&IDLE_AFTER, return_freed_pages).await
+/// Runs for the server's life: each time the node has been idle for the
+/// waits of [`IDLE_AFTER`], `purge` hands freed pages back to the kernel
+/// ([`return_freed_pages`], or a caller's that also reaches threads which
+/// hold pages of their own).
+pub async fn return_freed_pages_when_idle(purge: fn()) {
+    NODE.purge_when_idle(&IDLE_AFTER, purge).await
 }
 
 /// A range of a file mapped read-only ([`map_read_only`]).

@@ -24,10 +24,14 @@
 //!   read ends with `RESOURCE_EXHAUSTED`, measured by the reader's own
 //!   timer, so even a poll that runs on can't hold it;
 //! * when the read ends or its reader goes away (its stream is dropped)
-//!   the driver is aborted.
+//!   the driver is aborted and the query's stop flag set: a poll in
+//!   progress, on the driver or on a task an operator spawned, ends at its
+//!   next bounded function call ([`super::stoppable`]) instead of running
+//!   on with its user's turn.
 //!
-//! A batch whose computation has started runs to its end on its query
-//! thread (Rust can't interrupt a poll), holding its user's turn, while
+//! Rust can't interrupt a poll from outside, so a poll that computes for
+//! long without calling any function (a join comparing columns over many
+//! pairs of rows) still runs to its end on its query thread, while
 //! everything else is served.
 //!
 //! The runtime lives as long as the process, so connections its tasks
@@ -53,6 +57,7 @@ use tracing::Instrument;
 
 use crate::error::{Result, VeilError};
 use crate::sql::planner_pool::UserSemaphores;
+use crate::sql::stop::{Stop, Work};
 
 /// Query threads when the config doesn't say: four per core, at least
 /// eight, so a few long polls leave threads for everyone else.
@@ -86,6 +91,69 @@ fn runtime() -> Result<&'static Runtime> {
         })
         .as_ref()
         .map_err(|e| VeilError::Unavailable(e.clone()))
+}
+
+/// Hand the pages every query thread's heap holds free back to the
+/// kernel, and those of the calling thread and of mimalloc's arenas
+/// ([`crate::memory::return_freed_pages`]). Each thread's heap keeps the
+/// pages it freed until that thread collects them, and an idle query
+/// thread never does, so each collects its own ([`on_each_thread`]). For
+/// the node's idle purge: it holds idle query threads up to [`MEETING`],
+/// and returns within a second.
+pub fn return_freed_pages() {
+    crate::memory::return_freed_pages();
+    if let Some(Ok(rt)) = RUNTIME.get() {
+        on_each_thread(rt, crate::memory::return_freed_pages);
+    }
+}
+
+/// How long [`on_each_thread`] holds a thread waiting for the others: a
+/// busy one may not come.
+const MEETING: Duration = Duration::from_millis(100);
+
+/// Run `work` once on each of `rt`'s worker threads that is free: one task
+/// per worker, each held until all have started (at most [`MEETING`]) so
+/// that no two share a thread. Waits at most a second for them; returns
+/// the threads that ran it.
+fn on_each_thread(rt: &Runtime, work: fn()) -> Vec<std::thread::ThreadId> {
+    use std::sync::{Condvar, Mutex, PoisonError};
+    let threads = rt.metrics().num_workers();
+    let arrived = Arc::new((Mutex::new(0usize), Condvar::new()));
+    let (done, ran) = std::sync::mpsc::channel();
+    for _ in 0..threads {
+        let arrived = Arc::clone(&arrived);
+        let done = done.clone();
+        rt.spawn(async move {
+            let (count, all_here) = &*arrived;
+            let deadline = Instant::now() + MEETING;
+            let mut n = count.lock().unwrap_or_else(PoisonError::into_inner);
+            *n += 1;
+            all_here.notify_all();
+            while *n < threads {
+                let left = deadline.saturating_duration_since(Instant::now());
+                if left.is_zero() {
+                    break;
+                }
+                n = all_here
+                    .wait_timeout(n, left)
+                    .unwrap_or_else(PoisonError::into_inner)
+                    .0;
+            }
+            drop(n);
+            work();
+            let _ = done.send(std::thread::current().id());
+        });
+    }
+    drop(done);
+    let until = Instant::now() + Duration::from_secs(1);
+    let mut on = Vec::new();
+    while on.len() < threads {
+        match ran.recv_timeout(until.saturating_duration_since(Instant::now())) {
+            Ok(thread) => on.push(thread),
+            Err(_) => break,
+        }
+    }
+    on
 }
 
 /// Each user's turns to compute ([`execute`]).
@@ -134,7 +202,10 @@ pub fn execute(
 ) -> Result<SendableRecordBatchStream> {
     let rt = runtime()?;
     let schema = plan.schema();
-    // One batch ahead, as when the reader polled the plan itself.
+    let stop = Stop::new(Work::Query);
+    let plan = super::stoppable::stoppable(plan, &stop)
+        .map_err(|e| VeilError::internal("making a query stoppable", e))?;
+    // One batch waits for the reader ([`drive`]).
     let (tx, rx) = mpsc::channel::<DfResult<RecordBatch>>(1);
     let turns = bounds.turns;
     let run = async move {
@@ -166,6 +237,7 @@ pub fn execute(
     let batches = Batches {
         rx,
         driver: driver.abort_handle(),
+        stop,
         limit: bounds.limit,
         waited: Duration::ZERO,
         waiting: None,
@@ -182,6 +254,10 @@ async fn drive(
     turns: Arc<Semaphore>,
 ) {
     loop {
+        // The next batch is computed once the reader has taken the last
+        // one: at most one batch waits for it besides the one it sends
+        // (each can be megabytes, times every endpoint being read).
+        let Ok(slot) = tx.reserve().await else { return };
         let Ok(turn) = Arc::clone(&turns).acquire_owned().await else {
             return;
         };
@@ -189,7 +265,8 @@ async fn drive(
         drop(turn);
         let Some(item) = next else { return };
         let failed = item.is_err();
-        if tx.send(item).await.is_err() || failed {
+        slot.send(item);
+        if failed {
             return;
         }
         // Others' queries get their turn between batches.
@@ -204,6 +281,8 @@ async fn drive(
 struct Batches {
     rx: mpsc::Receiver<DfResult<RecordBatch>>,
     driver: tokio::task::AbortHandle,
+    /// The query's stop flag, set with the driver's abort.
+    stop: Arc<Stop>,
     limit: Option<Duration>,
     /// Time waited for batches before the current wait.
     waited: Duration,
@@ -239,6 +318,7 @@ impl futures::Stream for Batches {
         match timer.as_mut().poll(cx) {
             Poll::Ready(()) => {
                 this.done = true;
+                this.stop.set();
                 this.driver.abort();
                 Poll::Ready(Some(Err(out_of_time(limit))))
             }
@@ -249,6 +329,7 @@ impl futures::Stream for Batches {
 
 impl Drop for Batches {
     fn drop(&mut self) {
+        self.stop.set();
         self.driver.abort();
     }
 }
@@ -324,6 +405,129 @@ mod tests {
             c.fetch_add(1, Ordering::SeqCst);
         });
         (computed, plan)
+    }
+
+    /// A plan of `partitions` partitions whose one batch each computes,
+    /// inside one poll, until its query is stopped (at most 60 s): how many
+    /// started, and how many saw the stop.
+    fn spinning_plan(
+        partitions: usize,
+    ) -> (Arc<AtomicU64>, Arc<AtomicU64>, Arc<dyn ExecutionPlan>) {
+        let (started, stopped) = (Arc::new(AtomicU64::new(0)), Arc::new(AtomicU64::new(0)));
+        let schema = schema();
+        let parts = (0..partitions)
+            .map(|_| {
+                let (started, stopped) = (Arc::clone(&started), Arc::clone(&stopped));
+                let s = Arc::clone(&schema);
+                let stream = futures::stream::iter(0..1).map(move |i: i64| {
+                    started.fetch_add(1, Ordering::SeqCst);
+                    let since = Instant::now();
+                    while since.elapsed() < Duration::from_secs(60) {
+                        if crate::sql::stop::stopped() {
+                            stopped.fetch_add(1, Ordering::SeqCst);
+                            break;
+                        }
+                        std::thread::sleep(Duration::from_millis(2));
+                    }
+                    RecordBatch::try_new(Arc::clone(&s), vec![Arc::new(Int64Array::from(vec![i]))])
+                        .map_err(Into::into)
+                });
+                let given: SendableRecordBatchStream =
+                    Box::pin(RecordBatchStreamAdapter::new(Arc::clone(&schema), stream));
+                Arc::new(Given(Arc::clone(&schema), Mutex::new(Some(given)))) as _
+            })
+            .collect();
+        let plan = StreamingTableExec::try_new(schema, parts, None, vec![], false, None).unwrap();
+        (started, stopped, Arc::new(plan))
+    }
+
+    /// Waits (at most 10 s) until `n` reaches `at_least`.
+    async fn reaches(n: &AtomicU64, at_least: u64) -> u64 {
+        for _ in 0..1000 {
+            if n.load(Ordering::SeqCst) >= at_least {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        n.load(Ordering::SeqCst)
+    }
+
+    #[tokio::test(flavor = "current_thread")]
+    async fn a_reader_going_away_stops_the_polls_in_progress() {
+        // One partition polled by the driver, and two polled by tasks the
+        // plan's merge spawned.
+        for partitions in [1, 2] {
+            let (started, stopped, plan) = spinning_plan(partitions);
+            let turns = Turns::new(2);
+            let bounds = Bounds::new(&turns, "mallory", 0);
+            let mut stream =
+                execute(plan, Arc::new(TaskContext::default()), bounds.clone(), ()).unwrap();
+            let _ = futures::poll!(stream.next());
+            assert_eq!(
+                reaches(&started, partitions as u64).await,
+                partitions as u64
+            );
+            assert_eq!(
+                stopped.load(Ordering::SeqCst),
+                0,
+                "nothing stops on its own"
+            );
+            drop(stream);
+            assert_eq!(
+                reaches(&stopped, partitions as u64).await,
+                partitions as u64,
+                "every poll in progress stopped"
+            );
+            // The user's turn is back.
+            let turn = tokio::time::timeout(Duration::from_secs(10), bounds.turns.acquire_many(2));
+            assert!(turn.await.is_ok(), "the stopped query gave its turn back");
+        }
+    }
+
+    #[tokio::test(flavor = "current_thread")]
+    async fn running_out_of_time_stops_the_poll_in_progress() {
+        let (started, stopped, plan) = spinning_plan(2);
+        let items: Vec<_> = execute(
+            plan,
+            Arc::new(TaskContext::default()),
+            bounds(Some(Duration::from_millis(300))),
+            (),
+        )
+        .unwrap()
+        .collect()
+        .await;
+        assert_eq!(started.load(Ordering::SeqCst), 2);
+        assert_eq!(items.len(), 1);
+        assert!(items[0].is_err());
+        assert_eq!(reaches(&stopped, 2).await, 2, "both polls stopped");
+    }
+
+    #[test]
+    fn freed_pages_are_collected_on_every_query_thread() {
+        let rt = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(4)
+            .build()
+            .unwrap();
+        // Each worker has computed (and so holds a heap of its own).
+        let allocated: Vec<_> = (0..16)
+            .map(|i| rt.spawn(async move { vec![i as u8; 1 << 20].len() }))
+            .collect();
+        for a in allocated {
+            assert_eq!(rt.block_on(a).unwrap(), 1 << 20);
+        }
+        let mut on = on_each_thread(&rt, crate::memory::return_freed_pages);
+        on.sort_by_key(|t| format!("{t:?}"));
+        on.dedup();
+        assert_eq!(on.len(), 4, "once on each worker: {on:?}");
+        // A worker that is busy is left out, and the rest still collect.
+        let (busy, release) = std::sync::mpsc::channel::<()>();
+        rt.spawn(async move {
+            let _ = release.recv_timeout(Duration::from_secs(10));
+        });
+        std::thread::sleep(Duration::from_millis(50));
+        let on = on_each_thread(&rt, || {});
+        assert!((3..=4).contains(&on.len()), "{on:?}");
+        drop(busy);
     }
 
     #[tokio::test(flavor = "current_thread")]

@@ -18,6 +18,7 @@ pub mod principal_catalog;
 pub mod query_memory;
 pub mod scope;
 pub mod short_text_in;
+mod stoppable;
 #[cfg(test)]
 mod type_matrix;
 

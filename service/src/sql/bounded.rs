@@ -21,9 +21,10 @@
 //!   gigabytes per batch. A projection's expression may not turn a constant
 //!   into more than the bound either.
 //!
-//! While a query is planned, each bounded function also checks the
-//! planning deadline ([`super::planner_pool`]), so constant folding stops
-//! between calls once the caller is gone or out of time.
+//! Each bounded function also checks whether the work it runs for was
+//! stopped ([`super::stop`]): a plan past its deadline, a query whose
+//! reader is gone or out of time. Constant folding and a query's operators
+//! end at the next call instead of running on.
 
 use std::sync::Arc;
 
@@ -255,17 +256,6 @@ fn series_len(args: &[ColumnarValue], rows: usize) -> Option<usize> {
     })))
 }
 
-/// Planning's cancellation, checked by every bounded function while a plan
-/// is made on this thread.
-fn planning_stopped() -> Result<()> {
-    if super::planner_pool::cancelled() {
-        return Err(DataFusionError::External(Box::new(VeilError::ResourceExhausted(
-            "planning stopped: the query took longer to plan than Veil allows (engine.plan_timeout_secs), or its client went away; simplify its constant expressions".into(),
-        ))));
-    }
-    Ok(())
-}
-
 /// Functions left as they are: already bounded, or never growing and
 /// recognised by type in DataFusion's planning (struct field access, which
 /// parquet reads push down; the file name and row index columns).
@@ -307,7 +297,7 @@ impl BoundedFunction {
     }
 
     fn check(&self, args: &[ColumnarValue], rows: usize) -> Result<usize> {
-        planning_stopped()?;
+        super::stop::check()?;
         // The largest argument, not their sum: `concat(s, s)` doubles `s`.
         let input = args.iter().map(|a| value_bytes(a, rows)).max().unwrap_or(0);
         if let Some(bytes) = estimate(self.inner.name(), args, rows)
@@ -397,7 +387,7 @@ impl ScalarUDFImpl for BoundedFunction {
             .map(|f| Self::wrap(Arc::new(f)))
     }
     fn simplify(&self, args: Vec<Expr>, info: &SimplifyContext) -> Result<ExprSimplifyResult> {
-        planning_stopped()?;
+        super::stop::check()?;
         match self.inner.inner().simplify(args, info)? {
             // A simplification can fold literals itself (concat of
             // constants), and rebuilds calls with DataFusion's own,
@@ -511,7 +501,7 @@ impl ScalarUDFImpl for StrictConcat {
         Ok(Self::target(arg_types))
     }
     fn invoke_with_args(&self, args: ScalarFunctionArgs) -> Result<ColumnarValue> {
-        planning_stopped()?;
+        super::stop::check()?;
         let rows = args.number_rows;
         let bytes = sum(args.args.iter().map(|a| value_bytes(a, rows)));
         if bytes > MAX_FUNCTION_OUTPUT_BYTES {

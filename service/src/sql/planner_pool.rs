@@ -10,53 +10,45 @@
 //! * a **deadline** (`engine.plan_timeout_secs`): past it the caller gets
 //!   `RESOURCE_EXHAUSTED`;
 //! * **cancellation**: when the deadline passes or the caller goes away
-//!   (its future is dropped), the plan's flag is set; every bounded function
-//!   ([`super::bounded`]) checks it between calls, and the plan's own
-//!   awaits stop at once;
+//!   (its future is dropped), the plan's [`Stop`] flag is set; every
+//!   bounded function ([`super::bounded`]) checks it between calls
+//!   ([`super::stop`]), and the plan's own awaits stop at once;
 //! * **concurrency**: at most `engine.plans_per_user` plans per user and
 //!   `engine.max_planning` in all. A plan keeps its permits until its thread
 //!   really ends, so a user whose plans time out can't pile up more threads
 //!   still burning CPU.
 
 use futures::FutureExt;
-use std::cell::RefCell;
 use std::collections::HashMap;
 use std::future::Future;
 use std::panic::AssertUnwindSafe;
-use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use tokio::sync::{Notify, OwnedSemaphorePermit, Semaphore};
 
+use super::stop::{self, Stop, Work};
 use crate::error::{Result, VeilError};
 
 const PLANNER_STACK_BYTES: usize = 64 * 1024 * 1024;
 
-thread_local! {
-    /// The cancellation flag of the plan running on this thread, if any.
-    static CANCEL: RefCell<Option<Arc<Cancel>>> = const { RefCell::new(None) };
-}
-
-/// Has the plan running on this thread been cancelled? Always false off
-/// the planner threads (execution is cancelled by dropping its stream).
-pub fn cancelled() -> bool {
-    CANCEL.with(|c| {
-        c.borrow()
-            .as_ref()
-            .is_some_and(|c| c.flag.load(Ordering::Relaxed))
-    })
-}
-
-#[derive(Debug, Default)]
+/// A plan's stop flag, and the wake-up of its awaits when it is set.
+#[derive(Debug)]
 struct Cancel {
-    flag: AtomicBool,
+    stop: Arc<Stop>,
     wake: Notify,
 }
 
 impl Cancel {
+    fn new() -> Self {
+        Self {
+            stop: Stop::new(Work::Planning),
+            wake: Notify::new(),
+        }
+    }
+
     fn set(&self) {
-        self.flag.store(true, Ordering::Relaxed);
+        self.stop.set();
         self.wake.notify_one();
     }
 }
@@ -157,7 +149,7 @@ impl PlannerPool {
                 Ok(p) => p?,
                 Err(_) => return Err(self.timed_out()),
             };
-        let cancel = Arc::new(Cancel::default());
+        let cancel = Arc::new(Cancel::new());
         let guard = CancelOnDrop(Arc::clone(&cancel));
         let (tx, rx) = tokio::sync::oneshot::channel();
         let handle = tokio::runtime::Handle::current();
@@ -166,22 +158,22 @@ impl PlannerPool {
             .stack_size(PLANNER_STACK_BYTES)
             .spawn(move || {
                 let _permits = permits;
-                CANCEL.with(|c| *c.borrow_mut() = Some(Arc::clone(&cancel)));
                 let stopped = async {
                     loop {
-                        if cancel.flag.load(Ordering::Relaxed) {
+                        if cancel.stop.is_set() {
                             return;
                         }
                         cancel.wake.notified().await;
                     }
                 };
-                let result = handle.block_on(async {
-                    tokio::select! {
-                        r = AssertUnwindSafe(work).catch_unwind() => Some(r),
-                        () = stopped => None,
-                    }
+                let result = stop::within(&cancel.stop, || {
+                    handle.block_on(async {
+                        tokio::select! {
+                            r = AssertUnwindSafe(work).catch_unwind() => Some(r),
+                            () = stopped => None,
+                        }
+                    })
                 });
-                CANCEL.with(|c| *c.borrow_mut() = None);
                 let _ = tx.send(result);
             });
         if let Err(e) = spawned {
@@ -206,6 +198,7 @@ impl PlannerPool {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::sql::stop::stopped as cancelled;
 
     fn pool(per_user: usize) -> Arc<PlannerPool> {
         Arc::new(PlannerPool::new(Duration::from_millis(300), per_user, 8).unwrap())
