@@ -77,10 +77,12 @@ def test_polars_and_a_single_column_name(server):
         frame = conn.scan_as_polars("clinical.trials", columns=["participant_id", "ssn"])
         table = conn.scan_as_arrow("clinical.trials", columns=["participant_id", "ssn"])
         ages = conn.scan_as_arrow("clinical.trials", columns="age")
+        two = conn.scan_as_arrow("clinical.trials", columns="state, age")
         counted = conn.sql_as_polars("SELECT count(*) AS n FROM clinical.trials")
     assert isinstance(frame, pl.DataFrame)
     assert frame.sort("participant_id").equals(pl.from_arrow(table).sort("participant_id"))
     assert ages.column_names == ["age"]
+    assert two.column_names == ["state", "age"]
     assert counted["n"].to_list() == [table.num_rows]
 
 

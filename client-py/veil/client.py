@@ -702,8 +702,9 @@ def _warn_row_policy(filtered):
 
 def _scan(name, columns, filter, limit):
     if isinstance(columns, str):
-        # columns="age" means the column age, not the columns a, g, e.
-        columns = [columns]
+        # columns="age" means the column age, not the columns a, g, e;
+        # "state, age" the two columns, as Spark's `columns` option.
+        columns = [c.strip() for c in columns.split(",") if c.strip()]
     return flight.FlightDescriptor.for_command(_proto.encode_scan(name, columns, filter, limit))
 
 

@@ -120,6 +120,14 @@ impl TokenVerifier {
                 "the bearer token is empty: send 'authorization: Bearer <JWT>' with a token from your identity provider (is VEIL_TOKEN set? `veil token --user NAME` prints a development token)".into(),
             ));
         }
+        if token
+            .get(..7)
+            .is_some_and(|b| b.eq_ignore_ascii_case("bearer "))
+        {
+            return Err(VeilError::Unauthenticated(
+                "the token starts with 'Bearer ' a second time: clients add that word themselves, so set VEIL_TOKEN (or token=) to the JWT alone".into(),
+            ));
+        }
         let header = jsonwebtoken::decode_header(token).map_err(|_| {
             unauthenticated("the bearer token is not a well-formed JWT with a supported algorithm")
         })?;
@@ -237,7 +245,9 @@ fn describe(e: &jsonwebtoken::errors::Error) -> String {
         K::ImmatureSignature => "the token is not valid yet (nbf)".into(),
         K::InvalidAudience => "the token is for another audience".into(),
         K::InvalidIssuer => "the token's issuer is not trusted".into(),
-        K::InvalidSignature => "the token's signature does not verify".into(),
+        K::InvalidSignature => {
+            "the token's signature does not verify: another key signed it (a development token must come from `veil token` with the --data-dir or --config of the server you connect to)".into()
+        }
         K::MissingRequiredClaim(c) => format!("the token lacks the required claim '{c}'"),
         _ => "the token is invalid".into(),
     }
@@ -492,6 +502,28 @@ mod tests {
                 assert!(m.contains("empty") && m.contains("VEIL_TOKEN"), "{m}")
             }
             other => panic!("{other:?}"),
+        }
+        // Common mistakes say what to change: the header's word twice, a
+        // token another server's key signed.
+        let other = tempfile::tempdir().unwrap();
+        std::fs::write(other.path().join("s"), "another key, for another server!").unwrap();
+        let cfg: AuthConfig = toml::from_str(
+            "audience = \"veil\"\n[[keys]]\nissuer = \"iss\"\nalgorithm = \"HS256\"\nsecret_file = \"s\"",
+        )
+        .unwrap();
+        let foreign = TokenMinter::from_config(&cfg, other.path())
+            .unwrap()
+            .mint("alice", &[], &Attributes::new(), 60)
+            .unwrap();
+        let mistakes = [
+            (format!("Bearer {t}"), "a second time"),
+            (foreign, "another key signed it"),
+        ];
+        for (token, says) in mistakes {
+            match v.verify(&token) {
+                Err(VeilError::Unauthenticated(m)) => assert!(m.contains(says), "{m}"),
+                other => panic!("{other:?}"),
+            }
         }
     }
 

@@ -66,6 +66,11 @@ pub fn default_threads() -> usize {
     (cores * 4).max(8)
 }
 
+/// A query thread's stack: a poll recurses through every operator of the
+/// plan (and its stop scope), and plans may nest deeply (`sql::limits`).
+/// Reserved, not committed: only the pages a poll touches are resident.
+const QUERY_STACK_BYTES: usize = 16 * 1024 * 1024;
+
 static THREADS: AtomicUsize = AtomicUsize::new(0);
 static RUNTIME: OnceLock<std::result::Result<Runtime, String>> = OnceLock::new();
 
@@ -85,6 +90,7 @@ fn runtime() -> Result<&'static Runtime> {
             tokio::runtime::Builder::new_multi_thread()
                 .worker_threads(threads)
                 .thread_name("veil-query")
+                .thread_stack_size(QUERY_STACK_BYTES)
                 .enable_all()
                 .build()
                 .map_err(|e| format!("cannot start the query threads: {e}"))

@@ -226,3 +226,63 @@ async fn k_anonymized_parts_share_one_count_of_the_whole_dataset() {
     );
     assert_eq!(counted(), 3);
 }
+
+/// A reader that leaves while its read counts for others too (the
+/// endpoints of a scan share one count) fails nobody else: a read that was
+/// waiting for that count counts instead.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_reader_leaving_mid_count_fails_no_other_reader() {
+    use futures::StreamExt;
+    let dir = tempfile::tempdir().unwrap();
+    // A row policy slow to evaluate (a second or so per file, each file a
+    // call): the count is still running when the first reader leaves.
+    let (base, _) = EXTRA.split_once("[[policies]]\nname = \"under-69").unwrap();
+    let extra = format!(
+        r#"{base}
+[[policies]]
+name = "slow-to-count"
+dataset = "census.people"
+row_filter = {{ where = "levenshtein(repeat(state, 3000), repeat(gender, 3000)) >= 0" }}
+"#
+    );
+    let (engine, snap) = census(dir.path(), &extra).await;
+    let dave = principal(&snap, "dave");
+    let scope = engine.scope(&dave).await.unwrap();
+    let scan = ScanCommand {
+        dataset: "census.people".into(),
+        columns: vec!["id".into(), "gender".into(), "state".into()],
+        ..Default::default()
+    };
+    let command = Command::Scan(scan.clone());
+    let whole = engine.plan(&scope, &command, None, None).await.unwrap();
+    let parts = engine.layout(&scope, &scan, &whole).await.unwrap().parts;
+    assert!(parts.len() > 1, "{} parts", parts.len());
+    let first = engine
+        .plan(&scope, &command, parts[0].clone(), None)
+        .await
+        .unwrap();
+    let second = engine
+        .plan(&scope, &command, parts[1].clone(), None)
+        .await
+        .unwrap();
+    // The first part's read starts the shared count...
+    let mut leaving = first.execute().unwrap();
+    let started = tokio::time::timeout(std::time::Duration::from_millis(300), leaving.next());
+    assert!(started.await.is_err(), "still counting");
+    // ... the second waits for it, and the first's reader leaves.
+    let staying = tokio::spawn(datafusion::physical_plan::common::collect(
+        second.execute().unwrap(),
+    ));
+    tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    drop(leaving);
+    let rows = staying
+        .await
+        .unwrap()
+        .expect("the reader that stayed is answered");
+    assert!(rows.iter().map(|b| b.num_rows()).sum::<usize>() > 0);
+    assert_eq!(
+        engine.kept_counts.runs(),
+        2,
+        "counted again by the reader that stayed"
+    );
+}

@@ -145,7 +145,10 @@ impl PlannedQuery {
     }
 
     /// Execute every partition into one stream, batch by batch, on the
-    /// query threads ([`execution`]); dropping the stream stops it.
+    /// query threads ([`execution`]); dropping the stream stops it. Once
+    /// per planned query: its operators' state (a join's build side) is
+    /// not reset for another run (a kept plan gives each request its own
+    /// copy, [`plan_cache`]).
     pub fn execute(&self) -> Result<SendableRecordBatchStream> {
         execution::execute(
             Arc::clone(&self.physical),

@@ -503,7 +503,17 @@ impl ExecutionPlan for KAnonymizeExec {
                                     slot.kept
                                         .runs
                                         .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-                                    count.await.map(Arc::new)
+                                    match count.await {
+                                        // This query was stopped (its reader
+                                        // left): its count must not fail the
+                                        // others waiting for it. It waits to
+                                        // be dropped with the query, and a
+                                        // waiting query counts instead.
+                                        Err(_) if crate::sql::stop::stopped() => {
+                                            std::future::pending().await
+                                        }
+                                        counted => counted.map(Arc::new),
+                                    }
                                 })
                                 .await
                                 .map_err(|e| e.to_string()),
