@@ -336,3 +336,21 @@ fn veil_token_warns_that_untrusted_claims_will_be_ignored() {
         .unwrap();
     assert!(out.status.success() && out.stderr.is_empty());
 }
+
+#[test]
+fn veil_admin_without_a_token_says_how_to_get_one() {
+    let out = std::process::Command::new(veil_tests::veil_bin())
+        .args(["admin", "whoami"])
+        .env_remove("VEIL_TOKEN")
+        .env("VEIL_ADDRESS", "grpc://127.0.0.1:9")
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    let stderr = String::from_utf8(out.stderr).unwrap();
+    assert!(
+        stderr.contains("no token")
+            && stderr.contains("VEIL_TOKEN")
+            && stderr.contains("veil token"),
+        "{stderr}"
+    );
+}

@@ -18,7 +18,7 @@ pub(crate) struct ConnectArgs {
     address: String,
     /// Bearer token (a JWT; `veil token` prints one in development).
     #[arg(long, env = "VEIL_TOKEN", hide_env_values = true)]
-    token: String,
+    token: Option<String>,
     /// PEM file of the CA that signed the server's certificate (TLS).
     #[arg(long, env = "VEIL_CA_FILE")]
     ca_file: Option<PathBuf>,
@@ -660,6 +660,11 @@ fn run_with(args: &ConnectArgs, f: impl FnOnce(Connection) -> Lines) -> Result<(
 }
 
 async fn connect(args: &ConnectArgs) -> Result<Connection, VeilError> {
+    let token = args.token.as_deref().ok_or_else(|| {
+        VeilError::Unauthenticated(
+            "no token: set VEIL_TOKEN or pass --token (in development: `export VEIL_TOKEN=$(veil token --data-dir <the server's directory> --user NAME)`)".into(),
+        )
+    })?;
     match &args.ca_file {
         Some(ca) => {
             let pem = std::fs::read(ca).map_err(|e| {
@@ -677,11 +682,11 @@ async fn connect(args: &ConnectArgs) -> Result<Connection, VeilError> {
                     .and_then(|hp| hp.rsplit_once(':').map(|(h, _)| h.to_string()))
                     .unwrap_or_default(),
             };
-            Connection::connect_tls(&args.address, &args.token, &pem, &domain)
+            Connection::connect_tls(&args.address, token, &pem, &domain)
                 .await
                 .map_err(client_error)
         }
-        None => Connection::connect(&args.address, &args.token)
+        None => Connection::connect(&args.address, token)
             .await
             .map_err(client_error),
     }
