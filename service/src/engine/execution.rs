@@ -375,6 +375,11 @@ mod tests {
         }
     }
 
+    /// `plan` executing under `bounds`, as a read's stream.
+    fn start(plan: Arc<dyn ExecutionPlan>, bounds: Bounds) -> SendableRecordBatchStream {
+        execute(plan, Arc::new(TaskContext::default()), bounds, ()).unwrap()
+    }
+
     fn schema() -> SchemaRef {
         Arc::new(Schema::new(vec![Field::new("n", DataType::Int64, false)]))
     }
@@ -466,8 +471,7 @@ mod tests {
             let (started, stopped, plan) = spinning_plan(partitions);
             let turns = Turns::new(2);
             let bounds = Bounds::new(&turns, "mallory", 0);
-            let mut stream =
-                execute(plan, Arc::new(TaskContext::default()), bounds.clone(), ()).unwrap();
+            let mut stream = start(plan, bounds.clone());
             let _ = futures::poll!(stream.next());
             assert_eq!(
                 reaches(&started, partitions as u64).await,
@@ -493,15 +497,9 @@ mod tests {
     #[tokio::test(flavor = "current_thread")]
     async fn running_out_of_time_stops_the_poll_in_progress() {
         let (started, stopped, plan) = spinning_plan(2);
-        let items: Vec<_> = execute(
-            plan,
-            Arc::new(TaskContext::default()),
-            bounds(Some(Duration::from_millis(300))),
-            (),
-        )
-        .unwrap()
-        .collect()
-        .await;
+        let items: Vec<_> = start(plan, bounds(Some(Duration::from_millis(300))))
+            .collect()
+            .await;
         assert_eq!(started.load(Ordering::SeqCst), 2);
         assert_eq!(items.len(), 1);
         assert!(items[0].is_err());
@@ -539,7 +537,7 @@ mod tests {
     #[tokio::test(flavor = "current_thread")]
     async fn a_long_poll_does_not_hold_the_callers_thread() {
         let (computed, plan) = slow_plan(3, Duration::from_millis(300));
-        let mut stream = execute(plan, Arc::new(TaskContext::default()), bounds(None), ()).unwrap();
+        let mut stream = start(plan, bounds(None));
         // The caller's only thread keeps running while the batches compute.
         let ticks = Arc::new(AtomicU64::new(0));
         let t = Arc::clone(&ticks);
@@ -569,7 +567,7 @@ mod tests {
     #[tokio::test(flavor = "current_thread")]
     async fn a_dropped_reader_stops_the_query() {
         let (computed, plan) = slow_plan(1000, Duration::from_millis(20));
-        let mut stream = execute(plan, Arc::new(TaskContext::default()), bounds(None), ()).unwrap();
+        let mut stream = start(plan, bounds(None));
         stream.next().await.unwrap().unwrap();
         drop(stream);
         tokio::time::sleep(Duration::from_millis(300)).await;
@@ -592,11 +590,11 @@ mod tests {
         let bounds = Bounds::new(&turns, "mallory", 0);
         // A reader that takes nothing after its first batch...
         let (_, idle) = slow_plan(100, Duration::from_millis(1));
-        let mut idle = execute(idle, Arc::new(TaskContext::default()), bounds.clone(), ()).unwrap();
+        let mut idle = start(idle, bounds.clone());
         idle.next().await.unwrap().unwrap();
         // ... leaves the user's one turn to their other query.
         let (_, other) = slow_plan(5, Duration::from_millis(1));
-        let other = execute(other, Arc::new(TaskContext::default()), bounds.clone(), ()).unwrap();
+        let other = start(other, bounds.clone());
         let rows = tokio::time::timeout(Duration::from_secs(30), other.collect::<Vec<_>>())
             .await
             .expect("the other query runs");
@@ -604,7 +602,7 @@ mod tests {
         // While one computes, the user's next waits for the turn.
         let held = Arc::clone(&bounds.turns).acquire_owned().await.unwrap();
         let (computed, waiting) = slow_plan(5, Duration::from_millis(1));
-        let waiting = execute(waiting, Arc::new(TaskContext::default()), bounds, ()).unwrap();
+        let waiting = start(waiting, bounds);
         tokio::time::sleep(Duration::from_millis(200)).await;
         assert_eq!(computed.load(Ordering::SeqCst), 0, "no turn, no work");
         drop(held);
@@ -614,13 +612,7 @@ mod tests {
     #[tokio::test(flavor = "current_thread")]
     async fn computing_past_the_limit_ends_the_read_with_resource_exhausted() {
         let (_, plan) = slow_plan(1000, Duration::from_millis(50));
-        let stream = execute(
-            plan,
-            Arc::new(TaskContext::default()),
-            bounds(Some(Duration::from_millis(400))),
-            (),
-        )
-        .unwrap();
+        let stream = start(plan, bounds(Some(Duration::from_millis(400))));
         let items: Vec<_> = stream.collect().await;
         let (ok, failed): (Vec<_>, Vec<_>) = items.into_iter().partition(|r| r.is_ok());
         assert!(ok.len() < 20, "{} batches", ok.len());
@@ -636,15 +628,9 @@ mod tests {
         // One batch whose computation takes far longer than the limit.
         let (_, plan) = slow_plan(1, Duration::from_secs(5));
         let started = Instant::now();
-        let items: Vec<_> = execute(
-            plan,
-            Arc::new(TaskContext::default()),
-            bounds(Some(Duration::from_millis(200))),
-            (),
-        )
-        .unwrap()
-        .collect()
-        .await;
+        let items: Vec<_> = start(plan, bounds(Some(Duration::from_millis(200))))
+            .collect()
+            .await;
         assert!(
             started.elapsed() < Duration::from_secs(4),
             "answered before the poll ended: {:?}",
@@ -659,10 +645,7 @@ mod tests {
     #[tokio::test(flavor = "current_thread")]
     async fn a_panic_ends_the_read_with_an_error_not_its_end() {
         let plan = plan_of(3, |i| assert!(i < 1, "a bug in an operator"));
-        let mut items: Vec<_> = execute(plan, Arc::new(TaskContext::default()), bounds(None), ())
-            .unwrap()
-            .collect()
-            .await;
+        let mut items: Vec<_> = start(plan, bounds(None)).collect().await;
         assert_eq!(items.len(), 2, "the first batch, then the error");
         let e = crate::error::query::from_datafusion(items.pop().unwrap().unwrap_err());
         assert!(items[0].is_ok());
@@ -672,13 +655,7 @@ mod tests {
     #[tokio::test(flavor = "current_thread")]
     async fn time_spent_waiting_for_the_reader_does_not_count() {
         let (_, plan) = slow_plan(6, Duration::from_millis(10));
-        let mut stream = execute(
-            plan,
-            Arc::new(TaskContext::default()),
-            bounds(Some(Duration::from_millis(300))),
-            (),
-        )
-        .unwrap();
+        let mut stream = start(plan, bounds(Some(Duration::from_millis(300))));
         let mut n = 0;
         while let Some(b) = stream.next().await {
             b.unwrap();

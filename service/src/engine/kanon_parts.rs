@@ -50,11 +50,7 @@ fn write(dir: &std::path::Path, file: &str, rows: &str) {
 /// `id gender state`.
 async fn read_parts(engine: &Arc<Engine>, who: &Arc<Principal>) -> (usize, Vec<String>) {
     let scope = engine.scope(who).await.unwrap();
-    let scan = ScanCommand {
-        dataset: "census.people".into(),
-        columns: vec!["id".into(), "gender".into(), "state".into()],
-        ..Default::default()
-    };
+    let scan = census_scan();
     let command = Command::Scan(scan.clone());
     let whole = engine.plan(&scope, &command, None, None).await.unwrap();
     let layout = engine.layout(&scope, &scan, &whole).await.unwrap();
@@ -99,6 +95,22 @@ async fn read_parts(engine: &Arc<Engine>, who: &Arc<Principal>) -> (usize, Vec<S
     (n, from_parts)
 }
 
+/// A scan of the census's id, gender and state.
+fn census_scan() -> ScanCommand {
+    ScanCommand {
+        dataset: "census.people".into(),
+        columns: vec!["id".into(), "gender".into(), "state".into()],
+        ..Default::default()
+    }
+}
+
+/// The dataset and k-anonymity of [`EXTRA`], its row policy replaced by
+/// `policies`.
+fn with_row_policies(policies: &str) -> String {
+    let (base, _) = EXTRA.split_once("[[policies]]\nname = \"under-69").unwrap();
+    format!("{base}{policies}")
+}
+
 /// The demo with the census files, one endpoint per file, and `extra`.
 async fn census(dir: &std::path::Path, extra: &str) -> (Arc<Engine>, Arc<Snapshot>) {
     let config = crate::demo::prepare(dir).unwrap();
@@ -120,22 +132,20 @@ async fn census(dir: &std::path::Path, extra: &str) -> (Arc<Engine>, Arc<Snapsho
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn counts_are_not_shared_by_samples_of_different_shares() {
     let dir = tempfile::tempdir().unwrap();
-    // The dataset and k-anonymity of EXTRA, its row policy replaced.
-    let (base, _) = EXTRA.split_once("[[policies]]\nname = \"under-69").unwrap();
-    let extra = format!(
-        r#"{base}
+    let extra = with_row_policies(
+        r#"
 [[policies]]
 name = "all-of-them-for-alice"
 dataset = "census.people"
-row_filter = {{ sample = 99.999, column = "id" }}
-except = {{ users = ["dave", "bob"] }}
+row_filter = { sample = 99.999, column = "id" }
+except = { users = ["dave", "bob"] }
 
 [[policies]]
 name = "one-percent-for-bob"
 dataset = "census.people"
-row_filter = {{ sample = 1, column = "id" }}
-except = {{ users = ["dave", "alice"] }}
-"#
+row_filter = { sample = 1, column = "id" }
+except = { users = ["dave", "alice"] }
+"#,
     );
     let (engine, snap) = census(dir.path(), &extra).await;
     // bob counts first (his sample keeps next to nothing); alice's sample
@@ -236,23 +246,18 @@ async fn a_reader_leaving_mid_count_fails_no_other_reader() {
     let dir = tempfile::tempdir().unwrap();
     // A row policy slow to evaluate (a second or so per file, each file a
     // call): the count is still running when the first reader leaves.
-    let (base, _) = EXTRA.split_once("[[policies]]\nname = \"under-69").unwrap();
-    let extra = format!(
-        r#"{base}
+    let extra = with_row_policies(
+        r#"
 [[policies]]
 name = "slow-to-count"
 dataset = "census.people"
-row_filter = {{ where = "levenshtein(repeat(state, 3000), repeat(gender, 3000)) >= 0" }}
-"#
+row_filter = { where = "levenshtein(repeat(state, 3000), repeat(gender, 3000)) >= 0" }
+"#,
     );
     let (engine, snap) = census(dir.path(), &extra).await;
     let dave = principal(&snap, "dave");
     let scope = engine.scope(&dave).await.unwrap();
-    let scan = ScanCommand {
-        dataset: "census.people".into(),
-        columns: vec!["id".into(), "gender".into(), "state".into()],
-        ..Default::default()
-    };
+    let scan = census_scan();
     let command = Command::Scan(scan.clone());
     let whole = engine.plan(&scope, &command, None, None).await.unwrap();
     let parts = engine.layout(&scope, &scan, &whole).await.unwrap().parts;
