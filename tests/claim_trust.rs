@@ -337,6 +337,80 @@ fn veil_token_warns_that_untrusted_claims_will_be_ignored() {
     assert!(out.status.success() && out.stderr.is_empty());
 }
 
+/// `veil token --user <name>`'s stderr, for the demo in `dir`.
+fn token_stderr(dir: &std::path::Path, user: &str) -> String {
+    let out = std::process::Command::new(veil_tests::veil_bin())
+        .args(["token", "--data-dir"])
+        .arg(dir)
+        .args(["--user", user])
+        .output()
+        .unwrap();
+    assert!(out.status.success());
+    String::from_utf8(out.stderr).unwrap()
+}
+
+#[tokio::test]
+async fn veil_token_notes_a_user_the_directory_does_not_know() {
+    let dir = tempfile::tempdir().unwrap();
+    let cfg_path = veil::demo::prepare(dir.path()).unwrap();
+    let unknown = |stderr: &str| stderr.contains("the directory has no user 'alcie'");
+    // Before any server ran, the config's users are the directory.
+    let stderr = token_stderr(dir.path(), "alcie");
+    assert!(
+        unknown(&stderr) && stderr.contains("veil admin users"),
+        "{stderr}"
+    );
+    assert_eq!(token_stderr(dir.path(), "alice"), "");
+    // Once the store exists, users put at run time count as well.
+    let cfg = Config::load(&cfg_path).unwrap();
+    let store = veil::server::open_store(&cfg).await.unwrap();
+    let erin = veil::model::identity::Identity::new(cfg.auth.default_issuer(), "erin");
+    store
+        .put_user(
+            &erin,
+            &veil::model::identity::UserRecord::default(),
+            veil::model::Origin::Runtime,
+        )
+        .await
+        .unwrap();
+    drop(store);
+    assert_eq!(token_stderr(dir.path(), "erin"), "");
+    assert!(unknown(&token_stderr(dir.path(), "alcie")));
+}
+
+#[test]
+fn veil_token_finds_the_demo_from_a_subdirectory() {
+    let clone = tempfile::tempdir().unwrap();
+    veil::demo::prepare(&clone.path().join("veil-data")).unwrap();
+    let sub = clone.path().join("client-py/src");
+    std::fs::create_dir_all(&sub).unwrap();
+    let out = std::process::Command::new(veil_tests::veil_bin())
+        .args(["token", "--user", "alice"])
+        .current_dir(&sub)
+        .env_remove("VEIL_DATA_DIR")
+        .env_remove("VEIL_CONFIG")
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{stderr}");
+    // Signed with the demo's key: it verifies against that config.
+    let token = String::from_utf8(out.stdout).unwrap();
+    let cfg = Config::load(&clone.path().join("veil-data/veil.toml")).unwrap();
+    let verifier = veil::auth::jwt::TokenVerifier::from_config(&cfg.auth, &cfg.base_dir).unwrap();
+    assert!(verifier.verify(token.trim()).is_ok(), "{token}");
+    // Nowhere above: the error says where it looked.
+    let elsewhere = tempfile::tempdir().unwrap();
+    let out = std::process::Command::new(veil_tests::veil_bin())
+        .args(["token", "--user", "alice"])
+        .current_dir(elsewhere.path())
+        .env_remove("VEIL_DATA_DIR")
+        .env_remove("VEIL_CONFIG")
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("no Veil data directory at 'veil-data'"));
+}
+
 #[test]
 fn veil_admin_without_a_token_says_how_to_get_one() {
     let out = std::process::Command::new(veil_tests::veil_bin())

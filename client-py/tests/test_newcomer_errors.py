@@ -85,6 +85,30 @@ def test_an_empty_result_under_a_row_policy_says_so(server):
         assert len(conn.scan_as_pandas("clinical.trials", filter="age > 1000")) == 0
 
 
+def test_an_empty_result_filtering_a_masked_column_says_so_first(server):
+    with connect(server, "alice") as conn:
+        # alice sees ssn as a keyed hash, and her state's rows only.
+        reads = [
+            lambda: conn.scan_as_pandas("clinical.trials", filter="ssn = '123-45-6789'"),
+            lambda: conn.sql("SELECT participant_id FROM clinical.trials WHERE SSN = '123-45-6789'"),
+            lambda: list(conn.scan_batches("clinical.trials", filter="ssn LIKE '123-%'")),
+        ]
+        for read in reads:
+            with warnings.catch_warnings(record=True) as seen:
+                warnings.simplefilter("always")
+                read()
+            kinds = [type(w.message) for w in seen]
+            # The masked column first (the likelier cause), then the row policy.
+            assert kinds == [veil.MaskedColumnWarning, veil.RowPolicyWarning], kinds
+            assert "ssn" in str(seen[0].message) and "masked values" in str(seen[0].message)
+            assert os.path.basename(seen[0].filename) == os.path.basename(__file__)
+        # A masked column the query only selects is no reason for no rows.
+        with warnings.catch_warnings(record=True) as seen:
+            warnings.simplefilter("always")
+            conn.sql("SELECT ssn FROM clinical.trials WHERE age > 1000")
+        assert [type(w.message) for w in seen] == [veil.RowPolicyWarning]
+
+
 def test_preview_is_stable(server):
     with connect(server, "alice") as conn:
         first = conn.preview("clinical.trials")

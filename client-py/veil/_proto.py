@@ -46,13 +46,30 @@ def encode_sql(query: str, privacy_receipt: bool = False) -> bytes:
 
 
 def decode_read_notes(body: bytes):
-    """Datasets a row policy filters for the caller, from a read's FlightInfo."""
+    """From a read's FlightInfo: the datasets a row policy filters for the
+    caller, and the columns the caller sees masked."""
     notes = pb.ReadNotes()
     try:
         notes.ParseFromString(body or b"")
     except Exception:
-        return []
-    return list(notes.row_filtered)
+        return [], []
+    return list(notes.row_filtered), list(notes.masked)
+
+
+def expression_of(command: bytes):
+    """The caller's own text in a read command: ("filter", a scan's filter),
+    ("sql", the query), or ("", "") for anything else."""
+    wrapped = pb.Any()
+    try:
+        wrapped.ParseFromString(command or b"")
+        name = wrapped.type_url.rsplit(".", 1)[-1]
+        if name == "ScanCommand":
+            return "filter", pb.ScanCommand.FromString(wrapped.value).filter
+        if name == "SqlCommand":
+            return "sql", pb.SqlCommand.FromString(wrapped.value).query
+    except Exception:
+        pass
+    return "", ""
 
 
 def encode_describe(dataset: str) -> bytes:

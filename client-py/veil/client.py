@@ -135,6 +135,11 @@ class RowPolicyWarning(UserWarning):
     the data: the policy may be why."""
 
 
+class MaskedColumnWarning(UserWarning):
+    """A read returned no rows, and its filter or query reads a column you
+    see masked: it compared the masked values, not the originals."""
+
+
 _SCHEMES = ("grpc://", "grpc+tcp://", "grpc+tls://", "grpc+unix://")
 
 # What gRPC says when nothing (or nothing speaking the same transport)
@@ -603,10 +608,10 @@ class Connection:
         return self._stream(info, progress, buffer, what)
 
     @contextlib.contextmanager
-    def _reading(self, progress, total, what, notes):
+    def _reading(self, progress, total, what, notes, command):
         """One read's progress report, its Flight errors as Veil's, and
-        the row-policy warning when it returned no rows (`notes`: a
-        function giving the plan's notes, asked only then)."""
+        the warnings when it returned no rows (`notes`: a function giving
+        the plan's notes, asked only then; `command`: the read's)."""
         report = _stream.Progress(progress, total, what)
         try:
             yield report
@@ -615,10 +620,14 @@ class Connection:
         finally:
             report.close()
         if report.rows == 0:
-            _warn_row_policy(_proto.decode_read_notes(notes()))
+            filtered, masked = _proto.decode_read_notes(notes())
+            _warn_masked(masked, _proto.expression_of(command))
+            _warn_row_policy(filtered)
 
     def _stream(self, info, progress, buffer, what, on_metadata=None):
-        with self._reading(progress, info.total_records, what, lambda: info.app_metadata) as report:
+        with self._reading(
+            progress, info.total_records, what, lambda: info.app_metadata, info.descriptor.command
+        ) as report:
             for batch in _stream.batches(self._open, info.endpoints, self._max_workers, buffer, on_metadata):
                 report.add(batch.num_rows)
                 yield batch
@@ -629,7 +638,9 @@ class Connection:
             if table is not None:
                 return table
         info = self._info(descriptor)
-        with self._reading(progress, info.total_records, what, lambda: info.app_metadata) as report:
+        with self._reading(
+            progress, info.total_records, what, lambda: info.app_metadata, descriptor.command
+        ) as report:
             batches = _stream.collect(
                 self._open, info.endpoints, self._max_workers, lambda b: report.add(b.num_rows), on_metadata
             )
@@ -642,7 +653,8 @@ class Connection:
         batches = []
         try:
             # Whether a row policy decides an empty answer: the plan's notes.
-            with self._reading(progress, None, what, lambda: self._info(descriptor).app_metadata) as report:
+            notes = lambda: self._info(descriptor).app_metadata  # noqa: E731
+            with self._reading(progress, None, what, notes, descriptor.command) as report:
                 try:
                     reader = self._client.do_get(flight.Ticket(_DIRECT + descriptor.command), self._options)
                     while True:
@@ -686,6 +698,34 @@ def _ours(filename):
     """A frame of this package, or of the `contextlib` machinery its
     methods read through."""
     return filename == contextlib.__file__ or os.path.dirname(os.path.abspath(filename)) == _HERE
+
+
+# A query's conditions: what follows WHERE, ON or HAVING, up to the next clause.
+_CONDITIONS = re.compile(
+    r"\b(?:where|on|having)\b(.*?)(?=\b(?:group|order|limit|union|except|intersect|join|window|select)\b|$)",
+    re.IGNORECASE | re.DOTALL,
+)
+
+
+def _warn_masked(masked, expression):
+    """Warn when the caller's own filter, or a condition of their query,
+    names columns they see masked: it compares the masked values, so it
+    may match nothing."""
+    kind, text = expression
+    if kind == "sql":
+        text = " ".join(m.group(1) for m in _CONDITIONS.finditer(text))
+    words = {w.lower() for w in re.findall(r"[A-Za-z_][A-Za-z0-9_]*", text)}
+    named = [c for c in masked if c.lower() in words]
+    if named:
+        where = "filter" if kind == "filter" else "query's condition"
+        warnings.warn(
+            MaskedColumnWarning(
+                f"no rows: your {where} reads "
+                f"{', '.join(named)}, which you see masked: it compares the masked values "
+                "(as preview(name) shows them), not the originals"
+            ),
+            stacklevel=_outside_stacklevel(),
+        )
 
 
 def _warn_row_policy(filtered):

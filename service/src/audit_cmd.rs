@@ -19,14 +19,10 @@ pub(crate) struct AuditArgs {
     /// Config file of the server whose audit to read.
     #[arg(long, env = "VEIL_CONFIG", global = true)]
     config: Option<PathBuf>,
-    /// Without --config: the demo's data directory.
-    #[arg(
-        long,
-        env = "VEIL_DATA_DIR",
-        default_value = "veil-data",
-        global = true
-    )]
-    data_dir: PathBuf,
+    /// Without --config: the demo's data directory (default: ./veil-data,
+    /// or the nearest veil-data above the current directory).
+    #[arg(long, env = "VEIL_DATA_DIR", global = true)]
+    data_dir: Option<PathBuf>,
 }
 
 #[derive(Debug, Subcommand)]
@@ -62,7 +58,7 @@ enum AuditCommand {
 }
 
 pub(crate) fn run(args: AuditArgs) -> Result<(), VeilError> {
-    let cfg = load(args.config, &args.data_dir)?;
+    let cfg = load(args.config, &crate::demo_dir(args.data_dir))?;
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()

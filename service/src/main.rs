@@ -10,9 +10,10 @@ use std::process::ExitCode;
 use veil::auth::claim_trust::ClaimTrust;
 use veil::auth::jwt::TokenMinter;
 use veil::config::Config;
+use veil::config::StoreBackend;
 use veil::error::VeilError;
 use veil::logging::LogFormat;
-use veil::model::identity::Attributes;
+use veil::model::identity::{Attributes, Identity};
 use veil::server::{ServeOptions, start};
 
 #[derive(Debug, Parser)]
@@ -70,8 +71,10 @@ enum Commands {
         ttl: u64,
         #[arg(long, env = "VEIL_CONFIG")]
         config: Option<PathBuf>,
-        #[arg(long, env = "VEIL_DATA_DIR", default_value = "veil-data")]
-        data_dir: PathBuf,
+        /// The demo's directory. Default: ./veil-data, or the nearest
+        /// veil-data above the current directory.
+        #[arg(long, env = "VEIL_DATA_DIR")]
+        data_dir: Option<PathBuf>,
     },
     /// Administer a running server (datasets, dictionary, directory,
     /// permissions, reload). Uses VEIL_ADDRESS and VEIL_TOKEN.
@@ -124,7 +127,7 @@ fn main() -> ExitCode {
             ttl,
             config,
             data_dir,
-        } => token(&user, &groups, &attrs, ttl, config, &data_dir),
+        } => token(&user, &groups, &attrs, ttl, config, &demo_dir(data_dir)),
         Commands::Admin(args) => admin::run(args),
         Commands::Explain(args) => admin::run_explain(args),
         Commands::Audit(args) => audit_cmd::run(args),
@@ -269,6 +272,24 @@ Administer it as dave (datasets, directory, permissions, reload):
     );
 }
 
+/// The demo's data directory for a command that reads it: as given,
+/// else `./veil-data` or the nearest one above the current directory that
+/// holds a config (so the README's commands work anywhere in the clone).
+pub(crate) fn demo_dir(given: Option<PathBuf>) -> PathBuf {
+    const DEMO_DIR: &str = "veil-data";
+    if let Some(dir) = given {
+        return dir;
+    }
+    std::env::current_dir()
+        .ok()
+        .and_then(|cwd| {
+            cwd.ancestors()
+                .map(|d| d.join(DEMO_DIR))
+                .find(|d| d.join("veil.toml").is_file())
+        })
+        .unwrap_or_else(|| PathBuf::from(DEMO_DIR))
+}
+
 fn token(
     user: &str,
     groups: &[String],
@@ -337,6 +358,48 @@ fn token(
             "veil: warning: the server ignores this token's --attr claims: issuer '{issuer}' is not trusted for attributes. Give the user attributes in the directory (`veil admin put-user`), or trust the issuer in [[auth.issuers]] (README: \"Which claims Veil trusts\")"
         );
     }
+    if in_directory(&cfg, &Identity::new(issuer, user)) == Some(false) {
+        eprintln!(
+            "veil: note: the directory has no user '{user}' (issuer '{issuer}'): the server knows this user only by the token's trusted claims, so policies that name their groups or attributes won't match. Check the spelling; `veil admin users` lists the directory"
+        );
+    }
     println!("{token}");
     Ok(())
+}
+
+/// Whether the node's directory holds `who`; `None` when it can't be
+/// read within a few seconds (a token is still printed).
+fn in_directory(cfg: &Config, who: &Identity) -> Option<bool> {
+    let in_config = || {
+        cfg.users.iter().any(|u| {
+            u.name == who.subject
+                && u.issuer
+                    .clone()
+                    .unwrap_or_else(|| cfg.auth.default_issuer())
+                    == who.issuer
+        })
+    };
+    // No server has run yet: the config's users are the directory it
+    // will start with.
+    if cfg.store.backend == StoreBackend::Sqlite && !cfg.sqlite_path().exists() {
+        return Some(in_config());
+    }
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .ok()?;
+    let snapshot = rt.block_on(async {
+        tokio::time::timeout(std::time::Duration::from_secs(3), async {
+            veil::server::open_store(cfg)
+                .await
+                .ok()?
+                .snapshot()
+                .await
+                .ok()
+        })
+        .await
+        .ok()
+        .flatten()
+    })?;
+    Some(snapshot.users.contains_key(who) || in_config())
 }

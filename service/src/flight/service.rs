@@ -395,6 +395,14 @@ impl VeilFlight {
                             .iter()
                             .filter(|r| r.policy.rows_filtered() && r.policy.dp.is_none()),
                     ),
+                    masked: planned
+                        .reads
+                        .iter()
+                        .filter(|r| r.policy.dp.is_none())
+                        .flat_map(|r| r.policy.masks.keys().cloned())
+                        .collect::<std::collections::BTreeSet<_>>()
+                        .into_iter()
+                        .collect(),
                 }
                 .encode_to_vec(),
             );
