@@ -393,6 +393,11 @@ fn veil_token_finds_the_demo_from_a_subdirectory() {
         .unwrap();
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(out.status.success(), "{stderr}");
+    // It says whose key signs the token.
+    assert!(
+        stderr.starts_with("veil: using ") && stderr.trim_end().ends_with("veil-data"),
+        "{stderr}"
+    );
     // Signed with the demo's key: it verifies against that config.
     let token = String::from_utf8(out.stdout).unwrap();
     let cfg = Config::load(&clone.path().join("veil-data/veil.toml")).unwrap();

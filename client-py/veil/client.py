@@ -700,11 +700,15 @@ def _ours(filename):
     return filename == contextlib.__file__ or os.path.dirname(os.path.abspath(filename)) == _HERE
 
 
-# A query's conditions: what follows WHERE, ON or HAVING, up to the next clause.
+# A query's conditions: what follows WHERE, ON, USING, HAVING or QUALIFY,
+# up to the next clause.
 _CONDITIONS = re.compile(
-    r"\b(?:where|on|having)\b(.*?)(?=\b(?:group|order|limit|union|except|intersect|join|window|select)\b|$)",
+    r"\b(?:where|on|using|having|qualify)\b(.*?)"
+    r"(?=\b(?:group|order|limit|union|except|intersect|join|window|from)\b|\)\s*select\b|$)",
     re.IGNORECASE | re.DOTALL,
 )
+# String literals, quoted names' quotes aside, and comments: not column names.
+_NOT_NAMES = re.compile(r"'(?:[^']|'')*'|--[^\n]*|/\*.*?\*/", re.DOTALL)
 
 
 def _warn_masked(masked, expression):
@@ -712,6 +716,7 @@ def _warn_masked(masked, expression):
     names columns they see masked: it compares the masked values, so it
     may match nothing."""
     kind, text = expression
+    text = _NOT_NAMES.sub(" ", text)
     if kind == "sql":
         text = " ".join(m.group(1) for m in _CONDITIONS.finditer(text))
     words = {w.lower() for w in re.findall(r"[A-Za-z_][A-Za-z0-9_]*", text)}

@@ -118,7 +118,7 @@ fn load(config: Option<PathBuf>, data_dir: &Path) -> Result<Config, VeilError> {
             let path = data_dir.join("veil.toml");
             if !path.exists() {
                 return Err(VeilError::InvalidArgument(format!(
-                    "no --config given and no demo config at {}; pass --config PATH (or VEIL_CONFIG)",
+                    "no --config given and no demo config at {} (nor in a veil-data above the current directory); pass --config PATH (or VEIL_CONFIG)",
                     path.display()
                 )));
             }

@@ -280,14 +280,26 @@ pub(crate) fn demo_dir(given: Option<PathBuf>) -> PathBuf {
     if let Some(dir) = given {
         return dir;
     }
-    std::env::current_dir()
-        .ok()
-        .and_then(|cwd| {
-            cwd.ancestors()
-                .map(|d| d.join(DEMO_DIR))
-                .find(|d| d.join("veil.toml").is_file())
-        })
-        .unwrap_or_else(|| PathBuf::from(DEMO_DIR))
+    let here = PathBuf::from(DEMO_DIR);
+    // A ./veil-data of its own (even one without a config, which then
+    // fails with its own message) is never passed over.
+    if here.is_dir() {
+        return here;
+    }
+    let above = std::env::current_dir().ok().and_then(|cwd| {
+        cwd.ancestors()
+            .skip(1)
+            .map(|d| d.join(DEMO_DIR))
+            .find(|d| d.join("veil.toml").is_file())
+    });
+    match above {
+        Some(dir) => {
+            // The key signing the token is that directory's: say which.
+            eprintln!("veil: using {}", dir.display());
+            dir
+        }
+        None => here,
+    }
 }
 
 fn token(
@@ -360,46 +372,34 @@ fn token(
     }
     if in_directory(&cfg, &Identity::new(issuer, user)) == Some(false) {
         eprintln!(
-            "veil: note: the directory has no user '{user}' (issuer '{issuer}'): the server knows this user only by the token's trusted claims, so policies that name their groups or attributes won't match. Check the spelling; `veil admin users` lists the directory"
+            "veil: note: the directory has no user '{user}' (issuer '{issuer}'): no directory groups or attributes apply to them, only the token's claims the server trusts. Check the spelling; `veil admin users` lists the directory"
         );
     }
     println!("{token}");
     Ok(())
 }
 
-/// Whether the node's directory holds `who`; `None` when it can't be
-/// read within a few seconds (a token is still printed).
+/// Whether the node's directory holds `who`: the config's users, and for
+/// a SQLite store that exists, its users read through a read-only
+/// connection (never a migration or a write beside a running server).
+/// `None` when it can't tell (a PostgreSQL store, an unreadable file): no
+/// note then.
 fn in_directory(cfg: &Config, who: &Identity) -> Option<bool> {
-    let in_config = || {
-        cfg.users.iter().any(|u| {
-            u.name == who.subject
-                && u.issuer
-                    .clone()
-                    .unwrap_or_else(|| cfg.auth.default_issuer())
-                    == who.issuer
-        })
-    };
-    // No server has run yet: the config's users are the directory it
-    // will start with.
-    if cfg.store.backend == StoreBackend::Sqlite && !cfg.sqlite_path().exists() {
-        return Some(in_config());
+    let in_config = cfg.users.iter().any(|u| {
+        u.name == who.subject
+            && u.issuer
+                .clone()
+                .unwrap_or_else(|| cfg.auth.default_issuer())
+                == who.issuer
+    });
+    match cfg.store.backend {
+        _ if in_config => Some(true),
+        // No server has run yet: the config's users are the directory it
+        // will start with.
+        StoreBackend::Sqlite if !cfg.sqlite_path().exists() => Some(false),
+        StoreBackend::Sqlite => {
+            veil::store::sqlite::SqliteStore::has_user(&cfg.sqlite_path(), who).ok()
+        }
+        StoreBackend::Postgres => None,
     }
-    let rt = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .ok()?;
-    let snapshot = rt.block_on(async {
-        tokio::time::timeout(std::time::Duration::from_secs(3), async {
-            veil::server::open_store(cfg)
-                .await
-                .ok()?
-                .snapshot()
-                .await
-                .ok()
-        })
-        .await
-        .ok()
-        .flatten()
-    })?;
-    Some(snapshot.users.contains_key(who) || in_config())
 }

@@ -399,7 +399,7 @@ impl VeilFlight {
                         .reads
                         .iter()
                         .filter(|r| r.policy.dp.is_none())
-                        .flat_map(|r| r.policy.masks.keys().cloned())
+                        .flat_map(|r| r.policy.masked_columns())
                         .collect::<std::collections::BTreeSet<_>>()
                         .into_iter()
                         .collect(),

@@ -296,6 +296,27 @@ impl SqliteStore {
         Ok(store)
     }
 
+    /// Whether the store at `path` has `who` in its directory, read
+    /// through a read-only connection (no migration, no schema or mode
+    /// change, at most a short wait for a writer): for commands that run
+    /// beside a server, such as `veil token`.
+    pub fn has_user(path: &Path, who: &Identity) -> Result<bool> {
+        let unreadable = |e: rusqlite::Error| VeilError::Unavailable(format!("{e}"));
+        let c = Connection::open_with_flags(
+            path,
+            rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY | rusqlite::OpenFlags::SQLITE_OPEN_NO_MUTEX,
+        )
+        .map_err(unreadable)?;
+        c.busy_timeout(std::time::Duration::from_millis(500))
+            .map_err(unreadable)?;
+        c.query_row(
+            "SELECT EXISTS (SELECT 1 FROM users WHERE issuer = ?1 AND subject = ?2)",
+            params![who.issuer, who.subject],
+            |r| r.get::<_, bool>(0),
+        )
+        .map_err(unreadable)
+    }
+
     pub fn in_memory() -> Result<Self> {
         Self::init(Connection::open_in_memory().map_err(db_err)?)
     }
