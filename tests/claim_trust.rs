@@ -328,13 +328,7 @@ fn veil_token_warns_that_untrusted_claims_will_be_ignored() {
         "{stderr}"
     );
     // Without claims, nothing to warn about.
-    let out = std::process::Command::new(veil_tests::veil_bin())
-        .args(["token", "--data-dir"])
-        .arg(dir.path())
-        .args(["--user", "alice"])
-        .output()
-        .unwrap();
-    assert!(out.status.success() && out.stderr.is_empty());
+    assert_eq!(token_stderr(dir.path(), "alice"), "");
 }
 
 /// `veil token --user <name>`'s stderr, for the demo in `dir`.
