@@ -33,7 +33,10 @@ With --clients, the standard clients and the Python client's parallelism
 With --arrow-only every path stops at the Arrow table (no to_pandas):
 pq.read_table(path), do_get().read_all(), conn.scan_as_arrow(...).
 
-Prints medians, throughput ratios, the server process's peak RSS during
+Runs --repeat rounds; each round runs every path once in a shuffled order
+(an untimed read, then the timed one), so the host's drift during a run
+lands on every path alike. Prints medians, each round's ratios for the
+goals (governed and unmasked, unmasked and reference, ...), throughput ratios, the server process's peak RSS during
 each path's timed runs (Veil's, or the reference server's; Linux only:
 VmHWM after resetting it through /proc/PID/clear_refs, else VmRSS sampled
 every 10 ms) and its CPU time per read (user + system), and bytes sent by
@@ -47,6 +50,7 @@ Needs pyarrow, pandas and the `veil` client (pip install ./client-py).
 
 import argparse
 import os
+import random
 import statistics
 import subprocess
 import sys
@@ -254,14 +258,18 @@ FLIGHT_SERVER = textwrap.dedent(
 )
 
 
-def timed(fn, repeat):
-    times, result = [], None
-    for _ in range(repeat):
-        t = time.perf_counter()
-        result = fn()
-        times.append(time.perf_counter() - t)
-        del result
-    return statistics.median(times)
+def timed_once(fn):
+    """Seconds one call of fn takes (its result is dropped after the clock stops)."""
+    t = time.perf_counter()
+    result = fn()
+    elapsed = time.perf_counter() - t
+    del result
+    return elapsed
+
+
+def per_round(runs, numerator, denominator):
+    """The ratio numerator / denominator of each round's timed reads, as text."""
+    return " ".join(f"{a / b:.2f}" for a, b in zip(runs[numerator], runs[denominator]))
 
 
 def cpu_seconds(pid):
@@ -368,7 +376,8 @@ RSS_METHODS = {
 def main():
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--rows", type=int, default=1_000_000)
-    ap.add_argument("--repeat", type=int, default=3)
+    ap.add_argument("--repeat", type=int, default=3, help="rounds: each runs every path (an untimed read, then a timed one) in a shuffled order")
+    ap.add_argument("--seed", type=int, default=1, help="seeds the order of the paths in each round")
     ap.add_argument("--veil-bin", default=os.environ.get("VEIL_BIN", "target/release/veil"))
     ap.add_argument("--workdir", default=None, help="keeps the generated file between runs")
     ap.add_argument("--endpoints", type=int, default=8)
@@ -507,26 +516,43 @@ def main():
             f()
         waited = wait_idle(veil_proc.pid)
         print(f"veil finished background work {waited:.1f} s after the warm-up", flush=True)
-        # The server's peak RSS over each path's timed runs. It starts from
-        # the RSS the path inherits: Veil's allocator keeps freed pages for
-        # 10 s (so each Veil path first waits --rss-settle seconds), and the
+        # Rounds: each runs every path once, in an order shuffled per round
+        # (seeded), so a drift of the host's speed during the run lands on
+        # every path alike instead of on whichever paths ran at the time.
+        # Each path reads once untimed and then once timed, back to back, so
+        # the timed read starts from its own path's state (the client's heap,
+        # the server's caches), not from the previous path's.
+        # The server's peak RSS covers those two reads. It starts from the
+        # RSS the path inherits: Veil's allocator keeps freed pages for 10 s
+        # (so each Veil path first waits --rss-settle seconds), and the
         # reference server holds the whole table.
-        results, peaks, rss_methods, cpus = {}, {}, set(), {}
-        for name, f, pid in paths:
-            rss = PeakRss(pid) if pid is not None else None
-            if rss is not None:
-                if pid == veil_proc.pid:
-                    time.sleep(args.rss_settle)
-                rss.start()
-            cpu_before = cpu_seconds(pid) if pid is not None else None
-            results[name] = timed(f, args.repeat)
-            cpu_after = cpu_seconds(pid) if pid is not None else None
-            if cpu_before is not None and cpu_after is not None:
-                cpus[name] = (cpu_after - cpu_before) / args.repeat
-            if rss is not None:
-                peaks[name] = rss.stop()
-                if rss.method is not None:
-                    rss_methods.add(rss.method)
+        runs = {name: [] for name, _, _ in paths}
+        cpu_runs = {name: [] for name, _, _ in paths}
+        peaks, rss_methods = {}, set()
+        rng = random.Random(args.seed)
+        for _ in range(args.repeat):
+            order = list(paths)
+            rng.shuffle(order)
+            for name, f, pid in order:
+                rss = PeakRss(pid) if pid is not None else None
+                if rss is not None:
+                    if pid == veil_proc.pid:
+                        time.sleep(args.rss_settle)
+                    rss.start()
+                f()  # the untimed read (its result is dropped at once)
+                cpu_before = cpu_seconds(pid) if pid is not None else None
+                runs[name].append(timed_once(f))
+                cpu_after = cpu_seconds(pid) if pid is not None else None
+                if cpu_before is not None and cpu_after is not None:
+                    cpu_runs[name].append(cpu_after - cpu_before)
+                if rss is not None:
+                    peak = rss.stop()
+                    if peak is not None:
+                        peaks[name] = max(peaks.get(name, 0.0), peak)
+                    if rss.method is not None:
+                        rss_methods.add(rss.method)
+        results = {name: statistics.median(times) for name, times in runs.items()}
+        cpus = {name: statistics.mean(c) for name, c in cpu_runs.items() if c}
         table = plain.scan_as_arrow("bench.people")
         time.sleep(0.5)
         ends = [e for e in governed.audit_tail(2000) if e["action"] == "read.end" and e["subject"] == "plain"]
@@ -546,10 +572,14 @@ def main():
             print(f"{name:44} {t:9.3f} {args.rows / t:13,.0f} {base_local / t:9.2f} {base_ref / t:7.2f} {peak} {cpu}".rstrip())
         base_veil = results[name_veil]
         for name in (name_kanon, name_fpe, name_governed):
-            print(f"{name}: {results[name] / base_veil:.2f}x the time of the unmasked Veil scan")
+            print(f"{name}: {results[name] / base_veil:.2f}x the time of the unmasked Veil scan (per round: {per_round(runs, name, name_veil)})")
+        print(f"{name_veil}: {base_ref / base_veil:.2f}x the throughput of the reference (per round: {per_round(runs, name_ref, name_veil)})")
         if args.clients:
-            print(f"{name_veil}: {results[name_serial] / base_veil:.2f}x faster than reading its endpoints one by one")
-            print(f"{name_adbc}: {results[name_sql] / results[name_adbc]:.2f}x the throughput of the same SELECT through Veil's client, {base_veil / results[name_adbc]:.2f}x that of its scan")
+            print(f"{name_veil}: {results[name_serial] / base_veil:.2f}x faster than reading its endpoints one by one (per round: {per_round(runs, name_serial, name_veil)})")
+            print(
+                f"{name_adbc}: {results[name_sql] / results[name_adbc]:.2f}x the throughput of the same SELECT through Veil's client "
+                f"(per round: {per_round(runs, name_sql, name_adbc)}), {base_veil / results[name_adbc]:.2f}x that of its scan"
+            )
         print(f"veil bytes on the wire / arrow size of the result: {sent / table.nbytes:.3f} ({sent / 1e6:,.0f} MB / {table.nbytes / 1e6:,.0f} MB)")
         if s3 is not None:
             base_s3 = results[name_s3_local]
@@ -558,8 +588,9 @@ def main():
             print(f"{name_s3_governed}: {results[name_s3_governed] / results[name_s3_veil]:.2f}x the time of the unmasked Veil scan of S3")
         print("(ratios are throughput relative to the column's baseline: > 1 is faster)")
         methods = ", ".join(RSS_METHODS[m] for m in sorted(rss_methods)) or "not measured (no /proc)"
-        print(f"(server peak RSS over each path's {args.repeat} timed runs: {methods})")
-        print("(server CPU s: the serving process's user + system CPU time per read, mean over the timed runs)")
+        print(f"(median of {args.repeat} rounds, each path once per round in a shuffled order, after an untimed read of the same path)")
+        print(f"(server peak RSS over each path's reads, untimed and timed, in every round: {methods})")
+        print("(server CPU s: the serving process's user + system CPU time per timed read, mean over the rounds)")
     finally:
         veil_proc.terminate()
         ref_proc.terminate()
