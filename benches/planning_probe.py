@@ -11,7 +11,10 @@ size, each in its own server:
               regex, rounding, date rounding in turn)
 
 Each dataset is a 10-row parquet file, so DoGet measures the request, not the
-read. Prints p50 and p90 in milliseconds over --repeat calls after a warm-up.
+read. Prints p50 and p90 in milliseconds over --repeat calls after a warm-up,
+first for a reference: a minimal pyarrow Flight server (no authentication,
+audit or policies) answering the same 100-column table from memory, with the
+same client loop (--no-reference skips it).
 
     python benches/planning_probe.py --veil-bin target/release/veil --repeat 300
 
@@ -126,6 +129,73 @@ def p(values, q):
     return values[min(len(values) - 1, int(q * len(values)))] * 1000
 
 
+def measure(client, desc, ticket, options, repeat):
+    """GetFlightInfo and DoGet in turn, 20 pairs to warm up, then `repeat`
+    timed pairs; returns the two lists of seconds."""
+    for _ in range(20):
+        client.get_flight_info(desc, options)
+        client.do_get(ticket, options).read_all()
+    infos, gets = [], []
+    for _ in range(repeat):
+        t = time.perf_counter()
+        client.get_flight_info(desc, options)
+        infos.append(time.perf_counter() - t)
+        t = time.perf_counter()
+        client.do_get(ticket, options).read_all()
+        gets.append(time.perf_counter() - t)
+    return infos, gets
+
+
+def report(label, infos, gets, note=""):
+    print(
+        f"{label:44}  GetFlightInfo p50 {p(infos, 0.5):6.2f} ms p90 {p(infos, 0.9):6.2f} ms   "
+        f"DoGet p50 {p(gets, 0.5):6.2f} ms p90 {p(gets, 0.9):6.2f} ms   {note}".rstrip(),
+        flush=True,
+    )
+
+
+# The reference: a minimal pyarrow Flight server (no authentication, no
+# audit, no policies) answering GetFlightInfo and DoGet for the same table
+# from memory, in a process of its own. Prints its port.
+REFERENCE_SERVER = """
+import sys
+import pyarrow.flight as fl
+import pyarrow.parquet as pq
+
+table = pq.read_table(sys.argv[1])
+
+
+class Server(fl.FlightServerBase):
+    def get_flight_info(self, context, descriptor):
+        endpoint = fl.FlightEndpoint(b"x", [])
+        return fl.FlightInfo(table.schema, descriptor, [endpoint], table.num_rows, table.nbytes)
+
+    def do_get(self, context, ticket):
+        return fl.RecordBatchStream(table)
+
+
+server = Server("grpc://127.0.0.1:0")
+print(server.port, flush=True)
+server.serve()
+"""
+
+
+def probe_reference(columns: int, repeat: int):
+    work = Path(tempfile.mkdtemp(prefix="veil-probe-ref-"))
+    write_file(work / "probe.parquet", columns)
+    proc = subprocess.Popen([sys.executable, "-c", REFERENCE_SERVER, str(work / "probe.parquet")], stdout=subprocess.PIPE, text=True)
+    try:
+        client = fl.FlightClient(f"grpc://127.0.0.1:{int(proc.stdout.readline())}")
+        options = fl.FlightCallOptions()
+        desc = fl.FlightDescriptor.for_path("probe")
+        ticket = client.get_flight_info(desc, options).endpoints[0].ticket
+        infos, gets = measure(client, desc, ticket, options, repeat)
+        report(f"reference    pyarrow Flight, {columns:3} cols, from memory", infos, gets)
+    finally:
+        proc.terminate()
+        proc.wait()
+
+
 def probe(veil_bin: str, datasets: int, columns: int, policies: int, repeat: int, label: str):
     work = Path(tempfile.mkdtemp(prefix="veil-probe-"))
     (work / "data").mkdir()
@@ -160,23 +230,8 @@ def probe(veil_bin: str, datasets: int, columns: int, policies: int, repeat: int
         ticket = info.endpoints[0].ticket
         rows = client.do_get(ticket, options).read_all()
         assert rows.num_rows == 10 and rows.num_columns == columns, (rows.num_rows, rows.num_columns)
-        for _ in range(20):
-            client.get_flight_info(desc, options)
-            client.do_get(ticket, options).read_all()
-        infos, gets = [], []
-        for _ in range(repeat):
-            t = time.perf_counter()
-            client.get_flight_info(desc, options)
-            infos.append(time.perf_counter() - t)
-            t = time.perf_counter()
-            client.do_get(ticket, options).read_all()
-            gets.append(time.perf_counter() - t)
-        print(
-            f"{label:12} {datasets:4} x {columns:3} cols, {policies:5} policies  "
-            f"GetFlightInfo p50 {p(infos, 0.5):6.2f} ms p90 {p(infos, 0.9):6.2f} ms   "
-            f"DoGet p50 {p(gets, 0.5):6.2f} ms p90 {p(gets, 0.9):6.2f} ms   (start {start_s:.1f} s)",
-            flush=True,
-        )
+        infos, gets = measure(client, desc, ticket, options, repeat)
+        report(f"{label:12} {datasets:4} x {columns:3} cols, {policies:5} policies", infos, gets, f"(start {start_s:.1f} s)")
     finally:
         proc.terminate()
         proc.wait()
@@ -187,7 +242,10 @@ def main():
     ap.add_argument("--veil-bin", default=os.environ.get("VEIL_BIN", "target/release/veil"))
     ap.add_argument("--repeat", type=int, default=300)
     ap.add_argument("--only", choices=["small", "large-none", "large"], default=None)
+    ap.add_argument("--no-reference", action="store_true", help="skip the in-memory pyarrow Flight server of the same table")
     args = ap.parse_args()
+    if not args.no_reference:
+        probe_reference(100, args.repeat)
     runs = [
         ("small", 10, 100, 0),
         ("large-none", 100, 100, 0),
