@@ -75,7 +75,42 @@ async fn directory_entries_change_access_on_the_next_request() {
         assert!(e.to_string().contains("config file"), "{e}");
     }
 
-    dave.delete_user(user("frank")).await.unwrap();
+    // Grants and the disabled flag outlive the entry, and deleting it says so.
+    dave.grant(user("frank"), "CREATE_DATA_SOURCE")
+        .await
+        .unwrap();
+    dave.set_user_disabled(user("frank"), true).await.unwrap();
+    let said = dave.delete_user(user("frank")).await.unwrap();
+    assert!(said.contains("directory entry deleted"), "{said}");
+    assert!(
+        said.contains("grants CREATE_DATA_SOURCE stay") && said.contains("revoke"),
+        "{said}"
+    );
+    assert!(
+        said.contains("stays disabled") && said.contains("enable"),
+        "{said}"
+    );
+    let f = dave.list_users().await.unwrap();
+    let f = f
+        .iter()
+        .find(|u| u.subject == "frank")
+        .expect("still listed: grants and the flag stay");
+    assert_eq!((f.origin.as_str(), f.disabled), ("", true));
+    assert!(f.groups.is_empty() && f.attributes.is_empty());
+    let said = dave.delete_user(user("frank")).await.unwrap();
+    assert!(
+        said.contains("had no directory entry") && said.contains("grants CREATE_DATA_SOURCE stay"),
+        "{said}"
+    );
+    dave.revoke(user("frank"), "CREATE_DATA_SOURCE")
+        .await
+        .unwrap();
+    dave.set_user_disabled(user("frank"), false).await.unwrap();
+    let said = dave.delete_user(user("frank")).await.unwrap();
+    assert!(
+        said.contains("had no directory entry (grants and the disabled flag are separate"),
+        "{said}"
+    );
     assert_eq!(
         code(
             &frank

@@ -37,6 +37,39 @@ async fn tls_from_the_config_serves_encrypted_only() {
             .unwrap()
             .contains(&"clinical.trials".to_string())
     );
+    // `veil admin` reaches it by its grpc+tls:// address alone when the
+    // system trusts the CA (SSL_CERT_FILE here), and says what to give when not.
+    let port = server.address.rsplit(':').next().unwrap();
+    // (On a blocking thread: the server answers on this test's runtime.)
+    let admin = |trusted: std::path::PathBuf| {
+        let mut cmd = std::process::Command::new(veil_tests::veil_bin());
+        cmd.args([
+            "admin",
+            "--address",
+            &format!("grpc+tls://localhost:{port}"),
+            "whoami",
+        ])
+        .env("VEIL_TOKEN", server.token("alice"))
+        .env("SSL_CERT_FILE", trusted)
+        .env_remove("SSL_CERT_DIR")
+        .env_remove("VEIL_CA_FILE");
+        async move {
+            tokio::task::spawn_blocking(move || cmd.output().unwrap())
+                .await
+                .unwrap()
+        }
+    };
+    let out = admin(fixture("tls_ca.pem")).await;
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success() && stdout.contains("alice"), "{out:?}");
+    // Trusting only an unrelated certificate: the CA is unknown.
+    let out = admin(fixture("tls_cert.pem")).await;
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success(), "{out:?}");
+    assert!(
+        stderr.contains("certificate is not trusted") && stderr.contains("--ca-file"),
+        "{stderr}"
+    );
     // A plaintext client gets no answer from a TLS server.
     let plain = veil_client::Connection::connect(&server.address, &server.token("alice")).await;
     match plain {
@@ -71,4 +104,55 @@ async fn plaintext_off_loopback_needs_insecure() {
     .await
     .unwrap();
     running.stop().await.unwrap();
+}
+
+#[test]
+fn the_demo_refuses_other_addresses_before_creating_anything() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("veil-data");
+    let out = std::process::Command::new(veil_tests::veil_bin())
+        .args(["serve", "--demo", "--listen", "0.0.0.0:0", "--data-dir"])
+        .arg(&data)
+        .env_remove("VEIL_CONFIG")
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success());
+    assert!(
+        stderr.contains("demo mode serves on loopback only, not on 0.0.0.0:0")
+            && stderr.contains("--listen 127.0.0.1:PORT"),
+        "{stderr}"
+    );
+    assert!(!stderr.contains("internal error"), "{stderr}");
+    assert!(!data.exists(), "nothing is created for a refused demo");
+}
+
+#[test]
+fn veil_admin_reads_addresses_like_the_python_client() {
+    let run = |address: &str| {
+        let out = std::process::Command::new(veil_tests::veil_bin())
+            .args(["admin", "--address", address, "whoami"])
+            .env("VEIL_TOKEN", "a-token")
+            .output()
+            .unwrap();
+        assert!(!out.status.success());
+        String::from_utf8(out.stderr).unwrap()
+    };
+    let e = run("http://127.0.0.1:9");
+    assert!(
+        e.contains("http:// is not spoken") && e.contains("grpc://127.0.0.1:9"),
+        "{e}"
+    );
+    let e = run("127.0.0.1");
+    assert!(
+        e.contains("has no port") && e.contains("grpc://127.0.0.1:PORT"),
+        "{e}"
+    );
+    // host:port alone is grpc://host:port: nothing listens on port 9.
+    let e = run("127.0.0.1:9");
+    assert!(
+        e.contains("cannot connect to Veil at 127.0.0.1:9")
+            && e.contains("check that the server runs there"),
+        "{e}"
+    );
 }

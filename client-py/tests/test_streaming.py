@@ -93,6 +93,11 @@ def test_addresses_a_newcomer_might_write(server):
     with veil.connect(hostport, server.token("alice")) as conn:
         assert conn.address == "grpc://" + hostport
         assert "clinical.trials" in conn.list_datasets()
+    # Without a port gRPC would try 443 and say nothing of it.
+    for no_port in ("grpc://127.0.0.1", "127.0.0.1", "grpc+tls://veil.example:", "grpc://[::1]", "grpc://h:port"):
+        with pytest.raises(veil.InvalidAddress, match="has no port: write grpc(\\+tls)?://[^ ]+:PORT .*8815") as e:
+            veil.connect(no_port, "a-token")
+        assert e.value.code == "invalid_address" and no_port in e.value.message
 
 
 def _free_port():

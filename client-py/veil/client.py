@@ -163,17 +163,27 @@ _CONNECT_FAILURES = (
 
 def _address(address):
     """The Flight URI for `address`: `host:port` means `grpc://host:port`;
-    anything but a gRPC scheme is refused with what to write instead."""
-    address = address.strip()
-    if address.startswith(_SCHEMES):
-        return address
-    if "://" in address:
-        scheme, rest = address.split("://", 1)
+    anything but a gRPC scheme, or a TCP address without a port, is refused
+    with what to write instead."""
+    given = address = address.strip()
+    if "://" not in address:
+        address = "grpc://" + address
+    scheme, rest = address.split("://", 1)
+    if not address.startswith(_SCHEMES):
         raise InvalidAddress(
             f"'{address}' is not a Flight address ({scheme}:// is not spoken): "
             f"use grpc://{rest} for a server without TLS, or grpc+tls://{rest} with TLS"
         )
-    return "grpc://" + address
+    if scheme != "grpc+unix":
+        authority = rest.split("/", 1)[0]
+        if authority.startswith("["):  # [IPv6]:port
+            host, _, port = authority.partition("]")
+            host, port = host + "]", port[1:] if port.startswith(":") else ""
+        else:
+            host, _, port = authority.partition(":")
+        if not port.isdigit():
+            raise InvalidAddress(f"'{given}' has no port: write {scheme}://{host}:PORT (the demo listens on 8815)")
+    return address
 
 
 class Connection:

@@ -33,8 +33,9 @@ use veil_proto::{
 #[derive(Debug, thiserror::Error)]
 pub enum ClientError {
     #[error(
-        "cannot connect to Veil at {address}: {}; check that the server runs there and that the scheme matches it (grpc:// for plaintext, grpc+tls:// for TLS)",
-        causes(source)
+        "cannot connect to Veil at {address}: {}; {}",
+        causes(source),
+        connect_advice(source)
     )]
     Connect {
         address: String,
@@ -100,6 +101,46 @@ impl Scan {
     }
 }
 
+/// The URI tonic connects to for a Flight `address`, and whether it is TLS.
+/// The same rules as the Python client: `grpc://` and `grpc+tcp://` are
+/// plaintext, `grpc+tls://` is TLS, `host:port` alone means
+/// `grpc://host:port`; other schemes, and an address without a port, are
+/// refused with what to write instead.
+fn flight_uri(address: &str) -> Result<(String, bool), ClientError> {
+    let address = address.trim();
+    let (scheme, rest) = address.split_once("://").unwrap_or(("grpc", address));
+    let tls = match scheme {
+        "grpc" | "grpc+tcp" => false,
+        "grpc+tls" => true,
+        "grpc+unix" => {
+            return Err(ClientError::Invalid(format!(
+                "'{address}': grpc+unix:// is not supported by this client; use grpc://host:port"
+            )));
+        }
+        _ => {
+            return Err(ClientError::Invalid(format!(
+                "'{address}' is not a Flight address ({scheme}:// is not spoken): use grpc://{rest} for a server without TLS, or grpc+tls://{rest} with TLS"
+            )));
+        }
+    };
+    let authority = rest.split('/').next().unwrap_or_default();
+    let (host, port) = match authority.find(']') {
+        // [IPv6]:port
+        Some(end) if authority.starts_with('[') => {
+            let (host, after) = authority.split_at(end + 1);
+            (host, after.strip_prefix(':').unwrap_or(""))
+        }
+        _ => authority.split_once(':').unwrap_or((authority, "")),
+    };
+    if port.is_empty() || !port.bytes().all(|b| b.is_ascii_digit()) {
+        return Err(ClientError::Invalid(format!(
+            "'{address}' has no port: write {scheme}://{host}:PORT (the demo listens on 8815)"
+        )));
+    }
+    let transport = if tls { "https" } else { "http" };
+    Ok((format!("{transport}://{rest}"), tls))
+}
+
 /// A connection to one Veil server.
 #[derive(Debug, Clone)]
 pub struct Connection {
@@ -116,13 +157,16 @@ const REUSE_CONNECTION: &str = "arrow-flight-reuse-connection://?";
 const MAX_MESSAGE: usize = 64 * 1024 * 1024;
 
 impl Connection {
-    /// Connect to `grpc://host:port` (plaintext; `grpc+tls://` uses the
-    /// system's trust roots only through [`Connection::connect_tls`]).
+    /// Connect to `grpc://host:port` (plaintext) or `grpc+tls://host:port`
+    /// (TLS, verified against the system's trust roots; `SSL_CERT_FILE` and
+    /// `SSL_CERT_DIR` are honoured). `host:port` alone means
+    /// `grpc://host:port`, as in the Python client.
     pub async fn connect(address: &str, token: &str) -> Result<Self, ClientError> {
         Self::open(address, token, None).await
     }
 
-    /// Connect over TLS, trusting `ca_pem` for the server named `domain`.
+    /// Connect over TLS (`grpc+tls://host:port`), trusting `ca_pem` (instead
+    /// of the system's roots) for the server named `domain`.
     pub async fn connect_tls(
         address: &str,
         token: &str,
@@ -130,12 +174,20 @@ impl Connection {
         domain: &str,
     ) -> Result<Self, ClientError> {
         use tonic::transport::{Certificate, ClientTlsConfig};
+        if !flight_uri(address)?.1 {
+            return Err(ClientError::Invalid(format!(
+                "a CA certificate was given for '{address}', which is not a TLS address: write grpc+tls://host:port"
+            )));
+        }
         let tls = ClientTlsConfig::new()
             .ca_certificate(Certificate::from_pem(ca_pem))
             .domain_name(domain);
         Self::open(address, token, Some(tls)).await
     }
 
+    /// `tls`: the CA given to [`Connection::connect_tls`], used for TLS
+    /// addresses (a plaintext one, such as an endpoint's location, ignores
+    /// it); without it a TLS address trusts the system's roots.
     async fn open(
         address: &str,
         token: &str,
@@ -145,15 +197,15 @@ impl Connection {
             address: address.into(),
             source,
         };
-        let uri = address
-            .replacen("grpc+tls://", "https://", 1)
-            .replacen("grpc+tcp://", "http://", 1)
-            .replacen("grpc://", "http://", 1);
+        let (uri, is_tls) = flight_uri(address)?;
         let mut endpoint = Endpoint::from_shared(uri)
             .map_err(failed)?
             .tcp_nodelay(true);
-        if let Some(tls) = tls.clone() {
-            endpoint = endpoint.tls_config(tls).map_err(failed)?;
+        if is_tls {
+            let config = tls
+                .clone()
+                .unwrap_or_else(|| tonic::transport::ClientTlsConfig::new().with_native_roots());
+            endpoint = endpoint.tls_config(config).map_err(failed)?;
         }
         let channel = endpoint.connect().await.map_err(failed)?;
         Ok(Self {
@@ -934,6 +986,16 @@ fn same_address(location: &str, address: &str) -> bool {
 }
 
 /// An error and its causes, "a: b: c" (tonic's own text is only "transport error").
+/// What to check when a connection failed: the certificate when TLS
+/// refused it, else the address and its scheme.
+fn connect_advice(e: &dyn std::error::Error) -> &'static str {
+    if causes(e).to_lowercase().contains("certificate") {
+        "the server's TLS certificate is not trusted here: give the CA that signed it (veil admin --ca-file PEM, or SSL_CERT_FILE=PEM)"
+    } else {
+        "check that the server runs there and that the scheme matches it (grpc:// for plaintext, grpc+tls:// for TLS)"
+    }
+}
+
 fn causes(e: &dyn std::error::Error) -> String {
     let mut out = e.to_string();
     let mut next = e.source();
@@ -946,4 +1008,58 @@ fn causes(e: &dyn std::error::Error) -> String {
         next = cause.source();
     }
     out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn refused(address: &str) -> String {
+        match flight_uri(address) {
+            Err(ClientError::Invalid(m)) => m,
+            other => panic!("{address}: expected a refusal, got {other:?}"),
+        }
+    }
+
+    #[test]
+    fn addresses_read_like_the_python_clients() {
+        let ok = |a: &str| flight_uri(a).unwrap();
+        assert_eq!(
+            ok("grpc://127.0.0.1:8815"),
+            ("http://127.0.0.1:8815".into(), false)
+        );
+        assert_eq!(ok("grpc+tcp://h:1"), ("http://h:1".into(), false));
+        assert_eq!(
+            ok("grpc+tls://veil.example:443"),
+            ("https://veil.example:443".into(), true)
+        );
+        // host:port alone is grpc://host:port
+        assert_eq!(
+            ok(" 127.0.0.1:8815 "),
+            ("http://127.0.0.1:8815".into(), false)
+        );
+        assert_eq!(ok("grpc://[::1]:8815"), ("http://[::1]:8815".into(), false));
+
+        let m = refused("http://127.0.0.1:8815");
+        assert!(m.contains("http:// is not spoken"), "{m}");
+        assert!(
+            m.contains("grpc://127.0.0.1:8815") && m.contains("grpc+tls://127.0.0.1:8815"),
+            "{m}"
+        );
+        assert!(refused("https://h:1").contains("https:// is not spoken"));
+        assert!(refused("grpc+unix:///tmp/s").contains("not supported"));
+        for no_port in [
+            "grpc://127.0.0.1",
+            "127.0.0.1",
+            "grpc+tls://h:",
+            "grpc://[::1]",
+            "grpc://h:port",
+        ] {
+            let m = refused(no_port);
+            assert!(
+                m.contains("has no port") && m.contains("8815"),
+                "{no_port}: {m}"
+            );
+        }
+    }
 }

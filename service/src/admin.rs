@@ -626,15 +626,60 @@ fn user(subject: String, issuer: Option<String>) -> UserRef {
 fn client_error(e: ClientError) -> VeilError {
     match e {
         ClientError::Status(s) => VeilError::from_code(s.code(), s.message().to_string()),
+        // A malformed address or argument, said before anything was sent.
+        ClientError::Invalid(m) => VeilError::InvalidArgument(m),
         other => VeilError::Unavailable(other.to_string()),
     }
 }
 
 pub(crate) fn run(args: AdminArgs) -> Result<(), VeilError> {
     let command = args.command;
+    let when_empty = command.when_empty();
     run_with(&args.connect, |conn| {
-        Box::pin(async move { execute(&conn, command).await })
+        Box::pin(async move {
+            let lines = execute(&conn, command).await?;
+            // On stderr: stdout stays the (JSON) lines alone.
+            if lines.is_empty()
+                && let Some(note) = when_empty
+            {
+                eprintln!("veil: {note}");
+            }
+            Ok(lines)
+        })
     })
+}
+
+impl AdminCommand {
+    /// What a listing that printed nothing means.
+    fn when_empty(&self) -> Option<String> {
+        let pending = |all: bool| match all {
+            true => "",
+            false => " pending (--all includes decided ones)",
+        };
+        Some(match self {
+            AdminCommand::Datasets => "no dataset you can see".into(),
+            AdminCommand::Users => "the directory is empty".into(),
+            AdminCommand::DpBudget { .. } => {
+                "no differential privacy budget to show to you this period".into()
+            }
+            AdminCommand::Policies { .. } => {
+                "no policy you govern or that applies to a dataset you own".into()
+            }
+            AdminCommand::Requestable => {
+                "no dataset open on request that you can't read yet".into()
+            }
+            AdminCommand::AccessRequests { all, .. } => format!(
+                "no access requests you may decide or filed{}",
+                pending(*all)
+            ),
+            AdminCommand::UnmaskRequests { all, .. } => format!(
+                "no unmask requests you may decide or filed{}",
+                pending(*all)
+            ),
+            AdminCommand::AuditTail { .. } => "no audit events".into(),
+            _ => return None,
+        })
+    }
 }
 
 type Lines = std::pin::Pin<Box<dyn std::future::Future<Output = Result<Vec<String>, ClientError>>>>;

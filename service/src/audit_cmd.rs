@@ -156,6 +156,28 @@ async fn export(
         ),
         None => Box::new(std::io::stdout().lock()),
     };
+    if let Some(n) = &node {
+        let nodes: Vec<String> = store
+            .audit_heads()
+            .await?
+            .into_iter()
+            .map(|h| h.node_id)
+            .collect();
+        if !nodes.contains(n) {
+            let known = match nodes.is_empty() {
+                true => "none yet".to_string(),
+                false => nodes.join(", "),
+            };
+            if !follow {
+                return Err(VeilError::NotFound(format!(
+                    "no audit events from node '{n}' (nodes in this store: {known})"
+                )));
+            }
+            eprintln!(
+                "veil: no audit events from node '{n}' yet (nodes in this store: {known}); following"
+            );
+        }
+    }
     let mut after: std::collections::BTreeMap<String, u64> = Default::default();
     loop {
         let nodes: Vec<String> = match &node {

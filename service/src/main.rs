@@ -4,6 +4,7 @@ mod admin;
 mod audit_cmd;
 
 use clap::{Parser, Subcommand};
+use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
@@ -165,6 +166,14 @@ fn serve(
     insecure: bool,
     address_file: Option<PathBuf>,
 ) -> Result<(), VeilError> {
+    // Said before the demo's data is created: a demo never serves beyond
+    // this machine (its users, keys and tokens are for trying Veil out).
+    if (demo || config.is_none())
+        && let Some(addr) = listen.as_deref().and_then(|l| l.parse::<SocketAddr>().ok())
+        && !addr.ip().is_loopback()
+    {
+        return Err(demo_not_loopback(&addr.to_string()));
+    }
     let (mut cfg, demo) = load(config, demo, data_dir)?;
     if let Some(p) = address_file {
         cfg.server.address_file = Some(std::path::absolute(&p).unwrap_or(p));
@@ -191,10 +200,9 @@ fn serve(
         )
         .await?;
         if demo && !running.addr.ip().is_loopback() {
+            let addr = running.addr.to_string();
             running.stop().await?;
-            return Err(VeilError::InvalidArgument(
-                "demo mode serves on loopback only".into(),
-            ));
+            return Err(demo_not_loopback(&addr));
         }
         let scheme = if running.tls { "grpc+tls" } else { "grpc" };
         let address = format!("{scheme}://{}", running.addr);
@@ -210,6 +218,12 @@ fn serve(
             })
             .await
     })
+}
+
+fn demo_not_loopback(addr: &str) -> VeilError {
+    VeilError::InvalidArgument(format!(
+        "demo mode serves on loopback only, not on {addr}: use --listen 127.0.0.1:PORT, or write a config file (README, \"Configuration\") with [tls] to serve other machines"
+    ))
 }
 
 /// Ctrl-C, or SIGTERM (what service managers send).

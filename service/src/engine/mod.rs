@@ -1358,6 +1358,18 @@ impl Engine {
                     .file_layout(scan, planned, FileFormatKind::Parquet, &listing)
                     .await;
             }
+            if planned.rows_filtered() {
+                // Key ranges are cut from the whole table's keys and row
+                // estimate: how the caller's rows fall into them, and how
+                // many there are, would hint at the rows a row policy hides
+                // (files get a fixed count instead, `row_policy_endpoints`;
+                // a database's ranges can't be cut without its keys). One
+                // stream.
+                return Ok(ScanLayout {
+                    parts: vec![None],
+                    total_records: -1,
+                });
+            }
             let db = self.databases.get(&source.connection)?;
             let ranges = db
                 .key_ranges(

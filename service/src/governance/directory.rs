@@ -186,15 +186,30 @@ impl Governance {
         if snapshot.config_users.contains(&who) {
             return Err(declared_in_config(&format!("user {who}")));
         }
-        Ok(Outcome::Done(
-            if self.engine.state().store().delete_user(&who).await? {
-                format!("{who}: directory entry deleted")
-            } else {
-                format!(
-                    "{who} had no directory entry (grants and the disabled flag are separate: revoke or enable)"
-                )
-            },
-        ))
+        let deleted = self.engine.state().store().delete_user(&who).await?;
+        // Grants and the disabled flag are kept apart from the entry (a
+        // user can hold a grant without one): say which stay.
+        let mut kept = Vec::new();
+        if let Some(grants) = snapshot.grants.get(&who).filter(|g| !g.is_empty()) {
+            let names: Vec<&str> = grants.keys().map(|p| p.as_str()).collect();
+            kept.push(format!(
+                "the grants {} stay (veil admin revoke removes them)",
+                names.join(", ")
+            ));
+        }
+        if snapshot.disabled.contains(&who) {
+            kept.push("the user stays disabled (veil admin enable lifts it)".to_string());
+        }
+        let head = if deleted {
+            format!("{who}: directory entry deleted (its groups and attributes)")
+        } else {
+            format!("{who} had no directory entry")
+        };
+        Ok(Outcome::Done(match kept.is_empty() {
+            true if deleted => head,
+            true => format!("{head} (grants and the disabled flag are separate: revoke or enable)"),
+            false => format!("{head}; {}", kept.join("; ")),
+        }))
     }
 
     pub(super) fn list_users(&self, call: &Call<'_>) -> Result<Outcome> {

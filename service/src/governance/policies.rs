@@ -105,6 +105,7 @@ impl Governance {
             .map(|(n, d)| (n.as_str(), d))
             .collect();
         check_references(&policy, &datasets, self.engine.default_issuer())?;
+        self.check_author_reads_what_it_tests(call.principal, &policy, &snapshot)?;
         let cfg = self.engine.config();
         crate::catalog::profiling::check_cardinality(
             &self.engine.raw_session(),
@@ -140,6 +141,63 @@ impl Governance {
             spec.scope(),
             spec.name
         )))
+    }
+
+    /// A policy's conditions read stored values, and its author sees which
+    /// rows and values they let through: testing a column the author
+    /// reads masked (under a governor's mask, say) would reveal its values
+    /// a bit at a time. So an author without `GOVERNANCE` may only write
+    /// conditions, row rules, k-anonymization and differential privacy over
+    /// columns they read unmasked, on every dataset the policy applies to
+    /// (their view without this policy's previous version; a dataset they
+    /// read only through differential privacy has no such column).
+    /// Governors write and lift the masks themselves, so they are not held
+    /// to it.
+    fn check_author_reads_what_it_tests(
+        &self,
+        author: &crate::model::identity::Principal,
+        policy: &Policy,
+        snapshot: &Snapshot,
+    ) -> Result<()> {
+        if author.has(Permission::Governance) {
+            return Ok(());
+        }
+        let issuer = self.engine.default_issuer();
+        let namespace = policy.spec.namespace();
+        let others: Vec<Policy> = snapshot
+            .policies
+            .iter()
+            .filter(|p| !(p.spec.name == policy.spec.name && p.spec.namespace() == namespace))
+            .cloned()
+            .collect();
+        for d in snapshot.datasets.values() {
+            if !applies_to(policy, d, issuer) {
+                continue;
+            }
+            let read = crate::policy::effective::columns_read(policy, d)?;
+            if read.is_empty() {
+                continue;
+            }
+            let view = data_policy(author, d, &others, issuer)?;
+            let masked = view.masked_columns();
+            let hidden = read
+                .iter()
+                .find(|c| view.dp.is_some() || masked.contains(*c));
+            if let Some(c) = hidden {
+                let how = match &view.dp {
+                    Some(dp) => format!(
+                        "you read {} only through differential privacy (policy '{}')",
+                        d.name, dp.name
+                    ),
+                    None => format!("you see it masked ({})", view.mask_label(c)),
+                };
+                return Err(VeilError::PermissionDenied(format!(
+                    "policy '{}' tests column '{c}' of {}, and {how}: a policy's conditions, row rules, k-anonymization and differential privacy may only read columns you read unmasked, or its effect would show you their values; test another column, or ask a governor to write the policy",
+                    policy.spec.name, d.name
+                )));
+            }
+        }
+        Ok(())
     }
 
     pub(super) async fn delete_policy(

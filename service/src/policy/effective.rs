@@ -570,6 +570,53 @@ pub fn check_policy_on(p: &Policy, d: &DatasetRecord) -> Result<()> {
     Ok(())
 }
 
+/// The columns of `d` whose stored values `p` reads to decide what to
+/// serve, in every step of its chain: a mask's condition (`mask_where`),
+/// row rules (attribute matching, windows, samples, `where`),
+/// k-anonymization's counts and differential privacy's columns. The
+/// columns an ordinary mask replaces are not among them: what the mask
+/// reads it never shows.
+pub fn columns_read(p: &Policy, d: &DatasetRecord) -> Result<BTreeSet<String>> {
+    let mut out = BTreeSet::new();
+    let PolicyRule::Data(clauses) = &p.rule else {
+        return Ok(out);
+    };
+    let schema = dictionary_schema(d)?;
+    let what = format!("policy '{}' on {}", p.spec.name, d.name);
+    let sql_columns = |sql: &str| -> Result<Vec<String>> {
+        let e = POLICY_SQL.parse(sql, &schema, &what)?;
+        Ok(e.column_refs()
+            .into_iter()
+            .map(|c| c.name.clone())
+            .collect())
+    };
+    if let Some(w) = &p.spec.mask_where {
+        out.extend(sql_columns(w)?);
+    }
+    for rule in clauses.iter().filter_map(|c| c.rule.as_ref()) {
+        match rule {
+            DataRule::Mask(MaskSpec::KAnonymity(_)) => {
+                out.extend(mask_columns(p, d)?.into_iter().map(str::to_string))
+            }
+            DataRule::Mask(_) => {}
+            DataRule::RowFilter(r) => {
+                out.extend(row_columns(p, r, d, &schema)?);
+                if let RowRuleSpec::Where(sql) = r {
+                    out.extend(sql_columns(sql)?);
+                }
+            }
+            DataRule::DifferentialPrivacy(spec) => {
+                let dp = DpPolicy::validate(spec)
+                    .map_err(|m| VeilError::InvalidArgument(format!("{what}: {m}")))?;
+                out.insert(dp.unit.clone());
+                out.extend(dp.columns.keys().cloned());
+                out.extend(dp.groupable.iter().cloned());
+            }
+        }
+    }
+    Ok(out)
+}
+
 /// Does data policy `p` exempt the principal (the first step of its chain
 /// that matches them applies nothing)?
 pub fn exempts(p: &Policy, principal: &Principal, default_issuer: &str) -> bool {
