@@ -185,6 +185,39 @@ async fn memory_bombs_fail_alone() {
             format!("SELECT '{}' AS s FROM clinical.trials", "x".repeat(200_000)),
         ),
         (
+            // Found by an outside review: CASE isn't a function, so the
+            // function bounds never saw its 20 KB branch repeated per row.
+            "a CASE branch repeated per row, inside an aggregate",
+            format!(
+                "SELECT length(max(CASE WHEN participant_id >= 0 THEN '{}' ELSE state END)) FROM clinical.trials",
+                "x".repeat(20_000)
+            ),
+        ),
+        (
+            "coalesce fallback per row",
+            format!("SELECT max(coalesce(nullif(state, state), '{}')) FROM clinical.trials", "y".repeat(20_000)),
+        ),
+        (
+            "many select-list constants, each under the bound",
+            format!(
+                "SELECT {} FROM clinical.trials",
+                (0..40).map(|i| format!("'{}' AS c{i}", "z".repeat(900))).collect::<Vec<_>>().join(", ")
+            ),
+        ),
+        (
+            "a CTE written out exponentially",
+            {
+                let mut sql = String::from("WITH a0 AS (SELECT state FROM clinical.trials LIMIT 1)");
+                for n in 1..=9 {
+                    sql.push_str(&format!(
+                        ", a{n} AS (SELECT x.state FROM a{m} x UNION ALL SELECT y.state FROM a{m} y)",
+                        m = n - 1
+                    ));
+                }
+                sql + " SELECT count(*) FROM a9"
+            },
+        ),
+        (
             "per-row growth",
             "SELECT length(repeat(name, 2000)) FROM clinical.trials".into(),
         ),
@@ -234,6 +267,21 @@ async fn memory_bombs_fail_alone() {
         let e = bob.sql(sql).await.expect_err(sql);
         assert_eq!(e.code(), Some(tonic::Code::InvalidArgument), "{sql}: {e}");
     }
+    // Short CASE labels, fallbacks and comparisons with long constants are
+    // fine, as are CTEs named a few times.
+    let long = "q".repeat(20_000);
+    let ok = bob
+        .sql(&format!(
+            "SELECT CASE WHEN age > 60 THEN 'senior' WHEN age > 30 THEN 'adult' ELSE 'young' END AS band, coalesce(state, 'unknown') AS s FROM clinical.trials WHERE name <> '{long}' AND name NOT LIKE '{long}' AND name NOT IN ('{long}') LIMIT 3"
+        ))
+        .await
+        .unwrap();
+    assert_eq!(veil_tests::row_count(&ok), 3);
+    let ok = bob
+        .sql("WITH a AS (SELECT state FROM clinical.trials), b AS (SELECT * FROM a UNION ALL SELECT * FROM a) SELECT count(*) AS n FROM b")
+        .await
+        .unwrap();
+    assert_eq!(veil_tests::row_count(&ok), 1);
     // Bounded functions still do their ordinary work.
     let ok = bob
         .sql("SELECT concat(name, '|', ssn) AS a, name || '-' || state AS b, lpad(state, 5, '*') AS c, repeat(state, 3) AS d, replace(ssn, '-', '') AS e FROM clinical.trials LIMIT 3")

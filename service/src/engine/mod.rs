@@ -1458,6 +1458,10 @@ async fn physical_plan(
     let schema: SchemaRef = Arc::new(frame.schema().as_arrow().clone());
     let (state, plan) = frame.into_parts();
     let logical = state.optimize(&plan).map_err(from_datafusion)?;
+    // Bounds only the written-out plan shows: CTEs planned once per use,
+    // and constants repeated per row wherever they stand.
+    crate::sql::limits::check_expanded_scans(&logical)?;
+    crate::sql::bounded::check_repeated_constants(&logical, state.config().batch_size())?;
     let physical = state
         .query_planner()
         .create_physical_plan(&logical, &state)

@@ -40,8 +40,8 @@ use datafusion::logical_expr::planner::{ExprPlanner, PlannerResult, RawBinaryExp
 use datafusion::logical_expr::simplify::{ExprSimplifyResult, SimplifyContext};
 use datafusion::logical_expr::sort_properties::{ExprProperties, SortProperties};
 use datafusion::logical_expr::{
-    ColumnarValue, Documentation, Expr, ExprSchemable, ReturnFieldArgs, ScalarFunctionArgs,
-    ScalarUDF, ScalarUDFImpl, Signature, Volatility,
+    ColumnarValue, Documentation, Expr, ExprSchemable, LogicalPlan, ReturnFieldArgs,
+    ScalarFunctionArgs, ScalarUDF, ScalarUDFImpl, Signature, Volatility,
 };
 use datafusion::physical_expr::PhysicalExpr;
 use datafusion::physical_optimizer::PhysicalOptimizerRule;
@@ -459,6 +459,73 @@ fn check_literals(e: &Expr) -> Result<()> {
         Ok(datafusion::common::tree_node::TreeNodeRecursion::Continue)
     })
     .map(|_| ())
+}
+
+/// Most bytes of constants one batch may repeat on every row, over a
+/// whole query.
+pub const MAX_REPEATED_CONSTANT_BYTES: usize = 256 * 1024 * 1024;
+
+/// Refuse a plan whose constants, repeated on every row of a batch, would
+/// pass [`MAX_REPEATED_CONSTANT_BYTES`]: a select list's constants, and
+/// the values of `CASE` branches and of `coalesce`-like functions, which
+/// DataFusion writes out once per row (outside any memory pool) wherever
+/// they stand, inside an aggregate's argument too. Constants compared
+/// against (`=`, `LIKE`, `IN`) or passed to a bounded function are not
+/// repeated and not counted.
+pub fn check_repeated_constants(plan: &LogicalPlan, batch_size: usize) -> Result<(), VeilError> {
+    use datafusion::common::tree_node::TreeNodeRecursion;
+    let mut bytes = 0usize;
+    plan.apply_with_subqueries(|node| {
+        if let LogicalPlan::Projection(p) = node {
+            for e in &p.expr {
+                if let Expr::Literal(v, _) = e.clone().unalias() {
+                    bytes = bytes.saturating_add(scalar_bytes(&v));
+                }
+            }
+        }
+        node.apply_expressions(|e| {
+            e.apply(|e| {
+                bytes = bytes.saturating_add(repeated_in(e));
+                Ok(TreeNodeRecursion::Continue)
+            })
+        })
+    })
+    .map_err(|e| VeilError::internal("checking a plan's constants", e))?;
+    let per_batch = bytes.saturating_mul(batch_size.max(1));
+    if per_batch > MAX_REPEATED_CONSTANT_BYTES {
+        return Err(VeilError::ResourceExhausted(format!(
+            "the query's constants in CASE branches, coalesce-like functions and its select list ({bytes} bytes) are repeated on every row: about {} MiB per batch of {batch_size} rows, above Veil's limit of {} MiB; use shorter constants",
+            per_batch / (1024 * 1024),
+            MAX_REPEATED_CONSTANT_BYTES / (1024 * 1024)
+        )));
+    }
+    Ok(())
+}
+
+/// Bytes of the constants `e` itself writes out once per row: a `CASE`'s
+/// results, a `coalesce`-like function's arguments.
+fn repeated_in(e: &Expr) -> usize {
+    let literal = |e: &Expr| match e.clone().unalias() {
+        Expr::Literal(v, _) => scalar_bytes(&v),
+        _ => 0,
+    };
+    match e {
+        Expr::Case(c) => c
+            .when_then_expr
+            .iter()
+            .map(|(_, then)| literal(then))
+            .chain(c.else_expr.as_deref().map(literal))
+            .fold(0, usize::saturating_add),
+        Expr::ScalarFunction(f)
+            if matches!(
+                f.func.name(),
+                "coalesce" | "nvl" | "ifnull" | "nvl2" | "nullif" | "greatest" | "least"
+            ) =>
+        {
+            f.args.iter().map(literal).fold(0, usize::saturating_add)
+        }
+        _ => 0,
+    }
 }
 
 /// `||` between texts (or a text and a number, as DataFusion coerces it).

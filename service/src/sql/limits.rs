@@ -199,3 +199,34 @@ mod tests {
         assert!(e.message().contains("tables"));
     }
 }
+
+/// Most tables one query reads once its common table expressions and views
+/// are written out. The SQL text's limits ([`MAX_TABLES`], [`MAX_SELECTS`])
+/// count each CTE once, but a CTE named twice is planned twice: twelve
+/// nested `a(n) AS (SELECT … FROM a(n-1) UNION ALL SELECT … FROM a(n-1))`
+/// are 4,096 scans from 25 SELECTs.
+pub const MAX_EXPANDED_SCANS: usize = 256;
+
+/// Refuse an optimised plan that reads more than [`MAX_EXPANDED_SCANS`]
+/// tables.
+pub fn check_expanded_scans(plan: &datafusion::logical_expr::LogicalPlan) -> Result<()> {
+    use datafusion::common::tree_node::TreeNodeRecursion;
+    use datafusion::logical_expr::LogicalPlan;
+    let mut scans = 0usize;
+    plan.apply_with_subqueries(|node| {
+        if matches!(node, LogicalPlan::TableScan(_)) {
+            scans += 1;
+            if scans > MAX_EXPANDED_SCANS {
+                return Ok(TreeNodeRecursion::Stop);
+            }
+        }
+        Ok(TreeNodeRecursion::Continue)
+    })
+    .map_err(|e| VeilError::internal("counting a plan's scans", e))?;
+    if scans > MAX_EXPANDED_SCANS {
+        return Err(VeilError::ResourceExhausted(format!(
+            "the query reads more than {MAX_EXPANDED_SCANS} tables once its common table expressions are written out (each use of a CTE reads it again); name each CTE fewer times, or materialise less"
+        )));
+    }
+    Ok(())
+}
