@@ -166,14 +166,17 @@ impl TokenVerifier {
         let (Some(iat), Some(exp)) = (num("iat"), num("exp")) else {
             return Err(unauthenticated("the token's iat and exp must be numbers"));
         };
-        if exp - iat > self.max_lifetime_secs as i64 {
+        // Checked: an `exp` near i64::MAX with a negative `iat` must not
+        // wrap below the limit (or panic).
+        let lifetime = exp.checked_sub(iat).unwrap_or(i64::MAX);
+        if lifetime > i64::try_from(self.max_lifetime_secs).unwrap_or(i64::MAX) {
             return Err(unauthenticated(&format!(
                 "the token lives longer than the allowed {} seconds (exp - iat)",
                 self.max_lifetime_secs
             )));
         }
         let now = chrono::Utc::now().timestamp();
-        if iat > now + self.leeway_secs as i64 {
+        if iat > now.saturating_add(i64::try_from(self.leeway_secs).unwrap_or(i64::MAX)) {
             return Err(unauthenticated("the token was issued in the future"));
         }
         let subject = claims
@@ -616,6 +619,21 @@ mod tests {
             v.verify(&sign(Algorithm::RS256, Some("unknown"), &rsa, "d"))
                 .is_err()
         );
+    }
+
+    #[test]
+    fn a_lifetime_that_would_overflow_is_refused() {
+        let v = verifier(
+            "[[keys]]\nissuer = \"idp\"\nalgorithm = \"RS256\"\npublic_key_file = \"rsa_public.pem\"",
+        );
+        let rsa =
+            EncodingKey::from_rsa_pem(&std::fs::read(fixture("rsa_private.pem")).unwrap()).unwrap();
+        for (iat, exp) in [(-1000, i64::MAX), (i64::MIN, 0), (i64::MIN, i64::MAX)] {
+            let claims = serde_json::json!({"iss": "idp", "sub": "a", "aud": "veil", "iat": iat, "exp": exp});
+            let token =
+                jsonwebtoken::encode(&Header::new(Algorithm::RS256), &claims, &rsa).unwrap();
+            assert!(v.verify(&token).is_err(), "iat {iat}, exp {exp}");
+        }
     }
 
     #[test]

@@ -279,6 +279,18 @@ fn append_events(
 impl SqliteStore {
     /// Open (creating if needed) and migrate.
     pub fn open(path: &Path) -> Result<Self> {
+        // A new store file is the owner's alone (mode 0600): it holds the
+        // audit trail and the directory. SQLite gives its WAL and shared
+        // memory files the same mode. (An empty file is a new database.)
+        #[cfg(unix)]
+        if !path.exists() {
+            use std::os::unix::fs::OpenOptionsExt;
+            let _ = std::fs::OpenOptions::new()
+                .write(true)
+                .create_new(true)
+                .mode(0o600)
+                .open(path);
+        }
         let conn = Connection::open(path).map_err(|e| {
             VeilError::FailedPrecondition(format!(
                 "cannot open the SQLite store {}: {e}",
@@ -1484,6 +1496,17 @@ fn lock_head(tx: &rusqlite::Transaction<'_>, node_id: &str) -> Result<ChainHead>
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[cfg(unix)]
+    #[test]
+    fn a_new_store_file_is_the_owners_alone() {
+        use std::os::unix::fs::PermissionsExt;
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("veil.db");
+        let _store = SqliteStore::open(&path).unwrap();
+        let mode = std::fs::metadata(&path).unwrap().permissions().mode() & 0o777;
+        assert_eq!(mode, 0o600, "{mode:o}");
+    }
 
     /// Numbers events after the head, with a fixed MAC (the chain's keyed
     /// sealer lives in a higher layer; the store only stores its rows).
