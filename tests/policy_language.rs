@@ -786,6 +786,11 @@ async fn owners_cannot_test_a_column_a_governor_masks_for_them() {
     })
     .await
     .unwrap();
+    // Written while nothing masks ssn for her: it applies nowhere yet (no
+    // column carries its tag), and tests ssn.
+    let later = serde_json::json!({"name": "later", "tags": ["erin-later"], "restricted_to": ["erin"],
+        "row_filter": {"where": "ssn LIKE '5%'"}});
+    erin.create_policy(&later.to_string()).await.unwrap();
     dave.set_column_tags("erin.staff", "ssn", &["secret.ssn".into()])
         .await
         .unwrap();
@@ -835,8 +840,26 @@ async fn owners_cannot_test_a_column_a_governor_masks_for_them() {
         );
         assert!(!m.contains("504-93"), "the message names no value: {m}");
     }
+    // Switching it on by a tag, once ssn is masked for her, is refused.
+    let e = erin
+        .set_column_tags("erin.staff", "team", &["erin-later".into()])
+        .await
+        .unwrap_err();
+    assert_eq!(code(&e), Code::PermissionDenied, "{e}");
+    assert!(e.to_string().contains("'ssn'"), "{e}");
+    // A mask that reads the value (a hash shows which rows are equal) may
+    // not replace the governor's on a column she sees masked.
+    let rehash = serde_json::json!({"name": "p", "dataset": "erin.staff", "columns": ["hired"],
+        "mask": {"round": {"unit": "year"}}});
+    let e = erin.create_policy(&rehash.to_string()).await.unwrap_err();
+    assert_eq!(code(&e), Code::PermissionDenied, "{e}");
+    assert!(
+        e.to_string()
+            .contains("masks (with a mask that reads its value) column 'hired'"),
+        "{e}"
+    );
     // Conditions over columns she reads as stored are hers to write, and
-    // masking a masked column more is too.
+    // masking a masked column with null or a constant is too.
     for fine in [
         serde_json::json!({"name": "ok", "dataset": "erin.staff",
             "row_filter": {"where": "team <> 'green'"}}),

@@ -205,6 +205,33 @@ async fn memory_bombs_fail_alone() {
             ),
         ),
         (
+            "an aggregate's constant argument, repeated per row",
+            format!("SELECT length(max('{}')) FROM clinical.trials", "w".repeat(20_000)),
+        ),
+        (
+            "thousands of integer constants",
+            format!(
+                "SELECT {} FROM clinical.trials",
+                (0..5000).map(|i| format!("{i} AS n{i}")).collect::<Vec<_>>().join(", ")
+            ),
+        ),
+        (
+            // Within the text limits (63 SELECTs, 63 table references), but
+            // 2^31 scans once written out: refused before the optimiser
+            // copies anything.
+            "a CTE that would expand two billion times",
+            {
+                let mut sql = String::from("WITH a0 AS (SELECT state FROM clinical.trials LIMIT 1)");
+                for n in 1..=31 {
+                    sql.push_str(&format!(
+                        ", a{n} AS (SELECT x.state FROM a{m} x UNION ALL SELECT y.state FROM a{m} y)",
+                        m = n - 1
+                    ));
+                }
+                sql + " SELECT count(*) FROM a31"
+            },
+        ),
+        (
             "a CTE written out exponentially",
             {
                 let mut sql = String::from("WITH a0 AS (SELECT state FROM clinical.trials LIMIT 1)");

@@ -1257,6 +1257,10 @@ impl Engine {
             .statement_to_plan(statement)
             .await
             .map_err(from_datafusion)?;
+        // Before anything copies the plan's shared CTE subtrees (the
+        // analyser and optimiser do): counted on the shared plan, with an
+        // early stop, this is cheap however far the CTEs would expand.
+        limits::check_expanded_scans(&plan)?;
         SQLOptions::new()
             .with_allow_ddl(false)
             .with_allow_dml(false)

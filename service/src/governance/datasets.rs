@@ -322,9 +322,10 @@ impl Governance {
         req: SetColumnTagsRequest,
     ) -> Result<Outcome> {
         let p = call.principal;
+        let issuer = self.engine.default_issuer().to_string();
         let summary = self
             .edit_dataset(call, &req.dataset, |d, snapshot, _| {
-                retag_column(p, d, &req.column, req.tags.clone(), snapshot)
+                retag_column(p, d, &req.column, req.tags.clone(), snapshot, &issuer)
             })
             .await?;
         Ok(Outcome::Done(summary))
@@ -545,7 +546,9 @@ pub(super) fn retag_column(
     column: &str,
     tags: Vec<String>,
     snapshot: &Snapshot,
+    issuer: &str,
 ) -> Result<String> {
+    let before = d.clone();
     let dataset = d.name.clone();
     let col = d
         .columns
@@ -582,11 +585,22 @@ pub(super) fn retag_column(
         }
     }
     col.tags = tags.iter().map(|t| t.trim().to_string()).collect();
-    Ok(if col.tags.is_empty() {
+    let summary = if col.tags.is_empty() {
         format!("tags of {column} cleared")
     } else {
         format!("{column} tagged {}", col.tags.join(", "))
-    })
+    };
+    // A policy the new tags bring onto the dataset must pass the same
+    // check as if the editor had written it there: else an owner could
+    // write a policy restricted to herself that applies nowhere, then tag
+    // a column to switch it on over a column a governor masks for her.
+    for pol in snapshot.policies.iter().filter(|pol| {
+        crate::policy::effective::applies_to(pol, d, issuer)
+            && !crate::policy::effective::applies_to(pol, &before, issuer)
+    }) {
+        super::policies::author_may_test(p, pol, &[&*d], &snapshot.policies, issuer)?;
+    }
+    Ok(summary)
 }
 
 /// Veil's own datasets have built-in dictionaries: they can be governed by

@@ -138,9 +138,10 @@ impl Governance {
         req: DecideTagProposalRequest,
     ) -> Result<Outcome> {
         let p = call.principal;
+        let issuer = self.engine.default_issuer().to_string();
         let message = self
             .edit_dataset(call, &req.dataset, |d, snapshot, event| {
-                let message = decide(p, d, &req, snapshot)?;
+                let message = decide(p, d, &req, snapshot, &issuer)?;
                 event.message = message.clone();
                 Ok(message)
             })
@@ -160,6 +161,7 @@ fn decide(
     d: &mut DatasetRecord,
     req: &DecideTagProposalRequest,
     snapshot: &crate::model::snapshot::Snapshot,
+    issuer: &str,
 ) -> Result<String> {
     let chosen = match req.tag_as.trim() {
         "" => req.tag.clone(),
@@ -235,7 +237,7 @@ fn decide(
     if !tags.iter().any(|t| t.eq_ignore_ascii_case(&tag)) {
         tags.push(tag.clone());
     }
-    retag_column(p, d, &proposal.column, tags, snapshot)?;
+    retag_column(p, d, &proposal.column, tags, snapshot, issuer)?;
     if tag.eq_ignore_ascii_case(&proposal.tag) {
         d.tag_proposals.remove(i);
     } else {

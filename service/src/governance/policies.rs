@@ -143,61 +143,24 @@ impl Governance {
         )))
     }
 
-    /// A policy's conditions read stored values, and its author sees which
-    /// rows and values they let through: testing a column the author
-    /// reads masked (under a governor's mask, say) would reveal its values
-    /// a bit at a time. So an author without `GOVERNANCE` may only write
-    /// conditions, row rules, k-anonymization and differential privacy over
-    /// columns they read unmasked, on every dataset the policy applies to
-    /// (their view without this policy's previous version; a dataset they
-    /// read only through differential privacy has no such column).
-    /// Governors write and lift the masks themselves, so they are not held
-    /// to it.
     fn check_author_reads_what_it_tests(
         &self,
         author: &crate::model::identity::Principal,
         policy: &Policy,
         snapshot: &Snapshot,
     ) -> Result<()> {
-        if author.has(Permission::Governance) {
-            return Ok(());
-        }
         let issuer = self.engine.default_issuer();
-        let namespace = policy.spec.namespace();
-        let others: Vec<Policy> = snapshot
-            .policies
-            .iter()
-            .filter(|p| !(p.spec.name == policy.spec.name && p.spec.namespace() == namespace))
-            .cloned()
+        // A policy restricted to its author can reach every dataset they
+        // own, by a tag they may set at any time: check them all now.
+        let restricted = policy.spec.dataset.is_none() && !policy.spec.restricted_to.is_empty();
+        let datasets: Vec<&DatasetRecord> = snapshot
+            .datasets
+            .values()
+            .filter(|d| {
+                applies_to(policy, d, issuer) || (restricted && d.is_owner(&author.identity))
+            })
             .collect();
-        for d in snapshot.datasets.values() {
-            if !applies_to(policy, d, issuer) {
-                continue;
-            }
-            let read = crate::policy::effective::columns_read(policy, d)?;
-            if read.is_empty() {
-                continue;
-            }
-            let view = data_policy(author, d, &others, issuer)?;
-            let masked = view.masked_columns();
-            let hidden = read
-                .iter()
-                .find(|c| view.dp.is_some() || masked.contains(*c));
-            if let Some(c) = hidden {
-                let how = match &view.dp {
-                    Some(dp) => format!(
-                        "you read {} only through differential privacy (policy '{}')",
-                        d.name, dp.name
-                    ),
-                    None => format!("you see it masked ({})", view.mask_label(c)),
-                };
-                return Err(VeilError::PermissionDenied(format!(
-                    "policy '{}' tests column '{c}' of {}, and {how}: a policy's conditions, row rules, k-anonymization and differential privacy may only read columns you read unmasked, or its effect would show you their values; test another column, or ask a governor to write the policy",
-                    policy.spec.name, d.name
-                )));
-            }
-        }
-        Ok(())
+        author_may_test(author, policy, &datasets, &snapshot.policies, issuer)
     }
 
     pub(super) async fn delete_policy(
@@ -515,4 +478,76 @@ fn explain_json(
         }
     }
     out
+}
+
+/// A policy's conditions read stored values, and its author sees which
+/// rows and values they let through: testing a column the author reads
+/// masked (under a governor's mask, say) would reveal its values a bit at
+/// a time. So an author without `GOVERNANCE` may only write conditions,
+/// row rules, k-anonymization and differential privacy over columns they
+/// read unmasked, and mask a column they read masked only with `null` or a
+/// constant (any other mask reads the stored value), on each of
+/// `datasets` (their view without `policy`'s own earlier version; a
+/// dataset they read only through differential privacy has no such
+/// column). A dataset the policy's columns don't fit is skipped (the
+/// policy can't apply there without failing closed). Governors write and
+/// lift the masks themselves, so they are not held to it. Checked when a
+/// policy is written and when a tag change makes one apply to a dataset.
+pub(super) fn author_may_test(
+    author: &crate::model::identity::Principal,
+    policy: &Policy,
+    datasets: &[&DatasetRecord],
+    policies: &[Policy],
+    issuer: &str,
+) -> Result<()> {
+    if author.has(Permission::Governance) {
+        return Ok(());
+    }
+    let namespace = policy.spec.namespace();
+    let others: Vec<Policy> = policies
+        .iter()
+        .filter(|p| !(p.spec.name == policy.spec.name && p.spec.namespace() == namespace))
+        .cloned()
+        .collect();
+    for d in datasets {
+        let Ok(read) = crate::policy::effective::columns_read(policy, d) else {
+            continue;
+        };
+        let Ok(replaced) = crate::policy::effective::masks_replacing(policy, d) else {
+            continue;
+        };
+        if read.is_empty() && replaced.is_empty() {
+            continue;
+        }
+        let view = data_policy(author, d, &others, issuer)?;
+        let masked = view.masked_columns();
+        let refuse = |c: &str, what: &str| {
+            let how = match &view.dp {
+                Some(dp) => format!(
+                    "you read {} only through differential privacy (policy '{}')",
+                    d.name, dp.name
+                ),
+                None => format!("you see it masked ({})", view.mask_label(c)),
+            };
+            VeilError::PermissionDenied(format!(
+                "policy '{}' {what} column '{c}' of {}, and {how}: {}; test another column, or ask a governor to write the policy",
+                policy.spec.name,
+                d.name,
+                "a policy's conditions, row rules, k-anonymization and differential privacy may only read columns you read unmasked, and only null or a constant may mask a column you see masked, or the policy's effect would show you its values"
+            ))
+        };
+        if let Some(c) = read
+            .iter()
+            .find(|c| view.dp.is_some() || masked.contains(*c))
+        {
+            return Err(refuse(c, "tests"));
+        }
+        if let Some((c, _)) = replaced
+            .iter()
+            .find(|(c, weak)| *weak && (view.dp.is_some() || masked.contains(c)))
+        {
+            return Err(refuse(c, "masks (with a mask that reads its value)"));
+        }
+    }
+    Ok(())
 }

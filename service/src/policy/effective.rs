@@ -617,6 +617,28 @@ pub fn columns_read(p: &Policy, d: &DatasetRecord) -> Result<BTreeSet<String>> {
     Ok(out)
 }
 
+/// The columns of `d` an ordinary (not k-anonymity) mask of `p` replaces,
+/// each with whether that mask reads the stored value (every mask but
+/// `null` and a constant does: a hash shows which rows are equal, a regex
+/// or rounding shows part of the value).
+pub fn masks_replacing(p: &Policy, d: &DatasetRecord) -> Result<Vec<(String, bool)>> {
+    let mut out = Vec::new();
+    let PolicyRule::Data(clauses) = &p.rule else {
+        return Ok(out);
+    };
+    for rule in clauses.iter().filter_map(|c| c.rule.as_ref()) {
+        if let DataRule::Mask(m) = rule
+            && !matches!(m, MaskSpec::KAnonymity(_))
+        {
+            let reads = !matches!(m, MaskSpec::Null | MaskSpec::Constant(_));
+            for c in mask_columns(p, d)? {
+                out.push((c.to_string(), reads));
+            }
+        }
+    }
+    Ok(out)
+}
+
 /// Does data policy `p` exempt the principal (the first step of its chain
 /// that matches them applies nothing)?
 pub fn exempts(p: &Policy, principal: &Principal, default_issuer: &str) -> bool {

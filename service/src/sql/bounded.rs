@@ -466,22 +466,34 @@ fn check_literals(e: &Expr) -> Result<()> {
 pub const MAX_REPEATED_CONSTANT_BYTES: usize = 256 * 1024 * 1024;
 
 /// Refuse a plan whose constants, repeated on every row of a batch, would
-/// pass [`MAX_REPEATED_CONSTANT_BYTES`]: a select list's constants, and
-/// the values of `CASE` branches and of `coalesce`-like functions, which
-/// DataFusion writes out once per row (outside any memory pool) wherever
-/// they stand, inside an aggregate's argument too. Constants compared
-/// against (`=`, `LIKE`, `IN`) or passed to a bounded function are not
+/// pass [`MAX_REPEATED_CONSTANT_BYTES`]: a select list's constants, a
+/// `CASE`'s results (its largest: one per row), the arguments of
+/// `coalesce`-like functions, of aggregates and of window functions, and
+/// the largest row of a `VALUES` list, which DataFusion writes out once
+/// per row (outside any memory pool) wherever they stand. Fixed-width
+/// constants count at their width. Constants compared against (`=`,
+/// `LIKE`, `IN`), `nullif`'s, or passed to a bounded function are not
 /// repeated and not counted.
 pub fn check_repeated_constants(plan: &LogicalPlan, batch_size: usize) -> Result<(), VeilError> {
     use datafusion::common::tree_node::TreeNodeRecursion;
     let mut bytes = 0usize;
     plan.apply_with_subqueries(|node| {
-        if let LogicalPlan::Projection(p) = node {
-            for e in &p.expr {
-                if let Expr::Literal(v, _) = e.clone().unalias() {
-                    bytes = bytes.saturating_add(scalar_bytes(&v));
+        match node {
+            LogicalPlan::Projection(p) => {
+                for e in &p.expr {
+                    bytes = bytes.saturating_add(literal_bytes(e));
                 }
             }
+            LogicalPlan::Values(v) => {
+                let widest = v
+                    .values
+                    .iter()
+                    .map(|row| row.iter().map(literal_bytes).fold(0, usize::saturating_add))
+                    .max()
+                    .unwrap_or(0);
+                bytes = bytes.saturating_add(widest);
+            }
+            _ => {}
         }
         node.apply_expressions(|e| {
             e.apply(|e| {
@@ -494,7 +506,7 @@ pub fn check_repeated_constants(plan: &LogicalPlan, batch_size: usize) -> Result
     let per_batch = bytes.saturating_mul(batch_size.max(1));
     if per_batch > MAX_REPEATED_CONSTANT_BYTES {
         return Err(VeilError::ResourceExhausted(format!(
-            "the query's constants in CASE branches, coalesce-like functions and its select list ({bytes} bytes) are repeated on every row: about {} MiB per batch of {batch_size} rows, above Veil's limit of {} MiB; use shorter constants",
+            "the query's constants repeated on every row (its select list, CASE results, coalesce-like, aggregate and window arguments, VALUES rows: {bytes} bytes) come to about {} MiB per batch of {batch_size} rows, above Veil's limit of {} MiB; use shorter or fewer constants",
             per_batch / (1024 * 1024),
             MAX_REPEATED_CONSTANT_BYTES / (1024 * 1024)
         )));
@@ -502,28 +514,43 @@ pub fn check_repeated_constants(plan: &LogicalPlan, batch_size: usize) -> Result
     Ok(())
 }
 
-/// Bytes of the constants `e` itself writes out once per row: a `CASE`'s
-/// results, a `coalesce`-like function's arguments.
-fn repeated_in(e: &Expr) -> usize {
-    let literal = |e: &Expr| match e.clone().unalias() {
-        Expr::Literal(v, _) => scalar_bytes(&v),
+/// Bytes one row of a constant takes once written out: a variable-size
+/// value's bytes, a fixed-width one's width; 0 for anything but a constant.
+fn literal_bytes(e: &Expr) -> usize {
+    match e.clone().unalias() {
+        Expr::Literal(v, _) => {
+            let width = v.data_type().primitive_width().unwrap_or(0);
+            scalar_bytes(&v).max(width)
+        }
         _ => 0,
+    }
+}
+
+/// Bytes of the constants `e` itself writes out once per row.
+fn repeated_in(e: &Expr) -> usize {
+    let sum = |args: &[Expr]| {
+        args.iter()
+            .map(literal_bytes)
+            .fold(0, usize::saturating_add)
     };
     match e {
         Expr::Case(c) => c
             .when_then_expr
             .iter()
-            .map(|(_, then)| literal(then))
-            .chain(c.else_expr.as_deref().map(literal))
-            .fold(0, usize::saturating_add),
+            .map(|(_, then)| literal_bytes(then))
+            .chain(c.else_expr.as_deref().map(literal_bytes))
+            .max()
+            .unwrap_or(0),
         Expr::ScalarFunction(f)
             if matches!(
                 f.func.name(),
-                "coalesce" | "nvl" | "ifnull" | "nvl2" | "nullif" | "greatest" | "least"
+                "coalesce" | "nvl" | "ifnull" | "nvl2" | "greatest" | "least"
             ) =>
         {
-            f.args.iter().map(literal).fold(0, usize::saturating_add)
+            sum(&f.args)
         }
+        Expr::AggregateFunction(a) => sum(&a.params.args),
+        Expr::WindowFunction(w) => sum(&w.params.args),
         _ => 0,
     }
 }

@@ -6,7 +6,7 @@
 
 use datafusion::sql::parser::Statement as DFStatement;
 use datafusion::sql::sqlparser::ast::{
-    Expr as SqlExpr, Query, Select, TableFactor, Visit, Visitor,
+    Expr as SqlExpr, ObjectName, Query, Select, TableFactor, Visit, Visitor,
 };
 use datafusion::sql::sqlparser::dialect::GenericDialect;
 use datafusion::sql::sqlparser::parser::Parser;
@@ -32,6 +32,12 @@ pub const MAX_TABLES: usize = 64;
 /// Most WHEN branches in one CASE: simplification is super-linear in them.
 pub const MAX_CASE_BRANCHES: usize = 128;
 
+/// Most scans the SQL text may at worst expand to (see
+/// [`ComplexityCheck::expansion_bound`]), checked before planning: the
+/// planner and the optimiser copy every use of a CTE, so a chain of CTEs
+/// each used twice grows twofold per link before any plan exists.
+pub const MAX_EXPANSION_BOUND: usize = 16 * MAX_EXPANDED_SCANS;
+
 /// Walks the parsed SQL once, counting what makes planning deep or slow.
 #[derive(Default)]
 struct ComplexityCheck {
@@ -39,6 +45,11 @@ struct ComplexityCheck {
     selects: usize,
     tables: usize,
     exceeded: Option<String>,
+    /// Common table expressions defined anywhere in the statement.
+    ctes: std::collections::BTreeSet<String>,
+    /// References to each relation name (CTEs and tables alike).
+    references: std::collections::BTreeMap<String, usize>,
+    relations: usize,
 }
 
 impl ComplexityCheck {
@@ -62,11 +73,28 @@ impl ComplexityCheck {
         ControlFlow::Continue(())
     }
 
+    /// An upper bound on the scans the statement expands to once every
+    /// use of a CTE is written out: each CTE is copied at most as many
+    /// times as the product of the uses of every CTE, so the relations
+    /// named in the text times that product. (Generous for CTEs used side
+    /// by side, exact for a chain.)
+    fn expansion_bound(&self) -> usize {
+        self.ctes
+            .iter()
+            .map(|c| self.references.get(c).copied().unwrap_or(0).max(1))
+            .fold(self.relations.max(1), usize::saturating_mul)
+    }
+
     fn result(self) -> Result<()> {
-        match self.exceeded {
-            None => Ok(()),
-            Some(why) => Err(VeilError::InvalidArgument(why)),
+        if let Some(why) = self.exceeded {
+            return Err(VeilError::InvalidArgument(why));
         }
+        if self.expansion_bound() > MAX_EXPANSION_BOUND {
+            return Err(VeilError::ResourceExhausted(format!(
+                "the query's common table expressions, each read again wherever it is named, could expand to more than {MAX_EXPANDED_SCANS} table reads; name each CTE fewer times (or chain fewer CTEs that name the one before twice)"
+            )));
+        }
+        Ok(())
     }
 }
 
@@ -85,8 +113,23 @@ impl Visitor for ComplexityCheck {
     fn post_visit_expr(&mut self, _: &SqlExpr) -> ControlFlow<()> {
         self.leave()
     }
-    fn pre_visit_query(&mut self, _: &Query) -> ControlFlow<()> {
+    fn pre_visit_query(&mut self, q: &Query) -> ControlFlow<()> {
+        if let Some(with) = &q.with {
+            for cte in &with.cte_tables {
+                self.ctes.insert(cte.alias.name.value.to_lowercase());
+            }
+        }
         self.enter()
+    }
+    fn pre_visit_relation(&mut self, name: &ObjectName) -> ControlFlow<()> {
+        self.relations += 1;
+        if let Some(last) = name.0.last().and_then(|p| p.as_ident()) {
+            *self
+                .references
+                .entry(last.value.to_lowercase())
+                .or_default() += 1;
+        }
+        ControlFlow::Continue(())
     }
     fn post_visit_query(&mut self, _: &Query) -> ControlFlow<()> {
         self.leave()
