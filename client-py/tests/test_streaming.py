@@ -178,3 +178,22 @@ def test_a_failing_stream_fails_the_whole_read_and_cancels_the_others():
     with pytest.raises(pa.ArrowInvalid):
         _stream.collect(open_reader, ["a", "b", "c"], 3)
     assert readers[0].cancelled and readers[2].cancelled
+
+
+def test_a_tls_connection_never_sends_its_token_to_a_plaintext_location():
+    import pyarrow.flight as flight
+
+    conn = veil.connect("grpc+tls://127.0.0.1:1", "a-token")
+    try:
+        plaintext = flight.FlightEndpoint(b"t", ["grpc://127.0.0.1:2"])
+        with pytest.raises(veil.CannotConnect, match="not TLS, and this connection is"):
+            conn._client_for(plaintext)
+        # A TLS location beside it is used; "reuse" means this connection.
+        both = flight.FlightEndpoint(b"t", ["grpc://127.0.0.1:2", "grpc+tls://127.0.0.1:3"])
+        assert conn._client_for(both) is not conn._client
+        reuse = flight.FlightEndpoint(b"t", ["grpc://127.0.0.1:2", "arrow-flight-reuse-connection://?"])
+        assert conn._client_for(reuse) is conn._client
+    finally:
+        conn.close()
+    with veil.connect("grpc://127.0.0.1:1", "a-token") as plain:
+        assert plain._client_for(flight.FlightEndpoint(b"t", ["grpc://127.0.0.1:2"])) is not plain._client

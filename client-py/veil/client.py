@@ -581,13 +581,24 @@ class Connection:
         return [r.body.to_pybytes() for r in results]
 
     def _client_for(self, endpoint):
+        plaintext = []
         for loc in endpoint.locations:
             uri = loc.uri.decode() if isinstance(loc.uri, bytes) else str(loc.uri)
             if uri and uri != _REUSE:
+                if self.address.startswith("grpc+tls://") and not uri.startswith("grpc+tls://"):
+                    # Over TLS, the token never goes to a plaintext location.
+                    plaintext.append(uri)
+                    continue
                 with self._lanes_lock:
                     if uri not in self._others:
                         self._others[uri] = flight.FlightClient(uri, tls_root_certs=self._tls_root_certs)
                     return self._others[uri]
+        reuse = any((l.uri.decode() if isinstance(l.uri, bytes) else str(l.uri)) == _REUSE for l in endpoint.locations)
+        if plaintext and not reuse:
+            raise CannotConnect(
+                f"the endpoint's locations {', '.join(plaintext)} are not TLS, and this connection is: "
+                "the token is not sent there (ask the operator to list grpc+tls:// locations)"
+            )
         return self._client
 
     def _open(self, endpoint, index=0):

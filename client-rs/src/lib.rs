@@ -228,7 +228,15 @@ impl Connection {
             return Ok(self.clone());
         }
         let mut last = None;
+        // Over TLS, the token never goes to a plaintext location.
+        let tls = flight_uri(&self.address).is_ok_and(|(_, tls)| tls);
         for l in locations {
+            if tls && !flight_uri(l).is_ok_and(|(_, tls)| tls) {
+                last = Some(ClientError::Invalid(format!(
+                    "the endpoint's location {l} is not TLS, and this connection is: not sent the token"
+                )));
+                continue;
+            }
             match Self::open(l, &self.token, self.tls.clone()).await {
                 Ok(c) => return Ok(c),
                 Err(e) => last = Some(e),
@@ -989,7 +997,10 @@ fn same_address(location: &str, address: &str) -> bool {
 /// What to check when a connection failed: the certificate when TLS
 /// refused it, else the address and its scheme.
 fn connect_advice(e: &dyn std::error::Error) -> &'static str {
-    if causes(e).to_lowercase().contains("certificate") {
+    let text = causes(e).to_lowercase();
+    if text.contains("notvalidforname") || text.contains("not valid for name") {
+        "the server's TLS certificate does not name the host in the address: connect by a name it carries (veil admin --tls-domain NAME with --ca-file)"
+    } else if text.contains("certificate") {
         "the server's TLS certificate is not trusted here: give the CA that signed it (veil admin --ca-file PEM, or SSL_CERT_FILE=PEM)"
     } else {
         "check that the server runs there and that the scheme matches it (grpc:// for plaintext, grpc+tls:// for TLS)"
