@@ -458,23 +458,10 @@ async fn policies_are_authored_at_run_time_by_scope() {
 #[tokio::test]
 async fn owners_write_restricted_global_policies_over_what_they_own() {
     let server = server().await;
-    let dave = server.connect("dave").await;
-    // erin may register datasets; she owns one.
-    dave.grant(user("erin"), "CREATE_DATA_SOURCE")
-        .await
-        .unwrap();
-    // ... into her own schema, which the directory grants her.
-    let erin = server.connect("erin").await;
-    let people = server.dir.path().join("data/erin.csv");
-    std::fs::write(&people, "id,email\n1,a@x.com\n2,b@x.com\n").unwrap();
-    erin.register_dataset(veil_proto::RegisterDatasetRequest {
-        name: "erin.people".into(),
-        format: "csv".into(),
-        location: people.display().to_string(),
-        ..Default::default()
-    })
-    .await
-    .unwrap();
+    // erin may register datasets, into her own schema (the directory
+    // grants it); she owns erin.people.
+    let (dave, erin) =
+        erin_registers(&server, "erin.people", "id,email\n1,a@x.com\n2,b@x.com\n").await;
     erin.set_column_tags("erin.people", "email", &["contact".into()])
         .await
         .unwrap();
@@ -522,6 +509,27 @@ async fn owners_write_restricted_global_policies_over_what_they_own() {
         ),
         Code::PermissionDenied
     );
+}
+
+/// dave (GOVERNANCE) lets erin register datasets, and she registers `name`
+/// from a CSV file holding `csv`. Returns dave's and erin's connections.
+async fn erin_registers(server: &TestServer, name: &str, csv: &str) -> (Connection, Connection) {
+    let dave = server.connect("dave").await;
+    dave.grant(user("erin"), "CREATE_DATA_SOURCE")
+        .await
+        .unwrap();
+    let erin = server.connect("erin").await;
+    let file = server.dir.path().join(format!("data/{name}.csv"));
+    std::fs::write(&file, csv).unwrap();
+    erin.register_dataset(veil_proto::RegisterDatasetRequest {
+        name: name.into(),
+        format: "csv".into(),
+        location: file.display().to_string(),
+        ..Default::default()
+    })
+    .await
+    .unwrap();
+    (dave, erin)
 }
 
 fn user(subject: &str) -> UserRef {
@@ -701,22 +709,10 @@ async fn hand_picked_datasets_are_invisible_to_everyone_else() {
 #[tokio::test]
 async fn owners_cannot_untag_a_global_row_policy_off_or_learn_hidden_names() {
     let server = server().await;
-    let dave = server.connect("dave").await;
-    dave.grant(user("erin"), "CREATE_DATA_SOURCE")
-        .await
-        .unwrap();
-    // ... into her own schema, which the directory grants her.
-    let erin = server.connect("erin").await;
-    let offices = server.dir.path().join("data/offices.csv");
-    std::fs::write(&offices, "id,state\n1,CA\n2,NY\n3,TX\n").unwrap();
-    erin.register_dataset(veil_proto::RegisterDatasetRequest {
-        name: "erin.offices".into(),
-        format: "csv".into(),
-        location: offices.display().to_string(),
-        ..Default::default()
-    })
-    .await
-    .unwrap();
+    // erin may register datasets, into her own schema (the directory
+    // grants it); she owns erin.offices.
+    let (dave, erin) =
+        erin_registers(&server, "erin.offices", "id,state\n1,CA\n2,NY\n3,TX\n").await;
     erin.create_policy(
         &serde_json::json!({
             "name": "offices-open", "dataset": "erin.offices", "subscription": {"anyone": true}
@@ -767,25 +763,14 @@ async fn owners_cannot_untag_a_global_row_policy_off_or_learn_hidden_names() {
 #[tokio::test]
 async fn owners_cannot_test_a_column_a_governor_masks_for_them() {
     let server = server().await;
-    let dave = server.connect("dave").await;
-    dave.grant(user("erin"), "CREATE_DATA_SOURCE")
-        .await
-        .unwrap();
-    let erin = server.connect("erin").await;
-    let people = server.dir.path().join("data/erin_people.csv");
-    std::fs::write(
-        &people,
+    // erin may register datasets, into her own schema (the directory
+    // grants it); she owns erin.staff.
+    let (dave, erin) = erin_registers(
+        &server,
+        "erin.staff",
         "id,ssn,team,hired\n0,504-93-1791,red,2024-01-02\n1,123-45-6789,blue,2025-03-04\n",
     )
-    .unwrap();
-    erin.register_dataset(veil_proto::RegisterDatasetRequest {
-        name: "erin.staff".into(),
-        format: "csv".into(),
-        location: people.display().to_string(),
-        ..Default::default()
-    })
-    .await
-    .unwrap();
+    .await;
     // Written while nothing masks ssn for her: it applies nowhere yet (no
     // column carries its tag), and tests ssn.
     let later = serde_json::json!({"name": "later", "tags": ["erin-later"], "restricted_to": ["erin"],

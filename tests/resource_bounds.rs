@@ -141,6 +141,19 @@ fn doubling(start: &str, n: usize, double: &str) -> String {
     sql
 }
 
+/// `levels` CTEs, each naming the one before twice: 2^levels scans once
+/// written out.
+fn cte_chain(levels: usize) -> String {
+    let mut sql = String::from("WITH a0 AS (SELECT state FROM clinical.trials LIMIT 1)");
+    for n in 1..=levels {
+        sql.push_str(&format!(
+            ", a{n} AS (SELECT x.state FROM a{m} x UNION ALL SELECT y.state FROM a{m} y)",
+            m = n - 1
+        ));
+    }
+    sql + &format!(" SELECT count(*) FROM a{levels}")
+}
+
 /// Each bomb must fail with RESOURCE_EXHAUSTED, the server must survive it,
 /// and a plain read must still work right after.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -220,29 +233,11 @@ async fn memory_bombs_fail_alone() {
             // 2^31 scans once written out: refused before the optimiser
             // copies anything.
             "a CTE that would expand two billion times",
-            {
-                let mut sql = String::from("WITH a0 AS (SELECT state FROM clinical.trials LIMIT 1)");
-                for n in 1..=31 {
-                    sql.push_str(&format!(
-                        ", a{n} AS (SELECT x.state FROM a{m} x UNION ALL SELECT y.state FROM a{m} y)",
-                        m = n - 1
-                    ));
-                }
-                sql + " SELECT count(*) FROM a31"
-            },
+            cte_chain(31),
         ),
         (
             "a CTE written out exponentially",
-            {
-                let mut sql = String::from("WITH a0 AS (SELECT state FROM clinical.trials LIMIT 1)");
-                for n in 1..=9 {
-                    sql.push_str(&format!(
-                        ", a{n} AS (SELECT x.state FROM a{m} x UNION ALL SELECT y.state FROM a{m} y)",
-                        m = n - 1
-                    ));
-                }
-                sql + " SELECT count(*) FROM a9"
-            },
+            cte_chain(9),
         ),
         (
             "per-row growth",
