@@ -12,12 +12,12 @@ use arrow::datatypes::{DataType, Field, Schema};
 use arrow_flight::encode::FlightDataEncoderBuilder;
 use arrow_flight::error::FlightError;
 use arrow_flight::sql::{
-    ActionClosePreparedStatementRequest, ActionCreatePreparedStatementRequest,
-    ActionCreatePreparedStatementResult, Any, CommandGetCatalogs, CommandGetDbSchemas,
-    CommandGetPrimaryKeys, CommandGetSqlInfo, CommandGetTableTypes, CommandGetTables,
-    CommandGetXdbcTypeInfo, CommandPreparedStatementQuery, CommandStatementIngest,
-    CommandStatementQuery, CommandStatementUpdate, DoPutPreparedStatementResult, ProstMessageExt,
-    SqlInfo,
+    ActionCancelQueryRequest, ActionClosePreparedStatementRequest,
+    ActionCreatePreparedStatementRequest, ActionCreatePreparedStatementResult, Any,
+    CommandGetCatalogs, CommandGetDbSchemas, CommandGetPrimaryKeys, CommandGetSqlInfo,
+    CommandGetTableTypes, CommandGetTables, CommandGetXdbcTypeInfo, CommandPreparedStatementQuery,
+    CommandStatementIngest, CommandStatementQuery, CommandStatementUpdate,
+    DoPutPreparedStatementResult, ProstMessageExt, SqlInfo,
 };
 use arrow_flight::{Action, FlightClient, FlightDescriptor, FlightInfo};
 use futures::TryStreamExt;
@@ -821,6 +821,20 @@ async fn every_call_is_audited_and_datasets_by_their_own_names() {
         .await
         .expect_err("read-only");
     assert_eq!(code(&exchange), tonic::Code::Unimplemented);
+    // What a JDBC session does around its reads: a handshake, closing
+    // and cancelling (they change nothing Veil keeps, and are recorded).
+    erin.handshake(bytes::Bytes::new())
+        .await
+        .expect("handshake");
+    action(&mut erin, "CloseSession", Vec::new())
+        .await
+        .expect("CloseSession");
+    let cancel = ActionCancelQueryRequest {
+        info: FlightInfo::new().encode_to_vec().into(),
+    };
+    action(&mut erin, "CancelQuery", cancel.as_any().encode_to_vec())
+        .await
+        .expect("CancelQuery");
     let mut dave = client(&server, Some(&server.token("dave"))).await;
     let (_, audit) = fetch(
         &mut dave,
@@ -862,6 +876,10 @@ async fn every_call_is_audited_and_datasets_by_their_own_names() {
     );
     assert!(has("plan", "", "ok", "CommandGetTables"), "{rows:#?}");
     assert!(has("schema", "", "ok", "CommandGetCatalogs"), "{rows:#?}");
+    assert!(has("handshake", "", "ok", ""), "{rows:#?}");
+    for closed in ["CloseSession", "CancelQuery"] {
+        assert!(has("session", "", "ok", closed), "{rows:#?}");
+    }
     assert!(
         has("exchange", "", "unimplemented", "DoExchange"),
         "{rows:#?}"

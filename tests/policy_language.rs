@@ -832,6 +832,26 @@ async fn owners_cannot_test_a_column_a_governor_masks_for_them() {
         .unwrap_err();
     assert_eq!(code(&e), Code::PermissionDenied, "{e}");
     assert!(e.to_string().contains("'ssn'"), "{e}");
+    // A k-anonymity profile counts raw values: she profiles only columns
+    // she reads as stored, the governor any column.
+    for cols in [&["ssn"][..], &["team", "hired"][..]] {
+        let e = erin
+            .profile_k_anonymity("erin.staff", cols)
+            .await
+            .unwrap_err();
+        assert_eq!(code(&e), Code::PermissionDenied, "{cols:?}: {e}");
+        assert!(e.to_string().contains("you see it masked"), "{e}");
+        assert!(!e.to_string().contains("504-93"), "{e}");
+    }
+    let profile = erin
+        .profile_k_anonymity("erin.staff", &["team"])
+        .await
+        .unwrap();
+    let profile: serde_json::Value = serde_json::from_str(&profile).unwrap();
+    assert_eq!(profile["columns"][0]["distinct"], 2, "{profile}");
+    dave.profile_k_anonymity("erin.staff", &["ssn"])
+        .await
+        .unwrap();
     // A mask that reads the value (a hash shows which rows are equal) may
     // not replace the governor's on a column she sees masked.
     let rehash = serde_json::json!({"name": "p", "dataset": "erin.staff", "columns": ["hired"],

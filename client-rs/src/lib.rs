@@ -1073,4 +1073,49 @@ mod tests {
             );
         }
     }
+
+    /// A connection over TLS to a port nothing listens on (nothing here
+    /// connects: the channel is lazy).
+    fn tls_connection() -> Connection {
+        let channel = Endpoint::from_static("https://127.0.0.1:9").connect_lazy();
+        Connection {
+            channel,
+            token: "secret-token".into(),
+            address: "grpc+tls://127.0.0.1:9".into(),
+            tls: None,
+        }
+    }
+
+    #[tokio::test]
+    async fn over_tls_the_token_never_goes_to_a_plaintext_location() {
+        let c = tls_connection();
+        for plain in [
+            "grpc://127.0.0.1:1",
+            "grpc+tcp://127.0.0.1:1",
+            "127.0.0.1:1",
+        ] {
+            match c.for_locations(&[plain.to_string()]).await {
+                Err(ClientError::Invalid(m)) => {
+                    assert!(m.contains("is not TLS") && m.contains(plain), "{m}")
+                }
+                Err(other) => panic!("{plain}: refused before connecting, got {other}"),
+                Ok(_) => panic!("{plain}: a plaintext location was opened"),
+            }
+        }
+        // A TLS location after a plaintext one is tried (and fails to
+        // connect here, as nothing listens): the plaintext one was skipped.
+        let tried = c
+            .for_locations(&["grpc://127.0.0.1:1".into(), "grpc+tls://127.0.0.1:1".into()])
+            .await;
+        assert!(
+            matches!(tried, Err(ClientError::Connect { ref address, .. }) if address == "grpc+tls://127.0.0.1:1"),
+            "{:?}",
+            tried.err()
+        );
+        // The connection itself, or "reuse", is kept as is.
+        for same in [REUSE_CONNECTION, "grpc+tls://127.0.0.1:9"] {
+            let kept = c.for_locations(&[same.to_string()]).await.unwrap();
+            assert_eq!(kept.address, c.address);
+        }
+    }
 }

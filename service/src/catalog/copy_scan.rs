@@ -387,11 +387,18 @@ pub const CHECKSUMS_KEY: &str = "veil.crc32c";
 const CHUNK: u64 = 64 * 1024;
 
 /// A copy's checksums: the CRC-32C of each [`CHUNK`] of the file up to
-/// `end` (the last chunk may be shorter), as written by [`Checksummed`].
+/// `end` (the last chunk may be shorter), as written by [`Checksummed`];
+/// and which chunks have passed since they were parsed.
 #[derive(Debug)]
 struct Checksums {
     end: u64,
     crcs: Vec<u32>,
+    /// One bit per chunk: it passed. A copy is never rewritten in place
+    /// and its footer is kept only while the file's identity is unchanged
+    /// and for at most [`FOOTER_TTL`], so a chunk that passed is checked
+    /// again only after that: reads of a copy in the disk cache don't
+    /// checksum the same bytes on every read.
+    passed: Box<[std::sync::atomic::AtomicU64]>,
 }
 
 impl Checksums {
@@ -403,10 +410,27 @@ impl Checksums {
         if !hex.is_ascii() || hex.len() % 8 != 0 || (hex.len() / 8) as u64 != end.div_ceil(CHUNK) {
             return Err(bad());
         }
-        let crcs = (0..hex.len() / 8)
+        let crcs: Vec<u32> = (0..hex.len() / 8)
             .map(|i| u32::from_str_radix(&hex[i * 8..i * 8 + 8], 16).map_err(|_| bad()))
             .collect::<Result<_, _>>()?;
-        Ok(Self { end, crcs })
+        let passed = (0..crcs.len().div_ceil(64))
+            .map(|_| std::sync::atomic::AtomicU64::new(0))
+            .collect();
+        Ok(Self { end, crcs, passed })
+    }
+
+    fn has_passed(&self, chunk: usize) -> bool {
+        use std::sync::atomic::Ordering;
+        self.passed
+            .get(chunk / 64)
+            .is_some_and(|w| w.load(Ordering::Relaxed) & (1 << (chunk % 64)) != 0)
+    }
+
+    fn mark_passed(&self, chunk: usize) {
+        use std::sync::atomic::Ordering;
+        if let Some(w) = self.passed.get(chunk / 64) {
+            w.fetch_or(1 << (chunk % 64), Ordering::Relaxed);
+        }
     }
 
     /// Whether the file's first `head` bytes (its magic and schema
@@ -448,8 +472,8 @@ impl Checksums {
         )
     }
 
-    /// Whether every chunk holding `a..b` matches; `bytes` holds the file
-    /// from `from`, in whole chunks.
+    /// Whether every chunk holding `a..b` matches (or passed before);
+    /// `bytes` holds the file from `from`, in whole chunks.
     fn check(&self, bytes: &[u8], from: u64, a: u64, b: u64) -> bool {
         if a >= b {
             return true;
@@ -460,7 +484,14 @@ impl Checksums {
                 .checked_sub(from)
                 .and_then(|lo| bytes.get(lo as usize..(hi - from) as usize));
             match (chunk, self.crcs.get(i as usize)) {
-                (Some(chunk), Some(crc)) => crc32c::crc32c(chunk) == *crc,
+                (Some(_), Some(_)) if self.has_passed(i as usize) => true,
+                (Some(chunk), Some(crc)) => {
+                    let ok = crc32c::crc32c(chunk) == *crc;
+                    if ok {
+                        self.mark_passed(i as usize);
+                    }
+                    ok
+                }
                 _ => false,
             }
         })
@@ -566,6 +597,12 @@ fn identity(meta: &std::fs::Metadata) -> FileIdentity {
     )
 }
 
+/// How long a copy's footer, and with it which of its chunks passed their
+/// checksums, is kept: after that the next read parses the footer and
+/// checks every chunk it reads again (damage that appears on disk after a
+/// check, under pages the disk cache dropped, is caught within this).
+pub const FOOTER_TTL: std::time::Duration = std::time::Duration::from_secs(300);
+
 /// Footers of the copies read lately, by path; a copy with dictionaries is
 /// not kept here (its decoders need the dictionaries read on each open).
 /// Bounded by the checksums and blocks held, whatever the number of copies.
@@ -591,6 +628,7 @@ static FOOTERS: std::sync::LazyLock<moka::sync::Cache<PathBuf, Arc<Footer>>> =
             // About 16 MiB of checksums (each covers 64 KiB: about 1 TiB
             // of copies), blocks and schemas.
             .max_capacity(4 << 20)
+            .time_to_live(FOOTER_TTL)
             .build()
     });
 
@@ -1362,8 +1400,17 @@ mod tests {
         assert!(sums.check(&data[from as usize..to as usize], from, 70_000, 140_000));
         let mut damaged = data.clone();
         damaged[150_000] ^= 1;
+        // Checksums as parsed afresh (a new footer): every chunk is checked.
+        let fresh = || Checksums::parse(&w.footer_value()).unwrap();
+        let sums = fresh();
         assert!(!sums.check(&damaged, 0, 140_000, 150_001));
         assert!(sums.check(&damaged, 0, 0, 131_072));
+        // A chunk that passed is not checksummed again while its footer is
+        // kept (the same file, unchanged); one that failed still fails.
+        assert!(!sums.check(&damaged, 0, 131_072, 200_000));
+        assert!(sums.check(&data, 0, 131_072, 200_000));
+        assert!(sums.check(&damaged, 0, 131_072, 200_000), "passed before");
+        assert!(!fresh().check(&damaged, 0, 131_072, 200_000));
         // Data ending on a chunk's end; chunks around a range stop there.
         let mut w = Checksummed::new(Vec::new());
         std::io::Write::write_all(&mut w, &data[..131_072]).unwrap();

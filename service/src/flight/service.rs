@@ -481,6 +481,12 @@ impl VeilFlight {
             );
             describe(&mut event, &described.reads, &described.schema);
             self.audit.record(event).await.map_err(|e| to_status(&e))?;
+        } else {
+            // Closing and cancelling change nothing Veil keeps, but every
+            // call is on the trail.
+            let mut event = AuditEvent::new("session", Some(p));
+            event.message = format!("Flight SQL {}", action.r#type);
+            self.audit.record(event).await.map_err(|e| to_status(&e))?;
         }
         Ok(outcome.bodies)
     }
@@ -722,7 +728,11 @@ impl FlightService for VeilFlight {
         &self,
         request: Request<Streaming<HandshakeRequest>>,
     ) -> std::result::Result<Response<Self::HandshakeStream>, Status> {
-        principal_of(&request)?;
+        let p = principal_of(&request)?;
+        self.audit
+            .record(AuditEvent::new("handshake", Some(&p)))
+            .await
+            .map_err(|e| to_status(&e))?;
         let reply = HandshakeResponse {
             protocol_version: 0,
             payload: Default::default(),

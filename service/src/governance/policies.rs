@@ -248,6 +248,7 @@ impl Governance {
             }
         }
         call.event.columns = req.columns.clone();
+        self.check_profiler_reads_unmasked(call, &d, &req.columns)?;
         let cfg = self.engine.config();
         let profile = crate::catalog::profiling::profile_dataset(
             &self.engine.raw_session(),
@@ -276,6 +277,37 @@ impl Governance {
             "suppressed_at_suggested_k": profile.suppressed_at_suggested,
             "suggestion_rule": "the largest k from 2 to 10 that nulls at most 5% of rows (2 if none does)",
         })]))
+    }
+
+    /// A profile counts the raw values of the columns it names (distinct
+    /// values, the smallest group): an owner without `GOVERNANCE` may only
+    /// profile columns they read unmasked, like the columns their policies
+    /// may test (`author_may_test`), or the counts would describe values a
+    /// governor hides from them.
+    fn check_profiler_reads_unmasked(
+        &self,
+        call: &Call<'_>,
+        d: &DatasetRecord,
+        columns: &[String],
+    ) -> Result<()> {
+        let who = call.principal;
+        if who.has(Permission::Governance) {
+            return Ok(());
+        }
+        let snapshot = call.scope.snapshot();
+        let view = data_policy(who, d, &snapshot.policies, self.engine.default_issuer())?;
+        let masked = view.masked_columns();
+        let Some(c) = columns
+            .iter()
+            .find(|c| view.dp.is_some() || masked.contains(c.as_str()))
+        else {
+            return Ok(());
+        };
+        let how = how_masked(&view, d, c);
+        Err(VeilError::PermissionDenied(format!(
+            "column '{c}' of {}: {how}; a profile counts raw values, so you may profile only columns you read unmasked; profile other columns, or ask a governor",
+            d.name
+        )))
     }
 
     /// What a user gets from a dataset, and why.
@@ -480,6 +512,22 @@ fn explain_json(
     out
 }
 
+/// How the caller, whose view of `d` is `view`, sees column `c`: masked
+/// (by which mask), or only through differential privacy.
+fn how_masked(
+    view: &crate::policy::effective::EffectivePolicy,
+    d: &DatasetRecord,
+    c: &str,
+) -> String {
+    match &view.dp {
+        Some(dp) => format!(
+            "you read {} only through differential privacy (policy '{}')",
+            d.name, dp.name
+        ),
+        None => format!("you see it masked ({})", view.mask_label(c)),
+    }
+}
+
 /// A policy's conditions read stored values, and its author sees which
 /// rows and values they let through: testing a column the author reads
 /// masked (under a governor's mask, say) would reveal its values a bit at
@@ -522,13 +570,7 @@ pub(super) fn author_may_test(
         let view = data_policy(author, d, &others, issuer)?;
         let masked = view.masked_columns();
         let refuse = |c: &str, what: &str| {
-            let how = match &view.dp {
-                Some(dp) => format!(
-                    "you read {} only through differential privacy (policy '{}')",
-                    d.name, dp.name
-                ),
-                None => format!("you see it masked ({})", view.mask_label(c)),
-            };
+            let how = how_masked(&view, d, c);
             VeilError::PermissionDenied(format!(
                 "policy '{}' {what} column '{c}' of {}, and {how}: {}; test another column, or ask a governor to write the policy",
                 policy.spec.name,
