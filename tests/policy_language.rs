@@ -355,6 +355,34 @@ async fn a_filter_cannot_shrink_past_the_masks_or_find_hidden_rows() {
         2,
         "row 3 (passengers 4) is hidden, so no division by zero"
     );
+    // A predicate that names no column fails as the query's own error,
+    // while it is planned, whatever rows there are: it never runs below
+    // the barrier, where its failure would say that hidden rows exist.
+    for sql in [
+        "SELECT id FROM net.flows WHERE 1 / 0 = 1",
+        "SELECT id FROM net.flows WHERE id = -99 AND CAST('x' AS INT) = 1",
+        "SELECT a.id FROM net.flows a JOIN net.flows b ON a.id = b.id AND 1 / 0 = 1",
+        "SELECT id FROM net.flows WHERE id IN (SELECT id FROM net.flows WHERE 1 / 0 = 1)",
+    ] {
+        let e = alice.sql(sql).await.unwrap_err();
+        assert_eq!(code(&e), Code::InvalidArgument, "{sql}: {e}");
+        assert!(
+            e.to_string().contains("the query failed while running"),
+            "{sql}: {e}"
+        );
+    }
+    let e = alice
+        .scan("net.flows", Scan::default().with_filter("1 / 0 = 1"))
+        .await
+        .unwrap_err();
+    assert_eq!(code(&e), Code::InvalidArgument, "{e}");
+    assert!(e.to_string().contains("division by zero"), "{e}");
+    // One that evaluates is folded as before.
+    let out = alice
+        .sql("SELECT id FROM net.flows WHERE 1 / 1 = 1 AND now() > '2020-01-01'")
+        .await
+        .unwrap();
+    assert_eq!(row_count(&out), 2);
 }
 
 #[tokio::test]
