@@ -394,11 +394,13 @@ struct Checksums {
     end: u64,
     crcs: Vec<u32>,
     /// One bit per chunk: it passed. A copy is never rewritten in place
-    /// and its footer is kept only while the file's identity is unchanged
-    /// and for at most [`FOOTER_TTL`], so a chunk that passed is checked
-    /// again only after that: reads of a copy in the disk cache don't
-    /// checksum the same bytes on every read.
+    /// and its footer is kept only while the file's identity is unchanged,
+    /// and the bits count for [`FOOTER_TTL`] from the parse (also for a
+    /// read still holding them), so a chunk that passed is checked again
+    /// only after that: reads of a copy in the disk cache don't checksum
+    /// the same bytes on every read.
     passed: Box<[std::sync::atomic::AtomicU64]>,
+    parsed_at: std::time::Instant,
 }
 
 impl Checksums {
@@ -416,14 +418,21 @@ impl Checksums {
         let passed = (0..crcs.len().div_ceil(64))
             .map(|_| std::sync::atomic::AtomicU64::new(0))
             .collect();
-        Ok(Self { end, crcs, passed })
+        Ok(Self {
+            end,
+            crcs,
+            passed,
+            parsed_at: std::time::Instant::now(),
+        })
     }
 
     fn has_passed(&self, chunk: usize) -> bool {
         use std::sync::atomic::Ordering;
-        self.passed
-            .get(chunk / 64)
-            .is_some_and(|w| w.load(Ordering::Relaxed) & (1 << (chunk % 64)) != 0)
+        self.parsed_at.elapsed() < FOOTER_TTL
+            && self
+                .passed
+                .get(chunk / 64)
+                .is_some_and(|w| w.load(Ordering::Relaxed) & (1 << (chunk % 64)) != 0)
     }
 
     fn mark_passed(&self, chunk: usize) {
@@ -582,9 +591,10 @@ struct Footer {
     checksums: Option<Arc<Checksums>>,
 }
 
-/// A file's device, inode, length and modification time (seconds,
-/// nanoseconds).
-type FileIdentity = (u64, u64, u64, i64, i64);
+/// A file's device, inode, length, modification time and status change
+/// time (seconds, nanoseconds: the status change time can't be set back
+/// without changing the clock).
+type FileIdentity = (u64, u64, u64, i64, i64, i64, i64);
 
 fn identity(meta: &std::fs::Metadata) -> FileIdentity {
     use std::os::unix::fs::MetadataExt;
@@ -594,6 +604,8 @@ fn identity(meta: &std::fs::Metadata) -> FileIdentity {
         meta.len(),
         meta.mtime(),
         meta.mtime_nsec(),
+        meta.ctime(),
+        meta.ctime_nsec(),
     )
 }
 

@@ -55,7 +55,9 @@ pub async fn profile_dataset(
 /// Refuse a policy that k-anonymizes a column with more distinct values
 /// than `cutoff` on any dataset it applies to (Immuta's rule: only
 /// low-cardinality columns can be quasi-identifiers), or whose columns
-/// together have more combinations than a read may count.
+/// together have more combinations than a read may count. The refusal
+/// doesn't say how many values there are: they are counted over every
+/// row, and the author may not see them all.
 #[allow(clippy::too_many_arguments)]
 pub async fn check_cardinality(
     ctx: &SessionContext,
@@ -87,7 +89,7 @@ pub async fn check_cardinality(
         for (c, n) in columns.iter().zip(&profile.distinct) {
             if *n > cutoff {
                 return Err(VeilError::FailedPrecondition(format!(
-                    "k-anonymization policy '{}': column '{c}' of '{}' has {n} distinct values, above the cutoff of {cutoff} (engine.kanon_cardinality_cutoff); choose a column with fewer values, or mask this one another way (rounding, hashing)",
+                    "k-anonymization policy '{}': column '{c}' of '{}' has more distinct values than the cutoff of {cutoff} (engine.kanon_cardinality_cutoff); choose a column with fewer values, or mask this one another way (rounding, hashing)",
                     p.spec.name, d.name
                 )));
             }

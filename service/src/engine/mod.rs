@@ -227,10 +227,7 @@ impl Engine {
             .with_default_features()
             .with_query_planner(Arc::new(VeilQueryPlanner))
             .with_analyzer_rule(Arc::new(PolicyGuard))
-            .with_analyzer_rule(Arc::new(
-                crate::policy::constant_predicates::ConstantPredicates,
-            ))
-            .with_optimizer_rule(Arc::new(crate::policy::pushdown::CopySafeFilters))
+            .with_optimizer_rules(crate::policy::pushdown::optimizer_rules())
             .with_physical_optimizer_rule(Arc::new(bounded::BoundedProjection))
             .with_physical_optimizer_rule(Arc::new(filter_batches::FilterBatches))
             .with_physical_optimizer_rule(Arc::new(short_text_in::ShortTextIn))

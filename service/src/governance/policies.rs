@@ -280,10 +280,11 @@ impl Governance {
     }
 
     /// A profile counts the raw values of the columns it names (distinct
-    /// values, the smallest group): an owner without `GOVERNANCE` may only
-    /// profile columns they read unmasked, like the columns their policies
-    /// may test (`author_may_test`), or the counts would describe values a
-    /// governor hides from them.
+    /// values, the smallest group) over every row: an owner without
+    /// `GOVERNANCE` may only profile columns they read unmasked, like the
+    /// columns their policies may test (`author_may_test`), of a dataset
+    /// whose rows no policy hides from them, or the counts would describe
+    /// values and rows a governor hides from them.
     fn check_profiler_reads_unmasked(
         &self,
         call: &Call<'_>,
@@ -296,6 +297,14 @@ impl Governance {
         }
         let snapshot = call.scope.snapshot();
         let view = data_policy(who, d, &snapshot.policies, self.engine.default_issuer())?;
+        // The profile counts every row of the source.
+        if let Some(rule) = view.row_rules.first() {
+            return Err(VeilError::PermissionDenied(format!(
+                "policy '{}' hides rows of {} from you, and a profile counts every row; ask a governor to profile it",
+                policy_name(snapshot, &rule.policy),
+                d.name
+            )));
+        }
         let masked = view.masked_columns();
         let Some(c) = columns
             .iter()

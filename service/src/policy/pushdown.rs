@@ -19,6 +19,14 @@
 //!
 //! The copy keeps the same rows the original keeps among the visible ones,
 //! and the original still runs above, so the answer is unchanged.
+//!
+//! [`FiltersStopAtBarriers`] is DataFusion's filter pushdown with that
+//! invariant enforced: upstream pushes through an extension node every
+//! conjunct that names none of the columns it prevents, so a conjunct that
+//! names no column at all (`1/0 = 1`, `CAST(uuid() AS INT) = 1`, or one the
+//! simplifier reduced to that) would run below the barrier, on rows the
+//! policies hide, and its failure would be a source's. Here no filter
+//! crosses a barrier from above; only this module's copies start below.
 
 use datafusion::arrow::datatypes::DataType;
 use datafusion::common::tree_node::{Transformed, TreeNode};
@@ -27,11 +35,59 @@ use datafusion::logical_expr::utils::{conjunction, split_conjunction};
 use datafusion::logical_expr::{
     Between, BinaryExpr, Expr, Extension, Filter, Like, LogicalPlan, Operator,
 };
+use datafusion::optimizer::optimizer::ApplyOrder;
+use datafusion::optimizer::push_down_filter::PushDownFilter;
 use datafusion::optimizer::{OptimizerConfig, OptimizerRule};
 use std::collections::HashMap;
 use std::sync::Arc;
 
 use super::barrier::PolicyBarrier;
+
+/// DataFusion's `push_down_filter`, except that a filter directly above a
+/// policy barrier stays there (see the module). It replaces upstream's
+/// rule in Veil's sessions, in the same place among the rules.
+#[derive(Debug, Default)]
+pub struct FiltersStopAtBarriers(PushDownFilter);
+
+impl OptimizerRule for FiltersStopAtBarriers {
+    fn name(&self) -> &str {
+        self.0.name()
+    }
+
+    fn apply_order(&self) -> Option<ApplyOrder> {
+        self.0.apply_order()
+    }
+
+    fn supports_rewrite(&self) -> bool {
+        self.0.supports_rewrite()
+    }
+
+    fn rewrite(
+        &self,
+        plan: LogicalPlan,
+        config: &dyn OptimizerConfig,
+    ) -> Result<Transformed<LogicalPlan>> {
+        match &plan {
+            LogicalPlan::Filter(f) if PolicyBarrier::is_barrier(&f.input) => {
+                Ok(Transformed::no(plan))
+            }
+            _ => self.0.rewrite(plan, config),
+        }
+    }
+}
+
+/// Veil's optimizer rules: DataFusion's, with [`FiltersStopAtBarriers`]
+/// in place of its filter pushdown, then [`CopySafeFilters`].
+pub fn optimizer_rules() -> Vec<Arc<dyn OptimizerRule + Send + Sync>> {
+    let mut rules = datafusion::optimizer::Optimizer::new().rules;
+    for rule in rules.iter_mut() {
+        if rule.name() == PushDownFilter::new().name() {
+            *rule = Arc::new(FiltersStopAtBarriers::default());
+        }
+    }
+    rules.push(Arc::new(CopySafeFilters));
+    rules
+}
 
 /// The optimizer rule (see the module).
 #[derive(Debug, Default)]
