@@ -58,10 +58,6 @@ impl OptimizerRule for FiltersStopAtBarriers {
         self.0.apply_order()
     }
 
-    fn supports_rewrite(&self) -> bool {
-        self.0.supports_rewrite()
-    }
-
     fn rewrite(
         &self,
         plan: LogicalPlan,
