@@ -299,6 +299,13 @@ async fn describe_explain_profile_and_the_cardinality_cutoff() {
     assert_eq!(profile["current_k"], 1);
     assert_eq!(profile["suggested_k"], 2);
     assert_eq!(profile["suppressed_at_suggested_k"], 0.6);
+    // A column named twice is the caller's mistake.
+    let err = dave
+        .profile_k_anonymity("census.joint", &["gender", "gender"])
+        .await
+        .unwrap_err();
+    assert_eq!(err.code(), Some(Code::InvalidArgument), "{err}");
+    assert!(err.to_string().contains("named twice"), "{err}");
     // Only owners and governors profile.
     let err = server
         .connect("carol")

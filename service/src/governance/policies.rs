@@ -239,7 +239,12 @@ impl Governance {
                 "name from 1 to {MAX_PROFILED_COLUMNS} columns to profile together"
             )));
         }
-        for c in &req.columns {
+        for (i, c) in req.columns.iter().enumerate() {
+            if req.columns[..i].contains(c) {
+                return Err(VeilError::InvalidArgument(format!(
+                    "column '{c}' is named twice; name each column to profile once"
+                )));
+            }
             if d.column(c).is_none() {
                 return Err(VeilError::InvalidArgument(format!(
                     "dataset '{}' has no column '{c}'",
