@@ -428,11 +428,9 @@ impl Checksums {
 
     fn has_passed(&self, chunk: usize) -> bool {
         use std::sync::atomic::Ordering;
-        self.parsed_at.elapsed() < FOOTER_TTL
-            && self
-                .passed
-                .get(chunk / 64)
-                .is_some_and(|w| w.load(Ordering::Relaxed) & (1 << (chunk % 64)) != 0)
+        self.passed
+            .get(chunk / 64)
+            .is_some_and(|w| w.load(Ordering::Relaxed) & (1 << (chunk % 64)) != 0)
     }
 
     fn mark_passed(&self, chunk: usize) {
@@ -487,13 +485,14 @@ impl Checksums {
         if a >= b {
             return true;
         }
+        let remembered = self.parsed_at.elapsed() < FOOTER_TTL;
         (a / CHUNK..b.div_ceil(CHUNK)).all(|i| {
             let (lo, hi) = (i * CHUNK, ((i + 1) * CHUNK).min(self.end));
             let chunk = lo
                 .checked_sub(from)
                 .and_then(|lo| bytes.get(lo as usize..(hi - from) as usize));
             match (chunk, self.crcs.get(i as usize)) {
-                (Some(_), Some(_)) if self.has_passed(i as usize) => true,
+                (Some(_), Some(_)) if remembered && self.has_passed(i as usize) => true,
                 (Some(chunk), Some(crc)) => {
                     let ok = crc32c::crc32c(chunk) == *crc;
                     if ok {

@@ -227,7 +227,10 @@ impl Engine {
             .with_default_features()
             .with_query_planner(Arc::new(VeilQueryPlanner))
             .with_analyzer_rule(Arc::new(PolicyGuard))
-            .with_optimizer_rules(crate::policy::pushdown::optimizer_rules())
+            .with_optimizer_rules(
+                crate::policy::pushdown::optimizer_rules()
+                    .map_err(|e| VeilError::internal("the optimizer's rules", e))?,
+            )
             .with_physical_optimizer_rule(Arc::new(bounded::BoundedProjection))
             .with_physical_optimizer_rule(Arc::new(filter_batches::FilterBatches))
             .with_physical_optimizer_rule(Arc::new(short_text_in::ShortTextIn))

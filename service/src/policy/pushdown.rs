@@ -73,16 +73,25 @@ impl OptimizerRule for FiltersStopAtBarriers {
 }
 
 /// Veil's optimizer rules: DataFusion's, with [`FiltersStopAtBarriers`]
-/// in place of its filter pushdown, then [`CopySafeFilters`].
-pub fn optimizer_rules() -> Vec<Arc<dyn OptimizerRule + Send + Sync>> {
+/// in place of its filter pushdown, then [`CopySafeFilters`]. An error if
+/// upstream's filter pushdown is not found by name (a renamed rule would
+/// otherwise keep pushing filters through barriers): the engine doesn't
+/// start.
+pub fn optimizer_rules() -> Result<Vec<Arc<dyn OptimizerRule + Send + Sync>>> {
     let mut rules = datafusion::optimizer::Optimizer::new().rules;
-    for rule in rules.iter_mut() {
-        if rule.name() == PushDownFilter::new().name() {
-            *rule = Arc::new(FiltersStopAtBarriers::default());
-        }
-    }
+    let upstream = PushDownFilter::new();
+    let slot = rules
+        .iter_mut()
+        .find(|rule| rule.name() == upstream.name())
+        .ok_or_else(|| {
+            datafusion::common::DataFusionError::Internal(format!(
+                "DataFusion's optimizer has no '{}' rule to keep filters above policy barriers",
+                upstream.name()
+            ))
+        })?;
+    *slot = Arc::new(FiltersStopAtBarriers::default());
     rules.push(Arc::new(CopySafeFilters));
-    rules
+    Ok(rules)
 }
 
 /// The optimizer rule (see the module).
