@@ -733,8 +733,36 @@ async fn reads_are_audited_with_policies_and_counts() {
         )
         .await
         .unwrap();
-    let text = serde_json::to_string(&audit_events(&dave).await).unwrap();
-    assert!(!text.contains("needle-123"));
+    // Nor a constant in an unaliased expression, which names its column
+    // (`clinical.trials.email = Utf8("...")`), in every event of the read:
+    // whoever reads the audit may not read the dataset.
+    for sql in [
+        "SELECT participant_id, email = 'needle-456@example.com' FROM clinical.trials LIMIT 1",
+        "SELECT count(*) FILTER (WHERE email = 'needle-789@example.com') FROM clinical.trials",
+        "SELECT age + 424242, regexp_like(email, 'needle-(9)+') FROM clinical.trials LIMIT 1",
+    ] {
+        alice.sql(sql).await.unwrap();
+    }
+    let events = audit_events(&dave).await;
+    let text = serde_json::to_string(&events).unwrap();
+    for needle in [
+        "needle-123",
+        "needle-456",
+        "needle-789",
+        "424242",
+        "needle-(9)",
+    ] {
+        assert!(!text.contains(needle), "{needle} in the audit");
+    }
+    assert!(
+        events.iter().any(|e| e["action"] == "read.start"
+            && e["columns"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .any(|c| c == "count(*) FILTER (WHERE clinical.trials.email = Utf8(?))")),
+        "the expression's shape stays"
+    );
     // Authentication failures are audited too.
     let bad = server.connect_token("garbage").await;
     let _ = bad.list_datasets().await;
@@ -1072,5 +1100,32 @@ async fn failed_authentications_are_flushed_every_window() {
         tokio::time::sleep(std::time::Duration::from_millis(100)).await;
     }
     assert_eq!(attempts, 20, "the aggregate arrives without a shutdown");
+    server.stop().await;
+}
+
+/// Naming a dataset the caller reads but doesn't administer lists the
+/// policies on it they may list (none here), never "not found" (found by
+/// an outside review); one they can't see stays not found.
+#[tokio::test]
+async fn listing_the_policies_of_a_dataset_one_reads() {
+    let server = TestServer::demo().await;
+    let alice = server.connect("alice").await;
+    let all = alice.list_policies(None).await.unwrap();
+    let named = alice.list_policies(Some("clinical.trials")).await.unwrap();
+    assert!(named.iter().all(|p| all.contains(p)), "{named:?}");
+    let e = alice
+        .list_policies(Some("clinical.nothing_here"))
+        .await
+        .unwrap_err();
+    assert!(e.to_string().contains("not found"), "{e}");
+    // Its owner lists every policy on it.
+    let dave = server.connect("dave").await;
+    assert!(
+        !dave
+            .list_policies(Some("clinical.trials"))
+            .await
+            .unwrap()
+            .is_empty()
+    );
     server.stop().await;
 }

@@ -244,6 +244,16 @@ async fn memory_bombs_fail_alone() {
             "SELECT length(repeat(name, 2000)) FROM clinical.trials".into(),
         ),
         (
+            // Found by an outside review: one call compared every pair of
+            // characters for minutes, on after its reader had left.
+            "levenshtein of long values, per row",
+            "SELECT max(levenshtein(repeat(name, 300), repeat(email, 300))) FROM clinical.trials".into(),
+        ),
+        (
+            "levenshtein of long constants, while planning",
+            "SELECT levenshtein(repeat('a', 100000), repeat('b', 100000)) AS d".into(),
+        ),
+        (
             "join fan-out into aggregation state",
             "SELECT length(string_agg(lpad(t.name, 200, 'x'), ',')) FROM clinical.trials t CROSS JOIN clinical.sites s".into(),
         ),
@@ -268,6 +278,24 @@ async fn memory_bombs_fail_alone() {
             .await
             .unwrap_or_else(|e| panic!("after {what}: {e}"));
         assert_eq!(veil_tests::row_count(&rows), 1);
+    }
+    // Levenshtein's bound is its own (steps, not bytes), and says so.
+    let e = bob
+        .sql("SELECT levenshtein(repeat('a', 100000), repeat('b', 100000)) AS d")
+        .await
+        .unwrap_err();
+    assert!(e.to_string().contains("million steps"), "{e}");
+    // A pattern too large to compile is the caller's error, whichever
+    // spelling (DataFusion reported `~`'s as an internal one).
+    for sql in [
+        "SELECT regexp_like(name, '(a{1000}){1000}') AS m FROM clinical.trials LIMIT 1",
+        "SELECT count(*) AS n FROM clinical.trials WHERE name ~ '(a{1000}){1000}'",
+        "SELECT count(*) AS n FROM clinical.trials WHERE name SIMILAR TO '(a{1000}){1000}'",
+        "SELECT regexp_match(name, '(a{1000}){1000}') AS m FROM clinical.trials LIMIT 1",
+    ] {
+        let e = bob.sql(sql).await.expect_err(sql);
+        assert_eq!(e.code(), Some(tonic::Code::InvalidArgument), "{sql}: {e}");
+        assert!(e.to_string().contains("regular expression"), "{sql}: {e}");
     }
     // `||` on anything but text is refused rather than left unbounded.
     let e = bob

@@ -115,3 +115,70 @@ def test_sql_and_columns(spark, server):
 def test_a_hidden_dataset_is_not_found(spark, server):
     with pytest.raises(Exception, match="not found"):
         read(spark, server, "carol", dataset="clinical.trials").count()
+
+
+def test_types_spark_lacks_are_widened_and_instants_kept(spark, server):
+    # Unsigned integers, a time zone other than UTC and nanoseconds: Spark
+    # has none of them, so they arrive widened (no value lost) and as
+    # instants (microseconds: Spark's resolution).
+    sql = """SELECT participant_id,
+                    arrow_cast(255, 'UInt8') AS u8,
+                    arrow_cast(4294967295, 'UInt32') AS u32,
+                    arrow_cast('18446744073709551615', 'UInt64') AS u64,
+                    arrow_cast(arrow_cast('2026-01-02T03:04:05.123456789Z', 'Timestamp(Nanosecond, Some("UTC"))'),
+                               'Timestamp(Nanosecond, Some("Europe/Berlin"))') AS berlin
+             FROM clinical.trials ORDER BY participant_id LIMIT 3"""
+    df = read(spark, server, "alice", sql=sql)
+    types = dict(df.dtypes)
+    assert (types["u8"], types["u32"], types["u64"], types["berlin"]) == ("smallint", "bigint", "decimal(20,0)", "timestamp")
+    rows = df.toArrow()
+    with own(server, "alice") as conn:
+        expected = conn.sql_as_arrow(sql)
+    assert rows.num_rows == expected.num_rows == 3
+    assert rows["participant_id"].to_pylist() == expected["participant_id"].to_pylist()
+    assert set(rows["u8"].to_pylist()) == {255}
+    assert set(rows["u32"].to_pylist()) == {4294967295}
+    assert set(int(v) for v in rows["u64"].to_pylist()) == {18446744073709551615}
+    import datetime
+
+    instant = datetime.datetime(2026, 1, 2, 3, 4, 5, 123456, tzinfo=datetime.timezone.utc)
+    assert {v.astimezone(datetime.timezone.utc) for v in rows["berlin"].to_pylist()} == {instant}
+
+
+def test_nested_types_widen_and_casts_lose_only_sub_microseconds():
+    import pyarrow as pa
+    from pyspark.sql.pandas.types import from_arrow_schema, to_arrow_schema
+
+    from veil.spark import _cast, _for_spark
+
+    batch = pa.RecordBatch.from_pydict(
+        {
+            "l": pa.array([[1, 4294967295]], pa.list_(pa.uint32())),
+            "m": pa.array([[("a", 65535)]], pa.map_(pa.string(), pa.uint16())),
+            "s": pa.array([{"u": 255, "h": 1.5}], pa.struct([("u", pa.uint8()), ("h", pa.float16())])),
+            "t": pa.array([1_000_000_123], pa.time64("ns")),
+            "d": pa.array([86_400_000], pa.date64()),
+        }
+    )
+    target = to_arrow_schema(from_arrow_schema(_for_spark(batch.schema)), timezone="UTC")
+    out = _cast(batch, target).to_pylist()[0]
+    assert out["l"] == [1, 4294967295] and out["m"] == [("a", 65535)]
+    assert out["s"] == {"u": 255, "h": 1.5}
+    assert str(out["t"]) == "00:00:01" and str(out["d"]) == "1970-01-02"
+    # A value that doesn't fit is an error, never wrapped or clipped.
+    with pytest.raises(pa.ArrowInvalid):
+        _cast(pa.RecordBatch.from_pydict({"x": pa.array([300], pa.int64())}), pa.schema([("x", pa.int8())]))
+
+
+def test_the_audit_reads_through_spark(spark, server):
+    # veil.audit has timestamps with a time zone (dave holds AUDIT).
+    df = read(spark, server, "dave", dataset="veil.audit", columns="seq, time, action")
+    assert dict(df.dtypes)["time"] == "timestamp"
+    first = df.orderBy("seq").limit(1).collect()
+    assert len(first) == 1 and first[0].time is not None
+
+
+def test_a_type_spark_cannot_hold_is_refused_by_name(spark, server):
+    sql = "SELECT participant_id, interval '1 month 2 days' AS span FROM clinical.trials LIMIT 1"
+    with pytest.raises(Exception, match="'span' is an interval"):
+        read(spark, server, "alice", sql=sql).schema

@@ -98,6 +98,13 @@ def test_addresses_a_newcomer_might_write(server):
         with pytest.raises(veil.InvalidAddress, match="has no port: write grpc(\\+tls)?://[^ ]+:PORT .*8815") as e:
             veil.connect(no_port, "a-token")
         assert e.value.code == "invalid_address" and no_port in e.value.message
+    for bad_port in ("grpc://127.0.0.1:99999", "127.0.0.1:0"):
+        with pytest.raises(veil.InvalidAddress, match="outside 1-65535"):
+            veil.connect(bad_port, "a-token")
+    # A column named twice is said to be so (it is not unknown).
+    with veil.connect(hostport, server.token("alice")) as conn:
+        with pytest.raises(veil.InvalidArgument, match="'state' is named twice"):
+            conn.scan_as_arrow("clinical.trials", columns=["state", "age", "state"])
 
 
 def _free_port():

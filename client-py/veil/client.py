@@ -183,6 +183,8 @@ def _address(address):
             host, _, port = authority.partition(":")
         if not port.isdigit():
             raise InvalidAddress(f"'{given}' has no port: write {scheme}://{host}:PORT (the demo listens on 8815)")
+        if not 0 < int(port) < 65536:
+            raise InvalidAddress(f"'{given}' has port {port}, outside 1-65535: write {scheme}://{host}:PORT (the demo listens on 8815)")
     return address
 
 

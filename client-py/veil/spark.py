@@ -17,6 +17,15 @@ passed on to the executors with the plan). With `pushdown` set to `true`
 (and Spark's `spark.sql.python.filterPushdown.enabled` on, Spark 4.1+),
 Spark's own filters that Veil can run are pushed down to it; a schema given
 with `.schema(...)` reads only those columns.
+
+Types Spark has no equivalent for are widened losslessly (unsigned integers
+to the next signed type, `UInt64` to `DECIMAL(20,0)`, half floats to
+floats, `time32` to `time64`); timestamps with a time zone are Spark
+`TIMESTAMP`s (instants), without one `TIMESTAMP_NTZ`; Spark keeps
+microseconds, so nanosecond timestamps and times arrive truncated to the
+microsecond. A column of a type Spark can't hold at all (an interval of
+months, days and nanoseconds) is refused by name: leave it out with
+`columns` or cast it in `sql`.
 """
 
 import os
@@ -27,6 +36,52 @@ from pyspark.sql.datasource import DataSource, DataSourceReader, InputPartition
 
 from . import _proto
 from .client import DEFAULT_ADDRESS, VeilError, _address, connect
+
+
+def _widened(name, t):
+    """`t` as a type Spark converts from Arrow, without losing values."""
+    widen = {pa.uint8(): pa.int16(), pa.uint16(): pa.int32(), pa.uint32(): pa.int64(), pa.uint64(): pa.decimal128(20, 0), pa.float16(): pa.float32(), pa.date64(): pa.date32()}
+    if t in widen:
+        return widen[t]
+    if pa.types.is_string_view(t) if hasattr(pa.types, "is_string_view") else False:
+        return pa.string()
+    if pa.types.is_binary_view(t) if hasattr(pa.types, "is_binary_view") else False:
+        return pa.binary()
+    if pa.types.is_time32(t):
+        return pa.time64("us")
+    if pa.types.is_interval(t):
+        raise VeilError(f"column {name!r} is an interval of months, days and nanoseconds ({t}), which Spark can't hold: leave it out with the 'columns' option, or cast it in 'sql'")
+    lists = ("is_list", "is_large_list", "is_fixed_size_list", "is_list_view", "is_large_list_view")
+    if any(getattr(pa.types, is_kind, lambda _: False)(t) for is_kind in lists):
+        return pa.list_(_widened_field(name, t.value_field))
+    if pa.types.is_map(t):
+        return pa.map_(_widened_field(name, t.key_field), _widened_field(name, t.item_field))
+    if pa.types.is_struct(t):
+        return pa.struct([_widened_field(name, t.field(i)) for i in range(t.num_fields)])
+    return t
+
+
+def _widened_field(name, field):
+    return field.with_type(_widened(name, field.type))
+
+
+def _for_spark(schema):
+    """The Arrow schema as Spark can take it (see the module's note)."""
+    return pa.schema([_widened_field(f.name, f) for f in schema], metadata=schema.metadata)
+
+
+def _cast(batch, schema):
+    """`batch` as `schema`, column by column: every cast is lossless except
+    to microsecond timestamps and times (Spark's resolution)."""
+    if batch.schema.names != schema.names:
+        raise VeilError(f"Veil sent the columns {batch.schema.names}, Spark expects {schema.names}")
+    columns = []
+    for column, field in zip(batch.columns, schema):
+        if column.type != field.type:
+            lossy = pa.types.is_timestamp(field.type) or pa.types.is_time(field.type)
+            column = column.cast(field.type, safe=not lossy)
+        columns.append(column)
+    return pa.RecordBatch.from_arrays(columns, schema=schema)
 
 
 def _option(options, name):
@@ -79,7 +134,7 @@ class VeilDataSource(DataSource):
             schema = conn._info(request.descriptor()).schema
         from pyspark.sql.pandas.types import from_arrow_schema
 
-        return from_arrow_schema(schema)
+        return from_arrow_schema(_for_spark(schema))
 
     def reader(self, schema):
         request = _Request(self.options)
@@ -170,8 +225,9 @@ class VeilReader(DataSourceReader):
         from pyspark.sql.pandas.types import to_arrow_schema
 
         # What Spark expects: batches are cast to it (a schema given with
-        # .schema(...) has nullable columns where Veil may send NOT NULL).
-        self.arrow_schema = to_arrow_schema(schema)
+        # .schema(...) has nullable columns where Veil may send NOT NULL;
+        # Spark's worker reads instants in UTC).
+        self.arrow_schema = to_arrow_schema(schema, timezone="UTC")
         # A schema given with .schema(...) names the columns to read.
         names = [f.name for f in schema.fields]
         if request.dataset is not None and request.columns is None:
@@ -202,7 +258,7 @@ class VeilReader(DataSourceReader):
                 if batch is None or batch.num_rows == 0:
                     continue
                 if not batch.schema.equals(self.arrow_schema):
-                    batch = pa.Table.from_batches([batch]).cast(self.arrow_schema, safe=False).combine_chunks().to_batches()[0]
+                    batch = _cast(batch, self.arrow_schema)
                 yield batch
 
 

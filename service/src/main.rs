@@ -128,7 +128,7 @@ fn main() -> ExitCode {
             ttl,
             config,
             data_dir,
-        } => token(&user, &groups, &attrs, ttl, config, &demo_dir(data_dir)),
+        } => token(&user, &groups, &attrs, ttl, config, data_dir),
         Commands::Admin(args) => admin::run(args),
         Commands::Explain(args) => admin::run_explain(args),
         Commands::Audit(args) => audit_cmd::run(args),
@@ -322,11 +322,13 @@ fn token(
     attrs: &[String],
     ttl: u64,
     config: Option<PathBuf>,
-    data_dir: &Path,
+    data_dir: Option<PathBuf>,
 ) -> Result<(), VeilError> {
     let cfg = match config {
+        // The config names its own key: no demo directory is looked for.
         Some(p) => Config::load(&p)?,
         None => {
+            let data_dir = &demo_dir(data_dir);
             let p = data_dir.join("veil.toml");
             if !p.exists() && data_dir.is_dir() {
                 return Err(VeilError::FailedPrecondition(format!(

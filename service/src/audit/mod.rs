@@ -240,6 +240,47 @@ pub fn query_fingerprint(text: &str) -> String {
     encode_hex(&Sha256::digest(shape.trim().as_bytes())[..12])
 }
 
+/// A result column's name as the audit records it: an unaliased
+/// expression's name is its text (`t.ssn = Utf8("123-45-6789")`), so every
+/// literal in it (quoted, or a number not part of a name) becomes `?`.
+/// Whoever reads the audit may not read the dataset; a name must not tell
+/// them which value a query looked for.
+pub fn column_words(name: &str) -> String {
+    let mut out = String::with_capacity(name.len());
+    let mut chars = name.chars().peekable();
+    let mut in_word = false;
+    while let Some(c) = chars.next() {
+        match c {
+            '\'' | '"' => {
+                // Debug-formatted literals escape quotes with a backslash.
+                while let Some(d) = chars.next() {
+                    if d == '\\' {
+                        chars.next();
+                    } else if d == c {
+                        break;
+                    }
+                }
+                out.push('?');
+                in_word = false;
+            }
+            c if c.is_ascii_digit() && !in_word => {
+                while chars
+                    .peek()
+                    .is_some_and(|d| d.is_ascii_alphanumeric() || *d == '.')
+                {
+                    chars.next();
+                }
+                out.push('?');
+            }
+            c => {
+                in_word = c.is_alphanumeric() || c == '_';
+                out.push(c);
+            }
+        }
+    }
+    out
+}
+
 /// An audit append that failed, as the caller's error: the action is
 /// refused.
 fn refused(e: &VeilError, action: &str) -> VeilError {
@@ -252,6 +293,35 @@ fn refused(e: &VeilError, action: &str) -> VeilError {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn column_words_keep_names_and_drop_literals() {
+        for (name, words) in [
+            ("participant_id", "participant_id"),
+            ("col1", "col1"),
+            ("count(*)", "count(*)"),
+            ("sum(t.x2)", "sum(t.x2)"),
+            (
+                r#"hr.individuals.ssn = Utf8("123-45-6007")"#,
+                "hr.individuals.ssn = Utf8(?)",
+            ),
+            (
+                r#"count(*) FILTER (WHERE t.ssn = Utf8View("a'b"))"#,
+                "count(*) FILTER (WHERE t.ssn = Utf8View(?))",
+            ),
+            ("t.age > Int64(61)", "t.age > Int64(?)"),
+            ("t.salary * Float64(1.5e3)", "t.salary * Float64(?)"),
+            ("Decimal128(Some(12345),10,2)", "Decimal128(Some(?),?,?)"),
+            (
+                r#"t.x IN ([Utf8("a"), Utf8("b")])"#,
+                "t.x IN ([Utf8(?), Utf8(?)])",
+            ),
+            ("t.n = Int64(-7)", "t.n = Int64(-?)"),
+            (r#"t.s = Utf8("a\"b 123-45-6789")"#, "t.s = Utf8(?)"),
+        ] {
+            assert_eq!(column_words(name), words, "{name}");
+        }
+    }
 
     /// A node's log on a SQLite store in a folder of its own, with its
     /// chain key and checkpoint file.

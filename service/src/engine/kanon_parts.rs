@@ -251,7 +251,7 @@ async fn a_reader_leaving_mid_count_fails_no_other_reader() {
 [[policies]]
 name = "slow-to-count"
 dataset = "census.people"
-row_filter = { where = "levenshtein(repeat(state, 3000), repeat(gender, 3000)) >= 0" }
+row_filter = { where = "levenshtein(repeat(state, 1500), repeat(gender, 1500)) >= 0" }
 "#,
     );
     let (engine, snap) = census(dir.path(), &extra).await;

@@ -1177,6 +1177,13 @@ impl Engine {
         }
         if !scan.columns.is_empty() {
             let cols: Vec<&str> = scan.columns.iter().map(String::as_str).collect();
+            let mut seen = std::collections::HashSet::new();
+            if let Some(twice) = cols.iter().find(|c| !seen.insert(**c)) {
+                return Err(VeilError::InvalidArgument(format!(
+                    "column '{}' is named twice in `columns`: name each column once",
+                    twice.chars().take(128).collect::<String>()
+                )));
+            }
             frame = frame
                 .select(
                     cols.iter()

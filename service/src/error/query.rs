@@ -66,6 +66,10 @@ pub fn cause_of(e: &DataFusionError) -> Cause {
         }
         DataFusionError::Shared(inner) => cause_of(inner),
         DataFusionError::Collection(errs) => errs.first().map_or(Cause::Internal, cause_of),
+        // DataFusion's `~` (and `regexp_like`, simplified to it) reports a
+        // pattern that doesn't compile as an internal error: it is the
+        // caller's pattern.
+        DataFusionError::Internal(m) if m.contains("'regex_match_dyn_scalar'") => Cause::Evaluation,
         DataFusionError::Internal(_)
         | DataFusionError::ExecutionJoin(_)
         | DataFusionError::Substrait(_)
@@ -347,7 +351,15 @@ pub fn from_datafusion(e: DataFusionError) -> VeilError {
     // `message()` panics on an empty collection: read it only for the
     // caller's own query errors, which always have one.
     let text = || {
-        let msg = e.message().to_string();
+        let msg = e.message();
+        // DataFusion's internal errors ask to report a bug in it; the
+        // ones classified as the caller's (a pattern that doesn't
+        // compile) are not.
+        let msg = msg
+            .split("\nThis issue was likely caused by a bug in DataFusion")
+            .next()
+            .unwrap_or_default()
+            .to_string();
         (class_of(&msg), msg)
     };
     match cause {

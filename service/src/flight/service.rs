@@ -195,7 +195,12 @@ fn describe(e: &mut AuditEvent, reads: &[DatasetRead], schema: &Schema) {
         e.message = served.join("; ");
     }
     if e.columns.is_empty() {
-        e.columns = schema.fields().iter().map(|f| f.name().clone()).collect();
+        // An unaliased expression is named by its text, literals and all.
+        e.columns = schema
+            .fields()
+            .iter()
+            .map(|f| crate::audit::column_words(f.name()))
+            .collect();
     }
 }
 

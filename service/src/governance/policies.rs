@@ -198,21 +198,27 @@ impl Governance {
         let snapshot = std::sync::Arc::clone(call.scope.snapshot());
         let issuer = self.engine.default_issuer();
         let governor = p.has(Permission::Governance);
-        let only: Option<&DatasetRecord> = if req.dataset.is_empty() {
+        // A dataset named: its policies for whoever administers it; for a
+        // reader who can see it, those of them the reader may list (a
+        // dataset they can't see is not found, like a missing one).
+        let only: Option<(&DatasetRecord, bool)> = if req.dataset.is_empty() {
             None
         } else {
-            Some(
-                snapshot
-                    .datasets
-                    .values()
-                    .find(|d| d.name.eq_ignore_ascii_case(&req.dataset))
-                    .filter(|d| governor || d.is_owner(&p.identity))
-                    .ok_or_else(|| VeilError::dataset_not_found(&req.dataset))?,
-            )
+            let d = snapshot
+                .datasets
+                .values()
+                .find(|d| d.name.eq_ignore_ascii_case(&req.dataset))
+                .filter(|d| {
+                    governor || d.is_owner(&p.identity) || call.scope.visible(&d.name).is_some()
+                })
+                .ok_or_else(|| VeilError::dataset_not_found(&req.dataset))?;
+            Some((d, governor || d.is_owner(&p.identity)))
         };
         let shown = |pol: &Policy| -> bool {
             match only {
-                Some(d) => applies_to(pol, d, issuer),
+                Some((d, administers)) => {
+                    applies_to(pol, d, issuer) && (administers || self.may_list(p, pol, &snapshot))
+                }
                 None => self.may_list(p, pol, &snapshot),
             }
         };

@@ -187,8 +187,13 @@ impl ExecutionPlan for PolicyBarrierExec {
         Ok(TreeNodeRecursion::Continue)
     }
 
+    /// Rows pass through in order, but saying so would let DataFusion's
+    /// sort pushdown move a user's `ORDER BY` (or a window's sort) below
+    /// the fence, where it would order rows by values the masks and
+    /// k-anonymization change (and fail the plan's sanity check). Sorts
+    /// stay above, like every other user operation.
     fn maintains_input_order(&self) -> Vec<bool> {
-        vec![true]
+        vec![false]
     }
 
     fn benefits_from_input_partitioning(&self) -> Vec<bool> {
@@ -295,6 +300,27 @@ impl QueryPlanner for VeilQueryPlanner {
         ])
         .create_physical_plan(logical_plan, session)
         .await
+        .map_err(|e| optimizer_failure(e, session))
+    }
+}
+
+/// A physical optimizer rule's failure is the engine's, never the query's:
+/// its text renders the physical plan (policy conditions, file paths,
+/// what lies below the fence), so it leaves as an internal error naming
+/// only the rule.
+fn optimizer_failure(e: DataFusionError, session: &dyn Session) -> DataFusionError {
+    match e {
+        DataFusionError::Context(rule, _)
+            if session
+                .physical_optimizers()
+                .iter()
+                .any(|r| r.name() == rule) =>
+        {
+            DataFusionError::Internal(format!(
+                "the physical optimizer's rule {rule} failed on a query's plan"
+            ))
+        }
+        other => other,
     }
 }
 

@@ -55,6 +55,12 @@ use crate::error::VeilError;
 /// Largest output one function call (one batch) may grow to.
 pub const MAX_FUNCTION_OUTPUT_BYTES: usize = 64 * 1024 * 1024;
 
+/// Most steps one call of a function whose work grows faster than its
+/// input (`levenshtein`: one per pair of characters) may take over a
+/// batch: about a second of one core. A stopped query ends at the next
+/// call, so this also bounds how long it runs on after its reader left.
+pub const MAX_FUNCTION_STEPS: usize = 1 << 28;
+
 /// Veil's own words travel as a `VeilError` inside DataFusion's error, so
 /// the error module answers with them (`error::query::from_datafusion`).
 pub(crate) fn too_large(what: &str, bytes: usize) -> DataFusionError {
@@ -256,6 +262,26 @@ fn series_len(args: &[ColumnarValue], rows: usize) -> Option<usize> {
     })))
 }
 
+/// The steps `name` takes over `args`, for the functions whose work grows
+/// faster than their input; `None` for the others (linear).
+fn steps(name: &str, args: &[ColumnarValue], rows: usize) -> Option<usize> {
+    match name {
+        "levenshtein" => {
+            let (Some(a), Some(b)) = (
+                args.first().and_then(|a| text_lengths(a, rows)),
+                args.get(1).and_then(|b| text_lengths(b, rows)),
+            ) else {
+                return Some(usize::MAX);
+            };
+            Some(sum(a
+                .iter()
+                .zip(b.iter())
+                .map(|(a, b)| a.saturating_mul(*b))))
+        }
+        _ => None,
+    }
+}
+
 /// Functions left as they are: already bounded, or never growing and
 /// recognised by type in DataFusion's planning (struct field access, which
 /// parquet reads push down; the file name and row index columns).
@@ -305,6 +331,18 @@ impl BoundedFunction {
             && bytes > input
         {
             return Err(too_large(&format!("{}()", self.inner.name()), bytes));
+        }
+        if let Some(n) = steps(self.inner.name(), args, rows)
+            && n > MAX_FUNCTION_STEPS
+        {
+            return Err(DataFusionError::External(Box::new(
+                VeilError::ResourceExhausted(format!(
+                    "{}() would take about {} million steps in one batch (one per pair of characters), above Veil's limit of {} million; compare shorter values",
+                    self.inner.name(),
+                    n / 1_000_000,
+                    MAX_FUNCTION_STEPS / 1_000_000
+                )),
+            )));
         }
         Ok(input)
     }
