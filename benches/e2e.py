@@ -272,6 +272,14 @@ def per_round(runs, numerator, denominator):
     return " ".join(f"{a / b:.2f}" for a, b in zip(runs[numerator], runs[denominator]))
 
 
+def own_cpu_seconds():
+    """User + system CPU time of this process so far, all its threads."""
+    import resource
+
+    r = resource.getrusage(resource.RUSAGE_SELF)
+    return r.ru_utime + r.ru_stime
+
+
 def cpu_seconds(pid):
     """User + system CPU time of a process so far (Linux /proc), or None."""
     try:
@@ -528,6 +536,7 @@ def main():
         # reference server holds the whole table.
         runs = {name: [] for name, _, _ in paths}
         cpu_runs = {name: [] for name, _, _ in paths}
+        client_runs = {name: [] for name, _, _ in paths}
         peaks, rss_methods = {}, set()
         rng = random.Random(args.seed)
         for _ in range(args.repeat):
@@ -541,7 +550,9 @@ def main():
                     rss.start()
                 f()  # the untimed read (its result is dropped at once)
                 cpu_before = cpu_seconds(pid) if pid is not None else None
+                client_before = own_cpu_seconds()
                 runs[name].append(timed_once(f))
+                client_runs[name].append(own_cpu_seconds() - client_before)
                 cpu_after = cpu_seconds(pid) if pid is not None else None
                 if cpu_before is not None and cpu_after is not None:
                     cpu_runs[name].append(cpu_after - cpu_before)
@@ -553,6 +564,7 @@ def main():
                         rss_methods.add(rss.method)
         results = {name: statistics.median(times) for name, times in runs.items()}
         cpus = {name: statistics.mean(c) for name, c in cpu_runs.items() if c}
+        client_cpus = {name: statistics.mean(c) for name, c in client_runs.items() if c}
         table = plain.scan_as_arrow("bench.people")
         time.sleep(0.5)
         ends = [e for e in governed.audit_tail(2000) if e["action"] == "read.end" and e["subject"] == "plain"]
@@ -562,14 +574,14 @@ def main():
         print()
         mode = "arrow only (no to_pandas)" if args.arrow_only else "into pandas"
         print(f"rows: {args.rows:,}   arrow size: {arrow_size / 1e6:,.0f} MB   file: {path.stat().st_size / 1e6:,.0f} MB   endpoints: {args.endpoints}   mode: {mode}")
-        print(f"{'path':44} {'median s':>9} {'rows/s':>13} {'vs local':>9} {'vs ref':>7} {'server peak RSS MiB':>19} {'server CPU s':>12}")
+        print(f"{'path':44} {'median s':>9} {'rows/s':>13} {'vs local':>9} {'vs ref':>7} {'server peak RSS MiB':>19} {'server CPU s':>12} {'client CPU s':>12}")
         base_local = results[name_local]
         base_ref = results[name_ref]
         for name, t in results.items():
             peak = peaks.get(name)
             peak = f"{peak:19,.0f}" if peak is not None else " " * 19
-            cpu = f"{cpus[name]:12.3f}" if name in cpus else ""
-            print(f"{name:44} {t:9.3f} {args.rows / t:13,.0f} {base_local / t:9.2f} {base_ref / t:7.2f} {peak} {cpu}".rstrip())
+            cpu = f"{cpus[name]:12.3f}" if name in cpus else " " * 12
+            print(f"{name:44} {t:9.3f} {args.rows / t:13,.0f} {base_local / t:9.2f} {base_ref / t:7.2f} {peak} {cpu} {client_cpus[name]:12.3f}".rstrip())
         base_veil = results[name_veil]
         for name in (name_kanon, name_fpe, name_governed):
             print(f"{name}: {results[name] / base_veil:.2f}x the time of the unmasked Veil scan (per round: {per_round(runs, name, name_veil)})")
@@ -590,7 +602,8 @@ def main():
         methods = ", ".join(RSS_METHODS[m] for m in sorted(rss_methods)) or "not measured (no /proc)"
         print(f"(median of {args.repeat} rounds, each path once per round in a shuffled order, after an untimed read of the same path)")
         print(f"(server peak RSS over each path's reads, untimed and timed, in every round: {methods})")
-        print("(server CPU s: the serving process's user + system CPU time per timed read, mean over the rounds)")
+        print("(server CPU s: the serving process's user + system CPU time per timed read, mean over the rounds;")
+        print(" client CPU s: this process's, every thread's (the ADBC driver's Go runtime too), the same way)")
     finally:
         veil_proc.terminate()
         ref_proc.terminate()
