@@ -899,10 +899,61 @@ async fn owners_cannot_test_a_column_a_governor_masks_for_them() {
     dave.profile_k_anonymity("erin.staff", &["ssn"])
         .await
         .unwrap();
-    // Nor over rows a policy hides from her: the profile counts them all.
+    // Discovery's evidence is computed from raw values (shares, the span of
+    // dates): it examines only the columns she reads as stored, and says
+    // why it skipped the others; the governor's examines them all.
+    let report: serde_json::Value =
+        serde_json::from_str(&erin.discover("erin.staff", 1, 1).await.unwrap()).unwrap();
+    let skipped: Vec<(String, String)> = report["skipped"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|s| {
+            (
+                s["column"].as_str().unwrap().into(),
+                s["reason"].as_str().unwrap().into(),
+            )
+        })
+        .collect();
+    for (column, mask) in [("ssn", "masked (hash)"), ("hired", "masked (null)")] {
+        assert!(
+            skipped.iter().any(|(c, why)| c == column
+                && why.contains(mask)
+                && why.contains("only columns you read unmasked")),
+            "{column}: {report}"
+        );
+    }
+    for list in ["proposals", "already_tagged", "config_columns"] {
+        for entry in report[list].as_array().unwrap() {
+            assert!(
+                !["ssn", "hired"].contains(&entry["column"].as_str().unwrap()),
+                "{list}: {report}"
+            );
+        }
+    }
+    assert!(!report.to_string().contains("504-93"), "{report}");
+    let report: serde_json::Value =
+        serde_json::from_str(&dave.discover("erin.staff", 0, 1).await.unwrap()).unwrap();
+    assert!(
+        report["proposals"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .chain(report["already_tagged"].as_array().unwrap())
+            .any(|p| p["column"] == "ssn"),
+        "the governor's discovery examines ssn: {report}"
+    );
+    // Nor over rows a policy hides from her: the profile counts them all,
+    // and discovery samples any of them.
     let hide = serde_json::json!({"name": "hide-red", "dataset": "erin.staff",
         "row_filter": {"where": "team <> 'red'"}});
     dave.create_policy(&hide.to_string()).await.unwrap();
+    let e = erin.discover("erin.staff", 0, 0).await.unwrap_err();
+    assert_eq!(code(&e), Code::PermissionDenied, "{e}");
+    assert!(
+        e.to_string().contains("policy 'hide-red' hides rows"),
+        "{e}"
+    );
     let e = erin
         .profile_k_anonymity("erin.staff", &["team"])
         .await

@@ -145,7 +145,11 @@ impl TokenVerifier {
                 "no configured key accepts this token's algorithm and key id",
             ));
         }
+        // With several keys, the one that verified the signature tells why
+        // the token is refused (expired, another audience, ...); the
+        // others only that they didn't sign it.
         let mut last_err = String::from("signature does not verify");
+        let mut signed = false;
         for key in candidates {
             let mut v = Validation::new(key.algorithm);
             v.set_issuer(&[&key.issuer]);
@@ -155,7 +159,11 @@ impl TokenVerifier {
             v.validate_nbf = true;
             match jsonwebtoken::decode::<BTreeMap<String, Value>>(token, &key.key, &v) {
                 Ok(data) => return self.claims(&key.issuer, data.claims),
-                Err(e) => last_err = describe(&e),
+                Err(_) if signed => {}
+                Err(e) => {
+                    signed = !matches!(e.kind(), jsonwebtoken::errors::ErrorKind::InvalidSignature);
+                    last_err = describe(&e);
+                }
             }
         }
         Err(unauthenticated(&last_err))
@@ -473,6 +481,39 @@ mod tests {
         assert_eq!(c.identity, Identity::new("iss", "alice"));
         assert!(c.asserted.groups.contains("analysts"));
         assert_eq!(c.asserted.attributes["state"].len(), 2);
+    }
+
+    /// With several keys of one algorithm, a token refused for its claims
+    /// says why, not that another key didn't sign it (found by an
+    /// outside review).
+    #[test]
+    fn with_several_keys_the_signing_key_says_why() {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(dir.path().join("a"), "0123456789abcdef0123456789abcdef").unwrap();
+        std::fs::write(dir.path().join("b"), "fedcba9876543210fedcba9876543210").unwrap();
+        let keys = |audience: &str, issuers: &[&str]| -> AuthConfig {
+            let mut text = format!("audience = \"{audience}\"\n");
+            for i in issuers {
+                text.push_str(&format!(
+                    "[[keys]]\nissuer = \"{i}\"\nalgorithm = \"HS256\"\nsecret_file = \"{i}\"\n"
+                ));
+            }
+            toml::from_str(&text).unwrap()
+        };
+        let v = TokenVerifier::from_config(&keys("veil", &["b", "a"]), dir.path()).unwrap();
+        let elsewhere = TokenMinter::from_config(&keys("another", &["b"]), dir.path())
+            .unwrap()
+            .mint("ann", &[], &Attributes::new(), 60)
+            .unwrap();
+        match v.verify(&elsewhere) {
+            Err(VeilError::Unauthenticated(m)) => assert!(m.contains("another audience"), "{m}"),
+            other => panic!("{other:?}"),
+        }
+        let fine = TokenMinter::from_config(&keys("veil", &["a"]), dir.path())
+            .unwrap()
+            .mint("ann", &[], &Attributes::new(), 60)
+            .unwrap();
+        assert_eq!(v.verify(&fine).unwrap().identity, Identity::new("a", "ann"));
     }
 
     #[test]

@@ -678,6 +678,12 @@ async fn merge(
         .read_parquet(old.display().to_string(), opts)
         .await
         .map_err(fail)?;
+    // Nothing changed since the last refresh: the copy is rewritten as it
+    // was (`read_batches` of no batch has no columns to join or union).
+    if changed.iter().all(|b| b.num_rows() == 0) {
+        let stream = previous.execute_stream().await.map_err(fail)?;
+        return write_copy(dir, schema, stream.map(|r| r.map_err(fail))).await;
+    }
     let new = ctx.read_batches(changed.clone()).map_err(fail)?;
     let merged = match source.primary_key.as_slice() {
         [key] => {

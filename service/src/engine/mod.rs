@@ -967,8 +967,14 @@ impl Engine {
             }
             _ => physical,
         };
-        let receipt = dp::exec::receipt_of(&physical)
-            .ok_or_else(|| VeilError::Internal("a DP plan without its answer".into()))?;
+        // The optimizer replaces a query that asks for no rows (`LIMIT 0`)
+        // by an empty plan, answer and all: refused, never served as data.
+        let receipt = dp::exec::receipt_of(&physical).ok_or_else(|| {
+            VeilError::InvalidArgument(
+                "[DP_EMPTY] the query asks for no rows (LIMIT 0), so there is no answer to compute under differential privacy; remove the LIMIT 0"
+                    .into(),
+            )
+        })?;
         Ok(PlannedQuery {
             logical,
             physical,

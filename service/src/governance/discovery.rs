@@ -66,14 +66,31 @@ impl Governance {
                 )));
             }
         };
+        // What the caller may learn of the raw values: discovery's
+        // evidence is computed from them (shares, spans, kinds), so a column
+        // they read masked is not examined, and a dataset a row policy
+        // filters for them is not sampled (a sample reads any row).
+        let masked =
+            self.raw_reads_masked(call, &d, "discovery samples any row", "run discovery on it")?;
         // The runner recorded the attempt before any value is read.
-        let sample = discovery::sample::sample_dataset(
+        let mut sample = discovery::sample::sample_dataset(
             &d,
             rows as usize,
             self.engine.stores(),
             self.engine.databases(),
         )
         .await?;
+        let (examined, unseen): (Vec<_>, Vec<_>) = std::mem::take(&mut sample.columns)
+            .into_iter()
+            .partition(|c| masked(&c.name).is_none());
+        sample.columns = examined;
+        for c in unseen {
+            let how = masked(&c.name).unwrap_or_default();
+            sample.skipped.push((
+                c.name,
+                format!("{how}; discovery examines only columns you read unmasked (a governor can run it on every column)"),
+            ));
+        }
         let findings = discovery::classify(
             &sample,
             min_confidence as u8,

@@ -302,32 +302,51 @@ impl Governance {
         d: &DatasetRecord,
         columns: &[String],
     ) -> Result<()> {
+        let masked = self.raw_reads_masked(call, d, "a profile counts every row", "profile it")?;
+        match columns.iter().find_map(|c| masked(c).map(|how| (c, how))) {
+            None => Ok(()),
+            Some((c, how)) => Err(VeilError::PermissionDenied(format!(
+                "column '{c}' of {}: {how}; a profile counts raw values, so you may profile only columns you read unmasked; profile other columns, or ask a governor",
+                d.name
+            ))),
+        }
+    }
+
+    /// For work that reads a dataset's raw values and shows the caller
+    /// something computed from them (profiling, discovery): which columns
+    /// the caller reads masked, as a function answering how (`None`:
+    /// unmasked; governors read everything unmasked). Refused outright
+    /// when a row policy hides rows from the caller, since such work reads
+    /// every row (`reads_all` says so; `ask` is what a governor would do).
+    pub(super) fn raw_reads_masked(
+        &self,
+        call: &Call<'_>,
+        d: &DatasetRecord,
+        reads_all: &str,
+        ask: &str,
+    ) -> Result<Box<dyn Fn(&str) -> Option<String> + Send + Sync>> {
         let who = call.principal;
         if who.has(Permission::Governance) {
-            return Ok(());
+            return Ok(Box::new(|_| None));
         }
         let snapshot = call.scope.snapshot();
         let view = data_policy(who, d, &snapshot.policies, self.engine.default_issuer())?;
-        // The profile counts every row of the source.
         if let Some(rule) = view.row_rules.first() {
             return Err(VeilError::PermissionDenied(format!(
-                "policy '{}' hides rows of {} from you, and a profile counts every row; ask a governor to profile it",
+                "policy '{}' hides rows of {} from you, and {reads_all}; ask a governor to {ask}",
                 policy_name(snapshot, &rule.policy),
                 d.name
             )));
         }
-        let masked = view.masked_columns();
-        let Some(c) = columns
+        let masked: std::collections::HashSet<String> = view
+            .masked_columns()
             .iter()
-            .find(|c| view.dp.is_some() || masked.contains(c.as_str()))
-        else {
-            return Ok(());
-        };
-        let how = how_masked(&view, d, c);
-        Err(VeilError::PermissionDenied(format!(
-            "column '{c}' of {}: {how}; a profile counts raw values, so you may profile only columns you read unmasked; profile other columns, or ask a governor",
-            d.name
-        )))
+            .map(|c| c.to_string())
+            .collect();
+        let d = d.clone();
+        Ok(Box::new(move |c: &str| {
+            (view.dp.is_some() || masked.contains(c)).then(|| how_masked(&view, &d, c))
+        }))
     }
 
     /// What a user gets from a dataset, and why.

@@ -72,8 +72,13 @@ pub fn strip(sql: &str) -> Result<(String, Option<DpOptions>)> {
 pub fn privacy_for(policy: &DpPolicy, options: Option<&DpOptions>) -> Result<(QueryPrivacy, f64)> {
     // A floor, so a budget bounds how many questions can be asked.
     let least = policy.epsilon / MIN_FRACTION;
-    let epsilon = match options.and_then(|o| o.epsilon) {
-        None => return Ok((policy.privacy.clone(), policy.epsilon)),
+    let (asked_epsilon, asked_delta) = options.map_or((None, None), |o| (o.epsilon, o.delta));
+    if asked_epsilon.is_none() && asked_delta.is_none() {
+        return Ok((policy.privacy.clone(), policy.epsilon));
+    }
+    // Either may be given alone; the other is the policy's.
+    let epsilon = match asked_epsilon {
+        None => policy.epsilon,
         Some(e) if e >= least && e <= policy.epsilon => e,
         Some(e) => {
             return Err(bad(format!(
@@ -82,7 +87,7 @@ pub fn privacy_for(policy: &DpPolicy, options: Option<&DpOptions>) -> Result<(Qu
             )));
         }
     };
-    let delta = match (options.and_then(|o| o.delta), policy.delta) {
+    let delta = match (asked_delta, policy.delta) {
         (None, d) => d,
         (Some(d), Some(max)) if d > 0.0 && d <= max => Some(d),
         (Some(d), _) => {

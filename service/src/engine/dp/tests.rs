@@ -419,6 +419,17 @@ async fn every_other_shape_is_refused_with_a_stable_code() {
             "SELECT WITH DIFFERENTIAL_PRIVACY OPTIONS (epsilon => 0.5) COUNT(*) FROM clinical.sites",
             "DP_OPTIONS",
         ),
+        // δ alone is checked too (it was ignored without ε: found by an
+        // outside review).
+        (
+            "SELECT WITH DIFFERENTIAL_PRIVACY OPTIONS (delta => 0) COUNT(*) FROM clinical.trials",
+            "DP_OPTIONS",
+        ),
+        ("SELECT COUNT(*) FROM clinical.trials LIMIT 0", "DP_EMPTY"),
+        (
+            "SELECT WITH DIFFERENTIAL_PRIVACY OPTIONS (delta => 0.5) COUNT(*) FROM clinical.trials",
+            "DP_OPTIONS",
+        ),
     ];
     for (sql, code) in cases {
         let e = dp.refused("alice", sql).await;
