@@ -265,6 +265,17 @@ impl PolicySpecExt for PolicySpec {
                 "a policy needs a non-empty name without leading or trailing spaces (at most 200 characters)".into(),
             ));
         }
+        // Names are shown in listings, logs and the audit: no character
+        // that breaks a line or changes how the text around it reads.
+        let invisible = |c: char| {
+            c.is_control()
+                || matches!(c, '\u{200B}'..='\u{200F}' | '\u{202A}'..='\u{202E}' | '\u{2060}'..='\u{2069}' | '\u{FEFF}')
+        };
+        if self.name.chars().any(invisible) {
+            return Err(VeilError::InvalidArgument(
+                "a policy name may not hold control characters or invisible formatting (line breaks, tabs, direction overrides, zero-width characters)".into(),
+            ));
+        }
         if self.dataset.is_some() != self.tags.is_empty() {
             return Err(bad(
                 "set either `dataset` (a local policy) or `tags` (a global policy), not both or neither"
@@ -511,6 +522,26 @@ mod tests {
             if secs % 60 == 0 && secs > 0 {
                 assert_eq!(parse_duration("x", text), Ok(secs), "{text}");
             }
+        }
+    }
+
+    #[test]
+    fn policy_names_hold_no_control_or_invisible_characters() {
+        let named = |name: &str| {
+            let mut p = spec("name = \"x\"\ndataset = \"a.b\"\nsubscription = { anyone = true }");
+            p.name = name.to_string();
+            p.validate()
+        };
+        assert!(named("trials-for-analysts (EU) é").is_ok());
+        for bad in [
+            "ctl\nx",
+            "a\tb",
+            "rtl\u{202E}x",
+            "zero\u{200B}width",
+            "nul\0",
+        ] {
+            let e = named(bad).unwrap_err();
+            assert!(e.to_string().contains("control characters"), "{bad:?}: {e}");
         }
     }
 
