@@ -62,6 +62,14 @@ impl NewSource {
                         t.chars().take(128).collect::<String>()
                     )));
                 };
+                if t.chars().any(char::is_control) {
+                    // A NUL can't travel to a database (PostgreSQL refuses
+                    // it as the connection failing).
+                    return Err(VeilError::InvalidArgument(
+                        "a table name may not hold control characters (NUL, line breaks, tabs)"
+                            .into(),
+                    ));
+                }
                 if schema.is_empty() || name.is_empty() || name.contains('.') {
                     return Err(VeilError::InvalidArgument(format!(
                         "table '{}' must be schema.table (for MySQL, database.table)",
@@ -369,6 +377,15 @@ pub async fn build_dataset(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_database_table_names_schema_and_table_without_control_characters() {
+        assert!(NewSource::database("pg", Some("public.people"), None, None).is_ok());
+        for bad in ["people", "a.b.c", "public.people\0", "public.peo\nple"] {
+            let e = NewSource::database("pg", Some(bad), None, None).unwrap_err();
+            assert!(matches!(e, VeilError::InvalidArgument(_)), "{bad:?}: {e}");
+        }
+    }
 
     #[test]
     fn names_are_checked_and_veil_is_reserved() {
