@@ -301,7 +301,36 @@ async fn the_jdbc_drivers_sequence_is_served_and_governed() {
         )
         .await
         .expect("scan");
-    assert_eq!(&listed, served[0].schema().as_ref());
+    // The same columns, each described for getColumns (type name, where
+    // it is, read-only).
+    let bare: Vec<_> = listed
+        .fields()
+        .iter()
+        .map(|f| f.as_ref().clone().with_metadata(Default::default()))
+        .collect();
+    let served_fields: Vec<_> = served[0]
+        .schema()
+        .fields()
+        .iter()
+        .map(|f| f.as_ref().clone())
+        .collect();
+    assert_eq!(bare, served_fields);
+    let meta = |column: &str, key: &str| -> Option<String> {
+        listed
+            .field_with_name(column)
+            .unwrap()
+            .metadata()
+            .get(&format!("ARROW:FLIGHT:SQL:{key}"))
+            .cloned()
+    };
+    assert_eq!(
+        meta("participant_id", "TYPE_NAME").as_deref(),
+        Some("BIGINT")
+    );
+    assert_eq!(meta("ssn", "TYPE_NAME").as_deref(), Some("VARCHAR"));
+    assert_eq!(meta("ssn", "TABLE_NAME").as_deref(), Some("trials"));
+    assert_eq!(meta("ssn", "DB_SCHEMA_NAME").as_deref(), Some("clinical"));
+    assert_eq!(meta("ssn", "IS_READ_ONLY").as_deref(), Some("1"));
 
     // 7. What DBeaver asks around them.
     let (_, catalogs) = fetch(&mut c, cmd(CommandGetCatalogs {})).await;

@@ -84,6 +84,15 @@ def _tables(objects):
     return found
 
 
+def _columns(objects, schema, table):
+    for catalog in objects:
+        for db_schema in catalog["catalog_db_schemas"] or []:
+            for t in db_schema["db_schema_tables"] or []:
+                if (db_schema["db_schema_name"], t["table_name"]) == (schema, table):
+                    return t["table_columns"] or []
+    return []
+
+
 def test_metadata_shows_only_what_the_reader_may_read(server):
     with adbc(server, "alice") as conn:
         objects = conn.adbc_get_objects(depth="all").read_all().to_pylist()
@@ -92,6 +101,9 @@ def test_metadata_shows_only_what_the_reader_may_read(server):
         schema = conn.adbc_get_table_schema("trials", db_schema_filter="clinical", catalog_filter="veil")
         assert conn.adbc_get_table_types() == ["TABLE"]
     assert "ssn" in tables[("clinical", "trials")]
+    # Each column's SQL type name, as BI tools show it.
+    types = {c["column_name"]: c["xdbc_type_name"] for c in _columns(objects, "clinical", "trials")}
+    assert types["participant_id"] == "BIGINT" and types["ssn"] == "VARCHAR", types
     assert ("veil", "audit") not in tables
     with own(server, "alice") as c:
         # The policy-applied schema, exactly as a read serves it.

@@ -240,10 +240,79 @@ fn tables(engine: &Engine, scope: &Arc<RequestScope>, c: &CommandGetTables) -> R
     let mut keep = in_schema.into_iter().zip(named).map(|(a, b)| a && b);
     rows.retain(|_| keep.next().unwrap_or(false));
     for ((s, t), schema) in rows {
-        b.append(CATALOG, s, t, TABLE_TYPE, &schema)
+        let described = described_columns(&schema, &s, &t);
+        b.append(CATALOG, s, t, TABLE_TYPE, &described)
             .map_err(|e| failed("GetTables", e))?;
     }
     b.build().map_err(bad_pattern)
+}
+
+/// A table's schema as `GetTables` lists it: each column with Flight SQL's
+/// column metadata (where it is, its SQL type name, read-only), which JDBC's
+/// `getColumns` and ADBC's `get_objects` show as the type name.
+fn described_columns(schema: &Schema, db_schema: &str, table: &str) -> Schema {
+    const KEY: &str = "ARROW:FLIGHT:SQL:";
+    let fields = schema.fields().iter().map(|f| {
+        let mut m = f.metadata().clone();
+        let mut put = |k: &str, v: String| {
+            m.insert(format!("{KEY}{k}"), v);
+        };
+        put("CATALOG_NAME", CATALOG.into());
+        put("DB_SCHEMA_NAME", db_schema.into());
+        put("TABLE_NAME", table.into());
+        put("TYPE_NAME", sql_type_name(f.data_type()).into());
+        if let DataType::Decimal128(p, s) | DataType::Decimal256(p, s) = f.data_type() {
+            put("PRECISION", p.to_string());
+            put("SCALE", s.to_string());
+        }
+        put("IS_READ_ONLY", "1".into());
+        put("IS_SEARCHABLE", "1".into());
+        put("IS_AUTO_INCREMENT", "0".into());
+        Arc::new(f.as_ref().clone().with_metadata(m))
+    });
+    Schema::new_with_metadata(fields.collect::<Vec<_>>(), schema.metadata().clone())
+}
+
+/// The SQL name of an Arrow type, as queries write it (and as
+/// `GetXdbcTypeInfo` lists the common ones).
+fn sql_type_name(t: &DataType) -> &'static str {
+    match t {
+        DataType::Null => "NULL",
+        DataType::Boolean => "BOOLEAN",
+        DataType::Int8 => "TINYINT",
+        DataType::Int16 => "SMALLINT",
+        DataType::Int32 => "INTEGER",
+        DataType::Int64 => "BIGINT",
+        DataType::UInt8 => "TINYINT UNSIGNED",
+        DataType::UInt16 => "SMALLINT UNSIGNED",
+        DataType::UInt32 => "INTEGER UNSIGNED",
+        DataType::UInt64 => "BIGINT UNSIGNED",
+        DataType::Float16 | DataType::Float32 => "REAL",
+        DataType::Float64 => "DOUBLE",
+        DataType::Decimal32(..)
+        | DataType::Decimal64(..)
+        | DataType::Decimal128(..)
+        | DataType::Decimal256(..) => "DECIMAL",
+        DataType::Utf8 | DataType::LargeUtf8 | DataType::Utf8View => "VARCHAR",
+        DataType::Binary
+        | DataType::LargeBinary
+        | DataType::BinaryView
+        | DataType::FixedSizeBinary(_) => "BINARY",
+        DataType::Date32 | DataType::Date64 => "DATE",
+        DataType::Time32(_) | DataType::Time64(_) => "TIME",
+        DataType::Timestamp(_, None) => "TIMESTAMP",
+        DataType::Timestamp(_, Some(_)) => "TIMESTAMP WITH TIME ZONE",
+        DataType::Interval(_) | DataType::Duration(_) => "INTERVAL",
+        DataType::List(_)
+        | DataType::LargeList(_)
+        | DataType::ListView(_)
+        | DataType::LargeListView(_)
+        | DataType::FixedSizeList(..) => "ARRAY",
+        DataType::Struct(_) | DataType::Union(..) => "STRUCT",
+        DataType::Map(..) => "MAP",
+        DataType::Dictionary(_, v) => sql_type_name(v),
+        DataType::RunEndEncoded(_, v) => sql_type_name(v.data_type()),
+    }
 }
 
 fn table_types(c: &CommandGetTableTypes) -> Result<RecordBatch> {
