@@ -63,6 +63,11 @@ impl AuditSealer {
             node_id: node_id.into(),
         }
     }
+
+    /// The chain key (to check a chain before purging it).
+    pub fn key(&self) -> &SecretKey {
+        &self.key
+    }
 }
 
 impl AuditChainSealer for AuditSealer {

@@ -13,7 +13,7 @@ mod writer;
 use std::sync::Arc;
 
 use crate::error::{Result, VeilError};
-use crate::model::audit::AuditEvent;
+use crate::model::audit::{AuditEvent, ChainHead};
 use crate::model::identity::Principal;
 use crate::secrets::encode_hex;
 use crate::store::{AuditChainSealer, Durability, Store};
@@ -64,6 +64,8 @@ pub struct AuditLog {
     node_id: String,
     writer: writer::WriterHandle,
     checkpoints: checkpoint::CheckpointSink,
+    /// The chain key: a retention purge checks what it deletes first.
+    key: crate::secrets::SecretKey,
 }
 
 impl AuditLog {
@@ -77,6 +79,7 @@ impl AuditLog {
         checkpoint_interval: std::time::Duration,
     ) -> Self {
         let node_id = sealer.node_id().to_string();
+        let key = sealer.key().clone();
         let writer = writer::spawn(
             Arc::clone(&store),
             sealer,
@@ -88,6 +91,7 @@ impl AuditLog {
             node_id,
             writer,
             checkpoints,
+            key,
         }
     }
 
@@ -148,9 +152,58 @@ impl AuditLog {
             if through <= head.purged_through {
                 continue;
             }
+            // The store's time column chose `through`, and anyone who can
+            // write the database can change it: purge only a prefix whose
+            // links and sealed bodies check out and whose sealed times are
+            // all before the cutoff, or a one-cell edit would have Veil
+            // delete recent events (and the evidence of the edit) itself.
+            let through = self.checked_prefix(&head, through, cutoff).await?;
+            if through <= head.purged_through {
+                continue;
+            }
             total += self.purge(&head.node_id, through).await?;
         }
         Ok(total)
+    }
+
+    /// The last event, at most `through`, of an unbroken prefix of `head`'s
+    /// chain whose events are all older than `cutoff` (by their sealed
+    /// bodies). A broken link stops the purge with an error (logged, and
+    /// `veil audit verify` says where).
+    async fn checked_prefix(&self, head: &ChainHead, through: u64, cutoff: i64) -> Result<u64> {
+        let anchor = chain::Checkpoint::of(
+            chain::CheckpointKind::Purge,
+            &head.node_id,
+            head.purged_through,
+            &head.purged_mac,
+        );
+        let mut verifier =
+            chain::ChainVerifier::new(&self.key, &head.node_id, Some(head.clone()), &[anchor]);
+        let mut after = head.purged_through;
+        let mut last_old = head.purged_through;
+        while after < through {
+            let rows = self.store.audit_rows(&head.node_id, after, 1000).await?;
+            if rows.is_empty() {
+                break;
+            }
+            for row in rows.iter().take_while(|r| r.seq <= through) {
+                verifier.next(row);
+                if verifier.is_broken() {
+                    let why = verifier.finish().broken.unwrap_or_default();
+                    tracing::error!(node = %head.node_id, %why, "audit chain broken: nothing purged");
+                    return Err(VeilError::FailedPrecondition(format!(
+                        "the audit chain of node {} is broken ({why}); nothing was purged: run `veil audit verify`",
+                        head.node_id
+                    )));
+                }
+                if row.time_ms >= cutoff {
+                    return Ok(last_old);
+                }
+                last_old = row.seq;
+            }
+            after = rows.last().map_or(through, |r| r.seq);
+        }
+        Ok(last_old)
     }
 
     /// Purge a node's events through `through`; see [`Self::purge_older_than`].
@@ -390,6 +443,77 @@ mod tests {
         let tail = store.tail_audit(10).await.unwrap();
         assert_eq!(tail.last().unwrap().action, "audit.purge");
         assert_eq!(tail.last().unwrap().rows, Some(3));
+    }
+
+    /// A retention purge goes by the sealed times, over a chain that checks
+    /// out: a store's time column edited to look old makes it purge nothing
+    /// (found by an outside review: Veil deleted recent events, and the
+    /// evidence of the edit, itself), and old events still go.
+    #[tokio::test]
+    async fn a_retention_purge_checks_what_it_deletes() {
+        let Logged {
+            _dir,
+            store,
+            key,
+            file,
+            log,
+        } = Logged::start(std::time::Duration::ZERO);
+        for i in 0..6 {
+            log.record(AuditEvent::new(&format!("e{i}"), None))
+                .await
+                .unwrap();
+        }
+        let db = rusqlite::Connection::open(_dir.path().join("v.db")).unwrap();
+        let old = chrono::Utc::now().timestamp_millis() - 3 * 86_400_000;
+        let day = std::time::Duration::from_secs(86_400);
+        let set_time = |seq: i64, t: i64| {
+            db.execute(
+                "UPDATE audit_events SET time_ms = ?1 WHERE node_seq = ?2",
+                [t, seq],
+            )
+            .unwrap();
+        };
+        let sealed_time = |seq: i64| -> i64 {
+            let body: String = db
+                .query_row(
+                    "SELECT body FROM audit_events WHERE node_seq = ?1",
+                    [seq],
+                    |r| r.get(0),
+                )
+                .unwrap();
+            serde_json::from_str::<AuditEvent>(&body).unwrap().time_ms
+        };
+        // A later event made to look old: the recent ones before it stop
+        // the purge there.
+        set_time(4, old);
+        assert_eq!(log.purge_older_than(day).await.unwrap(), 0);
+        assert_eq!(store.audit_rows("n", 0, 100).await.unwrap().len(), 6);
+        set_time(4, sealed_time(4));
+        // The first made to look old: its column disagrees with its seal,
+        // so the purge refuses, saying where.
+        set_time(1, old);
+        let e = log.purge_older_than(day).await.unwrap_err();
+        assert!(
+            e.to_string().contains("event 1's stored columns disagree"),
+            "{e}"
+        );
+        assert_eq!(store.audit_rows("n", 0, 100).await.unwrap().len(), 6);
+        set_time(1, sealed_time(1));
+        assert_eq!(log.purge_older_than(day).await.unwrap(), 0);
+        // With a zero retention, everything sealed before now goes.
+        tokio::time::sleep(std::time::Duration::from_millis(5)).await;
+        assert!(
+            log.purge_older_than(std::time::Duration::ZERO)
+                .await
+                .unwrap()
+                >= 6
+        );
+        log.shutdown().await;
+        let cps = checkpoint::load(&[file]).unwrap();
+        let v = verify::verify_store(store.as_ref(), &key, &cps)
+            .await
+            .unwrap();
+        assert!(v.ok(), "{}", v.report());
     }
 
     /// A read's end is committed at once and in order without a flush of
