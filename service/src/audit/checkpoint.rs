@@ -58,11 +58,37 @@ fn append_line(path: &Path, line: &str) -> Result<()> {
     let mut file = std::fs::OpenOptions::new()
         .create(true)
         .append(true)
+        .read(true)
         .open(path)
         .map_err(fail)?;
-    file.write_all(format!("{line}\n").as_bytes())
-        .map_err(fail)?;
-    file.sync_data().map_err(fail)
+    let before = file.metadata().map_err(fail)?.len();
+    // A line cut short before (a crash mid-write) stays a line of its own,
+    // so this one still reads.
+    let mut text = String::with_capacity(line.len() + 2);
+    if before > 0 && !ends_with_newline(&mut file, before) {
+        text.push('\n');
+    }
+    text.push_str(line);
+    text.push('\n');
+    let written = file
+        .write_all(text.as_bytes())
+        .and_then(|()| file.sync_data());
+    if let Err(e) = written {
+        // A disk that filled mid-line would leave a fragment every later
+        // checkpoint is appended to, and `veil audit verify` would refuse
+        // the whole file: cut it back to where it was.
+        let _ = file.set_len(before).and_then(|()| file.sync_data());
+        return Err(fail(e));
+    }
+    Ok(())
+}
+
+fn ends_with_newline(file: &mut std::fs::File, len: u64) -> bool {
+    use std::io::{Read, Seek, SeekFrom};
+    let mut last = [0u8; 1];
+    file.seek(SeekFrom::Start(len - 1)).is_ok()
+        && file.read_exact(&mut last).is_ok()
+        && last[0] == b'\n'
 }
 
 /// Every checkpoint in the given files (a missing file holds none).
@@ -82,4 +108,25 @@ pub fn load(paths: &[PathBuf]) -> Result<Vec<Checkpoint>> {
         out.extend(read_checkpoints(&text, &path.display().to_string())?);
     }
     Ok(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::append_line;
+
+    /// A line cut short before stays on its own line: the next one reads.
+    #[test]
+    fn a_checkpoint_after_a_torn_line_starts_a_line_of_its_own() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("cp.jsonl");
+        append_line(&path, "{\"a\":1}").unwrap();
+        std::fs::write(
+            &path,
+            format!("{}{{\"kind\":", std::fs::read_to_string(&path).unwrap()),
+        )
+        .unwrap();
+        append_line(&path, "{\"b\":2}").unwrap();
+        let text = std::fs::read_to_string(&path).unwrap();
+        assert_eq!(text, "{\"a\":1}\n{\"kind\":\n{\"b\":2}\n");
+    }
 }

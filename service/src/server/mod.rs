@@ -267,20 +267,56 @@ pub async fn start(cfg: Config, opts: ServeOptions) -> Result<Running> {
     })
 }
 
-/// `server.endpoint_locations`, checked: Flight URIs only.
+/// `server.endpoint_locations`, checked: Flight URIs of a host and a port
+/// (nothing after them), and none in plaintext when this server speaks TLS
+/// (a client following it would send its token in cleartext).
 fn endpoint_locations(cfg: &Config) -> Result<Vec<String>> {
     for l in &cfg.server.endpoint_locations {
-        let ok = l == "arrow-flight-reuse-connection://?"
-            || ["grpc://", "grpc+tcp://", "grpc+tls://"]
-                .iter()
-                .any(|s| l.starts_with(s) && l.len() > s.len());
-        if !ok {
-            return Err(VeilError::FailedPrecondition(format!(
-                "server.endpoint_locations: '{l}' is not a Flight location (grpc://host:port, grpc+tls://host:port or arrow-flight-reuse-connection://?)"
-            )));
-        }
+        check_location(l, cfg.tls.is_some())?;
     }
     Ok(cfg.server.endpoint_locations.clone())
+}
+
+fn check_location(l: &str, tls: bool) -> Result<()> {
+    const REUSE: &str = "arrow-flight-reuse-connection://?";
+    let shown: String = l.chars().filter(|c| !c.is_control()).take(200).collect();
+    let bad = |why: &str| {
+        Err(VeilError::FailedPrecondition(format!(
+            "server.endpoint_locations: '{shown}' {why} (write grpc+tls://host:port, grpc://host:port without TLS, or {REUSE})"
+        )))
+    };
+    if l == REUSE {
+        return Ok(());
+    }
+    let Some((scheme, authority)) = ["grpc+tls://", "grpc://", "grpc+tcp://"]
+        .iter()
+        .find_map(|s| l.strip_prefix(s).map(|rest| (*s, rest)))
+    else {
+        return bad("is not a Flight location");
+    };
+    if authority
+        .chars()
+        .any(|c| c.is_control() || c.is_whitespace() || "/?#@".contains(c))
+    {
+        return bad("must be just a host and a port");
+    }
+    let (host, port) = match authority.rsplit_once(':') {
+        Some((h, p))
+            if !h.is_empty() && (!h.contains(':') || (h.starts_with('[') && h.ends_with(']'))) =>
+        {
+            (h, p)
+        }
+        _ => return bad("has no port"),
+    };
+    if host.is_empty() || !matches!(port.parse::<u16>(), Ok(1..)) {
+        return bad("has no valid port (1 to 65535)");
+    }
+    if tls && scheme != "grpc+tls://" {
+        return bad(
+            "is plaintext, but this server speaks TLS: a client following it would send its token in cleartext",
+        );
+    }
+    Ok(())
 }
 
 /// Open the configured state store (and migrate it).
@@ -382,4 +418,36 @@ fn spawn_purger(
             }
         }
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::check_location;
+
+    #[test]
+    fn endpoint_locations_name_a_host_and_a_port_and_keep_tls() {
+        for ok in [
+            "grpc+tls://veil-2:8815",
+            "grpc+tls://[::1]:8815",
+            "arrow-flight-reuse-connection://?",
+        ] {
+            assert!(check_location(ok, true).is_ok(), "{ok}");
+        }
+        assert!(check_location("grpc://veil-2:8815", false).is_ok());
+        for (bad, tls, says) in [
+            ("grpc://veil-2:8815", true, "plaintext"),
+            ("grpc+tcp://veil-2:8815", true, "plaintext"),
+            ("grpc+tls://veil-2", true, "no port"),
+            ("grpc+tls://[::1]:99999", true, "valid port"),
+            ("grpc+tls://veil-2:0", true, "valid port"),
+            ("grpc+tls://veil-2:8815\nx", true, "just a host"),
+            ("grpc://127.0.0.1:1/../x?y#z", false, "just a host"),
+            ("http://veil-2:8815", false, "not a Flight location"),
+            ("grpc+tls://", true, "no port"),
+        ] {
+            let e = check_location(bad, tls).unwrap_err().to_string();
+            assert!(e.contains(says), "{bad:?}: {e}");
+            assert!(!e.contains('\n'), "{e}");
+        }
+    }
 }

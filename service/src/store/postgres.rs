@@ -244,10 +244,13 @@ impl PostgresStore {
 
     async fn client(&self) -> Result<deadpool_postgres::Object> {
         self.pool.get().await.map_err(|e| {
-            VeilError::Unavailable(format!(
-                "cannot reach the PostgreSQL store at {}: {e}; check store.url and that the server is running",
-                self.target
-            ))
+            // Where the store is and why it failed are the operator's (the
+            // log); a caller learns only that it is unavailable.
+            tracing::error!(target_store = %self.target, error = %e, "cannot reach the PostgreSQL store; check store.url and that the server is running");
+            VeilError::Unavailable(
+                "Veil's state store can't be reached right now; retry later, and if it persists ask an administrator to check the server log (it says where the store is and why)"
+                    .into(),
+            )
         })
     }
 
