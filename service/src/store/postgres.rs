@@ -238,6 +238,13 @@ impl PostgresStore {
             target,
             schema: opts.schema.clone(),
         };
+        // At start the operator reads the error: where the store is and why.
+        store.pool.get().await.map_err(|e| {
+            VeilError::Unavailable(format!(
+                "cannot reach the PostgreSQL store at {}: {e}; check store.url and that the server is running",
+                store.target
+            ))
+        })?;
         store.migrate(&opts.schema).await?;
         Ok(store)
     }
