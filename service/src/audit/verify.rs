@@ -37,8 +37,14 @@ impl Verification {
             };
             match &n.broken {
                 None => out.push_str(&format!(
-                    "node {}: ok, {span}{purged}, {} checkpoint(s) matched\n",
-                    n.node_id, n.checkpoints
+                    "node {}: ok, {span}{purged}, {} checkpoint(s) matched{}\n",
+                    n.node_id,
+                    n.checkpoints,
+                    if n.checkpoints == 0 && n.events > 0 {
+                        " (none of its checkpoints was given: a truncated or deleted tail can't show; pass every node's checkpoint file with --checkpoints)"
+                    } else {
+                        ""
+                    }
                 )),
                 Some(why) => out.push_str(&format!("node {}: BROKEN: {why}\n", n.node_id)),
             }
@@ -95,6 +101,35 @@ mod tests {
     use crate::store::suite::PgSchema;
     use crate::store::{AuditChainSealer, Durability};
     use std::sync::Arc;
+
+    /// A chain verified without any of its node's checkpoints says that a
+    /// cut tail can't show (found by an outside review: with several
+    /// nodes, one node's config lists only its own file).
+    #[test]
+    fn a_chain_without_checkpoints_says_a_cut_tail_cant_show() {
+        let verdict = |checkpoints| crate::audit::chain::NodeVerdict {
+            node_id: "veil-1".into(),
+            first_seq: Some(1),
+            last_seq: Some(100),
+            events: 100,
+            purged_through: 0,
+            checkpoints,
+            broken: None,
+        };
+        let report = |checkpoints| {
+            Verification {
+                nodes: vec![verdict(checkpoints)],
+                unchained: 0,
+            }
+            .report()
+        };
+        assert!(
+            report(0).contains("pass every node's checkpoint file"),
+            "{}",
+            report(0)
+        );
+        assert!(!report(3).contains("pass every node's"), "{}", report(3));
+    }
 
     /// Chains appended through either backend are numbered in order,
     /// gap-free under concurrent appends, and verify (the store's part of
