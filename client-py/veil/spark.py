@@ -38,21 +38,28 @@ from . import _proto
 from .client import DEFAULT_ADDRESS, VeilError, _address, connect
 
 
+# Types Spark has no equivalent for, and the wider ones that hold every value.
+_WIDER = {pa.uint8(): pa.int16(), pa.uint16(): pa.int32(), pa.uint32(): pa.int64(), pa.uint64(): pa.decimal128(20, 0), pa.float16(): pa.float32(), pa.date64(): pa.date32()}
+
+
+def _is(kind, t):
+    """`pa.types.<kind>(t)`, false where this pyarrow has no such type."""
+    return getattr(pa.types, kind, lambda _: False)(t)
+
+
 def _widened(name, t):
     """`t` as a type Spark converts from Arrow, without losing values."""
-    widen = {pa.uint8(): pa.int16(), pa.uint16(): pa.int32(), pa.uint32(): pa.int64(), pa.uint64(): pa.decimal128(20, 0), pa.float16(): pa.float32(), pa.date64(): pa.date32()}
-    if t in widen:
-        return widen[t]
-    if pa.types.is_string_view(t) if hasattr(pa.types, "is_string_view") else False:
+    if t in _WIDER:
+        return _WIDER[t]
+    if _is("is_string_view", t):
         return pa.string()
-    if pa.types.is_binary_view(t) if hasattr(pa.types, "is_binary_view") else False:
+    if _is("is_binary_view", t):
         return pa.binary()
     if pa.types.is_time32(t):
         return pa.time64("us")
     if pa.types.is_interval(t):
         raise VeilError(f"column {name!r} is an interval of months, days and nanoseconds ({t}), which Spark can't hold: leave it out with the 'columns' option, or cast it in 'sql'")
-    lists = ("is_list", "is_large_list", "is_fixed_size_list", "is_list_view", "is_large_list_view")
-    if any(getattr(pa.types, is_kind, lambda _: False)(t) for is_kind in lists):
+    if any(_is(kind, t) for kind in ("is_list", "is_large_list", "is_fixed_size_list", "is_list_view", "is_large_list_view")):
         return pa.list_(_widened_field(name, t.value_field))
     if pa.types.is_map(t):
         return pa.map_(_widened_field(name, t.key_field), _widened_field(name, t.item_field))

@@ -331,7 +331,9 @@ pub fn column_words(name: &str) -> String {
             }
         }
     }
-    out
+    // A boolean literal is a value too (`t.positive = Boolean(true)`).
+    out.replace("Boolean(true)", "Boolean(?)")
+        .replace("Boolean(false)", "Boolean(?)")
 }
 
 /// An audit append that failed, as the caller's error: the action is
@@ -371,6 +373,8 @@ mod tests {
             ),
             ("t.n = Int64(-7)", "t.n = Int64(-?)"),
             (r#"t.s = Utf8("a\"b 123-45-6789")"#, "t.s = Utf8(?)"),
+            ("t.positive = Boolean(true)", "t.positive = Boolean(?)"),
+            ("t.positive IS TRUE", "t.positive IS TRUE"),
         ] {
             assert_eq!(column_words(name), words, "{name}");
         }
