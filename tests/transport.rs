@@ -106,6 +106,51 @@ async fn plaintext_off_loopback_needs_insecure() {
     running.stop().await.unwrap();
 }
 
+#[tokio::test]
+async fn bad_tls_files_say_which_file_and_what_is_wrong() {
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = Config::load(&veil::demo::prepare(dir.path()).unwrap()).unwrap();
+    std::fs::write(dir.path().join("garbage.pem"), "not a certificate\n").unwrap();
+    for (cert, key, says) in [
+        ("garbage.pem", "tls_key.pem", "holds no certificate"),
+        ("tls_cert.pem", "garbage.pem", "holds no private key"),
+        ("tls_key.pem", "tls_cert.pem", "swapped"),
+        // A key of another certificate: rustls's reason, not "transport error".
+        (
+            "tls_cert.pem",
+            "rsa_private.pem",
+            "TLS configuration is invalid: ",
+        ),
+        (
+            "missing.pem",
+            "tls_key.pem",
+            "cannot read TLS certificate missing.pem",
+        ),
+    ] {
+        for f in ["tls_cert.pem", "tls_key.pem", "rsa_private.pem"] {
+            std::fs::copy(fixture(f), dir.path().join(f)).unwrap();
+        }
+        let mut cfg = cfg.clone();
+        cfg.tls = Some(veil::config::TlsConfig {
+            cert_file: cert.into(),
+            key_file: key.into(),
+        });
+        let e = start(
+            cfg,
+            ServeOptions {
+                listen: Some("127.0.0.1:0".into()),
+                insecure: false,
+            },
+        )
+        .await
+        .err()
+        .unwrap_or_else(|| panic!("{cert} / {key} started"));
+        assert_eq!(e.code(), Code::FailedPrecondition, "{e}");
+        assert!(e.message().contains(says), "{cert} / {key}: {e}");
+        assert!(!e.message().ends_with("transport error"), "{e}");
+    }
+}
+
 #[test]
 fn the_demo_refuses_other_addresses_before_creating_anything() {
     let dir = tempfile::tempdir().unwrap();

@@ -73,13 +73,14 @@ pub(crate) fn run(args: AuditArgs) -> Result<(), VeilError> {
                 } else {
                     checkpoints
                 };
-                let cps = checkpoint::load(&files)?;
-                let result = verify::verify_store(
+                let loaded = checkpoint::load(&files)?;
+                let mut result = verify::verify_store(
                     store.as_ref(),
                     &master.derive(KeyPurpose::AuditChain),
-                    &cps,
+                    &loaded.checkpoints,
                 )
                 .await?;
+                result.unreadable_checkpoint_lines = loaded.unreadable;
                 if json {
                     println!(
                         "{}",

@@ -318,20 +318,27 @@ impl<'a> ChainVerifier<'a> {
     }
 }
 
-/// Checkpoints read from a JSON-lines file (one [`Checkpoint`] per line).
-pub fn read_checkpoints(text: &str, origin: &str) -> Result<Vec<Checkpoint>> {
-    text.lines()
-        .enumerate()
-        .filter(|(_, l)| !l.trim().is_empty())
-        .map(|(i, l)| {
-            serde_json::from_str(l).map_err(|e| {
-                VeilError::FailedPrecondition(format!(
-                    "{origin}, line {}: not an audit checkpoint ({e})",
-                    i + 1
-                ))
-            })
-        })
-        .collect()
+/// Checkpoints read from a JSON-lines file (one [`Checkpoint`] per line),
+/// and where each line that isn't one is. Such a line is skipped, not fatal:
+/// a write cut short by a crash leaves one, and the checkpoints around it
+/// still hold (a line made unreadable on purpose hides no more than a line
+/// deleted would).
+pub fn read_checkpoints(text: &str, origin: &str) -> (Vec<Checkpoint>, Vec<String>) {
+    let mut checkpoints = Vec::new();
+    let mut unreadable = Vec::new();
+    for (i, line) in text.lines().enumerate() {
+        if line.trim().is_empty() {
+            continue;
+        }
+        match serde_json::from_str(line) {
+            Ok(c) => checkpoints.push(c),
+            Err(e) => unreadable.push(format!(
+                "{origin}, line {}: not an audit checkpoint ({e})",
+                i + 1
+            )),
+        }
+    }
+    (checkpoints, unreadable)
 }
 
 /// Nodes named by heads or checkpoints, sorted.

@@ -91,9 +91,17 @@ fn ends_with_newline(file: &mut std::fs::File, len: u64) -> bool {
         && last[0] == b'\n'
 }
 
+/// Checkpoints read from files, and the lines that weren't checkpoints.
+#[derive(Debug, Default)]
+pub struct Loaded {
+    pub checkpoints: Vec<Checkpoint>,
+    /// "FILE, line N: why", one per skipped line.
+    pub unreadable: Vec<String>,
+}
+
 /// Every checkpoint in the given files (a missing file holds none).
-pub fn load(paths: &[PathBuf]) -> Result<Vec<Checkpoint>> {
-    let mut out = Vec::new();
+pub fn load(paths: &[PathBuf]) -> Result<Loaded> {
+    let mut out = Loaded::default();
     for path in paths {
         let text = match std::fs::read_to_string(path) {
             Ok(t) => t,
@@ -105,7 +113,9 @@ pub fn load(paths: &[PathBuf]) -> Result<Vec<Checkpoint>> {
                 )));
             }
         };
-        out.extend(read_checkpoints(&text, &path.display().to_string())?);
+        let (checkpoints, unreadable) = read_checkpoints(&text, &path.display().to_string());
+        out.checkpoints.extend(checkpoints);
+        out.unreadable.extend(unreadable);
     }
     Ok(out)
 }
@@ -128,5 +138,33 @@ mod tests {
         append_line(&path, "{\"b\":2}").unwrap();
         let text = std::fs::read_to_string(&path).unwrap();
         assert_eq!(text, "{\"a\":1}\n{\"kind\":\n{\"b\":2}\n");
+    }
+
+    /// A torn line is reported and skipped; the checkpoints around it load.
+    #[test]
+    fn a_torn_line_is_skipped_and_reported() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("cp.jsonl");
+        let cp = |seq| {
+            serde_json::to_string(&crate::audit::chain::Checkpoint::of(
+                crate::audit::chain::CheckpointKind::Head,
+                "n",
+                seq,
+                &[seq as u8; 32],
+            ))
+            .unwrap()
+        };
+        std::fs::write(&path, format!("{}\n{{\"kind\":\n{}\n", cp(1), cp(2))).unwrap();
+        let loaded = super::load(&[path]).unwrap();
+        assert_eq!(
+            loaded.checkpoints.iter().map(|c| c.seq).collect::<Vec<_>>(),
+            [1, 2]
+        );
+        assert_eq!(loaded.unreadable.len(), 1);
+        assert!(
+            loaded.unreadable[0].contains("cp.jsonl, line 2: not an audit checkpoint"),
+            "{:?}",
+            loaded.unreadable
+        );
     }
 }

@@ -112,6 +112,20 @@ impl AuditLog {
         self.append(event, Durability::WithNext).await
     }
 
+    /// Record an event nothing waits for (a read's end, after its last
+    /// batch was sent): returns once it is queued; it is committed with the
+    /// next event recorded, or on its own within 10 ms, and on disk as
+    /// [`Self::record_trailing`] says. Anything that reads the audit records
+    /// an event first, so it sees every deferred event queued before.
+    pub async fn record_deferred(&self, mut event: AuditEvent) -> Result<()> {
+        event.node_id = self.node_id.clone();
+        let action = event.action.clone();
+        self.writer
+            .defer(event)
+            .await
+            .map_err(|e| refused(&e, &action))
+    }
+
     /// Queue `event` to be recorded durably and return once it is queued:
     /// the returned future resolves when it is on disk (or fails with
     /// `Unavailable`). Whatever is recorded after this call is committed
@@ -141,15 +155,19 @@ impl AuditLog {
         self.store.tail_audit(limit).await
     }
 
-    /// Purge every node's events older than `retention` (a prefix of each
+    /// Purge this node's events older than `retention` (a prefix of its
     /// chain), checkpointing each purge before it happens and auditing it.
+    /// Another node's chain is purged here only when all of it is older
+    /// than the retention (a node taken out of service, whose own purge no
+    /// longer runs): a live node checkpoints its purges in its own file.
     /// Returns how many events were deleted.
     pub async fn purge_older_than(&self, retention: std::time::Duration) -> Result<u64> {
         let cutoff = chrono::Utc::now().timestamp_millis() - retention.as_millis() as i64;
         let mut total = 0;
         for head in self.store.audit_heads().await? {
             let through = self.store.audit_seq_before(&head.node_id, cutoff).await?;
-            if through <= head.purged_through {
+            let own = head.node_id == self.node_id;
+            if through <= head.purged_through || (!own && through < head.seq) {
                 continue;
             }
             // The store's time column chose `through`, and anyone who can
@@ -158,7 +176,7 @@ impl AuditLog {
             // all before the cutoff, or a one-cell edit would have Veil
             // delete recent events (and the evidence of the edit) itself.
             let through = self.checked_prefix(&head, through, cutoff).await?;
-            if through <= head.purged_through {
+            if through <= head.purged_through || (!own && through < head.seq) {
                 continue;
             }
             total += self.purge(&head.node_id, through).await?;
@@ -434,7 +452,7 @@ mod tests {
         assert_eq!(log.purge("n", 3).await.unwrap(), 3);
         log.shutdown().await;
         assert!(log.record(AuditEvent::new("late", None)).await.is_err());
-        let cps = checkpoint::load(&[file]).unwrap();
+        let cps = checkpoint::load(&[file]).unwrap().checkpoints;
         assert!(
             cps.iter()
                 .any(|c| c.kind == chain::CheckpointKind::Purge && c.seq == 3)
@@ -513,11 +531,128 @@ mod tests {
                 >= 6
         );
         log.shutdown().await;
-        let cps = checkpoint::load(&[file]).unwrap();
+        let cps = checkpoint::load(&[file]).unwrap().checkpoints;
         let v = verify::verify_store(store.as_ref(), &key, &cps)
             .await
             .unwrap();
         assert!(v.ok(), "{}", v.report());
+    }
+
+    /// A node purges its own chain; another node's only once all of it is
+    /// older than the retention (a node out of service), so a live node's
+    /// purges are checkpointed in its own file (found by an outside
+    /// review: each node purged every chain).
+    #[tokio::test]
+    async fn a_node_purges_another_nodes_chain_only_when_all_of_it_is_old() {
+        let Logged {
+            _dir,
+            store,
+            key,
+            file,
+            log,
+        } = Logged::start(std::time::Duration::ZERO);
+        let other_file = _dir.path().join("other.jsonl");
+        let other = AuditLog::start(
+            Arc::clone(&store),
+            chain::AuditSealer::new(key.clone(), "m"),
+            checkpoint::CheckpointSink::file(&other_file),
+            std::time::Duration::ZERO,
+        );
+        for i in 0..3 {
+            log.record(AuditEvent::new(&format!("n{i}"), None))
+                .await
+                .unwrap();
+            other
+                .record(AuditEvent::new(&format!("m{i}"), None))
+                .await
+                .unwrap();
+        }
+        // (Wide margins: a loaded machine may stall for a while.)
+        let retention = std::time::Duration::from_millis(1500);
+        tokio::time::sleep(std::time::Duration::from_millis(1600)).await;
+        // Node m is live (it purges its own): n leaves m's chain alone once
+        // m has an event newer than the retention.
+        other.record(AuditEvent::new("m-late", None)).await.unwrap();
+        assert_eq!(log.purge_older_than(retention).await.unwrap(), 3);
+        let heads = store.audit_heads().await.unwrap();
+        let head = |n: &str| heads.iter().find(|h| h.node_id == n).unwrap().clone();
+        assert_eq!(head("n").purged_through, 3);
+        assert_eq!(head("m").purged_through, 0);
+        // Once all of m's chain is old (m is gone), n purges it.
+        other.shutdown().await;
+        tokio::time::sleep(std::time::Duration::from_millis(1600)).await;
+        assert!(log.purge_older_than(retention).await.unwrap() >= 4);
+        let heads = store.audit_heads().await.unwrap();
+        assert!(
+            heads
+                .iter()
+                .find(|h| h.node_id == "m")
+                .unwrap()
+                .purged_through
+                >= 4
+        );
+        log.shutdown().await;
+        let cps = checkpoint::load(&[file, other_file]).unwrap().checkpoints;
+        let v = verify::verify_store(store.as_ref(), &key, &cps)
+            .await
+            .unwrap();
+        assert!(v.ok(), "{}", v.report());
+    }
+
+    /// A deferred event (a read's end) is committed before the next event
+    /// recorded, in order, in that event's commit; alone, it is committed
+    /// within its bound; at shutdown, before the writer stops.
+    #[tokio::test]
+    async fn deferred_events_ride_with_the_next_commit_or_go_alone_soon() {
+        let Logged {
+            _dir,
+            store,
+            key,
+            file,
+            log,
+        } = Logged::start(std::time::Duration::from_secs(3600));
+        let actions =
+            |tail: Vec<AuditEvent>| tail.into_iter().map(|e| e.action).collect::<Vec<_>>();
+        log.record(AuditEvent::new("read.start", None))
+            .await
+            .unwrap();
+        log.record_deferred(AuditEvent::new("read.end", None))
+            .await
+            .unwrap();
+        log.record_deferred(AuditEvent::new("read.end", None))
+            .await
+            .unwrap();
+        log.record_trailing(AuditEvent::new("plan", None))
+            .await
+            .unwrap();
+        assert_eq!(
+            actions(store.tail_audit(10).await.unwrap()),
+            ["read.start", "read.end", "read.end", "plan"]
+        );
+        // Alone: committed within the bound (polled, bounded).
+        log.record_deferred(AuditEvent::new("read.end", None))
+            .await
+            .unwrap();
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
+        while store.tail_audit(10).await.unwrap().len() < 5 {
+            assert!(
+                std::time::Instant::now() < deadline,
+                "a deferred event stayed held"
+            );
+            tokio::time::sleep(std::time::Duration::from_millis(5)).await;
+        }
+        // Held at shutdown: committed before the writer stops.
+        log.record_deferred(AuditEvent::new("read.end", None))
+            .await
+            .unwrap();
+        log.shutdown().await;
+        assert_eq!(store.tail_audit(10).await.unwrap().len(), 6);
+        let cps = checkpoint::load(&[file]).unwrap().checkpoints;
+        let v = verify::verify_store(store.as_ref(), &key, &cps)
+            .await
+            .unwrap();
+        assert!(v.ok(), "{}", v.report());
+        assert_eq!(v.nodes[0].last_seq, Some(6));
     }
 
     /// A read's end is committed at once and in order without a flush of
@@ -549,7 +684,9 @@ mod tests {
         // Within the flush bound, a checkpoint names the last of them.
         let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
         loop {
-            let cps = checkpoint::load(std::slice::from_ref(&file)).unwrap_or_default();
+            let cps = checkpoint::load(std::slice::from_ref(&file))
+                .unwrap_or_default()
+                .checkpoints;
             if cps.iter().any(|c| c.seq == 3) {
                 break;
             }
@@ -560,7 +697,7 @@ mod tests {
             tokio::time::sleep(std::time::Duration::from_millis(50)).await;
         }
         log.shutdown().await;
-        let cps = checkpoint::load(&[file]).unwrap();
+        let cps = checkpoint::load(&[file]).unwrap().checkpoints;
         let v = verify::verify_store(store.as_ref(), &key, &cps)
             .await
             .unwrap();

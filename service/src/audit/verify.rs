@@ -15,6 +15,9 @@ pub struct Verification {
     pub nodes: Vec<NodeVerdict>,
     /// Events stored before the chain existed (not verifiable).
     pub unchained: u64,
+    /// Lines of the checkpoint files that weren't checkpoints ("FILE, line
+    /// N: why"), skipped: a write cut short by a crash leaves one.
+    pub unreadable_checkpoint_lines: Vec<String>,
 }
 
 impl Verification {
@@ -52,6 +55,11 @@ impl Verification {
         if self.nodes.is_empty() {
             out.push_str("no audit chains in the store\n");
         }
+        for line in &self.unreadable_checkpoint_lines {
+            out.push_str(&format!(
+                "warning: {line}; skipped (a write cut short by a crash leaves such a line; the chains were checked against the other checkpoints)\n"
+            ));
+        }
         if self.unchained > 0 {
             out.push_str(&format!(
                 "{} event(s) predate the audit chain and can't be verified\n",
@@ -88,6 +96,7 @@ pub async fn verify_store(
     Ok(Verification {
         nodes,
         unchained: store.unchained_audit_events().await?,
+        unreadable_checkpoint_lines: Vec::new(),
     })
 }
 
@@ -120,6 +129,9 @@ mod tests {
             Verification {
                 nodes: vec![verdict(checkpoints)],
                 unchained: 0,
+                unreadable_checkpoint_lines: vec![
+                    "cp.jsonl, line 4: not an audit checkpoint".into(),
+                ],
             }
             .report()
         };
@@ -129,6 +141,11 @@ mod tests {
             report(0)
         );
         assert!(!report(3).contains("pass every node's"), "{}", report(3));
+        assert!(
+            report(3).contains("warning: cp.jsonl, line 4: not an audit checkpoint; skipped"),
+            "{}",
+            report(3)
+        );
     }
 
     /// Chains appended through either backend are numbered in order,

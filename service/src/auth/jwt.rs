@@ -170,6 +170,14 @@ impl TokenVerifier {
     }
 
     fn claims(&self, issuer: &str, claims: BTreeMap<String, Value>) -> Result<VerifiedClaims> {
+        // RFC 7519: `iss` is one StringOrURI. jsonwebtoken also takes a
+        // list and passes it when any entry is trusted; a token claiming
+        // several issuers is refused.
+        if claims.get("iss").and_then(Value::as_str) != Some(issuer) {
+            return Err(unauthenticated(
+                "the token's iss claim must be one string, the trusted issuer",
+            ));
+        }
         let num = |k: &str| claims.get(k).and_then(Value::as_i64);
         let (Some(iat), Some(exp)) = (num("iat"), num("exp")) else {
             return Err(unauthenticated("the token's iat and exp must be numbers"));
@@ -634,6 +642,15 @@ mod tests {
         c["iss"] = "other".into();
         let t = jsonwebtoken::encode(&Header::new(Algorithm::RS256), &c, &rsa).unwrap();
         assert!(v.verify(&t).is_err());
+        // Several issuers, the trusted one among them: refused (iss is one
+        // string).
+        c["iss"] = serde_json::json!(["idp", "other"]);
+        let t = jsonwebtoken::encode(&Header::new(Algorithm::RS256), &c, &rsa).unwrap();
+        assert!(v.verify(&t).is_err());
+        c["iss"] = serde_json::json!(["idp"]);
+        let t = jsonwebtoken::encode(&Header::new(Algorithm::RS256), &c, &rsa).unwrap();
+        let e = v.verify(&t).unwrap_err().to_string();
+        assert!(e.contains("iss claim must be one string"), "{e}");
     }
 
     #[test]

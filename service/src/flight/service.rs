@@ -1054,7 +1054,7 @@ impl AuditedStream {
             "read finished"
         );
         let record = async move {
-            if let Err(e) = audit.record_trailing(event).await {
+            if let Err(e) = audit.record_deferred(event).await {
                 tracing::error!(error = %e, "could not record the end of a read");
             }
         };

@@ -1,7 +1,7 @@
 //! Wiring: config → store → keys → engine → Flight service on a socket.
 
 use std::net::SocketAddr;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use tokio::sync::oneshot;
 use tokio::task::JoinHandle;
@@ -225,14 +225,19 @@ pub async fn start(cfg: Config, opts: ServeOptions) -> Result<Running> {
                 ))
             })
         };
-        let identity = tonic::transport::Identity::from_pem(
+        let (cert, key) = (
             read(&t.cert_file, "certificate")?,
             read(&t.key_file, "key")?,
         );
+        check_tls_pem(&cert, &t.cert_file, &key, &t.key_file)?;
+        let identity = tonic::transport::Identity::from_pem(cert, key);
         builder = builder
             .tls_config(tonic::transport::ServerTlsConfig::new().identity(identity))
             .map_err(|e| {
-                VeilError::FailedPrecondition(format!("TLS configuration is invalid: {e}"))
+                VeilError::FailedPrecondition(format!(
+                    "TLS configuration is invalid: {} (tls.cert_file must hold the server's certificate chain, leaf first, and tls.key_file that certificate's private key)",
+                    crate::logging::ErrorChain(&e)
+                ))
             })?;
     }
     let service = FlightRoutes::new(Arc::new(flight), MAX_REQUEST_BYTES, MESSAGE_HARD_CAP_BYTES);
@@ -265,6 +270,41 @@ pub async fn start(cfg: Config, opts: ServeOptions) -> Result<Running> {
         shutdown: Some(tx),
         handle,
     })
+}
+
+/// The TLS files hold what they should: at least one PEM certificate, and
+/// a PEM private key. (Whether the key belongs to the certificate is
+/// rustls's check, when the server's TLS configuration is built.)
+fn check_tls_pem(cert: &[u8], cert_file: &Path, key: &[u8], key_file: &Path) -> Result<()> {
+    use rustls::pki_types::pem::PemObject;
+    use rustls::pki_types::{CertificateDer, PrivateKeyDer};
+    let certs = CertificateDer::pem_slice_iter(cert)
+        .collect::<std::result::Result<Vec<_>, _>>()
+        .map_err(|e| {
+            VeilError::FailedPrecondition(format!(
+                "tls.cert_file {}: cannot read its PEM certificates: {e}",
+                cert_file.display()
+            ))
+        })?;
+    let swapped = |holds: &[u8]| match PrivateKeyDer::from_pem_slice(holds) {
+        Ok(_) => "; tls.cert_file holds a private key: are the two files swapped?",
+        Err(_) => "",
+    };
+    if certs.is_empty() {
+        return Err(VeilError::FailedPrecondition(format!(
+            "tls.cert_file {} holds no certificate: it must be PEM, with a '-----BEGIN CERTIFICATE-----' block (the server's certificate first, then any intermediates){}",
+            cert_file.display(),
+            swapped(cert)
+        )));
+    }
+    if PrivateKeyDer::from_pem_slice(key).is_err() {
+        return Err(VeilError::FailedPrecondition(format!(
+            "tls.key_file {} holds no private key: it must be PEM ('-----BEGIN PRIVATE KEY-----', 'RSA PRIVATE KEY' or 'EC PRIVATE KEY', unencrypted){}",
+            key_file.display(),
+            swapped(cert)
+        )));
+    }
+    Ok(())
 }
 
 /// `server.endpoint_locations`, checked: Flight URIs of a host and a port

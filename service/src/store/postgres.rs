@@ -239,12 +239,15 @@ impl PostgresStore {
             schema: opts.schema.clone(),
         };
         // At start the operator reads the error: where the store is and why.
-        store.pool.get().await.map_err(|e| {
+        // (The connection goes back to the pool for the migrations, which
+        // need one even with pool_size = 1.)
+        let connected = store.pool.get().await.map_err(|e| {
             VeilError::Unavailable(format!(
                 "cannot reach the PostgreSQL store at {}: {e}; check store.url and that the server is running",
                 store.target
             ))
         })?;
+        drop(connected);
         store.migrate(&opts.schema).await?;
         Ok(store)
     }
