@@ -91,6 +91,10 @@ async fn endpoints_and_tickets_reveal_nothing_about_hidden_rows() {
         erin.endpoint.len(),
         "same count whatever the caller may see"
     );
+    // One: split by files and row groups, how the caller's rows fell into
+    // several endpoints would show where hidden rows are and how many
+    // (found by an outside review).
+    assert_eq!(alice.endpoint.len(), 1, "a row policy filters alice's read");
     assert_eq!(alice.total_records, -1);
     assert!(
         bob.endpoint.len() >= 3,

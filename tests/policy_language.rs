@@ -605,6 +605,17 @@ async fn explain_shows_each_policy_and_the_step_that_matched() {
         e["masks"]["account"], "null where country = 'USA'",
         "{text}"
     );
+    // The reader is told the mask, and that a condition picks its rows,
+    // not the condition (its literals may be values a row policy hides
+    // from them).
+    let alice = server.connect("alice").await;
+    let described = alice.describe("net.flows").await.unwrap();
+    let account = described
+        .columns
+        .iter()
+        .find(|c| c.name == "account")
+        .unwrap();
+    assert_eq!(account.mask, "null on some rows");
     let ip = e["policies"]
         .as_array()
         .unwrap()
@@ -784,6 +795,44 @@ async fn owners_cannot_untag_a_global_row_policy_off_or_learn_hidden_names() {
     let alice = server.connect("alice").await;
     let out = alice.scan("erin.offices", Scan::default()).await.unwrap();
     assert_eq!(strings(&out, "state"), [Some("CA".into())]);
+    // Explaining alice's read, the owner sees of her directory entry what
+    // the policies test (her state), not the rest (her groups); a governor
+    // sees it all (found by an outside review).
+    let explained = |c: Connection| async move {
+        let text = c
+            .explain(ExplainRequest {
+                user: Some(user("alice")),
+                dataset: "erin.offices".into(),
+                ..Default::default()
+            })
+            .await
+            .unwrap();
+        serde_json::from_str::<Value>(&text).unwrap()
+    };
+    let by_erin = explained(server.connect("erin").await).await;
+    assert_eq!(by_erin["groups"], serde_json::json!([]), "{by_erin}");
+    assert_eq!(
+        by_erin["attributes"],
+        serde_json::json!({"state": ["CA"]}),
+        "{by_erin}"
+    );
+    assert_eq!(
+        by_erin["sources"]["groups"],
+        serde_json::json!({}),
+        "{by_erin}"
+    );
+    assert!(
+        by_erin["directory"]
+            .as_str()
+            .unwrap()
+            .contains("USER_ADMIN")
+    );
+    let by_dave = explained(server.connect("dave").await).await;
+    assert_eq!(
+        by_dave["groups"],
+        serde_json::json!(["analysts"]),
+        "{by_dave}"
+    );
     // The owner can't switch it off by untagging the column.
     let e = erin
         .set_column_tags("erin.offices", "state", &[])

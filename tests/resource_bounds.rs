@@ -285,6 +285,30 @@ async fn memory_bombs_fail_alone() {
         .await
         .unwrap_err();
     assert!(e.to_string().contains("million steps"), "{e}");
+    // A bound's figure computed from the data is the caller's to read; the
+    // audit keeps Veil's words only (an auditor may not read the dataset).
+    let e = bob
+        .sql("SELECT repeat(name, 20000000) AS r FROM clinical.trials")
+        .await
+        .unwrap_err();
+    assert!(e.to_string().contains("rows: about "), "{e}");
+    let e = bob
+        .sql("SELECT levenshtein(repeat(name, 100), repeat(ssn, 100)) AS d FROM clinical.trials")
+        .await
+        .unwrap_err();
+    assert!(e.to_string().contains("values: about "), "{e}");
+    let dave = server.connect("dave").await;
+    let audited = dave
+        .sql("SELECT message FROM veil.audit WHERE user = 'bob' AND status = 'resource_exhausted'")
+        .await
+        .unwrap();
+    let bounds: Vec<String> = veil_tests::strings(&audited, "message")
+        .into_iter()
+        .flatten()
+        .filter(|m| m.contains("repeat()") || m.contains("levenshtein()"))
+        .collect();
+    assert!(bounds.len() >= 2, "{bounds:?}");
+    assert!(bounds.iter().all(|m| !m.contains("about")), "{bounds:?}");
     // A pattern too large to compile is the caller's error, whichever
     // spelling (DataFusion reported `~`'s as an internal one).
     for sql in [

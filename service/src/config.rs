@@ -467,7 +467,9 @@ pub struct EngineConfig {
     pub max_endpoints: usize,
     /// When a row policy hides rows from the caller, a scan always gets
     /// exactly this many endpoints, so their number says nothing about how
-    /// many rows the caller can't see.
+    /// many rows the caller can't see. The default is one: with several,
+    /// how the caller's rows fall into them (split by files and row groups,
+    /// hidden rows included) hints at where hidden rows are and how many.
     #[serde(default = "default_row_policy_endpoints")]
     pub row_policy_endpoints: usize,
     #[serde(default = "default_ticket_ttl")]
@@ -568,7 +570,7 @@ fn default_max_endpoints() -> usize {
     16
 }
 fn default_row_policy_endpoints() -> usize {
-    4
+    1
 }
 fn default_ticket_ttl() -> u64 {
     3600

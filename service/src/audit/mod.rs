@@ -334,6 +334,23 @@ pub fn column_words(name: &str) -> String {
                 out.push('?');
                 in_word = false;
             }
+            // A field key or index (`s[Zed Quux]`, `a[3]`) is written bare:
+            // a literal too. (`IN ([Utf8("a"), ...])` holds expressions:
+            // those are read on.)
+            '[' if chars.clone().any(|d| d == ']')
+                && !chars
+                    .clone()
+                    .take_while(|d| *d != ']')
+                    .any(|d| matches!(d, '(' | '[' | '\'' | '"')) =>
+            {
+                for d in chars.by_ref() {
+                    if d == ']' {
+                        break;
+                    }
+                }
+                out.push_str("[?]");
+                in_word = false;
+            }
             c if c.is_ascii_digit() && !in_word => {
                 while chars
                     .peek()
@@ -393,6 +410,13 @@ mod tests {
             (r#"t.s = Utf8("a\"b 123-45-6789")"#, "t.s = Utf8(?)"),
             ("t.positive = Boolean(true)", "t.positive = Boolean(?)"),
             ("t.positive IS TRUE", "t.positive IS TRUE"),
+            (
+                "named_struct(Utf8(\"Zed Quux\"),hr.salaries.ssn)[Zed Quux 123-45-6789]",
+                "named_struct(Utf8(?),hr.salaries.ssn)[?]",
+            ),
+            ("t.tags[3]", "t.tags[?]"),
+            ("t.a[] x", "t.a[?] x"),
+            ("t.a[b", "t.a[b"),
         ] {
             assert_eq!(column_words(name), words, "{name}");
         }

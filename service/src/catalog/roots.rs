@@ -18,8 +18,34 @@ fn outside() -> VeilError {
 
 #[derive(Debug, Clone, Default)]
 pub struct LocationRoots {
+    /// Canonical: what a location must resolve under.
     roots: Vec<PathBuf>,
+    /// As configured (absolute, `.` and `..` resolved without the file
+    /// system), beside the canonical forms: a location is first checked
+    /// against both as written, before anything on disk is looked at.
+    written: Vec<PathBuf>,
     remote: Vec<RemoteLocation>,
+}
+
+/// `path` made absolute and with `.` and `..` resolved as text, without
+/// looking at the file system (a `..` above the top stays at the top).
+fn lexical(path: &Path) -> Option<PathBuf> {
+    use std::path::Component;
+    let absolute = match path.is_absolute() {
+        true => path.to_path_buf(),
+        false => std::env::current_dir().ok()?.join(path),
+    };
+    let mut out = PathBuf::new();
+    for part in absolute.components() {
+        match part {
+            Component::Prefix(_) | Component::RootDir | Component::Normal(_) => out.push(part),
+            Component::CurDir => {}
+            Component::ParentDir => {
+                out.pop();
+            }
+        }
+    }
+    Some(out)
 }
 
 impl LocationRoots {
@@ -35,12 +61,15 @@ impl LocationRoots {
                 })?);
                 continue;
             }
-            out.roots.push(r.canonicalize().map_err(|e| {
+            let canonical = r.canonicalize().map_err(|e| {
                 VeilError::FailedPrecondition(format!(
                     "dataset root {} is not usable: {e}",
                     r.display()
                 ))
-            })?);
+            })?;
+            out.written.extend(lexical(r));
+            out.written.push(canonical.clone());
+            out.roots.push(canonical);
         }
         Ok(out)
     }
@@ -82,8 +111,15 @@ impl LocationRoots {
         }
     }
 
-    /// The canonical form of `location` if it lies under a root.
+    /// The canonical form of `location` if it lies under a root. A
+    /// location outside every root as written is refused before the file
+    /// system is asked anything, so whether a path outside the roots
+    /// exists can't be learned from the answer.
     pub fn confine(&self, location: &Path) -> Result<PathBuf> {
+        let written = lexical(location).ok_or_else(outside)?;
+        if !self.written.iter().any(|r| written.starts_with(r)) {
+            return Err(outside());
+        }
         let canonical = location.canonicalize().map_err(|_| {
             VeilError::InvalidArgument(
                 "the dataset location does not exist or cannot be read".into(),
@@ -120,6 +156,43 @@ mod tests {
         {
             std::os::unix::fs::symlink(&outside, root.join("link")).unwrap();
             assert!(roots.confine(&root.join("link/x.csv")).is_err());
+        }
+    }
+
+    /// Outside the roots, a path that exists and one that doesn't answer
+    /// alike (found by an outside review: the answers told them apart for
+    /// any path on the server).
+    #[test]
+    fn outside_the_roots_existence_does_not_show() {
+        let dir = tempfile::tempdir().unwrap();
+        let root = dir.path().join("root");
+        std::fs::create_dir_all(&root).unwrap();
+        std::fs::write(dir.path().join("there.csv"), "a\n1\n").unwrap();
+        let roots = LocationRoots::new(std::slice::from_ref(&root)).unwrap();
+        let answer = |p: PathBuf| roots.confine(&p).unwrap_err().to_string();
+        let there = answer(dir.path().join("there.csv"));
+        assert_eq!(there, answer(dir.path().join("missing.csv")));
+        assert_eq!(there, answer(root.join("../there.csv")));
+        assert_eq!(there, answer(root.join("../../../../missing/x.csv")));
+        assert!(
+            there.contains("outside the configured dataset roots"),
+            "{there}"
+        );
+        // Inside a root, a missing file is said to be missing.
+        assert!(
+            answer(root.join("missing.csv")).contains("does not exist"),
+            "{}",
+            answer(root.join("missing.csv"))
+        );
+        // A root reached through a symlink is still the root.
+        #[cfg(unix)]
+        {
+            std::fs::write(root.join("ok.csv"), "a\n1\n").unwrap();
+            let alias = dir.path().join("alias");
+            std::os::unix::fs::symlink(&root, &alias).unwrap();
+            let through = LocationRoots::new(std::slice::from_ref(&alias)).unwrap();
+            assert!(through.confine(&alias.join("ok.csv")).is_ok());
+            assert!(through.confine(&root.join("ok.csv")).is_ok());
         }
     }
 

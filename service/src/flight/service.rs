@@ -655,6 +655,7 @@ impl DoGetMessages for VeilFlight {
             FlightError::Tonic(Box::new(to_status(&e)))
         });
         let failure_encode = failure.clone();
+        let failure_size = failure.clone();
         let encoded = batch_messages::encode(
             schema,
             counted.boxed(),
@@ -668,8 +669,16 @@ impl DoGetMessages for VeilFlight {
                 to_status(&e)
             }
         })
-        .and_then(|message| {
-            futures::future::ready(checked_len(&message, MESSAGE_HARD_CAP_BYTES).map(|_| message))
+        .and_then(move |message| {
+            // A message's size is the data's: the caller reads it, the
+            // audit only that the limit was hit.
+            let checked = checked_len(&message, MESSAGE_HARD_CAP_BYTES).map_err(|status| {
+                failure_size.note(&VeilError::InvalidArgument(
+                    "a Flight message exceeded Veil's size limit".into(),
+                ));
+                status
+            });
+            futures::future::ready(checked.map(|_| message))
         });
         // On request, a DP answer's receipt follows its data.
         let receipt = match (&cmd, &planned.dp) {

@@ -150,7 +150,7 @@ impl Governance {
                     .unwrap_or_default(),
                 description: c.description.clone(),
                 tags: c.tags.clone(),
-                mask: policy.mask_label(&c.name),
+                mask: policy.reader_mask_label(&c.name),
             })
             .collect();
         Ok(Outcome::Description(DatasetDescription {

@@ -386,13 +386,49 @@ impl Governance {
             &key,
             ClientInfo::default(),
         );
-        Ok(Outcome::Report(explain_json(
-            &snapshot,
-            &d,
-            &merged,
-            self.engine.default_issuer(),
-        )))
+        let mut report = explain_json(&snapshot, &d, &merged, self.engine.default_issuer());
+        let caller = call.principal;
+        if !caller.has(Permission::Governance) && !caller.has(Permission::UserAdmin) {
+            only_what_the_policies_test(&mut report, &snapshot);
+        }
+        Ok(Outcome::Report(report))
     }
+}
+
+/// An owner who doesn't administer users sees, of the user's groups and
+/// attributes, only those the policies in the answer test for: why the
+/// policies decided as they did, not the user's whole directory entry
+/// (found by an outside review: registering a dataset was enough to read
+/// anyone's).
+fn only_what_the_policies_test(report: &mut serde_json::Value, snapshot: &Snapshot) {
+    let decided: std::collections::BTreeSet<&str> = ["subscription", "policies"]
+        .iter()
+        .filter_map(|list| report[*list].as_array())
+        .flatten()
+        .filter_map(|d| d["policy"].as_str())
+        .collect();
+    let mut names = crate::model::policy::PrincipalNames::default();
+    for p in snapshot
+        .policies
+        .iter()
+        .filter(|p| decided.contains(p.spec.name.as_str()))
+    {
+        p.spec.principal_names(&mut names);
+    }
+    if let Some(groups) = report["groups"].as_array_mut() {
+        groups.retain(|g| g.as_str().is_some_and(|g| names.groups.contains(g)));
+    }
+    let keep_keys = |v: &mut serde_json::Value, keys: &std::collections::BTreeSet<String>| {
+        if let Some(m) = v.as_object_mut() {
+            m.retain(|k, _| keys.contains(k));
+        }
+    };
+    keep_keys(&mut report["attributes"], &names.attributes);
+    keep_keys(&mut report["sources"]["groups"], &names.groups);
+    keep_keys(&mut report["sources"]["attributes"], &names.attributes);
+    report["directory"] = json!(
+        "only the groups and attributes these policies test for (the user's whole entry needs USER_ADMIN or GOVERNANCE)"
+    );
 }
 
 /// The name of the policy with this label (`id@version`).
@@ -563,7 +599,7 @@ fn how_masked(
             "you read {} only through differential privacy (policy '{}')",
             d.name, dp.name
         ),
-        None => format!("you see it masked ({})", view.mask_label(c)),
+        None => format!("you see it masked ({})", view.reader_mask_label(c)),
     }
 }
 

@@ -3,7 +3,7 @@
 //! a spec and applying a policy to a principal live in `crate::policy`.
 
 use serde::{Deserialize, Serialize};
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 
 use super::Origin;
 use super::identity::{Identity, Permission};
@@ -42,6 +42,11 @@ pub struct Condition {
 }
 
 impl Condition {
+    fn names_into(&self, names: &mut PrincipalNames) {
+        names.groups.extend(self.groups.iter().cloned());
+        names.attributes.extend(self.attributes.keys().cloned());
+    }
+
     pub fn is_empty(&self) -> bool {
         self.groups.is_empty()
             && self.attributes.is_empty()
@@ -439,6 +444,91 @@ pub struct PolicySpec {
     pub chain: Vec<BranchSpec>,
 }
 
+/// The groups and attribute keys a policy tests a caller for.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct PrincipalNames {
+    pub groups: BTreeSet<String>,
+    pub attributes: BTreeSet<String>,
+}
+
+impl PolicySpec {
+    /// The groups and attribute keys this policy tests a caller for: in
+    /// its subscription, approvers, exceptions, steps, attribute matching,
+    /// and the `user_in_group('g')`, `user_attribute('k')` and
+    /// `user_has_attribute('k', ...)` of its conditions (with a literal
+    /// argument).
+    pub fn principal_names(&self, names: &mut PrincipalNames) {
+        if let Some(s) = &self.subscription {
+            names.groups.extend(s.groups.iter().cloned());
+            names.attributes.extend(s.attributes.keys().cloned());
+            s.approvers.names_into(names);
+        }
+        self.except.names_into(names);
+        let mut filters: Vec<&RowFilterSpec> = self.row_filter.iter().collect();
+        for step in &self.chain {
+            if let Some(who) = &step.who {
+                who.names_into(names);
+            }
+            filters.extend(step.row_filter.iter());
+        }
+        let mut sql: Vec<&str> = self.mask_where.iter().map(String::as_str).collect();
+        for f in filters {
+            names.attributes.extend(f.attribute.iter().cloned());
+            sql.extend(f.where_sql.as_deref());
+        }
+        for text in sql {
+            names
+                .groups
+                .extend(literal_arguments(text, "user_in_group"));
+            names
+                .attributes
+                .extend(literal_arguments(text, "user_attribute"));
+            names
+                .attributes
+                .extend(literal_arguments(text, "user_has_attribute"));
+        }
+    }
+}
+
+/// The quoted first argument of each call of `function` in `sql` (`''`
+/// inside a literal is a quote); calls without one are skipped.
+fn literal_arguments(sql: &str, function: &str) -> Vec<String> {
+    let lower = sql.to_ascii_lowercase();
+    let mut out = Vec::new();
+    let mut from = 0;
+    while let Some(at) = lower[from..].find(function) {
+        let start = from + at;
+        from = start + function.len();
+        let before = lower[..start].chars().next_back();
+        if before.is_some_and(|c| c.is_ascii_alphanumeric() || c == '_') {
+            continue;
+        }
+        let rest = sql[from..].trim_start();
+        let Some(rest) = rest.strip_prefix('(') else {
+            continue;
+        };
+        let Some(rest) = rest.trim_start().strip_prefix('\'') else {
+            continue;
+        };
+        let mut value = String::new();
+        let mut chars = rest.chars().peekable();
+        while let Some(c) = chars.next() {
+            match c {
+                '\'' if chars.peek() == Some(&'\'') => {
+                    chars.next();
+                    value.push('\'');
+                }
+                '\'' => {
+                    out.push(value);
+                    break;
+                }
+                c => value.push(c),
+            }
+        }
+    }
+    out
+}
+
 /// What a data policy does to a principal it applies to.
 #[derive(Debug, Clone, PartialEq)]
 pub enum DataRule {
@@ -570,5 +660,33 @@ impl PolicySpec {
                 )
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_policy_names_the_groups_and_attributes_it_tests() {
+        let spec: PolicySpec = toml::from_str(
+            r#"
+name = "p"
+dataset = "s.t"
+except = { groups = ["privileged"], attributes = { clearance = ["high"] } }
+row_filter = { where = "region = user_attribute('region') OR user_in_group( 'it''s' ) OR xuser_in_group('no') OR user_has_attribute('site', site)" }
+"#,
+        )
+        .unwrap();
+        let mut names = PrincipalNames::default();
+        spec.principal_names(&mut names);
+        assert_eq!(
+            names.groups.into_iter().collect::<Vec<_>>(),
+            ["it's", "privileged"]
+        );
+        assert_eq!(
+            names.attributes.into_iter().collect::<Vec<_>>(),
+            ["clearance", "region", "site"]
+        );
     }
 }

@@ -69,12 +69,25 @@ pub struct ColumnMask {
 }
 
 impl ColumnMask {
+    /// Each candidate with its condition's SQL, for those who may read the
+    /// policies (`explain`).
     pub fn label(&self) -> String {
+        self.labelled(|w| format!(" where {w}"))
+    }
+
+    /// Each candidate, a condition only said to exist: a reader learns
+    /// how the column is masked, not the condition's literals (values of
+    /// rows a row policy may hide from them, thresholds).
+    pub fn reader_label(&self) -> String {
+        self.labelled(|_| " on some rows".into())
+    }
+
+    fn labelled(&self, condition: impl Fn(&str) -> String) -> String {
         self.candidates
             .iter()
             .map(|c| match &c.when_sql {
                 None => c.mask.label(),
-                Some(w) => format!("{} where {w}", c.mask.label()),
+                Some(w) => format!("{}{}", c.mask.label(), condition(w)),
             })
             .collect::<Vec<_>>()
             .join("; otherwise ")
@@ -164,15 +177,20 @@ impl EffectivePolicy {
                 .any(|g| g.columns.iter().any(|c| c == column))
     }
 
-    /// How a column is masked, as `describe` and `explain` show it (empty:
-    /// served as stored).
+    /// How a column is masked, as `explain` shows it (empty: served as
+    /// stored).
     pub fn mask_label(&self, column: &str) -> String {
-        let mut parts: Vec<String> = self
-            .masks
-            .get(column)
-            .map(|m| m.label())
-            .into_iter()
-            .collect();
+        self.labelled(column, ColumnMask::label)
+    }
+
+    /// How a column is masked, as its reader is told (`describe`, errors):
+    /// a mask's condition is only said to exist.
+    pub fn reader_mask_label(&self, column: &str) -> String {
+        self.labelled(column, ColumnMask::reader_label)
+    }
+
+    fn labelled(&self, column: &str, label: impl Fn(&ColumnMask) -> String) -> String {
+        let mut parts: Vec<String> = self.masks.get(column).map(label).into_iter().collect();
         for g in self
             .kanon
             .iter()

@@ -64,10 +64,14 @@ pub const MAX_FUNCTION_STEPS: usize = 1 << 28;
 /// Veil's own words travel as a `VeilError` inside DataFusion's error, so
 /// the error module answers with them (`error::query::from_datafusion`).
 pub(crate) fn too_large(what: &str, bytes: usize) -> DataFusionError {
-    DataFusionError::External(Box::new(VeilError::ResourceExhausted(format!(
-        "{what} would produce about {} MiB in one batch, above Veil's limit of {} MiB; ask for shorter values or fewer rows",
-        bytes / (1024 * 1024),
-        MAX_FUNCTION_OUTPUT_BYTES / (1024 * 1024)
+    // The size comes from the data: the caller reads it, the audit and the
+    // log only Veil's words (it is the detail).
+    DataFusionError::External(Box::new(VeilError::ResourceExhausted(VeilError::detailed(
+        format!(
+            "{what} would produce more than Veil's limit of {} MiB in one batch; ask for shorter values or fewer rows",
+            MAX_FUNCTION_OUTPUT_BYTES / (1024 * 1024)
+        ),
+        format!("about {} MiB", bytes / (1024 * 1024)),
     ))))
 }
 
@@ -336,11 +340,13 @@ impl BoundedFunction {
             && n > MAX_FUNCTION_STEPS
         {
             return Err(DataFusionError::External(Box::new(
-                VeilError::ResourceExhausted(format!(
-                    "{}() would take about {} million steps in one batch (one per pair of characters), above Veil's limit of {} million; compare shorter values",
-                    self.inner.name(),
-                    n / 1_000_000,
-                    MAX_FUNCTION_STEPS / 1_000_000
+                VeilError::ResourceExhausted(VeilError::detailed(
+                    format!(
+                        "{}() would take more than Veil's limit of {} million steps (one per pair of characters) in one batch; compare shorter values",
+                        self.inner.name(),
+                        MAX_FUNCTION_STEPS / 1_000_000
+                    ),
+                    format!("about {} million", n / 1_000_000),
                 )),
             )));
         }
