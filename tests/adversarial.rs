@@ -110,3 +110,46 @@ async fn endpoints_and_tickets_reveal_nothing_about_hidden_rows() {
     }
     server.stop().await;
 }
+
+/// Behind a row policy, the stream's batches are all of the session's
+/// batch size but the last: cut where the file's row groups and kept
+/// blocks end, their sizes told how many rows each part hid (found by an
+/// outside review, through endpoints; batches told the same).
+#[tokio::test]
+async fn a_filtered_read_comes_in_batches_of_one_size() {
+    let server = TestServer::demo_with(|dir| {
+        let cfg = dir.join("veil.toml");
+        let text = std::fs::read_to_string(&cfg).unwrap();
+        std::fs::write(
+            &cfg,
+            text.replacen("[engine]\n", "[engine]\nbatch_size = 1000\n", 1),
+        )
+        .unwrap();
+    })
+    .await;
+    let alice = server.connect("alice").await;
+    for scan in [Scan::default(), Scan::default().with_filter("age > 40")] {
+        let batches = alice.scan("clinical.trials", scan).await.unwrap();
+        let sizes: Vec<usize> = batches
+            .iter()
+            .map(|b| b.num_rows())
+            .filter(|n| *n > 0)
+            .collect();
+        assert!(sizes.len() > 2, "{sizes:?}");
+        let (last, whole) = sizes.split_last().unwrap();
+        assert!(whole.iter().all(|n| *n == 1000), "{sizes:?}");
+        assert!(*last <= 1000);
+    }
+    let rows = alice
+        .sql("SELECT participant_id, state FROM clinical.trials WHERE age > 30")
+        .await
+        .unwrap();
+    let sizes: Vec<usize> = rows
+        .iter()
+        .map(|b| b.num_rows())
+        .filter(|n| *n > 0)
+        .collect();
+    let (_, whole) = sizes.split_last().unwrap();
+    assert!(whole.iter().all(|n| *n == 1000), "{sizes:?}");
+    server.stop().await;
+}

@@ -112,20 +112,6 @@ impl AuditLog {
         self.append(event, Durability::WithNext).await
     }
 
-    /// Record an event nothing waits for (a read's end, after its last
-    /// batch was sent): returns once it is queued; it is committed with the
-    /// next event recorded, or on its own within 10 ms, and on disk as
-    /// [`Self::record_trailing`] says. Anything that reads the audit records
-    /// an event first, so it sees every deferred event queued before.
-    pub async fn record_deferred(&self, mut event: AuditEvent) -> Result<()> {
-        event.node_id = self.node_id.clone();
-        let action = event.action.clone();
-        self.writer
-            .defer(event)
-            .await
-            .map_err(|e| refused(&e, &action))
-    }
-
     /// Queue `event` to be recorded durably and return once it is queued:
     /// the returned future resolves when it is on disk (or fails with
     /// `Unavailable`). Whatever is recorded after this call is committed
@@ -621,62 +607,6 @@ mod tests {
             .await
             .unwrap();
         assert!(v.ok(), "{}", v.report());
-    }
-
-    /// A deferred event (a read's end) is committed before the next event
-    /// recorded, in order, in that event's commit; alone, it is committed
-    /// within its bound; at shutdown, before the writer stops.
-    #[tokio::test]
-    async fn deferred_events_ride_with_the_next_commit_or_go_alone_soon() {
-        let Logged {
-            _dir,
-            store,
-            key,
-            file,
-            log,
-        } = Logged::start(std::time::Duration::from_secs(3600));
-        let actions =
-            |tail: Vec<AuditEvent>| tail.into_iter().map(|e| e.action).collect::<Vec<_>>();
-        log.record(AuditEvent::new("read.start", None))
-            .await
-            .unwrap();
-        log.record_deferred(AuditEvent::new("read.end", None))
-            .await
-            .unwrap();
-        log.record_deferred(AuditEvent::new("read.end", None))
-            .await
-            .unwrap();
-        log.record_trailing(AuditEvent::new("plan", None))
-            .await
-            .unwrap();
-        assert_eq!(
-            actions(store.tail_audit(10).await.unwrap()),
-            ["read.start", "read.end", "read.end", "plan"]
-        );
-        // Alone: committed within the bound (polled, bounded).
-        log.record_deferred(AuditEvent::new("read.end", None))
-            .await
-            .unwrap();
-        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
-        while store.tail_audit(10).await.unwrap().len() < 5 {
-            assert!(
-                std::time::Instant::now() < deadline,
-                "a deferred event stayed held"
-            );
-            tokio::time::sleep(std::time::Duration::from_millis(5)).await;
-        }
-        // Held at shutdown: committed before the writer stops.
-        log.record_deferred(AuditEvent::new("read.end", None))
-            .await
-            .unwrap();
-        log.shutdown().await;
-        assert_eq!(store.tail_audit(10).await.unwrap().len(), 6);
-        let cps = checkpoint::load(&[file]).unwrap().checkpoints;
-        let v = verify::verify_store(store.as_ref(), &key, &cps)
-            .await
-            .unwrap();
-        assert!(v.ok(), "{}", v.report());
-        assert_eq!(v.nodes[0].last_seq, Some(6));
     }
 
     /// A read's end is committed at once and in order without a flush of

@@ -19,13 +19,6 @@
 //! first. So a client's next request doesn't wait behind the flush of its
 //! previous read's end.
 //!
-//! A read's end event, which no caller waits for at all, is held instead
-//! ([`WriterHandle::defer`]): it is committed with the next event anyone
-//! appends (so a client's next request pays one commit for both, not two),
-//! or on its own within [`DEFER_WITHIN`]. Anything that reads the audit
-//! appends an event first (a plan, a read's start), and that commit carries
-//! every held event before it.
-//!
 //! The writer also owns the node's chain head as last committed and writes
 //! head checkpoints: every `interval` while events arrive, and once more
 //! on shutdown.
@@ -44,16 +37,12 @@ use crate::store::{AuditChainSealer, Durability, Store};
 const MAX_GROUP: usize = 1024;
 /// Longest an event appended without its own flush waits for one.
 pub(super) const SYNC_WITHIN: Duration = Duration::from_secs(1);
-/// Longest a deferred event waits for another event to share its commit.
-pub(super) const DEFER_WITHIN: Duration = Duration::from_millis(10);
 /// Events waiting for the writer before callers wait to queue.
 const QUEUE: usize = 16 * 1024;
 
 struct Pending {
     event: AuditEvent,
     durability: Durability,
-    /// Held for the next commit (or [`DEFER_WITHIN`]): nobody waits on it.
-    deferred: bool,
     done: oneshot::Sender<Result<()>>,
 }
 
@@ -64,10 +53,6 @@ pub(super) struct WriterHandle {
     stop: Arc<watch::Sender<bool>>,
     /// Resolves when the writer has stopped.
     task: Arc<Mutex<Option<oneshot::Receiver<()>>>>,
-}
-
-fn stopped() -> VeilError {
-    VeilError::Unavailable("the audit writer has stopped".into())
 }
 
 impl std::fmt::Debug for Pending {
@@ -139,32 +124,16 @@ impl WriterHandle {
         durability: Durability,
     ) -> Result<impl Future<Output = Result<()>> + Send + 'static> {
         let (done, reply) = oneshot::channel();
-        self.send(Pending {
-            event,
-            durability,
-            deferred: false,
-            done,
-        })
-        .await?;
+        let stopped = || VeilError::Unavailable("the audit writer has stopped".into());
+        self.queue
+            .send(Pending {
+                event,
+                durability,
+                done,
+            })
+            .await
+            .map_err(|_| stopped())?;
         Ok(async move { reply.await.map_err(|_| stopped())? })
-    }
-
-    /// Queue `event`, which nothing waits for, to be committed with the
-    /// next event appended or within [`DEFER_WITHIN`], without a flush of
-    /// its own. Returns once it is queued.
-    pub(super) async fn defer(&self, event: AuditEvent) -> Result<()> {
-        let (done, _) = oneshot::channel();
-        self.send(Pending {
-            event,
-            durability: Durability::WithNext,
-            deferred: true,
-            done,
-        })
-        .await
-    }
-
-    async fn send(&self, pending: Pending) -> Result<()> {
-        self.queue.send(pending).await.map_err(|_| stopped())
     }
 
     /// Commit what is queued, checkpoint, and stop.
@@ -192,15 +161,11 @@ struct Writer {
 
 impl Writer {
     async fn run(mut self, mut rx: mpsc::Receiver<Pending>, mut stop: watch::Receiver<bool>) {
-        // `group` holds the deferred events not yet committed, in queue
-        // order, and then whatever arrived after them.
         let mut group = Vec::with_capacity(MAX_GROUP);
-        let mut held_since: Option<tokio::time::Instant> = None;
         let mut tick = tokio::time::interval(self.interval.max(Duration::from_millis(100)));
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {
             let sync_due = self.unsynced.map(|t| t + SYNC_WITHIN);
-            let held_due = held_since.map(|t| t + DEFER_WITHIN);
             tokio::select! {
                 biased;
                 _ = stop.changed() => break,
@@ -208,8 +173,12 @@ impl Writer {
                     Some(p) => group.push(p),
                     None => break,
                 },
-                _ = sleep_until(held_due) => {}
-                _ = sleep_until(sync_due) => {
+                _ = async {
+                    match sync_due {
+                        Some(at) => tokio::time::sleep_until(at).await,
+                        None => std::future::pending().await,
+                    }
+                } => {
                     self.sync().await;
                     continue;
                 }
@@ -224,12 +193,6 @@ impl Writer {
                     Err(_) => break,
                 }
             }
-            let due = held_since.is_some_and(|t| t.elapsed() >= DEFER_WITHIN);
-            if !due && group.len() < MAX_GROUP && group.iter().all(|p| p.deferred) {
-                held_since.get_or_insert_with(tokio::time::Instant::now);
-                continue;
-            }
-            held_since = None;
             self.commit(&mut group).await;
             if self.interval.is_zero() {
                 self.checkpoint().await;
@@ -323,13 +286,5 @@ impl Writer {
             // tick tries again.
             Err(e) => tracing::error!(error = %e, "audit checkpoint not written"),
         }
-    }
-}
-
-/// Sleeps until `at`; never, without one.
-async fn sleep_until(at: Option<tokio::time::Instant>) {
-    match at {
-        Some(at) => tokio::time::sleep_until(at).await,
-        None => std::future::pending().await,
     }
 }

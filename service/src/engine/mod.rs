@@ -6,6 +6,7 @@ pub mod acceleration;
 #[cfg(test)]
 mod database_plans;
 pub mod dp;
+mod even_batches;
 pub mod execution;
 pub mod filter_batches;
 #[cfg(test)]
@@ -149,14 +150,20 @@ impl PlannedQuery {
     /// per planned query: its operators' state (a join's build side) is
     /// not reset for another run (a kept plan gives each request its own
     /// copy, [`plan_cache`]).
+    /// A read a row policy filters comes in batches of one size
+    /// ([`even_batches`]).
     pub fn execute(&self) -> Result<SendableRecordBatchStream> {
-        execution::execute(
+        let stream = execution::execute(
             Arc::clone(&self.physical),
             Arc::clone(&self.task),
             self.bounds.clone(),
             // The copies stay on disk until the query ends.
             self.leases.clone(),
-        )
+        )?;
+        Ok(match self.rows_filtered() {
+            true => even_batches::even(stream, self.task.session_config().batch_size()),
+            false => stream,
+        })
     }
 }
 

@@ -1063,7 +1063,7 @@ impl AuditedStream {
             "read finished"
         );
         let record = async move {
-            if let Err(e) = audit.record_deferred(event).await {
+            if let Err(e) = audit.record_trailing(event).await {
                 tracing::error!(error = %e, "could not record the end of a read");
             }
         };
