@@ -139,6 +139,24 @@ async fn a_filtered_read_comes_in_batches_of_one_size() {
         let (last, whole) = sizes.split_last().unwrap();
         assert!(whole.iter().all(|n| *n == 1000), "{sizes:?}");
         assert!(*last <= 1000);
+        // In the file's order (its ids rise): partitions read at once
+        // interleaved where row groups ended, hidden rows included.
+        let ids: Vec<i64> = batches
+            .iter()
+            .flat_map(|b| {
+                b.column_by_name("participant_id")
+                    .unwrap()
+                    .as_any()
+                    .downcast_ref::<arrow::array::Int64Array>()
+                    .unwrap()
+                    .values()
+                    .to_vec()
+            })
+            .collect();
+        assert!(
+            ids.windows(2).all(|w| w[0] < w[1]),
+            "rows out of the file's order"
+        );
     }
     let rows = alice
         .sql("SELECT participant_id, state FROM clinical.trials WHERE age > 30")

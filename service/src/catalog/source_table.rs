@@ -302,10 +302,12 @@ impl SourceTable {
                         copy.row_groups.get(g.range.end),
                     ) {
                         (Some(a), Some(b)) if copy.row_groups.len() == g.count + 1 => Some(*a..*b),
+                        // The ticket's row groups are those of an earlier
+                        // version of the file: it changed since the read
+                        // was planned.
                         _ => {
-                            return Err(VeilError::internal(
-                                "kept copies",
-                                "a copy's row groups differ from its file's".to_string(),
+                            return Err(VeilError::FailedPrecondition(
+                                "the dataset's files changed since this read was planned; plan it again (GetFlightInfo, or the client's read)".into(),
                             ));
                         }
                     },

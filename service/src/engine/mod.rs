@@ -710,7 +710,12 @@ impl Engine {
             ));
         }
         let task = ctx.task_ctx();
-        let (plan, logical, physical, schema) = physical_plan(frame).await?;
+        // Behind a row policy, rows come on one partition, in the files'
+        // order: partitions interleave where the source's row groups and
+        // batches end, hidden rows included, so the order of the caller's
+        // rows showed where hidden rows are (found by an outside review).
+        let filtered = compiler.reads().iter().any(|r| r.policy.rows_filtered());
+        let (plan, logical, physical, schema) = physical_plan(frame, filtered).await?;
         if let Some(dataset) = sql_part
             && splittable(&logical, &compiler.reads()) != Some(dataset)
         {
@@ -954,7 +959,7 @@ impl Engine {
             .await
             .map_err(from_datafusion)?;
         let task = ctx.task_ctx();
-        let (user_plan, logical, physical, schema) = physical_plan(frame).await?;
+        let (user_plan, logical, physical, schema) = physical_plan(frame, false).await?;
         let leases = exact_compiler.leases();
         let physical = match (kept_key, source_check) {
             (Some(kept_key), Some(source))
@@ -1480,10 +1485,17 @@ impl Engine {
 /// steps, keeping the optimised logical plan.
 async fn physical_plan(
     frame: DataFrame,
+    one_partition: bool,
 ) -> Result<(LogicalPlan, LogicalPlan, Arc<dyn ExecutionPlan>, SchemaRef)> {
     let frame = plain_types(frame)?;
     let schema: SchemaRef = Arc::new(frame.schema().as_arrow().clone());
-    let (state, plan) = frame.into_parts();
+    let (mut state, plan) = frame.into_parts();
+    if one_partition && state.config().target_partitions() > 1 {
+        let config = state.config().clone().with_target_partitions(1);
+        state = SessionStateBuilder::new_from_existing(state)
+            .with_config(config)
+            .build();
+    }
     let logical = state.optimize(&plan).map_err(from_datafusion)?;
     // Bounds only the written-out plan shows: CTEs planned once per use,
     // and constants repeated per row wherever they stand.
@@ -1631,6 +1643,10 @@ mod tests {
         let snap = state.current().await.unwrap();
         let mut engine_cfg = cfg.engine.clone();
         engine_cfg.target_partitions = 2;
+        // Row-filtered reads in parts (an operator's choice, whose hint
+        // README names): these tests read parts behind row policies. The
+        // default, one endpoint, is tested end to end (`adversarial`).
+        engine_cfg.row_policy_endpoints = 4;
         let engine = Engine::new(
             state,
             MasterKey::from_bytes([5; 32]),
