@@ -401,17 +401,18 @@ impl Governance {
 /// (found by an outside review: registering a dataset was enough to read
 /// anyone's).
 fn only_what_the_policies_test(report: &mut serde_json::Value, snapshot: &Snapshot) {
+    // By label (`id@version`): names repeat across namespaces.
     let decided: std::collections::BTreeSet<&str> = ["subscription", "policies"]
         .iter()
         .filter_map(|list| report[*list].as_array())
         .flatten()
-        .filter_map(|d| d["policy"].as_str())
+        .filter_map(|d| d["version"].as_str())
         .collect();
     let mut names = crate::model::policy::PrincipalNames::default();
     for p in snapshot
         .policies
         .iter()
-        .filter(|p| decided.contains(p.spec.name.as_str()))
+        .filter(|p| decided.contains(p.label().as_str()))
     {
         p.spec.principal_names(&mut names);
     }

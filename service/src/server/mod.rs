@@ -286,22 +286,25 @@ fn check_tls_pem(cert: &[u8], cert_file: &Path, key: &[u8], key_file: &Path) -> 
                 cert_file.display()
             ))
         })?;
-    let swapped = |holds: &[u8]| match PrivateKeyDer::from_pem_slice(holds) {
-        Ok(_) => "; tls.cert_file holds a private key: are the two files swapped?",
-        Err(_) => "",
-    };
+    let cert_holds_key = PrivateKeyDer::from_pem_slice(cert).is_ok();
     if certs.is_empty() {
         return Err(VeilError::FailedPrecondition(format!(
             "tls.cert_file {} holds no certificate: it must be PEM, with a '-----BEGIN CERTIFICATE-----' block (the server's certificate first, then any intermediates){}",
             cert_file.display(),
-            swapped(cert)
+            match cert_holds_key {
+                true => "; it holds a private key: are the two files swapped?",
+                false => "",
+            }
         )));
     }
     if PrivateKeyDer::from_pem_slice(key).is_err() {
         return Err(VeilError::FailedPrecondition(format!(
             "tls.key_file {} holds no private key: it must be PEM ('-----BEGIN PRIVATE KEY-----', 'RSA PRIVATE KEY' or 'EC PRIVATE KEY', unencrypted){}",
             key_file.display(),
-            swapped(cert)
+            match cert_holds_key {
+                true => "; tls.cert_file holds the key too: set key_file to that file",
+                false => "",
+            }
         )));
     }
     Ok(())
