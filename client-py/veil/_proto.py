@@ -56,6 +56,18 @@ def decode_read_notes(body: bytes):
     return list(notes.row_filtered), list(notes.masked)
 
 
+def dealt_rows(body: bytes) -> int:
+    """From a read's FlightInfo: the run length its endpoints were dealt
+    in, when taking that many rows of each in turn gives the files' order
+    (0: read them in endpoint order)."""
+    notes = pb.ReadNotes()
+    try:
+        notes.ParseFromString(body or b"")
+    except Exception:
+        return 0
+    return int(notes.dealt_rows)
+
+
 def expression_of(command: bytes):
     """The caller's own text in a read command: ("filter", a scan's filter),
     ("sql", the query), or ("", "") for anything else."""

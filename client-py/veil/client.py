@@ -651,7 +651,8 @@ class Connection:
         with self._reading(
             progress, info.total_records, what, lambda: info.app_metadata, info.descriptor.command
         ) as report:
-            for batch in _stream.batches(self._open, info.endpoints, self._max_workers, buffer, on_metadata):
+            runs = _proto.dealt_rows(info.app_metadata)
+            for batch in _stream.batches(self._open, info.endpoints, self._max_workers, buffer, on_metadata, runs):
                 report.add(batch.num_rows)
                 yield batch
 
@@ -665,7 +666,12 @@ class Connection:
             progress, info.total_records, what, lambda: info.app_metadata, descriptor.command
         ) as report:
             batches = _stream.collect(
-                self._open, info.endpoints, self._max_workers, lambda b: report.add(b.num_rows), on_metadata
+                self._open,
+                info.endpoints,
+                self._max_workers,
+                lambda b: report.add(b.num_rows),
+                on_metadata,
+                _proto.dealt_rows(info.app_metadata),
             )
         return pa.Table.from_batches(batches, schema=info.schema)
 

@@ -164,6 +164,7 @@ mod tests {
                     with_nulls: true,
                 }),
                 siblings: 4,
+                deal: None,
             }),
             part_index: 1,
             part_count: 2,

@@ -465,11 +465,11 @@ pub struct EngineConfig {
     /// ... but never more than this many endpoints.
     #[serde(default = "default_max_endpoints")]
     pub max_endpoints: usize,
-    /// When a row policy hides rows from the caller, a scan always gets
-    /// exactly this many endpoints, so their number says nothing about how
-    /// many rows the caller can't see. The default is one: with several,
-    /// how the caller's rows fall into them (split by files and row groups,
-    /// hidden rows included) hints at where hidden rows are and how many.
+    /// A read a row policy filters, served from kept copies of the
+    /// caller's rows, is dealt to at most this many endpoints (runs of
+    /// `batch_size` of the caller's rows, round-robin; about
+    /// `rows_per_endpoint` rows each); otherwise, and with 1, it is one
+    /// endpoint. Never cut by files: that would show where hidden rows are.
     #[serde(default = "default_row_policy_endpoints")]
     pub row_policy_endpoints: usize,
     #[serde(default = "default_ticket_ttl")]
@@ -570,7 +570,7 @@ fn default_max_endpoints() -> usize {
     16
 }
 fn default_row_policy_endpoints() -> usize {
-    1
+    16
 }
 fn default_ticket_ttl() -> u64 {
     3600

@@ -30,13 +30,27 @@ use std::sync::Arc;
 
 use crate::error::VeilError;
 
-/// One copy to read: its blocks (all, or a part's row groups) and the
-/// partition values of the file it stands in for.
+/// One copy to read: its blocks (all, or a part's row groups, or the
+/// picks of a dealt read) and the partition values of the file it stands
+/// in for.
 #[derive(Debug, Clone)]
 pub struct CopyRead {
     pub path: PathBuf,
     pub blocks: Option<Range<usize>>,
+    /// A dealt read's blocks, and their rows it takes (`blocks` is then
+    /// `None`); blocks not picked are not read.
+    pub picks: Option<Vec<Pick>>,
     pub partition_values: Vec<ScalarValue>,
+}
+
+/// A block a dealt read takes rows of.
+#[derive(Debug, Clone)]
+pub struct Pick {
+    pub block: usize,
+    /// The rows the block holds, as the copy was written.
+    pub rows: usize,
+    /// The rows taken, in order.
+    pub keep: Vec<Range<usize>>,
 }
 
 /// Scans kept copies: each partition reads its copies in order. The
@@ -924,24 +938,39 @@ fn read_copy(
         /// The first block, read with the opening (one trip to the
         /// blocking pool fewer: a small copy is read in one).
         first: Option<Result<RecordBatch, DataFusionError>>,
-        next: usize,
-        end: usize,
+        /// The blocks to read, in order, with the rows to take of each
+        /// (`None`: all).
+        order: std::vec::IntoIter<(usize, Option<Pick>)>,
+        /// Slices of the last block not yet handed on.
+        ready: std::collections::VecDeque<RecordBatch>,
     }
+    let path = read.path.clone();
     let opened = {
-        let (path, blocks, layout) = (read.path.clone(), read.blocks.clone(), Arc::clone(&layout));
+        let (path, blocks, picks, layout) = (
+            read.path.clone(),
+            read.blocks.clone(),
+            read.picks,
+            Arc::clone(&layout),
+        );
         async move {
             tokio::task::spawn_blocking(move || {
                 let copy = OpenCopy::open(&path, layout.from_copy())?;
-                let blocks = blocks.unwrap_or(0..copy.blocks.len());
-                if blocks.end > copy.blocks.len() {
+                let order: Vec<(usize, Option<Pick>)> = match picks {
+                    Some(picks) => picks.into_iter().map(|p| (p.block, Some(p))).collect(),
+                    None => blocks
+                        .unwrap_or(0..copy.blocks.len())
+                        .map(|b| (b, None))
+                        .collect(),
+                };
+                if order.iter().any(|(b, _)| *b >= copy.blocks.len()) {
                     return Err(failed("a part names blocks past the copy's end"));
                 }
-                let first = (blocks.start < blocks.end).then(|| copy.read(blocks.start));
+                let first = order.first().map(|(b, _)| copy.read(*b));
                 Ok(Reading {
                     copy: Some(copy),
                     first,
-                    next: blocks.start,
-                    end: blocks.end,
+                    order: order.into_iter(),
+                    ready: Default::default(),
                 })
             })
             .await
@@ -949,33 +978,59 @@ fn read_copy(
         }
     };
     let values = Arc::new(read.partition_values);
+    let path = Arc::new(path);
     futures::stream::once(opened)
         .map_ok(move |reading| {
-            let (layout, values) = (Arc::clone(&layout), Arc::clone(&values));
+            let (layout, values, path) =
+                (Arc::clone(&layout), Arc::clone(&values), Arc::clone(&path));
             futures::stream::try_unfold(reading, move |mut reading| {
-                let (layout, values) = (Arc::clone(&layout), Arc::clone(&values));
+                let (layout, values, path) =
+                    (Arc::clone(&layout), Arc::clone(&values), Arc::clone(&path));
                 async move {
-                    if reading.next >= reading.end {
-                        return Ok(None);
+                    loop {
+                        if let Some(batch) = reading.ready.pop_front() {
+                            return Ok(Some((batch, reading)));
+                        }
+                        let Some((index, pick)) = reading.order.next() else {
+                            return Ok(None);
+                        };
+                        let batch = match reading.first.take() {
+                            Some(first) => first?,
+                            None => {
+                                let copy = reading
+                                    .copy
+                                    .take()
+                                    .ok_or_else(|| failed("a kept copy's reader was lost"))?;
+                                let (copy, batch) = tokio::task::spawn_blocking(move || {
+                                    let batch = copy.read(index);
+                                    (copy, batch)
+                                })
+                                .await
+                                .map_err(failed)?;
+                                reading.copy = Some(copy);
+                                batch?
+                            }
+                        };
+                        let batch = layout.assemble(batch, &values)?;
+                        match pick {
+                            None => reading.ready.push_back(batch),
+                            Some(pick) => {
+                                // The rows the index counted, or the copy
+                                // was damaged: dealt by wrong counts, rows
+                                // would go to no endpoint or to two.
+                                if batch.num_rows() != pick.rows
+                                    || pick.keep.iter().any(|r| r.end > pick.rows)
+                                {
+                                    return Err(damaged(&path));
+                                }
+                                reading.ready.extend(
+                                    pick.keep
+                                        .iter()
+                                        .map(|r| batch.slice(r.start, r.end - r.start)),
+                                );
+                            }
+                        }
                     }
-                    if let Some(first) = reading.first.take() {
-                        reading.next += 1;
-                        return Ok(Some((layout.assemble(first?, &values)?, reading)));
-                    }
-                    let copy = reading
-                        .copy
-                        .take()
-                        .ok_or_else(|| failed("a kept copy's reader was lost"))?;
-                    let index = reading.next;
-                    let (copy, batch) = tokio::task::spawn_blocking(move || {
-                        let batch = copy.read(index);
-                        (copy, batch)
-                    })
-                    .await
-                    .map_err(failed)?;
-                    reading.copy = Some(copy);
-                    reading.next += 1;
-                    Ok(Some((layout.assemble(batch?, &values)?, reading)))
                 }
             })
         })
@@ -1051,6 +1106,7 @@ mod tests {
             vec![vec![CopyRead {
                 path: path.to_path_buf(),
                 blocks,
+                picks: None,
                 partition_values: vec![ScalarValue::Utf8(Some("CA".into()))],
             }]],
             table,
@@ -1069,6 +1125,62 @@ mod tests {
         blocks: Option<Range<usize>>,
     ) -> Vec<RecordBatch> {
         try_scan(path, table, projection, blocks).await.unwrap()
+    }
+
+    async fn scan_picks(
+        path: &std::path::Path,
+        table: &SchemaRef,
+        picks: Vec<Pick>,
+    ) -> datafusion::common::Result<Vec<RecordBatch>> {
+        let exec = CopyScanExec::new(
+            vec![vec![CopyRead {
+                path: path.to_path_buf(),
+                blocks: None,
+                picks: Some(picks),
+                partition_values: vec![ScalarValue::Utf8(Some("CA".into()))],
+            }]],
+            table,
+            2,
+            Some(&vec![0]),
+            None,
+        )?;
+        let ctx = SessionContext::new();
+        exec.execute(0, ctx.task_ctx())?.try_collect().await
+    }
+
+    /// A dealt read takes the rows each pick names, in order, reading only
+    /// the blocks picked; a block whose rows differ from the index's count
+    /// is a damaged copy, not a wrong answer.
+    #[tokio::test]
+    async fn a_dealt_read_takes_the_rows_it_picks() {
+        use datafusion::arrow::array::AsArray;
+        use datafusion::arrow::datatypes::Int64Type;
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("copy.arrow");
+        let (schema, _) = write_copy_as(&path, true);
+        let mut fields: Vec<Field> = schema.fields().iter().map(|f| f.as_ref().clone()).collect();
+        fields.push(Field::new("state", DataType::Utf8, false));
+        let table = Arc::new(Schema::new(fields));
+        let pick = |block, rows, keep: Vec<Range<usize>>| Pick { block, rows, keep };
+        let got = scan_picks(
+            &path,
+            &table,
+            vec![
+                pick(0, 40_000, vec![5..7, 39_999..40_000]),
+                pick(2, 30_000, vec![0..1, 29_998..30_000]),
+            ],
+        )
+        .await
+        .unwrap();
+        let ids: Vec<i64> = got
+            .iter()
+            .flat_map(|b| b.column(0).as_primitive::<Int64Type>().values().to_vec())
+            .collect();
+        assert_eq!(ids, [5, 6, 39_999, 40_010, 70_008, 70_009]);
+        // The index says block 1 holds 11 rows; it holds 10.
+        let wrong = scan_picks(&path, &table, vec![pick(1, 11, vec![0..11])]).await;
+        assert!(wrong.unwrap_err().to_string().contains("damaged"));
+        assert!(!path.exists(), "a damaged copy is removed");
     }
 
     #[tokio::test]

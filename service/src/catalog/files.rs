@@ -48,6 +48,24 @@ pub struct Listing {
     pub files: Vec<SourceFile>,
 }
 
+impl Listing {
+    /// A digest of the files as listed: their paths, sizes, times and
+    /// versions (a change to any file, or a file added or gone, changes it).
+    pub fn fingerprint(&self) -> [u8; 32] {
+        use sha2::{Digest, Sha256};
+        let mut h = Sha256::new();
+        for f in &self.files {
+            let text = format!(
+                "{}\u{0}{}\u{0}{:?}\u{0}{:?}",
+                f.path, f.size, f.modified_ms, f.version
+            );
+            h.update((text.len() as u64).to_be_bytes());
+            h.update(text.as_bytes());
+        }
+        h.finalize().into()
+    }
+}
+
 fn unreadable() -> VeilError {
     VeilError::FailedPrecondition(
         "the dataset's files are not readable right now; ask its owner to check the location"
@@ -516,15 +534,6 @@ pub fn split_into_parts(
     Split { parts, total_rows }
 }
 
-/// Split into exactly `n` parts (some possibly empty), whatever the size:
-/// the count reveals nothing about the data.
-pub fn split_exactly(format: FileFormatKind, units: Vec<(FileSlice, u64)>, n: usize) -> Split {
-    let n = n.max(1);
-    let mut split = split_into_parts(format, units, 1, n);
-    split.parts.resize_with(n, ScanPart::default);
-    split
-}
-
 /// Adjacent row-group slices of one file merge into one range.
 fn push_slice(part: &mut ScanPart, slice: FileSlice) {
     if let Some(last) = part.files.last_mut()
@@ -568,18 +577,6 @@ mod tests {
         assert_eq!(seen.len(), 10);
         seen.dedup();
         assert_eq!(seen.len(), 10);
-    }
-
-    #[test]
-    fn exact_splits_have_the_asked_count_whatever_the_size() {
-        for files in [0, 1, 3, 10] {
-            let split = split_exactly(FileFormatKind::Csv, csv_files(files), 4);
-            assert_eq!(split.parts.len(), 4);
-            assert_eq!(
-                split.parts.iter().map(|p| p.files.len()).sum::<usize>(),
-                files
-            );
-        }
     }
 
     #[test]

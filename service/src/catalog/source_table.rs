@@ -26,12 +26,14 @@ use std::sync::Arc;
 
 use veil_proto::ScanPart;
 
-use super::copy_scan::{CopyRead, CopyScanExec};
+use super::copy_scan::{CopyRead, CopyScanExec, Pick};
 use super::files::{Listing, SourceFile, list_files};
 use super::object_stores::ObjectStores;
 use crate::error::{Result, VeilError};
 use crate::model::dataset::{DatasetRecord, FileFormatKind};
+use crate::policy::deal::RowDeal;
 use crate::policy::effective::dictionary_field;
+use std::ops::Range;
 
 #[derive(Debug)]
 pub struct SourceTable {
@@ -42,6 +44,9 @@ pub struct SourceTable {
     listing: Listing,
     part: Option<ScanPart>,
     copies: Option<CopiedFiles>,
+    /// Only this endpoint's share of the copies' rows (they hold only
+    /// the caller's).
+    deal: Option<RowDeal>,
 }
 
 /// Kept copies standing in for a dataset's files (`engine::kept_masks`):
@@ -64,6 +69,19 @@ pub struct CopiedFile {
     /// groups `a..b` are blocks `row_groups[a]..row_groups[b]`). Empty
     /// for other formats, whose parts are whole files.
     pub row_groups: Vec<usize>,
+    /// The row each block starts at, then the copy's rows: a dealt read
+    /// ([`RowDeal`]) skips the blocks none of its runs touch.
+    pub block_starts: Arc<[u64]>,
+}
+
+impl CopiedFiles {
+    /// The rows the copies hold, all together.
+    pub fn rows(&self) -> u64 {
+        self.copies
+            .values()
+            .map(|c| c.block_starts.last().copied().unwrap_or(0))
+            .sum()
+    }
 }
 
 impl SourceTable {
@@ -117,6 +135,7 @@ impl SourceTable {
             listing,
             part,
             copies: None,
+            deal: None,
         })
     }
 
@@ -134,6 +153,15 @@ impl SourceTable {
         all.extend(self.partition_fields.iter().cloned());
         self.table_schema = Arc::new(Schema::new(all));
         self.copies = Some(copies);
+        self
+    }
+
+    /// Read only `deal`'s share of the copies' rows (every file's, in
+    /// order), skipping the blocks none of its runs touch. Only over
+    /// copies that hold nothing but the caller's rows: positions must
+    /// count those alone.
+    pub fn with_deal(mut self, deal: RowDeal) -> Self {
+        self.deal = Some(deal);
         self
     }
 
@@ -287,8 +315,14 @@ impl SourceTable {
     }
 
     /// The kept copies to read instead, with the blocks holding the
-    /// selected row groups.
-    fn copy_reads(copies: &CopiedFiles, selected: Vec<Selected<'_>>) -> Result<Vec<CopyRead>> {
+    /// selected row groups; with `deal`, the blocks and rows in them its
+    /// runs take, counting the copies' rows in order.
+    fn copy_reads(
+        copies: &CopiedFiles,
+        selected: Vec<Selected<'_>>,
+        deal: Option<RowDeal>,
+    ) -> Result<Vec<CopyRead>> {
+        let mut at = 0u64;
         selected
             .into_iter()
             .map(|s| {
@@ -312,14 +346,49 @@ impl SourceTable {
                         }
                     },
                 };
+                let picks = match deal {
+                    None => None,
+                    Some(_) if blocks.is_some() => {
+                        return Err(VeilError::internal(
+                            "kept copies",
+                            "a dealt read of row groups".to_string(),
+                        ));
+                    }
+                    Some(deal) => Some(picks(deal, &copy.block_starts, &mut at)),
+                };
                 Ok(CopyRead {
                     path: copy.path.clone(),
                     blocks,
+                    picks,
                     partition_values: s.values,
                 })
             })
             .collect()
     }
+}
+
+/// The blocks of a copy whose blocks start at rows `starts` (then its
+/// rows) that `deal` takes rows of, and which; `at`: the rows of the
+/// copies before it, moved past it.
+fn picks(deal: RowDeal, starts: &[u64], at: &mut u64) -> Vec<Pick> {
+    let base = *at;
+    *at += starts.last().copied().unwrap_or(0);
+    starts
+        .windows(2)
+        .enumerate()
+        .filter_map(|(block, w)| {
+            let keep: Vec<Range<usize>> = deal
+                .runs(base + w[0]..base + w[1])
+                .into_iter()
+                .map(|r| (r.start - base - w[0]) as usize..(r.end - base - w[0]) as usize)
+                .collect();
+            (!keep.is_empty()).then(|| Pick {
+                block,
+                rows: (w[1] - w[0]) as usize,
+                keep,
+            })
+        })
+        .collect()
 }
 
 /// One file a scan reads.
@@ -488,9 +557,14 @@ impl TableProvider for SourceTable {
         }
         let partitions = state.config().target_partitions();
         if let Some(copies) = &self.copies {
-            let reads = Self::copy_reads(copies, selected)
+            let reads = Self::copy_reads(copies, selected, self.deal)
                 .map_err(|e| DataFusionError::External(Box::new(e)))?;
             let copy_columns = self.file_schema.fields().len() + copies.fields.len();
+            // Dealt: one partition, the copies in order.
+            let partitions = match self.deal {
+                Some(_) => 1,
+                None => partitions,
+            };
             return Ok(Arc::new(CopyScanExec::new(
                 grouped(reads, partitions),
                 &self.table_schema,
@@ -498,6 +572,11 @@ impl TableProvider for SourceTable {
                 projection,
                 limit,
             )?));
+        }
+        if self.deal.is_some() {
+            return Err(DataFusionError::Internal(
+                "only kept copies of the caller's rows deal them".into(),
+            ));
         }
         let groups = grouped(Self::partitioned_files(selected), partitions);
         let format = self.file_format();

@@ -89,6 +89,9 @@ pub struct KeptCopy {
     /// Where each source row group starts among the blocks, then the
     /// block count (`CopiedFile::row_groups`).
     row_groups: Vec<usize>,
+    /// The row each block starts at, then the copy's rows
+    /// (`CopiedFile::block_starts`).
+    block_starts: Arc<[u64]>,
     last_used: AtomicU64,
 }
 
@@ -294,6 +297,7 @@ impl KeptMasks {
                             let copy = CopiedFile {
                                 path: c.path.clone(),
                                 row_groups: c.row_groups.clone(),
+                                block_starts: Arc::clone(&c.block_starts),
                             };
                             (p.clone(), copy)
                         })
@@ -613,6 +617,7 @@ async fn build(dir: &Path, ctx: &SessionContext, job: Job, max_bytes: u64) -> Re
         let mut copy = CopyWriter {
             writer: Some(writer),
             blocks: 0,
+            block_starts: vec![0],
             rows: 0,
             bytes: 0,
             max_bytes,
@@ -658,19 +663,20 @@ async fn build(dir: &Path, ctx: &SessionContext, job: Job, max_bytes: u64) -> Re
             starts.push(copy.blocks);
             left = groups.next().unwrap_or(u64::MAX);
         }
+        let block_starts = std::mem::take(&mut copy.block_starts);
         if bounds.is_empty() {
-            return Ok(Vec::new());
+            return Ok((Vec::new(), block_starts));
         }
         if starts.len() != bounds.len() + 1 || left != u64::MAX {
             return Err(VeilError::FailedPrecondition(
                 "a kept copy's row groups differ from its file's".into(),
             ));
         }
-        Ok::<_, VeilError>(starts)
+        Ok::<_, VeilError>((starts, block_starts))
     }
     .await;
-    let row_groups = match written {
-        Ok(starts) => starts,
+    let (row_groups, block_starts) = match written {
+        Ok(written) => written,
         Err(e) => {
             let _ = tokio::fs::remove_file(&tmp).await;
             return Err(e);
@@ -692,6 +698,7 @@ async fn build(dir: &Path, ctx: &SessionContext, job: Job, max_bytes: u64) -> Re
         size,
         fields,
         row_groups,
+        block_starts: block_starts.into(),
         last_used: AtomicU64::new(0),
     })
 }
@@ -703,6 +710,8 @@ type CopyFile = FileWriter<std::io::BufWriter<Checksummed<std::fs::File>>>;
 struct CopyWriter {
     writer: Option<CopyFile>,
     blocks: usize,
+    /// The row each block written starts at, then the rows written.
+    block_starts: Vec<u64>,
     rows: u64,
     bytes: u64,
     max_bytes: u64,
@@ -751,6 +760,7 @@ impl CopyWriter {
         self.writer = Some(writer);
         self.bytes = written.map_err(|e| VeilError::internal("writing a kept copy", e))?;
         self.blocks += 1;
+        self.block_starts.push(self.rows);
         if self.bytes > self.max_bytes {
             return Err(VeilError::FailedPrecondition(
                 "a kept copy would pass engine.kept_masks_max_mb".into(),

@@ -44,7 +44,7 @@ use std::sync::Arc;
 use veil_proto::{ScanCommand, ScanPart, SqlCommand};
 
 use crate::catalog::database::Databases;
-use crate::catalog::files::{split_exactly, split_into_parts, split_units};
+use crate::catalog::files::{split_into_parts, split_units};
 use crate::catalog::object_stores::ObjectStores;
 use crate::catalog::state::StateCache;
 use crate::config::EngineConfig;
@@ -1368,6 +1368,9 @@ impl Engine {
         let d = scope
             .readable(&scan.dataset)
             .ok_or_else(|| VeilError::dataset_not_found(&scan.dataset))?;
+        if planned.rows_filtered() {
+            return self.dealt_layout(scope, scan, planned, d).await;
+        }
         if let (SourceKind::Database(_), Some(source)) = (SourceKind::of(d), &d.source.database) {
             // Key ranges, unless a limit or k-anonymization needs the
             // whole result in one stream.
@@ -1389,18 +1392,6 @@ impl Engine {
                 return self
                     .file_layout(scan, planned, FileFormatKind::Parquet, &listing)
                     .await;
-            }
-            if planned.rows_filtered() {
-                // Key ranges are cut from the whole table's keys and row
-                // estimate: how the caller's rows fall into them, and how
-                // many there are, would hint at the rows a row policy hides
-                // (files get a fixed count instead, `row_policy_endpoints`;
-                // a database's ranges can't be cut without its keys). One
-                // stream.
-                return Ok(ScanLayout {
-                    parts: vec![None],
-                    total_records: -1,
-                });
             }
             let db = self.databases.get(&source.connection)?;
             let ranges = db
@@ -1441,6 +1432,62 @@ impl Engine {
             .await
     }
 
+    /// Endpoints of a read a row policy filters. Cut by files, row groups
+    /// or key ranges, how the caller's rows fell into them (and how many
+    /// there were) would show where hidden rows are and how many. So it is
+    /// one endpoint, unless the plan reads kept copies holding only the
+    /// caller's rows: then the endpoints are dealt those rows by position
+    /// (`crate::policy::deal`), runs of `batch_size` rows round-robin, as
+    /// many endpoints as `rows_per_endpoint` asks of the caller's rows (at
+    /// most `row_policy_endpoints`).
+    async fn dealt_layout(
+        &self,
+        scope: &RequestScope,
+        scan: &ScanCommand,
+        planned: &PlannedQuery,
+        d: &DatasetRecord,
+    ) -> Result<ScanLayout> {
+        let one = ScanLayout {
+            parts: vec![None],
+            total_records: -1,
+        };
+        let kept_rows = planned
+            .reads
+            .iter()
+            .find(|r| r.dataset.eq_ignore_ascii_case(&d.name))
+            .and_then(|r| r.kept_rows);
+        let (Some(rows), None, false) = (kept_rows, scan.limit, planned.counted_per_part()) else {
+            return Ok(one);
+        };
+        let run = self.cfg.batch_size.max(1) as u64;
+        let count = rows
+            .div_ceil(self.cfg.rows_per_endpoint.max(1))
+            .min(rows.div_ceil(run))
+            .min(self.cfg.row_policy_endpoints as u64)
+            .min(u64::from(u32::MAX));
+        if count <= 1 || !matches!(SourceKind::of(d), SourceKind::Files(_)) {
+            return Ok(one);
+        }
+        let files = scope.listing(&self.stores, d).await?.fingerprint().to_vec();
+        let parts = (0..count as u32)
+            .map(|index| {
+                Some(ScanPart {
+                    deal: Some(veil_proto::Deal {
+                        index,
+                        count: count as u32,
+                        rows: run,
+                        files: files.clone(),
+                    }),
+                    ..Default::default()
+                })
+            })
+            .collect();
+        Ok(ScanLayout {
+            parts,
+            total_records: -1,
+        })
+    }
+
     /// Endpoints over files (a dataset's, or an accelerated copy's).
     async fn file_layout(
         &self,
@@ -1449,18 +1496,13 @@ impl Engine {
         format: FileFormatKind,
         listing: &crate::catalog::files::Listing,
     ) -> Result<ScanLayout> {
-        let d_format = format;
-        let units = split_units(d_format, listing).await?;
-        let split = if planned.rows_filtered() {
-            split_exactly(d_format, units, self.cfg.row_policy_endpoints)
-        } else {
-            split_into_parts(
-                d_format,
-                units,
-                self.cfg.rows_per_endpoint,
-                self.cfg.max_endpoints,
-            )
-        };
+        let units = split_units(format, listing).await?;
+        let split = split_into_parts(
+            format,
+            units,
+            self.cfg.rows_per_endpoint,
+            self.cfg.max_endpoints,
+        );
         // A limit must apply to the whole result, so it gets one endpoint;
         // so does a k-anonymized read (see `PlannedQuery::counted_per_part`).
         let parts = if scan.limit.is_some() || planned.counted_per_part() {
@@ -1468,7 +1510,7 @@ impl Engine {
         } else {
             split.parts.into_iter().map(Some).collect()
         };
-        let exact = !planned.rows_filtered() && scan.filter.trim().is_empty();
+        let exact = scan.filter.trim().is_empty();
         let total_records = match (exact, split.total_rows) {
             (true, Some(n)) => scan.limit.map_or(n, |l| l.min(n)) as i64,
             _ => -1,
@@ -1643,10 +1685,6 @@ mod tests {
         let snap = state.current().await.unwrap();
         let mut engine_cfg = cfg.engine.clone();
         engine_cfg.target_partitions = 2;
-        // Row-filtered reads in parts (an operator's choice, whose hint
-        // README names): these tests read parts behind row policies. The
-        // default, one endpoint, is tested end to end (`adversarial`).
-        engine_cfg.row_policy_endpoints = 4;
         let engine = Engine::new(
             state,
             MasterKey::from_bytes([5; 32]),
@@ -1955,15 +1993,40 @@ mod tests {
         .await;
         assert_eq!(engine.plans.len(), 2, "another clock, another plan");
     }
-    /// Every part's rows, planned and read as `who` at one scope.
+    /// Every part's rows, planned and read as `who` at one scope, in
+    /// endpoint order: the layout's parts, or where it gives one (a read a
+    /// row policy filters, without kept copies of the caller's rows or
+    /// with few rows), the rows dealt to three parts in runs of 1,000 (by
+    /// the barrier, or by such copies if they serve).
     async fn parts_rows(engine: &Arc<Engine>, who: &Arc<Principal>, scan: &ScanCommand) -> String {
         let scope = engine.scope(who).await.unwrap();
         let command = Command::Scan(scan.clone());
         let whole = engine.plan(&scope, &command, None, None).await.unwrap();
-        let layout = engine.layout(&scope, scan, &whole).await.unwrap();
-        assert!(layout.parts.len() > 1, "several endpoints");
+        let mut parts = engine.layout(&scope, scan, &whole).await.unwrap().parts;
+        if parts.len() == 1 {
+            let d = scope.readable(&scan.dataset).unwrap().clone();
+            let files = scope
+                .listing(&engine.stores, &d)
+                .await
+                .unwrap()
+                .fingerprint();
+            parts = (0..3)
+                .map(|index| {
+                    Some(ScanPart {
+                        deal: Some(veil_proto::Deal {
+                            index,
+                            count: 3,
+                            rows: 1000,
+                            files: files.to_vec(),
+                        }),
+                        siblings: 3,
+                        ..Default::default()
+                    })
+                })
+                .collect();
+        }
         let mut all = Vec::new();
-        for part in layout.parts {
+        for part in parts {
             let q = engine.plan(&scope, &command, part, None).await.unwrap();
             all.extend(
                 datafusion::physical_plan::common::collect(q.execute().unwrap())

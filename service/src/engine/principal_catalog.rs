@@ -24,6 +24,7 @@ use crate::catalog::source_table::SourceTable;
 use crate::error::{Result, VeilError};
 use crate::model::dataset::DatasetRecord;
 use crate::model::source_kind::SourceKind;
+use crate::policy::deal::RowDeal;
 use crate::policy::effective::{EffectivePolicy, data_policy};
 use crate::policy::masks::kanon::{CountsSlot, KeptCounts};
 use crate::policy::secure_view::{self, KeptColumns};
@@ -42,6 +43,10 @@ pub struct DatasetRead {
     /// k-anonymization counts are kept across reads, so a part of the
     /// dataset reuses the whole dataset's count instead of taking its own.
     pub counts_kept: bool,
+    /// Served from kept copies holding only the rows the caller's row
+    /// policies keep: how many (its endpoints can then be dealt them,
+    /// `crate::policy::deal`).
+    pub kept_rows: Option<u64>,
 }
 
 /// Compiled effective policies, keyed by the principal's identity
@@ -282,8 +287,8 @@ impl ViewCompiler {
     /// `served` reading kept copies (decoded, with its costly masks' values
     /// if it has any, and only the rows its row policies keep when they
     /// can be applied once), if every file it reads has one (and the
-    /// stored columns they hold, and whether they hold only the kept
-    /// rows); else `served` as it is, and the missing copies are queued.
+    /// stored columns they hold, and, if they hold only the kept rows,
+    /// how many); else `served` as it is, and the missing copies are queued.
     /// While a copy of the kept rows is being built, a copy of every row
     /// with the same masks serves if there is one.
     fn kept_copies(
@@ -293,9 +298,9 @@ impl ViewCompiler {
         listing: &Listing,
         part: Option<&ScanPart>,
         served: SourceTable,
-    ) -> Result<(SourceTable, KeptColumns, bool)> {
+    ) -> Result<(SourceTable, KeptColumns, Option<u64>)> {
         let Some(kept) = &self.kept else {
-            return Ok((served, KeptColumns::new(), false));
+            return Ok((served, KeptColumns::new(), None));
         };
         let masks = secure_view::keepable_masks(d, policy, &served.schema(), &self.master)?;
         let rows = secure_view::keepable_rows(d, policy, &served.schema(), &self.master);
@@ -307,7 +312,7 @@ impl ViewCompiler {
                     match listing.files.iter().find(|f| f.path == slice.path) {
                         Some(f) => files.push(f),
                         // Gone since the ticket: the plain scan says so.
-                        None => return Ok((served, KeptColumns::new(), false)),
+                        None => return Ok((served, KeptColumns::new(), None)),
                     }
                 }
                 files
@@ -325,13 +330,10 @@ impl ViewCompiler {
                 if let Ok(mut l) = self.leases.lock() {
                     l.extend(copies.leases);
                 }
-                Ok((
-                    served.with_copies(copies.files),
-                    copies.columns,
-                    copies.rows,
-                ))
+                let rows = copies.rows.then(|| copies.files.rows());
+                Ok((served.with_copies(copies.files), copies.columns, rows))
             }
-            None => Ok((served, KeptColumns::new(), false)),
+            None => Ok((served, KeptColumns::new(), None)),
         }
     }
 
@@ -354,9 +356,24 @@ impl ViewCompiler {
     async fn compile(&self, d: &DatasetRecord) -> Result<Arc<dyn TableProvider>> {
         let policy = self.effective_shared(d)?;
         let part = self.parts.get(&d.name.to_ascii_lowercase()).cloned();
+        // A dealt part reads every row; its deal says which are its own.
+        let (part, deal) = match part {
+            Some(ScanPart {
+                deal: Some(deal), ..
+            }) => {
+                let dealt = RowDeal::from_proto(&deal).ok_or_else(|| {
+                    VeilError::internal("a dealt part", "an impossible deal".to_string())
+                })?;
+                (None, Some((dealt, deal.files)))
+            }
+            other => (other, None),
+        };
+        // Where the rows are dealt: by the barrier, unless the served
+        // copies deal their own (they hold only the caller's rows).
+        let mut barrier_deal = deal.as_ref().map(|(d, _)| *d);
         let mut served_from = None;
         let mut counts = None;
-        let mut rows_kept = false;
+        let mut kept_rows = None;
         let (served, whole, kept): (
             Arc<dyn TableProvider>,
             Option<Arc<dyn TableProvider>>,
@@ -424,6 +441,14 @@ impl ViewCompiler {
             }
             SourceKind::Files(_) => {
                 let listing = self.scope.listing(&self.stores, d).await?;
+                if let Some((_, files)) = &deal
+                    && files.as_slice() != listing.fingerprint()
+                {
+                    // Endpoints already read dealt the files as they were.
+                    return Err(VeilError::FailedPrecondition(
+                        "the dataset's files changed since this read was planned; plan it again (GetFlightInfo, or the client's read)".into(),
+                    ));
+                }
                 // k-anonymization counts over the whole dataset, even for a
                 // part (from the kept copies when every file has one).
                 let whole = match (&part, policy.kanon.is_empty()) {
@@ -441,6 +466,10 @@ impl ViewCompiler {
                 let served = SourceTable::from_listing(d, part.clone(), listing.clone()).await?;
                 let (mut served, kept, rows) =
                     self.kept_copies(d, &policy, &listing, part.as_ref(), served)?;
+                if let (Some(deal), Some(_)) = (barrier_deal, rows) {
+                    served = served.with_deal(deal);
+                    barrier_deal = None;
+                }
                 if let Some(rule) = policy.dp.as_ref().filter(|_| self.dp_raw) {
                     // The exact aggregates group these by position
                     // (`dp::bounding`): read as views, never sent.
@@ -451,7 +480,7 @@ impl ViewCompiler {
                             .collect();
                     served = served.with_text_views(&viewed);
                 }
-                rows_kept = rows;
+                kept_rows = rows;
                 (Arc::new(served), whole, kept)
             }
         };
@@ -463,8 +492,9 @@ impl ViewCompiler {
                 served,
                 whole,
                 kept,
-                rows_kept,
+                rows_kept: kept_rows.is_some(),
                 counts,
+                deal: barrier_deal,
             },
             &self.master,
             self.now,
@@ -476,6 +506,7 @@ impl ViewCompiler {
                 policy: Arc::clone(&policy),
                 served: served_from,
                 counts_kept,
+                kept_rows,
             });
         }
         let view = Arc::new(ViewTable::new(plan, None));

@@ -262,6 +262,7 @@ async fn read(d: &DatasetRecord, p: &Policy, who: &Principal) -> (Vec<RecordBatc
             whole: None,
             kept: Default::default(),
             rows_kept: false,
+            deal: None,
             counts: None,
         },
         &MasterKey::from_bytes([9; 32]),

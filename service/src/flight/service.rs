@@ -354,6 +354,14 @@ impl VeilFlight {
         let query_id = uuid::Uuid::new_v4().to_string();
         let expires = now_ms() + self.engine.config().ticket_ttl_secs as i64 * 1000;
         let count = parts.len() as u32;
+        // A plain scan's dealt endpoints hold whole runs: clients can put
+        // them back in the files' order.
+        let dealt_rows = match (&cmd, parts.first()) {
+            (Command::Scan(s), Some(Some(part))) if s.filter.trim().is_empty() => {
+                part.deal.as_ref().map_or(0, |d| d.rows)
+            }
+            _ => 0,
+        };
         let command = match &cmd {
             Command::Scan(s) => TicketCommand::Scan(s.clone()),
             Command::Sql(s) => TicketCommand::Sql(s.clone()),
@@ -408,6 +416,7 @@ impl VeilFlight {
                         .collect::<std::collections::BTreeSet<_>>()
                         .into_iter()
                         .collect(),
+                    dealt_rows,
                 }
                 .encode_to_vec(),
             );

@@ -29,6 +29,7 @@ use std::cmp::Ordering;
 use std::fmt;
 use std::sync::Arc;
 
+use super::deal::RowDeal;
 use crate::error::query::below_barrier;
 
 /// The logical fence above one dataset's policy subtree.
@@ -43,6 +44,9 @@ pub struct PolicyBarrier {
     /// The user filters already copied below (so a second optimizer pass
     /// doesn't copy them again).
     pub copied: Vec<Expr>,
+    /// This endpoint's share of the rows, dealt by position
+    /// ([`super::deal`]): nothing is copied or cut below the fence then.
+    pub deal: Option<RowDeal>,
 }
 
 impl PartialOrd for PolicyBarrier {
@@ -50,7 +54,10 @@ impl PartialOrd for PolicyBarrier {
         match self.dataset.partial_cmp(&other.dataset) {
             Some(Ordering::Equal) => match self.input.partial_cmp(&other.input) {
                 Some(Ordering::Equal) => match self.pushable.partial_cmp(&other.pushable) {
-                    Some(Ordering::Equal) => self.copied.partial_cmp(&other.copied),
+                    Some(Ordering::Equal) => match self.copied.partial_cmp(&other.copied) {
+                        Some(Ordering::Equal) => self.deal.partial_cmp(&other.deal),
+                        o => o,
+                    },
                     o => o,
                 },
                 o => o,
@@ -80,6 +87,22 @@ impl PolicyBarrier {
                 input,
                 pushable,
                 copied: vec![],
+                deal: None,
+            }),
+        })
+    }
+
+    /// [`Self::wrap`] for an endpoint that reads `deal`'s share of the
+    /// view's rows (no user filter is copied below: the rows dealt are the
+    /// view's, whatever the user asks).
+    pub fn wrap_dealt(dataset: &str, input: LogicalPlan, deal: RowDeal) -> LogicalPlan {
+        LogicalPlan::Extension(Extension {
+            node: Arc::new(PolicyBarrier {
+                dataset: dataset.to_string(),
+                input,
+                pushable: vec![],
+                copied: vec![],
+                deal: Some(deal),
             }),
         })
     }
@@ -126,6 +149,7 @@ impl UserDefinedLogicalNodeCore for PolicyBarrier {
             input: inputs.remove(0),
             pushable: self.pushable.clone(),
             copied: self.copied.clone(),
+            deal: self.deal,
         })
     }
 
@@ -137,8 +161,9 @@ impl UserDefinedLogicalNodeCore for PolicyBarrier {
 
     fn supports_limit_pushdown(&self) -> bool {
         // A limit is not a predicate: cutting rows early below the fence
-        // reveals nothing a limit above wouldn't.
-        true
+        // reveals nothing a limit above wouldn't. (Not when rows are dealt:
+        // cut below, the endpoint would deal other rows.)
+        self.deal.is_none()
     }
 }
 
@@ -148,6 +173,7 @@ pub struct PolicyBarrierExec {
     dataset: String,
     input: Arc<dyn ExecutionPlan>,
     properties: Arc<PlanProperties>,
+    deal: Option<RowDeal>,
 }
 
 impl PolicyBarrierExec {
@@ -157,13 +183,24 @@ impl PolicyBarrierExec {
             dataset,
             input,
             properties,
+            deal: None,
         }
+    }
+
+    /// Pass on only `deal`'s share of the rows (one partition).
+    pub fn dealt(mut self, deal: Option<RowDeal>) -> Self {
+        self.deal = deal;
+        self
     }
 }
 
 impl DisplayAs for PolicyBarrierExec {
     fn fmt_as(&self, _t: DisplayFormatType, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "PolicyBarrierExec: dataset={}", self.dataset)
+        write!(f, "PolicyBarrierExec: dataset={}", self.dataset)?;
+        if self.deal.is_some() {
+            write!(f, ", dealt")?;
+        }
+        Ok(())
     }
 }
 
@@ -209,10 +246,9 @@ impl ExecutionPlan for PolicyBarrierExec {
                 "PolicyBarrierExec takes one child".into(),
             ));
         }
-        Ok(Arc::new(PolicyBarrierExec::new(
-            self.dataset.clone(),
-            children.remove(0),
-        )))
+        Ok(Arc::new(
+            PolicyBarrierExec::new(self.dataset.clone(), children.remove(0)).dealt(self.deal),
+        ))
     }
 
     fn execute(
@@ -222,10 +258,19 @@ impl ExecutionPlan for PolicyBarrierExec {
     ) -> Result<SendableRecordBatchStream> {
         let dataset = self.dataset.clone();
         let input = Arc::clone(&self.input);
+        if self.deal.is_some() && input.properties().partitioning.partition_count() != 1 {
+            return Err(super::deal::several_partitions());
+        }
         match std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
             input.execute(partition, context)
         })) {
-            Ok(Ok(stream)) => Ok(guard(dataset, stream)),
+            Ok(Ok(stream)) => Ok(guard(
+                dataset,
+                match self.deal {
+                    Some(deal) => deal.stream(stream),
+                    None => stream,
+                },
+            )),
             Ok(Err(e)) => Err(below_barrier(&dataset, &e)),
             Err(_) => Err(below_barrier(&dataset, &panicked())),
         }
@@ -275,10 +320,9 @@ impl ExtensionPlanner for BarrierPlanner {
                 "PolicyBarrier has one input".into(),
             ));
         };
-        Ok(Some(Arc::new(PolicyBarrierExec::new(
-            barrier.dataset.clone(),
-            Arc::clone(input),
-        ))))
+        Ok(Some(Arc::new(
+            PolicyBarrierExec::new(barrier.dataset.clone(), Arc::clone(input)).dealt(barrier.deal),
+        )))
     }
 }
 

@@ -8,6 +8,7 @@
 //! matrix over real files is `engine::type_matrix`).
 
 pub mod barrier;
+pub mod deal;
 pub mod differential_privacy;
 pub mod effective;
 pub mod guard;

@@ -161,6 +161,7 @@ fn copy_below(node: LogicalPlan) -> Result<Transformed<LogicalPlan>> {
             input: below,
             pushable: barrier.pushable.clone(),
             copied,
+            deal: barrier.deal,
         }),
     });
     Ok(Transformed::yes(LogicalPlan::Filter(Filter::try_new(

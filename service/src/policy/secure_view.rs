@@ -246,6 +246,9 @@ pub struct ViewSources {
     /// the view adds its row policies and groups to the key. `None`:
     /// counted on every read.
     pub counts: Option<CountsSlot>,
+    /// The endpoint's share of the view's rows, dealt by the barrier
+    /// ([`super::deal`]); `None`: every row (or `served` deals them).
+    pub deal: Option<super::deal::RowDeal>,
 }
 
 /// Prefix of a stored masked column in a kept copy (the rest is keyed, so
@@ -618,11 +621,14 @@ pub fn compile(
         .map_err(unenforceable)?
         .build()
         .map_err(unenforceable)?;
-    Ok(PolicyBarrier::wrap_pushable(
-        &dataset.name,
-        plan,
-        pushable_columns(dataset, policy, &schema),
-    ))
+    Ok(match sources.deal {
+        Some(deal) => PolicyBarrier::wrap_dealt(&dataset.name, plan, deal),
+        None => PolicyBarrier::wrap_pushable(
+            &dataset.name,
+            plan,
+            pushable_columns(dataset, policy, &schema),
+        ),
+    })
 }
 
 /// The slot a k-anonymization's counts are kept in: keyed by the source's
