@@ -569,6 +569,12 @@ async fn reversible_and_format_preserving_masks_with_unmask_requests() {
     );
     let id = request["id"].as_str().unwrap().to_string();
     assert_eq!(request["status"], "pending");
+    // alice may not list the masking policy: its name and version are not
+    // hers to see (a name can say what a policy protects).
+    assert_eq!(request["unmask"]["policy"], "", "{request}");
+    assert_eq!(request["unmask"]["policy_label"], "", "{request}");
+    let mine = alice.list_unmask_requests(None, false).await.unwrap();
+    assert_eq!(json(&mine[0])["unmask"]["policy"], "");
     // Not yet approved: nothing is released.
     let e = alice.unmask_result(&id).await.unwrap_err();
     assert_eq!(e.code(), Some(Code::FailedPrecondition), "{e}");
@@ -590,6 +596,11 @@ async fn reversible_and_format_preserving_masks_with_unmask_requests() {
     // bob is exempt: he sees the request and approves it.
     let pending = bob.list_unmask_requests(None, false).await.unwrap();
     assert_eq!(pending.len(), 1);
+    assert_ne!(
+        json(&pending[0])["unmask"]["policy"],
+        "",
+        "a decider sees it"
+    );
     assert!(
         server
             .connect("carol")

@@ -24,7 +24,7 @@ use crate::engine::{ColumnLookup, RequestScope};
 use crate::error::{Result, VeilError};
 use crate::model::dataset::DatasetRecord;
 use crate::model::policy::MaskSpec;
-use crate::model::request::{RequestStatus, UnmaskDetails};
+use crate::model::request::{AccessRequest, RequestStatus, UnmaskDetails};
 use crate::policy::masks::format_preserving::FormatPreserving;
 use crate::policy::masks::reversible::{SivTokens, TOKEN_PREFIX, Unmaskable};
 use crate::secrets::KeyPurpose;
@@ -194,7 +194,29 @@ impl Governance {
         let request = self.file_request(call, &d, reason, Some(details)).await?;
         call.event.message = format!("unmask request {}", request.id);
         call.event.policies = vec![applied.policy.clone()];
-        Ok(Outcome::Requests(vec![request]))
+        Ok(Outcome::Requests(vec![self.as_seen(call.scope, request)?]))
+    }
+
+    /// An unmask request as `scope`'s principal may see it: the masking
+    /// policy's name and version only for whoever may list that policy or
+    /// decide the request. A requester who may do neither sees neither (a
+    /// policy's name can say what it protects, or whom it exempts).
+    fn as_seen(&self, scope: &Arc<RequestScope>, mut r: AccessRequest) -> Result<AccessRequest> {
+        let decides = self.may_decide_unmask(scope, &r)?;
+        let snapshot = scope.snapshot();
+        if let Some(u) = r.unmask.as_mut() {
+            let id = u.policy_label.split('@').next().unwrap_or_default();
+            let listed = snapshot
+                .policies
+                .iter()
+                .find(|x| x.id == id)
+                .is_some_and(|pol| self.may_list(scope.principal(), pol, snapshot));
+            if !decides && !listed {
+                u.policy.clear();
+                u.policy_label.clear();
+            }
+        }
+        Ok(r)
     }
 
     pub(super) async fn list_unmask_requests(
@@ -213,7 +235,7 @@ impl Governance {
                 continue;
             }
             if r.requester == p.identity || self.may_decide_unmask(call.scope, &r)? {
-                out.push(r);
+                out.push(self.as_seen(call.scope, r)?);
             }
         }
         Ok(Outcome::Requests(out))
@@ -258,8 +280,8 @@ impl Governance {
         }
         let changed = || {
             VeilError::FailedPrecondition(format!(
-                "the policies on {}.{} changed since this request was made ('{}' no longer masks it reversibly for you, or another mask now applies); ask for the values again",
-                r.dataset, u.column, u.policy
+                "the policies on {}.{} changed since this request was made (the masking policy it was made under no longer masks it reversibly for you, or another mask now applies); ask for the values again",
+                r.dataset, u.column
             ))
         };
         let candidates = effective
