@@ -62,6 +62,18 @@ def test_dealt_endpoints_come_back_in_the_files_order(dealing):
     assert frame["participant_id"].tolist() == ids
 
 
+def test_a_dealt_sql_query_of_columns_keeps_the_files_order(dealing):
+    query = "SELECT participant_id, upper(state) AS s FROM clinical.trials"
+    with veil.connect(dealing.address, dealing.token("alice")) as conn:
+        ids = conn.scan_as_arrow("clinical.trials").column("participant_id").to_pylist()
+        _dealt(conn)
+        info = conn._info(veil.client._sql(query))
+        assert len(info.endpoints) > 1
+        assert veil._proto.dealt_rows(info.app_metadata) == 1000
+        got = conn.sql_as_arrow(query)
+    assert got.column("participant_id").to_pylist() == ids
+
+
 def test_a_filtered_dealt_scan_has_every_row_once(dealing):
     with veil.connect(dealing.address, dealing.token("alice")) as conn:
         everything = conn.scan_as_arrow("clinical.trials").column("participant_id").to_pylist()

@@ -135,6 +135,20 @@ impl PlannedQuery {
         self.reads.iter().any(|r| r.policy.rows_filtered())
     }
 
+    /// Does every row of the dataset's view reach the answer, in order
+    /// (nothing but projections above its policy barrier)? Then each
+    /// endpoint of a dealt read holds its runs whole.
+    pub fn keeps_view_rows(&self) -> bool {
+        fn keeps(plan: &LogicalPlan) -> bool {
+            match plan {
+                LogicalPlan::Projection(p) => keeps(&p.input),
+                LogicalPlan::SubqueryAlias(a) => keeps(&a.input),
+                p => crate::policy::barrier::PolicyBarrier::is_barrier(p),
+            }
+        }
+        keeps(&self.logical)
+    }
+
     /// Does a read k-anonymize with counts that can't be kept across
     /// reads (a database read)? Its counts cover the whole dataset, so it
     /// is served by one endpoint rather than counted once per part. With

@@ -354,10 +354,10 @@ impl VeilFlight {
         let query_id = uuid::Uuid::new_v4().to_string();
         let expires = now_ms() + self.engine.config().ticket_ttl_secs as i64 * 1000;
         let count = parts.len() as u32;
-        // A plain scan's dealt endpoints hold whole runs: clients can put
-        // them back in the files' order.
-        let dealt_rows = match (&cmd, parts.first()) {
-            (Command::Scan(s), Some(Some(part))) if s.filter.trim().is_empty() => {
+        // Dealt endpoints that hold their runs whole (nothing filters the
+        // view's rows): clients can put them back in the files' order.
+        let dealt_rows = match parts.first() {
+            Some(Some(part)) if planned.keeps_view_rows() => {
                 part.deal.as_ref().map_or(0, |d| d.rows)
             }
             _ => 0,
