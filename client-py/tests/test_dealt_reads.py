@@ -2,6 +2,7 @@
 serve it, is dealt to several endpoints in runs of rows: Veil's client
 reads them in parallel and puts a plain scan back in the files' order."""
 
+import threading
 import time
 
 import pyarrow as pa
@@ -91,3 +92,24 @@ def test_a_filtered_dealt_scan_has_every_row_once(dealing):
         ]
     assert sorted(got) == [i for i in everything if i % 3 != 0]
     assert streamed == got, "streamed in the same order as the whole table"
+
+
+def test_streaming_a_dealt_read_with_fewer_workers_than_endpoints(dealing):
+    """Runs are taken from every endpoint in turn: a stream of more
+    endpoints than `max_workers`, one batch ahead, still flows (it hung
+    when only `max_workers` endpoints were read at once)."""
+    with veil.connect(dealing.address, dealing.token("alice")) as conn:
+        ids = conn.scan_as_arrow("clinical.trials").column("participant_id").to_pylist()
+        assert len(_dealt(conn).endpoints) > 2
+    streamed = []
+
+    def read():
+        with veil.connect(dealing.address, dealing.token("alice"), max_workers=2) as narrow:
+            for b in narrow.scan_batches("clinical.trials", buffer=1):
+                streamed.extend(b.column("participant_id").to_pylist())
+
+    reader = threading.Thread(target=read, daemon=True)
+    reader.start()
+    reader.join(60)
+    assert not reader.is_alive(), f"the stream stopped after {len(streamed)} rows"
+    assert streamed == ids

@@ -179,12 +179,24 @@ def batches(open_reader, endpoints, max_workers, buffer=None, on_metadata=None, 
         except BaseException as e:  # handed to the caller, raised there
             put(queues[i], _Failure(e))
 
-    pool = ThreadPoolExecutor(max_workers=max(1, min(max_workers, len(endpoints))), thread_name_prefix="veil-read")
+    # Runs are taken from every endpoint in turn, so every endpoint is read
+    # at once (each still at most `buffer` batches ahead): with fewer
+    # readers, the turn of an endpoint not started yet would never come.
+    dealt = runs > 0 and len(endpoints) > 1
+    workers = len(endpoints) if dealt else max(1, min(max_workers, len(endpoints)))
+    pool = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="veil-read")
     for i in range(len(endpoints)):
         pool.submit(produce, i)
+
     def taker(q):
         def next_batch():
-            item = q.get()
+            while True:
+                # In short waits, so Ctrl-C is seen at once.
+                try:
+                    item = q.get(timeout=0.1)
+                    break
+                except queue.Empty:
+                    continue
             if item is _DONE:
                 raise StopIteration
             if isinstance(item, _Failure):
@@ -195,7 +207,7 @@ def batches(open_reader, endpoints, max_workers, buffer=None, on_metadata=None, 
 
     try:
         parts = [_Rows(taker(q)) for q in queues]
-        if runs > 0 and len(parts) > 1:
+        if dealt:
             yield from _in_runs(parts, runs)
         else:
             for p in parts:

@@ -680,7 +680,17 @@ fn append_at(file: &File, offset: u64, len: usize, into: &mut Vec<u8>) -> std::i
 impl OpenCopy {
     /// Open `path` to read the columns `projection` names, in that order.
     fn open(path: &std::path::Path, projection: Vec<usize>) -> Result<Self, DataFusionError> {
-        let file = File::open(path).map_err(failed)?;
+        let file = File::open(path).map_err(|e| match e.kind() {
+            // Deleted behind Veil's back since the read was planned (an
+            // operator may delete copies): the retry reads the source.
+            std::io::ErrorKind::NotFound => {
+                FOOTERS.invalidate(path);
+                DataFusionError::External(Box::new(VeilError::Unavailable(
+                    "a kept copy of this data was deleted while it was being read; retry the read (it will read the source)".into(),
+                )))
+            }
+            _ => failed(e),
+        })?;
         let meta = file.metadata().map_err(failed)?;
         let id = identity(&meta);
         let (footer, dictionaries) = match FOOTERS.get(path) {
@@ -944,6 +954,10 @@ fn read_copy(
         /// Slices of the last block not yet handed on.
         ready: std::collections::VecDeque<RecordBatch>,
     }
+    if read.picks.as_ref().is_some_and(Vec::is_empty) {
+        // A dealt read takes nothing of this copy: not even opened.
+        return futures::stream::empty().boxed();
+    }
     let path = read.path.clone();
     let opened = {
         let (path, blocks, picks, layout) = (
@@ -1146,6 +1160,28 @@ mod tests {
         )?;
         let ctx = SessionContext::new();
         exec.execute(0, ctx.task_ctx())?.try_collect().await
+    }
+
+    /// A copy deleted after the read was planned (an operator may delete
+    /// copies) fails the read with UNAVAILABLE, saying to retry.
+    #[tokio::test]
+    async fn a_copy_deleted_before_its_read_says_to_retry() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("copy.arrow");
+        let (schema, _) = write_copy_as(&path, true);
+        let mut fields: Vec<Field> = schema.fields().iter().map(|f| f.as_ref().clone()).collect();
+        fields.push(Field::new("state", DataType::Utf8, false));
+        let table = Arc::new(Schema::new(fields));
+        std::fs::remove_file(&path).unwrap();
+        let e = try_scan(&path, &table, None, None).await.unwrap_err();
+        let DataFusionError::External(e) = e else {
+            panic!("{e}")
+        };
+        let e = e.downcast_ref::<VeilError>().unwrap();
+        assert!(
+            matches!(e, VeilError::Unavailable(m) if m.contains("retry the read")),
+            "{e}"
+        );
     }
 
     /// A dealt read takes the rows each pick names, in order, reading only

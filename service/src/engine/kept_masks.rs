@@ -316,9 +316,13 @@ impl KeptMasks {
         }
         for (key, f) in missing {
             // A copy holds every column of its file, decoded: more bytes
-            // than a parquet file.
-            let too_big =
-                dataset.source.format == FileFormatKind::Parquet && f.size > self.max_bytes;
+            // than a parquet file. (Not judged for a copy of the rows a
+            // reader's row policies keep: the file's size counts rows the
+            // reader can't see, and whether their reads are dealt must not
+            // depend on them; its build stops if the copy passes the limit.)
+            let too_big = rows.is_none()
+                && dataset.source.format == FileFormatKind::Parquet
+                && f.size > self.max_bytes;
             if too_big
                 || index.pending.contains(&key)
                 || index
