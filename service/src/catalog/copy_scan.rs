@@ -1162,16 +1162,22 @@ mod tests {
         exec.execute(0, ctx.task_ctx())?.try_collect().await
     }
 
+    /// A checksummed copy at `path`, and its table: the copy's columns
+    /// and a partition column `state`.
+    fn checksummed_copy_table(path: &std::path::Path) -> SchemaRef {
+        let (schema, _) = write_copy_as(path, true);
+        let mut fields: Vec<Field> = schema.fields().iter().map(|f| f.as_ref().clone()).collect();
+        fields.push(Field::new("state", DataType::Utf8, false));
+        Arc::new(Schema::new(fields))
+    }
+
     /// A copy deleted after the read was planned (an operator may delete
     /// copies) fails the read with UNAVAILABLE, saying to retry.
     #[tokio::test]
     async fn a_copy_deleted_before_its_read_says_to_retry() {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("copy.arrow");
-        let (schema, _) = write_copy_as(&path, true);
-        let mut fields: Vec<Field> = schema.fields().iter().map(|f| f.as_ref().clone()).collect();
-        fields.push(Field::new("state", DataType::Utf8, false));
-        let table = Arc::new(Schema::new(fields));
+        let table = checksummed_copy_table(&path);
         std::fs::remove_file(&path).unwrap();
         let e = try_scan(&path, &table, None, None).await.unwrap_err();
         let DataFusionError::External(e) = e else {
@@ -1193,10 +1199,7 @@ mod tests {
         use datafusion::arrow::datatypes::Int64Type;
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("copy.arrow");
-        let (schema, _) = write_copy_as(&path, true);
-        let mut fields: Vec<Field> = schema.fields().iter().map(|f| f.as_ref().clone()).collect();
-        fields.push(Field::new("state", DataType::Utf8, false));
-        let table = Arc::new(Schema::new(fields));
+        let table = checksummed_copy_table(&path);
         let pick = |block, rows, keep: Vec<Range<usize>>| Pick { block, rows, keep };
         let got = scan_picks(
             &path,

@@ -1453,7 +1453,7 @@ impl Engine {
     /// caller's rows: then the endpoints are dealt those rows by position
     /// (`crate::policy::deal`), runs of `batch_size` rows round-robin, as
     /// many endpoints as `rows_per_endpoint` asks of the caller's rows (at
-    /// most `row_policy_endpoints`).
+    /// most `row_policy_endpoints` and `max_endpoints`).
     async fn dealt_layout(
         &self,
         scope: &RequestScope,
@@ -1477,7 +1477,7 @@ impl Engine {
         let count = rows
             .div_ceil(self.cfg.rows_per_endpoint.max(1))
             .min(rows.div_ceil(run))
-            .min(self.cfg.row_policy_endpoints as u64)
+            .min(self.cfg.row_policy_endpoints.min(self.cfg.max_endpoints) as u64)
             .min(u64::from(u32::MAX));
         if count <= 1 || !matches!(SourceKind::of(d), SourceKind::Files(_)) {
             return Ok(one);
