@@ -315,6 +315,8 @@ async fn a_dealt_read_depends_on_the_callers_rows_alone() {
     }
     assert!(runs.iter().all(|r| r.is_empty()));
     assert_eq!(merged, one_stream);
+    // Veil's client puts them back so (ReadNotes.dealt_rows).
+    assert_eq!(ids(&alice.read_all(all.clone()).await.unwrap()), one_stream);
 
     // The copies go between planning and reading (deleted behind Veil's
     // back): each endpoint reads the files, and the barrier deals the rows.

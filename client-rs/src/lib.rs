@@ -298,8 +298,13 @@ impl Connection {
         Ok(self.client()?.do_get(ticket).await?.try_collect().await?)
     }
 
-    /// Read every endpoint of `info` in parallel; batches in endpoint order.
+    /// Read every endpoint of `info` in parallel; batches in endpoint order
+    /// (a read dealt to endpoints in runs, `ReadNotes.dealt_rows`, in the
+    /// files' order: the runs taken from the endpoints in turn).
     pub async fn read_all(&self, info: FlightInfo) -> Result<Vec<RecordBatch>, ClientError> {
+        let runs = veil_proto::ReadNotes::decode(info.app_metadata.as_ref())
+            .map(|n| n.dealt_rows)
+            .unwrap_or(0);
         let tasks: Vec<_> = info
             .endpoint
             .into_iter()
@@ -317,14 +322,17 @@ impl Connection {
                 })
             })
             .collect();
-        let mut out = Vec::new();
+        let mut parts = Vec::with_capacity(tasks.len());
         for t in tasks {
-            out.extend(
+            parts.push(
                 t.await
                     .map_err(|e| ClientError::Flight(format!("reader task failed: {e}")))??,
             );
         }
-        Ok(out)
+        Ok(match usize::try_from(runs) {
+            Ok(runs) if runs > 0 && parts.len() > 1 => in_runs(parts, runs),
+            _ => parts.into_iter().flatten().collect(),
+        })
     }
 
     /// Read a dataset through your policies.
@@ -1021,9 +1029,101 @@ fn causes(e: &dyn std::error::Error) -> String {
     out
 }
 
+/// The batches of dealt endpoints in the files' order: `runs` rows of each
+/// endpoint in turn (slices, no copy). Endpoint i holds runs i, i + n, ...:
+/// once one has run out every later one has, so anything left (nothing,
+/// unless the server dealt otherwise) follows in endpoint order, never
+/// dropped.
+fn in_runs(parts: Vec<Vec<RecordBatch>>, runs: usize) -> Vec<RecordBatch> {
+    struct Rows {
+        batches: std::collections::VecDeque<RecordBatch>,
+    }
+    impl Rows {
+        fn take(&mut self, mut n: usize, out: &mut Vec<RecordBatch>) -> bool {
+            while n > 0 {
+                let Some(b) = self.batches.pop_front() else {
+                    return false;
+                };
+                if b.num_rows() > n {
+                    self.batches.push_front(b.slice(n, b.num_rows() - n));
+                    out.push(b.slice(0, n));
+                    return true;
+                }
+                n -= b.num_rows();
+                out.push(b);
+            }
+            true
+        }
+    }
+    let mut rows: Vec<Rows> = parts
+        .into_iter()
+        .map(|p| Rows {
+            batches: p.into_iter().filter(|b| b.num_rows() > 0).collect(),
+        })
+        .collect();
+    let mut out = Vec::new();
+    'turns: loop {
+        for r in rows.iter_mut() {
+            if r.batches.is_empty() || !r.take(runs, &mut out) {
+                break 'turns;
+            }
+        }
+    }
+    for r in rows {
+        out.extend(r.batches);
+    }
+    out
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// Runs dealt round-robin, in batches cut anywhere, come back in order.
+    #[test]
+    fn dealt_runs_are_put_back_in_order() {
+        use arrow::array::{AsArray, Int64Array};
+        use arrow::datatypes::{DataType, Field, Int64Type, Schema};
+        use std::sync::Arc;
+        let schema = Arc::new(Schema::new(vec![Field::new("v", DataType::Int64, false)]));
+        let batch = |values: Vec<i64>| {
+            RecordBatch::try_new(
+                Arc::clone(&schema),
+                vec![Arc::new(Int64Array::from(values))],
+            )
+            .unwrap()
+        };
+        for (total, count, runs) in [(23i64, 3usize, 4usize), (12, 2, 3), (5, 4, 2), (0, 2, 3)] {
+            let mut dealt: Vec<Vec<i64>> = vec![Vec::new(); count];
+            for p in 0..total {
+                dealt[(p as usize / runs) % count].push(p);
+            }
+            // Each endpoint's rows in batches of 1, 2, 3, ... rows.
+            let parts: Vec<Vec<RecordBatch>> = dealt
+                .into_iter()
+                .map(|ids| {
+                    let mut out = Vec::new();
+                    let (mut at, mut len) = (0, 1);
+                    while at < ids.len() {
+                        let end = (at + len).min(ids.len());
+                        out.push(batch(ids[at..end].to_vec()));
+                        at = end;
+                        len += 1;
+                    }
+                    out
+                })
+                .collect();
+            let got: Vec<i64> = in_runs(parts, runs)
+                .iter()
+                .flat_map(|b| b.column(0).as_primitive::<Int64Type>().values().to_vec())
+                .collect();
+            assert_eq!(
+                got,
+                (0..total).collect::<Vec<_>>(),
+                "{total} {count} {runs}"
+            );
+        }
+    }
 
     fn refused(address: &str) -> String {
         match flight_uri(address) {
