@@ -14,6 +14,14 @@ use datafusion::execution::SendableRecordBatchStream;
 use datafusion::physical_plan::stream::RecordBatchStreamAdapter;
 use futures::StreamExt;
 
+/// The rows of a batch of a read regrouped from `batch_size`: a quarter of
+/// it (16,384 rows by default), about a kept copy's block, so each of a
+/// read's endpoints holds little while it regroups (every row is copied
+/// once either way).
+pub(super) fn piece_rows(batch_size: usize) -> usize {
+    (batch_size / 4).max(1)
+}
+
 /// `input`'s rows, in order, in batches of exactly `rows` rows but the last.
 pub(super) fn even(input: SendableRecordBatchStream, rows: usize) -> SendableRecordBatchStream {
     let schema = input.schema();

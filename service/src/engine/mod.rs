@@ -175,7 +175,10 @@ impl PlannedQuery {
             self.leases.clone(),
         )?;
         Ok(match self.rows_filtered() {
-            true => even_batches::even(stream, self.task.session_config().batch_size()),
+            true => even_batches::even(
+                stream,
+                even_batches::piece_rows(self.task.session_config().batch_size()),
+            ),
             false => stream,
         })
     }
