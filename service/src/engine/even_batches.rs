@@ -4,8 +4,9 @@
 //! source's row groups and a kept copy's blocks cut them: a batch of 58,000
 //! rows where the file's batches hold 65,536 tells the caller that 7,536
 //! rows there are hidden from them, and where. Regrouped into batches of
-//! exactly the session's batch size (the last one shorter), the stream's
-//! shape depends on the rows the caller may see and nothing else.
+//! one fixed size ([`piece_rows`] of the session's batch size; the last
+//! one shorter), the stream's shape depends on the rows the caller may see
+//! and nothing else.
 
 use std::sync::Arc;
 
