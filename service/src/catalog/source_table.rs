@@ -67,7 +67,9 @@ pub struct CopiedFile {
     /// For a parquet source: where each of its row groups starts among
     /// the copy's blocks, and, last, the copy's block count (so row
     /// groups `a..b` are blocks `row_groups[a]..row_groups[b]`). Empty
-    /// for other formats, whose parts are whole files.
+    /// for other formats, whose parts are whole files, and for a copy of
+    /// the rows a row predicate keeps (its reads are one stream or dealt,
+    /// never cut by row groups; its blocks hold a fixed number of rows).
     pub row_groups: Vec<usize>,
     /// The row each block starts at, then the copy's rows: a dealt read
     /// ([`RowDeal`]) skips the blocks none of its runs touch.

@@ -13,7 +13,10 @@
 //! column per masked column's expression (none for a read without such
 //! masks: a plain decoded copy). When the read's row policies can be
 //! applied once (`secure_view::keepable_rows`: bound to the principal's
-//! attributes, deterministic), the copy holds only the rows they keep.
+//! attributes, deterministic), the copy holds only the rows they keep, in
+//! blocks of exactly the rows a row-filtered read sends per batch
+//! (`even_batches::piece_rows`), so such a read sends the copy's blocks
+//! as they are instead of regrouping them.
 //! Later reads whose policy asks for exactly those expressions (and binds
 //! its row policies alike) scan the copy instead (`catalog::copy_scan`),
 //! and the view projects the stored column where it would have computed
@@ -45,6 +48,7 @@
 //! is logged without values and not retried for ten minutes.
 
 use datafusion::arrow::array::{AsArray, RecordBatch};
+use datafusion::arrow::compute::BatchCoalescer;
 use datafusion::arrow::datatypes::{FieldRef, SchemaRef};
 use datafusion::arrow::ipc::writer::FileWriter;
 use datafusion::execution::context::{SessionConfig, SessionContext};
@@ -87,7 +91,8 @@ pub struct KeptCopy {
     /// The stored columns after the file's own, as written.
     fields: Vec<FieldRef>,
     /// Where each source row group starts among the blocks, then the
-    /// block count (`CopiedFile::row_groups`).
+    /// block count (`CopiedFile::row_groups`); empty for a copy that is
+    /// never read by row groups.
     row_groups: Vec<usize>,
     /// The row each block starts at, then the copy's rows
     /// (`CopiedFile::block_starts`).
@@ -551,9 +556,11 @@ async fn builder(
 }
 
 /// Write one file's copy, an Arrow IPC file: its columns as read (a
-/// parquet file's row groups ending on block boundaries) and each mask's
-/// stored column.
+/// parquet file's row groups ending on block boundaries; a copy of the
+/// rows a row predicate keeps in blocks of a row-filtered read's batch
+/// size instead) and each mask's stored column.
 async fn build(dir: &Path, ctx: &SessionContext, job: Job, max_bytes: u64) -> Result<KeptCopy> {
+    let piece_rows = super::even_batches::piece_rows(ctx.copied_config().batch_size());
     // Named afresh per build: a copy still held after its eviction can
     // never delete a later build of the same key.
     let name = uuid::Uuid::new_v4().simple().to_string();
@@ -626,6 +633,33 @@ async fn build(dir: &Path, ctx: &SessionContext, job: Job, max_bytes: u64) -> Re
             bytes: 0,
             max_bytes,
         };
+        if flagged {
+            // Only the caller's rows: blocks of exactly the pieces a read
+            // under a row policy is sent in (the last one shorter), across
+            // the source's row groups. Reads of it (one stream, or dealt in
+            // runs of `batch_size` rows) then send whole blocks as they
+            // are, mapped, never regrouped; it is never read by row groups.
+            let mut blocks = BatchCoalescer::new(Arc::clone(&schema), piece_rows.max(1));
+            let coalescing = |e| VeilError::internal("writing a kept copy", e);
+            let mut ended = false;
+            while !ended {
+                match stream.next().await {
+                    Some(batch) => {
+                        let batch = batch.map_err(crate::error::query::from_datafusion)?;
+                        blocks.push_batch(kept_rows(batch)?).map_err(coalescing)?;
+                    }
+                    None => {
+                        blocks.finish_buffered_batch().map_err(coalescing)?;
+                        ended = true;
+                    }
+                }
+                while let Some(block) = blocks.next_completed_batch() {
+                    copy.write(block).await?;
+                }
+            }
+            copy.finish().await?;
+            return Ok((Vec::new(), std::mem::take(&mut copy.block_starts)));
+        }
         // Rows left in the current source row group; where each starts.
         let mut groups = bounds.iter().copied();
         let mut left = groups.next().unwrap_or(u64::MAX);

@@ -1680,6 +1680,16 @@ mod tests {
         extra: &str,
         seed: Vec<crate::model::dataset::DatasetRecord>,
     ) -> (Engine, Arc<Snapshot>) {
+        demo_engine_tuned(dir, extra, seed, |_| {}).await
+    }
+
+    /// [`demo_engine_seeded`], its engine settings changed by `tune`.
+    pub(super) async fn demo_engine_tuned(
+        dir: &std::path::Path,
+        extra: &str,
+        seed: Vec<crate::model::dataset::DatasetRecord>,
+        tune: impl FnOnce(&mut EngineConfig),
+    ) -> (Engine, Arc<Snapshot>) {
         let path = crate::demo::prepare(dir).unwrap();
         let mut text = std::fs::read_to_string(&path).unwrap();
         text.push_str(extra);
@@ -1702,6 +1712,7 @@ mod tests {
         let snap = state.current().await.unwrap();
         let mut engine_cfg = cfg.engine.clone();
         engine_cfg.target_partitions = 2;
+        tune(&mut engine_cfg);
         let engine = Engine::new(
             state,
             MasterKey::from_bytes([5; 32]),
@@ -2378,6 +2389,65 @@ mod tests {
             assert!(plan.contains("FilterExec"), "{plan}");
             tokio::time::sleep(std::time::Duration::from_millis(50)).await;
         }
+    }
+
+    /// A copy of the rows a policy keeps is written in blocks of exactly the
+    /// rows a row-filtered read sends per batch, across the file's row
+    /// groups, so its reads send the copy's blocks as they are: the same
+    /// rows, in the same order and batches, as computed, whole and dealt.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_copy_of_the_kept_rows_is_written_in_the_reads_batches() {
+        use datafusion::arrow::record_batch::RecordBatch;
+        let dir = tempfile::tempdir().unwrap();
+        // Pieces of 1,000 rows; the demo's row groups hold 20,000.
+        let (engine, snap) =
+            demo_engine_tuned(dir.path(), "", vec![], |c| c.batch_size = 4000).await;
+        let kept_dir = dir.path().join("kept-masks");
+        let engine = Arc::new(engine.with_kept_masks(&kept_dir, 1 << 30).unwrap());
+        let alice = principal(&snap, "alice");
+        let all = ScanCommand {
+            dataset: "clinical.trials".into(),
+            ..Default::default()
+        };
+        let in_order = |batches: &[RecordBatch]| {
+            datafusion::arrow::util::pretty::pretty_format_batches(batches)
+                .unwrap()
+                .to_string()
+        };
+        let sizes = |batches: &[RecordBatch]| -> Vec<usize> {
+            batches.iter().map(RecordBatch::num_rows).collect()
+        };
+        let computed = scan_rows(&engine, &alice, &all, None).await;
+        let computed_parts = parts_rows(&engine, &alice, &all).await;
+        let rows: usize = sizes(&computed).iter().sum();
+        assert!(rows > 3_000, "several blocks: {rows} rows");
+        let mut pieces = vec![1000; rows / 1000];
+        if rows % 1000 > 0 {
+            pieces.push(rows % 1000);
+        }
+        assert_eq!(sizes(&computed), pieces);
+        until_kept_rows_serve(&engine, &alice, &all).await;
+        let copies: Vec<std::path::PathBuf> = std::fs::read_dir(&kept_dir)
+            .unwrap()
+            .flatten()
+            .filter(|e| e.path().is_dir())
+            .flat_map(|d| std::fs::read_dir(d.path()).unwrap().flatten())
+            .map(|e| e.path())
+            .filter(|p| p.extension().is_some_and(|x| x == "arrow"))
+            .collect();
+        assert_eq!(copies.len(), 1, "{copies:?}");
+        let blocks: Vec<usize> = datafusion::arrow::ipc::reader::FileReader::try_new(
+            std::fs::File::open(&copies[0]).unwrap(),
+            None,
+        )
+        .unwrap()
+        .map(|b| b.unwrap().num_rows())
+        .collect();
+        assert_eq!(blocks, pieces, "the copy's blocks are the read's batches");
+        let kept = scan_rows(&engine, &alice, &all, None).await;
+        assert_eq!(sizes(&kept), pieces);
+        assert_eq!(in_order(&kept), in_order(&computed));
+        assert_eq!(parts_rows(&engine, &alice, &all).await, computed_parts);
     }
 
     /// A decoded copy of a hive-partitioned dataset reads the same rows as
