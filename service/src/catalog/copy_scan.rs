@@ -1165,10 +1165,7 @@ mod tests {
     /// A checksummed copy at `path`, and its table: the copy's columns
     /// and a partition column `state`.
     fn checksummed_copy_table(path: &std::path::Path) -> SchemaRef {
-        let (schema, _) = write_copy_as(path, true);
-        let mut fields: Vec<Field> = schema.fields().iter().map(|f| f.as_ref().clone()).collect();
-        fields.push(Field::new("state", DataType::Utf8, false));
-        Arc::new(Schema::new(fields))
+        table_of(&write_copy_as(path, true).0)
     }
 
     /// A copy deleted after the read was planned (an operator may delete

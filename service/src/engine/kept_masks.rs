@@ -47,7 +47,7 @@
 //! (a full queue drops the job: the next read asks again); a failed build
 //! is logged without values and not retried for ten minutes.
 
-use datafusion::arrow::array::{AsArray, RecordBatch};
+use datafusion::arrow::array::{AsArray, BooleanArray, RecordBatch};
 use datafusion::arrow::compute::BatchCoalescer;
 use datafusion::arrow::datatypes::{FieldRef, SchemaRef};
 use datafusion::arrow::ipc::writer::FileWriter;
@@ -599,13 +599,11 @@ async fn build(dir: &Path, ctx: &SessionContext, job: Job, max_bytes: u64) -> Re
         false => stream.schema(),
     };
     let fields: Vec<FieldRef> = schema.fields()[file_schema.fields().len()..].to_vec();
-    // The rows of a slice the copy keeps.
-    let kept_rows = |slice: RecordBatch| -> Result<RecordBatch> {
-        if !flagged {
-            return Ok(slice);
-        }
-        let last = slice.num_columns() - 1;
-        let flag = slice
+    // A batch of the flagged plan without its flag, and the flag: which of
+    // its rows the copy keeps.
+    let flagged_rows = |mut batch: RecordBatch| -> Result<(RecordBatch, BooleanArray)> {
+        let last = batch.num_columns() - 1;
+        let flag = batch
             .column(last)
             .as_boolean_opt()
             .cloned()
@@ -615,10 +613,8 @@ async fn build(dir: &Path, ctx: &SessionContext, job: Job, max_bytes: u64) -> Re
                     "a row flag that is not boolean".to_string(),
                 )
             })?;
-        let mut slice = slice;
-        slice.remove_column(last);
-        datafusion::arrow::compute::filter_record_batch(&slice, &flag)
-            .map_err(|e| VeilError::internal("building a kept copy", e))
+        batch.remove_column(last);
+        Ok((batch, flag))
     };
     let written = async {
         let file = std::fs::File::create(&tmp)
@@ -646,7 +642,10 @@ async fn build(dir: &Path, ctx: &SessionContext, job: Job, max_bytes: u64) -> Re
                 match stream.next().await {
                     Some(batch) => {
                         let batch = batch.map_err(crate::error::query::from_datafusion)?;
-                        blocks.push_batch(kept_rows(batch)?).map_err(coalescing)?;
+                        let (rows, flag) = flagged_rows(batch)?;
+                        blocks
+                            .push_batch_with_filter(rows, &flag)
+                            .map_err(coalescing)?;
                     }
                     None => {
                         blocks.finish_buffered_batch().map_err(coalescing)?;
@@ -664,36 +663,22 @@ async fn build(dir: &Path, ctx: &SessionContext, job: Job, max_bytes: u64) -> Re
         let mut groups = bounds.iter().copied();
         let mut left = groups.next().unwrap_or(u64::MAX);
         let mut starts = vec![0];
-        // Kept rows not written yet: with a row predicate, slices are
-        // gathered into full blocks (never across a row group's end).
-        let mut pending: Vec<RecordBatch> = Vec::new();
-        let mut pending_rows = 0u64;
         while let Some(batch) = stream.next().await {
             let mut batch: RecordBatch = batch.map_err(crate::error::query::from_datafusion)?;
             let block_rows = copy.block_rows(&batch);
             while batch.num_rows() > 0 {
                 let take = (batch.num_rows() as u64).min(left).min(block_rows) as usize;
                 if take > 0 {
-                    let kept = kept_rows(batch.slice(0, take))?;
-                    pending_rows += kept.num_rows() as u64;
-                    if kept.num_rows() > 0 {
-                        pending.push(kept);
-                    }
+                    copy.write(batch.slice(0, take)).await?;
                 }
                 batch = batch.slice(take, batch.num_rows() - take);
                 left -= take as u64;
-                if !flagged || left == 0 || pending_rows >= block_rows {
-                    copy.write_all(&schema, std::mem::take(&mut pending))
-                        .await?;
-                    pending_rows = 0;
-                }
                 if left == 0 {
                     starts.push(copy.blocks);
                     left = groups.next().unwrap_or(u64::MAX);
                 }
             }
         }
-        copy.write_all(&schema, pending).await?;
         copy.finish().await?;
         // Endpoints name row groups: a copy must hold the source's exactly
         // (empty ones too).
@@ -769,19 +754,6 @@ impl CopyWriter {
             _ => batch.get_array_memory_size() / batch.num_rows().max(1),
         };
         (BLOCK_BYTES / per_row.max(1)).max(1024) as u64
-    }
-
-    /// Write `batches` as one block (none when they hold no rows).
-    async fn write_all(&mut self, schema: &SchemaRef, batches: Vec<RecordBatch>) -> Result<()> {
-        match batches.len() {
-            0 => Ok(()),
-            1 => self.write(batches.into_iter().next().expect("one")).await,
-            _ => {
-                let block = datafusion::arrow::compute::concat_batches(schema, &batches)
-                    .map_err(|e| VeilError::internal("writing a kept copy", e))?;
-                self.write(block).await
-            }
-        }
     }
 
     async fn write(&mut self, batch: RecordBatch) -> Result<()> {

@@ -2094,12 +2094,18 @@ mod tests {
 
     /// Kept copies (and unfinished ones) under a kept-masks root.
     fn kept_files(root: &std::path::Path) -> usize {
+        kept_paths(root).len()
+    }
+
+    /// The paths of [`kept_files`].
+    fn kept_paths(root: &std::path::Path) -> Vec<std::path::PathBuf> {
         std::fs::read_dir(root)
             .unwrap()
             .flatten()
             .filter(|e| e.path().is_dir())
             .flat_map(|d| std::fs::read_dir(d.path()).unwrap().flatten())
-            .count()
+            .map(|e| e.path())
+            .collect()
     }
 
     /// Wait (at most 60 s) until `dataset`'s kept copies move past `after`.
@@ -2427,12 +2433,8 @@ mod tests {
         }
         assert_eq!(sizes(&computed), pieces);
         until_kept_rows_serve(&engine, &alice, &all).await;
-        let copies: Vec<std::path::PathBuf> = std::fs::read_dir(&kept_dir)
-            .unwrap()
-            .flatten()
-            .filter(|e| e.path().is_dir())
-            .flat_map(|d| std::fs::read_dir(d.path()).unwrap().flatten())
-            .map(|e| e.path())
+        let copies: Vec<std::path::PathBuf> = kept_paths(&kept_dir)
+            .into_iter()
             .filter(|p| p.extension().is_some_and(|x| x == "arrow"))
             .collect();
         assert_eq!(copies.len(), 1, "{copies:?}");
