@@ -54,6 +54,74 @@ def test_a_dataset_named_without_its_schema(server):
         assert "schema and name" in answers[0]
 
 
+def test_other_spellings_of_a_dataset_name(server):
+    with connect(server, "alice") as conn:
+        # A scan of the bare name suggests the dataset, as SQL does.
+        with pytest.raises(veil.NotFound) as e:
+            conn.scan_as_pandas("trials")
+        assert "did you mean clinical.trials?" in e.value.message
+        # The catalog's name, as Flight SQL tools show it.
+        with pytest.raises(veil.NotFound) as e:
+            conn.scan_as_pandas("veil.clinical.trials")
+        assert "did you mean clinical.trials?" in e.value.message
+        # The whole name in one pair of double quotes.
+        with pytest.raises(veil.NotFound) as e:
+            conn.sql('SELECT * FROM "clinical.trials"')
+        assert "public" not in e.value.message
+        assert '"clinical"."trials"' in e.value.message
+        # Another catalog: not found, under the name as written.
+        with pytest.raises(veil.NotFound) as e:
+            conn.sql("SELECT * FROM other.clinical.trials")
+        assert "'other.clinical.trials' not found" in e.value.message
+    # For carol, who may not see clinical.trials, each spelling answers
+    # exactly like a dataset that exists nowhere.
+    with connect(server, "carol") as conn:
+        for read in (
+            lambda n: conn.scan_as_pandas(f"veil.clinical.{n}"),
+            lambda n: conn.sql(f'SELECT * FROM "clinical.{n}"'),
+            lambda n: conn.sql(f"SELECT * FROM other.clinical.{n}"),
+        ):
+            answers = []
+            for name in ("trials", "nothing"):
+                with pytest.raises(veil.NotFound) as e:
+                    read(name)
+                answers.append(e.value.message.replace(name, "X"))
+            assert answers[0] == answers[1]
+
+
+def test_query_errors_in_plain_words(server):
+    with connect(server, "alice") as conn:
+        cases = [
+            # (filter or query, what the message says, what it must not)
+            (dict(filter="age >> 60"), "'age >> 60'", "Int64("),
+            (dict(filter="age > 60; DROP TABLE x"), "not well formed", "ParserError"),
+            (dict(filter="age > 'abc'"), "compare numbers with numbers", "Optimizer rule"),
+            (dict(filter="state = CA"), "write it in single quotes, 'CA'", None),
+            (dict(columns=["AGE"]), "case sensitive: write age", "enable_ident_normalization"),
+            ("SELECT sum(ssn) FROM clinical.trials", "function 'sum' does not take a String", "Internal error"),
+            ('SELECT "AGE" FROM clinical.trials', "case sensitive", "single quotes"),
+        ]
+        for what, says, never in cases:
+            with pytest.raises(veil.InvalidArgument) as e:
+                if isinstance(what, str):
+                    conn.sql(what)
+                else:
+                    conn.scan_as_pandas("clinical.trials", **what)
+            assert says in e.value.message, (what, e.value.message)
+            assert never is None or never not in e.value.message, (what, e.value.message)
+            # A mistake in the query is not a failure while running.
+            assert "while running" not in e.value.message, (what, e.value.message)
+
+
+def test_a_bad_argument_is_an_invalid_argument_before_anything_is_sent(server):
+    with connect(server, "alice") as conn:
+        with pytest.raises(veil.InvalidArgument, match="limit must be 0 or more"):
+            conn.scan_as_pandas("clinical.trials", limit=-1)
+        # Still a ValueError, as Python code expects of a bad argument.
+        with pytest.raises(ValueError):
+            conn.scan_as_pandas("clinical.trials", limit=-1)
+
+
 def test_a_filter_that_is_not_a_condition(server):
     with connect(server, "alice") as conn:
         with pytest.raises(veil.InvalidArgument) as e:

@@ -35,7 +35,9 @@ def encode_scan(dataset, columns=None, filter=None, limit=None) -> bytes:
         cmd.filter = filter
     if limit is not None:
         if limit < 0:
-            raise ValueError("limit must be >= 0")
+            from .client import InvalidArgument
+
+            raise InvalidArgument(f"limit must be 0 or more (a number of rows), not {limit}")
         # `optional`: a limit of 0 is sent, and means no rows.
         cmd.limit = int(limit)
     return _any(cmd)

@@ -45,7 +45,10 @@ class NotFound(VeilError):
     code = "not_found"
 
 
-class InvalidArgument(VeilError):
+class InvalidArgument(VeilError, ValueError):
+    """The request is not valid (the query, a filter, a column, an
+    argument); the message says what to change. Also a `ValueError`."""
+
     code = "invalid_argument"
 
 
@@ -266,7 +269,7 @@ class Connection:
         name, description, access (read, or request), matches (where the
         words matched), owners, experts and tags."""
         if limit is not None and limit < 1:
-            raise ValueError("limit must be at least 1")
+            raise InvalidArgument("limit must be at least 1")
         body = _proto.encode_search(query, limit)
         return [_proto.decode_search_hit(b) for b in self._action("veil.search", body)]
 
@@ -450,9 +453,9 @@ class Connection:
         of `partition_column` (an integer column; default: a primary key of
         one integer column)."""
         if connection is None and (format is None or location is None):
-            raise ValueError("register files (format=, location=) or a database relation (connection=, table= or query=)")
+            raise InvalidArgument("register files (format=, location=) or a database relation (connection=, table= or query=)")
         if connection is not None and (table is None) == (query is None):
-            raise ValueError("a database dataset reads either a table or a query: pass exactly one of table=, query=")
+            raise InvalidArgument("a database dataset reads either a table or a query: pass exactly one of table=, query=")
         body = _proto.encode_register_dataset(
             name,
             format or "",
@@ -472,7 +475,7 @@ class Connection:
         every `refresh_secs` (0: only on demand, see `refresh`), by
         `incremental_column` if given; `off=True` stops."""
         if not off and not max_staleness_secs:
-            raise ValueError("max_staleness_secs is required (how old a copy may be served), or off=True")
+            raise InvalidArgument("max_staleness_secs is required (how old a copy may be served), or off=True")
         body = _proto.encode_accelerate(dataset, off, int(refresh_secs), int(max_staleness_secs or 0), incremental_column or "")
         return _proto.decode_ack(self._action("veil.accelerate", body)[0])
 
@@ -509,9 +512,9 @@ class Connection:
         ``skipped`` columns. No sampled value is ever returned. Decide with
         `accept_tag` or `reject_tag`."""
         if sample_rows is not None and not 1 <= sample_rows <= 100_000:
-            raise ValueError("sample_rows must be from 1 to 100000")
+            raise InvalidArgument("sample_rows must be from 1 to 100000")
         if min_confidence is not None and not 1 <= min_confidence <= 100:
-            raise ValueError("min_confidence is a percentage, 1 to 100")
+            raise InvalidArgument("min_confidence is a percentage, 1 to 100")
         body = _proto.encode_discover(dataset, sample_rows, min_confidence)
         return json.loads(self._action("veil.discover", body)[0])
 
@@ -626,7 +629,7 @@ class Connection:
 
     def _batches(self, descriptor, progress, buffer, what):
         if buffer is not None and buffer < 1:
-            raise ValueError("buffer is at least 1 batch per endpoint")
+            raise InvalidArgument("buffer is at least 1 batch per endpoint")
         info = self._info(descriptor)
         return self._stream(info, progress, buffer, what)
 

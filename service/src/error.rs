@@ -238,7 +238,7 @@ fn cap(m: &str) -> String {
 }
 
 /// Names echoed back to a caller are short and printable.
-fn cap_name(name: &str) -> String {
+pub(crate) fn cap_name(name: &str) -> String {
     name.chars().filter(|c| !c.is_control()).take(128).collect()
 }
 

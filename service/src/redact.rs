@@ -15,6 +15,8 @@ pub fn class_of(message: &str) -> &'static str {
         // Before the value classes: the message lists the valid names,
         // which may contain any of their words ("date_of_birth").
         "a name does not resolve"
+    } else if has(&["parsererror", "tokenizererror", "sql error:"]) {
+        "the SQL is not well formed"
     } else if has(&["divide by zero", "division by zero"]) {
         "division by zero"
     } else if has(&["overflow"]) {

@@ -625,11 +625,13 @@ impl Engine {
         let identity = &scope.principal().identity;
         let user = format!("{}\u{0}{}", identity.issuer, identity.subject);
         let (engine, scope) = (Arc::clone(self), Arc::clone(scope));
+        let planning = read.clone();
         self.planner
             .run(&user, async move {
-                engine.plan_inner(&scope, &read, part, at).await
+                engine.plan_inner(&scope, &planning, part, at).await
             })
             .await
+            .map_err(|e| with_hints(&read, e))
     }
 
     async fn plan_inner(
@@ -681,19 +683,11 @@ impl Engine {
         let in_order = matches!(read, Read::Command(Command::Scan(s)) if s.limit.is_some());
         let ctx = self.session(&compiler, in_order || one_of_several)?;
         let frame = match read {
-            Read::Command(Command::Scan(scan)) => {
-                self.scan_frame(&ctx, &compiler, scan).await.map_err(|e| {
-                    let qualifier = format!("{CATALOG}.{}.", scan.dataset.to_ascii_lowercase());
-                    hints::scan(e, &qualifier, &scan.filter)
-                })?
-            }
+            Read::Command(Command::Scan(scan)) => self.scan_frame(&ctx, &compiler, scan).await?,
             Read::Command(Command::Sql(sql)) => {
                 let values = parameters::decode(&sql.parameters)?;
                 let text = sql_text.as_deref().unwrap_or(&sql.query);
-                let frame = self
-                    .sql_frame(&ctx, text, Some(values))
-                    .await
-                    .map_err(|e| hints::sql(e, &sql.query))?;
+                let frame = self.sql_frame(&ctx, text, Some(values)).await?;
                 match dp::query::guard_of(frame.logical_plan())? {
                     Some(guard) => {
                         // Only a whole query's plan is kept (a DP answer is
@@ -1054,6 +1048,7 @@ impl Engine {
         let identity = &scope.principal().identity;
         let user = format!("{}\u{0}{}", identity.issuer, identity.subject);
         let (engine, scope) = (Arc::clone(self), Arc::clone(scope));
+        let written = query;
         let query = query.to_string();
         self.planner
             .run(&user, async move {
@@ -1075,6 +1070,7 @@ impl Engine {
                 })
             })
             .await
+            .map_err(|e| hints::sql(e, written))
     }
 
     /// A scan's kept plan, if there is one for this request ([`plan_cache`]).
@@ -1574,6 +1570,19 @@ async fn physical_plan(
 /// counted over the whole dataset (k-anonymity) unless those counts are
 /// kept across reads. A part of the files then yields exactly that part
 /// of the result.
+/// A read's planning error with hints on what its caller wrote (the
+/// scan's filter, the query), column names as the caller knows them.
+fn with_hints(read: &Read, e: VeilError) -> VeilError {
+    match read {
+        Read::Command(Command::Scan(scan)) => {
+            let qualifier = format!("{CATALOG}.{}.", scan.dataset.to_ascii_lowercase());
+            hints::scan(e, &qualifier, &scan.filter)
+        }
+        Read::Command(Command::Sql(sql)) => hints::sql(e, &sql.query),
+        _ => e,
+    }
+}
+
 fn splittable(plan: &LogicalPlan, reads: &[DatasetRead]) -> Option<String> {
     fn row_wise(plan: &LogicalPlan) -> bool {
         match plan {
@@ -1593,26 +1602,9 @@ fn splittable(plan: &LogicalPlan, reads: &[DatasetRead]) -> Option<String> {
 
 /// Does `text` hold the word SELECT outside quotes (a subquery)?
 fn names_select(text: &str) -> bool {
-    let mut quote = None;
-    let mut word = String::new();
-    for c in text.chars().chain([' ']) {
-        match quote {
-            Some(q) if c == q => quote = None,
-            Some(_) => {}
-            None if c == '\'' || c == '"' => {
-                quote = Some(c);
-                word.clear();
-            }
-            None if c.is_ascii_alphanumeric() || c == '_' => word.push(c),
-            None => {
-                if word.eq_ignore_ascii_case("select") {
-                    return true;
-                }
-                word.clear();
-            }
-        }
-    }
-    false
+    hints::unquoted_words(text)
+        .iter()
+        .any(|w| w.eq_ignore_ascii_case("select"))
 }
 
 fn has_subquery(e: &Expr) -> bool {

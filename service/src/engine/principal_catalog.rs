@@ -21,7 +21,7 @@ use crate::catalog::database::table::DatabaseTable;
 use crate::catalog::files::{Listing, SourceFile};
 use crate::catalog::object_stores::ObjectStores;
 use crate::catalog::source_table::SourceTable;
-use crate::error::{Result, VeilError};
+use crate::error::{Result, VeilError, cap_name};
 use crate::model::dataset::DatasetRecord;
 use crate::model::source_kind::SourceKind;
 use crate::policy::deal::RowDeal;
@@ -215,13 +215,32 @@ impl ViewCompiler {
     /// The answer for a dataset the principal can't read: "ask for access"
     /// if they can see it, otherwise exactly the answer for a missing one.
     pub fn unreadable(&self, name: &str) -> VeilError {
-        match self.scope.visible(name) {
-            Some((d, _)) => VeilError::access_not_approved(&d.name),
-            None => match name.strip_prefix("public.") {
-                // A name without a schema: SQL puts it in `public`.
-                Some(bare) if !bare.contains('.') => self.bare_name(bare),
-                _ => VeilError::dataset_not_found(name),
-            },
+        if let Some((d, _)) = self.scope.visible(name) {
+            return VeilError::access_not_approved(&d.name);
+        }
+        // SQL puts a name without a schema in `public`: a bare name, or a
+        // whole name in one pair of double quotes.
+        let written = name.strip_prefix("public.").unwrap_or(name);
+        match written.split('.').count() {
+            1 => self.bare_name(written),
+            2 if written.len() < name.len() => VeilError::NotFound(format!(
+                "dataset '{}' not found: a name in double quotes is one name; write the schema and the name apart, as {} or \"{}\"",
+                cap_name(written),
+                cap_name(written),
+                cap_name(written).replacen('.', "\".\"", 1)
+            )),
+            // `veil.schema.name` in a scan, as SQL and Flight SQL tools spell it.
+            3 if written.starts_with(&format!("{CATALOG}.")) => {
+                match self.scope.readable(&written[CATALOG.len() + 1..]) {
+                    Some(d) => VeilError::NotFound(format!(
+                        "dataset '{}' not found: name a dataset by its schema and name, without the catalog: did you mean {}?",
+                        cap_name(written),
+                        d.name
+                    )),
+                    None => VeilError::dataset_not_found(written),
+                }
+            }
+            _ => VeilError::dataset_not_found(written),
         }
     }
 
@@ -244,7 +263,7 @@ impl ViewCompiler {
             });
         VeilError::NotFound(format!(
             "dataset '{}' not found: name a dataset by its schema and name, as schema.name{suggestion}",
-            bare.chars().take(128).collect::<String>()
+            cap_name(bare)
         ))
     }
 
@@ -549,8 +568,54 @@ impl CatalogProviderList for PrincipalCatalogList {
         vec![CATALOG.to_string()]
     }
 
+    /// Veil's catalog; any other name is one where every table answers
+    /// as a dataset that doesn't exist (never the engine's own "failed
+    /// to resolve" text).
     fn catalog(&self, name: &str) -> Option<Arc<dyn CatalogProvider>> {
-        (name == CATALOG).then(|| Arc::clone(&self.catalog) as Arc<dyn CatalogProvider>)
+        if name == CATALOG {
+            return Some(Arc::clone(&self.catalog) as Arc<dyn CatalogProvider>);
+        }
+        Some(Arc::new(Elsewhere {
+            prefix: name.to_string(),
+        }))
+    }
+}
+
+/// A catalog or a schema in it that isn't Veil's: it holds no table, and
+/// naming one answers as a dataset that doesn't exist, under the name as
+/// written.
+#[derive(Debug)]
+struct Elsewhere {
+    /// `catalog` or `catalog.schema`.
+    prefix: String,
+}
+
+impl CatalogProvider for Elsewhere {
+    fn schema_names(&self) -> Vec<String> {
+        Vec::new()
+    }
+
+    fn schema(&self, name: &str) -> Option<Arc<dyn SchemaProvider>> {
+        Some(Arc::new(Elsewhere {
+            prefix: format!("{}.{name}", self.prefix),
+        }))
+    }
+}
+
+#[async_trait]
+impl SchemaProvider for Elsewhere {
+    fn table_names(&self) -> Vec<String> {
+        Vec::new()
+    }
+
+    async fn table(&self, name: &str) -> Result<Option<Arc<dyn TableProvider>>, DataFusionError> {
+        Err(DataFusionError::External(Box::new(
+            VeilError::dataset_not_found(&format!("{}.{name}", self.prefix)),
+        )))
+    }
+
+    fn table_exist(&self, _name: &str) -> bool {
+        false
     }
 }
 

@@ -61,6 +61,14 @@ pub fn cause_of(e: &DataFusionError) -> Cause {
         DataFusionError::ObjectStore(o) => store_cause(o),
         DataFusionError::IoError(io) => io_cause(io),
         DataFusionError::External(x) => external_cause(x.as_ref()),
+        // Constant folding evaluates the query's own literals while it is
+        // planned (`age > 'abc'` casts 'abc'): the query is not valid.
+        DataFusionError::Context(context, inner) if context.starts_with("Optimizer rule") => {
+            match cause_of(inner) {
+                Cause::Evaluation => Cause::Query,
+                cause => cause,
+            }
+        }
         DataFusionError::Context(_, inner) | DataFusionError::Diagnostic(_, inner) => {
             cause_of(inner)
         }
@@ -360,7 +368,7 @@ pub fn from_datafusion(e: DataFusionError) -> VeilError {
             .next()
             .unwrap_or_default()
             .to_string();
-        (class_of(&msg), msg)
+        (class_of(&msg), crate::error::hints::plain_words(&msg))
     };
     match cause {
         // The caller's query, over values the caller may read (errors

@@ -258,3 +258,26 @@ fn audit_form_names_the_class() {
         "the query failed while running (a value could not be converted to another type)"
     );
 }
+
+#[test]
+fn a_literal_the_optimizer_cannot_fold_is_a_query_error_in_plain_words() {
+    let folded = DataFusionError::Context(
+        "Optimizer rule 'simplify_expressions' failed".into(),
+        Box::new(arrow(ArrowError::CastError(
+            "Cannot cast string 'abc' to value of Int32 type".into(),
+        ))),
+    );
+    assert_eq!(cause_of(&folded), Cause::Query);
+    let v = from_datafusion(folded);
+    let m = v.client_message();
+    assert!(m.starts_with("the query is not valid ("), "{m}");
+    assert!(!m.contains("Optimizer rule"), "{m}");
+    assert!(m.contains("Cannot cast string 'abc'"), "{m}");
+    assert!(!v.audit_message().contains("abc"), "{}", v.audit_message());
+    // Other contexts keep their inner error's cause.
+    let running = DataFusionError::Context(
+        "reading".into(),
+        Box::new(arrow(ArrowError::CastError("x".into()))),
+    );
+    assert_eq!(cause_of(&running), Cause::Evaluation);
+}
