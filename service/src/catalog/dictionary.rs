@@ -24,6 +24,43 @@ pub fn plain_type(dt: &DataType) -> DataType {
     }
 }
 
+/// How much of a JSON file's start is read for its first record's key
+/// order (a longer first record keeps the inferred order).
+const JSON_HEAD_BYTES: u64 = 1024 * 1024;
+
+/// The keys of the first record of newline-delimited JSON, in the order
+/// it writes them; empty if the first record is not a whole object here.
+fn json_key_order(head: &[u8]) -> Vec<String> {
+    struct Keys;
+    impl<'de> serde::de::Visitor<'de> for Keys {
+        type Value = Vec<String>;
+
+        fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+            f.write_str("a JSON object")
+        }
+
+        fn visit_map<A: serde::de::MapAccess<'de>>(
+            self,
+            mut map: A,
+        ) -> std::result::Result<Vec<String>, A::Error> {
+            let mut keys = Vec::new();
+            while let Some(key) = map.next_key::<String>()? {
+                map.next_value::<serde::de::IgnoredAny>()?;
+                keys.push(key);
+            }
+            Ok(keys)
+        }
+    }
+    let Some(line) = head
+        .split(|b| *b == b'\n')
+        .find(|l| !l.iter().all(u8::is_ascii_whitespace))
+    else {
+        return Vec::new();
+    };
+    serde::Deserializer::deserialize_map(&mut serde_json::Deserializer::from_slice(line), Keys)
+        .unwrap_or_default()
+}
+
 /// Read the files' schema and build dictionary columns, applying the
 /// descriptions and tags given for named columns.
 pub async fn derive_columns(
@@ -75,6 +112,21 @@ pub async fn derive_columns(
             )
         })
         .collect();
+    if source.format == crate::model::dataset::FileFormatKind::Json {
+        // Inference lists a JSON file's keys alphabetically; the columns
+        // come in the order the first record writes them.
+        let first = &files[0].object;
+        let end = metas[0].size.min(JSON_HEAD_BYTES);
+        if let Ok(head) = store.get_range(first, 0..end).await {
+            let order = json_key_order(&head);
+            fields.sort_by_key(|(f, _)| {
+                order
+                    .iter()
+                    .position(|k| k == f.name())
+                    .unwrap_or(usize::MAX)
+            });
+        }
+    }
     for key in partition_keys(files)? {
         if fields.iter().any(|(f, _)| f.name() == &key) {
             return Err(VeilError::InvalidArgument(format!(
@@ -165,4 +217,43 @@ pub fn database_columns(
         .map(|c| (c.name.clone(), c.database_type.clone()))
         .collect();
     Ok((columns, types))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::model::dataset::FileFormatKind;
+
+    #[test]
+    fn a_json_records_keys_in_the_order_written() {
+        let head = b"\n  \n{\"visit_id\": 1, \"phone\": {\"a\": [1, 2]}, \"ward\": \"b\", \"cost\": 2.5}\n{\"z\": 1}";
+        assert_eq!(json_key_order(head), ["visit_id", "phone", "ward", "cost"]);
+        // A first record cut short, or not an object: no order.
+        assert!(json_key_order(b"{\"visit_id\": 1, \"pho").is_empty());
+        assert!(json_key_order(b"[1, 2]\n").is_empty());
+        assert!(json_key_order(b"").is_empty());
+    }
+
+    #[tokio::test]
+    async fn json_columns_come_in_the_files_order() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("visits.json");
+        std::fs::write(
+            &path,
+            "{\"visit_id\": 1, \"phone\": \"x\", \"ward\": \"b\", \"cost\": 2.5}\n{\"visit_id\": 2, \"extra\": true, \"cost\": 1.0}\n",
+        )
+        .unwrap();
+        let source = SourceSpec {
+            format: FileFormatKind::Json,
+            location: path.canonicalize().unwrap().display().to_string(),
+            hive_partitioned: false,
+            database: None,
+        };
+        let columns = derive_columns(&source, &BTreeMap::new(), &ObjectStores::local_only())
+            .await
+            .unwrap();
+        let names: Vec<&str> = columns.iter().map(|c| c.name.as_str()).collect();
+        // Keys the first record lacks come after its own.
+        assert_eq!(names, ["visit_id", "phone", "ward", "cost", "extra"]);
+    }
 }
