@@ -409,6 +409,55 @@ async fn a_filter_cannot_shrink_past_the_masks_or_find_hidden_rows() {
 }
 
 #[tokio::test]
+async fn a_policy_condition_that_fails_to_fold_denies_without_its_text() {
+    // A policy condition the planner folds to a constant, and which fails
+    // for a caller (its own literal cast, with an attribute she lacks):
+    // every read of the dataset is denied in Veil's words, never a query
+    // error quoting the policy's literal or blaming her query.
+    let server = server().await;
+    let dave = server.connect("dave").await;
+    let alice = server.connect("alice").await;
+    for policy in [
+        serde_json::json!({
+            "name": "odd-mask",
+            "dataset": "net.flows",
+            "columns": ["account"],
+            "mask": "null",
+            "mask_where": "CAST(concat(user_attribute('lvl'), 'SECRETLIT') AS INT) > 3",
+        }),
+        serde_json::json!({
+            "name": "odd-rows",
+            "dataset": "net.flows",
+            "row_filter": {"where": "id > CAST(concat(user_attribute('minimum'), 'ROWSECRET') AS INT)"},
+        }),
+    ] {
+        let name = policy["name"].as_str().unwrap().to_string();
+        dave.create_policy(&policy.to_string()).await.unwrap();
+        let reads = [
+            alice.sql("SELECT id FROM net.flows").await.map(|_| ()),
+            alice
+                .sql("SELECT account FROM net.flows WHERE id > 0")
+                .await
+                .map(|_| ()),
+            alice
+                .scan("net.flows", Scan::default().with_filter("id > 0"))
+                .await
+                .map(|_| ()),
+        ];
+        for read in reads {
+            let e = read.unwrap_err();
+            assert_eq!(code(&e), Code::PermissionDenied, "{name}: {e}");
+            let m = e.to_string();
+            assert!(m.contains("can't be evaluated for you"), "{name}: {m}");
+            assert!(!m.contains("SECRET"), "{name}: {m}");
+        }
+        dave.delete_policy(&name).await.unwrap();
+        // Gone: alice reads again.
+        alice.sql("SELECT id FROM net.flows").await.unwrap();
+    }
+}
+
+#[tokio::test]
 async fn policies_are_authored_at_run_time_by_scope() {
     let server = server().await;
     let dave = server.connect("dave").await;

@@ -1167,7 +1167,7 @@ impl Engine {
     ) -> Result<DataFrame> {
         let d = compiler
             .readable(&scan.dataset)
-            .ok_or_else(|| compiler.unreadable(&scan.dataset))?;
+            .ok_or_else(|| compiler.unreadable_scan(&scan.dataset))?;
         let (schema, table) = d.name.split_once('.').expect("validated name");
         let mut frame = ctx
             .table(TableReference::full(

@@ -6,6 +6,9 @@ use async_trait::async_trait;
 use datafusion::catalog::{CatalogProvider, CatalogProviderList, SchemaProvider};
 use datafusion::common::DataFusionError;
 use datafusion::datasource::{TableProvider, ViewTable};
+use datafusion::logical_expr::LogicalPlan;
+use datafusion::optimizer::simplify_expressions::SimplifyExpressions;
+use datafusion::optimizer::{Optimizer, OptimizerContext};
 use std::collections::{BTreeSet, HashMap};
 use std::sync::{Arc, Mutex};
 
@@ -214,33 +217,43 @@ impl ViewCompiler {
 
     /// The answer for a dataset the principal can't read: "ask for access"
     /// if they can see it, otherwise exactly the answer for a missing one.
+    /// (A table SQL names: `public.` stands for a name without a schema.)
     pub fn unreadable(&self, name: &str) -> VeilError {
         if let Some((d, _)) = self.scope.visible(name) {
             return VeilError::access_not_approved(&d.name);
         }
         // SQL puts a name without a schema in `public`: a bare name, or a
         // whole name in one pair of double quotes.
-        let written = name.strip_prefix("public.").unwrap_or(name);
-        match written.split('.').count() {
-            1 => self.bare_name(written),
-            2 if written.len() < name.len() => VeilError::NotFound(format!(
+        match name.strip_prefix("public.") {
+            Some(bare) if !bare.contains('.') => self.bare_name(bare),
+            Some(whole) if whole.split('.').count() == 2 => VeilError::NotFound(format!(
                 "dataset '{}' not found: a name in double quotes is one name; write the schema and the name apart, as {} or \"{}\"",
-                cap_name(written),
-                cap_name(written),
-                cap_name(written).replacen('.', "\".\"", 1)
+                cap_name(whole),
+                cap_name(whole),
+                cap_name(whole).replacen('.', "\".\"", 1)
             )),
-            // `veil.schema.name` in a scan, as SQL and Flight SQL tools spell it.
-            3 if written.starts_with(&format!("{CATALOG}.")) => {
-                match self.scope.readable(&written[CATALOG.len() + 1..]) {
-                    Some(d) => VeilError::NotFound(format!(
-                        "dataset '{}' not found: name a dataset by its schema and name, without the catalog: did you mean {}?",
-                        cap_name(written),
-                        d.name
-                    )),
-                    None => VeilError::dataset_not_found(written),
-                }
-            }
-            _ => VeilError::dataset_not_found(written),
+            _ => VeilError::dataset_not_found(name),
+        }
+    }
+
+    /// [`Self::unreadable`] for a dataset a scan names, as written.
+    pub fn unreadable_scan(&self, name: &str) -> VeilError {
+        if let Some((d, _)) = self.scope.visible(name) {
+            return VeilError::access_not_approved(&d.name);
+        }
+        let catalog = format!("{CATALOG}.");
+        match name.split('.').count() {
+            1 => self.bare_name(name),
+            // `veil.schema.name`, as SQL and Flight SQL tools spell it.
+            3 if name.starts_with(&catalog) => match self.scope.readable(&name[catalog.len()..]) {
+                Some(d) => VeilError::NotFound(format!(
+                    "dataset '{}' not found: name a dataset by its schema and name, without the catalog: did you mean {}?",
+                    cap_name(name),
+                    d.name
+                )),
+                None => VeilError::dataset_not_found(name),
+            },
+            _ => VeilError::dataset_not_found(name),
         }
     }
 
@@ -528,6 +541,7 @@ impl ViewCompiler {
                 kept_rows,
             });
         }
+        policy_conditions_fold(d, &plan, self.now)?;
         let view = Arc::new(ViewTable::new(plan, None));
         if policy.dp.is_some() && !self.dp_raw {
             // Aggregates with noise only: no plan can scan this.
@@ -538,6 +552,30 @@ impl ViewCompiler {
             )));
         }
         Ok(view)
+    }
+}
+
+/// A view's expressions folded on their own, as the optimizer will fold
+/// them inside the caller's query: a policy condition that fails to fold
+/// for this caller (its own literal cast with a bound attribute, say)
+/// denies here, in Veil's words, instead of failing the caller's query
+/// with the policy's text. The log gets the failure without values.
+fn policy_conditions_fold(
+    d: &DatasetRecord,
+    view: &LogicalPlan,
+    now: chrono::DateTime<chrono::Utc>,
+) -> Result<()> {
+    let optimizer = Optimizer::with_rules(vec![Arc::new(SimplifyExpressions::new())]);
+    let config = OptimizerContext::new().with_query_execution_start_time(now);
+    match optimizer.optimize(view.clone(), &config, |_, _| {}) {
+        Ok(_) => Ok(()),
+        Err(e) => {
+            tracing::warn!(dataset = %d.name, error = %crate::redact::describe(&e), "a policy's condition can't be evaluated for a caller: no data is served");
+            Err(VeilError::PermissionDenied(format!(
+                "a policy on dataset '{}' can't be evaluated for you, so no data is served; ask the dataset's owner to check its policies' conditions",
+                d.name
+            )))
+        }
     }
 }
 
