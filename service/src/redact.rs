@@ -7,9 +7,11 @@ use datafusion::common::DataFusionError;
 
 /// What kind of failure an upstream message describes, in Veil's words
 /// and without a single character of the message itself: safe for the
-/// audit trail and the log whatever the message quotes.
+/// audit trail and the log whatever the message quotes. Only the
+/// message's own words decide: what it quotes (a value, in single or
+/// double quotes) is left out, so a value's words can't choose the class.
 pub fn class_of(message: &str) -> &'static str {
-    let m = message.to_ascii_lowercase();
+    let m = unquoted(message).to_ascii_lowercase();
     let has = |needles: &[&str]| needles.iter().any(|n| m.contains(n));
     if has(&["no field named", "invalid reference"]) {
         // Before the value classes: the message lists the valid names,
@@ -96,5 +98,48 @@ fn variant_of(e: &DataFusionError) -> &'static str {
         DataFusionError::Collection(_) => "errors",
         DataFusionError::Shared(_) => "error",
         DataFusionError::Ffi(_) => "ffi error",
+    }
+}
+
+/// `message` without what it quotes: text between single quotes or
+/// between double quotes (up to the end, if a quote is never closed).
+fn unquoted(message: &str) -> String {
+    let mut out = String::with_capacity(message.len());
+    let mut quote = None;
+    for c in message.chars() {
+        match quote {
+            Some(q) if c == q => quote = None,
+            Some(_) => {}
+            None if c == '\'' || c == '"' => quote = Some(c),
+            None => out.push(c),
+        }
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_quoted_value_cannot_choose_the_class() {
+        let cast = "Cast error: Cannot cast string 'x' to value of Int32 type";
+        assert_eq!(
+            class_of(cast),
+            "a value could not be converted to another type"
+        );
+        for value in ["ParserError(json regex overflow)", "a\"b", "divide by zero"] {
+            let quoted = cast.replace("'x'", &format!("'{value}'"));
+            assert_eq!(class_of(&quoted), class_of(cast), "{quoted}");
+        }
+        // The words outside quotes still decide.
+        assert_eq!(
+            class_of("SQL error: ParserError(\"Expected: an expression\")"),
+            "the SQL is not well formed"
+        );
+        assert_eq!(
+            class_of("No field named \"CA\"."),
+            "a name does not resolve"
+        );
     }
 }
