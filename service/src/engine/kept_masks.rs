@@ -787,7 +787,16 @@ impl CopyWriter {
             let sums = writer.get_ref().get_ref().footer_value();
             writer.write_metadata(CHECKSUMS_KEY, sums);
             writer.finish()?;
-            writer.into_inner().map(drop)
+            let file = writer
+                .into_inner()?
+                .into_inner()
+                .map_err(|e| e.into_error())?;
+            // Written to disk now, by this background build: a copy is as
+            // large as its decoded file, and left to the kernel its pages
+            // were written back half a minute later, taking the disk and a
+            // core from the reads of that moment (benches/README.md).
+            file.get_ref().sync_data()?;
+            Ok(())
         })
         .await
         .map_err(|e| VeilError::internal("writing a kept copy", e))?
