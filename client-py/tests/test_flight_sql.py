@@ -129,6 +129,19 @@ def test_a_hidden_dataset_answers_like_a_missing_one(server):
     assert "not found" in messages[0]
 
 
+def test_preparing_plans_the_query_at_once(server):
+    with adbc(server, "alice") as conn, conn.cursor() as cur:
+        # A constant the planner cannot fold fails the prepare itself, in
+        # plain words with a hint, not the statement's first execution.
+        with pytest.raises(adbc_driver_manager.Error) as e:
+            cur.adbc_prepare("SELECT participant_id FROM clinical.trials WHERE age > CAST('abc' AS INT)")
+        assert "Cannot cast string 'abc'" in str(e.value)
+        assert "compare numbers with numbers" in str(e.value)
+        assert "Optimizer rule" not in str(e.value)
+        # A statement with placeholders still prepares.
+        cur.adbc_prepare("SELECT participant_id FROM clinical.trials WHERE age > ?")
+
+
 def test_writes_are_refused_with_a_reason(server):
     with adbc(server, "bob") as conn, conn.cursor() as cur:
         with pytest.raises(adbc_driver_manager.Error, match="SELECT"):

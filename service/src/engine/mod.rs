@@ -1062,6 +1062,12 @@ impl Engine {
                     dp::query::accept(frame.logical_plan(), &guard)?;
                 }
                 let parameters = parameters::placeholders(frame.logical_plan())?;
+                // Optimized as a read would be, so a constant that can't be
+                // folded fails the prepare, not its first execution.
+                frame
+                    .clone()
+                    .into_optimized_plan()
+                    .map_err(from_datafusion)?;
                 let frame = plain_types(frame)?;
                 Ok(DescribedQuery {
                     schema: Arc::new(frame.schema().as_arrow().clone()),
@@ -1564,12 +1570,6 @@ async fn physical_plan(
     Ok((plan, logical, physical, schema))
 }
 
-/// The one dataset a SQL query may be split by, if it can be: every row it
-/// returns comes from one row of that dataset alone (projections and
-/// filters over its secure view, no subquery), and the view holds nothing
-/// counted over the whole dataset (k-anonymity) unless those counts are
-/// kept across reads. A part of the files then yields exactly that part
-/// of the result.
 /// A read's planning error with hints on what its caller wrote (the
 /// scan's filter, the query), column names as the caller knows them.
 fn with_hints(read: &Read, e: VeilError) -> VeilError {
@@ -1583,6 +1583,12 @@ fn with_hints(read: &Read, e: VeilError) -> VeilError {
     }
 }
 
+/// The one dataset a SQL query may be split by, if it can be: every row it
+/// returns comes from one row of that dataset alone (projections and
+/// filters over its secure view, no subquery), and the view holds nothing
+/// counted over the whole dataset (k-anonymity) unless those counts are
+/// kept across reads. A part of the files then yields exactly that part
+/// of the result.
 fn splittable(plan: &LogicalPlan, reads: &[DatasetRead]) -> Option<String> {
     fn row_wise(plan: &LogicalPlan) -> bool {
         match plan {
