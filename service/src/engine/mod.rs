@@ -1058,16 +1058,21 @@ impl Engine {
                 let frame = engine.sql_frame(&ctx, &query, None).await?;
                 // A DP query's shape is checked now; its answer's types
                 // are the aggregate's, as planned.
-                if let Some(guard) = dp::query::guard_of(frame.logical_plan())? {
-                    dp::query::accept(frame.logical_plan(), &guard)?;
+                match dp::query::guard_of(frame.logical_plan())? {
+                    Some(guard) => {
+                        dp::query::accept(frame.logical_plan(), &guard)?;
+                    }
+                    // Optimized as a read would be, so a constant that
+                    // can't be folded fails the prepare, not its first
+                    // execution (a DP query is optimized once rewritten).
+                    None => {
+                        frame
+                            .clone()
+                            .into_optimized_plan()
+                            .map_err(from_datafusion)?;
+                    }
                 }
                 let parameters = parameters::placeholders(frame.logical_plan())?;
-                // Optimized as a read would be, so a constant that can't be
-                // folded fails the prepare, not its first execution.
-                frame
-                    .clone()
-                    .into_optimized_plan()
-                    .map_err(from_datafusion)?;
                 let frame = plain_types(frame)?;
                 Ok(DescribedQuery {
                     schema: Arc::new(frame.schema().as_arrow().clone()),
