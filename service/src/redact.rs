@@ -103,7 +103,7 @@ fn variant_of(e: &DataFusionError) -> &'static str {
 
 /// `message` without what it quotes: text between single quotes or
 /// between double quotes (up to the end, if a quote is never closed).
-fn unquoted(message: &str) -> String {
+pub fn unquoted(message: &str) -> String {
     let mut out = String::with_capacity(message.len());
     let mut quote = None;
     for c in message.chars() {

@@ -226,12 +226,13 @@ impl ViewCompiler {
         // whole name in one pair of double quotes.
         match name.strip_prefix("public.") {
             Some(bare) if !bare.contains('.') => self.bare_name(bare),
-            Some(whole) if whole.split('.').count() == 2 => VeilError::NotFound(format!(
-                "dataset '{}' not found: a name in double quotes is one name; write the schema and the name apart, as {} or \"{}\"",
-                cap_name(whole),
-                cap_name(whole),
-                cap_name(whole).replacen('.', "\".\"", 1)
-            )),
+            Some(whole) if whole.split('.').count() == 2 => {
+                let whole = cap_name(whole);
+                VeilError::NotFound(format!(
+                    "dataset '{whole}' not found: a name in double quotes is one name; write the schema and the name apart, as {whole} or \"{}\"",
+                    whole.replacen('.', "\".\"", 1)
+                ))
+            }
             _ => VeilError::dataset_not_found(name),
         }
     }

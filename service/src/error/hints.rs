@@ -161,23 +161,11 @@ fn unquoted_word(text: &str, name: &str) -> Option<String> {
 /// The words (letters, digits, `_`) of a caller's SQL text outside its
 /// quotes, in order.
 pub fn unquoted_words(text: &str) -> Vec<String> {
-    let mut quote = None;
-    let mut word = String::new();
-    let mut words = Vec::new();
-    for c in text.chars().chain(std::iter::once(' ')) {
-        match quote {
-            Some(q) if c == q => quote = None,
-            Some(_) => {}
-            None if c == '\'' || c == '"' => {
-                quote = Some(c);
-                word.clear();
-            }
-            None if c.is_alphanumeric() || c == '_' => word.push(c),
-            None if !word.is_empty() => words.push(std::mem::take(&mut word)),
-            None => {}
-        }
-    }
-    words
+    crate::redact::unquoted(text)
+        .split(|c: char| !(c.is_alphanumeric() || c == '_'))
+        .filter(|w| !w.is_empty())
+        .map(str::to_string)
+        .collect()
 }
 
 /// The name in DataFusion's "No field named X" / `No field named "X"`.
