@@ -5,10 +5,10 @@
         df = conn.scan_as_pandas("clinical.trials", filter="age > 30")
 """
 
-from .client import (
+from .client import Connection, connect
+from .errors import (
     AlreadyExists,
     CannotConnect,
-    Connection,
     DeadlineExceeded,
     FailedPrecondition,
     InvalidAddress,
@@ -22,7 +22,6 @@ from .client import (
     Unavailable,
     Unimplemented,
     VeilError,
-    connect,
 )
 
 __all__ = [

@@ -12,6 +12,16 @@ import pyarrow as pa
 import pyarrow.flight as flight
 
 from . import _proto, _stream
+from .errors import (
+    CannotConnect,
+    InvalidAddress,
+    InvalidArgument,
+    MaskedColumnWarning,
+    RowPolicyWarning,
+    Unauthenticated,
+    Unavailable,
+)
+from .errors import translate as _translate
 
 DEFAULT_ADDRESS = "grpc://127.0.0.1:8815"
 _REUSE = "arrow-flight-reuse-connection://?"
@@ -21,126 +31,6 @@ _REUSE = "arrow-flight-reuse-connection://?"
 # read has several parts, which GetFlightInfo lists.
 _DIRECT = b"veil.direct.v1:"
 _IN_PARTS = "[READ_IN_PARTS]"
-
-
-class VeilError(Exception):
-    """An error answered by Veil; `code` is the gRPC status name."""
-
-    code = "unknown"
-
-    def __init__(self, message):
-        super().__init__(message)
-        self.message = message
-
-
-class Unauthenticated(VeilError):
-    code = "unauthenticated"
-
-
-class PermissionDenied(VeilError):
-    code = "permission_denied"
-
-
-class NotFound(VeilError):
-    code = "not_found"
-
-
-class InvalidArgument(VeilError, ValueError):
-    """The request is not valid (the query, a filter, a column, an
-    argument); the message says what to change. Also a `ValueError`."""
-
-    code = "invalid_argument"
-
-
-class FailedPrecondition(VeilError):
-    code = "failed_precondition"
-
-
-class Unavailable(VeilError):
-    code = "unavailable"
-
-
-class ResourceExhausted(VeilError):
-    code = "resource_exhausted"
-
-
-class DeadlineExceeded(VeilError):
-    """Something the read waited on ran out of time (a database dataset's
-    statement past its connection's limit): read fewer rows, or ask for a
-    longer limit."""
-
-    code = "deadline_exceeded"
-
-
-class AlreadyExists(VeilError):
-    code = "already_exists"
-
-
-class Unimplemented(VeilError):
-    """Veil does not offer this (a write, a transaction)."""
-
-    code = "unimplemented"
-
-
-class InvalidAddress(VeilError, ValueError):
-    """The address is not one a Flight client can dial."""
-
-    code = "invalid_address"
-
-
-class CannotConnect(Unavailable):
-    """No Veil answered at the address (not running, another port, or
-    TLS on one side only)."""
-
-    code = "unavailable"
-
-
-_BY_WORDS = [
-    ("unauthenticated", Unauthenticated),
-    ("unauthorized", PermissionDenied),
-    ("permission denied", PermissionDenied),
-    ("not found", NotFound),
-    ("invalid argument", InvalidArgument),
-    ("failed precondition", FailedPrecondition),
-    ("precondition failed", FailedPrecondition),
-    ("unavailable", Unavailable),
-    ("resource exhausted", ResourceExhausted),
-    ("deadline exceeded", DeadlineExceeded),
-    ("already exists", AlreadyExists),
-    ("unimplemented", Unimplemented),
-]
-
-
-def _server_message(text: str) -> str:
-    m = re.search(r"with message: (.*?)(?:\. gRPC client debug context|\. Client context|\. Detail:|$)", text, re.S)
-    return (m.group(1) if m else text).strip()
-
-
-def _translate(err: Exception) -> VeilError:
-    """pyarrow's Flight errors to Veil's, keeping the server's message."""
-    text = str(err)
-    head = text.split("with message:")[0].lower()
-    if isinstance(err, flight.FlightUnauthenticatedError):
-        cls = Unauthenticated
-    elif isinstance(err, flight.FlightUnauthorizedError):
-        cls = PermissionDenied
-    elif isinstance(err, flight.FlightUnavailableError):
-        cls = Unavailable
-    elif isinstance(err, flight.FlightTimedOutError):
-        cls = DeadlineExceeded
-    else:
-        cls = next((c for words, c in _BY_WORDS if words in head), VeilError)
-    return cls(_server_message(text))
-
-
-class RowPolicyWarning(UserWarning):
-    """A read returned no rows, and a row policy filters what you see of
-    the data: the policy may be why."""
-
-
-class MaskedColumnWarning(UserWarning):
-    """A read returned no rows, and its filter or query reads a column you
-    see masked: it compared the masked values, not the originals."""
 
 
 _SCHEMES = ("grpc://", "grpc+tcp://", "grpc+tls://", "grpc+unix://")

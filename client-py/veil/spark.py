@@ -35,7 +35,8 @@ import pyarrow.flight as flight
 from pyspark.sql.datasource import DataSource, DataSourceReader, InputPartition
 
 from . import _proto
-from .client import DEFAULT_ADDRESS, VeilError, _address, connect
+from .client import DEFAULT_ADDRESS, _address, connect
+from .errors import VeilError
 
 
 # Types Spark has no equivalent for, and the wider ones that hold every value.
