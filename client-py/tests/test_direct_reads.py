@@ -129,3 +129,23 @@ def test_no_rows_under_a_row_policy_warns(server):
         # No row policy applies to bob: no warning.
         warnings.simplefilter("error")
         assert conn.sql("SELECT age FROM clinical.trials WHERE age > 1000 LIMIT 1").empty
+
+
+def test_a_read_refused_before_it_starts_is_one_start_event(server):
+    # README, "Audit": a read refused before it starts is one read.start
+    # with its status and no read.end; a query's has no dataset.
+    def counts():
+        events = audit(server, "user = 'carol' AND action IN ('read.start', 'read.end')")
+        refused = events[(events["action"] == "read.start") & (events["status"] == "not_found")]
+        without_dataset = refused["dataset"].fillna("") == ""
+        return int(without_dataset.sum()), int((events["action"] == "read.end").sum())
+
+    refused_before, ends_before = counts()
+    with connect(server, "carol") as conn:
+        with pytest.raises(veil.NotFound):
+            conn.sql("SELECT count(*) FROM clinical.nothing")
+        with pytest.raises(veil.NotFound):
+            conn.sql("SELECT count(*) FROM clinical.trials")  # hidden from carol
+    refused_after, ends_after = counts()
+    assert refused_after == refused_before + 2
+    assert ends_after == ends_before, "nothing was served, so no read.end"

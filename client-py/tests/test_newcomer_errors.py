@@ -64,7 +64,15 @@ def test_other_spellings_of_a_dataset_name(server):
         with pytest.raises(veil.NotFound) as e:
             conn.scan_as_pandas("veil.clinical.trials")
         assert "did you mean clinical.trials?" in e.value.message
-        # The whole name in one pair of double quotes.
+        # Every request that names a dataset outside SQL answers the same
+        # spellings alike: a bare name, the catalog's, and quotes (which
+        # only SQL reads).
+        for call in (conn.scan_as_arrow, conn.describe, conn.preview, conn.schema):
+            for spelling in ("trials", "veil.clinical.trials", '"clinical.trials"', '"clinical"."trials"'):
+                with pytest.raises(veil.NotFound) as e:
+                    call(spelling)
+                assert "did you mean clinical.trials?" in e.value.message, (call, spelling, e.value.message)
+        # The whole name in one pair of double quotes, in SQL.
         with pytest.raises(veil.NotFound) as e:
             conn.sql('SELECT * FROM "clinical.trials"')
         assert "public" not in e.value.message
@@ -78,6 +86,10 @@ def test_other_spellings_of_a_dataset_name(server):
     with connect(server, "carol") as conn:
         for read in (
             lambda n: conn.scan_as_pandas(f"veil.clinical.{n}"),
+            lambda n: conn.scan_as_pandas(f'"clinical.{n}"'),
+            lambda n: conn.describe(f'"clinical"."{n}"'),
+            lambda n: conn.describe(f"veil.clinical.{n}"),
+            lambda n: conn.schema(n),
             lambda n: conn.sql(f'SELECT * FROM "clinical.{n}"'),
             lambda n: conn.sql(f"SELECT * FROM other.clinical.{n}"),
         ):

@@ -572,7 +572,23 @@ async fn build(dir: &Path, ctx: &SessionContext, job: Job, max_bytes: u64) -> Re
     };
     let table = SourceTable::from_listing(&job.dataset, None, job.listing).await?;
     let file_schema = Arc::clone(table.file_schema());
-    let plan = copy_plan(Arc::new(table), &file_schema, &job.masks, job.rows.as_ref())?;
+    let table: Arc<dyn datafusion::catalog::TableProvider> = Arc::new(table);
+    let plan = copy_plan(
+        Arc::clone(&table),
+        &file_schema,
+        &job.masks,
+        job.rows.as_ref(),
+    )?;
+    // The copy's columns as a read planned over the source declares them,
+    // not as the build's execution reports them: a copy of the kept rows
+    // computes a mask only where its row flag is set (a CASE without ELSE,
+    // nullable), and a mask's function may report a nullable field where
+    // its expression is not (`date_trunc`). A read planned over the copy
+    // must declare what a read over the source does (GetFlightInfo,
+    // GetSchema, GetTables and each endpoint's stream alike, whether the
+    // copy exists yet or not).
+    let declared = copy_plan(table, &file_schema, &job.masks, None)?;
+    let declared = declared.schema().inner();
     let df = ctx
         .execute_logical_plan(plan)
         .await
@@ -582,13 +598,25 @@ async fn build(dir: &Path, ctx: &SessionContext, job: Job, max_bytes: u64) -> Re
         .await
         .map_err(crate::error::query::from_datafusion)?;
     let flagged = job.rows.is_some();
-    // With a row predicate the plan adds its flag last; the copy holds
-    // the rows it keeps, without it.
+    let streamed = stream.schema();
+    if streamed.fields().len() != declared.fields().len() + usize::from(flagged) {
+        return Err(VeilError::internal(
+            "building a kept copy",
+            "the plan's columns differ from its stream's".to_string(),
+        ));
+    }
+    // The stream's fields with the nullability declared; with a row
+    // predicate the plan adds its flag last, and the copy holds the rows
+    // it keeps, without it.
+    let fields: Vec<FieldRef> = streamed
+        .fields()
+        .iter()
+        .zip(declared.fields())
+        .map(|(s, d)| Arc::new(s.as_ref().clone().with_nullable(d.is_nullable())))
+        .collect();
     let schema = match flagged {
         true => {
-            let all = stream.schema();
-            let mut fields = all.fields().to_vec();
-            if fields.pop().map(|f| f.name().clone()).as_deref() != Some(KEPT_ROWS_FLAG) {
+            if streamed.fields().last().map(|f| f.name().as_str()) != Some(KEPT_ROWS_FLAG) {
                 return Err(VeilError::internal(
                     "building a kept copy",
                     "the plan lacks its row flag".to_string(),
@@ -596,9 +624,19 @@ async fn build(dir: &Path, ctx: &SessionContext, job: Job, max_bytes: u64) -> Re
             }
             Arc::new(datafusion::arrow::datatypes::Schema::new(fields))
         }
-        false => stream.schema(),
+        false => Arc::new(datafusion::arrow::datatypes::Schema::new_with_metadata(
+            fields,
+            streamed.metadata().clone(),
+        )),
     };
     let fields: Vec<FieldRef> = schema.fields()[file_schema.fields().len()..].to_vec();
+    // A batch under the declared schema: the same columns (a column with a
+    // null where the plan declares none fails the build, and reads go to
+    // the source).
+    let declare = |batch: RecordBatch| -> Result<RecordBatch> {
+        RecordBatch::try_new(Arc::clone(&schema), batch.columns().to_vec())
+            .map_err(|e| VeilError::internal("building a kept copy", e))
+    };
     // A batch of the flagged plan without its flag, and the flag: which of
     // its rows the copy keeps.
     let flagged_rows = |mut batch: RecordBatch| -> Result<(RecordBatch, BooleanArray)> {
@@ -635,7 +673,13 @@ async fn build(dir: &Path, ctx: &SessionContext, job: Job, max_bytes: u64) -> Re
             // the source's row groups. Reads of it (one stream, or dealt in
             // runs of `batch_size` rows) then send whole blocks as they
             // are, mapped, never regrouped; it is never read by row groups.
-            let mut blocks = BatchCoalescer::new(Arc::clone(&schema), piece_rows.max(1));
+            // Declared once filtered: a row the flag drops has no mask.
+            let mut blocks = BatchCoalescer::new(
+                Arc::new(datafusion::arrow::datatypes::Schema::new(
+                    streamed.fields()[..schema.fields().len()].to_vec(),
+                )),
+                piece_rows.max(1),
+            );
             let coalescing = |e| VeilError::internal("writing a kept copy", e);
             let mut ended = false;
             while !ended {
@@ -653,7 +697,7 @@ async fn build(dir: &Path, ctx: &SessionContext, job: Job, max_bytes: u64) -> Re
                     }
                 }
                 while let Some(block) = blocks.next_completed_batch() {
-                    copy.write(block).await?;
+                    copy.write(declare(block)?).await?;
                 }
             }
             copy.finish().await?;
@@ -664,7 +708,7 @@ async fn build(dir: &Path, ctx: &SessionContext, job: Job, max_bytes: u64) -> Re
         let mut left = groups.next().unwrap_or(u64::MAX);
         let mut starts = vec![0];
         while let Some(batch) = stream.next().await {
-            let mut batch: RecordBatch = batch.map_err(crate::error::query::from_datafusion)?;
+            let mut batch = declare(batch.map_err(crate::error::query::from_datafusion)?)?;
             let block_rows = copy.block_rows(&batch);
             while batch.num_rows() > 0 {
                 let take = (batch.num_rows() as u64).min(left).min(block_rows) as usize;

@@ -561,11 +561,12 @@ impl Engine {
         scope: &Arc<RequestScope>,
         name: &str,
     ) -> Result<(DatasetRecord, EffectivePolicy, bool)> {
+        let compiler = self.compiler(scope, HashMap::new(), None);
         let (d, readable) = scope
             .visible(name)
-            .ok_or_else(|| VeilError::dataset_not_found(name))?;
+            .ok_or_else(|| compiler.unreadable_scan(name))?;
         let d = d.clone();
-        let p = self.compiler(scope, HashMap::new(), None).effective(&d)?;
+        let p = compiler.effective(&d)?;
         Ok((d, p, readable))
     }
 
@@ -2573,5 +2574,157 @@ mod tests {
             0,
             "nothing over budget stays on disk"
         );
+    }
+
+    /// A read declares the same columns whether a kept copy serves it or
+    /// not, for every mask over columns that hold no nulls: a copy keeps
+    /// the nullability its plan declares, not the one a mask's function
+    /// reports while it runs (`date_trunc` reports a nullable field for a
+    /// month-rounded date), so GetFlightInfo, GetSchema, GetTables and each
+    /// endpoint's stream agree before and after the copy is built.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_kept_copy_declares_the_columns_its_plan_declares() {
+        use datafusion::arrow::array::{
+            ArrayRef, Date32Array, Float64Array, Int32Array, Int64Array, RecordBatch, StringArray,
+            TimestampMicrosecondArray,
+        };
+        use datafusion::arrow::datatypes::{DataType, Field, Schema, TimeUnit};
+        let dir = tempfile::tempdir().unwrap();
+        let folder = dir.path().join("data/staff");
+        std::fs::create_dir_all(&folder).unwrap();
+        let rows = 3000usize;
+        let text = |f: &dyn Fn(usize) -> String| -> ArrayRef {
+            Arc::new(StringArray::from((0..rows).map(f).collect::<Vec<_>>()))
+        };
+        let schema = Arc::new(Schema::new(vec![
+            Field::new("id", DataType::Int64, false),
+            Field::new("name", DataType::Utf8, false),
+            Field::new("code", DataType::Utf8, false),
+            Field::new("ssn", DataType::Utf8, false),
+            Field::new("badge", DataType::Utf8, false),
+            Field::new("city", DataType::Utf8, false),
+            Field::new("hired", DataType::Date32, false),
+            Field::new(
+                "seen",
+                DataType::Timestamp(TimeUnit::Microsecond, None),
+                false,
+            ),
+            Field::new("salary", DataType::Float64, false),
+            Field::new("score", DataType::Int32, false),
+        ]));
+        let batch = RecordBatch::try_new(
+            Arc::clone(&schema),
+            vec![
+                Arc::new(Int64Array::from_iter_values(0..rows as i64)),
+                text(&|i| format!("person {i}")),
+                text(&|i| format!("code-{i}")),
+                text(&|i| format!("{:03}-{:02}-{:04}", 100 + i % 800, 10 + i % 89, 1000 + i)),
+                text(&|i| format!("B{i:06}")),
+                text(&|i| ["Oslo", "Lima", "Pune"][i % 3].to_string()),
+                Arc::new(Date32Array::from_iter_values(
+                    (0..rows as i32).map(|i| 10_000 + i),
+                )),
+                Arc::new(TimestampMicrosecondArray::from_iter_values(
+                    (0..rows as i64).map(|i| 1_700_000_000_000_000 + i * 3_600_000_000),
+                )),
+                Arc::new(Float64Array::from_iter_values(
+                    (0..rows).map(|i| 30_000.0 + i as f64 * 7.5),
+                )),
+                Arc::new(Int32Array::from_iter_values(
+                    (0..rows as i32).map(|i| i % 100),
+                )),
+            ],
+        )
+        .unwrap();
+        let file = std::fs::File::create(folder.join("part-0.parquet")).unwrap();
+        let mut writer =
+            datafusion::parquet::arrow::ArrowWriter::try_new(file, Arc::clone(&schema), None)
+                .unwrap();
+        writer.write(&batch).unwrap();
+        writer.close().unwrap();
+        let mask = |column: &str, mask: &str| {
+            format!(
+                "\n[[policies]]\nname = \"mask-{column}\"\ndataset = \"hr.staff\"\ncolumns = [\"{column}\"]\nmask = {mask}\n"
+            )
+        };
+        let mut extra = format!(
+            "\n[[datasets]]\nname = \"hr.staff\"\nformat = \"parquet\"\nlocation = \"{}\"\nowners = [\"dave\"]\n",
+            folder.display()
+        );
+        for (column, m) in [
+            ("name", "\"hash\""),
+            (
+                "code",
+                "{ regex = { pattern = '\\d+$', replacement = \"X\" } }",
+            ),
+            ("ssn", "\"format_preserving\""),
+            ("badge", "\"reversible\""),
+            ("city", "{ constant = \"somewhere\" }"),
+            ("hired", "{ round = { unit = \"month\" } }"),
+            ("seen", "{ round = { unit = \"day\" } }"),
+            ("salary", "{ round = { digits = -3 } }"),
+            ("score", "{ round = { bucket = 10 } }"),
+        ] {
+            extra.push_str(&mask(column, m));
+        }
+        // And a row policy: the copy holds only the rows it keeps.
+        extra.push_str("\n[[policies]]\nname = \"rows\"\ndataset = \"hr.staff\"\nrow_filter = { where = \"score < 90\" }\n");
+        let (engine, snap) = demo_engine_with(dir.path(), &extra).await;
+        let kept_dir = dir.path().join("kept-masks");
+        let engine = Arc::new(engine.with_kept_masks(&kept_dir, 1 << 30).unwrap());
+        let dave = principal(&snap, "dave");
+        let scan = ScanCommand {
+            dataset: "hr.staff".into(),
+            ..Default::default()
+        };
+        let reads = [
+            Command::Scan(scan.clone()),
+            Command::Sql(SqlCommand {
+                query: "SELECT * FROM hr.staff".into(),
+                ..Default::default()
+            }),
+        ];
+        // What a read declares (GetFlightInfo), and what its stream holds.
+        let declared = |engine: Arc<Engine>, command: Command| {
+            let dave = Arc::clone(&dave);
+            async move {
+                let scope = engine.scope(&dave).await.unwrap();
+                let q = engine.plan(&scope, &command, None, None).await.unwrap();
+                let batches = datafusion::physical_plan::common::collect(q.execute().unwrap())
+                    .await
+                    .unwrap();
+                assert_eq!(
+                    batches.iter().map(|b| b.num_rows()).sum::<usize>(),
+                    rows * 9 / 10
+                );
+                for b in &batches {
+                    assert_eq!(
+                        b.schema(),
+                        q.schema,
+                        "{command:?}: a batch's schema is the plan's"
+                    );
+                }
+                q.schema
+            }
+        };
+        let mut computed = Vec::new();
+        for r in &reads {
+            computed.push(declared(Arc::clone(&engine), r.clone()).await);
+        }
+        for column in ["id", "hired", "seen"] {
+            assert!(
+                !computed[0].field_with_name(column).unwrap().is_nullable(),
+                "{column}: unmasked or truncated, it holds no nulls"
+            );
+        }
+        assert_eq!(computed[0], computed[1], "a scan and its SQL agree");
+        until_kept_rows_serve(&engine, &dave, &scan).await;
+        for (r, before) in reads.iter().zip(&computed) {
+            assert_eq!(
+                &declared(Arc::clone(&engine), r.clone()).await,
+                before,
+                "{r:?}"
+            );
+        }
     }
 }

@@ -237,10 +237,23 @@ impl ViewCompiler {
         }
     }
 
-    /// [`Self::unreadable`] for a dataset a scan names, as written.
+    /// [`Self::unreadable`] for a dataset a request names outside SQL (a
+    /// scan, `describe`, a preview, `GetSchema`), as written.
     pub fn unreadable_scan(&self, name: &str) -> VeilError {
         if let Some((d, _)) = self.scope.visible(name) {
             return VeilError::access_not_approved(&d.name);
+        }
+        // A scan's name is not SQL: quotes are part of the name as sent.
+        if name.contains('"') {
+            let unquoted = name.replace('"', "");
+            return match self.scope.readable(&unquoted) {
+                Some(d) => VeilError::NotFound(format!(
+                    "dataset '{}' not found: a dataset's name takes no quotes here (only in SQL): did you mean {}?",
+                    cap_name(name),
+                    d.name
+                )),
+                None => VeilError::dataset_not_found(name),
+            };
         }
         let catalog = format!("{CATALOG}.");
         match name.split('.').count() {
