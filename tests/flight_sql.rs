@@ -864,6 +864,62 @@ async fn every_call_is_audited_and_datasets_by_their_own_names() {
     action(&mut erin, "CancelQuery", cancel.as_any().encode_to_vec())
         .await
         .expect("CancelQuery");
+    // JDBC's `catalog=veil` property: SetSessionOptions at connect. The
+    // bodies are Flight.proto's messages written out by hand: a map entry
+    // (field 1) of the option's name (1) and its SessionOptionValue (2).
+    let entry = |name: &str, value: &[u8]| {
+        let mut e = vec![0x0a, name.len() as u8];
+        e.extend_from_slice(name.as_bytes());
+        e.extend_from_slice(&[0x12, value.len() as u8]);
+        e.extend_from_slice(value);
+        let mut m = vec![0x0a, e.len() as u8];
+        m.extend(e);
+        m
+    };
+    let text = |v: &str| {
+        let mut b = vec![0x0a, v.len() as u8];
+        b.extend_from_slice(v.as_bytes());
+        b
+    };
+    let set = action(
+        &mut erin,
+        "SetSessionOptions",
+        entry("catalog", &text("veil")),
+    )
+    .await
+    .expect("SetSessionOptions");
+    assert_eq!(
+        set,
+        vec![bytes::Bytes::new()],
+        "no errors: the catalog is set"
+    );
+    let got = action(&mut erin, "GetSessionOptions", Vec::new())
+        .await
+        .expect("GetSessionOptions");
+    assert_eq!(
+        got,
+        vec![bytes::Bytes::from(entry("catalog", &text("veil")))]
+    );
+    // A default schema would change what later queries name: refused in
+    // the result (INVALID_NAME, 1), as is another catalog (INVALID_VALUE, 2).
+    let mut both = entry("schema", &text("clinical"));
+    both.extend(entry("catalog", &text("other")));
+    let refused = action(&mut erin, "SetSessionOptions", both)
+        .await
+        .expect("SetSessionOptions answers per option");
+    assert_eq!(refused.len(), 1);
+    let mut errors = [
+        entry("schema", &[0x08, 0x01]),
+        entry("catalog", &[0x08, 0x02]),
+    ];
+    let r = refused[0].to_vec();
+    assert!(
+        r == [errors[0].clone(), errors[1].clone()].concat() || {
+            errors.reverse();
+            r == errors.concat()
+        },
+        "{r:?}"
+    );
     let mut dave = client(&server, Some(&server.token("dave"))).await;
     let (_, audit) = fetch(
         &mut dave,
@@ -906,7 +962,12 @@ async fn every_call_is_audited_and_datasets_by_their_own_names() {
     assert!(has("plan", "", "ok", "CommandGetTables"), "{rows:#?}");
     assert!(has("schema", "", "ok", "CommandGetCatalogs"), "{rows:#?}");
     assert!(has("handshake", "", "ok", ""), "{rows:#?}");
-    for closed in ["CloseSession", "CancelQuery"] {
+    for closed in [
+        "CloseSession",
+        "CancelQuery",
+        "SetSessionOptions",
+        "GetSessionOptions",
+    ] {
         assert!(has("session", "", "ok", closed), "{rows:#?}");
     }
     assert!(

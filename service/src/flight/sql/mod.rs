@@ -8,6 +8,7 @@
 
 pub mod metadata;
 pub mod prepared;
+pub mod session;
 
 use std::sync::Arc;
 
@@ -83,11 +84,11 @@ pub const ACTION_TYPES: &[(&str, &str)] = &[
     ),
     (
         "SetSessionOptions",
-        "Flight: refused; Veil keeps no session options.",
+        "Flight: the catalog may be set to veil (what every call reads); other options are refused per option.",
     ),
     (
         "GetSessionOptions",
-        "Flight: refused; Veil keeps no session options.",
+        "Flight: the catalog, veil; Veil keeps no other session options.",
     ),
 ];
 
@@ -343,9 +344,8 @@ impl FlightSql {
             "CreatePreparedSubstraitPlan" => Err(VeilError::Unimplemented(
                 "Veil takes SQL text, not Substrait plans: prepare the SQL instead".into(),
             )),
-            "SetSessionOptions" | "GetSessionOptions" => Err(VeilError::Unimplemented(
-                "Veil keeps no session options: every call stands alone".into(),
-            )),
+            "SetSessionOptions" => Ok(done(vec![session::set(&action.body)?])),
+            "GetSessionOptions" => Ok(done(vec![session::get(&action.body)?])),
             other => Err(VeilError::Internal(format!(
                 "'{other}' is not a Flight SQL action"
             ))),
