@@ -920,6 +920,12 @@ async fn every_call_is_audited_and_datasets_by_their_own_names() {
         },
         "{r:?}"
     );
+    // A body that is no SetSessionOptionsRequest: refused, and recorded
+    // as the session call it is.
+    let e = action(&mut erin, "SetSessionOptions", b"\xff\xff".to_vec())
+        .await
+        .expect_err("not a request");
+    assert_eq!(code(&e), tonic::Code::InvalidArgument);
     let mut dave = client(&server, Some(&server.token("dave"))).await;
     let (_, audit) = fetch(
         &mut dave,
@@ -962,6 +968,10 @@ async fn every_call_is_audited_and_datasets_by_their_own_names() {
     assert!(has("plan", "", "ok", "CommandGetTables"), "{rows:#?}");
     assert!(has("schema", "", "ok", "CommandGetCatalogs"), "{rows:#?}");
     assert!(has("handshake", "", "ok", ""), "{rows:#?}");
+    assert!(
+        has("session", "", "invalid_argument", "SetSessionOptions"),
+        "{rows:#?}"
+    );
     for closed in [
         "CloseSession",
         "CancelQuery",

@@ -467,8 +467,8 @@ impl VeilFlight {
     }
 
     /// A Flight SQL action, audited: preparing a statement plans its query
-    /// (recorded as `prepare`); the rest change nothing and are recorded
-    /// only when refused.
+    /// (recorded as `prepare`); the rest change nothing Veil keeps and are
+    /// recorded as `session`, answered or refused.
     async fn sql_action(
         &self,
         scope: &Arc<RequestScope>,
@@ -478,7 +478,12 @@ impl VeilFlight {
         let outcome = match self.sql.action(scope, action).await {
             Ok(o) => o,
             Err(e) => {
-                let mut event = AuditEvent::new("prepare", Some(p));
+                // Recorded under the word its success would be.
+                let word = match action.r#type.as_str() {
+                    "CreatePreparedStatement" => "prepare",
+                    _ => "session",
+                };
+                let mut event = AuditEvent::new(word, Some(p));
                 event.message = format!("Flight SQL {}", action.r#type);
                 return Err(self.fail(event, e).await);
             }

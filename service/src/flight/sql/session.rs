@@ -84,6 +84,11 @@ pub const INVALID_NAME: i32 = 1;
 /// `SetSessionOptionsResult.ErrorValue.INVALID_VALUE`
 pub const INVALID_VALUE: i32 = 2;
 
+/// The most options one `SetSessionOptions` may name, and the longest
+/// name: the refused ones are answered by name.
+const MAX_OPTIONS: usize = 64;
+const MAX_NAME_BYTES: usize = 256;
+
 /// The option naming the catalog, as the JDBC driver sends it.
 const CATALOG_OPTION: &str = "catalog";
 
@@ -94,6 +99,13 @@ pub fn set(body: &[u8]) -> Result<Vec<u8>> {
     let request = SetSessionOptionsRequest::decode(body).map_err(|_| {
         VeilError::InvalidArgument("the action body is not a SetSessionOptionsRequest".into())
     })?;
+    // Refused names are answered as sent, so they are bounded first.
+    let options = &request.session_options;
+    if options.len() > MAX_OPTIONS || options.keys().any(|n| n.len() > MAX_NAME_BYTES) {
+        return Err(VeilError::InvalidArgument(format!(
+            "at most {MAX_OPTIONS} session options of names up to {MAX_NAME_BYTES} bytes; Veil takes one, catalog"
+        )));
+    }
     let errors = request
         .session_options
         .into_iter()
@@ -181,6 +193,16 @@ mod tests {
             HashMap::from([("catalog".to_string(), INVALID_VALUE)])
         );
         assert!(set(b"\xff\xff").is_err(), "a body that does not decode");
+        let many: Vec<(String, SessionOptionValue)> =
+            (0..65).map(|i| (format!("o{i}"), string("x"))).collect();
+        let long = [("n".repeat(257), string("x"))];
+        for options in [&many[..], &long[..]] {
+            let body = SetSessionOptionsRequest {
+                session_options: options.iter().cloned().collect(),
+            }
+            .encode_to_vec();
+            assert!(matches!(set(&body), Err(VeilError::InvalidArgument(_))));
+        }
     }
 
     #[test]
