@@ -31,14 +31,14 @@ pub fn plain_words(message: &str) -> String {
         )
         .expect("valid regex")
     });
-    static NUMBER: LazyLock<Regex> = LazyLock::new(|| {
+    // A text and a number in one pass, leftmost first: a caller's text
+    // that itself looks like the notation (`'Int64(5)'`) is one text,
+    // never rewritten inside.
+    static LITERAL: LazyLock<Regex> = LazyLock::new(|| {
         Regex::new(
-            r"\b(?:U?Int(?:8|16|32|64)|Float(?:16|32|64)|Boolean)\(([-+0-9.eE]+|true|false|NULL)\)",
+            r#"\b(?:Utf8|Utf8View|LargeUtf8)\("((?:[^"\\]|\\.)*)"\)|\b(?:U?Int(?:8|16|32|64)|Float(?:16|32|64)|Boolean)\(([-+0-9.eE]+|true|false|NULL)\)"#,
         )
         .expect("valid regex")
-    });
-    static TEXT: LazyLock<Regex> = LazyLock::new(|| {
-        Regex::new(r#"\b(?:Utf8|Utf8View|LargeUtf8)\("((?:[^"\\]|\\.)*)"\)"#).expect("valid regex")
     });
     static CASE: LazyLock<Regex> = LazyLock::new(|| {
         Regex::new(r"Column names are case sensitive\. You can use double quotes to refer to the (\S+) column or disable the [a-z_.]+ configuration\.")
@@ -79,8 +79,11 @@ pub fn plain_words(message: &str) -> String {
         }
     });
     let m = PREFIX.replace_all(&m, "");
-    let m = NUMBER.replace_all(&m, "$1");
-    let m = TEXT.replace_all(&m, |c: &Captures| format!("'{}'", unescape(&c[1])));
+    let m = LITERAL.replace_all(&m, |c: &Captures| match (c.get(1), c.get(2)) {
+        (Some(text), _) => format!("'{}'", unescape(text.as_str())),
+        (None, Some(number)) => number.as_str().to_string(),
+        (None, None) => c[0].to_string(),
+    });
     let m = CASE.replace_all(&m, "Column names are case sensitive: write $1.");
     m.replace("While expanding wildcard, ", "")
 }
@@ -234,6 +237,11 @@ mod tests {
             ),
             // Names that merely look like the notation stay.
             ("No field named Int64x", "No field named Int64x"),
+            // A caller's own text that looks like the notation is theirs.
+            (
+                "x = Utf8(\"Int64(5) and Utf8(\\\"a\\\")\") AND y = Int32(2)",
+                "x = 'Int64(5) and Utf8(\"a\")' AND y = 2",
+            ),
         ];
         for (engine, plain) in cases {
             assert_eq!(plain_words(engine), plain, "{engine}");
