@@ -184,6 +184,7 @@ fn serve(
         ));
     }
     let runtime = tokio::runtime::Builder::new_multi_thread()
+        .thread_keep_alive(veil::memory::BLOCKING_KEEP_ALIVE)
         .enable_all()
         .build()
         .map_err(|e| VeilError::internal("tokio runtime", e))?;

@@ -59,12 +59,21 @@ pub fn return_freed_pages() {
     unsafe { mi_collect(true) };
 }
 
+/// How long an idle thread of the serving runtime's blocking pool lives
+/// (tokio's default is 10 s). Pages a thread allocated stay its own until
+/// it collects them or exits, and an idle blocking thread never collects:
+/// a kept copy's build reads its file and writes its blocks on these
+/// threads, so the sooner they exit, the sooner the idle purge can give
+/// those pages back. A thread started again costs tens of microseconds.
+pub const BLOCKING_KEEP_ALIVE: Duration = Duration::from_secs(3);
+
 /// When freed pages go back to the kernel, counted from the moment the
 /// node has nothing in flight: a second later, and again once the blocking
-/// pool's idle threads have exited (tokio keeps them 10 s). Pages a thread
-/// freed stay its own until it exits, so a kept copy's build, which runs on
-/// those threads, only gives its memory back the second time.
-pub const IDLE_AFTER: [Duration; 2] = [Duration::from_secs(1), Duration::from_secs(12)];
+/// pool's idle threads have exited ([`BLOCKING_KEEP_ALIVE`]).
+pub const IDLE_AFTER: [Duration; 2] = [
+    Duration::from_secs(1),
+    Duration::from_secs(BLOCKING_KEEP_ALIVE.as_secs() + 1),
+];
 
 /// Whether the node has work in flight, and how long since it had.
 #[derive(Debug)]

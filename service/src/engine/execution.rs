@@ -102,15 +102,38 @@ fn runtime() -> Result<&'static Runtime> {
 /// Hand the pages every query thread's heap holds free back to the
 /// kernel, and those of the calling thread and of mimalloc's arenas
 /// ([`crate::memory::return_freed_pages`]). Each thread's heap keeps the
-/// pages it freed until that thread collects them, and an idle query
-/// thread never does, so each collects its own ([`on_each_thread`]). For
-/// the node's idle purge: it holds idle query threads up to [`MEETING`],
-/// and returns within a second.
+/// pages it freed, and those other threads freed into it, until that
+/// thread collects them, and an idle thread never does, so each collects
+/// its own ([`on_each_thread`]): the query threads, and the workers of the
+/// runtime this is called from (the node's serving runtime, whose workers
+/// run the kept copies' builds: without this, what a build allocated there
+/// stayed resident until the next reads). For the node's idle purge, on a
+/// blocking thread (never a worker of either runtime): it holds idle
+/// workers up to [`MEETING`], and returns within two seconds.
 pub fn return_freed_pages() {
+    let serving = tokio::runtime::Handle::try_current().ok();
+    return_freed_pages_reaching(serving.as_ref());
+}
+
+/// [`return_freed_pages`], with `serving`'s workers as the calling
+/// runtime's; returns the threads reached besides the calling one.
+fn return_freed_pages_reaching(
+    serving: Option<&tokio::runtime::Handle>,
+) -> Vec<std::thread::ThreadId> {
     crate::memory::return_freed_pages();
+    let mut reached = Vec::new();
     if let Some(Ok(rt)) = RUNTIME.get() {
-        on_each_thread(rt, crate::memory::return_freed_pages);
+        reached.extend(on_each_thread(
+            rt.handle(),
+            crate::memory::return_freed_pages,
+        ));
     }
+    if let Some(serving) = serving
+        && serving.runtime_flavor() == tokio::runtime::RuntimeFlavor::MultiThread
+    {
+        reached.extend(on_each_thread(serving, crate::memory::return_freed_pages));
+    }
+    reached
 }
 
 /// How long [`on_each_thread`] holds a thread waiting for the others: a
@@ -121,7 +144,7 @@ const MEETING: Duration = Duration::from_millis(100);
 /// per worker, each held until all have started (at most [`MEETING`]) so
 /// that no two share a thread. Waits at most a second for them; returns
 /// the threads that ran it.
-fn on_each_thread(rt: &Runtime, work: fn()) -> Vec<std::thread::ThreadId> {
+fn on_each_thread(rt: &tokio::runtime::Handle, work: fn()) -> Vec<std::thread::ThreadId> {
     use std::sync::{Condvar, Mutex, PoisonError};
     let threads = rt.metrics().num_workers();
     let arrived = Arc::new((Mutex::new(0usize), Condvar::new()));
@@ -519,7 +542,7 @@ mod tests {
         for a in allocated {
             assert_eq!(rt.block_on(a).unwrap(), 1 << 20);
         }
-        let mut on = on_each_thread(&rt, crate::memory::return_freed_pages);
+        let mut on = on_each_thread(rt.handle(), crate::memory::return_freed_pages);
         on.sort_by_key(|t| format!("{t:?}"));
         on.dedup();
         assert_eq!(on.len(), 4, "once on each worker: {on:?}");
@@ -529,9 +552,37 @@ mod tests {
             let _ = release.recv_timeout(Duration::from_secs(10));
         });
         std::thread::sleep(Duration::from_millis(50));
-        let on = on_each_thread(&rt, || {});
+        let on = on_each_thread(rt.handle(), || {});
         assert!((3..=4).contains(&on.len()), "{on:?}");
         drop(busy);
+    }
+
+    #[test]
+    fn the_idle_purge_reaches_the_calling_runtimes_workers() {
+        // The serving runtime's workers run kept copies' builds: the purge,
+        // called on one of its blocking threads, collects on each of them.
+        let serving = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(3)
+            .build()
+            .unwrap();
+        let workers = on_each_thread(serving.handle(), || {});
+        assert_eq!(workers.len(), 3);
+        let reached = serving
+            .block_on(serving.spawn_blocking(|| {
+                let here = tokio::runtime::Handle::current();
+                (
+                    return_freed_pages_reaching(Some(&here)),
+                    std::thread::current().id(),
+                )
+            }))
+            .unwrap();
+        for w in &workers {
+            assert!(reached.0.contains(w), "{w:?} not reached: {:?}", reached.0);
+        }
+        assert!(!reached.0.contains(&reached.1), "not the calling thread");
+        // Outside any runtime (a command, a test): the query threads only.
+        let alone = return_freed_pages_reaching(None);
+        assert!(workers.iter().all(|w| !alone.contains(w)));
     }
 
     #[tokio::test(flavor = "current_thread")]
