@@ -174,3 +174,57 @@ def test_an_accelerated_dataset_serves_its_copy(pg, db_server):
     assert "accelerate.refresh" in tail
     assert "served from its accelerated copy" in tail
     assert "no longer accelerated" in dave.accelerate("shop.fast", off=True)
+
+
+def test_an_owner_bound_by_differential_privacy_learns_no_row_count(pg, tmp_path_factory):
+    # An owner without GOVERNANCE whom a differential privacy policy binds
+    # may refresh the copy, but neither the refresh's answer nor discovery
+    # (refused) says how many rows the dataset holds; a governor's refresh
+    # does.
+    _, schema = pg
+    host, port, user, database = pg_parts()
+    s = Server(
+        tmp_path_factory.mktemp("veil-dp-owner"),
+        extra_config=f"""
+[[connections]]
+name = "shop"
+kind = "postgres"
+host = "{host}"
+port = {port}
+user = "{user}"
+database = "{database}"
+
+[[users]]
+name = "owen"
+groups = ["shop-owners"]
+
+[[datasets]]
+name = "shop.counted"
+connection = "shop"
+table = "{schema}.orders"
+owners = ["owen"]
+accelerate = {{ max_staleness_secs = 3600, refresh_secs = 0 }}
+
+[[policies]]
+name = "counted-dp"
+dataset = "shop.counted"
+except = {{ groups = ["privileged"] }}
+[policies.differential_privacy]
+privacy_unit = "id"
+epsilon = 1.0
+latency_tolerance = "1h"
+""",
+    )
+    try:
+        import re
+
+        owen = connect(s, "owen")
+        with pytest.raises(veil.PermissionDenied, match="only through differential privacy"):
+            owen.discover("shop.counted")
+        done = owen.refresh("shop.counted")
+        assert "shop.counted refreshed" in done and not re.search(r"\d+ rows", done), done
+        dave = connect(s, "dave")
+        assert "500 rows" in dave.refresh("shop.counted")
+        assert dave.discover("shop.counted")["sampled_rows"] == 500
+    finally:
+        s.stop()

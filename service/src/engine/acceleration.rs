@@ -269,7 +269,7 @@ impl Accelerator {
                         .is_some_and(|t| t.elapsed() < RETRY_AFTER);
                     if due && !backing_off {
                         // Failures are audited and logged, and retried later.
-                        let failed = this.refresh(d, "scheduled").await.is_err();
+                        let failed = this.refresh(d, "scheduled", false).await.is_err();
                         if let Ok(mut f) = this.failed.lock() {
                             if failed {
                                 f.insert(d.id.clone(), Instant::now());
@@ -336,8 +336,9 @@ impl Accelerator {
     }
 
     /// Refresh `d`'s copy now; `why` goes in the audit record. Returns
-    /// what was done, in words.
-    pub async fn refresh(&self, d: &DatasetRecord, why: &str) -> Result<String> {
+    /// what was done, in words: with the copy's rows when `count_rows`
+    /// (the caller may learn how many rows the dataset holds).
+    pub async fn refresh(&self, d: &DatasetRecord, why: &str, count_rows: bool) -> Result<String> {
         let started = Instant::now();
         let _one = self.running.lock().await;
         let result = self.refresh_now(d).await;
@@ -359,10 +360,13 @@ impl Accelerator {
             audit.record(event).await?;
         }
         let (copy, how) = result?;
+        let rows = match count_rows {
+            true => format!("{} rows, ", copy.rows),
+            false => String::new(),
+        };
         Ok(format!(
-            "{} refreshed ({how}): {} rows, generation {}, in {} ms",
+            "{} refreshed ({how}): {rows}generation {}, in {} ms",
             d.name,
-            copy.rows,
             copy.generation,
             started.elapsed().as_millis()
         ))

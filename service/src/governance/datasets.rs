@@ -485,7 +485,10 @@ impl Governance {
             ));
         };
         let _ = req;
-        let done = acc.refresh(&d, "on demand").await?;
+        // The copy holds every row: its count is the dataset's, which a
+        // reader some row policy or differential privacy binds may not learn.
+        let count_rows = self.may_count_rows(call, &d);
+        let done = acc.refresh(&d, "on demand", count_rows).await?;
         call.event.message = done.clone();
         Ok(Outcome::Done(done))
     }

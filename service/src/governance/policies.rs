@@ -338,6 +338,13 @@ impl Governance {
                 d.name
             )));
         }
+        // Differential privacy: not even how many rows a sample found.
+        if let Some(dp) = &view.dp {
+            return Err(VeilError::PermissionDenied(format!(
+                "you read {} only through differential privacy (policy '{}'), and {reads_all}; ask a governor to {ask}",
+                d.name, dp.name
+            )));
+        }
         let masked: std::collections::HashSet<String> = view
             .masked_columns()
             .iter()
@@ -347,6 +354,21 @@ impl Governance {
         Ok(Box::new(move |c: &str| {
             (view.dp.is_some() || masked.contains(c)).then(|| how_masked(&view, &d, c))
         }))
+    }
+
+    /// Whether the caller may learn how many rows `d` holds: a governor,
+    /// or a reader no row policy filters (attribute matching, a where, a
+    /// window, a sample) and who reads it beyond differential privacy.
+    pub(super) fn may_count_rows(&self, call: &Call<'_>, d: &DatasetRecord) -> bool {
+        let who = call.principal;
+        who.has(Permission::Governance)
+            || data_policy(
+                who,
+                d,
+                &call.scope.snapshot().policies,
+                self.engine.default_issuer(),
+            )
+            .is_ok_and(|view| view.row_rules.is_empty() && view.dp.is_none())
     }
 
     /// What a user gets from a dataset, and why.
