@@ -120,16 +120,54 @@ impl LocationRoots {
         if !self.written.iter().any(|r| written.starts_with(r)) {
             return Err(outside());
         }
-        let canonical = location.canonicalize().map_err(|_| {
-            VeilError::InvalidArgument(
-                "the dataset location does not exist or cannot be read".into(),
-            )
-        })?;
-        if self.roots.iter().any(|r| canonical.starts_with(r)) {
+        let canonical = location
+            .canonicalize()
+            .map_err(|_| self.unresolved(location))?;
+        if self.under_a_root(&canonical) {
             Ok(canonical)
         } else {
             Err(outside())
         }
+    }
+
+    fn under_a_root(&self, canonical: &Path) -> bool {
+        self.roots.iter().any(|r| canonical.starts_with(r))
+    }
+
+    /// The answer for a location under a root as written that does not
+    /// resolve: missing, unless the part of it that does resolve (its
+    /// deepest folder that exists, or a symlink on the way whose target is
+    /// missing) leads outside the roots. There the answer is the same as
+    /// for any path outside, or a symlink inside a root to a folder
+    /// outside (`root/link -> /etc`) would tell which paths exist there.
+    fn unresolved(&self, location: &Path) -> VeilError {
+        let missing = || {
+            VeilError::InvalidArgument(
+                "the dataset location does not exist or cannot be read".into(),
+            )
+        };
+        for part in location.ancestors() {
+            if part.as_os_str().is_empty() {
+                break;
+            }
+            if let Ok(canonical) = part.canonicalize() {
+                return match self.under_a_root(&canonical) {
+                    true => missing(),
+                    false => outside(),
+                };
+            }
+            let dangling = part.symlink_metadata().is_ok_and(|m| m.is_symlink());
+            if dangling {
+                let target = std::fs::read_link(part).ok().and_then(|t| {
+                    let parent = part.parent()?.canonicalize().ok()?;
+                    lexical(&parent.join(t))
+                });
+                if !target.is_some_and(|t| self.under_a_root(&t)) {
+                    return outside();
+                }
+            }
+        }
+        missing()
     }
 }
 
@@ -156,6 +194,35 @@ mod tests {
         {
             std::os::unix::fs::symlink(&outside, root.join("link")).unwrap();
             assert!(roots.confine(&root.join("link/x.csv")).is_err());
+            // Through a symlink to a folder outside (found by a hold-out
+            // review), or a dangling one pointing outside: an existing
+            // path and a missing one answer alike, as outside the roots.
+            std::os::unix::fs::symlink(outside.join("x.csv"), root.join("to-x")).unwrap();
+            std::os::unix::fs::symlink(outside.join("gone.csv"), root.join("to-gone")).unwrap();
+            std::os::unix::fs::symlink("../secret/gone.csv", root.join("rel-gone")).unwrap();
+            let answer = |p: &str| roots.confine(&root.join(p)).unwrap_err().to_string();
+            let there = answer("link/x.csv");
+            assert!(
+                there.contains("outside the configured dataset roots"),
+                "{there}"
+            );
+            for p in [
+                "link/missing.csv",
+                "link/missing/deeper.csv",
+                "link/../missing.csv",
+                "to-x",
+                "to-gone",
+                "rel-gone",
+                "to-gone/x.csv",
+            ] {
+                assert_eq!(answer(p), there, "{p}");
+            }
+            // Inside the roots, missing is said as missing, dangling links
+            // included.
+            std::os::unix::fs::symlink(root.join("none.csv"), root.join("in-gone")).unwrap();
+            for p in ["missing.csv", "in-gone", "missing/x.csv"] {
+                assert!(answer(p).contains("does not exist"), "{p}: {}", answer(p));
+            }
         }
     }
 
