@@ -228,3 +228,57 @@ latency_tolerance = "1h"
         assert dave.discover("shop.counted")["sampled_rows"] == 500
     finally:
         s.stop()
+
+
+def test_a_reload_keeps_a_database_datasets_comments(pg, tmp_path_factory):
+    # A config dataset over a table: where the config gives no description
+    # the database's comment is the description, at start and after every
+    # reload (which changes nothing when nothing changed, and follows a
+    # comment changed in the database).
+    conn, schema = pg
+    with conn.cursor() as cur:
+        cur.execute(f"CREATE TABLE {schema}.notes (id bigint PRIMARY KEY, body text, kind text)")
+        cur.execute(f"COMMENT ON TABLE {schema}.notes IS 'field notes'")
+        cur.execute(f"COMMENT ON COLUMN {schema}.notes.body IS 'free text'")
+        cur.execute(f"COMMENT ON COLUMN {schema}.notes.kind IS 'note kind'")
+    conn.commit()
+    host, port, user, database = pg_parts()
+    s = Server(
+        tmp_path_factory.mktemp("veil-comments"),
+        extra_config=f"""
+[[connections]]
+name = "shop"
+kind = "postgres"
+host = "{host}"
+port = {port}
+user = "{user}"
+database = "{database}"
+
+[[datasets]]
+name = "shop.notes"
+connection = "shop"
+table = "{schema}.notes"
+owners = ["dave"]
+columns.body = {{ tags = ["PII"] }}
+columns.kind = {{ description = "the config's words" }}
+""",
+    )
+    try:
+        dave = connect(s, "dave")
+
+        def described():
+            d = dave.describe("shop.notes")
+            return d["description"], {c["name"]: c["description"] for c in d["columns"]}
+
+        want = ("field notes", {"id": "", "body": "free text", "kind": "the config's words"})
+        assert described() == want
+        done = dave.reload()
+        assert "shop.notes" not in done, done
+        assert described() == want
+        with conn.cursor() as cur:
+            cur.execute(f"COMMENT ON COLUMN {schema}.notes.body IS 'free text, redacted'")
+        conn.commit()
+        assert "shop.notes" in dave.reload()
+        assert described()[1]["body"] == "free text, redacted"
+    finally:
+        s.stop()

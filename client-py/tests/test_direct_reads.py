@@ -132,8 +132,9 @@ def test_no_rows_under_a_row_policy_warns(server):
 
 
 def test_a_read_refused_before_it_starts_is_one_start_event(server):
-    # README, "Audit": a read refused before it starts is one read.start
-    # with its status and no read.end; a query's has no dataset.
+    # README, "Audit": a read refused before it starts is one event with
+    # its status and no read.end: at DoGet (a direct read) a read.start, a
+    # query's without a dataset.
     def counts():
         events = audit(server, "user = 'carol' AND action IN ('read.start', 'read.end')")
         refused = events[(events["action"] == "read.start") & (events["status"] == "not_found")]
@@ -149,3 +150,18 @@ def test_a_read_refused_before_it_starts_is_one_start_event(server):
     refused_after, ends_after = counts()
     assert refused_after == refused_before + 2
     assert ends_after == ends_before, "nothing was served, so no read.end"
+    # Refused while planning (GetFlightInfo: a scan), the one event is the
+    # plan, naming the dataset as written; no read.start, no read.end.
+    def plans():
+        return audit(server, "user = 'carol' AND action = 'plan' AND status = 'not_found'")
+
+    plans_before, starts_before = len(plans()), len(audit(server, "user = 'carol' AND action = 'read.start'"))
+    with connect(server, "carol") as conn:
+        for name in ("clinical.nothing", "clinical.trials"):
+            with pytest.raises(veil.NotFound):
+                conn.scan_as_arrow(name)
+    after = plans()
+    assert len(after) == plans_before + 2
+    assert set(after["dataset"].tail(2)) == {"clinical.nothing", "clinical.trials"}
+    assert len(audit(server, "user = 'carol' AND action = 'read.start'")) == starts_before
+    assert counts()[1] == ends_before

@@ -76,6 +76,44 @@ pub fn check_references(
 /// Where a declared dataset's rows come from: files (`format` and
 /// `location`, confined to a root) or a database (`connection` and a
 /// `table` or a `query`), never both.
+/// How long a reload waits for a database to describe a table again.
+const COMMENTS_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(10);
+
+/// A database dataset's table comment and column comments, read from its
+/// database now; `None` for files, or when the database can't say (logged:
+/// the reload keeps the descriptions stored).
+async fn database_comments(
+    d: &DatasetRecord,
+    databases: &Databases,
+) -> Option<(String, BTreeMap<String, String>)> {
+    let source = d.source.database.as_ref()?;
+    let found = match databases.get(&source.connection) {
+        Ok(db) => tokio::time::timeout(COMMENTS_TIMEOUT, db.discover(&source.relation))
+            .await
+            .unwrap_or_else(|_| {
+                Err(VeilError::Unavailable(format!(
+                    "no answer within {} s",
+                    COMMENTS_TIMEOUT.as_secs()
+                )))
+            }),
+        Err(e) => Err(e),
+    };
+    match found {
+        Ok(found) => Some((
+            found.description,
+            found
+                .columns
+                .into_iter()
+                .map(|c| (c.name, c.description))
+                .collect(),
+        )),
+        Err(e) => {
+            tracing::warn!(dataset = %d.name, error = %e.audit_message(), "the database's comments could not be read again; the stored descriptions stay");
+            None
+        }
+    }
+}
+
 fn config_source(cfg: &Config, roots: &LocationRoots, d: &DatasetConfig) -> Result<NewSource> {
     match (&d.connection, &d.format, &d.location) {
         (None, Some(format), Some(location)) => {
@@ -246,22 +284,46 @@ pub async fn sync_config(
                         )));
                     }
                 }
+                // Where the config gives no description, a database
+                // dataset's is the database's comment, as at registration
+                // (read again: the table's comments may have changed; kept
+                // as stored when the database can't be reached now).
+                let comments = database_comments(existing, databases).await;
+                let comment = |column: Option<&str>| match (&comments, column) {
+                    (Some((table, _)), None) => Some(table.clone()),
+                    (Some((_, columns)), Some(c)) => {
+                        Some(columns.get(c).cloned().unwrap_or_default())
+                    }
+                    (None, None) => Some(existing.description.clone())
+                        .filter(|_| existing.source.database.is_some()),
+                    (None, Some(c)) => existing
+                        .column(c)
+                        .filter(|_| existing.source.database.is_some())
+                        .map(|c| c.description.clone()),
+                };
+                if d.description.is_empty() {
+                    updated.description = comment(None).unwrap_or_default();
+                }
                 // Columns the config stopped describing lose what it said.
                 for col in updated.columns.iter_mut() {
                     if col.from_config && !d.columns.contains_key(&col.name) {
                         col.from_config = false;
-                        col.description.clear();
+                        col.description = comment(Some(&col.name)).unwrap_or_default();
                         col.tags.clear();
                     }
                 }
                 for (name, c) in &d.columns {
+                    let described = comment(Some(name));
                     let col = updated.columns.iter_mut().find(|x| &x.name == name).ok_or_else(|| {
                         VeilError::FailedPrecondition(format!(
                             "dataset {}: column '{name}' is described in the config but is not in the data dictionary",
                             d.name
                         ))
                     })?;
-                    col.description = c.description.clone();
+                    col.description = match c.description.is_empty() {
+                        true => described.unwrap_or_default(),
+                        false => c.description.clone(),
+                    };
                     col.tags = c.tags.clone();
                     col.from_config = true;
                 }
