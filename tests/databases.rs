@@ -947,6 +947,8 @@ async fn postgres_acceleration_serves_a_fresh_copy_and_never_a_stale_one() {
         .unwrap();
     assert_eq!(shown(&b, "n"), ["301"]);
 
+    // A scan (GetFlightInfo, then DoGet per endpoint) from the copy too.
+    dave.scan("crm.people", Scan::default()).await.unwrap();
     // Audited: the refreshes, and what served each read.
     let audit = dave
         .scan(
@@ -966,13 +968,24 @@ async fn postgres_acceleration_serves_a_fresh_copy_and_never_a_stale_one() {
             .count(),
         3
     );
-    assert!(
-        messages
-            .iter()
-            .flatten()
-            .any(|m| m.contains("served from its accelerated copy")),
-        "{messages:?}"
-    );
+    // Said by the plan, and by each endpoint's start and end records
+    // (every DoGet plans again: what served that read).
+    for (action, starts) in [
+        ("plan", ""),
+        ("read.start", "part 1/"),
+        ("read.end", "part 1/"),
+        ("read.start", "direct read"),
+    ] {
+        assert!(
+            actions.iter().zip(&messages).any(|(a, m)| {
+                a.as_deref() == Some(action)
+                    && m.as_deref().is_some_and(|m| {
+                        m.starts_with(starts) && m.contains("served from its accelerated copy")
+                    })
+            }),
+            "{action} {starts}: {messages:?}"
+        );
+    }
 
     // A copy past its bound is never served: the read goes to the
     // (gone) database and fails.

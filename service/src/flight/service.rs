@@ -621,12 +621,17 @@ impl DoGetMessages for VeilFlight {
                 {
                     tracing::debug!(query_id = %body.query_id, "ticket from an older policy version or identity: re-authorised and re-planned");
                 }
-                event.message = format!(
+                let of_query = format!(
                     "part {}/{} of query {}",
                     body.part_index + 1,
                     body.part_count.max(1),
                     body.query_id
                 );
+                // What the plan noted (an accelerated copy served) stays.
+                event.message = match event.message.is_empty() {
+                    true => of_query,
+                    false => format!("{of_query}; {}", event.message),
+                };
             }
             None => {
                 self.one_part(&scope, &cmd, &planned).await?;
