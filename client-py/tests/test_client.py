@@ -408,6 +408,13 @@ def test_discover_command_line(server):
     out = run("admin", "register", "cli.people", "--format", "csv", "--location", str(path))
     assert out.returncode == 0, out.stderr
     try:
+        # Out of range: refused before anything is sampled.
+        for flag, value in (("--sample", "0"), ("--sample", "100001"), ("--min-confidence", "0"), ("--min-confidence", "101")):
+            out = run("discover", "cli.people", flag, value)
+            assert out.returncode != 0 and "not in 1..=" in out.stderr, (flag, value, out.stderr)
+        out = run("discover", "cli.people", "--sample", "40", "--min-confidence", "50")
+        assert out.returncode == 0, out.stderr
+        assert "sampled 40 rows" in out.stdout, out.stdout
         out = run("discover", "cli.people")
         assert out.returncode == 0, out.stderr
         assert "PII.ssn" in out.stdout and "PII.ip.v4" in out.stdout, out.stdout

@@ -79,11 +79,11 @@ struct DiscoverOptions {
     /// `schema.name` of a dataset you own (or govern).
     dataset: String,
     /// Rows to sample (default 1000, at most 100000).
-    #[arg(long, default_value_t = 0, hide_default_value = true)]
-    sample: u32,
+    #[arg(long, value_parser = clap::value_parser!(u32).range(1..=100_000))]
+    sample: Option<u32>,
     /// Propose only at this confidence or more, in percent (default 50).
-    #[arg(long, default_value_t = 0, hide_default_value = true)]
-    min_confidence: u32,
+    #[arg(long, value_parser = clap::value_parser!(u32).range(1..=100))]
+    min_confidence: Option<u32>,
     /// Accept a pending proposal, COLUMN=TAG (repeatable): the column gets
     /// the tag and policies on it apply from the next request.
     #[arg(long = "accept", value_name = "COLUMN=TAG")]
@@ -505,7 +505,11 @@ async fn discover(conn: &Connection, a: DiscoverOptions) -> Result<Vec<String>, 
         };
     }
     let report = conn
-        .discover(&a.dataset, a.sample, a.min_confidence)
+        .discover(
+            &a.dataset,
+            a.sample.unwrap_or_default(),
+            a.min_confidence.unwrap_or_default(),
+        )
         .await?;
     if a.json {
         return Ok(vec![report]);
