@@ -669,8 +669,9 @@ fn counts_slot(
 }
 
 /// The columns a user's safe filters may be copied below the barrier on
-/// (`super::pushdown`): a database dataset's unmasked columns, unless
-/// k-anonymization counts its rows or a sample draws them. Files keep
+/// (`super::pushdown`): a database dataset's unmasked columns, unless a
+/// row policy filters its rows for the reader (a sample included),
+/// k-anonymization counts them or differential privacy answers. Files keep
 /// every user filter above the barrier (their scans prune by policy
 /// filters only).
 fn pushable_columns(
@@ -682,11 +683,15 @@ fn pushable_columns(
         crate::model::source_kind::SourceKind::of(dataset),
         crate::model::source_kind::SourceKind::Database(_)
     );
-    let sampled = policy
-        .row_rules
-        .iter()
-        .any(|r| matches!(r.kind, RowRuleKind::Sample { .. }));
-    if !database || sampled || !policy.kanon.is_empty() {
+    // Under a row policy or differential privacy, the reader's filter would
+    // choose which rows the database returns beyond what the policy lets
+    // them see (a policy applied in Veil, a loose match in the database,
+    // no row policy under DP), and a returned row can fail the read (a
+    // value its dictionary type can't hold) or take time: that would
+    // answer questions about rows the reader may not see. So the database
+    // returns the rows the policy selects, whatever the reader asks.
+    if !database || !policy.row_rules.is_empty() || policy.dp.is_some() || !policy.kanon.is_empty()
+    {
         return vec![];
     }
     schema

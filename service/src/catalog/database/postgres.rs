@@ -253,17 +253,22 @@ impl Postgres {
                 .get(0);
             let rows = client
                 .query(
-                    "SELECT a.attname::text, a.attnotnull, coalesce(col_description(a.attrelid, a.attnum), '') FROM pg_attribute a WHERE a.attrelid = $1 AND a.attnum > 0 AND NOT a.attisdropped",
+                    "SELECT a.attname::text, a.attnotnull, coalesce(col_description(a.attrelid, a.attnum), ''), coalesce((SELECT NOT c.collisdeterministic FROM pg_collation c WHERE c.oid = a.attcollation), false) FROM pg_attribute a WHERE a.attrelid = $1 AND a.attnum > 0 AND NOT a.attisdropped",
                     &[&oid],
                 )
                 .await
                 .map_err(|e| dataset_error(self.classify(&e, false)))?;
             for r in rows {
-                let (name, not_null, comment): (String, bool, String) =
-                    (r.get(0), r.get(1), r.get(2));
+                let (name, not_null, comment, nondeterministic): (String, bool, String, bool) =
+                    (r.get(0), r.get(1), r.get(2), r.get(3));
                 if let Some(c) = found.columns.iter_mut().find(|c| c.name == name) {
                     c.nullable = !not_null;
                     c.description = comment;
+                    // Its `=` matches more than its bytes, and LIKE fails:
+                    // filters on it compare loosely (`sql::source_column`).
+                    if nondeterministic {
+                        c.database_type.push_str(super::sql::NONDETERMINISTIC);
+                    }
                 }
             }
             found.description = client

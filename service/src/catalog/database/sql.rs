@@ -37,9 +37,20 @@ pub enum Compare {
     /// Strings the database matches more loosely (MySQL collations,
     /// PostgreSQL `char(n)`): positive equality only.
     LooseText,
+    /// Strings whose `=` matches more than byte equality and that can't be
+    /// matched with `LIKE` (a PostgreSQL nondeterministic collation):
+    /// positive equality only.
+    LooseEquality,
+    /// Compares exactly, but some values the database holds Veil serves as
+    /// null (MySQL's zero date): never a null test.
+    ExactNotNullTested,
     /// Floats, binaries, lists: only `IS [NOT] NULL`.
     Opaque,
 }
+
+/// Marks a PostgreSQL column's type when its collation is nondeterministic
+/// (`postgres::discover` appends it; [`source_column`] reads it).
+pub const NONDETERMINISTIC: &str = " (nondeterministic collation)";
 
 /// One column as the statement reads and compares it.
 #[derive(Debug, Clone, PartialEq)]
@@ -76,8 +87,11 @@ fn string_literal(s: &str) -> Option<String> {
 fn exact_text_type(engine: DatabaseEngine, database_type: &str) -> bool {
     let t = database_type.to_ascii_lowercase();
     match engine {
+        // `name` is cut to 63 bytes on comparison (a longer literal could
+        // equal a stored value): loose.
         DatabaseEngine::Postgres => {
-            t == "text" || t.starts_with("character varying") || t == "name" || t == "uuid"
+            !t.ends_with(NONDETERMINISTIC)
+                && (t == "text" || t.starts_with("character varying") || t == "uuid")
         }
         // Every MySQL string type compares under a collation.
         DatabaseEngine::Mysql => false,
@@ -118,6 +132,9 @@ pub fn source_column(
         DatabaseEngine::Mysql => format!("CAST({q} AS CHAR)"),
     };
     let (read, reference, compare) = match data_type {
+        DataType::Utf8 | DataType::LargeUtf8 if database_type.ends_with(NONDETERMINISTIC) => {
+            (as_text(&q), as_text(&q), Compare::LooseEquality)
+        }
         DataType::Utf8 | DataType::LargeUtf8 => {
             if native_text_type(engine, database_type) {
                 let c = if exact_text_type(engine, database_type) {
@@ -145,6 +162,19 @@ pub fn source_column(
         },
         DataType::List(item) if matches!(item.data_type(), DataType::Utf8) => {
             (format!("{q}::text[]"), q, Compare::Opaque)
+        }
+        // MySQL reads a small constant compared with a YEAR as a year
+        // (50 is 2050): only null tests.
+        _ if engine == DatabaseEngine::Mysql
+            && database_type.to_ascii_lowercase().starts_with("year") =>
+        {
+            (q.clone(), q, Compare::Opaque)
+        }
+        // MySQL's zero date is served as null, but is not null there.
+        DataType::Date32 | DataType::Timestamp(TimeUnit::Microsecond, _)
+            if engine == DatabaseEngine::Mysql =>
+        {
+            (q.clone(), q, Compare::ExactNotNullTested)
         }
         DataType::Int8
         | DataType::Int16
@@ -311,10 +341,8 @@ impl Renderer<'_> {
                 _ => self.comparison(left, *op, right, positive),
             },
             Expr::Not(inner) => Some(format!("(NOT {})", self.render(inner, !positive)?)),
-            Expr::IsNull(inner) => Some(format!("({} IS NULL)", self.column(inner)?.reference)),
-            Expr::IsNotNull(inner) => {
-                Some(format!("({} IS NOT NULL)", self.column(inner)?.reference))
-            }
+            Expr::IsNull(inner) => Some(format!("({} IS NULL)", self.null_tested(inner)?)),
+            Expr::IsNotNull(inner) => Some(format!("({} IS NOT NULL)", self.null_tested(inner)?)),
             Expr::Column(_) => {
                 // A boolean column as a condition.
                 let c = self.column(e)?;
@@ -437,11 +465,18 @@ impl Renderer<'_> {
         // `<>` in a positive place is a negation of `=`.
         let widening = positive != (op == Operator::NotEq);
         match c.compare {
-            Compare::Exact => true,
+            Compare::Exact | Compare::ExactNotNullTested => true,
             Compare::ExactText => eq,
-            Compare::LooseText => op == Operator::Eq && widening,
+            Compare::LooseText | Compare::LooseEquality => op == Operator::Eq && widening,
             Compare::Opaque => false,
         }
+    }
+
+    /// The reference of the column `e` names, if a null test on it means
+    /// the same in the database.
+    fn null_tested(&self, e: &Expr) -> Option<&str> {
+        let c = self.column(e)?;
+        (c.compare != Compare::ExactNotNullTested).then_some(c.reference.as_str())
     }
 
     /// The column `e` names (directly, or through a cast that keeps every
@@ -562,6 +597,9 @@ mod tests {
             ("score", DataType::Float64, "double precision"),
             ("born", DataType::Date32, "date"),
             ("active", DataType::Boolean, "boolean"),
+            ("yr", DataType::UInt16, "year(4)"),
+            ("handle", DataType::Utf8, "name"),
+            ("ci", DataType::Utf8, "text (nondeterministic collation)"),
             ("price", DataType::Decimal128(10, 2), "numeric(10,2)"),
             (
                 "at",
@@ -672,6 +710,40 @@ mod tests {
         assert!(render(MY, col("name").eq(lit("ab")).not().not()).is_some());
         // NUL can't be in a database string.
         assert_eq!(render(PG, col("name").eq(lit("a\0"))), None);
+    }
+
+    /// What a database answers differently (found by an attack review):
+    /// MySQL reads a small number compared with a YEAR as a year, and holds
+    /// zero dates Veil serves as null; PostgreSQL cuts a `name` literal to
+    /// 63 bytes, and a nondeterministic collation's `=` matches more than
+    /// its bytes (and can't LIKE).
+    #[test]
+    fn what_a_database_answers_differently_stays_in_datafusion() {
+        assert_eq!(render(MY, col("yr").gt(lit(50u16))), None);
+        assert_eq!(render(MY, col("yr").eq(lit(2001u16))), None);
+        assert!(render(MY, col("yr").is_null()).is_some());
+        for e in [
+            col("born").is_null(),
+            col("at").is_not_null(),
+            col("born").is_not_null().not(),
+        ] {
+            assert_eq!(render(MY, e.clone()), None, "{e}");
+            assert!(render(PG, e.clone()).is_some(), "{e}");
+        }
+        let d = Expr::Literal(ScalarValue::Date32(Some(20_000)), None);
+        assert!(render(MY, col("born").gt(d)).is_some());
+        for handle in [PG] {
+            assert!(render(handle, col("handle").eq(lit("x"))).is_some());
+            assert_eq!(render(handle, col("handle").not_eq(lit("x"))), None);
+            assert!(render(handle, col("ci").eq(lit("abc"))).is_some());
+            assert_eq!(render(handle, col("ci").not_eq(lit("abc"))), None);
+            assert_eq!(render(handle, col("ci").eq(lit("abc")).not()), None);
+            assert_eq!(render(handle, col("ci").like(lit("a%"))), None);
+            assert_eq!(
+                render(handle, col("ci").in_list(vec![lit("a")], true)),
+                None
+            );
+        }
     }
 
     #[test]
