@@ -101,7 +101,11 @@ impl Mysql {
                     // The configured address, always: never switch to a
                     // local socket behind TLS's and the config's back.
                     .prefer_socket(false)
-                    .init(vec![
+                    // On every new connection and after every reset (a
+                    // pooled connection's reset reverts session settings;
+                    // `init` would run once): string literals rely on
+                    // NO_BACKSLASH_ESCAPES, reads on READ ONLY and UTC.
+                    .setup(vec![
                         "SET NAMES utf8mb4".to_string(),
                         "SET SESSION time_zone = '+00:00'".to_string(),
                         "SET SESSION sql_mode = 'NO_BACKSLASH_ESCAPES'".to_string(),
