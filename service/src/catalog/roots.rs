@@ -135,41 +135,52 @@ impl LocationRoots {
     }
 
     /// The answer for a location under a root as written that does not
-    /// resolve: missing, unless the part of it that does resolve (its
-    /// deepest folder that exists, or a symlink on the way whose target is
-    /// missing) leads outside the roots. There the answer is the same as
-    /// for any path outside, or a symlink inside a root to a folder
-    /// outside (`root/link -> /etc`) would tell which paths exist there.
+    /// resolve: missing, unless the part of it that does resolve leads
+    /// outside the roots ([`Self::leads_outside`]). There the answer is
+    /// the same as for any path outside, or a symlink inside a root to a
+    /// folder outside (`root/link -> /etc`) would tell which paths exist
+    /// there.
     fn unresolved(&self, location: &Path) -> VeilError {
-        let missing = || {
-            VeilError::InvalidArgument(
+        match self.leads_outside(location, MAX_LINK_HOPS) {
+            true => outside(),
+            false => VeilError::InvalidArgument(
                 "the dataset location does not exist or cannot be read".into(),
-            )
-        };
-        for part in location.ancestors() {
+            ),
+        }
+    }
+
+    /// Whether a path that does not resolve leads outside the roots: its
+    /// deepest part that exists resolves outside, or a dangling symlink on
+    /// its way points (through further links, each followed the same way,
+    /// at most `hops` of them) somewhere outside. Too many links: outside.
+    fn leads_outside(&self, path: &Path, hops: usize) -> bool {
+        for part in path.ancestors() {
             if part.as_os_str().is_empty() {
                 break;
             }
             if let Ok(canonical) = part.canonicalize() {
-                return match self.under_a_root(&canonical) {
-                    true => missing(),
-                    false => outside(),
+                return !self.under_a_root(&canonical);
+            }
+            if part.symlink_metadata().is_ok_and(|m| m.is_symlink()) {
+                if hops == 0 {
+                    return true;
+                }
+                let target = std::fs::read_link(part)
+                    .ok()
+                    .and_then(|t| Some(part.parent()?.canonicalize().ok()?.join(t)));
+                return match target {
+                    Some(t) => self.leads_outside(&t, hops - 1),
+                    None => true,
                 };
             }
-            let dangling = part.symlink_metadata().is_ok_and(|m| m.is_symlink());
-            if dangling {
-                let target = std::fs::read_link(part).ok().and_then(|t| {
-                    let parent = part.parent()?.canonicalize().ok()?;
-                    lexical(&parent.join(t))
-                });
-                if !target.is_some_and(|t| self.under_a_root(&t)) {
-                    return outside();
-                }
-            }
         }
-        missing()
+        false
     }
 }
+
+/// How many symlinks a missing location's answer follows (Linux's own
+/// limit is 40).
+const MAX_LINK_HOPS: usize = 40;
 
 #[cfg(test)]
 mod tests {
@@ -217,10 +228,19 @@ mod tests {
             ] {
                 assert_eq!(answer(p), there, "{p}");
             }
+            // Chains of links: to a link to a folder outside, or through
+            // a folder link inside the root that leads outside.
+            std::os::unix::fs::symlink(root.join("to-gone"), root.join("chain")).unwrap();
+            std::os::unix::fs::symlink(root.join("link/gone.csv"), root.join("via-link")).unwrap();
+            std::os::unix::fs::symlink("to-x", root.join("chain-x")).unwrap();
+            for p in ["chain", "via-link", "chain-x", "chain/deeper.csv"] {
+                assert_eq!(answer(p), there, "{p}");
+            }
             // Inside the roots, missing is said as missing, dangling links
             // included.
             std::os::unix::fs::symlink(root.join("none.csv"), root.join("in-gone")).unwrap();
-            for p in ["missing.csv", "in-gone", "missing/x.csv"] {
+            std::os::unix::fs::symlink("in-gone", root.join("in-chain")).unwrap();
+            for p in ["missing.csv", "in-gone", "missing/x.csv", "in-chain"] {
                 assert!(answer(p).contains("does not exist"), "{p}: {}", answer(p));
             }
         }

@@ -360,16 +360,20 @@ impl Accelerator {
             audit.record(event).await?;
         }
         let (copy, how) = result?;
-        let rows = match count_rows {
-            true => format!("{} rows, ", copy.rows),
-            false => String::new(),
-        };
-        Ok(format!(
-            "{} refreshed ({how}): {rows}generation {}, in {} ms",
-            d.name,
-            copy.generation,
-            started.elapsed().as_millis()
-        ))
+        // How long it took grows with the rows: said with them only.
+        Ok(match count_rows {
+            true => format!(
+                "{} refreshed ({how}): {} rows, generation {}, in {} ms",
+                d.name,
+                copy.rows,
+                copy.generation,
+                started.elapsed().as_millis()
+            ),
+            false => format!(
+                "{} refreshed ({how}): generation {}",
+                d.name, copy.generation
+            ),
+        })
     }
 
     async fn refresh_now(&self, d: &DatasetRecord) -> Result<(Copy, &'static str)> {

@@ -73,11 +73,9 @@ pub fn check_references(
     Ok(())
 }
 
-/// Where a declared dataset's rows come from: files (`format` and
-/// `location`, confined to a root) or a database (`connection` and a
-/// `table` or a `query`), never both.
-/// How long a reload waits for a database to describe a table again.
-const COMMENTS_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(10);
+/// How long a start or a reload waits for the databases to describe their
+/// tables again (all at once): a database that is down delays it this long.
+const COMMENTS_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(3);
 
 /// A database dataset's table comment and column comments, read from its
 /// database now; `None` for files, or when the database can't say (logged:
@@ -114,6 +112,9 @@ async fn database_comments(
     }
 }
 
+/// Where a declared dataset's rows come from: files (`format` and
+/// `location`, confined to a root) or a database (`connection` and a
+/// `table` or a `query`), never both.
 fn config_source(cfg: &Config, roots: &LocationRoots, d: &DatasetConfig) -> Result<NewSource> {
     match (&d.connection, &d.format, &d.location) {
         (None, Some(format), Some(location)) => {
@@ -215,6 +216,19 @@ pub async fn sync_config(
             )));
         }
     }
+    // The comments of the database datasets the config declares and the
+    // store holds, read from their databases at once.
+    let comments: BTreeMap<&str, (String, BTreeMap<String, String>)> = futures::future::join_all(
+        cfg.datasets
+            .iter()
+            .filter_map(|d| snapshot.datasets.get(&d.name))
+            .filter(|e| e.source.database.is_some())
+            .map(|e| async move { (e.name.as_str(), database_comments(e, databases).await) }),
+    )
+    .await
+    .into_iter()
+    .filter_map(|(name, found)| Some((name, found?)))
+    .collect();
     for d in &cfg.datasets {
         let in_dataset = |e: VeilError| {
             VeilError::FailedPrecondition(format!("dataset {}: {}", d.name, e.message()))
@@ -288,8 +302,8 @@ pub async fn sync_config(
                 // dataset's is the database's comment, as at registration
                 // (read again: the table's comments may have changed; kept
                 // as stored when the database can't be reached now).
-                let comments = database_comments(existing, databases).await;
-                let comment = |column: Option<&str>| match (&comments, column) {
+                let comments = comments.get(existing.name.as_str());
+                let comment = |column: Option<&str>| match (comments, column) {
                     (Some((table, _)), None) => Some(table.clone()),
                     (Some((_, columns)), Some(c)) => {
                         Some(columns.get(c).cloned().unwrap_or_default())
