@@ -316,8 +316,10 @@ impl Governance {
     /// something computed from them (profiling, discovery): which columns
     /// the caller reads masked, as a function answering how (`None`:
     /// unmasked; governors read everything unmasked). Refused outright
-    /// when a row policy hides rows from the caller, since such work reads
-    /// every row (`reads_all` says so; `ask` is what a governor would do).
+    /// when a row policy hides rows from the caller, or the caller reads
+    /// the dataset only through differential privacy (not even a count of
+    /// rows is theirs), since such work reads every row (`reads_all` says
+    /// so; `ask` is what a governor would do).
     pub(super) fn raw_reads_masked(
         &self,
         call: &Call<'_>,
