@@ -73,12 +73,10 @@ def by_hand(pg, sql):
         return cur.fetch_arrow_table().to_pandas()
 
 
-@pytest.fixture(scope="module")
-def db_server(tmp_path_factory, pg):
+def shop_connection():
+    """The config's `shop` connection to the test PostgreSQL."""
     host, port, user, database = pg_parts()
-    s = Server(
-        tmp_path_factory.mktemp("veil-db"),
-        extra_config=f"""
+    return f"""
 [[connections]]
 name = "shop"
 kind = "postgres"
@@ -86,8 +84,12 @@ host = "{host}"
 port = {port}
 user = "{user}"
 database = "{database}"
-""",
-    )
+"""
+
+
+@pytest.fixture(scope="module")
+def db_server(tmp_path_factory, pg):
+    s = Server(tmp_path_factory.mktemp("veil-db"), extra_config=shop_connection())
     yield s
     s.stop()
 
@@ -182,18 +184,10 @@ def test_an_owner_bound_by_differential_privacy_learns_no_row_count(pg, tmp_path
     # (refused) says how many rows the dataset holds; a governor's refresh
     # does.
     _, schema = pg
-    host, port, user, database = pg_parts()
     s = Server(
         tmp_path_factory.mktemp("veil-dp-owner"),
-        extra_config=f"""
-[[connections]]
-name = "shop"
-kind = "postgres"
-host = "{host}"
-port = {port}
-user = "{user}"
-database = "{database}"
-
+        extra_config=shop_connection()
+        + f"""
 [[users]]
 name = "owen"
 groups = ["shop-owners"]
@@ -242,18 +236,10 @@ def test_a_reload_keeps_a_database_datasets_comments(pg, tmp_path_factory):
         cur.execute(f"COMMENT ON COLUMN {schema}.notes.body IS 'free text'")
         cur.execute(f"COMMENT ON COLUMN {schema}.notes.kind IS 'note kind'")
     conn.commit()
-    host, port, user, database = pg_parts()
     s = Server(
         tmp_path_factory.mktemp("veil-comments"),
-        extra_config=f"""
-[[connections]]
-name = "shop"
-kind = "postgres"
-host = "{host}"
-port = {port}
-user = "{user}"
-database = "{database}"
-
+        extra_config=shop_connection()
+        + f"""
 [[datasets]]
 name = "shop.notes"
 connection = "shop"
